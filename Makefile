@@ -1,0 +1,99 @@
+# ftpipe — build, test, install.
+#   make            builds build/ftpipe (installing missing Debian packages first)
+#                   (the source folder is ftpipe/, so the program cannot sit beside it)
+#   make test       builds with AddressSanitizer + UBSan and runs every test
+#   make quickstart runs examples/quickstart end to end
+#   make bench      runs the CPU benchmarks in tests/bench
+#   make install PREFIX=/usr/local
+
+PREFIX  ?= /usr/local
+CC      ?= cc
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
+
+# Debian packages the build and the tests need; `make deps` installs the missing ones.
+DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openssl-dev \
+               libxxhash-dev xxhash libpcre2-dev libutf8proc-dev libjansson-dev \
+               libopenblas-dev libzstd-dev zstd nginx rclone
+PKG_LIBS = sqlite3 libarchive libcurl libxxhash libpcre2-8 libutf8proc jansson
+
+WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -Iinclude -Ibuild/gen $(WARNINGS) -MMD -MP -pthread
+RELEASE_CFLAGS = -O2 -g -march=x86-64-v2
+ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+LDLIBS = $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null) -lopenblas -lpthread -lm
+
+CORE_SOURCES = $(filter-out ftpipe/main.c,$(wildcard ftpipe/*.c)) $(wildcard stages/*.c) build/gen/builtin_rules.c
+TEST_SOURCES = $(wildcard tests/unit/test_*.c)
+
+RELEASE_OBJECTS = $(patsubst %.c,build/release/%.o,$(CORE_SOURCES))
+ASAN_OBJECTS    = $(patsubst %.c,build/asan/%.o,$(CORE_SOURCES))
+TEST_BINARIES   = $(patsubst tests/unit/%.c,build/asan/tests/%,$(TEST_SOURCES))
+
+.PHONY: all deps test quickstart bench install clean
+all: build/ftpipe
+
+build/.deps-ok: Makefile
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null || \
+	  { echo "could not install:$$missing (run as root or with sudo)"; exit 1; }; \
+	fi
+	@mkdir -p build && touch $@
+deps: build/.deps-ok
+
+# Rule files are compiled into the program so that it runs from anywhere.
+build/gen/builtin_rules.c: $(wildcard rules/*.ft) | build/.deps-ok
+	@mkdir -p build/gen
+	@{ echo '/* generated from rules/*.ft by the Makefile */'; \
+	   echo '#include <stddef.h>'; \
+	   echo 'const char *const ft_builtin_rule_files[][2] = {'; \
+	   for f in $(sort $(wildcard rules/*.ft)); do \
+	     printf '    {"%s",\n' "$$(basename $$f)"; \
+	     sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/     "/' -e 's/$$/\\n"/' $$f; \
+	     echo '    },'; \
+	   done; \
+	   echo '    {NULL, NULL}};'; } > $@
+
+build/release/%.o: %.c | build/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -c $< -o $@
+
+build/asan/%.o: %.c | build/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -c $< -o $@
+
+# The core is an archive, so a test links only the modules it uses.
+build/release/libftpipe.a: $(RELEASE_OBJECTS)
+	@rm -f $@; ar rcs $@ $^
+build/asan/libftpipe.a: $(ASAN_OBJECTS)
+	@rm -f $@; ar rcs $@ $^
+
+build/ftpipe: build/release/ftpipe/main.o build/release/libftpipe.a
+	$(CC) -pthread -o $@ $^ $(LDLIBS)
+
+build/asan/ftpipe: build/asan/ftpipe/main.o build/asan/libftpipe.a
+	$(CC) -pthread $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/asan/tests/%: tests/unit/%.c build/asan/libftpipe.a tests/unit/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -Itests/unit -o $@ $< build/asan/libftpipe.a $(LDLIBS)
+
+test: build/asan/ftpipe $(TEST_BINARIES) build/ftpipe
+	@sh tests/run.sh
+
+quickstart: build/ftpipe
+	build/ftpipe -C examples/quickstart
+
+bench: build/ftpipe
+	@for b in tests/bench/*.sh; do sh $$b || exit 1; done
+
+install: build/ftpipe
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 build/ftpipe $(DESTDIR)$(PREFIX)/bin/ftpipe
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

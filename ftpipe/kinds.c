@@ -1,0 +1,19 @@
+/* kinds: the built-in stage kinds, one file each in stages/. */
+#include <string.h>
+
+#include "ftpipe/stage.h"
+
+extern const ft_stage_kind ft_kind_shell;
+
+const ft_stage_kind *const ft_builtin_kinds[] = {
+    &ft_kind_shell,
+    NULL,
+};
+
+const ft_stage_kind *ft_stage_kind_find(const char *name)
+{
+    for (size_t i = 0; ft_builtin_kinds[i]; i++)
+        if (strcmp(ft_builtin_kinds[i]->name, name) == 0)
+            return ft_builtin_kinds[i];
+    return NULL;
+}

@@ -1,0 +1,14 @@
+/* commands: the subcommands of the ftpipe program besides running a pipeline.
+ * Each takes the arguments after its name and returns the process exit status;
+ * it prints its own output and, on failure, leaves the reason in ft_error. */
+#ifndef FTPIPE_COMMANDS_H
+#define FTPIPE_COMMANDS_H
+
+/* ftpipe hash [--threads N] PATH...: content hashes, as the engine computes them. */
+int ft_command_hash(int argc, char **argv);
+/* ftpipe encode --tokenizer PATH [--jsonl]: text on stdin -> token ids. */
+int ft_command_encode(int argc, char **argv);
+/* ftpipe decode --tokenizer PATH: token ids on stdin -> text. */
+int ft_command_decode(int argc, char **argv);
+
+#endif

@@ -1,0 +1,41 @@
+/* hash: XXH3-128 content hashes of bytes and files.
+ *
+ * A file's hash is XXH3-128 of its bytes when it is at most FT_HASH_CHUNK_BYTES;
+ * a larger file is cut into chunks of that size, each hashed on its own (so
+ * several threads can share one file), and the file's hash is XXH3-128 of the
+ * chunk hashes followed by the size. The result never depends on the thread count. */
+#ifndef FTPIPE_HASH_H
+#define FTPIPE_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FT_HASH_CHUNK_BYTES ((uint64_t)64 << 20)
+#define FT_HASH_HEX_LENGTH 32
+
+typedef struct {
+    uint64_t high;
+    uint64_t low;
+} ft_hash;
+
+ft_hash ft_hash_bytes(const void *bytes, size_t length);
+/* 32 lowercase hex digits and a NUL into out. */
+void ft_hash_to_hex(ft_hash hash, char out[FT_HASH_HEX_LENGTH + 1]);
+int ft_hash_from_hex(const char *hex, ft_hash *out);
+int ft_hash_equal(ft_hash a, ft_hash b);
+
+/* Streaming hash of a sequence of byte strings (for keys). */
+typedef struct ft_hasher ft_hasher;
+ft_hasher *ft_hasher_new(void);
+void ft_hasher_update(ft_hasher *hasher, const void *bytes, size_t length);
+ft_hash ft_hasher_digest(const ft_hasher *hasher);
+void ft_hasher_free(ft_hasher *hasher);
+
+/* Hashes one regular file with up to `threads` threads (0: one per core). */
+int ft_hash_file(const char *path, int threads, ft_hash *out);
+
+/* Hashes many files at once with up to `threads` threads (0: one per core);
+ * large files are split into chunks across threads. out[i] is paths[i]'s hash. */
+int ft_hash_files(const char *const *paths, size_t count, int threads, ft_hash *out);
+
+#endif

@@ -1,0 +1,48 @@
+/* model_config: a Hugging Face config.json for the architectures ftpipe trains:
+ * Qwen2/Qwen2.5 (qkv bias), Qwen3 (q/k RMSNorm, no bias), Llama 3 (rope scaling
+ * "llama3"). Any other architecture or an unsupported option is refused by name. */
+#ifndef FTPIPE_MODEL_CONFIG_H
+#define FTPIPE_MODEL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum { FT_ARCH_QWEN2, FT_ARCH_QWEN3, FT_ARCH_LLAMA } ft_architecture;
+
+typedef struct {
+    ft_architecture architecture;
+    char architecture_name[64];   /* as in config.json: "Qwen2ForCausalLM" */
+    int vocab_size;
+    int hidden_size;
+    int intermediate_size;
+    int num_hidden_layers;
+    int num_attention_heads;
+    int num_key_value_heads;
+    int head_dim;                 /* hidden_size / heads unless given */
+    int max_position_embeddings;
+    double rms_norm_eps;
+    double rope_theta;
+    bool attention_bias;          /* q,k,v projections carry a bias (Qwen2) */
+    bool qk_norm;                 /* RMSNorm on q and k per head (Qwen3) */
+    bool tie_word_embeddings;
+    /* rope_scaling {"rope_type": "llama3", ...}; has_llama3_rope_scaling false when absent. */
+    bool has_llama3_rope_scaling;
+    double rope_scaling_factor;
+    double rope_low_freq_factor;
+    double rope_high_freq_factor;
+    int rope_original_max_position_embeddings;
+    int bos_token_id;             /* -1 when absent */
+    int eos_token_id;             /* the first one when a list; -1 when absent */
+    char torch_dtype[16];         /* "bfloat16", "float32", ... ("" when absent) */
+} ft_model_config;
+
+/* path: a config.json or a model folder holding one. */
+int ft_model_config_load(const char *path, ft_model_config *out);
+int ft_model_config_parse(const char *json_text, const char *origin, ft_model_config *out);
+/* config.json text for a config, as transformers writes it. Caller frees. */
+char *ft_model_config_to_json(const ft_model_config *config);
+
+/* Parameter count of the whole model. */
+size_t ft_model_config_parameter_count(const ft_model_config *config);
+
+#endif

@@ -1,0 +1,75 @@
+/* safetensors: Hugging Face's tensor files, read by mmap and written atomically.
+ *
+ * The reader validates the whole header before serving anything: its length,
+ * its JSON, each dtype, shape against byte size, offsets inside the data and not
+ * overlapping. A sharded model (model.safetensors.index.json) opens as one set.
+ * Errors name the file and the tensor. */
+#ifndef FTPIPE_SAFETENSORS_H
+#define FTPIPE_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    FT_DTYPE_F32,
+    FT_DTYPE_F16,
+    FT_DTYPE_BF16,
+    FT_DTYPE_F64,
+    FT_DTYPE_I64,
+    FT_DTYPE_I32,
+    FT_DTYPE_I16,
+    FT_DTYPE_I8,
+    FT_DTYPE_U8,
+    FT_DTYPE_BOOL,
+} ft_dtype;
+
+#define FT_MAX_DIMS 8
+
+typedef struct {
+    const char *name;        /* owned by the file */
+    ft_dtype dtype;
+    int n_dims;
+    int64_t shape[FT_MAX_DIMS];
+    const void *data;        /* into the mapping */
+    size_t size_bytes;
+    const char *file;        /* which file holds it */
+} ft_tensor_view;
+
+typedef struct ft_safetensors ft_safetensors;
+
+/* path: a .safetensors file, an index .json, or a model folder (which holds
+ * model.safetensors or model.safetensors.index.json). */
+int ft_safetensors_open(const char *path, ft_safetensors **out);
+void ft_safetensors_close(ft_safetensors *set);
+size_t ft_safetensors_count(const ft_safetensors *set);
+const ft_tensor_view *ft_safetensors_at(const ft_safetensors *set, size_t index);
+/* NULL (and ft_error naming the tensor and files) when absent. */
+const ft_tensor_view *ft_safetensors_find(const ft_safetensors *set, const char *name);
+
+size_t ft_dtype_size(ft_dtype dtype);
+const char *ft_dtype_name(ft_dtype dtype); /* "F32", "BF16", ... as in the header */
+
+/* Converts a tensor of F32, F16 or BF16 to float. out holds its element count. */
+int ft_tensor_to_f32(const ft_tensor_view *tensor, float *out);
+
+/* Writing: collect tensors, then write them in one go (8-byte aligned data,
+ * header padded with spaces, temporary file then rename). Tensors' data must
+ * stay alive until ft_safetensors_write returns. */
+typedef struct {
+    const char *name;
+    ft_dtype dtype;
+    int n_dims;
+    int64_t shape[FT_MAX_DIMS];
+    const void *data;
+} ft_tensor_to_write;
+
+/* metadata: optional string pairs for "__metadata__" (keys then values), may be NULL. */
+int ft_safetensors_write(const char *path, const ft_tensor_to_write *tensors, size_t count,
+                         const char *const *metadata_keys, const char *const *metadata_values,
+                         size_t n_metadata);
+
+/* bf16 <-> f32 (round to nearest even). */
+uint16_t ft_f32_to_bf16(float value);
+float ft_bf16_to_f32(uint16_t value);
+
+#endif

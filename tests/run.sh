@@ -1,0 +1,35 @@
+#!/bin/sh
+# Runs every unit test binary (build/asan/tests/*) and every end-to-end script
+# (tests/e2e/*.sh), counts "ok"/"not ok" case lines, prints failures' output, and
+# ends with the summary line "N passed, N failed".
+cd "$(dirname "$0")/.."
+FTPIPE="$(pwd)/build/asan/ftpipe"
+export FTPIPE
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+passed=0
+failed=0
+log=$(mktemp)
+for t in build/asan/tests/test_* tests/e2e/test_*.sh; do
+  [ -e "$t" ] || continue
+  case "$t" in *.d) continue ;; esac
+  case "$t" in *.sh) sh "$t" >"$log" 2>&1 ;; *) "$t" >"$log" 2>&1 ;; esac
+  status=$?
+  ok=$(grep -c '^ok ' "$log")
+  bad=$(grep -c '^not ok ' "$log")
+  if [ "$status" -ne 0 ] && [ "$bad" -eq 0 ]; then
+    bad=1
+    echo "not ok $t (exit $status)"
+  fi
+  passed=$((passed + ok))
+  failed=$((failed + bad))
+  if [ "$bad" -ne 0 ]; then
+    echo "--- $t"
+    cat "$log"
+  else
+    echo "ok $t ($ok cases)"
+  fi
+done
+rm -f "$log"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
