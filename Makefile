@@ -25,8 +25,8 @@ LDLIBS = $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null) -lopenblas -lpthread
 CORE_SOURCES = $(filter-out ftpipe/main.c,$(wildcard ftpipe/*.c)) $(wildcard stages/*.c) build/gen/builtin_rules.c
 TEST_SOURCES = $(wildcard tests/unit/test_*.c)
 
-RELEASE_OBJECTS = $(patsubst %.c,build/release/%.o,$(CORE_SOURCES))
-ASAN_OBJECTS    = $(patsubst %.c,build/asan/%.o,$(CORE_SOURCES))
+RELEASE_OBJECTS = $(patsubst %.c,build/obj-release/%.o,$(CORE_SOURCES))
+ASAN_OBJECTS    = $(patsubst %.c,build/obj-asan/%.o,$(CORE_SOURCES))
 TEST_BINARIES   = $(patsubst tests/unit/%.c,build/asan/tests/%,$(TEST_SOURCES))
 
 .PHONY: all deps test quickstart bench install clean
@@ -46,7 +46,7 @@ deps: build/.deps-ok
 # Rule files are compiled into the program so that it runs from anywhere.
 build/gen/builtin_rules.c: $(wildcard rules/*.ft) | build/.deps-ok
 	@mkdir -p build/gen
-	@{ echo '/* generated from rules/*.ft by the Makefile */'; \
+	@{ echo '/* generated from the rule files in rules/ by the Makefile */'; \
 	   echo '#include <stddef.h>'; \
 	   echo 'const char *const ft_builtin_rule_files[][2] = {'; \
 	   for f in $(sort $(wildcard rules/*.ft)); do \
@@ -56,29 +56,29 @@ build/gen/builtin_rules.c: $(wildcard rules/*.ft) | build/.deps-ok
 	   done; \
 	   echo '    {NULL, NULL}};'; } > $@
 
-build/release/%.o: %.c | build/.deps-ok
+build/obj-release/%.o: %.c | build/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -c $< -o $@
 
-build/asan/%.o: %.c | build/.deps-ok
+build/obj-asan/%.o: %.c | build/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -c $< -o $@
 
 # The core is an archive, so a test links only the modules it uses.
-build/release/libftpipe.a: $(RELEASE_OBJECTS)
+build/obj-release/libftpipe.a: $(RELEASE_OBJECTS)
 	@rm -f $@; ar rcs $@ $^
-build/asan/libftpipe.a: $(ASAN_OBJECTS)
+build/obj-asan/libftpipe.a: $(ASAN_OBJECTS)
 	@rm -f $@; ar rcs $@ $^
 
-build/ftpipe: build/release/ftpipe/main.o build/release/libftpipe.a
+build/ftpipe: build/obj-release/ftpipe/main.o build/obj-release/libftpipe.a
 	$(CC) -pthread -o $@ $^ $(LDLIBS)
 
-build/asan/ftpipe: build/asan/ftpipe/main.o build/asan/libftpipe.a
+build/asan/ftpipe: build/obj-asan/ftpipe/main.o build/obj-asan/libftpipe.a
 	$(CC) -pthread $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)
 
-build/asan/tests/%: tests/unit/%.c build/asan/libftpipe.a tests/unit/check.h
+build/asan/tests/%: tests/unit/%.c build/obj-asan/libftpipe.a tests/unit/check.h
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -Itests/unit -o $@ $< build/asan/libftpipe.a $(LDLIBS)
+	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -Itests/unit -o $@ $< build/obj-asan/libftpipe.a $(LDLIBS)
 
 test: build/asan/ftpipe $(TEST_BINARIES) build/ftpipe
 	@sh tests/run.sh

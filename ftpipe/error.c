@@ -38,8 +38,16 @@ int ft_error_context(const char *fmt, ...)
     va_start(args, fmt);
     int used = vsnprintf(message, sizeof message, fmt, args);
     va_end(args);
-    if (used >= 0 && (size_t)used < sizeof message)
-        snprintf(message + used, sizeof message - (size_t)used, ": %s", previous);
+    size_t at = used < 0 ? 0 : (size_t)used;
+    size_t previous_length = strlen(previous);
+    if (at + 2 < sizeof message) {
+        memcpy(message + at, ": ", 2);
+        at += 2;
+        size_t room = sizeof message - 1 - at;
+        size_t n = previous_length < room ? previous_length : room;
+        memcpy(message + at, previous, n);
+        message[at + n] = '\0';
+    }
     return -1;
 }
 

@@ -28,7 +28,7 @@ typedef struct {
     char *link_target;   /* symlinks only */
 } ft_manifest_entry;
 
-typedef struct {
+typedef struct ft_manifest {
     ft_manifest_entry *entries;
     size_t n_entries;
     ft_hash hash;        /* of the canonical text; set by ft_manifest_finish */

@@ -26,6 +26,7 @@
 #include "ftpipe/strbuf.h"
 
 typedef struct ft_stage ft_stage;
+typedef struct ft_manifest ft_manifest; /* include/ftpipe/manifest.h */
 
 typedef struct {
     const char *name;  /* as written in pipelines; rules/<name>.ft declares its parameters */
@@ -34,12 +35,13 @@ typedef struct {
     /* Optional: appends text that must enter the key besides parameters and inputs
      * (the shell kind's declared environment). Called in the engine process. */
     int (*extra_key)(ft_stage *stage, ft_strbuf *key_text);
-    /* Optional: whether a cached output at `path` may still be used (the shm kind
-     * answers false when its tmpfs copy is gone). 1 yes, 0 no, -1 error. */
-    int (*cached_output_usable)(ft_stage *stage, const char *path);
+    /* Optional: whether a cached output (described by its manifest) may still be
+     * used: the shm kind answers 0 when the tmpfs copy its link points to is gone,
+     * and the stage runs again under the same key. 1 yes, 0 no, -1 error. */
+    int (*cached_output_usable)(ft_stage *stage, const ft_manifest *output);
 } ft_stage_kind;
 
-/* The built-in kinds (stages/*.c), NULL-terminated; and lookup by name. */
+/* The built-in kinds (one file each in stages/), NULL-terminated; and lookup by name. */
 extern const ft_stage_kind *const ft_builtin_kinds[];
 const ft_stage_kind *ft_stage_kind_find(const char *name);
 
@@ -72,6 +74,8 @@ const char *ft_stage_state_dir(const ft_stage *stage);
 /* --- reporting --- */
 /* A line in the stage's log (kept in the work folder; `ftpipe log TARGET` shows it). */
 void ft_stage_log(ft_stage *stage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A file descriptor on the stage log, for the output of programs the kind runs. */
+int ft_stage_log_fd(ft_stage *stage);
 /* Progress: fraction in [0,1] (negative: unknown) and a short status ("312 MiB/1.2 GiB, 80 MiB/s").
  * Rate-limited by the engine; cheap to call often. */
 void ft_stage_progress(ft_stage *stage, double fraction, const char *fmt, ...)

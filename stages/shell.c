@@ -1,0 +1,116 @@
+/* shell: runs a command, make-style. $< is the first input, $^ all inputs, $@ the
+ * path the command must create (a file or a folder). The command runs with /bin/sh
+ * in the pipeline's folder; its output goes to the stage log. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ftpipe/error.h"
+#include "ftpipe/stage.h"
+#include "ftpipe/strbuf.h"
+
+/* Binds $<, $^ and $@ (the parser already turned $$ into $). */
+static char *bind_automatic_variables(ft_stage *stage, const char *command)
+{
+    ft_strbuf out;
+    ft_strbuf_init(&out);
+    for (const char *p = command; *p; p++) {
+        if (p[0] == '$' && p[1] == '<') {
+            if (ft_stage_input_count(stage) > 0)
+                ft_strbuf_puts(&out, ft_stage_input_path(stage, 0));
+            p++;
+        } else if (p[0] == '$' && p[1] == '^') {
+            for (size_t i = 0; i < ft_stage_input_count(stage); i++) {
+                if (i)
+                    ft_strbuf_putc(&out, ' ');
+                ft_strbuf_puts(&out, ft_stage_input_path(stage, i));
+            }
+            p++;
+        } else if (p[0] == '$' && p[1] == '@') {
+            ft_strbuf_puts(&out, ft_stage_output_path(stage));
+            p++;
+        } else {
+            ft_strbuf_putc(&out, *p);
+        }
+    }
+    return ft_strbuf_take(&out);
+}
+
+static int run_shell(ft_stage *stage)
+{
+    char *command = bind_automatic_variables(stage, ft_stage_param_string(stage, "run"));
+    ft_stage_log(stage, "$ %s", command);
+    int log_fd = ft_stage_log_fd(stage);
+    pid_t child = fork();
+    if (child < 0) {
+        free(command);
+        return ft_error_errno("cannot start /bin/sh for %s", ft_stage_target(stage));
+    }
+    if (child == 0) {
+        if (chdir(ft_stage_pipeline_dir(stage)) != 0)
+            _exit(127);
+        int null_fd = open("/dev/null", O_RDONLY);
+        dup2(null_fd, STDIN_FILENO);
+        dup2(log_fd, STDOUT_FILENO);
+        dup2(log_fd, STDERR_FILENO);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        execl("/bin/sh", "sh", "-c", command, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    bool forwarded = false;
+    while (waitpid(child, &status, 0) < 0) {
+        if (errno != EINTR) {
+            free(command);
+            return ft_error_errno("cannot wait for the command of %s", ft_stage_target(stage));
+        }
+        /* The command and everything it started share our process group: stop them
+         * all (this covers a signal sent to this process alone, as on the engine's death). */
+        if (ft_stage_cancelled(stage) && !forwarded) {
+            kill(0, SIGTERM);
+            forwarded = true;
+        }
+    }
+    free(command);
+    if (ft_stage_cancelled(stage))
+        return ft_error("%s: cancelled", ft_stage_target(stage));
+    if (WIFSIGNALED(status))
+        return ft_error("%s: the command was killed by signal %d (%s)", ft_stage_target(stage), WTERMSIG(status),
+                        strsignal(WTERMSIG(status)));
+    if (WEXITSTATUS(status) == 127)
+        return ft_error("%s: the command exited with status 127 (command not found?)", ft_stage_target(stage));
+    if (WEXITSTATUS(status) != 0)
+        return ft_error("%s: the command exited with status %d", ft_stage_target(stage), WEXITSTATUS(status));
+    return 0;
+}
+
+/* The values of the variables named in `env` enter the key: a command that reads
+ * $CUDA_HOME reruns when it changes. An unset variable differs from an empty one. */
+static int shell_extra_key(ft_stage *stage, ft_strbuf *key_text)
+{
+    size_t count = 0;
+    const char *const *names = ft_stage_param_list(stage, "env", &count);
+    for (size_t i = 0; i < count; i++) {
+        const char *value = getenv(names[i]);
+        if (value)
+            ft_strbuf_printf(key_text, "env %s=%zu:%s\n", names[i], strlen(value), value);
+        else
+            ft_strbuf_printf(key_text, "env %s unset\n", names[i]);
+    }
+    return 0;
+}
+
+const ft_stage_kind ft_kind_shell = {
+    .name = "shell",
+    .version = 1,
+    .run = run_shell,
+    .extra_key = shell_extra_key,
+};
