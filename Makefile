@@ -29,7 +29,7 @@ RELEASE_OBJECTS = $(patsubst %.c,build/obj-release/%.o,$(CORE_SOURCES))
 ASAN_OBJECTS    = $(patsubst %.c,build/obj-asan/%.o,$(CORE_SOURCES))
 TEST_BINARIES   = $(patsubst tests/unit/%.c,build/asan/tests/%,$(TEST_SOURCES))
 
-.PHONY: all deps test quickstart bench install clean
+.PHONY: all deps test quickstart bench install clean fuzz
 all: build/ftpipe
 
 build/.deps-ok: Makefile
@@ -79,6 +79,19 @@ build/asan/ftpipe: build/obj-asan/ftpipe/main.o build/obj-asan/libftpipe.a
 build/asan/tests/%: tests/unit/%.c build/obj-asan/libftpipe.a tests/unit/check.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -Itests/unit -o $@ $< build/obj-asan/libftpipe.a $(LDLIBS)
+
+# Fuzz targets (tests/fuzz/fuzz_*.c) with clang's libFuzzer:
+#   make fuzz && build/fuzz/fuzz_safetensors -max_total_time=60
+FUZZ_OBJECTS = $(patsubst %.c,build/obj-fuzz/%.o,$(CORE_SOURCES))
+build/obj-fuzz/%.o: %.c | build/.deps-ok
+	@mkdir -p $(dir $@)
+	clang $(BASE_CFLAGS) -g -O1 -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+build/obj-fuzz/libftpipe.a: $(FUZZ_OBJECTS)
+	@rm -f $@; ar rcs $@ $^
+build/fuzz/%: tests/fuzz/%.c build/obj-fuzz/libftpipe.a
+	@mkdir -p $(dir $@)
+	clang $(BASE_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< build/obj-fuzz/libftpipe.a $(LDLIBS)
+fuzz: $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
 test: build/asan/ftpipe $(TEST_BINARIES) build/ftpipe
 	@sh tests/run.sh

@@ -77,6 +77,7 @@ void ft_strbuf_printf(ft_strbuf *buffer, const char *fmt, ...)
 char *ft_strbuf_take(ft_strbuf *buffer)
 {
     char *text = buffer->data;
-    ft_strbuf_init(buffer);
+    buffer->data = NULL;
+    buffer->length = buffer->capacity = 0;
     return text;
 }

@@ -35,9 +35,11 @@ const char *ft_chat_template_name(const ft_chat_template *chat_template);
 
 /* Renders messages (an optional leading system message, then user/assistant
  * turns). With add_generation_prompt the text ends where the assistant's answer
- * begins (for generation); otherwise the last message is an assistant's. */
+ * begins (for generation); otherwise the last message is an assistant's.
+ * eos_token (ft_tokenizer_eos_token, or NULL for none) ends each answer in the
+ * templates that have no end-of-turn token of their own (alpaca, plain). */
 int ft_chat_template_render(const ft_chat_template *chat_template, const ft_message *messages, size_t count,
-                            bool add_generation_prompt, ft_rendered_chat *out);
+                            bool add_generation_prompt, const char *eos_token, ft_rendered_chat *out);
 /* All segments concatenated. Caller frees. */
 char *ft_rendered_chat_text(const ft_rendered_chat *chat);
 void ft_rendered_chat_free(ft_rendered_chat *chat);

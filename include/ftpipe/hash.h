@@ -1,9 +1,14 @@
 /* hash: XXH3-128 content hashes of bytes and files.
  *
- * A file's hash is XXH3-128 of its bytes when it is at most FT_HASH_CHUNK_BYTES;
- * a larger file is cut into chunks of that size, each hashed on its own (so
- * several threads can share one file), and the file's hash is XXH3-128 of the
- * chunk hashes followed by the size. The result never depends on the thread count. */
+ * A file's hash is XXH3-128 of its bytes when it is at most FT_HASH_CHUNK_BYTES,
+ * so it equals what `xxh128sum` prints. A larger file is cut into chunks of that
+ * size, each hashed on its own (so several threads can share one file), and the
+ * file's hash is XXH3-128 of the chunk hashes (16 bytes each, high half first,
+ * big-endian, as their hex reads) followed by the file size (8 bytes,
+ * little-endian). The result never depends on the thread count.
+ *
+ * Hex: the high 64 bits then the low 64 bits, 32 lowercase digits, as
+ * `xxh128sum` prints them. */
 #ifndef FTPIPE_HASH_H
 #define FTPIPE_HASH_H
 
@@ -21,7 +26,9 @@ typedef struct {
 ft_hash ft_hash_bytes(const void *bytes, size_t length);
 /* 32 lowercase hex digits and a NUL into out. */
 void ft_hash_to_hex(ft_hash hash, char out[FT_HASH_HEX_LENGTH + 1]);
+/* Parses exactly 32 hex digits (either case); -1 with ft_error otherwise. */
 int ft_hash_from_hex(const char *hex, ft_hash *out);
+/* 1 when equal, 0 otherwise. */
 int ft_hash_equal(ft_hash a, ft_hash b);
 
 /* Streaming hash of a sequence of byte strings (for keys). */
@@ -31,7 +38,8 @@ void ft_hasher_update(ft_hasher *hasher, const void *bytes, size_t length);
 ft_hash ft_hasher_digest(const ft_hasher *hasher);
 void ft_hasher_free(ft_hasher *hasher);
 
-/* Hashes one regular file with up to `threads` threads (0: one per core). */
+/* Hashes one regular file with up to `threads` threads (0: one per core).
+ * A file that changes size while it is read is an error. */
 int ft_hash_file(const char *path, int threads, ft_hash *out);
 
 /* Hashes many files at once with up to `threads` threads (0: one per core);

@@ -4,8 +4,13 @@
  * parameter lines, variables (`=` recursive, `:=` immediate, `?=` unless set by
  * the command line or the environment), `$(VAR)`/`${VAR}`, `$$` for a literal `$`,
  * `include NAME` (NAME or NAME.ft in the including file's folder, then the rule
- * folders), `#` comments, `\` continuation, and `.DEFAULT: targets...`.
+ * folders, then the built-in fragments), `#` comments (`\#` is a literal `#`),
+ * `\` continuation, and `.DEFAULT: targets...`.
  * `$<`, `$^` and `$@` are left in values untouched: they are bound when a stage runs.
+ * Targets, inputs and include names are expanded when their line is read;
+ * parameter values once the whole file is read (as make does with recipes), so
+ * they see every assignment. Command-line and environment values are taken
+ * literally (a `$` in them is not expanded).
  *
  * Every error names file:line:column and says what was expected. */
 #ifndef FTPIPE_PIPELINE_H
@@ -22,7 +27,8 @@ typedef struct {
 typedef struct {
     char *name;
     char *value;      /* variables expanded, surrounding blanks trimmed */
-    ft_location where;
+    ft_location where;       /* of the key */
+    ft_location value_where; /* of the value (just past the `=` when it is empty) */
 } ft_param;
 
 typedef struct {
@@ -48,6 +54,7 @@ typedef struct {
     ft_stage_decl *stages;
     size_t n_stages;
     char **defaults;         /* from `.DEFAULT:`; empty when absent */
+    ft_location *default_where;
     size_t n_defaults;
     char **files;            /* every file read (the pipeline, then includes), owned */
     size_t n_files;
@@ -68,5 +75,9 @@ int ft_pipeline_load(const char *path, const ft_pipeline_options *options, ft_pi
 int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeline_options *options,
                              ft_pipeline **out);
 void ft_pipeline_free(ft_pipeline *pipeline);
+
+/* Sets ft_error to "file:line:column: message" (just the message when where or
+ * where->file is NULL); returns -1. */
+int ft_error_at(const ft_location *where, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

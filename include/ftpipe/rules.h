@@ -55,6 +55,7 @@ typedef struct {
     char *file;            /* where it was read from, for messages */
     ft_param_rule *params; /* the kind's own, then rules/common.ft's */
     size_t n_params;
+    size_t n_own_params;   /* params[n_own_params..] are the common ones */
 } ft_kind_rules;
 
 typedef struct {
@@ -90,7 +91,8 @@ void ft_rulebook_free(ft_rulebook *book);
 const ft_kind_rules *ft_rulebook_find(const ft_rulebook *book, const char *kind);
 
 /* Checks a stage's parameters: unknown keys (naming the nearest valid one),
- * missing required ones, values of the wrong type. Fills in defaults. */
+ * missing required ones, values of the wrong type. Fills in defaults. On error
+ * *out holds nothing (ft_params_free on it is harmless). */
 int ft_params_check(const ft_rulebook *book, const ft_stage_decl *stage, ft_param_set *out);
 void ft_params_free(ft_param_set *set);
 const ft_param_value *ft_params_get(const ft_param_set *set, const char *name);
@@ -106,6 +108,8 @@ int ft_parse_duration_ms(const char *text, int64_t *ms);
 
 /* Levenshtein distance, for "did you mean" suggestions. */
 size_t ft_edit_distance(const char *a, const char *b);
+/* The name nearest to `wanted` when it is near enough to be a likely typo; else NULL. */
+const char *ft_closest_name(const char *wanted, const char *const *names, size_t n_names);
 
 /* `ftpipe help` (kinds and their docs) and `ftpipe help KIND` (its parameters). */
 int ft_rules_print_help(const ft_rulebook *book, const char *kind, void *file /* FILE* */);

@@ -42,6 +42,7 @@ typedef struct ft_safetensors ft_safetensors;
 int ft_safetensors_open(const char *path, ft_safetensors **out);
 void ft_safetensors_close(ft_safetensors *set);
 size_t ft_safetensors_count(const ft_safetensors *set);
+/* In header order, shards in file-name order; NULL past the end. */
 const ft_tensor_view *ft_safetensors_at(const ft_safetensors *set, size_t index);
 /* NULL (and ft_error naming the tensor and files) when absent. */
 const ft_tensor_view *ft_safetensors_find(const ft_safetensors *set, const char *name);
@@ -52,9 +53,11 @@ const char *ft_dtype_name(ft_dtype dtype); /* "F32", "BF16", ... as in the heade
 /* Converts a tensor of F32, F16 or BF16 to float. out holds its element count. */
 int ft_tensor_to_f32(const ft_tensor_view *tensor, float *out);
 
-/* Writing: collect tensors, then write them in one go (8-byte aligned data,
- * header padded with spaces, temporary file then rename). Tensors' data must
- * stay alive until ft_safetensors_write returns. */
+/* Writing: collect tensors, then write them in one go, byte for byte as the
+ * safetensors library does: widest dtype first, then by name, so each tensor's
+ * data is aligned to its element size; header padded with spaces to a multiple
+ * of 8; PATH.tmp.PID, fsync, rename. Tensors' data must stay alive until
+ * ft_safetensors_write returns. */
 typedef struct {
     const char *name;
     ft_dtype dtype;

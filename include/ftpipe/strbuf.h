@@ -19,7 +19,8 @@ void ft_strbuf_puts(ft_strbuf *buffer, const char *text);
 void ft_strbuf_putc(ft_strbuf *buffer, char c);
 void ft_strbuf_printf(ft_strbuf *buffer, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ft_strbuf_vprintf(ft_strbuf *buffer, const char *fmt, va_list args);
-/* Hands the string to the caller (who frees it) and leaves the buffer empty. */
+/* Hands the string to the caller (who frees it); the buffer needs
+ * ft_strbuf_init again before it is reused. */
 char *ft_strbuf_take(ft_strbuf *buffer);
 
 #endif

@@ -34,6 +34,10 @@ int ft_tokenizer_decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size
 size_t ft_tokenizer_vocab_size(const ft_tokenizer *tokenizer); /* including added tokens */
 /* The id of a token's exact string (e.g. "<|im_end|>"), or -1. */
 int64_t ft_tokenizer_token_id(const ft_tokenizer *tokenizer, const char *token);
+/* The end-of-sequence token's text from the tokenizer_config.json beside the
+ * tokenizer.json ("eos_token"), or NULL when there is none. The alpaca and plain
+ * chat templates end answers with it. */
+const char *ft_tokenizer_eos_token(const ft_tokenizer *tokenizer);
 /* Hash of the tokenizer.json bytes: data tokenized with one tokenizer must not
  * train a model with another. */
 ft_hash ft_tokenizer_hash(const ft_tokenizer *tokenizer);

@@ -1,0 +1,28 @@
+/* sha256: SHA-256 (FIPS 180-4), for checking downloads against published checksums.
+ *
+ * None of the chosen libraries exports SHA-256, so this is a small portable
+ * implementation; content addressing inside ftpipe uses XXH3 (hash.h) instead. */
+#ifndef FTPIPE_SHA256_H
+#define FTPIPE_SHA256_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FT_SHA256_HEX_LENGTH 64
+
+typedef struct {
+    uint32_t state[8];
+    uint64_t total_bytes;
+    uint8_t block[64];
+    size_t block_used;
+} ft_sha256;
+
+void ft_sha256_init(ft_sha256 *context);
+void ft_sha256_update(ft_sha256 *context, const void *bytes, size_t length);
+/* 64 lowercase hex digits and a NUL into out. */
+void ft_sha256_finish_hex(ft_sha256 *context, char out[FT_SHA256_HEX_LENGTH + 1]);
+
+/* SHA-256 of a whole file, as hex. */
+int ft_sha256_file_hex(const char *path, char out[FT_SHA256_HEX_LENGTH + 1]);
+
+#endif
