@@ -420,6 +420,16 @@ static void stop_all(builder *b)
         wait_for_children(b, 100);
 }
 
+/* Two stages with one key would share a work folder: the second waits, then
+ * finds the first's result in the cache. */
+static bool key_running(const builder *b, const char *key)
+{
+    for (size_t i = 0; i < b->n_running; i++)
+        if (strcmp(b->plans[b->running[i].node].key.key, key) == 0)
+            return true;
+    return false;
+}
+
 static bool fits(const builder *b, size_t index)
 {
     const ft_node *node = &b->graph->nodes[index];
@@ -473,6 +483,9 @@ static void dispatch(builder *b)
                 ft_progress_message(b->options->progress, "would run %s: %s", node->target, reason);
                 b->summary->run++;
                 mark_done(b, index, NODE_DONE);
+            } else if (plan->has_key && key_running(b, plan->key.key)) {
+                ft_plan_free(plan);
+                b->queue[kept++] = index;
             } else if (!fits(b, index)) {
                 b->queue[kept++] = index;
             } else if (start_stage(b, index) != 0) {

@@ -14,28 +14,27 @@
 #include "ftpipe/mem.h"
 #include "ftpipe/strbuf.h"
 
-static const char *const alpaca_defaults[] = {"instruction", "input", "output", "history", "system"};
-
 void ft_dataset_source_for_file(const char *path, ft_dataset_format format, ft_dataset_source *out)
 {
     memset(out, 0, sizeof *out);
     out->name = ft_xstrdup(path);
     out->path = ft_xstrdup(path);
     out->columns.format = format;
-    out->columns.prompt = ft_xstrdup(alpaca_defaults[0]);
-    out->columns.query = ft_xstrdup(alpaca_defaults[1]);
-    out->columns.response = ft_xstrdup(alpaca_defaults[2]);
-    out->columns.history = ft_xstrdup(alpaca_defaults[3]);
-    out->columns.system = ft_xstrdup(alpaca_defaults[4]);
+    /* sharegpt names stay NULL: either usual spelling is accepted. */
+    out->columns.prompt = ft_xstrdup("instruction");
+    out->columns.query = ft_xstrdup("input");
+    out->columns.response = ft_xstrdup("output");
+    out->columns.history = ft_xstrdup("history");
+    out->columns.system = ft_xstrdup("system");
 }
 
 void ft_dataset_source_free(ft_dataset_source *source)
 {
     ft_dataset_columns *c = &source->columns;
-    char *owned[] = {source->name,    source->path,       c->prompt,          c->query,     c->response,
-                     c->history,      c->system,          c->messages,        c->role_tag,  c->content_tag,
-                     c->user_tag,     c->assistant_tag,   c->system_tag,      c->observation_tag,
-                     c->function_tag};
+    char *owned[] = {source->name,     source->path,      c->prompt,        c->query,
+                     c->response,      c->history,        c->system,        c->messages,
+                     c->role_tag,      c->content_tag,    c->user_tag,      c->assistant_tag,
+                     c->system_tag,    c->observation_tag, c->function_tag};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         free(owned[i]);
     memset(source, 0, sizeof *source);

@@ -58,8 +58,7 @@ typedef struct {
     uint64_t done_bytes;    /* recorded ranges plus what running requests wrote */
     bool dirty;             /* written since the last save */
     uint64_t saved_ns;
-    char *sha256_hex;       /* computed by a verifying thread */
-    char *verify_error;
+    char *sha256_hex;       /* computed after the transfer when one is expected */
 } job;
 
 typedef struct engine engine;
@@ -359,18 +358,20 @@ static void transfer_succeeded(engine *e, request *r)
     ft_range_set_add(&j->part.done, r->piece.start, r->piece.start + r->written);
 }
 
-/* Schedules the unfinished rest of a piece again, or gives up after too many attempts. */
+/* Schedules the unfinished rest of a piece again, or gives up after too many
+ * attempts; a request that made progress before failing costs no attempt. */
 static void retry_or_fail(engine *e, request *r, const char *reason)
 {
     job *j = r->job;
     piece rest = r->piece;
+    bool progressed = false;
     if (r->probe) {
         rest.attempt = ++j->probe_attempt;
     } else if (j->ranges) {
         ft_range_set_add(&j->part.done, rest.start, rest.start + r->written);
         rest.start += r->written;
-        if (r->written == 0)
-            rest.attempt++;
+        progressed = r->written > 0;
+        rest.attempt += !progressed;
     } else {
         j->done_bytes -= r->written;
         rest.attempt++;
@@ -392,11 +393,15 @@ static void retry_or_fail(engine *e, request *r, const char *reason)
     }
     int64_t delay_ms = ft_http_retry_delay_ms(e->options, rest.attempt);
     uint64_t not_before = ft_now_ns() + (uint64_t)delay_ms * 1000000u;
-    ft_http_log(e->options, "%s: %s; retrying in %.1f s (attempt %d of %d)", j->file->name, reason,
-             (double)delay_ms / 1000.0, rest.attempt + 1, e->options->retries + 1);
-    if (r->probe)
+    if (progressed)
+        ft_http_log(e->options, "%s: %s; asking for the rest from byte %" PRIu64 " in %.1f s", j->file->name,
+                    reason, rest.start, (double)delay_ms / 1000.0);
+    else
+        ft_http_log(e->options, "%s: %s; retrying in %.1f s (attempt %d of %d)", j->file->name, reason,
+                    (double)delay_ms / 1000.0, rest.attempt + 1, e->options->retries + 1);
+    if (r->probe) {
         j->probe_not_before_ns = not_before;
-    else {
+    } else {
         rest.not_before_ns = not_before;
         add_piece(j, rest);
     }
@@ -691,34 +696,7 @@ static int plan_job(engine *e, job *j)
 
 /* --- verification and publishing --- */
 
-typedef struct {
-    engine *engine;
-    size_t next;
-    pthread_mutex_t lock;
-} verify_queue;
-
-static void *verify_worker(void *pointer)
-{
-    verify_queue *queue = pointer;
-    for (;;) {
-        pthread_mutex_lock(&queue->lock);
-        job *j = NULL;
-        while (queue->next < queue->engine->n_jobs && !j) {
-            job *candidate = &queue->engine->jobs[queue->next++];
-            if (candidate->state == JOB_TRANSFERRED && candidate->file->expected_sha256)
-                j = candidate;
-        }
-        pthread_mutex_unlock(&queue->lock);
-        if (!j)
-            return NULL;
-        char hex[FT_SHA256_HEX_LENGTH + 1];
-        if (ft_sha256_file_hex(j->part.part_path, hex) == 0)
-            j->sha256_hex = ft_xstrdup(hex);
-        else
-            j->verify_error = ft_xstrdup(ft_error_message());
-    }
-}
-
+/* Computes the sha256 of every received file that expects one. */
 static void verify_checksums(engine *e)
 {
     size_t n_to_verify = 0;
@@ -727,21 +705,24 @@ static void verify_checksums(engine *e)
     if (n_to_verify == 0)
         return;
     report_progress(e, true);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t n_threads = n_to_verify < (size_t)(cores > 0 ? cores : 1) ? n_to_verify : (size_t)(cores > 0 ? cores : 1);
-    verify_queue queue = {.engine = e};
-    pthread_mutex_init(&queue.lock, NULL);
-    pthread_t *threads = ft_xcalloc(n_threads, sizeof *threads);
-    size_t started = 0;
-    for (; started < n_threads; started++)
-        if (pthread_create(&threads[started], NULL, verify_worker, &queue) != 0)
-            break;
-    if (started == 0)
-        verify_worker(&queue);
-    for (size_t i = 0; i < started; i++)
-        pthread_join(threads[i], NULL);
-    free(threads);
-    pthread_mutex_destroy(&queue.lock);
+    const char **paths = ft_xcalloc(n_to_verify, sizeof *paths);
+    job **jobs = ft_xcalloc(n_to_verify, sizeof *jobs);
+    char(*hex)[FT_SHA256_HEX_LENGTH + 1] = ft_xcalloc(n_to_verify, sizeof *hex);
+    size_t n = 0;
+    for (size_t i = 0; i < e->n_jobs; i++) {
+        if (e->jobs[i].state == JOB_TRANSFERRED && e->jobs[i].file->expected_sha256) {
+            jobs[n] = &e->jobs[i];
+            paths[n++] = e->jobs[i].part.part_path;
+        }
+    }
+    if (ft_sha256_files_hex(paths, n, hex) != 0)
+        fail(e, ft_error_message());
+    else
+        for (size_t i = 0; i < n; i++)
+            jobs[i]->sha256_hex = ft_xstrdup(hex[i]);
+    free(paths);
+    free(jobs);
+    free(hex);
 }
 
 static void publish(engine *e, ft_fetch_stats *stats)
@@ -750,10 +731,6 @@ static void publish(engine *e, ft_fetch_stats *stats)
         job *j = &e->jobs[i];
         if (j->state != JOB_TRANSFERRED)
             continue;
-        if (j->verify_error) {
-            fail(e, j->verify_error);
-            continue;
-        }
         if (j->sha256_hex && strcasecmp(j->sha256_hex, j->file->expected_sha256) != 0) {
             ft_strbuf message;
             ft_strbuf_init(&message);
@@ -792,7 +769,6 @@ static void free_engine(engine *e)
         free(j->validator);
         free(j->pieces);
         free(j->sha256_hex);
-        free(j->verify_error);
     }
     free(e->jobs);
     free(e->active);
@@ -838,10 +814,10 @@ int ft_fetch_files(const ft_fetch_file *files, size_t count, const ft_fetch_opti
         run_phase(&e, JOB_TRANSFER);
         stop_all(&e);
     }
-    if (result == 0 && e.failure.length == 0) {
+    if (result == 0 && e.failure.length == 0)
         verify_checksums(&e);
+    if (result == 0 && e.failure.length == 0)
         publish(&e, stats);
-    }
     report_progress(&e, false);
     stats->bytes_received = e.bytes_received;
     for (size_t i = 0; i < count; i++) {

@@ -45,7 +45,6 @@ static void append_status(ft_strbuf *out, long status)
         ft_strbuf_printf(out, "HTTP status %ld", status);
 }
 
-
 static bool code_is_transient(CURLcode code)
 {
     switch (code) {
@@ -211,6 +210,7 @@ int ft_fetch_text(const char *url, const char *name, const ft_fetch_options *opt
             if (length)
                 *length = download.body.length;
             *text = ft_strbuf_take(&download.body);
+            ft_strbuf_free(&download.body);
             return 0;
         }
         ft_strbuf message;

@@ -149,7 +149,7 @@ typedef struct {
 typedef struct {
     file_job *file;
     size_t chunk;
-    int error_number;     /* 0, an errno, or -1: the file changed size */
+    int error_number;     /* 0, an errno, or -1: the file changed while being read */
     const char *error_what;
 } hash_task;
 
@@ -208,6 +208,7 @@ static int hash_mapped_range(int fd, uint64_t offset, uint64_t length, worker_me
                              ft_hash *out)
 {
     pthread_once(&bus_handler_once, install_bus_handler);
+    posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_SEQUENTIAL);
     XXH3_state_t *state = memory->hasher->state;
     XXH3_128bits_reset(state);
     for (uint64_t done = 0; done < length;) {
@@ -243,7 +244,6 @@ static void run_task(hash_task *task, worker_memory *memory)
         uint64_t offset = (uint64_t)task->chunk * FT_HASH_CHUNK_BYTES;
         uint64_t left = file->size_bytes - offset;
         uint64_t length = left < FT_HASH_CHUNK_BYTES ? left : FT_HASH_CHUNK_BYTES;
-        posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_SEQUENTIAL);
         ft_hash *out = &file->chunk_hashes[task->chunk];
         if (length <= SMALL_RANGE_BYTES)
             hash_small_range(fd, offset, (size_t)length, memory, task, out);
@@ -256,8 +256,7 @@ static void run_task(hash_task *task, worker_memory *memory)
 static void *run_tasks(void *argument)
 {
     task_queue *queue = argument;
-    worker_memory memory = {.buffer = NULL, .hasher = ft_hasher_new()};
-    memory.buffer = ft_xmalloc(SMALL_RANGE_BYTES);
+    worker_memory memory = {.buffer = ft_xmalloc(SMALL_RANGE_BYTES), .hasher = ft_hasher_new()};
     for (;;) {
         size_t index = atomic_fetch_add(&queue->next, 1);
         if (index >= queue->n_tasks)

@@ -4,9 +4,15 @@
 #include "ftpipe/stage.h"
 
 extern const ft_stage_kind ft_kind_shell;
+extern const ft_stage_kind ft_kind_download;
+extern const ft_stage_kind ft_kind_init;
+extern const ft_stage_kind ft_kind_tokenize;
 
 const ft_stage_kind *const ft_builtin_kinds[] = {
     &ft_kind_shell,
+    &ft_kind_download,
+    &ft_kind_init,
+    &ft_kind_tokenize,
     NULL,
 };
 

@@ -408,9 +408,10 @@ size_t ft_edit_distance(const char *a, const char *b)
 
 const char *ft_closest_name(const char *wanted, const char *const *names, size_t n_names)
 {
-    /* Close enough to be a typo: about one edit in three letters, and not a rewrite. */
+    /* Close enough to be a typo: two edits (a swap of two letters is two), or one
+     * in three letters for long names; never a rewrite of the whole name. */
     size_t length = strlen(wanted);
-    size_t limit = length / 3 > 1 ? length / 3 : 1;
+    size_t limit = length / 3 > 2 ? length / 3 : 2;
     const char *best = NULL;
     size_t best_distance = limit + 1;
     for (size_t i = 0; i < n_names; i++) {

@@ -11,10 +11,9 @@
 #include "ftpipe/error.h"
 #include "ftpipe/fsutil.h"
 #include "ftpipe/mem.h"
+#include "ftpipe/rules.h"
 #include "ftpipe/strbuf.h"
 #include "pipeline_internal.h"
-
-extern const char *const ft_builtin_rule_files[][2];
 
 #define NO_STAGE SIZE_MAX
 #define BUILTIN_PREFIX "<built-in>/"
@@ -62,20 +61,19 @@ int ft_error_at(const ft_location *where, const char *fmt, ...)
 
 static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-static bool is_name_char(char c)
+/* Letters, digits and '_': a parameter name. */
+static bool is_word(const char *text)
 {
-    return c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-static bool is_name(const char *text)
-{
-    if (!text[0] || (text[0] >= '0' && text[0] <= '9'))
+    if (!text[0])
         return false;
     for (const char *p = text; *p; p++)
-        if (!is_name_char(*p))
+        if (!(*p == '_' || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
             return false;
     return true;
 }
+
+/* A word not starting with a digit, as the environment's names are. */
+static bool is_variable_name(const char *text) { return is_word(text) && !(text[0] >= '0' && text[0] <= '9'); }
 
 static size_t skip_blanks(const ft_located_text *line, size_t i)
 {
@@ -153,17 +151,17 @@ static const char *keep_file_name(parser *p, const char *name)
 
 typedef enum { ASSIGN_RECURSIVE, ASSIGN_IMMEDIATE, ASSIGN_CONDITIONAL } assignment_kind;
 
-static int parse_assignment(parser *p, const ft_located_text *line, size_t start, size_t name_end,
-                            const char *op, assignment_kind kind)
+static int parse_assignment(parser *p, const ft_located_text *line, size_t start, size_t name_end, const char *op,
+                            assignment_kind kind)
 {
     char *name = trimmed_copy(line, start, name_end);
     int result = 0;
     if (!name[0])
         result = ft_error_at(&line->where[name_end], "missing variable name before '%s'", op);
-    else if (!is_name(name))
-        result = ft_error_at(&line->where[start],
-                             "'%s' is not a variable name: use letters, digits and '_', not starting with a digit",
-                             name);
+    else if (!is_variable_name(name))
+        result =
+            ft_error_at(&line->where[start],
+                        "'%s' is not a variable name: use letters, digits and '_', not starting with a digit", name);
     size_t value_start = skip_blanks(line, name_end + strlen(op));
     if (result == 0 && !ft_variables_is_overridden(p->variables, name)) {
         if (kind == ASSIGN_RECURSIVE) {
@@ -213,15 +211,15 @@ static int add_stage(parser *p, const char *target, const ft_location *target_wh
 {
     ft_pipeline *pipeline = p->pipeline;
     if (words->n_words == 0)
-        return ft_error_at(colon, "missing stage kind after '%s:': write `%s: KIND inputs...` (`ftpipe help` "
-                                  "lists the kinds)",
+        return ft_error_at(colon,
+                           "missing stage kind after '%s:': write `%s: KIND inputs...` (`ftpipe help` "
+                           "lists the kinds)",
                            target, target);
     for (size_t i = 0; i < pipeline->n_stages; i++) {
         if (strcmp(pipeline->stages[i].target, target) == 0) {
             char first[512];
             format_location(first, sizeof first, &pipeline->stages[i].where);
-            return ft_error_at(target_where, "duplicate target '%s': the stage at %s already makes it", target,
-                               first);
+            return ft_error_at(target_where, "duplicate target '%s': the stage at %s already makes it", target, first);
         }
     }
     ft_grow((void **)&pipeline->stages, &p->stage_capacity, pipeline->n_stages + 1, sizeof *pipeline->stages);
@@ -261,15 +259,17 @@ static int parse_rule(parser *p, const ft_located_text *line, size_t start, size
         return -1;
     int result = 0;
     if (targets.n_words == 0) {
-        result = ft_error_at(&line->where[colon], "missing target before ':': a stage line is `TARGET: KIND inputs...`");
+        result =
+            ft_error_at(&line->where[colon], "missing target before ':': a stage line is `TARGET: KIND inputs...`");
     } else if (targets.n_words > 1) {
         char *written = trimmed_copy(line, start, colon);
-        result = ft_error_at(&targets.where[1], "'%s' is %zu targets: a stage makes one target; write one stage for each",
-                             written, targets.n_words);
+        result =
+            ft_error_at(&targets.where[1], "'%s' is %zu targets: a stage makes one target; write one stage for each",
+                        written, targets.n_words);
         free(written);
     } else if (is_special_target(targets.words[0]) && strcmp(targets.words[0], ".DEFAULT") != 0) {
-        result = ft_error_at(&targets.where[0], "unknown special target '%s': the only one is .DEFAULT",
-                             targets.words[0]);
+        result =
+            ft_error_at(&targets.where[0], "unknown special target '%s': the only one is .DEFAULT", targets.words[0]);
     }
     if (result == 0)
         result = expand_words(p, line, colon + 1, line->length, &rest);
@@ -301,7 +301,7 @@ static int parse_parameter(parser *p, const ft_located_text *line, size_t start)
     int result = 0;
     if (!key[0])
         result = ft_error_at(&line->where[eq], "missing parameter name before '='");
-    else if (!is_name(key))
+    else if (!is_word(key))
         result = ft_error_at(&line->where[start], "'%s' is not a parameter name: use letters, digits and '_'", key);
     for (size_t i = 0; result == 0 && i < stage->n_params; i++) {
         if (strcmp(stage->params[i].name, key) == 0) {
@@ -341,8 +341,7 @@ static char *path_in(const char *dir, const char *name)
     return strcmp(dir, ".") == 0 ? ft_xstrdup(name) : ft_path_join(dir, name);
 }
 
-static int include_found(parser *p, const ft_location *where, const char *shown, const char *identity,
-                         const char *text)
+static int include_found(parser *p, const ft_location *where, const char *shown, const char *identity, const char *text)
 {
     for (size_t i = 0; i < p->n_open_files; i++) {
         if (strcmp(p->open_files[i].identity, identity) != 0)
@@ -373,7 +372,7 @@ static int include_file(parser *p, const char *name, const ft_location *where, c
         dirs[n++] = options->rule_dirs[i];
     char *with_extension = ft_xasprintf("%s.ft", name);
     const char *candidates[2] = {name, with_extension};
-    int result = 1;
+    int result = 1; /* until found: then 0, or -1 on error */
     for (size_t d = 0; d < n && result == 1; d++) {
         for (size_t c = 0; c < 2 && result == 1; c++) {
             char *path = path_in(dirs[d], candidates[c]);
@@ -406,7 +405,8 @@ static int include_file(parser *p, const char *name, const ft_location *where, c
             ft_strbuf_printf(&searched, "%s, ", shown);
             free(shown);
         }
-        result = ft_error_at(where, "cannot find '%s' to include: looked for %s and %s in %sand among the built-in rule files",
+        result = ft_error_at(where,
+                             "cannot find '%s' to include: looked for %s and %s in %sand among the built-in rule files",
                              name, name, with_extension, searched.data);
         ft_strbuf_free(&searched);
     }
@@ -433,7 +433,17 @@ static int parse_include(parser *p, const ft_located_text *line, size_t start, c
 static bool starts_with_word(const ft_located_text *line, size_t start, const char *word)
 {
     size_t n = strlen(word);
-    return strncmp(line->chars + start, word, n) == 0 && (start + n == line->length || is_blank(line->chars[start + n]));
+    return strncmp(line->chars + start, word, n) == 0 &&
+           (start + n == line->length || is_blank(line->chars[start + n]));
+}
+
+/* Whether an assignment operator follows line[i...]: `include = x` sets a
+ * variable named include, as in make. */
+static bool assigns_after(const ft_located_text *line, size_t i)
+{
+    i = skip_blanks(line, i);
+    char c = line->chars[i];
+    return c == '=' || ((c == ':' || c == '?') && line->chars[i + 1] == '=');
 }
 
 /* The first `=` or `:` outside `$(...)`, or line->length. */
@@ -463,13 +473,14 @@ static int parse_line(parser *p, const ft_located_text *line, bool indented, con
     if (indented)
         return parse_parameter(p, line, start);
     p->current_stage = NO_STAGE;
-    if (starts_with_word(line, start, "include"))
+    if (starts_with_word(line, start, "include") && !assigns_after(line, start + strlen("include")))
         return parse_include(p, line, start, dir);
     static const char *const rules_directives[] = {".kind", ".common", ".doc"};
     for (size_t i = 0; i < 3; i++)
         if (starts_with_word(line, start, rules_directives[i]))
-            return ft_error_at(&line->where[start], "'%s' belongs in a rules file (rules/KIND.ft), which a pipeline "
-                                                    "does not include",
+            return ft_error_at(&line->where[start],
+                               "'%s' belongs in a rules file (rules/KIND.ft), which a pipeline "
+                               "does not include",
                                rules_directives[i]);
     size_t op = find_operator(line, start);
     if (op == line->length)
@@ -524,8 +535,7 @@ static int expand_pending_values(parser *p)
     return 0;
 }
 
-int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeline_options *options,
-                             ft_pipeline **out)
+int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeline_options *options, ft_pipeline **out)
 {
     *out = NULL;
     ft_pipeline *pipeline = ft_xcalloc(1, sizeof *pipeline);

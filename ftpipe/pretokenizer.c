@@ -159,23 +159,31 @@ static void build_nfc_bits(void)
     }
 }
 
+static inline bool is_stable(int32_t codepoint)
+{
+    return codepoint >= 0 && !(nfc_unstable_bits[codepoint >> 3] & (1u << (codepoint & 7)));
+}
+
+static inline int32_t next_codepoint(const char *text, size_t length, size_t *offset)
+{
+    unsigned char byte = (unsigned char)text[*offset];
+    if (byte < 0x80) {
+        *offset += 1;
+        return byte;
+    }
+    return ft_utf8_next(text, length, offset);
+}
+
 bool ft_nfc_is_unchanged(const char *text, size_t length)
 {
     pthread_once(&nfc_bits_once, build_nfc_bits);
-    size_t offset = 0;
-    while (offset < length) {
-        if ((unsigned char)text[offset] < 0x80) {
-            offset++;
-            continue;
-        }
-        int32_t codepoint = ft_utf8_next(text, length, &offset);
-        if (codepoint < 0 || (nfc_unstable_bits[codepoint >> 3] & (1u << (codepoint & 7))))
+    for (size_t offset = 0; offset < length;)
+        if (!is_stable(next_codepoint(text, length, &offset)))
             return false;
-    }
     return true;
 }
 
-int ft_nfc_append(const char *text, size_t length, ft_strbuf *out)
+static int nfc_append_stretch(const char *text, size_t length, ft_strbuf *out)
 {
     utf8proc_uint8_t *normalized = NULL;
     utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)length, &normalized,
@@ -184,6 +192,36 @@ int ft_nfc_append(const char *text, size_t length, ft_strbuf *out)
         return ft_error("NFC normalization failed: %s", utf8proc_errmsg(n));
     ft_strbuf_add(out, normalized, (size_t)n);
     free(normalized);
+    return 0;
+}
+
+/* NFC never looks across a stable code point: only each stretch from the last
+ * stable code point before an unstable one to the next stable one after it
+ * goes through utf8proc; the rest is copied. */
+int ft_nfc_append(const char *text, size_t length, ft_strbuf *out)
+{
+    pthread_once(&nfc_bits_once, build_nfc_bits);
+    size_t copied = 0, last_stable = 0, offset = 0;
+    while (offset < length) {
+        size_t at = offset;
+        if (is_stable(next_codepoint(text, length, &offset))) {
+            last_stable = at;
+            continue;
+        }
+        size_t end = offset;
+        while (end < length) {
+            size_t here = end;
+            if (is_stable(next_codepoint(text, length, &end))) {
+                end = here;
+                break;
+            }
+        }
+        ft_strbuf_add(out, text + copied, last_stable - copied);
+        if (nfc_append_stretch(text + last_stable, end - last_stable, out) < 0)
+            return -1;
+        copied = last_stable = offset = end;
+    }
+    ft_strbuf_add(out, text + copied, length - copied);
     return 0;
 }
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,5 +134,56 @@ int ft_sha256_file_hex(const char *path, char out[FT_SHA256_HEX_LENGTH + 1])
     close(fd);
     if (result == 0)
         ft_sha256_finish_hex(&context, out);
+    return result;
+}
+
+typedef struct {
+    const char *const *paths;
+    size_t count;
+    char (*out)[FT_SHA256_HEX_LENGTH + 1];
+    char **errors; /* per file, since ft_error's message belongs to one thread */
+    size_t next;
+    pthread_mutex_t lock;
+} file_queue;
+
+static void *hash_worker(void *pointer)
+{
+    file_queue *queue = pointer;
+    for (;;) {
+        pthread_mutex_lock(&queue->lock);
+        size_t i = queue->next++;
+        pthread_mutex_unlock(&queue->lock);
+        if (i >= queue->count)
+            return NULL;
+        if (ft_sha256_file_hex(queue->paths[i], queue->out[i]) != 0)
+            queue->errors[i] = ft_xstrdup(ft_error_message());
+    }
+}
+
+int ft_sha256_files_hex(const char *const *paths, size_t count, char (*out)[FT_SHA256_HEX_LENGTH + 1])
+{
+    file_queue queue = {.paths = paths, .count = count, .out = out};
+    queue.errors = ft_xcalloc(count ? count : 1, sizeof *queue.errors);
+    pthread_mutex_init(&queue.lock, NULL);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t n_threads = cores > 1 ? (size_t)cores : 1;
+    if (n_threads > count)
+        n_threads = count;
+    pthread_t *threads = ft_xcalloc(n_threads ? n_threads : 1, sizeof *threads);
+    size_t started = 0;
+    while (started < n_threads && pthread_create(&threads[started], NULL, hash_worker, &queue) == 0)
+        started++;
+    hash_worker(&queue); /* the calling thread helps, and finishes alone if no thread started */
+    for (size_t i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    int result = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (queue.errors[i] && result == 0)
+            result = ft_error("%s", queue.errors[i]);
+        free(queue.errors[i]);
+    }
+    free(queue.errors);
+    free(threads);
+    pthread_mutex_destroy(&queue.lock);
     return result;
 }

@@ -142,12 +142,12 @@ static int loop_error(const ft_variables *variables, const char *name, const ft_
     return result;
 }
 
-static int expand(ft_variables *variables, const ft_located_text *source, size_t from, size_t to,
-                  ft_located_text *out, const ft_location *anchor);
+static int expand(ft_variables *variables, const ft_located_text *source, size_t from, size_t to, ft_located_text *out,
+                  const ft_location *anchor);
 
 /* Appends the value of variable `name`, referenced at `where`. */
-static int expand_reference(ft_variables *variables, const char *name, const ft_location *where,
-                            ft_located_text *out, const ft_location *anchor)
+static int expand_reference(ft_variables *variables, const char *name, const ft_location *where, ft_located_text *out,
+                            const ft_location *anchor)
 {
     variable *item = find_in_file(variables, name);
     if (item && item->recursive) {
@@ -175,12 +175,11 @@ static int expand_reference(ft_variables *variables, const char *name, const ft_
 
 /* Expands source[from, to) onto out. Bytes read from variables carry `anchor`
  * (the `$` in the outermost text) or, when anchor is NULL, their own position. */
-static int expand(ft_variables *variables, const ft_located_text *source, size_t from, size_t to,
-                  ft_located_text *out, const ft_location *anchor)
+static int expand(ft_variables *variables, const ft_located_text *source, size_t from, size_t to, ft_located_text *out,
+                  const ft_location *anchor)
 {
     if (variables->depth >= MAX_EXPANSION_DEPTH)
-        return ft_error_at(&source->where[from], "variable references nest deeper than %d levels",
-                           MAX_EXPANSION_DEPTH);
+        return ft_error_at(&source->where[from], "variable references nest deeper than %d levels", MAX_EXPANSION_DEPTH);
     variables->depth++;
     int result = 0;
     size_t i = from;
@@ -222,8 +221,8 @@ static int expand(ft_variables *variables, const ft_located_text *source, size_t
             i = end + 1;
         } else if (next == '_' || (next >= 'A' && next <= 'Z') || (next >= 'a' && next <= 'z') ||
                    (next >= '0' && next <= '9')) {
-            result = ft_error_at(where, "unexpected '$%c': write $(%c) for a variable or $$ for a literal $", next,
-                                 next);
+            result =
+                ft_error_at(where, "unexpected '$%c': write $(%c) for a variable or $$ for a literal $", next, next);
         } else {
             result = ft_error_at(where, "a lone '$': write $$ for a literal $, or $(NAME) for a variable");
         }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ftpipe/error.h"
+#include "ftpipe/fsutil.h"
 #include "ftpipe/stage.h"
 #include "ftpipe/strbuf.h"
 
@@ -96,6 +97,8 @@ static int run_shell(ft_stage *stage)
  * $CUDA_HOME reruns when it changes. An unset variable differs from an empty one. */
 static int shell_extra_key(ft_stage *stage, ft_strbuf *key_text)
 {
+    /* $@ ends in the target's name, so the command may depend on it. */
+    ft_strbuf_printf(key_text, "output-name %s\n", ft_path_basename(ft_stage_target(stage)));
     size_t count = 0;
     const char *const *names = ft_stage_param_list(stage, "env", &count);
     for (size_t i = 0; i < count; i++) {

@@ -5,18 +5,23 @@
  *
  *     .kind shell
  *     .doc  Runs a command, make-style.
- *     # name     type            default     key    doc
- *     run        string          required    key    The command; $< $^ $@ as in make.
- *     env        list            ""          key    Variables whose values enter the key.
- *     timeout    duration        0           nokey  Stop the command after this long (0: never).
- *     format     choice(peft,merged) peft    key    What to write.
+ *     # name     type                 default     key    doc
+ *     run        string               required    key    The command; $< $^ $@ as in make.
+ *     env        list                 ""          key    Variables whose values enter the key.
+ *     timeout    duration             0           nokey  Stop the command after this long (0: never).
+ *     format     choice(peft, merged) peft        key    What to write.
  *
- * Types: string, int, float, size (2G, 512M, 4096: bytes, powers of 1024),
- * duration (30m, 1h30m, 10s, 250ms), bool (true/false/yes/no/1/0), list
- * (blank-separated words), path, choice(a,b,...). The default is a word, a
- * "quoted string", or `required`. The parameters of rules/common.ft (resources
- * such as gpus and memory) are accepted by every kind. Files in rules/ without a
- * `.kind` line are fragments for `include`. */
+ * Types: string, int, float, size (2G, 512M, 1.5G, 4096: bytes, powers of 1024;
+ * 2GB and 2GiB mean 2G), duration (30m, 1h30m, 10s, 250ms, 2d; a bare 0),
+ * bool (true/false, yes/no, on/off, 1/0), list (blank-separated words), path,
+ * choice(a,b,...). The default is a word, a "quoted string" (\" and \\ escaped),
+ * or `required`; it is checked against the type when the file is read. Every
+ * parameter line ends with a doc, and a kind needs its `.doc` line: `ftpipe help`
+ * prints them. An empty value is accepted only by string and list parameters.
+ * The first directive of a file says what it is: `.kind NAME`, or `.common` for
+ * parameters every kind accepts (rules/common.ft: resources such as gpus and
+ * memory); a file with neither is a fragment for `include`. Lines starting with
+ * `#` are comments. Errors name file:line:column. */
 #ifndef FTPIPE_RULES_H
 #define FTPIPE_RULES_H
 
@@ -84,11 +89,20 @@ typedef struct {
     size_t n_values;
 } ft_param_set;
 
+/* The rules files compiled into the program, {file name, text} pairs ending with
+ * {NULL, NULL}; the Makefile generates them from the rules folder. */
+extern const char *const ft_builtin_rule_files[][2];
+
 /* Loads every *.ft under each folder and the built-in rules compiled into the
- * program (a folder's file replaces a built-in of the same name). */
+ * program (a folder's file replaces a built-in of the same name; among folders,
+ * the first holding a name wins). Files without `.kind` or `.common` are
+ * fragments for `include` and are skipped. */
 int ft_rulebook_load(const char *const *dirs, size_t n_dirs, ft_rulebook **out);
 void ft_rulebook_free(ft_rulebook *book);
 const ft_kind_rules *ft_rulebook_find(const ft_rulebook *book, const char *kind);
+/* Sets ft_error for a kind the book lacks ("unknown stage kind 'shel' (did you mean
+ * 'shell'?); kinds: ..."), at `where` when not NULL; returns -1. */
+int ft_rulebook_unknown_kind(const ft_rulebook *book, const char *kind, const ft_location *where);
 
 /* Checks a stage's parameters: unknown keys (naming the nearest valid one),
  * missing required ones, values of the wrong type. Fills in defaults. On error

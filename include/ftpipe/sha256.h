@@ -25,4 +25,8 @@ void ft_sha256_finish_hex(ft_sha256 *context, char out[FT_SHA256_HEX_LENGTH + 1]
 /* SHA-256 of a whole file, as hex. */
 int ft_sha256_file_hex(const char *path, char out[FT_SHA256_HEX_LENGTH + 1]);
 
+/* SHA-256 of many files at once, one thread per core: out[i] is paths[i]'s.
+ * On failure ft_error names the first file that could not be read. */
+int ft_sha256_files_hex(const char *const *paths, size_t count, char (*out)[FT_SHA256_HEX_LENGTH + 1]);
+
 #endif

@@ -26,7 +26,9 @@ W=$(t_workspace); write_pipeline "$W"
 t_run "$FTPIPE" -C "$W"
 t_expect_status 0
 t_expect_contains "ftpipe: 4 run, 0 restored, 0 up to date"
-r=$(runs); [ "$r" = "ran-a ran-b ran-c ran-d " ] || t_fail "runs: $r"
+r=$(runs)
+case "$r" in *ran-a*ran-b*ran-c*) ;; *) t_fail "not in dependency order: $r" ;; esac
+case "$r" in *ran-d*) ;; *) t_fail "d did not run: $r" ;; esac
 [ "$(cat "$W/c/b.txt")" = "SOME INPUT
 HELLO" ] || t_fail "c/b.txt: $(cat "$W/c/b.txt")"
 t_end
@@ -313,7 +315,7 @@ out: shell data/missing.json
 P
 t_run "$FTPIPE" -C "$W"
 t_expect_status 1
-t_expect_contains "Ftpipe:1:13: input 'data/missing.json' of stage out does not exist, and no stage makes it"
+t_expect_contains "Ftpipe:1:12: input 'data/missing.json' of stage out does not exist, and no stage makes it"
 t_end
 
 t_case "an unknown target suggests the nearest"

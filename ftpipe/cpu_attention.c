@@ -1,0 +1,134 @@
+/* cpu_attention: causal softmax attention with grouped key/value heads and
+ * packed-sample segments, forward and backward, on the cpu backend.
+ *
+ * Per (row, head) the scores are one sgemm into a [seq_len, seq_len] scratch;
+ * only the logsumexp of each query is kept for backward, which recomputes the
+ * probabilities, so activation memory stays linear in seq_len. */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+
+size_t ft_cpu_attention_scratch_floats(const ft_backend_limits *limits)
+{
+    return 2 * (size_t)limits->max_seq_len * (size_t)limits->max_seq_len; /* probabilities, their gradient */
+}
+
+typedef struct {
+    int seq_len;
+    int head_dim;
+    int q_stride;   /* floats between tokens in q and out */
+    int kv_stride;  /* ... in k and v */
+    float scale;
+} head_view;
+
+static head_view view_of(const ft_attention_shape *shape)
+{
+    return (head_view){shape->seq_len, shape->head_dim, shape->n_heads * shape->head_dim,
+                       shape->n_kv_heads * shape->head_dim, 1.0f / sqrtf((float)shape->head_dim)};
+}
+
+static inline bool visible(const int32_t *segments, int i, int j)
+{
+    return j <= i && segments[j] == segments[i];
+}
+
+/* probabilities[i][j] = exp(scale q_i.k_j - logsumexp_i) where token i sees j, else 0. */
+static void probabilities(float *p, const float *q, const float *k, const float *logsumexp,
+                          const int32_t *segments, const head_view *view)
+{
+    int n = view->seq_len;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, view->head_dim, view->scale, q, view->q_stride, k,
+                view->kv_stride, 0.0f, p, n);
+    for (int i = 0; i < n; i++) {
+        float *row = p + (size_t)i * n;
+        for (int j = 0; j < n; j++)
+            row[j] = visible(segments, i, j) ? expf(row[j] - logsumexp[i]) : 0.0f;
+    }
+}
+
+/* Softmax of each query's visible scores in place; writes the logsumexps. */
+static void softmax_rows(float *p, float *logsumexp, const int32_t *segments, int n)
+{
+    for (int i = 0; i < n; i++) {
+        float *row = p + (size_t)i * n;
+        float max = row[i]; /* a token always sees itself */
+        for (int j = 0; j < i; j++)
+            if (visible(segments, i, j) && row[j] > max)
+                max = row[j];
+        double sum = 0.0;
+        for (int j = 0; j <= i; j++)
+            if (visible(segments, i, j))
+                sum += exp((double)(row[j] - max));
+        float lse = max + (float)log(sum);
+        logsumexp[i] = lse;
+        for (int j = 0; j < n; j++)
+            row[j] = visible(segments, i, j) ? expf(row[j] - lse) : 0.0f;
+    }
+}
+
+void ft_cpu_attention_forward(ft_backend *self, float *out, float *logsumexp, const float *q, const float *k,
+                              const float *v, const int32_t *segments, const ft_attention_shape *shape)
+{
+    head_view view = view_of(shape);
+    int n = shape->seq_len, group = shape->n_heads / shape->n_kv_heads;
+    float *p = ft_cpu_scratch(self, (size_t)n * n);
+    for (int b = 0; b < shape->batch_size; b++) {
+        size_t first = (size_t)b * n;
+        for (int h = 0; h < shape->n_heads; h++) {
+            const float *q_head = q + first * view.q_stride + (size_t)h * view.head_dim;
+            size_t kv_offset = first * view.kv_stride + (size_t)(h / group) * view.head_dim;
+            float *lse = logsumexp + ((size_t)b * shape->n_heads + h) * n;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, view.head_dim, view.scale, q_head,
+                        view.q_stride, k + kv_offset, view.kv_stride, 0.0f, p, n);
+            softmax_rows(p, lse, segments + first, n);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, view.head_dim, n, 1.0f, p, n, v + kv_offset,
+                        view.kv_stride, 0.0f, out + first * view.q_stride + (size_t)h * view.head_dim,
+                        view.q_stride);
+        }
+    }
+}
+
+void ft_cpu_attention_backward(ft_backend *self, float *grad_q, float *grad_k, float *grad_v,
+                               const float *grad_out, const float *q, const float *k, const float *v,
+                               const float *logsumexp, const int32_t *segments,
+                               const ft_attention_shape *shape)
+{
+    head_view view = view_of(shape);
+    int n = shape->seq_len, group = shape->n_heads / shape->n_kv_heads;
+    size_t kv_floats = (size_t)shape->batch_size * n * view.kv_stride;
+    memset(grad_k, 0, kv_floats * sizeof(float)); /* heads of a group add into them */
+    memset(grad_v, 0, kv_floats * sizeof(float));
+    float *p = ft_cpu_scratch(self, 2 * (size_t)n * n);
+    float *grad_scores = p + (size_t)n * n;
+    for (int b = 0; b < shape->batch_size; b++) {
+        size_t first = (size_t)b * n;
+        for (int h = 0; h < shape->n_heads; h++) {
+            size_t q_offset = first * view.q_stride + (size_t)h * view.head_dim;
+            size_t kv_offset = first * view.kv_stride + (size_t)(h / group) * view.head_dim;
+            const float *lse = logsumexp + ((size_t)b * shape->n_heads + h) * n;
+            probabilities(p, q + q_offset, k + kv_offset, lse, segments + first, &view);
+            /* grad_v += P^T dO;  dP = dO V^T */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, view.head_dim, n, 1.0f, p, n,
+                        grad_out + q_offset, view.q_stride, 1.0f, grad_v + kv_offset, view.kv_stride);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, view.head_dim, 1.0f, grad_out + q_offset,
+                        view.q_stride, v + kv_offset, view.kv_stride, 0.0f, grad_scores, n);
+            /* through the softmax: dS = P (dP - sum_j P dP) */
+            for (int i = 0; i < n; i++) {
+                float *dp = grad_scores + (size_t)i * n;
+                const float *pi = p + (size_t)i * n;
+                double dot = 0.0;
+                for (int j = 0; j <= i; j++)
+                    dot += (double)pi[j] * dp[j];
+                for (int j = 0; j < n; j++)
+                    dp[j] = pi[j] * (dp[j] - (float)dot);
+            }
+            /* grad_q = scale dS K;  grad_k += scale dS^T Q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, view.head_dim, n, view.scale, grad_scores, n,
+                        k + kv_offset, view.kv_stride, 0.0f, grad_q + q_offset, view.q_stride);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, view.head_dim, n, view.scale, grad_scores, n,
+                        q + q_offset, view.q_stride, 1.0f, grad_k + kv_offset, view.kv_stride);
+        }
+    }
+}

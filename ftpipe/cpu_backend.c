@@ -1,0 +1,318 @@
+/* cpu_backend: the fp32 reference backend. Host memory, plain C loops for the
+ * row and elementwise ops, OpenBLAS for matrix products (cpu_linear.c,
+ * cpu_attention.c). Sums that decide accuracy (norms, softmax denominators) are
+ * taken in double. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cpu_ops.h"
+#include "ftpipe/error.h"
+#include "ftpipe/fsutil.h"
+#include "ftpipe/mem.h"
+
+typedef struct {
+    float *scratch;
+    size_t scratch_floats;
+} cpu_context;
+
+static const size_t alignment_bytes = 64;
+
+float *ft_cpu_scratch(ft_backend *self, size_t floats)
+{
+    cpu_context *context = self->context;
+    if (floats > context->scratch_floats) {
+        free(context->scratch);
+        context->scratch = ft_xmalloc(floats * sizeof(float));
+        context->scratch_floats = floats;
+    }
+    return context->scratch;
+}
+
+/* --- memory --- */
+
+static void *cpu_alloc(ft_backend *self, size_t bytes)
+{
+    size_t rounded = (bytes + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
+    void *pointer = aligned_alloc(alignment_bytes, rounded ? rounded : alignment_bytes);
+    if (!pointer) {
+        char size[32];
+        ft_format_bytes(bytes, size, sizeof size);
+        ft_error("out of host memory: cannot allocate %s (reduce the batch size or sequence length)", size);
+    }
+    return pointer;
+}
+
+static void cpu_free(ft_backend *self, void *pointer) { free(pointer); }
+
+static void cpu_copy(ft_backend *self, void *to, const void *from, size_t bytes)
+{
+    if (bytes)
+        memmove(to, from, bytes);
+}
+
+static void cpu_zero(ft_backend *self, void *device, size_t bytes)
+{
+    if (bytes)
+        memset(device, 0, bytes);
+}
+
+static int cpu_reserve(ft_backend *self, const ft_backend_limits *limits)
+{
+    size_t linear = ft_cpu_linear_scratch_floats(limits), attention = ft_cpu_attention_scratch_floats(limits);
+    size_t floats = linear > attention ? linear : attention;
+    cpu_context *context = self->context;
+    if (floats <= context->scratch_floats)
+        return 0;
+    float *scratch = cpu_alloc(self, floats * sizeof(float));
+    if (!scratch)
+        return ft_error_context("reserving the cpu backend's scratch memory");
+    free(context->scratch);
+    context->scratch = scratch;
+    context->scratch_floats = floats;
+    return 0;
+}
+
+static size_t cpu_reserved_bytes(const ft_backend *self)
+{
+    return ((const cpu_context *)self->context)->scratch_floats * sizeof(float);
+}
+
+/* --- row and elementwise ops --- */
+
+static void cpu_embedding_forward(ft_backend *self, float *out, const float *table, const int32_t *tokens, int rows,
+                                  int dim)
+{
+    for (int r = 0; r < rows; r++)
+        memcpy(out + (size_t)r * dim, table + (size_t)tokens[r] * dim, (size_t)dim * sizeof(float));
+}
+
+static void cpu_embedding_backward(ft_backend *self, float *grad_table, const float *grad_out,
+                                   const int32_t *tokens, int rows, int dim)
+{
+    for (int r = 0; r < rows; r++) {
+        float *row = grad_table + (size_t)tokens[r] * dim;
+        const float *grad = grad_out + (size_t)r * dim;
+        for (int c = 0; c < dim; c++)
+            row[c] += grad[c];
+    }
+}
+
+static void cpu_rmsnorm_forward(ft_backend *self, float *out, float *rstd, const float *x, const float *weight,
+                                int rows, int dim, float eps)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *in = x + (size_t)r * dim;
+        float *o = out + (size_t)r * dim;
+        double squares = 0.0;
+        for (int c = 0; c < dim; c++)
+            squares += (double)in[c] * in[c];
+        float s = (float)(1.0 / sqrt(squares / dim + eps));
+        rstd[r] = s;
+        for (int c = 0; c < dim; c++)
+            o[c] = weight[c] * (in[c] * s);
+    }
+}
+
+static void cpu_rmsnorm_backward(ft_backend *self, float *grad_x, bool accumulate, float *grad_weight,
+                                 const float *grad_out, const float *x, const float *weight, const float *rstd,
+                                 int rows, int dim)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *in = x + (size_t)r * dim, *grad = grad_out + (size_t)r * dim;
+        float *gx = grad_x + (size_t)r * dim;
+        float s = rstd[r];
+        double dot = 0.0; /* sum of d(normalized) * normalized */
+        for (int c = 0; c < dim; c++)
+            dot += (double)grad[c] * weight[c] * (in[c] * s);
+        float mean = (float)(dot / dim);
+        for (int c = 0; c < dim; c++) {
+            float normalized = in[c] * s;
+            float value = s * (grad[c] * weight[c] - normalized * mean);
+            gx[c] = accumulate ? gx[c] + value : value;
+            if (grad_weight)
+                grad_weight[c] += grad[c] * normalized;
+        }
+    }
+}
+
+static void rotate(float *x, const int32_t *positions, const float *cos_table, const float *sin_table, int rows,
+                   int n_heads, int head_dim, float direction)
+{
+    int half = head_dim / 2;
+    for (int r = 0; r < rows; r++) {
+        const float *cos_row = cos_table + (size_t)positions[r] * half;
+        const float *sin_row = sin_table + (size_t)positions[r] * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)r * n_heads + h) * head_dim;
+            for (int i = 0; i < half; i++) {
+                float c = cos_row[i], s = direction * sin_row[i];
+                float first = v[i], second = v[i + half];
+                v[i] = first * c - second * s;
+                v[i + half] = second * c + first * s;
+            }
+        }
+    }
+}
+
+static void cpu_rope_forward(ft_backend *self, float *x, const int32_t *positions, const float *cos_table,
+                             const float *sin_table, int rows, int n_heads, int head_dim)
+{
+    rotate(x, positions, cos_table, sin_table, rows, n_heads, head_dim, 1.0f);
+}
+
+/* A rotation's gradient is the opposite rotation. */
+static void cpu_rope_backward(ft_backend *self, float *grad_x, const int32_t *positions, const float *cos_table,
+                              const float *sin_table, int rows, int n_heads, int head_dim)
+{
+    rotate(grad_x, positions, cos_table, sin_table, rows, n_heads, head_dim, -1.0f);
+}
+
+static void cpu_swiglu_forward(ft_backend *self, float *out, const float *gate, const float *up, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static void cpu_swiglu_backward(ft_backend *self, float *grad_gate, float *grad_up, const float *grad_out,
+                                const float *gate, const float *up, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], sigmoid = 1.0f / (1.0f + expf(-g));
+        float silu = g * sigmoid;
+        grad_up[i] = grad_out[i] * silu;
+        grad_gate[i] = grad_out[i] * up[i] * sigmoid * (1.0f + g * (1.0f - sigmoid));
+    }
+}
+
+static void cpu_add(ft_backend *self, float *out, const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+/* --- loss --- */
+
+static float row_logsumexp(const float *row, int vocab)
+{
+    float max = row[0];
+    for (int c = 1; c < vocab; c++)
+        if (row[c] > max)
+            max = row[c];
+    double sum = 0.0;
+    for (int c = 0; c < vocab; c++)
+        sum += exp((double)(row[c] - max));
+    return max + (float)log(sum);
+}
+
+static void cpu_cross_entropy_forward(ft_backend *self, float *losses, const float *logits, const int32_t *targets,
+                                      int rows, int vocab)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *row = logits + (size_t)r * vocab;
+        losses[r] = targets[r] < 0 ? 0.0f : row_logsumexp(row, vocab) - row[targets[r]];
+    }
+}
+
+static void cpu_cross_entropy_backward(ft_backend *self, float *grad_logits, const float *logits,
+                                       const int32_t *targets, int rows, int vocab, float grad_scale)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *row = logits + (size_t)r * vocab;
+        float *grad = grad_logits + (size_t)r * vocab;
+        if (targets[r] < 0) {
+            memset(grad, 0, (size_t)vocab * sizeof(float));
+            continue;
+        }
+        float lse = row_logsumexp(row, vocab);
+        for (int c = 0; c < vocab; c++)
+            grad[c] = expf(row[c] - lse) * grad_scale;
+        grad[targets[r]] -= grad_scale;
+    }
+}
+
+/* --- optimizer --- */
+
+/* torch.optim.AdamW (single-tensor form), operation for operation. */
+static void cpu_adamw(ft_backend *self, float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,
+                      const ft_adamw_hyper *hyper)
+{
+    float decay = (float)(1.0 - hyper->learning_rate * hyper->weight_decay);
+    float one_minus_beta1 = (float)(1.0 - hyper->beta1), beta2 = (float)hyper->beta2;
+    float one_minus_beta2 = (float)(1.0 - hyper->beta2);
+    double bias_correction1 = 1.0 - pow(hyper->beta1, (double)hyper->step);
+    double bias_correction2 = 1.0 - pow(hyper->beta2, (double)hyper->step);
+    float step_size = (float)(hyper->learning_rate / bias_correction1);
+    float bias_correction2_sqrt = (float)sqrt(bias_correction2);
+    float eps = (float)hyper->eps;
+    for (size_t i = 0; i < n; i++) {
+        param[i] *= decay;
+        exp_avg[i] += (grad[i] - exp_avg[i]) * one_minus_beta1;
+        exp_avg_sq[i] = exp_avg_sq[i] * beta2 + one_minus_beta2 * (grad[i] * grad[i]);
+        float denom = sqrtf(exp_avg_sq[i]) / bias_correction2_sqrt + eps;
+        param[i] -= step_size * (exp_avg[i] / denom);
+    }
+}
+
+static double cpu_sum_squares(ft_backend *self, const float *x, size_t n)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)x[i] * x[i];
+    return sum;
+}
+
+static void cpu_scale(ft_backend *self, float *x, size_t n, float factor)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] *= factor;
+}
+
+static void cpu_destroy(ft_backend *self)
+{
+    cpu_context *context = self->context;
+    free(context->scratch);
+    free(context);
+    free(self);
+}
+
+ft_backend *ft_backend_cpu_create(int threads)
+{
+    if (threads <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores > 0 ? (int)cores : 1;
+    }
+    openblas_set_num_threads(threads);
+    ft_backend *backend = ft_xcalloc(1, sizeof *backend);
+    backend->name = "cpu";
+    backend->context = ft_xcalloc(1, sizeof(cpu_context));
+    backend->destroy = cpu_destroy;
+    backend->alloc = cpu_alloc;
+    backend->free = cpu_free;
+    backend->upload = cpu_copy;
+    backend->download = cpu_copy;
+    backend->zero = cpu_zero;
+    backend->reserve = cpu_reserve;
+    backend->reserved_bytes = cpu_reserved_bytes;
+    backend->embedding_forward = cpu_embedding_forward;
+    backend->embedding_backward = cpu_embedding_backward;
+    backend->rmsnorm_forward = cpu_rmsnorm_forward;
+    backend->rmsnorm_backward = cpu_rmsnorm_backward;
+    backend->rope_forward = cpu_rope_forward;
+    backend->rope_backward = cpu_rope_backward;
+    backend->swiglu_forward = cpu_swiglu_forward;
+    backend->swiglu_backward = cpu_swiglu_backward;
+    backend->add = cpu_add;
+    backend->linear_forward = ft_cpu_linear_forward;
+    backend->linear_backward = ft_cpu_linear_backward;
+    backend->attention_forward = ft_cpu_attention_forward;
+    backend->attention_backward = ft_cpu_attention_backward;
+    backend->cross_entropy_forward = cpu_cross_entropy_forward;
+    backend->cross_entropy_backward = cpu_cross_entropy_backward;
+    backend->adamw = cpu_adamw;
+    backend->sum_squares = cpu_sum_squares;
+    backend->scale = cpu_scale;
+    return backend;
+}

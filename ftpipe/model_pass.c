@@ -1,0 +1,371 @@
+/* model_pass: the activation plan, and forward and backward through the decoder
+ * as a sequence of backend ops. The lm_head and the loss run in chunks of rows,
+ * and in training the loss's gradient is taken chunk by chunk right after it,
+ * so the [rows, vocab] logits never exist whole. */
+#include <stdio.h>
+#include <string.h>
+
+#include "ftpipe/error.h"
+#include "ftpipe/random.h"
+#include "model_internal.h"
+
+/* --- the activation plan --- */
+
+typedef struct {
+    float *base;   /* NULL: only counting */
+    size_t used;   /* floats */
+} cursor;
+
+static float *take(cursor *c, size_t floats)
+{
+    float *slice = c->base ? c->base + c->used : NULL;
+    c->used += (floats + 15) / 16 * 16; /* 64-byte aligned slices */
+    return slice;
+}
+
+static void plan_layer(cursor *c, const ft_model_config *config, const ft_model_options *options, size_t rows,
+                       ft_layer_activations *a)
+{
+    size_t hidden = config->hidden_size, heads = config->num_attention_heads;
+    size_t q_width = heads * config->head_dim;
+    size_t kv_width = (size_t)config->num_key_value_heads * config->head_dim;
+    size_t inner = config->intermediate_size;
+    a->ln1 = take(c, rows * hidden);
+    a->ln1_rstd = take(c, rows);
+    if (config->qk_norm) {
+        a->q_lin = take(c, rows * q_width);
+        a->q_rstd = take(c, rows * heads);
+        a->k_lin = take(c, rows * kv_width);
+        a->k_rstd = take(c, rows * config->num_key_value_heads);
+    }
+    a->q = take(c, rows * q_width);
+    a->k = take(c, rows * kv_width);
+    a->v = take(c, rows * kv_width);
+    a->logsumexp = take(c, rows * heads);
+    a->attn = take(c, rows * q_width);
+    a->mid = take(c, rows * hidden);
+    a->ln2 = take(c, rows * hidden);
+    a->ln2_rstd = take(c, rows);
+    a->gate = take(c, rows * inner);
+    a->up = take(c, rows * inner);
+    a->act = take(c, rows * inner);
+    for (int t = 0; t < FT_LORA_TARGET_COUNT; t++)
+        a->lora_xa[t] = options->use_lora && (options->lora.targets & (1u << t))
+                            ? take(c, rows * (size_t)options->lora.rank)
+                            : NULL;
+}
+
+size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_options *options,
+                                 int head_chunk_rows, float *base, ft_activations *act)
+{
+    ft_activations counting = {0};
+    if (!act)
+        act = &counting;
+    cursor c = {base, 0};
+    bool training = options->finetuning != FT_FINETUNE_NONE;
+    int layers = config->num_hidden_layers;
+    size_t rows = (size_t)options->max_batch_size * options->max_seq_len;
+    size_t hidden = config->hidden_size;
+    /* Training keeps every layer's input and activations; inference alternates two
+     * residual buffers and shares one set of activations. */
+    int n_residuals = training ? layers + 1 : 2;
+    float *residuals[2] = {NULL, NULL};
+    for (int i = 0; i < n_residuals; i++) {
+        float *slice = take(&c, rows * hidden);
+        if (i < 2)
+            residuals[i] = slice;
+        if (act->layers && i < layers)
+            act->layers[i].input = slice;
+        if (training && i == layers)
+            act->final_input = slice;
+    }
+    if (!training) {
+        for (int l = 0; act->layers && l < layers; l++)
+            act->layers[l].input = residuals[l % 2];
+        act->final_input = residuals[layers % 2];
+    }
+    ft_layer_activations shared;
+    for (int l = 0; l < (training ? layers : 1); l++) {
+        plan_layer(&c, config, options, rows, &shared);
+        for (int k = training ? l : 0; act->layers && k < (training ? l + 1 : layers); k++) {
+            float *input = act->layers[k].input;
+            act->layers[k] = shared;
+            act->layers[k].input = input;
+        }
+    }
+    act->final_norm = take(&c, rows * hidden);
+    act->final_rstd = take(&c, rows);
+    act->logits = take(&c, (size_t)head_chunk_rows * config->vocab_size);
+    act->losses = take(&c, rows);
+    act->rope_cos = take(&c, (size_t)options->max_seq_len * (config->head_dim / 2));
+    act->rope_sin = take(&c, (size_t)options->max_seq_len * (config->head_dim / 2));
+    act->tokens = (int32_t *)take(&c, rows);
+    act->positions = (int32_t *)take(&c, rows);
+    act->segments = (int32_t *)take(&c, rows);
+    act->targets = (int32_t *)take(&c, rows);
+    if (training) {
+        size_t q_width = (size_t)config->num_attention_heads * config->head_dim;
+        size_t kv_width = (size_t)config->num_key_value_heads * config->head_dim;
+        size_t inner = config->intermediate_size;
+        act->grad_residual = take(&c, rows * hidden);
+        act->grad_hidden = take(&c, rows * hidden);
+        act->grad_attn = take(&c, rows * q_width);
+        act->grad_q = take(&c, rows * q_width);
+        act->grad_k = take(&c, rows * kv_width);
+        act->grad_v = take(&c, rows * kv_width);
+        if (config->qk_norm) {
+            act->grad_q_lin = take(&c, rows * q_width);
+            act->grad_k_lin = take(&c, rows * kv_width);
+        }
+        act->grad_gate = take(&c, rows * inner);
+        act->grad_up = take(&c, rows * inner);
+        act->grad_act = take(&c, rows * inner);
+    }
+    return c.used;
+}
+
+/* --- a pass --- */
+
+typedef struct {
+    ft_model *model;
+    ft_backend *backend;
+    const ft_model_config *config;
+    int rows;
+    int n_targets;       /* target tokens in this batch */
+    bool backward;
+    uint64_t dropout_seed;
+} pass;
+
+static const float *weight(const pass *p, size_t offset)
+{
+    return offset == FT_ABSENT ? NULL : p->model->params + offset;
+}
+
+static float *grad(const pass *p, size_t offset)
+{
+    return offset == FT_ABSENT || !p->model->grads ? NULL : p->model->grads + offset;
+}
+
+/* The adapter on one linear layer, or NULL. */
+static const ft_lora_op *lora_op(const pass *p, int layer, ft_lora_target target, ft_lora_op *op)
+{
+    const ft_lora_weights *w = p->model->lora ? ft_lora_at(p->model->lora, layer, target) : NULL;
+    if (!w)
+        return NULL;
+    const ft_lora_config *config = ft_lora_get_config(p->model->lora);
+    *op = (ft_lora_op){w->a,
+                       w->b,
+                       p->backward ? w->grad_a : NULL,
+                       p->backward ? w->grad_b : NULL,
+                       p->model->act.layers[layer].lora_xa[target],
+                       config->rank,
+                       (float)ft_lora_scaling(config),
+                       (float)config->dropout,
+                       ft_random_stream(p->dropout_seed, (uint64_t)layer * 16 + target)};
+    return op;
+}
+
+static int check_batch(const ft_model *model, const ft_batch *batch, int *n_targets)
+{
+    const ft_model_options *o = &model->options;
+    if (batch->batch_size < 1 || batch->seq_len < 1 || batch->batch_size > o->max_batch_size ||
+        batch->seq_len > o->max_seq_len)
+        return ft_error("a batch of %d x %d tokens does not fit the model's plan of %d x %d", batch->batch_size,
+                        batch->seq_len, o->max_batch_size, o->max_seq_len);
+    int rows = batch->batch_size * batch->seq_len, vocab = model->config.vocab_size, count = 0;
+    for (int i = 0; i < rows; i++) {
+        int row = i / batch->seq_len, column = i % batch->seq_len;
+        if (batch->tokens[i] < 0 || batch->tokens[i] >= vocab)
+            return ft_error("batch row %d, token %d: id %d is outside the vocabulary (0..%d)", row, column,
+                            batch->tokens[i], vocab - 1);
+        if (batch->targets[i] >= vocab)
+            return ft_error("batch row %d, token %d: target %d is outside the vocabulary (0..%d)", row, column,
+                            batch->targets[i], vocab - 1);
+        if (batch->positions[i] < 0 || batch->positions[i] >= o->max_seq_len)
+            return ft_error("batch row %d, token %d: position %d is outside 0..%d", row, column,
+                            batch->positions[i], o->max_seq_len - 1);
+        count += batch->targets[i] >= 0;
+    }
+    *n_targets = count;
+    return 0;
+}
+
+static void upload_batch(const pass *p, const ft_batch *batch)
+{
+    const ft_activations *act = &p->model->act;
+    size_t bytes = (size_t)p->rows * sizeof(int32_t);
+    p->backend->upload(p->backend, act->tokens, batch->tokens, bytes);
+    p->backend->upload(p->backend, act->positions, batch->positions, bytes);
+    p->backend->upload(p->backend, act->segments, batch->segments, bytes);
+    p->backend->upload(p->backend, act->targets, batch->targets, bytes);
+}
+
+static void layer_forward(const pass *p, int l, float *output, const ft_attention_shape *shape)
+{
+    ft_backend *b = p->backend;
+    const ft_model_config *c = p->config;
+    const ft_layer_offsets *w = &p->model->layers[l];
+    const ft_activations *act = &p->model->act;
+    const ft_layer_activations *a = &act->layers[l];
+    int rows = p->rows, hidden = c->hidden_size, inner = c->intermediate_size, dim = c->head_dim;
+    int q_width = c->num_attention_heads * dim, kv_width = c->num_key_value_heads * dim;
+    float eps = (float)c->rms_norm_eps;
+    ft_lora_op op;
+
+    b->rmsnorm_forward(b, a->ln1, a->ln1_rstd, a->input, weight(p, w->input_norm), rows, hidden, eps);
+    float *q_out = c->qk_norm ? a->q_lin : a->q, *k_out = c->qk_norm ? a->k_lin : a->k;
+    b->linear_forward(b, q_out, a->ln1, weight(p, w->q), weight(p, w->q_bias), lora_op(p, l, FT_LORA_Q, &op), rows,
+                      hidden, q_width);
+    b->linear_forward(b, k_out, a->ln1, weight(p, w->k), weight(p, w->k_bias), lora_op(p, l, FT_LORA_K, &op), rows,
+                      hidden, kv_width);
+    b->linear_forward(b, a->v, a->ln1, weight(p, w->v), weight(p, w->v_bias), lora_op(p, l, FT_LORA_V, &op), rows,
+                      hidden, kv_width);
+    if (c->qk_norm) {
+        b->rmsnorm_forward(b, a->q, a->q_rstd, a->q_lin, weight(p, w->q_norm), rows * c->num_attention_heads, dim,
+                           eps);
+        b->rmsnorm_forward(b, a->k, a->k_rstd, a->k_lin, weight(p, w->k_norm), rows * c->num_key_value_heads,
+                           dim, eps);
+    }
+    b->rope_forward(b, a->q, act->positions, act->rope_cos, act->rope_sin, rows, c->num_attention_heads, dim);
+    b->rope_forward(b, a->k, act->positions, act->rope_cos, act->rope_sin, rows, c->num_key_value_heads, dim);
+    b->attention_forward(b, a->attn, a->logsumexp, a->q, a->k, a->v, act->segments, shape);
+    b->linear_forward(b, a->mid, a->attn, weight(p, w->o), NULL, lora_op(p, l, FT_LORA_O, &op), rows, q_width,
+                      hidden);
+    b->add(b, a->mid, a->mid, a->input, (size_t)rows * hidden);
+
+    b->rmsnorm_forward(b, a->ln2, a->ln2_rstd, a->mid, weight(p, w->post_norm), rows, hidden, eps);
+    b->linear_forward(b, a->gate, a->ln2, weight(p, w->gate), NULL, lora_op(p, l, FT_LORA_GATE, &op), rows, hidden,
+                      inner);
+    b->linear_forward(b, a->up, a->ln2, weight(p, w->up), NULL, lora_op(p, l, FT_LORA_UP, &op), rows, hidden, inner);
+    b->swiglu_forward(b, a->act, a->gate, a->up, (size_t)rows * inner);
+    b->linear_forward(b, output, a->act, weight(p, w->down), NULL, lora_op(p, l, FT_LORA_DOWN, &op), rows, inner,
+                      hidden);
+    b->add(b, output, output, a->mid, (size_t)rows * hidden);
+}
+
+/* On entry grad_residual holds d(loss)/d(layer output); on return d/d(layer input). */
+static void layer_backward(const pass *p, int l, const ft_attention_shape *shape)
+{
+    ft_backend *b = p->backend;
+    const ft_model_config *c = p->config;
+    const ft_layer_offsets *w = &p->model->layers[l];
+    const ft_activations *act = &p->model->act;
+    const ft_layer_activations *a = &act->layers[l];
+    int rows = p->rows, hidden = c->hidden_size, inner = c->intermediate_size, dim = c->head_dim;
+    int q_width = c->num_attention_heads * dim, kv_width = c->num_key_value_heads * dim;
+    ft_lora_op op;
+
+    /* output = mid + down(silu(gate(ln2)) * up(ln2)), ln2 = norm(mid) */
+    b->linear_backward(b, act->grad_act, false, grad(p, w->down), NULL, act->grad_residual, a->act,
+                       weight(p, w->down), lora_op(p, l, FT_LORA_DOWN, &op), rows, inner, hidden);
+    b->swiglu_backward(b, act->grad_gate, act->grad_up, act->grad_act, a->gate, a->up, (size_t)rows * inner);
+    b->linear_backward(b, act->grad_hidden, false, grad(p, w->gate), NULL, act->grad_gate, a->ln2,
+                       weight(p, w->gate), lora_op(p, l, FT_LORA_GATE, &op), rows, hidden, inner);
+    b->linear_backward(b, act->grad_hidden, true, grad(p, w->up), NULL, act->grad_up, a->ln2, weight(p, w->up),
+                       lora_op(p, l, FT_LORA_UP, &op), rows, hidden, inner);
+    b->rmsnorm_backward(b, act->grad_residual, true, grad(p, w->post_norm), act->grad_hidden, a->mid,
+                        weight(p, w->post_norm), a->ln2_rstd, rows, hidden);
+
+    /* mid = input + o(attention(rope(norm(q(ln1))), rope(norm(k(ln1))), v(ln1))), ln1 = norm(input) */
+    b->linear_backward(b, act->grad_attn, false, grad(p, w->o), NULL, act->grad_residual, a->attn, weight(p, w->o),
+                       lora_op(p, l, FT_LORA_O, &op), rows, q_width, hidden);
+    b->attention_backward(b, act->grad_q, act->grad_k, act->grad_v, act->grad_attn, a->q, a->k, a->v, a->logsumexp,
+                          act->segments, shape);
+    b->rope_backward(b, act->grad_q, act->positions, act->rope_cos, act->rope_sin, rows, c->num_attention_heads,
+                     dim);
+    b->rope_backward(b, act->grad_k, act->positions, act->rope_cos, act->rope_sin, rows, c->num_key_value_heads,
+                     dim);
+    float *grad_q = act->grad_q, *grad_k = act->grad_k;
+    if (c->qk_norm) {
+        b->rmsnorm_backward(b, act->grad_q_lin, false, grad(p, w->q_norm), act->grad_q, a->q_lin,
+                            weight(p, w->q_norm), a->q_rstd, rows * c->num_attention_heads, dim);
+        b->rmsnorm_backward(b, act->grad_k_lin, false, grad(p, w->k_norm), act->grad_k, a->k_lin,
+                            weight(p, w->k_norm), a->k_rstd, rows * c->num_key_value_heads, dim);
+        grad_q = act->grad_q_lin;
+        grad_k = act->grad_k_lin;
+    }
+    b->linear_backward(b, act->grad_hidden, false, grad(p, w->q), grad(p, w->q_bias), grad_q, a->ln1,
+                       weight(p, w->q), lora_op(p, l, FT_LORA_Q, &op), rows, hidden, q_width);
+    b->linear_backward(b, act->grad_hidden, true, grad(p, w->k), grad(p, w->k_bias), grad_k, a->ln1,
+                       weight(p, w->k), lora_op(p, l, FT_LORA_K, &op), rows, hidden, kv_width);
+    b->linear_backward(b, act->grad_hidden, true, grad(p, w->v), grad(p, w->v_bias), act->grad_v, a->ln1,
+                       weight(p, w->v), lora_op(p, l, FT_LORA_V, &op), rows, hidden, kv_width);
+    b->rmsnorm_backward(b, act->grad_residual, true, grad(p, w->input_norm), act->grad_hidden, a->input,
+                        weight(p, w->input_norm), a->ln1_rstd, rows, hidden);
+}
+
+/* lm_head and cross-entropy over chunks of rows; with backward, each chunk's
+ * gradient goes straight into grad_hidden (d/d final norm's output) and lm_head's. */
+static double head(const pass *p, float *logits_out, double grad_scale)
+{
+    ft_backend *b = p->backend;
+    ft_model *model = p->model;
+    const ft_activations *act = &model->act;
+    int hidden = p->config->hidden_size, vocab = p->config->vocab_size, chunk = model->head_chunk_rows;
+    const float *lm_head = weight(p, model->lm_head);
+    double loss_sum = 0.0;
+    for (int first = 0; first < p->rows; first += chunk) {
+        int n = p->rows - first < chunk ? p->rows - first : chunk;
+        const float *x = act->final_norm + (size_t)first * hidden;
+        b->linear_forward(b, act->logits, x, lm_head, NULL, NULL, n, hidden, vocab);
+        if (logits_out)
+            b->download(b, logits_out + (size_t)first * vocab, act->logits, (size_t)n * vocab * sizeof(float));
+        b->cross_entropy_forward(b, act->losses + first, act->logits, act->targets + first, n, vocab);
+        if (!p->backward)
+            continue;
+        b->cross_entropy_backward(b, act->logits, act->logits, act->targets + first, n, vocab, (float)grad_scale);
+        b->linear_backward(b, act->grad_hidden + (size_t)first * hidden, false, grad(p, model->lm_head), NULL,
+                           act->logits, x, lm_head, NULL, n, hidden, vocab);
+    }
+    b->download(b, model->host_losses, act->losses, (size_t)p->rows * sizeof(float));
+    for (int r = 0; r < p->rows; r++)
+        loss_sum += model->host_losses[r];
+    return loss_sum;
+}
+
+static int run(ft_model *model, const ft_batch *batch, bool backward, float *logits, double *loss)
+{
+    if (backward && model->options.finetuning == FT_FINETUNE_NONE)
+        return ft_error("the model was loaded for inference; load it for LoRA or full fine-tuning to train");
+    pass p = {model, model->backend, &model->config, batch->batch_size * batch->seq_len, 0, backward, 0};
+    if (check_batch(model, batch, &p.n_targets) < 0)
+        return -1;
+    if (model->lora)
+        p.dropout_seed = ft_random_stream(ft_lora_get_config(model->lora)->seed, batch->dropout_seed);
+    ft_backend *b = p.backend;
+    const ft_model_config *c = &model->config;
+    const ft_activations *act = &model->act;
+    int hidden = c->hidden_size, layers = c->num_hidden_layers;
+    ft_attention_shape shape = {batch->batch_size, batch->seq_len, c->num_attention_heads, c->num_key_value_heads,
+                                c->head_dim};
+    upload_batch(&p, batch);
+    b->embedding_forward(b, act->layers[0].input, weight(&p, model->embed), act->tokens, p.rows, hidden);
+    for (int l = 0; l < layers; l++)
+        layer_forward(&p, l, l + 1 < layers ? act->layers[l + 1].input : act->final_input, &shape);
+    b->rmsnorm_forward(b, act->final_norm, act->final_rstd, act->final_input, weight(&p, model->final_norm), p.rows,
+                       hidden, (float)c->rms_norm_eps);
+    int64_t denominator = batch->loss_denominator > 0 ? batch->loss_denominator : p.n_targets;
+    double loss_sum = head(&p, logits, denominator > 0 ? 1.0 / (double)denominator : 0.0);
+    if (loss)
+        *loss = p.n_targets > 0 ? loss_sum / p.n_targets : 0.0;
+    if (!backward)
+        return 0;
+    b->rmsnorm_backward(b, act->grad_residual, false, grad(&p, model->final_norm), act->grad_hidden,
+                        act->final_input, weight(&p, model->final_norm), act->final_rstd, p.rows, hidden);
+    for (int l = layers - 1; l >= 0; l--)
+        layer_backward(&p, l, &shape);
+    float *grad_embed = grad(&p, model->embed);
+    if (grad_embed)
+        b->embedding_backward(b, grad_embed, act->grad_residual, act->tokens, p.rows, hidden);
+    return 0;
+}
+
+int ft_model_forward(ft_model *model, const ft_batch *batch, float *logits, double *loss)
+{
+    return run(model, batch, false, logits, loss);
+}
+
+int ft_model_forward_backward(ft_model *model, const ft_batch *batch, double *loss)
+{
+    return run(model, batch, true, NULL, loss);
+}

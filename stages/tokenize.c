@@ -1,0 +1,301 @@
+/* tokenize: datasets -> mmap-able token shards.
+ *
+ *   data/train_set: tokenize models/base data/math_train.json
+ *
+ * The first input is a model folder (or a tokenizer.json); the others are
+ * dataset files, folders of them, or a folder with LLaMA-Factory's
+ * dataset_info.json whose entries `dataset =` names. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ftpipe/chat_template.h"
+#include "ftpipe/dataset.h"
+#include "ftpipe/error.h"
+#include "ftpipe/fsutil.h"
+#include "ftpipe/mem.h"
+#include "ftpipe/sample_encoding.h"
+#include "ftpipe/stage.h"
+#include "ftpipe/token_shards.h"
+#include "ftpipe/tokenizer.h"
+
+static bool has_dataset_info(const char *path)
+{
+    if (!ft_path_is_dir(path))
+        return false;
+    char *info = ft_path_join(path, "dataset_info.json");
+    bool found = ft_path_exists(info);
+    free(info);
+    return found;
+}
+
+/* `dataset = a,b c`: LLaMA-Factory separates names by commas; blanks work too. */
+static char **dataset_names(ft_stage *stage, size_t *count)
+{
+    size_t n_words = 0;
+    const char *const *words = ft_stage_param_list(stage, "dataset", &n_words);
+    char **names = NULL;
+    *count = 0;
+    for (size_t i = 0; i < n_words; i++) {
+        for (const char *p = words[i]; *p;) {
+            size_t length = strcspn(p, ",");
+            if (length > 0) {
+                names = ft_xrealloc(names, (*count + 1) * sizeof(char *));
+                names[(*count)++] = ft_xstrndup(p, length);
+            }
+            p += length + (p[length] == ',');
+        }
+    }
+    return names;
+}
+
+/* The dataset sources from inputs 1.., in input order. */
+static int gather_sources(ft_stage *stage, ft_dataset_source **out, size_t *count)
+{
+    size_t n_names;
+    char **names = dataset_names(stage, &n_names);
+    ft_dataset_format format = FT_DATASET_FORMAT_AUTO;
+    const char *format_name = ft_stage_param_string(stage, "format");
+    if (strcmp(format_name, "alpaca") == 0)
+        format = FT_DATASET_FORMAT_ALPACA;
+    else if (strcmp(format_name, "sharegpt") == 0)
+        format = FT_DATASET_FORMAT_SHAREGPT;
+
+    ft_dataset_source *sources = NULL;
+    size_t n_sources = 0;
+    const char *info_folder = NULL;
+    int status = 0;
+    for (size_t i = 1; i < ft_stage_input_count(stage) && status == 0; i++) {
+        const char *path = ft_stage_input_path(stage, i);
+        if (!has_dataset_info(path)) {
+            sources = ft_xrealloc(sources, (n_sources + 1) * sizeof *sources);
+            ft_dataset_source_for_file(path, format, &sources[n_sources++]);
+            continue;
+        }
+        if (info_folder) {
+            status = ft_error("inputs %s and %s both hold a dataset_info.json: give one such folder", info_folder,
+                              path);
+            break;
+        }
+        info_folder = path;
+        if (n_names == 0) {
+            char *known = NULL;
+            if (ft_dataset_info_names(path, &known) == 0)
+                ft_error("%s holds a dataset_info.json: set dataset = NAME[,NAME...] to choose from: %s", path,
+                         known);
+            free(known);
+            status = -1;
+            break;
+        }
+        ft_dataset_source *named;
+        size_t n_named;
+        status = ft_dataset_info_load(path, (const char *const *)names, n_names, &named, &n_named);
+        if (status == 0) {
+            sources = ft_xrealloc(sources, (n_sources + n_named) * sizeof *sources);
+            memcpy(sources + n_sources, named, n_named * sizeof *named);
+            n_sources += n_named;
+            free(named);
+        }
+    }
+    if (status == 0 && n_names > 0 && !info_folder)
+        status = ft_error("dataset = %s names datasets of a dataset_info.json, but no input folder holds one",
+                          names[0]);
+    for (size_t i = 0; i < n_names; i++)
+        free(names[i]);
+    free(names);
+    if (status != 0) {
+        ft_dataset_sources_free(sources, n_sources);
+        return -1;
+    }
+    *out = sources;
+    *count = n_sources;
+    return 0;
+}
+
+static int read_datasets(ft_stage *stage, ft_dataset *dataset)
+{
+    ft_dataset_source *sources;
+    size_t n_sources;
+    if (gather_sources(stage, &sources, &n_sources) != 0)
+        return -1;
+    ft_on_error on_error = strcmp(ft_stage_param_string(stage, "on_error"), "skip") == 0 ? FT_ON_ERROR_SKIP
+                                                                                          : FT_ON_ERROR_FAIL;
+    int status = 0;
+    for (size_t i = 0; i < n_sources && status == 0; i++)
+        status = ft_dataset_read(dataset, &sources[i], on_error);
+    ft_dataset_sources_free(sources, n_sources);
+    for (size_t i = 0; i < dataset->n_skip_messages; i++)
+        ft_stage_log(stage, "skipped %s", dataset->skip_messages[i]);
+    if (status == 0 && dataset->count == 0)
+        status = ft_error("the datasets hold no usable record (%zu read, %zu skipped)", dataset->n_records,
+                          dataset->n_skipped);
+    return status;
+}
+
+static int report_progress(size_t done, size_t total, void *context)
+{
+    ft_stage *stage = context;
+    ft_stage_progress(stage, total ? (double)done / (double)total : 1.0, "%zu/%zu conversations", done, total);
+    return ft_stage_cancelled(stage);
+}
+
+/* Failed conversations: the first fails the stage, or with on_error = skip each
+ * is logged and counted. Returns the number skipped, or -1. */
+static long long settle_failures(ft_stage *stage, const ft_dataset *dataset, char **errors)
+{
+    bool skip = strcmp(ft_stage_param_string(stage, "on_error"), "skip") == 0;
+    long long skipped = 0;
+    int status = 0;
+    for (size_t i = 0; i < dataset->count; i++) {
+        if (!errors[i])
+            continue;
+        if (!skip && status == 0)
+            status = ft_error("%s (fix the record, or set on_error = skip to skip bad records)", errors[i]);
+        else if (skip)
+            ft_stage_log(stage, "skipped %s", errors[i]);
+        skipped++;
+        free(errors[i]);
+    }
+    return status != 0 ? -1 : skipped;
+}
+
+static void summarize(ft_stage *stage, const ft_token_dataset_meta *meta)
+{
+    const ft_token_split_stats *train = &meta->train, *validation = &meta->validation;
+    uint64_t samples = train->n_samples + validation->n_samples;
+    uint64_t tokens = train->n_tokens + validation->n_tokens;
+    uint64_t truncated = train->n_truncated + validation->n_truncated;
+    uint64_t max_length = train->max_sample_tokens > validation->max_sample_tokens ? train->max_sample_tokens
+                                                                                   : validation->max_sample_tokens;
+    double mean = samples ? (double)tokens / (double)samples : 0.0;
+    ft_stage_summary(stage, "%llu samples, %llu tokens, %llu truncated, mean %.1f, max %llu",
+                     (unsigned long long)samples, (unsigned long long)tokens, (unsigned long long)truncated, mean,
+                     (unsigned long long)max_length);
+    if (validation->n_samples)
+        ft_stage_log(stage, "validation: %llu samples, %llu tokens", (unsigned long long)validation->n_samples,
+                     (unsigned long long)validation->n_tokens);
+    if (meta->n_skipped_records)
+        ft_stage_log(stage, "%llu of %llu records skipped", (unsigned long long)meta->n_skipped_records,
+                     (unsigned long long)meta->n_records);
+    ft_stage_metric(stage, 0, "samples", (double)samples);
+    ft_stage_metric(stage, 0, "tokens", (double)tokens);
+    ft_stage_metric(stage, 0, "trained_tokens", (double)(train->n_trained_tokens + validation->n_trained_tokens));
+    ft_stage_metric(stage, 0, "truncated", (double)truncated);
+    ft_stage_metric(stage, 0, "mean_length", mean);
+    ft_stage_metric(stage, 0, "max_length", (double)max_length);
+    ft_stage_metric(stage, 0, "rows", (double)(train->n_rows + validation->n_rows));
+    ft_stage_metric(stage, 0, "validation_samples", (double)validation->n_samples);
+    ft_stage_metric(stage, 0, "skipped_records", (double)meta->n_skipped_records);
+}
+
+/* Splits the encoded samples, writes each split's shards and meta.json. */
+static int write_dataset(ft_stage *stage, const ft_encoded_sample *samples, size_t count, ft_token_dataset_meta *meta)
+{
+    size_t *kept = ft_xmalloc((count ? count : 1) * sizeof(size_t));
+    size_t n_kept = 0;
+    for (size_t i = 0; i < count; i++)
+        if (samples[i].n_tokens > 0)
+            kept[n_kept++] = i;
+    bool *is_validation = ft_xcalloc(n_kept ? n_kept : 1, sizeof(bool));
+    size_t n_validation = 0;
+    int status = ft_choose_validation(n_kept, ft_stage_param_float(stage, "val_size"),
+                                      (uint64_t)ft_stage_param_int(stage, "seed"), is_validation, &n_validation);
+    size_t *train = ft_xmalloc((n_kept ? n_kept : 1) * sizeof(size_t));
+    size_t *validation = ft_xmalloc((n_kept ? n_kept : 1) * sizeof(size_t));
+    size_t n_train = 0, n_placed_validation = 0;
+    for (size_t i = 0; i < n_kept && status == 0; i++) {
+        if (is_validation[i])
+            validation[n_placed_validation++] = kept[i];
+        else
+            train[n_train++] = kept[i];
+    }
+    const char *output = ft_stage_output_path(stage);
+    char *train_dir = ft_path_join(output, "train"), *validation_dir = ft_path_join(output, "validation");
+    if (status == 0)
+        status = ft_write_samples(train_dir, samples, train, n_train, meta->packing, meta->cutoff_len, 0, &meta->train);
+    if (status == 0 && n_validation > 0)
+        status = ft_write_samples(validation_dir, samples, validation, n_validation, meta->packing, meta->cutoff_len,
+                                  0, &meta->validation);
+    if (status == 0)
+        status = ft_token_dataset_meta_write(output, meta);
+    free(train_dir);
+    free(validation_dir);
+    free(kept);
+    free(is_validation);
+    free(train);
+    free(validation);
+    return status;
+}
+
+static int check_parameters(ft_stage *stage, const ft_chat_template **chat_template)
+{
+    if (ft_stage_input_count(stage) < 2)
+        return ft_error("tokenize needs a model folder (or its tokenizer.json) and then datasets: "
+                        "`%s: tokenize MODEL DATA...`",
+                        ft_stage_target(stage));
+    int64_t cutoff_len = ft_stage_param_int(stage, "cutoff_len");
+    if (cutoff_len < 1 || cutoff_len > (int64_t)1 << 30)
+        return ft_error("cutoff_len = %lld: expected a token count from 1 to 1073741824", (long long)cutoff_len);
+    return ft_chat_template_find(ft_stage_param_string(stage, "template"), chat_template);
+}
+
+static int run_tokenize(ft_stage *stage)
+{
+    const ft_chat_template *chat_template;
+    if (check_parameters(stage, &chat_template) != 0)
+        return -1;
+    ft_token_dataset_meta meta;
+    memset(&meta, 0, sizeof meta);
+    snprintf(meta.template_name, sizeof meta.template_name, "%s", ft_chat_template_name(chat_template));
+    meta.cutoff_len = (uint32_t)ft_stage_param_int(stage, "cutoff_len");
+    meta.packing = ft_stage_param_bool(stage, "packing");
+    meta.train_on_prompt = ft_stage_param_bool(stage, "train_on_prompt");
+    meta.mask_history = ft_stage_param_bool(stage, "mask_history");
+
+    ft_tokenizer *tokenizer;
+    if (ft_tokenizer_load(ft_stage_input_path(stage, 0), &tokenizer) != 0)
+        return -1;
+    ft_hash_to_hex(ft_tokenizer_hash(tokenizer), meta.tokenizer_hash);
+    ft_dataset dataset;
+    ft_dataset_init(&dataset);
+    int status = read_datasets(stage, &dataset);
+
+    ft_encoded_sample *samples = ft_xcalloc(dataset.count ? dataset.count : 1, sizeof *samples);
+    char **errors = ft_xcalloc(dataset.count ? dataset.count : 1, sizeof(char *));
+    if (status == 0) {
+        ft_stage_log(stage, "tokenizing %zu conversations from %zu file%s with template %s", dataset.count,
+                     dataset.n_files, dataset.n_files == 1 ? "" : "s", meta.template_name);
+        const ft_encoding_options options = {meta.cutoff_len, meta.train_on_prompt, meta.mask_history};
+        status = ft_encode_conversations(tokenizer, chat_template, dataset.conversations, dataset.count, &options,
+                                         (int)ft_stage_param_int(stage, "threads"), report_progress, stage, samples,
+                                         errors);
+    }
+    if (status == 0) {
+        long long failed = settle_failures(stage, &dataset, errors);
+        status = failed < 0 ? -1 : 0;
+        meta.n_records = dataset.n_records;
+        meta.n_skipped_records = dataset.n_skipped + (failed > 0 ? (uint64_t)failed : 0);
+        if (status == 0 && (size_t)failed == dataset.count)
+            status = ft_error("every record failed to tokenize (see the log)");
+    } else {
+        for (size_t i = 0; i < dataset.count; i++)
+            free(errors[i]);
+    }
+    if (status == 0)
+        status = write_dataset(stage, samples, dataset.count, &meta);
+    if (status == 0)
+        summarize(stage, &meta);
+    for (size_t i = 0; i < dataset.count; i++)
+        ft_encoded_sample_free(&samples[i]);
+    free(samples);
+    free(errors);
+    ft_dataset_free(&dataset);
+    ft_tokenizer_free(tokenizer);
+    return status;
+}
+
+const ft_stage_kind ft_kind_tokenize = {
+    .name = "tokenize",
+    .version = 1,
+    .run = run_tokenize,
+};
