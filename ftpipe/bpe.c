@@ -9,6 +9,10 @@
 
 #define NO_TOKEN UINT32_MAX
 #define EMPTY_PAIR UINT64_MAX
+/* How full the tables may get: the merge table is the one probed most, and
+ * the smaller it is, the more of it stays in cache. */
+#define VOCAB_LOAD_PERCENT 50
+#define MERGE_LOAD_PERCENT 75
 
 /* Words up to this many bytes are cached: longer ones are rare and costly to keep. */
 #define CACHE_MAX_WORD_BYTES 256
@@ -67,15 +71,24 @@ struct ft_bpe_worker {
 
 static inline size_t mix64(uint64_t key) { return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20); }
 
-ft_bpe *ft_bpe_new(void)
+/* Open-addressing tables of 2^k slots, at most `load` percent full. */
+static size_t slots_for(size_t count, size_t load_percent)
+{
+    size_t slots = 1024;
+    while (count * 100 > slots * load_percent)
+        slots *= 2;
+    return slots;
+}
+
+ft_bpe *ft_bpe_new(size_t expected_tokens, size_t expected_merges)
 {
     ft_bpe *bpe = ft_xcalloc(1, sizeof *bpe);
     for (size_t i = 0; i < 256; i++)
         bpe->byte_ids[i] = NO_TOKEN;
     bpe->unknown_id = -1;
-    bpe->vocab_slot_mask = 1023;
+    bpe->vocab_slot_mask = slots_for(expected_tokens, VOCAB_LOAD_PERCENT) - 1;
     bpe->vocab_slots = ft_xcalloc(bpe->vocab_slot_mask + 1, sizeof *bpe->vocab_slots);
-    bpe->merge_slot_mask = 1023;
+    bpe->merge_slot_mask = slots_for(expected_merges, MERGE_LOAD_PERCENT) - 1;
     bpe->merges = ft_xmalloc((bpe->merge_slot_mask + 1) * sizeof *bpe->merges);
     for (size_t i = 0; i <= bpe->merge_slot_mask; i++)
         bpe->merges[i].pair = EMPTY_PAIR;
@@ -123,7 +136,7 @@ static void vocab_grow(ft_bpe *bpe)
 
 void ft_bpe_add_token(ft_bpe *bpe, uint32_t id, const void *bytes, size_t length)
 {
-    if ((bpe->n_entries + 1) * 2 > bpe->vocab_slot_mask + 1)
+    if ((bpe->n_entries + 1) * 100 > (bpe->vocab_slot_mask + 1) * VOCAB_LOAD_PERCENT)
         vocab_grow(bpe);
     uint32_t *slot = vocab_find_slot(bpe->vocab_slots, bpe->vocab_slot_mask, bpe, bytes, length);
     if (*slot != 0) { /* the same bytes again: the later id wins, as in a JSON object */
@@ -170,7 +183,7 @@ static void merges_grow(ft_bpe *bpe)
 
 void ft_bpe_add_merge(ft_bpe *bpe, uint32_t left_id, uint32_t right_id, uint32_t merged_id, uint32_t rank)
 {
-    if ((bpe->n_merges + 1) * 4 > (bpe->merge_slot_mask + 1) * 3)
+    if ((bpe->n_merges + 1) * 100 > (bpe->merge_slot_mask + 1) * MERGE_LOAD_PERCENT)
         merges_grow(bpe);
     uint64_t pair = (uint64_t)left_id << 32 | right_id;
     merge_slot *slot = merge_find_slot(bpe->merges, bpe->merge_slot_mask, pair);
@@ -364,26 +377,27 @@ void ft_bpe_encode_word(const ft_bpe *bpe, ft_bpe_worker *worker, const uint8_t 
         ft_token_ids_push(out, bpe->byte_ids[bytes[0]]);
         return;
     }
-    if (bpe->ignore_merges) {
-        int64_t id = ft_bpe_token_id(bpe, bytes, length);
-        if (id >= 0) {
-            ft_token_ids_push(out, (uint32_t)id);
+    /* The cache is small and hot: ask it before the large tables. */
+    bool cacheable = length <= CACHE_MAX_WORD_BYTES;
+    uint64_t hash = 0;
+    cache_slot *slot = NULL;
+    if (cacheable) {
+        hash = XXH3_64bits(bytes, length) | 1;
+        slot = cache_find(worker, hash, bytes, length);
+        if (slot->hash != 0) {
+            for (size_t i = 0; i < slot->n_ids; i++)
+                ft_token_ids_push(out, worker->cache_ids[slot->ids_offset + i]);
             return;
         }
     }
-    if (length > CACHE_MAX_WORD_BYTES) {
-        merge_word(bpe, worker, bytes, length, out);
-        return;
-    }
-    uint64_t hash = XXH3_64bits(bytes, length) | 1;
-    cache_slot *slot = cache_find(worker, hash, bytes, length);
-    if (slot->hash != 0) {
-        for (size_t i = 0; i < slot->n_ids; i++)
-            ft_token_ids_push(out, worker->cache_ids[slot->ids_offset + i]);
-        return;
-    }
     size_t first = out->count;
-    merge_word(bpe, worker, bytes, length, out);
+    int64_t whole = bpe->ignore_merges ? ft_bpe_token_id(bpe, bytes, length) : -1;
+    if (whole >= 0)
+        ft_token_ids_push(out, (uint32_t)whole);
+    else
+        merge_word(bpe, worker, bytes, length, out);
+    if (!cacheable)
+        return;
     if (worker->n_cached >= CACHE_MAX_ENTRIES) {
         cache_clear(worker);
         slot = cache_find(worker, hash, bytes, length);

@@ -187,6 +187,7 @@ static int start_stage(builder *b, size_t index)
         free(work_dir);
         return -1;
     }
+    ft_stage_key_describe(node, &plan->key);
     ft_run_record record = {0};
     memcpy(record.key, key, sizeof record.key);
     record.target = node->target;

@@ -313,7 +313,9 @@ int ft_cache_materialize(ft_cache *cache, const ft_manifest *manifest, const cha
     char *aside = ft_xasprintf("%s/.%s.ftpipe-old.%ld", parent, name, (long)getpid());
     int result = ft_mkdir_p(parent);
     if (result == 0)
-        result = ft_remove_tree(temporary);
+        result = ft_remove_tree(temporary); /* left by an interrupted run with our pid */
+    if (result == 0)
+        result = ft_remove_tree(aside);
     if (result == 0)
         result = build_at(cache, manifest, temporary);
     if (result == 0)

@@ -321,9 +321,9 @@ static int check_messages(const ft_message *messages, size_t count, bool add_gen
         if (!messages[i].content)
             return ft_error("message %zu (%s) has no content", i + 1, role_name(messages[i].role));
         if (i >= first && messages[i].role != expected)
-            return ft_error("message %zu is a %s message where a %s message belongs (a system message may only "
+            return ft_error("message %zu is a %s message where %s message belongs (a system message may only "
                             "come first, then user and assistant take turns)",
-                            i + 1, role_name(messages[i].role), role_name(expected));
+                            i + 1, role_name(messages[i].role), expected == FT_ROLE_USER ? "a user" : "an assistant");
     }
     ft_role last = messages[count - 1].role;
     if (add_generation_prompt && last != FT_ROLE_USER)

@@ -128,7 +128,10 @@ static int finish_output(void)
     return 0;
 }
 
-/* ---- encode --jsonl: chunks of lines over threads, written in order ---- */
+/* ---- encode --jsonl: chunks of lines over threads, written in order ----
+ * The threads live for the whole input, so their word caches stay warm; the
+ * main thread reads a block of whole lines, hands out its chunks, and writes
+ * each chunk's ids as soon as it and all before it are done. */
 typedef struct {
     const char *text; /* the chunk's lines */
     size_t length;
@@ -140,12 +143,11 @@ typedef struct {
 
 typedef struct {
     const ft_tokenizer *tokenizer;
-    chunk *chunks;
-    size_t n_chunks;
-    size_t next_chunk; /* under lock */
-    bool stop;         /* under lock: a chunk failed */
-    pthread_mutex_t lock;
-    pthread_cond_t chunk_done;
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t work_ready, chunk_done;
+    chunk *chunks; /* of the current block */
+    size_t n_chunks, next_chunk;
+    bool stop; /* the input is done, or a chunk failed */
 } encode_pool;
 
 static int encode_json_line(const ft_tokenizer *tokenizer, const char *line, size_t length, ft_token_ids *ids,
@@ -168,41 +170,41 @@ static int encode_json_line(const ft_tokenizer *tokenizer, const char *line, siz
     return rc;
 }
 
-static void encode_chunk(const ft_tokenizer *tokenizer, chunk *work)
+static void encode_chunk(const ft_tokenizer *tokenizer, chunk *work, ft_token_ids *ids)
 {
-    ft_token_ids ids = {0};
     size_t line_number = work->first_line;
     const char *end = work->text + work->length;
     for (const char *line = work->text; line < end; line_number++) {
         const char *newline = memchr(line, '\n', (size_t)(end - line));
         size_t length = newline ? (size_t)(newline - line) : (size_t)(end - line);
-        if (encode_json_line(tokenizer, line, length, &ids, &work->output) < 0) {
+        if (encode_json_line(tokenizer, line, length, ids, &work->output) < 0) {
             work->error = ft_xasprintf("standard input line %zu: %s", line_number, ft_error_message());
             break;
         }
         line = line + length + 1;
     }
-    ft_token_ids_free(&ids);
 }
 
 static void *encode_thread(void *argument)
 {
     encode_pool *pool = argument;
+    ft_token_ids ids = {0};
+    pthread_mutex_lock(&pool->lock);
     for (;;) {
-        pthread_mutex_lock(&pool->lock);
-        size_t index = pool->stop ? pool->n_chunks : pool->next_chunk++;
+        while (!pool->stop && pool->next_chunk >= pool->n_chunks)
+            pthread_cond_wait(&pool->work_ready, &pool->lock);
+        if (pool->stop)
+            break;
+        chunk *work = &pool->chunks[pool->next_chunk++];
         pthread_mutex_unlock(&pool->lock);
-        if (index >= pool->n_chunks)
-            return NULL;
-        chunk *work = &pool->chunks[index];
-        encode_chunk(pool->tokenizer, work);
+        encode_chunk(pool->tokenizer, work, &ids);
         pthread_mutex_lock(&pool->lock);
         work->done = true;
-        if (work->error)
-            pool->stop = true;
         pthread_cond_broadcast(&pool->chunk_done);
-        pthread_mutex_unlock(&pool->lock);
     }
+    pthread_mutex_unlock(&pool->lock);
+    ft_token_ids_free(&ids);
+    return NULL;
 }
 
 /* Cuts text (whole lines) into chunks of about CHUNK_BYTES. */
@@ -227,52 +229,56 @@ static chunk *cut_chunks(const char *text, size_t length, size_t first_line, siz
     return chunks;
 }
 
-/* Encodes whole lines with the pool's threads; writes results in order. */
-static int encode_block(const ft_tokenizer *tokenizer, int n_threads, const char *text, size_t length,
-                        size_t first_line)
+/* Hands a block's chunks to the threads and writes their ids in order. On
+ * failure the pool is stopped; the caller joins the threads before the block's
+ * memory goes. */
+static int encode_block(encode_pool *pool, chunk *chunks, size_t n_chunks)
 {
-    encode_pool pool = {tokenizer, NULL, 0, 0, false, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
-    pool.chunks = cut_chunks(text, length, first_line, &pool.n_chunks);
-    size_t n = (size_t)n_threads < pool.n_chunks ? (size_t)n_threads : pool.n_chunks;
-    pthread_t *threads = ft_xcalloc(n ? n : 1, sizeof *threads);
-    for (size_t i = 0; i < n; i++)
-        pthread_create(&threads[i], NULL, encode_thread, &pool);
+    pthread_mutex_lock(&pool->lock);
+    pool->chunks = chunks;
+    pool->n_chunks = n_chunks;
+    pool->next_chunk = 0;
+    pthread_cond_broadcast(&pool->work_ready);
+    pthread_mutex_unlock(&pool->lock);
     int rc = 0;
-    for (size_t i = 0; i < pool.n_chunks && rc == 0; i++) {
-        chunk *work = &pool.chunks[i];
-        pthread_mutex_lock(&pool.lock);
+    for (size_t i = 0; i < n_chunks && rc == 0; i++) {
+        chunk *work = &chunks[i];
+        pthread_mutex_lock(&pool->lock);
         while (!work->done)
-            pthread_cond_wait(&pool.chunk_done, &pool.lock);
-        pthread_mutex_unlock(&pool.lock);
-        if (work->error)
-            rc = ft_error("%s", work->error);
-        else
-            rc = write_out(work->output.data, work->output.length);
-        if (rc < 0) {
-            pthread_mutex_lock(&pool.lock);
-            pool.stop = true;
-            pthread_mutex_unlock(&pool.lock);
-        }
+            pthread_cond_wait(&pool->chunk_done, &pool->lock);
+        pthread_mutex_unlock(&pool->lock);
+        rc = work->error ? ft_error("%s", work->error) : write_out(work->output.data, work->output.length);
         ft_strbuf_free(&work->output);
     }
-    for (size_t i = 0; i < n; i++)
-        pthread_join(threads[i], NULL);
-    for (size_t i = 0; i < pool.n_chunks; i++) {
-        ft_strbuf_free(&pool.chunks[i].output);
-        free(pool.chunks[i].error);
+    if (rc < 0) {
+        pthread_mutex_lock(&pool->lock);
+        pool->stop = true;
+        pthread_cond_broadcast(&pool->work_ready);
+        pthread_mutex_unlock(&pool->lock);
     }
-    free(pool.chunks);
-    free(threads);
-    pthread_mutex_destroy(&pool.lock);
-    pthread_cond_destroy(&pool.chunk_done);
     return rc;
+}
+
+static void free_chunks(chunk *chunks, size_t n_chunks)
+{
+    for (size_t i = 0; i < n_chunks; i++) {
+        ft_strbuf_free(&chunks[i].output);
+        free(chunks[i].error);
+    }
+    free(chunks);
 }
 
 static int encode_jsonl(const ft_tokenizer *tokenizer, int n_threads)
 {
+    encode_pool pool = {tokenizer, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                        NULL, 0, 0, false};
+    pthread_t *threads = ft_xcalloc((size_t)n_threads, sizeof *threads);
+    for (int i = 0; i < n_threads; i++)
+        pthread_create(&threads[i], NULL, encode_thread, &pool);
     ft_strbuf buffer;
     ft_strbuf_init(&buffer);
-    size_t first_line = 1;
+    size_t first_line = 1, n_chunks = 0;
+    chunk *chunks = NULL;
     bool eof = false;
     int rc = 0;
     while (rc == 0 && !eof) {
@@ -281,14 +287,29 @@ static int encode_jsonl(const ft_tokenizer *tokenizer, int n_threads)
         /* whole lines now; a last line without its newline waits for the end */
         const char *last_newline = memrchr(buffer.data, '\n', buffer.length);
         size_t whole = eof ? buffer.length : last_newline ? (size_t)(last_newline - buffer.data) + 1 : 0;
-        if ((rc = encode_block(tokenizer, n_threads, buffer.data, whole, first_line)) < 0)
+        chunks = cut_chunks(buffer.data, whole, first_line, &n_chunks);
+        if ((rc = encode_block(&pool, chunks, n_chunks)) < 0)
             break;
+        free_chunks(chunks, n_chunks);
+        chunks = NULL;
+        n_chunks = 0;
         for (size_t i = 0; i < whole; i++)
             first_line += buffer.data[i] == '\n';
         memmove(buffer.data, buffer.data + whole, buffer.length - whole);
         buffer.length -= whole;
     }
+    pthread_mutex_lock(&pool.lock);
+    pool.stop = true;
+    pthread_cond_broadcast(&pool.work_ready);
+    pthread_mutex_unlock(&pool.lock);
+    for (int i = 0; i < n_threads; i++)
+        pthread_join(threads[i], NULL);
+    free_chunks(chunks, n_chunks);
+    free(threads);
     ft_strbuf_free(&buffer);
+    pthread_mutex_destroy(&pool.lock);
+    pthread_cond_destroy(&pool.work_ready);
+    pthread_cond_destroy(&pool.chunk_done);
     return rc;
 }
 

@@ -201,9 +201,9 @@ static float row_logsumexp(const float *row, int vocab)
     for (int c = 1; c < vocab; c++)
         if (row[c] > max)
             max = row[c];
-    double sum = 0.0;
+    double sum = 0.0; /* float exponentials (each exact to an ulp), a double sum */
     for (int c = 0; c < vocab; c++)
-        sum += exp((double)(row[c] - max));
+        sum += expf(row[c] - max);
     return max + (float)log(sum);
 }
 

@@ -3,20 +3,19 @@
  * A download goes through three phases: probe every file (HEAD: size, byte-range
  * support, validator), check sizes and free space, then transfer pieces of every
  * file with a bounded number of requests at once. Completed files are verified
- * (sha256, in threads) and renamed into place. */
+ * (sha256, in threads) and renamed into place. A server that refuses HEAD, or a
+ * redirect to a URL signed for GET only, is probed with a one-byte GET instead. */
 #include "ftpipe/fetch.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ftpipe/error.h"
 #include "ftpipe/fetch_http.h"
@@ -51,6 +50,7 @@ typedef struct {
     int probe_attempt;
     uint64_t probe_not_before_ns;
     bool probing;
+    bool probe_with_get;    /* HEAD was refused: probe with GET of byte 0 */
     ft_part_file part;
     piece *pieces;          /* waiting to be requested, by offset */
     size_t n_pieces, pieces_capacity;
@@ -71,13 +71,10 @@ typedef struct {
     piece piece;
     uint64_t written;
     bool body_checked;
+    bool probe_answered;    /* a GET probe had what it needed and stopped the body */
     char *fatal;            /* a message that stops the whole download */
     char curl_error[CURL_ERROR_SIZE];
-    /* from the headers of the last response (a redirect's are forgotten) */
-    char *etag, *last_modified;
-    bool accept_ranges;
-    bool has_content_range;
-    uint64_t content_range_start;
+    ft_http_headers headers;
 } request;
 
 struct engine {
@@ -106,51 +103,6 @@ void ft_fetch_options_default(ft_fetch_options *options)
     };
 }
 
-static bool header_is(const char *line, size_t length, const char *name, const char **value)
-{
-    size_t n = strlen(name);
-    if (length <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
-        return false;
-    *value = line + n + 1;
-    while (**value == ' ' || **value == '\t')
-        (*value)++;
-    return true;
-}
-
-static char *header_value(const char *value, const char *line_end)
-{
-    const char *end = line_end;
-    while (end > value && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-        end--;
-    return ft_xstrndup(value, (size_t)(end - value));
-}
-
-static size_t on_header(char *data, size_t size, size_t count, void *pointer)
-{
-    request *r = pointer;
-    size_t length = size * count;
-    const char *value;
-    if (length >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        free(r->etag);
-        free(r->last_modified);
-        r->etag = r->last_modified = NULL;
-        r->accept_ranges = r->has_content_range = false;
-    } else if (header_is(data, length, "etag", &value)) {
-        free(r->etag);
-        r->etag = header_value(value, data + length);
-    } else if (header_is(data, length, "last-modified", &value)) {
-        free(r->last_modified);
-        r->last_modified = header_value(value, data + length);
-    } else if (header_is(data, length, "accept-ranges", &value)) {
-        r->accept_ranges = strncasecmp(value, "bytes", 5) == 0;
-    } else if (header_is(data, length, "content-range", &value)) {
-        r->has_content_range = sscanf(value, "bytes %" SCNu64 "-", &r->content_range_start) == 1;
-    }
-    return length;
-}
-
-static const char *response_validator(const request *r) { return r->etag ? r->etag : r->last_modified; }
-
 /* The first bytes of a body: is this the response asked for? */
 static bool check_body_start(request *r)
 {
@@ -163,16 +115,18 @@ static bool check_body_start(request *r)
                                 j->file->name, j->file->url);
         return false;
     }
-    if (status == 206 && (!r->has_content_range || r->content_range_start != r->piece.start)) {
+    if (status == 206 && (!r->headers.has_content_range || r->headers.content_range_start != r->piece.start)) {
         r->fatal = ft_xasprintf("cannot download %s from %s: the server answered a request for bytes from %" PRIu64
                                 " with other bytes", j->file->name, j->file->url, r->piece.start);
         return false;
     }
-    const char *validator = response_validator(r);
-    if (validator && j->validator && strcmp(validator, j->validator) != 0) {
+    /* Only strong ETags ("...") are compared: weak ones and dates may differ between a
+     * content server's machines for the same bytes. */
+    const char *etag = r->headers.etag;
+    if (etag && j->validator && etag[0] == '"' && j->validator[0] == '"' && strcmp(etag, j->validator) != 0) {
         r->fatal = ft_xasprintf("cannot download %s from %s: the file changed on the server during the download "
-                                "(its validator went from %s to %s); run again to fetch it anew",
-                                j->file->name, j->file->url, j->validator, validator);
+                                "(its ETag went from %s to %s); run again to fetch it anew",
+                                j->file->name, j->file->url, j->validator, etag);
         ft_part_discard(&j->part);
         return false;
     }
@@ -188,6 +142,11 @@ static size_t on_body(char *data, size_t size, size_t count, void *pointer)
     size_t length = size * count;
     if (ft_http_status(r->easy) >= 300)
         return length; /* an error page, not the file */
+    if (r->probe) {
+        /* A whole file answering a one-byte probe: the headers said enough. */
+        r->probe_answered = ft_http_status(r->easy) == 200;
+        return r->probe_answered ? 0 : length;
+    }
     if (!r->body_checked) {
         if (!check_body_start(r))
             return 0;
@@ -200,12 +159,18 @@ static size_t on_body(char *data, size_t size, size_t count, void *pointer)
         return 0;
     }
     if (ft_part_write(&j->part, data, length, offset) != 0) {
-        if (errno == ENOSPC) {
+        if (errno == ENOSPC && j->size_bytes >= 0) {
             char needed[16];
             ft_format_bytes(bytes_still_needed(r->engine), needed, sizeof needed);
-            r->fatal = ft_xasprintf("no space left on the device while writing %s: the download still needs %s; "
-                                    "free some space and run again (the bytes written so far are kept)",
-                                    j->part.part_path, needed);
+            r->fatal = ft_xasprintf("no space left on the device while writing %s: the download still needs %s "
+                                    "more; free some space and run again%s", j->part.part_path, needed,
+                                    j->part.resumable ? " (the bytes written so far are kept)" : "");
+        } else if (errno == ENOSPC) {
+            char written[16];
+            ft_format_bytes(j->done_bytes, written, sizeof written);
+            r->fatal = ft_xasprintf("no space left on the device while writing %s after %s (the server did not say "
+                                    "how large the file is); free some space and run again",
+                                    j->part.part_path, written);
         } else {
             r->fatal = ft_xstrdup(ft_error_message());
         }
@@ -223,21 +188,26 @@ static size_t on_body(char *data, size_t size, size_t count, void *pointer)
 static int start_request(engine *e, job *j, bool probe, piece p)
 {
     request *r = ft_xcalloc(1, sizeof *r);
-    *r = (request){.engine = e, .job = j, .probe = probe, .piece = p};
+    *r = (request){.engine = e, .job = j, .probe = probe, .piece = p, .headers.content_range_total = -1};
     r->easy = ft_http_new_handle(e->options, j->file->url, r->curl_error);
     if (!r->easy) {
         free(r);
         return ft_error("cannot start a transfer for %s: libcurl could not create a handle", j->file->name);
     }
     curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
-    curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, ft_http_on_header);
+    curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, &r->headers);
     curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
     if (probe) {
-        curl_easy_setopt(r->easy, CURLOPT_NOBODY, 1L);
+        if (j->probe_with_get)
+            curl_easy_setopt(r->easy, CURLOPT_RANGE, "0-0");
+        else
+            curl_easy_setopt(r->easy, CURLOPT_NOBODY, 1L);
         j->probing = true;
     } else {
+        /* Larger reads mean fewer pwrite calls on fast links. */
+        curl_easy_setopt(r->easy, CURLOPT_BUFFERSIZE, 256L * 1024);
         bool whole = p.start == 0 && (p.end == UNKNOWN_END || p.end == (uint64_t)j->size_bytes);
         if (!whole) {
             char range[64];
@@ -267,16 +237,21 @@ static void end_request(engine *e, request *r)
         r->job->n_active--;
     curl_multi_remove_handle(e->multi, r->easy);
     curl_easy_cleanup(r->easy);
-    free(r->etag);
-    free(r->last_modified);
+    ft_http_headers_free(&r->headers);
     free(r->fatal);
     free(r);
 }
 
-static void fail(engine *e, const char *message)
+/* Records why the download stops; the first reason wins. */
+static void fail(engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(engine *e, const char *fmt, ...)
 {
-    if (e->failure.length == 0)
-        ft_strbuf_puts(&e->failure, message);
+    if (e->failure.length > 0)
+        return;
+    va_list args;
+    va_start(args, fmt);
+    ft_strbuf_vprintf(&e->failure, fmt, args);
+    va_end(args);
 }
 
 static void add_piece(job *j, piece p)
@@ -326,22 +301,25 @@ static void probe_succeeded(engine *e, request *r)
     job *j = r->job;
     curl_off_t length = -1;
     curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+    if (j->probe_with_get && r->headers.content_range_total >= 0) {
+        length = r->headers.content_range_total; /* a 206 answer: ranges work */
+        j->ranges = length > 0;
+    } else {
+        j->ranges = r->headers.accept_ranges && length > 0;
+    }
     j->size_bytes = length;
-    j->ranges = r->accept_ranges && length > 0;
-    const char *validator = response_validator(r);
+    const char *validator = r->headers.etag ? r->headers.etag : r->headers.last_modified;
     j->validator = validator ? ft_xstrdup(validator) : NULL;
     j->state = JOB_TRANSFER;
     int64_t expected = j->file->expected_size_bytes;
     if (expected >= 0 && length >= 0 && expected != length) {
-        ft_strbuf message;
-        ft_strbuf_init(&message);
-        ft_strbuf_printf(&message, "size mismatch for %s (%s): expected %" PRId64 " bytes, the server has %" PRId64
-                         " bytes; nothing was downloaded: check the size parameter and the URL",
-                         j->file->name, j->file->url, expected, (int64_t)length);
-        fail(e, message.data);
-        ft_strbuf_free(&message);
+        fail(e, "size mismatch for %s (%s): expected %" PRId64 " bytes, the server has %" PRId64
+             " bytes; nothing was downloaded: check the size parameter and the URL", j->file->name, j->file->url,
+             expected, (int64_t)length);
     }
 }
+
+static void retry_or_fail(engine *e, request *r, const char *reason);
 
 static void transfer_succeeded(engine *e, request *r)
 {
@@ -350,9 +328,7 @@ static void transfer_succeeded(engine *e, request *r)
         j->size_bytes = (int64_t)r->written;
         j->part.size_bytes = j->size_bytes;
     } else if (r->written < r->piece.end - r->piece.start) {
-        /* A server that ends a body early without an error: ask again for the rest. */
-        r->piece.start += r->written;
-        add_piece(j, r->piece);
+        retry_or_fail(e, r, "the server ended the transfer early");
         return;
     }
     ft_range_set_add(&j->part.done, r->piece.start, r->piece.start + r->written);
@@ -376,19 +352,13 @@ static void retry_or_fail(engine *e, request *r, const char *reason)
         j->done_bytes -= r->written;
         rest.attempt++;
         if (ft_part_restart(&j->part) != 0) {
-            fail(e, ft_error_message());
+            fail(e, "%s", ft_error_message());
             return;
         }
     }
     if (rest.attempt > e->options->retries) {
-        ft_strbuf message;
-        ft_strbuf_init(&message);
-        ft_strbuf_printf(&message, "cannot download %s from %s after %d attempts: %s", j->file->name,
-                         j->file->url, rest.attempt, reason);
-        if (j->part.done.count > 0)
-            ft_strbuf_puts(&message, "; run again to resume");
-        fail(e, message.data);
-        ft_strbuf_free(&message);
+        fail(e, "cannot download %s from %s after %d attempts: %s%s", j->file->name, j->file->url, rest.attempt,
+             reason, j->part.done.count > 0 ? "; run again to resume" : "");
         return;
     }
     int64_t delay_ms = ft_http_retry_delay_ms(e->options, rest.attempt);
@@ -412,13 +382,14 @@ static void request_finished(engine *e, request *r, CURLcode code)
     job *j = r->job;
     long status = ft_http_status(r->easy);
     bool http = status != 0;
+    long redirects = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_REDIRECT_COUNT, &redirects);
     if (r->fatal) {
-        fail(e, r->fatal);
-    } else if (code == CURLE_OK && r->probe && (status == 405 || status == 501)) {
-        /* No HEAD here: fetch the file in one stream of unknown size. */
-        j->size_bytes = -1;
-        j->state = JOB_TRANSFER;
-    } else if (code == CURLE_OK && (!http || (status >= 200 && status < 300))) {
+        fail(e, "%s", r->fatal);
+    } else if (r->probe && !j->probe_with_get && code == CURLE_OK &&
+               (status == 405 || status == 501 || (status == 403 && redirects > 0))) {
+        j->probe_with_get = true; /* probed again by the next round */
+    } else if (r->probe_answered || (code == CURLE_OK && (!http || (status >= 200 && status < 300)))) {
         if (r->probe)
             probe_succeeded(e, r);
         else
@@ -430,11 +401,9 @@ static void request_finished(engine *e, request *r, CURLcode code)
         retry_or_fail(e, r, reason.data);
         ft_strbuf_free(&reason);
     } else {
-        ft_strbuf message;
-        ft_strbuf_init(&message);
-        ft_http_describe_failure(&message, e->options, j->file->name, j->file->url, status, code, r->curl_error);
-        fail(e, message.data);
-        ft_strbuf_free(&message);
+        if (e->failure.length == 0)
+            ft_http_describe_failure(&e->failure, e->options, j->file->name, j->file->url, status, code,
+                                     r->curl_error);
     }
 }
 
@@ -462,7 +431,7 @@ static void start_probes(engine *e)
         if (j->state != JOB_PROBE || j->probing || j->probe_not_before_ns > now)
             continue;
         if (start_request(e, j, true, (piece){0}) != 0) {
-            fail(e, ft_error_message());
+            fail(e, "%s", ft_error_message());
             return;
         }
         probing++;
@@ -473,18 +442,14 @@ static void start_probes(engine *e)
 static void finish_transfer(engine *e, job *j)
 {
     if (j->file->expected_size_bytes >= 0 && j->size_bytes != j->file->expected_size_bytes) {
-        ft_strbuf message;
-        ft_strbuf_init(&message);
-        ft_strbuf_printf(&message, "size mismatch for %s (%s): expected %" PRId64 " bytes, received %" PRId64
-                         " bytes; the file was deleted: check the size parameter and the URL",
-                         j->file->name, j->file->url, j->file->expected_size_bytes, j->size_bytes);
         ft_part_discard(&j->part);
-        fail(e, message.data);
-        ft_strbuf_free(&message);
+        fail(e, "size mismatch for %s (%s): expected %" PRId64 " bytes, received %" PRId64 " bytes; the file was "
+             "deleted: check the size parameter and the URL", j->file->name, j->file->url,
+             j->file->expected_size_bytes, j->size_bytes);
         return;
     }
     if (save_job(e, j) != 0 || ft_part_finish(&j->part) != 0) {
-        fail(e, ft_error_message());
+        fail(e, "%s", ft_error_message());
         return;
     }
     j->state = JOB_TRANSFERRED;
@@ -511,7 +476,7 @@ static void start_transfers(engine *e)
         piece p;
         while (j->n_active < e->options->connections_per_file && take_ready_piece(j, now, &p)) {
             if (start_request(e, j, false, p) != 0) {
-                fail(e, ft_error_message());
+                fail(e, "%s", ft_error_message());
                 return;
             }
         }
@@ -534,7 +499,7 @@ static void report_progress(engine *e, bool verifying)
     uint64_t now = ft_now_ns();
     if (now - e->rate_ns >= RATE_INTERVAL_NS) {
         double rate = (double)(e->bytes_received - e->rate_bytes) * 1e9 / (double)(now - e->rate_ns);
-        e->bytes_per_second = e->rate_ns == 0 ? 0 : e->bytes_per_second == 0 ? rate : 0.7 * e->bytes_per_second + 0.3 * rate;
+        e->bytes_per_second = e->bytes_per_second == 0 ? rate : 0.7 * e->bytes_per_second + 0.3 * rate;
         e->rate_ns = now;
         e->rate_bytes = e->bytes_received;
     }
@@ -585,7 +550,7 @@ static void run_phase(engine *e, job_state phase)
             job *j = &e->jobs[i];
             if (j->state == JOB_TRANSFER && j->dirty && now - j->saved_ns >= (uint64_t)save_interval_ms * 1000000u &&
                 save_job(e, j) != 0)
-                fail(e, ft_error_message());
+                fail(e, "%s", ft_error_message());
         }
         if (now - e->progress_ns >= PROGRESS_INTERVAL_NS)
             report_progress(e, false);
@@ -608,49 +573,59 @@ static void stop_all(engine *e)
 
 /* --- planning: sizes known, before the first byte --- */
 
+/* The nearest folder above path that exists (a destination's own may not yet). */
+static char *existing_folder(const char *path)
+{
+    char *folder = ft_path_dirname(path);
+    while (!ft_path_is_dir(folder) && strcmp(folder, "/") != 0 && strcmp(folder, ".") != 0) {
+        char *parent = ft_path_dirname(folder);
+        free(folder);
+        folder = parent;
+    }
+    return folder;
+}
+
+/* Compares, per file system, the bytes the downloads still have to allocate with
+ * the free space, counting what parts of earlier runs already hold. */
 static int check_free_space(engine *e)
 {
+    char **folders = ft_xcalloc(e->n_jobs + 1, sizeof *folders);
+    dev_t *devices = ft_xcalloc(e->n_jobs + 1, sizeof *devices);
     for (size_t i = 0; i < e->n_jobs; i++) {
-        struct stat folder_i;
-        char *dir_i = ft_path_dirname(e->jobs[i].file->destination);
-        if (e->jobs[i].state != JOB_TRANSFER || stat(dir_i, &folder_i) != 0) {
-            free(dir_i);
+        struct stat st;
+        folders[i] = e->jobs[i].state == JOB_TRANSFER ? existing_folder(e->jobs[i].file->destination) : NULL;
+        if (folders[i] && stat(folders[i], &st) == 0)
+            devices[i] = st.st_dev;
+    }
+    int result = 0;
+    for (size_t i = 0; i < e->n_jobs && result == 0; i++) {
+        bool counted = !folders[i];
+        for (size_t k = 0; k < i && !counted; k++)
+            counted = folders[k] && devices[k] == devices[i];
+        if (counted)
             continue;
-        }
-        /* The first job on each file system sums the needs of every job on it. */
-        uint64_t needed = 0;
-        bool first_on_device = true;
-        for (size_t k = 0; k < e->n_jobs; k++) {
-            job *j = &e->jobs[k];
-            struct stat folder_k;
-            char *dir_k = ft_path_dirname(j->file->destination);
-            bool same = j->state == JOB_TRANSFER && stat(dir_k, &folder_k) == 0 && folder_k.st_dev == folder_i.st_dev;
-            free(dir_k);
-            if (!same)
-                continue;
-            if (k < i) {
-                first_on_device = false;
-                break;
-            }
-            uint64_t allocated = ft_part_allocated_bytes(j->file->destination);
-            if (j->size_bytes > (int64_t)allocated)
+        uint64_t needed = 0, free_bytes = 0;
+        for (size_t k = i; k < e->n_jobs; k++) {
+            const job *j = &e->jobs[k];
+            uint64_t allocated = folders[k] && devices[k] == devices[i] ? ft_part_allocated_bytes(j->file->destination) : 0;
+            if (folders[k] && devices[k] == devices[i] && j->size_bytes > (int64_t)allocated)
                 needed += (uint64_t)j->size_bytes - allocated;
         }
-        uint64_t free_bytes = 0;
-        int result = first_on_device ? ft_free_space_bytes(dir_i, &free_bytes) : 0;
-        if (result == 0 && first_on_device && needed > free_bytes) {
+        result = ft_free_space_bytes(folders[i], &free_bytes);
+        if (result == 0 && needed > free_bytes) {
             char needed_text[16], free_text[16];
             ft_format_bytes(needed, needed_text, sizeof needed_text);
             ft_format_bytes(free_bytes, free_text, sizeof free_text);
             result = ft_error("not enough free space for the download in %s: it needs %s more and %s is free; "
                               "free some space or move the workspace to a larger disk",
-                              dir_i, needed_text, free_text);
+                              folders[i], needed_text, free_text);
         }
-        free(dir_i);
-        if (result != 0)
-            return -1;
     }
-    return 0;
+    for (size_t i = 0; i < e->n_jobs; i++)
+        free(folders[i]);
+    free(folders);
+    free(devices);
+    return result;
 }
 
 static uint64_t choose_piece_bytes(const ft_fetch_options *options, uint64_t size)
@@ -716,7 +691,7 @@ static void verify_checksums(engine *e)
         }
     }
     if (ft_sha256_files_hex(paths, n, hex) != 0)
-        fail(e, ft_error_message());
+        fail(e, "%s", ft_error_message());
     else
         for (size_t i = 0; i < n; i++)
             jobs[i]->sha256_hex = ft_xstrdup(hex[i]);
@@ -732,19 +707,14 @@ static void publish(engine *e, ft_fetch_stats *stats)
         if (j->state != JOB_TRANSFERRED)
             continue;
         if (j->sha256_hex && strcasecmp(j->sha256_hex, j->file->expected_sha256) != 0) {
-            ft_strbuf message;
-            ft_strbuf_init(&message);
-            ft_strbuf_printf(&message, "checksum mismatch for %s (%s): expected sha256 %s, got %s; the file was "
-                             "deleted and nothing was published: check the expected checksum, or run again to "
-                             "fetch the file anew", j->file->name, j->file->url, j->file->expected_sha256,
-                             j->sha256_hex);
-            fail(e, message.data);
-            ft_strbuf_free(&message);
+            fail(e, "checksum mismatch for %s (%s): expected sha256 %s, got %s; the file was deleted and nothing "
+                 "was published: check the expected checksum, or run again to fetch the file anew", j->file->name,
+                 j->file->url, j->file->expected_sha256, j->sha256_hex);
             ft_part_discard(&j->part);
             continue;
         }
         if (ft_part_publish(&j->part, j->file->destination) != 0) {
-            fail(e, ft_error_message());
+            fail(e, "%s", ft_error_message());
             continue;
         }
         j->state = JOB_PUBLISHED;
@@ -755,14 +725,15 @@ static void publish(engine *e, ft_fetch_stats *stats)
             continue;
         char *dir = ft_path_dirname(e->jobs[i].file->destination);
         if (ft_fsync_dir(dir) != 0)
-            fail(e, ft_error_message());
+            fail(e, "%s", ft_error_message());
         free(dir);
     }
 }
 
 static void free_engine(engine *e)
 {
-    stop_all(e);
+    while (e->n_active > 0)
+        end_request(e, e->active[0]);
     for (size_t i = 0; i < e->n_jobs; i++) {
         job *j = &e->jobs[i];
         ft_part_close(&j->part);
@@ -801,6 +772,9 @@ int ft_fetch_files(const ft_fetch_file *files, size_t count, const ft_fetch_opti
         free_engine(&e);
         return ft_error("cannot start downloading: libcurl could not create a multi handle");
     }
+    /* One connection per request: byte ranges multiplexed over one HTTP/2 connection
+     * would share its bandwidth instead of adding to it. */
+    curl_multi_setopt(e.multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
     run_phase(&e, JOB_PROBE);
     int result = 0;
     if (result == 0 && e.failure.length == 0 && check_free_space(&e) != 0)
@@ -811,6 +785,7 @@ int ft_fetch_files(const ft_fetch_file *files, size_t count, const ft_fetch_opti
     for (size_t i = 0; i < count; i++)
         stats->bytes_resumed += e.jobs[i].state == JOB_TRANSFER ? e.jobs[i].done_bytes : 0;
     if (result == 0 && e.failure.length == 0) {
+        e.rate_ns = ft_now_ns(); /* the rate counts transfer time only */
         run_phase(&e, JOB_TRANSFER);
         stop_all(&e);
     }

@@ -2,13 +2,17 @@
 #include "ftpipe/fetch_http.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "ftpipe/error.h"
+#include "ftpipe/mem.h"
 #include "ftpipe/strbuf.h"
 
 #define MAX_RETRY_DELAY_MS 30000
@@ -143,10 +147,12 @@ CURL *ft_http_new_handle(const ft_fetch_options *options, const char *url, char 
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "ftpipe");
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_error);
-    long stall_s = options->stall_timeout_ms > 0 ? (long)((options->stall_timeout_ms + 999) / 1000) : 60;
-    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, stall_s);
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, stall_s < 30 ? stall_s : 30L);
+    long stall_s = (long)((options->stall_timeout_ms + 999) / 1000);
+    if (stall_s > 0) {
+        curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, stall_s);
+    }
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, stall_s > 0 && stall_s < 30 ? stall_s : 30L);
     if (options->bearer_token && options->bearer_token[0]) {
         /* libcurl's own authentication is never resent to another host on a redirect. */
         curl_easy_setopt(easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
@@ -154,6 +160,57 @@ CURL *ft_http_new_handle(const ft_fetch_options *options, const char *url, char 
     }
     curl_error[0] = '\0';
     return easy;
+}
+
+static bool header_is(const char *line, size_t length, const char *name, const char **value)
+{
+    size_t n = strlen(name);
+    if (length <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
+        return false;
+    *value = line + n + 1;
+    while (**value == ' ' || **value == '\t')
+        (*value)++;
+    return true;
+}
+
+static char *header_value(const char *value, const char *line_end)
+{
+    const char *end = line_end;
+    while (end > value && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+        end--;
+    return ft_xstrndup(value, (size_t)(end - value));
+}
+
+size_t ft_http_on_header(char *data, size_t size, size_t count, void *pointer)
+{
+    ft_http_headers *headers = pointer;
+    size_t length = size * count;
+    const char *value;
+    if (length >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        ft_http_headers_free(headers);
+    } else if (header_is(data, length, "etag", &value)) {
+        free(headers->etag);
+        headers->etag = header_value(value, data + length);
+    } else if (header_is(data, length, "last-modified", &value)) {
+        free(headers->last_modified);
+        headers->last_modified = header_value(value, data + length);
+    } else if (header_is(data, length, "accept-ranges", &value)) {
+        headers->accept_ranges = strncasecmp(value, "bytes", 5) == 0;
+    } else if (header_is(data, length, "content-range", &value)) {
+        uint64_t start = 0, end = 0, total = 0;
+        int fields = sscanf(value, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, &start, &end, &total);
+        headers->has_content_range = fields >= 1;
+        headers->content_range_start = start;
+        headers->content_range_total = fields == 3 ? (int64_t)total : -1;
+    }
+    return length;
+}
+
+void ft_http_headers_free(ft_http_headers *headers)
+{
+    free(headers->etag);
+    free(headers->last_modified);
+    *headers = (ft_http_headers){.content_range_total = -1};
 }
 
 long ft_http_status(CURL *easy)

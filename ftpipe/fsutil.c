@@ -20,10 +20,16 @@ char *ft_path_join(const char *a, const char *b)
 {
     if (b[0] == '/' || a[0] == '\0')
         return ft_xstrdup(b);
-    size_t la = strlen(a);
+    size_t la = strlen(a), lb = strlen(b);
     while (la > 1 && a[la - 1] == '/')
         la--;
-    return ft_xasprintf("%.*s/%s", (int)la, a, b);
+    bool slash = !(la == 1 && a[0] == '/');
+    char *joined = ft_xmalloc(la + slash + lb + 1);
+    memcpy(joined, a, la);
+    if (slash)
+        joined[la] = '/';
+    memcpy(joined + la + slash, b, lb + 1);
+    return joined;
 }
 
 char *ft_path_dirname(const char *path)

@@ -9,6 +9,7 @@
 #include "ftpipe/fsutil.h"
 #include "ftpipe/mem.h"
 #include "ftpipe/strbuf.h"
+#include "ftpipe/strmap.h"
 
 char *ft_target_normalise(const char *name)
 {
@@ -35,35 +36,9 @@ char *ft_target_normalise(const char *name)
     return ft_strbuf_take(&out);
 }
 
-/* Open addressing over target names: pipelines of 10,000 stages look up every input. */
-typedef struct {
-    size_t *slots;
-    size_t capacity;
-} name_index;
-
-static uint64_t name_hash(const char *text)
-{
-    uint64_t h = 1469598103934665603u;
-    for (; *text; text++)
-        h = (h ^ (unsigned char)*text) * 1099511628211u;
-    return h;
-}
-
-static size_t index_find(const name_index *index, const ft_node *nodes, const char *name)
-{
-    size_t mask = index->capacity - 1;
-    for (size_t slot = name_hash(name) & mask;; slot = (slot + 1) & mask) {
-        size_t node = index->slots[slot];
-        if (node == FT_NO_NODE || strcmp(nodes[node].target, name) == 0)
-            return slot;
-    }
-}
-
-static void graph_free_index(name_index *index) { free(index->slots); }
-
 struct ft_graph_private {
     ft_graph graph;
-    name_index index;
+    ft_strmap targets; /* target -> node */
 };
 
 static int format_location(char *out, size_t size, const ft_location *where)
@@ -135,11 +110,7 @@ int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, ft_grap
     graph->n_nodes = pipeline->n_stages;
     graph->nodes = ft_xcalloc(graph->n_nodes + 1, sizeof *graph->nodes);
     graph->order = ft_xcalloc(graph->n_nodes + 1, sizeof *graph->order);
-    owner->index.capacity = 16;
-    while (owner->index.capacity < graph->n_nodes * 2)
-        owner->index.capacity *= 2;
-    owner->index.slots = ft_xmalloc(owner->index.capacity * sizeof *owner->index.slots);
-    memset(owner->index.slots, 0xff, owner->index.capacity * sizeof *owner->index.slots);
+    ft_strmap_init(&owner->targets);
 
     int result = 0;
     for (size_t i = 0; i < graph->n_nodes && result == 0; i++) {
@@ -166,14 +137,13 @@ int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, ft_grap
                               decl->target);
             break;
         }
-        size_t slot = index_find(&owner->index, graph->nodes, node->target);
-        if (owner->index.slots[slot] != FT_NO_NODE) {
+        size_t *first_maker = ft_strmap_put(&owner->targets, node->target, i);
+        if (*first_maker != i) {
             char first[512];
-            format_location(first, sizeof first, &graph->nodes[owner->index.slots[slot]].decl->where);
+            format_location(first, sizeof first, &graph->nodes[*first_maker].decl->where);
             result = ft_error("%s: target '%s' is already made by the stage at %s", where, node->target, first);
             break;
         }
-        owner->index.slots[slot] = i;
     }
     for (size_t i = 0; i < graph->n_nodes && result == 0; i++) {
         ft_node *node = &graph->nodes[i];
@@ -185,8 +155,8 @@ int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, ft_grap
         for (size_t k = 0; k < decl->n_inputs; k++) {
             node->input_names[k] = ft_target_normalise(decl->inputs[k]);
             node->input_paths[k] = ft_path_join(pipeline->dir, node->input_names[k]);
-            size_t slot = index_find(&owner->index, graph->nodes, node->input_names[k]);
-            size_t maker = owner->index.slots[slot];
+            size_t *found = ft_strmap_get(&owner->targets, node->input_names[k]);
+            size_t maker = found ? *found : FT_NO_NODE;
             node->input_nodes[k] = maker;
             if (maker != FT_NO_NODE) {
                 ft_node *m = &graph->nodes[maker];
@@ -227,7 +197,7 @@ void ft_graph_free(ft_graph *graph)
     }
     free(graph->nodes);
     free(graph->order);
-    graph_free_index(&owner->index);
+    ft_strmap_free(&owner->targets);
     free(owner);
 }
 
@@ -235,9 +205,9 @@ size_t ft_graph_find(const ft_graph *graph, const char *target)
 {
     const struct ft_graph_private *owner = (const struct ft_graph_private *)graph;
     char *name = ft_target_normalise(target);
-    size_t node = owner->index.slots[index_find(&owner->index, graph->nodes, name)];
+    size_t *found = ft_strmap_get(&owner->targets, name);
     free(name);
-    return node;
+    return found ? *found : FT_NO_NODE;
 }
 
 static void select_with_inputs(ft_graph *graph, size_t root)

@@ -137,38 +137,35 @@ static int config_targets(const json_t *root, const char *path, unsigned *target
     return status < 0 ? ft_error_context("%s", path) : 0;
 }
 
+static int read_config(const json_t *root, const char *file, ft_lora_config *config)
+{
+    const json_t *type = json_object_get(root, "peft_type");
+    if (type && !(json_is_string(type) && strcmp(json_string_value(type), "LORA") == 0))
+        return ft_error("%s: peft_type is not LORA; only LoRA adapters are supported", file);
+    if (json_is_true(json_object_get(root, "use_dora")))
+        return ft_error("%s: DoRA adapters are not supported", file);
+    double rank = 0.0, alpha = 0.0, dropout = 0.0;
+    if (config_number(root, file, "r", &rank) < 0 || config_number(root, file, "lora_alpha", &alpha) < 0)
+        return -1;
+    if (json_object_get(root, "lora_dropout") && config_number(root, file, "lora_dropout", &dropout) < 0)
+        return -1;
+    if (config_targets(root, file, &config->targets) < 0)
+        return -1;
+    config->rank = (int)rank;
+    config->alpha = alpha;
+    config->dropout = dropout;
+    config->use_rslora = json_is_true(json_object_get(root, "use_rslora"));
+    return ft_lora_config_check(config) < 0 ? ft_error_context("%s", file) : 0;
+}
+
 int ft_lora_config_load(const char *path, ft_lora_config *out)
 {
     char *file = ft_path_is_dir(path) ? ft_path_join(path, "adapter_config.json") : ft_xstrdup(path);
     json_error_t json_error;
     json_t *root = json_load_file(file, 0, &json_error);
-    int status = 0;
-    if (!root) {
-        status = ft_error("%s: not readable JSON: %s (line %d)", file, json_error.text, json_error.line);
-        free(file);
-        return status;
-    }
     ft_lora_config config = {0};
-    const json_t *type = json_object_get(root, "peft_type");
-    double rank = 0, alpha = 0, dropout = 0;
-    if (type && !(json_is_string(type) && strcmp(json_string_value(type), "LORA") == 0))
-        status = ft_error("%s: peft_type is not LORA; only LoRA adapters are supported", file);
-    if (status == 0 && (config_number(root, file, "r", &rank) < 0 || config_number(root, file, "lora_alpha", &alpha) < 0))
-        status = -1;
-    if (status == 0 && json_object_get(root, "lora_dropout"))
-        status = config_number(root, file, "lora_dropout", &dropout);
-    if (status == 0)
-        status = config_targets(root, file, &config.targets);
-    if (status == 0) {
-        config.rank = (int)rank;
-        config.alpha = alpha;
-        config.dropout = dropout;
-        config.use_rslora = json_is_true(json_object_get(root, "use_rslora"));
-        if (json_is_true(json_object_get(root, "use_dora")))
-            status = ft_error("%s: DoRA adapters are not supported", file);
-        else if (ft_lora_config_check(&config) < 0)
-            status = ft_error_context("%s", file);
-    }
+    int status = root ? read_config(root, file, &config)
+                      : ft_error("%s: not readable JSON: %s (line %d)", file, json_error.text, json_error.line);
     json_decref(root);
     free(file);
     if (status == 0)

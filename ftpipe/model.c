@@ -180,11 +180,12 @@ void ft_model_weight_list_free(ft_param_tensor *list, size_t count)
 
 /* --- loading --- */
 
-static int load_weight(ft_model *model, const ft_safetensors *set, const ft_param_tensor *weight, float *staging)
+static int load_weight(ft_model *model, const char *model_dir, const ft_safetensors *set,
+                       const ft_param_tensor *weight, float *staging)
 {
     const ft_tensor_view *view = ft_safetensors_find(set, weight->name);
     if (!view)
-        return ft_error_context("loading the model");
+        return ft_error_context("%s: the weights do not match config.json", model_dir);
     bool same = view->n_dims == weight->n_dims && view->shape[0] == weight->shape[0] &&
                 (weight->n_dims == 1 || view->shape[1] == weight->shape[1]);
     if (!same) {
@@ -215,7 +216,7 @@ static int load_weights(ft_model *model, const char *model_dir)
     float *staging = malloc(largest * sizeof(float));
     int status = staging ? 0 : ft_error("out of host memory staging a weight of %zu floats", largest);
     for (size_t i = 0; i < model->n_weights && status == 0; i++)
-        status = load_weight(model, set, &model->weights[i], staging);
+        status = load_weight(model, model_dir, set, &model->weights[i], staging);
     free(staging);
     ft_safetensors_close(set);
     return status;

@@ -2,10 +2,10 @@
  * as a sequence of backend ops. The lm_head and the loss run in chunks of rows,
  * and in training the loss's gradient is taken chunk by chunk right after it,
  * so the [rows, vocab] logits never exist whole. */
-#include <stdio.h>
-#include <string.h>
+#include <stdlib.h>
 
 #include "ftpipe/error.h"
+#include "ftpipe/mem.h"
 #include "ftpipe/random.h"
 #include "model_internal.h"
 
@@ -66,33 +66,23 @@ size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_o
     int layers = config->num_hidden_layers;
     size_t rows = (size_t)options->max_batch_size * options->max_seq_len;
     size_t hidden = config->hidden_size;
-    /* Training keeps every layer's input and activations; inference alternates two
-     * residual buffers and shares one set of activations. */
-    int n_residuals = training ? layers + 1 : 2;
-    float *residuals[2] = {NULL, NULL};
-    for (int i = 0; i < n_residuals; i++) {
-        float *slice = take(&c, rows * hidden);
-        if (i < 2)
-            residuals[i] = slice;
-        if (act->layers && i < layers)
-            act->layers[i].input = slice;
-        if (training && i == layers)
-            act->final_input = slice;
-    }
-    if (!training) {
-        for (int l = 0; act->layers && l < layers; l++)
-            act->layers[l].input = residuals[l % 2];
-        act->final_input = residuals[layers % 2];
-    }
-    ft_layer_activations shared;
-    for (int l = 0; l < (training ? layers : 1); l++) {
-        plan_layer(&c, config, options, rows, &shared);
-        for (int k = training ? l : 0; act->layers && k < (training ? l + 1 : layers); k++) {
-            float *input = act->layers[k].input;
-            act->layers[k] = shared;
-            act->layers[k].input = input;
+    /* Training keeps every layer's input and activations for backward; inference
+     * alternates two residual buffers and gives every layer one shared set. */
+    int n_residuals = training ? layers + 1 : 2, n_sets = training ? layers : 1;
+    float **residual = ft_xcalloc((size_t)layers + 1, sizeof *residual);
+    for (int i = 0; i <= layers; i++)
+        residual[i] = i < n_residuals ? take(&c, rows * hidden) : residual[i % 2];
+    ft_layer_activations set = {0};
+    for (int l = 0; l < layers; l++) {
+        if (l < n_sets)
+            plan_layer(&c, config, options, rows, &set);
+        if (act->layers) {
+            act->layers[l] = set;
+            act->layers[l].input = residual[l];
         }
     }
+    act->final_input = residual[layers];
+    free(residual);
     act->final_norm = take(&c, rows * hidden);
     act->final_rstd = take(&c, rows);
     act->logits = take(&c, (size_t)head_chunk_rows * config->vocab_size);

@@ -13,6 +13,7 @@
 #include "ftpipe/mem.h"
 #include "ftpipe/rules.h"
 #include "ftpipe/strbuf.h"
+#include "ftpipe/strmap.h"
 #include "pipeline_internal.h"
 
 #define NO_STAGE SIZE_MAX
@@ -35,6 +36,7 @@ typedef struct {
     const ft_pipeline_options *options;
     ft_variables *variables;
     size_t stage_capacity;
+    ft_strmap targets;    /* target -> stage index, for duplicates */
     size_t file_capacity;
     pending_value *pending;
     size_t n_pending;
@@ -215,17 +217,17 @@ static int add_stage(parser *p, const char *target, const ft_location *target_wh
                            "missing stage kind after '%s:': write `%s: KIND inputs...` (`ftpipe help` "
                            "lists the kinds)",
                            target, target);
-    for (size_t i = 0; i < pipeline->n_stages; i++) {
-        if (strcmp(pipeline->stages[i].target, target) == 0) {
-            char first[512];
-            format_location(first, sizeof first, &pipeline->stages[i].where);
-            return ft_error_at(target_where, "duplicate target '%s': the stage at %s already makes it", target, first);
-        }
+    size_t *first_stage = ft_strmap_get(&p->targets, target);
+    if (first_stage) {
+        char first[512];
+        format_location(first, sizeof first, &pipeline->stages[*first_stage].where);
+        return ft_error_at(target_where, "duplicate target '%s': the stage at %s already makes it", target, first);
     }
     ft_grow((void **)&pipeline->stages, &p->stage_capacity, pipeline->n_stages + 1, sizeof *pipeline->stages);
     ft_stage_decl *stage = &pipeline->stages[pipeline->n_stages];
     memset(stage, 0, sizeof *stage);
     stage->target = ft_xstrdup(target);
+    ft_strmap_put(&p->targets, stage->target, pipeline->n_stages);
     stage->where = *target_where;
     stage->kind = ft_xstrdup(words->words[0]);
     stage->kind_where = words->where[0];
@@ -554,6 +556,7 @@ int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeli
         ft_located_free(&p.pending[i].raw);
     free(p.pending);
     free(p.open_files);
+    ft_strmap_free(&p.targets);
     ft_variables_free(p.variables);
     if (result != 0) {
         ft_pipeline_free(pipeline);

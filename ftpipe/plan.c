@@ -90,14 +90,15 @@ int ft_plan_node(ft_workspace *workspace, const ft_graph *graph, size_t index, f
     char **hashes = ft_xcalloc(node->n_inputs + 1, sizeof *hashes);
     int result = input_hashes(workspace, node, plans, hashes, plan);
     if (result == 0) {
-        ft_stage *context = ft_plan_stage_context(workspace, graph, index, "");
-        result = ft_stage_key_compute(node, (const char *const *)hashes, context, &plan->key);
+        ft_stage *context = node->kind->extra_key ? ft_plan_stage_context(workspace, graph, index, "") : NULL;
+        result = ft_stage_key_compute(node, hashes, context, &plan->key);
         ft_stage_destroy(context);
-        plan->has_key = result == 0;
+        plan->has_key = true;
+    } else {
+        for (size_t k = 0; k < node->n_inputs; k++)
+            free(hashes[k]);
+        free(hashes);
     }
-    for (size_t k = 0; k < node->n_inputs; k++)
-        free(hashes[k]);
-    free(hashes);
     if (result != 0)
         return result < 0 ? -1 : 0;
 

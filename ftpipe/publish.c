@@ -72,10 +72,11 @@ int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *pla
     return ft_remove_tree(work_dir);
 }
 
-int ft_publish_restore(ft_workspace *workspace, const ft_node *node, const ft_plan *plan)
+int ft_publish_restore(ft_workspace *workspace, const ft_node *node, ft_plan *plan)
 {
     if (materialize(workspace, node, plan->manifest, plan->key.key, plan->output_hash) != 0)
         return -1;
+    ft_stage_key_describe(node, &plan->key);
     ft_run_record record;
     memset(&record, 0, sizeof record);
     memcpy(record.key, plan->key.key, sizeof record.key);

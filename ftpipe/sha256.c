@@ -1,8 +1,12 @@
-/* sha256: SHA-256 as FIPS 180-4 section 6.2 describes it. */
+/* sha256: SHA-256 as FIPS 180-4 section 6.2 describes it, with the x86 SHA
+ * instructions where the CPU has them (about ten times faster: checking a
+ * 15 GB model should not take minutes). */
 #include "ftpipe/sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <immintrin.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +29,7 @@ static const uint32_t round_constants[64] = {
 
 static uint32_t rotate_right(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
-static void compress(uint32_t state[8], const uint8_t block[64])
+static void compress_portable(uint32_t state[8], const uint8_t block[64])
 {
     uint32_t w[64];
     for (int t = 0; t < 16; t++)
@@ -64,6 +68,68 @@ static void compress(uint32_t state[8], const uint8_t block[64])
     state[7] += h;
 }
 
+/* The same rounds with SHA-NI: state is kept as the (ABEF, CDGH) halves the
+ * instructions work on; each 128-bit word holds four message words. */
+__attribute__((target("sha,sse4.1"))) static void compress_blocks_sha_ni(uint32_t state[8], const uint8_t *data,
+                                                                         size_t n_blocks)
+{
+    const __m128i big_endian = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i dcba = _mm_loadu_si128((const __m128i *)&state[0]);
+    __m128i hgfe = _mm_loadu_si128((const __m128i *)&state[4]);
+    __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
+    __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+    for (; n_blocks > 0; n_blocks--, data += 64) {
+        __m128i abef_before = abef, cdgh_before = cdgh;
+        __m128i w[4]; /* the last four message vectors, w[i % 4] */
+        for (int i = 0; i < 16; i++) {
+            __m128i words;
+            if (i < 4) {
+                words = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 16 * i)), big_endian);
+            } else {
+                __m128i sum = _mm_sha256msg1_epu32(w[i % 4], w[(i - 3) % 4]);
+                sum = _mm_add_epi32(sum, _mm_alignr_epi8(w[(i - 1) % 4], w[(i - 2) % 4], 4));
+                words = _mm_sha256msg2_epu32(sum, w[(i - 1) % 4]);
+            }
+            w[i % 4] = words;
+            __m128i message = _mm_add_epi32(words, _mm_loadu_si128((const __m128i *)&round_constants[4 * i]));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, message);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(message, 0x0E));
+        }
+        abef = _mm_add_epi32(abef, abef_before);
+        cdgh = _mm_add_epi32(cdgh, cdgh_before);
+    }
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)&state[0], _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128((__m128i *)&state[4], _mm_alignr_epi8(dchg, feba, 8));
+}
+
+static bool portable_forced;
+
+void ft_sha256_force_portable(bool on) { portable_forced = on; }
+
+static bool has_sha_ni;
+static pthread_once_t cpu_checked = PTHREAD_ONCE_INIT;
+
+static void check_cpu(void)
+{
+    __builtin_cpu_init();
+    has_sha_ni = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+}
+
+static void compress_blocks(uint32_t state[8], const uint8_t *data, size_t n_blocks)
+{
+    pthread_once(&cpu_checked, check_cpu);
+    if (has_sha_ni && !portable_forced) {
+        compress_blocks_sha_ni(state, data, n_blocks);
+        return;
+    }
+    for (; n_blocks > 0; n_blocks--, data += 64)
+        compress_portable(state, data);
+}
+
 void ft_sha256_init(ft_sha256 *context)
 {
     static const uint32_t initial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -87,11 +153,12 @@ void ft_sha256_update(ft_sha256 *context, const void *bytes, size_t length)
         length -= take;
         if (context->block_used < 64)
             return;
-        compress(context->state, context->block);
+        compress_blocks(context->state, context->block, 1);
         context->block_used = 0;
     }
-    for (; length >= 64; p += 64, length -= 64)
-        compress(context->state, p);
+    compress_blocks(context->state, p, length / 64);
+    p += length / 64 * 64;
+    length %= 64;
     memcpy(context->block, p, length);
     context->block_used = length;
 }

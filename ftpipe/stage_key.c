@@ -14,58 +14,103 @@ static int compare_values_by_name(const void *a, const void *b)
     return strcmp((*x)->rule->name, (*y)->rule->name);
 }
 
-int ft_stage_key_compute(const ft_node *node, const char *const *input_hashes, ft_stage *context,
-                         ft_computed_key *out)
+/* The key text is built with plain appends: a no-op run over 10,000 stages
+ * computes 10,000 keys, and printf would dominate it. */
+static void put_length_prefixed(ft_strbuf *text, const char *value)
 {
-    memset(out, 0, sizeof *out);
-    ft_strbuf text;
-    ft_strbuf_init(&text);
-    ft_strbuf_printf(&text, "ftpipe key 1\nkind %s %d\n", node->kind->name, node->kind->version);
+    char digits[24];
+    size_t length = strlen(value), n = 0;
+    do {
+        digits[sizeof digits - 1 - n++] = (char)('0' + length % 10);
+        length /= 10;
+    } while (length);
+    ft_strbuf_add(text, digits + sizeof digits - n, n);
+    ft_strbuf_putc(text, ':');
+    ft_strbuf_puts(text, value);
+}
 
+static size_t sorted_key_params(const ft_node *node, const ft_param_value **sorted)
+{
     const ft_param_set *params = &node->params;
-    const ft_param_value **sorted = ft_xcalloc(params->n_values + 1, sizeof *sorted);
     size_t n_key = 0;
     for (size_t i = 0; i < params->n_values; i++)
         if (params->values[i].rule->in_key)
             sorted[n_key++] = &params->values[i];
     qsort(sorted, n_key, sizeof *sorted, compare_values_by_name);
-    json_t *params_json = json_object();
+    return n_key;
+}
+
+int ft_stage_key_compute(const ft_node *node, char **input_hashes, ft_stage *context, ft_computed_key *out)
+{
+    memset(out, 0, sizeof *out);
+    out->input_hashes = input_hashes;
+    out->n_inputs = node->n_inputs;
+    ft_strbuf text;
+    ft_strbuf_init(&text);
+    ft_strbuf_puts(&text, "ftpipe key 1\nkind ");
+    ft_strbuf_puts(&text, node->kind->name);
+    char version[24];
+    snprintf(version, sizeof version, " %d\n", node->kind->version);
+    ft_strbuf_puts(&text, version);
+
+    const ft_param_value **sorted = ft_xcalloc(node->params.n_values + 1, sizeof *sorted);
+    size_t n_key = sorted_key_params(node, sorted);
     for (size_t i = 0; i < n_key; i++) {
         /* Length-prefixed, so no value can imitate another parameter's line. */
-        ft_strbuf_printf(&text, "param %s %zu:%s\n", sorted[i]->rule->name, strlen(sorted[i]->canonical),
-                         sorted[i]->canonical);
-        json_object_set_new(params_json, sorted[i]->rule->name, json_string(sorted[i]->canonical));
+        ft_strbuf_puts(&text, "param ");
+        ft_strbuf_puts(&text, sorted[i]->rule->name);
+        ft_strbuf_putc(&text, ' ');
+        put_length_prefixed(&text, sorted[i]->canonical);
+        ft_strbuf_putc(&text, '\n');
     }
     free(sorted);
-
-    json_t *inputs_json = json_array();
     for (size_t k = 0; k < node->n_inputs; k++) {
-        ft_strbuf_printf(&text, "input %zu:%s %s\n", strlen(node->input_names[k]), node->input_names[k],
-                         input_hashes[k]);
-        json_t *entry = json_object();
-        json_object_set_new(entry, "path", json_string(node->input_names[k]));
-        json_object_set_new(entry, "hash", json_string(input_hashes[k]));
-        json_array_append_new(inputs_json, entry);
+        ft_strbuf_puts(&text, "input ");
+        put_length_prefixed(&text, node->input_names[k]);
+        ft_strbuf_putc(&text, ' ');
+        ft_strbuf_puts(&text, input_hashes[k]);
+        ft_strbuf_putc(&text, '\n');
     }
     int result = 0;
     if (node->kind->extra_key && context)
         result = node->kind->extra_key(context, &text);
-    if (result == 0) {
+    if (result == 0)
         ft_hash_to_hex(ft_hash_bytes(text.data, text.length), out->key);
-        out->params_json = json_dumps(params_json, JSON_COMPACT | JSON_SORT_KEYS);
-        out->inputs_json = json_dumps(inputs_json, JSON_COMPACT);
-    }
-    json_decref(params_json);
-    json_decref(inputs_json);
     ft_strbuf_free(&text);
     return result;
 }
 
+void ft_stage_key_describe(const ft_node *node, ft_computed_key *key)
+{
+    if (key->params_json)
+        return;
+    const ft_param_value **sorted = ft_xcalloc(node->params.n_values + 1, sizeof *sorted);
+    size_t n_key = sorted_key_params(node, sorted);
+    json_t *params_json = json_object();
+    for (size_t i = 0; i < n_key; i++)
+        json_object_set_new(params_json, sorted[i]->rule->name, json_string(sorted[i]->canonical));
+    free(sorted);
+    json_t *inputs_json = json_array();
+    for (size_t k = 0; k < node->n_inputs; k++) {
+        json_t *entry = json_object();
+        json_object_set_new(entry, "path", json_string(node->input_names[k]));
+        json_object_set_new(entry, "hash", json_string(key->input_hashes[k]));
+        json_array_append_new(inputs_json, entry);
+    }
+    key->params_json = json_dumps(params_json, JSON_COMPACT | JSON_SORT_KEYS);
+    key->inputs_json = json_dumps(inputs_json, JSON_COMPACT);
+    json_decref(params_json);
+    json_decref(inputs_json);
+}
+
 void ft_stage_key_free(ft_computed_key *key)
 {
+    for (size_t k = 0; k < key->n_inputs; k++)
+        free(key->input_hashes[k]);
+    free(key->input_hashes);
     free(key->params_json);
     free(key->inputs_json);
-    key->params_json = key->inputs_json = NULL;
+    memset(key, 0, sizeof *key);
 }
 
 static void explain_params(json_t *before, json_t *now, ft_strbuf *out)
@@ -125,9 +170,10 @@ static void explain_inputs(json_t *before, json_t *now, ft_strbuf *out)
     }
 }
 
-void ft_stage_key_explain(const ft_run_record *previous, const ft_node *node, const ft_computed_key *current,
+void ft_stage_key_explain(const ft_run_record *previous, const ft_node *node, ft_computed_key *current,
                           ft_strbuf *out)
 {
+    ft_stage_key_describe(node, current);
     size_t start = out->length;
     if (!previous) {
         ft_strbuf_puts(out, "new: never built\n");

@@ -203,7 +203,7 @@ int ft_state_open(const char *state_dir, ft_state **out)
     int result = 0;
     if (sqlite3_open_v2(state->path, &state->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK)
-        result = database_error(state, "open the database");
+        result = ft_error("cannot open the state database %s: %s", state->path, sqlite3_errmsg(state->db));
     if (result == 0)
         result = sqlite3_busy_timeout(state->db, 10000) == SQLITE_OK ? 0 : database_error(state, "set a timeout");
     if (result == 0)

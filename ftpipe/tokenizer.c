@@ -205,11 +205,12 @@ static int parse_id(const char *path, const json_t *value, const char *what, uin
     return 0;
 }
 
-static int parse_vocab(ft_tokenizer *tokenizer, const char *path, const json_t *vocab)
+/* Checks the ids; *size is one past the largest. */
+static int parse_vocab(const char *path, const json_t *vocab, size_t *size)
 {
     if (!json_is_object(vocab))
         return load_error(path, "model.vocab is missing or not an object");
-    uint32_t max_id = 0;
+    *size = 0;
     const char *token;
     const json_t *value;
     json_object_foreach((json_t *)vocab, token, value) {
@@ -219,21 +220,19 @@ static int parse_vocab(ft_tokenizer *tokenizer, const char *path, const json_t *
         free(what);
         if (rc < 0)
             return -1;
-        max_id = id > max_id ? id : max_id;
+        *size = id + 1 > *size ? id + 1 : *size;
     }
-    tokenizer->vocab_size = json_object_size(vocab) ? (size_t)max_id + 1 : 0;
     return 0;
 }
 
-static void grow_id_tables(ft_tokenizer *tokenizer, size_t vocab_size)
+/* Makes ids below `size` addressable; the new ones start absent. */
+static void grow_id_tables(ft_tokenizer *tokenizer, size_t size)
 {
-    size_t old = tokenizer->vocab_size;
-    if (vocab_size <= old && tokenizer->decode_offset)
+    if (size <= tokenizer->vocab_size)
         return;
-    size_t size = vocab_size > old ? vocab_size : old;
     tokenizer->decode_offset = ft_xrealloc(tokenizer->decode_offset, size * sizeof(uint32_t));
     tokenizer->decode_length = ft_xrealloc(tokenizer->decode_length, size * sizeof(uint32_t));
-    for (size_t i = tokenizer->decode_offset && old < size ? old : 0; i < size; i++)
+    for (size_t i = tokenizer->vocab_size; i < size; i++)
         tokenizer->decode_offset[i] = ABSENT;
     tokenizer->vocab_size = size;
 }
@@ -253,75 +252,60 @@ static int add_vocab(ft_tokenizer *tokenizer, const json_t *vocab, ft_strbuf *sc
     return 0;
 }
 
-/* The id of a merge side, or -2 for a token outside the byte-level alphabet
- * (such a merge never applies) and -1 for one not in the vocabulary. */
-static int64_t merge_side_id(const ft_tokenizer *tokenizer, const json_t *vocab, const char *token, ft_strbuf *raw)
-{
-    if (!byte_level_to_raw(token, strlen(token), raw))
-        return json_object_get(vocab, token) ? -2 : -1;
-    return ft_bpe_token_id(tokenizer->bpe, raw->data, raw->length);
-}
-
+/* Merges name their tokens as the vocabulary writes them; a merge whose
+ * tokens lie outside the byte-level alphabet is kept but can never apply. */
 static int parse_merges(ft_tokenizer *tokenizer, const char *path, const json_t *vocab, const json_t *merges)
 {
     if (!json_is_array(merges))
         return load_error(path, "model.merges is missing or not a list");
-    ft_strbuf left, right, both;
-    ft_strbuf_init(&left);
-    ft_strbuf_init(&right);
-    ft_strbuf_init(&both);
+    ft_strbuf sides; /* "left\0right\0leftright" */
+    ft_strbuf_init(&sides);
     int rc = 0;
     uint32_t rank = 0;
     size_t i;
     const json_t *merge;
     json_array_foreach(merges, i, merge) {
-        char *sides[2] = {NULL, NULL};
+        const char *left = NULL, *right = NULL;
+        size_t left_length = 0;
+        ft_strbuf_reset(&sides);
         if (json_is_string(merge)) {
             const char *text = json_string_value(merge);
             if (strncmp(text, "#version", 8) == 0)
                 continue;
             const char *space = strchr(text, ' ');
             if (space && !strchr(space + 1, ' ')) {
-                sides[0] = ft_xstrndup(text, (size_t)(space - text));
-                sides[1] = ft_xstrdup(space + 1);
+                left_length = (size_t)(space - text);
+                right = space + 1;
+                left = text;
             }
         } else if (json_array_size(merge) == 2 && json_is_string(json_array_get(merge, 0)) &&
                    json_is_string(json_array_get(merge, 1))) {
-            sides[0] = ft_xstrdup(json_string_value(json_array_get(merge, 0)));
-            sides[1] = ft_xstrdup(json_string_value(json_array_get(merge, 1)));
+            left = json_string_value(json_array_get(merge, 0));
+            left_length = strlen(left);
+            right = json_string_value(json_array_get(merge, 1));
         }
-        if (!sides[0]) {
+        if (!left) {
             rc = ft_error("%s: model.merges[%zu] is neither \"A B\" nor [\"A\", \"B\"]", path, i);
             break;
         }
-        int64_t left_id = merge_side_id(tokenizer, vocab, sides[0], &left);
-        int64_t right_id = merge_side_id(tokenizer, vocab, sides[1], &right);
-        int64_t merged_id = -2;
-        if (left_id >= 0 && right_id >= 0) {
-            ft_strbuf_reset(&both);
-            ft_strbuf_add(&both, left.data, left.length);
-            ft_strbuf_add(&both, right.data, right.length);
-            merged_id = ft_bpe_token_id(tokenizer->bpe, both.data, both.length);
-        }
-        if (left_id == -1 || right_id == -1 || merged_id == -1) {
-            char *missing = left_id == -1    ? ft_xstrdup(sides[0])
-                            : right_id == -1 ? ft_xstrdup(sides[1])
-                                             : ft_xasprintf("%s%s", sides[0], sides[1]);
-            rc = ft_error("%s: model.merges[%zu] (\"%s\" + \"%s\"): \"%s\" is not in the vocabulary", path, i,
-                          sides[0], sides[1], missing);
-            free(missing);
-        } else if (merged_id >= 0) {
-            ft_bpe_add_merge(tokenizer->bpe, (uint32_t)left_id, (uint32_t)right_id, (uint32_t)merged_id, rank);
-        }
-        rank++;
-        free(sides[0]);
-        free(sides[1]);
+        size_t right_length = strlen(right);
+        ft_strbuf_add(&sides, left, left_length);
+        ft_strbuf_add(&sides, "", 1);
+        ft_strbuf_add(&sides, right, right_length + 1);
+        ft_strbuf_add(&sides, left, left_length);
+        ft_strbuf_add(&sides, right, right_length);
+        const char *names[3] = {sides.data, sides.data + left_length + 1, sides.data + left_length + right_length + 2};
+        const json_t *ids[3];
+        for (size_t side = 0; side < 3 && rc == 0; side++)
+            if (!(ids[side] = json_object_get(vocab, names[side])))
+                rc = ft_error("%s: model.merges[%zu] (\"%s\" + \"%s\"): \"%s\" is not in the vocabulary", path, i,
+                              names[0], names[1], names[side]);
         if (rc < 0)
             break;
+        ft_bpe_add_merge(tokenizer->bpe, (uint32_t)json_integer_value(ids[0]), (uint32_t)json_integer_value(ids[1]),
+                         (uint32_t)json_integer_value(ids[2]), rank++);
     }
-    ft_strbuf_free(&left);
-    ft_strbuf_free(&right);
-    ft_strbuf_free(&both);
+    ft_strbuf_free(&sides);
     return rc;
 }
 
@@ -345,9 +329,11 @@ static int parse_model(ft_tokenizer *tokenizer, const char *path, const json_t *
         return load_error(path, "model.byte_fallback is not supported (only byte-level BPE)");
 
     const json_t *vocab = json_object_get(model, "vocab");
-    if (parse_vocab(tokenizer, path, vocab) < 0)
+    size_t size = 0;
+    if (parse_vocab(path, vocab, &size) < 0)
         return -1;
-    grow_id_tables(tokenizer, tokenizer->vocab_size);
+    tokenizer->bpe = ft_bpe_new(json_object_size(vocab), json_array_size(json_object_get(model, "merges")));
+    grow_id_tables(tokenizer, size);
     ft_strbuf scratch, decoded;
     ft_strbuf_init(&scratch);
     ft_strbuf_init(&decoded);
@@ -367,7 +353,20 @@ static int parse_model(ft_tokenizer *tokenizer, const char *path, const json_t *
     return parse_merges(tokenizer, path, vocab, json_object_get(model, "merges"));
 }
 
-static int parse_added_tokens(ft_tokenizer *tokenizer, const char *path, const json_t *list)
+/* The id of a token's text: the vocabulary's, else an earlier added token's. */
+static int64_t existing_id(const ft_tokenizer *tokenizer, const json_t *vocab, const char *content)
+{
+    const json_t *id = json_object_get(vocab, content);
+    if (id)
+        return json_integer_value(id);
+    int64_t added = ft_added_tokens_id(tokenizer->raw_added, content, strlen(content));
+    return added >= 0 ? added : ft_added_tokens_id(tokenizer->normalized_added, content, strlen(content));
+}
+
+/* As `tokenizers` loads them: a token whose text is already known keeps that
+ * id; the others are numbered from the vocabulary's size on, in file order,
+ * whatever "id" the file gives them. */
+static int parse_added_tokens(ft_tokenizer *tokenizer, const char *path, const json_t *list, const json_t *vocab)
 {
     if (!list || json_is_null(list))
         return 0;
@@ -376,6 +375,7 @@ static int parse_added_tokens(ft_tokenizer *tokenizer, const char *path, const j
     ft_strbuf scratch, normalized;
     ft_strbuf_init(&scratch);
     ft_strbuf_init(&normalized);
+    uint32_t next_id = (uint32_t)json_object_size(vocab);
     int rc = 0;
     size_t i;
     const json_t *item;
@@ -383,13 +383,21 @@ static int parse_added_tokens(ft_tokenizer *tokenizer, const char *path, const j
         const char *content = json_string_value(json_object_get(item, "content"));
         char what[64];
         snprintf(what, sizeof what, "added_tokens[%zu].id", i);
-        uint32_t id;
-        if (!content || !*content) {
-            rc = ft_error("%s: added_tokens[%zu].content is missing or empty", path, i);
+        uint32_t file_id;
+        if (!content) {
+            rc = ft_error("%s: added_tokens[%zu].content is missing or not text", path, i);
             break;
         }
-        if ((rc = parse_id(path, json_object_get(item, "id"), what, &id)) < 0)
+        if ((rc = parse_id(path, json_object_get(item, "id"), what, &file_id)) < 0)
             break;
+        if (!*content)
+            continue;
+        int64_t known = existing_id(tokenizer, vocab, content);
+        uint32_t id = known >= 0 ? (uint32_t)known : next_id++;
+        if (id > MAX_TOKEN_ID) {
+            rc = ft_error("%s: added_tokens[%zu] would get id %u, above the limit %d", path, i, id, MAX_TOKEN_ID);
+            break;
+        }
         bool special = flag(item, "special", false);
         bool single_word = flag(item, "single_word", false), lstrip = flag(item, "lstrip", false),
              rstrip = flag(item, "rstrip", false);
@@ -458,7 +466,8 @@ static int parse_tokenizer(ft_tokenizer *tokenizer, const char *path, const char
              parse_pre_tokenizer(tokenizer, path, json_object_get(root, "pre_tokenizer")) == 0 &&
              parse_decoder(path, json_object_get(root, "decoder")) == 0 &&
              parse_model(tokenizer, path, json_object_get(root, "model")) == 0 &&
-             parse_added_tokens(tokenizer, path, json_object_get(root, "added_tokens")) == 0)
+             parse_added_tokens(tokenizer, path, json_object_get(root, "added_tokens"),
+                                json_object_get(json_object_get(root, "model"), "vocab")) == 0)
         rc = 0;
     json_decref(root);
     return rc;
@@ -480,7 +489,6 @@ int ft_tokenizer_load(const char *path, ft_tokenizer **out)
         return -1;
     }
     ft_tokenizer *tokenizer = ft_xcalloc(1, sizeof *tokenizer);
-    tokenizer->bpe = ft_bpe_new();
     tokenizer->raw_added = ft_added_tokens_new();
     tokenizer->normalized_added = ft_added_tokens_new();
     tokenizer->hash = ft_hash_bytes(data, length);

@@ -126,7 +126,11 @@ static int plan_plain(ft_stage *stage, const char *url, download_plan *plan)
                                         "list to match them against); name the files", files[i]);
         if (!ft_hf_path_is_safe(files[i]))
             return ft_stage_fail(stage, "files = %s: expected a relative path without . or .. components", files[i]);
-        add_file(plan, files[i], ft_xasprintf("%.*s/%s", (int)base_length, url, files[i]), -1, NULL);
+        bool listed = false;
+        for (size_t k = 0; k < plan->n_files && !listed; k++)
+            listed = strcmp(plan->files[k].name, files[i]) == 0;
+        if (!listed)
+            add_file(plan, files[i], ft_xasprintf("%.*s/%s", (int)base_length, url, files[i]), -1, NULL);
     }
     return 0;
 }
@@ -188,18 +192,19 @@ static void on_progress(void *context, const ft_fetch_progress *progress)
     char done[16], total[16], rate[16], eta[32];
     ft_format_bytes(progress->done_bytes, done, sizeof done);
     ft_format_bytes(progress->total_bytes, total, sizeof total);
+    ft_format_bytes((uint64_t)progress->bytes_per_second, rate, sizeof rate);
     if (progress->verifying) {
         ft_stage_progress(stage, 1.0, "%s, verifying checksums", total);
-        return;
-    }
-    double fraction = progress->total_bytes ? (double)progress->done_bytes / (double)progress->total_bytes : -1;
-    ft_format_bytes((uint64_t)progress->bytes_per_second, rate, sizeof rate);
-    if (progress->bytes_per_second > 0 && progress->total_bytes > progress->done_bytes) {
-        format_duration((double)(progress->total_bytes - progress->done_bytes) / progress->bytes_per_second, eta,
-                        sizeof eta);
-        ft_stage_progress(stage, fraction, "%s/%s, %s/s, ETA %s", done, total, rate, eta);
+    } else if (progress->total_bytes == 0) {
+        ft_stage_progress(stage, -1, progress->done_bytes ? "%s" : "connecting", done);
+    } else if (progress->bytes_per_second <= 0) {
+        ft_stage_progress(stage, (double)progress->done_bytes / (double)progress->total_bytes, "%s/%s", done, total);
     } else {
-        ft_stage_progress(stage, fraction, "%s/%s, %s/s", done, total, rate);
+        double left_bytes = progress->total_bytes > progress->done_bytes
+                                ? (double)(progress->total_bytes - progress->done_bytes) : 0;
+        format_duration(left_bytes / progress->bytes_per_second, eta, sizeof eta);
+        ft_stage_progress(stage, (double)progress->done_bytes / (double)progress->total_bytes,
+                          "%s/%s, %s/s, ETA %s", done, total, rate, eta);
     }
 }
 

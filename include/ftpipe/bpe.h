@@ -20,7 +20,8 @@ typedef struct ft_bpe ft_bpe;
 /* One thread's scratch space and word cache. */
 typedef struct ft_bpe_worker ft_bpe_worker;
 
-ft_bpe *ft_bpe_new(void);
+/* The counts size the tables; more may be added. */
+ft_bpe *ft_bpe_new(size_t expected_tokens, size_t expected_merges);
 void ft_bpe_free(ft_bpe *bpe);
 
 /* Building: tokens by their raw bytes, then merges in rank order. */

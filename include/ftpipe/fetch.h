@@ -39,7 +39,7 @@ typedef struct {
     int transfers;            /* files at once */
     int connections_per_file; /* byte ranges of one large file at once */
     int retries;              /* further attempts of a request after a transient failure */
-    int64_t stall_timeout_ms; /* a connection that receives nothing this long is retried */
+    int64_t stall_timeout_ms; /* a connection that receives nothing this long is retried (0: never) */
     int64_t retry_delay_ms;   /* the first backoff delay; it doubles each attempt, up to 30 s */
     uint64_t piece_bytes;     /* the byte ranges a large file is cut into (0: chosen by size) */
     int64_t save_interval_ms; /* how often the progress of each file is recorded */

@@ -21,6 +21,20 @@ CURL *ft_http_new_handle(const ft_fetch_options *options, const char *url, char 
 /* The final HTTP status of a handle (0 for file://). */
 long ft_http_status(CURL *easy);
 
+/* What the headers of the last response said (a redirect's are forgotten). */
+typedef struct {
+    char *etag;          /* NULL: none */
+    char *last_modified; /* NULL: none */
+    bool accept_ranges;  /* Accept-Ranges: bytes */
+    bool has_content_range;
+    uint64_t content_range_start;
+    int64_t content_range_total; /* -1: not said; set it so before the first response */
+} ft_http_headers;
+
+/* A CURLOPT_HEADERFUNCTION that fills the ft_http_headers given as CURLOPT_HEADERDATA. */
+size_t ft_http_on_header(char *data, size_t size, size_t count, void *headers);
+void ft_http_headers_free(ft_http_headers *headers);
+
 /* Whether trying again may succeed: connection errors, stalls, 408, 429, 5xx. */
 bool ft_http_is_transient(long status, CURLcode code);
 

@@ -39,7 +39,10 @@ ft_hash ft_hasher_digest(const ft_hasher *hasher);
 void ft_hasher_free(ft_hasher *hasher);
 
 /* Hashes one regular file with up to `threads` threads (0: one per core).
- * A file that changes size while it is read is an error. */
+ * A file that changes size while it is read is an error. Large files are
+ * mapped; the first such read installs a process-wide SIGBUS handler (which
+ * hands signals it does not expect to the previous one), so a file truncated
+ * under the mapping fails cleanly instead of killing the process. */
 int ft_hash_file(const char *path, int threads, ft_hash *out);
 
 /* Hashes many files at once with up to `threads` threads (0: one per core);

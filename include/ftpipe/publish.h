@@ -16,6 +16,6 @@ int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *pla
                       char **kept_log);
 
 /* Links a cached output (plan->manifest) into the workspace and records a run. */
-int ft_publish_restore(ft_workspace *workspace, const ft_node *node, const ft_plan *plan);
+int ft_publish_restore(ft_workspace *workspace, const ft_node *node, ft_plan *plan);
 
 #endif

@@ -125,6 +125,62 @@ HF_TOKEN=another-token HF_ENDPOINT=http://127.0.0.1:1/nowhere t_run "$FTPIPE" -C
 t_expect_contains "nothing to do (1 up to date)"
 t_end
 
+t_case "a file whose bytes differ from the hub's checksum publishes nothing; verify = false accepts it"
+W=$(t_workspace)
+printf 'm: download\n\turl = hf://test-org/corrupt-model\n' > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "FAILED   m: checksum mismatch for model.safetensors ($BASE/hub/test-org/corrupt-model/resolve/5555555555555555555555555555555555555555/model.safetensors): expected sha256 4ea58c2e2a8a54e3fb4f0e3dd332de83b8a4908cb3625e56de2d77704152ebdb, got 38fcab4ee0c4834b59b6823e2214668946a0cb7324fc607cb0dac68c9002c89e; the file was deleted and nothing was published"
+[ ! -e "$W/m" ] || t_fail "m was published"
+printf 'm: download\n\turl = hf://test-org/corrupt-model\n\tverify = false\n' > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+[ -f "$W/m/model.safetensors" ] || t_fail "m/model.safetensors missing"
+t_end
+
+t_case "parameters that cannot work are refused before any download"
+W=$(t_workspace)
+cat > "$W/Ftpipe" <<P
+bare: download
+	url = $BASE/files
+	files = a.txt b.txt
+	sha256 = b6a98d9ce9a2d9149288fa3df42d377c3e42737afdcdaf714e33c0a100b51060
+unknown: download
+	url = $BASE/files/a.txt
+	size = c.txt=6
+pattern: download
+	url = $BASE/files
+	files = *.txt
+revision: download
+	url = $BASE/files/a.txt
+	revision = v1
+short: download
+	url = $BASE/files/a.txt
+	sha256 = abc
+P
+t_run "$FTPIPE" -k -C "$W"
+t_expect_fail
+t_expect_contains "FAILED   bare: sha256 = b6a98d9ce9a2d9149288fa3df42d377c3e42737afdcdaf714e33c0a100b51060: this download fetches 2 files; say which with FILE=HEX"
+t_expect_contains "FAILED   unknown: size = c.txt=6: this download fetches no file c.txt"
+t_expect_contains "FAILED   pattern: files = *.txt: patterns need an hf:// URL (a plain web server has no file list to match them against); name the files"
+t_expect_contains "FAILED   revision: revision applies to hf:// URLs only; $BASE/files/a.txt is a plain URL"
+t_expect_contains "FAILED   short: sha256 = abc: expected 64 hexadecimal digits"
+t_end
+
+t_case "size and sha256 that match let the file through"
+W=$(t_workspace)
+cat > "$W/Ftpipe" <<P
+a: download
+	url = $BASE/files/a.txt
+	size = 6
+	sha256 = b6a98d9ce9a2d9149288fa3df42d377c3e42737afdcdaf714e33c0a100b51060
+P
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_expect_contains "1 file, 6 B (6 B fetched at"
+[ "$(cat "$W/a/a.txt")" = alpha ] || t_fail "a/a.txt: $(cat "$W/a/a.txt" 2>&1)"
+t_end
+
 t_case "a download killed with kill -9 resumes and the server sends only the missing bytes"
 W=$(t_workspace)
 printf 'big: download\n\turl = %s/slow/big.bin\n\tconnections_per_file = 2\n' "$BASE" > "$W/Ftpipe"

@@ -156,13 +156,13 @@ TEST(refuses_malformed_conversations)
 
     const ft_message two_users[] = {{FT_ROLE_USER, "a"}, {FT_ROLE_USER, "b"}, {FT_ROLE_ASSISTANT, "c"}};
     CHECK(render("llama3", two_users, 3, false, NULL, &chat) == NULL);
-    CHECK_STR(ft_error_message(), "chat template llama3: message 2 is a user message where a assistant message "
+    CHECK_STR(ft_error_message(), "chat template llama3: message 2 is a user message where an assistant message "
                                   "belongs (a system message may only come first, then user and assistant take "
                                   "turns)");
 
     const ft_message late_system[] = {{FT_ROLE_USER, "a"}, {FT_ROLE_SYSTEM, "b"}};
     CHECK(render("qwen3", late_system, 2, false, NULL, &chat) == NULL);
-    CHECK_STR(ft_error_message(), "chat template qwen3: message 2 is a system message where a assistant message "
+    CHECK_STR(ft_error_message(), "chat template qwen3: message 2 is a system message where an assistant message "
                                   "belongs (a system message may only come first, then user and assistant take "
                                   "turns)");
 

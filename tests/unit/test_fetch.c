@@ -437,6 +437,18 @@ TEST(credentials_refused_or_missing)
     CHECK_INT(n, 2);
     for (size_t i = 0; i < n && i < 4; i++)
         CHECK_STR(entries[i].auth, "auth");
+
+    /* Redirected to another host, the request goes on without the token. */
+    since_ms = ft_wall_ms();
+    CHECK_INT(fetch_one("/elsewhere/b.txt", "b.txt", -1, NULL, &options, &dest), 0);
+    CHECK(file_equals(dest, "bravo!\n", 7));
+    remove_fetched(dest);
+    CHECK_INT(wait_for_log("/elsewhere/b.txt", since_ms, 2, entries, 4), 2);
+    CHECK_STR(entries[0].auth, "auth");
+    n = wait_for_log("/files/b.txt", since_ms, 2, entries, 4);
+    CHECK_INT(n, 2);
+    for (size_t i = 0; i < n && i < 4; i++)
+        CHECK_STR(entries[i].auth, "-");
 }
 
 TEST(redirect_is_followed)
@@ -578,6 +590,79 @@ TEST(file_urls_work_like_http)
     free(dir);
 }
 
+typedef struct {
+    uint64_t done_bytes;
+    uint64_t cancel_at_bytes;
+} cancel_point;
+
+static void remember_progress(void *context, const ft_fetch_progress *progress)
+{
+    ((cancel_point *)context)->done_bytes = progress->done_bytes;
+}
+
+static bool reached_cancel_point(void *context)
+{
+    const cancel_point *point = context;
+    return point->cancel_at_bytes > 0 && point->done_bytes >= point->cancel_at_bytes;
+}
+
+TEST(server_refusing_head_is_probed_with_one_byte)
+{
+    char *dest;
+    int64_t since_ms = ft_wall_ms();
+    CHECK_INT(fetch_one("/nohead/big.bin", "big.bin", BIG_BYTES, NULL, NULL, &dest), 0);
+    CHECK(file_equals(dest, big_bytes, BIG_BYTES));
+    remove_fetched(dest);
+    log_entry entries[8];
+    size_t n = wait_for_log("/nohead/big.bin", since_ms, 5, entries, 8);
+    CHECK_INT(n, 5); /* HEAD, the probe, three pieces of 8 MiB */
+    CHECK_STR(entries[0].method, "HEAD");
+    CHECK_INT(entries[0].status, 405);
+    CHECK_STR(entries[1].range, "bytes=0-0");
+    CHECK_INT(entries[1].status, 206);
+    CHECK_INT(entries[1].body_bytes, 1);
+    CHECK_INT(body_bytes_of(entries, n < 8 ? n : 8, "GET"), BIG_BYTES + 1);
+}
+
+TEST(unknown_length_and_no_byte_ranges_still_work)
+{
+    char *dest;
+    int64_t since_ms = ft_wall_ms();
+    CHECK_INT(fetch_one("/chunked/big.bin", "big.bin", -1, NULL, NULL, &dest), 0);
+    CHECK(file_equals(dest, big_bytes, BIG_BYTES));
+    remove_fetched(dest);
+    log_entry entries[8];
+    CHECK_INT(wait_for_log("/chunked/big.bin", since_ms, 2, entries, 8), 2);
+    CHECK_STR(entries[1].range, "-");
+
+    /* Without byte ranges: one connection, and an interrupted download starts over. */
+    cancel_point point = {.cancel_at_bytes = 4 * MIB};
+    ft_fetch_options options = resumable_options();
+    options.on_progress = remember_progress;
+    options.is_cancelled = reached_cancel_point;
+    options.context = &point;
+    since_ms = ft_wall_ms();
+    CHECK_INT(fetch_one("/noranges/big.bin", "big.bin", -1, NULL, &options, &dest), -1);
+    CHECK_STR(ft_error_message(), "the download was interrupted; run again to resume it");
+    char *progress_path = ft_xasprintf("%s.part.progress", dest);
+    CHECK(!ft_path_exists(progress_path));
+    free(progress_path);
+    char *url = url_of("/noranges/big.bin");
+    ft_fetch_file file = {url, dest, "big.bin", -1, NULL};
+    point.cancel_at_bytes = 0;
+    ft_fetch_stats stats;
+    CHECK_INT(ft_fetch_files(&file, 1, &options, &stats), 0);
+    CHECK(file_equals(dest, big_bytes, BIG_BYTES));
+    CHECK_INT(stats.bytes_resumed, 0);
+    CHECK_INT(stats.bytes_received, BIG_BYTES);
+    size_t n = wait_for_log("/noranges/big.bin", since_ms, 4, entries, 8);
+    CHECK_INT(n, 4); /* HEAD, the interrupted GET, HEAD, the whole GET */
+    for (size_t i = 0; i < n && i < 8; i++)
+        CHECK_STR(entries[i].range, "-");
+    free(url);
+    remove_fetched(dest);
+}
+
 /* --- a server that cuts the first download midway --- */
 
 typedef struct {
@@ -699,6 +784,8 @@ int main(void)
     RUN(transient_errors_are_retried_with_backoff);
     RUN(not_enough_space_is_said_before_downloading);
     RUN(file_urls_work_like_http);
+    RUN(server_refusing_head_is_probed_with_one_byte);
+    RUN(unknown_length_and_no_byte_ranges_still_work);
     RUN(connection_cut_midway_continues_with_a_range_request);
     stop_server();
     return check_done();

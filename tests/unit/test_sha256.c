@@ -79,11 +79,51 @@ TEST(hashes_a_file)
     CHECK(strstr(ft_error_message(), "cannot open /tmp/ftpipe-sha256-") != NULL);
 }
 
+/* The SHA-instruction path (where the CPU has it) and the portable one agree on
+ * every length from 0 to 1100 bytes, fed whole and in two pieces. */
+TEST(both_implementations_agree)
+{
+    static char bytes[1100];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof bytes; i++) {
+        x = x * 1103515245u + 12345u;
+        bytes[i] = (char)(x >> 16);
+    }
+    for (size_t length = 0; length <= sizeof bytes; length++) {
+        char fast[FT_SHA256_HEX_LENGTH + 1], portable[FT_SHA256_HEX_LENGTH + 1];
+        hex_of(bytes, length, fast);
+        ft_sha256_force_portable(true);
+        ft_sha256 context;
+        ft_sha256_init(&context);
+        ft_sha256_update(&context, bytes, length / 3);
+        ft_sha256_update(&context, bytes + length / 3, length - length / 3);
+        ft_sha256_finish_hex(&context, portable);
+        ft_sha256_force_portable(false);
+        if (strcmp(fast, portable) != 0) {
+            CHECK_STR(fast, portable);
+            break;
+        }
+    }
+}
+
+/* The known answers again, from the portable code (the one CPUs without SHA
+ * instructions run). */
+TEST(known_answers_from_the_portable_code)
+{
+    ft_sha256_force_portable(true);
+    fips_examples();
+    million_a_in_uneven_pieces();
+    padding_boundaries();
+    ft_sha256_force_portable(false);
+}
+
 int main(void)
 {
     RUN(fips_examples);
     RUN(million_a_in_uneven_pieces);
     RUN(padding_boundaries);
     RUN(hashes_a_file);
+    RUN(both_implementations_agree);
+    RUN(known_answers_from_the_portable_code);
     return check_done();
 }

@@ -299,6 +299,13 @@ TEST(refuses_newer_and_damaged_databases)
     free(expected);
     free(path);
     free(dir);
+
+    dir = ft_path_join(temporary_dir, "no-such-folder");
+    CHECK_INT(ft_state_open(dir, &state), -1);
+    expected = ft_xasprintf("cannot open the state database %s/state.db: unable to open database file", dir);
+    CHECK_STR(ft_error_message(), expected);
+    free(expected);
+    free(dir);
 }
 
 int main(void)
