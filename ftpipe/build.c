@@ -35,6 +35,7 @@ typedef struct {
     int64_t memory_bytes;
     char *summary;
     char *error_text;
+    bool reports_progress; /* else the live line shows the time spent */
 } running_stage;
 
 typedef struct {
@@ -280,6 +281,7 @@ static void handle_report_line(builder *b, running_stage *run, char *line)
     char tag = line[0];
     char *rest = line[0] && line[1] ? line + 2 : line + strlen(line);
     if (tag == 'P') {
+        run->reports_progress = true;
         char *text = NULL;
         double fraction = strtod(rest, &text);
         while (*text == ' ')
@@ -399,6 +401,13 @@ static void wait_for_children(builder *b, int timeout_ms)
         return;
     for (size_t i = 0; i < b->n_running;) {
         read_reports(b, &b->running[i]);
+        if (!b->running[i].reports_progress && ft_progress_is_live(b->options->progress)) {
+            const ft_node *node = &b->graph->nodes[b->running[i].node];
+            char status[512];
+            snprintf(status, sizeof status, "%-24s %s, %.0f s", node->target, node->kind->name,
+                     (double)(ft_now_ns() - b->running[i].start_ns) / 1e9);
+            ft_progress_status(b->options->progress, b->running[i].node, status);
+        }
         int status = 0;
         pid_t done = waitpid(b->running[i].pid, &status, WNOHANG);
         if (done == b->running[i].pid)

@@ -9,6 +9,7 @@
 
 #include "ftpipe/error.h"
 #include "ftpipe/mem.h"
+#include "ftpipe/pretokenizer.h"
 #include "ftpipe/strbuf.h"
 
 typedef struct {
@@ -54,38 +55,22 @@ static bool python_space(uint32_t c)
            (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-/* The code point at s (valid UTF-8 assumed; a stray byte counts as itself) and its length. */
-static uint32_t codepoint_at(const unsigned char *s, size_t *length)
-{
-    if (s[0] < 0xC0 || !s[1]) {
-        *length = 1;
-        return s[0];
-    }
-    size_t n = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : 2;
-    uint32_t c = s[0] & (0x3F >> (n - 1));
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) {
-            *length = 1;
-            return s[0];
-        }
-        c = c << 6 | (s[i] & 0x3F);
-    }
-    *length = n;
-    return c;
-}
-
 /* Jinja's `trim`: str.strip() of Unicode white space. Caller frees. */
 static char *python_strip(const char *text)
 {
-    const unsigned char *s = (const unsigned char *)text;
-    size_t start = 0, end = strlen(text), length;
-    while (start < end && python_space(codepoint_at(s + start, &length)))
-        start += length;
-    size_t content_end = start;
-    for (size_t at = start; at < end; at += length)
-        if (!python_space(codepoint_at(s + at, &length)))
-            content_end = at + length;
-    return ft_xstrndup(text + start, content_end - start);
+    size_t length = strlen(text), start = 0, end = 0;
+    bool content_seen = false;
+    for (size_t offset = 0; offset < length;) {
+        size_t at = offset;
+        int32_t codepoint = ft_utf8_next(text, length, &offset);
+        if (codepoint >= 0 && python_space((uint32_t)codepoint))
+            continue;
+        if (!content_seen)
+            start = at;
+        content_seen = true;
+        end = offset;
+    }
+    return ft_xstrndup(text + start, end - start);
 }
 
 /* str.strip('\n') on one side or both, into a fresh string. */

@@ -378,6 +378,27 @@ static int follow_index(const ft_hf_repo *repo, const ft_hf_plan *listing, const
     return result;
 }
 
+/* The download folder holds the files of one commit: what an interrupted run
+ * left there for another commit (the revision moved since) is removed first. */
+static int claim_download_dir(const char *download_dir, const char *commit)
+{
+    char *marker = ft_path_join(download_dir, ".ftpipe-commit");
+    char *previous = NULL;
+    if (ft_read_file(marker, &previous, NULL) != 0)
+        ft_error_clear();
+    int result = 0;
+    if (!previous || strcmp(previous, commit) != 0) {
+        result = ft_remove_tree(download_dir);
+        if (result == 0)
+            result = ft_mkdir_p(download_dir);
+        if (result == 0)
+            result = ft_write_file_atomic(marker, commit, strlen(commit));
+    }
+    free(previous);
+    free(marker);
+    return result;
+}
+
 static bool is_index(const char *path)
 {
     size_t length = strlen(path);
@@ -394,6 +415,8 @@ int ft_hf_plan_files(const ft_hf_repo *repo, const char *const *requests, size_t
     if (result == 0)
         result = select_requested(repo, &listing, requests, n_requests, options, plan, &capacity);
     const char *commit = listing.commit ? listing.commit : repo->revision;
+    if (result == 0)
+        result = claim_download_dir(download_dir, commit);
     /* Shards join the end of the list, so this loop reaches them too (they are no indexes). */
     for (size_t i = 0; result == 0 && i < plan->n_files; i++) {
         plan->files[i].url = file_url(repo, commit, plan->files[i].path);

@@ -151,25 +151,40 @@ static int read_architecture(const reader *r, ft_model_config *out)
     return ft_error("%s: model_type '%s' is not supported; supported: qwen2, qwen3, llama", r->origin, type);
 }
 
+/* transformers 5 writes "rope_parameters" (with rope_theta inside) where
+ * released checkpoints have "rope_scaling" and a top-level rope_theta. */
+static const char *rope_field_name(const reader *r)
+{
+    return !field(r, "rope_scaling") && field(r, "rope_parameters") ? "rope_parameters" : "rope_scaling";
+}
+
 static int read_rope_scaling(const reader *r, ft_model_config *out)
 {
-    const json_t *scaling = field(r, "rope_scaling");
+    const char *name = rope_field_name(r);
+    const json_t *scaling = field(r, name);
     if (!scaling)
         return 0;
     if (!json_is_object(scaling))
-        return wrong(r, "rope_scaling", "an object or null", scaling);
+        return wrong(r, name, "an object or null", scaling);
+    if (strcmp(name, "rope_parameters") == 0 && json_object_get(scaling, "rope_theta")) {
+        reader inner = {r->origin, scaling, "rope_parameters."};
+        if (read_positive_number(&inner, "rope_theta", 10000.0, &out->rope_theta) != 0)
+            return -1;
+    }
     /* Older configs name the kind "type". */
     const json_t *kind = json_object_get(scaling, "rope_type");
     if (!kind)
         kind = json_object_get(scaling, "type");
     if (!json_is_string(kind))
-        return ft_error("%s: rope_scaling has no rope_type", r->origin);
+        return ft_error("%s: %s has no rope_type", r->origin, name);
     if (strcmp(json_string_value(kind), "default") == 0)
         return 0;
     if (strcmp(json_string_value(kind), "llama3") != 0)
-        return ft_error("%s: rope_scaling type '%s' is not supported; supported: llama3 (or null)", r->origin,
+        return ft_error("%s: %s type '%s' is not supported; supported: llama3 (or null)", r->origin, name,
                         json_string_value(kind));
-    reader inner = {r->origin, scaling, "rope_scaling."};
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "%s.", name);
+    reader inner = {r->origin, scaling, prefix};
     if (read_positive_number(&inner, "factor", 0, &out->rope_scaling_factor) != 0 ||
         read_positive_number(&inner, "low_freq_factor", 0, &out->rope_low_freq_factor) != 0 ||
         read_positive_number(&inner, "high_freq_factor", 0, &out->rope_high_freq_factor) != 0 ||

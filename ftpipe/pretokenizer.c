@@ -15,17 +15,6 @@
 /* ---- byte-level alphabet ----
  * Bytes 33-126, 161-172 and 174-255 stand for themselves; the 68 others are
  * numbered from U+0100 in byte order: 0-32, then 127-160, then 173. */
-uint32_t ft_byte_level_codepoint(uint8_t byte)
-{
-    if (byte <= 32)
-        return 256u + byte;
-    if (byte >= 127 && byte <= 160)
-        return 289u + (byte - 127u);
-    if (byte == 173)
-        return 323;
-    return byte;
-}
-
 int ft_byte_level_byte(uint32_t codepoint)
 {
     if (codepoint >= 256 && codepoint <= 288)
@@ -99,24 +88,6 @@ size_t ft_utf8_invalid_offset(const char *text, size_t length)
             return at;
     }
     return length;
-}
-
-void ft_utf8_append(ft_strbuf *out, uint32_t codepoint)
-{
-    char bytes[4];
-    size_t n;
-    if (codepoint < 0x80) {
-        bytes[0] = (char)codepoint, n = 1;
-    } else if (codepoint < 0x800) {
-        bytes[0] = (char)(0xC0 | (codepoint >> 6)), bytes[1] = (char)(0x80 | (codepoint & 0x3F)), n = 2;
-    } else if (codepoint < 0x10000) {
-        bytes[0] = (char)(0xE0 | (codepoint >> 12)), bytes[1] = (char)(0x80 | ((codepoint >> 6) & 0x3F));
-        bytes[2] = (char)(0x80 | (codepoint & 0x3F)), n = 3;
-    } else {
-        bytes[0] = (char)(0xF0 | (codepoint >> 18)), bytes[1] = (char)(0x80 | ((codepoint >> 12) & 0x3F));
-        bytes[2] = (char)(0x80 | ((codepoint >> 6) & 0x3F)), bytes[3] = (char)(0x80 | (codepoint & 0x3F)), n = 4;
-    }
-    ft_strbuf_add(out, bytes, n);
 }
 
 /* ---- NFC ----

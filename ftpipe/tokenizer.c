@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 
 #include "ftpipe/added_tokens.h"
 #include "ftpipe/bpe.h"

@@ -126,6 +126,8 @@ static int read_datasets(ft_stage *stage, ft_dataset *dataset)
     ft_dataset_sources_free(sources, n_sources);
     for (size_t i = 0; i < dataset->n_skip_messages; i++)
         ft_stage_log(stage, "skipped %s", dataset->skip_messages[i]);
+    if (dataset->n_skipped > dataset->n_skip_messages)
+        ft_stage_log(stage, "skipped %zu more bad records", dataset->n_skipped - dataset->n_skip_messages);
     if (status == 0 && dataset->count == 0)
         status = ft_error("the datasets hold no usable record (%zu read, %zu skipped)", dataset->n_records,
                           dataset->n_skipped);
@@ -151,11 +153,14 @@ static long long settle_failures(ft_stage *stage, const ft_dataset *dataset, cha
             continue;
         if (!skip && status == 0)
             status = ft_error("%s (fix the record, or set on_error = skip to skip bad records)", errors[i]);
-        else if (skip)
+        else if (skip && skipped < FT_DATASET_MAX_SKIP_MESSAGES)
             ft_stage_log(stage, "skipped %s", errors[i]);
         skipped++;
         free(errors[i]);
     }
+    if (skip && skipped > FT_DATASET_MAX_SKIP_MESSAGES)
+        ft_stage_log(stage, "skipped %lld more records that failed to tokenize",
+                     skipped - FT_DATASET_MAX_SKIP_MESSAGES);
     return status != 0 ? -1 : skipped;
 }
 
@@ -254,7 +259,7 @@ static int run_tokenize(ft_stage *stage)
 
     ft_tokenizer *tokenizer;
     if (ft_tokenizer_load(ft_stage_input_path(stage, 0), &tokenizer) != 0)
-        return -1;
+        return ft_error_context("the first input of tokenize must be a model folder or a tokenizer.json");
     ft_hash_to_hex(ft_tokenizer_hash(tokenizer), meta.tokenizer_hash);
     ft_dataset dataset;
     ft_dataset_init(&dataset);

@@ -55,7 +55,9 @@ typedef struct {
 /* Lists the repository, selects the requested names and patterns (none: every
  * file), follows each selected *.index.json to its shards (fetching the index
  * into download_dir/PATH with `options`), and returns what to fetch. An exact
- * name that is missing while NAME.index.json exists selects that index. */
+ * name that is missing while NAME.index.json exists selects that index.
+ * download_dir keeps one commit's files (it records which in .ftpipe-commit):
+ * files left there for another commit are removed. */
 int ft_hf_plan_files(const ft_hf_repo *repo, const char *const *requests, size_t n_requests,
                      const char *download_dir, const ft_fetch_options *options, ft_hf_plan *plan);
 void ft_hf_plan_free(ft_hf_plan *plan);

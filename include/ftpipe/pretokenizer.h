@@ -11,10 +11,9 @@
 
 #include "ftpipe/strbuf.h"
 
-/* The byte-level alphabet: every byte is written as one printable code point
- * (printable Latin-1 bytes as themselves, the others as U+0100 onwards). */
-uint32_t ft_byte_level_codepoint(uint8_t byte);
-/* The byte a code point stands for, or -1 when it is outside the alphabet. */
+/* The byte-level alphabet writes every byte as one printable code point
+ * (printable Latin-1 bytes as themselves, the others from U+0100 on). The byte
+ * a code point stands for, or -1 when it is outside the alphabet. */
 int ft_byte_level_byte(uint32_t codepoint);
 
 /* Decodes the code point at text[*offset] and advances *offset past it; returns
@@ -22,8 +21,6 @@ int ft_byte_level_byte(uint32_t codepoint);
 int32_t ft_utf8_next(const char *text, size_t length, size_t *offset);
 /* Offset of the first byte that is not valid UTF-8; length when all is valid. */
 size_t ft_utf8_invalid_offset(const char *text, size_t length);
-/* Appends the UTF-8 form of a code point. */
-void ft_utf8_append(ft_strbuf *out, uint32_t codepoint);
 
 /* Whether NFC leaves text as it is (a fast check: true for most text). */
 bool ft_nfc_is_unchanged(const char *text, size_t length);

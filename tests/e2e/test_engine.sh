@@ -326,6 +326,21 @@ t_expect_contains "no stage makes 'b.tx'"
 t_expect_contains "did you mean 'b.txt'?"
 t_end
 
+t_case "a terminal gets a live line per running stage; a pipe gets plain lines"
+W=$(t_workspace)
+cat > "$W/Ftpipe" <<'P'
+slow: shell
+	run = sleep 1.2; touch $@
+P
+script -qec "$FTPIPE -C $W" /dev/null > "$W/tty.log" 2>&1
+grep -q "$(printf '\033')\[2K" "$W/tty.log" || t_fail "no live line on a terminal: $(cat -v "$W/tty.log")"
+grep -q "slow .*shell, 1 s" "$W/tty.log" || t_fail "the live line lacks the time spent: $(cat -v "$W/tty.log")"
+"$FTPIPE" -C "$W" clean > /dev/null
+t_run "$FTPIPE" -C "$W"
+case "$T_OUT" in *"$(printf '\033')"*) t_fail "escape codes on a pipe" ;; esac
+t_expect_contains "restored slow from the cache"
+t_end
+
 t_case "no pipeline file says so"
 W=$(t_workspace)
 t_run "$FTPIPE" -C "$W"

@@ -175,3 +175,11 @@ t_run "$FTPIPE" -C "$W"
 t_expect_fail
 t_expect_contains "tokenize needs a model folder (or its tokenizer.json) and then datasets: \`data/train_set: tokenize MODEL DATA...\`"
 t_end
+
+t_case "a first input that is not a tokenizer says what it must be"
+echo "data/train_set: tokenize data/alpaca.json data/alpaca.json
+	template = qwen" > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "the first input of tokenize must be a model folder or a tokenizer.json: $W/data/alpaca.json: "
+t_end

@@ -321,6 +321,40 @@ TEST(private_repository_needs_the_token)
     plan_done(&p);
 }
 
+TEST(files_of_another_commit_are_not_reused)
+{
+    /* An interrupted run fetched config.json when main was another commit. */
+    char template[] = "/tmp/ftpipe-plan-XXXXXX";
+    char *download_dir = ft_xstrdup(mkdtemp(template));
+    char *marker = ft_path_join(download_dir, ".ftpipe-commit");
+    char *stale = ft_path_join(download_dir, "config.json");
+    ft_write_file_atomic(marker, "9999", 4);
+    ft_write_file_atomic(stale, "old", 3);
+    ft_fetch_options options;
+    ft_fetch_options_default(&options);
+    ft_hf_repo repo;
+    CHECK_INT(ft_hf_parse_url("hf://test-org/tiny-model", NULL, endpoint, &repo), 0);
+    const char *requests[] = {"config.json"};
+    ft_hf_plan hub;
+    CHECK_INT(ft_hf_plan_files(&repo, requests, 1, download_dir, &options, &hub), 0);
+    CHECK(!ft_path_exists(stale));
+    char *text = NULL;
+    CHECK_INT(ft_read_file(marker, &text, NULL), 0);
+    CHECK_STR(text, MAIN_COMMIT);
+    free(text);
+    /* The same commit again keeps what is there. */
+    ft_write_file_atomic(stale, "kept", 4);
+    ft_hf_plan_free(&hub);
+    CHECK_INT(ft_hf_plan_files(&repo, requests, 1, download_dir, &options, &hub), 0);
+    CHECK(ft_path_exists(stale));
+    ft_hf_plan_free(&hub);
+    ft_hf_repo_free(&repo);
+    ft_remove_tree(download_dir);
+    free(stale);
+    free(marker);
+    free(download_dir);
+}
+
 int main(void)
 {
     RUN(parses_hf_urls);
@@ -335,6 +369,7 @@ int main(void)
     RUN(revisions_and_datasets_resolve_to_their_commit);
     RUN(missing_names_say_what_the_repository_has);
     RUN(private_repository_needs_the_token);
+    RUN(files_of_another_commit_are_not_reused);
     stop_server();
     return check_done();
 }

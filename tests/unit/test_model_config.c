@@ -324,6 +324,33 @@ TEST(not_an_object_or_no_architecture)
     CHECK_STR(ft_error_message(), "dup.json:1:12: not valid JSON: duplicate object key near '\"a\"'");
 }
 
+/* transformers 5's save_pretrained nests rope_theta and the scaling in rope_parameters. */
+TEST(transformers_5_rope_parameters)
+{
+    static const char text[] =
+        "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"vocab_size\": 300,"
+        " \"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 2,"
+        " \"num_attention_heads\": 4, \"num_key_value_heads\": 1, \"max_position_embeddings\": 256,"
+        " \"rms_norm_eps\": 1e-05, \"dtype\": \"float32\","
+        " \"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 8.0,"
+        " \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 64}}";
+    ft_model_config config;
+    CHECK_INT(ft_model_config_parse(text, "config.json", &config), 0);
+    CHECK(config.rope_theta == 500000.0);
+    CHECK(config.has_llama3_rope_scaling);
+    CHECK(config.rope_scaling_factor == 8.0);
+    CHECK_INT(config.rope_original_max_position_embeddings, 64);
+    CHECK_STR(config.torch_dtype, "float32");
+    static const char plain[] =
+        "{\"architectures\": [\"Qwen3ForCausalLM\"], \"vocab_size\": 300, \"hidden_size\": 64,"
+        " \"intermediate_size\": 128, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
+        " \"num_key_value_heads\": 2, \"head_dim\": 32, \"max_position_embeddings\": 256,"
+        " \"rms_norm_eps\": 1e-06, \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1000000.0}}";
+    CHECK_INT(ft_model_config_parse(plain, "config.json", &config), 0);
+    CHECK(config.rope_theta == 1000000.0);
+    CHECK(!config.has_llama3_rope_scaling);
+}
+
 int main(void)
 {
     RUN(qwen2_5_0_5b_parses);
@@ -338,5 +365,6 @@ int main(void)
     RUN(unsupported_options_are_named);
     RUN(llama_and_qwen3_refuse_attention_bias);
     RUN(not_an_object_or_no_architecture);
+    RUN(transformers_5_rope_parameters);
     return check_done();
 }
