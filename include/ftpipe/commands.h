@@ -4,7 +4,8 @@
 #ifndef FTPIPE_COMMANDS_H
 #define FTPIPE_COMMANDS_H
 
-/* ftpipe hash [--threads N] PATH...: content hashes, as the engine computes them. */
+/* ftpipe hash [--threads N] PATH...: content hashes (a file's equals xxh128sum's for files up to
+ * 64 MiB; a folder's is its manifest hash, as stage keys use). */
 int ft_command_hash(int argc, char **argv);
 /* ftpipe encode --tokenizer PATH [--jsonl]: text on stdin -> token ids. */
 int ft_command_encode(int argc, char **argv);
