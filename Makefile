@@ -13,7 +13,10 @@ JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 # Debian packages the build and the tests need; `make deps` installs the missing ones.
 DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openssl-dev \
                libxxhash-dev xxhash libpcre2-dev libutf8proc-dev libjansson-dev \
-               libopenblas-dev libzstd-dev zstd nginx rclone
+               libopenblas-dev libzstd-dev zstd nginx rclone util-linux
+# Tools the tests run, as command:package, installed only when the command is missing
+# (a machine may have them from elsewhere).
+TEST_TOOLS = python3:python3 npm:npm
 PKG_LIBS = sqlite3 libarchive libcurl libxxhash libpcre2-8 libutf8proc jansson
 
 WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -25,6 +28,50 @@ LDLIBS = $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null) -lopenblas -lpthread
 CORE_SOURCES = $(filter-out ftpipe/main.c,$(wildcard ftpipe/*.c)) $(wildcard stages/*.c) build/gen/builtin_rules.c
 TEST_SOURCES = $(wildcard tests/unit/test_*.c)
 
+# --- CUDA backend (begin) ------------------------------------------------------
+# Built whenever nvcc is found (/usr/local/cuda/bin/nvcc, or nvcc on PATH):
+# ftpipe/cuda/*.cu go into the core archive (one object serves the release and
+# the ASan archive: nvcc does not sanitize), for sm_90 plus this machine's GPU
+# when it has another. The CUDA runtime is linked statically and cuBLASLt is
+# opened when the backend starts, so a program that never touches a GPU loads
+# neither. Without nvcc, ftpipe/cuda_unavailable.c says so when asked.
+#   make gpu-tests  builds build/gpu/: the GPU test and benchmark programs and the
+#                   shared libraries they need, to carry to a GPU machine and run
+#                   there with sh tests/gpu/run.sh (not part of make test)
+NVCC ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
+ifneq ($(NVCC),)
+CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+HOST_CUDA_ARCH := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d .)
+CUDA_ARCHS := $(sort 90 $(HOST_CUDA_ARCH))
+# No fast math: the reductions (norms, softmax, loss) are compared with the cpu backend.
+NVCC_FLAGS = -std=c++17 -O3 -Iinclude $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+             -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter -Werror all-warnings -MMD -MP
+CUDA_OBJECTS = $(patsubst %.cu,build/obj-cuda/%.o,$(wildcard ftpipe/cuda/*.cu))
+CORE_SOURCES := $(filter-out ftpipe/cuda_unavailable.c,$(CORE_SOURCES))
+LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+
+build/obj-cuda/%.o: %.cu | build/.deps-ok
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+build/obj-release/libftpipe.a build/obj-asan/libftpipe.a: $(CUDA_OBJECTS)
+
+GPU_PROGRAMS = $(patsubst tests/gpu/%.c,build/gpu/%,$(wildcard tests/gpu/test_*.c)) build/gpu/cuda_vs_torch
+build/gpu/test_%: tests/gpu/test_%.c build/obj-release/libftpipe.a tests/unit/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -Itests/unit -o $@ $< build/obj-release/libftpipe.a -Wl,--as-needed $(LDLIBS)
+build/gpu/cuda_vs_torch: tests/bench/cuda_vs_torch.c build/obj-release/libftpipe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -o $@ $< build/obj-release/libftpipe.a -Wl,--as-needed $(LDLIBS)
+# The shared libraries a GPU machine may lack (all but the C and C++ runtimes) go beside the programs.
+gpu-tests: $(GPU_PROGRAMS)
+	@rm -rf build/gpu/lib && mkdir -p build/gpu/lib
+	@for p in $(GPU_PROGRAMS); do ldd $$p | awk '$$3 ~ /^\// {print $$3}'; done | sort -u | \
+	  grep -v -E '/(libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libstdc\+\+|libgcc_s)\.so' | \
+	  while read lib; do cp -L $$lib build/gpu/lib/; done
+endif
+.PHONY: gpu-tests
+# --- CUDA backend (end) --------------------------------------------------------
+
 RELEASE_OBJECTS = $(patsubst %.c,build/obj-release/%.o,$(CORE_SOURCES))
 ASAN_OBJECTS    = $(patsubst %.c,build/obj-asan/%.o,$(CORE_SOURCES))
 TEST_BINARIES   = $(patsubst tests/unit/%.c,build/asan/tests/%,$(TEST_SOURCES))
@@ -34,6 +81,7 @@ all: build/ftpipe
 
 build/.deps-ok: Makefile
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for t in $(TEST_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \

@@ -68,9 +68,12 @@ static void softmax_rows(float *p, float *logsumexp, const int32_t *segments, in
     }
 }
 
-void ft_cpu_attention_forward(ft_backend *self, float *out, float *logsumexp, const float *q, const float *k,
-                              const float *v, const int32_t *segments, const ft_attention_shape *shape)
+void ft_cpu_attention_forward(ft_backend *self, void *out_memory, float *logsumexp, const void *q_memory,
+                              const void *k_memory, const void *v_memory, const int32_t *segments,
+                              const ft_attention_shape *shape)
 {
+    float *out = out_memory;
+    const float *q = q_memory, *k = k_memory, *v = v_memory;
     head_view view = view_of(shape);
     int n = shape->seq_len, group = shape->n_heads / shape->n_kv_heads;
     float *p = ft_cpu_scratch(self, (size_t)n * n);
@@ -90,11 +93,14 @@ void ft_cpu_attention_forward(ft_backend *self, float *out, float *logsumexp, co
     }
 }
 
-void ft_cpu_attention_backward(ft_backend *self, float *grad_q, float *grad_k, float *grad_v,
-                               const float *grad_out, const float *q, const float *k, const float *v,
-                               const float *logsumexp, const int32_t *segments,
-                               const ft_attention_shape *shape)
+/* Takes the softmax's row sums straight from P and dP, so forward's out is not read. */
+void ft_cpu_attention_backward(ft_backend *self, void *grad_q_memory, void *grad_k_memory, void *grad_v_memory,
+                               const void *grad_out_memory, const void *out, const void *q_memory,
+                               const void *k_memory, const void *v_memory, const float *logsumexp,
+                               const int32_t *segments, const ft_attention_shape *shape)
 {
+    float *grad_q = grad_q_memory, *grad_k = grad_k_memory, *grad_v = grad_v_memory;
+    const float *grad_out = grad_out_memory, *q = q_memory, *k = k_memory, *v = v_memory;
     head_view view = view_of(shape);
     int n = shape->seq_len, group = shape->n_heads / shape->n_kv_heads;
     size_t kv_floats = (size_t)shape->batch_size * n * view.kv_stride;

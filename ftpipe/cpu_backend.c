@@ -16,9 +16,21 @@
 typedef struct {
     float *scratch;
     size_t scratch_floats;
+    size_t allocated_bytes;  /* held by alloc now */
+    size_t peak_bytes;
 } cpu_context;
 
+/* Each allocation starts one alignment unit early, where its size is kept (for
+ * the peak). */
 static const size_t alignment_bytes = 64;
+
+static void note_held(cpu_context *context, size_t more, size_t less)
+{
+    context->allocated_bytes = context->allocated_bytes + more - less;
+    size_t held = context->allocated_bytes + context->scratch_floats * sizeof(float);
+    if (held > context->peak_bytes)
+        context->peak_bytes = held;
+}
 
 float *ft_cpu_scratch(ft_backend *self, size_t floats)
 {
@@ -27,6 +39,7 @@ float *ft_cpu_scratch(ft_backend *self, size_t floats)
         free(context->scratch);
         context->scratch = ft_xmalloc(floats * sizeof(float));
         context->scratch_floats = floats;
+        note_held(context, 0, 0);
     }
     return context->scratch;
 }
@@ -36,16 +49,28 @@ float *ft_cpu_scratch(ft_backend *self, size_t floats)
 static void *cpu_alloc(ft_backend *self, size_t bytes)
 {
     size_t rounded = (bytes + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
-    void *pointer = aligned_alloc(alignment_bytes, rounded ? rounded : alignment_bytes);
-    if (!pointer) {
+    char *block = aligned_alloc(alignment_bytes, alignment_bytes + rounded);
+    if (!block) {
         char size[32];
         ft_format_bytes(bytes, size, sizeof size);
         ft_error("out of host memory: cannot allocate %s (reduce the batch size or sequence length)", size);
+        return NULL;
     }
-    return pointer;
+    memcpy(block, &rounded, sizeof rounded);
+    note_held(self->context, rounded, 0);
+    return block + alignment_bytes;
 }
 
-static void cpu_free(ft_backend *self, void *pointer) { free(pointer); }
+static void cpu_free(ft_backend *self, void *pointer)
+{
+    if (!pointer)
+        return;
+    char *block = (char *)pointer - alignment_bytes;
+    size_t rounded;
+    memcpy(&rounded, block, sizeof rounded);
+    note_held(self->context, 0, rounded);
+    free(block);
+}
 
 static void cpu_copy(ft_backend *self, void *to, const void *from, size_t bytes)
 {
@@ -66,12 +91,18 @@ static int cpu_reserve(ft_backend *self, const ft_backend_limits *limits)
     cpu_context *context = self->context;
     if (floats <= context->scratch_floats)
         return 0;
-    float *scratch = cpu_alloc(self, floats * sizeof(float));
-    if (!scratch)
-        return ft_error_context("reserving the cpu backend's scratch memory");
+    float *scratch = malloc(floats * sizeof(float));
+    if (!scratch) {
+        char size[32];
+        ft_format_bytes(floats * sizeof(float), size, sizeof size);
+        return ft_error("out of host memory reserving the cpu backend's %s of scratch (reduce the batch size or "
+                        "sequence length)",
+                        size);
+    }
     free(context->scratch);
     context->scratch = scratch;
     context->scratch_floats = floats;
+    note_held(context, 0, 0);
     return 0;
 }
 
@@ -80,57 +111,76 @@ static size_t cpu_reserved_bytes(const ft_backend *self)
     return ((const cpu_context *)self->context)->scratch_floats * sizeof(float);
 }
 
-/* --- row and elementwise ops --- */
+static size_t cpu_peak_bytes(const ft_backend *self) { return ((const cpu_context *)self->context)->peak_bytes; }
 
-static void cpu_embedding_forward(ft_backend *self, float *out, const float *table, const int32_t *tokens, int rows,
+/* Host ops finish before they return and cannot fault. */
+static int cpu_check(ft_backend *self) { return 0; }
+
+/* --- row and elementwise ops (every array is float: this backend's dtype) --- */
+
+static void cpu_embedding_forward(ft_backend *self, void *out, const void *table, const int32_t *tokens, int rows,
                                   int dim)
 {
+    float *o = out;
+    const float *t = table;
     for (int r = 0; r < rows; r++)
-        memcpy(out + (size_t)r * dim, table + (size_t)tokens[r] * dim, (size_t)dim * sizeof(float));
+        memcpy(o + (size_t)r * dim, t + (size_t)tokens[r] * dim, (size_t)dim * sizeof(float));
 }
 
-static void cpu_embedding_backward(ft_backend *self, float *grad_table, const float *grad_out,
+static void cpu_embedding_backward(ft_backend *self, float *grad_table, const void *grad_out,
                                    const int32_t *tokens, int rows, int dim)
 {
     for (int r = 0; r < rows; r++) {
         float *row = grad_table + (size_t)tokens[r] * dim;
-        const float *grad = grad_out + (size_t)r * dim;
+        const float *grad = (const float *)grad_out + (size_t)r * dim;
         for (int c = 0; c < dim; c++)
             row[c] += grad[c];
     }
 }
 
-static void cpu_rmsnorm_forward(ft_backend *self, float *out, float *rstd, const float *x, const float *weight,
+static void cpu_rmsnorm_forward(ft_backend *self, void *out, float *rstd, const void *x, const void *weight,
                                 int rows, int dim, float eps)
 {
+    const float *w = weight;
     for (int r = 0; r < rows; r++) {
-        const float *in = x + (size_t)r * dim;
-        float *o = out + (size_t)r * dim;
+        const float *in = (const float *)x + (size_t)r * dim;
+        float *o = (float *)out + (size_t)r * dim;
         double squares = 0.0;
         for (int c = 0; c < dim; c++)
             squares += (double)in[c] * in[c];
         float s = (float)(1.0 / sqrt(squares / dim + eps));
         rstd[r] = s;
         for (int c = 0; c < dim; c++)
-            o[c] = weight[c] * (in[c] * s);
+            o[c] = w[c] * (in[c] * s);
     }
 }
 
-static void cpu_rmsnorm_backward(ft_backend *self, float *grad_x, bool accumulate, float *grad_weight,
-                                 const float *grad_out, const float *x, const float *weight, const float *rstd,
+static void cpu_add_rmsnorm_forward(ft_backend *self, void *sum, void *out, float *rstd, const void *a,
+                                    const void *b, const void *weight, int rows, int dim, float eps)
+{
+    float *s = sum;
+    const float *x = a, *y = b;
+    for (size_t i = 0, n = (size_t)rows * dim; i < n; i++)
+        s[i] = x[i] + y[i];
+    cpu_rmsnorm_forward(self, out, rstd, sum, weight, rows, dim, eps);
+}
+
+static void cpu_rmsnorm_backward(ft_backend *self, void *grad_x, bool accumulate, float *grad_weight,
+                                 const void *grad_out, const void *x, const void *weight, const float *rstd,
                                  int rows, int dim)
 {
+    const float *w = weight;
     for (int r = 0; r < rows; r++) {
-        const float *in = x + (size_t)r * dim, *grad = grad_out + (size_t)r * dim;
-        float *gx = grad_x + (size_t)r * dim;
+        const float *in = (const float *)x + (size_t)r * dim, *grad = (const float *)grad_out + (size_t)r * dim;
+        float *gx = (float *)grad_x + (size_t)r * dim;
         float s = rstd[r];
         double dot = 0.0; /* sum of d(normalized) * normalized */
         for (int c = 0; c < dim; c++)
-            dot += (double)grad[c] * weight[c] * (in[c] * s);
+            dot += (double)grad[c] * w[c] * (in[c] * s);
         float mean = (float)(dot / dim);
         for (int c = 0; c < dim; c++) {
             float normalized = in[c] * s;
-            float value = s * (grad[c] * weight[c] - normalized * mean);
+            float value = s * (grad[c] * w[c] - normalized * mean);
             gx[c] = accumulate ? gx[c] + value : value;
             if (grad_weight)
                 grad_weight[c] += grad[c] * normalized;
@@ -157,40 +207,38 @@ static void rotate(float *x, const int32_t *positions, const float *cos_table, c
     }
 }
 
-static void cpu_rope_forward(ft_backend *self, float *x, const int32_t *positions, const float *cos_table,
+static void cpu_rope_forward(ft_backend *self, void *x, const int32_t *positions, const float *cos_table,
                              const float *sin_table, int rows, int n_heads, int head_dim)
 {
     rotate(x, positions, cos_table, sin_table, rows, n_heads, head_dim, 1.0f);
 }
 
 /* A rotation's gradient is the opposite rotation. */
-static void cpu_rope_backward(ft_backend *self, float *grad_x, const int32_t *positions, const float *cos_table,
+static void cpu_rope_backward(ft_backend *self, void *grad_x, const int32_t *positions, const float *cos_table,
                               const float *sin_table, int rows, int n_heads, int head_dim)
 {
     rotate(grad_x, positions, cos_table, sin_table, rows, n_heads, head_dim, -1.0f);
 }
 
-static void cpu_swiglu_forward(ft_backend *self, float *out, const float *gate, const float *up, size_t n)
+static void cpu_swiglu_forward(ft_backend *self, void *out, const void *gate, const void *up, size_t n)
 {
+    float *o = out;
+    const float *g = gate, *u = up;
     for (size_t i = 0; i < n; i++)
-        out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+        o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-static void cpu_swiglu_backward(ft_backend *self, float *grad_gate, float *grad_up, const float *grad_out,
-                                const float *gate, const float *up, size_t n)
+static void cpu_swiglu_backward(ft_backend *self, void *grad_gate, void *grad_up, const void *grad_out,
+                                const void *gate, const void *up, size_t n)
 {
+    float *grad_g = grad_gate, *grad_u = grad_up;
+    const float *grad = grad_out, *gates = gate, *ups = up;
     for (size_t i = 0; i < n; i++) {
-        float g = gate[i], sigmoid = 1.0f / (1.0f + expf(-g));
+        float g = gates[i], sigmoid = 1.0f / (1.0f + expf(-g));
         float silu = g * sigmoid;
-        grad_up[i] = grad_out[i] * silu;
-        grad_gate[i] = grad_out[i] * up[i] * sigmoid * (1.0f + g * (1.0f - sigmoid));
+        grad_u[i] = grad[i] * silu;
+        grad_g[i] = grad[i] * ups[i] * sigmoid * (1.0f + g * (1.0f - sigmoid));
     }
-}
-
-static void cpu_add(ft_backend *self, float *out, const float *a, const float *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
 }
 
 /* --- loss --- */
@@ -207,21 +255,21 @@ static float row_logsumexp(const float *row, int vocab)
     return max + (float)log(sum);
 }
 
-static void cpu_cross_entropy_forward(ft_backend *self, float *losses, const float *logits, const int32_t *targets,
+static void cpu_cross_entropy_forward(ft_backend *self, float *losses, const void *logits, const int32_t *targets,
                                       int rows, int vocab)
 {
     for (int r = 0; r < rows; r++) {
-        const float *row = logits + (size_t)r * vocab;
+        const float *row = (const float *)logits + (size_t)r * vocab;
         losses[r] = targets[r] < 0 ? 0.0f : row_logsumexp(row, vocab) - row[targets[r]];
     }
 }
 
-static void cpu_cross_entropy_backward(ft_backend *self, float *grad_logits, const float *logits,
+static void cpu_cross_entropy_backward(ft_backend *self, void *grad_logits, const void *logits,
                                        const int32_t *targets, int rows, int vocab, float grad_scale)
 {
     for (int r = 0; r < rows; r++) {
-        const float *row = logits + (size_t)r * vocab;
-        float *grad = grad_logits + (size_t)r * vocab;
+        const float *row = (const float *)logits + (size_t)r * vocab;
+        float *grad = (float *)grad_logits + (size_t)r * vocab;
         if (targets[r] < 0) {
             memset(grad, 0, (size_t)vocab * sizeof(float));
             continue;
@@ -287,6 +335,7 @@ ft_backend *ft_backend_cpu_create(int threads)
     openblas_set_num_threads(threads);
     ft_backend *backend = ft_xcalloc(1, sizeof *backend);
     backend->name = "cpu";
+    backend->dtype = FT_DTYPE_F32;
     backend->context = ft_xcalloc(1, sizeof(cpu_context));
     backend->destroy = cpu_destroy;
     backend->alloc = cpu_alloc;
@@ -296,15 +345,17 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->zero = cpu_zero;
     backend->reserve = cpu_reserve;
     backend->reserved_bytes = cpu_reserved_bytes;
+    backend->peak_bytes = cpu_peak_bytes;
+    backend->check = cpu_check;
     backend->embedding_forward = cpu_embedding_forward;
     backend->embedding_backward = cpu_embedding_backward;
     backend->rmsnorm_forward = cpu_rmsnorm_forward;
+    backend->add_rmsnorm_forward = cpu_add_rmsnorm_forward;
     backend->rmsnorm_backward = cpu_rmsnorm_backward;
     backend->rope_forward = cpu_rope_forward;
     backend->rope_backward = cpu_rope_backward;
     backend->swiglu_forward = cpu_swiglu_forward;
     backend->swiglu_backward = cpu_swiglu_backward;
-    backend->add = cpu_add;
     backend->linear_forward = ft_cpu_linear_forward;
     backend->linear_backward = ft_cpu_linear_backward;
     backend->attention_forward = ft_cpu_attention_forward;

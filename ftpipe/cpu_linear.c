@@ -22,9 +22,12 @@ static void apply_dropout(float *out, const float *x, const ft_lora_op *lora, in
         out[i] = ft_random_uniform(lora->dropout_seed, i) < lora->dropout ? 0.0f : x[i] * keep_scale;
 }
 
-void ft_cpu_linear_forward(ft_backend *self, float *out, const float *x, const float *weight, const float *bias,
-                           const ft_lora_op *lora, int rows, int in_features, int out_features)
+void ft_cpu_linear_forward(ft_backend *self, void *out_memory, const void *x_memory, const void *weight,
+                           const void *bias_memory, const ft_lora_op *lora, int rows, int in_features,
+                           int out_features)
 {
+    float *out = out_memory;
+    const float *x = x_memory, *bias = bias_memory;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_features, in_features, 1.0f, x, in_features,
                 weight, in_features, 0.0f, out, out_features);
     if (bias)
@@ -35,6 +38,7 @@ void ft_cpu_linear_forward(ft_backend *self, float *out, const float *x, const f
         }
     if (!lora)
         return;
+    float *xa = lora->xa;
     const float *input = x;
     if (lora->dropout > 0.0f) {
         float *dropped = ft_cpu_scratch(self, (size_t)rows * in_features);
@@ -42,8 +46,8 @@ void ft_cpu_linear_forward(ft_backend *self, float *out, const float *x, const f
         input = dropped;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, lora->rank, in_features, 1.0f, input, in_features,
-                lora->a, in_features, 0.0f, lora->xa, lora->rank);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_features, lora->rank, lora->scaling, lora->xa,
+                lora->a, in_features, 0.0f, xa, lora->rank);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_features, lora->rank, lora->scaling, xa,
                 lora->rank, lora->b, lora->rank, 1.0f, out, out_features);
 }
 
@@ -82,10 +86,12 @@ static void lora_backward(ft_backend *self, float *grad_x, const float *grad_out
             grad_x[i] += dropped[i] * keep_scale;
 }
 
-void ft_cpu_linear_backward(ft_backend *self, float *grad_x, bool accumulate, float *grad_weight,
-                            float *grad_bias, const float *grad_out, const float *x, const float *weight,
+void ft_cpu_linear_backward(ft_backend *self, void *grad_x_memory, bool accumulate, float *grad_weight,
+                            float *grad_bias, const void *grad_out_memory, const void *x_memory, const void *weight,
                             const ft_lora_op *lora, int rows, int in_features, int out_features)
 {
+    float *grad_x = grad_x_memory;
+    const float *grad_out = grad_out_memory, *x = x_memory;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in_features, out_features, 1.0f, grad_out,
                 out_features, weight, in_features, accumulate ? 1.0f : 0.0f, grad_x, in_features);
     if (grad_weight)

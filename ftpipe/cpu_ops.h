@@ -15,17 +15,17 @@ float *ft_cpu_scratch(ft_backend *self, size_t floats);
 size_t ft_cpu_linear_scratch_floats(const ft_backend_limits *limits);
 size_t ft_cpu_attention_scratch_floats(const ft_backend_limits *limits);
 
-void ft_cpu_linear_forward(ft_backend *self, float *out, const float *x, const float *weight, const float *bias,
+/* The `void *` arrays are float: this backend's dtype. */
+void ft_cpu_linear_forward(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
                            const ft_lora_op *lora, int rows, int in_features, int out_features);
-void ft_cpu_linear_backward(ft_backend *self, float *grad_x, bool accumulate, float *grad_weight,
-                            float *grad_bias, const float *grad_out, const float *x, const float *weight,
-                            const ft_lora_op *lora, int rows, int in_features, int out_features);
+void ft_cpu_linear_backward(ft_backend *self, void *grad_x, bool accumulate, float *grad_weight, float *grad_bias,
+                            const void *grad_out, const void *x, const void *weight, const ft_lora_op *lora,
+                            int rows, int in_features, int out_features);
 
-void ft_cpu_attention_forward(ft_backend *self, float *out, float *logsumexp, const float *q, const float *k,
-                              const float *v, const int32_t *segments, const ft_attention_shape *shape);
-void ft_cpu_attention_backward(ft_backend *self, float *grad_q, float *grad_k, float *grad_v,
-                               const float *grad_out, const float *q, const float *k, const float *v,
-                               const float *logsumexp, const int32_t *segments,
-                               const ft_attention_shape *shape);
+void ft_cpu_attention_forward(ft_backend *self, void *out, float *logsumexp, const void *q, const void *k,
+                              const void *v, const int32_t *segments, const ft_attention_shape *shape);
+void ft_cpu_attention_backward(ft_backend *self, void *grad_q, void *grad_k, void *grad_v, const void *grad_out,
+                               const void *out, const void *q, const void *k, const void *v,
+                               const float *logsumexp, const int32_t *segments, const ft_attention_shape *shape);
 
 #endif

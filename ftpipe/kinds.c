@@ -7,12 +7,16 @@ extern const ft_stage_kind ft_kind_shell;
 extern const ft_stage_kind ft_kind_download;
 extern const ft_stage_kind ft_kind_init;
 extern const ft_stage_kind ft_kind_tokenize;
+extern const ft_stage_kind ft_kind_extract;
+extern const ft_stage_kind ft_kind_shm;
 
 const ft_stage_kind *const ft_builtin_kinds[] = {
     &ft_kind_shell,
     &ft_kind_download,
     &ft_kind_init,
     &ft_kind_tokenize,
+    &ft_kind_extract,
+    &ft_kind_shm,
     NULL,
 };
 

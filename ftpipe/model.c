@@ -108,6 +108,16 @@ static int check_options(const ft_model_config *config, const ft_model_options *
     return 0;
 }
 
+/* Full fine-tuning updates the weights in place, which needs them in float. */
+static int check_backend(const ft_backend *backend, const ft_model_options *options)
+{
+    if (options->finetuning == FT_FINETUNE_FULL && backend->dtype != FT_DTYPE_F32)
+        return ft_error("full fine-tuning is not available on the %s backend, which keeps weights in %s: use LoRA "
+                        "(finetuning_type = lora) or the cpu backend",
+                        backend->name, ft_dtype_name(backend->dtype));
+    return 0;
+}
+
 static size_t lora_parameter_count(const ft_model_config *config, const ft_lora_config *lora)
 {
     size_t total = 0;
@@ -129,22 +139,23 @@ int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows)
     return rows < (size_t)max_rows ? (int)rows : max_rows;
 }
 
-static void plan_memory(const ft_model *model, size_t backend_scratch_bytes, ft_memory_plan *plan)
+/* What the model allocates, with weights and activations of element_bytes each. */
+static void plan_memory(const ft_model *model, size_t element_bytes, size_t backend_scratch_bytes,
+                        ft_memory_plan *plan)
 {
     const ft_model_options *options = &model->options;
     memset(plan, 0, sizeof *plan);
-    plan->parameter_bytes = model->n_params * sizeof(float);
+    plan->parameter_bytes = model->n_params * element_bytes;
     if (options->use_lora)
         plan->adapter_bytes = lora_parameter_count(&model->config, &options->lora) * sizeof(float);
     if (options->finetuning == FT_FINETUNE_LORA)
         plan->gradient_bytes = plan->adapter_bytes;
     else if (options->finetuning == FT_FINETUNE_FULL)
-        plan->gradient_bytes = plan->parameter_bytes;
+        plan->gradient_bytes = model->n_params * sizeof(float);
     plan->optimizer_bytes = 2 * plan->gradient_bytes;
     int rows = options->max_batch_size * options->max_seq_len;
-    plan->activation_bytes = ft_model_plan_activations(&model->config, options,
-                                                       ft_model_head_chunk_rows(&model->config, rows), NULL, NULL) *
-                             sizeof(float);
+    plan->activation_bytes = ft_model_plan_activations(&model->config, options, element_bytes,
+                                                       ft_model_head_chunk_rows(&model->config, rows), NULL, NULL);
     plan->scratch_bytes = backend_scratch_bytes;
     plan->total_bytes = plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes +
                         plan->optimizer_bytes + plan->activation_bytes + plan->scratch_bytes;
@@ -156,7 +167,7 @@ int ft_model_plan_memory(const ft_model_config *config, const ft_model_options *
         return -1;
     ft_model model = {.config = *config, .options = *options};
     size_t *offsets = make_layout(&model);
-    plan_memory(&model, 0, out);
+    plan_memory(&model, sizeof(float), 0, out);
     free(offsets);
     free_layout(&model);
     return 0;
@@ -180,8 +191,15 @@ void ft_model_weight_list_free(ft_param_tensor *list, size_t count)
 
 /* --- loading --- */
 
+/* Each weight goes to the backend in its dtype: straight from the file when the
+ * dtypes agree, else converted through float on the host. */
+typedef struct {
+    float *floats;      /* [largest] */
+    uint16_t *bf16;     /* [largest], for a bf16 backend */
+} staging;
+
 static int load_weight(ft_model *model, const char *model_dir, const ft_safetensors *set,
-                       const ft_param_tensor *weight, float *staging)
+                       const ft_param_tensor *weight, const staging *buffers)
 {
     const ft_tensor_view *view = ft_safetensors_find(set, weight->name);
     if (!view)
@@ -198,9 +216,20 @@ static int load_weight(ft_model *model, const char *model_dir, const ft_safetens
         return ft_error("%s: tensor %s does not have the shape %s that config.json implies", view->file,
                         weight->name, expected);
     }
-    if (ft_tensor_to_f32(view, staging) < 0)
+    ft_backend *backend = model->backend;
+    if (view->dtype == backend->dtype) {
+        backend->upload(backend, weight->value, view->data, view->size_bytes);
+        return 0;
+    }
+    if (ft_tensor_to_f32(view, buffers->floats) < 0)
         return -1;
-    model->backend->upload(model->backend, weight->value, staging, weight->count * sizeof(float));
+    if (backend->dtype == FT_DTYPE_F32) {
+        backend->upload(backend, weight->value, buffers->floats, weight->count * sizeof(float));
+        return 0;
+    }
+    for (size_t i = 0; i < weight->count; i++)
+        buffers->bf16[i] = ft_f32_to_bf16(buffers->floats[i]);
+    backend->upload(backend, weight->value, buffers->bf16, weight->count * sizeof(uint16_t));
     return 0;
 }
 
@@ -213,11 +242,16 @@ static int load_weights(ft_model *model, const char *model_dir)
     for (size_t i = 0; i < model->n_weights; i++)
         if (model->weights[i].count > largest)
             largest = model->weights[i].count;
-    float *staging = malloc(largest * sizeof(float));
-    int status = staging ? 0 : ft_error("out of host memory staging a weight of %zu floats", largest);
+    staging buffers = {malloc(largest * sizeof(float)), NULL};
+    if (model->backend->dtype == FT_DTYPE_BF16)
+        buffers.bf16 = malloc(largest * sizeof(uint16_t));
+    int status = 0;
+    if (!buffers.floats || (model->backend->dtype == FT_DTYPE_BF16 && !buffers.bf16))
+        status = ft_error("out of host memory staging a weight of %zu elements", largest);
     for (size_t i = 0; i < model->n_weights && status == 0; i++)
-        status = load_weight(model, model_dir, set, &model->weights[i], staging);
-    free(staging);
+        status = load_weight(model, model_dir, set, &model->weights[i], &buffers);
+    free(buffers.floats);
+    free(buffers.bf16);
     ft_safetensors_close(set);
     return status;
 }
@@ -271,52 +305,73 @@ static void fill_rope_tables(ft_model *model)
 
 /* --- making and freeing --- */
 
-static float *alloc_floats(ft_model *model, size_t count, const char *what)
+static void *alloc_bytes(ft_model *model, size_t bytes, const char *what)
 {
-    float *memory = model->backend->alloc(model->backend, (count ? count : 1) * sizeof(float));
+    void *memory = model->backend->alloc(model->backend, bytes ? bytes : 1);
     if (!memory)
         ft_error_context("allocating the model's %s", what);
     return memory;
+}
+
+/* The backend checks the whole plan against its memory, and reserves its
+ * scratch, before anything is allocated. */
+static int reserve(ft_model *model)
+{
+    const ft_model_config *c = &model->config;
+    const ft_model_options *options = &model->options;
+    int widest = c->hidden_size;
+    if (c->num_attention_heads * c->head_dim > widest)
+        widest = c->num_attention_heads * c->head_dim;
+    if (c->intermediate_size > widest)
+        widest = c->intermediate_size;
+    ft_memory_plan plan;
+    plan_memory(model, model->element_bytes, 0, &plan);
+    ft_backend_limits limits = {
+        .max_rows = options->max_batch_size * options->max_seq_len,
+        .max_seq_len = options->max_seq_len,
+        .max_features = widest,
+        .max_rank = options->use_lora ? options->lora.rank : 0,
+        .head_dim = c->head_dim,
+        .max_heads = c->num_attention_heads,
+        .lora_dropout = options->use_lora && options->lora.dropout > 0.0,
+        .planned_bytes = plan.total_bytes,
+    };
+    return model->backend->reserve(model->backend, &limits);
 }
 
 static int allocate(ft_model *model, const size_t *offsets)
 {
     ft_backend *backend = model->backend;
     const ft_model_options *options = &model->options;
-    model->params = alloc_floats(model, model->n_params, "weights");
+    if (reserve(model) < 0)
+        return -1;
+    model->params = alloc_bytes(model, model->n_params * model->element_bytes, "weights");
     if (!model->params)
         return -1;
     if (options->finetuning == FT_FINETUNE_FULL) {
-        model->grads = alloc_floats(model, model->n_params, "gradients");
+        model->grads = alloc_bytes(model, model->n_params * sizeof(float), "gradients");
         if (!model->grads)
             return -1;
         backend->zero(backend, model->grads, model->n_params * sizeof(float));
     }
     for (size_t i = 0; i < model->n_weights; i++) {
-        model->weights[i].value = model->params + offsets[i];
+        /* in the backend's dtype: float on cpu, bf16 on cuda */
+        model->weights[i].value = (float *)((char *)model->params + offsets[i] * model->element_bytes);
         model->weights[i].grad = model->grads ? model->grads + offsets[i] : NULL;
     }
     int rows = options->max_batch_size * options->max_seq_len;
     model->head_chunk_rows = ft_model_head_chunk_rows(&model->config, rows);
-    size_t floats = ft_model_plan_activations(&model->config, options, model->head_chunk_rows, NULL, NULL);
-    model->activation_memory = alloc_floats(model, floats, "activations");
+    size_t bytes = ft_model_plan_activations(&model->config, options, model->element_bytes, model->head_chunk_rows,
+                                             NULL, NULL);
+    model->activation_memory = alloc_bytes(model, bytes, "activations");
     if (!model->activation_memory)
         return -1;
     model->act.layers = ft_xcalloc((size_t)model->config.num_hidden_layers, sizeof *model->act.layers);
-    ft_model_plan_activations(&model->config, options, model->head_chunk_rows, model->activation_memory,
-                              &model->act);
+    ft_model_plan_activations(&model->config, options, model->element_bytes, model->head_chunk_rows,
+                              model->activation_memory, &model->act);
     model->host_losses = ft_xmalloc((size_t)rows * sizeof(float));
-    const ft_model_config *c = &model->config;
-    int widest = c->hidden_size;
-    if (c->num_attention_heads * c->head_dim > widest)
-        widest = c->num_attention_heads * c->head_dim;
-    if (c->intermediate_size > widest)
-        widest = c->intermediate_size;
-    ft_backend_limits limits = {rows, options->max_seq_len, widest, options->use_lora ? options->lora.rank : 0};
-    if (backend->reserve(backend, &limits) < 0)
-        return -1;
-    if (options->use_lora &&
-        ft_lora_create(c, &options->lora, backend, options->finetuning == FT_FINETUNE_LORA, &model->lora) < 0)
+    if (options->use_lora && ft_lora_create(&model->config, &options->lora, backend,
+                                            options->finetuning == FT_FINETUNE_LORA, &model->lora) < 0)
         return -1;
     return 0;
 }
@@ -326,7 +381,9 @@ int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_opt
     ft_model *model = ft_xcalloc(1, sizeof *model);
     model->backend = backend;
     model->options = *options;
-    if (ft_model_config_load(model_dir, &model->config) < 0 || check_options(&model->config, options) < 0) {
+    model->element_bytes = ft_dtype_size(backend->dtype);
+    if (ft_model_config_load(model_dir, &model->config) < 0 || check_options(&model->config, options) < 0 ||
+        check_backend(backend, options) < 0) {
         free(model);
         return -1;
     }
@@ -340,7 +397,7 @@ int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_opt
         return -1;
     }
     fill_rope_tables(model);
-    plan_memory(model, backend->reserved_bytes(backend), &model->plan);
+    plan_memory(model, model->element_bytes, backend->reserved_bytes(backend), &model->plan);
     *out = model;
     return 0;
 }
@@ -359,6 +416,7 @@ void ft_model_free(ft_model *model)
         backend->free(backend, model->activation_memory);
     free(model->act.layers);
     free(model->host_losses);
+    free(model->host_logits);
     free_layout(model);
     free(model);
 }

@@ -7,21 +7,27 @@
 #include "ftpipe/error.h"
 #include "ftpipe/mem.h"
 #include "ftpipe/random.h"
+#include "ftpipe/safetensors.h"
 #include "model_internal.h"
 
 /* --- the activation plan --- */
 
 typedef struct {
-    float *base;   /* NULL: only counting */
-    size_t used;   /* floats */
+    char *base;            /* NULL: only counting */
+    size_t used;           /* bytes */
+    size_t element_bytes;  /* of the backend's dtype */
 } cursor;
 
-static float *take(cursor *c, size_t floats)
+static void *take_bytes(cursor *c, size_t bytes)
 {
-    float *slice = c->base ? c->base + c->used : NULL;
-    c->used += (floats + 15) / 16 * 16; /* 64-byte aligned slices */
+    void *slice = c->base ? c->base + c->used : NULL;
+    c->used += (bytes + 255) / 256 * 256; /* aligned for vector loads and the GEMM libraries */
     return slice;
 }
+
+/* count activations in the backend's dtype */
+static void *take(cursor *c, size_t count) { return take_bytes(c, count * c->element_bytes); }
+static float *take_floats(cursor *c, size_t count) { return take_bytes(c, count * sizeof(float)); }
 
 static void plan_layer(cursor *c, const ft_model_config *config, const ft_model_options *options, size_t rows,
                        ft_layer_activations *a)
@@ -31,21 +37,21 @@ static void plan_layer(cursor *c, const ft_model_config *config, const ft_model_
     size_t kv_width = (size_t)config->num_key_value_heads * config->head_dim;
     size_t inner = config->intermediate_size;
     a->ln1 = take(c, rows * hidden);
-    a->ln1_rstd = take(c, rows);
+    a->ln1_rstd = take_floats(c, rows);
     if (config->qk_norm) {
         a->q_lin = take(c, rows * q_width);
-        a->q_rstd = take(c, rows * heads);
+        a->q_rstd = take_floats(c, rows * heads);
         a->k_lin = take(c, rows * kv_width);
-        a->k_rstd = take(c, rows * config->num_key_value_heads);
+        a->k_rstd = take_floats(c, rows * config->num_key_value_heads);
     }
     a->q = take(c, rows * q_width);
     a->k = take(c, rows * kv_width);
     a->v = take(c, rows * kv_width);
-    a->logsumexp = take(c, rows * heads);
+    a->logsumexp = take_floats(c, rows * heads);
     a->attn = take(c, rows * q_width);
     a->mid = take(c, rows * hidden);
     a->ln2 = take(c, rows * hidden);
-    a->ln2_rstd = take(c, rows);
+    a->ln2_rstd = take_floats(c, rows);
     a->gate = take(c, rows * inner);
     a->up = take(c, rows * inner);
     a->act = take(c, rows * inner);
@@ -56,12 +62,12 @@ static void plan_layer(cursor *c, const ft_model_config *config, const ft_model_
 }
 
 size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_options *options,
-                                 int head_chunk_rows, float *base, ft_activations *act)
+                                 size_t element_bytes, int head_chunk_rows, void *base, ft_activations *act)
 {
     ft_activations counting = {0};
     if (!act)
         act = &counting;
-    cursor c = {base, 0};
+    cursor c = {base, 0, element_bytes};
     bool training = options->finetuning != FT_FINETUNE_NONE;
     int layers = config->num_hidden_layers;
     size_t rows = (size_t)options->max_batch_size * options->max_seq_len;
@@ -69,7 +75,7 @@ size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_o
     /* Training keeps every layer's input and activations for backward; inference
      * alternates two residual buffers and gives every layer one shared set. */
     int n_residuals = training ? layers + 1 : 2, n_sets = training ? layers : 1;
-    float **residual = ft_xcalloc((size_t)layers + 1, sizeof *residual);
+    void **residual = ft_xcalloc((size_t)layers + 1, sizeof *residual);
     for (int i = 0; i <= layers; i++)
         residual[i] = i < n_residuals ? take(&c, rows * hidden) : residual[i % 2];
     ft_layer_activations set = {0};
@@ -84,15 +90,15 @@ size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_o
     act->final_input = residual[layers];
     free(residual);
     act->final_norm = take(&c, rows * hidden);
-    act->final_rstd = take(&c, rows);
+    act->final_rstd = take_floats(&c, rows);
     act->logits = take(&c, (size_t)head_chunk_rows * config->vocab_size);
-    act->losses = take(&c, rows);
-    act->rope_cos = take(&c, (size_t)options->max_seq_len * (config->head_dim / 2));
-    act->rope_sin = take(&c, (size_t)options->max_seq_len * (config->head_dim / 2));
-    act->tokens = (int32_t *)take(&c, rows);
-    act->positions = (int32_t *)take(&c, rows);
-    act->segments = (int32_t *)take(&c, rows);
-    act->targets = (int32_t *)take(&c, rows);
+    act->losses = take_floats(&c, rows);
+    act->rope_cos = take_floats(&c, (size_t)options->max_seq_len * (config->head_dim / 2));
+    act->rope_sin = take_floats(&c, (size_t)options->max_seq_len * (config->head_dim / 2));
+    act->tokens = take_bytes(&c, rows * sizeof(int32_t));
+    act->positions = take_bytes(&c, rows * sizeof(int32_t));
+    act->segments = take_bytes(&c, rows * sizeof(int32_t));
+    act->targets = take_bytes(&c, rows * sizeof(int32_t));
     if (training) {
         size_t q_width = (size_t)config->num_attention_heads * config->head_dim;
         size_t kv_width = (size_t)config->num_key_value_heads * config->head_dim;
@@ -126,14 +132,20 @@ typedef struct {
     uint64_t dropout_seed;
 } pass;
 
-static const float *weight(const pass *p, size_t offset)
+static const void *weight(const pass *p, size_t offset)
 {
-    return offset == FT_ABSENT ? NULL : p->model->params + offset;
+    return offset == FT_ABSENT ? NULL : (const char *)p->model->params + offset * p->model->element_bytes;
 }
 
 static float *grad(const pass *p, size_t offset)
 {
     return offset == FT_ABSENT || !p->model->grads ? NULL : p->model->grads + offset;
+}
+
+/* element `index` of an activation array */
+static void *at(const pass *p, void *base, size_t index)
+{
+    return (char *)base + index * p->model->element_bytes;
 }
 
 /* The adapter on one linear layer, or NULL. */
@@ -190,7 +202,26 @@ static void upload_batch(const pass *p, const ft_batch *batch)
     p->backend->upload(p->backend, act->targets, batch->targets, bytes);
 }
 
-static void layer_forward(const pass *p, int l, float *output, const ft_attention_shape *shape)
+/* The normalisation that reads the residual stream after layer l: the next
+ * layer's input_layernorm, or the final norm. */
+typedef struct {
+    void *out;
+    float *rstd;
+    const void *weight;
+} next_norm;
+
+static next_norm norm_after(const pass *p, int l)
+{
+    const ft_activations *act = &p->model->act;
+    if (l + 1 < p->config->num_hidden_layers)
+        return (next_norm){act->layers[l + 1].ln1, act->layers[l + 1].ln1_rstd,
+                           weight(p, p->model->layers[l + 1].input_norm)};
+    return (next_norm){act->final_norm, act->final_rstd, weight(p, p->model->final_norm)};
+}
+
+/* Runs layer l from its input and ln1 (made by the junction before it) to its
+ * output, and normalises that output for whatever reads it next. */
+static void layer_forward(const pass *p, int l, void *output, const ft_attention_shape *shape)
 {
     ft_backend *b = p->backend;
     const ft_model_config *c = p->config;
@@ -202,8 +233,7 @@ static void layer_forward(const pass *p, int l, float *output, const ft_attentio
     float eps = (float)c->rms_norm_eps;
     ft_lora_op op;
 
-    b->rmsnorm_forward(b, a->ln1, a->ln1_rstd, a->input, weight(p, w->input_norm), rows, hidden, eps);
-    float *q_out = c->qk_norm ? a->q_lin : a->q, *k_out = c->qk_norm ? a->k_lin : a->k;
+    void *q_out = c->qk_norm ? a->q_lin : a->q, *k_out = c->qk_norm ? a->k_lin : a->k;
     b->linear_forward(b, q_out, a->ln1, weight(p, w->q), weight(p, w->q_bias), lora_op(p, l, FT_LORA_Q, &op), rows,
                       hidden, q_width);
     b->linear_forward(b, k_out, a->ln1, weight(p, w->k), weight(p, w->k_bias), lora_op(p, l, FT_LORA_K, &op), rows,
@@ -221,16 +251,17 @@ static void layer_forward(const pass *p, int l, float *output, const ft_attentio
     b->attention_forward(b, a->attn, a->logsumexp, a->q, a->k, a->v, act->segments, shape);
     b->linear_forward(b, a->mid, a->attn, weight(p, w->o), NULL, lora_op(p, l, FT_LORA_O, &op), rows, q_width,
                       hidden);
-    b->add(b, a->mid, a->mid, a->input, (size_t)rows * hidden);
+    b->add_rmsnorm_forward(b, a->mid, a->ln2, a->ln2_rstd, a->mid, a->input, weight(p, w->post_norm), rows, hidden,
+                           eps);
 
-    b->rmsnorm_forward(b, a->ln2, a->ln2_rstd, a->mid, weight(p, w->post_norm), rows, hidden, eps);
     b->linear_forward(b, a->gate, a->ln2, weight(p, w->gate), NULL, lora_op(p, l, FT_LORA_GATE, &op), rows, hidden,
                       inner);
     b->linear_forward(b, a->up, a->ln2, weight(p, w->up), NULL, lora_op(p, l, FT_LORA_UP, &op), rows, hidden, inner);
     b->swiglu_forward(b, a->act, a->gate, a->up, (size_t)rows * inner);
     b->linear_forward(b, output, a->act, weight(p, w->down), NULL, lora_op(p, l, FT_LORA_DOWN, &op), rows, inner,
                       hidden);
-    b->add(b, output, output, a->mid, (size_t)rows * hidden);
+    next_norm next = norm_after(p, l);
+    b->add_rmsnorm_forward(b, output, next.out, next.rstd, output, a->mid, next.weight, rows, hidden, eps);
 }
 
 /* On entry grad_residual holds d(loss)/d(layer output); on return d/d(layer input). */
@@ -259,13 +290,13 @@ static void layer_backward(const pass *p, int l, const ft_attention_shape *shape
     /* mid = input + o(attention(rope(norm(q(ln1))), rope(norm(k(ln1))), v(ln1))), ln1 = norm(input) */
     b->linear_backward(b, act->grad_attn, false, grad(p, w->o), NULL, act->grad_residual, a->attn, weight(p, w->o),
                        lora_op(p, l, FT_LORA_O, &op), rows, q_width, hidden);
-    b->attention_backward(b, act->grad_q, act->grad_k, act->grad_v, act->grad_attn, a->q, a->k, a->v, a->logsumexp,
-                          act->segments, shape);
+    b->attention_backward(b, act->grad_q, act->grad_k, act->grad_v, act->grad_attn, a->attn, a->q, a->k, a->v,
+                          a->logsumexp, act->segments, shape);
     b->rope_backward(b, act->grad_q, act->positions, act->rope_cos, act->rope_sin, rows, c->num_attention_heads,
                      dim);
     b->rope_backward(b, act->grad_k, act->positions, act->rope_cos, act->rope_sin, rows, c->num_key_value_heads,
                      dim);
-    float *grad_q = act->grad_q, *grad_k = act->grad_k;
+    void *grad_q = act->grad_q, *grad_k = act->grad_k;
     if (c->qk_norm) {
         b->rmsnorm_backward(b, act->grad_q_lin, false, grad(p, w->q_norm), act->grad_q, a->q_lin,
                             weight(p, w->q_norm), a->q_rstd, rows * c->num_attention_heads, dim);
@@ -284,6 +315,23 @@ static void layer_backward(const pass *p, int l, const ft_attention_shape *shape
                         weight(p, w->input_norm), a->ln1_rstd, rows, hidden);
 }
 
+/* Copies a chunk of logits to the caller's floats, converting from the backend's dtype. */
+static void download_logits(const pass *p, float *out, size_t count)
+{
+    ft_model *model = p->model;
+    ft_backend *b = p->backend;
+    if (b->dtype == FT_DTYPE_F32) {
+        b->download(b, out, model->act.logits, count * sizeof(float));
+        return;
+    }
+    if (!model->host_logits)
+        model->host_logits = ft_xmalloc((size_t)model->head_chunk_rows * p->config->vocab_size * sizeof(uint16_t));
+    b->download(b, model->host_logits, model->act.logits, count * sizeof(uint16_t));
+    const uint16_t *bf16 = model->host_logits;
+    for (size_t i = 0; i < count; i++)
+        out[i] = ft_bf16_to_f32(bf16[i]);
+}
+
 /* lm_head and cross-entropy over chunks of rows; with backward, each chunk's
  * gradient goes straight into grad_hidden (d/d final norm's output) and lm_head's. */
 static double head(const pass *p, float *logits_out, double grad_scale)
@@ -292,19 +340,19 @@ static double head(const pass *p, float *logits_out, double grad_scale)
     ft_model *model = p->model;
     const ft_activations *act = &model->act;
     int hidden = p->config->hidden_size, vocab = p->config->vocab_size, chunk = model->head_chunk_rows;
-    const float *lm_head = weight(p, model->lm_head);
+    const void *lm_head = weight(p, model->lm_head);
     double loss_sum = 0.0;
     for (int first = 0; first < p->rows; first += chunk) {
         int n = p->rows - first < chunk ? p->rows - first : chunk;
-        const float *x = act->final_norm + (size_t)first * hidden;
+        const void *x = at(p, act->final_norm, (size_t)first * hidden);
         b->linear_forward(b, act->logits, x, lm_head, NULL, NULL, n, hidden, vocab);
         if (logits_out)
-            b->download(b, logits_out + (size_t)first * vocab, act->logits, (size_t)n * vocab * sizeof(float));
+            download_logits(p, logits_out + (size_t)first * vocab, (size_t)n * vocab);
         b->cross_entropy_forward(b, act->losses + first, act->logits, act->targets + first, n, vocab);
         if (!p->backward)
             continue;
         b->cross_entropy_backward(b, act->logits, act->logits, act->targets + first, n, vocab, (float)grad_scale);
-        b->linear_backward(b, act->grad_hidden + (size_t)first * hidden, false, grad(p, model->lm_head), NULL,
+        b->linear_backward(b, at(p, act->grad_hidden, (size_t)first * hidden), false, grad(p, model->lm_head), NULL,
                            act->logits, x, lm_head, NULL, n, hidden, vocab);
     }
     b->download(b, model->host_losses, act->losses, (size_t)p->rows * sizeof(float));
@@ -329,25 +377,26 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     ft_attention_shape shape = {batch->batch_size, batch->seq_len, c->num_attention_heads, c->num_key_value_heads,
                                 c->head_dim};
     upload_batch(&p, batch);
-    b->embedding_forward(b, act->layers[0].input, weight(&p, model->embed), act->tokens, p.rows, hidden);
+    const ft_layer_activations *first = &act->layers[0];
+    b->embedding_forward(b, first->input, weight(&p, model->embed), act->tokens, p.rows, hidden);
+    b->rmsnorm_forward(b, first->ln1, first->ln1_rstd, first->input, weight(&p, model->layers[0].input_norm), p.rows,
+                       hidden, (float)c->rms_norm_eps);
     for (int l = 0; l < layers; l++)
         layer_forward(&p, l, l + 1 < layers ? act->layers[l + 1].input : act->final_input, &shape);
-    b->rmsnorm_forward(b, act->final_norm, act->final_rstd, act->final_input, weight(&p, model->final_norm), p.rows,
-                       hidden, (float)c->rms_norm_eps);
     int64_t denominator = batch->loss_denominator > 0 ? batch->loss_denominator : p.n_targets;
     double loss_sum = head(&p, logits, denominator > 0 ? 1.0 / (double)denominator : 0.0);
     if (loss)
         *loss = p.n_targets > 0 ? loss_sum / p.n_targets : 0.0;
-    if (!backward)
-        return 0;
-    b->rmsnorm_backward(b, act->grad_residual, false, grad(&p, model->final_norm), act->grad_hidden,
-                        act->final_input, weight(&p, model->final_norm), act->final_rstd, p.rows, hidden);
-    for (int l = layers - 1; l >= 0; l--)
-        layer_backward(&p, l, &shape);
-    float *grad_embed = grad(&p, model->embed);
-    if (grad_embed)
-        b->embedding_backward(b, grad_embed, act->grad_residual, act->tokens, p.rows, hidden);
-    return 0;
+    if (backward) {
+        b->rmsnorm_backward(b, act->grad_residual, false, grad(&p, model->final_norm), act->grad_hidden,
+                            act->final_input, weight(&p, model->final_norm), act->final_rstd, p.rows, hidden);
+        for (int l = layers - 1; l >= 0; l--)
+            layer_backward(&p, l, &shape);
+        float *grad_embed = grad(&p, model->embed);
+        if (grad_embed)
+            b->embedding_backward(b, grad_embed, act->grad_residual, act->tokens, p.rows, hidden);
+    }
+    return b->check(b);
 }
 
 int ft_model_forward(ft_model *model, const ft_batch *batch, float *logits, double *loss)

@@ -267,7 +267,8 @@ TEST(attention_backward_matches_finite_differences)
     attention_case *c = attention_setup();
     float w[Q_FLOATS], grad_q[Q_FLOATS], grad_k[KV_FLOATS], grad_v[KV_FLOATS];
     fill(w, Q_FLOATS, 33, 1.0f);
-    cpu->attention_backward(cpu, grad_q, grad_k, grad_v, w, c->q, c->k, c->v, c->lse, c->segments, &c->shape);
+    cpu->attention_backward(cpu, grad_q, grad_k, grad_v, w, c->out, c->q, c->k, c->v, c->lse, c->segments,
+                            &c->shape);
     objective o = {attention_forward, c, c->out, w, Q_FLOATS};
     CHECK_GRADIENT(&o, c->q, Q_FLOATS, grad_q);
     CHECK_GRADIENT(&o, c->k, KV_FLOATS, grad_k);
@@ -386,7 +387,7 @@ TEST(sum_squares_and_scale)
 int main(void)
 {
     cpu = ft_backend_cpu_create(1);
-    ft_backend_limits limits = {64, 8, 8, 2};
+    ft_backend_limits limits = {.max_rows = 64, .max_seq_len = 8, .max_features = 8, .max_rank = 2};
     CHECK_INT(cpu->reserve(cpu, &limits), 0);
     RUN(linear_with_lora_backward_matches_finite_differences);
     RUN(linear_with_lora_dropout_backward_matches_finite_differences);

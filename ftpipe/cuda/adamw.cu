@@ -1,0 +1,85 @@
+/* adamw: torch.optim.AdamW's update on float tensors, in the cpu backend's
+ * order of operations; the sum of squares (for clipping) and scaling. */
+#include <math.h>
+
+#include "cuda_internal.h"
+
+struct adamw_constants {
+    float decay, one_minus_beta1, beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps;
+};
+
+__global__ void adamw_kernel(float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,
+                             adamw_constants k)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float g = grad[i], p = param[i] * k.decay;
+        float m = exp_avg[i] + (g - exp_avg[i]) * k.one_minus_beta1;
+        float v = exp_avg_sq[i] * k.beta2 + k.one_minus_beta2 * (g * g);
+        float denom = sqrtf(v) / k.bias_correction2_sqrt + k.eps;
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        param[i] = p - k.step_size * (m / denom);
+    }
+}
+
+void ft_cuda_adamw(ft_backend *self, float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,
+                   const ft_adamw_hyper *hyper)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    adamw_constants k;
+    k.decay = (float)(1.0 - hyper->learning_rate * hyper->weight_decay);
+    k.one_minus_beta1 = (float)(1.0 - hyper->beta1);
+    k.beta2 = (float)hyper->beta2;
+    k.one_minus_beta2 = (float)(1.0 - hyper->beta2);
+    double bias_correction1 = 1.0 - pow(hyper->beta1, (double)hyper->step);
+    double bias_correction2 = 1.0 - pow(hyper->beta2, (double)hyper->step);
+    k.step_size = (float)(hyper->learning_rate / bias_correction1);
+    k.bias_correction2_sqrt = (float)sqrt(bias_correction2);
+    k.eps = (float)hyper->eps;
+    adamw_kernel<<<ft_cuda_grid(n), FT_CUDA_THREADS, 0, context->stream>>>(param, grad, exp_avg, exp_avg_sq, n, k);
+    LAUNCH_CHECK(context, "adamw_kernel");
+}
+
+__global__ void sum_squares_kernel(double *sum, const float *x, size_t n)
+{
+    __shared__ double warps[FT_CUDA_THREADS / 32];
+    double mine = 0.0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        mine += (double)x[i] * x[i];
+    for (int offset = 16; offset > 0; offset >>= 1)
+        mine += __shfl_xor_sync(0xffffffffu, mine, offset);
+    if (threadIdx.x % 32 == 0)
+        warps[threadIdx.x / 32] = mine;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double total = 0.0;
+        for (int w = 0; w < FT_CUDA_THREADS / 32; w++)
+            total += warps[w];
+        atomicAdd(sum, total);
+    }
+}
+
+double ft_cuda_sum_squares(ft_backend *self, const float *x, size_t n)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    double *sum = context->scratch.sum, result = 0.0;
+    CUDA_CHECK(context, cudaMemsetAsync(sum, 0, sizeof *sum, context->stream));
+    sum_squares_kernel<<<ft_cuda_grid(n), FT_CUDA_THREADS, 0, context->stream>>>(sum, x, n);
+    LAUNCH_CHECK(context, "sum_squares_kernel");
+    CUDA_CHECK(context, cudaMemcpyAsync(&result, sum, sizeof result, cudaMemcpyDeviceToHost, context->stream));
+    CUDA_CHECK(context, cudaStreamSynchronize(context->stream));
+    return result;
+}
+
+__global__ void scale_kernel(float *x, size_t n, float factor)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] *= factor;
+}
+
+void ft_cuda_scale(ft_backend *self, float *x, size_t n, float factor)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    scale_kernel<<<ft_cuda_grid(n), FT_CUDA_THREADS, 0, context->stream>>>(x, n, factor);
+    LAUNCH_CHECK(context, "scale_kernel");
+}

@@ -1,0 +1,92 @@
+/* norm: RMSNorm forward (alone, or fused with the residual add before it) and
+ * backward, one warp per row, sums in fp32. */
+#include "cuda_internal.h"
+
+static const int rows_per_block = FT_CUDA_THREADS / 32;
+
+static inline unsigned blocks_for_rows(int rows) { return (unsigned)((rows + rows_per_block - 1) / rows_per_block); }
+
+__device__ __forceinline__ float load(const bf16 *p, size_t i) { return __bfloat162float(p[i]); }
+
+/* With `b`: sum = a + b (stored as bf16, which is what gets normalised); else the
+ * row of `a` is normalised as it is. */
+template <bool Add>
+__global__ void rmsnorm_forward_kernel(bf16 *sum, bf16 *out, float *rstd, const bf16 *a, const bf16 *b,
+                                       const bf16 *weight, int rows, int dim, float eps)
+{
+    int row = blockIdx.x * rows_per_block + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= rows)
+        return;
+    size_t first = (size_t)row * dim;
+    const bf16 *x = Add ? sum : a;
+    float squares = 0.0f;
+    for (int c = lane; c < dim; c += 32) {
+        float value;
+        if (Add) {
+            bf16 rounded = __float2bfloat16(load(a, first + c) + load(b, first + c));
+            sum[first + c] = rounded;
+            value = __bfloat162float(rounded);
+        } else {
+            value = load(a, first + c);
+        }
+        squares += value * value;
+    }
+    squares = ft_warp_sum(squares);
+    float s = 1.0f / sqrtf(squares / (float)dim + eps);
+    if (lane == 0)
+        rstd[row] = s;
+    for (int c = lane; c < dim; c += 32)
+        out[first + c] = __float2bfloat16(load(weight, c) * (load(x, first + c) * s));
+}
+
+void ft_cuda_rmsnorm_forward(ft_backend *self, void *out, float *rstd, const void *x, const void *weight, int rows,
+                             int dim, float eps)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    rmsnorm_forward_kernel<false><<<blocks_for_rows(rows), FT_CUDA_THREADS, 0, context->stream>>>(
+        NULL, (bf16 *)out, rstd, (const bf16 *)x, NULL, (const bf16 *)weight, rows, dim, eps);
+    LAUNCH_CHECK(context, "rmsnorm_forward_kernel");
+}
+
+void ft_cuda_add_rmsnorm_forward(ft_backend *self, void *sum, void *out, float *rstd, const void *a, const void *b,
+                                 const void *weight, int rows, int dim, float eps)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    rmsnorm_forward_kernel<true><<<blocks_for_rows(rows), FT_CUDA_THREADS, 0, context->stream>>>(
+        (bf16 *)sum, (bf16 *)out, rstd, (const bf16 *)a, (const bf16 *)b, (const bf16 *)weight, rows, dim, eps);
+    LAUNCH_CHECK(context, "add_rmsnorm_forward_kernel");
+}
+
+/* grad_x = rstd (g w - n mean(g w n)), n = x rstd; grad_weight += g n */
+__global__ void rmsnorm_backward_kernel(bf16 *grad_x, bool accumulate, float *grad_weight, const bf16 *grad_out,
+                                        const bf16 *x, const bf16 *weight, const float *rstd, int rows, int dim)
+{
+    int row = blockIdx.x * rows_per_block + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= rows)
+        return;
+    size_t first = (size_t)row * dim;
+    float s = rstd[row], dot = 0.0f;
+    for (int c = lane; c < dim; c += 32)
+        dot += load(grad_out, first + c) * load(weight, c) * (load(x, first + c) * s);
+    float mean = ft_warp_sum(dot) / (float)dim;
+    for (int c = lane; c < dim; c += 32) {
+        float g = load(grad_out, first + c), normalized = load(x, first + c) * s;
+        float value = s * (g * load(weight, c) - normalized * mean);
+        if (accumulate)
+            value += load(grad_x, first + c);
+        grad_x[first + c] = __float2bfloat16(value);
+        if (grad_weight)
+            atomicAdd(&grad_weight[c], g * normalized);
+    }
+}
+
+void ft_cuda_rmsnorm_backward(ft_backend *self, void *grad_x, bool accumulate, float *grad_weight,
+                              const void *grad_out, const void *x, const void *weight, const float *rstd, int rows,
+                              int dim)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    rmsnorm_backward_kernel<<<blocks_for_rows(rows), FT_CUDA_THREADS, 0, context->stream>>>(
+        (bf16 *)grad_x, accumulate, grad_weight, (const bf16 *)grad_out, (const bf16 *)x, (const bf16 *)weight, rstd,
+        rows, dim);
+    LAUNCH_CHECK(context, "rmsnorm_backward_kernel");
+}

@@ -1,0 +1,30 @@
+#!/bin/sh
+# Runs the GPU tests (build/gpu/test_*, made here by `make gpu-tests` and carried
+# to a GPU machine with build/gpu/lib), counts "ok"/"not ok" case lines, prints
+# each program's "#" lines and its failures' output, and ends with the summary
+# line "N passed, N failed". Builds nothing. Not part of `make test`: without a
+# GPU each program only checks that asking for the cuda backend fails clearly.
+#   SANITIZER="compute-sanitizer --tool memcheck" sh tests/gpu/run.sh
+cd "$(dirname "$0")/../.."
+[ -d build/gpu/lib ] && export LD_LIBRARY_PATH="$(pwd)/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+passed=0
+failed=0
+log=$(mktemp)
+for t in build/gpu/test_*; do
+  [ -x "$t" ] || continue
+  $SANITIZER "$t" >"$log" 2>&1
+  status=$?
+  ok=$(grep -c '^ok ' "$log")
+  bad=$(grep -c '^not ok ' "$log")
+  if [ "$status" -ne 0 ] && [ "$bad" -eq 0 ]; then
+    bad=1
+    echo "not ok $t (exit $status)"
+  fi
+  passed=$((passed + ok))
+  failed=$((failed + bad))
+  echo "--- $t ($ok passed, $bad failed)"
+  if [ "$bad" -ne 0 ]; then cat "$log"; else grep '^#' "$log"; fi
+done
+rm -f "$log"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

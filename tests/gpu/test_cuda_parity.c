@@ -1,0 +1,338 @@
+/* The whole model on the cuda backend against the cpu backend and the
+ * transformers + peft fixtures (tests/fixtures/parity: tiny Qwen2, Qwen3 and
+ * Llama 3 with two packed samples and padding): the loss within a relative
+ * error of 1e-2, every LoRA gradient with a cosine similarity above 0.99, the
+ * loss after an AdamW step; greedy generation whose every step's logits are
+ * within 2e-2 of the cpu backend's; and the errors a user can meet (full
+ * fine-tuning, a plan too large for the GPU, an unsupported head size). */
+#include "gpu_check.h"
+#include "ftpipe/adamw.h"
+#include "ftpipe/lora.h"
+#include "ftpipe/model.h"
+
+#define FIXTURES "tests/fixtures/parity"
+#define LOSS_TOLERANCE 1e-2
+#define LOGITS_TOLERANCE 2e-2
+#define MIN_COSINE 0.99
+
+enum { BATCH = 2, SEQ = 16 };
+
+typedef struct {
+    int32_t tokens[BATCH * SEQ], positions[BATCH * SEQ], segments[BATCH * SEQ], targets[BATCH * SEQ];
+    ft_batch batch;
+} fixture_batch;
+
+static ft_safetensors *open_fixture(const char *arch, const char *file)
+{
+    char *path = ft_xasprintf(FIXTURES "/%s/%s", arch, file);
+    ft_safetensors *set = NULL;
+    if (ft_safetensors_open(path, &set) < 0) {
+        fprintf(stderr, "  %s\n", ft_error_message());
+        check_case_failed = 1;
+    }
+    free(path);
+    return set;
+}
+
+static void load_batch(const char *arch, fixture_batch *fb)
+{
+    ft_safetensors *set = open_fixture(arch, "batch.safetensors");
+    int32_t *arrays[] = {fb->tokens, fb->positions, fb->segments, fb->targets};
+    const char *names[] = {"tokens", "positions", "segments", "targets"};
+    for (int i = 0; set && i < 4; i++)
+        memcpy(arrays[i], ft_safetensors_find(set, names[i])->data, sizeof fb->tokens);
+    ft_safetensors_close(set);
+    fb->batch = (ft_batch){BATCH, SEQ, fb->tokens, fb->positions, fb->segments, fb->targets, 0, 0};
+}
+
+/* A reference tensor as floats (caller frees), or NULL. */
+static float *reference(const ft_safetensors *set, const char *name, size_t count)
+{
+    const ft_tensor_view *view = set ? ft_safetensors_find(set, name) : NULL;
+    if (!view || view->size_bytes / ft_dtype_size(view->dtype) != count) {
+        fprintf(stderr, "  reference %s missing or of another size\n", name);
+        check_case_failed = 1;
+        return NULL;
+    }
+    float *values = ft_xmalloc(count * sizeof(float));
+    ft_tensor_to_f32(view, values);
+    return values;
+}
+
+static ft_model *load_model(const char *arch, ft_backend *backend, ft_finetuning finetuning,
+                            const ft_lora_config *lora, int max_batch, int max_seq)
+{
+    char *dir = ft_xasprintf(FIXTURES "/%s/model", arch), *adapter = ft_xasprintf(FIXTURES "/%s/adapter", arch);
+    ft_model_options options = {max_batch, max_seq, finetuning, lora != NULL, {0}};
+    if (lora)
+        options.lora = *lora;
+    ft_model *model = NULL;
+    if (ft_model_load(dir, backend, &options, &model) < 0 || (lora && ft_lora_load(ft_model_lora(model), adapter) < 0)) {
+        fprintf(stderr, "  %s (%s backend)\n", ft_error_message(), backend->name);
+        check_case_failed = 1;
+        ft_model_free(model);
+        model = NULL;
+    }
+    free(dir);
+    free(adapter);
+    return model;
+}
+
+static void check_loss(const char *what, double actual, double expected)
+{
+    double error = fabs(actual - expected) / fabs(expected);
+    printf("# %-44s %.6f vs %.6f: relative error %.2e\n", what, actual, expected, error);
+    if (!(error < LOSS_TOLERANCE)) {
+        fprintf(stderr, "  %s: loss %.6f, expected %.6f\n", what, actual, expected);
+        check_case_failed = 1;
+    }
+}
+
+/* Every LoRA gradient of the cuda model against the cpu model's and peft's. */
+static void check_gradients(const char *arch, ft_model *cuda, ft_model *reference_model, const ft_safetensors *peft)
+{
+    size_t count;
+    const ft_param_tensor *tensors = ft_model_trainable(cuda, &count);
+    const ft_param_tensor *expected = ft_model_trainable(reference_model, &count);
+    double worst_cpu = 2.0, worst_peft = 2.0;
+    const char *worst_name = "";
+    for (size_t i = 0; i < count; i++) {
+        float *grad = ft_xmalloc(tensors[i].count * sizeof(float));
+        gpu->download(gpu, grad, tensors[i].grad, tensors[i].count * sizeof(float));
+        double versus_cpu = cosine(grad, expected[i].grad, tensors[i].count);
+        float *from_peft = reference(peft, tensors[i].name, tensors[i].count);
+        double versus_peft = from_peft ? cosine(grad, from_peft, tensors[i].count) : 0.0;
+        if (versus_cpu < worst_cpu || versus_peft < worst_peft)
+            worst_name = tensors[i].name;
+        worst_cpu = fmin(worst_cpu, versus_cpu);
+        worst_peft = fmin(worst_peft, versus_peft);
+        if (!(versus_cpu > MIN_COSINE && versus_peft > MIN_COSINE)) {
+            fprintf(stderr, "  %s %s: cosine %.5f with the cpu backend, %.5f with peft\n", arch, tensors[i].name,
+                    versus_cpu, versus_peft);
+            check_case_failed = 1;
+        }
+        free(from_peft);
+        free(grad);
+    }
+    printf("# %s %zu LoRA gradients: lowest cosine %.5f (cpu), %.5f (peft) (%s)\n", arch, count, worst_cpu,
+           worst_peft, worst_name);
+}
+
+static void check_lora(const char *arch)
+{
+    char *adapter = ft_xasprintf(FIXTURES "/%s/adapter", arch);
+    ft_lora_config lora = {0};
+    CHECK_INT(ft_lora_config_load(adapter, &lora), 0);
+    free(adapter);
+    fixture_batch fb;
+    load_batch(arch, &fb);
+    ft_model *cuda = load_model(arch, gpu, FT_FINETUNE_LORA, &lora, BATCH, SEQ);
+    ft_model *reference_model = load_model(arch, cpu, FT_FINETUNE_LORA, &lora, BATCH, SEQ);
+    ft_safetensors *expected = open_fixture(arch, "expected.safetensors");
+    ft_safetensors *grads = open_fixture(arch, "lora_grads.safetensors");
+    ft_safetensors *step1 = open_fixture(arch, "lora_step1.safetensors");
+    ft_adamw *gpu_optimizer = NULL, *cpu_optimizer = NULL;
+    if (!cuda || !reference_model || !expected || !grads || !step1)
+        goto done;
+    size_t vocab = (size_t)ft_model_get_config(cuda)->vocab_size, n_logits = BATCH * SEQ * vocab;
+    float *logits = ft_xmalloc(n_logits * sizeof(float)), *cpu_logits = ft_xmalloc(n_logits * sizeof(float));
+    float *peft_logits = reference(expected, "lora_logits", n_logits), *peft_loss = reference(expected, "lora_loss", 1);
+    double loss, cpu_loss;
+    CHECK_INT(ft_model_forward(cuda, &fb.batch, logits, &loss), 0);
+    CHECK_INT(ft_model_forward(reference_model, &fb.batch, cpu_logits, &cpu_loss), 0);
+    char what[96];
+    snprintf(what, sizeof what, "%s LoRA logits vs cpu", arch);
+    CHECK_CLOSE(what, logits, cpu_logits, n_logits, LOGITS_TOLERANCE);
+    if (peft_logits)
+        CHECK_CLOSE("  ... vs transformers + peft", logits, peft_logits, n_logits, LOGITS_TOLERANCE);
+    snprintf(what, sizeof what, "%s LoRA loss vs cpu", arch);
+    check_loss(what, loss, cpu_loss);
+    if (peft_loss)
+        check_loss("  ... vs transformers + peft", loss, peft_loss[0]);
+
+    CHECK_INT(ft_model_forward_backward(cuda, &fb.batch, &loss), 0);
+    CHECK_INT(ft_model_forward_backward(reference_model, &fb.batch, &cpu_loss), 0);
+    check_gradients(arch, cuda, reference_model, grads);
+
+    size_t count;
+    const ft_param_tensor *trainable = ft_model_trainable(cuda, &count);
+    const ft_param_tensor *cpu_trainable = ft_model_trainable(reference_model, &count);
+    ft_adamw_config adamw = {0.9, 0.999, 1e-8, 0.01};
+    CHECK_INT(ft_adamw_create(gpu, trainable, count, &adamw, &gpu_optimizer), 0);
+    CHECK_INT(ft_adamw_create(cpu, cpu_trainable, count, &adamw, &cpu_optimizer), 0);
+    ft_adamw_step(gpu_optimizer, 1e-3);
+    ft_adamw_step(cpu_optimizer, 1e-3);
+    double worst = 0.0;
+    for (size_t i = 0; i < count; i++) {
+        float *value = ft_xmalloc(trainable[i].count * sizeof(float));
+        float *peft_value = reference(step1, trainable[i].name, trainable[i].count);
+        gpu->download(gpu, value, trainable[i].value, trainable[i].count * sizeof(float));
+        if (peft_value)
+            worst = fmax(worst, relative_error(value, peft_value, trainable[i].count));
+        free(value);
+        free(peft_value);
+    }
+    printf("# %s LoRA weights after 1 AdamW step vs peft: worst relative error %.2e\n", arch, worst);
+    CHECK(worst < LOSS_TOLERANCE);
+    ft_model_zero_grads(cuda);
+    ft_model_zero_grads(reference_model);
+    float *peft_after = reference(expected, "lora_loss_after_step1", 1);
+    CHECK_INT(ft_model_forward_backward(cuda, &fb.batch, &loss), 0);
+    CHECK_INT(ft_model_forward_backward(reference_model, &fb.batch, &cpu_loss), 0);
+    snprintf(what, sizeof what, "%s loss after 1 step vs cpu", arch);
+    check_loss(what, loss, cpu_loss);
+    if (peft_after)
+        check_loss("  ... vs transformers + peft", loss, peft_after[0]);
+    CHECK_NO_GPU_FAILURE();
+    free(peft_after);
+    free(peft_logits);
+    free(peft_loss);
+    free(logits);
+    free(cpu_logits);
+done:
+    ft_adamw_free(gpu_optimizer);
+    ft_adamw_free(cpu_optimizer);
+    ft_safetensors_close(step1);
+    ft_safetensors_close(grads);
+    ft_safetensors_close(expected);
+    ft_model_free(cuda);
+    ft_model_free(reference_model);
+}
+
+TEST(qwen2_lora_matches_cpu_and_peft) { check_lora("qwen2"); }
+TEST(qwen3_lora_matches_cpu_and_peft) { check_lora("qwen3"); }
+TEST(llama3_lora_matches_cpu_and_peft) { check_lora("llama3"); }
+
+/* Each step runs the whole prefix on both backends (the same tokens: the cpu
+ * backend's choice, so that a near tie cannot send them apart) and compares the
+ * last position's logits. */
+static void check_generation(const char *arch)
+{
+    enum { PROMPT = 5, STEPS = 8 };
+    fixture_batch fb;
+    load_batch(arch, &fb);
+    ft_model *cuda = load_model(arch, gpu, FT_FINETUNE_NONE, NULL, BATCH, SEQ);
+    ft_model *reference_model = load_model(arch, cpu, FT_FINETUNE_NONE, NULL, BATCH, SEQ);
+    if (!cuda || !reference_model)
+        goto done;
+    int vocab = ft_model_get_config(cuda)->vocab_size, same_choice = 0;
+    int32_t sequence[BATCH][SEQ], tokens[BATCH * SEQ], positions[BATCH * SEQ], segments[BATCH * SEQ] = {0};
+    int32_t targets[BATCH * SEQ];
+    for (int b = 0; b < BATCH; b++)
+        memcpy(sequence[b], fb.tokens + b * SEQ, PROMPT * sizeof(int32_t));
+    float *logits = ft_xmalloc((size_t)BATCH * SEQ * vocab * sizeof(float));
+    float *cpu_logits = ft_xmalloc((size_t)BATCH * SEQ * vocab * sizeof(float));
+    double worst = 0.0;
+    for (int length = PROMPT; length < PROMPT + STEPS; length++) {
+        for (int b = 0; b < BATCH; b++)
+            for (int t = 0; t < length; t++) {
+                tokens[b * length + t] = sequence[b][t];
+                positions[b * length + t] = t;
+                targets[b * length + t] = -100;
+            }
+        ft_batch batch = {BATCH, length, tokens, positions, segments, targets, 0, 0};
+        double loss;
+        CHECK_INT(ft_model_forward(cuda, &batch, logits, &loss), 0);
+        CHECK_INT(ft_model_forward(reference_model, &batch, cpu_logits, &loss), 0);
+        for (int b = 0; b < BATCH; b++) {
+            const float *last = logits + ((size_t)b * length + length - 1) * vocab;
+            const float *cpu_last = cpu_logits + ((size_t)b * length + length - 1) * vocab;
+            worst = fmax(worst, relative_error(last, cpu_last, vocab));
+            int choice = 0, cuda_choice = 0;
+            for (int v = 1; v < vocab; v++) {
+                choice = cpu_last[v] > cpu_last[choice] ? v : choice;
+                cuda_choice = last[v] > last[cuda_choice] ? v : cuda_choice;
+            }
+            sequence[b][length] = choice;
+            same_choice += choice == cuda_choice;
+        }
+    }
+    printf("# %s greedy generation, %d steps x %d rows: worst step logits relative error %.2e, same token %d of %d\n",
+           arch, STEPS, BATCH, worst, same_choice, STEPS * BATCH);
+    CHECK(worst < LOGITS_TOLERANCE);
+    CHECK_NO_GPU_FAILURE();
+    free(logits);
+    free(cpu_logits);
+done:
+    ft_model_free(cuda);
+    ft_model_free(reference_model);
+}
+
+TEST(greedy_generation_logits_match_cpu_at_every_step)
+{
+    check_generation("qwen2");
+    check_generation("qwen3");
+    check_generation("llama3");
+}
+
+TEST(lora_training_lowers_the_loss_on_the_gpu)
+{
+    char *adapter = ft_xasprintf(FIXTURES "/qwen2/adapter");
+    ft_lora_config lora = {0};
+    CHECK_INT(ft_lora_config_load(adapter, &lora), 0);
+    free(adapter);
+    fixture_batch fb;
+    load_batch("qwen2", &fb);
+    ft_model *model = load_model("qwen2", gpu, FT_FINETUNE_LORA, &lora, BATCH, SEQ);
+    if (!model)
+        return;
+    size_t count;
+    const ft_param_tensor *trainable = ft_model_trainable(model, &count);
+    ft_adamw_config adamw = {0.9, 0.999, 1e-8, 0.0};
+    ft_adamw *optimizer = NULL;
+    CHECK_INT(ft_adamw_create(gpu, trainable, count, &adamw, &optimizer), 0);
+    double first = 0.0, loss = 0.0;
+    for (int step = 0; step < 20; step++) {
+        ft_model_zero_grads(model);
+        CHECK_INT(ft_model_forward_backward(model, &fb.batch, &loss), 0);
+        if (step == 0)
+            first = loss;
+        ft_adamw_clip_grad_norm(optimizer, 1.0);
+        ft_adamw_step(optimizer, 1e-2);
+    }
+    printf("# qwen2 LoRA on the GPU: loss %.4f -> %.4f in 20 steps\n", first, loss);
+    CHECK(loss < first - 0.1);
+    ft_memory_plan plan = ft_model_memory(model);
+    CHECK_INT(plan.parameter_bytes, 93504 * 2); /* bf16 weights */
+    CHECK(gpu->peak_bytes(gpu) >= plan.total_bytes);
+    ft_adamw_free(optimizer);
+    ft_model_free(model);
+}
+
+TEST(what_the_gpu_cannot_run_is_a_clear_error)
+{
+    ft_model_options options = {BATCH, SEQ, FT_FINETUNE_FULL, false, {0}};
+    ft_model *model = NULL;
+    CHECK_INT(ft_model_load(FIXTURES "/qwen2/model", gpu, &options, &model), -1);
+    CHECK_STR(ft_error_message(), "full fine-tuning is not available on the cuda backend, which keeps weights in BF16: "
+                                  "use LoRA (finetuning_type = lora) or the cpu backend");
+    ft_backend_limits limits = {.max_rows = 16, .max_seq_len = 16, .max_features = 64, .head_dim = 80,
+                                .max_heads = 4};
+    CHECK_INT(gpu->reserve(gpu, &limits), -1);
+    CHECK_STR(ft_error_message(), "head_dim 80 is not supported by the cuda backend's attention (it runs 16, 32, 64 "
+                                  "and 128): use backend = cpu");
+    limits.head_dim = 64;
+    limits.planned_bytes = (size_t)1 << 40;
+    CHECK_INT(gpu->reserve(gpu, &limits), -1);
+    printf("# %s\n", ft_error_message());
+    CHECK(strncmp(ft_error_message(), "the plan does not fit GPU 0 (", 29) == 0);
+    CHECK(strstr(ft_error_message(), "it needs 1024.0 GiB (weights, adapter, gradients, optimizer and activations)"));
+    CHECK(strstr(ft_error_message(), "reduce the batch size or the sequence length"));
+    CHECK_NO_GPU_FAILURE();
+}
+
+int main(void)
+{
+    int started = start_backends();
+    if (started <= 0)
+        return started < 0 ? 1 : check_done();
+    RUN(qwen2_lora_matches_cpu_and_peft);
+    RUN(qwen3_lora_matches_cpu_and_peft);
+    RUN(llama3_lora_matches_cpu_and_peft);
+    RUN(greedy_generation_logits_match_cpu_at_every_step);
+    RUN(lora_training_lowers_the_loss_on_the_gpu);
+    RUN(what_the_gpu_cannot_run_is_a_clear_error);
+    ft_backend_destroy(gpu);
+    ft_backend_destroy(cpu);
+    return check_done();
+}
