@@ -68,6 +68,9 @@ gpu-tests: $(GPU_PROGRAMS)
 	@for p in $(GPU_PROGRAMS); do ldd $$p | awk '$$3 ~ /^\// {print $$3}'; done | sort -u | \
 	  grep -v -E '/(libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libstdc\+\+|libgcc_s)\.so' | \
 	  while read lib; do cp -L $$lib build/gpu/lib/; done
+else
+gpu-tests:
+	@echo "gpu-tests: nvcc not found (install the CUDA toolkit)"; exit 1
 endif
 .PHONY: gpu-tests
 # --- CUDA backend (end) --------------------------------------------------------
@@ -122,6 +125,7 @@ build/ftpipe: build/obj-release/ftpipe/main.o build/obj-release/libftpipe.a
 	$(CC) -pthread -o $@ $^ $(LDLIBS)
 
 build/asan/ftpipe: build/obj-asan/ftpipe/main.o build/obj-asan/libftpipe.a
+	@mkdir -p $(dir $@)
 	$(CC) -pthread $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)
 
 build/asan/tests/%: tests/unit/%.c build/obj-asan/libftpipe.a tests/unit/check.h
