@@ -303,8 +303,9 @@ static int write_file(extraction *ex, struct archive *archive, struct archive_en
     if (close(fd) != 0 && result == 0)
         result = ft_error_errno("cannot write %s", path);
     if (result == 0) {
+        uint64_t declared = (uint64_t)archive_entry_size(entry);
         ex->summary->n_files++;
-        ex->summary->total_bytes += end > (uint64_t)archive_entry_size(entry) ? end : (uint64_t)archive_entry_size(entry);
+        ex->summary->total_bytes += end > declared ? end : declared;
     }
     return result;
 }

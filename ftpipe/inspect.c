@@ -11,6 +11,7 @@
 #include "ftpipe/fsutil.h"
 #include "ftpipe/mem.h"
 #include "ftpipe/plan.h"
+#include "ftpipe/staging.h"
 
 /* Plans every selected stage in order, as -n would, without running anything. */
 static int plan_all(ft_session *session, ft_plan *plans)
@@ -164,6 +165,11 @@ static int command_gc(ft_session *session)
     uint64_t freed = 0, objects = 0;
     if (result == 0)
         result = ft_cache_gc(session->workspace->cache, keep, n_keep, &freed, &objects);
+    /* Copies in a tmpfs that shm stages made under keys no target has now. */
+    uint64_t staged_freed = 0;
+    size_t staged_removed = 0;
+    if (result == 0)
+        result = ft_staging_gc(session->workspace->state_dir, keep, n_keep, &staged_freed, &staged_removed);
     /* Work folders of keys no stage has now would never be resumed. */
     size_t work_removed = 0;
     char *work_root = ft_path_join(session->workspace->state_dir, "work");
@@ -187,9 +193,9 @@ static int command_gc(ft_session *session)
     free(work_root);
     if (result == 0) {
         char text[32];
-        ft_format_bytes(freed, text, sizeof text);
-        printf("ftpipe gc: removed %llu cached files and %zu stale work folders, freed %s\n",
-               (unsigned long long)objects, work_removed, text);
+        ft_format_bytes(freed + staged_freed, text, sizeof text);
+        printf("ftpipe gc: removed %llu cached files, %zu staged copies and %zu stale work folders, freed %s\n",
+               (unsigned long long)objects, staged_removed, work_removed, text);
     }
     for (size_t i = 0; i < graph->n_nodes; i++)
         ft_plan_free(&plans[i]);

@@ -293,7 +293,8 @@ static int copy_range(copy_run *run, const range_task *task, char *buffer, char 
     if (close(out) != 0 && result == 0)
         result = fail_errno(run, "cannot write", file->destination);
     close(in);
-    if (result == 0 && !whole && atomic_fetch_sub(&file->ranges_left, 1) == 1 && chmod(file->destination, file->mode) != 0)
+    bool last_range = !whole && result == 0 && atomic_fetch_sub(&file->ranges_left, 1) == 1;
+    if (last_range && chmod(file->destination, file->mode) != 0)
         result = fail_errno(run, "cannot set the mode of", file->destination);
     return result;
 }
@@ -352,7 +353,9 @@ static int plan_tasks(listing *list, copy_run *run)
         int fd = open(file->destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0)
             return ft_error_errno("cannot create %s", file->destination);
-        int result = ftruncate(fd, (off_t)file->size_bytes) == 0 ? 0 : ft_error_errno("cannot size %s", file->destination);
+        int result = ftruncate(fd, (off_t)file->size_bytes);
+        if (result != 0)
+            ft_error_errno("cannot size %s", file->destination);
         close(fd);
         if (result != 0)
             return -1;
@@ -374,7 +377,8 @@ static int plan_tasks(listing *list, copy_run *run)
 
 static void report_progress(copy_run *run, const ft_tree_copy_options *options, uint64_t total_bytes)
 {
-    if (options->progress && options->progress(options->progress_context, atomic_load(&run->copied_bytes), total_bytes) &&
+    uint64_t copied_bytes = atomic_load(&run->copied_bytes);
+    if (options->progress && options->progress(options->progress_context, copied_bytes, total_bytes) &&
         !atomic_load(&run->stop)) {
         run->stopped = true;
         atomic_store(&run->stop, true);

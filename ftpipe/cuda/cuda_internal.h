@@ -100,12 +100,12 @@ void ft_cuda_check_cublas(ft_cuda_context *context, cublasStatus_t status, const
 #define LAUNCH_CHECK(context, kernel) ft_cuda_check_status((context), cudaGetLastError(), kernel, __FILE__, __LINE__)
 
 /* Elementwise kernels loop with a grid stride over n items, FT_CUDA_THREADS
- * threads a block, in at most enough blocks to fill the GPU several times. */
+ * threads a block, in at most enough blocks to fill any current GPU a few times. */
 #define FT_CUDA_THREADS 256
 static inline unsigned ft_cuda_grid(size_t n)
 {
     size_t blocks = (n + FT_CUDA_THREADS - 1) / FT_CUDA_THREADS;
-    const size_t most = 132 * 16;
+    const size_t most = 4096;
     return blocks == 0 ? 1 : blocks > most ? (unsigned)most : (unsigned)blocks;
 }
 
@@ -189,7 +189,6 @@ void ft_cuda_swiglu_backward(ft_backend *self, void *grad_gate, void *grad_up, c
 
 /* attention.cu */
 bool ft_cuda_attention_supports(int head_dim);
-size_t ft_cuda_attention_shared_bytes(int head_dim, bool backward);
 int ft_cuda_attention_prepare(ft_cuda_context *context, int head_dim); /* raises shared-memory limits */
 void ft_cuda_attention_forward(ft_backend *self, void *out, float *logsumexp, const void *q, const void *k,
                                const void *v, const int32_t *segments, const ft_attention_shape *shape);

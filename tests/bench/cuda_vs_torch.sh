@@ -6,7 +6,8 @@
 # (gradient checkpointing). Prints tokens/s and peak device memory of both and
 # their ratios (speed: ftpipe / peer, above 1 is faster; memory: ftpipe / peer,
 # the target is at most 0.8).
-#   SIZES="qwen2.5-0.5b:8 qwen2.5-1.5b:8 qwen2.5-7b:4" SEQ=1024 STEPS=5 sh tests/bench/cuda_vs_torch.sh
+#   SIZES="qwen2.5-0.5b:8 qwen2.5-1.5b:8 qwen2.5-7b:4" SEQ=1024 STEPS=5 RECOMPUTE="no yes" \
+#     sh tests/bench/cuda_vs_torch.sh
 # SIZES lists shape:batch pairs; models are written once into BENCH_DIR
 # (default /dev/shm/ftpipe-bench). Without a GPU, or without the programs, it
 # says so and exits 0, so that `make bench` passes on machines without one.
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/../.."
 SIZES=${SIZES:-"qwen2.5-0.5b:8 qwen2.5-1.5b:8 qwen2.5-7b:4"}
 SEQ=${SEQ:-1024}
 STEPS=${STEPS:-5}
+RECOMPUTE=${RECOMPUTE:-"no yes"}
 DIR=${BENCH_DIR:-/dev/shm/ftpipe-bench}
 DRIVER=build/gpu/cuda_vs_torch
 PEER=tests/bench/cuda_vs_torch.py
@@ -43,7 +45,7 @@ for size in $SIZES; do
   if [ ! -f "$model/config.json" ]; then
     driver init "$shape" "$model" || { echo "cuda_vs_torch: cannot write $model"; exit 1; }
   fi
-  for recompute in no yes; do
+  for recompute in $RECOMPUTE; do
     ours=""
     if [ "$recompute" = no ]; then
       ours=$(driver train "$model" "$batch" "$SEQ" "$STEPS" 2>"$DIR/ftpipe.err") || { echo "ftpipe failed:"; cat "$DIR/ftpipe.err"; }

@@ -2,7 +2,7 @@
  * transformers + peft fixtures (tests/fixtures/parity: tiny Qwen2, Qwen3 and
  * Llama 3 with two packed samples and padding): the loss within a relative
  * error of 1e-2, every LoRA gradient with a cosine similarity above 0.99, the
- * loss after an AdamW step; greedy generation whose every step's logits are
+ * loss after an AdamW step too; greedy generation whose every step's logits are
  * within 2e-2 of the cpu backend's; and the errors a user can meet (full
  * fine-tuning, a plan too large for the GPU, an unsupported head size). */
 #include "gpu_check.h"
@@ -130,9 +130,8 @@ static void check_lora(const char *arch)
     ft_model *reference_model = load_model(arch, cpu, FT_FINETUNE_LORA, &lora, BATCH, SEQ);
     ft_safetensors *expected = open_fixture(arch, "expected.safetensors");
     ft_safetensors *grads = open_fixture(arch, "lora_grads.safetensors");
-    ft_safetensors *step1 = open_fixture(arch, "lora_step1.safetensors");
     ft_adamw *gpu_optimizer = NULL, *cpu_optimizer = NULL;
-    if (!cuda || !reference_model || !expected || !grads || !step1)
+    if (!cuda || !reference_model || !expected || !grads)
         goto done;
     size_t vocab = (size_t)ft_model_get_config(cuda)->vocab_size, n_logits = BATCH * SEQ * vocab;
     float *logits = ft_xmalloc(n_logits * sizeof(float)), *cpu_logits = ft_xmalloc(n_logits * sizeof(float));
@@ -160,20 +159,11 @@ static void check_lora(const char *arch)
     ft_adamw_config adamw = {0.9, 0.999, 1e-8, 0.01};
     CHECK_INT(ft_adamw_create(gpu, trainable, count, &adamw, &gpu_optimizer), 0);
     CHECK_INT(ft_adamw_create(cpu, cpu_trainable, count, &adamw, &cpu_optimizer), 0);
+    /* (the weights themselves are not compared: Adam's first step moves each by
+     * about lr times the sign of its gradient, so a near-zero gradient that bf16
+     * rounding flips moves its weight the other way; the loss tells) */
     ft_adamw_step(gpu_optimizer, 1e-3);
     ft_adamw_step(cpu_optimizer, 1e-3);
-    double worst = 0.0;
-    for (size_t i = 0; i < count; i++) {
-        float *value = ft_xmalloc(trainable[i].count * sizeof(float));
-        float *peft_value = reference(step1, trainable[i].name, trainable[i].count);
-        gpu->download(gpu, value, trainable[i].value, trainable[i].count * sizeof(float));
-        if (peft_value)
-            worst = fmax(worst, relative_error(value, peft_value, trainable[i].count));
-        free(value);
-        free(peft_value);
-    }
-    printf("# %s LoRA weights after 1 AdamW step vs peft: worst relative error %.2e\n", arch, worst);
-    CHECK(worst < LOSS_TOLERANCE);
     ft_model_zero_grads(cuda);
     ft_model_zero_grads(reference_model);
     float *peft_after = reference(expected, "lora_loss_after_step1", 1);
@@ -192,7 +182,6 @@ static void check_lora(const char *arch)
 done:
     ft_adamw_free(gpu_optimizer);
     ft_adamw_free(cpu_optimizer);
-    ft_safetensors_close(step1);
     ft_safetensors_close(grads);
     ft_safetensors_close(expected);
     ft_model_free(cuda);
@@ -316,7 +305,7 @@ TEST(what_the_gpu_cannot_run_is_a_clear_error)
     CHECK_INT(gpu->reserve(gpu, &limits), -1);
     printf("# %s\n", ft_error_message());
     CHECK(strncmp(ft_error_message(), "the plan does not fit GPU 0 (", 29) == 0);
-    CHECK(strstr(ft_error_message(), "it needs 1024.0 GiB (weights, adapter, gradients, optimizer and activations)"));
+    CHECK(strstr(ft_error_message(), "it needs 1.0 TiB (weights, adapter, gradients, optimizer and activations)"));
     CHECK(strstr(ft_error_message(), "reduce the batch size or the sequence length"));
     CHECK_NO_GPU_FAILURE();
 }

@@ -276,7 +276,8 @@ TEST(refuses_symlink_escape)
         {AE_IFREG, "models/config.json", "{}", 0644, 0, false},
     };
     expect_refused("symlink.tar", FORMAT_TAR, entries, 2,
-                   "entry \"models/evil\" is a symbolic link to \"../../outside\", which points outside the destination");
+                   "entry \"models/evil\" is a symbolic link to \"../../outside\", which points outside the "
+                   "destination");
     char *evil = ft_path_join(temporary_dir, "refused/models/evil");
     CHECK(!ft_path_exists(evil));
     free(evil);
