@@ -1,45 +1,40 @@
 /* cross_entropy: the loss and its gradient over a chunk of bf16 logits, one
- * block per row: the row's logsumexp comes from an online (max, sum) reduction
- * in fp32, then the gradient is written over the logits in place. Together with
- * the model's chunked lm_head, the [rows, vocab] logits never exist whole. */
+ * block of 1024 threads per row: the row's max, then the sum of exponentials
+ * (two passes: one exponential per element), then the gradient is written over
+ * the logits in place. Together with the model's chunked lm_head, the
+ * [rows, vocab] logits never exist whole. */
 #include <math.h>
 
 #include "cuda_internal.h"
 
-struct max_sum {
-    float max, sum; /* sum of exp(x - max) */
-};
+static const int threads = 1024;
 
-__device__ __forceinline__ max_sum combine(max_sum a, max_sum b)
+/* The max or the sum over the block, every thread getting it. */
+template <bool Max>
+__device__ float block_reduce(float value)
 {
-    if (a.max == -INFINITY)
-        return b;
-    if (b.max == -INFINITY)
-        return a;
-    float max = fmaxf(a.max, b.max);
-    return {max, a.sum * expf(a.max - max) + b.sum * expf(b.max - max)};
+    __shared__ float partial[32];
+    value = Max ? ft_warp_max(value) : ft_warp_sum(value);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0)
+        partial[warp] = value;
+    __syncthreads();
+    value = lane < (int)(blockDim.x / 32) ? partial[lane] : (Max ? -INFINITY : 0.0f);
+    value = Max ? ft_warp_max(value) : ft_warp_sum(value);
+    __syncthreads(); /* partial[] is reused by the next call */
+    return value;
 }
 
-/* The logsumexp of one row, every thread of the block getting it. */
 __device__ float row_logsumexp(const bf16 *row, int vocab)
 {
-    __shared__ max_sum warps[FT_CUDA_THREADS / 32];
-    max_sum mine = {-INFINITY, 0.0f};
+    float max = -INFINITY;
     for (int c = threadIdx.x; c < vocab; c += blockDim.x)
-        mine = combine(mine, {__bfloat162float(row[c]), 1.0f});
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        max_sum other = {__shfl_xor_sync(0xffffffffu, mine.max, offset),
-                         __shfl_xor_sync(0xffffffffu, mine.sum, offset)};
-        mine = combine(mine, other);
-    }
-    if (threadIdx.x % 32 == 0)
-        warps[threadIdx.x / 32] = mine;
-    __syncthreads();
-    max_sum total = warps[0];
-    for (int w = 1; w < FT_CUDA_THREADS / 32; w++)
-        total = combine(total, warps[w]);
-    __syncthreads(); /* warps[] is reused by the next call */
-    return total.max + logf(total.sum);
+        max = fmaxf(max, __bfloat162float(row[c]));
+    max = block_reduce<true>(max);
+    float sum = 0.0f;
+    for (int c = threadIdx.x; c < vocab; c += blockDim.x)
+        sum += expf(__bfloat162float(row[c]) - max);
+    return max + logf(block_reduce<false>(sum));
 }
 
 __global__ void cross_entropy_forward_kernel(float *losses, const bf16 *logits, const int32_t *targets, int vocab)
@@ -78,8 +73,7 @@ void ft_cuda_cross_entropy_forward(ft_backend *self, float *losses, const void *
                                    int rows, int vocab)
 {
     ft_cuda_context *context = ft_cuda_enter(self);
-    cross_entropy_forward_kernel<<<rows, FT_CUDA_THREADS, 0, context->stream>>>(losses, (const bf16 *)logits,
-                                                                                 targets, vocab);
+    cross_entropy_forward_kernel<<<rows, threads, 0, context->stream>>>(losses, (const bf16 *)logits, targets, vocab);
     LAUNCH_CHECK(context, "cross_entropy_forward_kernel");
 }
 
@@ -87,7 +81,7 @@ void ft_cuda_cross_entropy_backward(ft_backend *self, void *grad_logits, const v
                                     const int32_t *targets, int rows, int vocab, float grad_scale)
 {
     ft_cuda_context *context = ft_cuda_enter(self);
-    cross_entropy_backward_kernel<<<rows, FT_CUDA_THREADS, 0, context->stream>>>(
-        (bf16 *)grad_logits, (const bf16 *)logits, targets, vocab, grad_scale);
+    cross_entropy_backward_kernel<<<rows, threads, 0, context->stream>>>((bf16 *)grad_logits, (const bf16 *)logits,
+                                                                         targets, vocab, grad_scale);
     LAUNCH_CHECK(context, "cross_entropy_backward_kernel");
 }

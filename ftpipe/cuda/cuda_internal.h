@@ -48,6 +48,8 @@ struct ft_cuda_scratch {
     bf16 *lora_grad_xa;     /* [max_rows, max_rank] */
     bf16 *lora_dropped;     /* [max_rows, max_features] when LoRA has dropout, else NULL */
     float *attention_grad_q;  /* [max_rows, max_heads * head_dim] */
+    float *attention_grad_k_part; /* [max_rows, max_heads * head_dim]: each query head's share of dK */
+    float *attention_grad_v_part;
     float *attention_delta;   /* [max_rows, max_heads] */
     double *sum;            /* one double for sum_squares */
 };

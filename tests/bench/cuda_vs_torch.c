@@ -77,8 +77,8 @@ static int train(const char *dir, int batch_size, int seq_len, int steps)
         double seconds = (double)(ft_now_ns() - timed_from) * 1e-9;
         printf("{\"tokens_per_second\": %.1f, \"step_seconds\": %.4f, \"peak_bytes\": %zu, \"planned_bytes\": %zu, "
                "\"load_seconds\": %.2f, \"loss_first\": %.4f, \"loss_last\": %.4f}\n",
-               (double)rows * steps / seconds, seconds / steps, gpu->peak_bytes(gpu), ft_model_memory(model).total_bytes,
-               load_seconds, first_loss, loss);
+               (double)rows * steps / seconds, seconds / steps, gpu->peak_bytes(gpu),
+               ft_model_memory(model).total_bytes, load_seconds, first_loss, loss);
     }
     free(tokens);
     free(positions);

@@ -67,7 +67,8 @@ static ft_model *load_model(const char *arch, ft_backend *backend, ft_finetuning
     if (lora)
         options.lora = *lora;
     ft_model *model = NULL;
-    if (ft_model_load(dir, backend, &options, &model) < 0 || (lora && ft_lora_load(ft_model_lora(model), adapter) < 0)) {
+    if (ft_model_load(dir, backend, &options, &model) < 0 ||
+        (lora && ft_lora_load(ft_model_lora(model), adapter) < 0)) {
         fprintf(stderr, "  %s (%s backend)\n", ft_error_message(), backend->name);
         check_case_failed = 1;
         ft_model_free(model);
