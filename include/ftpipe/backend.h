@@ -144,6 +144,18 @@ struct ft_backend {
                                const void *out, const void *q, const void *k, const void *v,
                                const float *logsumexp, const int32_t *segments, const ft_attention_shape *shape);
 
+    /* --- generation with a KV cache (rows of `width` elements in the backend's dtype) --- */
+    /* dst[r] = src[index[r]] for r < rows */
+    void (*gather_rows)(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
+    /* dst[index[r]] = src[r] for r < rows */
+    void (*scatter_rows)(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
+    /* One new query per sequence against its cache: q [batch, n_heads * head_dim];
+     * k_cache and v_cache [batch, max_len, n_kv_heads * head_dim]; sequence b
+     * attends to cache positions [0, lengths[b]), its own new key and value
+     * already stored at lengths[b] - 1. Scale 1/sqrt(head_dim), GQA as above. */
+    void (*attention_decode)(ft_backend *self, void *out, const void *q, const void *k_cache, const void *v_cache,
+                             const int32_t *lengths, int batch, int max_len, int n_heads, int n_kv_heads,
+                             int head_dim);
     /* --- loss --- */
     /* losses[r] = logsumexp(logits[r]) - logits[r][targets[r]]; 0 where targets[r] < 0. */
     void (*cross_entropy_forward)(ft_backend *self, float *losses, const void *logits, const int32_t *targets,

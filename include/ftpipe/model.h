@@ -30,6 +30,10 @@ typedef struct {
     ft_finetuning finetuning;
     bool use_lora;               /* apply an adapter (always with FT_FINETUNE_LORA; optional for NONE) */
     ft_lora_config lora;
+    /* Keep only each layer's input in training and recompute the rest of its
+     * activations during backward (HF's gradient_checkpointing): less memory,
+     * one more forward pass of compute; the gradients are the same. */
+    bool gradient_checkpointing;
 } ft_model_options;
 
 /* One batch of rows of seq_len tokens each, in host memory, [batch_size * seq_len]. */
