@@ -72,9 +72,12 @@ size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_o
     int layers = config->num_hidden_layers;
     size_t rows = (size_t)options->max_batch_size * options->max_seq_len;
     size_t hidden = config->hidden_size;
-    /* Training keeps every layer's input and activations for backward; inference
-     * alternates two residual buffers and gives every layer one shared set. */
-    int n_residuals = training ? layers + 1 : 2, n_sets = training ? layers : 1;
+    /* Training keeps every layer's input and activations for backward (with
+     * gradient checkpointing only the inputs, and one set that backward refills
+     * layer by layer); inference alternates two residual buffers and gives every
+     * layer one shared set. */
+    int n_residuals = training ? layers + 1 : 2;
+    int n_sets = training && !options->gradient_checkpointing ? layers : 1;
     void **residual = ft_xcalloc((size_t)layers + 1, sizeof *residual);
     for (int i = 0; i <= layers; i++)
         residual[i] = i < n_residuals ? take(&c, rows * hidden) : residual[i % 2];
@@ -219,9 +222,9 @@ static next_norm norm_after(const pass *p, int l)
     return (next_norm){act->final_norm, act->final_rstd, weight(p, p->model->final_norm)};
 }
 
-/* Runs layer l from its input and ln1 (made by the junction before it) to its
- * output, and normalises that output for whatever reads it next. */
-static void layer_forward(const pass *p, int l, void *output, const ft_attention_shape *shape)
+/* Runs layer l from its input and ln1 (made by the junction before it) up to
+ * the MLP's activation, down_proj's input. */
+static void layer_forward_to_mlp(const pass *p, int l, const ft_attention_shape *shape)
 {
     ft_backend *b = p->backend;
     const ft_model_config *c = p->config;
@@ -258,10 +261,42 @@ static void layer_forward(const pass *p, int l, void *output, const ft_attention
                       inner);
     b->linear_forward(b, a->up, a->ln2, weight(p, w->up), NULL, lora_op(p, l, FT_LORA_UP, &op), rows, hidden, inner);
     b->swiglu_forward(b, a->act, a->gate, a->up, (size_t)rows * inner);
-    b->linear_forward(b, output, a->act, weight(p, w->down), NULL, lora_op(p, l, FT_LORA_DOWN, &op), rows, inner,
-                      hidden);
+}
+
+/* Runs layer l to its output, and normalises that output for whatever reads it next. */
+static void layer_forward(const pass *p, int l, void *output, const ft_attention_shape *shape)
+{
+    ft_backend *b = p->backend;
+    const ft_model_config *c = p->config;
+    const ft_layer_activations *a = &p->model->act.layers[l];
+    ft_lora_op op;
+    layer_forward_to_mlp(p, l, shape);
+    b->linear_forward(b, output, a->act, weight(p, p->model->layers[l].down), NULL,
+                      lora_op(p, l, FT_LORA_DOWN, &op), p->rows, c->intermediate_size, c->hidden_size);
     next_norm next = norm_after(p, l);
-    b->add_rmsnorm_forward(b, output, next.out, next.rstd, output, a->mid, next.weight, rows, hidden, eps);
+    b->add_rmsnorm_forward(b, output, next.out, next.rstd, output, a->mid, next.weight, p->rows, c->hidden_size,
+                           (float)c->rms_norm_eps);
+}
+
+/* Gradient checkpointing: refills the shared activations with layer l's, from
+ * its saved input, by the same ops on the same inputs (and dropout seeds) as
+ * the forward pass, so they are the same bits. The layer's output is kept
+ * already; down_proj runs again only for its adapter's saved xa, its product
+ * going to grad_hidden, which layer_backward overwrites before reading. */
+static void layer_recompute(const pass *p, int l, const ft_attention_shape *shape)
+{
+    ft_backend *b = p->backend;
+    const ft_model_config *c = p->config;
+    const ft_layer_offsets *w = &p->model->layers[l];
+    const ft_layer_activations *a = &p->model->act.layers[l];
+    ft_lora_op op;
+    b->rmsnorm_forward(b, a->ln1, a->ln1_rstd, a->input, weight(p, w->input_norm), p->rows, c->hidden_size,
+                       (float)c->rms_norm_eps);
+    layer_forward_to_mlp(p, l, shape);
+    const ft_lora_op *down = lora_op(p, l, FT_LORA_DOWN, &op);
+    if (down)
+        b->linear_forward(b, p->model->act.grad_hidden, a->act, weight(p, w->down), NULL, down, p->rows,
+                          c->intermediate_size, c->hidden_size);
 }
 
 /* On entry grad_residual holds d(loss)/d(layer output); on return d/d(layer input). */
@@ -390,8 +425,11 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     if (backward) {
         b->rmsnorm_backward(b, act->grad_residual, false, grad(&p, model->final_norm), act->grad_hidden,
                             act->final_input, weight(&p, model->final_norm), act->final_rstd, p.rows, hidden);
-        for (int l = layers - 1; l >= 0; l--)
+        for (int l = layers - 1; l >= 0; l--) {
+            if (model->options.gradient_checkpointing)
+                layer_recompute(&p, l, &shape);
             layer_backward(&p, l, &shape);
+        }
         float *grad_embed = grad(&p, model->embed);
         if (grad_embed)
             b->embedding_backward(b, grad_embed, act->grad_residual, act->tokens, p.rows, hidden);

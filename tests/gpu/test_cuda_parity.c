@@ -63,7 +63,7 @@ static ft_model *load_model(const char *arch, ft_backend *backend, ft_finetuning
                             const ft_lora_config *lora, int max_batch, int max_seq)
 {
     char *dir = ft_xasprintf(FIXTURES "/%s/model", arch), *adapter = ft_xasprintf(FIXTURES "/%s/adapter", arch);
-    ft_model_options options = {max_batch, max_seq, finetuning, lora != NULL, {0}};
+    ft_model_options options = {max_batch, max_seq, finetuning, lora != NULL, {0}, false};
     if (lora)
         options.lora = *lora;
     ft_model *model = NULL;
@@ -291,7 +291,7 @@ TEST(lora_training_lowers_the_loss_on_the_gpu)
 
 TEST(what_the_gpu_cannot_run_is_a_clear_error)
 {
-    ft_model_options options = {BATCH, SEQ, FT_FINETUNE_FULL, false, {0}};
+    ft_model_options options = {BATCH, SEQ, FT_FINETUNE_FULL, false, {0}, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(FIXTURES "/qwen2/model", gpu, &options, &model), -1);
     CHECK_STR(ft_error_message(), "full fine-tuning is not available on the cuda backend, which keeps weights in BF16: "

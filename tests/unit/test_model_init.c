@@ -95,7 +95,7 @@ TEST(builtin_tokenizer_is_bytes_and_three_specials)
 
 static double tiny_loss(const char *dir, float *logits)
 {
-    ft_model_options options = {1, 8, FT_FINETUNE_NONE, false, {0}};
+    ft_model_options options = {1, 8, FT_FINETUNE_NONE, false, {0}, false};
     ft_model *model = NULL;
     if (ft_model_load(dir, cpu, &options, &model) < 0) {
         fprintf(stderr, "  %s\n", ft_error_message());
