@@ -89,7 +89,7 @@ static int write_weights(const ft_model *model, const char *path, ft_dtype dtype
 
 int ft_model_save(const ft_model *model, const char *base_model_dir, const char *out_dir)
 {
-    ft_dtype dtype;
+    ft_dtype dtype = FT_DTYPE_F32;
     if (output_dtype(ft_model_get_config(model), &dtype) < 0 || ft_mkdir_p(out_dir) < 0)
         return -1;
     int status = 0;

@@ -294,7 +294,7 @@ static int train_loop(trainer *t)
             return ft_error("cancelled at step %lld of %lld", (long long)t->state.global_step,
                             (long long)t->plan.total_steps);
         }
-        double loss, grad_norm;
+        double loss = 0.0, grad_norm = 0.0;
         if (step(t, &loss, &grad_norm) < 0)
             return -1;
         report(t, loss, grad_norm);

@@ -124,9 +124,12 @@ static ft_backend *make_backend(ft_stage *stage)
 {
     const char *name = ft_stage_param_string(stage, "backend");
     bool cuda = strcmp(name, "cuda") == 0 || (strcmp(name, "auto") == 0 && ft_cuda_device_count() > 0);
-    ft_backend *backend = cuda ? ft_backend_cuda_create(0) : ft_backend_cpu_create((int)ft_stage_param_int(stage, "threads"));
+    int threads = (int)ft_stage_param_int(stage, "threads");
+    ft_backend *backend = cuda ? ft_backend_cuda_create(0) : ft_backend_cpu_create(threads);
     if (!backend)
         ft_error_context("backend = %s", name);
+    else if (cuda && ft_stage_param_int(stage, "gpus") == 0)
+        ft_stage_log(stage, "training on a GPU with gpus = 0: set gpus = 1 so that the scheduler reserves it");
     return backend;
 }
 
@@ -169,7 +172,8 @@ static int check_memory(train_run *run, const ft_backend *backend)
     ft_format_bytes(host, available, sizeof available);
     return ft_stage_fail(run->stage, "training needs %s of memory (weights %s, adapter %s, gradients %s, optimizer %s, "
                                      "activations %s) but %s is available: lower per_device_train_batch_size or the "
-                                     "data's cutoff_len, set gradient_checkpointing = true, or use finetuning_type = lora",
+                                     "data's cutoff_len, set gradient_checkpointing = true, or use "
+                                     "finetuning_type = lora",
                          total, weights, adapter, gradients, optimizer, activations, available);
 }
 
