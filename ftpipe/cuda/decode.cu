@@ -73,6 +73,7 @@ __global__ void __launch_bounds__(threads) decode_kernel(decode_args a)
     for (int first = begin; first < end; first += tile) {
         const int valid = min(tile, end - first);
         __syncthreads(); /* the last tile's readers are done */
+#pragma unroll /* every load of the tile in flight before the first store */
         for (int i = tid; i < tile * (D / 8); i += threads) {
             int t = i / (D / 8), c = i % (D / 8) * 8;
             uint4 kv = {0, 0, 0, 0}, vv = {0, 0, 0, 0};
@@ -207,7 +208,8 @@ void move_rows(ft_backend *self, void *dst, const void *src, const int32_t *inde
     LAUNCH_CHECK(context, "move_rows_kernel");
 }
 
-/* Splits of the cache length: enough blocks for two waves of the GPU, each
+/* Splits of the cache length: enough blocks to fill every multiprocessor four
+ * times over (loads of more blocks in flight hide the memory's latency), each
  * split at least a tile long, and no more than the scratch holds. */
 int split_count(const ft_cuda_context *context, int batch, int n_heads, int blocks, int max_len, int head_dim)
 {
@@ -217,7 +219,7 @@ int split_count(const ft_cuda_context *context, int batch, int n_heads, int bloc
                           : 0;
     size_t per_split = (size_t)batch * n_heads * head_dim;
     int most = (max_len + tile - 1) / tile;
-    int wanted = (2 * context->properties.multiProcessorCount + blocks - 1) / blocks;
+    int wanted = (4 * context->properties.multiProcessorCount + blocks - 1) / blocks;
     int splits = wanted < most ? wanted : most;
     if ((size_t)splits * per_split > capacity)
         splits = (int)(capacity / per_split);

@@ -1,5 +1,6 @@
 /* The cuda backend's generation ops against the cpu backend's on the same
- * (bf16-rounded) random inputs: gathering and scattering rows (exact), and
+ * (bf16-rounded) random inputs, and decode attention also against its
+ * definition in double: gathering and scattering rows (exact), and
  * decode attention for every supported head size, GQA groups of 1 to 16 query
  * heads, sequences of different lengths in one batch, with the cache in one
  * block or split among several (flash-decoding). Outputs are poisoned first, so
@@ -59,6 +60,37 @@ TEST(gather_and_scatter_rows_match_cpu)
 
 /* --- decode attention --- */
 
+/* The definition, in double: softmax(q k^T / sqrt(head_dim)) v over each
+ * sequence's first lengths[b] cache positions. */
+static void reference_decode(float *out, const float *q, const float *k, const float *v, const int32_t *lengths,
+                             int batch, int max_len, int heads, int kv_heads, int dim)
+{
+    double *scores = ft_xmalloc((size_t)max_len * sizeof(double));
+    for (int b = 0; b < batch; b++)
+        for (int h = 0; h < heads; h++) {
+            const float *qh = q + ((size_t)b * heads + h) * dim;
+            size_t kv = (size_t)h / (heads / kv_heads) * dim, row = (size_t)kv_heads * dim;
+            double top = -INFINITY, sum = 0.0;
+            for (int t = 0; t < lengths[b]; t++) {
+                const float *kt = k + ((size_t)b * max_len + t) * row + kv;
+                double dot = 0.0;
+                for (int d = 0; d < dim; d++)
+                    dot += (double)qh[d] * kt[d];
+                scores[t] = dot / sqrt((double)dim);
+                top = fmax(top, scores[t]);
+            }
+            for (int t = 0; t < lengths[b]; t++)
+                sum += scores[t] = exp(scores[t] - top);
+            for (int d = 0; d < dim; d++) {
+                double total = 0.0;
+                for (int t = 0; t < lengths[b]; t++)
+                    total += scores[t] * v[((size_t)b * max_len + t) * row + kv + d];
+                out[((size_t)b * heads + h) * dim + d] = (float)(total / sum);
+            }
+        }
+    free(scores);
+}
+
 typedef struct {
     int batch, max_len, heads, kv_heads, head_dim;
 } decode_size;
@@ -78,13 +110,15 @@ static void check_decode(decode_size s)
     void *dq = to_gpu_bf16(q, nq), *dk = to_gpu_bf16(k, ncache), *dv = to_gpu_bf16(v, ncache);
     int32_t *dlengths = to_gpu_bytes(lengths, s.batch * sizeof(int32_t));
     void *dout = poisoned_gpu_array(nq * 2);
-    cpu->attention_decode(cpu, out, q, k, v, lengths, s.batch, s.max_len, s.heads, s.kv_heads, s.head_dim);
     gpu->attention_decode(gpu, dout, dq, dk, dv, dlengths, s.batch, s.max_len, s.heads, s.kv_heads, s.head_dim);
     from_gpu_bf16(got, dout, nq);
     char what[96];
-    snprintf(what, sizeof what, "decode %dx%d heads %d/%d dim %d", s.batch, s.max_len, s.heads, s.kv_heads,
-             s.head_dim);
+    snprintf(what, sizeof what, "decode %dx%d heads %d/%d dim %d vs double", s.batch, s.max_len, s.heads,
+             s.kv_heads, s.head_dim);
+    reference_decode(out, q, k, v, lengths, s.batch, s.max_len, s.heads, s.kv_heads, s.head_dim);
     CHECK_CLOSE(what, got, out, nq, BF16_TOLERANCE);
+    cpu->attention_decode(cpu, out, q, k, v, lengths, s.batch, s.max_len, s.heads, s.kv_heads, s.head_dim);
+    CHECK_CLOSE("  ... vs the cpu backend", got, out, nq, BF16_TOLERANCE);
     CHECK_NO_GPU_FAILURE();
     gpu_release();
     free(q), free(k), free(v), free(out), free(got), free(lengths);
