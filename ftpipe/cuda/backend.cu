@@ -1,8 +1,7 @@
 /* backend: the cuda backend's table, its GPU, stream and memory: allocations
  * with their sizes (for the peak), one scratch allocation carved by reserve
- * after checking the whole plan against the GPU's free memory, uploads through
- * two pinned staging chunks (one filled while the other is copied), and the
- * first failure kept for check. */
+ * after checking the whole plan against the GPU's free memory, and the first
+ * failure kept for check. Uploads are in upload.cu. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +14,6 @@ extern "C" {
 #include "ftpipe/mem.h"
 }
 
-static const size_t staging_chunk_bytes = (size_t)8 << 20;
 static const size_t gemm_workspace_bytes = (size_t)32 << 20;
 /* Left free beside the plan for the CUDA context's and cuBLASLt's own needs. */
 static const size_t memory_margin_bytes = (size_t)256 << 20;
@@ -92,22 +90,6 @@ static void cuda_free(ft_backend *self, void *pointer)
             break;
         }
     CUDA_CHECK(context, cudaFree(pointer));
-}
-
-static void cuda_upload(ft_backend *self, void *device, const void *host, size_t bytes)
-{
-    ft_cuda_context *context = ft_cuda_enter(self);
-    for (size_t done = 0; done < bytes;) {
-        int chunk = context->next_staging;
-        size_t n = bytes - done < context->staging_bytes ? bytes - done : context->staging_bytes;
-        CUDA_CHECK(context, cudaEventSynchronize(context->staging_free[chunk]));
-        memcpy(context->staging[chunk], (const char *)host + done, n);
-        CUDA_CHECK(context, cudaMemcpyAsync((char *)device + done, context->staging[chunk], n,
-                                            cudaMemcpyHostToDevice, context->stream));
-        CUDA_CHECK(context, cudaEventRecord(context->staging_free[chunk], context->stream));
-        context->next_staging = chunk ^ 1;
-        done += n;
-    }
 }
 
 static void cuda_download(ft_backend *self, void *host, const void *device, size_t bytes)
@@ -253,12 +235,7 @@ static void cuda_destroy(ft_backend *self)
         cudaFree(context->allocations[i].pointer);
     free(context->allocations);
     cudaFree(context->scratch_memory);
-    for (int i = 0; i < 2; i++) {
-        if (context->staging[i])
-            cudaFreeHost(context->staging[i]);
-        if (context->staging_free[i])
-            cudaEventDestroy(context->staging_free[i]);
-    }
+    ft_cuda_upload_stop(context);
     ft_gemm_plan_cache_free(context->plans);
     if (context->lt)
         context->cublaslt.destroy(context->lt);
@@ -330,12 +307,9 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
         cuda_destroy(backend);
         return NULL;
     }
-    context->staging_bytes = staging_chunk_bytes;
     bool ready = cudaStreamCreateWithFlags(&context->stream, cudaStreamNonBlocking) == cudaSuccess &&
-                 context->cublaslt.create(&context->lt) == CUBLAS_STATUS_SUCCESS;
-    for (int i = 0; i < 2 && ready; i++)
-        ready = cudaMallocHost(&context->staging[i], staging_chunk_bytes) == cudaSuccess &&
-                cudaEventCreateWithFlags(&context->staging_free[i], cudaEventDisableTiming) == cudaSuccess;
+                 context->cublaslt.create(&context->lt) == CUBLAS_STATUS_SUCCESS &&
+                 ft_cuda_upload_start(context) == 0;
     if (!ready) {
         ft_error("cannot start the cuda backend on GPU %d (%s): %s", device, properties.name,
                  cudaGetErrorString(cudaGetLastError()));
@@ -346,7 +320,7 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->dtype = FT_DTYPE_BF16;
     backend->alloc = cuda_alloc;
     backend->free = cuda_free;
-    backend->upload = cuda_upload;
+    backend->upload = ft_cuda_upload;
     backend->download = cuda_download;
     backend->zero = cuda_zero;
     backend->reserve = cuda_reserve;
@@ -366,6 +340,9 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->linear_backward = ft_cuda_linear_backward;
     backend->attention_forward = ft_cuda_attention_forward;
     backend->attention_backward = ft_cuda_attention_backward;
+    backend->gather_rows = ft_cuda_gather_rows;
+    backend->scatter_rows = ft_cuda_scatter_rows;
+    backend->attention_decode = ft_cuda_attention_decode;
     backend->cross_entropy_forward = ft_cuda_cross_entropy_forward;
     backend->cross_entropy_backward = ft_cuda_cross_entropy_backward;
     backend->adamw = ft_cuda_adamw;

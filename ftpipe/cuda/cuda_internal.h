@@ -38,6 +38,8 @@ int ft_cublaslt_open(ft_cublaslt_api *api);
 void ft_cublaslt_close(ft_cublaslt_api *api);
 
 struct ft_gemm_plan_cache; /* matmul.cu: algorithms found for shapes seen before */
+struct ft_copy_pool;       /* upload.cu: host threads that fill staging chunks */
+#define FT_STAGING_CHUNKS 4
 
 /* Scratch, carved from one allocation by reserve (backend.cu). */
 struct ft_cuda_scratch {
@@ -66,11 +68,13 @@ struct ft_cuda_context {
     size_t scratch_bytes;
     ft_cuda_scratch scratch;
     ft_backend_limits limits;   /* what the scratch was sized for */
-    /* pinned staging for uploads: one chunk is filled while the other is copied */
-    void *staging[2];
-    cudaEvent_t staging_free[2];
+    /* pinned staging for uploads (upload.cu): chunks filled by the copy threads
+     * while those before them are copied */
+    void *staging[FT_STAGING_CHUNKS];
+    cudaEvent_t staging_free[FT_STAGING_CHUNKS];
     size_t staging_bytes;
     int next_staging;           /* the chunk the next upload fills first */
+    ft_copy_pool *copy_pool;    /* NULL: the calling thread copies */
     /* accounting */
     struct allocation {
         void *pointer;
@@ -145,6 +149,11 @@ __device__ __forceinline__ float ft_warp_max(float value)
 
 /* --- the op families (one file each) --- */
 
+/* upload.cu: the staging chunks and copy threads (-1: no pinned memory), and the upload op. */
+int ft_cuda_upload_start(ft_cuda_context *context);
+void ft_cuda_upload_stop(ft_cuda_context *context);
+void ft_cuda_upload(ft_backend *self, void *device, const void *host, size_t bytes);
+
 /* matmul.cu: C[m, n] = alpha op(A) op(B) + beta C (+ bias[n] per row), row-major,
  * fp32 accumulation; A and B bf16, C bf16 or float. */
 struct ft_gemm {
@@ -197,6 +206,13 @@ void ft_cuda_attention_forward(ft_backend *self, void *out, float *logsumexp, co
 void ft_cuda_attention_backward(ft_backend *self, void *grad_q, void *grad_k, void *grad_v, const void *grad_out,
                                 const void *out, const void *q, const void *k, const void *v,
                                 const float *logsumexp, const int32_t *segments, const ft_attention_shape *shape);
+
+/* decode.cu: the generation ops */
+void ft_cuda_gather_rows(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
+void ft_cuda_scatter_rows(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
+void ft_cuda_attention_decode(ft_backend *self, void *out, const void *q, const void *k_cache, const void *v_cache,
+                              const int32_t *lengths, int batch, int max_len, int n_heads, int n_kv_heads,
+                              int head_dim);
 
 /* cross_entropy.cu */
 void ft_cuda_cross_entropy_forward(ft_backend *self, float *losses, const void *logits, const int32_t *targets,

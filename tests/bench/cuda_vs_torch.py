@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
-"""The peer of tests/bench/cuda_vs_torch.sh: LoRA training with PyTorch +
-transformers + PEFT on the GPU, as ftpipe's side (cuda_vs_torch.c) runs it.
+"""The peer of tests/bench/cuda_vs_torch.sh: PyTorch + transformers + PEFT on
+the GPU, doing what ftpipe's side (cuda_vs_torch.c) does.
 
-    python3 cuda_vs_torch.py MODEL_DIR BATCH SEQ STEPS [--recompute]
+    python3 cuda_vs_torch.py train MODEL_DIR BATCH SEQ STEPS [--recompute]
+    python3 cuda_vs_torch.py load MODEL_DIR
+    python3 cuda_vs_torch.py generate MODEL_DIR BATCH PROMPT NEW
 
-A random-init model from MODEL_DIR/config.json in bf16, sdpa attention; LoRA
-r=8, alpha=16, no dropout, all seven projections (adapter in float, as PEFT
-keeps it); AdamW at lr 1e-4; random tokens, every position a target; two
+train: a random-init model from MODEL_DIR/config.json in bf16, sdpa attention;
+LoRA r=8, alpha=16, no dropout, all seven projections (adapter in float, as
+PEFT keeps it); AdamW at lr 1e-4; random tokens, every position a target; two
 warm-up steps, then STEPS timed ones. --recompute turns on gradient
 checkpointing. Prints one JSON line: tokens per second, seconds per step, peak
 device memory (torch.cuda.max_memory_allocated), first and last loss.
+
+load: from_pretrained(MODEL_DIR, bf16, device_map="cuda") once CUDA is
+started, until the weights are on the GPU. generate: greedy generate() of BATCH
+random prompts of PROMPT tokens and exactly NEW new ones each (min_new_tokens,
+no stop token), after a short warm-up run, with the model's KV cache. Each
+prints one JSON line.
 """
 import json
 import sys
@@ -34,9 +42,7 @@ def make_model(model_dir):
             return AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16, attn_implementation="sdpa")
 
 
-def main():
-    model_dir, batch, seq, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    recompute = "--recompute" in sys.argv[5:]
+def train(model_dir, batch, seq, steps, recompute):
     model = make_model(model_dir)
     if recompute:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -68,6 +74,64 @@ def main():
         "loss_first": round(losses[0], 4),
         "loss_last": round(losses[-1], 4),
     }))
+
+
+def load(model_dir):
+    torch.zeros(1, device="cuda")
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map="cuda")
+    except TypeError:  # transformers before 4.56 names it torch_dtype
+        model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16, device_map="cuda")
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    print(json.dumps({
+        "load_seconds": round(seconds, 3),
+        "weight_bytes": weight_bytes,
+        "gb_per_second": round(weight_bytes / seconds * 1e-9, 2),
+    }))
+
+
+def generate(model_dir, batch, prompt, new_tokens):
+    model = make_model(model_dir)
+    model.eval()
+    model.config.use_cache = True
+    generator = torch.Generator(device="cuda").manual_seed(11)
+    prompts = torch.randint(0, model.config.vocab_size, (batch, prompt), device="cuda", generator=generator)
+    mask = torch.ones_like(prompts)
+
+    def run(count):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=prompts, attention_mask=mask, do_sample=False, max_new_tokens=count,
+                                 min_new_tokens=count, eos_token_id=None, pad_token_id=0,
+                                 use_cache=True)
+        torch.cuda.synchronize()
+        return time.perf_counter() - started, out.shape[1] - prompt
+
+    run(8)
+    seconds, generated = run(new_tokens)
+    print(json.dumps({
+        "tokens_per_second": round(batch * generated / seconds, 1),
+        "seconds": round(seconds, 3),
+        "generated": batch * generated,
+        "peak_bytes": torch.cuda.max_memory_allocated(),
+    }))
+
+
+def main():
+    mode, model_dir, numbers = sys.argv[1], sys.argv[2], [int(a) for a in sys.argv[3:] if a.isdigit()]
+    if mode == "train":
+        train(model_dir, *numbers[:3], "--recompute" in sys.argv[6:])
+    elif mode == "load":
+        load(model_dir)
+    elif mode == "generate":
+        generate(model_dir, *numbers[:3])
+    else:
+        sys.exit("usage: cuda_vs_torch.py train|load|generate MODEL_DIR ...")
 
 
 if __name__ == "__main__":
