@@ -56,17 +56,19 @@ build/obj-cuda/%.o: %.cu | build/.deps-ok
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 build/obj-release/libftpipe.a build/obj-asan/libftpipe.a: $(CUDA_OBJECTS)
 
-GPU_PROGRAMS = $(patsubst tests/gpu/%.c,build/gpu/%,$(wildcard tests/gpu/test_*.c)) build/gpu/cuda_vs_torch
+GPU_PROGRAMS = $(patsubst tests/gpu/%.c,build/gpu/%,$(wildcard tests/gpu/test_*.c)) build/gpu/cuda_vs_torch \
+               build/gpu/ftpipe_logits
 build/gpu/test_%: tests/gpu/test_%.c build/obj-release/libftpipe.a tests/unit/check.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -Itests/unit -o $@ $< build/obj-release/libftpipe.a -Wl,--as-needed $(LDLIBS)
 build/gpu/cuda_vs_torch: tests/bench/cuda_vs_torch.c build/obj-release/libftpipe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -o $@ $< build/obj-release/libftpipe.a -Wl,--as-needed $(LDLIBS)
-# The shared libraries a GPU machine may lack (all but the C and C++ runtimes) go beside the programs.
-gpu-tests: $(GPU_PROGRAMS)
+# The shared libraries a GPU machine may lack (all but the C and C++ runtimes) go beside the
+# programs; build/ftpipe's too, for tests/bench/peft_check.sh.
+gpu-tests: $(GPU_PROGRAMS) build/ftpipe
 	@rm -rf build/gpu/lib && mkdir -p build/gpu/lib
-	@for p in $(GPU_PROGRAMS); do ldd $$p | awk '$$3 ~ /^\// {print $$3}'; done | sort -u | \
+	@for p in $(GPU_PROGRAMS) build/ftpipe; do ldd $$p | awk '$$3 ~ /^\// {print $$3}'; done | sort -u | \
 	  grep -v -E '/(libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libstdc\+\+|libgcc_s)\.so' | \
 	  while read lib; do cp -L $$lib build/gpu/lib/; done
 else
@@ -74,6 +76,10 @@ gpu-tests:
 	@echo "gpu-tests: nvcc not found (install the CUDA toolkit)"; exit 1
 endif
 .PHONY: gpu-tests
+# ftpipe's logits on the cpu backend, for tests/bench/peft_check.sh (part of gpu-tests; needs no nvcc).
+build/gpu/ftpipe_logits: tests/bench/ftpipe_logits.c build/obj-release/libftpipe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -o $@ $< build/obj-release/libftpipe.a -Wl,--as-needed $(LDLIBS)
 # --- CUDA backend (end) --------------------------------------------------------
 
 RELEASE_OBJECTS = $(patsubst %.c,build/obj-release/%.o,$(CORE_SOURCES))

@@ -10,6 +10,7 @@ extern const ft_stage_kind ft_kind_tokenize;
 extern const ft_stage_kind ft_kind_extract;
 extern const ft_stage_kind ft_kind_shm;
 extern const ft_stage_kind ft_kind_train;
+extern const ft_stage_kind ft_kind_export;
 
 const ft_stage_kind *const ft_builtin_kinds[] = {
     &ft_kind_shell,
@@ -19,6 +20,7 @@ const ft_stage_kind *const ft_builtin_kinds[] = {
     &ft_kind_extract,
     &ft_kind_shm,
     &ft_kind_train,
+    &ft_kind_export,
     NULL,
 };
 

@@ -12,31 +12,6 @@
 static const char *const copied_files[] = {"config.json", "tokenizer.json", "tokenizer_config.json",
                                            "special_tokens_map.json", "generation_config.json"};
 
-/* IEEE half precision, rounding to nearest even (as torch's .half()). */
-static uint16_t f32_to_f16(float value)
-{
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    uint32_t sign = (bits >> 16) & 0x8000u, exponent = (bits >> 23) & 0xffu, mantissa = bits & 0x7fffffu;
-    if (exponent == 0xff) /* inf, nan */
-        return (uint16_t)(sign | 0x7c00u | (mantissa ? 0x200u : 0u));
-    int half_exponent = (int)exponent - 127 + 15;
-    if (half_exponent >= 31)
-        return (uint16_t)(sign | 0x7c00u);
-    if (half_exponent <= 0) { /* subnormal or zero */
-        if (half_exponent < -10)
-            return (uint16_t)sign;
-        mantissa |= 0x800000u;
-        int shift = 14 - half_exponent;
-        uint32_t half = mantissa >> shift, rest = mantissa & ((1u << shift) - 1), middle = 1u << (shift - 1);
-        half += rest > middle || (rest == middle && (half & 1u));
-        return (uint16_t)(sign | half);
-    }
-    uint32_t half = ((uint32_t)half_exponent << 10) | (mantissa >> 13), rest = mantissa & 0x1fffu;
-    half += rest > 0x1000u || (rest == 0x1000u && (half & 1u)); /* a carry into the exponent is right */
-    return (uint16_t)(sign | half);
-}
-
 static int output_dtype(const ft_model_config *config, ft_dtype *out)
 {
     const char *name = config->torch_dtype;
@@ -73,7 +48,7 @@ static int write_weights(const ft_model *model, const char *path, ft_dtype dtype
         backend->download(backend, host + at, w->value, w->count * sizeof(float));
         for (size_t k = 0; dtype != FT_DTYPE_F32 && k < w->count; k++)
             ((uint16_t *)converted)[at + k] =
-                dtype == FT_DTYPE_BF16 ? ft_f32_to_bf16(host[at + k]) : f32_to_f16(host[at + k]);
+                dtype == FT_DTYPE_BF16 ? ft_f32_to_bf16(host[at + k]) : ft_f32_to_f16(host[at + k]);
         tensors[i] = (ft_tensor_to_write){w->name, dtype, w->n_dims, {w->shape[0], w->shape[1]},
                                           (char *)converted + at * element_bytes};
         at += w->count;

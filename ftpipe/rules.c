@@ -31,13 +31,14 @@ typedef struct {
 static bool is_blank(char c) { return c == ' ' || c == '\t'; }
 
 /* Letters, digits, '_' and, where `dash` allows, '-'. */
-static bool is_word(const char *text, size_t length, bool dash)
+/* Letters, digits, '_' and the characters in also. */
+static bool is_word(const char *text, size_t length, const char *also)
 {
     if (length == 0)
         return false;
     for (size_t i = 0; i < length; i++) {
         char c = text[i];
-        if (!(c == '_' || (dash && c == '-') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+        if (!(c == '_' || (c && strchr(also, c)) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
               (c >= '0' && c <= '9')))
             return false;
     }
@@ -115,8 +116,8 @@ static int parse_choices(const rules_line *line, size_t i, ft_param_rule *rule, 
             from++;
         while (to > from && is_blank(line->text[to - 1]))
             to--;
-        if (!is_word(line->text + from, to - from, true))
-            return line_error(line, from, "a choice must be a word of letters, digits, '_' or '-'");
+        if (!is_word(line->text + from, to - from, "-."))
+            return line_error(line, from, "a choice must be a word of letters, digits, '_', '-' or '.'");
         char *choice = ft_xstrndup(line->text + from, to - from);
         for (size_t k = 0; k < rule->n_choices; k++) {
             if (strcmp(rule->choices[k], choice) == 0) {
@@ -192,7 +193,7 @@ static int parse_param_line(const rules_line *line, size_t i, ft_kind_rules *kin
     ft_param_rule rule = {0};
     size_t end = word_end(line, i);
     int result = 0;
-    if (!is_word(line->text + i, end - i, false))
+    if (!is_word(line->text + i, end - i, ""))
         return line_error(line, i, "'%.*s' is not a parameter name: use letters, digits and '_'", (int)(end - i),
                           line->text + i);
     rule.name = ft_xstrndup(line->text + i, end - i);
@@ -257,7 +258,7 @@ static int parse_directive(const rules_line *line, size_t i, file_role *role, ft
             return argument == line->length ? 0 : line_error(line, argument, "'.common' takes nothing after it");
         }
         size_t name_end = word_end(line, argument);
-        if (!is_word(line->text + argument, name_end - argument, true) || skip_blanks(line, name_end) != line->length)
+        if (!is_word(line->text + argument, name_end - argument, "-") || skip_blanks(line, name_end) != line->length)
             return line_error(line, argument, "expected one kind name after '.kind', like `.kind train`");
         *role = ROLE_KIND;
         kind->kind = ft_xstrndup(line->text + argument, name_end - argument);

@@ -76,6 +76,31 @@ uint16_t ft_f32_to_bf16(float value)
     return (uint16_t)((bits + rounding) >> 16);
 }
 
+/* IEEE half precision, rounding to nearest even (as torch's .half()). */
+uint16_t ft_f32_to_f16(float value)
+{
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    uint32_t sign = (bits >> 16) & 0x8000u, exponent = (bits >> 23) & 0xffu, mantissa = bits & 0x7fffffu;
+    if (exponent == 0xff) /* inf, nan */
+        return (uint16_t)(sign | 0x7c00u | (mantissa ? 0x200u : 0u));
+    int half_exponent = (int)exponent - 127 + 15;
+    if (half_exponent >= 31)
+        return (uint16_t)(sign | 0x7c00u);
+    if (half_exponent <= 0) { /* subnormal or zero */
+        if (half_exponent < -10)
+            return (uint16_t)sign;
+        mantissa |= 0x800000u;
+        int shift = 14 - half_exponent;
+        uint32_t half = mantissa >> shift, rest = mantissa & ((1u << shift) - 1), middle = 1u << (shift - 1);
+        half += rest > middle || (rest == middle && (half & 1u));
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = ((uint32_t)half_exponent << 10) | (mantissa >> 13), rest = mantissa & 0x1fffu;
+    half += rest > 0x1000u || (rest == 0x1000u && (half & 1u)); /* a carry into the exponent is right */
+    return (uint16_t)(sign | half);
+}
+
 float ft_bf16_to_f32(uint16_t value)
 {
     uint32_t bits = (uint32_t)value << 16;

@@ -74,5 +74,7 @@ int ft_safetensors_write(const char *path, const ft_tensor_to_write *tensors, si
 /* bf16 <-> f32 (round to nearest even). */
 uint16_t ft_f32_to_bf16(float value);
 float ft_bf16_to_f32(uint16_t value);
+/* f32 -> IEEE half precision, round to nearest even (as torch's .half()). */
+uint16_t ft_f32_to_f16(float value);
 
 #endif

@@ -1,0 +1,162 @@
+/* export: a train output made ready to ship.
+ *
+ *   export/peft: export adapter                      # a peft adapter folder
+ *   export/merged: export adapter models/tiny        # the adapter merged into its base model
+ *       format = merged
+ *   export/adapter.tar.zst: export adapter
+ *       archive = tar.zst
+ *
+ * Input 0 is a train output (it has ftpipe_train.json); a LoRA merge takes the
+ * base model folder as input 1. With an archive, the folder is built in the
+ * work folder and packed into the single output file. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ftpipe/archive_create.h"
+#include "ftpipe/fsutil.h"
+#include "ftpipe/lora.h"
+#include "ftpipe/model_merge.h"
+#include "ftpipe/stage.h"
+
+typedef struct {
+    const char *train_dir;
+    bool lora;
+    char *base_model;   /* ftpipe_train.json's base_model */
+} train_output;
+
+static int read_train_output(ft_stage *stage, train_output *train)
+{
+    train->train_dir = ft_stage_input_path(stage, 0);
+    char *path = ft_path_join(train->train_dir, "ftpipe_train.json");
+    int status = 0;
+    if (!ft_path_exists(path)) {
+        status = ft_stage_fail(stage, "export's first input %s is not a train output (it has no ftpipe_train.json)",
+                               train->train_dir);
+    } else {
+        json_error_t error;
+        json_t *root = json_load_file(path, 0, &error);
+        const char *type = json_string_value(json_object_get(root, "finetuning_type"));
+        const char *base = json_string_value(json_object_get(root, "base_model"));
+        if (!root)
+            status = ft_stage_fail(stage, "%s: not readable JSON: %s (line %d)", path, error.text, error.line);
+        else if (!type || (strcmp(type, "lora") != 0 && strcmp(type, "full") != 0))
+            status = ft_stage_fail(stage, "%s: finetuning_type is neither \"lora\" nor \"full\"", path);
+        else {
+            train->lora = strcmp(type, "lora") == 0;
+            train->base_model = strdup(base ? base : "");
+        }
+        json_decref(root);
+    }
+    free(path);
+    return status;
+}
+
+/* adapter_config.json naming the base model as asked, and the weights as trained. */
+static int export_peft(ft_stage *stage, const train_output *train, const char *out_dir)
+{
+    if (!train->lora)
+        return ft_stage_fail(stage, "%s is a full fine-tune: it has no adapter to export; set format = merged to "
+                                    "export the model folder", train->train_dir);
+    if (ft_stage_input_count(stage) > 1)
+        return ft_stage_fail(stage, "format = peft takes one input, the train output; %zu given (the base model is "
+                                    "an input of format = merged only)", ft_stage_input_count(stage));
+    const char *base = ft_stage_param_is_set(stage, "base_model_name_or_path")
+                           ? ft_stage_param_string(stage, "base_model_name_or_path")
+                           : train->base_model;
+    char *config_path = ft_path_join(train->train_dir, "adapter_config.json");
+    ft_lora_config config;
+    json_error_t error;
+    json_t *root = ft_lora_config_load(train->train_dir, &config) == 0 ? json_load_file(config_path, 0, &error) : NULL;
+    int status = root ? ft_mkdir_p(out_dir) : -1;
+    if (status == 0) {
+        json_object_set_new(root, "base_model_name_or_path", json_string(base));
+        char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+        char *destination = ft_path_join(out_dir, "adapter_config.json");
+        status = ft_write_file_atomic(destination, text, strlen(text));
+        free(destination);
+        free(text);
+    }
+    json_decref(root);
+    free(config_path);
+    char *weights = ft_path_join(train->train_dir, "adapter_model.safetensors");
+    char *destination = ft_path_join(out_dir, "adapter_model.safetensors");
+    if (status == 0)
+        status = ft_copy_file(weights, destination);
+    free(weights);
+    free(destination);
+    if (status == 0)
+        ft_stage_summary(stage, "peft adapter: rank %d, alpha %g, base %s", config.rank, config.alpha, base);
+    return status;
+}
+
+static int report_progress(void *context, uint64_t done, uint64_t total)
+{
+    ft_stage *stage = context;
+    ft_stage_progress(stage, total ? (double)done / (double)total : -1.0, "%llu/%llu tensors",
+                      (unsigned long long)done, (unsigned long long)total);
+    return ft_stage_cancelled(stage) ? 1 : 0;
+}
+
+static int export_merged(ft_stage *stage, const train_output *train, const char *out_dir)
+{
+    ft_model_merge_options options = {.progress = report_progress, .progress_context = stage};
+    const char *dtype = ft_stage_param_string(stage, "dtype");
+    options.convert = strcmp(dtype, "auto") != 0;
+    options.dtype = strcmp(dtype, "bf16") == 0 ? FT_DTYPE_BF16 : strcmp(dtype, "f16") == 0 ? FT_DTYPE_F16 : FT_DTYPE_F32;
+    const char *model_dir = train->train_dir;
+    if (train->lora) {
+        if (ft_stage_input_count(stage) != 2)
+            return ft_stage_fail(stage, "format = merged of the LoRA adapter %s needs the base model folder as the "
+                                        "second input (export %s <base model>)", train->train_dir, train->train_dir);
+        model_dir = ft_stage_input_path(stage, 1);
+        char *config = ft_path_join(model_dir, "config.json");
+        bool is_model = ft_path_exists(config);
+        free(config);
+        if (!is_model)
+            return ft_stage_fail(stage, "export's second input %s is not a model folder (it has no config.json)",
+                                 model_dir);
+        options.adapter_dir = train->train_dir;
+    } else if (ft_stage_input_count(stage) > 1) {
+        return ft_stage_fail(stage, "%s is a full fine-tune, already a whole model: export takes no base model "
+                                    "beside it", train->train_dir);
+    }
+    if (ft_model_merge_write(model_dir, out_dir, &options) < 0)
+        return -1;
+    ft_stage_summary(stage, "%s model, %s", train->lora ? "merged" : "fully fine-tuned",
+                     options.convert ? ft_dtype_torch_name(options.dtype) : "dtype as the base's");
+    return 0;
+}
+
+static int run_export(ft_stage *stage)
+{
+    if (ft_stage_input_count(stage) < 1)
+        return ft_stage_fail(stage, "export needs a train output as its first input");
+    train_output train = {0};
+    if (read_train_output(stage, &train) < 0)
+        return -1;
+    const char *archive = ft_stage_param_string(stage, "archive");
+    bool archived = strcmp(archive, "none") != 0;
+    const char *output = ft_stage_output_path(stage);
+    char *folder = archived ? ft_path_join(ft_stage_work_dir(stage), "export") : strdup(output);
+    int status = archived && ft_path_exists(folder) ? ft_remove_tree(folder) : 0;
+    if (status == 0)
+        status = strcmp(ft_stage_param_string(stage, "format"), "peft") == 0 ? export_peft(stage, &train, folder)
+                                                                            : export_merged(stage, &train, folder);
+    if (status == 0 && archived) {
+        ft_archive_format format = strcmp(archive, "tar.zst") == 0 ? FT_ARCHIVE_TAR_ZSTD : FT_ARCHIVE_TAR_GZIP;
+        status = ft_archive_create(folder, output, format);
+        if (status == 0)
+            status = ft_remove_tree(folder);
+    }
+    free(folder);
+    free(train.base_model);
+    return status;
+}
+
+const ft_stage_kind ft_kind_export = {
+    .name = "export",
+    .version = 1,
+    .run = run_export,
+};

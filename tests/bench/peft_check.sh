@@ -1,0 +1,59 @@
+#!/bin/sh
+# Do ftpipe's exports load in PEFT and transformers as they mean? On a machine
+# with python3, torch, transformers and peft (no network needed), after
+# `make gpu-tests` (which builds build/ftpipe, build/gpu/ftpipe_logits and the
+# libraries they need into build/gpu/lib):
+#   sh tests/bench/peft_check.sh
+# A pipeline inits a tiny Qwen2-shaped f32 model (built-in tokenizer), makes the
+# quickstart's addition data, tokenizes it, trains LoRA for a few steps at a
+# learning rate that makes B clearly non-zero, and exports it as format = peft
+# and format = merged. ftpipe_logits gives the base + adapter logits on the cpu
+# backend for fixed token ids; peft_check.py compares them with
+# from_pretrained(base) + PeftModel.from_pretrained(peft export) and with
+# from_pretrained(merged export). Exit 0: both max relative errors < 1e-4;
+# 1: a mismatch or a failed step; 2: python3 lacks torch, transformers or peft.
+# PEFT_CHECK_DIR keeps the workspace there (default: a temporary folder, removed).
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+[ -d build/gpu/lib ] && export LD_LIBRARY_PATH="$ROOT/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+for program in build/ftpipe build/gpu/ftpipe_logits; do
+  [ -x "$program" ] || { echo "peft_check: $program is missing (make gpu-tests, or make build/ftpipe build/gpu/ftpipe_logits)"; exit 1; }
+done
+W=${PEFT_CHECK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/ftpipe-peft-check.XXXXXX")}
+[ -n "$PEFT_CHECK_DIR" ] || trap 'rm -rf "$W"' EXIT
+mkdir -p "$W" && cp examples/quickstart/make_addition_data.sh "$W/"
+cat > "$W/Ftpipe" <<'P'
+models/tiny: init
+	shape = tiny
+	architecture = qwen2
+	dtype = f32
+
+data/train.json: shell make_addition_data.sh
+	run = sh $< train 64 > $@
+
+data/train_set: tokenize models/tiny data/train.json
+	template = plain
+	cutoff_len = 40
+
+adapter: train models/tiny data/train_set
+	backend = cpu
+	lora_rank = 8
+	lora_alpha = 16
+	learning_rate = 2e-2
+	per_device_train_batch_size = 8
+	max_steps = 8
+
+export/peft: export adapter
+
+export/merged: export adapter models/tiny
+	format = merged
+P
+build/ftpipe -C "$W" || { echo "peft_check: the pipeline failed"; exit 1; }
+TOKENS="257 49 50 43 51 52 61 258 10 72 101 108 108 111 256"
+build/gpu/ftpipe_logits "$W/models/tiny" "$W/export/peft" "$W/ftpipe_logits.f32" $TOKENS ||
+  { echo "peft_check: ftpipe_logits failed"; exit 1; }
+if ! python3 -c "import torch, transformers, peft" 2>/dev/null; then
+  echo "peft_check: python3 here lacks torch, transformers or peft; run this on a machine that has them"
+  exit 2
+fi
+python3 tests/bench/peft_check.py "$W/models/tiny" "$W/export/peft" "$W/export/merged" "$W/ftpipe_logits.f32" $TOKENS
