@@ -1,7 +1,7 @@
 /* cpu_backend: the fp32 reference backend. Host memory, plain C loops for the
  * row and elementwise ops, OpenBLAS for matrix products (cpu_linear.c,
- * cpu_attention.c). Sums that decide accuracy (norms, softmax denominators) are
- * taken in double. */
+ * cpu_attention.c, cpu_decode.c). Sums that decide accuracy (norms, softmax
+ * denominators) are taken in double. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -360,6 +360,9 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->linear_backward = ft_cpu_linear_backward;
     backend->attention_forward = ft_cpu_attention_forward;
     backend->attention_backward = ft_cpu_attention_backward;
+    backend->gather_rows = ft_cpu_gather_rows;
+    backend->scatter_rows = ft_cpu_scatter_rows;
+    backend->attention_decode = ft_cpu_attention_decode;
     backend->cross_entropy_forward = cpu_cross_entropy_forward;
     backend->cross_entropy_backward = cpu_cross_entropy_backward;
     backend->adamw = cpu_adamw;

@@ -28,4 +28,11 @@ void ft_cpu_attention_backward(ft_backend *self, void *grad_q, void *grad_k, voi
                                const void *out, const void *q, const void *k, const void *v,
                                const float *logsumexp, const int32_t *segments, const ft_attention_shape *shape);
 
+/* cpu_decode.c: generation with a KV cache */
+void ft_cpu_gather_rows(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
+void ft_cpu_scatter_rows(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
+void ft_cpu_attention_decode(ft_backend *self, void *out, const void *q, const void *k_cache, const void *v_cache,
+                             const int32_t *lengths, int batch, int max_len, int n_heads, int n_kv_heads,
+                             int head_dim);
+
 #endif

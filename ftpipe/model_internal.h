@@ -76,4 +76,18 @@ size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_o
 /* Rows of logits computed at once: the head's output never exceeds ~64 MiB. */
 int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows);
 
+/* The decoder in pieces, for generation (generate.c): the same ops as
+ * ft_model_forward on the first `rows` rows of the activations, with the
+ * adapter's dropout off. The caller uploads act.tokens and act.positions and
+ * runs each layer's attention between qkv and finish. */
+/* act.tokens' embeddings into layer 0's input, and its input_layernorm */
+void ft_model_embed(ft_model *model, int rows);
+/* layer's q, k, v (normalised and rotated) from its ln1 */
+void ft_model_layer_qkv(ft_model *model, int layer, int rows);
+/* from layer's attn to its output (the next layer's input, or act.final_input),
+ * normalised by the next layer's input_layernorm, or the final norm */
+void ft_model_layer_finish(ft_model *model, int layer, int rows);
+/* logits [rows, vocab] (host floats) of x [rows, hidden], in chunks of head_chunk_rows */
+void ft_model_head_logits(ft_model *model, const void *x, int rows, float *logits);
+
 #endif

@@ -133,6 +133,7 @@ typedef struct {
     int n_targets;       /* target tokens in this batch */
     bool backward;
     uint64_t dropout_seed;
+    bool generating;     /* no LoRA dropout */
 } pass;
 
 static const void *weight(const pass *p, size_t offset)
@@ -165,7 +166,7 @@ static const ft_lora_op *lora_op(const pass *p, int layer, ft_lora_target target
                        p->model->act.layers[layer].lora_xa[target],
                        config->rank,
                        (float)ft_lora_scaling(config),
-                       (float)config->dropout,
+                       p->generating ? 0.0f : (float)config->dropout,
                        ft_random_stream(p->dropout_seed, (uint64_t)layer * 16 + target)};
     return op;
 }
@@ -222,16 +223,16 @@ static next_norm norm_after(const pass *p, int l)
     return (next_norm){act->final_norm, act->final_rstd, weight(p, p->model->final_norm)};
 }
 
-/* Runs layer l from its input and ln1 (made by the junction before it) up to
- * the MLP's activation, down_proj's input. */
-static void layer_forward_to_mlp(const pass *p, int l, const ft_attention_shape *shape)
+/* Layer l's attention inputs from its ln1 (made by the junction before it):
+ * q, k and v, with q and k normalised (qk_norm) and rotated to act->positions. */
+static void layer_qkv(const pass *p, int l)
 {
     ft_backend *b = p->backend;
     const ft_model_config *c = p->config;
     const ft_layer_offsets *w = &p->model->layers[l];
     const ft_activations *act = &p->model->act;
     const ft_layer_activations *a = &act->layers[l];
-    int rows = p->rows, hidden = c->hidden_size, inner = c->intermediate_size, dim = c->head_dim;
+    int rows = p->rows, hidden = c->hidden_size, dim = c->head_dim;
     int q_width = c->num_attention_heads * dim, kv_width = c->num_key_value_heads * dim;
     float eps = (float)c->rms_norm_eps;
     ft_lora_op op;
@@ -251,11 +252,23 @@ static void layer_forward_to_mlp(const pass *p, int l, const ft_attention_shape 
     }
     b->rope_forward(b, a->q, act->positions, act->rope_cos, act->rope_sin, rows, c->num_attention_heads, dim);
     b->rope_forward(b, a->k, act->positions, act->rope_cos, act->rope_sin, rows, c->num_key_value_heads, dim);
-    b->attention_forward(b, a->attn, a->logsumexp, a->q, a->k, a->v, act->segments, shape);
+}
+
+/* From layer l's attention output to the MLP's activation, down_proj's input. */
+static void layer_attention_to_mlp(const pass *p, int l)
+{
+    ft_backend *b = p->backend;
+    const ft_model_config *c = p->config;
+    const ft_layer_offsets *w = &p->model->layers[l];
+    const ft_layer_activations *a = &p->model->act.layers[l];
+    int rows = p->rows, hidden = c->hidden_size, inner = c->intermediate_size;
+    int q_width = c->num_attention_heads * c->head_dim;
+    ft_lora_op op;
+
     b->linear_forward(b, a->mid, a->attn, weight(p, w->o), NULL, lora_op(p, l, FT_LORA_O, &op), rows, q_width,
                       hidden);
     b->add_rmsnorm_forward(b, a->mid, a->ln2, a->ln2_rstd, a->mid, a->input, weight(p, w->post_norm), rows, hidden,
-                           eps);
+                           (float)c->rms_norm_eps);
 
     b->linear_forward(b, a->gate, a->ln2, weight(p, w->gate), NULL, lora_op(p, l, FT_LORA_GATE, &op), rows, hidden,
                       inner);
@@ -263,14 +276,31 @@ static void layer_forward_to_mlp(const pass *p, int l, const ft_attention_shape 
     b->swiglu_forward(b, a->act, a->gate, a->up, (size_t)rows * inner);
 }
 
-/* Runs layer l to its output, and normalises that output for whatever reads it next. */
-static void layer_forward(const pass *p, int l, void *output, const ft_attention_shape *shape)
+/* Runs layer l from its input and ln1 up to the MLP's activation. */
+static void layer_forward_to_mlp(const pass *p, int l, const ft_attention_shape *shape)
+{
+    const ft_activations *act = &p->model->act;
+    const ft_layer_activations *a = &act->layers[l];
+    layer_qkv(p, l);
+    p->backend->attention_forward(p->backend, a->attn, a->logsumexp, a->q, a->k, a->v, act->segments, shape);
+    layer_attention_to_mlp(p, l);
+}
+
+/* The residual stream after layer l: the next layer's input, or the final norm's. */
+static void *layer_output(const pass *p, int l)
+{
+    const ft_activations *act = &p->model->act;
+    return l + 1 < p->config->num_hidden_layers ? act->layers[l + 1].input : act->final_input;
+}
+
+/* From the MLP's activation to layer l's output, normalised for whatever reads it next. */
+static void layer_down(const pass *p, int l)
 {
     ft_backend *b = p->backend;
     const ft_model_config *c = p->config;
     const ft_layer_activations *a = &p->model->act.layers[l];
+    void *output = layer_output(p, l);
     ft_lora_op op;
-    layer_forward_to_mlp(p, l, shape);
     b->linear_forward(b, output, a->act, weight(p, p->model->layers[l].down), NULL,
                       lora_op(p, l, FT_LORA_DOWN, &op), p->rows, c->intermediate_size, c->hidden_size);
     next_norm next = norm_after(p, l);
@@ -396,11 +426,22 @@ static double head(const pass *p, float *logits_out, double grad_scale)
     return loss_sum;
 }
 
+/* The embeddings of act->tokens, and the first layer's input_layernorm. */
+static void embed(const pass *p)
+{
+    const ft_layer_activations *first = &p->model->act.layers[0];
+    p->backend->embedding_forward(p->backend, first->input, weight(p, p->model->embed), p->model->act.tokens,
+                                  p->rows, p->config->hidden_size);
+    p->backend->rmsnorm_forward(p->backend, first->ln1, first->ln1_rstd, first->input,
+                                weight(p, p->model->layers[0].input_norm), p->rows, p->config->hidden_size,
+                                (float)p->config->rms_norm_eps);
+}
+
 static int run(ft_model *model, const ft_batch *batch, bool backward, float *logits, double *loss)
 {
     if (backward && model->options.finetuning == FT_FINETUNE_NONE)
         return ft_error("the model was loaded for inference; load it for LoRA or full fine-tuning to train");
-    pass p = {model, model->backend, &model->config, batch->batch_size * batch->seq_len, 0, backward, 0};
+    pass p = {model, model->backend, &model->config, batch->batch_size * batch->seq_len, 0, backward, 0, false};
     if (check_batch(model, batch, &p.n_targets) < 0)
         return -1;
     if (model->lora)
@@ -412,12 +453,11 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     ft_attention_shape shape = {batch->batch_size, batch->seq_len, c->num_attention_heads, c->num_key_value_heads,
                                 c->head_dim};
     upload_batch(&p, batch);
-    const ft_layer_activations *first = &act->layers[0];
-    b->embedding_forward(b, first->input, weight(&p, model->embed), act->tokens, p.rows, hidden);
-    b->rmsnorm_forward(b, first->ln1, first->ln1_rstd, first->input, weight(&p, model->layers[0].input_norm), p.rows,
-                       hidden, (float)c->rms_norm_eps);
-    for (int l = 0; l < layers; l++)
-        layer_forward(&p, l, l + 1 < layers ? act->layers[l + 1].input : act->final_input, &shape);
+    embed(&p);
+    for (int l = 0; l < layers; l++) {
+        layer_forward_to_mlp(&p, l, &shape);
+        layer_down(&p, l);
+    }
     int64_t denominator = batch->loss_denominator > 0 ? batch->loss_denominator : p.n_targets;
     double loss_sum = head(&p, logits, denominator > 0 ? 1.0 / (double)denominator : 0.0);
     if (loss)
@@ -445,4 +485,42 @@ int ft_model_forward(ft_model *model, const ft_batch *batch, float *logits, doub
 int ft_model_forward_backward(ft_model *model, const ft_batch *batch, double *loss)
 {
     return run(model, batch, true, NULL, loss);
+}
+
+/* --- the decoder in pieces, for generation --- */
+
+static pass generation_pass(ft_model *model, int rows)
+{
+    return (pass){model, model->backend, &model->config, rows, 0, false, 0, true};
+}
+
+void ft_model_embed(ft_model *model, int rows)
+{
+    pass p = generation_pass(model, rows);
+    embed(&p);
+}
+
+void ft_model_layer_qkv(ft_model *model, int layer, int rows)
+{
+    pass p = generation_pass(model, rows);
+    layer_qkv(&p, layer);
+}
+
+void ft_model_layer_finish(ft_model *model, int layer, int rows)
+{
+    pass p = generation_pass(model, rows);
+    layer_attention_to_mlp(&p, layer);
+    layer_down(&p, layer);
+}
+
+void ft_model_head_logits(ft_model *model, const void *x, int rows, float *logits)
+{
+    pass p = generation_pass(model, rows);
+    int hidden = model->config.hidden_size, vocab = model->config.vocab_size, chunk = model->head_chunk_rows;
+    for (int first = 0; first < rows; first += chunk) {
+        int n = rows - first < chunk ? rows - first : chunk;
+        p.backend->linear_forward(p.backend, model->act.logits, at(&p, (void *)x, (size_t)first * hidden),
+                                  weight(&p, model->lm_head), NULL, NULL, n, hidden, vocab);
+        download_logits(&p, logits + (size_t)first * vocab, (size_t)n * vocab);
+    }
 }

@@ -262,6 +262,59 @@ TEST(attention_forward_matches_a_direct_computation)
         CHECK(fabsf(c->out[(3 * A_HEADS + 1) * A_DIM + d] - c->v[(3 * A_KV + 0) * A_DIM + d]) < 1e-6f);
 }
 
+enum { D_BATCH = 3, D_MAX = 6, D_HEADS = 4, D_KV = 2, D_DIM = 4 };
+
+/* Each sequence's decode step equals the last row of attention_forward over
+ * the same tokens (GQA, sequences of different lengths in one cache). */
+TEST(attention_decode_matches_the_last_row_of_attention_forward)
+{
+    enum { Q_WIDTH = D_HEADS * D_DIM, KV_WIDTH = D_KV * D_DIM };
+    static const int32_t lengths[D_BATCH] = {5, 1, 6};
+    static float q[D_MAX * Q_WIDTH], k_cache[D_BATCH * D_MAX * KV_WIDTH], v_cache[D_BATCH * D_MAX * KV_WIDTH];
+    static float q_last[D_BATCH * Q_WIDTH], decoded[D_BATCH * Q_WIDTH], expected[D_BATCH * Q_WIDTH];
+    static float full[D_MAX * Q_WIDTH];
+    float lse[D_HEADS * D_MAX];
+    double worst = 0.0;
+    int32_t segments[D_MAX] = {0};
+    for (int i = 0; i < D_BATCH * D_MAX * KV_WIDTH; i++) {
+        k_cache[i] = (float)ft_random_normal(31, i);
+        v_cache[i] = (float)ft_random_normal(32, i);
+    }
+    for (int b = 0; b < D_BATCH; b++) {
+        int n = lengths[b];
+        for (int i = 0; i < n * Q_WIDTH; i++)
+            q[i] = (float)ft_random_normal(33 + b, i);
+        memcpy(q_last + b * Q_WIDTH, q + (n - 1) * Q_WIDTH, Q_WIDTH * sizeof(float));
+        ft_attention_shape shape = {1, n, D_HEADS, D_KV, D_DIM};
+        const float *k = k_cache + b * D_MAX * KV_WIDTH, *v = v_cache + b * D_MAX * KV_WIDTH;
+        cpu->attention_forward(cpu, full, lse, q, k, v, segments, &shape);
+        memcpy(expected + b * Q_WIDTH, full + (n - 1) * Q_WIDTH, Q_WIDTH * sizeof(float));
+    }
+    cpu->attention_decode(cpu, decoded, q_last, k_cache, v_cache, lengths, D_BATCH, D_MAX, D_HEADS, D_KV, D_DIM);
+    for (int i = 0; i < D_BATCH * Q_WIDTH; i++)
+        worst = fmax(worst, fabs((double)decoded[i] - expected[i]));
+    CHECK(worst < 1e-6);
+    /* a sequence of one token reads its own value back */
+    for (int h = 0; h < D_HEADS; h++)
+        for (int d = 0; d < D_DIM; d++)
+            CHECK(fabsf(decoded[Q_WIDTH + h * D_DIM + d] -
+                        v_cache[D_MAX * KV_WIDTH + (h / 2) * D_DIM + d]) < 1e-6f);
+}
+
+TEST(gather_and_scatter_move_rows_by_index)
+{
+    float table[4 * 3], gathered[2 * 3], cache[5 * 3] = {0};
+    for (int i = 0; i < 12; i++)
+        table[i] = (float)i;
+    int32_t from[2] = {3, 1}, to[2] = {4, 0};
+    cpu->gather_rows(cpu, gathered, table, from, 2, 3);
+    float expected_gathered[6] = {9, 10, 11, 3, 4, 5};
+    CHECK(memcmp(gathered, expected_gathered, sizeof gathered) == 0);
+    cpu->scatter_rows(cpu, cache, gathered, to, 2, 3);
+    float expected_cache[15] = {3, 4, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 10, 11};
+    CHECK(memcmp(cache, expected_cache, sizeof cache) == 0);
+}
+
 TEST(attention_backward_matches_finite_differences)
 {
     attention_case *c = attention_setup();
@@ -397,6 +450,8 @@ int main(void)
     RUN(rope_rotates_pairs_and_backward_undoes_it);
     RUN(attention_forward_matches_a_direct_computation);
     RUN(attention_backward_matches_finite_differences);
+    RUN(attention_decode_matches_the_last_row_of_attention_forward);
+    RUN(gather_and_scatter_move_rows_by_index);
     RUN(swiglu_backward_matches_finite_differences);
     RUN(embedding_gathers_rows_and_backward_adds_them_up);
     RUN(cross_entropy_skips_masked_rows_and_backward_matches_finite_differences);
