@@ -9,6 +9,7 @@ extern const ft_stage_kind ft_kind_init;
 extern const ft_stage_kind ft_kind_tokenize;
 extern const ft_stage_kind ft_kind_extract;
 extern const ft_stage_kind ft_kind_shm;
+extern const ft_stage_kind ft_kind_evaluate;
 
 const ft_stage_kind *const ft_builtin_kinds[] = {
     &ft_kind_shell,
@@ -17,6 +18,7 @@ const ft_stage_kind *const ft_builtin_kinds[] = {
     &ft_kind_tokenize,
     &ft_kind_extract,
     &ft_kind_shm,
+    &ft_kind_evaluate,
     NULL,
 };
 
