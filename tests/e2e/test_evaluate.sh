@@ -139,6 +139,23 @@ python3 -c 'import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(
   "$(metric one eval_loss)" "$(metric seven eval_loss)" || t_fail "eval_loss differs between batch sizes"
 t_end
 
+t_case "sharegpt JSONL with the qwen template; max_samples"
+python3 -c '
+import json, sys
+for record in json.load(open(sys.argv[1])):
+    print(json.dumps({"messages": [{"role": "user", "content": record["instruction"]},
+                                   {"role": "assistant", "content": record["output"]}]}))' "$W/data/eval.json" > "$W/chat.jsonl"
+write_stages chat "models/tiny chat.jsonl" "template = qwen" "format = sharegpt" "max_samples = 4" "checker = sum-equals"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_expect_contains ": accuracy 0.0000, eval_loss "
+expect_results chat '[r["prompt"] for r in results] == [d["instruction"] for d in data[:4]]'
+expect_results chat 'metrics["samples"] == 4 and metrics["loss_tokens"] > 0'
+t_run "$FTPIPE" -C "$W" log chat
+t_expect_contains "4 samples (0 cut at cutoff_len), longest prompt "
+t_expect_contains "template qwen"
+t_end
+
 HASHLESS="$W/lora_other_tokenizer"
 python3 "$HERE/train_output_fixture.py" lora "$W/models/tiny" "$HASHLESS" plain 0123456789abcdef0123456789abcdef
 
