@@ -9,6 +9,7 @@ extern const ft_stage_kind ft_kind_init;
 extern const ft_stage_kind ft_kind_tokenize;
 extern const ft_stage_kind ft_kind_extract;
 extern const ft_stage_kind ft_kind_shm;
+extern const ft_stage_kind ft_kind_train;
 extern const ft_stage_kind ft_kind_evaluate;
 
 const ft_stage_kind *const ft_builtin_kinds[] = {
@@ -18,6 +19,7 @@ const ft_stage_kind *const ft_builtin_kinds[] = {
     &ft_kind_tokenize,
     &ft_kind_extract,
     &ft_kind_shm,
+    &ft_kind_train,
     &ft_kind_evaluate,
     NULL,
 };

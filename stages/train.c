@@ -1,0 +1,359 @@
+/* train: fine-tunes a model on a tokenize output.
+ *
+ *   adapter: train models/base data/train_set
+ *       learning_rate = 1e-4
+ *       num_train_epochs = 1
+ *
+ * Checks everything it can before training (inputs, tokenizer, parameters,
+ * memory), trains with checkpoints in the work folder (a rerun resumes from
+ * the newest), then writes the adapter or the model with ftpipe_train.json,
+ * train_results.json and trainer_log.jsonl (see the README). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ftpipe/error.h"
+#include "ftpipe/fsutil.h"
+#include "ftpipe/mem.h"
+#include "ftpipe/model_save.h"
+#include "ftpipe/stage.h"
+#include "ftpipe/tokenizer.h"
+#include "ftpipe/trainer.h"
+
+typedef struct {
+    ft_stage *stage;
+    const char *model_dir;
+    const char *data_dir;
+    ft_token_dataset_meta meta;
+    ft_model_options model_options;
+    ft_train_options train_options;
+    ft_train_plan plan;
+    char *log_path;             /* <work>/trainer_log.jsonl, kept across resumes */
+    int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
+} train_run;
+
+static int check_inputs(train_run *run)
+{
+    ft_stage *stage = run->stage;
+    if (ft_stage_input_count(stage) != 2)
+        return ft_stage_fail(stage, "train takes two inputs, a model folder and a tokenize output (`%s: train MODEL "
+                                    "DATA`); %zu given",
+                             ft_stage_target(stage), ft_stage_input_count(stage));
+    run->model_dir = ft_stage_input_path(stage, 0);
+    run->data_dir = ft_stage_input_path(stage, 1);
+    char *config = ft_path_join(run->model_dir, "config.json"), *meta = ft_path_join(run->data_dir, "meta.json");
+    int status = 0;
+    if (!ft_path_exists(config))
+        status = ft_stage_fail(stage, "train's first input %s is not a model folder (it has no config.json)",
+                               run->model_dir);
+    else if (!ft_path_exists(meta))
+        status = ft_stage_fail(stage, "train's second input %s is not a tokenize output (it has no meta.json)",
+                               run->data_dir);
+    free(config);
+    free(meta);
+    return status;
+}
+
+/* The data must have been tokenized with this model's tokenizer. */
+static int check_tokenizer(train_run *run)
+{
+    if (ft_token_dataset_meta_read(run->data_dir, &run->meta) < 0)
+        return -1;
+    ft_tokenizer *tokenizer;
+    if (ft_tokenizer_load(run->model_dir, &tokenizer) < 0)
+        return -1;
+    char hash[FT_HASH_HEX_LENGTH + 1];
+    ft_hash_to_hex(ft_tokenizer_hash(tokenizer), hash);
+    ft_tokenizer_free(tokenizer);
+    if (strcmp(hash, run->meta.tokenizer_hash) == 0)
+        return 0;
+    return ft_stage_fail(run->stage, "the model's tokenizer (%s, hash %s) is not the one the data was tokenized with "
+                                     "(%s, hash %s): tokenize the data with this model",
+                         run->model_dir, hash, run->data_dir, run->meta.tokenizer_hash);
+}
+
+static int read_parameters(train_run *run)
+{
+    ft_stage *stage = run->stage;
+    ft_model_options *m = &run->model_options;
+    ft_train_options *t = &run->train_options;
+    bool lora = strcmp(ft_stage_param_string(stage, "finetuning_type"), "lora") == 0;
+    int64_t batch_size = ft_stage_param_int(stage, "per_device_train_batch_size");
+    int64_t accumulation = ft_stage_param_int(stage, "gradient_accumulation_steps");
+    int64_t rank = ft_stage_param_int(stage, "lora_rank");
+    if (batch_size < 1 || batch_size > 1 << 20 || accumulation < 1 || accumulation > 1 << 20)
+        return ft_stage_fail(stage, "per_device_train_batch_size = %lld and gradient_accumulation_steps = %lld: "
+                                    "expected at least 1 each",
+                             (long long)batch_size, (long long)accumulation);
+    m->max_batch_size = (int)batch_size;
+    m->max_seq_len = (int)run->meta.cutoff_len;
+    m->finetuning = lora ? FT_FINETUNE_LORA : FT_FINETUNE_FULL;
+    m->use_lora = lora;
+    m->gradient_checkpointing = ft_stage_param_bool(stage, "gradient_checkpointing");
+    m->lora = (ft_lora_config){(int)(rank > 0 && rank < 1 << 20 ? rank : 0), ft_stage_param_float(stage, "lora_alpha"),
+                               ft_stage_param_float(stage, "lora_dropout"), ft_stage_param_bool(stage, "use_rslora"),
+                               0, (uint64_t)ft_stage_param_int(stage, "seed")};
+    if (lora && (ft_lora_parse_targets(ft_stage_param_string(stage, "lora_target"), &m->lora.targets) < 0 ||
+                 ft_lora_config_check(&m->lora) < 0))
+        return -1;
+    *t = (ft_train_options){
+        .batch_size = (int)batch_size,
+        .gradient_accumulation_steps = (int)accumulation,
+        .num_train_epochs = ft_stage_param_float(stage, "num_train_epochs"),
+        .max_steps = ft_stage_param_int(stage, "max_steps"),
+        .learning_rate = ft_stage_param_float(stage, "learning_rate"),
+        .warmup_ratio = ft_stage_param_float(stage, "warmup_ratio"),
+        .warmup_steps = ft_stage_param_int(stage, "warmup_steps"),
+        .max_grad_norm = ft_stage_param_float(stage, "max_grad_norm"),
+        .adamw = {ft_stage_param_float(stage, "adam_beta1"), ft_stage_param_float(stage, "adam_beta2"),
+                  ft_stage_param_float(stage, "adam_epsilon"), ft_stage_param_float(stage, "weight_decay")},
+        .seed = (uint64_t)ft_stage_param_int(stage, "seed"),
+        .logging_steps = ft_stage_param_int(stage, "logging_steps"),
+        .save_steps = ft_stage_param_int(stage, "save_steps"),
+        .save_total_limit = (int)ft_stage_param_int(stage, "save_total_limit"),
+        .run_id = ft_stage_key(stage),
+    };
+    if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0)
+        return -1;
+    return ft_train_plan_steps(t, run->meta.train.n_rows, &run->plan);
+}
+
+static ft_backend *make_backend(ft_stage *stage)
+{
+    const char *name = ft_stage_param_string(stage, "backend");
+    bool cuda = strcmp(name, "cuda") == 0 || (strcmp(name, "auto") == 0 && ft_cuda_device_count() > 0);
+    int threads = (int)ft_stage_param_int(stage, "threads");
+    ft_backend *backend = cuda ? ft_backend_cuda_create(0) : ft_backend_cpu_create(threads);
+    if (!backend)
+        ft_error_context("backend = %s", name);
+    else if (cuda && ft_stage_param_int(stage, "gpus") == 0)
+        ft_stage_log(stage, "training on a GPU with gpus = 0: set gpus = 1 so that the scheduler reserves it");
+    return backend;
+}
+
+static uint64_t available_host_bytes(void)
+{
+    FILE *file = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kib = 0;
+    while (file && fgets(line, sizeof line, file))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+            break;
+    if (file)
+        fclose(file);
+    if (kib)
+        return (uint64_t)kib * 1024;
+    return (uint64_t)sysconf(_SC_AVPHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* On the cpu backend the whole plan lives in host memory; the cuda backend
+ * checks its own memory when the model reserves it. */
+static int check_memory(train_run *run, const ft_backend *backend)
+{
+    ft_model_config config;
+    ft_memory_plan plan;
+    if (ft_model_config_load(run->model_dir, &config) < 0 ||
+        ft_model_plan_memory(&config, &run->model_options, &plan) < 0)
+        return -1;
+    char total[32], weights[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
+    ft_format_bytes(plan.total_bytes, total, sizeof total);
+    ft_format_bytes(plan.parameter_bytes, weights, sizeof weights);
+    ft_format_bytes(plan.adapter_bytes, adapter, sizeof adapter);
+    ft_format_bytes(plan.gradient_bytes, gradients, sizeof gradients);
+    ft_format_bytes(plan.optimizer_bytes, optimizer, sizeof optimizer);
+    ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
+    ft_stage_log(run->stage, "memory plan: %s (weights %s, adapter %s, gradients %s, optimizer %s, activations %s)",
+                 total, weights, adapter, gradients, optimizer, activations);
+    uint64_t host = available_host_bytes();
+    if (backend->dtype != FT_DTYPE_F32 || plan.total_bytes <= host)
+        return 0;
+    ft_format_bytes(host, available, sizeof available);
+    return ft_stage_fail(run->stage, "training needs %s of memory (weights %s, adapter %s, gradients %s, optimizer %s, "
+                                     "activations %s) but %s is available: lower per_device_train_batch_size or the "
+                                     "data's cutoff_len, set gradient_checkpointing = true, or use "
+                                     "finetuning_type = lora",
+                         total, weights, adapter, gradients, optimizer, activations, available);
+}
+
+/* --- reporting --- */
+
+static void on_step(void *context, const ft_train_report *report)
+{
+    train_run *run = context;
+    if (run->first_step < 0)
+        run->first_step = report->step - 1;
+    double per_step = report->elapsed_s / (double)(report->step - run->first_step);
+    double eta = per_step * (double)(report->total_steps - report->step);
+    ft_stage_progress(run->stage, (double)report->step / (double)report->total_steps,
+                      "step %lld/%lld, loss %.4f, ETA %.0fs", (long long)report->step, (long long)report->total_steps,
+                      report->loss, eta);
+}
+
+static void on_log(void *context, const ft_train_report *report)
+{
+    train_run *run = context;
+    ft_stage *stage = run->stage;
+    ft_stage_metric(stage, report->step, "loss", report->loss);
+    ft_stage_metric(stage, report->step, "learning_rate", report->learning_rate);
+    ft_stage_metric(stage, report->step, "grad_norm", report->grad_norm);
+    ft_stage_metric(stage, report->step, "tokens_per_s", report->tokens_per_s);
+    ft_stage_metric(stage, report->step, "memory_bytes", (double)report->memory_bytes);
+    ft_stage_metric(stage, report->step, "epoch", report->epoch);
+    char memory[32];
+    ft_format_bytes(report->memory_bytes, memory, sizeof memory);
+    ft_stage_log(stage, "step %lld/%lld epoch %.2f: loss %.4f, learning_rate %.3g, grad_norm %.4f, %.0f tokens/s, "
+                        "memory %s",
+                 (long long)report->step, (long long)report->total_steps, report->epoch, report->loss,
+                 report->learning_rate, report->grad_norm, report->tokens_per_s, memory);
+    json_t *line = json_pack("{sI sf sf sf sf sf}", "step", (json_int_t)report->step, "epoch", report->epoch, "loss",
+                             report->loss, "learning_rate", report->learning_rate, "grad_norm", report->grad_norm,
+                             "tokens_per_s", report->tokens_per_s);
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    FILE *file = fopen(run->log_path, "a");
+    if (file) {
+        fprintf(file, "%s\n", text);
+        fclose(file);
+    }
+    free(text);
+    json_decref(line);
+}
+
+static void on_note(void *context, const char *text) { ft_stage_log(((train_run *)context)->stage, "%s", text); }
+
+static bool cancelled(void *context) { return ft_stage_cancelled(((train_run *)context)->stage); }
+
+/* --- the output folder --- */
+
+static int write_json(const char *dir, const char *name, json_t *root)
+{
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    json_decref(root);
+    char *path = ft_path_join(dir, name);
+    size_t length = strlen(text);
+    text[length] = '\n'; /* json_dumps leaves no final newline; its NUL is replaced */
+    int status = ft_write_file_atomic(path, text, length + 1);
+    free(path);
+    free(text);
+    return status;
+}
+
+/* The log lines of every run of this stage, the steps a resumed run did again
+ * replacing those an interrupted one wrote after its checkpoint. */
+static int write_trainer_log(const train_run *run, const char *out_dir)
+{
+    char *text = NULL;
+    size_t length = 0;
+    if (ft_path_exists(run->log_path) && ft_read_file(run->log_path, &text, &length) < 0)
+        return -1;
+    ft_strbuf kept;
+    ft_strbuf_init(&kept);
+    size_t *line_starts = NULL, capacity = 0, n_lines = 0;
+    int64_t *steps = NULL;
+    size_t steps_capacity = 0;
+    for (char *line = text; line && *line;) {
+        char *end = strchr(line, '\n');
+        size_t line_length = end ? (size_t)(end - line) : strlen(line);
+        json_t *entry = json_loadb(line, line_length, 0, NULL);
+        json_int_t step = entry ? json_integer_value(json_object_get(entry, "step")) : 0;
+        json_decref(entry);
+        while (n_lines > 0 && steps[n_lines - 1] >= step) /* redone after a resume */
+            kept.length = line_starts[--n_lines];
+        ft_grow((void **)&line_starts, &capacity, n_lines + 1, sizeof *line_starts);
+        ft_grow((void **)&steps, &steps_capacity, n_lines + 1, sizeof *steps);
+        line_starts[n_lines] = kept.length;
+        steps[n_lines++] = step;
+        ft_strbuf_add(&kept, line, line_length);
+        ft_strbuf_putc(&kept, '\n');
+        line = end ? end + 1 : line + line_length;
+    }
+    char *path = ft_path_join(out_dir, "trainer_log.jsonl");
+    int status = ft_write_file_atomic(path, kept.data, kept.length);
+    free(path);
+    free(line_starts);
+    free(steps);
+    ft_strbuf_free(&kept);
+    free(text);
+    return status;
+}
+
+static int write_output(train_run *run, ft_model *model, const ft_train_result *result)
+{
+    const char *out = ft_stage_output_path(run->stage);
+    const char *base_model = ft_path_basename(run->model_dir);
+    bool lora = run->model_options.finetuning == FT_FINETUNE_LORA;
+    int status = lora ? ft_lora_save(ft_model_lora(model), out, base_model) : ft_model_save(model, run->model_dir, out);
+    if (status < 0)
+        return -1;
+    double runtime = result->runtime_s > 0.0 ? result->runtime_s : 1e-9;
+    json_t *info = json_pack("{ss ss ss si ss sI}", "finetuning_type", lora ? "lora" : "full", "template",
+                             run->meta.template_name, "tokenizer_hash", run->meta.tokenizer_hash, "cutoff_len",
+                             (int)run->meta.cutoff_len, "base_model", base_model, "global_step",
+                             (json_int_t)result->global_step);
+    int64_t steps_run = result->global_step - result->resumed_from_step;
+    json_t *results = json_pack("{sf sI sf sf sf sf}", "epoch", result->epoch, "global_step",
+                                (json_int_t)result->global_step, "train_runtime", result->runtime_s,
+                                "train_samples_per_second", result->samples / runtime, "train_steps_per_second",
+                                (double)steps_run / runtime, "train_loss", result->train_loss);
+    if (write_json(out, "ftpipe_train.json", info) < 0 || write_json(out, "train_results.json", results) < 0)
+        return -1;
+    return write_trainer_log(run, out);
+}
+
+static int train(train_run *run, ft_backend *backend)
+{
+    ft_stage *stage = run->stage;
+    ft_token_shards *shards = NULL;
+    if (ft_token_shards_open(run->data_dir, "train", &shards) < 0)
+        return -1;
+    ft_model *model = NULL;
+    int status = ft_model_load(run->model_dir, backend, &run->model_options, &model);
+    size_t n_tensors = 0, n_trained = 0;
+    if (status == 0) {
+        const ft_param_tensor *tensors = ft_model_trainable(model, &n_tensors);
+        for (size_t i = 0; i < n_tensors; i++)
+            n_trained += tensors[i].count;
+        ft_stage_log(stage, "training %.2fM parameters on %llu rows: %lld steps of %d x %d rows on the %s backend",
+                     (double)n_trained / 1e6, (unsigned long long)run->meta.train.n_rows,
+                     (long long)run->plan.total_steps, run->train_options.batch_size,
+                     run->train_options.gradient_accumulation_steps, backend->name);
+    }
+    ft_train_result result;
+    if (status == 0)
+        status = ft_train(model, shards, &run->train_options, &result);
+    if (status == 0)
+        status = write_output(run, model, &result);
+    if (status == 0)
+        ft_stage_summary(stage, "loss %.4f after %lld steps (%.2f epochs), %.1fs, %.2f samples/s",
+                         result.train_loss, (long long)result.global_step, result.epoch, result.runtime_s,
+                         result.samples / (result.runtime_s > 0.0 ? result.runtime_s : 1e-9));
+    ft_model_free(model);
+    ft_token_shards_close(shards);
+    return status;
+}
+
+static int run_train(ft_stage *stage)
+{
+    train_run run = {.stage = stage, .first_step = -1};
+    if (check_inputs(&run) < 0 || check_tokenizer(&run) < 0 || read_parameters(&run) < 0)
+        return -1;
+    char *checkpoints = ft_path_join(ft_stage_work_dir(stage), "checkpoints");
+    run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
+    run.train_options.checkpoint_dir = checkpoints;
+    run.train_options.callbacks = (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled};
+    ft_backend *backend = make_backend(stage);
+    int status = backend ? check_memory(&run, backend) : -1;
+    if (status == 0)
+        status = train(&run, backend);
+    ft_backend_destroy(backend);
+    free(checkpoints);
+    free(run.log_path);
+    return status;
+}
+
+const ft_stage_kind ft_kind_train = {
+    .name = "train",
+    .version = 1,
+    .run = run_train,
+};
