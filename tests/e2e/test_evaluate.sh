@@ -156,6 +156,34 @@ t_expect_contains "4 samples (0 cut at cutoff_len), longest prompt "
 t_expect_contains "template qwen"
 t_end
 
+t_case "after the train stage: the adapter answers in the data's form, its base does not"
+cp "$W/base.ft" "$W/Ftpipe"
+cat >> "$W/Ftpipe" <<'P'
+data/train.json: shell make_addition_data.sh
+	run = sh $< train 200 > $@
+
+data/train_set: tokenize models/tiny data/train.json
+	template = plain
+	cutoff_len = 64
+
+adapter: train models/tiny data/train_set
+	learning_rate = 1e-2
+	max_steps = 20
+	per_device_train_batch_size = 8
+
+trained: evaluate models/tiny adapter data/eval.json
+	max_new_tokens = 16
+	compare_base = true
+	checker = regex
+	pattern = ^王大丫丫
+P
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_expect_contains ": accuracy 1.0000 (base 0.0000), eval_loss "
+expect_results trained 'metrics["eval_loss"] < metrics["base_eval_loss"] - 0.5'
+expect_results trained 'all(r["answer"].startswith("王大丫丫") and not r["base_answer"].startswith("王") for r in results)'
+t_end
+
 HASHLESS="$W/lora_other_tokenizer"
 python3 "$HERE/train_output_fixture.py" lora "$W/models/tiny" "$HASHLESS" plain 0123456789abcdef0123456789abcdef
 
