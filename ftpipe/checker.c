@@ -48,7 +48,7 @@ int ft_checker_create(const char *name, const char *argument, ft_checker **out)
     checker->argument = argument && *argument ? ft_xstrdup(argument) : NULL;
     if (checker->type == CHECK_SHELL && !checker->argument) {
         free(checker);
-        return ft_error("the shell checker needs a command (check_command = ...)");
+        return ft_error("the shell checker needs a command (command = ...)");
     }
     if (checker->type == CHECK_REGEX && checker->argument && !(checker->pattern = compile(checker->argument))) {
         ft_checker_free(checker);

@@ -10,6 +10,7 @@ extern const ft_stage_kind ft_kind_tokenize;
 extern const ft_stage_kind ft_kind_extract;
 extern const ft_stage_kind ft_kind_shm;
 extern const ft_stage_kind ft_kind_train;
+extern const ft_stage_kind ft_kind_evaluate;
 extern const ft_stage_kind ft_kind_export;
 
 const ft_stage_kind *const ft_builtin_kinds[] = {
@@ -20,6 +21,7 @@ const ft_stage_kind *const ft_builtin_kinds[] = {
     &ft_kind_extract,
     &ft_kind_shm,
     &ft_kind_train,
+    &ft_kind_evaluate,
     &ft_kind_export,
     NULL,
 };

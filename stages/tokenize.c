@@ -11,6 +11,7 @@
 
 #include "ftpipe/chat_template.h"
 #include "ftpipe/dataset.h"
+#include "ftpipe/dataset_inputs.h"
 #include "ftpipe/error.h"
 #include "ftpipe/fsutil.h"
 #include "ftpipe/mem.h"
@@ -19,111 +20,20 @@
 #include "ftpipe/token_shards.h"
 #include "ftpipe/tokenizer.h"
 
-static bool has_dataset_info(const char *path)
-{
-    if (!ft_path_is_dir(path))
-        return false;
-    char *info = ft_path_join(path, "dataset_info.json");
-    bool found = ft_path_exists(info);
-    free(info);
-    return found;
-}
-
-/* `dataset = a,b c`: LLaMA-Factory separates names by commas; blanks work too. */
-static char **dataset_names(ft_stage *stage, size_t *count)
-{
-    size_t n_words = 0;
-    const char *const *words = ft_stage_param_list(stage, "dataset", &n_words);
-    char **names = NULL;
-    *count = 0;
-    for (size_t i = 0; i < n_words; i++) {
-        for (const char *p = words[i]; *p;) {
-            size_t length = strcspn(p, ",");
-            if (length > 0) {
-                names = ft_xrealloc(names, (*count + 1) * sizeof(char *));
-                names[(*count)++] = ft_xstrndup(p, length);
-            }
-            p += length + (p[length] == ',');
-        }
-    }
-    return names;
-}
-
-/* The dataset sources from inputs 1.., in input order. */
-static int gather_sources(ft_stage *stage, ft_dataset_source **out, size_t *count)
-{
-    size_t n_names;
-    char **names = dataset_names(stage, &n_names);
-    ft_dataset_format format = FT_DATASET_FORMAT_AUTO;
-    const char *format_name = ft_stage_param_string(stage, "format");
-    if (strcmp(format_name, "alpaca") == 0)
-        format = FT_DATASET_FORMAT_ALPACA;
-    else if (strcmp(format_name, "sharegpt") == 0)
-        format = FT_DATASET_FORMAT_SHAREGPT;
-
-    ft_dataset_source *sources = NULL;
-    size_t n_sources = 0;
-    const char *info_folder = NULL;
-    int status = 0;
-    for (size_t i = 1; i < ft_stage_input_count(stage) && status == 0; i++) {
-        const char *path = ft_stage_input_path(stage, i);
-        if (!has_dataset_info(path)) {
-            sources = ft_xrealloc(sources, (n_sources + 1) * sizeof *sources);
-            ft_dataset_source_for_file(path, format, &sources[n_sources++]);
-            continue;
-        }
-        if (info_folder) {
-            status = ft_error("inputs %s and %s both hold a dataset_info.json: give one such folder", info_folder,
-                              path);
-            break;
-        }
-        info_folder = path;
-        if (n_names == 0) {
-            char *known = NULL;
-            if (ft_dataset_info_names(path, &known) == 0)
-                ft_error("%s holds a dataset_info.json: set dataset = NAME[,NAME...] to choose from: %s", path,
-                         known);
-            free(known);
-            status = -1;
-            break;
-        }
-        ft_dataset_source *named;
-        size_t n_named;
-        status = ft_dataset_info_load(path, (const char *const *)names, n_names, &named, &n_named);
-        if (status == 0) {
-            sources = ft_xrealloc(sources, (n_sources + n_named) * sizeof *sources);
-            memcpy(sources + n_sources, named, n_named * sizeof *named);
-            n_sources += n_named;
-            free(named);
-        }
-    }
-    if (status == 0 && n_names > 0 && !info_folder)
-        status = ft_error("dataset = %s names datasets of a dataset_info.json, but no input folder holds one",
-                          names[0]);
-    for (size_t i = 0; i < n_names; i++)
-        free(names[i]);
-    free(names);
-    if (status != 0) {
-        ft_dataset_sources_free(sources, n_sources);
-        return -1;
-    }
-    *out = sources;
-    *count = n_sources;
-    return 0;
-}
-
 static int read_datasets(ft_stage *stage, ft_dataset *dataset)
 {
-    ft_dataset_source *sources;
-    size_t n_sources;
-    if (gather_sources(stage, &sources, &n_sources) != 0)
-        return -1;
-    ft_on_error on_error = strcmp(ft_stage_param_string(stage, "on_error"), "skip") == 0 ? FT_ON_ERROR_SKIP
-                                                                                          : FT_ON_ERROR_FAIL;
-    int status = 0;
-    for (size_t i = 0; i < n_sources && status == 0; i++)
-        status = ft_dataset_read(dataset, &sources[i], on_error);
-    ft_dataset_sources_free(sources, n_sources);
+    size_t n_paths = ft_stage_input_count(stage) - 1;
+    const char **paths = ft_xmalloc(n_paths * sizeof *paths);
+    for (size_t i = 0; i < n_paths; i++)
+        paths[i] = ft_stage_input_path(stage, i + 1);
+    ft_dataset_input_options options = {
+        .format = ft_stage_param_string(stage, "format"),
+        .on_error = strcmp(ft_stage_param_string(stage, "on_error"), "skip") == 0 ? FT_ON_ERROR_SKIP
+                                                                                   : FT_ON_ERROR_FAIL,
+    };
+    options.dataset_words = ft_stage_param_list(stage, "dataset", &options.n_dataset_words);
+    int status = ft_dataset_read_inputs(paths, n_paths, &options, dataset);
+    free(paths);
     for (size_t i = 0; i < dataset->n_skip_messages; i++)
         ft_stage_log(stage, "skipped %s", dataset->skip_messages[i]);
     if (dataset->n_skipped > dataset->n_skip_messages)

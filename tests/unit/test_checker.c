@@ -59,7 +59,7 @@ TEST(bad_checkers_are_refused)
     CHECK_INT(ft_checker_create("regex", "(", &checker), -1);
     CHECK(strstr(ft_error_message(), "checker regex '(':") != NULL);
     CHECK_INT(ft_checker_create("shell", NULL, &checker), -1);
-    CHECK_STR(ft_error_message(), "the shell checker needs a command (check_command = ...)");
+    CHECK_STR(ft_error_message(), "the shell checker needs a command (command = ...)");
 }
 
 int main(void)

@@ -1,0 +1,622 @@
+/* evaluate: a model's answers and loss on held-out data.
+ *
+ *   report: evaluate models/base adapter data/math_eval.json
+ *       checker = sum-equals
+ *       compare_base = true
+ *
+ * Inputs: a model folder, optionally a train output (recognised by its
+ * ftpipe_train.json: a LoRA adapter is applied to the model, a fully
+ * fine-tuned model replaces it), then the eval data. Prompts are encoded as
+ * the tokenize stage encodes them, answers generated in batches and judged by
+ * the checker; the loss is computed over the answers as training computes it.
+ * The output folder holds results.jsonl, metrics.json and report.md. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ftpipe/chat_template.h"
+#include "ftpipe/checker.h"
+#include "ftpipe/dataset_inputs.h"
+#include "ftpipe/error.h"
+#include "ftpipe/eval_report.h"
+#include "ftpipe/evaluation.h"
+#include "ftpipe/fsutil.h"
+#include "ftpipe/mem.h"
+#include "ftpipe/sample_encoding.h"
+#include "ftpipe/stage.h"
+#include "ftpipe/tokenizer.h"
+
+enum { MAX_STOP_TOKENS = 4, EXAMPLES_IN_REPORT = 3 };
+
+/* What ftpipe_train.json says about a train output. */
+typedef struct {
+    bool full;                  /* a fine-tuned model folder, else a LoRA adapter */
+    char *template_name;
+    char *tokenizer_hash;
+} train_output;
+
+/* One evaluation sample: its question and expected answer as text, the
+ * prompt's tokens for generation and the whole sample's for the loss. */
+typedef struct {
+    const char *question;       /* the last user message */
+    const char *expected;       /* the last assistant message */
+    ft_token_span prompt;       /* points into encoded (or into full when encoded was cut) */
+    ft_encoded_sample encoded;  /* cut at cutoff_len, for the loss */
+    ft_encoded_sample full;     /* uncut, only when encoded was cut */
+} eval_sample;
+
+/* One model's answers and numbers. */
+typedef struct {
+    ft_eval_result result;
+    char **answers;
+    bool *correct;
+} model_outcome;
+
+typedef struct {
+    ft_stage *stage;
+    const char *model_dir;
+    const char *train_dir;      /* NULL without a train output */
+    const char *data_path;
+    train_output train;
+    const ft_chat_template *chat_template;
+    ft_tokenizer *tokenizer;
+    ft_checker *checker;
+    ft_dataset dataset;
+    eval_sample *samples;
+    size_t count;
+    int batch_size;
+    int max_generate_tokens;    /* the longest prompt plus max_new_tokens */
+    int max_seq_len;            /* that, or the longest loss sample */
+    ft_generate_options generate;
+    int32_t stop_tokens[MAX_STOP_TOKENS];
+    int n_phases;               /* generation and loss passes, for progress */
+    int phase;
+} eval_run;
+
+/* --- inputs --- */
+
+static bool has_file(const char *dir, const char *name)
+{
+    char *path = ft_path_join(dir, name);
+    bool found = ft_path_exists(path);
+    free(path);
+    return found;
+}
+
+static int check_inputs(eval_run *run)
+{
+    ft_stage *stage = run->stage;
+    size_t n = ft_stage_input_count(stage);
+    if (n < 2 || n > 3)
+        return ft_stage_fail(stage, "evaluate takes a model folder, optionally a train output, and eval data "
+                                    "(`%s: evaluate MODEL [TRAIN_OUTPUT] DATA`); %zu input%s given",
+                             ft_stage_target(stage), n, n == 1 ? "" : "s");
+    run->model_dir = ft_stage_input_path(stage, 0);
+    run->train_dir = n == 3 ? ft_stage_input_path(stage, 1) : NULL;
+    run->data_path = ft_stage_input_path(stage, n - 1);
+    if (has_file(run->model_dir, "ftpipe_train.json"))
+        return ft_stage_fail(stage, "evaluate's first input %s is a train output: give the base model folder first "
+                                    "(`%s: evaluate MODEL TRAIN_OUTPUT DATA`)",
+                             run->model_dir, ft_stage_target(stage));
+    if (!has_file(run->model_dir, "config.json"))
+        return ft_stage_fail(stage, "evaluate's first input %s is not a model folder (it has no config.json)",
+                             run->model_dir);
+    if (run->train_dir && !has_file(run->train_dir, "ftpipe_train.json"))
+        return ft_stage_fail(stage, "evaluate's second input %s is not a train output (it has no ftpipe_train.json): "
+                                    "inputs are MODEL [TRAIN_OUTPUT] DATA",
+                             run->train_dir);
+    if (has_file(run->data_path, "ftpipe_train.json"))
+        return ft_stage_fail(stage, "evaluate's last input %s is a train output, not eval data: inputs are MODEL "
+                                    "[TRAIN_OUTPUT] DATA",
+                             run->data_path);
+    if (has_file(run->data_path, "meta.json") && !has_file(run->data_path, "dataset_info.json"))
+        return ft_stage_fail(stage, "evaluate's last input %s is a tokenize output: evaluate reads the raw eval "
+                                    "data (alpaca or sharegpt JSON/JSONL) to render prompts and judge answers",
+                             run->data_path);
+    return 0;
+}
+
+static int read_train_output(eval_run *run)
+{
+    char *path = ft_path_join(run->train_dir, "ftpipe_train.json");
+    json_error_t json_error;
+    json_t *root = json_load_file(path, 0, &json_error);
+    const char *type = json_string_value(json_object_get(root, "finetuning_type"));
+    const char *template_name = json_string_value(json_object_get(root, "template"));
+    const char *hash = json_string_value(json_object_get(root, "tokenizer_hash"));
+    int status = 0;
+    if (!root)
+        status = ft_error("%s: not readable JSON: %s (line %d)", path, json_error.text, json_error.line);
+    else if (!type || (strcmp(type, "lora") != 0 && strcmp(type, "full") != 0) || !template_name || !hash)
+        status = ft_error("%s: expected \"finetuning_type\" (lora or full), \"template\" and \"tokenizer_hash\": "
+                          "rerun the train stage that made it",
+                          path);
+    if (status == 0) {
+        run->train.full = strcmp(type, "full") == 0;
+        run->train.template_name = ft_xstrdup(template_name);
+        run->train.tokenizer_hash = ft_xstrdup(hash);
+    }
+    json_decref(root);
+    free(path);
+    return status;
+}
+
+static int load_tokenizer(eval_run *run)
+{
+    if (ft_tokenizer_load(run->model_dir, &run->tokenizer) != 0)
+        return ft_error_context("evaluate's first input must be a model folder with a tokenizer.json");
+    if (!run->train_dir)
+        return 0;
+    char hash[FT_HASH_HEX_LENGTH + 1];
+    ft_hash_to_hex(ft_tokenizer_hash(run->tokenizer), hash);
+    if (strcmp(hash, run->train.tokenizer_hash) == 0)
+        return 0;
+    return ft_stage_fail(run->stage, "the model's tokenizer (%s, hash %s) is not the one %s was trained with "
+                                     "(hash %s): evaluate a train output with its own base model",
+                         run->model_dir, hash, run->train_dir, run->train.tokenizer_hash);
+}
+
+/* --- parameters --- */
+
+static int choose_template(eval_run *run)
+{
+    ft_stage *stage = run->stage;
+    const char *name = ft_stage_param_string(stage, "template");
+    if (!*name && run->train_dir)
+        name = run->train.template_name;
+    if (!*name)
+        return ft_stage_fail(stage, "evaluate needs template = NAME, the chat template the model answers in "
+                                    "(qwen, qwen3, llama3, alpaca or plain); with a train output it defaults to "
+                                    "the template its data was tokenized with");
+    if (run->train_dir && strcmp(name, run->train.template_name) != 0)
+        ft_stage_log(stage, "template = %s, while %s was trained with template %s", name, run->train_dir,
+                     run->train.template_name);
+    return ft_chat_template_find(name, &run->chat_template);
+}
+
+static int make_checker(eval_run *run)
+{
+    ft_stage *stage = run->stage;
+    const char *name = ft_stage_param_string(stage, "checker");
+    const char *pattern = ft_stage_param_string(stage, "pattern"), *command = ft_stage_param_string(stage, "command");
+    bool regex = strcmp(name, "regex") == 0, shell = strcmp(name, "shell") == 0;
+    if (*pattern && !regex)
+        return ft_stage_fail(stage, "pattern = %s is for checker = regex (checker is %s)", pattern, name);
+    if (*command && !shell)
+        return ft_stage_fail(stage, "command = %s is for checker = shell (checker is %s)", command, name);
+    if (ft_checker_create(name, regex ? pattern : command, &run->checker) == 0)
+        return 0;
+    return regex ? ft_error_context("pattern = %s", pattern) : -1;
+}
+
+static int check_range(ft_stage *stage, const char *name, int64_t low, int64_t high)
+{
+    int64_t value = ft_stage_param_int(stage, name);
+    if (value >= low && value <= high)
+        return 0;
+    return ft_stage_fail(stage, "%s = %lld: expected %lld to %lld", name, (long long)value, (long long)low,
+                         (long long)high);
+}
+
+static int read_parameters(eval_run *run)
+{
+    ft_stage *stage = run->stage;
+    if (check_range(stage, "max_new_tokens", 1, 1 << 16) != 0 || check_range(stage, "batch_size", 1, 1 << 16) != 0 ||
+        check_range(stage, "max_samples", 0, INT64_MAX) != 0 || check_range(stage, "cutoff_len", 1, 1 << 24) != 0)
+        return -1;
+    double temperature = ft_stage_param_float(stage, "temperature"), top_p = ft_stage_param_float(stage, "top_p");
+    if (!(temperature >= 0))
+        return ft_stage_fail(stage, "temperature = %g: expected 0 (greedy) or more", temperature);
+    if (!(top_p > 0 && top_p <= 1))
+        return ft_stage_fail(stage, "top_p = %g: expected a probability above 0, up to 1", top_p);
+    if (ft_stage_param_bool(stage, "compare_base") && !run->train_dir)
+        return ft_stage_fail(stage, "compare_base = true compares a train output with its base model, but %s has "
+                                    "none: give one (`%s: evaluate MODEL TRAIN_OUTPUT DATA`) or drop compare_base",
+                             ft_stage_target(stage), ft_stage_target(stage));
+    run->generate = (ft_generate_options){
+        .max_new_tokens = (int)ft_stage_param_int(stage, "max_new_tokens"),
+        .temperature = temperature,
+        .top_p = top_p,
+        .seed = (uint64_t)ft_stage_param_int(stage, "seed"),
+        .stop_tokens = run->stop_tokens,
+    };
+    return choose_template(run) == 0 && make_checker(run) == 0 ? 0 : -1;
+}
+
+/* Generation stops at the end-of-sequence token and at any end-of-turn token
+ * of the chat templates that this vocabulary has. */
+static void choose_stop_tokens(eval_run *run)
+{
+    const char *candidates[] = {ft_tokenizer_eos_token(run->tokenizer), "<|im_end|>", "<|eot_id|>",
+                                "<|endoftext|>"};
+    int n = 0;
+    for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
+        int64_t id = candidates[i] ? ft_tokenizer_token_id(run->tokenizer, candidates[i]) : -1;
+        bool known = false;
+        for (int j = 0; j < n; j++)
+            known |= run->stop_tokens[j] == id;
+        if (id >= 0 && !known && n < MAX_STOP_TOKENS)
+            run->stop_tokens[n++] = (int32_t)id;
+    }
+    run->generate.n_stop_tokens = n;
+}
+
+/* --- samples --- */
+
+static int read_data(eval_run *run)
+{
+    ft_stage *stage = run->stage;
+    ft_dataset_input_options options = {
+        .format = ft_stage_param_string(stage, "format"),
+        .on_error = strcmp(ft_stage_param_string(stage, "on_error"), "skip") == 0 ? FT_ON_ERROR_SKIP
+                                                                                   : FT_ON_ERROR_FAIL,
+    };
+    options.dataset_words = ft_stage_param_list(stage, "dataset", &options.n_dataset_words);
+    if (ft_dataset_read_inputs(&run->data_path, 1, &options, &run->dataset) != 0)
+        return -1;
+    for (size_t i = 0; i < run->dataset.n_skip_messages; i++)
+        ft_stage_log(stage, "skipped %s", run->dataset.skip_messages[i]);
+    if (run->dataset.n_skipped > run->dataset.n_skip_messages)
+        ft_stage_log(stage, "skipped %zu more bad records", run->dataset.n_skipped - run->dataset.n_skip_messages);
+    if (run->dataset.count == 0)
+        return ft_stage_fail(stage, "%s holds no usable record (%zu read, %zu skipped)", run->data_path,
+                             run->dataset.n_records, run->dataset.n_skipped);
+    size_t max_samples = (size_t)ft_stage_param_int(stage, "max_samples");
+    run->count = max_samples && max_samples < run->dataset.count ? max_samples : run->dataset.count;
+    return 0;
+}
+
+/* The prompt is what comes before the last answer: the tokens up to the last
+ * run of trained tokens, as the tokenize stage encodes the sample. */
+static ft_token_span prompt_of(const ft_encoded_sample *sample)
+{
+    size_t end = sample->n_tokens;
+    while (end > 0 && !sample->loss_mask[end - 1])
+        end--;
+    while (end > 0 && sample->loss_mask[end - 1])
+        end--;
+    return (ft_token_span){sample->ids, end > 0 ? end : sample->n_tokens};
+}
+
+static int encode_sample(eval_run *run, const ft_conversation *conversation, eval_sample *sample)
+{
+    size_t cutoff_len = (size_t)ft_stage_param_int(run->stage, "cutoff_len");
+    ft_encoding_options options = {cutoff_len, false, false};
+    for (size_t m = 0; m < conversation->count; m++) {
+        if (conversation->messages[m].role == FT_ROLE_USER)
+            sample->question = conversation->messages[m].content;
+        if (conversation->messages[m].role == FT_ROLE_ASSISTANT)
+            sample->expected = conversation->messages[m].content;
+    }
+    if (ft_encode_conversation(run->tokenizer, run->chat_template, conversation->messages, conversation->count,
+                               &options, &sample->encoded) != 0)
+        return ft_error_context("%s: record %zu", conversation->file, conversation->record);
+    const ft_encoded_sample *whole = &sample->encoded;
+    if (sample->encoded.full_tokens > sample->encoded.n_tokens) {
+        options.cutoff_len = sample->encoded.full_tokens;
+        if (ft_encode_conversation(run->tokenizer, run->chat_template, conversation->messages, conversation->count,
+                                   &options, &sample->full) != 0)
+            return ft_error_context("%s: record %zu", conversation->file, conversation->record);
+        whole = &sample->full;
+    }
+    sample->prompt = prompt_of(whole);
+    if (sample->prompt.n_ids == 0)
+        return ft_stage_fail(run->stage, "%s: record %zu: the prompt renders to no tokens", conversation->file,
+                             conversation->record);
+    if (sample->prompt.n_ids > cutoff_len) {
+        sample->prompt.ids += sample->prompt.n_ids - cutoff_len;
+        sample->prompt.n_ids = cutoff_len;
+    }
+    return 0;
+}
+
+static int encode_samples(eval_run *run)
+{
+    run->samples = ft_xcalloc(run->count, sizeof *run->samples);
+    size_t longest_prompt = 0, longest_sample = 0, truncated = 0;
+    for (size_t i = 0; i < run->count; i++) {
+        eval_sample *sample = &run->samples[i];
+        if (encode_sample(run, &run->dataset.conversations[i], sample) != 0)
+            return -1;
+        longest_prompt = sample->prompt.n_ids > longest_prompt ? sample->prompt.n_ids : longest_prompt;
+        longest_sample = sample->encoded.n_tokens > longest_sample ? sample->encoded.n_tokens : longest_sample;
+        truncated += sample->full.n_tokens > 0;
+    }
+    run->max_generate_tokens = (int)longest_prompt + run->generate.max_new_tokens;
+    run->max_seq_len = run->max_generate_tokens > (int)longest_sample ? run->max_generate_tokens : (int)longest_sample;
+    int64_t batch_size = ft_stage_param_int(run->stage, "batch_size");
+    run->batch_size = (size_t)batch_size < run->count ? (int)batch_size : (int)run->count;
+    ft_stage_log(run->stage, "%zu samples (%zu cut at cutoff_len), longest prompt %zu tokens, template %s, "
+                             "batches of %d",
+                 run->count, truncated, longest_prompt, ft_chat_template_name(run->chat_template), run->batch_size);
+    return 0;
+}
+
+/* --- one model --- */
+
+static int report_progress(size_t done, size_t total, void *context)
+{
+    eval_run *run = context;
+    double fraction = ((double)run->phase + (double)done / (double)total) / (double)run->n_phases;
+    ft_stage_progress(run->stage, fraction, "model %d/%d, %s %zu/%zu", run->phase / 2 + 1, run->n_phases / 2,
+                      run->phase % 2 ? "loss" : "answers", done, total);
+    return ft_stage_cancelled(run->stage);
+}
+
+static ft_backend *make_backend(ft_stage *stage)
+{
+    const char *name = ft_stage_param_string(stage, "backend");
+    bool cuda = strcmp(name, "cuda") == 0 || (strcmp(name, "auto") == 0 && ft_cuda_device_count() > 0);
+    int threads = (int)ft_stage_param_int(stage, "threads");
+    ft_backend *backend = cuda ? ft_backend_cuda_create(0) : ft_backend_cpu_create(threads);
+    if (!backend)
+        ft_error_context("backend = %s", name);
+    else if (cuda && ft_stage_param_int(stage, "gpus") == 0)
+        ft_stage_log(stage, "evaluating on a GPU with gpus = 0: set gpus = 1 so that the scheduler reserves it");
+    return backend;
+}
+
+/* The model with the train output's weights (adapted), or the base model. */
+static int load_model(eval_run *run, bool adapted, ft_backend *backend, ft_model **model)
+{
+    ft_model_options options = {run->batch_size, run->max_seq_len, FT_FINETUNE_NONE, false, {0}, false};
+    bool lora = adapted && !run->train.full;
+    if (lora) {
+        if (ft_lora_config_load(run->train_dir, &options.lora) != 0)
+            return -1;
+        options.use_lora = true;
+        options.lora.dropout = 0; /* inference */
+    }
+    const char *dir = adapted && run->train.full ? run->train_dir : run->model_dir;
+    if (ft_model_load(dir, backend, &options, model) != 0)
+        return ft_error_context("loading the model from %s", dir);
+    if (lora && ft_lora_load(ft_model_lora(*model), run->train_dir) != 0) {
+        ft_model_free(*model);
+        *model = NULL;
+        return ft_error_context("loading the adapter of %s", run->train_dir);
+    }
+    return 0;
+}
+
+static double seconds_since(uint64_t start_ns)
+{
+    return (double)(ft_now_ns() - start_ns) / 1e9;
+}
+
+/* Loads, generates and scores the loss, with times and peak memory. */
+static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answer_lengths, ft_eval_result *result)
+{
+    ft_backend *backend = make_backend(run->stage);
+    if (!backend)
+        return -1;
+    uint64_t start = ft_now_ns();
+    ft_model *model = NULL;
+    ft_generator *generator = NULL;
+    ft_token_span *prompts = ft_xmalloc(run->count * sizeof *prompts);
+    ft_encoded_sample *encoded = ft_xmalloc(run->count * sizeof *encoded);
+    for (size_t i = 0; i < run->count; i++) {
+        prompts[i] = run->samples[i].prompt;
+        encoded[i] = run->samples[i].encoded;
+    }
+    int status = load_model(run, adapted, backend, &model);
+    if (status == 0) {
+        result->load_s = seconds_since(start);
+        result->load_peak_bytes = backend->peak_bytes(backend);
+        status = ft_generator_create(model, run->batch_size, run->max_generate_tokens, &generator);
+    }
+    if (status == 0) {
+        uint64_t generate_start = ft_now_ns();
+        status = ft_evaluate_answers(generator, prompts, run->count, run->batch_size, &run->generate,
+                                     report_progress, run, answer_ids, answer_lengths);
+        result->generate_s = seconds_since(generate_start);
+        result->peak_bytes = backend->peak_bytes(backend);
+        run->phase++;
+    }
+    ft_generator_free(generator);
+    if (status == 0) {
+        uint64_t loss_start = ft_now_ns();
+        status = ft_evaluate_loss(model, encoded, run->count, run->batch_size, report_progress, run,
+                                  &result->eval_loss, &result->loss_tokens);
+        result->loss_s = seconds_since(loss_start);
+        run->phase++;
+    }
+    ft_model_free(model);
+    ft_backend_destroy(backend);
+    free(prompts);
+    free(encoded);
+    return status;
+}
+
+/* Evaluates one model: its answers decoded and judged. */
+static int evaluate_model(eval_run *run, bool adapted, model_outcome *outcome)
+{
+    const char *dir = adapted ? run->train_dir : run->model_dir;
+    ft_eval_result *result = &outcome->result;
+    result->model = ft_path_basename(dir);
+    result->n_samples = run->count;
+    ft_stage_log(run->stage, "evaluating %s", dir);
+    int n_new = run->generate.max_new_tokens;
+    int32_t *answer_ids = ft_xmalloc(run->count * (size_t)n_new * sizeof *answer_ids);
+    int *answer_lengths = ft_xcalloc(run->count, sizeof *answer_lengths);
+    outcome->answers = ft_xcalloc(run->count, sizeof(char *));
+    outcome->correct = ft_xcalloc(run->count, sizeof(bool));
+    uint64_t start = ft_now_ns();
+    int status = run_model(run, adapted, answer_ids, answer_lengths, result);
+    for (size_t i = 0; i < run->count && status == 0; i++) {
+        const eval_sample *sample = &run->samples[i];
+        result->generated_tokens += (uint64_t)answer_lengths[i];
+        status = ft_tokenizer_decode(run->tokenizer, (const uint32_t *)(answer_ids + i * (size_t)n_new),
+                                     (size_t)answer_lengths[i], &outcome->answers[i]);
+        if (status == 0)
+            status = ft_checker_judge(run->checker, sample->question, outcome->answers[i], sample->expected,
+                                      &outcome->correct[i]);
+        result->n_correct += outcome->correct[i];
+    }
+    result->total_s = seconds_since(start);
+    free(answer_ids);
+    free(answer_lengths);
+    return status;
+}
+
+/* --- outputs --- */
+
+static int write_text(const char *dir, const char *name, char *text)
+{
+    char *path = ft_path_join(dir, name);
+    int status = ft_write_file_atomic(path, text, strlen(text));
+    free(path);
+    free(text);
+    return status;
+}
+
+static int write_results(eval_run *run, const model_outcome *outcomes, size_t n_models, const char *dir)
+{
+    ft_strbuf text;
+    ft_strbuf_init(&text);
+    for (size_t i = 0; i < run->count; i++) {
+        json_t *line = json_pack("{sI ss ss ss sb}", "index", (json_int_t)i, "prompt", run->samples[i].question,
+                                 "expected", run->samples[i].expected, "answer", outcomes[0].answers[i], "correct",
+                                 outcomes[0].correct[i]);
+        if (!line) {
+            ft_strbuf_free(&text);
+            return ft_error("%s: record %zu: the text is not valid UTF-8", run->dataset.conversations[i].file,
+                            run->dataset.conversations[i].record);
+        }
+        if (n_models > 1) {
+            json_object_set_new(line, "base_answer", json_string(outcomes[1].answers[i]));
+            json_object_set_new(line, "base_correct", json_boolean(outcomes[1].correct[i]));
+        }
+        char *encoded = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(line);
+        ft_strbuf_puts(&text, encoded);
+        ft_strbuf_putc(&text, '\n');
+        free(encoded);
+    }
+    return write_text(dir, "results.jsonl", ft_strbuf_take(&text));
+}
+
+static int write_metrics(eval_run *run, const model_outcome *outcomes, size_t n_models, const char *dir)
+{
+    json_t *root = json_object();
+    for (size_t m = 0; m < n_models; m++) {
+        ft_eval_metric metrics[FT_EVAL_METRIC_COUNT];
+        ft_eval_metrics(&outcomes[m].result, m == 0 ? "" : "base_", metrics);
+        for (size_t i = 0; i < FT_EVAL_METRIC_COUNT; i++) {
+            json_object_set_new(root, metrics[i].name, json_real(metrics[i].value));
+            ft_stage_metric(run->stage, 0, metrics[i].name, metrics[i].value);
+        }
+    }
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    json_decref(root);
+    size_t length = strlen(text);
+    text = ft_xrealloc(text, length + 2);
+    memcpy(text + length, "\n", 2);
+    return write_text(dir, "metrics.json", text);
+}
+
+static int write_report(eval_run *run, const model_outcome *outcomes, size_t n_models, const char *dir)
+{
+    ft_eval_result results[2];
+    for (size_t m = 0; m < n_models; m++)
+        results[m] = outcomes[m].result;
+    ft_strbuf table;
+    ft_strbuf_init(&table);
+    ft_eval_report_table(results, n_models, &table);
+    for (const char *line = table.data; *line;) {
+        size_t length = strcspn(line, "\n");
+        ft_stage_log(run->stage, "%.*s", (int)length, line);
+        line += length + (line[length] == '\n');
+    }
+    ft_strbuf text;
+    ft_strbuf_init(&text);
+    ft_strbuf_printf(&text, "# Evaluation of %s on %s\n\n%zu samples, template %s, checker %s\n\n",
+                     results[0].model, ft_path_basename(run->data_path), run->count,
+                     ft_chat_template_name(run->chat_template), ft_stage_param_string(run->stage, "checker"));
+    ft_strbuf_puts(&text, table.data);
+    ft_strbuf_puts(&text, "\n## Examples\n\n");
+    for (size_t i = 0; i < run->count && i < EXAMPLES_IN_REPORT; i++) {
+        ft_eval_answer answers[2];
+        for (size_t m = 0; m < n_models; m++)
+            answers[m] = (ft_eval_answer){results[m].model, outcomes[m].answers[i], outcomes[m].correct[i]};
+        ft_eval_report_example(i + 1, run->samples[i].question, run->samples[i].expected, answers, n_models, &text);
+    }
+    ft_strbuf_free(&table);
+    return write_text(dir, "report.md", ft_strbuf_take(&text));
+}
+
+static int write_outputs(eval_run *run, const model_outcome *outcomes, size_t n_models)
+{
+    const char *dir = ft_stage_output_path(run->stage);
+    if (ft_mkdir_p(dir) != 0 || write_results(run, outcomes, n_models, dir) != 0 ||
+        write_metrics(run, outcomes, n_models, dir) != 0 || write_report(run, outcomes, n_models, dir) != 0)
+        return -1;
+    const ft_eval_result *main = &outcomes[0].result;
+    if (n_models > 1)
+        ft_stage_summary(run->stage, "accuracy %.4f (base %.4f), eval_loss %.4f (base %.4f), %zu samples",
+                         ft_eval_accuracy(main), ft_eval_accuracy(&outcomes[1].result), main->eval_loss,
+                         outcomes[1].result.eval_loss, run->count);
+    else
+        ft_stage_summary(run->stage, "accuracy %.4f, eval_loss %.4f, %zu samples", ft_eval_accuracy(main),
+                         main->eval_loss, run->count);
+    return 0;
+}
+
+static void free_run(eval_run *run, model_outcome *outcomes, size_t n_models)
+{
+    for (size_t m = 0; m < n_models; m++) {
+        for (size_t i = 0; outcomes[m].answers && i < run->count; i++)
+            free(outcomes[m].answers[i]);
+        free(outcomes[m].answers);
+        free(outcomes[m].correct);
+    }
+    for (size_t i = 0; run->samples && i < run->count; i++) {
+        ft_encoded_sample_free(&run->samples[i].encoded);
+        ft_encoded_sample_free(&run->samples[i].full);
+    }
+    free(run->samples);
+    ft_dataset_free(&run->dataset);
+    ft_checker_free(run->checker);
+    ft_tokenizer_free(run->tokenizer);
+    free(run->train.template_name);
+    free(run->train.tokenizer_hash);
+}
+
+static int run_evaluate(ft_stage *stage)
+{
+    eval_run run = {.stage = stage};
+    ft_dataset_init(&run.dataset);
+    model_outcome outcomes[2];
+    memset(outcomes, 0, sizeof outcomes);
+    size_t n_models = 0;
+    int status = check_inputs(&run);
+    if (status == 0 && run.train_dir)
+        status = read_train_output(&run);
+    if (status == 0)
+        status = read_parameters(&run);
+    if (status == 0)
+        status = load_tokenizer(&run);
+    if (status == 0) {
+        choose_stop_tokens(&run);
+        status = read_data(&run);
+    }
+    if (status == 0)
+        status = encode_samples(&run);
+    if (status == 0) {
+        /* The first model is the one the stage is about: the adapted one when there is a train output. */
+        n_models = ft_stage_param_bool(stage, "compare_base") ? 2 : 1;
+        run.n_phases = 2 * (int)n_models;
+        for (size_t m = 0; m < n_models && status == 0; m++)
+            status = evaluate_model(&run, m == 0 && run.train_dir, &outcomes[m]);
+    }
+    if (status == 0)
+        status = write_outputs(&run, outcomes, n_models);
+    free_run(&run, outcomes, n_models);
+    return status;
+}
+
+const ft_stage_kind ft_kind_evaluate = {
+    .name = "evaluate",
+    .version = 1,
+    .run = run_evaluate,
+};
