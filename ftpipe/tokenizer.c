@@ -656,13 +656,15 @@ static size_t invalid_stretch(const unsigned char *s, size_t left)
     return 0;
 }
 
-int ft_tokenizer_decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text)
+static int decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, bool skip_unknown, char **text)
 {
     ft_strbuf bytes;
     ft_strbuf_init(&bytes);
     for (size_t i = 0; i < count; i++) {
         uint32_t id = ids[i];
         if (id >= tokenizer->vocab_size || tokenizer->decode_offset[id] == ABSENT) {
+            if (skip_unknown)
+                continue;
             ft_strbuf_free(&bytes);
             return ft_error("token id %u is not in the vocabulary (%zu tokens)", id, tokenizer->vocab_size);
         }
@@ -689,6 +691,16 @@ int ft_tokenizer_decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size
     ft_strbuf_free(&bytes);
     *text = ft_strbuf_take(&lossless);
     return 0;
+}
+
+int ft_tokenizer_decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text)
+{
+    return decode(tokenizer, ids, count, false, text);
+}
+
+int ft_tokenizer_decode_generated(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text)
+{
+    return decode(tokenizer, ids, count, true, text);
 }
 
 /* ---- accessors ---- */

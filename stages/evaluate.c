@@ -446,7 +446,7 @@ static int evaluate_model(eval_run *run, bool adapted, model_outcome *outcome)
     for (size_t i = 0; i < run->count && status == 0; i++) {
         const eval_sample *sample = &run->samples[i];
         result->generated_tokens += (uint64_t)answer_lengths[i];
-        status = ft_tokenizer_decode(run->tokenizer, (const uint32_t *)(answer_ids + i * (size_t)n_new),
+        status = ft_tokenizer_decode_generated(run->tokenizer, (const uint32_t *)(answer_ids + i * (size_t)n_new),
                                      (size_t)answer_lengths[i], &outcome->answers[i]);
         if (status == 0)
             status = ft_checker_judge(run->checker, sample->question, outcome->answers[i], sample->expected,

@@ -30,6 +30,10 @@ void ft_tokenizer_free(ft_tokenizer *tokenizer);
 int ft_tokenizer_encode(const ft_tokenizer *tokenizer, const char *text, size_t length, ft_token_ids *out);
 /* Text of ids (special tokens included), appended to a fresh string. Caller frees. */
 int ft_tokenizer_decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text);
+/* The same for what a model generated, which may hold ids the tokenizer lacks (a
+ * model's embedding often has more rows than its tokenizer has tokens): those
+ * are left out, as Hugging Face's decode leaves them out, instead of failing. */
+int ft_tokenizer_decode_generated(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text);
 
 size_t ft_tokenizer_vocab_size(const ft_tokenizer *tokenizer); /* including added tokens */
 /* The id of a token's exact string (e.g. "<|im_end|>"), or -1. */

@@ -86,6 +86,31 @@ t_expect_contains "| lora | 0.0000 (0/20) | "
 t_expect_contains "| tiny | 0.0000 (0/20) | "
 t_end
 
+t_case "a model with more embedding rows than its tokenizer has tokens: ids it lacks are left out"
+W3=$(t_workspace)
+cp "$QUICKSTART/make_addition_data.sh" "$W3/"
+cat > "$W3/Ftpipe" <<'P'
+models/wide: init
+	num_hidden_layers = 1
+	hidden_size = 64
+	intermediate_size = 128
+	num_attention_heads = 4
+	num_key_value_heads = 2
+	vocab_size = 4000
+	dtype = f32
+
+data/eval.json: shell make_addition_data.sh
+	run = sh $< eval 4 > $@
+
+report: evaluate models/wide data/eval.json
+	template = plain
+	max_new_tokens = 8
+P
+t_run "$FTPIPE" -C "$W3"
+t_expect_status 0
+[ -s "$W3/report/results.jsonl" ] || t_fail "no results.jsonl"
+t_end
+
 t_case "accuracy counts the checker's verdicts, sample by sample"
 write_stages all "models/tiny data/eval.json" "template = plain" "checker = shell" "command = true" -- \
   some "models/tiny data/eval.json" "template = plain" "checker = shell" \

@@ -136,6 +136,15 @@ TEST(decodes)
     char *text = NULL;
     CHECK_INT(ft_tokenizer_decode(tokenizer, unknown, 2, &text), -1);
     CHECK_STR(ft_error_message(), "token id 272 is not in the vocabulary (272 tokens)");
+    /* generated ids the tokenizer lacks are left out, as Hugging Face's decode does */
+    char *known = NULL;
+    CHECK_INT(ft_tokenizer_decode(tokenizer, unknown, 1, &known), 0);
+    uint32_t generated[] = {272, 261, 151000};
+    CHECK_INT(ft_tokenizer_decode_generated(tokenizer, generated, 3, &text), 0);
+    CHECK_STR(text, known);
+    CHECK(strlen(text) > 0);
+    free(text);
+    free(known);
     ft_tokenizer_free(tokenizer);
 }
 
