@@ -123,7 +123,9 @@ static int check_call(const ft_generator *generator, const int32_t *const *promp
         return ft_error("%d prompts given to a generator made for 1 to %d at once", n, generator->max_batch);
     if (options->max_new_tokens < 1)
         return ft_error("max_new_tokens is %d; it must be at least 1", options->max_new_tokens);
-    if (!(options->temperature >= 0.0) || !(options->top_p > 0.0 && options->top_p <= 1.0))
+    /* top_p matters only when sampling: greedy options may leave it 0 */
+    if (!(options->temperature >= 0.0) ||
+        (options->temperature > 0.0 && !(options->top_p > 0.0 && options->top_p <= 1.0)))
         return ft_error("temperature %g and top_p %g: the temperature must be 0 (greedy) or more, top_p in (0, 1]",
                         options->temperature, options->top_p);
     for (int i = 0; i < n; i++) {

@@ -20,7 +20,7 @@
 typedef struct {
     int max_new_tokens;
     double temperature;            /* 0: greedy (argmax; the lowest id wins a tie) */
-    double top_p;                  /* sampling: the smallest set of tokens whose probability reaches top_p; 1: all */
+    double top_p;                  /* sampling: the smallest set of tokens whose probability reaches top_p; 1: all (unread when greedy) */
     uint64_t seed;                 /* sampling: sequence i of a call draws from ft_random_stream(seed, i) */
     const int32_t *stop_tokens;    /* generation of a sequence ends at one of these (not included in the output) */
     int n_stop_tokens;

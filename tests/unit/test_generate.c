@@ -280,6 +280,15 @@ TEST(bad_calls_fail_with_a_message)
     int one[1] = {1};
     CHECK_INT(ft_generate(generator, bad, one, 1, &options, output, lengths), -1);
     CHECK(strstr(ft_error_message(), "outside the vocabulary") != NULL);
+    /* top_p is checked when sampling only: greedy options may leave it 0 */
+    ft_generate_options sampling = options;
+    sampling.temperature = 1.0;
+    sampling.top_p = 0.0;
+    CHECK_INT(ft_generate(generator, prompts + 1, prompt_lengths + 1, 1, &sampling, output, lengths), -1);
+    CHECK(strstr(ft_error_message(), "top_p in (0, 1]") != NULL);
+    ft_generate_options greedy = options;
+    greedy.top_p = 0.0;
+    CHECK_INT(ft_generate(generator, prompts + 1, prompt_lengths + 1, 1, &greedy, output, lengths), 0);
     ft_generator_free(generator);
     ft_model_free(model);
 }
