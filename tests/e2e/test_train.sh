@@ -169,3 +169,11 @@ t_run "$FTPIPE" -C "$W" adapter
 t_expect_fail
 t_expect_contains "is not a model folder (it has no config.json)"
 t_end
+
+t_case "a model of an unsupported architecture is refused by name"
+TRAIN_LINE="adapter: train models/mistral data/train_set" train_workspace "threads = 1" "max_steps = 2"
+printf 'models/mistral: shell models/tiny\n\trun = cp -r $< $@ && chmod -R u+w $@ && sed -i "s/Qwen2ForCausalLM/MistralForCausalLM/; s/\\"qwen2\\"/\\"mistral\\"/" $@/config.json\n' >> "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" adapter
+t_expect_fail
+t_expect_contains "architecture 'MistralForCausalLM' is not supported; supported: Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM"
+t_end
