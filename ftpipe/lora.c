@@ -201,6 +201,14 @@ static char *config_json(const ft_lora_config *config, const char *base_model_na
     json_object_set_new(root, "layers_pattern", json_null());
     json_object_set_new(root, "rank_pattern", json_object());
     json_object_set_new(root, "alpha_pattern", json_object());
+    /* The rest of what peft 0.10 to 0.15 write, at their defaults; no key newer
+     * than 0.10, which refuses keys it does not know. */
+    json_object_set_new(root, "auto_mapping", json_null());
+    json_object_set_new(root, "revision", json_null());
+    json_object_set_new(root, "loftq_config", json_object());
+    json_object_set_new(root, "megatron_config", json_null());
+    json_object_set_new(root, "megatron_core", json_string("megatron.core"));
+    json_object_set_new(root, "layer_replication", json_null());
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     return text;

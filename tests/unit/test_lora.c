@@ -1,5 +1,6 @@
 /* LoRA adapters: target lists, scaling, initialisation as peft's, and peft
  * adapter folders written and read back. */
+#include <jansson.h>
 #include <math.h>
 
 #include "check.h"
@@ -124,6 +125,25 @@ TEST(saves_a_peft_folder_and_loads_it_back)
     CHECK_INT(ft_lora_config_load(dir, &read), 0);
     CHECK(read.rank == 2 && read.alpha == 4.0 && read.dropout == 0.05 && read.use_rslora);
     CHECK_INT(read.targets, config.targets);
+    /* every key peft 0.10 to 0.15 write, so each of them loads it as it saved it */
+    char *config_path = ft_path_join(dir, "adapter_config.json"), *text = NULL;
+    size_t length = 0;
+    CHECK_INT(ft_read_file(config_path, &text, &length), 0);
+    const char *keys[] = {"alpha_pattern", "auto_mapping", "base_model_name_or_path", "bias", "fan_in_fan_out",
+                          "inference_mode", "init_lora_weights", "layer_replication", "layers_pattern",
+                          "layers_to_transform", "loftq_config", "lora_alpha", "lora_dropout", "megatron_config",
+                          "megatron_core", "modules_to_save", "peft_type", "r", "rank_pattern", "revision",
+                          "target_modules", "task_type", "use_dora", "use_rslora"};
+    json_t *root = text ? json_loads(text, 0, NULL) : NULL;
+    CHECK(root && json_object_size(root) == sizeof keys / sizeof *keys);
+    for (size_t k = 0; root && k < sizeof keys / sizeof *keys; k++)
+        if (!json_object_get(root, keys[k]))
+            CHECK_STR(keys[k], "a key adapter_config.json lacks");
+    CHECK(root && json_is_null(json_object_get(root, "layer_replication")) &&
+          json_object_size(json_object_get(root, "loftq_config")) == 0);
+    json_decref(root);
+    free(text);
+    free(config_path);
     read.seed = 1;
     CHECK_INT(ft_lora_create(&model, &read, cpu, false, &loaded), 0);
     CHECK_INT(ft_lora_load(loaded, dir), 0);
