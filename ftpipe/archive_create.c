@@ -1,4 +1,4 @@
-/* archive_create: tar archives of a flat folder with libarchive. */
+/* archive_create: tar archives of a flat folder, under one top folder, with libarchive. */
 #include "ftpipe/archive_create.h"
 
 #include <archive.h>
@@ -40,7 +40,24 @@ static int list_files(const char *dir, char ***names, size_t *count)
     return 0;
 }
 
-static int add_file(struct archive *archive, const char *dir, const char *name)
+/* The top folder's own entry, so that tar and libarchive give it a plain mode. */
+static int add_top(struct archive *archive, const char *top, const char *archive_path)
+{
+    struct archive_entry *entry = archive_entry_new();
+    char *name = ft_xasprintf("%s/", top);
+    archive_entry_set_pathname(entry, name);
+    archive_entry_set_filetype(entry, AE_IFDIR);
+    archive_entry_set_perm(entry, 0755);
+    archive_entry_set_mtime(entry, 0, 0);
+    int status = archive_write_header(archive, entry) == ARCHIVE_OK
+                     ? 0
+                     : ft_error("cannot write archive %s: %s", archive_path, archive_error_string(archive));
+    free(name);
+    archive_entry_free(entry);
+    return status;
+}
+
+static int add_file(struct archive *archive, const char *dir, const char *top, const char *name)
 {
     char *path = ft_path_join(dir, name);
     struct stat st;
@@ -53,7 +70,9 @@ static int add_file(struct archive *archive, const char *dir, const char *name)
         status = ft_error_errno("cannot open %s", path);
     struct archive_entry *entry = archive_entry_new();
     if (status == 0) {
-        archive_entry_set_pathname(entry, name);
+        char *entry_name = ft_xasprintf("%s/%s", top, name);
+        archive_entry_set_pathname(entry, entry_name);
+        free(entry_name);
         archive_entry_set_filetype(entry, AE_IFREG);
         archive_entry_set_perm(entry, 0644);
         archive_entry_set_size(entry, st.st_size);
@@ -77,7 +96,7 @@ static int add_file(struct archive *archive, const char *dir, const char *name)
     return status;
 }
 
-int ft_archive_create(const char *dir, const char *archive_path, ft_archive_format format)
+int ft_archive_create(const char *dir, const char *top, const char *archive_path, ft_archive_format format)
 {
     char **names = NULL;
     size_t count = 0;
@@ -93,8 +112,10 @@ int ft_archive_create(const char *dir, const char *archive_path, ft_archive_form
         (format == FT_ARCHIVE_TAR_GZIP && archive_write_set_filter_option(archive, "gzip", "timestamp", NULL) != ARCHIVE_OK) ||
         archive_write_open_filename(archive, temporary) != ARCHIVE_OK)
         status = ft_error("cannot write archive %s: %s", archive_path, archive_error_string(archive));
+    if (status == 0)
+        status = add_top(archive, top, archive_path);
     for (size_t i = 0; i < count && status == 0; i++)
-        status = add_file(archive, dir, names[i]);
+        status = add_file(archive, dir, top, names[i]);
     if (archive_write_close(archive) != ARCHIVE_OK && status == 0)
         status = ft_error("cannot write archive %s: %s", archive_path, archive_error_string(archive));
     archive_write_free(archive);

@@ -8,7 +8,8 @@
  *
  * Input 0 is a train output (it has ftpipe_train.json); a LoRA merge takes the
  * base model folder as input 1. With an archive, the folder is built in the
- * work folder and packed into the single output file. */
+ * work folder and packed into the single output file, under a top folder
+ * named as the target less its extension. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "ftpipe/archive_create.h"
 #include "ftpipe/fsutil.h"
 #include "ftpipe/lora.h"
+#include "ftpipe/mem.h"
 #include "ftpipe/model_merge.h"
 #include "ftpipe/stage.h"
 
@@ -129,6 +131,17 @@ static int export_merged(ft_stage *stage, const train_output *train, const char 
     return 0;
 }
 
+/* The archive's top folder: the target's name less its extension (adapter for
+ * export/adapter.tar.zst). */
+static char *archive_top(const char *output, const char *extension)
+{
+    const char *name = ft_path_basename(output);
+    size_t length = strlen(name), suffix = strlen(extension) + 1;
+    if (length > suffix && name[length - suffix] == '.' && strcmp(name + length - suffix + 1, extension) == 0)
+        length -= suffix;
+    return ft_xasprintf("%.*s", (int)length, name);
+}
+
 static int run_export(ft_stage *stage)
 {
     if (ft_stage_input_count(stage) < 1)
@@ -146,7 +159,9 @@ static int run_export(ft_stage *stage)
                                                                             : export_merged(stage, &train, folder);
     if (status == 0 && archived) {
         ft_archive_format format = strcmp(archive, "tar.zst") == 0 ? FT_ARCHIVE_TAR_ZSTD : FT_ARCHIVE_TAR_GZIP;
-        status = ft_archive_create(folder, output, format);
+        char *top = archive_top(output, archive);
+        status = ft_archive_create(folder, top, output, format);
+        free(top);
         if (status == 0)
             status = ft_remove_tree(folder);
     }
@@ -157,6 +172,6 @@ static int run_export(ft_stage *stage)
 
 const ft_stage_kind ft_kind_export = {
     .name = "export",
-    .version = 1,
+    .version = 2,
     .run = run_export,
 };

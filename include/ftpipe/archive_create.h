@@ -1,7 +1,8 @@
 /* archive_create: a folder's files packed into one tar archive with libarchive,
- * compressed with zstd or gzip. The entries are the files' names (no leading
- * folder), in name order, with mode 0644, owner 0 and time 0, so the same files
- * always make the same bytes. */
+ * compressed with zstd or gzip. The entries are TOP/ and then TOP/NAME for each
+ * file, in name order, so that unpacking makes one folder and spills nothing;
+ * mode 0644 (0755 for TOP), owner 0 and time 0, so the same files always make
+ * the same bytes. */
 #ifndef FTPIPE_ARCHIVE_CREATE_H
 #define FTPIPE_ARCHIVE_CREATE_H
 
@@ -11,7 +12,7 @@ typedef enum {
 } ft_archive_format;
 
 /* Packs the regular files directly in dir (subfolders are an error) into
- * archive_path, written as archive_path.tmp.PID and renamed. */
-int ft_archive_create(const char *dir, const char *archive_path, ft_archive_format format);
+ * archive_path under the folder top, written as archive_path.tmp.PID and renamed. */
+int ft_archive_create(const char *dir, const char *top, const char *archive_path, ft_archive_format format);
 
 #endif

@@ -60,7 +60,8 @@ def header(path):
 config = json.load(open(w + "/export/peft/adapter_config.json"))
 expected = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "use_rslora": False, "peft_type": "LORA",
             "task_type": "CAUSAL_LM", "bias": "none", "fan_in_fan_out": False, "inference_mode": True,
-            "base_model_name_or_path": "Qwen/Qwen2.5-0.5B"}
+            "base_model_name_or_path": "Qwen/Qwen2.5-0.5B", "auto_mapping": None, "revision": None,
+            "loftq_config": {}, "megatron_config": None, "megatron_core": "megatron.core", "layer_replication": None}
 for key, value in expected.items():
     assert config[key] == value, (key, config[key])
 targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -89,9 +90,15 @@ PY
 # The merged weights differ from the base's: the trained B is not zero.
 cmp -s "$W/export/merged/model.safetensors" "$W/models/tiny/model.safetensors" && t_fail "merged weights equal the base's"
 listing=$(tar --zstd -tf "$W/export/adapter.tar.zst" | tr '\n' ' ')
-[ "$listing" = "adapter_config.json adapter_model.safetensors " ] || t_fail "the archive lists: $listing"
+[ "$listing" = "adapter/ adapter/adapter_config.json adapter/adapter_model.safetensors " ] || t_fail "the archive lists: $listing"
 mkdir "$W/unpacked" && tar --zstd -xf "$W/export/adapter.tar.zst" -C "$W/unpacked"
-cmp -s "$W/unpacked/adapter_model.safetensors" "$W/adapter/adapter_model.safetensors" || t_fail "archived weights differ"
+cmp -s "$W/unpacked/adapter/adapter_model.safetensors" "$W/adapter/adapter_model.safetensors" || t_fail "archived weights differ"
+cp "$W/export/adapter.tar.zst" "$W/first.tar.zst"
+rm "$W/export/adapter.tar.zst"
+t_run "$FTPIPE" -C "$W" export/adapter.tar.zst
+t_expect_status 0
+t_expect_contains "export/adapter.tar.zst"
+cmp -s "$W/export/adapter.tar.zst" "$W/first.tar.zst" || t_fail "the same export archived to other bytes"
 t_run "$FTPIPE" -C "$W"
 t_expect_status 0
 t_expect_lacks "done     export/"
@@ -117,7 +124,8 @@ assert all(v["dtype"] == "F16" for k, v in header.items() if k != "__metadata__"
 assert json.load(open(w + "/export/model/config.json"))["torch_dtype"] == "float16"
 PY
 listing=$(tar -tzf "$W/export/model.tar.gz" | tr '\n' ' ')
-[ "$listing" = "config.json model.safetensors tokenizer.json tokenizer_config.json " ] || t_fail "the archive lists: $listing"
+[ "$listing" = "model/ model/config.json model/model.safetensors model/tokenizer.json model/tokenizer_config.json " ] ||
+  t_fail "the archive lists: $listing"
 cat >> "$W/Ftpipe" <<'P'
 
 export/peft: export adapter
