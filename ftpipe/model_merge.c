@@ -1,5 +1,6 @@
 /* model_merge: plan every output tensor (its dtype, its adapter, its shard),
- * then write the shards one by one. */
+ * then write the shards one by one, each changed tensor made only as the
+ * writer reaches it. */
 #include "ftpipe/model_merge.h"
 
 #include <cblas.h>
@@ -12,6 +13,7 @@
 #include "ftpipe/fsutil.h"
 #include "ftpipe/lora.h"
 #include "ftpipe/mem.h"
+#include "ftpipe/model.h"
 
 static const char *const copied_files[] = {"tokenizer.json",          "tokenizer_config.json",
                                            "special_tokens_map.json", "generation_config.json",
@@ -27,6 +29,7 @@ typedef struct {
     const ft_tensor_view *lora_b;
     ft_dtype dtype;               /* as written */
     uint64_t bytes;
+    size_t position;              /* in the model's weight order; those it does not know after, in file order */
     int shard;
 } planned_tensor;
 
@@ -36,9 +39,10 @@ typedef struct {
     ft_safetensors *model;
     ft_safetensors *adapter;
     float scaling;
-    planned_tensor *tensors;
+    planned_tensor *tensors;      /* in the model's weight order */
     size_t count;
     int n_shards;
+    size_t done;                  /* tensors written, for progress */
 } merge;
 
 void ft_lora_merge_into(float *w, const float *a, const float *b, int out_features, int in_features, int rank,
@@ -143,6 +147,67 @@ static int attach_adapter(merge *m)
     return status;
 }
 
+static int compare_positions(const void *a, const void *b)
+{
+    size_t left = ((const planned_tensor *)a)->position, right = ((const planned_tensor *)b)->position;
+    return left < right ? -1 : left > right;
+}
+
+/* Puts the tensors in the order of ft_model_weight_list, as transformers'
+ * save_pretrained walks the weights when it fills shards. */
+static int order_as_the_model(merge *m)
+{
+    ft_model_config config;
+    if (ft_model_config_load(m->model_dir, &config) < 0)
+        return -1;
+    size_t n_weights = 0;
+    ft_param_tensor *weights = ft_model_weight_list(&config, &n_weights);
+    for (size_t i = 0; i < m->count; i++) {
+        planned_tensor *t = &m->tensors[i];
+        t->position = n_weights + i;
+        for (size_t w = 0; w < n_weights; w++)
+            if (strcmp(weights[w].name, t->view->name) == 0)
+                t->position = w;
+    }
+    ft_model_weight_list_free(weights, n_weights);
+    qsort(m->tensors, m->count, sizeof *m->tensors, compare_positions);
+    return 0;
+}
+
+static void close_shard(merge *m, planned_tensor **filling, size_t *n_filling, uint64_t *filled)
+{
+    for (size_t k = 0; k < *n_filling; k++)
+        filling[k]->shard = m->n_shards;
+    m->n_shards++;
+    *n_filling = 0;
+    *filled = 0;
+}
+
+/* Shards as huggingface_hub splits a state dict: tensors in order fill the
+ * current shard until the next would tip it over the limit; a tensor above the
+ * limit gets a shard of its own at once, numbered before the one being filled. */
+static void plan_shards(merge *m, uint64_t limit)
+{
+    planned_tensor **filling = ft_xcalloc(m->count ? m->count : 1, sizeof *filling);
+    size_t n_filling = 0;
+    uint64_t filled = 0;
+    m->n_shards = 0;
+    for (size_t i = 0; i < m->count; i++) {
+        planned_tensor *t = &m->tensors[i];
+        if (t->bytes > limit) {
+            t->shard = m->n_shards++;
+            continue;
+        }
+        if (n_filling > 0 && filled + t->bytes > limit)
+            close_shard(m, filling, &n_filling, &filled);
+        filling[n_filling++] = t;
+        filled += t->bytes;
+    }
+    if (n_filling > 0 || m->n_shards == 0)
+        close_shard(m, filling, &n_filling, &filled);
+    free(filling);
+}
+
 static int plan(merge *m)
 {
     if (ft_safetensors_open(m->model_dir, &m->model) < 0)
@@ -155,56 +220,63 @@ static int plan(merge *m)
         t->dtype = m->options->convert && is_float(t->view->dtype) ? m->options->dtype : t->view->dtype;
         t->bytes = element_count(t->view) * ft_dtype_size(t->dtype);
     }
+    if (order_as_the_model(m) < 0)
+        return -1;
     if (m->options->adapter_dir && attach_adapter(m) < 0)
         return -1;
-    uint64_t limit = m->options->max_shard_bytes ? m->options->max_shard_bytes : FT_MERGE_SHARD_BYTES, in_shard = 0;
-    m->n_shards = 1;
-    for (size_t i = 0; i < m->count; i++) {
-        if (in_shard > 0 && in_shard + m->tensors[i].bytes > limit) {
-            m->n_shards++;
-            in_shard = 0;
-        }
-        in_shard += m->tensors[i].bytes;
-        m->tensors[i].shard = m->n_shards - 1;
-    }
+    plan_shards(m, m->options->max_shard_bytes ? m->options->max_shard_bytes : FT_MERGE_SHARD_BYTES);
     return 0;
 }
 
-/* The tensor's bytes as written: a new buffer (*owned) when merged or converted. */
-static int produce(const merge *m, const planned_tensor *t, void **owned)
+static bool is_changed(const planned_tensor *t) { return t->lora_a || t->dtype != t->view->dtype; }
+
+static int report_tensor(merge *m)
 {
-    *owned = NULL;
-    if (!t->lora_a && t->dtype == t->view->dtype)
-        return 0;
+    m->done++;
+    if (m->options->progress && m->options->progress(m->options->progress_context, m->done, m->count) != 0)
+        return ft_error("merging %s: stopped", m->model_dir);
+    return 0;
+}
+
+static int merge_adapter(const merge *m, const planned_tensor *t, float *values)
+{
+    uint64_t a_count = element_count(t->lora_a), b_count = element_count(t->lora_b);
+    float *a = malloc(a_count * sizeof(float)), *b = malloc(b_count * sizeof(float));
+    int status = a && b ? 0 : ft_error("out of memory reading the adapter of %s", t->view->name);
+    if (status == 0 && (ft_tensor_to_f32(t->lora_a, a) < 0 || ft_tensor_to_f32(t->lora_b, b) < 0))
+        status = -1;
+    if (status == 0)
+        ft_lora_merge_into(values, a, b, (int)t->view->shape[0], (int)t->view->shape[1], (int)t->lora_a->shape[0],
+                           m->scaling);
+    free(a);
+    free(b);
+    return status;
+}
+
+typedef struct {
+    merge *m;
+    planned_tensor **shard; /* the tensors being written, as given to the writer */
+} producing;
+
+/* The writer's producer: one changed tensor's bytes, made in f32 (in the
+ * output buffer itself when it is f32) and rounded to the written dtype. */
+static int produce(void *context, size_t index, void *buffer, size_t size_bytes)
+{
+    producing *p = context;
+    const planned_tensor *t = p->shard[index];
     uint64_t n = element_count(t->view);
-    float *values = malloc(n * sizeof(float));
+    float *values = t->dtype == FT_DTYPE_F32 ? buffer : malloc(n * sizeof(float));
     if (!values)
         return ft_error("out of memory converting %s (%llu values)", t->view->name, (unsigned long long)n);
-    if (ft_tensor_to_f32(t->view, values) < 0) {
+    int status = ft_tensor_to_f32(t->view, values);
+    if (status == 0 && t->lora_a)
+        status = merge_adapter(p->m, t, values);
+    uint16_t *halves = buffer;
+    for (uint64_t k = 0; status == 0 && t->dtype != FT_DTYPE_F32 && k < n; k++)
+        halves[k] = t->dtype == FT_DTYPE_BF16 ? ft_f32_to_bf16(values[k]) : ft_f32_to_f16(values[k]);
+    if (values != buffer)
         free(values);
-        return -1;
-    }
-    if (t->lora_a) {
-        uint64_t a_count = element_count(t->lora_a), b_count = element_count(t->lora_b);
-        float *a = ft_xmalloc(a_count * sizeof(float)), *b = ft_xmalloc(b_count * sizeof(float));
-        int status = ft_tensor_to_f32(t->lora_a, a) < 0 || ft_tensor_to_f32(t->lora_b, b) < 0 ? -1 : 0;
-        if (status == 0)
-            ft_lora_merge_into(values, a, b, (int)t->view->shape[0], (int)t->view->shape[1], (int)t->lora_a->shape[0],
-                               m->scaling);
-        free(a);
-        free(b);
-        if (status < 0) {
-            free(values);
-            return -1;
-        }
-    }
-    if (t->dtype != FT_DTYPE_F32) {
-        uint16_t *halves = (uint16_t *)values; /* narrowing in place: element k never overtakes element k's float */
-        for (uint64_t k = 0; k < n; k++)
-            halves[k] = t->dtype == FT_DTYPE_BF16 ? ft_f32_to_bf16(values[k]) : ft_f32_to_f16(values[k]);
-    }
-    *owned = values;
-    return 0;
+    return status == 0 ? report_tensor(p->m) : -1;
 }
 
 static char *shard_name(const merge *m, int shard)
@@ -216,36 +288,33 @@ static char *shard_name(const merge *m, int shard)
     return ft_xstrdup(name);
 }
 
-static int write_shard(const merge *m, int shard, const char *out_dir, size_t *done)
+/* Tensors as they are go straight from the mapping; the changed ones are made
+ * one at a time as the writer reaches them. */
+static int write_shard(merge *m, int shard, const char *out_dir)
 {
     ft_tensor_to_write *writes = ft_xcalloc(m->count ? m->count : 1, sizeof *writes);
-    void **owned = ft_xcalloc(m->count ? m->count : 1, sizeof *owned);
-    size_t n = 0;
-    int status = 0;
-    for (size_t i = 0; i < m->count && status == 0; i++) {
-        const planned_tensor *t = &m->tensors[i];
+    planned_tensor **in_shard = ft_xcalloc(m->count ? m->count : 1, sizeof *in_shard);
+    size_t n = 0, n_as_is = 0;
+    for (size_t i = 0; i < m->count; i++) {
+        planned_tensor *t = &m->tensors[i];
         if (t->shard != shard)
             continue;
-        status = produce(m, t, &owned[n]);
         ft_tensor_to_write *w = &writes[n];
         w->name = t->view->name;
         w->dtype = t->dtype;
         w->n_dims = t->view->n_dims;
         memcpy(w->shape, t->view->shape, sizeof w->shape);
-        w->data = owned[n] ? owned[n] : t->view->data;
-        n++;
-        ++*done;
-        if (status == 0 && m->options->progress &&
-            m->options->progress(m->options->progress_context, *done, m->count) != 0)
-            status = ft_error("merging %s: stopped", m->model_dir);
+        w->data = is_changed(t) ? NULL : t->view->data;
+        n_as_is += !is_changed(t);
+        in_shard[n++] = t;
     }
     char *name = shard_name(m, shard), *path = ft_path_join(out_dir, name);
     const char *key = "format", *value = "pt";
-    if (status == 0)
-        status = ft_safetensors_write(path, writes, n, &key, &value, 1);
-    for (size_t i = 0; i < n; i++)
-        free(owned[i]);
-    free(owned);
+    producing context = {m, in_shard};
+    int status = ft_safetensors_write_produced(path, writes, n, &key, &value, 1, produce, &context);
+    for (size_t i = 0; i < n_as_is && status == 0; i++)
+        status = report_tensor(m);
+    free(in_shard);
     free(writes);
     free(name);
     free(path);
@@ -308,9 +377,8 @@ int ft_model_merge_write(const char *model_dir, const char *out_dir, const ft_mo
     int status = plan(&m);
     if (status == 0)
         status = ft_mkdir_p(out_dir);
-    size_t done = 0;
     for (int shard = 0; shard < m.n_shards && status == 0; shard++)
-        status = write_shard(&m, shard, out_dir, &done);
+        status = write_shard(&m, shard, out_dir);
     if (status == 0 && m.n_shards > 1)
         status = write_index(&m, out_dir);
     if (status == 0)

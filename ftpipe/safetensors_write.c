@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,7 @@ static int compare_planned(const void *a, const void *b)
     return strcmp(left->name, right->name);
 }
 
-static int check_tensor(const char *path, const ft_tensor_to_write *tensor, uint64_t *size_bytes)
+static int check_tensor(const char *path, const ft_tensor_to_write *tensor, bool produced, uint64_t *size_bytes)
 {
     if (strcmp(tensor->name, "__metadata__") == 0)
         return ft_error("%s: tensor __metadata__: the name is reserved for the header's metadata", path);
@@ -66,7 +67,7 @@ static int check_tensor(const char *path, const ft_tensor_to_write *tensor, uint
         if (__builtin_mul_overflow(bytes, (uint64_t)tensor->shape[d], &bytes))
             return ft_error("%s: tensor %s: shape's byte size overflows 64 bits", path, tensor->name);
     }
-    if (bytes > 0 && !tensor->data)
+    if (bytes > 0 && !tensor->data && !produced)
         return ft_error("%s: tensor %s: no data", path, tensor->name);
     *size_bytes = bytes;
     return 0;
@@ -132,31 +133,59 @@ static char *build_header(const char *path, planned_tensor *plan, size_t count,
     return header;
 }
 
-static int write_to(FILE *out, const char *header, size_t header_bytes, const planned_tensor *plan,
-                    size_t count)
+typedef struct {
+    const ft_tensor_to_write *tensors; /* as given: the producer's index is into them */
+    ft_tensor_producer produce;
+    void *context;
+} producer;
+
+/* One tensor's bytes: its data, or a buffer the producer fills, freed once written. */
+static int write_tensor(FILE *out, const char *temporary, const planned_tensor *planned, const producer *maker)
+{
+    size_t bytes = (size_t)planned->size_bytes;
+    if (bytes == 0)
+        return 0;
+    const void *data = planned->tensor->data;
+    void *buffer = NULL;
+    if (!data) {
+        if (!(buffer = malloc(bytes)))
+            return ft_error("out of memory making tensor %s (%zu bytes) for %s", planned->tensor->name, bytes,
+                            temporary);
+        if (maker->produce(maker->context, (size_t)(planned->tensor - maker->tensors), buffer, bytes) != 0) {
+            free(buffer);
+            return -1;
+        }
+        data = buffer;
+    }
+    int status = fwrite(data, 1, bytes, out) == bytes ? 0 : ft_error_errno("cannot write %s", temporary);
+    free(buffer);
+    return status;
+}
+
+static int write_to(FILE *out, const char *temporary, const char *header, size_t header_bytes,
+                    const planned_tensor *plan, size_t count, const producer *maker)
 {
     unsigned char length[8];
     for (int i = 0; i < 8; i++)
         length[i] = (unsigned char)((uint64_t)header_bytes >> (8 * i));
     if (fwrite(length, 1, 8, out) != 8 || fwrite(header, 1, header_bytes, out) != header_bytes)
-        return -1;
+        return ft_error_errno("cannot write %s", temporary);
     for (size_t i = 0; i < count; i++)
-        if (plan[i].size_bytes > 0 &&
-            fwrite(plan[i].tensor->data, 1, (size_t)plan[i].size_bytes, out) != plan[i].size_bytes)
+        if (write_tensor(out, temporary, &plan[i], maker) != 0)
             return -1;
     if (fflush(out) != 0 || fsync(fileno(out)) != 0)
-        return -1;
+        return ft_error_errno("cannot write %s", temporary);
     return 0;
 }
 
-int ft_safetensors_write(const char *path, const ft_tensor_to_write *tensors, size_t count,
-                         const char *const *metadata_keys, const char *const *metadata_values,
-                         size_t n_metadata)
+int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *tensors, size_t count,
+                                  const char *const *metadata_keys, const char *const *metadata_values,
+                                  size_t n_metadata, ft_tensor_producer produce, void *context)
 {
     planned_tensor *plan = ft_xcalloc(count, sizeof *plan);
     for (size_t i = 0; i < count; i++) {
         plan[i].tensor = &tensors[i];
-        if (check_tensor(path, &tensors[i], &plan[i].size_bytes) != 0) {
+        if (check_tensor(path, &tensors[i], produce != NULL, &plan[i].size_bytes) != 0) {
             free(plan);
             return -1;
         }
@@ -175,8 +204,8 @@ int ft_safetensors_write(const char *path, const ft_tensor_to_write *tensors, si
     if (!out) {
         result = ft_error_errno("cannot create %s", temporary);
     } else {
-        if (write_to(out, header, header_bytes, plan, count) != 0)
-            result = ft_error_errno("cannot write %s", temporary);
+        producer maker = {tensors, produce, context};
+        result = write_to(out, temporary, header, header_bytes, plan, count, &maker);
         if (fclose(out) != 0 && result == 0)
             result = ft_error_errno("cannot write %s", temporary);
         if (result == 0 && rename(temporary, path) != 0)
@@ -193,4 +222,12 @@ int ft_safetensors_write(const char *path, const ft_tensor_to_write *tensors, si
     free(header);
     free(plan);
     return result;
+}
+
+int ft_safetensors_write(const char *path, const ft_tensor_to_write *tensors, size_t count,
+                         const char *const *metadata_keys, const char *const *metadata_values,
+                         size_t n_metadata)
+{
+    return ft_safetensors_write_produced(path, tensors, count, metadata_keys, metadata_values, n_metadata, NULL,
+                                         NULL);
 }

@@ -1,13 +1,16 @@
 /* model_merge: a model folder rewritten tensor by tensor, with a peft LoRA
  * adapter merged into its weights (W' = W + scaling * B A, in f32) and its
- * floating-point tensors converted to another dtype when asked. Only the
- * tensors being changed are held in memory, a shard at a time, so a 7B model
- * merges in a few GB; the rest are written straight from the mapping.
+ * floating-point tensors converted to another dtype when asked. A changed
+ * tensor is made only as the writer reaches it, so memory holds at most one
+ * tensor's f32 copy and its output bytes whatever the model's size; the rest
+ * are written straight from the mapping.
  *
- * The output holds model.safetensors, or shards of at most max_shard_bytes
- * named as transformers names them (model-00001-of-00003.safetensors) with
- * model.safetensors.index.json; config.json (its dtype updated when converted)
- * and the tokenizer and generation files copied from the model folder. */
+ * The output holds model.safetensors, or shards as transformers'
+ * save_pretrained makes them: the weights in the model's order
+ * (ft_model_weight_list) fill a shard up to max_shard_bytes, a larger tensor
+ * gets a shard of its own, and the files are named model-00001-of-00003.safetensors
+ * with model.safetensors.index.json; config.json (its dtype updated when
+ * converted) and the tokenizer and generation files copied from the model folder. */
 #ifndef FTPIPE_MODEL_MERGE_H
 #define FTPIPE_MODEL_MERGE_H
 
@@ -16,7 +19,7 @@
 
 #include "ftpipe/safetensors.h"
 
-/* transformers' default max_shard_size, "5GB". */
+/* transformers' default max_shard_size, "5GB": 5e9 bytes, not 5 GiB. */
 #define FT_MERGE_SHARD_BYTES 5000000000ull
 
 typedef struct {

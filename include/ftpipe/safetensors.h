@@ -71,6 +71,16 @@ int ft_safetensors_write(const char *path, const ft_tensor_to_write *tensors, si
                          const char *const *metadata_keys, const char *const *metadata_values,
                          size_t n_metadata);
 
+/* The same file, its tensors made one at a time (an adapter merged into a
+ * model far larger than memory): each tensor whose data is NULL is made by
+ * produce into a buffer of its byte size (index: into tensors as given) just
+ * before it is written, and the buffer is freed right after. produce returns 0,
+ * or -1 with ft_error set, which stops the writing and leaves no file. */
+typedef int (*ft_tensor_producer)(void *context, size_t index, void *buffer, size_t size_bytes);
+int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *tensors, size_t count,
+                                  const char *const *metadata_keys, const char *const *metadata_values,
+                                  size_t n_metadata, ft_tensor_producer produce, void *context);
+
 /* bf16 <-> f32 (round to nearest even). */
 uint16_t ft_f32_to_bf16(float value);
 float ft_bf16_to_f32(uint16_t value);

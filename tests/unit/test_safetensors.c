@@ -198,6 +198,63 @@ TEST(bf16_rounds_to_nearest_even)
     CHECK(__builtin_isnan(ft_bf16_to_f32(0x7fc1)));
 }
 
+typedef struct {
+    size_t order[4];
+    size_t calls;
+} production;
+
+static int produce_values(void *context, size_t index, void *buffer, size_t size_bytes)
+{
+    production *made = context;
+    made->order[made->calls++ % 4] = index;
+    if (index == 2)
+        return ft_error("tensor %zu cannot be made", index);
+    float *values = buffer;
+    for (size_t i = 0; i < size_bytes / sizeof(float); i++)
+        values[i] = (float)(index * 100 + i);
+    return 0;
+}
+
+/* Tensors without data are made by the producer one by one, in the file's
+ * order, into the same bytes as a file written from data; a producer's
+ * failure leaves no file. */
+TEST(produced_tensors_write_the_same_file)
+{
+    float first[6] = {0, 1, 2, 3, 4, 5}, second[4] = {100, 101, 102, 103};
+    uint16_t halves[2] = {0x3c00, 0x4000};
+    ft_tensor_to_write given[] = {{"b", FT_DTYPE_F32, 2, {2, 3}, first}, {"a", FT_DTYPE_F32, 1, {4}, second},
+                                  {"h", FT_DTYPE_F16, 1, {2}, halves}};
+    char *expected_path = scratch_path("given.safetensors"), *path = scratch_path("produced.safetensors");
+    const char *key = "format", *value = "pt";
+    CHECK_INT(ft_safetensors_write(expected_path, given, 3, &key, &value, 1), 0);
+    ft_tensor_to_write produced[] = {{"b", FT_DTYPE_F32, 2, {2, 3}, NULL}, {"a", FT_DTYPE_F32, 1, {4}, NULL},
+                                     {"h", FT_DTYPE_F16, 1, {2}, halves}};
+    production made = {{0}, 0};
+    CHECK_INT(ft_safetensors_write_produced(path, produced, 3, &key, &value, 1, produce_values, &made), 0);
+    CHECK_INT(made.calls, 2);
+    CHECK(made.order[0] == 1 && made.order[1] == 0); /* "a" before "b", as the file holds them */
+    char *expected = NULL, *actual = NULL;
+    size_t expected_bytes = 0, actual_bytes = 0;
+    CHECK_INT(ft_read_file(expected_path, &expected, &expected_bytes), 0);
+    CHECK_INT(ft_read_file(path, &actual, &actual_bytes), 0);
+    CHECK(expected && actual && expected_bytes == actual_bytes && memcmp(expected, actual, actual_bytes) == 0);
+    free(expected);
+    free(actual);
+    /* without a producer, a tensor without data is an error as before */
+    CHECK_INT(ft_safetensors_write(path, produced, 3, NULL, NULL, 0), -1);
+    CHECK(strstr(ft_error_message(), "tensor b: no data") != NULL);
+
+    ft_tensor_to_write failing_tensors[] = {{"b", FT_DTYPE_F32, 2, {2, 3}, first}, {"a", FT_DTYPE_F32, 1, {4}, NULL},
+                                            {"c", FT_DTYPE_F32, 1, {1}, NULL}};
+    char *failing = scratch_path("failing.safetensors");
+    CHECK_INT(ft_safetensors_write_produced(failing, failing_tensors, 3, NULL, NULL, 0, produce_values, &made), -1);
+    CHECK_STR(ft_error_message(), "tensor 2 cannot be made");
+    CHECK(!ft_path_exists(failing));
+    free(failing);
+    free(path);
+    free(expected_path);
+}
+
 TEST(tensors_convert_to_f32)
 {
     uint16_t f16[] = {0x3c00, 0xc000, 0x0001, 0x7c00, 0x3555, 0x8000, 0x03ff};
@@ -533,6 +590,7 @@ int main(void)
     RUN(bytes_match_the_safetensors_library);
     RUN(writer_refuses_bad_tensors);
     RUN(bf16_rounds_to_nearest_even);
+    RUN(produced_tensors_write_the_same_file);
     RUN(tensors_convert_to_f32);
     RUN(many_tensors_are_found_by_name);
     RUN(index_of_two_shards);
