@@ -104,6 +104,10 @@ static int report_progress(void *context, uint64_t done, uint64_t total)
 static int export_merged(ft_stage *stage, const train_output *train, const char *out_dir)
 {
     ft_model_merge_options options = {.progress = report_progress, .progress_context = stage};
+    int64_t max_shard_bytes = ft_stage_param_size_bytes(stage, "max_shard_size");
+    if (max_shard_bytes <= 0)
+        return ft_stage_fail(stage, "max_shard_size must be above 0 (the default is 5000000000, transformers' 5GB)");
+    options.max_shard_bytes = (uint64_t)max_shard_bytes;
     const char *dtype = ft_stage_param_string(stage, "dtype");
     options.convert = strcmp(dtype, "auto") != 0;
     options.dtype = strcmp(dtype, "bf16") == 0 ? FT_DTYPE_BF16 : strcmp(dtype, "f16") == 0 ? FT_DTYPE_F16 : FT_DTYPE_F32;

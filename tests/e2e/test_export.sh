@@ -1,6 +1,6 @@
 #!/bin/sh
 # The export kind after a real train stage on a tiny f32 model: the peft folder
-# (names, shapes, adapter_config.json), the merged folder, a tar.zst archive,
+# (names, shapes, adapter_config.json), the merged folder (whole and sharded), a tar.zst archive,
 # a full fine-tune copied as f16, and the inputs it refuses.
 . "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -46,6 +46,10 @@ export/merged_bf16: export adapter models/tiny
 	format = merged
 	dtype = bf16
 
+export/merged_sharded: export adapter models/tiny
+	format = merged
+	max_shard_size = 64K
+
 export/adapter.tar.zst: export adapter
 	archive = tar.zst"
 t_run "$FTPIPE" -C "$W"
@@ -86,6 +90,18 @@ assert all(v["dtype"] == "BF16" for v in bf16.values()) and set(bf16) == set(bas
 assert json.load(open(w + "/export/merged_bf16/config.json"))["torch_dtype"] == "bfloat16"
 for f in ["config.json", "tokenizer.json", "tokenizer_config.json"]:
     assert open(w + "/export/merged/" + f, "rb").read() == open(w + "/models/tiny/" + f, "rb").read(), f
+# 64K = 65536 bytes: the embedding (259 x 64 f32, 66304 bytes) alone in the first shard
+index = json.load(open(w + "/export/merged_sharded/model.safetensors.index.json"))
+files = sorted(set(index["weight_map"].values()))
+assert len(files) > 2 and files[0].startswith("model-00001-of-"), files
+assert set(index["weight_map"]) == set(base), set(index["weight_map"]) ^ set(base)
+assert set(header(w + "/export/merged_sharded/" + files[0])) == {"model.embed_tokens.weight"}
+sharded = {}
+for f in files:
+    part = header(w + "/export/merged_sharded/" + f)
+    assert f == files[0] or sum(v["data_offsets"][1] - v["data_offsets"][0] for v in part.values()) <= 65536, f
+    sharded.update({k: (v["dtype"], v["shape"]) for k, v in part.items()})
+assert sharded == {k: (v["dtype"], v["shape"]) for k, v in merged.items()}
 PY
 # The merged weights differ from the base's: the trained B is not zero.
 cmp -s "$W/export/merged/model.safetensors" "$W/models/tiny/model.safetensors" && t_fail "merged weights equal the base's"

@@ -2,6 +2,7 @@
  * bf16 and f16 rounding to nearest even, and a merged tiny model (one file or
  * shards) giving the logits of the base with the adapter applied. */
 #include <math.h>
+#include <stdio.h>
 
 #include "check.h"
 #include "ftpipe/error.h"
@@ -181,6 +182,111 @@ TEST(a_merged_model_gives_the_logits_of_base_and_adapter)
     free(base);
 }
 
+/* The merge, made tensor by tensor as it is written, gives the very bytes of
+ * a file written from every merged tensor held in memory at once. */
+TEST(the_streamed_merge_is_the_file_of_the_merged_tensors)
+{
+    char *base = ft_path_join(root, "base"), *adapter = ft_path_join(root, "adapter");
+    char *merged = ft_path_join(root, "merged"), *expected_path = ft_path_join(root, "expected.safetensors");
+    char *adapter_file = ft_path_join(adapter, "adapter_model.safetensors");
+    char *merged_file = ft_path_join(merged, "model.safetensors");
+    ft_lora_config config;
+    ft_safetensors *model = NULL, *lora = NULL;
+    CHECK_INT(ft_lora_config_load(adapter, &config), 0);
+    CHECK_INT(ft_safetensors_open(base, &model), 0);
+    CHECK_INT(ft_safetensors_open(adapter_file, &lora), 0);
+    size_t count = model ? ft_safetensors_count(model) : 0, n_merged = 0;
+    ft_tensor_to_write *tensors = ft_xcalloc(count + 1, sizeof *tensors);
+    float **owned = ft_xcalloc(count + 1, sizeof *owned);
+    for (size_t i = 0; lora && i < count; i++) {
+        const ft_tensor_view *w = ft_safetensors_at(model, i);
+        tensors[i] = (ft_tensor_to_write){w->name, w->dtype, w->n_dims, {w->shape[0], w->shape[1]}, w->data};
+        char *a_name = ft_xasprintf("base_model.model.%.*s.lora_A.weight", (int)(strlen(w->name) - 7), w->name);
+        char *b_name = ft_xasprintf("base_model.model.%.*s.lora_B.weight", (int)(strlen(w->name) - 7), w->name);
+        const ft_tensor_view *a = strstr(w->name, "proj.weight") ? ft_safetensors_find(lora, a_name) : NULL;
+        const ft_tensor_view *b = a ? ft_safetensors_find(lora, b_name) : NULL;
+        if (a && b) {
+            owned[i] = ft_xmalloc(w->size_bytes);
+            memcpy(owned[i], w->data, w->size_bytes);
+            ft_lora_merge_into(owned[i], a->data, b->data, (int)w->shape[0], (int)w->shape[1], (int)a->shape[0],
+                               (float)ft_lora_scaling(&config));
+            tensors[i].data = owned[i];
+            n_merged++;
+        }
+        free(a_name);
+        free(b_name);
+    }
+    CHECK_INT(n_merged, 14); /* 2 layers x 7 targets */
+    const char *key = "format", *value = "pt";
+    CHECK_INT(ft_safetensors_write(expected_path, tensors, count, &key, &value, 1), 0);
+    char *expected = NULL, *actual = NULL;
+    size_t expected_bytes = 0, actual_bytes = 0;
+    CHECK_INT(ft_read_file(expected_path, &expected, &expected_bytes), 0);
+    CHECK_INT(ft_read_file(merged_file, &actual, &actual_bytes), 0);
+    CHECK(expected && actual && expected_bytes == actual_bytes && memcmp(expected, actual, actual_bytes) == 0);
+    for (size_t i = 0; i < count; i++)
+        free(owned[i]);
+    free(owned);
+    free(tensors);
+    free(expected);
+    free(actual);
+    ft_safetensors_close(lora);
+    ft_safetensors_close(model);
+    free(merged_file);
+    free(adapter_file);
+    free(expected_path);
+    free(merged);
+    free(adapter);
+    free(base);
+}
+
+/* Shards as save_pretrained makes them: in the model's weight order, each
+ * filled until the next tensor would pass the limit, and a tensor above the
+ * limit (the embedding here) alone in its own. */
+TEST(shards_fill_in_weight_order_and_a_large_tensor_stands_alone)
+{
+    enum { LIMIT = 40000 };
+    char *base = ft_path_join(root, "base"), *adapter = ft_path_join(root, "adapter");
+    char *out = ft_path_join(root, "shards-of-40000");
+    ft_model_merge_options options = {.adapter_dir = adapter, .max_shard_bytes = LIMIT};
+    CHECK_INT(ft_model_merge_write(base, out, &options), 0);
+    ft_model_config config;
+    CHECK_INT(ft_model_config_load(base, &config), 0);
+    size_t n_weights = 0;
+    ft_param_tensor *weights = ft_model_weight_list(&config, &n_weights);
+    ft_safetensors *sharded = NULL;
+    CHECK_INT(ft_safetensors_open(out, &sharded), 0);
+    int previous = 0, n_files = 0;
+    uint64_t filled = 0, shard_bytes[64] = {0};
+    for (size_t i = 0; sharded && i < n_weights; i++) {
+        const ft_tensor_view *view = ft_safetensors_find(sharded, weights[i].name);
+        int shard = 0;
+        CHECK(view && sscanf(ft_path_basename(view->file), "model-%05d-of-%05d", &shard, &n_files) == 2);
+        if (!view || shard < 1 || shard > 64)
+            break;
+        shard_bytes[shard - 1] += view->size_bytes;
+        if (view->size_bytes > LIMIT)
+            continue;
+        if (shard != previous) {
+            CHECK(previous == 0 || filled + view->size_bytes > LIMIT); /* it did not fit the shard before */
+            CHECK(shard > previous);
+            previous = shard;
+            filled = 0;
+        }
+        filled += view->size_bytes;
+    }
+    const ft_tensor_view *embedding = sharded ? ft_safetensors_find(sharded, "model.embed_tokens.weight") : NULL;
+    CHECK(embedding && strstr(embedding->file, "model-00001-of-") && shard_bytes[0] == embedding->size_bytes);
+    for (int s = 1; s < n_files && s < 64; s++)
+        CHECK(shard_bytes[s] > 0 && shard_bytes[s] <= LIMIT);
+    CHECK(n_files > 4 && sharded && ft_safetensors_count(sharded) == n_weights);
+    ft_safetensors_close(sharded);
+    ft_model_weight_list_free(weights, n_weights);
+    free(out);
+    free(adapter);
+    free(base);
+}
+
 TEST(a_bf16_merge_rounds_each_merged_weight_and_says_so_in_config)
 {
     char *base = ft_path_join(root, "base"), *adapter = ft_path_join(root, "adapter");
@@ -240,6 +346,8 @@ int main(void)
     RUN(merge_adds_scaled_b_times_a);
     RUN(bf16_and_f16_round_to_nearest_even);
     RUN(a_merged_model_gives_the_logits_of_base_and_adapter);
+    RUN(the_streamed_merge_is_the_file_of_the_merged_tensors);
+    RUN(shards_fill_in_weight_order_and_a_large_tensor_stands_alone);
     RUN(a_bf16_merge_rounds_each_merged_weight_and_says_so_in_config);
     RUN(an_adapter_of_another_model_is_refused);
     ft_backend_destroy(cpu);
