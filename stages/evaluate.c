@@ -25,6 +25,7 @@
 #include "ftpipe/mem.h"
 #include "ftpipe/sample_encoding.h"
 #include "ftpipe/stage.h"
+#include "ftpipe/stage_backend.h"
 #include "ftpipe/tokenizer.h"
 
 enum { MAX_STOP_TOKENS = 4, EXAMPLES_IN_REPORT = 3 };
@@ -344,19 +345,6 @@ static int report_progress(size_t done, size_t total, void *context)
     return ft_stage_cancelled(run->stage);
 }
 
-static ft_backend *make_backend(ft_stage *stage)
-{
-    const char *name = ft_stage_param_string(stage, "backend");
-    bool cuda = strcmp(name, "cuda") == 0 || (strcmp(name, "auto") == 0 && ft_cuda_device_count() > 0);
-    int threads = (int)ft_stage_param_int(stage, "threads");
-    ft_backend *backend = cuda ? ft_backend_cuda_create(0) : ft_backend_cpu_create(threads);
-    if (!backend)
-        ft_error_context("backend = %s", name);
-    else if (cuda && ft_stage_param_int(stage, "gpus") == 0)
-        ft_stage_log(stage, "evaluating on a GPU with gpus = 0: set gpus = 1 so that the scheduler reserves it");
-    return backend;
-}
-
 /* The model with the train output's weights (adapted), or the base model. */
 static int load_model(eval_run *run, bool adapted, ft_backend *backend, ft_model **model)
 {
@@ -387,7 +375,7 @@ static double seconds_since(uint64_t start_ns)
 /* Loads, generates and scores the loss, with times and peak memory. */
 static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answer_lengths, ft_eval_result *result)
 {
-    ft_backend *backend = make_backend(run->stage);
+    ft_backend *backend = ft_stage_backend(run->stage, "evaluating");
     if (!backend)
         return -1;
     uint64_t start = ft_now_ns();

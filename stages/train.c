@@ -19,6 +19,7 @@
 #include "ftpipe/mem.h"
 #include "ftpipe/model_save.h"
 #include "ftpipe/stage.h"
+#include "ftpipe/stage_backend.h"
 #include "ftpipe/tokenizer.h"
 #include "ftpipe/trainer.h"
 
@@ -118,19 +119,6 @@ static int read_parameters(train_run *run)
     if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0)
         return -1;
     return ft_train_plan_steps(t, run->meta.train.n_rows, &run->plan);
-}
-
-static ft_backend *make_backend(ft_stage *stage)
-{
-    const char *name = ft_stage_param_string(stage, "backend");
-    bool cuda = strcmp(name, "cuda") == 0 || (strcmp(name, "auto") == 0 && ft_cuda_device_count() > 0);
-    int threads = (int)ft_stage_param_int(stage, "threads");
-    ft_backend *backend = cuda ? ft_backend_cuda_create(0) : ft_backend_cpu_create(threads);
-    if (!backend)
-        ft_error_context("backend = %s", name);
-    else if (cuda && ft_stage_param_int(stage, "gpus") == 0)
-        ft_stage_log(stage, "training on a GPU with gpus = 0: set gpus = 1 so that the scheduler reserves it");
-    return backend;
 }
 
 static uint64_t available_host_bytes(void)
@@ -342,7 +330,7 @@ static int run_train(ft_stage *stage)
     run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
     run.train_options.checkpoint_dir = checkpoints;
     run.train_options.callbacks = (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled};
-    ft_backend *backend = make_backend(stage);
+    ft_backend *backend = ft_stage_backend(stage, "training");
     int status = backend ? check_memory(&run, backend) : -1;
     if (status == 0)
         status = train(&run, backend);
