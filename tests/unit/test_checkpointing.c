@@ -3,6 +3,7 @@
  * tiny random models, packed rows), over two accumulated micro-batches; and the
  * activation plan that shrinks by all but one layer's set. */
 #include "check.h"
+#include "tiny_models.h"
 #include "ftpipe/error.h"
 #include "ftpipe/fsutil.h"
 #include "ftpipe/mem.h"
@@ -14,35 +15,6 @@ enum { BATCH = 2, SEQ = 24, ROWS = BATCH * SEQ };
 
 static ft_backend *cpu;
 static char root[] = "/tmp/ftpipe-checkpointing.XXXXXX";
-
-/* A 3-layer tiny model of an architecture: Qwen2 (qkv bias, tied), Qwen3 (q/k
- * norm), Llama 3 (rope scaling, untied head). */
-static char *write_model(ft_architecture architecture, const char *name)
-{
-    ft_model_init_options options = {.dtype = FT_DTYPE_F32, .seed = 11, .threads = 1};
-    CHECK_INT(ft_model_shape(architecture == FT_ARCH_LLAMA ? "llama3-8b" : "tiny", &options.config), 0);
-    ft_model_config tiny;
-    CHECK_INT(ft_model_shape("tiny", &tiny), 0);
-    ft_model_config *c = &options.config;
-    c->vocab_size = 0;
-    c->hidden_size = tiny.hidden_size;
-    c->intermediate_size = tiny.intermediate_size;
-    c->num_hidden_layers = 3;
-    c->num_attention_heads = tiny.num_attention_heads;
-    c->num_key_value_heads = tiny.num_key_value_heads;
-    c->head_dim = tiny.head_dim;
-    c->max_position_embeddings = tiny.max_position_embeddings;
-    if (architecture == FT_ARCH_QWEN3) {
-        c->architecture = FT_ARCH_QWEN3;
-        snprintf(c->architecture_name, sizeof c->architecture_name, "Qwen3ForCausalLM");
-        c->attention_bias = false;
-        c->qk_norm = true;
-    }
-    char *dir = ft_xasprintf("%s/%s", root, name);
-    if (ft_model_init_write(dir, &options) < 0)
-        fprintf(stderr, "  %s\n", ft_error_message());
-    return dir;
-}
 
 static ft_model *load(const char *dir, ft_finetuning finetuning, bool checkpointing)
 {
@@ -121,7 +93,7 @@ done:
 
 TEST(qwen2_gradients_are_the_same_with_checkpointing)
 {
-    char *dir = write_model(FT_ARCH_QWEN2, "qwen2");
+    char *dir = tiny_model_write(root, "qwen2", FT_ARCH_QWEN2, 3, 11);
     check_same_gradients(dir, FT_FINETUNE_LORA);
     check_same_gradients(dir, FT_FINETUNE_FULL);
     free(dir);
@@ -129,7 +101,7 @@ TEST(qwen2_gradients_are_the_same_with_checkpointing)
 
 TEST(qwen3_gradients_are_the_same_with_checkpointing)
 {
-    char *dir = write_model(FT_ARCH_QWEN3, "qwen3");
+    char *dir = tiny_model_write(root, "qwen3", FT_ARCH_QWEN3, 3, 11);
     check_same_gradients(dir, FT_FINETUNE_LORA);
     check_same_gradients(dir, FT_FINETUNE_FULL);
     free(dir);
@@ -137,7 +109,7 @@ TEST(qwen3_gradients_are_the_same_with_checkpointing)
 
 TEST(llama3_gradients_are_the_same_with_checkpointing)
 {
-    char *dir = write_model(FT_ARCH_LLAMA, "llama3");
+    char *dir = tiny_model_write(root, "llama3", FT_ARCH_LLAMA, 3, 11);
     check_same_gradients(dir, FT_FINETUNE_LORA);
     check_same_gradients(dir, FT_FINETUNE_FULL);
     free(dir);

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "check.h"
+#include "tiny_models.h"
 #include "ftpipe/error.h"
 #include "ftpipe/fsutil.h"
 #include "ftpipe/generate.h"
@@ -24,35 +25,6 @@ static const int32_t *prompts[BATCH] = {prompt_ids[0], prompt_ids[1], prompt_ids
 static ft_backend *cpu;
 static char root[] = "/tmp/ftpipe-generate.XXXXXX";
 static char *qwen2_dir, *qwen3_dir, *llama_dir;
-
-/* A 2-layer tiny model of an architecture: Qwen2 (qkv bias, tied), Qwen3 (q/k
- * norm), Llama 3 (rope scaling, untied head). */
-static char *write_model(ft_architecture architecture, const char *name)
-{
-    ft_model_init_options options = {.dtype = FT_DTYPE_F32, .seed = 17, .threads = 1};
-    CHECK_INT(ft_model_shape(architecture == FT_ARCH_LLAMA ? "llama3-8b" : "tiny", &options.config), 0);
-    ft_model_config tiny;
-    CHECK_INT(ft_model_shape("tiny", &tiny), 0);
-    ft_model_config *c = &options.config;
-    c->vocab_size = 0;
-    c->hidden_size = tiny.hidden_size;
-    c->intermediate_size = tiny.intermediate_size;
-    c->num_hidden_layers = 2;
-    c->num_attention_heads = tiny.num_attention_heads;
-    c->num_key_value_heads = tiny.num_key_value_heads;
-    c->head_dim = tiny.head_dim;
-    c->max_position_embeddings = tiny.max_position_embeddings;
-    if (architecture == FT_ARCH_QWEN3) {
-        c->architecture = FT_ARCH_QWEN3;
-        snprintf(c->architecture_name, sizeof c->architecture_name, "Qwen3ForCausalLM");
-        c->attention_bias = false;
-        c->qk_norm = true;
-    }
-    char *dir = ft_xasprintf("%s/%s", root, name);
-    if (ft_model_init_write(dir, &options) < 0)
-        fprintf(stderr, "  %s\n", ft_error_message());
-    return dir;
-}
 
 /* For inference, or with a LoRA adapter whose B is not zero (so that it counts). */
 static ft_model *load(const char *dir, bool adapter)
@@ -301,9 +273,9 @@ int main(void)
     for (int b = 0; b < BATCH; b++)
         for (int t = 0; t < prompt_lengths[b]; t++)
             prompt_ids[b][t] = (int32_t)(ft_random_u64(60 + b, t) % FT_BUILTIN_TOKENIZER_VOCAB);
-    qwen2_dir = write_model(FT_ARCH_QWEN2, "qwen2");
-    qwen3_dir = write_model(FT_ARCH_QWEN3, "qwen3");
-    llama_dir = write_model(FT_ARCH_LLAMA, "llama");
+    qwen2_dir = tiny_model_write(root, "qwen2", FT_ARCH_QWEN2, 2, 17);
+    qwen3_dir = tiny_model_write(root, "qwen3", FT_ARCH_QWEN3, 2, 17);
+    llama_dir = tiny_model_write(root, "llama", FT_ARCH_LLAMA, 2, 17);
     RUN(qwen2_steps_match_the_full_forward);
     RUN(qwen3_steps_match_the_full_forward);
     RUN(llama_steps_match_the_full_forward);
