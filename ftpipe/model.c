@@ -161,13 +161,14 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
                         plan->optimizer_bytes + plan->activation_bytes + plan->scratch_bytes;
 }
 
-int ft_model_plan_memory(const ft_model_config *config, const ft_model_options *options, ft_memory_plan *out)
+int ft_model_plan_memory(const ft_model_config *config, const ft_model_options *options, ft_dtype dtype,
+                         ft_memory_plan *out)
 {
     if (check_options(config, options) < 0)
         return -1;
     ft_model model = {.config = *config, .options = *options};
     size_t *offsets = make_layout(&model);
-    plan_memory(&model, sizeof(float), 0, out);
+    plan_memory(&model, ft_dtype_size(dtype), 0, out);
     free(offsets);
     free_layout(&model);
     return 0;

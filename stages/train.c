@@ -143,7 +143,7 @@ static int check_memory(train_run *run, const ft_backend *backend)
     ft_model_config config;
     ft_memory_plan plan;
     if (ft_model_config_load(run->model_dir, &config) < 0 ||
-        ft_model_plan_memory(&config, &run->model_options, &plan) < 0)
+        ft_model_plan_memory(&config, &run->model_options, backend->dtype, &plan) < 0)
         return -1;
     char total[32], weights[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
     ft_format_bytes(plan.total_bytes, total, sizeof total);

@@ -62,8 +62,11 @@ typedef struct {
 
 typedef struct ft_model ft_model;
 
-/* The memory a model of this config would take with these options. */
-int ft_model_plan_memory(const ft_model_config *config, const ft_model_options *options, ft_memory_plan *out);
+/* The memory a model of this config would take with these options on a backend
+ * computing in `dtype` (its activations and frozen weights; FT_DTYPE_F32 on cpu,
+ * FT_DTYPE_BF16 on cuda), before the backend's own scratch. */
+int ft_model_plan_memory(const ft_model_config *config, const ft_model_options *options, ft_dtype dtype,
+                         ft_memory_plan *out);
 
 /* The base weights a config has, with HF names and shapes (value and grad NULL),
  * in the order of Hugging Face's files; the tied lm_head is not listed. Free

@@ -125,9 +125,9 @@ TEST(checkpointing_plans_one_layer_of_activations)
     ft_memory_plan kept[2], recomputed[2];
     for (int i = 0; i < 2; i++) {
         options.gradient_checkpointing = false;
-        CHECK_INT(ft_model_plan_memory(&config, &options, &kept[i]), 0);
+        CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_F32, &kept[i]), 0);
         options.gradient_checkpointing = true;
-        CHECK_INT(ft_model_plan_memory(&config, &options, &recomputed[i]), 0);
+        CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_F32, &recomputed[i]), 0);
         config.num_hidden_layers++;
     }
     size_t set = kept[1].activation_bytes - kept[0].activation_bytes; /* one layer: its input and its set */
@@ -138,9 +138,9 @@ TEST(checkpointing_plans_one_layer_of_activations)
     /* inference has one shared set either way */
     options.finetuning = FT_FINETUNE_NONE;
     options.gradient_checkpointing = false;
-    CHECK_INT(ft_model_plan_memory(&config, &options, &kept[0]), 0);
+    CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_F32, &kept[0]), 0);
     options.gradient_checkpointing = true;
-    CHECK_INT(ft_model_plan_memory(&config, &options, &recomputed[0]), 0);
+    CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_F32, &recomputed[0]), 0);
     CHECK_INT(kept[0].activation_bytes, recomputed[0].activation_bytes);
 }
 

@@ -230,7 +230,7 @@ TEST(memory_plan_is_known_before_loading)
         return;
     ft_model_options options = {2, SEQ, FT_FINETUNE_LORA, true, {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 3}, false};
     ft_memory_plan planned, actual = ft_model_memory(model);
-    CHECK_INT(ft_model_plan_memory(ft_model_get_config(model), &options, &planned), 0);
+    CHECK_INT(ft_model_plan_memory(ft_model_get_config(model), &options, FT_DTYPE_F32, &planned), 0);
     CHECK_INT(planned.parameter_bytes, 93504 * 4);
     CHECK_INT(planned.parameter_bytes, ft_model_config_parameter_count(ft_model_get_config(model)) * 4);
     CHECK_INT(planned.adapter_bytes, ft_lora_parameter_count(ft_model_lora(model)) * 4);
@@ -247,10 +247,19 @@ TEST(plans_a_7b_full_finetune_without_weights)
     CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
     ft_model_options options = {1, 1024, FT_FINETUNE_FULL, false, {0}, false};
     ft_memory_plan plan;
-    CHECK_INT(ft_model_plan_memory(&config, &options, &plan), 0);
+    CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_F32, &plan), 0);
     CHECK_INT(plan.parameter_bytes, (size_t)7615616512 * 4);
     CHECK_INT(plan.gradient_bytes, plan.parameter_bytes);
     CHECK_INT(plan.total_bytes, plan.parameter_bytes * 4 + plan.activation_bytes);
+    /* on a bf16 backend the frozen weights and activations take half, the adapter and its state stay float */
+    ft_model_options lora = {1, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 3}, false};
+    ft_memory_plan f32, bf16;
+    CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_F32, &f32), 0);
+    CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_BF16, &bf16), 0);
+    CHECK_INT(bf16.parameter_bytes, (size_t)7615616512 * 2);
+    CHECK_INT(bf16.adapter_bytes, f32.adapter_bytes);
+    CHECK_INT(bf16.optimizer_bytes, f32.optimizer_bytes);
+    CHECK(bf16.activation_bytes < f32.activation_bytes);
 }
 
 int main(void)
