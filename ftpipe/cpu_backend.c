@@ -361,6 +361,7 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->attention_forward = ft_cpu_attention_forward;
     backend->attention_backward = ft_cpu_attention_backward;
     backend->gather_rows = ft_cpu_gather_rows;
+    backend->argmax_rows = ft_cpu_argmax_rows;
     backend->scatter_rows = ft_cpu_scatter_rows;
     backend->attention_decode = ft_cpu_attention_decode;
     backend->cross_entropy_forward = cpu_cross_entropy_forward;

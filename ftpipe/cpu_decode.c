@@ -24,6 +24,17 @@ void ft_cpu_scatter_rows(ft_backend *self, void *dst, const void *src, const int
         memcpy((char *)dst + (size_t)index[r] * row_bytes, (const char *)src + (size_t)r * row_bytes, row_bytes);
 }
 
+void ft_cpu_argmax_rows(ft_backend *self, int32_t *out, const void *x, int rows, int width)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *row = (const float *)x + (size_t)r * width;
+        int32_t best = 0;
+        for (int32_t i = 1; i < width; i++)
+            best = row[i] > row[best] ? i : best;
+        out[r] = best;
+    }
+}
+
 /* The softmax as attention_forward takes it (max, a double sum, exp(s - logsumexp)),
  * so that a decode step gives what a full pass gives at its last token. */
 static void softmax(float *scores, int n)

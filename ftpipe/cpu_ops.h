@@ -29,6 +29,7 @@ void ft_cpu_attention_backward(ft_backend *self, void *grad_q, void *grad_k, voi
                                const float *logsumexp, const int32_t *segments, const ft_attention_shape *shape);
 
 /* cpu_decode.c: generation with a KV cache */
+void ft_cpu_argmax_rows(ft_backend *self, int32_t *out, const void *x, int rows, int width);
 void ft_cpu_gather_rows(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
 void ft_cpu_scatter_rows(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
 void ft_cpu_attention_decode(ft_backend *self, void *out, const void *q, const void *k_cache, const void *v_cache,

@@ -7,7 +7,9 @@
  * prompts' own rows). Each decode step then runs one token per sequence at its
  * own position, attending to its cache. Every sequence keeps its row in every
  * step, a finished one re-running its last slot, so that row b of the batch is
- * always cache block b. Tokens are chosen on the host. */
+ * always cache block b. Greedy tokens are chosen by the backend, where the
+ * logits are, so that only their ids travel; sampled ones (and any whose
+ * logits the caller asked to see) on the host. */
 #include "ftpipe/generate.h"
 
 #include <math.h>
@@ -32,8 +34,10 @@ struct ft_generator {
     int32_t *rows;                /* [max_batch * max_tokens]: cache rows to scatter to, or rows to gather */
     int32_t *lengths;             /* [max_batch]: cached tokens per sequence, for attention_decode */
     void *last_hidden;            /* [max_batch, hidden]: each prompt's last position, final-normed */
+    int32_t *chosen;              /* [max_batch]: greedy tokens */
+    bool greedy_on_device;        /* this call's tokens come from `chosen` */
     /* on the host */
-    int32_t *host_rows, *host_tokens, *host_positions, *host_segments, *host_lengths;
+    int32_t *host_rows, *host_tokens, *host_positions, *host_segments, *host_lengths, *host_chosen;
     float *logits;                /* [max_batch, vocab] */
     candidate *candidates;        /* [vocab], for top-p */
 };
@@ -79,7 +83,8 @@ int ft_generator_create(ft_model *model, int max_batch, int max_tokens, ft_gener
     if (!(generator->cache = backend_alloc(generator, cache_bytes, "KV cache")) ||
         !(generator->rows = backend_alloc(generator, slots * sizeof(int32_t), "row indices")) ||
         !(generator->lengths = backend_alloc(generator, (size_t)max_batch * sizeof(int32_t), "lengths")) ||
-        !(generator->last_hidden = backend_alloc(generator, hidden_bytes, "hidden states"))) {
+        !(generator->last_hidden = backend_alloc(generator, hidden_bytes, "hidden states")) ||
+        !(generator->chosen = backend_alloc(generator, (size_t)max_batch * sizeof(int32_t), "greedy tokens"))) {
         ft_generator_free(generator);
         return -1;
     }
@@ -88,6 +93,7 @@ int ft_generator_create(ft_model *model, int max_batch, int max_tokens, ft_gener
     generator->host_positions = ft_xmalloc(slots * sizeof(int32_t));
     generator->host_segments = ft_xcalloc(slots, sizeof(int32_t));
     generator->host_lengths = ft_xmalloc((size_t)max_batch * sizeof(int32_t));
+    generator->host_chosen = ft_xmalloc((size_t)max_batch * sizeof(int32_t));
     generator->logits = ft_xmalloc((size_t)max_batch * c->vocab_size * sizeof(float));
     generator->candidates = ft_xmalloc((size_t)c->vocab_size * sizeof(candidate));
     *out = generator;
@@ -103,11 +109,13 @@ void ft_generator_free(ft_generator *generator)
     b->free(b, generator->rows);
     b->free(b, generator->lengths);
     b->free(b, generator->last_hidden);
+    b->free(b, generator->chosen);
     free(generator->host_rows);
     free(generator->host_tokens);
     free(generator->host_positions);
     free(generator->host_segments);
     free(generator->host_lengths);
+    free(generator->host_chosen);
     free(generator->logits);
     free(generator->candidates);
     free(generator);
@@ -155,6 +163,18 @@ static void store_kv(ft_generator *generator, int l, int rows)
     b->scatter_rows(b, cache_of(generator, l, 1), a->v, generator->rows, rows, kv_width);
 }
 
+/* lm_head over the n rows of x: their greedy tokens into host_chosen, or their logits. */
+static void head(ft_generator *generator, const void *x, int n)
+{
+    ft_model *model = generator->model;
+    if (!generator->greedy_on_device) {
+        ft_model_head_logits(model, x, n, generator->logits);
+        return;
+    }
+    ft_model_head_greedy(model, x, n, generator->chosen);
+    model->backend->download(model->backend, generator->host_chosen, generator->chosen, (size_t)n * sizeof(int32_t));
+}
+
 /* The prompts through the decoder into the cache; logits of their last positions. */
 static int prefill(ft_generator *generator, const int32_t *const *prompts, const int *prompt_lengths, int n)
 {
@@ -191,7 +211,7 @@ static int prefill(ft_generator *generator, const int32_t *const *prompts, const
         generator->host_rows[i] = i * longest + prompt_lengths[i] - 1;
     b->upload(b, generator->rows, generator->host_rows, (size_t)n * sizeof(int32_t));
     b->gather_rows(b, generator->last_hidden, act->final_norm, generator->rows, n, c->hidden_size);
-    ft_model_head_logits(model, generator->last_hidden, n, generator->logits);
+    head(generator, generator->last_hidden, n);
     return b->check(b);
 }
 
@@ -222,7 +242,7 @@ static int decode_step(ft_generator *generator, int n, const int32_t *tokens, co
                             c->num_key_value_heads, c->head_dim);
         ft_model_layer_finish(model, l, n);
     }
-    ft_model_head_logits(model, act->final_norm, n, generator->logits);
+    head(generator, act->final_norm, n);
     return b->check(b);
 }
 
@@ -285,8 +305,10 @@ static bool is_stop(const ft_generate_options *options, int32_t token)
 int ft_generate(ft_generator *generator, const int32_t *const *prompts, const int *prompt_lengths, int n,
                 const ft_generate_options *options, int32_t *output, int *output_lengths)
 {
-    if (check_call(generator, prompts, prompt_lengths, n, options) < 0 ||
-        prefill(generator, prompts, prompt_lengths, n) < 0)
+    if (check_call(generator, prompts, prompt_lengths, n, options) < 0)
+        return -1;
+    generator->greedy_on_device = options->temperature == 0.0 && !options->on_logits;
+    if (prefill(generator, prompts, prompt_lengths, n) < 0)
         return -1;
     int vocab = generator->model->config.vocab_size, new_tokens = options->max_new_tokens;
     int *cached = ft_xmalloc((size_t)n * sizeof(int));
@@ -307,7 +329,8 @@ int ft_generate(ft_generator *generator, const int32_t *const *prompts, const in
                 continue;
             const float *row = generator->logits + (size_t)i * vocab;
             uint64_t stream = ft_random_stream(options->seed, (uint64_t)i);
-            int32_t token = options->temperature > 0.0
+            int32_t token = generator->greedy_on_device ? generator->host_chosen[i]
+                            : options->temperature > 0.0
                                 ? sample(generator, row, vocab, options, ft_random_uniform(stream, (uint64_t)step))
                                 : argmax(row, vocab);
             done[i] = is_stop(options, token);

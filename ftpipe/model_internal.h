@@ -89,5 +89,8 @@ void ft_model_layer_qkv(ft_model *model, int layer, int rows);
 void ft_model_layer_finish(ft_model *model, int layer, int rows);
 /* logits [rows, vocab] (host floats) of x [rows, hidden], in chunks of head_chunk_rows */
 void ft_model_head_logits(ft_model *model, const void *x, int rows, float *logits);
+/* the greedy token of each of x's rows into ids [rows] (the backend's memory),
+ * chosen by the backend where the logits are */
+void ft_model_head_greedy(ft_model *model, const void *x, int rows, int32_t *ids);
 
 #endif

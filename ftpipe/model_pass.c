@@ -524,3 +524,15 @@ void ft_model_head_logits(ft_model *model, const void *x, int rows, float *logit
         download_logits(&p, logits + (size_t)first * vocab, (size_t)n * vocab);
     }
 }
+
+void ft_model_head_greedy(ft_model *model, const void *x, int rows, int32_t *ids)
+{
+    pass p = generation_pass(model, rows);
+    int hidden = model->config.hidden_size, vocab = model->config.vocab_size, chunk = model->head_chunk_rows;
+    for (int first = 0; first < rows; first += chunk) {
+        int n = rows - first < chunk ? rows - first : chunk;
+        p.backend->linear_forward(p.backend, model->act.logits, at(&p, (void *)x, (size_t)first * hidden),
+                                  weight(&p, model->lm_head), NULL, NULL, n, hidden, vocab);
+        p.backend->argmax_rows(p.backend, ids + first, model->act.logits, n, vocab);
+    }
+}

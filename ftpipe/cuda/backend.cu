@@ -341,6 +341,7 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->attention_forward = ft_cuda_attention_forward;
     backend->attention_backward = ft_cuda_attention_backward;
     backend->gather_rows = ft_cuda_gather_rows;
+    backend->argmax_rows = ft_cuda_argmax_rows;
     backend->scatter_rows = ft_cuda_scatter_rows;
     backend->attention_decode = ft_cuda_attention_decode;
     backend->cross_entropy_forward = ft_cuda_cross_entropy_forward;

@@ -208,6 +208,7 @@ void ft_cuda_attention_backward(ft_backend *self, void *grad_q, void *grad_k, vo
                                 const float *logsumexp, const int32_t *segments, const ft_attention_shape *shape);
 
 /* decode.cu: the generation ops */
+void ft_cuda_argmax_rows(ft_backend *self, int32_t *out, const void *x, int rows, int width);
 void ft_cuda_gather_rows(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
 void ft_cuda_scatter_rows(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
 void ft_cuda_attention_decode(ft_backend *self, void *out, const void *q, const void *k_cache, const void *v_cache,

@@ -226,6 +226,43 @@ int split_count(const ft_cuda_context *context, int batch, int n_heads, int bloc
     return splits < 1 ? 1 : splits;
 }
 
+constexpr int argmax_threads = 1024;
+
+/* The better of two candidates: the larger value, the lower index on a tie. */
+__device__ bool better(float value, int index, float best_value, int best_index)
+{
+    return value > best_value || (value == best_value && index < best_index);
+}
+
+/* One block per row: each thread scans a strided slice in increasing order (so
+ * the first of equal values stays), then the block reduces. */
+__global__ void __launch_bounds__(argmax_threads) argmax_kernel(int32_t *out, const bf16 *x, int width)
+{
+    __shared__ float values[argmax_threads];
+    __shared__ int indices[argmax_threads];
+    const bf16 *row = x + (size_t)blockIdx.x * width;
+    float best = -INFINITY;
+    int best_index = width;
+    for (int i = threadIdx.x; i < width; i += argmax_threads) {
+        float v = __bfloat162float(row[i]);
+        if (better(v, i, best, best_index))
+            best = v, best_index = i;
+    }
+    values[threadIdx.x] = best;
+    indices[threadIdx.x] = best_index;
+    __syncthreads();
+    for (int half = argmax_threads / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half &&
+            better(values[threadIdx.x + half], indices[threadIdx.x + half], values[threadIdx.x], indices[threadIdx.x])) {
+            values[threadIdx.x] = values[threadIdx.x + half];
+            indices[threadIdx.x] = indices[threadIdx.x + half];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = indices[0] < width ? indices[0] : 0; /* a row of NaNs: id 0, as the host's scan gives */
+}
+
 template <int D>
 void launch_decode(ft_cuda_context *context, decode_args args, dim3 grid)
 {
@@ -233,6 +270,15 @@ void launch_decode(ft_cuda_context *context, decode_args args, dim3 grid)
 }
 
 } // namespace
+
+void ft_cuda_argmax_rows(ft_backend *self, int32_t *out, const void *x, int rows, int width)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    if (rows < 1)
+        return;
+    argmax_kernel<<<rows, argmax_threads, 0, context->stream>>>(out, (const bf16 *)x, width);
+    LAUNCH_CHECK(context, "argmax_kernel");
+}
 
 void ft_cuda_gather_rows(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width)
 {

@@ -156,6 +156,9 @@ struct ft_backend {
     void (*attention_decode)(ft_backend *self, void *out, const void *q, const void *k_cache, const void *v_cache,
                              const int32_t *lengths, int batch, int max_len, int n_heads, int n_kv_heads,
                              int head_dim);
+    /* out[r] = the index of row r's largest value, the lowest index among equal ones:
+     * greedy decoding picks its tokens where the logits are, and only ids travel. */
+    void (*argmax_rows)(ft_backend *self, int32_t *out, const void *x, int rows, int width);
     /* --- loss --- */
     /* losses[r] = logsumexp(logits[r]) - logits[r][targets[r]]; 0 where targets[r] < 0. */
     void (*cross_entropy_forward)(ft_backend *self, float *losses, const void *logits, const int32_t *targets,

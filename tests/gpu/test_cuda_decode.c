@@ -58,6 +58,43 @@ TEST(gather_and_scatter_rows_match_cpu)
     check_rows(11, 10, 7);   /* odd widths */
 }
 
+/* --- greedy choice --- */
+
+/* bf16 logits over a large vocabulary tie often: the lowest index must win on both. */
+static void check_argmax(int rows, int width)
+{
+    size_t n = (size_t)rows * width;
+    float *x = ft_xmalloc(n * 4);
+    fill(x, n, 61, 4.0f);
+    x[(size_t)(rows - 1) * width + width - 1] = 100.0f; /* the last element can win */
+    x[width - 2] = x[1] = 90.0f;                             /* a planted tie: index 1 wins */
+    int32_t *want = ft_xmalloc(rows * sizeof(int32_t)), *got = ft_xmalloc(rows * sizeof(int32_t));
+    void *dx = to_gpu_bf16(x, n);
+    int32_t *dids = gpu_array(rows * sizeof(int32_t));
+    cpu->argmax_rows(cpu, want, x, rows, width);
+    gpu->argmax_rows(gpu, dids, dx, rows, width);
+    gpu->download(gpu, got, dids, rows * sizeof(int32_t));
+    CHECK_NO_GPU_FAILURE();
+    CHECK(memcmp(got, want, rows * sizeof(int32_t)) == 0);
+    CHECK_INT(want[rows - 1], width - 1);
+    CHECK_INT(want[0], 1);
+    int ties = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *row = x + (size_t)r * width;
+        for (int i = want[r] + 1; i < width; i++)
+            ties += row[i] == row[want[r]];
+    }
+    printf("# argmax of %d rows of %d: same ids as the cpu backend (%d ties with a later index)\n", rows, width, ties);
+    gpu_release();
+    free(x), free(want), free(got);
+}
+
+TEST(argmax_rows_matches_cpu_with_ties)
+{
+    check_argmax(33, 151936);
+    check_argmax(5, 7);
+}
+
 /* --- decode attention --- */
 
 /* The definition, in double: softmax(q k^T / sqrt(head_dim)) v over each
@@ -191,6 +228,7 @@ int main(void)
     if (started <= 0)
         return started < 0 ? 1 : check_done();
     RUN(gather_and_scatter_rows_match_cpu);
+    RUN(argmax_rows_matches_cpu_with_ties);
     RUN(decode_attention_in_one_block_per_sequence_matches_cpu);
     RUN(decode_attention_split_over_the_cache_matches_cpu);
     RUN(decode_attention_bandwidth_at_batch_32);

@@ -315,6 +315,16 @@ TEST(gather_and_scatter_move_rows_by_index)
     CHECK(memcmp(cache, expected_cache, sizeof cache) == 0);
 }
 
+TEST(argmax_rows_takes_the_lowest_index_of_the_largest)
+{
+    float x[3 * 4] = {1, 5, 5, 2, /* a tie: the first */ -3, -1, -2, -1, 0, 0, 0, 7};
+    int32_t ids[3];
+    cpu->argmax_rows(cpu, ids, x, 3, 4);
+    CHECK_INT(ids[0], 1);
+    CHECK_INT(ids[1], 1);
+    CHECK_INT(ids[2], 3);
+}
+
 TEST(attention_backward_matches_finite_differences)
 {
     attention_case *c = attention_setup();
@@ -452,6 +462,7 @@ int main(void)
     RUN(attention_backward_matches_finite_differences);
     RUN(attention_decode_matches_the_last_row_of_attention_forward);
     RUN(gather_and_scatter_move_rows_by_index);
+    RUN(argmax_rows_takes_the_lowest_index_of_the_largest);
     RUN(swiglu_backward_matches_finite_differences);
     RUN(embedding_gathers_rows_and_backward_adds_them_up);
     RUN(cross_entropy_skips_masked_rows_and_backward_matches_finite_differences);

@@ -167,6 +167,11 @@ TEST(a_batch_gives_each_prompt_its_tokens_alone)
 }
 
 /* (c) */
+static void ignore_logits(void *user, int step, const float *logits, int n, int vocab)
+{
+    (void)user, (void)step, (void)logits, (void)n, (void)vocab;
+}
+
 TEST(greedy_repeats_sampling_repeats_by_seed_and_tiny_top_p_is_greedy)
 {
     ft_model *model = load(qwen2_dir, false);
@@ -177,6 +182,11 @@ TEST(greedy_repeats_sampling_repeats_by_seed_and_tiny_top_p_is_greedy)
     CHECK_INT(generate(model, 0, BATCH, &options, &first), 0);
     CHECK_INT(generate(model, 0, BATCH, &options, &second), 0);
     CHECK(memcmp(first.tokens, second.tokens, sizeof first.tokens) == 0);
+    /* asking for the logits moves the greedy choice to the host: the same tokens */
+    options.on_logits = ignore_logits;
+    CHECK_INT(generate(model, 0, BATCH, &options, &second), 0);
+    CHECK(memcmp(first.tokens, second.tokens, sizeof first.tokens) == 0);
+    options.on_logits = NULL;
 
     generated greedy_out = first, sampled, again, other_seed;
     options.temperature = 1.0;
