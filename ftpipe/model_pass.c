@@ -513,7 +513,9 @@ void ft_model_layer_finish(ft_model *model, int layer, int rows)
     layer_down(&p, layer);
 }
 
-void ft_model_head_logits(ft_model *model, const void *x, int rows, float *logits)
+/* lm_head over x's rows in chunks: each chunk's logits to the host (logits), or
+ * its greedy tokens chosen by the backend (ids, in the backend's memory). */
+static void generation_head(ft_model *model, const void *x, int rows, float *logits, int32_t *ids)
 {
     pass p = generation_pass(model, rows);
     int hidden = model->config.hidden_size, vocab = model->config.vocab_size, chunk = model->head_chunk_rows;
@@ -521,18 +523,19 @@ void ft_model_head_logits(ft_model *model, const void *x, int rows, float *logit
         int n = rows - first < chunk ? rows - first : chunk;
         p.backend->linear_forward(p.backend, model->act.logits, at(&p, (void *)x, (size_t)first * hidden),
                                   weight(&p, model->lm_head), NULL, NULL, n, hidden, vocab);
-        download_logits(&p, logits + (size_t)first * vocab, (size_t)n * vocab);
+        if (ids)
+            p.backend->argmax_rows(p.backend, ids + first, model->act.logits, n, vocab);
+        else
+            download_logits(&p, logits + (size_t)first * vocab, (size_t)n * vocab);
     }
+}
+
+void ft_model_head_logits(ft_model *model, const void *x, int rows, float *logits)
+{
+    generation_head(model, x, rows, logits, NULL);
 }
 
 void ft_model_head_greedy(ft_model *model, const void *x, int rows, int32_t *ids)
 {
-    pass p = generation_pass(model, rows);
-    int hidden = model->config.hidden_size, vocab = model->config.vocab_size, chunk = model->head_chunk_rows;
-    for (int first = 0; first < rows; first += chunk) {
-        int n = rows - first < chunk ? rows - first : chunk;
-        p.backend->linear_forward(p.backend, model->act.logits, at(&p, (void *)x, (size_t)first * hidden),
-                                  weight(&p, model->lm_head), NULL, NULL, n, hidden, vocab);
-        p.backend->argmax_rows(p.backend, ids + first, model->act.logits, n, vocab);
-    }
+    generation_head(model, x, rows, NULL, ids);
 }
