@@ -26,16 +26,18 @@ RELEASE_CFLAGS = -O2 -g -march=x86-64-v2
 ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 LDLIBS = $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null) -lopenblas -lpthread -lm
 
-CORE_SOURCES = $(filter-out ftpipe/main.c,$(wildcard ftpipe/*.c)) $(wildcard stages/*.c) build/gen/builtin_rules.c
-TEST_SOURCES = $(wildcard tests/unit/test_*.c)
+# ftpipe/SUBSYSTEM/*.c (the backends one folder deeper) and the stage kinds.
+CORE_SOURCES = $(filter-out ftpipe/cli/main.c,$(wildcard ftpipe/*/*.c ftpipe/*/*/*.c)) $(wildcard stages/*.c) \
+               build/gen/builtin_rules.c
+TEST_SOURCES = $(wildcard tests/unit/*/test_*.c tests/unit/*/*/test_*.c)
 
 # --- CUDA backend (begin) ------------------------------------------------------
 # Built whenever nvcc is found (/usr/local/cuda/bin/nvcc, or nvcc on PATH):
-# ftpipe/cuda/*.cu go into the core archive (one object serves the release and
+# ftpipe/backend/cuda/*.cu go into the core archive (one object serves the release and
 # the ASan archive: nvcc does not sanitize), for sm_90 plus this machine's GPU
 # when it has another. The CUDA runtime is linked statically and cuBLASLt is
 # opened when the backend starts, so a program that never touches a GPU loads
-# neither. Without nvcc, ftpipe/cuda_unavailable.c says so when asked.
+# neither. Without nvcc, ftpipe/backend/cuda/unavailable.c says so when asked.
 #   make gpu-tests  builds build/gpu/: the GPU test and benchmark programs and the
 #                   shared libraries they need, to carry to a GPU machine and run
 #                   there with sh tests/gpu/run.sh (not part of make test)
@@ -47,8 +49,8 @@ CUDA_ARCHS := $(sort 90 $(HOST_CUDA_ARCH))
 # No fast math: the reductions (norms, softmax, loss) are compared with the cpu backend.
 NVCC_FLAGS = -std=c++17 -O3 -Iinclude $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
              -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter -Werror all-warnings -MMD -MP
-CUDA_OBJECTS = $(patsubst %.cu,build/obj-cuda/%.o,$(wildcard ftpipe/cuda/*.cu))
-CORE_SOURCES := $(filter-out ftpipe/cuda_unavailable.c,$(CORE_SOURCES))
+CUDA_OBJECTS = $(patsubst %.cu,build/obj-cuda/%.o,$(wildcard ftpipe/backend/cuda/*.cu))
+CORE_SOURCES := $(filter-out ftpipe/backend/cuda/unavailable.c,$(CORE_SOURCES))
 LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 
 build/obj-cuda/%.o: %.cu | build/.deps-ok
@@ -128,10 +130,10 @@ build/obj-release/libftpipe.a: $(RELEASE_OBJECTS)
 build/obj-asan/libftpipe.a: $(ASAN_OBJECTS)
 	@rm -f $@; ar rcs $@ $^
 
-build/ftpipe: build/obj-release/ftpipe/main.o build/obj-release/libftpipe.a
+build/ftpipe: build/obj-release/ftpipe/cli/main.o build/obj-release/libftpipe.a
 	$(CC) -pthread -o $@ $^ $(LDLIBS)
 
-build/asan/ftpipe: build/obj-asan/ftpipe/main.o build/obj-asan/libftpipe.a
+build/asan/ftpipe: build/obj-asan/ftpipe/cli/main.o build/obj-asan/libftpipe.a
 	@mkdir -p $(dir $@)
 	$(CC) -pthread $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -11,13 +11,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ftpipe/error.h"
-#include "ftpipe/fetch.h"
-#include "ftpipe/fsutil.h"
-#include "ftpipe/hf_hub.h"
-#include "ftpipe/mem.h"
-#include "ftpipe/stage.h"
-#include "ftpipe/strbuf.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/transfer/fetch.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/transfer/hf_hub.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/engine/stage.h"
+#include "ftpipe/base/strbuf.h"
 
 typedef struct {
     char *name; /* the path below the output folder */

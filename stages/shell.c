@@ -11,10 +11,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "ftpipe/error.h"
-#include "ftpipe/fsutil.h"
-#include "ftpipe/stage.h"
-#include "ftpipe/strbuf.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/engine/stage.h"
+#include "ftpipe/base/strbuf.h"
 
 /* Binds $<, $^ and $@ (the parser already turned $$ into $). */
 static char *bind_automatic_variables(ft_stage *stage, const char *command)

@@ -10,12 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ftpipe/error.h"
-#include "ftpipe/fsutil.h"
-#include "ftpipe/manifest.h"
-#include "ftpipe/mem.h"
-#include "ftpipe/stage.h"
-#include "ftpipe/staging.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/engine/manifest.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/engine/stage.h"
+#include "ftpipe/transfer/staging.h"
 
 static bool on_progress(void *context, uint64_t copied_bytes, uint64_t total_bytes)
 {

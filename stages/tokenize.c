@@ -9,16 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ftpipe/chat_template.h"
-#include "ftpipe/dataset.h"
-#include "ftpipe/dataset_inputs.h"
-#include "ftpipe/error.h"
-#include "ftpipe/fsutil.h"
-#include "ftpipe/mem.h"
-#include "ftpipe/sample_encoding.h"
-#include "ftpipe/stage.h"
-#include "ftpipe/token_shards.h"
-#include "ftpipe/tokenizer.h"
+#include "ftpipe/text/chat_template.h"
+#include "ftpipe/formats/dataset.h"
+#include "ftpipe/formats/dataset_inputs.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/text/sample_encoding.h"
+#include "ftpipe/engine/stage.h"
+#include "ftpipe/formats/token_shards.h"
+#include "ftpipe/text/tokenizer.h"
 
 static int read_datasets(ft_stage *stage, ft_dataset *dataset)
 {

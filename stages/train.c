@@ -14,14 +14,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ftpipe/error.h"
-#include "ftpipe/fsutil.h"
-#include "ftpipe/mem.h"
-#include "ftpipe/model_save.h"
-#include "ftpipe/stage.h"
-#include "ftpipe/stage_backend.h"
-#include "ftpipe/tokenizer.h"
-#include "ftpipe/trainer.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/model/model_save.h"
+#include "ftpipe/engine/stage.h"
+#include "ftpipe/stages/stage_backend.h"
+#include "ftpipe/text/tokenizer.h"
+#include "ftpipe/model/trainer.h"
 
 typedef struct {
     ft_stage *stage;

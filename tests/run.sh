@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs every unit test binary (build/asan/tests/*) and every end-to-end script
+# Runs every unit test binary (build/asan/tests/SUBSYSTEM/test_*) and every end-to-end script
 # (tests/e2e/*.sh), counts "ok"/"not ok" case lines, prints failures' output, and
 # ends with the summary line "N passed, N failed".
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 passed=0
 failed=0
 log=$(mktemp)
-for t in build/asan/tests/test_* tests/e2e/test_*.sh; do
+for t in $(find build/asan/tests -name "test_*" -type f ! -name "*.d" | sort) tests/e2e/test_*.sh; do
   [ -e "$t" ] || continue
   case "$t" in *.d) continue ;; esac
   case "$t" in *.sh) sh "$t" >"$log" 2>&1 ;; *) "$t" >"$log" 2>&1 ;; esac

@@ -9,10 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "ftpipe/backend.h"
-#include "ftpipe/error.h"
-#include "ftpipe/mem.h"
-#include "ftpipe/model.h"
+#include "ftpipe/backend/backend.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/model/model.h"
 
 static int write_logits(const char *model_dir, const char *adapter_dir, const char *out_path, int n,
                         char **token_args)

@@ -13,8 +13,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "ftpipe/error.h"
-#include "ftpipe/safetensors.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/formats/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -10,11 +10,11 @@
 #include <stdint.h>
 
 #include "check.h"
-#include "ftpipe/backend.h"
-#include "ftpipe/error.h"
-#include "ftpipe/mem.h"
-#include "ftpipe/random.h"
-#include "ftpipe/safetensors.h"
+#include "ftpipe/backend/backend.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/base/random.h"
+#include "ftpipe/formats/safetensors.h"
 
 static ft_backend *cpu, *gpu;
 

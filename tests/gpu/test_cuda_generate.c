@@ -5,9 +5,9 @@
  * been fed the same tokens, and the same tokens chosen except at near ties of
  * the cpu backend's logits (where bf16 rounding may pick the other). */
 #include "gpu_check.h"
-#include "ftpipe/generate.h"
-#include "ftpipe/lora.h"
-#include "ftpipe/model.h"
+#include "ftpipe/model/generate.h"
+#include "ftpipe/model/lora.h"
+#include "ftpipe/model/model.h"
 
 #define FIXTURES "tests/fixtures/parity"
 #define LOGITS_TOLERANCE 2e-2

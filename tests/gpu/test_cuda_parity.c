@@ -6,9 +6,9 @@
  * within 2e-2 of the cpu backend's; and the errors a user can meet (full
  * fine-tuning, a plan too large for the GPU, an unsupported head size). */
 #include "gpu_check.h"
-#include "ftpipe/adamw.h"
-#include "ftpipe/lora.h"
-#include "ftpipe/model.h"
+#include "ftpipe/model/adamw.h"
+#include "ftpipe/model/lora.h"
+#include "ftpipe/model/model.h"
 
 #define FIXTURES "tests/fixtures/parity"
 #define LOSS_TOLERANCE 1e-2

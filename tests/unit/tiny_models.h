@@ -8,9 +8,9 @@
 #include <stdio.h>
 
 #include "check.h"
-#include "ftpipe/error.h"
-#include "ftpipe/mem.h"
-#include "ftpipe/model_init.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/model/model_init.h"
 
 /* Writes ROOT/NAME with `layers` layers and weights drawn from `seed`; returns
  * the folder (caller frees). */

@@ -1,0 +1,373 @@
+/* cpu_backend: the fp32 reference backend. Host memory, plain C loops for the
+ * row and elementwise ops, OpenBLAS for matrix products (cpu_linear.c,
+ * cpu_attention.c, cpu_decode.c). Sums that decide accuracy (norms, softmax
+ * denominators) are taken in double. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cpu_ops.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+
+typedef struct {
+    float *scratch;
+    size_t scratch_floats;
+    size_t allocated_bytes;  /* held by alloc now */
+    size_t peak_bytes;
+} cpu_context;
+
+/* Each allocation starts one alignment unit early, where its size is kept (for
+ * the peak). */
+static const size_t alignment_bytes = 64;
+
+static void note_held(cpu_context *context, size_t more, size_t less)
+{
+    context->allocated_bytes = context->allocated_bytes + more - less;
+    size_t held = context->allocated_bytes + context->scratch_floats * sizeof(float);
+    if (held > context->peak_bytes)
+        context->peak_bytes = held;
+}
+
+float *ft_cpu_scratch(ft_backend *self, size_t floats)
+{
+    cpu_context *context = self->context;
+    if (floats > context->scratch_floats) {
+        free(context->scratch);
+        context->scratch = ft_xmalloc(floats * sizeof(float));
+        context->scratch_floats = floats;
+        note_held(context, 0, 0);
+    }
+    return context->scratch;
+}
+
+/* --- memory --- */
+
+static void *cpu_alloc(ft_backend *self, size_t bytes)
+{
+    size_t rounded = (bytes + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
+    char *block = aligned_alloc(alignment_bytes, alignment_bytes + rounded);
+    if (!block) {
+        char size[32];
+        ft_format_bytes(bytes, size, sizeof size);
+        ft_error("out of host memory: cannot allocate %s (reduce the batch size or sequence length)", size);
+        return NULL;
+    }
+    memcpy(block, &rounded, sizeof rounded);
+    note_held(self->context, rounded, 0);
+    return block + alignment_bytes;
+}
+
+static void cpu_free(ft_backend *self, void *pointer)
+{
+    if (!pointer)
+        return;
+    char *block = (char *)pointer - alignment_bytes;
+    size_t rounded;
+    memcpy(&rounded, block, sizeof rounded);
+    note_held(self->context, 0, rounded);
+    free(block);
+}
+
+static void cpu_copy(ft_backend *self, void *to, const void *from, size_t bytes)
+{
+    if (bytes)
+        memmove(to, from, bytes);
+}
+
+static void cpu_zero(ft_backend *self, void *device, size_t bytes)
+{
+    if (bytes)
+        memset(device, 0, bytes);
+}
+
+static int cpu_reserve(ft_backend *self, const ft_backend_limits *limits)
+{
+    size_t linear = ft_cpu_linear_scratch_floats(limits), attention = ft_cpu_attention_scratch_floats(limits);
+    size_t floats = linear > attention ? linear : attention;
+    cpu_context *context = self->context;
+    if (floats <= context->scratch_floats)
+        return 0;
+    float *scratch = malloc(floats * sizeof(float));
+    if (!scratch) {
+        char size[32];
+        ft_format_bytes(floats * sizeof(float), size, sizeof size);
+        return ft_error("out of host memory reserving the cpu backend's %s of scratch (reduce the batch size or "
+                        "sequence length)",
+                        size);
+    }
+    free(context->scratch);
+    context->scratch = scratch;
+    context->scratch_floats = floats;
+    note_held(context, 0, 0);
+    return 0;
+}
+
+static size_t cpu_reserved_bytes(const ft_backend *self)
+{
+    return ((const cpu_context *)self->context)->scratch_floats * sizeof(float);
+}
+
+static size_t cpu_peak_bytes(const ft_backend *self) { return ((const cpu_context *)self->context)->peak_bytes; }
+
+/* Host ops finish before they return and cannot fault. */
+static int cpu_check(ft_backend *self) { return 0; }
+
+/* --- row and elementwise ops (every array is float: this backend's dtype) --- */
+
+static void cpu_embedding_forward(ft_backend *self, void *out, const void *table, const int32_t *tokens, int rows,
+                                  int dim)
+{
+    float *o = out;
+    const float *t = table;
+    for (int r = 0; r < rows; r++)
+        memcpy(o + (size_t)r * dim, t + (size_t)tokens[r] * dim, (size_t)dim * sizeof(float));
+}
+
+static void cpu_embedding_backward(ft_backend *self, float *grad_table, const void *grad_out,
+                                   const int32_t *tokens, int rows, int dim)
+{
+    for (int r = 0; r < rows; r++) {
+        float *row = grad_table + (size_t)tokens[r] * dim;
+        const float *grad = (const float *)grad_out + (size_t)r * dim;
+        for (int c = 0; c < dim; c++)
+            row[c] += grad[c];
+    }
+}
+
+static void cpu_rmsnorm_forward(ft_backend *self, void *out, float *rstd, const void *x, const void *weight,
+                                int rows, int dim, float eps)
+{
+    const float *w = weight;
+    for (int r = 0; r < rows; r++) {
+        const float *in = (const float *)x + (size_t)r * dim;
+        float *o = (float *)out + (size_t)r * dim;
+        double squares = 0.0;
+        for (int c = 0; c < dim; c++)
+            squares += (double)in[c] * in[c];
+        float s = (float)(1.0 / sqrt(squares / dim + eps));
+        rstd[r] = s;
+        for (int c = 0; c < dim; c++)
+            o[c] = w[c] * (in[c] * s);
+    }
+}
+
+static void cpu_add_rmsnorm_forward(ft_backend *self, void *sum, void *out, float *rstd, const void *a,
+                                    const void *b, const void *weight, int rows, int dim, float eps)
+{
+    float *s = sum;
+    const float *x = a, *y = b;
+    for (size_t i = 0, n = (size_t)rows * dim; i < n; i++)
+        s[i] = x[i] + y[i];
+    cpu_rmsnorm_forward(self, out, rstd, sum, weight, rows, dim, eps);
+}
+
+static void cpu_rmsnorm_backward(ft_backend *self, void *grad_x, bool accumulate, float *grad_weight,
+                                 const void *grad_out, const void *x, const void *weight, const float *rstd,
+                                 int rows, int dim)
+{
+    const float *w = weight;
+    for (int r = 0; r < rows; r++) {
+        const float *in = (const float *)x + (size_t)r * dim, *grad = (const float *)grad_out + (size_t)r * dim;
+        float *gx = (float *)grad_x + (size_t)r * dim;
+        float s = rstd[r];
+        double dot = 0.0; /* sum of d(normalized) * normalized */
+        for (int c = 0; c < dim; c++)
+            dot += (double)grad[c] * w[c] * (in[c] * s);
+        float mean = (float)(dot / dim);
+        for (int c = 0; c < dim; c++) {
+            float normalized = in[c] * s;
+            float value = s * (grad[c] * w[c] - normalized * mean);
+            gx[c] = accumulate ? gx[c] + value : value;
+            if (grad_weight)
+                grad_weight[c] += grad[c] * normalized;
+        }
+    }
+}
+
+static void rotate(float *x, const int32_t *positions, const float *cos_table, const float *sin_table, int rows,
+                   int n_heads, int head_dim, float direction)
+{
+    int half = head_dim / 2;
+    for (int r = 0; r < rows; r++) {
+        const float *cos_row = cos_table + (size_t)positions[r] * half;
+        const float *sin_row = sin_table + (size_t)positions[r] * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)r * n_heads + h) * head_dim;
+            for (int i = 0; i < half; i++) {
+                float c = cos_row[i], s = direction * sin_row[i];
+                float first = v[i], second = v[i + half];
+                v[i] = first * c - second * s;
+                v[i + half] = second * c + first * s;
+            }
+        }
+    }
+}
+
+static void cpu_rope_forward(ft_backend *self, void *x, const int32_t *positions, const float *cos_table,
+                             const float *sin_table, int rows, int n_heads, int head_dim)
+{
+    rotate(x, positions, cos_table, sin_table, rows, n_heads, head_dim, 1.0f);
+}
+
+/* A rotation's gradient is the opposite rotation. */
+static void cpu_rope_backward(ft_backend *self, void *grad_x, const int32_t *positions, const float *cos_table,
+                              const float *sin_table, int rows, int n_heads, int head_dim)
+{
+    rotate(grad_x, positions, cos_table, sin_table, rows, n_heads, head_dim, -1.0f);
+}
+
+static void cpu_swiglu_forward(ft_backend *self, void *out, const void *gate, const void *up, size_t n)
+{
+    float *o = out;
+    const float *g = gate, *u = up;
+    for (size_t i = 0; i < n; i++)
+        o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void cpu_swiglu_backward(ft_backend *self, void *grad_gate, void *grad_up, const void *grad_out,
+                                const void *gate, const void *up, size_t n)
+{
+    float *grad_g = grad_gate, *grad_u = grad_up;
+    const float *grad = grad_out, *gates = gate, *ups = up;
+    for (size_t i = 0; i < n; i++) {
+        float g = gates[i], sigmoid = 1.0f / (1.0f + expf(-g));
+        float silu = g * sigmoid;
+        grad_u[i] = grad[i] * silu;
+        grad_g[i] = grad[i] * ups[i] * sigmoid * (1.0f + g * (1.0f - sigmoid));
+    }
+}
+
+/* --- loss --- */
+
+static float row_logsumexp(const float *row, int vocab)
+{
+    float max = row[0];
+    for (int c = 1; c < vocab; c++)
+        if (row[c] > max)
+            max = row[c];
+    double sum = 0.0; /* float exponentials (each exact to an ulp), a double sum */
+    for (int c = 0; c < vocab; c++)
+        sum += expf(row[c] - max);
+    return max + (float)log(sum);
+}
+
+static void cpu_cross_entropy_forward(ft_backend *self, float *losses, const void *logits, const int32_t *targets,
+                                      int rows, int vocab)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *row = (const float *)logits + (size_t)r * vocab;
+        losses[r] = targets[r] < 0 ? 0.0f : row_logsumexp(row, vocab) - row[targets[r]];
+    }
+}
+
+static void cpu_cross_entropy_backward(ft_backend *self, void *grad_logits, const void *logits,
+                                       const int32_t *targets, int rows, int vocab, float grad_scale)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *row = (const float *)logits + (size_t)r * vocab;
+        float *grad = (float *)grad_logits + (size_t)r * vocab;
+        if (targets[r] < 0) {
+            memset(grad, 0, (size_t)vocab * sizeof(float));
+            continue;
+        }
+        float lse = row_logsumexp(row, vocab);
+        for (int c = 0; c < vocab; c++)
+            grad[c] = expf(row[c] - lse) * grad_scale;
+        grad[targets[r]] -= grad_scale;
+    }
+}
+
+/* --- optimizer --- */
+
+/* torch.optim.AdamW (single-tensor form), operation for operation. */
+static void cpu_adamw(ft_backend *self, float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,
+                      const ft_adamw_hyper *hyper)
+{
+    float decay = (float)(1.0 - hyper->learning_rate * hyper->weight_decay);
+    float one_minus_beta1 = (float)(1.0 - hyper->beta1), beta2 = (float)hyper->beta2;
+    float one_minus_beta2 = (float)(1.0 - hyper->beta2);
+    double bias_correction1 = 1.0 - pow(hyper->beta1, (double)hyper->step);
+    double bias_correction2 = 1.0 - pow(hyper->beta2, (double)hyper->step);
+    float step_size = (float)(hyper->learning_rate / bias_correction1);
+    float bias_correction2_sqrt = (float)sqrt(bias_correction2);
+    float eps = (float)hyper->eps;
+    for (size_t i = 0; i < n; i++) {
+        param[i] *= decay;
+        exp_avg[i] += (grad[i] - exp_avg[i]) * one_minus_beta1;
+        exp_avg_sq[i] = exp_avg_sq[i] * beta2 + one_minus_beta2 * (grad[i] * grad[i]);
+        float denom = sqrtf(exp_avg_sq[i]) / bias_correction2_sqrt + eps;
+        param[i] -= step_size * (exp_avg[i] / denom);
+    }
+}
+
+static double cpu_sum_squares(ft_backend *self, const float *x, size_t n)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)x[i] * x[i];
+    return sum;
+}
+
+static void cpu_scale(ft_backend *self, float *x, size_t n, float factor)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] *= factor;
+}
+
+static void cpu_destroy(ft_backend *self)
+{
+    cpu_context *context = self->context;
+    free(context->scratch);
+    free(context);
+    free(self);
+}
+
+ft_backend *ft_backend_cpu_create(int threads)
+{
+    if (threads <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores > 0 ? (int)cores : 1;
+    }
+    openblas_set_num_threads(threads);
+    ft_backend *backend = ft_xcalloc(1, sizeof *backend);
+    backend->name = "cpu";
+    backend->dtype = FT_DTYPE_F32;
+    backend->context = ft_xcalloc(1, sizeof(cpu_context));
+    backend->destroy = cpu_destroy;
+    backend->alloc = cpu_alloc;
+    backend->free = cpu_free;
+    backend->upload = cpu_copy;
+    backend->download = cpu_copy;
+    backend->zero = cpu_zero;
+    backend->reserve = cpu_reserve;
+    backend->reserved_bytes = cpu_reserved_bytes;
+    backend->peak_bytes = cpu_peak_bytes;
+    backend->check = cpu_check;
+    backend->embedding_forward = cpu_embedding_forward;
+    backend->embedding_backward = cpu_embedding_backward;
+    backend->rmsnorm_forward = cpu_rmsnorm_forward;
+    backend->add_rmsnorm_forward = cpu_add_rmsnorm_forward;
+    backend->rmsnorm_backward = cpu_rmsnorm_backward;
+    backend->rope_forward = cpu_rope_forward;
+    backend->rope_backward = cpu_rope_backward;
+    backend->swiglu_forward = cpu_swiglu_forward;
+    backend->swiglu_backward = cpu_swiglu_backward;
+    backend->linear_forward = ft_cpu_linear_forward;
+    backend->linear_backward = ft_cpu_linear_backward;
+    backend->attention_forward = ft_cpu_attention_forward;
+    backend->attention_backward = ft_cpu_attention_backward;
+    backend->gather_rows = ft_cpu_gather_rows;
+    backend->argmax_rows = ft_cpu_argmax_rows;
+    backend->scatter_rows = ft_cpu_scatter_rows;
+    backend->attention_decode = ft_cpu_attention_decode;
+    backend->cross_entropy_forward = cpu_cross_entropy_forward;
+    backend->cross_entropy_backward = cpu_cross_entropy_backward;
+    backend->adamw = cpu_adamw;
+    backend->sum_squares = cpu_sum_squares;
+    backend->scale = cpu_scale;
+    return backend;
+}

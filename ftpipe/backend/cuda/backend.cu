@@ -1,0 +1,353 @@
+/* backend: the cuda backend's table, its GPU, stream and memory: allocations
+ * with their sizes (for the peak), one scratch allocation carved by reserve
+ * after checking the whole plan against the GPU's free memory, and the first
+ * failure kept for check. Uploads are in upload.cu. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+extern "C" {
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+}
+
+static const size_t gemm_workspace_bytes = (size_t)32 << 20;
+/* Left free beside the plan for the CUDA context's and cuBLASLt's own needs. */
+static const size_t memory_margin_bytes = (size_t)256 << 20;
+
+void ft_cuda_fail(ft_cuda_context *context, const char *file, int line, const char *what, const char *reason)
+{
+    if (context->failed)
+        return;
+    context->failed = true;
+    snprintf(context->failure, sizeof context->failure, "%s:%d: %s: %s", file, line, what, reason);
+}
+
+void ft_cuda_check_cublas(ft_cuda_context *context, cublasStatus_t status, const char *what, const char *file,
+                          int line)
+{
+    if (status != CUBLAS_STATUS_SUCCESS)
+        ft_cuda_fail(context, file, line, what, context->cublaslt.status_string(status));
+}
+
+ft_cuda_context *ft_cuda_enter(ft_backend *self)
+{
+    ft_cuda_context *context = (ft_cuda_context *)self->context;
+    CUDA_CHECK(context, cudaSetDevice(context->device));
+    return context;
+}
+
+static void format_bytes(size_t bytes, char *out) { ft_format_bytes(bytes, out, 32); }
+
+/* --- memory --- */
+
+static void note_held(ft_cuda_context *context)
+{
+    size_t held = context->allocated_bytes + context->scratch_bytes;
+    if (held > context->peak_bytes)
+        context->peak_bytes = held;
+}
+
+static void *cuda_alloc(ft_backend *self, size_t bytes)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    void *pointer = NULL;
+    cudaError_t status = cudaMalloc(&pointer, bytes ? bytes : 1);
+    if (status != cudaSuccess) {
+        cudaGetLastError(); /* an allocation failure is not sticky: clear it */
+        size_t free_bytes = 0, total_bytes = 0;
+        cudaMemGetInfo(&free_bytes, &total_bytes);
+        char want[32], have[32], total[32];
+        format_bytes(bytes, want);
+        format_bytes(free_bytes, have);
+        format_bytes(total_bytes, total);
+        ft_error("out of GPU memory: cannot allocate %s on GPU %d (%s), which has %s free of %s: reduce the batch "
+                 "size or the sequence length",
+                 want, context->device, context->properties.name, have, total);
+        return NULL;
+    }
+    if (context->n_allocations == context->allocations_capacity)
+        ft_grow((void **)&context->allocations, &context->allocations_capacity, context->n_allocations + 1,
+                sizeof *context->allocations);
+    context->allocations[context->n_allocations++] = {pointer, bytes};
+    context->allocated_bytes += bytes;
+    note_held(context);
+    return pointer;
+}
+
+static void cuda_free(ft_backend *self, void *pointer)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    if (!pointer)
+        return;
+    for (size_t i = 0; i < context->n_allocations; i++)
+        if (context->allocations[i].pointer == pointer) {
+            context->allocated_bytes -= context->allocations[i].bytes;
+            context->allocations[i] = context->allocations[--context->n_allocations];
+            break;
+        }
+    CUDA_CHECK(context, cudaFree(pointer));
+}
+
+static void cuda_download(ft_backend *self, void *host, const void *device, size_t bytes)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    if (!bytes)
+        return;
+    CUDA_CHECK(context, cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, context->stream));
+    CUDA_CHECK(context, cudaStreamSynchronize(context->stream));
+}
+
+static void cuda_zero(ft_backend *self, void *device, size_t bytes)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    if (bytes)
+        CUDA_CHECK(context, cudaMemsetAsync(device, 0, bytes, context->stream));
+}
+
+/* --- scratch --- */
+
+static size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+/* Lays the scratch out for these limits from `base` (NULL: only measures). */
+static size_t lay_out_scratch(const ft_backend_limits *limits, char *base, ft_cuda_scratch *out)
+{
+    size_t used = 0;
+    auto take = [&](size_t bytes) -> void * {
+        void *slice = base && bytes ? base + used : NULL;
+        used += aligned(bytes);
+        return slice;
+    };
+    size_t rows = (size_t)limits->max_rows, rank = (size_t)limits->max_rank, features = (size_t)limits->max_features;
+    size_t heads = (size_t)limits->max_heads;
+    ft_cuda_scratch s = {};
+    s.gemm_workspace_bytes = gemm_workspace_bytes;
+    s.gemm_workspace = take(gemm_workspace_bytes);
+    s.lora_a = (bf16 *)take(rank * features * sizeof(bf16));
+    s.lora_b = (bf16 *)take(features * rank * sizeof(bf16));
+    s.lora_grad_xa = (bf16 *)take(rows * rank * sizeof(bf16));
+    s.lora_dropped = (bf16 *)take(limits->lora_dropout && rank ? rows * features * sizeof(bf16) : 0);
+    s.attention_grad_q = (float *)take(rows * heads * (size_t)limits->head_dim * sizeof(float));
+    s.attention_grad_k_part = (float *)take(rows * heads * (size_t)limits->head_dim * sizeof(float));
+    s.attention_grad_v_part = (float *)take(rows * heads * (size_t)limits->head_dim * sizeof(float));
+    s.attention_delta = (float *)take(rows * heads * sizeof(float));
+    s.sum = (double *)take(sizeof(double));
+    if (out)
+        *out = s;
+    return used;
+}
+
+static int max_int(int a, int b) { return a > b ? a : b; }
+
+static int cuda_reserve(ft_backend *self, const ft_backend_limits *limits)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    if (limits->head_dim > 0) {
+        if (!ft_cuda_attention_supports(limits->head_dim))
+            return ft_error("head_dim %d is not supported by the cuda backend's attention (it runs 16, 32, 64 and "
+                            "128): use backend = cpu",
+                            limits->head_dim);
+        if (ft_cuda_attention_prepare(context, limits->head_dim) < 0)
+            return -1;
+    }
+    /* Scratch serves every model loaded so far: the largest of each limit. */
+    ft_backend_limits merged = context->limits;
+    merged.max_rows = max_int(merged.max_rows, limits->max_rows);
+    merged.max_seq_len = max_int(merged.max_seq_len, limits->max_seq_len);
+    merged.max_features = max_int(merged.max_features, limits->max_features);
+    merged.max_rank = max_int(merged.max_rank, limits->max_rank);
+    merged.head_dim = max_int(merged.head_dim, limits->head_dim);
+    merged.max_heads = max_int(merged.max_heads, limits->max_heads);
+    merged.lora_dropout = merged.lora_dropout || limits->lora_dropout;
+    size_t scratch_bytes = lay_out_scratch(&merged, NULL, NULL);
+    size_t new_scratch_bytes = scratch_bytes > context->scratch_bytes ? scratch_bytes : 0;
+
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(context, cudaMemGetInfo(&free_bytes, &total_bytes));
+    size_t available = free_bytes + (new_scratch_bytes ? context->scratch_bytes : 0);
+    size_t needed = limits->planned_bytes + (new_scratch_bytes ? new_scratch_bytes : 0) + memory_margin_bytes;
+    if (needed > available) {
+        char plan[32], scratch[32], margin[32], have[32], total[32];
+        format_bytes(limits->planned_bytes, plan);
+        format_bytes(scratch_bytes, scratch);
+        format_bytes(memory_margin_bytes, margin);
+        format_bytes(available, have);
+        format_bytes(total_bytes, total);
+        return ft_error("the plan does not fit GPU %d (%s): it needs %s (weights, adapter, gradients, optimizer and "
+                        "activations) + %s of scratch + %s kept free, and the GPU has %s free of %s: reduce the "
+                        "batch size or the sequence length",
+                        context->device, context->properties.name, plan, scratch, margin, have, total);
+    }
+    if (!new_scratch_bytes) {
+        context->limits = merged;
+        lay_out_scratch(&merged, (char *)context->scratch_memory, &context->scratch);
+        return 0;
+    }
+    if (context->scratch_memory) {
+        CUDA_CHECK(context, cudaStreamSynchronize(context->stream));
+        CUDA_CHECK(context, cudaFree(context->scratch_memory));
+        context->scratch_memory = NULL;
+        context->scratch_bytes = 0;
+    }
+    if (cudaMalloc(&context->scratch_memory, scratch_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        char scratch[32];
+        format_bytes(scratch_bytes, scratch);
+        return ft_error("out of GPU memory reserving the cuda backend's %s of scratch on GPU %d (%s)", scratch,
+                        context->device, context->properties.name);
+    }
+    context->scratch_bytes = scratch_bytes;
+    context->limits = merged;
+    lay_out_scratch(&merged, (char *)context->scratch_memory, &context->scratch);
+    note_held(context);
+    return 0;
+}
+
+static size_t cuda_reserved_bytes(const ft_backend *self)
+{
+    return ((const ft_cuda_context *)self->context)->scratch_bytes;
+}
+
+static size_t cuda_peak_bytes(const ft_backend *self) { return ((const ft_cuda_context *)self->context)->peak_bytes; }
+
+static int cuda_check(ft_backend *self)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    CUDA_CHECK(context, cudaStreamSynchronize(context->stream));
+    CUDA_CHECK(context, cudaGetLastError());
+    if (context->failed)
+        return ft_error("the cuda backend failed on GPU %d (%s): %s", context->device, context->properties.name,
+                        context->failure);
+    return 0;
+}
+
+/* --- making and destroying --- */
+
+static void cuda_destroy(ft_backend *self)
+{
+    ft_cuda_context *context = (ft_cuda_context *)self->context;
+    cudaSetDevice(context->device);
+    cudaStreamSynchronize(context->stream);
+    for (size_t i = 0; i < context->n_allocations; i++)
+        cudaFree(context->allocations[i].pointer);
+    free(context->allocations);
+    cudaFree(context->scratch_memory);
+    ft_cuda_upload_stop(context);
+    ft_gemm_plan_cache_free(context->plans);
+    if (context->lt)
+        context->cublaslt.destroy(context->lt);
+    ft_cublaslt_close(&context->cublaslt);
+    if (context->stream)
+        cudaStreamDestroy(context->stream);
+    free(context);
+    free(self);
+}
+
+extern "C" int ft_cuda_device_count(void)
+{
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
+__global__ void probe_kernel() {}
+
+/* The GPU exists, has bf16 tensor cores, and runs this build's kernels. */
+static int open_device(int device, cudaDeviceProp *properties)
+{
+    int count = 0;
+    cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess)
+        cudaGetLastError();
+    if (status == cudaErrorInsufficientDriver)
+        return ft_error("no usable CUDA GPU: the NVIDIA driver is missing, or older than this ftpipe's CUDA %d.%d "
+                        "needs: install or update the driver, or use backend = cpu",
+                        CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+    if (status != cudaSuccess && status != cudaErrorNoDevice)
+        return ft_error("no usable CUDA GPU: %s: check the NVIDIA driver, or use backend = cpu",
+                        cudaGetErrorString(status));
+    if (status == cudaErrorNoDevice || count == 0)
+        return ft_error("no CUDA GPU found: use backend = cpu");
+    if (device < 0 || device >= count)
+        return ft_error("GPU %d does not exist: this machine has %d (0..%d)", device, count, count - 1);
+    if (cudaGetDeviceProperties(properties, device) != cudaSuccess || cudaSetDevice(device) != cudaSuccess)
+        return ft_error("GPU %d cannot be opened: %s", device, cudaGetErrorString(cudaGetLastError()));
+    if (properties->major < 8)
+        return ft_error("GPU %d (%s) has compute capability %d.%d; the cuda backend needs 8.0 or later (bf16 "
+                        "tensor cores): use backend = cpu",
+                        device, properties->name, properties->major, properties->minor);
+    cudaFuncAttributes attributes;
+    if (cudaFuncGetAttributes(&attributes, probe_kernel) != cudaSuccess) {
+        cudaGetLastError();
+        return ft_error("this ftpipe's CUDA code was built for sm_90 and the GPU of the machine that built it, not "
+                        "for GPU %d (%s, sm_%d%d): rebuild ftpipe on a machine with this GPU",
+                        device, properties->name, properties->major, properties->minor);
+    }
+    return 0;
+}
+
+extern "C" ft_backend *ft_backend_cuda_create(int device)
+{
+    cudaDeviceProp properties;
+    if (open_device(device, &properties) < 0)
+        return NULL;
+    ft_cuda_context *context = (ft_cuda_context *)ft_xcalloc(1, sizeof *context);
+    context->device = device;
+    context->properties = properties;
+    ft_backend *backend = (ft_backend *)ft_xcalloc(1, sizeof *backend);
+    backend->context = context;
+    backend->destroy = cuda_destroy;
+    if (ft_cublaslt_open(&context->cublaslt) < 0) {
+        cuda_destroy(backend);
+        return NULL;
+    }
+    bool ready = cudaStreamCreateWithFlags(&context->stream, cudaStreamNonBlocking) == cudaSuccess &&
+                 context->cublaslt.create(&context->lt) == CUBLAS_STATUS_SUCCESS &&
+                 ft_cuda_upload_start(context) == 0;
+    if (!ready) {
+        ft_error("cannot start the cuda backend on GPU %d (%s): %s", device, properties.name,
+                 cudaGetErrorString(cudaGetLastError()));
+        cuda_destroy(backend);
+        return NULL;
+    }
+    backend->name = "cuda";
+    backend->dtype = FT_DTYPE_BF16;
+    backend->alloc = cuda_alloc;
+    backend->free = cuda_free;
+    backend->upload = ft_cuda_upload;
+    backend->download = cuda_download;
+    backend->zero = cuda_zero;
+    backend->reserve = cuda_reserve;
+    backend->reserved_bytes = cuda_reserved_bytes;
+    backend->peak_bytes = cuda_peak_bytes;
+    backend->check = cuda_check;
+    backend->embedding_forward = ft_cuda_embedding_forward;
+    backend->embedding_backward = ft_cuda_embedding_backward;
+    backend->rmsnorm_forward = ft_cuda_rmsnorm_forward;
+    backend->add_rmsnorm_forward = ft_cuda_add_rmsnorm_forward;
+    backend->rmsnorm_backward = ft_cuda_rmsnorm_backward;
+    backend->rope_forward = ft_cuda_rope_forward;
+    backend->rope_backward = ft_cuda_rope_backward;
+    backend->swiglu_forward = ft_cuda_swiglu_forward;
+    backend->swiglu_backward = ft_cuda_swiglu_backward;
+    backend->linear_forward = ft_cuda_linear_forward;
+    backend->linear_backward = ft_cuda_linear_backward;
+    backend->attention_forward = ft_cuda_attention_forward;
+    backend->attention_backward = ft_cuda_attention_backward;
+    backend->gather_rows = ft_cuda_gather_rows;
+    backend->argmax_rows = ft_cuda_argmax_rows;
+    backend->scatter_rows = ft_cuda_scatter_rows;
+    backend->attention_decode = ft_cuda_attention_decode;
+    backend->cross_entropy_forward = ft_cuda_cross_entropy_forward;
+    backend->cross_entropy_backward = ft_cuda_cross_entropy_backward;
+    backend->adamw = ft_cuda_adamw;
+    backend->sum_squares = ft_cuda_sum_squares;
+    backend->scale = ft_cuda_scale;
+    return backend;
+}

@@ -1,0 +1,582 @@
+/* build: the scheduler — plans each ready stage, restores what the cache holds,
+ * runs the rest in child processes within the machine's resources, publishes
+ * finished outputs, and stops cleanly on a signal. */
+#include "ftpipe/engine/build.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/engine/plan.h"
+#include "ftpipe/engine/publish.h"
+#include "ftpipe/engine/stage_runtime.h"
+
+typedef enum { NODE_WAITING, NODE_QUEUED, NODE_RUNNING, NODE_DONE, NODE_FAILED, NODE_SKIPPED } node_state;
+
+typedef struct {
+    size_t node;
+    pid_t pid;
+    int report_fd;
+    ft_strbuf partial;
+    int64_t run_id;
+    char *work_dir;
+    uint64_t start_ns;
+    uint64_t gpu_mask;
+    int64_t memory_bytes;
+    char *summary;
+    char *error_text;
+    bool reports_progress; /* else the live line shows the time spent */
+} running_stage;
+
+typedef struct {
+    ft_workspace *workspace;
+    ft_graph *graph;
+    const ft_build_options *options;
+    ft_build_summary *summary;
+    ft_plan *plans;
+    node_state *states;
+    size_t *unfinished_inputs;
+    size_t *queue;
+    size_t queue_length;
+    running_stage *running;
+    size_t n_running;
+    uint64_t gpus_free;
+    int64_t memory_free;
+    bool stop_starting;
+    int result;
+} builder;
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int signal_number)
+{
+    (void)signal_number;
+    interrupted = 1;
+}
+
+void ft_build_detect_resources(int *gpus_total, uint64_t *memory_total_bytes)
+{
+    const char *gpus = getenv("FTPIPE_GPUS");
+    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+    if (gpus) {
+        *gpus_total = atoi(gpus);
+    } else if (visible) {
+        int count = 0;
+        for (const char *p = visible; *p; p++)
+            count += (p == visible || p[-1] == ',') && *p != ',' && *p != ' ';
+        *gpus_total = count;
+    } else {
+        int count = 0;
+        char path[32];
+        for (int i = 0; i < 64; i++) {
+            snprintf(path, sizeof path, "/dev/nvidia%d", i);
+            if (access(path, F_OK) == 0)
+                count++;
+        }
+        *gpus_total = count;
+    }
+    if (*gpus_total > 64)
+        *gpus_total = 64;
+    int64_t memory = 0;
+    const char *override = getenv("FTPIPE_MEMORY");
+    if (!override || ft_parse_size_bytes(override, &memory) != 0)
+        memory = (int64_t)sysconf(_SC_PHYS_PAGES) * (int64_t)sysconf(_SC_PAGESIZE);
+    *memory_total_bytes = (uint64_t)memory;
+}
+
+static int64_t node_gpus(const ft_node *node) { return ft_params_get(&node->params, "gpus")->integer; }
+static int64_t node_memory(const ft_node *node) { return ft_params_get(&node->params, "memory")->integer; }
+
+/* A stage that could never fit stops the build before anything runs. */
+static int check_resources(const builder *b)
+{
+    const ft_graph *graph = b->graph;
+    for (size_t i = 0; i < graph->n_nodes; i++) {
+        const ft_node *node = &graph->nodes[i];
+        if (!node->selected)
+            continue;
+        const ft_location *where = &node->decl->where;
+        if (node_gpus(node) > b->options->gpus_total)
+            return ft_error("%s:%d: stage %s needs %lld GPUs but this machine has %d; lower `gpus` or run it on a "
+                            "machine with more",
+                            where->file, where->line, node->target, (long long)node_gpus(node),
+                            b->options->gpus_total);
+        if ((uint64_t)node_memory(node) > b->options->memory_total_bytes) {
+            char need[32], have[32];
+            ft_format_bytes((uint64_t)node_memory(node), need, sizeof need);
+            ft_format_bytes(b->options->memory_total_bytes, have, sizeof have);
+            return ft_error("%s:%d: stage %s needs %s of host memory but this machine has %s; lower `memory`",
+                            where->file, where->line, node->target, need, have);
+        }
+    }
+    return 0;
+}
+
+static void mark_done(builder *b, size_t index, node_state state)
+{
+    b->states[index] = state;
+    const ft_node *node = &b->graph->nodes[index];
+    for (size_t d = 0; d < node->n_dependents; d++) {
+        size_t dependent = node->dependents[d];
+        if (!b->graph->nodes[dependent].selected || b->states[dependent] != NODE_WAITING)
+            continue;
+        if (state != NODE_DONE) {
+            mark_done(b, dependent, NODE_SKIPPED);
+            b->summary->skipped++;
+            continue;
+        }
+        if (--b->unfinished_inputs[dependent] == 0) {
+            b->states[dependent] = NODE_QUEUED;
+            b->queue[b->queue_length++] = dependent;
+        }
+    }
+}
+
+static void report_failure(builder *b, size_t index, const char *message)
+{
+    ft_progress_message(b->options->progress, "FAILED   %s: %s", b->graph->nodes[index].target, message);
+    ft_error("%s", message);
+    b->summary->failed++;
+    b->result = -1;
+    if (!b->options->keep_going)
+        b->stop_starting = true;
+    mark_done(b, index, NODE_FAILED);
+}
+
+/* Prints the last lines of a failed stage's log, where the cause usually is. */
+static void show_log_tail(builder *b, const char *log_path)
+{
+    char *text = NULL;
+    size_t length = 0;
+    if (ft_read_file(log_path, &text, &length) != 0)
+        return;
+    size_t start = length, lines = 0;
+    while (start > 0 && lines < 15) {
+        start--;
+        if (text[start] == '\n' && start + 1 < length)
+            lines++;
+    }
+    if (start > 0)
+        start++;
+    ft_progress_message(b->options->progress, "         last lines of %s:\n%s", log_path, text + start);
+    free(text);
+}
+
+static int start_stage(builder *b, size_t index)
+{
+    const ft_node *node = &b->graph->nodes[index];
+    ft_plan *plan = &b->plans[index];
+    const char *key = plan->key.key;
+    char *work_dir = ft_workspace_work_dir(b->workspace, key);
+    char *out_dir = ft_path_join(work_dir, "out");
+    /* The work folder is kept for resuming; out/ only ever holds a complete result. */
+    int result = ft_remove_tree(out_dir);
+    if (result == 0)
+        result = ft_mkdir_p(out_dir);
+    free(out_dir);
+    if (result != 0) {
+        free(work_dir);
+        return -1;
+    }
+    ft_stage_key_describe(node, &plan->key);
+    ft_run_record record = {0};
+    memcpy(record.key, key, sizeof record.key);
+    record.target = node->target;
+    record.kind = (char *)node->kind->name;
+    record.kind_version = node->kind->version;
+    record.params_json = plan->key.params_json;
+    record.inputs_json = plan->key.inputs_json;
+    record.start_ms = ft_wall_ms();
+    record.status = FT_RUN_RUNNING;
+    char *log_path = ft_stage_log_path(work_dir);
+    record.log_path = log_path;
+    int64_t run_id = 0;
+    if (ft_state_run_start(b->workspace->state, &record, &run_id) != 0) {
+        free(log_path);
+        free(work_dir);
+        return -1;
+    }
+    free(log_path);
+
+    uint64_t gpu_mask = 0;
+    int64_t gpus = node_gpus(node);
+    for (int g = 0; g < 64 && gpus > 0; g++) {
+        if (b->gpus_free & (1ull << g)) {
+            gpu_mask |= 1ull << g;
+            gpus--;
+        }
+    }
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        free(work_dir);
+        return ft_error_errno("cannot create a pipe for stage %s", node->target);
+    }
+    ft_stage *stage = ft_plan_stage_context(b->workspace, b->graph, index, key);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        ft_stage_destroy(stage);
+        free(work_dir);
+        return ft_error_errno("cannot start stage %s", node->target);
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        if (b->workspace->lock_fd >= 0)
+            close(b->workspace->lock_fd);
+        setpgid(0, 0);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        if (gpu_mask) {
+            ft_strbuf devices;
+            ft_strbuf_init(&devices);
+            for (int g = 0; g < 64; g++)
+                if (gpu_mask & (1ull << g))
+                    ft_strbuf_printf(&devices, "%s%d", devices.length ? "," : "", g);
+            setenv("CUDA_VISIBLE_DEVICES", devices.data, 1);
+            ft_strbuf_free(&devices);
+        }
+        _exit(ft_stage_child_main(stage, fds[1]));
+    }
+    setpgid(pid, pid);
+    close(fds[1]);
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    ft_stage_destroy(stage);
+
+    running_stage *run = &b->running[b->n_running++];
+    memset(run, 0, sizeof *run);
+    run->node = index;
+    run->pid = pid;
+    run->report_fd = fds[0];
+    ft_strbuf_init(&run->partial);
+    run->run_id = run_id;
+    run->work_dir = work_dir;
+    run->start_ns = ft_now_ns();
+    run->gpu_mask = gpu_mask;
+    run->memory_bytes = node_memory(node);
+    b->gpus_free &= ~gpu_mask;
+    b->memory_free -= run->memory_bytes;
+    b->states[index] = NODE_RUNNING;
+    char *reason = ft_plan_reason_line(plan);
+    ft_progress_message(b->options->progress, "run      %s (%s): %s", node->target, node->kind->name, reason);
+    free(reason);
+    ft_progress_status(b->options->progress, index, node->target);
+    return 0;
+}
+
+static void handle_report_line(builder *b, running_stage *run, char *line)
+{
+    const ft_node *node = &b->graph->nodes[run->node];
+    char tag = line[0];
+    char *rest = line[0] && line[1] ? line + 2 : line + strlen(line);
+    if (tag == 'P') {
+        run->reports_progress = true;
+        char *text = NULL;
+        double fraction = strtod(rest, &text);
+        while (*text == ' ')
+            text++;
+        char status[600];
+        if (fraction >= 0)
+            snprintf(status, sizeof status, "%-24s %3.0f%%  %s", node->target, fraction * 100.0, text);
+        else
+            snprintf(status, sizeof status, "%-24s  %s", node->target, text);
+        ft_progress_status(b->options->progress, run->node, status);
+    } else if (tag == 'M') {
+        char *end = NULL;
+        long long step = strtoll(rest, &end, 10);
+        double value = strtod(end, &end);
+        while (*end == ' ')
+            end++;
+        ft_state_metric_add(b->workspace->state, run->run_id, step, end, value);
+    } else if (tag == 'S') {
+        free(run->summary);
+        run->summary = ft_xstrdup(rest);
+    } else if (tag == 'E') {
+        free(run->error_text);
+        run->error_text = ft_xstrdup(rest);
+    }
+}
+
+/* Reads what a stage reported; returns true at end of file. */
+static bool read_reports(builder *b, running_stage *run)
+{
+    char block[4096];
+    for (;;) {
+        ssize_t n = read(run->report_fd, block, sizeof block);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n == 0;
+        ft_strbuf_add(&run->partial, block, (size_t)n);
+        char *start = run->partial.data;
+        char *newline;
+        while ((newline = memchr(start, '\n', run->partial.length - (size_t)(start - run->partial.data)))) {
+            *newline = '\0';
+            handle_report_line(b, run, start);
+            start = newline + 1;
+        }
+        size_t left = run->partial.length - (size_t)(start - run->partial.data);
+        memmove(run->partial.data, start, left);
+        run->partial.length = left;
+        run->partial.data[left] = '\0';
+    }
+}
+
+static void finish_stage(builder *b, size_t slot, int status)
+{
+    running_stage *run = &b->running[slot];
+    while (!read_reports(b, run)) {
+        struct pollfd pfd = {.fd = run->report_fd, .events = POLLIN};
+        if (poll(&pfd, 1, 1000) <= 0)
+            break;
+    }
+    close(run->report_fd);
+    const ft_node *node = &b->graph->nodes[run->node];
+    ft_progress_status(b->options->progress, run->node, NULL);
+    b->gpus_free |= run->gpu_mask;
+    b->memory_free += run->memory_bytes;
+    double seconds = (double)(ft_now_ns() - run->start_ns) / 1e9;
+    char *log_path = ft_stage_log_path(run->work_dir);
+    int exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+
+    if (exit_code == 0) {
+        ft_plan *plan = &b->plans[run->node];
+        char *kept_log = NULL;
+        if (ft_publish_output(b->workspace, node, plan, run->work_dir, &kept_log) == 0) {
+            ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0, plan->output_hash, kept_log);
+            ft_progress_message(b->options->progress, "done     %s in %.1f s%s%s", node->target, seconds,
+                                run->summary ? ": " : "", run->summary ? run->summary : "");
+            b->summary->run++;
+            mark_done(b, run->node, NODE_DONE);
+        } else {
+            ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_FAILED, 0, "", log_path);
+            report_failure(b, run->node, ft_error_message());
+        }
+        free(kept_log);
+    } else {
+        bool cancelled = interrupted || exit_code == 2;
+        ft_state_run_finish(b->workspace->state, run->run_id, cancelled ? FT_RUN_CANCELLED : FT_RUN_FAILED, exit_code,
+                            "", log_path);
+        if (cancelled) {
+            ft_progress_message(b->options->progress, "stopped  %s after %.1f s; its work folder is kept, the next "
+                                "run resumes it", node->target, seconds);
+            b->states[run->node] = NODE_FAILED;
+        } else {
+            char message[4200];
+            snprintf(message, sizeof message, "%s (exit status %d; log: %s)",
+                     run->error_text ? run->error_text : "the stage failed", exit_code, log_path);
+            report_failure(b, run->node, message);
+            show_log_tail(b, log_path);
+        }
+    }
+    free(log_path);
+    free(run->work_dir);
+    free(run->summary);
+    free(run->error_text);
+    ft_strbuf_free(&run->partial);
+    b->running[slot] = b->running[--b->n_running];
+}
+
+static void wait_for_children(builder *b, int timeout_ms)
+{
+    struct pollfd *fds = ft_xcalloc(b->n_running + 1, sizeof *fds);
+    for (size_t i = 0; i < b->n_running; i++) {
+        fds[i].fd = b->running[i].report_fd;
+        fds[i].events = POLLIN;
+    }
+    int ready = poll(fds, b->n_running, timeout_ms);
+    free(fds);
+    if (ready < 0 && errno != EINTR)
+        return;
+    for (size_t i = 0; i < b->n_running;) {
+        read_reports(b, &b->running[i]);
+        if (!b->running[i].reports_progress && ft_progress_is_live(b->options->progress)) {
+            const ft_node *node = &b->graph->nodes[b->running[i].node];
+            char status[512];
+            snprintf(status, sizeof status, "%-24s %s, %.0f s", node->target, node->kind->name,
+                     (double)(ft_now_ns() - b->running[i].start_ns) / 1e9);
+            ft_progress_status(b->options->progress, b->running[i].node, status);
+        }
+        int status = 0;
+        pid_t done = waitpid(b->running[i].pid, &status, WNOHANG);
+        if (done == b->running[i].pid)
+            finish_stage(b, i, status); /* moves the last slot into i */
+        else
+            i++;
+    }
+}
+
+static void stop_all(builder *b)
+{
+    for (size_t i = 0; i < b->n_running; i++)
+        kill(-b->running[i].pid, SIGTERM);
+    uint64_t deadline = ft_now_ns() + 10ull * 1000000000u;
+    while (b->n_running > 0 && ft_now_ns() < deadline)
+        wait_for_children(b, 100);
+    for (size_t i = 0; i < b->n_running; i++)
+        kill(-b->running[i].pid, SIGKILL);
+    while (b->n_running > 0)
+        wait_for_children(b, 100);
+}
+
+/* Two stages with one key would share a work folder: the second waits, then
+ * finds the first's result in the cache. */
+static bool key_running(const builder *b, const char *key)
+{
+    for (size_t i = 0; i < b->n_running; i++)
+        if (strcmp(b->plans[b->running[i].node].key.key, key) == 0)
+            return true;
+    return false;
+}
+
+static bool fits(const builder *b, size_t index)
+{
+    const ft_node *node = &b->graph->nodes[index];
+    if (b->n_running >= (size_t)b->options->jobs)
+        return false;
+    if (node_gpus(node) > __builtin_popcountll(b->gpus_free))
+        return false;
+    return node_memory(node) <= b->memory_free;
+}
+
+/* Plans and dispatches queued stages; returns once nothing more can start now. */
+static void dispatch(builder *b)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < b->queue_length; i++) {
+        size_t index = b->queue[i];
+        if (b->stop_starting || interrupted) {
+            b->queue[kept++] = index;
+            continue;
+        }
+        ft_plan *plan = &b->plans[index];
+        const ft_node *node = &b->graph->nodes[index];
+        if (plan->action == FT_PLAN_UNKNOWN && ft_plan_node(b->workspace, b->graph, index, b->plans) != 0) {
+            report_failure(b, index, ft_error_message());
+            continue;
+        }
+        char *reason = NULL;
+        switch (plan->action) {
+        case FT_PLAN_UP_TO_DATE:
+            b->summary->up_to_date++;
+            mark_done(b, index, NODE_DONE);
+            break;
+        case FT_PLAN_RESTORE:
+            if (b->options->dry_run) {
+                reason = ft_plan_reason_line(plan);
+                ft_progress_message(b->options->progress, "would restore %s: %s", node->target, reason);
+                b->summary->restored++;
+                mark_done(b, index, NODE_DONE);
+            } else if (ft_publish_restore(b->workspace, node, plan) != 0) {
+                report_failure(b, index, ft_error_message());
+            } else {
+                ft_progress_message(b->options->progress, "restored %s from the cache", node->target);
+                b->summary->restored++;
+                mark_done(b, index, NODE_DONE);
+            }
+            break;
+        case FT_PLAN_RUN:
+        case FT_PLAN_WAITS:
+            if (b->options->dry_run) {
+                reason = ft_plan_reason_line(plan);
+                ft_progress_message(b->options->progress, "would run %s: %s", node->target, reason);
+                b->summary->run++;
+                mark_done(b, index, NODE_DONE);
+            } else if (plan->has_key && key_running(b, plan->key.key)) {
+                ft_plan_free(plan);
+                b->queue[kept++] = index;
+            } else if (!fits(b, index)) {
+                b->queue[kept++] = index;
+            } else if (start_stage(b, index) != 0) {
+                report_failure(b, index, ft_error_message());
+            }
+            break;
+        case FT_PLAN_UNKNOWN:
+            break;
+        }
+        free(reason);
+    }
+    b->queue_length = kept;
+}
+
+int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *options, ft_build_summary *summary)
+{
+    memset(summary, 0, sizeof *summary);
+    builder b = {
+        .workspace = workspace,
+        .graph = graph,
+        .options = options,
+        .summary = summary,
+        .plans = ft_xcalloc(graph->n_nodes + 1, sizeof(ft_plan)),
+        .states = ft_xcalloc(graph->n_nodes + 1, sizeof(node_state)),
+        .unfinished_inputs = ft_xcalloc(graph->n_nodes + 1, sizeof(size_t)),
+        .queue = ft_xcalloc(graph->n_nodes + 1, sizeof(size_t)),
+        .running = ft_xcalloc((size_t)options->jobs + 1, sizeof(running_stage)),
+        .gpus_free = options->gpus_total >= 64 ? ~0ull : (1ull << options->gpus_total) - 1,
+        .memory_free = (int64_t)options->memory_total_bytes,
+    };
+    if (check_resources(&b) != 0) {
+        b.result = -1;
+        goto done;
+    }
+    for (size_t o = 0; o < graph->n_nodes; o++) {
+        size_t i = graph->order[o];
+        if (!graph->nodes[i].selected)
+            continue;
+        for (size_t k = 0; k < graph->nodes[i].n_inputs; k++)
+            b.unfinished_inputs[i] += graph->nodes[i].input_nodes[k] != FT_NO_NODE;
+        if (b.unfinished_inputs[i] == 0) {
+            b.states[i] = NODE_QUEUED;
+            b.queue[b.queue_length++] = i;
+        }
+    }
+
+    interrupted = 0;
+    struct sigaction action, old_int, old_term;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_interrupt;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int);
+    sigaction(SIGTERM, &action, &old_term);
+
+    ft_state_begin(workspace->state);
+    for (;;) {
+        dispatch(&b);
+        if (interrupted) {
+            stop_all(&b);
+            summary->interrupted = true;
+            b.result = ft_error("interrupted; stopped stages keep their work folders and resume on the next run");
+            break;
+        }
+        if (b.n_running == 0)
+            break;
+        /* Commit between waits so metrics and finished runs are durable as they come. */
+        ft_state_commit(workspace->state);
+        wait_for_children(&b, 200);
+        ft_state_begin(workspace->state);
+    }
+    ft_state_commit(workspace->state);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+
+done:
+    for (size_t i = 0; i < graph->n_nodes; i++)
+        ft_plan_free(&b.plans[i]);
+    free(b.plans);
+    free(b.states);
+    free(b.unfinished_inputs);
+    free(b.queue);
+    free(b.running);
+    return b.result;
+}

@@ -1,0 +1,65 @@
+/* pipeline_internal: what the files of the pipeline parser share (pipeline.c,
+ * pipeline_lexer.c, variables.c). Other modules include ftpipe/pipeline.h only. */
+#ifndef FTPIPE_PIPELINE_INTERNAL_H
+#define FTPIPE_PIPELINE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ftpipe/engine/pipeline.h"
+
+/* Text that remembers where each byte came from, so that an error found after
+ * continuation lines are joined, comments dropped and variables expanded still
+ * points at the right line and column. chars is NUL-terminated; where[length] is
+ * the position just past the last byte. */
+typedef struct {
+    char *chars;
+    ft_location *where;
+    size_t length;
+    size_t capacity;
+} ft_located_text;
+
+void ft_located_init(ft_located_text *text);
+void ft_located_free(ft_located_text *text);
+/* Empties text; where[0] becomes `start`. */
+void ft_located_reset(ft_located_text *text, ft_location start);
+void ft_located_push(ft_located_text *text, char c, ft_location where);
+/* Keeps the first `length` bytes. */
+void ft_located_truncate(ft_located_text *text, size_t length);
+/* Appends source->chars[from, to) with their positions. */
+void ft_located_append(ft_located_text *text, const ft_located_text *source, size_t from, size_t to);
+
+/* Reads a file's text one logical line at a time. */
+typedef struct {
+    const char *file; /* for locations */
+    const char *text;
+    size_t offset;
+    int line;
+    ft_located_text raw; /* the physical lines of the current logical line */
+} ft_lexer;
+
+void ft_lexer_init(ft_lexer *lexer, const char *file, const char *text);
+void ft_lexer_free(ft_lexer *lexer);
+/* The next logical line: continuations joined, the comment dropped, `\#` made `#`,
+ * trailing blanks removed. *indented: whether its first byte is a blank.
+ * Returns false at the end of the text. */
+bool ft_lexer_next(ft_lexer *lexer, ft_located_text *line, bool *indented);
+
+/* The variables of one pipeline: the file's, the command line's, the environment's. */
+typedef struct ft_variables ft_variables;
+
+ft_variables *ft_variables_new(const ft_pipeline_options *options);
+void ft_variables_free(ft_variables *variables);
+/* Given on the command line: the file's assignments to it are ignored. */
+bool ft_variables_is_overridden(const ft_variables *variables, const char *name);
+/* Set by the file, the command line or the environment (what `?=` asks). */
+bool ft_variables_is_set(const ft_variables *variables, const char *name);
+/* Assigns source[from, to): `recursive` values are expanded at each use, others are final. */
+void ft_variables_assign(ft_variables *variables, const char *name, const ft_located_text *source, size_t from,
+                         size_t to, bool recursive);
+/* Appends the expansion of source[from, to) to out; a byte that came from a
+ * variable carries the position of its `$`. Returns -1 with a located ft_error. */
+int ft_variables_expand(ft_variables *variables, const ft_located_text *source, size_t from, size_t to,
+                        ft_located_text *out);
+
+#endif

@@ -1,0 +1,104 @@
+/* progress: permanent messages and live status lines. */
+#include "ftpipe/engine/progress.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+
+typedef struct {
+    size_t slot;
+    char *text;
+} status_line;
+
+struct ft_progress {
+    FILE *out;
+    bool live;
+    status_line *lines;
+    size_t n_lines;
+    size_t drawn;        /* live lines currently on screen */
+    uint64_t last_draw_ns;
+};
+
+ft_progress *ft_progress_new(FILE *out)
+{
+    ft_progress *progress = ft_xcalloc(1, sizeof *progress);
+    progress->out = out;
+    const char *term = getenv("TERM");
+    progress->live = isatty(fileno(out)) && !(term && strcmp(term, "dumb") == 0);
+    return progress;
+}
+
+void ft_progress_free(ft_progress *progress)
+{
+    if (!progress)
+        return;
+    for (size_t i = 0; i < progress->n_lines; i++)
+        free(progress->lines[i].text);
+    free(progress->lines);
+    free(progress);
+}
+
+bool ft_progress_is_live(const ft_progress *progress) { return progress->live; }
+
+static void erase(ft_progress *progress)
+{
+    for (size_t i = 0; i < progress->drawn; i++)
+        fputs("\033[1A\033[2K", progress->out);
+    progress->drawn = 0;
+}
+
+static void draw(ft_progress *progress)
+{
+    for (size_t i = 0; i < progress->n_lines; i++)
+        fprintf(progress->out, "%.*s\n", 160, progress->lines[i].text);
+    progress->drawn = progress->n_lines;
+    fflush(progress->out);
+}
+
+void ft_progress_message(ft_progress *progress, const char *fmt, ...)
+{
+    if (progress->live)
+        erase(progress);
+    va_list args;
+    va_start(args, fmt);
+    vfprintf(progress->out, fmt, args);
+    va_end(args);
+    fputc('\n', progress->out);
+    if (progress->live)
+        draw(progress);
+    fflush(progress->out);
+}
+
+void ft_progress_status(ft_progress *progress, size_t slot, const char *text)
+{
+    if (!progress->live)
+        return;
+    size_t i = 0;
+    while (i < progress->n_lines && progress->lines[i].slot != slot)
+        i++;
+    if (!text) {
+        if (i == progress->n_lines)
+            return;
+        free(progress->lines[i].text);
+        memmove(&progress->lines[i], &progress->lines[i + 1], (progress->n_lines - i - 1) * sizeof *progress->lines);
+        progress->n_lines--;
+    } else if (i == progress->n_lines) {
+        progress->lines = ft_xrealloc(progress->lines, (progress->n_lines + 1) * sizeof *progress->lines);
+        progress->lines[i].slot = slot;
+        progress->lines[i].text = ft_xstrdup(text);
+        progress->n_lines++;
+    } else {
+        free(progress->lines[i].text);
+        progress->lines[i].text = ft_xstrdup(text);
+        uint64_t now = ft_now_ns();
+        if (now - progress->last_draw_ns < 100000000u)
+            return;
+        progress->last_draw_ns = now;
+    }
+    erase(progress);
+    draw(progress);
+}

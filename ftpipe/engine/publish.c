@@ -1,0 +1,98 @@
+/* publish: outputs into the cache and the workspace. */
+#include "ftpipe/engine/publish.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/engine/stage_runtime.h"
+
+static int materialize(ft_workspace *workspace, const ft_node *node, const ft_manifest *manifest, const char *key,
+                       const char *output_hash)
+{
+    ft_target_record previous;
+    int known = ft_state_target_get(workspace->state, node->target, &previous);
+    if (known < 0)
+        return -1;
+    if (!known && ft_path_exists(node->target_path))
+        return ft_error("%s already exists and was not made by ftpipe; move it away (or delete it) and run again "
+                        "(the stage's result is kept in the cache, nothing reruns)",
+                        node->target_path);
+    char *parent = ft_path_dirname(node->target_path);
+    int result = ft_mkdir_p(parent);
+    free(parent);
+    if (result == 0)
+        result = ft_cache_materialize(workspace->cache, manifest, node->target_path);
+    if (result != 0)
+        return ft_error_context("cannot place %s in the workspace", node->target);
+    ft_target_record record;
+    memset(&record, 0, sizeof record);
+    snprintf(record.key, sizeof record.key, "%s", key);
+    snprintf(record.output_hash, sizeof record.output_hash, "%s", output_hash);
+    if (ft_file_stat_read(node->target_path, &record.stat) != 0)
+        return -1;
+    return ft_state_target_set(workspace->state, node->target, &record);
+}
+
+int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *plan, const char *work_dir,
+                      char **kept_log)
+{
+    *kept_log = NULL;
+    char *out_dir = ft_path_join(work_dir, "out");
+    char *output = ft_path_join(out_dir, ft_path_basename(node->target));
+    free(out_dir);
+    ft_manifest *manifest = NULL;
+    int result = ft_manifest_build(NULL, output, 0, &manifest);
+    if (result == 0)
+        result = ft_cache_store(workspace->cache, plan->key.key, output, manifest);
+    free(output);
+    if (result != 0) {
+        ft_manifest_free(manifest);
+        return ft_error_context("cannot store the output of %s", node->target);
+    }
+    ft_hash_to_hex(manifest->hash, plan->output_hash);
+    result = materialize(workspace, node, manifest, plan->key.key, plan->output_hash);
+    ft_manifest_free(manifest);
+    if (result != 0)
+        return -1;
+
+    /* The log outlives the work folder: `ftpipe log` shows it later. */
+    char *logs_dir = ft_path_join(workspace->state_dir, "logs");
+    char *log = ft_stage_log_path(work_dir);
+    *kept_log = ft_workspace_log_path(workspace, plan->key.key);
+    if (ft_mkdir_p(logs_dir) != 0 || rename(log, *kept_log) != 0) {
+        free(*kept_log);
+        *kept_log = NULL;
+    }
+    free(log);
+    free(logs_dir);
+    return ft_remove_tree(work_dir);
+}
+
+int ft_publish_restore(ft_workspace *workspace, const ft_node *node, ft_plan *plan)
+{
+    if (materialize(workspace, node, plan->manifest, plan->key.key, plan->output_hash) != 0)
+        return -1;
+    ft_stage_key_describe(node, &plan->key);
+    ft_run_record record;
+    memset(&record, 0, sizeof record);
+    memcpy(record.key, plan->key.key, sizeof record.key);
+    record.target = node->target;
+    record.kind = (char *)node->kind->name;
+    record.kind_version = node->kind->version;
+    record.params_json = plan->key.params_json;
+    record.inputs_json = plan->key.inputs_json;
+    record.start_ms = ft_wall_ms();
+    record.status = FT_RUN_CACHED;
+    char *log = ft_workspace_log_path(workspace, plan->key.key);
+    record.log_path = log;
+    int64_t id = 0;
+    int result = ft_state_run_start(workspace->state, &record, &id);
+    if (result == 0)
+        result = ft_state_run_finish(workspace->state, id, FT_RUN_CACHED, 0, plan->output_hash, log);
+    free(log);
+    return result;
+}

@@ -1,0 +1,94 @@
+/* workspace: opening .ftpipe and holding its lock. */
+#include "ftpipe/engine/workspace.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+
+/* flock: released by the kernel when the holder dies, so a kill -9 never leaves
+ * a stale lock. The holder's pid is written inside for the message. */
+static int take_lock(ft_workspace *workspace)
+{
+    char *path = ft_path_join(workspace->state_dir, "lock");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int result = ft_error_errno("cannot open the workspace lock %s", path);
+        free(path);
+        return result;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char holder[32] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        int result = ft_error("another ftpipe run (pid %s) is using the workspace %s (lock %s); wait for it to "
+                              "finish or stop it, then run again",
+                              holder[0] ? holder : "unknown", workspace->dir, path);
+        free(path);
+        return result;
+    }
+    free(path);
+    char pid[32];
+    int length = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)length, 0) != length) {
+        close(fd);
+        return ft_error_errno("cannot write the workspace lock in %s", workspace->state_dir);
+    }
+    workspace->lock_fd = fd;
+    return 0;
+}
+
+int ft_workspace_open(const char *dir, bool lock, ft_workspace **out)
+{
+    ft_workspace *workspace = ft_xcalloc(1, sizeof *workspace);
+    workspace->lock_fd = -1;
+    workspace->dir = ft_path_absolute(dir);
+    workspace->state_dir = ft_path_join(workspace->dir, ".ftpipe");
+    int result = ft_mkdir_p(workspace->state_dir);
+    if (result == 0 && lock)
+        result = take_lock(workspace);
+    if (result == 0)
+        result = ft_state_open(workspace->state_dir, &workspace->state);
+    if (result == 0)
+        result = ft_cache_open(workspace->state_dir, &workspace->cache);
+    if (result != 0) {
+        ft_workspace_close(workspace);
+        return -1;
+    }
+    *out = workspace;
+    return 0;
+}
+
+void ft_workspace_close(ft_workspace *workspace)
+{
+    if (!workspace)
+        return;
+    if (workspace->cache)
+        ft_cache_close(workspace->cache);
+    if (workspace->state)
+        ft_state_close(workspace->state);
+    if (workspace->lock_fd >= 0)
+        close(workspace->lock_fd);
+    free(workspace->dir);
+    free(workspace->state_dir);
+    free(workspace);
+}
+
+char *ft_workspace_work_dir(const ft_workspace *workspace, const char *key)
+{
+    return ft_xasprintf("%s/work/%s", workspace->state_dir, key);
+}
+
+char *ft_workspace_log_path(const ft_workspace *workspace, const char *key)
+{
+    return ft_xasprintf("%s/logs/%s.log", workspace->state_dir, key);
+}

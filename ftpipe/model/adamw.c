@@ -1,0 +1,94 @@
+/* adamw: moments for a list of tensors and the update loop over them; the
+ * arithmetic itself is the backend's adamw op. */
+#include "ftpipe/model/adamw.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/mem.h"
+
+struct ft_adamw {
+    ft_backend *backend;
+    const ft_param_tensor *tensors;
+    size_t count;
+    ft_adamw_config config;
+    float *moments;        /* exp_avg of every tensor, then exp_avg_sq of every tensor */
+    size_t *offsets;       /* tensor i's first element in each half */
+    size_t total;          /* elements in each half */
+    int64_t steps;
+};
+
+int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                    const ft_adamw_config *config, ft_adamw **out)
+{
+    ft_adamw *optimizer = ft_xcalloc(1, sizeof *optimizer);
+    optimizer->backend = backend;
+    optimizer->tensors = tensors;
+    optimizer->count = count;
+    optimizer->config = *config;
+    optimizer->offsets = ft_xcalloc(count ? count : 1, sizeof(size_t));
+    for (size_t i = 0; i < count; i++) {
+        optimizer->offsets[i] = optimizer->total;
+        optimizer->total += tensors[i].count;
+    }
+    optimizer->moments = backend->alloc(backend, 2 * optimizer->total * sizeof(float));
+    if (!optimizer->moments) {
+        ft_adamw_free(optimizer);
+        return ft_error_context("allocating AdamW's moments");
+    }
+    backend->zero(backend, optimizer->moments, 2 * optimizer->total * sizeof(float));
+    *out = optimizer;
+    return 0;
+}
+
+void ft_adamw_free(ft_adamw *optimizer)
+{
+    if (!optimizer)
+        return;
+    if (optimizer->moments)
+        optimizer->backend->free(optimizer->backend, optimizer->moments);
+    free(optimizer->offsets);
+    free(optimizer);
+}
+
+void ft_adamw_step(ft_adamw *optimizer, double learning_rate)
+{
+    optimizer->steps++;
+    ft_backend *backend = optimizer->backend;
+    for (size_t i = 0; i < optimizer->count; i++) {
+        const ft_param_tensor *tensor = &optimizer->tensors[i];
+        ft_adamw_hyper hyper = {learning_rate, optimizer->config.beta1, optimizer->config.beta2,
+                                optimizer->config.eps,
+                                tensor->weight_decay ? optimizer->config.weight_decay : 0.0, optimizer->steps};
+        float *exp_avg, *exp_avg_sq;
+        ft_adamw_moments(optimizer, i, &exp_avg, &exp_avg_sq);
+        backend->adamw(backend, tensor->value, tensor->grad, exp_avg, exp_avg_sq, tensor->count, &hyper);
+    }
+}
+
+int64_t ft_adamw_step_count(const ft_adamw *optimizer) { return optimizer->steps; }
+
+void ft_adamw_set_step_count(ft_adamw *optimizer, int64_t steps) { optimizer->steps = steps; }
+
+double ft_adamw_clip_grad_norm(ft_adamw *optimizer, double max_norm)
+{
+    ft_backend *backend = optimizer->backend;
+    double squares = 0.0;
+    for (size_t i = 0; i < optimizer->count; i++)
+        squares += backend->sum_squares(backend, optimizer->tensors[i].grad, optimizer->tensors[i].count);
+    double norm = sqrt(squares);
+    double coefficient = max_norm / (norm + 1e-6);
+    if (max_norm > 0.0 && coefficient < 1.0)
+        for (size_t i = 0; i < optimizer->count; i++)
+            backend->scale(backend, optimizer->tensors[i].grad, optimizer->tensors[i].count, (float)coefficient);
+    return norm;
+}
+
+void ft_adamw_moments(const ft_adamw *optimizer, size_t index, float **exp_avg, float **exp_avg_sq)
+{
+    *exp_avg = optimizer->moments + optimizer->offsets[index];
+    *exp_avg_sq = optimizer->moments + optimizer->total + optimizer->offsets[index];
+}
+
+size_t ft_adamw_state_bytes(const ft_adamw *optimizer) { return 2 * optimizer->total * sizeof(float); }

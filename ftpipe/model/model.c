@@ -1,0 +1,450 @@
+/* model: the weights' layout in one buffer, loading them from a Hugging Face
+ * folder, the memory plan, the RoPE tables. Forward and backward are in
+ * model_pass.c. */
+#include "ftpipe/model/model.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/formats/safetensors.h"
+#include "model_internal.h"
+
+/* --- the weights' layout --- */
+
+static size_t add_weight(ft_model *model, size_t *offsets, const char *name, int64_t rows, int64_t cols,
+                         bool decay)
+{
+    size_t offset = model->n_params, count = (size_t)rows * (size_t)(cols ? cols : 1);
+    offsets[model->n_weights] = offset;
+    model->weights[model->n_weights++] = (ft_param_tensor){ft_xstrdup(name), NULL, NULL, count, decay,
+                                                           cols ? 2 : 1, {rows, cols}};
+    model->n_params += count;
+    return offset;
+}
+
+static size_t add_layer_weight(ft_model *model, size_t *offsets, int layer, const char *name, int64_t rows,
+                               int64_t cols, bool decay)
+{
+    char full[160];
+    snprintf(full, sizeof full, "model.layers.%d.%s", layer, name);
+    return add_weight(model, offsets, full, rows, cols, decay);
+}
+
+/* Every weight in Hugging Face's order and names; norms and biases are not decayed. */
+static void lay_out_weights(ft_model *model, size_t *offsets)
+{
+    const ft_model_config *c = &model->config;
+    int64_t hidden = c->hidden_size, inner = c->intermediate_size;
+    int64_t q_width = (int64_t)c->num_attention_heads * c->head_dim;
+    int64_t kv_width = (int64_t)c->num_key_value_heads * c->head_dim;
+    model->embed = add_weight(model, offsets, "model.embed_tokens.weight", c->vocab_size, hidden, true);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        ft_layer_offsets *o = &model->layers[l];
+        o->q_bias = o->k_bias = o->v_bias = o->q_norm = o->k_norm = FT_ABSENT;
+        o->input_norm = add_layer_weight(model, offsets, l, "input_layernorm.weight", hidden, 0, false);
+        o->q = add_layer_weight(model, offsets, l, "self_attn.q_proj.weight", q_width, hidden, true);
+        if (c->attention_bias)
+            o->q_bias = add_layer_weight(model, offsets, l, "self_attn.q_proj.bias", q_width, 0, false);
+        o->k = add_layer_weight(model, offsets, l, "self_attn.k_proj.weight", kv_width, hidden, true);
+        if (c->attention_bias)
+            o->k_bias = add_layer_weight(model, offsets, l, "self_attn.k_proj.bias", kv_width, 0, false);
+        o->v = add_layer_weight(model, offsets, l, "self_attn.v_proj.weight", kv_width, hidden, true);
+        if (c->attention_bias)
+            o->v_bias = add_layer_weight(model, offsets, l, "self_attn.v_proj.bias", kv_width, 0, false);
+        o->o = add_layer_weight(model, offsets, l, "self_attn.o_proj.weight", hidden, q_width, true);
+        if (c->qk_norm) {
+            o->q_norm = add_layer_weight(model, offsets, l, "self_attn.q_norm.weight", c->head_dim, 0, false);
+            o->k_norm = add_layer_weight(model, offsets, l, "self_attn.k_norm.weight", c->head_dim, 0, false);
+        }
+        o->post_norm = add_layer_weight(model, offsets, l, "post_attention_layernorm.weight", hidden, 0, false);
+        o->gate = add_layer_weight(model, offsets, l, "mlp.gate_proj.weight", inner, hidden, true);
+        o->up = add_layer_weight(model, offsets, l, "mlp.up_proj.weight", inner, hidden, true);
+        o->down = add_layer_weight(model, offsets, l, "mlp.down_proj.weight", hidden, inner, true);
+    }
+    model->final_norm = add_weight(model, offsets, "model.norm.weight", hidden, 0, false);
+    model->lm_head = c->tie_word_embeddings
+                         ? model->embed
+                         : add_weight(model, offsets, "lm_head.weight", c->vocab_size, hidden, true);
+}
+
+static size_t *make_layout(ft_model *model)
+{
+    size_t capacity = 3 + 14 * (size_t)model->config.num_hidden_layers;
+    model->weights = ft_xcalloc(capacity, sizeof *model->weights);
+    model->layers = ft_xcalloc((size_t)model->config.num_hidden_layers, sizeof *model->layers);
+    size_t *offsets = ft_xcalloc(capacity, sizeof *offsets);
+    lay_out_weights(model, offsets);
+    return offsets;
+}
+
+static void free_layout(ft_model *model)
+{
+    for (size_t i = 0; i < model->n_weights; i++)
+        free((char *)model->weights[i].name);
+    free(model->weights);
+    free(model->layers);
+}
+
+/* --- checks and the memory plan --- */
+
+static int check_options(const ft_model_config *config, const ft_model_options *options)
+{
+    if (options->max_batch_size < 1 || options->max_seq_len < 1)
+        return ft_error("the batch size (%d) and sequence length (%d) must be at least 1", options->max_batch_size,
+                        options->max_seq_len);
+    if ((long long)options->max_batch_size * options->max_seq_len > INT_MAX / 64)
+        return ft_error("a batch of %d x %d tokens is too large", options->max_batch_size, options->max_seq_len);
+    if (options->finetuning == FT_FINETUNE_LORA && !options->use_lora)
+        return ft_error("LoRA fine-tuning needs a LoRA configuration");
+    if (options->use_lora && ft_lora_config_check(&options->lora) < 0)
+        return -1;
+    if (config->head_dim % 2 != 0)
+        return ft_error("head_dim %d is odd; rotary embeddings need an even head_dim", config->head_dim);
+    return 0;
+}
+
+/* Full fine-tuning updates the weights in place, which needs them in float. */
+static int check_backend(const ft_backend *backend, const ft_model_options *options)
+{
+    if (options->finetuning == FT_FINETUNE_FULL && backend->dtype != FT_DTYPE_F32)
+        return ft_error("full fine-tuning is not available on the %s backend, which keeps weights in %s: use LoRA "
+                        "(finetuning_type = lora) or the cpu backend",
+                        backend->name, ft_dtype_name(backend->dtype));
+    return 0;
+}
+
+static size_t lora_parameter_count(const ft_model_config *config, const ft_lora_config *lora)
+{
+    size_t total = 0;
+    for (int t = 0; t < FT_LORA_TARGET_COUNT; t++)
+        if (lora->targets & (1u << t)) {
+            int in_features, out_features;
+            ft_lora_target_shape(config, (ft_lora_target)t, &in_features, &out_features);
+            total += (size_t)lora->rank * ((size_t)in_features + out_features);
+        }
+    return total * config->num_hidden_layers;
+}
+
+int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows)
+{
+    const size_t chunk_floats = (size_t)16 << 20;
+    size_t rows = chunk_floats / (size_t)config->vocab_size;
+    if (rows < 1)
+        rows = 1;
+    return rows < (size_t)max_rows ? (int)rows : max_rows;
+}
+
+/* What the model allocates, with weights and activations of element_bytes each. */
+static void plan_memory(const ft_model *model, size_t element_bytes, size_t backend_scratch_bytes,
+                        ft_memory_plan *plan)
+{
+    const ft_model_options *options = &model->options;
+    memset(plan, 0, sizeof *plan);
+    plan->parameter_bytes = model->n_params * element_bytes;
+    if (options->use_lora)
+        plan->adapter_bytes = lora_parameter_count(&model->config, &options->lora) * sizeof(float);
+    if (options->finetuning == FT_FINETUNE_LORA)
+        plan->gradient_bytes = plan->adapter_bytes;
+    else if (options->finetuning == FT_FINETUNE_FULL)
+        plan->gradient_bytes = model->n_params * sizeof(float);
+    plan->optimizer_bytes = 2 * plan->gradient_bytes;
+    int rows = options->max_batch_size * options->max_seq_len;
+    plan->activation_bytes = ft_model_plan_activations(&model->config, options, element_bytes,
+                                                       ft_model_head_chunk_rows(&model->config, rows), NULL, NULL);
+    plan->scratch_bytes = backend_scratch_bytes;
+    plan->total_bytes = plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes +
+                        plan->optimizer_bytes + plan->activation_bytes + plan->scratch_bytes;
+}
+
+int ft_model_plan_memory(const ft_model_config *config, const ft_model_options *options, ft_dtype dtype,
+                         ft_memory_plan *out)
+{
+    if (check_options(config, options) < 0)
+        return -1;
+    ft_model model = {.config = *config, .options = *options};
+    size_t *offsets = make_layout(&model);
+    plan_memory(&model, ft_dtype_size(dtype), 0, out);
+    free(offsets);
+    free_layout(&model);
+    return 0;
+}
+
+ft_param_tensor *ft_model_weight_list(const ft_model_config *config, size_t *count)
+{
+    ft_model model = {.config = *config};
+    free(make_layout(&model));
+    free(model.layers);
+    *count = model.n_weights;
+    return model.weights;
+}
+
+void ft_model_weight_list_free(ft_param_tensor *list, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free((char *)list[i].name);
+    free(list);
+}
+
+/* --- loading --- */
+
+/* Each weight goes to the backend in its dtype: straight from the file when the
+ * dtypes agree, else converted through float on the host. */
+typedef struct {
+    float *floats;      /* [largest] */
+    uint16_t *bf16;     /* [largest], for a bf16 backend */
+} staging;
+
+static int load_weight(ft_model *model, const char *model_dir, const ft_safetensors *set,
+                       const ft_param_tensor *weight, const staging *buffers)
+{
+    const ft_tensor_view *view = ft_safetensors_find(set, weight->name);
+    if (!view)
+        return ft_error_context("%s: the weights do not match config.json", model_dir);
+    bool same = view->n_dims == weight->n_dims && view->shape[0] == weight->shape[0] &&
+                (weight->n_dims == 1 || view->shape[1] == weight->shape[1]);
+    if (!same) {
+        char expected[64];
+        if (weight->n_dims == 1)
+            snprintf(expected, sizeof expected, "[%lld]", (long long)weight->shape[0]);
+        else
+            snprintf(expected, sizeof expected, "[%lld, %lld]", (long long)weight->shape[0],
+                     (long long)weight->shape[1]);
+        return ft_error("%s: tensor %s does not have the shape %s that config.json implies", view->file,
+                        weight->name, expected);
+    }
+    ft_backend *backend = model->backend;
+    if (view->dtype == backend->dtype) {
+        backend->upload(backend, weight->value, view->data, view->size_bytes);
+        return 0;
+    }
+    if (ft_tensor_to_f32(view, buffers->floats) < 0)
+        return -1;
+    if (backend->dtype == FT_DTYPE_F32) {
+        backend->upload(backend, weight->value, buffers->floats, weight->count * sizeof(float));
+        return 0;
+    }
+    for (size_t i = 0; i < weight->count; i++)
+        buffers->bf16[i] = ft_f32_to_bf16(buffers->floats[i]);
+    backend->upload(backend, weight->value, buffers->bf16, weight->count * sizeof(uint16_t));
+    return 0;
+}
+
+static int load_weights(ft_model *model, const char *model_dir)
+{
+    ft_safetensors *set;
+    if (ft_safetensors_open(model_dir, &set) < 0)
+        return -1;
+    size_t largest = 1;
+    for (size_t i = 0; i < model->n_weights; i++)
+        if (model->weights[i].count > largest)
+            largest = model->weights[i].count;
+    staging buffers = {malloc(largest * sizeof(float)), NULL};
+    if (model->backend->dtype == FT_DTYPE_BF16)
+        buffers.bf16 = malloc(largest * sizeof(uint16_t));
+    int status = 0;
+    if (!buffers.floats || (model->backend->dtype == FT_DTYPE_BF16 && !buffers.bf16))
+        status = ft_error("out of host memory staging a weight of %zu elements", largest);
+    for (size_t i = 0; i < model->n_weights && status == 0; i++)
+        status = load_weight(model, model_dir, set, &model->weights[i], &buffers);
+    free(buffers.floats);
+    free(buffers.bf16);
+    ft_safetensors_close(set);
+    return status;
+}
+
+/* --- RoPE --- */
+
+/* Inverse frequencies as transformers computes them (float32), with Llama 3's
+ * rope scaling: long wavelengths slowed by `factor`, short ones kept, a smooth
+ * blend between. */
+static void inverse_frequencies(const ft_model_config *c, float *inverse)
+{
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++)
+        inverse[i] = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+    if (!c->has_llama3_rope_scaling)
+        return;
+    double factor = c->rope_scaling_factor, low = c->rope_low_freq_factor, high = c->rope_high_freq_factor;
+    double original = c->rope_original_max_position_embeddings;
+    for (int i = 0; i < half; i++) {
+        double frequency = inverse[i], wavelength = 2.0 * M_PI / frequency;
+        if (wavelength > original / low) {
+            frequency /= factor;
+        } else if (wavelength >= original / high) {
+            double smooth = (original / wavelength - low) / (high - low);
+            frequency = (1.0 - smooth) * frequency / factor + smooth * frequency;
+        }
+        inverse[i] = (float)frequency;
+    }
+}
+
+static void fill_rope_tables(ft_model *model)
+{
+    int half = model->config.head_dim / 2, positions = model->options.max_seq_len;
+    float *inverse = ft_xmalloc((size_t)half * sizeof(float));
+    float *cos_table = ft_xmalloc((size_t)positions * half * sizeof(float));
+    float *sin_table = ft_xmalloc((size_t)positions * half * sizeof(float));
+    inverse_frequencies(&model->config, inverse);
+    for (int p = 0; p < positions; p++)
+        for (int i = 0; i < half; i++) {
+            float angle = (float)p * inverse[i];
+            cos_table[(size_t)p * half + i] = (float)cos((double)angle);
+            sin_table[(size_t)p * half + i] = (float)sin((double)angle);
+        }
+    size_t bytes = (size_t)positions * half * sizeof(float);
+    model->backend->upload(model->backend, model->act.rope_cos, cos_table, bytes);
+    model->backend->upload(model->backend, model->act.rope_sin, sin_table, bytes);
+    free(inverse);
+    free(cos_table);
+    free(sin_table);
+}
+
+/* --- making and freeing --- */
+
+static void *alloc_bytes(ft_model *model, size_t bytes, const char *what)
+{
+    void *memory = model->backend->alloc(model->backend, bytes ? bytes : 1);
+    if (!memory)
+        ft_error_context("allocating the model's %s", what);
+    return memory;
+}
+
+/* The backend checks the whole plan against its memory, and reserves its
+ * scratch, before anything is allocated. */
+static int reserve(ft_model *model)
+{
+    const ft_model_config *c = &model->config;
+    const ft_model_options *options = &model->options;
+    int widest = c->hidden_size;
+    if (c->num_attention_heads * c->head_dim > widest)
+        widest = c->num_attention_heads * c->head_dim;
+    if (c->intermediate_size > widest)
+        widest = c->intermediate_size;
+    ft_memory_plan plan;
+    plan_memory(model, model->element_bytes, 0, &plan);
+    ft_backend_limits limits = {
+        .max_rows = options->max_batch_size * options->max_seq_len,
+        .max_seq_len = options->max_seq_len,
+        .max_features = widest,
+        .max_rank = options->use_lora ? options->lora.rank : 0,
+        .head_dim = c->head_dim,
+        .max_heads = c->num_attention_heads,
+        .lora_dropout = options->use_lora && options->lora.dropout > 0.0,
+        .planned_bytes = plan.total_bytes,
+    };
+    return model->backend->reserve(model->backend, &limits);
+}
+
+static int allocate(ft_model *model, const size_t *offsets)
+{
+    ft_backend *backend = model->backend;
+    const ft_model_options *options = &model->options;
+    if (reserve(model) < 0)
+        return -1;
+    model->params = alloc_bytes(model, model->n_params * model->element_bytes, "weights");
+    if (!model->params)
+        return -1;
+    if (options->finetuning == FT_FINETUNE_FULL) {
+        model->grads = alloc_bytes(model, model->n_params * sizeof(float), "gradients");
+        if (!model->grads)
+            return -1;
+        backend->zero(backend, model->grads, model->n_params * sizeof(float));
+    }
+    for (size_t i = 0; i < model->n_weights; i++) {
+        /* in the backend's dtype: float on cpu, bf16 on cuda */
+        model->weights[i].value = (float *)((char *)model->params + offsets[i] * model->element_bytes);
+        model->weights[i].grad = model->grads ? model->grads + offsets[i] : NULL;
+    }
+    int rows = options->max_batch_size * options->max_seq_len;
+    model->head_chunk_rows = ft_model_head_chunk_rows(&model->config, rows);
+    size_t bytes = ft_model_plan_activations(&model->config, options, model->element_bytes, model->head_chunk_rows,
+                                             NULL, NULL);
+    model->activation_memory = alloc_bytes(model, bytes, "activations");
+    if (!model->activation_memory)
+        return -1;
+    model->act.layers = ft_xcalloc((size_t)model->config.num_hidden_layers, sizeof *model->act.layers);
+    ft_model_plan_activations(&model->config, options, model->element_bytes, model->head_chunk_rows,
+                              model->activation_memory, &model->act);
+    model->host_losses = ft_xmalloc((size_t)rows * sizeof(float));
+    if (options->use_lora && ft_lora_create(&model->config, &options->lora, backend,
+                                            options->finetuning == FT_FINETUNE_LORA, &model->lora) < 0)
+        return -1;
+    return 0;
+}
+
+int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out)
+{
+    ft_model *model = ft_xcalloc(1, sizeof *model);
+    model->backend = backend;
+    model->options = *options;
+    model->element_bytes = ft_dtype_size(backend->dtype);
+    if (ft_model_config_load(model_dir, &model->config) < 0 || check_options(&model->config, options) < 0 ||
+        check_backend(backend, options) < 0) {
+        free(model);
+        return -1;
+    }
+    size_t *offsets = make_layout(model);
+    int status = allocate(model, offsets);
+    free(offsets);
+    if (status == 0)
+        status = load_weights(model, model_dir);
+    if (status < 0) {
+        ft_model_free(model);
+        return -1;
+    }
+    fill_rope_tables(model);
+    plan_memory(model, model->element_bytes, backend->reserved_bytes(backend), &model->plan);
+    *out = model;
+    return 0;
+}
+
+void ft_model_free(ft_model *model)
+{
+    if (!model)
+        return;
+    ft_backend *backend = model->backend;
+    ft_lora_free(model->lora);
+    if (model->params)
+        backend->free(backend, model->params);
+    if (model->grads)
+        backend->free(backend, model->grads);
+    if (model->activation_memory)
+        backend->free(backend, model->activation_memory);
+    free(model->act.layers);
+    free(model->host_losses);
+    free(model->host_logits);
+    free_layout(model);
+    free(model);
+}
+
+const ft_model_config *ft_model_get_config(const ft_model *model) { return &model->config; }
+ft_backend *ft_model_backend(const ft_model *model) { return model->backend; }
+ft_lora *ft_model_lora(const ft_model *model) { return model->lora; }
+ft_memory_plan ft_model_memory(const ft_model *model) { return model->plan; }
+
+const ft_param_tensor *ft_model_weights(const ft_model *model, size_t *count)
+{
+    *count = model->n_weights;
+    return model->weights;
+}
+
+const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count)
+{
+    if (model->options.finetuning == FT_FINETUNE_LORA)
+        return ft_lora_tensors(model->lora, count);
+    *count = model->options.finetuning == FT_FINETUNE_FULL ? model->n_weights : 0;
+    return model->weights;
+}
+
+void ft_model_zero_grads(ft_model *model)
+{
+    size_t count;
+    const ft_param_tensor *tensors = ft_model_trainable(model, &count);
+    for (size_t i = 0; i < count; i++)
+        model->backend->zero(model->backend, tensors[i].grad, tensors[i].count * sizeof(float));
+}

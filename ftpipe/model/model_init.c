@@ -1,0 +1,367 @@
+/* model_init: random Hugging Face model folders: the named shapes, the
+ * tokenizer, the config, and the weights written shard by shard (so memory
+ * stays at one shard) with several threads drawing numbers. */
+#include "ftpipe/model/model_init.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/model/model.h"
+#include "ftpipe/base/random.h"
+#include "ftpipe/text/tokenizer.h"
+
+/* --- shapes --- */
+
+typedef struct {
+    const char *name;
+    ft_architecture architecture;
+    int vocab, hidden, inner, layers, heads, kv_heads, head_dim, max_positions;
+    double eps, theta;
+    bool tied;
+} shape;
+
+static const shape shapes[] = {
+    {"tiny", FT_ARCH_QWEN2, 0, 64, 128, 2, 4, 2, 16, 2048, 1e-6, 1e6, true},
+    {"qwen2.5-0.5b", FT_ARCH_QWEN2, 151936, 896, 4864, 24, 14, 2, 64, 32768, 1e-6, 1e6, true},
+    {"qwen2.5-1.5b", FT_ARCH_QWEN2, 151936, 1536, 8960, 28, 12, 2, 128, 32768, 1e-6, 1e6, true},
+    {"qwen2.5-7b", FT_ARCH_QWEN2, 152064, 3584, 18944, 28, 28, 4, 128, 32768, 1e-6, 1e6, false},
+    {"llama3-8b", FT_ARCH_LLAMA, 128256, 4096, 14336, 32, 32, 8, 128, 131072, 1e-5, 500000.0, false},
+};
+
+static const char *architecture_name(ft_architecture architecture)
+{
+    switch (architecture) {
+    case FT_ARCH_QWEN2: return "Qwen2ForCausalLM";
+    case FT_ARCH_QWEN3: return "Qwen3ForCausalLM";
+    case FT_ARCH_LLAMA: return "LlamaForCausalLM";
+    }
+    return "";
+}
+
+int ft_model_shape(const char *name, ft_model_config *out)
+{
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        const shape *s = &shapes[i];
+        if (strcmp(s->name, name) != 0)
+            continue;
+        memset(out, 0, sizeof *out);
+        *out = (ft_model_config){
+            .architecture = s->architecture,
+            .vocab_size = s->vocab,
+            .hidden_size = s->hidden,
+            .intermediate_size = s->inner,
+            .num_hidden_layers = s->layers,
+            .num_attention_heads = s->heads,
+            .num_key_value_heads = s->kv_heads,
+            .head_dim = s->head_dim,
+            .max_position_embeddings = s->max_positions,
+            .rms_norm_eps = s->eps,
+            .rope_theta = s->theta,
+            .attention_bias = s->architecture == FT_ARCH_QWEN2,
+            .qk_norm = s->architecture == FT_ARCH_QWEN3,
+            .tie_word_embeddings = s->tied,
+            .bos_token_id = -1,
+            .eos_token_id = -1,
+        };
+        snprintf(out->architecture_name, sizeof out->architecture_name, "%s", architecture_name(s->architecture));
+        if (s->architecture == FT_ARCH_LLAMA) { /* Llama 3.1's */
+            out->has_llama3_rope_scaling = true;
+            out->rope_scaling_factor = 8.0;
+            out->rope_low_freq_factor = 1.0;
+            out->rope_high_freq_factor = 4.0;
+            out->rope_original_max_position_embeddings = 8192;
+        }
+        return 0;
+    }
+    return ft_error("unknown model shape '%s'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b", name);
+}
+
+/* --- the tokenizer --- */
+
+/* GPT-2's byte-to-character table, as byte-level BPE vocabularies spell bytes. */
+static void byte_to_utf8(int byte, char out[4])
+{
+    bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xA1 && byte <= 0xAC) || (byte >= 0xAE && byte <= 0xFF);
+    int code = byte;
+    if (!printable) {
+        int rank = 0; /* how many non-printable bytes come before this one */
+        for (int b = 0; b < byte; b++)
+            rank += !((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF));
+        code = 256 + rank;
+    }
+    if (code < 0x80) {
+        out[0] = (char)code;
+        out[1] = '\0';
+    } else {
+        out[0] = (char)(0xC0 | (code >> 6));
+        out[1] = (char)(0x80 | (code & 0x3F));
+        out[2] = '\0';
+    }
+}
+
+static const char *const builtin_specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+
+char *ft_builtin_tokenizer_json(void)
+{
+    json_t *vocab = json_object(), *added = json_array();
+    for (int byte = 0; byte < 256; byte++) {
+        char text[4];
+        byte_to_utf8(byte, text);
+        json_object_set_new(vocab, text, json_integer(byte));
+    }
+    for (int i = 0; i < 3; i++)
+        json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", 256 + i, "content",
+                                               builtin_specials[i], "single_word", 0, "lstrip", 0, "rstrip", 0,
+                                               "normalized", 0, "special", 1));
+    json_t *byte_level = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
+                                   "trim_offsets", 0, "use_regex", 1);
+    json_t *root = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:n, s:o, s:{s:s, s:n, s:n, s:s, s:s, s:b, s:b, "
+                             "s:b, s:o, s:[]}}",
+                             "version", "1.0", "truncation", "padding", "added_tokens", added, "normalizer",
+                             "pre_tokenizer", json_deep_copy(byte_level), "post_processor", "decoder", byte_level,
+                             "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix", "",
+                             "end_of_word_suffix", "", "fuse_unk", 0, "byte_fallback", 0, "ignore_merges", 0,
+                             "vocab", vocab, "merges");
+    char *text = json_dumps(root, JSON_INDENT(1) | JSON_ENSURE_ASCII);
+    json_decref(root);
+    return text;
+}
+
+static int write_text(const char *dir, const char *name, const char *text)
+{
+    char *path = ft_path_join(dir, name);
+    int status = ft_write_file_atomic(path, text, strlen(text));
+    free(path);
+    return status;
+}
+
+/* Copies the given tokenizer (and the tokenizer_config.json beside it) or writes
+ * the built-in one. */
+static int place_tokenizer(const char *dir, const char *source)
+{
+    if (!source) {
+        char *json = ft_builtin_tokenizer_json();
+        int status = write_text(dir, "tokenizer.json", json);
+        free(json);
+        if (status == 0)
+            status = write_text(dir, "tokenizer_config.json",
+                                "{\n  \"bos_token\": null,\n  \"clean_up_tokenization_spaces\": false,\n"
+                                "  \"eos_token\": \"<|endoftext|>\",\n  \"pad_token\": \"<|endoftext|>\",\n"
+                                "  \"tokenizer_class\": \"PreTrainedTokenizerFast\"\n}\n");
+        return status;
+    }
+    bool folder = ft_path_is_dir(source);
+    char *file = folder ? ft_path_join(source, "tokenizer.json") : ft_xstrdup(source);
+    char *source_dir = folder ? ft_xstrdup(source) : ft_path_dirname(source);
+    char *target = ft_path_join(dir, "tokenizer.json");
+    int status = ft_copy_file(file, target);
+    char *config = ft_path_join(source_dir, "tokenizer_config.json");
+    char *config_target = ft_path_join(dir, "tokenizer_config.json");
+    if (status == 0 && ft_path_exists(config))
+        status = ft_copy_file(config, config_target);
+    free(config_target);
+    free(config);
+    free(target);
+    free(source_dir);
+    free(file);
+    return status;
+}
+
+static int64_t first_token(const ft_tokenizer *tokenizer, const char *const *names, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        int64_t id = ft_tokenizer_token_id(tokenizer, names[i]);
+        if (id >= 0)
+            return id;
+    }
+    return -1;
+}
+
+/* Vocabulary size and special ids from the tokenizer now in dir. */
+static int fit_tokenizer(const char *dir, ft_model_config *config)
+{
+    ft_tokenizer *tokenizer;
+    if (ft_tokenizer_load(dir, &tokenizer) < 0)
+        return -1;
+    size_t size = ft_tokenizer_vocab_size(tokenizer);
+    static const char *const eos[] = {"<|endoftext|>", "<|end_of_text|>", "<|im_end|>", "<|eot_id|>"};
+    static const char *const bos[] = {"<|begin_of_text|>"};
+    config->eos_token_id = (int)first_token(tokenizer, eos, 4);
+    config->bos_token_id = (int)first_token(tokenizer, bos, 1);
+    ft_tokenizer_free(tokenizer);
+    if (config->vocab_size == 0)
+        config->vocab_size = (int)size;
+    else if ((size_t)config->vocab_size < size)
+        return ft_error("the tokenizer has %zu tokens, more than vocab_size %d; raise vocab_size", size,
+                        config->vocab_size);
+    return 0;
+}
+
+/* --- weights --- */
+
+typedef struct {
+    const ft_param_tensor *tensor;
+    void *data;
+    ft_dtype dtype;
+    uint64_t seed;
+    size_t begin, end;
+} fill_job;
+
+static void *fill(void *argument)
+{
+    const fill_job *job = argument;
+    const char *name = job->tensor->name;
+    size_t length = strlen(name);
+    bool is_norm = length > 11 && strcmp(name + length - 11, "norm.weight") == 0;
+    bool is_bias = length > 5 && strcmp(name + length - 5, ".bias") == 0;
+    for (size_t i = job->begin; i < job->end; i++) {
+        float value = is_norm ? 1.0f : is_bias ? 0.0f : (float)(0.02 * ft_random_normal(job->seed, i));
+        if (job->dtype == FT_DTYPE_BF16)
+            ((uint16_t *)job->data)[i] = ft_f32_to_bf16(value);
+        else
+            ((float *)job->data)[i] = value;
+    }
+    return NULL;
+}
+
+static void fill_tensor(const ft_param_tensor *tensor, void *data, ft_dtype dtype, uint64_t seed, int threads)
+{
+    enum { MAX_THREADS = 64, MIN_ELEMENTS_PER_THREAD = 65536 };
+    fill_job jobs[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    bool started[MAX_THREADS] = {false};
+    size_t useful = tensor->count / MIN_ELEMENTS_PER_THREAD + 1;
+    int n = threads < MAX_THREADS ? threads : MAX_THREADS;
+    if ((size_t)n > useful)
+        n = (int)useful;
+    for (int t = 0; t < n; t++)
+        jobs[t] = (fill_job){tensor, data, dtype, seed, tensor->count * t / n, tensor->count * (t + 1) / n};
+    for (int t = 1; t < n; t++)
+        started[t] = pthread_create(&ids[t], NULL, fill, &jobs[t]) == 0;
+    fill(&jobs[0]);
+    for (int t = 1; t < n; t++) {
+        if (started[t])
+            pthread_join(ids[t], NULL);
+        else
+            fill(&jobs[t]); /* no thread to be had: draw it here */
+    }
+}
+
+typedef struct {
+    const ft_model_init_options *options;
+    int threads;
+    uint64_t bytes_done, bytes_total;
+} writing;
+
+static int write_shard(const char *path, const ft_param_tensor *tensors, size_t first, size_t end, writing *w)
+{
+    const ft_model_init_options *options = w->options;
+    size_t element_bytes = ft_dtype_size(options->dtype), count = end - first;
+    ft_tensor_to_write *writes = ft_xcalloc(count, sizeof *writes);
+    void **buffers = ft_xcalloc(count, sizeof *buffers);
+    int status = 0;
+    for (size_t i = 0; i < count && status == 0; i++) {
+        const ft_param_tensor *tensor = &tensors[first + i];
+        buffers[i] = malloc(tensor->count * element_bytes);
+        if (!buffers[i]) {
+            status = ft_error("out of memory drawing %s", tensor->name);
+            break;
+        }
+        fill_tensor(tensor, buffers[i], options->dtype, ft_random_stream(options->seed, first + i), w->threads);
+        w->bytes_done += tensor->count * element_bytes;
+        if (options->progress && options->progress(options->progress_context, w->bytes_done, w->bytes_total) != 0)
+            status = ft_error("stopped while writing %s", tensor->name);
+        writes[i] = (ft_tensor_to_write){tensor->name, options->dtype, tensor->n_dims, {tensor->shape[0],
+                                         tensor->shape[1]}, buffers[i]};
+    }
+    const char *key = "format", *value = "pt";
+    if (status == 0)
+        status = ft_safetensors_write(path, writes, count, &key, &value, 1);
+    for (size_t i = 0; i < count; i++)
+        free(buffers[i]);
+    free(buffers);
+    free(writes);
+    return status;
+}
+
+static int write_weights(const char *dir, const ft_model_config *config, const ft_model_init_options *options)
+{
+    size_t n_tensors;
+    ft_param_tensor *tensors = ft_model_weight_list(config, &n_tensors);
+    uint64_t limit = options->shard_bytes ? options->shard_bytes : (uint64_t)2 << 30;
+    size_t element_bytes = ft_dtype_size(options->dtype);
+    /* shard boundaries: a new shard when the next tensor would overflow this one */
+    size_t *starts = ft_xcalloc(n_tensors + 1, sizeof *starts);
+    size_t n_shards = 0;
+    uint64_t in_shard = 0, total = 0;
+    for (size_t i = 0; i < n_tensors; i++) {
+        uint64_t bytes = tensors[i].count * element_bytes;
+        if (i == 0 || (in_shard > 0 && in_shard + bytes > limit)) {
+            starts[n_shards++] = i;
+            in_shard = 0;
+        }
+        in_shard += bytes;
+        total += bytes;
+    }
+    starts[n_shards] = n_tensors;
+    writing w = {options, options->threads > 0 ? options->threads : (int)sysconf(_SC_NPROCESSORS_ONLN), 0, total};
+    if (w.threads < 1)
+        w.threads = 1;
+    int status = 0;
+    json_t *weight_map = json_object();
+    for (size_t s = 0; s < n_shards && status == 0; s++) {
+        char name[64];
+        if (n_shards == 1)
+            snprintf(name, sizeof name, "model.safetensors");
+        else
+            snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, n_shards);
+        char *path = ft_path_join(dir, name);
+        status = write_shard(path, tensors, starts[s], starts[s + 1], &w);
+        free(path);
+        for (size_t i = starts[s]; i < starts[s + 1]; i++)
+            json_object_set_new(weight_map, tensors[i].name, json_string(name));
+    }
+    if (status == 0 && n_shards > 1) {
+        json_t *index = json_pack("{s:{s:I}, s:O}", "metadata", "total_size", (json_int_t)total, "weight_map",
+                                  weight_map);
+        char *text = json_dumps(index, JSON_INDENT(2) | JSON_SORT_KEYS);
+        status = write_text(dir, "model.safetensors.index.json", text);
+        free(text);
+        json_decref(index);
+    }
+    json_decref(weight_map);
+    free(starts);
+    ft_model_weight_list_free(tensors, n_tensors);
+    return status;
+}
+
+int ft_model_init_write(const char *dir, const ft_model_init_options *options)
+{
+    if (options->dtype != FT_DTYPE_BF16 && options->dtype != FT_DTYPE_F32)
+        return ft_error("model weights can be written as bf16 or f32, not %s", ft_dtype_name(options->dtype));
+    if (ft_mkdir_p(dir) < 0 || place_tokenizer(dir, options->tokenizer_path) < 0)
+        return -1;
+    ft_model_config config = options->config;
+    if (fit_tokenizer(dir, &config) < 0)
+        return -1;
+    snprintf(config.architecture_name, sizeof config.architecture_name, "%s", architecture_name(config.architecture));
+    snprintf(config.torch_dtype, sizeof config.torch_dtype, "%s",
+             options->dtype == FT_DTYPE_BF16 ? "bfloat16" : "float32");
+    char *json = ft_model_config_to_json(&config);
+    ft_model_config checked; /* the config must be one ftpipe (and transformers) accepts */
+    int status = ft_model_config_parse(json, "the new config.json", &checked);
+    if (status == 0)
+        status = write_text(dir, "config.json", json);
+    free(json);
+    if (status == 0)
+        status = write_weights(dir, &config, options);
+    return status;
+}

@@ -1,0 +1,96 @@
+/* model_internal: what model.c (weights, loading, plans) and model_pass.c
+ * (forward and backward) share. */
+#ifndef FTPIPE_MODEL_INTERNAL_H
+#define FTPIPE_MODEL_INTERNAL_H
+
+#include <stdint.h>
+
+#include "ftpipe/model/model.h"
+
+#define FT_ABSENT SIZE_MAX /* offset of a weight this architecture lacks */
+
+/* Where each weight of a layer starts in the parameter (and gradient) buffer. */
+typedef struct {
+    size_t input_norm, q, q_bias, k, k_bias, v, v_bias, o, q_norm, k_norm, post_norm, gate, up, down;
+} ft_layer_offsets;
+
+/* Activations of one layer, saved by forward for backward. In inference every
+ * layer shares one set (only the residual stream alternates). The `void *`
+ * arrays are in the backend's dtype; statistics are float. */
+typedef struct {
+    void *input;                   /* residual stream entering the layer [rows, hidden] */
+    void *ln1;                     /* input_layernorm out (made at the junction before the layer) */
+    float *ln1_rstd;               /* ... and its 1/rms per row */
+    void *q_lin, *k_lin;           /* q_proj, k_proj out (qk_norm only) */
+    float *q_rstd, *k_rstd;        /* q_norm, k_norm's 1/rms per head */
+    void *q, *k, *v;               /* attention inputs: q, k normalised and rotated */
+    float *logsumexp;              /* [batch, heads, seq_len] */
+    void *attn;                    /* attention out, o_proj's input */
+    void *mid;                     /* residual stream after attention */
+    void *ln2;
+    float *ln2_rstd;
+    void *gate, *up, *act;         /* act = silu(gate) * up, down_proj's input */
+    void *lora_xa[FT_LORA_TARGET_COUNT];
+} ft_layer_activations;
+
+typedef struct {
+    ft_layer_activations *layers;
+    void *final_input;             /* residual stream after the last layer */
+    void *final_norm;
+    float *final_rstd;
+    void *logits;                  /* a chunk of head_chunk_rows rows */
+    float *losses;                 /* [rows] */
+    float *rope_cos, *rope_sin;    /* [max_seq_len, head_dim / 2] */
+    int32_t *tokens, *positions, *segments, *targets;
+    /* backward's working gradients (training only) */
+    void *grad_residual, *grad_hidden, *grad_attn;
+    void *grad_q, *grad_k, *grad_v, *grad_q_lin, *grad_k_lin;
+    void *grad_gate, *grad_up, *grad_act;
+} ft_activations;
+
+struct ft_model {
+    ft_model_config config;
+    ft_model_options options;
+    ft_backend *backend;
+    size_t element_bytes;          /* of the backend's dtype */
+    void *params;                  /* every base weight, one allocation, in the backend's dtype */
+    float *grads;                  /* same layout, float; full fine-tuning only */
+    size_t n_params;
+    size_t embed, final_norm, lm_head; /* offsets in elements; lm_head == embed when tied */
+    ft_layer_offsets *layers;
+    ft_param_tensor *weights;      /* HF names, for loading, saving and the optimizer */
+    size_t n_weights;
+    ft_lora *lora;
+    void *activation_memory;
+    ft_activations act;
+    int head_chunk_rows;
+    float *host_losses;            /* [max_rows] */
+    void *host_logits;             /* a logits chunk in the backend's dtype, when not float */
+    ft_memory_plan plan;
+};
+
+/* Slices `base` (NULL: only counts) into the activations for these options,
+ * with activations of element_bytes each; returns their size in bytes. */
+size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_options *options,
+                                 size_t element_bytes, int head_chunk_rows, void *base, ft_activations *act);
+/* Rows of logits computed at once: the head's output never exceeds ~64 MiB. */
+int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows);
+
+/* The decoder in pieces, for generation (generate.c): the same ops as
+ * ft_model_forward on the first `rows` rows of the activations, with the
+ * adapter's dropout off. The caller uploads act.tokens and act.positions and
+ * runs each layer's attention between qkv and finish. */
+/* act.tokens' embeddings into layer 0's input, and its input_layernorm */
+void ft_model_embed(ft_model *model, int rows);
+/* layer's q, k, v (normalised and rotated) from its ln1 */
+void ft_model_layer_qkv(ft_model *model, int layer, int rows);
+/* from layer's attn to its output (the next layer's input, or act.final_input),
+ * normalised by the next layer's input_layernorm, or the final norm */
+void ft_model_layer_finish(ft_model *model, int layer, int rows);
+/* logits [rows, vocab] (host floats) of x [rows, hidden], in chunks of head_chunk_rows */
+void ft_model_head_logits(ft_model *model, const void *x, int rows, float *logits);
+/* the greedy token of each of x's rows into ids [rows] (the backend's memory),
+ * chosen by the backend where the logits are */
+void ft_model_head_greedy(ft_model *model, const void *x, int rows, int32_t *ids);
+
+#endif

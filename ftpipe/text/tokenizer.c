@@ -1,0 +1,727 @@
+/* tokenizer: tokenizer.json loaded with jansson; encoding (added tokens, then
+ * normalizer, pre-tokenizer and BPE on what lies between them) and decoding. */
+#include "ftpipe/text/tokenizer.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ftpipe/text/added_tokens.h"
+#include "ftpipe/text/bpe.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/text/pretokenizer.h"
+
+/* Ids above this are refused: tables are indexed by id. */
+#define MAX_TOKEN_ID ((1 << 24) - 1)
+#define ABSENT UINT32_MAX
+
+/* GPT-2's split, which ByteLevel applies when use_regex is true. */
+static const char gpt2_pattern[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+/* One thread's state for one tokenizer; listed so that freeing the tokenizer frees all. */
+typedef struct worker {
+    struct worker *previous, *next;
+    struct ft_tokenizer *tokenizer;
+    ft_word_matcher *matcher;
+    ft_bpe_worker *bpe;
+    ft_strbuf normalized;
+} worker;
+
+struct ft_tokenizer {
+    ft_bpe *bpe;
+    ft_word_splitter *splitter; /* NULL: each stretch between added tokens is one word */
+    bool nfc;
+    ft_added_tokens *raw_added;        /* normalized false: matched before normalizing */
+    ft_added_tokens *normalized_added; /* normalized true: matched in the normalized text */
+
+    /* what each id decodes to (absent ids: offset ABSENT) */
+    uint8_t *decode_bytes;
+    size_t n_decode_bytes, decode_capacity;
+    uint32_t *decode_offset, *decode_length;
+    size_t vocab_size;
+
+    char *eos_token;
+    ft_hash hash;
+
+    pthread_key_t worker_key;
+    pthread_mutex_t workers_lock;
+    worker *workers;
+};
+
+/* ---- small helpers ---- */
+void ft_token_ids_push(ft_token_ids *ids, uint32_t id)
+{
+    if (ids->count == ids->capacity)
+        ft_grow((void **)&ids->ids, &ids->capacity, ids->count + 1, sizeof *ids->ids);
+    ids->ids[ids->count++] = id;
+}
+
+void ft_token_ids_free(ft_token_ids *ids)
+{
+    free(ids->ids);
+    ids->ids = NULL;
+    ids->count = ids->capacity = 0;
+}
+
+/* Raw bytes of a token written in the byte-level alphabet; false when some
+ * character is outside it. */
+static bool byte_level_to_raw(const char *text, size_t length, ft_strbuf *raw)
+{
+    ft_strbuf_reset(raw);
+    size_t offset = 0;
+    while (offset < length) {
+        int32_t codepoint = ft_utf8_next(text, length, &offset);
+        int byte = codepoint < 0 ? -1 : ft_byte_level_byte((uint32_t)codepoint);
+        if (byte < 0)
+            return false;
+        ft_strbuf_putc(raw, (char)byte);
+    }
+    return true;
+}
+
+/* As the ByteLevel decoder: a token wholly in the alphabet decodes to its raw
+ * bytes, any other token to its own text. */
+static void set_decoding(ft_tokenizer *tokenizer, uint32_t id, const char *text, size_t length, ft_strbuf *scratch)
+{
+    bool in_alphabet = byte_level_to_raw(text, length, scratch);
+    const char *bytes = in_alphabet ? scratch->data : text;
+    size_t n = in_alphabet ? scratch->length : length;
+    ft_grow((void **)&tokenizer->decode_bytes, &tokenizer->decode_capacity, tokenizer->n_decode_bytes + n, 1);
+    memcpy(tokenizer->decode_bytes + tokenizer->n_decode_bytes, bytes, n);
+    tokenizer->decode_offset[id] = (uint32_t)tokenizer->n_decode_bytes;
+    tokenizer->decode_length[id] = (uint32_t)n;
+    tokenizer->n_decode_bytes += n;
+}
+
+/* ---- loading ---- */
+/* "PATH: message" */
+static int load_error(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int load_error(const char *path, const char *fmt, ...)
+{
+    char message[1024];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof message, fmt, args);
+    va_end(args);
+    return ft_error("%s: %s", path, message);
+}
+
+static const char *type_of(const json_t *object)
+{
+    const char *type = json_string_value(json_object_get(object, "type"));
+    return type ? type : "(none)";
+}
+
+static bool flag(const json_t *object, const char *key, bool fallback)
+{
+    const json_t *value = json_object_get(object, key);
+    return json_is_boolean(value) ? json_is_true(value) : fallback;
+}
+
+static int parse_normalizer(ft_tokenizer *tokenizer, const char *path, const json_t *normalizer)
+{
+    if (!normalizer || json_is_null(normalizer))
+        return 0;
+    const char *type = type_of(normalizer);
+    if (strcmp(type, "NFC") == 0) {
+        tokenizer->nfc = true;
+        return 0;
+    }
+    if (strcmp(type, "Sequence") == 0) {
+        const json_t *list = json_object_get(normalizer, "normalizers");
+        size_t i;
+        const json_t *item;
+        json_array_foreach(list, i, item) if (parse_normalizer(tokenizer, path, item) < 0) return -1;
+        return 0;
+    }
+    return load_error(path, "normalizer type '%s' is not supported; supported: NFC (or a Sequence of it)", type);
+}
+
+static int parse_pre_tokenizer(ft_tokenizer *tokenizer, const char *path, const json_t *pre_tokenizer)
+{
+    if (!pre_tokenizer || json_is_null(pre_tokenizer))
+        return load_error(path, "pre_tokenizer is missing; byte-level BPE needs ByteLevel, alone or after Split");
+    bool sequence = strcmp(type_of(pre_tokenizer), "Sequence") == 0;
+    const json_t *steps = json_object_get(pre_tokenizer, "pretokenizers");
+    size_t n_steps = sequence ? json_array_size(steps) : 1;
+    const char *pattern = NULL;
+    bool literal = false, byte_level = false;
+    for (size_t i = 0; i < n_steps; i++) {
+        const json_t *step = sequence ? json_array_get(steps, i) : pre_tokenizer;
+        const char *type = type_of(step);
+        if (byte_level)
+            return load_error(path, "pre_tokenizer step '%s' after ByteLevel is not supported", type);
+        if (strcmp(type, "Split") == 0) {
+            const json_t *regex = json_object_get(json_object_get(step, "pattern"), "Regex");
+            const json_t *string = json_object_get(json_object_get(step, "pattern"), "String");
+            const char *behavior = json_string_value(json_object_get(step, "behavior"));
+            if (pattern)
+                return load_error(path, "pre_tokenizer has two Split steps; only one is supported");
+            if (!json_is_string(regex) && !json_is_string(string))
+                return load_error(path, "pre_tokenizer Split has no pattern (\"Regex\" or \"String\")");
+            if (!behavior || strcmp(behavior, "Isolated") != 0)
+                return load_error(path, "pre_tokenizer Split behavior '%s' is not supported; supported: Isolated",
+                                  behavior ? behavior : "(none)");
+            if (flag(step, "invert", false))
+                return load_error(path, "pre_tokenizer Split with invert true is not supported");
+            literal = !json_is_string(regex);
+            pattern = json_string_value(literal ? string : regex);
+        } else if (strcmp(type, "ByteLevel") == 0) {
+            if (flag(step, "add_prefix_space", false))
+                return load_error(path, "pre_tokenizer ByteLevel with add_prefix_space true is not supported");
+            if (flag(step, "use_regex", true)) {
+                if (pattern)
+                    return load_error(path, "pre_tokenizer ByteLevel with use_regex true after Split is "
+                                            "not supported");
+                pattern = gpt2_pattern;
+            }
+            byte_level = true;
+        } else {
+            return load_error(path, "pre_tokenizer type '%s' is not supported; supported: ByteLevel, Split, Sequence",
+                              type);
+        }
+    }
+    if (!byte_level)
+        return load_error(path, "pre_tokenizer has no ByteLevel step; only byte-level BPE is supported");
+    if (pattern && ft_word_splitter_new(pattern, literal, &tokenizer->splitter) < 0)
+        return ft_error_context("%s", path);
+    return 0;
+}
+
+static int parse_id(const char *path, const json_t *value, const char *what, uint32_t *id)
+{
+    if (!json_is_integer(value) || json_integer_value(value) < 0 || json_integer_value(value) > MAX_TOKEN_ID) {
+        ft_error("%s: %s is not a token id (an integer from 0 to %d)", path, what, MAX_TOKEN_ID);
+        return -1;
+    }
+    *id = (uint32_t)json_integer_value(value);
+    return 0;
+}
+
+/* Checks the ids; *size is one past the largest. */
+static int parse_vocab(const char *path, const json_t *vocab, size_t *size)
+{
+    if (!json_is_object(vocab))
+        return load_error(path, "model.vocab is missing or not an object");
+    *size = 0;
+    const char *token;
+    const json_t *value;
+    json_object_foreach((json_t *)vocab, token, value) {
+        char *what = ft_xasprintf("model.vocab[\"%s\"]", token);
+        uint32_t id;
+        int rc = parse_id(path, value, what, &id);
+        free(what);
+        if (rc < 0)
+            return -1;
+        *size = id + 1 > *size ? id + 1 : *size;
+    }
+    return 0;
+}
+
+/* Makes ids below `size` addressable; the new ones start absent. */
+static void grow_id_tables(ft_tokenizer *tokenizer, size_t size)
+{
+    if (size <= tokenizer->vocab_size)
+        return;
+    tokenizer->decode_offset = ft_xrealloc(tokenizer->decode_offset, size * sizeof(uint32_t));
+    tokenizer->decode_length = ft_xrealloc(tokenizer->decode_length, size * sizeof(uint32_t));
+    for (size_t i = tokenizer->vocab_size; i < size; i++)
+        tokenizer->decode_offset[i] = ABSENT;
+    tokenizer->vocab_size = size;
+}
+
+static int add_vocab(ft_tokenizer *tokenizer, const json_t *vocab, ft_strbuf *scratch, ft_strbuf *decoded)
+{
+    const char *token;
+    const json_t *value;
+    json_object_foreach((json_t *)vocab, token, value) {
+        uint32_t id = (uint32_t)json_integer_value(value);
+        size_t length = strlen(token);
+        if (byte_level_to_raw(token, length, scratch))
+            ft_bpe_add_token(tokenizer->bpe, id, scratch->data, scratch->length);
+        /* else: it can never come out of byte-level text; it still decodes */
+        set_decoding(tokenizer, id, token, length, decoded);
+    }
+    return 0;
+}
+
+/* Merges name their tokens as the vocabulary writes them; a merge whose
+ * tokens lie outside the byte-level alphabet is kept but can never apply. */
+static int parse_merges(ft_tokenizer *tokenizer, const char *path, const json_t *vocab, const json_t *merges)
+{
+    if (!json_is_array(merges))
+        return load_error(path, "model.merges is missing or not a list");
+    ft_strbuf sides; /* "left\0right\0leftright" */
+    ft_strbuf_init(&sides);
+    int rc = 0;
+    uint32_t rank = 0;
+    size_t i;
+    const json_t *merge;
+    json_array_foreach(merges, i, merge) {
+        const char *left = NULL, *right = NULL;
+        size_t left_length = 0;
+        ft_strbuf_reset(&sides);
+        if (json_is_string(merge)) {
+            const char *text = json_string_value(merge);
+            if (strncmp(text, "#version", 8) == 0)
+                continue;
+            const char *space = strchr(text, ' ');
+            if (space && !strchr(space + 1, ' ')) {
+                left_length = (size_t)(space - text);
+                right = space + 1;
+                left = text;
+            }
+        } else if (json_array_size(merge) == 2 && json_is_string(json_array_get(merge, 0)) &&
+                   json_is_string(json_array_get(merge, 1))) {
+            left = json_string_value(json_array_get(merge, 0));
+            left_length = strlen(left);
+            right = json_string_value(json_array_get(merge, 1));
+        }
+        if (!left) {
+            rc = ft_error("%s: model.merges[%zu] is neither \"A B\" nor [\"A\", \"B\"]", path, i);
+            break;
+        }
+        size_t right_length = strlen(right);
+        ft_strbuf_add(&sides, left, left_length);
+        ft_strbuf_add(&sides, "", 1);
+        ft_strbuf_add(&sides, right, right_length + 1);
+        ft_strbuf_add(&sides, left, left_length);
+        ft_strbuf_add(&sides, right, right_length);
+        const char *names[3] = {sides.data, sides.data + left_length + 1, sides.data + left_length + right_length + 2};
+        const json_t *ids[3];
+        for (size_t side = 0; side < 3 && rc == 0; side++)
+            if (!(ids[side] = json_object_get(vocab, names[side])))
+                rc = ft_error("%s: model.merges[%zu] (\"%s\" + \"%s\"): \"%s\" is not in the vocabulary", path, i,
+                              names[0], names[1], names[side]);
+        if (rc < 0)
+            break;
+        ft_bpe_add_merge(tokenizer->bpe, (uint32_t)json_integer_value(ids[0]), (uint32_t)json_integer_value(ids[1]),
+                         (uint32_t)json_integer_value(ids[2]), rank++);
+    }
+    ft_strbuf_free(&sides);
+    return rc;
+}
+
+static int parse_model(ft_tokenizer *tokenizer, const char *path, const json_t *model)
+{
+    if (!json_is_object(model))
+        return load_error(path, "model is missing or not an object");
+    if (strcmp(type_of(model), "BPE") != 0)
+        return load_error(path, "model type '%s' is not supported; supported: BPE", type_of(model));
+    const char *text_options[] = {"continuing_subword_prefix", "end_of_word_suffix"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *value = json_string_value(json_object_get(model, text_options[i]));
+        if (value && *value)
+            return load_error(path, "model.%s is not supported (only byte-level BPE, where it is empty)",
+                              text_options[i]);
+    }
+    const json_t *dropout = json_object_get(model, "dropout");
+    if (dropout && !json_is_null(dropout))
+        return load_error(path, "model.dropout is not supported (encoding must be deterministic)");
+    if (flag(model, "byte_fallback", false))
+        return load_error(path, "model.byte_fallback is not supported (only byte-level BPE)");
+
+    const json_t *vocab = json_object_get(model, "vocab");
+    size_t size = 0;
+    if (parse_vocab(path, vocab, &size) < 0)
+        return -1;
+    tokenizer->bpe = ft_bpe_new(json_object_size(vocab), json_array_size(json_object_get(model, "merges")));
+    grow_id_tables(tokenizer, size);
+    ft_strbuf scratch, decoded;
+    ft_strbuf_init(&scratch);
+    ft_strbuf_init(&decoded);
+    add_vocab(tokenizer, vocab, &scratch, &decoded);
+    ft_strbuf_free(&scratch);
+    ft_strbuf_free(&decoded);
+
+    int64_t unknown_id = -1;
+    const char *unknown = json_string_value(json_object_get(model, "unk_token"));
+    if (unknown) {
+        const json_t *id = json_object_get(vocab, unknown);
+        if (!id)
+            return load_error(path, "model.unk_token '%s' is not in the vocabulary", unknown);
+        unknown_id = json_integer_value(id);
+    }
+    ft_bpe_set_options(tokenizer->bpe, flag(model, "ignore_merges", false), unknown_id, flag(model, "fuse_unk", false));
+    return parse_merges(tokenizer, path, vocab, json_object_get(model, "merges"));
+}
+
+/* The id of a token's text: the vocabulary's, else an earlier added token's. */
+static int64_t existing_id(const ft_tokenizer *tokenizer, const json_t *vocab, const char *content)
+{
+    const json_t *id = json_object_get(vocab, content);
+    if (id)
+        return json_integer_value(id);
+    int64_t added = ft_added_tokens_id(tokenizer->raw_added, content, strlen(content));
+    return added >= 0 ? added : ft_added_tokens_id(tokenizer->normalized_added, content, strlen(content));
+}
+
+/* As `tokenizers` loads them: a token whose text is already known keeps that
+ * id; the others are numbered from the vocabulary's size on, in file order,
+ * whatever "id" the file gives them. */
+static int parse_added_tokens(ft_tokenizer *tokenizer, const char *path, const json_t *list, const json_t *vocab)
+{
+    if (!list || json_is_null(list))
+        return 0;
+    if (!json_is_array(list))
+        return load_error(path, "added_tokens is not a list");
+    ft_strbuf scratch, normalized;
+    ft_strbuf_init(&scratch);
+    ft_strbuf_init(&normalized);
+    uint32_t next_id = (uint32_t)json_object_size(vocab);
+    int rc = 0;
+    size_t i;
+    const json_t *item;
+    json_array_foreach(list, i, item) {
+        const char *content = json_string_value(json_object_get(item, "content"));
+        char what[64];
+        snprintf(what, sizeof what, "added_tokens[%zu].id", i);
+        uint32_t file_id;
+        if (!content) {
+            rc = ft_error("%s: added_tokens[%zu].content is missing or not text", path, i);
+            break;
+        }
+        if ((rc = parse_id(path, json_object_get(item, "id"), what, &file_id)) < 0)
+            break;
+        if (!*content)
+            continue;
+        int64_t known = existing_id(tokenizer, vocab, content);
+        uint32_t id = known >= 0 ? (uint32_t)known : next_id++;
+        if (id > MAX_TOKEN_ID) {
+            rc = ft_error("%s: added_tokens[%zu] would get id %u, above the limit %d", path, i, id, MAX_TOKEN_ID);
+            break;
+        }
+        bool special = flag(item, "special", false);
+        bool single_word = flag(item, "single_word", false), lstrip = flag(item, "lstrip", false),
+             rstrip = flag(item, "rstrip", false);
+        size_t length = strlen(content);
+        if (flag(item, "normalized", !special)) {
+            ft_strbuf_reset(&normalized);
+            if (tokenizer->nfc)
+                ft_nfc_append(content, length, &normalized);
+            else
+                ft_strbuf_add(&normalized, content, length);
+            ft_added_tokens_add(tokenizer->normalized_added, normalized.data, normalized.length, id, single_word,
+                                lstrip, rstrip);
+        } else {
+            ft_added_tokens_add(tokenizer->raw_added, content, length, id, single_word, lstrip, rstrip);
+        }
+        grow_id_tables(tokenizer, (size_t)id + 1);
+        set_decoding(tokenizer, id, content, length, &scratch);
+    }
+    ft_strbuf_free(&scratch);
+    ft_strbuf_free(&normalized);
+    return rc;
+}
+
+static int parse_decoder(const char *path, const json_t *decoder)
+{
+    const char *type = decoder && !json_is_null(decoder) ? type_of(decoder) : "(none)";
+    if (strcmp(type, "ByteLevel") != 0)
+        return load_error(path, "decoder type '%s' is not supported; supported: ByteLevel", type);
+    return 0;
+}
+
+/* "eos_token" of tokenizer_config.json beside the tokenizer.json: text or {"content": text}. */
+static int load_eos_token(ft_tokenizer *tokenizer, const char *tokenizer_path)
+{
+    char *folder = ft_path_dirname(tokenizer_path);
+    char *config_path = ft_path_join(folder, "tokenizer_config.json");
+    free(folder);
+    int rc = 0;
+    if (ft_path_exists(config_path)) {
+        json_error_t error;
+        json_t *config = json_load_file(config_path, JSON_DECODE_INT_AS_REAL, &error);
+        if (!config) {
+            rc = ft_error("%s:%d:%d: %s", config_path, error.line, error.column, error.text);
+        } else {
+            const json_t *eos = json_object_get(config, "eos_token");
+            const char *text = json_is_object(eos) ? json_string_value(json_object_get(eos, "content"))
+                                                   : json_string_value(eos);
+            tokenizer->eos_token = text ? ft_xstrdup(text) : NULL;
+            json_decref(config);
+        }
+    }
+    free(config_path);
+    return rc;
+}
+
+static int parse_tokenizer(ft_tokenizer *tokenizer, const char *path, const char *data, size_t length)
+{
+    json_error_t error;
+    json_t *root = json_loadb(data, length, 0, &error);
+    if (!root)
+        return ft_error("%s:%d:%d: not valid JSON: %s", path, error.line, error.column, error.text);
+    int rc = -1;
+    if (!json_is_object(root))
+        load_error(path, "not a tokenizer (the top level is not a JSON object)");
+    else if (parse_normalizer(tokenizer, path, json_object_get(root, "normalizer")) == 0 &&
+             parse_pre_tokenizer(tokenizer, path, json_object_get(root, "pre_tokenizer")) == 0 &&
+             parse_decoder(path, json_object_get(root, "decoder")) == 0 &&
+             parse_model(tokenizer, path, json_object_get(root, "model")) == 0 &&
+             parse_added_tokens(tokenizer, path, json_object_get(root, "added_tokens"),
+                                json_object_get(json_object_get(root, "model"), "vocab")) == 0)
+        rc = 0;
+    json_decref(root);
+    return rc;
+}
+
+static void release_worker(void *pointer);
+
+int ft_tokenizer_load(const char *path, ft_tokenizer **out)
+{
+    char *file = ft_path_is_dir(path) ? ft_path_join(path, "tokenizer.json") : ft_xstrdup(path);
+    if (ft_path_is_dir(path) && !ft_path_exists(file)) {
+        free(file);
+        return ft_error("%s: the folder has no tokenizer.json", path);
+    }
+    char *data;
+    size_t length;
+    if (ft_read_file(file, &data, &length) < 0) {
+        free(file);
+        return -1;
+    }
+    ft_tokenizer *tokenizer = ft_xcalloc(1, sizeof *tokenizer);
+    tokenizer->raw_added = ft_added_tokens_new();
+    tokenizer->normalized_added = ft_added_tokens_new();
+    tokenizer->hash = ft_hash_bytes(data, length);
+    pthread_key_create(&tokenizer->worker_key, release_worker);
+    pthread_mutex_init(&tokenizer->workers_lock, NULL);
+    int rc = parse_tokenizer(tokenizer, file, data, length);
+    if (rc == 0)
+        rc = load_eos_token(tokenizer, file);
+    free(data);
+    free(file);
+    if (rc < 0) {
+        ft_tokenizer_free(tokenizer);
+        return -1;
+    }
+    *out = tokenizer;
+    return 0;
+}
+
+static void free_worker(worker *state)
+{
+    ft_word_matcher_free(state->matcher);
+    ft_bpe_worker_free(state->bpe);
+    ft_strbuf_free(&state->normalized);
+    free(state);
+}
+
+void ft_tokenizer_free(ft_tokenizer *tokenizer)
+{
+    if (!tokenizer)
+        return;
+    pthread_key_delete(tokenizer->worker_key);
+    while (tokenizer->workers) {
+        worker *next = tokenizer->workers->next;
+        free_worker(tokenizer->workers);
+        tokenizer->workers = next;
+    }
+    pthread_mutex_destroy(&tokenizer->workers_lock);
+    ft_bpe_free(tokenizer->bpe);
+    ft_word_splitter_free(tokenizer->splitter);
+    ft_added_tokens_free(tokenizer->raw_added);
+    ft_added_tokens_free(tokenizer->normalized_added);
+    free(tokenizer->decode_bytes);
+    free(tokenizer->decode_offset);
+    free(tokenizer->decode_length);
+    free(tokenizer->eos_token);
+    free(tokenizer);
+}
+
+/* ---- per-thread state ---- */
+static void release_worker(void *pointer)
+{
+    worker *state = pointer;
+    ft_tokenizer *tokenizer = state->tokenizer;
+    pthread_mutex_lock(&tokenizer->workers_lock);
+    if (state->previous)
+        state->previous->next = state->next;
+    else
+        tokenizer->workers = state->next;
+    if (state->next)
+        state->next->previous = state->previous;
+    pthread_mutex_unlock(&tokenizer->workers_lock);
+    free_worker(state);
+}
+
+static worker *thread_worker(const ft_tokenizer *shared)
+{
+    /* Only the list of workers changes, under its lock; the tokenizer stays read-only. */
+    ft_tokenizer *tokenizer = (ft_tokenizer *)shared;
+    worker *state = pthread_getspecific(tokenizer->worker_key);
+    if (state)
+        return state;
+    state = ft_xcalloc(1, sizeof *state);
+    state->tokenizer = tokenizer;
+    state->matcher = tokenizer->splitter ? ft_word_matcher_new(tokenizer->splitter) : NULL;
+    state->bpe = ft_bpe_worker_new();
+    ft_strbuf_init(&state->normalized);
+    pthread_mutex_lock(&tokenizer->workers_lock);
+    state->next = tokenizer->workers;
+    if (state->next)
+        state->next->previous = state;
+    tokenizer->workers = state;
+    pthread_mutex_unlock(&tokenizer->workers_lock);
+    pthread_setspecific(tokenizer->worker_key, state);
+    return state;
+}
+
+/* ---- encoding ---- */
+typedef struct {
+    const ft_tokenizer *tokenizer;
+    worker *state;
+    ft_token_ids *out;
+} encoding;
+
+/* Words of a normalized stretch, each through BPE. */
+static int encode_words(void *context, const char *text, size_t length)
+{
+    encoding *job = context;
+    const ft_tokenizer *tokenizer = job->tokenizer;
+    if (!tokenizer->splitter) {
+        ft_bpe_encode_word(tokenizer->bpe, job->state->bpe, (const uint8_t *)text, length, job->out);
+        return 0;
+    }
+    ft_word_matcher_start(job->state->matcher, text, length);
+    size_t start, end;
+    int rc;
+    while ((rc = ft_word_matcher_next(job->state->matcher, &start, &end)) > 0)
+        ft_bpe_encode_word(tokenizer->bpe, job->state->bpe, (const uint8_t *)text + start, end - start, job->out);
+    return rc;
+}
+
+/* A stretch between raw added tokens: normalized, then split on normalized added tokens. */
+static int encode_stretch(void *context, const char *text, size_t length)
+{
+    encoding *job = context;
+    const ft_tokenizer *tokenizer = job->tokenizer;
+    if (tokenizer->nfc && !ft_nfc_is_unchanged(text, length)) {
+        ft_strbuf *normalized = &job->state->normalized;
+        ft_strbuf_reset(normalized);
+        if (ft_nfc_append(text, length, normalized) < 0)
+            return -1;
+        text = normalized->data;
+        length = normalized->length;
+    }
+    if (ft_added_tokens_count(tokenizer->normalized_added) > 0)
+        return ft_added_tokens_split(tokenizer->normalized_added, text, length, encode_words, job, job->out);
+    return encode_words(job, text, length);
+}
+
+int ft_tokenizer_encode(const ft_tokenizer *tokenizer, const char *text, size_t length, ft_token_ids *out)
+{
+    size_t invalid = ft_utf8_invalid_offset(text, length);
+    if (invalid < length)
+        return ft_error("the text is not valid UTF-8 (at byte %zu)", invalid);
+    encoding job = {tokenizer, thread_worker(tokenizer), out};
+    if (ft_added_tokens_count(tokenizer->raw_added) > 0)
+        return ft_added_tokens_split(tokenizer->raw_added, text, length, encode_stretch, &job, out);
+    return length ? encode_stretch(&job, text, length) : 0;
+}
+
+/* ---- decoding ---- */
+/* Length of the invalid stretch at s[0] that one U+FFFD replaces (the longest
+ * start of a valid sequence, at least one byte), as Rust's from_utf8_lossy does;
+ * 0 when s starts with a valid sequence. */
+static size_t invalid_stretch(const unsigned char *s, size_t left)
+{
+    unsigned char lead = s[0];
+    if (lead < 0x80)
+        return 0;
+    size_t width = lead >= 0xC2 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3 : lead >= 0xF0 && lead <= 0xF4 ? 4 : 0;
+    if (width == 0 || left < 2)
+        return 1;
+    unsigned char low = 0x80, high = 0xBF; /* the allowed range of the second byte */
+    if (lead == 0xE0)
+        low = 0xA0;
+    else if (lead == 0xED)
+        high = 0x9F;
+    else if (lead == 0xF0)
+        low = 0x90;
+    else if (lead == 0xF4)
+        high = 0x8F;
+    if (s[1] < low || s[1] > high)
+        return 1;
+    for (size_t i = 2; i < width; i++)
+        if (i >= left || (s[i] & 0xC0) != 0x80)
+            return i;
+    return 0;
+}
+
+static int decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, bool skip_unknown, char **text)
+{
+    ft_strbuf bytes;
+    ft_strbuf_init(&bytes);
+    for (size_t i = 0; i < count; i++) {
+        uint32_t id = ids[i];
+        if (id >= tokenizer->vocab_size || tokenizer->decode_offset[id] == ABSENT) {
+            if (skip_unknown)
+                continue;
+            ft_strbuf_free(&bytes);
+            return ft_error("token id %u is not in the vocabulary (%zu tokens)", id, tokenizer->vocab_size);
+        }
+        ft_strbuf_add(&bytes, tokenizer->decode_bytes + tokenizer->decode_offset[id], tokenizer->decode_length[id]);
+    }
+    if (ft_utf8_invalid_offset(bytes.data, bytes.length) == bytes.length) {
+        *text = ft_strbuf_take(&bytes);
+        return 0;
+    }
+    ft_strbuf lossless;
+    ft_strbuf_init(&lossless);
+    const unsigned char *s = (const unsigned char *)bytes.data;
+    for (size_t offset = 0; offset < bytes.length;) {
+        size_t bad = invalid_stretch(s + offset, bytes.length - offset);
+        if (bad) {
+            ft_strbuf_puts(&lossless, "\xEF\xBF\xBD"); /* U+FFFD */
+            offset += bad;
+        } else {
+            size_t start = offset;
+            ft_utf8_next(bytes.data, bytes.length, &offset);
+            ft_strbuf_add(&lossless, bytes.data + start, offset - start);
+        }
+    }
+    ft_strbuf_free(&bytes);
+    *text = ft_strbuf_take(&lossless);
+    return 0;
+}
+
+int ft_tokenizer_decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text)
+{
+    return decode(tokenizer, ids, count, false, text);
+}
+
+int ft_tokenizer_decode_generated(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text)
+{
+    return decode(tokenizer, ids, count, true, text);
+}
+
+/* ---- accessors ---- */
+size_t ft_tokenizer_vocab_size(const ft_tokenizer *tokenizer) { return tokenizer->vocab_size; }
+
+int64_t ft_tokenizer_token_id(const ft_tokenizer *tokenizer, const char *token)
+{
+    size_t length = strlen(token);
+    int64_t id = ft_added_tokens_id(tokenizer->raw_added, token, length);
+    if (id < 0)
+        id = ft_added_tokens_id(tokenizer->normalized_added, token, length);
+    if (id >= 0)
+        return id;
+    ft_strbuf raw;
+    ft_strbuf_init(&raw);
+    if (byte_level_to_raw(token, length, &raw))
+        id = ft_bpe_token_id(tokenizer->bpe, raw.data, raw.length);
+    ft_strbuf_free(&raw);
+    return id;
+}
+
+const char *ft_tokenizer_eos_token(const ft_tokenizer *tokenizer) { return tokenizer->eos_token; }
+
+ft_hash ft_tokenizer_hash(const ft_tokenizer *tokenizer) { return tokenizer->hash; }

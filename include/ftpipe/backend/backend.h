@@ -1,0 +1,196 @@
+/* backend: the operations the training core runs, as one table of functions, so
+ * that the cpu backend (fp32, the reference) and the cuda backend (bf16) are
+ * interchangeable under the model.
+ *
+ * Conventions every backend keeps:
+ *   - Each backend computes in one dtype (`dtype`: F32 on cpu, BF16 on cuda).
+ *     Activations, their gradients and the frozen base weights are arrays of
+ *     that dtype: the `void *` arguments below. Always float: LoRA weights and
+ *     their gradients, trained tensors' gradients, optimizer state, per-row
+ *     statistics (rstd, logsumexp, losses) and the RoPE tables.
+ *   - Tensors live in the backend's memory, row-major. Activations are
+ *     [rows, features] with rows = batch_size * seq_len tokens; a linear
+ *     layer's weight is [out_features, in_features], as in Hugging Face files.
+ *   - Backward ops write (=) the gradients of their inputs, unless an
+ *     `accumulate` flag says +=, and always accumulate (+=) into parameter
+ *     gradients, so that micro-batches add up. A NULL parameter gradient means
+ *     the parameter is frozen.
+ *   - Integer inputs (tokens, positions, segments, targets) are int32 arrays in
+ *     the backend's memory; the caller has checked their ranges.
+ *   - Ops do not return errors: the caller planned every buffer and reserved
+ *     scratch for the largest shapes (reserve) before the first op. A device
+ *     fault is kept by the backend and reported by `check`. */
+#ifndef FTPIPE_BACKEND_H
+#define FTPIPE_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/formats/safetensors.h"
+
+typedef struct ft_backend ft_backend;
+
+/* A LoRA adapter on one linear layer: y += scaling * dropout(x) A^T B^T. */
+typedef struct {
+    const float *a;         /* [rank, in_features] */
+    const float *b;         /* [out_features, rank] */
+    float *grad_a;          /* NULL: frozen */
+    float *grad_b;
+    void *xa;               /* [rows, rank], backend dtype: dropout(x) A^T, saved by forward for backward */
+    int rank;
+    float scaling;          /* alpha / rank, or alpha / sqrt(rank) with rsLoRA */
+    float dropout;          /* probability of zeroing an input element; kept ones scale by 1/(1-p) */
+    uint64_t dropout_seed;  /* element (r, c) is dropped when
+                               ft_random_uniform(dropout_seed, r * in_features + c) < dropout */
+} ft_lora_op;
+
+/* q is [rows, n_heads * head_dim]; k and v are [rows, n_kv_heads * head_dim].
+ * Query head h reads key/value head h / (n_heads / n_kv_heads). Token i of a row
+ * attends to token j when j <= i and both carry the same segment id, so packed
+ * samples never see each other. */
+typedef struct {
+    int batch_size;
+    int seq_len;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+} ft_attention_shape;
+
+/* The largest shapes a model will run, and what it will allocate: what the
+ * backend sizes its scratch by and checks against its memory. */
+typedef struct {
+    int max_rows;           /* batch_size * seq_len */
+    int max_seq_len;
+    int max_features;       /* the widest linear-layer input */
+    int max_rank;           /* LoRA rank; 0 without LoRA */
+    int head_dim;           /* 0: no attention (a backend may refuse head sizes it cannot run) */
+    int max_heads;          /* query heads */
+    bool lora_dropout;      /* LoRA dropout above 0 (needs a dropped copy of the input) */
+    size_t planned_bytes;   /* weights, adapter, gradients, optimizer state, activations */
+} ft_backend_limits;
+
+/* torch.optim.AdamW's update, for one step. */
+typedef struct {
+    double learning_rate;
+    double beta1;
+    double beta2;
+    double eps;             /* added outside the square root */
+    double weight_decay;    /* decoupled: param *= 1 - lr * weight_decay, before the update */
+    int64_t step;           /* 1 on the first step (bias correction) */
+} ft_adamw_hyper;
+
+struct ft_backend {
+    const char *name;
+    ft_dtype dtype;         /* of activations and frozen weights: FT_DTYPE_F32 or FT_DTYPE_BF16 */
+    void *context;
+    void (*destroy)(ft_backend *self);
+
+    /* --- memory: alloc returns NULL with ft_error set --- */
+    void *(*alloc)(ft_backend *self, size_t bytes);
+    void (*free)(ft_backend *self, void *pointer);
+    void (*upload)(ft_backend *self, void *device, const void *host, size_t bytes);
+    void (*download)(ft_backend *self, void *host, const void *device, size_t bytes);
+    void (*zero)(ft_backend *self, void *device, size_t bytes);
+    /* Reserves scratch memory for ops up to these shapes, and checks that the
+     * planned bytes fit beside it; -1 with ft_error (with the numbers) when not. */
+    int (*reserve)(ft_backend *self, const ft_backend_limits *limits);
+    size_t (*reserved_bytes)(const ft_backend *self);
+    /* The most memory held at once so far: allocations and scratch. */
+    size_t (*peak_bytes)(const ft_backend *self);
+    /* Waits for the ops issued so far; -1 with ft_error when one failed on the
+     * device (its results, and those of every op since, are undefined). */
+    int (*check)(ft_backend *self);
+
+    /* --- elementwise and row ops --- */
+    /* out[r] = table[tokens[r]] */
+    void (*embedding_forward)(ft_backend *self, void *out, const void *table, const int32_t *tokens, int rows,
+                              int dim);
+    void (*embedding_backward)(ft_backend *self, float *grad_table, const void *grad_out, const int32_t *tokens,
+                               int rows, int dim);
+    /* out = x / sqrt(mean(x^2) + eps) * weight, per row; rstd[r] saved for backward. */
+    void (*rmsnorm_forward)(ft_backend *self, void *out, float *rstd, const void *x, const void *weight, int rows,
+                            int dim, float eps);
+    /* The residual junction: sum = a + b (sum may be a or b), then out = rmsnorm(sum)
+     * as rmsnorm_forward computes it from sum as stored. */
+    void (*add_rmsnorm_forward)(ft_backend *self, void *sum, void *out, float *rstd, const void *a, const void *b,
+                                const void *weight, int rows, int dim, float eps);
+    void (*rmsnorm_backward)(ft_backend *self, void *grad_x, bool accumulate, float *grad_weight,
+                             const void *grad_out, const void *x, const void *weight, const float *rstd, int rows,
+                             int dim);
+    /* Rotates x [rows, n_heads * head_dim] in place by the angles of each row's
+     * position: pairs (i, i + head_dim/2), cos and sin tables [positions, head_dim/2]. */
+    void (*rope_forward)(ft_backend *self, void *x, const int32_t *positions, const float *cos_table,
+                         const float *sin_table, int rows, int n_heads, int head_dim);
+    void (*rope_backward)(ft_backend *self, void *grad_x, const int32_t *positions, const float *cos_table,
+                          const float *sin_table, int rows, int n_heads, int head_dim);
+    /* out = silu(gate) * up */
+    void (*swiglu_forward)(ft_backend *self, void *out, const void *gate, const void *up, size_t n);
+    void (*swiglu_backward)(ft_backend *self, void *grad_gate, void *grad_up, const void *grad_out,
+                            const void *gate, const void *up, size_t n);
+
+    /* --- matrix ops --- */
+    /* out [rows, out_features] = x W^T + bias (NULL: none) + the LoRA term (NULL: none) */
+    void (*linear_forward)(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
+                           const ft_lora_op *lora, int rows, int in_features, int out_features);
+    void (*linear_backward)(ft_backend *self, void *grad_x, bool accumulate, float *grad_weight, float *grad_bias,
+                            const void *grad_out, const void *x, const void *weight, const ft_lora_op *lora,
+                            int rows, int in_features, int out_features);
+    /* Softmax attention with scale 1/sqrt(head_dim); logsumexp [batch, n_heads, seq_len]
+     * saved for backward, which also reads forward's out. */
+    void (*attention_forward)(ft_backend *self, void *out, float *logsumexp, const void *q, const void *k,
+                              const void *v, const int32_t *segments, const ft_attention_shape *shape);
+    void (*attention_backward)(ft_backend *self, void *grad_q, void *grad_k, void *grad_v, const void *grad_out,
+                               const void *out, const void *q, const void *k, const void *v,
+                               const float *logsumexp, const int32_t *segments, const ft_attention_shape *shape);
+
+    /* --- generation with a KV cache (rows of `width` elements in the backend's dtype) --- */
+    /* dst[r] = src[index[r]] for r < rows */
+    void (*gather_rows)(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
+    /* dst[index[r]] = src[r] for r < rows */
+    void (*scatter_rows)(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);
+    /* One new query per sequence against its cache: q [batch, n_heads * head_dim];
+     * k_cache and v_cache [batch, max_len, n_kv_heads * head_dim]; sequence b
+     * attends to cache positions [0, lengths[b]), its own new key and value
+     * already stored at lengths[b] - 1. Scale 1/sqrt(head_dim), GQA as above. */
+    void (*attention_decode)(ft_backend *self, void *out, const void *q, const void *k_cache, const void *v_cache,
+                             const int32_t *lengths, int batch, int max_len, int n_heads, int n_kv_heads,
+                             int head_dim);
+    /* out[r] = the index of row r's largest value, the lowest index among equal ones:
+     * greedy decoding picks its tokens where the logits are, and only ids travel. */
+    void (*argmax_rows)(ft_backend *self, int32_t *out, const void *x, int rows, int width);
+    /* --- loss --- */
+    /* losses[r] = logsumexp(logits[r]) - logits[r][targets[r]]; 0 where targets[r] < 0. */
+    void (*cross_entropy_forward)(ft_backend *self, float *losses, const void *logits, const int32_t *targets,
+                                  int rows, int vocab);
+    /* grad_logits = (softmax(logits) - onehot(target)) * grad_scale; 0 rows where
+     * targets[r] < 0. grad_logits may be logits (in place). */
+    void (*cross_entropy_backward)(ft_backend *self, void *grad_logits, const void *logits, const int32_t *targets,
+                                   int rows, int vocab, float grad_scale);
+
+    /* --- optimizer (trained tensors are float) --- */
+    void (*adamw)(ft_backend *self, float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,
+                  const ft_adamw_hyper *hyper);
+    double (*sum_squares)(ft_backend *self, const float *x, size_t n);
+    void (*scale)(ft_backend *self, float *x, size_t n, float factor);
+};
+
+/* The fp32 reference backend: plain C and OpenBLAS's sgemm with `threads`
+ * threads (0: one per core). */
+ft_backend *ft_backend_cpu_create(int threads);
+
+/* The bf16 backend on CUDA GPU `device` (cuBLASLt and ftpipe's kernels). NULL
+ * with ft_error when this ftpipe was built without CUDA, or no usable GPU or
+ * driver is found. For `backend = auto`: cuda when ft_cuda_device_count() > 0,
+ * else cpu. */
+ft_backend *ft_backend_cuda_create(int device);
+/* GPUs the cuda backend can use: 0 without CUDA, a driver, or a GPU. */
+int ft_cuda_device_count(void);
+
+static inline void ft_backend_destroy(ft_backend *backend)
+{
+    if (backend)
+        backend->destroy(backend);
+}
+
+#endif

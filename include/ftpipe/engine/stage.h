@@ -1,0 +1,94 @@
+/* stage: the interface every built-in stage kind implements, and the only engine
+ * header a kind in stages/ includes.
+ *
+ * A kind is a name, a version and a run function. The engine runs each stage in
+ * its own child process, so a kind may block, use threads and allocate freely; it
+ * must not write outside its work folder and its output path.
+ *
+ *   - Parameters come checked and typed (rules/KIND.ft declares them).
+ *   - Inputs are paths, in declaration order, already built and read-only.
+ *   - The result goes to ft_stage_output_path(): create a file or a folder there.
+ *     Only when run returns 0 is it hashed into the cache and published.
+ *   - ft_stage_work_dir() survives interruption and is handed back to the next run
+ *     with the same key: keep partial downloads and checkpoints there to resume.
+ *   - Check ft_stage_cancelled() between units of work; on SIGINT/SIGTERM it turns
+ *     true and the kind should return promptly (the work folder is kept).
+ *
+ * A kind reports failure by returning -1 after ft_stage_fail() (or ft_error()):
+ * the message says what failed, where, and what to do. */
+#ifndef FTPIPE_STAGE_H
+#define FTPIPE_STAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/base/strbuf.h"
+
+typedef struct ft_stage ft_stage;
+typedef struct ft_manifest ft_manifest; /* include/ftpipe/engine/manifest.h */
+
+typedef struct {
+    const char *name;  /* as written in pipelines; rules/<name>.ft declares its parameters */
+    int version;       /* bump when the output for the same key would differ: it enters the key */
+    int (*run)(ft_stage *stage);
+    /* Optional: appends text that must enter the key besides parameters and inputs
+     * (the shell kind's declared environment). Called in the engine process. */
+    int (*extra_key)(ft_stage *stage, ft_strbuf *key_text);
+    /* Optional: whether a cached output (described by its manifest) may still be
+     * used: the shm kind answers 0 when the tmpfs copy its link points to is gone,
+     * and the stage runs again under the same key. 1 yes, 0 no, -1 error. */
+    int (*cached_output_usable)(ft_stage *stage, const ft_manifest *output);
+} ft_stage_kind;
+
+/* The built-in kinds (one file each in stages/), NULL-terminated; and lookup by name. */
+extern const ft_stage_kind *const ft_builtin_kinds[];
+const ft_stage_kind *ft_stage_kind_find(const char *name);
+
+/* --- what the stage is --- */
+const char *ft_stage_target(const ft_stage *stage);   /* as written in the pipeline */
+const char *ft_stage_key(const ft_stage *stage);      /* 32 hex digits */
+const char *ft_stage_pipeline_dir(const ft_stage *stage);
+
+/* --- parameters, by name (a name the kind's rules lack is a programming error: abort) --- */
+bool ft_stage_param_is_set(const ft_stage *stage, const char *name); /* written, not defaulted */
+const char *ft_stage_param_string(const ft_stage *stage, const char *name); /* also path, choice */
+int64_t ft_stage_param_int(const ft_stage *stage, const char *name);
+double ft_stage_param_float(const ft_stage *stage, const char *name);
+int64_t ft_stage_param_size_bytes(const ft_stage *stage, const char *name);
+int64_t ft_stage_param_duration_ms(const ft_stage *stage, const char *name);
+bool ft_stage_param_bool(const ft_stage *stage, const char *name);
+/* A list's words; *count receives their number. Owned by the stage. */
+const char *const *ft_stage_param_list(const ft_stage *stage, const char *name, size_t *count);
+
+/* --- inputs and outputs (absolute paths) --- */
+size_t ft_stage_input_count(const ft_stage *stage);
+const char *ft_stage_input_path(const ft_stage *stage, size_t index);
+/* The path the result must be created at: <work>/out/<basename of target>. */
+const char *ft_stage_output_path(const ft_stage *stage);
+/* The stage's private folder, kept across interruptions for resuming. */
+const char *ft_stage_work_dir(const ft_stage *stage);
+/* The workspace's .ftpipe folder (for kinds that keep shared state, like shm). */
+const char *ft_stage_state_dir(const ft_stage *stage);
+
+/* --- reporting --- */
+/* A line in the stage's log (kept in the work folder; `ftpipe log TARGET` shows it). */
+void ft_stage_log(ft_stage *stage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A file descriptor on the stage log, for the output of programs the kind runs. */
+int ft_stage_log_fd(ft_stage *stage);
+/* Progress: fraction in [0,1] (negative: unknown) and a short status ("312 MiB/1.2 GiB, 80 MiB/s").
+ * Rate-limited by the engine; cheap to call often. */
+void ft_stage_progress(ft_stage *stage, double fraction, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A metric at a step (loss, learning_rate, tokens_per_s...), kept in the state database. */
+void ft_stage_metric(ft_stage *stage, int64_t step, const char *name, double value);
+/* A one-line result shown when the stage finishes ("accuracy 0.93"). */
+void ft_stage_summary(ft_stage *stage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* True once the run was asked to stop (SIGINT/SIGTERM). */
+bool ft_stage_cancelled(const ft_stage *stage);
+
+/* Sets the error message and returns -1: `return ft_stage_fail(stage, "...")`. */
+int ft_stage_fail(ft_stage *stage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,42 @@
+/* stage_runtime: the engine's side of include/ftpipe/engine/stage.h — making a stage
+ * context and running a kind in a child process that reports back through a pipe.
+ *
+ * The report protocol is one line per message on report_fd:
+ *   P <fraction> <text>      progress
+ *   M <step> <value> <name>  metric
+ *   S <text>                 summary
+ *   E <text>                 the error message of a failed run
+ * Text has newlines replaced by spaces. */
+#ifndef FTPIPE_STAGE_RUNTIME_H
+#define FTPIPE_STAGE_RUNTIME_H
+
+#include <stddef.h>
+
+#include "ftpipe/engine/rules.h"
+#include "ftpipe/engine/stage.h"
+
+typedef struct {
+    const ft_stage_kind *kind;
+    const ft_param_set *params;
+    const char *target;
+    const char *key;
+    const char *pipeline_dir;
+    const char *const *inputs;   /* absolute */
+    size_t n_inputs;
+    const char *work_dir;        /* absolute; holds out/ and log */
+    const char *state_dir;       /* absolute .ftpipe folder */
+} ft_stage_setup;
+
+/* A context for the engine process (extra_key, cached_output_usable). */
+ft_stage *ft_stage_create(const ft_stage_setup *setup);
+void ft_stage_destroy(ft_stage *stage);
+
+/* In a freshly forked child: opens the log, installs the cancellation handlers,
+ * runs the kind and returns the exit status for _exit (0 success, 1 failure,
+ * 2 cancelled). report_fd receives the protocol above. */
+int ft_stage_child_main(ft_stage *stage, int report_fd);
+
+/* The log file's path inside a work folder. Caller frees. */
+char *ft_stage_log_path(const char *work_dir);
+
+#endif

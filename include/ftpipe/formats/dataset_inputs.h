@@ -1,0 +1,26 @@
+/* dataset_inputs: the datasets a stage's inputs and its `format` and `dataset`
+ * parameters name, read into one dataset. The tokenize and evaluate kinds
+ * take data the same way: dataset files or folders of them given directly
+ * (read as `format` says), or one folder with LLaMA-Factory's
+ * dataset_info.json whose entries `dataset` names. */
+#ifndef FTPIPE_DATASET_INPUTS_H
+#define FTPIPE_DATASET_INPUTS_H
+
+#include <stddef.h>
+
+#include "ftpipe/formats/dataset.h"
+
+typedef struct {
+    const char *format;                 /* "alpaca", "sharegpt" or "auto" */
+    const char *const *dataset_words;   /* `dataset = a,b c`: names separated by commas or blanks */
+    size_t n_dataset_words;
+    ft_on_error on_error;
+} ft_dataset_input_options;
+
+/* Appends the records of paths[0..count), in order. An error names the input
+ * and what to do (a dataset_info.json folder without `dataset =` lists its
+ * datasets). Skipped records are counted in dataset, as ft_dataset_read does. */
+int ft_dataset_read_inputs(const char *const *paths, size_t count, const ft_dataset_input_options *options,
+                           ft_dataset *dataset);
+
+#endif

@@ -1,0 +1,53 @@
+/* adamw: the optimizer, exactly as torch.optim.AdamW computes it: decoupled
+ * weight decay (param *= 1 - lr * weight_decay) before the update, bias-corrected
+ * moments, eps added outside the square root. Also gradient-norm clipping as
+ * torch.nn.utils.clip_grad_norm_ does it. Its two moments live in one
+ * allocation in the backend's memory. */
+#ifndef FTPIPE_ADAMW_H
+#define FTPIPE_ADAMW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/backend/backend.h"
+
+/* A trained tensor: its values and gradient in the backend's memory. */
+typedef struct {
+    const char *name;      /* as in the files it is saved to (HF or peft names) */
+    float *value;
+    float *grad;           /* NULL when not trained */
+    size_t count;
+    bool weight_decay;     /* false for norms and biases, as the HF Trainer does */
+    int n_dims;            /* 1 or 2 */
+    int64_t shape[2];
+} ft_param_tensor;
+
+typedef struct {
+    double beta1;          /* torch's defaults: 0.9, 0.999, 1e-8 */
+    double beta2;
+    double eps;
+    double weight_decay;
+} ft_adamw_config;
+
+typedef struct ft_adamw ft_adamw;
+
+/* Zeroed moments for the tensors (which must outlive the optimizer). */
+int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                    const ft_adamw_config *config, ft_adamw **out);
+void ft_adamw_free(ft_adamw *optimizer);
+
+/* One update of every tensor from its gradient, at this step's learning rate. */
+void ft_adamw_step(ft_adamw *optimizer, double learning_rate);
+int64_t ft_adamw_step_count(const ft_adamw *optimizer);
+
+/* The 2-norm of all gradients together; when max_norm > 0 and the norm exceeds
+ * it, scales them by max_norm / (norm + 1e-6). Returns the norm before clipping. */
+double ft_adamw_clip_grad_norm(ft_adamw *optimizer, double max_norm);
+
+/* For checkpoints: the moments of tensor i (backend memory), and the step count. */
+void ft_adamw_moments(const ft_adamw *optimizer, size_t index, float **exp_avg, float **exp_avg_sq);
+void ft_adamw_set_step_count(ft_adamw *optimizer, int64_t steps);
+size_t ft_adamw_state_bytes(const ft_adamw *optimizer);
+
+#endif

@@ -1,0 +1,52 @@
+/* checkpoint: a training run's state on disk, so that an interrupted run goes on
+ * from where it stopped and ends with the same bytes as one that never stopped.
+ *
+ * A checkpoint is a folder checkpoint-N (N: optimizer steps done) holding
+ *   model.safetensors      the trained tensors, f32, by their names
+ *   optimizer.safetensors  AdamW's moments: NAME.exp_avg and NAME.exp_avg_sq
+ *   trainer_state.json     the step, the data position, the loss sums, the run id
+ * Random draws derive from the seed and these counters, so they are all the
+ * random state there is. It is written to checkpoint-N.tmp, fsynced, and renamed;
+ * a *.tmp folder is an interrupted write and is deleted when found. */
+#ifndef FTPIPE_CHECKPOINT_H
+#define FTPIPE_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/model/adamw.h"
+#include "ftpipe/backend/backend.h"
+
+typedef struct {
+    int64_t global_step;     /* optimizer steps done */
+    int64_t epoch;           /* the epoch the next step reads from (0-based) */
+    int64_t epoch_row;       /* rows of that epoch's permutation already trained on */
+    double loss_sum;         /* sum of every step's loss (train_loss = loss_sum / global_step) */
+    double log_loss_sum;     /* sum of the losses since the last log line */
+    int64_t log_steps;       /* steps since the last log line */
+    char run_id[33];         /* what the run is (a stage key): a checkpoint of another run is refused */
+} ft_checkpoint_state;
+
+/* The bytes a checkpoint of these tensors writes in all, and its largest file. */
+void ft_checkpoint_size(const ft_param_tensor *tensors, size_t count, uint64_t *total_bytes,
+                        uint64_t *largest_file_bytes);
+
+/* Refuses, with the numbers and what to do, when the checkpoint at `step` would
+ * not fit in the free space of dir's file system or would write a file larger
+ * than the process may (RLIMIT_FSIZE). */
+int ft_checkpoint_check_space(const char *dir, int64_t step, uint64_t total_bytes, uint64_t largest_file_bytes);
+
+/* Writes dir/checkpoint-<global_step> (after the space check), then deletes all
+ * but the newest keep_newest checkpoints (0: keeps all). The tensors and moments
+ * are read from the backend's memory. */
+int ft_checkpoint_save(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                       const ft_adamw *optimizer, const ft_checkpoint_state *state, int keep_newest);
+
+/* Deletes *.tmp leftovers in dir, then loads the newest checkpoint into the
+ * tensors and the optimizer (whose step count becomes global_step). 1 when one
+ * was loaded, 0 when dir holds none, -1 with ft_error when it is unreadable,
+ * belongs to another run (run_id), or its tensors' names or shapes differ. */
+int ft_checkpoint_load_latest(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                              ft_adamw *optimizer, const char *run_id, ft_checkpoint_state *out);
+
+#endif

@@ -1,0 +1,86 @@
+/* lora: LoRA adapters as peft makes them. For each targeted linear layer W
+ * [out, in] of each decoder layer: A [rank, in], initialised kaiming-uniform as
+ * peft does (bound 1/sqrt(in)), and B [out, rank], zeros; the layer computes
+ * W x + scaling * B A dropout(x), scaling = alpha / rank, or alpha / sqrt(rank)
+ * with rsLoRA. Tensor names and the adapter folder (adapter_config.json,
+ * adapter_model.safetensors) are peft's, both ways. */
+#ifndef FTPIPE_LORA_H
+#define FTPIPE_LORA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/model/adamw.h"
+#include "ftpipe/backend/backend.h"
+#include "ftpipe/formats/model_config.h"
+
+typedef enum {
+    FT_LORA_Q,
+    FT_LORA_K,
+    FT_LORA_V,
+    FT_LORA_O,
+    FT_LORA_GATE,
+    FT_LORA_UP,
+    FT_LORA_DOWN,
+    FT_LORA_TARGET_COUNT
+} ft_lora_target;
+
+#define FT_LORA_ALL_TARGETS ((1u << FT_LORA_TARGET_COUNT) - 1)
+
+typedef struct {
+    int rank;
+    double alpha;
+    double dropout;       /* probability, in [0, 1) */
+    bool use_rslora;
+    unsigned targets;     /* bit (1 << ft_lora_target) for each targeted kind of layer */
+    uint64_t seed;        /* A's initialisation and the dropout masks */
+} ft_lora_config;
+
+/* "all", or names separated by commas or blanks: q_proj or q, k_proj, v_proj,
+ * o_proj, gate_proj, up_proj, down_proj. An unknown name is an error listing them. */
+int ft_lora_parse_targets(const char *text, unsigned *targets);
+const char *ft_lora_target_name(ft_lora_target target); /* "q_proj" */
+/* Checks rank, alpha, dropout and targets; errors name the parameter. */
+int ft_lora_config_check(const ft_lora_config *config);
+double ft_lora_scaling(const ft_lora_config *config);
+/* Reads rank, alpha, dropout, rsLoRA and targets from a peft adapter_config.json
+ * (or the folder holding it). */
+int ft_lora_config_load(const char *path, ft_lora_config *out);
+
+/* The input and output widths of a target's linear layer in this model. */
+void ft_lora_target_shape(const ft_model_config *model, ft_lora_target target, int *in_features,
+                          int *out_features);
+/* peft's name: "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight". Caller frees. */
+char *ft_lora_tensor_name(int layer, ft_lora_target target, char matrix /* 'A' or 'B' */);
+
+typedef struct {
+    float *a;             /* [rank, in_features], backend memory */
+    float *b;             /* [out_features, rank] */
+    float *grad_a;        /* NULL unless trainable */
+    float *grad_b;
+    int in_features;
+    int out_features;
+} ft_lora_weights;
+
+typedef struct ft_lora ft_lora;
+
+/* An adapter for the model, A initialised from config->seed and B zero; values
+ * (and gradients when trainable) are one allocation each in the backend. */
+int ft_lora_create(const ft_model_config *model, const ft_lora_config *config, ft_backend *backend,
+                   bool trainable, ft_lora **out);
+void ft_lora_free(ft_lora *lora);
+const ft_lora_config *ft_lora_get_config(const ft_lora *lora);
+/* NULL when the layer kind is not targeted. */
+const ft_lora_weights *ft_lora_at(const ft_lora *lora, int layer, ft_lora_target target);
+/* A and B of every targeted layer, with peft's names, for the optimizer and for saving. */
+const ft_param_tensor *ft_lora_tensors(const ft_lora *lora, size_t *count);
+size_t ft_lora_parameter_count(const ft_lora *lora);
+
+/* Replaces the weights with a peft adapter's (adapter_model.safetensors or its
+ * folder); every tensor must be there with the right shape. */
+int ft_lora_load(ft_lora *lora, const char *path);
+/* Writes a peft adapter folder: adapter_config.json and adapter_model.safetensors (f32). */
+int ft_lora_save(const ft_lora *lora, const char *dir, const char *base_model_name);
+
+#endif

@@ -1,0 +1,101 @@
+/* model: a Llama-family decoder (Qwen2/Qwen2.5, Qwen3, Llama 3) on a backend:
+ * its weights loaded from a Hugging Face folder, forward and backward over a
+ * batch, for full fine-tuning or a LoRA adapter.
+ *
+ * Memory is planned when the model is made, for the largest batch it will run:
+ * parameters, gradients and activations are one allocation each, sliced into
+ * named tensors, so ft_model_plan_memory tells the peak before anything is
+ * loaded, and no step allocates. */
+#ifndef FTPIPE_MODEL_H
+#define FTPIPE_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/model/adamw.h"
+#include "ftpipe/backend/backend.h"
+#include "ftpipe/model/lora.h"
+#include "ftpipe/formats/model_config.h"
+
+typedef enum {
+    FT_FINETUNE_NONE,  /* inference: no gradients, activations not kept per layer */
+    FT_FINETUNE_LORA,  /* base weights frozen, a LoRA adapter trained */
+    FT_FINETUNE_FULL,  /* every weight trained */
+} ft_finetuning;
+
+typedef struct {
+    int max_batch_size;
+    int max_seq_len;             /* also the largest position + 1 */
+    ft_finetuning finetuning;
+    bool use_lora;               /* apply an adapter (always with FT_FINETUNE_LORA; optional for NONE) */
+    ft_lora_config lora;
+    /* Keep only each layer's input in training and recompute the rest of its
+     * activations during backward (HF's gradient_checkpointing): less memory,
+     * one more forward pass of compute; the gradients are the same. */
+    bool gradient_checkpointing;
+} ft_model_options;
+
+/* One batch of rows of seq_len tokens each, in host memory, [batch_size * seq_len]. */
+typedef struct {
+    int batch_size;
+    int seq_len;
+    const int32_t *tokens;
+    const int32_t *positions;    /* RoPE position: restarts at 0 for each packed sample */
+    const int32_t *segments;     /* token i sees token j <= i of its row only if their segments are equal */
+    const int32_t *targets;      /* the next token to predict at each position; negative: no loss here */
+    /* The loss is averaged over this many target tokens: those of the whole
+     * accumulated batch when micro-batches add up; 0: this batch's own count. */
+    int64_t loss_denominator;
+    uint64_t dropout_seed;       /* LoRA dropout masks; give each micro-batch its own */
+} ft_batch;
+
+typedef struct {
+    size_t parameter_bytes;      /* base weights */
+    size_t adapter_bytes;        /* LoRA A and B */
+    size_t gradient_bytes;
+    size_t optimizer_bytes;      /* AdamW's two moments of what is trained */
+    size_t activation_bytes;
+    size_t scratch_bytes;        /* the backend's, for the largest op (0 before a backend is known) */
+    size_t total_bytes;
+} ft_memory_plan;
+
+typedef struct ft_model ft_model;
+
+/* The memory a model of this config would take with these options on a backend
+ * computing in `dtype` (its activations and frozen weights; FT_DTYPE_F32 on cpu,
+ * FT_DTYPE_BF16 on cuda), before the backend's own scratch. */
+int ft_model_plan_memory(const ft_model_config *config, const ft_model_options *options, ft_dtype dtype,
+                         ft_memory_plan *out);
+
+/* The base weights a config has, with HF names and shapes (value and grad NULL),
+ * in the order of Hugging Face's files; the tied lm_head is not listed. Free
+ * with ft_model_weight_list_free. */
+ft_param_tensor *ft_model_weight_list(const ft_model_config *config, size_t *count);
+void ft_model_weight_list_free(ft_param_tensor *list, size_t count);
+
+/* Loads config.json and the weights (*.safetensors, sharded or not; f32, f16 or
+ * bf16) of a model folder; with LoRA, makes a fresh adapter (A random, B zero). */
+int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out);
+void ft_model_free(ft_model *model);
+
+const ft_model_config *ft_model_get_config(const ft_model *model);
+ft_backend *ft_model_backend(const ft_model *model);
+/* The adapter (NULL without LoRA): to load a peft adapter into it, or save it. */
+ft_lora *ft_model_lora(const ft_model *model);
+ft_memory_plan ft_model_memory(const ft_model *model);
+
+/* The forward pass: logits (host, [rows, vocab]) when logits is not NULL, and the
+ * mean loss over the batch's target tokens when loss is not NULL (0 with none). */
+int ft_model_forward(ft_model *model, const ft_batch *batch, float *logits, double *loss);
+/* Forward and backward: adds this batch's gradients to the trained tensors'
+ * (see ft_batch.loss_denominator) and returns its mean loss. */
+int ft_model_forward_backward(ft_model *model, const ft_batch *batch, double *loss);
+void ft_model_zero_grads(ft_model *model);
+
+/* What is trained: the adapter's tensors, or every weight (HF names). */
+const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count);
+/* Every base weight with its HF name (the tied lm_head is not listed twice). */
+const ft_param_tensor *ft_model_weights(const ft_model *model, size_t *count);
+
+#endif

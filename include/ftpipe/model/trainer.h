@@ -1,0 +1,90 @@
+/* trainer: the training loop over tokenized rows, as the HF Trainer runs it.
+ *
+ * Each epoch visits the rows in a permutation drawn from (seed, epoch). A
+ * micro-batch is batch_size consecutive rows of it, padded to its longest row;
+ * gradient_accumulation_steps micro-batches make an optimizer step (fewer at an
+ * epoch's end, as transformers >= 4.46 does), whose loss is the mean over all
+ * of its trained tokens. Then the gradients are clipped to max_grad_norm, AdamW
+ * steps at the schedule's rate, and the gradients are zeroed.
+ *
+ * Every random draw comes from the seed and counters (epoch, step, micro-batch),
+ * so a run resumed from a checkpoint ends with the same bytes as one that never
+ * stopped. The loop knows nothing of stages: it reports through callbacks. */
+#ifndef FTPIPE_TRAINER_H
+#define FTPIPE_TRAINER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/model/adamw.h"
+#include "ftpipe/model/lr_schedule.h"
+#include "ftpipe/model/model.h"
+#include "ftpipe/formats/token_shards.h"
+
+typedef struct {
+    int64_t step;             /* optimizer steps done, this one included */
+    int64_t total_steps;
+    double epoch;             /* epochs done, with the fraction of the current one */
+    double loss;              /* on_step: this step's; on_log: the mean since the last log */
+    double learning_rate;     /* the schedule's rate after this step, as the HF Trainer logs it */
+    double grad_norm;         /* this step's, before clipping */
+    double tokens_per_s;      /* input tokens (padding excluded) per second since the last report */
+    size_t memory_bytes;      /* the backend's peak so far */
+    double elapsed_s;         /* this run's time so far */
+} ft_train_report;
+
+typedef struct {
+    void *context;
+    void (*on_step)(void *context, const ft_train_report *report);  /* optional: after every step */
+    void (*on_log)(void *context, const ft_train_report *report);   /* optional: every logging_steps steps */
+    void (*on_note)(void *context, const char *text);               /* optional: resumed, checkpoint saved */
+    bool (*cancelled)(void *context);                               /* optional: checked before each step */
+} ft_train_callbacks;
+
+typedef struct {
+    int batch_size;                   /* per_device_train_batch_size */
+    int gradient_accumulation_steps;
+    double num_train_epochs;
+    int64_t max_steps;                /* > 0: wins over num_train_epochs */
+    ft_lr_schedule_type lr_scheduler_type;
+    double learning_rate;
+    double warmup_ratio;
+    int64_t warmup_steps;             /* > 0: wins over warmup_ratio */
+    double max_grad_norm;             /* 0: no clipping */
+    ft_adamw_config adamw;
+    uint64_t seed;
+    int64_t logging_steps;            /* 0: no on_log */
+    const char *checkpoint_dir;       /* NULL: neither checkpoints nor resuming */
+    int64_t save_steps;               /* 0: a checkpoint only at the end */
+    int save_total_limit;             /* 0: keep every checkpoint */
+    const char *run_id;               /* what the run is; checkpoints of another are refused */
+    ft_train_callbacks callbacks;
+} ft_train_options;
+
+typedef struct {
+    int64_t micro_batches_per_epoch;  /* ceil(rows / batch_size) */
+    int64_t steps_per_epoch;          /* ceil(micro-batches / gradient_accumulation_steps) */
+    int64_t total_steps;              /* max_steps, or ceil(num_train_epochs * steps_per_epoch) */
+    int64_t warmup_steps;
+} ft_train_plan;
+
+/* Checks the options and counts the steps for this many rows. */
+int ft_train_plan_steps(const ft_train_options *options, uint64_t n_rows, ft_train_plan *out);
+
+typedef struct {
+    int64_t global_step;
+    int64_t resumed_from_step;        /* 0: started afresh */
+    double epoch;
+    double train_loss;                /* the mean of every step's loss */
+    double runtime_s;                 /* this run's, resumed part only */
+    double samples;                   /* the HF Trainer's num_train_samples */
+} ft_train_result;
+
+/* Trains the model's trainable tensors on the shards' rows, resuming from the
+ * newest checkpoint in checkpoint_dir. A NaN or infinite loss or gradient norm
+ * stops the run naming the step; so does cancellation, after a checkpoint. */
+int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_options *options,
+             ft_train_result *out);
+
+#endif

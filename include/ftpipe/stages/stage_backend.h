@@ -1,0 +1,14 @@
+/* stage_backend: the compute backend a stage's `backend = auto|cpu|cuda` and
+ * `threads` parameters ask for (train, evaluate). */
+#ifndef FTPIPE_STAGE_BACKEND_H
+#define FTPIPE_STAGE_BACKEND_H
+
+#include "ftpipe/backend/backend.h"
+#include "ftpipe/engine/stage.h"
+
+/* auto is cuda when a GPU is found, else cpu. NULL with the error set when the
+ * backend cannot be made. `doing` ("training") words the hint logged when a GPU
+ * is used by a stage that reserved none (gpus = 0). */
+ft_backend *ft_stage_backend(ft_stage *stage, const char *doing);
+
+#endif

@@ -1,0 +1,52 @@
+/* tokenizer: Hugging Face tokenizer.json (byte-level BPE) in C.
+ *
+ * Normalizer (NFC via utf8proc, or none), pre-tokenizer (Split with its regex
+ * via PCRE2 JIT, ByteLevel), BPE with merges in either format, added and special
+ * tokens matched in the text before BPE, and decoding back to text. Any other
+ * model, normalizer or pre-tokenizer type is refused by name. Ids are identical
+ * to the `tokenizers` library's. A loaded tokenizer is read-only and may be used
+ * from several threads at once. */
+#ifndef FTPIPE_TOKENIZER_H
+#define FTPIPE_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/base/hash.h"
+
+typedef struct ft_tokenizer ft_tokenizer;
+
+typedef struct {
+    uint32_t *ids;
+    size_t count;
+    size_t capacity;
+} ft_token_ids;
+
+/* path: a tokenizer.json, or a model folder holding one. */
+int ft_tokenizer_load(const char *path, ft_tokenizer **out);
+void ft_tokenizer_free(ft_tokenizer *tokenizer);
+
+/* Appends the ids of text to out (no BOS/EOS added: templates place those). */
+int ft_tokenizer_encode(const ft_tokenizer *tokenizer, const char *text, size_t length, ft_token_ids *out);
+/* Text of ids (special tokens included), appended to a fresh string. Caller frees. */
+int ft_tokenizer_decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text);
+/* The same for what a model generated, which may hold ids the tokenizer lacks (a
+ * model's embedding often has more rows than its tokenizer has tokens): those
+ * are left out, as Hugging Face's decode leaves them out, instead of failing. */
+int ft_tokenizer_decode_generated(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text);
+
+size_t ft_tokenizer_vocab_size(const ft_tokenizer *tokenizer); /* including added tokens */
+/* The id of a token's exact string (e.g. "<|im_end|>"), or -1. */
+int64_t ft_tokenizer_token_id(const ft_tokenizer *tokenizer, const char *token);
+/* The end-of-sequence token's text from the tokenizer_config.json beside the
+ * tokenizer.json ("eos_token"), or NULL when there is none. The alpaca and plain
+ * chat templates end answers with it. */
+const char *ft_tokenizer_eos_token(const ft_tokenizer *tokenizer);
+/* Hash of the tokenizer.json bytes: data tokenized with one tokenizer must not
+ * train a model with another. */
+ft_hash ft_tokenizer_hash(const ft_tokenizer *tokenizer);
+
+void ft_token_ids_push(ft_token_ids *ids, uint32_t id);
+void ft_token_ids_free(ft_token_ids *ids);
+
+#endif

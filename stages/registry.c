@@ -1,0 +1,35 @@
+/* kinds: the built-in stage kinds, one file each in stages/. */
+#include <string.h>
+
+#include "ftpipe/engine/stage.h"
+
+extern const ft_stage_kind ft_kind_shell;
+extern const ft_stage_kind ft_kind_download;
+extern const ft_stage_kind ft_kind_init;
+extern const ft_stage_kind ft_kind_tokenize;
+extern const ft_stage_kind ft_kind_extract;
+extern const ft_stage_kind ft_kind_shm;
+extern const ft_stage_kind ft_kind_train;
+extern const ft_stage_kind ft_kind_evaluate;
+extern const ft_stage_kind ft_kind_export;
+
+const ft_stage_kind *const ft_builtin_kinds[] = {
+    &ft_kind_shell,
+    &ft_kind_download,
+    &ft_kind_init,
+    &ft_kind_tokenize,
+    &ft_kind_extract,
+    &ft_kind_shm,
+    &ft_kind_train,
+    &ft_kind_evaluate,
+    &ft_kind_export,
+    NULL,
+};
+
+const ft_stage_kind *ft_stage_kind_find(const char *name)
+{
+    for (size_t i = 0; ft_builtin_kinds[i]; i++)
+        if (strcmp(ft_builtin_kinds[i]->name, name) == 0)
+            return ft_builtin_kinds[i];
+    return NULL;
+}

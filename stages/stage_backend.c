@@ -1,0 +1,20 @@
+/* stage_backend: the compute backend a stage's parameters ask for. */
+#include "ftpipe/stages/stage_backend.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+#include "ftpipe/base/error.h"
+
+ft_backend *ft_stage_backend(ft_stage *stage, const char *doing)
+{
+    const char *name = ft_stage_param_string(stage, "backend");
+    bool cuda = strcmp(name, "cuda") == 0 || (strcmp(name, "auto") == 0 && ft_cuda_device_count() > 0);
+    int threads = (int)ft_stage_param_int(stage, "threads");
+    ft_backend *backend = cuda ? ft_backend_cuda_create(0) : ft_backend_cpu_create(threads);
+    if (!backend)
+        ft_error_context("backend = %s", name);
+    else if (cuda && ft_stage_param_int(stage, "gpus") == 0)
+        ft_stage_log(stage, "%s on a GPU with gpus = 0: set gpus = 1 so that the scheduler reserves it", doing);
+    return backend;
+}

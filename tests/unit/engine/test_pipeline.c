@@ -1,0 +1,361 @@
+/* The Ftpipe language: stages, variables, comments, continuation, include, .DEFAULT. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/engine/pipeline.h"
+
+/* The test's own built-in rule files (the program's are generated from the rules
+ * folder): a fragment to include, and a kind file that is not one. */
+const char *const ft_builtin_rule_files[][2] = {
+    {"finetune.ft", "# shared settings\nMODEL ?= Qwen/Qwen2.5-0.5B-Instruct\n"},
+    {"shell.ft", ".kind shell\n.doc Runs a command.\nrun string required key The command.\n"},
+    {NULL, NULL},
+};
+
+static char *temp_root;
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char *path = ft_path_join(dir, name);
+    if (ft_mkdir_p(dir) != 0 || ft_write_file_atomic(path, text, strlen(text)) != 0)
+        fprintf(stderr, "  cannot write %s: %s\n", path, ft_error_message());
+    free(path);
+}
+
+static ft_pipeline *parse_with(const char *text, const ft_pipeline_options *options)
+{
+    ft_pipeline *pipeline = NULL;
+    if (ft_pipeline_parse_string("Ftpipe", text, options, &pipeline) != 0)
+        fprintf(stderr, "  parse failed: %s\n", ft_error_message());
+    return pipeline;
+}
+
+static ft_pipeline *parse(const char *text) { return parse_with(text, NULL); }
+
+/* The value of parameter `name` of the stage making `target` ("(none)" when absent). */
+static const char *param(const ft_pipeline *pipeline, const char *target, const char *name)
+{
+    for (size_t i = 0; pipeline && i < pipeline->n_stages; i++) {
+        if (strcmp(pipeline->stages[i].target, target) != 0)
+            continue;
+        for (size_t k = 0; k < pipeline->stages[i].n_params; k++)
+            if (strcmp(pipeline->stages[i].params[k].name, name) == 0)
+                return pipeline->stages[i].params[k].value;
+    }
+    return "(none)";
+}
+
+static void check_location(ft_location where, const char *file, int line, int column)
+{
+    CHECK_STR(where.file, file);
+    CHECK_INT(where.line, line);
+    CHECK_INT(where.column, column);
+}
+
+TEST(a_stage_line_gives_target_kind_inputs_and_parameters)
+{
+    ft_pipeline *pipeline = parse("data/clean.jsonl: shell data/raw.jsonl  extra/b.txt\n"
+                                  "\trun = python3 tools/clean.py $< > $@\n"
+                                  "    env   =   A B  \n"
+                                  "\tlabel =\n");
+    CHECK(pipeline != NULL);
+    if (!pipeline)
+        return;
+    CHECK_INT(pipeline->n_stages, 1);
+    const ft_stage_decl *stage = &pipeline->stages[0];
+    CHECK_STR(stage->target, "data/clean.jsonl");
+    CHECK_STR(stage->kind, "shell");
+    check_location(stage->where, "Ftpipe", 1, 1);
+    check_location(stage->kind_where, "Ftpipe", 1, 19);
+    CHECK_INT(stage->n_inputs, 2);
+    CHECK_STR(stage->inputs[0], "data/raw.jsonl");
+    CHECK_STR(stage->inputs[1], "extra/b.txt");
+    check_location(stage->input_where[0], "Ftpipe", 1, 25);
+    check_location(stage->input_where[1], "Ftpipe", 1, 41);
+    CHECK_INT(stage->n_params, 3);
+    CHECK_STR(stage->params[0].name, "run");
+    CHECK_STR(stage->params[0].value, "python3 tools/clean.py $< > $@");
+    check_location(stage->params[0].where, "Ftpipe", 2, 2);
+    check_location(stage->params[0].value_where, "Ftpipe", 2, 8);
+    CHECK_STR(stage->params[1].name, "env");
+    CHECK_STR(stage->params[1].value, "A B");
+    check_location(stage->params[1].value_where, "Ftpipe", 3, 15);
+    CHECK_STR(stage->params[2].value, "");
+    check_location(stage->params[2].value_where, "Ftpipe", 4, 9);
+    CHECK_INT(pipeline->n_defaults, 0);
+    CHECK_STR(pipeline->path, "Ftpipe");
+    CHECK(pipeline->dir[0] == '/');
+    ft_pipeline_free(pipeline);
+}
+
+TEST(the_three_assignments_behave_as_in_make)
+{
+    ft_pipeline *pipeline = parse("A = one\n"
+                                  "B = $(A)\n"
+                                  "C := $(A)\n"
+                                  "D ?= four\n"
+                                  "D ?= ignored\n"
+                                  "A = two\n"
+                                  "E=${C}-${D}\n"
+                                  "out: shell\n"
+                                  "\trun = $(B) $(C) $(E)\n");
+    CHECK_STR(param(pipeline, "out", "run"), "two one one-four");
+    ft_pipeline_free(pipeline);
+}
+
+TEST(parameter_values_see_assignments_below_them)
+{
+    ft_pipeline *pipeline = parse("out: shell\n"
+                                  "\trun = echo $(MESSAGE)\n"
+                                  "MESSAGE = hello\n");
+    CHECK_STR(param(pipeline, "out", "run"), "echo hello");
+    ft_pipeline_free(pipeline);
+}
+
+TEST(targets_and_inputs_expand_when_read)
+{
+    ft_pipeline *pipeline = parse("DIR = data\n"
+                                  "$(DIR)/set: shell $(DIR)/raw.json  ${DIR}/b\n"
+                                  "\trun = x\n"
+                                  "DIR = other\n");
+    CHECK(pipeline != NULL);
+    if (!pipeline)
+        return;
+    CHECK_STR(pipeline->stages[0].target, "data/set");
+    CHECK_STR(pipeline->stages[0].inputs[0], "data/raw.json");
+    CHECK_STR(pipeline->stages[0].inputs[1], "data/b");
+    check_location(pipeline->stages[0].input_where[0], "Ftpipe", 2, 19);
+    check_location(pipeline->stages[0].input_where[1], "Ftpipe", 2, 36);
+    ft_pipeline_free(pipeline);
+}
+
+TEST(command_line_values_override_every_assignment)
+{
+    ft_variable overrides[] = {{"MODEL", "cli/model"}, {"RATE", "a$b"}, {"SEED", "7"}};
+    ft_pipeline_options options = {.overrides = overrides, .n_overrides = 3};
+    ft_pipeline *pipeline = parse_with("MODEL = file/model\n"
+                                       "RATE := 1e-4\n"
+                                       "SEED ?= 42\n"
+                                       "out: shell\n"
+                                       "\trun = $(MODEL) $(RATE) $(SEED)\n",
+                                       &options);
+    CHECK_STR(param(pipeline, "out", "run"), "cli/model a$b 7");
+    ft_pipeline_free(pipeline);
+}
+
+TEST(the_environment_fills_what_the_file_leaves_open)
+{
+    setenv("FTPIPE_TEST_CONDITIONAL", "from-env", 1);
+    setenv("FTPIPE_TEST_ASSIGNED", "from-env", 1);
+    setenv("FTPIPE_TEST_READ", "$dollar", 1);
+    ft_pipeline *pipeline = parse("FTPIPE_TEST_CONDITIONAL ?= from-file\n"
+                                  "FTPIPE_TEST_ASSIGNED = from-file\n"
+                                  "out: shell\n"
+                                  "\trun = $(FTPIPE_TEST_CONDITIONAL) $(FTPIPE_TEST_ASSIGNED) $(FTPIPE_TEST_READ)\n");
+    CHECK_STR(param(pipeline, "out", "run"), "from-env from-file $dollar");
+    ft_pipeline_free(pipeline);
+    unsetenv("FTPIPE_TEST_CONDITIONAL");
+    unsetenv("FTPIPE_TEST_ASSIGNED");
+    unsetenv("FTPIPE_TEST_READ");
+}
+
+TEST(backslash_newline_continues_any_line)
+{
+    ft_pipeline *pipeline = parse("FLAGS = --a \\\n"
+                                  "        --b\n"
+                                  "out: shell in1 \\\n"
+                                  "\tin2\n"
+                                  "\trun = tool $(FLAGS)   \\\n"
+                                  "\t      --c \\\n"
+                                  "\n"
+                                  "\tenv = X\n");
+    CHECK(pipeline != NULL);
+    if (!pipeline)
+        return;
+    const ft_stage_decl *stage = &pipeline->stages[0];
+    CHECK_INT(stage->n_inputs, 2);
+    CHECK_STR(stage->inputs[1], "in2");
+    check_location(stage->input_where[1], "Ftpipe", 4, 2);
+    CHECK_STR(param(pipeline, "out", "run"), "tool --a --b --c");
+    CHECK_STR(param(pipeline, "out", "env"), "X");
+    check_location(stage->params[1].where, "Ftpipe", 8, 2);
+    ft_pipeline_free(pipeline);
+}
+
+TEST(comments_blank_lines_and_escaped_hashes)
+{
+    ft_pipeline *pipeline = parse("# a header comment\n"
+                                  "X = 1 # trailing comment\n"
+                                  "   # an indented comment before any stage\n"
+                                  "out: shell  # after the stage line\n"
+                                  "\t# between parameters\n"
+                                  "\n"
+                                  "\trun = curl http://h/x#frag \\# not a comment # but this is\n"
+                                  "\n"
+                                  "\tenv = [$(X)]\n");
+    CHECK_STR(param(pipeline, "out", "run"), "curl http://h/x#frag # not a comment");
+    CHECK_STR(param(pipeline, "out", "env"), "[1]");
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 1);
+    ft_pipeline_free(pipeline);
+}
+
+TEST(windows_line_endings_and_a_variable_named_include)
+{
+    ft_pipeline *pipeline = parse("include = extra\r\n"
+                                  "out: shell\r\n"
+                                  "\trun = a \\\r\n"
+                                  "\t  $(include)\r\n");
+    CHECK_STR(param(pipeline, "out", "run"), "a extra");
+    ft_pipeline_free(pipeline);
+}
+
+TEST(dollars_and_automatic_variables)
+{
+    ft_pipeline *pipeline = parse("A := $$x $@\n"
+                                  "B = $$y $<\n"
+                                  "out: shell a b\n"
+                                  "\trun = echo $$HOME $< $^ $@ $$$$ $(A) $(B)\n");
+    CHECK_STR(param(pipeline, "out", "run"), "echo $HOME $< $^ $@ $$ $x $@ $y $<");
+    ft_pipeline_free(pipeline);
+}
+
+TEST(variable_names_may_be_computed)
+{
+    ft_pipeline *pipeline = parse("WHICH = train\n"
+                                  "train_DIR = data/train\n"
+                                  "out: shell $($(WHICH)_DIR)\n"
+                                  "\trun = x\n");
+    CHECK_STR(pipeline ? pipeline->stages[0].inputs[0] : "", "data/train");
+    ft_pipeline_free(pipeline);
+}
+
+TEST(default_targets)
+{
+    ft_pipeline *pipeline = parse("OUT = export/peft\n"
+                                  "report: shell\n"
+                                  "\trun = x\n"
+                                  ".DEFAULT: report $(OUT)\n");
+    CHECK(pipeline != NULL);
+    if (!pipeline)
+        return;
+    CHECK_INT(pipeline->n_defaults, 2);
+    CHECK_STR(pipeline->defaults[0], "report");
+    CHECK_STR(pipeline->defaults[1], "export/peft");
+    check_location(pipeline->default_where[1], "Ftpipe", 4, 18);
+    ft_pipeline_free(pipeline);
+}
+
+TEST(include_reads_the_including_files_folder_first)
+{
+    write_file("proj", "defs.ft", "DATA = data\nmade: shell\n\trun = y\n");
+    write_file("proj", "Ftpipe", "include defs\nout: shell $(DATA)/x\n\trun = x\n");
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_load("proj/Ftpipe", NULL, &pipeline), 0);
+    if (!pipeline)
+        return;
+    CHECK_STR(pipeline->path, "proj/Ftpipe");
+    CHECK_INT(pipeline->n_files, 2);
+    CHECK_STR(pipeline->files[0], "proj/Ftpipe");
+    CHECK_STR(pipeline->files[1], "proj/defs.ft");
+    CHECK_INT(pipeline->n_stages, 2);
+    CHECK_STR(pipeline->stages[0].target, "made");
+    check_location(pipeline->stages[0].where, "proj/defs.ft", 2, 1);
+    CHECK_STR(pipeline->stages[1].inputs[0], "data/x");
+    char *expected_dir = ft_path_absolute("proj");
+    CHECK_STR(pipeline->dir, expected_dir);
+    free(expected_dir);
+    ft_pipeline_free(pipeline);
+}
+
+TEST(include_then_looks_in_rule_folders_then_built_ins)
+{
+    write_file("shared", "paths.ft", "OUT_DIR = shared-out\n");
+    write_file("shared", "exact", "EXACT = yes\n");
+    const char *dirs[] = {"shared"};
+    ft_pipeline_options options = {.rule_dirs = dirs, .n_rule_dirs = 1};
+    ft_pipeline *pipeline = parse_with("include paths exact\n"
+                                       "include finetune\n"
+                                       "out: shell\n"
+                                       "\trun = $(OUT_DIR) $(EXACT) $(MODEL)\n",
+                                       &options);
+    CHECK_STR(param(pipeline, "out", "run"), "shared-out yes Qwen/Qwen2.5-0.5B-Instruct");
+    CHECK_INT(pipeline ? pipeline->n_files : 0, 4);
+    if (pipeline && pipeline->n_files == 4) {
+        CHECK_STR(pipeline->files[1], "shared/paths.ft");
+        CHECK_STR(pipeline->files[2], "shared/exact");
+        CHECK_STR(pipeline->files[3], "<built-in>/finetune.ft");
+    }
+    ft_pipeline_free(pipeline);
+}
+
+TEST(a_folder_fragment_wins_over_the_built_in_of_its_name)
+{
+    write_file("shared", "finetune.ft", "MODEL = mine\n");
+    const char *dirs[] = {"shared"};
+    ft_pipeline_options options = {.rule_dirs = dirs, .n_rule_dirs = 1};
+    ft_pipeline *pipeline = parse_with("include finetune\nout: shell\n\trun = $(MODEL)\n", &options);
+    CHECK_STR(param(pipeline, "out", "run"), "mine");
+    ft_pipeline_free(pipeline);
+}
+
+TEST(a_built_in_kind_file_is_not_a_fragment)
+{
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_parse_string("Ftpipe", "include shell\n", NULL, &pipeline), -1);
+    CHECK_STR(ft_error_message(),
+              "<built-in>/shell.ft:1:1: '.kind' belongs in a rules file (rules/KIND.ft), which a pipeline does not "
+              "include");
+    CHECK(pipeline == NULL);
+}
+
+TEST(a_missing_pipeline_file_is_reported)
+{
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_load("nowhere/Ftpipe", NULL, &pipeline), -1);
+    CHECK_STR(ft_error_message(), "cannot open nowhere/Ftpipe: No such file or directory");
+    CHECK(pipeline == NULL);
+}
+
+TEST(error_at_prefixes_the_location)
+{
+    ft_location where = {"a/Ftpipe", 3, 7};
+    CHECK_INT(ft_error_at(&where, "bad %s", "thing"), -1);
+    CHECK_STR(ft_error_message(), "a/Ftpipe:3:7: bad thing");
+    CHECK_INT(ft_error_at(NULL, "plain"), -1);
+    CHECK_STR(ft_error_message(), "plain");
+}
+
+int main(void)
+{
+    char pattern[] = "/tmp/ftpipe-test-pipeline.XXXXXX";
+    temp_root = mkdtemp(pattern);
+    if (!temp_root || chdir(temp_root) != 0)
+        return 1;
+    RUN(a_stage_line_gives_target_kind_inputs_and_parameters);
+    RUN(the_three_assignments_behave_as_in_make);
+    RUN(parameter_values_see_assignments_below_them);
+    RUN(targets_and_inputs_expand_when_read);
+    RUN(command_line_values_override_every_assignment);
+    RUN(the_environment_fills_what_the_file_leaves_open);
+    RUN(backslash_newline_continues_any_line);
+    RUN(comments_blank_lines_and_escaped_hashes);
+    RUN(windows_line_endings_and_a_variable_named_include);
+    RUN(dollars_and_automatic_variables);
+    RUN(variable_names_may_be_computed);
+    RUN(default_targets);
+    RUN(include_reads_the_including_files_folder_first);
+    RUN(include_then_looks_in_rule_folders_then_built_ins);
+    RUN(a_folder_fragment_wins_over_the_built_in_of_its_name);
+    RUN(a_built_in_kind_file_is_not_a_fragment);
+    RUN(a_missing_pipeline_file_is_reported);
+    RUN(error_at_prefixes_the_location);
+    if (chdir("/") != 0)
+        return 1;
+    ft_remove_tree(temp_root);
+    return check_done();
+}

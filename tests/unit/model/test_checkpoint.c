@@ -1,0 +1,244 @@
+/* Checkpoints: a round trip of tensors, moments and counters; interrupted
+ * writes ignored and deleted; save_total_limit; checkpoints of another run or
+ * shape refused; and the space check refusing before anything is written, under
+ * a real RLIMIT_FSIZE in a child process and against the real free space. */
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "ftpipe/model/checkpoint.h"
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+
+static ft_backend *cpu;
+static char root[] = "/tmp/ftpipe-checkpoint.XXXXXX";
+
+#define N_A 4096
+#define N_B 6
+
+typedef struct {
+    float a[N_A], grad_a[N_A], b[N_B], grad_b[N_B];
+    ft_param_tensor tensors[2];
+    ft_adamw *optimizer;
+} run;
+
+static void run_init(run *r, float start)
+{
+    memset(r, 0, sizeof *r);
+    for (int i = 0; i < N_A; i++)
+        r->a[i] = start + 0.001f * (float)i;
+    for (int i = 0; i < N_B; i++)
+        r->b[i] = -start * (float)i;
+    r->tensors[0] = (ft_param_tensor){"layer.a", r->a, r->grad_a, N_A, true, 2, {64, 64}};
+    r->tensors[1] = (ft_param_tensor){"layer.b", r->b, r->grad_b, N_B, false, 1, {N_B, 0}};
+    ft_adamw_config config = {0.9, 0.999, 1e-8, 0.01};
+    CHECK_INT(ft_adamw_create(cpu, r->tensors, 2, &config, &r->optimizer), 0);
+}
+
+/* One AdamW step with made-up gradients, so the moments are not zero. */
+static void take_step(run *r, int step)
+{
+    for (int i = 0; i < N_A; i++)
+        r->grad_a[i] = (float)((i * 7 + step) % 13) - 6.0f;
+    for (int i = 0; i < N_B; i++)
+        r->grad_b[i] = 0.5f * (float)(i + step);
+    ft_adamw_step(r->optimizer, 1e-3);
+}
+
+static ft_checkpoint_state state_at(int64_t step)
+{
+    ft_checkpoint_state state = {step, 1, 24, 3.25 * (double)step, 0.125, 2, "0123456789abcdef0123456789abcdef"};
+    return state;
+}
+
+static char *folder(const char *name)
+{
+    char *path = ft_path_join(root, name);
+    ft_remove_tree(path);
+    return path;
+}
+
+static bool exists_in(const char *dir, const char *name)
+{
+    char *path = ft_path_join(dir, name);
+    bool found = ft_path_exists(path);
+    free(path);
+    return found;
+}
+
+TEST(round_trip_restores_tensors_moments_and_counters)
+{
+    char *dir = folder("round");
+    run saved, loaded;
+    run_init(&saved, 1.0f);
+    take_step(&saved, 1);
+    take_step(&saved, 2);
+    ft_checkpoint_state state = state_at(2);
+    state.loss_sum = 0.1 + 0.2; /* needs all 17 digits to come back equal */
+    CHECK_INT(ft_checkpoint_save(dir, cpu, saved.tensors, 2, saved.optimizer, &state, 0), 0);
+    CHECK(exists_in(dir, "checkpoint-2/model.safetensors") && exists_in(dir, "checkpoint-2/optimizer.safetensors"));
+    CHECK(!exists_in(dir, "checkpoint-2.tmp"));
+
+    run_init(&loaded, 5.0f);
+    ft_checkpoint_state back;
+    CHECK_INT(ft_checkpoint_load_latest(dir, cpu, loaded.tensors, 2, loaded.optimizer, state.run_id, &back), 1);
+    CHECK(memcmp(saved.a, loaded.a, sizeof saved.a) == 0 && memcmp(saved.b, loaded.b, sizeof saved.b) == 0);
+    for (size_t i = 0; i < 2; i++) {
+        float *m1, *v1, *m2, *v2;
+        ft_adamw_moments(saved.optimizer, i, &m1, &v1);
+        ft_adamw_moments(loaded.optimizer, i, &m2, &v2);
+        CHECK(memcmp(m1, m2, saved.tensors[i].count * sizeof(float)) == 0);
+        CHECK(memcmp(v1, v2, saved.tensors[i].count * sizeof(float)) == 0);
+    }
+    CHECK_INT(ft_adamw_step_count(loaded.optimizer), 2);
+    CHECK(back.global_step == 2 && back.epoch == 1 && back.epoch_row == 24 && back.log_steps == 2);
+    CHECK(back.loss_sum == 0.1 + 0.2 && back.log_loss_sum == 0.125);
+    /* the next step from either gives the same bytes */
+    take_step(&saved, 3);
+    take_step(&loaded, 3);
+    CHECK(memcmp(saved.a, loaded.a, sizeof saved.a) == 0);
+    ft_adamw_free(saved.optimizer);
+    ft_adamw_free(loaded.optimizer);
+    free(dir);
+}
+
+TEST(an_empty_folder_has_no_checkpoint)
+{
+    char *dir = folder("empty");
+    run r;
+    run_init(&r, 1.0f);
+    ft_checkpoint_state back;
+    CHECK_INT(ft_checkpoint_load_latest(dir, cpu, r.tensors, 2, r.optimizer, "x", &back), 0);
+    ft_adamw_free(r.optimizer);
+    free(dir);
+}
+
+TEST(interrupted_writes_are_ignored_and_deleted)
+{
+    char *dir = folder("leftover");
+    run r;
+    run_init(&r, 1.0f);
+    ft_checkpoint_state state = state_at(3);
+    CHECK_INT(ft_checkpoint_save(dir, cpu, r.tensors, 2, r.optimizer, &state, 0), 0);
+    char *leftover = ft_path_join(dir, "checkpoint-9.tmp");
+    CHECK_INT(ft_mkdir_p(leftover), 0);
+    char *junk = ft_path_join(leftover, "model.safetensors");
+    CHECK_INT(ft_write_file_atomic(junk, "half", 4), 0);
+    ft_checkpoint_state back;
+    CHECK_INT(ft_checkpoint_load_latest(dir, cpu, r.tensors, 2, r.optimizer, state.run_id, &back), 1);
+    CHECK_INT(back.global_step, 3);
+    CHECK(!ft_path_exists(leftover));
+    ft_adamw_free(r.optimizer);
+    free(junk);
+    free(leftover);
+    free(dir);
+}
+
+TEST(save_total_limit_keeps_the_newest)
+{
+    char *dir = folder("limit");
+    run r;
+    run_init(&r, 1.0f);
+    for (int64_t step = 5; step <= 20; step += 5) {
+        ft_checkpoint_state state = state_at(step);
+        CHECK_INT(ft_checkpoint_save(dir, cpu, r.tensors, 2, r.optimizer, &state, 2), 0);
+    }
+    CHECK(!exists_in(dir, "checkpoint-5") && !exists_in(dir, "checkpoint-10"));
+    CHECK(exists_in(dir, "checkpoint-15") && exists_in(dir, "checkpoint-20"));
+    ft_checkpoint_state back;
+    CHECK_INT(ft_checkpoint_load_latest(dir, cpu, r.tensors, 2, r.optimizer, "0123456789abcdef0123456789abcdef",
+                                        &back),
+              1);
+    CHECK_INT(back.global_step, 20); /* numerically newest, not by name order (5 < 10 < 15 < 20) */
+    ft_adamw_free(r.optimizer);
+    free(dir);
+}
+
+TEST(refuses_a_checkpoint_of_another_run_or_shape)
+{
+    char *dir = folder("other");
+    run r;
+    run_init(&r, 1.0f);
+    ft_checkpoint_state state = state_at(4);
+    CHECK_INT(ft_checkpoint_save(dir, cpu, r.tensors, 2, r.optimizer, &state, 0), 0);
+    ft_checkpoint_state back;
+    CHECK_INT(ft_checkpoint_load_latest(dir, cpu, r.tensors, 2, r.optimizer, "ffffffffffffffffffffffffffffffff", &back),
+              -1);
+    CHECK(strstr(ft_error_message(), "belongs to another run") != NULL);
+    r.tensors[0].shape[0] = 32;
+    r.tensors[0].shape[1] = 128;
+    CHECK_INT(ft_checkpoint_load_latest(dir, cpu, r.tensors, 2, r.optimizer, state.run_id, &back), -1);
+    CHECK(strstr(ft_error_message(), "tensor layer.a is not F32 of the trained shape") != NULL);
+    r.tensors[0].name = "layer.c";
+    CHECK_INT(ft_checkpoint_load_latest(dir, cpu, r.tensors, 2, r.optimizer, state.run_id, &back), -1);
+    CHECK(strstr(ft_error_message(), "layer.c") != NULL);
+    ft_adamw_free(r.optimizer);
+    free(dir);
+}
+
+/* In a child under RLIMIT_FSIZE of 8 KiB: the 32 KiB optimizer file would raise
+ * SIGXFSZ and kill it; the check must refuse first and write nothing. */
+TEST(refuses_a_file_larger_than_rlimit_fsize)
+{
+    char *dir = folder("fsize");
+    CHECK_INT(ft_mkdir_p(dir), 0);
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        struct rlimit limit = {8192, 8192};
+        setrlimit(RLIMIT_FSIZE, &limit);
+        run r;
+        run_init(&r, 1.0f);
+        ft_checkpoint_state state = state_at(7);
+        int status = ft_checkpoint_save(dir, cpu, r.tensors, 2, r.optimizer, &state, 0);
+        bool message = strstr(ft_error_message(), "checkpoint at step 7 writes a file of 32.7 KiB, but this process "
+                                                  "may write files of at most 8.0 KiB (RLIMIT_FSIZE") != NULL;
+        bool nothing = !exists_in(dir, "checkpoint-7") && !exists_in(dir, "checkpoint-7.tmp");
+        if (!message)
+            fprintf(stderr, "  child: %s\n", ft_error_message());
+        ft_adamw_free(r.optimizer);
+        _exit(status == -1 && message && nothing ? 0 : 1);
+    }
+    int status = 0;
+    CHECK_INT(waitpid(child, &status, 0), child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    free(dir);
+}
+
+TEST(refuses_more_than_the_free_space)
+{
+    char *dir = folder("space");
+    CHECK_INT(ft_mkdir_p(dir), 0);
+    uint64_t free_bytes = 0;
+    CHECK_INT(ft_free_space_bytes(dir, &free_bytes), 0);
+    CHECK_INT(ft_checkpoint_check_space(dir, 12, free_bytes / 2, 1), 0);
+    uint64_t needed = free_bytes + ((uint64_t)3 << 30);
+    CHECK_INT(ft_checkpoint_check_space(dir, 12, needed, 1), -1);
+    char needed_text[32];
+    ft_format_bytes(needed, needed_text, sizeof needed_text);
+    char *expected = ft_xasprintf("checkpoint at step 12 needs %s, %s has ", needed_text, dir);
+    CHECK(strncmp(ft_error_message(), expected, strlen(expected)) == 0);
+    CHECK(strstr(ft_error_message(), " free: free space, or raise save_steps") != NULL);
+    free(expected);
+    free(dir);
+}
+
+int main(void)
+{
+    if (!mkdtemp(root))
+        return 1;
+    cpu = ft_backend_cpu_create(1);
+    RUN(round_trip_restores_tensors_moments_and_counters);
+    RUN(an_empty_folder_has_no_checkpoint);
+    RUN(interrupted_writes_are_ignored_and_deleted);
+    RUN(save_total_limit_keeps_the_newest);
+    RUN(refuses_a_checkpoint_of_another_run_or_shape);
+    RUN(refuses_a_file_larger_than_rlimit_fsize);
+    RUN(refuses_more_than_the_free_space);
+    ft_backend_destroy(cpu);
+    ft_remove_tree(root);
+    return check_done();
+}
