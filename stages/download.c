@@ -12,12 +12,12 @@
 #include <unistd.h>
 
 #include "ftpipe/base/error.h"
-#include "ftpipe/transfer/fetch.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/transfer/hf_hub.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/engine/stage.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/engine/stage.h"
+#include "ftpipe/transfer/fetch.h"
+#include "ftpipe/transfer/hf_hub.h"
 
 typedef struct {
     char *name; /* the path below the output folder */

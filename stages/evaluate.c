@@ -15,17 +15,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ftpipe/text/chat_template.h"
-#include "ftpipe/eval/checker.h"
-#include "ftpipe/formats/dataset_inputs.h"
 #include "ftpipe/base/error.h"
-#include "ftpipe/eval/eval_report.h"
-#include "ftpipe/eval/evaluation.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/text/sample_encoding.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/eval/checker.h"
+#include "ftpipe/eval/eval_report.h"
+#include "ftpipe/eval/evaluation.h"
+#include "ftpipe/formats/dataset_inputs.h"
 #include "ftpipe/stages/stage_backend.h"
+#include "ftpipe/text/chat_template.h"
+#include "ftpipe/text/sample_encoding.h"
 #include "ftpipe/text/tokenizer.h"
 
 enum { MAX_STOP_TOKENS = 4, EXAMPLES_IN_REPORT = 3 };

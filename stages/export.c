@@ -15,12 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ftpipe/transfer/archive_create.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/model/lora.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/model/model_merge.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/model/lora.h"
+#include "ftpipe/model/model_merge.h"
+#include "ftpipe/transfer/archive_create.h"
 
 typedef struct {
     const char *train_dir;

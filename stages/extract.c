@@ -3,10 +3,10 @@
  * ftpipe/archive_extract.c. */
 #include <stdint.h>
 
-#include "ftpipe/transfer/archive_extract.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/transfer/archive_extract.h"
 
 static bool on_progress(void *context, uint64_t read_bytes, uint64_t archive_bytes)
 {

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/model/model_init.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/model/model_init.h"
 
 /* Sets *field from a positive parameter; 0 keeps it. Returns 1 when set. */
 static int override(ft_stage *stage, const char *name, int *field)

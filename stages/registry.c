@@ -1,7 +1,5 @@
-/* kinds: the built-in stage kinds, one file each in stages/. */
-#include <string.h>
-
-#include "ftpipe/engine/stage.h"
+/* registry: the built-in stage kinds, one file each in stages/. */
+#include "ftpipe/stages/registry.h"
 
 extern const ft_stage_kind ft_kind_shell;
 extern const ft_stage_kind ft_kind_download;
@@ -25,11 +23,3 @@ const ft_stage_kind *const ft_builtin_kinds[] = {
     &ft_kind_export,
     NULL,
 };
-
-const ft_stage_kind *ft_stage_kind_find(const char *name)
-{
-    for (size_t i = 0; ft_builtin_kinds[i]; i++)
-        if (strcmp(ft_builtin_kinds[i]->name, name) == 0)
-            return ft_builtin_kinds[i];
-    return NULL;
-}

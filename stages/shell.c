@@ -13,8 +13,8 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/engine/stage.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/engine/stage.h"
 
 /* Binds $<, $^ and $@ (the parser already turned $$ into $). */
 static char *bind_automatic_variables(ft_stage *stage, const char *command)

@@ -12,8 +12,8 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/engine/manifest.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/engine/manifest.h"
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/transfer/staging.h"
 
@@ -151,4 +151,5 @@ const ft_stage_kind ft_kind_shm = {
     .version = 1,
     .run = run_shm,
     .cached_output_usable = shm_output_usable,
+    .gc = ft_staging_gc,
 };

@@ -9,15 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ftpipe/text/chat_template.h"
-#include "ftpipe/formats/dataset.h"
-#include "ftpipe/formats/dataset_inputs.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/text/sample_encoding.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/formats/dataset.h"
+#include "ftpipe/formats/dataset_inputs.h"
 #include "ftpipe/formats/token_shards.h"
+#include "ftpipe/text/chat_template.h"
+#include "ftpipe/text/sample_encoding.h"
 #include "ftpipe/text/tokenizer.h"
 
 static int read_datasets(ft_stage *stage, ft_dataset *dataset)

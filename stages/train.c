@@ -17,11 +17,11 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/model/model_save.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/model/model_save.h"
+#include "ftpipe/model/trainer.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/text/tokenizer.h"
-#include "ftpipe/model/trainer.h"
 
 typedef struct {
     ft_stage *stage;

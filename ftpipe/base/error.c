@@ -54,3 +54,15 @@ int ft_error_context(const char *fmt, ...)
 const char *ft_error_message(void) { return message; }
 
 void ft_error_clear(void) { message[0] = '\0'; }
+
+int ft_error_at(const ft_location *where, const char *fmt, ...)
+{
+    char text[3072];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(text, sizeof text, fmt, args);
+    va_end(args);
+    if (!where || !where->file)
+        return ft_error("%s", text);
+    return ft_error("%s:%d:%d: %s", where->file, where->line, where->column, text);
+}

@@ -7,11 +7,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "ftpipe/cli/commands.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/hash.h"
-#include "ftpipe/engine/manifest.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/cli/commands.h"
+#include "ftpipe/engine/manifest.h"
 
 #define USAGE "usage: ftpipe hash [--threads N] PATH..."
 

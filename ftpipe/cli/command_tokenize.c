@@ -18,10 +18,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ftpipe/cli/commands.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/cli/commands.h"
 #include "ftpipe/text/tokenizer.h"
 
 /* Standard input is read this much at a time (whole lines), so memory stays bounded. */

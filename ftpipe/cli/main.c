@@ -8,13 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ftpipe/engine/build.h"
-#include "ftpipe/cli/commands.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/cli/commands.h"
+#include "ftpipe/engine/build.h"
 #include "ftpipe/engine/inspect.h"
 #include "ftpipe/engine/session.h"
-#include "ftpipe/base/mem.h"
+#include "ftpipe/stages/registry.h"
 
 static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
@@ -69,6 +70,7 @@ int main(int argc, char **argv)
     ft_invocation invocation;
     memset(&invocation, 0, sizeof invocation);
     invocation.jobs = 1;
+    invocation.kinds = ft_builtin_kinds;
     const char *directory = ".";
     const char *file = NULL;
     const char **words = ft_xcalloc((size_t)argc + 1, sizeof *words);

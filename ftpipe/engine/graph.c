@@ -102,7 +102,8 @@ static int find_cycle(ft_graph *graph)
     return result;
 }
 
-int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, ft_graph **out)
+int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, const ft_stage_kind *const *kinds,
+                   ft_graph **out)
 {
     struct ft_graph_private *owner = ft_xcalloc(1, sizeof *owner);
     ft_graph *graph = &owner->graph;
@@ -125,7 +126,7 @@ int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, ft_grap
             result = -1;
             break;
         }
-        node->kind = ft_stage_kind_find(decl->kind);
+        node->kind = ft_stage_kind_lookup(kinds, decl->kind);
         if (!node->kind) {
             result = ft_error("%s: stage kind '%s' has rules but no implementation in this build", where,
                               decl->kind);

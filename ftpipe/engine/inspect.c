@@ -11,7 +11,6 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/plan.h"
-#include "ftpipe/transfer/staging.h"
 
 /* Plans every selected stage in order, as -n would, without running anything. */
 static int plan_all(ft_session *session, ft_plan *plans)
@@ -146,7 +145,7 @@ static int command_log(ft_session *session, const ft_invocation *invocation)
     return result == 0 ? 0 : 1;
 }
 
-static int command_gc(ft_session *session)
+static int command_gc(ft_session *session, const ft_invocation *invocation)
 {
     ft_graph *graph = session->graph;
     for (size_t i = 0; i < graph->n_nodes; i++)
@@ -165,11 +164,13 @@ static int command_gc(ft_session *session)
     uint64_t freed = 0, objects = 0;
     if (result == 0)
         result = ft_cache_gc(session->workspace->cache, keep, n_keep, &freed, &objects);
-    /* Copies in a tmpfs that shm stages made under keys no target has now. */
+    /* What kinds keep outside the cache (the shm kind's tmpfs copies) under keys no target has now. */
     uint64_t staged_freed = 0;
     size_t staged_removed = 0;
-    if (result == 0)
-        result = ft_staging_gc(session->workspace->state_dir, keep, n_keep, &staged_freed, &staged_removed);
+    for (size_t k = 0; result == 0 && invocation->kinds[k]; k++)
+        if (invocation->kinds[k]->gc)
+            result = invocation->kinds[k]->gc(session->workspace->state_dir, keep, n_keep, &staged_freed,
+                                              &staged_removed);
     /* Work folders of keys no stage has now would never be resumed. */
     size_t work_removed = 0;
     char *work_root = ft_path_join(session->workspace->state_dir, "work");
@@ -251,7 +252,7 @@ int ft_inspect_command(const ft_invocation *invocation)
     else if (strcmp(command, "log") == 0)
         status = command_log(&session, invocation);
     else if (strcmp(command, "gc") == 0)
-        status = command_gc(&session);
+        status = command_gc(&session, invocation);
     else if (strcmp(command, "clean") == 0)
         status = command_clean(&session);
     ft_session_close(&session);

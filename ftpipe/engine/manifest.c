@@ -14,8 +14,8 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/engine/state.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/engine/state.h"
 
 #define MANIFEST_HEADER "ftpipe manifest 1\n"
 

@@ -11,8 +11,8 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/engine/rules.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/engine/rules.h"
 
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }

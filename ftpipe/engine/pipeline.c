@@ -11,9 +11,9 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/engine/rules.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/base/strmap.h"
+#include "ftpipe/engine/rules.h"
 #include "pipeline_internal.h"
 
 #define NO_STAGE SIZE_MAX
@@ -48,18 +48,6 @@ typedef struct {
     size_t n_open_files;
     size_t open_capacity;
 } parser;
-
-int ft_error_at(const ft_location *where, const char *fmt, ...)
-{
-    char message[3072];
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(message, sizeof message, fmt, args);
-    va_end(args);
-    if (!where || !where->file)
-        return ft_error("%s", message);
-    return ft_error("%s:%d:%d: %s", where->file, where->line, where->column, message);
-}
 
 static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 

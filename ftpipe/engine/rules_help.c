@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "ftpipe/base/mem.h"
-#include "ftpipe/engine/rules.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/engine/rules.h"
 
 static char *type_text(const ft_param_rule *rule)
 {

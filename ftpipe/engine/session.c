@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ftpipe/engine/build.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/engine/build.h"
 
 /* FTPIPE_RULES: extra rule folders (colon-separated), searched before the built-in rules. */
 static char **rule_dirs(size_t *count)
@@ -53,7 +53,7 @@ int ft_session_open(const ft_invocation *invocation, bool lock, ft_session *out)
         free(dirs[i]);
     free(dirs);
     if (result == 0)
-        result = ft_graph_build(out->pipeline, out->rules, &out->graph);
+        result = ft_graph_build(out->pipeline, out->rules, invocation->kinds, &out->graph);
     if (result == 0)
         result = ft_workspace_open(out->pipeline->dir, lock, &out->workspace);
     if (result != 0) {

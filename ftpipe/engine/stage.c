@@ -259,3 +259,11 @@ int ft_stage_fail(ft_stage *stage, const char *fmt, ...)
     va_end(args);
     return ft_error("%s", text);
 }
+
+const ft_stage_kind *ft_stage_kind_lookup(const ft_stage_kind *const *kinds, const char *name)
+{
+    for (size_t i = 0; kinds && kinds[i]; i++)
+        if (strcmp(kinds[i]->name, name) == 0)
+            return kinds[i];
+    return NULL;
+}

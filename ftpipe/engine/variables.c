@@ -3,8 +3,8 @@
 #include <string.h>
 
 #include "ftpipe/base/mem.h"
-#include "ftpipe/engine/rules.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/engine/rules.h"
 #include "pipeline_internal.h"
 
 /* Deeper nesting than this is surely a mistake, and deeper recursion could

@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ftpipe/formats/dataset.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/formats/dataset.h"
 
 typedef struct {
     const char *key;

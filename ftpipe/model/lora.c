@@ -12,8 +12,8 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
-#include "ftpipe/formats/safetensors.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/formats/safetensors.h"
 
 static const char *const target_names[FT_LORA_TARGET_COUNT] = {
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",

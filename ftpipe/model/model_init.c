@@ -14,8 +14,8 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/model/model.h"
 #include "ftpipe/base/random.h"
+#include "ftpipe/model/model.h"
 #include "ftpipe/text/tokenizer.h"
 
 /* --- shapes --- */

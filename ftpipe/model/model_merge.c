@@ -11,8 +11,8 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/model/lora.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/lora.h"
 #include "ftpipe/model/model.h"
 
 static const char *const copied_files[] = {"tokenizer.json",          "tokenizer_config.json",

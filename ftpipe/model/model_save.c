@@ -8,6 +8,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/formats/safetensors.h"
 
 static const char *const copied_files[] = {"config.json", "tokenizer.json", "tokenizer_config.json",
                                            "special_tokens_map.json", "generation_config.json"};

@@ -8,12 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ftpipe/model/checkpoint.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/model/checkpoint.h"
 
 /* Independent random streams drawn from the seed. */
 enum { STREAM_SHUFFLE = 1, STREAM_DROPOUT = 2 };

@@ -9,8 +9,8 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/text/pretokenizer.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/text/pretokenizer.h"
 
 typedef struct {
     ft_rendered_chat *chat;

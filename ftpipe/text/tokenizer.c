@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ftpipe/text/added_tokens.h"
-#include "ftpipe/text/bpe.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/text/added_tokens.h"
+#include "ftpipe/text/bpe.h"
 #include "ftpipe/text/pretokenizer.h"
 
 /* Ids above this are refused: tables are indexed by id. */
@@ -55,20 +55,6 @@ struct ft_tokenizer {
 };
 
 /* ---- small helpers ---- */
-void ft_token_ids_push(ft_token_ids *ids, uint32_t id)
-{
-    if (ids->count == ids->capacity)
-        ft_grow((void **)&ids->ids, &ids->capacity, ids->count + 1, sizeof *ids->ids);
-    ids->ids[ids->count++] = id;
-}
-
-void ft_token_ids_free(ft_token_ids *ids)
-{
-    free(ids->ids);
-    ids->ids = NULL;
-    ids->count = ids->capacity = 0;
-}
-
 /* Raw bytes of a token written in the byte-level alphabet; false when some
  * character is outside it. */
 static bool byte_level_to_raw(const char *text, size_t length, ft_strbuf *raw)

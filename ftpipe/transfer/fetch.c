@@ -18,12 +18,12 @@
 #include <sys/stat.h>
 
 #include "ftpipe/base/error.h"
-#include "ftpipe/transfer/fetch_http.h"
-#include "ftpipe/transfer/fetch_part.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/sha256.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/transfer/fetch_http.h"
+#include "ftpipe/transfer/fetch_part.h"
 
 #define UNKNOWN_END UINT64_MAX
 #define MIN_PIECE_BYTES ((uint64_t)8 << 20)

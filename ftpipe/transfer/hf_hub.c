@@ -7,10 +7,10 @@
 #include <string.h>
 
 #include "ftpipe/base/error.h"
-#include "ftpipe/transfer/fetch_http.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/transfer/fetch_http.h"
 
 enum { MAX_NAMES_IN_MESSAGES = 12 };
 

@@ -21,15 +21,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ftpipe/model/adamw.h"
 #include "ftpipe/backend/backend.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/model/generate.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/random.h"
+#include "ftpipe/model/adamw.h"
+#include "ftpipe/model/generate.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/model_init.h"
-#include "ftpipe/base/random.h"
 
 enum { WARMUP_STEPS = 2 };
 

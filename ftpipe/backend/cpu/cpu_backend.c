@@ -1,6 +1,6 @@
 /* cpu_backend: the fp32 reference backend. Host memory, plain C loops for the
  * row and elementwise ops, OpenBLAS for matrix products (cpu_linear.c,
- * cpu_attention.c, cpu_decode.c). Sums that decide accuracy (norms, softmax
+ * cpu_attention.c, cpu_decode.c); memory and scratch in cpu_memory.c. Sums that decide accuracy (norms, softmax
  * denominators) are taken in double. */
 #include <cblas.h>
 #include <math.h>
@@ -12,65 +12,6 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
-
-typedef struct {
-    float *scratch;
-    size_t scratch_floats;
-    size_t allocated_bytes;  /* held by alloc now */
-    size_t peak_bytes;
-} cpu_context;
-
-/* Each allocation starts one alignment unit early, where its size is kept (for
- * the peak). */
-static const size_t alignment_bytes = 64;
-
-static void note_held(cpu_context *context, size_t more, size_t less)
-{
-    context->allocated_bytes = context->allocated_bytes + more - less;
-    size_t held = context->allocated_bytes + context->scratch_floats * sizeof(float);
-    if (held > context->peak_bytes)
-        context->peak_bytes = held;
-}
-
-float *ft_cpu_scratch(ft_backend *self, size_t floats)
-{
-    cpu_context *context = self->context;
-    if (floats > context->scratch_floats) {
-        free(context->scratch);
-        context->scratch = ft_xmalloc(floats * sizeof(float));
-        context->scratch_floats = floats;
-        note_held(context, 0, 0);
-    }
-    return context->scratch;
-}
-
-/* --- memory --- */
-
-static void *cpu_alloc(ft_backend *self, size_t bytes)
-{
-    size_t rounded = (bytes + alignment_bytes - 1) / alignment_bytes * alignment_bytes;
-    char *block = aligned_alloc(alignment_bytes, alignment_bytes + rounded);
-    if (!block) {
-        char size[32];
-        ft_format_bytes(bytes, size, sizeof size);
-        ft_error("out of host memory: cannot allocate %s (reduce the batch size or sequence length)", size);
-        return NULL;
-    }
-    memcpy(block, &rounded, sizeof rounded);
-    note_held(self->context, rounded, 0);
-    return block + alignment_bytes;
-}
-
-static void cpu_free(ft_backend *self, void *pointer)
-{
-    if (!pointer)
-        return;
-    char *block = (char *)pointer - alignment_bytes;
-    size_t rounded;
-    memcpy(&rounded, block, sizeof rounded);
-    note_held(self->context, 0, rounded);
-    free(block);
-}
 
 static void cpu_copy(ft_backend *self, void *to, const void *from, size_t bytes)
 {
@@ -87,31 +28,8 @@ static void cpu_zero(ft_backend *self, void *device, size_t bytes)
 static int cpu_reserve(ft_backend *self, const ft_backend_limits *limits)
 {
     size_t linear = ft_cpu_linear_scratch_floats(limits), attention = ft_cpu_attention_scratch_floats(limits);
-    size_t floats = linear > attention ? linear : attention;
-    cpu_context *context = self->context;
-    if (floats <= context->scratch_floats)
-        return 0;
-    float *scratch = malloc(floats * sizeof(float));
-    if (!scratch) {
-        char size[32];
-        ft_format_bytes(floats * sizeof(float), size, sizeof size);
-        return ft_error("out of host memory reserving the cpu backend's %s of scratch (reduce the batch size or "
-                        "sequence length)",
-                        size);
-    }
-    free(context->scratch);
-    context->scratch = scratch;
-    context->scratch_floats = floats;
-    note_held(context, 0, 0);
-    return 0;
+    return ft_cpu_scratch_reserve(self, linear > attention ? linear : attention);
 }
-
-static size_t cpu_reserved_bytes(const ft_backend *self)
-{
-    return ((const cpu_context *)self->context)->scratch_floats * sizeof(float);
-}
-
-static size_t cpu_peak_bytes(const ft_backend *self) { return ((const cpu_context *)self->context)->peak_bytes; }
 
 /* Host ops finish before they return and cannot fault. */
 static int cpu_check(ft_backend *self) { return 0; }
@@ -320,9 +238,7 @@ static void cpu_scale(ft_backend *self, float *x, size_t n, float factor)
 
 static void cpu_destroy(ft_backend *self)
 {
-    cpu_context *context = self->context;
-    free(context->scratch);
-    free(context);
+    ft_cpu_memory_free(self->context);
     free(self);
 }
 
@@ -336,16 +252,16 @@ ft_backend *ft_backend_cpu_create(int threads)
     ft_backend *backend = ft_xcalloc(1, sizeof *backend);
     backend->name = "cpu";
     backend->dtype = FT_DTYPE_F32;
-    backend->context = ft_xcalloc(1, sizeof(cpu_context));
+    backend->context = ft_cpu_memory_new();
     backend->destroy = cpu_destroy;
-    backend->alloc = cpu_alloc;
-    backend->free = cpu_free;
+    backend->alloc = ft_cpu_alloc;
+    backend->free = ft_cpu_free;
     backend->upload = cpu_copy;
     backend->download = cpu_copy;
     backend->zero = cpu_zero;
     backend->reserve = cpu_reserve;
-    backend->reserved_bytes = cpu_reserved_bytes;
-    backend->peak_bytes = cpu_peak_bytes;
+    backend->reserved_bytes = ft_cpu_reserved_bytes;
+    backend->peak_bytes = ft_cpu_peak_bytes;
     backend->check = cpu_check;
     backend->embedding_forward = cpu_embedding_forward;
     backend->embedding_backward = cpu_embedding_backward;

@@ -7,8 +7,19 @@
 
 #include "ftpipe/backend/backend.h"
 
-/* The backend's scratch memory, at least `floats` long. reserve() sizes it up
- * front; a larger request grows it (so a planning slip costs time, not a crash). */
+/* Memory (cpu_memory.c): the backend's context holds what alloc gives out, for the
+ * peak, and one scratch block that the ops share. */
+void *ft_cpu_memory_new(void);
+void ft_cpu_memory_free(void *context);
+void *ft_cpu_alloc(ft_backend *self, size_t bytes);
+void ft_cpu_free(ft_backend *self, void *pointer);
+size_t ft_cpu_reserved_bytes(const ft_backend *self);
+size_t ft_cpu_peak_bytes(const ft_backend *self);
+/* Sizes the scratch to at least `floats` up front; -1 with ft_error when the host
+ * has not that much memory. */
+int ft_cpu_scratch_reserve(ft_backend *self, size_t floats);
+/* The scratch, at least `floats` long; a request beyond the reserve grows it (so a
+ * planning slip costs time, not a crash). */
 float *ft_cpu_scratch(ft_backend *self, size_t floats);
 
 /* Scratch the linear and attention ops need for the given limits, in floats. */

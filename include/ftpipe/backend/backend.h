@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ftpipe/formats/safetensors.h"
+#include "ftpipe/base/dtype.h"
 
 typedef struct ft_backend ft_backend;
 

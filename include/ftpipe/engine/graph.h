@@ -38,7 +38,9 @@ typedef struct {
     const ft_pipeline *pipeline;
 } ft_graph;
 
-int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, ft_graph **out);
+/* kinds: the stage kinds that can run (NULL-terminated); a declared kind without one is an error. */
+int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, const ft_stage_kind *const *kinds,
+                   ft_graph **out);
 void ft_graph_free(ft_graph *graph);
 
 /* The node whose target is `target` (normalised first), or FT_NO_NODE. */

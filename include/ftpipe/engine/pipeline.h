@@ -18,11 +18,7 @@
 
 #include <stddef.h>
 
-typedef struct {
-    const char *file; /* owned by the pipeline (lives as long as it) */
-    int line;         /* 1-based */
-    int column;       /* 1-based */
-} ft_location;
+#include "ftpipe/base/error.h"
 
 typedef struct {
     char *name;
@@ -75,9 +71,5 @@ int ft_pipeline_load(const char *path, const ft_pipeline_options *options, ft_pi
 int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeline_options *options,
                              ft_pipeline **out);
 void ft_pipeline_free(ft_pipeline *pipeline);
-
-/* Sets ft_error to "file:line:column: message" (just the message when where or
- * where->file is NULL); returns -1. */
-int ft_error_at(const ft_location *where, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -12,6 +12,7 @@
 #include "ftpipe/engine/workspace.h"
 
 typedef struct {
+    const ft_stage_kind *const *kinds; /* what stages can be: the engine links no kind itself */
     char *pipeline_path;
     const ft_variable *overrides;   /* VAR=value from the command line */
     size_t n_overrides;

@@ -39,11 +39,16 @@ typedef struct {
      * used: the shm kind answers 0 when the tmpfs copy its link points to is gone,
      * and the stage runs again under the same key. 1 yes, 0 no, -1 error. */
     int (*cached_output_usable)(ft_stage *stage, const ft_manifest *output);
+    /* Optional: `ftpipe gc` hands it the keys that current targets still need, so a
+     * kind that keeps results outside the cache (the shm kind's tmpfs copies) frees
+     * the rest. Adds to *freed_bytes and *removed (may be NULL); -1 with ft_error. */
+    int (*gc)(const char *state_dir, const char *const *keep_keys, size_t n_keep, uint64_t *freed_bytes,
+              size_t *removed);
 } ft_stage_kind;
 
-/* The built-in kinds (one file each in stages/), NULL-terminated; and lookup by name. */
-extern const ft_stage_kind *const ft_builtin_kinds[];
-const ft_stage_kind *ft_stage_kind_find(const char *name);
+/* The kind of that name in a NULL-terminated table (stages/registry.h has the
+ * built-in one, which main hands to the engine), or NULL. */
+const ft_stage_kind *ft_stage_kind_lookup(const ft_stage_kind *const *kinds, const char *name);
 
 /* --- what the stage is --- */
 const char *ft_stage_target(const ft_stage *stage);   /* as written in the pipeline */

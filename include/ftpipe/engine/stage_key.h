@@ -7,8 +7,8 @@
 #ifndef FTPIPE_STAGE_KEY_H
 #define FTPIPE_STAGE_KEY_H
 
-#include "ftpipe/engine/graph.h"
 #include "ftpipe/base/hash.h"
+#include "ftpipe/engine/graph.h"
 #include "ftpipe/engine/state.h"
 
 typedef struct {

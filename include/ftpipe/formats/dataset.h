@@ -21,7 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "ftpipe/text/chat_template.h"
+#include "ftpipe/formats/message.h"
 
 typedef enum { FT_DATASET_FORMAT_AUTO, FT_DATASET_FORMAT_ALPACA, FT_DATASET_FORMAT_SHAREGPT } ft_dataset_format;
 

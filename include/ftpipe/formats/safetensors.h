@@ -10,18 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    FT_DTYPE_F32,
-    FT_DTYPE_F16,
-    FT_DTYPE_BF16,
-    FT_DTYPE_F64,
-    FT_DTYPE_I64,
-    FT_DTYPE_I32,
-    FT_DTYPE_I16,
-    FT_DTYPE_I8,
-    FT_DTYPE_U8,
-    FT_DTYPE_BOOL,
-} ft_dtype;
+#include "ftpipe/base/dtype.h"
 
 #define FT_MAX_DIMS 8
 
@@ -47,8 +36,6 @@ const ft_tensor_view *ft_safetensors_at(const ft_safetensors *set, size_t index)
 /* NULL (and ft_error naming the tensor and files) when absent. */
 const ft_tensor_view *ft_safetensors_find(const ft_safetensors *set, const char *name);
 
-size_t ft_dtype_size(ft_dtype dtype);
-const char *ft_dtype_name(ft_dtype dtype); /* "F32", "BF16", ... as in the header */
 
 /* Converts a tensor of F32, F16 or BF16 to float. out holds its element count. */
 int ft_tensor_to_f32(const ft_tensor_view *tensor, float *out);
@@ -80,11 +67,5 @@ typedef int (*ft_tensor_producer)(void *context, size_t index, void *buffer, siz
 int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *tensors, size_t count,
                                   const char *const *metadata_keys, const char *const *metadata_values,
                                   size_t n_metadata, ft_tensor_producer produce, void *context);
-
-/* bf16 <-> f32 (round to nearest even). */
-uint16_t ft_f32_to_bf16(float value);
-float ft_bf16_to_f32(uint16_t value);
-/* f32 -> IEEE half precision, round to nearest even (as torch's .half()). */
-uint16_t ft_f32_to_f16(float value);
 
 #endif

@@ -14,8 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ftpipe/model/adamw.h"
 #include "ftpipe/backend/backend.h"
+#include "ftpipe/model/adamw.h"
 
 typedef struct {
     int64_t global_step;     /* optimizer steps done */

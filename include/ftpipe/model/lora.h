@@ -11,9 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ftpipe/model/adamw.h"
 #include "ftpipe/backend/backend.h"
 #include "ftpipe/formats/model_config.h"
+#include "ftpipe/model/adamw.h"
 
 typedef enum {
     FT_LORA_Q,

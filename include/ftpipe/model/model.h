@@ -13,10 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ftpipe/model/adamw.h"
 #include "ftpipe/backend/backend.h"
-#include "ftpipe/model/lora.h"
 #include "ftpipe/formats/model_config.h"
+#include "ftpipe/model/adamw.h"
+#include "ftpipe/model/lora.h"
 
 typedef enum {
     FT_FINETUNE_NONE,  /* inference: no gradients, activations not kept per layer */

@@ -17,10 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ftpipe/formats/token_shards.h"
 #include "ftpipe/model/adamw.h"
 #include "ftpipe/model/lr_schedule.h"
 #include "ftpipe/model/model.h"
-#include "ftpipe/formats/token_shards.h"
 
 typedef struct {
     int64_t step;             /* optimizer steps done, this one included */

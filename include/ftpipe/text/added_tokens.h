@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ftpipe/text/tokenizer.h"
+#include "ftpipe/text/token_ids.h"
 
 typedef struct ft_added_tokens ft_added_tokens;
 

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ftpipe/text/tokenizer.h"
+#include "ftpipe/text/token_ids.h"
 
 typedef struct ft_bpe ft_bpe;
 /* One thread's scratch space and word cache. */

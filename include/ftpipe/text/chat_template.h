@@ -10,12 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef enum { FT_ROLE_SYSTEM, FT_ROLE_USER, FT_ROLE_ASSISTANT } ft_role;
-
-typedef struct {
-    ft_role role;
-    const char *content;
-} ft_message;
+#include "ftpipe/formats/message.h"
 
 typedef struct {
     char *text;

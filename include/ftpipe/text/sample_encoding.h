@@ -17,9 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ftpipe/text/chat_template.h"
 #include "ftpipe/formats/dataset.h"
 #include "ftpipe/formats/token_shards.h"
+#include "ftpipe/text/chat_template.h"
 #include "ftpipe/text/tokenizer.h"
 
 typedef struct {

@@ -13,14 +13,9 @@
 #include <stdint.h>
 
 #include "ftpipe/base/hash.h"
+#include "ftpipe/text/token_ids.h"
 
 typedef struct ft_tokenizer ft_tokenizer;
-
-typedef struct {
-    uint32_t *ids;
-    size_t count;
-    size_t capacity;
-} ft_token_ids;
 
 /* path: a tokenizer.json, or a model folder holding one. */
 int ft_tokenizer_load(const char *path, ft_tokenizer **out);
@@ -45,8 +40,5 @@ const char *ft_tokenizer_eos_token(const ft_tokenizer *tokenizer);
 /* Hash of the tokenizer.json bytes: data tokenized with one tokenizer must not
  * train a model with another. */
 ft_hash ft_tokenizer_hash(const ft_tokenizer *tokenizer);
-
-void ft_token_ids_push(ft_token_ids *ids, uint32_t id);
-void ft_token_ids_free(ft_token_ids *ids);
 
 #endif

@@ -11,8 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "ftpipe/transfer/fetch.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/transfer/fetch.h"
 
 /* A handle for url with ftpipe's settings; curl_error (CURL_ERROR_SIZE bytes)
  * receives libcurl's explanation of a failure. NULL when libcurl cannot make one. */

@@ -7,12 +7,12 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "ftpipe/cli/commands.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/hash.h"
-#include "ftpipe/engine/manifest.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/cli/commands.h"
+#include "ftpipe/engine/manifest.h"
 
 static char *temporary_dir;
 

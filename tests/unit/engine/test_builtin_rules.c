@@ -5,6 +5,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/engine/rules.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/stages/registry.h"
 
 TEST(builtin_rules_load)
 {
@@ -31,7 +32,7 @@ TEST(every_kind_has_rules_and_every_rule_file_a_kind)
         }
     }
     for (size_t i = 0; i < book->n_kinds; i++) {
-        if (!ft_stage_kind_find(book->kinds[i].kind)) {
+        if (!ft_stage_kind_lookup(ft_builtin_kinds, book->kinds[i].kind)) {
             fprintf(stderr, "  rules for %s but no stages/%s.c\n", book->kinds[i].kind, book->kinds[i].kind);
             CHECK(0);
         }

@@ -8,12 +8,12 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "ftpipe/engine/cache.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/engine/manifest.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/engine/cache.h"
+#include "ftpipe/engine/manifest.h"
 
 static char *temporary_dir;
 

@@ -9,9 +9,9 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/strbuf.h"
 #include "ftpipe/engine/pipeline.h"
 #include "ftpipe/engine/rules.h"
-#include "ftpipe/base/strbuf.h"
 
 /* The test's own built-in rules, so that the kinds listed in messages stay fixed
  * as the program's rules folder grows. */

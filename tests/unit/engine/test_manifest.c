@@ -10,10 +10,10 @@
 #include "check.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/engine/manifest.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/engine/state.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/engine/manifest.h"
+#include "ftpipe/engine/state.h"
 
 static char *temporary_dir;
 

@@ -8,8 +8,8 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/engine/state.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/engine/state.h"
 
 static char *temporary_dir;
 

@@ -3,8 +3,8 @@
 
 #include <stdbool.h>
 
-#include "ftpipe/eval/checker.h"
 #include "ftpipe/base/error.h"
+#include "ftpipe/eval/checker.h"
 
 static bool judge(const char *name, const char *argument, const char *prompt, const char *answer,
                   const char *expected)

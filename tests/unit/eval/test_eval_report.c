@@ -3,8 +3,8 @@
 
 #include <math.h>
 
-#include "ftpipe/eval/eval_report.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/eval/eval_report.h"
 
 static ft_eval_result adapted(void)
 {

@@ -5,9 +5,9 @@
 
 #include "check.h"
 #include "ftpipe/base/error.h"
-#include "ftpipe/eval/evaluation.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
+#include "ftpipe/eval/evaluation.h"
 
 #define MODEL "tests/fixtures/parity/qwen2/model"
 

@@ -4,10 +4,10 @@
 #include <string.h>
 
 #include "check.h"
-#include "ftpipe/formats/dataset.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/formats/dataset.h"
 
 #define FIXTURES "tests/fixtures/datasets"
 

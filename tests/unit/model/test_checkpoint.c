@@ -8,10 +8,10 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "ftpipe/model/checkpoint.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/checkpoint.h"
 
 static ft_backend *cpu;
 static char root[] = "/tmp/ftpipe-checkpoint.XXXXXX";

@@ -7,9 +7,9 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/random.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/model_init.h"
-#include "ftpipe/base/random.h"
 
 enum { BATCH = 2, SEQ = 24, ROWS = BATCH * SEQ };
 

@@ -10,11 +10,11 @@
 #include "tiny_models.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/model/generate.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/random.h"
+#include "ftpipe/model/generate.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/model_init.h"
-#include "ftpipe/base/random.h"
 
 enum { BATCH = 4, MAX_TOKENS = 16, NEW = 6 };
 

@@ -6,8 +6,8 @@
 #include "check.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/model/lora.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/lora.h"
 
 static ft_backend *cpu;
 

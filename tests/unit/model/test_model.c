@@ -9,9 +9,9 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/model_init.h"
-#include "ftpipe/formats/safetensors.h"
 
 #define MODEL "tests/fixtures/parity/qwen2/model"
 

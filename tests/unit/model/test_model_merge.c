@@ -8,10 +8,10 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/model_init.h"
 #include "ftpipe/model/model_merge.h"
-#include "ftpipe/formats/safetensors.h"
 
 static ft_backend *cpu;
 static char root[] = "/tmp/ftpipe-model-merge.XXXXXX";

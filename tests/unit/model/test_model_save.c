@@ -7,9 +7,9 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model_init.h"
 #include "ftpipe/model/model_save.h"
-#include "ftpipe/formats/safetensors.h"
 
 static ft_backend *cpu;
 static char root[] = "/tmp/ftpipe-model-save.XXXXXX";

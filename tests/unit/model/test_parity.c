@@ -8,13 +8,13 @@
 #include <stdint.h>
 
 #include "check.h"
-#include "ftpipe/model/adamw.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/model/lora.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/model/model.h"
 #include "ftpipe/formats/safetensors.h"
+#include "ftpipe/model/adamw.h"
+#include "ftpipe/model/lora.h"
+#include "ftpipe/model/model.h"
 
 #define FIXTURES "tests/fixtures/parity"
 #define TOLERANCE 1e-4

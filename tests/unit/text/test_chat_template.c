@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "ftpipe/text/chat_template.h"
 #include "ftpipe/base/error.h"
+#include "ftpipe/text/chat_template.h"
 
 #define FIXTURE "tests/fixtures/tokenizer/chat_templates.json"
 

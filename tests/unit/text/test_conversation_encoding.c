@@ -9,8 +9,8 @@
 #include "check.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/text/sample_encoding.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/text/sample_encoding.h"
 
 #define BYTE_MODEL "tests/fixtures/datasets/byte_model"
 

@@ -10,8 +10,8 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/text/sample_encoding.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/text/sample_encoding.h"
 
 TEST(infer_seqlen_matches_llamafactory)
 {

@@ -5,11 +5,11 @@
 #include <sys/stat.h>
 
 #include "check.h"
-#include "ftpipe/transfer/archive_create.h"
-#include "ftpipe/transfer/archive_extract.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/transfer/archive_create.h"
+#include "ftpipe/transfer/archive_extract.h"
 
 static char root[] = "/tmp/ftpipe-archive-create.XXXXXX";
 

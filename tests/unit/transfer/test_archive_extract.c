@@ -14,10 +14,10 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "ftpipe/transfer/archive_extract.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/transfer/archive_extract.h"
 
 static char *temporary_dir;
 

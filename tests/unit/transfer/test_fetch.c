@@ -14,11 +14,11 @@
 #include <unistd.h>
 
 #include "ftpipe/base/error.h"
-#include "ftpipe/transfer/fetch.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/sha256.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/transfer/fetch.h"
 
 #define MIB (1024 * 1024)
 #define BIG_BYTES (24 * MIB)

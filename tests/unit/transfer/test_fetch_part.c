@@ -6,10 +6,10 @@
 #include <unistd.h>
 
 #include "ftpipe/base/error.h"
-#include "ftpipe/transfer/fetch_part.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/transfer/fetch_part.h"
 
 static char *ranges_text(const ft_range_set *set)
 {

@@ -6,9 +6,9 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
-#include "ftpipe/transfer/hf_hub.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/transfer/hf_hub.h"
 
 #define MAIN_COMMIT "1111111111111111111111111111111111111111"
 
