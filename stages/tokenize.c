@@ -170,6 +170,10 @@ static int run_tokenize(ft_stage *stage)
     ft_tokenizer *tokenizer;
     if (ft_tokenizer_load(ft_stage_input_path(stage, 0), &tokenizer) != 0)
         return ft_error_context("the first input of tokenize must be a model folder or a tokenizer.json");
+    if (ft_chat_template_check_tokenizer(chat_template, tokenizer) != 0) {
+        ft_tokenizer_free(tokenizer);
+        return ft_error_context("%s", ft_stage_input_path(stage, 0));
+    }
     ft_hash_to_hex(ft_tokenizer_hash(tokenizer), meta.tokenizer_hash);
     ft_dataset dataset;
     ft_dataset_init(&dataset);
@@ -180,7 +184,8 @@ static int run_tokenize(ft_stage *stage)
     if (status == 0) {
         ft_stage_log(stage, "tokenizing %zu conversations from %zu file%s with template %s", dataset.count,
                      dataset.n_files, dataset.n_files == 1 ? "" : "s", meta.template_name);
-        const ft_encoding_options options = {meta.cutoff_len, meta.train_on_prompt, meta.mask_history};
+        const ft_encoding_options options = {meta.cutoff_len, meta.train_on_prompt, meta.mask_history,
+                                             ft_stage_param_bool(stage, "enable_thinking")};
         status = ft_encode_conversations(tokenizer, chat_template, dataset.conversations, dataset.count, &options,
                                          (int)ft_stage_param_int(stage, "threads"), report_progress, stage, samples,
                                          errors);
@@ -211,6 +216,6 @@ static int run_tokenize(ft_stage *stage)
 
 const ft_stage_kind ft_kind_tokenize = {
     .name = "tokenize",
-    .version = 1,
+    .version = 2, /* 2: LLaMA-Factory's qwen3 think blocks and untrimmed llama3 */
     .run = run_tokenize,
 };

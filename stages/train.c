@@ -93,9 +93,12 @@ static int read_parameters(train_run *run)
     m->finetuning = lora ? FT_FINETUNE_LORA : FT_FINETUNE_FULL;
     m->use_lora = lora;
     m->gradient_checkpointing = ft_stage_param_bool(stage, "gradient_checkpointing");
-    m->lora = (ft_lora_config){(int)(rank > 0 && rank < 1 << 20 ? rank : 0), ft_stage_param_float(stage, "lora_alpha"),
-                               ft_stage_param_float(stage, "lora_dropout"), ft_stage_param_bool(stage, "use_rslora"),
-                               0, (uint64_t)ft_stage_param_int(stage, "seed")};
+    int lora_rank = (int)(rank > 0 && rank < 1 << 20 ? rank : 0);
+    double lora_alpha = ft_stage_param_float(stage, "lora_alpha");
+    if (lora_alpha == 0) /* unset: LLaMA-Factory's default */
+        lora_alpha = 2.0 * lora_rank;
+    m->lora = (ft_lora_config){lora_rank, lora_alpha, ft_stage_param_float(stage, "lora_dropout"),
+                               ft_stage_param_bool(stage, "use_rslora"), 0, (uint64_t)ft_stage_param_int(stage, "seed")};
     if (lora && (ft_lora_parse_targets(ft_stage_param_string(stage, "lora_target"), &m->lora.targets) < 0 ||
                  ft_lora_config_check(&m->lora) < 0))
         return -1;
