@@ -76,8 +76,8 @@ def encode_with_llamafactory(case, tokenizer):
 
 
 def encode_with_ftpipe(ftpipe, case, model_folder):
-    """ids and loss mask from `ftpipe encode --template`."""
-    command = [ftpipe, "encode", "--tokenizer", model_folder, "--template", case["template"]]
+    """ids and loss mask from `ftpipe render`."""
+    command = [ftpipe, "render", "--tokenizer", model_folder, "--template", case["template"]]
     if case.get("cutoff_len"):
         command += ["--cutoff-len", str(case["cutoff_len"])]
     for flag in ("mask_history", "train_on_prompt"):

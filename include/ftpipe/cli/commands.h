@@ -11,5 +11,8 @@ int ft_command_hash(int argc, char **argv);
 int ft_command_encode(int argc, char **argv);
 /* ftpipe decode --tokenizer PATH: token ids on stdin -> text. */
 int ft_command_decode(int argc, char **argv);
+/* ftpipe render --tokenizer PATH --template NAME: a conversation (JSON on stdin)
+ * -> its text, ids and loss mask as tokenize encodes it. */
+int ft_command_render(int argc, char **argv);
 
 #endif
