@@ -302,6 +302,21 @@ static bool has_messages_field(const json_t *record, const ft_dataset_columns *c
     return json_object_get(record, "conversations") || json_object_get(record, "messages");
 }
 
+/* A field that holds something: not null, "", "[]", [] or {} (a kto_tag of
+ * false holds something: an undesirable answer). */
+static bool holds_something(const json_t *value)
+{
+    if (!value || json_is_null(value))
+        return false;
+    if (json_is_string(value))
+        return json_string_length(value) > 0 && strcmp(json_string_value(value), "[]") != 0;
+    if (json_is_array(value))
+        return json_array_size(value) > 0;
+    if (json_is_object(value))
+        return json_object_size(value) > 0;
+    return true;
+}
+
 static int convert_record(record_builder *builder, const json_t *record, const ft_dataset_columns *columns,
                           ft_conversation *out)
 {
@@ -309,6 +324,10 @@ static int convert_record(record_builder *builder, const json_t *record, const f
     ft_strbuf_reset(&builder->text);
     if (!json_is_object(record))
         return ft_error("the record is %s, expected an object", json_kind(record));
+    /* tool definitions, images or preference labels left out would train on wrong targets */
+    for (const char *const *column = ft_dataset_refused_columns(); *column; column++)
+        if (holds_something(json_object_get(record, *column)))
+            return ft_dataset_refuse_column("the record", *column);
     bool sharegpt = columns->format == FT_DATASET_FORMAT_SHAREGPT ||
                     (columns->format == FT_DATASET_FORMAT_AUTO && has_messages_field(record, columns));
     if ((sharegpt ? convert_sharegpt : convert_alpaca)(builder, record, columns) != 0)

@@ -36,9 +36,37 @@ static const column_field tag_fields[] = {
     COLUMN("function_tag", function_tag, "function_call"),
 };
 
-/* Columns LLaMA-Factory knows that ftpipe cannot train on. */
+/* Columns LLaMA-Factory knows that make a dataset unusable for supervised
+ * fine-tuning here; the reason says why, since dropping the column would train
+ * on wrong targets. NULL-terminated. */
 static const char *const unsupported_columns[] = {"tools", "images", "videos", "audios", "chosen", "rejected",
-                                                  "kto_tag"};
+                                                  "kto_tag", NULL};
+
+#define N_OF(array) (sizeof(array) / sizeof((array)[0]))
+
+int ft_dataset_refuse_column(const char *what, const char *column)
+{
+    if (strcmp(column, "tools") == 0)
+        return ft_error("%s has \"tools\", tool (function) definitions, which ftpipe's chat templates do not render "
+                        "yet; trained without them, the conversations would teach tool calls against definitions the "
+                        "model never sees, so tool-calling data cannot be used for supervised fine-tuning yet",
+                        what);
+    if (strcmp(column, "images") == 0 || strcmp(column, "videos") == 0 || strcmp(column, "audios") == 0)
+        return ft_error("%s is multimodal (\"%s\"): ftpipe does not read images, videos or audio yet, and the text "
+                        "alone would train on the literal <image>/<video>/<audio> placeholders; it is not usable for "
+                        "supervised fine-tuning of a text model (images become usable with vision-language support)",
+                        what, column);
+    if (strcmp(column, "kto_tag") == 0)
+        return ft_error("%s is KTO data: \"kto_tag\" labels answers desirable or undesirable, and supervised "
+                        "fine-tuning would train on the undesirable ones as targets; it is not usable for supervised "
+                        "fine-tuning (ftpipe has no KTO stage)",
+                        what);
+    return ft_error("%s is preference data (\"%s\"): its answers come in chosen/rejected pairs for DPO or reward "
+                    "modelling; it is not usable for supervised fine-tuning (ftpipe has no preference stage)",
+                    what, column);
+}
+
+const char *const *ft_dataset_refused_columns(void) { return unsupported_columns; }
 
 #define N_OF(array) (sizeof(array) / sizeof((array)[0]))
 
@@ -67,11 +95,13 @@ static int read_mapping(const json_t *mapping, const char *section, const char *
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)mapping, key, value) {
-        for (size_t i = 0; i < N_OF(unsupported_columns); i++)
-            if (strcmp(key, unsupported_columns[i]) == 0)
-                return ft_error("dataset '%s': the \"%s\" column is not supported (ftpipe trains on text "
-                                "conversations only); remove it from \"%s\"",
-                                dataset, key, section);
+        for (size_t i = 0; unsupported_columns[i]; i++)
+            if (strcmp(key, unsupported_columns[i]) == 0) {
+                char *what = ft_xasprintf("dataset '%s'", dataset);
+                ft_dataset_refuse_column(what, key);
+                free(what);
+                return -1;
+            }
         size_t i = 0;
         while (i < n_fields && strcmp(key, fields[i].key) != 0)
             i++;
@@ -116,7 +146,8 @@ static int read_entry(const char *folder, const char *info_path, const char *nam
         return ft_error("%s: dataset '%s' has no \"file_name\"", info_path, name);
     }
     if (json_is_true(json_object_get(entry, "ranking")))
-        return ft_error("%s: dataset '%s' is a ranking (preference) dataset; tokenize prepares supervised data",
+        return ft_error("%s: dataset '%s' is ranking (preference) data for DPO or reward modelling; it is not "
+                        "usable for supervised fine-tuning (ftpipe has no preference stage)",
                         info_path, name);
     if (json_object_get(entry, "num_samples"))
         return ft_error("%s: dataset '%s': \"num_samples\" is not supported; cut the file to the samples wanted",

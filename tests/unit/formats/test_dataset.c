@@ -185,6 +185,48 @@ TEST(reports_each_malformed_record)
     }
 }
 
+TEST(refuses_records_whose_tools_images_or_labels_would_be_lost)
+{
+    static const struct {
+        const char *record, *start;
+    } cases[] = {
+        {"{\"conversations\": [{\"from\": \"human\", \"value\": \"q\"}, {\"from\": \"gpt\", \"value\": \"a\"}], "
+         "\"tools\": \"[{\\\"name\\\": \\\"f\\\"}]\"}",
+         "the record has \"tools\", tool (function) definitions, which ftpipe's chat templates do not render yet"},
+        {"{\"instruction\": \"<image>What is it?\", \"output\": \"A cat.\", \"images\": [\"cat.jpg\"]}",
+         "the record is multimodal (\"images\"): ftpipe does not read images"},
+        {"{\"instruction\": \"q\", \"output\": \"bad answer\", \"kto_tag\": false}", NULL},
+        {"{\"instruction\": \"q\", \"output\": \"bad answer\", \"kto_tag\": true}",
+         "the record is KTO data: \"kto_tag\" labels answers desirable or undesirable"},
+        {"{\"conversations\": [{\"from\": \"human\", \"value\": \"q\"}], \"chosen\": {\"from\": \"gpt\", "
+         "\"value\": \"a\"}, \"rejected\": {\"from\": \"gpt\", \"value\": \"b\"}}",
+         "the record is preference data (\"chosen\")"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ft_dataset dataset;
+        ft_dataset_init(&dataset);
+        char *text = ft_xasprintf("%s\n", cases[i].record);
+        /* kto_tag false also marks an undesirable answer: refused like true */
+        const char *start = cases[i].start ? cases[i].start : "the record is KTO data";
+        CHECK_INT(read_text(&dataset, text, FT_DATASET_FORMAT_AUTO, FT_ON_ERROR_FAIL), -1);
+        char *expected = ft_xasprintf("data.jsonl: record 1: %s", start);
+        if (strncmp(ft_error_message(), expected, strlen(expected)) != 0)
+            CHECK_STR(ft_error_message(), expected);
+        CHECK(strstr(ft_error_message(), "remove") == NULL);
+        free(expected);
+        free(text);
+        ft_dataset_free(&dataset);
+    }
+    /* empty tools and images are nothing lost */
+    ft_dataset dataset;
+    ft_dataset_init(&dataset);
+    const char *text = "{\"instruction\": \"q\", \"output\": \"a\", \"tools\": \"\", \"images\": []}\n"
+                       "{\"instruction\": \"q\", \"output\": \"a\", \"tools\": \"[]\"}\n";
+    CHECK_INT(read_text(&dataset, text, FT_DATASET_FORMAT_AUTO, FT_ON_ERROR_FAIL), 0);
+    CHECK_INT(dataset.count, 2);
+    ft_dataset_free(&dataset);
+}
+
 TEST(names_the_record_number_in_the_message)
 {
     ft_dataset dataset;
@@ -349,12 +391,15 @@ TEST(refuses_bad_dataset_info_entries)
                    "renamed, openai, parts, from_hub, pictures, typo, preferences, odd_format, no_file)"},
         {"from_hub", FIXTURES "/llamafactory/dataset_info.json: dataset 'from_hub' comes from a hub "
                      "(\"hf_hub_url\"): fetch it with a download stage and name the local file in \"file_name\""},
-        {"pictures", FIXTURES "/llamafactory/dataset_info.json: dataset 'pictures': the \"images\" column is not "
-                     "supported (ftpipe trains on text conversations only); remove it from \"columns\""},
+        {"pictures", FIXTURES "/llamafactory/dataset_info.json: dataset 'pictures' is multimodal (\"images\"): ftpipe "
+                     "does not read images, videos or audio yet, and the text alone would train on the literal "
+                     "<image>/<video>/<audio> placeholders; it is not usable for supervised fine-tuning of a text "
+                     "model (images become usable with vision-language support)"},
         {"typo", FIXTURES "/llamafactory/dataset_info.json: dataset 'typo': unknown key \"promt\" in \"columns\" "
                  "(known: prompt, query, response, history, system, messages)"},
-        {"preferences", FIXTURES "/llamafactory/dataset_info.json: dataset 'preferences' is a ranking (preference) "
-                        "dataset; tokenize prepares supervised data"},
+        {"preferences", FIXTURES "/llamafactory/dataset_info.json: dataset 'preferences' is ranking (preference) "
+                        "data for DPO or reward modelling; it is not usable for supervised fine-tuning (ftpipe has "
+                        "no preference stage)"},
         {"odd_format", FIXTURES "/llamafactory/dataset_info.json: dataset 'odd_format': \"formatting\" must be "
                        "\"alpaca\" or \"sharegpt\""},
         {"no_file", FIXTURES "/llamafactory/dataset_info.json: dataset 'no_file' has no \"file_name\""},
@@ -383,6 +428,7 @@ int main(void)
     RUN(joins_instruction_and_input_as_llamafactory_does);
     RUN(accepts_byte_order_mark_crlf_and_empty_array);
     RUN(reports_each_malformed_record);
+    RUN(refuses_records_whose_tools_images_or_labels_would_be_lost);
     RUN(names_the_record_number_in_the_message);
     RUN(skips_and_counts_bad_records);
     RUN(keeps_only_the_first_skip_messages);
