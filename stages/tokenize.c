@@ -32,6 +32,13 @@ static int read_datasets(ft_stage *stage, ft_dataset *dataset)
                                                                                    : FT_ON_ERROR_FAIL,
     };
     options.dataset_words = ft_stage_param_list(stage, "dataset", &options.n_dataset_words);
+    int64_t max_samples = ft_stage_param_int(stage, "max_samples");
+    if (max_samples < 0) {
+        free(paths);
+        return ft_error("max_samples = %lld: expected 0 (all records) or a count of records per dataset",
+                        (long long)max_samples);
+    }
+    options.max_samples = (size_t)max_samples;
     int status = ft_dataset_read_inputs(paths, n_paths, &options, dataset);
     free(paths);
     for (size_t i = 0; i < dataset->n_skip_messages; i++)

@@ -370,6 +370,9 @@ static int record_failed(file_reader *reader, size_t record)
 static int take_record(file_reader *reader, const json_t *record, size_t record_number)
 {
     ft_dataset *dataset = reader->dataset;
+    if (dataset->records_per_source && dataset->source_records >= dataset->records_per_source)
+        return 0;
+    dataset->source_records++;
     dataset->n_records++;
     ft_conversation conversation;
     if (convert_record(&reader->builder, record, reader->columns, &conversation) != 0)
@@ -556,6 +559,7 @@ int ft_dataset_read(ft_dataset *dataset, const ft_dataset_source *source, ft_on_
 {
     if (!ft_path_exists(source->path))
         return ft_error("dataset file %s does not exist", source->path);
+    dataset->source_records = 0;
     if (ft_path_is_dir(source->path))
         return read_folder(dataset, source->path, &source->columns, on_error);
     return read_file(dataset, source->path, &source->columns, on_error);

@@ -112,6 +112,7 @@ int ft_dataset_read_inputs(const char *const *paths, size_t count, const ft_data
     if (gather_sources(paths, count, options, &sources, &n_sources) != 0)
         return -1;
     int status = 0;
+    dataset->records_per_source = options->max_samples;
     for (size_t i = 0; i < n_sources && status == 0; i++)
         status = ft_dataset_read(dataset, &sources[i], options->on_error);
     ft_dataset_sources_free(sources, n_sources);

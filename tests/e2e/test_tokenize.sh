@@ -91,6 +91,19 @@ t_run "$FTPIPE" -C "$W"
 [ "$(tr -d ' \n' < "$W/data/train_set/meta.json")" = "$first" ] || t_fail "a second split differs"
 t_end
 
+t_case "max_samples takes the first N records of each dataset, before the validation split"
+write_stage "data/alpaca.json data/sharegpt.jsonl" "template = qwen" "max_samples = 2" "val_size = 1"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_expect_contains ": 4 samples"
+meta_has '"records": 4'
+case "$(tr -d ' \n' < "$W/data/train_set/meta.json")" in *'"validation":{"samples":1,'*) ;; *) t_fail "no validation sample of 1" ;; esac
+write_stage data/alpaca.json "template = qwen" "max_samples = -1"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "max_samples = -1: expected 0 (all records) or a count of records per dataset"
+t_end
+
 t_case "datasets named in dataset_info.json"
 write_stage data/lf "template = qwen" "dataset = alpaca_demo,openai parts"
 t_run "$FTPIPE" -C "$W"

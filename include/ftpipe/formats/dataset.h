@@ -97,6 +97,10 @@ typedef struct {
     size_t n_skip_messages;
     char **files;            /* every file read, in order */
     size_t n_files;
+    /* When not 0, each ft_dataset_read takes only the source's first this many
+     * records (LLaMA-Factory's max_samples); the rest are neither read nor counted. */
+    size_t records_per_source;
+    size_t source_records;   /* taken from the current source */
 } ft_dataset;
 
 void ft_dataset_init(ft_dataset *dataset);
