@@ -38,7 +38,8 @@ struct ft_chat_template {
     element assistant[MAX_ELEMENTS];
     const char *default_system;
     const char *stop_words[MAX_STOP_WORDS + 1];
-    bool reasoning; /* LLaMA-Factory's ReasoningTemplate */
+    bool reasoning;   /* LLaMA-Factory's ReasoningTemplate */
+    bool replace_eos; /* the first stop word is the EOS (LLaMA-Factory's replace_eos) */
     const char *special_tokens[MAX_SPECIAL_TOKENS + 1];
 };
 
@@ -49,6 +50,7 @@ struct ft_chat_template {
 
 static const ft_chat_template templates[] = {
     {.name = "qwen",
+     .replace_eos = true,
      .system = CHATML_SYSTEM,
      .user = CHATML_USER,
      .assistant = CHATML_ASSISTANT,
@@ -56,6 +58,7 @@ static const ft_chat_template templates[] = {
      .stop_words = {"<|im_end|>"},
      .special_tokens = CHATML_TOKENS},
     {.name = "qwen3",
+     .replace_eos = true,
      .system = CHATML_SYSTEM,
      .user = CHATML_USER,
      .assistant = CHATML_ASSISTANT,
@@ -63,12 +66,14 @@ static const ft_chat_template templates[] = {
      .reasoning = true,
      .special_tokens = CHATML_TOKENS},
     {.name = "qwen3_nothink",
+     .replace_eos = true,
      .system = CHATML_SYSTEM,
      .user = CHATML_USER,
      .assistant = CHATML_ASSISTANT,
      .stop_words = {"<|im_end|>"},
      .special_tokens = CHATML_TOKENS},
     {.name = "qwen2_vl",
+     .replace_eos = true,
      .system = CHATML_SYSTEM,
      .user = CHATML_USER,
      .assistant = CHATML_ASSISTANT,
@@ -76,6 +81,7 @@ static const ft_chat_template templates[] = {
      .stop_words = {"<|im_end|>"},
      .special_tokens = CHATML_TOKENS},
     {.name = "llama3",
+     .replace_eos = true,
      .prefix = {BOS},
      .system = {TEXT("<|start_header_id|>system<|end_header_id|>\n\n{{content}}<|eot_id|>")},
      .user = {TEXT("<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|>"
@@ -121,6 +127,13 @@ const char *ft_chat_template_names(void)
 const char *const *ft_chat_template_stop_words(const ft_chat_template *chat_template)
 {
     return chat_template->stop_words;
+}
+
+const char *ft_chat_template_pretraining_eos(const ft_chat_template *chat_template, const ft_tokenizer *tokenizer)
+{
+    if (strcmp(chat_template->name, "llama3") == 0)
+        return "<|end_of_text|>"; /* LLaMA-Factory's exception for Llama 3 */
+    return chat_template->replace_eos ? chat_template->stop_words[0] : ft_tokenizer_eos_token(tokenizer);
 }
 
 int ft_chat_template_check_tokenizer(const ft_chat_template *chat_template, const ft_tokenizer *tokenizer)

@@ -23,7 +23,16 @@
 
 #include "ftpipe/formats/message.h"
 
-typedef enum { FT_DATASET_FORMAT_AUTO, FT_DATASET_FORMAT_ALPACA, FT_DATASET_FORMAT_SHAREGPT } ft_dataset_format;
+/* TEXT: pretraining text, one user message per record: the prompt column
+ * ("text" where the record has no prompt column), joined to a non-empty query
+ * with "\n", as LLaMA-Factory's pretraining reads it; a .txt file's every line
+ * is a record {"text": line}. */
+typedef enum {
+    FT_DATASET_FORMAT_AUTO,
+    FT_DATASET_FORMAT_ALPACA,
+    FT_DATASET_FORMAT_SHAREGPT,
+    FT_DATASET_FORMAT_TEXT
+} ft_dataset_format;
 
 typedef enum { FT_ON_ERROR_FAIL, FT_ON_ERROR_SKIP } ft_on_error;
 

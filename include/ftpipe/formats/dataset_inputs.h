@@ -11,7 +11,7 @@
 #include "ftpipe/formats/dataset.h"
 
 typedef struct {
-    const char *format;                 /* "alpaca", "sharegpt" or "auto" */
+    const char *format;                 /* "alpaca", "sharegpt", "auto", or "text" (pretraining: every source) */
     const char *const *dataset_words;   /* `dataset = a,b c`: names separated by commas or blanks */
     size_t n_dataset_words;
     ft_on_error on_error;

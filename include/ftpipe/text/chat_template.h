@@ -51,6 +51,11 @@ const char *ft_chat_template_names(void);
  * NULL-terminated list. */
 const char *const *ft_chat_template_stop_words(const ft_chat_template *chat_template);
 
+/* The EOS that LLaMA-Factory's pretraining appends to each text: the template's
+ * end of turn where it replaces the tokenizer's EOS (<|im_end|> for the Qwen
+ * templates), <|end_of_text|> for llama3, else the tokenizer's (NULL: none). */
+const char *ft_chat_template_pretraining_eos(const ft_chat_template *chat_template, const ft_tokenizer *tokenizer);
+
 /* The template's special tokens must each be one token of the tokenizer; a
  * tokenizer that lacks some (the llama3 template with a Qwen tokenizer) would
  * train on them as text. An error names the missing ones. */

@@ -109,6 +109,10 @@ TEST(accepts_byte_order_mark_crlf_and_empty_array)
     ft_dataset_free(&dataset);
 }
 
+#define OUTPUT_MISSING                                                                                        \
+    "'output' is missing: a record without an answer is not a supervised example; if the data is plain text for " \
+    "continued pretraining, tokenize it with stage = pt"
+
 /* Each malformed record, read on its own as line 1 of data.jsonl, and the exact message. */
 static const struct {
     const char *record;
@@ -119,8 +123,8 @@ static const struct {
      "not valid JSON: '}' expected near end of file (column 19)"},
     {"null", FT_DATASET_FORMAT_AUTO, "the record is null, expected an object"},
     {"\"text\"", FT_DATASET_FORMAT_AUTO, "the record is a string, expected an object"},
-    {"{\"instruction\": \"q\"}", FT_DATASET_FORMAT_AUTO, "'output' is missing"},
-    {"{\"instruction\": \"q\", \"output\": null}", FT_DATASET_FORMAT_ALPACA, "'output' is missing"},
+    {"{\"instruction\": \"q\"}", FT_DATASET_FORMAT_AUTO, OUTPUT_MISSING},
+    {"{\"instruction\": \"q\", \"output\": null}", FT_DATASET_FORMAT_ALPACA, OUTPUT_MISSING},
     {"{\"input\": \"q\", \"output\": \"a\"}", FT_DATASET_FORMAT_ALPACA, "'instruction' is missing"},
     {"{\"instruction\": 7, \"output\": \"a\"}", FT_DATASET_FORMAT_ALPACA,
      "'instruction' is not a string (it is a number)"},
@@ -234,7 +238,7 @@ TEST(names_the_record_number_in_the_message)
     const char *text = "[{\"instruction\": \"a\", \"output\": \"b\"},\n {\"instruction\": \"c\", \"output\": \"d\"},\n"
                        " {\"instruction\": \"e\", \"output\": \"f\"}, {\"instruction\": \"g\"}]";
     CHECK_INT(read_text(&dataset, text, FT_DATASET_FORMAT_AUTO, FT_ON_ERROR_FAIL), -1);
-    CHECK_STR(ft_error_message(), "data.jsonl: record 4: 'output' is missing (fix the record, or set on_error = "
+    CHECK_STR(ft_error_message(), "data.jsonl: record 4: " OUTPUT_MISSING " (fix the record, or set on_error = "
                                   "skip to skip bad records)");
     ft_dataset_free(&dataset);
 }
@@ -255,7 +259,7 @@ TEST(skips_and_counts_bad_records)
     CHECK_INT(dataset.n_skipped, 3);
     CHECK_INT(dataset.n_skip_messages, 3);
     if (dataset.n_skip_messages == 3) {
-        CHECK_STR(dataset.skip_messages[0], "data.jsonl: record 2: 'output' is missing");
+        CHECK_STR(dataset.skip_messages[0], "data.jsonl: record 2: " OUTPUT_MISSING);
         CHECK_STR(dataset.skip_messages[1],
                   "data.jsonl: record 3: not valid JSON: string or '}' expected near 'broken' (column 7)");
         CHECK_STR(dataset.skip_messages[2], "data.jsonl: record 5: the record is a number, expected an object");
@@ -317,7 +321,8 @@ TEST(refuses_missing_and_unsupported_files)
     ft_dataset_source_for_file(FIXTURES "/llamafactory/parts/README.txt", FT_DATASET_FORMAT_AUTO, &source);
     CHECK_INT(ft_dataset_read(&dataset, &source, FT_ON_ERROR_FAIL), -1);
     CHECK_STR(ft_error_message(), FIXTURES "/llamafactory/parts/README.txt: not a dataset file: expected a .json "
-                                           "or .jsonl file (alpaca or sharegpt records)");
+                                           "or .jsonl file (alpaca or sharegpt records); .txt files are read as "
+                                           "pretraining text with stage = pt");
     ft_dataset_source_free(&source);
     ft_dataset_free(&dataset);
 }
