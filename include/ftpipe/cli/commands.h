@@ -14,5 +14,8 @@ int ft_command_decode(int argc, char **argv);
 /* ftpipe render --tokenizer PATH --template NAME: a conversation (JSON on stdin)
  * -> its text, ids and loss mask as tokenize encodes it. */
 int ft_command_render(int argc, char **argv);
+/* ftpipe import CONFIG.yaml [-o FILE]: a LLaMA-Factory training YAML -> a
+ * pipeline; ftpipe import --keys: what each key becomes. */
+int ft_command_import(int argc, char **argv);
 
 #endif
