@@ -1,6 +1,7 @@
 /* dataset: reads JSON arrays and JSON Lines of alpaca and sharegpt records into
  * conversations, with LLaMA-Factory's rules for what a valid record is. */
 #include "ftpipe/formats/dataset.h"
+#include "ftpipe/formats/dataset_refusals.h"
 
 #include <dirent.h>
 #include <jansson.h>

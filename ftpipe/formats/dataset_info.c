@@ -11,6 +11,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/formats/dataset.h"
+#include "ftpipe/formats/dataset_refusals.h"
 
 typedef struct {
     const char *key;
@@ -36,37 +37,8 @@ static const column_field tag_fields[] = {
     COLUMN("function_tag", function_tag, "function_call"),
 };
 
-/* Columns LLaMA-Factory knows that make a dataset unusable for supervised
- * fine-tuning here; the reason says why, since dropping the column would train
- * on wrong targets. NULL-terminated. */
-static const char *const unsupported_columns[] = {"tools", "images", "videos", "audios", "chosen", "rejected",
-                                                  "kto_tag", NULL};
-
 #define N_OF(array) (sizeof(array) / sizeof((array)[0]))
 
-int ft_dataset_refuse_column(const char *what, const char *column)
-{
-    if (strcmp(column, "tools") == 0)
-        return ft_error("%s has \"tools\", tool (function) definitions, which ftpipe's chat templates do not render "
-                        "yet; trained without them, the conversations would teach tool calls against definitions the "
-                        "model never sees, so tool-calling data cannot be used for supervised fine-tuning yet",
-                        what);
-    if (strcmp(column, "images") == 0 || strcmp(column, "videos") == 0 || strcmp(column, "audios") == 0)
-        return ft_error("%s is multimodal (\"%s\"): ftpipe does not read images, videos or audio yet, and the text "
-                        "alone would train on the literal <image>/<video>/<audio> placeholders; it is not usable for "
-                        "supervised fine-tuning of a text model (images become usable with vision-language support)",
-                        what, column);
-    if (strcmp(column, "kto_tag") == 0)
-        return ft_error("%s is KTO data: \"kto_tag\" labels answers desirable or undesirable, and supervised "
-                        "fine-tuning would train on the undesirable ones as targets; it is not usable for supervised "
-                        "fine-tuning (ftpipe has no KTO stage)",
-                        what);
-    return ft_error("%s is preference data (\"%s\"): its answers come in chosen/rejected pairs for DPO or reward "
-                    "modelling; it is not usable for supervised fine-tuning (ftpipe has no preference stage)",
-                    what, column);
-}
-
-const char *const *ft_dataset_refused_columns(void) { return unsupported_columns; }
 
 #define N_OF(array) (sizeof(array) / sizeof((array)[0]))
 
@@ -95,8 +67,8 @@ static int read_mapping(const json_t *mapping, const char *section, const char *
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)mapping, key, value) {
-        for (size_t i = 0; unsupported_columns[i]; i++)
-            if (strcmp(key, unsupported_columns[i]) == 0) {
+        for (const char *const *column = ft_dataset_refused_columns(); *column; column++)
+            if (strcmp(key, *column) == 0) {
                 char *what = ft_xasprintf("dataset '%s'", dataset);
                 ft_dataset_refuse_column(what, key);
                 free(what);

@@ -137,7 +137,7 @@ bad_record_case() { # NAME RECORDS-TEXT MESSAGE
 }
 GOOD='{"instruction": "q", "output": "a"}'
 bad_record_case "missing output" "$GOOD
-{\"instruction\": \"q\"}" "record 2: 'output' is missing"
+{\"instruction\": \"q\"}" "record 2: 'output' is missing: a record without an answer is not a supervised example; if the data is plain text for continued pretraining, tokenize it with stage = pt"
 bad_record_case "broken JSON line" "$GOOD
 $GOOD
 {\"instruction\": \"q\", " "record 3: not valid JSON: string or '}' expected near end of file (column 20)"

@@ -75,13 +75,6 @@ int ft_dataset_info_load(const char *folder, const char *const *names, size_t n_
 /* The dataset names that FOLDER/dataset_info.json declares, comma-separated, for
  * messages. Caller frees. */
 int ft_dataset_info_names(const char *folder, char **names);
-/* The columns LLaMA-Factory knows that make data unusable for supervised
- * fine-tuning here (tools, images, videos, audios, chosen, rejected, kto_tag),
- * NULL-terminated; and the error for one, saying why (what: "dataset 'NAME'",
- * "the record"). Never advice to drop the column: that would train on wrong
- * targets. Returns -1. */
-const char *const *ft_dataset_refused_columns(void);
-int ft_dataset_refuse_column(const char *what, const char *column);
 void ft_dataset_source_free(ft_dataset_source *source);
 void ft_dataset_sources_free(ft_dataset_source *sources, size_t count);
 
