@@ -205,6 +205,9 @@ static int make_pipeline(const char *path, const config *c, ft_strbuf *out)
     const char *data = config_value(c, "dataset_dir") ? config_value(c, "dataset_dir") : "data";
     bool train = !config_value(c, "do_train") || is_true(config_value(c, "do_train"));
     const char *eval_dataset = config_value(c, "eval_dataset");
+    const char *strategy = config_value(c, "eval_strategy");
+    bool eval_in_training = train && eval_dataset && strategy && strcmp(strategy, "no") != 0;
+    bool eval_after = eval_dataset && (!eval_in_training || is_true(config_value(c, "do_predict")));
 
     ft_strbuf_printf(out, "# Made by `ftpipe import %s` from a LLaMA-Factory training config.\n", path);
     ft_strbuf_puts(out, "# Every key is used below or listed at the end with why it has no counterpart.\n\n");
@@ -222,10 +225,24 @@ static int make_pipeline(const char *path, const config *c, ft_strbuf *out)
         if (!config_value(c, "template")) /* pt without one: LLaMA-Factory's placeholder */
             put_param(out, "template", "empty");
         put_params(out, c, FT_LF_TOKENIZE);
-        ft_strbuf_printf(out, "\n%s: train models/base_shm tokenized/train_set\n", output);
+        if (eval_in_training) { /* the same preprocessing on the eval datasets, all of them evaluated */
+            ft_strbuf_puts(out, "\ntokenized/eval_set: tokenize models/base_shm $(DATA)\n");
+            put_param(out, "stage", stage);
+            if (!config_value(c, "template"))
+                put_param(out, "template", "empty");
+            for (size_t i = 0; i < c->count; i++) {
+                const ft_lf_key *key = ft_lf_key_find(c->entries[i].key);
+                const char *name = key && key->use == FT_LF_TOKENIZE ? (key->param ? key->param : key->key) : "";
+                if (c->entries[i].value && *name && strcmp(name, "dataset") != 0 && strcmp(name, "val_size") != 0)
+                    put_param(out, name, c->entries[i].value);
+            }
+            put_param(out, "dataset", eval_dataset);
+        }
+        ft_strbuf_printf(out, "\n%s: train models/base_shm tokenized/train_set%s\n", output,
+                         eval_in_training ? " tokenized/eval_set" : "");
         put_params(out, c, FT_LF_TRAIN);
     }
-    if (eval_dataset) {
+    if (eval_after) {
         ft_strbuf_printf(out, "\n%s-eval: evaluate models/base_shm%s%s $(DATA)\n", output, train ? " " : "",
                          train ? output : "");
         put_param(out, "dataset", eval_dataset);
@@ -233,7 +250,8 @@ static int make_pipeline(const char *path, const config *c, ft_strbuf *out)
             put_param(out, "template", config_value(c, "template"));
         if (config_value(c, "cutoff_len"))
             put_param(out, "cutoff_len", config_value(c, "cutoff_len"));
-        put_params(out, c, FT_LF_EVALUATE);
+        if (config_value(c, "per_device_eval_batch_size"))
+            put_param(out, "batch_size", config_value(c, "per_device_eval_batch_size"));
     }
     put_dropped(out, c);
     return 0;
@@ -243,7 +261,7 @@ static int print_keys(void)
 {
     size_t count;
     const ft_lf_key *keys = ft_lf_keys(&count);
-    static const char *const uses[] = {"tokenize", "train", "evaluate", "", "dropped"};
+    static const char *const uses[] = {"tokenize", "train", "", "dropped"};
     for (size_t i = 0; i < count; i++) {
         const ft_lf_key *key = &keys[i];
         if (key->use == FT_LF_SPECIAL || key->use == FT_LF_DROPPED)

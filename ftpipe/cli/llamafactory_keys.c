@@ -70,12 +70,13 @@ static const ft_lf_key keys[] = {
     DROPPED("ddp_timeout", "ranks are started and watched by ftpipe"),
     DROPPED("resume_from_checkpoint", "a rerun resumes from the newest checkpoint by itself"),
     /* eval */
-    SPECIAL("eval_dataset", "an evaluate stage on these datasets of the data folder"),
-    SPECIAL("do_predict", "true with eval_dataset: an evaluate stage"),
+    SPECIAL("eval_dataset", "with eval_strategy: a second tokenize stage, the train stage's third input; otherwise "
+                            "an evaluate stage after training"),
+    SPECIAL("do_predict", "true with eval_dataset: an evaluate stage after training"),
     DROPPED("predict_with_generate", "the evaluate stage always generates"),
-    {"per_device_eval_batch_size", FT_LF_EVALUATE, "batch_size", NULL},
-    DROPPED("eval_strategy", "evaluation during training is not supported yet: the evaluate stage runs after training"),
-    DROPPED("eval_steps", "evaluation during training is not supported yet: the evaluate stage runs after training"),
+    TRAIN("eval_strategy"),
+    TRAIN("eval_steps"),
+    TRAIN("per_device_eval_batch_size"),
     /* ray */
     DROPPED("ray_run_name", "ftpipe launches its own ranks; Ray is not used"),
     DROPPED("ray_storage_path", "ftpipe launches its own ranks; Ray is not used"),

@@ -1,5 +1,5 @@
 /* llamafactory_keys: what each key of a LLaMA-Factory training YAML becomes in
- * a pipeline: a parameter of a stage (tokenize, train, evaluate), the model or
+ * a pipeline: a parameter of a stage (tokenize, train), the model or
  * data input, the train stage's target, or nothing, with the reason. `ftpipe
  * import` follows it and README's import table lists it. */
 #ifndef FTPIPE_LLAMAFACTORY_KEYS_H
@@ -10,7 +10,6 @@
 typedef enum {
     FT_LF_TOKENIZE,  /* a tokenize parameter (param; NULL: the same name) */
     FT_LF_TRAIN,     /* a train parameter */
-    FT_LF_EVALUATE,  /* an evaluate parameter */
     FT_LF_SPECIAL,   /* read by import itself: the model, data folder, stage, output, evaluation */
     FT_LF_DROPPED,   /* no counterpart: the reason says why, or what ftpipe does instead */
 } ft_lf_key_use;
@@ -18,7 +17,7 @@ typedef enum {
 typedef struct {
     const char *key;
     ft_lf_key_use use;
-    const char *param;   /* the ftpipe parameter, for TOKENIZE/TRAIN/EVALUATE; NULL: the same name */
+    const char *param;   /* the ftpipe parameter, for TOKENIZE/TRAIN; NULL: the same name */
     const char *reason;  /* what it becomes (SPECIAL) or why it is dropped (DROPPED) */
 } ft_lf_key;
 
