@@ -610,6 +610,6 @@ static int run_evaluate(ft_stage *stage)
 
 const ft_stage_kind ft_kind_evaluate = {
     .name = "evaluate",
-    .version = 1,
+    .version = 2, /* 2: LLaMA-Factory's templates (llama3 untrimmed) and stop words */
     .run = run_evaluate,
 };

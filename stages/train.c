@@ -43,7 +43,7 @@ static int check_inputs(train_run *run)
     size_t n_inputs = ft_stage_input_count(stage);
     if (n_inputs != 2 && n_inputs != 3)
         return ft_stage_fail(stage, "train takes a model folder and a tokenize output, and optionally a tokenize "
-                                    "output to evaluate on (`%s: train MODEL DATA [EVAL_DATA]`); %zu inputs given",
+                                    "output to evaluate on (`%s: train MODEL DATA [EVAL_DATA]`); %zu given",
                              ft_stage_target(stage), n_inputs);
     if (n_inputs == 3) {
         run->eval_dir = ft_stage_input_path(stage, 2);
