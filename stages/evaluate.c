@@ -168,8 +168,9 @@ static int choose_template(eval_run *run)
         name = run->train.template_name;
     if (!*name)
         return ft_stage_fail(stage, "evaluate needs template = NAME, the chat template the model answers in "
-                                    "(qwen, qwen3, llama3, alpaca or plain); with a train output it defaults to "
-                                    "the template its data was tokenized with");
+                                    "(%s); with a train output it defaults to the template its data was "
+                                    "tokenized with",
+                             ft_chat_template_names());
     if (run->train_dir && strcmp(name, run->train.template_name) != 0)
         ft_stage_log(stage, "template = %s, while %s was trained with template %s", name, run->train_dir,
                      run->train.template_name);
@@ -225,15 +226,18 @@ static int read_parameters(eval_run *run)
     return choose_template(run) == 0 && make_checker(run) == 0 ? 0 : -1;
 }
 
-/* Generation stops at the end-of-sequence token and at any end-of-turn token
- * of the chat templates that this vocabulary has. */
-static void choose_stop_tokens(eval_run *run)
+/* Generation stops at the end-of-sequence token and at the template's stop
+ * words (LLaMA-Factory's get_stop_token_ids), once the tokenizer is known to
+ * have the template's special tokens. */
+static int choose_stop_tokens(eval_run *run)
 {
-    const char *candidates[] = {ft_tokenizer_eos_token(run->tokenizer), "<|im_end|>", "<|eot_id|>",
-                                "<|endoftext|>"};
+    if (ft_chat_template_check_tokenizer(run->chat_template, run->tokenizer) != 0)
+        return ft_stage_fail(run->stage, "%s", ft_error_message());
+    const char *const *stop_words = ft_chat_template_stop_words(run->chat_template);
     int n = 0;
-    for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
-        int64_t id = candidates[i] ? ft_tokenizer_token_id(run->tokenizer, candidates[i]) : -1;
+    for (int i = -1; i < 0 || stop_words[i]; i++) {
+        const char *token = i < 0 ? ft_tokenizer_eos_token(run->tokenizer) : stop_words[i];
+        int64_t id = token ? ft_tokenizer_token_id(run->tokenizer, token) : -1;
         bool known = false;
         for (int j = 0; j < n; j++)
             known |= run->stop_tokens[j] == id;
@@ -241,6 +245,7 @@ static void choose_stop_tokens(eval_run *run)
             run->stop_tokens[n++] = (int32_t)id;
     }
     run->generate.n_stop_tokens = n;
+    return 0;
 }
 
 /* --- samples --- */
@@ -283,7 +288,7 @@ static ft_token_span prompt_of(const ft_encoded_sample *sample)
 static int encode_sample(eval_run *run, const ft_conversation *conversation, eval_sample *sample)
 {
     size_t cutoff_len = (size_t)ft_stage_param_int(run->stage, "cutoff_len");
-    ft_encoding_options options = {cutoff_len, false, false};
+    ft_encoding_options options = {.cutoff_len = cutoff_len, .enable_thinking = true};
     for (size_t m = 0; m < conversation->count; m++) {
         if (conversation->messages[m].role == FT_ROLE_USER)
             sample->question = conversation->messages[m].content;
@@ -584,10 +589,10 @@ static int run_evaluate(ft_stage *stage)
         status = read_parameters(&run);
     if (status == 0)
         status = load_tokenizer(&run);
-    if (status == 0) {
-        choose_stop_tokens(&run);
+    if (status == 0)
+        status = choose_stop_tokens(&run);
+    if (status == 0)
         status = read_data(&run);
-    }
     if (status == 0)
         status = encode_samples(&run);
     if (status == 0) {
@@ -605,6 +610,6 @@ static int run_evaluate(ft_stage *stage)
 
 const ft_stage_kind ft_kind_evaluate = {
     .name = "evaluate",
-    .version = 1,
+    .version = 2, /* 2: LLaMA-Factory's templates (llama3 untrimmed) and stop words */
     .run = run_evaluate,
 };

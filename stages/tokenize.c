@@ -4,7 +4,9 @@
  *
  * The first input is a model folder (or a tokenizer.json); the others are
  * dataset files, folders of them, or a folder with LLaMA-Factory's
- * dataset_info.json whose entries `dataset =` names. */
+ * dataset_info.json whose entries `dataset =` names. `stage = sft` encodes
+ * conversations with the chat template; `stage = pt` encodes texts for
+ * continued pretraining. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +19,11 @@
 #include "ftpipe/formats/dataset_inputs.h"
 #include "ftpipe/formats/token_shards.h"
 #include "ftpipe/text/chat_template.h"
+#include "ftpipe/text/pretraining_encoding.h"
 #include "ftpipe/text/sample_encoding.h"
 #include "ftpipe/text/tokenizer.h"
+
+static bool is_pretraining(ft_stage *stage) { return strcmp(ft_stage_param_string(stage, "stage"), "pt") == 0; }
 
 static int read_datasets(ft_stage *stage, ft_dataset *dataset)
 {
@@ -27,11 +32,18 @@ static int read_datasets(ft_stage *stage, ft_dataset *dataset)
     for (size_t i = 0; i < n_paths; i++)
         paths[i] = ft_stage_input_path(stage, i + 1);
     ft_dataset_input_options options = {
-        .format = ft_stage_param_string(stage, "format"),
+        .format = is_pretraining(stage) ? "text" : ft_stage_param_string(stage, "format"),
         .on_error = strcmp(ft_stage_param_string(stage, "on_error"), "skip") == 0 ? FT_ON_ERROR_SKIP
                                                                                    : FT_ON_ERROR_FAIL,
     };
     options.dataset_words = ft_stage_param_list(stage, "dataset", &options.n_dataset_words);
+    int64_t max_samples = ft_stage_param_int(stage, "max_samples");
+    if (max_samples < 0) {
+        free(paths);
+        return ft_error("max_samples = %lld: expected 0 (all records) or a count of records per dataset",
+                        (long long)max_samples);
+    }
+    options.max_samples = (size_t)max_samples;
     int status = ft_dataset_read_inputs(paths, n_paths, &options, dataset);
     free(paths);
     for (size_t i = 0; i < dataset->n_skip_messages; i++)
@@ -154,6 +166,34 @@ static int check_parameters(ft_stage *stage, const ft_chat_template **chat_templ
     return ft_chat_template_find(ft_stage_param_string(stage, "template"), chat_template);
 }
 
+/* Continued pretraining: texts + EOS concatenated and cut into cutoff_len blocks. */
+static int encode_pretraining(ft_stage *stage, const ft_tokenizer *tokenizer, const ft_chat_template *chat_template,
+                              const ft_dataset *dataset, ft_token_dataset_meta *meta)
+{
+    ft_encoded_sample *blocks;
+    size_t n_blocks, n_tokens;
+    const char *eos = ft_chat_template_pretraining_eos(chat_template, tokenizer);
+    if (ft_encode_pretraining(tokenizer, dataset->conversations, dataset->count, eos, meta->cutoff_len, &blocks,
+                              &n_blocks, &n_tokens) != 0)
+        return -1;
+    ft_stage_log(stage, "pretraining: %zu texts, %zu tokens with %s after each, %zu blocks of %u tokens (the last "
+                        "%zu tokens, short of a block, dropped)",
+                 dataset->count, n_tokens, eos, n_blocks, meta->cutoff_len, n_tokens - n_blocks * meta->cutoff_len);
+    int status = n_blocks ? 0
+                          : ft_error("the texts hold %zu tokens, less than one block of cutoff_len = %u: lower "
+                                     "cutoff_len or add text",
+                                     n_tokens, meta->cutoff_len);
+    meta->n_records = dataset->n_records;
+    meta->n_skipped_records = dataset->n_skipped;
+    meta->packing = false; /* each block fills its row */
+    if (status == 0)
+        status = write_dataset(stage, blocks, n_blocks, meta);
+    for (size_t i = 0; i < n_blocks; i++)
+        ft_encoded_sample_free(&blocks[i]);
+    free(blocks);
+    return status;
+}
+
 static int run_tokenize(ft_stage *stage)
 {
     const ft_chat_template *chat_template;
@@ -170,17 +210,30 @@ static int run_tokenize(ft_stage *stage)
     ft_tokenizer *tokenizer;
     if (ft_tokenizer_load(ft_stage_input_path(stage, 0), &tokenizer) != 0)
         return ft_error_context("the first input of tokenize must be a model folder or a tokenizer.json");
+    if (ft_chat_template_check_tokenizer(chat_template, tokenizer) != 0) {
+        ft_tokenizer_free(tokenizer);
+        return ft_error_context("%s", ft_stage_input_path(stage, 0));
+    }
     ft_hash_to_hex(ft_tokenizer_hash(tokenizer), meta.tokenizer_hash);
     ft_dataset dataset;
     ft_dataset_init(&dataset);
     int status = read_datasets(stage, &dataset);
 
+    if (status == 0 && is_pretraining(stage)) {
+        status = encode_pretraining(stage, tokenizer, chat_template, &dataset, &meta);
+        if (status == 0)
+            summarize(stage, &meta);
+        ft_dataset_free(&dataset);
+        ft_tokenizer_free(tokenizer);
+        return status;
+    }
     ft_encoded_sample *samples = ft_xcalloc(dataset.count ? dataset.count : 1, sizeof *samples);
     char **errors = ft_xcalloc(dataset.count ? dataset.count : 1, sizeof(char *));
     if (status == 0) {
         ft_stage_log(stage, "tokenizing %zu conversations from %zu file%s with template %s", dataset.count,
                      dataset.n_files, dataset.n_files == 1 ? "" : "s", meta.template_name);
-        const ft_encoding_options options = {meta.cutoff_len, meta.train_on_prompt, meta.mask_history};
+        const ft_encoding_options options = {meta.cutoff_len, meta.train_on_prompt, meta.mask_history,
+                                             ft_stage_param_bool(stage, "enable_thinking")};
         status = ft_encode_conversations(tokenizer, chat_template, dataset.conversations, dataset.count, &options,
                                          (int)ft_stage_param_int(stage, "threads"), report_progress, stage, samples,
                                          errors);
@@ -211,6 +264,6 @@ static int run_tokenize(ft_stage *stage)
 
 const ft_stage_kind ft_kind_tokenize = {
     .name = "tokenize",
-    .version = 1,
+    .version = 2, /* 2: LLaMA-Factory's qwen3 think blocks and untrimmed llama3 */
     .run = run_tokenize,
 };

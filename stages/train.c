@@ -27,6 +27,8 @@ typedef struct {
     ft_stage *stage;
     const char *model_dir;
     const char *data_dir;
+    const char *eval_dir;       /* the tokenize output whose rows evaluate; NULL: none */
+    const char *eval_split;     /* "validation" of the data, or "train" of a third input */
     ft_token_dataset_meta meta;
     ft_model_options model_options;
     ft_train_options train_options;
@@ -38,10 +40,15 @@ typedef struct {
 static int check_inputs(train_run *run)
 {
     ft_stage *stage = run->stage;
-    if (ft_stage_input_count(stage) != 2)
-        return ft_stage_fail(stage, "train takes two inputs, a model folder and a tokenize output (`%s: train MODEL "
-                                    "DATA`); %zu given",
-                             ft_stage_target(stage), ft_stage_input_count(stage));
+    size_t n_inputs = ft_stage_input_count(stage);
+    if (n_inputs != 2 && n_inputs != 3)
+        return ft_stage_fail(stage, "train takes a model folder and a tokenize output, and optionally a tokenize "
+                                    "output to evaluate on (`%s: train MODEL DATA [EVAL_DATA]`); %zu given",
+                             ft_stage_target(stage), n_inputs);
+    if (n_inputs == 3) {
+        run->eval_dir = ft_stage_input_path(stage, 2);
+        run->eval_split = "train";
+    }
     run->model_dir = ft_stage_input_path(stage, 0);
     run->data_dir = ft_stage_input_path(stage, 1);
     char *config = ft_path_join(run->model_dir, "config.json"), *meta = ft_path_join(run->data_dir, "meta.json");
@@ -68,11 +75,58 @@ static int check_tokenizer(train_run *run)
     char hash[FT_HASH_HEX_LENGTH + 1];
     ft_hash_to_hex(ft_tokenizer_hash(tokenizer), hash);
     ft_tokenizer_free(tokenizer);
+    if (strcmp(hash, run->meta.tokenizer_hash) == 0 && run->eval_dir) {
+        ft_token_dataset_meta eval_meta;
+        if (ft_token_dataset_meta_read(run->eval_dir, &eval_meta) < 0)
+            return -1;
+        if (strcmp(hash, eval_meta.tokenizer_hash) != 0 || eval_meta.cutoff_len > run->meta.cutoff_len)
+            return ft_stage_fail(run->stage, "the eval data %s must be tokenized with the model's tokenizer (hash %s, "
+                                             "it has %s) and a cutoff_len of at most the training data's %u (it has "
+                                             "%u)",
+                                 run->eval_dir, hash, eval_meta.tokenizer_hash, run->meta.cutoff_len,
+                                 eval_meta.cutoff_len);
+    }
     if (strcmp(hash, run->meta.tokenizer_hash) == 0)
         return 0;
     return ft_stage_fail(run->stage, "the model's tokenizer (%s, hash %s) is not the one the data was tokenized with "
                                      "(%s, hash %s): tokenize the data with this model",
                          run->model_dir, hash, run->data_dir, run->meta.tokenizer_hash);
+}
+
+/* eval_strategy, eval_steps and per_device_eval_batch_size: the HF Trainer's
+ * evaluation during training, on the data's validation split (val_size on
+ * tokenize) or on a third input. */
+static int choose_evaluation(train_run *run, ft_train_options *t)
+{
+    ft_stage *stage = run->stage;
+    const char *strategy = ft_stage_param_string(stage, "eval_strategy");
+    int64_t batch_size = ft_stage_param_int(stage, "per_device_eval_batch_size");
+    int64_t every = ft_stage_param_int(stage, "eval_steps");
+    if (strcmp(strategy, "no") == 0) {
+        if (run->eval_dir)
+            return ft_stage_fail(stage, "%s is given to evaluate on, but eval_strategy = no: set eval_strategy = "
+                                        "steps or epoch",
+                                 run->eval_dir);
+        return 0;
+    }
+    if (batch_size < 1 || batch_size > 1 << 16 || every < 0)
+        return ft_stage_fail(stage, "per_device_eval_batch_size = %lld and eval_steps = %lld: expected a batch of at "
+                                    "least 1 and steps of 0 (logging_steps) or more",
+                             (long long)batch_size, (long long)every);
+    if (!run->eval_dir) {
+        if (run->meta.validation.n_samples == 0)
+            return ft_stage_fail(stage, "eval_strategy = %s needs rows to evaluate on: %s has no validation split "
+                                        "(set val_size on its tokenize stage), and no third input names eval data",
+                                 strategy, run->data_dir);
+        run->eval_dir = run->data_dir;
+        run->eval_split = "validation";
+    }
+    t->eval_batch_size = (int)batch_size;
+    t->eval_each_epoch = strcmp(strategy, "epoch") == 0;
+    t->eval_steps = t->eval_each_epoch ? 0 : every > 0 ? every : ft_stage_param_int(stage, "logging_steps");
+    if (!t->eval_each_epoch && t->eval_steps == 0)
+        return ft_stage_fail(stage, "eval_strategy = steps needs eval_steps (or logging_steps) above 0");
+    return 0;
 }
 
 static int read_parameters(train_run *run)
@@ -93,9 +147,12 @@ static int read_parameters(train_run *run)
     m->finetuning = lora ? FT_FINETUNE_LORA : FT_FINETUNE_FULL;
     m->use_lora = lora;
     m->gradient_checkpointing = ft_stage_param_bool(stage, "gradient_checkpointing");
-    m->lora = (ft_lora_config){(int)(rank > 0 && rank < 1 << 20 ? rank : 0), ft_stage_param_float(stage, "lora_alpha"),
-                               ft_stage_param_float(stage, "lora_dropout"), ft_stage_param_bool(stage, "use_rslora"),
-                               0, (uint64_t)ft_stage_param_int(stage, "seed")};
+    int lora_rank = (int)(rank > 0 && rank < 1 << 20 ? rank : 0);
+    double lora_alpha = ft_stage_param_float(stage, "lora_alpha");
+    if (lora_alpha == 0) /* unset: LLaMA-Factory's default */
+        lora_alpha = 2.0 * lora_rank;
+    m->lora = (ft_lora_config){lora_rank, lora_alpha, ft_stage_param_float(stage, "lora_dropout"),
+                               ft_stage_param_bool(stage, "use_rslora"), 0, (uint64_t)ft_stage_param_int(stage, "seed")};
     if (lora && (ft_lora_parse_targets(ft_stage_param_string(stage, "lora_target"), &m->lora.targets) < 0 ||
                  ft_lora_config_check(&m->lora) < 0))
         return -1;
@@ -116,8 +173,11 @@ static int read_parameters(train_run *run)
         .save_total_limit = (int)ft_stage_param_int(stage, "save_total_limit"),
         .run_id = ft_stage_key(stage),
     };
-    if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0)
+    if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0 ||
+        choose_evaluation(run, t) != 0)
         return -1;
+    if (run->eval_dir && t->eval_batch_size > m->max_batch_size) /* the model plans for the larger batch */
+        m->max_batch_size = t->eval_batch_size;
     return ft_train_plan_steps(t, run->meta.train.n_rows, &run->plan);
 }
 
@@ -208,6 +268,24 @@ static void on_log(void *context, const ft_train_report *report)
     json_decref(line);
 }
 
+static void on_evaluate(void *context, const ft_eval_report *report)
+{
+    train_run *run = context;
+    ft_stage_metric(run->stage, report->step, "eval_loss", report->eval_loss);
+    ft_stage_log(run->stage, "step %lld epoch %.2f: eval_loss %.4f on %llu rows (%.1fs)", (long long)report->step,
+                 report->epoch, report->eval_loss, (unsigned long long)report->n_rows, report->runtime_s);
+    json_t *line = json_pack("{sI sf sf sf}", "step", (json_int_t)report->step, "epoch", report->epoch, "eval_loss",
+                             report->eval_loss, "eval_runtime", report->runtime_s);
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    FILE *file = fopen(run->log_path, "a");
+    if (file) {
+        fprintf(file, "%s\n", text);
+        fclose(file);
+    }
+    free(text);
+    json_decref(line);
+}
+
 static void on_note(void *context, const char *text) { ft_stage_log(((train_run *)context)->stage, "%s", text); }
 
 static bool cancelled(void *context) { return ft_stage_cancelled(((train_run *)context)->stage); }
@@ -244,7 +322,10 @@ static int write_trainer_log(const train_run *run, const char *out_dir)
         char *end = strchr(line, '\n');
         size_t line_length = end ? (size_t)(end - line) : strlen(line);
         json_t *entry = json_loadb(line, line_length, 0, NULL);
-        json_int_t step = entry ? json_integer_value(json_object_get(entry, "step")) : 0;
+        /* an evaluation comes after the step's log line: ordered as step * 2 + 1 */
+        json_int_t step = entry ? json_integer_value(json_object_get(entry, "step")) * 2 +
+                                      (json_object_get(entry, "eval_loss") != NULL)
+                                : 0;
         json_decref(entry);
         while (n_lines > 0 && steps[n_lines - 1] >= step) /* redone after a resume */
             kept.length = line_starts[--n_lines];
@@ -307,9 +388,19 @@ static int train(train_run *run, ft_backend *backend)
                      (long long)run->plan.total_steps, run->train_options.batch_size,
                      run->train_options.gradient_accumulation_steps, backend->name);
     }
+    ft_token_shards *eval_shards = NULL;
+    if (status == 0 && run->eval_dir) {
+        status = ft_token_shards_open(run->eval_dir, run->eval_split, &eval_shards);
+        run->train_options.eval_shards = eval_shards;
+        if (status == 0)
+            ft_stage_log(stage, "evaluating on %llu rows of %s/%s %s", (unsigned long long)ft_token_shards_n_rows(eval_shards),
+                         run->eval_dir, run->eval_split,
+                         run->train_options.eval_each_epoch ? "at each epoch's end" : "every eval_steps steps");
+    }
     ft_train_result result;
     if (status == 0)
         status = ft_train(model, shards, &run->train_options, &result);
+    ft_token_shards_close(eval_shards);
     if (status == 0)
         status = write_output(run, model, &result);
     if (status == 0)
@@ -329,7 +420,7 @@ static int run_train(ft_stage *stage)
     char *checkpoints = ft_path_join(ft_stage_work_dir(stage), "checkpoints");
     run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
     run.train_options.checkpoint_dir = checkpoints;
-    run.train_options.callbacks = (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled};
+    run.train_options.callbacks = (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled, on_evaluate};
     ft_backend *backend = ft_stage_backend(stage, "training");
     int status = backend ? check_memory(&run, backend) : -1;
     if (status == 0)

@@ -2,7 +2,9 @@
  *
  *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [TARGET...] [VAR=value...]
  *   ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]
- *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH */
+ *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH
+ *   ftpipe render --tokenizer PATH --template NAME
+ *   ftpipe import CONFIG.yaml [-o FILE] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,9 @@ static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
     "       ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
+    "       ftpipe render --tokenizer PATH --template NAME [--cutoff-len N] [--mask-history]\n"
+    "                     [--train-on-prompt] [--no-thinking] < messages.json\n"
+    "       ftpipe import CONFIG.yaml [-o FILE] | import --keys   (a LLaMA-Factory config -> a pipeline)\n"
     "\n"
     "Runs the stages of a pipeline file (Ftpipe) that are out of date, as make does.\n"
     "  -f FILE   the pipeline file (default: Ftpipe in the folder given by -C, or here)\n"
@@ -66,6 +71,10 @@ int main(int argc, char **argv)
         return ft_command_encode(argc - 2, argv + 2) == 0 ? 0 : fail();
     if (argc > 1 && strcmp(argv[1], "decode") == 0)
         return ft_command_decode(argc - 2, argv + 2) == 0 ? 0 : fail();
+    if (argc > 1 && strcmp(argv[1], "render") == 0)
+        return ft_command_render(argc - 2, argv + 2) == 0 ? 0 : fail();
+    if (argc > 1 && strcmp(argv[1], "import") == 0)
+        return ft_command_import(argc - 2, argv + 2) == 0 ? 0 : fail();
 
     ft_invocation invocation;
     memset(&invocation, 0, sizeof invocation);

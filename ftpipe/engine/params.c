@@ -7,8 +7,31 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/rules.h"
 
-static int unknown_parameter(const ft_kind_rules *kind, const ft_param *param)
+/* A name the kind declares it lacks (`.lacks`), or one of another kind's
+ * parameters: said so, rather than a near name that means something else
+ * (eval_steps is not max_steps). */
+static int misplaced_parameter(const ft_rulebook *book, const ft_kind_rules *kind, const ft_param *param)
 {
+    for (size_t i = 0; i < kind->n_lacks; i++)
+        if (strcmp(kind->lacks_names[i], param->name) == 0)
+            return ft_error_at(&param->where, "kind %s has no parameter '%s': %s", kind->kind, param->name,
+                               kind->lacks_texts[i]);
+    for (size_t k = 0; k < book->n_kinds; k++) {
+        const ft_kind_rules *other = &book->kinds[k];
+        for (size_t i = 0; other != kind && i < other->n_own_params; i++)
+            if (strcmp(other->params[i].name, param->name) == 0)
+                return ft_error_at(&param->where,
+                                   "unknown parameter '%s' for kind %s: it is a parameter of kind %s "
+                                   "(`ftpipe help %s`)",
+                                   param->name, kind->kind, other->kind, other->kind);
+    }
+    return 0;
+}
+
+static int unknown_parameter(const ft_rulebook *book, const ft_kind_rules *kind, const ft_param *param)
+{
+    if (misplaced_parameter(book, kind, param) != 0)
+        return -1;
     const char **names = ft_xcalloc(kind->n_params + 1, sizeof *names);
     for (size_t i = 0; i < kind->n_params; i++)
         names[i] = kind->params[i].name;
@@ -31,13 +54,14 @@ static size_t find_rule(const ft_kind_rules *kind, const char *name)
     return kind->n_params;
 }
 
-static int check_written(const ft_kind_rules *kind, const ft_stage_decl *stage, ft_param_value *values)
+static int check_written(const ft_rulebook *book, const ft_kind_rules *kind, const ft_stage_decl *stage,
+                         ft_param_value *values)
 {
     for (size_t i = 0; i < stage->n_params; i++) {
         const ft_param *param = &stage->params[i];
         size_t index = find_rule(kind, param->name);
         if (index == kind->n_params)
-            return unknown_parameter(kind, param);
+            return unknown_parameter(book, kind, param);
         if (ft_value_parse(&kind->params[index], param->value, &values[index]) != 0) {
             char *message = ft_xstrdup(ft_error_message());
             int result = ft_error_at(&param->value_where, "%s: %s", param->name, message);
@@ -75,7 +99,7 @@ int ft_params_check(const ft_rulebook *book, const ft_stage_decl *stage, ft_para
     if (!kind)
         return ft_rulebook_unknown_kind(book, stage->kind, &stage->kind_where);
     ft_param_set set = {kind, ft_xcalloc(kind->n_params + 1, sizeof *set.values), kind->n_params};
-    if (check_written(kind, stage, set.values) != 0 || fill_defaults(kind, stage, set.values) != 0) {
+    if (check_written(book, kind, stage, set.values) != 0 || fill_defaults(kind, stage, set.values) != 0) {
         ft_params_free(&set);
         return -1;
     }

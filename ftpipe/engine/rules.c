@@ -96,6 +96,12 @@ static void free_kind(ft_kind_rules *kind)
     for (size_t i = 0; i < kind->n_params; i++)
         free_rule(&kind->params[i]);
     free(kind->params);
+    for (size_t i = 0; i < kind->n_lacks; i++) {
+        free(kind->lacks_names[i]);
+        free(kind->lacks_texts[i]);
+    }
+    free(kind->lacks_names);
+    free(kind->lacks_texts);
 }
 
 /* `choice(a,b,...)` at line[i]; *end receives the index past its `)`. */
@@ -272,8 +278,19 @@ static int parse_directive(const rules_line *line, size_t i, file_role *role, ft
         kind->doc = ft_xstrndup(line->text + argument, line->length - argument);
         return 0;
     }
-    return line_error(line, i, "unexpected '%.*s': rules files know .kind NAME, .doc TEXT and .common", (int)(end - i),
-                      line->text + i);
+    if (word_is(line, i, ".lacks") && *role == ROLE_KIND) {
+        size_t name_end = word_end(line, argument);
+        size_t text_at = skip_blanks(line, name_end);
+        if (!is_word(line->text + argument, name_end - argument, "-") || text_at == line->length)
+            return line_error(line, argument, "expected a parameter name and what to do instead after '.lacks'");
+        kind->lacks_names = ft_xrealloc(kind->lacks_names, (kind->n_lacks + 1) * sizeof(char *));
+        kind->lacks_texts = ft_xrealloc(kind->lacks_texts, (kind->n_lacks + 1) * sizeof(char *));
+        kind->lacks_names[kind->n_lacks] = ft_xstrndup(line->text + argument, name_end - argument);
+        kind->lacks_texts[kind->n_lacks++] = ft_xstrndup(line->text + text_at, line->length - text_at);
+        return 0;
+    }
+    return line_error(line, i, "unexpected '%.*s': rules files know .kind NAME, .doc TEXT, .lacks NAME TEXT and .common",
+                      (int)(end - i), line->text + i);
 }
 
 static int read_rules_file(const char *path, const char *text, file_role *role, ft_kind_rules *out)

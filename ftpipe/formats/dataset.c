@@ -1,6 +1,7 @@
 /* dataset: reads JSON arrays and JSON Lines of alpaca and sharegpt records into
  * conversations, with LLaMA-Factory's rules for what a valid record is. */
 #include "ftpipe/formats/dataset.h"
+#include "ftpipe/formats/dataset_refusals.h"
 
 #include <dirent.h>
 #include <jansson.h>
@@ -145,12 +146,16 @@ static int required_string(const json_t *object, const char *name, const char *c
 
 static int convert_alpaca(record_builder *builder, const json_t *record, const ft_dataset_columns *columns)
 {
-    const char *prompt = "", *query = "", *response, *system = "";
+    const char *prompt = "", *query = "", *response = NULL, *system = "";
     if ((columns->prompt && required_string(record, columns->prompt, "", &prompt) != 0) ||
         optional_string(record, columns->query, "", &query) < 0 ||
-        required_string(record, columns->response, "", &response) != 0 ||
+        optional_string(record, columns->response, "", &response) < 0 ||
         optional_string(record, columns->system, "", &system) < 0)
         return -1;
+    if (!response)
+        return ft_error("'%s' is missing: a record without an answer is not a supervised example; if the data is "
+                        "plain text for continued pretraining, tokenize it with stage = pt",
+                        columns->response ? columns->response : "output");
     if (system[0])
         add_message(builder, FT_ROLE_SYSTEM, system);
 
@@ -295,11 +300,42 @@ static int convert_sharegpt(record_builder *builder, const json_t *record, const
     return 0;
 }
 
+/* Pretraining text: the prompt column, or "text", and a non-empty query. */
+static int convert_text(record_builder *builder, const json_t *record, const ft_dataset_columns *columns)
+{
+    const char *prompt = NULL, *query = "";
+    const char *column = columns->prompt && json_object_get(record, columns->prompt) ? columns->prompt : "text";
+    if (required_string(record, column, "", &prompt) != 0 || optional_string(record, columns->query, "", &query) < 0)
+        return -1;
+    begin_message(builder, FT_ROLE_USER);
+    ft_strbuf_puts(&builder->text, prompt);
+    if (prompt[0] && query[0])
+        ft_strbuf_putc(&builder->text, '\n');
+    ft_strbuf_puts(&builder->text, query);
+    end_message(builder);
+    return 0;
+}
+
 static bool has_messages_field(const json_t *record, const ft_dataset_columns *columns)
 {
     if (columns->messages)
         return json_object_get(record, columns->messages) != NULL;
     return json_object_get(record, "conversations") || json_object_get(record, "messages");
+}
+
+/* A field that holds something: not null, "", "[]", [] or {} (a kto_tag of
+ * false holds something: an undesirable answer). */
+static bool holds_something(const json_t *value)
+{
+    if (!value || json_is_null(value))
+        return false;
+    if (json_is_string(value))
+        return json_string_length(value) > 0 && strcmp(json_string_value(value), "[]") != 0;
+    if (json_is_array(value))
+        return json_array_size(value) > 0;
+    if (json_is_object(value))
+        return json_object_size(value) > 0;
+    return true;
 }
 
 static int convert_record(record_builder *builder, const json_t *record, const ft_dataset_columns *columns,
@@ -309,9 +345,15 @@ static int convert_record(record_builder *builder, const json_t *record, const f
     ft_strbuf_reset(&builder->text);
     if (!json_is_object(record))
         return ft_error("the record is %s, expected an object", json_kind(record));
+    /* tool definitions, images or preference labels left out would train on wrong targets */
+    for (const char *const *column = ft_dataset_refused_columns(); *column; column++)
+        if (holds_something(json_object_get(record, *column)))
+            return ft_dataset_refuse_column("the record", *column);
     bool sharegpt = columns->format == FT_DATASET_FORMAT_SHAREGPT ||
                     (columns->format == FT_DATASET_FORMAT_AUTO && has_messages_field(record, columns));
-    if ((sharegpt ? convert_sharegpt : convert_alpaca)(builder, record, columns) != 0)
+    if ((columns->format == FT_DATASET_FORMAT_TEXT ? convert_text
+         : sharegpt                                ? convert_sharegpt
+                                                   : convert_alpaca)(builder, record, columns) != 0)
         return -1;
     finish_conversation(builder, out);
     return 0;
@@ -351,6 +393,9 @@ static int record_failed(file_reader *reader, size_t record)
 static int take_record(file_reader *reader, const json_t *record, size_t record_number)
 {
     ft_dataset *dataset = reader->dataset;
+    if (dataset->records_per_source && dataset->source_records >= dataset->records_per_source)
+        return 0;
+    dataset->source_records++;
     dataset->n_records++;
     ft_conversation conversation;
     if (convert_record(&reader->builder, record, reader->columns, &conversation) != 0)
@@ -477,23 +522,60 @@ int ft_dataset_read_text(ft_dataset *dataset, const char *file_name, const char 
     return status;
 }
 
-static bool has_dataset_extension(const char *path)
+static bool has_extension(const char *path, const char *extension)
 {
     const char *dot = strrchr(ft_path_basename(path), '.');
-    return dot && (strcasecmp(dot, ".json") == 0 || strcasecmp(dot, ".jsonl") == 0);
+    return dot && strcasecmp(dot, extension) == 0;
+}
+
+static bool has_dataset_extension(const char *path, const ft_dataset_columns *columns)
+{
+    return has_extension(path, ".json") || has_extension(path, ".jsonl") ||
+           (columns->format == FT_DATASET_FORMAT_TEXT && has_extension(path, ".txt"));
+}
+
+/* A .txt file for pretraining: every line a record, empty ones too (the lines
+ * of Python's splitlines on \n, \r\n and \r, as Hugging Face's text loader). */
+static int read_text_lines(ft_dataset *dataset, const char *path, const char *text, size_t length,
+                           ft_on_error on_error)
+{
+    file_reader reader = {.dataset = dataset, .on_error = on_error};
+    ft_dataset_columns columns = {.format = FT_DATASET_FORMAT_TEXT};
+    reader.columns = &columns;
+    reader.file = remember_file(dataset, path);
+    ft_strbuf_init(&reader.builder.text);
+    const char *p = text, *end = text + length;
+    int status = 0;
+    for (size_t number = 1; p < end && status == 0; number++) {
+        size_t line_length = strcspn(p, "\r\n");
+        if (p + line_length > end)
+            line_length = (size_t)(end - p);
+        json_t *record = json_pack("{s:s%}", "text", p, line_length);
+        status = record ? take_record(&reader, record, number) : ft_error("%s: line %zu is not UTF-8", path, number);
+        json_decref(record);
+        p += line_length; /* then past \n, \r or \r\n */
+        if (p < end && *p == '\r' && p + 1 < end && p[1] == '\n')
+            p += 2;
+        else if (p < end)
+            p++;
+    }
+    free(reader.builder.messages);
+    ft_strbuf_free(&reader.builder.text);
+    return status;
 }
 
 static int read_file(ft_dataset *dataset, const char *path, const ft_dataset_columns *columns,
                      ft_on_error on_error)
 {
-    if (!has_dataset_extension(path))
-        return ft_error("%s: not a dataset file: expected a .json or .jsonl file (alpaca or sharegpt records)",
-                        path);
+    if (!has_dataset_extension(path, columns))
+        return ft_error("%s: not a dataset file: expected a .json or .jsonl file (alpaca or sharegpt records)%s",
+                        path, has_extension(path, ".txt") ? "; .txt files are read as pretraining text with stage = pt" : "");
     char *text;
     size_t length;
     if (ft_read_file(path, &text, &length) != 0)
         return -1;
-    int status = ft_dataset_read_text(dataset, path, text, length, columns, on_error);
+    int status = has_extension(path, ".txt") ? read_text_lines(dataset, path, text, length, on_error)
+                                             : ft_dataset_read_text(dataset, path, text, length, columns, on_error);
     free(text);
     return status;
 }
@@ -513,7 +595,7 @@ static int read_folder(ft_dataset *dataset, const char *folder, const ft_dataset
     char **names = NULL;
     size_t count = 0;
     for (struct dirent *entry; (entry = readdir(dir));) {
-        if (entry->d_name[0] == '.' || !has_dataset_extension(entry->d_name))
+        if (entry->d_name[0] == '.' || !has_dataset_extension(entry->d_name, columns))
             continue;
         names = ft_xrealloc(names, (count + 1) * sizeof(char *));
         names[count++] = ft_xstrdup(entry->d_name);
@@ -537,6 +619,7 @@ int ft_dataset_read(ft_dataset *dataset, const ft_dataset_source *source, ft_on_
 {
     if (!ft_path_exists(source->path))
         return ft_error("dataset file %s does not exist", source->path);
+    dataset->source_records = 0;
     if (ft_path_is_dir(source->path))
         return read_folder(dataset, source->path, &source->columns, on_error);
     return read_file(dataset, source->path, &source->columns, on_error);

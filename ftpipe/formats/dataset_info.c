@@ -11,6 +11,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/formats/dataset.h"
+#include "ftpipe/formats/dataset_refusals.h"
 
 typedef struct {
     const char *key;
@@ -36,9 +37,8 @@ static const column_field tag_fields[] = {
     COLUMN("function_tag", function_tag, "function_call"),
 };
 
-/* Columns LLaMA-Factory knows that ftpipe cannot train on. */
-static const char *const unsupported_columns[] = {"tools", "images", "videos", "audios", "chosen", "rejected",
-                                                  "kto_tag"};
+#define N_OF(array) (sizeof(array) / sizeof((array)[0]))
+
 
 #define N_OF(array) (sizeof(array) / sizeof((array)[0]))
 
@@ -67,11 +67,13 @@ static int read_mapping(const json_t *mapping, const char *section, const char *
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)mapping, key, value) {
-        for (size_t i = 0; i < N_OF(unsupported_columns); i++)
-            if (strcmp(key, unsupported_columns[i]) == 0)
-                return ft_error("dataset '%s': the \"%s\" column is not supported (ftpipe trains on text "
-                                "conversations only); remove it from \"%s\"",
-                                dataset, key, section);
+        for (const char *const *column = ft_dataset_refused_columns(); *column; column++)
+            if (strcmp(key, *column) == 0) {
+                char *what = ft_xasprintf("dataset '%s'", dataset);
+                ft_dataset_refuse_column(what, key);
+                free(what);
+                return -1;
+            }
         size_t i = 0;
         while (i < n_fields && strcmp(key, fields[i].key) != 0)
             i++;
@@ -116,7 +118,8 @@ static int read_entry(const char *folder, const char *info_path, const char *nam
         return ft_error("%s: dataset '%s' has no \"file_name\"", info_path, name);
     }
     if (json_is_true(json_object_get(entry, "ranking")))
-        return ft_error("%s: dataset '%s' is a ranking (preference) dataset; tokenize prepares supervised data",
+        return ft_error("%s: dataset '%s' is ranking (preference) data for DPO or reward modelling; it is not "
+                        "usable for supervised fine-tuning (ftpipe has no preference stage)",
                         info_path, name);
     if (json_object_get(entry, "num_samples"))
         return ft_error("%s: dataset '%s': \"num_samples\" is not supported; cut the file to the samples wanted",

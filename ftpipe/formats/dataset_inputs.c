@@ -43,7 +43,22 @@ static ft_dataset_format parse_format(const char *name)
         return FT_DATASET_FORMAT_ALPACA;
     if (strcmp(name, "sharegpt") == 0)
         return FT_DATASET_FORMAT_SHAREGPT;
+    if (strcmp(name, "text") == 0)
+        return FT_DATASET_FORMAT_TEXT;
     return FT_DATASET_FORMAT_AUTO;
+}
+
+/* Pretraining reads every dataset_info.json entry as text; conversations it cannot. */
+static int read_as_text(const char *folder, ft_dataset_source *sources, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (sources[i].columns.format == FT_DATASET_FORMAT_SHAREGPT)
+            return ft_error("%s: dataset '%s' holds sharegpt conversations, but pretraining (stage = pt) reads texts: "
+                            "alpaca-style records whose \"prompt\" column is the text",
+                            folder, sources[i].name);
+        sources[i].columns.format = FT_DATASET_FORMAT_TEXT;
+    }
+    return 0;
 }
 
 /* The dataset sources the paths name, in order. */
@@ -82,6 +97,10 @@ static int gather_sources(const char *const *paths, size_t count, const ft_datas
         ft_dataset_source *named;
         size_t n_named;
         status = ft_dataset_info_load(path, (const char *const *)names, n_names, &named, &n_named);
+        if (status == 0 && format == FT_DATASET_FORMAT_TEXT && read_as_text(path, named, n_named) != 0) {
+            ft_dataset_sources_free(named, n_named);
+            status = -1;
+        }
         if (status == 0) {
             sources = ft_xrealloc(sources, (n_sources + n_named) * sizeof *sources);
             memcpy(sources + n_sources, named, n_named * sizeof *named);
@@ -112,6 +131,7 @@ int ft_dataset_read_inputs(const char *const *paths, size_t count, const ft_data
     if (gather_sources(paths, count, options, &sources, &n_sources) != 0)
         return -1;
     int status = 0;
+    dataset->records_per_source = options->max_samples;
     for (size_t i = 0; i < n_sources && status == 0; i++)
         status = ft_dataset_read(dataset, &sources[i], options->on_error);
     ft_dataset_sources_free(sources, n_sources);

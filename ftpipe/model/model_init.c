@@ -192,10 +192,13 @@ static int fit_tokenizer(const char *dir, ft_model_config *config)
     if (ft_tokenizer_load(dir, &tokenizer) < 0)
         return -1;
     size_t size = ft_tokenizer_vocab_size(tokenizer);
-    static const char *const eos[] = {"<|endoftext|>", "<|end_of_text|>", "<|im_end|>", "<|eot_id|>"};
-    static const char *const bos[] = {"<|begin_of_text|>"};
-    config->eos_token_id = (int)first_token(tokenizer, eos, 4);
-    config->bos_token_id = (int)first_token(tokenizer, bos, 1);
+    /* The tokenizer's own EOS first, as a real model of its family has it
+     * (Qwen3's <|im_end|>, Llama 3 Instruct's <|eot_id|>); then known ones. */
+    const char *eos[] = {ft_tokenizer_eos_token(tokenizer), "<|endoftext|>", "<|end_of_text|>", "<|im_end|>",
+                         "<|eot_id|>"};
+    const char *bos[] = {ft_tokenizer_bos_token(tokenizer), "<|begin_of_text|>"};
+    config->eos_token_id = (int)first_token(tokenizer, eos + !eos[0], 5 - !eos[0]);
+    config->bos_token_id = (int)first_token(tokenizer, bos + !bos[0], 2 - !bos[0]);
     ft_tokenizer_free(tokenizer);
     if (config->vocab_size == 0)
         config->vocab_size = (int)size;

@@ -132,6 +132,7 @@ typedef struct {
     size_t n_tensors;
     ft_adamw *optimizer;
     data data;
+    data eval;                  /* the eval rows in order, when evaluating */
     ft_checkpoint_state state;
     int64_t saved_step;         /* the step of the newest checkpoint; -1: none */
     uint64_t start_ns;
@@ -256,6 +257,41 @@ static void report(trainer *t, double loss, double grad_norm)
     }
 }
 
+/* A forward pass over every eval row (see trainer.h). */
+static int evaluate(trainer *t)
+{
+    const ft_train_options *o = t->options;
+    data *e = &t->eval;
+    uint64_t start = ft_now_ns();
+    double loss_sum = 0.0;
+    int64_t unused_tokens = 0;
+    for (int64_t at = 0; at < (int64_t)e->n_rows; at += o->eval_batch_size) {
+        int n = (int)((int64_t)e->n_rows - at < o->eval_batch_size ? (int64_t)e->n_rows - at : o->eval_batch_size);
+        int seq_len = fill_batch(e, at, n, &unused_tokens);
+        ft_batch batch = {n, seq_len, e->tokens, e->positions, e->segments, e->targets, 0, 0};
+        double batch_loss = 0.0;
+        if (ft_model_forward(t->model, &batch, NULL, &batch_loss) < 0)
+            return ft_error_context("evaluating at step %lld", (long long)t->state.global_step);
+        loss_sum += batch_loss * n;
+    }
+    ft_eval_report r = {t->state.global_step, epochs_done(t), e->n_rows ? loss_sum / (double)e->n_rows : 0.0,
+                        e->n_rows, (double)(ft_now_ns() - start) * 1e-9};
+    if (!isfinite(r.eval_loss))
+        return ft_error("step %lld: the eval loss is %g", (long long)t->state.global_step, r.eval_loss);
+    if (o->callbacks.on_evaluate)
+        o->callbacks.on_evaluate(o->callbacks.context, &r);
+    return 0;
+}
+
+static bool evaluation_due(const trainer *t)
+{
+    const ft_train_options *o = t->options;
+    if (!o->eval_shards)
+        return false;
+    bool epoch_ended = t->state.epoch_row >= (int64_t)t->data.n_rows || t->state.global_step == t->plan.total_steps;
+    return (o->eval_steps > 0 && t->state.global_step % o->eval_steps == 0) || (o->eval_each_epoch && epoch_ended);
+}
+
 static int resume(trainer *t, ft_train_result *out)
 {
     const ft_train_options *o = t->options;
@@ -298,6 +334,8 @@ static int train_loop(trainer *t)
         if (step(t, &loss, &grad_norm) < 0)
             return -1;
         report(t, loss, grad_norm);
+        if (evaluation_due(t) && evaluate(t) < 0)
+            return -1;
         if (o->save_steps > 0 && t->state.global_step % o->save_steps == 0 && save(t) < 0)
             return -1;
     }
@@ -312,6 +350,8 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     t.data.n_rows = ft_token_shards_n_rows(shards);
     if (ft_train_plan_steps(options, t.data.n_rows, &t.plan) < 0)
         return -1;
+    if (options->eval_shards && options->eval_batch_size < 1)
+        return ft_error("per_device_eval_batch_size is %d; it must be at least 1", options->eval_batch_size);
     t.schedule = (ft_lr_schedule){options->lr_scheduler_type, options->learning_rate, t.plan.total_steps,
                                   t.plan.warmup_steps};
     t.tensors = ft_model_trainable(model, &t.n_tensors);
@@ -328,6 +368,19 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     t.data.positions = ft_xmalloc(cells * sizeof(int32_t));
     t.data.segments = ft_xmalloc(cells * sizeof(int32_t));
     t.data.targets = ft_xmalloc(cells * sizeof(int32_t));
+    if (options->eval_shards) {
+        size_t eval_cells = (size_t)options->eval_batch_size * ft_token_shards_row_length(options->eval_shards);
+        t.eval.shards = options->eval_shards;
+        t.eval.n_rows = ft_token_shards_n_rows(options->eval_shards);
+        t.eval.order = ft_xmalloc((t.eval.n_rows ? t.eval.n_rows : 1) * sizeof(uint64_t));
+        for (uint64_t r = 0; r < t.eval.n_rows; r++)
+            t.eval.order[r] = r;
+        t.eval.row_segments = ft_xmalloc(ft_token_shards_row_length(options->eval_shards) * sizeof(int32_t));
+        t.eval.tokens = ft_xmalloc(eval_cells * sizeof(int32_t));
+        t.eval.positions = ft_xmalloc(eval_cells * sizeof(int32_t));
+        t.eval.segments = ft_xmalloc(eval_cells * sizeof(int32_t));
+        t.eval.targets = ft_xmalloc(eval_cells * sizeof(int32_t));
+    }
     t.start_ns = t.report_ns = ft_now_ns();
     ft_model_zero_grads(model);
     int status = resume(&t, out);
@@ -347,5 +400,11 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     free(t.data.positions);
     free(t.data.segments);
     free(t.data.targets);
+    free(t.eval.order);
+    free(t.eval.row_segments);
+    free(t.eval.tokens);
+    free(t.eval.positions);
+    free(t.eval.segments);
+    free(t.eval.targets);
     return status;
 }

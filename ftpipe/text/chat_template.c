@@ -1,276 +1,108 @@
-/* chat_template: each template written out in C as the model's Jinja template
- * renders it (Qwen2.5's, Qwen3's, Meta Llama 3 Instruct's), or as LLaMA-Factory
- * defines it where the model has none (alpaca, plain). */
+/* chat_template: LLaMA-Factory's templates as data (the elements of each
+ * message kind, its default system prompt, stop words), rendered as its
+ * Template._encode and ReasoningTemplate.encode_multiturn render them. */
 #include "ftpipe/text/chat_template.h"
 
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
-#include "ftpipe/text/pretokenizer.h"
+
+/* One element of a message's rendering: text (with {{content}} where the
+ * message goes), or the tokenizer's BOS or EOS token. */
+typedef enum { ELEMENT_NONE = 0, ELEMENT_TEXT, ELEMENT_BOS, ELEMENT_EOS } element_kind;
 
 typedef struct {
-    ft_rendered_chat *chat;
-    size_t capacity;
-} builder;
+    element_kind kind;
+    const char *text;
+} element;
 
-typedef int (*render_function)(builder *out, const ft_message *messages, size_t count, bool add_generation_prompt,
-                               const char *eos_token);
+#define TEXT(t) {ELEMENT_TEXT, t}
+#define BOS {ELEMENT_BOS, NULL}
+#define EOS {ELEMENT_EOS, NULL}
+#define MAX_ELEMENTS 4
+#define MAX_STOP_WORDS 3
+#define MAX_SPECIAL_TOKENS 5
+
+/* The empty think block, LLaMA-Factory's thought_words joined. */
+#define THINK_OPEN "<think>\n"
+#define THINK_CLOSE "\n</think>\n\n"
 
 struct ft_chat_template {
     const char *name;
-    render_function render;
+    element prefix[MAX_ELEMENTS];
+    element system[MAX_ELEMENTS];
+    element user[MAX_ELEMENTS];
+    element assistant[MAX_ELEMENTS];
+    const char *default_system;
+    const char *stop_words[MAX_STOP_WORDS + 1];
+    bool reasoning;   /* LLaMA-Factory's ReasoningTemplate */
+    bool replace_eos; /* the first stop word is the EOS (LLaMA-Factory's replace_eos) */
+    const char *special_tokens[MAX_SPECIAL_TOKENS + 1];
 };
 
-/* Appends text to the last segment when it is of the same kind, else to a new one. */
-static void put(builder *out, bool is_answer, const char *text, size_t length)
-{
-    ft_rendered_chat *chat = out->chat;
-    if (length == 0)
-        return;
-    ft_template_segment *last = chat->count ? &chat->segments[chat->count - 1] : NULL;
-    if (!last || last->is_answer != is_answer) {
-        ft_grow((void **)&chat->segments, &out->capacity, chat->count + 1, sizeof *chat->segments);
-        last = &chat->segments[chat->count++];
-        last->text = ft_xstrdup("");
-        last->is_answer = is_answer;
-    }
-    size_t old = strlen(last->text);
-    last->text = ft_xrealloc(last->text, old + length + 1);
-    memcpy(last->text + old, text, length);
-    last->text[old + length] = '\0';
-}
-
-static void prompt(builder *out, const char *text) { put(out, false, text, strlen(text)); }
-static void answer(builder *out, const char *text) { put(out, true, text, strlen(text)); }
-
-/* ---- the Python string methods the Jinja templates use ---- */
-/* Python's str.isspace() for one code point. */
-static bool python_space(uint32_t c)
-{
-    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
-
-/* Jinja's `trim`: str.strip() of Unicode white space. Caller frees. */
-static char *python_strip(const char *text)
-{
-    size_t length = strlen(text), start = 0, end = 0;
-    bool content_seen = false;
-    for (size_t offset = 0; offset < length;) {
-        size_t at = offset;
-        int32_t codepoint = ft_utf8_next(text, length, &offset);
-        if (codepoint >= 0 && python_space((uint32_t)codepoint))
-            continue;
-        if (!content_seen)
-            start = at;
-        content_seen = true;
-        end = offset;
-    }
-    return ft_xstrndup(text + start, end - start);
-}
-
-/* str.strip('\n') on one side or both, into a fresh string. */
-static char *strip_newlines(const char *start, const char *end, bool left, bool right)
-{
-    while (left && start < end && *start == '\n')
-        start++;
-    while (right && end > start && end[-1] == '\n')
-        end--;
-    return ft_xstrndup(start, (size_t)(end - start));
-}
-
-static const char *last_occurrence(const char *text, const char *needle)
-{
-    const char *found = NULL;
-    for (const char *at = strstr(text, needle); at; at = strstr(at + 1, needle))
-        found = at;
-    return found;
-}
-
-static bool starts_with(const char *text, const char *prefix) { return strncmp(text, prefix, strlen(prefix)) == 0; }
-
-static bool ends_with(const char *text, const char *suffix)
-{
-    size_t n = strlen(text), m = strlen(suffix);
-    return n >= m && strcmp(text + n - m, suffix) == 0;
-}
-
-/* ---- the templates ---- */
-/* Qwen2.5: ChatML with a default system prompt. */
-static int render_qwen(builder *out, const ft_message *messages, size_t count, bool add_generation_prompt,
-                       const char *eos_token)
-{
-    size_t first = 0;
-    if (messages[0].role == FT_ROLE_SYSTEM) {
-        prompt(out, "<|im_start|>system\n");
-        prompt(out, messages[0].content);
-        prompt(out, "<|im_end|>\n");
-        first = 1;
-    } else {
-        prompt(out, "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-                    "<|im_end|>\n");
-    }
-    for (size_t i = first; i < count; i++) {
-        if (messages[i].role == FT_ROLE_USER) {
-            prompt(out, "<|im_start|>user\n");
-            prompt(out, messages[i].content);
-            prompt(out, "<|im_end|>\n");
-        } else {
-            prompt(out, "<|im_start|>assistant\n");
-            answer(out, messages[i].content);
-            answer(out, "<|im_end|>\n");
-        }
-    }
-    if (add_generation_prompt)
-        prompt(out, "<|im_start|>assistant\n");
-    return 0;
-}
-
-/* Qwen3: ChatML; assistant turns after the last user query carry a <think>
- * block (empty when there is no reasoning), earlier ones lose theirs. */
-static void render_qwen3_assistant(builder *out, const char *content, bool with_thinking)
-{
-    const char *end_think = last_occurrence(content, "</think>");
-    char *reasoning = ft_xstrdup("");
-    char *reply = ft_xstrdup(content);
-    if (end_think) { /* as the template's split('</think>') and split('<think>') */
-        free(reply);
-        free(reasoning);
-        reply = strip_newlines(end_think + strlen("</think>"), content + strlen(content), true, false);
-        const char *reasoning_end = strstr(content, "</think>");
-        char *before = strip_newlines(content, reasoning_end, false, true);
-        const char *open_think = last_occurrence(before, "<think>");
-        reasoning = strip_newlines(open_think ? open_think + strlen("<think>") : before, before + strlen(before),
-                                   true, false);
-        free(before);
-    }
-    prompt(out, "<|im_start|>assistant\n");
-    if (with_thinking || *reasoning) {
-        char *stripped = strip_newlines(reasoning, reasoning + strlen(reasoning), true, true);
-        char *trimmed_reply = strip_newlines(reply, reply + strlen(reply), true, false);
-        answer(out, "<think>\n");
-        answer(out, stripped);
-        answer(out, "\n</think>\n\n");
-        answer(out, trimmed_reply);
-        free(stripped);
-        free(trimmed_reply);
-    } else {
-        answer(out, reply);
-    }
-    answer(out, "<|im_end|>\n");
-    free(reasoning);
-    free(reply);
-}
-
-static int render_qwen3(builder *out, const ft_message *messages, size_t count, bool add_generation_prompt,
-                        const char *eos_token)
-{
-    size_t first = 0;
-    if (messages[0].role == FT_ROLE_SYSTEM) {
-        prompt(out, "<|im_start|>system\n");
-        prompt(out, messages[0].content);
-        prompt(out, "<|im_end|>\n");
-        first = 1;
-    }
-    /* the last user message that is not a tool response */
-    size_t last_query = count - 1;
-    for (size_t i = count; i-- > 0;) {
-        const char *content = messages[i].content;
-        if (messages[i].role == FT_ROLE_USER &&
-            !(starts_with(content, "<tool_response>") && ends_with(content, "</tool_response>"))) {
-            last_query = i;
-            break;
-        }
-    }
-    for (size_t i = first; i < count; i++) {
-        if (messages[i].role == FT_ROLE_USER) {
-            prompt(out, "<|im_start|>user\n");
-            prompt(out, messages[i].content);
-            prompt(out, "<|im_end|>\n");
-        } else if (i > last_query) {
-            /* a reasoning of its own also keeps the block on a turn that is not the last */
-            render_qwen3_assistant(out, messages[i].content, i == count - 1);
-        } else {
-            /* history before the last query: the block is dropped entirely */
-            const char *end_think = last_occurrence(messages[i].content, "</think>");
-            char *reply = end_think ? strip_newlines(end_think + strlen("</think>"),
-                                                     end_think + strlen(end_think), true, false)
-                                    : ft_xstrdup(messages[i].content);
-            prompt(out, "<|im_start|>assistant\n");
-            answer(out, reply);
-            answer(out, "<|im_end|>\n");
-            free(reply);
-        }
-    }
-    if (add_generation_prompt)
-        prompt(out, "<|im_start|>assistant\n");
-    return 0;
-}
-
-/* Meta Llama 3 Instruct: headers, contents trimmed, <|eot_id|> after each. */
-static int render_llama3(builder *out, const ft_message *messages, size_t count, bool add_generation_prompt,
-                         const char *eos_token)
-{
-    static const char *const roles[] = {"system", "user", "assistant"};
-    prompt(out, "<|begin_of_text|>");
-    for (size_t i = 0; i < count; i++) {
-        bool is_answer = messages[i].role == FT_ROLE_ASSISTANT;
-        char *content = python_strip(messages[i].content);
-        prompt(out, "<|start_header_id|>");
-        prompt(out, roles[messages[i].role]);
-        prompt(out, "<|end_header_id|>\n\n");
-        put(out, is_answer, content, strlen(content));
-        put(out, is_answer, "<|eot_id|>", strlen("<|eot_id|>"));
-        free(content);
-    }
-    if (add_generation_prompt)
-        prompt(out, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-    return 0;
-}
-
-/* LLaMA-Factory's alpaca: the system text (or its default), then instruction
- * and response blocks; each answer ends with EOS and a blank line. */
-static int render_alpaca(builder *out, const ft_message *messages, size_t count, bool add_generation_prompt,
-                         const char *eos_token)
-{
-    size_t first = messages[0].role == FT_ROLE_SYSTEM ? 1 : 0;
-    prompt(out, first && *messages[0].content ? messages[0].content
-                                              : "Below is an instruction that describes a task. Write a response "
-                                                "that appropriately completes the request.\n\n");
-    for (size_t i = first; i < count; i++) {
-        if (messages[i].role == FT_ROLE_USER) {
-            prompt(out, "### Instruction:\n");
-            prompt(out, messages[i].content);
-            prompt(out, "\n\n### Response:\n");
-        } else {
-            answer(out, messages[i].content);
-            answer(out, eos_token ? eos_token : "");
-            answer(out, "\n\n");
-        }
-    }
-    return 0;
-}
-
-/* The texts as they are, one after another; each answer ends with EOS. */
-static int render_plain(builder *out, const ft_message *messages, size_t count, bool add_generation_prompt,
-                        const char *eos_token)
-{
-    for (size_t i = 0; i < count; i++) {
-        bool is_answer = messages[i].role == FT_ROLE_ASSISTANT;
-        put(out, is_answer, messages[i].content, strlen(messages[i].content));
-        if (is_answer && eos_token)
-            answer(out, eos_token);
-    }
-    return 0;
-}
+#define CHATML_SYSTEM {TEXT("<|im_start|>system\n{{content}}<|im_end|>\n")}
+#define CHATML_USER {TEXT("<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n")}
+#define CHATML_ASSISTANT {TEXT("{{content}}<|im_end|>\n")}
+#define CHATML_TOKENS {"<|im_start|>", "<|im_end|>"}
 
 static const ft_chat_template templates[] = {
-    {"qwen", render_qwen}, {"qwen3", render_qwen3}, {"llama3", render_llama3},
-    {"alpaca", render_alpaca}, {"plain", render_plain},
+    {.name = "qwen",
+     .replace_eos = true,
+     .system = CHATML_SYSTEM,
+     .user = CHATML_USER,
+     .assistant = CHATML_ASSISTANT,
+     .default_system = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+     .stop_words = {"<|im_end|>"},
+     .special_tokens = CHATML_TOKENS},
+    {.name = "qwen3",
+     .replace_eos = true,
+     .system = CHATML_SYSTEM,
+     .user = CHATML_USER,
+     .assistant = CHATML_ASSISTANT,
+     .stop_words = {"<|im_end|>"},
+     .reasoning = true,
+     .special_tokens = CHATML_TOKENS},
+    {.name = "qwen3_nothink",
+     .replace_eos = true,
+     .system = CHATML_SYSTEM,
+     .user = CHATML_USER,
+     .assistant = CHATML_ASSISTANT,
+     .stop_words = {"<|im_end|>"},
+     .special_tokens = CHATML_TOKENS},
+    {.name = "qwen2_vl",
+     .replace_eos = true,
+     .system = CHATML_SYSTEM,
+     .user = CHATML_USER,
+     .assistant = CHATML_ASSISTANT,
+     .default_system = "You are a helpful assistant.",
+     .stop_words = {"<|im_end|>"},
+     .special_tokens = CHATML_TOKENS},
+    {.name = "llama3",
+     .replace_eos = true,
+     .prefix = {BOS},
+     .system = {TEXT("<|start_header_id|>system<|end_header_id|>\n\n{{content}}<|eot_id|>")},
+     .user = {TEXT("<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|>"
+                   "<|start_header_id|>assistant<|end_header_id|>\n\n")},
+     .assistant = {TEXT("{{content}}<|eot_id|>")},
+     .stop_words = {"<|eot_id|>", "<|eom_id|>"},
+     .special_tokens = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}},
+    {.name = "alpaca",
+     .system = {TEXT("{{content}}")},
+     .user = {TEXT("### Instruction:\n{{content}}\n\n### Response:\n")},
+     .assistant = {TEXT("{{content}}"), EOS, TEXT("\n\n")},
+     .default_system = "Below is an instruction that describes a task. Write a response that appropriately "
+                       "completes the request.\n\n"},
+    {.name = "default",
+     .system = {TEXT("System: {{content}}"), EOS, TEXT("\n")},
+     .user = {TEXT("Human: {{content}}"), EOS, TEXT("\nAssistant:")},
+     .assistant = {TEXT("{{content}}"), EOS, TEXT("\n")}},
+    {.name = "empty", .system = {TEXT("{{content}}")}, .user = {TEXT("{{content}}")}, .assistant = {TEXT("{{content}}")}},
+    /* ftpipe's own: the texts as they are, EOS after each answer */
+    {.name = "plain", .system = {TEXT("{{content}}")}, .user = {TEXT("{{content}}")},
+     .assistant = {TEXT("{{content}}"), EOS}},
 };
 #define N_TEMPLATES (sizeof templates / sizeof templates[0])
 
@@ -282,10 +114,151 @@ int ft_chat_template_find(const char *name, const ft_chat_template **out)
             return 0;
         }
     }
-    return ft_error("unknown chat template '%s'; known: qwen, qwen3, llama3, alpaca, plain", name);
+    return ft_error("unknown chat template '%s'; known: %s", name, ft_chat_template_names());
 }
 
 const char *ft_chat_template_name(const ft_chat_template *chat_template) { return chat_template->name; }
+
+const char *ft_chat_template_names(void)
+{
+    return "qwen, qwen3, qwen3_nothink, qwen2_vl, llama3, alpaca, default, empty, plain";
+}
+
+const char *const *ft_chat_template_stop_words(const ft_chat_template *chat_template)
+{
+    return chat_template->stop_words;
+}
+
+const char *ft_chat_template_pretraining_eos(const ft_chat_template *chat_template, const ft_tokenizer *tokenizer)
+{
+    if (strcmp(chat_template->name, "llama3") == 0)
+        return "<|end_of_text|>"; /* LLaMA-Factory's exception for Llama 3 */
+    return chat_template->replace_eos ? chat_template->stop_words[0] : ft_tokenizer_eos_token(tokenizer);
+}
+
+int ft_chat_template_check_tokenizer(const ft_chat_template *chat_template, const ft_tokenizer *tokenizer)
+{
+    ft_strbuf missing;
+    ft_strbuf_init(&missing);
+    size_t n_missing = 0;
+    for (const char *const *token = chat_template->special_tokens; *token; token++) {
+        if (ft_tokenizer_token_id(tokenizer, *token) < 0)
+            ft_strbuf_printf(&missing, "%s%s", n_missing++ ? ", " : "", *token);
+    }
+    int status = 0;
+    if (n_missing)
+        status = ft_error("the chat template %s needs the special token%s %s, which the tokenizer does not have, "
+                          "so they would be trained on as plain text; choose the template of the model's family "
+                          "(qwen, qwen3, qwen3_nothink or qwen2_vl for Qwen models, llama3 for Llama 3)",
+                          chat_template->name, n_missing > 1 ? "s" : "", missing.data);
+    ft_strbuf_free(&missing);
+    return status;
+}
+
+/* ---- rendering ---- */
+
+typedef struct {
+    ft_rendered_chat *chat;
+    size_t capacity;
+    const ft_render_options *options;
+} builder;
+
+/* Each element is a segment of its own, as LLaMA-Factory tokenizes each one alone. */
+static void put(builder *out, bool is_answer, const char *text, size_t length)
+{
+    ft_rendered_chat *chat = out->chat;
+    if (length == 0)
+        return;
+    ft_grow((void **)&chat->segments, &out->capacity, chat->count + 1, sizeof *chat->segments);
+    chat->segments[chat->count++] = (ft_template_segment){ft_xstrndup(text, length), is_answer};
+}
+
+static void put_elements(builder *out, const element *elements, const char *content, bool is_answer)
+{
+    for (const element *e = elements; e < elements + MAX_ELEMENTS && e->kind != ELEMENT_NONE; e++) {
+        if (e->kind == ELEMENT_BOS || e->kind == ELEMENT_EOS) {
+            const char *token = e->kind == ELEMENT_BOS ? out->options->bos_token : out->options->eos_token;
+            if (token)
+                put(out, is_answer, token, strlen(token));
+            continue;
+        }
+        const char *slot = strstr(e->text, "{{content}}");
+        if (!slot) {
+            put(out, is_answer, e->text, strlen(e->text));
+            continue;
+        }
+        ft_strbuf text;
+        ft_strbuf_init(&text);
+        ft_strbuf_add(&text, e->text, (size_t)(slot - e->text));
+        ft_strbuf_puts(&text, content);
+        ft_strbuf_puts(&text, slot + strlen("{{content}}"));
+        put(out, is_answer, text.data, text.length);
+        ft_strbuf_free(&text);
+    }
+}
+
+/* LLaMA-Factory's remove_thought: every "<think>\n...\n</think>\n\n" (shortest
+ * match) removed, then leading newlines. Caller frees. */
+static char *remove_thought(const char *content)
+{
+    ft_strbuf text;
+    ft_strbuf_init(&text);
+    const char *at = content;
+    for (;;) {
+        const char *open = strstr(at, THINK_OPEN);
+        const char *close = open ? strstr(open + strlen(THINK_OPEN), THINK_CLOSE) : NULL;
+        if (!close)
+            break;
+        ft_strbuf_add(&text, at, (size_t)(open - at));
+        at = close + strlen(THINK_CLOSE);
+    }
+    ft_strbuf_puts(&text, at);
+    char *whole = ft_strbuf_take(&text);
+    char *stripped = ft_xstrdup(whole + strspn(whole, "\n"));
+    free(whole);
+    ft_strbuf_free(&text);
+    return stripped;
+}
+
+static bool has_thought(const char *content) { return strstr(content, "<think>") || strstr(content, "</think>"); }
+
+/* LLaMA-Factory's Template._encode, with ReasoningTemplate.encode_multiturn's
+ * think blocks; messages are already checked. */
+static void render(builder *out, const ft_chat_template *chat_template, const ft_message *messages, size_t count,
+                   bool add_generation_prompt)
+{
+    const ft_render_options *options = out->options;
+    size_t first = messages[0].role == FT_ROLE_SYSTEM ? 1 : 0;
+    const char *system = first && *messages[0].content ? messages[0].content : chat_template->default_system;
+    /* generation renders earlier answers as LLaMA-Factory's encode_oneturn does: as history */
+    bool history_only = options->mask_history || add_generation_prompt;
+    for (size_t i = first; i < count; i++) {
+        if (i == first) {
+            put_elements(out, chat_template->prefix, "", false);
+            if (system && *system)
+                put_elements(out, chat_template->system, system, false);
+        }
+        if (messages[i].role == FT_ROLE_USER) {
+            put_elements(out, chat_template->user, messages[i].content, false);
+            continue;
+        }
+        if (!chat_template->reasoning) {
+            put_elements(out, chat_template->assistant, messages[i].content, true);
+            continue;
+        }
+        bool is_last = i == count - 1;
+        bool drop_thought = !options->enable_thinking || (history_only && !is_last);
+        char *content = drop_thought ? remove_thought(messages[i].content) : ft_xstrdup(messages[i].content);
+        bool empty_thought = !has_thought(content) && (!history_only || is_last);
+        /* the empty block is trained on with thinking, else it is part of the prompt */
+        if (empty_thought)
+            put(out, options->enable_thinking, THINK_OPEN THINK_CLOSE, strlen(THINK_OPEN THINK_CLOSE));
+        put_elements(out, chat_template->assistant, content, true);
+        free(content);
+    }
+    if (add_generation_prompt && chat_template->reasoning && !options->enable_thinking)
+        put(out, false, THINK_OPEN THINK_CLOSE, strlen(THINK_OPEN THINK_CLOSE));
+}
 
 static const char *role_name(ft_role role)
 {
@@ -320,14 +293,15 @@ static int check_messages(const ft_message *messages, size_t count, bool add_gen
 }
 
 int ft_chat_template_render(const ft_chat_template *chat_template, const ft_message *messages, size_t count,
-                            bool add_generation_prompt, const char *eos_token, ft_rendered_chat *out)
+                            bool add_generation_prompt, const ft_render_options *options, ft_rendered_chat *out)
 {
     out->segments = NULL;
     out->count = 0;
     if (check_messages(messages, count, add_generation_prompt) < 0)
         return ft_error_context("chat template %s", chat_template->name);
-    builder build = {out, 0};
-    return chat_template->render(&build, messages, count, add_generation_prompt, eos_token);
+    builder build = {out, 0, options};
+    render(&build, chat_template, messages, count, add_generation_prompt);
+    return 0;
 }
 
 char *ft_rendered_chat_text(const ft_rendered_chat *chat)

@@ -22,8 +22,9 @@ int ft_encode_conversation(const ft_tokenizer *tokenizer, const ft_chat_template
                            ft_encoded_sample *out)
 {
     ft_rendered_chat chat;
-    if (ft_chat_template_render(chat_template, messages, count, false, ft_tokenizer_eos_token(tokenizer),
-                                &chat) != 0)
+    const ft_render_options render_options = {ft_tokenizer_bos_token(tokenizer), ft_tokenizer_eos_token(tokenizer),
+                                              options->enable_thinking, options->mask_history};
+    if (ft_chat_template_render(chat_template, messages, count, false, &render_options, &chat) != 0)
         return -1;
     turn_ids *turns = ft_xcalloc(chat.count ? chat.count : 1, sizeof(turn_ids));
     size_t n_turns = 0;

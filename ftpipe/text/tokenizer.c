@@ -46,7 +46,7 @@ struct ft_tokenizer {
     uint32_t *decode_offset, *decode_length;
     size_t vocab_size;
 
-    char *eos_token;
+    char *bos_token, *eos_token;
     ft_hash hash;
 
     pthread_key_t worker_key;
@@ -414,8 +414,17 @@ static int parse_decoder(const char *path, const json_t *decoder)
     return 0;
 }
 
-/* "eos_token" of tokenizer_config.json beside the tokenizer.json: text or {"content": text}. */
-static int load_eos_token(ft_tokenizer *tokenizer, const char *tokenizer_path)
+/* A special token's text in tokenizer_config.json: text or {"content": text}. */
+static char *special_token_text(const json_t *config, const char *key)
+{
+    const json_t *token = json_object_get(config, key);
+    const char *text = json_is_object(token) ? json_string_value(json_object_get(token, "content"))
+                                             : json_string_value(token);
+    return text ? ft_xstrdup(text) : NULL;
+}
+
+/* "bos_token" and "eos_token" of tokenizer_config.json beside the tokenizer.json. */
+static int load_special_tokens(ft_tokenizer *tokenizer, const char *tokenizer_path)
 {
     char *folder = ft_path_dirname(tokenizer_path);
     char *config_path = ft_path_join(folder, "tokenizer_config.json");
@@ -427,10 +436,8 @@ static int load_eos_token(ft_tokenizer *tokenizer, const char *tokenizer_path)
         if (!config) {
             rc = ft_error("%s:%d:%d: %s", config_path, error.line, error.column, error.text);
         } else {
-            const json_t *eos = json_object_get(config, "eos_token");
-            const char *text = json_is_object(eos) ? json_string_value(json_object_get(eos, "content"))
-                                                   : json_string_value(eos);
-            tokenizer->eos_token = text ? ft_xstrdup(text) : NULL;
+            tokenizer->bos_token = special_token_text(config, "bos_token");
+            tokenizer->eos_token = special_token_text(config, "eos_token");
             json_decref(config);
         }
     }
@@ -481,7 +488,7 @@ int ft_tokenizer_load(const char *path, ft_tokenizer **out)
     pthread_mutex_init(&tokenizer->workers_lock, NULL);
     int rc = parse_tokenizer(tokenizer, file, data, length);
     if (rc == 0)
-        rc = load_eos_token(tokenizer, file);
+        rc = load_special_tokens(tokenizer, file);
     free(data);
     free(file);
     if (rc < 0) {
@@ -518,6 +525,7 @@ void ft_tokenizer_free(ft_tokenizer *tokenizer)
     free(tokenizer->decode_bytes);
     free(tokenizer->decode_offset);
     free(tokenizer->decode_length);
+    free(tokenizer->bos_token);
     free(tokenizer->eos_token);
     free(tokenizer);
 }
@@ -708,6 +716,7 @@ int64_t ft_tokenizer_token_id(const ft_tokenizer *tokenizer, const char *token)
     return id;
 }
 
+const char *ft_tokenizer_bos_token(const ft_tokenizer *tokenizer) { return tokenizer->bos_token; }
 const char *ft_tokenizer_eos_token(const ft_tokenizer *tokenizer) { return tokenizer->eos_token; }
 
 ft_hash ft_tokenizer_hash(const ft_tokenizer *tokenizer) { return tokenizer->hash; }

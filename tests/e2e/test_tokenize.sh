@@ -33,7 +33,7 @@ t_expect_contains ": 3 samples, 363 tokens, 0 truncated, mean 121.0, max 126"
 meta_has '"template": "qwen"'
 meta_has '"tokens": 363'
 meta_has '"trained_tokens": 18'
-meta_has '"cutoff_len": 1024'
+meta_has '"cutoff_len": 2048'
 meta_has '"packing": false'
 [ -d "$W/data/train_set/validation" ] && t_fail "a validation split without val_size"
 # header 64 + sample offsets 32 (to 128) + row offsets 32 (to 192) + ids 1452 (to 1664) + mask 363
@@ -91,6 +91,19 @@ t_run "$FTPIPE" -C "$W"
 [ "$(tr -d ' \n' < "$W/data/train_set/meta.json")" = "$first" ] || t_fail "a second split differs"
 t_end
 
+t_case "max_samples takes the first N records of each dataset, before the validation split"
+write_stage "data/alpaca.json data/sharegpt.jsonl" "template = qwen" "max_samples = 2" "val_size = 1"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_expect_contains ": 4 samples"
+meta_has '"records": 4'
+case "$(tr -d ' \n' < "$W/data/train_set/meta.json")" in *'"validation":{"samples":1,'*) ;; *) t_fail "no validation sample of 1" ;; esac
+write_stage data/alpaca.json "template = qwen" "max_samples = -1"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "max_samples = -1: expected 0 (all records) or a count of records per dataset"
+t_end
+
 t_case "datasets named in dataset_info.json"
 write_stage data/lf "template = qwen" "dataset = alpaca_demo,openai parts"
 t_run "$FTPIPE" -C "$W"
@@ -124,7 +137,7 @@ bad_record_case() { # NAME RECORDS-TEXT MESSAGE
 }
 GOOD='{"instruction": "q", "output": "a"}'
 bad_record_case "missing output" "$GOOD
-{\"instruction\": \"q\"}" "record 2: 'output' is missing"
+{\"instruction\": \"q\"}" "record 2: 'output' is missing: a record without an answer is not a supervised example; if the data is plain text for continued pretraining, tokenize it with stage = pt"
 bad_record_case "broken JSON line" "$GOOD
 $GOOD
 {\"instruction\": \"q\", " "record 3: not valid JSON: string or '}' expected near end of file (column 20)"
@@ -166,6 +179,41 @@ write_stage data/alpaca.json "template = qwen9"
 t_run "$FTPIPE" -C "$W"
 t_expect_fail
 t_expect_contains "qwen9"
+t_end
+
+t_case "a template whose special tokens the tokenizer lacks is refused, naming them"
+write_stage data/alpaca.json "template = llama3"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "the chat template llama3 needs the special tokens <|begin_of_text|>, <|start_header_id|>, <|end_header_id|>, <|eot_id|>, which the tokenizer does not have"
+t_end
+
+t_case "qwen3 trains the empty think block; enable_thinking = false moves it to the prompt"
+write_stage data/alpaca.json "template = qwen3"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+# each of the 5 answers (the third record has two earlier turns) gains the trained
+# "<think>\n\n</think>\n\n" (19 bytes): 18 + 5 x 19
+meta_has '"trained_tokens": 113'
+write_stage data/alpaca.json "template = qwen3" "enable_thinking = false"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+meta_has '"trained_tokens": 18'
+t_end
+
+t_case "ftpipe render shows a conversation as tokenize encodes it"
+t_run sh -c 'printf "%s" "[{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Yo\"}]" |
+  "$1" render --tokenizer "$2" --template qwen3_nothink' sh "$FTPIPE" "$W/model"
+t_expect_status 0
+t_expect_contains '"text":"<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n"'
+t_expect_contains '"ids":[257,117,115,101,114,10,72,105,258,10,257,97,115,115,105,115,116,97,110,116,10,89,111,258,10]'
+t_expect_contains '"loss_mask":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,1,1,1]'
+t_run sh -c 'echo "[{\"role\": \"user\", \"content\": \"Hi\"}]" | "$1" render --tokenizer "$2" --template qwen' sh "$FTPIPE" "$W/model"
+t_expect_fail
+t_expect_contains "the conversation ends with a user message that has no answer"
+t_run "$FTPIPE" render --tokenizer "$W/model" --template qwen --cutoff-len x
+t_expect_fail
+t_expect_contains "render: --cutoff-len needs a token count from 1 to 1073741824, not 'x'"
 t_end
 
 t_case "a stage without datasets says what it needs"

@@ -163,7 +163,7 @@ t_case "wrong inputs are refused"
 TRAIN_LINE="adapter: train models/tiny" train_workspace "threads = 1"
 t_run "$FTPIPE" -C "$W" adapter
 t_expect_fail
-t_expect_contains "train takes two inputs, a model folder and a tokenize output (\`adapter: train MODEL DATA\`); 1 given"
+t_expect_contains "train takes a model folder and a tokenize output, and optionally a tokenize output to evaluate on (\`adapter: train MODEL DATA [EVAL_DATA]\`); 1 given"
 TRAIN_LINE="adapter: train data/train_set models/tiny" write_pipeline "threads = 1"
 t_run "$FTPIPE" -C "$W" adapter
 t_expect_fail

@@ -11,5 +11,11 @@ int ft_command_hash(int argc, char **argv);
 int ft_command_encode(int argc, char **argv);
 /* ftpipe decode --tokenizer PATH: token ids on stdin -> text. */
 int ft_command_decode(int argc, char **argv);
+/* ftpipe render --tokenizer PATH --template NAME: a conversation (JSON on stdin)
+ * -> its text, ids and loss mask as tokenize encodes it. */
+int ft_command_render(int argc, char **argv);
+/* ftpipe import CONFIG.yaml [-o FILE]: a LLaMA-Factory training YAML -> a
+ * pipeline; ftpipe import --keys: what each key becomes. */
+int ft_command_import(int argc, char **argv);
 
 #endif

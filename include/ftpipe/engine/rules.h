@@ -61,6 +61,11 @@ typedef struct {
     ft_param_rule *params; /* the kind's own, then rules/common.ft's */
     size_t n_params;
     size_t n_own_params;   /* params[n_own_params..] are the common ones */
+    /* `.lacks NAME TEXT`: names users bring from LLaMA-Factory or the HF Trainer
+     * that the kind does not have, and what to do instead */
+    char **lacks_names;
+    char **lacks_texts;
+    size_t n_lacks;
 } ft_kind_rules;
 
 typedef struct {

@@ -23,7 +23,16 @@
 
 #include "ftpipe/formats/message.h"
 
-typedef enum { FT_DATASET_FORMAT_AUTO, FT_DATASET_FORMAT_ALPACA, FT_DATASET_FORMAT_SHAREGPT } ft_dataset_format;
+/* TEXT: pretraining text, one user message per record: the prompt column
+ * ("text" where the record has no prompt column), joined to a non-empty query
+ * with "\n", as LLaMA-Factory's pretraining reads it; a .txt file's every line
+ * is a record {"text": line}. */
+typedef enum {
+    FT_DATASET_FORMAT_AUTO,
+    FT_DATASET_FORMAT_ALPACA,
+    FT_DATASET_FORMAT_SHAREGPT,
+    FT_DATASET_FORMAT_TEXT
+} ft_dataset_format;
 
 typedef enum { FT_ON_ERROR_FAIL, FT_ON_ERROR_SKIP } ft_on_error;
 
@@ -90,6 +99,10 @@ typedef struct {
     size_t n_skip_messages;
     char **files;            /* every file read, in order */
     size_t n_files;
+    /* When not 0, each ft_dataset_read takes only the source's first this many
+     * records (LLaMA-Factory's max_samples); the rest are neither read nor counted. */
+    size_t records_per_source;
+    size_t source_records;   /* taken from the current source */
 } ft_dataset;
 
 void ft_dataset_init(ft_dataset *dataset);

@@ -11,10 +11,11 @@
 #include "ftpipe/formats/dataset.h"
 
 typedef struct {
-    const char *format;                 /* "alpaca", "sharegpt" or "auto" */
+    const char *format;                 /* "alpaca", "sharegpt", "auto", or "text" (pretraining: every source) */
     const char *const *dataset_words;   /* `dataset = a,b c`: names separated by commas or blanks */
     size_t n_dataset_words;
     ft_on_error on_error;
+    size_t max_samples;                 /* LLaMA-Factory's: the first N records of each dataset; 0: all */
 } ft_dataset_input_options;
 
 /* Appends the records of paths[0..count), in order. An error names the input

@@ -9,7 +9,13 @@
  *
  * Every random draw comes from the seed and counters (epoch, step, micro-batch),
  * so a run resumed from a checkpoint ends with the same bytes as one that never
- * stopped. The loop knows nothing of stages: it reports through callbacks. */
+ * stopped. The loop knows nothing of stages: it reports through callbacks.
+ *
+ * With eval_shards, the model is evaluated during training as the HF Trainer's
+ * eval_strategy does it: every eval_steps steps and/or at each epoch's end, a
+ * forward pass over every eval row in batches of eval_batch_size (no dropout),
+ * eval_loss being the mean over rows of each batch's mean loss over its
+ * trained tokens, as the HF Trainer's evaluation loop averages it. */
 #ifndef FTPIPE_TRAINER_H
 #define FTPIPE_TRAINER_H
 
@@ -35,11 +41,20 @@ typedef struct {
 } ft_train_report;
 
 typedef struct {
+    int64_t step;             /* optimizer steps done */
+    double epoch;
+    double eval_loss;
+    uint64_t n_rows;          /* eval rows */
+    double runtime_s;
+} ft_eval_report;
+
+typedef struct {
     void *context;
     void (*on_step)(void *context, const ft_train_report *report);  /* optional: after every step */
     void (*on_log)(void *context, const ft_train_report *report);   /* optional: every logging_steps steps */
     void (*on_note)(void *context, const char *text);               /* optional: resumed, checkpoint saved */
     bool (*cancelled)(void *context);                               /* optional: checked before each step */
+    void (*on_evaluate)(void *context, const ft_eval_report *report); /* optional: after each evaluation */
 } ft_train_callbacks;
 
 typedef struct {
@@ -59,6 +74,10 @@ typedef struct {
     int64_t save_steps;               /* 0: a checkpoint only at the end */
     int save_total_limit;             /* 0: keep every checkpoint */
     const char *run_id;               /* what the run is; checkpoints of another are refused */
+    const ft_token_shards *eval_shards; /* NULL: no evaluation during training */
+    int eval_batch_size;              /* per_device_eval_batch_size; at most the model's max_batch_size */
+    int64_t eval_steps;               /* > 0: evaluate every eval_steps steps */
+    bool eval_each_epoch;             /* evaluate when an epoch ends */
     ft_train_callbacks callbacks;
 } ft_train_options;
 

@@ -1,9 +1,13 @@
-/* chat_template: conversations rendered to text as a model's own chat template
- * renders them, by LLaMA-Factory's template names: qwen (ChatML, with Qwen2.5's
- * default system prompt when none is given), qwen3, llama3, alpaca, plain.
+/* chat_template: conversations rendered to text as LLaMA-Factory's templates of
+ * the same names render them: qwen (Qwen2.5's default system prompt), qwen3
+ * (an empty think block on answers without one), qwen3_nothink, qwen2_vl (text),
+ * llama3, alpaca, default, empty; and plain, ftpipe's own (texts joined, EOS
+ * after each answer).
  *
  * Rendering yields segments, each marked prompt or answer, so that the tokenize
- * stage can mask prompt tokens out of the loss as LLaMA-Factory does. */
+ * stage can mask prompt tokens out of the loss as LLaMA-Factory does. Each
+ * segment is one of LLaMA-Factory's template elements and is tokenized on its
+ * own, as LLaMA-Factory tokenizes each element. */
 #ifndef FTPIPE_CHAT_TEMPLATE_H
 #define FTPIPE_CHAT_TEMPLATE_H
 
@@ -11,6 +15,7 @@
 #include <stddef.h>
 
 #include "ftpipe/formats/message.h"
+#include "ftpipe/text/tokenizer.h"
 
 typedef struct {
     char *text;
@@ -22,19 +27,45 @@ typedef struct {
     size_t count;
 } ft_rendered_chat;
 
+typedef struct {
+    const char *bos_token;  /* ft_tokenizer_bos_token, or NULL for none */
+    const char *eos_token;  /* ft_tokenizer_eos_token, or NULL for none */
+    /* LLaMA-Factory's enable_thinking, for the reasoning templates (qwen3): true
+     * trains on the empty think block of answers that have none; false removes
+     * every think block from answers and puts the empty one in the prompt. */
+    bool enable_thinking;
+    /* LLaMA-Factory's mask_history: reasoning templates then drop the think
+     * blocks of earlier answers and add the empty one to the last answer only. */
+    bool mask_history;
+} ft_render_options;
+
 typedef struct ft_chat_template ft_chat_template;
 
 /* By name; an unknown name is an error listing the known ones. */
 int ft_chat_template_find(const char *name, const ft_chat_template **out);
 const char *ft_chat_template_name(const ft_chat_template *chat_template);
+/* The known names, comma separated. */
+const char *ft_chat_template_names(void);
+
+/* The tokens that end generation besides EOS (LLaMA-Factory's stop_words), a
+ * NULL-terminated list. */
+const char *const *ft_chat_template_stop_words(const ft_chat_template *chat_template);
+
+/* The EOS that LLaMA-Factory's pretraining appends to each text: the template's
+ * end of turn where it replaces the tokenizer's EOS (<|im_end|> for the Qwen
+ * templates), <|end_of_text|> for llama3, else the tokenizer's (NULL: none). */
+const char *ft_chat_template_pretraining_eos(const ft_chat_template *chat_template, const ft_tokenizer *tokenizer);
+
+/* The template's special tokens must each be one token of the tokenizer; a
+ * tokenizer that lacks some (the llama3 template with a Qwen tokenizer) would
+ * train on them as text. An error names the missing ones. */
+int ft_chat_template_check_tokenizer(const ft_chat_template *chat_template, const ft_tokenizer *tokenizer);
 
 /* Renders messages (an optional leading system message, then user/assistant
  * turns). With add_generation_prompt the text ends where the assistant's answer
- * begins (for generation); otherwise the last message is an assistant's.
- * eos_token (ft_tokenizer_eos_token, or NULL for none) ends each answer in the
- * templates that have no end-of-turn token of their own (alpaca, plain). */
+ * begins (for generation); otherwise the last message is an assistant's. */
 int ft_chat_template_render(const ft_chat_template *chat_template, const ft_message *messages, size_t count,
-                            bool add_generation_prompt, const char *eos_token, ft_rendered_chat *out);
+                            bool add_generation_prompt, const ft_render_options *options, ft_rendered_chat *out);
 /* All segments concatenated. Caller frees. */
 char *ft_rendered_chat_text(const ft_rendered_chat *chat);
 void ft_rendered_chat_free(ft_rendered_chat *chat);

@@ -26,6 +26,7 @@ typedef struct {
     size_t cutoff_len;
     bool train_on_prompt;
     bool mask_history;
+    bool enable_thinking; /* LLaMA-Factory's, for reasoning templates (ft_render_options) */
 } ft_encoding_options;
 
 typedef struct {

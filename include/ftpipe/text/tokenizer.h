@@ -33,9 +33,10 @@ int ft_tokenizer_decode_generated(const ft_tokenizer *tokenizer, const uint32_t 
 size_t ft_tokenizer_vocab_size(const ft_tokenizer *tokenizer); /* including added tokens */
 /* The id of a token's exact string (e.g. "<|im_end|>"), or -1. */
 int64_t ft_tokenizer_token_id(const ft_tokenizer *tokenizer, const char *token);
-/* The end-of-sequence token's text from the tokenizer_config.json beside the
- * tokenizer.json ("eos_token"), or NULL when there is none. The alpaca and plain
- * chat templates end answers with it. */
+/* The beginning- and end-of-sequence tokens' texts from the tokenizer_config.json
+ * beside the tokenizer.json ("bos_token", "eos_token"), or NULL when there is
+ * none. Chat templates place them where LLaMA-Factory's slots say. */
+const char *ft_tokenizer_bos_token(const ft_tokenizer *tokenizer);
 const char *ft_tokenizer_eos_token(const ft_tokenizer *tokenizer);
 /* Hash of the tokenizer.json bytes: data tokenized with one tokenizer must not
  * train a model with another. */

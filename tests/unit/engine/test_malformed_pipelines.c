@@ -33,7 +33,8 @@ static const char train_rules[] = ".kind train\n"
                                   "learning_rate    float              1e-4      key    Peak learning rate.\n"
                                   "max_time         duration           0         nokey  Stop after this long.\n"
                                   "bf16             bool               true      key    Compute in bfloat16.\n"
-                                  "dataset          path               required  key    The tokenized data set.\n";
+                                  "dataset          path               required  key    The tokenized data set.\n"
+                                  ".lacks eval_steps  no evaluation during training; add an evaluate stage.\n";
 
 typedef struct {
     const char *name;
@@ -135,6 +136,10 @@ static const malformed_case cases[] = {
      "Ftpipe:3:2: unknown parameter 'lora_rnak' for kind train (did you mean 'lora_rank'?)"},
     {"unknown_common_parameter_with_a_suggestion", "out: shell\n\trun = x\n\tgpu = 1\n",
      "Ftpipe:3:2: unknown parameter 'gpu' for kind shell (did you mean 'gpus'?)"},
+    {"parameter_the_kind_lacks", "adapter: train data\n\tdataset = d\n\teval_steps = 8\n",
+     "Ftpipe:3:2: kind train has no parameter 'eval_steps': no evaluation during training; add an evaluate stage."},
+    {"parameter_of_another_kind", "adapter: train data\n\tdataset = d\n\trun = x\n",
+     "Ftpipe:3:2: unknown parameter 'run' for kind train: it is a parameter of kind shell (`ftpipe help shell`)"},
     {"unknown_parameter", "out: shell\n\trun = x\n\tcolour = red\n",
      "Ftpipe:3:2: unknown parameter 'colour' for kind shell: `ftpipe help shell` lists its parameters"},
     {"missing_required_parameter", "ok: shell\n\trun = x\nout: shell\n\tenv = A\n",

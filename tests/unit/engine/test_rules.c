@@ -484,7 +484,10 @@ TEST(malformed_rules_files_are_located)
     CHECK_STR(rules_file_error(".kind k\n.doc K.\n.kind j\n"),
               "rules/k.ft:3:1: '.kind' after the file's first directive: one rules file declares one kind");
     CHECK_STR(rules_file_error(".kind k\n.version 2\n"),
-              "rules/k.ft:2:1: unexpected '.version': rules files know .kind NAME, .doc TEXT and .common");
+              "rules/k.ft:2:1: unexpected '.version': rules files know .kind NAME, .doc TEXT, .lacks NAME TEXT and "
+              ".common");
+    CHECK_STR(rules_file_error(".kind k\n.doc K.\n.lacks eval_steps\n"),
+              "rules/k.ft:3:8: expected a parameter name and what to do instead after '.lacks'");
     CHECK_STR(rules_file_error(".kind\n"), "rules/k.ft:1:6: expected one kind name after '.kind', like `.kind train`");
     CHECK_STR(rules_file_error(".kind shell\n.doc Again.\n"),
               "kind 'shell' is declared twice, in rules/k.ft and in <built-in>/shell.ft: keep one");

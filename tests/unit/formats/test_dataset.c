@@ -109,6 +109,10 @@ TEST(accepts_byte_order_mark_crlf_and_empty_array)
     ft_dataset_free(&dataset);
 }
 
+#define OUTPUT_MISSING                                                                                        \
+    "'output' is missing: a record without an answer is not a supervised example; if the data is plain text for " \
+    "continued pretraining, tokenize it with stage = pt"
+
 /* Each malformed record, read on its own as line 1 of data.jsonl, and the exact message. */
 static const struct {
     const char *record;
@@ -119,8 +123,8 @@ static const struct {
      "not valid JSON: '}' expected near end of file (column 19)"},
     {"null", FT_DATASET_FORMAT_AUTO, "the record is null, expected an object"},
     {"\"text\"", FT_DATASET_FORMAT_AUTO, "the record is a string, expected an object"},
-    {"{\"instruction\": \"q\"}", FT_DATASET_FORMAT_AUTO, "'output' is missing"},
-    {"{\"instruction\": \"q\", \"output\": null}", FT_DATASET_FORMAT_ALPACA, "'output' is missing"},
+    {"{\"instruction\": \"q\"}", FT_DATASET_FORMAT_AUTO, OUTPUT_MISSING},
+    {"{\"instruction\": \"q\", \"output\": null}", FT_DATASET_FORMAT_ALPACA, OUTPUT_MISSING},
     {"{\"input\": \"q\", \"output\": \"a\"}", FT_DATASET_FORMAT_ALPACA, "'instruction' is missing"},
     {"{\"instruction\": 7, \"output\": \"a\"}", FT_DATASET_FORMAT_ALPACA,
      "'instruction' is not a string (it is a number)"},
@@ -185,6 +189,48 @@ TEST(reports_each_malformed_record)
     }
 }
 
+TEST(refuses_records_whose_tools_images_or_labels_would_be_lost)
+{
+    static const struct {
+        const char *record, *start;
+    } cases[] = {
+        {"{\"conversations\": [{\"from\": \"human\", \"value\": \"q\"}, {\"from\": \"gpt\", \"value\": \"a\"}], "
+         "\"tools\": \"[{\\\"name\\\": \\\"f\\\"}]\"}",
+         "the record has \"tools\", tool (function) definitions, which ftpipe's chat templates do not render yet"},
+        {"{\"instruction\": \"<image>What is it?\", \"output\": \"A cat.\", \"images\": [\"cat.jpg\"]}",
+         "the record is multimodal (\"images\"): ftpipe does not read images"},
+        {"{\"instruction\": \"q\", \"output\": \"bad answer\", \"kto_tag\": false}", NULL},
+        {"{\"instruction\": \"q\", \"output\": \"bad answer\", \"kto_tag\": true}",
+         "the record is KTO data: \"kto_tag\" labels answers desirable or undesirable"},
+        {"{\"conversations\": [{\"from\": \"human\", \"value\": \"q\"}], \"chosen\": {\"from\": \"gpt\", "
+         "\"value\": \"a\"}, \"rejected\": {\"from\": \"gpt\", \"value\": \"b\"}}",
+         "the record is preference data (\"chosen\")"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ft_dataset dataset;
+        ft_dataset_init(&dataset);
+        char *text = ft_xasprintf("%s\n", cases[i].record);
+        /* kto_tag false also marks an undesirable answer: refused like true */
+        const char *start = cases[i].start ? cases[i].start : "the record is KTO data";
+        CHECK_INT(read_text(&dataset, text, FT_DATASET_FORMAT_AUTO, FT_ON_ERROR_FAIL), -1);
+        char *expected = ft_xasprintf("data.jsonl: record 1: %s", start);
+        if (strncmp(ft_error_message(), expected, strlen(expected)) != 0)
+            CHECK_STR(ft_error_message(), expected);
+        CHECK(strstr(ft_error_message(), "remove") == NULL);
+        free(expected);
+        free(text);
+        ft_dataset_free(&dataset);
+    }
+    /* empty tools and images are nothing lost */
+    ft_dataset dataset;
+    ft_dataset_init(&dataset);
+    const char *text = "{\"instruction\": \"q\", \"output\": \"a\", \"tools\": \"\", \"images\": []}\n"
+                       "{\"instruction\": \"q\", \"output\": \"a\", \"tools\": \"[]\"}\n";
+    CHECK_INT(read_text(&dataset, text, FT_DATASET_FORMAT_AUTO, FT_ON_ERROR_FAIL), 0);
+    CHECK_INT(dataset.count, 2);
+    ft_dataset_free(&dataset);
+}
+
 TEST(names_the_record_number_in_the_message)
 {
     ft_dataset dataset;
@@ -192,7 +238,7 @@ TEST(names_the_record_number_in_the_message)
     const char *text = "[{\"instruction\": \"a\", \"output\": \"b\"},\n {\"instruction\": \"c\", \"output\": \"d\"},\n"
                        " {\"instruction\": \"e\", \"output\": \"f\"}, {\"instruction\": \"g\"}]";
     CHECK_INT(read_text(&dataset, text, FT_DATASET_FORMAT_AUTO, FT_ON_ERROR_FAIL), -1);
-    CHECK_STR(ft_error_message(), "data.jsonl: record 4: 'output' is missing (fix the record, or set on_error = "
+    CHECK_STR(ft_error_message(), "data.jsonl: record 4: " OUTPUT_MISSING " (fix the record, or set on_error = "
                                   "skip to skip bad records)");
     ft_dataset_free(&dataset);
 }
@@ -213,7 +259,7 @@ TEST(skips_and_counts_bad_records)
     CHECK_INT(dataset.n_skipped, 3);
     CHECK_INT(dataset.n_skip_messages, 3);
     if (dataset.n_skip_messages == 3) {
-        CHECK_STR(dataset.skip_messages[0], "data.jsonl: record 2: 'output' is missing");
+        CHECK_STR(dataset.skip_messages[0], "data.jsonl: record 2: " OUTPUT_MISSING);
         CHECK_STR(dataset.skip_messages[1],
                   "data.jsonl: record 3: not valid JSON: string or '}' expected near 'broken' (column 7)");
         CHECK_STR(dataset.skip_messages[2], "data.jsonl: record 5: the record is a number, expected an object");
@@ -275,7 +321,8 @@ TEST(refuses_missing_and_unsupported_files)
     ft_dataset_source_for_file(FIXTURES "/llamafactory/parts/README.txt", FT_DATASET_FORMAT_AUTO, &source);
     CHECK_INT(ft_dataset_read(&dataset, &source, FT_ON_ERROR_FAIL), -1);
     CHECK_STR(ft_error_message(), FIXTURES "/llamafactory/parts/README.txt: not a dataset file: expected a .json "
-                                           "or .jsonl file (alpaca or sharegpt records)");
+                                           "or .jsonl file (alpaca or sharegpt records); .txt files are read as "
+                                           "pretraining text with stage = pt");
     ft_dataset_source_free(&source);
     ft_dataset_free(&dataset);
 }
@@ -349,12 +396,15 @@ TEST(refuses_bad_dataset_info_entries)
                    "renamed, openai, parts, from_hub, pictures, typo, preferences, odd_format, no_file)"},
         {"from_hub", FIXTURES "/llamafactory/dataset_info.json: dataset 'from_hub' comes from a hub "
                      "(\"hf_hub_url\"): fetch it with a download stage and name the local file in \"file_name\""},
-        {"pictures", FIXTURES "/llamafactory/dataset_info.json: dataset 'pictures': the \"images\" column is not "
-                     "supported (ftpipe trains on text conversations only); remove it from \"columns\""},
+        {"pictures", FIXTURES "/llamafactory/dataset_info.json: dataset 'pictures' is multimodal (\"images\"): ftpipe "
+                     "does not read images, videos or audio yet, and the text alone would train on the literal "
+                     "<image>/<video>/<audio> placeholders; it is not usable for supervised fine-tuning of a text "
+                     "model (images become usable with vision-language support)"},
         {"typo", FIXTURES "/llamafactory/dataset_info.json: dataset 'typo': unknown key \"promt\" in \"columns\" "
                  "(known: prompt, query, response, history, system, messages)"},
-        {"preferences", FIXTURES "/llamafactory/dataset_info.json: dataset 'preferences' is a ranking (preference) "
-                        "dataset; tokenize prepares supervised data"},
+        {"preferences", FIXTURES "/llamafactory/dataset_info.json: dataset 'preferences' is ranking (preference) "
+                        "data for DPO or reward modelling; it is not usable for supervised fine-tuning (ftpipe has "
+                        "no preference stage)"},
         {"odd_format", FIXTURES "/llamafactory/dataset_info.json: dataset 'odd_format': \"formatting\" must be "
                        "\"alpaca\" or \"sharegpt\""},
         {"no_file", FIXTURES "/llamafactory/dataset_info.json: dataset 'no_file' has no \"file_name\""},
@@ -383,6 +433,7 @@ int main(void)
     RUN(joins_instruction_and_input_as_llamafactory_does);
     RUN(accepts_byte_order_mark_crlf_and_empty_array);
     RUN(reports_each_malformed_record);
+    RUN(refuses_records_whose_tools_images_or_labels_would_be_lost);
     RUN(names_the_record_number_in_the_message);
     RUN(skips_and_counts_bad_records);
     RUN(keeps_only_the_first_skip_messages);

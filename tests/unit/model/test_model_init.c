@@ -177,6 +177,31 @@ TEST(uses_a_given_tokenizer_and_fits_the_vocabulary_to_it)
     CHECK(same_file(dir, "tests/fixtures/datasets/byte_model", "tokenizer.json"));
     CHECK(same_file(dir, "tests/fixtures/datasets/byte_model", "tokenizer_config.json"));
     free(dir);
+    /* the EOS id is the tokenizer's own, as in a real model of its family:
+     * Qwen3's <|im_end|>, though <|endoftext|> is in the vocabulary too */
+    char *source = ft_path_join(root, "qwen3-like-tokenizer");
+    char *source_json = ft_path_join(source, "tokenizer.json");
+    char *source_config = ft_path_join(source, "tokenizer_config.json");
+    static const char qwen3_config[] = "{\"eos_token\": \"<|im_end|>\", \"bos_token\": null}";
+    CHECK_INT(ft_mkdir_p(source), 0);
+    CHECK_INT(ft_copy_file("tests/fixtures/datasets/byte_model/tokenizer.json", source_json), 0);
+    CHECK_INT(ft_write_file_atomic(source_config, qwen3_config, strlen(qwen3_config)), 0);
+    dir = ft_path_join(root, "own-eos");
+    options.tokenizer_path = source;
+    CHECK_INT(ft_model_init_write(dir, &options), 0);
+    free(source);
+    free(source_json);
+    free(source_config);
+    ft_model_config config;
+    CHECK_INT(ft_model_config_load(dir, &config), 0);
+    ft_tokenizer *tokenizer = NULL;
+    CHECK_INT(ft_tokenizer_load(dir, &tokenizer), 0);
+    if (tokenizer) {
+        CHECK_INT(config.eos_token_id, ft_tokenizer_token_id(tokenizer, "<|im_end|>"));
+        CHECK_INT(config.bos_token_id, -1);
+        ft_tokenizer_free(tokenizer);
+    }
+    free(dir);
     dir = ft_path_join(root, "too-small");
     options.tokenizer_path = NULL;
     options.config.vocab_size = 100;

@@ -126,7 +126,7 @@ static bool cancel_when_due(void *context)
 static void attach(ft_train_options *options, recorder *r)
 {
     memset(r, 0, sizeof *r);
-    options->callbacks = (ft_train_callbacks){r, record_step, NULL, record_note, cancel_when_due};
+    options->callbacks = (ft_train_callbacks){r, record_step, NULL, record_note, cancel_when_due, NULL};
 }
 
 /* Trains a fresh model; returns a copy of its trained tensors (count floats). */
@@ -154,6 +154,84 @@ static float *train(const char *data_dir, const ft_train_options *options, doubl
     ft_model_free(model);
     ft_token_shards_close(shards);
     return values;
+}
+
+typedef struct {
+    ft_eval_report reports[8];
+    int n;
+} eval_recorder;
+
+static void record_evaluation(void *context, const ft_eval_report *report)
+{
+    eval_recorder *r = context;
+    if (r->n < 8)
+        r->reports[r->n++] = *report;
+}
+
+/* The mean over rows of each row's mean loss, one forward pass per row. */
+static double eval_loss_by_hand(ft_model *model, const ft_token_shards *shards)
+{
+    double sum = 0.0;
+    uint64_t n_rows = ft_token_shards_n_rows(shards);
+    for (uint64_t r = 0; r < n_rows; r++) {
+        ft_token_row row;
+        ft_token_shards_row(shards, r, &row);
+        int32_t tokens[ROW_LENGTH], positions[ROW_LENGTH], segments[ROW_LENGTH], targets[ROW_LENGTH];
+        for (size_t t = 0; t < row.n_tokens; t++) {
+            tokens[t] = (int32_t)row.ids[t];
+            positions[t] = (int32_t)t;
+            segments[t] = 0;
+            targets[t] = t + 1 < row.n_tokens && row.loss_mask[t + 1] ? (int32_t)row.ids[t + 1] : -1;
+        }
+        ft_batch batch = {1, (int)row.n_tokens, tokens, positions, segments, targets, 0, 0};
+        double loss = 0.0;
+        CHECK_INT(ft_model_forward(model, &batch, NULL, &loss), 0);
+        sum += loss;
+    }
+    return sum / (double)n_rows;
+}
+
+TEST(evaluates_during_training_without_changing_it)
+{
+    char *train_dir = write_data("eval-train", 8, false), *eval_dir = write_data("eval-rows", 5, false);
+    ft_token_shards *shards = NULL, *eval_shards = NULL;
+    CHECK_INT(ft_token_shards_open(train_dir, "train", &shards), 0);
+    CHECK_INT(ft_token_shards_open(eval_dir, "train", &eval_shards), 0);
+    ft_model *model = load_model(2, 0.0);
+    ft_train_options options = default_options(2, 1, 4);
+    eval_recorder evaluations = {0};
+    options.eval_shards = eval_shards;
+    options.eval_batch_size = 1;
+    options.eval_steps = 2;
+    options.callbacks = (ft_train_callbacks){.context = &evaluations, .on_evaluate = record_evaluation};
+    ft_train_result result;
+    if (model && shards && eval_shards) {
+        CHECK_INT(ft_train(model, shards, &options, &result), 0);
+        CHECK_INT(evaluations.n, 2);
+        CHECK_INT(evaluations.reports[0].step, 2);
+        CHECK_INT(evaluations.reports[1].step, 4);
+        CHECK_INT(evaluations.reports[1].n_rows, 5);
+        /* the last evaluation saw the final model */
+        double expected = eval_loss_by_hand(model, eval_shards);
+        CHECK(fabs(evaluations.reports[1].eval_loss - expected) < 1e-9);
+        CHECK(evaluations.reports[0].eval_loss != evaluations.reports[1].eval_loss);
+    }
+    ft_model_free(model);
+
+    /* the same run without evaluation trains the same bytes */
+    size_t n_with = 0, n_without = 0;
+    int status_with = 0, status_without = 0;
+    options.callbacks = (ft_train_callbacks){0};
+    float *with = train(train_dir, &options, 0.0, &n_with, &status_with);
+    options.eval_shards = NULL;
+    float *without = train(train_dir, &options, 0.0, &n_without, &status_without);
+    CHECK(with && without && n_with == n_without && memcmp(with, without, n_with * sizeof(float)) == 0);
+    free(with);
+    free(without);
+    ft_token_shards_close(shards);
+    ft_token_shards_close(eval_shards);
+    free(train_dir);
+    free(eval_dir);
 }
 
 TEST(counts_steps_as_the_hf_trainer_does)
@@ -310,6 +388,7 @@ int main(void)
     RUN(two_runs_give_the_same_bytes);
     RUN(a_resumed_run_ends_with_the_same_bytes);
     RUN(a_diverging_run_stops_naming_the_step);
+    RUN(evaluates_during_training_without_changing_it);
     ft_backend_destroy(cpu);
     free(model_dir);
     ft_remove_tree(root);

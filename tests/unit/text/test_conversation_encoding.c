@@ -76,7 +76,7 @@ static const ft_message two_turns[] = {
 
 TEST(masks_prompts_as_llamafactory_with_qwen)
 {
-    const ft_encoding_options options = {1024, false, false};
+    const ft_encoding_options options = {1024, false, false, true};
     size_t full;
     char *text = encode("qwen", two_turns, 5, &options, &full);
     CHECK_STR(text, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -87,7 +87,7 @@ TEST(masks_prompts_as_llamafactory_with_qwen)
 
 TEST(uses_qwen_default_system_prompt)
 {
-    const ft_encoding_options options = {1024, false, false};
+    const ft_encoding_options options = {1024, false, false, true};
     char *text = encode("qwen", two_turns + 1, 2, &options, NULL);
     CHECK_STR(text, "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
                     "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n[Yo<|im_end|>\n]");
@@ -96,7 +96,7 @@ TEST(uses_qwen_default_system_prompt)
 
 TEST(trains_last_turn_only_with_mask_history)
 {
-    const ft_encoding_options options = {1024, false, true};
+    const ft_encoding_options options = {1024, false, true, true};
     char *text = encode("qwen", two_turns, 5, &options, NULL);
     CHECK_STR(text, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
                     "Yo<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n[4<|im_end|>\n]");
@@ -107,7 +107,7 @@ TEST(cuts_rendered_turns_with_infer_seqlen)
 {
     /* Turn 1: source 32 tokens, target 4; turn 2: source 23, target 3. With
      * cutoff 40, turn 1 is whole and turn 2 gets infer_seqlen(23, 3, 4) = (4, 0). */
-    const ft_encoding_options options = {40, false, false};
+    const ft_encoding_options options = {40, false, false, true};
     size_t full;
     char *text = encode("qwen", two_turns, 5, &options, &full);
     CHECK_STR(text, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -118,7 +118,7 @@ TEST(cuts_rendered_turns_with_infer_seqlen)
 
 TEST(ends_alpaca_answers_with_the_eos_token)
 {
-    const ft_encoding_options options = {1024, false, false};
+    const ft_encoding_options options = {1024, false, false, true};
     const ft_message messages[] = {{FT_ROLE_USER, "Add 2 and 3."}, {FT_ROLE_ASSISTANT, "5"}};
     char *text = encode("alpaca", messages, 2, &options, NULL);
     CHECK_STR(text, "Below is an instruction that describes a task. Write a response that appropriately completes "
@@ -151,7 +151,7 @@ TEST(encodes_many_conversations_in_order_with_threads)
     conversations[100].count = 1; /* ends with the user: the template refuses it */
     ft_encoded_sample *samples = ft_xcalloc(COUNT, sizeof *samples);
     char **errors = ft_xcalloc(COUNT, sizeof(char *));
-    const ft_encoding_options options = {1024, false, false};
+    const ft_encoding_options options = {1024, false, false, true};
     size_t calls = 0;
     CHECK_INT(ft_encode_conversations(tokenizer, chat_template, conversations, COUNT, &options, 4, count_progress,
                                       &calls, samples, errors),

@@ -56,12 +56,12 @@ TEST(assembles_turns_as_llamafactory_does)
         ft_encoding_options options;
         const char *expected;
     } cases[] = {
-        {{100, false, false}, "1:0 2:0 3:0 4:0 5:1 6:1 7:1 8:0 9:0 10:0 11:0 12:1 13:1 14:1"},
-        {{10, false, false}, "1:0 2:0 3:0 4:0 5:1 6:1 7:1 8:0 9:0 12:1"},
-        {{10, false, true}, "1:0 2:0 5:0 8:0 9:0 10:0 11:0 12:1 13:1 14:1"},
-        {{100, true, false}, "1:1 2:1 3:1 4:1 5:1 6:1 7:1 8:1 9:1 10:1 11:1 12:1 13:1 14:1"},
-        {{7, false, false}, "1:0 2:0 3:0 4:0 5:1 6:1 7:1"},
-        {{100, false, true}, "1:0 2:0 3:0 4:0 5:0 6:0 7:0 8:0 9:0 10:0 11:0 12:1 13:1 14:1"},
+        {{100, false, false, true}, "1:0 2:0 3:0 4:0 5:1 6:1 7:1 8:0 9:0 10:0 11:0 12:1 13:1 14:1"},
+        {{10, false, false, true}, "1:0 2:0 3:0 4:0 5:1 6:1 7:1 8:0 9:0 12:1"},
+        {{10, false, true, true}, "1:0 2:0 5:0 8:0 9:0 10:0 11:0 12:1 13:1 14:1"},
+        {{100, true, false, true}, "1:1 2:1 3:1 4:1 5:1 6:1 7:1 8:1 9:1 10:1 11:1 12:1 13:1 14:1"},
+        {{7, false, false, true}, "1:0 2:0 3:0 4:0 5:1 6:1 7:1"},
+        {{100, false, true, true}, "1:0 2:0 3:0 4:0 5:0 6:0 7:0 8:0 9:0 10:0 11:0 12:1 13:1 14:1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ft_encoded_sample sample;
@@ -82,7 +82,7 @@ TEST(cuts_one_long_turn_in_proportion)
     for (uint32_t i = 0; i < 700; i++)
         target[i] = 1000 + i;
     const ft_turn_tokens turn = {source, 300, target, 700};
-    const ft_encoding_options options = {512, false, false};
+    const ft_encoding_options options = {512, false, false, true};
     ft_encoded_sample sample;
     ft_encode_turns(&turn, 1, &options, &sample);
     CHECK_INT(sample.n_tokens, 512);

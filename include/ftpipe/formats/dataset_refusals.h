@@ -1,0 +1,14 @@
+/* dataset_refusals: the columns LLaMA-Factory knows that make data unusable for
+ * supervised fine-tuning here (tools, images, videos, audios, chosen, rejected,
+ * kto_tag), and the error for each, saying why. Never advice to drop the column:
+ * that would train on wrong targets. dataset_info.json entries and records read
+ * directly are refused alike. */
+#ifndef FTPIPE_DATASET_REFUSALS_H
+#define FTPIPE_DATASET_REFUSALS_H
+
+/* NULL-terminated. */
+const char *const *ft_dataset_refused_columns(void);
+/* Sets the error for column (what: "dataset 'NAME'", "the record") and returns -1. */
+int ft_dataset_refuse_column(const char *what, const char *column);
+
+#endif
