@@ -71,6 +71,8 @@ if [ -d "$OBJECTS/ftpipe" ]; then
   for object in $(find "$OBJECTS/ftpipe" "$OBJECTS/stages" -name '*.o' 2>/dev/null | sort); do
     module=${object#"$OBJECTS"/}
     module=${module%.o}
+    # an object left from a source since moved or deleted is not the code
+    [ -f "$module.c" ] || [ -f "$module.cu" ] || continue
     nm --defined-only -g "$object" | awk -v m="$module" 'NF == 3 {print "D", $3, m}'
     nm -u "$object" | awk -v m="$module" '{print "U", $2, m}'
   done | awk '$1 == "D" {definer[$2] = $3; next}
