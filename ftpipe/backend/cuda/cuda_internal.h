@@ -12,6 +12,7 @@
 
 extern "C" {
 #include "ftpipe/backend/backend.h"
+#include "ftpipe/base/random.h"
 }
 
 typedef __nv_bfloat16 bf16;
@@ -116,21 +117,6 @@ static inline unsigned ft_cuda_grid(size_t n)
 }
 
 /* --- for kernels --- */
-
-/* ftpipe/random.h's ft_random_uniform, bit for bit, on the device. */
-__device__ __forceinline__ uint64_t ft_device_random_mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-__device__ __forceinline__ float ft_device_random_uniform(uint64_t seed, uint64_t index)
-{
-    uint64_t bits = ft_device_random_mix(seed ^ ft_device_random_mix(index));
-    return (float)(bits >> 40) * (1.0f / 16777216.0f);
-}
 
 /* Sum over a warp, every lane getting the total. */
 __device__ __forceinline__ float ft_warp_sum(float value)
