@@ -11,6 +11,7 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/hash.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/thread_pool.h"
 #include "ftpipe/cli/commands.h"
 #include "ftpipe/engine/manifest.h"
 
@@ -163,6 +164,11 @@ TEST(large_file_hash_is_the_chunk_rule_for_any_thread_count)
     CHECK_INT(ft_hash_file(path, 4, &four_threads), 0);
     CHECK(ft_hash_equal(one_thread, expected));
     CHECK(ft_hash_equal(four_threads, expected));
+    ft_thread_pool_fail_starts_after(1); /* threads that cannot start change nothing */
+    ft_hash two_of_four_threads;
+    CHECK_INT(ft_hash_file(path, 4, &two_of_four_threads), 0);
+    ft_thread_pool_fail_starts_after((size_t)-1);
+    CHECK(ft_hash_equal(two_of_four_threads, expected));
     CHECK(!ft_hash_equal(one_thread, whole));
     free(path);
 }
