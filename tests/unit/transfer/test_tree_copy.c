@@ -10,6 +10,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/thread_pool.h"
 #include "ftpipe/transfer/tree_copy.h"
 
 static char *temporary_dir;
@@ -156,6 +157,16 @@ TEST(copies_a_folder_in_the_kernel_with_one_thread)
     free(source);
 }
 
+/* No thread can start: the calling thread copies everything itself. */
+TEST(copies_a_folder_when_no_thread_starts)
+{
+    char *source = ft_path_join(temporary_dir, "source");
+    ft_thread_pool_fail_starts_after(0);
+    check_copy(source, true, 3, temporary_dir, "copy-no-threads");
+    ft_thread_pool_fail_starts_after((size_t)-1);
+    free(source);
+}
+
 /* Where the kernel cannot copy between file systems, the copy goes by hand. */
 TEST(copies_into_a_tmpfs_unverified)
 {
@@ -254,6 +265,7 @@ int main(void)
         return 1;
     RUN(copies_a_folder_verified_with_three_threads);
     RUN(copies_a_folder_in_the_kernel_with_one_thread);
+    RUN(copies_a_folder_when_no_thread_starts);
     RUN(copies_into_a_tmpfs_unverified);
     RUN(copies_a_single_large_file);
     RUN(measures_without_copying);
