@@ -13,6 +13,7 @@
 extern "C" {
 #include "ftpipe/backend/backend.h"
 #include "ftpipe/base/random.h"
+#include "ftpipe/base/thread_pool.h"
 }
 
 typedef __nv_bfloat16 bf16;
@@ -39,7 +40,6 @@ int ft_cublaslt_open(ft_cublaslt_api *api);
 void ft_cublaslt_close(ft_cublaslt_api *api);
 
 struct ft_gemm_plan_cache; /* matmul.cu: algorithms found for shapes seen before */
-struct ft_copy_pool;       /* upload.cu: host threads that fill staging chunks */
 #define FT_STAGING_CHUNKS 4
 
 /* Scratch, carved from one allocation by reserve (backend.cu). */
@@ -75,7 +75,7 @@ struct ft_cuda_context {
     cudaEvent_t staging_free[FT_STAGING_CHUNKS];
     size_t staging_bytes;
     int next_staging;           /* the chunk the next upload fills first */
-    ft_copy_pool *copy_pool;    /* NULL: the calling thread copies */
+    ft_thread_pool *copy_pool;  /* upload.cu: threads that fill staging chunks; NULL: the calling thread copies */
     /* accounting */
     struct allocation {
         void *pointer;
