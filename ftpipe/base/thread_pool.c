@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/mem.h"
 
 typedef struct {
@@ -147,20 +148,16 @@ static struct timespec after_ms(unsigned interval_ms)
 /* With no thread to watch over, the calling thread works and watches between items. */
 static void work_and_watch(ft_thread_pool *pool, const ft_pool_watch *watch)
 {
-    struct timespec last;
-    clock_gettime(CLOCK_MONOTONIC, &last);
+    uint64_t last_ns = ft_now_ns();
     while (!atomic_load(&pool->stopped)) {
         size_t i = atomic_fetch_add(&pool->next, 1);
         if (i >= pool->n_items)
             break;
         pool->item(pool->context, i, 0);
         atomic_fetch_add(&pool->n_ran, 1);
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double elapsed_ms = (double)(now.tv_sec - last.tv_sec) * 1e3 + (double)(now.tv_nsec - last.tv_nsec) / 1e6;
-        if (elapsed_ms >= watch->interval_ms) {
+        if (ft_elapsed_ms(last_ns) >= watch->interval_ms) {
             watch_once(pool, watch);
-            last = now;
+            last_ns = ft_now_ns();
         }
     }
 }

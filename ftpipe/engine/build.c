@@ -14,9 +14,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/units.h"
 #include "ftpipe/engine/plan.h"
 #include "ftpipe/engine/publish.h"
 #include "ftpipe/engine/stage_runtime.h"

@@ -1,5 +1,6 @@
 /* stage: the context a kind runs with, its typed parameter accessors, and the
  * child-process side of running it. */
+#include "ftpipe/base/clock.h"
 #include "ftpipe/engine/stage_runtime.h"
 
 #include <errno.h>

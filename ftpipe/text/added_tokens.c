@@ -5,7 +5,7 @@
 #include <utf8proc.h>
 
 #include "ftpipe/base/mem.h"
-#include "ftpipe/text/pretokenizer.h"
+#include "ftpipe/base/utf8.h"
 
 typedef struct {
     uint32_t first_child, next_sibling; /* node indexes; 0 for none (node 0 is the root) */

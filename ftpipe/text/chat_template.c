@@ -10,7 +10,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
-#include "ftpipe/text/pretokenizer.h"
+#include "ftpipe/base/utf8.h"
 
 typedef struct {
     ft_rendered_chat *chat;

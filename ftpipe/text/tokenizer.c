@@ -12,6 +12,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/utf8.h"
 #include "ftpipe/text/added_tokens.h"
 #include "ftpipe/text/bpe.h"
 #include "ftpipe/text/pretokenizer.h"

@@ -7,6 +7,7 @@
  * an unwritten element fails. Also prints the decode attention's bandwidth at
  * batch 32 with long caches. */
 #include "gpu_check.h"
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/fsutil.h"
 
 #define BF16_TOLERANCE 2e-2
