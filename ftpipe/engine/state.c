@@ -263,18 +263,6 @@ int ft_state_commit(ft_state *state)
 
 /* --- the stat cache --- */
 
-int ft_file_stat_read(const char *path, ft_file_stat *stat)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return ft_error_errno("cannot stat %s", path);
-    stat->device = (uint64_t)st.st_dev;
-    stat->inode = (uint64_t)st.st_ino;
-    stat->size_bytes = (uint64_t)st.st_size;
-    stat->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    return 0;
-}
-
 static file_slot *file_map_find(file_map *map, const char *path)
 {
     size_t mask = map->capacity - 1;
@@ -362,6 +350,28 @@ int ft_state_file_store(ft_state *state, const char *path, const ft_file_stat *s
     if (state->files.loaded)
         file_map_put(&state->files, path, stat, hash);
     return 0;
+}
+
+static int hash_cache_lookup(void *context, const char *path, const ft_file_stat *stat, ft_hash *hash)
+{
+    return ft_state_file_lookup(context, path, stat, hash);
+}
+
+static int hash_cache_store(void *context, const ft_hashed_file *files, size_t n_files)
+{
+    ft_state *state = context;
+    if (ft_state_begin(state) != 0)
+        return -1;
+    int result = 0;
+    for (size_t i = 0; i < n_files && result == 0; i++)
+        result = ft_state_file_store(state, files[i].path, &files[i].stat, files[i].hash);
+    int committed = ft_state_commit(state);
+    return result != 0 ? result : committed;
+}
+
+ft_hash_cache ft_state_hash_cache(ft_state *state)
+{
+    return (ft_hash_cache){hash_cache_lookup, hash_cache_store, state};
 }
 
 /* --- runs --- */

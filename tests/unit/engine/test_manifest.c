@@ -1,5 +1,6 @@
 /* Tests of manifest: walking, canonical text, parsing, and the stat cache. */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,7 +249,8 @@ static ft_hash file_hash_via(ft_state *state, const char *path)
 {
     ft_manifest *m;
     ft_hash hash = {0, 0};
-    CHECK_INT(ft_manifest_build(state, path, 1, &m), 0);
+    ft_hash_cache cache = ft_state_hash_cache(state);
+    CHECK_INT(ft_manifest_build(&cache, path, 1, &m), 0);
     if (m->n_entries == 1)
         hash = m->entries[0].hash;
     ft_manifest_free(m);
@@ -293,6 +295,61 @@ TEST(stat_cache_spares_unchanged_files)
     CHECK_INT(ft_state_file_lookup(state, fresh, &stat, &cached), 0);
     ft_state_close(state);
     free(fresh);
+    free(path);
+    free(dir);
+}
+
+/* A cache of one file, in memory: the manifest needs nothing more than the interface. */
+typedef struct {
+    ft_hash known;
+    bool knows;
+    size_t n_lookups, n_stored;
+    bool fail_store;
+} one_file_cache;
+
+static int one_file_lookup(void *context, const char *path, const ft_file_stat *stat, ft_hash *hash)
+{
+    one_file_cache *cache = context;
+    cache->n_lookups++;
+    if (cache->knows)
+        *hash = cache->known;
+    return cache->knows;
+}
+
+static int one_file_store(void *context, const ft_hashed_file *files, size_t n_files)
+{
+    one_file_cache *cache = context;
+    if (cache->fail_store)
+        return ft_error("the cache is full");
+    cache->n_stored += n_files;
+    return 0;
+}
+
+TEST(any_hash_cache_serves_the_manifest)
+{
+    char *dir = ft_path_join(temporary_dir, "plain-cache");
+    CHECK_INT(ft_mkdir_p(dir), 0);
+    write_file(dir, "a.txt", "alpha", 0644);
+    char *path = ft_path_join(dir, "a.txt");
+    set_mtime(path, time(NULL) - 3600, 0);
+    one_file_cache memory = {0};
+    ft_hash_cache cache = {one_file_lookup, one_file_store, &memory};
+    ft_manifest *m;
+    CHECK_INT(ft_manifest_build(&cache, path, 1, &m), 0); /* a miss: read, then stored */
+    CHECK(ft_hash_equal(m->entries[0].hash, ft_hash_bytes("alpha", 5)));
+    CHECK_INT(memory.n_lookups, 1);
+    CHECK_INT(memory.n_stored, 1);
+    ft_manifest_free(m);
+    memory.knows = true; /* a hit: the cache's answer, not the file's bytes */
+    memory.known = ft_hash_bytes("cached", 6);
+    CHECK_INT(ft_manifest_build(&cache, path, 1, &m), 0);
+    CHECK(ft_hash_equal(m->entries[0].hash, memory.known));
+    CHECK_INT(memory.n_stored, 1);
+    ft_manifest_free(m);
+    memory.knows = false; /* a cache that cannot keep what was read is an error, said once */
+    memory.fail_store = true;
+    CHECK_INT(ft_manifest_build(&cache, path, 1, &m), -1);
+    CHECK_STR(ft_error_message(), "the cache is full");
     free(path);
     free(dir);
 }
@@ -365,6 +422,7 @@ int main(void)
     RUN(hash_follows_names_modes_and_content);
     RUN(refuses_special_files);
     RUN(stat_cache_spares_unchanged_files);
+    RUN(any_hash_cache_serves_the_manifest);
     RUN(parse_rejects_what_it_would_not_write);
     ft_remove_tree(temporary_dir);
     return check_done();
