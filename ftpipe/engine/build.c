@@ -38,6 +38,7 @@ typedef struct {
     char *summary;
     char *error_text;
     bool reports_progress; /* else the live line shows the time spent */
+    bool cancelled;        /* the stage said so ('C'); an exit status alone never means it */
 } running_stage;
 
 typedef struct {
@@ -56,7 +57,18 @@ typedef struct {
     int64_t memory_free;
     bool stop_starting;
     int result;
+    char *state_error; /* the first state write that failed */
 } builder;
+
+/* A state write that fails (a full disk) loses a run record or a metric: the
+ * build goes on, but ends failed, saying so. */
+static void check_state_write(builder *b, int result)
+{
+    if (result != 0 && !b->state_error) {
+        b->state_error = ft_xstrdup(ft_error_message());
+        b->result = -1;
+    }
+}
 
 static volatile sig_atomic_t interrupted;
 
@@ -144,24 +156,42 @@ static void mark_done(builder *b, size_t index, node_state state)
     }
 }
 
+/* The message is printed here, once; the error main prints at the end only
+ * points back to it. */
 static void report_failure(builder *b, size_t index, const char *message)
 {
     ft_progress_message(b->options->progress, "FAILED   %s: %s", b->graph->nodes[index].target, message);
-    ft_error("%s", message);
     b->summary->failed++;
+    if (b->summary->failed == 1)
+        ft_error("stage %s failed (the FAILED line above says why)", b->graph->nodes[index].target);
+    else
+        ft_error("%zu stages failed (the FAILED lines above say why)", b->summary->failed);
     b->result = -1;
     if (!b->options->keep_going)
         b->stop_starting = true;
     mark_done(b, index, NODE_FAILED);
 }
 
-/* Prints the last lines of a failed stage's log, where the cause usually is. */
+/* Prints the last lines of a failed stage's log, where the cause usually is,
+ * less the stage's own "ftpipe: MESSAGE" line, which the FAILED line already said. */
 static void show_log_tail(builder *b, const char *log_path)
 {
     char *text = NULL;
     size_t length = 0;
     if (ft_read_file(log_path, &text, &length) != 0)
         return;
+    while (length > 0 && text[length - 1] == '\n')
+        length--;
+    size_t last_line = length;
+    while (last_line > 0 && text[last_line - 1] != '\n')
+        last_line--;
+    if (strncmp(text + last_line, "ftpipe: ", 8) == 0)
+        length = last_line;
+    text[length] = '\0';
+    if (length == 0) {
+        free(text);
+        return;
+    }
     size_t start = length, lines = 0;
     while (start > 0 && lines < 15) {
         start--;
@@ -300,13 +330,15 @@ static void handle_report_line(builder *b, running_stage *run, char *line)
         double value = strtod(end, &end);
         while (*end == ' ')
             end++;
-        ft_state_metric_add(b->workspace->state, run->run_id, step, end, value);
+        check_state_write(b, ft_state_metric_add(b->workspace->state, run->run_id, step, end, value));
     } else if (tag == 'S') {
         free(run->summary);
         run->summary = ft_xstrdup(rest);
     } else if (tag == 'E') {
         free(run->error_text);
         run->error_text = ft_xstrdup(rest);
+    } else if (tag == 'C') {
+        run->cancelled = true;
     }
 }
 
@@ -356,24 +388,32 @@ static void finish_stage(builder *b, size_t slot, int status)
         ft_plan *plan = &b->plans[run->node];
         char *kept_log = NULL;
         if (ft_publish_output(b->workspace, node, plan, run->work_dir, &kept_log) == 0) {
-            ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0, plan->output_hash, kept_log);
+            check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0,
+                                                     plan->output_hash, kept_log));
             ft_progress_message(b->options->progress, "done     %s in %.1f s%s%s", node->target, seconds,
                                 run->summary ? ": " : "", run->summary ? run->summary : "");
             b->summary->run++;
             mark_done(b, run->node, NODE_DONE);
         } else {
-            ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_FAILED, 0, "", log_path);
-            report_failure(b, run->node, ft_error_message());
+            char *message = ft_xstrdup(ft_error_message());
+            check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_FAILED, 0, "",
+                                                     log_path));
+            report_failure(b, run->node, message);
+            free(message);
         }
         free(kept_log);
     } else {
-        bool cancelled = interrupted || exit_code == 2;
-        ft_state_run_finish(b->workspace->state, run->run_id, cancelled ? FT_RUN_CANCELLED : FT_RUN_FAILED, exit_code,
-                            "", log_path);
+        bool cancelled = interrupted || run->cancelled;
+        check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id,
+                                                 cancelled ? FT_RUN_CANCELLED : FT_RUN_FAILED, exit_code, "", log_path));
         if (cancelled) {
             ft_progress_message(b->options->progress, "stopped  %s after %.1f s; its work folder is kept, the next "
                                 "run resumes it", node->target, seconds);
             b->states[run->node] = NODE_FAILED;
+            if (!interrupted) { /* stopped by a signal to the stage alone: the build did not finish */
+                b->result = ft_error("stage %s was stopped before it finished; run again to resume it", node->target);
+                b->stop_starting = !b->options->keep_going;
+            }
         } else {
             char message[4200];
             snprintf(message, sizeof message, "%s (exit status %d; log: %s)",
@@ -552,7 +592,7 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
     sigaction(SIGINT, &action, &old_int);
     sigaction(SIGTERM, &action, &old_term);
 
-    ft_state_begin(workspace->state);
+    check_state_write(&b, ft_state_begin(workspace->state));
     for (;;) {
         dispatch(&b);
         if (interrupted) {
@@ -564,11 +604,14 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         if (b.n_running == 0)
             break;
         /* Commit between waits so metrics and finished runs are durable as they come. */
-        ft_state_commit(workspace->state);
+        check_state_write(&b, ft_state_commit(workspace->state));
         wait_for_children(&b, 200);
-        ft_state_begin(workspace->state);
+        check_state_write(&b, ft_state_begin(workspace->state));
     }
-    ft_state_commit(workspace->state);
+    check_state_write(&b, ft_state_commit(workspace->state));
+    if (b.state_error)
+        b.result = ft_error("%s; the run history and metrics of this build may be incomplete (is the disk full?)",
+                            b.state_error);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
 
@@ -580,5 +623,6 @@ done:
     free(b.unfinished_inputs);
     free(b.queue);
     free(b.running);
+    free(b.state_error);
     return b.result;
 }

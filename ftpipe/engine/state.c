@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,8 +130,18 @@ static sqlite3_stmt *statement(ft_state *state, statement_id id)
 }
 
 /* Steps a statement that returns no rows. */
+static size_t writes_before_failure = SIZE_MAX;
+
+void ft_state_fail_one_write_after(size_t n_writes) { writes_before_failure = n_writes; }
+
 static int step_done(ft_state *state, sqlite3_stmt *stmt, const char *what)
 {
+    if (writes_before_failure != SIZE_MAX && writes_before_failure-- == 0) {
+        writes_before_failure = SIZE_MAX;
+        sqlite3_reset(stmt);
+        return ft_error("cannot %s in the state database %s: database or disk is full (injected)", what,
+                        state->path);
+    }
     int rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
     return rc == SQLITE_DONE ? 0 : database_error(state, what);

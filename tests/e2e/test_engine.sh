@@ -147,6 +147,10 @@ t_run "$FTPIPE" -C "$W" -k
 t_expect_status 1
 t_expect_contains "FAILED   bad.txt: bad.txt: the command exited with status 3"
 t_expect_contains "the reason it broke"
+n=$(printf '%s\n' "$T_OUT" | grep -c "the command exited with status 3")
+[ "$n" = 1 ] || t_fail "the failure message is printed $n times, not once"
+t_expect_contains "log: $W/.ftpipe/work/"
+t_expect_contains "ftpipe: stage bad.txt failed (the FAILED line above says why)"
 t_expect_contains "1 run, 0 restored, 0 up to date, 1 failed, 1 not run because an input failed"
 [ -e "$W/bad.txt" ] && t_fail "bad.txt was published"
 [ -e "$W/good.txt" ] || t_fail "-k did not build good.txt"

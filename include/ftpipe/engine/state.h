@@ -93,4 +93,8 @@ int ft_state_each_metric(ft_state *state, int64_t run_id,
 int ft_state_each_target(ft_state *state, int (*visit)(const char *target, const ft_target_record *record,
                                                        void *context), void *context);
 
+/* For tests: after n_writes more row writes, one fails as on a full disk
+ * ((size_t)-1: none does). */
+void ft_state_fail_one_write_after(size_t n_writes);
+
 #endif
