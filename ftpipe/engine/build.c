@@ -204,6 +204,36 @@ static void show_log_tail(builder *b, const char *log_path)
     free(text);
 }
 
+/* The CUDA_VISIBLE_DEVICES of a stage given the slots in gpu_mask: slot g is the
+ * g-th device the engine itself may use (its own CUDA_VISIBLE_DEVICES, indexes or
+ * UUIDs), so a GPU the user left out is never handed out; without one, slot g
+ * is device g. */
+static char *visible_devices(const char *parent_list, uint64_t gpu_mask)
+{
+    ft_strbuf devices;
+    ft_strbuf_init(&devices);
+    for (int g = 0; g < 64; g++) {
+        if (!(gpu_mask & (1ull << g)))
+            continue;
+        const char *entry = parent_list;
+        for (int skipped = 0; entry && skipped < g; skipped++) {
+            entry = strchr(entry, ',');
+            entry = entry ? entry + 1 : NULL;
+        }
+        if (devices.length)
+            ft_strbuf_putc(&devices, ',');
+        if (parent_list && entry) {
+            while (*entry == ' ')
+                entry++;
+            size_t length = strcspn(entry, ", ");
+            ft_strbuf_printf(&devices, "%.*s", (int)length, entry);
+        } else {
+            ft_strbuf_printf(&devices, "%d", g);
+        }
+    }
+    return ft_strbuf_take(&devices);
+}
+
 static int start_stage(builder *b, size_t index)
 {
     const ft_node *node = &b->graph->nodes[index];
@@ -271,13 +301,9 @@ static int start_stage(builder *b, size_t index)
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         if (gpu_mask) {
-            ft_strbuf devices;
-            ft_strbuf_init(&devices);
-            for (int g = 0; g < 64; g++)
-                if (gpu_mask & (1ull << g))
-                    ft_strbuf_printf(&devices, "%s%d", devices.length ? "," : "", g);
-            setenv("CUDA_VISIBLE_DEVICES", devices.data, 1);
-            ft_strbuf_free(&devices);
+            char *devices = visible_devices(getenv("CUDA_VISIBLE_DEVICES"), gpu_mask);
+            setenv("CUDA_VISIBLE_DEVICES", devices, 1);
+            free(devices);
         }
         _exit(ft_stage_child_main(stage, fds[1]));
     }

@@ -267,6 +267,22 @@ t_expect_status 1
 t_expect_contains "stage g needs 2 GPUs but this machine has 1"
 t_end
 
+t_case "a stage's GPUs are taken from the engine's own CUDA_VISIBLE_DEVICES"
+W=$(t_workspace)
+cat > "$W/Ftpipe" <<'P'
+one.txt: shell
+	run = echo "$$CUDA_VISIBLE_DEVICES" > $@
+	gpus = 1
+two.txt: shell one.txt
+	run = echo "$$CUDA_VISIBLE_DEVICES" > $@
+	gpus = 2
+P
+CUDA_VISIBLE_DEVICES=2,3 t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+[ "$(cat "$W/one.txt")" = 2 ] || t_fail "gpus = 1 got device $(cat "$W/one.txt"), not 2"
+[ "$(cat "$W/two.txt")" = 2,3 ] || t_fail "gpus = 2 got devices $(cat "$W/two.txt"), not 2,3"
+t_end
+
 t_case "declared environment variables enter the key"
 W=$(t_workspace)
 cat > "$W/Ftpipe" <<'P'
