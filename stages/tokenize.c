@@ -211,6 +211,6 @@ static int run_tokenize(ft_stage *stage)
 
 const ft_stage_kind ft_kind_tokenize = {
     .name = "tokenize",
-    .version = 1,
+    .version = 2, /* 2: meta.json's tokenizer_hash covers the eos token */
     .run = run_tokenize,
 };

@@ -461,6 +461,19 @@ static int parse_tokenizer(ft_tokenizer *tokenizer, const char *path, const char
 
 static void release_worker(void *pointer);
 
+/* What determines the ids a dataset gets: the tokenizer.json bytes and the eos
+ * token from tokenizer_config.json, which the alpaca and plain templates append. */
+static ft_hash identity_hash(ft_hash json_hash, const char *eos_token)
+{
+    char hex[FT_HASH_HEX_LENGTH + 1];
+    ft_hash_to_hex(json_hash, hex);
+    char *text = eos_token ? ft_xasprintf("tokenizer.json %s\neos_token %s\n", hex, eos_token)
+                           : ft_xasprintf("tokenizer.json %s\nno eos_token\n", hex);
+    ft_hash hash = ft_hash_bytes(text, strlen(text));
+    free(text);
+    return hash;
+}
+
 int ft_tokenizer_load(const char *path, ft_tokenizer **out)
 {
     char *file = ft_path_is_dir(path) ? ft_path_join(path, "tokenizer.json") : ft_xstrdup(path);
@@ -483,6 +496,8 @@ int ft_tokenizer_load(const char *path, ft_tokenizer **out)
     int rc = parse_tokenizer(tokenizer, file, data, length);
     if (rc == 0)
         rc = load_eos_token(tokenizer, file);
+    if (rc == 0)
+        tokenizer->hash = identity_hash(tokenizer->hash, tokenizer->eos_token);
     free(data);
     free(file);
     if (rc < 0) {

@@ -37,8 +37,8 @@ int64_t ft_tokenizer_token_id(const ft_tokenizer *tokenizer, const char *token);
  * tokenizer.json ("eos_token"), or NULL when there is none. The alpaca and plain
  * chat templates end answers with it. */
 const char *ft_tokenizer_eos_token(const ft_tokenizer *tokenizer);
-/* Hash of the tokenizer.json bytes: data tokenized with one tokenizer must not
- * train a model with another. */
+/* Hash of what determines the encoding (the tokenizer.json bytes and the eos
+ * token): data tokenized with one tokenizer must not train a model with another. */
 ft_hash ft_tokenizer_hash(const ft_tokenizer *tokenizer);
 
 #endif
