@@ -20,6 +20,7 @@
 #include "ftpipe/base/sha256.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/transfer/fetch.h"
+#include "ftpipe/transfer/fetch_http.h"
 
 #define MIB (1024 * 1024)
 #define BIG_BYTES (24 * MIB)
@@ -572,6 +573,39 @@ TEST(not_enough_space_is_said_before_downloading)
     CHECK_STR(entries[0].method, "HEAD");
 }
 
+/* What a probe learns from the last response's headers: over http, nginx's
+ * ETag, Last-Modified and Accept-Ranges; over file://, which has no headers,
+ * ranges and the file's mtime as the validator. */
+static void probe_headers(const char *url, ft_http_headers *headers)
+{
+    ft_fetch_options options = test_options();
+    char curl_error[CURL_ERROR_SIZE];
+    CURL *easy = ft_http_new_handle(&options, url, curl_error);
+    curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+    CHECK_INT(curl_easy_perform(easy), CURLE_OK);
+    ft_http_read_headers(easy, headers);
+    curl_easy_cleanup(easy);
+}
+
+TEST(reads_the_headers_a_probe_needs)
+{
+    ft_http_headers headers = {.content_range_total = -1};
+    char *http_url = ft_xasprintf("http://127.0.0.1:%d/files/big.bin", server_port);
+    probe_headers(http_url, &headers);
+    CHECK(headers.accept_ranges);
+    CHECK(headers.etag && headers.etag[0] == '"');
+    CHECK(headers.last_modified != NULL);
+    CHECK(!headers.has_content_range);
+    char *file_url = ft_xasprintf("file://%s/www/files/big.bin", server_dir);
+    probe_headers(file_url, &headers);
+    CHECK(headers.accept_ranges);
+    CHECK(headers.etag == NULL);
+    CHECK(headers.last_modified && strncmp(headers.last_modified, "mtime ", 6) == 0);
+    ft_http_headers_free(&headers);
+    free(http_url);
+    free(file_url);
+}
+
 TEST(file_urls_work_like_http)
 {
     char *dir = make_dir();
@@ -792,6 +826,7 @@ int main(void)
     RUN(wrong_size_stops_before_downloading);
     RUN(transient_errors_are_retried_with_backoff);
     RUN(not_enough_space_is_said_before_downloading);
+    RUN(reads_the_headers_a_probe_needs);
     RUN(file_urls_work_like_http);
     RUN(server_refusing_head_is_probed_with_one_byte);
     RUN(unknown_length_and_no_byte_ranges_still_work);
