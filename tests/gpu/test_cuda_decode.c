@@ -226,13 +226,13 @@ TEST(decode_attention_bandwidth_at_batch_32)
 int main(void)
 {
     int started = start_backends();
-    if (started <= 0)
-        return started < 0 ? 1 : check_done();
-    RUN(gather_and_scatter_rows_match_cpu);
-    RUN(argmax_rows_matches_cpu_with_ties);
-    RUN(decode_attention_in_one_block_per_sequence_matches_cpu);
-    RUN(decode_attention_split_over_the_cache_matches_cpu);
-    RUN(decode_attention_bandwidth_at_batch_32);
+    if (started < 0)
+        return 1;
+    GPU_RUN(gather_and_scatter_rows_match_cpu);
+    GPU_RUN(argmax_rows_matches_cpu_with_ties);
+    GPU_RUN(decode_attention_in_one_block_per_sequence_matches_cpu);
+    GPU_RUN(decode_attention_split_over_the_cache_matches_cpu);
+    GPU_RUN(decode_attention_bandwidth_at_batch_32);
     ft_backend_destroy(gpu);
     ft_backend_destroy(cpu);
     return check_done();
