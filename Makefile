@@ -59,10 +59,13 @@ build/obj-cuda/%.o: %.cu | build/.deps-ok
 build/obj-release/libftpipe.a build/obj-asan/libftpipe.a: $(CUDA_OBJECTS)
 
 GPU_PROGRAMS = $(patsubst tests/gpu/%.c,build/gpu/%,$(wildcard tests/gpu/test_*.c)) build/gpu/cuda_vs_torch \
-               build/gpu/ftpipe_logits
+               build/gpu/ftpipe_logits build/gpu/cuda_decode_bandwidth
 build/gpu/test_%: tests/gpu/test_%.c build/obj-release/libftpipe.a tests/unit/check.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -Itests/unit -o $@ $< build/obj-release/libftpipe.a -Wl,--as-needed $(LDLIBS)
+build/gpu/cuda_decode_bandwidth: tests/bench/cuda_decode_bandwidth.c build/obj-release/libftpipe.a tests/gpu/gpu_check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -Itests/unit -Itests/gpu -o $@ $< build/obj-release/libftpipe.a -Wl,--as-needed $(LDLIBS)
 build/gpu/cuda_vs_torch: tests/bench/cuda_vs_torch.c build/obj-release/libftpipe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -o $@ $< build/obj-release/libftpipe.a -Wl,--as-needed $(LDLIBS)
