@@ -140,7 +140,7 @@ build/asan/ftpipe: build/obj-asan/ftpipe/cli/main.o build/obj-asan/libftpipe.a
 	@mkdir -p $(dir $@)
 	$(CC) -pthread $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)
 
-build/asan/tests/%: tests/unit/%.c build/obj-asan/libftpipe.a tests/unit/check.h
+build/asan/tests/%: tests/unit/%.c build/obj-asan/libftpipe.a tests/unit/check.h tests/unit/fixtures.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -Itests/unit -o $@ $< build/obj-asan/libftpipe.a $(LDLIBS)
 

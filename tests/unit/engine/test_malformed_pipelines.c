@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -163,14 +164,6 @@ static const malformed_case cases[] = {
 
 static char *folder; /* the test's working folder, absolute */
 
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char *path = ft_path_join(dir, name);
-    if (ft_mkdir_p(dir) != 0 || ft_write_file_atomic(path, text, strlen(text)) != 0)
-        fprintf(stderr, "  cannot write %s: %s\n", path, ft_error_message());
-    free(path);
-}
-
 static char *expand_expected(const char *expected)
 {
     ft_strbuf out;
@@ -210,11 +203,11 @@ int main(void)
     if (!mkdtemp(pattern) || chdir(pattern) != 0)
         return 1;
     folder = ft_path_absolute(".");
-    write_file("rules", "train.ft", train_rules);
-    write_file(".", "cycle_a.ft", "include cycle_b\n");
-    write_file(".", "cycle_b.ft", "X = 1\ninclude cycle_a\n");
-    write_file(".", "Ftpipe", "include Ftpipe\n");
-    write_file(".", "broken.ft", "# an indented line with nothing above it\n\tx = 1\n");
+    fixture_write_file("rules", "train.ft", train_rules, 0);
+    fixture_write_file(".", "cycle_a.ft", "include cycle_b\n", 0);
+    fixture_write_file(".", "cycle_b.ft", "X = 1\ninclude cycle_a\n", 0);
+    fixture_write_file(".", "Ftpipe", "include Ftpipe\n", 0);
+    fixture_write_file(".", "broken.ft", "# an indented line with nothing above it\n\tx = 1\n", 0);
     const char *dirs[] = {"rules"};
     ft_rulebook *book = NULL;
     if (ft_rulebook_load(dirs, 1, &book) != 0) {

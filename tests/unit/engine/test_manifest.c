@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -17,14 +18,6 @@
 #include "ftpipe/engine/state.h"
 
 static char *temporary_dir;
-
-static void write_file(const char *dir, const char *name, const char *content, mode_t mode)
-{
-    char *path = ft_path_join(dir, name);
-    CHECK_INT(ft_write_file_atomic(path, content, strlen(content)), 0);
-    CHECK_INT(chmod(path, mode), 0);
-    free(path);
-}
 
 static char *hex_of_text(const char *text)
 {
@@ -47,10 +40,10 @@ static char *make_tree(const char *name)
     char *link = ft_path_join(root, "link");
     CHECK_INT(ft_mkdir_p(bin), 0);
     CHECK_INT(ft_mkdir_p(empty), 0);
-    write_file(root, "a.txt", "hello", 0644);
-    write_file(bin, "run.sh", "#!/bin/sh\n", 0755);
-    write_file(root, "odd name\n\\x", "odd", 0600);
-    write_file(root, "\xc3\xbc.txt", "u", 0444);
+    fixture_write_file(root, "a.txt", "hello", 0644);
+    fixture_write_file(bin, "run.sh", "#!/bin/sh\n", 0755);
+    fixture_write_file(root, "odd name\n\\x", "odd", 0600);
+    fixture_write_file(root, "\xc3\xbc.txt", "u", 0444);
     CHECK_INT(symlink("a.txt", link), 0);
     free(bin);
     free(empty);
@@ -137,7 +130,7 @@ TEST(single_file_link_and_empty_folder)
 {
     char *dir = ft_path_join(temporary_dir, "single");
     CHECK_INT(ft_mkdir_p(dir), 0);
-    write_file(dir, "model.bin", "weights", 0755);
+    fixture_write_file(dir, "model.bin", "weights", 0755);
     char *file = ft_path_join(dir, "model.bin");
     char *link = ft_path_join(dir, "staged");
     char *empty = ft_path_join(dir, "nothing");
@@ -263,7 +256,7 @@ TEST(stat_cache_spares_unchanged_files)
     CHECK_INT(ft_mkdir_p(dir), 0);
     ft_state *state;
     CHECK_INT(ft_state_open(dir, &state), 0);
-    write_file(dir, "data.json", "version 1", 0644);
+    fixture_write_file(dir, "data.json", "version 1", 0644);
     char *path = ft_path_join(dir, "data.json");
     time_t hour_ago = time(NULL) - 3600;
     set_mtime(path, hour_ago, 5);
@@ -287,7 +280,7 @@ TEST(stat_cache_spares_unchanged_files)
     /* A file changed within the last second (here: a minute ahead, as a skewed
      * clock may write it, so the test never depends on timing) is hashed but not
      * remembered yet. */
-    write_file(dir, "fresh.json", "new", 0644);
+    fixture_write_file(dir, "fresh.json", "new", 0644);
     char *fresh = ft_path_join(dir, "fresh.json");
     set_mtime(fresh, time(NULL) + 60, 0);
     CHECK(ft_hash_equal(file_hash_via(state, fresh), ft_hash_bytes("new", 3)));
@@ -329,7 +322,7 @@ TEST(any_hash_cache_serves_the_manifest)
 {
     char *dir = ft_path_join(temporary_dir, "plain-cache");
     CHECK_INT(ft_mkdir_p(dir), 0);
-    write_file(dir, "a.txt", "alpha", 0644);
+    fixture_write_file(dir, "a.txt", "alpha", 0644);
     char *path = ft_path_join(dir, "a.txt");
     set_mtime(path, time(NULL) - 3600, 0);
     one_file_cache memory = {0};

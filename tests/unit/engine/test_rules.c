@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -41,14 +42,6 @@ static const char train_rules[] =
 
 static char *temp_root;
 
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char *path = ft_path_join(dir, name);
-    if (ft_mkdir_p(dir) != 0 || ft_write_file_atomic(path, text, strlen(text)) != 0)
-        fprintf(stderr, "  cannot write %s: %s\n", path, ft_error_message());
-    free(path);
-}
-
 /* A fresh folder under the test's temporary root, made the working folder. */
 static void enter_new_folder(const char *name)
 {
@@ -62,7 +55,7 @@ static void enter_new_folder(const char *name)
 static ft_rulebook *load_test_rules(void)
 {
     enter_new_folder("book");
-    write_file("rules", "train.ft", train_rules);
+    fixture_write_file("rules", "train.ft", train_rules, 0);
     const char *dirs[] = {"rules"};
     ft_rulebook *book = NULL;
     if (ft_rulebook_load(dirs, 1, &book) != 0)
@@ -244,8 +237,8 @@ TEST(folder_rules_join_the_built_in_ones)
 TEST(a_folder_file_replaces_the_built_in_of_its_name)
 {
     enter_new_folder("replace");
-    write_file("rules", "shell.ft", ".kind shell\n.doc Replaced.\nrun string required key The command.\n");
-    write_file("rules", "vars.ft", "# a fragment for include: not rules\nX = 1\n");
+    fixture_write_file("rules", "shell.ft", ".kind shell\n.doc Replaced.\nrun string required key The command.\n", 0);
+    fixture_write_file("rules", "vars.ft", "# a fragment for include: not rules\nX = 1\n", 0);
     const char *dirs[] = {"rules"};
     ft_rulebook *book = NULL;
     CHECK_INT(ft_rulebook_load(dirs, 1, &book), 0);
@@ -385,7 +378,7 @@ static const char *rules_file_error(const char *text)
     char name[32];
     snprintf(name, sizeof name, "bad%d", ++folder);
     enter_new_folder(name);
-    write_file("rules", "k.ft", text);
+    fixture_write_file("rules", "k.ft", text, 0);
     const char *dirs[] = {"rules"};
     ft_rulebook *book = NULL;
     ft_error_clear();

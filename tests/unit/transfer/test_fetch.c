@@ -3,6 +3,7 @@
  * it served are read back from its access log. One case uses a small server of
  * its own that cuts a connection midway. */
 #include "check.h"
+#include "fixtures.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -71,22 +72,13 @@ static bool start_server(void)
         fclose(file);
     }
     free(huge);
-    char *command = ft_xasprintf("sh tests/e2e/nginx.sh start %s", server_dir);
-    FILE *out = popen(command, "r");
-    free(command);
-    if (!out || fscanf(out, "%d", &server_port) != 1)
-        server_port = 0;
-    if (out)
-        pclose(out);
+    server_port = fixture_nginx_start(server_dir);
     return server_port > 0;
 }
 
 static void stop_server(void)
 {
-    char *command = ft_xasprintf("sh tests/e2e/nginx.sh stop %s", server_dir);
-    CHECK_INT(system(command), 0);
-    free(command);
-    ft_remove_tree(server_dir);
+    fixture_nginx_stop(server_dir);
     free(server_dir);
     free(big_bytes);
 }
