@@ -14,6 +14,21 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 
+/* Built-in rules for the engine's tests, fixed so that the kinds listed in
+ * messages do not change as rules/ grows. A test that wants them defines the
+ * table the program would otherwise get from rules/ (build/gen/builtin_rules.c):
+ *     const char *const ft_builtin_rule_files[][2] = {FIXTURE_COMMON_AND_SHELL_RULES, {NULL, NULL}}; */
+#define FIXTURE_COMMON_AND_SHELL_RULES                                                      \
+    {"common.ft", ".common\n"                                                              \
+                  "gpus    int   0  nokey  GPUs the stage holds while it runs.\n"          \
+                  "memory  size  0  nokey  Host memory the stage needs.\n"},               \
+    {                                                                                      \
+        "shell.ft", ".kind shell\n"                                                        \
+                    ".doc  Runs a command, make-style.\n"                                  \
+                    "run  string  required  key  The command.\n"                           \
+                    "env  list    \"\"        key  Variables whose values enter the key.\n" \
+    }
+
 /* Writes DIR/NAME (NAME may hold folders, made as needed) with text; a mode
  * other than 0 is then set with chmod. */
 static inline void fixture_write_file(const char *dir, const char *name, const char *text, mode_t mode)

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/hash.h"
@@ -259,8 +260,7 @@ TEST(command_prints_like_xxh128sum)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-hash.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("hash");
     if (!temporary_dir)
         return 1;
     RUN(hashes_known_bytes);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -125,8 +126,7 @@ TEST(a_state_write_that_fails_fails_the_build)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-build.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("build");
     if (!temporary_dir)
         return 1;
     RUN(a_stage_that_exits_2_failed_and_was_not_cancelled);

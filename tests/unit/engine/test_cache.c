@@ -374,8 +374,7 @@ TEST(crosses_file_systems)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-cache.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("cache");
     if (!temporary_dir)
         return 1;
     RUN(stores_looks_up_and_materializes);

@@ -16,16 +16,7 @@
 
 /* The test's own built-in rules, so that the kinds listed in messages stay fixed
  * as the program's rules folder grows. */
-const char *const ft_builtin_rule_files[][2] = {
-    {"common.ft", ".common\n"
-                  "gpus    int   0  nokey  GPUs the stage holds while it runs.\n"
-                  "memory  size  0  nokey  Host memory the stage needs.\n"},
-    {"shell.ft", ".kind shell\n"
-                 ".doc  Runs a command, make-style.\n"
-                 "run  string  required  key  The command.\n"
-                 "env  list    \"\"        key  Variables whose values enter the key.\n"},
-    {NULL, NULL},
-};
+const char *const ft_builtin_rule_files[][2] = {FIXTURE_COMMON_AND_SHELL_RULES, {NULL, NULL}};
 
 static const char train_rules[] = ".kind train\n"
                                   ".doc  Fine-tunes a model (test rules).\n"

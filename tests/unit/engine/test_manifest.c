@@ -405,8 +405,7 @@ TEST(parse_rejects_what_it_would_not_write)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-manifest.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("manifest");
     if (!temporary_dir)
         return 1;
     RUN(walks_a_folder_into_canonical_text);

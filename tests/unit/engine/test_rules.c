@@ -15,16 +15,7 @@
 /* The test's own built-in rules: defining the table here keeps the program's
  * (generated from the rules folder, which grows) out of this binary, so that lists of
  * kinds in messages stay fixed. */
-const char *const ft_builtin_rule_files[][2] = {
-    {"common.ft", ".common\n"
-                  "gpus    int   0  nokey  GPUs the stage holds while it runs.\n"
-                  "memory  size  0  nokey  Host memory the stage needs.\n"},
-    {"shell.ft", ".kind shell\n"
-                 ".doc  Runs a command, make-style.\n"
-                 "run  string  required  key  The command.\n"
-                 "env  list    \"\"        key  Variables whose values enter the key.\n"},
-    {NULL, NULL},
-};
+const char *const ft_builtin_rule_files[][2] = {FIXTURE_COMMON_AND_SHELL_RULES, {NULL, NULL}};
 
 static const char train_rules[] =
     ".kind train\n"

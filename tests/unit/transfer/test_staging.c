@@ -318,8 +318,7 @@ TEST(detects_a_tmpfs)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-staging.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("staging");
     if (!temporary_dir)
         return 1;
     make_fixture();

@@ -249,8 +249,7 @@ TEST(refuses_a_fifo)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-tree-copy.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("tree-copy");
     if (!temporary_dir)
         return 1;
     RUN(copies_a_folder_verified_with_three_threads);
