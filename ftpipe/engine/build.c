@@ -250,18 +250,8 @@ static int start_stage(builder *b, size_t index)
         free(work_dir);
         return -1;
     }
-    ft_stage_key_describe(node, &plan->key);
-    ft_run_record record = {0};
-    memcpy(record.key, key, sizeof record.key);
-    record.target = node->target;
-    record.kind = (char *)node->kind->name;
-    record.kind_version = node->kind->version;
-    record.params_json = plan->key.params_json;
-    record.inputs_json = plan->key.inputs_json;
-    record.start_ms = ft_wall_ms();
-    record.status = FT_RUN_RUNNING;
     char *log_path = ft_stage_log_path(work_dir);
-    record.log_path = log_path;
+    ft_run_record record = ft_plan_run_record(node, plan, FT_RUN_RUNNING, log_path);
     int64_t run_id = 0;
     if (ft_state_run_start(b->workspace->state, &record, &run_id) != 0) {
         free(log_path);
