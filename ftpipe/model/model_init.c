@@ -15,6 +15,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
 #include "ftpipe/base/thread_pool.h"
+#include "ftpipe/base/utf8.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/text/tokenizer.h"
 
@@ -97,14 +98,7 @@ static void byte_to_utf8(int byte, char out[4])
             rank += !((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF));
         code = 256 + rank;
     }
-    if (code < 0x80) {
-        out[0] = (char)code;
-        out[1] = '\0';
-    } else {
-        out[0] = (char)(0xC0 | (code >> 6));
-        out[1] = (char)(0x80 | (code & 0x3F));
-        out[2] = '\0';
-    }
+    out[ft_utf8_encode((uint32_t)code, out)] = '\0';
 }
 
 static const char *const builtin_specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
