@@ -427,6 +427,7 @@ static void finish_stage(builder *b, size_t slot, int status)
                                 "run resumes it", node->target, seconds);
             b->states[run->node] = NODE_FAILED;
             if (!interrupted) { /* stopped by a signal to the stage alone: the build did not finish */
+                b->summary->failed++;
                 b->result = ft_error("stage %s was stopped before it finished; run again to resume it", node->target);
                 b->stop_starting = !b->options->keep_going;
             }

@@ -106,7 +106,22 @@ TEST(a_stage_that_exits_2_failed_and_was_not_cancelled)
 TEST(a_cancelled_stage_says_so_and_resumes)
 {
     char *workspace;
-    CHECK_INT(run_one_stage("cancelled", "cancelled", &workspace), 1);
+    fflush(stdout);
+    int saved_stdout = dup(1);
+    FILE *captured = tmpfile();
+    dup2(fileno(captured), 1);
+    int status = run_one_stage("cancelled", "cancelled", &workspace);
+    fflush(stdout);
+    dup2(saved_stdout, 1);
+    close(saved_stdout);
+    char printed[4096] = {0};
+    rewind(captured);
+    size_t n = fread(printed, 1, sizeof printed - 1, captured);
+    printed[n] = '\0';
+    fclose(captured);
+    CHECK_INT(status, 1);
+    CHECK(strstr(printed, "stopped  out.txt after ") != NULL);
+    CHECK(strstr(printed, "ftpipe: 0 run, 0 restored, 0 up to date, 1 failed") != NULL); /* not "nothing to do" */
     CHECK_STR(ft_error_message(), "stage out.txt was stopped before it finished; run again to resume it");
     CHECK_INT(last_run_status(workspace), FT_RUN_CANCELLED);
     free(workspace);
