@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -18,6 +19,7 @@
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/transfer/fetch.h"
 #include "ftpipe/transfer/hf_hub.h"
+#include "ftpipe/transfer/url.h"
 
 typedef struct {
     char *name; /* the path below the output folder */
@@ -85,19 +87,6 @@ static int plan_hub(ft_stage *stage, const char *url, const char *download_dir, 
 }
 
 /* A URL's last path segment, without query or fragment: the name of a single file. */
-static char *name_from_url(const char *url)
-{
-    size_t end = strcspn(url, "?#");
-    const char *scheme_end = strstr(url, "://");
-    const char *path = scheme_end ? strchr(scheme_end + 3, '/') : NULL;
-    if (!path || (size_t)(path - url) >= end)
-        return NULL;
-    const char *start = url + end;
-    while (start > path && start[-1] != '/')
-        start--;
-    return start < url + end ? ft_xstrndup(start, (size_t)(url + end - start)) : NULL;
-}
-
 static int plan_plain(ft_stage *stage, const char *url, download_plan *plan)
 {
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0 && strncmp(url, "file://", 7) != 0)
@@ -107,7 +96,7 @@ static int plan_plain(ft_stage *stage, const char *url, download_plan *plan)
     size_t n_files = 0;
     const char *const *files = ft_stage_param_list(stage, "files", &n_files);
     if (n_files == 0) {
-        char *name = name_from_url(url);
+        char *name = ft_url_file_name(url);
         if (!name || !ft_hf_path_is_safe(name)) {
             free(name);
             return ft_stage_fail(stage, "cannot name the file %s fetches: say it with files = NAME and a url of "
@@ -117,9 +106,6 @@ static int plan_plain(ft_stage *stage, const char *url, download_plan *plan)
         free(name);
         return 0;
     }
-    size_t base_length = strlen(url);
-    while (base_length > 0 && url[base_length - 1] == '/')
-        base_length--;
     for (size_t i = 0; i < n_files; i++) {
         if (strpbrk(files[i], "*?["))
             return ft_stage_fail(stage, "files = %s: patterns need an hf:// URL (a plain web server has no file "
@@ -129,8 +115,11 @@ static int plan_plain(ft_stage *stage, const char *url, download_plan *plan)
         bool listed = false;
         for (size_t k = 0; k < plan->n_files && !listed; k++)
             listed = strcmp(plan->files[k].name, files[i]) == 0;
+        char *file_url = NULL;
+        if (!listed && ft_url_join_file(url, files[i], &file_url) != 0)
+            return ft_stage_fail(stage, "url = %s: %s", url, ft_error_message());
         if (!listed)
-            add_file(plan, files[i], ft_xasprintf("%.*s/%s", (int)base_length, url, files[i]), -1, NULL);
+            add_file(plan, files[i], file_url, -1, NULL);
     }
     return 0;
 }

@@ -264,6 +264,7 @@ static int run_tokenize(ft_stage *stage)
 
 const ft_stage_kind ft_kind_tokenize = {
     .name = "tokenize",
-    .version = 2, /* 2: LLaMA-Factory's qwen3 think blocks and untrimmed llama3 */
+    .version = 3, /* 2: meta.json's tokenizer_hash covers the eos token; 3: LLaMA-Factory's qwen3 think blocks
+                     and untrimmed llama3, BOS from the tokenizer */
     .run = run_tokenize,
 };

@@ -335,17 +335,3 @@ void ft_format_bytes(uint64_t bytes, char *out, size_t out_size)
     else
         snprintf(out, out_size, "%.1f %s", value, units[unit]);
 }
-
-uint64_t ft_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-int64_t ft_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}

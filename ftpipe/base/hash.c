@@ -11,7 +11,6 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +26,7 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/thread_pool.h"
 
 /* Up to this size a range is read into a buffer (cheaper than mapping). */
 #define SMALL_RANGE_BYTES ((size_t)256 << 10)
@@ -152,15 +152,15 @@ typedef struct {
 } hash_task;
 
 typedef struct {
-    hash_task *tasks;
-    size_t n_tasks;
-    atomic_size_t next;
-} task_queue;
-
-typedef struct {
     char *buffer;         /* SMALL_RANGE_BYTES */
     ft_hasher *hasher;
 } worker_memory;
+
+typedef struct {
+    hash_task *tasks;
+    size_t n_tasks;
+    worker_memory *memory; /* one per pool worker, made on its first task */
+} task_queue;
 
 static int fail_task(hash_task *task, const char *what, int error_number)
 {
@@ -248,19 +248,15 @@ static void run_task(hash_task *task, worker_memory *memory)
     close(fd);
 }
 
-static void *run_tasks(void *argument)
+static void run_one_task(void *context, size_t index, size_t worker)
 {
-    task_queue *queue = argument;
-    worker_memory memory = {.buffer = ft_xmalloc(SMALL_RANGE_BYTES), .hasher = ft_hasher_new()};
-    for (;;) {
-        size_t index = atomic_fetch_add(&queue->next, 1);
-        if (index >= queue->n_tasks)
-            break;
-        run_task(&queue->tasks[index], &memory);
+    task_queue *queue = context;
+    worker_memory *memory = &queue->memory[worker];
+    if (!memory->buffer) {
+        memory->buffer = ft_xmalloc(SMALL_RANGE_BYTES);
+        memory->hasher = ft_hasher_new();
     }
-    free(memory.buffer);
-    ft_hasher_free(memory.hasher);
-    return NULL;
+    run_task(&queue->tasks[index], memory);
 }
 
 /* --- many files over a pool --- */
@@ -277,16 +273,17 @@ static size_t resolve_threads(int threads)
 static void run_pool(task_queue *queue, size_t n_threads)
 {
     if (n_threads > queue->n_tasks)
-        n_threads = queue->n_tasks;
-    pthread_t *helpers = ft_xcalloc(n_threads, sizeof *helpers);
-    size_t n_started = 0;
-    /* The calling thread works too; a thread that cannot start only slows us down. */
-    while (n_started + 1 < n_threads && pthread_create(&helpers[n_started], NULL, run_tasks, queue) == 0)
-        n_started++;
-    run_tasks(queue);
-    for (size_t i = 0; i < n_started; i++)
-        pthread_join(helpers[i], NULL);
-    free(helpers);
+        n_threads = queue->n_tasks ? queue->n_tasks : 1;
+    ft_thread_pool *pool = ft_thread_pool_new(n_threads);
+    size_t n_workers = ft_thread_pool_workers(pool);
+    queue->memory = ft_xcalloc(n_workers, sizeof *queue->memory);
+    ft_thread_pool_run(pool, queue->n_tasks, run_one_task, queue, NULL);
+    ft_thread_pool_free(pool);
+    for (size_t i = 0; i < n_workers; i++) {
+        free(queue->memory[i].buffer);
+        ft_hasher_free(queue->memory[i].hasher);
+    }
+    free(queue->memory);
 }
 
 static ft_hash combine_chunks(const file_job *file)
@@ -340,7 +337,6 @@ int ft_hash_files(const char *const *paths, size_t count, int threads, ft_hash *
         for (size_t i = 0; i < count; i++)
             for (size_t chunk = 0; chunk < files[i].n_chunks; chunk++)
                 queue.tasks[t++] = (hash_task){.file = &files[i], .chunk = chunk};
-        atomic_init(&queue.next, 0);
         run_pool(&queue, resolve_threads(threads));
         for (size_t i = 0; i < queue.n_tasks && result == 0; i++) {
             const hash_task *task = &queue.tasks[i];

@@ -10,7 +10,6 @@
  * decimal, separated by single spaces. */
 #include <errno.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +20,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/base/thread_pool.h"
 #include "ftpipe/cli/commands.h"
 #include "ftpipe/text/tokenizer.h"
 
@@ -129,25 +129,22 @@ static int finish_output(void)
 }
 
 /* ---- encode --jsonl: chunks of lines over threads, written in order ----
- * The threads live for the whole input, so their word caches stay warm; the
- * main thread reads a block of whole lines, hands out its chunks, and writes
- * each chunk's ids as soon as it and all before it are done. */
+ * The pool's threads live for the whole input, so their word caches stay warm;
+ * the main thread reads a block of whole lines, the pool (the main thread
+ * helping) encodes its chunks, and their ids are written in input order. */
 typedef struct {
     const char *text; /* the chunk's lines */
     size_t length;
     size_t first_line; /* 1-based number of its first line in the input */
     ft_strbuf output;
     char *error;
-    bool done;
 } chunk;
 
 typedef struct {
     const ft_tokenizer *tokenizer;
-    pthread_mutex_t lock; /* guards everything below */
-    pthread_cond_t work_ready, chunk_done;
-    chunk *chunks; /* of the current block */
-    size_t n_chunks, next_chunk;
-    bool stop; /* the input is done, or a chunk failed */
+    ft_thread_pool *threads;
+    ft_token_ids *ids; /* one per pool worker */
+    chunk *chunks;     /* of the current block */
 } encode_pool;
 
 static int encode_json_line(const ft_tokenizer *tokenizer, const char *line, size_t length, ft_token_ids *ids,
@@ -185,26 +182,10 @@ static void encode_chunk(const ft_tokenizer *tokenizer, chunk *work, ft_token_id
     }
 }
 
-static void *encode_thread(void *argument)
+static void encode_one_chunk(void *context, size_t i, size_t worker)
 {
-    encode_pool *pool = argument;
-    ft_token_ids ids = {0};
-    pthread_mutex_lock(&pool->lock);
-    for (;;) {
-        while (!pool->stop && pool->next_chunk >= pool->n_chunks)
-            pthread_cond_wait(&pool->work_ready, &pool->lock);
-        if (pool->stop)
-            break;
-        chunk *work = &pool->chunks[pool->next_chunk++];
-        pthread_mutex_unlock(&pool->lock);
-        encode_chunk(pool->tokenizer, work, &ids);
-        pthread_mutex_lock(&pool->lock);
-        work->done = true;
-        pthread_cond_broadcast(&pool->chunk_done);
-    }
-    pthread_mutex_unlock(&pool->lock);
-    ft_token_ids_free(&ids);
-    return NULL;
+    encode_pool *pool = context;
+    encode_chunk(pool->tokenizer, &pool->chunks[i], &pool->ids[worker]);
 }
 
 /* Cuts text (whole lines) into chunks of about CHUNK_BYTES. */
@@ -218,7 +199,7 @@ static chunk *cut_chunks(const char *text, size_t length, size_t first_line, siz
         const char *newline = end < length ? memchr(text + end, '\n', length - end) : NULL;
         end = newline ? (size_t)(newline - text) + 1 : length;
         ft_grow((void **)&chunks, &capacity, count + 1, sizeof *chunks);
-        chunks[count] = (chunk){text + offset, end - offset, first_line, {0}, NULL, false};
+        chunks[count] = (chunk){text + offset, end - offset, first_line, {0}, NULL};
         ft_strbuf_init(&chunks[count].output);
         for (size_t i = offset; i < end; i++)
             first_line += text[i] == '\n';
@@ -229,32 +210,16 @@ static chunk *cut_chunks(const char *text, size_t length, size_t first_line, siz
     return chunks;
 }
 
-/* Hands a block's chunks to the threads and writes their ids in order. On
- * failure the pool is stopped; the caller joins the threads before the block's
- * memory goes. */
+/* Encodes a block's chunks on the pool, then writes their ids in order. */
 static int encode_block(encode_pool *pool, chunk *chunks, size_t n_chunks)
 {
-    pthread_mutex_lock(&pool->lock);
     pool->chunks = chunks;
-    pool->n_chunks = n_chunks;
-    pool->next_chunk = 0;
-    pthread_cond_broadcast(&pool->work_ready);
-    pthread_mutex_unlock(&pool->lock);
+    ft_thread_pool_run(pool->threads, n_chunks, encode_one_chunk, pool, NULL);
     int rc = 0;
     for (size_t i = 0; i < n_chunks && rc == 0; i++) {
         chunk *work = &chunks[i];
-        pthread_mutex_lock(&pool->lock);
-        while (!work->done)
-            pthread_cond_wait(&pool->chunk_done, &pool->lock);
-        pthread_mutex_unlock(&pool->lock);
         rc = work->error ? ft_error("%s", work->error) : write_out(work->output.data, work->output.length);
         ft_strbuf_free(&work->output);
-    }
-    if (rc < 0) {
-        pthread_mutex_lock(&pool->lock);
-        pool->stop = true;
-        pthread_cond_broadcast(&pool->work_ready);
-        pthread_mutex_unlock(&pool->lock);
     }
     return rc;
 }
@@ -270,11 +235,8 @@ static void free_chunks(chunk *chunks, size_t n_chunks)
 
 static int encode_jsonl(const ft_tokenizer *tokenizer, int n_threads)
 {
-    encode_pool pool = {tokenizer, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                        NULL, 0, 0, false};
-    pthread_t *threads = ft_xcalloc((size_t)n_threads, sizeof *threads);
-    for (int i = 0; i < n_threads; i++)
-        pthread_create(&threads[i], NULL, encode_thread, &pool);
+    encode_pool pool = {tokenizer, ft_thread_pool_new((size_t)n_threads), NULL, NULL};
+    pool.ids = ft_xcalloc(ft_thread_pool_workers(pool.threads), sizeof *pool.ids);
     ft_strbuf buffer;
     ft_strbuf_init(&buffer);
     size_t first_line = 1, n_chunks = 0;
@@ -298,18 +260,12 @@ static int encode_jsonl(const ft_tokenizer *tokenizer, int n_threads)
         memmove(buffer.data, buffer.data + whole, buffer.length - whole);
         buffer.length -= whole;
     }
-    pthread_mutex_lock(&pool.lock);
-    pool.stop = true;
-    pthread_cond_broadcast(&pool.work_ready);
-    pthread_mutex_unlock(&pool.lock);
-    for (int i = 0; i < n_threads; i++)
-        pthread_join(threads[i], NULL);
+    for (size_t i = 0; i < ft_thread_pool_workers(pool.threads); i++)
+        ft_token_ids_free(&pool.ids[i]);
+    free(pool.ids);
+    ft_thread_pool_free(pool.threads);
     free_chunks(chunks, n_chunks);
-    free(threads);
     ft_strbuf_free(&buffer);
-    pthread_mutex_destroy(&pool.lock);
-    pthread_cond_destroy(&pool.work_ready);
-    pthread_cond_destroy(&pool.chunk_done);
     return rc;
 }
 

@@ -4,7 +4,10 @@
  *   ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH
  *   ftpipe render --tokenizer PATH --template NAME
- *   ftpipe import CONFIG.yaml [-o FILE] */
+ *   ftpipe import CONFIG.yaml [-o FILE]
+ *
+ * Options are read with getopt_long, anywhere among the words, as make reads them. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +43,14 @@ static const char usage_text[] =
     "  log TARGET      the log of TARGET's last run\n"
     "  gc              remove cached results and work folders no current target needs\n"
     "  clean           remove the targets ftpipe made from the workspace (the cache keeps them)\n"
-    "  help [KIND]     the stage kinds, or one kind's parameters\n";
+    "  help [KIND]     these commands and the stage kinds, or one kind's parameters\n"
+    "\n"
+    "  hash [--threads N] PATH...\n"
+    "                  content hashes of files (xxh128sum's up to 64 MiB) and folders\n"
+    "  encode --tokenizer PATH [--jsonl] [--threads N]\n"
+    "                  standard input's text to token ids (--jsonl: a JSON string per line)\n"
+    "  decode --tokenizer PATH [--jsonl]\n"
+    "                  standard input's token ids to text (--jsonl: a JSON list per line)\n";
 
 static int fail(void)
 {
@@ -63,6 +73,115 @@ static bool is_command(const char *word)
     return false;
 }
 
+typedef struct {
+    ft_invocation invocation;
+    const char *directory, *file;
+    const char **words;     /* targets, or a command and its arguments */
+    size_t n_words;
+    ft_variable *overrides; /* VAR=value words */
+    size_t n_overrides;
+} command_line;
+
+/* A word that is not an option: VAR=value overrides a variable; any other is a
+ * target or a command. */
+static void add_word(command_line *line, const char *word)
+{
+    const char *equals = strchr(word, '=');
+    if (equals && equals != word) {
+        line->overrides[line->n_overrides].name = ft_xstrndup(word, (size_t)(equals - word));
+        line->overrides[line->n_overrides].value = ft_xstrdup(equals + 1);
+        line->n_overrides++;
+    } else {
+        line->words[line->n_words++] = word;
+    }
+}
+
+/* Options anywhere among the words, as make takes them (getopt_long permutes).
+ * -1 to go on; otherwise the exit status (--help, a usage error). */
+static int parse_command_line(int argc, char **argv, command_line *line)
+{
+    static const struct option long_options[] = {{"help", no_argument, NULL, 'h'},
+                                                 {"dry-run", no_argument, NULL, 'n'},
+                                                 {"keep-going", no_argument, NULL, 'k'},
+                                                 {NULL, 0, NULL, 0}};
+    opterr = 0; /* the messages below say more than getopt's */
+    /* '-' first: words (targets, commands, VAR=value) come back in order as option 1. */
+    for (int option; (option = getopt_long(argc, argv, "-:hnkj:C:f:", long_options, NULL)) != -1;) {
+        switch (option) {
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        case 'n':
+            line->invocation.dry_run = true;
+            break;
+        case 'k':
+            line->invocation.keep_going = true;
+            break;
+        case 'j': {
+            char *end = NULL;
+            long jobs = strtol(optarg, &end, 10);
+            if (!*optarg || *end || jobs < 1 || jobs > 1024)
+                return usage_error("-j needs a number of jobs between 1 and 1024");
+            line->invocation.jobs = (int)jobs;
+            break;
+        }
+        case 'C':
+            line->directory = optarg;
+            break;
+        case 'f':
+            line->file = optarg;
+            break;
+        case ':':
+            return usage_error(optopt == 'j'   ? "-j needs a number of jobs between 1 and 1024"
+                               : optopt == 'C' ? "-C needs a folder"
+                                               : "-f needs a file");
+        case '?': {
+            const char *word = argv[optind - 1];
+            char message[256];
+            if (optopt && strncmp(word, "--", 2) != 0)
+                snprintf(message, sizeof message, "unknown option -%c", optopt);
+            else
+                snprintf(message, sizeof message, "unknown option %s", word);
+            return usage_error(message);
+        }
+        default: /* 1: a word */
+            add_word(line, optarg);
+        }
+    }
+    /* after "--" getopt stops: the rest are words as they stand */
+    for (int i = optind; i < argc; i++)
+        add_word(line, argv[i]);
+    return -1;
+}
+
+/* Runs the pipeline, or an inspection command, as the command line asks. */
+static int run(command_line *line)
+{
+    ft_invocation *invocation = &line->invocation;
+    invocation->pipeline_path = ft_path_join(line->directory, line->file ? line->file : "Ftpipe");
+    invocation->overrides = line->overrides;
+    invocation->n_overrides = line->n_overrides;
+    int status;
+    if (line->n_words > 0 && is_command(line->words[0])) {
+        invocation->command = line->words[0];
+        invocation->arguments = line->words + 1;
+        invocation->n_arguments = line->n_words - 1;
+        if (strcmp(line->words[0], "help") == 0 && line->n_words == 1) { /* the commands, then the kinds */
+            fputs(usage_text, stdout);
+            putchar('\n');
+        }
+        status = ft_inspect_command(invocation);
+    } else {
+        invocation->arguments = line->words;
+        invocation->n_arguments = line->n_words;
+        status = ft_run_pipeline(invocation);
+    }
+    if (status == 1)
+        fail();
+    free(invocation->pipeline_path);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "hash") == 0)
@@ -76,83 +195,19 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "import") == 0)
         return ft_command_import(argc - 2, argv + 2) == 0 ? 0 : fail();
 
-    ft_invocation invocation;
-    memset(&invocation, 0, sizeof invocation);
-    invocation.jobs = 1;
-    invocation.kinds = ft_builtin_kinds;
-    const char *directory = ".";
-    const char *file = NULL;
-    const char **words = ft_xcalloc((size_t)argc + 1, sizeof *words);
-    size_t n_words = 0;
-    ft_variable *overrides = ft_xcalloc((size_t)argc + 1, sizeof *overrides);
-    size_t n_overrides = 0;
-    bool options_done = false;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (!options_done && arg[0] == '-' && arg[1]) {
-            if (strcmp(arg, "--") == 0) {
-                options_done = true;
-            } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-                fputs(usage_text, stdout);
-                return 0;
-            } else if (strcmp(arg, "-n") == 0 || strcmp(arg, "--dry-run") == 0) {
-                invocation.dry_run = true;
-            } else if (strcmp(arg, "-k") == 0 || strcmp(arg, "--keep-going") == 0) {
-                invocation.keep_going = true;
-            } else if (strncmp(arg, "-j", 2) == 0) {
-                const char *value = arg[2] ? arg + 2 : (i + 1 < argc ? argv[++i] : NULL);
-                char *end = NULL;
-                long jobs = value ? strtol(value, &end, 10) : 0;
-                if (!value || *end || jobs < 1 || jobs > 1024)
-                    return usage_error("-j needs a number of jobs between 1 and 1024");
-                invocation.jobs = (int)jobs;
-            } else if (strcmp(arg, "-C") == 0 || strcmp(arg, "-f") == 0) {
-                if (i + 1 >= argc)
-                    return usage_error(arg[1] == 'C' ? "-C needs a folder" : "-f needs a file");
-                if (arg[1] == 'C')
-                    directory = argv[++i];
-                else
-                    file = argv[++i];
-            } else {
-                char message[256];
-                snprintf(message, sizeof message, "unknown option %s", arg);
-                return usage_error(message);
-            }
-        } else if (strchr(arg, '=') && arg[0] != '=') {
-            const char *equals = strchr(arg, '=');
-            overrides[n_overrides].name = ft_xstrndup(arg, (size_t)(equals - arg));
-            overrides[n_overrides].value = ft_xstrdup(equals + 1);
-            n_overrides++;
-        } else {
-            words[n_words++] = arg;
-        }
+    command_line line = {.directory = "."};
+    line.invocation.jobs = 1;
+    line.invocation.kinds = ft_builtin_kinds;
+    line.words = ft_xcalloc((size_t)argc + 1, sizeof *line.words);
+    line.overrides = ft_xcalloc((size_t)argc + 1, sizeof *line.overrides);
+    int status = parse_command_line(argc, argv, &line);
+    if (status < 0)
+        status = run(&line);
+    for (size_t i = 0; i < line.n_overrides; i++) {
+        free(line.overrides[i].name);
+        free(line.overrides[i].value);
     }
-    if (file)
-        invocation.pipeline_path = ft_path_join(directory, file);
-    else
-        invocation.pipeline_path = ft_path_join(directory, "Ftpipe");
-    invocation.overrides = overrides;
-    invocation.n_overrides = n_overrides;
-
-    int status;
-    if (n_words > 0 && is_command(words[0])) {
-        invocation.command = words[0];
-        invocation.arguments = words + 1;
-        invocation.n_arguments = n_words - 1;
-        status = ft_inspect_command(&invocation);
-    } else {
-        invocation.arguments = words;
-        invocation.n_arguments = n_words;
-        status = ft_run_pipeline(&invocation);
-    }
-    if (status == 1)
-        fail();
-    for (size_t i = 0; i < n_overrides; i++) {
-        free(overrides[i].name);
-        free(overrides[i].value);
-    }
-    free(overrides);
-    free(words);
-    free(invocation.pipeline_path);
+    free(line.overrides);
+    free(line.words);
     return status;
 }

@@ -14,9 +14,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/units.h"
 #include "ftpipe/engine/plan.h"
 #include "ftpipe/engine/publish.h"
 #include "ftpipe/engine/stage_runtime.h"
@@ -36,6 +38,7 @@ typedef struct {
     char *summary;
     char *error_text;
     bool reports_progress; /* else the live line shows the time spent */
+    bool cancelled;        /* the stage said so ('C'); an exit status alone never means it */
 } running_stage;
 
 typedef struct {
@@ -54,7 +57,18 @@ typedef struct {
     int64_t memory_free;
     bool stop_starting;
     int result;
+    char *state_error; /* the first state write that failed */
 } builder;
+
+/* A state write that fails (a full disk) loses a run record or a metric: the
+ * build goes on, but ends failed, saying so. */
+static void check_state_write(builder *b, int result)
+{
+    if (result != 0 && !b->state_error) {
+        b->state_error = ft_xstrdup(ft_error_message());
+        b->result = -1;
+    }
+}
 
 static volatile sig_atomic_t interrupted;
 
@@ -142,24 +156,42 @@ static void mark_done(builder *b, size_t index, node_state state)
     }
 }
 
+/* The message is printed here, once; the error main prints at the end only
+ * points back to it. */
 static void report_failure(builder *b, size_t index, const char *message)
 {
     ft_progress_message(b->options->progress, "FAILED   %s: %s", b->graph->nodes[index].target, message);
-    ft_error("%s", message);
     b->summary->failed++;
+    if (b->summary->failed == 1)
+        ft_error("stage %s failed (the FAILED line above says why)", b->graph->nodes[index].target);
+    else
+        ft_error("%zu stages failed (the FAILED lines above say why)", b->summary->failed);
     b->result = -1;
     if (!b->options->keep_going)
         b->stop_starting = true;
     mark_done(b, index, NODE_FAILED);
 }
 
-/* Prints the last lines of a failed stage's log, where the cause usually is. */
+/* Prints the last lines of a failed stage's log, where the cause usually is,
+ * less the stage's own "ftpipe: MESSAGE" line, which the FAILED line already said. */
 static void show_log_tail(builder *b, const char *log_path)
 {
     char *text = NULL;
     size_t length = 0;
     if (ft_read_file(log_path, &text, &length) != 0)
         return;
+    while (length > 0 && text[length - 1] == '\n')
+        length--;
+    size_t last_line = length;
+    while (last_line > 0 && text[last_line - 1] != '\n')
+        last_line--;
+    if (strncmp(text + last_line, "ftpipe: ", 8) == 0)
+        length = last_line;
+    text[length] = '\0';
+    if (length == 0) {
+        free(text);
+        return;
+    }
     size_t start = length, lines = 0;
     while (start > 0 && lines < 15) {
         start--;
@@ -170,6 +202,36 @@ static void show_log_tail(builder *b, const char *log_path)
         start++;
     ft_progress_message(b->options->progress, "         last lines of %s:\n%s", log_path, text + start);
     free(text);
+}
+
+/* The CUDA_VISIBLE_DEVICES of a stage given the slots in gpu_mask: slot g is the
+ * g-th device the engine itself may use (its own CUDA_VISIBLE_DEVICES, indexes or
+ * UUIDs), so a GPU the user left out is never handed out; without one, slot g
+ * is device g. */
+static char *visible_devices(const char *parent_list, uint64_t gpu_mask)
+{
+    ft_strbuf devices;
+    ft_strbuf_init(&devices);
+    for (int g = 0; g < 64; g++) {
+        if (!(gpu_mask & (1ull << g)))
+            continue;
+        const char *entry = parent_list;
+        for (int skipped = 0; entry && skipped < g; skipped++) {
+            entry = strchr(entry, ',');
+            entry = entry ? entry + 1 : NULL;
+        }
+        if (devices.length)
+            ft_strbuf_putc(&devices, ',');
+        if (parent_list && entry) {
+            while (*entry == ' ')
+                entry++;
+            size_t length = strcspn(entry, ", ");
+            ft_strbuf_printf(&devices, "%.*s", (int)length, entry);
+        } else {
+            ft_strbuf_printf(&devices, "%d", g);
+        }
+    }
+    return ft_strbuf_take(&devices);
 }
 
 static int start_stage(builder *b, size_t index)
@@ -188,18 +250,8 @@ static int start_stage(builder *b, size_t index)
         free(work_dir);
         return -1;
     }
-    ft_stage_key_describe(node, &plan->key);
-    ft_run_record record = {0};
-    memcpy(record.key, key, sizeof record.key);
-    record.target = node->target;
-    record.kind = (char *)node->kind->name;
-    record.kind_version = node->kind->version;
-    record.params_json = plan->key.params_json;
-    record.inputs_json = plan->key.inputs_json;
-    record.start_ms = ft_wall_ms();
-    record.status = FT_RUN_RUNNING;
     char *log_path = ft_stage_log_path(work_dir);
-    record.log_path = log_path;
+    ft_run_record record = ft_plan_run_record(node, plan, FT_RUN_RUNNING, log_path);
     int64_t run_id = 0;
     if (ft_state_run_start(b->workspace->state, &record, &run_id) != 0) {
         free(log_path);
@@ -239,13 +291,9 @@ static int start_stage(builder *b, size_t index)
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         if (gpu_mask) {
-            ft_strbuf devices;
-            ft_strbuf_init(&devices);
-            for (int g = 0; g < 64; g++)
-                if (gpu_mask & (1ull << g))
-                    ft_strbuf_printf(&devices, "%s%d", devices.length ? "," : "", g);
-            setenv("CUDA_VISIBLE_DEVICES", devices.data, 1);
-            ft_strbuf_free(&devices);
+            char *devices = visible_devices(getenv("CUDA_VISIBLE_DEVICES"), gpu_mask);
+            setenv("CUDA_VISIBLE_DEVICES", devices, 1);
+            free(devices);
         }
         _exit(ft_stage_child_main(stage, fds[1]));
     }
@@ -298,13 +346,15 @@ static void handle_report_line(builder *b, running_stage *run, char *line)
         double value = strtod(end, &end);
         while (*end == ' ')
             end++;
-        ft_state_metric_add(b->workspace->state, run->run_id, step, end, value);
+        check_state_write(b, ft_state_metric_add(b->workspace->state, run->run_id, step, end, value));
     } else if (tag == 'S') {
         free(run->summary);
         run->summary = ft_xstrdup(rest);
     } else if (tag == 'E') {
         free(run->error_text);
         run->error_text = ft_xstrdup(rest);
+    } else if (tag == 'C') {
+        run->cancelled = true;
     }
 }
 
@@ -354,24 +404,33 @@ static void finish_stage(builder *b, size_t slot, int status)
         ft_plan *plan = &b->plans[run->node];
         char *kept_log = NULL;
         if (ft_publish_output(b->workspace, node, plan, run->work_dir, &kept_log) == 0) {
-            ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0, plan->output_hash, kept_log);
+            check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0,
+                                                     plan->output_hash, kept_log));
             ft_progress_message(b->options->progress, "done     %s in %.1f s%s%s", node->target, seconds,
                                 run->summary ? ": " : "", run->summary ? run->summary : "");
             b->summary->run++;
             mark_done(b, run->node, NODE_DONE);
         } else {
-            ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_FAILED, 0, "", log_path);
-            report_failure(b, run->node, ft_error_message());
+            char *message = ft_xstrdup(ft_error_message());
+            check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_FAILED, 0, "",
+                                                     log_path));
+            report_failure(b, run->node, message);
+            free(message);
         }
         free(kept_log);
     } else {
-        bool cancelled = interrupted || exit_code == 2;
-        ft_state_run_finish(b->workspace->state, run->run_id, cancelled ? FT_RUN_CANCELLED : FT_RUN_FAILED, exit_code,
-                            "", log_path);
+        bool cancelled = interrupted || run->cancelled;
+        check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id,
+                                                 cancelled ? FT_RUN_CANCELLED : FT_RUN_FAILED, exit_code, "", log_path));
         if (cancelled) {
             ft_progress_message(b->options->progress, "stopped  %s after %.1f s; its work folder is kept, the next "
                                 "run resumes it", node->target, seconds);
             b->states[run->node] = NODE_FAILED;
+            if (!interrupted) { /* stopped by a signal to the stage alone: the build did not finish */
+                b->summary->failed++;
+                b->result = ft_error("stage %s was stopped before it finished; run again to resume it", node->target);
+                b->stop_starting = !b->options->keep_going;
+            }
         } else {
             char message[4200];
             snprintf(message, sizeof message, "%s (exit status %d; log: %s)",
@@ -550,7 +609,7 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
     sigaction(SIGINT, &action, &old_int);
     sigaction(SIGTERM, &action, &old_term);
 
-    ft_state_begin(workspace->state);
+    check_state_write(&b, ft_state_begin(workspace->state));
     for (;;) {
         dispatch(&b);
         if (interrupted) {
@@ -562,11 +621,14 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         if (b.n_running == 0)
             break;
         /* Commit between waits so metrics and finished runs are durable as they come. */
-        ft_state_commit(workspace->state);
+        check_state_write(&b, ft_state_commit(workspace->state));
         wait_for_children(&b, 200);
-        ft_state_begin(workspace->state);
+        check_state_write(&b, ft_state_begin(workspace->state));
     }
-    ft_state_commit(workspace->state);
+    check_state_write(&b, ft_state_commit(workspace->state));
+    if (b.state_error)
+        b.result = ft_error("%s; the run history and metrics of this build may be incomplete (is the disk full?)",
+                            b.state_error);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
 
@@ -578,5 +640,6 @@ done:
     free(b.unfinished_inputs);
     free(b.queue);
     free(b.running);
+    free(b.state_error);
     return b.result;
 }

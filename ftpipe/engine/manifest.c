@@ -11,11 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
-#include "ftpipe/engine/state.h"
 
 #define MANIFEST_HEADER "ftpipe manifest 1\n"
 
@@ -146,30 +146,25 @@ static int walk_dir(walk *w, int dir_fd, const char *absolute, const char *relat
     return result;
 }
 
-static int64_t wall_clock_ns(void)
+/* Tells the cache what was read, but not files changed within the last second,
+ * whose mtime could still hide a change. */
+static int remember_hashes(const ft_hash_cache *cache, const walk *w, const size_t *miss_files,
+                           const ft_hash *hashes, size_t n_misses, int64_t started_ns)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-}
-
-static int remember_hashes(ft_state *state, const walk *w, const size_t *miss_files, const ft_hash *hashes,
-                           size_t n_misses, int64_t started_ns)
-{
-    if (ft_state_begin(state) != 0)
-        return -1;
-    int result = 0;
-    for (size_t k = 0; k < n_misses && result == 0; k++) {
+    ft_hashed_file *files = ft_xcalloc(n_misses, sizeof *files);
+    size_t n_files = 0;
+    for (size_t k = 0; k < n_misses; k++) {
         const pending_file *file = &w->files[miss_files[k]];
         if (file->stat.mtime_ns <= started_ns - RECENT_CHANGE_NS)
-            result = ft_state_file_store(state, file->path, &file->stat, hashes[k]);
+            files[n_files++] = (ft_hashed_file){file->path, file->stat, hashes[k]};
     }
-    int committed = ft_state_commit(state);
-    return result != 0 ? result : committed;
+    int result = n_files > 0 ? cache->store(cache->context, files, n_files) : 0;
+    free(files);
+    return result;
 }
 
 /* File hashes: from the stat cache where it knows them, the rest read on the pool. */
-static int hash_files(ft_state *state, walk *w, int threads)
+static int hash_files(const ft_hash_cache *cache, walk *w, int threads)
 {
     ft_manifest_entry *entries = w->manifest->entries;
     const char **miss_paths = ft_xcalloc(w->n_files + 1, sizeof *miss_paths);
@@ -178,7 +173,7 @@ static int hash_files(ft_state *state, walk *w, int threads)
     int result = 0;
     for (size_t i = 0; i < w->n_files && result == 0; i++) {
         pending_file *file = &w->files[i];
-        int found = state ? ft_state_file_lookup(state, file->path, &file->stat, &entries[file->entry].hash) : 0;
+        int found = cache ? cache->lookup(cache->context, file->path, &file->stat, &entries[file->entry].hash) : 0;
         if (found < 0) {
             result = -1;
         } else if (found == 0) {
@@ -186,27 +181,27 @@ static int hash_files(ft_state *state, walk *w, int threads)
             miss_files[n_misses++] = i;
         }
     }
-    int64_t started_ns = wall_clock_ns();
+    int64_t started_ns = ft_wall_ms() * 1000000; /* mtimes are wall-clock times */
     ft_hash *hashes = ft_xcalloc(n_misses + 1, sizeof *hashes);
     if (result == 0 && n_misses > 0)
         result = ft_hash_files(miss_paths, n_misses, threads, hashes);
     for (size_t k = 0; k < n_misses && result == 0; k++)
         entries[w->files[miss_files[k]].entry].hash = hashes[k];
-    if (result == 0 && state && n_misses > 0)
-        result = remember_hashes(state, w, miss_files, hashes, n_misses, started_ns);
+    if (result == 0 && cache && n_misses > 0)
+        result = remember_hashes(cache, w, miss_files, hashes, n_misses, started_ns);
     free(hashes);
     free(miss_paths);
     free(miss_files);
     return result;
 }
 
-int ft_manifest_build(ft_state *state, const char *path, int threads, ft_manifest **out)
+int ft_manifest_build(const ft_hash_cache *cache, const char *path, int threads, ft_manifest **out)
 {
     walk w = {.manifest = ft_xcalloc(1, sizeof(ft_manifest))};
     char *absolute = ft_path_absolute(path);
     int result = add_path(&w, AT_FDCWD, absolute, absolute, "");
     if (result == 0)
-        result = hash_files(state, &w, threads);
+        result = hash_files(cache, &w, threads);
     for (size_t i = 0; i < w.n_files; i++)
         free(w.files[i].path);
     free(w.files);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -71,7 +72,8 @@ static int input_hashes(ft_workspace *workspace, const ft_node *node, ft_plan *p
             continue;
         }
         ft_manifest *manifest = NULL;
-        if (ft_manifest_build(workspace->state, node->input_paths[k], 0, &manifest) != 0)
+        ft_hash_cache cache = ft_state_hash_cache(workspace->state);
+        if (ft_manifest_build(&cache, node->input_paths[k], 0, &manifest) != 0)
             return ft_error_context("stage %s: input %s", node->target, node->input_names[k]);
         hashes[k] = ft_xcalloc(FT_HASH_HEX_LENGTH + 1, 1);
         ft_hash_to_hex(manifest->hash, hashes[k]);
@@ -183,4 +185,20 @@ char *ft_plan_reason_line(const ft_plan *plan)
         p += n + (end ? 1 : 0);
     }
     return ft_strbuf_take(&line);
+}
+
+ft_run_record ft_plan_run_record(const ft_node *node, ft_plan *plan, ft_run_status status, char *log_path)
+{
+    ft_stage_key_describe(node, &plan->key);
+    ft_run_record record = {0};
+    memcpy(record.key, plan->key.key, sizeof record.key);
+    record.target = node->target;
+    record.kind = (char *)node->kind->name;
+    record.kind_version = node->kind->version;
+    record.params_json = plan->key.params_json;
+    record.inputs_json = plan->key.inputs_json;
+    record.start_ms = ft_wall_ms();
+    record.status = status;
+    record.log_path = log_path;
+    return record;
 }

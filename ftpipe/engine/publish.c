@@ -76,19 +76,8 @@ int ft_publish_restore(ft_workspace *workspace, const ft_node *node, ft_plan *pl
 {
     if (materialize(workspace, node, plan->manifest, plan->key.key, plan->output_hash) != 0)
         return -1;
-    ft_stage_key_describe(node, &plan->key);
-    ft_run_record record;
-    memset(&record, 0, sizeof record);
-    memcpy(record.key, plan->key.key, sizeof record.key);
-    record.target = node->target;
-    record.kind = (char *)node->kind->name;
-    record.kind_version = node->kind->version;
-    record.params_json = plan->key.params_json;
-    record.inputs_json = plan->key.inputs_json;
-    record.start_ms = ft_wall_ms();
-    record.status = FT_RUN_CACHED;
     char *log = ft_workspace_log_path(workspace, plan->key.key);
-    record.log_path = log;
+    ft_run_record record = ft_plan_run_record(node, plan, FT_RUN_CACHED, log);
     int64_t id = 0;
     int result = ft_state_run_start(workspace->state, &record, &id);
     if (result == 0)

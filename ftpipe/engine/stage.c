@@ -1,5 +1,6 @@
 /* stage: the context a kind runs with, its typed parameter accessors, and the
  * child-process side of running it. */
+#include "ftpipe/base/clock.h"
 #include "ftpipe/engine/stage_runtime.h"
 
 #include <errno.h>
@@ -119,7 +120,7 @@ int ft_stage_child_main(ft_stage *stage, int report_fd)
     sigaction(SIGINT, &action, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (getppid() == 1)
-        return 2;
+        return 1; /* the engine is gone: nobody to report to */
 
     char *log_path = ft_stage_log_path(stage->work_dir);
     stage->log = fopen(log_path, "a");
@@ -147,7 +148,9 @@ int ft_stage_child_main(ft_stage *stage, int report_fd)
     }
     if (result == 0)
         return 0;
-    return cancel_requested ? 2 : 1;
+    if (cancel_requested) /* said, not inferred from the exit status: any kind may exit 2 */
+        report(stage, 'C', NULL, "cancelled");
+    return 1;
 }
 
 const char *ft_stage_target(const ft_stage *stage) { return stage->target; }

@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -128,8 +130,18 @@ static sqlite3_stmt *statement(ft_state *state, statement_id id)
 }
 
 /* Steps a statement that returns no rows. */
+static size_t writes_before_failure = SIZE_MAX;
+
+void ft_state_fail_one_write_after(size_t n_writes) { writes_before_failure = n_writes; }
+
 static int step_done(ft_state *state, sqlite3_stmt *stmt, const char *what)
 {
+    if (writes_before_failure != SIZE_MAX && writes_before_failure-- == 0) {
+        writes_before_failure = SIZE_MAX;
+        sqlite3_reset(stmt);
+        return ft_error("cannot %s in the state database %s: database or disk is full (injected)", what,
+                        state->path);
+    }
     int rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
     return rc == SQLITE_DONE ? 0 : database_error(state, what);
@@ -262,18 +274,6 @@ int ft_state_commit(ft_state *state)
 
 /* --- the stat cache --- */
 
-int ft_file_stat_read(const char *path, ft_file_stat *stat)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return ft_error_errno("cannot stat %s", path);
-    stat->device = (uint64_t)st.st_dev;
-    stat->inode = (uint64_t)st.st_ino;
-    stat->size_bytes = (uint64_t)st.st_size;
-    stat->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    return 0;
-}
-
 static file_slot *file_map_find(file_map *map, const char *path)
 {
     size_t mask = map->capacity - 1;
@@ -361,6 +361,28 @@ int ft_state_file_store(ft_state *state, const char *path, const ft_file_stat *s
     if (state->files.loaded)
         file_map_put(&state->files, path, stat, hash);
     return 0;
+}
+
+static int hash_cache_lookup(void *context, const char *path, const ft_file_stat *stat, ft_hash *hash)
+{
+    return ft_state_file_lookup(context, path, stat, hash);
+}
+
+static int hash_cache_store(void *context, const ft_hashed_file *files, size_t n_files)
+{
+    ft_state *state = context;
+    if (ft_state_begin(state) != 0)
+        return -1;
+    int result = 0;
+    for (size_t i = 0; i < n_files && result == 0; i++)
+        result = ft_state_file_store(state, files[i].path, &files[i].stat, files[i].hash);
+    int committed = ft_state_commit(state);
+    return result != 0 ? result : committed;
+}
+
+ft_hash_cache ft_state_hash_cache(ft_state *state)
+{
+    return (ft_hash_cache){hash_cache_lookup, hash_cache_store, state};
 }
 
 /* --- runs --- */

@@ -4,7 +4,6 @@
 #include "ftpipe/model/model_init.h"
 
 #include <jansson.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,8 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
+#include "ftpipe/base/thread_pool.h"
+#include "ftpipe/base/utf8.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/text/tokenizer.h"
 
@@ -97,14 +98,7 @@ static void byte_to_utf8(int byte, char out[4])
             rank += !((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF));
         code = 256 + rank;
     }
-    if (code < 0x80) {
-        out[0] = (char)code;
-        out[1] = '\0';
-    } else {
-        out[0] = (char)(0xC0 | (code >> 6));
-        out[1] = (char)(0x80 | (code & 0x3F));
-        out[2] = '\0';
-    }
+    out[ft_utf8_encode((uint32_t)code, out)] = '\0';
 }
 
 static const char *const builtin_specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
@@ -215,47 +209,37 @@ typedef struct {
     void *data;
     ft_dtype dtype;
     uint64_t seed;
-    size_t begin, end;
+    size_t n_slices;
 } fill_job;
 
-static void *fill(void *argument)
+/* Slice `slice` of n_slices; every value is a function of (seed, index), so the
+ * slicing never changes the weights. */
+static void fill_slice(void *argument, size_t slice, size_t worker)
 {
     const fill_job *job = argument;
     const char *name = job->tensor->name;
     size_t length = strlen(name);
     bool is_norm = length > 11 && strcmp(name + length - 11, "norm.weight") == 0;
     bool is_bias = length > 5 && strcmp(name + length - 5, ".bias") == 0;
-    for (size_t i = job->begin; i < job->end; i++) {
+    size_t begin = job->tensor->count * slice / job->n_slices, end = job->tensor->count * (slice + 1) / job->n_slices;
+    for (size_t i = begin; i < end; i++) {
         float value = is_norm ? 1.0f : is_bias ? 0.0f : (float)(0.02 * ft_random_normal(job->seed, i));
         if (job->dtype == FT_DTYPE_BF16)
             ((uint16_t *)job->data)[i] = ft_f32_to_bf16(value);
         else
             ((float *)job->data)[i] = value;
     }
-    return NULL;
 }
 
 static void fill_tensor(const ft_param_tensor *tensor, void *data, ft_dtype dtype, uint64_t seed, int threads)
 {
     enum { MAX_THREADS = 64, MIN_ELEMENTS_PER_THREAD = 65536 };
-    fill_job jobs[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    bool started[MAX_THREADS] = {false};
     size_t useful = tensor->count / MIN_ELEMENTS_PER_THREAD + 1;
-    int n = threads < MAX_THREADS ? threads : MAX_THREADS;
-    if ((size_t)n > useful)
-        n = (int)useful;
-    for (int t = 0; t < n; t++)
-        jobs[t] = (fill_job){tensor, data, dtype, seed, tensor->count * t / n, tensor->count * (t + 1) / n};
-    for (int t = 1; t < n; t++)
-        started[t] = pthread_create(&ids[t], NULL, fill, &jobs[t]) == 0;
-    fill(&jobs[0]);
-    for (int t = 1; t < n; t++) {
-        if (started[t])
-            pthread_join(ids[t], NULL);
-        else
-            fill(&jobs[t]); /* no thread to be had: draw it here */
-    }
+    size_t n = threads < 1 ? 1 : threads < MAX_THREADS ? (size_t)threads : MAX_THREADS;
+    if (n > useful)
+        n = useful;
+    fill_job job = {tensor, data, dtype, seed, n};
+    ft_parallel_for(n, n, fill_slice, &job, NULL);
 }
 
 typedef struct {

@@ -5,7 +5,7 @@
 #include <utf8proc.h>
 
 #include "ftpipe/base/mem.h"
-#include "ftpipe/text/pretokenizer.h"
+#include "ftpipe/base/utf8.h"
 
 typedef struct {
     uint32_t first_child, next_sibling; /* node indexes; 0 for none (node 0 is the root) */
@@ -120,17 +120,6 @@ static bool is_word_character(int32_t c)
            category == UTF8PROC_CATEGORY_PC || c == 0x200C || c == 0x200D;
 }
 
-/* The code point ending at text[end - 1], and where it starts. */
-static int32_t codepoint_before(const char *text, size_t end, size_t *start)
-{
-    size_t at = end - 1;
-    while (at > 0 && ((unsigned char)text[at] & 0xC0) == 0x80 && end - at < 4)
-        at--;
-    *start = at;
-    size_t offset = at;
-    return ft_utf8_next(text, end, &offset);
-}
-
 int ft_added_tokens_split(const ft_added_tokens *tokens, const char *text, size_t length,
                           ft_stretch_encoder encode_stretch, void *context, ft_token_ids *out)
 {
@@ -151,13 +140,13 @@ int ft_added_tokens_split(const ft_added_tokens *tokens, const char *text, size_
         position = stop;
         if (token->single_word) {
             size_t after = stop;
-            bool word_before = start > 0 && is_word_character(codepoint_before(text, start, &before));
+            bool word_before = start > 0 && is_word_character(ft_utf8_previous(text, start, &before));
             bool word_after = stop < length && is_word_character(ft_utf8_next(text, length, &after));
             if (word_before || word_after)
                 continue;
         }
         if (token->lstrip) /* white space before it, back to the previous token at most */
-            while (start > stretch_start && is_white_space(codepoint_before(text, start, &before)))
+            while (start > stretch_start && is_white_space(ft_utf8_previous(text, start, &before)))
                 start = before;
         if (token->rstrip) {
             size_t after = stop;

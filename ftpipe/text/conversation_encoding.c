@@ -1,15 +1,14 @@
 /* conversation_encoding: conversations rendered by a chat template, tokenized
  * segment by segment and assembled into samples; a pool of threads does a whole
  * dataset, keeping input order. (Declared in sample_encoding.h.) */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/thread_pool.h"
 #include "ftpipe/text/sample_encoding.h"
 
 typedef struct {
@@ -55,7 +54,7 @@ int ft_encode_conversation(const ft_tokenizer *tokenizer, const ft_chat_template
     return status;
 }
 
-/* --- the thread pool --- */
+/* --- a whole dataset over the thread pool --- */
 
 #define CONVERSATIONS_PER_CLAIM 16
 
@@ -67,36 +66,31 @@ typedef struct {
     const ft_encoding_options *options;
     ft_encoded_sample *samples;
     char **errors;
-    atomic_size_t next;
     atomic_size_t done;
-    atomic_bool stop;
-    pthread_mutex_t lock;
-    pthread_cond_t finished;
-    int n_running;
+    ft_encode_progress progress;
+    void *progress_context;
 } encode_job;
 
-static void *encode_worker(void *argument)
+/* Claim `claim`: CONVERSATIONS_PER_CLAIM conversations from claim * that. */
+static void encode_claim(void *argument, size_t claim, size_t worker)
 {
     encode_job *job = argument;
-    while (!atomic_load(&job->stop)) {
-        size_t first = atomic_fetch_add(&job->next, CONVERSATIONS_PER_CLAIM);
-        if (first >= job->count)
-            break;
-        size_t end = first + CONVERSATIONS_PER_CLAIM < job->count ? first + CONVERSATIONS_PER_CLAIM : job->count;
-        for (size_t i = first; i < end; i++) {
-            const ft_conversation *conversation = &job->conversations[i];
-            if (ft_encode_conversation(job->tokenizer, job->chat_template, conversation->messages,
-                                       conversation->count, job->options, &job->samples[i]) != 0)
-                job->errors[i] = ft_xasprintf("%s: record %zu: %s", conversation->file, conversation->record,
-                                              ft_error_message());
-        }
-        atomic_fetch_add(&job->done, end - first);
+    size_t first = claim * CONVERSATIONS_PER_CLAIM;
+    size_t end = first + CONVERSATIONS_PER_CLAIM < job->count ? first + CONVERSATIONS_PER_CLAIM : job->count;
+    for (size_t i = first; i < end; i++) {
+        const ft_conversation *conversation = &job->conversations[i];
+        if (ft_encode_conversation(job->tokenizer, job->chat_template, conversation->messages, conversation->count,
+                                   job->options, &job->samples[i]) != 0)
+            job->errors[i] = ft_xasprintf("%s: record %zu: %s", conversation->file, conversation->record,
+                                          ft_error_message());
     }
-    pthread_mutex_lock(&job->lock);
-    job->n_running--;
-    pthread_cond_signal(&job->finished);
-    pthread_mutex_unlock(&job->lock);
-    return NULL;
+    atomic_fetch_add(&job->done, end - first);
+}
+
+static int report_progress(void *argument)
+{
+    encode_job *job = argument;
+    return job->progress(atomic_load(&job->done), job->count, job->progress_context);
 }
 
 int ft_encode_conversations(const ft_tokenizer *tokenizer, const ft_chat_template *chat_template,
@@ -110,61 +104,22 @@ int ft_encode_conversations(const ft_tokenizer *tokenizer, const ft_chat_templat
                       .count = count,
                       .options = options,
                       .samples = samples,
-                      .errors = errors};
+                      .errors = errors,
+                      .progress = progress,
+                      .progress_context = context};
     memset(samples, 0, count * sizeof *samples);
     memset(errors, 0, count * sizeof *errors);
-    atomic_init(&job.next, 0);
     atomic_init(&job.done, 0);
-    atomic_init(&job.stop, false);
-    pthread_mutex_init(&job.lock, NULL);
-    pthread_cond_init(&job.finished, NULL);
 
+    size_t n_claims = (count + CONVERSATIONS_PER_CLAIM - 1) / CONVERSATIONS_PER_CLAIM;
     size_t n_threads = threads > 0 ? (size_t)threads : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
-    size_t useful = (count + CONVERSATIONS_PER_CLAIM - 1) / CONVERSATIONS_PER_CLAIM;
-    if (n_threads > useful)
-        n_threads = useful ? useful : 1;
-    pthread_t *workers = ft_xcalloc(n_threads, sizeof(pthread_t));
-    size_t started = 0;
-    for (; started < n_threads; started++) {
-        pthread_mutex_lock(&job.lock);
-        job.n_running++;
-        pthread_mutex_unlock(&job.lock);
-        if (pthread_create(&workers[started], NULL, encode_worker, &job) != 0) {
-            job.n_running--;
-            break;
-        }
-    }
-    if (started == 0) { /* no thread could start: work here */
-        job.n_running = 1;
-        encode_worker(&job);
-    }
-
-    bool stopped = false;
-    pthread_mutex_lock(&job.lock);
-    while (job.n_running > 0) {
-        struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_nsec += 100 * 1000 * 1000;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&job.finished, &job.lock, &deadline);
-        if (progress && !stopped && job.n_running > 0) {
-            pthread_mutex_unlock(&job.lock);
-            stopped = progress(atomic_load(&job.done), count, context) != 0;
-            if (stopped)
-                atomic_store(&job.stop, true);
-            pthread_mutex_lock(&job.lock);
-        }
-    }
-    pthread_mutex_unlock(&job.lock);
-    for (size_t i = 0; i < started; i++)
-        pthread_join(workers[i], NULL);
-    free(workers);
-    pthread_cond_destroy(&job.finished);
-    pthread_mutex_destroy(&job.lock);
-    if (stopped)
+    if (n_threads > n_claims)
+        n_threads = n_claims ? n_claims : 1;
+    /* With progress to report, the calling thread watches while n_threads work. */
+    ft_pool_watch watch = {report_progress, &job, 100};
+    size_t n_ran = ft_parallel_for(progress ? n_threads + 1 : n_threads, n_claims, encode_claim, &job,
+                                   progress ? &watch : NULL);
+    if (n_ran < n_claims)
         return ft_error("tokenizing stopped after %zu of %zu conversations", atomic_load(&job.done), count);
     if (progress)
         progress(count, count, context);

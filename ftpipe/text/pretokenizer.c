@@ -1,4 +1,5 @@
-/* pretokenizer: UTF-8, NFC, the Split regex and the byte-level alphabet. */
+/* pretokenizer: NFC, the Split regex and the byte-level alphabet (UTF-8 itself
+ * is base/utf8). */
 #define PCRE2_CODE_UNIT_WIDTH 8
 
 #include "ftpipe/text/pretokenizer.h"
@@ -11,6 +12,7 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/utf8.h"
 
 /* ---- byte-level alphabet ----
  * Bytes 33-126, 161-172 and 174-255 stand for themselves; the 68 others are
@@ -26,68 +28,6 @@ int ft_byte_level_byte(uint32_t codepoint)
     if ((codepoint >= 33 && codepoint <= 126) || (codepoint >= 161 && codepoint <= 255 && codepoint != 173))
         return (int)codepoint;
     return -1;
-}
-
-/* ---- UTF-8 ---- */
-int32_t ft_utf8_next(const char *text, size_t length, size_t *offset)
-{
-    const unsigned char *s = (const unsigned char *)text + *offset;
-    size_t left = length - *offset;
-    unsigned char lead = s[0];
-    if (lead < 0x80) {
-        *offset += 1;
-        return lead;
-    }
-    size_t n;
-    uint32_t codepoint, minimum;
-    if (lead >= 0xC2 && lead <= 0xDF) {
-        n = 2, codepoint = lead & 0x1F, minimum = 0x80;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-        n = 3, codepoint = lead & 0x0F, minimum = 0x800;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-        n = 4, codepoint = lead & 0x07, minimum = 0x10000;
-    } else {
-        *offset += 1;
-        return -1;
-    }
-    if (left < n) {
-        *offset += 1;
-        return -1;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) {
-            *offset += 1;
-            return -1;
-        }
-        codepoint = (codepoint << 6) | (s[i] & 0x3F);
-    }
-    if (codepoint < minimum || codepoint > 0x10FFFF || (codepoint >= 0xD800 && codepoint <= 0xDFFF)) {
-        *offset += 1;
-        return -1;
-    }
-    *offset += n;
-    return (int32_t)codepoint;
-}
-
-size_t ft_utf8_invalid_offset(const char *text, size_t length)
-{
-    size_t offset = 0;
-    while (offset < length) {
-        /* Most text is ASCII: skip it eight bytes at a time. */
-        while (offset + 8 <= length) {
-            uint64_t word;
-            memcpy(&word, text + offset, 8);
-            if (word & 0x8080808080808080ull)
-                break;
-            offset += 8;
-        }
-        if (offset >= length)
-            break;
-        size_t at = offset;
-        if (ft_utf8_next(text, length, &offset) < 0)
-            return at;
-    }
-    return length;
 }
 
 /* ---- NFC ----

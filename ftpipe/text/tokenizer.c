@@ -12,6 +12,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/utf8.h"
 #include "ftpipe/text/added_tokens.h"
 #include "ftpipe/text/bpe.h"
 #include "ftpipe/text/pretokenizer.h"
@@ -467,6 +468,20 @@ static int parse_tokenizer(ft_tokenizer *tokenizer, const char *path, const char
 
 static void release_worker(void *pointer);
 
+/* What determines the ids a dataset gets: the tokenizer.json bytes and the bos
+ * and eos tokens from tokenizer_config.json, which templates place. */
+static ft_hash identity_hash(ft_hash json_hash, const char *bos_token, const char *eos_token)
+{
+    char hex[FT_HASH_HEX_LENGTH + 1];
+    ft_hash_to_hex(json_hash, hex);
+    char *text = ft_xasprintf("tokenizer.json %s\n%s%s\n%s%s\n", hex, bos_token ? "bos_token " : "no bos_token",
+                              bos_token ? bos_token : "", eos_token ? "eos_token " : "no eos_token",
+                              eos_token ? eos_token : "");
+    ft_hash hash = ft_hash_bytes(text, strlen(text));
+    free(text);
+    return hash;
+}
+
 int ft_tokenizer_load(const char *path, ft_tokenizer **out)
 {
     char *file = ft_path_is_dir(path) ? ft_path_join(path, "tokenizer.json") : ft_xstrdup(path);
@@ -489,6 +504,8 @@ int ft_tokenizer_load(const char *path, ft_tokenizer **out)
     int rc = parse_tokenizer(tokenizer, file, data, length);
     if (rc == 0)
         rc = load_special_tokens(tokenizer, file);
+    if (rc == 0)
+        tokenizer->hash = identity_hash(tokenizer->hash, tokenizer->bos_token, tokenizer->eos_token);
     free(data);
     free(file);
     if (rc < 0) {
@@ -622,34 +639,6 @@ int ft_tokenizer_encode(const ft_tokenizer *tokenizer, const char *text, size_t 
 }
 
 /* ---- decoding ---- */
-/* Length of the invalid stretch at s[0] that one U+FFFD replaces (the longest
- * start of a valid sequence, at least one byte), as Rust's from_utf8_lossy does;
- * 0 when s starts with a valid sequence. */
-static size_t invalid_stretch(const unsigned char *s, size_t left)
-{
-    unsigned char lead = s[0];
-    if (lead < 0x80)
-        return 0;
-    size_t width = lead >= 0xC2 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3 : lead >= 0xF0 && lead <= 0xF4 ? 4 : 0;
-    if (width == 0 || left < 2)
-        return 1;
-    unsigned char low = 0x80, high = 0xBF; /* the allowed range of the second byte */
-    if (lead == 0xE0)
-        low = 0xA0;
-    else if (lead == 0xED)
-        high = 0x9F;
-    else if (lead == 0xF0)
-        low = 0x90;
-    else if (lead == 0xF4)
-        high = 0x8F;
-    if (s[1] < low || s[1] > high)
-        return 1;
-    for (size_t i = 2; i < width; i++)
-        if (i >= left || (s[i] & 0xC0) != 0x80)
-            return i;
-    return 0;
-}
-
 static int decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, bool skip_unknown, char **text)
 {
     ft_strbuf bytes;
@@ -670,9 +659,8 @@ static int decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t cou
     }
     ft_strbuf lossless;
     ft_strbuf_init(&lossless);
-    const unsigned char *s = (const unsigned char *)bytes.data;
     for (size_t offset = 0; offset < bytes.length;) {
-        size_t bad = invalid_stretch(s + offset, bytes.length - offset);
+        size_t bad = ft_utf8_invalid_length(bytes.data + offset, bytes.length - offset);
         if (bad) {
             ft_strbuf_puts(&lossless, "\xEF\xBF\xBD"); /* U+FFFD */
             offset += bad;

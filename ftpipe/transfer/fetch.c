@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -107,6 +108,7 @@ void ft_fetch_options_default(ft_fetch_options *options)
 static bool check_body_start(request *r)
 {
     job *j = r->job;
+    ft_http_read_headers(r->easy, &r->headers);
     long status = ft_http_status(r->easy);
     bool whole = r->piece.start == 0 && (r->piece.end == UNKNOWN_END || r->piece.end == (uint64_t)j->size_bytes);
     if (status == 200 && !whole) {
@@ -195,8 +197,6 @@ static int start_request(engine *e, job *j, bool probe, piece p)
         return ft_error("cannot start a transfer for %s: libcurl could not create a handle", j->file->name);
     }
     curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
-    curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, ft_http_on_header);
-    curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, &r->headers);
     curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
     if (probe) {
@@ -299,6 +299,7 @@ static int save_job(engine *e, job *j)
 static void probe_succeeded(engine *e, request *r)
 {
     job *j = r->job;
+    ft_http_read_headers(r->easy, &r->headers);
     curl_off_t length = -1;
     curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
     if (j->probe_with_get && r->headers.content_range_total >= 0) {

@@ -139,6 +139,7 @@ CURL *ft_http_new_handle(const ft_fetch_options *options, const char *url, char 
     if (!easy)
         return NULL;
     curl_easy_setopt(easy, CURLOPT_URL, url);
+    curl_easy_setopt(easy, CURLOPT_FILETIME, 1L); /* file://'s validator (ft_http_read_headers) */
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https,file");
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -162,48 +163,42 @@ CURL *ft_http_new_handle(const ft_fetch_options *options, const char *url, char 
     return easy;
 }
 
-static bool header_is(const char *line, size_t length, const char *name, const char **value)
+/* The value of the last response's header `name`, or NULL. */
+static const char *header(CURL *easy, const char *name)
 {
-    size_t n = strlen(name);
-    if (length <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
-        return false;
-    *value = line + n + 1;
-    while (**value == ' ' || **value == '\t')
-        (*value)++;
-    return true;
+    struct curl_header *found = NULL;
+    if (curl_easy_header(easy, name, 0, CURLH_HEADER, -1, &found) != CURLHE_OK || !found)
+        return NULL;
+    return found->value;
 }
 
-static char *header_value(const char *value, const char *line_end)
+void ft_http_read_headers(CURL *easy, ft_http_headers *out)
 {
-    const char *end = line_end;
-    while (end > value && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-        end--;
-    return ft_xstrndup(value, (size_t)(end - value));
-}
-
-size_t ft_http_on_header(char *data, size_t size, size_t count, void *pointer)
-{
-    ft_http_headers *headers = pointer;
-    size_t length = size * count;
-    const char *value;
-    if (length >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        ft_http_headers_free(headers);
-    } else if (header_is(data, length, "etag", &value)) {
-        free(headers->etag);
-        headers->etag = header_value(value, data + length);
-    } else if (header_is(data, length, "last-modified", &value)) {
-        free(headers->last_modified);
-        headers->last_modified = header_value(value, data + length);
-    } else if (header_is(data, length, "accept-ranges", &value)) {
-        headers->accept_ranges = strncasecmp(value, "bytes", 5) == 0;
-    } else if (header_is(data, length, "content-range", &value)) {
-        uint64_t start = 0, end = 0, total = 0;
-        int fields = sscanf(value, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, &start, &end, &total);
-        headers->has_content_range = fields >= 1;
-        headers->content_range_start = start;
-        headers->content_range_total = fields == 3 ? (int64_t)total : -1;
+    ft_http_headers_free(out);
+    const char *etag = header(easy, "ETag");
+    const char *last_modified = header(easy, "Last-Modified");
+    const char *accept_ranges = header(easy, "Accept-Ranges");
+    const char *content_range = header(easy, "Content-Range");
+    out->etag = etag ? ft_xstrdup(etag) : NULL;
+    out->last_modified = last_modified ? ft_xstrdup(last_modified) : NULL;
+    out->accept_ranges = accept_ranges && strncasecmp(accept_ranges, "bytes", 5) == 0;
+    char *scheme = NULL;
+    curl_easy_getinfo(easy, CURLINFO_SCHEME, &scheme);
+    if (scheme && strcasecmp(scheme, "file") == 0) {
+        /* file:// answers without headers: a local file takes ranges, and its mtime is the validator */
+        curl_off_t mtime = -1;
+        curl_easy_getinfo(easy, CURLINFO_FILETIME_T, &mtime);
+        out->accept_ranges = true;
+        if (mtime >= 0)
+            out->last_modified = ft_xasprintf("mtime %lld", (long long)mtime);
     }
-    return length;
+    if (content_range) {
+        uint64_t start = 0, end = 0, total = 0;
+        int fields = sscanf(content_range, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, &start, &end, &total);
+        out->has_content_range = fields >= 1;
+        out->content_range_start = start;
+        out->content_range_total = fields == 3 ? (int64_t)total : -1;
+    }
 }
 
 void ft_http_headers_free(ft_http_headers *headers)

@@ -9,13 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/hash.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/thread_pool.h"
 
 /* Small enough to stay in cache between the read, the write and the read back. */
 #define BUFFER_BYTES ((size_t)256 << 10)
@@ -137,15 +137,15 @@ typedef struct {
     range_task *tasks;
     size_t n_tasks;
     size_t n_threads;
-    atomic_size_t next;
+    char **buffers; /* one per pool worker, made on its first range */
     atomic_bool stop;
     atomic_uint_fast64_t copied_bytes;
     bool verify;
     pthread_mutex_t lock;
-    pthread_cond_t finished_changed;
-    size_t n_finished;
     char *error; /* the first worker's failure; the calling thread reports it */
     bool stopped; /* by the progress callback */
+    const ft_tree_copy_options *options;
+    uint64_t total_bytes;
 } copy_run;
 
 static void fail_run(copy_run *run, char *message)
@@ -310,26 +310,19 @@ static void prefetch(const range_task *task)
     close(fd);
 }
 
-static void *copy_worker(void *argument)
+static void copy_one_range(void *context, size_t i, size_t worker)
 {
-    copy_run *run = argument;
-    char *buffer = malloc(2 * BUFFER_BYTES);
-    if (!buffer)
+    copy_run *run = context;
+    if (atomic_load(&run->stop))
+        return;
+    if (!run->buffers[worker] && !(run->buffers[worker] = malloc(2 * BUFFER_BYTES))) {
         fail_run(run, ft_xstrdup("out of memory for a copy buffer"));
-    while (buffer && !atomic_load(&run->stop)) {
-        size_t i = atomic_fetch_add(&run->next, 1);
-        if (i >= run->n_tasks)
-            break;
-        if (i + run->n_threads < run->n_tasks)
-            prefetch(&run->tasks[i + run->n_threads]);
-        copy_range(run, &run->tasks[i], buffer, buffer + BUFFER_BYTES);
+        return;
     }
-    free(buffer);
-    pthread_mutex_lock(&run->lock);
-    run->n_finished++;
-    pthread_cond_signal(&run->finished_changed);
-    pthread_mutex_unlock(&run->lock);
-    return NULL;
+    if (i + run->n_threads < run->n_tasks)
+        prefetch(&run->tasks[i + run->n_threads]);
+    char *buffer = run->buffers[worker];
+    copy_range(run, &run->tasks[i], buffer, buffer + BUFFER_BYTES);
 }
 
 static int compare_tasks_longest_first(const void *a, const void *b)
@@ -375,63 +368,47 @@ static int plan_tasks(listing *list, copy_run *run)
     return 0;
 }
 
-static void report_progress(copy_run *run, const ft_tree_copy_options *options, uint64_t total_bytes)
+/* Asks the caller's progress callback; non-zero when it stops the copy. */
+static int report_progress(void *context)
 {
+    copy_run *run = context;
     uint64_t copied_bytes = atomic_load(&run->copied_bytes);
-    if (options->progress && options->progress(options->progress_context, copied_bytes, total_bytes) &&
+    if (run->options->progress &&
+        run->options->progress(run->options->progress_context, copied_bytes, run->total_bytes) &&
         !atomic_load(&run->stop)) {
         run->stopped = true;
         atomic_store(&run->stop, true);
     }
+    return run->stopped;
 }
 
-/* Runs the workers; the calling thread reports progress before, during and after. */
-static void run_workers(copy_run *run, size_t n_threads, const ft_tree_copy_options *options, uint64_t total_bytes)
+/* Runs the ranges on n_threads threads while the calling thread reports
+ * progress before, during and after. */
+static void run_workers(copy_run *run)
 {
-    report_progress(run, options, total_bytes);
-    if (run->stopped)
+    if (report_progress(run))
         return;
-    pthread_t *threads = ft_xcalloc(n_threads, sizeof *threads);
-    size_t n_started = 0;
-    for (size_t i = 0; i < n_threads; i++)
-        if (pthread_create(&threads[n_started], NULL, copy_worker, run) == 0)
-            n_started++;
-    if (n_started == 0) {
-        copy_worker(run);
-    } else {
-        pthread_mutex_lock(&run->lock);
-        while (run->n_finished < n_started) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 100 * 1000 * 1000;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&run->finished_changed, &run->lock, &until);
-            pthread_mutex_unlock(&run->lock);
-            report_progress(run, options, total_bytes);
-            pthread_mutex_lock(&run->lock);
-        }
-        pthread_mutex_unlock(&run->lock);
-        for (size_t i = 0; i < n_started; i++)
-            pthread_join(threads[i], NULL);
-    }
-    free(threads);
+    ft_thread_pool *pool = ft_thread_pool_new(run->n_threads + 1);
+    size_t n_workers = ft_thread_pool_workers(pool);
+    run->buffers = ft_xcalloc(n_workers, sizeof *run->buffers);
+    ft_pool_watch watch = {report_progress, run, 100};
+    ft_thread_pool_run(pool, run->n_tasks, copy_one_range, run, &watch);
+    ft_thread_pool_free(pool);
+    for (size_t i = 0; i < n_workers; i++)
+        free(run->buffers[i]);
+    free(run->buffers);
     if (!run->error)
-        report_progress(run, options, total_bytes);
+        report_progress(run);
 }
 
 int ft_tree_copy(const char *source, const char *destination, const ft_tree_copy_options *options,
                  ft_tree_summary *out)
 {
     listing list = {0};
-    copy_run run = {.verify = options->verify};
-    atomic_init(&run.next, 0);
+    copy_run run = {.verify = options->verify, .options = options};
     atomic_init(&run.stop, false);
     atomic_init(&run.copied_bytes, 0);
     pthread_mutex_init(&run.lock, NULL);
-    pthread_cond_init(&run.finished_changed, NULL);
     int result = walk(&list, source, destination, true);
     if (result == 0)
         result = plan_tasks(&list, &run);
@@ -440,7 +417,8 @@ int ft_tree_copy(const char *source, const char *destination, const ft_tree_copy
         if (n_threads > run.n_tasks)
             n_threads = run.n_tasks;
         run.n_threads = n_threads ? n_threads : 1;
-        run_workers(&run, run.n_threads, options, list.summary.total_bytes);
+        run.total_bytes = list.summary.total_bytes;
+        run_workers(&run);
         if (run.error)
             result = ft_error("%s", run.error);
         else if (run.stopped)
@@ -455,7 +433,6 @@ int ft_tree_copy(const char *source, const char *destination, const ft_tree_copy
     free(run.error);
     free(run.tasks);
     pthread_mutex_destroy(&run.lock);
-    pthread_cond_destroy(&run.finished_changed);
     listing_free(&list);
     return result;
 }

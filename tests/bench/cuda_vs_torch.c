@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "ftpipe/backend/backend.h"
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"

@@ -17,8 +17,8 @@
 #   GEN_BATCH=32 GEN_PROMPT=128 GEN_NEW=128 sh tests/bench/cuda_vs_torch.sh
 # An empty list skips its part. Models are written once into BENCH_DIR (default
 # /dev/shm/ftpipe-bench) and copied to DISK_DIR (default /var/tmp/ftpipe-bench)
-# for the disk rows. Without a GPU, or without the programs, it says so and
-# exits 0, so that `make bench` passes on machines without one.
+# for the disk rows. Without a GPU, or without the programs, it says why and
+# exits 77, which `make bench` counts as skipped (not as a pass).
 cd "$(dirname "$0")/../.."
 SIZES=${SIZES-"qwen2.5-0.5b:8 qwen2.5-1.5b:8 qwen2.5-7b:4"}
 SEQ=${SEQ:-1024}
@@ -34,13 +34,13 @@ DISK_DIR=${DISK_DIR:-/var/tmp/ftpipe-bench}
 DRIVER=build/gpu/cuda_vs_torch
 PEER=tests/bench/cuda_vs_torch.py
 if ! nvidia-smi -L >/dev/null 2>&1; then
-  echo "cuda_vs_torch: skipped (no GPU here)"; exit 0
+  echo "cuda_vs_torch: skipped (no GPU here)"; exit 77
 fi
 if [ ! -x "$DRIVER" ]; then
-  echo "cuda_vs_torch: skipped ($DRIVER is missing: make gpu-tests)"; exit 0
+  echo "cuda_vs_torch: skipped ($DRIVER is missing: make gpu-tests)"; exit 77
 fi
 if ! python3 -c 'import torch, transformers, peft' 2>/dev/null; then
-  echo "cuda_vs_torch: skipped (python3 lacks torch, transformers or peft)"; exit 0
+  echo "cuda_vs_torch: skipped (python3 lacks torch, transformers or peft)"; exit 77
 fi
 # the libraries carried with the driver, for the driver only (not for python)
 driver() { LD_LIBRARY_PATH="$(pwd)/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$DRIVER" "$@"; }

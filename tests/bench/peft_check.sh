@@ -13,16 +13,17 @@
 # with from_pretrained(base) + PeftModel.from_pretrained(peft export) and with
 # from_pretrained(merged export), and the merged export's weights with PEFT's
 # own merge_and_unload(). Exit 0: every max relative error < 1e-4 (the weights
-# < 1e-5), or skipped because this machine lacks torch, transformers, peft or
-# the programs (make bench runs it everywhere); 1: a mismatch or a failed step.
+# < 1e-5); 77: skipped, because this machine lacks torch, transformers, peft or
+# the programs (make bench runs it everywhere and counts it apart); 1: a
+# mismatch or a failed step.
 # PEFT_CHECK_DIR keeps the workspace there (default: a temporary folder, removed).
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 if ! python3 -c "import torch, transformers, peft" 2>/dev/null; then
-  echo "peft_check: skipped (python3 here lacks torch, transformers or peft; run it where they are)"; exit 0
+  echo "peft_check: skipped (python3 here lacks torch, transformers or peft; run it where they are)"; exit 77
 fi
 for program in build/ftpipe build/gpu/ftpipe_logits; do
-  [ -x "$program" ] || { echo "peft_check: skipped ($program is missing: make gpu-tests)"; exit 0; }
+  [ -x "$program" ] || { echo "peft_check: skipped ($program is missing: make gpu-tests)"; exit 77; }
 done
 [ -d build/gpu/lib ] && export LD_LIBRARY_PATH="$ROOT/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 W=${PEFT_CHECK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/ftpipe-peft-check.XXXXXX")}

@@ -44,6 +44,22 @@ t_run "$FTPIPE" -C "$W"
 t_expect_contains "nothing to do (1 up to date)"
 t_end
 
+t_case "a base URL with a query (a signed URL) joins files before the query, names percent-encoded"
+printf 'charlie\n' > "$SERVER/www/files/c+d%.txt"
+W=$(t_workspace)
+cat > "$W/Ftpipe" <<P
+signed: download
+	url = $BASE/files?sig=abc123&expires=99
+	files = a.txt c+d%.txt
+P
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+[ "$(cat "$W/signed/a.txt")" = alpha ] || t_fail "a.txt: $(cat "$W/signed/a.txt" 2>&1)"
+[ "$(cat "$W/signed/c+d%.txt")" = charlie ] || t_fail "c+d%.txt: $(cat "$W/signed/c+d%.txt" 2>&1)"
+grep -q ' GET /files/c+d%.txt 200 ' "$SERVER/access.log" ||
+  t_fail "nginx did not serve /files/c+d%.txt: $(tail -3 "$SERVER/access.log")"
+t_end
+
 t_case "a redirect is followed"
 W=$(t_workspace)
 printf 'big: download\n\turl = %s/moved/b.txt\n' "$BASE" > "$W/Ftpipe"

@@ -147,6 +147,10 @@ t_run "$FTPIPE" -C "$W" -k
 t_expect_status 1
 t_expect_contains "FAILED   bad.txt: bad.txt: the command exited with status 3"
 t_expect_contains "the reason it broke"
+n=$(printf '%s\n' "$T_OUT" | grep -c "the command exited with status 3")
+[ "$n" = 1 ] || t_fail "the failure message is printed $n times, not once"
+t_expect_contains "log: $W/.ftpipe/work/"
+t_expect_contains "ftpipe: stage bad.txt failed (the FAILED line above says why)"
 t_expect_contains "1 run, 0 restored, 0 up to date, 1 failed, 1 not run because an input failed"
 [ -e "$W/bad.txt" ] && t_fail "bad.txt was published"
 [ -e "$W/good.txt" ] || t_fail "-k did not build good.txt"
@@ -261,6 +265,22 @@ P
 FTPIPE_GPUS=1 t_run "$FTPIPE" -C "$W"
 t_expect_status 1
 t_expect_contains "stage g needs 2 GPUs but this machine has 1"
+t_end
+
+t_case "a stage's GPUs are taken from the engine's own CUDA_VISIBLE_DEVICES"
+W=$(t_workspace)
+cat > "$W/Ftpipe" <<'P'
+one.txt: shell
+	run = echo "$$CUDA_VISIBLE_DEVICES" > $@
+	gpus = 1
+two.txt: shell one.txt
+	run = echo "$$CUDA_VISIBLE_DEVICES" > $@
+	gpus = 2
+P
+CUDA_VISIBLE_DEVICES=2,3 t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+[ "$(cat "$W/one.txt")" = 2 ] || t_fail "gpus = 1 got device $(cat "$W/one.txt"), not 2"
+[ "$(cat "$W/two.txt")" = 2,3 ] || t_fail "gpus = 2 got devices $(cat "$W/two.txt"), not 2,3"
 t_end
 
 t_case "declared environment variables enter the key"

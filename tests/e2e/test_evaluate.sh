@@ -25,7 +25,20 @@ model_stage() { # TARGET SEED
 cp "$W/base.ft" "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"
 [ "$T_STATUS" = 0 ] || { echo "not ok setting up the workspace: $T_OUT"; exit 1; }
-HASH=$("$FTPIPE" hash "$W/models/tiny/tokenizer.json" | cut -d' ' -f1)
+# A model folder's tokenizer identity as include/ftpipe/text/tokenizer.h defines it:
+# the hash of "tokenizer.json HEX\neos_token EOS\n" ("no eos_token" without one).
+tokenizer_identity() {
+  json=$("$FTPIPE" hash "$1/tokenizer.json" | cut -d' ' -f1)
+  python3 - "$1/tokenizer_config.json" "$json" > "$T_ROOT/identity.txt" <<'PY'
+import json, os, sys
+path, json_hash = sys.argv[1:3]
+eos = json.load(open(path)).get("eos_token") if os.path.exists(path) else None
+eos = eos.get("content") if isinstance(eos, dict) else eos
+sys.stdout.write("tokenizer.json %s\n" % json_hash + ("eos_token %s\n" % eos if eos is not None else "no eos_token\n"))
+PY
+  "$FTPIPE" hash "$T_ROOT/identity.txt" | cut -d' ' -f1
+}
+HASH=$(tokenizer_identity "$W/models/tiny")
 python3 "$HERE/train_output_fixture.py" lora "$W/models/tiny" "$W/lora" plain "$HASH"
 python3 "$HERE/train_output_fixture.py" full "$W/models/other" "$W/full" plain "$HASH"
 

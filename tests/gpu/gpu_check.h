@@ -122,7 +122,16 @@ static inline double cosine(const float *a, const float *b, size_t n)
         }                                                                    \
     } while (0)
 
-/* Without a GPU only the refusal is checked: "ok no_gpu_is_a_clear_error". */
+/* Without a GPU the refusal is checked ("ok no_gpu_is_a_clear_error") and every
+ * GPU case is reported as a skip, which tests/gpu/run.sh counts apart. */
+#define GPU_RUN(name)                                  \
+    do {                                               \
+        if (gpu)                                       \
+            RUN(name);                                 \
+        else                                           \
+            printf("ok %s # SKIP no GPU here\n", #name); \
+    } while (0)
+
 static inline int start_backends(void)
 {
     cpu = ft_backend_cpu_create(0);

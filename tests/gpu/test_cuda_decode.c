@@ -4,8 +4,8 @@
  * decode attention for every supported head size, GQA groups of 1 to 16 query
  * heads, sequences of different lengths in one batch, with the cache in one
  * block or split among several (flash-decoding). Outputs are poisoned first, so
- * an unwritten element fails. Also prints the decode attention's bandwidth at
- * batch 32 with long caches. */
+ * an unwritten element fails. (Its bandwidth is a benchmark:
+ * tests/bench/cuda_decode_bandwidth.c.) */
 #include "gpu_check.h"
 #include "ftpipe/base/fsutil.h"
 
@@ -190,48 +190,15 @@ TEST(decode_attention_split_over_the_cache_matches_cpu)
     check_decode((decode_size){4, 500, 8, 8, 64});      /* no grouping */
 }
 
-/* Reads of the cache over time: K and V of every position of every sequence. */
-static void time_decode(int batch, int length, int heads, int kv_heads, int head_dim)
-{
-    size_t nq = (size_t)batch * heads * head_dim, ncache = (size_t)batch * length * kv_heads * head_dim;
-    void *dq = gpu_array(nq * 2), *dout = gpu_array(nq * 2), *dk = gpu_array(ncache * 2), *dv = gpu_array(ncache * 2);
-    int32_t *lengths = ft_xmalloc(batch * sizeof(int32_t));
-    for (int b = 0; b < batch; b++)
-        lengths[b] = length;
-    int32_t *dlengths = to_gpu_bytes(lengths, batch * sizeof(int32_t));
-    enum { REPEATS = 50 };
-    gpu->attention_decode(gpu, dout, dq, dk, dv, dlengths, batch, length, heads, kv_heads, head_dim);
-    gpu->check(gpu);
-    uint64_t started = ft_now_ns();
-    for (int i = 0; i < REPEATS; i++)
-        gpu->attention_decode(gpu, dout, dq, dk, dv, dlengths, batch, length, heads, kv_heads, head_dim);
-    CHECK_NO_GPU_FAILURE();
-    double seconds = (double)(ft_now_ns() - started) * 1e-9 / REPEATS;
-    printf("# decode %dx%d heads %d/%d dim %d: %.1f us, cache read at %.0f GB/s\n", batch, length, heads, kv_heads,
-           head_dim, seconds * 1e6, 2.0 * ncache * 2 / seconds * 1e-9);
-    gpu_release();
-    free(lengths);
-}
-
-TEST(decode_attention_bandwidth_at_batch_32)
-{
-    reserve_for(32, 8192, 32, 128);
-    time_decode(32, 256, 14, 2, 64);
-    time_decode(32, 4096, 14, 2, 64);
-    time_decode(32, 4096, 12, 2, 128);
-    time_decode(32, 8192, 28, 4, 128);
-}
-
 int main(void)
 {
     int started = start_backends();
-    if (started <= 0)
-        return started < 0 ? 1 : check_done();
-    RUN(gather_and_scatter_rows_match_cpu);
-    RUN(argmax_rows_matches_cpu_with_ties);
-    RUN(decode_attention_in_one_block_per_sequence_matches_cpu);
-    RUN(decode_attention_split_over_the_cache_matches_cpu);
-    RUN(decode_attention_bandwidth_at_batch_32);
+    if (started < 0)
+        return 1;
+    GPU_RUN(gather_and_scatter_rows_match_cpu);
+    GPU_RUN(argmax_rows_matches_cpu_with_ties);
+    GPU_RUN(decode_attention_in_one_block_per_sequence_matches_cpu);
+    GPU_RUN(decode_attention_split_over_the_cache_matches_cpu);
     ft_backend_destroy(gpu);
     ft_backend_destroy(cpu);
     return check_done();

@@ -142,12 +142,12 @@ TEST(llama3_generation_matches_cpu) { check_generation("llama3", false); }
 int main(void)
 {
     int started = start_backends();
-    if (started <= 0)
-        return started < 0 ? 1 : check_done();
-    RUN(qwen2_generation_matches_cpu);
-    RUN(qwen2_with_adapter_generation_matches_cpu);
-    RUN(qwen3_generation_matches_cpu);
-    RUN(llama3_generation_matches_cpu);
+    if (started < 0)
+        return 1;
+    GPU_RUN(qwen2_generation_matches_cpu);
+    GPU_RUN(qwen2_with_adapter_generation_matches_cpu);
+    GPU_RUN(qwen3_generation_matches_cpu);
+    GPU_RUN(llama3_generation_matches_cpu);
     ft_backend_destroy(gpu);
     ft_backend_destroy(cpu);
     return check_done();

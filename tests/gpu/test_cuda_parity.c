@@ -314,14 +314,14 @@ TEST(what_the_gpu_cannot_run_is_a_clear_error)
 int main(void)
 {
     int started = start_backends();
-    if (started <= 0)
-        return started < 0 ? 1 : check_done();
-    RUN(qwen2_lora_matches_cpu_and_peft);
-    RUN(qwen3_lora_matches_cpu_and_peft);
-    RUN(llama3_lora_matches_cpu_and_peft);
-    RUN(greedy_generation_logits_match_cpu_at_every_step);
-    RUN(lora_training_lowers_the_loss_on_the_gpu);
-    RUN(what_the_gpu_cannot_run_is_a_clear_error);
+    if (started < 0)
+        return 1;
+    GPU_RUN(qwen2_lora_matches_cpu_and_peft);
+    GPU_RUN(qwen3_lora_matches_cpu_and_peft);
+    GPU_RUN(llama3_lora_matches_cpu_and_peft);
+    GPU_RUN(greedy_generation_logits_match_cpu_at_every_step);
+    GPU_RUN(lora_training_lowers_the_loss_on_the_gpu);
+    GPU_RUN(what_the_gpu_cannot_run_is_a_clear_error);
     ft_backend_destroy(gpu);
     ft_backend_destroy(cpu);
     return check_done();

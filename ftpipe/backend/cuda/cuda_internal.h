@@ -12,6 +12,8 @@
 
 extern "C" {
 #include "ftpipe/backend/backend.h"
+#include "ftpipe/base/random.h"
+#include "ftpipe/base/thread_pool.h"
 }
 
 typedef __nv_bfloat16 bf16;
@@ -38,7 +40,6 @@ int ft_cublaslt_open(ft_cublaslt_api *api);
 void ft_cublaslt_close(ft_cublaslt_api *api);
 
 struct ft_gemm_plan_cache; /* matmul.cu: algorithms found for shapes seen before */
-struct ft_copy_pool;       /* upload.cu: host threads that fill staging chunks */
 #define FT_STAGING_CHUNKS 4
 
 /* Scratch, carved from one allocation by reserve (backend.cu). */
@@ -74,7 +75,7 @@ struct ft_cuda_context {
     cudaEvent_t staging_free[FT_STAGING_CHUNKS];
     size_t staging_bytes;
     int next_staging;           /* the chunk the next upload fills first */
-    ft_copy_pool *copy_pool;    /* NULL: the calling thread copies */
+    ft_thread_pool *copy_pool;  /* upload.cu: threads that fill staging chunks; NULL: the calling thread copies */
     /* accounting */
     struct allocation {
         void *pointer;
@@ -116,21 +117,6 @@ static inline unsigned ft_cuda_grid(size_t n)
 }
 
 /* --- for kernels --- */
-
-/* ftpipe/random.h's ft_random_uniform, bit for bit, on the device. */
-__device__ __forceinline__ uint64_t ft_device_random_mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-__device__ __forceinline__ float ft_device_random_uniform(uint64_t seed, uint64_t index)
-{
-    uint64_t bits = ft_device_random_mix(seed ^ ft_device_random_mix(index));
-    return (float)(bits >> 40) * (1.0f / 16777216.0f);
-}
 
 /* Sum over a warp, every lane getting the total. */
 __device__ __forceinline__ float ft_warp_sum(float value)

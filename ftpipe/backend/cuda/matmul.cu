@@ -285,7 +285,7 @@ __global__ void to_bf16_kernel(bf16 *out, const float *in, size_t n)
 __global__ void dropout_kernel(bf16 *out, const bf16 *x, size_t n, uint64_t seed, float p, float keep_scale)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = ft_device_random_uniform(seed, i) < p ? __float2bfloat16(0.0f)
+        out[i] = ft_random_uniform(seed, i) < p ? __float2bfloat16(0.0f)
                                                          : __float2bfloat16(__bfloat162float(x[i]) * keep_scale);
 }
 
@@ -294,7 +294,7 @@ __global__ void dropout_backward_kernel(bf16 *grad_x, const bf16 *through, size_
                                         float keep_scale)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        if (ft_device_random_uniform(seed, i) >= p)
+        if (ft_random_uniform(seed, i) >= p)
             grad_x[i] = __float2bfloat16(__bfloat162float(grad_x[i]) + __bfloat162float(through[i]) * keep_scale);
 }
 

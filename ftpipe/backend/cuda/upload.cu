@@ -3,111 +3,51 @@
  * the copy also takes its page faults, which one thread alone makes slow) while
  * the chunks filled before it are copied to the GPU; an upload returns once its
  * last chunk is queued, so the next one's filling overlaps its copy. */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cuda_internal.h"
 
-extern "C" {
-#include "ftpipe/base/mem.h"
-}
-
 static const size_t chunk_bytes = (size_t)16 << 20;
 static const size_t parallel_from_bytes = (size_t)1 << 20; /* smaller copies stay on the calling thread */
 static const int most_threads = 8;
 
-/* Threads that copy one slice each of the current job, the caller taking the last. */
-struct ft_copy_pool {
-    pthread_t threads[most_threads];
-    int n_threads;
-    pthread_mutex_t lock;
-    pthread_cond_t work, done;
+/* One copy, cut into a slice per pool worker. */
+struct slice_copy {
     char *dst;
     const char *src;
     size_t bytes;
-    unsigned generation;   /* bumped for each job */
-    int busy;              /* threads still copying this job */
-    bool stop;
+    size_t n_slices;
 };
 
-/* Slice `index` of `count` of a job, cut at 4 KiB so that no two threads fault on one page. */
-static void copy_slice(ft_copy_pool *pool, int index, int count)
+/* Slice `index`, cut at 4 KiB so that no two threads fault on one page. */
+static void copy_slice(void *context, size_t index, size_t worker)
 {
-    size_t per = (pool->bytes / count + 4095) / 4096 * 4096;
+    const slice_copy *copy = (const slice_copy *)context;
+    size_t per = (copy->bytes / copy->n_slices + 4095) / 4096 * 4096;
     size_t begin = per * index, end = begin + per;
-    if (begin >= pool->bytes)
+    if (begin >= copy->bytes)
         return;
-    if (end > pool->bytes)
-        end = pool->bytes;
-    memcpy(pool->dst + begin, pool->src + begin, end - begin);
+    if (end > copy->bytes)
+        end = copy->bytes;
+    memcpy(copy->dst + begin, copy->src + begin, end - begin);
 }
 
-static void *copy_worker(void *argument)
-{
-    ft_copy_pool *pool = (ft_copy_pool *)argument;
-    pthread_mutex_lock(&pool->lock);
-    int index = -1;
-    for (int i = 0; i < pool->n_threads; i++)
-        if (pthread_equal(pool->threads[i], pthread_self()))
-            index = i;
-    unsigned seen = pool->generation;
-    for (;;) {
-        while (!pool->stop && pool->generation == seen)
-            pthread_cond_wait(&pool->work, &pool->lock);
-        if (pool->stop)
-            break;
-        seen = pool->generation;
-        pthread_mutex_unlock(&pool->lock);
-        copy_slice(pool, index, pool->n_threads + 1);
-        pthread_mutex_lock(&pool->lock);
-        if (--pool->busy == 0)
-            pthread_cond_signal(&pool->done);
-    }
-    pthread_mutex_unlock(&pool->lock);
-    return NULL;
-}
-
-static void parallel_copy(ft_copy_pool *pool, void *dst, const void *src, size_t bytes)
+static void parallel_copy(ft_thread_pool *pool, void *dst, const void *src, size_t bytes)
 {
     if (!pool || bytes < parallel_from_bytes) {
         memcpy(dst, src, bytes);
         return;
     }
-    pthread_mutex_lock(&pool->lock);
-    pool->dst = (char *)dst;
-    pool->src = (const char *)src;
-    pool->bytes = bytes;
-    pool->busy = pool->n_threads;
-    pool->generation++;
-    pthread_cond_broadcast(&pool->work);
-    pthread_mutex_unlock(&pool->lock);
-    copy_slice(pool, pool->n_threads, pool->n_threads + 1);
-    pthread_mutex_lock(&pool->lock);
-    while (pool->busy > 0)
-        pthread_cond_wait(&pool->done, &pool->lock);
-    pthread_mutex_unlock(&pool->lock);
+    size_t n_slices = ft_thread_pool_workers(pool);
+    slice_copy copy = {(char *)dst, (const char *)src, bytes, n_slices};
+    ft_thread_pool_run(pool, n_slices, copy_slice, &copy, NULL);
 }
 
-static void free_pool(ft_copy_pool *pool)
-{
-    if (!pool)
-        return;
-    pthread_mutex_lock(&pool->lock);
-    pool->stop = true;
-    pthread_cond_broadcast(&pool->work);
-    pthread_mutex_unlock(&pool->lock);
-    for (int i = 0; i < pool->n_threads; i++)
-        pthread_join(pool->threads[i], NULL);
-    pthread_mutex_destroy(&pool->lock);
-    pthread_cond_destroy(&pool->work);
-    pthread_cond_destroy(&pool->done);
-    free(pool);
-}
-
-/* Half the cores, up to most_threads + 1 with the caller; NULL on one core. */
-static ft_copy_pool *make_pool(void)
+/* Half the cores, up to most_threads + 1 with the caller; NULL on one core or
+ * when no thread could start. */
+static ft_thread_pool *make_pool(void)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int wanted = cores > 2 ? (int)(cores / 2) - 1 : 0;
@@ -115,17 +55,9 @@ static ft_copy_pool *make_pool(void)
         wanted = most_threads;
     if (wanted < 1)
         return NULL;
-    ft_copy_pool *pool = (ft_copy_pool *)ft_xcalloc(1, sizeof *pool);
-    pthread_mutex_init(&pool->lock, NULL);
-    pthread_cond_init(&pool->work, NULL);
-    pthread_cond_init(&pool->done, NULL);
-    pthread_mutex_lock(&pool->lock); /* workers find their index once all are started */
-    for (int i = 0; i < wanted; i++)
-        if (pthread_create(&pool->threads[pool->n_threads], NULL, copy_worker, pool) == 0)
-            pool->n_threads++;
-    pthread_mutex_unlock(&pool->lock);
-    if (pool->n_threads == 0) {
-        free_pool(pool);
+    ft_thread_pool *pool = ft_thread_pool_new((size_t)wanted + 1);
+    if (ft_thread_pool_workers(pool) == 1) {
+        ft_thread_pool_free(pool);
         return NULL;
     }
     return pool;
@@ -144,7 +76,7 @@ int ft_cuda_upload_start(ft_cuda_context *context)
 
 void ft_cuda_upload_stop(ft_cuda_context *context)
 {
-    free_pool(context->copy_pool);
+    ft_thread_pool_free(context->copy_pool);
     context->copy_pool = NULL;
     for (int i = 0; i < FT_STAGING_CHUNKS; i++) {
         if (context->staging[i])

@@ -41,9 +41,4 @@ int ft_free_space_bytes(const char *path, uint64_t *bytes);
 /* Human form of a byte count: "1.5 GiB". Writes into out (>= 16 bytes). */
 void ft_format_bytes(uint64_t bytes, char *out, size_t out_size);
 
-/* Monotonic clock in nanoseconds, for durations. */
-uint64_t ft_now_ns(void);
-/* Wall clock in milliseconds since the epoch, for records. */
-int64_t ft_wall_ms(void);
-
 #endif

@@ -1,31 +1,24 @@
-/* sha256: SHA-256 (FIPS 180-4), for checking downloads against published checksums.
- *
- * None of the chosen libraries exports SHA-256, so this is a small one of our own
- * (portable C, and the x86 SHA instructions where present); content addressing
- * inside ftpipe uses XXH3 (hash.h) instead. */
+/* sha256: SHA-256 through OpenSSL's libcrypto (EVP), for checking downloads
+ * against published checksums and for what crosses to a remote cache. OpenSSL
+ * picks the CPU's SHA or vector instructions itself. Content addressing inside
+ * ftpipe uses XXH3 (hash.h) instead. */
 #ifndef FTPIPE_SHA256_H
 #define FTPIPE_SHA256_H
 
-#include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
 #define FT_SHA256_HEX_LENGTH 64
 
+/* One digest in progress: init, update any number of times, then finish (which
+ * frees what init took; a context is not used after it). */
 typedef struct {
-    uint32_t state[8];
-    uint64_t total_bytes;
-    uint8_t block[64];
-    size_t block_used;
+    void *evp; /* EVP_MD_CTX */
 } ft_sha256;
 
 void ft_sha256_init(ft_sha256 *context);
 void ft_sha256_update(ft_sha256 *context, const void *bytes, size_t length);
 /* 64 lowercase hex digits and a NUL into out. */
 void ft_sha256_finish_hex(ft_sha256 *context, char out[FT_SHA256_HEX_LENGTH + 1]);
-
-/* For tests: the portable code even where the CPU has SHA instructions. */
-void ft_sha256_force_portable(bool on);
 
 /* SHA-256 of a whole file, as hex. */
 int ft_sha256_file_hex(const char *path, char out[FT_SHA256_HEX_LENGTH + 1]);

@@ -14,8 +14,7 @@
 #include <stdint.h>
 
 #include "ftpipe/base/hash.h"
-
-typedef struct ft_state ft_state;
+#include "ftpipe/engine/hash_cache.h"
 
 typedef enum { FT_ENTRY_FILE, FT_ENTRY_DIR, FT_ENTRY_SYMLINK } ft_entry_type;
 
@@ -37,12 +36,11 @@ typedef struct ft_manifest {
 
 /* Walks path (a file, a folder, or a symbolic link kept as a link) without
  * following links, hashing files with `threads` threads; file hashes come from
- * the state's stat cache where a file's (device, inode, size, mtime_ns) is
- * unchanged, and new ones are stored there (in one transaction, from the calling
- * thread), except for files changed within the last second, whose mtime could
- * still hide a change. state may be NULL (no cache). Sockets, pipes and devices
- * are errors. */
-int ft_manifest_build(ft_state *state, const char *path, int threads, ft_manifest **out);
+ * the cache where a file's (device, inode, size, mtime_ns) is unchanged, and new
+ * ones are stored there (all at once, from the calling thread), except for files
+ * changed within the last second, whose mtime could still hide a change. cache
+ * may be NULL. Sockets, pipes and devices are errors. */
+int ft_manifest_build(const ft_hash_cache *cache, const char *path, int threads, ft_manifest **out);
 
 /* Sorts entries and computes hash and total_bytes. */
 void ft_manifest_finish(ft_manifest *manifest);

@@ -35,6 +35,10 @@ void ft_plan_free(ft_plan *plan);
 /* The reasons as one line ("a; b"). Caller frees. */
 char *ft_plan_reason_line(const ft_plan *plan);
 
+/* The record of a run of the plan's stage starting now, with `status` and
+ * log_path (borrowed, as are the plan's texts); fills in the key's description. */
+ft_run_record ft_plan_run_record(const ft_node *node, ft_plan *plan, ft_run_status status, char *log_path);
+
 /* A stage context for the engine process (extra_key, cached_output_usable). */
 ft_stage *ft_plan_stage_context(const ft_workspace *workspace, const ft_graph *graph, size_t index,
                                 const char *key);

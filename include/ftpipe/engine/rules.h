@@ -121,10 +121,6 @@ const ft_param_value *ft_params_get(const ft_param_set *set, const char *name);
 int ft_value_parse(const ft_param_rule *rule, const char *text, ft_param_value *out);
 void ft_value_free(ft_param_value *value);
 
-/* "2G" -> 2147483648; "30m" -> 1800000 ms. */
-int ft_parse_size_bytes(const char *text, int64_t *bytes);
-int ft_parse_duration_ms(const char *text, int64_t *ms);
-
 /* Levenshtein distance, for "did you mean" suggestions. */
 size_t ft_edit_distance(const char *a, const char *b);
 /* The name nearest to `wanted` when it is near enough to be a likely typo; else NULL. */

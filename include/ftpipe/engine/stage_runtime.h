@@ -6,6 +6,7 @@
  *   M <step> <value> <name>  metric
  *   S <text>                 summary
  *   E <text>                 the error message of a failed run
+ *   C cancelled              the run stopped on SIGINT/SIGTERM (the work folder resumes)
  * Text has newlines replaced by spaces. */
 #ifndef FTPIPE_STAGE_RUNTIME_H
 #define FTPIPE_STAGE_RUNTIME_H
@@ -32,8 +33,9 @@ ft_stage *ft_stage_create(const ft_stage_setup *setup);
 void ft_stage_destroy(ft_stage *stage);
 
 /* In a freshly forked child: opens the log, installs the cancellation handlers,
- * runs the kind and returns the exit status for _exit (0 success, 1 failure,
- * 2 cancelled). report_fd receives the protocol above. */
+ * runs the kind and returns the exit status for _exit (0 success, 1 failure; a
+ * cancelled run also says C, since no exit status can mean only that).
+ * report_fd receives the protocol above. */
 int ft_stage_child_main(ft_stage *stage, int report_fd);
 
 /* The log file's path inside a work folder. Caller frees. */

@@ -13,15 +13,9 @@
 #include <stdint.h>
 
 #include "ftpipe/base/hash.h"
+#include "ftpipe/engine/hash_cache.h"
 
 typedef struct ft_state ft_state;
-
-typedef struct {
-    uint64_t device;
-    uint64_t inode;
-    uint64_t size_bytes;
-    int64_t mtime_ns;
-} ft_file_stat;
 
 typedef enum { FT_RUN_RUNNING, FT_RUN_DONE, FT_RUN_FAILED, FT_RUN_CANCELLED, FT_RUN_CACHED } ft_run_status;
 
@@ -57,15 +51,14 @@ void ft_state_close(ft_state *state);
 int ft_state_begin(ft_state *state);
 int ft_state_commit(ft_state *state);
 
-/* Fills stat from lstat(path) (mtime in ns). */
-int ft_file_stat_read(const char *path, ft_file_stat *stat);
-
 /* The stat cache. lookup returns 1 and the hash when path's recorded stat equals
  * `stat`, 0 when unknown or changed. The whole table is read into memory at the
  * first lookup (one query); stores update it. Paths are used as given: callers
  * pass absolute ones. */
 int ft_state_file_lookup(ft_state *state, const char *path, const ft_file_stat *stat, ft_hash *hash);
 int ft_state_file_store(ft_state *state, const char *path, const ft_file_stat *stat, ft_hash hash);
+/* The stat cache as a hash_cache, for ft_manifest_build (stores in one transaction). */
+ft_hash_cache ft_state_hash_cache(ft_state *state);
 
 /* Runs. start inserts a row with run's fields (its id, end_ms, status,
  * exit_code and output_hash ignored: RUNNING) and returns the new id in *id. */
@@ -99,5 +92,9 @@ int ft_state_each_metric(ft_state *state, int64_t run_id,
 /* Every target record, in target order (gc keeps the keys they hold). */
 int ft_state_each_target(ft_state *state, int (*visit)(const char *target, const ft_target_record *record,
                                                        void *context), void *context);
+
+/* For tests: after n_writes more row writes, one fails as on a full disk
+ * ((size_t)-1: none does). */
+void ft_state_fail_one_write_after(size_t n_writes);
 
 #endif

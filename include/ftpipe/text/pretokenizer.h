@@ -1,5 +1,5 @@
-/* pretokenizer: the tokenizer's steps before BPE, on UTF-8 text: validation,
- * NFC normalization (utf8proc), the split into words by the Split regex (PCRE2
+/* pretokenizer: the tokenizer's steps before BPE, on UTF-8 text (validated
+ * with base/utf8): NFC normalization (utf8proc), the split into words by the Split regex (PCRE2
  * with JIT), and the GPT-2 byte-level alphabet that tokenizer.json writes byte
  * strings in. Part of the tokenizer (include/ftpipe/text/tokenizer.h). */
 #ifndef FTPIPE_PRETOKENIZER_H
@@ -15,12 +15,6 @@
  * (printable Latin-1 bytes as themselves, the others from U+0100 on). The byte
  * a code point stands for, or -1 when it is outside the alphabet. */
 int ft_byte_level_byte(uint32_t codepoint);
-
-/* Decodes the code point at text[*offset] and advances *offset past it; returns
- * -1 (advancing one byte) on an invalid or truncated sequence. */
-int32_t ft_utf8_next(const char *text, size_t length, size_t *offset);
-/* Offset of the first byte that is not valid UTF-8; length when all is valid. */
-size_t ft_utf8_invalid_offset(const char *text, size_t length);
 
 /* Whether NFC leaves text as it is (a fast check: true for most text). */
 bool ft_nfc_is_unchanged(const char *text, size_t length);

@@ -38,8 +38,10 @@ int64_t ft_tokenizer_token_id(const ft_tokenizer *tokenizer, const char *token);
  * none. Chat templates place them where LLaMA-Factory's slots say. */
 const char *ft_tokenizer_bos_token(const ft_tokenizer *tokenizer);
 const char *ft_tokenizer_eos_token(const ft_tokenizer *tokenizer);
-/* Hash of the tokenizer.json bytes: data tokenized with one tokenizer must not
- * train a model with another. */
+/* Hash of what determines the encoding: data tokenized with one tokenizer must
+ * not train a model with another. It is ft_hash_bytes of the text
+ * "tokenizer.json HEX\neos_token EOS\n" (HEX: the tokenizer.json bytes' hash;
+ * "no eos_token\n" as the second line when tokenizer_config.json has none). */
 ft_hash ft_tokenizer_hash(const ft_tokenizer *tokenizer);
 
 #endif

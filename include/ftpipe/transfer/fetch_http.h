@@ -31,8 +31,9 @@ typedef struct {
     int64_t content_range_total; /* -1: not said; set it so before the first response */
 } ft_http_headers;
 
-/* A CURLOPT_HEADERFUNCTION that fills the ft_http_headers given as CURLOPT_HEADERDATA. */
-size_t ft_http_on_header(char *data, size_t size, size_t count, void *headers);
+/* Reads the headers of the handle's last response (curl_easy_header), during
+ * the transfer (from a callback) or after it. */
+void ft_http_read_headers(CURL *easy, ft_http_headers *out);
 void ft_http_headers_free(ft_http_headers *headers);
 
 /* Whether trying again may succeed: connection errors, stalls, 408, 429, 5xx. */

@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/hash.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/thread_pool.h"
 #include "ftpipe/cli/commands.h"
 #include "ftpipe/engine/manifest.h"
 
@@ -163,6 +165,11 @@ TEST(large_file_hash_is_the_chunk_rule_for_any_thread_count)
     CHECK_INT(ft_hash_file(path, 4, &four_threads), 0);
     CHECK(ft_hash_equal(one_thread, expected));
     CHECK(ft_hash_equal(four_threads, expected));
+    ft_thread_pool_fail_starts_after(1); /* threads that cannot start change nothing */
+    ft_hash two_of_four_threads;
+    CHECK_INT(ft_hash_file(path, 4, &two_of_four_threads), 0);
+    ft_thread_pool_fail_starts_after((size_t)-1);
+    CHECK(ft_hash_equal(two_of_four_threads, expected));
     CHECK(!ft_hash_equal(one_thread, whole));
     free(path);
 }
@@ -253,8 +260,7 @@ TEST(command_prints_like_xxh128sum)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-hash.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("hash");
     if (!temporary_dir)
         return 1;
     RUN(hashes_known_bytes);

@@ -1,11 +1,15 @@
-/* Tests for sha256: the FIPS 180-4 example messages and block-boundary cases. */
+/* Tests for sha256: the FIPS 180-4 example messages, block-boundary cases, files. */
 #include "check.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
 #include "ftpipe/base/sha256.h"
+#include "ftpipe/base/thread_pool.h"
 
 static void hex_of(const char *text, size_t length, char out[FT_SHA256_HEX_LENGTH + 1])
 {
@@ -79,42 +83,44 @@ TEST(hashes_a_file)
     CHECK(strstr(ft_error_message(), "cannot open /tmp/ftpipe-sha256-") != NULL);
 }
 
-/* The SHA-instruction path (where the CPU has it) and the portable one agree on
- * every length from 0 to 1100 bytes, fed whole and in two pieces. */
-TEST(both_implementations_agree)
+/* Many files over the pool, in order, also when no thread can start. */
+TEST(hashes_many_files_even_without_threads)
 {
-    static char bytes[1100];
-    uint32_t x = 12345;
-    for (size_t i = 0; i < sizeof bytes; i++) {
-        x = x * 1103515245u + 12345u;
-        bytes[i] = (char)(x >> 16);
+    char folder[] = "/tmp/ftpipe-sha256-many-XXXXXX";
+    CHECK(mkdtemp(folder) != NULL);
+    enum { N_FILES = 9 };
+    char *paths[N_FILES];
+    char expected[N_FILES][FT_SHA256_HEX_LENGTH + 1];
+    for (int i = 0; i < N_FILES; i++) {
+        paths[i] = ft_xasprintf("%s/%d", folder, i);
+        char text[16];
+        int length = snprintf(text, sizeof text, "file %d", i);
+        CHECK_INT(ft_write_file_atomic(paths[i], text, (size_t)length), 0);
+        hex_of(text, (size_t)length, expected[i]);
     }
-    for (size_t length = 0; length <= sizeof bytes; length++) {
-        char fast[FT_SHA256_HEX_LENGTH + 1], portable[FT_SHA256_HEX_LENGTH + 1];
-        hex_of(bytes, length, fast);
-        ft_sha256_force_portable(true);
-        ft_sha256 context;
-        ft_sha256_init(&context);
-        ft_sha256_update(&context, bytes, length / 3);
-        ft_sha256_update(&context, bytes + length / 3, length - length / 3);
-        ft_sha256_finish_hex(&context, portable);
-        ft_sha256_force_portable(false);
-        if (strcmp(fast, portable) != 0) {
-            CHECK_STR(fast, portable);
-            break;
-        }
+    for (int failing = 0; failing < 2; failing++) {
+        if (failing)
+            ft_thread_pool_fail_starts_after(0);
+        char out[N_FILES][FT_SHA256_HEX_LENGTH + 1];
+        CHECK_INT(ft_sha256_files_hex((const char *const *)paths, N_FILES, out), 0);
+        for (int i = 0; i < N_FILES; i++)
+            CHECK_STR(out[i], expected[i]);
+        ft_thread_pool_fail_starts_after((size_t)-1);
     }
+    for (int i = 0; i < N_FILES; i++) {
+        unlink(paths[i]);
+        free(paths[i]);
+    }
+    rmdir(folder);
 }
 
-/* The known answers again, from the portable code (the one CPUs without SHA
- * instructions run). */
-TEST(known_answers_from_the_portable_code)
+/* The first file that cannot be read is the one named, whatever thread met it. */
+TEST(names_the_first_unreadable_file_among_many)
 {
-    ft_sha256_force_portable(true);
-    fips_examples();
-    million_a_in_uneven_pieces();
-    padding_boundaries();
-    ft_sha256_force_portable(false);
+    const char *paths[] = {"/nonexistent/ftpipe-a", "/nonexistent/ftpipe-b"};
+    char out[2][FT_SHA256_HEX_LENGTH + 1];
+    CHECK_INT(ft_sha256_files_hex(paths, 2, out), -1);
+    CHECK(strstr(ft_error_message(), "cannot open /nonexistent/ftpipe-a") != NULL);
 }
 
 int main(void)
@@ -123,7 +129,7 @@ int main(void)
     RUN(million_a_in_uneven_pieces);
     RUN(padding_boundaries);
     RUN(hashes_a_file);
-    RUN(both_implementations_agree);
-    RUN(known_answers_from_the_portable_code);
+    RUN(hashes_many_files_even_without_threads);
+    RUN(names_the_first_unreadable_file_among_many);
     return check_done();
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -20,14 +21,6 @@ static char *temporary_dir;
 #define KEY_ONE "11111111111111111111111111111111"
 #define KEY_TWO "22222222222222222222222222222222"
 
-static void write_file(const char *dir, const char *name, const char *content, mode_t mode)
-{
-    char *path = ft_path_join(dir, name);
-    CHECK_INT(ft_write_file_atomic(path, content, strlen(content)), 0);
-    CHECK_INT(chmod(path, mode), 0);
-    free(path);
-}
-
 /* weights.bin, bin/run (executable), dup-a and dup-b (same bytes, dup-b
  * executable), empty/, link -> weights.bin. 3 + 18 + 4 + 4 = 29 bytes. */
 static char *make_output(const char *base, const char *name)
@@ -38,10 +31,10 @@ static char *make_output(const char *base, const char *name)
     char *link = ft_path_join(root, "link");
     CHECK_INT(ft_mkdir_p(bin), 0);
     CHECK_INT(ft_mkdir_p(empty), 0);
-    write_file(root, "weights.bin", "abc", 0644);
-    write_file(bin, "run", "#!/bin/sh\necho hi\n", 0755);
-    write_file(root, "dup-a", "same", 0644);
-    write_file(root, "dup-b", "same", 0755);
+    fixture_write_file(root, "weights.bin", "abc", 0644);
+    fixture_write_file(bin, "run", "#!/bin/sh\necho hi\n", 0755);
+    fixture_write_file(root, "dup-a", "same", 0644);
+    fixture_write_file(root, "dup-b", "same", 0755);
     CHECK_INT(symlink("weights.bin", link), 0);
     free(bin);
     free(empty);
@@ -181,13 +174,13 @@ TEST(materialize_replaces_what_is_there)
     char *root = make_output(work, "out");
     ft_manifest *folder = store_output(cache, KEY_ONE, root);
     char *single_path = ft_path_join(work, "report.json");
-    write_file(work, "report.json", "{\"accuracy\": 0.9}", 0644);
+    fixture_write_file(work, "report.json", "{\"accuracy\": 0.9}", 0644);
     ft_manifest *single = store_output(cache, KEY_TWO, single_path);
 
     char *workspace = ft_path_join(temporary_dir, "replace-ws");
     char *destination = ft_path_join(workspace, "target");
     CHECK_INT(ft_mkdir_p(destination), 0);
-    write_file(destination, "old.txt", "old", 0444);
+    fixture_write_file(destination, "old.txt", "old", 0444);
     CHECK_INT(chmod(destination, 0555), 0);
 
     /* A folder over a folder. */
@@ -259,10 +252,10 @@ TEST(gc_frees_exactly_what_is_unreferenced)
     char *two = ft_path_join(work, "two");
     CHECK_INT(ft_mkdir_p(one), 0);
     CHECK_INT(ft_mkdir_p(two), 0);
-    write_file(one, "a", "aaaaaaaaaa", 0644);
-    write_file(one, "shared", "sharedX", 0644);
-    write_file(two, "shared", "sharedX", 0644);
-    write_file(two, "b", "bbbbbbbbbbbbbbbbbbbb", 0644);
+    fixture_write_file(one, "a", "aaaaaaaaaa", 0644);
+    fixture_write_file(one, "shared", "sharedX", 0644);
+    fixture_write_file(two, "shared", "sharedX", 0644);
+    fixture_write_file(two, "b", "bbbbbbbbbbbbbbbbbbbb", 0644);
     ft_manifest *first = store_output(cache, KEY_ONE, one);
     ft_manifest *second = store_output(cache, KEY_TWO, two);
     char *first_text = ft_manifest_serialize(first);
@@ -381,8 +374,7 @@ TEST(crosses_file_systems)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-cache.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("cache");
     if (!temporary_dir)
         return 1;
     RUN(stores_looks_up_and_materializes);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -15,16 +16,7 @@
 
 /* The test's own built-in rules, so that the kinds listed in messages stay fixed
  * as the program's rules folder grows. */
-const char *const ft_builtin_rule_files[][2] = {
-    {"common.ft", ".common\n"
-                  "gpus    int   0  nokey  GPUs the stage holds while it runs.\n"
-                  "memory  size  0  nokey  Host memory the stage needs.\n"},
-    {"shell.ft", ".kind shell\n"
-                 ".doc  Runs a command, make-style.\n"
-                 "run  string  required  key  The command.\n"
-                 "env  list    \"\"        key  Variables whose values enter the key.\n"},
-    {NULL, NULL},
-};
+const char *const ft_builtin_rule_files[][2] = {FIXTURE_COMMON_AND_SHELL_RULES, {NULL, NULL}};
 
 static const char train_rules[] = ".kind train\n"
                                   ".doc  Fine-tunes a model (test rules).\n"
@@ -168,14 +160,6 @@ static const malformed_case cases[] = {
 
 static char *folder; /* the test's working folder, absolute */
 
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char *path = ft_path_join(dir, name);
-    if (ft_mkdir_p(dir) != 0 || ft_write_file_atomic(path, text, strlen(text)) != 0)
-        fprintf(stderr, "  cannot write %s: %s\n", path, ft_error_message());
-    free(path);
-}
-
 static char *expand_expected(const char *expected)
 {
     ft_strbuf out;
@@ -215,11 +199,11 @@ int main(void)
     if (!mkdtemp(pattern) || chdir(pattern) != 0)
         return 1;
     folder = ft_path_absolute(".");
-    write_file("rules", "train.ft", train_rules);
-    write_file(".", "cycle_a.ft", "include cycle_b\n");
-    write_file(".", "cycle_b.ft", "X = 1\ninclude cycle_a\n");
-    write_file(".", "Ftpipe", "include Ftpipe\n");
-    write_file(".", "broken.ft", "# an indented line with nothing above it\n\tx = 1\n");
+    fixture_write_file("rules", "train.ft", train_rules, 0);
+    fixture_write_file(".", "cycle_a.ft", "include cycle_b\n", 0);
+    fixture_write_file(".", "cycle_b.ft", "X = 1\ninclude cycle_a\n", 0);
+    fixture_write_file(".", "Ftpipe", "include Ftpipe\n", 0);
+    fixture_write_file(".", "broken.ft", "# an indented line with nothing above it\n\tx = 1\n", 0);
     const char *dirs[] = {"rules"};
     ft_rulebook *book = NULL;
     if (ft_rulebook_load(dirs, 1, &book) != 0) {

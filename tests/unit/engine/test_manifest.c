@@ -1,5 +1,6 @@
 /* Tests of manifest: walking, canonical text, parsing, and the stat cache. */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -16,14 +18,6 @@
 #include "ftpipe/engine/state.h"
 
 static char *temporary_dir;
-
-static void write_file(const char *dir, const char *name, const char *content, mode_t mode)
-{
-    char *path = ft_path_join(dir, name);
-    CHECK_INT(ft_write_file_atomic(path, content, strlen(content)), 0);
-    CHECK_INT(chmod(path, mode), 0);
-    free(path);
-}
 
 static char *hex_of_text(const char *text)
 {
@@ -46,10 +40,10 @@ static char *make_tree(const char *name)
     char *link = ft_path_join(root, "link");
     CHECK_INT(ft_mkdir_p(bin), 0);
     CHECK_INT(ft_mkdir_p(empty), 0);
-    write_file(root, "a.txt", "hello", 0644);
-    write_file(bin, "run.sh", "#!/bin/sh\n", 0755);
-    write_file(root, "odd name\n\\x", "odd", 0600);
-    write_file(root, "\xc3\xbc.txt", "u", 0444);
+    fixture_write_file(root, "a.txt", "hello", 0644);
+    fixture_write_file(bin, "run.sh", "#!/bin/sh\n", 0755);
+    fixture_write_file(root, "odd name\n\\x", "odd", 0600);
+    fixture_write_file(root, "\xc3\xbc.txt", "u", 0444);
     CHECK_INT(symlink("a.txt", link), 0);
     free(bin);
     free(empty);
@@ -136,7 +130,7 @@ TEST(single_file_link_and_empty_folder)
 {
     char *dir = ft_path_join(temporary_dir, "single");
     CHECK_INT(ft_mkdir_p(dir), 0);
-    write_file(dir, "model.bin", "weights", 0755);
+    fixture_write_file(dir, "model.bin", "weights", 0755);
     char *file = ft_path_join(dir, "model.bin");
     char *link = ft_path_join(dir, "staged");
     char *empty = ft_path_join(dir, "nothing");
@@ -248,7 +242,8 @@ static ft_hash file_hash_via(ft_state *state, const char *path)
 {
     ft_manifest *m;
     ft_hash hash = {0, 0};
-    CHECK_INT(ft_manifest_build(state, path, 1, &m), 0);
+    ft_hash_cache cache = ft_state_hash_cache(state);
+    CHECK_INT(ft_manifest_build(&cache, path, 1, &m), 0);
     if (m->n_entries == 1)
         hash = m->entries[0].hash;
     ft_manifest_free(m);
@@ -261,7 +256,7 @@ TEST(stat_cache_spares_unchanged_files)
     CHECK_INT(ft_mkdir_p(dir), 0);
     ft_state *state;
     CHECK_INT(ft_state_open(dir, &state), 0);
-    write_file(dir, "data.json", "version 1", 0644);
+    fixture_write_file(dir, "data.json", "version 1", 0644);
     char *path = ft_path_join(dir, "data.json");
     time_t hour_ago = time(NULL) - 3600;
     set_mtime(path, hour_ago, 5);
@@ -285,7 +280,7 @@ TEST(stat_cache_spares_unchanged_files)
     /* A file changed within the last second (here: a minute ahead, as a skewed
      * clock may write it, so the test never depends on timing) is hashed but not
      * remembered yet. */
-    write_file(dir, "fresh.json", "new", 0644);
+    fixture_write_file(dir, "fresh.json", "new", 0644);
     char *fresh = ft_path_join(dir, "fresh.json");
     set_mtime(fresh, time(NULL) + 60, 0);
     CHECK(ft_hash_equal(file_hash_via(state, fresh), ft_hash_bytes("new", 3)));
@@ -293,6 +288,61 @@ TEST(stat_cache_spares_unchanged_files)
     CHECK_INT(ft_state_file_lookup(state, fresh, &stat, &cached), 0);
     ft_state_close(state);
     free(fresh);
+    free(path);
+    free(dir);
+}
+
+/* A cache of one file, in memory: the manifest needs nothing more than the interface. */
+typedef struct {
+    ft_hash known;
+    bool knows;
+    size_t n_lookups, n_stored;
+    bool fail_store;
+} one_file_cache;
+
+static int one_file_lookup(void *context, const char *path, const ft_file_stat *stat, ft_hash *hash)
+{
+    one_file_cache *cache = context;
+    cache->n_lookups++;
+    if (cache->knows)
+        *hash = cache->known;
+    return cache->knows;
+}
+
+static int one_file_store(void *context, const ft_hashed_file *files, size_t n_files)
+{
+    one_file_cache *cache = context;
+    if (cache->fail_store)
+        return ft_error("the cache is full");
+    cache->n_stored += n_files;
+    return 0;
+}
+
+TEST(any_hash_cache_serves_the_manifest)
+{
+    char *dir = ft_path_join(temporary_dir, "plain-cache");
+    CHECK_INT(ft_mkdir_p(dir), 0);
+    fixture_write_file(dir, "a.txt", "alpha", 0644);
+    char *path = ft_path_join(dir, "a.txt");
+    set_mtime(path, time(NULL) - 3600, 0);
+    one_file_cache memory = {0};
+    ft_hash_cache cache = {one_file_lookup, one_file_store, &memory};
+    ft_manifest *m;
+    CHECK_INT(ft_manifest_build(&cache, path, 1, &m), 0); /* a miss: read, then stored */
+    CHECK(ft_hash_equal(m->entries[0].hash, ft_hash_bytes("alpha", 5)));
+    CHECK_INT(memory.n_lookups, 1);
+    CHECK_INT(memory.n_stored, 1);
+    ft_manifest_free(m);
+    memory.knows = true; /* a hit: the cache's answer, not the file's bytes */
+    memory.known = ft_hash_bytes("cached", 6);
+    CHECK_INT(ft_manifest_build(&cache, path, 1, &m), 0);
+    CHECK(ft_hash_equal(m->entries[0].hash, memory.known));
+    CHECK_INT(memory.n_stored, 1);
+    ft_manifest_free(m);
+    memory.knows = false; /* a cache that cannot keep what was read is an error, said once */
+    memory.fail_store = true;
+    CHECK_INT(ft_manifest_build(&cache, path, 1, &m), -1);
+    CHECK_STR(ft_error_message(), "the cache is full");
     free(path);
     free(dir);
 }
@@ -355,8 +405,7 @@ TEST(parse_rejects_what_it_would_not_write)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-manifest.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("manifest");
     if (!temporary_dir)
         return 1;
     RUN(walks_a_folder_into_canonical_text);
@@ -365,6 +414,7 @@ int main(void)
     RUN(hash_follows_names_modes_and_content);
     RUN(refuses_special_files);
     RUN(stat_cache_spares_unchanged_files);
+    RUN(any_hash_cache_serves_the_manifest);
     RUN(parse_rejects_what_it_would_not_write);
     ft_remove_tree(temporary_dir);
     return check_done();

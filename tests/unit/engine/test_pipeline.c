@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/engine/pipeline.h"
@@ -18,14 +19,6 @@ const char *const ft_builtin_rule_files[][2] = {
 };
 
 static char *temp_root;
-
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char *path = ft_path_join(dir, name);
-    if (ft_mkdir_p(dir) != 0 || ft_write_file_atomic(path, text, strlen(text)) != 0)
-        fprintf(stderr, "  cannot write %s: %s\n", path, ft_error_message());
-    free(path);
-}
 
 static ft_pipeline *parse_with(const char *text, const ft_pipeline_options *options)
 {
@@ -252,8 +245,8 @@ TEST(default_targets)
 
 TEST(include_reads_the_including_files_folder_first)
 {
-    write_file("proj", "defs.ft", "DATA = data\nmade: shell\n\trun = y\n");
-    write_file("proj", "Ftpipe", "include defs\nout: shell $(DATA)/x\n\trun = x\n");
+    fixture_write_file("proj", "defs.ft", "DATA = data\nmade: shell\n\trun = y\n", 0);
+    fixture_write_file("proj", "Ftpipe", "include defs\nout: shell $(DATA)/x\n\trun = x\n", 0);
     ft_pipeline *pipeline = NULL;
     CHECK_INT(ft_pipeline_load("proj/Ftpipe", NULL, &pipeline), 0);
     if (!pipeline)
@@ -274,8 +267,8 @@ TEST(include_reads_the_including_files_folder_first)
 
 TEST(include_then_looks_in_rule_folders_then_built_ins)
 {
-    write_file("shared", "paths.ft", "OUT_DIR = shared-out\n");
-    write_file("shared", "exact", "EXACT = yes\n");
+    fixture_write_file("shared", "paths.ft", "OUT_DIR = shared-out\n", 0);
+    fixture_write_file("shared", "exact", "EXACT = yes\n", 0);
     const char *dirs[] = {"shared"};
     ft_pipeline_options options = {.rule_dirs = dirs, .n_rule_dirs = 1};
     ft_pipeline *pipeline = parse_with("include paths exact\n"
@@ -295,7 +288,7 @@ TEST(include_then_looks_in_rule_folders_then_built_ins)
 
 TEST(a_folder_fragment_wins_over_the_built_in_of_its_name)
 {
-    write_file("shared", "finetune.ft", "MODEL = mine\n");
+    fixture_write_file("shared", "finetune.ft", "MODEL = mine\n", 0);
     const char *dirs[] = {"shared"};
     ft_pipeline_options options = {.rule_dirs = dirs, .n_rule_dirs = 1};
     ft_pipeline *pipeline = parse_with("include finetune\nout: shell\n\trun = $(MODEL)\n", &options);

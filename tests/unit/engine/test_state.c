@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -310,8 +311,7 @@ TEST(refuses_newer_and_damaged_databases)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-state.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("state");
     if (!temporary_dir)
         return 1;
     RUN(stat_cache_hits_only_on_equal_stat);

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/thread_pool.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/text/sample_encoding.h"
 
@@ -133,7 +134,7 @@ static int count_progress(size_t done, size_t total, void *context)
     return done > total; /* never stops */
 }
 
-TEST(encodes_many_conversations_in_order_with_threads)
+static void check_many_conversations(void)
 {
     enum { COUNT = 203 };
     ft_tokenizer *tokenizer = load_tokenizer();
@@ -182,6 +183,16 @@ TEST(encodes_many_conversations_in_order_with_threads)
     ft_tokenizer_free(tokenizer);
 }
 
+TEST(encodes_many_conversations_in_order_with_threads) { check_many_conversations(); }
+
+/* No thread can start: the calling thread encodes and reports progress itself. */
+TEST(encodes_many_conversations_when_no_thread_starts)
+{
+    ft_thread_pool_fail_starts_after(0);
+    check_many_conversations();
+    ft_thread_pool_fail_starts_after((size_t)-1);
+}
+
 int main(void)
 {
     RUN(masks_prompts_as_llamafactory_with_qwen);
@@ -190,5 +201,6 @@ int main(void)
     RUN(cuts_rendered_turns_with_infer_seqlen);
     RUN(ends_alpaca_answers_with_the_eos_token);
     RUN(encodes_many_conversations_in_order_with_threads);
+    RUN(encodes_many_conversations_when_no_thread_starts);
     return check_done();
 }

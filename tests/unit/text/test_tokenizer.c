@@ -158,12 +158,41 @@ TEST(answers_about_the_vocabulary)
     CHECK_INT(ft_tokenizer_token_id(tokenizer, "caf\xc3\xa9"), 270);
     CHECK_INT(ft_tokenizer_token_id(tokenizer, "nope"), -1);
     CHECK_STR(ft_tokenizer_eos_token(tokenizer), "<|im_end|>");
-    char *data;
-    size_t length;
-    CHECK_INT(ft_read_file(TINY "/tokenizer.json", &data, &length), 0);
-    CHECK(ft_hash_equal(ft_tokenizer_hash(tokenizer), ft_hash_bytes(data, length)));
-    free(data);
     ft_tokenizer_free(tokenizer);
+}
+
+/* The identity covers what decides the ids: the same tokenizer.json with another
+ * eos_token in tokenizer_config.json (or none) is another tokenizer. */
+TEST(identity_covers_the_eos_token)
+{
+    char folder[] = "/tmp/ftpipe-tokenizer-eos-XXXXXX";
+    CHECK(mkdtemp(folder) != NULL);
+    char *json = ft_path_join(folder, "tokenizer.json");
+    char *config = ft_path_join(folder, "tokenizer_config.json");
+    CHECK_INT(ft_copy_file(TINY "/tokenizer.json", json), 0);
+    const char *eos_texts[] = {"{\"eos_token\": \"<|im_end|>\"}", "{\"eos_token\": \"<|endoftext|>\"}", NULL};
+    ft_hash hashes[3];
+    for (size_t i = 0; i < 3; i++) {
+        if (eos_texts[i])
+            CHECK_INT(ft_write_file_atomic(config, eos_texts[i], strlen(eos_texts[i])), 0);
+        else
+            unlink(config);
+        ft_tokenizer *tokenizer = NULL;
+        CHECK_INT(ft_tokenizer_load(folder, &tokenizer), 0);
+        hashes[i] = tokenizer ? ft_tokenizer_hash(tokenizer) : (ft_hash){0, 0};
+        ft_tokenizer_free(tokenizer);
+    }
+    ft_tokenizer *original = NULL;
+    CHECK_INT(ft_tokenizer_load(TINY, &original), 0); /* the same files in another folder: the same identity */
+    CHECK(original && ft_hash_equal(ft_tokenizer_hash(original), hashes[0]));
+    ft_tokenizer_free(original);
+    CHECK(!ft_hash_equal(hashes[0], hashes[1]));
+    CHECK(!ft_hash_equal(hashes[0], hashes[2]));
+    CHECK(!ft_hash_equal(hashes[1], hashes[2]));
+    unlink(json);
+    free(json);
+    free(config);
+    rmdir(folder);
 }
 
 TEST(refuses_invalid_utf8)
@@ -376,6 +405,7 @@ int main(void)
     RUN(nfc_by_stretches_equals_whole_nfc);
     RUN(decodes);
     RUN(answers_about_the_vocabulary);
+    RUN(identity_covers_the_eos_token);
     RUN(refuses_invalid_utf8);
     RUN(long_words);
     RUN(threads_share_a_tokenizer);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -12,13 +13,6 @@
 #include "ftpipe/transfer/archive_extract.h"
 
 static char root[] = "/tmp/ftpipe-archive-create.XXXXXX";
-
-static void write_text(const char *dir, const char *name, const char *text)
-{
-    char *path = ft_path_join(dir, name);
-    CHECK_INT(ft_write_file_atomic(path, text, strlen(text)), 0);
-    free(path);
-}
 
 static bool file_is(const char *dir, const char *name, const char *text)
 {
@@ -69,8 +63,8 @@ TEST(a_folder_unpacks_under_its_top_folder_and_packs_to_the_same_bytes)
 {
     char *folder = ft_path_join(root, "export");
     CHECK_INT(ft_mkdir_p(folder), 0);
-    write_text(folder, "adapter_model.safetensors", "weights");
-    write_text(folder, "adapter_config.json", "{\"r\": 8}\n");
+    fixture_write_file(folder, "adapter_model.safetensors", "weights", 0);
+    fixture_write_file(folder, "adapter_config.json", "{\"r\": 8}\n", 0);
     round_trip(folder, FT_ARCHIVE_TAR_ZSTD, "adapter.tar.zst");
     round_trip(folder, FT_ARCHIVE_TAR_GZIP, "adapter.tar.gz");
     free(folder);

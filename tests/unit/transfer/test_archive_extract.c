@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -456,8 +457,7 @@ TEST(refuses_a_destination_that_is_not_empty)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-archive.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("archive");
     if (!temporary_dir)
         return 1;
     RUN(round_trip_tar);

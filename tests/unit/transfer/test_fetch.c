@@ -3,6 +3,7 @@
  * it served are read back from its access log. One case uses a small server of
  * its own that cuts a connection midway. */
 #include "check.h"
+#include "fixtures.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,12 +14,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/sha256.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/transfer/fetch.h"
+#include "ftpipe/transfer/fetch_http.h"
 
 #define MIB (1024 * 1024)
 #define BIG_BYTES (24 * MIB)
@@ -69,22 +72,13 @@ static bool start_server(void)
         fclose(file);
     }
     free(huge);
-    char *command = ft_xasprintf("sh tests/e2e/nginx.sh start %s", server_dir);
-    FILE *out = popen(command, "r");
-    free(command);
-    if (!out || fscanf(out, "%d", &server_port) != 1)
-        server_port = 0;
-    if (out)
-        pclose(out);
+    server_port = fixture_nginx_start(server_dir);
     return server_port > 0;
 }
 
 static void stop_server(void)
 {
-    char *command = ft_xasprintf("sh tests/e2e/nginx.sh stop %s", server_dir);
-    CHECK_INT(system(command), 0);
-    free(command);
-    ft_remove_tree(server_dir);
+    fixture_nginx_stop(server_dir);
     free(server_dir);
     free(big_bytes);
 }
@@ -571,6 +565,39 @@ TEST(not_enough_space_is_said_before_downloading)
     CHECK_STR(entries[0].method, "HEAD");
 }
 
+/* What a probe learns from the last response's headers: over http, nginx's
+ * ETag, Last-Modified and Accept-Ranges; over file://, which has no headers,
+ * ranges and the file's mtime as the validator. */
+static void probe_headers(const char *url, ft_http_headers *headers)
+{
+    ft_fetch_options options = test_options();
+    char curl_error[CURL_ERROR_SIZE];
+    CURL *easy = ft_http_new_handle(&options, url, curl_error);
+    curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+    CHECK_INT(curl_easy_perform(easy), CURLE_OK);
+    ft_http_read_headers(easy, headers);
+    curl_easy_cleanup(easy);
+}
+
+TEST(reads_the_headers_a_probe_needs)
+{
+    ft_http_headers headers = {.content_range_total = -1};
+    char *http_url = ft_xasprintf("http://127.0.0.1:%d/files/big.bin", server_port);
+    probe_headers(http_url, &headers);
+    CHECK(headers.accept_ranges);
+    CHECK(headers.etag && headers.etag[0] == '"');
+    CHECK(headers.last_modified != NULL);
+    CHECK(!headers.has_content_range);
+    char *file_url = ft_xasprintf("file://%s/www/files/big.bin", server_dir);
+    probe_headers(file_url, &headers);
+    CHECK(headers.accept_ranges);
+    CHECK(headers.etag == NULL);
+    CHECK(headers.last_modified && strncmp(headers.last_modified, "mtime ", 6) == 0);
+    ft_http_headers_free(&headers);
+    free(http_url);
+    free(file_url);
+}
+
 TEST(file_urls_work_like_http)
 {
     char *dir = make_dir();
@@ -791,6 +818,7 @@ int main(void)
     RUN(wrong_size_stops_before_downloading);
     RUN(transient_errors_are_retried_with_backoff);
     RUN(not_enough_space_is_said_before_downloading);
+    RUN(reads_the_headers_a_probe_needs);
     RUN(file_urls_work_like_http);
     RUN(server_refusing_head_is_probed_with_one_byte);
     RUN(unknown_length_and_no_byte_ranges_still_work);

@@ -1,6 +1,7 @@
 /* Tests for hf_hub: hf:// URLs, and plans made against an imitation of the hub
  * (tests/fixtures/download/hub) served by nginx (tests/e2e/nginx.sh). */
 #include "check.h"
+#include "fixtures.h"
 
 #include <unistd.h>
 
@@ -20,23 +21,14 @@ static bool start_server(void)
 {
     char template[] = "/tmp/ftpipe-hub-XXXXXX";
     server_dir = ft_xstrdup(mkdtemp(template));
-    char *command = ft_xasprintf("sh tests/e2e/nginx.sh start %s", server_dir);
-    FILE *out = popen(command, "r");
-    free(command);
-    if (!out || fscanf(out, "%d", &server_port) != 1)
-        server_port = 0;
-    if (out)
-        pclose(out);
+    server_port = fixture_nginx_start(server_dir);
     endpoint = ft_xasprintf("http://127.0.0.1:%d/hub", server_port);
     return server_port > 0;
 }
 
 static void stop_server(void)
 {
-    char *command = ft_xasprintf("sh tests/e2e/nginx.sh stop %s", server_dir);
-    CHECK_INT(system(command), 0);
-    free(command);
-    ft_remove_tree(server_dir);
+    fixture_nginx_stop(server_dir);
     free(server_dir);
     free(endpoint);
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -25,16 +26,6 @@ static char *state_dir;
 static char *user_dir;   /* <staging_dir>/ftpipe-<uid> */
 static const char expected_marker[] = "ftpipe staged copy 1\nfiles 3\nfolders 1\nlinks 0\nbytes 1017\n";
 
-static void write_file(const char *root, const char *name, const char *content)
-{
-    char *path = ft_path_join(root, name);
-    char *parent = ft_path_dirname(path);
-    CHECK_INT(ft_mkdir_p(parent), 0);
-    CHECK_INT(ft_write_file_atomic(path, content, strlen(content)), 0);
-    free(parent);
-    free(path);
-}
-
 static void make_fixture(void)
 {
     source_dir = ft_path_join(temporary_dir, "models/base");
@@ -43,12 +34,12 @@ static void make_fixture(void)
     char name[32];
     snprintf(name, sizeof name, "ftpipe-%lu", (unsigned long)geteuid());
     user_dir = ft_path_join(staging_dir, name);
-    write_file(source_dir, "config.json", "{\"layers\":2}\n");
+    fixture_write_file(source_dir, "config.json", "{\"layers\":2}\n", 0);
     char weights[1001];
     memset(weights, 'w', 1000);
     weights[1000] = '\0';
-    write_file(source_dir, "weights.bin", weights);
-    write_file(source_dir, "tok/vocab.txt", "a b\n");
+    fixture_write_file(source_dir, "weights.bin", weights, 0);
+    fixture_write_file(source_dir, "tok/vocab.txt", "a b\n", 0);
     CHECK_INT(ft_mkdir_p(staging_dir), 0);
     CHECK_INT(ft_mkdir_p(state_dir), 0);
 }
@@ -238,8 +229,8 @@ TEST(partial_copies_of_dead_processes_are_removed)
     CHECK_INT(waitpid(child, NULL, 0), child);
     char *dead = ft_xasprintf("%s/." KEY_ONE ".partial-%ld", user_dir, (long)child);
     char *live = ft_xasprintf("%s/." KEY_ONE ".partial-%ld", user_dir, (long)getppid());
-    write_file(dead, "half.bin", "half");
-    write_file(live, "half.bin", "half");
+    fixture_write_file(dead, "half.bin", "half", 0);
+    fixture_write_file(live, "half.bin", "half", 0);
     char *holder = ft_path_join(user_dir, KEY_ONE);
     CHECK_INT(ft_remove_tree(holder), 0);
     free(holder);
@@ -264,7 +255,7 @@ TEST(gc_removes_copies_no_target_needs)
     ft_staging_result_free(&result);
     /* A damaged registry entry is forgotten, never followed. */
     char *victim = ft_path_join(temporary_dir, "victim");
-    write_file(victim, "keep.txt", "mine");
+    fixture_write_file(victim, "keep.txt", "mine", 0);
     char *bogus = ft_path_join(state_dir, "shm/33333333333333333333333333333333");
     char *bogus_text = ft_xasprintf("%s\n", victim);
     CHECK_INT(ft_write_file_atomic(bogus, bogus_text, strlen(bogus_text)), 0);
@@ -327,8 +318,7 @@ TEST(detects_a_tmpfs)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-staging.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("staging");
     if (!temporary_dir)
         return 1;
     make_fixture();

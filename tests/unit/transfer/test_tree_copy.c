@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/thread_pool.h"
 #include "ftpipe/transfer/tree_copy.h"
 
 static char *temporary_dir;
@@ -17,17 +19,6 @@ static char *temporary_dir;
 /* 2.5 ranges, every 4-byte word different, so a range copied to the wrong
  * place shows. */
 static const uint64_t large_bytes = FT_TREE_COPY_RANGE_BYTES * 5 / 2 + 3;
-
-static void write_file(const char *root, const char *name, const char *content, mode_t mode)
-{
-    char *path = ft_path_join(root, name);
-    char *parent = ft_path_dirname(path);
-    CHECK_INT(ft_mkdir_p(parent), 0);
-    CHECK_INT(ft_write_file_atomic(path, content, strlen(content)), 0);
-    CHECK_INT(chmod(path, mode), 0);
-    free(parent);
-    free(path);
-}
 
 static void write_large_file(const char *path)
 {
@@ -43,10 +34,10 @@ static void write_large_file(const char *path)
 static char *make_source(void)
 {
     char *root = ft_path_join(temporary_dir, "source");
-    write_file(root, "config.json", "{\"hidden_size\": 8}\n", 0644);
-    write_file(root, "bin/run", "#!/bin/sh\necho hi\n", 0755);
-    write_file(root, "frozen/weights.txt", "1 2 3\n", 0444);
-    write_file(root, "empty.txt", "", 0600);
+    fixture_write_file(root, "config.json", "{\"hidden_size\": 8}\n", 0644);
+    fixture_write_file(root, "bin/run", "#!/bin/sh\necho hi\n", 0755);
+    fixture_write_file(root, "frozen/weights.txt", "1 2 3\n", 0444);
+    fixture_write_file(root, "empty.txt", "", 0600);
     char *empty = ft_path_join(root, "empty");
     CHECK_INT(ft_mkdir_p(empty), 0);
     char *big = ft_path_join(root, "big/shard.bin");
@@ -156,6 +147,16 @@ TEST(copies_a_folder_in_the_kernel_with_one_thread)
     free(source);
 }
 
+/* No thread can start: the calling thread copies everything itself. */
+TEST(copies_a_folder_when_no_thread_starts)
+{
+    char *source = ft_path_join(temporary_dir, "source");
+    ft_thread_pool_fail_starts_after(0);
+    check_copy(source, true, 3, temporary_dir, "copy-no-threads");
+    ft_thread_pool_fail_starts_after((size_t)-1);
+    free(source);
+}
+
 /* Where the kernel cannot copy between file systems, the copy goes by hand. */
 TEST(copies_into_a_tmpfs_unverified)
 {
@@ -248,12 +249,12 @@ TEST(refuses_a_fifo)
 
 int main(void)
 {
-    char template[] = "/tmp/ftpipe-test-tree-copy.XXXXXX";
-    temporary_dir = mkdtemp(template);
+    temporary_dir = fixture_temporary_dir("tree-copy");
     if (!temporary_dir)
         return 1;
     RUN(copies_a_folder_verified_with_three_threads);
     RUN(copies_a_folder_in_the_kernel_with_one_thread);
+    RUN(copies_a_folder_when_no_thread_starts);
     RUN(copies_into_a_tmpfs_unverified);
     RUN(copies_a_single_large_file);
     RUN(measures_without_copying);

@@ -1,0 +1,33 @@
+/* Tests of clock: the monotonic clock moves forward by what was slept, and the
+ * wall clock agrees with time(). */
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "ftpipe/base/clock.h"
+
+TEST(monotonic_clock_measures_a_sleep)
+{
+    uint64_t start = ft_now_ns();
+    usleep(20000);
+    uint64_t end = ft_now_ns();
+    CHECK(end - start >= 20000000u);
+    CHECK(end - start < 5000000000u);
+    double elapsed = ft_elapsed_ms(start);
+    CHECK(elapsed >= 20.0);
+}
+
+TEST(wall_clock_is_milliseconds_since_the_epoch)
+{
+    time_t before = time(NULL);
+    int64_t ms = ft_wall_ms();
+    time_t after = time(NULL);
+    CHECK(ms / 1000 >= (int64_t)before && ms / 1000 <= (int64_t)after);
+}
+
+int main(void)
+{
+    RUN(monotonic_clock_measures_a_sleep);
+    RUN(wall_clock_is_milliseconds_since_the_epoch);
+    return check_done();
+}
