@@ -1,0 +1,27 @@
+#!/bin/sh
+# Creates the oracle environment (make oracles): a Python virtual environment at
+# VENV (default build/oracles) holding exactly the pinned packages of
+# tests/oracle/requirements*.txt, from PyPI. pip's cache (~/.cache/pip) keeps the
+# downloads and the DeepSpeed wheel it builds, so a rebuild downloads nothing.
+# The Makefile reruns this only when a requirements file or this script changes.
+set -e
+cd "$(dirname "$0")/../.."
+VENV=${1:-build/oracles}
+start=$(date +%s)
+
+# Debian's python3 makes virtual environments only with python3-venv.
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  echo "oracles: installing python3-venv"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+fi
+
+rm -rf "$VENV"
+python3 -m venv "$VENV"
+pip="$VENV/bin/python -m pip --disable-pip-version-check --no-input"
+echo "oracles: installing tests/oracle/requirements.txt into $VENV"
+$pip install -q --no-deps --only-binary=:all: -r tests/oracle/requirements.txt
+echo "oracles: building tests/oracle/requirements-source.txt"
+DS_BUILD_OPS=0 $pip install -q --no-deps --no-build-isolation -r tests/oracle/requirements-source.txt
+touch "$VENV/.installed"
+echo "oracles: $VENV ready in $(($(date +%s) - start)) s, $(du -sh "$VENV" | cut -f1)"
