@@ -7,6 +7,7 @@ A check prints one line per case, which tests/oracle/run.py counts:
     skip NAME: why            (counted apart: never a pass)
 and exits 1 when a case failed."""
 import glob
+import hashlib
 import json
 import os
 import struct
@@ -87,10 +88,15 @@ def unpack_tokenizer(name, folder):
 
 
 def corpus_lines():
-    """The tokenizer test corpus (make_corpus.py's default), as texts."""
+    """The tokenizer test corpus (make_corpus.py's default) as texts, checked to be
+    the one the committed expected ids were made from."""
     made = subprocess.run([sys.executable, os.path.join(TOKENIZER_FIXTURES, "make_corpus.py")],
                           stdout=subprocess.PIPE, check=True).stdout
-    return [json.loads(line) for line in made.decode("utf-8").splitlines()]
+    facts = json.load(open(os.path.join(TOKENIZER_FIXTURES, "fixtures.json")))
+    if hashlib.sha256(made).hexdigest() != facts["corpus_sha256"]:
+        raise RuntimeError("make_corpus.py no longer makes the corpus of fixtures.json")
+    # only "\n" ends a line: a text may hold other line separators
+    return [json.loads(line) for line in made.decode("utf-8").split("\n") if line]
 
 
 def ftpipe_encode(tokenizer_path, texts):
