@@ -15,7 +15,8 @@ NFC changes; special tokens inside content; reasoning blocks; turns long
 enough that cutoff_len cuts the prompt, the answer, both, or whole turns).
 The options: the defaults, a small cutoff_len, train_on_prompt, mask_history
 (alone and with a small cutoff_len), and packing (LLaMA-Factory's
-neat_packing: attention stays inside each sample, as in ftpipe)."""
+neat_packing: attention stays inside each sample, as in ftpipe), with a
+cutoff_len that cuts no sample and with one that does."""
 import copy
 import json
 import os
@@ -42,6 +43,7 @@ OPTIONS = {  # name: (ftpipe parameters, LLaMA-Factory DataArguments)
     "train_on_prompt": ({"cutoff_len": 1024, "train_on_prompt": "true"}, {"cutoff_len": 1024, "train_on_prompt": True}),
     "mask_history": ({"cutoff_len": 1024, "mask_history": "true"}, {"cutoff_len": 1024, "mask_history": True}),
     "mask_history,cutoff_len=48": ({"cutoff_len": 48, "mask_history": "true"}, {"cutoff_len": 48, "mask_history": True}),
+    "packing,cutoff_len=2048": ({"cutoff_len": 2048, "packing": "true"}, {"cutoff_len": 2048, "neat_packing": True}),
     "packing,cutoff_len=256": ({"cutoff_len": 256, "packing": "true"}, {"cutoff_len": 256, "neat_packing": True}),
 }
 
@@ -138,8 +140,8 @@ def make_datasets(data):
           ("parts/b.jsonl", "parts_b")]),
         ("files", "data/alpaca.json data/sharegpt.jsonl data/edge_sharegpt.jsonl data/edge_alpaca.json", {},
          [("alpaca.json", "alpaca_file"), ("sharegpt.jsonl", "sharegpt_conversations"),
-          ("sharegpt.jsonl", "sharegpt_messages"), ("edge cases, sharegpt", "edge_sharegpt"),
-          ("edge cases, alpaca", "edge_alpaca")]),
+          ("sharegpt.jsonl", "sharegpt_messages"), ("edge_sharegpt.jsonl", "edge_sharegpt"),
+          ("edge_alpaca.json", "edge_alpaca")]),
     ]
 
 
@@ -158,8 +160,8 @@ def config_name(template, tokenizer, option):
     return "%s,%s,%s" % (template, tokenizer, option)
 
 
-def target_folder(config, group):
-    return "out/" + re.sub(r"[^A-Za-z0-9_.-]+", "_", config + "__" + group)
+def target_folder(config, stage):
+    return "out/" + re.sub(r"[^A-Za-z0-9_.-]+", "_", config + "__" + stage)
 
 
 def run_ftpipe(workspace, configs, stages):
@@ -178,9 +180,9 @@ def run_ftpipe(workspace, configs, stages):
     return oracle.run([oracle.FTPIPE, "-C", workspace, "-k", "-j", "2"])[1]
 
 
-def ftpipe_rows(workspace, config, group):
+def ftpipe_rows(workspace, config, stage):
     """ftpipe's rows as lists of (ids, labels) samples, labels -100 where the mask is 0."""
-    folder = os.path.join(workspace, target_folder(config, group))
+    folder = os.path.join(workspace, target_folder(config, stage))
     return [[(ids, [t if m else -100 for t, m in zip(ids, mask)]) for ids, mask in row]
             for row in oracle.read_split(folder)]
 
@@ -304,43 +306,44 @@ def main():
         for template, tokenizer_name, option in configs:
             config = config_name(template, tokenizer_name, option)
             tokenizer = lf.tokenizer(template, tokenizer_name)
-            problems, differing, n_datasets, n_samples, n_tokens, n_trained = [], 0, 0, 0, 0, 0
-            for stage, _, _, datasets in stages:
-                n_datasets += len(datasets)
+            problems, differing, n_datasets, n_samples, n_tokens, n_trained = [], [], 0, 0, 0, 0
+            for stage, _, _, sources in stages:
+                n_datasets += len(sources)
                 try:
                     ours = ftpipe_rows(workspace, config, stage)
                 except (OSError, ValueError) as error:
                     folder = target_folder(config, stage)
                     said = [line for line in log.splitlines() if folder in line][-3:] or log.splitlines()[-3:]
                     problems += ["%s: ftpipe made no shards (%s); it said:" % (stage, error)] + said
-                    differing += 1
+                    differing.append(stage)
                     continue
                 n_samples += sum(len(row) for row in ours)
                 n_tokens += sum(len(ids) for row in ours for ids, _ in row)
                 n_trained += sum(sum(1 for t in labels if t != -100) for row in ours for _, labels in row)
                 if OPTIONS[option][1].get("neat_packing"):  # rows hold samples of every dataset
-                    theirs = lf.rows(template, tokenizer_name, option, [name for _, name in datasets])
+                    theirs = lf.rows(template, tokenizer_name, option, [name for _, name in sources])
                     difference = describe_difference(ours, theirs, tokenizer)
-                    problems += ["%s (packed): %s" % (stage, line) if i == 0 else line
-                                 for i, line in enumerate(difference)]
-                    differing += bool(difference)
+                    if difference:
+                        differing.append("%s (packed together)" % stage)
+                        problems += ["%s: %s" % (differing[-1], difference[0])] + difference[1:]
                     continue
-                theirs = [lf.rows(template, tokenizer_name, option, [name]) for _, name in datasets]
+                theirs = [lf.rows(template, tokenizer_name, option, [name]) for _, name in sources]
                 if len(ours) != sum(len(rows) for rows in theirs):
+                    differing.append(stage)
                     problems.append("%s: ftpipe has %d samples, LLaMA-Factory %s" % (
                         stage, len(ours), " + ".join("%d (%s)" % (len(rows), label)
-                                                     for rows, (label, _) in zip(theirs, datasets))))
-                    differing += 1
+                                                     for rows, (label, _) in zip(theirs, sources))))
                     continue
-                for rows, (label, _) in zip(theirs, datasets):
+                for rows, (label, _) in zip(theirs, sources):
                     difference = describe_difference(ours[:len(rows)], rows, tokenizer)
-                    problems += ["%s: %s" % (label, line) if i == 0 else line for i, line in enumerate(difference)]
-                    differing += bool(difference)
+                    if difference:
+                        differing.append(label)
+                        problems += ["%s: %s" % (label, difference[0])] + difference[1:]
                     ours = ours[len(rows):]
             cases.check("llamafactory %s, %s tokenizer, %s" % (template, tokenizer_name, option), not problems,
                         "%d datasets, %d samples, %d tokens (%d trained on): ids and labels identical"
                         % (n_datasets, n_samples, n_tokens, n_trained) if not problems else
-                        "%d of %d datasets differ" % (differing, n_datasets), problems)
+                        "differs on %s" % "; ".join(differing), problems)
         print("# LLaMA-Factory: %d configurations in %.1f s" % (len(configs), time.time() - started))
     finally:
         oracle.remove_scratch(workspace)
