@@ -62,10 +62,15 @@ def timed(command, corpus, out_path):
 
 
 def cpu_model():
+    """/proc/cpuinfo's model name, with family, model and stepping (a VM's name can be generic)."""
+    fields = {}
     for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+        if ":" in line:
+            key, value = (part.strip() for part in line.split(":", 1))
+            fields.setdefault(key, value)
+    return "%s (family %s, model %s, stepping %s)" % (fields.get("model name", platform.processor() or "unknown"),
+                                                      fields.get("cpu family", "?"), fields.get("model", "?"),
+                                                      fields.get("stepping", "?"))
 
 
 def unpack(name, folder):
