@@ -16,6 +16,8 @@
 # < 1e-5), or skipped because this machine lacks torch, transformers, peft or
 # the programs (make bench runs it everywhere); 1: a mismatch or a failed step.
 # PEFT_CHECK_DIR keeps the workspace there (default: a temporary folder, removed).
+# The oracle suite (make check-oracles) runs it on any machine, with the oracle
+# environment's python3 (tests/oracle/check_peft_exports.py).
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 if ! python3 -c "import torch, transformers, peft" 2>/dev/null; then

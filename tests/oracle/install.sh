@@ -12,15 +12,15 @@ VENV=${1:-build/oracles}
 WHEELS=${ORACLE_WHEELS:-$HOME/.cache/ftpipe/oracle-wheels}
 start=$(date +%s)
 
+rm -rf "$VENV"
 # Debian's python3 makes virtual environments only with python3-venv.
-if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
   echo "oracles: installing python3-venv"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
 fi
-
-rm -rf "$VENV"
-python3 -m venv "$VENV"
 pip="$VENV/bin/python -m pip --disable-pip-version-check --no-input"
 echo "oracles: fetching tests/oracle/requirements.txt into $WHEELS (what is there already stays)"
 mkdir -p "$WHEELS"

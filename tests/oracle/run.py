@@ -25,7 +25,8 @@ def main():
         name = os.path.basename(check)
         print("--- %s" % name, flush=True)
         check_started = time.time()
-        done = subprocess.run([sys.executable, check], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=HERE)
+        done = subprocess.run([sys.executable, check], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=HERE,
+                              env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))  # no __pycache__ in the tree
         output = done.stdout.decode("utf-8", "replace")
         lines = output.splitlines()
         counts = [sum(1 for line in lines if line.startswith(prefix)) for prefix in ("ok ", "not ok ", "skip ")]
