@@ -5,6 +5,8 @@
 #   make quickstart runs examples/quickstart end to end
 #   make bench      runs the benchmarks in tests/bench (GPU ones skip without a GPU, counted apart)
 #   make gpu-tests  builds build/gpu/ to carry to a GPU machine (sh tests/gpu/run.sh there)
+#   make oracles    creates build/oracles: the reference implementations, pinned, from PyPI
+#   make check-oracles  holds ftpipe against them (tests/oracle; needs PyPI once)
 #   make install PREFIX=/usr/local
 
 PREFIX  ?= /usr/local
@@ -173,6 +175,19 @@ bench: build/ftpipe
 install: build/ftpipe
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 build/ftpipe $(DESTDIR)$(PREFIX)/bin/ftpipe
+
+# --- oracle suite (begin) -----------------------------------------------------
+# The references ftpipe is held to (transformers, PEFT, tokenizers, LLaMA-Factory,
+# ...), pinned in tests/oracle/requirements*.txt, in a virtual environment made
+# again only when those files change. make test needs none of it.
+build/oracles/.installed: tests/oracle/requirements.txt tests/oracle/requirements-source.txt \
+                          tests/oracle/install.sh | build/.deps-ok
+	@sh tests/oracle/install.sh build/oracles
+oracles: build/oracles/.installed
+check-oracles: build/oracles/.installed build/ftpipe build/gpu/ftpipe_logits
+	@build/oracles/bin/python tests/oracle/run.py
+.PHONY: oracles check-oracles
+# --- oracle suite (end) -------------------------------------------------------
 
 clean:
 	rm -rf build

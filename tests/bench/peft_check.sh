@@ -17,6 +17,8 @@
 # the programs (make bench runs it everywhere and counts it apart); 1: a
 # mismatch or a failed step.
 # PEFT_CHECK_DIR keeps the workspace there (default: a temporary folder, removed).
+# The oracle suite (make check-oracles) runs it on any machine, with the oracle
+# environment's python3 (tests/oracle/check_peft_exports.py).
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 if ! python3 -c "import torch, transformers, peft" 2>/dev/null; then

@@ -1,0 +1,165 @@
+"""What the oracle checks (tests/oracle/check_*.py) share: where things are,
+how a case is reported, running ftpipe, and reading its token shards.
+
+A check prints one line per case, which tests/oracle/run.py counts:
+    ok NAME: what was measured
+    not ok NAME: why          (then indented lines with the evidence)
+    skip NAME: why            (counted apart: never a pass)
+and exits 1 when a case failed."""
+import glob
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+FTPIPE = os.path.join(ROOT, "build", "ftpipe")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+TOKENIZER_FIXTURES = os.path.join(FIXTURES, "tokenizer")
+
+# The references read only what is here: no hub, no telemetry, quiet logs.
+for variable, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
+                        ("HF_HUB_DISABLE_TELEMETRY", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                        ("LLAMAFACTORY_VERBOSITY", "ERROR"), ("TOKENIZERS_PARALLELISM", "true")):
+    os.environ.setdefault(variable, value)
+
+
+class Cases:
+    """Reports cases as run.py counts them; finish() gives the exit status."""
+
+    def __init__(self):
+        self.failed = 0
+
+    def ok(self, name, detail=""):
+        print("ok %s%s" % (name, ": " + detail if detail else ""), flush=True)
+
+    def fail(self, name, why, evidence=()):
+        self.failed += 1
+        print("not ok %s: %s" % (name, why), flush=True)
+        for line in evidence:
+            print("  " + str(line)[:400], flush=True)
+
+    def skip(self, name, why):
+        print("skip %s: %s" % (name, why), flush=True)
+
+    def check(self, name, passed, detail, evidence=()):
+        if passed:
+            self.ok(name, detail)
+        else:
+            self.fail(name, detail, evidence)
+        return passed
+
+    def finish(self):
+        return 1 if self.failed else 0
+
+
+def scratch_folder(prefix):
+    """A temporary folder, kept when ORACLE_KEEP is set (to look at after a failure)."""
+    folder = tempfile.mkdtemp(prefix="ftpipe-oracle-%s." % prefix)
+    if os.environ.get("ORACLE_KEEP"):
+        print("# %s keeps its files in %s" % (prefix, folder), flush=True)
+    return folder
+
+
+def remove_scratch(folder):
+    if not os.environ.get("ORACLE_KEEP"):
+        subprocess.run(["rm", "-rf", folder], check=False)
+
+
+def run(command, **kwargs):
+    """Runs a command; returns (exit status, stdout + stderr as text)."""
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+    return done.returncode, done.stdout.decode("utf-8", "replace")
+
+
+def unpack_tokenizer(name, folder):
+    """The committed tokenizer NAME (tests/fixtures/tokenizer/NAME) as a model folder."""
+    os.makedirs(folder, exist_ok=True)
+    source = os.path.join(TOKENIZER_FIXTURES, name)
+    with open(os.path.join(folder, "tokenizer.json"), "wb") as out:
+        subprocess.run(["zstd", "-qdc", os.path.join(source, "tokenizer.json.zst")], stdout=out, check=True)
+    with open(os.path.join(source, "tokenizer_config.json"), "rb") as f, \
+            open(os.path.join(folder, "tokenizer_config.json"), "wb") as out:
+        out.write(f.read())
+    return folder
+
+
+def corpus_lines():
+    """The tokenizer test corpus (make_corpus.py's default) as texts, checked to be
+    the one the committed expected ids were made from."""
+    made = subprocess.run([sys.executable, os.path.join(TOKENIZER_FIXTURES, "make_corpus.py")],
+                          stdout=subprocess.PIPE, check=True).stdout
+    facts = json.load(open(os.path.join(TOKENIZER_FIXTURES, "fixtures.json")))
+    if hashlib.sha256(made).hexdigest() != facts["corpus_sha256"]:
+        raise RuntimeError("make_corpus.py no longer makes the corpus of fixtures.json")
+    # only "\n" ends a line: a text may hold other line separators
+    return [json.loads(line) for line in made.decode("utf-8").split("\n") if line]
+
+
+def ftpipe_encode(tokenizer_path, texts):
+    """`ftpipe encode --jsonl` of texts: one list of ids per text."""
+    lines = "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in texts).encode("utf-8")
+    done = subprocess.run([FTPIPE, "encode", "--tokenizer", tokenizer_path, "--jsonl"], input=lines,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        raise RuntimeError("ftpipe encode failed: " + done.stderr.decode("utf-8", "replace").strip())
+    return [[int(t) for t in line.split()] for line in done.stdout.decode("ascii").split("\n")[:len(texts)]]
+
+
+def first_difference(a, b):
+    """Index of the first element where the sequences differ (or the shorter's length)."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+# ---- token shards (include/ftpipe/token_shards.h has the format) ----
+SHARD_HEADER = struct.Struct("<8sIIQQQI")
+SHARD_MAGIC = b"FTTOKENS"
+
+
+def _aligned(offset):
+    return (offset + 63) // 64 * 64
+
+
+def read_shard(path):
+    """One shard: (packed, row_length, rows), a row being a list of samples and a
+    sample a pair (ids, loss_mask) of lists."""
+    with open(path, "rb") as f:
+        data = f.read()
+    magic, version, flags, n_tokens, n_samples, n_rows, row_length = SHARD_HEADER.unpack_from(data, 0)
+    if magic != SHARD_MAGIC or version != 1:
+        raise ValueError("%s: not a version 1 token shard" % path)
+    sample_offsets_at = 64
+    row_offsets_at = _aligned(sample_offsets_at + 8 * (n_samples + 1))
+    ids_at = _aligned(row_offsets_at + 8 * (n_rows + 1))
+    mask_at = _aligned(ids_at + 4 * n_tokens)
+    if len(data) != mask_at + n_tokens:
+        raise ValueError("%s: %d bytes, the header says %d" % (path, len(data), mask_at + n_tokens))
+    sample_offsets = struct.unpack_from("<%dQ" % (n_samples + 1), data, sample_offsets_at)
+    row_offsets = struct.unpack_from("<%dQ" % (n_rows + 1), data, row_offsets_at)
+    ids = struct.unpack_from("<%dI" % n_tokens, data, ids_at)
+    mask = data[mask_at:mask_at + n_tokens]
+    rows = []
+    for r in range(n_rows):
+        row = []
+        for s in range(row_offsets[r], row_offsets[r + 1]):
+            start, end = sample_offsets[s], sample_offsets[s + 1]
+            row.append((list(ids[start:end]), list(mask[start:end])))
+        rows.append(row)
+    return bool(flags & 1), row_length, rows
+
+
+def read_split(dataset_dir, split="train"):
+    """Every row of a split of a tokenized dataset, shard after shard."""
+    rows = []
+    shards = sorted(glob.glob(os.path.join(dataset_dir, split, "shard-*.bin")))
+    if not shards:
+        raise ValueError("%s/%s has no shards" % (dataset_dir, split))
+    for shard in shards:
+        rows += read_shard(shard)[2]
+    return rows
