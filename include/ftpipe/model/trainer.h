@@ -9,7 +9,16 @@
  *
  * Every random draw comes from the seed and counters (epoch, step, micro-batch),
  * so a run resumed from a checkpoint ends with the same bytes as one that never
- * stopped. The loop knows nothing of stages: it reports through callbacks. */
+ * stopped. The loop knows nothing of stages: it reports through callbacks.
+ *
+ * Data parallel: with a communicator of N ranks, each a process running this
+ * same loop on its own copy of the model, a step takes batch_size x
+ * gradient_accumulation_steps x N rows (the HF Trainer's effective batch),
+ * each rank its slice of them in rank order (data_parallel.h); the gradients
+ * and the loss are added over the ranks before clipping, so every rank makes
+ * the same update and the loss is that of one rank running the whole step.
+ * Only rank 0 writes checkpoints; every rank resumes from them, whatever rank
+ * count wrote them. */
 #ifndef FTPIPE_TRAINER_H
 #define FTPIPE_TRAINER_H
 
@@ -17,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ftpipe/backend/comm.h"
 #include "ftpipe/formats/token_shards.h"
 #include "ftpipe/model/adamw.h"
 #include "ftpipe/model/lr_schedule.h"
@@ -59,12 +69,14 @@ typedef struct {
     int64_t save_steps;               /* 0: a checkpoint only at the end */
     int save_total_limit;             /* 0: keep every checkpoint */
     const char *run_id;               /* what the run is; checkpoints of another are refused */
-    ft_train_callbacks callbacks;
+    int ranks;                        /* data-parallel ranks; 0 or 1: one */
+    ft_comm *comm;                    /* this rank's, of `ranks` ranks; NULL with one */
+    ft_train_callbacks callbacks;     /* rank 0's cancelled() stops every rank */
 } ft_train_options;
 
 typedef struct {
-    int64_t micro_batches_per_epoch;  /* ceil(rows / batch_size) */
-    int64_t steps_per_epoch;          /* ceil(micro-batches / gradient_accumulation_steps) */
+    int64_t micro_batches_per_epoch;  /* per rank: ceil(rows / (batch_size x ranks)) */
+    int64_t steps_per_epoch;          /* ceil(rows / (batch_size x gradient_accumulation_steps x ranks)) */
     int64_t total_steps;              /* max_steps, or ceil(num_train_epochs * steps_per_epoch) */
     int64_t warmup_steps;
 } ft_train_plan;

@@ -1,0 +1,44 @@
+/* data_parallel: what N ranks of one trainer share out and add up. Each step's
+ * rows are split into one contiguous slice per rank, in rank order, so that N
+ * ranks see the rows of one rank's step with the same effective batch; the
+ * trained tensors' gradients are added over the ranks in buckets of adjacent
+ * tensors (LoRA's gradients are one allocation, so a bucket is one span), the
+ * way DDP groups them, so a collective moves megabytes rather than one small
+ * tensor at a time. */
+#ifndef FTPIPE_DATA_PARALLEL_H
+#define FTPIPE_DATA_PARALLEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/backend/comm.h"
+#include "ftpipe/model/adamw.h"
+
+/* DDP's default bucket: 25 MiB of gradients. */
+#define FT_GRAD_BUCKET_BYTES ((size_t)25 << 20)
+
+/* Rank `rank`'s slice [*first, *first + *count) of a step's `rows` rows:
+ * rows_per_rank each while they last (a step at an epoch's end has fewer rows:
+ * then ceil(rows / ranks) each). */
+void ft_rank_rows(int64_t rows, int64_t rows_per_rank, int ranks, int rank, int64_t *first, int64_t *count);
+
+typedef struct {
+    float *data;       /* in the backend's memory */
+    size_t count;
+} ft_grad_bucket;
+
+typedef struct {
+    ft_grad_bucket *buckets;
+    size_t n_buckets;
+} ft_grad_buckets;
+
+/* Groups the tensors' gradients into spans of adjacent memory of at most
+ * bucket_bytes (a larger tensor is a bucket of its own). */
+void ft_grad_buckets_plan(const ft_param_tensor *tensors, size_t n_tensors, size_t bucket_bytes,
+                          ft_grad_buckets *out);
+void ft_grad_buckets_free(ft_grad_buckets *buckets);
+
+/* Every rank's gradients become their sum over the ranks. -1 with ft_error. */
+int ft_grad_buckets_all_reduce(const ft_grad_buckets *buckets, ft_comm *comm);
+
+#endif
