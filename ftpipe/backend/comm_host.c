@@ -28,6 +28,8 @@ static int peer_index(const ft_comm *comm, int peer) { return comm->rank == 0 ? 
 static int lost(ft_comm *comm, int peer, const char *what)
 {
     host *h = comm->context;
+    if (comm->lost_rank < 0)
+        comm->lost_rank = peer;
     return ft_error("rank %d (%s) %s during %s: it stopped or failed; its log says why", peer,
                     h->names[peer_index(comm, peer)], what, h->doing);
 }
@@ -190,7 +192,7 @@ ft_comm *ft_comm_host_create(int rank, int size, const int *peer_fds, const char
         h->chunk = ft_xmalloc(CHUNK_BYTES);
     h->doing = "setup";
     ft_comm *comm = ft_xcalloc(1, sizeof *comm);
-    *comm = (ft_comm){"host", rank, size, h, all_reduce_sum, broadcast, all_gather, reduce_scatter_sum, abort_comm,
+    *comm = (ft_comm){"host", rank, size, -1, h, all_reduce_sum, broadcast, all_gather, reduce_scatter_sum, abort_comm,
                       destroy};
     return comm;
 }

@@ -24,6 +24,7 @@ struct ft_comm {
     const char *name;   /* "host", "nccl" */
     int rank;
     int size;
+    int lost_rank;      /* after a failure: the peer that was lost; -1: none */
     void *context;
     /* data[i] = the sum over ranks of data[i], on every rank. */
     int (*all_reduce_sum)(ft_comm *self, void *data, size_t count, ft_comm_dtype dtype);

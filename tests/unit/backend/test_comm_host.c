@@ -108,6 +108,7 @@ TEST(a_dead_peer_is_named)
     snprintf(expected, sizeof expected, "rank 2 (pid %d on ", (int)children[2]);
     CHECK(strstr(ft_error_message(), expected) != NULL);
     CHECK(strstr(ft_error_message(), "closed its connection during an all-reduce") != NULL);
+    CHECK_INT(comm->lost_rank, 2);
     comm->abort(comm);
     ft_comm_destroy(comm);
     for (int k = 1; k < 3; k++) {
