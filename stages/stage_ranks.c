@@ -12,10 +12,13 @@
 #include <unistd.h>
 
 #include "ftpipe/backend/comm_host.h"
+#include "ftpipe/backend/rendezvous.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
+#include "ftpipe/engine/launch.h"
+#include "ftpipe/engine/manifest.h"
 
 /* How long rank 0 lets the others notice a failure before it kills them. */
 enum { STOP_GRACE_MS = 3000, LOG_TAIL_LINES = 5 };
@@ -26,18 +29,33 @@ bool ft_stage_wants_cuda(ft_stage *stage)
     return strcmp(backend, "cuda") == 0 || (strcmp(backend, "auto") == 0 && ft_stage_param_int(stage, "gpus") > 0);
 }
 
-int ft_stage_rank_count(ft_stage *stage)
+int ft_stage_ranks_per_node(ft_stage *stage)
 {
     int64_t nproc = ft_stage_param_int(stage, "nproc_per_node");
     if (nproc > 0)
         return (int)(nproc < 4096 ? nproc : 4096);
+    ft_launch launch;
+    if (ft_launch_from_env(&launch) == 0 && launch.nproc_per_node > 0)
+        return launch.nproc_per_node;
+    ft_error_clear();
     int64_t gpus = ft_stage_param_int(stage, "gpus");
     return ft_stage_wants_cuda(stage) && gpus > 1 ? (int)gpus : 1;
 }
 
+int ft_stage_world_size(ft_stage *stage)
+{
+    ft_launch launch;
+    if (ft_launch_from_env(&launch) < 0)
+        return -1;
+    int64_t world = (int64_t)ft_stage_ranks_per_node(stage) * launch.nnodes;
+    if (world > 65536)
+        return ft_error("%d nodes of %d ranks: more than 65536 ranks", launch.nnodes, ft_stage_ranks_per_node(stage));
+    return (int)world;
+}
+
 static void free_ranks(ft_stage_ranks *ranks)
 {
-    for (int k = 0; ranks->log_paths && k < ranks->size; k++)
+    for (int k = 0; ranks->log_paths && k < ranks->local_size; k++)
         free(ranks->log_paths[k]);
     free(ranks->log_paths);
     free(ranks->children);
@@ -45,32 +63,51 @@ static void free_ranks(ft_stage_ranks *ranks)
     memset(ranks, 0, sizeof *ranks);
 }
 
-int ft_stage_ranks_start(ft_stage *stage, int size, ft_stage_ranks *out)
+/* What every node must have computed alike: the stage key and each input's
+ * content hash, one "NAME VALUE" line each. */
+static int agreement_text(ft_stage *stage, ft_strbuf *out)
 {
-    memset(out, 0, sizeof *out);
-    out->size = size;
-    if (size <= 1)
-        return 0;
-    out->children = ft_xcalloc((size_t)size, sizeof *out->children);
-    out->log_paths = ft_xcalloc((size_t)size, sizeof *out->log_paths);
-    for (int k = 1; k < size; k++) {
-        char name[32];
-        snprintf(name, sizeof name, "rank-%d.log", k);
-        out->log_paths[k] = ft_path_join(ft_stage_work_dir(stage), name);
+    ft_strbuf_printf(out, "stage key %s\n", ft_stage_key(stage));
+    const char *dir = ft_stage_pipeline_dir(stage);
+    size_t dir_length = strlen(dir);
+    for (size_t i = 0; i < ft_stage_input_count(stage); i++) {
+        const char *path = ft_stage_input_path(stage, i);
+        ft_manifest *manifest = NULL;
+        if (ft_manifest_build(NULL, path, 0, &manifest) < 0)
+            return ft_error_context("hashing input %s for the other nodes", path);
+        ft_manifest_finish(manifest);
+        char hex[FT_HASH_HEX_LENGTH + 1];
+        ft_hash_to_hex(manifest->hash, hex);
+        bool inside = strncmp(path, dir, dir_length) == 0 && path[dir_length] == '/';
+        ft_strbuf_printf(out, "input %s %s\n", inside ? path + dir_length + 1 : path, hex);
+        ft_manifest_free(manifest);
     }
-    int rank = ft_comm_host_fork(size, &out->comm, out->children);
-    if (rank < 0) {
-        free_ranks(out);
-        return -1;
+    return 0;
+}
+
+/* Forks local ranks 1..local_size-1 (plain processes: they join over TCP). */
+static int fork_local(ft_stage_ranks *out)
+{
+    fflush(NULL);
+    for (int k = 1; k < out->local_size; k++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            int status = ft_error_errno("cannot start local rank %d", k);
+            for (int j = 1; j < k; j++)
+                kill(out->children[j], SIGKILL);
+            return status;
+        }
+        if (pid == 0)
+            return k;
+        out->children[k] = pid;
     }
-    out->rank = rank;
-    if (rank == 0) {
-        for (int k = 1; k < size; k++)
-            ft_stage_log(stage, "rank %d of %d: pid %d, log %s", k, size, (int)out->children[k], out->log_paths[k]);
-        return 0;
-    }
-    /* A rank's output goes to its own log; the engine hears only rank 0. */
-    int fd = open(out->log_paths[rank], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    return 0;
+}
+
+/* A rank other than the node's first: its output goes to its own log. */
+static void become_rank(ft_stage_ranks *out)
+{
+    int fd = open(out->log_paths[out->local_rank], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd >= 0) {
         dup2(fd, STDOUT_FILENO);
         dup2(fd, STDERR_FILENO);
@@ -79,8 +116,83 @@ int ft_stage_ranks_start(ft_stage *stage, int size, ft_stage_ranks *out)
     char host[256] = "?";
     gethostname(host, sizeof host);
     host[sizeof host - 1] = '\0';
-    fprintf(stderr, "rank %d of %d: pid %d on %s\n", rank, size, (int)getpid(), host);
-    return rank;
+    fprintf(stderr, "rank %d of %d: pid %d on %s\n", out->rank, out->size, (int)getpid(), host);
+}
+
+int ft_stage_ranks_start(ft_stage *stage, ft_stage_ranks *out)
+{
+    memset(out, 0, sizeof *out);
+    ft_launch launch;
+    if (ft_launch_from_env(&launch) < 0)
+        return -1;
+    out->local_size = ft_stage_ranks_per_node(stage);
+    out->size = out->local_size * launch.nnodes;
+    out->node_rank = launch.node_rank;
+    out->rank = launch.node_rank * out->local_size;
+    if (out->size <= 1)
+        return 0;
+    out->children = ft_xcalloc((size_t)out->local_size, sizeof *out->children);
+    out->log_paths = ft_xcalloc((size_t)out->local_size, sizeof *out->log_paths);
+    for (int k = 1; k < out->local_size; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "rank-%d.log", out->rank + k);
+        out->log_paths[k] = ft_path_join(ft_stage_work_dir(stage), name);
+    }
+    int local;
+    if (launch.nnodes == 1) { /* one host: socket pairs */
+        local = ft_comm_host_fork(out->local_size, &out->comm, out->children);
+        if (local < 0) {
+            free_ranks(out);
+            return -1;
+        }
+    } else {
+        ft_strbuf agreement;
+        ft_strbuf_init(&agreement);
+        local = agreement_text(stage, &agreement);
+        if (local == 0)
+            local = fork_local(out);
+        if (local >= 0) {
+            ft_rendezvous_options o = {launch.master_addr, launch.master_port, out->rank + local, out->size,
+                                       launch.node_rank,
+                                       (int)ft_stage_param_duration_ms(stage, "rendezvous_timeout"), agreement.data};
+            if (local > 0) {
+                out->local_rank = local;
+                out->rank += local;
+                become_rank(out);
+            } else {
+                ft_stage_log(stage, "node %d of %d (%s variables): joining ranks %d-%d of %d at %s:%d", launch.node_rank,
+                             launch.nnodes, launch.source, out->rank, out->rank + out->local_size - 1, out->size,
+                             launch.master_addr, launch.master_port);
+            }
+            if (ft_rendezvous_tcp(&o, &out->comm) < 0)
+                local = local > 0 ? ft_stage_ranks_finish(stage, out, -1) : -1;
+        }
+        ft_strbuf_free(&agreement);
+        if (local < 0) { /* the node's first rank: the job cannot start, so neither can its ranks */
+            for (int k = 1; k < out->local_size; k++)
+                if (out->children[k] > 0) {
+                    kill(out->children[k], SIGKILL);
+                    waitpid(out->children[k], NULL, 0);
+                }
+            free_ranks(out);
+            return -1;
+        }
+        if (local == 0)
+            for (int k = 1; k < out->local_size; k++)
+                ft_stage_log(stage, "rank %d of %d: pid %d, log %s", out->rank + k, out->size, (int)out->children[k],
+                             out->log_paths[k]);
+        return 0;
+    }
+    out->local_rank = local;
+    out->rank += local;
+    if (local == 0) {
+        for (int k = 1; k < out->local_size; k++)
+            ft_stage_log(stage, "rank %d of %d: pid %d, log %s", k, out->size, (int)out->children[k],
+                         out->log_paths[k]);
+        return 0;
+    }
+    become_rank(out);
+    return 0;
 }
 
 /* The last lines of a file, indented, or "" when it cannot be read. */
@@ -130,10 +242,10 @@ static uint64_t now_ms(void)
 static void reap(ft_stage_ranks *ranks, int *statuses, uint64_t grace_ms)
 {
     uint64_t deadline = now_ms() + grace_ms;
-    int left = ranks->size - 1;
+    int left = ranks->local_size - 1;
     bool killed = false;
     while (left > 0) {
-        for (int k = 1; k < ranks->size; k++) {
+        for (int k = 1; k < ranks->local_size; k++) {
             if (ranks->children[k] <= 0)
                 continue;
             pid_t pid = waitpid(ranks->children[k], &statuses[k], WNOHANG);
@@ -143,7 +255,7 @@ static void reap(ft_stage_ranks *ranks, int *statuses, uint64_t grace_ms)
             }
         }
         if (left > 0 && !killed && now_ms() > deadline) {
-            for (int k = 1; k < ranks->size; k++)
+            for (int k = 1; k < ranks->local_size; k++)
                 if (ranks->children[k] > 0)
                     kill(ranks->children[k], SIGKILL);
             killed = true;
@@ -157,35 +269,41 @@ int ft_stage_ranks_finish(ft_stage *stage, ft_stage_ranks *ranks, int status)
 {
     if (ranks->size <= 1)
         return status;
-    if (ranks->rank != 0) {
+    if (ranks->local_rank != 0) {
         if (status < 0)
             fprintf(stderr, "rank %d failed: %s\n", ranks->rank, ft_error_message());
         fflush(NULL);
-        if (status < 0)
+        if (status < 0 && ranks->comm)
             ranks->comm->abort(ranks->comm);
         _exit(status < 0 ? 1 : 0);
     }
     if (status < 0)
         ranks->comm->abort(ranks->comm);
-    int *statuses = ft_xcalloc((size_t)ranks->size, sizeof *statuses);
+    int *statuses = ft_xcalloc((size_t)ranks->local_size, sizeof *statuses);
     reap(ranks, statuses, status < 0 ? STOP_GRACE_MS : 600000);
-    /* The rank to blame: the one the communicator lost; after a success, any
-     * that failed. (When rank 0 itself failed, the others stopped because it did.) */
-    int lost = ranks->comm->lost_rank;
-    for (int k = 1; k < ranks->size && lost < 1 && status == 0; k++)
+    /* The rank to blame: the one the communicator lost; after a success, any of
+     * this node's that failed. (When this rank failed, the others stopped
+     * because it did.) A rank of this node gets its exit and log; another
+     * node's is named by the communicator's message. */
+    int first = ranks->rank, lost = ranks->comm->lost_rank;
+    int local = lost > first && lost < first + ranks->local_size ? lost - first : -1;
+    for (int k = 1; k < ranks->local_size && lost < 0 && status == 0; k++)
         if (!WIFEXITED(statuses[k]) || WEXITSTATUS(statuses[k]) != 0)
-            lost = k;
-    if (lost >= 1) {
+            local = k;
+    if (local >= 1 || (lost >= 0 && status < 0)) {
         ft_strbuf text;
         ft_strbuf_init(&text);
         if (status < 0)
-            ft_strbuf_printf(&text, "%s; ", ft_error_message());
-        char host[256] = "?";
-        gethostname(host, sizeof host);
-        host[sizeof host - 1] = '\0';
-        ft_strbuf_printf(&text, "rank %d (pid %d on %s) ", lost, (int)-ranks->children[lost], host);
-        describe_exit(&text, statuses[lost]);
-        append_tail(&text, ranks->log_paths[lost]);
+            ft_strbuf_printf(&text, "%s", ft_error_message());
+        if (local >= 1) {
+            char host[256] = "?";
+            gethostname(host, sizeof host);
+            host[sizeof host - 1] = '\0';
+            ft_strbuf_printf(&text, "%srank %d (pid %d on %s) ", status < 0 ? "; " : "", first + local,
+                             (int)-ranks->children[local], host);
+            describe_exit(&text, statuses[local]);
+            append_tail(&text, ranks->log_paths[local]);
+        }
         ft_strbuf_printf(&text, "\nevery rank was stopped; run again to resume from the last checkpoint");
         status = ft_stage_fail(stage, "%s", text.data);
         ft_strbuf_free(&text);

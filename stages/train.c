@@ -33,7 +33,7 @@ typedef struct {
     ft_train_options train_options;
     ft_train_plan plan;
     char *log_path;             /* <work>/trainer_log.jsonl, kept across resumes */
-    int rank;                   /* this process's data-parallel rank: only rank 0 reports and writes */
+    int rank;                   /* this process's rank on this node: only its first reports and writes */
     int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
 } train_run;
 
@@ -127,7 +127,9 @@ static int read_parameters(train_run *run)
         return ft_stage_fail(stage, "per_device_train_batch_size = %lld and gradient_accumulation_steps = %lld: "
                                     "expected at least 1 each",
                              (long long)batch_size, (long long)accumulation);
-    int ranks = ft_stage_rank_count(stage);
+    int ranks = ft_stage_world_size(stage);
+    if (ranks < 0)
+        return ft_stage_fail(stage, "%s", ft_error_message());
     if (check_ranks(stage, ranks) < 0 || global_batch_accumulation(stage, batch_size, ranks, &accumulation) < 0)
         return -1;
     m->max_batch_size = (int)batch_size;
@@ -391,16 +393,17 @@ static int run_train(ft_stage *stage)
     /* The ranks start before any backend does: a process forked after CUDA or
      * OpenBLAS threads started could not use them. */
     ft_stage_ranks ranks;
-    run.rank = ft_stage_ranks_start(stage, run.train_options.ranks, &ranks);
-    if (run.rank < 0) {
+    if (ft_stage_ranks_start(stage, &ranks) < 0) {
         free(checkpoints);
         free(run.log_path);
         return -1;
     }
+    run.rank = ranks.local_rank;
     run.train_options.comm = ranks.comm;
+    run.train_options.saves_checkpoints = ranks.local_rank == 0;
     if (run.rank != 0)
         run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL};
-    ft_backend *backend = ft_stage_backend_for_rank(stage, "training", run.rank, ranks.size);
+    ft_backend *backend = ft_stage_backend_for_rank(stage, "training", ranks.local_rank, ranks.local_size);
     int status = backend ? (run.rank == 0 ? check_memory(&run, backend) : 0) : -1;
     if (status == 0)
         status = train(&run, backend);
@@ -416,7 +419,9 @@ static int run_train(ft_stage *stage)
  * from before data parallelism stay.) */
 static int train_extra_key(ft_stage *stage, ft_strbuf *key_text)
 {
-    int ranks = ft_stage_rank_count(stage);
+    int ranks = ft_stage_world_size(stage);
+    if (ranks < 0)
+        return -1;
     if (ranks > 1 && ft_stage_param_int(stage, "global_batch_size") == 0)
         ft_strbuf_printf(key_text, "data-parallel ranks %d\n", ranks);
     return 0;

@@ -168,9 +168,11 @@ static double epochs_done(const trainer *t)
     return (double)t->state.epoch + (double)t->state.epoch_row / (double)t->data.n_rows;
 }
 
+static bool saves_checkpoints(const trainer *t) { return !t->comm || t->options->saves_checkpoints; }
+
 static int save(trainer *t)
 {
-    if (t->rank != 0 || !t->options->checkpoint_dir || t->saved_step == t->state.global_step)
+    if (!saves_checkpoints(t) || !t->options->checkpoint_dir || t->saved_step == t->state.global_step)
         return 0;
     ft_backend *backend = ft_model_backend(t->model);
     if (ft_checkpoint_save(t->options->checkpoint_dir, backend, t->tensors, t->n_tensors, t->optimizer, &t->state,
@@ -304,7 +306,7 @@ static int resume(trainer *t, ft_train_result *out)
         out->resumed_from_step = loaded.global_step;
         note(t, "resumed from checkpoint-%lld (epoch %.2f)", (long long)loaded.global_step, epochs_done(t));
     }
-    if (t->rank != 0)
+    if (!saves_checkpoints(t))
         return 0;
     /* A checkpoint must fit before any work is done that it would keep. */
     uint64_t total_bytes, largest_file_bytes;

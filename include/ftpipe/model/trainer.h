@@ -17,8 +17,8 @@
  * each rank its slice of them in rank order (data_parallel.h); the gradients
  * and the loss are added over the ranks before clipping, so every rank makes
  * the same update and the loss is that of one rank running the whole step.
- * Only rank 0 writes checkpoints; every rank resumes from them, whatever rank
- * count wrote them. */
+ * Only the ranks that say so write checkpoints (the first of each node); every
+ * rank resumes from them, whatever rank count wrote them. */
 #ifndef FTPIPE_TRAINER_H
 #define FTPIPE_TRAINER_H
 
@@ -71,6 +71,7 @@ typedef struct {
     const char *run_id;               /* what the run is; checkpoints of another are refused */
     int ranks;                        /* data-parallel ranks; 0 or 1: one */
     ft_comm *comm;                    /* this rank's, of `ranks` ranks; NULL with one */
+    bool saves_checkpoints;           /* with a communicator: this rank writes them (each node's first) */
     ft_train_callbacks callbacks;     /* rank 0's cancelled() stops every rank */
 } ft_train_options;
 
