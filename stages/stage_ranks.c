@@ -119,6 +119,29 @@ static void become_rank(ft_stage_ranks *out)
     fprintf(stderr, "rank %d of %d: pid %d on %s\n", out->rank, out->size, (int)getpid(), host);
 }
 
+/* Which interface leads to node 0, and whether NCCL will be told so. */
+static void log_route(ft_stage *stage, const char *master_addr)
+{
+    char name[64], address[128];
+    if (ft_route_interface(master_addr, name, sizeof name, address, sizeof address) < 0) {
+        ft_stage_log(stage, "network: %s", ft_error_message());
+        ft_error_clear();
+        return;
+    }
+    const char *chosen = getenv("NCCL_SOCKET_IFNAME");
+    if (!chosen)
+        ft_stage_log(stage, "network: %s is reached through %s (%s); NCCL_SOCKET_IFNAME is unset, so NCCL picks an "
+                            "interface itself: set NCCL_SOCKET_IFNAME=%s if it picks another",
+                     master_addr, name, address, name);
+    else if (strcmp(chosen, name) != 0)
+        ft_stage_log(stage, "network: NCCL_SOCKET_IFNAME=%s, but %s is reached through %s (%s): set "
+                            "NCCL_SOCKET_IFNAME=%s unless %s also leads there",
+                     chosen, master_addr, name, address, name, chosen);
+    else
+        ft_stage_log(stage, "network: %s is reached through %s (%s), as NCCL_SOCKET_IFNAME says", master_addr, name,
+                     address);
+}
+
 int ft_stage_ranks_start(ft_stage *stage, ft_stage_ranks *out)
 {
     memset(out, 0, sizeof *out);
@@ -163,6 +186,7 @@ int ft_stage_ranks_start(ft_stage *stage, ft_stage_ranks *out)
                 ft_stage_log(stage, "node %d of %d (%s variables): joining ranks %d-%d of %d at %s:%d", launch.node_rank,
                              launch.nnodes, launch.source, out->rank, out->rank + out->local_size - 1, out->size,
                              launch.master_addr, launch.master_port);
+                log_route(stage, launch.master_addr);
             }
             if (ft_rendezvous_tcp(&o, &out->comm) < 0)
                 local = local > 0 ? ft_stage_ranks_finish(stage, out, -1) : -1;

@@ -2,6 +2,7 @@
 #include "ftpipe/backend/rendezvous.h"
 
 #include <errno.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -356,4 +357,43 @@ int ft_rendezvous_tcp(const ft_rendezvous_options *options, ft_comm **out)
     if (options->size <= 1)
         return ft_error("a rendezvous needs at least 2 ranks");
     return options->rank == 0 ? host_job(options, out) : join(options, out);
+}
+
+int ft_route_interface(const char *host, char *name, size_t name_size, char *address, size_t address_size)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM}, *found = NULL;
+    if (getaddrinfo(host, "9", &hints, &found) != 0)
+        return ft_error("the host %s does not resolve", host);
+    /* A UDP "connection" sends nothing; it only asks the kernel for the route. */
+    struct sockaddr_storage local;
+    socklen_t length = sizeof local;
+    int fd = socket(found->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int routed = fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) == 0 &&
+                 getsockname(fd, (struct sockaddr *)&local, &length) == 0;
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(found);
+    if (!routed)
+        return ft_error_errno("no route from this host to %s", host);
+    getnameinfo((struct sockaddr *)&local, length, address, (socklen_t)address_size, NULL, 0, NI_NUMERICHOST);
+    struct ifaddrs *interfaces = NULL;
+    if (getifaddrs(&interfaces) != 0)
+        return ft_error_errno("cannot list the network interfaces");
+    int status = ft_error("no interface holds %s, the address that reaches %s", address, host);
+    for (struct ifaddrs *i = interfaces; i; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != local.ss_family)
+            continue;
+        char candidate[NI_MAXHOST];
+        socklen_t candidate_length = local.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                 : sizeof(struct sockaddr_in);
+        if (getnameinfo(i->ifa_addr, candidate_length, candidate, sizeof candidate, NULL, 0, NI_NUMERICHOST) == 0 &&
+            strcmp(candidate, address) == 0) {
+            snprintf(name, name_size, "%s", i->ifa_name);
+            ft_error_clear();
+            status = 0;
+            break;
+        }
+    }
+    freeifaddrs(interfaces);
+    return status;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 
 void ft_rank_rows(int64_t rows, int64_t rows_per_rank, int ranks, int rank, int64_t *first, int64_t *count)
@@ -50,5 +51,25 @@ int ft_grad_buckets_all_reduce(const ft_grad_buckets *buckets, ft_comm *comm)
     for (size_t i = 0; i < buckets->n_buckets; i++)
         if (comm->all_reduce_sum(comm, buckets->buckets[i].data, buckets->buckets[i].count, FT_COMM_F32) < 0)
             return ft_error_context("adding the gradients of the ranks");
+    return 0;
+}
+
+int ft_grad_buckets_time_all_reduce(const ft_grad_buckets *buckets, ft_comm *comm, int repeats,
+                                    ft_all_reduce_timing *out)
+{
+    out->bytes = 0;
+    for (size_t i = 0; i < buckets->n_buckets; i++)
+        out->bytes += buckets->buckets[i].count * sizeof(float);
+    out->seconds = 0.0;
+    for (int r = 0; r < repeats; r++) {
+        uint64_t start = ft_now_ns();
+        if (ft_grad_buckets_all_reduce(buckets, comm) < 0)
+            return ft_error_context("the preflight all-reduce");
+        double seconds = (double)(ft_now_ns() - start) * 1e-9;
+        if (r == 0 || seconds < out->seconds)
+            out->seconds = seconds;
+    }
+    double factor = 2.0 * (comm->size - 1) / comm->size;
+    out->bus_bytes_per_s = out->seconds > 0.0 ? (double)out->bytes * factor / out->seconds : 0.0;
     return 0;
 }

@@ -139,6 +139,8 @@ typedef struct {
     ft_comm *comm;              /* NULL: one rank */
     int rank, ranks;
     ft_grad_buckets buckets;
+    double predicted_comm_s;    /* the preflight's all-reduce */
+    double compute_s, comm_s;   /* the last step's micro-batches, and its sums over the ranks */
     data data;
     ft_checkpoint_state state;
     int64_t saved_step;         /* the step of the newest checkpoint; -1: none */
@@ -222,6 +224,7 @@ static int step(trainer *t, double *loss, double *grad_norm)
 
     double loss_sum = 0.0;
     int64_t n_tokens = 0;
+    uint64_t started_ns = ft_now_ns();
     uint64_t dropout_stream = ft_random_stream(o->seed, STREAM_DROPOUT);
     uint64_t micro_batches_per_step = (uint64_t)o->gradient_accumulation_steps * (uint64_t)t->ranks;
     int micro = 0;
@@ -240,9 +243,12 @@ static int step(trainer *t, double *loss, double *grad_norm)
             targets += d->targets[i] >= 0;
         loss_sum += micro_loss * (double)targets;
     }
+    uint64_t computed_ns = ft_now_ns();
     if (t->comm && (ft_grad_buckets_all_reduce(&t->buckets, t->comm) < 0 ||
                     add_over_ranks(t, &loss_sum, &n_tokens) < 0))
         return ft_error_context("step %lld", (long long)t->state.global_step + 1);
+    t->compute_s = (double)(computed_ns - started_ns) * 1e-9;
+    t->comm_s = (double)(ft_now_ns() - computed_ns) * 1e-9;
     t->tokens_since_report += n_tokens;
     *loss = denominator > 0 ? loss_sum / (double)denominator : 0.0;
     *grad_norm = ft_adamw_clip_grad_norm(t->optimizer, o->max_grad_norm);
@@ -331,8 +337,38 @@ static int stop_asked(trainer *t, bool *stop)
     return 0;
 }
 
+/* Before the first step: how long adding the gradients over the ranks takes. */
+static int preflight(trainer *t)
+{
+    if (!t->comm)
+        return 0;
+    ft_all_reduce_timing timing;
+    if (ft_grad_buckets_time_all_reduce(&t->buckets, t->comm, 3, &timing) < 0)
+        return -1;
+    t->predicted_comm_s = timing.seconds;
+    note(t, "preflight: an all-reduce of the %.1f KiB of gradients over %d ranks (%s) takes %.3f ms: bus bandwidth "
+            "%.3f GB/s",
+         (double)timing.bytes / 1024.0, t->ranks, t->comm->name, timing.seconds * 1e3, timing.bus_bytes_per_s * 1e-9);
+    return 0;
+}
+
+/* After the first step: communication against compute, with the numbers. */
+static void compare_step_times(trainer *t)
+{
+    note(t, "step time: compute %.3f ms, communication %.3f ms with waiting for the slowest rank (the preflight "
+            "predicted %.3f ms)",
+         t->compute_s * 1e3, t->comm_s * 1e3, t->predicted_comm_s * 1e3);
+    if (t->predicted_comm_s > t->compute_s)
+        note(t, "communication (%.3f ms per step) takes longer than compute (%.3f ms): fewer ranks or nodes, a faster "
+                "network, or a larger per-device batch would train faster",
+             t->predicted_comm_s * 1e3, t->compute_s * 1e3);
+}
+
 static int train_loop(trainer *t)
 {
+    if (preflight(t) < 0)
+        return -1;
+    int64_t first_step = t->state.global_step;
     while (t->state.global_step < t->plan.total_steps) {
         bool stop;
         if (stop_asked(t, &stop) < 0)
@@ -347,6 +383,8 @@ static int train_loop(trainer *t)
         if (step(t, &loss, &grad_norm) < 0)
             return -1;
         report(t, loss, grad_norm);
+        if (t->comm && t->state.global_step == first_step + 1)
+            compare_step_times(t);
         int64_t save_steps = t->options->save_steps;
         if (save_steps > 0 && t->state.global_step % save_steps == 0 && save(t) < 0)
             return -1;

@@ -61,6 +61,10 @@ cmp -s "$N0/adapter/adapter_model.safetensors" "$ONE/adapter/adapter_model.safet
 t_run "$FTPIPE" -C "$N1" log adapter
 t_expect_contains "node 1 of 2 (torchrun variables): joining ranks 2-3 of 4 at 127.0.0.1:$PORT"
 t_expect_contains "steps of 2 x 1 rows x 4 ranks"
+t_expect_contains "network: 127.0.0.1 is reached through lo (127.0.0.1); NCCL_SOCKET_IFNAME is unset"
+t_run "$FTPIPE" -C "$N0" log adapter
+t_expect_contains "preflight: an all-reduce of the 64.0 KiB of gradients over 4 ranks (host) takes "
+t_expect_contains "step time: compute "
 t_end
 
 t_case "a node with other data is refused, naming the node and the input"

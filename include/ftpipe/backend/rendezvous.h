@@ -10,6 +10,8 @@
 #ifndef FTPIPE_RENDEZVOUS_H
 #define FTPIPE_RENDEZVOUS_H
 
+#include <stddef.h>
+
 #include "ftpipe/backend/comm.h"
 
 typedef struct {
@@ -24,5 +26,10 @@ typedef struct {
 
 /* The job's communicator over TCP; -1 with ft_error (what, where, what to do). */
 int ft_rendezvous_tcp(const ft_rendezvous_options *options, ft_comm **out);
+
+/* The network interface (name, and this host's address on it) through which
+ * this host reaches `host`: the one NCCL should use between the nodes. -1 with
+ * ft_error when the host does not resolve or no route leads there. */
+int ft_route_interface(const char *host, char *name, size_t name_size, char *address, size_t address_size);
 
 #endif
