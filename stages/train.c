@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ftpipe/backend/comm_nccl.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -77,19 +78,18 @@ static int check_tokenizer(train_run *run)
                          run->model_dir, hash, run->data_dir, run->meta.tokenizer_hash);
 }
 
-/* The ranks must be ones this build can run. */
+/* Each cuda rank of a node needs its own GPU of those the stage reserved. */
 static int check_ranks(ft_stage *stage, int ranks)
 {
     if (ranks <= 1 || !ft_stage_wants_cuda(stage))
         return 0;
     int64_t gpus = ft_stage_param_int(stage, "gpus");
-    if (ranks > gpus)
-        return ft_stage_fail(stage, "%d ranks on cuda need a GPU each, but the stage reserves gpus = %lld: set gpus = %d "
-                                    "(or nproc_per_node = %lld)",
-                             ranks, (long long)gpus, ranks, (long long)gpus);
-    return ft_stage_fail(stage, "%d ranks on cuda need ftpipe's NCCL communicator, which this version lacks: run the "
-                                "ranks on the cpu backend (backend = cpu, nproc_per_node = %d) or train on one GPU",
-                         ranks, ranks);
+    int per_node = ft_stage_ranks_per_node(stage);
+    if (per_node > gpus)
+        return ft_stage_fail(stage, "%d ranks on this node on cuda need a GPU each, but the stage reserves gpus = %lld: "
+                                    "set gpus = %d (or nproc_per_node = %lld)",
+                             per_node, (long long)gpus, per_node, (long long)gpus);
+    return 0;
 }
 
 /* global_batch_size = per-device batch x accumulation x ranks: the accumulation
@@ -405,8 +405,17 @@ static int run_train(ft_stage *stage)
         run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL};
     ft_backend *backend = ft_stage_backend_for_rank(stage, "training", ranks.local_rank, ranks.local_size);
     int status = backend ? (run.rank == 0 ? check_memory(&run, backend) : 0) : -1;
+    ft_comm *nccl = NULL; /* cuda ranks add their gradients over NCCL; the host sockets only bootstrap it */
+    if (status == 0 && ranks.comm && strcmp(backend->name, "cuda") == 0) {
+        nccl = ft_comm_nccl_create(backend, ranks.comm);
+        status = nccl ? 0 : -1;
+        run.train_options.comm = nccl;
+    }
     if (status == 0)
         status = train(&run, backend);
+    if (status < 0 && nccl)
+        nccl->abort(nccl);
+    ft_comm_destroy(nccl);
     ft_backend_destroy(backend);
     status = ft_stage_ranks_finish(stage, &ranks, status);
     free(checkpoints);

@@ -54,8 +54,8 @@ int ft_grad_buckets_all_reduce(const ft_grad_buckets *buckets, ft_comm *comm)
     return 0;
 }
 
-int ft_grad_buckets_time_all_reduce(const ft_grad_buckets *buckets, ft_comm *comm, int repeats,
-                                    ft_all_reduce_timing *out)
+int ft_grad_buckets_time_all_reduce(const ft_grad_buckets *buckets, ft_comm *comm, ft_backend *backend,
+                                    int repeats, ft_all_reduce_timing *out)
 {
     out->bytes = 0;
     for (size_t i = 0; i < buckets->n_buckets; i++)
@@ -63,7 +63,7 @@ int ft_grad_buckets_time_all_reduce(const ft_grad_buckets *buckets, ft_comm *com
     out->seconds = 0.0;
     for (int r = 0; r < repeats; r++) {
         uint64_t start = ft_now_ns();
-        if (ft_grad_buckets_all_reduce(buckets, comm) < 0)
+        if (ft_grad_buckets_all_reduce(buckets, comm) < 0 || backend->check(backend) < 0)
             return ft_error_context("the preflight all-reduce");
         double seconds = (double)(ft_now_ns() - start) * 1e-9;
         if (r == 0 || seconds < out->seconds)

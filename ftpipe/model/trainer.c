@@ -343,7 +343,7 @@ static int preflight(trainer *t)
     if (!t->comm)
         return 0;
     ft_all_reduce_timing timing;
-    if (ft_grad_buckets_time_all_reduce(&t->buckets, t->comm, 3, &timing) < 0)
+    if (ft_grad_buckets_time_all_reduce(&t->buckets, t->comm, ft_model_backend(t->model), 3, &timing) < 0)
         return -1;
     t->predicted_comm_s = timing.seconds;
     note(t, "preflight: an all-reduce of the %.1f KiB of gradients over %d ranks (%s) takes %.3f ms: bus bandwidth "

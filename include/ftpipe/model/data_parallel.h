@@ -41,15 +41,15 @@ void ft_grad_buckets_free(ft_grad_buckets *buckets);
 /* Every rank's gradients become their sum over the ranks. -1 with ft_error. */
 int ft_grad_buckets_all_reduce(const ft_grad_buckets *buckets, ft_comm *comm);
 
-/* The preflight: the fastest of `repeats` all-reduces of the buckets, in
- * seconds, and the bus bandwidth it gives (NCCL's measure: bytes x 2(n-1)/n
+/* The preflight: the fastest of `repeats` all-reduces of the buckets (waited
+ * for on the backend, where a collective only queues), in seconds, and the bus bandwidth it gives (NCCL's measure: bytes x 2(n-1)/n
  * per second). The gradients must be zero (they stay so). */
 typedef struct {
     size_t bytes;
     double seconds;
     double bus_bytes_per_s;
 } ft_all_reduce_timing;
-int ft_grad_buckets_time_all_reduce(const ft_grad_buckets *buckets, ft_comm *comm, int repeats,
-                                    ft_all_reduce_timing *out);
+int ft_grad_buckets_time_all_reduce(const ft_grad_buckets *buckets, ft_comm *comm, ft_backend *backend,
+                                    int repeats, ft_all_reduce_timing *out);
 
 #endif
