@@ -19,6 +19,7 @@
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/engine/launch.h"
 #include "ftpipe/engine/manifest.h"
+#include "ftpipe/engine/slurm.h"
 
 /* How long rank 0 lets the others notice a failure before it kills them. */
 enum { STOP_GRACE_MS = 3000, LOG_TAIL_LINES = 5 };
@@ -107,6 +108,7 @@ static int fork_local(ft_stage_ranks *out)
 /* A rank other than the node's first: its output goes to its own log. */
 static void become_rank(ft_stage_ranks *out)
 {
+    out->writes_output = false;
     int fd = open(out->log_paths[out->local_rank], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd >= 0) {
         dup2(fd, STDOUT_FILENO);
@@ -152,6 +154,7 @@ int ft_stage_ranks_start(ft_stage *stage, ft_stage_ranks *out)
     out->size = out->local_size * launch.nnodes;
     out->node_rank = launch.node_rank;
     out->rank = launch.node_rank * out->local_size;
+    out->writes_output = ft_slurm_step_writes_output();
     if (out->size <= 1)
         return 0;
     out->children = ft_xcalloc((size_t)out->local_size, sizeof *out->children);

@@ -34,7 +34,8 @@ typedef struct {
     ft_train_options train_options;
     ft_train_plan plan;
     char *log_path;             /* <work>/trainer_log.jsonl, kept across resumes */
-    int rank;                   /* this process's rank on this node: only its first reports and writes */
+    int rank;                   /* this process's rank on this node: only its first reports */
+    bool writes_output;         /* checkpoints and the output (stage_ranks.h says which rank) */
     int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
 } train_run;
 
@@ -370,7 +371,7 @@ static int train(train_run *run, ft_backend *backend)
     ft_train_result result;
     if (status == 0)
         status = ft_train(model, shards, &run->train_options, &result);
-    if (status == 0 && run->rank == 0)
+    if (status == 0 && run->writes_output)
         status = write_output(run, model, &result);
     if (status == 0 && run->rank == 0)
         ft_stage_summary(stage, "loss %.4f after %lld steps (%.2f epochs), %.1fs, %.2f samples/s",
@@ -400,7 +401,8 @@ static int run_train(ft_stage *stage)
     }
     run.rank = ranks.local_rank;
     run.train_options.comm = ranks.comm;
-    run.train_options.saves_checkpoints = ranks.local_rank == 0;
+    run.writes_output = ranks.writes_output;
+    run.train_options.saves_checkpoints = ranks.writes_output;
     if (run.rank != 0)
         run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL};
     ft_backend *backend = ft_stage_backend_for_rank(stage, "training", ranks.local_rank, ranks.local_size);

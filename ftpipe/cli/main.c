@@ -15,6 +15,7 @@
 #include "ftpipe/engine/build.h"
 #include "ftpipe/engine/inspect.h"
 #include "ftpipe/engine/session.h"
+#include "ftpipe/engine/slurm.h"
 #include "ftpipe/stages/registry.h"
 
 static const char usage_text[] =
@@ -66,6 +67,8 @@ int main(int argc, char **argv)
         return ft_command_encode(argc - 2, argv + 2) == 0 ? 0 : fail();
     if (argc > 1 && strcmp(argv[1], "decode") == 0)
         return ft_command_decode(argc - 2, argv + 2) == 0 ? 0 : fail();
+    if (argc == 3 && strcmp(argv[1], "stage-exec") == 0) /* a Slurm job's step: see engine/slurm.h */
+        return ft_slurm_stage_exec(argv[2], ft_builtin_kinds);
 
     ft_invocation invocation;
     memset(&invocation, 0, sizeof invocation);

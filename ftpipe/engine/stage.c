@@ -15,6 +15,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/engine/slurm.h"
 
 struct ft_stage {
     const ft_stage_kind *kind;
@@ -128,8 +129,8 @@ int ft_stage_child_main(ft_stage *stage, int report_fd)
         setvbuf(stage->log, NULL, _IOLBF, 0);
 
     ft_error_clear();
-    int result = stage->kind->run(stage);
-    if (result == 0 && !ft_path_exists(stage->output_path)) {
+    int result = ft_slurm_submits(stage) ? ft_slurm_submit(stage) : stage->kind->run(stage);
+    if (result == 0 && ft_slurm_step_writes_output() && !ft_path_exists(stage->output_path)) {
         result = ft_error("stage %s finished without creating its output (expected at %s)", stage->target,
                           stage->output_path);
     }
@@ -151,6 +152,8 @@ int ft_stage_child_main(ft_stage *stage, int report_fd)
 }
 
 const char *ft_stage_target(const ft_stage *stage) { return stage->target; }
+const ft_param_set *ft_stage_params(const ft_stage *stage) { return stage->params; }
+int ft_stage_report_fd(const ft_stage *stage) { return stage->report_fd; }
 const char *ft_stage_key(const ft_stage *stage) { return stage->key; }
 const char *ft_stage_pipeline_dir(const ft_stage *stage) { return stage->pipeline_dir; }
 size_t ft_stage_input_count(const ft_stage *stage) { return stage->n_inputs; }

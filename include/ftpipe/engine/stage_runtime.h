@@ -36,6 +36,10 @@ void ft_stage_destroy(ft_stage *stage);
  * 2 cancelled). report_fd receives the protocol above. */
 int ft_stage_child_main(ft_stage *stage, int report_fd);
 
+/* What the slurm executor hands to the node that runs the stage. */
+const ft_param_set *ft_stage_params(const ft_stage *stage);
+int ft_stage_report_fd(const ft_stage *stage);
+
 /* The log file's path inside a work folder. Caller frees. */
 char *ft_stage_log_path(const char *work_dir);
 

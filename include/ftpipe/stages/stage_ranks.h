@@ -41,6 +41,8 @@ typedef struct {
     int local_rank;       /* on this node; 0: the stage's own process */
     int local_size;
     int node_rank;
+    bool writes_output;   /* this process writes checkpoints and the output: each node's first rank, but
+                             under executor = slurm (one shared workspace) node 0's alone */
     ft_comm *comm;        /* NULL with one rank */
     pid_t *children;      /* local rank 0: [local_size], children[k] is local rank k's pid */
     char **log_paths;     /* [local_size]: local rank k's log (k = 0: NULL, it logs to the stage) */
