@@ -99,3 +99,21 @@ wait $p1 && t_fail "node 1 succeeded with a wrong port"
 grep -q "rank 1 (node 1) could not reach rank 0 at 127.0.0.1:$WRONG within 3 s" "$N1/out" ||
   t_fail "node 1 does not name host and port: $(cat "$N1/out")"
 t_end
+
+t_case "examples/multi-node, cpu variant: 2 ranks on one host; 1 rank reuses its result"
+W=$(t_workspace)
+cp -r "$ROOT/examples/multi-node" "$W/"
+mkdir -p "$W/quickstart"
+cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/quickstart/"
+CPU="BACKEND=cpu GPUS=0 SHAPE=tiny ROWS=256 STEPS=4"
+t_run "$FTPIPE" -C "$W/multi-node" $CPU NPROC=2
+t_expect_status 0
+t_expect_contains "done     adapter"
+t_expect_contains "done     report"
+t_expect_contains "done     export/peft"
+t_run "$FTPIPE" -C "$W/multi-node" log adapter
+t_expect_contains "steps of 8 x 8 rows x 2 ranks"
+t_run "$FTPIPE" -C "$W/multi-node" $CPU NPROC=1
+t_expect_status 0
+t_expect_contains "nothing to do"
+t_end
