@@ -155,3 +155,50 @@ import json, sys
 steps = [json.loads(l)['step'] for l in open(sys.argv[1])]
 assert steps == list(range(1, 401)), steps" "$W/adapter/trainer_log.jsonl" || t_fail "trainer_log.jsonl after a resume"
 t_end
+
+t_case "evaluate on 3 ranks gives one rank's report"
+eval_workspace() { # NPROC
+  dp_workspace "max_steps = 2" "per_device_train_batch_size = 4"
+  cat >> "$W/Ftpipe" <<P
+
+data/eval.json: shell make_addition_data.sh
+	run = sh \$< eval 11 > \$@
+
+report: evaluate models/tiny adapter data/eval.json
+	checker = sum-equals
+	max_new_tokens = 6
+	batch_size = 2
+	compare_base = true
+	backend = cpu
+	threads = 1
+	nproc_per_node = $1
+P
+  "$FTPIPE" -C "$W" > "$W/out" 2>&1 || t_fail "evaluate on $1 ranks failed: $(cat "$W/out")"
+}
+eval_workspace 1
+ONE=$W
+eval_workspace 3
+cmp -s "$ONE/report/results.jsonl" "$W/report/results.jsonl" ||
+  t_fail "results.jsonl differs: $(diff "$ONE/report/results.jsonl" "$W/report/results.jsonl" | head -5)"
+python3 - "$ONE/report/metrics.json" "$W/report/metrics.json" <<'PY' || t_fail "metrics differ"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+def walk(x, y, path):
+    if isinstance(x, dict):
+        for k in x:
+            if k.endswith("_s") or "per_s" in k or "bytes" in k:
+                continue  # times and memory are this run's
+            walk(x[k], y[k], path + "." + k)
+    elif isinstance(x, list):
+        assert len(x) == len(y), path
+        for i, (p, q) in enumerate(zip(x, y)):
+            walk(p, q, "%s[%d]" % (path, i))
+    elif isinstance(x, float):
+        assert abs(x - y) <= 1e-6 * max(1.0, abs(x)), (path, x, y)
+    else:
+        assert x == y, (path, x, y)
+walk(a, b, "")
+PY
+t_run "$FTPIPE" -C "$W" log report
+t_expect_contains "3 ranks share the 11 samples"
+t_end
