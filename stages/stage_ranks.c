@@ -48,9 +48,11 @@ int ft_stage_world_size(ft_stage *stage)
     ft_launch launch;
     if (ft_launch_from_env(&launch) < 0)
         return -1;
-    int64_t world = (int64_t)ft_stage_ranks_per_node(stage) * launch.nnodes;
+    /* Submitted to Slurm, the job's nodes are the stage's `nodes`, not this login node's variables. */
+    int64_t nodes = ft_slurm_submits(stage) ? ft_stage_param_int(stage, "nodes") : launch.nnodes;
+    int64_t world = (int64_t)ft_stage_ranks_per_node(stage) * (nodes > 0 ? nodes : 1);
     if (world > 65536)
-        return ft_error("%d nodes of %d ranks: more than 65536 ranks", launch.nnodes, ft_stage_ranks_per_node(stage));
+        return ft_error("%lld nodes of %d ranks: more than 65536 ranks", (long long)nodes, ft_stage_ranks_per_node(stage));
     return (int)world;
 }
 

@@ -251,7 +251,7 @@ static void answer_all(joined *ranks, int size, bool refused, const char *messag
 
 static int host_job(const ft_rendezvous_options *o, ft_comm **out)
 {
-    int listener;
+    int listener = -1;
     if (listen_on(o->master_port, &listener) < 0)
         return -1;
     int64_t deadline = now_ms() + o->timeout_ms;

@@ -32,7 +32,8 @@ bool ft_stage_wants_cuda(ft_stage *stage);
 int ft_stage_ranks_per_node(ft_stage *stage);
 
 /* The job's ranks: ranks per node x the nodes of the job's variables
- * (launch.h); -1 with the error set when those are malformed. */
+ * (launch.h), or of `nodes` when the stage is submitted to Slurm; -1 with the
+ * error set when those are malformed. */
 int ft_stage_world_size(ft_stage *stage);
 
 typedef struct {
