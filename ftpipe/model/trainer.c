@@ -370,7 +370,7 @@ static int train_loop(trainer *t)
         return -1;
     int64_t first_step = t->state.global_step;
     while (t->state.global_step < t->plan.total_steps) {
-        bool stop;
+        bool stop = false;
         if (stop_asked(t, &stop) < 0)
             return -1;
         if (stop) {
