@@ -289,10 +289,10 @@ int ft_slurm_stage_exec(const char *path, const ft_stage_kind *const *kinds)
         return 1;
     }
     ft_stage_setup setup = {kind,        &params,     d.fields[1], d.fields[2], d.fields[3], (const char *const *)d.inputs,
-                            d.n_inputs, d.fields[4], d.fields[5]};
+                            d.n_inputs, d.fields[4], d.fields[5], !ft_slurm_step_writes_output()};
     ft_stage *stage = ft_stage_create(&setup);
     fflush(NULL);
-    int exit_status = ft_stage_child_main(stage, STDOUT_FILENO);
+    int exit_status = ft_stage_child_main(stage, STDOUT_FILENO, NULL);
     ft_stage_destroy(stage);
     ft_params_free(&params);
     ft_rulebook_free(book);

@@ -15,7 +15,6 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
-#include "ftpipe/engine/slurm.h"
 
 struct ft_stage {
     const ft_stage_kind *kind;
@@ -29,6 +28,7 @@ struct ft_stage {
     char *output_path;
     char *state_dir;
     int report_fd;       /* -1 in the engine process */
+    bool output_elsewhere;
     FILE *log;
     uint64_t last_progress_ns;
 };
@@ -59,6 +59,7 @@ ft_stage *ft_stage_create(const ft_stage_setup *setup)
     free(out_dir);
     stage->state_dir = ft_xstrdup(setup->state_dir);
     stage->report_fd = -1;
+    stage->output_elsewhere = setup->output_elsewhere;
     return stage;
 }
 
@@ -107,7 +108,7 @@ static void report(ft_stage *stage, char tag, const char *head, const char *text
     ft_strbuf_free(&line);
 }
 
-int ft_stage_child_main(ft_stage *stage, int report_fd)
+int ft_stage_child_main(ft_stage *stage, int report_fd, int (*run)(ft_stage *stage))
 {
     stage->report_fd = report_fd;
     /* Die with the engine: a killed ftpipe must not leave stages writing into work folders. */
@@ -129,8 +130,8 @@ int ft_stage_child_main(ft_stage *stage, int report_fd)
         setvbuf(stage->log, NULL, _IOLBF, 0);
 
     ft_error_clear();
-    int result = ft_slurm_submits(stage) ? ft_slurm_submit(stage) : stage->kind->run(stage);
-    if (result == 0 && ft_slurm_step_writes_output() && !ft_path_exists(stage->output_path)) {
+    int result = run ? run(stage) : stage->kind->run(stage);
+    if (result == 0 && !stage->output_elsewhere && !ft_path_exists(stage->output_path)) {
         result = ft_error("stage %s finished without creating its output (expected at %s)", stage->target,
                           stage->output_path);
     }
