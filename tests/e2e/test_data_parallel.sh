@@ -202,3 +202,24 @@ PY
 t_run "$FTPIPE" -C "$W" log report
 t_expect_contains "3 ranks share the 11 samples"
 t_end
+
+t_case "Ctrl-C stops every rank after the same step and keeps the work folder"
+dp_workspace "max_steps = 400" "save_steps = 10" "per_device_train_batch_size = 2" "nproc_per_node = 3"
+"$FTPIPE" -C "$W" > "$W/first.out" 2>&1 &
+pid=$!
+waited=0
+until ls -d "$W"/.ftpipe/work/*/checkpoints/checkpoint-10 >/dev/null 2>&1 || [ $waited -ge 1200 ]; do
+  sleep 0.05; waited=$((waited + 1))
+done
+ranks=$(sed -n 's/^rank [12] of 3: pid \([0-9]*\) on .*/\1/p' "$W"/.ftpipe/work/*/rank-*.log)
+kill -INT "$pid"
+wait "$pid"
+status=$?
+[ "$status" = 130 ] || t_fail "exit status $status after SIGINT, expected 130: $(cat "$W/first.out")"
+for rank in $ranks; do
+  kill -0 "$rank" 2>/dev/null && t_fail "rank pid $rank still runs after the stage stopped"
+done
+ls -d "$W"/.ftpipe/work/*/checkpoints/checkpoint-* >/dev/null 2>&1 || t_fail "the work folder's checkpoints are gone"
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "cancelled at step "
+t_end
