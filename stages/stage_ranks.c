@@ -146,6 +146,54 @@ static void log_route(ft_stage *stage, const char *master_addr)
                      address);
 }
 
+/* This process becomes local rank `local` (0: it stays the stage's). */
+static void take_rank(ft_stage *stage, ft_stage_ranks *out, int local)
+{
+    out->local_rank = local;
+    out->rank += local;
+    if (local > 0) {
+        become_rank(out);
+        return;
+    }
+    for (int k = 1; k < out->local_size; k++)
+        ft_stage_log(stage, "rank %d of %d: pid %d, log %s", out->rank + k, out->size, (int)out->children[k],
+                     out->log_paths[k]);
+}
+
+/* Several nodes: this node's ranks are forked, then every rank joins the job
+ * at MASTER_ADDR:MASTER_PORT. Returns the local rank, or -1 in the node's
+ * first rank (the others end in ft_stage_ranks_finish). */
+static int start_on_nodes(ft_stage *stage, const ft_launch *launch, ft_stage_ranks *out)
+{
+    ft_strbuf agreement;
+    ft_strbuf_init(&agreement);
+    int local = agreement_text(stage, &agreement);
+    if (local == 0)
+        local = fork_local(out);
+    if (local >= 0) {
+        ft_rendezvous_options o = {launch->master_addr, launch->master_port, out->rank + local, out->size,
+                                   launch->node_rank, (int)ft_stage_param_duration_ms(stage, "rendezvous_timeout"),
+                                   agreement.data};
+        if (local == 0) {
+            ft_stage_log(stage, "node %d of %d (%s variables): joining ranks %d-%d of %d at %s:%d", launch->node_rank,
+                         launch->nnodes, launch->source, out->rank, out->rank + out->local_size - 1, out->size,
+                         launch->master_addr, launch->master_port);
+            log_route(stage, launch->master_addr);
+        }
+        take_rank(stage, out, local);
+        if (ft_rendezvous_tcp(&o, &out->comm) < 0)
+            local = local > 0 ? ft_stage_ranks_finish(stage, out, -1) : -1;
+    }
+    ft_strbuf_free(&agreement);
+    if (local < 0) /* the job cannot start, so neither can this node's ranks */
+        for (int k = 1; k < out->local_size; k++)
+            if (out->children[k] > 0) {
+                kill(out->children[k], SIGKILL);
+                waitpid(out->children[k], NULL, 0);
+            }
+    return local;
+}
+
 int ft_stage_ranks_start(ft_stage *stage, ft_stage_ranks *out)
 {
     memset(out, 0, sizeof *out);
@@ -166,61 +214,19 @@ int ft_stage_ranks_start(ft_stage *stage, ft_stage_ranks *out)
         snprintf(name, sizeof name, "rank-%d.log", out->rank + k);
         out->log_paths[k] = ft_path_join(ft_stage_work_dir(stage), name);
     }
-    int local;
-    if (launch.nnodes == 1) { /* one host: socket pairs */
-        local = ft_comm_host_fork(out->local_size, &out->comm, out->children);
-        if (local < 0) {
+    if (launch.nnodes > 1) {
+        if (start_on_nodes(stage, &launch, out) < 0) {
             free_ranks(out);
             return -1;
         }
-    } else {
-        ft_strbuf agreement;
-        ft_strbuf_init(&agreement);
-        local = agreement_text(stage, &agreement);
-        if (local == 0)
-            local = fork_local(out);
-        if (local >= 0) {
-            ft_rendezvous_options o = {launch.master_addr, launch.master_port, out->rank + local, out->size,
-                                       launch.node_rank,
-                                       (int)ft_stage_param_duration_ms(stage, "rendezvous_timeout"), agreement.data};
-            if (local > 0) {
-                out->local_rank = local;
-                out->rank += local;
-                become_rank(out);
-            } else {
-                ft_stage_log(stage, "node %d of %d (%s variables): joining ranks %d-%d of %d at %s:%d", launch.node_rank,
-                             launch.nnodes, launch.source, out->rank, out->rank + out->local_size - 1, out->size,
-                             launch.master_addr, launch.master_port);
-                log_route(stage, launch.master_addr);
-            }
-            if (ft_rendezvous_tcp(&o, &out->comm) < 0)
-                local = local > 0 ? ft_stage_ranks_finish(stage, out, -1) : -1;
-        }
-        ft_strbuf_free(&agreement);
-        if (local < 0) { /* the node's first rank: the job cannot start, so neither can its ranks */
-            for (int k = 1; k < out->local_size; k++)
-                if (out->children[k] > 0) {
-                    kill(out->children[k], SIGKILL);
-                    waitpid(out->children[k], NULL, 0);
-                }
-            free_ranks(out);
-            return -1;
-        }
-        if (local == 0)
-            for (int k = 1; k < out->local_size; k++)
-                ft_stage_log(stage, "rank %d of %d: pid %d, log %s", out->rank + k, out->size, (int)out->children[k],
-                             out->log_paths[k]);
         return 0;
     }
-    out->local_rank = local;
-    out->rank += local;
-    if (local == 0) {
-        for (int k = 1; k < out->local_size; k++)
-            ft_stage_log(stage, "rank %d of %d: pid %d, log %s", k, out->size, (int)out->children[k],
-                         out->log_paths[k]);
-        return 0;
+    int local = ft_comm_host_fork(out->local_size, &out->comm, out->children); /* one host: socket pairs */
+    if (local < 0) {
+        free_ranks(out);
+        return -1;
     }
-    become_rank(out);
+    take_rank(stage, out, local);
     return 0;
 }
 
