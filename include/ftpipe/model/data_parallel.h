@@ -2,9 +2,10 @@
  * rows are split into one contiguous slice per rank, in rank order, so that N
  * ranks see the rows of one rank's step with the same effective batch; the
  * trained tensors' gradients are added over the ranks in buckets of adjacent
- * tensors (LoRA's gradients are one allocation, so a bucket is one span), the
- * way DDP groups them, so a collective moves megabytes rather than one small
- * tensor at a time. */
+ * tensors of one layer (LoRA's gradients are one allocation, so a layer's are
+ * one span), the way DDP groups them, so that a collective moves a layer's
+ * gradients at once; a thread adds each layer's while backward runs on the
+ * layers below (ft_grad_sync). */
 #ifndef FTPIPE_DATA_PARALLEL_H
 #define FTPIPE_DATA_PARALLEL_H
 
@@ -25,6 +26,7 @@ void ft_rank_rows(int64_t rows, int64_t rows_per_rank, int ranks, int rank, int6
 typedef struct {
     float *data;       /* in the backend's memory */
     size_t count;
+    int layer;         /* the decoder layer of its tensors; -1: none (embeddings, final norm, head) */
 } ft_grad_bucket;
 
 typedef struct {
@@ -32,8 +34,11 @@ typedef struct {
     size_t n_buckets;
 } ft_grad_buckets;
 
-/* Groups the tensors' gradients into spans of adjacent memory of at most
- * bucket_bytes (a larger tensor is a bucket of its own). */
+/* The decoder layer a tensor's name places it in ("....layers.N...."), or -1. */
+int ft_param_layer(const char *name);
+
+/* Groups the tensors' gradients into spans of adjacent memory of one layer, of
+ * at most bucket_bytes (a larger tensor is a bucket of its own). */
 void ft_grad_buckets_plan(const ft_param_tensor *tensors, size_t n_tensors, size_t bucket_bytes,
                           ft_grad_buckets *out);
 void ft_grad_buckets_free(ft_grad_buckets *buckets);
@@ -51,5 +56,19 @@ typedef struct {
 } ft_all_reduce_timing;
 int ft_grad_buckets_time_all_reduce(const ft_grad_buckets *buckets, ft_comm *comm, ft_backend *backend,
                                     int repeats, ft_all_reduce_timing *out);
+
+/* Adds the buckets over the ranks on a thread of its own, a layer's as soon
+ * as backward is done with it. Every rank sends the buckets in one order (the
+ * last layer first, those of no layer at the end), whichever layers it was
+ * told of, so a rank with no rows in a step still meets the others. */
+typedef struct ft_grad_sync ft_grad_sync;
+ft_grad_sync *ft_grad_sync_create(const ft_grad_buckets *buckets, ft_comm *comm);
+void ft_grad_sync_free(ft_grad_sync *sync);
+/* Layer `layer`'s gradients are final for this step: send them, and all that
+ * come before them in the order. Suits ft_model_on_layer_gradients. */
+void ft_grad_sync_layer_done(void *sync, int layer);
+/* Sends what is left and waits for every bucket: then each rank's gradients
+ * are their sum over the ranks. -1 with ft_error when a collective failed. */
+int ft_grad_sync_finish(ft_grad_sync *sync);
 
 #endif

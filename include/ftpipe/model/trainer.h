@@ -15,7 +15,8 @@
  * same loop on its own copy of the model, a step takes batch_size x
  * gradient_accumulation_steps x N rows (the HF Trainer's effective batch),
  * each rank its slice of them in rank order (data_parallel.h); the gradients
- * and the loss are added over the ranks before clipping, so every rank makes
+ * (each layer's while backward runs on the layers below) and the loss are
+ * added over the ranks before clipping, so every rank makes
  * the same update and the loss is that of one rank running the whole step.
  * Only the ranks that say so write checkpoints (the first of each node); every
  * rank resumes from them, whatever rank count wrote them. */
