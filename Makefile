@@ -16,7 +16,8 @@ JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 # Debian packages the build and the tests need; `make deps` installs the missing ones.
 DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openssl-dev \
                libxxhash-dev xxhash libpcre2-dev libutf8proc-dev libjansson-dev \
-               libopenblas-dev libssl-dev libzstd-dev zstd libyaml-dev nginx rclone util-linux
+               libopenblas-dev libssl-dev libzstd-dev zstd libyaml-dev nginx rclone util-linux \
+               munge slurmctld slurmd slurm-client
 # Tools the tests run, as command:package, installed only when the command is missing
 # (a machine may have them from elsewhere).
 TEST_TOOLS = python3:python3

@@ -25,6 +25,7 @@
 #include "ftpipe/eval/evaluation.h"
 #include "ftpipe/formats/dataset_inputs.h"
 #include "ftpipe/stages/stage_backend.h"
+#include "ftpipe/stages/stage_ranks.h"
 #include "ftpipe/text/chat_template.h"
 #include "ftpipe/text/sample_encoding.h"
 #include "ftpipe/text/tokenizer.h"
@@ -74,6 +75,7 @@ typedef struct {
     int32_t stop_tokens[MAX_STOP_TOKENS];
     int n_phases;               /* generation and loss passes, for progress */
     int phase;
+    ft_stage_ranks ranks;       /* rank r takes samples r, r + ranks, ...; rank 0 gathers them */
 } eval_run;
 
 /* --- inputs --- */
@@ -345,6 +347,8 @@ static int encode_samples(eval_run *run)
 static int report_progress(size_t done, size_t total, void *context)
 {
     eval_run *run = context;
+    if (run->ranks.local_rank != 0)
+        return 0;
     double fraction = ((double)run->phase + (double)done / (double)total) / (double)run->n_phases;
     ft_stage_progress(run->stage, fraction, "model %d/%d, %s %zu/%zu", run->phase / 2 + 1, run->n_phases / 2,
                       run->phase % 2 ? "loss" : "answers", done, total);
@@ -378,20 +382,76 @@ static double seconds_since(uint64_t start_ns)
     return (double)(ft_now_ns() - start_ns) / 1e9;
 }
 
-/* Loads, generates and scores the loss, with times and peak memory. */
+/* This rank's samples: r, r + ranks, r + 2 ranks, ... (all of them with one rank). */
+static size_t shard_of(const eval_run *run, size_t *indices)
+{
+    size_t n = 0;
+    for (size_t i = (size_t)run->ranks.rank; i < run->count; i += (size_t)(run->ranks.size > 1 ? run->ranks.size : 1))
+        indices[n++] = i;
+    return n;
+}
+
+/* Every rank's answers, in sample order, on every rank: fixed-size slots of
+ * [length, ids...], one per sample of a rank's shard. */
+static int gather_answers(eval_run *run, const size_t *indices, size_t n, int32_t *answer_ids, int *answer_lengths)
+{
+    ft_comm *comm = run->ranks.comm;
+    size_t n_new = (size_t)run->generate.max_new_tokens, slot = n_new + 1;
+    size_t per_rank = (run->count + (size_t)comm->size - 1) / (size_t)comm->size;
+    int32_t *mine = ft_xcalloc(per_rank * slot, sizeof *mine), *all = ft_xmalloc(per_rank * slot * sizeof *all *
+                                                                                   (size_t)comm->size);
+    for (size_t j = 0; j < n; j++) {
+        mine[j * slot] = answer_lengths[indices[j]];
+        memcpy(mine + j * slot + 1, answer_ids + indices[j] * n_new, n_new * sizeof *mine);
+    }
+    int status = comm->all_gather(comm, mine, all, per_rank * slot * sizeof *mine);
+    for (int k = 0; k < comm->size && status == 0; k++)
+        for (size_t j = 0; j < per_rank; j++) {
+            size_t sample = j * (size_t)comm->size + (size_t)k;
+            if (sample >= run->count)
+                break;
+            const int32_t *record = all + ((size_t)k * per_rank + j) * slot;
+            answer_lengths[sample] = record[0];
+            memcpy(answer_ids + sample * n_new, record + 1, n_new * sizeof *record);
+        }
+    free(mine);
+    free(all);
+    return status < 0 ? ft_error_context("gathering the ranks' answers") : 0;
+}
+
+/* The loss over every rank's samples: their loss sums and token counts added. */
+static int add_losses(eval_run *run, ft_eval_result *result)
+{
+    double sums[2] = {result->eval_loss * (double)result->loss_tokens, (double)result->loss_tokens};
+    ft_comm *comm = run->ranks.comm;
+    if (comm->all_reduce_sum(comm, sums, 2, FT_COMM_F64) < 0)
+        return ft_error_context("adding the ranks' losses");
+    result->loss_tokens = (uint64_t)sums[1];
+    result->eval_loss = sums[1] > 0.0 ? sums[0] / sums[1] : 0.0;
+    return 0;
+}
+
+/* Loads, generates and scores the loss, with times and peak memory: this
+ * rank's share of the samples, gathered from all ranks. */
 static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answer_lengths, ft_eval_result *result)
 {
-    ft_backend *backend = ft_stage_backend(run->stage, "evaluating");
+    ft_backend *backend = ft_stage_backend_for_rank(run->stage, "evaluating", run->ranks.local_rank,
+                                                    run->ranks.local_size);
     if (!backend)
         return -1;
     uint64_t start = ft_now_ns();
     ft_model *model = NULL;
     ft_generator *generator = NULL;
-    ft_token_span *prompts = ft_xmalloc(run->count * sizeof *prompts);
-    ft_encoded_sample *encoded = ft_xmalloc(run->count * sizeof *encoded);
-    for (size_t i = 0; i < run->count; i++) {
-        prompts[i] = run->samples[i].prompt;
-        encoded[i] = run->samples[i].encoded;
+    size_t *indices = ft_xmalloc((run->count ? run->count : 1) * sizeof *indices);
+    size_t n = shard_of(run, indices);
+    size_t n_new = (size_t)run->generate.max_new_tokens;
+    ft_token_span *prompts = ft_xmalloc((n ? n : 1) * sizeof *prompts);
+    ft_encoded_sample *encoded = ft_xmalloc((n ? n : 1) * sizeof *encoded);
+    int32_t *shard_ids = ft_xmalloc((n ? n : 1) * n_new * sizeof *shard_ids);
+    int *shard_lengths = ft_xcalloc(n ? n : 1, sizeof *shard_lengths);
+    for (size_t j = 0; j < n; j++) {
+        prompts[j] = run->samples[indices[j]].prompt;
+        encoded[j] = run->samples[indices[j]].encoded;
     }
     int status = load_model(run, adapted, backend, &model);
     if (status == 0) {
@@ -401,8 +461,14 @@ static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answ
     }
     if (status == 0) {
         uint64_t generate_start = ft_now_ns();
-        status = ft_evaluate_answers(generator, prompts, run->count, run->batch_size, &run->generate,
-                                     report_progress, run, answer_ids, answer_lengths);
+        status = ft_evaluate_answers(generator, prompts, n, run->batch_size, &run->generate, report_progress, run,
+                                     shard_ids, shard_lengths);
+        for (size_t j = 0; j < n && status == 0; j++) {
+            answer_lengths[indices[j]] = shard_lengths[j];
+            memcpy(answer_ids + indices[j] * n_new, shard_ids + j * n_new, n_new * sizeof *shard_ids);
+        }
+        if (status == 0 && run->ranks.comm)
+            status = gather_answers(run, indices, n, answer_ids, answer_lengths);
         result->generate_s = seconds_since(generate_start);
         result->peak_bytes = backend->peak_bytes(backend);
         run->phase++;
@@ -410,15 +476,20 @@ static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answ
     ft_generator_free(generator);
     if (status == 0) {
         uint64_t loss_start = ft_now_ns();
-        status = ft_evaluate_loss(model, encoded, run->count, run->batch_size, report_progress, run,
-                                  &result->eval_loss, &result->loss_tokens);
+        status = ft_evaluate_loss(model, encoded, n, run->batch_size, report_progress, run, &result->eval_loss,
+                                  &result->loss_tokens);
+        if (status == 0 && run->ranks.comm)
+            status = add_losses(run, result);
         result->loss_s = seconds_since(loss_start);
         run->phase++;
     }
     ft_model_free(model);
     ft_backend_destroy(backend);
+    free(indices);
     free(prompts);
     free(encoded);
+    free(shard_ids);
+    free(shard_lengths);
     return status;
 }
 
@@ -429,7 +500,9 @@ static int evaluate_model(eval_run *run, bool adapted, model_outcome *outcome)
     ft_eval_result *result = &outcome->result;
     result->model = ft_path_basename(dir);
     result->n_samples = run->count;
-    ft_stage_log(run->stage, "evaluating %s", dir);
+    bool first = run->ranks.local_rank == 0;
+    if (first)
+        ft_stage_log(run->stage, "evaluating %s", dir);
     int n_new = run->generate.max_new_tokens;
     int32_t *answer_ids = ft_xmalloc(run->count * (size_t)n_new * sizeof *answer_ids);
     int *answer_lengths = ft_xcalloc(run->count, sizeof *answer_lengths);
@@ -437,7 +510,7 @@ static int evaluate_model(eval_run *run, bool adapted, model_outcome *outcome)
     outcome->correct = ft_xcalloc(run->count, sizeof(bool));
     uint64_t start = ft_now_ns();
     int status = run_model(run, adapted, answer_ids, answer_lengths, result);
-    for (size_t i = 0; i < run->count && status == 0; i++) {
+    for (size_t i = 0; i < run->count && status == 0 && first; i++) { /* judged once, by the node's first rank */
         const eval_sample *sample = &run->samples[i];
         result->generated_tokens += (uint64_t)answer_lengths[i];
         status = ft_tokenizer_decode_generated(run->tokenizer, (const uint32_t *)(answer_ids + i * (size_t)n_new),
@@ -596,6 +669,11 @@ static int run_evaluate(ft_stage *stage)
         status = read_data(&run);
     if (status == 0)
         status = encode_samples(&run);
+    /* The ranks start before any backend does (stage_ranks.h); with one, this is the only process. */
+    bool started = status == 0 && ft_stage_ranks_start(stage, &run.ranks) == 0;
+    status = started ? 0 : -1;
+    if (status == 0 && run.ranks.size > 1 && run.ranks.local_rank == 0)
+        ft_stage_log(stage, "%d ranks share the %zu samples", run.ranks.size, run.count);
     if (status == 0) {
         /* The first model is the one the stage is about: the adapted one when there is a train output. */
         n_models = ft_stage_param_bool(stage, "compare_base") ? 2 : 1;
@@ -603,8 +681,10 @@ static int run_evaluate(ft_stage *stage)
         for (size_t m = 0; m < n_models && status == 0; m++)
             status = evaluate_model(&run, m == 0 && run.train_dir, &outcomes[m]);
     }
-    if (status == 0)
+    if (status == 0 && run.ranks.writes_output && run.ranks.local_rank == 0)
         status = write_outputs(&run, outcomes, n_models);
+    if (started) /* the other ranks end here */
+        status = ft_stage_ranks_finish(stage, &run.ranks, status);
     free_run(&run, outcomes, n_models);
     return status;
 }

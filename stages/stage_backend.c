@@ -3,15 +3,22 @@
 
 #include <stdbool.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ftpipe/base/error.h"
 
-ft_backend *ft_stage_backend(ft_stage *stage, const char *doing)
+ft_backend *ft_stage_backend(ft_stage *stage, const char *doing) { return ft_stage_backend_for_rank(stage, doing, 0, 1); }
+
+ft_backend *ft_stage_backend_for_rank(ft_stage *stage, const char *doing, int rank, int ranks)
 {
     const char *name = ft_stage_param_string(stage, "backend");
     bool cuda = strcmp(name, "cuda") == 0 || (strcmp(name, "auto") == 0 && ft_cuda_device_count() > 0);
     int threads = (int)ft_stage_param_int(stage, "threads");
-    ft_backend *backend = cuda ? ft_backend_cuda_create(0) : ft_backend_cpu_create(threads);
+    if (threads == 0 && ranks > 1) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores > ranks ? (int)(cores / ranks) : 1;
+    }
+    ft_backend *backend = cuda ? ft_backend_cuda_create(rank) : ft_backend_cpu_create(threads);
     if (!backend)
         ft_error_context("backend = %s", name);
     else if (cuda && ft_stage_param_int(stage, "gpus") == 0)

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ftpipe/backend/comm_nccl.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -21,6 +22,7 @@
 #include "ftpipe/model/model_save.h"
 #include "ftpipe/model/trainer.h"
 #include "ftpipe/stages/stage_backend.h"
+#include "ftpipe/stages/stage_ranks.h"
 #include "ftpipe/text/tokenizer.h"
 
 typedef struct {
@@ -34,6 +36,8 @@ typedef struct {
     ft_train_options train_options;
     ft_train_plan plan;
     char *log_path;             /* <work>/trainer_log.jsonl, kept across resumes */
+    int rank;                   /* this process's rank on this node: only its first reports */
+    bool writes_output;         /* checkpoints and the output (stage_ranks.h says which rank) */
     int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
 } train_run;
 
@@ -129,6 +133,42 @@ static int choose_evaluation(train_run *run, ft_train_options *t)
     return 0;
 }
 
+/* Each cuda rank of a node needs its own GPU of those the stage reserved. */
+static int check_ranks(ft_stage *stage, int ranks)
+{
+    if (ranks <= 1 || !ft_stage_wants_cuda(stage))
+        return 0;
+    int64_t gpus = ft_stage_param_int(stage, "gpus");
+    int per_node = ft_stage_ranks_per_node(stage);
+    if (per_node > gpus)
+        return ft_stage_fail(stage, "%d ranks on this node on cuda need a GPU each, but the stage reserves gpus = %lld: "
+                                    "set gpus = %d (or nproc_per_node = %lld)",
+                             per_node, (long long)gpus, per_node, (long long)gpus);
+    return 0;
+}
+
+/* global_batch_size = per-device batch x accumulation x ranks: the accumulation
+ * follows from the other two, so that the rank count leaves the result alone. */
+static int global_batch_accumulation(ft_stage *stage, int64_t batch_size, int ranks, int64_t *accumulation)
+{
+    int64_t global = ft_stage_param_int(stage, "global_batch_size");
+    if (global == 0)
+        return 0;
+    if (global < 0 || global > 1 << 30)
+        return ft_stage_fail(stage, "global_batch_size = %lld: expected a positive number of rows", (long long)global);
+    if (ft_stage_param_is_set(stage, "gradient_accumulation_steps"))
+        return ft_stage_fail(stage, "global_batch_size and gradient_accumulation_steps are both set: with "
+                                    "global_batch_size the accumulation is global_batch_size / "
+                                    "(per_device_train_batch_size x ranks); remove one of them");
+    int64_t per_step = batch_size * ranks;
+    if (global % per_step != 0)
+        return ft_stage_fail(stage, "global_batch_size = %lld is not a multiple of per_device_train_batch_size (%lld) "
+                                    "x ranks (%d) = %lld: change one of them so that it divides",
+                             (long long)global, (long long)batch_size, ranks, (long long)per_step);
+    *accumulation = global / per_step;
+    return 0;
+}
+
 static int read_parameters(train_run *run)
 {
     ft_stage *stage = run->stage;
@@ -142,6 +182,11 @@ static int read_parameters(train_run *run)
         return ft_stage_fail(stage, "per_device_train_batch_size = %lld and gradient_accumulation_steps = %lld: "
                                     "expected at least 1 each",
                              (long long)batch_size, (long long)accumulation);
+    int ranks = ft_stage_world_size(stage);
+    if (ranks < 0)
+        return ft_stage_fail(stage, "%s", ft_error_message());
+    if (check_ranks(stage, ranks) < 0 || global_batch_accumulation(stage, batch_size, ranks, &accumulation) < 0)
+        return -1;
     m->max_batch_size = (int)batch_size;
     m->max_seq_len = (int)run->meta.cutoff_len;
     m->finetuning = lora ? FT_FINETUNE_LORA : FT_FINETUNE_FULL;
@@ -172,6 +217,7 @@ static int read_parameters(train_run *run)
         .save_steps = ft_stage_param_int(stage, "save_steps"),
         .save_total_limit = (int)ft_stage_param_int(stage, "save_total_limit"),
         .run_id = ft_stage_key(stage),
+        .ranks = ranks,
     };
     if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0 ||
         choose_evaluation(run, t) != 0)
@@ -215,6 +261,12 @@ static int check_memory(train_run *run, const ft_backend *backend)
     ft_stage_log(run->stage, "memory plan: %s (weights %s, adapter %s, gradients %s, optimizer %s, activations %s)",
                  total, weights, adapter, gradients, optimizer, activations);
     uint64_t host = available_host_bytes();
+    int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
+    if (ranks > 1) { /* every rank holds a whole copy */
+        plan.total_bytes *= (uint64_t)ranks;
+        ft_format_bytes(plan.total_bytes, total, sizeof total);
+        ft_stage_log(run->stage, "%d ranks on this host: %s in all", ranks, total);
+    }
     if (backend->dtype != FT_DTYPE_F32 || plan.total_bytes <= host)
         return 0;
     ft_format_bytes(host, available, sizeof available);
@@ -287,6 +339,13 @@ static void on_evaluate(void *context, const ft_eval_report *report)
 }
 
 static void on_note(void *context, const char *text) { ft_stage_log(((train_run *)context)->stage, "%s", text); }
+
+/* Ranks other than 0 note in their own log. */
+static void on_rank_note(void *context, const char *text)
+{
+    fprintf(stderr, "rank %d: %s\n", ((train_run *)context)->rank, text);
+    fflush(stderr);
+}
 
 static bool cancelled(void *context) { return ft_stage_cancelled(((train_run *)context)->stage); }
 
@@ -379,14 +438,16 @@ static int train(train_run *run, ft_backend *backend)
     ft_model *model = NULL;
     int status = ft_model_load(run->model_dir, backend, &run->model_options, &model);
     size_t n_tensors = 0, n_trained = 0;
-    if (status == 0) {
+    int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
+    if (status == 0 && run->rank == 0) {
         const ft_param_tensor *tensors = ft_model_trainable(model, &n_tensors);
         for (size_t i = 0; i < n_tensors; i++)
             n_trained += tensors[i].count;
-        ft_stage_log(stage, "training %.2fM parameters on %llu rows: %lld steps of %d x %d rows on the %s backend",
+        ft_stage_log(stage, "training %.2fM parameters on %llu rows: %lld steps of %d x %d rows x %d rank%s on the %s "
+                            "backend",
                      (double)n_trained / 1e6, (unsigned long long)run->meta.train.n_rows,
                      (long long)run->plan.total_steps, run->train_options.batch_size,
-                     run->train_options.gradient_accumulation_steps, backend->name);
+                     run->train_options.gradient_accumulation_steps, ranks, ranks > 1 ? "s" : "", backend->name);
     }
     ft_token_shards *eval_shards = NULL;
     if (status == 0 && run->eval_dir) {
@@ -401,9 +462,9 @@ static int train(train_run *run, ft_backend *backend)
     if (status == 0)
         status = ft_train(model, shards, &run->train_options, &result);
     ft_token_shards_close(eval_shards);
-    if (status == 0)
+    if (status == 0 && run->writes_output)
         status = write_output(run, model, &result);
-    if (status == 0)
+    if (status == 0 && run->rank == 0)
         ft_stage_summary(stage, "loss %.4f after %lld steps (%.2f epochs), %.1fs, %.2f samples/s",
                          result.train_loss, (long long)result.global_step, result.epoch, result.runtime_s,
                          result.samples / (result.runtime_s > 0.0 ? result.runtime_s : 1e-9));
@@ -421,18 +482,56 @@ static int run_train(ft_stage *stage)
     run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
     run.train_options.checkpoint_dir = checkpoints;
     run.train_options.callbacks = (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled, on_evaluate};
-    ft_backend *backend = ft_stage_backend(stage, "training");
-    int status = backend ? check_memory(&run, backend) : -1;
+    /* The ranks start before any backend does: a process forked after CUDA or
+     * OpenBLAS threads started could not use them. */
+    ft_stage_ranks ranks;
+    if (ft_stage_ranks_start(stage, &ranks) < 0) {
+        free(checkpoints);
+        free(run.log_path);
+        return -1;
+    }
+    run.rank = ranks.local_rank;
+    run.train_options.comm = ranks.comm;
+    run.writes_output = ranks.writes_output;
+    run.train_options.saves_checkpoints = ranks.writes_output;
+    if (run.rank != 0)
+        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL, NULL};
+    ft_backend *backend = ft_stage_backend_for_rank(stage, "training", ranks.local_rank, ranks.local_size);
+    int status = backend ? (run.rank == 0 ? check_memory(&run, backend) : 0) : -1;
+    ft_comm *nccl = NULL; /* cuda ranks add their gradients over NCCL; the host sockets only bootstrap it */
+    if (status == 0 && ranks.comm && strcmp(backend->name, "cuda") == 0) {
+        nccl = ft_comm_nccl_create(backend, ranks.comm);
+        status = nccl ? 0 : -1;
+        run.train_options.comm = nccl;
+    }
     if (status == 0)
         status = train(&run, backend);
+    if (status < 0 && nccl)
+        nccl->abort(nccl);
+    ft_comm_destroy(nccl);
     ft_backend_destroy(backend);
+    status = ft_stage_ranks_finish(stage, &ranks, status);
     free(checkpoints);
     free(run.log_path);
     return status;
+}
+
+/* The rank count changes the effective batch, hence the result, unless
+ * global_batch_size holds the batch fixed. (One rank adds nothing, so keys
+ * from before data parallelism stay.) */
+static int train_extra_key(ft_stage *stage, ft_strbuf *key_text)
+{
+    int ranks = ft_stage_world_size(stage);
+    if (ranks < 0)
+        return -1;
+    if (ranks > 1 && ft_stage_param_int(stage, "global_batch_size") == 0)
+        ft_strbuf_printf(key_text, "data-parallel ranks %d\n", ranks);
+    return 0;
 }
 
 const ft_stage_kind ft_kind_train = {
     .name = "train",
     .version = 1,
     .run = run_train,
+    .extra_key = train_extra_key,
 };

@@ -20,6 +20,7 @@
 #include "ftpipe/engine/build.h"
 #include "ftpipe/engine/inspect.h"
 #include "ftpipe/engine/session.h"
+#include "ftpipe/engine/slurm.h"
 #include "ftpipe/stages/registry.h"
 
 static const char usage_text[] =
@@ -194,6 +195,8 @@ int main(int argc, char **argv)
         return ft_command_render(argc - 2, argv + 2) == 0 ? 0 : fail();
     if (argc > 1 && strcmp(argv[1], "import") == 0)
         return ft_command_import(argc - 2, argv + 2) == 0 ? 0 : fail();
+    if (argc == 3 && strcmp(argv[1], "stage-exec") == 0) /* a Slurm job's step: see engine/slurm.h */
+        return ft_slurm_stage_exec(argv[2], ft_builtin_kinds);
 
     command_line line = {.directory = "."};
     line.invocation.jobs = 1;

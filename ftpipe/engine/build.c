@@ -20,6 +20,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/units.h"
 #include "ftpipe/engine/plan.h"
+#include "ftpipe/engine/slurm.h"
 #include "ftpipe/engine/publish.h"
 #include "ftpipe/engine/stage_runtime.h"
 
@@ -295,7 +296,7 @@ static int start_stage(builder *b, size_t index)
             setenv("CUDA_VISIBLE_DEVICES", devices, 1);
             free(devices);
         }
-        _exit(ft_stage_child_main(stage, fds[1]));
+        _exit(ft_stage_child_main(stage, fds[1], ft_slurm_submits(stage) ? ft_slurm_submit : NULL));
     }
     setpgid(pid, pid);
     close(fds[1]);

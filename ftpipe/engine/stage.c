@@ -29,6 +29,7 @@ struct ft_stage {
     char *output_path;
     char *state_dir;
     int report_fd;       /* -1 in the engine process */
+    bool output_elsewhere;
     FILE *log;
     uint64_t last_progress_ns;
 };
@@ -59,6 +60,7 @@ ft_stage *ft_stage_create(const ft_stage_setup *setup)
     free(out_dir);
     stage->state_dir = ft_xstrdup(setup->state_dir);
     stage->report_fd = -1;
+    stage->output_elsewhere = setup->output_elsewhere;
     return stage;
 }
 
@@ -107,7 +109,7 @@ static void report(ft_stage *stage, char tag, const char *head, const char *text
     ft_strbuf_free(&line);
 }
 
-int ft_stage_child_main(ft_stage *stage, int report_fd)
+int ft_stage_child_main(ft_stage *stage, int report_fd, int (*run)(ft_stage *stage))
 {
     stage->report_fd = report_fd;
     /* Die with the engine: a killed ftpipe must not leave stages writing into work folders. */
@@ -129,8 +131,8 @@ int ft_stage_child_main(ft_stage *stage, int report_fd)
         setvbuf(stage->log, NULL, _IOLBF, 0);
 
     ft_error_clear();
-    int result = stage->kind->run(stage);
-    if (result == 0 && !ft_path_exists(stage->output_path)) {
+    int result = run ? run(stage) : stage->kind->run(stage);
+    if (result == 0 && !stage->output_elsewhere && !ft_path_exists(stage->output_path)) {
         result = ft_error("stage %s finished without creating its output (expected at %s)", stage->target,
                           stage->output_path);
     }
@@ -154,6 +156,8 @@ int ft_stage_child_main(ft_stage *stage, int report_fd)
 }
 
 const char *ft_stage_target(const ft_stage *stage) { return stage->target; }
+const ft_param_set *ft_stage_params(const ft_stage *stage) { return stage->params; }
+int ft_stage_report_fd(const ft_stage *stage) { return stage->report_fd; }
 const char *ft_stage_key(const ft_stage *stage) { return stage->key; }
 const char *ft_stage_pipeline_dir(const ft_stage *stage) { return stage->pipeline_dir; }
 size_t ft_stage_input_count(const ft_stage *stage) { return stage->n_inputs; }

@@ -110,7 +110,8 @@ static int list_checkpoints(const char *dir, bool delete_leftovers, int64_t **st
         (*steps)[(*count)++] = step;
     }
     closedir(folder);
-    qsort(*steps, *count, sizeof **steps, compare_steps);
+    if (*count > 1) /* an empty folder leaves steps NULL, which qsort may not get */
+        qsort(*steps, *count, sizeof **steps, compare_steps);
     return status;
 }
 

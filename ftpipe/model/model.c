@@ -441,6 +441,12 @@ const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count)
     return model->weights;
 }
 
+void ft_model_on_layer_gradients(ft_model *model, void (*done)(void *context, int layer), void *context)
+{
+    model->layer_gradients_done = done;
+    model->layer_gradients_context = context;
+}
+
 void ft_model_zero_grads(ft_model *model)
 {
     size_t count;

@@ -67,6 +67,8 @@ struct ft_model {
     float *host_losses;            /* [max_rows] */
     void *host_logits;             /* a logits chunk in the backend's dtype, when not float */
     ft_memory_plan plan;
+    void (*layer_gradients_done)(void *context, int layer); /* ft_model_on_layer_gradients */
+    void *layer_gradients_context;
 };
 
 /* Slices `base` (NULL: only counts) into the activations for these options,

@@ -469,6 +469,8 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
             if (model->options.gradient_checkpointing)
                 layer_recompute(&p, l, &shape);
             layer_backward(&p, l, &shape);
+            if (model->layer_gradients_done)
+                model->layer_gradients_done(model->layer_gradients_context, l);
         }
         float *grad_embed = grad(&p, model->embed);
         if (grad_embed)

@@ -15,6 +15,7 @@
 #include "ftpipe/base/random.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/model/checkpoint.h"
+#include "ftpipe/model/data_parallel.h"
 
 /* Independent random streams drawn from the seed. */
 enum { STREAM_SHUFFLE = 1, STREAM_DROPOUT = 2 };
@@ -36,10 +37,14 @@ int ft_train_plan_steps(const ft_train_options *options, uint64_t n_rows, ft_tra
         options->save_steps < 0 || options->save_total_limit < 0)
         return ft_error("learning_rate, max_grad_norm, warmup_steps, logging_steps, save_steps and save_total_limit "
                         "must not be negative, and warmup_ratio must be within [0, 1]");
+    if (options->ranks < 0 || options->ranks > 4096)
+        return ft_error("%d ranks: expected 1 to 4096", options->ranks);
     if (n_rows == 0)
         return ft_error("the training data holds no rows");
-    out->micro_batches_per_epoch = ceil_div((int64_t)n_rows, options->batch_size);
-    out->steps_per_epoch = ceil_div(out->micro_batches_per_epoch, options->gradient_accumulation_steps);
+    int64_t ranks = options->ranks > 1 ? options->ranks : 1;
+    out->micro_batches_per_epoch = ceil_div((int64_t)n_rows, options->batch_size * ranks);
+    out->steps_per_epoch =
+        ceil_div((int64_t)n_rows, (int64_t)options->batch_size * options->gradient_accumulation_steps * ranks);
     out->total_steps = options->max_steps > 0 ? options->max_steps
                                               : (int64_t)ceil(options->num_train_epochs * (double)out->steps_per_epoch);
     out->warmup_steps = ft_lr_warmup_steps(out->total_steps, options->warmup_ratio, options->warmup_steps);
@@ -132,6 +137,12 @@ typedef struct {
     const ft_param_tensor *tensors;
     size_t n_tensors;
     ft_adamw *optimizer;
+    ft_comm *comm;              /* NULL: one rank */
+    int rank, ranks;
+    ft_grad_buckets buckets;
+    ft_grad_sync *sync;         /* adds each layer's gradients while backward goes on */
+    double predicted_comm_s;    /* the preflight's all-reduce */
+    double compute_s, comm_s;   /* the last step's micro-batches, and its sums over the ranks */
     data data;
     data eval;                  /* the eval rows in order, when evaluating */
     ft_checkpoint_state state;
@@ -162,9 +173,11 @@ static double epochs_done(const trainer *t)
     return (double)t->state.epoch + (double)t->state.epoch_row / (double)t->data.n_rows;
 }
 
+static bool saves_checkpoints(const trainer *t) { return !t->comm || t->options->saves_checkpoints; }
+
 static int save(trainer *t)
 {
-    if (!t->options->checkpoint_dir || t->saved_step == t->state.global_step)
+    if (!saves_checkpoints(t) || !t->options->checkpoint_dir || t->saved_step == t->state.global_step)
         return 0;
     ft_backend *backend = ft_model_backend(t->model);
     if (ft_checkpoint_save(t->options->checkpoint_dir, backend, t->tensors, t->n_tensors, t->optimizer, &t->state,
@@ -175,7 +188,21 @@ static int save(trainer *t)
     return 0;
 }
 
-/* One optimizer step: its micro-batches' gradients, clipping, AdamW. */
+/* The sums over the ranks of this rank's loss sum and token count (one rank: as they are). */
+static int add_over_ranks(trainer *t, double *loss_sum, int64_t *n_tokens)
+{
+    if (!t->comm)
+        return 0;
+    double sums[2] = {*loss_sum, (double)*n_tokens};
+    if (t->comm->all_reduce_sum(t->comm, sums, 2, FT_COMM_F64) < 0)
+        return ft_error_context("adding the loss of the ranks");
+    *loss_sum = sums[0];
+    *n_tokens = (int64_t)sums[1];
+    return 0;
+}
+
+/* One optimizer step: this rank's micro-batches, the gradients added over the
+ * ranks, clipping, AdamW. */
 static int step(trainer *t, double *loss, double *grad_norm)
 {
     const ft_train_options *o = t->options;
@@ -187,31 +214,49 @@ static int step(trainer *t, double *loss, double *grad_norm)
     if (d->order_epoch != t->state.epoch)
         shuffle(d, o->seed, t->state.epoch);
     int64_t first = t->state.epoch_row;
-    int64_t rows = (int64_t)o->batch_size * o->gradient_accumulation_steps;
+    int64_t rows_per_rank = (int64_t)o->batch_size * o->gradient_accumulation_steps;
+    int64_t rows = rows_per_rank * t->ranks;
     if (rows > (int64_t)d->n_rows - first)
         rows = (int64_t)d->n_rows - first;
-    int64_t denominator = 0;
+    int64_t denominator = 0; /* the whole step's, so that the ranks' gradients add up to its mean */
     for (int64_t r = first; r < first + rows; r++)
         denominator += row_target_count(d, d->order[r]);
+    int64_t mine_first, mine_rows;
+    ft_rank_rows(rows, rows_per_rank, t->ranks, t->rank, &mine_first, &mine_rows);
+    mine_first += first;
 
     double loss_sum = 0.0;
+    int64_t n_tokens = 0;
+    uint64_t started_ns = ft_now_ns();
     uint64_t dropout_stream = ft_random_stream(o->seed, STREAM_DROPOUT);
+    uint64_t micro_batches_per_step = (uint64_t)o->gradient_accumulation_steps * (uint64_t)t->ranks;
     int micro = 0;
-    for (int64_t at = first; at < first + rows; at += o->batch_size, micro++) {
-        int n = (int)(first + rows - at < o->batch_size ? first + rows - at : o->batch_size);
-        int seq_len = fill_batch(d, at, n, &t->tokens_since_report);
+    for (int64_t at = mine_first; at < mine_first + mine_rows; at += o->batch_size, micro++) {
+        int n = (int)(mine_first + mine_rows - at < o->batch_size ? mine_first + mine_rows - at : o->batch_size);
+        if (t->sync && at + n >= mine_first + mine_rows) /* the last micro-batch: its layers' gradients are final */
+            ft_model_on_layer_gradients(t->model, ft_grad_sync_layer_done, t->sync);
+        int seq_len = fill_batch(d, at, n, &n_tokens);
+        uint64_t micro_index = (uint64_t)t->state.global_step * micro_batches_per_step +
+                               (uint64_t)t->rank * (uint64_t)o->gradient_accumulation_steps + (uint64_t)micro;
         ft_batch batch = {n, seq_len, d->tokens, d->positions, d->segments, d->targets, denominator,
-                          ft_random_u64(dropout_stream, (uint64_t)t->state.global_step *
-                                                            (uint64_t)o->gradient_accumulation_steps +
-                                                            (uint64_t)micro)};
+                          ft_random_u64(dropout_stream, micro_index)};
         double micro_loss;
-        if (ft_model_forward_backward(t->model, &batch, &micro_loss) < 0)
+        if (ft_model_forward_backward(t->model, &batch, &micro_loss) < 0) {
+            ft_model_on_layer_gradients(t->model, NULL, NULL);
             return ft_error_context("step %lld", (long long)t->state.global_step + 1);
+        }
         int64_t targets = 0;
         for (size_t i = 0; i < (size_t)n * (size_t)seq_len; i++)
             targets += d->targets[i] >= 0;
         loss_sum += micro_loss * (double)targets;
     }
+    ft_model_on_layer_gradients(t->model, NULL, NULL);
+    uint64_t computed_ns = ft_now_ns(); /* what follows is the communication backward did not hide */
+    if (t->comm && (ft_grad_sync_finish(t->sync) < 0 || add_over_ranks(t, &loss_sum, &n_tokens) < 0))
+        return ft_error_context("step %lld", (long long)t->state.global_step + 1);
+    t->compute_s = (double)(computed_ns - started_ns) * 1e-9;
+    t->comm_s = (double)(ft_now_ns() - computed_ns) * 1e-9;
+    t->tokens_since_report += n_tokens;
     *loss = denominator > 0 ? loss_sum / (double)denominator : 0.0;
     *grad_norm = ft_adamw_clip_grad_norm(t->optimizer, o->max_grad_norm);
     if (!isfinite(*loss) || !isfinite(*grad_norm))
@@ -309,6 +354,8 @@ static int resume(trainer *t, ft_train_result *out)
         out->resumed_from_step = loaded.global_step;
         note(t, "resumed from checkpoint-%lld (epoch %.2f)", (long long)loaded.global_step, epochs_done(t));
     }
+    if (!saves_checkpoints(t))
+        return 0;
     /* A checkpoint must fit before any work is done that it would keep. */
     uint64_t total_bytes, largest_file_bytes;
     ft_checkpoint_size(t->tensors, t->n_tensors, &total_bytes, &largest_file_bytes);
@@ -321,11 +368,54 @@ static int resume(trainer *t, ft_train_result *out)
     return ft_checkpoint_check_space(o->checkpoint_dir, next, total_bytes, largest_file_bytes);
 }
 
+/* Rank 0's answer, on every rank, so that all stop at the same step. */
+static int stop_asked(trainer *t, bool *stop)
+{
+    const ft_train_callbacks *callbacks = &t->options->callbacks;
+    int32_t asked = t->rank == 0 && callbacks->cancelled && callbacks->cancelled(callbacks->context);
+    if (t->comm && t->comm->broadcast(t->comm, &asked, sizeof asked, 0) < 0)
+        return ft_error_context("before step %lld", (long long)t->state.global_step + 1);
+    *stop = asked != 0;
+    return 0;
+}
+
+/* Before the first step: how long adding the gradients over the ranks takes. */
+static int preflight(trainer *t)
+{
+    if (!t->comm)
+        return 0;
+    ft_all_reduce_timing timing;
+    if (ft_grad_buckets_time_all_reduce(&t->buckets, t->comm, ft_model_backend(t->model), 3, &timing) < 0)
+        return -1;
+    t->predicted_comm_s = timing.seconds;
+    note(t, "preflight: an all-reduce of the %.1f KiB of gradients over %d ranks (%s) takes %.3f ms: bus bandwidth "
+            "%.3f GB/s",
+         (double)timing.bytes / 1024.0, t->ranks, t->comm->name, timing.seconds * 1e3, timing.bus_bytes_per_s * 1e-9);
+    return 0;
+}
+
+/* After the first step: communication against compute, with the numbers. */
+static void compare_step_times(trainer *t)
+{
+    note(t, "step time: compute %.3f ms, then %.3f ms of communication that backward did not hide, with waiting for "
+            "the slowest rank (the preflight timed %.3f ms unhidden)",
+         t->compute_s * 1e3, t->comm_s * 1e3, t->predicted_comm_s * 1e3);
+    if (t->predicted_comm_s > t->compute_s)
+        note(t, "communication (%.3f ms per step) takes longer than compute (%.3f ms): fewer ranks or nodes, a faster "
+                "network, or a larger per-device batch would train faster",
+             t->predicted_comm_s * 1e3, t->compute_s * 1e3);
+}
+
 static int train_loop(trainer *t)
 {
-    const ft_train_options *o = t->options;
+    if (preflight(t) < 0)
+        return -1;
+    int64_t first_step = t->state.global_step;
     while (t->state.global_step < t->plan.total_steps) {
-        if (o->callbacks.cancelled && o->callbacks.cancelled(o->callbacks.context)) {
+        bool stop = false;
+        if (stop_asked(t, &stop) < 0)
+            return -1;
+        if (stop) {
             if (save(t) < 0)
                 return -1;
             return ft_error("cancelled at step %lld of %lld", (long long)t->state.global_step,
@@ -335,9 +425,12 @@ static int train_loop(trainer *t)
         if (step(t, &loss, &grad_norm) < 0)
             return -1;
         report(t, loss, grad_norm);
+        if (t->comm && t->state.global_step == first_step + 1)
+            compare_step_times(t);
         if (evaluation_due(t) && evaluate(t) < 0)
             return -1;
-        if (o->save_steps > 0 && t->state.global_step % o->save_steps == 0 && save(t) < 0)
+        int64_t save_steps = t->options->save_steps;
+        if (save_steps > 0 && t->state.global_step % save_steps == 0 && save(t) < 0)
             return -1;
     }
     return save(t);
@@ -345,8 +438,14 @@ static int train_loop(trainer *t)
 
 int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_options *options, ft_train_result *out)
 {
-    trainer t = {.model = model, .options = options, .saved_step = -1};
+    trainer t = {.model = model, .options = options, .saved_step = -1, .comm = options->comm, .ranks = 1};
     memset(out, 0, sizeof *out);
+    if (t.comm) {
+        if (t.comm->size != (options->ranks > 1 ? options->ranks : 1))
+            return ft_error("the communicator has %d ranks but the plan %d", t.comm->size, options->ranks);
+        t.rank = t.comm->rank;
+        t.ranks = t.comm->size;
+    }
     t.data.shards = shards;
     t.data.n_rows = ft_token_shards_n_rows(shards);
     if (ft_train_plan_steps(options, t.data.n_rows, &t.plan) < 0)
@@ -382,6 +481,10 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         t.eval.segments = ft_xmalloc(eval_cells * sizeof(int32_t));
         t.eval.targets = ft_xmalloc(eval_cells * sizeof(int32_t));
     }
+    if (t.comm) {
+        ft_grad_buckets_plan(t.tensors, t.n_tensors, FT_GRAD_BUCKET_BYTES, &t.buckets);
+        t.sync = ft_grad_sync_create(&t.buckets, t.comm);
+    }
     t.start_ns = t.report_ns = ft_now_ns();
     ft_model_zero_grads(model);
     int status = resume(&t, out);
@@ -392,8 +495,11 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     out->train_loss = t.state.global_step > 0 ? t.state.loss_sum / (double)t.state.global_step : 0.0;
     out->runtime_s = (double)(ft_now_ns() - t.start_ns) * 1e-9;
     out->samples = options->max_steps > 0
-                       ? (double)options->max_steps * options->batch_size * options->gradient_accumulation_steps
+                       ? (double)options->max_steps * options->batch_size * options->gradient_accumulation_steps *
+                             t.ranks
                        : (double)t.data.n_rows * options->num_train_epochs;
+    ft_grad_sync_free(t.sync);
+    ft_grad_buckets_free(&t.buckets);
     ft_adamw_free(t.optimizer);
     free(t.data.order);
     free(t.data.row_segments);

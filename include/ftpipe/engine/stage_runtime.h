@@ -11,6 +11,7 @@
 #ifndef FTPIPE_STAGE_RUNTIME_H
 #define FTPIPE_STAGE_RUNTIME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ftpipe/engine/rules.h"
@@ -26,6 +27,7 @@ typedef struct {
     size_t n_inputs;
     const char *work_dir;        /* absolute; holds out/ and log */
     const char *state_dir;       /* absolute .ftpipe folder */
+    bool output_elsewhere;       /* another process writes the output (a Slurm job's other nodes) */
 } ft_stage_setup;
 
 /* A context for the engine process (extra_key, cached_output_usable). */
@@ -33,10 +35,15 @@ ft_stage *ft_stage_create(const ft_stage_setup *setup);
 void ft_stage_destroy(ft_stage *stage);
 
 /* In a freshly forked child: opens the log, installs the cancellation handlers,
- * runs the kind and returns the exit status for _exit (0 success, 1 failure; a
+ * runs the kind (or `run` instead, when not NULL: the Slurm executor's
+ * submission) and returns the exit status for _exit (0 success, 1 failure; a
  * cancelled run also says C, since no exit status can mean only that).
  * report_fd receives the protocol above. */
-int ft_stage_child_main(ft_stage *stage, int report_fd);
+int ft_stage_child_main(ft_stage *stage, int report_fd, int (*run)(ft_stage *stage));
+
+/* What the slurm executor hands to the node that runs the stage. */
+const ft_param_set *ft_stage_params(const ft_stage *stage);
+int ft_stage_report_fd(const ft_stage *stage);
 
 /* The log file's path inside a work folder. Caller frees. */
 char *ft_stage_log_path(const char *work_dir);

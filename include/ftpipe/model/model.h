@@ -92,6 +92,11 @@ int ft_model_forward(ft_model *model, const ft_batch *batch, float *logits, doub
  * (see ft_batch.loss_denominator) and returns its mean loss. */
 int ft_model_forward_backward(ft_model *model, const ft_batch *batch, double *loss);
 void ft_model_zero_grads(ft_model *model);
+/* Optional: called during ft_model_forward_backward each time a layer's
+ * trained tensors' gradients are done for the batch (the last layer first), so
+ * that adding them over the ranks can start while the layers below still run.
+ * done = NULL removes it. */
+void ft_model_on_layer_gradients(ft_model *model, void (*done)(void *context, int layer), void *context);
 
 /* What is trained: the adapter's tensors, or every weight (HF names). */
 const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count);

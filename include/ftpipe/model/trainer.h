@@ -15,7 +15,17 @@
  * eval_strategy does it: every eval_steps steps and/or at each epoch's end, a
  * forward pass over every eval row in batches of eval_batch_size (no dropout),
  * eval_loss being the mean over rows of each batch's mean loss over its
- * trained tokens, as the HF Trainer's evaluation loop averages it. */
+ * trained tokens, as the HF Trainer's evaluation loop averages it.
+ *
+ * Data parallel: with a communicator of N ranks, each a process running this
+ * same loop on its own copy of the model, a step takes batch_size x
+ * gradient_accumulation_steps x N rows (the HF Trainer's effective batch),
+ * each rank its slice of them in rank order (data_parallel.h); the gradients
+ * (each layer's while backward runs on the layers below) and the loss are
+ * added over the ranks before clipping, so every rank makes
+ * the same update and the loss is that of one rank running the whole step.
+ * Only the ranks that say so write checkpoints (the first of each node); every
+ * rank resumes from them, whatever rank count wrote them. */
 #ifndef FTPIPE_TRAINER_H
 #define FTPIPE_TRAINER_H
 
@@ -23,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ftpipe/backend/comm.h"
 #include "ftpipe/formats/token_shards.h"
 #include "ftpipe/model/adamw.h"
 #include "ftpipe/model/lr_schedule.h"
@@ -78,12 +89,15 @@ typedef struct {
     int eval_batch_size;              /* per_device_eval_batch_size; at most the model's max_batch_size */
     int64_t eval_steps;               /* > 0: evaluate every eval_steps steps */
     bool eval_each_epoch;             /* evaluate when an epoch ends */
-    ft_train_callbacks callbacks;
+    int ranks;                        /* data-parallel ranks; 0 or 1: one */
+    ft_comm *comm;                    /* this rank's, of `ranks` ranks; NULL with one */
+    bool saves_checkpoints;           /* with a communicator: this rank writes them (each node's first) */
+    ft_train_callbacks callbacks;     /* rank 0's cancelled() stops every rank */
 } ft_train_options;
 
 typedef struct {
-    int64_t micro_batches_per_epoch;  /* ceil(rows / batch_size) */
-    int64_t steps_per_epoch;          /* ceil(micro-batches / gradient_accumulation_steps) */
+    int64_t micro_batches_per_epoch;  /* per rank: ceil(rows / (batch_size x ranks)) */
+    int64_t steps_per_epoch;          /* ceil(rows / (batch_size x gradient_accumulation_steps x ranks)) */
     int64_t total_steps;              /* max_steps, or ceil(num_train_epochs * steps_per_epoch) */
     int64_t warmup_steps;
 } ft_train_plan;

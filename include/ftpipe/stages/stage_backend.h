@@ -11,4 +11,9 @@
  * is used by a stage that reserved none (gpus = 0). */
 ft_backend *ft_stage_backend(ft_stage *stage, const char *doing);
 
+/* The same for rank `rank` of `ranks` on this host: the cuda backend on the
+ * rank's GPU, the cpu backend with `threads = 0` sharing the cores among the
+ * ranks. */
+ft_backend *ft_stage_backend_for_rank(ft_stage *stage, const char *doing, int rank, int ranks);
+
 #endif

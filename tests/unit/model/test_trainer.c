@@ -2,10 +2,15 @@
  * the loss falls; 2 micro-batches of 4 make the same update as 1 of 8; two runs
  * give the same bytes; a run cancelled after a checkpoint and resumed ends with
  * the same bytes as one that never stopped; a diverging run stops naming the
- * step; step counts follow the HF Trainer. */
+ * step; step counts follow the HF Trainer; 2 and 4 ranks (forked processes over
+ * the host collectives) log the losses of one rank with the same effective
+ * batch and end with its adapter, within what reordering sums already makes. */
 #include <math.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
+#include "ftpipe/backend/comm_host.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -360,6 +365,93 @@ TEST(a_resumed_run_ends_with_the_same_bytes)
     free(data);
 }
 
+/* train() in `ranks` forked ranks: rank 0 records and returns its tensors; the
+ * others check that theirs are the same bytes. */
+static float *train_in_ranks(const char *data_dir, ft_train_options options, int ranks, size_t *count, int *status)
+{
+    pid_t children[8];
+    ft_comm *comm = NULL;
+    int rank = ft_comm_host_fork(ranks, &comm, children);
+    CHECK(rank >= 0);
+    if (rank != 0)
+        check_case_failed = 0; /* this process's own checks */
+    options.ranks = ranks;
+    options.comm = comm;
+    if (rank != 0)
+        memset(&options.callbacks, 0, sizeof options.callbacks);
+    float *values = train(data_dir, &options, 0.0, count, status);
+    float *rank0 = ft_xmalloc(*count * sizeof(float));
+    memcpy(rank0, values, *count * sizeof(float));
+    int shared = comm->broadcast(comm, rank0, *count * sizeof(float), 0);
+    ft_comm_destroy(comm);
+    if (rank != 0) {
+        _exit(check_case_failed || *status != 0 || shared != 0 || memcmp(rank0, values, *count * sizeof(float)));
+    }
+    free(rank0);
+    for (int k = 1; k < ranks; k++) {
+        int wait_status = 0;
+        waitpid(children[k], &wait_status, 0);
+        CHECK(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0);
+    }
+    return values;
+}
+
+static double max_difference(const float *a, const float *b, size_t n)
+{
+    double most = 0.0;
+    for (size_t i = 0; i < n; i++)
+        most = fmax(most, fabs((double)a[i] - b[i]));
+    return most;
+}
+
+/* Against one rank of 8 x 1: the losses of every step within 1e-5 relative, and
+ * the adapter no further from it than one rank's run of the same micro-batches
+ * (per-device batch x accumulation x ranks on one rank) is: Adam amplifies the
+ * last-bit differences that summing in another order makes. */
+TEST(ranks_match_one_rank_with_the_same_effective_batch)
+{
+    char *data = write_data("ranks", 21, false); /* 3 steps of 8 an epoch, the last of 5 rows */
+    ft_train_options one = default_options(8, 1, 0);
+    one.num_train_epochs = 2.0;
+    recorder r_one;
+    attach(&one, &r_one);
+    size_t n_one;
+    int status;
+    float *reference = train(data, &one, 0.0, &n_one, &status);
+    CHECK_INT(status, 0);
+    CHECK_INT(r_one.n, 6);
+    int shapes[][3] = {{2, 4, 1}, {4, 2, 1}, {2, 2, 2}}; /* ranks, per-device batch, accumulation */
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int ranks = shapes[s][0], batch = shapes[s][1], accumulation = shapes[s][2];
+        ft_train_options options = default_options(batch, accumulation, 0),
+                         reordered = default_options(batch, accumulation * ranks, 0);
+        options.num_train_epochs = reordered.num_train_epochs = 2.0;
+        size_t n, n_reordered;
+        float *on_one_rank = train(data, &reordered, 0.0, &n_reordered, &status);
+        double reordering = n_reordered == n_one ? max_difference(reference, on_one_rank, n_one) : INFINITY;
+        recorder r;
+        attach(&options, &r);
+        float *values = train_in_ranks(data, options, ranks, &n, &status);
+        CHECK_INT(status, 0);
+        CHECK_INT(r.n, r_one.n);
+        for (int i = 0; i < r.n && i < r_one.n; i++)
+            if (!(fabs(r.losses[i] - r_one.losses[i]) <= 1e-5 * fabs(r_one.losses[i]))) {
+                fprintf(stderr, "  %d ranks x %d x %d: step %d's loss %.9g, one rank's %.9g\n", ranks, batch,
+                        accumulation, i + 1, r.losses[i], r_one.losses[i]);
+                check_case_failed = 1;
+            }
+        double difference = n == n_one ? max_difference(reference, values, n) : INFINITY;
+        if (!(difference <= reordering))
+            fprintf(stderr, "  %d ranks x %d x %d: the adapter differs by %g, one rank of %d x %d by %g\n", ranks,
+                    batch, accumulation, difference, batch, accumulation * ranks, reordering);
+        CHECK(difference <= reordering);
+        free(values);
+        free(on_one_rank);
+    }
+    free(reference);
+    free(data);
+}
+
 TEST(a_diverging_run_stops_naming_the_step)
 {
     char *data = write_data("diverge", 8, false);
@@ -389,6 +481,7 @@ int main(void)
     RUN(a_resumed_run_ends_with_the_same_bytes);
     RUN(a_diverging_run_stops_naming_the_step);
     RUN(evaluates_during_training_without_changing_it);
+    RUN(ranks_match_one_rank_with_the_same_effective_batch);
     ft_backend_destroy(cpu);
     free(model_dir);
     ft_remove_tree(root);
