@@ -19,7 +19,8 @@
 #define NO_STAGE SIZE_MAX
 #define BUILTIN_PREFIX "<built-in>/"
 
-/* A parameter value read before the whole file is: expanded at the end. */
+/* A parameter value as its line left it: expanded again at the end, for the
+ * variables that were not yet defined there. */
 typedef struct {
     size_t stage;
     size_t param;
@@ -319,8 +320,11 @@ static int parse_parameter(parser *p, const ft_located_text *line, size_t start)
     pending->param = stage->n_params++;
     ft_located_init(&pending->raw);
     ft_located_reset(&pending->raw, line->where[value_start]);
-    ft_located_append(&pending->raw, line, value_start, line->length);
-    return 0;
+    /* The values in force here, as the target's: a template included several
+     * times with its variables reassigned in between makes stages whose
+     * parameters agree with their names. Variables set only further down are
+     * read once the whole file is. */
+    return ft_variables_expand_known(p->variables, line, value_start, line->length, &pending->raw);
 }
 
 static int parse_text(parser *p, const char *name, const char *identity, const char *text);

@@ -61,5 +61,10 @@ void ft_variables_assign(ft_variables *variables, const char *name, const ft_loc
  * variable carries the position of its `$`. Returns -1 with a located ft_error. */
 int ft_variables_expand(ft_variables *variables, const ft_located_text *source, size_t from, size_t to,
                         ft_located_text *out);
+/* The same for the variables defined now: references to variables not yet
+ * defined stay as written and `$$` stays `$$`, so that the result can be
+ * expanded again once the whole file is read. */
+int ft_variables_expand_known(ft_variables *variables, const ft_located_text *source, size_t from, size_t to,
+                              ft_located_text *out);
 
 #endif

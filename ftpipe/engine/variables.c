@@ -25,6 +25,7 @@ struct ft_variables {
     const char *expanding[MAX_EXPANSION_DEPTH]; /* recursive variables being expanded, outermost first */
     size_t n_expanding;
     size_t depth;
+    bool keep_unknown; /* leave references to undefined variables, and `$$`, for a later expansion */
 };
 
 ft_variables *ft_variables_new(const ft_pipeline_options *options)
@@ -88,10 +89,18 @@ void ft_variables_assign(ft_variables *variables, const char *name, const ft_loc
     item->recursive = recursive;
 }
 
-static void push_text(ft_located_text *out, const char *text, ft_location where)
+/* A literal `$` stays `$$` in text that is expanded again later. */
+static void push_literal(ft_variables *variables, ft_located_text *out, char c, ft_location where)
+{
+    if (c == '$' && variables->keep_unknown)
+        ft_located_push(out, '$', where);
+    ft_located_push(out, c, where);
+}
+
+static void push_text(ft_variables *variables, ft_located_text *out, const char *text, ft_location where)
 {
     for (const char *p = text; *p; p++)
-        ft_located_push(out, *p, where);
+        push_literal(variables, out, *p, where);
 }
 
 /* The index of the `close` that matches an opening just before `from`, or `to`. */
@@ -161,7 +170,7 @@ static int expand_reference(ft_variables *variables, const char *name, const ft_
     }
     if (item) {
         for (size_t i = 0; i < item->value.length; i++)
-            ft_located_push(out, item->value.chars[i], *anchor);
+            push_literal(variables, out, item->value.chars[i], *anchor);
         return 0;
     }
     const char *literal = find_override(variables, name);
@@ -169,7 +178,7 @@ static int expand_reference(ft_variables *variables, const char *name, const ft_
         literal = getenv(name);
     if (!literal)
         return undefined_error(variables, name, where);
-    push_text(out, literal, *anchor);
+    push_text(variables, out, literal, *anchor);
     return 0;
 }
 
@@ -191,7 +200,7 @@ static int expand(ft_variables *variables, const ft_located_text *source, size_t
             ft_located_push(out, c, anchor ? *anchor : *where);
             i++;
         } else if (next == '$') {
-            ft_located_push(out, '$', anchor ? *anchor : *where);
+            push_literal(variables, out, '$', anchor ? *anchor : *where);
             i += 2;
         } else if (next == '<' || next == '^' || next == '@') {
             /* Automatic variables: bound when the stage runs. */
@@ -215,8 +224,14 @@ static int expand(ft_variables *variables, const ft_located_text *source, size_t
                                      "'$%c%s%c' is not a variable reference: ftpipe has no make functions; "
                                      "write $(NAME)",
                                      next, name.chars, close);
-            if (result == 0)
+            bool unknown = result == 0 && variables->keep_unknown &&
+                           (strchr(name.chars, '$') || !ft_variables_is_set(variables, name.chars));
+            if (unknown) {
+                for (size_t k = i; k <= end; k++)
+                    ft_located_push(out, source->chars[k], anchor ? *anchor : source->where[k]);
+            } else if (result == 0) {
                 result = expand_reference(variables, name.chars, where, out, anchor ? anchor : where);
+            }
             ft_located_free(&name);
             i = end + 1;
         } else if (next == '_' || (next >= 'A' && next <= 'Z') || (next >= 'a' && next <= 'z') ||
@@ -235,4 +250,13 @@ int ft_variables_expand(ft_variables *variables, const ft_located_text *source, 
                         ft_located_text *out)
 {
     return expand(variables, source, from, to, out, NULL);
+}
+
+int ft_variables_expand_known(ft_variables *variables, const ft_located_text *source, size_t from, size_t to,
+                              ft_located_text *out)
+{
+    variables->keep_unknown = true;
+    int result = expand(variables, source, from, to, out, NULL);
+    variables->keep_unknown = false;
+    return result;
 }

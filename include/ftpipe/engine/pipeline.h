@@ -7,10 +7,11 @@
  * folders, then the built-in fragments), `#` comments (`\#` is a literal `#`),
  * `\` continuation, and `.DEFAULT: targets...`.
  * `$<`, `$^` and `$@` are left in values untouched: they are bound when a stage runs.
- * Targets, inputs and include names are expanded when their line is read;
- * parameter values once the whole file is read (as make does with recipes), so
- * they see every assignment. Command-line and environment values are taken
- * literally (a `$` in them is not expanded).
+ * Targets, inputs, include names and parameter values are expanded when their
+ * line is read, so a stage's parameters always agree with its target; a
+ * variable a parameter uses that is not yet defined there is read once the whole
+ * file is (as make reads recipes). Command-line and environment values are
+ * taken literally (a `$` in them is not expanded).
  *
  * Every error names file:line:column and says what was expected. */
 #ifndef FTPIPE_PIPELINE_H

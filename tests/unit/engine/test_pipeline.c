@@ -117,6 +117,60 @@ TEST(parameter_values_see_assignments_below_them)
     ft_pipeline_free(pipeline);
 }
 
+/* The sweep written as one template included six times with its variables
+ * reassigned in between: each stage's parameters must be the values its name
+ * was made from, never the last assignment's. */
+TEST(a_template_included_six_times_gives_six_correctly_labelled_stages)
+{
+    write_file("sweep", "run.ft",
+               "runs/lr$(LR)_r$(RANK): shell data/set\n"
+               "\tlearning_rate = $(LR)\n"
+               "\tlora_rank = $(RANK)\n"
+               "\trun = echo $(LR) $(RANK) $(LATER) $$$$ > $@\n");
+    write_file("sweep", "Ftpipe",
+               "LR := 1e-3\nRANK := 4\ninclude run\n"
+               "RANK := 8\ninclude run\n"
+               "LR := 3e-3\nRANK := 4\ninclude run\n"
+               "RANK := 8\ninclude run\n"
+               "LR := 1e-2\nRANK := 4\ninclude run\n"
+               "RANK := 8\ninclude run\n"
+               "LATER = set-below\n");
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_load("sweep/Ftpipe", NULL, &pipeline), 0);
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 6);
+    static const char *const rates[] = {"1e-3", "3e-3", "1e-2"};
+    static const char *const ranks[] = {"4", "8"};
+    for (size_t i = 0; pipeline && i < 6 && i < pipeline->n_stages; i++) {
+        char target[64], run[96];
+        snprintf(target, sizeof target, "runs/lr%s_r%s", rates[i / 2], ranks[i % 2]);
+        snprintf(run, sizeof run, "echo %s %s set-below $$ > $@", rates[i / 2], ranks[i % 2]);
+        CHECK_STR(pipeline->stages[i].target, target);
+        CHECK_STR(param(pipeline, target, "learning_rate"), rates[i / 2]);
+        CHECK_STR(param(pipeline, target, "lora_rank"), ranks[i % 2]);
+        CHECK_STR(param(pipeline, target, "run"), run);
+    }
+    ft_pipeline_free(pipeline);
+}
+
+/* Partly known where the stage is written: what is defined there is taken there,
+ * the rest at the end; literal dollars from every source survive both passes. */
+TEST(parameters_take_what_is_defined_where_the_stage_is_written)
+{
+    ft_variable overrides[] = {{"CLI", "a$b"}};
+    ft_pipeline_options options = {.overrides = overrides, .n_overrides = 1};
+    ft_pipeline *pipeline = parse_with("A = first\n"
+                                       "IMMEDIATE := $$lit\n"
+                                       "RECURSIVE = $(A)-$(B)\n"
+                                       "out: shell\n"
+                                       "\trun = $(RECURSIVE) $(IMMEDIATE) $(CLI) $($(NAME)) $<\n"
+                                       "A = second\n"
+                                       "B = late\n"
+                                       "NAME = B\n",
+                                       &options);
+    CHECK_STR(param(pipeline, "out", "run"), "first-late $lit a$b late $<");
+    ft_pipeline_free(pipeline);
+}
+
 TEST(targets_and_inputs_expand_when_read)
 {
     ft_pipeline *pipeline = parse("DIR = data\n"
@@ -339,6 +393,8 @@ int main(void)
     RUN(a_stage_line_gives_target_kind_inputs_and_parameters);
     RUN(the_three_assignments_behave_as_in_make);
     RUN(parameter_values_see_assignments_below_them);
+    RUN(a_template_included_six_times_gives_six_correctly_labelled_stages);
+    RUN(parameters_take_what_is_defined_where_the_stage_is_written);
     RUN(targets_and_inputs_expand_when_read);
     RUN(command_line_values_override_every_assignment);
     RUN(the_environment_fills_what_the_file_leaves_open);
