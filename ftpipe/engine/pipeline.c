@@ -27,6 +27,16 @@ typedef struct {
     ft_located_text raw;
 } pending_value;
 
+/* The stages one stage line made (one per combination for a matrix stage), which
+ * its parameter lines go to, and the matrix values each was made with. */
+typedef struct {
+    size_t first; /* NO_STAGE outside a stage */
+    size_t count;
+    size_t *axes; /* the matrix axes its target names */
+    size_t n_axes;
+    size_t *counters; /* count x n_axes: each stage's value of each axis */
+} stage_group;
+
 typedef struct {
     const char *identity; /* absolute path, or the built-in's name: for cycles */
     const char *name;     /* as shown in locations */
@@ -42,7 +52,8 @@ typedef struct {
     pending_value *pending;
     size_t n_pending;
     size_t pending_capacity;
-    size_t current_stage; /* the stage parameter lines belong to, or NO_STAGE */
+    stage_group group; /* the stages parameter lines belong to */
+    ft_matrix matrix;
     bool has_defaults;
     ft_location defaults_where;
     open_file *open_files; /* the include chain, outermost first */
@@ -153,6 +164,13 @@ static int parse_assignment(parser *p, const ft_located_text *line, size_t start
         result =
             ft_error_at(&line->where[start],
                         "'%s' is not a variable name: use letters, digits and '_', not starting with a digit", name);
+    const ft_matrix_axis *axis = result == 0 ? ft_matrix_find(&p->matrix, name) : NULL;
+    if (axis) {
+        char declared[512];
+        format_location(declared, sizeof declared, &axis->where);
+        result = ft_error_at(&line->where[start], "'%s' is a matrix variable (declared at %s): give this one another name",
+                             name, declared);
+    }
     size_t value_start = skip_blanks(line, name_end + strlen(op));
     if (result == 0 && !ft_variables_is_overridden(p->variables, name)) {
         if (kind == ASSIGN_RECURSIVE) {
@@ -197,6 +215,69 @@ static int parse_defaults(parser *p, const ft_location *where, const ft_location
     return 0;
 }
 
+static void end_group(parser *p)
+{
+    free(p->group.axes);
+    free(p->group.counters);
+    p->group = (stage_group){.first = NO_STAGE};
+}
+
+static void bind_values(parser *p, const size_t *axes, size_t n_axes, const size_t *counters)
+{
+    for (size_t i = 0; i < n_axes; i++) {
+        const ft_matrix_axis *axis = &p->matrix.axes[axes[i]];
+        ft_variables_bind(p->variables, axis->name, axis->values[counters[i]], axis->where);
+    }
+}
+
+static void unbind_values(parser *p, const size_t *axes, size_t n_axes)
+{
+    for (size_t i = 0; i < n_axes; i++)
+        ft_variables_unbind(p->variables, p->matrix.axes[axes[i]].name);
+}
+
+/* Expands line[from, to) into words once for each combination of the matrix
+ * axes it names that are not in `bound`, keeping each word once, in order. */
+static int expand_words_over_matrix(parser *p, const ft_located_text *line, size_t from, size_t to,
+                                    const size_t *bound, size_t n_bound, word_list *out)
+{
+    size_t *axes = ft_xcalloc(p->matrix.n_axes + 1, sizeof *axes);
+    size_t n_axes = ft_matrix_mentioned(&p->matrix, line, from, to, bound, n_bound, axes);
+    if (n_axes == 0) {
+        free(axes);
+        return expand_words(p, line, from, to, out);
+    }
+    size_t *counters = ft_xcalloc(n_axes, sizeof *counters);
+    *out = (word_list){0};
+    ft_strmap seen;
+    ft_strmap_init(&seen);
+    int result = 0;
+    do {
+        word_list some;
+        bind_values(p, axes, n_axes, counters);
+        result = expand_words(p, line, from, to, &some);
+        unbind_values(p, axes, n_axes);
+        for (size_t i = 0; result == 0 && i < some.n_words; i++) {
+            if (ft_strmap_get(&seen, some.words[i]))
+                continue;
+            out->words = ft_xrealloc(out->words, (out->n_words + 1) * sizeof *out->words);
+            out->where = ft_xrealloc(out->where, (out->n_words + 1) * sizeof *out->where);
+            out->words[out->n_words] = ft_xstrdup(some.words[i]);
+            out->where[out->n_words] = some.where[i];
+            ft_strmap_put(&seen, out->words[out->n_words], out->n_words);
+            out->n_words++;
+        }
+        if (result == 0)
+            free_words(&some);
+    } while (result == 0 && ft_matrix_next(&p->matrix, axes, n_axes, counters));
+    ft_strmap_free(&seen);
+    free(counters);
+    free(axes);
+    if (result != 0)
+        free_words(out);
+    return result;
+}
+
 static int add_stage(parser *p, const char *target, const ft_location *target_where, const ft_location *colon,
                      const word_list *words)
 {
@@ -227,7 +308,7 @@ static int add_stage(parser *p, const char *target, const ft_location *target_wh
         stage->inputs[i - 1] = ft_xstrdup(words->words[i]);
         stage->input_where[i - 1] = words->where[i];
     }
-    p->current_stage = pipeline->n_stages++;
+    pipeline->n_stages++;
     return 0;
 }
 
@@ -242,8 +323,9 @@ static bool is_special_target(const char *word)
     return true;
 }
 
-/* `target: kind inputs...` or `.DEFAULT: targets...`. */
-static int parse_rule(parser *p, const ft_located_text *line, size_t start, size_t colon)
+/* One stage (or the defaults) from a rule line, with `bound` matrix axes bound. */
+static int parse_rule_once(parser *p, const ft_located_text *line, size_t start, size_t colon, const size_t *bound,
+                           size_t n_bound)
 {
     word_list targets, rest;
     if (expand_words(p, line, start, colon, &targets) != 0)
@@ -263,7 +345,7 @@ static int parse_rule(parser *p, const ft_located_text *line, size_t start, size
             ft_error_at(&targets.where[0], "unknown special target '%s': the only one is .DEFAULT", targets.words[0]);
     }
     if (result == 0)
-        result = expand_words(p, line, colon + 1, line->length, &rest);
+        result = expand_words_over_matrix(p, line, colon + 1, line->length, bound, n_bound, &rest);
     if (result == 0) {
         if (strcmp(targets.words[0], ".DEFAULT") == 0)
             result = parse_defaults(p, &targets.where[0], &line->where[colon], &rest);
@@ -275,14 +357,67 @@ static int parse_rule(parser *p, const ft_located_text *line, size_t start, size
     return result;
 }
 
-/* An indented `key = value` line under the current stage. */
+/* `target: kind inputs...` or `.DEFAULT: targets...`: one stage, or one for each
+ * combination of the matrix axes the target names. */
+static int parse_rule(parser *p, const ft_located_text *line, size_t start, size_t colon)
+{
+    size_t first = p->pipeline->n_stages;
+    size_t *axes = ft_xcalloc(p->matrix.n_axes + 1, sizeof *axes);
+    size_t n_axes = ft_matrix_mentioned(&p->matrix, line, start, colon, NULL, 0, axes);
+    size_t *counters = ft_xcalloc(n_axes + 1, sizeof *counters);
+    size_t *made_with = NULL;
+    size_t count = 0;
+    int result = 0;
+    do {
+        bind_values(p, axes, n_axes, counters);
+        result = parse_rule_once(p, line, start, colon, axes, n_axes);
+        unbind_values(p, axes, n_axes);
+        made_with = ft_xrealloc(made_with, (count + 1) * (n_axes + 1) * sizeof *made_with);
+        memcpy(made_with + count * n_axes, counters, n_axes * sizeof *counters);
+        count++;
+    } while (result == 0 && n_axes > 0 && ft_matrix_next(&p->matrix, axes, n_axes, counters));
+    free(counters);
+    if (result == 0 && p->pipeline->n_stages > first) {
+        p->group = (stage_group){.first = first, .count = count, .axes = axes, .n_axes = n_axes, .counters = made_with};
+        return 0;
+    }
+    free(axes);
+    free(made_with);
+    return result;
+}
+
+/* An indented `key = value` line, for each stage of the current group. */
+static int add_parameter(parser *p, size_t stage_index, const ft_located_text *line, size_t start);
+
 static int parse_parameter(parser *p, const ft_located_text *line, size_t start)
 {
-    ft_pipeline *pipeline = p->pipeline;
-    if (p->current_stage == NO_STAGE)
+    if (p->group.first == NO_STAGE)
         return ft_error_at(&line->where[start], "indented line outside a stage: parameter lines go under a "
                                                 "`target: kind inputs...` line (unindent it to set a variable)");
-    ft_stage_decl *stage = &pipeline->stages[p->current_stage];
+    size_t *unbound = ft_xcalloc(p->matrix.n_axes + 1, sizeof *unbound);
+    size_t n_unbound =
+        ft_matrix_mentioned(&p->matrix, line, start, line->length, p->group.axes, p->group.n_axes, unbound);
+    int result = 0;
+    if (n_unbound > 0)
+        result = ft_error_at(&line->where[start],
+                             "the parameter uses matrix variable '%s', which the target '%s' does not name: put "
+                             "$(%s) in the target, so that each value makes its own stage",
+                             p->matrix.axes[unbound[0]].name, p->pipeline->stages[p->group.first].target,
+                             p->matrix.axes[unbound[0]].name);
+    free(unbound);
+    for (size_t k = 0; k < p->group.count && result == 0; k++) {
+        const size_t *values = p->group.counters + k * p->group.n_axes;
+        bind_values(p, p->group.axes, p->group.n_axes, values);
+        result = add_parameter(p, p->group.first + k, line, start);
+        unbind_values(p, p->group.axes, p->group.n_axes);
+    }
+    return result;
+}
+
+static int add_parameter(parser *p, size_t stage_index, const ft_located_text *line, size_t start)
+{
+    ft_pipeline *pipeline = p->pipeline;
+    ft_stage_decl *stage = &pipeline->stages[stage_index];
     const char *equals = strchr(line->chars + start, '=');
     if (!equals)
         return ft_error_at(&line->where[start], "expected `key = value` in stage '%s': '%s' has no '='", stage->target,
@@ -316,7 +451,7 @@ static int parse_parameter(parser *p, const ft_located_text *line, size_t start)
 
     ft_grow((void **)&p->pending, &p->pending_capacity, p->n_pending + 1, sizeof *p->pending);
     pending_value *pending = &p->pending[p->n_pending++];
-    pending->stage = p->current_stage;
+    pending->stage = stage_index;
     pending->param = stage->n_params++;
     ft_located_init(&pending->raw);
     ft_located_reset(&pending->raw, line->where[value_start]);
@@ -459,6 +594,32 @@ static size_t find_operator(const ft_located_text *line, size_t from)
     return line->length;
 }
 
+/* `matrix NAME = VALUE...`. */
+static int parse_matrix(parser *p, const ft_located_text *line, size_t start)
+{
+    size_t keyword_end = start + strlen("matrix");
+    size_t op = find_operator(line, keyword_end);
+    if (op == line->length || line->chars[op] != '=' || line->chars[op - 1] == '?' || line->chars[op - 1] == '+')
+        return ft_error_at(&line->where[start], "expected `matrix NAME = VALUE...`");
+    char *name = trimmed_copy(line, keyword_end, op);
+    int result = 0;
+    if (!is_variable_name(name))
+        result = ft_error_at(&line->where[keyword_end],
+                             "'%s' is not a matrix name: use letters, digits and '_', not starting with a digit", name);
+    else if (ft_variables_is_assigned(p->variables, name))
+        result = ft_error_at(&line->where[keyword_end],
+                             "'%s' is already a variable: give the matrix another name", name);
+    word_list values;
+    if (result == 0)
+        result = expand_words(p, line, op + 1, line->length, &values);
+    if (result == 0) {
+        result = ft_matrix_declare(&p->matrix, name, values.words, values.where, values.n_words, &line->where[start]);
+        free_words(&values);
+    }
+    free(name);
+    return result;
+}
+
 static int parse_line(parser *p, const ft_located_text *line, bool indented, const char *dir)
 {
     size_t start = skip_blanks(line, 0);
@@ -466,9 +627,11 @@ static int parse_line(parser *p, const ft_located_text *line, bool indented, con
         return 0;
     if (indented)
         return parse_parameter(p, line, start);
-    p->current_stage = NO_STAGE;
+    end_group(p);
     if (starts_with_word(line, start, "include") && !assigns_after(line, start + strlen("include")))
         return parse_include(p, line, start, dir);
+    if (starts_with_word(line, start, "matrix") && !assigns_after(line, start + strlen("matrix")))
+        return parse_matrix(p, line, start);
     static const char *const rules_directives[] = {".kind", ".common", ".doc"};
     for (size_t i = 0; i < 3; i++)
         if (starts_with_word(line, start, rules_directives[i]))
@@ -496,7 +659,7 @@ static int parse_text(parser *p, const char *name, const char *identity, const c
     ft_grow((void **)&p->open_files, &p->open_capacity, p->n_open_files + 1, sizeof *p->open_files);
     p->open_files[p->n_open_files++] = (open_file){identity, name};
     char *dir = strncmp(name, BUILTIN_PREFIX, strlen(BUILTIN_PREFIX)) == 0 ? NULL : ft_path_dirname(name);
-    p->current_stage = NO_STAGE;
+    end_group(p);
     ft_lexer lexer;
     ft_lexer_init(&lexer, name, text);
     ft_located_text line;
@@ -508,7 +671,7 @@ static int parse_text(parser *p, const char *name, const char *identity, const c
     ft_located_free(&line);
     ft_lexer_free(&lexer);
     free(dir);
-    p->current_stage = NO_STAGE;
+    end_group(p);
     p->n_open_files--;
     return result;
 }
@@ -537,8 +700,9 @@ int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeli
     char *dir = ft_path_dirname(name);
     pipeline->dir = ft_path_absolute(dir);
     free(dir);
-    parser p = {.pipeline = pipeline, .options = options, .current_stage = NO_STAGE};
+    parser p = {.pipeline = pipeline, .options = options, .group = {.first = NO_STAGE}};
     p.variables = ft_variables_new(options);
+    ft_matrix_init(&p.matrix);
     char *identity = ft_path_absolute(name);
     int result = parse_text(&p, keep_file_name(&p, name), identity, text);
     if (result == 0)
@@ -549,6 +713,8 @@ int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeli
     free(p.pending);
     free(p.open_files);
     ft_strmap_free(&p.targets);
+    end_group(&p);
+    ft_matrix_free(&p.matrix);
     ft_variables_free(p.variables);
     if (result != 0) {
         ft_pipeline_free(pipeline);

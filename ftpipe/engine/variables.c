@@ -69,6 +69,11 @@ bool ft_variables_is_overridden(const ft_variables *variables, const char *name)
     return find_override(variables, name) != NULL;
 }
 
+bool ft_variables_is_assigned(const ft_variables *variables, const char *name)
+{
+    return find_in_file(variables, name) != NULL;
+}
+
 bool ft_variables_is_set(const ft_variables *variables, const char *name)
 {
     return find_in_file(variables, name) || find_override(variables, name) || getenv(name);
@@ -95,6 +100,29 @@ static void push_literal(ft_variables *variables, ft_located_text *out, char c, 
     if (c == '$' && variables->keep_unknown)
         ft_located_push(out, '$', where);
     ft_located_push(out, c, where);
+}
+
+void ft_variables_bind(ft_variables *variables, const char *name, const char *value, ft_location where)
+{
+    ft_located_text text;
+    ft_located_init(&text);
+    ft_located_reset(&text, where);
+    for (const char *c = value; *c; c++)
+        ft_located_push(&text, *c, where);
+    ft_variables_assign(variables, name, &text, 0, text.length, false);
+    ft_located_free(&text);
+}
+
+void ft_variables_unbind(ft_variables *variables, const char *name)
+{
+    variable *item = find_in_file(variables, name);
+    if (!item)
+        return;
+    free(item->name);
+    ft_located_free(&item->value);
+    size_t index = (size_t)(item - variables->items);
+    memmove(item, item + 1, (variables->n_items - index - 1) * sizeof *item);
+    variables->n_items--;
 }
 
 static void push_text(ft_variables *variables, ft_located_text *out, const char *text, ft_location where)

@@ -36,3 +36,37 @@ for lr in 1e-3 3e-3 1e-2; do
   done
 done
 t_end
+
+write_matrix_pipeline() {
+  cat > "$1/Ftpipe" <<P
+matrix lr = $2
+matrix rank = 4 8
+runs/lr\$(lr)_r\$(rank): shell data.txt
+	run = mkdir \$@ && echo "lr \$(lr) rank \$(rank)" > \$@/config && echo run >> ran.log
+evals/lr\$(lr)_r\$(rank).txt: shell runs/lr\$(lr)_r\$(rank)
+	run = cat \$</config > \$@
+compare.txt: shell evals/lr\$(lr)_r\$(rank).txt
+	run = cat \$^ > \$@
+P
+}
+
+t_case "a matrix stage runs once per combination, and a stage naming no axis takes them all"
+W=$(t_workspace)
+echo data > "$W/data.txt"
+write_matrix_pipeline "$W" "1e-3 3e-3 1e-2"
+t_run "$FTPIPE" -C "$W" -j 2
+t_expect_status 0
+t_expect_contains "ftpipe: 13 run, 0 restored, 0 up to date"
+[ "$(wc -l < "$W/compare.txt")" = 6 ] || t_fail "compare.txt: $(cat "$W/compare.txt")"
+[ "$(sed -n 4p "$W/compare.txt")" = "lr 3e-3 rank 8" ] || t_fail "compare.txt: $(cat "$W/compare.txt")"
+t_end
+
+t_case "changing one matrix value runs only the new combinations and what takes them all"
+: > "$W/ran.log"
+write_matrix_pipeline "$W" "1e-3 3e-3 3e-2"
+t_run "$FTPIPE" -C "$W" -j 2
+t_expect_status 0
+t_expect_contains "ftpipe: 5 run, 0 restored, 8 up to date"
+[ "$(wc -l < "$W/ran.log")" = 2 ] || t_fail "$(wc -l < "$W/ran.log") trainings ran, expected 2"
+grep -q "lr 3e-2 rank 8" "$W/compare.txt" || t_fail "compare.txt: $(cat "$W/compare.txt")"
+t_end

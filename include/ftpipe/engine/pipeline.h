@@ -5,7 +5,8 @@
  * the command line or the environment), `$(VAR)`/`${VAR}`, `$$` for a literal `$`,
  * `include NAME` (NAME or NAME.ft in the including file's folder, then the rule
  * folders, then the built-in fragments), `#` comments (`\#` is a literal `#`),
- * `\` continuation, and `.DEFAULT: targets...`.
+ * `\` continuation, `.DEFAULT: targets...`, and `matrix NAME = values...` (a
+ * stage whose target names $(NAME) is made once per value).
  * `$<`, `$^` and `$@` are left in values untouched: they are bound when a stage runs.
  * Targets, inputs, include names and parameter values are expanded when their
  * line is read, so a stage's parameters always agree with its target; a

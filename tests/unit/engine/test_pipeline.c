@@ -171,6 +171,70 @@ TEST(parameters_take_what_is_defined_where_the_stage_is_written)
     ft_pipeline_free(pipeline);
 }
 
+TEST(a_matrix_stage_is_made_once_per_combination)
+{
+    ft_pipeline *pipeline = parse("matrix lr = 1e-3 3e-3 1e-2\n"
+                                  "matrix rank = 4 8\n"
+                                  "runs/lr$(lr)_r$(rank): shell data/set\n"
+                                  "\trun = train $(lr) ${rank} $$(lr) > $@\n"
+                                  "evals/lr$(lr): shell runs/lr$(lr)_r$(rank)\n"
+                                  "\trun = evaluate $(lr) $^\n"
+                                  "compare.txt: shell evals/lr$(lr) data/set evals/lr$(lr)\n"
+                                  "\trun = cat $^ > $@\n");
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 6 + 3 + 1);
+    if (!pipeline || pipeline->n_stages != 10)
+        return;
+    static const char *const runs[] = {"runs/lr1e-3_r4", "runs/lr1e-3_r8", "runs/lr3e-3_r4",
+                                       "runs/lr3e-3_r8", "runs/lr1e-2_r4", "runs/lr1e-2_r8"};
+    for (size_t i = 0; i < 6; i++) {
+        CHECK_STR(pipeline->stages[i].target, runs[i]);
+        check_location(pipeline->stages[i].where, "Ftpipe", 3, 1);
+    }
+    CHECK_STR(param(pipeline, "runs/lr3e-3_r8", "run"), "train 3e-3 8 $(lr) > $@");
+    /* A stage naming lr alone takes every rank of its lr as inputs. */
+    CHECK_STR(pipeline->stages[7].target, "evals/lr3e-3");
+    CHECK_INT(pipeline->stages[7].n_inputs, 2);
+    if (pipeline->stages[7].n_inputs == 2) {
+        CHECK_STR(pipeline->stages[7].inputs[0], "runs/lr3e-3_r4");
+        CHECK_STR(pipeline->stages[7].inputs[1], "runs/lr3e-3_r8");
+    }
+    CHECK_STR(param(pipeline, "evals/lr3e-3", "run"), "evaluate 3e-3 $^");
+    /* A stage naming no axis takes every value's input, each once. */
+    const ft_stage_decl *compare = &pipeline->stages[9];
+    CHECK_INT(compare->n_inputs, 4);
+    if (compare->n_inputs == 4) {
+        CHECK_STR(compare->inputs[0], "evals/lr1e-3");
+        CHECK_STR(compare->inputs[1], "data/set");
+        CHECK_STR(compare->inputs[2], "evals/lr3e-3");
+        CHECK_STR(compare->inputs[3], "evals/lr1e-2");
+    }
+    ft_pipeline_free(pipeline);
+}
+
+static void check_parse_error(const char *text, const char *expected)
+{
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_parse_string("Ftpipe", text, NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), expected) != NULL);
+    if (!strstr(ft_error_message(), expected))
+        fprintf(stderr, "  got: %s\n", ft_error_message());
+    ft_pipeline_free(pipeline);
+}
+
+TEST(matrix_mistakes_are_refused_where_they_are_written)
+{
+    check_parse_error("matrix lr = 1 2\nout$(lr): shell\n\trun = x\nall: shell\n\trun = $(lr)\n",
+                      "Ftpipe:5:2: the parameter uses matrix variable 'lr', which the target 'all' does not name");
+    check_parse_error("matrix lr = 1 2\nlr = 3\n", "Ftpipe:2:1: 'lr' is a matrix variable (declared at Ftpipe:1:1)");
+    check_parse_error("lr = 3\nmatrix lr = 1 2\n", "Ftpipe:2:7: 'lr' is already a variable");
+    check_parse_error("matrix lr =\n", "Ftpipe:1:1: matrix 'lr' has no values");
+    check_parse_error("matrix lr = 1 2 1\n", "Ftpipe:1:17: matrix 'lr' lists '1' twice");
+    check_parse_error("matrix lr\n", "Ftpipe:1:1: expected `matrix NAME = VALUE...`");
+    check_parse_error("matrix 2x = 1\n", "Ftpipe:1:7: '2x' is not a matrix name");
+    /* Outside the stage that binds it, a matrix variable is not defined. */
+    check_parse_error("matrix lr = 1 2\nX := $(lr)\n", "Ftpipe:2:6: undefined variable 'lr'");
+}
+
 TEST(targets_and_inputs_expand_when_read)
 {
     ft_pipeline *pipeline = parse("DIR = data\n"
@@ -395,6 +459,8 @@ int main(void)
     RUN(parameter_values_see_assignments_below_them);
     RUN(a_template_included_six_times_gives_six_correctly_labelled_stages);
     RUN(parameters_take_what_is_defined_where_the_stage_is_written);
+    RUN(a_matrix_stage_is_made_once_per_combination);
+    RUN(matrix_mistakes_are_refused_where_they_are_written);
     RUN(targets_and_inputs_expand_when_read);
     RUN(command_line_values_override_every_assignment);
     RUN(the_environment_fills_what_the_file_leaves_open);
