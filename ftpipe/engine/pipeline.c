@@ -35,6 +35,7 @@ typedef struct {
     size_t *axes; /* the matrix axes its target names */
     size_t n_axes;
     size_t *counters; /* count x n_axes: each stage's value of each axis */
+    char *target;     /* as written, for messages */
 } stage_group;
 
 typedef struct {
@@ -219,6 +220,7 @@ static void end_group(parser *p)
 {
     free(p->group.axes);
     free(p->group.counters);
+    free(p->group.target);
     p->group = (stage_group){.first = NO_STAGE};
 }
 
@@ -312,6 +314,105 @@ static int add_stage(parser *p, const char *target, const ft_location *target_wh
     return 0;
 }
 
+/* Prefixes the current message with where. */
+static int located_error(const ft_location *where)
+{
+    char *message = ft_xstrdup(ft_error_message());
+    ft_error_at(where, "%s", message);
+    free(message);
+    return -1;
+}
+
+/* Replaces each input word with wildcards by the paths that match it. */
+static int expand_wildcards(parser *p, word_list *words)
+{
+    for (size_t i = 1; i < words->n_words; i++) {
+        if (!ft_has_wildcard(words->words[i]))
+            continue;
+        char **paths;
+        size_t n_paths;
+        if (ft_glob_relative(p->pipeline->dir, words->words[i], &paths, &n_paths) != 0)
+            return located_error(&words->where[i]);
+        if (n_paths == 0)
+            return ft_error_at(&words->where[i],
+                               "'%s' matches no file in %s: a wildcard input names files that exist when the "
+                               "pipeline is read",
+                               words->words[i], p->pipeline->dir);
+        size_t n_words = words->n_words - 1 + n_paths;
+        words->words = ft_xrealloc(words->words, n_words * sizeof *words->words);
+        words->where = ft_xrealloc(words->where, n_words * sizeof *words->where);
+        ft_location where = words->where[i];
+        free(words->words[i]);
+        memmove(words->words + i + n_paths, words->words + i + 1, (words->n_words - i - 1) * sizeof *words->words);
+        memmove(words->where + i + n_paths, words->where + i + 1, (words->n_words - i - 1) * sizeof *words->where);
+        for (size_t k = 0; k < n_paths; k++) {
+            words->words[i + k] = paths[k];
+            words->where[i + k] = where;
+        }
+        free(paths);
+        words->n_words = n_words;
+        i += n_paths - 1;
+    }
+    return 0;
+}
+
+/* word with its first `%` replaced by stem. */
+static char *with_stem(const char *word, const char *stem)
+{
+    const char *percent = strchr(word, '%');
+    if (!percent)
+        return ft_xstrdup(word);
+    return ft_xasprintf("%.*s%s%s", (int)(percent - word), word, stem, percent + 1);
+}
+
+/* `out/%.txt: KIND in/%.txt ...`: one stage for each file that matches the first
+ * input with a `%`, the `%` of the target and of every input taking its stem. */
+static int add_pattern_stages(parser *p, const char *target, const ft_location *target_where,
+                              const ft_location *colon, const word_list *words)
+{
+    if (strchr(strchr(target, '%') + 1, '%'))
+        return ft_error_at(target_where, "pattern target '%s' has more than one '%%': write one", target);
+    size_t source = 1;
+    while (source < words->n_words && !strchr(words->words[source], '%'))
+        source++;
+    if (source >= words->n_words)
+        return ft_error_at(target_where,
+                           "pattern target '%s' needs an input with '%%' to match files against: write "
+                           "`%s: KIND in/%%.ext`",
+                           target, target);
+    const char *pattern = words->words[source];
+    const char *percent = strchr(pattern, '%');
+    size_t prefix = (size_t)(percent - pattern), suffix = strlen(percent + 1);
+    char *wildcard = with_stem(pattern, "*");
+    char **paths;
+    size_t n_paths;
+    int result = ft_glob_relative(p->pipeline->dir, wildcard, &paths, &n_paths);
+    if (result != 0)
+        result = located_error(&words->where[source]);
+    for (size_t i = 0; i < n_paths; i++) {
+        size_t length = strlen(paths[i]);
+        if (result == 0 && length >= prefix + suffix) {
+            char *stem = ft_xstrndup(paths[i] + prefix, length - prefix - suffix);
+            word_list stage_words = {.words = ft_xcalloc(words->n_words, sizeof(char *)),
+                                     .where = ft_xcalloc(words->n_words, sizeof(ft_location)),
+                                     .n_words = words->n_words};
+            for (size_t k = 0; k < words->n_words; k++) {
+                stage_words.words[k] = k == 0 ? ft_xstrdup(words->words[0]) : with_stem(words->words[k], stem);
+                stage_words.where[k] = words->where[k];
+            }
+            char *stage_target = with_stem(target, stem);
+            result = add_stage(p, stage_target, target_where, colon, &stage_words);
+            free(stage_target);
+            free_words(&stage_words);
+            free(stem);
+        }
+        free(paths[i]);
+    }
+    free(paths);
+    free(wildcard);
+    return result;
+}
+
 /* `.NAME` in capitals, as make spells its special targets. */
 static bool is_special_target(const char *word)
 {
@@ -325,7 +426,7 @@ static bool is_special_target(const char *word)
 
 /* One stage (or the defaults) from a rule line, with `bound` matrix axes bound. */
 static int parse_rule_once(parser *p, const ft_located_text *line, size_t start, size_t colon, const size_t *bound,
-                           size_t n_bound)
+                           size_t n_bound, bool *is_stage)
 {
     word_list targets, rest;
     if (expand_words(p, line, start, colon, &targets) != 0)
@@ -347,10 +448,16 @@ static int parse_rule_once(parser *p, const ft_located_text *line, size_t start,
     if (result == 0)
         result = expand_words_over_matrix(p, line, colon + 1, line->length, bound, n_bound, &rest);
     if (result == 0) {
-        if (strcmp(targets.words[0], ".DEFAULT") == 0)
+        if (strcmp(targets.words[0], ".DEFAULT") == 0) {
             result = parse_defaults(p, &targets.where[0], &line->where[colon], &rest);
-        else
-            result = add_stage(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
+        } else {
+            *is_stage = true;
+            result = expand_wildcards(p, &rest);
+            if (result == 0 && strchr(targets.words[0], '%') && rest.n_words > 0)
+                result = add_pattern_stages(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
+            else if (result == 0)
+                result = add_stage(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
+        }
         free_words(&rest);
     }
     free_words(&targets);
@@ -365,20 +472,28 @@ static int parse_rule(parser *p, const ft_located_text *line, size_t start, size
     size_t *axes = ft_xcalloc(p->matrix.n_axes + 1, sizeof *axes);
     size_t n_axes = ft_matrix_mentioned(&p->matrix, line, start, colon, NULL, 0, axes);
     size_t *counters = ft_xcalloc(n_axes + 1, sizeof *counters);
-    size_t *made_with = NULL;
+    size_t *made_with = NULL; /* each stage's matrix values */
     size_t count = 0;
+    bool is_stage = false;
     int result = 0;
     do {
         bind_values(p, axes, n_axes, counters);
-        result = parse_rule_once(p, line, start, colon, axes, n_axes);
+        result = parse_rule_once(p, line, start, colon, axes, n_axes, &is_stage);
         unbind_values(p, axes, n_axes);
-        made_with = ft_xrealloc(made_with, (count + 1) * (n_axes + 1) * sizeof *made_with);
-        memcpy(made_with + count * n_axes, counters, n_axes * sizeof *counters);
-        count++;
+        for (; count < p->pipeline->n_stages - first; count++) {
+            made_with = ft_xrealloc(made_with, (count + 1) * (n_axes + 1) * sizeof *made_with);
+            memcpy(made_with + count * n_axes, counters, n_axes * sizeof *counters);
+        }
     } while (result == 0 && n_axes > 0 && ft_matrix_next(&p->matrix, axes, n_axes, counters));
     free(counters);
-    if (result == 0 && p->pipeline->n_stages > first) {
-        p->group = (stage_group){.first = first, .count = count, .axes = axes, .n_axes = n_axes, .counters = made_with};
+    if (result == 0 && is_stage) {
+        /* A pattern that matches no file makes no stage; its parameter lines are read for none. */
+        p->group = (stage_group){.first = first,
+                                 .count = count,
+                                 .axes = axes,
+                                 .n_axes = n_axes,
+                                 .counters = made_with,
+                                 .target = trimmed_copy(line, start, colon)};
         return 0;
     }
     free(axes);
@@ -402,7 +517,7 @@ static int parse_parameter(parser *p, const ft_located_text *line, size_t start)
         result = ft_error_at(&line->where[start],
                              "the parameter uses matrix variable '%s', which the target '%s' does not name: put "
                              "$(%s) in the target, so that each value makes its own stage",
-                             p->matrix.axes[unbound[0]].name, p->pipeline->stages[p->group.first].target,
+                             p->matrix.axes[unbound[0]].name, p->group.target,
                              p->matrix.axes[unbound[0]].name);
     free(unbound);
     for (size_t k = 0; k < p->group.count && result == 0; k++) {

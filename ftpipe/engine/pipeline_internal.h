@@ -105,4 +105,10 @@ size_t ft_matrix_mentioned(const ft_matrix *matrix, const ft_located_text *text,
  * false after the last. */
 bool ft_matrix_next(const ft_matrix *matrix, const size_t *axes, size_t n_axes, size_t *counters);
 
+/* Whether an input word has a wildcard (`*`, `?`, `[`). */
+bool ft_has_wildcard(const char *word);
+/* The paths, relative to dir, that match pattern (relative to dir), sorted;
+ * none is no error. */
+int ft_glob_relative(const char *dir, const char *pattern, char ***paths, size_t *n_paths);
+
 #endif

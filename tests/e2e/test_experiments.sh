@@ -70,3 +70,26 @@ t_expect_contains "ftpipe: 5 run, 0 restored, 8 up to date"
 [ "$(wc -l < "$W/ran.log")" = 2 ] || t_fail "$(wc -l < "$W/ran.log") trainings ran, expected 2"
 grep -q "lr 3e-2 rank 8" "$W/compare.txt" || t_fail "compare.txt: $(cat "$W/compare.txt")"
 t_end
+
+t_case "a pattern rule over 20 files runs 20 stages; a 21st file runs one more; an edited one reruns alone"
+W=$(t_workspace)
+mkdir "$W/in"
+for i in $(seq 1 20); do echo "file $i" > "$W/in/f$i.txt"; done
+cat > "$W/Ftpipe" <<'P'
+out/%.txt: shell in/%.txt
+	run = tr a-z A-Z < $< > $@
+P
+[ "$(wc -l < "$W/Ftpipe")" -lt 5 ] || t_fail "the pipeline is not under 5 lines"
+t_run "$FTPIPE" -C "$W" -j 2
+t_expect_status 0
+t_expect_contains "ftpipe: 20 run, 0 restored, 0 up to date"
+[ "$(cat "$W/out/f7.txt")" = "FILE 7" ] || t_fail "out/f7.txt: $(cat "$W/out/f7.txt")"
+echo "file 21" > "$W/in/f21.txt"
+t_run "$FTPIPE" -C "$W"
+t_expect_contains "ftpipe: 1 run, 0 restored, 20 up to date"
+[ "$(cat "$W/out/f21.txt")" = "FILE 21" ] || t_fail "out/f21.txt: $(cat "$W/out/f21.txt")"
+echo "edited" > "$W/in/f3.txt"
+t_run "$FTPIPE" -C "$W"
+t_expect_contains "ftpipe: 1 run, 0 restored, 20 up to date"
+[ "$(cat "$W/out/f3.txt")" = "EDITED" ] || t_fail "out/f3.txt: $(cat "$W/out/f3.txt")"
+t_end

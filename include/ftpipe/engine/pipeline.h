@@ -6,7 +6,8 @@
  * `include NAME` (NAME or NAME.ft in the including file's folder, then the rule
  * folders, then the built-in fragments), `#` comments (`\#` is a literal `#`),
  * `\` continuation, `.DEFAULT: targets...`, and `matrix NAME = values...` (a
- * stage whose target names $(NAME) is made once per value).
+ * stage whose target names $(NAME) is made once per value), pattern rules
+ * (`out/%.txt: KIND in/%.txt`, one stage per matching file) and wildcard inputs.
  * `$<`, `$^` and `$@` are left in values untouched: they are bound when a stage runs.
  * Targets, inputs, include names and parameter values are expanded when their
  * line is read, so a stage's parameters always agree with its target; a

@@ -235,6 +235,44 @@ TEST(matrix_mistakes_are_refused_where_they_are_written)
     check_parse_error("matrix lr = 1 2\nX := $(lr)\n", "Ftpipe:2:6: undefined variable 'lr'");
 }
 
+TEST(a_pattern_rule_makes_a_stage_per_matching_file_and_wildcards_list_files)
+{
+    write_file("pat/in", "b.txt", "b");
+    write_file("pat/in", "a.txt", "a");
+    write_file("pat/in", "skip.dat", "s");
+    write_file("pat/extra", "x.cfg", "x");
+    write_file("pat", "Ftpipe",
+               "out/%.txt: shell in/%.txt extra/*.cfg\n"
+               "\trun = cp $< $@\n"
+               "all.txt: shell out/a.txt in/*.txt\n"
+               "\trun = cat $^ > $@\n"
+               "none/%: shell missing/%.x\n"
+               "\trun = never\n");
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_load("pat/Ftpipe", NULL, &pipeline), 0);
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 3);
+    if (!pipeline || pipeline->n_stages != 3)
+        return;
+    CHECK_STR(pipeline->stages[0].target, "out/a.txt");
+    CHECK_STR(pipeline->stages[0].inputs[0], "in/a.txt");
+    CHECK_STR(pipeline->stages[0].inputs[1], "extra/x.cfg");
+    CHECK_STR(pipeline->stages[1].target, "out/b.txt");
+    CHECK_STR(param(pipeline, "out/b.txt", "run"), "cp $< $@");
+    CHECK_INT(pipeline->stages[2].n_inputs, 3);
+    if (pipeline->stages[2].n_inputs == 3) {
+        CHECK_STR(pipeline->stages[2].inputs[1], "in/a.txt");
+        CHECK_STR(pipeline->stages[2].inputs[2], "in/b.txt");
+    }
+    ft_pipeline_free(pipeline);
+
+    write_file("pat", "Ftpipe", "all.txt: shell in/*.csv\n");
+    CHECK_INT(ft_pipeline_load("pat/Ftpipe", NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), "pat/Ftpipe:1:16: 'in/*.csv' matches no file in ") != NULL);
+    write_file("pat", "Ftpipe", "out/%.txt: shell in/a.txt\n");
+    CHECK_INT(ft_pipeline_load("pat/Ftpipe", NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), "pat/Ftpipe:1:1: pattern target 'out/%.txt' needs an input with '%'") != NULL);
+}
+
 TEST(targets_and_inputs_expand_when_read)
 {
     ft_pipeline *pipeline = parse("DIR = data\n"
@@ -461,6 +499,7 @@ int main(void)
     RUN(parameters_take_what_is_defined_where_the_stage_is_written);
     RUN(a_matrix_stage_is_made_once_per_combination);
     RUN(matrix_mistakes_are_refused_where_they_are_written);
+    RUN(a_pattern_rule_makes_a_stage_per_matching_file_and_wildcards_list_files);
     RUN(targets_and_inputs_expand_when_read);
     RUN(command_line_values_override_every_assignment);
     RUN(the_environment_fills_what_the_file_leaves_open);
