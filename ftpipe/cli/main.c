@@ -1,7 +1,7 @@
 /* main: the ftpipe command line, with make's habits.
  *
  *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [TARGET...] [VAR=value...]
- *   ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]
+ *   ftpipe status | why TARGET | log TARGET | gc | clean | metrics | help [KIND]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +19,7 @@
 
 static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
-    "       ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]\n"
+    "       ftpipe status | why TARGET | log TARGET | gc | clean | metrics | help [KIND]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
     "\n"
     "Runs the stages of a pipeline file (Ftpipe) that are out of date, as make does.\n"
@@ -35,6 +35,9 @@ static const char usage_text[] =
     "  log TARGET      the log of TARGET's last run\n"
     "  gc              remove cached results and work folders no current target needs\n"
     "  clean           remove the targets ftpipe made from the workspace (the cache keeps them)\n"
+    "  metrics [--all] [--json|--csv] [TARGET...]\n"
+    "                  the results' metrics beside the parameters that differ between them\n"
+    "  metrics --diff A B   the parameters and metrics that differ between two results\n"
     "  help [KIND]     the stage kinds, or one kind's parameters\n";
 
 static int fail(void)
@@ -51,7 +54,7 @@ static int usage_error(const char *message)
 
 static bool is_command(const char *word)
 {
-    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "help", NULL};
+    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "metrics", "help", NULL};
     for (size_t i = 0; commands[i]; i++)
         if (strcmp(word, commands[i]) == 0)
             return true;
@@ -80,7 +83,9 @@ int main(int argc, char **argv)
     bool options_done = false;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
-        if (!options_done && arg[0] == '-' && arg[1]) {
+        /* A long option after a command word is the command's (ftpipe metrics --json). */
+        bool for_command = n_words > 0 && is_command(words[0]) && strncmp(arg, "--", 2) == 0 && arg[2];
+        if (!options_done && !for_command && arg[0] == '-' && arg[1]) {
             if (strcmp(arg, "--") == 0) {
                 options_done = true;
             } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {

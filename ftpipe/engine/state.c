@@ -39,6 +39,7 @@ typedef enum {
     SQL_RUN_INSERT,
     SQL_RUN_FINISH,
     SQL_RUN_LAST,
+    SQL_RUN_OF_KEY,
     SQL_RUN_ALL,
     SQL_TARGET_GET,
     SQL_TARGET_SET,
@@ -59,6 +60,7 @@ static const char *const statement_sql[SQL_COUNT] = {
                        " log_path = COALESCE(?6, log_path) WHERE id = ?1",
     [SQL_RUN_LAST] = "SELECT " RUN_COLUMNS " FROM runs WHERE target = ?1 AND (?2 IS NULL OR status = ?2)"
                      " ORDER BY id DESC LIMIT 1",
+    [SQL_RUN_OF_KEY] = "SELECT " RUN_COLUMNS " FROM runs WHERE key = ?1 AND status = ?2 ORDER BY id DESC LIMIT 1",
     [SQL_RUN_ALL] = "SELECT " RUN_COLUMNS " FROM runs ORDER BY id DESC",
     [SQL_TARGET_GET] = "SELECT key, output_hash, device, inode, size_bytes, mtime_ns FROM targets"
                        " WHERE target = ?1",
@@ -450,6 +452,22 @@ int ft_state_last_run(ft_state *state, const char *target, int status, ft_run_re
     if (rc == SQLITE_ROW)
         return 1;
     return rc == SQLITE_DONE ? 0 : database_error(state, "read the last run");
+}
+
+int ft_state_run_of_key(ft_state *state, const char *key, ft_run_status status, ft_run_record *out)
+{
+    sqlite3_stmt *stmt = statement(state, SQL_RUN_OF_KEY);
+    if (!stmt)
+        return -1;
+    sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, status_names[status], -1, SQLITE_STATIC);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        read_run(stmt, out);
+    sqlite3_reset(stmt);
+    if (rc == SQLITE_ROW)
+        return 1;
+    return rc == SQLITE_DONE ? 0 : database_error(state, "read the run of a key");
 }
 
 void ft_run_record_free(ft_run_record *run)

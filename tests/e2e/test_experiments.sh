@@ -93,3 +93,68 @@ t_run "$FTPIPE" -C "$W"
 t_expect_contains "ftpipe: 1 run, 0 restored, 20 up to date"
 [ "$(cat "$W/out/f3.txt")" = "EDITED" ] || t_fail "out/f3.txt: $(cat "$W/out/f3.txt")"
 t_end
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+t_case "examples/sweep: a 3 x 2 sweep trains and evaluates six runs; metrics shows them side by side"
+W=$(t_workspace)
+cp "$ROOT/examples/sweep/Ftpipe" "$ROOT/examples/sweep/make_addition_data.sh" "$W/"
+t_run "$FTPIPE" -C "$W" -j 2
+t_expect_status 0
+t_expect_contains "ftpipe: 17 run, 0 restored, 0 up to date"
+t_run "$FTPIPE" -C "$W" metrics
+t_expect_status 0
+header=$(echo "$T_OUT" | head -n 1)
+[ "$(echo "$header" | tr -s ' ')" = "target learning_rate lora_rank loss train_loss eval_loss accuracy" ] ||
+  t_fail "header: $header"
+[ "$(echo "$T_OUT" | grep -c '^evals/lr')" = 6 ] || t_fail "not six rows: $T_OUT"
+echo "$T_OUT" | grep -Eq '^evals/lr3e-3_r8 +0\.003 +8 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$' || t_fail "row lr3e-3_r8: $T_OUT"
+t_run "$FTPIPE" -C "$W" metrics --json
+echo "$T_OUT" | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+assert len(rows) == 6, rows
+row = [r for r in rows if r["target"] == "evals/lr1e-2_r4"][0]
+assert row["params"]["learning_rate"] == "0.01" and row["params"]["lora_rank"] == "4", row
+assert set(row["metrics"]) == {"loss", "train_loss", "eval_loss", "accuracy"}, row
+' || t_fail "metrics --json: $T_OUT"
+t_run "$FTPIPE" -C "$W" metrics --csv runs/lr1e-3_r4 runs/lr1e-3_r8
+[ "$(echo "$T_OUT" | head -n 1)" = "target,lora_rank,loss,train_loss" ] || t_fail "metrics --csv: $T_OUT"
+[ "$(echo "$T_OUT" | wc -l)" = 3 ] || t_fail "metrics --csv: $T_OUT"
+t_run "$FTPIPE" -C "$W" metrics --diff evals/lr1e-3_r4 evals/lr1e-2_r8
+t_expect_status 0
+echo "$T_OUT" | grep -Eq '^learning_rate +0\.001 +0\.01 *$' || t_fail "metrics --diff: $T_OUT"
+echo "$T_OUT" | grep -Eq '^eval_loss +[0-9.]+ +[0-9.]+ +[-+][0-9.e-]+$' || t_fail "metrics --diff: $T_OUT"
+t_run "$FTPIPE" -C "$W" metrics --diff evals/lr1e-3_r4
+t_expect_status 2
+t_expect_contains "--diff compares two targets"
+t_end
+
+t_case "changing one value of the sweep runs only its new combinations"
+sed -i 's/^matrix lr = 1e-3 3e-3 1e-2$/matrix lr = 1e-3 3e-3 3e-2/' "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" -j 2
+t_expect_status 0
+t_expect_contains "ftpipe: 5 run, 0 restored, 12 up to date"
+t_expect_contains "done     runs/lr3e-2_r8"
+t_end
+
+t_case "gc keeps earlier experiments: after a parameter change, switching back restores instead of retraining"
+sed -i 's/max_steps = 32/max_steps = 24/' "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" -j 2
+t_expect_contains "ftpipe: 13 run, 0 restored, 4 up to date"
+t_run "$FTPIPE" -C "$W" gc
+t_expect_status 0
+t_expect_contains "earlier results (--keep-runs N, --older-than DURATION or --all-unreferenced remove more)"
+sed -i 's/max_steps = 24/max_steps = 32/' "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_expect_contains "ftpipe: 0 run, 13 restored, 4 up to date"
+t_run "$FTPIPE" -C "$W" gc --keep-runs 0
+t_expect_status 0
+t_expect_lacks "earlier results"
+sed -i 's/max_steps = 32/max_steps = 24/' "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" -j 2
+t_expect_contains "ftpipe: 13 run, 0 restored, 4 up to date"
+t_run "$FTPIPE" -C "$W" gc --older-than soon
+t_expect_status 1
+t_expect_contains "gc --older-than needs a duration"
+t_end
