@@ -1,7 +1,7 @@
 /* main: the ftpipe command line, with make's habits.
  *
  *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [TARGET...] [VAR=value...]
- *   ftpipe status | why TARGET | log TARGET | gc | clean | metrics | help [KIND]
+ *   ftpipe status | why TARGET | log TARGET | gc | clean | dag | metrics | help [KIND]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,9 +17,11 @@
 #include "ftpipe/engine/session.h"
 #include "ftpipe/stages/registry.h"
 
+#define FTPIPE_VERSION "0.1.0"
+
 static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
-    "       ftpipe status | why TARGET | log TARGET | gc | clean | metrics | help [KIND]\n"
+    "       ftpipe status | why TARGET | log TARGET | gc | clean | dag | metrics | help [KIND]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
     "\n"
     "Runs the stages of a pipeline file (Ftpipe) that are out of date, as make does.\n"
@@ -28,17 +30,22 @@ static const char usage_text[] =
     "  -j N      run up to N independent stages at once (default 1)\n"
     "  -k        keep going after a failure with what does not depend on it\n"
     "  -n        say what would run and why; run nothing\n"
+    "  --version print the version\n"
     "  VAR=value override a variable of the pipeline\n"
+    "  --        what follows is targets, even a word that names a command\n"
     "\n"
     "  status          every stage: up to date, or what would run and why; last runs\n"
     "  why TARGET      what changed since TARGET was last built\n"
     "  log TARGET      the log of TARGET's last run\n"
-    "  gc              remove cached results and work folders no current target needs\n"
+    "  gc [--keep-runs N] [--older-than 30d] [--all-unreferenced]\n"
+    "                  remove cached results no current target needs and no recent run made\n"
     "  clean           remove the targets ftpipe made from the workspace (the cache keeps them)\n"
     "  metrics [--all] [--json|--csv] [TARGET...]\n"
     "                  the results' metrics beside the parameters that differ between them\n"
     "  metrics --diff A B   the parameters and metrics that differ between two results\n"
-    "  help [KIND]     the stage kinds, or one kind's parameters\n";
+    "  dag [--dot]     the stages and their inputs, as text or as a Graphviz graph\n"
+    "  help [KIND]     this text and the stage kinds, or one kind's parameters\n"
+    "A target named like a command is built, not the command.\n";
 
 static int fail(void)
 {
@@ -54,7 +61,7 @@ static int usage_error(const char *message)
 
 static bool is_command(const char *word)
 {
-    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "metrics", "help", NULL};
+    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "dag", "metrics", "help", NULL};
     for (size_t i = 0; commands[i]; i++)
         if (strcmp(word, commands[i]) == 0)
             return true;
@@ -81,6 +88,8 @@ int main(int argc, char **argv)
     ft_variable *overrides = ft_xcalloc((size_t)argc + 1, sizeof *overrides);
     size_t n_overrides = 0;
     bool options_done = false;
+    bool words_are_targets = false; /* `--` came before the first word */
+    bool show_version = false;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         /* A long option after a command word is the command's (ftpipe metrics --json). */
@@ -91,6 +100,8 @@ int main(int argc, char **argv)
             } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
                 fputs(usage_text, stdout);
                 return 0;
+            } else if (strcmp(arg, "--version") == 0) {
+                show_version = true;
             } else if (strcmp(arg, "-n") == 0 || strcmp(arg, "--dry-run") == 0) {
                 invocation.dry_run = true;
             } else if (strcmp(arg, "-k") == 0 || strcmp(arg, "--keep-going") == 0) {
@@ -120,6 +131,8 @@ int main(int argc, char **argv)
             overrides[n_overrides].value = ft_xstrdup(equals + 1);
             n_overrides++;
         } else {
+            if (n_words == 0)
+                words_are_targets = options_done;
             words[n_words++] = arg;
         }
     }
@@ -131,7 +144,14 @@ int main(int argc, char **argv)
     invocation.n_overrides = n_overrides;
 
     int status;
-    if (n_words > 0 && is_command(words[0])) {
+    if (n_words == 1 && strcmp(words[0], "help") == 0 && !words_are_targets) {
+        fputs(usage_text, stdout);
+        putchar('\n');
+    }
+    if (show_version) {
+        printf("ftpipe %s\n", FTPIPE_VERSION);
+        status = 0;
+    } else if (n_words > 0 && is_command(words[0]) && !words_are_targets) {
         invocation.command = words[0];
         invocation.arguments = words + 1;
         invocation.n_arguments = n_words - 1;

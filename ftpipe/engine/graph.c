@@ -279,3 +279,53 @@ int ft_graph_select(ft_graph *graph, const char *const *targets, size_t n_target
     }
     return 0;
 }
+
+static void print_escaped(FILE *out, const char *text)
+{
+    for (const char *c = text; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fputc('\\', out);
+        fputc(*c, out);
+    }
+}
+
+static void print_quoted(FILE *out, const char *text)
+{
+    fputc('"', out);
+    print_escaped(out, text);
+    fputc('"', out);
+}
+
+void ft_graph_print(const ft_graph *graph, bool dot, FILE *out)
+{
+    if (dot)
+        fputs("digraph ftpipe {\n  rankdir=LR;\n  node [shape=box];\n", out);
+    for (size_t o = 0; o < graph->n_nodes; o++) {
+        const ft_node *node = &graph->nodes[graph->order[o]];
+        if (!dot) {
+            fprintf(out, "%s (%s)", node->target, node->kind->name);
+            for (size_t k = 0; k < node->n_inputs; k++)
+                fprintf(out, "%s%s", k == 0 ? " <- " : " ", node->input_names[k]);
+            fputc('\n', out);
+            continue;
+        }
+        fputs("  ", out);
+        print_quoted(out, node->target);
+        fputs(" [label=\"", out);
+        print_escaped(out, node->target);
+        fprintf(out, "\\n(%s)\"];\n", node->kind->name);
+        for (size_t k = 0; k < node->n_inputs; k++) {
+            fputs("  ", out);
+            print_quoted(out, node->input_names[k]);
+            if (node->input_nodes[k] == FT_NO_NODE)
+                fputs(" [shape=note]", out);
+            fputs(";\n  ", out);
+            print_quoted(out, node->input_names[k]);
+            fputs(" -> ", out);
+            print_quoted(out, node->target);
+            fputs(";\n", out);
+        }
+    }
+    if (dot)
+        fputs("}\n", out);
+}

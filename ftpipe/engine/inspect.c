@@ -1,4 +1,4 @@
-/* inspect: status, why, log, gc, clean, metrics and help. */
+/* inspect: status, why, log, gc, clean, dag, metrics and help. */
 #include "ftpipe/engine/inspect.h"
 
 #include <dirent.h>
@@ -337,6 +337,19 @@ static int command_clean(ft_session *session)
     return 0;
 }
 
+static int command_dag(ft_session *session, const ft_invocation *invocation)
+{
+    bool dot = false;
+    for (size_t i = 0; i < invocation->n_arguments; i++) {
+        if (strcmp(invocation->arguments[i], "--dot") != 0)
+            return ft_error("dag takes --dot (a Graphviz graph: ftpipe dag --dot | dot -Tsvg > dag.svg), not '%s'",
+                            invocation->arguments[i]) == 0 ? 0 : 1;
+        dot = true;
+    }
+    ft_graph_print(session->graph, dot, stdout);
+    return 0;
+}
+
 int ft_inspect_command(const ft_invocation *invocation)
 {
     const char *command = invocation->command;
@@ -353,6 +366,21 @@ int ft_inspect_command(const ft_invocation *invocation)
     ft_session session;
     if (ft_session_open(invocation, writes, &session) != 0)
         return 1;
+    if (ft_graph_find(session.graph, command) != FT_NO_NODE) {
+        /* A stage's target wins over the command of its name (make's habit: `make clean`). */
+        ft_session_close(&session);
+        const char **targets = ft_xcalloc(invocation->n_arguments + 2, sizeof *targets);
+        targets[0] = command;
+        for (size_t i = 0; i < invocation->n_arguments; i++)
+            targets[i + 1] = invocation->arguments[i];
+        ft_invocation build = *invocation;
+        build.command = NULL;
+        build.arguments = targets;
+        build.n_arguments = invocation->n_arguments + 1;
+        int status = ft_run_pipeline(&build);
+        free(targets);
+        return status;
+    }
     int status = 1;
     if (strcmp(command, "status") == 0)
         status = command_status(&session);
@@ -364,6 +392,8 @@ int ft_inspect_command(const ft_invocation *invocation)
         status = command_gc(&session, invocation);
     else if (strcmp(command, "clean") == 0)
         status = command_clean(&session);
+    else if (strcmp(command, "dag") == 0)
+        status = command_dag(&session, invocation);
     else if (strcmp(command, "metrics") == 0)
         status = ft_metrics_command(&session, invocation->arguments, invocation->n_arguments);
     ft_session_close(&session);
