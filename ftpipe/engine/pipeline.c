@@ -15,52 +15,9 @@
 #include "ftpipe/base/strmap.h"
 #include "ftpipe/engine/rules.h"
 #include "pipeline_internal.h"
+#include "pipeline_parser.h"
 
-#define NO_STAGE SIZE_MAX
 #define BUILTIN_PREFIX "<built-in>/"
-
-/* A parameter value as its line left it: expanded again at the end, for the
- * variables that were not yet defined there. */
-typedef struct {
-    size_t stage;
-    size_t param;
-    ft_located_text raw;
-} pending_value;
-
-/* The stages one stage line made (one per combination for a matrix stage), which
- * its parameter lines go to, and the matrix values each was made with. */
-typedef struct {
-    size_t first; /* NO_STAGE outside a stage */
-    size_t count;
-    size_t *axes; /* the matrix axes its target names */
-    size_t n_axes;
-    size_t *counters; /* count x n_axes: each stage's value of each axis */
-    char *target;     /* as written, for messages */
-} stage_group;
-
-typedef struct {
-    const char *identity; /* absolute path, or the built-in's name: for cycles */
-    const char *name;     /* as shown in locations */
-} open_file;
-
-typedef struct {
-    ft_pipeline *pipeline;
-    const ft_pipeline_options *options;
-    ft_variables *variables;
-    size_t stage_capacity;
-    ft_strmap targets;    /* target -> stage index, for duplicates */
-    size_t file_capacity;
-    pending_value *pending;
-    size_t n_pending;
-    size_t pending_capacity;
-    stage_group group; /* the stages parameter lines belong to */
-    ft_matrix matrix;
-    bool has_defaults;
-    ft_location defaults_where;
-    open_file *open_files; /* the include chain, outermost first */
-    size_t n_open_files;
-    size_t open_capacity;
-} parser;
 
 static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
@@ -76,7 +33,7 @@ static bool is_word(const char *text)
 }
 
 /* A word not starting with a digit, as the environment's names are. */
-static bool is_variable_name(const char *text) { return is_word(text) && !(text[0] >= '0' && text[0] <= '9'); }
+bool ft_parser_is_variable_name(const char *text) { return is_word(text) && !(text[0] >= '0' && text[0] <= '9'); }
 
 static size_t skip_blanks(const ft_located_text *line, size_t i)
 {
@@ -86,7 +43,7 @@ static size_t skip_blanks(const ft_located_text *line, size_t i)
 }
 
 /* line[from, to) without blanks at either end, as a fresh string. */
-static char *trimmed_copy(const ft_located_text *line, size_t from, size_t to)
+char *ft_parser_trimmed_copy(const ft_located_text *line, size_t from, size_t to)
 {
     from = skip_blanks(line, from);
     while (to > from && is_blank(line->chars[to - 1]))
@@ -98,13 +55,6 @@ static void format_location(char *out, size_t size, const ft_location *where)
 {
     snprintf(out, size, "%s:%d:%d", where->file, where->line, where->column);
 }
-
-/* The blank-separated words of text, each with the position of its first byte. */
-typedef struct {
-    char **words;
-    ft_location *where;
-    size_t n_words;
-} word_list;
 
 static void split_words(const ft_located_text *text, word_list *out)
 {
@@ -122,7 +72,7 @@ static void split_words(const ft_located_text *text, word_list *out)
     }
 }
 
-static void free_words(word_list *list)
+void ft_parser_free_words(word_list *list)
 {
     for (size_t i = 0; i < list->n_words; i++)
         free(list->words[i]);
@@ -131,7 +81,7 @@ static void free_words(word_list *list)
 }
 
 /* Expands line[from, to) and splits it into words. */
-static int expand_words(parser *p, const ft_located_text *line, size_t from, size_t to, word_list *out)
+int ft_parser_expand_words(parser *p, const ft_located_text *line, size_t from, size_t to, word_list *out)
 {
     ft_located_text expanded;
     ft_located_init(&expanded);
@@ -157,11 +107,11 @@ typedef enum { ASSIGN_RECURSIVE, ASSIGN_IMMEDIATE, ASSIGN_CONDITIONAL } assignme
 static int parse_assignment(parser *p, const ft_located_text *line, size_t start, size_t name_end, const char *op,
                             assignment_kind kind)
 {
-    char *name = trimmed_copy(line, start, name_end);
+    char *name = ft_parser_trimmed_copy(line, start, name_end);
     int result = 0;
     if (!name[0])
         result = ft_error_at(&line->where[name_end], "missing variable name before '%s'", op);
-    else if (!is_variable_name(name))
+    else if (!ft_parser_is_variable_name(name))
         result =
             ft_error_at(&line->where[start],
                         "'%s' is not a variable name: use letters, digits and '_', not starting with a digit", name);
@@ -224,63 +174,7 @@ static void end_group(parser *p)
     p->group = (stage_group){.first = NO_STAGE};
 }
 
-static void bind_values(parser *p, const size_t *axes, size_t n_axes, const size_t *counters)
-{
-    for (size_t i = 0; i < n_axes; i++) {
-        const ft_matrix_axis *axis = &p->matrix.axes[axes[i]];
-        ft_variables_bind(p->variables, axis->name, axis->values[counters[i]], axis->where);
-    }
-}
-
-static void unbind_values(parser *p, const size_t *axes, size_t n_axes)
-{
-    for (size_t i = 0; i < n_axes; i++)
-        ft_variables_unbind(p->variables, p->matrix.axes[axes[i]].name);
-}
-
-/* Expands line[from, to) into words once for each combination of the matrix
- * axes it names that are not in `bound`, keeping each word once, in order. */
-static int expand_words_over_matrix(parser *p, const ft_located_text *line, size_t from, size_t to,
-                                    const size_t *bound, size_t n_bound, word_list *out)
-{
-    size_t *axes = ft_xcalloc(p->matrix.n_axes + 1, sizeof *axes);
-    size_t n_axes = ft_matrix_mentioned(&p->matrix, line, from, to, bound, n_bound, axes);
-    if (n_axes == 0) {
-        free(axes);
-        return expand_words(p, line, from, to, out);
-    }
-    size_t *counters = ft_xcalloc(n_axes, sizeof *counters);
-    *out = (word_list){0};
-    ft_strmap seen;
-    ft_strmap_init(&seen);
-    int result = 0;
-    do {
-        word_list some;
-        bind_values(p, axes, n_axes, counters);
-        result = expand_words(p, line, from, to, &some);
-        unbind_values(p, axes, n_axes);
-        for (size_t i = 0; result == 0 && i < some.n_words; i++) {
-            if (ft_strmap_get(&seen, some.words[i]))
-                continue;
-            out->words = ft_xrealloc(out->words, (out->n_words + 1) * sizeof *out->words);
-            out->where = ft_xrealloc(out->where, (out->n_words + 1) * sizeof *out->where);
-            out->words[out->n_words] = ft_xstrdup(some.words[i]);
-            out->where[out->n_words] = some.where[i];
-            ft_strmap_put(&seen, out->words[out->n_words], out->n_words);
-            out->n_words++;
-        }
-        if (result == 0)
-            free_words(&some);
-    } while (result == 0 && ft_matrix_next(&p->matrix, axes, n_axes, counters));
-    ft_strmap_free(&seen);
-    free(counters);
-    free(axes);
-    if (result != 0)
-        free_words(out);
-    return result;
-}
-
-static int add_stage(parser *p, const char *target, const ft_location *target_where, const ft_location *colon,
+int ft_parser_add_stage(parser *p, const char *target, const ft_location *target_where, const ft_location *colon,
                      const word_list *words)
 {
     ft_pipeline *pipeline = p->pipeline;
@@ -314,105 +208,6 @@ static int add_stage(parser *p, const char *target, const ft_location *target_wh
     return 0;
 }
 
-/* Prefixes the current message with where. */
-static int located_error(const ft_location *where)
-{
-    char *message = ft_xstrdup(ft_error_message());
-    ft_error_at(where, "%s", message);
-    free(message);
-    return -1;
-}
-
-/* Replaces each input word with wildcards by the paths that match it. */
-static int expand_wildcards(parser *p, word_list *words)
-{
-    for (size_t i = 1; i < words->n_words; i++) {
-        if (!ft_has_wildcard(words->words[i]))
-            continue;
-        char **paths;
-        size_t n_paths;
-        if (ft_glob_relative(p->pipeline->dir, words->words[i], &paths, &n_paths) != 0)
-            return located_error(&words->where[i]);
-        if (n_paths == 0)
-            return ft_error_at(&words->where[i],
-                               "'%s' matches no file in %s: a wildcard input names files that exist when the "
-                               "pipeline is read",
-                               words->words[i], p->pipeline->dir);
-        size_t n_words = words->n_words - 1 + n_paths;
-        words->words = ft_xrealloc(words->words, n_words * sizeof *words->words);
-        words->where = ft_xrealloc(words->where, n_words * sizeof *words->where);
-        ft_location where = words->where[i];
-        free(words->words[i]);
-        memmove(words->words + i + n_paths, words->words + i + 1, (words->n_words - i - 1) * sizeof *words->words);
-        memmove(words->where + i + n_paths, words->where + i + 1, (words->n_words - i - 1) * sizeof *words->where);
-        for (size_t k = 0; k < n_paths; k++) {
-            words->words[i + k] = paths[k];
-            words->where[i + k] = where;
-        }
-        free(paths);
-        words->n_words = n_words;
-        i += n_paths - 1;
-    }
-    return 0;
-}
-
-/* word with its first `%` replaced by stem. */
-static char *with_stem(const char *word, const char *stem)
-{
-    const char *percent = strchr(word, '%');
-    if (!percent)
-        return ft_xstrdup(word);
-    return ft_xasprintf("%.*s%s%s", (int)(percent - word), word, stem, percent + 1);
-}
-
-/* `out/%.txt: KIND in/%.txt ...`: one stage for each file that matches the first
- * input with a `%`, the `%` of the target and of every input taking its stem. */
-static int add_pattern_stages(parser *p, const char *target, const ft_location *target_where,
-                              const ft_location *colon, const word_list *words)
-{
-    if (strchr(strchr(target, '%') + 1, '%'))
-        return ft_error_at(target_where, "pattern target '%s' has more than one '%%': write one", target);
-    size_t source = 1;
-    while (source < words->n_words && !strchr(words->words[source], '%'))
-        source++;
-    if (source >= words->n_words)
-        return ft_error_at(target_where,
-                           "pattern target '%s' needs an input with '%%' to match files against: write "
-                           "`%s: KIND in/%%.ext`",
-                           target, target);
-    const char *pattern = words->words[source];
-    const char *percent = strchr(pattern, '%');
-    size_t prefix = (size_t)(percent - pattern), suffix = strlen(percent + 1);
-    char *wildcard = with_stem(pattern, "*");
-    char **paths;
-    size_t n_paths;
-    int result = ft_glob_relative(p->pipeline->dir, wildcard, &paths, &n_paths);
-    if (result != 0)
-        result = located_error(&words->where[source]);
-    for (size_t i = 0; i < n_paths; i++) {
-        size_t length = strlen(paths[i]);
-        if (result == 0 && length >= prefix + suffix) {
-            char *stem = ft_xstrndup(paths[i] + prefix, length - prefix - suffix);
-            word_list stage_words = {.words = ft_xcalloc(words->n_words, sizeof(char *)),
-                                     .where = ft_xcalloc(words->n_words, sizeof(ft_location)),
-                                     .n_words = words->n_words};
-            for (size_t k = 0; k < words->n_words; k++) {
-                stage_words.words[k] = k == 0 ? ft_xstrdup(words->words[0]) : with_stem(words->words[k], stem);
-                stage_words.where[k] = words->where[k];
-            }
-            char *stage_target = with_stem(target, stem);
-            result = add_stage(p, stage_target, target_where, colon, &stage_words);
-            free(stage_target);
-            free_words(&stage_words);
-            free(stem);
-        }
-        free(paths[i]);
-    }
-    free(paths);
-    free(wildcard);
-    return result;
-}
-
 /* `.NAME` in capitals, as make spells its special targets. */
 static bool is_special_target(const char *word)
 {
@@ -429,14 +224,14 @@ static int parse_rule_once(parser *p, const ft_located_text *line, size_t start,
                            size_t n_bound, bool *is_stage)
 {
     word_list targets, rest;
-    if (expand_words(p, line, start, colon, &targets) != 0)
+    if (ft_parser_expand_words(p, line, start, colon, &targets) != 0)
         return -1;
     int result = 0;
     if (targets.n_words == 0) {
         result =
             ft_error_at(&line->where[colon], "missing target before ':': a stage line is `TARGET: KIND inputs...`");
     } else if (targets.n_words > 1) {
-        char *written = trimmed_copy(line, start, colon);
+        char *written = ft_parser_trimmed_copy(line, start, colon);
         result =
             ft_error_at(&targets.where[1], "'%s' is %zu targets: a stage makes one target; write one stage for each",
                         written, targets.n_words);
@@ -446,21 +241,21 @@ static int parse_rule_once(parser *p, const ft_located_text *line, size_t start,
             ft_error_at(&targets.where[0], "unknown special target '%s': the only one is .DEFAULT", targets.words[0]);
     }
     if (result == 0)
-        result = expand_words_over_matrix(p, line, colon + 1, line->length, bound, n_bound, &rest);
+        result = ft_parser_expand_words_over_matrix(p, line, colon + 1, line->length, bound, n_bound, &rest);
     if (result == 0) {
         if (strcmp(targets.words[0], ".DEFAULT") == 0) {
             result = parse_defaults(p, &targets.where[0], &line->where[colon], &rest);
         } else {
             *is_stage = true;
-            result = expand_wildcards(p, &rest);
+            result = ft_parser_expand_wildcards(p, &rest);
             if (result == 0 && strchr(targets.words[0], '%') && rest.n_words > 0)
-                result = add_pattern_stages(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
+                result = ft_parser_add_pattern_stages(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
             else if (result == 0)
-                result = add_stage(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
+                result = ft_parser_add_stage(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
         }
-        free_words(&rest);
+        ft_parser_free_words(&rest);
     }
-    free_words(&targets);
+    ft_parser_free_words(&targets);
     return result;
 }
 
@@ -477,9 +272,9 @@ static int parse_rule(parser *p, const ft_located_text *line, size_t start, size
     bool is_stage = false;
     int result = 0;
     do {
-        bind_values(p, axes, n_axes, counters);
+        ft_parser_bind_values(p, axes, n_axes, counters);
         result = parse_rule_once(p, line, start, colon, axes, n_axes, &is_stage);
-        unbind_values(p, axes, n_axes);
+        ft_parser_unbind_values(p, axes, n_axes);
         for (; count < p->pipeline->n_stages - first; count++) {
             made_with = ft_xrealloc(made_with, (count + 1) * (n_axes + 1) * sizeof *made_with);
             memcpy(made_with + count * n_axes, counters, n_axes * sizeof *counters);
@@ -493,7 +288,7 @@ static int parse_rule(parser *p, const ft_located_text *line, size_t start, size
                                  .axes = axes,
                                  .n_axes = n_axes,
                                  .counters = made_with,
-                                 .target = trimmed_copy(line, start, colon)};
+                                 .target = ft_parser_trimmed_copy(line, start, colon)};
         return 0;
     }
     free(axes);
@@ -522,9 +317,9 @@ static int parse_parameter(parser *p, const ft_located_text *line, size_t start)
     free(unbound);
     for (size_t k = 0; k < p->group.count && result == 0; k++) {
         const size_t *values = p->group.counters + k * p->group.n_axes;
-        bind_values(p, p->group.axes, p->group.n_axes, values);
+        ft_parser_bind_values(p, p->group.axes, p->group.n_axes, values);
         result = add_parameter(p, p->group.first + k, line, start);
-        unbind_values(p, p->group.axes, p->group.n_axes);
+        ft_parser_unbind_values(p, p->group.axes, p->group.n_axes);
     }
     return result;
 }
@@ -538,7 +333,7 @@ static int add_parameter(parser *p, size_t stage_index, const ft_located_text *l
         return ft_error_at(&line->where[start], "expected `key = value` in stage '%s': '%s' has no '='", stage->target,
                            line->chars + start);
     size_t eq = (size_t)(equals - line->chars);
-    char *key = trimmed_copy(line, start, eq);
+    char *key = ft_parser_trimmed_copy(line, start, eq);
     int result = 0;
     if (!key[0])
         result = ft_error_at(&line->where[eq], "missing parameter name before '='");
@@ -663,14 +458,14 @@ static int parse_include(parser *p, const ft_located_text *line, size_t start, c
 {
     word_list names;
     size_t keyword_end = start + strlen("include");
-    if (expand_words(p, line, keyword_end, line->length, &names) != 0)
+    if (ft_parser_expand_words(p, line, keyword_end, line->length, &names) != 0)
         return -1;
     int result = 0;
     if (names.n_words == 0)
         result = ft_error_at(&line->where[start], "include needs a file name: write `include NAME`");
     for (size_t i = 0; i < names.n_words && result == 0; i++)
         result = include_file(p, names.words[i], &names.where[i], including_dir);
-    free_words(&names);
+    ft_parser_free_words(&names);
     return result;
 }
 
@@ -691,7 +486,7 @@ static bool assigns_after(const ft_located_text *line, size_t i)
 }
 
 /* The first `=` or `:` outside `$(...)`, or line->length. */
-static size_t find_operator(const ft_located_text *line, size_t from)
+size_t ft_parser_find_operator(const ft_located_text *line, size_t from)
 {
     int depth = 0;
     for (size_t i = from; i < line->length; i++) {
@@ -709,32 +504,6 @@ static size_t find_operator(const ft_located_text *line, size_t from)
     return line->length;
 }
 
-/* `matrix NAME = VALUE...`. */
-static int parse_matrix(parser *p, const ft_located_text *line, size_t start)
-{
-    size_t keyword_end = start + strlen("matrix");
-    size_t op = find_operator(line, keyword_end);
-    if (op == line->length || line->chars[op] != '=' || line->chars[op - 1] == '?' || line->chars[op - 1] == '+')
-        return ft_error_at(&line->where[start], "expected `matrix NAME = VALUE...`");
-    char *name = trimmed_copy(line, keyword_end, op);
-    int result = 0;
-    if (!is_variable_name(name))
-        result = ft_error_at(&line->where[keyword_end],
-                             "'%s' is not a matrix name: use letters, digits and '_', not starting with a digit", name);
-    else if (ft_variables_is_assigned(p->variables, name))
-        result = ft_error_at(&line->where[keyword_end],
-                             "'%s' is already a variable: give the matrix another name", name);
-    word_list values;
-    if (result == 0)
-        result = expand_words(p, line, op + 1, line->length, &values);
-    if (result == 0) {
-        result = ft_matrix_declare(&p->matrix, name, values.words, values.where, values.n_words, &line->where[start]);
-        free_words(&values);
-    }
-    free(name);
-    return result;
-}
-
 static int parse_line(parser *p, const ft_located_text *line, bool indented, const char *dir)
 {
     size_t start = skip_blanks(line, 0);
@@ -746,7 +515,7 @@ static int parse_line(parser *p, const ft_located_text *line, bool indented, con
     if (starts_with_word(line, start, "include") && !assigns_after(line, start + strlen("include")))
         return parse_include(p, line, start, dir);
     if (starts_with_word(line, start, "matrix") && !assigns_after(line, start + strlen("matrix")))
-        return parse_matrix(p, line, start);
+        return ft_parser_parse_matrix(p, line, start);
     static const char *const rules_directives[] = {".kind", ".common", ".doc"};
     for (size_t i = 0; i < 3; i++)
         if (starts_with_word(line, start, rules_directives[i]))
@@ -754,7 +523,7 @@ static int parse_line(parser *p, const ft_located_text *line, bool indented, con
                                "'%s' belongs in a rules file (rules/KIND.ft), which a pipeline "
                                "does not include",
                                rules_directives[i]);
-    size_t op = find_operator(line, start);
+    size_t op = ft_parser_find_operator(line, start);
     if (op == line->length)
         return ft_error_at(&line->where[start], "expected `NAME = value`, `target: kind inputs...` or `include NAME`");
     if (line->chars[op] == ':' && line->chars[op + 1] == '=')

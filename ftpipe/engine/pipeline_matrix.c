@@ -1,10 +1,12 @@
 /* pipeline_matrix: `matrix NAME = values...` lists, which variables of a stage
- * line name directly, and the walk over their combinations. */
+ * line name directly, the walk over their combinations, and the parser's
+ * statements that use them. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "ftpipe/base/mem.h"
 #include "pipeline_internal.h"
+#include "pipeline_parser.h"
 
 void ft_matrix_init(ft_matrix *matrix) { memset(matrix, 0, sizeof *matrix); }
 
@@ -99,4 +101,83 @@ bool ft_matrix_next(const ft_matrix *matrix, const size_t *axes, size_t n_axes, 
         counters[i] = 0;
     }
     return false;
+}
+
+int ft_parser_parse_matrix(parser *p, const ft_located_text *line, size_t start)
+{
+    size_t keyword_end = start + strlen("matrix");
+    size_t op = ft_parser_find_operator(line, keyword_end);
+    if (op == line->length || line->chars[op] != '=' || line->chars[op - 1] == '?' || line->chars[op - 1] == '+')
+        return ft_error_at(&line->where[start], "expected `matrix NAME = VALUE...`");
+    char *name = ft_parser_trimmed_copy(line, keyword_end, op);
+    int result = 0;
+    if (!ft_parser_is_variable_name(name))
+        result = ft_error_at(&line->where[keyword_end],
+                             "'%s' is not a matrix name: use letters, digits and '_', not starting with a digit", name);
+    else if (ft_variables_is_assigned(p->variables, name))
+        result = ft_error_at(&line->where[keyword_end],
+                             "'%s' is already a variable: give the matrix another name", name);
+    word_list values;
+    if (result == 0)
+        result = ft_parser_expand_words(p, line, op + 1, line->length, &values);
+    if (result == 0) {
+        result = ft_matrix_declare(&p->matrix, name, values.words, values.where, values.n_words, &line->where[start]);
+        ft_parser_free_words(&values);
+    }
+    free(name);
+    return result;
+}
+
+void ft_parser_bind_values(parser *p, const size_t *axes, size_t n_axes, const size_t *counters)
+{
+    for (size_t i = 0; i < n_axes; i++) {
+        const ft_matrix_axis *axis = &p->matrix.axes[axes[i]];
+        ft_variables_bind(p->variables, axis->name, axis->values[counters[i]], axis->where);
+    }
+}
+
+void ft_parser_unbind_values(parser *p, const size_t *axes, size_t n_axes)
+{
+    for (size_t i = 0; i < n_axes; i++)
+        ft_variables_unbind(p->variables, p->matrix.axes[axes[i]].name);
+}
+
+int ft_parser_expand_words_over_matrix(parser *p, const ft_located_text *line, size_t from, size_t to,
+                                    const size_t *bound, size_t n_bound, word_list *out)
+{
+    size_t *axes = ft_xcalloc(p->matrix.n_axes + 1, sizeof *axes);
+    size_t n_axes = ft_matrix_mentioned(&p->matrix, line, from, to, bound, n_bound, axes);
+    if (n_axes == 0) {
+        free(axes);
+        return ft_parser_expand_words(p, line, from, to, out);
+    }
+    size_t *counters = ft_xcalloc(n_axes, sizeof *counters);
+    *out = (word_list){0};
+    ft_strmap seen;
+    ft_strmap_init(&seen);
+    int result = 0;
+    do {
+        word_list some;
+        ft_parser_bind_values(p, axes, n_axes, counters);
+        result = ft_parser_expand_words(p, line, from, to, &some);
+        ft_parser_unbind_values(p, axes, n_axes);
+        for (size_t i = 0; result == 0 && i < some.n_words; i++) {
+            if (ft_strmap_get(&seen, some.words[i]))
+                continue;
+            out->words = ft_xrealloc(out->words, (out->n_words + 1) * sizeof *out->words);
+            out->where = ft_xrealloc(out->where, (out->n_words + 1) * sizeof *out->where);
+            out->words[out->n_words] = ft_xstrdup(some.words[i]);
+            out->where[out->n_words] = some.where[i];
+            ft_strmap_put(&seen, out->words[out->n_words], out->n_words);
+            out->n_words++;
+        }
+        if (result == 0)
+            ft_parser_free_words(&some);
+    } while (result == 0 && ft_matrix_next(&p->matrix, axes, n_axes, counters));
+    ft_strmap_free(&seen);
+    free(counters);
+    free(axes);
+    if (result != 0)
+        ft_parser_free_words(out);
+    return result;
 }
