@@ -296,11 +296,17 @@ static int parse_rule(parser *p, const ft_located_text *line, size_t start, size
     return result;
 }
 
+static bool starts_with_word(const ft_located_text *line, size_t start, const char *word);
+
 /* An indented `key = value` line, for each stage of the current group. */
 static int add_parameter(parser *p, size_t stage_index, const ft_located_text *line, size_t start);
 
 static int parse_parameter(parser *p, const ft_located_text *line, size_t start)
 {
+    if (p->current_set != NO_SET)
+        return ft_parser_add_set_entry(p, line, start);
+    if (p->group.first != NO_STAGE && starts_with_word(line, start, "use") && !strchr(line->chars + start, '='))
+        return ft_parser_use_sets(p, line, start);
     if (p->group.first == NO_STAGE)
         return ft_error_at(&line->where[start], "indented line outside a stage: parameter lines go under a "
                                                 "`target: kind inputs...` line (unindent it to set a variable)");
@@ -324,52 +330,102 @@ static int parse_parameter(parser *p, const ft_located_text *line, size_t start)
     return result;
 }
 
-static int add_parameter(parser *p, size_t stage_index, const ft_located_text *line, size_t start)
+int ft_parser_split_parameter(const ft_located_text *line, size_t start, const char *owner, char **key,
+                              size_t *value_start)
 {
-    ft_pipeline *pipeline = p->pipeline;
-    ft_stage_decl *stage = &pipeline->stages[stage_index];
     const char *equals = strchr(line->chars + start, '=');
     if (!equals)
-        return ft_error_at(&line->where[start], "expected `key = value` in stage '%s': '%s' has no '='", stage->target,
+        return ft_error_at(&line->where[start], "expected `key = value` in %s: '%s' has no '='", owner,
                            line->chars + start);
     size_t eq = (size_t)(equals - line->chars);
-    char *key = ft_parser_trimmed_copy(line, start, eq);
+    *key = ft_parser_trimmed_copy(line, start, eq);
     int result = 0;
-    if (!key[0])
+    if (!(*key)[0])
         result = ft_error_at(&line->where[eq], "missing parameter name before '='");
-    else if (!is_word(key))
-        result = ft_error_at(&line->where[start], "'%s' is not a parameter name: use letters, digits and '_'", key);
-    for (size_t i = 0; result == 0 && i < stage->n_params; i++) {
-        if (strcmp(stage->params[i].name, key) == 0) {
-            char first[512];
-            format_location(first, sizeof first, &stage->params[i].where);
-            result = ft_error_at(&line->where[start], "parameter '%s' is set twice in stage '%s' (first at %s)", key,
-                                 stage->target, first);
-        }
-    }
+    else if (!is_word(*key))
+        result = ft_error_at(&line->where[start], "'%s' is not a parameter name: use letters, digits and '_'", *key);
     if (result != 0) {
-        free(key);
+        free(*key);
+        *key = NULL;
         return result;
     }
-    size_t value_start = skip_blanks(line, eq + 1);
-    stage->params = ft_xrealloc(stage->params, (stage->n_params + 1) * sizeof *stage->params);
-    ft_param *param = &stage->params[stage->n_params];
-    param->name = key;
-    param->value = NULL;
-    param->where = line->where[start];
-    param->value_where = line->where[value_start];
+    *value_start = skip_blanks(line, eq + 1);
+    return 0;
+}
 
-    ft_grow((void **)&p->pending, &p->pending_capacity, p->n_pending + 1, sizeof *p->pending);
-    pending_value *pending = &p->pending[p->n_pending++];
-    pending->stage = stage_index;
-    pending->param = stage->n_params++;
-    ft_located_init(&pending->raw);
-    ft_located_reset(&pending->raw, line->where[value_start]);
+/* The pending value of a stage's parameter: among the newest, as the stage's
+ * parameters are being read. */
+static pending_value *pending_of(parser *p, size_t stage_index, size_t param_index)
+{
+    for (size_t i = p->n_pending; i-- > 0;)
+        if (p->pending[i].stage == stage_index && p->pending[i].param == param_index)
+            return &p->pending[i];
+    return NULL;
+}
+
+int ft_parser_set_parameter(parser *p, size_t stage_index, char *key, const ft_location *key_where,
+                            const ft_located_text *text, size_t from, size_t to, const char *from_set)
+{
+    ft_stage_decl *stage = &p->pipeline->stages[stage_index];
+    ft_param *param = NULL;
+    for (size_t i = 0; i < stage->n_params && !param; i++)
+        if (strcmp(stage->params[i].name, key) == 0)
+            param = &stage->params[i];
+    if (param && (from_set || !param->from_set)) {
+        char first[512];
+        format_location(first, sizeof first, &param->where);
+        int result = 0;
+        if (!from_set)
+            result = ft_error_at(key_where, "parameter '%s' is set twice in stage '%s' (first at %s)", key,
+                                 stage->target, first);
+        else if (param->from_set)
+            result = ft_error_at(key_where,
+                                 "parameter '%s' of stage '%s' is in both parameter sets '%s' (at %s) and '%s': "
+                                 "set it in the stage to choose",
+                                 key, stage->target, param->from_set, first, from_set);
+        free(key); /* else the stage's own value stays: it wins over a set's */
+        return result;
+    }
+    pending_value *pending;
+    if (param) {
+        /* The stage's own value replaces the one a set gave. */
+        free(key);
+        free(param->from_set);
+        param->from_set = NULL;
+        pending = pending_of(p, stage_index, (size_t)(param - stage->params));
+    } else {
+        stage->params = ft_xrealloc(stage->params, (stage->n_params + 1) * sizeof *stage->params);
+        param = &stage->params[stage->n_params];
+        param->name = key;
+        param->value = NULL;
+        param->from_set = from_set ? ft_xstrdup(from_set) : NULL;
+        ft_grow((void **)&p->pending, &p->pending_capacity, p->n_pending + 1, sizeof *p->pending);
+        pending = &p->pending[p->n_pending++];
+        pending->stage = stage_index;
+        pending->param = stage->n_params++;
+        ft_located_init(&pending->raw);
+    }
+    param->where = *key_where;
+    param->value_where = text->where[from];
+    ft_located_reset(&pending->raw, text->where[from]);
     /* The values in force here, as the target's: a template included several
      * times with its variables reassigned in between makes stages whose
      * parameters agree with their names. Variables set only further down are
      * read once the whole file is. */
-    return ft_variables_expand_known(p->variables, line, value_start, line->length, &pending->raw);
+    return ft_variables_expand_known(p->variables, text, from, to, &pending->raw);
+}
+
+static int add_parameter(parser *p, size_t stage_index, const ft_located_text *line, size_t start)
+{
+    ft_stage_decl *stage = &p->pipeline->stages[stage_index];
+    char *owner = ft_xasprintf("stage '%s'", stage->target);
+    char *key;
+    size_t value_start;
+    int result = ft_parser_split_parameter(line, start, owner, &key, &value_start);
+    free(owner);
+    if (result != 0)
+        return result;
+    return ft_parser_set_parameter(p, stage_index, key, &line->where[start], line, value_start, line->length, NULL);
 }
 
 static int parse_text(parser *p, const char *name, const char *identity, const char *text);
@@ -512,6 +568,9 @@ static int parse_line(parser *p, const ft_located_text *line, bool indented, con
     if (indented)
         return parse_parameter(p, line, start);
     end_group(p);
+    p->current_set = NO_SET;
+    if (starts_with_word(line, start, "params") && !assigns_after(line, start + strlen("params")))
+        return ft_parser_parse_param_set(p, line, start);
     if (starts_with_word(line, start, "include") && !assigns_after(line, start + strlen("include")))
         return parse_include(p, line, start, dir);
     if (starts_with_word(line, start, "matrix") && !assigns_after(line, start + strlen("matrix")))
@@ -584,7 +643,7 @@ int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeli
     char *dir = ft_path_dirname(name);
     pipeline->dir = ft_path_absolute(dir);
     free(dir);
-    parser p = {.pipeline = pipeline, .options = options, .group = {.first = NO_STAGE}};
+    parser p = {.pipeline = pipeline, .options = options, .group = {.first = NO_STAGE}, .current_set = NO_SET};
     p.variables = ft_variables_new(options);
     ft_matrix_init(&p.matrix);
     char *identity = ft_path_absolute(name);
@@ -598,6 +657,7 @@ int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeli
     free(p.open_files);
     ft_strmap_free(&p.targets);
     end_group(&p);
+    ft_parser_free_param_sets(&p);
     ft_matrix_free(&p.matrix);
     ft_variables_free(p.variables);
     if (result != 0) {
@@ -634,6 +694,7 @@ void ft_pipeline_free(ft_pipeline *pipeline)
         for (size_t k = 0; k < stage->n_params; k++) {
             free(stage->params[k].name);
             free(stage->params[k].value);
+            free(stage->params[k].from_set);
         }
         free(stage->params);
     }

@@ -37,6 +37,22 @@ typedef struct {
     const char *name;     /* as shown in locations */
 } open_file;
 
+/* `params NAME` and its indented lines: parameters stages take with `use NAME`. */
+typedef struct {
+    char *key;
+    ft_location key_where;
+    ft_located_text value; /* expanded as far as the variables defined there allow */
+} set_entry;
+
+typedef struct {
+    char *name;
+    ft_location where;
+    set_entry *entries;
+    size_t n_entries;
+} param_set;
+
+#define NO_SET SIZE_MAX
+
 typedef struct {
     ft_pipeline *pipeline;
     const ft_pipeline_options *options;
@@ -49,6 +65,10 @@ typedef struct {
     size_t pending_capacity;
     stage_group group; /* the stages parameter lines belong to */
     ft_matrix matrix;
+    param_set *sets;
+    size_t n_sets;
+    size_t sets_capacity;
+    size_t current_set; /* the set indented lines go to, or NO_SET */
     bool has_defaults;
     ft_location defaults_where;
     open_file *open_files; /* the include chain, outermost first */
@@ -75,6 +95,25 @@ void ft_parser_free_words(word_list *list);
 /* Declares a stage: words are the kind, then the inputs. */
 int ft_parser_add_stage(parser *p, const char *target, const ft_location *target_where, const ft_location *colon,
                         const word_list *words);
+
+/* A `key = value` line's key (checked) and where its value starts; owner
+ * ("stage 'x'") is for the message. */
+int ft_parser_split_parameter(const ft_located_text *line, size_t start, const char *owner, char **key,
+                              size_t *value_start);
+/* Gives a stage parameter key (taken) the value text[from, to), expanded as far
+ * as the variables defined now allow. A stage's own value wins over a set's
+ * (from_set: the set's name, else NULL); twice in the stage, or in two sets, is
+ * an error. */
+int ft_parser_set_parameter(parser *p, size_t stage_index, char *key, const ft_location *key_where,
+                            const ft_located_text *text, size_t from, size_t to, const char *from_set);
+
+/* pipeline_param_sets.c */
+/* `params NAME`: the indented lines that follow are the set's. */
+int ft_parser_parse_param_set(parser *p, const ft_located_text *line, size_t start);
+int ft_parser_add_set_entry(parser *p, const ft_located_text *line, size_t start);
+/* `use NAME...` in a stage: the sets' parameters, for each stage of the group. */
+int ft_parser_use_sets(parser *p, const ft_located_text *line, size_t start);
+void ft_parser_free_param_sets(parser *p);
 
 /* pipeline_matrix.c */
 /* `matrix NAME = VALUE...`. */

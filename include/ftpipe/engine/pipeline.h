@@ -7,7 +7,9 @@
  * folders, then the built-in fragments), `#` comments (`\#` is a literal `#`),
  * `\` continuation, `.DEFAULT: targets...`, and `matrix NAME = values...` (a
  * stage whose target names $(NAME) is made once per value), pattern rules
- * (`out/%.txt: KIND in/%.txt`, one stage per matching file) and wildcard inputs.
+ * (`out/%.txt: KIND in/%.txt`, one stage per matching file), wildcard inputs,
+ * and parameter sets (`params NAME` + indented lines, given to a stage by its
+ * `use NAME` line).
  * `$<`, `$^` and `$@` are left in values untouched: they are bound when a stage runs.
  * Targets, inputs, include names and parameter values are expanded when their
  * line is read, so a stage's parameters always agree with its target; a
@@ -28,6 +30,7 @@ typedef struct {
     char *value;      /* variables expanded, surrounding blanks trimmed */
     ft_location where;       /* of the key */
     ft_location value_where; /* of the value (just past the `=` when it is empty) */
+    char *from_set;          /* the parameter set (`params NAME`) it came from, or NULL */
 } ft_param;
 
 typedef struct {

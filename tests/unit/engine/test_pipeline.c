@@ -273,6 +273,52 @@ TEST(a_pattern_rule_makes_a_stage_per_matching_file_and_wildcards_list_files)
     CHECK(strstr(ft_error_message(), "pat/Ftpipe:1:1: pattern target 'out/%.txt' needs an input with '%'") != NULL);
 }
 
+TEST(a_parameter_set_is_written_once_and_used_by_many_stages)
+{
+    ft_pipeline *pipeline = parse("STEPS := 32\n"
+                                  "params lora\n"
+                                  "\tfinetuning_type = lora\n"
+                                  "\tmax_steps = $(STEPS)\n"
+                                  "\tcost = $$5\n"
+                                  "params rate\n"
+                                  "\tlearning_rate = $(lr)\n"
+                                  "STEPS := 64\n"
+                                  "matrix lr = 1e-3 1e-2\n"
+                                  "runs/$(lr): train base data\n"
+                                  "\tuse lora rate\n"
+                                  "\tmax_steps = 8\n"
+                                  "single: train base data\n"
+                                  "\tseed = 1\n"
+                                  "\tuse lora\n");
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 3);
+    CHECK_STR(param(pipeline, "runs/1e-2", "finetuning_type"), "lora");
+    CHECK_STR(param(pipeline, "runs/1e-2", "learning_rate"), "1e-2");
+    CHECK_STR(param(pipeline, "runs/1e-3", "learning_rate"), "1e-3");
+    CHECK_STR(param(pipeline, "runs/1e-3", "max_steps"), "8"); /* the stage's own value wins */
+    CHECK_STR(param(pipeline, "runs/1e-3", "cost"), "$5");
+    CHECK_STR(param(pipeline, "single", "max_steps"), "32"); /* the value in force where the set is written */
+    if (pipeline && pipeline->n_stages == 3) {
+        CHECK_STR(pipeline->stages[2].params[1].name, "finetuning_type");
+        CHECK_STR(pipeline->stages[2].params[1].from_set, "lora");
+        CHECK(pipeline->stages[2].params[0].from_set == NULL);
+        check_location(pipeline->stages[2].params[1].where, "Ftpipe", 3, 2);
+        CHECK(pipeline->stages[0].params[1].from_set == NULL); /* max_steps, set in the stage */
+    }
+    ft_pipeline_free(pipeline);
+}
+
+TEST(parameter_set_mistakes_are_refused)
+{
+    check_parse_error("out: shell\n\tuse missing\n", "Ftpipe:2:6: unknown parameter set 'missing'");
+    check_parse_error("params a\n\tx = 1\n\tx = 2\n", "Ftpipe:3:2: parameter 'x' is set twice in parameter set 'a'");
+    check_parse_error("params a\n\tx = 1\nparams b\n\tx = 2\nout: shell\n\tuse a b\n",
+                      "Ftpipe:4:2: parameter 'x' of stage 'out' is in both parameter sets 'a' (at Ftpipe:2:2) and 'b'");
+    check_parse_error("params a\nparams a\n", "Ftpipe:2:8: a second parameter set 'a'");
+    check_parse_error("params\n", "Ftpipe:1:1: expected `params NAME`");
+    check_parse_error("params a\n\tnot a pair\n", "Ftpipe:2:2: expected `key = value` in parameter set 'a'");
+    check_parse_error("params a\n\trun = $(lr)\nout: shell\n\tuse a\n", "undefined variable 'lr'");
+}
+
 TEST(targets_and_inputs_expand_when_read)
 {
     ft_pipeline *pipeline = parse("DIR = data\n"
@@ -500,6 +546,8 @@ int main(void)
     RUN(a_matrix_stage_is_made_once_per_combination);
     RUN(matrix_mistakes_are_refused_where_they_are_written);
     RUN(a_pattern_rule_makes_a_stage_per_matching_file_and_wildcards_list_files);
+    RUN(a_parameter_set_is_written_once_and_used_by_many_stages);
+    RUN(parameter_set_mistakes_are_refused);
     RUN(targets_and_inputs_expand_when_read);
     RUN(command_line_values_override_every_assignment);
     RUN(the_environment_fills_what_the_file_leaves_open);
