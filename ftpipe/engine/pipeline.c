@@ -476,7 +476,10 @@ static int include_file(parser *p, const char *name, const ft_location *where, c
                 result = ft_read_file(path, &text, NULL);
                 if (result == 0) {
                     char *identity = ft_path_absolute(path);
-                    result = include_found(p, where, path, identity, text);
+                    if (ft_parser_is_params_file(name))
+                        result = ft_parser_include_params_file(p, where, keep_file_name(p, path), text);
+                    else
+                        result = include_found(p, where, path, identity, text);
                     free(identity);
                     free(text);
                 }

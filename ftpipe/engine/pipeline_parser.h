@@ -115,6 +115,12 @@ int ft_parser_add_set_entry(parser *p, const ft_located_text *line, size_t start
 int ft_parser_use_sets(parser *p, const ft_located_text *line, size_t start);
 void ft_parser_free_param_sets(parser *p);
 
+/* pipeline_params_file.c */
+/* Whether an include name is a parameters file (.yaml, .yml, .json). */
+bool ft_parser_is_params_file(const char *name);
+/* Sets a variable for each value of a parameters file's text; shown names it. */
+int ft_parser_include_params_file(parser *p, const ft_location *where, const char *shown, const char *text);
+
 /* pipeline_matrix.c */
 /* `matrix NAME = VALUE...`. */
 int ft_parser_parse_matrix(parser *p, const ft_located_text *line, size_t start);

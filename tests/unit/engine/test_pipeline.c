@@ -319,6 +319,41 @@ TEST(parameter_set_mistakes_are_refused)
     check_parse_error("params a\n\trun = $(lr)\nout: shell\n\tuse a\n", "undefined variable 'lr'");
 }
 
+TEST(a_params_yaml_or_json_include_sets_variables)
+{
+    write_file("dvc", "params.yaml",
+               "train:\n  lr: 1e-3\n  epochs: 3\nsweep:\n  rank: [4, 8]\nruns:\n  - name: a\nfull: true\n");
+    write_file("dvc", "more.json", "{\"eval\": {\"max_new_tokens\": 16, \"ratio\": 0.25}, \"tags\": [\"x\", \"y\"]}");
+    write_file("dvc", "Ftpipe",
+               "include params.yaml more.json\n"
+               "matrix rank = $(sweep.rank)\n"
+               "out/r$(rank): shell\n"
+               "\trun = $(train.lr) ${train.epochs} $(runs.0.name) $(full) $(eval.max_new_tokens) $(eval.ratio) $(tags)\n");
+    ft_variable overrides[] = {{"train.epochs", "7"}};
+    ft_pipeline_options options = {.overrides = overrides, .n_overrides = 1};
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_load("dvc/Ftpipe", &options, &pipeline), 0);
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 2);
+    CHECK_STR(param(pipeline, "out/r8", "run"), "1e-3 7 a true 16 0.25 x y");
+    CHECK_INT(pipeline ? pipeline->n_files : 0, 3);
+    ft_pipeline_free(pipeline);
+
+    write_file("dvc", "params.yaml", "train:\n  lr: [1e-3\n");
+    write_file("dvc", "Ftpipe", "include params.yaml\n");
+    CHECK_INT(ft_pipeline_load("dvc/Ftpipe", NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), "dvc/params.yaml:3:1: ") != NULL);
+    CHECK(strstr(ft_error_message(), "(included at dvc/Ftpipe:1)") != NULL);
+    write_file("dvc", "more.json", "{\"a\": }");
+    write_file("dvc", "Ftpipe", "include more.json\n");
+    CHECK_INT(ft_pipeline_load("dvc/Ftpipe", NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), "dvc/more.json:1:") != NULL);
+    write_file("dvc", "more.json", "[1, 2]");
+    CHECK_INT(ft_pipeline_load("dvc/Ftpipe", NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), "dvc/Ftpipe:1:9: dvc/more.json must hold a mapping of names to values") != NULL);
+    if (!strstr(ft_error_message(), "dvc/Ftpipe:1:9:"))
+        fprintf(stderr, "  got: %s\n", ft_error_message());
+}
+
 TEST(targets_and_inputs_expand_when_read)
 {
     ft_pipeline *pipeline = parse("DIR = data\n"
@@ -548,6 +583,7 @@ int main(void)
     RUN(a_pattern_rule_makes_a_stage_per_matching_file_and_wildcards_list_files);
     RUN(a_parameter_set_is_written_once_and_used_by_many_stages);
     RUN(parameter_set_mistakes_are_refused);
+    RUN(a_params_yaml_or_json_include_sets_variables);
     RUN(targets_and_inputs_expand_when_read);
     RUN(command_line_values_override_every_assignment);
     RUN(the_environment_fills_what_the_file_leaves_open);
