@@ -353,6 +353,30 @@ int ft_parser_split_parameter(const ft_located_text *line, size_t start, const c
     return 0;
 }
 
+/* The pipeline variables a stage's `env` names, with their values here (the
+ * process environment fills in the others when the stage runs). */
+static int keep_declared_variables(parser *p, ft_stage_decl *stage, const ft_located_text *names)
+{
+    for (size_t i = 0; i < stage->n_variables; i++) {
+        free(stage->variables[i].name);
+        free(stage->variables[i].value);
+    }
+    stage->n_variables = 0;
+    word_list words;
+    split_words(names, &words);
+    int result = 0;
+    for (size_t i = 0; i < words.n_words && result == 0; i++) {
+        char *value;
+        result = ft_variables_value(p->variables, words.words[i], &words.where[i], &value);
+        if (!value)
+            continue;
+        stage->variables = ft_xrealloc(stage->variables, (stage->n_variables + 1) * sizeof *stage->variables);
+        stage->variables[stage->n_variables++] = (ft_variable){ft_xstrdup(words.words[i]), value};
+    }
+    ft_parser_free_words(&words);
+    return result;
+}
+
 /* The pending value of a stage's parameter: among the newest, as the stage's
  * parameters are being read. */
 static pending_value *pending_of(parser *p, size_t stage_index, size_t param_index)
@@ -412,7 +436,10 @@ int ft_parser_set_parameter(parser *p, size_t stage_index, char *key, const ft_l
      * times with its variables reassigned in between makes stages whose
      * parameters agree with their names. Variables set only further down are
      * read once the whole file is. */
-    return ft_variables_expand_known(p->variables, text, from, to, &pending->raw);
+    int result = ft_variables_expand_known(p->variables, text, from, to, &pending->raw);
+    if (result == 0 && strcmp(param->name, "env") == 0)
+        result = keep_declared_variables(p, stage, &pending->raw);
+    return result;
 }
 
 static int add_parameter(parser *p, size_t stage_index, const ft_located_text *line, size_t start)
@@ -700,6 +727,11 @@ void ft_pipeline_free(ft_pipeline *pipeline)
             free(stage->params[k].from_set);
         }
         free(stage->params);
+        for (size_t k = 0; k < stage->n_variables; k++) {
+            free(stage->variables[k].name);
+            free(stage->variables[k].value);
+        }
+        free(stage->variables);
     }
     free(pipeline->stages);
     for (size_t i = 0; i < pipeline->n_defaults; i++)

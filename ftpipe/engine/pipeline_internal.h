@@ -69,6 +69,10 @@ int ft_variables_expand(ft_variables *variables, const ft_located_text *source, 
 int ft_variables_expand_known(ft_variables *variables, const ft_located_text *source, size_t from, size_t to,
                               ft_located_text *out);
 
+/* The value of a variable the file or the command line sets, expanded now, in
+ * *value (NULL when neither sets it; caller frees). -1 on an expansion error,
+ * located at where. */
+int ft_variables_value(ft_variables *variables, const char *name, const ft_location *where, char **value);
 /* Binds name to a literal value (a matrix's value while its stage is read). */
 void ft_variables_bind(ft_variables *variables, const char *name, const char *value, ft_location where);
 /* Forgets a variable the file set. */

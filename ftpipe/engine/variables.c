@@ -280,6 +280,20 @@ int ft_variables_expand(ft_variables *variables, const ft_located_text *source, 
     return expand(variables, source, from, to, out, NULL);
 }
 
+int ft_variables_value(ft_variables *variables, const char *name, const ft_location *where, char **value)
+{
+    *value = NULL;
+    if (!find_in_file(variables, name) && !find_override(variables, name))
+        return 0;
+    ft_located_text text;
+    ft_located_init(&text);
+    int result = expand_reference(variables, name, where, &text, where);
+    if (result == 0)
+        *value = ft_xstrdup(text.chars);
+    ft_located_free(&text);
+    return result;
+}
+
 int ft_variables_expand_known(ft_variables *variables, const ft_located_text *source, size_t from, size_t to,
                               ft_located_text *out)
 {

@@ -158,3 +158,24 @@ t_run "$FTPIPE" -C "$W" gc --older-than soon
 t_expect_status 1
 t_expect_contains "gc --older-than needs a duration"
 t_end
+
+t_case "a shell stage sees the pipeline variables its env declares, with their values where it is written"
+W=$(t_workspace)
+cat > "$W/Ftpipe" <<'P'
+LR := 1e-3
+a.txt: shell
+	env = LR HOME
+	run = echo "$$LR $${HOME:+home}" > $@
+LR := 1e-2
+b.txt: shell
+	env = LR
+	run = echo "$$LR" > $@
+P
+t_run env LR=from-environment "$FTPIPE" -C "$W"
+t_expect_status 0
+[ "$(cat "$W/a.txt")" = "1e-3 home" ] || t_fail "a.txt: $(cat "$W/a.txt")"
+[ "$(cat "$W/b.txt")" = "1e-2" ] || t_fail "b.txt: $(cat "$W/b.txt")"
+t_run "$FTPIPE" -C "$W" LR=5e-3
+t_expect_contains "ftpipe: 2 run, 0 restored, 0 up to date"
+[ "$(cat "$W/a.txt")" = "5e-3 home" ] || t_fail "a.txt: $(cat "$W/a.txt")"
+t_end

@@ -27,6 +27,11 @@
 
 typedef struct {
     char *name;
+    char *value;
+} ft_variable;
+
+typedef struct {
+    char *name;
     char *value;      /* variables expanded, surrounding blanks trimmed */
     ft_location where;       /* of the key */
     ft_location value_where; /* of the value (just past the `=` when it is empty) */
@@ -43,12 +48,11 @@ typedef struct {
     size_t n_params;
     ft_location where;    /* of the target */
     ft_location kind_where;
+    /* The pipeline variables its `env` parameter names, with their values where
+     * the stage is written: a shell stage's command sees them in its environment. */
+    ft_variable *variables;
+    size_t n_variables;
 } ft_stage_decl;
-
-typedef struct {
-    char *name;
-    char *value;
-} ft_variable;
 
 typedef struct {
     char *path;              /* the pipeline file, as given */

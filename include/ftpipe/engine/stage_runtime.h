@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "ftpipe/engine/pipeline.h"
 #include "ftpipe/engine/rules.h"
 #include "ftpipe/engine/stage.h"
 
@@ -25,6 +26,8 @@ typedef struct {
     size_t n_inputs;
     const char *work_dir;        /* absolute; holds out/ and log */
     const char *state_dir;       /* absolute .ftpipe folder */
+    const ft_variable *variables; /* pipeline variables its `env` declares */
+    size_t n_variables;
 } ft_stage_setup;
 
 /* A context for the engine process (extra_key, cached_output_usable). */
