@@ -330,13 +330,13 @@ static int parse_parameter(parser *p, const ft_located_text *line, size_t start)
     return result;
 }
 
-int ft_parser_split_parameter(const ft_located_text *line, size_t start, const char *owner, char **key,
-                              size_t *value_start)
+int ft_parser_split_parameter(const ft_located_text *line, size_t start, const char *owner_kind,
+                              const char *owner_name, char **key, size_t *value_start)
 {
     const char *equals = strchr(line->chars + start, '=');
     if (!equals)
-        return ft_error_at(&line->where[start], "expected `key = value` in %s: '%s' has no '='", owner,
-                           line->chars + start);
+        return ft_error_at(&line->where[start], "expected `key = value` in %s '%s': '%s' has no '='", owner_kind,
+                           owner_name, line->chars + start);
     size_t eq = (size_t)(equals - line->chars);
     *key = ft_parser_trimmed_copy(line, start, eq);
     int result = 0;
@@ -445,11 +445,9 @@ int ft_parser_set_parameter(parser *p, size_t stage_index, char *key, const ft_l
 static int add_parameter(parser *p, size_t stage_index, const ft_located_text *line, size_t start)
 {
     ft_stage_decl *stage = &p->pipeline->stages[stage_index];
-    char *owner = ft_xasprintf("stage '%s'", stage->target);
     char *key;
     size_t value_start;
-    int result = ft_parser_split_parameter(line, start, owner, &key, &value_start);
-    free(owner);
+    int result = ft_parser_split_parameter(line, start, "stage", stage->target, &key, &value_start);
     if (result != 0)
         return result;
     return ft_parser_set_parameter(p, stage_index, key, &line->where[start], line, value_start, line->length, NULL);

@@ -44,11 +44,9 @@ int ft_parser_parse_param_set(parser *p, const ft_located_text *line, size_t sta
 int ft_parser_add_set_entry(parser *p, const ft_located_text *line, size_t start)
 {
     param_set *set = &p->sets[p->current_set];
-    char *owner = ft_xasprintf("parameter set '%s'", set->name);
     char *key;
     size_t value_start;
-    int result = ft_parser_split_parameter(line, start, owner, &key, &value_start);
-    free(owner);
+    int result = ft_parser_split_parameter(line, start, "parameter set", set->name, &key, &value_start);
     if (result != 0)
         return result;
     for (size_t i = 0; i < set->n_entries; i++)

@@ -96,10 +96,10 @@ void ft_parser_free_words(word_list *list);
 int ft_parser_add_stage(parser *p, const char *target, const ft_location *target_where, const ft_location *colon,
                         const word_list *words);
 
-/* A `key = value` line's key (checked) and where its value starts; owner
- * ("stage 'x'") is for the message. */
-int ft_parser_split_parameter(const ft_located_text *line, size_t start, const char *owner, char **key,
-                              size_t *value_start);
+/* A `key = value` line's key (checked) and where its value starts; the owner
+ * ("stage", "out.txt") is for the message. */
+int ft_parser_split_parameter(const ft_located_text *line, size_t start, const char *owner_kind,
+                              const char *owner_name, char **key, size_t *value_start);
 /* Gives a stage parameter key (taken) the value text[from, to), expanded as far
  * as the variables defined now allow. A stage's own value wins over a set's
  * (from_set: the set's name, else NULL); twice in the stage, or in two sets, is
