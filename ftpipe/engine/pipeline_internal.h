@@ -24,6 +24,8 @@ void ft_located_free(ft_located_text *text);
 /* Empties text; where[0] becomes `start`. */
 void ft_located_reset(ft_located_text *text, ft_location start);
 void ft_located_push(ft_located_text *text, char c, ft_location where);
+/* Appends chars[0, n), every byte at `where`. */
+void ft_located_fill(ft_located_text *text, const char *chars, size_t n, ft_location where);
 /* Keeps the first `length` bytes. */
 void ft_located_truncate(ft_located_text *text, size_t length);
 /* Appends source->chars[from, to) with their positions. */

@@ -60,6 +60,17 @@ void ft_located_push(ft_located_text *text, char c, ft_location where)
     text->where[text->length] = next_column(where);
 }
 
+void ft_located_fill(ft_located_text *text, const char *chars, size_t n, ft_location where)
+{
+    reserve(text, n);
+    memcpy(text->chars + text->length, chars, n);
+    for (size_t i = 0; i < n; i++)
+        text->where[text->length + i] = where;
+    text->length += n;
+    text->chars[text->length] = '\0';
+    text->where[text->length] = next_column(where);
+}
+
 void ft_located_truncate(ft_located_text *text, size_t length)
 {
     if (length >= text->length)

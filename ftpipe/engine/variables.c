@@ -225,8 +225,14 @@ static int expand(ft_variables *variables, const ft_located_text *source, size_t
         char c = source->chars[i];
         char next = i + 1 < to ? source->chars[i + 1] : '\0';
         if (c != '$') {
-            ft_located_push(out, c, anchor ? *anchor : *where);
-            i++;
+            /* A run of plain text is copied whole. */
+            const char *dollar = memchr(source->chars + i, '$', to - i);
+            size_t end = dollar ? (size_t)(dollar - source->chars) : to;
+            if (anchor)
+                ft_located_fill(out, source->chars + i, end - i, *anchor);
+            else
+                ft_located_append(out, source, i, end);
+            i = end;
         } else if (next == '$') {
             push_literal(variables, out, '$', anchor ? *anchor : *where);
             i += 2;
