@@ -1,6 +1,8 @@
-/* pipeline_parser: the parser's state and the helpers its files share
- * (pipeline.c reads statements; pipeline_matrix.c and pipeline_glob.c make
- * the stages of matrix and pattern rules). */
+/* pipeline_parser: the parser's state and the helpers its files share:
+ * pipeline.c reads statements; pipeline_matrix.c, pipeline_glob.c,
+ * pipeline_param_sets.c and pipeline_params_file.c handle matrix lists, pattern
+ * rules, parameter sets and parameters files; pipeline_declare.c, below them
+ * all, declares stages and parameters. */
 #ifndef FTPIPE_PIPELINE_PARSER_H
 #define FTPIPE_PIPELINE_PARSER_H
 
@@ -83,8 +85,18 @@ typedef struct {
     size_t n_words;
 } word_list;
 
+/* pipeline_declare.c */
+bool ft_parser_is_blank(char c);
+/* Letters, digits and '_': a parameter name. */
+bool ft_parser_is_word(const char *text);
 /* Letters, digits and '_', not starting with a digit. */
 bool ft_parser_is_variable_name(const char *text);
+/* The first byte at or after i that is not blank. */
+size_t ft_parser_skip_blanks(const ft_located_text *line, size_t i);
+/* "file:line:column". */
+void ft_parser_format_location(char *out, size_t size, const ft_location *where);
+/* The blank-separated words of text, each with the position of its first byte. */
+void ft_parser_split_words(const ft_located_text *text, word_list *out);
 /* line[from, to) without blanks at either end, as a fresh string. */
 char *ft_parser_trimmed_copy(const ft_located_text *line, size_t from, size_t to);
 /* The first `=` or `:` outside `$(...)`, or line->length. */
