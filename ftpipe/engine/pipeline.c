@@ -45,7 +45,8 @@ static int parse_assignment(parser *p, const ft_located_text *line, size_t start
     if (axis) {
         char declared[512];
         ft_parser_format_location(declared, sizeof declared, &axis->where);
-        result = ft_error_at(&line->where[start], "'%s' is a matrix variable (declared at %s): give this one another name",
+        result = ft_error_at(&line->where[start],
+                             "'%s' is a matrix variable (declared at %s): give this one another name",
                              name, declared);
     }
     size_t value_start = ft_parser_skip_blanks(line, name_end + strlen(op));
@@ -141,7 +142,8 @@ static int parse_rule_once(parser *p, const ft_located_text *line, size_t start,
             *is_stage = true;
             result = ft_parser_expand_wildcards(p, &rest);
             if (result == 0 && strchr(targets.words[0], '%') && rest.n_words > 0)
-                result = ft_parser_add_pattern_stages(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
+                result = ft_parser_add_pattern_stages(p, targets.words[0], &targets.where[0], &line->where[colon],
+                                                      &rest);
             else if (result == 0)
                 result = ft_parser_add_stage(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
         }

@@ -26,7 +26,10 @@ bool ft_parser_is_word(const char *text)
 }
 
 /* A word not starting with a digit, as the environment's names are. */
-bool ft_parser_is_variable_name(const char *text) { return ft_parser_is_word(text) && !(text[0] >= '0' && text[0] <= '9'); }
+bool ft_parser_is_variable_name(const char *text)
+{
+    return ft_parser_is_word(text) && !(text[0] >= '0' && text[0] <= '9');
+}
 
 size_t ft_parser_skip_blanks(const ft_located_text *line, size_t i)
 {

@@ -61,7 +61,8 @@ ft_stage *ft_stage_create(const ft_stage_setup *setup)
     stage->state_dir = ft_xstrdup(setup->state_dir);
     stage->variables = ft_xcalloc(setup->n_variables + 1, sizeof *stage->variables);
     for (size_t i = 0; i < setup->n_variables; i++)
-        stage->variables[i] = (ft_variable){ft_xstrdup(setup->variables[i].name), ft_xstrdup(setup->variables[i].value)};
+        stage->variables[i] =
+            (ft_variable){ft_xstrdup(setup->variables[i].name), ft_xstrdup(setup->variables[i].value)};
     stage->n_variables = setup->n_variables;
     stage->report_fd = -1;
     return stage;

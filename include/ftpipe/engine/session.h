@@ -26,7 +26,14 @@ typedef struct {
 } ft_invocation;
 
 /* Where a run's time goes, for FTPIPE_STATS=1 (the no-op is measured by phase). */
-typedef enum { FT_PHASE_RULES, FT_PHASE_PARSE, FT_PHASE_GRAPH, FT_PHASE_WORKSPACE, FT_PHASE_BUILD, FT_PHASE_COUNT } ft_phase;
+typedef enum {
+    FT_PHASE_RULES,
+    FT_PHASE_PARSE,
+    FT_PHASE_GRAPH,
+    FT_PHASE_WORKSPACE,
+    FT_PHASE_BUILD,
+    FT_PHASE_COUNT
+} ft_phase;
 
 typedef struct {
     ft_rulebook *rules;

@@ -328,7 +328,8 @@ TEST(a_params_yaml_or_json_include_sets_variables)
                "include params.yaml more.json\n"
                "matrix rank = $(sweep.rank)\n"
                "out/r$(rank): shell\n"
-               "\trun = $(train.lr) ${train.epochs} $(runs.0.name) $(full) $(eval.max_new_tokens) $(eval.ratio) $(tags)\n");
+               "\trun = $(train.lr) ${train.epochs} $(runs.0.name) $(full) $(eval.max_new_tokens) "
+               "$(eval.ratio) $(tags)\n");
     ft_variable overrides[] = {{"train.epochs", "7"}};
     ft_pipeline_options options = {.overrides = overrides, .n_overrides = 1};
     ft_pipeline *pipeline = NULL;
