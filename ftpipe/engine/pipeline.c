@@ -437,6 +437,7 @@ int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeli
     parser p = {.pipeline = pipeline, .options = options, .group = {.first = NO_STAGE}, .current_set = NO_SET};
     p.variables = ft_variables_new(options);
     ft_matrix_init(&p.matrix);
+    ft_located_init(&p.expanded);
     char *identity = ft_path_absolute(name);
     int result = parse_text(&p, keep_file_name(&p, name), identity, text);
     if (result == 0)
@@ -450,6 +451,7 @@ int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeli
     end_group(&p);
     ft_parser_free_param_sets(&p);
     ft_matrix_free(&p.matrix);
+    ft_located_free(&p.expanded);
     ft_variables_free(p.variables);
     if (result != 0) {
         ft_pipeline_free(pipeline);

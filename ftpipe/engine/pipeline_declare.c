@@ -79,13 +79,10 @@ void ft_parser_free_words(word_list *list)
 /* Expands line[from, to) and splits it into words. */
 int ft_parser_expand_words(parser *p, const ft_located_text *line, size_t from, size_t to, word_list *out)
 {
-    ft_located_text expanded;
-    ft_located_init(&expanded);
-    ft_located_reset(&expanded, line->where[from]);
-    int result = ft_variables_expand(p->variables, line, from, to, &expanded);
+    ft_located_reset(&p->expanded, line->where[from]);
+    int result = ft_variables_expand(p->variables, line, from, to, &p->expanded);
     if (result == 0)
-        ft_parser_split_words(&expanded, out);
-    ft_located_free(&expanded);
+        ft_parser_split_words(&p->expanded, out);
     return result;
 }
 

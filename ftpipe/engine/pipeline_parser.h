@@ -71,6 +71,7 @@ typedef struct {
     size_t n_sets;
     size_t sets_capacity;
     size_t current_set; /* the set indented lines go to, or NO_SET */
+    ft_located_text expanded; /* ft_parser_expand_words' buffer, kept from line to line */
     bool has_defaults;
     ft_location defaults_where;
     open_file *open_files; /* the include chain, outermost first */
