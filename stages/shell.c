@@ -63,6 +63,11 @@ static int run_shell(ft_stage *stage)
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGPIPE, SIG_DFL);
+        size_t n_declared = 0;
+        const char *const *declared = ft_stage_param_list(stage, "env", &n_declared);
+        for (size_t i = 0; i < n_declared; i++)
+            if (ft_stage_variable(stage, declared[i]))
+                setenv(declared[i], ft_stage_variable(stage, declared[i]), 1);
         execl("/bin/sh", "sh", "-c", command, (char *)NULL);
         _exit(127);
     }
@@ -94,7 +99,9 @@ static int run_shell(ft_stage *stage)
 }
 
 /* The values of the variables named in `env` enter the key: a command that reads
- * $CUDA_HOME reruns when it changes. An unset variable differs from an empty one. */
+ * $CUDA_HOME reruns when it changes. A pipeline variable of that name gives the
+ * value (and the command's environment gets it); else the environment does.
+ * An unset variable differs from an empty one. */
 static int shell_extra_key(ft_stage *stage, ft_strbuf *key_text)
 {
     /* $@ ends in the target's name, so the command may depend on it. */
@@ -102,7 +109,7 @@ static int shell_extra_key(ft_stage *stage, ft_strbuf *key_text)
     size_t count = 0;
     const char *const *names = ft_stage_param_list(stage, "env", &count);
     for (size_t i = 0; i < count; i++) {
-        const char *value = getenv(names[i]);
+        const char *value = ft_stage_variable(stage, names[i]) ? ft_stage_variable(stage, names[i]) : getenv(names[i]);
         if (value)
             ft_strbuf_printf(key_text, "env %s=%zu:%s\n", names[i], strlen(value), value);
         else

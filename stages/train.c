@@ -464,10 +464,13 @@ static int train(train_run *run, ft_backend *backend)
     ft_token_shards_close(eval_shards);
     if (status == 0 && run->writes_output)
         status = write_output(run, model, &result);
-    if (status == 0 && run->rank == 0)
-        ft_stage_summary(stage, "loss %.4f after %lld steps (%.2f epochs), %.1fs, %.2f samples/s",
+    if (status == 0 && run->rank == 0) {
+        /* The run's mean, as train_results.json's train_loss, beside the last step's. */
+        ft_stage_metric(stage, result.global_step, "train_loss", result.train_loss);
+        ft_stage_summary(stage, "mean loss %.4f after %lld steps (%.2f epochs), %.1fs, %.2f samples/s",
                          result.train_loss, (long long)result.global_step, result.epoch, result.runtime_s,
                          result.samples / (result.runtime_s > 0.0 ? result.runtime_s : 1e-9));
+    }
     ft_model_free(model);
     ft_token_shards_close(shards);
     return status;

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,6 +327,11 @@ static int plan_files(const char *const *paths, size_t count, file_job *files, s
     return 0;
 }
 
+/* Bytes of files hashed by this process, for FTPIPE_STATS (a no-op hashes none). */
+static _Atomic uint64_t file_bytes_hashed;
+
+uint64_t ft_hash_file_bytes_total(void) { return atomic_load(&file_bytes_hashed); }
+
 int ft_hash_files(const char *const *paths, size_t count, int threads, ft_hash *out)
 {
     file_job *files = ft_xcalloc(count + 1, sizeof *files);
@@ -348,8 +354,10 @@ int ft_hash_files(const char *const *paths, size_t count, int threads, ft_hash *
                                   task->error_what);
             }
         }
-        for (size_t i = 0; i < count && result == 0; i++)
+        for (size_t i = 0; i < count && result == 0; i++) {
             out[i] = combine_chunks(&files[i]);
+            atomic_fetch_add(&file_bytes_hashed, files[i].size_bytes);
+        }
     }
     for (size_t i = 0; i < count; i++)
         free(files[i].chunk_hashes);

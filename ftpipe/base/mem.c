@@ -49,13 +49,19 @@ char *ft_xstrndup(const char *text, size_t length)
 
 char *ft_xasprintf(const char *fmt, ...)
 {
+    /* Most texts fit the first try: format once, and again only when longer. */
+    char first[256];
     va_list args;
     va_start(args, fmt);
-    int length = vsnprintf(NULL, 0, fmt, args);
+    int length = vsnprintf(first, sizeof first, fmt, args);
     va_end(args);
     if (length < 0)
         out_of_memory(0);
     char *text = ft_xmalloc((size_t)length + 1);
+    if ((size_t)length < sizeof first) {
+        memcpy(text, first, (size_t)length + 1);
+        return text;
+    }
     va_start(args, fmt);
     vsnprintf(text, (size_t)length + 1, fmt, args);
     va_end(args);

@@ -55,14 +55,19 @@ void ft_strbuf_putc(ft_strbuf *buffer, char c) { ft_strbuf_add(buffer, &c, 1); }
 
 void ft_strbuf_vprintf(ft_strbuf *buffer, const char *fmt, va_list args)
 {
+    /* Format once into the room left; only a longer text is formatted again. */
     va_list again;
     va_copy(again, args);
-    int length = vsnprintf(NULL, 0, fmt, args);
-    if (length > 0) {
+    reserve(buffer, 64);
+    size_t room = buffer->capacity - buffer->length;
+    int length = vsnprintf(buffer->data + buffer->length, room, fmt, args);
+    if (length > 0 && (size_t)length >= room) {
         reserve(buffer, (size_t)length);
         vsnprintf(buffer->data + buffer->length, (size_t)length + 1, fmt, again);
-        buffer->length += (size_t)length;
     }
+    if (length > 0)
+        buffer->length += (size_t)length;
+    buffer->data[buffer->length] = '\0';
     va_end(again);
 }
 

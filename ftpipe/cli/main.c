@@ -1,7 +1,7 @@
 /* main: the ftpipe command line, with make's habits.
  *
  *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [TARGET...] [VAR=value...]
- *   ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]
+ *   ftpipe status | why TARGET | log TARGET | gc | clean | dag | metrics | help [KIND]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH
  *   ftpipe render --tokenizer PATH --template NAME
  *   ftpipe import CONFIG.yaml [-o FILE]
@@ -23,9 +23,11 @@
 #include "ftpipe/engine/slurm.h"
 #include "ftpipe/stages/registry.h"
 
+#define FTPIPE_VERSION "0.1.0"
+
 static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
-    "       ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]\n"
+    "       ftpipe status | why TARGET | log TARGET | gc | clean | dag | metrics | help [KIND]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
     "       ftpipe render --tokenizer PATH --template NAME [--cutoff-len N] [--mask-history]\n"
     "                     [--train-on-prompt] [--no-thinking] < messages.json\n"
@@ -37,13 +39,20 @@ static const char usage_text[] =
     "  -j N      run up to N independent stages at once (default 1)\n"
     "  -k        keep going after a failure with what does not depend on it\n"
     "  -n        say what would run and why; run nothing\n"
+    "  --version print the version\n"
     "  VAR=value override a variable of the pipeline\n"
+    "  --        what follows is targets, even a word that names a command\n"
     "\n"
     "  status          every stage: up to date, or what would run and why; last runs\n"
     "  why TARGET      what changed since TARGET was last built\n"
     "  log TARGET      the log of TARGET's last run\n"
-    "  gc              remove cached results and work folders no current target needs\n"
+    "  gc [--keep-runs N] [--older-than 30d] [--all-unreferenced]\n"
+    "                  remove cached results no current target needs and no recent run made\n"
     "  clean           remove the targets ftpipe made from the workspace (the cache keeps them)\n"
+    "  metrics [--all] [--json|--csv] [TARGET...]\n"
+    "                  the results' metrics beside the parameters that differ between them\n"
+    "  metrics --diff A B   the parameters and metrics that differ between two results\n"
+    "  dag [--dot]     the stages and their inputs, as text or as a Graphviz graph\n"
     "  help [KIND]     these commands and the stage kinds, or one kind's parameters\n"
     "\n"
     "  hash [--threads N] PATH...\n"
@@ -51,7 +60,8 @@ static const char usage_text[] =
     "  encode --tokenizer PATH [--jsonl] [--threads N]\n"
     "                  standard input's text to token ids (--jsonl: a JSON string per line)\n"
     "  decode --tokenizer PATH [--jsonl]\n"
-    "                  standard input's token ids to text (--jsonl: a JSON list per line)\n";
+    "                  standard input's token ids to text (--jsonl: a JSON list per line)\n"
+    "A target named like a command is built, not the command; so is any word after --.\n";
 
 static int fail(void)
 {
@@ -67,7 +77,7 @@ static int usage_error(const char *message)
 
 static bool is_command(const char *word)
 {
-    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "help", NULL};
+    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "dag", "metrics", "help", NULL};
     for (size_t i = 0; commands[i]; i++)
         if (strcmp(word, commands[i]) == 0)
             return true;
@@ -81,6 +91,8 @@ typedef struct {
     size_t n_words;
     ft_variable *overrides; /* VAR=value words */
     size_t n_overrides;
+    bool words_are_targets; /* they came after `--`: none is a command */
+    bool show_version;
 } command_line;
 
 /* A word that is not an option: VAR=value overrides a variable; any other is a
@@ -104,6 +116,7 @@ static int parse_command_line(int argc, char **argv, command_line *line)
     static const struct option long_options[] = {{"help", no_argument, NULL, 'h'},
                                                  {"dry-run", no_argument, NULL, 'n'},
                                                  {"keep-going", no_argument, NULL, 'k'},
+                                                 {"version", no_argument, NULL, 'V'},
                                                  {NULL, 0, NULL, 0}};
     opterr = 0; /* the messages below say more than getopt's */
     /* '-' first: words (targets, commands, VAR=value) come back in order as option 1. */
@@ -114,6 +127,9 @@ static int parse_command_line(int argc, char **argv, command_line *line)
             return 0;
         case 'n':
             line->invocation.dry_run = true;
+            break;
+        case 'V':
+            line->show_version = true;
             break;
         case 'k':
             line->invocation.keep_going = true;
@@ -138,6 +154,11 @@ static int parse_command_line(int argc, char **argv, command_line *line)
                                                : "-f needs a file");
         case '?': {
             const char *word = argv[optind - 1];
+            /* a long option after a command word is the command's (ftpipe metrics --json) */
+            if (line->n_words > 0 && is_command(line->words[0]) && strncmp(word, "--", 2) == 0) {
+                add_word(line, word);
+                break;
+            }
             char message[256];
             if (optopt && strncmp(word, "--", 2) != 0)
                 snprintf(message, sizeof message, "unknown option -%c", optopt);
@@ -150,6 +171,8 @@ static int parse_command_line(int argc, char **argv, command_line *line)
         }
     }
     /* after "--" getopt stops: the rest are words as they stand */
+    if (optind < argc && line->n_words == 0)
+        line->words_are_targets = true;
     for (int i = optind; i < argc; i++)
         add_word(line, argv[i]);
     return -1;
@@ -163,7 +186,10 @@ static int run(command_line *line)
     invocation->overrides = line->overrides;
     invocation->n_overrides = line->n_overrides;
     int status;
-    if (line->n_words > 0 && is_command(line->words[0])) {
+    if (line->show_version) {
+        printf("ftpipe %s\n", FTPIPE_VERSION);
+        status = 0;
+    } else if (line->n_words > 0 && is_command(line->words[0]) && !line->words_are_targets) {
         invocation->command = line->words[0];
         invocation->arguments = line->words + 1;
         invocation->n_arguments = line->n_words - 1;

@@ -610,9 +610,15 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
     sigaction(SIGINT, &action, &old_int);
     sigaction(SIGTERM, &action, &old_term);
 
+    size_t n_selected = 0;
+    for (size_t i = 0; i < graph->n_nodes; i++)
+        n_selected += graph->nodes[i].selected;
     check_state_write(&b, ft_state_begin(workspace->state));
     for (;;) {
         dispatch(&b);
+        ft_progress_overall(options->progress,
+                            summary->run + summary->restored + summary->up_to_date + summary->failed + summary->skipped,
+                            n_selected);
         if (interrupted) {
             stop_all(&b);
             summary->interrupted = true;

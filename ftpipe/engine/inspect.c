@@ -1,4 +1,4 @@
-/* inspect: status, why, log, gc, clean and help. */
+/* inspect: status, why, log, gc, clean, dag, metrics and help. */
 #include "ftpipe/engine/inspect.h"
 
 #include <dirent.h>
@@ -7,9 +7,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/strmap.h"
+#include "ftpipe/base/units.h"
+#include "ftpipe/engine/metrics_table.h"
 #include "ftpipe/engine/plan.h"
 
 /* Plans every selected stage in order, as -n would, without running anything. */
@@ -145,9 +149,92 @@ static int command_log(ft_session *session, const ft_invocation *invocation)
     return result == 0 ? 0 : 1;
 }
 
+/* What gc keeps besides what the pipeline names now: earlier experiments' results. */
+typedef struct {
+    bool all_unreferenced; /* keep nothing else (the old behaviour) */
+    long keep_runs;        /* per target, the results of its newest N runs; < 0: no limit */
+    int64_t max_age_ms;    /* results made within this long; < 0: no limit */
+} gc_retention;
+
+#define DEFAULT_RETENTION_MS ((int64_t)30 * 24 * 3600 * 1000)
+
+static int parse_gc_options(const ft_invocation *invocation, gc_retention *retention)
+{
+    *retention = (gc_retention){.keep_runs = -1, .max_age_ms = -1};
+    bool age_given = false;
+    for (size_t i = 0; i < invocation->n_arguments; i++) {
+        const char *arg = invocation->arguments[i];
+        const char *value = i + 1 < invocation->n_arguments ? invocation->arguments[i + 1] : NULL;
+        if (strcmp(arg, "--all-unreferenced") == 0) {
+            retention->all_unreferenced = true;
+        } else if (strcmp(arg, "--keep-runs") == 0) {
+            char *end = NULL;
+            retention->keep_runs = value ? strtol(value, &end, 10) : -1;
+            if (!value || *end || retention->keep_runs < 0)
+                return ft_error("gc --keep-runs needs a count: --keep-runs 3 keeps each target's 3 newest results");
+            i++;
+        } else if (strcmp(arg, "--older-than") == 0) {
+            if (!value || ft_parse_duration_ms(value, &retention->max_age_ms) != 0 || retention->max_age_ms <= 0)
+                return ft_error("gc --older-than needs a duration such as 30d, 12h or 90m (results older than it "
+                                "are removed)");
+            age_given = true;
+            i++;
+        } else {
+            return ft_error("gc takes --keep-runs N, --older-than DURATION or --all-unreferenced, not '%s'", arg);
+        }
+    }
+    if (retention->keep_runs < 0 && !age_given)
+        retention->max_age_ms = DEFAULT_RETENTION_MS;
+    return 0;
+}
+
+typedef struct {
+    const gc_retention *retention;
+    int64_t now_ms;
+    const char **keep;
+    size_t n_keep;
+    size_t capacity;
+    char **owned;    /* keys copied from run records */
+    ft_strmap counts; /* target -> results kept for it so far */
+    char **targets;   /* the map's keys */
+    size_t n_targets;
+} earlier_results;
+
+/* Runs come newest first: a target's first N distinct finished results are its newest. */
+static int keep_earlier_result(const ft_run_record *run, void *context)
+{
+    earlier_results *earlier = context;
+    if ((run->status != FT_RUN_DONE && run->status != FT_RUN_CACHED) || !run->output_hash[0])
+        return 0;
+    const gc_retention *retention = earlier->retention;
+    if (retention->max_age_ms >= 0 && earlier->now_ms - run->end_ms > retention->max_age_ms)
+        return 0;
+    for (size_t k = 0; k < earlier->n_keep; k++)
+        if (strcmp(earlier->keep[k], run->key) == 0)
+            return 0;
+    size_t *kept = ft_strmap_get(&earlier->counts, run->target);
+    if (!kept) {
+        earlier->targets = ft_xrealloc(earlier->targets, (earlier->n_targets + 1) * sizeof *earlier->targets);
+        earlier->targets[earlier->n_targets] = ft_xstrdup(run->target);
+        kept = ft_strmap_put(&earlier->counts, earlier->targets[earlier->n_targets++], 0);
+    }
+    if (retention->keep_runs >= 0 && *kept >= (size_t)retention->keep_runs)
+        return 0;
+    (*kept)++;
+    ft_grow((void **)&earlier->keep, &earlier->capacity, earlier->n_keep + 1, sizeof *earlier->keep);
+    earlier->owned = ft_xrealloc(earlier->owned, (earlier->n_keep + 1) * sizeof *earlier->owned);
+    earlier->owned[earlier->n_keep] = ft_xstrdup(run->key);
+    earlier->keep[earlier->n_keep] = earlier->owned[earlier->n_keep];
+    earlier->n_keep++;
+    return 0;
+}
+
 static int command_gc(ft_session *session, const ft_invocation *invocation)
 {
     ft_graph *graph = session->graph;
+    gc_retention retention;
+    if (parse_gc_options(invocation, &retention) != 0)
+        return 1;
     for (size_t i = 0; i < graph->n_nodes; i++)
         graph->nodes[i].selected = true;
     ft_plan *plans = ft_xcalloc(graph->n_nodes + 1, sizeof *plans);
@@ -161,15 +248,28 @@ static int command_gc(ft_session *session, const ft_invocation *invocation)
         if (ft_state_target_get(session->workspace->state, graph->nodes[i].target, &records[i]) > 0)
             keep[n_keep++] = records[i].key;
     }
+    size_t n_current = n_keep;
+    earlier_results earlier = {.retention = &retention, .now_ms = ft_wall_ms()};
+    ft_strmap_init(&earlier.counts);
+    if (result == 0 && !retention.all_unreferenced) {
+        earlier.keep = keep;
+        earlier.n_keep = n_keep;
+        earlier.capacity = 2 * graph->n_nodes + 1;
+        earlier.owned = ft_xcalloc(n_keep + 1, sizeof *earlier.owned);
+        result = ft_state_each_run(session->workspace->state, keep_earlier_result, &earlier);
+        keep = earlier.keep;
+        n_keep = earlier.n_keep;
+    }
     uint64_t freed = 0, objects = 0;
     if (result == 0)
         result = ft_cache_gc(session->workspace->cache, keep, n_keep, &freed, &objects);
-    /* What kinds keep outside the cache (the shm kind's tmpfs copies) under keys no target has now. */
+    /* What kinds keep outside the cache (the shm kind's tmpfs copies, which hold
+     * memory and are made again from the cache) under keys no target has now. */
     uint64_t staged_freed = 0;
     size_t staged_removed = 0;
     for (size_t k = 0; result == 0 && invocation->kinds[k]; k++)
         if (invocation->kinds[k]->gc)
-            result = invocation->kinds[k]->gc(session->workspace->state_dir, keep, n_keep, &staged_freed,
+            result = invocation->kinds[k]->gc(session->workspace->state_dir, keep, n_current, &staged_freed,
                                               &staged_removed);
     /* Work folders of keys no stage has now would never be resumed. */
     size_t work_removed = 0;
@@ -180,7 +280,7 @@ static int command_gc(ft_session *session, const ft_invocation *invocation)
         if (entry->d_name[0] == '.')
             continue;
         bool wanted = false;
-        for (size_t k = 0; k < n_keep && !wanted; k++)
+        for (size_t k = 0; k < n_current && !wanted; k++)
             wanted = strcmp(keep[k], entry->d_name) == 0;
         if (wanted)
             continue;
@@ -197,7 +297,18 @@ static int command_gc(ft_session *session, const ft_invocation *invocation)
         ft_format_bytes(freed + staged_freed, text, sizeof text);
         printf("ftpipe gc: removed %llu cached files, %zu staged copies and %zu stale work folders, freed %s\n",
                (unsigned long long)objects, staged_removed, work_removed, text);
+        if (n_keep > n_current)
+            printf("ftpipe gc: kept %zu earlier results (--keep-runs N, --older-than DURATION or "
+                   "--all-unreferenced remove more)\n",
+                   n_keep - n_current);
     }
+    for (size_t k = n_current; k < n_keep; k++)
+        free(earlier.owned[k]);
+    free(earlier.owned);
+    for (size_t t = 0; t < earlier.n_targets; t++)
+        free(earlier.targets[t]);
+    free(earlier.targets);
+    ft_strmap_free(&earlier.counts);
     for (size_t i = 0; i < graph->n_nodes; i++)
         ft_plan_free(&plans[i]);
     free(plans);
@@ -228,6 +339,19 @@ static int command_clean(ft_session *session)
     return 0;
 }
 
+static int command_dag(ft_session *session, const ft_invocation *invocation)
+{
+    bool dot = false;
+    for (size_t i = 0; i < invocation->n_arguments; i++) {
+        if (strcmp(invocation->arguments[i], "--dot") != 0)
+            return ft_error("dag takes --dot (a Graphviz graph: ftpipe dag --dot | dot -Tsvg > dag.svg), not '%s'",
+                            invocation->arguments[i]) == 0 ? 0 : 1;
+        dot = true;
+    }
+    ft_graph_print(session->graph, dot, stdout);
+    return 0;
+}
+
 int ft_inspect_command(const ft_invocation *invocation)
 {
     const char *command = invocation->command;
@@ -244,6 +368,21 @@ int ft_inspect_command(const ft_invocation *invocation)
     ft_session session;
     if (ft_session_open(invocation, writes, &session) != 0)
         return 1;
+    if (ft_graph_find(session.graph, command) != FT_NO_NODE) {
+        /* A stage's target wins over the command of its name (make's habit: `make clean`). */
+        ft_session_close(&session);
+        const char **targets = ft_xcalloc(invocation->n_arguments + 2, sizeof *targets);
+        targets[0] = command;
+        for (size_t i = 0; i < invocation->n_arguments; i++)
+            targets[i + 1] = invocation->arguments[i];
+        ft_invocation build = *invocation;
+        build.command = NULL;
+        build.arguments = targets;
+        build.n_arguments = invocation->n_arguments + 1;
+        int status = ft_run_pipeline(&build);
+        free(targets);
+        return status;
+    }
     int status = 1;
     if (strcmp(command, "status") == 0)
         status = command_status(&session);
@@ -255,6 +394,10 @@ int ft_inspect_command(const ft_invocation *invocation)
         status = command_gc(&session, invocation);
     else if (strcmp(command, "clean") == 0)
         status = command_clean(&session);
+    else if (strcmp(command, "dag") == 0)
+        status = command_dag(&session, invocation);
+    else if (strcmp(command, "metrics") == 0)
+        status = ft_metrics_command(&session, invocation->arguments, invocation->n_arguments);
     ft_session_close(&session);
     return status;
 }

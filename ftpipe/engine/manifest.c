@@ -19,10 +19,16 @@
 
 #define MANIFEST_HEADER "ftpipe manifest 1\n"
 
-/* A file changed within this long before we hash it could change again without
- * its mtime moving (file-system clocks tick coarsely), so its hash is used but
- * not remembered until a later walk finds it older. */
-#define RECENT_CHANGE_NS ((int64_t)1000000000)
+/* A file changed within one tick of the file system's clock before we hash it
+ * could change again without its mtime moving, so its hash is used but not
+ * remembered until a later walk finds it older. Linux stamps files from a clock
+ * that ticks every few milliseconds; a file system that keeps whole seconds (or
+ * FAT's two) shows it in mtimes without nanoseconds. A short window matters: a
+ * large model hashed right after it was written is remembered on that run. */
+static int64_t recent_change_ns(int64_t mtime_ns)
+{
+    return mtime_ns % 1000000000 == 0 ? (int64_t)2000000000 : (int64_t)50000000;
+}
 
 static const char *const type_words[] = {[FT_ENTRY_FILE] = "file", [FT_ENTRY_DIR] = "dir",
                                          [FT_ENTRY_SYMLINK] = "link"};
@@ -155,7 +161,7 @@ static int remember_hashes(const ft_hash_cache *cache, const walk *w, const size
     size_t n_files = 0;
     for (size_t k = 0; k < n_misses; k++) {
         const pending_file *file = &w->files[miss_files[k]];
-        if (file->stat.mtime_ns <= started_ns - RECENT_CHANGE_NS)
+        if (file->stat.mtime_ns <= started_ns - recent_change_ns(file->stat.mtime_ns))
             files[n_files++] = (ft_hashed_file){file->path, file->stat, hashes[k]};
     }
     int result = n_files > 0 ? cache->store(cache->context, files, n_files) : 0;
@@ -264,7 +270,21 @@ char *ft_manifest_serialize(const ft_manifest *manifest)
                        : entry->type == FT_ENTRY_SYMLINK ? ft_hash_bytes(link, strlen(link)) : (ft_hash){0, 0};
         char hex[FT_HASH_HEX_LENGTH + 1];
         ft_hash_to_hex(hash, hex);
-        ft_strbuf_printf(&out, "%s %s %llu %s ", type_words[entry->type], mode, (unsigned long long)size, hex);
+        /* No printf: a no-op serializes a manifest for every source input. */
+        char digits[24];
+        size_t n_digits = 0;
+        do {
+            digits[sizeof digits - 1 - n_digits++] = (char)('0' + size % 10);
+            size /= 10;
+        } while (size);
+        ft_strbuf_puts(&out, type_words[entry->type]);
+        ft_strbuf_putc(&out, ' ');
+        ft_strbuf_puts(&out, mode);
+        ft_strbuf_putc(&out, ' ');
+        ft_strbuf_add(&out, digits + sizeof digits - n_digits, n_digits);
+        ft_strbuf_putc(&out, ' ');
+        ft_strbuf_add(&out, hex, FT_HASH_HEX_LENGTH);
+        ft_strbuf_putc(&out, ' ');
         if (entry->path[0])
             put_escaped(&out, entry->path);
         else

@@ -190,6 +190,21 @@ static const char *const expected_by_type[] = {
     [FT_TYPE_PATH] = "a file or folder path",
 };
 
+/* A number's canonical text, without printf (every stage's resources are numbers). */
+static char *decimal_text(int64_t value)
+{
+    char digits[24];
+    size_t n = 0;
+    uint64_t magnitude = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
+    do {
+        digits[sizeof digits - 1 - n++] = (char)('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    if (value < 0)
+        digits[sizeof digits - 1 - n++] = '-';
+    return ft_xstrndup(digits + sizeof digits - n, n);
+}
+
 int ft_value_parse(const ft_param_rule *rule, const char *text, ft_param_value *out)
 {
     memset(out, 0, sizeof *out);
@@ -234,7 +249,7 @@ int ft_value_parse(const ft_param_rule *rule, const char *text, ft_param_value *
     out->text = ft_xstrdup(text);
     if (!out->canonical) {
         bool numeric = rule->type == FT_TYPE_INT || rule->type == FT_TYPE_SIZE || rule->type == FT_TYPE_DURATION;
-        out->canonical = numeric ? ft_xasprintf("%" PRId64, out->integer) : ft_xstrdup(text);
+        out->canonical = numeric ? decimal_text(out->integer) : ft_xstrdup(text);
     }
     return 0;
 }

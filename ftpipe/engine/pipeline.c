@@ -15,120 +15,9 @@
 #include "ftpipe/base/strmap.h"
 #include "ftpipe/engine/rules.h"
 #include "pipeline_internal.h"
+#include "pipeline_parser.h"
 
-#define NO_STAGE SIZE_MAX
 #define BUILTIN_PREFIX "<built-in>/"
-
-/* A parameter value read before the whole file is: expanded at the end. */
-typedef struct {
-    size_t stage;
-    size_t param;
-    ft_located_text raw;
-} pending_value;
-
-typedef struct {
-    const char *identity; /* absolute path, or the built-in's name: for cycles */
-    const char *name;     /* as shown in locations */
-} open_file;
-
-typedef struct {
-    ft_pipeline *pipeline;
-    const ft_pipeline_options *options;
-    ft_variables *variables;
-    size_t stage_capacity;
-    ft_strmap targets;    /* target -> stage index, for duplicates */
-    size_t file_capacity;
-    pending_value *pending;
-    size_t n_pending;
-    size_t pending_capacity;
-    size_t current_stage; /* the stage parameter lines belong to, or NO_STAGE */
-    bool has_defaults;
-    ft_location defaults_where;
-    open_file *open_files; /* the include chain, outermost first */
-    size_t n_open_files;
-    size_t open_capacity;
-} parser;
-
-static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-/* Letters, digits and '_': a parameter name. */
-static bool is_word(const char *text)
-{
-    if (!text[0])
-        return false;
-    for (const char *p = text; *p; p++)
-        if (!(*p == '_' || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
-            return false;
-    return true;
-}
-
-/* A word not starting with a digit, as the environment's names are. */
-static bool is_variable_name(const char *text) { return is_word(text) && !(text[0] >= '0' && text[0] <= '9'); }
-
-static size_t skip_blanks(const ft_located_text *line, size_t i)
-{
-    while (i < line->length && is_blank(line->chars[i]))
-        i++;
-    return i;
-}
-
-/* line[from, to) without blanks at either end, as a fresh string. */
-static char *trimmed_copy(const ft_located_text *line, size_t from, size_t to)
-{
-    from = skip_blanks(line, from);
-    while (to > from && is_blank(line->chars[to - 1]))
-        to--;
-    return ft_xstrndup(line->chars + from, to - from);
-}
-
-static void format_location(char *out, size_t size, const ft_location *where)
-{
-    snprintf(out, size, "%s:%d:%d", where->file, where->line, where->column);
-}
-
-/* The blank-separated words of text, each with the position of its first byte. */
-typedef struct {
-    char **words;
-    ft_location *where;
-    size_t n_words;
-} word_list;
-
-static void split_words(const ft_located_text *text, word_list *out)
-{
-    out->words = ft_xcalloc(text->length / 2 + 1, sizeof *out->words);
-    out->where = ft_xcalloc(text->length / 2 + 1, sizeof *out->where);
-    out->n_words = 0;
-    size_t i = skip_blanks(text, 0);
-    while (i < text->length) {
-        size_t end = i;
-        while (end < text->length && !is_blank(text->chars[end]))
-            end++;
-        out->where[out->n_words] = text->where[i];
-        out->words[out->n_words++] = ft_xstrndup(text->chars + i, end - i);
-        i = skip_blanks(text, end);
-    }
-}
-
-static void free_words(word_list *list)
-{
-    for (size_t i = 0; i < list->n_words; i++)
-        free(list->words[i]);
-    free(list->words);
-    free(list->where);
-}
-
-/* Expands line[from, to) and splits it into words. */
-static int expand_words(parser *p, const ft_located_text *line, size_t from, size_t to, word_list *out)
-{
-    ft_located_text expanded;
-    ft_located_init(&expanded);
-    ft_located_reset(&expanded, line->where[from]);
-    int result = ft_variables_expand(p->variables, line, from, to, &expanded);
-    if (result == 0)
-        split_words(&expanded, out);
-    ft_located_free(&expanded);
-    return result;
-}
 
 /* Keeps a file name for the pipeline's lifetime (locations point at it). */
 static const char *keep_file_name(parser *p, const char *name)
@@ -144,15 +33,23 @@ typedef enum { ASSIGN_RECURSIVE, ASSIGN_IMMEDIATE, ASSIGN_CONDITIONAL } assignme
 static int parse_assignment(parser *p, const ft_located_text *line, size_t start, size_t name_end, const char *op,
                             assignment_kind kind)
 {
-    char *name = trimmed_copy(line, start, name_end);
+    char *name = ft_parser_trimmed_copy(line, start, name_end);
     int result = 0;
     if (!name[0])
         result = ft_error_at(&line->where[name_end], "missing variable name before '%s'", op);
-    else if (!is_variable_name(name))
+    else if (!ft_parser_is_variable_name(name))
         result =
             ft_error_at(&line->where[start],
                         "'%s' is not a variable name: use letters, digits and '_', not starting with a digit", name);
-    size_t value_start = skip_blanks(line, name_end + strlen(op));
+    const ft_matrix_axis *axis = result == 0 ? ft_matrix_find(&p->matrix, name) : NULL;
+    if (axis) {
+        char declared[512];
+        ft_parser_format_location(declared, sizeof declared, &axis->where);
+        result = ft_error_at(&line->where[start],
+                             "'%s' is a matrix variable (declared at %s): give this one another name",
+                             name, declared);
+    }
+    size_t value_start = ft_parser_skip_blanks(line, name_end + strlen(op));
     if (result == 0 && !ft_variables_is_overridden(p->variables, name)) {
         if (kind == ASSIGN_RECURSIVE) {
             ft_variables_assign(p->variables, name, line, value_start, line->length, true);
@@ -178,7 +75,7 @@ static int parse_defaults(parser *p, const ft_location *where, const ft_location
     ft_pipeline *pipeline = p->pipeline;
     if (p->has_defaults) {
         char first[512];
-        format_location(first, sizeof first, &p->defaults_where);
+        ft_parser_format_location(first, sizeof first, &p->defaults_where);
         return ft_error_at(where, "a second .DEFAULT line (the first is at %s): list every default target on one line",
                            first);
     }
@@ -196,38 +93,12 @@ static int parse_defaults(parser *p, const ft_location *where, const ft_location
     return 0;
 }
 
-static int add_stage(parser *p, const char *target, const ft_location *target_where, const ft_location *colon,
-                     const word_list *words)
+static void end_group(parser *p)
 {
-    ft_pipeline *pipeline = p->pipeline;
-    if (words->n_words == 0)
-        return ft_error_at(colon,
-                           "missing stage kind after '%s:': write `%s: KIND inputs...` (`ftpipe help` "
-                           "lists the kinds)",
-                           target, target);
-    size_t *first_stage = ft_strmap_get(&p->targets, target);
-    if (first_stage) {
-        char first[512];
-        format_location(first, sizeof first, &pipeline->stages[*first_stage].where);
-        return ft_error_at(target_where, "duplicate target '%s': the stage at %s already makes it", target, first);
-    }
-    ft_grow((void **)&pipeline->stages, &p->stage_capacity, pipeline->n_stages + 1, sizeof *pipeline->stages);
-    ft_stage_decl *stage = &pipeline->stages[pipeline->n_stages];
-    memset(stage, 0, sizeof *stage);
-    stage->target = ft_xstrdup(target);
-    ft_strmap_put(&p->targets, stage->target, pipeline->n_stages);
-    stage->where = *target_where;
-    stage->kind = ft_xstrdup(words->words[0]);
-    stage->kind_where = words->where[0];
-    stage->n_inputs = words->n_words - 1;
-    stage->inputs = ft_xcalloc(stage->n_inputs + 1, sizeof *stage->inputs);
-    stage->input_where = ft_xcalloc(stage->n_inputs + 1, sizeof *stage->input_where);
-    for (size_t i = 1; i < words->n_words; i++) {
-        stage->inputs[i - 1] = ft_xstrdup(words->words[i]);
-        stage->input_where[i - 1] = words->where[i];
-    }
-    p->current_stage = pipeline->n_stages++;
-    return 0;
+    free(p->group.axes);
+    free(p->group.counters);
+    free(p->group.target);
+    p->group = (stage_group){.first = NO_STAGE};
 }
 
 /* `.NAME` in capitals, as make spells its special targets. */
@@ -241,18 +112,19 @@ static bool is_special_target(const char *word)
     return true;
 }
 
-/* `target: kind inputs...` or `.DEFAULT: targets...`. */
-static int parse_rule(parser *p, const ft_located_text *line, size_t start, size_t colon)
+/* One stage (or the defaults) from a rule line, with `bound` matrix axes bound. */
+static int parse_rule_once(parser *p, const ft_located_text *line, size_t start, size_t colon, const size_t *bound,
+                           size_t n_bound, bool *is_stage)
 {
     word_list targets, rest;
-    if (expand_words(p, line, start, colon, &targets) != 0)
+    if (ft_parser_expand_words(p, line, start, colon, &targets) != 0)
         return -1;
     int result = 0;
     if (targets.n_words == 0) {
         result =
             ft_error_at(&line->where[colon], "missing target before ':': a stage line is `TARGET: KIND inputs...`");
     } else if (targets.n_words > 1) {
-        char *written = trimmed_copy(line, start, colon);
+        char *written = ft_parser_trimmed_copy(line, start, colon);
         result =
             ft_error_at(&targets.where[1], "'%s' is %zu targets: a stage makes one target; write one stage for each",
                         written, targets.n_words);
@@ -262,65 +134,105 @@ static int parse_rule(parser *p, const ft_located_text *line, size_t start, size
             ft_error_at(&targets.where[0], "unknown special target '%s': the only one is .DEFAULT", targets.words[0]);
     }
     if (result == 0)
-        result = expand_words(p, line, colon + 1, line->length, &rest);
+        result = ft_parser_expand_words_over_matrix(p, line, colon + 1, line->length, bound, n_bound, &rest);
     if (result == 0) {
-        if (strcmp(targets.words[0], ".DEFAULT") == 0)
+        if (strcmp(targets.words[0], ".DEFAULT") == 0) {
             result = parse_defaults(p, &targets.where[0], &line->where[colon], &rest);
-        else
-            result = add_stage(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
-        free_words(&rest);
+        } else {
+            *is_stage = true;
+            result = ft_parser_expand_wildcards(p, &rest);
+            if (result == 0 && strchr(targets.words[0], '%') && rest.n_words > 0)
+                result = ft_parser_add_pattern_stages(p, targets.words[0], &targets.where[0], &line->where[colon],
+                                                      &rest);
+            else if (result == 0)
+                result = ft_parser_add_stage(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
+        }
+        ft_parser_free_words(&rest);
     }
-    free_words(&targets);
+    ft_parser_free_words(&targets);
     return result;
 }
 
-/* An indented `key = value` line under the current stage. */
+/* `target: kind inputs...` or `.DEFAULT: targets...`: one stage, or one for each
+ * combination of the matrix axes the target names. */
+static int parse_rule(parser *p, const ft_located_text *line, size_t start, size_t colon)
+{
+    size_t first = p->pipeline->n_stages;
+    size_t *axes = ft_xcalloc(p->matrix.n_axes + 1, sizeof *axes);
+    size_t n_axes = ft_matrix_mentioned(&p->matrix, line, start, colon, NULL, 0, axes);
+    size_t *counters = ft_xcalloc(n_axes + 1, sizeof *counters);
+    size_t *made_with = NULL; /* each stage's matrix values */
+    size_t count = 0;
+    bool is_stage = false;
+    int result = 0;
+    do {
+        ft_parser_bind_values(p, axes, n_axes, counters);
+        result = parse_rule_once(p, line, start, colon, axes, n_axes, &is_stage);
+        ft_parser_unbind_values(p, axes, n_axes);
+        for (; count < p->pipeline->n_stages - first; count++) {
+            made_with = ft_xrealloc(made_with, (count + 1) * (n_axes + 1) * sizeof *made_with);
+            memcpy(made_with + count * n_axes, counters, n_axes * sizeof *counters);
+        }
+    } while (result == 0 && n_axes > 0 && ft_matrix_next(&p->matrix, axes, n_axes, counters));
+    free(counters);
+    if (result == 0 && is_stage) {
+        /* A pattern that matches no file makes no stage; its parameter lines are read for none. */
+        p->group = (stage_group){.first = first,
+                                 .count = count,
+                                 .axes = axes,
+                                 .n_axes = n_axes,
+                                 .counters = made_with,
+                                 .target = ft_parser_trimmed_copy(line, start, colon)};
+        return 0;
+    }
+    free(axes);
+    free(made_with);
+    return result;
+}
+
+static bool starts_with_word(const ft_located_text *line, size_t start, const char *word);
+
+/* An indented `key = value` line, for each stage of the current group. */
+static int add_parameter(parser *p, size_t stage_index, const ft_located_text *line, size_t start);
+
 static int parse_parameter(parser *p, const ft_located_text *line, size_t start)
 {
-    ft_pipeline *pipeline = p->pipeline;
-    if (p->current_stage == NO_STAGE)
+    if (p->current_set != NO_SET)
+        return ft_parser_add_set_entry(p, line, start);
+    if (p->group.first != NO_STAGE && starts_with_word(line, start, "use") && !strchr(line->chars + start, '='))
+        return ft_parser_use_sets(p, line, start);
+    if (p->group.first == NO_STAGE)
         return ft_error_at(&line->where[start], "indented line outside a stage: parameter lines go under a "
                                                 "`target: kind inputs...` line (unindent it to set a variable)");
-    ft_stage_decl *stage = &pipeline->stages[p->current_stage];
-    const char *equals = strchr(line->chars + start, '=');
-    if (!equals)
-        return ft_error_at(&line->where[start], "expected `key = value` in stage '%s': '%s' has no '='", stage->target,
-                           line->chars + start);
-    size_t eq = (size_t)(equals - line->chars);
-    char *key = trimmed_copy(line, start, eq);
+    size_t *unbound = ft_xcalloc(p->matrix.n_axes + 1, sizeof *unbound);
+    size_t n_unbound =
+        ft_matrix_mentioned(&p->matrix, line, start, line->length, p->group.axes, p->group.n_axes, unbound);
     int result = 0;
-    if (!key[0])
-        result = ft_error_at(&line->where[eq], "missing parameter name before '='");
-    else if (!is_word(key))
-        result = ft_error_at(&line->where[start], "'%s' is not a parameter name: use letters, digits and '_'", key);
-    for (size_t i = 0; result == 0 && i < stage->n_params; i++) {
-        if (strcmp(stage->params[i].name, key) == 0) {
-            char first[512];
-            format_location(first, sizeof first, &stage->params[i].where);
-            result = ft_error_at(&line->where[start], "parameter '%s' is set twice in stage '%s' (first at %s)", key,
-                                 stage->target, first);
-        }
+    if (n_unbound > 0)
+        result = ft_error_at(&line->where[start],
+                             "the parameter uses matrix variable '%s', which the target '%s' does not name: put "
+                             "$(%s) in the target, so that each value makes its own stage",
+                             p->matrix.axes[unbound[0]].name, p->group.target,
+                             p->matrix.axes[unbound[0]].name);
+    free(unbound);
+    for (size_t k = 0; k < p->group.count && result == 0; k++) {
+        const size_t *values = p->group.counters + k * p->group.n_axes;
+        ft_parser_bind_values(p, p->group.axes, p->group.n_axes, values);
+        result = add_parameter(p, p->group.first + k, line, start);
+        ft_parser_unbind_values(p, p->group.axes, p->group.n_axes);
     }
-    if (result != 0) {
-        free(key);
-        return result;
-    }
-    size_t value_start = skip_blanks(line, eq + 1);
-    stage->params = ft_xrealloc(stage->params, (stage->n_params + 1) * sizeof *stage->params);
-    ft_param *param = &stage->params[stage->n_params];
-    param->name = key;
-    param->value = NULL;
-    param->where = line->where[start];
-    param->value_where = line->where[value_start];
+    return result;
+}
 
-    ft_grow((void **)&p->pending, &p->pending_capacity, p->n_pending + 1, sizeof *p->pending);
-    pending_value *pending = &p->pending[p->n_pending++];
-    pending->stage = p->current_stage;
-    pending->param = stage->n_params++;
-    ft_located_init(&pending->raw);
-    ft_located_reset(&pending->raw, line->where[value_start]);
-    ft_located_append(&pending->raw, line, value_start, line->length);
-    return 0;
+static int add_parameter(parser *p, size_t stage_index, const ft_located_text *line, size_t start)
+{
+    ft_stage_decl *stage = &p->pipeline->stages[stage_index];
+    char *key;
+    size_t value_start;
+    int result = ft_parser_split_parameter(line, start, "stage", stage->target, &key, &value_start);
+    if (result != 0)
+        return result;
+    return ft_parser_set_parameter(p, stage_index, key, &line->where[start], line, value_start, line->length, NULL);
 }
 
 static int parse_text(parser *p, const char *name, const char *identity, const char *text);
@@ -371,7 +283,10 @@ static int include_file(parser *p, const char *name, const ft_location *where, c
                 result = ft_read_file(path, &text, NULL);
                 if (result == 0) {
                     char *identity = ft_path_absolute(path);
-                    result = include_found(p, where, path, identity, text);
+                    if (ft_parser_is_params_file(name))
+                        result = ft_parser_include_params_file(p, where, keep_file_name(p, path), text);
+                    else
+                        result = include_found(p, where, path, identity, text);
                     free(identity);
                     free(text);
                 }
@@ -409,14 +324,14 @@ static int parse_include(parser *p, const ft_located_text *line, size_t start, c
 {
     word_list names;
     size_t keyword_end = start + strlen("include");
-    if (expand_words(p, line, keyword_end, line->length, &names) != 0)
+    if (ft_parser_expand_words(p, line, keyword_end, line->length, &names) != 0)
         return -1;
     int result = 0;
     if (names.n_words == 0)
         result = ft_error_at(&line->where[start], "include needs a file name: write `include NAME`");
     for (size_t i = 0; i < names.n_words && result == 0; i++)
         result = include_file(p, names.words[i], &names.where[i], including_dir);
-    free_words(&names);
+    ft_parser_free_words(&names);
     return result;
 }
 
@@ -424,47 +339,33 @@ static bool starts_with_word(const ft_located_text *line, size_t start, const ch
 {
     size_t n = strlen(word);
     return strncmp(line->chars + start, word, n) == 0 &&
-           (start + n == line->length || is_blank(line->chars[start + n]));
+           (start + n == line->length || ft_parser_is_blank(line->chars[start + n]));
 }
 
 /* Whether an assignment operator follows line[i...]: `include = x` sets a
  * variable named include, as in make. */
 static bool assigns_after(const ft_located_text *line, size_t i)
 {
-    i = skip_blanks(line, i);
+    i = ft_parser_skip_blanks(line, i);
     char c = line->chars[i];
     return c == '=' || ((c == ':' || c == '?') && line->chars[i + 1] == '=');
 }
 
-/* The first `=` or `:` outside `$(...)`, or line->length. */
-static size_t find_operator(const ft_located_text *line, size_t from)
-{
-    int depth = 0;
-    for (size_t i = from; i < line->length; i++) {
-        char c = line->chars[i];
-        char next = line->chars[i + 1];
-        if (c == '$' && (next == '(' || next == '{' || next == '$')) {
-            depth += next != '$';
-            i++;
-        } else if (depth > 0 && (c == ')' || c == '}')) {
-            depth--;
-        } else if (depth == 0 && (c == '=' || c == ':')) {
-            return i;
-        }
-    }
-    return line->length;
-}
-
 static int parse_line(parser *p, const ft_located_text *line, bool indented, const char *dir)
 {
-    size_t start = skip_blanks(line, 0);
+    size_t start = ft_parser_skip_blanks(line, 0);
     if (start == line->length)
         return 0;
     if (indented)
         return parse_parameter(p, line, start);
-    p->current_stage = NO_STAGE;
+    end_group(p);
+    p->current_set = NO_SET;
+    if (starts_with_word(line, start, "params") && !assigns_after(line, start + strlen("params")))
+        return ft_parser_parse_param_set(p, line, start);
     if (starts_with_word(line, start, "include") && !assigns_after(line, start + strlen("include")))
         return parse_include(p, line, start, dir);
+    if (starts_with_word(line, start, "matrix") && !assigns_after(line, start + strlen("matrix")))
+        return ft_parser_parse_matrix(p, line, start);
     static const char *const rules_directives[] = {".kind", ".common", ".doc"};
     for (size_t i = 0; i < 3; i++)
         if (starts_with_word(line, start, rules_directives[i]))
@@ -472,7 +373,7 @@ static int parse_line(parser *p, const ft_located_text *line, bool indented, con
                                "'%s' belongs in a rules file (rules/KIND.ft), which a pipeline "
                                "does not include",
                                rules_directives[i]);
-    size_t op = find_operator(line, start);
+    size_t op = ft_parser_find_operator(line, start);
     if (op == line->length)
         return ft_error_at(&line->where[start], "expected `NAME = value`, `target: kind inputs...` or `include NAME`");
     if (line->chars[op] == ':' && line->chars[op + 1] == '=')
@@ -492,7 +393,7 @@ static int parse_text(parser *p, const char *name, const char *identity, const c
     ft_grow((void **)&p->open_files, &p->open_capacity, p->n_open_files + 1, sizeof *p->open_files);
     p->open_files[p->n_open_files++] = (open_file){identity, name};
     char *dir = strncmp(name, BUILTIN_PREFIX, strlen(BUILTIN_PREFIX)) == 0 ? NULL : ft_path_dirname(name);
-    p->current_stage = NO_STAGE;
+    end_group(p);
     ft_lexer lexer;
     ft_lexer_init(&lexer, name, text);
     ft_located_text line;
@@ -504,7 +405,7 @@ static int parse_text(parser *p, const char *name, const char *identity, const c
     ft_located_free(&line);
     ft_lexer_free(&lexer);
     free(dir);
-    p->current_stage = NO_STAGE;
+    end_group(p);
     p->n_open_files--;
     return result;
 }
@@ -533,8 +434,10 @@ int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeli
     char *dir = ft_path_dirname(name);
     pipeline->dir = ft_path_absolute(dir);
     free(dir);
-    parser p = {.pipeline = pipeline, .options = options, .current_stage = NO_STAGE};
+    parser p = {.pipeline = pipeline, .options = options, .group = {.first = NO_STAGE}, .current_set = NO_SET};
     p.variables = ft_variables_new(options);
+    ft_matrix_init(&p.matrix);
+    ft_located_init(&p.expanded);
     char *identity = ft_path_absolute(name);
     int result = parse_text(&p, keep_file_name(&p, name), identity, text);
     if (result == 0)
@@ -545,6 +448,10 @@ int ft_pipeline_parse_string(const char *name, const char *text, const ft_pipeli
     free(p.pending);
     free(p.open_files);
     ft_strmap_free(&p.targets);
+    end_group(&p);
+    ft_parser_free_param_sets(&p);
+    ft_matrix_free(&p.matrix);
+    ft_located_free(&p.expanded);
     ft_variables_free(p.variables);
     if (result != 0) {
         ft_pipeline_free(pipeline);
@@ -580,8 +487,14 @@ void ft_pipeline_free(ft_pipeline *pipeline)
         for (size_t k = 0; k < stage->n_params; k++) {
             free(stage->params[k].name);
             free(stage->params[k].value);
+            free(stage->params[k].from_set);
         }
         free(stage->params);
+        for (size_t k = 0; k < stage->n_variables; k++) {
+            free(stage->variables[k].name);
+            free(stage->variables[k].value);
+        }
+        free(stage->variables);
     }
     free(pipeline->stages);
     for (size_t i = 0; i < pipeline->n_defaults; i++)

@@ -1,5 +1,6 @@
 /* pipeline_lexer: Ftpipe text to logical lines, each byte keeping its file:line:column. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "ftpipe/base/mem.h"
 #include "pipeline_internal.h"
@@ -59,6 +60,17 @@ void ft_located_push(ft_located_text *text, char c, ft_location where)
     text->where[text->length] = next_column(where);
 }
 
+void ft_located_fill(ft_located_text *text, const char *chars, size_t n, ft_location where)
+{
+    reserve(text, n);
+    memcpy(text->chars + text->length, chars, n);
+    for (size_t i = 0; i < n; i++)
+        text->where[text->length + i] = where;
+    text->length += n;
+    text->chars[text->length] = '\0';
+    text->where[text->length] = next_column(where);
+}
+
 void ft_located_truncate(ft_located_text *text, size_t length)
 {
     if (length >= text->length)
@@ -71,8 +83,15 @@ void ft_located_truncate(ft_located_text *text, size_t length)
 
 void ft_located_append(ft_located_text *text, const ft_located_text *source, size_t from, size_t to)
 {
-    for (size_t i = from; i < to; i++)
-        ft_located_push(text, source->chars[i], source->where[i]);
+    if (to <= from)
+        return;
+    size_t n = to - from;
+    reserve(text, n);
+    memcpy(text->chars + text->length, source->chars + from, n);
+    memcpy(text->where + text->length, source->where + from, n * sizeof *text->where);
+    text->length += n;
+    text->chars[text->length] = '\0';
+    text->where[text->length] = next_column(text->where[text->length - 1]);
 }
 
 static bool is_blank(char c) { return c == ' ' || c == '\t'; }
@@ -110,8 +129,14 @@ static bool read_physical_line(ft_lexer *lexer, bool continuing, ft_location *ba
     size_t first = start;
     while (continuing && first < stop && is_blank(text[first]))
         first++;
-    for (size_t i = first; i < stop; i++)
-        ft_located_push(&lexer->raw, text[i], (ft_location){lexer->file, lexer->line, (int)(i - start) + 1});
+    ft_located_text *raw = &lexer->raw;
+    reserve(raw, stop - first);
+    for (size_t i = first; i < stop; i++) {
+        raw->chars[raw->length] = text[i];
+        raw->where[raw->length++] = (ft_location){lexer->file, lexer->line, (int)(i - start) + 1};
+    }
+    raw->chars[raw->length] = '\0';
+    raw->where[raw->length] = (ft_location){lexer->file, lexer->line, (int)(stop - start) + 1};
     lexer->line++;
     return continued;
 }
@@ -137,18 +162,27 @@ bool ft_lexer_next(ft_lexer *lexer, ft_located_text *line, bool *indented)
 
     const ft_located_text *raw = &lexer->raw;
     ft_located_reset(line, start);
+    /* Runs without `#` are copied whole. */
+    size_t copied = 0;
     for (size_t i = 0; i < raw->length; i++) {
         char c = raw->chars[i];
-        if (c == '\\' && i + 1 < raw->length && raw->chars[i + 1] == '#') {
-            ft_located_push(line, '#', raw->where[i]);
-            i++;
+        if (c != '#')
             continue;
-        }
+        bool escaped = i > 0 && raw->chars[i - 1] == '\\';
         /* A `#` glued to a word (url#fragment) is text, not a comment. */
-        if (c == '#' && (i == 0 || is_blank(raw->chars[i - 1])))
+        bool comment = !escaped && (i == 0 || is_blank(raw->chars[i - 1]));
+        if (!escaped && !comment)
+            continue;
+        ft_located_append(line, raw, copied, escaped ? i - 1 : i);
+        if (comment) {
+            copied = raw->length + 1; /* nothing after it */
             break;
-        ft_located_push(line, c, raw->where[i]);
+        }
+        ft_located_push(line, '#', raw->where[i - 1]);
+        copied = i + 1;
     }
+    if (copied < raw->length)
+        ft_located_append(line, raw, copied, raw->length);
     size_t kept = line->length;
     while (kept > 0 && is_blank(line->chars[kept - 1]))
         kept--;

@@ -25,6 +25,8 @@ ft_stage *ft_plan_stage_context(const ft_workspace *workspace, const ft_graph *g
         .n_inputs = node->n_inputs,
         .work_dir = work_dir,
         .state_dir = workspace->state_dir,
+        .variables = node->decl->variables,
+        .n_variables = node->decl->n_variables,
     };
     ft_stage *stage = ft_stage_create(&setup);
     free(work_dir);

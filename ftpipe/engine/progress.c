@@ -22,12 +22,16 @@ struct ft_progress {
     size_t n_lines;
     size_t drawn;        /* live lines currently on screen */
     uint64_t last_draw_ns;
+    uint64_t start_ns;
+    size_t settled;      /* stages finished one way or another, of total */
+    size_t total;
 };
 
 ft_progress *ft_progress_new(FILE *out)
 {
     ft_progress *progress = ft_xcalloc(1, sizeof *progress);
     progress->out = out;
+    progress->start_ns = ft_now_ns();
     const char *term = getenv("TERM");
     progress->live = isatty(fileno(out)) && !(term && strcmp(term, "dumb") == 0);
     return progress;
@@ -54,9 +58,15 @@ static void erase(ft_progress *progress)
 
 static void draw(ft_progress *progress)
 {
+    if (progress->total > 0 && progress->n_lines > 0) {
+        uint64_t seconds = (ft_now_ns() - progress->start_ns) / 1000000000u;
+        fprintf(progress->out, "[%zu/%zu stages] %llum%02llus elapsed\n", progress->settled, progress->total,
+                (unsigned long long)(seconds / 60), (unsigned long long)(seconds % 60));
+        progress->drawn++;
+    }
     for (size_t i = 0; i < progress->n_lines; i++)
         fprintf(progress->out, "%.*s\n", 160, progress->lines[i].text);
-    progress->drawn = progress->n_lines;
+    progress->drawn += progress->n_lines;
     fflush(progress->out);
 }
 
@@ -72,6 +82,12 @@ void ft_progress_message(ft_progress *progress, const char *fmt, ...)
     if (progress->live)
         draw(progress);
     fflush(progress->out);
+}
+
+void ft_progress_overall(ft_progress *progress, size_t settled, size_t total)
+{
+    progress->settled = settled;
+    progress->total = total;
 }
 
 void ft_progress_status(ft_progress *progress, size_t slot, const char *text)

@@ -4,9 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/hash.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/build.h"
 
@@ -32,9 +35,12 @@ static char **rule_dirs(size_t *count)
 int ft_session_open(const ft_invocation *invocation, bool lock, ft_session *out)
 {
     memset(out, 0, sizeof *out);
+    uint64_t start_ns = ft_now_ns();
     size_t n_dirs = 0;
     char **dirs = rule_dirs(&n_dirs);
     int result = ft_rulebook_load((const char *const *)dirs, n_dirs, &out->rules);
+    uint64_t rules_ns = ft_now_ns();
+    out->phase_ns[FT_PHASE_RULES] = rules_ns - start_ns;
     if (result == 0) {
         if (!ft_path_exists(invocation->pipeline_path)) {
             result = ft_error("no pipeline file %s; write one (see README.md) or give -f FILE / -C DIR",
@@ -52,10 +58,15 @@ int ft_session_open(const ft_invocation *invocation, bool lock, ft_session *out)
     for (size_t i = 0; i < n_dirs; i++)
         free(dirs[i]);
     free(dirs);
+    uint64_t parsed_ns = ft_now_ns();
+    out->phase_ns[FT_PHASE_PARSE] = parsed_ns - rules_ns;
     if (result == 0)
         result = ft_graph_build(out->pipeline, out->rules, invocation->kinds, &out->graph);
+    uint64_t graph_ns = ft_now_ns();
+    out->phase_ns[FT_PHASE_GRAPH] = graph_ns - parsed_ns;
     if (result == 0)
         result = ft_workspace_open(out->pipeline->dir, lock, &out->workspace);
+    out->phase_ns[FT_PHASE_WORKSPACE] = ft_now_ns() - graph_ns;
     if (result != 0) {
         ft_session_close(out);
         return -1;
@@ -94,6 +105,29 @@ static void print_summary(const ft_build_summary *summary, bool dry_run)
     printf("\n");
 }
 
+/* FTPIPE_STATS=1: each phase's time and what the process read, on stderr: the
+ * bytes of files hashed (mapped, so /proc/self/io's rchar misses them) and
+ * rchar, the bytes read() returned (the state database, the pipeline). */
+static void print_stats(const ft_session *session)
+{
+    static const char *const names[FT_PHASE_COUNT] = {"rules", "parse", "graph", "workspace", "plan and build"};
+    fprintf(stderr, "ftpipe stats:");
+    for (int i = 0; i < FT_PHASE_COUNT; i++)
+        fprintf(stderr, " %s %.1f ms%s", names[i], (double)session->phase_ns[i] / 1e6,
+                i + 1 < FT_PHASE_COUNT ? "," : ";");
+    unsigned long long read_chars = 0;
+    FILE *io = fopen("/proc/self/io", "r");
+    char line[128];
+    while (io && fgets(line, sizeof line, io))
+        sscanf(line, "rchar: %llu", &read_chars);
+    if (io)
+        fclose(io);
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    fprintf(stderr, " hashed %llu bytes of files, read %llu bytes, peak memory %ld KiB\n",
+            (unsigned long long)ft_hash_file_bytes_total(), read_chars, usage.ru_maxrss);
+}
+
 int ft_run_pipeline(const ft_invocation *invocation)
 {
     ft_session session;
@@ -111,7 +145,12 @@ int ft_run_pipeline(const ft_invocation *invocation)
         };
         ft_build_detect_resources(&options.gpus_total, &options.memory_total_bytes);
         ft_build_summary summary;
+        uint64_t build_start_ns = ft_now_ns();
         int result = ft_build(session.workspace, session.graph, &options, &summary);
+        session.phase_ns[FT_PHASE_BUILD] = ft_now_ns() - build_start_ns;
+        const char *stats = getenv("FTPIPE_STATS");
+        if (stats && strcmp(stats, "1") == 0)
+            print_stats(&session);
         print_summary(&summary, invocation->dry_run);
         ft_progress_free(options.progress);
         if (summary.interrupted)

@@ -288,8 +288,17 @@ int ft_slurm_stage_exec(const char *path, const ft_stage_kind *const *kinds)
         ft_rulebook_free(book);
         return 1;
     }
-    ft_stage_setup setup = {kind,        &params,     d.fields[1], d.fields[2], d.fields[3], (const char *const *)d.inputs,
-                            d.n_inputs, d.fields[4], d.fields[5], !ft_slurm_step_writes_output()};
+    /* the pipeline's variables stay behind: a shell stage's `env` is not sent to the node yet */
+    ft_stage_setup setup = {.kind = kind,
+                            .params = &params,
+                            .target = d.fields[1],
+                            .key = d.fields[2],
+                            .pipeline_dir = d.fields[3],
+                            .inputs = (const char *const *)d.inputs,
+                            .n_inputs = d.n_inputs,
+                            .work_dir = d.fields[4],
+                            .state_dir = d.fields[5],
+                            .output_elsewhere = !ft_slurm_step_writes_output()};
     ft_stage *stage = ft_stage_create(&setup);
     fflush(NULL);
     int exit_status = ft_stage_child_main(stage, STDOUT_FILENO, NULL);

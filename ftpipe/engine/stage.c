@@ -28,6 +28,8 @@ struct ft_stage {
     char *work_dir;
     char *output_path;
     char *state_dir;
+    ft_variable *variables;
+    size_t n_variables;
     int report_fd;       /* -1 in the engine process */
     bool output_elsewhere;
     FILE *log;
@@ -59,6 +61,11 @@ ft_stage *ft_stage_create(const ft_stage_setup *setup)
     stage->output_path = ft_path_join(out_dir, ft_path_basename(setup->target));
     free(out_dir);
     stage->state_dir = ft_xstrdup(setup->state_dir);
+    stage->variables = ft_xcalloc(setup->n_variables + 1, sizeof *stage->variables);
+    for (size_t i = 0; i < setup->n_variables; i++)
+        stage->variables[i] =
+            (ft_variable){ft_xstrdup(setup->variables[i].name), ft_xstrdup(setup->variables[i].value)};
+    stage->n_variables = setup->n_variables;
     stage->report_fd = -1;
     stage->output_elsewhere = setup->output_elsewhere;
     return stage;
@@ -68,6 +75,11 @@ void ft_stage_destroy(ft_stage *stage)
 {
     if (!stage)
         return;
+    for (size_t i = 0; i < stage->n_variables; i++) {
+        free(stage->variables[i].name);
+        free(stage->variables[i].value);
+    }
+    free(stage->variables);
     for (size_t i = 0; i < stage->n_inputs; i++)
         free(stage->inputs[i]);
     free(stage->inputs);
@@ -159,6 +171,14 @@ const char *ft_stage_target(const ft_stage *stage) { return stage->target; }
 const ft_param_set *ft_stage_params(const ft_stage *stage) { return stage->params; }
 int ft_stage_report_fd(const ft_stage *stage) { return stage->report_fd; }
 const char *ft_stage_key(const ft_stage *stage) { return stage->key; }
+const char *ft_stage_variable(const ft_stage *stage, const char *name)
+{
+    for (size_t i = 0; i < stage->n_variables; i++)
+        if (strcmp(stage->variables[i].name, name) == 0)
+            return stage->variables[i].value;
+    return NULL;
+}
+
 const char *ft_stage_pipeline_dir(const ft_stage *stage) { return stage->pipeline_dir; }
 size_t ft_stage_input_count(const ft_stage *stage) { return stage->n_inputs; }
 

@@ -16,15 +16,20 @@ static int compare_values_by_name(const void *a, const void *b)
 
 /* The key text is built with plain appends: a no-op run over 10,000 stages
  * computes 10,000 keys, and printf would dominate it. */
-static void put_length_prefixed(ft_strbuf *text, const char *value)
+static void put_decimal(ft_strbuf *text, size_t value)
 {
     char digits[24];
-    size_t length = strlen(value), n = 0;
+    size_t n = 0;
     do {
-        digits[sizeof digits - 1 - n++] = (char)('0' + length % 10);
-        length /= 10;
-    } while (length);
+        digits[sizeof digits - 1 - n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
     ft_strbuf_add(text, digits + sizeof digits - n, n);
+}
+
+static void put_length_prefixed(ft_strbuf *text, const char *value)
+{
+    put_decimal(text, strlen(value));
     ft_strbuf_putc(text, ':');
     ft_strbuf_puts(text, value);
 }
@@ -49,9 +54,9 @@ int ft_stage_key_compute(const ft_node *node, char **input_hashes, ft_stage *con
     ft_strbuf_init(&text);
     ft_strbuf_puts(&text, "ftpipe key 1\nkind ");
     ft_strbuf_puts(&text, node->kind->name);
-    char version[24];
-    snprintf(version, sizeof version, " %d\n", node->kind->version);
-    ft_strbuf_puts(&text, version);
+    ft_strbuf_putc(&text, ' ');
+    put_decimal(&text, (size_t)node->kind->version);
+    ft_strbuf_putc(&text, '\n');
 
     const ft_param_value **sorted = ft_xcalloc(node->params.n_values + 1, sizeof *sorted);
     size_t n_key = sorted_key_params(node, sorted);

@@ -13,6 +13,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/strmap.h"
 
 #define SCHEMA_VERSION 1
 
@@ -41,8 +42,8 @@ typedef enum {
     SQL_RUN_INSERT,
     SQL_RUN_FINISH,
     SQL_RUN_LAST,
+    SQL_RUN_OF_KEY,
     SQL_RUN_ALL,
-    SQL_TARGET_GET,
     SQL_TARGET_SET,
     SQL_TARGET_DELETE,
     SQL_TARGET_ALL,
@@ -61,9 +62,8 @@ static const char *const statement_sql[SQL_COUNT] = {
                        " log_path = COALESCE(?6, log_path) WHERE id = ?1",
     [SQL_RUN_LAST] = "SELECT " RUN_COLUMNS " FROM runs WHERE target = ?1 AND (?2 IS NULL OR status = ?2)"
                      " ORDER BY id DESC LIMIT 1",
+    [SQL_RUN_OF_KEY] = "SELECT " RUN_COLUMNS " FROM runs WHERE key = ?1 AND status = ?2 ORDER BY id DESC LIMIT 1",
     [SQL_RUN_ALL] = "SELECT " RUN_COLUMNS " FROM runs ORDER BY id DESC",
-    [SQL_TARGET_GET] = "SELECT key, output_hash, device, inode, size_bytes, mtime_ns FROM targets"
-                       " WHERE target = ?1",
     [SQL_TARGET_SET] = "INSERT OR REPLACE INTO targets VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [SQL_TARGET_DELETE] = "DELETE FROM targets WHERE target = ?1",
     [SQL_TARGET_ALL] = "SELECT target, key, output_hash, device, inode, size_bytes, mtime_ns FROM targets"
@@ -92,12 +92,25 @@ typedef struct {
     bool loaded;
 } file_map;
 
+/* The targets table in memory, read in one query at the first lookup: a no-op
+ * asks about every target. */
+typedef struct {
+    ft_strmap index; /* target -> slot */
+    char **names;
+    ft_target_record *records;
+    bool *present;   /* false once deleted */
+    size_t count;
+    size_t capacity;
+    bool loaded;
+} target_map;
+
 struct ft_state {
     sqlite3 *db;
     char *path;
     int transaction_depth;
     sqlite3_stmt *statements[SQL_COUNT];
     file_map files;
+    target_map targets;
 };
 
 static int database_error(ft_state *state, const char *what)
@@ -164,7 +177,12 @@ static char *column_text_or_null(sqlite3_stmt *stmt, int column)
 static void copy_hex(char out[FT_HASH_HEX_LENGTH + 1], sqlite3_stmt *stmt, int column)
 {
     const unsigned char *text = sqlite3_column_text(stmt, column);
-    snprintf(out, FT_HASH_HEX_LENGTH + 1, "%s", text ? (const char *)text : "");
+    size_t length = text ? (size_t)sqlite3_column_bytes(stmt, column) : 0;
+    if (length > FT_HASH_HEX_LENGTH)
+        length = FT_HASH_HEX_LENGTH;
+    if (length)
+        memcpy(out, text, length);
+    out[length] = '\0';
 }
 
 /* --- opening --- */
@@ -246,6 +264,12 @@ void ft_state_close(ft_state *state)
         sqlite3_finalize(state->statements[i]);
     sqlite3_close(state->db);
     file_map_free(&state->files);
+    for (size_t i = 0; i < state->targets.count; i++)
+        free(state->targets.names[i]);
+    free(state->targets.names);
+    free(state->targets.records);
+    free(state->targets.present);
+    ft_strmap_free(&state->targets.index);
     free(state->path);
     free(state);
 }
@@ -474,6 +498,22 @@ int ft_state_last_run(ft_state *state, const char *target, int status, ft_run_re
     return rc == SQLITE_DONE ? 0 : database_error(state, "read the last run");
 }
 
+int ft_state_run_of_key(ft_state *state, const char *key, ft_run_status status, ft_run_record *out)
+{
+    sqlite3_stmt *stmt = statement(state, SQL_RUN_OF_KEY);
+    if (!stmt)
+        return -1;
+    sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, status_names[status], -1, SQLITE_STATIC);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        read_run(stmt, out);
+    sqlite3_reset(stmt);
+    if (rc == SQLITE_ROW)
+        return 1;
+    return rc == SQLITE_DONE ? 0 : database_error(state, "read the run of a key");
+}
+
 void ft_run_record_free(ft_run_record *run)
 {
     free(run->target);
@@ -514,19 +554,54 @@ static void read_target(sqlite3_stmt *stmt, int first_column, ft_target_record *
     out->stat.mtime_ns = sqlite3_column_int64(stmt, first_column + 5);
 }
 
-int ft_state_target_get(ft_state *state, const char *target, ft_target_record *out)
+static void target_map_put(target_map *map, const char *target, const ft_target_record *record)
 {
-    sqlite3_stmt *stmt = statement(state, SQL_TARGET_GET);
+    size_t *slot = ft_strmap_get(&map->index, target);
+    if (slot) {
+        map->records[*slot] = *record;
+        map->present[*slot] = true;
+        return;
+    }
+    if (map->count == map->capacity) {
+        map->capacity = map->capacity ? 2 * map->capacity : 64;
+        map->names = ft_xrealloc(map->names, map->capacity * sizeof *map->names);
+        map->records = ft_xrealloc(map->records, map->capacity * sizeof *map->records);
+        map->present = ft_xrealloc(map->present, map->capacity * sizeof *map->present);
+    }
+    map->names[map->count] = ft_xstrdup(target);
+    map->records[map->count] = *record;
+    map->present[map->count] = true;
+    ft_strmap_put(&map->index, map->names[map->count], map->count);
+    map->count++;
+}
+
+static int load_targets(ft_state *state)
+{
+    sqlite3_stmt *stmt = statement(state, SQL_TARGET_ALL);
     if (!stmt)
         return -1;
-    sqlite3_bind_text(stmt, 1, target, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW)
-        read_target(stmt, 0, out);
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        ft_target_record record;
+        read_target(stmt, 1, &record);
+        target_map_put(&state->targets, (const char *)sqlite3_column_text(stmt, 0), &record);
+    }
     sqlite3_reset(stmt);
-    if (rc == SQLITE_ROW)
-        return 1;
-    return rc == SQLITE_DONE ? 0 : database_error(state, "read a target");
+    if (rc != SQLITE_DONE)
+        return database_error(state, "read the targets");
+    state->targets.loaded = true;
+    return 0;
+}
+
+int ft_state_target_get(ft_state *state, const char *target, ft_target_record *out)
+{
+    if (!state->targets.loaded && load_targets(state) != 0)
+        return -1;
+    size_t *slot = ft_strmap_get(&state->targets.index, target);
+    if (!slot || !state->targets.present[*slot])
+        return 0;
+    *out = state->targets.records[*slot];
+    return 1;
 }
 
 int ft_state_target_set(ft_state *state, const char *target, const ft_target_record *record)
@@ -541,7 +616,10 @@ int ft_state_target_set(ft_state *state, const char *target, const ft_target_rec
     sqlite3_bind_int64(stmt, 5, (sqlite3_int64)record->stat.inode);
     sqlite3_bind_int64(stmt, 6, (sqlite3_int64)record->stat.size_bytes);
     sqlite3_bind_int64(stmt, 7, record->stat.mtime_ns);
-    return step_done(state, stmt, "record a target");
+    int result = step_done(state, stmt, "record a target");
+    if (result == 0 && state->targets.loaded)
+        target_map_put(&state->targets, target, record);
+    return result;
 }
 
 int ft_state_target_delete(ft_state *state, const char *target)
@@ -550,7 +628,11 @@ int ft_state_target_delete(ft_state *state, const char *target)
     if (!stmt)
         return -1;
     sqlite3_bind_text(stmt, 1, target, -1, SQLITE_STATIC);
-    return step_done(state, stmt, "forget a target");
+    int result = step_done(state, stmt, "forget a target");
+    size_t *slot = state->targets.loaded ? ft_strmap_get(&state->targets.index, target) : NULL;
+    if (result == 0 && slot)
+        state->targets.present[*slot] = false;
+    return result;
 }
 
 int ft_state_each_target(ft_state *state, int (*visit)(const char *target, const ft_target_record *record,

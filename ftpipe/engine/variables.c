@@ -25,6 +25,7 @@ struct ft_variables {
     const char *expanding[MAX_EXPANSION_DEPTH]; /* recursive variables being expanded, outermost first */
     size_t n_expanding;
     size_t depth;
+    bool keep_unknown; /* leave references to undefined variables, and `$$`, for a later expansion */
 };
 
 ft_variables *ft_variables_new(const ft_pipeline_options *options)
@@ -68,6 +69,11 @@ bool ft_variables_is_overridden(const ft_variables *variables, const char *name)
     return find_override(variables, name) != NULL;
 }
 
+bool ft_variables_is_assigned(const ft_variables *variables, const char *name)
+{
+    return find_in_file(variables, name) != NULL;
+}
+
 bool ft_variables_is_set(const ft_variables *variables, const char *name)
 {
     return find_in_file(variables, name) || find_override(variables, name) || getenv(name);
@@ -88,10 +94,41 @@ void ft_variables_assign(ft_variables *variables, const char *name, const ft_loc
     item->recursive = recursive;
 }
 
-static void push_text(ft_located_text *out, const char *text, ft_location where)
+/* A literal `$` stays `$$` in text that is expanded again later. */
+static void push_literal(ft_variables *variables, ft_located_text *out, char c, ft_location where)
+{
+    if (c == '$' && variables->keep_unknown)
+        ft_located_push(out, '$', where);
+    ft_located_push(out, c, where);
+}
+
+void ft_variables_bind(ft_variables *variables, const char *name, const char *value, ft_location where)
+{
+    ft_located_text text;
+    ft_located_init(&text);
+    ft_located_reset(&text, where);
+    for (const char *c = value; *c; c++)
+        ft_located_push(&text, *c, where);
+    ft_variables_assign(variables, name, &text, 0, text.length, false);
+    ft_located_free(&text);
+}
+
+void ft_variables_unbind(ft_variables *variables, const char *name)
+{
+    variable *item = find_in_file(variables, name);
+    if (!item)
+        return;
+    free(item->name);
+    ft_located_free(&item->value);
+    size_t index = (size_t)(item - variables->items);
+    memmove(item, item + 1, (variables->n_items - index - 1) * sizeof *item);
+    variables->n_items--;
+}
+
+static void push_text(ft_variables *variables, ft_located_text *out, const char *text, ft_location where)
 {
     for (const char *p = text; *p; p++)
-        ft_located_push(out, *p, where);
+        push_literal(variables, out, *p, where);
 }
 
 /* The index of the `close` that matches an opening just before `from`, or `to`. */
@@ -161,7 +198,7 @@ static int expand_reference(ft_variables *variables, const char *name, const ft_
     }
     if (item) {
         for (size_t i = 0; i < item->value.length; i++)
-            ft_located_push(out, item->value.chars[i], *anchor);
+            push_literal(variables, out, item->value.chars[i], *anchor);
         return 0;
     }
     const char *literal = find_override(variables, name);
@@ -169,7 +206,7 @@ static int expand_reference(ft_variables *variables, const char *name, const ft_
         literal = getenv(name);
     if (!literal)
         return undefined_error(variables, name, where);
-    push_text(out, literal, *anchor);
+    push_text(variables, out, literal, *anchor);
     return 0;
 }
 
@@ -188,10 +225,16 @@ static int expand(ft_variables *variables, const ft_located_text *source, size_t
         char c = source->chars[i];
         char next = i + 1 < to ? source->chars[i + 1] : '\0';
         if (c != '$') {
-            ft_located_push(out, c, anchor ? *anchor : *where);
-            i++;
+            /* A run of plain text is copied whole. */
+            const char *dollar = memchr(source->chars + i, '$', to - i);
+            size_t end = dollar ? (size_t)(dollar - source->chars) : to;
+            if (anchor)
+                ft_located_fill(out, source->chars + i, end - i, *anchor);
+            else
+                ft_located_append(out, source, i, end);
+            i = end;
         } else if (next == '$') {
-            ft_located_push(out, '$', anchor ? *anchor : *where);
+            push_literal(variables, out, '$', anchor ? *anchor : *where);
             i += 2;
         } else if (next == '<' || next == '^' || next == '@') {
             /* Automatic variables: bound when the stage runs. */
@@ -215,8 +258,14 @@ static int expand(ft_variables *variables, const ft_located_text *source, size_t
                                      "'$%c%s%c' is not a variable reference: ftpipe has no make functions; "
                                      "write $(NAME)",
                                      next, name.chars, close);
-            if (result == 0)
+            bool unknown = result == 0 && variables->keep_unknown &&
+                           (strchr(name.chars, '$') || !ft_variables_is_set(variables, name.chars));
+            if (unknown) {
+                for (size_t k = i; k <= end; k++)
+                    ft_located_push(out, source->chars[k], anchor ? *anchor : source->where[k]);
+            } else if (result == 0) {
                 result = expand_reference(variables, name.chars, where, out, anchor ? anchor : where);
+            }
             ft_located_free(&name);
             i = end + 1;
         } else if (next == '_' || (next >= 'A' && next <= 'Z') || (next >= 'a' && next <= 'z') ||
@@ -235,4 +284,27 @@ int ft_variables_expand(ft_variables *variables, const ft_located_text *source, 
                         ft_located_text *out)
 {
     return expand(variables, source, from, to, out, NULL);
+}
+
+int ft_variables_value(ft_variables *variables, const char *name, const ft_location *where, char **value)
+{
+    *value = NULL;
+    if (!find_in_file(variables, name) && !find_override(variables, name))
+        return 0;
+    ft_located_text text;
+    ft_located_init(&text);
+    int result = expand_reference(variables, name, where, &text, where);
+    if (result == 0)
+        *value = ft_xstrdup(text.chars);
+    ft_located_free(&text);
+    return result;
+}
+
+int ft_variables_expand_known(ft_variables *variables, const ft_located_text *source, size_t from, size_t to,
+                              ft_located_text *out)
+{
+    variables->keep_unknown = true;
+    int result = expand(variables, source, from, to, out, NULL);
+    variables->keep_unknown = false;
+    return result;
 }

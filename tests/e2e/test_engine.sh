@@ -123,9 +123,9 @@ t_expect_contains "restored d.txt from the cache"
 [ "$(cat "$W/d.txt")" = independent ] || t_fail "d.txt: $(cat "$W/d.txt")"
 t_end
 
-t_case "gc frees what no current target needs"
+t_case "gc --all-unreferenced frees what no current target needs"
 t_run "$FTPIPE" -C "$W"
-t_run "$FTPIPE" -C "$W" gc
+t_run "$FTPIPE" -C "$W" gc --all-unreferenced
 t_expect_status 0
 t_expect_contains "ftpipe gc: removed"
 case "$T_OUT" in *"removed 0 cached files"*) t_fail "gc removed nothing: $T_OUT" ;; esac

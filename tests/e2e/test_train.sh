@@ -41,7 +41,7 @@ train_workspace "threads = 1" "learning_rate = 1e-2" "per_device_train_batch_siz
 t_run "$FTPIPE" -C "$W"
 t_expect_status 0
 t_expect_contains "done     adapter in "
-t_expect_contains ": loss "
+t_expect_contains ": mean loss "
 t_expect_contains "after 12 steps (0.75 epochs)"
 for f in adapter_config.json adapter_model.safetensors ftpipe_train.json train_results.json trainer_log.jsonl; do
   [ -f "$W/adapter/$f" ] || t_fail "adapter/$f is missing"

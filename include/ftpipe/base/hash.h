@@ -48,5 +48,7 @@ int ft_hash_file(const char *path, int threads, ft_hash *out);
 /* Hashes many files at once with up to `threads` threads (0: one per core);
  * large files are split into chunks across threads. out[i] is paths[i]'s hash. */
 int ft_hash_files(const char *const *paths, size_t count, int threads, ft_hash *out);
+/* The bytes of every file this process hashed so far. */
+uint64_t ft_hash_file_bytes_total(void);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "ftpipe/engine/pipeline.h"
 #include "ftpipe/engine/rules.h"
@@ -50,6 +51,10 @@ size_t ft_graph_find(const ft_graph *graph, const char *target);
  * .DEFAULT) and everything they need as selected. Unknown targets and missing
  * source inputs are errors. */
 int ft_graph_select(ft_graph *graph, const char *const *targets, size_t n_targets);
+
+/* Every stage with its kind and inputs, inputs first (`ftpipe dag`); with dot,
+ * as a Graphviz graph (source files drawn as notes). */
+void ft_graph_print(const ft_graph *graph, bool dot, FILE *out);
 
 /* "a/./b/" -> "a/b". Caller frees. */
 char *ft_target_normalise(const char *name);

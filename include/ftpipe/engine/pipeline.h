@@ -5,12 +5,17 @@
  * the command line or the environment), `$(VAR)`/`${VAR}`, `$$` for a literal `$`,
  * `include NAME` (NAME or NAME.ft in the including file's folder, then the rule
  * folders, then the built-in fragments), `#` comments (`\#` is a literal `#`),
- * `\` continuation, and `.DEFAULT: targets...`.
+ * `\` continuation, `.DEFAULT: targets...`, and `matrix NAME = values...` (a
+ * stage whose target names $(NAME) is made once per value), pattern rules
+ * (`out/%.txt: KIND in/%.txt`, one stage per matching file), wildcard inputs,
+ * and parameter sets (`params NAME` + indented lines, given to a stage by its
+ * `use NAME` line).
  * `$<`, `$^` and `$@` are left in values untouched: they are bound when a stage runs.
- * Targets, inputs and include names are expanded when their line is read;
- * parameter values once the whole file is read (as make does with recipes), so
- * they see every assignment. Command-line and environment values are taken
- * literally (a `$` in them is not expanded).
+ * Targets, inputs, include names and parameter values are expanded when their
+ * line is read, so a stage's parameters always agree with its target; a
+ * variable a parameter uses that is not yet defined there is read once the whole
+ * file is (as make reads recipes). Command-line and environment values are
+ * taken literally (a `$` in them is not expanded).
  *
  * Every error names file:line:column and says what was expected. */
 #ifndef FTPIPE_PIPELINE_H
@@ -22,9 +27,15 @@
 
 typedef struct {
     char *name;
+    char *value;
+} ft_variable;
+
+typedef struct {
+    char *name;
     char *value;      /* variables expanded, surrounding blanks trimmed */
     ft_location where;       /* of the key */
     ft_location value_where; /* of the value (just past the `=` when it is empty) */
+    char *from_set;          /* the parameter set (`params NAME`) it came from, or NULL */
 } ft_param;
 
 typedef struct {
@@ -37,12 +48,11 @@ typedef struct {
     size_t n_params;
     ft_location where;    /* of the target */
     ft_location kind_where;
+    /* The pipeline variables its `env` parameter names, with their values where
+     * the stage is written: a shell stage's command sees them in its environment. */
+    ft_variable *variables;
+    size_t n_variables;
 } ft_stage_decl;
-
-typedef struct {
-    char *name;
-    char *value;
-} ft_variable;
 
 typedef struct {
     char *path;              /* the pipeline file, as given */

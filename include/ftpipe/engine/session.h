@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ftpipe/engine/graph.h"
 #include "ftpipe/engine/pipeline.h"
@@ -24,11 +25,22 @@ typedef struct {
     bool dry_run;
 } ft_invocation;
 
+/* Where a run's time goes, for FTPIPE_STATS=1 (the no-op is measured by phase). */
+typedef enum {
+    FT_PHASE_RULES,
+    FT_PHASE_PARSE,
+    FT_PHASE_GRAPH,
+    FT_PHASE_WORKSPACE,
+    FT_PHASE_BUILD,
+    FT_PHASE_COUNT
+} ft_phase;
+
 typedef struct {
     ft_rulebook *rules;
     ft_pipeline *pipeline;
     ft_graph *graph;
     ft_workspace *workspace;
+    uint64_t phase_ns[FT_PHASE_COUNT];
 } ft_session;
 
 /* Reads the pipeline and its rules, builds the graph, opens the workspace (taking

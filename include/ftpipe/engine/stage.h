@@ -54,6 +54,9 @@ const ft_stage_kind *ft_stage_kind_lookup(const ft_stage_kind *const *kinds, con
 const char *ft_stage_target(const ft_stage *stage);   /* as written in the pipeline */
 const char *ft_stage_key(const ft_stage *stage);      /* 32 hex digits */
 const char *ft_stage_pipeline_dir(const ft_stage *stage);
+/* The value of a pipeline variable the stage's `env` parameter names, as it was
+ * where the stage is written; NULL when the pipeline does not set it. */
+const char *ft_stage_variable(const ft_stage *stage, const char *name);
 
 /* --- parameters, by name (a name the kind's rules lack is a programming error: abort) --- */
 bool ft_stage_param_is_set(const ft_stage *stage, const char *name); /* written, not defaulted */

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "ftpipe/engine/pipeline.h"
 #include "ftpipe/engine/rules.h"
 #include "ftpipe/engine/stage.h"
 
@@ -28,6 +29,8 @@ typedef struct {
     const char *work_dir;        /* absolute; holds out/ and log */
     const char *state_dir;       /* absolute .ftpipe folder */
     bool output_elsewhere;       /* another process writes the output (a Slurm job's other nodes) */
+    const ft_variable *variables; /* pipeline variables its `env` declares */
+    size_t n_variables;
 } ft_stage_setup;
 
 /* A context for the engine process (extra_key, cached_output_usable). */

@@ -277,7 +277,7 @@ TEST(stat_cache_spares_unchanged_files)
     set_mtime(path, hour_ago, 6);
     CHECK(ft_hash_equal(file_hash_via(state, path), ft_hash_bytes("version 2", 9)));
 
-    /* A file changed within the last second (here: a minute ahead, as a skewed
+    /* A file changed just now (here: a minute ahead, as a skewed
      * clock may write it, so the test never depends on timing) is hashed but not
      * remembered yet. */
     fixture_write_file(dir, "fresh.json", "new", 0644);
@@ -286,6 +286,21 @@ TEST(stat_cache_spares_unchanged_files)
     CHECK(ft_hash_equal(file_hash_via(state, fresh), ft_hash_bytes("new", 3)));
     CHECK_INT(ft_file_stat_read(fresh, &stat), 0);
     CHECK_INT(ft_state_file_lookup(state, fresh, &stat, &cached), 0);
+
+    /* Older than a tick of a nanosecond file-system clock: remembered at once, so
+     * a model hashed right after its download is not hashed again. */
+    set_mtime(fresh, time(NULL) - 1, 500000000);
+    CHECK(ft_hash_equal(file_hash_via(state, fresh), ft_hash_bytes("new", 3)));
+    CHECK_INT(ft_file_stat_read(fresh, &stat), 0);
+    CHECK_INT(ft_state_file_lookup(state, fresh, &stat, &cached), 1);
+    /* Whole seconds (a file system without nanoseconds) wait two. */
+    write_file(dir, "coarse.json", "old", 0644);
+    char *coarse = ft_path_join(dir, "coarse.json");
+    set_mtime(coarse, time(NULL) - 1, 0);
+    CHECK(ft_hash_equal(file_hash_via(state, coarse), ft_hash_bytes("old", 3)));
+    CHECK_INT(ft_file_stat_read(coarse, &stat), 0);
+    CHECK_INT(ft_state_file_lookup(state, coarse, &stat, &cached), 0);
+    free(coarse);
     ft_state_close(state);
     free(fresh);
     free(path);

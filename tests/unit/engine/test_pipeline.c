@@ -110,6 +110,244 @@ TEST(parameter_values_see_assignments_below_them)
     ft_pipeline_free(pipeline);
 }
 
+/* The sweep written as one template included six times with its variables
+ * reassigned in between: each stage's parameters must be the values its name
+ * was made from, never the last assignment's. */
+TEST(a_template_included_six_times_gives_six_correctly_labelled_stages)
+{
+    write_file("sweep", "run.ft",
+               "runs/lr$(LR)_r$(RANK): shell data/set\n"
+               "\tlearning_rate = $(LR)\n"
+               "\tlora_rank = $(RANK)\n"
+               "\trun = echo $(LR) $(RANK) $(LATER) $$$$ > $@\n");
+    write_file("sweep", "Ftpipe",
+               "LR := 1e-3\nRANK := 4\ninclude run\n"
+               "RANK := 8\ninclude run\n"
+               "LR := 3e-3\nRANK := 4\ninclude run\n"
+               "RANK := 8\ninclude run\n"
+               "LR := 1e-2\nRANK := 4\ninclude run\n"
+               "RANK := 8\ninclude run\n"
+               "LATER = set-below\n");
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_load("sweep/Ftpipe", NULL, &pipeline), 0);
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 6);
+    static const char *const rates[] = {"1e-3", "3e-3", "1e-2"};
+    static const char *const ranks[] = {"4", "8"};
+    for (size_t i = 0; pipeline && i < 6 && i < pipeline->n_stages; i++) {
+        char target[64], run[96];
+        snprintf(target, sizeof target, "runs/lr%s_r%s", rates[i / 2], ranks[i % 2]);
+        snprintf(run, sizeof run, "echo %s %s set-below $$ > $@", rates[i / 2], ranks[i % 2]);
+        CHECK_STR(pipeline->stages[i].target, target);
+        CHECK_STR(param(pipeline, target, "learning_rate"), rates[i / 2]);
+        CHECK_STR(param(pipeline, target, "lora_rank"), ranks[i % 2]);
+        CHECK_STR(param(pipeline, target, "run"), run);
+    }
+    ft_pipeline_free(pipeline);
+}
+
+/* Partly known where the stage is written: what is defined there is taken there,
+ * the rest at the end; literal dollars from every source survive both passes. */
+TEST(parameters_take_what_is_defined_where_the_stage_is_written)
+{
+    ft_variable overrides[] = {{"CLI", "a$b"}};
+    ft_pipeline_options options = {.overrides = overrides, .n_overrides = 1};
+    ft_pipeline *pipeline = parse_with("A = first\n"
+                                       "IMMEDIATE := $$lit\n"
+                                       "RECURSIVE = $(A)-$(B)\n"
+                                       "out: shell\n"
+                                       "\trun = $(RECURSIVE) $(IMMEDIATE) $(CLI) $($(NAME)) $<\n"
+                                       "A = second\n"
+                                       "B = late\n"
+                                       "NAME = B\n",
+                                       &options);
+    CHECK_STR(param(pipeline, "out", "run"), "first-late $lit a$b late $<");
+    ft_pipeline_free(pipeline);
+}
+
+TEST(a_matrix_stage_is_made_once_per_combination)
+{
+    ft_pipeline *pipeline = parse("matrix lr = 1e-3 3e-3 1e-2\n"
+                                  "matrix rank = 4 8\n"
+                                  "runs/lr$(lr)_r$(rank): shell data/set\n"
+                                  "\trun = train $(lr) ${rank} $$(lr) > $@\n"
+                                  "evals/lr$(lr): shell runs/lr$(lr)_r$(rank)\n"
+                                  "\trun = evaluate $(lr) $^\n"
+                                  "compare.txt: shell evals/lr$(lr) data/set evals/lr$(lr)\n"
+                                  "\trun = cat $^ > $@\n");
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 6 + 3 + 1);
+    if (!pipeline || pipeline->n_stages != 10)
+        return;
+    static const char *const runs[] = {"runs/lr1e-3_r4", "runs/lr1e-3_r8", "runs/lr3e-3_r4",
+                                       "runs/lr3e-3_r8", "runs/lr1e-2_r4", "runs/lr1e-2_r8"};
+    for (size_t i = 0; i < 6; i++) {
+        CHECK_STR(pipeline->stages[i].target, runs[i]);
+        check_location(pipeline->stages[i].where, "Ftpipe", 3, 1);
+    }
+    CHECK_STR(param(pipeline, "runs/lr3e-3_r8", "run"), "train 3e-3 8 $(lr) > $@");
+    /* A stage naming lr alone takes every rank of its lr as inputs. */
+    CHECK_STR(pipeline->stages[7].target, "evals/lr3e-3");
+    CHECK_INT(pipeline->stages[7].n_inputs, 2);
+    if (pipeline->stages[7].n_inputs == 2) {
+        CHECK_STR(pipeline->stages[7].inputs[0], "runs/lr3e-3_r4");
+        CHECK_STR(pipeline->stages[7].inputs[1], "runs/lr3e-3_r8");
+    }
+    CHECK_STR(param(pipeline, "evals/lr3e-3", "run"), "evaluate 3e-3 $^");
+    /* A stage naming no axis takes every value's input, each once. */
+    const ft_stage_decl *compare = &pipeline->stages[9];
+    CHECK_INT(compare->n_inputs, 4);
+    if (compare->n_inputs == 4) {
+        CHECK_STR(compare->inputs[0], "evals/lr1e-3");
+        CHECK_STR(compare->inputs[1], "data/set");
+        CHECK_STR(compare->inputs[2], "evals/lr3e-3");
+        CHECK_STR(compare->inputs[3], "evals/lr1e-2");
+    }
+    ft_pipeline_free(pipeline);
+}
+
+static void check_parse_error(const char *text, const char *expected)
+{
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_parse_string("Ftpipe", text, NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), expected) != NULL);
+    if (!strstr(ft_error_message(), expected))
+        fprintf(stderr, "  got: %s\n", ft_error_message());
+    ft_pipeline_free(pipeline);
+}
+
+TEST(matrix_mistakes_are_refused_where_they_are_written)
+{
+    check_parse_error("matrix lr = 1 2\nout$(lr): shell\n\trun = x\nall: shell\n\trun = $(lr)\n",
+                      "Ftpipe:5:2: the parameter uses matrix variable 'lr', which the target 'all' does not name");
+    check_parse_error("matrix lr = 1 2\nlr = 3\n", "Ftpipe:2:1: 'lr' is a matrix variable (declared at Ftpipe:1:1)");
+    check_parse_error("lr = 3\nmatrix lr = 1 2\n", "Ftpipe:2:7: 'lr' is already a variable");
+    check_parse_error("matrix lr =\n", "Ftpipe:1:1: matrix 'lr' has no values");
+    check_parse_error("matrix lr = 1 2 1\n", "Ftpipe:1:17: matrix 'lr' lists '1' twice");
+    check_parse_error("matrix lr\n", "Ftpipe:1:1: expected `matrix NAME = VALUE...`");
+    check_parse_error("matrix 2x = 1\n", "Ftpipe:1:7: '2x' is not a matrix name");
+    /* Outside the stage that binds it, a matrix variable is not defined. */
+    check_parse_error("matrix lr = 1 2\nX := $(lr)\n", "Ftpipe:2:6: undefined variable 'lr'");
+}
+
+TEST(a_pattern_rule_makes_a_stage_per_matching_file_and_wildcards_list_files)
+{
+    write_file("pat/in", "b.txt", "b");
+    write_file("pat/in", "a.txt", "a");
+    write_file("pat/in", "skip.dat", "s");
+    write_file("pat/extra", "x.cfg", "x");
+    write_file("pat", "Ftpipe",
+               "out/%.txt: shell in/%.txt extra/*.cfg\n"
+               "\trun = cp $< $@\n"
+               "all.txt: shell out/a.txt in/*.txt\n"
+               "\trun = cat $^ > $@\n"
+               "none/%: shell missing/%.x\n"
+               "\trun = never\n");
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_load("pat/Ftpipe", NULL, &pipeline), 0);
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 3);
+    if (!pipeline || pipeline->n_stages != 3)
+        return;
+    CHECK_STR(pipeline->stages[0].target, "out/a.txt");
+    CHECK_STR(pipeline->stages[0].inputs[0], "in/a.txt");
+    CHECK_STR(pipeline->stages[0].inputs[1], "extra/x.cfg");
+    CHECK_STR(pipeline->stages[1].target, "out/b.txt");
+    CHECK_STR(param(pipeline, "out/b.txt", "run"), "cp $< $@");
+    CHECK_INT(pipeline->stages[2].n_inputs, 3);
+    if (pipeline->stages[2].n_inputs == 3) {
+        CHECK_STR(pipeline->stages[2].inputs[1], "in/a.txt");
+        CHECK_STR(pipeline->stages[2].inputs[2], "in/b.txt");
+    }
+    ft_pipeline_free(pipeline);
+
+    write_file("pat", "Ftpipe", "all.txt: shell in/*.csv\n");
+    CHECK_INT(ft_pipeline_load("pat/Ftpipe", NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), "pat/Ftpipe:1:16: 'in/*.csv' matches no file in ") != NULL);
+    write_file("pat", "Ftpipe", "out/%.txt: shell in/a.txt\n");
+    CHECK_INT(ft_pipeline_load("pat/Ftpipe", NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), "pat/Ftpipe:1:1: pattern target 'out/%.txt' needs an input with '%'") != NULL);
+}
+
+TEST(a_parameter_set_is_written_once_and_used_by_many_stages)
+{
+    ft_pipeline *pipeline = parse("STEPS := 32\n"
+                                  "params lora\n"
+                                  "\tfinetuning_type = lora\n"
+                                  "\tmax_steps = $(STEPS)\n"
+                                  "\tcost = $$5\n"
+                                  "params rate\n"
+                                  "\tlearning_rate = $(lr)\n"
+                                  "STEPS := 64\n"
+                                  "matrix lr = 1e-3 1e-2\n"
+                                  "runs/$(lr): train base data\n"
+                                  "\tuse lora rate\n"
+                                  "\tmax_steps = 8\n"
+                                  "single: train base data\n"
+                                  "\tseed = 1\n"
+                                  "\tuse lora\n");
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 3);
+    CHECK_STR(param(pipeline, "runs/1e-2", "finetuning_type"), "lora");
+    CHECK_STR(param(pipeline, "runs/1e-2", "learning_rate"), "1e-2");
+    CHECK_STR(param(pipeline, "runs/1e-3", "learning_rate"), "1e-3");
+    CHECK_STR(param(pipeline, "runs/1e-3", "max_steps"), "8"); /* the stage's own value wins */
+    CHECK_STR(param(pipeline, "runs/1e-3", "cost"), "$5");
+    CHECK_STR(param(pipeline, "single", "max_steps"), "32"); /* the value in force where the set is written */
+    if (pipeline && pipeline->n_stages == 3) {
+        CHECK_STR(pipeline->stages[2].params[1].name, "finetuning_type");
+        CHECK_STR(pipeline->stages[2].params[1].from_set, "lora");
+        CHECK(pipeline->stages[2].params[0].from_set == NULL);
+        check_location(pipeline->stages[2].params[1].where, "Ftpipe", 3, 2);
+        CHECK(pipeline->stages[0].params[1].from_set == NULL); /* max_steps, set in the stage */
+    }
+    ft_pipeline_free(pipeline);
+}
+
+TEST(parameter_set_mistakes_are_refused)
+{
+    check_parse_error("out: shell\n\tuse missing\n", "Ftpipe:2:6: unknown parameter set 'missing'");
+    check_parse_error("params a\n\tx = 1\n\tx = 2\n", "Ftpipe:3:2: parameter 'x' is set twice in parameter set 'a'");
+    check_parse_error("params a\n\tx = 1\nparams b\n\tx = 2\nout: shell\n\tuse a b\n",
+                      "Ftpipe:4:2: parameter 'x' of stage 'out' is in both parameter sets 'a' (at Ftpipe:2:2) and 'b'");
+    check_parse_error("params a\nparams a\n", "Ftpipe:2:8: a second parameter set 'a'");
+    check_parse_error("params\n", "Ftpipe:1:1: expected `params NAME`");
+    check_parse_error("params a\n\tnot a pair\n", "Ftpipe:2:2: expected `key = value` in parameter set 'a'");
+    check_parse_error("params a\n\trun = $(lr)\nout: shell\n\tuse a\n", "undefined variable 'lr'");
+}
+
+TEST(a_params_yaml_or_json_include_sets_variables)
+{
+    write_file("dvc", "params.yaml",
+               "train:\n  lr: 1e-3\n  epochs: 3\nsweep:\n  rank: [4, 8]\nruns:\n  - name: a\nfull: true\n");
+    write_file("dvc", "more.json", "{\"eval\": {\"max_new_tokens\": 16, \"ratio\": 0.25}, \"tags\": [\"x\", \"y\"]}");
+    write_file("dvc", "Ftpipe",
+               "include params.yaml more.json\n"
+               "matrix rank = $(sweep.rank)\n"
+               "out/r$(rank): shell\n"
+               "\trun = $(train.lr) ${train.epochs} $(runs.0.name) $(full) $(eval.max_new_tokens) "
+               "$(eval.ratio) $(tags)\n");
+    ft_variable overrides[] = {{"train.epochs", "7"}};
+    ft_pipeline_options options = {.overrides = overrides, .n_overrides = 1};
+    ft_pipeline *pipeline = NULL;
+    CHECK_INT(ft_pipeline_load("dvc/Ftpipe", &options, &pipeline), 0);
+    CHECK_INT(pipeline ? pipeline->n_stages : 0, 2);
+    CHECK_STR(param(pipeline, "out/r8", "run"), "1e-3 7 a true 16 0.25 x y");
+    CHECK_INT(pipeline ? pipeline->n_files : 0, 3);
+    ft_pipeline_free(pipeline);
+
+    write_file("dvc", "params.yaml", "train:\n  lr: [1e-3\n");
+    write_file("dvc", "Ftpipe", "include params.yaml\n");
+    CHECK_INT(ft_pipeline_load("dvc/Ftpipe", NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), "dvc/params.yaml:3:1: ") != NULL);
+    CHECK(strstr(ft_error_message(), "(included at dvc/Ftpipe:1)") != NULL);
+    write_file("dvc", "more.json", "{\"a\": }");
+    write_file("dvc", "Ftpipe", "include more.json\n");
+    CHECK_INT(ft_pipeline_load("dvc/Ftpipe", NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), "dvc/more.json:1:") != NULL);
+    write_file("dvc", "more.json", "[1, 2]");
+    CHECK_INT(ft_pipeline_load("dvc/Ftpipe", NULL, &pipeline), -1);
+    CHECK(strstr(ft_error_message(), "dvc/Ftpipe:1:9: dvc/more.json must hold a mapping of names to values") != NULL);
+    if (!strstr(ft_error_message(), "dvc/Ftpipe:1:9:"))
+        fprintf(stderr, "  got: %s\n", ft_error_message());
+}
+
 TEST(targets_and_inputs_expand_when_read)
 {
     ft_pipeline *pipeline = parse("DIR = data\n"
@@ -332,6 +570,14 @@ int main(void)
     RUN(a_stage_line_gives_target_kind_inputs_and_parameters);
     RUN(the_three_assignments_behave_as_in_make);
     RUN(parameter_values_see_assignments_below_them);
+    RUN(a_template_included_six_times_gives_six_correctly_labelled_stages);
+    RUN(parameters_take_what_is_defined_where_the_stage_is_written);
+    RUN(a_matrix_stage_is_made_once_per_combination);
+    RUN(matrix_mistakes_are_refused_where_they_are_written);
+    RUN(a_pattern_rule_makes_a_stage_per_matching_file_and_wildcards_list_files);
+    RUN(a_parameter_set_is_written_once_and_used_by_many_stages);
+    RUN(parameter_set_mistakes_are_refused);
+    RUN(a_params_yaml_or_json_include_sets_variables);
     RUN(targets_and_inputs_expand_when_read);
     RUN(command_line_values_override_every_assignment);
     RUN(the_environment_fills_what_the_file_leaves_open);
