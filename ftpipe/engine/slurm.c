@@ -298,7 +298,8 @@ int ft_slurm_stage_exec(const char *path, const ft_stage_kind *const *kinds)
                             .n_inputs = d.n_inputs,
                             .work_dir = d.fields[4],
                             .state_dir = d.fields[5],
-                            .output_elsewhere = !ft_slurm_step_writes_output()};
+                            .output_elsewhere = !ft_slurm_step_writes_output(),
+                            .job_step = true};
     ft_stage *stage = ft_stage_create(&setup);
     fflush(NULL);
     int exit_status = ft_stage_child_main(stage, STDOUT_FILENO, NULL);

@@ -32,6 +32,7 @@ struct ft_stage {
     size_t n_variables;
     int report_fd;       /* -1 in the engine process */
     bool output_elsewhere;
+    bool job_step;
     FILE *log;
     uint64_t last_progress_ns;
 };
@@ -68,6 +69,7 @@ ft_stage *ft_stage_create(const ft_stage_setup *setup)
     stage->n_variables = setup->n_variables;
     stage->report_fd = -1;
     stage->output_elsewhere = setup->output_elsewhere;
+    stage->job_step = setup->job_step;
     return stage;
 }
 
@@ -162,7 +164,7 @@ int ft_stage_child_main(ft_stage *stage, int report_fd, int (*run)(ft_stage *sta
     }
     if (result == 0)
         return 0;
-    if (cancel_requested) /* said, not inferred from the exit status: any kind may exit 2 */
+    if (cancel_requested && !stage->job_step) /* said, not inferred from the exit status: any kind may exit 2 */
         report(stage, 'C', NULL, "cancelled");
     return 1;
 }

@@ -26,15 +26,19 @@ cp "$W/base.ft" "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"
 [ "$T_STATUS" = 0 ] || { echo "not ok setting up the workspace: $T_OUT"; exit 1; }
 # A model folder's tokenizer identity as include/ftpipe/text/tokenizer.h defines it:
-# the hash of "tokenizer.json HEX\neos_token EOS\n" ("no eos_token" without one).
+# the hash of "tokenizer.json HEX\nbos_token BOS\neos_token EOS\n" ("no bos_token",
+# "no eos_token" without them).
 tokenizer_identity() {
   json=$("$FTPIPE" hash "$1/tokenizer.json" | cut -d' ' -f1)
   python3 - "$1/tokenizer_config.json" "$json" > "$T_ROOT/identity.txt" <<'PY'
 import json, os, sys
 path, json_hash = sys.argv[1:3]
-eos = json.load(open(path)).get("eos_token") if os.path.exists(path) else None
-eos = eos.get("content") if isinstance(eos, dict) else eos
-sys.stdout.write("tokenizer.json %s\n" % json_hash + ("eos_token %s\n" % eos if eos is not None else "no eos_token\n"))
+config = json.load(open(path)) if os.path.exists(path) else {}
+def token(name):
+    value = config.get(name)
+    value = value.get("content") if isinstance(value, dict) else value
+    return "%s %s\n" % (name, value) if value is not None else "no %s\n" % name
+sys.stdout.write("tokenizer.json %s\n" % json_hash + token("bos_token") + token("eos_token"))
 PY
   "$FTPIPE" hash "$T_ROOT/identity.txt" | cut -d' ' -f1
 }

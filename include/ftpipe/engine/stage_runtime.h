@@ -29,6 +29,8 @@ typedef struct {
     const char *work_dir;        /* absolute; holds out/ and log */
     const char *state_dir;       /* absolute .ftpipe folder */
     bool output_elsewhere;       /* another process writes the output (a Slurm job's other nodes) */
+    bool job_step;               /* runs as a Slurm job's step: a signal there is the job's end (a
+                                    failure the submitting side names), not the user stopping it */
     const ft_variable *variables; /* pipeline variables its `env` declares */
     size_t n_variables;
 } ft_stage_setup;

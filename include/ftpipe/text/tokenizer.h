@@ -40,8 +40,9 @@ const char *ft_tokenizer_bos_token(const ft_tokenizer *tokenizer);
 const char *ft_tokenizer_eos_token(const ft_tokenizer *tokenizer);
 /* Hash of what determines the encoding: data tokenized with one tokenizer must
  * not train a model with another. It is ft_hash_bytes of the text
- * "tokenizer.json HEX\neos_token EOS\n" (HEX: the tokenizer.json bytes' hash;
- * "no eos_token\n" as the second line when tokenizer_config.json has none). */
+ * "tokenizer.json HEX\nbos_token BOS\neos_token EOS\n" (HEX: the tokenizer.json
+ * bytes' hash; "no bos_token" or "no eos_token" as the line when
+ * tokenizer_config.json has none). */
 ft_hash ft_tokenizer_hash(const ft_tokenizer *tokenizer);
 
 #endif

@@ -294,7 +294,7 @@ TEST(stat_cache_spares_unchanged_files)
     CHECK_INT(ft_file_stat_read(fresh, &stat), 0);
     CHECK_INT(ft_state_file_lookup(state, fresh, &stat, &cached), 1);
     /* Whole seconds (a file system without nanoseconds) wait two. */
-    write_file(dir, "coarse.json", "old", 0644);
+    fixture_write_file(dir, "coarse.json", "old", 0644);
     char *coarse = ft_path_join(dir, "coarse.json");
     set_mtime(coarse, time(NULL) - 1, 0);
     CHECK(ft_hash_equal(file_hash_via(state, coarse), ft_hash_bytes("old", 3)));

@@ -115,19 +115,19 @@ TEST(parameter_values_see_assignments_below_them)
  * was made from, never the last assignment's. */
 TEST(a_template_included_six_times_gives_six_correctly_labelled_stages)
 {
-    write_file("sweep", "run.ft",
+    fixture_write_file("sweep", "run.ft",
                "runs/lr$(LR)_r$(RANK): shell data/set\n"
                "\tlearning_rate = $(LR)\n"
                "\tlora_rank = $(RANK)\n"
-               "\trun = echo $(LR) $(RANK) $(LATER) $$$$ > $@\n");
-    write_file("sweep", "Ftpipe",
+               "\trun = echo $(LR) $(RANK) $(LATER) $$$$ > $@\n", 0);
+    fixture_write_file("sweep", "Ftpipe",
                "LR := 1e-3\nRANK := 4\ninclude run\n"
                "RANK := 8\ninclude run\n"
                "LR := 3e-3\nRANK := 4\ninclude run\n"
                "RANK := 8\ninclude run\n"
                "LR := 1e-2\nRANK := 4\ninclude run\n"
                "RANK := 8\ninclude run\n"
-               "LATER = set-below\n");
+               "LATER = set-below\n", 0);
     ft_pipeline *pipeline = NULL;
     CHECK_INT(ft_pipeline_load("sweep/Ftpipe", NULL, &pipeline), 0);
     CHECK_INT(pipeline ? pipeline->n_stages : 0, 6);
@@ -230,17 +230,17 @@ TEST(matrix_mistakes_are_refused_where_they_are_written)
 
 TEST(a_pattern_rule_makes_a_stage_per_matching_file_and_wildcards_list_files)
 {
-    write_file("pat/in", "b.txt", "b");
-    write_file("pat/in", "a.txt", "a");
-    write_file("pat/in", "skip.dat", "s");
-    write_file("pat/extra", "x.cfg", "x");
-    write_file("pat", "Ftpipe",
+    fixture_write_file("pat/in", "b.txt", "b", 0);
+    fixture_write_file("pat/in", "a.txt", "a", 0);
+    fixture_write_file("pat/in", "skip.dat", "s", 0);
+    fixture_write_file("pat/extra", "x.cfg", "x", 0);
+    fixture_write_file("pat", "Ftpipe",
                "out/%.txt: shell in/%.txt extra/*.cfg\n"
                "\trun = cp $< $@\n"
                "all.txt: shell out/a.txt in/*.txt\n"
                "\trun = cat $^ > $@\n"
                "none/%: shell missing/%.x\n"
-               "\trun = never\n");
+               "\trun = never\n", 0);
     ft_pipeline *pipeline = NULL;
     CHECK_INT(ft_pipeline_load("pat/Ftpipe", NULL, &pipeline), 0);
     CHECK_INT(pipeline ? pipeline->n_stages : 0, 3);
@@ -258,10 +258,10 @@ TEST(a_pattern_rule_makes_a_stage_per_matching_file_and_wildcards_list_files)
     }
     ft_pipeline_free(pipeline);
 
-    write_file("pat", "Ftpipe", "all.txt: shell in/*.csv\n");
+    fixture_write_file("pat", "Ftpipe", "all.txt: shell in/*.csv\n", 0);
     CHECK_INT(ft_pipeline_load("pat/Ftpipe", NULL, &pipeline), -1);
     CHECK(strstr(ft_error_message(), "pat/Ftpipe:1:16: 'in/*.csv' matches no file in ") != NULL);
-    write_file("pat", "Ftpipe", "out/%.txt: shell in/a.txt\n");
+    fixture_write_file("pat", "Ftpipe", "out/%.txt: shell in/a.txt\n", 0);
     CHECK_INT(ft_pipeline_load("pat/Ftpipe", NULL, &pipeline), -1);
     CHECK(strstr(ft_error_message(), "pat/Ftpipe:1:1: pattern target 'out/%.txt' needs an input with '%'") != NULL);
 }
@@ -314,15 +314,15 @@ TEST(parameter_set_mistakes_are_refused)
 
 TEST(a_params_yaml_or_json_include_sets_variables)
 {
-    write_file("dvc", "params.yaml",
-               "train:\n  lr: 1e-3\n  epochs: 3\nsweep:\n  rank: [4, 8]\nruns:\n  - name: a\nfull: true\n");
-    write_file("dvc", "more.json", "{\"eval\": {\"max_new_tokens\": 16, \"ratio\": 0.25}, \"tags\": [\"x\", \"y\"]}");
-    write_file("dvc", "Ftpipe",
+    fixture_write_file("dvc", "params.yaml",
+               "train:\n  lr: 1e-3\n  epochs: 3\nsweep:\n  rank: [4, 8]\nruns:\n  - name: a\nfull: true\n", 0);
+    fixture_write_file("dvc", "more.json", "{\"eval\": {\"max_new_tokens\": 16, \"ratio\": 0.25}, \"tags\": [\"x\", \"y\"]}", 0);
+    fixture_write_file("dvc", "Ftpipe",
                "include params.yaml more.json\n"
                "matrix rank = $(sweep.rank)\n"
                "out/r$(rank): shell\n"
                "\trun = $(train.lr) ${train.epochs} $(runs.0.name) $(full) $(eval.max_new_tokens) "
-               "$(eval.ratio) $(tags)\n");
+               "$(eval.ratio) $(tags)\n", 0);
     ft_variable overrides[] = {{"train.epochs", "7"}};
     ft_pipeline_options options = {.overrides = overrides, .n_overrides = 1};
     ft_pipeline *pipeline = NULL;
@@ -332,16 +332,16 @@ TEST(a_params_yaml_or_json_include_sets_variables)
     CHECK_INT(pipeline ? pipeline->n_files : 0, 3);
     ft_pipeline_free(pipeline);
 
-    write_file("dvc", "params.yaml", "train:\n  lr: [1e-3\n");
-    write_file("dvc", "Ftpipe", "include params.yaml\n");
+    fixture_write_file("dvc", "params.yaml", "train:\n  lr: [1e-3\n", 0);
+    fixture_write_file("dvc", "Ftpipe", "include params.yaml\n", 0);
     CHECK_INT(ft_pipeline_load("dvc/Ftpipe", NULL, &pipeline), -1);
     CHECK(strstr(ft_error_message(), "dvc/params.yaml:3:1: ") != NULL);
     CHECK(strstr(ft_error_message(), "(included at dvc/Ftpipe:1)") != NULL);
-    write_file("dvc", "more.json", "{\"a\": }");
-    write_file("dvc", "Ftpipe", "include more.json\n");
+    fixture_write_file("dvc", "more.json", "{\"a\": }", 0);
+    fixture_write_file("dvc", "Ftpipe", "include more.json\n", 0);
     CHECK_INT(ft_pipeline_load("dvc/Ftpipe", NULL, &pipeline), -1);
     CHECK(strstr(ft_error_message(), "dvc/more.json:1:") != NULL);
-    write_file("dvc", "more.json", "[1, 2]");
+    fixture_write_file("dvc", "more.json", "[1, 2]", 0);
     CHECK_INT(ft_pipeline_load("dvc/Ftpipe", NULL, &pipeline), -1);
     CHECK(strstr(ft_error_message(), "dvc/Ftpipe:1:9: dvc/more.json must hold a mapping of names to values") != NULL);
     if (!strstr(ft_error_message(), "dvc/Ftpipe:1:9:"))
