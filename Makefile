@@ -7,6 +7,9 @@
 #   make gpu-tests  builds build/gpu/ to carry to a GPU machine (sh tests/gpu/run.sh there)
 #   make install PREFIX=/usr/local
 
+# `all` is the goal of a plain `make`, whatever rule happens to come first below.
+.DEFAULT_GOAL := all
+
 PREFIX  ?= /usr/local
 CC      ?= cc
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)

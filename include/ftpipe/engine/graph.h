@@ -51,7 +51,8 @@ size_t ft_graph_find(const ft_graph *graph, const char *target);
  * source inputs are errors. */
 int ft_graph_select(ft_graph *graph, const char *const *targets, size_t n_targets);
 
-/* "a/./b/" -> "a/b". Caller frees. */
+/* "a/./b/" -> "a/b", "a/../b" -> "b"; ".." that climbs above the start stays
+ * ("a/../../x" -> "../x") so that containment checks see it. Caller frees. */
 char *ft_target_normalise(const char *name);
 
 #endif

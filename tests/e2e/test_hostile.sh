@@ -1,0 +1,38 @@
+#!/bin/sh
+# Hostile and clumsy input: paths that would leave the workspace, files that are
+# not pipelines, downloads that never end, full disks and racing starts. Each case
+# here was a defect once; nothing escapes, nothing grows without bound, and every
+# failure keeps its reason.
+. "$(dirname "$0")/lib.sh"
+
+t_case "a target that climbs out through a/../.. is refused at its line, and nothing is written outside"
+P=$(t_workspace); W="$P/ws"; mkdir "$W"
+printf 'ok.txt: shell\n\trun = echo ok > $@\na/../../escape: shell\n\trun = echo escaped > $@\n' > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "Ftpipe:3:1: target 'a/../../escape' must be a path inside the pipeline's folder"
+[ ! -e "$P/escape" ] || t_fail "the stage published $P/escape"
+touch "$P/escape"
+t_run "$FTPIPE" -C "$W" clean
+t_expect_fail
+[ -e "$P/escape" ] || t_fail "ftpipe clean deleted $P/escape"
+t_end
+
+t_case "a/../b names the same target as b (normalised before the graph is built)"
+W=$(t_workspace)
+printf 'b.txt: shell\n\trun = echo b > $@\nc.txt: shell a/../b.txt\n\trun = cat $< > $@\nd: shell\n\trun = mkdir -p $@\nd/../d2.txt: shell\n\trun = echo x > $@\n' > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+[ "$(cat "$W/c.txt" 2>/dev/null)" = b ] || t_fail "c.txt: $(cat "$W/c.txt" 2>&1)"
+[ -f "$W/d2.txt" ] || t_fail "d/../d2.txt was not made as d2.txt"
+t_end
+
+t_case "a stage may not target the pipeline file itself"
+W=$(t_workspace)
+printf 'Ftpipe: shell\n\trun = echo x > $@\n' > "$W/Ftpipe"
+cp "$W/Ftpipe" "$W/before"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "Ftpipe:1:1: target 'Ftpipe' is the pipeline file"
+cmp -s "$W/Ftpipe" "$W/before" || t_fail "the pipeline file changed"
+t_end
