@@ -36,3 +36,32 @@ t_expect_fail
 t_expect_contains "Ftpipe:1:1: target 'Ftpipe' is the pipeline file"
 cmp -s "$W/Ftpipe" "$W/before" || t_fail "the pipeline file changed"
 t_end
+
+# A server whose bodies never end.
+python3 "$(dirname "$0")/endless_server.py" "$T_ROOT/endless.port" &
+ENDLESS_PID=$!
+trap 'kill $ENDLESS_PID 2>/dev/null; chmod -R u+w "$T_ROOT" 2>/dev/null; rm -rf "$T_ROOT"' EXIT
+for _ in $(seq 100); do [ -s "$T_ROOT/endless.port" ] && break; sleep 0.1; done
+ENDLESS="http://127.0.0.1:$(cat "$T_ROOT/endless.port")"
+# Bytes the stage's work folder holds (what an endless body wrote).
+work_bytes() { du -sb "$1/.ftpipe/work" 2>/dev/null | cut -f1; }
+
+t_case "an endless body stops at the declared size, with a clear error"
+W=$(t_workspace)
+printf 'data: download\n\turl = %s/file.bin\n\tsize = 5000000\n\ttimeout = 20s\n' "$ENDLESS" > "$W/Ftpipe"
+t_run timeout 60 "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "the server sent more than the declared size of 5000000 bytes; stopped there"
+[ "${T_STATUS}" != 124 ] || t_fail "still downloading after 60 s"
+[ "$(work_bytes "$W")" -lt 20000000 ] || t_fail "the work folder holds $(work_bytes "$W") bytes"
+t_end
+
+t_case "an endless body with no declared size stops at max_size"
+W=$(t_workspace)
+printf 'data: download\n\turl = %s/file.bin\n\tmax_size = 8M\n\ttimeout = 20s\n' "$ENDLESS" > "$W/Ftpipe"
+t_run timeout 60 "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "the server sent more than max_size (8.0 MiB) without saying how large the file is"
+[ "${T_STATUS}" != 124 ] || t_fail "still downloading after 60 s"
+[ "$(work_bytes "$W")" -lt 20000000 ] || t_fail "the work folder holds $(work_bytes "$W") bytes"
+t_end
