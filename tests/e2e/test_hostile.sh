@@ -65,3 +65,52 @@ t_expect_contains "the server sent more than max_size (8.0 MiB) without saying h
 [ "${T_STATUS}" != 124 ] || t_fail "still downloading after 60 s"
 [ "$(work_bytes "$W")" -lt 20000000 ] || t_fail "the work folder holds $(work_bytes "$W") bytes"
 t_end
+
+# A small tmpfs to fill (root only: mount).
+FULL="$T_ROOT/full"
+mkdir -p "$FULL"
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=8M tmpfs "$FULL" 2>/dev/null; then
+  trap 'kill $ENDLESS_PID 2>/dev/null; umount "$FULL" 2>/dev/null; chmod -R u+w "$T_ROOT" 2>/dev/null; rm -rf "$T_ROOT"' EXIT
+  HAVE_TMPFS=1
+else
+  HAVE_TMPFS=0
+fi
+skip_without_tmpfs() { echo "ok $1 # SKIP needs root to mount a tmpfs"; }
+
+CASE="a stage that fills the disk fails naming the file system, its out/ is freed, and an independent stage still finishes"
+if [ "$HAVE_TMPFS" = 1 ]; then
+  t_case "$CASE"
+  W="$FULL/ws1"; mkdir "$W"
+  printf 'big: shell\n\trun = mkdir $@ && dd if=/dev/zero of=$@/fill bs=64k count=1000\nsmall.txt: shell\n\trun = sleep 2; seq 1 100000 > $@\n' > "$W/Ftpipe"
+  t_run "$FTPIPE" -C "$W" -k -j2
+  t_expect_fail
+  t_expect_contains "FAILED   big: no space left on $FULL: free some space"
+  t_expect_contains "done     small.txt"
+  left=$(find "$W/.ftpipe/work" -path '*/out/*' | head -3)
+  [ -z "$left" ] || t_fail "a failed stage's output is kept: $left"
+  t_run "$FTPIPE" -C "$W" status
+  t_expect_contains "the last run failed"
+  t_expect_lacks "running (or killed)"
+  t_end
+  rm -rf "$W"
+else
+  skip_without_tmpfs "$CASE"
+fi
+
+CASE="a failure is recorded while the disk stays full"
+if [ "$HAVE_TMPFS" = 1 ]; then
+  t_case "$CASE"
+  W="$FULL/ws2"; mkdir "$W"
+  printf 'first.txt: shell\n\trun = dd if=/dev/zero of=filler bs=64k count=1000 2>/dev/null; exit 1\n' > "$W/Ftpipe"
+  t_run "$FTPIPE" -C "$W"
+  t_expect_fail
+  t_expect_contains "FAILED   first.txt: no space left on $FULL"
+  t_run "$FTPIPE" -C "$W" status
+  t_expect_contains "the last run failed"
+  t_expect_lacks "running (or killed)"
+  t_expect_lacks "never built"
+  t_end
+  rm -rf "$W"
+else
+  skip_without_tmpfs "$CASE"
+fi
