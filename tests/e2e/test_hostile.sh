@@ -37,6 +37,34 @@ t_expect_contains "Ftpipe:1:1: target 'Ftpipe' is the pipeline file"
 cmp -s "$W/Ftpipe" "$W/before" || t_fail "the pipeline file changed"
 t_end
 
+t_case "include of a device or a huge file is refused before it is read"
+W=$(t_workspace)
+printf 'include /dev/zero\n' > "$W/Ftpipe"
+t_run timeout 30 "$FTPIPE" -C "$W" -n
+t_expect_fail
+t_expect_contains "Ftpipe:1:9: cannot include /dev/zero: it is not a regular file"
+head -c 5000000 /dev/zero | tr '\0' '#' > "$W/huge"
+printf 'include huge\n' > "$W/Ftpipe"
+t_run timeout 30 "$FTPIPE" -C "$W" -n
+t_expect_fail
+t_expect_contains "/huge: it is 5000000 bytes, more than a pipeline file's limit"
+t_end
+
+t_case "include of a file that is not a pipeline quotes none of it"
+W=$(t_workspace)
+printf 'root:$6$s3cr3tHash$abc:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n' > "$W/shadow"
+printf 'root:x:0:0:root:/root:/bin/bash\n' > "$W/passwd"
+for f in shadow passwd; do
+  printf 'include %s\n' "$f" > "$W/Ftpipe"
+  t_run "$FTPIPE" -C "$W" -n
+  t_expect_fail
+  t_expect_contains "$f:1: this file does not read as a pipeline or rules file"
+  t_expect_lacks "s3cr3t"
+  t_expect_lacks "/bin/bash"
+  t_expect_lacks "root"
+done
+t_end
+
 # A server whose bodies never end.
 python3 "$(dirname "$0")/endless_server.py" "$T_ROOT/endless.port" &
 ENDLESS_PID=$!
