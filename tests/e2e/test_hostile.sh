@@ -142,3 +142,40 @@ if [ "$HAVE_TMPFS" = 1 ]; then
 else
   skip_without_tmpfs "$CASE"
 fi
+
+t_case "a run refused the instant after another took the lock still names the holder's pid"
+# The holder has the lock and has written nothing yet: the moment in which the
+# loser of a race used to read an empty file and say "pid unknown".
+W=$(t_workspace)
+printf 'a.txt: shell\n\trun = echo a > $@\n' > "$W/Ftpipe"
+mkdir -p "$W/.ftpipe"
+python3 -c '
+import fcntl, os, sys, time
+f = open(sys.argv[1], "a")
+fcntl.flock(f, fcntl.LOCK_EX)  # either kind of lock a run may take
+fcntl.lockf(f, fcntl.LOCK_EX)
+open(sys.argv[1] + ".held", "w").close()
+time.sleep(30)' "$W/.ftpipe/lock" &
+HOLDER=$!
+for _ in $(seq 100); do [ -e "$W/.ftpipe/lock.held" ] && break; sleep 0.1; done
+t_run "$FTPIPE" -C "$W"
+kill $HOLDER 2>/dev/null; wait $HOLDER 2>/dev/null
+t_expect_fail
+t_expect_contains "another ftpipe run (pid $HOLDER) is using the workspace"
+t_expect_lacks "pid unknown"
+[ ! -e "$W/a.txt" ] || t_fail "the stage ran while the lock was held"
+t_end
+
+t_case "of many simultaneous starts one runs, and every other names the holder's pid"
+W=$(t_workspace)
+printf 'slow.txt: shell\n\trun = sleep 3; echo done > $@; echo ran >> runs.log\n' > "$W/Ftpipe"
+mkdir "$W/out"
+i=0; pids=""
+while [ $i -lt 20 ]; do "$FTPIPE" -C "$W" > "$W/out/$i" 2>&1 & pids="$pids $!"; i=$((i + 1)); done
+for p in $pids; do wait "$p"; done
+[ "$(wc -l < "$W/runs.log")" = 1 ] || t_fail "the stage ran $(wc -l < "$W/runs.log") times"
+unknown=$(grep -l "pid unknown" "$W/out"/* | wc -l)
+[ "$unknown" = 0 ] || t_fail "$unknown of 20 refusals say \"pid unknown\""
+named=$(grep -l "another ftpipe run (pid [0-9][0-9]*) is using the workspace" "$W/out"/* | wc -l)
+[ "$named" -ge 1 ] || t_fail "no refusal names a pid: $(cat "$W/out"/* | head -5)"
+t_end
