@@ -11,6 +11,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/terminal_text.h"
 #include "ftpipe/cli/commands.h"
 #include "ftpipe/engine/build.h"
 #include "ftpipe/engine/inspect.h"
@@ -39,7 +40,9 @@ static const char usage_text[] =
 
 static int fail(void)
 {
-    fprintf(stderr, "ftpipe: %s\n", ft_error_message());
+    char *shown = ft_terminal_text(ft_error_message());
+    fprintf(stderr, "ftpipe: %s\n", shown);
+    free(shown);
     return 1;
 }
 

@@ -599,8 +599,18 @@ int ft_pipeline_load(const char *path, const ft_pipeline_options *options, ft_pi
 {
     *out = NULL;
     char *text;
-    if (ft_read_file(path, &text, NULL) != 0)
+    size_t length = 0;
+    if (ft_read_file(path, &text, &length) != 0)
         return -1;
+    const char *nul = memchr(text, '\0', length);
+    if (nul) {
+        int line = 1;
+        for (const char *c = text; c < nul; c++)
+            line += *c == '\n';
+        free(text);
+        /* A NUL would silently end the text here (and a `run =` line with it). */
+        return ft_error("%s:%d: a NUL byte: a pipeline file is text; remove it", path, line);
+    }
     int result = ft_pipeline_parse_string(path, text, options, out);
     free(text);
     return result;

@@ -37,6 +37,26 @@ t_expect_contains "Ftpipe:1:1: target 'Ftpipe' is the pipeline file"
 cmp -s "$W/Ftpipe" "$W/before" || t_fail "the pipeline file changed"
 t_end
 
+t_case "a NUL byte in the pipeline file is refused at its line (it cut a run = line short)"
+W=$(t_workspace)
+printf 'a.txt: shell\n\trun = echo a > $@\0; echo hidden > b.txt\n' > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "Ftpipe:2: a NUL byte: a pipeline file is text"
+[ ! -e "$W/a.txt" ] || t_fail "the stage ran"
+t_end
+
+t_case "names with control bytes or invalid UTF-8 are printed escaped"
+W=$(t_workspace)
+printf 'x\033[31mred\377.txt: shell\n\trun = echo a > "$@"\n' > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_contains 'x\x1b[31mred\xff.txt'
+case "$T_OUT" in *"$(printf '\033')"*|*"$(printf '\377')"*) t_fail "a raw control or invalid byte reached the terminal" ;; esac
+t_run "$FTPIPE" -C "$W" status
+t_expect_contains 'x\x1b[31mred\xff.txt'
+case "$T_OUT" in *"$(printf '\033')"*) t_fail "status printed a raw escape byte" ;; esac
+t_end
+
 t_case "include of a device or a huge file is refused before it is read"
 W=$(t_workspace)
 printf 'include /dev/zero\n' > "$W/Ftpipe"
