@@ -85,6 +85,20 @@ for f in shadow passwd; do
 done
 t_end
 
+t_case "an archive refused at max_size leaves none of its bytes in .ftpipe/work"
+W=$(t_workspace)
+mkdir "$W/src"
+head -c 700000 /dev/urandom > "$W/src/one.bin"
+head -c 700000 /dev/urandom > "$W/src/two.bin"
+tar -cf "$W/data.tar" -C "$W/src" one.bin two.bin
+printf 'unpacked: extract data.tar\n\tmax_size = 1M\n' > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "past the size limit of 1.0 MiB"
+kept=$(find "$W/.ftpipe/work" -name '*.bin' | head -3)
+[ -z "$kept" ] || t_fail "unpacked bytes are kept: $kept"
+t_end
+
 # A server whose bodies never end.
 python3 "$(dirname "$0")/endless_server.py" "$T_ROOT/endless.port" &
 ENDLESS_PID=$!
