@@ -20,7 +20,7 @@ DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openss
                libopenblas-dev libzstd-dev zstd nginx rclone util-linux
 # Tools the tests run, as command:package, installed only when the command is missing
 # (a machine may have them from elsewhere).
-TEST_TOOLS = python3:python3
+TEST_TOOLS = python3:python3 clang:clang
 PKG_LIBS = sqlite3 libarchive libcurl libxxhash libpcre2-8 libutf8proc jansson
 
 WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -157,7 +157,7 @@ build/fuzz/%: tests/fuzz/%.c build/obj-fuzz/libftpipe.a
 	clang $(BASE_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< build/obj-fuzz/libftpipe.a $(LDLIBS)
 fuzz: $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-test: build/asan/ftpipe $(TEST_BINARIES) build/ftpipe
+test: build/asan/ftpipe $(TEST_BINARIES) build/ftpipe fuzz
 	@sh tests/run.sh
 
 quickstart: build/ftpipe

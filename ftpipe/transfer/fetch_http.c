@@ -167,8 +167,10 @@ static bool header_is(const char *line, size_t length, const char *name, const c
     size_t n = strlen(name);
     if (length <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
         return false;
+    /* The line is not NUL-terminated: every read stays before line + length. */
+    const char *end = line + length;
     *value = line + n + 1;
-    while (**value == ' ' || **value == '\t')
+    while (*value < end && (**value == ' ' || **value == '\t'))
         (*value)++;
     return true;
 }
@@ -195,13 +197,18 @@ size_t ft_http_on_header(char *data, size_t size, size_t count, void *pointer)
         free(headers->last_modified);
         headers->last_modified = header_value(value, data + length);
     } else if (header_is(data, length, "accept-ranges", &value)) {
-        headers->accept_ranges = strncasecmp(value, "bytes", 5) == 0;
+        headers->accept_ranges = (size_t)(data + length - value) >= 5 && strncasecmp(value, "bytes", 5) == 0;
     } else if (header_is(data, length, "content-range", &value)) {
+        /* Parsed from a NUL-terminated copy (libcurl's line has no NUL); a range that
+         * contradicts itself (start past end, end past the total) counts as absent. */
+        char *text = header_value(value, data + length);
         uint64_t start = 0, end = 0, total = 0;
-        int fields = sscanf(value, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, &start, &end, &total);
-        headers->has_content_range = fields >= 1;
-        headers->content_range_start = start;
-        headers->content_range_total = fields == 3 ? (int64_t)total : -1;
+        int fields = sscanf(text, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, &start, &end, &total);
+        free(text);
+        bool consistent = fields >= 2 && start <= end && (fields < 3 || (end < total && total <= INT64_MAX));
+        headers->has_content_range = consistent;
+        headers->content_range_start = consistent ? start : 0;
+        headers->content_range_total = consistent && fields == 3 ? (int64_t)total : -1;
     }
     return length;
 }
