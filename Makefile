@@ -157,7 +157,11 @@ build/fuzz/%: tests/fuzz/%.c build/obj-fuzz/libftpipe.a
 	clang $(BASE_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< build/obj-fuzz/libftpipe.a $(LDLIBS)
 fuzz: $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-test: build/asan/ftpipe $(TEST_BINARIES) build/ftpipe fuzz
+# The LD_PRELOAD library of tests/e2e/test_fault_injection.sh (fails the Nth write/fsync/rename or allocation).
+build/fault_inject.so: tests/fault/fault_inject.c | build/.deps-ok
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) -shared -fPIC -o $@ $< -ldl
+
+test: build/asan/ftpipe $(TEST_BINARIES) build/ftpipe fuzz build/fault_inject.so
 	@sh tests/run.sh
 
 quickstart: build/ftpipe
