@@ -190,6 +190,25 @@ build/fault_inject.so: tests/fault/fault_inject.c | build/.deps-ok
 test: build/.test-deps-ok build/asan/ftpipe $(TEST_BINARIES) build/ftpipe fuzz build/fault_inject.so
 	@sh tests/run.sh
 
+# Branch coverage of the engine (gcov): builds build/cov/ without optimisation, runs the
+# engine's unit tests and the engine's end-to-end tests with it, and prints each engine
+# file's branch coverage (tests/coverage.sh; the README quotes the totals).
+COV_OBJECTS = $(patsubst %.c,build/obj-cov/%.o,$(CORE_SOURCES))
+build/obj-cov/%.o: %.c | build/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -O0 -g --coverage -c $< -o $@
+build/obj-cov/libftpipe.a: $(COV_OBJECTS)
+	@rm -f $@; ar rcs $@ $^
+build/cov/ftpipe: build/obj-cov/ftpipe/cli/main.o build/obj-cov/libftpipe.a
+	@mkdir -p $(dir $@)
+	$(CC) -pthread --coverage -o $@ $^ $(LDLIBS)
+build/cov/tests/%: tests/unit/%.c build/obj-cov/libftpipe.a tests/unit/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -O0 -g --coverage -Itests/unit -o $@ $< build/obj-cov/libftpipe.a $(LDLIBS)
+coverage: build/cov/ftpipe $(patsubst tests/unit/%.c,build/cov/tests/%,$(wildcard tests/unit/engine/test_*.c))
+	@sh tests/coverage.sh
+.PHONY: coverage
+
 quickstart: build/ftpipe
 	build/ftpipe -C examples/quickstart
 
