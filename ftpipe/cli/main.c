@@ -3,6 +3,7 @@
  *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [TARGET...] [VAR=value...]
  *   ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,10 @@ static bool is_command(const char *word)
 
 int main(int argc, char **argv)
 {
+    /* jansson's builders ignore a failed insertion, so an allocation failure would drop a
+     * key silently and a stage would publish an incomplete file (fault injection found a
+     * tokenizer.json missing entries): out of memory stops the process, as ft_xmalloc does. */
+    json_set_alloc_funcs(ft_xmalloc, free);
     if (argc > 1 && strcmp(argv[1], "hash") == 0)
         return ft_command_hash(argc - 2, argv + 2) == 0 ? 0 : fail();
     if (argc > 1 && strcmp(argv[1], "encode") == 0)

@@ -146,7 +146,10 @@ static void mark_done(builder *b, size_t index, node_state state)
 static void report_failure(builder *b, size_t index, const char *message)
 {
     ft_progress_message(b->options->progress, "FAILED   %s: %s", b->graph->nodes[index].target, message);
-    ft_error("%s", message);
+    /* message is often ft_error_message() itself: formatting it into its own buffer emptied it. */
+    char *kept = ft_xstrdup(message);
+    ft_error("%s", kept);
+    free(kept);
     b->summary->failed++;
     b->result = -1;
     if (!b->options->keep_going)

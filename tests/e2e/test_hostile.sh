@@ -57,6 +57,17 @@ t_expect_contains 'x\x1b[31mred\xff.txt'
 case "$T_OUT" in *"$(printf '\033')"*) t_fail "status printed a raw escape byte" ;; esac
 t_end
 
+t_case "an input that cannot be read is reported at its line"
+W=$(t_workspace)
+mkfifo "$W/pipe.in"
+printf 'out.txt: shell\n\trun = echo > $@\n\nb.txt: shell out.txt pipe.in\n\trun = cat $< > $@\n' > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "Ftpipe:4:22: stage b.txt: input pipe.in"
+# The reason is printed again at the end, not lost (it was an empty "ftpipe: ").
+t_expect_contains "ftpipe: $W/Ftpipe:4:22: stage b.txt: input pipe.in"
+t_end
+
 t_case "include of a device or a huge file is refused before it is read"
 W=$(t_workspace)
 printf 'include /dev/zero\n' > "$W/Ftpipe"
