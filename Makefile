@@ -3,6 +3,8 @@
 #                   (the source folder is ftpipe/, so the program cannot sit beside it)
 #   make test       builds with AddressSanitizer + UBSan and runs every test
 #   make quickstart runs examples/quickstart end to end
+#   make fuzz       builds the fuzz targets (tests/fuzz) with clang's libFuzzer
+#   make coverage   prints the engine's gcov branch coverage
 #   make bench      runs the benchmarks in tests/bench (GPU ones skip without a GPU)
 #   make gpu-tests  builds build/gpu/ to carry to a GPU machine (sh tests/gpu/run.sh there)
 #   make install PREFIX=/usr/local
