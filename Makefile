@@ -3,24 +3,34 @@
 #                   (the source folder is ftpipe/, so the program cannot sit beside it)
 #   make test       builds with AddressSanitizer + UBSan and runs every test
 #   make quickstart runs examples/quickstart end to end
+#   make fuzz       builds the fuzz targets (tests/fuzz) with clang's libFuzzer
+#   make coverage   prints the engine's gcov branch coverage
 #   make bench      runs the benchmarks in tests/bench (GPU ones skip without a GPU, counted apart)
 #   make gpu-tests  builds build/gpu/ to carry to a GPU machine (sh tests/gpu/run.sh there)
 #   make oracles    creates build/oracles: the reference implementations, pinned, from PyPI
 #   make check-oracles  holds ftpipe against them (tests/oracle; needs PyPI once)
 #   make install PREFIX=/usr/local
 
+# `all` is the goal of a plain `make`, whatever rule happens to come first below.
+.DEFAULT_GOAL := all
+
 PREFIX  ?= /usr/local
 CC      ?= cc
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
+# Builds run JOBS compile jobs at once (a -j on the command line wins).
+MAKEFLAGS += -j$(JOBS)
 
-# Debian packages the build and the tests need; `make deps` installs the missing ones.
+# Debian packages the build and the quickstart need; `make deps` installs the missing ones.
 DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openssl-dev \
                libxxhash-dev xxhash libpcre2-dev libutf8proc-dev libjansson-dev \
-               libopenblas-dev libssl-dev libzstd-dev zstd libyaml-dev nginx rclone util-linux \
-               munge slurmctld slurmd slurm-client
+               libopenblas-dev libssl-dev libzstd-dev zstd libyaml-dev util-linux
+# What only `make test` needs: nginx plays a web server in the tests, and Slurm
+# with munge runs the Slurm executor's (the tests start their own; none is left
+# running or enabled as a service).
+TEST_PACKAGES = nginx munge slurmctld slurmd slurm-client
 # Tools the tests run, as command:package, installed only when the command is missing
-# (a machine may have them from elsewhere).
-TEST_TOOLS = python3:python3
+# (a machine may have them from elsewhere): clang builds the fuzz targets.
+TEST_TOOLS = python3:python3 clang:clang
 PKG_LIBS = sqlite3 libarchive libcurl libcrypto libxxhash libpcre2-8 libutf8proc jansson yaml-0.1
 
 WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -97,16 +107,36 @@ TEST_BINARIES   = $(patsubst tests/unit/%.c,build/asan/tests/%,$(TEST_SOURCES))
 .PHONY: all deps test quickstart bench install clean fuzz
 all: build/ftpipe
 
-build/.deps-ok: Makefile
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	for t in $(TEST_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
+# $(call apt_install,PACKAGES,TOOLS): installs those of PACKAGES, and of the TOOLS'
+# packages whose command is missing, that are not installed yet. No service starts
+# (a policy-rc.d forbids it during the install) and a service installed here is
+# disabled afterwards. A failure shows apt's own last lines, once.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for t in $(2); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
+	  echo "installing Debian packages:$$missing"; mkdir -p build; \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null || \
-	  { echo "could not install:$$missing (run as root or with sudo)"; exit 1; }; \
+	  policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
+	    printf '#!/bin/sh\nexit 101\n' | $$sudo tee $$policy >/dev/null && $$sudo chmod 755 $$policy; fi; \
+	  { $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; } \
+	    > build/apt.log 2>&1; status=$$?; \
+	  [ -z "$$policy" ] || $$sudo rm -f $$policy; \
+	  for s in $$missing; do case $$s in nginx|munge|slurmctld|slurmd) \
+	    if command -v systemctl >/dev/null 2>&1; then $$sudo systemctl disable --now $$s >/dev/null 2>&1; fi; \
+	    if command -v update-rc.d >/dev/null 2>&1; then $$sudo update-rc.d $$s disable >/dev/null 2>&1; fi;; \
+	  esac; done; \
+	  [ "$$status" = 0 ] || { echo "could not install:$$missing; apt-get said (build/apt.log):"; \
+	    tail -n 15 build/apt.log; [ -n "$$sudo" ] && echo "(run as root, or where sudo works)"; exit 1; }; \
 	fi
+endef
+
+build/.deps-ok: Makefile
+	$(call apt_install,$(DEB_PACKAGES),)
 	@mkdir -p build && touch $@
+build/.test-deps-ok: Makefile build/.deps-ok
+	$(call apt_install,$(TEST_PACKAGES),$(TEST_TOOLS))
+	@touch $@
 deps: build/.deps-ok
 
 # Rule files are compiled into the program so that it runs from anywhere.
@@ -147,21 +177,45 @@ build/asan/tests/%: tests/unit/%.c build/obj-asan/libftpipe.a tests/unit/check.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -Itests/unit -o $@ $< build/obj-asan/libftpipe.a $(LDLIBS)
 
-# Fuzz targets (tests/fuzz/fuzz_*.c) with clang's libFuzzer:
-#   make fuzz && build/fuzz/fuzz_safetensors -max_total_time=60
+# Fuzz targets (tests/fuzz/fuzz_*.c) with clang's libFuzzer; make test runs each for a
+# few seconds from its seed corpus (tests/e2e/test_fuzz.sh). Longer:
+#   make fuzz && build/fuzz/fuzz_pipeline -max_total_time=600 tests/fuzz/corpus/pipeline
 FUZZ_OBJECTS = $(patsubst %.c,build/obj-fuzz/%.o,$(CORE_SOURCES))
-build/obj-fuzz/%.o: %.c | build/.deps-ok
+build/obj-fuzz/%.o: %.c | build/.test-deps-ok
 	@mkdir -p $(dir $@)
 	clang $(BASE_CFLAGS) -g -O1 -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 build/obj-fuzz/libftpipe.a: $(FUZZ_OBJECTS)
 	@rm -f $@; ar rcs $@ $^
-build/fuzz/%: tests/fuzz/%.c build/obj-fuzz/libftpipe.a
+build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_input.h build/obj-fuzz/libftpipe.a
 	@mkdir -p $(dir $@)
 	clang $(BASE_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< build/obj-fuzz/libftpipe.a $(LDLIBS)
 fuzz: $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-test: build/asan/ftpipe $(TEST_BINARIES) build/ftpipe
+# The LD_PRELOAD library of tests/e2e/test_fault_injection.sh (fails the Nth write/fsync/rename or allocation).
+build/fault_inject.so: tests/fault/fault_inject.c | build/.deps-ok
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) -shared -fPIC -o $@ $< -ldl
+
+test: build/.test-deps-ok build/asan/ftpipe $(TEST_BINARIES) build/ftpipe fuzz build/fault_inject.so
 	@sh tests/run.sh
+
+# Branch coverage of the engine (gcov): builds build/cov/ without optimisation, runs the
+# engine's unit tests and the engine's end-to-end tests with it, and prints each engine
+# file's branch coverage (tests/coverage.sh; the README quotes the totals).
+COV_OBJECTS = $(patsubst %.c,build/obj-cov/%.o,$(CORE_SOURCES))
+build/obj-cov/%.o: %.c | build/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -O0 -g --coverage -c $< -o $@
+build/obj-cov/libftpipe.a: $(COV_OBJECTS)
+	@rm -f $@; ar rcs $@ $^
+build/cov/ftpipe: build/obj-cov/ftpipe/cli/main.o build/obj-cov/libftpipe.a
+	@mkdir -p $(dir $@)
+	$(CC) -pthread --coverage -o $@ $^ $(LDLIBS)
+build/cov/tests/%: tests/unit/%.c build/obj-cov/libftpipe.a tests/unit/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -O0 -g --coverage -Itests/unit -o $@ $< build/obj-cov/libftpipe.a $(LDLIBS)
+coverage: build/cov/ftpipe $(patsubst tests/unit/%.c,build/cov/tests/%,$(wildcard tests/unit/engine/test_*.c))
+	@sh tests/coverage.sh
+.PHONY: coverage
 
 quickstart: build/ftpipe
 	build/ftpipe -C examples/quickstart

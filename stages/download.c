@@ -249,6 +249,7 @@ static int run_download(ft_stage *stage)
     options.connections_per_file = (int)ft_stage_param_int(stage, "connections_per_file");
     options.retries = (int)ft_stage_param_int(stage, "retries");
     options.stall_timeout_ms = ft_stage_param_duration_ms(stage, "timeout");
+    options.max_file_bytes = (uint64_t)ft_stage_param_size_bytes(stage, "max_size");
     options.on_progress = on_progress;
     options.on_log = on_log;
     options.is_cancelled = on_cancel_check;

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Runs every unit test binary (build/asan/tests/SUBSYSTEM/test_*) and every end-to-end script
-# (tests/e2e/*.sh), counts "ok"/"not ok" case lines ("ok NAME # SKIP why" apart),
-# prints failures' output, and ends with the summary line "N passed, N failed"
-# (", N skipped" when a case skipped).
+# (tests/e2e/*.sh), counts "ok"/"not ok" case lines ("ok NAME # SKIP why" apart,
+# each shown), prints failures' output, and ends with the summary line
+# "N passed, N failed" (", N skipped" when a case skipped).
 cd "$(dirname "$0")/.."
 FTPIPE="$(pwd)/build/asan/ftpipe"
 export FTPIPE
@@ -17,9 +17,11 @@ for t in $(find build/asan/tests -name "test_*" -type f ! -name "*.d" | sort) te
   case "$t" in *.d) continue ;; esac
   case "$t" in *.sh) sh "$t" >"$log" 2>&1 ;; *) "$t" >"$log" 2>&1 ;; esac
   status=$?
-  skips=$(grep -c '^ok .* # SKIP' "$log")
-  ok=$(( $(grep -c '^ok ' "$log") - skips ))
-  bad=$(grep -c '^not ok ' "$log")
+  # A case that could not run here says "ok NAME # SKIP why": counted apart, and shown.
+  skips=$(grep -a -c '^ok .*# SKIP' "$log")
+  grep -a '^ok .*# SKIP' "$log" | sed "s|^ok |skip $t: |"
+  ok=$(( $(grep -a -c '^ok ' "$log") - skips ))
+  bad=$(grep -a -c '^not ok ' "$log")
   if [ "$status" -ne 0 ] && [ "$bad" -eq 0 ]; then
     bad=1
     echo "not ok $t (exit $status)"

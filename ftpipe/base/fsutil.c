@@ -321,6 +321,25 @@ int ft_free_space_bytes(const char *path, uint64_t *bytes)
     return 0;
 }
 
+char *ft_mount_point(const char *path)
+{
+    char *current = ft_path_absolute(path);
+    struct stat here;
+    if (stat(current, &here) != 0)
+        return current;
+    while (strcmp(current, "/") != 0) {
+        char *parent = ft_path_dirname(current);
+        struct stat above;
+        if (stat(parent, &above) != 0 || above.st_dev != here.st_dev) {
+            free(parent);
+            break;
+        }
+        free(current);
+        current = parent;
+    }
+    return current;
+}
+
 void ft_format_bytes(uint64_t bytes, char *out, size_t out_size)
 {
     static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};

@@ -8,6 +8,7 @@
  *
  * Options are read with getopt_long, anywhere among the words, as make reads them. */
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/terminal_text.h"
 #include "ftpipe/cli/commands.h"
 #include "ftpipe/engine/build.h"
 #include "ftpipe/engine/inspect.h"
@@ -65,7 +67,9 @@ static const char usage_text[] =
 
 static int fail(void)
 {
-    fprintf(stderr, "ftpipe: %s\n", ft_error_message());
+    char *shown = ft_terminal_text(ft_error_message());
+    fprintf(stderr, "ftpipe: %s\n", shown);
+    free(shown);
     return 1;
 }
 
@@ -211,6 +215,10 @@ static int run(command_line *line)
 
 int main(int argc, char **argv)
 {
+    /* jansson's builders ignore a failed insertion, so an allocation failure would drop a
+     * key silently and a stage would publish an incomplete file (fault injection found a
+     * tokenizer.json missing entries): out of memory stops the process, as ft_xmalloc does. */
+    json_set_alloc_funcs(ft_xmalloc, free);
     if (argc > 1 && strcmp(argv[1], "hash") == 0)
         return ft_command_hash(argc - 2, argv + 2) == 0 ? 0 : fail();
     if (argc > 1 && strcmp(argv[1], "encode") == 0)

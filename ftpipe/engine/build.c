@@ -19,6 +19,7 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/units.h"
+#include "ftpipe/engine/disk_space.h"
 #include "ftpipe/engine/plan.h"
 #include "ftpipe/engine/slurm.h"
 #include "ftpipe/engine/publish.h"
@@ -384,6 +385,27 @@ static bool read_reports(builder *b, running_stage *run)
     }
 }
 
+/* A failed stage's out/ goes at once: a half-made result may be what filled the disk
+ * (the next start empties it anyway; what resumes lives beside it). */
+static void free_output(const char *work_dir)
+{
+    char *out_dir = ft_path_join(work_dir, "out");
+    ft_remove_tree(out_dir);
+    free(out_dir);
+}
+
+/* The message for a stage whose result could not be published; frees its out/. */
+static char *failure_message(const running_stage *run, const char *log_path, const char *error)
+{
+    char *space = ft_disk_space_failure(run->work_dir, log_path, error);
+    char *message = space ? ft_xasprintf("%s: free some space (ftpipe gc removes what no target needs) and run "
+                                         "again; %s", space, error)
+                          : ft_xstrdup(error);
+    free(space);
+    free_output(run->work_dir);
+    return message;
+}
+
 static void finish_stage(builder *b, size_t slot, int status)
 {
     running_stage *run = &b->running[slot];
@@ -412,7 +434,7 @@ static void finish_stage(builder *b, size_t slot, int status)
             b->summary->run++;
             mark_done(b, run->node, NODE_DONE);
         } else {
-            char *message = ft_xstrdup(ft_error_message());
+            char *message = failure_message(run, log_path, ft_error_message());
             check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_FAILED, 0, "",
                                                      log_path));
             report_failure(b, run->node, message);
@@ -421,6 +443,9 @@ static void finish_stage(builder *b, size_t slot, int status)
         free(kept_log);
     } else {
         bool cancelled = interrupted || run->cancelled;
+        char *space = cancelled ? NULL : ft_disk_space_failure(run->work_dir, log_path, run->error_text);
+        if (!cancelled)
+            free_output(run->work_dir);
         check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id,
                                                  cancelled ? FT_RUN_CANCELLED : FT_RUN_FAILED, exit_code, "", log_path));
         if (cancelled) {
@@ -434,11 +459,13 @@ static void finish_stage(builder *b, size_t slot, int status)
             }
         } else {
             char message[4200];
-            snprintf(message, sizeof message, "%s (exit status %d; log: %s)",
+            snprintf(message, sizeof message, "%s%s%s (exit status %d; log: %s)", space ? space : "",
+                     space ? ": free some space (ftpipe gc removes what no target needs) and run again; " : "",
                      run->error_text ? run->error_text : "the stage failed", exit_code, log_path);
             report_failure(b, run->node, message);
             show_log_tail(b, log_path);
         }
+        free(space);
     }
     free(log_path);
     free(run->work_dir);

@@ -1,9 +1,11 @@
 /* graph: stages, their edges, topological order, cycles and selection. */
 #include "ftpipe/engine/graph.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
@@ -15,8 +17,10 @@ char *ft_target_normalise(const char *name)
 {
     ft_strbuf out;
     ft_strbuf_init(&out);
-    if (name[0] == '/')
+    bool absolute = name[0] == '/';
+    if (absolute)
         ft_strbuf_putc(&out, '/');
+    size_t root_length = out.length; /* ".." never pops past "/" or a leading ".." run */
     const char *p = name;
     while (*p) {
         while (*p == '/')
@@ -24,10 +28,18 @@ char *ft_target_normalise(const char *name)
         const char *end = strchr(p, '/');
         size_t n = end ? (size_t)(end - p) : strlen(p);
         if (n == 1 && p[0] == '.') {
+        } else if (n == 2 && p[0] == '.' && p[1] == '.' && out.length > root_length) {
+            /* "a/../b" is "b": resolved here, so that no later check can be walked around. */
+            char *slash = memrchr(out.data + root_length, '/', out.length - root_length);
+            out.length = slash ? (size_t)(slash - out.data) : root_length;
+            out.data[out.length] = '\0';
+        } else if (n == 2 && p[0] == '.' && p[1] == '.' && absolute) {
         } else if (n > 0) {
             if (out.length > 0 && out.data[out.length - 1] != '/')
                 ft_strbuf_putc(&out, '/');
             ft_strbuf_add(&out, p, n);
+            if (n == 2 && p[0] == '.' && p[1] == '.')
+                root_length = out.length;
         }
         p += n;
     }
@@ -102,6 +114,20 @@ static int find_cycle(ft_graph *graph)
     return result;
 }
 
+/* The pipeline file (or included file) that `path` is, or NULL: a stage must not overwrite its own recipe. */
+static const char *pipeline_file_at(const ft_pipeline *pipeline, const char *path)
+{
+    struct stat target;
+    if (stat(path, &target) != 0)
+        return NULL;
+    for (size_t i = 0; i < pipeline->n_files; i++) {
+        struct stat file;
+        if (stat(pipeline->files[i], &file) == 0 && file.st_dev == target.st_dev && file.st_ino == target.st_ino)
+            return pipeline->files[i];
+    }
+    return NULL;
+}
+
 int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, const ft_stage_kind *const *kinds,
                    ft_graph **out)
 {
@@ -132,11 +158,19 @@ int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, const f
                               decl->kind);
             break;
         }
-        if (node->target[0] == '/' || strncmp(node->target, "..", 2) == 0 || strcmp(node->target, ".") == 0 ||
-            strncmp(node->target, ".ftpipe", 7) == 0) {
+        if (node->target[0] == '/' || strcmp(node->target, "..") == 0 || strncmp(node->target, "../", 3) == 0 ||
+            strcmp(node->target, ".") == 0 || strcmp(node->target, ".ftpipe") == 0 ||
+            strncmp(node->target, ".ftpipe/", 8) == 0) {
             format_location(where, sizeof where, &decl->where);
             result = ft_error("%s: target '%s' must be a path inside the pipeline's folder (and not .ftpipe)", where,
                               decl->target);
+            break;
+        }
+        const char *pipeline_file = pipeline_file_at(pipeline, node->target_path);
+        if (pipeline_file) {
+            format_location(where, sizeof where, &decl->where);
+            result = ft_error("%s: target '%s' is the pipeline file %s itself; choose another target path", where,
+                              decl->target, pipeline_file);
             break;
         }
         size_t *first_maker = ft_strmap_put(&owner->targets, node->target, i);

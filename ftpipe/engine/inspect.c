@@ -14,6 +14,7 @@
 #include "ftpipe/base/strmap.h"
 #include "ftpipe/base/units.h"
 #include "ftpipe/engine/metrics_table.h"
+#include "ftpipe/base/terminal_text.h"
 #include "ftpipe/engine/plan.h"
 
 /* Plans every selected stage in order, as -n would, without running anything. */
@@ -70,7 +71,9 @@ static int command_status(ft_session *session)
         size_t index = graph->order[o];
         const ft_node *node = &graph->nodes[index];
         char *reason = ft_plan_reason_line(&plans[index]);
-        printf("%-32s %-8s %-10s %s\n", node->target, node->kind->name, action_word(plans[index].action), reason);
+        char *target = ft_terminal_text(node->target);
+        printf("%-32s %-8s %-10s %s\n", target, node->kind->name, action_word(plans[index].action), reason);
+        free(target);
         free(reason);
         ft_run_record last;
         int found = ft_state_last_run(session->workspace->state, node->target, -1, &last);

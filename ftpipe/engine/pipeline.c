@@ -2,11 +2,13 @@
  * include, .DEFAULT) and the pipeline's lifetime. */
 #include "ftpipe/engine/pipeline.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
@@ -260,6 +262,33 @@ static int include_found(parser *p, const ft_location *where, const char *shown,
     return parse_text(p, keep_file_name(p, shown), identity, text);
 }
 
+/* An included file larger than this is no pipeline or rules file. */
+#define MAX_INCLUDE_BYTES (4 << 20)
+
+/* Reads an included file: only a regular text file of pipeline size, so that
+ * `include /dev/zero` cannot grow without bound. */
+static int read_include(const char *path, const ft_location *where, char **text)
+{
+    struct stat info;
+    if (stat(path, &info) != 0)
+        return ft_error_at(where, "cannot include %s: %s", path, strerror(errno));
+    if (!S_ISREG(info.st_mode))
+        return ft_error_at(where, "cannot include %s: it is not a regular file; include pipeline and rule files only",
+                           path);
+    if (info.st_size > MAX_INCLUDE_BYTES)
+        return ft_error_at(where, "cannot include %s: it is %lld bytes, more than a pipeline file's limit of %d",
+                           path, (long long)info.st_size, MAX_INCLUDE_BYTES);
+    size_t length = 0;
+    if (ft_read_file(path, text, &length) != 0)
+        return -1;
+    if (length > MAX_INCLUDE_BYTES || memchr(*text, '\0', length)) {
+        free(*text);
+        return ft_error_at(where, "cannot include %s: it is not a text file of at most %d bytes", path,
+                           MAX_INCLUDE_BYTES);
+    }
+    return 0;
+}
+
 /* Looks for NAME, then NAME.ft, in the including file's folder, the rule
  * folders, then among the built-in rule files; reads the first found. */
 static int include_file(parser *p, const char *name, const ft_location *where, const char *including_dir)
@@ -280,7 +309,7 @@ static int include_file(parser *p, const char *name, const ft_location *where, c
             char *path = path_in(dirs[d], candidates[c]);
             if (ft_path_exists(path) && !ft_path_is_dir(path)) {
                 char *text;
-                result = ft_read_file(path, &text, NULL);
+                result = read_include(path, where, &text);
                 if (result == 0) {
                     char *identity = ft_path_absolute(path);
                     if (ft_parser_is_params_file(name))
@@ -400,8 +429,17 @@ static int parse_text(parser *p, const char *name, const char *identity, const c
     ft_located_init(&line);
     bool indented;
     int result = 0;
-    while (result == 0 && ft_lexer_next(&lexer, &line, &indented))
+    bool any_line_parsed = false;
+    while (result == 0 && ft_lexer_next(&lexer, &line, &indented)) {
         result = parse_line(p, &line, indented, dir);
+        if (result != 0 && !any_line_parsed && p->n_open_files > 1 && line.chars[0] != '.' &&
+            strncmp(line.chars, "include", 7) != 0)
+            /* Not a pipeline at all (include /etc/shadow): say so, and quote none of it. */
+            result = ft_error("%s:%d: this file does not read as a pipeline or rules file: its first line is no "
+                              "variable, include or stage (nothing of it is shown); check the include", name,
+                              line.where[0].line);
+        any_line_parsed = true;
+    }
     ft_located_free(&line);
     ft_lexer_free(&lexer);
     free(dir);
@@ -465,8 +503,18 @@ int ft_pipeline_load(const char *path, const ft_pipeline_options *options, ft_pi
 {
     *out = NULL;
     char *text;
-    if (ft_read_file(path, &text, NULL) != 0)
+    size_t length = 0;
+    if (ft_read_file(path, &text, &length) != 0)
         return -1;
+    const char *nul = memchr(text, '\0', length);
+    if (nul) {
+        int line = 1;
+        for (const char *c = text; c < nul; c++)
+            line += *c == '\n';
+        free(text);
+        /* A NUL would silently end the text here (and a `run =` line with it). */
+        return ft_error("%s:%d: a NUL byte: a pipeline file is text; remove it", path, line);
+    }
     int result = ft_pipeline_parse_string(path, text, options, out);
     free(text);
     return result;

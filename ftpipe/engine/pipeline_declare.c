@@ -95,6 +95,10 @@ int ft_parser_add_stage(parser *p, const char *target, const ft_location *target
                            "missing stage kind after '%s:': write `%s: KIND inputs...` (`ftpipe help` "
                            "lists the kinds)",
                            target, target);
+    const char *kind = words->words[0];
+    if (kind[strspn(kind, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")] != '\0')
+        return ft_error_at(&words->where[0], "'%s' is not a stage kind's name (letters, digits, _ and -): "
+                           "write `%s: KIND inputs...` (`ftpipe help` lists the kinds)", kind, target);
     size_t *first_stage = ft_strmap_get(&p->targets, target);
     if (first_stage) {
         char first[512];

@@ -75,8 +75,11 @@ static int input_hashes(ft_workspace *workspace, const ft_node *node, ft_plan *p
         }
         ft_manifest *manifest = NULL;
         ft_hash_cache cache = ft_state_hash_cache(workspace->state);
-        if (ft_manifest_build(&cache, node->input_paths[k], 0, &manifest) != 0)
-            return ft_error_context("stage %s: input %s", node->target, node->input_names[k]);
+        if (ft_manifest_build(&cache, node->input_paths[k], 0, &manifest) != 0) {
+            const ft_location *where = &node->decl->input_where[k];
+            return ft_error_context("%s:%d:%d: stage %s: input %s", where->file, where->line, where->column,
+                                    node->target, node->input_names[k]);
+        }
         hashes[k] = ft_xcalloc(FT_HASH_HEX_LENGTH + 1, 1);
         ft_hash_to_hex(manifest->hash, hashes[k]);
         ft_manifest_free(manifest);

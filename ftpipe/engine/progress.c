@@ -9,6 +9,8 @@
 #include "ftpipe/base/clock.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/strbuf.h"
+#include "ftpipe/base/terminal_text.h"
 
 typedef struct {
     size_t slot;
@@ -64,8 +66,11 @@ static void draw(ft_progress *progress)
                 (unsigned long long)(seconds / 60), (unsigned long long)(seconds % 60));
         progress->drawn++;
     }
-    for (size_t i = 0; i < progress->n_lines; i++)
-        fprintf(progress->out, "%.*s\n", 160, progress->lines[i].text);
+    for (size_t i = 0; i < progress->n_lines; i++) {
+        char *shown = ft_terminal_text(progress->lines[i].text);
+        fprintf(progress->out, "%.*s\n", 160, shown);
+        free(shown);
+    }
     progress->drawn += progress->n_lines;
     fflush(progress->out);
 }
@@ -76,8 +81,14 @@ void ft_progress_message(ft_progress *progress, const char *fmt, ...)
         erase(progress);
     va_list args;
     va_start(args, fmt);
-    vfprintf(progress->out, fmt, args);
+    ft_strbuf message;
+    ft_strbuf_init(&message);
+    ft_strbuf_vprintf(&message, fmt, args);
     va_end(args);
+    char *shown = ft_terminal_text(message.data);
+    fputs(shown, progress->out);
+    free(shown);
+    ft_strbuf_free(&message);
     fputc('\n', progress->out);
     if (progress->live)
         draw(progress);

@@ -2,12 +2,14 @@
 #include "ftpipe/engine/state.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
@@ -92,6 +94,10 @@ typedef struct {
     bool loaded;
 } file_map;
 
+/* Space set aside beside the database: when the disk fills up, deleting it lets the
+ * failure itself still be recorded (a run's record needs a few pages of WAL). */
+#define RESERVE_BYTES (2u << 20)
+
 /* The targets table in memory, read in one query at the first lookup: a no-op
  * asks about every target. */
 typedef struct {
@@ -107,6 +113,7 @@ typedef struct {
 struct ft_state {
     sqlite3 *db;
     char *path;
+    char *reserve_path;
     int transaction_depth;
     sqlite3_stmt *statements[SQL_COUNT];
     file_map files;
@@ -122,9 +129,30 @@ static int database_error(ft_state *state, const char *what)
                             : "");
 }
 
+/* Creates the reserve if it is missing and there is room for it. */
+static void reserve_space(ft_state *state)
+{
+    int fd = open(state->reserve_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return;
+    bool made = posix_fallocate(fd, 0, RESERVE_BYTES) == 0;
+    close(fd);
+    if (!made)
+        unlink(state->reserve_path);
+}
+
+/* After SQLITE_FULL: frees the reserve; true when there was one to free (try again). */
+static bool release_reserve(ft_state *state, int rc)
+{
+    return (rc & 0xff) == SQLITE_FULL && unlink(state->reserve_path) == 0;
+}
+
 static int execute(ft_state *state, const char *sql, const char *what)
 {
-    return sqlite3_exec(state->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : database_error(state, what);
+    int rc = sqlite3_exec(state->db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK && release_reserve(state, sqlite3_errcode(state->db)))
+        rc = sqlite3_exec(state->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : database_error(state, what);
 }
 
 static sqlite3_stmt *statement(ft_state *state, statement_id id)
@@ -157,6 +185,10 @@ static int step_done(ft_state *state, sqlite3_stmt *stmt, const char *what)
     }
     int rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
+    if (rc != SQLITE_DONE && release_reserve(state, rc)) {
+        rc = sqlite3_step(stmt);
+        sqlite3_reset(stmt);
+    }
     return rc == SQLITE_DONE ? 0 : database_error(state, what);
 }
 
@@ -230,6 +262,7 @@ int ft_state_open(const char *state_dir, ft_state **out)
 {
     ft_state *state = ft_xcalloc(1, sizeof *state);
     state->path = ft_path_join(state_dir, "state.db");
+    state->reserve_path = ft_path_join(state_dir, "state.db.reserve");
     int result = 0;
     if (sqlite3_open_v2(state->path, &state->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK)
@@ -240,6 +273,8 @@ int ft_state_open(const char *state_dir, ft_state **out)
         result = execute(state, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL", "set the journal mode");
     if (result == 0)
         result = ensure_schema(state);
+    if (result == 0)
+        reserve_space(state);
     if (result != 0) {
         ft_state_close(state);
         return -1;
@@ -271,6 +306,7 @@ void ft_state_close(ft_state *state)
     free(state->targets.present);
     ft_strmap_free(&state->targets.index);
     free(state->path);
+    free(state->reserve_path);
     free(state);
 }
 

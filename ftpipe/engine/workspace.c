@@ -3,18 +3,21 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 
-/* flock: released by the kernel when the holder dies, so a kill -9 never leaves
- * a stale lock. The holder's pid is written inside for the message. */
+/* A POSIX record lock: released by the kernel when the holder dies, so a kill -9
+ * never leaves a stale lock, and the kernel keeps the holder's pid with the lock
+ * itself, so a refused run can always name it (a pid written into the file after
+ * taking the lock could be read before it was written). Stage processes do not
+ * inherit it. The pid is also written inside, for people. */
 static int take_lock(ft_workspace *workspace)
 {
     char *path = ft_path_join(workspace->state_dir, "lock");
@@ -24,15 +27,22 @@ static int take_lock(ft_workspace *workspace)
         free(path);
         return result;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        char holder[32] = "";
-        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
-        holder[n > 0 ? n : 0] = '\0';
-        holder[strcspn(holder, "\n")] = '\0';
+    for (int attempt = 0;; attempt++) {
+        struct flock whole = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        if (fcntl(fd, F_SETLK, &whole) == 0)
+            break;
+        int error = errno;
+        struct flock holder = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        bool held = (error == EACCES || error == EAGAIN) && fcntl(fd, F_GETLK, &holder) == 0 &&
+                    holder.l_type != F_UNLCK;
+        if (!held && (error == EACCES || error == EAGAIN) && attempt < 100)
+            continue; /* released between the two calls: try again */
         close(fd);
-        int result = ft_error("another ftpipe run (pid %s) is using the workspace %s (lock %s); wait for it to "
-                              "finish or stop it, then run again",
-                              holder[0] ? holder : "unknown", workspace->dir, path);
+        int result = held ? ft_error("another ftpipe run (pid %ld) is using the workspace %s (lock %s); wait for "
+                                     "it to finish or stop it, then run again",
+                                     (long)holder.l_pid, workspace->dir, path)
+                          : ft_error("cannot lock the workspace %s (lock %s): %s", workspace->dir, path,
+                                     strerror(error));
         free(path);
         return result;
     }

@@ -359,10 +359,12 @@ static void cache_store(ft_bpe_worker *worker, cache_slot *slot, uint64_t hash, 
                         size_t length, const uint32_t *ids, size_t n_ids)
 {
     ft_grow((void **)&worker->cache_keys, &worker->cache_keys_capacity, worker->cache_keys_length + length, 1);
-    memcpy(worker->cache_keys + worker->cache_keys_length, bytes, length);
+    if (length > 0) /* memcpy from NULL is undefined even for 0 bytes */
+        memcpy(worker->cache_keys + worker->cache_keys_length, bytes, length);
     ft_grow((void **)&worker->cache_ids, &worker->cache_ids_capacity, worker->cache_ids_length + n_ids,
             sizeof *worker->cache_ids);
-    memcpy(worker->cache_ids + worker->cache_ids_length, ids, n_ids * sizeof *ids);
+    if (n_ids > 0)
+        memcpy(worker->cache_ids + worker->cache_ids_length, ids, n_ids * sizeof *ids);
     *slot = (cache_slot){hash, (uint32_t)worker->cache_keys_length, (uint32_t)worker->cache_ids_length,
                          (uint16_t)length, (uint16_t)n_ids};
     worker->cache_keys_length += length;
@@ -402,5 +404,6 @@ void ft_bpe_encode_word(const ft_bpe *bpe, ft_bpe_worker *worker, const uint8_t 
         cache_clear(worker);
         slot = cache_find(worker, hash, bytes, length);
     }
-    cache_store(worker, slot, hash, bytes, length, out->ids + first, out->count - first);
+    /* A word that yields no ids (a tokenizer without them) leaves out->ids NULL. */
+    cache_store(worker, slot, hash, bytes, length, out->count > first ? out->ids + first : NULL, out->count - first);
 }

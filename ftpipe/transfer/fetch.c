@@ -137,6 +137,31 @@ static bool check_body_start(request *r)
 
 static uint64_t bytes_still_needed(const engine *e);
 
+/* A body of unannounced length stops at the declared size, or at max_file_bytes. */
+static bool past_size_bound(request *r, uint64_t end)
+{
+    job *j = r->job;
+    int64_t expected = j->file->expected_size_bytes;
+    if (expected >= 0 && end > (uint64_t)expected) {
+        r->fatal = ft_xasprintf("cannot download %s from %s: the server sent more than the declared size of %"
+                                PRId64 " bytes; stopped there (check the size parameter and the URL)",
+                                j->file->name, j->file->url, expected);
+        ft_part_discard(&j->part);
+        return true;
+    }
+    uint64_t bound = r->engine->options->max_file_bytes;
+    if (expected < 0 && bound > 0 && end > bound) {
+        char bound_text[16];
+        ft_format_bytes(bound, bound_text, sizeof bound_text);
+        r->fatal = ft_xasprintf("cannot download %s from %s: the server sent more than max_size (%s) without "
+                                "saying how large the file is; stopped there (raise max_size, or declare the file's "
+                                "size)", j->file->name, j->file->url, bound_text);
+        ft_part_discard(&j->part);
+        return true;
+    }
+    return false;
+}
+
 static size_t on_body(char *data, size_t size, size_t count, void *pointer)
 {
     request *r = pointer;
@@ -160,6 +185,8 @@ static size_t on_body(char *data, size_t size, size_t count, void *pointer)
                                 j->file->name, j->file->url);
         return 0;
     }
+    if (r->piece.end == UNKNOWN_END && past_size_bound(r, offset + length))
+        return 0;
     if (ft_part_write(&j->part, data, length, offset) != 0) {
         if (errno == ENOSPC && j->size_bytes >= 0) {
             char needed[16];
@@ -317,6 +344,14 @@ static void probe_succeeded(engine *e, request *r)
         fail(e, "size mismatch for %s (%s): expected %" PRId64 " bytes, the server has %" PRId64
              " bytes; nothing was downloaded: check the size parameter and the URL", j->file->name, j->file->url,
              expected, (int64_t)length);
+    }
+    uint64_t bound = e->options->max_file_bytes;
+    if (expected < 0 && bound > 0 && length > 0 && (uint64_t)length > bound) {
+        char bound_text[16], length_text[16];
+        ft_format_bytes(bound, bound_text, sizeof bound_text);
+        ft_format_bytes((uint64_t)length, length_text, sizeof length_text);
+        fail(e, "%s (%s) is %s, more than max_size (%s); nothing was downloaded: raise max_size if it is right",
+             j->file->name, j->file->url, length_text, bound_text);
     }
 }
 

@@ -172,6 +172,17 @@ static const char *header(CURL *easy, const char *name)
     return found->value;
 }
 
+void ft_http_parse_content_range(const char *value, ft_http_headers *out)
+{
+    uint64_t start = 0, end = 0, total = 0;
+    int fields = sscanf(value, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, &start, &end, &total);
+    /* a range that contradicts itself (start past end, end past the total) counts as absent */
+    bool consistent = fields >= 2 && start <= end && (fields < 3 || (end < total && total <= INT64_MAX));
+    out->has_content_range = consistent;
+    out->content_range_start = consistent ? start : 0;
+    out->content_range_total = consistent && fields == 3 ? (int64_t)total : -1;
+}
+
 void ft_http_read_headers(CURL *easy, ft_http_headers *out)
 {
     ft_http_headers_free(out);
@@ -192,13 +203,8 @@ void ft_http_read_headers(CURL *easy, ft_http_headers *out)
         if (mtime >= 0)
             out->last_modified = ft_xasprintf("mtime %lld", (long long)mtime);
     }
-    if (content_range) {
-        uint64_t start = 0, end = 0, total = 0;
-        int fields = sscanf(content_range, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, &start, &end, &total);
-        out->has_content_range = fields >= 1;
-        out->content_range_start = start;
-        out->content_range_total = fields == 3 ? (int64_t)total : -1;
-    }
+    if (content_range)
+        ft_http_parse_content_range(content_range, out);
 }
 
 void ft_http_headers_free(ft_http_headers *headers)

@@ -333,6 +333,14 @@ int ft_hf_index_shards(const char *index_path, char ***shards, size_t *count)
         (*shards)[(*count)++] = ft_xstrdup(shard);
     }
     json_decref(root);
+    if (result != 0) {
+        for (size_t i = 0; i < *count; i++)
+            free((*shards)[i]);
+        free(*shards);
+        *shards = NULL;
+        *count = 0;
+        return result;
+    }
     if (*count > 1)
         qsort(*shards, *count, sizeof **shards, compare_names);
     size_t unique = 0;

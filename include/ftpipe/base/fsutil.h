@@ -37,6 +37,9 @@ int ft_copy_file(const char *source, const char *destination);
 
 /* Bytes available to an unprivileged writer on the file system holding path. */
 int ft_free_space_bytes(const char *path, uint64_t *bytes);
+/* The mount point of the file system holding path (an existing path), for messages
+ * such as "no space left on /data". Caller frees. */
+char *ft_mount_point(const char *path);
 
 /* Human form of a byte count: "1.5 GiB". Writes into out (>= 16 bytes). */
 void ft_format_bytes(uint64_t bytes, char *out, size_t out_size);

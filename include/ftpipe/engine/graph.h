@@ -56,7 +56,8 @@ int ft_graph_select(ft_graph *graph, const char *const *targets, size_t n_target
  * as a Graphviz graph (source files drawn as notes). */
 void ft_graph_print(const ft_graph *graph, bool dot, FILE *out);
 
-/* "a/./b/" -> "a/b". Caller frees. */
+/* "a/./b/" -> "a/b", "a/../b" -> "b"; ".." that climbs above the start stays
+ * ("a/../../x" -> "../x") so that containment checks see it. Caller frees. */
 char *ft_target_normalise(const char *name);
 
 #endif

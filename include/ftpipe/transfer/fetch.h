@@ -4,6 +4,8 @@
  * Several files download at once, and a large file in parallel byte ranges
  * written straight to their offsets in DEST.part (see fetch_part.h), so an
  * interrupted download resumes by asking only for the ranges still missing.
+ * A body is cut off at the file's declared size (expected_size_bytes, else
+ * max_file_bytes): a server that never stops sending cannot fill the disk.
  * First every file is probed (HEAD) for its size, so that wrong sizes, missing
  * files, refused credentials and a lack of disk space stop the download before a
  * byte of it is fetched. Connection errors, stalls, 408, 429 and 5xx answers are
@@ -42,6 +44,7 @@ typedef struct {
     int64_t stall_timeout_ms; /* a connection that receives nothing this long is retried (0: never) */
     int64_t retry_delay_ms;   /* the first backoff delay; it doubles each attempt, up to 30 s */
     uint64_t piece_bytes;     /* the byte ranges a large file is cut into (0: chosen by size) */
+    uint64_t max_file_bytes;  /* a file without a declared size may grow to this (0: no bound) */
     int64_t save_interval_ms; /* how often the progress of each file is recorded */
     const char *bearer_token; /* NULL: none */
     const char *auth_hint;    /* ends 401/403 messages: what the user can do */

@@ -34,6 +34,8 @@ typedef struct {
 /* Reads the headers of the handle's last response (curl_easy_header), during
  * the transfer (from a callback) or after it. */
 void ft_http_read_headers(CURL *easy, ft_http_headers *out);
+/* A Content-Range value ("bytes START-END/TOTAL") into out's range fields. */
+void ft_http_parse_content_range(const char *value, ft_http_headers *out);
 void ft_http_headers_free(ft_http_headers *headers);
 
 /* Whether trying again may succeed: connection errors, stalls, 408, 429, 5xx. */
