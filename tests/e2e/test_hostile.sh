@@ -63,9 +63,10 @@ mkfifo "$W/pipe.in"
 printf 'out.txt: shell\n\trun = echo > $@\n\nb.txt: shell out.txt pipe.in\n\trun = cat $< > $@\n' > "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"
 t_expect_fail
-t_expect_contains "Ftpipe:4:22: stage b.txt: input pipe.in"
-# The reason is printed again at the end, not lost (it was an empty "ftpipe: ").
-t_expect_contains "ftpipe: $W/Ftpipe:4:22: stage b.txt: input pipe.in"
+# The reason is on the stage's FAILED line, once, and the end points back to it
+# (the reason was once lost: an empty "ftpipe: ").
+t_expect_contains "FAILED   b.txt: $W/Ftpipe:4:22: stage b.txt: input pipe.in"
+t_expect_contains "ftpipe: stage b.txt failed (the FAILED line above says why)"
 t_end
 
 t_case "include of a device or a huge file is refused before it is read"
