@@ -14,11 +14,12 @@ JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 # Debian packages the build and the tests need; `make deps` installs the missing ones.
 DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openssl-dev \
                libxxhash-dev xxhash libpcre2-dev libutf8proc-dev libjansson-dev \
-               libopenblas-dev libzstd-dev zstd libyaml-dev nginx rclone util-linux
+               libopenblas-dev libzstd-dev zstd libyaml-dev nginx rclone util-linux \
+               libjpeg62-turbo-dev libpng-dev libwebp-dev
 # Tools the tests run, as command:package, installed only when the command is missing
 # (a machine may have them from elsewhere).
 TEST_TOOLS = python3:python3
-PKG_LIBS = sqlite3 libarchive libcurl libxxhash libpcre2-8 libutf8proc jansson yaml-0.1
+PKG_LIBS = sqlite3 libarchive libcurl libxxhash libpcre2-8 libutf8proc jansson yaml-0.1 libjpeg libpng libwebp libwebpdemux
 
 WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -Iinclude -Ibuild/gen $(WARNINGS) -MMD -MP -pthread
