@@ -78,34 +78,52 @@ int ft_qwen2vl_smart_resize(int height, int width, int factor, int64_t min_pixel
     return 0;
 }
 
-static void resize_in_place(ft_image *image, int width, int height)
+/* Resizes image in place; a side that would shrink to nothing, or a result too
+ * large to hold, is an error naming the image (Pillow raises on the first). */
+static int resize_in_place(ft_image *image, int64_t width, int64_t height, const char *name)
 {
+    if (width < 1 || height < 1)
+        return ft_error("image '%s' is %d x %d pixels: it is too thin to shrink to %lld x %lld; crop it", name,
+                        image->width, image->height, (long long)width, (long long)height);
+    if (width * height > FT_VISION_MAX_RESIZED_PIXELS)
+        return ft_error("image '%s' is %d x %d pixels: resized for the vision model it would be %lld x %lld, "
+                        "too large; crop it to a less elongated shape",
+                        name, image->width, image->height, (long long)width, (long long)height);
     ft_image resized;
-    ft_image_resize_bicubic(image, width, height, &resized);
+    ft_image_resize_bicubic(image, (int)width, (int)height, &resized);
     ft_image_free(image);
     *image = resized;
+    return 0;
 }
 
-void ft_llamafactory_regularize_image(ft_image *image, int64_t min_pixels, int64_t max_pixels, int qwen)
+int ft_llamafactory_regularize_image(ft_image *image, int64_t min_pixels, int64_t max_pixels, int qwen,
+                                     const char *name)
 {
     double pixels = (double)image->width * image->height;
     if (pixels > (double)max_pixels) {
         double factor = sqrt((double)max_pixels / pixels);
-        resize_in_place(image, (int)(image->width * factor), (int)(image->height * factor));
+        if (resize_in_place(image, (int64_t)(image->width * factor), (int64_t)(image->height * factor), name) != 0)
+            return -1;
         pixels = (double)image->width * image->height;
     }
     if (pixels < (double)min_pixels) {
         double factor = sqrt((double)min_pixels / pixels);
-        resize_in_place(image, (int)(image->width * factor), (int)(image->height * factor));
+        if (resize_in_place(image, (int64_t)(image->width * factor), (int64_t)(image->height * factor), name) != 0)
+            return -1;
     }
     if (!qwen)
-        return;
-    if (image->width < 28 || image->height < 28)
-        resize_in_place(image, image->width < 28 ? 28 : image->width, image->height < 28 ? 28 : image->height);
-    if ((double)image->width / image->height > 200)
-        resize_in_place(image, image->height * 180, image->height);
-    if ((double)image->height / image->width > 200)
-        resize_in_place(image, image->width, image->width * 180);
+        return 0;
+    if ((image->width < 28 || image->height < 28) &&
+        resize_in_place(image, image->width < 28 ? 28 : image->width, image->height < 28 ? 28 : image->height,
+                        name) != 0)
+        return -1;
+    if ((double)image->width / image->height > 200 &&
+        resize_in_place(image, (int64_t)image->height * 180, image->height, name) != 0)
+        return -1;
+    if ((double)image->height / image->width > 200 &&
+        resize_in_place(image, image->width, (int64_t)image->width * 180, name) != 0)
+        return -1;
+    return 0;
 }
 
 /* x / 255 in double, to float, then (x - mean) / std in float: the processors' order. */
@@ -115,13 +133,16 @@ static float normalise(uint8_t value, float mean, float std)
     return (scaled - mean) / std;
 }
 
-static ft_image regularized_copy(const ft_image *image, int64_t min_pixels, int64_t max_pixels, int qwen)
+static int regularized_copy(const ft_image *image, int64_t min_pixels, int64_t max_pixels, int qwen,
+                            const char *name, ft_image *copy)
 {
-    ft_image copy;
-    ft_image_alloc(&copy, image->width, image->height);
-    memcpy(copy.rgb, image->rgb, (size_t)image->width * image->height * 3);
-    ft_llamafactory_regularize_image(&copy, min_pixels, max_pixels, qwen);
-    return copy;
+    ft_image_alloc(copy, image->width, image->height);
+    memcpy(copy->rgb, image->rgb, (size_t)image->width * image->height * 3);
+    if (ft_llamafactory_regularize_image(copy, min_pixels, max_pixels, qwen, name) != 0) {
+        ft_image_free(copy);
+        return -1;
+    }
+    return 0;
 }
 
 int ft_qwen2vl_preprocess(const ft_image *image, const ft_qwen2vl_image_options *options, const char *name,
@@ -131,7 +152,9 @@ int ft_qwen2vl_preprocess(const ft_image *image, const ft_qwen2vl_image_options 
     if (options->image_min_pixels > options->image_max_pixels)
         return ft_error("image_min_pixels (%lld) is larger than image_max_pixels (%lld): make it smaller",
                         (long long)options->image_min_pixels, (long long)options->image_max_pixels);
-    ft_image regular = regularized_copy(image, options->image_min_pixels, options->image_max_pixels, 1);
+    ft_image regular;
+    if (regularized_copy(image, options->image_min_pixels, options->image_max_pixels, 1, name, &regular) != 0)
+        return -1;
     int patch = options->patch_size, merge = options->merge_size, temporal = options->temporal_patch_size;
     int height, width;
     if (ft_qwen2vl_smart_resize(regular.height, regular.width, patch * merge, options->min_pixels,
@@ -139,9 +162,11 @@ int ft_qwen2vl_preprocess(const ft_image *image, const ft_qwen2vl_image_options 
         ft_image_free(&regular);
         return -1;
     }
-    ft_image resized;
-    ft_image_resize_bicubic(&regular, width, height, &resized);
-    ft_image_free(&regular);
+    if (resize_in_place(&regular, width, height, name) != 0) {
+        ft_image_free(&regular);
+        return -1;
+    }
+    ft_image resized = regular;
 
     int grid_h = height / patch, grid_w = width / patch;
     out->grid_t = 1; /* one image: a single frame repeated over the temporal patch */
@@ -184,20 +209,24 @@ int ft_clip_preprocess(const ft_image *image, const ft_clip_image_options *optio
         return ft_error("the CLIP processor's crop_size (%d x %d) is larger than its shortest_edge (%d): "
                         "the crop would need padding, which is not supported",
                         options->crop_width, options->crop_height, options->shortest_edge);
-    ft_image regular = regularized_copy(image, options->image_min_pixels, options->image_max_pixels, 0);
+    ft_image regular;
+    if (regularized_copy(image, options->image_min_pixels, options->image_max_pixels, 0, name, &regular) != 0)
+        return -1;
     /* transformers' get_resize_output_image_size: the short side to shortest_edge,
      * the long side scaled and truncated. */
     int short_side = regular.width <= regular.height ? regular.width : regular.height;
     int long_side = regular.width <= regular.height ? regular.height : regular.width;
     int new_short = options->shortest_edge;
-    int new_long = (int)((double)new_short * long_side / short_side);
-    int width = regular.width <= regular.height ? new_short : new_long;
-    int height = regular.width <= regular.height ? new_long : new_short;
-    ft_image resized;
-    ft_image_resize_bicubic(&regular, width, height, &resized);
-    ft_image_free(&regular);
+    int64_t new_long = (int64_t)((double)new_short * long_side / short_side);
+    int64_t width = regular.width <= regular.height ? new_short : new_long;
+    int64_t height = regular.width <= regular.height ? new_long : new_short;
+    if (resize_in_place(&regular, width, height, name) != 0) {
+        ft_image_free(&regular);
+        return -1;
+    }
+    ft_image resized = regular;
 
-    int top = (height - options->crop_height) / 2, left = (width - options->crop_width) / 2;
+    int64_t top = (height - options->crop_height) / 2, left = (width - options->crop_width) / 2;
     out->grid_t = 1;
     out->grid_h = options->crop_height;
     out->grid_w = options->crop_width;
@@ -212,6 +241,5 @@ int ft_clip_preprocess(const ft_image *image, const ft_clip_image_options *optio
                 *value++ = normalise(sample, options->mean[c], options->std[c]);
             }
     ft_image_free(&resized);
-    (void)name;
     return 0;
 }

@@ -20,6 +20,8 @@
 /* LLaMA-Factory's image_max_pixels / image_min_pixels defaults. */
 #define FT_IMAGE_MAX_PIXELS_DEFAULT (768 * 768)
 #define FT_IMAGE_MIN_PIXELS_DEFAULT (32 * 32)
+/* No resize makes more pixels than this (Pillow's decompression-bomb limit). */
+#define FT_VISION_MAX_RESIZED_PIXELS 178956970
 
 typedef struct {
     int64_t image_min_pixels, image_max_pixels; /* LLaMA-Factory's regularisation */
@@ -49,8 +51,11 @@ void ft_clip_image_options_default(ft_clip_image_options *options);
 int ft_qwen2vl_smart_resize(int height, int width, int factor, int64_t min_pixels, int64_t max_pixels,
                             const char *name, int *resized_height, int *resized_width);
 
-/* LLaMA-Factory's _preprocess_image (qwen: its Qwen2-VL additions); replaces image. */
-void ft_llamafactory_regularize_image(ft_image *image, int64_t min_pixels, int64_t max_pixels, int qwen);
+/* LLaMA-Factory's _preprocess_image (qwen: its Qwen2-VL additions); replaces image.
+ * A side that would shrink to nothing, or a resize over FT_VISION_MAX_RESIZED_PIXELS,
+ * is an error naming the image. */
+int ft_llamafactory_regularize_image(ft_image *image, int64_t min_pixels, int64_t max_pixels, int qwen,
+                                     const char *name);
 
 /* pixel_values: (grid_t * grid_h * grid_w) rows of 3 * temporal * patch * patch. */
 int ft_qwen2vl_preprocess(const ft_image *image, const ft_qwen2vl_image_options *options, const char *name,

@@ -163,11 +163,34 @@ TEST(clip_refuses_a_crop_larger_than_the_resize)
     ft_image_free(&image);
 }
 
+TEST(images_too_thin_or_too_elongated_are_errors_naming_them)
+{
+    ft_image strip;
+    ft_image_alloc(&strip, 1, 600000);
+    memset(strip.rgb, 90, (size_t)600000 * 3);
+    ft_vision_pixels pixels;
+    ft_qwen2vl_image_options qwen;
+    ft_qwen2vl_image_options_default(&qwen);
+    /* over image_max_pixels, its one column would shrink to none (Pillow raises too) */
+    CHECK_INT(ft_qwen2vl_preprocess(&strip, &qwen, "data/strip.png", &pixels), -1);
+    CHECK(strstr(ft_error_message(), "image 'data/strip.png' is 1 x 600000 pixels: it is too thin") != NULL);
+    ft_image_free(&strip);
+    ft_image_alloc(&strip, 1, 40000);
+    memset(strip.rgb, 90, (size_t)40000 * 3);
+    ft_clip_image_options clip;
+    ft_clip_image_options_default(&clip);
+    /* its short side to 336 would make it 336 x 13440000 */
+    CHECK_INT(ft_clip_preprocess(&strip, &clip, "data/strip.png", &pixels), -1);
+    CHECK(strstr(ft_error_message(), "would be 336 x 13440000, too large") != NULL);
+    ft_image_free(&strip);
+}
+
 int main(void)
 {
     RUN(smart_resize_matches_transformers);
     RUN(smart_resize_refuses_an_aspect_over_200_naming_the_image);
     RUN(pixel_values_match_the_hugging_face_processors);
     RUN(clip_refuses_a_crop_larger_than_the_resize);
+    RUN(images_too_thin_or_too_elongated_are_errors_naming_them);
     return check_done();
 }
