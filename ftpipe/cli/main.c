@@ -20,6 +20,7 @@
 static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
     "       ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]\n"
+    "       ftpipe push [TARGET...] | pull [TARGET...] | remote status [TARGET...]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
     "\n"
     "Runs the stages of a pipeline file (Ftpipe) that are out of date, as make does.\n"
@@ -28,6 +29,7 @@ static const char usage_text[] =
     "  -j N      run up to N independent stages at once (default 1)\n"
     "  -k        keep going after a failure with what does not depend on it\n"
     "  -n        say what would run and why; run nothing\n"
+    "  --remote URL  the remote cache (default: $FTPIPE_REMOTE, else the pipeline's .REMOTE)\n"
     "  VAR=value override a variable of the pipeline\n"
     "\n"
     "  status          every stage: up to date, or what would run and why; last runs\n"
@@ -35,7 +37,10 @@ static const char usage_text[] =
     "  log TARGET      the log of TARGET's last run\n"
     "  gc              remove cached results and work folders no current target needs\n"
     "  clean           remove the targets ftpipe made from the workspace (the cache keeps them)\n"
-    "  help [KIND]     the stage kinds, or one kind's parameters\n";
+    "  help [KIND]     the stage kinds, or one kind's parameters\n"
+    "  push [TARGET...]    send built results to the remote cache\n"
+    "  pull [TARGET...]    restore results from the remote cache into the workspace\n"
+    "  remote status       each stage: built here, on the remote, both, or neither\n";
 
 static int fail(void)
 {
@@ -97,6 +102,10 @@ int main(int argc, char **argv)
                 if (!value || *end || jobs < 1 || jobs > 1024)
                     return usage_error("-j needs a number of jobs between 1 and 1024");
                 invocation.jobs = (int)jobs;
+            } else if (strcmp(arg, "--remote") == 0 || strncmp(arg, "--remote=", 9) == 0) {
+                invocation.remote_url = arg[8] == '=' ? arg + 9 : (i + 1 < argc ? argv[++i] : NULL);
+                if (!invocation.remote_url || !*invocation.remote_url)
+                    return usage_error("--remote needs a URL (http(s)://, file:// or s3://)");
             } else if (strcmp(arg, "-C") == 0 || strcmp(arg, "-f") == 0) {
                 if (i + 1 >= argc)
                     return usage_error(arg[1] == 'C' ? "-C needs a folder" : "-f needs a file");
@@ -126,7 +135,13 @@ int main(int argc, char **argv)
     invocation.n_overrides = n_overrides;
 
     int status;
-    if (n_words > 0 && is_command(words[0])) {
+    if (n_words > 0 && (strcmp(words[0], "push") == 0 || strcmp(words[0], "pull") == 0 ||
+                        strcmp(words[0], "remote") == 0)) {
+        invocation.command = words[0];
+        invocation.arguments = words + 1;
+        invocation.n_arguments = n_words - 1;
+        status = ft_command_remote(&invocation);
+    } else if (n_words > 0 && is_command(words[0])) {
         invocation.command = words[0];
         invocation.arguments = words + 1;
         invocation.n_arguments = n_words - 1;

@@ -196,6 +196,16 @@ static int parse_defaults(parser *p, const ft_location *where, const ft_location
     return 0;
 }
 
+/* `.REMOTE: URL`: the remote cache, unless FTPIPE_REMOTE or --remote names another. */
+static int parse_remote(parser *p, const ft_location *colon, const word_list *words)
+{
+    if (words->n_words != 1)
+        return ft_error_at(colon, "'.REMOTE:' takes one URL (http(s)://, file:// or s3://)");
+    free(p->pipeline->remote_url);
+    p->pipeline->remote_url = ft_xstrdup(words->words[0]);
+    return 0;
+}
+
 static int add_stage(parser *p, const char *target, const ft_location *target_where, const ft_location *colon,
                      const word_list *words)
 {
@@ -257,15 +267,18 @@ static int parse_rule(parser *p, const ft_located_text *line, size_t start, size
             ft_error_at(&targets.where[1], "'%s' is %zu targets: a stage makes one target; write one stage for each",
                         written, targets.n_words);
         free(written);
-    } else if (is_special_target(targets.words[0]) && strcmp(targets.words[0], ".DEFAULT") != 0) {
-        result =
-            ft_error_at(&targets.where[0], "unknown special target '%s': the only one is .DEFAULT", targets.words[0]);
+    } else if (is_special_target(targets.words[0]) && strcmp(targets.words[0], ".DEFAULT") != 0 &&
+               strcmp(targets.words[0], ".REMOTE") != 0) {
+        result = ft_error_at(&targets.where[0], "unknown special target '%s': the special targets are .DEFAULT and "
+                             ".REMOTE", targets.words[0]);
     }
     if (result == 0)
         result = expand_words(p, line, colon + 1, line->length, &rest);
     if (result == 0) {
         if (strcmp(targets.words[0], ".DEFAULT") == 0)
             result = parse_defaults(p, &targets.where[0], &line->where[colon], &rest);
+        else if (strcmp(targets.words[0], ".REMOTE") == 0)
+            result = parse_remote(p, &line->where[colon], &rest);
         else
             result = add_stage(p, targets.words[0], &targets.where[0], &line->where[colon], &rest);
         free_words(&rest);
@@ -587,6 +600,7 @@ void ft_pipeline_free(ft_pipeline *pipeline)
     for (size_t i = 0; i < pipeline->n_defaults; i++)
         free(pipeline->defaults[i]);
     free(pipeline->defaults);
+    free(pipeline->remote_url);
     free(pipeline->default_where);
     for (size_t i = 0; i < pipeline->n_files; i++)
         free(pipeline->files[i]);

@@ -72,6 +72,23 @@ void ft_session_close(ft_session *session)
     memset(session, 0, sizeof *session);
 }
 
+int ft_session_open_remote(const ft_invocation *invocation, const ft_session *session, bool strict,
+                           ft_progress *progress, ft_remote_sync **out)
+{
+    *out = NULL;
+    const char *url = invocation->remote_url;
+    if (!url || !*url)
+        url = getenv("FTPIPE_REMOTE");
+    if (!url || !*url)
+        url = session->pipeline->remote_url;
+    if (!url || !*url)
+        return 0;
+    ft_remote_sync_options options = {.url = url, .strict = strict, .progress = progress};
+    if (ft_remote_sync_mode_writable(&options.writable) != 0)
+        return -1;
+    return ft_remote_sync_open(&options, out);
+}
+
 static void print_summary(const ft_build_summary *summary, bool dry_run)
 {
     if (dry_run) {
@@ -86,7 +103,10 @@ static void print_summary(const ft_build_summary *summary, bool dry_run)
         printf("ftpipe: nothing to do (%zu up to date)\n", summary->up_to_date);
         return;
     }
-    printf("ftpipe: %zu run, %zu restored, %zu up to date", summary->run, summary->restored, summary->up_to_date);
+    printf("ftpipe: %zu run, %zu restored", summary->run, summary->restored);
+    if (summary->restored_from_remote)
+        printf(" (%zu restored from remote)", summary->restored_from_remote);
+    printf(", %zu up to date", summary->up_to_date);
     if (summary->failed)
         printf(", %zu failed", summary->failed);
     if (summary->skipped)
@@ -111,8 +131,13 @@ int ft_run_pipeline(const ft_invocation *invocation)
         };
         ft_build_detect_resources(&options.gpus_total, &options.memory_total_bytes);
         ft_build_summary summary;
-        int result = ft_build(session.workspace, session.graph, &options, &summary);
-        print_summary(&summary, invocation->dry_run);
+        memset(&summary, 0, sizeof summary);
+        int result = ft_session_open_remote(invocation, &session, false, options.progress, &options.remote);
+        if (result == 0) {
+            result = ft_build(session.workspace, session.graph, &options, &summary);
+            print_summary(&summary, invocation->dry_run);
+        }
+        ft_remote_sync_close(options.remote);
         ft_progress_free(options.progress);
         if (summary.interrupted)
             status = 130;

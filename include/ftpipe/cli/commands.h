@@ -4,6 +4,8 @@
 #ifndef FTPIPE_COMMANDS_H
 #define FTPIPE_COMMANDS_H
 
+#include "ftpipe/engine/session.h"
+
 /* ftpipe hash [--threads N] PATH...: content hashes (a file's equals xxh128sum's for files up to
  * 64 MiB; a folder's is its manifest hash, as stage keys use). */
 int ft_command_hash(int argc, char **argv);
@@ -11,5 +13,8 @@ int ft_command_hash(int argc, char **argv);
 int ft_command_encode(int argc, char **argv);
 /* ftpipe decode --tokenizer PATH: token ids on stdin -> text. */
 int ft_command_decode(int argc, char **argv);
+/* ftpipe push|pull [TARGET...], ftpipe remote status [TARGET...]: the remote cache
+ * by hand (invocation->command is push, pull or remote). */
+int ft_command_remote(const ft_invocation *invocation);
 
 #endif

@@ -30,6 +30,15 @@ const char *ft_cache_dir(const ft_cache *cache);
  * whose size no longer matches the manifest is an error. */
 int ft_cache_store(ft_cache *cache, const char *key, const char *path, const ft_manifest *manifest);
 
+/* One file into the objects store as entry's object (as ft_cache_store moves
+ * each), durably; a file whose object is already stored is deleted. For results
+ * that arrive one object at a time (the remote cache); the manifest follows
+ * with ft_cache_store_manifest once every object is in. */
+int ft_cache_store_object(ft_cache *cache, const char *source, const ft_manifest_entry *entry);
+int ft_cache_store_manifest(ft_cache *cache, const char *key, const ft_manifest *manifest);
+/* Whether entry's object is stored (with entry's size). */
+bool ft_cache_has_object(const ft_cache *cache, const ft_manifest_entry *entry);
+
 /* 1 and the manifest when key is stored and all its objects exist; 0 when not,
  * also when the manifest is damaged (the stage runs again and stores a whole
  * one); -1 when key is not 32 lowercase hex digits or reading fails. */

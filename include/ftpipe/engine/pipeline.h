@@ -52,6 +52,7 @@ typedef struct {
     char **defaults;         /* from `.DEFAULT:`; empty when absent */
     ft_location *default_where;
     size_t n_defaults;
+    char *remote_url;        /* from `.REMOTE:`; NULL when absent */
     char **files;            /* every file read (the pipeline, then includes), owned */
     size_t n_files;
 } ft_pipeline;
