@@ -274,9 +274,10 @@ static int parse_entry(const char *text, const char *key, const char *origin, ft
         uint64_t size = 0;
         if (!found || found > manifest_text || sscanf(found + strlen(needle), "%65s %" SCNu64, sha, &size) != 2 ||
             !is_sha256_hex(sha) || size != rows[i].size_bytes) {
+            ft_error("%s: the entry names no SHA-256 (or another size) for %s", origin, rows[i].path);
             free(rows);
             ft_manifest_free(manifest);
-            return ft_error("%s: the entry names no SHA-256 (or another size) for %s", origin, rows[i].path);
+            return -1;
         }
         memcpy(rows[i].sha256, sha, sizeof rows[i].sha256);
     }
