@@ -1,6 +1,7 @@
 /* main: the ftpipe command line, with make's habits.
  *
- *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [TARGET...] [VAR=value...]
+ *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [--remote URL] [TARGET...] [VAR=value...]
+ *   ftpipe push|pull [TARGET...] | remote status [TARGET...]
  *   ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH */
 #include <stdio.h>

@@ -301,6 +301,15 @@ typedef struct {
 #define VERIFICATION_FAILED 1 /* a row's object was refused: not a remote failure */
 #define LOCAL_FAILED (-10)    /* this machine's cache, not the remote */
 
+/* Marks the row refused; during a run, says so (strict callers report the error instead). */
+static void refuse(restore_job *job, size_t item)
+{
+    job->refused[item] = true;
+    if (!job->sync->strict)
+        warn(job->sync, "%s; %s is built here and the next push replaces the object", ft_error_message(),
+             job->target);
+}
+
 static int restore_object(void *context, size_t item)
 {
     restore_job *job = context;
@@ -314,9 +323,9 @@ static int restore_object(void *context, size_t item)
     char *temporary = ft_xasprintf("%s/%s.%ld", job->incoming_dir, row->sha256, (long)getpid());
     int result = ft_remote_get_file(job->sync->remote, name, temporary);
     if (result == 0) {
-        warn(job->sync, "remote %s: %s (%s of %s) is missing: the entry is refused and %s is built here",
-             ft_remote_url(job->sync->remote), name, row->path, job->target, job->target);
-        job->refused[item] = true;
+        ft_error("remote %s: %s (%s of %s) is missing, so the entry is refused", ft_remote_url(job->sync->remote),
+                 name, row->path, job->target);
+        refuse(job, item);
         result = VERIFICATION_FAILED;
     } else if (result == 1) {
         struct stat st;
@@ -326,10 +335,9 @@ static int restore_object(void *context, size_t item)
                     ft_sha256_file_hex(temporary, sha) == 0 && strcmp(sha, row->sha256) == 0 &&
                     ft_hash_file(temporary, 1, &hash) == 0 && ft_hash_equal(hash, row->hash);
         if (!good) {
-            warn(job->sync, "remote %s: %s (%s of %s) does not match its SHA-256 and size: refused; %s is built "
-                 "here and the next push replaces the object",
-                 ft_remote_url(job->sync->remote), name, row->path, job->target, job->target);
-            job->refused[item] = true;
+            ft_error("remote %s: %s (%s of %s) does not match its SHA-256 and size: refused",
+                     ft_remote_url(job->sync->remote), name, row->path, job->target);
+            refuse(job, item);
             result = VERIFICATION_FAILED;
         } else {
             result = ft_cache_store_object(job->cache, temporary, &entry) == 0 ? 0 : LOCAL_FAILED;
@@ -373,8 +381,10 @@ int ft_remote_sync_restore(ft_remote_sync *sync, ft_cache *cache, const char *ke
     free(text);
     free(origin);
     if (result != 0) {
+        if (sync->strict)
+            return -1;
         warn(sync, "%s: refused; %s is built here", ft_error_message(), target);
-        return sync->strict ? -1 : 0;
+        return 0;
     }
     restore_job job = {
         .sync = sync,
@@ -399,8 +409,7 @@ int ft_remote_sync_restore(ft_remote_sync *sync, ft_cache *cache, const char *ke
     }
     ft_manifest_free(manifest);
     if (result == VERIFICATION_FAILED)
-        return sync->strict ? ft_error("%s: a remote object failed verification (see the warning above)", target)
-                            : 0;
+        return sync->strict ? -1 : 0;
     if (result == LOCAL_FAILED)
         return -1;
     return settle(sync, result);
