@@ -11,6 +11,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/transfer/fetch_http.h"
+#include "ftpipe/transfer/hf_resolve.h"
 
 enum { MAX_NAMES_IN_MESSAGES = 12 };
 
@@ -346,10 +347,11 @@ int ft_hf_index_shards(const char *index_path, char ***shards, size_t *count)
     return result;
 }
 
-/* Fetches an index and selects the shards it names. */
-static int follow_index(const ft_hf_repo *repo, const ft_hf_plan *listing, const ft_hf_file *index,
-                        const char *download_dir, const ft_fetch_options *options, ft_hf_plan *plan,
-                        size_t *capacity)
+/* Fetches an index and selects the shards it names (a listing made by
+ * hf_resolve learns of each shard here). */
+static int follow_index(const ft_hf_repo *repo, ft_hf_plan *listing, bool resolved_one_by_one,
+                        const ft_hf_file *index, const char *download_dir, const ft_fetch_options *options,
+                        ft_hf_plan *plan, size_t *capacity)
 {
     char *dest = ft_path_join(download_dir, index->path);
     ft_fetch_file file = {index->url, dest, index->path, index->size_bytes, index->sha256};
@@ -363,6 +365,9 @@ static int follow_index(const ft_hf_repo *repo, const ft_hf_plan *listing, const
     char *folder = ft_path_dirname(index->path);
     for (size_t i = 0; i < n_shards; i++) {
         char *path = strcmp(folder, ".") == 0 ? ft_xstrdup(shards[i]) : ft_path_join(folder, shards[i]);
+        if (result == 0 && resolved_one_by_one && !find_file(listing, path) &&
+            ft_hf_resolve_add(repo, path, options, listing) < 0)
+            result = -1;
         const ft_hf_file *shard = find_file(listing, path);
         if (result == 0 && !shard)
             result = ft_error("%s names the shard %s, which %s%s at revision %s does not have", index->path, path,
@@ -399,6 +404,14 @@ static int claim_download_dir(const char *download_dir, const char *commit)
     return result;
 }
 
+static bool names_are_exact(const char *const *requests, size_t n_requests)
+{
+    for (size_t i = 0; i < n_requests; i++)
+        if (strpbrk(requests[i], "*?["))
+            return false;
+    return true;
+}
+
 static bool is_index(const char *path)
 {
     size_t length = strlen(path);
@@ -412,6 +425,19 @@ int ft_hf_plan_files(const ft_hf_repo *repo, const char *const *requests, size_t
     ft_hf_plan listing = {0};
     size_t capacity = 0;
     int result = list_repo(repo, options, &listing);
+    bool resolved_one_by_one = false;
+    if (result != 0 && n_requests > 0 && names_are_exact(requests, n_requests)) {
+        char *listing_error = ft_xstrdup(ft_error_message());
+        if (ft_hf_resolve_listing(repo, requests, n_requests, options, &listing) == 0) {
+            ft_http_log(options, "no file list (%s): the %zu named files were found one by one", listing_error,
+                        n_requests);
+            resolved_one_by_one = true;
+            result = 0;
+        } else {
+            ft_error("%s", listing_error);
+        }
+        free(listing_error);
+    }
     if (result == 0)
         result = select_requested(repo, &listing, requests, n_requests, options, plan, &capacity);
     const char *commit = listing.commit ? listing.commit : repo->revision;
@@ -422,7 +448,8 @@ int ft_hf_plan_files(const ft_hf_repo *repo, const char *const *requests, size_t
         plan->files[i].url = file_url(repo, commit, plan->files[i].path);
         if (is_index(plan->files[i].path)) {
             ft_hf_file index = plan->files[i];
-            result = follow_index(repo, &listing, &index, download_dir, options, plan, &capacity);
+            result = follow_index(repo, &listing, resolved_one_by_one, &index, download_dir, options, plan,
+                                  &capacity);
         }
     }
     plan->commit = listing.commit;
@@ -431,4 +458,9 @@ int ft_hf_plan_files(const ft_hf_repo *repo, const char *const *requests, size_t
     if (result != 0)
         ft_hf_plan_free(plan);
     return result;
+}
+
+char *ft_hf_file_url(const ft_hf_repo *repo, const char *revision, const char *path)
+{
+    return file_url(repo, revision, path);
 }

@@ -10,7 +10,9 @@
  * download cannot mix two versions. The endpoint is https://huggingface.co or
  * $HF_ENDPOINT (a mirror). Requested names may be glob patterns ("*.safetensors",
  * matched as fnmatch does without FNM_PATHNAME, as huggingface_hub does), and a
- * sharded checkpoint's index (*.index.json) is followed to its shards. */
+ * sharded checkpoint's index (*.index.json) is followed to its shards. A server
+ * without the /api/ list (a static mirror) still serves exact names: they are
+ * then found one by one on their resolve URLs (hf_resolve.h). */
 #ifndef FTPIPE_HF_HUB_H
 #define FTPIPE_HF_HUB_H
 
@@ -65,6 +67,9 @@ void ft_hf_plan_free(ft_hf_plan *plan);
 /* The file names a checkpoint index's "weight_map" names, relative to the
  * index's folder, each once, in order of first appearance. */
 int ft_hf_index_shards(const char *index_path, char ***shards, size_t *count);
+
+/* ENDPOINT/[datasets/]ORG/NAME/resolve/REVISION/PATH, escaped. Caller frees. */
+char *ft_hf_file_url(const ft_hf_repo *repo, const char *revision, const char *path);
 
 /* The hints fetch puts at the end of 401/403 and 404 messages for this repository
  * (token_set: whether HF_TOKEN was given). Caller frees. */
