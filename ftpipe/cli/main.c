@@ -1,7 +1,7 @@
 /* main: the ftpipe command line, with make's habits.
  *
  *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [--remote URL] [TARGET...] [VAR=value...]
- *   ftpipe push|pull [TARGET...] | remote status [TARGET...]
+ *   ftpipe push|pull [TARGET...] | remote status [TARGET...] | lock [--update] [TARGET...]
  *   ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH */
 #include <stdio.h>
@@ -21,7 +21,7 @@
 static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
     "       ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]\n"
-    "       ftpipe push [TARGET...] | pull [TARGET...] | remote status [TARGET...]\n"
+    "       ftpipe push [TARGET...] | pull [TARGET...] | remote status [TARGET...] | lock [--update] [TARGET...]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
     "\n"
     "Runs the stages of a pipeline file (Ftpipe) that are out of date, as make does.\n"
@@ -41,7 +41,8 @@ static const char usage_text[] =
     "  help [KIND]     the stage kinds, or one kind's parameters\n"
     "  push [TARGET...]    send built results to the remote cache\n"
     "  pull [TARGET...]    restore results from the remote cache into the workspace\n"
-    "  remote status       each stage: built here, on the remote, both, or neither\n";
+    "  remote status       each stage: built here, on the remote, both, or neither\n"
+    "  lock [--update [TARGET...]]  pin each download (commit, sizes, SHA-256) in Ftpipe.lock\n";
 
 static int fail(void)
 {
@@ -107,6 +108,8 @@ int main(int argc, char **argv)
                 invocation.remote_url = arg[8] == '=' ? arg + 9 : (i + 1 < argc ? argv[++i] : NULL);
                 if (!invocation.remote_url || !*invocation.remote_url)
                     return usage_error("--remote needs a URL (http(s)://, file:// or s3://)");
+            } else if (strcmp(arg, "--update") == 0) {
+                words[n_words++] = arg; /* ftpipe lock --update: the command reads it */
             } else if (strcmp(arg, "-C") == 0 || strcmp(arg, "-f") == 0) {
                 if (i + 1 >= argc)
                     return usage_error(arg[1] == 'C' ? "-C needs a folder" : "-f needs a file");
@@ -142,6 +145,11 @@ int main(int argc, char **argv)
         invocation.arguments = words + 1;
         invocation.n_arguments = n_words - 1;
         status = ft_command_remote(&invocation);
+    } else if (n_words > 0 && strcmp(words[0], "lock") == 0) {
+        invocation.command = words[0];
+        invocation.arguments = words + 1;
+        invocation.n_arguments = n_words - 1;
+        status = ft_command_lock(&invocation);
     } else if (n_words > 0 && is_command(words[0])) {
         invocation.command = words[0];
         invocation.arguments = words + 1;

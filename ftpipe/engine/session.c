@@ -29,6 +29,21 @@ static char **rule_dirs(size_t *count)
     return dirs;
 }
 
+static int apply_lock(const ft_invocation *invocation, ft_pipeline *pipeline)
+{
+    if (invocation->lock)
+        return ft_lock_apply(invocation->lock, pipeline, invocation->unlocked, invocation->n_unlocked,
+                             invocation->unlock_all);
+    char *path = ft_lock_path(invocation->pipeline_path);
+    ft_lock *lock = NULL;
+    int result = ft_lock_read(path, &lock);
+    if (result == 0)
+        result = ft_lock_apply(lock, pipeline, invocation->unlocked, invocation->n_unlocked, invocation->unlock_all);
+    ft_lock_free(lock);
+    free(path);
+    return result;
+}
+
 int ft_session_open(const ft_invocation *invocation, bool lock, ft_session *out)
 {
     memset(out, 0, sizeof *out);
@@ -52,6 +67,8 @@ int ft_session_open(const ft_invocation *invocation, bool lock, ft_session *out)
     for (size_t i = 0; i < n_dirs; i++)
         free(dirs[i]);
     free(dirs);
+    if (result == 0)
+        result = apply_lock(invocation, out->pipeline);
     if (result == 0)
         result = ft_graph_build(out->pipeline, out->rules, invocation->kinds, &out->graph);
     if (result == 0)

@@ -16,5 +16,7 @@ int ft_command_decode(int argc, char **argv);
 /* ftpipe push|pull [TARGET...], ftpipe remote status [TARGET...]: the remote cache
  * by hand (invocation->command is push, pull or remote). */
 int ft_command_remote(const ft_invocation *invocation);
+/* ftpipe lock [--update] [TARGET...]: writes PIPELINE.lock (lock_file.h). */
+int ft_command_lock(const ft_invocation *invocation);
 
 #endif

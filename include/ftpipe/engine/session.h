@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "ftpipe/engine/graph.h"
+#include "ftpipe/engine/lock_file.h"
 #include "ftpipe/engine/pipeline.h"
 #include "ftpipe/engine/progress.h"
 #include "ftpipe/engine/remote_sync.h"
@@ -22,6 +23,10 @@ typedef struct {
     const char *const *arguments;   /* targets, or the command's arguments */
     size_t n_arguments;
     const char *remote_url;         /* --remote URL; NULL: FTPIPE_REMOTE, else the pipeline's .REMOTE */
+    const ft_lock *lock;            /* pins applied to the pipeline; NULL: PIPELINE.lock when it exists */
+    const char *const *unlocked;    /* targets whose pins are left out (`ftpipe lock --update`) */
+    size_t n_unlocked;
+    bool unlock_all;
     int jobs;
     bool keep_going;
     bool dry_run;
@@ -34,8 +39,8 @@ typedef struct {
     ft_workspace *workspace;
 } ft_session;
 
-/* Reads the pipeline and its rules, builds the graph, opens the workspace (taking
- * its lock when `lock`). */
+/* Reads the pipeline and its rules, pins it with its lock file (lock_file.h),
+ * builds the graph, opens the workspace (taking its lock when `lock`). */
 int ft_session_open(const ft_invocation *invocation, bool lock, ft_session *out);
 void ft_session_close(ft_session *session);
 
