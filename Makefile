@@ -14,11 +14,11 @@ JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 # Debian packages the build and the tests need; `make deps` installs the missing ones.
 DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openssl-dev \
                libxxhash-dev xxhash libpcre2-dev libutf8proc-dev libjansson-dev \
-               libopenblas-dev libzstd-dev zstd nginx rclone util-linux
+               libopenblas-dev libzstd-dev zstd nginx rclone util-linux libssl-dev
 # Tools the tests run, as command:package, installed only when the command is missing
 # (a machine may have them from elsewhere).
-TEST_TOOLS = python3:python3
-PKG_LIBS = sqlite3 libarchive libcurl libxxhash libpcre2-8 libutf8proc jansson
+TEST_TOOLS = python3:python3 openssl:openssl
+PKG_LIBS = sqlite3 libarchive libcurl libxxhash libpcre2-8 libutf8proc jansson libcrypto
 
 WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -Iinclude -Ibuild/gen $(WARNINGS) -MMD -MP -pthread

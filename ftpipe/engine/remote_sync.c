@@ -15,6 +15,7 @@
 #include "ftpipe/base/hash.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/sha256.h"
+#include "ftpipe/base/signature.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/transfer/remote.h"
 
@@ -27,6 +28,8 @@ struct ft_remote_sync {
     bool strict;
     int transfers;
     ft_progress *progress;
+    ft_signature_key *signing_key;
+    ft_signature_key *public_key;
     bool given_up; /* unreachable once: the rest of the run goes on without it */
     pthread_mutex_t lock;
     char (*refused)[FT_SHA256_HEX_LENGTH + 1]; /* objects that failed verification: the next push replaces them */
@@ -48,9 +51,23 @@ int ft_remote_sync_mode_writable(bool *writable)
 int ft_remote_sync_open(const ft_remote_sync_options *options, ft_remote_sync **out)
 {
     ft_remote *remote = NULL;
-    if (ft_remote_open(options->url, &remote) != 0)
+    ft_signature_key *signing_key = NULL, *public_key = NULL;
+    if (options->signing_key_path && *options->signing_key_path &&
+        ft_signature_key_load(options->signing_key_path, true, &signing_key) != 0)
+        return ft_error_context("FTPIPE_REMOTE_KEY");
+    if (options->public_key_path && *options->public_key_path &&
+        ft_signature_key_load(options->public_key_path, false, &public_key) != 0) {
+        ft_signature_key_free(signing_key);
+        return ft_error_context("FTPIPE_REMOTE_PUBLIC_KEY");
+    }
+    if (ft_remote_open(options->url, &remote) != 0) {
+        ft_signature_key_free(signing_key);
+        ft_signature_key_free(public_key);
         return -1;
+    }
     ft_remote_sync *sync = ft_xcalloc(1, sizeof *sync);
+    sync->signing_key = signing_key;
+    sync->public_key = public_key;
     sync->remote = remote;
     sync->writable = options->writable;
     sync->strict = options->strict;
@@ -66,6 +83,8 @@ void ft_remote_sync_close(ft_remote_sync *sync)
     if (!sync)
         return;
     ft_remote_close(sync->remote);
+    ft_signature_key_free(sync->signing_key);
+    ft_signature_key_free(sync->public_key);
     pthread_mutex_destroy(&sync->lock);
     free(sync->refused);
     free(sync);
@@ -287,6 +306,30 @@ static int parse_entry(const char *text, const char *key, const char *origin, ft
     return 0;
 }
 
+/* --- signatures --- */
+
+#define SIGNATURE_PREFIX "signature ed25519 "
+
+/* With a public key: the entry must end in a signature line that verifies; the
+ * line is cut off the text either way. */
+static int check_signature(const ft_remote_sync *sync, char *text, const char *origin)
+{
+    char *line = strstr(text, "\n" SIGNATURE_PREFIX);
+    if (line)
+        line[1] = '\0';
+    const ft_signature_key *verify_key = sync->public_key ? sync->public_key : sync->signing_key;
+    if (!verify_key)
+        return 0;
+    if (!line)
+        return ft_error("%s is not signed, and FTPIPE_REMOTE_PUBLIC_KEY asks for signed entries", origin);
+    char *hex = line + 1 + strlen(SIGNATURE_PREFIX);
+    hex[strcspn(hex, "\n")] = '\0';
+    if (!ft_signature_verify(verify_key, text, strlen(text), hex))
+        return ft_error("%s has a signature that the public key does not verify (signed by another key, or "
+                        "changed after signing)", origin);
+    return 0;
+}
+
 /* --- restore --- */
 
 typedef struct {
@@ -377,7 +420,9 @@ int ft_remote_sync_restore(ft_remote_sync *sync, ft_cache *cache, const char *ke
     ft_manifest *manifest = NULL;
     object_row *rows = NULL;
     size_t n_rows = 0;
-    int result = parse_entry(text, key, origin, &manifest, &rows, &n_rows);
+    int result = check_signature(sync, text, origin);
+    if (result == 0)
+        result = parse_entry(text, key, origin, &manifest, &rows, &n_rows);
     free(text);
     free(origin);
     if (result != 0) {
@@ -476,7 +521,18 @@ int ft_remote_sync_push(ft_remote_sync *sync, ft_cache *cache, const char *key, 
         char *text = entry_text(key, manifest, rows, n_rows);
         char name[4 + FT_SHA256_HEX_LENGTH + 1];
         entry_name(key, name);
-        result = ft_remote_put_text(sync->remote, name, text, strlen(text));
+        char signature[FT_SIGNATURE_HEX_LENGTH + 1];
+        if (sync->signing_key) {
+            if (ft_signature_sign(sync->signing_key, text, strlen(text), signature) != 0) {
+                result = LOCAL_FAILED;
+            } else {
+                char *signed_text = ft_xasprintf("%s" SIGNATURE_PREFIX "%s\n", text, signature);
+                free(text);
+                text = signed_text;
+            }
+        }
+        if (result == 0)
+            result = ft_remote_put_text(sync->remote, name, text, strlen(text));
         free(text);
     }
     free(rows);

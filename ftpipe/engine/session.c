@@ -100,7 +100,13 @@ int ft_session_open_remote(const ft_invocation *invocation, const ft_session *se
         url = session->pipeline->remote_url;
     if (!url || !*url)
         return 0;
-    ft_remote_sync_options options = {.url = url, .strict = strict, .progress = progress};
+    ft_remote_sync_options options = {
+        .url = url,
+        .strict = strict,
+        .progress = progress,
+        .signing_key_path = getenv("FTPIPE_REMOTE_KEY"),
+        .public_key_path = getenv("FTPIPE_REMOTE_PUBLIC_KEY"),
+    };
     if (ft_remote_sync_mode_writable(&options.writable) != 0)
         return -1;
     return ft_remote_sync_open(&options, out);

@@ -218,3 +218,34 @@ t_run env -u FTPIPE_REMOTE "$FTPIPE" --remote "file://$R2" -C "$W" push
 t_expect_status 0
 [ "$(ls "$R2/ac" | wc -l)" = 1 ] || t_fail "--remote did not override .REMOTE"
 t_end
+
+t_case "signed entries: a reader with the public key restores them and refuses unsigned or wrongly signed ones"
+K="$T_ROOT/keys"; mkdir -p "$K"
+for k in team other; do
+  openssl genpkey -algorithm ed25519 -out "$K/$k.pem" 2>/dev/null
+  openssl pkey -in "$K/$k.pem" -pubout -out "$K/$k.pub.pem" 2>/dev/null
+done
+sign_pipeline() { printf 'signed.txt: shell\n\trun = echo %s > $@ && echo %s >> %s\n' "$2" "$2" "$COUNTER.k" > "$1/Ftpipe"; }
+R="$T_ROOT/signed"; mkdir -p "$R"
+W=$(t_workspace); sign_pipeline "$W" one
+t_run env FTPIPE_REMOTE="file://$R" FTPIPE_REMOTE_KEY="$K/team.pem" "$FTPIPE" -C "$W"
+t_expect_status 0
+grep -q '^signature ed25519 [0-9a-f]\{128\}$' "$R"/ac/* || t_fail "the entry is not signed: $(cat "$R"/ac/*)"
+W=$(t_workspace); sign_pipeline "$W" one
+t_run env FTPIPE_REMOTE="file://$R" FTPIPE_REMOTE_PUBLIC_KEY="$K/team.pub.pem" "$FTPIPE" -C "$W"
+t_expect_contains "ftpipe: 0 run, 1 restored (1 restored from remote)"
+W=$(t_workspace); sign_pipeline "$W" one
+t_run env FTPIPE_REMOTE="file://$R" FTPIPE_REMOTE_PUBLIC_KEY="$K/other.pub.pem" FTPIPE_REMOTE_MODE=read "$FTPIPE" -C "$W"
+t_expect_status 0
+t_expect_contains "has a signature that the public key does not verify"
+t_expect_contains "ftpipe: 1 run, 0 restored"
+W=$(t_workspace); sign_pipeline "$W" two
+t_run env FTPIPE_REMOTE="file://$R" "$FTPIPE" -C "$W"
+W=$(t_workspace); sign_pipeline "$W" two
+t_run env FTPIPE_REMOTE="file://$R" FTPIPE_REMOTE_PUBLIC_KEY="$K/team.pub.pem" FTPIPE_REMOTE_MODE=read "$FTPIPE" -C "$W"
+t_expect_contains "is not signed, and FTPIPE_REMOTE_PUBLIC_KEY asks for signed entries"
+t_expect_contains "ftpipe: 1 run, 0 restored"
+t_run env FTPIPE_REMOTE="file://$R" FTPIPE_REMOTE_KEY="$K/team.pub.pem" "$FTPIPE" -C "$W"
+t_expect_status 1
+t_expect_contains "is not an ed25519 private key in PEM form"
+t_end

@@ -9,7 +9,10 @@
  *   manifest
  *   <the output manifest's canonical text>
  *
- * so an entry is visible only once everything it names is stored. A restore
+ * so an entry is visible only once everything it names is stored. With a signing
+ * key the entry ends in "signature ed25519 <hex>" over all the text before it;
+ * with a public key a restore refuses an entry that is unsigned or whose
+ * signature does not verify. A restore
  * downloads the objects the local cache lacks, checks each one's size, SHA-256
  * and XXH3-128 before it enters the cache, and stores the manifest last; one
  * bad object refuses the whole entry (the stage is built here instead, and the
@@ -35,6 +38,9 @@ typedef struct {
     bool writable;     /* FTPIPE_REMOTE_MODE=read-write (the default) */
     bool strict;       /* push/pull: every failure is an error */
     int transfers;     /* objects at once; 0: 8 */
+    const char *signing_key_path; /* FTPIPE_REMOTE_KEY: ed25519 private key (PEM) that signs pushed entries */
+    const char *public_key_path;  /* FTPIPE_REMOTE_PUBLIC_KEY: restores accept only entries it verifies
+                                     (the signing key's public half when only that is given) */
     ft_progress *progress; /* where warnings go */
 } ft_remote_sync_options;
 
