@@ -503,6 +503,11 @@ int ft_cache_gc(ft_cache *cache, const char *const *keep_keys, size_t n_keep, ui
     if (objects)
         closedir(objects);
     free(referenced.hashes);
+    /* Partial downloads from a remote cache, kept only to resume them. */
+    char *incoming = ft_path_join(cache->dir, "incoming");
+    if (result == 0)
+        result = ft_remove_tree(incoming);
+    free(incoming);
     if (result != 0)
         return ft_error_context("while collecting garbage in %s", cache->dir);
     *freed_bytes = tally.freed_bytes;

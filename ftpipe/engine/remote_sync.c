@@ -363,7 +363,9 @@ static int restore_object(void *context, size_t item)
         return 0;
     char name[4 + FT_SHA256_HEX_LENGTH + 1];
     snprintf(name, sizeof name, "cas/%s", row->sha256);
-    char *temporary = ft_xasprintf("%s/%s.%ld", job->incoming_dir, row->sha256, (long)getpid());
+    /* Named by content alone, so a restore cut short resumes where it stopped
+     * (the workspace lock keeps two runs from sharing the file). */
+    char *temporary = ft_xasprintf("%s/%s", job->incoming_dir, row->sha256);
     int result = ft_remote_get_file(job->sync->remote, name, temporary);
     if (result == 0) {
         ft_error("remote %s: %s (%s of %s) is missing, so the entry is refused", ft_remote_url(job->sync->remote),
@@ -386,7 +388,8 @@ static int restore_object(void *context, size_t item)
             result = ft_cache_store_object(job->cache, temporary, &entry) == 0 ? 0 : LOCAL_FAILED;
         }
     }
-    unlink(temporary);
+    if (result != FT_REMOTE_UNAVAILABLE)
+        unlink(temporary);
     free(temporary);
     return result;
 }

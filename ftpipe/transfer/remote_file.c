@@ -63,6 +63,7 @@ int ft_remote_file_get(ft_remote *remote, const char *name, const char *destinat
         return found;
     char *path = ft_path_join(remote->base, name);
     int result = 1;
+    unlink(destination);
     if (ft_copy_file(path, destination) != 0) {
         int error_number = errno;
         ft_error_context("remote %s", remote->display_url);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
@@ -35,6 +36,29 @@ static size_t read_memory(char *buffer, size_t size, size_t count, void *user)
     memcpy(buffer, source->bytes + source->offset, n);
     source->offset += n;
     return n;
+}
+
+/* A GET that continues a partial file: bytes go after what is there when the
+ * server answers the range (206), over it when it sends the whole blob (200). */
+typedef struct {
+    CURL *easy;
+    FILE *file;
+    long offset;
+    bool checked;
+} resumed_download;
+
+static size_t write_resumed(char *data, size_t size, size_t count, void *user)
+{
+    resumed_download *download = user;
+    if (!download->checked) {
+        download->checked = true;
+        long status = 0;
+        curl_easy_getinfo(download->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status != 206 && download->offset > 0 &&
+            (fflush(download->file) != 0 || ftruncate(fileno(download->file), 0) != 0))
+            return 0;
+    }
+    return fwrite(data, size, count, download->file) == count ? size * count : 0;
 }
 
 static size_t discard(char *data, size_t size, size_t count, void *user)
@@ -114,7 +138,7 @@ static const char *method_word(request_method method)
 
 /* One attempt; sets *code and *status. -1 only when a local file fails. */
 static int attempt(const ft_remote *remote, const request *req, const char *url, char *curl_error, CURLcode *code,
-                   long *status)
+                   long *status, resumed_download *resumed)
 {
     struct curl_slist *headers = NULL;
     CURL *easy = new_handle(remote, url, curl_error, &headers);
@@ -126,10 +150,19 @@ static int attempt(const ft_remote *remote, const request *req, const char *url,
     if (req->method == REQUEST_HEAD) {
         curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
     } else if (req->method == REQUEST_GET) {
-        file = fopen(req->destination, "wb");
-        if (!file)
+        file = fopen(req->destination, "ab");
+        if (!file) {
             result = ft_error_errno("cannot write %s", req->destination);
-        curl_easy_setopt(easy, CURLOPT_WRITEDATA, file);
+        } else {
+            resumed->easy = easy;
+            resumed->file = file;
+            resumed->offset = ftell(file);
+            resumed->checked = false;
+            if (resumed->offset > 0)
+                curl_easy_setopt(easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)resumed->offset);
+            curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_resumed);
+            curl_easy_setopt(easy, CURLOPT_WRITEDATA, resumed);
+        }
     } else {
         curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard);
@@ -191,7 +224,8 @@ static int perform(ft_remote *remote, request *req)
     long status = 0;
     int result = 0;
     for (int n = 1; n <= ATTEMPTS; n++) {
-        if (attempt(remote, req, url, curl_error, &code, &status) != 0) {
+        resumed_download resumed = {0};
+        if (attempt(remote, req, url, curl_error, &code, &status, &resumed) != 0) {
             free(url);
             return FT_REMOTE_UNAVAILABLE;
         }
@@ -220,6 +254,8 @@ static int perform(ft_remote *remote, request *req)
         result = FT_REMOTE_DENIED;
     } else if (status == 404 && req->method != REQUEST_PUT) {
         result = 0;
+    } else if (status == 416 && req->method == REQUEST_GET) {
+        result = 1; /* nothing after what an earlier GET left: the caller verifies it */
     } else if (status >= 200 && status < 300) {
         result = req->method == REQUEST_PUT ? 0 : 1;
     } else if (req->method == REQUEST_PUT && (status == 405 || status == 501)) {

@@ -146,6 +146,29 @@ t_expect_status 0
 t_expect_contains "ftpipe: 1 run, 0 restored"
 t_end
 
+t_case "http: a restore cut halfway resumes with a byte range"
+t_run "$FTPIPE" -C "$K" push
+t_expect_status 0
+big_sha=$(sha256sum < "$K/big.bin" | cut -d' ' -f1)
+K3=$(t_workspace); cp "$K/Ftpipe" "$K3/"
+FTPIPE_REMOTE="http://127.0.0.1:$NGINX_PORT/slow" "$FTPIPE" -C "$K3" pull > "$T_ROOT/pull.out" 2>&1 &
+puller=$!
+for i in $(seq 2000); do
+  [ "$(stat -c %s "$K3/.ftpipe/cache/incoming/$big_sha" 2>/dev/null || echo 0)" -gt 20000000 ] && break
+  sleep 0.005
+done
+kill -9 $puller; wait $puller 2>/dev/null
+kept=$(stat -c %s "$K3/.ftpipe/cache/incoming/$big_sha" 2>/dev/null || echo 0)
+[ "$kept" -gt 0 ] && [ "$kept" -lt 100000000 ] || t_fail "the pull was not cut halfway ($kept bytes kept)"
+t_run env FTPIPE_REMOTE="http://127.0.0.1:$NGINX_PORT/slow" "$FTPIPE" -C "$K3" pull
+t_expect_status 0
+t_expect_contains "pulled     big.bin"
+cmp -s "$K/big.bin" "$K3/big.bin" || t_fail "big.bin differs after the resumed pull"
+sent=$(awk -v u="/slow/cas/$big_sha" '$2 == "GET" && $3 == u && $4 == 206 {print $5}' "$NG/access.log" | tail -1)
+[ -n "$sent" ] && [ "$sent" -lt 100000000 ] || t_fail "no byte-range GET of the rest: $(grep "$big_sha" "$NG/access.log")"
+[ -e "$K3/.ftpipe/cache/incoming/$big_sha" ] && t_fail "the partial file stayed"
+t_end
+
 t_case "http: the server stopped mid-run: the run finishes here with one warning"
 S=$(t_workspace); write_pipeline "$S"
 # Another key for each stage but init (the counter's text is in the key): init is

@@ -2,6 +2,7 @@
  *
  *   objects/ab/cdef...   each file once, under its content hash, read-only
  *   manifests/KEY        a finished stage's output manifest, under the stage key
+ *   incoming/SHA256      downloads from a remote cache under way (remote_sync.h)
  *
  * Files enter the store by rename (from a stage's work folder) or copy, and
  * leave it into the workspace by hard link, reflink, or copy as a fallback,
@@ -56,7 +57,8 @@ int ft_cache_materialize(ft_cache *cache, const ft_manifest *manifest, const cha
 char *ft_cache_object_path(const ft_cache *cache, ft_hash hash);
 
 /* Removes manifests whose key is not in keep (and damaged ones), then objects no
- * remaining manifest names, and temporaries left by interrupted writes.
+ * remaining manifest names, temporaries left by interrupted writes, and
+ * incoming/.
  * freed_bytes counts the files whose last link went (an object still linked into
  * a workspace frees no space); removed_objects counts objects. Must not run
  * while another process stores into the same cache (the workspace lock). */

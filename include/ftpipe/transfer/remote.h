@@ -40,8 +40,10 @@ const char *ft_remote_url(const ft_remote *remote);
 /* 1 when the blob exists, 0 when not, or a failure. */
 int ft_remote_has(ft_remote *remote, const char *name);
 
-/* Writes the blob into destination (created or replaced; the caller verifies
- * and renames it). 1 done, 0 no such blob, or a failure. */
+/* Writes the blob into destination (the caller verifies and renames it). Over
+ * http(s) and S3, bytes already in destination (an interrupted earlier get of
+ * the same blob) are kept and only the rest is asked for, by byte range; a file
+ * remote copies the whole blob. 1 done, 0 no such blob, or a failure. */
 int ft_remote_get_file(ft_remote *remote, const char *name, const char *destination);
 /* The blob in memory, NUL-terminated (at most 64 MiB). 1, 0 or a failure. */
 int ft_remote_get_text(ft_remote *remote, const char *name, char **text, size_t *length);
