@@ -98,7 +98,7 @@ for r in $(seq "$RUNS"); do
   chmod -R u+w "$RUN/qs"
   quickstart_copy "$RUN/qs"
   FTPIPE_REMOTE="$URL/quickstart" time_into "$TIMES/qs-restore" quiet "$FTPIPE" -C "$RUN/qs"
-  grep -q "0 run, 6 restored (6 restored from remote)" "$RUN/last.log" || { cat "$RUN/last.log"; exit 1; }
+  grep -q "0 run, 7 restored (7 restored from remote)" "$RUN/last.log" || { cat "$RUN/last.log"; exit 1; }
   chmod -R u+w "$RUN/qs"
 done
 
