@@ -5,7 +5,7 @@
  * the command line or the environment), `$(VAR)`/`${VAR}`, `$$` for a literal `$`,
  * `include NAME` (NAME or NAME.ft in the including file's folder, then the rule
  * folders, then the built-in fragments), `#` comments (`\#` is a literal `#`),
- * `\` continuation, and `.DEFAULT: targets...`.
+ * `\` continuation, `.DEFAULT: targets...` and `.REMOTE: URL` (the remote cache).
  * `$<`, `$^` and `$@` are left in values untouched: they are bound when a stage runs.
  * Targets, inputs and include names are expanded when their line is read;
  * parameter values once the whole file is read (as make does with recipes), so
