@@ -344,6 +344,45 @@ typedef struct {
 #define VERIFICATION_FAILED 1 /* a row's object was refused: not a remote failure */
 #define LOCAL_FAILED (-10)    /* this machine's cache, not the remote */
 
+/* Both checksums of a download, computed as its bytes arrive. */
+typedef struct {
+    ft_sha256 sha;
+    ft_file_hasher *xxh;
+    uint64_t bytes;
+} stream_check;
+
+static void stream_check_restart(void *context)
+{
+    stream_check *check = context;
+    ft_sha256_init(&check->sha);
+    ft_file_hasher_reset(check->xxh);
+    check->bytes = 0;
+}
+
+static void stream_check_bytes(void *context, const void *data, size_t length)
+{
+    stream_check *check = context;
+    ft_sha256_update(&check->sha, data, length);
+    ft_file_hasher_update(check->xxh, data, length);
+    check->bytes += length;
+}
+
+/* Starts the checksums with what an interrupted earlier download left in path. */
+static void stream_check_start(stream_check *check, const char *path)
+{
+    check->xxh = ft_file_hasher_new();
+    stream_check_restart(check);
+    FILE *file = fopen(path, "rb");
+    if (!file)
+        return;
+    char *buffer = ft_xmalloc(1 << 20);
+    size_t n;
+    while ((n = fread(buffer, 1, 1 << 20, file)) > 0)
+        stream_check_bytes(check, buffer, n);
+    free(buffer);
+    fclose(file);
+}
+
 /* Marks the row refused; during a run, says so (strict callers report the error instead). */
 static void refuse(restore_job *job, size_t item)
 {
@@ -366,7 +405,10 @@ static int restore_object(void *context, size_t item)
     /* Named by content alone, so a restore cut short resumes where it stopped
      * (the workspace lock keeps two runs from sharing the file). */
     char *temporary = ft_xasprintf("%s/%s", job->incoming_dir, row->sha256);
-    int result = ft_remote_get_file(job->sync->remote, name, temporary);
+    stream_check check;
+    stream_check_start(&check, temporary);
+    ft_remote_observer observer = {stream_check_restart, stream_check_bytes, &check};
+    int result = ft_remote_get_file(job->sync->remote, name, temporary, &observer);
     if (result == 0) {
         ft_error("remote %s: %s (%s of %s) is missing, so the entry is refused", ft_remote_url(job->sync->remote),
                  name, row->path, job->target);
@@ -376,9 +418,15 @@ static int restore_object(void *context, size_t item)
         struct stat st;
         char sha[FT_SHA256_HEX_LENGTH + 1] = "";
         ft_hash hash = {0, 0};
-        bool good = stat(temporary, &st) == 0 && (uint64_t)st.st_size == row->size_bytes &&
-                    ft_sha256_file_hex(temporary, sha) == 0 && strcmp(sha, row->sha256) == 0 &&
-                    ft_hash_file(temporary, 1, &hash) == 0 && ft_hash_equal(hash, row->hash);
+        bool good = stat(temporary, &st) == 0 && (uint64_t)st.st_size == row->size_bytes;
+        if (good && check.bytes == (uint64_t)st.st_size) {
+            /* Every byte was seen on its way in: no second read of the file. */
+            ft_sha256_finish_hex(&check.sha, sha);
+            hash = ft_file_hasher_digest(check.xxh);
+        } else if (good) {
+            good = ft_sha256_file_hex(temporary, sha) == 0 && ft_hash_file(temporary, 0, &hash) == 0;
+        }
+        good = good && strcmp(sha, row->sha256) == 0 && ft_hash_equal(hash, row->hash);
         if (!good) {
             ft_error("remote %s: %s (%s of %s) does not match its SHA-256 and size: refused",
                      ft_remote_url(job->sync->remote), name, row->path, job->target);
@@ -390,6 +438,7 @@ static int restore_object(void *context, size_t item)
     }
     if (result != FT_REMOTE_UNAVAILABLE)
         unlink(temporary);
+    ft_file_hasher_free(check.xxh);
     free(temporary);
     return result;
 }

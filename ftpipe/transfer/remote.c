@@ -161,10 +161,32 @@ int ft_remote_has(ft_remote *remote, const char *name)
     return remote->kind == REMOTE_FILE ? ft_remote_file_has(remote, name) : ft_remote_http_has(remote, name);
 }
 
-int ft_remote_get_file(ft_remote *remote, const char *name, const char *destination)
+/* A copied blob is shown to the observer from the copy, read once. */
+static int show_file(const char *path, const ft_remote_observer *observer)
 {
-    return remote->kind == REMOTE_FILE ? ft_remote_file_get(remote, name, destination)
-                                       : ft_remote_http_get(remote, name, destination);
+    FILE *file = fopen(path, "rb");
+    if (!file)
+        return ft_error_errno("cannot read %s", path);
+    observer->restart(observer->context);
+    char *buffer = ft_xmalloc(1 << 20);
+    size_t n;
+    while ((n = fread(buffer, 1, 1 << 20, file)) > 0)
+        observer->bytes(observer->context, buffer, n);
+    int result = ferror(file) ? ft_error("cannot read %s", path) : 0;
+    free(buffer);
+    fclose(file);
+    return result;
+}
+
+int ft_remote_get_file(ft_remote *remote, const char *name, const char *destination,
+                       const ft_remote_observer *observer)
+{
+    if (remote->kind != REMOTE_FILE)
+        return ft_remote_http_get(remote, name, destination, observer);
+    int result = ft_remote_file_get(remote, name, destination);
+    if (result == 1 && observer && show_file(destination, observer) != 0)
+        result = FT_REMOTE_UNAVAILABLE;
+    return result;
 }
 
 int ft_remote_get_text(ft_remote *remote, const char *name, char **text, size_t *length)
@@ -178,7 +200,7 @@ int ft_remote_get_text(ft_remote *remote, const char *name, char **text, size_t 
         return result;
     }
     close(fd);
-    int result = ft_remote_get_file(remote, name, path);
+    int result = ft_remote_get_file(remote, name, path, NULL);
     if (result == 1) {
         size_t n = 0;
         if (ft_read_file(path, text, &n) != 0)

@@ -45,6 +45,7 @@ typedef struct {
     FILE *file;
     long offset;
     bool checked;
+    const ft_remote_observer *observer;
 } resumed_download;
 
 static size_t write_resumed(char *data, size_t size, size_t count, void *user)
@@ -54,11 +55,18 @@ static size_t write_resumed(char *data, size_t size, size_t count, void *user)
         download->checked = true;
         long status = 0;
         curl_easy_getinfo(download->easy, CURLINFO_RESPONSE_CODE, &status);
-        if (status != 206 && download->offset > 0 &&
-            (fflush(download->file) != 0 || ftruncate(fileno(download->file), 0) != 0))
-            return 0;
+        if (status != 206 && download->offset > 0) {
+            if (fflush(download->file) != 0 || ftruncate(fileno(download->file), 0) != 0)
+                return 0;
+            if (download->observer)
+                download->observer->restart(download->observer->context);
+        }
     }
-    return fwrite(data, size, count, download->file) == count ? size * count : 0;
+    if (fwrite(data, size, count, download->file) != count)
+        return 0;
+    if (download->observer)
+        download->observer->bytes(download->observer->context, data, size * count);
+    return size * count;
 }
 
 static size_t discard(char *data, size_t size, size_t count, void *user)
@@ -77,6 +85,7 @@ typedef struct {
     const char *source;      /* PUT from a file */
     const char *text;        /* PUT from memory */
     size_t length;
+    const ft_remote_observer *observer; /* GET */
     char payload_hash_header[96]; /* S3 signs the body's SHA-256 (libcurl does not add it) */
 } request;
 
@@ -158,6 +167,7 @@ static int attempt(const ft_remote *remote, const request *req, const char *url,
             resumed->file = file;
             resumed->offset = ftell(file);
             resumed->checked = false;
+            resumed->observer = req->observer;
             if (resumed->offset > 0)
                 curl_easy_setopt(easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)resumed->offset);
             curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_resumed);
@@ -278,9 +288,10 @@ int ft_remote_http_has(ft_remote *remote, const char *name)
     return perform(remote, &req);
 }
 
-int ft_remote_http_get(ft_remote *remote, const char *name, const char *destination)
+int ft_remote_http_get(ft_remote *remote, const char *name, const char *destination,
+                       const ft_remote_observer *observer)
 {
-    request req = {.method = REQUEST_GET, .name = name, .destination = destination};
+    request req = {.method = REQUEST_GET, .name = name, .destination = destination, .observer = observer};
     return perform(remote, &req);
 }
 

@@ -24,7 +24,8 @@ int ft_remote_file_get(ft_remote *remote, const char *name, const char *destinat
 int ft_remote_file_put(ft_remote *remote, const char *name, const char *source, const char *text, size_t length);
 
 int ft_remote_http_has(ft_remote *remote, const char *name);
-int ft_remote_http_get(ft_remote *remote, const char *name, const char *destination);
+int ft_remote_http_get(ft_remote *remote, const char *name, const char *destination,
+                       const ft_remote_observer *observer);
 int ft_remote_http_put(ft_remote *remote, const char *name, const char *source, const char *text, size_t length);
 
 #endif

@@ -44,7 +44,15 @@ int ft_remote_has(ft_remote *remote, const char *name);
  * http(s) and S3, bytes already in destination (an interrupted earlier get of
  * the same blob) are kept and only the rest is asked for, by byte range; a file
  * remote copies the whole blob. 1 done, 0 no such blob, or a failure. */
-int ft_remote_get_file(ft_remote *remote, const char *name, const char *destination);
+typedef struct {
+    void (*restart)(void *context);                                 /* what was seen is void: starting over */
+    void (*bytes)(void *context, const void *data, size_t length);  /* the next received bytes, in order */
+    void *context;
+} ft_remote_observer;
+/* observer (may be NULL) sees the blob's bytes as they arrive (a file remote's
+ * from the copy), so a caller can check them without reading the file again. */
+int ft_remote_get_file(ft_remote *remote, const char *name, const char *destination,
+                       const ft_remote_observer *observer);
 /* The blob in memory, NUL-terminated (at most 64 MiB). 1, 0 or a failure. */
 int ft_remote_get_text(ft_remote *remote, const char *name, char **text, size_t *length);
 

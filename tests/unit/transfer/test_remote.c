@@ -83,7 +83,7 @@ TEST(file_remote_stores_and_reads_blobs)
     CHECK_INT(ft_write_file_atomic(source, "0123456789", 10), 0);
     CHECK_INT(ft_remote_put_file(remote, "cas/abc", source), 0);
     char *copy = ft_path_join(temporary_dir, "copy.bin");
-    CHECK_INT(ft_remote_get_file(remote, "cas/abc", copy), 1);
+    CHECK_INT(ft_remote_get_file(remote, "cas/abc", copy, NULL), 1);
     char *data = NULL;
     CHECK_INT(ft_read_file(copy, &data, &length), 0);
     CHECK_STR(data, "0123456789");
