@@ -12,9 +12,11 @@ CC      ?= cc
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Debian packages the build and the tests need; `make deps` installs the missing ones.
+# (libnginx-mod-http-dav-ext: PROPFIND for rclone, the peer of tests/bench/remote.sh.)
 DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openssl-dev \
                libxxhash-dev xxhash libpcre2-dev libutf8proc-dev libjansson-dev \
-               libopenblas-dev libzstd-dev zstd nginx rclone util-linux libssl-dev
+               libopenblas-dev libzstd-dev zstd nginx rclone util-linux libssl-dev \
+               libnginx-mod-http-dav-ext
 # Tools the tests run, as command:package, installed only when the command is missing
 # (a machine may have them from elsewhere).
 TEST_TOOLS = python3:python3 openssl:openssl
