@@ -299,6 +299,54 @@ static int select_requested(const ft_hf_repo *repo, const ft_hf_plan *listing, c
     return 0;
 }
 
+/* --- without the file list: one HEAD per named file (hf_resolve) --- */
+
+/* Adds path, at the listing's commit once known: 1 added, 0 absent, -1 failure. */
+static int resolve_add(const ft_hf_repo *repo, const char *path, const ft_fetch_options *options,
+                       ft_hf_plan *listing)
+{
+    char *url = file_url(repo, listing->commit ? listing->commit : repo->revision, path);
+    ft_hf_head head;
+    int found = ft_hf_head_file(url, path, options, &head);
+    free(url);
+    if (found != 1)
+        return found;
+    if (!listing->commit && head.commit)
+        listing->commit = ft_xstrdup(head.commit);
+    listing->files = ft_xrealloc(listing->files, (listing->n_files + 1) * sizeof *listing->files);
+    listing->files[listing->n_files++] = (ft_hf_file){
+        .path = ft_xstrdup(path),
+        .size_bytes = head.size_bytes,
+        .sha256 = head.sha256 ? ft_xstrdup(head.sha256) : NULL,
+    };
+    ft_hf_head_free(&head);
+    return 1;
+}
+
+/* A listing of the named files, each NAME or, when absent, NAME.index.json. */
+static int resolve_listing(const ft_hf_repo *repo, const char *const *names, size_t n_names,
+                           const ft_fetch_options *options, ft_hf_plan *listing)
+{
+    *listing = (ft_hf_plan){0};
+    for (size_t i = 0; i < n_names; i++) {
+        int found = resolve_add(repo, names[i], options, listing);
+        if (found == 0) {
+            char *index = ft_xasprintf("%s.index.json", names[i]);
+            found = resolve_add(repo, index, options, listing);
+            free(index);
+            if (found == 0)
+                ft_error("%s is not in %s%s at revision %s (asked at %s, which lists no files, so no names can "
+                         "be suggested)",
+                         names[i], repo_type_prefix(repo), repo->repo, repo->revision, repo->endpoint);
+        }
+        if (found != 1) {
+            ft_hf_plan_free(listing);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* --- index following --- */
 
 static int compare_names(const void *a, const void *b)
@@ -366,7 +414,7 @@ static int follow_index(const ft_hf_repo *repo, ft_hf_plan *listing, bool resolv
     for (size_t i = 0; i < n_shards; i++) {
         char *path = strcmp(folder, ".") == 0 ? ft_xstrdup(shards[i]) : ft_path_join(folder, shards[i]);
         if (result == 0 && resolved_one_by_one && !find_file(listing, path) &&
-            ft_hf_resolve_add(repo, path, options, listing) < 0)
+            resolve_add(repo, path, options, listing) < 0)
             result = -1;
         const ft_hf_file *shard = find_file(listing, path);
         if (result == 0 && !shard)
@@ -428,7 +476,7 @@ int ft_hf_plan_files(const ft_hf_repo *repo, const char *const *requests, size_t
     bool resolved_one_by_one = false;
     if (result != 0 && n_requests > 0 && names_are_exact(requests, n_requests)) {
         char *listing_error = ft_xstrdup(ft_error_message());
-        if (ft_hf_resolve_listing(repo, requests, n_requests, options, &listing) == 0) {
+        if (resolve_listing(repo, requests, n_requests, options, &listing) == 0) {
             ft_http_log(options, "no file list (%s): the %zu named files were found one by one", listing_error,
                         n_requests);
             resolved_one_by_one = true;
@@ -458,9 +506,4 @@ int ft_hf_plan_files(const ft_hf_repo *repo, const char *const *requests, size_t
     if (result != 0)
         ft_hf_plan_free(plan);
     return result;
-}
-
-char *ft_hf_file_url(const ft_hf_repo *repo, const char *revision, const char *path)
-{
-    return file_url(repo, revision, path);
 }

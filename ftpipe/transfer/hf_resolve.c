@@ -66,21 +66,17 @@ static bool is_sha256(const char *text)
     return text && strlen(text) == 64 && strspn(text, "0123456789abcdef") == 64;
 }
 
-/* HEAD of one file at revision: 1 and the file (and the commit, when said), 0 on 404, -1 otherwise. */
-static int head_file(const ft_hf_repo *repo, const char *revision, const char *path, const ft_fetch_options *options,
-                     ft_hf_file *file, char **commit)
+int ft_hf_head_file(const char *url, const char *name, const ft_fetch_options *options, ft_hf_head *out)
 {
-    char *url = ft_hf_file_url(repo, revision, path);
+    *out = (ft_hf_head){.size_bytes = -1};
     char curl_error[CURL_ERROR_SIZE];
     resolve_headers headers = {.linked_size = -1, .content_length = -1};
     CURLcode code = CURLE_OK;
     long status = 0;
     for (int attempt = 0; attempt <= options->retries; attempt++) {
         CURL *easy = ft_http_new_handle(options, url, curl_error);
-        if (!easy) {
-            free(url);
-            return ft_error("cannot ask for %s: libcurl could not create a handle", path);
-        }
+        if (!easy)
+            return ft_error("cannot ask for %s: libcurl could not create a handle", name);
         curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
         curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
         curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
@@ -98,20 +94,14 @@ static int head_file(const ft_hf_repo *repo, const char *revision, const char *p
         const char *sha256 = is_sha256(headers.linked_etag) ? headers.linked_etag
                              : is_sha256(headers.etag)      ? headers.etag
                                                             : NULL;
-        *file = (ft_hf_file){
-            .path = ft_xstrdup(path),
-            .size_bytes = headers.linked_size >= 0 ? headers.linked_size
-                          : status < 300          ? headers.content_length
-                                                  : -1,
-            .sha256 = sha256 ? ft_xstrdup(sha256) : NULL,
-        };
-        if (commit && headers.commit && !*commit)
-            *commit = ft_xstrdup(headers.commit);
+        out->size_bytes = headers.linked_size >= 0 ? headers.linked_size : status < 300 ? headers.content_length : -1;
+        out->sha256 = sha256 ? ft_xstrdup(sha256) : NULL;
+        out->commit = headers.commit ? ft_xstrdup(headers.commit) : NULL;
         result = 1;
     } else {
         ft_strbuf message;
         ft_strbuf_init(&message);
-        ft_http_describe_failure(&message, options, path, url, status, code, curl_error);
+        ft_http_describe_failure(&message, options, name, url, status, code, curl_error);
         ft_error("%s", message.data);
         ft_strbuf_free(&message);
         result = -1;
@@ -119,46 +109,12 @@ static int head_file(const ft_hf_repo *repo, const char *revision, const char *p
     free(headers.commit);
     free(headers.linked_etag);
     free(headers.etag);
-    free(url);
     return result;
 }
 
-static void add(ft_hf_plan *listing, const ft_hf_file *file)
+void ft_hf_head_free(ft_hf_head *head)
 {
-    listing->files = ft_xrealloc(listing->files, (listing->n_files + 1) * sizeof *listing->files);
-    listing->files[listing->n_files++] = *file;
-}
-
-int ft_hf_resolve_add(const ft_hf_repo *repo, const char *path, const ft_fetch_options *options,
-                      ft_hf_plan *listing)
-{
-    ft_hf_file file;
-    const char *revision = listing->commit ? listing->commit : repo->revision;
-    int found = head_file(repo, revision, path, options, &file, &listing->commit);
-    if (found == 1)
-        add(listing, &file);
-    return found;
-}
-
-int ft_hf_resolve_listing(const ft_hf_repo *repo, const char *const *names, size_t n_names,
-                          const ft_fetch_options *options, ft_hf_plan *listing)
-{
-    *listing = (ft_hf_plan){0};
-    for (size_t i = 0; i < n_names; i++) {
-        int found = ft_hf_resolve_add(repo, names[i], options, listing);
-        if (found == 0) {
-            char *index = ft_xasprintf("%s.index.json", names[i]);
-            found = ft_hf_resolve_add(repo, index, options, listing);
-            free(index);
-            if (found == 0)
-                ft_error("%s is not in %s%s at revision %s (asked at %s; this server lists no files, so names "
-                         "cannot be suggested)",
-                         names[i], repo->is_dataset ? "datasets/" : "", repo->repo, repo->revision, repo->endpoint);
-        }
-        if (found != 1) {
-            ft_hf_plan_free(listing);
-            return -1;
-        }
-    }
-    return 0;
+    free(head->sha256);
+    free(head->commit);
+    *head = (ft_hf_head){.size_bytes = -1};
 }

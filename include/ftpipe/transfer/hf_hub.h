@@ -68,9 +68,6 @@ void ft_hf_plan_free(ft_hf_plan *plan);
  * index's folder, each once, in order of first appearance. */
 int ft_hf_index_shards(const char *index_path, char ***shards, size_t *count);
 
-/* ENDPOINT/[datasets/]ORG/NAME/resolve/REVISION/PATH, escaped. Caller frees. */
-char *ft_hf_file_url(const ft_hf_repo *repo, const char *revision, const char *path);
-
 /* The hints fetch puts at the end of 401/403 and 404 messages for this repository
  * (token_set: whether HF_TOKEN was given). Caller frees. */
 char *ft_hf_auth_hint(const ft_hf_repo *repo, bool token_set);
