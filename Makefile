@@ -31,7 +31,7 @@ DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openss
 TEST_PACKAGES = nginx munge slurmctld slurmd slurm-client
 # Tools the tests run, as command:package, installed only when the command is missing
 # (a machine may have them from elsewhere): clang builds the fuzz targets.
-TEST_TOOLS = python3:python3 clang:clang
+TEST_TOOLS = python3:python3 clang:clang openssl:openssl
 PKG_LIBS = sqlite3 libarchive libcurl libcrypto libxxhash libpcre2-8 libutf8proc jansson yaml-0.1 libjpeg libpng libwebp \
            libwebpdemux
 
