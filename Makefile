@@ -23,15 +23,17 @@ MAKEFLAGS += -j$(JOBS)
 # Debian packages the build and the quickstart need; `make deps` installs the missing ones.
 DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openssl-dev \
                libxxhash-dev xxhash libpcre2-dev libutf8proc-dev libjansson-dev \
-               libopenblas-dev libssl-dev libzstd-dev zstd libyaml-dev util-linux
+               libopenblas-dev libssl-dev libzstd-dev zstd libyaml-dev util-linux \
+               libjpeg62-turbo-dev libpng-dev libwebp-dev
 # What only `make test` needs: nginx plays a web server in the tests, and Slurm
 # with munge runs the Slurm executor's (the tests start their own; none is left
 # running or enabled as a service).
 TEST_PACKAGES = nginx munge slurmctld slurmd slurm-client
 # Tools the tests run, as command:package, installed only when the command is missing
 # (a machine may have them from elsewhere): clang builds the fuzz targets.
-TEST_TOOLS = python3:python3 clang:clang
-PKG_LIBS = sqlite3 libarchive libcurl libcrypto libxxhash libpcre2-8 libutf8proc jansson yaml-0.1
+TEST_TOOLS = python3:python3 clang:clang openssl:openssl
+PKG_LIBS = sqlite3 libarchive libcurl libcrypto libxxhash libpcre2-8 libutf8proc jansson yaml-0.1 libjpeg libpng libwebp \
+           libwebpdemux
 
 WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -Iinclude -Ibuild/gen $(WARNINGS) -MMD -MP -pthread

@@ -162,6 +162,47 @@ static int apply_expected(ft_stage *stage, download_plan *plan, const char *para
     return 0;
 }
 
+/* Ftpipe.lock's `locked` list: every planned file must be listed, and gets its size and SHA-256. */
+static int apply_locked(ft_stage *stage, download_plan *plan)
+{
+    size_t n = 0;
+    const char *const *items = ft_stage_param_list(stage, "locked", &n);
+    if (n == 0)
+        return 0;
+    const char *target = ft_stage_target(stage);
+    bool *used = ft_xcalloc(n, sizeof *used);
+    int result = 0;
+    for (size_t k = 0; k < plan->n_files && result == 0; k++) {
+        wanted_file *file = &plan->files[k];
+        size_t name_length = strlen(file->name);
+        size_t i = 0;
+        while (i < n && !(strncmp(items[i], file->name, name_length) == 0 && items[i][name_length] == '='))
+            i++;
+        if (i == n) {
+            result = ft_stage_fail(stage, "%s is not in Ftpipe.lock: the download now brings a file it did not when "
+                                   "locked; run `ftpipe lock --update %s` if that is wanted", file->name, target);
+            break;
+        }
+        used[i] = true;
+        const char *value = items[i] + name_length + 1;
+        char *end = NULL;
+        long long bytes = strtoll(value, &end, 10);
+        if (bytes < 0 || *end != ':' || strlen(end + 1) != 64) {
+            result = ft_stage_fail(stage, "Ftpipe.lock: %s: expected SIZE:SHA256", items[i]);
+            break;
+        }
+        file->size_bytes = bytes;
+        free(file->sha256);
+        file->sha256 = ft_xstrdup(end + 1);
+    }
+    for (size_t i = 0; i < n && result == 0; i++)
+        if (!used[i])
+            result = ft_stage_fail(stage, "Ftpipe.lock lists %.*s, which the download no longer brings; run `ftpipe "
+                                   "lock --update %s`", (int)strcspn(items[i], "="), items[i], target);
+    free(used);
+    return result;
+}
+
 /* --- reporting --- */
 
 static void format_duration(double seconds, char *out, size_t out_size)
@@ -273,6 +314,8 @@ static int run_download(ft_stage *stage)
         result = apply_expected(stage, &plan, "sha256");
     if (result == 0)
         result = apply_expected(stage, &plan, "size");
+    if (result == 0)
+        result = apply_locked(stage, &plan);
 
     ft_fetch_file *files = ft_xcalloc(plan.n_files ? plan.n_files : 1, sizeof *files);
     for (size_t i = 0; i < plan.n_files; i++)

@@ -17,7 +17,7 @@ ALLOWED='
 base:
 formats: base
 transfer: base
-engine: base
+engine: base transfer
 text: base formats
 backend: base
 backend/cpu: base backend

@@ -308,6 +308,76 @@ static ft_hash combine_chunks(const file_job *file)
     return result;
 }
 
+/* --- a file's hash from its bytes in order --- */
+
+struct ft_file_hasher {
+    ft_hasher *chunk;      /* the chunk being fed */
+    uint64_t chunk_bytes;  /* fed into it so far */
+    file_job job;          /* finished chunks' hashes, and the size */
+    size_t capacity;
+};
+
+ft_file_hasher *ft_file_hasher_new(void)
+{
+    ft_file_hasher *hasher = ft_xcalloc(1, sizeof *hasher);
+    hasher->chunk = ft_hasher_new();
+    return hasher;
+}
+
+void ft_file_hasher_reset(ft_file_hasher *hasher)
+{
+    ft_hasher_free(hasher->chunk);
+    hasher->chunk = ft_hasher_new();
+    hasher->chunk_bytes = 0;
+    hasher->job.n_chunks = 0;
+    hasher->job.size_bytes = 0;
+}
+
+static void finish_chunk(ft_file_hasher *hasher)
+{
+    ft_grow((void **)&hasher->job.chunk_hashes, &hasher->capacity, hasher->job.n_chunks + 1,
+            sizeof *hasher->job.chunk_hashes);
+    hasher->job.chunk_hashes[hasher->job.n_chunks++] = ft_hasher_digest(hasher->chunk);
+    ft_hasher_free(hasher->chunk);
+    hasher->chunk = ft_hasher_new();
+    hasher->chunk_bytes = 0;
+}
+
+void ft_file_hasher_update(ft_file_hasher *hasher, const void *bytes, size_t length)
+{
+    const unsigned char *p = bytes;
+    while (length > 0) {
+        if (hasher->chunk_bytes == FT_HASH_CHUNK_BYTES)
+            finish_chunk(hasher);
+        uint64_t room = FT_HASH_CHUNK_BYTES - hasher->chunk_bytes;
+        size_t n = length < room ? length : (size_t)room;
+        ft_hasher_update(hasher->chunk, p, n);
+        hasher->chunk_bytes += n;
+        hasher->job.size_bytes += n;
+        p += n;
+        length -= n;
+    }
+}
+
+uint64_t ft_file_hasher_bytes(const ft_file_hasher *hasher) { return hasher->job.size_bytes; }
+
+ft_hash ft_file_hasher_digest(ft_file_hasher *hasher)
+{
+    /* The last chunk counts even when partial (or empty, for an empty file). */
+    if (hasher->chunk_bytes > 0 || hasher->job.n_chunks == 0)
+        finish_chunk(hasher);
+    return combine_chunks(&hasher->job);
+}
+
+void ft_file_hasher_free(ft_file_hasher *hasher)
+{
+    if (!hasher)
+        return;
+    ft_hasher_free(hasher->chunk);
+    free(hasher->job.chunk_hashes);
+    free(hasher);
+}
+
 static int plan_files(const char *const *paths, size_t count, file_job *files, size_t *n_tasks)
 {
     *n_tasks = 0;

@@ -1,6 +1,7 @@
 /* main: the ftpipe command line, with make's habits.
  *
- *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [TARGET...] [VAR=value...]
+ *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [--remote URL] [TARGET...] [VAR=value...]
+ *   ftpipe push|pull [TARGET...] | remote status [TARGET...] | lock [--update] [TARGET...]
  *   ftpipe status | why TARGET | log TARGET | gc | clean | dag | metrics | help [KIND]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH
  *   ftpipe render --tokenizer PATH --template NAME
@@ -30,6 +31,7 @@
 static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
     "       ftpipe status | why TARGET | log TARGET | gc | clean | dag | metrics | help [KIND]\n"
+    "       ftpipe push [TARGET...] | pull [TARGET...] | remote status [TARGET...] | lock [--update] [TARGET...]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
     "       ftpipe render --tokenizer PATH --template NAME [--cutoff-len N] [--mask-history]\n"
     "                     [--train-on-prompt] [--no-thinking] < messages.json\n"
@@ -42,6 +44,7 @@ static const char usage_text[] =
     "  -k        keep going after a failure with what does not depend on it\n"
     "  -n        say what would run and why; run nothing\n"
     "  --version print the version\n"
+    "  --remote URL  the remote cache (default: $FTPIPE_REMOTE, else the pipeline's .REMOTE)\n"
     "  VAR=value override a variable of the pipeline\n"
     "  --        what follows is targets, even a word that names a command\n"
     "\n"
@@ -56,6 +59,10 @@ static const char usage_text[] =
     "  metrics --diff A B   the parameters and metrics that differ between two results\n"
     "  dag [--dot]     the stages and their inputs, as text or as a Graphviz graph\n"
     "  help [KIND]     these commands and the stage kinds, or one kind's parameters\n"
+    "  push [TARGET...]    send built results to the remote cache\n"
+    "  pull [TARGET...]    restore results from the remote cache into the workspace\n"
+    "  remote status       each stage: built here, on the remote, both, or neither\n"
+    "  lock [--update [TARGET...]]  pin each download (commit, sizes, SHA-256) in Ftpipe.lock\n"
     "\n"
     "  hash [--threads N] PATH...\n"
     "                  content hashes of files (xxh128sum's up to 64 MiB) and folders\n"
@@ -81,7 +88,8 @@ static int usage_error(const char *message)
 
 static bool is_command(const char *word)
 {
-    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "dag", "metrics", "help", NULL};
+    static const char *const commands[] = {"status", "why",  "log",  "gc",     "clean", "dag",
+                                                 "metrics", "help", "push", "pull", "remote", "lock", NULL};
     for (size_t i = 0; commands[i]; i++)
         if (strcmp(word, commands[i]) == 0)
             return true;
@@ -121,6 +129,7 @@ static int parse_command_line(int argc, char **argv, command_line *line)
                                                  {"dry-run", no_argument, NULL, 'n'},
                                                  {"keep-going", no_argument, NULL, 'k'},
                                                  {"version", no_argument, NULL, 'V'},
+                                                 {"remote", required_argument, NULL, 'R'},
                                                  {NULL, 0, NULL, 0}};
     opterr = 0; /* the messages below say more than getopt's */
     /* '-' first: words (targets, commands, VAR=value) come back in order as option 1. */
@@ -134,6 +143,11 @@ static int parse_command_line(int argc, char **argv, command_line *line)
             break;
         case 'V':
             line->show_version = true;
+            break;
+        case 'R':
+            if (!*optarg)
+                return usage_error("--remote needs a URL (http(s)://, file:// or s3://)");
+            line->invocation.remote_url = optarg;
             break;
         case 'k':
             line->invocation.keep_going = true;
@@ -155,6 +169,7 @@ static int parse_command_line(int argc, char **argv, command_line *line)
         case ':':
             return usage_error(optopt == 'j'   ? "-j needs a number of jobs between 1 and 1024"
                                : optopt == 'C' ? "-C needs a folder"
+                               : optopt == 'R' ? "--remote needs a URL (http(s)://, file:// or s3://)"
                                                : "-f needs a file");
         case '?': {
             const char *word = argv[optind - 1];
@@ -197,11 +212,17 @@ static int run(command_line *line)
         invocation->command = line->words[0];
         invocation->arguments = line->words + 1;
         invocation->n_arguments = line->n_words - 1;
-        if (strcmp(line->words[0], "help") == 0 && line->n_words == 1) { /* the commands, then the kinds */
+        const char *command = line->words[0];
+        if (strcmp(command, "help") == 0 && line->n_words == 1) { /* the commands, then the kinds */
             fputs(usage_text, stdout);
             putchar('\n');
         }
-        status = ft_inspect_command(invocation);
+        if (strcmp(command, "push") == 0 || strcmp(command, "pull") == 0 || strcmp(command, "remote") == 0)
+            status = ft_command_remote(invocation);
+        else if (strcmp(command, "lock") == 0)
+            status = ft_command_lock(invocation);
+        else
+            status = ft_inspect_command(invocation);
     } else {
         invocation->arguments = line->words;
         invocation->n_arguments = line->n_words;

@@ -51,6 +51,7 @@ typedef struct {
     ft_plan *plans;
     node_state *states;
     size_t *unfinished_inputs;
+    bool *remote_asked;
     size_t *queue;
     size_t queue_length;
     running_stage *running;
@@ -406,6 +407,62 @@ static char *failure_message(const running_stage *run, const char *log_path, con
     return message;
 }
 
+/* A finished stage goes to the remote cache, when there is one to write. */
+static void push_to_remote(builder *b, size_t index)
+{
+    ft_remote_sync *remote = b->options->remote;
+    if (!remote || !ft_remote_sync_writable(remote))
+        return;
+    const ft_node *node = &b->graph->nodes[index];
+    const char *key = b->plans[index].key.key;
+    ft_manifest *manifest = NULL;
+    if (ft_cache_lookup(b->workspace->cache, key, &manifest) != 1)
+        return;
+    uint64_t sent_bytes = 0;
+    uint64_t start_ns = ft_now_ns();
+    if (ft_remote_sync_push(remote, b->workspace->cache, key, node->target, manifest, &sent_bytes) != 0) {
+        ft_progress_message(b->options->progress, "warning: %s", ft_error_message());
+    } else if (sent_bytes > 0) {
+        char sent[32];
+        ft_format_bytes(sent_bytes, sent, sizeof sent);
+        ft_progress_message(b->options->progress, "pushed   %s to the remote (%s in %.1f s)", node->target, sent,
+                            (double)(ft_now_ns() - start_ns) / 1e9);
+    }
+    ft_manifest_free(manifest);
+}
+
+/* Before a stage runs, the remote cache may have its result: 1 restored, 0 not, -1 failed. */
+static int restore_from_remote(builder *b, size_t index)
+{
+    ft_remote_sync *remote = b->options->remote;
+    ft_plan *plan = &b->plans[index];
+    const ft_node *node = &b->graph->nodes[index];
+    if (!remote || !plan->has_key || b->remote_asked[index])
+        return 0;
+    b->remote_asked[index] = true;
+    if (b->options->dry_run) {
+        int found = ft_remote_sync_has(remote, plan->key.key);
+        if (found == 1)
+            ft_progress_message(b->options->progress, "would restore %s from the remote", node->target);
+        return found;
+    }
+    ft_progress_status(b->options->progress, index, node->target);
+    ft_manifest *manifest = NULL;
+    int found = ft_remote_sync_restore(remote, b->workspace->cache, plan->key.key, node->target, &manifest);
+    ft_progress_status(b->options->progress, index, NULL);
+    if (found != 1)
+        return found;
+    if (plan->manifest)
+        ft_manifest_free(plan->manifest);
+    plan->manifest = manifest;
+    plan->action = FT_PLAN_RESTORE;
+    ft_hash_to_hex(manifest->hash, plan->output_hash);
+    if (ft_publish_restore(b->workspace, node, plan) != 0)
+        return -1;
+    ft_progress_message(b->options->progress, "restored %s from remote", node->target);
+    return 1;
+}
+
 static void finish_stage(builder *b, size_t slot, int status)
 {
     running_stage *run = &b->running[slot];
@@ -432,6 +489,7 @@ static void finish_stage(builder *b, size_t slot, int status)
             ft_progress_message(b->options->progress, "done     %s in %.1f s%s%s", node->target, seconds,
                                 run->summary ? ": " : "", run->summary ? run->summary : "");
             b->summary->run++;
+            push_to_remote(b, run->node);
             mark_done(b, run->node, NODE_DONE);
         } else {
             char *message = failure_message(run, log_path, ft_error_message());
@@ -574,8 +632,17 @@ static void dispatch(builder *b)
             }
             break;
         case FT_PLAN_RUN:
-        case FT_PLAN_WAITS:
-            if (b->options->dry_run) {
+        case FT_PLAN_WAITS: {
+            int from_remote = plan->action == FT_PLAN_RUN ? restore_from_remote(b, index) : 0;
+            if (from_remote != 0) {
+                if (from_remote < 0) {
+                    report_failure(b, index, ft_error_message());
+                } else {
+                    b->summary->restored++;
+                    b->summary->restored_from_remote++;
+                    mark_done(b, index, NODE_DONE);
+                }
+            } else if (b->options->dry_run) {
                 reason = ft_plan_reason_line(plan);
                 ft_progress_message(b->options->progress, "would run %s: %s", node->target, reason);
                 b->summary->run++;
@@ -589,6 +656,7 @@ static void dispatch(builder *b)
                 report_failure(b, index, ft_error_message());
             }
             break;
+        }
         case FT_PLAN_UNKNOWN:
             break;
         }
@@ -608,6 +676,7 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         .plans = ft_xcalloc(graph->n_nodes + 1, sizeof(ft_plan)),
         .states = ft_xcalloc(graph->n_nodes + 1, sizeof(node_state)),
         .unfinished_inputs = ft_xcalloc(graph->n_nodes + 1, sizeof(size_t)),
+        .remote_asked = ft_xcalloc(graph->n_nodes + 1, sizeof(bool)),
         .queue = ft_xcalloc(graph->n_nodes + 1, sizeof(size_t)),
         .running = ft_xcalloc((size_t)options->jobs + 1, sizeof(running_stage)),
         .gpus_free = options->gpus_total >= 64 ? ~0ull : (1ull << options->gpus_total) - 1,
@@ -672,6 +741,7 @@ done:
     free(b.plans);
     free(b.states);
     free(b.unfinished_inputs);
+    free(b.remote_asked);
     free(b.queue);
     free(b.running);
     free(b.state_error);

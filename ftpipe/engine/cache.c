@@ -172,6 +172,39 @@ static bool object_present(const ft_cache *cache, const ft_manifest_entry *entry
     return present;
 }
 
+int ft_cache_store_object(ft_cache *cache, const char *source, const ft_manifest_entry *entry)
+{
+    char *object = ft_cache_object_path(cache, entry->hash);
+    char *object_dir = ft_path_dirname(object);
+    int result = 0;
+    if (mkdir(object_dir, 0755) != 0 && errno != EEXIST)
+        result = ft_error_errno("cannot create the cache folder %s", object_dir);
+    if (result == 0)
+        result = store_file(source, object, entry);
+    if (result == 0)
+        result = ft_fsync_dir(object_dir);
+    free(object);
+    free(object_dir);
+    return result;
+}
+
+int ft_cache_store_manifest(ft_cache *cache, const char *key, const ft_manifest *manifest)
+{
+    if (check_key(key) != 0)
+        return -1;
+    char *text = ft_manifest_serialize(manifest);
+    char *manifest_path = ft_path_join(cache->manifests_dir, key);
+    int result = ft_write_file_atomic(manifest_path, text, strlen(text));
+    free(manifest_path);
+    free(text);
+    return result;
+}
+
+bool ft_cache_has_object(const ft_cache *cache, const ft_manifest_entry *entry)
+{
+    return object_present(cache, entry);
+}
+
 int ft_cache_lookup(ft_cache *cache, const char *key, ft_manifest **out)
 {
     if (check_key(key) != 0)
@@ -470,6 +503,11 @@ int ft_cache_gc(ft_cache *cache, const char *const *keep_keys, size_t n_keep, ui
     if (objects)
         closedir(objects);
     free(referenced.hashes);
+    /* Partial downloads from a remote cache, kept only to resume them. */
+    char *incoming = ft_path_join(cache->dir, "incoming");
+    if (result == 0)
+        result = ft_remove_tree(incoming);
+    free(incoming);
     if (result != 0)
         return ft_error_context("while collecting garbage in %s", cache->dir);
     *freed_bytes = tally.freed_bytes;

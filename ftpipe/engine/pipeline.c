@@ -95,6 +95,16 @@ static int parse_defaults(parser *p, const ft_location *where, const ft_location
     return 0;
 }
 
+/* `.REMOTE: URL`: the remote cache, unless FTPIPE_REMOTE or --remote names another. */
+static int parse_remote(parser *p, const ft_location *colon, const word_list *words)
+{
+    if (words->n_words != 1)
+        return ft_error_at(colon, "'.REMOTE:' takes one URL (http(s)://, file:// or s3://)");
+    free(p->pipeline->remote_url);
+    p->pipeline->remote_url = ft_xstrdup(words->words[0]);
+    return 0;
+}
+
 static void end_group(parser *p)
 {
     free(p->group.axes);
@@ -131,15 +141,18 @@ static int parse_rule_once(parser *p, const ft_located_text *line, size_t start,
             ft_error_at(&targets.where[1], "'%s' is %zu targets: a stage makes one target; write one stage for each",
                         written, targets.n_words);
         free(written);
-    } else if (is_special_target(targets.words[0]) && strcmp(targets.words[0], ".DEFAULT") != 0) {
-        result =
-            ft_error_at(&targets.where[0], "unknown special target '%s': the only one is .DEFAULT", targets.words[0]);
+    } else if (is_special_target(targets.words[0]) && strcmp(targets.words[0], ".DEFAULT") != 0 &&
+               strcmp(targets.words[0], ".REMOTE") != 0) {
+        result = ft_error_at(&targets.where[0], "unknown special target '%s': the special targets are .DEFAULT and "
+                             ".REMOTE", targets.words[0]);
     }
     if (result == 0)
         result = ft_parser_expand_words_over_matrix(p, line, colon + 1, line->length, bound, n_bound, &rest);
     if (result == 0) {
         if (strcmp(targets.words[0], ".DEFAULT") == 0) {
             result = parse_defaults(p, &targets.where[0], &line->where[colon], &rest);
+        } else if (strcmp(targets.words[0], ".REMOTE") == 0) {
+            result = parse_remote(p, &line->where[colon], &rest);
         } else {
             *is_stage = true;
             result = ft_parser_expand_wildcards(p, &rest);
@@ -548,6 +561,7 @@ void ft_pipeline_free(ft_pipeline *pipeline)
     for (size_t i = 0; i < pipeline->n_defaults; i++)
         free(pipeline->defaults[i]);
     free(pipeline->defaults);
+    free(pipeline->remote_url);
     free(pipeline->default_where);
     for (size_t i = 0; i < pipeline->n_files; i++)
         free(pipeline->files[i]);

@@ -32,6 +32,21 @@ static char **rule_dirs(size_t *count)
     return dirs;
 }
 
+static int apply_lock(const ft_invocation *invocation, ft_pipeline *pipeline)
+{
+    if (invocation->lock)
+        return ft_lock_apply(invocation->lock, pipeline, invocation->unlocked, invocation->n_unlocked,
+                             invocation->unlock_all);
+    char *path = ft_lock_path(invocation->pipeline_path);
+    ft_lock *lock = NULL;
+    int result = ft_lock_read(path, &lock);
+    if (result == 0)
+        result = ft_lock_apply(lock, pipeline, invocation->unlocked, invocation->n_unlocked, invocation->unlock_all);
+    ft_lock_free(lock);
+    free(path);
+    return result;
+}
+
 int ft_session_open(const ft_invocation *invocation, bool lock, ft_session *out)
 {
     memset(out, 0, sizeof *out);
@@ -61,6 +76,8 @@ int ft_session_open(const ft_invocation *invocation, bool lock, ft_session *out)
     uint64_t parsed_ns = ft_now_ns();
     out->phase_ns[FT_PHASE_PARSE] = parsed_ns - rules_ns;
     if (result == 0)
+        result = apply_lock(invocation, out->pipeline);
+    if (result == 0)
         result = ft_graph_build(out->pipeline, out->rules, invocation->kinds, &out->graph);
     uint64_t graph_ns = ft_now_ns();
     out->phase_ns[FT_PHASE_GRAPH] = graph_ns - parsed_ns;
@@ -83,6 +100,29 @@ void ft_session_close(ft_session *session)
     memset(session, 0, sizeof *session);
 }
 
+int ft_session_open_remote(const ft_invocation *invocation, const ft_session *session, bool strict,
+                           ft_progress *progress, ft_remote_sync **out)
+{
+    *out = NULL;
+    const char *url = invocation->remote_url;
+    if (!url || !*url)
+        url = getenv("FTPIPE_REMOTE");
+    if (!url || !*url)
+        url = session->pipeline->remote_url;
+    if (!url || !*url)
+        return 0;
+    ft_remote_sync_options options = {
+        .url = url,
+        .strict = strict,
+        .progress = progress,
+        .signing_key_path = getenv("FTPIPE_REMOTE_KEY"),
+        .public_key_path = getenv("FTPIPE_REMOTE_PUBLIC_KEY"),
+    };
+    if (ft_remote_sync_mode_writable(&options.writable) != 0)
+        return -1;
+    return ft_remote_sync_open(&options, out);
+}
+
 static void print_summary(const ft_build_summary *summary, bool dry_run)
 {
     if (dry_run) {
@@ -97,7 +137,10 @@ static void print_summary(const ft_build_summary *summary, bool dry_run)
         printf("ftpipe: nothing to do (%zu up to date)\n", summary->up_to_date);
         return;
     }
-    printf("ftpipe: %zu run, %zu restored, %zu up to date", summary->run, summary->restored, summary->up_to_date);
+    printf("ftpipe: %zu run, %zu restored", summary->run, summary->restored);
+    if (summary->restored_from_remote)
+        printf(" (%zu restored from remote)", summary->restored_from_remote);
+    printf(", %zu up to date", summary->up_to_date);
     if (summary->failed)
         printf(", %zu failed", summary->failed);
     if (summary->skipped)
@@ -145,13 +188,18 @@ int ft_run_pipeline(const ft_invocation *invocation)
         };
         ft_build_detect_resources(&options.gpus_total, &options.memory_total_bytes);
         ft_build_summary summary;
-        uint64_t build_start_ns = ft_now_ns();
-        int result = ft_build(session.workspace, session.graph, &options, &summary);
-        session.phase_ns[FT_PHASE_BUILD] = ft_now_ns() - build_start_ns;
-        const char *stats = getenv("FTPIPE_STATS");
-        if (stats && strcmp(stats, "1") == 0)
-            print_stats(&session);
-        print_summary(&summary, invocation->dry_run);
+        memset(&summary, 0, sizeof summary);
+        int result = ft_session_open_remote(invocation, &session, false, options.progress, &options.remote);
+        if (result == 0) {
+            uint64_t build_start_ns = ft_now_ns();
+            result = ft_build(session.workspace, session.graph, &options, &summary);
+            session.phase_ns[FT_PHASE_BUILD] = ft_now_ns() - build_start_ns;
+            const char *stats = getenv("FTPIPE_STATS");
+            if (stats && strcmp(stats, "1") == 0)
+                print_stats(&session);
+            print_summary(&summary, invocation->dry_run);
+        }
+        ft_remote_sync_close(options.remote);
         ft_progress_free(options.progress);
         if (summary.interrupted)
             status = 130;

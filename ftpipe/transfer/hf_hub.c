@@ -11,6 +11,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/transfer/fetch_http.h"
+#include "ftpipe/transfer/hf_resolve.h"
 
 enum { MAX_NAMES_IN_MESSAGES = 12 };
 
@@ -298,6 +299,54 @@ static int select_requested(const ft_hf_repo *repo, const ft_hf_plan *listing, c
     return 0;
 }
 
+/* --- without the file list: one HEAD per named file (hf_resolve) --- */
+
+/* Adds path, at the listing's commit once known: 1 added, 0 absent, -1 failure. */
+static int resolve_add(const ft_hf_repo *repo, const char *path, const ft_fetch_options *options,
+                       ft_hf_plan *listing)
+{
+    char *url = file_url(repo, listing->commit ? listing->commit : repo->revision, path);
+    ft_hf_head head;
+    int found = ft_hf_head_file(url, path, options, &head);
+    free(url);
+    if (found != 1)
+        return found;
+    if (!listing->commit && head.commit)
+        listing->commit = ft_xstrdup(head.commit);
+    listing->files = ft_xrealloc(listing->files, (listing->n_files + 1) * sizeof *listing->files);
+    listing->files[listing->n_files++] = (ft_hf_file){
+        .path = ft_xstrdup(path),
+        .size_bytes = head.size_bytes,
+        .sha256 = head.sha256 ? ft_xstrdup(head.sha256) : NULL,
+    };
+    ft_hf_head_free(&head);
+    return 1;
+}
+
+/* A listing of the named files, each NAME or, when absent, NAME.index.json. */
+static int resolve_listing(const ft_hf_repo *repo, const char *const *names, size_t n_names,
+                           const ft_fetch_options *options, ft_hf_plan *listing)
+{
+    *listing = (ft_hf_plan){0};
+    for (size_t i = 0; i < n_names; i++) {
+        int found = resolve_add(repo, names[i], options, listing);
+        if (found == 0) {
+            char *index = ft_xasprintf("%s.index.json", names[i]);
+            found = resolve_add(repo, index, options, listing);
+            free(index);
+            if (found == 0)
+                ft_error("%s is not in %s%s at revision %s (asked at %s, which lists no files, so no names can "
+                         "be suggested)",
+                         names[i], repo_type_prefix(repo), repo->repo, repo->revision, repo->endpoint);
+        }
+        if (found != 1) {
+            ft_hf_plan_free(listing);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* --- index following --- */
 
 static int compare_names(const void *a, const void *b)
@@ -354,10 +403,11 @@ int ft_hf_index_shards(const char *index_path, char ***shards, size_t *count)
     return result;
 }
 
-/* Fetches an index and selects the shards it names. */
-static int follow_index(const ft_hf_repo *repo, const ft_hf_plan *listing, const ft_hf_file *index,
-                        const char *download_dir, const ft_fetch_options *options, ft_hf_plan *plan,
-                        size_t *capacity)
+/* Fetches an index and selects the shards it names (a listing made by
+ * hf_resolve learns of each shard here). */
+static int follow_index(const ft_hf_repo *repo, ft_hf_plan *listing, bool resolved_one_by_one,
+                        const ft_hf_file *index, const char *download_dir, const ft_fetch_options *options,
+                        ft_hf_plan *plan, size_t *capacity)
 {
     char *dest = ft_path_join(download_dir, index->path);
     ft_fetch_file file = {index->url, dest, index->path, index->size_bytes, index->sha256};
@@ -371,6 +421,9 @@ static int follow_index(const ft_hf_repo *repo, const ft_hf_plan *listing, const
     char *folder = ft_path_dirname(index->path);
     for (size_t i = 0; i < n_shards; i++) {
         char *path = strcmp(folder, ".") == 0 ? ft_xstrdup(shards[i]) : ft_path_join(folder, shards[i]);
+        if (result == 0 && resolved_one_by_one && !find_file(listing, path) &&
+            resolve_add(repo, path, options, listing) < 0)
+            result = -1;
         const ft_hf_file *shard = find_file(listing, path);
         if (result == 0 && !shard)
             result = ft_error("%s names the shard %s, which %s%s at revision %s does not have", index->path, path,
@@ -407,6 +460,14 @@ static int claim_download_dir(const char *download_dir, const char *commit)
     return result;
 }
 
+static bool names_are_exact(const char *const *requests, size_t n_requests)
+{
+    for (size_t i = 0; i < n_requests; i++)
+        if (strpbrk(requests[i], "*?["))
+            return false;
+    return true;
+}
+
 static bool is_index(const char *path)
 {
     size_t length = strlen(path);
@@ -420,6 +481,19 @@ int ft_hf_plan_files(const ft_hf_repo *repo, const char *const *requests, size_t
     ft_hf_plan listing = {0};
     size_t capacity = 0;
     int result = list_repo(repo, options, &listing);
+    bool resolved_one_by_one = false;
+    if (result != 0 && n_requests > 0 && names_are_exact(requests, n_requests)) {
+        char *listing_error = ft_xstrdup(ft_error_message());
+        if (resolve_listing(repo, requests, n_requests, options, &listing) == 0) {
+            ft_http_log(options, "no file list (%s): the %zu named files were found one by one", listing_error,
+                        n_requests);
+            resolved_one_by_one = true;
+            result = 0;
+        } else {
+            ft_error("%s", listing_error);
+        }
+        free(listing_error);
+    }
     if (result == 0)
         result = select_requested(repo, &listing, requests, n_requests, options, plan, &capacity);
     const char *commit = listing.commit ? listing.commit : repo->revision;
@@ -430,7 +504,8 @@ int ft_hf_plan_files(const ft_hf_repo *repo, const char *const *requests, size_t
         plan->files[i].url = file_url(repo, commit, plan->files[i].path);
         if (is_index(plan->files[i].path)) {
             ft_hf_file index = plan->files[i];
-            result = follow_index(repo, &listing, &index, download_dir, options, plan, &capacity);
+            result = follow_index(repo, &listing, resolved_one_by_one, &index, download_dir, options, plan,
+                                  &capacity);
         }
     }
     plan->commit = listing.commit;

@@ -6,15 +6,18 @@
 NGINX_FIXTURES="$(cd "$(dirname "$0")/../fixtures/download" && pwd)"
 NGINX_PROGRAM=$(command -v nginx || echo /usr/sbin/nginx)
 
-# Starts nginx on a random port, trying another when that one is taken.
+# Starts nginx on a random port, trying another when that one is taken; CONF
+# (default: the download tests' nginx.conf.in) is the configuration template.
+#   nginx_start DIR [CONF]
 nginx_start() {
   _dir=$1
+  _conf=${2:-$NGINX_FIXTURES/nginx.conf.in}
   mkdir -p "$_dir/www" "$_dir/tmp"
   cp -R "$NGINX_FIXTURES/hub" "$_dir/www/hub"
   for _try in 1 2 3 4 5 6 7 8; do
     _port=$(( $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 30000 + 20000 ))
     sed -e "s|@DIR@|$_dir|g" -e "s|@PORT@|$_port|g" -e "s|@USER@|$(id -un)|g" \
-      "$NGINX_FIXTURES/nginx.conf.in" > "$_dir/nginx.conf"
+      "$_conf" > "$_dir/nginx.conf"
     # nginx binds before it detaches, so a taken port fails here (after its own few retries).
     if "$NGINX_PROGRAM" -q -p "$_dir" -e "$_dir/error.log" -c "$_dir/nginx.conf" 2>>"$_dir/start.log"; then
       NGINX_PORT=$_port

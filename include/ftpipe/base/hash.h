@@ -38,6 +38,17 @@ void ft_hasher_update(ft_hasher *hasher, const void *bytes, size_t length);
 ft_hash ft_hasher_digest(const ft_hasher *hasher);
 void ft_hasher_free(ft_hasher *hasher);
 
+/* A file's hash (as ft_hash_file gives it) from its bytes fed in order, for
+ * bytes that arrive in pieces, as a download's do. Digest once. */
+typedef struct ft_file_hasher ft_file_hasher;
+ft_file_hasher *ft_file_hasher_new(void);
+void ft_file_hasher_update(ft_file_hasher *hasher, const void *bytes, size_t length);
+/* Forgets what was fed (a download that starts over). */
+void ft_file_hasher_reset(ft_file_hasher *hasher);
+uint64_t ft_file_hasher_bytes(const ft_file_hasher *hasher);
+ft_hash ft_file_hasher_digest(ft_file_hasher *hasher);
+void ft_file_hasher_free(ft_file_hasher *hasher);
+
 /* Hashes one regular file with up to `threads` threads (0: one per core).
  * A file that changes size while it is read is an error. Large files are
  * mapped; the first such read installs a process-wide SIGBUS handler (which

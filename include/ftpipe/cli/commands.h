@@ -4,6 +4,8 @@
 #ifndef FTPIPE_COMMANDS_H
 #define FTPIPE_COMMANDS_H
 
+#include "ftpipe/engine/session.h"
+
 /* ftpipe hash [--threads N] PATH...: content hashes (a file's equals xxh128sum's for files up to
  * 64 MiB; a folder's is its manifest hash, as stage keys use). */
 int ft_command_hash(int argc, char **argv);
@@ -17,5 +19,10 @@ int ft_command_render(int argc, char **argv);
 /* ftpipe import CONFIG.yaml [-o FILE]: a LLaMA-Factory training YAML -> a
  * pipeline; ftpipe import --keys: what each key becomes. */
 int ft_command_import(int argc, char **argv);
+/* ftpipe push|pull [TARGET...], ftpipe remote status [TARGET...]: the remote cache
+ * by hand (invocation->command is push, pull or remote). */
+int ft_command_remote(const ft_invocation *invocation);
+/* ftpipe lock [--update] [TARGET...]: writes PIPELINE.lock (lock_file.h). */
+int ft_command_lock(const ft_invocation *invocation);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "ftpipe/engine/graph.h"
 #include "ftpipe/engine/progress.h"
+#include "ftpipe/engine/remote_sync.h"
 #include "ftpipe/engine/workspace.h"
 
 typedef struct {
@@ -23,11 +24,14 @@ typedef struct {
     int gpus_total;
     uint64_t memory_total_bytes;
     ft_progress *progress;
+    ft_remote_sync *remote;       /* NULL: no remote cache; else asked before a stage runs, and
+                                     given each finished stage when writable */
 } ft_build_options;
 
 typedef struct {
     size_t run;
     size_t restored;
+    size_t restored_from_remote;  /* counted in restored too */
     size_t up_to_date;
     size_t failed;
     size_t skipped;

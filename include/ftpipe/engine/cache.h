@@ -2,6 +2,7 @@
  *
  *   objects/ab/cdef...   each file once, under its content hash, read-only
  *   manifests/KEY        a finished stage's output manifest, under the stage key
+ *   incoming/SHA256      downloads from a remote cache under way (remote_sync.h)
  *
  * Files enter the store by rename (from a stage's work folder) or copy, and
  * leave it into the workspace by hard link, reflink, or copy as a fallback,
@@ -30,6 +31,15 @@ const char *ft_cache_dir(const ft_cache *cache);
  * whose size no longer matches the manifest is an error. */
 int ft_cache_store(ft_cache *cache, const char *key, const char *path, const ft_manifest *manifest);
 
+/* One file into the objects store as entry's object (as ft_cache_store moves
+ * each), durably; a file whose object is already stored is deleted. For results
+ * that arrive one object at a time (the remote cache); the manifest follows
+ * with ft_cache_store_manifest once every object is in. */
+int ft_cache_store_object(ft_cache *cache, const char *source, const ft_manifest_entry *entry);
+int ft_cache_store_manifest(ft_cache *cache, const char *key, const ft_manifest *manifest);
+/* Whether entry's object is stored (with entry's size). */
+bool ft_cache_has_object(const ft_cache *cache, const ft_manifest_entry *entry);
+
 /* 1 and the manifest when key is stored and all its objects exist; 0 when not,
  * also when the manifest is damaged (the stage runs again and stores a whole
  * one); -1 when key is not 32 lowercase hex digits or reading fails. */
@@ -47,7 +57,8 @@ int ft_cache_materialize(ft_cache *cache, const ft_manifest *manifest, const cha
 char *ft_cache_object_path(const ft_cache *cache, ft_hash hash);
 
 /* Removes manifests whose key is not in keep (and damaged ones), then objects no
- * remaining manifest names, and temporaries left by interrupted writes.
+ * remaining manifest names, temporaries left by interrupted writes, and
+ * incoming/.
  * freed_bytes counts the files whose last link went (an object still linked into
  * a workspace frees no space); removed_objects counts objects. Must not run
  * while another process stores into the same cache (the workspace lock). */

@@ -5,7 +5,7 @@
  * the command line or the environment), `$(VAR)`/`${VAR}`, `$$` for a literal `$`,
  * `include NAME` (NAME or NAME.ft in the including file's folder, then the rule
  * folders, then the built-in fragments), `#` comments (`\#` is a literal `#`),
- * `\` continuation, `.DEFAULT: targets...`, and `matrix NAME = values...` (a
+ * `\` continuation, `.DEFAULT: targets...`, `.REMOTE: URL` (the remote cache), `matrix NAME = values...` (a
  * stage whose target names $(NAME) is made once per value), pattern rules
  * (`out/%.txt: KIND in/%.txt`, one stage per matching file), wildcard inputs,
  * and parameter sets (`params NAME` + indented lines, given to a stage by its
@@ -62,6 +62,7 @@ typedef struct {
     char **defaults;         /* from `.DEFAULT:`; empty when absent */
     ft_location *default_where;
     size_t n_defaults;
+    char *remote_url;        /* from `.REMOTE:`; NULL when absent */
     char **files;            /* every file read (the pipeline, then includes), owned */
     size_t n_files;
 } ft_pipeline;

@@ -8,7 +8,10 @@
 #include <stdint.h>
 
 #include "ftpipe/engine/graph.h"
+#include "ftpipe/engine/lock_file.h"
 #include "ftpipe/engine/pipeline.h"
+#include "ftpipe/engine/progress.h"
+#include "ftpipe/engine/remote_sync.h"
 #include "ftpipe/engine/rules.h"
 #include "ftpipe/engine/workspace.h"
 
@@ -20,6 +23,11 @@ typedef struct {
     const char *command;            /* status, why, ...; NULL to run the pipeline */
     const char *const *arguments;   /* targets, or the command's arguments */
     size_t n_arguments;
+    const char *remote_url;         /* --remote URL; NULL: FTPIPE_REMOTE, else the pipeline's .REMOTE */
+    const ft_lock *lock;            /* pins applied to the pipeline; NULL: PIPELINE.lock when it exists */
+    const char *const *unlocked;    /* targets whose pins are left out (`ftpipe lock --update`) */
+    size_t n_unlocked;
+    bool unlock_all;
     int jobs;
     bool keep_going;
     bool dry_run;
@@ -43,10 +51,15 @@ typedef struct {
     uint64_t phase_ns[FT_PHASE_COUNT];
 } ft_session;
 
-/* Reads the pipeline and its rules, builds the graph, opens the workspace (taking
- * its lock when `lock`). */
+/* Reads the pipeline and its rules, pins it with its lock file (lock_file.h),
+ * builds the graph, opens the workspace (taking its lock when `lock`). */
 int ft_session_open(const ft_invocation *invocation, bool lock, ft_session *out);
 void ft_session_close(ft_session *session);
+
+/* The remote cache this invocation names (--remote, else FTPIPE_REMOTE, else the
+ * pipeline's .REMOTE), in FTPIPE_REMOTE_MODE; *out is NULL when none is named. */
+int ft_session_open_remote(const ft_invocation *invocation, const ft_session *session, bool strict,
+                           ft_progress *progress, ft_remote_sync **out);
 
 /* Runs (or with dry_run, explains) the selected targets. Returns the exit status:
  * 0 done, 1 failed (message in ft_error), 130 interrupted. */

@@ -10,7 +10,9 @@
  * download cannot mix two versions. The endpoint is https://huggingface.co or
  * $HF_ENDPOINT (a mirror). Requested names may be glob patterns ("*.safetensors",
  * matched as fnmatch does without FNM_PATHNAME, as huggingface_hub does), and a
- * sharded checkpoint's index (*.index.json) is followed to its shards. */
+ * sharded checkpoint's index (*.index.json) is followed to its shards. A server
+ * without the /api/ list (a static mirror) still serves exact names: they are
+ * then found one by one on their resolve URLs (hf_resolve.h). */
 #ifndef FTPIPE_HF_HUB_H
 #define FTPIPE_HF_HUB_H
 

@@ -174,6 +174,42 @@ TEST(large_file_hash_is_the_chunk_rule_for_any_thread_count)
     free(path);
 }
 
+/* Bytes fed in uneven pieces give ft_hash_file's hash, across the chunk boundary
+ * too; an empty file and a small one agree with the one-shot hash; a reset forgets. */
+TEST(a_file_hasher_fed_in_pieces_agrees_with_hash_file)
+{
+    char *path = make_two_chunk_file();
+    char *bytes;
+    size_t length;
+    CHECK_INT(ft_read_file(path, &bytes, &length), 0);
+    ft_hash expected;
+    CHECK_INT(ft_hash_file(path, 1, &expected), 0);
+    ft_file_hasher *hasher = ft_file_hasher_new();
+    ft_file_hasher_update(hasher, "stale", 5);
+    ft_file_hasher_reset(hasher);
+    size_t piece = 1000003;
+    for (size_t offset = 0; offset < length; offset += piece)
+        ft_file_hasher_update(hasher, bytes + offset, length - offset < piece ? length - offset : piece);
+    CHECK_INT(ft_file_hasher_bytes(hasher), length);
+    CHECK(ft_hash_equal(ft_file_hasher_digest(hasher), expected));
+    ft_file_hasher_free(hasher);
+
+    hasher = ft_file_hasher_new();
+    CHECK(ft_hash_equal(ft_file_hasher_digest(hasher), ft_hash_bytes("", 0)));
+    ft_file_hasher_free(hasher);
+    hasher = ft_file_hasher_new();
+    ft_file_hasher_update(hasher, bytes, 12345);
+    CHECK(ft_hash_equal(ft_file_hasher_digest(hasher), ft_hash_bytes(bytes, 12345)));
+    ft_file_hasher_free(hasher);
+    /* Exactly one chunk: no combining. */
+    hasher = ft_file_hasher_new();
+    ft_file_hasher_update(hasher, bytes, (size_t)64 << 20);
+    CHECK(ft_hash_equal(ft_file_hasher_digest(hasher), ft_hash_bytes(bytes, (size_t)64 << 20)));
+    ft_file_hasher_free(hasher);
+    free(bytes);
+    free(path);
+}
+
 TEST(hashes_many_files_in_order)
 {
     char *big = make_two_chunk_file();
@@ -268,6 +304,7 @@ int main(void)
     RUN(parses_hex);
     RUN(small_files_match_xxh128sum);
     RUN(large_file_hash_is_the_chunk_rule_for_any_thread_count);
+    RUN(a_file_hasher_fed_in_pieces_agrees_with_hash_file);
     RUN(hashes_many_files_in_order);
     RUN(reports_unreadable_paths);
     RUN(command_prints_like_xxh128sum);
