@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs the GPU tests (build/gpu/test_*, made here by `make gpu-tests` and carried
-# to a GPU machine with build/gpu/lib), counts "ok"/"not ok" case lines, prints
+# to a GPU machine with build/gpu/lib, and the scripts tests/gpu/test_*.sh, which
+# run build/ftpipe), counts "ok"/"not ok" case lines, prints
 # each program's "#" lines and its failures' output, and ends with the summary
 # line "N passed, N failed". Builds nothing. Not part of `make test`: without a
 # GPU each program only checks that asking for the cuda backend fails clearly.
@@ -10,9 +11,12 @@ cd "$(dirname "$0")/../.."
 passed=0
 failed=0
 log=$(mktemp)
-for t in build/gpu/test_*; do
-  [ -x "$t" ] || continue
-  $SANITIZER "$t" >"$log" 2>&1
+for t in build/gpu/test_* tests/gpu/test_*.sh; do
+  [ -f "$t" ] || continue
+  case "$t" in
+    *.sh) sh "$t" >"$log" 2>&1 ;;
+    *) $SANITIZER "$t" >"$log" 2>&1 ;;
+  esac
   status=$?
   ok=$(grep -c '^ok ' "$log")
   bad=$(grep -c '^not ok ' "$log")
