@@ -183,9 +183,11 @@ TEST(sum_squares_and_embedding_gradient_repeat_exactly)
     fill(values, N, 90, 1.0f);
     fill(grad, (size_t)ROWS * DIM, 91, 1.0f);
     float *dvalues = to_gpu_bytes(values, (size_t)N * 4);
-    double once = gpu->sum_squares(gpu, dvalues, N);
+    const float *tensors[1] = {dvalues};
+    size_t counts[1] = {N};
+    double once = gpu->sum_squares(gpu, tensors, counts, 1);
     for (int run = 0; run < 5; run++) {
-        double twice = gpu->sum_squares(gpu, dvalues, N);
+        double twice = gpu->sum_squares(gpu, tensors, counts, 1);
         CHECK(memcmp(&once, &twice, sizeof once) == 0);
     }
     int32_t tokens[ROWS];
@@ -415,8 +417,11 @@ TEST(adamw_sum_squares_and_scale_match_cpu)
     }
     gpu->download(gpu, got, dparam, sizeof got);
     CHECK_CLOSE("adamw after 2 steps", got, param, N, 1e-6);
-    double expected = cpu->sum_squares(cpu, grad, N), actual = gpu->sum_squares(gpu, dgrad, N);
-    printf("# sum_squares %.9g (cpu %.9g)\n", actual, expected);
+    /* three tensors, the last empty, summed in one call */
+    const float *host[3] = {grad, grad, grad}, *device[3] = {dgrad, dgrad, dgrad};
+    size_t counts[3] = {N, N / 2, 0};
+    double expected = cpu->sum_squares(cpu, host, counts, 3), actual = gpu->sum_squares(gpu, device, counts, 3);
+    printf("# sum_squares of 3 tensors %.9g (cpu %.9g)\n", actual, expected);
     CHECK(fabs(actual - expected) < 1e-9 * expected);
     cpu->scale(cpu, grad, N, 0.5f);
     gpu->scale(gpu, dgrad, N, 0.5f);

@@ -79,16 +79,35 @@ __global__ void sum_parts_kernel(double *sum, const double *parts, unsigned n_pa
         *sum = total;
 }
 
-double ft_cuda_sum_squares(ft_backend *self, const float *x, size_t n)
+/* total += the tensors' sums, in tensor order */
+__global__ void add_in_order_kernel(double *total, const double *sums, size_t n)
+{
+    double sum = *total;
+    for (size_t i = 0; i < n; i++)
+        sum += sums[i];
+    *total = sum;
+}
+
+double ft_cuda_sum_squares(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors)
 {
     ft_cuda_context *context = ft_cuda_enter(self);
-    double *parts = context->scratch.sum_parts, result = 0.0;
-    unsigned blocks = ft_cuda_grid(n);
-    sum_squares_kernel<<<blocks, FT_CUDA_THREADS, 0, context->stream>>>(parts + 1, x, n);
-    LAUNCH_CHECK(context, "sum_squares_kernel");
-    sum_parts_kernel<<<1, FT_CUDA_THREADS, 0, context->stream>>>(parts, parts + 1, blocks);
-    LAUNCH_CHECK(context, "sum_parts_kernel");
-    CUDA_CHECK(context, cudaMemcpyAsync(&result, parts, sizeof result, cudaMemcpyDeviceToHost, context->stream));
+    double *total = context->scratch.sum_parts, *parts = total + 1, *sums = context->scratch.tensor_sums;
+    double result = 0.0;
+    CUDA_CHECK(context, cudaMemsetAsync(total, 0, sizeof *total, context->stream));
+    for (size_t first = 0; first < n_tensors; first += FT_CUDA_MAX_BLOCKS) {
+        size_t batch = n_tensors - first < FT_CUDA_MAX_BLOCKS ? n_tensors - first : FT_CUDA_MAX_BLOCKS;
+        for (size_t t = 0; t < batch; t++) {
+            unsigned blocks = ft_cuda_grid(counts[first + t]);
+            sum_squares_kernel<<<blocks, FT_CUDA_THREADS, 0, context->stream>>>(parts, xs[first + t],
+                                                                                counts[first + t]);
+            LAUNCH_CHECK(context, "sum_squares_kernel");
+            sum_parts_kernel<<<1, FT_CUDA_THREADS, 0, context->stream>>>(sums + t, parts, blocks);
+            LAUNCH_CHECK(context, "sum_parts_kernel");
+        }
+        add_in_order_kernel<<<1, 1, 0, context->stream>>>(total, sums, batch);
+        LAUNCH_CHECK(context, "add_in_order_kernel");
+    }
+    CUDA_CHECK(context, cudaMemcpyAsync(&result, total, sizeof result, cudaMemcpyDeviceToHost, context->stream));
     CUDA_CHECK(context, cudaStreamSynchronize(context->stream));
     return result;
 }

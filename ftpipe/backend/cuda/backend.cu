@@ -136,6 +136,7 @@ static size_t lay_out_scratch(const ft_backend_limits *limits, char *base, ft_cu
     s.attention_grad_v_part = (float *)take(rows * heads * (size_t)limits->head_dim * sizeof(float));
     s.attention_delta = (float *)take(rows * heads * sizeof(float));
     s.sum_parts = (double *)take((1 + FT_CUDA_MAX_BLOCKS) * sizeof(double));
+    s.tensor_sums = (double *)take(FT_CUDA_MAX_BLOCKS * sizeof(double));
     s.norm_weight_parts = (float *)take((size_t)FT_NORM_ROW_CHUNKS * features * sizeof(float));
     if (out)
         *out = s;

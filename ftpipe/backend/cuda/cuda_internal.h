@@ -54,6 +54,7 @@ struct ft_cuda_scratch {
     float *attention_grad_v_part;
     float *attention_delta;   /* [max_rows, max_heads] */
     double *sum_parts;      /* sum_squares: the total, then one partial per block (FT_CUDA_MAX_BLOCKS) */
+    double *tensor_sums;    /* sum_squares: each tensor's sum (FT_CUDA_MAX_BLOCKS tensors at a time) */
     float *norm_weight_parts; /* [FT_NORM_ROW_CHUNKS, max_features]: rmsnorm weight-gradient partials */
 };
 
@@ -240,7 +241,7 @@ void ft_cuda_embedding_backward(ft_backend *self, float *grad_table, const void 
 /* adamw.cu */
 void ft_cuda_adamw(ft_backend *self, float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,
                    const ft_adamw_hyper *hyper);
-double ft_cuda_sum_squares(ft_backend *self, const float *x, size_t n);
+double ft_cuda_sum_squares(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors);
 void ft_cuda_scale(ft_backend *self, float *x, size_t n, float factor);
 
 #endif
