@@ -16,6 +16,8 @@ struct ft_adamw {
     float *moments;        /* exp_avg of every tensor, then exp_avg_sq of every tensor */
     size_t *offsets;       /* tensor i's first element in each half */
     size_t total;          /* elements in each half */
+    const float **grads;   /* the tensors' gradients and sizes, for one sum_squares over all */
+    size_t *counts;
     int64_t steps;
 };
 
@@ -28,9 +30,13 @@ int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t 
     optimizer->count = count;
     optimizer->config = *config;
     optimizer->offsets = ft_xcalloc(count ? count : 1, sizeof(size_t));
+    optimizer->grads = ft_xcalloc(count ? count : 1, sizeof *optimizer->grads);
+    optimizer->counts = ft_xcalloc(count ? count : 1, sizeof(size_t));
     for (size_t i = 0; i < count; i++) {
         optimizer->offsets[i] = optimizer->total;
         optimizer->total += tensors[i].count;
+        optimizer->grads[i] = tensors[i].grad;
+        optimizer->counts[i] = tensors[i].count;
     }
     optimizer->moments = backend->alloc(backend, 2 * optimizer->total * sizeof(float));
     if (!optimizer->moments) {
@@ -49,6 +55,8 @@ void ft_adamw_free(ft_adamw *optimizer)
     if (optimizer->moments)
         optimizer->backend->free(optimizer->backend, optimizer->moments);
     free(optimizer->offsets);
+    free(optimizer->grads);
+    free(optimizer->counts);
     free(optimizer);
 }
 
@@ -74,10 +82,7 @@ void ft_adamw_set_step_count(ft_adamw *optimizer, int64_t steps) { optimizer->st
 double ft_adamw_clip_grad_norm(ft_adamw *optimizer, double max_norm)
 {
     ft_backend *backend = optimizer->backend;
-    double squares = 0.0;
-    for (size_t i = 0; i < optimizer->count; i++)
-        squares += backend->sum_squares(backend, optimizer->tensors[i].grad, optimizer->tensors[i].count);
-    double norm = sqrt(squares);
+    double norm = sqrt(backend->sum_squares(backend, optimizer->grads, optimizer->counts, optimizer->count));
     double coefficient = max_norm / (norm + 1e-6);
     if (max_norm > 0.0 && coefficient < 1.0)
         for (size_t i = 0; i < optimizer->count; i++)

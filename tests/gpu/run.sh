@@ -1,10 +1,11 @@
 #!/bin/sh
 # Runs the GPU tests (build/gpu/test_*, made here by `make gpu-tests` and carried
-# to a GPU machine with build/gpu/lib), counts "ok"/"not ok" case lines and the
-# "ok NAME # SKIP why" ones apart, prints each program's "#" lines and its
-# failures' output, and ends with the summary line "N passed, N failed, N
-# skipped". Builds nothing. Not part of `make test`: without a GPU each program
-# checks that asking for the cuda backend fails clearly and skips every GPU case.
+# to a GPU machine with build/gpu/lib, and the scripts tests/gpu/test_*.sh, which
+# run build/ftpipe), counts "ok"/"not ok" case lines and the "ok NAME # SKIP why"
+# ones apart, prints each program's "#" lines and its failures' output, and ends
+# with the summary line "N passed, N failed, N skipped". Builds nothing. Not part
+# of `make test`: without a GPU each program checks that asking for the cuda
+# backend fails clearly and skips every GPU case.
 #   SANITIZER="compute-sanitizer --tool memcheck" sh tests/gpu/run.sh
 cd "$(dirname "$0")/../.."
 [ -d build/gpu/lib ] && export LD_LIBRARY_PATH="$(pwd)/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -12,9 +13,12 @@ passed=0
 failed=0
 skipped=0
 log=$(mktemp)
-for t in build/gpu/test_*; do
-  [ -x "$t" ] || continue
-  $SANITIZER "$t" >"$log" 2>&1
+for t in build/gpu/test_* tests/gpu/test_*.sh; do
+  [ -f "$t" ] || continue
+  case "$t" in
+    *.sh) sh "$t" >"$log" 2>&1 ;;
+    *) $SANITIZER "$t" >"$log" 2>&1 ;;
+  esac
   status=$?
   skips=$(grep -c '^ok .* # SKIP' "$log")
   ok=$(( $(grep -c '^ok ' "$log") - skips ))

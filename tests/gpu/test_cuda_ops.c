@@ -3,7 +3,10 @@
  * accumulation), RMSNorm and its fused residual add, RoPE, SwiGLU, attention for
  * every supported head size with GQA and packed segments, embedding,
  * cross-entropy, AdamW. Outputs in bf16 are allowed a relative error of 2e-2;
- * float results 1e-2 (from bf16 inputs) or 1e-5 (float throughout). */
+ * float results 1e-2 (from bf16 inputs) or 1e-5 (float throughout). The
+ * reductions (attention's dQ, the norm weight's gradient, sums of squares,
+ * embedding gradients of repeated tokens) must also give the same bits when run
+ * again. */
 #include "gpu_check.h"
 
 #define BF16_TOLERANCE 2e-2
@@ -129,6 +132,81 @@ TEST(rmsnorm_and_residual_add_match_cpu)
 {
     check_rmsnorm(37, 896);
     check_rmsnorm(4 * 37, 32); /* q/k norm: one row per head */
+}
+
+/* The weight's gradient (full fine-tuning) is a sum over rows: equal to the cpu
+ * backend's, and the same bits however often it runs. */
+TEST(rmsnorm_weight_gradient_matches_cpu_and_repeats_exactly)
+{
+    enum { ROWS = 1000, DIM = 896 };
+    size_t n = (size_t)ROWS * DIM;
+    float *x = ft_xmalloc(n * 4), *grad = ft_xmalloc(n * 4), *grad_x = ft_xmalloc(n * 4), *rstd = ft_xmalloc(ROWS * 4);
+    float *out = ft_xmalloc(n * 4);
+    static float weight[DIM], grad_weight[DIM], got[DIM], again[DIM];
+    fill(x, n, 80, 1.0f);
+    fill(grad, n, 81, 1.0f);
+    fill(weight, DIM, 82, 1.0f);
+    /* the cpu reference reads bf16-rounded inputs, as the GPU does */
+    for (size_t i = 0; i < n; i++) {
+        x[i] = ft_bf16_to_f32(ft_f32_to_bf16(x[i]));
+        grad[i] = ft_bf16_to_f32(ft_f32_to_bf16(grad[i]));
+    }
+    for (int c = 0; c < DIM; c++)
+        weight[c] = ft_bf16_to_f32(ft_f32_to_bf16(weight[c]));
+    void *dx = to_gpu_bf16(x, n), *dgrad = to_gpu_bf16(grad, n), *dweight = to_gpu_bf16(weight, DIM);
+    void *dout = gpu_array(n * 2), *dgrad_x = gpu_array(n * 2);
+    float *drstd = gpu_array(ROWS * 4), *dgrad_weight = gpu_array(DIM * 4);
+    cpu->rmsnorm_forward(cpu, out, rstd, x, weight, ROWS, DIM, 1e-6f);
+    gpu->rmsnorm_forward(gpu, dout, drstd, dx, dweight, ROWS, DIM, 1e-6f);
+    gpu->download(gpu, rstd, drstd, ROWS * 4); /* the same rstd on both sides */
+    cpu->rmsnorm_backward(cpu, grad_x, false, grad_weight, grad, x, weight, rstd, ROWS, DIM);
+    gpu->rmsnorm_backward(gpu, dgrad_x, false, dgrad_weight, dgrad, dx, dweight, drstd, ROWS, DIM);
+    gpu->download(gpu, got, dgrad_weight, sizeof got);
+    CHECK_CLOSE("rmsnorm grad_weight over 1000 rows", got, grad_weight, DIM, 1e-5);
+    for (int run = 0; run < 3; run++) {
+        gpu->zero(gpu, dgrad_weight, DIM * 4);
+        gpu->rmsnorm_backward(gpu, dgrad_x, false, dgrad_weight, dgrad, dx, dweight, drstd, ROWS, DIM);
+        gpu->download(gpu, again, dgrad_weight, sizeof again);
+        CHECK(memcmp(got, again, sizeof got) == 0);
+    }
+    CHECK_NO_GPU_FAILURE();
+    gpu_release();
+    free(x), free(grad), free(grad_x), free(rstd), free(out);
+}
+
+/* Sums over many elements and over repeated tokens come out the same every time. */
+TEST(sum_squares_and_embedding_gradient_repeat_exactly)
+{
+    enum { N = 3000000, VOCAB = 40, DIM = 64, ROWS = 4096 };
+    float *values = ft_xmalloc((size_t)N * 4), *grad = ft_xmalloc((size_t)ROWS * DIM * 4);
+    static float first[VOCAB * DIM], again[VOCAB * DIM];
+    fill(values, N, 90, 1.0f);
+    fill(grad, (size_t)ROWS * DIM, 91, 1.0f);
+    float *dvalues = to_gpu_bytes(values, (size_t)N * 4);
+    const float *tensors[1] = {dvalues};
+    size_t counts[1] = {N};
+    double once = gpu->sum_squares(gpu, tensors, counts, 1);
+    for (int run = 0; run < 5; run++) {
+        double twice = gpu->sum_squares(gpu, tensors, counts, 1);
+        CHECK(memcmp(&once, &twice, sizeof once) == 0);
+    }
+    int32_t tokens[ROWS];
+    for (int r = 0; r < ROWS; r++)
+        tokens[r] = (r * 7) % VOCAB; /* each token about a hundred times */
+    void *dgrad = to_gpu_bf16(grad, (size_t)ROWS * DIM);
+    int32_t *dtokens = to_gpu_bytes(tokens, sizeof tokens);
+    float *dtable = gpu_array(sizeof first);
+    gpu->embedding_backward(gpu, dtable, dgrad, dtokens, ROWS, DIM);
+    gpu->download(gpu, first, dtable, sizeof first);
+    for (int run = 0; run < 3; run++) {
+        gpu->zero(gpu, dtable, sizeof first);
+        gpu->embedding_backward(gpu, dtable, dgrad, dtokens, ROWS, DIM);
+        gpu->download(gpu, again, dtable, sizeof again);
+        CHECK(memcmp(first, again, sizeof first) == 0);
+    }
+    CHECK_NO_GPU_FAILURE();
+    gpu_release();
+    free(values), free(grad);
 }
 
 /* --- rope --- */
@@ -260,6 +338,17 @@ static void check_attention(attention_size a)
     CHECK_CLOSE("  grad_k", got, grad_k, nkv, BF16_TOLERANCE);
     from_gpu_bf16(got, dgrad_v, nkv);
     CHECK_CLOSE("  grad_v", got, grad_v, nkv, BF16_TOLERANCE);
+    /* again, into the same arrays: the same bits (dQ has no atomics) */
+    uint16_t *first = ft_xmalloc((nq + 2 * nkv) * 2), *again = ft_xmalloc((nq + 2 * nkv) * 2);
+    gpu->download(gpu, first, dgrad_q, nq * 2);
+    gpu->download(gpu, first + nq, dgrad_k, nkv * 2);
+    gpu->download(gpu, first + nq + nkv, dgrad_v, nkv * 2);
+    gpu->attention_backward(gpu, dgrad_q, dgrad_k, dgrad_v, dgrad, dout, dq, dk, dv, dlse, dsegments, &shape);
+    gpu->download(gpu, again, dgrad_q, nq * 2);
+    gpu->download(gpu, again + nq, dgrad_k, nkv * 2);
+    gpu->download(gpu, again + nq + nkv, dgrad_v, nkv * 2);
+    CHECK(memcmp(first, again, (nq + 2 * nkv) * 2) == 0);
+    free(first), free(again);
     CHECK_NO_GPU_FAILURE();
     gpu_release();
     free(q), free(k), free(v), free(grad), free(out), free(lse), free(grad_q), free(grad_k), free(grad_v), free(got);
@@ -272,6 +361,7 @@ TEST(attention_matches_cpu_for_each_head_size)
     check_attention((attention_size){1, 130, 4, 1, 32});
     check_attention((attention_size){2, 64, 2, 2, 64});
     check_attention((attention_size){2, 200, 4, 2, 128});
+    check_attention((attention_size){1, 700, 2, 1, 64}); /* 11 key tiles: more than the dQ splits */
 }
 
 /* --- cross-entropy --- */
@@ -327,8 +417,11 @@ TEST(adamw_sum_squares_and_scale_match_cpu)
     }
     gpu->download(gpu, got, dparam, sizeof got);
     CHECK_CLOSE("adamw after 2 steps", got, param, N, 1e-6);
-    double expected = cpu->sum_squares(cpu, grad, N), actual = gpu->sum_squares(gpu, dgrad, N);
-    printf("# sum_squares %.9g (cpu %.9g)\n", actual, expected);
+    /* three tensors, the last empty, summed in one call */
+    const float *host[3] = {grad, grad, grad}, *device[3] = {dgrad, dgrad, dgrad};
+    size_t counts[3] = {N, N / 2, 0};
+    double expected = cpu->sum_squares(cpu, host, counts, 3), actual = gpu->sum_squares(gpu, device, counts, 3);
+    printf("# sum_squares of 3 tensors %.9g (cpu %.9g)\n", actual, expected);
     CHECK(fabs(actual - expected) < 1e-9 * expected);
     cpu->scale(cpu, grad, N, 0.5f);
     gpu->scale(gpu, dgrad, N, 0.5f);
@@ -343,7 +436,7 @@ int main(void)
     int started = start_backends();
     if (started < 0)
         return 1;
-    ft_backend_limits limits = {.max_rows = 512, .max_seq_len = 256, .max_features = 1024, .max_rank = 8,
+    ft_backend_limits limits = {.max_rows = 1024, .max_seq_len = 1024, .max_features = 1024, .max_rank = 8,
                                 .head_dim = 128, .max_heads = 4, .lora_dropout = true, .planned_bytes = 0};
     if (cpu->reserve(cpu, &limits) < 0 || (gpu && gpu->reserve(gpu, &limits) < 0)) {
         fprintf(stderr, "  %s\n", ft_error_message());
@@ -356,12 +449,14 @@ int main(void)
     GPU_RUN(linear_with_lora_matches_cpu);
     GPU_RUN(linear_with_lora_dropout_matches_cpu_mask_for_mask);
     GPU_RUN(rmsnorm_and_residual_add_match_cpu);
+    GPU_RUN(rmsnorm_weight_gradient_matches_cpu_and_repeats_exactly);
     GPU_RUN(rope_matches_cpu_and_backward_undoes_it);
     GPU_RUN(swiglu_matches_cpu);
     GPU_RUN(embedding_gathers_and_adds_back_as_cpu);
     GPU_RUN(attention_matches_cpu_for_each_head_size);
     GPU_RUN(cross_entropy_matches_cpu);
     GPU_RUN(adamw_sum_squares_and_scale_match_cpu);
+    GPU_RUN(sum_squares_and_embedding_gradient_repeat_exactly);
     if (gpu)
         printf("# peak GPU memory %zu bytes\n", gpu->peak_bytes(gpu));
     ft_backend_destroy(gpu);

@@ -222,12 +222,16 @@ static void cpu_adamw(ft_backend *self, float *param, const float *grad, float *
     }
 }
 
-static double cpu_sum_squares(ft_backend *self, const float *x, size_t n)
+static double cpu_sum_squares(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors)
 {
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++)
-        sum += (double)x[i] * x[i];
-    return sum;
+    double total = 0.0;
+    for (size_t t = 0; t < n_tensors; t++) {
+        double sum = 0.0;
+        for (size_t i = 0; i < counts[t]; i++)
+            sum += (double)xs[t][i] * xs[t][i];
+        total += sum;
+    }
+    return total;
 }
 
 static void cpu_scale(ft_backend *self, float *x, size_t n, float factor)

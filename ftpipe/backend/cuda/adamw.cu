@@ -1,5 +1,7 @@
 /* adamw: torch.optim.AdamW's update on float tensors, in the cpu backend's
- * order of operations; the sum of squares (for clipping) and scaling. */
+ * order of operations; the sum of squares (for clipping) and scaling. The sum
+ * is added up in a fixed order (block partials, then one block over them), so
+ * the same tensor always gives the same bits. */
 #include <math.h>
 
 #include "cuda_internal.h"
@@ -40,33 +42,72 @@ void ft_cuda_adamw(ft_backend *self, float *param, const float *grad, float *exp
     LAUNCH_CHECK(context, "adamw_kernel");
 }
 
-__global__ void sum_squares_kernel(double *sum, const float *x, size_t n)
+/* The block's threads' values added in a fixed tree; thread 0 gets the total. */
+__device__ double block_sum(double mine)
 {
     __shared__ double warps[FT_CUDA_THREADS / 32];
-    double mine = 0.0;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        mine += (double)x[i] * x[i];
     for (int offset = 16; offset > 0; offset >>= 1)
         mine += __shfl_xor_sync(0xffffffffu, mine, offset);
     if (threadIdx.x % 32 == 0)
         warps[threadIdx.x / 32] = mine;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        double total = 0.0;
+    double total = 0.0;
+    if (threadIdx.x == 0)
         for (int w = 0; w < FT_CUDA_THREADS / 32; w++)
             total += warps[w];
-        atomicAdd(sum, total);
-    }
+    return total;
 }
 
-double ft_cuda_sum_squares(ft_backend *self, const float *x, size_t n)
+/* parts[block]: the block's share; the grid stride fixes which elements each thread takes. */
+__global__ void sum_squares_kernel(double *parts, const float *x, size_t n)
+{
+    double mine = 0.0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        mine += (double)x[i] * x[i];
+    double total = block_sum(mine);
+    if (threadIdx.x == 0)
+        parts[blockIdx.x] = total;
+}
+
+__global__ void sum_parts_kernel(double *sum, const double *parts, unsigned n_parts)
+{
+    double mine = 0.0;
+    for (unsigned i = threadIdx.x; i < n_parts; i += blockDim.x)
+        mine += parts[i];
+    double total = block_sum(mine);
+    if (threadIdx.x == 0)
+        *sum = total;
+}
+
+/* total += the tensors' sums, in tensor order */
+__global__ void add_in_order_kernel(double *total, const double *sums, size_t n)
+{
+    double sum = *total;
+    for (size_t i = 0; i < n; i++)
+        sum += sums[i];
+    *total = sum;
+}
+
+double ft_cuda_sum_squares(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors)
 {
     ft_cuda_context *context = ft_cuda_enter(self);
-    double *sum = context->scratch.sum, result = 0.0;
-    CUDA_CHECK(context, cudaMemsetAsync(sum, 0, sizeof *sum, context->stream));
-    sum_squares_kernel<<<ft_cuda_grid(n), FT_CUDA_THREADS, 0, context->stream>>>(sum, x, n);
-    LAUNCH_CHECK(context, "sum_squares_kernel");
-    CUDA_CHECK(context, cudaMemcpyAsync(&result, sum, sizeof result, cudaMemcpyDeviceToHost, context->stream));
+    double *total = context->scratch.sum_parts, *parts = total + 1, *sums = context->scratch.tensor_sums;
+    double result = 0.0;
+    CUDA_CHECK(context, cudaMemsetAsync(total, 0, sizeof *total, context->stream));
+    for (size_t first = 0; first < n_tensors; first += FT_CUDA_MAX_BLOCKS) {
+        size_t batch = n_tensors - first < FT_CUDA_MAX_BLOCKS ? n_tensors - first : FT_CUDA_MAX_BLOCKS;
+        for (size_t t = 0; t < batch; t++) {
+            unsigned blocks = ft_cuda_grid(counts[first + t]);
+            sum_squares_kernel<<<blocks, FT_CUDA_THREADS, 0, context->stream>>>(parts, xs[first + t],
+                                                                                counts[first + t]);
+            LAUNCH_CHECK(context, "sum_squares_kernel");
+            sum_parts_kernel<<<1, FT_CUDA_THREADS, 0, context->stream>>>(sums + t, parts, blocks);
+            LAUNCH_CHECK(context, "sum_parts_kernel");
+        }
+        add_in_order_kernel<<<1, 1, 0, context->stream>>>(total, sums, batch);
+        LAUNCH_CHECK(context, "add_in_order_kernel");
+    }
+    CUDA_CHECK(context, cudaMemcpyAsync(&result, total, sizeof result, cudaMemcpyDeviceToHost, context->stream));
     CUDA_CHECK(context, cudaStreamSynchronize(context->stream));
     return result;
 }

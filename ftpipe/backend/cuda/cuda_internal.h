@@ -50,11 +50,13 @@ struct ft_cuda_scratch {
     bf16 *lora_b;           /* [max_features, max_rank] */
     bf16 *lora_grad_xa;     /* [max_rows, max_rank] */
     bf16 *lora_dropped;     /* [max_rows, max_features] when LoRA has dropout, else NULL */
-    float *attention_grad_q;  /* [max_rows, max_heads * head_dim] */
+    float *attention_grad_q;  /* [FT_ATTENTION_GRAD_Q_SPLITS, max_rows, max_heads * head_dim] */
     float *attention_grad_k_part; /* [max_rows, max_heads * head_dim]: each query head's share of dK */
     float *attention_grad_v_part;
     float *attention_delta;   /* [max_rows, max_heads] */
-    double *sum;            /* one double for sum_squares */
+    double *sum_parts;      /* sum_squares: the total, then one partial per block (FT_CUDA_MAX_BLOCKS) */
+    double *tensor_sums;    /* sum_squares: each tensor's sum (FT_CUDA_MAX_BLOCKS tensors at a time) */
+    float *norm_weight_parts; /* [FT_NORM_ROW_CHUNKS, max_features]: rmsnorm weight-gradient partials */
 };
 
 struct ft_cuda_context {
@@ -109,12 +111,21 @@ void ft_cuda_check_cublas(ft_cuda_context *context, cublasStatus_t status, const
 /* Elementwise kernels loop with a grid stride over n items, FT_CUDA_THREADS
  * threads a block, in at most enough blocks to fill any current GPU a few times. */
 #define FT_CUDA_THREADS 256
+#define FT_CUDA_MAX_BLOCKS 4096
 static inline unsigned ft_cuda_grid(size_t n)
 {
     size_t blocks = (n + FT_CUDA_THREADS - 1) / FT_CUDA_THREADS;
-    const size_t most = 4096;
-    return blocks == 0 ? 1 : blocks > most ? (unsigned)most : (unsigned)blocks;
+    return blocks == 0 ? 1 : blocks > FT_CUDA_MAX_BLOCKS ? (unsigned)FT_CUDA_MAX_BLOCKS : (unsigned)blocks;
 }
+
+/* Reductions over rows (the norm weights' gradient) go in this many fixed chunks
+ * of rows, each added up in order, then the chunks in order: no atomics, so the
+ * result does not depend on timing. */
+#define FT_NORM_ROW_CHUNKS 64
+/* Attention's backward adds dQ into this many fp32 buffers, one per group of key
+ * tiles, then adds the buffers in order (attention.cu). More splits: more
+ * parallel blocks, more memory. */
+#define FT_ATTENTION_GRAD_Q_SPLITS 8
 
 /* --- for kernels --- */
 
@@ -216,7 +227,7 @@ void ft_cuda_embedding_backward(ft_backend *self, float *grad_table, const void 
 /* adamw.cu */
 void ft_cuda_adamw(ft_backend *self, float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,
                    const ft_adamw_hyper *hyper);
-double ft_cuda_sum_squares(ft_backend *self, const float *x, size_t n);
+double ft_cuda_sum_squares(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors);
 void ft_cuda_scale(ft_backend *self, float *x, size_t n, float factor);
 
 #endif

@@ -1,5 +1,7 @@
 /* norm: RMSNorm forward (alone, or fused with the residual add before it) and
- * backward, one warp per row, sums in fp32. */
+ * backward, one warp per row, sums in fp32. The weight's gradient is a sum over
+ * rows, taken in fixed chunks of rows and then over the chunks in order (no
+ * atomics), so a step gives the same bits every time. */
 #include "cuda_internal.h"
 
 static const int rows_per_block = FT_CUDA_THREADS / 32;
@@ -57,9 +59,9 @@ void ft_cuda_add_rmsnorm_forward(ft_backend *self, void *sum, void *out, float *
     LAUNCH_CHECK(context, "add_rmsnorm_forward_kernel");
 }
 
-/* grad_x = rstd (g w - n mean(g w n)), n = x rstd; grad_weight += g n */
-__global__ void rmsnorm_backward_kernel(bf16 *grad_x, bool accumulate, float *grad_weight, const bf16 *grad_out,
-                                        const bf16 *x, const bf16 *weight, const float *rstd, int rows, int dim)
+/* grad_x = rstd (g w - n mean(g w n)), n = x rstd */
+__global__ void rmsnorm_backward_kernel(bf16 *grad_x, bool accumulate, const bf16 *grad_out, const bf16 *x,
+                                        const bf16 *weight, const float *rstd, int rows, int dim)
 {
     int row = blockIdx.x * rows_per_block + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= rows)
@@ -75,9 +77,36 @@ __global__ void rmsnorm_backward_kernel(bf16 *grad_x, bool accumulate, float *gr
         if (accumulate)
             value += load(grad_x, first + c);
         grad_x[first + c] = __float2bfloat16(value);
-        if (grad_weight)
-            atomicAdd(&grad_weight[c], g * normalized);
     }
+}
+
+/* parts[chunk, c] = the sum over the chunk's rows, in order, of g n: blockIdx.y is the
+ * chunk, each thread one column (neighbouring threads read neighbouring bytes). */
+__global__ void rmsnorm_weight_parts_kernel(float *parts, const bf16 *grad_out, const bf16 *x, const float *rstd,
+                                            int rows, int dim)
+{
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= dim)
+        return;
+    int per_chunk = (rows + FT_NORM_ROW_CHUNKS - 1) / FT_NORM_ROW_CHUNKS;
+    int first = blockIdx.y * per_chunk, last = min(rows, first + per_chunk);
+    float sum = 0.0f;
+    for (int r = first; r < last; r++) {
+        size_t i = (size_t)r * dim + c;
+        sum += load(grad_out, i) * (load(x, i) * rstd[r]);
+    }
+    parts[(size_t)blockIdx.y * dim + c] = sum;
+}
+
+__global__ void rmsnorm_weight_sum_kernel(float *grad_weight, const float *parts, int dim)
+{
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= dim)
+        return;
+    float sum = 0.0f;
+    for (int chunk = 0; chunk < FT_NORM_ROW_CHUNKS; chunk++)
+        sum += parts[(size_t)chunk * dim + c];
+    grad_weight[c] += sum;
 }
 
 void ft_cuda_rmsnorm_backward(ft_backend *self, void *grad_x, bool accumulate, float *grad_weight,
@@ -86,7 +115,15 @@ void ft_cuda_rmsnorm_backward(ft_backend *self, void *grad_x, bool accumulate, f
 {
     ft_cuda_context *context = ft_cuda_enter(self);
     rmsnorm_backward_kernel<<<blocks_for_rows(rows), FT_CUDA_THREADS, 0, context->stream>>>(
-        (bf16 *)grad_x, accumulate, grad_weight, (const bf16 *)grad_out, (const bf16 *)x, (const bf16 *)weight, rstd,
-        rows, dim);
+        (bf16 *)grad_x, accumulate, (const bf16 *)grad_out, (const bf16 *)x, (const bf16 *)weight, rstd, rows, dim);
     LAUNCH_CHECK(context, "rmsnorm_backward_kernel");
+    if (!grad_weight)
+        return;
+    unsigned column_blocks = (unsigned)((dim + FT_CUDA_THREADS - 1) / FT_CUDA_THREADS);
+    float *parts = context->scratch.norm_weight_parts;
+    rmsnorm_weight_parts_kernel<<<dim3(column_blocks, FT_NORM_ROW_CHUNKS), FT_CUDA_THREADS, 0, context->stream>>>(
+        parts, (const bf16 *)grad_out, (const bf16 *)x, rstd, rows, dim);
+    LAUNCH_CHECK(context, "rmsnorm_weight_parts_kernel");
+    rmsnorm_weight_sum_kernel<<<column_blocks, FT_CUDA_THREADS, 0, context->stream>>>(grad_weight, parts, dim);
+    LAUNCH_CHECK(context, "rmsnorm_weight_sum_kernel");
 }

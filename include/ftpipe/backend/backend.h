@@ -171,7 +171,10 @@ struct ft_backend {
     /* --- optimizer (trained tensors are float) --- */
     void (*adamw)(ft_backend *self, float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,
                   const ft_adamw_hyper *hyper);
-    double (*sum_squares)(ft_backend *self, const float *x, size_t n);
+    /* The sum of the squares of every element of n_tensors arrays (tensor i has
+     * counts[i] elements): each tensor's sum, added up in tensor order. One call for
+     * all of a model's gradients, so the GPU is waited for once, not per tensor. */
+    double (*sum_squares)(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors);
     void (*scale)(ft_backend *self, float *x, size_t n, float factor);
 };
 

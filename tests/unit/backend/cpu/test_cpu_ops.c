@@ -441,8 +441,11 @@ TEST(adamw_matches_torch_formula_over_two_steps)
 
 TEST(sum_squares_and_scale)
 {
-    float x[3] = {1, 2, 3};
-    CHECK(cpu->sum_squares(cpu, x, 3) == 14.0);
+    float x[3] = {1, 2, 3}, y[2] = {0.5f, 4};
+    const float *both[2] = {x, y};
+    size_t counts[2] = {3, 2};
+    CHECK(cpu->sum_squares(cpu, both, counts, 1) == 14.0);
+    CHECK(cpu->sum_squares(cpu, both, counts, 2) == 14.0 + 16.25);
     cpu->scale(cpu, x, 3, 0.5f);
     CHECK(x[2] == 1.5f);
 }
