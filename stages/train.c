@@ -16,9 +16,11 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/host_memory.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/model/model_save.h"
+#include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/trainer.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/text/tokenizer.h"
@@ -121,21 +123,6 @@ static int read_parameters(train_run *run)
     return ft_train_plan_steps(t, run->meta.train.n_rows, &run->plan);
 }
 
-static uint64_t available_host_bytes(void)
-{
-    FILE *file = fopen("/proc/meminfo", "r");
-    char line[256];
-    unsigned long long kib = 0;
-    while (file && fgets(line, sizeof line, file))
-        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
-            break;
-    if (file)
-        fclose(file);
-    if (kib)
-        return (uint64_t)kib * 1024;
-    return (uint64_t)sysconf(_SC_AVPHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
 /* On the cpu backend the whole plan lives in host memory; the cuda backend
  * checks its own memory when the model reserves it. */
 static int check_memory(train_run *run, const ft_backend *backend)
@@ -154,7 +141,7 @@ static int check_memory(train_run *run, const ft_backend *backend)
     ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
     ft_stage_log(run->stage, "memory plan: %s (weights %s, adapter %s, gradients %s, optimizer %s, activations %s)",
                  total, weights, adapter, gradients, optimizer, activations);
-    uint64_t host = available_host_bytes();
+    uint64_t host = ft_host_available_bytes();
     if (backend->dtype != FT_DTYPE_F32 || plan.total_bytes <= host)
         return 0;
     ft_format_bytes(host, available, sizeof available);
@@ -312,6 +299,22 @@ static int train(train_run *run, ft_backend *backend)
         status = ft_train(model, shards, &run->train_options, &result);
     if (status == 0)
         status = write_output(run, model, &result);
+    if (status == 0) {
+        /* The measured peak, beside the estimate's (ftpipe estimate) and for the report. */
+        uint64_t peak = ft_host_peak_resident_bytes();
+        char peak_text[32];
+        ft_format_bytes(peak, peak_text, sizeof peak_text);
+        ft_stage_metric(stage, result.global_step, "peak_host_bytes", (double)peak);
+        ft_stage_log(stage, "peak host memory (resident): %s (%llu bytes)", peak_text, (unsigned long long)peak);
+        /* This device's throughput, in the estimate's unit: the data's tokens per epoch done. */
+        double epochs_run = (double)(result.global_step - result.resumed_from_step) /
+                            (double)(run->plan.steps_per_epoch > 0 ? run->plan.steps_per_epoch : 1);
+        char *rate_name = ft_xasprintf("tokens_per_s_%s", backend->name);
+        if (result.runtime_s > 0.0)
+            ft_stage_metric(stage, result.global_step, rate_name,
+                            (double)run->meta.train.n_tokens * epochs_run / result.runtime_s);
+        free(rate_name);
+    }
     if (status == 0)
         ft_stage_summary(stage, "loss %.4f after %lld steps (%.2f epochs), %.1fs, %.2f samples/s",
                          result.train_loss, (long long)result.global_step, result.epoch, result.runtime_s,
@@ -340,8 +343,103 @@ static int run_train(ft_stage *stage)
     return status;
 }
 
+/* --- estimate --- */
+
+static ft_dtype save_dtype_of(const ft_model_config *config)
+{
+    if (strcmp(config->torch_dtype, "bfloat16") == 0)
+        return FT_DTYPE_BF16;
+    return strcmp(config->torch_dtype, "float16") == 0 ? FT_DTYPE_F16 : FT_DTYPE_F32;
+}
+
+/* Disk: the output, and the checkpoints the work folder holds at once (one more
+ * than save_total_limit while the newest is written). */
+static void estimate_disk(const train_run *run, const ft_model_config *config, const ft_train_memory *memory,
+                          ft_stage_estimate *out)
+{
+    bool full = run->model_options.finetuning == FT_FINETUNE_FULL;
+    uint64_t trained_bytes = full ? memory->plan.gradient_bytes : memory->plan.adapter_bytes;
+    uint64_t output = full ? ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config))
+                           : trained_bytes;
+    int64_t steps = run->plan.total_steps, every = run->train_options.save_steps;
+    int64_t saved = every > 0 ? steps / every + (steps % every != 0) : 1;
+    int64_t limit = run->train_options.save_total_limit;
+    int64_t held = limit > 0 && saved > limit ? limit + 1 : saved;
+    uint64_t checkpoint = 3 * trained_bytes; /* the tensors and AdamW's two moments, in f32 */
+    char output_text[32], checkpoint_text[32];
+    ft_format_bytes(output, output_text, sizeof output_text);
+    ft_format_bytes(checkpoint, checkpoint_text, sizeof checkpoint_text);
+    ft_estimate_set(&out->disk_bytes, (double)(output + (uint64_t)held * checkpoint),
+                    "output %s + %lld checkpoints held at once x %s (%lld saved, save_total_limit %lld)", output_text,
+                    (long long)held, checkpoint_text, (long long)saved, (long long)limit);
+}
+
+static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
+{
+    train_run run = {.stage = stage, .first_step = -1};
+    if (ft_stage_input_count(stage) != 2)
+        return check_inputs(&run);
+    run.model_dir = ft_stage_input_path(stage, 0);
+    run.data_dir = ft_stage_input_path(stage, 1);
+    char *config_path = ft_path_join(run.model_dir, "config.json");
+    char *meta_path = ft_path_join(run.data_dir, "meta.json");
+    bool have_model = ft_path_exists(config_path), have_data = ft_path_exists(meta_path);
+    free(config_path);
+    free(meta_path);
+    if (!have_model || !have_data) {
+        const char *missing = have_model ? run.data_dir : run.model_dir;
+        ft_estimate_figure *figures[] = {&out->device_bytes, &out->host_bytes, &out->disk_bytes, &out->time_s};
+        for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
+            ft_estimate_unknown(figures[i], "needs %s, which is not built yet", missing);
+        return 0;
+    }
+    ft_model_config config;
+    if (ft_token_dataset_meta_read(run.data_dir, &run.meta) < 0 || ft_model_config_load(run.model_dir, &config) < 0 ||
+        read_parameters(&run) < 0)
+        return -1;
+    const char *backend = ft_stage_param_string(stage, "backend");
+    bool on_gpu = strcmp(backend, "cuda") == 0 || (strcmp(backend, "auto") == 0 && ft_cuda_device_count() > 0);
+    int threads = (int)ft_stage_param_int(stage, "threads");
+    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads <= 0 || threads > cores)
+        threads = cores > 0 ? cores : 1;
+    ft_train_memory memory;
+    if (ft_train_memory_estimate(&config, &run.model_options, on_gpu, threads, save_dtype_of(&config), &memory) < 0)
+        return -1;
+    const ft_memory_plan *plan = &memory.plan;
+    char total[32], activations[32], buffers[32], runtime[32];
+    ft_format_bytes(plan->total_bytes, total, sizeof total);
+    ft_format_bytes(plan->activation_bytes, activations, sizeof activations);
+    ft_format_bytes(memory.checkpoint_buffer_bytes, buffers, sizeof buffers);
+    ft_format_bytes(memory.runtime_bytes, runtime, sizeof runtime);
+    const char *shape = run.model_options.gradient_checkpointing ? ", recomputed" : "";
+    if (on_gpu) {
+        ft_estimate_set(&out->device_bytes, (double)memory.device_peak_bytes,
+                        "memory plan in bf16 for %d x %u tokens%s (activations %s), before the backend's scratch",
+                        run.train_options.batch_size, run.meta.cutoff_len, shape, activations);
+        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
+                        "host buffers while %s, and the program's %s", memory.peak_phase, runtime);
+    } else {
+        ft_estimate_set(&out->device_bytes, 0.0, "the cpu backend uses no GPU");
+        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
+                        "memory plan %s for %d x %u tokens%s (activations %s), peak while %s (checkpoint buffer "
+                        "%s), the program and %d BLAS threads %s",
+                        total, run.train_options.batch_size, run.meta.cutoff_len, shape, activations,
+                        memory.peak_phase, buffers, threads, runtime);
+    }
+    estimate_disk(&run, &config, &memory, out);
+    /* Work in tokens: what the data holds, times the epochs the steps cover. */
+    double epochs = run.plan.steps_per_epoch > 0 ? (double)run.plan.total_steps / (double)run.plan.steps_per_epoch
+                                                 : 0.0;
+    out->work_amount = (double)run.meta.train.n_tokens * epochs;
+    out->work_unit = on_gpu ? "tokens_per_s_cuda" : "tokens_per_s_cpu";
+    out->device_name = on_gpu ? "cuda" : "cpu";
+    return 0;
+}
+
 const ft_stage_kind ft_kind_train = {
     .name = "train",
     .version = 1,
     .run = run_train,
+    .estimate = estimate_train,
 };

@@ -2,6 +2,7 @@
  *
  *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [TARGET...] [VAR=value...]
  *   ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]
+ *   ftpipe estimate [--json] [TARGET...]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
     "       ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]\n"
+    "       ftpipe estimate [--json] [TARGET...]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
     "\n"
     "Runs the stages of a pipeline file (Ftpipe) that are out of date, as make does.\n"
@@ -35,7 +37,9 @@ static const char usage_text[] =
     "  log TARGET      the log of TARGET's last run\n"
     "  gc              remove cached results and work folders no current target needs\n"
     "  clean           remove the targets ftpipe made from the workspace (the cache keeps them)\n"
-    "  help [KIND]     the stage kinds, or one kind's parameters\n";
+    "  help [KIND]     the stage kinds, or one kind's parameters\n"
+    "  estimate [TARGET...]  what the stages that would run need: peak memory per GPU and\n"
+    "                  on the host, shm, disk and time, each with its source (--json: as JSON)\n";
 
 static int fail(void)
 {
@@ -51,7 +55,7 @@ static int usage_error(const char *message)
 
 static bool is_command(const char *word)
 {
-    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "help", NULL};
+    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "help", "estimate", NULL};
     for (size_t i = 0; commands[i]; i++)
         if (strcmp(word, commands[i]) == 0)
             return true;
@@ -88,6 +92,8 @@ int main(int argc, char **argv)
                 return 0;
             } else if (strcmp(arg, "-n") == 0 || strcmp(arg, "--dry-run") == 0) {
                 invocation.dry_run = true;
+            } else if (strcmp(arg, "--json") == 0) {
+                invocation.json = true;
             } else if (strcmp(arg, "-k") == 0 || strcmp(arg, "--keep-going") == 0) {
                 invocation.keep_going = true;
             } else if (strncmp(arg, "-j", 2) == 0) {

@@ -1,4 +1,4 @@
-/* inspect: status, why, log, gc, clean and help. */
+/* inspect: status, why, log, gc, clean, estimate and help. */
 #include "ftpipe/engine/inspect.h"
 
 #include <dirent.h>
@@ -10,6 +10,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/engine/estimate.h"
 #include "ftpipe/engine/plan.h"
 
 /* Plans every selected stage in order, as -n would, without running anything. */
@@ -255,6 +256,8 @@ int ft_inspect_command(const ft_invocation *invocation)
         status = command_gc(&session, invocation);
     else if (strcmp(command, "clean") == 0)
         status = command_clean(&session);
+    else if (strcmp(command, "estimate") == 0)
+        status = ft_estimate_command(&session, invocation);
     ft_session_close(&session);
     return status;
 }

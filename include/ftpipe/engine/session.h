@@ -22,6 +22,7 @@ typedef struct {
     int jobs;
     bool keep_going;
     bool dry_run;
+    bool json;                      /* --json: commands print JSON (estimate) */
 } ft_invocation;
 
 typedef struct {
