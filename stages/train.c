@@ -23,6 +23,7 @@
 #include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/trainer.h"
 #include "ftpipe/stages/stage_backend.h"
+#include "ftpipe/stages/train_guard.h"
 #include "ftpipe/text/tokenizer.h"
 
 typedef struct {
@@ -35,6 +36,7 @@ typedef struct {
     ft_train_plan plan;
     char *log_path;             /* <work>/trainer_log.jsonl, kept across resumes */
     int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
+    ft_train_guard guard;
 } train_run;
 
 static int check_inputs(train_run *run)
@@ -152,6 +154,13 @@ static int check_memory(train_run *run, const ft_backend *backend)
                          total, weights, adapter, gradients, optimizer, activations, available);
 }
 
+static ft_dtype save_dtype_of(const ft_model_config *config)
+{
+    if (strcmp(config->torch_dtype, "bfloat16") == 0)
+        return FT_DTYPE_BF16;
+    return strcmp(config->torch_dtype, "float16") == 0 ? FT_DTYPE_F16 : FT_DTYPE_F32;
+}
+
 /* --- reporting --- */
 
 static void on_step(void *context, const ft_train_report *report)
@@ -198,6 +207,11 @@ static void on_log(void *context, const ft_train_report *report)
 static void on_note(void *context, const char *text) { ft_stage_log(((train_run *)context)->stage, "%s", text); }
 
 static bool cancelled(void *context) { return ft_stage_cancelled(((train_run *)context)->stage); }
+
+static bool should_stop(void *context, const ft_train_report *report)
+{
+    return ft_train_guard_should_stop(&((train_run *)context)->guard, report);
+}
 
 /* --- the output folder --- */
 
@@ -294,6 +308,14 @@ static int train(train_run *run, ft_backend *backend)
                      (long long)run->plan.total_steps, run->train_options.batch_size,
                      run->train_options.gradient_accumulation_steps, backend->name);
     }
+    if (status == 0) {
+        /* The result the guard keeps room for: the adapter in f32, or the model in its dtype. */
+        const ft_model_config *config = ft_model_get_config(model);
+        uint64_t output_bytes = run->model_options.finetuning == FT_FINETUNE_LORA
+                                    ? (uint64_t)n_trained * sizeof(float)
+                                    : ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config));
+        ft_train_guard_init(&run->guard, stage, run->train_options.checkpoint_dir, output_bytes);
+    }
     ft_train_result result;
     if (status == 0)
         status = ft_train(model, shards, &run->train_options, &result);
@@ -332,7 +354,7 @@ static int run_train(ft_stage *stage)
     char *checkpoints = ft_path_join(ft_stage_work_dir(stage), "checkpoints");
     run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
     run.train_options.checkpoint_dir = checkpoints;
-    run.train_options.callbacks = (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled};
+    run.train_options.callbacks = (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled, should_stop};
     ft_backend *backend = ft_stage_backend(stage, "training");
     int status = backend ? check_memory(&run, backend) : -1;
     if (status == 0)
@@ -345,12 +367,6 @@ static int run_train(ft_stage *stage)
 
 /* --- estimate --- */
 
-static ft_dtype save_dtype_of(const ft_model_config *config)
-{
-    if (strcmp(config->torch_dtype, "bfloat16") == 0)
-        return FT_DTYPE_BF16;
-    return strcmp(config->torch_dtype, "float16") == 0 ? FT_DTYPE_F16 : FT_DTYPE_F32;
-}
 
 /* Disk: the output, and the checkpoints the work folder holds at once (one more
  * than save_total_limit while the newest is written). */

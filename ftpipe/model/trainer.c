@@ -223,7 +223,15 @@ static int step(trainer *t, double *loss, double *grad_norm)
     return 0;
 }
 
-static void report(trainer *t, double loss, double grad_norm)
+static int64_t next_checkpoint_step(const trainer *t)
+{
+    int64_t every = t->options->save_steps, next = t->plan.total_steps;
+    if (every > 0 && (t->state.global_step / every + 1) * every < next)
+        next = (t->state.global_step / every + 1) * every;
+    return next;
+}
+
+static void report(trainer *t, double loss, double grad_norm, ft_train_report *out)
 {
     const ft_train_options *o = t->options;
     ft_backend *backend = ft_model_backend(t->model);
@@ -242,7 +250,10 @@ static void report(trainer *t, double loss, double grad_norm)
         .tokens_per_s = seconds > 0.0 ? (double)t->tokens_since_report / seconds : 0.0,
         .memory_bytes = backend->peak_bytes(backend),
         .elapsed_s = (double)(now - t->start_ns) * 1e-9,
+        .next_checkpoint_step = next_checkpoint_step(t),
     };
+    uint64_t largest_file_bytes;
+    ft_checkpoint_size(t->tensors, t->n_tensors, &r.checkpoint_bytes, &largest_file_bytes);
     if (o->callbacks.on_step)
         o->callbacks.on_step(o->callbacks.context, &r);
     if (o->logging_steps > 0 && t->state.global_step % o->logging_steps == 0) {
@@ -254,6 +265,7 @@ static void report(trainer *t, double loss, double grad_norm)
         if (o->callbacks.on_log)
             o->callbacks.on_log(o->callbacks.context, &r);
     }
+    *out = r;
 }
 
 static int resume(trainer *t, ft_train_result *out)
@@ -297,9 +309,20 @@ static int train_loop(trainer *t)
         double loss = 0.0, grad_norm = 0.0;
         if (step(t, &loss, &grad_norm) < 0)
             return -1;
-        report(t, loss, grad_norm);
+        ft_train_report reported;
+        report(t, loss, grad_norm, &reported);
         if (o->save_steps > 0 && t->state.global_step % o->save_steps == 0 && save(t) < 0)
             return -1;
+        if (t->state.global_step < t->plan.total_steps && o->callbacks.should_stop &&
+            o->callbacks.should_stop(o->callbacks.context, &reported)) {
+            char reason[512];
+            snprintf(reason, sizeof reason, "%s", ft_error_message());
+            if (save(t) < 0)
+                return ft_error_context("%s; then saving a checkpoint", reason);
+            return ft_error("%s; stopped after step %lld of %lld with checkpoint-%lld saved: the next run resumes "
+                            "from it", reason, (long long)t->state.global_step, (long long)t->plan.total_steps,
+                            (long long)t->state.global_step);
+        }
     }
     return save(t);
 }
