@@ -171,8 +171,8 @@ static void on_step(void *context, const ft_train_report *report)
     double per_step = report->elapsed_s / (double)(report->step - run->first_step);
     double eta = per_step * (double)(report->total_steps - report->step);
     ft_stage_progress(run->stage, (double)report->step / (double)report->total_steps,
-                      "step %lld/%lld, loss %.4f, ETA %.0fs", (long long)report->step, (long long)report->total_steps,
-                      report->loss, eta);
+                      "step %lld/%lld, %.0f tokens/s, loss %.4f, ETA %.0fs", (long long)report->step,
+                      (long long)report->total_steps, report->tokens_per_s, report->loss, eta);
 }
 
 static void on_log(void *context, const ft_train_report *report)
