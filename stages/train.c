@@ -18,6 +18,7 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/host_memory.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/svg_chart.h"
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/model/model_save.h"
 #include "ftpipe/model/train_memory.h"
@@ -267,6 +268,45 @@ static int write_trainer_log(const train_run *run, const char *out_dir)
     return status;
 }
 
+/* plot_loss: training_loss.svg beside trainer_log.jsonl, as LLaMA-Factory users
+ * find a loss picture in their output folder. */
+static int write_loss_plot(const char *out_dir)
+{
+    char *log_path = ft_path_join(out_dir, "trainer_log.jsonl");
+    char *text = NULL;
+    size_t length = 0, count = 0, capacity = 0;
+    int status = ft_read_file(log_path, &text, &length);
+    free(log_path);
+    double *steps = NULL, *losses = NULL;
+    for (char *line = status == 0 ? text : NULL; line && *line;) {
+        char *end = strchr(line, '\n');
+        json_t *entry = json_loadb(line, end ? (size_t)(end - line) : strlen(line), 0, NULL);
+        size_t capacity_before = capacity;
+        ft_grow((void **)&steps, &capacity, count + 1, sizeof *steps);
+        if (capacity != capacity_before)
+            losses = ft_xrealloc(losses, capacity * sizeof *losses);
+        steps[count] = (double)json_integer_value(json_object_get(entry, "step"));
+        losses[count++] = json_real_value(json_object_get(entry, "loss"));
+        json_decref(entry);
+        line = end ? end + 1 : NULL;
+    }
+    if (status == 0) {
+        ft_strbuf svg;
+        ft_strbuf_init(&svg);
+        ft_svg_series series = {NULL, steps, losses, count};
+        ft_svg_line_chart(&svg, "training loss", "step", "", &series, 1, true);
+        ft_strbuf_putc(&svg, '\n');
+        char *path = ft_path_join(out_dir, "training_loss.svg");
+        status = ft_write_file_atomic(path, svg.data, svg.length);
+        free(path);
+        ft_strbuf_free(&svg);
+    }
+    free(steps);
+    free(losses);
+    free(text);
+    return status;
+}
+
 static int write_output(train_run *run, ft_model *model, const ft_train_result *result)
 {
     const char *out = ft_stage_output_path(run->stage);
@@ -287,7 +327,9 @@ static int write_output(train_run *run, ft_model *model, const ft_train_result *
                                 (double)steps_run / runtime, "train_loss", result->train_loss);
     if (write_json(out, "ftpipe_train.json", info) < 0 || write_json(out, "train_results.json", results) < 0)
         return -1;
-    return write_trainer_log(run, out);
+    if (write_trainer_log(run, out) < 0)
+        return -1;
+    return ft_stage_param_bool(run->stage, "plot_loss") ? write_loss_plot(out) : 0;
 }
 
 static int train(train_run *run, ft_backend *backend)

@@ -2,7 +2,7 @@
  *
  *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [TARGET...] [VAR=value...]
  *   ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]
- *   ftpipe estimate [--json] [TARGET...]
+ *   ftpipe estimate [--json] [TARGET...] | report [-o FILE] [--open]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +21,7 @@
 static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
     "       ftpipe status | why TARGET | log TARGET | gc | clean | help [KIND]\n"
-    "       ftpipe estimate [--json] [TARGET...]\n"
+    "       ftpipe estimate [--json] [TARGET...] | report [-o FILE] [--open]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
     "\n"
     "Runs the stages of a pipeline file (Ftpipe) that are out of date, as make does.\n"
@@ -39,7 +39,9 @@ static const char usage_text[] =
     "  clean           remove the targets ftpipe made from the workspace (the cache keeps them)\n"
     "  help [KIND]     the stage kinds, or one kind's parameters\n"
     "  estimate [TARGET...]  what the stages that would run need: peak memory per GPU and\n"
-    "                  on the host, shm, disk and time, each with its source (--json: as JSON)\n";
+    "                  on the host, shm, disk and time, each with its source (--json: as JSON)\n"
+    "  report          one self-contained HTML file of the pipeline, its runs, training curves and\n"
+    "                  evaluations (-o FILE, default .ftpipe/report.html; --open: print only its path)\n";
 
 static int fail(void)
 {
@@ -55,7 +57,7 @@ static int usage_error(const char *message)
 
 static bool is_command(const char *word)
 {
-    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "help", "estimate", NULL};
+    static const char *const commands[] = {"status", "why", "log", "gc", "clean", "help", "estimate", "report", NULL};
     for (size_t i = 0; commands[i]; i++)
         if (strcmp(word, commands[i]) == 0)
             return true;
@@ -94,6 +96,12 @@ int main(int argc, char **argv)
                 invocation.dry_run = true;
             } else if (strcmp(arg, "--json") == 0) {
                 invocation.json = true;
+            } else if (strcmp(arg, "--open") == 0) {
+                invocation.open_report = true;
+            } else if (strcmp(arg, "-o") == 0) {
+                if (i + 1 >= argc)
+                    return usage_error("-o needs a file");
+                invocation.output_path = argv[++i];
             } else if (strcmp(arg, "-k") == 0 || strcmp(arg, "--keep-going") == 0) {
                 invocation.keep_going = true;
             } else if (strncmp(arg, "-j", 2) == 0) {

@@ -1,4 +1,4 @@
-/* inspect: status, why, log, gc, clean, estimate and help. */
+/* inspect: status, why, log, gc, clean, estimate, report and help. */
 #include "ftpipe/engine/inspect.h"
 
 #include <dirent.h>
@@ -12,6 +12,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/estimate.h"
 #include "ftpipe/engine/plan.h"
+#include "ftpipe/engine/report.h"
 
 /* Plans every selected stage in order, as -n would, without running anything. */
 static int plan_all(ft_session *session, ft_plan *plans)
@@ -258,6 +259,8 @@ int ft_inspect_command(const ft_invocation *invocation)
         status = command_clean(&session);
     else if (strcmp(command, "estimate") == 0)
         status = ft_estimate_command(&session, invocation);
+    else if (strcmp(command, "report") == 0)
+        status = ft_report_command(&session, invocation);
     ft_session_close(&session);
     return status;
 }

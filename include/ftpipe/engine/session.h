@@ -23,6 +23,8 @@ typedef struct {
     bool keep_going;
     bool dry_run;
     bool json;                      /* --json: commands print JSON (estimate) */
+    const char *output_path;        /* -o FILE: where report writes (NULL: .ftpipe/report.html) */
+    bool open_report;               /* --open: report prints only the file's path */
 } ft_invocation;
 
 typedef struct {
