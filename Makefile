@@ -18,6 +18,9 @@ DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openss
 # Tools the tests run, as command:package, installed only when the command is missing
 # (a machine may have them from elsewhere).
 TEST_TOOLS = python3:python3
+# Packages only `make test` needs, not the quickstart: Debian's chromium opens the
+# HTML report headless (tests/e2e/test_report.sh).
+TEST_PACKAGES = chromium
 PKG_LIBS = sqlite3 libarchive libcurl libxxhash libpcre2-8 libutf8proc jansson
 
 WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -103,6 +106,16 @@ build/.deps-ok: Makefile
 	@mkdir -p build && touch $@
 deps: build/.deps-ok
 
+build/.test-deps-ok: Makefile | build/.deps-ok
+	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for the tests:$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null || \
+	  { echo "could not install:$$missing (run as root or with sudo)"; exit 1; }; \
+	fi
+	@touch $@
+
 # Rule files are compiled into the program so that it runs from anywhere.
 build/gen/builtin_rules.c: $(wildcard rules/*.ft) | build/.deps-ok
 	@mkdir -p build/gen
@@ -154,7 +167,7 @@ build/fuzz/%: tests/fuzz/%.c build/obj-fuzz/libftpipe.a
 	clang $(BASE_CFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< build/obj-fuzz/libftpipe.a $(LDLIBS)
 fuzz: $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-test: build/asan/ftpipe $(TEST_BINARIES) build/ftpipe
+test: build/.test-deps-ok build/asan/ftpipe $(TEST_BINARIES) build/ftpipe
 	@sh tests/run.sh
 
 quickstart: build/ftpipe
