@@ -274,17 +274,16 @@ static int write_loss_plot(const char *out_dir)
 {
     char *log_path = ft_path_join(out_dir, "trainer_log.jsonl");
     char *text = NULL;
-    size_t length = 0, count = 0, capacity = 0;
+    size_t length = 0, count = 0;
     int status = ft_read_file(log_path, &text, &length);
     free(log_path);
-    double *steps = NULL, *losses = NULL;
+    size_t lines = 1; /* one entry a line */
+    for (size_t i = 0; status == 0 && i < length; i++)
+        lines += text[i] == '\n';
+    double *steps = ft_xcalloc(lines, sizeof *steps), *losses = ft_xcalloc(lines, sizeof *losses);
     for (char *line = status == 0 ? text : NULL; line && *line;) {
         char *end = strchr(line, '\n');
         json_t *entry = json_loadb(line, end ? (size_t)(end - line) : strlen(line), 0, NULL);
-        size_t capacity_before = capacity;
-        ft_grow((void **)&steps, &capacity, count + 1, sizeof *steps);
-        if (capacity != capacity_before)
-            losses = ft_xrealloc(losses, capacity * sizeof *losses);
         steps[count] = (double)json_integer_value(json_object_get(entry, "step"));
         losses[count++] = json_real_value(json_object_get(entry, "loss"));
         json_decref(entry);
@@ -456,7 +455,10 @@ static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
         read_parameters(&run) < 0)
         return -1;
     const char *backend = ft_stage_param_string(stage, "backend");
-    bool on_gpu = strcmp(backend, "cuda") == 0 || (strcmp(backend, "auto") == 0 && ft_cuda_device_count() > 0);
+    /* Not ft_cuda_device_count: this runs in the engine process, where starting CUDA
+     * would break the stages it forks; a GPU's device file answers as well. */
+    bool on_gpu = strcmp(backend, "cuda") == 0 ||
+                  (strcmp(backend, "auto") == 0 && access("/dev/nvidia0", F_OK) == 0);
     int threads = (int)ft_stage_param_int(stage, "threads");
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads <= 0 || threads > cores)

@@ -130,7 +130,8 @@ static void write_graph(ft_strbuf *out, const ft_graph *graph, const ft_plan *pl
             if (m == FT_NO_NODE)
                 continue;
             ft_strbuf_printf(out, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#888888\"/>",
-                             10 + (int)depth[m] * (box_w + gap_x) + box_w, 10 + (int)row[m] * (box_h + gap_y) + box_h / 2,
+                             10 + (int)depth[m] * (box_w + gap_x) + box_w,
+                             10 + (int)row[m] * (box_h + gap_y) + box_h / 2,
                              10 + (int)depth[i] * (box_w + gap_x), 10 + (int)row[i] * (box_h + gap_y) + box_h / 2);
         }
     for (size_t i = 0; i < graph->n_nodes; i++) {
@@ -193,7 +194,7 @@ static void write_runs_table(ft_strbuf *out, const history *h)
 
 /* "learning_rate=0.002" for the key parameters in which this run differs from
  * the target's other runs; "run N" when none do. */
-static char *run_label(const history *h, const run_data *const *runs, size_t n, size_t which)
+static char *run_label(const run_data *const *runs, size_t n, size_t which)
 {
     ft_strbuf label;
     ft_strbuf_init(&label);
@@ -210,13 +211,13 @@ static char *run_label(const history *h, const run_data *const *runs, size_t n, 
             json_decref(other);
         }
         if (differs && shown++ < 2) {
-            char *text = json_is_string(value) ? ft_xstrdup(json_string_value(value)) : json_dumps(value, JSON_ENCODE_ANY);
+            char *text = json_is_string(value) ? ft_xstrdup(json_string_value(value))
+                                               : json_dumps(value, JSON_ENCODE_ANY);
             ft_strbuf_printf(&label, "%s %s=%s", shown == 1 ? ":" : ",", name, text);
             free(text);
         }
     }
     json_decref(mine);
-    (void)h;
     return ft_strbuf_take(&label);
 }
 
@@ -246,7 +247,7 @@ static void write_curves(ft_strbuf *out, const history *h, const char *target)
                      n == 1 ? "" : "s", n > 1 ? ", overlaid" : "");
     char **labels = ft_xcalloc(n + 1, sizeof *labels);
     for (size_t s = 0; s < n; s++)
-        labels[s] = run_label(h, runs, n, s);
+        labels[s] = run_label(runs, n, s);
     for (size_t c = 0; curve_names[c]; c++) {
         ft_svg_series *series = ft_xcalloc(n + 1, sizeof *series);
         double **xs = ft_xcalloc(n + 1, sizeof *xs), **ys = ft_xcalloc(n + 1, sizeof *ys);

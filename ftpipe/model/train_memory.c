@@ -36,8 +36,8 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
     /* A checkpoint copies the trained tensors, then both moments, to host. */
     out->checkpoint_buffer_bytes = 2 * trained_floats * sizeof(float);
     /* The result: the adapter in floats, or every weight in floats and in save_dtype. */
-    out->result_buffer_bytes = full ? parameters * (sizeof(float) + (save_dtype == FT_DTYPE_F32 ? 0 : ft_dtype_size(save_dtype)))
-                                    : trained_floats * sizeof(float);
+    uint64_t converted_bytes = save_dtype == FT_DTYPE_F32 ? 0 : ft_dtype_size(save_dtype);
+    out->result_buffer_bytes = full ? parameters * (sizeof(float) + converted_bytes) : trained_floats * sizeof(float);
     out->runtime_bytes = FT_TRAIN_RUNTIME_BYTES;
     if (!on_gpu && blas_threads > 1)
         out->runtime_bytes += (uint64_t)(blas_threads - 1) * FT_TRAIN_BLAS_THREAD_BYTES;
