@@ -431,6 +431,43 @@ static void estimate_disk(const train_run *run, const ft_model_config *config, c
                     (long long)held, checkpoint_text, (long long)saved, (long long)limit);
 }
 
+/* When the peak exceeds the budget: the least change that fits, with its figure —
+ * recomputation, then the largest per-device batch (accumulating more micro-batches,
+ * so the effective batch stays), then LoRA. */
+static void find_smallest_change(const train_run *run, const ft_model_config *config, int threads,
+                                 ft_stage_estimate *out)
+{
+    ft_model_options options = run->model_options;
+    ft_train_memory memory;
+    char need[32], have[32];
+    ft_format_bytes(out->host_budget_bytes, have, sizeof have);
+    for (int recompute = options.gradient_checkpointing; recompute <= 1; recompute++) {
+        options.gradient_checkpointing = recompute;
+        for (int batch = run->train_options.batch_size; batch >= 1; batch /= 2) {
+            options.max_batch_size = batch;
+            if (ft_train_memory_estimate(config, &options, false, threads, save_dtype_of(config), &memory) < 0 ||
+                memory.host_peak_bytes > out->host_budget_bytes)
+                continue;
+            if (batch == run->train_options.batch_size && !recompute)
+                return;
+            ft_format_bytes(memory.host_peak_bytes, need, sizeof need);
+            int accumulation = run->train_options.gradient_accumulation_steps * run->train_options.batch_size / batch;
+            if (batch == run->train_options.batch_size)
+                snprintf(out->smallest_change, sizeof out->smallest_change,
+                         "set gradient_checkpointing = true (needs %s of the %s)", need, have);
+            else
+                snprintf(out->smallest_change, sizeof out->smallest_change,
+                         "set per_device_train_batch_size = %d and gradient_accumulation_steps = %d%s, the same "
+                         "effective batch (needs %s of the %s)",
+                         batch, accumulation, recompute ? " with gradient_checkpointing = true" : "", need, have);
+            return;
+        }
+    }
+    snprintf(out->smallest_change, sizeof out->smallest_change,
+             "no batch size fits%s: shorten the data's cutoff_len or free memory",
+             run->model_options.finetuning == FT_FINETUNE_FULL ? "; try finetuning_type = lora" : "");
+}
+
 static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
 {
     train_run run = {.stage = stage, .first_step = -1};
@@ -487,6 +524,8 @@ static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
                         total, run.train_options.batch_size, run.meta.cutoff_len, shape, activations,
                         memory.peak_phase, buffers, threads, runtime);
     }
+    if (!on_gpu && out->host_budget_bytes > 0 && memory.host_peak_bytes > out->host_budget_bytes)
+        find_smallest_change(&run, &config, threads, out);
     estimate_disk(&run, &config, &memory, out);
     /* Work in tokens: what the data holds, times the epochs the steps cover. */
     double epochs = run.plan.steps_per_epoch > 0 ? (double)run.plan.total_steps / (double)run.plan.steps_per_epoch

@@ -12,6 +12,7 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/host_memory.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/engine/build.h"
 #include "ftpipe/engine/stage_runtime.h"
 
 /* --- time from past runs --- */
@@ -71,6 +72,15 @@ static void estimate_time(ft_workspace *workspace, const ft_node *node, ft_stage
 
 /* --- estimating the plan --- */
 
+/* Available memory, or less where FTPIPE_MEMORY says the machine offers less. */
+static uint64_t host_budget(void)
+{
+    int gpus;
+    uint64_t total, available = ft_host_available_bytes();
+    ft_build_detect_resources(&gpus, &total);
+    return total > 0 && total < available ? total : available;
+}
+
 int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, ft_node_estimate **out, size_t *count)
 {
     *out = NULL;
@@ -102,6 +112,7 @@ int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, ft_node
                 ft_estimate_unknown(all[i], "the %s kind gives no estimate", node->kind->name);
             continue;
         }
+        figures->host_budget_bytes = host_budget();
         /* What a kind leaves alone it does not use. */
         ft_estimate_set(&figures->device_bytes, 0.0, "uses no GPU");
         ft_estimate_set(&figures->shm_bytes, 0.0, "writes nothing to a tmpfs");
@@ -296,8 +307,9 @@ int ft_estimate_check_fits(ft_workspace *workspace, const ft_graph *graph)
     ft_strbuf_init(&shm_list);
     double disk = 0.0, shm = 0.0;
     const char *shm_dir = NULL;
+    size_t shm_stages = 0;
     int result = 0;
-    uint64_t host_available = ft_host_available_bytes();
+    uint64_t host_available = host_budget();
     for (size_t i = 0; i < count && result == 0; i++) {
         const ft_node *node = &graph->nodes[estimates[i].node];
         const ft_stage_estimate *f = &estimates[i].figures;
@@ -310,6 +322,7 @@ int ft_estimate_check_fits(ft_workspace *workspace, const ft_graph *graph)
         if (f->shm_bytes.known && f->shm_bytes.value > 0.0 && f->shm_dir[0]) {
             shm += f->shm_bytes.value;
             shm_dir = f->shm_dir;
+            shm_stages++;
             ft_format_bytes((uint64_t)f->shm_bytes.value, text, sizeof text);
             ft_strbuf_printf(&shm_list, "%s%s %s", shm_list.length ? ", " : "", node->target, text);
         }
@@ -317,15 +330,17 @@ int ft_estimate_check_fits(ft_workspace *workspace, const ft_graph *graph)
             char need[32], have[32];
             ft_format_bytes((uint64_t)f->host_bytes.value, need, sizeof need);
             ft_format_bytes(host_available, have, sizeof have);
-            result = ft_error("stage %s would need %s of host memory (%s) but %s is available: see `ftpipe "
-                              "estimate %s` and lower the batch size, set gradient_checkpointing = true or use "
-                              "LoRA",
-                              node->target, need, f->host_bytes.source, have, node->target);
+            result = ft_error("stage %s would need %s of host memory (%s) but %s is available: %s",
+                              node->target, need, f->host_bytes.source, have,
+                              f->smallest_change[0] ? f->smallest_change
+                                                    : "free memory, or lower what the stage holds at once");
         }
     }
     if (result == 0)
         result = check_space(workspace->state_dir, disk, "disk space", disk_list.data ? disk_list.data : "");
-    if (result == 0 && shm_dir)
+    /* One stage checks its own tmpfs when it starts, with its choices (fallback); together
+     * stages can exceed a tmpfs none of them fills alone. */
+    if (result == 0 && shm_stages > 1)
         result = check_space(shm_dir, shm, "tmpfs space", shm_list.data ? shm_list.data : "");
     ft_strbuf_free(&disk_list);
     ft_strbuf_free(&shm_list);

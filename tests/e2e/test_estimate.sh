@@ -123,6 +123,28 @@ t_expect_contains "tokens/s on cpu, measured by run"
 t_expect_lacks "no finished train run"
 t_end
 
+t_case "a stage whose memory does not fit is refused before it starts, naming the least change that fits"
+cat >> "$W/Ftpipe" <<'P'
+
+big: train models/a data/set_a
+	finetuning_type = full
+	max_steps = 1
+	per_device_train_batch_size = 4
+	backend = cpu
+	threads = 2
+	seed = 99
+P
+t_run env FTPIPE_MEMORY=235M "$FTPIPE" -C "$W" big
+t_expect_status 1
+t_expect_contains "stage big would need 24"
+t_expect_contains "of host memory (memory plan"
+t_expect_contains "available: set per_device_train_batch_size = 2 and gradient_accumulation_steps = 2, the same effective batch (needs 21"
+t_expect_lacks "run      big"
+t_run env FTPIPE_MEMORY=150M "$FTPIPE" -C "$W" big
+t_expect_status 1
+t_expect_contains "no batch size fits; try finetuning_type = lora"
+t_end
+
 t_case "a run whose outputs exceed a small tmpfs is refused before any stage starts"
 T=$(t_workspace)
 if mount -t tmpfs -o size=16m ftpipe-test "$T" 2>/dev/null; then

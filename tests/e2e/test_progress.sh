@@ -27,7 +27,7 @@ adapter: train models/tiny data/train_set
 P
 
 t_case "a plain progress line shows step/total, tokens/s, loss and ETA"
-FTPIPE_PROGRESS_INTERVAL=0 t_run "$FTPIPE" -C "$W" adapter
+t_run env FTPIPE_PROGRESS_INTERVAL=0 "$FTPIPE" -C "$W" adapter
 t_expect_status 0
 echo "$T_OUT" | grep -E '^ +adapter +[0-9]+%  step [0-9]+/30, [0-9]+ tokens/s, loss [0-9.]+, ETA [0-9]+s$' >/dev/null ||
   t_fail "no progress line of the expected form; output:

@@ -49,6 +49,8 @@ typedef struct {
     double work_amount;               /* > 0: what the run processes, in work_unit */
     const char *work_unit;            /* a metric name whose per-second rate past runs logged: "tokens_per_s" */
     const char *device_name;          /* the backend the figures are for ("cpu", "cuda"); NULL: none */
+    uint64_t host_budget_bytes;       /* set by the engine: the host memory a stage may take */
+    char smallest_change[240];        /* when host_bytes exceeds the budget: the least change that fits */
 } ft_stage_estimate;
 
 /* Sets a figure: ft_estimate_set(&e->host_bytes, bytes, "fmt", ...). */
