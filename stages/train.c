@@ -355,7 +355,8 @@ static int train(train_run *run, ft_backend *backend)
         uint64_t output_bytes = run->model_options.finetuning == FT_FINETUNE_LORA
                                     ? (uint64_t)n_trained * sizeof(float)
                                     : ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config));
-        ft_train_guard_init(&run->guard, stage, run->train_options.checkpoint_dir, output_bytes);
+        ft_train_guard_init(&run->guard, stage, run->train_options.checkpoint_dir, output_bytes,
+                            strcmp(backend->name, "cuda") == 0);
     }
     ft_train_result result;
     if (status == 0)
@@ -382,6 +383,7 @@ static int train(train_run *run, ft_backend *backend)
         ft_stage_summary(stage, "loss %.4f after %lld steps (%.2f epochs), %.1fs, %.2f samples/s",
                          result.train_loss, (long long)result.global_step, result.epoch, result.runtime_s,
                          result.samples / (result.runtime_s > 0.0 ? result.runtime_s : 1e-9));
+    ft_train_guard_free(&run->guard);
     ft_model_free(model);
     ft_token_shards_close(shards);
     return status;

@@ -6,7 +6,8 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/host_memory.h"
 
-void ft_train_guard_init(ft_train_guard *guard, ft_stage *stage, const char *checkpoint_dir, uint64_t output_bytes)
+void ft_train_guard_init(ft_train_guard *guard, ft_stage *stage, const char *checkpoint_dir, uint64_t output_bytes,
+                         bool on_gpu)
 {
     *guard = (ft_train_guard){
         .stage = stage,
@@ -15,8 +16,33 @@ void ft_train_guard_init(ft_train_guard *guard, ft_stage *stage, const char *che
         .interval_s = (double)ft_stage_param_duration_ms(stage, "guard_interval") / 1000.0,
         .min_free_disk_bytes = (uint64_t)ft_stage_param_size_bytes(stage, "guard_min_free_disk"),
         .min_free_memory_bytes = (uint64_t)ft_stage_param_size_bytes(stage, "guard_min_free_memory"),
+        .max_gpu_temperature_c = (unsigned)ft_stage_param_int(stage, "guard_max_gpu_temperature"),
         .first_step = -1,
     };
+    if (on_gpu && !(guard->gpu = ft_gpu_monitor_open(0)))
+        ft_stage_log(stage, "guards: %s; watching disk and host memory only", ft_error_message());
+}
+
+void ft_train_guard_free(ft_train_guard *guard)
+{
+    ft_gpu_monitor_close(guard->gpu);
+    guard->gpu = NULL;
+}
+
+/* GPU memory, utilisation and temperature to the metrics; true when too hot. */
+static bool gpu_too_hot(ft_train_guard *guard, int64_t step)
+{
+    ft_gpu_sample sample;
+    if (!guard->gpu || ft_gpu_monitor_sample(guard->gpu, &sample) < 0)
+        return false;
+    ft_stage_metric(guard->stage, step, "guard_gpu_memory_used_bytes", (double)sample.memory_used_bytes);
+    ft_stage_metric(guard->stage, step, "guard_gpu_utilization_percent", (double)sample.utilization_percent);
+    ft_stage_metric(guard->stage, step, "guard_gpu_temperature_c", (double)sample.temperature_c);
+    if (guard->max_gpu_temperature_c == 0 || sample.temperature_c < guard->max_gpu_temperature_c)
+        return false;
+    ft_error("the GPU reached %u C, at or above guard_max_gpu_temperature = %u: let it cool and run again",
+             sample.temperature_c, guard->max_gpu_temperature_c);
+    return true;
 }
 
 bool ft_train_guard_should_stop(ft_train_guard *guard, const ft_train_report *report)
@@ -40,6 +66,8 @@ bool ft_train_guard_should_stop(ft_train_guard *guard, const ft_train_report *re
     guard->sample_s = now;
     guard->disk_free_bytes = disk_free;
 
+    if (gpu_too_hot(guard, report->step))
+        return true;
     if (guard->min_free_memory_bytes > 0 && host_available < guard->min_free_memory_bytes) {
         char have[32], want[32];
         ft_format_bytes(host_available, have, sizeof have);

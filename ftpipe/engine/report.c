@@ -228,6 +228,9 @@ static const char *const curve_names[] = {"loss",
                                           "memory_bytes",
                                           "guard_disk_free_bytes",
                                           "guard_host_available_bytes",
+                                          "guard_gpu_memory_used_bytes",
+                                          "guard_gpu_utilization_percent",
+                                          "guard_gpu_temperature_c",
                                           NULL};
 
 static void write_curves(ft_strbuf *out, const history *h, const char *target)

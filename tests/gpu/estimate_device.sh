@@ -47,7 +47,11 @@ error = (estimated - measured) / measured
 print("# %s: estimated %.2f GiB, measured %.2f GiB, %+.1f%% (%s)" % (name, estimated / 2**30, measured / 2**30,
                                                                   100 * error, stage["device_bytes"]["source"]))
 print("%s %s" % ("ok" if abs(error) <= 0.10 else "not ok", name))
-sys.exit(0 if abs(error) <= 0.10 else 1)
+samples = db.execute("SELECT count(*), max(value) FROM metrics WHERE run_id = ? AND name = 'guard_gpu_temperature_c'",
+                     (run,)).fetchone()
+print("%s the guards sampled the GPU through NVML (%d samples, up to %s C)" % (
+    "ok" if samples[0] > 0 else "not ok", samples[0], samples[1]))
+sys.exit(0 if abs(error) <= 0.10 and samples[0] > 0 else 1)
 PY
 }
 run_case qwen2.5-0.5b 8 512 false
