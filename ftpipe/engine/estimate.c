@@ -180,6 +180,10 @@ static void format_figure(const ft_estimate_figure *figure, bool seconds, char *
 static void print_text(const ft_graph *graph, const ft_node_estimate *estimates, size_t count, FILE *out)
 {
     static const char *const names[] = {"device", "host", "shm", "disk", "time"};
+    if (count == 0) {
+        fprintf(out, "ftpipe estimate: nothing would run (every selected stage is up to date or in the cache)\n");
+        return;
+    }
     fprintf(out, "%-28s %-9s %11s %11s %11s %11s %9s\n", "stage", "kind", "device/GPU", "host", "shm", "disk", "time");
     for (size_t i = 0; i < count; i++) {
         const ft_node *node = &graph->nodes[estimates[i].node];

@@ -420,6 +420,8 @@ int ft_report_command(ft_session *session, const ft_invocation *invocation)
         ft_strbuf_init(&page);
         write_page(&page, session, plans, &h);
         result = ft_write_file_atomic(path, page.data, page.length);
+        if (result != 0)
+            ft_error_context("writing the report (give -o a file in a folder that exists)");
         ft_strbuf_free(&page);
         free_history(&h);
     }
