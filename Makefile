@@ -25,10 +25,11 @@ DEB_PACKAGES = gcc make pkg-config libsqlite3-dev libarchive-dev libcurl4-openss
                libxxhash-dev xxhash libpcre2-dev libutf8proc-dev libjansson-dev \
                libopenblas-dev libssl-dev libzstd-dev zstd libyaml-dev util-linux \
                libjpeg62-turbo-dev libpng-dev libwebp-dev
-# What only `make test` needs: nginx plays a web server in the tests, and Slurm
-# with munge runs the Slurm executor's (the tests start their own; none is left
-# running or enabled as a service).
-TEST_PACKAGES = nginx munge slurmctld slurmd slurm-client
+# What only `make test` needs: nginx plays a web server in the tests, Slurm with
+# munge runs the Slurm executor's (the tests start their own; none is left
+# running or enabled as a service), and chromium opens the HTML report headless
+# (tests/e2e/test_report.sh).
+TEST_PACKAGES = nginx munge slurmctld slurmd slurm-client chromium
 # Tools the tests run, as command:package, installed only when the command is missing
 # (a machine may have them from elsewhere): clang builds the fuzz targets.
 TEST_TOOLS = python3:python3 clang:clang openssl:openssl

@@ -106,8 +106,28 @@ static int run_init(ft_stage *stage)
     return 0;
 }
 
+/* The folder is the weights in their dtype; the tokenizer and config are small. */
+static int estimate_init(ft_stage *stage, ft_stage_estimate *out)
+{
+    ft_model_config config;
+    if (configure(stage, &config) < 0)
+        return -1;
+    if (config.vocab_size == 0 && ft_stage_input_count(stage) > 0) {
+        ft_estimate_unknown(&out->disk_bytes, "the vocabulary comes from %s", ft_stage_input_path(stage, 0));
+        return 0;
+    }
+    if (config.vocab_size == 0)
+        config.vocab_size = FT_BUILTIN_TOKENIZER_VOCAB;
+    size_t parameters = ft_model_config_parameter_count(&config);
+    size_t element_bytes = strcmp(ft_stage_param_string(stage, "dtype"), "f32") == 0 ? 4 : 2;
+    ft_estimate_set(&out->disk_bytes, (double)parameters * (double)element_bytes, "%.2fM parameters x %zu bytes",
+                    (double)parameters / 1e6, element_bytes);
+    return 0;
+}
+
 const ft_stage_kind ft_kind_init = {
     .name = "init",
     .version = 1,
     .run = run_init,
+    .estimate = estimate_init,
 };

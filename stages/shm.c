@@ -6,6 +6,7 @@
  * rerun finds it and copies nothing. When the tmpfs was emptied, the cached
  * link's copy is gone, cached_output_usable says so, and the engine runs the
  * stage again under the same key. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -147,10 +148,36 @@ static int shm_output_usable(ft_stage *stage, const ft_manifest *output)
     return usable;
 }
 
+/* The copy takes the folder's size (and min_free) in the tmpfs; on disk only the link. */
+static int estimate_shm(ft_stage *stage, ft_stage_estimate *out)
+{
+    ft_estimate_set(&out->disk_bytes, 0.0, "a symbolic link to the copy");
+    if (ft_stage_input_count(stage) != 1 || !ft_path_exists(ft_stage_input_path(stage, 0))) {
+        ft_estimate_unknown(&out->shm_bytes, "needs its input, which is not built yet");
+        return 0;
+    }
+    ft_tree_summary summary;
+    if (ft_tree_measure(ft_stage_input_path(stage, 0), &summary) < 0)
+        return -1;
+    char *dir = tmpfs_dir(stage);
+    /* With fallback = disk a copy that does not fit is no failure: nothing to check before the run. */
+    if (strcmp(ft_stage_param_string(stage, "fallback"), "disk") != 0)
+        snprintf(out->shm_dir, sizeof out->shm_dir, "%s", dir);
+    uint64_t min_free = (uint64_t)ft_stage_param_size_bytes(stage, "min_free");
+    char size[32], keep[32];
+    ft_format_bytes(summary.total_bytes, size, sizeof size);
+    ft_format_bytes(min_free, keep, sizeof keep);
+    ft_estimate_set(&out->shm_bytes, (double)(summary.total_bytes + min_free), "%zu files, %s, and min_free %s in %s",
+                    summary.n_files, size, keep, dir);
+    free(dir);
+    return 0;
+}
+
 const ft_stage_kind ft_kind_shm = {
     .name = "shm",
     .version = 1,
     .run = run_shm,
     .cached_output_usable = shm_output_usable,
     .gc = ft_staging_gc,
+    .estimate = estimate_shm,
 };

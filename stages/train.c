@@ -17,12 +17,16 @@
 #include "ftpipe/backend/comm_nccl.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/host_memory.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/svg_chart.h"
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/model/model_save.h"
+#include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/trainer.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_ranks.h"
+#include "ftpipe/stages/train_guard.h"
 #include "ftpipe/text/tokenizer.h"
 
 typedef struct {
@@ -39,6 +43,7 @@ typedef struct {
     int rank;                   /* this process's rank on this node: only its first reports */
     bool writes_output;         /* checkpoints and the output (stage_ranks.h says which rank) */
     int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
+    ft_train_guard guard;
 } train_run;
 
 static int check_inputs(train_run *run)
@@ -227,21 +232,6 @@ static int read_parameters(train_run *run)
     return ft_train_plan_steps(t, run->meta.train.n_rows, &run->plan);
 }
 
-static uint64_t available_host_bytes(void)
-{
-    FILE *file = fopen("/proc/meminfo", "r");
-    char line[256];
-    unsigned long long kib = 0;
-    while (file && fgets(line, sizeof line, file))
-        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
-            break;
-    if (file)
-        fclose(file);
-    if (kib)
-        return (uint64_t)kib * 1024;
-    return (uint64_t)sysconf(_SC_AVPHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
 /* On the cpu backend the whole plan lives in host memory; the cuda backend
  * checks its own memory when the model reserves it. */
 static int check_memory(train_run *run, const ft_backend *backend)
@@ -260,7 +250,7 @@ static int check_memory(train_run *run, const ft_backend *backend)
     ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
     ft_stage_log(run->stage, "memory plan: %s (weights %s, adapter %s, gradients %s, optimizer %s, activations %s)",
                  total, weights, adapter, gradients, optimizer, activations);
-    uint64_t host = available_host_bytes();
+    uint64_t host = ft_host_available_bytes();
     int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
     if (ranks > 1) { /* every rank holds a whole copy */
         plan.total_bytes *= (uint64_t)ranks;
@@ -277,6 +267,13 @@ static int check_memory(train_run *run, const ft_backend *backend)
                          total, weights, adapter, gradients, optimizer, activations, available);
 }
 
+static ft_dtype save_dtype_of(const ft_model_config *config)
+{
+    if (strcmp(config->torch_dtype, "bfloat16") == 0)
+        return FT_DTYPE_BF16;
+    return strcmp(config->torch_dtype, "float16") == 0 ? FT_DTYPE_F16 : FT_DTYPE_F32;
+}
+
 /* --- reporting --- */
 
 static void on_step(void *context, const ft_train_report *report)
@@ -287,8 +284,8 @@ static void on_step(void *context, const ft_train_report *report)
     double per_step = report->elapsed_s / (double)(report->step - run->first_step);
     double eta = per_step * (double)(report->total_steps - report->step);
     ft_stage_progress(run->stage, (double)report->step / (double)report->total_steps,
-                      "step %lld/%lld, loss %.4f, ETA %.0fs", (long long)report->step, (long long)report->total_steps,
-                      report->loss, eta);
+                      "step %lld/%lld, %.0f tokens/s, loss %.4f, ETA %.0fs", (long long)report->step,
+                      (long long)report->total_steps, report->tokens_per_s, report->loss, eta);
 }
 
 static void on_log(void *context, const ft_train_report *report)
@@ -349,6 +346,11 @@ static void on_rank_note(void *context, const char *text)
 
 static bool cancelled(void *context) { return ft_stage_cancelled(((train_run *)context)->stage); }
 
+static bool should_stop(void *context, const ft_train_report *report)
+{
+    return ft_train_guard_should_stop(&((train_run *)context)->guard, report);
+}
+
 /* --- the output folder --- */
 
 static int write_json(const char *dir, const char *name, json_t *root)
@@ -406,6 +408,44 @@ static int write_trainer_log(const train_run *run, const char *out_dir)
     return status;
 }
 
+/* plot_loss: training_loss.svg beside trainer_log.jsonl, as LLaMA-Factory users
+ * find a loss picture in their output folder. */
+static int write_loss_plot(const char *out_dir)
+{
+    char *log_path = ft_path_join(out_dir, "trainer_log.jsonl");
+    char *text = NULL;
+    size_t length = 0, count = 0;
+    int status = ft_read_file(log_path, &text, &length);
+    free(log_path);
+    size_t lines = 1; /* one entry a line */
+    for (size_t i = 0; status == 0 && i < length; i++)
+        lines += text[i] == '\n';
+    double *steps = ft_xcalloc(lines, sizeof *steps), *losses = ft_xcalloc(lines, sizeof *losses);
+    for (char *line = status == 0 ? text : NULL; line && *line;) {
+        char *end = strchr(line, '\n');
+        json_t *entry = json_loadb(line, end ? (size_t)(end - line) : strlen(line), 0, NULL);
+        steps[count] = (double)json_integer_value(json_object_get(entry, "step"));
+        losses[count++] = json_real_value(json_object_get(entry, "loss"));
+        json_decref(entry);
+        line = end ? end + 1 : NULL;
+    }
+    if (status == 0) {
+        ft_strbuf svg;
+        ft_strbuf_init(&svg);
+        ft_svg_series series = {NULL, steps, losses, count};
+        ft_svg_line_chart(&svg, "training loss", "step", "", &series, 1, true);
+        ft_strbuf_putc(&svg, '\n');
+        char *path = ft_path_join(out_dir, "training_loss.svg");
+        status = ft_write_file_atomic(path, svg.data, svg.length);
+        free(path);
+        ft_strbuf_free(&svg);
+    }
+    free(steps);
+    free(losses);
+    free(text);
+    return status;
+}
+
 static int write_output(train_run *run, ft_model *model, const ft_train_result *result)
 {
     const char *out = ft_stage_output_path(run->stage);
@@ -426,7 +466,9 @@ static int write_output(train_run *run, ft_model *model, const ft_train_result *
                                 (double)steps_run / runtime, "train_loss", result->train_loss);
     if (write_json(out, "ftpipe_train.json", info) < 0 || write_json(out, "train_results.json", results) < 0)
         return -1;
-    return write_trainer_log(run, out);
+    if (write_trainer_log(run, out) < 0)
+        return -1;
+    return ft_stage_param_bool(run->stage, "plot_loss") ? write_loss_plot(out) : 0;
 }
 
 static int train(train_run *run, ft_backend *backend)
@@ -458,6 +500,15 @@ static int train(train_run *run, ft_backend *backend)
                          run->eval_dir, run->eval_split,
                          run->train_options.eval_each_epoch ? "at each epoch's end" : "every eval_steps steps");
     }
+    if (status == 0) {
+        /* The result the guard keeps room for: the adapter in f32, or the model in its dtype. */
+        const ft_model_config *config = ft_model_get_config(model);
+        uint64_t output_bytes = run->model_options.finetuning == FT_FINETUNE_LORA
+                                    ? (uint64_t)n_trained * sizeof(float)
+                                    : ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config));
+        ft_train_guard_init(&run->guard, stage, run->train_options.checkpoint_dir, output_bytes,
+                            strcmp(backend->name, "cuda") == 0);
+    }
     ft_train_result result;
     if (status == 0)
         status = ft_train(model, shards, &run->train_options, &result);
@@ -465,12 +516,27 @@ static int train(train_run *run, ft_backend *backend)
     if (status == 0 && run->writes_output)
         status = write_output(run, model, &result);
     if (status == 0 && run->rank == 0) {
+        /* The measured peak, beside the estimate's (ftpipe estimate) and for the report. */
+        uint64_t peak = ft_host_peak_resident_bytes();
+        char peak_text[32];
+        ft_format_bytes(peak, peak_text, sizeof peak_text);
+        ft_stage_metric(stage, result.global_step, "peak_host_bytes", (double)peak);
+        ft_stage_log(stage, "peak host memory (resident): %s (%llu bytes)", peak_text, (unsigned long long)peak);
+        /* This device's throughput, in the estimate's unit: the data's tokens per epoch done. */
+        double epochs_run = (double)(result.global_step - result.resumed_from_step) /
+                            (double)(run->plan.steps_per_epoch > 0 ? run->plan.steps_per_epoch : 1);
+        char *rate_name = ft_xasprintf("tokens_per_s_%s", backend->name);
+        if (result.runtime_s > 0.0)
+            ft_stage_metric(stage, result.global_step, rate_name,
+                            (double)run->meta.train.n_tokens * epochs_run / result.runtime_s);
+        free(rate_name);
         /* The run's mean, as train_results.json's train_loss, beside the last step's. */
         ft_stage_metric(stage, result.global_step, "train_loss", result.train_loss);
         ft_stage_summary(stage, "mean loss %.4f after %lld steps (%.2f epochs), %.1fs, %.2f samples/s",
                          result.train_loss, (long long)result.global_step, result.epoch, result.runtime_s,
                          result.samples / (result.runtime_s > 0.0 ? result.runtime_s : 1e-9));
     }
+    ft_train_guard_free(&run->guard);
     ft_model_free(model);
     ft_token_shards_close(shards);
     return status;
@@ -484,7 +550,8 @@ static int run_train(ft_stage *stage)
     char *checkpoints = ft_path_join(ft_stage_work_dir(stage), "checkpoints");
     run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
     run.train_options.checkpoint_dir = checkpoints;
-    run.train_options.callbacks = (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled, on_evaluate};
+    run.train_options.callbacks =
+        (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled, on_evaluate, should_stop};
     /* The ranks start before any backend does: a process forked after CUDA or
      * OpenBLAS threads started could not use them. */
     ft_stage_ranks ranks;
@@ -498,7 +565,7 @@ static int run_train(ft_stage *stage)
     run.writes_output = ranks.writes_output;
     run.train_options.saves_checkpoints = ranks.writes_output;
     if (run.rank != 0)
-        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL, NULL};
+        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL, NULL, NULL};
     ft_backend *backend = ft_stage_backend_for_rank(stage, "training", ranks.local_rank, ranks.local_size);
     int status = backend ? (run.rank == 0 ? check_memory(&run, backend) : 0) : -1;
     ft_comm *nccl = NULL; /* cuda ranks add their gradients over NCCL; the host sockets only bootstrap it */
@@ -532,9 +599,140 @@ static int train_extra_key(ft_stage *stage, ft_strbuf *key_text)
     return 0;
 }
 
+/* --- estimate --- */
+
+
+/* Disk: the output, and the checkpoints the work folder holds at once (one more
+ * than save_total_limit while the newest is written). */
+static void estimate_disk(const train_run *run, const ft_model_config *config, const ft_train_memory *memory,
+                          ft_stage_estimate *out)
+{
+    bool full = run->model_options.finetuning == FT_FINETUNE_FULL;
+    uint64_t trained_bytes = full ? memory->plan.gradient_bytes : memory->plan.adapter_bytes;
+    uint64_t output = full ? ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config))
+                           : trained_bytes;
+    int64_t steps = run->plan.total_steps, every = run->train_options.save_steps;
+    int64_t saved = every > 0 ? steps / every + (steps % every != 0) : 1;
+    int64_t limit = run->train_options.save_total_limit;
+    int64_t held = limit > 0 && saved > limit ? limit + 1 : saved;
+    uint64_t checkpoint = 3 * trained_bytes; /* the tensors and AdamW's two moments, in f32 */
+    char output_text[32], checkpoint_text[32];
+    ft_format_bytes(output, output_text, sizeof output_text);
+    ft_format_bytes(checkpoint, checkpoint_text, sizeof checkpoint_text);
+    ft_estimate_set(&out->disk_bytes, (double)(output + (uint64_t)held * checkpoint),
+                    "output %s + %lld checkpoints held at once x %s (%lld saved, save_total_limit %lld)", output_text,
+                    (long long)held, checkpoint_text, (long long)saved, (long long)limit);
+}
+
+/* When the peak exceeds the budget: the least change that fits, with its figure —
+ * recomputation, then the largest per-device batch (accumulating more micro-batches,
+ * so the effective batch stays), then LoRA. */
+static void find_smallest_change(const train_run *run, const ft_model_config *config, int threads,
+                                 ft_stage_estimate *out)
+{
+    ft_model_options options = run->model_options;
+    ft_train_memory memory;
+    char need[32], have[32];
+    ft_format_bytes(out->host_budget_bytes, have, sizeof have);
+    for (int recompute = options.gradient_checkpointing; recompute <= 1; recompute++) {
+        options.gradient_checkpointing = recompute;
+        for (int batch = run->train_options.batch_size; batch >= 1; batch /= 2) {
+            options.max_batch_size = batch;
+            if (ft_train_memory_estimate(config, &options, false, threads, save_dtype_of(config), &memory) < 0 ||
+                memory.host_peak_bytes > out->host_budget_bytes)
+                continue;
+            if (batch == run->train_options.batch_size && !recompute)
+                return;
+            ft_format_bytes(memory.host_peak_bytes, need, sizeof need);
+            int accumulation = run->train_options.gradient_accumulation_steps * run->train_options.batch_size / batch;
+            if (batch == run->train_options.batch_size)
+                snprintf(out->smallest_change, sizeof out->smallest_change,
+                         "set gradient_checkpointing = true (needs %s of the %s)", need, have);
+            else
+                snprintf(out->smallest_change, sizeof out->smallest_change,
+                         "set per_device_train_batch_size = %d and gradient_accumulation_steps = %d%s, the same "
+                         "effective batch (needs %s of the %s)",
+                         batch, accumulation, recompute ? " with gradient_checkpointing = true" : "", need, have);
+            return;
+        }
+    }
+    snprintf(out->smallest_change, sizeof out->smallest_change,
+             "no batch size fits%s: shorten the data's cutoff_len or free memory",
+             run->model_options.finetuning == FT_FINETUNE_FULL ? "; try finetuning_type = lora" : "");
+}
+
+static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
+{
+    train_run run = {.stage = stage, .first_step = -1};
+    if (ft_stage_input_count(stage) != 2)
+        return check_inputs(&run);
+    run.model_dir = ft_stage_input_path(stage, 0);
+    run.data_dir = ft_stage_input_path(stage, 1);
+    char *config_path = ft_path_join(run.model_dir, "config.json");
+    char *meta_path = ft_path_join(run.data_dir, "meta.json");
+    bool have_model = ft_path_exists(config_path), have_data = ft_path_exists(meta_path);
+    free(config_path);
+    free(meta_path);
+    if (!have_model || !have_data) {
+        const char *missing = have_model ? run.data_dir : run.model_dir;
+        ft_estimate_figure *figures[] = {&out->device_bytes, &out->host_bytes, &out->disk_bytes, &out->time_s};
+        for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
+            ft_estimate_unknown(figures[i], "needs %s, which is not built yet", missing);
+        return 0;
+    }
+    ft_model_config config;
+    if (ft_token_dataset_meta_read(run.data_dir, &run.meta) < 0 || ft_model_config_load(run.model_dir, &config) < 0 ||
+        read_parameters(&run) < 0)
+        return -1;
+    const char *backend = ft_stage_param_string(stage, "backend");
+    /* Not ft_cuda_device_count: this runs in the engine process, where starting CUDA
+     * would break the stages it forks; a GPU's device file answers as well. */
+    bool on_gpu = strcmp(backend, "cuda") == 0 ||
+                  (strcmp(backend, "auto") == 0 && access("/dev/nvidia0", F_OK) == 0);
+    int threads = (int)ft_stage_param_int(stage, "threads");
+    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads <= 0 || threads > cores)
+        threads = cores > 0 ? cores : 1;
+    ft_train_memory memory;
+    if (ft_train_memory_estimate(&config, &run.model_options, on_gpu, threads, save_dtype_of(&config), &memory) < 0)
+        return -1;
+    const ft_memory_plan *plan = &memory.plan;
+    char total[32], activations[32], buffers[32], runtime[32];
+    ft_format_bytes(plan->total_bytes, total, sizeof total);
+    ft_format_bytes(plan->activation_bytes, activations, sizeof activations);
+    ft_format_bytes(memory.checkpoint_buffer_bytes, buffers, sizeof buffers);
+    ft_format_bytes(memory.runtime_bytes, runtime, sizeof runtime);
+    const char *shape = run.model_options.gradient_checkpointing ? ", recomputed" : "";
+    if (on_gpu) {
+        ft_estimate_set(&out->device_bytes, (double)memory.device_peak_bytes,
+                        "memory plan in bf16 for %d x %u tokens%s (activations %s), before the backend's scratch",
+                        run.train_options.batch_size, run.meta.cutoff_len, shape, activations);
+        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
+                        "host buffers while %s, and the program's %s", memory.peak_phase, runtime);
+    } else {
+        ft_estimate_set(&out->device_bytes, 0.0, "the cpu backend uses no GPU");
+        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
+                        "memory plan %s for %d x %u tokens%s (activations %s), peak while %s (checkpoint buffer "
+                        "%s), the program and %d BLAS threads %s",
+                        total, run.train_options.batch_size, run.meta.cutoff_len, shape, activations,
+                        memory.peak_phase, buffers, threads, runtime);
+    }
+    if (!on_gpu && out->host_budget_bytes > 0 && memory.host_peak_bytes > out->host_budget_bytes)
+        find_smallest_change(&run, &config, threads, out);
+    estimate_disk(&run, &config, &memory, out);
+    /* Work in tokens: what the data holds, times the epochs the steps cover. */
+    double epochs = run.plan.steps_per_epoch > 0 ? (double)run.plan.total_steps / (double)run.plan.steps_per_epoch
+                                                 : 0.0;
+    out->work_amount = (double)run.meta.train.n_tokens * epochs;
+    out->work_unit = on_gpu ? "tokens_per_s_cuda" : "tokens_per_s_cpu";
+    out->device_name = on_gpu ? "cuda" : "cpu";
+    return 0;
+}
+
 const ft_stage_kind ft_kind_train = {
     .name = "train",
     .version = 1,
     .run = run_train,
     .extra_key = train_extra_key,
+    .estimate = estimate_train,
 };

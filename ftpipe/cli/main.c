@@ -3,6 +3,7 @@
  *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [--remote URL] [TARGET...] [VAR=value...]
  *   ftpipe push|pull [TARGET...] | remote status [TARGET...] | lock [--update] [TARGET...]
  *   ftpipe status | why TARGET | log TARGET | gc | clean | dag | metrics | help [KIND]
+ *   ftpipe estimate [--json] [TARGET...] | report [-o FILE] [--open]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH
  *   ftpipe render --tokenizer PATH --template NAME
  *   ftpipe import CONFIG.yaml [-o FILE]
@@ -32,6 +33,7 @@ static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
     "       ftpipe status | why TARGET | log TARGET | gc | clean | dag | metrics | help [KIND]\n"
     "       ftpipe push [TARGET...] | pull [TARGET...] | remote status [TARGET...] | lock [--update] [TARGET...]\n"
+    "       ftpipe estimate [--json] [TARGET...] | report [-o FILE] [--open]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
     "       ftpipe render --tokenizer PATH --template NAME [--cutoff-len N] [--mask-history]\n"
     "                     [--train-on-prompt] [--no-thinking] < messages.json\n"
@@ -63,6 +65,10 @@ static const char usage_text[] =
     "  pull [TARGET...]    restore results from the remote cache into the workspace\n"
     "  remote status       each stage: built here, on the remote, both, or neither\n"
     "  lock [--update [TARGET...]]  pin each download (commit, sizes, SHA-256) in Ftpipe.lock\n"
+    "  estimate [TARGET...]  what the stages that would run need: peak memory per GPU and\n"
+    "                  on the host, shm, disk and time, each with its source (--json: as JSON)\n"
+    "  report          one self-contained HTML file of the pipeline, its runs, training curves and\n"
+    "                  evaluations (-o FILE, default .ftpipe/report.html; --open: print only its path)\n"
     "\n"
     "  hash [--threads N] PATH...\n"
     "                  content hashes of files (xxh128sum's up to 64 MiB) and folders\n"
@@ -89,7 +95,7 @@ static int usage_error(const char *message)
 static bool is_command(const char *word)
 {
     static const char *const commands[] = {"status", "why",  "log",  "gc",     "clean", "dag",
-                                                 "metrics", "help", "push", "pull", "remote", "lock", NULL};
+                                                 "metrics", "help", "push", "pull", "remote", "lock", "estimate", "report", NULL};
     for (size_t i = 0; commands[i]; i++)
         if (strcmp(word, commands[i]) == 0)
             return true;
@@ -133,7 +139,7 @@ static int parse_command_line(int argc, char **argv, command_line *line)
                                                  {NULL, 0, NULL, 0}};
     opterr = 0; /* the messages below say more than getopt's */
     /* '-' first: words (targets, commands, VAR=value) come back in order as option 1. */
-    for (int option; (option = getopt_long(argc, argv, "-:hnkj:C:f:", long_options, NULL)) != -1;) {
+    for (int option; (option = getopt_long(argc, argv, "-:hnkj:C:f:o:", long_options, NULL)) != -1;) {
         switch (option) {
         case 'h':
             fputs(usage_text, stdout);
@@ -166,10 +172,14 @@ static int parse_command_line(int argc, char **argv, command_line *line)
         case 'f':
             line->file = optarg;
             break;
+        case 'o': /* ftpipe report -o FILE */
+            line->invocation.output_path = optarg;
+            break;
         case ':':
             return usage_error(optopt == 'j'   ? "-j needs a number of jobs between 1 and 1024"
                                : optopt == 'C' ? "-C needs a folder"
                                : optopt == 'R' ? "--remote needs a URL (http(s)://, file:// or s3://)"
+                               : optopt == 'o' ? "-o needs a file"
                                                : "-f needs a file");
         case '?': {
             const char *word = argv[optind - 1];
@@ -197,6 +207,21 @@ static int parse_command_line(int argc, char **argv, command_line *line)
     return -1;
 }
 
+/* The flags of estimate (--json) and report (--open), which came as its words. */
+static void take_command_flags(command_line *line)
+{
+    size_t kept = 1;
+    for (size_t i = 1; i < line->n_words; i++) {
+        if (strcmp(line->words[i], "--json") == 0 && strcmp(line->words[0], "estimate") == 0)
+            line->invocation.json = true;
+        else if (strcmp(line->words[i], "--open") == 0 && strcmp(line->words[0], "report") == 0)
+            line->invocation.open_report = true;
+        else
+            line->words[kept++] = line->words[i];
+    }
+    line->n_words = kept;
+}
+
 /* Runs the pipeline, or an inspection command, as the command line asks. */
 static int run(command_line *line)
 {
@@ -209,6 +234,7 @@ static int run(command_line *line)
         printf("ftpipe %s\n", FTPIPE_VERSION);
         status = 0;
     } else if (line->n_words > 0 && is_command(line->words[0]) && !line->words_are_targets) {
+        take_command_flags(line);
         invocation->command = line->words[0];
         invocation->arguments = line->words + 1;
         invocation->n_arguments = line->n_words - 1;

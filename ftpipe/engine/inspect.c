@@ -1,4 +1,4 @@
-/* inspect: status, why, log, gc, clean, dag, metrics and help. */
+/* inspect: status, why, log, gc, clean, dag, metrics, estimate, report and help. */
 #include "ftpipe/engine/inspect.h"
 
 #include <dirent.h>
@@ -12,10 +12,12 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strmap.h"
-#include "ftpipe/base/units.h"
-#include "ftpipe/engine/metrics_table.h"
 #include "ftpipe/base/terminal_text.h"
+#include "ftpipe/base/units.h"
+#include "ftpipe/engine/estimate.h"
+#include "ftpipe/engine/metrics_table.h"
 #include "ftpipe/engine/plan.h"
+#include "ftpipe/engine/report.h"
 
 /* Plans every selected stage in order, as -n would, without running anything. */
 static int plan_all(ft_session *session, ft_plan *plans)
@@ -401,6 +403,10 @@ int ft_inspect_command(const ft_invocation *invocation)
         status = command_dag(&session, invocation);
     else if (strcmp(command, "metrics") == 0)
         status = ft_metrics_command(&session, invocation->arguments, invocation->n_arguments);
+    else if (strcmp(command, "estimate") == 0)
+        status = ft_estimate_command(&session, invocation);
+    else if (strcmp(command, "report") == 0)
+        status = ft_report_command(&session, invocation);
     ft_session_close(&session);
     return status;
 }

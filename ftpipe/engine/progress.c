@@ -15,11 +15,13 @@
 typedef struct {
     size_t slot;
     char *text;
+    uint64_t printed_ns;  /* not live: when it was last printed as a plain line */
 } status_line;
 
 struct ft_progress {
     FILE *out;
     bool live;
+    uint64_t plain_interval_ns;  /* not live: a running stage's status at most this often */
     status_line *lines;
     size_t n_lines;
     size_t drawn;        /* live lines currently on screen */
@@ -36,6 +38,9 @@ ft_progress *ft_progress_new(FILE *out)
     progress->start_ns = ft_now_ns();
     const char *term = getenv("TERM");
     progress->live = isatty(fileno(out)) && !(term && strcmp(term, "dumb") == 0);
+    const char *interval = getenv("FTPIPE_PROGRESS_INTERVAL");
+    double seconds = interval && *interval ? strtod(interval, NULL) : 30.0;
+    progress->plain_interval_ns = seconds > 0.0 ? (uint64_t)(seconds * 1e9) : 0;
     return progress;
 }
 
@@ -101,10 +106,19 @@ void ft_progress_overall(ft_progress *progress, size_t settled, size_t total)
     progress->total = total;
 }
 
+/* Not on a terminal (a log file, CI): the status as a plain line now and then. */
+static void print_plain(ft_progress *progress, status_line *line, const char *text)
+{
+    uint64_t now = ft_now_ns();
+    if (now - line->printed_ns < progress->plain_interval_ns)
+        return;
+    line->printed_ns = now;
+    fprintf(progress->out, "         %s\n", text);
+    fflush(progress->out);
+}
+
 void ft_progress_status(ft_progress *progress, size_t slot, const char *text)
 {
-    if (!progress->live)
-        return;
     size_t i = 0;
     while (i < progress->n_lines && progress->lines[i].slot != slot)
         i++;
@@ -118,15 +132,22 @@ void ft_progress_status(ft_progress *progress, size_t slot, const char *text)
         progress->lines = ft_xrealloc(progress->lines, (progress->n_lines + 1) * sizeof *progress->lines);
         progress->lines[i].slot = slot;
         progress->lines[i].text = ft_xstrdup(text);
+        progress->lines[i].printed_ns = ft_now_ns(); /* the run line was just printed */
         progress->n_lines++;
     } else {
         free(progress->lines[i].text);
         progress->lines[i].text = ft_xstrdup(text);
+        if (!progress->live) {
+            print_plain(progress, &progress->lines[i], text);
+            return;
+        }
         uint64_t now = ft_now_ns();
         if (now - progress->last_draw_ns < 100000000u)
             return;
         progress->last_draw_ns = now;
     }
+    if (!progress->live)
+        return;
     erase(progress);
     draw(progress);
 }

@@ -12,6 +12,7 @@
 #include "ftpipe/base/hash.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/build.h"
+#include "ftpipe/engine/estimate.h"
 
 /* FTPIPE_RULES: extra rule folders (colon-separated), searched before the built-in rules. */
 static char **rule_dirs(size_t *count)
@@ -179,6 +180,8 @@ int ft_run_pipeline(const ft_invocation *invocation)
     int status = 0;
     if (ft_graph_select(session.graph, invocation->arguments, invocation->n_arguments) != 0) {
         status = 1;
+    } else if (!invocation->dry_run && ft_estimate_check_fits(session.workspace, session.graph) != 0) {
+        status = 1; /* refused before any stage starts */
     } else {
         ft_build_options options = {
             .jobs = invocation->jobs,

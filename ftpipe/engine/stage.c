@@ -296,3 +296,25 @@ const ft_stage_kind *ft_stage_kind_lookup(const ft_stage_kind *const *kinds, con
             return kinds[i];
     return NULL;
 }
+
+/* --- estimates --- */
+
+void ft_estimate_set(ft_estimate_figure *figure, double value, const char *fmt, ...)
+{
+    figure->known = true;
+    figure->value = value;
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(figure->source, sizeof figure->source, fmt, args);
+    va_end(args);
+}
+
+void ft_estimate_unknown(ft_estimate_figure *figure, const char *fmt, ...)
+{
+    figure->known = false;
+    figure->value = 0.0;
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(figure->source, sizeof figure->source, fmt, args);
+    va_end(args);
+}

@@ -270,7 +270,15 @@ static int step(trainer *t, double *loss, double *grad_norm)
     return 0;
 }
 
-static void report(trainer *t, double loss, double grad_norm)
+static int64_t next_checkpoint_step(const trainer *t)
+{
+    int64_t every = t->options->save_steps, next = t->plan.total_steps;
+    if (every > 0 && (t->state.global_step / every + 1) * every < next)
+        next = (t->state.global_step / every + 1) * every;
+    return next;
+}
+
+static void report(trainer *t, double loss, double grad_norm, ft_train_report *out)
 {
     const ft_train_options *o = t->options;
     ft_backend *backend = ft_model_backend(t->model);
@@ -289,7 +297,10 @@ static void report(trainer *t, double loss, double grad_norm)
         .tokens_per_s = seconds > 0.0 ? (double)t->tokens_since_report / seconds : 0.0,
         .memory_bytes = backend->peak_bytes(backend),
         .elapsed_s = (double)(now - t->start_ns) * 1e-9,
+        .next_checkpoint_step = next_checkpoint_step(t),
     };
+    uint64_t largest_file_bytes;
+    ft_checkpoint_size(t->tensors, t->n_tensors, &r.checkpoint_bytes, &largest_file_bytes);
     if (o->callbacks.on_step)
         o->callbacks.on_step(o->callbacks.context, &r);
     if (o->logging_steps > 0 && t->state.global_step % o->logging_steps == 0) {
@@ -301,6 +312,7 @@ static void report(trainer *t, double loss, double grad_norm)
         if (o->callbacks.on_log)
             o->callbacks.on_log(o->callbacks.context, &r);
     }
+    *out = r;
 }
 
 /* A forward pass over every eval row (see trainer.h). */
@@ -369,6 +381,24 @@ static int resume(trainer *t, ft_train_result *out)
 }
 
 /* Rank 0's answer, on every rank, so that all stop at the same step. */
+/* After a step: whether a guard (should_stop, on rank 0) wants a checkpoint and a
+ * stop; every rank learns it, so they stop together. */
+static int guard_asks_to_stop(trainer *t, const ft_train_report *reported, bool *stop)
+{
+    const ft_train_callbacks *callbacks = &t->options->callbacks;
+    int32_t asked = t->rank == 0 && callbacks->should_stop && callbacks->should_stop(callbacks->context, reported);
+    char reason[512];
+    snprintf(reason, sizeof reason, "%s", asked ? ft_error_message() : "");
+    if (t->comm && t->comm->broadcast(t->comm, &asked, sizeof asked, 0) < 0)
+        return ft_error_context("after step %lld", (long long)t->state.global_step);
+    if (asked && t->rank != 0)
+        ft_error("rank 0's guard asked every rank to stop");
+    else if (asked)
+        ft_error("%s", reason);
+    *stop = asked != 0;
+    return 0;
+}
+
 static int stop_asked(trainer *t, bool *stop)
 {
     const ft_train_callbacks *callbacks = &t->options->callbacks;
@@ -408,6 +438,7 @@ static void compare_step_times(trainer *t)
 
 static int train_loop(trainer *t)
 {
+    const ft_train_options *o = t->options;
     if (preflight(t) < 0)
         return -1;
     int64_t first_step = t->state.global_step;
@@ -424,14 +455,27 @@ static int train_loop(trainer *t)
         double loss = 0.0, grad_norm = 0.0;
         if (step(t, &loss, &grad_norm) < 0)
             return -1;
-        report(t, loss, grad_norm);
+        ft_train_report reported;
+        report(t, loss, grad_norm, &reported);
         if (t->comm && t->state.global_step == first_step + 1)
             compare_step_times(t);
         if (evaluation_due(t) && evaluate(t) < 0)
             return -1;
-        int64_t save_steps = t->options->save_steps;
+        int64_t save_steps = o->save_steps;
         if (save_steps > 0 && t->state.global_step % save_steps == 0 && save(t) < 0)
             return -1;
+        bool guard_stop = false;
+        if (t->state.global_step < t->plan.total_steps && guard_asks_to_stop(t, &reported, &guard_stop) < 0)
+            return -1;
+        if (guard_stop) {
+            char reason[512];
+            snprintf(reason, sizeof reason, "%s", ft_error_message());
+            if (save(t) < 0)
+                return ft_error_context("%s; then saving a checkpoint", reason);
+            return ft_error("%s; stopped after step %lld of %lld with checkpoint-%lld saved: the next run resumes "
+                            "from it", reason, (long long)t->state.global_step, (long long)t->plan.total_steps,
+                            (long long)t->state.global_step);
+        }
     }
     return save(t);
 }

@@ -1,5 +1,5 @@
 /* inspect: the commands that look at or tidy a workspace rather than build it:
- * status, why, log, gc, clean, dag, metrics and help. */
+ * status, why, log, gc, clean, dag, metrics, estimate, report and help. */
 #ifndef FTPIPE_INSPECT_H
 #define FTPIPE_INSPECT_H
 

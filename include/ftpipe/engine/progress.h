@@ -1,5 +1,7 @@
 /* progress: what a run shows while it works. On a terminal, one live line per
- * running stage below the permanent messages; elsewhere, permanent lines only. */
+ * running stage below the permanent messages; elsewhere, permanent lines, with a
+ * running stage's status as a plain line every FTPIPE_PROGRESS_INTERVAL seconds
+ * (default 30; 0: every update). */
 #ifndef FTPIPE_PROGRESS_H
 #define FTPIPE_PROGRESS_H
 

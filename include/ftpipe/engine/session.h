@@ -31,6 +31,9 @@ typedef struct {
     int jobs;
     bool keep_going;
     bool dry_run;
+    bool json;                      /* --json: commands print JSON (estimate) */
+    const char *output_path;        /* -o FILE: where report writes (NULL: .ftpipe/report.html) */
+    bool open_report;               /* --open: report prints only the file's path */
 } ft_invocation;
 
 /* Where a run's time goes, for FTPIPE_STATS=1 (the no-op is measured by phase). */

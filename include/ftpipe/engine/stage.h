@@ -28,6 +28,37 @@
 typedef struct ft_stage ft_stage;
 typedef struct ft_manifest ft_manifest; /* include/ftpipe/engine/manifest.h */
 
+/* One figure of an estimate and where it comes from ("config.json: 494M parameters x
+ * 2 bytes"). A figure nobody can know yet has known = false and says why in source. */
+typedef struct {
+    bool known;
+    double value;          /* bytes, or seconds for time */
+    char source[240];
+} ft_estimate_figure;
+
+/* What one run of a stage would take, for `ftpipe estimate` and the checks before a
+ * run. Kinds fill what they can; the engine adds time from past runs when the kind
+ * names its work (work_amount of work_unit, e.g. tokens) and state.db has a rate. */
+typedef struct {
+    ft_estimate_figure device_bytes;  /* peak per GPU */
+    ft_estimate_figure host_bytes;    /* peak resident host memory */
+    ft_estimate_figure shm_bytes;     /* written into a tmpfs (/dev/shm) */
+    ft_estimate_figure disk_bytes;    /* written in the work folder: output, checkpoints, partial files */
+    ft_estimate_figure time_s;
+    char shm_dir[256];                /* the tmpfs shm_bytes go to ("" none) */
+    double work_amount;               /* > 0: what the run processes, in work_unit */
+    const char *work_unit;            /* a metric name whose per-second rate past runs logged: "tokens_per_s" */
+    const char *device_name;          /* the backend the figures are for ("cpu", "cuda"); NULL: none */
+    uint64_t host_budget_bytes;       /* set by the engine: the host memory a stage may take */
+    char smallest_change[240];        /* when host_bytes exceeds the budget: the least change that fits */
+} ft_stage_estimate;
+
+/* Sets a figure: ft_estimate_set(&e->host_bytes, bytes, "fmt", ...). */
+void ft_estimate_set(ft_estimate_figure *figure, double value, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Marks it unknown, saying why. */
+void ft_estimate_unknown(ft_estimate_figure *figure, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 typedef struct {
     const char *name;  /* as written in pipelines; rules/<name>.ft declares its parameters */
     int version;       /* bump when the output for the same key would differ: it enters the key */
@@ -44,6 +75,10 @@ typedef struct {
      * the rest. Adds to *freed_bytes and *removed (may be NULL); -1 with ft_error. */
     int (*gc)(const char *state_dir, const char *const *keep_keys, size_t n_keep, uint64_t *freed_bytes,
               size_t *removed);
+    /* Optional: what a run would take (`ftpipe estimate`, and the check before a run).
+     * Called in the engine process; inputs made by other stages may not exist yet
+     * (then say so with ft_estimate_unknown). 0, or -1 with ft_error. */
+    int (*estimate)(ft_stage *stage, ft_stage_estimate *out);
 } ft_stage_kind;
 
 /* The kind of that name in a NULL-terminated table (stages/registry.h has the

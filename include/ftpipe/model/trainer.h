@@ -49,6 +49,8 @@ typedef struct {
     double tokens_per_s;      /* input tokens (padding excluded) per second since the last report */
     size_t memory_bytes;      /* the backend's peak so far */
     double elapsed_s;         /* this run's time so far */
+    uint64_t checkpoint_bytes;     /* what one checkpoint writes */
+    int64_t next_checkpoint_step;  /* the step the next checkpoint is due at (the last step at the latest) */
 } ft_train_report;
 
 typedef struct {
@@ -66,6 +68,9 @@ typedef struct {
     void (*on_note)(void *context, const char *text);               /* optional: resumed, checkpoint saved */
     bool (*cancelled)(void *context);                               /* optional: checked before each step */
     void (*on_evaluate)(void *context, const ft_eval_report *report); /* optional: after each evaluation */
+    /* optional: after each step; true stops the run after a checkpoint, the
+     * reason set with ft_error (a guard seeing the disk fill up) */
+    bool (*should_stop)(void *context, const ft_train_report *report);
 } ft_train_callbacks;
 
 typedef struct {
@@ -116,7 +121,7 @@ typedef struct {
 
 /* Trains the model's trainable tensors on the shards' rows, resuming from the
  * newest checkpoint in checkpoint_dir. A NaN or infinite loss or gradient norm
- * stops the run naming the step; so does cancellation, after a checkpoint. */
+ * stops the run naming the step; so do cancellation and should_stop, after a checkpoint. */
 int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_options *options,
              ft_train_result *out);
 

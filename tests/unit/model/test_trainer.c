@@ -105,6 +105,8 @@ typedef struct {
     double losses[64];
     int n;
     int cancel_after;           /* steps; 0: never */
+    int stop_at_step;           /* should_stop answers yes here; 0: never */
+    int64_t next_checkpoint_seen;
     char notes[256];
 } recorder;
 
@@ -128,10 +130,20 @@ static bool cancel_when_due(void *context)
     return r->cancel_after > 0 && r->n >= r->cancel_after;
 }
 
+static bool stop_when_due(void *context, const ft_train_report *report)
+{
+    recorder *r = context;
+    r->next_checkpoint_seen = report->next_checkpoint_step;
+    if (r->stop_at_step == 0 || report->step != r->stop_at_step)
+        return false;
+    ft_error("the disk is filling up");
+    return true;
+}
+
 static void attach(ft_train_options *options, recorder *r)
 {
     memset(r, 0, sizeof *r);
-    options->callbacks = (ft_train_callbacks){r, record_step, NULL, record_note, cancel_when_due, NULL};
+    options->callbacks = (ft_train_callbacks){r, record_step, NULL, record_note, cancel_when_due, NULL, stop_when_due};
 }
 
 /* Trains a fresh model; returns a copy of its trained tensors (count floats). */
@@ -452,6 +464,39 @@ TEST(ranks_match_one_rank_with_the_same_effective_batch)
     free(data);
 }
 
+TEST(should_stop_checkpoints_and_stops_and_the_rerun_resumes)
+{
+    char *data = write_data("guarded", 11, false);
+    char *straight_dir = ft_path_join(root, "guard_straight"), *stopped_dir = ft_path_join(root, "guard_stopped");
+    ft_train_options options = default_options(2, 2, 0); /* 9 steps */
+    options.save_steps = 4;
+    recorder r;
+    attach(&options, &r);
+    size_t n1, n2, n3;
+    int status;
+    options.checkpoint_dir = straight_dir;
+    float *straight = train(data, &options, 0.0, &n1, &status);
+    CHECK_INT(status, 0);
+    options.checkpoint_dir = stopped_dir;
+    attach(&options, &r);
+    r.stop_at_step = 3;
+    free(train(data, &options, 0.0, &n2, &status));
+    CHECK_INT(status, -1);
+    CHECK_STR(ft_error_message(), "the disk is filling up; stopped after step 3 of 9 with checkpoint-3 saved: the "
+                                  "next run resumes from it");
+    CHECK_INT(r.next_checkpoint_seen, 4); /* after step 3 the next is due at save_steps = 4 */
+    attach(&options, &r);
+    float *resumed = train(data, &options, 0.0, &n3, &status);
+    CHECK_INT(status, 0);
+    CHECK(strncmp(r.notes, "resumed from checkpoint-3", 25) == 0);
+    CHECK(n1 == n3 && memcmp(straight, resumed, n1 * sizeof(float)) == 0);
+    free(straight);
+    free(resumed);
+    free(straight_dir);
+    free(stopped_dir);
+    free(data);
+}
+
 TEST(a_diverging_run_stops_naming_the_step)
 {
     char *data = write_data("diverge", 8, false);
@@ -479,6 +524,7 @@ int main(void)
     RUN(two_micro_batches_of_four_update_as_one_of_eight);
     RUN(two_runs_give_the_same_bytes);
     RUN(a_resumed_run_ends_with_the_same_bytes);
+    RUN(should_stop_checkpoints_and_stops_and_the_rerun_resumes);
     RUN(a_diverging_run_stops_naming_the_step);
     RUN(evaluates_during_training_without_changing_it);
     RUN(ranks_match_one_rank_with_the_same_effective_batch);

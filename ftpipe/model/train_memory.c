@@ -1,0 +1,67 @@
+/* train_memory: the phases of a training run and the host memory each allocates
+ * beside the model's plan (see model.c's allocate, checkpoint.c's write_tensors,
+ * model_save.c's write_weights and lora.c's save). */
+#include "ftpipe/model/train_memory.h"
+
+#include <string.h>
+
+#include "ftpipe/base/dtype.h"
+
+static uint64_t largest_weight_count(const ft_model_config *config)
+{
+    size_t count = 0;
+    ft_param_tensor *weights = ft_model_weight_list(config, &count);
+    uint64_t largest = 0;
+    for (size_t i = 0; i < count; i++)
+        if (weights[i].count > largest)
+            largest = weights[i].count;
+    ft_model_weight_list_free(weights, count);
+    return largest;
+}
+
+int ft_train_memory_estimate(const ft_model_config *config, const ft_model_options *options, bool on_gpu,
+                             int blas_threads, ft_dtype save_dtype, ft_train_memory *out)
+{
+    memset(out, 0, sizeof *out);
+    if (ft_model_plan_memory(config, options, on_gpu ? FT_DTYPE_BF16 : FT_DTYPE_F32, &out->plan) < 0)
+        return -1;
+    const ft_memory_plan *plan = &out->plan;
+    bool full = options->finetuning == FT_FINETUNE_FULL;
+    uint64_t trained_floats = (full ? plan->gradient_bytes : plan->adapter_bytes) / sizeof(float);
+    uint64_t parameters = ft_model_config_parameter_count(config);
+    /* Loading: the weights and gradients are allocated; one tensor is read and
+     * converted through floats (and bf16 for a GPU). */
+    uint64_t largest = largest_weight_count(config);
+    out->load_buffer_bytes = largest * (sizeof(float) + sizeof(float)) + (on_gpu ? largest * 2 : 0);
+    /* A checkpoint copies the trained tensors, then both moments, to host. */
+    out->checkpoint_buffer_bytes = 2 * trained_floats * sizeof(float);
+    /* The result: the adapter in floats, or every weight in floats and in save_dtype. */
+    uint64_t converted_bytes = save_dtype == FT_DTYPE_F32 ? 0 : ft_dtype_size(save_dtype);
+    out->result_buffer_bytes = full ? parameters * (sizeof(float) + converted_bytes) : trained_floats * sizeof(float);
+    out->runtime_bytes = FT_TRAIN_RUNTIME_BYTES;
+    if (!on_gpu && blas_threads > 1)
+        out->runtime_bytes += (uint64_t)(blas_threads - 1) * FT_TRAIN_BLAS_THREAD_BYTES;
+
+    uint64_t in_plan = on_gpu ? 0 : plan->total_bytes;
+    uint64_t weights_and_gradients = on_gpu ? 0 : plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes;
+    uint64_t optimizer = on_gpu ? 0 : plan->optimizer_bytes;
+    struct {
+        const char *name;
+        uint64_t bytes;
+    } phases[] = {
+        {"loading", weights_and_gradients + out->load_buffer_bytes},
+        {"training", in_plan},
+        {"saving a checkpoint", in_plan + out->checkpoint_buffer_bytes},
+        {"writing the result", in_plan - optimizer + out->result_buffer_bytes}, /* AdamW is freed by then */
+    };
+    out->peak_phase = phases[0].name;
+    uint64_t peak = phases[0].bytes;
+    for (size_t i = 1; i < sizeof phases / sizeof phases[0]; i++)
+        if (phases[i].bytes > peak) {
+            peak = phases[i].bytes;
+            out->peak_phase = phases[i].name;
+        }
+    out->host_peak_bytes = peak + out->runtime_bytes;
+    out->device_peak_bytes = on_gpu ? plan->total_bytes : 0;
+    return 0;
+}

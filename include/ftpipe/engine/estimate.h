@@ -1,0 +1,34 @@
+/* estimate: what the stages that would run need — peak device and host memory,
+ * tmpfs, disk and time — each from its kind's estimate hook, time from the
+ * throughput past runs on the same device left in state.db; and the check that
+ * refuses a run whose whole plan does not fit before any stage starts. */
+#ifndef FTPIPE_ESTIMATE_H
+#define FTPIPE_ESTIMATE_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "ftpipe/engine/graph.h"
+#include "ftpipe/engine/plan.h"
+#include "ftpipe/engine/session.h"
+#include "ftpipe/engine/workspace.h"
+
+typedef struct {
+    size_t node;
+    ft_plan_action action;
+    ft_stage_estimate figures;
+} ft_node_estimate;
+
+/* Plans the selected stages and estimates each that would run, in build order.
+ * Free *out with free(). */
+int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, ft_node_estimate **out, size_t *count);
+
+/* `ftpipe estimate [--json] [TARGET...]`: prints the estimates and the pipeline's totals. */
+int ft_estimate_command(ft_session *session, const ft_invocation *invocation);
+
+/* Before a run: -1 with a message naming the file system and the shortfall when the
+ * disk or tmpfs the selected stages would write does not fit, or naming the stage
+ * when its host memory does not. */
+int ft_estimate_check_fits(ft_workspace *workspace, const ft_graph *graph);
+
+#endif

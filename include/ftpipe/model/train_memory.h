@@ -1,0 +1,42 @@
+/* train_memory: the peak memory of a training run before it starts, for
+ * `ftpipe estimate` and the check before a train stage runs.
+ *
+ * The model's memory plan (weights, adapter, gradients, optimizer, activations)
+ * is allocated once; on top of it come the host buffers of the phases that
+ * allocate: loading (one tensor converted at a time), saving a checkpoint (the
+ * trained tensors and both of AdamW's moments copied to host) and writing the
+ * result. The peak is the largest phase. */
+#ifndef FTPIPE_TRAIN_MEMORY_H
+#define FTPIPE_TRAIN_MEMORY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ftpipe/formats/model_config.h"
+#include "ftpipe/model/model.h"
+
+/* What the program itself holds besides the plan on the cpu backend: code,
+ * libraries and buffers (4-5 MiB measured), and OpenBLAS's packing buffers, which
+ * grow with the matrices up to 16 MiB per thread (measured; counted as 8 MiB per
+ * thread beyond the first). */
+#define FT_TRAIN_RUNTIME_BYTES ((uint64_t)8 << 20)
+#define FT_TRAIN_BLAS_THREAD_BYTES ((uint64_t)8 << 20)
+
+typedef struct {
+    ft_memory_plan plan;            /* in the backend's memory */
+    uint64_t load_buffer_bytes;     /* host, while loading */
+    uint64_t checkpoint_buffer_bytes; /* host, while saving a checkpoint */
+    uint64_t result_buffer_bytes;   /* host, while writing the adapter or model */
+    uint64_t runtime_bytes;         /* host: FT_TRAIN_RUNTIME_BYTES and the BLAS threads' */
+    uint64_t host_peak_bytes;       /* the largest phase, in host memory */
+    uint64_t device_peak_bytes;     /* on a GPU backend: the plan; 0 on the cpu backend */
+    const char *peak_phase;         /* "loading", "training", "saving a checkpoint", "writing the result" */
+} ft_train_memory;
+
+/* on_gpu: the plan lives on a device in bf16 and the host holds the buffers only;
+ * otherwise everything is host memory in f32. blas_threads: the cpu backend's.
+ * save_dtype: the dtype a full fine-tune is written in. */
+int ft_train_memory_estimate(const ft_model_config *config, const ft_model_options *options, bool on_gpu,
+                             int blas_threads, ft_dtype save_dtype, ft_train_memory *out);
+
+#endif

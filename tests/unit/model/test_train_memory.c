@@ -1,0 +1,76 @@
+/* Tests of train_memory: the phases of a training run and which one is the peak.
+ * (The figures against measured resident memory: tests/e2e/test_estimate.sh.) */
+#include "check.h"
+#include "ftpipe/model/model_init.h"
+#include "ftpipe/model/train_memory.h"
+
+static ft_model_config qwen_0_5b(void)
+{
+    ft_model_config config;
+    ft_model_shape("qwen2.5-0.5b", &config);
+    return config;
+}
+
+TEST(full_finetuning_peaks_while_saving_a_checkpoint_of_both_moments)
+{
+    ft_model_config config = qwen_0_5b();
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false};
+    ft_train_memory memory;
+    CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &memory), 0);
+    CHECK_INT(memory.checkpoint_buffer_bytes, 2 * memory.plan.gradient_bytes);
+    CHECK_STR(memory.peak_phase, "saving a checkpoint");
+    CHECK_INT(memory.host_peak_bytes, memory.plan.total_bytes + memory.checkpoint_buffer_bytes + FT_TRAIN_RUNTIME_BYTES);
+    CHECK_INT(memory.device_peak_bytes, 0);
+    /* the result: every weight in floats and again in bf16 */
+    CHECK_INT(memory.result_buffer_bytes, ft_model_config_parameter_count(&config) * 6);
+}
+
+TEST(recomputation_and_smaller_batches_lower_the_peak)
+{
+    ft_model_config config = qwen_0_5b();
+    ft_model_options kept = {8, 512, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false};
+    ft_model_options recomputed = kept, smaller = kept;
+    recomputed.gradient_checkpointing = true;
+    smaller.max_batch_size = 2;
+    ft_train_memory a, b, c;
+    CHECK_INT(ft_train_memory_estimate(&config, &kept, false, 1, FT_DTYPE_BF16, &a), 0);
+    CHECK_INT(ft_train_memory_estimate(&config, &recomputed, false, 1, FT_DTYPE_BF16, &b), 0);
+    CHECK_INT(ft_train_memory_estimate(&config, &smaller, false, 1, FT_DTYPE_BF16, &c), 0);
+    CHECK(b.host_peak_bytes < a.host_peak_bytes);
+    CHECK(c.host_peak_bytes < a.host_peak_bytes);
+    /* LoRA's checkpoint buffer is the adapter's and both its moments: small beside the plan */
+    CHECK_INT(a.checkpoint_buffer_bytes, 2 * a.plan.adapter_bytes);
+    CHECK_INT(a.host_peak_bytes, a.plan.total_bytes + a.checkpoint_buffer_bytes + FT_TRAIN_RUNTIME_BYTES);
+}
+
+TEST(on_a_gpu_the_plan_is_device_memory_in_bf16)
+{
+    ft_model_config config = qwen_0_5b();
+    ft_model_options options = {4, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false};
+    ft_train_memory gpu, cpu;
+    CHECK_INT(ft_train_memory_estimate(&config, &options, true, 8, FT_DTYPE_BF16, &gpu), 0);
+    CHECK_INT(ft_train_memory_estimate(&config, &options, false, 8, FT_DTYPE_BF16, &cpu), 0);
+    CHECK_INT(gpu.device_peak_bytes, gpu.plan.total_bytes);
+    CHECK(gpu.plan.parameter_bytes * 2 == cpu.plan.parameter_bytes);
+    CHECK(gpu.host_peak_bytes < gpu.device_peak_bytes);
+    /* BLAS threads count on the cpu backend only */
+    CHECK_INT(cpu.runtime_bytes, FT_TRAIN_RUNTIME_BYTES + 7 * FT_TRAIN_BLAS_THREAD_BYTES);
+    CHECK_INT(gpu.runtime_bytes, FT_TRAIN_RUNTIME_BYTES);
+}
+
+TEST(refuses_options_the_model_refuses)
+{
+    ft_model_config config = qwen_0_5b();
+    ft_model_options options = {4, 512, FT_FINETUNE_LORA, false, {0}, false}; /* LoRA without a configuration */
+    ft_train_memory memory;
+    CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &memory), -1);
+}
+
+int main(void)
+{
+    RUN(full_finetuning_peaks_while_saving_a_checkpoint_of_both_moments);
+    RUN(recomputation_and_smaller_batches_lower_the_peak);
+    RUN(on_a_gpu_the_plan_is_device_memory_in_bf16);
+    RUN(refuses_options_the_model_refuses);
+    return check_done();
+}
