@@ -15,6 +15,8 @@ log=$(mktemp)
 for t in $(find build/asan/tests -name "test_*" -type f ! -name "*.d" | sort) tests/e2e/test_*.sh; do
   [ -e "$t" ] || continue
   case "$t" in *.d) continue ;; esac
+  # a binary left from a test source since moved or deleted is not a test of this tree
+  case "$t" in build/asan/tests/*) [ -f "tests/unit/${t#build/asan/tests/}.c" ] || continue ;; esac
   case "$t" in *.sh) sh "$t" >"$log" 2>&1 ;; *) "$t" >"$log" 2>&1 ;; esac
   status=$?
   # A case that could not run here says "ok NAME # SKIP why": counted apart, and shown.

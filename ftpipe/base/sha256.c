@@ -37,6 +37,12 @@ void ft_sha256_update(ft_sha256 *context, const void *bytes, size_t length)
     check_evp(EVP_DigestUpdate(context->evp, bytes, length), "update");
 }
 
+void ft_sha256_discard(ft_sha256 *context)
+{
+    EVP_MD_CTX_free(context->evp);
+    context->evp = NULL;
+}
+
 void ft_sha256_finish_hex(ft_sha256 *context, char out[FT_SHA256_HEX_LENGTH + 1])
 {
     unsigned char digest[EVP_MAX_MD_SIZE];

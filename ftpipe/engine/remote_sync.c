@@ -354,6 +354,7 @@ typedef struct {
 static void stream_check_restart(void *context)
 {
     stream_check *check = context;
+    ft_sha256_discard(&check->sha);
     ft_sha256_init(&check->sha);
     ft_file_hasher_reset(check->xxh);
     check->bytes = 0;
@@ -405,7 +406,7 @@ static int restore_object(void *context, size_t item)
     /* Named by content alone, so a restore cut short resumes where it stopped
      * (the workspace lock keeps two runs from sharing the file). */
     char *temporary = ft_xasprintf("%s/%s", job->incoming_dir, row->sha256);
-    stream_check check;
+    stream_check check = {.sha = {NULL}};
     stream_check_start(&check, temporary);
     ft_remote_observer observer = {stream_check_restart, stream_check_bytes, &check};
     int result = ft_remote_get_file(job->sync->remote, name, temporary, &observer);
@@ -438,6 +439,7 @@ static int restore_object(void *context, size_t item)
     }
     if (result != FT_REMOTE_UNAVAILABLE)
         unlink(temporary);
+    ft_sha256_discard(&check.sha); /* when it was not finished */
     ft_file_hasher_free(check.xxh);
     free(temporary);
     return result;

@@ -2,7 +2,7 @@
  * either be refused with a message or decode to an image whose every pixel can
  * be read, and which preprocesses for Qwen2-VL and CLIP without fault.
  *
- *   make fuzz && build/fuzz/fuzz_image -max_total_time=60 tests/fixtures/vision/images
+ *   make fuzz && build/fuzz/fuzz_image -max_total_time=60 tests/fuzz/corpus/image
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -17,6 +17,9 @@ typedef struct {
 
 void ft_sha256_init(ft_sha256 *context);
 void ft_sha256_update(ft_sha256 *context, const void *bytes, size_t length);
+/* Ends a digest whose result is not wanted (a download started over); a context
+ * never started or already finished is left alone. */
+void ft_sha256_discard(ft_sha256 *context);
 /* 64 lowercase hex digits and a NUL into out. */
 void ft_sha256_finish_hex(ft_sha256 *context, char out[FT_SHA256_HEX_LENGTH + 1]);
 
