@@ -664,7 +664,8 @@ static void find_smallest_change(const train_run *run, const ft_model_config *co
 static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
 {
     train_run run = {.stage = stage, .first_step = -1};
-    if (ft_stage_input_count(stage) != 2)
+    size_t n_inputs = ft_stage_input_count(stage); /* MODEL DATA [EVAL_DATA] */
+    if (n_inputs != 2 && n_inputs != 3)
         return check_inputs(&run);
     run.model_dir = ft_stage_input_path(stage, 0);
     run.data_dir = ft_stage_input_path(stage, 1);

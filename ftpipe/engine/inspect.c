@@ -373,8 +373,10 @@ int ft_inspect_command(const ft_invocation *invocation)
     ft_session session;
     if (ft_session_open(invocation, writes, &session) != 0)
         return 1;
-    if (ft_graph_find(session.graph, command) != FT_NO_NODE) {
-        /* A stage's target wins over the command of its name (make's habit: `make clean`). */
+    bool command_options = invocation->json || invocation->open_report || invocation->output_path;
+    if (!command_options && ft_graph_find(session.graph, command) != FT_NO_NODE) {
+        /* A stage's target wins over the command of its name (make's habit: `make clean`),
+         * unless the command's own options say which is meant (`ftpipe report --open`). */
         ft_session_close(&session);
         const char **targets = ft_xcalloc(invocation->n_arguments + 2, sizeof *targets);
         targets[0] = command;
