@@ -4,13 +4,11 @@
  * online softmax in fp32, so the [seq_len, seq_len] scores never exist in
  * device memory. Forward keeps each query's logsumexp.
  *
- * Backward goes over key tiles: for one query head, a block takes key tiles
- * split, split + splits, ... in turn, visits every query tile after each, keeps
- * that head's share of dK and dV in registers (written as fp32 partials that a
- * second kernel adds up over the query heads of each key/value group) and adds
- * dQ into its split's own fp32 buffer. A last kernel adds the splits' buffers in
- * order. No atomics: the same step gives the same bits every time. The
- * softmax's row sums come from delta = rowsum(dO * O).
+ * Backward goes over key tiles: a block owns 64 keys and one query head,
+ * visits every query tile after them, keeps that head's share of dK and dV in
+ * registers (written as fp32 partials that a second kernel adds up over the
+ * query heads of each key/value group) and adds dQ into an fp32 buffer with
+ * atomics. The softmax's row sums come from delta = rowsum(dO * O).
  *
  * Each of the four warps owns 16 rows of a tile; head_dim is 16, 32, 64 or 128. */
 #include <limits.h>
@@ -214,9 +212,9 @@ __global__ void attention_delta_kernel(float *delta, const bf16 *grad_out, const
 
 template <int D>
 __global__ void __launch_bounds__(threads) attention_backward_kernel(
-    float *grad_q_parts, size_t part_floats, float *grad_k_part, float *grad_v_part, const bf16 *grad_out,
-    const bf16 *q, const bf16 *k, const bf16 *v, const float *logsumexp, const float *delta, const int32_t *segments,
-    int seq_len, int n_heads, int n_kv_heads, float scale)
+    float *grad_q, float *grad_k_part, float *grad_v_part, const bf16 *grad_out, const bf16 *q, const bf16 *k,
+    const bf16 *v, const float *logsumexp, const float *delta, const int32_t *segments, int seq_len, int n_heads,
+    int n_kv_heads, float scale)
 {
     typedef shape_of<D> s;
     extern __shared__ __align__(128) unsigned char shared[];
@@ -228,127 +226,112 @@ __global__ void __launch_bounds__(threads) attention_backward_kernel(
     float *q_lse = out_tile + tile * s::out_stride, *q_delta = q_lse + tile;
     int *q_segment = (int *)(q_delta + tile), *k_segment = q_segment + tile;
 
-    int h = blockIdx.y, b = blockIdx.z, kv_h = h / (n_heads / n_kv_heads);
+    int first_k = blockIdx.x * tile, h = blockIdx.y, b = blockIdx.z, kv_h = h / (n_heads / n_kv_heads);
     int q_stride = n_heads * D, kv_stride = n_kv_heads * D;
     size_t first_row = (size_t)b * seq_len;
     const int32_t *row_segments = segments + first_row;
-    float *grad_q = grad_q_parts + blockIdx.x * part_floats;
-    for (int first_k = blockIdx.x * tile; first_k < seq_len; first_k += gridDim.x * tile) {
-        __syncthreads(); /* every warp is done with the previous key tile */
-        load_tile<D>(k_tile, k + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
-        load_tile<D>(v_tile, v + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
-        load_segments(k_segment, row_segments, first_k, seq_len);
-        int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-        int r = warp * 16 + lane / 2, half = lane % 2;
+    load_tile<D>(k_tile, k + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
+    load_tile<D>(v_tile, v + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
+    load_segments(k_segment, row_segments, first_k, seq_len);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int r = warp * 16 + lane / 2, half = lane % 2;
 
-        accumulator grad_k_acc[D / 16], grad_v_acc[D / 16]; /* this warp's 16 keys */
+    accumulator grad_k_acc[D / 16], grad_v_acc[D / 16]; /* this warp's 16 keys */
+#pragma unroll
+    for (int n = 0; n < D / 16; n++) {
+        wmma::fill_fragment(grad_k_acc[n], 0.0f);
+        wmma::fill_fragment(grad_v_acc[n], 0.0f);
+    }
+    const float *head_lse = logsumexp + ((size_t)b * n_heads + h) * seq_len;
+    const float *head_delta = delta + ((size_t)b * n_heads + h) * seq_len;
+    for (int first_q = first_k; first_q < seq_len; first_q += tile) {
+        __syncthreads(); /* every warp is done with the previous q tile */
+        load_tile<D>(q_tile, q + first_row * q_stride + h * D, q_stride, first_q, seq_len);
+        load_tile<D>(do_tile, grad_out + first_row * q_stride + h * D, q_stride, first_q, seq_len);
+        load_segments(q_segment, row_segments, first_q, seq_len);
+        for (int t = threadIdx.x; t < tile; t += threads) {
+            bool inside = first_q + t < seq_len;
+            q_lse[t] = inside ? head_lse[first_q + t] : 0.0f;
+            q_delta[t] = inside ? head_delta[first_q + t] : 0.0f;
+        }
+        __syncthreads();
+        scores<D>(score + warp * 16 * score_stride, q_tile + warp * 16 * s::stride, k_tile);
+        scores<D>(grad_prob + warp * 16 * score_stride, do_tile + warp * 16 * s::stride, v_tile);
+        __syncwarp();
+
+        /* P and dS = P (dP - delta) for this lane's half of row r */
+        int i = first_q + r;
+        for (int c = half * 32; c < half * 32 + 32; c++) {
+            int j = first_k + c;
+            bool visible = i < seq_len && j <= i && k_segment[c] == q_segment[r];
+            float p = visible ? expf(score[r * score_stride + c] * scale - q_lse[r]) : 0.0f;
+            prob[r * prob_stride + c] = __float2bfloat16(p);
+            grad_score[r * prob_stride + c] = __float2bfloat16(p * (grad_prob[r * score_stride + c] - q_delta[r]));
+        }
+        __syncwarp();
+
+        /* dQ for this warp's queries: scale dS K, added into the fp32 buffer */
 #pragma unroll
         for (int n = 0; n < D / 16; n++) {
-            wmma::fill_fragment(grad_k_acc[n], 0.0f);
-            wmma::fill_fragment(grad_v_acc[n], 0.0f);
+            accumulator sum;
+            wmma::fill_fragment(sum, 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < tile / 16; kk++) {
+                rows_a ds;
+                rows_b key;
+                wmma::load_matrix_sync(ds, grad_score + warp * 16 * prob_stride + kk * 16, prob_stride);
+                wmma::load_matrix_sync(key, k_tile + kk * 16 * s::stride + n * 16, s::stride);
+                wmma::mma_sync(sum, ds, key, sum);
+            }
+            wmma::store_matrix_sync(out_tile + warp * 16 * s::out_stride + n * 16, sum, s::out_stride,
+                                    wmma::mem_row_major);
         }
-        const float *head_lse = logsumexp + ((size_t)b * n_heads + h) * seq_len;
-        const float *head_delta = delta + ((size_t)b * n_heads + h) * seq_len;
-        for (int first_q = first_k; first_q < seq_len; first_q += tile) {
-            __syncthreads(); /* every warp is done with the previous q tile */
-            load_tile<D>(q_tile, q + first_row * q_stride + h * D, q_stride, first_q, seq_len);
-            load_tile<D>(do_tile, grad_out + first_row * q_stride + h * D, q_stride, first_q, seq_len);
-            load_segments(q_segment, row_segments, first_q, seq_len);
-            for (int t = threadIdx.x; t < tile; t += threads) {
-                bool inside = first_q + t < seq_len;
-                q_lse[t] = inside ? head_lse[first_q + t] : 0.0f;
-                q_delta[t] = inside ? head_delta[first_q + t] : 0.0f;
-            }
-            __syncthreads();
-            scores<D>(score + warp * 16 * score_stride, q_tile + warp * 16 * s::stride, k_tile);
-            scores<D>(grad_prob + warp * 16 * score_stride, do_tile + warp * 16 * s::stride, v_tile);
-            __syncwarp();
-
-            /* P and dS = P (dP - delta) for this lane's half of row r */
-            int i = first_q + r;
-            for (int c = half * 32; c < half * 32 + 32; c++) {
-                int j = first_k + c;
-                bool visible = i < seq_len && j <= i && k_segment[c] == q_segment[r];
-                float p = visible ? expf(score[r * score_stride + c] * scale - q_lse[r]) : 0.0f;
-                prob[r * prob_stride + c] = __float2bfloat16(p);
-                grad_score[r * prob_stride + c] = __float2bfloat16(p * (grad_prob[r * score_stride + c] - q_delta[r]));
-            }
-            __syncwarp();
-
-            /* dQ for this warp's queries: scale dS K, added into the fp32 buffer */
-#pragma unroll
-            for (int n = 0; n < D / 16; n++) {
-                accumulator sum;
-                wmma::fill_fragment(sum, 0.0f);
-#pragma unroll
-                for (int kk = 0; kk < tile / 16; kk++) {
-                    rows_a ds;
-                    rows_b key;
-                    wmma::load_matrix_sync(ds, grad_score + warp * 16 * prob_stride + kk * 16, prob_stride);
-                    wmma::load_matrix_sync(key, k_tile + kk * 16 * s::stride + n * 16, s::stride);
-                    wmma::mma_sync(sum, ds, key, sum);
-                }
-                wmma::store_matrix_sync(out_tile + warp * 16 * s::out_stride + n * 16, sum, s::out_stride,
-                                        wmma::mem_row_major);
-            }
-            __syncwarp();
-            if (i < seq_len) {
-                float *row = grad_q + (first_row + i) * q_stride + h * D;
-                for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
-                    row[d] += out_tile[r * s::out_stride + d] * scale; /* only this block writes its part */
-            }
-            __syncthreads(); /* P and dS of every warp are needed below */
-
-            /* this warp's keys: dV += P^T dO, dK += dS^T Q (scaled at the end) */
-#pragma unroll
-            for (int n = 0; n < D / 16; n++) {
-#pragma unroll
-                for (int kk = 0; kk < tile / 16; kk++) {
-                    columns_a pt, dst;
-                    rows_b grad, query;
-                    wmma::load_matrix_sync(pt, prob + kk * 16 * prob_stride + warp * 16, prob_stride);
-                    wmma::load_matrix_sync(grad, do_tile + kk * 16 * s::stride + n * 16, s::stride);
-                    wmma::mma_sync(grad_v_acc[n], pt, grad, grad_v_acc[n]);
-                    wmma::load_matrix_sync(dst, grad_score + kk * 16 * prob_stride + warp * 16, prob_stride);
-                    wmma::load_matrix_sync(query, q_tile + kk * 16 * s::stride + n * 16, s::stride);
-                    wmma::mma_sync(grad_k_acc[n], dst, query, grad_k_acc[n]);
-                }
-            }
+        __syncwarp();
+        if (i < seq_len) {
+            float *row = grad_q + (first_row + i) * q_stride + h * D;
+            for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
+                atomicAdd(&row[d], out_tile[r * s::out_stride + d] * scale);
         }
-        /* out: this head's share of dK and dV for this warp's 16 keys, through the output tile */
-        int j = first_k + r;
-        float *staged = out_tile + warp * 16 * s::out_stride;
-        size_t part = ((first_row + j) * n_heads + h) * D;
+        __syncthreads(); /* P and dS of every warp are needed below */
+
+        /* this warp's keys: dV += P^T dO, dK += dS^T Q (scaled at the end) */
 #pragma unroll
         for (int n = 0; n < D / 16; n++) {
-            for (int e = 0; e < grad_k_acc[n].num_elements; e++)
-                grad_k_acc[n].x[e] *= scale;
-            wmma::store_matrix_sync(staged + n * 16, grad_k_acc[n], s::out_stride, wmma::mem_row_major);
-        }
-        __syncwarp();
-        if (j < seq_len)
-            for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
-                grad_k_part[part + d] = out_tile[r * s::out_stride + d];
-        __syncwarp();
 #pragma unroll
-        for (int n = 0; n < D / 16; n++)
-            wmma::store_matrix_sync(staged + n * 16, grad_v_acc[n], s::out_stride, wmma::mem_row_major);
-        __syncwarp();
-        if (j < seq_len)
-            for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
-                grad_v_part[part + d] = out_tile[r * s::out_stride + d];
+            for (int kk = 0; kk < tile / 16; kk++) {
+                columns_a pt, dst;
+                rows_b grad, query;
+                wmma::load_matrix_sync(pt, prob + kk * 16 * prob_stride + warp * 16, prob_stride);
+                wmma::load_matrix_sync(grad, do_tile + kk * 16 * s::stride + n * 16, s::stride);
+                wmma::mma_sync(grad_v_acc[n], pt, grad, grad_v_acc[n]);
+                wmma::load_matrix_sync(dst, grad_score + kk * 16 * prob_stride + warp * 16, prob_stride);
+                wmma::load_matrix_sync(query, q_tile + kk * 16 * s::stride + n * 16, s::stride);
+                wmma::mma_sync(grad_k_acc[n], dst, query, grad_k_acc[n]);
+            }
+        }
     }
-}
-
-/* grad_q[i] = the splits' dQ buffers added in order */
-__global__ void attention_grad_q_sum_kernel(bf16 *grad_q, const float *parts, int n_parts, size_t n)
-{
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float sum = 0.0f;
-        for (int p = 0; p < n_parts; p++)
-            sum += parts[(size_t)p * n + i];
-        grad_q[i] = __float2bfloat16(sum);
+    /* out: this head's share of dK and dV for this warp's 16 keys, through the output tile */
+    int j = first_k + r;
+    float *staged = out_tile + warp * 16 * s::out_stride;
+    size_t part = ((first_row + j) * n_heads + h) * D;
+#pragma unroll
+    for (int n = 0; n < D / 16; n++) {
+        for (int e = 0; e < grad_k_acc[n].num_elements; e++)
+            grad_k_acc[n].x[e] *= scale;
+        wmma::store_matrix_sync(staged + n * 16, grad_k_acc[n], s::out_stride, wmma::mem_row_major);
     }
+    __syncwarp();
+    if (j < seq_len)
+        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
+            grad_k_part[part + d] = out_tile[r * s::out_stride + d];
+    __syncwarp();
+#pragma unroll
+    for (int n = 0; n < D / 16; n++)
+        wmma::store_matrix_sync(staged + n * 16, grad_v_acc[n], s::out_stride, wmma::mem_row_major);
+    __syncwarp();
+    if (j < seq_len)
+        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
+            grad_v_part[part + d] = out_tile[r * s::out_stride + d];
 }
 
 /* grad[row, kv_h, d] = the sum of the partials of the query heads that read kv_h */
@@ -398,13 +381,13 @@ void forward(ft_cuda_context *context, void *out, float *logsumexp, const void *
 }
 
 template <int D>
-void backward(ft_cuda_context *context, float *grad_q_parts, int splits, size_t part_floats, float *const parts[2],
-              const void *grad_out, const void *q, const void *k, const void *v, const float *logsumexp,
-              const float *delta, const int32_t *segments, const ft_attention_shape *shape)
+void backward(ft_cuda_context *context, float *grad_q, float *const parts[2], const void *grad_out,
+              const void *q, const void *k, const void *v, const float *logsumexp, const float *delta,
+              const int32_t *segments, const ft_attention_shape *shape)
 {
-    dim3 blocks(splits, shape->n_heads, shape->batch_size);
+    dim3 blocks((shape->seq_len + tile - 1) / tile, shape->n_heads, shape->batch_size);
     attention_backward_kernel<D><<<blocks, threads, shape_of<D>::backward_bytes, context->stream>>>(
-        grad_q_parts, part_floats, parts[0], parts[1], (const bf16 *)grad_out, (const bf16 *)q, (const bf16 *)k,
+        grad_q, parts[0], parts[1], (const bf16 *)grad_out, (const bf16 *)q, (const bf16 *)k,
         (const bf16 *)v, logsumexp, delta, segments, shape->seq_len, shape->n_heads, shape->n_kv_heads,
         1.0f / sqrtf((float)D));
     LAUNCH_CHECK(context, "attention_backward_kernel");
@@ -448,31 +431,22 @@ void ft_cuda_attention_backward(ft_backend *self, void *grad_q, void *grad_k, vo
     ft_cuda_context *context = ft_cuda_enter(self);
     int rows = shape->batch_size * shape->seq_len, D = shape->head_dim;
     size_t q_elements = (size_t)rows * shape->n_heads * D;
-    float *grad_q_parts = context->scratch.attention_grad_q, *delta = context->scratch.attention_delta;
-    int key_tiles = (shape->seq_len + tile - 1) / tile;
-    int splits = key_tiles < FT_ATTENTION_GRAD_Q_SPLITS ? key_tiles : FT_ATTENTION_GRAD_Q_SPLITS;
+    float *grad_q_sum = context->scratch.attention_grad_q, *delta = context->scratch.attention_delta;
     float *const parts[2] = {context->scratch.attention_grad_k_part, context->scratch.attention_grad_v_part};
     size_t items = (size_t)rows * shape->n_heads;
     attention_delta_kernel<<<(unsigned)((items * 32 + FT_CUDA_THREADS - 1) / FT_CUDA_THREADS), FT_CUDA_THREADS, 0,
                              context->stream>>>(delta, (const bf16 *)grad_out, (const bf16 *)out, rows,
                                                 shape->seq_len, shape->n_heads, D);
     LAUNCH_CHECK(context, "attention_delta_kernel");
-    CUDA_CHECK(context,
-               cudaMemsetAsync(grad_q_parts, 0, (size_t)splits * q_elements * sizeof(float), context->stream));
-#define BACKWARD(d)                                                                                             \
-    backward<d>(context, grad_q_parts, splits, q_elements, parts, grad_out, q, k, v, logsumexp, delta, segments, \
-                shape)
+    CUDA_CHECK(context, cudaMemsetAsync(grad_q_sum, 0, q_elements * sizeof(float), context->stream));
     switch (D) {
-    case 16: BACKWARD(16); break;
-    case 32: BACKWARD(32); break;
-    case 64: BACKWARD(64); break;
-    case 128: BACKWARD(128); break;
+    case 16: backward<16>(context, grad_q_sum, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
+    case 32: backward<32>(context, grad_q_sum, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
+    case 64: backward<64>(context, grad_q_sum, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
+    case 128: backward<128>(context, grad_q_sum, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
     default: ft_cuda_fail(context, __FILE__, __LINE__, "attention_backward", "unsupported head_dim"); return;
     }
-#undef BACKWARD
-    attention_grad_q_sum_kernel<<<ft_cuda_grid(q_elements), FT_CUDA_THREADS, 0, context->stream>>>(
-        (bf16 *)grad_q, grad_q_parts, splits, q_elements);
-    LAUNCH_CHECK(context, "attention_grad_q_sum_kernel");
+    ft_cuda_to_bf16(context, (bf16 *)grad_q, grad_q_sum, q_elements);
     size_t kv_elements = (size_t)rows * shape->n_kv_heads * D;
     void *grads[2] = {grad_k, grad_v};
     for (int i = 0; i < 2; i++) {

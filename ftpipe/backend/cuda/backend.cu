@@ -130,8 +130,7 @@ static size_t lay_out_scratch(const ft_backend_limits *limits, char *base, ft_cu
     s.lora_b = (bf16 *)take(features * rank * sizeof(bf16));
     s.lora_grad_xa = (bf16 *)take(rows * rank * sizeof(bf16));
     s.lora_dropped = (bf16 *)take(limits->lora_dropout && rank ? rows * features * sizeof(bf16) : 0);
-    s.attention_grad_q =
-        (float *)take(FT_ATTENTION_GRAD_Q_SPLITS * rows * heads * (size_t)limits->head_dim * sizeof(float));
+    s.attention_grad_q = (float *)take(rows * heads * (size_t)limits->head_dim * sizeof(float));
     s.attention_grad_k_part = (float *)take(rows * heads * (size_t)limits->head_dim * sizeof(float));
     s.attention_grad_v_part = (float *)take(rows * heads * (size_t)limits->head_dim * sizeof(float));
     s.attention_delta = (float *)take(rows * heads * sizeof(float));

@@ -50,7 +50,7 @@ struct ft_cuda_scratch {
     bf16 *lora_b;           /* [max_features, max_rank] */
     bf16 *lora_grad_xa;     /* [max_rows, max_rank] */
     bf16 *lora_dropped;     /* [max_rows, max_features] when LoRA has dropout, else NULL */
-    float *attention_grad_q;  /* [FT_ATTENTION_GRAD_Q_SPLITS, max_rows, max_heads * head_dim] */
+    float *attention_grad_q;  /* [max_rows, max_heads * head_dim] */
     float *attention_grad_k_part; /* [max_rows, max_heads * head_dim]: each query head's share of dK */
     float *attention_grad_v_part;
     float *attention_delta;   /* [max_rows, max_heads] */
@@ -122,10 +122,6 @@ static inline unsigned ft_cuda_grid(size_t n)
  * of rows, each added up in order, then the chunks in order: no atomics, so the
  * result does not depend on timing. */
 #define FT_NORM_ROW_CHUNKS 64
-/* Attention's backward adds dQ into this many fp32 buffers, one per group of key
- * tiles, then adds the buffers in order (attention.cu). More splits: more
- * parallel blocks, more memory. */
-#define FT_ATTENTION_GRAD_Q_SPLITS 8
 
 /* --- for kernels --- */
 
