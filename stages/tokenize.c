@@ -232,7 +232,9 @@ static int run_tokenize(ft_stage *stage)
     if (status == 0) {
         ft_stage_log(stage, "tokenizing %zu conversations from %zu file%s with template %s", dataset.count,
                      dataset.n_files, dataset.n_files == 1 ? "" : "s", meta.template_name);
-        const ft_encoding_options options = {meta.cutoff_len, meta.train_on_prompt, meta.mask_history,
+        /* packed, LLaMA-Factory cuts each sample and fills each row one token short of cutoff_len */
+        size_t sample_cutoff = meta.packing && meta.cutoff_len > 1 ? meta.cutoff_len - 1 : meta.cutoff_len;
+        const ft_encoding_options options = {sample_cutoff, meta.train_on_prompt, meta.mask_history,
                                              ft_stage_param_bool(stage, "enable_thinking")};
         status = ft_encode_conversations(tokenizer, chat_template, dataset.conversations, dataset.count, &options,
                                          (int)ft_stage_param_int(stage, "threads"), report_progress, stage, samples,
@@ -264,7 +266,7 @@ static int run_tokenize(ft_stage *stage)
 
 const ft_stage_kind ft_kind_tokenize = {
     .name = "tokenize",
-    .version = 3, /* 2: meta.json's tokenizer_hash covers the eos token; 3: LLaMA-Factory's qwen3 think blocks
-                     and untrimmed llama3, BOS from the tokenizer */
+    .version = 4, /* 2: meta.json's tokenizer_hash covers the eos token; 3: LLaMA-Factory's qwen3 think blocks
+                     and untrimmed llama3, BOS from the tokenizer; 4: packed rows filled to cutoff_len - 1 */
     .run = run_tokenize,
 };

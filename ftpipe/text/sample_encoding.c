@@ -168,7 +168,10 @@ int ft_write_samples(const char *split_dir, const ft_encoded_sample *samples, co
         size_t *lengths = ft_xmalloc((count ? count : 1) * sizeof(size_t));
         for (size_t i = 0; i < count; i++)
             lengths[i] = samples[indices[i]].n_tokens;
-        ft_pack_rows(lengths, count, row_length, order, &row_starts, &n_rows);
+        /* rows filled to one token short of their length, as LLaMA-Factory packs (its
+         * cutoff_len - 1), so that packed rows hold the same samples as its */
+        size_t capacity = row_length > 1 ? row_length - 1 : row_length;
+        ft_pack_rows(lengths, count, capacity, order, &row_starts, &n_rows);
         free(lengths);
     } else {
         for (size_t i = 0; i < count; i++)

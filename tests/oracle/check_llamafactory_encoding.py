@@ -32,8 +32,11 @@ import oracle
 # transformers the other references need (requirements.txt says why).
 os.environ["DISABLE_VERSION_CHECK"] = "1"
 
-# Which committed tokenizers a template is checked with (default: both).
-TOKENIZERS = {"qwen": ["qwen3"], "qwen3": ["qwen3"], "llama3": ["llama3"]}
+# Which committed tokenizers a template is checked with (default: both). A template
+# whose special tokens a tokenizer lacks is refused by ftpipe by design (ChatML on
+# Llama 3's tokenizer), where LLaMA-Factory would encode them as text.
+TOKENIZERS = {"qwen": ["qwen3"], "qwen3": ["qwen3"], "qwen3_nothink": ["qwen3"], "qwen2_vl": ["qwen3"],
+              "llama3": ["llama3"]}
 # ftpipe's templates that LLaMA-Factory does not have (checked to be absent there).
 FTPIPE_OWN_TEMPLATES = {"plain": "the texts as they are, each answer ending with EOS"}
 

@@ -86,7 +86,8 @@ void ft_pack_rows(const size_t *lengths, size_t count, size_t capacity, size_t *
 int ft_choose_validation(size_t count, double val_size, uint64_t seed, bool *is_validation, size_t *n_validation);
 
 /* Writes samples[indices[0..count)] as a split into split_dir: in that order,
- * or packed into rows of row_length tokens (then every sample must fit one). */
+ * or packed into rows of row_length tokens, each filled to row_length - 1 as
+ * LLaMA-Factory packs (then every sample must fit in row_length - 1). */
 int ft_write_samples(const char *split_dir, const ft_encoded_sample *samples, const size_t *indices, size_t count,
                      bool packing, size_t row_length, uint64_t max_shard_tokens, ft_token_split_stats *stats);
 

@@ -182,7 +182,7 @@ TEST(writes_samples_plain_and_packed)
     CHECK_INT(stats.max_sample_tokens, 5);
     CHECK_INT(ft_write_samples(packed, samples, chosen, 3, true, 8, 0, &stats), 0);
     CHECK_INT(stats.n_samples, 3);
-    CHECK_INT(stats.n_rows, 2); /* [5 tokens + 3 tokens], [4 tokens] */
+    CHECK_INT(stats.n_rows, 2); /* rows filled to 7 of 8, as LLaMA-Factory's: [5 tokens], [4 + 3 tokens] */
 
     ft_token_dataset_meta meta;
     memset(&meta, 0, sizeof meta);
@@ -197,12 +197,14 @@ TEST(writes_samples_plain_and_packed)
     CHECK_INT(ft_token_shards_open(dir, "train", &shards), 0);
     ft_token_row row;
     ft_token_shards_row(shards, 0, &row);
-    CHECK_INT(row.n_tokens, 8);
-    CHECK_INT(row.n_samples, 2);
+    CHECK_INT(row.n_tokens, 5);
+    CHECK_INT(row.n_samples, 1);
     CHECK_INT(row.ids[0], 20);
-    CHECK_INT(row.ids[5], 10);
     ft_token_shards_row(shards, 1, &row);
+    CHECK_INT(row.n_tokens, 7);
+    CHECK_INT(row.n_samples, 2);
     CHECK_INT(row.ids[0], 40);
+    CHECK_INT(row.ids[4], 10);
     ft_token_shards_close(shards);
 
     CHECK_INT(ft_remove_tree(dir), 0);
