@@ -37,6 +37,8 @@ os.environ["DISABLE_VERSION_CHECK"] = "1"
 # Llama 3's tokenizer), where LLaMA-Factory would encode them as text.
 TOKENIZERS = {"qwen": ["qwen3"], "qwen3": ["qwen3"], "qwen3_nothink": ["qwen3"], "qwen2_vl": ["qwen3"],
               "llama3": ["llama3"]}
+# Templates whose LLaMA-Factory loader wants an image processor even for text records.
+LOADER_NEEDS_PROCESSOR = {"qwen2_vl"}
 # ftpipe's templates that LLaMA-Factory does not have (checked to be absent there).
 FTPIPE_OWN_TEMPLATES = {"plain": "the texts as they are, each answer ending with EOS"}
 
@@ -299,7 +301,9 @@ def main():
                     if not unknown and not wrongly_own else
                     "templates LLaMA-Factory lacks: %s; LLaMA-Factory has a template by the name of ftpipe's own: %s"
                     % (", ".join(unknown) or "none", ", ".join(wrongly_own) or "none"))
-        compared = [t for t in compared if t in lf.templates]
+        # qwen2_vl's loader path needs a model's image processor even for text;
+        # check_llamafactory_templates.py compares it through the template itself
+        compared = [t for t in compared if t in lf.templates and t not in LOADER_NEEDS_PROCESSOR]
 
         configs = [(t, k, o) for t in compared for k in TOKENIZERS.get(t, ["qwen3", "llama3"]) for o in OPTIONS]
         started = time.time()

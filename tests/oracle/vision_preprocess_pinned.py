@@ -10,7 +10,7 @@ now, not with the committed files. Each processor case is reported by the
 largest difference of its pixel values (tolerance 1e-2); then whether the
 committed fixtures still equal the live ones.
 
-    python3 tests/oracle/check_vision_preprocess.py   (after make build/asan/tests/formats/...)
+    python3 tests/oracle/vision_preprocess_pinned.py   (after make build/asan/tests/formats/...)
 
 Needs pillow, numpy and transformers (e.g. pillow==11.*, transformers==4.57.*).
 Prints "ok"/"not ok" per case and "N passed, N failed"; exits 1 on any failure.
