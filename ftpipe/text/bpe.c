@@ -142,8 +142,10 @@ void ft_bpe_add_token(ft_bpe *bpe, uint32_t id, const void *bytes, size_t length
     if (*slot != 0) { /* the same bytes again: the later id wins, as in a JSON object */
         bpe->entries[*slot - 1].id = id;
     } else {
-        ft_grow((void **)&bpe->bytes, &bpe->bytes_capacity, bpe->n_bytes + length, 1);
-        memcpy(bpe->bytes + bpe->n_bytes, bytes, length);
+        if (length > 0) { /* an empty token ("" in the vocab) has no bytes, and the buffer may not exist yet */
+            ft_grow((void **)&bpe->bytes, &bpe->bytes_capacity, bpe->n_bytes + length, 1);
+            memcpy(bpe->bytes + bpe->n_bytes, bytes, length);
+        }
         ft_grow((void **)&bpe->entries, &bpe->entries_capacity, bpe->n_entries + 1, sizeof *bpe->entries);
         bpe->entries[bpe->n_entries] = (vocab_entry){(uint32_t)bpe->n_bytes, (uint32_t)length, id};
         bpe->n_bytes += length;

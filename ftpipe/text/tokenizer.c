@@ -79,8 +79,10 @@ static void set_decoding(ft_tokenizer *tokenizer, uint32_t id, const char *text,
     bool in_alphabet = byte_level_to_raw(text, length, scratch);
     const char *bytes = in_alphabet ? scratch->data : text;
     size_t n = in_alphabet ? scratch->length : length;
-    ft_grow((void **)&tokenizer->decode_bytes, &tokenizer->decode_capacity, tokenizer->n_decode_bytes + n, 1);
-    memcpy(tokenizer->decode_bytes + tokenizer->n_decode_bytes, bytes, n);
+    if (n > 0) { /* an empty token decodes to nothing; the buffer may not exist yet */
+        ft_grow((void **)&tokenizer->decode_bytes, &tokenizer->decode_capacity, tokenizer->n_decode_bytes + n, 1);
+        memcpy(tokenizer->decode_bytes + tokenizer->n_decode_bytes, bytes, n);
+    }
     tokenizer->decode_offset[id] = (uint32_t)tokenizer->n_decode_bytes;
     tokenizer->decode_length[id] = (uint32_t)n;
     tokenizer->n_decode_bytes += n;
