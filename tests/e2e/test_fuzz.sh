@@ -4,10 +4,12 @@
 # case per target with the inputs it tried, then the total. A crash, leak or
 # abort fails the case and leaves the input that caused it under build/fuzz/crashes/
 # (add it to the corpus once fixed: it becomes a regression input).
-# Longer: FUZZ_SECONDS=600 sh tests/e2e/test_fuzz.sh
+# Longer, with a fresh seed: FUZZ_SECONDS=600 FUZZ_SEED=0 sh tests/e2e/test_fuzz.sh
 . "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SECONDS_EACH=${FUZZ_SECONDS:-4}
+# One seed, so a make test run mutates the same way each time (FUZZ_SEED=0: a fresh one).
+SEED=${FUZZ_SEED:-2026}
 total=0
 targets=$(ls "$ROOT"/tests/fuzz/fuzz_*.c 2>/dev/null)
 for source in $targets; do
@@ -22,7 +24,7 @@ for source in $targets; do
   work="$T_ROOT/$name"
   mkdir -p "$work/corpus" "$ROOT/build/fuzz/crashes"
   # New inputs go to a scratch copy; the committed corpus is only read.
-  t_run "$binary" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  t_run "$binary" -seed="$SEED" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$ROOT/build/fuzz/crashes/$name-" "$work/corpus" "$ROOT/tests/fuzz/corpus/$corpus_name"
   t_expect_status 0
   runs=$(printf '%s\n' "$T_OUT" | sed -n 's/^stat::number_of_executed_units: *//p' | tail -1)
