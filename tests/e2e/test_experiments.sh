@@ -96,8 +96,10 @@ t_end
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 t_case "examples/sweep: a 3 x 2 sweep trains and evaluates six runs; metrics shows them side by side"
-W=$(t_workspace)
-cp "$ROOT/examples/sweep/Ftpipe" "$ROOT/examples/sweep/make_addition_data.sh" "$W/"
+W=$(t_workspace)/sweep # beside a quickstart/, whose data script the sweep shares
+mkdir -p "$W" "$W/../quickstart"
+cp "$ROOT/examples/sweep/Ftpipe" "$W/"
+cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/../quickstart/"
 t_run "$FTPIPE" -C "$W" -j 2
 t_expect_status 0
 t_expect_contains "ftpipe: 17 run, 0 restored, 0 up to date"
