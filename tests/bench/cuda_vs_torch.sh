@@ -5,16 +5,20 @@
 #   training: LoRA r=8 alpha=16 on all seven projections, AdamW, sdpa attention,
 #     with and without recomputation (gradient checkpointing): tokens/s and peak
 #     device memory of both, and their ratios (speed: ftpipe / peer, above 1 is
-#     faster; memory: ftpipe / peer, the target is at most 0.8);
+#     faster; memory: ftpipe / peer, the target is at most 0.8), one row per
+#     peer of PEERS (cuda_vs_torch.py says what each is: PEFT as it comes, the
+#     adapter in bf16 with fused AdamW, and that under torch.compile);
 #   loading: ft_model_load against from_pretrained(bf16, device_map="cuda") of
 #     the same safetensors folder, from /dev/shm and from disk (the page cache
 #     dropped first where this user may): seconds, and peer / ftpipe (above 1:
 #     ftpipe loads faster);
 #   generation: greedy, batch GEN_BATCH, GEN_PROMPT prompt tokens and exactly
-#     GEN_NEW new ones: tokens/s, and ftpipe / peer.
+#     GEN_NEW new ones: tokens/s, and ftpipe / peer, for each peer of GEN_PEERS
+#     (transformers' dynamic cache; its static cache with torch.compile).
 #   SIZES="qwen2.5-0.5b:8 qwen2.5-1.5b:8 qwen2.5-7b:4" SEQ=1024 STEPS=5 RECOMPUTE="no yes" \
 #   LOAD_SIZES="qwen2.5-1.5b qwen2.5-7b" GEN_SIZES="qwen2.5-0.5b qwen2.5-1.5b" \
-#   GEN_BATCH=32 GEN_PROMPT=128 GEN_NEW=128 sh tests/bench/cuda_vs_torch.sh
+#   GEN_BATCH=32 GEN_PROMPT=128 GEN_NEW=128 PEERS="peft peft-bf16 compiled" \
+#   GEN_PEERS="dynamic static" sh tests/bench/cuda_vs_torch.sh
 # An empty list skips its part. Models are written once into BENCH_DIR (default
 # /dev/shm/ftpipe-bench) and copied to DISK_DIR (default /var/tmp/ftpipe-bench)
 # for the disk rows. Without a GPU, or without the programs, it says why and
@@ -29,6 +33,8 @@ GEN_SIZES=${GEN_SIZES-"qwen2.5-0.5b qwen2.5-1.5b"}
 GEN_BATCH=${GEN_BATCH:-32}
 GEN_PROMPT=${GEN_PROMPT:-128}
 GEN_NEW=${GEN_NEW:-128}
+PEERS=${PEERS:-"peft peft-bf16 compiled"}
+GEN_PEERS=${GEN_PEERS:-"dynamic static"}
 DIR=${BENCH_DIR:-/dev/shm/ftpipe-bench}
 DISK_DIR=${DISK_DIR:-/var/tmp/ftpipe-bench}
 DRIVER=build/gpu/cuda_vs_torch
@@ -65,22 +71,24 @@ model_of() {
 echo "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1), $(date -u +%Y-%m-%d)"
 if [ -n "$SIZES" ]; then
   echo "training: sequence $SEQ, $STEPS timed steps after 2 warm-up"
-  printf '%-13s %-7s %-9s %12s %12s %6s %11s %11s %6s\n' model batch recompute "ftpipe tok/s" "peer tok/s" speed \
-    "ftpipe peak" "peer peak" memory
+  printf '%-13s %-7s %-9s %-10s %12s %12s %6s %11s %11s %6s\n' model batch recompute peer "ftpipe tok/s" \
+    "peer tok/s" speed "ftpipe peak" "peer peak" memory
 fi
 for size in $SIZES; do
   shape=${size%%:*}; batch=${size#*:}; model=$(model_of "$shape") || exit 1
   for recompute in $RECOMPUTE; do
     flag=""; [ "$recompute" = yes ] && flag=--recompute
     ours=$(side ftpipe driver train "$model" "$batch" "$SEQ" "$STEPS" $flag)
-    theirs=$(side peer python3 "$PEER" train "$model" "$batch" "$SEQ" "$STEPS" $flag)
     echo "# ftpipe $shape $recompute: $ours"
-    echo "# peer $shape $recompute: $theirs"
-    our_speed=$(echo "$ours" | field tokens_per_second); their_speed=$(echo "$theirs" | field tokens_per_second)
-    our_peak=$(echo "$ours" | field peak_bytes); their_peak=$(echo "$theirs" | field peak_bytes)
-    printf '%-13s %-7s %-9s %12s %12s %6s %11s %11s %6s\n' "$shape" "${batch}x$SEQ" "$recompute" "${our_speed:--}" \
-      "${their_speed:--}" "$(ratio "$our_speed" "$their_speed")" "$(gib "$our_peak")" "$(gib "$their_peak")" \
-      "$(ratio "$our_peak" "$their_peak")"
+    our_speed=$(echo "$ours" | field tokens_per_second); our_peak=$(echo "$ours" | field peak_bytes)
+    for peer in $PEERS; do
+      theirs=$(side "peer-$peer" python3 "$PEER" train "$model" "$batch" "$SEQ" "$STEPS" $flag --peer "$peer")
+      echo "# peer $peer $shape $recompute: $theirs"
+      their_speed=$(echo "$theirs" | field tokens_per_second); their_peak=$(echo "$theirs" | field peak_bytes)
+      printf '%-13s %-7s %-9s %-10s %12s %12s %6s %11s %11s %6s\n' "$shape" "${batch}x$SEQ" "$recompute" "$peer" \
+        "${our_speed:--}" "${their_speed:--}" "$(ratio "$our_speed" "$their_speed")" "$(gib "$our_peak")" \
+        "$(gib "$their_peak")" "$(ratio "$our_peak" "$their_peak")"
+    done
   done
 done
 
@@ -111,16 +119,23 @@ done
 
 if [ -n "$GEN_SIZES" ]; then
   echo "greedy generation: batch $GEN_BATCH, $GEN_PROMPT prompt tokens + $GEN_NEW new"
-  printf '%-13s %12s %12s %6s %11s %11s\n' model "ftpipe tok/s" "peer tok/s" speed "ftpipe peak" "peer peak"
+  printf '%-13s %-8s %12s %12s %6s %11s %11s\n' model peer "ftpipe tok/s" "peer tok/s" speed "ftpipe peak" \
+    "peer peak"
 fi
 for shape in $GEN_SIZES; do
   model=$(model_of "$shape") || exit 1
   ours=$(side ftpipe driver generate "$model" "$GEN_BATCH" "$GEN_PROMPT" "$GEN_NEW")
-  theirs=$(side peer python3 "$PEER" generate "$model" "$GEN_BATCH" "$GEN_PROMPT" "$GEN_NEW")
   echo "# ftpipe $shape: $ours"
-  echo "# peer $shape: $theirs"
-  our_speed=$(echo "$ours" | field tokens_per_second); their_speed=$(echo "$theirs" | field tokens_per_second)
-  printf '%-13s %12s %12s %6s %11s %11s\n' "$shape" "${our_speed:--}" "${their_speed:--}" \
-    "$(ratio "$our_speed" "$their_speed")" "$(gib "$(echo "$ours" | field peak_bytes)")" \
-    "$(gib "$(echo "$theirs" | field peak_bytes)")"
+  our_speed=$(echo "$ours" | field tokens_per_second)
+  for peer in $GEN_PEERS; do
+    theirs=$(side "peer-$peer" python3 "$PEER" generate "$model" "$GEN_BATCH" "$GEN_PROMPT" "$GEN_NEW" --peer "$peer")
+    echo "# peer $peer $shape: $theirs"
+    their_speed=$(echo "$theirs" | field tokens_per_second)
+    printf '%-13s %-8s %12s %12s %6s %11s %11s\n' "$shape" "$peer" "${our_speed:--}" "${their_speed:--}" \
+      "$(ratio "$our_speed" "$their_speed")" "$(gib "$(echo "$ours" | field peak_bytes)")" \
+      "$(gib "$(echo "$theirs" | field peak_bytes)")"
+  done
 done
+if [ -n "$GEN_SIZES" ] && ! python3 -c 'import vllm' 2>/dev/null; then
+  echo "# vLLM is not installed here: no vLLM row"
+fi
