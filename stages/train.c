@@ -12,6 +12,7 @@
  * adapter or the model, and trainer_state.json) are written to the work
  * folder's kept/ as training reaches them, and linked into the output at the end. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@ typedef struct {
     int rank;                   /* this process's rank on this node: only its first reports */
     bool writes_output;         /* checkpoints and the output (stage_ranks.h says which rank) */
     int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
+    double elapsed_s, remaining_s; /* this process's time so far and the ETA, after the last step */
     ft_train_guard guard;
 } train_run;
 
@@ -297,9 +299,47 @@ static void on_step(void *context, const ft_train_report *report)
         run->first_step = report->step - 1;
     double per_step = report->elapsed_s / (double)(report->step - run->first_step);
     double eta = per_step * (double)(report->total_steps - report->step);
+    run->elapsed_s = report->elapsed_s;
+    run->remaining_s = eta;
     ft_stage_progress(run->stage, (double)report->step / (double)report->total_steps,
                       "step %lld/%lld, %.0f tokens/s, loss %.4f, ETA %.0fs", (long long)report->step,
                       (long long)report->total_steps, report->tokens_per_s, report->loss, eta);
+}
+
+/* "H:MM:SS", as Python prints a timedelta of whole seconds ("1 day, 2:03:04" past a day). */
+static void format_duration(double seconds, char *out, size_t size)
+{
+    long long s = seconds > 0.0 && seconds < 1e15 ? (long long)seconds : 0, days = s / 86400;
+    int at = days ? snprintf(out, size, "%lld day%s, ", days, days == 1 ? "" : "s") : 0;
+    snprintf(out + at, size - (size_t)at, "%lld:%02lld:%02lld", s % 86400 / 3600, s % 3600 / 60, s % 60);
+}
+
+/* One line of the work folder's trainer_log.jsonl, with LLaMA-Factory's keys
+ * besides (current_steps, total_steps, lr, percentage, elapsed_time,
+ * remaining_time), so that its LlamaBoard follows the run. */
+static void append_log_line(const train_run *run, json_t *line, int64_t step)
+{
+    char elapsed[48], remaining[48];
+    format_duration(run->elapsed_s, elapsed, sizeof elapsed);
+    format_duration(run->remaining_s, remaining, sizeof remaining);
+    int64_t total = run->plan.total_steps;
+    json_object_set_new(line, "current_steps", json_integer(step));
+    json_object_set_new(line, "total_steps", json_integer(total));
+    json_t *rate = json_object_get(line, "learning_rate");
+    if (rate)
+        json_object_set(line, "lr", rate);
+    json_object_set_new(line, "percentage", json_real(total > 0 ? round((double)step * 10000.0 / (double)total) / 100.0
+                                                                : 100.0));
+    json_object_set_new(line, "elapsed_time", json_string(elapsed));
+    json_object_set_new(line, "remaining_time", json_string(remaining));
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    FILE *file = fopen(run->log_path, "a");
+    if (file) {
+        fprintf(file, "%s\n", text);
+        fclose(file);
+    }
+    free(text);
+    json_decref(line);
 }
 
 static void on_log(void *context, const ft_train_report *report)
@@ -321,14 +361,7 @@ static void on_log(void *context, const ft_train_report *report)
     json_t *line = json_pack("{sI sf sf sf sf sf}", "step", (json_int_t)report->step, "epoch", report->epoch, "loss",
                              report->loss, "learning_rate", report->learning_rate, "grad_norm", report->grad_norm,
                              "tokens_per_s", report->tokens_per_s);
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-    FILE *file = fopen(run->log_path, "a");
-    if (file) {
-        fprintf(file, "%s\n", text);
-        fclose(file);
-    }
-    free(text);
-    json_decref(line);
+    append_log_line(run, line, report->step);
 }
 
 static void on_evaluate(void *context, const ft_eval_report *report)
@@ -339,14 +372,7 @@ static void on_evaluate(void *context, const ft_eval_report *report)
                  report->epoch, report->eval_loss, (unsigned long long)report->n_rows, report->runtime_s);
     json_t *line = json_pack("{sI sf sf sf}", "step", (json_int_t)report->step, "epoch", report->epoch, "eval_loss",
                              report->eval_loss, "eval_runtime", report->runtime_s);
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-    FILE *file = fopen(run->log_path, "a");
-    if (file) {
-        fprintf(file, "%s\n", text);
-        fclose(file);
-    }
-    free(text);
-    json_decref(line);
+    append_log_line(run, line, report->step);
 }
 
 static void on_note(void *context, const char *text) { ft_stage_log(((train_run *)context)->stage, "%s", text); }

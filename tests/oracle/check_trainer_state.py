@@ -7,7 +7,9 @@ A pipeline trains a tiny model with LoRA (save_strategy = steps, save_total_limi
   checkpoint-N's and the output's): the step, max_steps and the log_history
   entries up to it, the output's ending with the train summary;
 - LLaMA-Factory's plot_loss (llamafactory.extras.ploting) draws the loss and
-  eval_loss from it (it needs matplotlib);
+  eval_loss from it, and LlamaBoard's gen_loss_plot the loss from the output's
+  trainer_log.jsonl, whose last line has the keys its progress bar reads (they
+  need matplotlib);
 - PEFT loads each checkpoint-N adapter onto the base model with the file's
   weights, and transformers each checkpoint-N model of the full fine-tune.
 """
@@ -94,10 +96,22 @@ def check_plot(cases, output):
         return
     from llamafactory.extras.ploting import plot_loss
 
+    from llamafactory.extras.ploting import gen_loss_plot
+
     plot_loss(output, keys=["loss", "eval_loss"])
     made = [os.path.exists(os.path.join(output, "training_%s.png" % key)) for key in ("loss", "eval_loss")]
     cases.check("plot_loss", all(made), "LLaMA-Factory's plot_loss drew training_loss.png and "
                 "training_eval_loss.png from %s/trainer_state.json" % os.path.basename(output))
+    # LlamaBoard's view of a run: the keys its get_trainer_info reads from the last line, and its loss plot
+    log = [json.loads(line) for line in open(os.path.join(output, "trainer_log.jsonl"))]
+    missing = [k for k in ("current_steps", "total_steps", "percentage", "elapsed_time", "remaining_time")
+               if k not in log[-1]]
+    figure = gen_loss_plot(log)
+    plotted = len(figure.axes[0].lines[0].get_xdata()) if figure.axes and figure.axes[0].lines else 0
+    logged = sum(1 for line in log if line.get("loss"))
+    cases.check("gen_loss_plot", not missing and plotted == logged,
+                "LlamaBoard's gen_loss_plot drew the %d logged losses of trainer_log.jsonl" % logged,
+                ["missing keys: %s" % missing, "plotted %d of %d" % (plotted, logged)])
 
 
 def check_adapters(cases, base, output):
