@@ -599,6 +599,8 @@ static int train(train_run *run, ft_backend *backend)
         uint64_t output_bytes = run->model_options.finetuning == FT_FINETUNE_LORA
                                     ? (uint64_t)n_trained * sizeof(float)
                                     : ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config));
+        if (run->train_options.save_strategy != FT_SAVE_NO) /* the next checkpoint-N to keep, of the result's size */
+            output_bytes *= 2;
         ft_train_guard_init(&run->guard, stage, run->train_options.checkpoint_dir, output_bytes,
                             strcmp(backend->name, "cuda") == 0);
     }
