@@ -7,8 +7,12 @@
  * Checks everything it can before training (inputs, tokenizer, parameters,
  * memory), trains with checkpoints in the work folder (a rerun resumes from
  * the newest), then writes the adapter or the model with ftpipe_train.json,
- * train_results.json and trainer_log.jsonl (see the README). */
+ * train_results.json, trainer_log.jsonl and trainer_state.json (see the
+ * README). With save_strategy, the checkpoint-N folders a user keeps (the
+ * adapter or the model, and trainer_state.json) are written to the work
+ * folder's kept/ as training reaches them, and linked into the output at the end. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +28,10 @@
 #include "ftpipe/model/model_save.h"
 #include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/trainer.h"
+#include "ftpipe/model/trainer_log.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_ranks.h"
+#include "ftpipe/stages/train_kept.h"
 #include "ftpipe/stages/train_guard.h"
 #include "ftpipe/text/tokenizer.h"
 
@@ -40,9 +46,12 @@ typedef struct {
     ft_train_options train_options;
     ft_train_plan plan;
     char *log_path;             /* <work>/trainer_log.jsonl, kept across resumes */
+    char *kept_dir;             /* <work>/kept: the checkpoint-N folders of save_strategy */
+    ft_model *model;            /* while training, for on_save */
     int rank;                   /* this process's rank on this node: only its first reports */
     bool writes_output;         /* checkpoints and the output (stage_ranks.h says which rank) */
     int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
+    double elapsed_s, remaining_s; /* this process's time so far and the ETA, after the last step */
     ft_train_guard guard;
 } train_run;
 
@@ -224,6 +233,13 @@ static int read_parameters(train_run *run)
         .run_id = ft_stage_key(stage),
         .ranks = ranks,
     };
+    const char *save_strategy = ft_stage_param_string(stage, "save_strategy");
+    t->save_strategy = strcmp(save_strategy, "steps") == 0   ? FT_SAVE_STEPS
+                       : strcmp(save_strategy, "epoch") == 0 ? FT_SAVE_EPOCH
+                                                             : FT_SAVE_NO;
+    if (t->save_strategy == FT_SAVE_STEPS && t->save_steps == 0)
+        return ft_stage_fail(stage, "save_strategy = steps needs save_steps above 0 (the steps between the "
+                                    "checkpoint-N folders)");
     if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0 ||
         choose_evaluation(run, t) != 0)
         return -1;
@@ -283,9 +299,47 @@ static void on_step(void *context, const ft_train_report *report)
         run->first_step = report->step - 1;
     double per_step = report->elapsed_s / (double)(report->step - run->first_step);
     double eta = per_step * (double)(report->total_steps - report->step);
+    run->elapsed_s = report->elapsed_s;
+    run->remaining_s = eta;
     ft_stage_progress(run->stage, (double)report->step / (double)report->total_steps,
                       "step %lld/%lld, %.0f tokens/s, loss %.4f, ETA %.0fs", (long long)report->step,
                       (long long)report->total_steps, report->tokens_per_s, report->loss, eta);
+}
+
+/* "H:MM:SS", as Python prints a timedelta of whole seconds ("1 day, 2:03:04" past a day). */
+static void format_duration(double seconds, char *out, size_t size)
+{
+    long long s = seconds > 0.0 && seconds < 1e15 ? (long long)seconds : 0, days = s / 86400;
+    int at = days ? snprintf(out, size, "%lld day%s, ", days, days == 1 ? "" : "s") : 0;
+    snprintf(out + at, size - (size_t)at, "%lld:%02lld:%02lld", s % 86400 / 3600, s % 3600 / 60, s % 60);
+}
+
+/* One line of the work folder's trainer_log.jsonl, with LLaMA-Factory's keys
+ * besides (current_steps, total_steps, lr, percentage, elapsed_time,
+ * remaining_time), so that its LlamaBoard follows the run. */
+static void append_log_line(const train_run *run, json_t *line, int64_t step)
+{
+    char elapsed[48], remaining[48];
+    format_duration(run->elapsed_s, elapsed, sizeof elapsed);
+    format_duration(run->remaining_s, remaining, sizeof remaining);
+    int64_t total = run->plan.total_steps;
+    json_object_set_new(line, "current_steps", json_integer(step));
+    json_object_set_new(line, "total_steps", json_integer(total));
+    json_t *rate = json_object_get(line, "learning_rate");
+    if (rate)
+        json_object_set(line, "lr", rate);
+    json_object_set_new(line, "percentage", json_real(total > 0 ? round((double)step * 10000.0 / (double)total) / 100.0
+                                                                : 100.0));
+    json_object_set_new(line, "elapsed_time", json_string(elapsed));
+    json_object_set_new(line, "remaining_time", json_string(remaining));
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    FILE *file = fopen(run->log_path, "a");
+    if (file) {
+        fprintf(file, "%s\n", text);
+        fclose(file);
+    }
+    free(text);
+    json_decref(line);
 }
 
 static void on_log(void *context, const ft_train_report *report)
@@ -307,14 +361,7 @@ static void on_log(void *context, const ft_train_report *report)
     json_t *line = json_pack("{sI sf sf sf sf sf}", "step", (json_int_t)report->step, "epoch", report->epoch, "loss",
                              report->loss, "learning_rate", report->learning_rate, "grad_norm", report->grad_norm,
                              "tokens_per_s", report->tokens_per_s);
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-    FILE *file = fopen(run->log_path, "a");
-    if (file) {
-        fprintf(file, "%s\n", text);
-        fclose(file);
-    }
-    free(text);
-    json_decref(line);
+    append_log_line(run, line, report->step);
 }
 
 static void on_evaluate(void *context, const ft_eval_report *report)
@@ -325,14 +372,7 @@ static void on_evaluate(void *context, const ft_eval_report *report)
                  report->epoch, report->eval_loss, (unsigned long long)report->n_rows, report->runtime_s);
     json_t *line = json_pack("{sI sf sf sf}", "step", (json_int_t)report->step, "epoch", report->epoch, "eval_loss",
                              report->eval_loss, "eval_runtime", report->runtime_s);
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-    FILE *file = fopen(run->log_path, "a");
-    if (file) {
-        fprintf(file, "%s\n", text);
-        fclose(file);
-    }
-    free(text);
-    json_decref(line);
+    append_log_line(run, line, report->step);
 }
 
 static void on_note(void *context, const char *text) { ft_stage_log(((train_run *)context)->stage, "%s", text); }
@@ -367,44 +407,97 @@ static int write_json(const char *dir, const char *name, json_t *root)
 }
 
 /* The log lines of every run of this stage, the steps a resumed run did again
- * replacing those an interrupted one wrote after its checkpoint. */
-static int write_trainer_log(const train_run *run, const char *out_dir)
+ * replacing those an interrupted one wrote after its checkpoint. Caller frees. */
+static char *read_compact_log(const train_run *run)
 {
     char *text = NULL;
     size_t length = 0;
     if (ft_path_exists(run->log_path) && ft_read_file(run->log_path, &text, &length) < 0)
-        return -1;
-    ft_strbuf kept;
-    ft_strbuf_init(&kept);
-    size_t *line_starts = NULL, capacity = 0, n_lines = 0;
-    int64_t *steps = NULL;
-    size_t steps_capacity = 0;
-    for (char *line = text; line && *line;) {
-        char *end = strchr(line, '\n');
-        size_t line_length = end ? (size_t)(end - line) : strlen(line);
-        json_t *entry = json_loadb(line, line_length, 0, NULL);
-        /* an evaluation comes after the step's log line: ordered as step * 2 + 1 */
-        json_int_t step = entry ? json_integer_value(json_object_get(entry, "step")) * 2 +
-                                      (json_object_get(entry, "eval_loss") != NULL)
-                                : 0;
-        json_decref(entry);
-        while (n_lines > 0 && steps[n_lines - 1] >= step) /* redone after a resume */
-            kept.length = line_starts[--n_lines];
-        ft_grow((void **)&line_starts, &capacity, n_lines + 1, sizeof *line_starts);
-        ft_grow((void **)&steps, &steps_capacity, n_lines + 1, sizeof *steps);
-        line_starts[n_lines] = kept.length;
-        steps[n_lines++] = step;
-        ft_strbuf_add(&kept, line, line_length);
-        ft_strbuf_putc(&kept, '\n');
-        line = end ? end + 1 : line + line_length;
-    }
-    char *path = ft_path_join(out_dir, "trainer_log.jsonl");
-    int status = ft_write_file_atomic(path, kept.data, kept.length);
-    free(path);
-    free(line_starts);
-    free(steps);
-    ft_strbuf_free(&kept);
+        return NULL;
+    char *compact = ft_trainer_log_compact(text ? text : "", &length);
     free(text);
+    return compact;
+}
+
+static int write_trainer_log(const train_run *run, const char *out_dir)
+{
+    char *text = read_compact_log(run);
+    if (!text)
+        return -1;
+    char *path = ft_path_join(out_dir, "trainer_log.jsonl");
+    int status = ft_write_file_atomic(path, text, strlen(text));
+    free(path);
+    free(text);
+    return status;
+}
+
+/* dir/trainer_state.json at this step, in the HF Trainer's format. */
+static int write_trainer_state(const train_run *run, const char *dir, int64_t step, double epoch,
+                               const ft_train_result *ended)
+{
+    ft_stage *stage = run->stage;
+    const ft_train_options *t = &run->train_options;
+    int64_t eval_steps = ft_stage_param_int(stage, "eval_steps");
+    int64_t per_epoch = run->plan.steps_per_epoch > 0 ? run->plan.steps_per_epoch : 1;
+    ft_trainer_state_info info = {
+        .global_step = step,
+        .epoch = epoch,
+        .max_steps = run->plan.total_steps,
+        .num_train_epochs = (run->plan.total_steps + per_epoch - 1) / per_epoch,
+        .logging_steps = t->logging_steps,
+        /* as transformers' TrainingArguments: logging_steps under eval_strategy = steps, else its default */
+        .eval_steps = eval_steps > 0 ? eval_steps : t->eval_steps > 0 ? t->eval_steps : 500,
+        .save_steps = t->save_steps,
+        .train_batch_size = t->batch_size,
+        .training_ended = ended != NULL,
+        .train_loss = ended ? ended->train_loss : 0.0,
+    };
+    char *log = read_compact_log(run);
+    char *path = ft_path_join(dir, "trainer_state.json");
+    int status = log ? ft_trainer_state_write(path, log, &info) : -1;
+    free(path);
+    free(log);
+    return status;
+}
+
+/* The adapter (or the model) as trained so far, beside trainer_state.json. */
+static int write_trained(const train_run *run, const char *dir)
+{
+    const char *base_model = ft_path_basename(run->model_dir);
+    if (run->model_options.finetuning == FT_FINETUNE_LORA)
+        return ft_lora_save(ft_model_lora(run->model), dir, base_model);
+    return ft_model_save(run->model, run->model_dir, dir);
+}
+
+/* on_save: kept/checkpoint-N, written aside and renamed, then the oldest beyond
+ * save_total_limit removed, as the HF Trainer rotates its checkpoints. */
+static int on_save(void *context, int64_t step, double epoch)
+{
+    train_run *run = context;
+    char *name = ft_xasprintf("checkpoint-%lld", (long long)step);
+    char *temporary_name = ft_xasprintf("%s.tmp", name);
+    char *final = ft_path_join(run->kept_dir, name), *temporary = ft_path_join(run->kept_dir, temporary_name);
+    int status = ft_remove_tree(temporary);
+    if (status == 0)
+        status = ft_mkdir_p(temporary);
+    if (status == 0)
+        status = write_trained(run, temporary);
+    if (status == 0)
+        status = write_trainer_state(run, temporary, step, epoch, NULL);
+    if (status == 0)
+        status = ft_fsync_dir(temporary);
+    if (status == 0)
+        status = ft_remove_tree(final); /* the same step kept again after a resume */
+    if (status == 0 && rename(temporary, final) != 0)
+        status = ft_error_errno("cannot rename %s to %s", temporary, final);
+    if (status == 0)
+        status = ft_train_kept_prune(run->kept_dir, run->train_options.save_total_limit);
+    if (status == 0)
+        ft_stage_log(run->stage, "kept %s for the output", name);
+    free(name);
+    free(temporary_name);
+    free(final);
+    free(temporary);
     return status;
 }
 
@@ -446,13 +539,12 @@ static int write_loss_plot(const char *out_dir)
     return status;
 }
 
-static int write_output(train_run *run, ft_model *model, const ft_train_result *result)
+static int write_output(train_run *run, const ft_train_result *result)
 {
     const char *out = ft_stage_output_path(run->stage);
     const char *base_model = ft_path_basename(run->model_dir);
     bool lora = run->model_options.finetuning == FT_FINETUNE_LORA;
-    int status = lora ? ft_lora_save(ft_model_lora(model), out, base_model) : ft_model_save(model, run->model_dir, out);
-    if (status < 0)
+    if (write_trained(run, out) < 0)
         return -1;
     double runtime = result->runtime_s > 0.0 ? result->runtime_s : 1e-9;
     json_t *info = json_pack("{ss ss ss si ss sI}", "finetuning_type", lora ? "lora" : "full", "template",
@@ -466,7 +558,8 @@ static int write_output(train_run *run, ft_model *model, const ft_train_result *
                                 (double)steps_run / runtime, "train_loss", result->train_loss);
     if (write_json(out, "ftpipe_train.json", info) < 0 || write_json(out, "train_results.json", results) < 0)
         return -1;
-    if (write_trainer_log(run, out) < 0)
+    if (write_trainer_log(run, out) < 0 ||
+        write_trainer_state(run, out, result->global_step, result->epoch, result) < 0 || ft_train_kept_link(run->kept_dir, out) < 0)
         return -1;
     return ft_stage_param_bool(run->stage, "plot_loss") ? write_loss_plot(out) : 0;
 }
@@ -506,15 +599,18 @@ static int train(train_run *run, ft_backend *backend)
         uint64_t output_bytes = run->model_options.finetuning == FT_FINETUNE_LORA
                                     ? (uint64_t)n_trained * sizeof(float)
                                     : ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config));
+        if (run->train_options.save_strategy != FT_SAVE_NO) /* the next checkpoint-N to keep, of the result's size */
+            output_bytes *= 2;
         ft_train_guard_init(&run->guard, stage, run->train_options.checkpoint_dir, output_bytes,
                             strcmp(backend->name, "cuda") == 0);
     }
     ft_train_result result;
+    run->model = model;
     if (status == 0)
         status = ft_train(model, shards, &run->train_options, &result);
     ft_token_shards_close(eval_shards);
     if (status == 0 && run->writes_output)
-        status = write_output(run, model, &result);
+        status = write_output(run, &result);
     if (status == 0 && run->rank == 0) {
         /* The measured peak, beside the estimate's (ftpipe estimate) and for the report. */
         uint64_t peak = ft_host_peak_resident_bytes();
@@ -549,15 +645,17 @@ static int run_train(ft_stage *stage)
         return -1;
     char *checkpoints = ft_path_join(ft_stage_work_dir(stage), "checkpoints");
     run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
+    run.kept_dir = ft_path_join(ft_stage_work_dir(stage), "kept");
     run.train_options.checkpoint_dir = checkpoints;
     run.train_options.callbacks =
-        (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled, on_evaluate, should_stop};
+        (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled, on_evaluate, should_stop, on_save};
     /* The ranks start before any backend does: a process forked after CUDA or
      * OpenBLAS threads started could not use them. */
     ft_stage_ranks ranks;
     if (ft_stage_ranks_start(stage, &ranks) < 0) {
         free(checkpoints);
         free(run.log_path);
+        free(run.kept_dir);
         return -1;
     }
     run.rank = ranks.local_rank;
@@ -565,7 +663,7 @@ static int run_train(ft_stage *stage)
     run.writes_output = ranks.writes_output;
     run.train_options.saves_checkpoints = ranks.writes_output;
     if (run.rank != 0)
-        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL, NULL, NULL};
+        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL, NULL, NULL, NULL};
     ft_backend *backend = ft_stage_backend_for_rank(stage, "training", ranks.local_rank, ranks.local_size);
     int status = backend ? (run.rank == 0 ? check_memory(&run, backend) : 0) : -1;
     ft_comm *nccl = NULL; /* cuda ranks add their gradients over NCCL; the host sockets only bootstrap it */
@@ -583,6 +681,7 @@ static int run_train(ft_stage *stage)
     status = ft_stage_ranks_finish(stage, &ranks, status);
     free(checkpoints);
     free(run.log_path);
+    free(run.kept_dir);
     return status;
 }
 
@@ -616,12 +715,21 @@ static void estimate_disk(const train_run *run, const ft_model_config *config, c
     int64_t limit = run->train_options.save_total_limit;
     int64_t held = limit > 0 && saved > limit ? limit + 1 : saved;
     uint64_t checkpoint = 3 * trained_bytes; /* the tensors and AdamW's two moments, in f32 */
+    /* save_strategy's checkpoint-N folders: each a copy of the output */
+    int64_t kept = 0, epochs = (steps + run->plan.steps_per_epoch - 1) / run->plan.steps_per_epoch;
+    if (run->train_options.save_strategy == FT_SAVE_STEPS)
+        kept = steps / every + (steps % every != 0);
+    else if (run->train_options.save_strategy == FT_SAVE_EPOCH)
+        kept = epochs;
+    if (limit > 0 && kept > limit)
+        kept = limit + 1;
     char output_text[32], checkpoint_text[32];
     ft_format_bytes(output, output_text, sizeof output_text);
     ft_format_bytes(checkpoint, checkpoint_text, sizeof checkpoint_text);
-    ft_estimate_set(&out->disk_bytes, (double)(output + (uint64_t)held * checkpoint),
-                    "output %s + %lld checkpoints held at once x %s (%lld saved, save_total_limit %lld)", output_text,
-                    (long long)held, checkpoint_text, (long long)saved, (long long)limit);
+    ft_estimate_set(&out->disk_bytes, (double)(output * (uint64_t)(1 + kept) + (uint64_t)held * checkpoint),
+                    "output %s (and %lld checkpoint-N folders of its size) + %lld checkpoints held at once x %s (%lld "
+                    "saved, save_total_limit %lld)",
+                    output_text, (long long)kept, (long long)held, checkpoint_text, (long long)saved, (long long)limit);
 }
 
 /* When the peak exceeds the budget: the least change that fits, with its figure —

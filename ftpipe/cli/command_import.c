@@ -7,7 +7,8 @@
  * model_name_or_path becomes a download stage (a hub id) or stays a local
  * folder, staged to /dev/shm; dataset and dataset_dir a tokenize stage; the
  * training keys a train stage whose target is output_dir; eval_dataset an
- * evaluate stage. Every key is used or listed as dropped, with the reason, in a
+ * evaluate stage; save_strategy is the HF Trainer's (steps when absent). Every
+ * key is used or listed as dropped, with the reason, in a
  * comment at the end (llamafactory_keys.c). The YAML is read with libyaml. */
 #include <errno.h>
 #include <stdbool.h>
@@ -166,6 +167,11 @@ static int check_config(const char *path, const config *c)
     const char *method = config_value(c, "finetuning_type");
     if (method && strcmp(method, "lora") != 0 && strcmp(method, "full") != 0)
         return ft_error("%s: finetuning_type: %s is not supported: ftpipe trains lora or full", path, method);
+    const char *save = config_value(c, "save_strategy");
+    if (save && strcmp(save, "no") != 0 && strcmp(save, "steps") != 0 && strcmp(save, "epoch") != 0)
+        return ft_error("%s: save_strategy: %s is not supported: ftpipe keeps checkpoint-N folders every save_steps "
+                        "steps (steps) or at each epoch's end (epoch), or none (no)",
+                        path, save);
     if (!config_value(c, "model_name_or_path"))
         return ft_error("%s: model_name_or_path is missing: the pipeline needs the model to train", path);
     if (!config_value(c, "dataset") && (!config_value(c, "do_train") || is_true(config_value(c, "do_train"))))
@@ -241,6 +247,8 @@ static int make_pipeline(const char *path, const config *c, ft_strbuf *out)
         ft_strbuf_printf(out, "\n%s: train models/base_shm tokenized/train_set%s\n", output,
                          eval_in_training ? " tokenized/eval_set" : "");
         put_params(out, c, FT_LF_TRAIN);
+        const char *save = config_value(c, "save_strategy");
+        put_param(out, "save_strategy", save ? save : "steps"); /* the HF Trainer's default, not ftpipe's */
     }
     if (eval_after) {
         ft_strbuf_printf(out, "\n%s-eval: evaluate models/base_shm%s%s $(DATA)\n", output, train ? " " : "",

@@ -43,11 +43,14 @@ static const ft_lf_key keys[] = {
     /* output */
     SPECIAL("output_dir", "the train stage's target"),
     TRAIN("logging_steps"),
+    SPECIAL("save_strategy", "`save_strategy` of the train stage (no, steps or epoch; best is refused); absent: "
+                             "steps, the HF Trainer's default, so the checkpoint-N folders are kept as there"),
     TRAIN("save_steps"),
     TRAIN("save_total_limit"),
-    DROPPED("plot_loss", "the loss of every logged step is in the output's trainer_log.jsonl"),
+    TRAIN("plot_loss"),
     DROPPED("overwrite_output_dir", "a target is replaced whenever its key changes"),
-    DROPPED("save_only_model", "resume checkpoints stay in the work folder; the output holds the model"),
+    DROPPED("save_only_model", "the checkpoint-N folders hold the adapter or the model and trainer_state.json only; "
+                               "the optimizer state to resume from stays in the work folder"),
     DROPPED("report_to", "metrics go to ftpipe's state (ftpipe log) and trainer_log.jsonl"),
     /* train */
     TRAIN("per_device_train_batch_size"),

@@ -341,13 +341,29 @@ static int evaluate(trainer *t)
     return 0;
 }
 
+/* The HF Trainer ends an epoch after its last micro-batch, or when max_steps stops it. */
+static bool epoch_ended(const trainer *t)
+{
+    return t->state.epoch_row >= (int64_t)t->data.n_rows || t->state.global_step == t->plan.total_steps;
+}
+
 static bool evaluation_due(const trainer *t)
 {
     const ft_train_options *o = t->options;
     if (!o->eval_shards)
         return false;
-    bool epoch_ended = t->state.epoch_row >= (int64_t)t->data.n_rows || t->state.global_step == t->plan.total_steps;
-    return (o->eval_steps > 0 && t->state.global_step % o->eval_steps == 0) || (o->eval_each_epoch && epoch_ended);
+    bool last = t->state.global_step == t->plan.total_steps;
+    return (o->eval_steps > 0 && (t->state.global_step % o->eval_steps == 0 || last)) ||
+           (o->eval_each_epoch && epoch_ended(t));
+}
+
+static bool save_due(const trainer *t)
+{
+    const ft_train_options *o = t->options;
+    bool last = t->state.global_step == t->plan.total_steps;
+    if (o->save_strategy == FT_SAVE_STEPS)
+        return (o->save_steps > 0 && t->state.global_step % o->save_steps == 0) || last;
+    return o->save_strategy == FT_SAVE_EPOCH && epoch_ended(t);
 }
 
 static int resume(trainer *t, ft_train_result *out)
@@ -461,6 +477,9 @@ static int train_loop(trainer *t)
             compare_step_times(t);
         if (evaluation_due(t) && evaluate(t) < 0)
             return -1;
+        if (save_due(t) && o->callbacks.on_save &&
+            o->callbacks.on_save(o->callbacks.context, t->state.global_step, epochs_done(t)) < 0)
+            return ft_error_context("keeping checkpoint-%lld", (long long)t->state.global_step);
         int64_t save_steps = o->save_steps;
         if (save_steps > 0 && t->state.global_step % save_steps == 0 && save(t) < 0)
             return -1;

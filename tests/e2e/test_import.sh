@@ -477,6 +477,9 @@ for name in $TEXT_EXAMPLES; do
   output=$(sed -n 's/^output_dir: *\([^ #]*\).*/\1/p' "$W/config.yaml")
   [ -f "$W/$output/train_results.json" ] || t_fail "$name: $output/train_results.json was not written"
   grep -q '"global_step": 2' "$W/$output/ftpipe_train.json" 2>/dev/null || t_fail "$name: $output did not train 2 steps"
+  # no save_strategy in the YAML: the HF Trainer's steps, which keeps a checkpoint after the last step
+  grep -q '"global_step": 2' "$W/$output/checkpoint-2/trainer_state.json" 2>/dev/null ||
+    t_fail "$name: $output/checkpoint-2 was not kept"
   case $name in *_eval)
     grep -q '"eval_loss"' "$W/$output/trainer_log.jsonl" || t_fail "$name: no evaluation during training" ;;
   esac
@@ -489,6 +492,23 @@ for name in qwen3_lora_dpo qwen3_lora_kto qwen3_lora_reward; do
   t_expect_fail
   t_expect_contains "is not supported: ftpipe trains supervised fine-tuning (sft) and continued pretraining (pt)"
 done
+t_end
+
+t_case "save_strategy is imported as the HF Trainer's, steps when absent; best is refused"
+W=$(t_workspace)
+printf 'model_name_or_path: Qwen/Qwen3-0.6B\nstage: sft\ndataset: alpaca_en_demo\ntemplate: qwen3_nothink\n' > "$W/a.yaml"
+t_run "$FTPIPE" import "$W/a.yaml"
+t_expect_status 0
+t_expect_contains "	save_strategy                = steps"
+printf 'save_strategy: epoch\nsave_total_limit: 3\n' >> "$W/a.yaml"
+t_run "$FTPIPE" import "$W/a.yaml"
+t_expect_status 0
+t_expect_contains "	save_strategy                = epoch"
+t_expect_contains "	save_total_limit             = 3"
+sed -i 's/^save_strategy: epoch$/save_strategy: best/' "$W/a.yaml"
+t_run "$FTPIPE" import "$W/a.yaml"
+t_expect_fail
+t_expect_contains "a.yaml: save_strategy: best is not supported: ftpipe keeps checkpoint-N folders every save_steps steps (steps) or at each epoch's end (epoch), or none (no)"
 t_end
 
 t_case "unknown keys are listed, malformed configs refused with file and line"

@@ -70,7 +70,10 @@ a = header["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
 assert a["dtype"] == "F32" and a["shape"] == [8, 64], a
 log = [json.loads(l) for l in open(d + "/trainer_log.jsonl")]
 assert [e["step"] for e in log] == [2, 4, 6, 8, 10, 12], log
-assert set(log[0]) == {"step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s"}, log[0]
+assert set(log[0]) == {"step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s",  # and LLaMA-Factory's:
+                       "current_steps", "total_steps", "lr", "percentage", "elapsed_time", "remaining_time"}, log[0]
+assert (log[2]["current_steps"], log[2]["total_steps"], log[2]["percentage"]) == (6, 12, 50.0), log[2]
+assert log[0]["lr"] == log[0]["learning_rate"] and log[0]["elapsed_time"].count(":") == 2, log[0]
 assert abs(log[0]["learning_rate"] - 1e-2) < 1e-12, log[0]   # after warmup step 2 of 2: the peak
 assert log[-1]["learning_rate"] == 0.0 and log[-1]["loss"] < log[0]["loss"], log
 PY

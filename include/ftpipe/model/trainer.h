@@ -15,7 +15,15 @@
  * eval_strategy does it: every eval_steps steps and/or at each epoch's end, a
  * forward pass over every eval row in batches of eval_batch_size (no dropout),
  * eval_loss being the mean over rows of each batch's mean loss over its
- * trained tokens, as the HF Trainer's evaluation loop averages it.
+ * trained tokens, as the HF Trainer's evaluation loop averages it. As the HF
+ * Trainer (transformers 5), eval_strategy = steps also evaluates after the
+ * last step when it is not a multiple of eval_steps.
+ *
+ * save_strategy says when on_save runs, for checkpoints a user keeps (the HF
+ * Trainer's checkpoint-N folders): steps: every save_steps steps and after the
+ * last; epoch: when an epoch ends and after the last. It runs after the step's
+ * evaluation and before the step's resume checkpoint, so a run resumed from a
+ * checkpoint at step N has made every kept checkpoint up to N.
  *
  * Data parallel: with a communicator of N ranks, each a process running this
  * same loop on its own copy of the model, a step takes batch_size x
@@ -71,7 +79,12 @@ typedef struct {
     /* optional: after each step; true stops the run after a checkpoint, the
      * reason set with ft_error (a guard seeing the disk fill up) */
     bool (*should_stop)(void *context, const ft_train_report *report);
+    /* optional: a checkpoint to keep is due (save_strategy) after this step; -1,
+     * with ft_error set, fails the run */
+    int (*on_save)(void *context, int64_t step, double epoch);
 } ft_train_callbacks;
+
+typedef enum { FT_SAVE_NO, FT_SAVE_STEPS, FT_SAVE_EPOCH } ft_save_strategy;
 
 typedef struct {
     int batch_size;                   /* per_device_train_batch_size */
@@ -89,6 +102,7 @@ typedef struct {
     const char *checkpoint_dir;       /* NULL: neither checkpoints nor resuming */
     int64_t save_steps;               /* 0: a checkpoint only at the end */
     int save_total_limit;             /* 0: keep every checkpoint */
+    ft_save_strategy save_strategy;   /* when on_save runs (see above) */
     const char *run_id;               /* what the run is; checkpoints of another are refused */
     const ft_token_shards *eval_shards; /* NULL: no evaluation during training */
     int eval_batch_size;              /* per_device_eval_batch_size; at most the model's max_batch_size */

@@ -4,7 +4,9 @@
  * the same bytes as one that never stopped; a diverging run stops naming the
  * step; step counts follow the HF Trainer; 2 and 4 ranks (forked processes over
  * the host collectives) log the losses of one rank with the same effective
- * batch and end with its adapter, within what reordering sums already makes. */
+ * batch and end with its adapter, within what reordering sums already makes;
+ * save_strategy calls on_save at the HF Trainer's steps with the state the
+ * resume checkpoint of that step holds; evaluation also follows the last step. */
 #include <math.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model_init.h"
 #include "ftpipe/model/trainer.h"
 
@@ -143,7 +146,8 @@ static bool stop_when_due(void *context, const ft_train_report *report)
 static void attach(ft_train_options *options, recorder *r)
 {
     memset(r, 0, sizeof *r);
-    options->callbacks = (ft_train_callbacks){r, record_step, NULL, record_note, cancel_when_due, NULL, stop_when_due};
+    options->callbacks =
+        (ft_train_callbacks){r, record_step, NULL, record_note, cancel_when_due, NULL, stop_when_due, NULL};
 }
 
 /* Trains a fresh model; returns a copy of its trained tensors (count floats). */
@@ -245,6 +249,131 @@ TEST(evaluates_during_training_without_changing_it)
     CHECK(with && without && n_with == n_without && memcmp(with, without, n_with * sizeof(float)) == 0);
     free(with);
     free(without);
+    ft_token_shards_close(shards);
+    ft_token_shards_close(eval_shards);
+    free(train_dir);
+    free(eval_dir);
+}
+
+/* on_save's record: each step it ran at, with the trained tensors then. */
+typedef struct {
+    ft_model *model;
+    int64_t steps[16];
+    float *values[16];
+    int n;
+} save_recorder;
+
+static int record_save(void *context, int64_t step, double epoch)
+{
+    save_recorder *r = context;
+    size_t n_tensors, total = 0;
+    const ft_param_tensor *tensors = ft_model_trainable(r->model, &n_tensors);
+    for (size_t i = 0; i < n_tensors; i++)
+        total += tensors[i].count;
+    if (r->n == 16 || epoch <= 0.0)
+        return ft_error("unexpected on_save at step %lld", (long long)step);
+    r->steps[r->n] = step;
+    r->values[r->n] = ft_xmalloc(total * sizeof(float));
+    for (size_t i = 0, at = 0; i < n_tensors; at += tensors[i].count, i++)
+        memcpy(r->values[r->n] + at, tensors[i].value, tensors[i].count * sizeof(float));
+    r->n++;
+    return 0;
+}
+
+/* Trains with on_save recording; the steps it ran at, as "4,8,9". */
+static void train_recording_saves(const char *data, ft_train_options *options, save_recorder *r, char *steps,
+                                  size_t steps_size)
+{
+    ft_token_shards *shards = NULL;
+    CHECK_INT(ft_token_shards_open(data, "train", &shards), 0);
+    memset(r, 0, sizeof *r);
+    r->model = load_model(options->batch_size, 0.0);
+    options->callbacks = (ft_train_callbacks){.context = r, .on_save = record_save};
+    ft_train_result result;
+    if (r->model && shards)
+        CHECK_INT(ft_train(r->model, shards, options, &result), 0);
+    steps[0] = '\0';
+    for (int i = 0; i < r->n; i++)
+        snprintf(steps + strlen(steps), steps_size - strlen(steps), "%s%lld", i ? "," : "", (long long)r->steps[i]);
+    ft_token_shards_close(shards);
+}
+
+static void free_saves(save_recorder *r)
+{
+    ft_model_free(r->model);
+    for (int i = 0; i < r->n; i++)
+        free(r->values[i]);
+}
+
+TEST(save_strategy_runs_on_save_as_the_hf_trainer)
+{
+    char *data = write_data("keep", 11, false), *checkpoints = ft_path_join(root, "keep-checkpoints");
+    ft_train_options options = default_options(2, 2, 0); /* 3 steps an epoch, 9 in all */
+    options.save_strategy = FT_SAVE_STEPS;
+    options.save_steps = 4;
+    options.checkpoint_dir = checkpoints;
+    save_recorder r;
+    char steps[128];
+    train_recording_saves(data, &options, &r, steps, sizeof steps);
+    CHECK_STR(steps, "4,8,9"); /* every save_steps, and after the last step */
+    /* what on_save saw at step N is the run's state at N: the resume checkpoint's tensors */
+    size_t n_tensors = 0;
+    const ft_param_tensor *tensors = r.model ? ft_model_trainable(r.model, &n_tensors) : NULL;
+    for (int i = 0; i < r.n; i++) {
+        char *name = ft_xasprintf("checkpoint-%lld/model.safetensors", (long long)r.steps[i]);
+        char *path = ft_path_join(checkpoints, name);
+        ft_safetensors *set = NULL;
+        CHECK_INT(ft_safetensors_open(path, &set), 0);
+        size_t at = 0, differ = 0;
+        for (size_t t = 0; set && t < n_tensors; at += tensors[t].count, t++) {
+            const ft_tensor_view *view = ft_safetensors_find(set, tensors[t].name);
+            differ += !view || memcmp(view->data, r.values[i] + at, tensors[t].count * sizeof(float)) != 0;
+        }
+        CHECK(n_tensors > 0 && differ == 0);
+        ft_safetensors_close(set);
+        free(path);
+        free(name);
+    }
+    CHECK(r.n == 3 && memcmp(r.values[0], r.values[1], 16) != 0);
+    free_saves(&r);
+
+    options.save_strategy = FT_SAVE_EPOCH;
+    options.checkpoint_dir = NULL;
+    train_recording_saves(data, &options, &r, steps, sizeof steps);
+    CHECK_STR(steps, "3,6,9");
+    free_saves(&r);
+    options.max_steps = 7; /* stopped mid-epoch: the HF Trainer ends that epoch there */
+    train_recording_saves(data, &options, &r, steps, sizeof steps);
+    CHECK_STR(steps, "3,6,7");
+    free_saves(&r);
+    options.save_strategy = FT_SAVE_NO;
+    train_recording_saves(data, &options, &r, steps, sizeof steps);
+    CHECK_STR(steps, "");
+    free_saves(&r);
+    free(checkpoints);
+    free(data);
+}
+
+TEST(evaluates_after_the_last_step_as_transformers_5)
+{
+    char *train_dir = write_data("eval-last", 8, false), *eval_dir = write_data("eval-last-rows", 3, false);
+    ft_token_shards *shards = NULL, *eval_shards = NULL;
+    CHECK_INT(ft_token_shards_open(train_dir, "train", &shards), 0);
+    CHECK_INT(ft_token_shards_open(eval_dir, "train", &eval_shards), 0);
+    ft_model *model = load_model(2, 0.0);
+    ft_train_options options = default_options(2, 1, 5);
+    eval_recorder evaluations = {0};
+    options.eval_shards = eval_shards;
+    options.eval_batch_size = 2;
+    options.eval_steps = 2;
+    options.callbacks = (ft_train_callbacks){.context = &evaluations, .on_evaluate = record_evaluation};
+    ft_train_result result;
+    if (model && shards && eval_shards) {
+        CHECK_INT(ft_train(model, shards, &options, &result), 0);
+        CHECK_INT(evaluations.n, 3);
+        CHECK_INT(evaluations.reports[2].step, 5);
+    }
+    ft_model_free(model);
     ft_token_shards_close(shards);
     ft_token_shards_close(eval_shards);
     free(train_dir);
@@ -527,6 +656,8 @@ int main(void)
     RUN(should_stop_checkpoints_and_stops_and_the_rerun_resumes);
     RUN(a_diverging_run_stops_naming_the_step);
     RUN(evaluates_during_training_without_changing_it);
+    RUN(evaluates_after_the_last_step_as_transformers_5);
+    RUN(save_strategy_runs_on_save_as_the_hf_trainer);
     RUN(ranks_match_one_rank_with_the_same_effective_batch);
     ft_backend_destroy(cpu);
     free(model_dir);
