@@ -8,13 +8,17 @@
  * memory), trains with checkpoints in the work folder (a rerun resumes from
  * the newest), then writes the adapter or the model with ftpipe_train.json,
  * train_results.json and trainer_log.jsonl (see the README). */
+#include <dirent.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ftpipe/backend/comm_nccl.h"
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/host_memory.h"
@@ -23,6 +27,7 @@
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/model/model_save.h"
 #include "ftpipe/model/train_memory.h"
+#include "ftpipe/model/train_work.h"
 #include "ftpipe/model/trainer.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_ranks.h"
@@ -44,6 +49,8 @@ typedef struct {
     bool writes_output;         /* checkpoints and the output (stage_ranks.h says which rank) */
     int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
     ft_train_guard guard;
+    bool measuring;             /* `ftpipe estimate --measure`: a few steps timed, nothing written */
+    uint64_t start_wall_ns, start_cpu_ns; /* when this process began the stage */
 } train_run;
 
 static int check_inputs(train_run *run)
@@ -471,6 +478,124 @@ static int write_output(train_run *run, ft_model *model, const ft_train_result *
     return ft_stage_param_bool(run->stage, "plot_loss") ? write_loss_plot(out) : 0;
 }
 
+/* The result: the adapter in f32, or the model in its dtype. */
+static uint64_t output_bytes(const train_run *run, const ft_model *model)
+{
+    const ft_model_config *config = ft_model_get_config(model);
+    if (run->model_options.finetuning != FT_FINETUNE_LORA)
+        return ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config));
+    size_t n_tensors = 0;
+    uint64_t n_trained = 0;
+    const ft_param_tensor *tensors = ft_model_trainable(model, &n_tensors);
+    for (size_t i = 0; i < n_tensors; i++)
+        n_trained += tensors[i].count;
+    return n_trained * sizeof(float);
+}
+
+/* --- the rates `ftpipe estimate` predicts time from --- */
+
+/* What loading reads: the weight files. */
+static uint64_t weight_file_bytes(const char *model_dir)
+{
+    uint64_t bytes = 0;
+    DIR *dir = opendir(model_dir);
+    for (struct dirent *entry; dir && (entry = readdir(dir));) {
+        size_t length = strlen(entry->d_name);
+        if (length <= 12 || strcmp(entry->d_name + length - 12, ".safetensors") != 0)
+            continue;
+        char *path = ft_path_join(model_dir, entry->d_name);
+        struct stat info;
+        if (stat(path, &info) == 0)
+            bytes += (uint64_t)info.st_size;
+        free(path);
+    }
+    if (dir)
+        closedir(dir);
+    return bytes;
+}
+
+static double mean_row_tokens(const ft_token_dataset_meta *meta)
+{
+    return meta->train.n_rows > 0 ? (double)meta->train.n_tokens / (double)meta->train.n_rows : 1.0;
+}
+
+/* The parts estimate_train names: operations of the steps and evaluations, and the
+ * bytes of everything else (loading, checkpoints, the result), each per second of
+ * wall clock and per second of CPU time (every rank's: each holds a like share). */
+static void log_rates(train_run *run, const char *device, int64_t step, double flop, double compute_s,
+                      double compute_cpu_s, double io_bytes, double io_s, double io_cpu_s)
+{
+    ft_stage *stage = run->stage;
+    int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
+    struct {
+        const char *name;
+        double amount, seconds;
+    } rates[] = {{"train_flop_per_s", flop, compute_s},
+                 {"train_flop_per_cpu_s", flop, compute_cpu_s * ranks},
+                 {"train_io_bytes_per_s", io_bytes, io_s},
+                 {"train_io_bytes_per_cpu_s", io_bytes, io_cpu_s * ranks}};
+    for (size_t i = 0; i < sizeof rates / sizeof rates[0]; i++) {
+        if (rates[i].amount <= 0.0 || rates[i].seconds <= 0.0)
+            continue;
+        char *name = ft_xasprintf("%s_%s", rates[i].name, device);
+        ft_stage_metric(stage, step, name, rates[i].amount / rates[i].seconds);
+        free(name);
+    }
+    ft_stage_log(stage, "rates: %.3g FLOP/s (%.3g per CPU second) in steps and evaluations, %.3g bytes/s (%.3g per "
+                        "CPU second) loading and saving",
+                 compute_s > 0 ? flop / compute_s : 0.0, compute_cpu_s > 0 ? flop / (compute_cpu_s * ranks) : 0.0,
+                 io_s > 0 ? io_bytes / io_s : 0.0, io_cpu_s > 0 ? io_bytes / (io_cpu_s * ranks) : 0.0);
+}
+
+/* estimate --measure: loads the model (timed as reading), one warm-up step, then
+ * MEASURED_STEPS steps and a checkpoint into the scratch folder, timed. */
+#define MEASURED_STEPS 3
+
+static int measure(train_run *run, ft_backend *backend)
+{
+    ft_stage *stage = run->stage;
+    ft_token_shards *shards = NULL;
+    if (ft_token_shards_open(run->data_dir, "train", &shards) < 0)
+        return -1;
+    uint64_t load_wall_ns = ft_now_ns(), load_cpu_ns = ft_process_cpu_ns();
+    ft_model *model = NULL;
+    int status = ft_model_load(run->model_dir, backend, &run->model_options, &model);
+    double load_s = (double)(ft_now_ns() - load_wall_ns) * 1e-9;
+    double load_cpu_s = (double)(ft_process_cpu_ns() - load_cpu_ns) * 1e-9;
+    ft_train_options options = run->train_options;
+    options.eval_shards = NULL;
+    options.eval_steps = 0;
+    options.eval_each_epoch = false;
+    options.logging_steps = 0;
+    options.save_steps = 0;
+    options.max_steps = 1;
+    const char *checkpoints = options.checkpoint_dir;
+    options.checkpoint_dir = NULL;
+    ft_train_result warm_up, timed;
+    if (status == 0)
+        status = ft_train(model, shards, &options, &warm_up);
+    options.max_steps = MEASURED_STEPS;
+    options.checkpoint_dir = checkpoints; /* one, at the end: what a save costs */
+    uint64_t timed_cpu_ns = ft_process_cpu_ns();
+    if (status == 0)
+        status = ft_train(model, shards, &options, &timed);
+    double timed_cpu_s = (double)(ft_process_cpu_ns() - timed_cpu_ns) * 1e-9;
+    ft_train_work work;
+    if (status == 0 && run->rank == 0 &&
+        ft_train_work_per_token(ft_model_get_config(model), &run->model_options, mean_row_tokens(&run->meta),
+                                &work) == 0) {
+        double io_bytes = (double)(weight_file_bytes(run->model_dir) + timed.checkpoint_bytes_written);
+        log_rates(run, backend->name, timed.global_step, (double)timed.trained_tokens * work.train, timed.compute_s,
+                  timed.compute_cpu_s, io_bytes, load_s + timed.runtime_s - timed.compute_s,
+                  load_cpu_s + timed_cpu_s - timed.compute_cpu_s);
+        ft_stage_log(stage, "measured %d steps after a warm-up step: %lld tokens in %.3fs (%.3fs of CPU)",
+                     MEASURED_STEPS, (long long)timed.trained_tokens, timed.compute_s, timed.compute_cpu_s);
+    }
+    ft_model_free(model);
+    ft_token_shards_close(shards);
+    return status;
+}
+
 static int train(train_run *run, ft_backend *backend)
 {
     ft_stage *stage = run->stage;
@@ -500,15 +625,9 @@ static int train(train_run *run, ft_backend *backend)
                          run->eval_dir, run->eval_split,
                          run->train_options.eval_each_epoch ? "at each epoch's end" : "every eval_steps steps");
     }
-    if (status == 0) {
-        /* The result the guard keeps room for: the adapter in f32, or the model in its dtype. */
-        const ft_model_config *config = ft_model_get_config(model);
-        uint64_t output_bytes = run->model_options.finetuning == FT_FINETUNE_LORA
-                                    ? (uint64_t)n_trained * sizeof(float)
-                                    : ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config));
-        ft_train_guard_init(&run->guard, stage, run->train_options.checkpoint_dir, output_bytes,
+    if (status == 0) /* the guard keeps room for the result */
+        ft_train_guard_init(&run->guard, stage, run->train_options.checkpoint_dir, output_bytes(run, model),
                             strcmp(backend->name, "cuda") == 0);
-    }
     ft_train_result result;
     if (status == 0)
         status = ft_train(model, shards, &run->train_options, &result);
@@ -530,6 +649,18 @@ static int train(train_run *run, ft_backend *backend)
             ft_stage_metric(stage, result.global_step, rate_name,
                             (double)run->meta.train.n_tokens * epochs_run / result.runtime_s);
         free(rate_name);
+        ft_train_work work;
+        if (ft_train_work_per_token(ft_model_get_config(model), &run->model_options, mean_row_tokens(&run->meta),
+                                    &work) == 0) {
+            double flop = (double)result.trained_tokens * work.train +
+                          (double)result.evaluated_tokens * ranks * work.forward;
+            double io_bytes = (double)(weight_file_bytes(run->model_dir) + result.checkpoint_bytes_written +
+                                       output_bytes(run, model));
+            double total_s = (double)(ft_now_ns() - run->start_wall_ns) * 1e-9;
+            double total_cpu_s = (double)(ft_process_cpu_ns() - run->start_cpu_ns) * 1e-9;
+            log_rates(run, backend->name, result.global_step, flop, result.compute_s, result.compute_cpu_s, io_bytes,
+                      total_s - result.compute_s, total_cpu_s - result.compute_cpu_s);
+        }
         /* The run's mean, as train_results.json's train_loss, beside the last step's. */
         ft_stage_metric(stage, result.global_step, "train_loss", result.train_loss);
         ft_stage_summary(stage, "mean loss %.4f after %lld steps (%.2f epochs), %.1fs, %.2f samples/s",
@@ -542,9 +673,10 @@ static int train(train_run *run, ft_backend *backend)
     return status;
 }
 
-static int run_train(ft_stage *stage)
+static int run_stage(ft_stage *stage, bool measuring)
 {
-    train_run run = {.stage = stage, .first_step = -1};
+    train_run run = {.stage = stage, .first_step = -1, .measuring = measuring, .start_wall_ns = ft_now_ns(),
+                     .start_cpu_ns = ft_process_cpu_ns()};
     if (check_inputs(&run) < 0 || check_tokenizer(&run) < 0 || read_parameters(&run) < 0)
         return -1;
     char *checkpoints = ft_path_join(ft_stage_work_dir(stage), "checkpoints");
@@ -566,6 +698,8 @@ static int run_train(ft_stage *stage)
     run.train_options.saves_checkpoints = ranks.writes_output;
     if (run.rank != 0)
         run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL, NULL, NULL};
+    else if (measuring) /* nothing of it is the run's: no metrics but the rates, no trainer log */
+        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_note, cancelled, NULL, NULL};
     ft_backend *backend = ft_stage_backend_for_rank(stage, "training", ranks.local_rank, ranks.local_size);
     int status = backend ? (run.rank == 0 ? check_memory(&run, backend) : 0) : -1;
     ft_comm *nccl = NULL; /* cuda ranks add their gradients over NCCL; the host sockets only bootstrap it */
@@ -575,7 +709,7 @@ static int run_train(ft_stage *stage)
         run.train_options.comm = nccl;
     }
     if (status == 0)
-        status = train(&run, backend);
+        status = measuring ? measure(&run, backend) : train(&run, backend);
     if (status < 0 && nccl)
         nccl->abort(nccl);
     ft_comm_destroy(nccl);
@@ -585,6 +719,9 @@ static int run_train(ft_stage *stage)
     free(run.log_path);
     return status;
 }
+
+static int run_train(ft_stage *stage) { return run_stage(stage, false); }
+static int measure_train(ft_stage *stage) { return run_stage(stage, true); }
 
 /* The rank count changes the effective batch, hence the result, unless
  * global_batch_size holds the batch fixed. (One rank adds nothing, so keys
@@ -602,26 +739,79 @@ static int train_extra_key(ft_stage *stage, ft_strbuf *key_text)
 /* --- estimate --- */
 
 
-/* Disk: the output, and the checkpoints the work folder holds at once (one more
- * than save_total_limit while the newest is written). */
-static void estimate_disk(const train_run *run, const ft_model_config *config, const ft_train_memory *memory,
-                          ft_stage_estimate *out)
+/* What a run writes: the output, and its checkpoints. */
+typedef struct {
+    uint64_t output_bytes;
+    uint64_t checkpoint_bytes;  /* one */
+    int64_t saved;              /* checkpoints written */
+} train_writes;
+
+static train_writes count_writes(const train_run *run, const ft_model_config *config, const ft_train_memory *memory)
 {
     bool full = run->model_options.finetuning == FT_FINETUNE_FULL;
     uint64_t trained_bytes = full ? memory->plan.gradient_bytes : memory->plan.adapter_bytes;
-    uint64_t output = full ? ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config))
-                           : trained_bytes;
     int64_t steps = run->plan.total_steps, every = run->train_options.save_steps;
-    int64_t saved = every > 0 ? steps / every + (steps % every != 0) : 1;
+    return (train_writes){
+        .output_bytes = full ? ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config))
+                             : trained_bytes,
+        .checkpoint_bytes = 3 * trained_bytes, /* the tensors and AdamW's two moments, in f32 */
+        .saved = every > 0 ? steps / every + (steps % every != 0) : 1,
+    };
+}
+
+/* Disk: the output, and the checkpoints the work folder holds at once (one more
+ * than save_total_limit while the newest is written). */
+static void estimate_disk(const train_run *run, const train_writes *writes, ft_stage_estimate *out)
+{
     int64_t limit = run->train_options.save_total_limit;
-    int64_t held = limit > 0 && saved > limit ? limit + 1 : saved;
-    uint64_t checkpoint = 3 * trained_bytes; /* the tensors and AdamW's two moments, in f32 */
+    int64_t held = limit > 0 && writes->saved > limit ? limit + 1 : writes->saved;
     char output_text[32], checkpoint_text[32];
-    ft_format_bytes(output, output_text, sizeof output_text);
-    ft_format_bytes(checkpoint, checkpoint_text, sizeof checkpoint_text);
-    ft_estimate_set(&out->disk_bytes, (double)(output + (uint64_t)held * checkpoint),
+    ft_format_bytes(writes->output_bytes, output_text, sizeof output_text);
+    ft_format_bytes(writes->checkpoint_bytes, checkpoint_text, sizeof checkpoint_text);
+    ft_estimate_set(&out->disk_bytes, (double)(writes->output_bytes + (uint64_t)held * writes->checkpoint_bytes),
                     "output %s + %lld checkpoints held at once x %s (%lld saved, save_total_limit %lld)", output_text,
-                    (long long)held, checkpoint_text, (long long)saved, (long long)limit);
+                    (long long)held, checkpoint_text, (long long)writes->saved, (long long)limit);
+}
+
+/* Time, in the parts log_rates measures: the operations of the steps and the
+ * evaluations during training (every rank evaluates every row), and the bytes
+ * read and written besides. */
+static int estimate_work(const train_run *run, const ft_model_config *config, const train_writes *writes,
+                         ft_stage_estimate *out)
+{
+    ft_train_work work;
+    if (ft_train_work_per_token(config, &run->model_options, mean_row_tokens(&run->meta), &work) < 0)
+        return -1;
+    const ft_train_options *t = &run->train_options;
+    double epochs = run->plan.steps_per_epoch > 0 ? (double)run->plan.total_steps / (double)run->plan.steps_per_epoch
+                                                  : 0.0;
+    double eval_tokens = 0.0;
+    if (run->eval_dir) {
+        ft_token_dataset_meta eval_meta = run->meta;
+        if (strcmp(run->eval_split, "train") == 0) {
+            char *meta_path = ft_path_join(run->eval_dir, "meta.json");
+            bool built = ft_path_exists(meta_path);
+            free(meta_path);
+            if (!built) {
+                ft_estimate_unknown(&out->time_s, "needs %s, which is not built yet", run->eval_dir);
+                return 0;
+            }
+            if (ft_token_dataset_meta_read(run->eval_dir, &eval_meta) < 0)
+                return -1;
+        }
+        const ft_token_split_stats *split = strcmp(run->eval_split, "train") == 0 ? &eval_meta.train
+                                                                                   : &eval_meta.validation;
+        int64_t evaluations = t->eval_steps > 0 ? run->plan.total_steps / t->eval_steps : (int64_t)ceil(epochs);
+        eval_tokens = (double)split->n_tokens * (double)evaluations * (t->ranks > 1 ? t->ranks : 1);
+    }
+    double trained_tokens = (double)run->meta.train.n_tokens * epochs;
+    out->work[0] = (ft_estimate_work){trained_tokens * work.train + eval_tokens * work.forward, "train_flop", "FLOP",
+                                      "steps and evaluations"};
+    out->work[1] = (ft_estimate_work){(double)(weight_file_bytes(run->model_dir) + writes->output_bytes +
+                                               (uint64_t)writes->saved * writes->checkpoint_bytes),
+                                      "train_io_bytes", "bytes", "loading, checkpoints and the result"};
+    out->n_work = 2;
+    return 0;
 }
 
 /* When the peak exceeds the budget: the least change that fits, with its figure —
@@ -720,14 +910,10 @@ static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
     }
     if (!on_gpu && out->host_budget_bytes > 0 && memory.host_peak_bytes > out->host_budget_bytes)
         find_smallest_change(&run, &config, threads, out);
-    estimate_disk(&run, &config, &memory, out);
-    /* Work in tokens: what the data holds, times the epochs the steps cover. */
-    double epochs = run.plan.steps_per_epoch > 0 ? (double)run.plan.total_steps / (double)run.plan.steps_per_epoch
-                                                 : 0.0;
-    out->work_amount = (double)run.meta.train.n_tokens * epochs;
-    out->work_unit = on_gpu ? "tokens_per_s_cuda" : "tokens_per_s_cpu";
+    train_writes writes = count_writes(&run, &config, &memory);
+    estimate_disk(&run, &writes, out);
     out->device_name = on_gpu ? "cuda" : "cpu";
-    return 0;
+    return estimate_work(&run, &config, &writes, out);
 }
 
 const ft_stage_kind ft_kind_train = {
@@ -736,4 +922,5 @@ const ft_stage_kind ft_kind_train = {
     .run = run_train,
     .extra_key = train_extra_key,
     .estimate = estimate_train,
+    .measure = measure_train,
 };
