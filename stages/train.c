@@ -519,10 +519,10 @@ static double mean_row_tokens(const ft_token_dataset_meta *meta)
     return meta->train.n_rows > 0 ? (double)meta->train.n_tokens / (double)meta->train.n_rows : 1.0;
 }
 
-/* The parts estimate_train names: operations of the steps and evaluations, and the
+/* The parts estimate_train names: operations (train_work.h) of the steps and evaluations, and the
  * bytes of everything else (loading, checkpoints, the result), each per second of
  * wall clock and per second of CPU time (every rank's: each holds a like share). */
-static void log_rates(train_run *run, const char *device, int64_t step, double flop, double compute_s,
+static void log_rates(train_run *run, const char *device, int64_t step, double ops, double compute_s,
                       double compute_cpu_s, double io_bytes, double io_s, double io_cpu_s)
 {
     ft_stage *stage = run->stage;
@@ -530,8 +530,8 @@ static void log_rates(train_run *run, const char *device, int64_t step, double f
     struct {
         const char *name;
         double amount, seconds;
-    } rates[] = {{"train_flop_per_s", flop, compute_s},
-                 {"train_flop_per_cpu_s", flop, compute_cpu_s * ranks},
+    } rates[] = {{"train_ops_per_s", ops, compute_s},
+                 {"train_ops_per_cpu_s", ops, compute_cpu_s * ranks},
                  {"train_io_bytes_per_s", io_bytes, io_s},
                  {"train_io_bytes_per_cpu_s", io_bytes, io_cpu_s * ranks}};
     for (size_t i = 0; i < sizeof rates / sizeof rates[0]; i++) {
@@ -541,9 +541,9 @@ static void log_rates(train_run *run, const char *device, int64_t step, double f
         ft_stage_metric(stage, step, name, rates[i].amount / rates[i].seconds);
         free(name);
     }
-    ft_stage_log(stage, "rates: %.3g FLOP/s (%.3g per CPU second) in steps and evaluations, %.3g bytes/s (%.3g per "
+    ft_stage_log(stage, "rates: %.3g ops/s (%.3g per CPU second) in steps and evaluations, %.3g bytes/s (%.3g per "
                         "CPU second) loading and saving",
-                 compute_s > 0 ? flop / compute_s : 0.0, compute_cpu_s > 0 ? flop / (compute_cpu_s * ranks) : 0.0,
+                 compute_s > 0 ? ops / compute_s : 0.0, compute_cpu_s > 0 ? ops / (compute_cpu_s * ranks) : 0.0,
                  io_s > 0 ? io_bytes / io_s : 0.0, io_cpu_s > 0 ? io_bytes / (io_cpu_s * ranks) : 0.0);
 }
 
@@ -652,13 +652,13 @@ static int train(train_run *run, ft_backend *backend)
         ft_train_work work;
         if (ft_train_work_per_token(ft_model_get_config(model), &run->model_options, mean_row_tokens(&run->meta),
                                     &work) == 0) {
-            double flop = (double)result.trained_tokens * work.train +
-                          (double)result.evaluated_tokens * ranks * work.forward;
+            double ops = (double)result.trained_tokens * work.train +
+                         (double)result.evaluated_tokens * ranks * work.forward;
             double io_bytes = (double)(weight_file_bytes(run->model_dir) + result.checkpoint_bytes_written +
                                        output_bytes(run, model));
             double total_s = (double)(ft_now_ns() - run->start_wall_ns) * 1e-9;
             double total_cpu_s = (double)(ft_process_cpu_ns() - run->start_cpu_ns) * 1e-9;
-            log_rates(run, backend->name, result.global_step, flop, result.compute_s, result.compute_cpu_s, io_bytes,
+            log_rates(run, backend->name, result.global_step, ops, result.compute_s, result.compute_cpu_s, io_bytes,
                       total_s - result.compute_s, total_cpu_s - result.compute_cpu_s);
         }
         /* The run's mean, as train_results.json's train_loss, beside the last step's. */
@@ -805,7 +805,7 @@ static int estimate_work(const train_run *run, const ft_model_config *config, co
         eval_tokens = (double)split->n_tokens * (double)evaluations * (t->ranks > 1 ? t->ranks : 1);
     }
     double trained_tokens = (double)run->meta.train.n_tokens * epochs;
-    out->work[0] = (ft_estimate_work){trained_tokens * work.train + eval_tokens * work.forward, "train_flop", "FLOP",
+    out->work[0] = (ft_estimate_work){trained_tokens * work.train + eval_tokens * work.forward, "train_ops", "ops",
                                       "steps and evaluations"};
     out->work[1] = (ft_estimate_work){(double)(weight_file_bytes(run->model_dir) + writes->output_bytes +
                                                (uint64_t)writes->saved * writes->checkpoint_bytes),

@@ -24,5 +24,8 @@ int ft_train_work_per_token(const ft_model_config *config, const ft_model_option
     /* inputs' gradients for everything; weights' gradients for what is trained */
     double backward = products + 2.0 * attention + adapter + (full ? products : adapter);
     out->train = out->forward + backward + (options->gradient_checkpointing ? out->forward : 0.0);
+    double weight = 1.0 + FT_SMALL_SHAPE_HIDDEN / hidden;
+    out->forward *= weight;
+    out->train *= weight;
     return 0;
 }
