@@ -895,9 +895,12 @@ static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
     ft_format_bytes(memory.runtime_bytes, runtime, sizeof runtime);
     const char *shape = run.model_options.gradient_checkpointing ? ", recomputed" : "";
     if (on_gpu) {
+        char scratch[32];
+        ft_format_bytes(plan->scratch_bytes, scratch, sizeof scratch);
         ft_estimate_set(&out->device_bytes, (double)memory.device_peak_bytes,
-                        "memory plan in bf16 for %d x %u tokens%s (activations %s), before the backend's scratch",
-                        run.train_options.batch_size, run.meta.cutoff_len, shape, activations);
+                        "memory plan in bf16 for %d x %u tokens%s (activations %s), with the cuda backend's scratch "
+                        "%s (cuBLASLt workspace, LoRA and attention backward scratch)",
+                        run.train_options.batch_size, run.meta.cutoff_len, shape, activations, scratch);
         ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
                         "host buffers while %s, and the program's %s", memory.peak_phase, runtime);
     } else {
