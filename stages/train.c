@@ -10,7 +10,6 @@
  * train_results.json and trainer_log.jsonl (see the README). */
 #include <dirent.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,34 +25,15 @@
 #include "ftpipe/base/svg_chart.h"
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/model/model_save.h"
-#include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/train_work.h"
 #include "ftpipe/model/trainer.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_ranks.h"
 #include "ftpipe/stages/train_guard.h"
+#include "ftpipe/stages/train_run.h"
 #include "ftpipe/text/tokenizer.h"
 
-typedef struct {
-    ft_stage *stage;
-    const char *model_dir;
-    const char *data_dir;
-    const char *eval_dir;       /* the tokenize output whose rows evaluate; NULL: none */
-    const char *eval_split;     /* "validation" of the data, or "train" of a third input */
-    ft_token_dataset_meta meta;
-    ft_model_options model_options;
-    ft_train_options train_options;
-    ft_train_plan plan;
-    char *log_path;             /* <work>/trainer_log.jsonl, kept across resumes */
-    int rank;                   /* this process's rank on this node: only its first reports */
-    bool writes_output;         /* checkpoints and the output (stage_ranks.h says which rank) */
-    int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
-    ft_train_guard guard;
-    bool measuring;             /* `ftpipe estimate --measure`: a few steps timed, nothing written */
-    uint64_t start_wall_ns, start_cpu_ns; /* when this process began the stage */
-} train_run;
-
-static int check_inputs(train_run *run)
+int ft_train_check_inputs(ft_train_run *run)
 {
     ft_stage *stage = run->stage;
     size_t n_inputs = ft_stage_input_count(stage);
@@ -81,7 +61,7 @@ static int check_inputs(train_run *run)
 }
 
 /* The data must have been tokenized with this model's tokenizer. */
-static int check_tokenizer(train_run *run)
+static int check_tokenizer(ft_train_run *run)
 {
     if (ft_token_dataset_meta_read(run->data_dir, &run->meta) < 0)
         return -1;
@@ -112,7 +92,7 @@ static int check_tokenizer(train_run *run)
 /* eval_strategy, eval_steps and per_device_eval_batch_size: the HF Trainer's
  * evaluation during training, on the data's validation split (val_size on
  * tokenize) or on a third input. */
-static int choose_evaluation(train_run *run, ft_train_options *t)
+static int choose_evaluation(ft_train_run *run, ft_train_options *t)
 {
     ft_stage *stage = run->stage;
     const char *strategy = ft_stage_param_string(stage, "eval_strategy");
@@ -181,7 +161,7 @@ static int global_batch_accumulation(ft_stage *stage, int64_t batch_size, int ra
     return 0;
 }
 
-static int read_parameters(train_run *run)
+int ft_train_read_parameters(ft_train_run *run)
 {
     ft_stage *stage = run->stage;
     ft_model_options *m = &run->model_options;
@@ -241,7 +221,7 @@ static int read_parameters(train_run *run)
 
 /* On the cpu backend the whole plan lives in host memory; the cuda backend
  * checks its own memory when the model reserves it. */
-static int check_memory(train_run *run, const ft_backend *backend)
+static int check_memory(ft_train_run *run, const ft_backend *backend)
 {
     ft_model_config config;
     ft_memory_plan plan;
@@ -274,7 +254,7 @@ static int check_memory(train_run *run, const ft_backend *backend)
                          total, weights, adapter, gradients, optimizer, activations, available);
 }
 
-static ft_dtype save_dtype_of(const ft_model_config *config)
+ft_dtype ft_train_save_dtype(const ft_model_config *config)
 {
     if (strcmp(config->torch_dtype, "bfloat16") == 0)
         return FT_DTYPE_BF16;
@@ -285,7 +265,7 @@ static ft_dtype save_dtype_of(const ft_model_config *config)
 
 static void on_step(void *context, const ft_train_report *report)
 {
-    train_run *run = context;
+    ft_train_run *run = context;
     if (run->first_step < 0)
         run->first_step = report->step - 1;
     double per_step = report->elapsed_s / (double)(report->step - run->first_step);
@@ -297,7 +277,7 @@ static void on_step(void *context, const ft_train_report *report)
 
 static void on_log(void *context, const ft_train_report *report)
 {
-    train_run *run = context;
+    ft_train_run *run = context;
     ft_stage *stage = run->stage;
     ft_stage_metric(stage, report->step, "loss", report->loss);
     ft_stage_metric(stage, report->step, "learning_rate", report->learning_rate);
@@ -326,7 +306,7 @@ static void on_log(void *context, const ft_train_report *report)
 
 static void on_evaluate(void *context, const ft_eval_report *report)
 {
-    train_run *run = context;
+    ft_train_run *run = context;
     ft_stage_metric(run->stage, report->step, "eval_loss", report->eval_loss);
     ft_stage_log(run->stage, "step %lld epoch %.2f: eval_loss %.4f on %llu rows (%.1fs)", (long long)report->step,
                  report->epoch, report->eval_loss, (unsigned long long)report->n_rows, report->runtime_s);
@@ -342,20 +322,20 @@ static void on_evaluate(void *context, const ft_eval_report *report)
     json_decref(line);
 }
 
-static void on_note(void *context, const char *text) { ft_stage_log(((train_run *)context)->stage, "%s", text); }
+static void on_note(void *context, const char *text) { ft_stage_log(((ft_train_run *)context)->stage, "%s", text); }
 
 /* Ranks other than 0 note in their own log. */
 static void on_rank_note(void *context, const char *text)
 {
-    fprintf(stderr, "rank %d: %s\n", ((train_run *)context)->rank, text);
+    fprintf(stderr, "rank %d: %s\n", ((ft_train_run *)context)->rank, text);
     fflush(stderr);
 }
 
-static bool cancelled(void *context) { return ft_stage_cancelled(((train_run *)context)->stage); }
+static bool cancelled(void *context) { return ft_stage_cancelled(((ft_train_run *)context)->stage); }
 
 static bool should_stop(void *context, const ft_train_report *report)
 {
-    return ft_train_guard_should_stop(&((train_run *)context)->guard, report);
+    return ft_train_guard_should_stop(&((ft_train_run *)context)->guard, report);
 }
 
 /* --- the output folder --- */
@@ -375,7 +355,7 @@ static int write_json(const char *dir, const char *name, json_t *root)
 
 /* The log lines of every run of this stage, the steps a resumed run did again
  * replacing those an interrupted one wrote after its checkpoint. */
-static int write_trainer_log(const train_run *run, const char *out_dir)
+static int write_trainer_log(const ft_train_run *run, const char *out_dir)
 {
     char *text = NULL;
     size_t length = 0;
@@ -453,7 +433,7 @@ static int write_loss_plot(const char *out_dir)
     return status;
 }
 
-static int write_output(train_run *run, ft_model *model, const ft_train_result *result)
+static int write_output(ft_train_run *run, ft_model *model, const ft_train_result *result)
 {
     const char *out = ft_stage_output_path(run->stage);
     const char *base_model = ft_path_basename(run->model_dir);
@@ -468,7 +448,7 @@ static int write_output(train_run *run, ft_model *model, const ft_train_result *
                              (json_int_t)result->global_step);
     int64_t steps_run = result->global_step - result->resumed_from_step;
     json_t *results = json_pack("{sf sI sf sf sf sf}", "epoch", result->epoch, "global_step",
-                                (json_int_t)result->global_step, "train_runtime", result->runtime_s,
+                                (json_int_t)result->global_step, "ft_train_runtime", result->runtime_s,
                                 "train_samples_per_second", result->samples / runtime, "train_steps_per_second",
                                 (double)steps_run / runtime, "train_loss", result->train_loss);
     if (write_json(out, "ftpipe_train.json", info) < 0 || write_json(out, "train_results.json", results) < 0)
@@ -479,11 +459,11 @@ static int write_output(train_run *run, ft_model *model, const ft_train_result *
 }
 
 /* The result: the adapter in f32, or the model in its dtype. */
-static uint64_t output_bytes(const train_run *run, const ft_model *model)
+static uint64_t output_bytes(const ft_train_run *run, const ft_model *model)
 {
     const ft_model_config *config = ft_model_get_config(model);
     if (run->model_options.finetuning != FT_FINETUNE_LORA)
-        return ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config));
+        return ft_model_config_parameter_count(config) * ft_dtype_size(ft_train_save_dtype(config));
     size_t n_tensors = 0;
     uint64_t n_trained = 0;
     const ft_param_tensor *tensors = ft_model_trainable(model, &n_tensors);
@@ -494,8 +474,7 @@ static uint64_t output_bytes(const train_run *run, const ft_model *model)
 
 /* --- the rates `ftpipe estimate` predicts time from --- */
 
-/* What loading reads: the weight files. */
-static uint64_t weight_file_bytes(const char *model_dir)
+uint64_t ft_train_weight_file_bytes(const char *model_dir)
 {
     uint64_t bytes = 0;
     DIR *dir = opendir(model_dir);
@@ -514,7 +493,7 @@ static uint64_t weight_file_bytes(const char *model_dir)
     return bytes;
 }
 
-static double mean_row_tokens(const ft_token_dataset_meta *meta)
+double ft_train_mean_row_tokens(const ft_token_dataset_meta *meta)
 {
     return meta->train.n_rows > 0 ? (double)meta->train.n_tokens / (double)meta->train.n_rows : 1.0;
 }
@@ -522,7 +501,7 @@ static double mean_row_tokens(const ft_token_dataset_meta *meta)
 /* The parts estimate_train names: operations (train_work.h) of the steps and evaluations, and the
  * bytes of everything else (loading, checkpoints, the result), each per second of
  * wall clock and per second of CPU time (every rank's: each holds a like share). */
-static void log_rates(train_run *run, const char *device, int64_t step, double ops, double compute_s,
+static void log_rates(ft_train_run *run, const char *device, int64_t step, double ops, double compute_s,
                       double compute_cpu_s, double io_bytes, double io_s, double io_cpu_s)
 {
     ft_stage *stage = run->stage;
@@ -551,7 +530,7 @@ static void log_rates(train_run *run, const char *device, int64_t step, double o
  * MEASURED_STEPS steps and a checkpoint into the scratch folder, timed. */
 #define MEASURED_STEPS 3
 
-static int measure(train_run *run, ft_backend *backend)
+static int measure(ft_train_run *run, ft_backend *backend)
 {
     ft_stage *stage = run->stage;
     ft_token_shards *shards = NULL;
@@ -582,9 +561,9 @@ static int measure(train_run *run, ft_backend *backend)
     double timed_cpu_s = (double)(ft_process_cpu_ns() - timed_cpu_ns) * 1e-9;
     ft_train_work work;
     if (status == 0 && run->rank == 0 &&
-        ft_train_work_per_token(ft_model_get_config(model), &run->model_options, mean_row_tokens(&run->meta),
+        ft_train_work_per_token(ft_model_get_config(model), &run->model_options, ft_train_mean_row_tokens(&run->meta),
                                 &work) == 0) {
-        double io_bytes = (double)(weight_file_bytes(run->model_dir) + timed.checkpoint_bytes_written);
+        double io_bytes = (double)(ft_train_weight_file_bytes(run->model_dir) + timed.checkpoint_bytes_written);
         log_rates(run, backend->name, timed.global_step, (double)timed.trained_tokens * work.train, timed.compute_s,
                   timed.compute_cpu_s, io_bytes, load_s + timed.runtime_s - timed.compute_s,
                   load_cpu_s + timed_cpu_s - timed.compute_cpu_s);
@@ -596,7 +575,7 @@ static int measure(train_run *run, ft_backend *backend)
     return status;
 }
 
-static int train(train_run *run, ft_backend *backend)
+static int train(ft_train_run *run, ft_backend *backend)
 {
     ft_stage *stage = run->stage;
     ft_token_shards *shards = NULL;
@@ -650,11 +629,11 @@ static int train(train_run *run, ft_backend *backend)
                             (double)run->meta.train.n_tokens * epochs_run / result.runtime_s);
         free(rate_name);
         ft_train_work work;
-        if (ft_train_work_per_token(ft_model_get_config(model), &run->model_options, mean_row_tokens(&run->meta),
+        if (ft_train_work_per_token(ft_model_get_config(model), &run->model_options, ft_train_mean_row_tokens(&run->meta),
                                     &work) == 0) {
             double ops = (double)result.trained_tokens * work.train +
                          (double)result.evaluated_tokens * ranks * work.forward;
-            double io_bytes = (double)(weight_file_bytes(run->model_dir) + result.checkpoint_bytes_written +
+            double io_bytes = (double)(ft_train_weight_file_bytes(run->model_dir) + result.checkpoint_bytes_written +
                                        output_bytes(run, model));
             double total_s = (double)(ft_now_ns() - run->start_wall_ns) * 1e-9;
             double total_cpu_s = (double)(ft_process_cpu_ns() - run->start_cpu_ns) * 1e-9;
@@ -675,9 +654,9 @@ static int train(train_run *run, ft_backend *backend)
 
 static int run_stage(ft_stage *stage, bool measuring)
 {
-    train_run run = {.stage = stage, .first_step = -1, .measuring = measuring, .start_wall_ns = ft_now_ns(),
+    ft_train_run run = {.stage = stage, .first_step = -1, .measuring = measuring, .start_wall_ns = ft_now_ns(),
                      .start_cpu_ns = ft_process_cpu_ns()};
-    if (check_inputs(&run) < 0 || check_tokenizer(&run) < 0 || read_parameters(&run) < 0)
+    if (ft_train_check_inputs(&run) < 0 || check_tokenizer(&run) < 0 || ft_train_read_parameters(&run) < 0)
         return -1;
     char *checkpoints = ft_path_join(ft_stage_work_dir(stage), "checkpoints");
     run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
@@ -736,194 +715,11 @@ static int train_extra_key(ft_stage *stage, ft_strbuf *key_text)
     return 0;
 }
 
-/* --- estimate --- */
-
-
-/* What a run writes: the output, and its checkpoints. */
-typedef struct {
-    uint64_t output_bytes;
-    uint64_t checkpoint_bytes;  /* one */
-    int64_t saved;              /* checkpoints written */
-} train_writes;
-
-static train_writes count_writes(const train_run *run, const ft_model_config *config, const ft_train_memory *memory)
-{
-    bool full = run->model_options.finetuning == FT_FINETUNE_FULL;
-    uint64_t trained_bytes = full ? memory->plan.gradient_bytes : memory->plan.adapter_bytes;
-    int64_t steps = run->plan.total_steps, every = run->train_options.save_steps;
-    return (train_writes){
-        .output_bytes = full ? ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config))
-                             : trained_bytes,
-        .checkpoint_bytes = 3 * trained_bytes, /* the tensors and AdamW's two moments, in f32 */
-        .saved = every > 0 ? steps / every + (steps % every != 0) : 1,
-    };
-}
-
-/* Disk: the output, and the checkpoints the work folder holds at once (one more
- * than save_total_limit while the newest is written). */
-static void estimate_disk(const train_run *run, const train_writes *writes, ft_stage_estimate *out)
-{
-    int64_t limit = run->train_options.save_total_limit;
-    int64_t held = limit > 0 && writes->saved > limit ? limit + 1 : writes->saved;
-    char output_text[32], checkpoint_text[32];
-    ft_format_bytes(writes->output_bytes, output_text, sizeof output_text);
-    ft_format_bytes(writes->checkpoint_bytes, checkpoint_text, sizeof checkpoint_text);
-    ft_estimate_set(&out->disk_bytes, (double)(writes->output_bytes + (uint64_t)held * writes->checkpoint_bytes),
-                    "output %s + %lld checkpoints held at once x %s (%lld saved, save_total_limit %lld)", output_text,
-                    (long long)held, checkpoint_text, (long long)writes->saved, (long long)limit);
-}
-
-/* Time, in the parts log_rates measures: the operations of the steps and the
- * evaluations during training (every rank evaluates every row), and the bytes
- * read and written besides. */
-static int estimate_work(const train_run *run, const ft_model_config *config, const train_writes *writes,
-                         ft_stage_estimate *out)
-{
-    ft_train_work work;
-    if (ft_train_work_per_token(config, &run->model_options, mean_row_tokens(&run->meta), &work) < 0)
-        return -1;
-    const ft_train_options *t = &run->train_options;
-    double epochs = run->plan.steps_per_epoch > 0 ? (double)run->plan.total_steps / (double)run->plan.steps_per_epoch
-                                                  : 0.0;
-    double eval_tokens = 0.0;
-    if (run->eval_dir) {
-        ft_token_dataset_meta eval_meta = run->meta;
-        if (strcmp(run->eval_split, "train") == 0) {
-            char *meta_path = ft_path_join(run->eval_dir, "meta.json");
-            bool built = ft_path_exists(meta_path);
-            free(meta_path);
-            if (!built) {
-                ft_estimate_unknown(&out->time_s, "needs %s, which is not built yet", run->eval_dir);
-                return 0;
-            }
-            if (ft_token_dataset_meta_read(run->eval_dir, &eval_meta) < 0)
-                return -1;
-        }
-        const ft_token_split_stats *split = strcmp(run->eval_split, "train") == 0 ? &eval_meta.train
-                                                                                   : &eval_meta.validation;
-        int64_t evaluations = t->eval_steps > 0 ? run->plan.total_steps / t->eval_steps : (int64_t)ceil(epochs);
-        eval_tokens = (double)split->n_tokens * (double)evaluations * (t->ranks > 1 ? t->ranks : 1);
-    }
-    double trained_tokens = (double)run->meta.train.n_tokens * epochs;
-    out->work[0] = (ft_estimate_work){trained_tokens * work.train + eval_tokens * work.forward, "train_ops", "ops",
-                                      "steps and evaluations"};
-    out->work[1] = (ft_estimate_work){(double)(weight_file_bytes(run->model_dir) + writes->output_bytes +
-                                               (uint64_t)writes->saved * writes->checkpoint_bytes),
-                                      "train_io_bytes", "bytes", "loading, checkpoints and the result"};
-    out->n_work = 2;
-    return 0;
-}
-
-/* When the peak exceeds the budget: the least change that fits, with its figure —
- * recomputation, then the largest per-device batch (accumulating more micro-batches,
- * so the effective batch stays), then LoRA. */
-static void find_smallest_change(const train_run *run, const ft_model_config *config, int threads,
-                                 ft_stage_estimate *out)
-{
-    ft_model_options options = run->model_options;
-    ft_train_memory memory;
-    char need[32], have[32];
-    ft_format_bytes(out->host_budget_bytes, have, sizeof have);
-    for (int recompute = options.gradient_checkpointing; recompute <= 1; recompute++) {
-        options.gradient_checkpointing = recompute;
-        for (int batch = run->train_options.batch_size; batch >= 1; batch /= 2) {
-            options.max_batch_size = batch;
-            if (ft_train_memory_estimate(config, &options, false, threads, save_dtype_of(config), &memory) < 0 ||
-                memory.host_peak_bytes > out->host_budget_bytes)
-                continue;
-            if (batch == run->train_options.batch_size && !recompute)
-                return;
-            ft_format_bytes(memory.host_peak_bytes, need, sizeof need);
-            int accumulation = run->train_options.gradient_accumulation_steps * run->train_options.batch_size / batch;
-            if (batch == run->train_options.batch_size)
-                snprintf(out->smallest_change, sizeof out->smallest_change,
-                         "set gradient_checkpointing = true (needs %s of the %s)", need, have);
-            else
-                snprintf(out->smallest_change, sizeof out->smallest_change,
-                         "set per_device_train_batch_size = %d and gradient_accumulation_steps = %d%s, the same "
-                         "effective batch (needs %s of the %s)",
-                         batch, accumulation, recompute ? " with gradient_checkpointing = true" : "", need, have);
-            return;
-        }
-    }
-    snprintf(out->smallest_change, sizeof out->smallest_change,
-             "no batch size fits%s: shorten the data's cutoff_len or free memory",
-             run->model_options.finetuning == FT_FINETUNE_FULL ? "; try finetuning_type = lora" : "");
-}
-
-static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
-{
-    train_run run = {.stage = stage, .first_step = -1};
-    size_t n_inputs = ft_stage_input_count(stage); /* MODEL DATA [EVAL_DATA] */
-    if (n_inputs != 2 && n_inputs != 3)
-        return check_inputs(&run);
-    run.model_dir = ft_stage_input_path(stage, 0);
-    run.data_dir = ft_stage_input_path(stage, 1);
-    char *config_path = ft_path_join(run.model_dir, "config.json");
-    char *meta_path = ft_path_join(run.data_dir, "meta.json");
-    bool have_model = ft_path_exists(config_path), have_data = ft_path_exists(meta_path);
-    free(config_path);
-    free(meta_path);
-    if (!have_model || !have_data) {
-        const char *missing = have_model ? run.data_dir : run.model_dir;
-        ft_estimate_figure *figures[] = {&out->device_bytes, &out->host_bytes, &out->disk_bytes, &out->time_s};
-        for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
-            ft_estimate_unknown(figures[i], "needs %s, which is not built yet", missing);
-        return 0;
-    }
-    ft_model_config config;
-    if (ft_token_dataset_meta_read(run.data_dir, &run.meta) < 0 || ft_model_config_load(run.model_dir, &config) < 0 ||
-        read_parameters(&run) < 0)
-        return -1;
-    const char *backend = ft_stage_param_string(stage, "backend");
-    /* Not ft_cuda_device_count: this runs in the engine process, where starting CUDA
-     * would break the stages it forks; a GPU's device file answers as well. */
-    bool on_gpu = strcmp(backend, "cuda") == 0 ||
-                  (strcmp(backend, "auto") == 0 && access("/dev/nvidia0", F_OK) == 0);
-    int threads = (int)ft_stage_param_int(stage, "threads");
-    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads <= 0 || threads > cores)
-        threads = cores > 0 ? cores : 1;
-    ft_train_memory memory;
-    if (ft_train_memory_estimate(&config, &run.model_options, on_gpu, threads, save_dtype_of(&config), &memory) < 0)
-        return -1;
-    const ft_memory_plan *plan = &memory.plan;
-    char total[32], activations[32], buffers[32], runtime[32];
-    ft_format_bytes(plan->total_bytes, total, sizeof total);
-    ft_format_bytes(plan->activation_bytes, activations, sizeof activations);
-    ft_format_bytes(memory.checkpoint_buffer_bytes, buffers, sizeof buffers);
-    ft_format_bytes(memory.runtime_bytes, runtime, sizeof runtime);
-    const char *shape = run.model_options.gradient_checkpointing ? ", recomputed" : "";
-    if (on_gpu) {
-        char scratch[32];
-        ft_format_bytes(plan->scratch_bytes, scratch, sizeof scratch);
-        ft_estimate_set(&out->device_bytes, (double)memory.device_peak_bytes,
-                        "memory plan in bf16 for %d x %u tokens%s (activations %s), with the cuda backend's scratch "
-                        "%s (cuBLASLt workspace, LoRA and attention backward scratch)",
-                        run.train_options.batch_size, run.meta.cutoff_len, shape, activations, scratch);
-        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
-                        "host buffers while %s, and the program's %s", memory.peak_phase, runtime);
-    } else {
-        ft_estimate_set(&out->device_bytes, 0.0, "the cpu backend uses no GPU");
-        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
-                        "memory plan %s for %d x %u tokens%s (activations %s), peak while %s (checkpoint buffer "
-                        "%s), the program and %d BLAS threads %s",
-                        total, run.train_options.batch_size, run.meta.cutoff_len, shape, activations,
-                        memory.peak_phase, buffers, threads, runtime);
-    }
-    if (!on_gpu && out->host_budget_bytes > 0 && memory.host_peak_bytes > out->host_budget_bytes)
-        find_smallest_change(&run, &config, threads, out);
-    train_writes writes = count_writes(&run, &config, &memory);
-    estimate_disk(&run, &writes, out);
-    out->device_name = on_gpu ? "cuda" : "cpu";
-    return estimate_work(&run, &config, &writes, out);
-}
-
 const ft_stage_kind ft_kind_train = {
     .name = "train",
     .version = 1,
     .run = run_train,
     .extra_key = train_extra_key,
-    .estimate = estimate_train,
+    .estimate = ft_train_estimate,
     .measure = measure_train,
 };
