@@ -837,7 +837,13 @@ static int estimate_evaluate(ft_stage *stage, ft_stage_estimate *out)
     if (status == 0)
         status = estimate_figures(&run, out);
     free_run(&run, NULL, 0);
-    return status;
+    if (status != 0) { /* the run says it with its own message (see tokenize's estimate) */
+        ft_estimate_figure *figures[] = {&out->device_bytes, &out->host_bytes, &out->disk_bytes, &out->time_s};
+        for (size_t f = 0; f < sizeof figures / sizeof figures[0]; f++)
+            ft_estimate_unknown(figures[f], "cannot estimate: %s", ft_error_message());
+        ft_error_clear();
+    }
+    return 0;
 }
 
 const ft_stage_kind ft_kind_evaluate = {

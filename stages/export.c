@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/stage.h"
@@ -201,7 +202,7 @@ static uint64_t folder_bytes(const char *dir, bool weights)
 /* Disk: the folder it makes (the adapter copied, or the model rewritten in its
  * dtype beside the base's other files), and with an archive the archive too,
  * counted at the folder's size: compression only makes it smaller. */
-static int estimate_export(ft_stage *stage, ft_stage_estimate *out)
+static int estimate_folder(ft_stage *stage, ft_stage_estimate *out)
 {
     for (size_t i = 0; i < ft_stage_input_count(stage); i++)
         if (!ft_path_exists(ft_stage_input_path(stage, i))) {
@@ -239,6 +240,16 @@ static int estimate_export(ft_stage *stage, ft_stage_estimate *out)
         ft_estimate_set(&out->disk_bytes, folder, "%s", what);
     else
         ft_estimate_set(&out->disk_bytes, 2.0 * folder, "%s, and the archive of them, at most as large", what);
+    return 0;
+}
+
+/* The run says what it refuses with its own message (see tokenize's estimate). */
+static int estimate_export(ft_stage *stage, ft_stage_estimate *out)
+{
+    if (estimate_folder(stage, out) == 0)
+        return 0;
+    ft_estimate_unknown(&out->disk_bytes, "cannot estimate: %s", ft_error_message());
+    ft_error_clear();
     return 0;
 }
 

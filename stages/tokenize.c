@@ -298,7 +298,7 @@ static double shard_bytes(double n_samples, double n_tokens, double n_rows)
 
 /* Disk from the data: a sample of its conversations encoded, their mean length
  * (after cutoff_len) times the record count; time from the rate past runs left. */
-static int estimate_tokenize(ft_stage *stage, ft_stage_estimate *out)
+static int estimate_from_data(ft_stage *stage, ft_stage_estimate *out)
 {
     const ft_chat_template *chat_template;
     if (check_parameters(stage, &chat_template) != 0)
@@ -380,6 +380,18 @@ static int estimate_tokenize(ft_stage *stage, ft_stage_estimate *out)
     ft_dataset_free(&dataset);
     ft_tokenizer_free(tokenizer);
     return status;
+}
+
+/* What the run would refuse (a bad record, a parameter) it says when it runs,
+ * with its own message; the estimate says only that it cannot tell. */
+static int estimate_tokenize(ft_stage *stage, ft_stage_estimate *out)
+{
+    if (estimate_from_data(stage, out) == 0)
+        return 0;
+    ft_estimate_unknown(&out->disk_bytes, "cannot estimate: %s", ft_error_message());
+    ft_estimate_unknown(&out->time_s, "cannot estimate: %s", ft_error_message());
+    ft_error_clear();
+    return 0;
 }
 
 const ft_stage_kind ft_kind_tokenize = {

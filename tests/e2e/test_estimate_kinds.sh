@@ -192,3 +192,19 @@ t_expect_status 0
 t_expect_contains "needs $T/models/m, which is not built yet"
 t_expect_contains "needs $T/adapter, which is not built yet"
 t_end
+
+t_case "what a run would refuse leaves the figure unknown, and the run says it with its own message"
+printf '[{"instruction": 5}]' > "$W/bad.json"
+cat >> "$W/Ftpipe" <<'P'
+
+data/bad: tokenize models/m bad.json
+	template = plain
+P
+t_run "$FTPIPE" -C "$W" estimate data/bad
+t_expect_status 0
+t_expect_contains "disk   cannot estimate:"
+t_run "$FTPIPE" -C "$W" data/bad
+t_expect_status 1
+t_expect_contains "run      data/bad"
+t_expect_lacks "estimating data/bad"
+t_end
