@@ -99,13 +99,24 @@ ls "$W/.ftpipe" | grep -q measure- && t_fail "a scratch folder was left: $(ls "$
   t_fail "the measurement recorded a run"
 t_end
 
-t_case "a measurement runs on the stage's backend, and one that fails says why"
+t_case "a measurement runs the stage's ranks and on its backend, and one that fails says why"
 cat >> "$W/Ftpipe" <<'P'
 on_cuda: train models/a data/set_a
 	max_steps = 2
 	backend = cuda
 	gpus = 1
 P
+cat >> "$W/Ftpipe" <<'P'
+two_ranks: train models/a data/set_a
+	max_steps = 2
+	per_device_train_batch_size = 2
+	nproc_per_node = 2
+	backend = cpu
+	threads = 1
+P
+t_run "$FTPIPE" -C "$W" estimate --measure two_ranks
+t_expect_status 0
+t_expect_contains "measured by estimate --measure of two_ranks"
 t_run "$FTPIPE" -C "$W" estimate --measure on_cuda
 t_expect_status 0
 if [ -e /dev/nvidia0 ]; then
