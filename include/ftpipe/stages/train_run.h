@@ -1,6 +1,7 @@
-/* train_run: what the train kind's run, its measurement (stages/train.c) and its
- * estimate (stages/train_estimate.c) share: the stage's inputs and parameters
- * read into one place, and the figures both sides count the same way. */
+/* train_run: what the train kind's run and measurement (stages/train.c) and its
+ * estimate (stages/train_estimate.c) share, kept in stages/train_run.c: the
+ * stage's inputs and parameters read into one place, and the figures both sides
+ * count the same way. */
 #ifndef FTPIPE_TRAIN_RUN_H
 #define FTPIPE_TRAIN_RUN_H
 
