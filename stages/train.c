@@ -282,7 +282,7 @@ static int write_output(ft_train_run *run, ft_model *model, const ft_train_resul
                              (json_int_t)result->global_step);
     int64_t steps_run = result->global_step - result->resumed_from_step;
     json_t *results = json_pack("{sf sI sf sf sf sf}", "epoch", result->epoch, "global_step",
-                                (json_int_t)result->global_step, "ft_train_runtime", result->runtime_s,
+                                (json_int_t)result->global_step, "train_runtime", result->runtime_s,
                                 "train_samples_per_second", result->samples / runtime, "train_steps_per_second",
                                 (double)steps_run / runtime, "train_loss", result->train_loss);
     if (write_json(out, "ftpipe_train.json", info) < 0 || write_json(out, "train_results.json", results) < 0)
