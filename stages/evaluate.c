@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "ftpipe/backend/cuda_scratch.h"
 #include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
@@ -24,6 +26,8 @@
 #include "ftpipe/eval/eval_report.h"
 #include "ftpipe/eval/evaluation.h"
 #include "ftpipe/formats/dataset_inputs.h"
+#include "ftpipe/model/generate.h"
+#include "ftpipe/model/train_work.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_ranks.h"
 #include "ftpipe/text/chat_template.h"
@@ -76,6 +80,8 @@ typedef struct {
     int n_phases;               /* generation and loss passes, for progress */
     int phase;
     ft_stage_ranks ranks;       /* rank r takes samples r, r + ranks, ...; rank 0 gathers them */
+    bool estimating;            /* read for `ftpipe estimate`, in the engine's process: no log */
+    const char *device;         /* the backend's name once one ran */
 } eval_run;
 
 /* --- inputs --- */
@@ -336,9 +342,11 @@ static int encode_samples(eval_run *run)
     run->max_seq_len = run->max_generate_tokens > (int)longest_sample ? run->max_generate_tokens : (int)longest_sample;
     int64_t batch_size = ft_stage_param_int(run->stage, "batch_size");
     run->batch_size = (size_t)batch_size < run->count ? (int)batch_size : (int)run->count;
-    ft_stage_log(run->stage, "%zu samples (%zu cut at cutoff_len), longest prompt %zu tokens, template %s, "
-                             "batches of %d",
-                 run->count, truncated, longest_prompt, ft_chat_template_name(run->chat_template), run->batch_size);
+    if (!run->estimating)
+        ft_stage_log(run->stage, "%zu samples (%zu cut at cutoff_len), longest prompt %zu tokens, template %s, "
+                                 "batches of %d",
+                     run->count, truncated, longest_prompt, ft_chat_template_name(run->chat_template),
+                     run->batch_size);
     return 0;
 }
 
@@ -356,17 +364,27 @@ static int report_progress(size_t done, size_t total, void *context)
 }
 
 /* The model with the train output's weights (adapted), or the base model. */
+/* The model folder and its options: the adapted model, or the base. */
+static int model_options(const eval_run *run, bool adapted, ft_model_options *options, const char **dir)
+{
+    *options = (ft_model_options){run->batch_size, run->max_seq_len, FT_FINETUNE_NONE, false, {0}, false};
+    if (adapted && !run->train.full) {
+        if (ft_lora_config_load(run->train_dir, &options->lora) != 0)
+            return -1;
+        options->use_lora = true;
+        options->lora.dropout = 0; /* inference */
+    }
+    *dir = adapted && run->train.full ? run->train_dir : run->model_dir;
+    return 0;
+}
+
 static int load_model(eval_run *run, bool adapted, ft_backend *backend, ft_model **model)
 {
-    ft_model_options options = {run->batch_size, run->max_seq_len, FT_FINETUNE_NONE, false, {0}, false};
-    bool lora = adapted && !run->train.full;
-    if (lora) {
-        if (ft_lora_config_load(run->train_dir, &options.lora) != 0)
-            return -1;
-        options.use_lora = true;
-        options.lora.dropout = 0; /* inference */
-    }
-    const char *dir = adapted && run->train.full ? run->train_dir : run->model_dir;
+    ft_model_options options;
+    const char *dir;
+    if (model_options(run, adapted, &options, &dir) != 0)
+        return -1;
+    bool lora = options.use_lora;
     if (ft_model_load(dir, backend, &options, model) != 0)
         return ft_error_context("loading the model from %s", dir);
     if (lora && ft_lora_load(ft_model_lora(*model), run->train_dir) != 0) {
@@ -439,6 +457,7 @@ static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answ
                                                     run->ranks.local_size);
     if (!backend)
         return -1;
+    run->device = backend->name;
     uint64_t start = ft_now_ns();
     ft_model *model = NULL;
     ft_generator *generator = NULL;
@@ -524,6 +543,58 @@ static int evaluate_model(eval_run *run, bool adapted, model_outcome *outcome)
     free(answer_ids);
     free(answer_lengths);
     return status;
+}
+
+/* --- the rate `ftpipe estimate` predicts time from --- */
+
+/* The forward passes of one model, in operations (train_work.h): every prompt,
+ * every answer counted at max_new_tokens (the rate absorbs how early answers
+ * stop), and every sample once more for the loss. */
+static int evaluation_ops(const eval_run *run, bool adapted, double *ops)
+{
+    ft_model_options options;
+    const char *dir;
+    ft_model_config config;
+    if (model_options(run, adapted, &options, &dir) != 0 || ft_model_config_load(dir, &config) != 0)
+        return -1;
+    double tokens = (double)run->count * run->generate.max_new_tokens, sample_tokens = 0.0;
+    for (size_t i = 0; i < run->count; i++) {
+        tokens += (double)run->samples[i].prompt.n_ids;
+        sample_tokens += (double)run->samples[i].encoded.n_tokens;
+    }
+    ft_train_work work;
+    if (ft_train_work_per_token(&config, &options, run->count ? sample_tokens / (double)run->count : 1.0, &work) != 0)
+        return -1;
+    *ops = (tokens + sample_tokens) * work.forward;
+    return 0;
+}
+
+static int all_models_ops(const eval_run *run, size_t n_models, double *ops)
+{
+    *ops = 0.0;
+    for (size_t m = 0; m < n_models; m++) {
+        double one;
+        if (evaluation_ops(run, m == 0 && run->train_dir, &one) != 0)
+            return -1;
+        *ops += one;
+    }
+    return 0;
+}
+
+static void log_rate(eval_run *run, size_t n_models, double seconds, double cpu_seconds)
+{
+    double ops;
+    if (!run->device || all_models_ops(run, n_models, &ops) != 0)
+        return;
+    int ranks = run->ranks.size > 1 ? run->ranks.size : 1;
+    char *name = ft_xasprintf("evaluate_ops_per_s_%s", run->device);
+    if (seconds > 0.0)
+        ft_stage_metric(run->stage, 0, name, ops / seconds);
+    free(name);
+    name = ft_xasprintf("evaluate_ops_per_cpu_s_%s", run->device);
+    if (cpu_seconds > 0.0)
+        ft_stage_metric(run->stage, 0, name, ops / (cpu_seconds * ranks));
+    free(name);
 }
 
 /* --- outputs --- */
@@ -678,8 +749,12 @@ static int run_evaluate(ft_stage *stage)
         /* The first model is the one the stage is about: the adapted one when there is a train output. */
         n_models = ft_stage_param_bool(stage, "compare_base") ? 2 : 1;
         run.n_phases = 2 * (int)n_models;
+        uint64_t start_ns = ft_now_ns(), start_cpu_ns = ft_process_cpu_ns();
         for (size_t m = 0; m < n_models && status == 0; m++)
             status = evaluate_model(&run, m == 0 && run.train_dir, &outcomes[m]);
+        if (status == 0 && run.ranks.local_rank == 0)
+            log_rate(&run, n_models, (double)(ft_now_ns() - start_ns) * 1e-9,
+                     (double)(ft_process_cpu_ns() - start_cpu_ns) * 1e-9);
     }
     if (status == 0 && run.ranks.writes_output && run.ranks.local_rank == 0)
         status = write_outputs(&run, outcomes, n_models);
@@ -689,8 +764,91 @@ static int run_evaluate(ft_stage *stage)
     return status;
 }
 
+/* --- estimate --- */
+
+/* Memory: the model's plan for the batch and the longest sample, and the KV
+ * cache for the batch and the longest prompt plus max_new_tokens (on cuda in
+ * bf16 with the backend's scratch, else host memory in f32); the adapted model,
+ * the larger of the two with compare_base. Time from the rate past runs left. */
+static int estimate_figures(const eval_run *run, ft_stage_estimate *out)
+{
+    ft_stage *stage = run->stage;
+    const char *backend = ft_stage_param_string(stage, "backend");
+    /* no CUDA in the engine's process (see train's estimate): a GPU's device file answers */
+    bool on_gpu = strcmp(backend, "cuda") == 0 || (strcmp(backend, "auto") == 0 && access("/dev/nvidia0", F_OK) == 0);
+    ft_dtype dtype = on_gpu ? FT_DTYPE_BF16 : FT_DTYPE_F32;
+    ft_model_options options;
+    const char *dir;
+    ft_model_config config;
+    ft_memory_plan plan;
+    if (model_options(run, run->train_dir != NULL, &options, &dir) != 0 || ft_model_config_load(dir, &config) != 0 ||
+        ft_model_plan_memory(&config, &options, dtype, &plan) != 0)
+        return -1;
+    size_t cache = ft_generator_cache_bytes(&config, run->batch_size, run->max_generate_tokens, ft_dtype_size(dtype));
+    size_t scratch = 0;
+    ft_backend_limits limits;
+    if (on_gpu && ft_model_backend_limits(&config, &options, dtype, &limits) == 0)
+        scratch = ft_cuda_scratch_bytes(&limits);
+    char plan_text[32], cache_text[32];
+    ft_format_bytes(plan.total_bytes, plan_text, sizeof plan_text);
+    ft_format_bytes(cache, cache_text, sizeof cache_text);
+    double peak = (double)(plan.total_bytes + cache + scratch);
+    ft_estimate_figure *figure = on_gpu ? &out->device_bytes : &out->host_bytes;
+    ft_estimate_set(figure, peak, "model plan %s for %d x %d tokens and KV cache %s for %d x %d tokens%s", plan_text,
+                    run->batch_size, run->max_seq_len, cache_text, run->batch_size, run->max_generate_tokens,
+                    on_gpu ? ", with the cuda backend's scratch" : "");
+    if (on_gpu)
+        ft_estimate_unknown(&out->host_bytes, "the evaluate kind does not estimate its host memory on cuda");
+    ft_estimate_set(&out->disk_bytes, 0.0, "writes small reports only (results.jsonl, metrics.json, report.md)");
+    size_t n_models = ft_stage_param_bool(stage, "compare_base") ? 2 : 1;
+    double ops;
+    if (all_models_ops(run, n_models, &ops) != 0)
+        return -1;
+    out->work[0] = (ft_estimate_work){ops, "evaluate_ops", "ops", "prompts, answers and the loss pass"};
+    out->n_work = 1;
+    out->device_name = on_gpu ? "cuda" : "cpu";
+    return 0;
+}
+
+static int estimate_evaluate(ft_stage *stage, ft_stage_estimate *out)
+{
+    for (size_t i = 0; i < ft_stage_input_count(stage); i++)
+        if (!ft_path_exists(ft_stage_input_path(stage, i))) {
+            ft_estimate_figure *figures[] = {&out->device_bytes, &out->host_bytes, &out->disk_bytes, &out->time_s};
+            for (size_t f = 0; f < sizeof figures / sizeof figures[0]; f++)
+                ft_estimate_unknown(figures[f], "needs %s, which is not built yet", ft_stage_input_path(stage, i));
+            return 0;
+        }
+    eval_run run = {.stage = stage, .estimating = true};
+    ft_dataset_init(&run.dataset);
+    int status = check_inputs(&run);
+    if (status == 0 && run.train_dir)
+        status = read_train_output(&run);
+    if (status == 0)
+        status = read_parameters(&run);
+    if (status == 0)
+        status = load_tokenizer(&run);
+    if (status == 0)
+        status = choose_stop_tokens(&run);
+    if (status == 0)
+        status = read_data(&run);
+    if (status == 0)
+        status = encode_samples(&run);
+    if (status == 0)
+        status = estimate_figures(&run, out);
+    free_run(&run, NULL, 0);
+    if (status != 0) { /* the run says it with its own message (see tokenize's estimate) */
+        ft_estimate_figure *figures[] = {&out->device_bytes, &out->host_bytes, &out->disk_bytes, &out->time_s};
+        for (size_t f = 0; f < sizeof figures / sizeof figures[0]; f++)
+            ft_estimate_unknown(figures[f], "cannot estimate: %s", ft_error_message());
+        ft_error_clear();
+    }
+    return 0;
+}
+
 const ft_stage_kind ft_kind_evaluate = {
     .name = "evaluate",
     .version = 2, /* 2: LLaMA-Factory's templates (llama3 untrimmed) and stop words */
     .run = run_evaluate,
+    .estimate = estimate_evaluate,
 };

@@ -10,14 +10,18 @@
  * base model folder as input 1. With an archive, the folder is built in the
  * work folder and packed into the single output file, under a top folder
  * named as the target less its extension. */
+#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/formats/model_config.h"
 #include "ftpipe/model/lora.h"
 #include "ftpipe/model/model_merge.h"
 #include "ftpipe/transfer/archive_create.h"
@@ -174,8 +178,84 @@ static int run_export(ft_stage *stage)
     return status;
 }
 
+/* --- estimate --- */
+
+/* The bytes of a folder's files: its weight files (*.safetensors) or the others. */
+static uint64_t folder_bytes(const char *dir, bool weights)
+{
+    uint64_t bytes = 0;
+    DIR *folder = opendir(dir);
+    for (struct dirent *entry; folder && (entry = readdir(folder));) {
+        size_t length = strlen(entry->d_name);
+        bool is_weights = length > 12 && strcmp(entry->d_name + length - 12, ".safetensors") == 0;
+        char *path = ft_path_join(dir, entry->d_name);
+        struct stat info;
+        if (is_weights == weights && stat(path, &info) == 0 && S_ISREG(info.st_mode))
+            bytes += (uint64_t)info.st_size;
+        free(path);
+    }
+    if (folder)
+        closedir(folder);
+    return bytes;
+}
+
+/* Disk: the folder it makes (the adapter copied, or the model rewritten in its
+ * dtype beside the base's other files), and with an archive the archive too,
+ * counted at the folder's size: compression only makes it smaller. */
+static int estimate_folder(ft_stage *stage, ft_stage_estimate *out)
+{
+    for (size_t i = 0; i < ft_stage_input_count(stage); i++)
+        if (!ft_path_exists(ft_stage_input_path(stage, i))) {
+            ft_estimate_unknown(&out->disk_bytes, "needs %s, which is not built yet", ft_stage_input_path(stage, i));
+            return 0;
+        }
+    if (ft_stage_input_count(stage) < 1)
+        return ft_stage_fail(stage, "export needs a train output as its first input");
+    train_output train = {0};
+    if (read_train_output(stage, &train) < 0)
+        return -1;
+    free(train.base_model);
+    double folder;
+    char what[300];
+    if (strcmp(ft_stage_param_string(stage, "format"), "peft") == 0) {
+        folder = (double)(folder_bytes(train.train_dir, true) + 1024); /* the weights and adapter_config.json */
+        snprintf(what, sizeof what, "the adapter's weights as %s holds them", train.train_dir);
+    } else {
+        const char *model_dir = train.lora && ft_stage_input_count(stage) > 1 ? ft_stage_input_path(stage, 1)
+                                                                             : train.train_dir;
+        const char *dtype = ft_stage_param_string(stage, "dtype");
+        uint64_t weights = folder_bytes(model_dir, true);
+        ft_model_config config;
+        if (strcmp(dtype, "auto") != 0) {
+            if (ft_model_config_load(model_dir, &config) < 0)
+                return -1;
+            size_t element = strcmp(dtype, "f32") == 0 ? 4 : 2;
+            weights = ft_model_config_parameter_count(&config) * element;
+        }
+        folder = (double)(weights + folder_bytes(model_dir, false));
+        snprintf(what, sizeof what, "the weights of %s in %s and its other files", model_dir,
+                 strcmp(dtype, "auto") == 0 ? "their own dtype" : dtype);
+    }
+    if (strcmp(ft_stage_param_string(stage, "archive"), "none") == 0)
+        ft_estimate_set(&out->disk_bytes, folder, "%s", what);
+    else
+        ft_estimate_set(&out->disk_bytes, 2.0 * folder, "%s, and the archive of them, at most as large", what);
+    return 0;
+}
+
+/* The run says what it refuses with its own message (see tokenize's estimate). */
+static int estimate_export(ft_stage *stage, ft_stage_estimate *out)
+{
+    if (estimate_folder(stage, out) == 0)
+        return 0;
+    ft_estimate_unknown(&out->disk_bytes, "cannot estimate: %s", ft_error_message());
+    ft_error_clear();
+    return 0;
+}
+
 const ft_stage_kind ft_kind_export = {
     .name = "export",
     .version = 2,
     .run = run_export,
+    .estimate = estimate_export,
 };

@@ -7,10 +7,12 @@
  * dataset_info.json whose entries `dataset =` names. `stage = sft` encodes
  * conversations with the chat template; `stage = pt` encodes texts for
  * continued pretraining. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -194,8 +196,21 @@ static int encode_pretraining(ft_stage *stage, const ft_tokenizer *tokenizer, co
     return status;
 }
 
+/* This device's rate, for `ftpipe estimate`: every split's tokens per second of
+ * the whole stage, by wall clock and by CPU time (all its threads). */
+static void log_rate(ft_stage *stage, const ft_token_dataset_meta *meta, uint64_t start_ns, uint64_t start_cpu_ns)
+{
+    double tokens = (double)(meta->train.n_tokens + meta->validation.n_tokens);
+    double seconds = (double)(ft_now_ns() - start_ns) * 1e-9, cpu_seconds = (double)(ft_process_cpu_ns() - start_cpu_ns) * 1e-9;
+    if (seconds > 0.0)
+        ft_stage_metric(stage, 0, "tokenize_tokens_per_s_cpu", tokens / seconds);
+    if (cpu_seconds > 0.0)
+        ft_stage_metric(stage, 0, "tokenize_tokens_per_cpu_s_cpu", tokens / cpu_seconds);
+}
+
 static int run_tokenize(ft_stage *stage)
 {
+    uint64_t start_ns = ft_now_ns(), start_cpu_ns = ft_process_cpu_ns();
     const ft_chat_template *chat_template;
     if (check_parameters(stage, &chat_template) != 0)
         return -1;
@@ -221,8 +236,10 @@ static int run_tokenize(ft_stage *stage)
 
     if (status == 0 && is_pretraining(stage)) {
         status = encode_pretraining(stage, tokenizer, chat_template, &dataset, &meta);
-        if (status == 0)
+        if (status == 0) {
             summarize(stage, &meta);
+            log_rate(stage, &meta, start_ns, start_cpu_ns);
+        }
         ft_dataset_free(&dataset);
         ft_tokenizer_free(tokenizer);
         return status;
@@ -253,8 +270,10 @@ static int run_tokenize(ft_stage *stage)
     }
     if (status == 0)
         status = write_dataset(stage, samples, dataset.count, &meta);
-    if (status == 0)
+    if (status == 0) {
         summarize(stage, &meta);
+        log_rate(stage, &meta, start_ns, start_cpu_ns);
+    }
     for (size_t i = 0; i < dataset.count; i++)
         ft_encoded_sample_free(&samples[i]);
     free(samples);
@@ -264,9 +283,121 @@ static int run_tokenize(ft_stage *stage)
     return status;
 }
 
+/* --- estimate --- */
+
+/* Conversations encoded to learn their mean length: spread over the data. */
+#define ESTIMATE_SAMPLES 256
+
+/* What a split of n_samples samples and n_tokens tokens in rows of row_length
+ * takes in shards (token_shards.h: header, offsets, ids, loss mask, each section
+ * 64-byte aligned). */
+static double shard_bytes(double n_samples, double n_tokens, double n_rows)
+{
+    return 64.0 + 8.0 * (n_samples + 1) + 8.0 * (n_rows + 1) + 5.0 * n_tokens + 3 * 64.0;
+}
+
+/* Disk from the data: a sample of its conversations encoded, their mean length
+ * (after cutoff_len) times the record count; time from the rate past runs left. */
+static int estimate_from_data(ft_stage *stage, ft_stage_estimate *out)
+{
+    const ft_chat_template *chat_template;
+    if (check_parameters(stage, &chat_template) != 0)
+        return -1;
+    for (size_t i = 0; i < ft_stage_input_count(stage); i++)
+        if (!ft_path_exists(ft_stage_input_path(stage, i))) {
+            ft_estimate_unknown(&out->disk_bytes, "needs %s, which is not built yet", ft_stage_input_path(stage, i));
+            ft_estimate_unknown(&out->time_s, "needs %s, which is not built yet", ft_stage_input_path(stage, i));
+            return 0;
+        }
+    ft_tokenizer *tokenizer;
+    if (ft_tokenizer_load(ft_stage_input_path(stage, 0), &tokenizer) != 0)
+        return ft_error_context("the first input of tokenize must be a model folder or a tokenizer.json");
+    ft_dataset dataset;
+    ft_dataset_init(&dataset);
+    int status = read_datasets(stage, &dataset);
+    size_t n = dataset.count < ESTIMATE_SAMPLES ? dataset.count : ESTIMATE_SAMPLES;
+    ft_conversation *chosen = ft_xcalloc(n ? n : 1, sizeof *chosen);
+    ft_encoded_sample *samples = ft_xcalloc(n ? n : 1, sizeof *samples);
+    char **errors = ft_xcalloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) /* a shallow copy: the dataset keeps owning them */
+        chosen[i] = dataset.conversations[i * dataset.count / n];
+    uint32_t cutoff = (uint32_t)ft_stage_param_int(stage, "cutoff_len");
+    bool packing = ft_stage_param_bool(stage, "packing") && !is_pretraining(stage);
+    const ft_encoding_options options = {packing && cutoff > 1 ? cutoff - 1 : cutoff,
+                                         ft_stage_param_bool(stage, "train_on_prompt"),
+                                         ft_stage_param_bool(stage, "mask_history"),
+                                         ft_stage_param_bool(stage, "enable_thinking")};
+    double sampled_tokens = 0.0;
+    size_t encoded = 0;
+    if (status == 0 && is_pretraining(stage)) { /* each text and its EOS */
+        ft_encoded_sample *blocks = NULL;
+        size_t n_blocks = 0, n_tokens = 0;
+        status = ft_encode_pretraining(tokenizer, chosen, n, ft_chat_template_pretraining_eos(chat_template, tokenizer),
+                                       1, &blocks, &n_blocks, &n_tokens);
+        for (size_t i = 0; i < n_blocks; i++)
+            ft_encoded_sample_free(&blocks[i]);
+        free(blocks);
+        sampled_tokens = (double)n_tokens;
+        encoded = n;
+    } else if (status == 0) {
+        status = ft_encode_conversations(tokenizer, chat_template, chosen, n, &options, 1, NULL, NULL, samples, errors);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (status == 0 && !is_pretraining(stage) && !errors[i] && samples[i].n_tokens > 0) {
+            sampled_tokens += (double)samples[i].n_tokens;
+            encoded++;
+        }
+        free(errors[i]);
+        ft_encoded_sample_free(&samples[i]);
+    }
+    if (status == 0 && encoded > 0) {
+        double mean = sampled_tokens / (double)encoded, n_samples = (double)dataset.count * encoded / n;
+        double tokens = mean * n_samples, rows = n_samples;
+        if (is_pretraining(stage)) { /* texts run together, cut into whole blocks */
+            rows = floor(tokens / cutoff);
+            ft_estimate_set(&out->disk_bytes, shard_bytes(rows, rows * cutoff, rows),
+                            "%.0f texts x %.1f tokens with EOS (the mean of %zu encoded) = %.0f blocks of cutoff_len "
+                            "%u x 5 bytes a token (id and loss mask), and their offsets",
+                            n_samples, mean, encoded, rows, cutoff);
+            tokens = rows * cutoff;
+        } else {
+            if (packing)
+                rows = ceil(tokens / (cutoff > 1 ? cutoff - 1 : cutoff));
+            ft_estimate_set(&out->disk_bytes, shard_bytes(n_samples, tokens, rows),
+                            "%.0f samples x %.1f tokens (the mean of %zu encoded, cut to cutoff_len %u) = %.0f tokens "
+                            "x 5 bytes (id and loss mask), and %.0f rows' offsets",
+                            n_samples, mean, encoded, cutoff, tokens, rows);
+        }
+        out->work[0] = (ft_estimate_work){tokens, "tokenize_tokens", "tokens", "tokenizing and writing"};
+        out->n_work = 1;
+        out->device_name = "cpu";
+    } else if (status == 0) {
+        ft_estimate_unknown(&out->disk_bytes, "none of the %zu conversations sampled encodes", n);
+    }
+    free(chosen);
+    free(samples);
+    free(errors);
+    ft_dataset_free(&dataset);
+    ft_tokenizer_free(tokenizer);
+    return status;
+}
+
+/* What the run would refuse (a bad record, a parameter) it says when it runs,
+ * with its own message; the estimate says only that it cannot tell. */
+static int estimate_tokenize(ft_stage *stage, ft_stage_estimate *out)
+{
+    if (estimate_from_data(stage, out) == 0)
+        return 0;
+    ft_estimate_unknown(&out->disk_bytes, "cannot estimate: %s", ft_error_message());
+    ft_estimate_unknown(&out->time_s, "cannot estimate: %s", ft_error_message());
+    ft_error_clear();
+    return 0;
+}
+
 const ft_stage_kind ft_kind_tokenize = {
     .name = "tokenize",
     .version = 4, /* 2: meta.json's tokenizer_hash covers the eos token; 3: LLaMA-Factory's qwen3 think blocks
                      and untrimmed llama3, BOS from the tokenizer; 4: packed rows filled to cutoff_len - 1 */
     .run = run_tokenize,
+    .estimate = estimate_tokenize,
 };

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ftpipe/backend/comm_nccl.h"
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/host_memory.h"
@@ -26,64 +27,18 @@
 #include "ftpipe/base/svg_chart.h"
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/model/model_save.h"
-#include "ftpipe/model/train_memory.h"
+#include "ftpipe/model/train_work.h"
 #include "ftpipe/model/trainer.h"
 #include "ftpipe/model/trainer_log.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_ranks.h"
-#include "ftpipe/stages/train_kept.h"
 #include "ftpipe/stages/train_guard.h"
+#include "ftpipe/stages/train_kept.h"
+#include "ftpipe/stages/train_run.h"
 #include "ftpipe/text/tokenizer.h"
 
-typedef struct {
-    ft_stage *stage;
-    const char *model_dir;
-    const char *data_dir;
-    const char *eval_dir;       /* the tokenize output whose rows evaluate; NULL: none */
-    const char *eval_split;     /* "validation" of the data, or "train" of a third input */
-    ft_token_dataset_meta meta;
-    ft_model_options model_options;
-    ft_train_options train_options;
-    ft_train_plan plan;
-    char *log_path;             /* <work>/trainer_log.jsonl, kept across resumes */
-    char *kept_dir;             /* <work>/kept: the checkpoint-N folders of save_strategy */
-    ft_model *model;            /* while training, for on_save */
-    int rank;                   /* this process's rank on this node: only its first reports */
-    bool writes_output;         /* checkpoints and the output (stage_ranks.h says which rank) */
-    int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
-    double elapsed_s, remaining_s; /* this process's time so far and the ETA, after the last step */
-    ft_train_guard guard;
-} train_run;
-
-static int check_inputs(train_run *run)
-{
-    ft_stage *stage = run->stage;
-    size_t n_inputs = ft_stage_input_count(stage);
-    if (n_inputs != 2 && n_inputs != 3)
-        return ft_stage_fail(stage, "train takes a model folder and a tokenize output, and optionally a tokenize "
-                                    "output to evaluate on (`%s: train MODEL DATA [EVAL_DATA]`); %zu given",
-                             ft_stage_target(stage), n_inputs);
-    if (n_inputs == 3) {
-        run->eval_dir = ft_stage_input_path(stage, 2);
-        run->eval_split = "train";
-    }
-    run->model_dir = ft_stage_input_path(stage, 0);
-    run->data_dir = ft_stage_input_path(stage, 1);
-    char *config = ft_path_join(run->model_dir, "config.json"), *meta = ft_path_join(run->data_dir, "meta.json");
-    int status = 0;
-    if (!ft_path_exists(config))
-        status = ft_stage_fail(stage, "train's first input %s is not a model folder (it has no config.json)",
-                               run->model_dir);
-    else if (!ft_path_exists(meta))
-        status = ft_stage_fail(stage, "train's second input %s is not a tokenize output (it has no meta.json)",
-                               run->data_dir);
-    free(config);
-    free(meta);
-    return status;
-}
-
 /* The data must have been tokenized with this model's tokenizer. */
-static int check_tokenizer(train_run *run)
+static int check_tokenizer(ft_train_run *run)
 {
     if (ft_token_dataset_meta_read(run->data_dir, &run->meta) < 0)
         return -1;
@@ -111,146 +66,9 @@ static int check_tokenizer(train_run *run)
                          run->model_dir, hash, run->data_dir, run->meta.tokenizer_hash);
 }
 
-/* eval_strategy, eval_steps and per_device_eval_batch_size: the HF Trainer's
- * evaluation during training, on the data's validation split (val_size on
- * tokenize) or on a third input. */
-static int choose_evaluation(train_run *run, ft_train_options *t)
-{
-    ft_stage *stage = run->stage;
-    const char *strategy = ft_stage_param_string(stage, "eval_strategy");
-    int64_t batch_size = ft_stage_param_int(stage, "per_device_eval_batch_size");
-    int64_t every = ft_stage_param_int(stage, "eval_steps");
-    if (strcmp(strategy, "no") == 0) {
-        if (run->eval_dir)
-            return ft_stage_fail(stage, "%s is given to evaluate on, but eval_strategy = no: set eval_strategy = "
-                                        "steps or epoch",
-                                 run->eval_dir);
-        return 0;
-    }
-    if (batch_size < 1 || batch_size > 1 << 16 || every < 0)
-        return ft_stage_fail(stage, "per_device_eval_batch_size = %lld and eval_steps = %lld: expected a batch of at "
-                                    "least 1 and steps of 0 (logging_steps) or more",
-                             (long long)batch_size, (long long)every);
-    if (!run->eval_dir) {
-        if (run->meta.validation.n_samples == 0)
-            return ft_stage_fail(stage, "eval_strategy = %s needs rows to evaluate on: %s has no validation split "
-                                        "(set val_size on its tokenize stage), and no third input names eval data",
-                                 strategy, run->data_dir);
-        run->eval_dir = run->data_dir;
-        run->eval_split = "validation";
-    }
-    t->eval_batch_size = (int)batch_size;
-    t->eval_each_epoch = strcmp(strategy, "epoch") == 0;
-    t->eval_steps = t->eval_each_epoch ? 0 : every > 0 ? every : ft_stage_param_int(stage, "logging_steps");
-    if (!t->eval_each_epoch && t->eval_steps == 0)
-        return ft_stage_fail(stage, "eval_strategy = steps needs eval_steps (or logging_steps) above 0");
-    return 0;
-}
-
-/* Each cuda rank of a node needs its own GPU of those the stage reserved. */
-static int check_ranks(ft_stage *stage, int ranks)
-{
-    if (ranks <= 1 || !ft_stage_wants_cuda(stage))
-        return 0;
-    int64_t gpus = ft_stage_param_int(stage, "gpus");
-    int per_node = ft_stage_ranks_per_node(stage);
-    if (per_node > gpus)
-        return ft_stage_fail(stage, "%d ranks on this node on cuda need a GPU each, but the stage reserves gpus = %lld: "
-                                    "set gpus = %d (or nproc_per_node = %lld)",
-                             per_node, (long long)gpus, per_node, (long long)gpus);
-    return 0;
-}
-
-/* global_batch_size = per-device batch x accumulation x ranks: the accumulation
- * follows from the other two, so that the rank count leaves the result alone. */
-static int global_batch_accumulation(ft_stage *stage, int64_t batch_size, int ranks, int64_t *accumulation)
-{
-    int64_t global = ft_stage_param_int(stage, "global_batch_size");
-    if (global == 0)
-        return 0;
-    if (global < 0 || global > 1 << 30)
-        return ft_stage_fail(stage, "global_batch_size = %lld: expected a positive number of rows", (long long)global);
-    if (ft_stage_param_is_set(stage, "gradient_accumulation_steps"))
-        return ft_stage_fail(stage, "global_batch_size and gradient_accumulation_steps are both set: with "
-                                    "global_batch_size the accumulation is global_batch_size / "
-                                    "(per_device_train_batch_size x ranks); remove one of them");
-    int64_t per_step = batch_size * ranks;
-    if (global % per_step != 0)
-        return ft_stage_fail(stage, "global_batch_size = %lld is not a multiple of per_device_train_batch_size (%lld) "
-                                    "x ranks (%d) = %lld: change one of them so that it divides",
-                             (long long)global, (long long)batch_size, ranks, (long long)per_step);
-    *accumulation = global / per_step;
-    return 0;
-}
-
-static int read_parameters(train_run *run)
-{
-    ft_stage *stage = run->stage;
-    ft_model_options *m = &run->model_options;
-    ft_train_options *t = &run->train_options;
-    bool lora = strcmp(ft_stage_param_string(stage, "finetuning_type"), "lora") == 0;
-    int64_t batch_size = ft_stage_param_int(stage, "per_device_train_batch_size");
-    int64_t accumulation = ft_stage_param_int(stage, "gradient_accumulation_steps");
-    int64_t rank = ft_stage_param_int(stage, "lora_rank");
-    if (batch_size < 1 || batch_size > 1 << 20 || accumulation < 1 || accumulation > 1 << 20)
-        return ft_stage_fail(stage, "per_device_train_batch_size = %lld and gradient_accumulation_steps = %lld: "
-                                    "expected at least 1 each",
-                             (long long)batch_size, (long long)accumulation);
-    int ranks = ft_stage_world_size(stage);
-    if (ranks < 0)
-        return ft_stage_fail(stage, "%s", ft_error_message());
-    if (check_ranks(stage, ranks) < 0 || global_batch_accumulation(stage, batch_size, ranks, &accumulation) < 0)
-        return -1;
-    m->max_batch_size = (int)batch_size;
-    m->max_seq_len = (int)run->meta.cutoff_len;
-    m->finetuning = lora ? FT_FINETUNE_LORA : FT_FINETUNE_FULL;
-    m->use_lora = lora;
-    m->gradient_checkpointing = ft_stage_param_bool(stage, "gradient_checkpointing");
-    int lora_rank = (int)(rank > 0 && rank < 1 << 20 ? rank : 0);
-    double lora_alpha = ft_stage_param_float(stage, "lora_alpha");
-    if (lora_alpha == 0) /* unset: LLaMA-Factory's default */
-        lora_alpha = 2.0 * lora_rank;
-    m->lora = (ft_lora_config){lora_rank, lora_alpha, ft_stage_param_float(stage, "lora_dropout"),
-                               ft_stage_param_bool(stage, "use_rslora"), 0, (uint64_t)ft_stage_param_int(stage, "seed")};
-    if (lora && (ft_lora_parse_targets(ft_stage_param_string(stage, "lora_target"), &m->lora.targets) < 0 ||
-                 ft_lora_config_check(&m->lora) < 0))
-        return -1;
-    *t = (ft_train_options){
-        .batch_size = (int)batch_size,
-        .gradient_accumulation_steps = (int)accumulation,
-        .num_train_epochs = ft_stage_param_float(stage, "num_train_epochs"),
-        .max_steps = ft_stage_param_int(stage, "max_steps"),
-        .learning_rate = ft_stage_param_float(stage, "learning_rate"),
-        .warmup_ratio = ft_stage_param_float(stage, "warmup_ratio"),
-        .warmup_steps = ft_stage_param_int(stage, "warmup_steps"),
-        .max_grad_norm = ft_stage_param_float(stage, "max_grad_norm"),
-        .adamw = {ft_stage_param_float(stage, "adam_beta1"), ft_stage_param_float(stage, "adam_beta2"),
-                  ft_stage_param_float(stage, "adam_epsilon"), ft_stage_param_float(stage, "weight_decay")},
-        .seed = (uint64_t)ft_stage_param_int(stage, "seed"),
-        .logging_steps = ft_stage_param_int(stage, "logging_steps"),
-        .save_steps = ft_stage_param_int(stage, "save_steps"),
-        .save_total_limit = (int)ft_stage_param_int(stage, "save_total_limit"),
-        .run_id = ft_stage_key(stage),
-        .ranks = ranks,
-    };
-    const char *save_strategy = ft_stage_param_string(stage, "save_strategy");
-    t->save_strategy = strcmp(save_strategy, "steps") == 0   ? FT_SAVE_STEPS
-                       : strcmp(save_strategy, "epoch") == 0 ? FT_SAVE_EPOCH
-                                                             : FT_SAVE_NO;
-    if (t->save_strategy == FT_SAVE_STEPS && t->save_steps == 0)
-        return ft_stage_fail(stage, "save_strategy = steps needs save_steps above 0 (the steps between the "
-                                    "checkpoint-N folders)");
-    if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0 ||
-        choose_evaluation(run, t) != 0)
-        return -1;
-    if (run->eval_dir && t->eval_batch_size > m->max_batch_size) /* the model plans for the larger batch */
-        m->max_batch_size = t->eval_batch_size;
-    return ft_train_plan_steps(t, run->meta.train.n_rows, &run->plan);
-}
-
 /* On the cpu backend the whole plan lives in host memory; the cuda backend
  * checks its own memory when the model reserves it. */
-static int check_memory(train_run *run, const ft_backend *backend)
+static int check_memory(ft_train_run *run, const ft_backend *backend)
 {
     ft_model_config config;
     ft_memory_plan plan;
@@ -283,18 +101,11 @@ static int check_memory(train_run *run, const ft_backend *backend)
                          total, weights, adapter, gradients, optimizer, activations, available);
 }
 
-static ft_dtype save_dtype_of(const ft_model_config *config)
-{
-    if (strcmp(config->torch_dtype, "bfloat16") == 0)
-        return FT_DTYPE_BF16;
-    return strcmp(config->torch_dtype, "float16") == 0 ? FT_DTYPE_F16 : FT_DTYPE_F32;
-}
-
 /* --- reporting --- */
 
 static void on_step(void *context, const ft_train_report *report)
 {
-    train_run *run = context;
+    ft_train_run *run = context;
     if (run->first_step < 0)
         run->first_step = report->step - 1;
     double per_step = report->elapsed_s / (double)(report->step - run->first_step);
@@ -317,7 +128,7 @@ static void format_duration(double seconds, char *out, size_t size)
 /* One line of the work folder's trainer_log.jsonl, with LLaMA-Factory's keys
  * besides (current_steps, total_steps, lr, percentage, elapsed_time,
  * remaining_time), so that its LlamaBoard follows the run. */
-static void append_log_line(const train_run *run, json_t *line, int64_t step)
+static void append_log_line(const ft_train_run *run, json_t *line, int64_t step)
 {
     char elapsed[48], remaining[48];
     format_duration(run->elapsed_s, elapsed, sizeof elapsed);
@@ -344,7 +155,7 @@ static void append_log_line(const train_run *run, json_t *line, int64_t step)
 
 static void on_log(void *context, const ft_train_report *report)
 {
-    train_run *run = context;
+    ft_train_run *run = context;
     ft_stage *stage = run->stage;
     ft_stage_metric(stage, report->step, "loss", report->loss);
     ft_stage_metric(stage, report->step, "learning_rate", report->learning_rate);
@@ -366,7 +177,7 @@ static void on_log(void *context, const ft_train_report *report)
 
 static void on_evaluate(void *context, const ft_eval_report *report)
 {
-    train_run *run = context;
+    ft_train_run *run = context;
     ft_stage_metric(run->stage, report->step, "eval_loss", report->eval_loss);
     ft_stage_log(run->stage, "step %lld epoch %.2f: eval_loss %.4f on %llu rows (%.1fs)", (long long)report->step,
                  report->epoch, report->eval_loss, (unsigned long long)report->n_rows, report->runtime_s);
@@ -375,20 +186,20 @@ static void on_evaluate(void *context, const ft_eval_report *report)
     append_log_line(run, line, report->step);
 }
 
-static void on_note(void *context, const char *text) { ft_stage_log(((train_run *)context)->stage, "%s", text); }
+static void on_note(void *context, const char *text) { ft_stage_log(((ft_train_run *)context)->stage, "%s", text); }
 
 /* Ranks other than 0 note in their own log. */
 static void on_rank_note(void *context, const char *text)
 {
-    fprintf(stderr, "rank %d: %s\n", ((train_run *)context)->rank, text);
+    fprintf(stderr, "rank %d: %s\n", ((ft_train_run *)context)->rank, text);
     fflush(stderr);
 }
 
-static bool cancelled(void *context) { return ft_stage_cancelled(((train_run *)context)->stage); }
+static bool cancelled(void *context) { return ft_stage_cancelled(((ft_train_run *)context)->stage); }
 
 static bool should_stop(void *context, const ft_train_report *report)
 {
-    return ft_train_guard_should_stop(&((train_run *)context)->guard, report);
+    return ft_train_guard_should_stop(&((ft_train_run *)context)->guard, report);
 }
 
 /* --- the output folder --- */
@@ -408,7 +219,7 @@ static int write_json(const char *dir, const char *name, json_t *root)
 
 /* The log lines of every run of this stage, the steps a resumed run did again
  * replacing those an interrupted one wrote after its checkpoint. Caller frees. */
-static char *read_compact_log(const train_run *run)
+static char *read_compact_log(const ft_train_run *run)
 {
     char *text = NULL;
     size_t length = 0;
@@ -419,7 +230,7 @@ static char *read_compact_log(const train_run *run)
     return compact;
 }
 
-static int write_trainer_log(const train_run *run, const char *out_dir)
+static int write_trainer_log(const ft_train_run *run, const char *out_dir)
 {
     char *text = read_compact_log(run);
     if (!text)
@@ -432,7 +243,7 @@ static int write_trainer_log(const train_run *run, const char *out_dir)
 }
 
 /* dir/trainer_state.json at this step, in the HF Trainer's format. */
-static int write_trainer_state(const train_run *run, const char *dir, int64_t step, double epoch,
+static int write_trainer_state(const ft_train_run *run, const char *dir, int64_t step, double epoch,
                                const ft_train_result *ended)
 {
     ft_stage *stage = run->stage;
@@ -461,7 +272,7 @@ static int write_trainer_state(const train_run *run, const char *dir, int64_t st
 }
 
 /* The adapter (or the model) as trained so far, beside trainer_state.json. */
-static int write_trained(const train_run *run, const char *dir)
+static int write_trained(const ft_train_run *run, const char *dir)
 {
     const char *base_model = ft_path_basename(run->model_dir);
     if (run->model_options.finetuning == FT_FINETUNE_LORA)
@@ -473,7 +284,7 @@ static int write_trained(const train_run *run, const char *dir)
  * save_total_limit removed, as the HF Trainer rotates its checkpoints. */
 static int on_save(void *context, int64_t step, double epoch)
 {
-    train_run *run = context;
+    ft_train_run *run = context;
     char *name = ft_xasprintf("checkpoint-%lld", (long long)step);
     char *temporary_name = ft_xasprintf("%s.tmp", name);
     char *final = ft_path_join(run->kept_dir, name), *temporary = ft_path_join(run->kept_dir, temporary_name);
@@ -539,7 +350,7 @@ static int write_loss_plot(const char *out_dir)
     return status;
 }
 
-static int write_output(train_run *run, const ft_train_result *result)
+static int write_output(ft_train_run *run, const ft_train_result *result)
 {
     const char *out = ft_stage_output_path(run->stage);
     const char *base_model = ft_path_basename(run->model_dir);
@@ -559,12 +370,106 @@ static int write_output(train_run *run, const ft_train_result *result)
     if (write_json(out, "ftpipe_train.json", info) < 0 || write_json(out, "train_results.json", results) < 0)
         return -1;
     if (write_trainer_log(run, out) < 0 ||
-        write_trainer_state(run, out, result->global_step, result->epoch, result) < 0 || ft_train_kept_link(run->kept_dir, out) < 0)
+        write_trainer_state(run, out, result->global_step, result->epoch, result) < 0 ||
+        ft_train_kept_link(run->kept_dir, out) < 0)
         return -1;
     return ft_stage_param_bool(run->stage, "plot_loss") ? write_loss_plot(out) : 0;
 }
 
-static int train(train_run *run, ft_backend *backend)
+/* The result: the adapter in f32, or the model in its dtype. */
+static uint64_t output_bytes(const ft_train_run *run, const ft_model *model)
+{
+    const ft_model_config *config = ft_model_get_config(model);
+    if (run->model_options.finetuning != FT_FINETUNE_LORA)
+        return ft_model_config_parameter_count(config) * ft_dtype_size(ft_train_save_dtype(config));
+    size_t n_tensors = 0;
+    uint64_t n_trained = 0;
+    const ft_param_tensor *tensors = ft_model_trainable(model, &n_tensors);
+    for (size_t i = 0; i < n_tensors; i++)
+        n_trained += tensors[i].count;
+    return n_trained * sizeof(float);
+}
+
+/* --- the rates `ftpipe estimate` predicts time from --- */
+
+/* The parts estimate_train names: operations (train_work.h) of the steps and evaluations, and the
+ * bytes of everything else (loading, checkpoints, the result), each per second of
+ * wall clock and per second of CPU time (every rank's: each holds a like share). */
+static void log_rates(ft_train_run *run, const char *device, int64_t step, double ops, double compute_s,
+                      double compute_cpu_s, double io_bytes, double io_s, double io_cpu_s)
+{
+    ft_stage *stage = run->stage;
+    int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
+    struct {
+        const char *name;
+        double amount, seconds;
+    } rates[] = {{"train_ops_per_s", ops, compute_s},
+                 {"train_ops_per_cpu_s", ops, compute_cpu_s * ranks},
+                 {"train_io_bytes_per_s", io_bytes, io_s},
+                 {"train_io_bytes_per_cpu_s", io_bytes, io_cpu_s * ranks}};
+    for (size_t i = 0; i < sizeof rates / sizeof rates[0]; i++) {
+        if (rates[i].amount <= 0.0 || rates[i].seconds <= 0.0)
+            continue;
+        char *name = ft_xasprintf("%s_%s", rates[i].name, device);
+        ft_stage_metric(stage, step, name, rates[i].amount / rates[i].seconds);
+        free(name);
+    }
+    ft_stage_log(stage, "rates: %.3g ops/s (%.3g per CPU second) in steps and evaluations, %.3g bytes/s (%.3g per "
+                        "CPU second) loading and saving",
+                 compute_s > 0 ? ops / compute_s : 0.0, compute_cpu_s > 0 ? ops / (compute_cpu_s * ranks) : 0.0,
+                 io_s > 0 ? io_bytes / io_s : 0.0, io_cpu_s > 0 ? io_bytes / (io_cpu_s * ranks) : 0.0);
+}
+
+/* estimate --measure: loads the model (timed as reading), one warm-up step, then
+ * MEASURED_STEPS steps and a checkpoint into the scratch folder, timed. */
+#define MEASURED_STEPS 3
+
+static int measure(ft_train_run *run, ft_backend *backend)
+{
+    ft_stage *stage = run->stage;
+    ft_token_shards *shards = NULL;
+    if (ft_token_shards_open(run->data_dir, "train", &shards) < 0)
+        return -1;
+    uint64_t load_wall_ns = ft_now_ns(), load_cpu_ns = ft_process_cpu_ns();
+    ft_model *model = NULL;
+    int status = ft_model_load(run->model_dir, backend, &run->model_options, &model);
+    double load_s = (double)(ft_now_ns() - load_wall_ns) * 1e-9;
+    double load_cpu_s = (double)(ft_process_cpu_ns() - load_cpu_ns) * 1e-9;
+    ft_train_options options = run->train_options;
+    options.eval_shards = NULL;
+    options.eval_steps = 0;
+    options.eval_each_epoch = false;
+    options.logging_steps = 0;
+    options.save_steps = 0;
+    options.max_steps = 1;
+    const char *checkpoints = options.checkpoint_dir;
+    options.checkpoint_dir = NULL;
+    ft_train_result warm_up, timed;
+    if (status == 0)
+        status = ft_train(model, shards, &options, &warm_up);
+    options.max_steps = MEASURED_STEPS;
+    options.checkpoint_dir = checkpoints; /* one, at the end: what a save costs */
+    uint64_t timed_cpu_ns = ft_process_cpu_ns();
+    if (status == 0)
+        status = ft_train(model, shards, &options, &timed);
+    double timed_cpu_s = (double)(ft_process_cpu_ns() - timed_cpu_ns) * 1e-9;
+    ft_train_work work;
+    if (status == 0 && run->rank == 0 &&
+        ft_train_work_per_token(ft_model_get_config(model), &run->model_options, ft_train_mean_row_tokens(&run->meta),
+                                &work) == 0) {
+        double io_bytes = (double)(ft_train_weight_file_bytes(run->model_dir) + timed.checkpoint_bytes_written);
+        log_rates(run, backend->name, timed.global_step, (double)timed.trained_tokens * work.train, timed.compute_s,
+                  timed.compute_cpu_s, io_bytes, load_s + timed.runtime_s - timed.compute_s,
+                  load_cpu_s + timed_cpu_s - timed.compute_cpu_s);
+        ft_stage_log(stage, "measured %d steps after a warm-up step: %lld tokens in %.3fs (%.3fs of CPU)",
+                     MEASURED_STEPS, (long long)timed.trained_tokens, timed.compute_s, timed.compute_cpu_s);
+    }
+    ft_model_free(model);
+    ft_token_shards_close(shards);
+    return status;
+}
+
+static int train(ft_train_run *run, ft_backend *backend)
 {
     ft_stage *stage = run->stage;
     ft_token_shards *shards = NULL;
@@ -593,15 +498,9 @@ static int train(train_run *run, ft_backend *backend)
                          run->eval_dir, run->eval_split,
                          run->train_options.eval_each_epoch ? "at each epoch's end" : "every eval_steps steps");
     }
-    if (status == 0) {
-        /* The result the guard keeps room for: the adapter in f32, or the model in its dtype. */
-        const ft_model_config *config = ft_model_get_config(model);
-        uint64_t output_bytes = run->model_options.finetuning == FT_FINETUNE_LORA
-                                    ? (uint64_t)n_trained * sizeof(float)
-                                    : ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config));
-        if (run->train_options.save_strategy != FT_SAVE_NO) /* the next checkpoint-N to keep, of the result's size */
-            output_bytes *= 2;
-        ft_train_guard_init(&run->guard, stage, run->train_options.checkpoint_dir, output_bytes,
+    if (status == 0) { /* the guard keeps room for the result, and for the next checkpoint-N to keep */
+        uint64_t room = output_bytes(run, model) * (run->train_options.save_strategy != FT_SAVE_NO ? 2 : 1);
+        ft_train_guard_init(&run->guard, stage, run->train_options.checkpoint_dir, room,
                             strcmp(backend->name, "cuda") == 0);
     }
     ft_train_result result;
@@ -626,6 +525,18 @@ static int train(train_run *run, ft_backend *backend)
             ft_stage_metric(stage, result.global_step, rate_name,
                             (double)run->meta.train.n_tokens * epochs_run / result.runtime_s);
         free(rate_name);
+        ft_train_work work;
+        if (ft_train_work_per_token(ft_model_get_config(model), &run->model_options, ft_train_mean_row_tokens(&run->meta),
+                                    &work) == 0) {
+            double ops = (double)result.trained_tokens * work.train +
+                         (double)result.evaluated_tokens * ranks * work.forward;
+            double io_bytes = (double)(ft_train_weight_file_bytes(run->model_dir) + result.checkpoint_bytes_written +
+                                       output_bytes(run, model));
+            double total_s = (double)(ft_now_ns() - run->start_wall_ns) * 1e-9;
+            double total_cpu_s = (double)(ft_process_cpu_ns() - run->start_cpu_ns) * 1e-9;
+            log_rates(run, backend->name, result.global_step, ops, result.compute_s, result.compute_cpu_s, io_bytes,
+                      total_s - result.compute_s, total_cpu_s - result.compute_cpu_s);
+        }
         /* The run's mean, as train_results.json's train_loss, beside the last step's. */
         ft_stage_metric(stage, result.global_step, "train_loss", result.train_loss);
         ft_stage_summary(stage, "mean loss %.4f after %lld steps (%.2f epochs), %.1fs, %.2f samples/s",
@@ -638,10 +549,11 @@ static int train(train_run *run, ft_backend *backend)
     return status;
 }
 
-static int run_train(ft_stage *stage)
+static int run_stage(ft_stage *stage, bool measuring)
 {
-    train_run run = {.stage = stage, .first_step = -1};
-    if (check_inputs(&run) < 0 || check_tokenizer(&run) < 0 || read_parameters(&run) < 0)
+    ft_train_run run = {.stage = stage, .first_step = -1, .measuring = measuring, .start_wall_ns = ft_now_ns(),
+                     .start_cpu_ns = ft_process_cpu_ns()};
+    if (ft_train_check_inputs(&run) < 0 || check_tokenizer(&run) < 0 || ft_train_read_parameters(&run) < 0)
         return -1;
     char *checkpoints = ft_path_join(ft_stage_work_dir(stage), "checkpoints");
     run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
@@ -664,6 +576,8 @@ static int run_train(ft_stage *stage)
     run.train_options.saves_checkpoints = ranks.writes_output;
     if (run.rank != 0)
         run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL, NULL, NULL, NULL};
+    else if (measuring) /* nothing of it is the run's: no metrics but the rates, no trainer log, nothing kept */
+        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_note, cancelled, NULL, NULL, NULL};
     ft_backend *backend = ft_stage_backend_for_rank(stage, "training", ranks.local_rank, ranks.local_size);
     int status = backend ? (run.rank == 0 ? check_memory(&run, backend) : 0) : -1;
     ft_comm *nccl = NULL; /* cuda ranks add their gradients over NCCL; the host sockets only bootstrap it */
@@ -673,7 +587,7 @@ static int run_train(ft_stage *stage)
         run.train_options.comm = nccl;
     }
     if (status == 0)
-        status = train(&run, backend);
+        status = measuring ? measure(&run, backend) : train(&run, backend);
     if (status < 0 && nccl)
         nccl->abort(nccl);
     ft_comm_destroy(nccl);
@@ -684,6 +598,9 @@ static int run_train(ft_stage *stage)
     free(run.kept_dir);
     return status;
 }
+
+static int run_train(ft_stage *stage) { return run_stage(stage, false); }
+static int measure_train(ft_stage *stage) { return run_stage(stage, true); }
 
 /* The rank count changes the effective batch, hence the result, unless
  * global_batch_size holds the batch fixed. (One rank adds nothing, so keys
@@ -698,150 +615,11 @@ static int train_extra_key(ft_stage *stage, ft_strbuf *key_text)
     return 0;
 }
 
-/* --- estimate --- */
-
-
-/* Disk: the output, and the checkpoints the work folder holds at once (one more
- * than save_total_limit while the newest is written). */
-static void estimate_disk(const train_run *run, const ft_model_config *config, const ft_train_memory *memory,
-                          ft_stage_estimate *out)
-{
-    bool full = run->model_options.finetuning == FT_FINETUNE_FULL;
-    uint64_t trained_bytes = full ? memory->plan.gradient_bytes : memory->plan.adapter_bytes;
-    uint64_t output = full ? ft_model_config_parameter_count(config) * ft_dtype_size(save_dtype_of(config))
-                           : trained_bytes;
-    int64_t steps = run->plan.total_steps, every = run->train_options.save_steps;
-    int64_t saved = every > 0 ? steps / every + (steps % every != 0) : 1;
-    int64_t limit = run->train_options.save_total_limit;
-    int64_t held = limit > 0 && saved > limit ? limit + 1 : saved;
-    uint64_t checkpoint = 3 * trained_bytes; /* the tensors and AdamW's two moments, in f32 */
-    /* save_strategy's checkpoint-N folders: each a copy of the output */
-    int64_t kept = 0, epochs = (steps + run->plan.steps_per_epoch - 1) / run->plan.steps_per_epoch;
-    if (run->train_options.save_strategy == FT_SAVE_STEPS)
-        kept = steps / every + (steps % every != 0);
-    else if (run->train_options.save_strategy == FT_SAVE_EPOCH)
-        kept = epochs;
-    if (limit > 0 && kept > limit)
-        kept = limit + 1;
-    char output_text[32], checkpoint_text[32];
-    ft_format_bytes(output, output_text, sizeof output_text);
-    ft_format_bytes(checkpoint, checkpoint_text, sizeof checkpoint_text);
-    ft_estimate_set(&out->disk_bytes, (double)(output * (uint64_t)(1 + kept) + (uint64_t)held * checkpoint),
-                    "output %s (and %lld checkpoint-N folders of its size) + %lld checkpoints held at once x %s (%lld "
-                    "saved, save_total_limit %lld)",
-                    output_text, (long long)kept, (long long)held, checkpoint_text, (long long)saved, (long long)limit);
-}
-
-/* When the peak exceeds the budget: the least change that fits, with its figure —
- * recomputation, then the largest per-device batch (accumulating more micro-batches,
- * so the effective batch stays), then LoRA. */
-static void find_smallest_change(const train_run *run, const ft_model_config *config, int threads,
-                                 ft_stage_estimate *out)
-{
-    ft_model_options options = run->model_options;
-    ft_train_memory memory;
-    char need[32], have[32];
-    ft_format_bytes(out->host_budget_bytes, have, sizeof have);
-    for (int recompute = options.gradient_checkpointing; recompute <= 1; recompute++) {
-        options.gradient_checkpointing = recompute;
-        for (int batch = run->train_options.batch_size; batch >= 1; batch /= 2) {
-            options.max_batch_size = batch;
-            if (ft_train_memory_estimate(config, &options, false, threads, save_dtype_of(config), &memory) < 0 ||
-                memory.host_peak_bytes > out->host_budget_bytes)
-                continue;
-            if (batch == run->train_options.batch_size && !recompute)
-                return;
-            ft_format_bytes(memory.host_peak_bytes, need, sizeof need);
-            int accumulation = run->train_options.gradient_accumulation_steps * run->train_options.batch_size / batch;
-            if (batch == run->train_options.batch_size)
-                snprintf(out->smallest_change, sizeof out->smallest_change,
-                         "set gradient_checkpointing = true (needs %s of the %s)", need, have);
-            else
-                snprintf(out->smallest_change, sizeof out->smallest_change,
-                         "set per_device_train_batch_size = %d and gradient_accumulation_steps = %d%s, the same "
-                         "effective batch (needs %s of the %s)",
-                         batch, accumulation, recompute ? " with gradient_checkpointing = true" : "", need, have);
-            return;
-        }
-    }
-    snprintf(out->smallest_change, sizeof out->smallest_change,
-             "no batch size fits%s: shorten the data's cutoff_len or free memory",
-             run->model_options.finetuning == FT_FINETUNE_FULL ? "; try finetuning_type = lora" : "");
-}
-
-static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
-{
-    train_run run = {.stage = stage, .first_step = -1};
-    size_t n_inputs = ft_stage_input_count(stage); /* MODEL DATA [EVAL_DATA] */
-    if (n_inputs != 2 && n_inputs != 3)
-        return check_inputs(&run);
-    run.model_dir = ft_stage_input_path(stage, 0);
-    run.data_dir = ft_stage_input_path(stage, 1);
-    char *config_path = ft_path_join(run.model_dir, "config.json");
-    char *meta_path = ft_path_join(run.data_dir, "meta.json");
-    bool have_model = ft_path_exists(config_path), have_data = ft_path_exists(meta_path);
-    free(config_path);
-    free(meta_path);
-    if (!have_model || !have_data) {
-        const char *missing = have_model ? run.data_dir : run.model_dir;
-        ft_estimate_figure *figures[] = {&out->device_bytes, &out->host_bytes, &out->disk_bytes, &out->time_s};
-        for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
-            ft_estimate_unknown(figures[i], "needs %s, which is not built yet", missing);
-        return 0;
-    }
-    ft_model_config config;
-    if (ft_token_dataset_meta_read(run.data_dir, &run.meta) < 0 || ft_model_config_load(run.model_dir, &config) < 0 ||
-        read_parameters(&run) < 0)
-        return -1;
-    const char *backend = ft_stage_param_string(stage, "backend");
-    /* Not ft_cuda_device_count: this runs in the engine process, where starting CUDA
-     * would break the stages it forks; a GPU's device file answers as well. */
-    bool on_gpu = strcmp(backend, "cuda") == 0 ||
-                  (strcmp(backend, "auto") == 0 && access("/dev/nvidia0", F_OK) == 0);
-    int threads = (int)ft_stage_param_int(stage, "threads");
-    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads <= 0 || threads > cores)
-        threads = cores > 0 ? cores : 1;
-    ft_train_memory memory;
-    if (ft_train_memory_estimate(&config, &run.model_options, on_gpu, threads, save_dtype_of(&config), &memory) < 0)
-        return -1;
-    const ft_memory_plan *plan = &memory.plan;
-    char total[32], activations[32], buffers[32], runtime[32];
-    ft_format_bytes(plan->total_bytes, total, sizeof total);
-    ft_format_bytes(plan->activation_bytes, activations, sizeof activations);
-    ft_format_bytes(memory.checkpoint_buffer_bytes, buffers, sizeof buffers);
-    ft_format_bytes(memory.runtime_bytes, runtime, sizeof runtime);
-    const char *shape = run.model_options.gradient_checkpointing ? ", recomputed" : "";
-    if (on_gpu) {
-        ft_estimate_set(&out->device_bytes, (double)memory.device_peak_bytes,
-                        "memory plan in bf16 for %d x %u tokens%s (activations %s), before the backend's scratch",
-                        run.train_options.batch_size, run.meta.cutoff_len, shape, activations);
-        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
-                        "host buffers while %s, and the program's %s", memory.peak_phase, runtime);
-    } else {
-        ft_estimate_set(&out->device_bytes, 0.0, "the cpu backend uses no GPU");
-        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
-                        "memory plan %s for %d x %u tokens%s (activations %s), peak while %s (checkpoint buffer "
-                        "%s), the program and %d BLAS threads %s",
-                        total, run.train_options.batch_size, run.meta.cutoff_len, shape, activations,
-                        memory.peak_phase, buffers, threads, runtime);
-    }
-    if (!on_gpu && out->host_budget_bytes > 0 && memory.host_peak_bytes > out->host_budget_bytes)
-        find_smallest_change(&run, &config, threads, out);
-    estimate_disk(&run, &config, &memory, out);
-    /* Work in tokens: what the data holds, times the epochs the steps cover. */
-    double epochs = run.plan.steps_per_epoch > 0 ? (double)run.plan.total_steps / (double)run.plan.steps_per_epoch
-                                                 : 0.0;
-    out->work_amount = (double)run.meta.train.n_tokens * epochs;
-    out->work_unit = on_gpu ? "tokens_per_s_cuda" : "tokens_per_s_cpu";
-    out->device_name = on_gpu ? "cuda" : "cpu";
-    return 0;
-}
-
 const ft_stage_kind ft_kind_train = {
     .name = "train",
     .version = 1,
     .run = run_train,
     .extra_key = train_extra_key,
-    .estimate = estimate_train,
+    .estimate = ft_train_estimate,
+    .measure = measure_train,
 };

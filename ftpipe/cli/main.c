@@ -3,7 +3,7 @@
  *   ftpipe [-f FILE] [-C DIR] [-j N] [-k] [-n] [--remote URL] [TARGET...] [VAR=value...]
  *   ftpipe push|pull [TARGET...] | remote status [TARGET...] | lock [--update] [TARGET...]
  *   ftpipe status | why TARGET | log TARGET | gc | clean | dag | metrics | help [KIND]
- *   ftpipe estimate [--json] [TARGET...] | report [-o FILE] [--open]
+ *   ftpipe estimate [--json] [--measure] [TARGET...] | report [-o FILE] [--open]
  *   ftpipe hash PATH... | encode --tokenizer PATH | decode --tokenizer PATH
  *   ftpipe render --tokenizer PATH --template NAME
  *   ftpipe import CONFIG.yaml [-o FILE]
@@ -33,7 +33,7 @@ static const char usage_text[] =
     "usage: ftpipe [options] [TARGET...] [VAR=value...]\n"
     "       ftpipe status | why TARGET | log TARGET | gc | clean | dag | metrics | help [KIND]\n"
     "       ftpipe push [TARGET...] | pull [TARGET...] | remote status [TARGET...] | lock [--update] [TARGET...]\n"
-    "       ftpipe estimate [--json] [TARGET...] | report [-o FILE] [--open]\n"
+    "       ftpipe estimate [--json] [--measure] [TARGET...] | report [-o FILE] [--open]\n"
     "       ftpipe hash [--threads N] PATH... | encode --tokenizer PATH [--jsonl] | decode --tokenizer PATH\n"
     "       ftpipe render --tokenizer PATH --template NAME [--cutoff-len N] [--mask-history]\n"
     "                     [--train-on-prompt] [--no-thinking] < messages.json\n"
@@ -66,7 +66,8 @@ static const char usage_text[] =
     "  remote status       each stage: built here, on the remote, both, or neither\n"
     "  lock [--update [TARGET...]]  pin each download (commit, sizes, SHA-256) in Ftpipe.lock\n"
     "  estimate [TARGET...]  what the stages that would run need: peak memory per GPU and\n"
-    "                  on the host, shm, disk and time, each with its source (--json: as JSON)\n"
+    "                  on the host, shm, disk and time, each with its source (--json: as JSON;\n"
+    "                  --measure: time from a few real steps run now and thrown away)\n"
     "  report          one self-contained HTML file of the pipeline, its runs, training curves and\n"
     "                  evaluations (-o FILE, default .ftpipe/report.html; --open: print only its path)\n"
     "\n"
@@ -207,13 +208,15 @@ static int parse_command_line(int argc, char **argv, command_line *line)
     return -1;
 }
 
-/* The flags of estimate (--json) and report (--open), which came as its words. */
+/* The flags of estimate (--json, --measure) and report (--open), which came as its words. */
 static void take_command_flags(command_line *line)
 {
     size_t kept = 1;
     for (size_t i = 1; i < line->n_words; i++) {
         if (strcmp(line->words[i], "--json") == 0 && strcmp(line->words[0], "estimate") == 0)
             line->invocation.json = true;
+        else if (strcmp(line->words[i], "--measure") == 0 && strcmp(line->words[0], "estimate") == 0)
+            line->invocation.measure = true;
         else if (strcmp(line->words[i], "--open") == 0 && strcmp(line->words[0], "report") == 0)
             line->invocation.open_report = true;
         else

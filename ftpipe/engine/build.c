@@ -207,11 +207,7 @@ static void show_log_tail(builder *b, const char *log_path)
     free(text);
 }
 
-/* The CUDA_VISIBLE_DEVICES of a stage given the slots in gpu_mask: slot g is the
- * g-th device the engine itself may use (its own CUDA_VISIBLE_DEVICES, indexes or
- * UUIDs), so a GPU the user left out is never handed out; without one, slot g
- * is device g. */
-static char *visible_devices(const char *parent_list, uint64_t gpu_mask)
+char *ft_build_visible_devices(const char *parent_list, uint64_t gpu_mask)
 {
     ft_strbuf devices;
     ft_strbuf_init(&devices);
@@ -294,7 +290,7 @@ static int start_stage(builder *b, size_t index)
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         if (gpu_mask) {
-            char *devices = visible_devices(getenv("CUDA_VISIBLE_DEVICES"), gpu_mask);
+            char *devices = ft_build_visible_devices(getenv("CUDA_VISIBLE_DEVICES"), gpu_mask);
             setenv("CUDA_VISIBLE_DEVICES", devices, 1);
             free(devices);
         }

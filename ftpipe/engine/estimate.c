@@ -13,17 +13,21 @@
 #include "ftpipe/base/host_memory.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/build.h"
+#include "ftpipe/engine/measure.h"
 #include "ftpipe/engine/stage_runtime.h"
 
-/* --- time from past runs --- */
+/* --- time from past runs and measurements --- */
 
+/* Where a rate comes from: the newest finished run of the kind that logged it, or
+ * the newest measurement, whichever is newer. */
 typedef struct {
     ft_state *state;
     const char *kind;
     const char *metric;
     double rate;
-    char target[128];
-    int64_t run_id;
+    int64_t time_ms;
+    int64_t run_id;           /* 0: measured */
+    char target[256];
 } rate_search;
 
 static int find_metric(int64_t step, const char *name, double value, void *context)
@@ -44,30 +48,97 @@ static int visit_run(const ft_run_record *run, void *context)
     if (ft_state_each_metric(search->state, run->id, find_metric, search) == 1) {
         snprintf(search->target, sizeof search->target, "%s", run->target);
         search->run_id = run->id;
+        search->time_ms = run->end_ms;
         return 1;
     }
     return 0;
 }
 
-/* The newest finished run of this kind that logged the kind's rate on this device. */
-static void estimate_time(ft_workspace *workspace, const ft_node *node, ft_stage_estimate *figures)
+static int find_rate(ft_workspace *workspace, const char *kind, const char *metric, rate_search *out)
+{
+    *out = (rate_search){.state = workspace->state, .kind = kind, .metric = metric};
+    if (ft_state_each_run(workspace->state, visit_run, out) < 0)
+        return -1;
+    ft_measured_rate measured;
+    int found = ft_state_measured_latest(workspace->state, kind, metric, &measured);
+    if (found < 0)
+        return -1;
+    if (found && (out->rate <= 0.0 || measured.time_ms >= out->time_ms)) {
+        out->rate = measured.value;
+        out->time_ms = measured.time_ms;
+        out->run_id = 0;
+        snprintf(out->target, sizeof out->target, "%s", measured.target);
+    }
+    return out->rate > 0.0 ? 1 : 0;
+}
+
+/* Time is the sum of the kind's work parts, each at the newest rate this device
+ * gave for it; CPU time the same from the CPU-time rates of the same source. */
+static int estimate_time(ft_workspace *workspace, const ft_node *node, ft_stage_estimate *figures)
 {
     if (figures->time_s.known || figures->time_s.source[0])
-        return;
-    if (figures->work_amount <= 0.0 || !figures->work_unit) {
+        return 0;
+    const char *device = figures->device_name ? figures->device_name : "this device";
+    if (figures->n_work == 0) {
         ft_estimate_unknown(&figures->time_s, "the %s kind does not say how much work a run is", node->kind->name);
-        return;
+        ft_estimate_unknown(&figures->cpu_time_s, "as time");
+        return 0;
     }
-    rate_search search = {.state = workspace->state, .kind = node->kind->name, .metric = figures->work_unit};
-    if (ft_state_each_run(workspace->state, visit_run, &search) < 0 || search.rate <= 0.0) {
-        ft_estimate_unknown(&figures->time_s, "no finished %s run on %s in state.db yet to take a throughput from",
-                            node->kind->name, figures->device_name ? figures->device_name : "this device");
-        return;
+    ft_strbuf source;
+    ft_strbuf_init(&source);
+    double seconds = 0.0, cpu_seconds = 0.0;
+    bool cpu_known = true;
+    for (size_t i = 0; i < figures->n_work; i++) {
+        const ft_estimate_work *part = &figures->work[i];
+        char *metric = ft_xasprintf("%s_per_s_%s", part->rate, device);
+        rate_search wall;
+        int found = find_rate(workspace, node->kind->name, metric, &wall);
+        free(metric);
+        if (found < 0) {
+            ft_strbuf_free(&source);
+            return -1;
+        }
+        if (!found) {
+            ft_estimate_unknown(&figures->time_s, "no finished %s run or measurement on %s in state.db yet to take "
+                                "a rate of %s from (`ftpipe estimate --measure` times a few steps)",
+                                node->kind->name, device, part->what);
+            ft_estimate_unknown(&figures->cpu_time_s, "as time");
+            ft_strbuf_free(&source);
+            return 0;
+        }
+        seconds += part->amount / wall.rate;
+        /* the CPU-time rate the same run or measurement logged */
+        rate_search cpu = wall;
+        cpu.metric = metric = ft_xasprintf("%s_per_cpu_s_%s", part->rate, device);
+        cpu.rate = 0.0;
+        if (wall.run_id > 0) {
+            if (ft_state_each_metric(workspace->state, wall.run_id, find_metric, &cpu) < 0)
+                cpu.rate = 0.0;
+        } else {
+            ft_measured_rate measured;
+            if (ft_state_measured_latest(workspace->state, node->kind->name, metric, &measured) == 1)
+                cpu.rate = measured.value;
+        }
+        free(metric);
+        if (cpu.rate > 0.0)
+            cpu_seconds += part->amount / cpu.rate;
+        else
+            cpu_known = false;
+        char by[300];
+        if (wall.run_id > 0)
+            snprintf(by, sizeof by, "logged by run %lld of %s", (long long)wall.run_id, wall.target);
+        else
+            snprintf(by, sizeof by, "measured by estimate --measure of %s", wall.target);
+        ft_strbuf_printf(&source, "%s%s %.3g %s at %.3g %s/s, %s", i ? "; " : "", part->what, part->amount,
+                         part->unit, wall.rate, part->unit, by);
     }
-    ft_estimate_set(&figures->time_s, figures->work_amount / search.rate, "%.0f tokens at %.0f tokens/s on %s, "
-                    "measured by run %lld of %s", figures->work_amount, search.rate,
-                    figures->device_name ? figures->device_name : "this device", (long long)search.run_id,
-                    search.target);
+    ft_estimate_set(&figures->time_s, seconds, "on %s: %s", device, source.data);
+    if (cpu_known)
+        ft_estimate_set(&figures->cpu_time_s, cpu_seconds, "the same parts at the CPU-time rates of the same runs");
+    else
+        ft_estimate_unknown(&figures->cpu_time_s, "a rate came without its CPU-time rate");
+    ft_strbuf_free(&source);
+    return 0;
 }
 
 /* --- estimating the plan --- */
@@ -81,7 +152,8 @@ static uint64_t host_budget(void)
     return total > 0 && total < available ? total : available;
 }
 
-int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, ft_node_estimate **out, size_t *count)
+int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, bool measure, ft_node_estimate **out,
+                         size_t *count)
 {
     *out = NULL;
     *count = 0;
@@ -107,7 +179,7 @@ int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, ft_node
         ft_stage_estimate *figures = &estimate->figures;
         if (!node->kind->estimate) {
             ft_estimate_figure *all[] = {&figures->device_bytes, &figures->host_bytes, &figures->shm_bytes,
-                                         &figures->disk_bytes, &figures->time_s};
+                                         &figures->disk_bytes, &figures->time_s, &figures->cpu_time_s};
             for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
                 ft_estimate_unknown(all[i], "the %s kind gives no estimate", node->kind->name);
             continue;
@@ -122,10 +194,24 @@ int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, ft_node
         ft_stage *stage = ft_plan_stage_context(workspace, graph, index, key);
         result = node->kind->estimate(stage, figures);
         ft_stage_destroy(stage);
-        if (result != 0)
+        if (result != 0) {
             ft_error_context("estimating %s", node->target);
-        else
-            estimate_time(workspace, node, figures);
+            break;
+        }
+        char not_measured[400] = "";
+        if (measure && node->kind->measure && !figures->time_s.source[0]) {
+            if (action == FT_PLAN_WAITS)
+                snprintf(not_measured, sizeof not_measured, "an input is built first; build it to measure");
+            else if (ft_measure_stage(workspace, graph, index, key, not_measured, sizeof not_measured) < 0)
+                result = -1;
+        }
+        if (result == 0)
+            result = estimate_time(workspace, node, figures);
+        if (result == 0 && not_measured[0]) {
+            char *source = ft_xasprintf("not measured (%s); %s", not_measured, figures->time_s.source);
+            snprintf(figures->time_s.source, sizeof figures->time_s.source, "%s", source);
+            free(source);
+        }
     }
     for (size_t i = 0; i < graph->n_nodes; i++)
         ft_plan_free(&plans[i]);
@@ -198,6 +284,8 @@ static void print_text(const ft_graph *graph, const ft_node_estimate *estimates,
         for (int k = 0; k < 5; k++)
             if (figures[k]->source[0])
                 fprintf(out, "    %-6s %s\n", names[k], figures[k]->source);
+        if (f->cpu_time_s.known)
+            fprintf(out, "    %-6s %.0f s of CPU time (%s)\n", "cpu", f->cpu_time_s.value, f->cpu_time_s.source);
     }
     totals t = add_up(estimates, count);
     char device[32], host[32], shm[32], disk[32];
@@ -223,11 +311,12 @@ static void print_json(const ft_graph *graph, const ft_node_estimate *estimates,
     for (size_t i = 0; i < count; i++) {
         const ft_node *node = &graph->nodes[estimates[i].node];
         const ft_stage_estimate *f = &estimates[i].figures;
-        json_array_append_new(stages, json_pack("{ss ss so so so so so}", "target", node->target, "kind",
+        json_array_append_new(stages, json_pack("{ss ss so so so so so so}", "target", node->target, "kind",
                                                 node->kind->name, "device_bytes", figure_json(&f->device_bytes),
                                                 "host_bytes", figure_json(&f->host_bytes), "shm_bytes",
                                                 figure_json(&f->shm_bytes), "disk_bytes", figure_json(&f->disk_bytes),
-                                                "time_s", figure_json(&f->time_s)));
+                                                "time_s", figure_json(&f->time_s), "cpu_time_s",
+                                                figure_json(&f->cpu_time_s)));
     }
     totals t = add_up(estimates, count);
     json_t *pipeline = json_pack("{sf sf sf sf sf sI sI sI}", "device_peak_bytes", t.device_peak, "host_peak_bytes",
@@ -246,7 +335,7 @@ int ft_estimate_command(ft_session *session, const ft_invocation *invocation)
         return 1;
     ft_node_estimate *estimates;
     size_t count;
-    if (ft_estimate_selected(session->workspace, session->graph, &estimates, &count) != 0)
+    if (ft_estimate_selected(session->workspace, session->graph, invocation->measure, &estimates, &count) != 0)
         return 1;
     if (invocation->json)
         print_json(session->graph, estimates, count, stdout);
@@ -304,7 +393,7 @@ int ft_estimate_check_fits(ft_workspace *workspace, const ft_graph *graph)
 {
     ft_node_estimate *estimates;
     size_t count;
-    if (ft_estimate_selected(workspace, graph, &estimates, &count) != 0)
+    if (ft_estimate_selected(workspace, graph, false, &estimates, &count) != 0)
         return -1;
     ft_strbuf disk_list, shm_list;
     ft_strbuf_init(&disk_list);

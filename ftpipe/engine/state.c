@@ -724,3 +724,48 @@ int ft_state_each_metric(ft_state *state, int64_t run_id,
         return stop;
     return rc == SQLITE_DONE ? 0 : database_error(state, "read the metrics");
 }
+
+/* --- measured rates --- */
+
+int ft_state_measured_add(ft_state *state, const char *target, const char *kind, const char *name, double value)
+{
+    if (execute(state, "CREATE TABLE IF NOT EXISTS measured (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,"
+                       " target TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL)",
+                "create the table of measured rates") != 0)
+        return -1;
+    sqlite3_stmt *stmt;
+    if (sqlite3_prepare_v2(state->db, "INSERT INTO measured (time_ms, target, kind, name, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return database_error(state, "record a measured rate");
+    sqlite3_bind_int64(stmt, 1, ft_wall_ms());
+    sqlite3_bind_text(stmt, 2, target, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 3, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 4, name, -1, SQLITE_STATIC);
+    sqlite3_bind_double(stmt, 5, value);
+    int result = step_done(state, stmt, "record a measured rate");
+    sqlite3_finalize(stmt);
+    return result;
+}
+
+int ft_state_measured_latest(ft_state *state, const char *kind, const char *name, ft_measured_rate *out)
+{
+    sqlite3_stmt *stmt;
+    /* A workspace never measured has no table: nothing measured, not an error. */
+    if (sqlite3_prepare_v2(state->db, "SELECT time_ms, target, value FROM measured WHERE kind = ?1 AND name = ?2"
+                                      " ORDER BY id DESC LIMIT 1",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return strstr(sqlite3_errmsg(state->db), "no such table") ? 0 : database_error(state, "read measured rates");
+    sqlite3_bind_text(stmt, 1, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        out->time_ms = sqlite3_column_int64(stmt, 0);
+        const unsigned char *target = sqlite3_column_text(stmt, 1);
+        snprintf(out->target, sizeof out->target, "%s", target ? (const char *)target : "");
+        out->value = sqlite3_column_double(stmt, 2);
+    }
+    sqlite3_finalize(stmt);
+    if (rc == SQLITE_ROW)
+        return 1;
+    return rc == SQLITE_DONE ? 0 : database_error(state, "read measured rates");
+}

@@ -314,20 +314,14 @@ static void *alloc_bytes(ft_model *model, size_t bytes, const char *what)
     return memory;
 }
 
-/* The backend checks the whole plan against its memory, and reserves its
- * scratch, before anything is allocated. */
-static int reserve(ft_model *model)
+static ft_backend_limits limits_of(const ft_model_config *c, const ft_model_options *options, size_t planned_bytes)
 {
-    const ft_model_config *c = &model->config;
-    const ft_model_options *options = &model->options;
     int widest = c->hidden_size;
     if (c->num_attention_heads * c->head_dim > widest)
         widest = c->num_attention_heads * c->head_dim;
     if (c->intermediate_size > widest)
         widest = c->intermediate_size;
-    ft_memory_plan plan;
-    plan_memory(model, model->element_bytes, 0, &plan);
-    ft_backend_limits limits = {
+    return (ft_backend_limits){
         .max_rows = options->max_batch_size * options->max_seq_len,
         .max_seq_len = options->max_seq_len,
         .max_features = widest,
@@ -335,8 +329,27 @@ static int reserve(ft_model *model)
         .head_dim = c->head_dim,
         .max_heads = c->num_attention_heads,
         .lora_dropout = options->use_lora && options->lora.dropout > 0.0,
-        .planned_bytes = plan.total_bytes,
+        .planned_bytes = planned_bytes,
     };
+}
+
+int ft_model_backend_limits(const ft_model_config *config, const ft_model_options *options, ft_dtype dtype,
+                            ft_backend_limits *out)
+{
+    ft_memory_plan plan;
+    if (ft_model_plan_memory(config, options, dtype, &plan) < 0)
+        return -1;
+    *out = limits_of(config, options, plan.total_bytes);
+    return 0;
+}
+
+/* The backend checks the whole plan against its memory, and reserves its
+ * scratch, before anything is allocated. */
+static int reserve(ft_model *model)
+{
+    ft_memory_plan plan;
+    plan_memory(model, model->element_bytes, 0, &plan);
+    ft_backend_limits limits = limits_of(&model->config, &model->options, plan.total_bytes);
     return model->backend->reserve(model->backend, &limits);
 }
 

@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "ftpipe/backend/cuda_scratch.h"
 #include "ftpipe/base/dtype.h"
 
 static uint64_t largest_weight_count(const ft_model_config *config)
@@ -62,6 +63,13 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
             out->peak_phase = phases[i].name;
         }
     out->host_peak_bytes = peak + out->runtime_bytes;
-    out->device_peak_bytes = on_gpu ? plan->total_bytes : 0;
+    if (on_gpu) { /* the cuda backend's scratch comes beside the plan */
+        ft_backend_limits limits;
+        if (ft_model_backend_limits(config, options, FT_DTYPE_BF16, &limits) < 0)
+            return -1;
+        out->plan.scratch_bytes = ft_cuda_scratch_bytes(&limits);
+        out->plan.total_bytes += out->plan.scratch_bytes;
+        out->device_peak_bytes = out->plan.total_bytes;
+    }
     return 0;
 }

@@ -150,6 +150,7 @@ typedef struct {
     uint64_t start_ns;
     uint64_t report_ns;         /* when tokens_since_report started counting */
     int64_t tokens_since_report;
+    ft_train_result *result;    /* its time and token counts grow as the run goes */
 } trainer;
 
 static void note(const trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -184,6 +185,9 @@ static int save(trainer *t)
                            t->options->save_total_limit) < 0)
         return -1;
     t->saved_step = t->state.global_step;
+    uint64_t bytes, largest_file_bytes;
+    ft_checkpoint_size(t->tensors, t->n_tensors, &bytes, &largest_file_bytes);
+    t->result->checkpoint_bytes_written += bytes;
     note(t, "saved checkpoint-%lld", (long long)t->state.global_step);
     return 0;
 }
@@ -257,6 +261,7 @@ static int step(trainer *t, double *loss, double *grad_norm)
     t->compute_s = (double)(computed_ns - started_ns) * 1e-9;
     t->comm_s = (double)(ft_now_ns() - computed_ns) * 1e-9;
     t->tokens_since_report += n_tokens;
+    t->result->trained_tokens += n_tokens;
     *loss = denominator > 0 ? loss_sum / (double)denominator : 0.0;
     *grad_norm = ft_adamw_clip_grad_norm(t->optimizer, o->max_grad_norm);
     if (!isfinite(*loss) || !isfinite(*grad_norm))
@@ -322,10 +327,9 @@ static int evaluate(trainer *t)
     data *e = &t->eval;
     uint64_t start = ft_now_ns();
     double loss_sum = 0.0;
-    int64_t unused_tokens = 0;
     for (int64_t at = 0; at < (int64_t)e->n_rows; at += o->eval_batch_size) {
         int n = (int)((int64_t)e->n_rows - at < o->eval_batch_size ? (int64_t)e->n_rows - at : o->eval_batch_size);
-        int seq_len = fill_batch(e, at, n, &unused_tokens);
+        int seq_len = fill_batch(e, at, n, &t->result->evaluated_tokens);
         ft_batch batch = {n, seq_len, e->tokens, e->positions, e->segments, e->targets, 0, 0};
         double batch_loss = 0.0;
         if (ft_model_forward(t->model, &batch, NULL, &batch_loss) < 0)
@@ -452,6 +456,13 @@ static void compare_step_times(trainer *t)
              t->predicted_comm_s * 1e3, t->compute_s * 1e3);
 }
 
+/* Steps and evaluations since wall_ns and cpu_ns, into the result's compute time. */
+static void add_compute_time(trainer *t, uint64_t wall_ns, uint64_t cpu_ns)
+{
+    t->result->compute_s += (double)(ft_now_ns() - wall_ns) * 1e-9;
+    t->result->compute_cpu_s += (double)(ft_process_cpu_ns() - cpu_ns) * 1e-9;
+}
+
 static int train_loop(trainer *t)
 {
     const ft_train_options *o = t->options;
@@ -469,14 +480,21 @@ static int train_loop(trainer *t)
                             (long long)t->plan.total_steps);
         }
         double loss = 0.0, grad_norm = 0.0;
+        uint64_t wall_ns = ft_now_ns(), cpu_ns = ft_process_cpu_ns();
         if (step(t, &loss, &grad_norm) < 0)
             return -1;
+        add_compute_time(t, wall_ns, cpu_ns);
         ft_train_report reported;
         report(t, loss, grad_norm, &reported);
         if (t->comm && t->state.global_step == first_step + 1)
             compare_step_times(t);
-        if (evaluation_due(t) && evaluate(t) < 0)
-            return -1;
+        if (evaluation_due(t)) {
+            wall_ns = ft_now_ns();
+            cpu_ns = ft_process_cpu_ns();
+            if (evaluate(t) < 0)
+                return -1;
+            add_compute_time(t, wall_ns, cpu_ns);
+        }
         if (save_due(t) && o->callbacks.on_save &&
             o->callbacks.on_save(o->callbacks.context, t->state.global_step, epochs_done(t)) < 0)
             return ft_error_context("keeping checkpoint-%lld", (long long)t->state.global_step);
@@ -501,7 +519,8 @@ static int train_loop(trainer *t)
 
 int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_options *options, ft_train_result *out)
 {
-    trainer t = {.model = model, .options = options, .saved_step = -1, .comm = options->comm, .ranks = 1};
+    trainer t = {.model = model, .options = options, .saved_step = -1, .comm = options->comm, .ranks = 1,
+                 .result = out};
     memset(out, 0, sizeof *out);
     if (t.comm) {
         if (t.comm->size != (options->ranks > 1 ? options->ranks : 1))

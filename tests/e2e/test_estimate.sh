@@ -119,7 +119,8 @@ longer: train models/a data/set_a
 P
 t_run "$RELEASE" -C "$W" estimate longer
 t_expect_status 0
-t_expect_contains "tokens/s on cpu, measured by run"
+t_expect_contains "time   on cpu: steps and evaluations"
+t_expect_contains "ops/s, logged by run"
 t_expect_lacks "no finished train run"
 t_end
 

@@ -14,7 +14,6 @@ extern "C" {
 #include "ftpipe/base/mem.h"
 }
 
-static const size_t gemm_workspace_bytes = (size_t)32 << 20;
 /* Left free beside the plan for the CUDA context's and cuBLASLt's own needs. */
 static const size_t memory_margin_bytes = (size_t)256 << 20;
 
@@ -110,35 +109,34 @@ static void cuda_zero(ft_backend *self, void *device, size_t bytes)
 
 /* --- scratch --- */
 
-static size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
-
-/* Lays the scratch out for these limits from `base` (NULL: only measures). */
+/* Carves the scratch for these limits from `base` (NULL: only measures), in
+ * the slices cuda_scratch.h sizes. */
 static size_t lay_out_scratch(const ft_backend_limits *limits, char *base, ft_cuda_scratch *out)
 {
-    size_t used = 0;
-    auto take = [&](size_t bytes) -> void * {
-        void *slice = base && bytes ? base + used : NULL;
-        used += aligned(bytes);
-        return slice;
-    };
-    size_t rows = (size_t)limits->max_rows, rank = (size_t)limits->max_rank, features = (size_t)limits->max_features;
-    size_t heads = (size_t)limits->max_heads;
-    ft_cuda_scratch s = {};
-    s.gemm_workspace_bytes = gemm_workspace_bytes;
-    s.gemm_workspace = take(gemm_workspace_bytes);
-    s.lora_a = (bf16 *)take(rank * features * sizeof(bf16));
-    s.lora_b = (bf16 *)take(features * rank * sizeof(bf16));
-    s.lora_grad_xa = (bf16 *)take(rows * rank * sizeof(bf16));
-    s.lora_dropped = (bf16 *)take(limits->lora_dropout && rank ? rows * features * sizeof(bf16) : 0);
-    s.attention_grad_q = (float *)take(rows * heads * (size_t)limits->head_dim * sizeof(float));
-    s.attention_grad_k_part = (float *)take(rows * heads * (size_t)limits->head_dim * sizeof(float));
-    s.attention_grad_v_part = (float *)take(rows * heads * (size_t)limits->head_dim * sizeof(float));
-    s.attention_delta = (float *)take(rows * heads * sizeof(float));
-    s.sum_parts = (double *)take((1 + FT_CUDA_MAX_BLOCKS) * sizeof(double));
-    s.tensor_sums = (double *)take(FT_CUDA_MAX_BLOCKS * sizeof(double));
-    s.norm_weight_parts = (float *)take((size_t)FT_NORM_ROW_CHUNKS * features * sizeof(float));
-    if (out)
+    size_t bytes[FT_SCRATCH_SLICES], used = 0;
+    void *slice[FT_SCRATCH_SLICES];
+    ft_cuda_scratch_slice_bytes(limits, bytes);
+    for (int i = 0; i < FT_SCRATCH_SLICES; i++) {
+        slice[i] = base && bytes[i] ? base + used : NULL;
+        used += ft_cuda_scratch_aligned(bytes[i]);
+    }
+    if (out) {
+        ft_cuda_scratch s = {};
+        s.gemm_workspace = slice[FT_SCRATCH_GEMM_WORKSPACE];
+        s.gemm_workspace_bytes = bytes[FT_SCRATCH_GEMM_WORKSPACE];
+        s.lora_a = (bf16 *)slice[FT_SCRATCH_LORA_A];
+        s.lora_b = (bf16 *)slice[FT_SCRATCH_LORA_B];
+        s.lora_grad_xa = (bf16 *)slice[FT_SCRATCH_LORA_GRAD_XA];
+        s.lora_dropped = (bf16 *)slice[FT_SCRATCH_LORA_DROPPED];
+        s.attention_grad_q = (float *)slice[FT_SCRATCH_ATTENTION_GRAD_Q];
+        s.attention_grad_k_part = (float *)slice[FT_SCRATCH_ATTENTION_GRAD_K_PART];
+        s.attention_grad_v_part = (float *)slice[FT_SCRATCH_ATTENTION_GRAD_V_PART];
+        s.attention_delta = (float *)slice[FT_SCRATCH_ATTENTION_DELTA];
+        s.sum_parts = (double *)slice[FT_SCRATCH_SUM_PARTS];
+        s.tensor_sums = (double *)slice[FT_SCRATCH_TENSOR_SUMS];
+        s.norm_weight_parts = (float *)slice[FT_SCRATCH_NORM_WEIGHT_PARTS];
         *out = s;
+    }
     return used;
 }
 

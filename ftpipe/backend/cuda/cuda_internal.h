@@ -12,6 +12,7 @@
 
 extern "C" {
 #include "ftpipe/backend/backend.h"
+#include "ftpipe/backend/cuda_scratch.h"
 #include "ftpipe/base/random.h"
 #include "ftpipe/base/thread_pool.h"
 }
@@ -111,17 +112,12 @@ void ft_cuda_check_cublas(ft_cuda_context *context, cublasStatus_t status, const
 /* Elementwise kernels loop with a grid stride over n items, FT_CUDA_THREADS
  * threads a block, in at most enough blocks to fill any current GPU a few times. */
 #define FT_CUDA_THREADS 256
-#define FT_CUDA_MAX_BLOCKS 4096
 static inline unsigned ft_cuda_grid(size_t n)
 {
     size_t blocks = (n + FT_CUDA_THREADS - 1) / FT_CUDA_THREADS;
     return blocks == 0 ? 1 : blocks > FT_CUDA_MAX_BLOCKS ? (unsigned)FT_CUDA_MAX_BLOCKS : (unsigned)blocks;
 }
 
-/* Reductions over rows (the norm weights' gradient) go in this many fixed chunks
- * of rows, each added up in order, then the chunks in order: no atomics, so the
- * result does not depend on timing. */
-#define FT_NORM_ROW_CHUNKS 64
 
 /* --- for kernels --- */
 

@@ -1,4 +1,5 @@
-/* clock: the two clocks ftpipe reads, one for durations and one for records. */
+/* clock: the clocks ftpipe reads: one for durations, one for records, and the
+ * process's CPU time (for throughputs a busy shared machine does not skew). */
 #ifndef FTPIPE_CLOCK_H
 #define FTPIPE_CLOCK_H
 
@@ -8,6 +9,8 @@
 uint64_t ft_now_ns(void);
 /* Wall clock in milliseconds since the epoch, for records people read. */
 int64_t ft_wall_ms(void);
+/* CPU time this process has used, every thread's, in nanoseconds. */
+uint64_t ft_process_cpu_ns(void);
 /* Milliseconds from `start_ns` (an ft_now_ns reading) to now. */
 double ft_elapsed_ms(uint64_t start_ns);
 

@@ -47,4 +47,10 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
  * and physical memory. */
 void ft_build_detect_resources(int *gpus_total, uint64_t *memory_total_bytes);
 
+/* The CUDA_VISIBLE_DEVICES of a stage given the slots in gpu_mask: slot g is the
+ * g-th device the engine itself may use (its own CUDA_VISIBLE_DEVICES, indexes or
+ * UUIDs), so a GPU the user left out is never handed out; without one, slot g
+ * is device g. Caller frees. */
+char *ft_build_visible_devices(const char *parent_list, uint64_t gpu_mask);
+
 #endif

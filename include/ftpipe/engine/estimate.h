@@ -1,7 +1,8 @@
 /* estimate: what the stages that would run need — peak device and host memory,
- * tmpfs, disk and time — each from its kind's estimate hook, time from the
- * throughput past runs on the same device left in state.db; and the check that
- * refuses a run whose whole plan does not fit before any stage starts. */
+ * tmpfs, disk and time — each from its kind's estimate hook, time from the rates
+ * past runs on the same device left in state.db or, with --measure, from a few
+ * real steps timed now (measure.h); and the check that refuses a run whose whole
+ * plan does not fit before any stage starts. */
 #ifndef FTPIPE_ESTIMATE_H
 #define FTPIPE_ESTIMATE_H
 
@@ -19,11 +20,13 @@ typedef struct {
     ft_stage_estimate figures;
 } ft_node_estimate;
 
-/* Plans the selected stages and estimates each that would run, in build order.
- * Free *out with free(). */
-int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, ft_node_estimate **out, size_t *count);
+/* Plans the selected stages and estimates each that would run, in build order;
+ * with measure, first times the stages whose kinds can be measured and whose
+ * inputs are built. Free *out with free(). */
+int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, bool measure, ft_node_estimate **out,
+                         size_t *count);
 
-/* `ftpipe estimate [--json] [TARGET...]`: prints the estimates and the pipeline's totals. */
+/* `ftpipe estimate [--json] [--measure] [TARGET...]`: prints the estimates and the pipeline's totals. */
 int ft_estimate_command(ft_session *session, const ft_invocation *invocation);
 
 /* Before a run: -1 with a message naming the file system and the shortfall when the

@@ -32,6 +32,7 @@ typedef struct {
     bool keep_going;
     bool dry_run;
     bool json;                      /* --json: commands print JSON (estimate) */
+    bool measure;                   /* --measure: estimate times a few real steps first */
     const char *output_path;        /* -o FILE: where report writes (NULL: .ftpipe/report.html) */
     bool open_report;               /* --open: report prints only the file's path */
 } ft_invocation;

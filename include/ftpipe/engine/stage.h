@@ -33,21 +33,32 @@ typedef struct ft_manifest ft_manifest; /* include/ftpipe/engine/manifest.h */
 typedef struct {
     bool known;
     double value;          /* bytes, or seconds for time */
-    char source[240];
+    char source[480];
 } ft_estimate_figure;
 
+/* A part of a run's work whose rate on a device past runs (or `ftpipe estimate
+ * --measure`) logged as the metrics <rate>_per_s_<device> (wall clock) and
+ * <rate>_per_cpu_s_<device> (CPU time of every thread of every rank). */
+typedef struct {
+    double amount;        /* in unit */
+    const char *rate;     /* "train_flop" */
+    const char *unit;     /* "FLOP", "bytes" */
+    const char *what;     /* for the figure's source: "steps and evaluations" */
+} ft_estimate_work;
+
 /* What one run of a stage would take, for `ftpipe estimate` and the checks before a
- * run. Kinds fill what they can; the engine adds time from past runs when the kind
- * names its work (work_amount of work_unit, e.g. tokens) and state.db has a rate. */
+ * run. Kinds fill what they can; the engine adds time (and CPU time) from the
+ * rates state.db holds for the parts of work the kind names. */
 typedef struct {
     ft_estimate_figure device_bytes;  /* peak per GPU */
     ft_estimate_figure host_bytes;    /* peak resident host memory */
     ft_estimate_figure shm_bytes;     /* written into a tmpfs (/dev/shm) */
     ft_estimate_figure disk_bytes;    /* written in the work folder: output, checkpoints, partial files */
     ft_estimate_figure time_s;
+    ft_estimate_figure cpu_time_s;    /* the same in CPU time: what a busy machine does not change */
     char shm_dir[256];                /* the tmpfs shm_bytes go to ("" none) */
-    double work_amount;               /* > 0: what the run processes, in work_unit */
-    const char *work_unit;            /* a metric name whose per-second rate past runs logged: "tokens_per_s" */
+    ft_estimate_work work[4];         /* what the run does, part by part; time is their sum */
+    size_t n_work;
     const char *device_name;          /* the backend the figures are for ("cpu", "cuda"); NULL: none */
     uint64_t host_budget_bytes;       /* set by the engine: the host memory a stage may take */
     char smallest_change[240];        /* when host_bytes exceeds the budget: the least change that fits */
@@ -79,6 +90,12 @@ typedef struct {
      * Called in the engine process; inputs made by other stages may not exist yet
      * (then say so with ft_estimate_unknown). 0, or -1 with ft_error. */
     int (*estimate)(ft_stage *stage, ft_stage_estimate *out);
+    /* Optional: `ftpipe estimate --measure` runs it in place of run, in a child
+     * process and a scratch work folder the engine throws away, with the stage's
+     * built inputs: a few real units of work, timed (a warm-up excluded), reported
+     * with ft_stage_metric as the rates its estimate's work parts name. It writes
+     * no output; only the rates are kept. */
+    int (*measure)(ft_stage *stage);
 } ft_stage_kind;
 
 /* The kind of that name in a NULL-terminated table (stages/registry.h has the

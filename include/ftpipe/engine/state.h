@@ -92,6 +92,20 @@ int ft_state_each_metric(ft_state *state, int64_t run_id,
                          int (*visit)(int64_t step, const char *name, double value, void *context),
                          void *context);
 
+/* Measured throughputs: `ftpipe estimate --measure` times a few real steps of a
+ * stage in a scratch folder and throws them away; only the rates it measured are
+ * kept, in their own table (made at the first), so that no run, target or cache
+ * entry comes of a measurement. */
+typedef struct {
+    int64_t time_ms;          /* when it was measured */
+    char target[256];         /* the stage measured */
+    double value;
+} ft_measured_rate;
+
+int ft_state_measured_add(ft_state *state, const char *target, const char *kind, const char *name, double value);
+/* The newest rate `name` measured for a stage of `kind`: 1 found, 0 none. */
+int ft_state_measured_latest(ft_state *state, const char *kind, const char *name, ft_measured_rate *out);
+
 /* Every target record, in target order (gc keeps the keys they hold). */
 int ft_state_each_target(ft_state *state, int (*visit)(const char *target, const ft_target_record *record,
                                                        void *context), void *context);

@@ -68,6 +68,12 @@ typedef struct ft_model ft_model;
 int ft_model_plan_memory(const ft_model_config *config, const ft_model_options *options, ft_dtype dtype,
                          ft_memory_plan *out);
 
+/* What a model of this config with these options hands its backend's reserve:
+ * the largest shapes it runs (the backend sizes its scratch by them) and its
+ * planned bytes on a backend computing in `dtype`. */
+int ft_model_backend_limits(const ft_model_config *config, const ft_model_options *options, ft_dtype dtype,
+                            ft_backend_limits *out);
+
 /* The base weights a config has, with HF names and shapes (value and grad NULL),
  * in the order of Hugging Face's files; the tied lm_head is not listed. Free
  * with ft_model_weight_list_free. */

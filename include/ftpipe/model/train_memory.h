@@ -23,13 +23,14 @@
 #define FT_TRAIN_BLAS_THREAD_BYTES ((uint64_t)8 << 20)
 
 typedef struct {
-    ft_memory_plan plan;            /* in the backend's memory */
+    ft_memory_plan plan;            /* in the backend's memory (on cuda with its scratch) */
     uint64_t load_buffer_bytes;     /* host, while loading */
     uint64_t checkpoint_buffer_bytes; /* host, while saving a checkpoint */
     uint64_t result_buffer_bytes;   /* host, while writing the adapter or model */
     uint64_t runtime_bytes;         /* host: FT_TRAIN_RUNTIME_BYTES and the BLAS threads' */
     uint64_t host_peak_bytes;       /* the largest phase, in host memory */
-    uint64_t device_peak_bytes;     /* on a GPU backend: the plan; 0 on the cpu backend */
+    uint64_t device_peak_bytes;     /* on the cuda backend: the plan, the backend's scratch included
+                                       (plan.scratch_bytes, cuda_scratch.h); 0 on the cpu backend */
     const char *peak_phase;         /* "loading", "training", "saving a checkpoint", "writing the result" */
 } ft_train_memory;
 

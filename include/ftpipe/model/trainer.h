@@ -131,6 +131,14 @@ typedef struct {
     double train_loss;                /* the mean of every step's loss */
     double runtime_s;                 /* this run's, resumed part only */
     double samples;                   /* the HF Trainer's num_train_samples */
+    /* Where the time went, for the throughput `ftpipe estimate` learns from: the
+     * steps and evaluations (wall clock, and this process's CPU time over all
+     * its threads), the input tokens they read, and what checkpoints wrote. */
+    double compute_s;
+    double compute_cpu_s;
+    int64_t trained_tokens;           /* every rank's */
+    int64_t evaluated_tokens;         /* this rank's (each rank evaluates every row) */
+    uint64_t checkpoint_bytes_written;
 } ft_train_result;
 
 /* Trains the model's trainable tensors on the shards' rows, resuming from the

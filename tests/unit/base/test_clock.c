@@ -1,5 +1,5 @@
-/* Tests of clock: the monotonic clock moves forward by what was slept, and the
- * wall clock agrees with time(). */
+/* Tests of clock: the monotonic clock moves forward by what was slept, the
+ * wall clock agrees with time(), and CPU time counts work, not sleep. */
 #include <time.h>
 #include <unistd.h>
 
@@ -25,9 +25,23 @@ TEST(wall_clock_is_milliseconds_since_the_epoch)
     CHECK(ms / 1000 >= (int64_t)before && ms / 1000 <= (int64_t)after);
 }
 
+TEST(process_cpu_time_counts_work_and_not_sleep)
+{
+    uint64_t start = ft_process_cpu_ns();
+    usleep(50000);
+    uint64_t slept = ft_process_cpu_ns() - start;
+    CHECK(slept < 40000000u);
+    volatile double sum = 0.0;
+    uint64_t busy_start = ft_process_cpu_ns(), wall_start = ft_now_ns();
+    while (ft_now_ns() - wall_start < 30000000u)
+        sum += 1.0;
+    CHECK(ft_process_cpu_ns() > busy_start);
+}
+
 int main(void)
 {
     RUN(monotonic_clock_measures_a_sleep);
     RUN(wall_clock_is_milliseconds_since_the_epoch);
+    RUN(process_cpu_time_counts_work_and_not_sleep);
     return check_done();
 }

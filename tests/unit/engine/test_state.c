@@ -1,4 +1,5 @@
-/* Tests of state: the stat cache, runs, targets and metrics, kept across reopening. */
+/* Tests of state: the stat cache, runs, targets, metrics and measured rates, kept
+ * across reopening. */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -268,6 +269,30 @@ TEST(metrics_round_trip)
     free(dir);
 }
 
+TEST(measured_rates_round_trip_newest_first_and_apart_from_runs)
+{
+    char *dir = new_state_dir("measured");
+    ft_state *state;
+    CHECK_INT(ft_state_open(dir, &state), 0);
+    ft_measured_rate rate;
+    CHECK_INT(ft_state_measured_latest(state, "train", "train_ops_per_s_cpu", &rate), 0); /* no table yet */
+    CHECK_INT(ft_state_measured_add(state, "adapter", "train", "train_ops_per_s_cpu", 2e9), 0);
+    CHECK_INT(ft_state_measured_add(state, "other", "train", "train_ops_per_s_cpu", 3e9), 0);
+    CHECK_INT(ft_state_measured_add(state, "other", "evaluate", "train_ops_per_s_cpu", 5e9), 0);
+    ft_state_close(state);
+
+    CHECK_INT(ft_state_open(dir, &state), 0);
+    CHECK_INT(ft_state_measured_latest(state, "train", "train_ops_per_s_cpu", &rate), 1);
+    CHECK_STR(rate.target, "other");
+    CHECK(rate.value == 3e9);
+    CHECK(rate.time_ms > 0);
+    CHECK_INT(ft_state_measured_latest(state, "train", "train_ops_per_s_cuda", &rate), 0);
+    ft_run_record last;
+    CHECK_INT(ft_state_last_run(state, "adapter", -1, &last), 0);
+    ft_state_close(state);
+    free(dir);
+}
+
 TEST(refuses_newer_and_damaged_databases)
 {
     char *dir = new_state_dir("newer");
@@ -319,6 +344,7 @@ int main(void)
     RUN(runs_round_trip);
     RUN(targets_round_trip);
     RUN(metrics_round_trip);
+    RUN(measured_rates_round_trip_newest_first_and_apart_from_runs);
     RUN(refuses_newer_and_damaged_databases);
     ft_remove_tree(temporary_dir);
     return check_done();

@@ -1,6 +1,7 @@
 /* Tests of train_memory: the phases of a training run and which one is the peak.
  * (The figures against measured resident memory: tests/e2e/test_estimate.sh.) */
 #include "check.h"
+#include "ftpipe/backend/cuda_scratch.h"
 #include "ftpipe/model/model_init.h"
 #include "ftpipe/model/train_memory.h"
 
@@ -52,6 +53,15 @@ TEST(on_a_gpu_the_plan_is_device_memory_in_bf16)
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 8, FT_DTYPE_BF16, &cpu), 0);
     CHECK_INT(gpu.device_peak_bytes, gpu.plan.total_bytes);
     CHECK(gpu.plan.parameter_bytes * 2 == cpu.plan.parameter_bytes);
+    /* the cuda backend's scratch, as backend.cu sizes it for this model's limits, is in the peak */
+    ft_backend_limits limits;
+    CHECK_INT(ft_model_backend_limits(&config, &options, FT_DTYPE_BF16, &limits), 0);
+    CHECK_INT(limits.max_rows, 4 * 1024);
+    CHECK_INT(gpu.plan.scratch_bytes, ft_cuda_scratch_bytes(&limits));
+    CHECK(gpu.plan.scratch_bytes > FT_CUDA_GEMM_WORKSPACE_BYTES);
+    CHECK_INT(gpu.plan.total_bytes, gpu.plan.parameter_bytes + gpu.plan.adapter_bytes + gpu.plan.gradient_bytes +
+                                        gpu.plan.optimizer_bytes + gpu.plan.activation_bytes + gpu.plan.scratch_bytes);
+    CHECK_INT(cpu.plan.scratch_bytes, 0);
     CHECK(gpu.host_peak_bytes < gpu.device_peak_bytes);
     /* BLAS threads count on the cpu backend only */
     CHECK_INT(cpu.runtime_bytes, FT_TRAIN_RUNTIME_BYTES + 7 * FT_TRAIN_BLAS_THREAD_BYTES);

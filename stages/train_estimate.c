@@ -1,0 +1,206 @@
+/* train_estimate: what a train stage would take — memory from the model's plan
+ * and the host buffers of each phase, disk for the output and checkpoints, the
+ * least change that fits when it does not, and its work for the time. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/model/train_memory.h"
+#include "ftpipe/model/train_work.h"
+#include "ftpipe/stages/train_run.h"
+
+/* What a run writes: the output, and its checkpoints. */
+typedef struct {
+    uint64_t output_bytes;
+    uint64_t checkpoint_bytes;  /* one */
+    int64_t saved;              /* checkpoints written */
+} train_writes;
+
+static train_writes count_writes(const ft_train_run *run, const ft_model_config *config, const ft_train_memory *memory)
+{
+    bool full = run->model_options.finetuning == FT_FINETUNE_FULL;
+    uint64_t trained_bytes = full ? memory->plan.gradient_bytes : memory->plan.adapter_bytes;
+    int64_t steps = run->plan.total_steps, every = run->train_options.save_steps;
+    return (train_writes){
+        .output_bytes = full ? ft_model_config_parameter_count(config) * ft_dtype_size(ft_train_save_dtype(config))
+                             : trained_bytes,
+        .checkpoint_bytes = 3 * trained_bytes, /* the tensors and AdamW's two moments, in f32 */
+        .saved = every > 0 ? steps / every + (steps % every != 0) : 1,
+    };
+}
+
+/* Disk: the output, and the checkpoints the work folder holds at once (one more
+ * than save_total_limit while the newest is written). */
+static void estimate_disk(const ft_train_run *run, const train_writes *writes, ft_stage_estimate *out)
+{
+    int64_t limit = run->train_options.save_total_limit;
+    int64_t held = limit > 0 && writes->saved > limit ? limit + 1 : writes->saved;
+    char output_text[32], checkpoint_text[32];
+    ft_format_bytes(writes->output_bytes, output_text, sizeof output_text);
+    ft_format_bytes(writes->checkpoint_bytes, checkpoint_text, sizeof checkpoint_text);
+    /* save_strategy's checkpoint-N folders: each a copy of the output */
+    int64_t steps = run->plan.total_steps, every = run->train_options.save_steps;
+    int64_t per_epoch = run->plan.steps_per_epoch > 0 ? run->plan.steps_per_epoch : 1, kept = 0;
+    if (run->train_options.save_strategy == FT_SAVE_STEPS && every > 0)
+        kept = steps / every + (steps % every != 0);
+    else if (run->train_options.save_strategy == FT_SAVE_EPOCH)
+        kept = (steps + per_epoch - 1) / per_epoch;
+    if (limit > 0 && kept > limit)
+        kept = limit + 1;
+    ft_estimate_set(&out->disk_bytes,
+                    (double)(writes->output_bytes * (uint64_t)(1 + kept) + (uint64_t)held * writes->checkpoint_bytes),
+                    "output %s (and %lld checkpoint-N folders of its size) + %lld checkpoints held at once x %s (%lld "
+                    "saved, save_total_limit %lld)",
+                    output_text, (long long)kept, (long long)held, checkpoint_text, (long long)writes->saved,
+                    (long long)limit);
+}
+
+/* Time, in the parts log_rates measures: the operations of the steps and the
+ * evaluations during training (every rank evaluates every row), and the bytes
+ * read and written besides. */
+static int estimate_work(const ft_train_run *run, const ft_model_config *config, const train_writes *writes,
+                         ft_stage_estimate *out)
+{
+    ft_train_work work;
+    if (ft_train_work_per_token(config, &run->model_options, ft_train_mean_row_tokens(&run->meta), &work) < 0)
+        return -1;
+    const ft_train_options *t = &run->train_options;
+    double epochs = run->plan.steps_per_epoch > 0 ? (double)run->plan.total_steps / (double)run->plan.steps_per_epoch
+                                                  : 0.0;
+    double eval_tokens = 0.0;
+    if (run->eval_dir) {
+        ft_token_dataset_meta eval_meta = run->meta;
+        if (strcmp(run->eval_split, "train") == 0) {
+            char *meta_path = ft_path_join(run->eval_dir, "meta.json");
+            bool built = ft_path_exists(meta_path);
+            free(meta_path);
+            if (!built) {
+                ft_estimate_unknown(&out->time_s, "needs %s, which is not built yet", run->eval_dir);
+                return 0;
+            }
+            if (ft_token_dataset_meta_read(run->eval_dir, &eval_meta) < 0)
+                return -1;
+        }
+        const ft_token_split_stats *split = strcmp(run->eval_split, "train") == 0 ? &eval_meta.train
+                                                                                   : &eval_meta.validation;
+        int64_t evaluations = t->eval_steps > 0 ? run->plan.total_steps / t->eval_steps : (int64_t)ceil(epochs);
+        eval_tokens = (double)split->n_tokens * (double)evaluations * (t->ranks > 1 ? t->ranks : 1);
+    }
+    double trained_tokens = (double)run->meta.train.n_tokens * epochs;
+    out->work[0] = (ft_estimate_work){trained_tokens * work.train + eval_tokens * work.forward, "train_ops", "ops",
+                                      "steps and evaluations"};
+    out->work[1] = (ft_estimate_work){(double)(ft_train_weight_file_bytes(run->model_dir) + writes->output_bytes +
+                                               (uint64_t)writes->saved * writes->checkpoint_bytes),
+                                      "train_io_bytes", "bytes", "loading, checkpoints and the result"};
+    out->n_work = 2;
+    return 0;
+}
+
+/* When the peak exceeds the budget: the least change that fits, with its figure —
+ * recomputation, then the largest per-device batch (accumulating more micro-batches,
+ * so the effective batch stays), then LoRA. */
+static void find_smallest_change(const ft_train_run *run, const ft_model_config *config, int threads,
+                                 ft_stage_estimate *out)
+{
+    ft_model_options options = run->model_options;
+    ft_train_memory memory;
+    char need[32], have[32];
+    ft_format_bytes(out->host_budget_bytes, have, sizeof have);
+    for (int recompute = options.gradient_checkpointing; recompute <= 1; recompute++) {
+        options.gradient_checkpointing = recompute;
+        for (int batch = run->train_options.batch_size; batch >= 1; batch /= 2) {
+            options.max_batch_size = batch;
+            if (ft_train_memory_estimate(config, &options, false, threads, ft_train_save_dtype(config), &memory) < 0 ||
+                memory.host_peak_bytes > out->host_budget_bytes)
+                continue;
+            if (batch == run->train_options.batch_size && !recompute)
+                return;
+            ft_format_bytes(memory.host_peak_bytes, need, sizeof need);
+            int accumulation = run->train_options.gradient_accumulation_steps * run->train_options.batch_size / batch;
+            if (batch == run->train_options.batch_size)
+                snprintf(out->smallest_change, sizeof out->smallest_change,
+                         "set gradient_checkpointing = true (needs %s of the %s)", need, have);
+            else
+                snprintf(out->smallest_change, sizeof out->smallest_change,
+                         "set per_device_train_batch_size = %d and gradient_accumulation_steps = %d%s, the same "
+                         "effective batch (needs %s of the %s)",
+                         batch, accumulation, recompute ? " with gradient_checkpointing = true" : "", need, have);
+            return;
+        }
+    }
+    snprintf(out->smallest_change, sizeof out->smallest_change,
+             "no batch size fits%s: shorten the data's cutoff_len or free memory",
+             run->model_options.finetuning == FT_FINETUNE_FULL ? "; try finetuning_type = lora" : "");
+}
+
+int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
+{
+    ft_train_run run = {.stage = stage, .first_step = -1};
+    size_t n_inputs = ft_stage_input_count(stage); /* MODEL DATA [EVAL_DATA] */
+    if (n_inputs != 2 && n_inputs != 3)
+        return ft_train_check_inputs(&run);
+    run.model_dir = ft_stage_input_path(stage, 0);
+    run.data_dir = ft_stage_input_path(stage, 1);
+    char *config_path = ft_path_join(run.model_dir, "config.json");
+    char *meta_path = ft_path_join(run.data_dir, "meta.json");
+    bool have_model = ft_path_exists(config_path), have_data = ft_path_exists(meta_path);
+    free(config_path);
+    free(meta_path);
+    if (!have_model || !have_data) {
+        const char *missing = have_model ? run.data_dir : run.model_dir;
+        ft_estimate_figure *figures[] = {&out->device_bytes, &out->host_bytes, &out->disk_bytes, &out->time_s};
+        for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
+            ft_estimate_unknown(figures[i], "needs %s, which is not built yet", missing);
+        return 0;
+    }
+    ft_model_config config;
+    if (ft_token_dataset_meta_read(run.data_dir, &run.meta) < 0 || ft_model_config_load(run.model_dir, &config) < 0 ||
+        ft_train_read_parameters(&run) < 0)
+        return -1;
+    const char *backend = ft_stage_param_string(stage, "backend");
+    /* Not ft_cuda_device_count: this runs in the engine process, where starting CUDA
+     * would break the stages it forks; a GPU's device file answers as well. */
+    bool on_gpu = strcmp(backend, "cuda") == 0 ||
+                  (strcmp(backend, "auto") == 0 && access("/dev/nvidia0", F_OK) == 0);
+    int threads = (int)ft_stage_param_int(stage, "threads");
+    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads <= 0 || threads > cores)
+        threads = cores > 0 ? cores : 1;
+    ft_train_memory memory;
+    if (ft_train_memory_estimate(&config, &run.model_options, on_gpu, threads, ft_train_save_dtype(&config), &memory) < 0)
+        return -1;
+    const ft_memory_plan *plan = &memory.plan;
+    char total[32], activations[32], buffers[32], runtime[32];
+    ft_format_bytes(plan->total_bytes, total, sizeof total);
+    ft_format_bytes(plan->activation_bytes, activations, sizeof activations);
+    ft_format_bytes(memory.checkpoint_buffer_bytes, buffers, sizeof buffers);
+    ft_format_bytes(memory.runtime_bytes, runtime, sizeof runtime);
+    const char *shape = run.model_options.gradient_checkpointing ? ", recomputed" : "";
+    if (on_gpu) {
+        char scratch[32];
+        ft_format_bytes(plan->scratch_bytes, scratch, sizeof scratch);
+        ft_estimate_set(&out->device_bytes, (double)memory.device_peak_bytes,
+                        "memory plan in bf16 for %d x %u tokens%s (activations %s), with the cuda backend's scratch "
+                        "%s (cuBLASLt workspace, LoRA and attention backward scratch)",
+                        run.train_options.batch_size, run.meta.cutoff_len, shape, activations, scratch);
+        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
+                        "host buffers while %s, and the program's %s", memory.peak_phase, runtime);
+    } else {
+        ft_estimate_set(&out->device_bytes, 0.0, "the cpu backend uses no GPU");
+        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
+                        "memory plan %s for %d x %u tokens%s (activations %s), peak while %s (checkpoint buffer "
+                        "%s), the program and %d BLAS threads %s",
+                        total, run.train_options.batch_size, run.meta.cutoff_len, shape, activations,
+                        memory.peak_phase, buffers, threads, runtime);
+    }
+    if (!on_gpu && out->host_budget_bytes > 0 && memory.host_peak_bytes > out->host_budget_bytes)
+        find_smallest_change(&run, &config, threads, out);
+    train_writes writes = count_writes(&run, &config, &memory);
+    estimate_disk(&run, &writes, out);
+    out->device_name = on_gpu ? "cuda" : "cpu";
+    return estimate_work(&run, &config, &writes, out);
+}
+

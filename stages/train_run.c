@@ -1,0 +1,208 @@
+/* train_run: the train kind's inputs and parameters read into one place (see
+ * include/ftpipe/stages/train_run.h). */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/stages/stage_backend.h"
+#include "ftpipe/stages/stage_ranks.h"
+#include "ftpipe/stages/train_run.h"
+
+int ft_train_check_inputs(ft_train_run *run)
+{
+    ft_stage *stage = run->stage;
+    size_t n_inputs = ft_stage_input_count(stage);
+    if (n_inputs != 2 && n_inputs != 3)
+        return ft_stage_fail(stage, "train takes a model folder and a tokenize output, and optionally a tokenize "
+                                    "output to evaluate on (`%s: train MODEL DATA [EVAL_DATA]`); %zu given",
+                             ft_stage_target(stage), n_inputs);
+    if (n_inputs == 3) {
+        run->eval_dir = ft_stage_input_path(stage, 2);
+        run->eval_split = "train";
+    }
+    run->model_dir = ft_stage_input_path(stage, 0);
+    run->data_dir = ft_stage_input_path(stage, 1);
+    char *config = ft_path_join(run->model_dir, "config.json"), *meta = ft_path_join(run->data_dir, "meta.json");
+    int status = 0;
+    if (!ft_path_exists(config))
+        status = ft_stage_fail(stage, "train's first input %s is not a model folder (it has no config.json)",
+                               run->model_dir);
+    else if (!ft_path_exists(meta))
+        status = ft_stage_fail(stage, "train's second input %s is not a tokenize output (it has no meta.json)",
+                               run->data_dir);
+    free(config);
+    free(meta);
+    return status;
+}
+
+/* eval_strategy, eval_steps and per_device_eval_batch_size: the HF Trainer's
+ * evaluation during training, on the data's validation split (val_size on
+ * tokenize) or on a third input. */
+static int choose_evaluation(ft_train_run *run, ft_train_options *t)
+{
+    ft_stage *stage = run->stage;
+    const char *strategy = ft_stage_param_string(stage, "eval_strategy");
+    int64_t batch_size = ft_stage_param_int(stage, "per_device_eval_batch_size");
+    int64_t every = ft_stage_param_int(stage, "eval_steps");
+    if (strcmp(strategy, "no") == 0) {
+        if (run->eval_dir)
+            return ft_stage_fail(stage, "%s is given to evaluate on, but eval_strategy = no: set eval_strategy = "
+                                        "steps or epoch",
+                                 run->eval_dir);
+        return 0;
+    }
+    if (batch_size < 1 || batch_size > 1 << 16 || every < 0)
+        return ft_stage_fail(stage, "per_device_eval_batch_size = %lld and eval_steps = %lld: expected a batch of at "
+                                    "least 1 and steps of 0 (logging_steps) or more",
+                             (long long)batch_size, (long long)every);
+    if (!run->eval_dir) {
+        if (run->meta.validation.n_samples == 0)
+            return ft_stage_fail(stage, "eval_strategy = %s needs rows to evaluate on: %s has no validation split "
+                                        "(set val_size on its tokenize stage), and no third input names eval data",
+                                 strategy, run->data_dir);
+        run->eval_dir = run->data_dir;
+        run->eval_split = "validation";
+    }
+    t->eval_batch_size = (int)batch_size;
+    t->eval_each_epoch = strcmp(strategy, "epoch") == 0;
+    t->eval_steps = t->eval_each_epoch ? 0 : every > 0 ? every : ft_stage_param_int(stage, "logging_steps");
+    if (!t->eval_each_epoch && t->eval_steps == 0)
+        return ft_stage_fail(stage, "eval_strategy = steps needs eval_steps (or logging_steps) above 0");
+    return 0;
+}
+
+/* Each cuda rank of a node needs its own GPU of those the stage reserved. */
+static int check_ranks(ft_stage *stage, int ranks)
+{
+    if (ranks <= 1 || !ft_stage_wants_cuda(stage))
+        return 0;
+    int64_t gpus = ft_stage_param_int(stage, "gpus");
+    int per_node = ft_stage_ranks_per_node(stage);
+    if (per_node > gpus)
+        return ft_stage_fail(stage, "%d ranks on this node on cuda need a GPU each, but the stage reserves gpus = %lld: "
+                                    "set gpus = %d (or nproc_per_node = %lld)",
+                             per_node, (long long)gpus, per_node, (long long)gpus);
+    return 0;
+}
+
+/* global_batch_size = per-device batch x accumulation x ranks: the accumulation
+ * follows from the other two, so that the rank count leaves the result alone. */
+static int global_batch_accumulation(ft_stage *stage, int64_t batch_size, int ranks, int64_t *accumulation)
+{
+    int64_t global = ft_stage_param_int(stage, "global_batch_size");
+    if (global == 0)
+        return 0;
+    if (global < 0 || global > 1 << 30)
+        return ft_stage_fail(stage, "global_batch_size = %lld: expected a positive number of rows", (long long)global);
+    if (ft_stage_param_is_set(stage, "gradient_accumulation_steps"))
+        return ft_stage_fail(stage, "global_batch_size and gradient_accumulation_steps are both set: with "
+                                    "global_batch_size the accumulation is global_batch_size / "
+                                    "(per_device_train_batch_size x ranks); remove one of them");
+    int64_t per_step = batch_size * ranks;
+    if (global % per_step != 0)
+        return ft_stage_fail(stage, "global_batch_size = %lld is not a multiple of per_device_train_batch_size (%lld) "
+                                    "x ranks (%d) = %lld: change one of them so that it divides",
+                             (long long)global, (long long)batch_size, ranks, (long long)per_step);
+    *accumulation = global / per_step;
+    return 0;
+}
+
+int ft_train_read_parameters(ft_train_run *run)
+{
+    ft_stage *stage = run->stage;
+    ft_model_options *m = &run->model_options;
+    ft_train_options *t = &run->train_options;
+    bool lora = strcmp(ft_stage_param_string(stage, "finetuning_type"), "lora") == 0;
+    int64_t batch_size = ft_stage_param_int(stage, "per_device_train_batch_size");
+    int64_t accumulation = ft_stage_param_int(stage, "gradient_accumulation_steps");
+    int64_t rank = ft_stage_param_int(stage, "lora_rank");
+    if (batch_size < 1 || batch_size > 1 << 20 || accumulation < 1 || accumulation > 1 << 20)
+        return ft_stage_fail(stage, "per_device_train_batch_size = %lld and gradient_accumulation_steps = %lld: "
+                                    "expected at least 1 each",
+                             (long long)batch_size, (long long)accumulation);
+    int ranks = ft_stage_world_size(stage);
+    if (ranks < 0)
+        return ft_stage_fail(stage, "%s", ft_error_message());
+    if (check_ranks(stage, ranks) < 0 || global_batch_accumulation(stage, batch_size, ranks, &accumulation) < 0)
+        return -1;
+    m->max_batch_size = (int)batch_size;
+    m->max_seq_len = (int)run->meta.cutoff_len;
+    m->finetuning = lora ? FT_FINETUNE_LORA : FT_FINETUNE_FULL;
+    m->use_lora = lora;
+    m->gradient_checkpointing = ft_stage_param_bool(stage, "gradient_checkpointing");
+    int lora_rank = (int)(rank > 0 && rank < 1 << 20 ? rank : 0);
+    double lora_alpha = ft_stage_param_float(stage, "lora_alpha");
+    if (lora_alpha == 0) /* unset: LLaMA-Factory's default */
+        lora_alpha = 2.0 * lora_rank;
+    m->lora = (ft_lora_config){lora_rank, lora_alpha, ft_stage_param_float(stage, "lora_dropout"),
+                               ft_stage_param_bool(stage, "use_rslora"), 0, (uint64_t)ft_stage_param_int(stage, "seed")};
+    if (lora && (ft_lora_parse_targets(ft_stage_param_string(stage, "lora_target"), &m->lora.targets) < 0 ||
+                 ft_lora_config_check(&m->lora) < 0))
+        return -1;
+    *t = (ft_train_options){
+        .batch_size = (int)batch_size,
+        .gradient_accumulation_steps = (int)accumulation,
+        .num_train_epochs = ft_stage_param_float(stage, "num_train_epochs"),
+        .max_steps = ft_stage_param_int(stage, "max_steps"),
+        .learning_rate = ft_stage_param_float(stage, "learning_rate"),
+        .warmup_ratio = ft_stage_param_float(stage, "warmup_ratio"),
+        .warmup_steps = ft_stage_param_int(stage, "warmup_steps"),
+        .max_grad_norm = ft_stage_param_float(stage, "max_grad_norm"),
+        .adamw = {ft_stage_param_float(stage, "adam_beta1"), ft_stage_param_float(stage, "adam_beta2"),
+                  ft_stage_param_float(stage, "adam_epsilon"), ft_stage_param_float(stage, "weight_decay")},
+        .seed = (uint64_t)ft_stage_param_int(stage, "seed"),
+        .logging_steps = ft_stage_param_int(stage, "logging_steps"),
+        .save_steps = ft_stage_param_int(stage, "save_steps"),
+        .save_total_limit = (int)ft_stage_param_int(stage, "save_total_limit"),
+        .run_id = ft_stage_key(stage),
+        .ranks = ranks,
+    };
+    const char *save_strategy = ft_stage_param_string(stage, "save_strategy");
+    t->save_strategy = strcmp(save_strategy, "steps") == 0   ? FT_SAVE_STEPS
+                       : strcmp(save_strategy, "epoch") == 0 ? FT_SAVE_EPOCH
+                                                             : FT_SAVE_NO;
+    if (t->save_strategy == FT_SAVE_STEPS && t->save_steps == 0)
+        return ft_stage_fail(stage, "save_strategy = steps needs save_steps above 0 (the steps between the "
+                                    "checkpoint-N folders)");
+    if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0 ||
+        choose_evaluation(run, t) != 0)
+        return -1;
+    if (run->eval_dir && t->eval_batch_size > m->max_batch_size) /* the model plans for the larger batch */
+        m->max_batch_size = t->eval_batch_size;
+    return ft_train_plan_steps(t, run->meta.train.n_rows, &run->plan);
+}
+
+ft_dtype ft_train_save_dtype(const ft_model_config *config)
+{
+    if (strcmp(config->torch_dtype, "bfloat16") == 0)
+        return FT_DTYPE_BF16;
+    return strcmp(config->torch_dtype, "float16") == 0 ? FT_DTYPE_F16 : FT_DTYPE_F32;
+}
+
+uint64_t ft_train_weight_file_bytes(const char *model_dir)
+{
+    uint64_t bytes = 0;
+    DIR *dir = opendir(model_dir);
+    for (struct dirent *entry; dir && (entry = readdir(dir));) {
+        size_t length = strlen(entry->d_name);
+        if (length <= 12 || strcmp(entry->d_name + length - 12, ".safetensors") != 0)
+            continue;
+        char *path = ft_path_join(model_dir, entry->d_name);
+        struct stat info;
+        if (stat(path, &info) == 0)
+            bytes += (uint64_t)info.st_size;
+        free(path);
+    }
+    if (dir)
+        closedir(dir);
+    return bytes;
+}
+
+double ft_train_mean_row_tokens(const ft_token_dataset_meta *meta)
+{
+    return meta->train.n_rows > 0 ? (double)meta->train.n_tokens / (double)meta->train.n_rows : 1.0;
+}
