@@ -236,7 +236,7 @@ static int run_tokenize(ft_stage *stage)
         size_t sample_cutoff = meta.packing && meta.cutoff_len > 1 ? meta.cutoff_len - 1 : meta.cutoff_len;
         const ft_encoding_options options = {sample_cutoff, meta.train_on_prompt, meta.mask_history,
                                              ft_stage_param_bool(stage, "enable_thinking")};
-        status = ft_encode_conversations(tokenizer, chat_template, dataset.conversations, dataset.count, &options,
+        status = ft_encode_conversations(tokenizer, chat_template, dataset.conversations, dataset.count, NULL, &options,
                                          (int)ft_stage_param_int(stage, "threads"), report_progress, stage, samples,
                                          errors);
     }
