@@ -100,14 +100,6 @@ int ft_image_store_writer_open(const char *path, uint32_t row_length, ft_image_s
     return 0;
 }
 
-int64_t ft_image_store_writer_find(const ft_image_store_writer *writer, ft_hash hash)
-{
-    for (uint64_t i = 0; i < writer->header.n_images; i++)
-        if (writer->images[i].hash_high == hash.high && writer->images[i].hash_low == hash.low)
-            return (int64_t)i;
-    return -1;
-}
-
 int64_t ft_image_store_writer_add_image(ft_image_store_writer *writer, const ft_stored_image *image)
 {
     if (writer->failed)

@@ -42,9 +42,8 @@ typedef struct ft_image_store_writer ft_image_store_writer;
 
 /* Writes path (a file beside the split's shards); row_length is fixed for the file. */
 int ft_image_store_writer_open(const char *path, uint32_t row_length, ft_image_store_writer **out);
-/* The index of the image with this hash, or -1 when not added yet. */
-int64_t ft_image_store_writer_find(const ft_image_store_writer *writer, ft_hash hash);
-/* Adds an image (pixels: grid_t*grid_h*grid_w rows) and returns its index, or -1. */
+/* Adds an image (pixels: grid_t*grid_h*grid_w rows) and returns its index, or -1.
+ * Adding each image once is the caller's part. */
 int64_t ft_image_store_writer_add_image(ft_image_store_writer *writer, const ft_stored_image *image);
 /* The next sample's images, by index; samples are added in the shards' order. */
 int ft_image_store_writer_add_sample(ft_image_store_writer *writer, const uint32_t *image_indices,

@@ -102,8 +102,11 @@ int ft_choose_validation(size_t count, double val_size, uint64_t seed, bool *is_
 
 /* Writes samples[indices[0..count)] as a split into split_dir: in that order,
  * or packed into rows of row_length tokens, each filled to row_length - 1 as
- * LLaMA-Factory packs (then every sample must fit in row_length - 1). */
+ * LLaMA-Factory packs (then every sample must fit in row_length - 1).
+ * written[count] (NULL: not wanted) receives the samples' indices in the order
+ * the shards hold them, for what is stored beside them per sample. */
 int ft_write_samples(const char *split_dir, const ft_encoded_sample *samples, const size_t *indices, size_t count,
-                     bool packing, size_t row_length, uint64_t max_shard_tokens, ft_token_split_stats *stats);
+                     bool packing, size_t row_length, uint64_t max_shard_tokens, ft_token_split_stats *stats,
+                     size_t *written);
 
 #endif
