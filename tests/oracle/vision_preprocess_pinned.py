@@ -12,7 +12,7 @@ committed fixtures still equal the live ones.
 
     python3 tests/oracle/vision_preprocess_pinned.py   (after make build/asan/tests/formats/...)
 
-Needs pillow, numpy and transformers (e.g. pillow==11.*, transformers==4.57.*).
+Needs pillow, numpy and transformers (the fixtures are Pillow 13's, as pinned in requirements.txt).
 Prints "ok"/"not ok" per case and "N passed, N failed"; exits 1 on any failure.
 """
 import filecmp
