@@ -219,15 +219,16 @@ static void check_many_conversations(void)
         snprintf(answers[i], sizeof answers[i], "answer %zu", i);
         messages[i][0] = (ft_message){FT_ROLE_USER, "q"};
         messages[i][1] = (ft_message){FT_ROLE_ASSISTANT, answers[i]};
-        conversations[i] = (ft_conversation){.messages = messages[i], .count = 2, .file = "data.jsonl", .record = i + 1};
+        conversations[i] =
+            (ft_conversation){.messages = messages[i], .count = 2, .file = "data.jsonl", .record = i + 1};
     }
     conversations[100].count = 1; /* ends with the user: the template refuses it */
     ft_encoded_sample *samples = ft_xcalloc(COUNT, sizeof *samples);
     char **errors = ft_xcalloc(COUNT, sizeof(char *));
     const ft_encoding_options options = {1024, false, false, true};
     size_t calls = 0;
-    CHECK_INT(ft_encode_conversations(tokenizer, chat_template, conversations, COUNT, NULL, &options, 4, count_progress,
-                                      &calls, samples, errors),
+    CHECK_INT(ft_encode_conversations(tokenizer, chat_template, conversations, COUNT, NULL, &options, 4,
+                                      count_progress, &calls, samples, errors),
               0);
     CHECK(calls >= 1);
     for (size_t i = 0; i < COUNT; i++) {
