@@ -73,10 +73,22 @@ static int check_inputs(train_run *run)
     return status;
 }
 
+/* Images in tokenized data need a vision tower, which training lacks so far:
+ * without one the model would learn from placeholder tokens. */
+static int refuse_images(train_run *run, const char *data_dir, const ft_token_dataset_meta *meta)
+{
+    if (!meta->vision_processor[0])
+        return 0;
+    return ft_stage_fail(run->stage, "%s holds images (tokenized for %s): training on images needs the model's "
+                                     "vision tower, which ftpipe does not run yet, and without it the model would "
+                                     "learn from image placeholder tokens; train on text-only data for now",
+                         data_dir, meta->vision_processor);
+}
+
 /* The data must have been tokenized with this model's tokenizer. */
 static int check_tokenizer(train_run *run)
 {
-    if (ft_token_dataset_meta_read(run->data_dir, &run->meta) < 0)
+    if (ft_token_dataset_meta_read(run->data_dir, &run->meta) < 0 || refuse_images(run, run->data_dir, &run->meta))
         return -1;
     ft_tokenizer *tokenizer;
     if (ft_tokenizer_load(run->model_dir, &tokenizer) < 0)
@@ -86,7 +98,7 @@ static int check_tokenizer(train_run *run)
     ft_tokenizer_free(tokenizer);
     if (strcmp(hash, run->meta.tokenizer_hash) == 0 && run->eval_dir) {
         ft_token_dataset_meta eval_meta;
-        if (ft_token_dataset_meta_read(run->eval_dir, &eval_meta) < 0)
+        if (ft_token_dataset_meta_read(run->eval_dir, &eval_meta) < 0 || refuse_images(run, run->eval_dir, &eval_meta))
             return -1;
         if (strcmp(hash, eval_meta.tokenizer_hash) != 0 || eval_meta.cutoff_len > run->meta.cutoff_len)
             return ft_stage_fail(run->stage, "the eval data %s must be tokenized with the model's tokenizer (hash %s, "
@@ -682,8 +694,8 @@ static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
         return 0;
     }
     ft_model_config config;
-    if (ft_token_dataset_meta_read(run.data_dir, &run.meta) < 0 || ft_model_config_load(run.model_dir, &config) < 0 ||
-        read_parameters(&run) < 0)
+    if (ft_token_dataset_meta_read(run.data_dir, &run.meta) < 0 || refuse_images(&run, run.data_dir, &run.meta) < 0 ||
+        ft_model_config_load(run.model_dir, &config) < 0 || read_parameters(&run) < 0)
         return -1;
     const char *backend = ft_stage_param_string(stage, "backend");
     /* Not ft_cuda_device_count: this runs in the engine process, where starting CUDA
