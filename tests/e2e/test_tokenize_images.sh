@@ -121,7 +121,7 @@ vl_workspace
 printf 'out: tokenize model data\n\ttemplate = qwen\n\tdataset = mllm_demo\n' > "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"
 t_expect_fail
-t_expect_contains "mllm_demo.json: record 1: the record is multimodal (\"images\"): ftpipe reads images only where a vision-language template (qwen2_vl) tokenizes them"
+t_expect_contains "mllm_demo.json: record 1: the record is multimodal (\"images\"): ftpipe reads images only in the tokenize stage with a vision-language template (qwen2_vl)"
 # a dataset file given alone: its images are in no input folder, so not in the key
 printf 'out: tokenize model edge/edge_sharegpt.json\n\ttemplate = qwen2_vl\n' > "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"

@@ -198,7 +198,8 @@ TEST(refuses_records_whose_tools_images_or_labels_would_be_lost)
          "\"tools\": \"[{\\\"name\\\": \\\"f\\\"}]\"}",
          "the record has \"tools\", tool (function) definitions, which ftpipe's chat templates do not render yet"},
         {"{\"instruction\": \"<image>What is it?\", \"output\": \"A cat.\", \"images\": [\"cat.jpg\"]}",
-         "the record is multimodal (\"images\"): ftpipe reads images only where a vision-language template"},
+         "the record is multimodal (\"images\"): ftpipe reads images only in the tokenize stage with a "
+         "vision-language template"},
         {"{\"instruction\": \"q\", \"output\": \"bad answer\", \"kto_tag\": false}", NULL},
         {"{\"instruction\": \"q\", \"output\": \"bad answer\", \"kto_tag\": true}",
          "the record is KTO data: \"kto_tag\" labels answers desirable or undesirable"},
@@ -443,9 +444,9 @@ TEST(refuses_bad_dataset_info_entries)
         {"from_hub", FIXTURES "/llamafactory/dataset_info.json: dataset 'from_hub' comes from a hub "
                      "(\"hf_hub_url\"): fetch it with a download stage and name the local file in \"file_name\""},
         {"clips", FIXTURES "/llamafactory/dataset_info.json: dataset 'clips' is multimodal (\"videos\"): ftpipe "
-                  "reads images only where a vision-language template (qwen2_vl) tokenizes them, and no videos or "
-                  "audio; the text alone would train on the literal <image>/<video>/<audio> placeholders, so it is "
-                  "not usable for supervised fine-tuning of a text model"},
+                  "reads images only in the tokenize stage with a vision-language template (qwen2_vl), and no "
+                  "videos or audio; the text alone would train on the literal <image>/<video>/<audio> placeholders, "
+                  "so it is not usable for supervised fine-tuning here"},
         {"typo", FIXTURES "/llamafactory/dataset_info.json: dataset 'typo': unknown key \"promt\" in \"columns\" "
                  "(known: prompt, query, response, history, system, messages, images)"},
         {"preferences", FIXTURES "/llamafactory/dataset_info.json: dataset 'preferences' is ranking (preference) "

@@ -35,8 +35,8 @@ TEST(every_refused_column_has_a_reason_without_advice_to_drop_it)
     /* images are read for vision-language templates: not in the list, but the
      * reader refuses them elsewhere with a reason of their own */
     CHECK_INT(ft_dataset_refuse_column("the record", "images"), -1);
-    CHECK(strstr(ft_error_message(), "vision-language template (qwen2_vl)") != NULL);
-    CHECK(strstr(ft_error_message(), "not usable for supervised fine-tuning") != NULL);
+    CHECK(strstr(ft_error_message(), "only in the tokenize stage with a vision-language template (qwen2_vl)") != NULL);
+    CHECK(strstr(ft_error_message(), "literal <image>/<video>/<audio> placeholders") != NULL);
 }
 
 int main(void)
