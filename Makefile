@@ -242,7 +242,9 @@ build/oracles/.installed: tests/oracle/requirements.txt tests/oracle/requirement
                           tests/oracle/install.sh | build/.deps-ok
 	@sh tests/oracle/install.sh build/oracles
 oracles: build/oracles/.installed
-check-oracles: build/oracles/.installed build/ftpipe build/gpu/ftpipe_logits
+check-oracles: build/oracles/.installed build/ftpipe build/gpu/ftpipe_logits \
+               build/asan/tests/formats/test_image build/asan/tests/formats/test_image_resize \
+               build/asan/tests/formats/test_vision_preprocess
 	@build/oracles/bin/python tests/oracle/run.py
 .PHONY: oracles check-oracles
 # --- oracle suite (end) -------------------------------------------------------

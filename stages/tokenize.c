@@ -6,7 +6,11 @@
  * dataset files, folders of them, or a folder with LLaMA-Factory's
  * dataset_info.json whose entries `dataset =` names. `stage = sft` encodes
  * conversations with the chat template; `stage = pt` encodes texts for
- * continued pretraining. */
+ * continued pretraining. With a vision-language template, records' images are
+ * preprocessed once each (the model folder's preprocessor_config.json says how)
+ * and stored beside each split's shards, and their placeholders become image
+ * tokens. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +23,9 @@
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/formats/dataset.h"
 #include "ftpipe/formats/dataset_inputs.h"
+#include "ftpipe/formats/image_store.h"
+#include "ftpipe/formats/image_table.h"
+#include "ftpipe/formats/preprocessor_config.h"
 #include "ftpipe/formats/token_shards.h"
 #include "ftpipe/text/chat_template.h"
 #include "ftpipe/text/pretraining_encoding.h"
@@ -27,7 +34,7 @@
 
 static bool is_pretraining(ft_stage *stage) { return strcmp(ft_stage_param_string(stage, "stage"), "pt") == 0; }
 
-static int read_datasets(ft_stage *stage, ft_dataset *dataset)
+static int read_datasets(ft_stage *stage, const ft_chat_template *chat_template, ft_dataset *dataset)
 {
     size_t n_paths = ft_stage_input_count(stage) - 1;
     const char **paths = ft_xmalloc(n_paths * sizeof *paths);
@@ -37,6 +44,7 @@ static int read_datasets(ft_stage *stage, ft_dataset *dataset)
         .format = is_pretraining(stage) ? "text" : ft_stage_param_string(stage, "format"),
         .on_error = strcmp(ft_stage_param_string(stage, "on_error"), "skip") == 0 ? FT_ON_ERROR_SKIP
                                                                                    : FT_ON_ERROR_FAIL,
+        .read_images = !is_pretraining(stage) && ft_chat_template_image_tokens(chat_template) != NULL,
     };
     options.dataset_words = ft_stage_param_list(stage, "dataset", &options.n_dataset_words);
     int64_t max_samples = ft_stage_param_int(stage, "max_samples");
@@ -117,8 +125,180 @@ static void summarize(ft_stage *stage, const ft_token_dataset_meta *meta)
     ft_stage_metric(stage, 0, "skipped_records", (double)meta->n_skipped_records);
 }
 
+/* --- images --- */
+
+/* A dataset's images: the distinct ones, and which each conversation has. */
+typedef struct {
+    ft_image_table *table;            /* NULL: no record has images */
+    ft_conversation_images *per_conversation;
+    uint32_t **table_indices;         /* per conversation, its images in the table */
+    char **errors;                    /* per conversation: why an image of it is unusable */
+    size_t n_references;
+} dataset_images;
+
+static void dataset_images_free(dataset_images *images, size_t count)
+{
+    for (size_t i = 0; images->table_indices && i < count; i++) {
+        free(images->table_indices[i]);
+        free((void *)images->per_conversation[i].n_tokens);
+        free(images->errors[i]);
+    }
+    free(images->table_indices);
+    free(images->per_conversation);
+    free(images->errors);
+    ft_image_table_free(images->table);
+    memset(images, 0, sizeof *images);
+}
+
+/* The processor's options from the model folder, with image_max_pixels / image_min_pixels. */
+static int image_options(ft_stage *stage, ft_qwen2vl_image_options *options)
+{
+    const char *model = ft_stage_input_path(stage, 0);
+    char *folder = ft_path_is_dir(model) ? ft_xstrdup(model) : ft_path_dirname(model);
+    int status = ft_qwen2vl_image_options_load(folder, options);
+    free(folder);
+    if (status != 0)
+        return -1;
+    options->image_max_pixels = ft_stage_param_int(stage, "image_max_pixels");
+    options->image_min_pixels = ft_stage_param_int(stage, "image_min_pixels");
+    if (options->image_min_pixels < 1 || options->image_max_pixels < options->image_min_pixels)
+        return ft_error("image_min_pixels = %lld, image_max_pixels = %lld: expected 1 <= image_min_pixels <= "
+                        "image_max_pixels",
+                        (long long)options->image_min_pixels, (long long)options->image_max_pixels);
+    return 0;
+}
+
+/* An image enters the stage's key only through an input folder that holds it. */
+static int check_image_is_an_input(ft_stage *stage, const char *path)
+{
+    char *real = realpath(path, NULL);
+    bool inside = false;
+    for (size_t i = 1; real && i < ft_stage_input_count(stage) && !inside; i++) {
+        char *input = realpath(ft_stage_input_path(stage, i), NULL);
+        size_t length = input ? strlen(input) : 0;
+        inside = input && ft_path_is_dir(input) && strncmp(real, input, length) == 0 &&
+                 (real[length] == '/' || (length == 1 && input[0] == '/'));
+        free(input);
+    }
+    free(real);
+    if (inside)
+        return 0;
+    return ft_error("image %s is not inside an input folder of %s, so a change to it would not make the stage run "
+                    "again: give the folder that holds the dataset and its images as the input (as LLaMA-Factory's "
+                    "data folder with its dataset_info.json)",
+                    path, ft_stage_target(stage));
+}
+
+/* Preprocesses every distinct image; an unusable image marks its conversations. */
+static int gather_images(ft_stage *stage, const ft_dataset *dataset, dataset_images *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t n_with_images = 0;
+    for (size_t i = 0; i < dataset->count; i++)
+        n_with_images += dataset->conversations[i].n_images > 0;
+    if (n_with_images == 0)
+        return 0;
+    ft_qwen2vl_image_options options;
+    if (image_options(stage, &options) != 0)
+        return -1;
+    char *scratch = ft_path_join(ft_stage_work_dir(stage), "pixels.scratch");
+    int status = ft_image_table_open(scratch, &options, &out->table);
+    free(scratch);
+    if (status != 0)
+        return -1;
+    size_t count = dataset->count ? dataset->count : 1;
+    out->per_conversation = ft_xcalloc(count, sizeof *out->per_conversation);
+    out->table_indices = ft_xcalloc(count, sizeof *out->table_indices);
+    out->errors = ft_xcalloc(count, sizeof *out->errors);
+    for (size_t i = 0; i < dataset->count && status == 0; i++) {
+        const ft_conversation *conversation = &dataset->conversations[i];
+        if (conversation->n_images == 0)
+            continue;
+        uint32_t *indices = ft_xcalloc(conversation->n_images, sizeof(uint32_t));
+        uint32_t *n_tokens = ft_xcalloc(conversation->n_images, sizeof(uint32_t));
+        out->table_indices[i] = indices;
+        out->per_conversation[i] = (ft_conversation_images){n_tokens, conversation->n_images};
+        for (size_t k = 0; k < conversation->n_images && status == 0 && !out->errors[i]; k++) {
+            status = check_image_is_an_input(stage, conversation->images[k]);
+            if (status == 0 && ft_image_table_add(out->table, conversation->images[k], &indices[k]) != 0)
+                out->errors[i] = ft_xasprintf("%s: record %zu: image %zu: %s", conversation->file,
+                                              conversation->record, k + 1, ft_error_message());
+            else if (status == 0)
+                n_tokens[k] = ft_image_table_tokens(out->table, indices[k]);
+        }
+        out->n_references += conversation->n_images;
+        ft_stage_progress(stage, (double)(i + 1) / (double)dataset->count, "%zu/%zu distinct images preprocessed",
+                          ft_image_table_count(out->table), out->n_references);
+        if (ft_stage_cancelled(stage))
+            status = ft_error("stopped while preprocessing images");
+    }
+    if (status == 0)
+        status = ft_image_table_seal(out->table);
+    if (status == 0)
+        ft_stage_log(stage, "%zu images in %zu records, %zu distinct, preprocessed (%lld to %lld pixels)",
+                     out->n_references, n_with_images, ft_image_table_count(out->table),
+                     (long long)options.image_min_pixels, (long long)options.image_max_pixels);
+    return status;
+}
+
+/* The split's image store, its samples in the shards' order (written). */
+static int write_split_images(const char *split_dir, const dataset_images *images, const size_t *written,
+                              size_t count, uint64_t *n_images)
+{
+    char *path = ft_path_join(split_dir, FT_IMAGE_STORE_FILE);
+    ft_image_store_writer *writer;
+    int status = ft_image_store_writer_open(path, ft_image_table_row_length(images->table), &writer);
+    free(path);
+    if (status != 0)
+        return -1;
+    size_t n_table = ft_image_table_count(images->table);
+    uint32_t *local = ft_xmalloc((n_table ? n_table : 1) * sizeof(uint32_t)); /* table index -> the store's */
+    for (size_t i = 0; i < n_table; i++)
+        local[i] = UINT32_MAX;
+    uint32_t *sample_images = NULL;
+    size_t capacity = 0;
+    for (size_t s = 0; s < count && status == 0; s++) {
+        const ft_conversation_images *conversation = &images->per_conversation[written[s]];
+        ft_grow((void **)&sample_images, &capacity, conversation->count + 1, sizeof(uint32_t));
+        for (size_t k = 0; k < conversation->count && status == 0; k++) {
+            uint32_t index = images->table_indices[written[s]][k];
+            if (local[index] == UINT32_MAX) {
+                ft_stored_image image;
+                ft_image_table_image(images->table, index, &image);
+                int64_t added = ft_image_store_writer_add_image(writer, &image);
+                status = added < 0 ? -1 : 0;
+                local[index] = (uint32_t)added;
+                (*n_images)++;
+            }
+            sample_images[k] = local[index];
+        }
+        if (status == 0)
+            status = ft_image_store_writer_add_sample(writer, sample_images, conversation->count);
+    }
+    free(sample_images);
+    free(local);
+    if (ft_image_store_writer_finish(writer) != 0)
+        status = -1;
+    return status;
+}
+
+/* Writes one split's shards and, with images, its image store. */
+static int write_split(const char *split_dir, const ft_encoded_sample *samples, const size_t *indices, size_t count,
+                       const ft_token_dataset_meta *meta, const dataset_images *images, ft_token_split_stats *stats)
+{
+    size_t *written = ft_xmalloc((count ? count : 1) * sizeof(size_t));
+    int status = ft_write_samples(split_dir, samples, indices, count, meta->packing, meta->cutoff_len, 0, stats,
+                                  written);
+    stats->n_images = 0;
+    if (status == 0 && images->table)
+        status = write_split_images(split_dir, images, written, count, &stats->n_images);
+    free(written);
+    return status;
+}
+
 /* Splits the encoded samples, writes each split's shards and meta.json. */
-static int write_dataset(ft_stage *stage, const ft_encoded_sample *samples, size_t count, ft_token_dataset_meta *meta)
+static int write_dataset(ft_stage *stage, const ft_encoded_sample *samples, size_t count,
+                         const dataset_images *images, ft_token_dataset_meta *meta)
 {
     size_t *kept = ft_xmalloc((count ? count : 1) * sizeof(size_t));
     size_t n_kept = 0;
@@ -140,11 +320,12 @@ static int write_dataset(ft_stage *stage, const ft_encoded_sample *samples, size
     }
     const char *output = ft_stage_output_path(stage);
     char *train_dir = ft_path_join(output, "train"), *validation_dir = ft_path_join(output, "validation");
+    if (images->table)
+        snprintf(meta->vision_processor, sizeof meta->vision_processor, "qwen2_vl");
     if (status == 0)
-        status = ft_write_samples(train_dir, samples, train, n_train, meta->packing, meta->cutoff_len, 0, &meta->train);
+        status = write_split(train_dir, samples, train, n_train, meta, images, &meta->train);
     if (status == 0 && n_validation > 0)
-        status = ft_write_samples(validation_dir, samples, validation, n_validation, meta->packing, meta->cutoff_len,
-                                  0, &meta->validation);
+        status = write_split(validation_dir, samples, validation, n_validation, meta, images, &meta->validation);
     if (status == 0)
         status = ft_token_dataset_meta_write(output, meta);
     free(train_dir);
@@ -188,8 +369,9 @@ static int encode_pretraining(ft_stage *stage, const ft_tokenizer *tokenizer, co
     meta->n_records = dataset->n_records;
     meta->n_skipped_records = dataset->n_skipped;
     meta->packing = false; /* each block fills its row */
+    dataset_images no_images = {0};
     if (status == 0)
-        status = write_dataset(stage, blocks, n_blocks, meta);
+        status = write_dataset(stage, blocks, n_blocks, &no_images, meta);
     for (size_t i = 0; i < n_blocks; i++)
         ft_encoded_sample_free(&blocks[i]);
     free(blocks);
@@ -232,7 +414,7 @@ static int run_tokenize(ft_stage *stage)
     ft_hash_to_hex(ft_tokenizer_hash(tokenizer), meta.tokenizer_hash);
     ft_dataset dataset;
     ft_dataset_init(&dataset);
-    int status = read_datasets(stage, &dataset);
+    int status = read_datasets(stage, chat_template, &dataset);
 
     if (status == 0 && is_pretraining(stage)) {
         status = encode_pretraining(stage, tokenizer, chat_template, &dataset, &meta);
@@ -246,6 +428,9 @@ static int run_tokenize(ft_stage *stage)
     }
     ft_encoded_sample *samples = ft_xcalloc(dataset.count ? dataset.count : 1, sizeof *samples);
     char **errors = ft_xcalloc(dataset.count ? dataset.count : 1, sizeof(char *));
+    dataset_images images = {0};
+    if (status == 0)
+        status = gather_images(stage, &dataset, &images);
     if (status == 0) {
         ft_stage_log(stage, "tokenizing %zu conversations from %zu file%s with template %s", dataset.count,
                      dataset.n_files, dataset.n_files == 1 ? "" : "s", meta.template_name);
@@ -253,9 +438,17 @@ static int run_tokenize(ft_stage *stage)
         size_t sample_cutoff = meta.packing && meta.cutoff_len > 1 ? meta.cutoff_len - 1 : meta.cutoff_len;
         const ft_encoding_options options = {sample_cutoff, meta.train_on_prompt, meta.mask_history,
                                              ft_stage_param_bool(stage, "enable_thinking")};
-        status = ft_encode_conversations(tokenizer, chat_template, dataset.conversations, dataset.count, &options,
-                                         (int)ft_stage_param_int(stage, "threads"), report_progress, stage, samples,
-                                         errors);
+        status = ft_encode_conversations(tokenizer, chat_template, dataset.conversations, dataset.count,
+                                         images.per_conversation, &options, (int)ft_stage_param_int(stage, "threads"),
+                                         report_progress, stage, samples, errors);
+        for (size_t i = 0; status == 0 && images.errors && i < dataset.count; i++) {
+            if (!images.errors[i])
+                continue; /* an unusable image fails its record whatever the encoding made of it */
+            ft_encoded_sample_free(&samples[i]);
+            free(errors[i]);
+            errors[i] = images.errors[i];
+            images.errors[i] = NULL;
+        }
     }
     if (status == 0) {
         long long failed = settle_failures(stage, &dataset, errors);
@@ -269,7 +462,7 @@ static int run_tokenize(ft_stage *stage)
             free(errors[i]);
     }
     if (status == 0)
-        status = write_dataset(stage, samples, dataset.count, &meta);
+        status = write_dataset(stage, samples, dataset.count, &images, &meta);
     if (status == 0) {
         summarize(stage, &meta);
         log_rate(stage, &meta, start_ns, start_cpu_ns);
@@ -278,6 +471,7 @@ static int run_tokenize(ft_stage *stage)
         ft_encoded_sample_free(&samples[i]);
     free(samples);
     free(errors);
+    dataset_images_free(&images, dataset.count);
     ft_dataset_free(&dataset);
     ft_tokenizer_free(tokenizer);
     return status;
@@ -303,6 +497,12 @@ static int estimate_from_data(ft_stage *stage, ft_stage_estimate *out)
     const ft_chat_template *chat_template;
     if (check_parameters(stage, &chat_template) != 0)
         return -1;
+    if (!is_pretraining(stage) && ft_chat_template_image_tokens(chat_template)) {
+        const char *why = "a vision-language template: the estimate does not count images yet";
+        ft_estimate_unknown(&out->disk_bytes, "%s", why);
+        ft_estimate_unknown(&out->time_s, "%s", why);
+        return 0;
+    }
     for (size_t i = 0; i < ft_stage_input_count(stage); i++)
         if (!ft_path_exists(ft_stage_input_path(stage, i))) {
             ft_estimate_unknown(&out->disk_bytes, "needs %s, which is not built yet", ft_stage_input_path(stage, i));
@@ -314,7 +514,7 @@ static int estimate_from_data(ft_stage *stage, ft_stage_estimate *out)
         return ft_error_context("the first input of tokenize must be a model folder or a tokenizer.json");
     ft_dataset dataset;
     ft_dataset_init(&dataset);
-    int status = read_datasets(stage, &dataset);
+    int status = read_datasets(stage, chat_template, &dataset);
     size_t n = dataset.count < ESTIMATE_SAMPLES ? dataset.count : ESTIMATE_SAMPLES;
     ft_conversation *chosen = ft_xcalloc(n ? n : 1, sizeof *chosen);
     ft_encoded_sample *samples = ft_xcalloc(n ? n : 1, sizeof *samples);
@@ -340,7 +540,8 @@ static int estimate_from_data(ft_stage *stage, ft_stage_estimate *out)
         sampled_tokens = (double)n_tokens;
         encoded = n;
     } else if (status == 0) {
-        status = ft_encode_conversations(tokenizer, chat_template, chosen, n, &options, 1, NULL, NULL, samples, errors);
+        status = ft_encode_conversations(tokenizer, chat_template, chosen, n, NULL, &options, 1, NULL, NULL, samples,
+                                         errors);
     }
     for (size_t i = 0; i < n; i++) {
         if (status == 0 && !is_pretraining(stage) && !errors[i] && samples[i].n_tokens > 0) {
@@ -396,8 +597,9 @@ static int estimate_tokenize(ft_stage *stage, ft_stage_estimate *out)
 
 const ft_stage_kind ft_kind_tokenize = {
     .name = "tokenize",
-    .version = 4, /* 2: meta.json's tokenizer_hash covers the eos token; 3: LLaMA-Factory's qwen3 think blocks
-                     and untrimmed llama3, BOS from the tokenizer; 4: packed rows filled to cutoff_len - 1 */
+    .version = 5, /* 2: meta.json's tokenizer_hash covers the eos token; 3: LLaMA-Factory's qwen3 think blocks
+                     and untrimmed llama3, BOS from the tokenizer; 4: packed rows filled to cutoff_len - 1;
+                     5: images read for qwen2_vl */
     .run = run_tokenize,
     .estimate = estimate_tokenize,
 };

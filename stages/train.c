@@ -40,7 +40,8 @@
 /* The data must have been tokenized with this model's tokenizer. */
 static int check_tokenizer(ft_train_run *run)
 {
-    if (ft_token_dataset_meta_read(run->data_dir, &run->meta) < 0)
+    if (ft_token_dataset_meta_read(run->data_dir, &run->meta) < 0 ||
+        ft_train_refuse_images(run, run->data_dir, &run->meta) < 0)
         return -1;
     ft_tokenizer *tokenizer;
     if (ft_tokenizer_load(run->model_dir, &tokenizer) < 0)
@@ -50,7 +51,8 @@ static int check_tokenizer(ft_train_run *run)
     ft_tokenizer_free(tokenizer);
     if (strcmp(hash, run->meta.tokenizer_hash) == 0 && run->eval_dir) {
         ft_token_dataset_meta eval_meta;
-        if (ft_token_dataset_meta_read(run->eval_dir, &eval_meta) < 0)
+        if (ft_token_dataset_meta_read(run->eval_dir, &eval_meta) < 0 ||
+            ft_train_refuse_images(run, run->eval_dir, &eval_meta) < 0)
             return -1;
         if (strcmp(hash, eval_meta.tokenizer_hash) != 0 || eval_meta.cutoff_len > run->meta.cutoff_len)
             return ft_stage_fail(run->stage, "the eval data %s must be tokenized with the model's tokenizer (hash %s, "

@@ -111,6 +111,16 @@ static int global_batch_accumulation(ft_stage *stage, int64_t batch_size, int ra
     return 0;
 }
 
+int ft_train_refuse_images(const ft_train_run *run, const char *data_dir, const ft_token_dataset_meta *meta)
+{
+    if (!meta->vision_processor[0])
+        return 0;
+    return ft_stage_fail(run->stage, "%s holds images (tokenized for %s): training on images needs the model's "
+                                     "vision tower, which ftpipe does not run yet, and without it the model would "
+                                     "learn from image placeholder tokens; train on text-only data for now",
+                         data_dir, meta->vision_processor);
+}
+
 int ft_train_read_parameters(ft_train_run *run)
 {
     ft_stage *stage = run->stage;

@@ -1,6 +1,7 @@
 /* dataset: reads JSON arrays and JSON Lines of alpaca and sharegpt records into
  * conversations, with LLaMA-Factory's rules for what a valid record is. */
 #include "ftpipe/formats/dataset.h"
+#include "ftpipe/formats/dataset_images.h"
 #include "ftpipe/formats/dataset_refusals.h"
 
 #include <dirent.h>
@@ -20,6 +21,7 @@ void ft_dataset_source_for_file(const char *path, ft_dataset_format format, ft_d
     memset(out, 0, sizeof *out);
     out->name = ft_xstrdup(path);
     out->path = ft_xstrdup(path);
+    out->media_dir = ft_path_is_dir(path) ? ft_xstrdup(path) : ft_path_dirname(path);
     out->columns.format = format;
     /* sharegpt names stay NULL: either usual spelling is accepted. */
     out->columns.prompt = ft_xstrdup("instruction");
@@ -32,10 +34,11 @@ void ft_dataset_source_for_file(const char *path, ft_dataset_format format, ft_d
 void ft_dataset_source_free(ft_dataset_source *source)
 {
     ft_dataset_columns *c = &source->columns;
-    char *owned[] = {source->name,     source->path,      c->prompt,        c->query,
-                     c->response,      c->history,        c->system,        c->messages,
-                     c->role_tag,      c->content_tag,    c->user_tag,      c->assistant_tag,
-                     c->system_tag,    c->observation_tag, c->function_tag};
+    char *owned[] = {source->name,     source->path,      source->media_dir, c->prompt,
+                     c->query,         c->response,       c->history,        c->system,
+                     c->messages,      c->role_tag,       c->content_tag,    c->user_tag,
+                     c->assistant_tag, c->system_tag,     c->observation_tag, c->function_tag,
+                     c->images};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         free(owned[i]);
     memset(source, 0, sizeof *source);
@@ -50,10 +53,21 @@ void ft_dataset_sources_free(ft_dataset_source *sources, size_t count)
 
 void ft_dataset_init(ft_dataset *dataset) { memset(dataset, 0, sizeof *dataset); }
 
+static void free_images(ft_conversation *conversation)
+{
+    for (size_t i = 0; i < conversation->n_images; i++)
+        free(conversation->images[i]);
+    free(conversation->images);
+    conversation->images = NULL;
+    conversation->n_images = 0;
+}
+
 void ft_dataset_free(ft_dataset *dataset)
 {
-    for (size_t i = 0; i < dataset->count; i++)
+    for (size_t i = 0; i < dataset->count; i++) {
         free(dataset->conversations[i].messages);
+        free_images(&dataset->conversations[i]);
+    }
     free(dataset->conversations);
     for (size_t i = 0; i < dataset->n_skip_messages; i++)
         free(dataset->skip_messages[i]);
@@ -338,17 +352,52 @@ static bool holds_something(const json_t *value)
     return true;
 }
 
-static int convert_record(record_builder *builder, const json_t *record, const ft_dataset_columns *columns,
-                          ft_conversation *out)
+/* The record's images column: its paths found (ft_record_images_resolve), or none. */
+static int read_images(const ft_dataset *dataset, const json_t *list, const char *column, ft_conversation *out)
+{
+    if (!holds_something(list))
+        return 0;
+    if (!json_is_array(list))
+        return ft_error("'%s' is %s, expected a list of image paths", column, json_kind(list));
+    size_t n_names = json_array_size(list);
+    const char **names = ft_xcalloc(n_names, sizeof(char *));
+    for (size_t i = 0; i < n_names; i++) {
+        names[i] = json_string_value(json_array_get(list, i));
+        if (!names[i]) {
+            free(names);
+            return ft_error("'%s' item %zu is %s, expected the path of an image", column, i + 1,
+                            json_kind(json_array_get(list, i)));
+        }
+    }
+    ft_record_images images;
+    int status = ft_record_images_resolve(names, n_names, out->messages, out->count,
+                                          dataset->media_dir ? dataset->media_dir : ".", &images);
+    free(names);
+    if (status == 0) {
+        out->images = images.paths;
+        out->n_images = images.count;
+    }
+    return status;
+}
+
+static int convert_record(const ft_dataset *dataset, record_builder *builder, const json_t *record,
+                          const ft_dataset_columns *columns, ft_conversation *out)
 {
     builder->count = 0;
     ft_strbuf_reset(&builder->text);
+    out->images = NULL;
+    out->n_images = 0;
     if (!json_is_object(record))
         return ft_error("the record is %s, expected an object", json_kind(record));
-    /* tool definitions, images or preference labels left out would train on wrong targets */
+    /* tool definitions, preference labels, or images a text model would not see left
+     * out would train on wrong targets */
     for (const char *const *column = ft_dataset_refused_columns(); *column; column++)
         if (holds_something(json_object_get(record, *column)))
             return ft_dataset_refuse_column("the record", *column);
+    const char *images_column = columns->images ? columns->images : "images";
+    const json_t *images = json_object_get(record, images_column);
+    if (!dataset->read_images && holds_something(images))
+        return ft_dataset_refuse_column("the record", "images");
     bool sharegpt = columns->format == FT_DATASET_FORMAT_SHAREGPT ||
                     (columns->format == FT_DATASET_FORMAT_AUTO && has_messages_field(record, columns));
     if ((columns->format == FT_DATASET_FORMAT_TEXT ? convert_text
@@ -356,6 +405,10 @@ static int convert_record(record_builder *builder, const json_t *record, const f
                                                    : convert_alpaca)(builder, record, columns) != 0)
         return -1;
     finish_conversation(builder, out);
+    if (dataset->read_images && read_images(dataset, images, images_column, out) != 0) {
+        free(out->messages);
+        return -1;
+    }
     return 0;
 }
 
@@ -398,7 +451,7 @@ static int take_record(file_reader *reader, const json_t *record, size_t record_
     dataset->source_records++;
     dataset->n_records++;
     ft_conversation conversation;
-    if (convert_record(&reader->builder, record, reader->columns, &conversation) != 0)
+    if (convert_record(dataset, &reader->builder, record, reader->columns, &conversation) != 0)
         return record_failed(reader, record_number);
     conversation.file = reader->file;
     conversation.record = record_number;
@@ -620,7 +673,9 @@ int ft_dataset_read(ft_dataset *dataset, const ft_dataset_source *source, ft_on_
     if (!ft_path_exists(source->path))
         return ft_error("dataset file %s does not exist", source->path);
     dataset->source_records = 0;
-    if (ft_path_is_dir(source->path))
-        return read_folder(dataset, source->path, &source->columns, on_error);
-    return read_file(dataset, source->path, &source->columns, on_error);
+    dataset->media_dir = source->media_dir;
+    int status = ft_path_is_dir(source->path) ? read_folder(dataset, source->path, &source->columns, on_error)
+                                              : read_file(dataset, source->path, &source->columns, on_error);
+    dataset->media_dir = NULL; /* the source's, freed after */
+    return status;
 }

@@ -35,23 +35,21 @@ void ft_record_images_free(ft_record_images *images)
 }
 
 int ft_record_images_resolve(const char *const *names, size_t n_names, const ft_message *messages,
-                             size_t n_messages, const char *folder, const char *file, size_t record,
-                             ft_record_images *out)
+                             size_t n_messages, const char *folder, ft_record_images *out)
 {
     out->paths = NULL;
     out->count = 0;
     size_t n_placeholders = ft_count_image_placeholders(messages, n_messages);
     if (n_placeholders != n_names)
-        return ft_error("%s: record %zu: %zu %s placeholder%s in the messages but %zu image%s in \"images\": "
+        return ft_error("%zu %s placeholder%s in the messages but %zu image%s in \"images\": "
                         "each image needs one %s where it belongs in the text",
-                        file, record, n_placeholders, FT_IMAGE_PLACEHOLDER, n_placeholders == 1 ? "" : "s",
+                        n_placeholders, FT_IMAGE_PLACEHOLDER, n_placeholders == 1 ? "" : "s",
                         n_names, n_names == 1 ? "" : "s", FT_IMAGE_PLACEHOLDER);
     out->paths = ft_xcalloc(n_names ? n_names : 1, sizeof(char *));
     for (size_t i = 0; i < n_names; i++) {
         if (!names[i] || !*names[i]) {
             ft_record_images_free(out);
-            return ft_error("%s: record %zu: image %zu is empty: give a path relative to %s", file, record, i + 1,
-                            folder);
+            return ft_error("image %zu is empty: give a path relative to %s", i + 1, folder);
         }
         char *joined = ft_path_join(folder, names[i]);
         if (is_file(joined)) {
@@ -64,9 +62,9 @@ int ft_record_images_resolve(const char *const *names, size_t n_names, const ft_
             continue;
         }
         ft_record_images_free(out);
-        return ft_error("%s: record %zu: image %zu '%s' is not a file, neither in the dataset folder %s nor as "
-                        "written: correct the path or add the image",
-                        file, record, i + 1, names[i], folder);
+        return ft_error("image %zu '%s' is not a file, neither in the dataset folder %s nor as written: correct "
+                        "the path or add the image",
+                        i + 1, names[i], folder);
     }
     return 0;
 }

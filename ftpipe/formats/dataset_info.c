@@ -25,6 +25,7 @@ static const column_field column_fields[] = {
     COLUMN("prompt", prompt, "instruction"), COLUMN("query", query, "input"),
     COLUMN("response", response, "output"),  COLUMN("history", history, NULL),
     COLUMN("system", system, NULL),          COLUMN("messages", messages, "conversations"),
+    COLUMN("images", images, NULL),
 };
 
 static const column_field tag_fields[] = {
@@ -141,6 +142,7 @@ static int read_entry(const char *folder, const char *info_path, const char *nam
     memset(out, 0, sizeof *out);
     out->name = ft_xstrdup(name);
     out->path = ft_path_join(folder, json_string_value(file_name));
+    out->media_dir = ft_xstrdup(folder);
     out->columns.format = format;
     set_defaults(&out->columns);
     if (read_mapping(json_object_get(entry, "columns"), "columns", name, column_fields, N_OF(column_fields),

@@ -132,6 +132,7 @@ int ft_dataset_read_inputs(const char *const *paths, size_t count, const ft_data
         return -1;
     int status = 0;
     dataset->records_per_source = options->max_samples;
+    dataset->read_images = options->read_images;
     for (size_t i = 0; i < n_sources && status == 0; i++)
         status = ft_dataset_read(dataset, &sources[i], options->on_error);
     ft_dataset_sources_free(sources, n_sources);

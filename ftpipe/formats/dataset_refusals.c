@@ -6,8 +6,7 @@
 
 #include "ftpipe/base/error.h"
 
-static const char *const refused_columns[] = {"tools", "images", "videos", "audios", "chosen", "rejected", "kto_tag",
-                                              NULL};
+static const char *const refused_columns[] = {"tools", "videos", "audios", "chosen", "rejected", "kto_tag", NULL};
 
 const char *const *ft_dataset_refused_columns(void) { return refused_columns; }
 
@@ -19,9 +18,10 @@ int ft_dataset_refuse_column(const char *what, const char *column)
                         "model never sees, so tool-calling data cannot be used for supervised fine-tuning yet",
                         what);
     if (strcmp(column, "images") == 0 || strcmp(column, "videos") == 0 || strcmp(column, "audios") == 0)
-        return ft_error("%s is multimodal (\"%s\"): ftpipe does not read images, videos or audio yet, and the text "
-                        "alone would train on the literal <image>/<video>/<audio> placeholders; it is not usable for "
-                        "supervised fine-tuning of a text model (images become usable with vision-language support)",
+        return ft_error("%s is multimodal (\"%s\"): ftpipe reads images only in the tokenize stage with a "
+                        "vision-language template (qwen2_vl), and no videos or audio; the text alone would train on "
+                        "the literal <image>/<video>/<audio> placeholders, so it is not usable for supervised "
+                        "fine-tuning here",
                         what, column);
     if (strcmp(column, "kto_tag") == 0)
         return ft_error("%s is KTO data: \"kto_tag\" labels answers desirable or undesirable, and supervised "

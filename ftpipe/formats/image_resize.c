@@ -1,7 +1,8 @@
-/* image_resize: Pillow's separable bicubic resampling with its fixed-point rounding. */
+/* image_resize: Pillow's (13) separable bicubic resampling with its fixed-point rounding. */
 #include "ftpipe/formats/image_resize.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,24 +131,38 @@ void ft_image_resize_bicubic(const ft_image *in, int width, int height, ft_image
     resample_plan horizontal, vertical;
     plan_axis(in->width, width, &horizontal);
     plan_axis(in->height, height, &vertical);
-    /* As Pillow: the horizontal pass covers only the rows the vertical pass reads,
-     * and its 8-bit result feeds the vertical pass. */
-    int row_first = vertical.first[0];
-    int row_last = vertical.first[height - 1] + vertical.count[height - 1];
-    ft_image rows = *in;
-    ft_image widened = {0};
-    if (width != in->width) {
-        ft_image_alloc(&widened, width, row_last - row_first);
-        resample_horizontal(in, row_first, &horizontal, &widened);
-        for (int y = 0; y < height; y++)
-            vertical.first[y] -= row_first;
-        rows = widened;
+    /* Pillow 13 resamples vertically first when the height shrinks by more than
+     * twice what the width does; each pass rounds to 8 bits, so the order shows. */
+    int shrink_rows = in->height - height, shrink_columns = in->width - width;
+    bool vertical_first = shrink_rows > 0 && shrink_rows > shrink_columns * 2;
+    ft_image between = {0};
+    if (vertical_first) {
+        if (width == in->width) {
+            resample_vertical(in, &vertical, out);
+        } else {
+            ft_image_alloc(&between, in->width, height);
+            resample_vertical(in, &vertical, &between);
+            resample_horizontal(&between, 0, &horizontal, out);
+        }
+    } else {
+        /* As Pillow: the horizontal pass covers only the rows the vertical pass
+         * reads, and its 8-bit result feeds the vertical pass. */
+        int row_first = vertical.first[0];
+        int row_last = vertical.first[height - 1] + vertical.count[height - 1];
+        ft_image rows = *in;
+        if (width != in->width) {
+            ft_image_alloc(&between, width, row_last - row_first);
+            resample_horizontal(in, row_first, &horizontal, &between);
+            for (int y = 0; y < height; y++)
+                vertical.first[y] -= row_first;
+            rows = between;
+        }
+        if (height != in->height)
+            resample_vertical(&rows, &vertical, out);
+        else
+            memcpy(out->rgb, rows.rgb, (size_t)width * height * 3);
     }
-    if (height != in->height)
-        resample_vertical(&rows, &vertical, out);
-    else
-        memcpy(out->rgb, rows.rgb, (size_t)width * height * 3);
-    ft_image_free(&widened);
+    ft_image_free(&between);
     plan_free(&horizontal);
     plan_free(&vertical);
 }

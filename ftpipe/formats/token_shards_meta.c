@@ -2,6 +2,7 @@
  * hash, template, cutoff) and what it holds (counts per split). Training checks
  * the tokenizer hash against the model's before using the data. */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,14 +13,17 @@
 
 #define META_FORMAT "ftpipe-token-dataset"
 
-static json_t *split_to_json(const ft_token_split_stats *stats)
+static json_t *split_to_json(const ft_token_split_stats *stats, bool with_images)
 {
     double mean = stats->n_samples ? (double)stats->n_tokens / (double)stats->n_samples : 0.0;
-    return json_pack("{sI sI sI sI sI sI sf sI}", "samples", (json_int_t)stats->n_samples, "rows",
+    json_t *split = json_pack("{sI sI sI sI sI sI sf sI}", "samples", (json_int_t)stats->n_samples, "rows",
                      (json_int_t)stats->n_rows, "tokens", (json_int_t)stats->n_tokens, "trained_tokens",
                      (json_int_t)stats->n_trained_tokens, "truncated", (json_int_t)stats->n_truncated,
                      "max_length", (json_int_t)stats->max_sample_tokens, "mean_length", mean, "shards",
                      (json_int_t)stats->n_shards);
+    if (with_images)
+        json_object_set_new(split, "images", json_integer((json_int_t)stats->n_images));
+    return split;
 }
 
 int ft_token_dataset_meta_write(const char *dataset_dir, const ft_token_dataset_meta *meta)
@@ -29,9 +33,11 @@ int ft_token_dataset_meta_write(const char *dataset_dir, const ft_token_dataset_
                              meta->template_name, "cutoff_len", (int)meta->cutoff_len, "packing", meta->packing,
                              "train_on_prompt", meta->train_on_prompt, "mask_history", meta->mask_history, "records",
                              (json_int_t)meta->n_records, "skipped_records", (json_int_t)meta->n_skipped_records,
-                             "train", split_to_json(&meta->train));
+                             "train", split_to_json(&meta->train, meta->vision_processor[0]));
     if (meta->validation.n_samples)
-        json_object_set_new(root, "validation", split_to_json(&meta->validation));
+        json_object_set_new(root, "validation", split_to_json(&meta->validation, meta->vision_processor[0]));
+    if (meta->vision_processor[0])
+        json_object_set_new(root, "vision_processor", json_string(meta->vision_processor));
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     json_decref(root);
     char *path = ft_path_join(dataset_dir, "meta.json");
@@ -99,6 +105,8 @@ static int read_split(const meta_reader *parent, const char *key, ft_token_split
         read_count(&reader, "truncated", &out->n_truncated) ||
         read_count(&reader, "max_length", &out->max_sample_tokens) || read_count(&reader, "shards", &out->n_shards))
         return -1;
+    if (json_object_get(object, "images") && read_count(&reader, "images", &out->n_images))
+        return -1;
     return 0;
 }
 
@@ -134,6 +142,9 @@ int ft_token_dataset_meta_read(const char *dataset_dir, ft_token_dataset_meta *o
          read_bool(&reader, "mask_history", &out->mask_history) || read_count(&reader, "records", &out->n_records) ||
          read_count(&reader, "skipped_records", &out->n_skipped_records) ||
          read_split(&reader, "train", &out->train) || read_split(&reader, "validation", &out->validation)))
+        status = -1;
+    if (status == 0 && json_object_get(root, "vision_processor") &&
+        read_text(&reader, "vision_processor", out->vision_processor, sizeof out->vision_processor))
         status = -1;
     if (status == 0 && (cutoff_len == 0 || cutoff_len > UINT32_MAX))
         status = invalid(&reader, "cutoff_len");

@@ -41,7 +41,11 @@ struct ft_chat_template {
     bool reasoning;   /* LLaMA-Factory's ReasoningTemplate */
     bool replace_eos; /* the first stop word is the EOS (LLaMA-Factory's replace_eos) */
     const char *special_tokens[MAX_SPECIAL_TOKENS + 1];
+    const ft_image_tokens *image_tokens; /* vision-language templates: LLaMA-Factory's mm_plugin */
 };
+
+/* LLaMA-Factory's Qwen2VLPlugin */
+static const ft_image_tokens qwen2_vl_image_tokens = {"<|vision_start|>", "<|image_pad|>", "<|vision_end|>"};
 
 #define CHATML_SYSTEM {TEXT("<|im_start|>system\n{{content}}<|im_end|>\n")}
 #define CHATML_USER {TEXT("<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n")}
@@ -79,7 +83,8 @@ static const ft_chat_template templates[] = {
      .assistant = CHATML_ASSISTANT,
      .default_system = "You are a helpful assistant.",
      .stop_words = {"<|im_end|>"},
-     .special_tokens = CHATML_TOKENS},
+     .special_tokens = CHATML_TOKENS,
+     .image_tokens = &qwen2_vl_image_tokens},
     {.name = "llama3",
      .replace_eos = true,
      .prefix = {BOS},
@@ -122,6 +127,11 @@ const char *ft_chat_template_name(const ft_chat_template *chat_template) { retur
 const char *ft_chat_template_names(void)
 {
     return "qwen, qwen3, qwen3_nothink, qwen2_vl, llama3, alpaca, default, empty, plain";
+}
+
+const ft_image_tokens *ft_chat_template_image_tokens(const ft_chat_template *chat_template)
+{
+    return chat_template->image_tokens;
 }
 
 const char *const *ft_chat_template_stop_words(const ft_chat_template *chat_template)

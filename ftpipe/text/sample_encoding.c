@@ -157,7 +157,8 @@ int ft_choose_validation(size_t count, double val_size, uint64_t seed, bool *is_
 }
 
 int ft_write_samples(const char *split_dir, const ft_encoded_sample *samples, const size_t *indices, size_t count,
-                     bool packing, size_t row_length, uint64_t max_shard_tokens, ft_token_split_stats *stats)
+                     bool packing, size_t row_length, uint64_t max_shard_tokens, ft_token_split_stats *stats,
+                     size_t *written)
 {
     ft_token_shard_writer *writer;
     if (ft_token_shard_writer_open(split_dir, packing, (uint32_t)row_length, max_shard_tokens, &writer) != 0)
@@ -183,6 +184,8 @@ int ft_write_samples(const char *split_dir, const ft_encoded_sample *samples, co
         size_t end = packing ? row_starts[row + 1] : i + 1;
         for (; i < end && status == 0; i++) {
             const ft_encoded_sample *sample = &samples[indices[order[i]]];
+            if (written)
+                written[i] = indices[order[i]];
             n_truncated += sample->n_tokens < sample->full_tokens;
             status = ft_token_shard_writer_add_sample(writer, sample->ids, sample->loss_mask, sample->n_tokens);
         }

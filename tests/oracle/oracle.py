@@ -163,3 +163,30 @@ def read_split(dataset_dir, split="train"):
     for shard in shards:
         rows += read_shard(shard)[2]
     return rows
+
+
+# ---- image stores (include/ftpipe/formats/image_store.h has the format) ----
+IMAGE_STORE_HEADER = struct.Struct("<8sIIQQQQ")
+IMAGE_ENTRY = struct.Struct("<QQIIIIQ")
+
+
+def read_image_store(path):
+    """A split's images.bin: (images, samples): images a list of (grid (t, h, w),
+    pixels as bytes of float32 rows), samples a list of image index lists, in the
+    order the split's shards hold the samples."""
+    with open(path, "rb") as f:
+        data = f.read()
+    magic, version, row_length, n_images, n_rows, n_samples, n_refs = IMAGE_STORE_HEADER.unpack_from(data, 0)
+    if magic != b"FTIMAGES" or version != 1:
+        raise ValueError("%s: not a version 1 image store" % path)
+    images_at = _aligned(64 + 4 * n_rows * row_length)
+    offsets_at = _aligned(images_at + IMAGE_ENTRY.size * n_images)
+    refs_at = _aligned(offsets_at + 8 * (n_samples + 1))
+    images = []
+    for i in range(n_images):
+        _, _, t, h, w, _, first_row = IMAGE_ENTRY.unpack_from(data, images_at + IMAGE_ENTRY.size * i)
+        start = 64 + 4 * first_row * row_length
+        images.append(((t, h, w), data[start:start + 4 * t * h * w * row_length]))
+    offsets = struct.unpack_from("<%dQ" % (n_samples + 1), data, offsets_at)
+    refs = struct.unpack_from("<%dI" % n_refs, data, refs_at)
+    return images, [list(refs[offsets[s]:offsets[s + 1]]) for s in range(n_samples)]

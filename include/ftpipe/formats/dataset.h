@@ -57,11 +57,14 @@ typedef struct {
     char *system_tag;
     char *observation_tag;
     char *function_tag;
+    char *images;  /* the list of a record's image paths ("images" when NULL) */
 } ft_dataset_columns;
 
 typedef struct {
     char *name;  /* the name in dataset_info.json, or the path of a file given directly */
     char *path;  /* a .json/.jsonl file, or a folder whose such files are read in name order */
+    char *media_dir; /* image paths are relative to it (LLaMA-Factory's media_dir): the
+                        dataset_info.json folder, or the folder of a file given directly */
     ft_dataset_columns columns;
 } ft_dataset_source;
 
@@ -85,6 +88,8 @@ typedef struct {
     size_t count;
     const char *file;  /* owned by the dataset */
     size_t record;     /* 1-based, within file */
+    char **images;     /* read_images: the record's image files, found as dataset_images.h says; owned */
+    size_t n_images;
 } ft_conversation;
 
 #define FT_DATASET_MAX_SKIP_MESSAGES 20
@@ -103,6 +108,11 @@ typedef struct {
      * records (LLaMA-Factory's max_samples); the rest are neither read nor counted. */
     size_t records_per_source;
     size_t source_records;   /* taken from the current source */
+    /* Set before reading: records' images are read (their placeholders checked, their
+     * files found); when false a record with images is refused, as a text model
+     * would train on the literal <image> placeholders. */
+    bool read_images;
+    const char *media_dir;   /* of the current source ("." when reading text directly) */
 } ft_dataset;
 
 void ft_dataset_init(ft_dataset *dataset);

@@ -2,9 +2,7 @@
  * entry of its "images" column joined to the dataset's folder (LLaMA-Factory's
  * media_dir, the dataset_dir by default) when that names a file, else taken as
  * written; and as many <image> placeholders in the messages as there are images.
- * Errors name the data file, the record and the image. The tokenize stage does
- * not call it yet: it still refuses the images column until it can expand
- * placeholders into image tokens. */
+ * Errors name the image; the dataset reader puts the file and record before them. */
 #ifndef FTPIPE_DATASET_IMAGES_H
 #define FTPIPE_DATASET_IMAGES_H
 
@@ -22,11 +20,9 @@ typedef struct {
 /* The <image> placeholders in all the messages' contents. */
 size_t ft_count_image_placeholders(const ft_message *messages, size_t n_messages);
 
-/* names: the record's images as written; folder: the dataset's folder; file and
- * record (1-based) say where the record is, for errors. */
+/* names: the record's images as written; folder: the dataset's folder. */
 int ft_record_images_resolve(const char *const *names, size_t n_names, const ft_message *messages,
-                             size_t n_messages, const char *folder, const char *file, size_t record,
-                             ft_record_images *out);
+                             size_t n_messages, const char *folder, ft_record_images *out);
 void ft_record_images_free(ft_record_images *images);
 
 #endif

@@ -6,6 +6,7 @@
 #ifndef FTPIPE_DATASET_INPUTS_H
 #define FTPIPE_DATASET_INPUTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ftpipe/formats/dataset.h"
@@ -16,6 +17,7 @@ typedef struct {
     size_t n_dataset_words;
     ft_on_error on_error;
     size_t max_samples;                 /* LLaMA-Factory's: the first N records of each dataset; 0: all */
+    bool read_images;                   /* ft_dataset's: records' images read, not refused */
 } ft_dataset_input_options;
 
 /* Appends the records of paths[0..count), in order. An error names the input

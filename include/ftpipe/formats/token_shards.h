@@ -4,6 +4,7 @@
  * A tokenized dataset is a folder:
  *   meta.json              tokenizer hash, template, cutoff_len, packing, counts
  *   train/shard-00000.bin  ... the training split's shards
+ *   train/images.bin       with images: their preprocessed pixels (image_store.h)
  *   validation/...         only when a validation set was split off
  *
  * The unit of training is a row: at most row_length tokens. Unpacked, a row is
@@ -39,6 +40,7 @@ typedef struct {
     uint64_t n_truncated;       /* samples cut to cutoff_len (kept by the caller) */
     uint64_t max_sample_tokens;
     uint64_t n_shards;
+    uint64_t n_images;          /* distinct images in the split's image store */
 } ft_token_split_stats;
 
 /* --- writing --- */
@@ -66,6 +68,7 @@ typedef struct {
     bool packing;
     bool train_on_prompt;
     bool mask_history;
+    char vision_processor[32];  /* "qwen2_vl" when each split has an image store, else "" */
     uint64_t n_records;         /* read from the datasets, skipped ones included */
     uint64_t n_skipped_records;
     ft_token_split_stats train;

@@ -39,6 +39,10 @@ typedef struct {
 
 /* MODEL DATA [EVAL_DATA]: the count, and that the model and data are what they claim. */
 int ft_train_check_inputs(ft_train_run *run);
+/* Images in tokenized data need a vision tower, which training lacks so far:
+ * without one the model would learn from placeholder tokens. -1 (the stage
+ * failed, saying so) when data_dir's meta holds images. */
+int ft_train_refuse_images(const ft_train_run *run, const char *data_dir, const ft_token_dataset_meta *meta);
 /* The parameters into model_options, train_options and plan (meta must be read). */
 int ft_train_read_parameters(ft_train_run *run);
 /* The dtype a full fine-tune is written in: the model's own. */

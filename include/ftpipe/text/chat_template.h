@@ -1,6 +1,6 @@
 /* chat_template: conversations rendered to text as LLaMA-Factory's templates of
  * the same names render them: qwen (Qwen2.5's default system prompt), qwen3
- * (an empty think block on answers without one), qwen3_nothink, qwen2_vl (text),
+ * (an empty think block on answers without one), qwen3_nothink, qwen2_vl,
  * llama3, alpaca, default, empty; and plain, ftpipe's own (texts joined, EOS
  * after each answer).
  *
@@ -46,6 +46,15 @@ int ft_chat_template_find(const char *name, const ft_chat_template **out);
 const char *ft_chat_template_name(const ft_chat_template *chat_template);
 /* The known names, comma separated. */
 const char *ft_chat_template_names(void);
+
+/* How a vision-language template writes an image into the text, as LLaMA-Factory's
+ * mm_plugin does: start, the pad token once per image token, end. */
+typedef struct {
+    const char *start, *pad, *end;
+} ft_image_tokens;
+
+/* NULL for a text template, which takes no images. */
+const ft_image_tokens *ft_chat_template_image_tokens(const ft_chat_template *chat_template);
 
 /* The tokens that end generation besides EOS (LLaMA-Factory's stop_words), a
  * NULL-terminated list. */

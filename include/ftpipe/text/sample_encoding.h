@@ -22,6 +22,13 @@
 #include "ftpipe/text/chat_template.h"
 #include "ftpipe/text/tokenizer.h"
 
+/* A record's images for a vision-language template: each image's token count,
+ * in the order of its <image> placeholders (image_placeholders.h). */
+typedef struct {
+    const uint32_t *n_tokens;
+    size_t count;
+} ft_conversation_images;
+
 typedef struct {
     size_t cutoff_len;
     bool train_on_prompt;
@@ -59,18 +66,26 @@ void ft_encode_turns(const ft_turn_tokens *turns, size_t n_turns, const ft_encod
 int ft_encode_conversation(const ft_tokenizer *tokenizer, const ft_chat_template *chat_template,
                            const ft_message *messages, size_t count, const ft_encoding_options *options,
                            ft_encoded_sample *out);
+/* The same with images (NULL or none: as above): each <image> expanded into the
+ * template's image tokens, which are never trained on. A template without image
+ * tokens, or a cutoff_len that would cut an image's tokens, is an error. */
+int ft_encode_conversation_with_images(const ft_tokenizer *tokenizer, const ft_chat_template *chat_template,
+                                       const ft_message *messages, size_t count,
+                                       const ft_conversation_images *images, const ft_encoding_options *options,
+                                       ft_encoded_sample *out);
 
 /* Called from the calling thread about every 100 ms; nonzero stops the work. */
 typedef int (*ft_encode_progress)(size_t done, size_t total, void *context);
 
 /* Encodes conversations[0..count) with `threads` threads (0: one per core) into
- * samples[i], in input order. A conversation that fails leaves samples[i] empty
+ * samples[i], in input order; conversation i's images are images[i] (images NULL:
+ * none has images). A conversation that fails leaves samples[i] empty
  * and its message, "FILE: record N: why", in errors[i] (caller frees); others
  * go on. Returns -1 only when stopped by progress. */
 int ft_encode_conversations(const ft_tokenizer *tokenizer, const ft_chat_template *chat_template,
-                            const ft_conversation *conversations, size_t count, const ft_encoding_options *options,
-                            int threads, ft_encode_progress progress, void *context, ft_encoded_sample *samples,
-                            char **errors);
+                            const ft_conversation *conversations, size_t count,
+                            const ft_conversation_images *images, const ft_encoding_options *options, int threads,
+                            ft_encode_progress progress, void *context, ft_encoded_sample *samples, char **errors);
 
 /* LLaMA-Factory's greedy knapsack: each row takes the longest remaining sample
  * that still fits (of equal lengths, the latest), until none does. Every length
@@ -87,8 +102,11 @@ int ft_choose_validation(size_t count, double val_size, uint64_t seed, bool *is_
 
 /* Writes samples[indices[0..count)] as a split into split_dir: in that order,
  * or packed into rows of row_length tokens, each filled to row_length - 1 as
- * LLaMA-Factory packs (then every sample must fit in row_length - 1). */
+ * LLaMA-Factory packs (then every sample must fit in row_length - 1).
+ * written[count] (NULL: not wanted) receives the samples' indices in the order
+ * the shards hold them, for what is stored beside them per sample. */
 int ft_write_samples(const char *split_dir, const ft_encoded_sample *samples, const size_t *indices, size_t count,
-                     bool packing, size_t row_length, uint64_t max_shard_tokens, ft_token_split_stats *stats);
+                     bool packing, size_t row_length, uint64_t max_shard_tokens, ft_token_split_stats *stats,
+                     size_t *written);
 
 #endif

@@ -198,7 +198,8 @@ TEST(refuses_records_whose_tools_images_or_labels_would_be_lost)
          "\"tools\": \"[{\\\"name\\\": \\\"f\\\"}]\"}",
          "the record has \"tools\", tool (function) definitions, which ftpipe's chat templates do not render yet"},
         {"{\"instruction\": \"<image>What is it?\", \"output\": \"A cat.\", \"images\": [\"cat.jpg\"]}",
-         "the record is multimodal (\"images\"): ftpipe does not read images"},
+         "the record is multimodal (\"images\"): ftpipe reads images only in the tokenize stage with a "
+         "vision-language template"},
         {"{\"instruction\": \"q\", \"output\": \"bad answer\", \"kto_tag\": false}", NULL},
         {"{\"instruction\": \"q\", \"output\": \"bad answer\", \"kto_tag\": true}",
          "the record is KTO data: \"kto_tag\" labels answers desirable or undesirable"},
@@ -229,6 +230,52 @@ TEST(refuses_records_whose_tools_images_or_labels_would_be_lost)
     CHECK_INT(read_text(&dataset, text, FT_DATASET_FORMAT_AUTO, FT_ON_ERROR_FAIL), 0);
     CHECK_INT(dataset.count, 2);
     ft_dataset_free(&dataset);
+}
+
+/* read_images: each record's images found beside its file, the placeholders
+ * counted, and every problem an error naming file, record and image. */
+TEST(reads_images_when_asked)
+{
+    ft_dataset dataset;
+    ft_dataset_init(&dataset);
+    dataset.read_images = true;
+    dataset.media_dir = "tests/fixtures/vision";
+    const char *text = "{\"instruction\": \"<image>What is it?\", \"output\": \"A cat.\", "
+                       "\"images\": [\"images/rgb_odd.jpg\"]}\n"
+                       "{\"instruction\": \"No picture.\", \"output\": \"Fine.\", \"images\": []}\n";
+    CHECK_INT(read_text(&dataset, text, FT_DATASET_FORMAT_AUTO, FT_ON_ERROR_FAIL), 0);
+    CHECK_INT(dataset.count, 2);
+    if (dataset.count == 2) {
+        CHECK_INT(dataset.conversations[0].n_images, 1);
+        if (dataset.conversations[0].n_images == 1)
+            CHECK_STR(dataset.conversations[0].images[0], "tests/fixtures/vision/images/rgb_odd.jpg");
+        CHECK_INT(dataset.conversations[1].n_images, 0);
+    }
+    ft_dataset_free(&dataset);
+
+    static const struct {
+        const char *record, *message;
+    } cases[] = {
+        {"{\"instruction\": \"What is it?\", \"output\": \"A cat.\", \"images\": [\"images/rgb_odd.jpg\"]}",
+         "data.jsonl: record 1: 0 <image> placeholders in the messages but 1 image in \"images\""},
+        {"{\"instruction\": \"<image>?\", \"output\": \"A cat.\", \"images\": [\"images/gone.jpg\"]}",
+         "data.jsonl: record 1: image 1 'images/gone.jpg' is not a file"},
+        {"{\"instruction\": \"<image>?\", \"output\": \"A cat.\", \"images\": \"images/rgb_odd.jpg\"}",
+         "data.jsonl: record 1: 'images' is a string, expected a list of image paths"},
+        {"{\"instruction\": \"<image>?\", \"output\": \"A cat.\", \"images\": [3]}",
+         "data.jsonl: record 1: 'images' item 1 is a number, expected the path of an image"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ft_dataset_init(&dataset);
+        dataset.read_images = true;
+        dataset.media_dir = "tests/fixtures/vision";
+        char *line = ft_xasprintf("%s\n", cases[i].record);
+        CHECK_INT(read_text(&dataset, line, FT_DATASET_FORMAT_AUTO, FT_ON_ERROR_FAIL), -1);
+        if (strncmp(ft_error_message(), cases[i].message, strlen(cases[i].message)) != 0)
+            CHECK_STR(ft_error_message(), cases[i].message);
+        free(line);
+        ft_dataset_free(&dataset);
+    }
 }
 
 TEST(names_the_record_number_in_the_message)
@@ -393,15 +440,15 @@ TEST(refuses_bad_dataset_info_entries)
         const char *message;
     } cases[] = {
         {"absent", "dataset 'absent' is not in " FIXTURES "/llamafactory/dataset_info.json (it names: alpaca_demo, "
-                   "renamed, openai, parts, from_hub, pictures, typo, preferences, odd_format, no_file)"},
+                   "renamed, openai, parts, from_hub, clips, typo, preferences, odd_format, no_file)"},
         {"from_hub", FIXTURES "/llamafactory/dataset_info.json: dataset 'from_hub' comes from a hub "
                      "(\"hf_hub_url\"): fetch it with a download stage and name the local file in \"file_name\""},
-        {"pictures", FIXTURES "/llamafactory/dataset_info.json: dataset 'pictures' is multimodal (\"images\"): ftpipe "
-                     "does not read images, videos or audio yet, and the text alone would train on the literal "
-                     "<image>/<video>/<audio> placeholders; it is not usable for supervised fine-tuning of a text "
-                     "model (images become usable with vision-language support)"},
+        {"clips", FIXTURES "/llamafactory/dataset_info.json: dataset 'clips' is multimodal (\"videos\"): ftpipe "
+                  "reads images only in the tokenize stage with a vision-language template (qwen2_vl), and no "
+                  "videos or audio; the text alone would train on the literal <image>/<video>/<audio> placeholders, "
+                  "so it is not usable for supervised fine-tuning here"},
         {"typo", FIXTURES "/llamafactory/dataset_info.json: dataset 'typo': unknown key \"promt\" in \"columns\" "
-                 "(known: prompt, query, response, history, system, messages)"},
+                 "(known: prompt, query, response, history, system, messages, images)"},
         {"preferences", FIXTURES "/llamafactory/dataset_info.json: dataset 'preferences' is ranking (preference) "
                         "data for DPO or reward modelling; it is not usable for supervised fine-tuning (ftpipe has "
                         "no preference stage)"},
@@ -421,7 +468,7 @@ TEST(refuses_bad_dataset_info_entries)
                                            "LLaMA-Factory's data folder has");
     char *names;
     CHECK_INT(ft_dataset_info_names(FIXTURES "/llamafactory", &names), 0);
-    CHECK_STR(names, "alpaca_demo, renamed, openai, parts, from_hub, pictures, typo, preferences, odd_format, "
+    CHECK_STR(names, "alpaca_demo, renamed, openai, parts, from_hub, clips, typo, preferences, odd_format, "
                      "no_file");
     free(names);
 }
@@ -434,6 +481,7 @@ int main(void)
     RUN(accepts_byte_order_mark_crlf_and_empty_array);
     RUN(reports_each_malformed_record);
     RUN(refuses_records_whose_tools_images_or_labels_would_be_lost);
+    RUN(reads_images_when_asked);
     RUN(names_the_record_number_in_the_message);
     RUN(skips_and_counts_bad_records);
     RUN(keeps_only_the_first_skip_messages);

@@ -1,6 +1,6 @@
 /* dataset_images: placeholders counted across messages, paths found in the
  * dataset folder first and as written second, and every mismatch an error
- * naming the file, the record and the image. */
+ * naming the image (test_dataset checks the file and record put before it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +30,7 @@ TEST(finds_images_in_the_dataset_folder_then_as_written)
 {
     const char *names[] = {"images/rgb_odd.jpg", FOLDER "/images/palette.png"};
     ft_record_images images;
-    CHECK_INT(ft_record_images_resolve(names, 2, two_images, 2, FOLDER, "data/mllm.json", 1, &images), 0);
+    CHECK_INT(ft_record_images_resolve(names, 2, two_images, 2, FOLDER, &images), 0);
     CHECK_INT(images.count, 2);
     if (images.count == 2) {
         CHECK_STR(images.paths[0], FOLDER "/images/rgb_odd.jpg");
@@ -39,37 +39,37 @@ TEST(finds_images_in_the_dataset_folder_then_as_written)
     ft_record_images_free(&images);
 }
 
-TEST(a_count_mismatch_names_file_record_and_counts)
+TEST(a_count_mismatch_gives_both_counts)
 {
     const char *names[] = {"images/rgb_odd.jpg"};
     ft_record_images images;
-    CHECK_INT(ft_record_images_resolve(names, 1, two_images, 2, FOLDER, "data/mllm.json", 7, &images), -1);
-    CHECK_STR(ft_error_message(), "data/mllm.json: record 7: 2 <image> placeholders in the messages but 1 image in "
+    CHECK_INT(ft_record_images_resolve(names, 1, two_images, 2, FOLDER, &images), -1);
+    CHECK_STR(ft_error_message(), "2 <image> placeholders in the messages but 1 image in "
                                   "\"images\": each image needs one <image> where it belongs in the text");
     CHECK_INT(images.count, 0);
 }
 
-TEST(a_missing_image_names_file_record_and_image)
+TEST(a_missing_image_is_named)
 {
     const char *names[] = {"images/rgb_odd.jpg", "images/gone.jpg"};
     ft_record_images images;
-    CHECK_INT(ft_record_images_resolve(names, 2, two_images, 2, FOLDER, "data/mllm.json", 3, &images), -1);
-    CHECK(strstr(ft_error_message(), "data/mllm.json: record 3: image 2 'images/gone.jpg' is not a file") != NULL);
+    CHECK_INT(ft_record_images_resolve(names, 2, two_images, 2, FOLDER, &images), -1);
+    CHECK(strstr(ft_error_message(), "image 2 'images/gone.jpg' is not a file") != NULL);
     CHECK(strstr(ft_error_message(), FOLDER) != NULL);
     CHECK_INT(images.count, 0);
     const char *folder_not_file[] = {"images", "images/rgb_odd.jpg"};
-    CHECK_INT(ft_record_images_resolve(folder_not_file, 2, two_images, 2, FOLDER, "d.json", 1, &images), -1);
+    CHECK_INT(ft_record_images_resolve(folder_not_file, 2, two_images, 2, FOLDER, &images), -1);
     CHECK(strstr(ft_error_message(), "image 1 'images' is not a file") != NULL);
     const char *empty[] = {"", "images/rgb_odd.jpg"};
-    CHECK_INT(ft_record_images_resolve(empty, 2, two_images, 2, FOLDER, "d.json", 1, &images), -1);
-    CHECK(strstr(ft_error_message(), "d.json: record 1: image 1 is empty") != NULL);
+    CHECK_INT(ft_record_images_resolve(empty, 2, two_images, 2, FOLDER, &images), -1);
+    CHECK(strstr(ft_error_message(), "image 1 is empty") != NULL);
 }
 
 int main(void)
 {
     RUN(counts_placeholders_across_messages);
     RUN(finds_images_in_the_dataset_folder_then_as_written);
-    RUN(a_count_mismatch_names_file_record_and_counts);
-    RUN(a_missing_image_names_file_record_and_image);
+    RUN(a_count_mismatch_gives_both_counts);
+    RUN(a_missing_image_is_named);
     return check_done();
 }

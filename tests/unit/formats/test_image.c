@@ -10,7 +10,7 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/formats/image.h"
 
-/* tests/oracle/vision_preprocess_pinned.py points this at fixtures it made live. */
+/* tests/oracle/check_vision_preprocess.py points this at fixtures it made live. */
 static const char *fixtures(void)
 {
     const char *folder = getenv("FTPIPE_VISION_FIXTURES");

@@ -9,7 +9,7 @@
 #include "ftpipe/formats/image.h"
 #include "ftpipe/formats/image_resize.h"
 
-/* tests/oracle/vision_preprocess_pinned.py points this at fixtures it made live. */
+/* tests/oracle/check_vision_preprocess.py points this at fixtures it made live. */
 static const char *fixtures(void)
 {
     const char *folder = getenv("FTPIPE_VISION_FIXTURES");
@@ -27,6 +27,8 @@ TEST(resizes_exactly_as_pillow_bicubic)
         {"rgb_odd_png", 83, 17},  /* height only */
         {"rgb_odd_png", 40, 59},  /* width only */
         {"narrow", 28, 300},      {"tiny", 3, 2},
+        {"rgb_odd_png", 80, 20},  /* height shrinks by over twice what width does: vertical pass first */
+        {"rgb_odd_png", 73, 39},  /* by exactly twice: horizontal first */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char source[256], expected_path[256];

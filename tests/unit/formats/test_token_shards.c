@@ -257,6 +257,39 @@ TEST(round_trips_meta)
     free(dir);
 }
 
+/* Data with images names its vision processor and counts each split's images;
+ * text data writes neither, and reads back with none. */
+TEST(round_trips_meta_with_images)
+{
+    char *dir = make_temp_dir();
+    ft_token_dataset_meta meta;
+    memset(&meta, 0, sizeof meta);
+    strcpy(meta.tokenizer_hash, "0123456789abcdef0123456789abcdef");
+    strcpy(meta.template_name, "qwen2_vl");
+    strcpy(meta.vision_processor, "qwen2_vl");
+    meta.cutoff_len = 2048;
+    meta.train = (ft_token_split_stats){.n_samples = 3, .n_rows = 3, .n_tokens = 300, .n_shards = 1, .n_images = 2};
+    meta.validation = (ft_token_split_stats){.n_samples = 1, .n_rows = 1, .n_tokens = 90, .n_shards = 1, .n_images = 1};
+    CHECK_INT(ft_token_dataset_meta_write(dir, &meta), 0);
+    ft_token_dataset_meta read;
+    CHECK_INT(ft_token_dataset_meta_read(dir, &read), 0);
+    CHECK_STR(read.vision_processor, "qwen2_vl");
+    CHECK_INT(read.train.n_images, 2);
+    CHECK_INT(read.validation.n_images, 1);
+    meta.vision_processor[0] = '\0';
+    CHECK_INT(ft_token_dataset_meta_write(dir, &meta), 0);
+    char *path = ft_path_join(dir, "meta.json"), *text;
+    CHECK_INT(ft_read_file(path, &text, NULL), 0);
+    CHECK(strstr(text, "images") == NULL && strstr(text, "vision") == NULL);
+    free(text);
+    CHECK_INT(ft_token_dataset_meta_read(dir, &read), 0);
+    CHECK_STR(read.vision_processor, "");
+    CHECK_INT(read.train.n_images, 0);
+    free(path);
+    ft_remove_tree(dir);
+    free(dir);
+}
+
 /* Writes a 3-sample dataset, lets damage() change its shard, and returns the open error. */
 static char *open_damaged(void (*damage)(const char *shard_path))
 {
@@ -339,6 +372,7 @@ int main(void)
     RUN(packs_samples_into_rows_with_boundaries);
     RUN(splits_into_shards_and_finds_rows_across_them);
     RUN(round_trips_meta);
+    RUN(round_trips_meta_with_images);
     RUN(refuses_damaged_shards);
     return check_done();
 }

@@ -1,7 +1,8 @@
 /* Tests of conversation encoding with real templates and a byte-level
- * tokenizer whose ids are the text's bytes (tests/fixtures/datasets/byte_model):
- * the masks LLaMA-Factory makes, cutoff on rendered turns, and the thread pool's
- * order and error reports. */
+ * tokenizer whose ids are the text's bytes (tests/fixtures/datasets/byte_model,
+ * byte_vl_model with Qwen2-VL's image tokens): the masks LLaMA-Factory makes,
+ * cutoff on rendered turns, images expanded into image tokens, and the thread
+ * pool's order and error reports. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "ftpipe/text/sample_encoding.h"
 
 #define BYTE_MODEL "tests/fixtures/datasets/byte_model"
+#define BYTE_VL_MODEL "tests/fixtures/datasets/byte_vl_model"
 
 /* The sample as text, with trained spans in [brackets]. Caller frees. */
 static char *describe(const ft_encoded_sample *sample)
@@ -134,6 +136,76 @@ static int count_progress(size_t done, size_t total, void *context)
     return done > total; /* never stops */
 }
 
+/* qwen2_vl with images of n_tokens each; the sample described, or the error. */
+static char *encode_with_images(const char *template_name, const ft_message *messages, size_t count,
+                                const uint32_t *n_tokens, size_t n_images, const ft_encoding_options *options)
+{
+    ft_tokenizer *tokenizer = NULL;
+    CHECK_INT(ft_tokenizer_load(BYTE_VL_MODEL, &tokenizer), 0);
+    const ft_chat_template *chat_template;
+    CHECK_INT(ft_chat_template_find(template_name, &chat_template), 0);
+    ft_conversation_images images = {n_tokens, n_images};
+    ft_encoded_sample sample;
+    int status = ft_encode_conversation_with_images(tokenizer, chat_template, messages, count, &images, options,
+                                                    &sample);
+    char *text = status == 0 ? describe(&sample) : ft_xstrdup(ft_error_message());
+    if (status == 0)
+        ft_encoded_sample_free(&sample);
+    ft_tokenizer_free(tokenizer);
+    return text;
+}
+
+TEST(expands_images_into_untrained_image_tokens)
+{
+    /* <259> vision_start, <261> image_pad x the image's tokens, <260> vision_end */
+    const ft_encoding_options options = {1024, false, false, true};
+    const ft_message messages[] = {{FT_ROLE_USER, "<image>Who?"}, {FT_ROLE_ASSISTANT, "Us."},
+                                   {FT_ROLE_USER, "And<image>?"}, {FT_ROLE_ASSISTANT, "Them."}};
+    const uint32_t n_tokens[] = {3, 1};
+    char *text = encode_with_images("qwen2_vl", messages, 4, n_tokens, 2, &options);
+    CHECK_STR(text, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                    "<259><261><261><261><260>Who?<|im_end|>\n<|im_start|>assistant\n[Us.<|im_end|>\n]"
+                    "<|im_start|>user\nAnd<259><261><260>?<|im_end|>\n<|im_start|>assistant\n[Them.<|im_end|>\n]");
+    free(text);
+    /* train_on_prompt trains the prompt, never the image pads */
+    const ft_encoding_options on_prompt = {1024, true, false, true};
+    text = encode_with_images("qwen2_vl", messages, 2, n_tokens, 1, &on_prompt);
+    CHECK(strstr(text, "<259>]<261><261><261>[<260>Who?") != NULL);
+    free(text);
+}
+
+TEST(refuses_images_cut_short_or_without_a_vision_template)
+{
+    const ft_message messages[] = {{FT_ROLE_USER, "<image>Who?"}, {FT_ROLE_ASSISTANT, "Us."}};
+    const uint32_t n_tokens[] = {40};
+    const ft_encoding_options short_cutoff = {60, false, false, true};
+    char *text = encode_with_images("qwen2_vl", messages, 2, n_tokens, 1, &short_cutoff);
+    CHECK_STR(text, "its image takes 40 tokens, and cutoff_len = 60 keeps 10 of them (the sample is 108 tokens): "
+                    "an image cut short cannot be read; raise cutoff_len or lower image_max_pixels");
+    free(text);
+    const ft_encoding_options options = {1024, false, false, true};
+    text = encode_with_images("qwen", messages, 2, n_tokens, 1, &options);
+    CHECK_STR(text, "the record has images, but the chat template qwen is for text: use the template of the "
+                    "vision-language model (qwen2_vl for Qwen2-VL and Qwen2.5-VL)");
+    free(text);
+    const ft_message pad_in_text[] = {{FT_ROLE_USER, "<image>Who?<|image_pad|>"}, {FT_ROLE_ASSISTANT, "Us."}};
+    text = encode_with_images("qwen2_vl", pad_in_text, 2, n_tokens, 1, &options);
+    CHECK_STR(text, "the text holds the image pad token itself (more pads than its 1 image): write images as "
+                    "<image> only");
+    free(text);
+    /* the text-only byte model lacks the image tokens */
+    ft_tokenizer *tokenizer = load_tokenizer();
+    const ft_chat_template *chat_template;
+    CHECK_INT(ft_chat_template_find("qwen2_vl", &chat_template), 0);
+    ft_conversation_images images = {n_tokens, 1};
+    ft_encoded_sample sample;
+    CHECK_INT(ft_encode_conversation_with_images(tokenizer, chat_template, messages, 2, &images, &options, &sample),
+              -1);
+    CHECK_STR(ft_error_message(), "the chat template qwen2_vl writes images with <|vision_start|>, which the "
+                                  "tokenizer does not have: use the tokenizer of the vision-language model");
+    ft_tokenizer_free(tokenizer);
+}
+
 static void check_many_conversations(void)
 {
     enum { COUNT = 203 };
@@ -147,15 +219,16 @@ static void check_many_conversations(void)
         snprintf(answers[i], sizeof answers[i], "answer %zu", i);
         messages[i][0] = (ft_message){FT_ROLE_USER, "q"};
         messages[i][1] = (ft_message){FT_ROLE_ASSISTANT, answers[i]};
-        conversations[i] = (ft_conversation){messages[i], 2, "data.jsonl", i + 1};
+        conversations[i] =
+            (ft_conversation){.messages = messages[i], .count = 2, .file = "data.jsonl", .record = i + 1};
     }
     conversations[100].count = 1; /* ends with the user: the template refuses it */
     ft_encoded_sample *samples = ft_xcalloc(COUNT, sizeof *samples);
     char **errors = ft_xcalloc(COUNT, sizeof(char *));
     const ft_encoding_options options = {1024, false, false, true};
     size_t calls = 0;
-    CHECK_INT(ft_encode_conversations(tokenizer, chat_template, conversations, COUNT, &options, 4, count_progress,
-                                      &calls, samples, errors),
+    CHECK_INT(ft_encode_conversations(tokenizer, chat_template, conversations, COUNT, NULL, &options, 4,
+                                      count_progress, &calls, samples, errors),
               0);
     CHECK(calls >= 1);
     for (size_t i = 0; i < COUNT; i++) {
@@ -200,6 +273,8 @@ int main(void)
     RUN(trains_last_turn_only_with_mask_history);
     RUN(cuts_rendered_turns_with_infer_seqlen);
     RUN(ends_alpaca_answers_with_the_eos_token);
+    RUN(expands_images_into_untrained_image_tokens);
+    RUN(refuses_images_cut_short_or_without_a_vision_template);
     RUN(encodes_many_conversations_in_order_with_threads);
     RUN(encodes_many_conversations_when_no_thread_starts);
     return check_done();

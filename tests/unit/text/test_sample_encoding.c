@@ -173,16 +173,19 @@ TEST(writes_samples_plain_and_packed)
     const size_t chosen[] = {0, 1, 3}; /* sample 2 is elsewhere (validation) */
     char *plain = ft_xasprintf("%s/plain", dir), *packed = ft_xasprintf("%s/packed", dir);
     ft_token_split_stats stats;
-    CHECK_INT(ft_write_samples(plain, samples, chosen, 3, false, 8, 0, &stats), 0);
+    size_t written[3];
+    CHECK_INT(ft_write_samples(plain, samples, chosen, 3, false, 8, 0, &stats, written), 0);
+    CHECK(written[0] == 0 && written[1] == 1 && written[2] == 3);
     CHECK_INT(stats.n_samples, 3);
     CHECK_INT(stats.n_rows, 3);
     CHECK_INT(stats.n_tokens, 12);
     CHECK_INT(stats.n_trained_tokens, 3);
     CHECK_INT(stats.n_truncated, 1);
     CHECK_INT(stats.max_sample_tokens, 5);
-    CHECK_INT(ft_write_samples(packed, samples, chosen, 3, true, 8, 0, &stats), 0);
+    CHECK_INT(ft_write_samples(packed, samples, chosen, 3, true, 8, 0, &stats, written), 0);
     CHECK_INT(stats.n_samples, 3);
     CHECK_INT(stats.n_rows, 2); /* rows filled to 7 of 8, as LLaMA-Factory's: [5 tokens], [4 + 3 tokens] */
+    CHECK(written[0] == 1 && written[1] == 3 && written[2] == 0); /* the shards' order */
 
     ft_token_dataset_meta meta;
     memset(&meta, 0, sizeof meta);

@@ -10,9 +10,9 @@ now, not with the committed files. Each processor case is reported by the
 largest difference of its pixel values (tolerance 1e-2); then whether the
 committed fixtures still equal the live ones.
 
-    python3 tests/oracle/vision_preprocess_pinned.py   (after make build/asan/tests/formats/...)
+    build/oracles/bin/python tests/oracle/run.py check_vision_preprocess.py   (make check-oracles builds the tests)
 
-Needs pillow, numpy and transformers (e.g. pillow==11.*, transformers==4.57.*).
+The committed fixtures are what the pinned Pillow 13 and transformers 5.17 make.
 Prints "ok"/"not ok" per case and "N passed, N failed"; exits 1 on any failure.
 """
 import filecmp
