@@ -761,11 +761,20 @@ static void *serve_with_cuts(void *pointer)
     return NULL;
 }
 
-/* Downloads MIB bytes of big_bytes from `server` into a fresh folder; returns ft_fetch_files' result
- * (its message in `*error`), and leaves the log in `log` and whether the file arrived whole in `*arrived`. */
-static int fetch_from_cutting_server(cutting_server *server, int retries, ft_strbuf *log, ft_fetch_stats *stats,
-                                     char **error, bool *arrived)
+/* What a download from a cutting server ended with. */
+typedef struct {
+    int result;      /* ft_fetch_files' */
+    char *error;     /* its message when it failed, else "" */
+    ft_strbuf log;
+    ft_fetch_stats stats;
+    bool arrived;    /* the file is whole at its destination */
+} cut_fetch;
+
+/* Downloads MIB bytes of big_bytes from `server` into a fresh folder. */
+static cut_fetch fetch_from_cutting_server(cutting_server *server, int retries)
 {
+    cut_fetch got = {0};
+    ft_strbuf_init(&got.log);
     server->body = big_bytes;
     server->length = MIB;
     server->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -785,81 +794,72 @@ static int fetch_from_cutting_server(cutting_server *server, int retries, ft_str
     ft_fetch_options options = test_options();
     options.retries = retries;
     options.on_log = collect_log;
-    options.context = log;
-    int result = ft_fetch_files(&file, 1, &options, stats);
-    *error = ft_xstrdup(result != 0 ? ft_error_message() : "");
+    options.context = &got.log;
+    got.result = ft_fetch_files(&file, 1, &options, &got.stats);
+    got.error = ft_xstrdup(got.result != 0 ? ft_error_message() : "");
     shutdown(server->listen_fd, SHUT_RDWR);
     pthread_join(thread, NULL);
     close(server->listen_fd);
-    *arrived = file_equals(dest, big_bytes, MIB);
+    got.arrived = file_equals(dest, big_bytes, MIB);
     free(url);
     free(dest);
     ft_remove_tree(dir);
     free(dir);
-    return result;
+    return got;
+}
+
+static void cut_fetch_free(cut_fetch *got)
+{
+    free(got->error);
+    ft_strbuf_free(&got->log);
 }
 
 TEST(connection_cut_midway_continues_with_a_range_request)
 {
     cutting_server server = {.n_cut = 1};
-    ft_strbuf log;
-    ft_strbuf_init(&log);
-    ft_fetch_stats stats;
-    bool arrived = false;
-    char *error = NULL;
-    CHECK_INT(fetch_from_cutting_server(&server, 5, &log, &stats, &error, &arrived), 0);
-    CHECK(arrived);
+    cut_fetch got = fetch_from_cutting_server(&server, 5);
+    CHECK_INT(got.result, 0);
+    CHECK(got.arrived);
     CHECK_INT(server.n_gets, 2);
     CHECK_STR(server.ranges[0], "");
     CHECK_STR(server.ranges[1], "bytes=524288-1048575");
     CHECK_INT(server.body_bytes_sent, MIB); /* no byte was sent twice */
-    CHECK_INT(stats.bytes_received, MIB);
-    CHECK(strstr(log.data, "cut.bin: the transfer was cut short (") == log.data);
-    CHECK(strstr(log.data, "): 524288 of 1048576 bytes received; asking for the rest from byte 524288 in 0.1 s\n"));
-    free(error);
-    ft_strbuf_free(&log);
+    CHECK_INT(got.stats.bytes_received, MIB);
+    CHECK(strstr(got.log.data, "cut.bin: the transfer was cut short (") == got.log.data);
+    CHECK(strstr(got.log.data, "): 524288 of 1048576 bytes received; asking for the rest from byte 524288 in 0.1 s\n"));
+    cut_fetch_free(&got);
 }
 
 /* The rest of a cut transfer answered with the whole file: read past the bytes on disk. */
 TEST(cut_transfer_resumes_from_a_server_that_ignores_the_range)
 {
     cutting_server server = {.ignores_ranges = true, .n_cut = 1};
-    ft_strbuf log;
-    ft_strbuf_init(&log);
-    ft_fetch_stats stats;
-    bool arrived = false;
-    char *error = NULL;
-    CHECK_INT(fetch_from_cutting_server(&server, 5, &log, &stats, &error, &arrived), 0);
-    CHECK(arrived);
+    cut_fetch got = fetch_from_cutting_server(&server, 5);
+    CHECK_INT(got.result, 0);
+    CHECK(got.arrived);
     CHECK_INT(server.n_gets, 2);
     CHECK_STR(server.ranges[1], "bytes=524288-1048575");
-    CHECK(strstr(log.data, "): 524288 of 1048576 bytes received; asking for the rest from byte 524288"));
-    CHECK(strstr(log.data, "cut.bin: the server sent the whole file instead of the bytes from 524288; "
-                           "reading past those already on disk\n"));
-    free(error);
-    ft_strbuf_free(&log);
+    CHECK(strstr(got.log.data, "): 524288 of 1048576 bytes received; asking for the rest from byte 524288"));
+    CHECK(strstr(got.log.data, "cut.bin: the server sent the whole file instead of the bytes from 524288; "
+                               "reading past those already on disk\n"));
+    cut_fetch_free(&got);
 }
 
 /* A server that cuts every answer: the failure says so, with the bytes received and expected. */
 TEST(transfer_cut_every_time_says_how_far_it_got)
 {
     cutting_server server = {.ignores_ranges = true, .n_cut = 8};
-    ft_strbuf log;
-    ft_strbuf_init(&log);
-    ft_fetch_stats stats;
-    bool arrived = true;
-    char *error = NULL;
-    CHECK_INT(fetch_from_cutting_server(&server, 2, &log, &stats, &error, &arrived), -1);
-    CHECK(!arrived);
+    cut_fetch got = fetch_from_cutting_server(&server, 2);
+    CHECK_INT(got.result, -1);
+    CHECK(!got.arrived);
     CHECK_INT(server.n_gets, 4); /* the first cut made progress, so it cost no attempt */
     char *expected = ft_xasprintf("cannot download cut.bin from http://127.0.0.1:%d/cut.bin after 3 attempts: "
                                   "the transfer was cut short (", server.port);
-    CHECK(strstr(error, expected) == error);
-    CHECK(strstr(error, "): 524288 of 1048576 bytes received; run again to resume"));
-    CHECK(!strstr(error, "byte-range"));
+    CHECK(strstr(got.error, expected) == got.error);
+    CHECK(strstr(got.error, "): 524288 of 1048576 bytes received; run again to resume"));
+    CHECK(!strstr(got.error, "byte-range"));
     free(expected);
-    free(error);
-    ft_strbuf_free(&log);
+    cut_fetch_free(&got);
 }
 
 int main(void)
