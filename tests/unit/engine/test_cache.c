@@ -25,21 +25,13 @@ static char *temporary_dir;
  * executable), empty/, link -> weights.bin. 3 + 18 + 4 + 4 = 29 bytes. */
 static char *make_output(const char *base, const char *name)
 {
-    char *root = ft_path_join(base, name);
-    char *bin = ft_path_join(root, "bin");
-    char *empty = ft_path_join(root, "empty");
-    char *link = ft_path_join(root, "link");
-    CHECK_INT(ft_mkdir_p(bin), 0);
-    CHECK_INT(ft_mkdir_p(empty), 0);
-    fixture_write_file(root, "weights.bin", "abc", 0644);
-    fixture_write_file(bin, "run", "#!/bin/sh\necho hi\n", 0755);
-    fixture_write_file(root, "dup-a", "same", 0644);
-    fixture_write_file(root, "dup-b", "same", 0755);
-    CHECK_INT(symlink("weights.bin", link), 0);
-    free(bin);
-    free(empty);
-    free(link);
-    return root;
+    static const fixture_file files[] = {
+        {"weights.bin", "abc", 0644},
+        {"bin/run", "#!/bin/sh\necho hi\n", 0755},
+        {"dup-a", "same", 0644},
+        {"dup-b", "same", 0755},
+    };
+    return fixture_make_tree(base, name, files, sizeof files / sizeof files[0], "weights.bin");
 }
 
 static ft_cache *open_cache(const char *name)

@@ -34,21 +34,13 @@ static const char zero_hash[] = "00000000000000000000000000000000";
  * a newline, a backslash and non-ASCII letters. */
 static char *make_tree(const char *name)
 {
-    char *root = ft_path_join(temporary_dir, name);
-    char *bin = ft_path_join(root, "bin");
-    char *empty = ft_path_join(root, "empty");
-    char *link = ft_path_join(root, "link");
-    CHECK_INT(ft_mkdir_p(bin), 0);
-    CHECK_INT(ft_mkdir_p(empty), 0);
-    fixture_write_file(root, "a.txt", "hello", 0644);
-    fixture_write_file(bin, "run.sh", "#!/bin/sh\n", 0755);
-    fixture_write_file(root, "odd name\n\\x", "odd", 0600);
-    fixture_write_file(root, "\xc3\xbc.txt", "u", 0444);
-    CHECK_INT(symlink("a.txt", link), 0);
-    free(bin);
-    free(empty);
-    free(link);
-    return root;
+    static const fixture_file files[] = {
+        {"a.txt", "hello", 0644},
+        {"bin/run.sh", "#!/bin/sh\n", 0755},
+        {"odd name\n\\x", "odd", 0600},
+        {"\xc3\xbc.txt", "u", 0444},
+    };
+    return fixture_make_tree(temporary_dir, name, files, sizeof files / sizeof files[0], "a.txt");
 }
 
 static char *expected_tree_text(void)
