@@ -6,7 +6,6 @@
 # the host's only address Slurm cannot listen, and the test is a skip that says so.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/slurm.sh"
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 RUN_SECONDS=300
 
 t_case "a Slurm of this host starts"
@@ -26,30 +25,8 @@ run_bounded() {
 }
 
 t_case "a train stage of 2 ranks runs through srun and is published"
-W=$(t_workspace)
-cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/"
-cat > "$W/Ftpipe" <<'P'
-models/tiny: init
-	dtype = f32
-	threads = 1
-
-data/train.json: shell make_addition_data.sh
-	run = sh $< train 32 > $@
-
-data/train_set: tokenize models/tiny data/train.json
-	template = plain
-	cutoff_len = 40
-	threads = 1
-
-adapter: train models/tiny data/train_set
-	backend = cpu
-	threads = 1
-	max_steps = 3
-	per_device_train_batch_size = 2
-	nproc_per_node = 2
-	executor = slurm
-	time = 5m
-P
+t_train_workspace 32 "backend = cpu" "threads = 1" "max_steps = 3" "per_device_train_batch_size = 2" \
+  "nproc_per_node = 2" "executor = slurm" "time = 5m"
 run_bounded "$FTPIPE" -C "$W"
 t_expect_status 0
 t_expect_contains "done     adapter"
