@@ -160,6 +160,7 @@ TEST(a_target_whose_record_fails_is_taken_back)
     ft_state_fail_one_write_after((size_t)-1);
     char *target = ft_path_join(workspace, "out.txt");
     CHECK(!ft_path_exists(target));
+    free(workspace);
     CHECK_INT(run_one_stage("unrecorded", "metric", &workspace), 0);
     CHECK(ft_path_exists(target));
     free(target);
