@@ -220,8 +220,14 @@ coverage: build/cov/ftpipe $(patsubst tests/unit/%.c,build/cov/tests/%,$(wildcar
 	@sh tests/coverage.sh
 .PHONY: coverage
 
-quickstart: build/ftpipe
-	build/ftpipe -C examples/quickstart
+# The quickstart's output ends with its accuracy line, also when nothing had to run
+# (the export and the run's summary print after the evaluation). QUICKSTART and
+# QUICKSTART_FTPIPE let tests/e2e/test_quickstart.sh run this recipe on a copy.
+QUICKSTART ?= examples/quickstart
+QUICKSTART_FTPIPE ?= build/ftpipe
+quickstart: $(QUICKSTART_FTPIPE)
+	$(QUICKSTART_FTPIPE) -C $(QUICKSTART)
+	@$(QUICKSTART_FTPIPE) -C $(QUICKSTART) log report | grep '^accuracy ' | tail -n 1
 
 # A benchmark that cannot run here (no GPU, no peer) exits 77: counted as skipped.
 bench: build/ftpipe

@@ -1,6 +1,7 @@
 /* publish: outputs into the cache and the workspace. */
 #include "ftpipe/engine/publish.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,17 @@ static int materialize(ft_workspace *workspace, const ft_node *node, const ft_ma
     memset(&record, 0, sizeof record);
     snprintf(record.key, sizeof record.key, "%s", key);
     snprintf(record.output_hash, sizeof record.output_hash, "%s", output_hash);
-    if (ft_file_stat_read(node->target_path, &record.stat) != 0)
-        return -1;
-    return ft_state_target_set(workspace->state, node->target, &record);
+    result = ft_file_stat_read(node->target_path, &record.stat);
+    if (result == 0)
+        result = ft_state_target_set(workspace->state, node->target, &record);
+    if (result != 0) {
+        /* Unrecorded, the target would pass for someone else's on the next run: take it back. */
+        char *reason = ft_xstrdup(ft_error_message());
+        ft_remove_tree(node->target_path);
+        ft_error("%s", reason);
+        free(reason);
+    }
+    return result;
 }
 
 int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *plan, const char *work_dir,
@@ -63,13 +72,16 @@ int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *pla
     char *logs_dir = ft_path_join(workspace->state_dir, "logs");
     char *log = ft_stage_log_path(work_dir);
     *kept_log = ft_workspace_log_path(workspace, plan->key.key);
-    if (ft_mkdir_p(logs_dir) != 0 || rename(log, *kept_log) != 0) {
+    result = ft_mkdir_p(logs_dir);
+    if (result == 0 && rename(log, *kept_log) != 0 && errno != ENOENT)
+        result = ft_error_errno("cannot keep the log of %s at %s (it stays in %s)", node->target, *kept_log, log);
+    if (result != 0 || !ft_path_exists(*kept_log)) {
         free(*kept_log);
         *kept_log = NULL;
     }
     free(log);
     free(logs_dir);
-    return ft_remove_tree(work_dir);
+    return result == 0 ? ft_remove_tree(work_dir) : -1;
 }
 
 int ft_publish_restore(ft_workspace *workspace, const ft_node *node, ft_plan *plan)

@@ -31,6 +31,7 @@ struct ft_stage {
     ft_variable *variables;
     size_t n_variables;
     int report_fd;       /* -1 in the engine process */
+    int report_errno;    /* why a line to the engine (other than progress) was lost; 0: none was */
     bool output_elsewhere;
     bool job_step;
     FILE *log;
@@ -118,8 +119,12 @@ static void report(ft_stage *stage, char tag, const char *head, const char *text
     size_t length = line.length < 4096 ? line.length : 4096;
     if (length == 4096)
         line.data[4095] = '\n';
-    ssize_t ignored = write(stage->report_fd, line.data, length);
-    (void)ignored;
+    ssize_t written;
+    do
+        written = write(stage->report_fd, line.data, length);
+    while (written < 0 && errno == EINTR);
+    if (written != (ssize_t)length && tag != 'P' && !stage->report_errno)
+        stage->report_errno = written < 0 ? errno : EIO;
     ft_strbuf_free(&line);
 }
 
@@ -150,6 +155,13 @@ int ft_stage_child_main(ft_stage *stage, int report_fd, int (*run)(ft_stage *sta
         result = ft_error("stage %s finished without creating its output (expected at %s)", stage->target,
                           stage->output_path);
     }
+    /* A metric, the summary or the log lost on the way would pass unnoticed: the stage fails instead. */
+    if (result == 0 && stage->report_errno)
+        result = ft_error("stage %s could not report to ftpipe (%s): its metrics or summary did not all arrive; "
+                          "run again", stage->target, strerror(stage->report_errno));
+    if (result == 0 && stage->log && (fflush(stage->log) != 0 || ferror(stage->log)))
+        result = ft_error("cannot write the log of stage %s in %s (is the disk full?); run again", stage->target,
+                          stage->work_dir);
     if (result != 0) {
         const char *message = ft_error_message();
         if (cancel_requested && !message[0])
@@ -159,7 +171,10 @@ int ft_stage_child_main(ft_stage *stage, int report_fd, int (*run)(ft_stage *sta
         report(stage, 'E', NULL, message);
     }
     if (stage->log) {
-        fclose(stage->log);
+        if (fclose(stage->log) != 0 && result == 0) {
+            result = ft_error_errno("cannot write the log of stage %s in %s", stage->target, stage->work_dir);
+            report(stage, 'E', NULL, ft_error_message());
+        }
         stage->log = NULL;
     }
     if (result == 0)

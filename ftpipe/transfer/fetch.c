@@ -71,6 +71,7 @@ typedef struct {
     bool probe;
     piece piece;
     uint64_t written;
+    uint64_t skip_bytes;    /* of a whole file sent for a range: bytes before the piece, not written */
     bool body_checked;
     bool probe_answered;    /* a GET probe had what it needed and stopped the body */
     char *fatal;            /* a message that stops the whole download */
@@ -111,7 +112,12 @@ static bool check_body_start(request *r)
     ft_http_read_headers(r->easy, &r->headers);
     long status = ft_http_status(r->easy);
     bool whole = r->piece.start == 0 && (r->piece.end == UNKNOWN_END || r->piece.end == (uint64_t)j->size_bytes);
-    if (status == 200 && !whole) {
+    if (status == 200 && !whole && r->piece.end == (uint64_t)j->size_bytes && j->n_active == 1) {
+        /* The rest of a transfer cut short, answered with the whole file: read past what is on disk. */
+        r->skip_bytes = r->piece.start;
+        ft_http_log(r->engine->options, "%s: the server sent the whole file instead of the bytes from %" PRIu64
+                    "; reading past those already on disk", j->file->name, r->piece.start);
+    } else if (status == 200 && !whole) {
         r->fatal = ft_xasprintf("cannot download %s from %s: the server ignored a byte-range request although "
                                 "it advertises byte ranges; set connections_per_file = 1 and run again",
                                 j->file->name, j->file->url);
@@ -178,6 +184,14 @@ static size_t on_body(char *data, size_t size, size_t count, void *pointer)
         if (!check_body_start(r))
             return 0;
         r->body_checked = true;
+    }
+    if (r->skip_bytes > 0) {
+        size_t skipped = length < r->skip_bytes ? length : (size_t)r->skip_bytes;
+        r->skip_bytes -= skipped;
+        r->engine->bytes_received += skipped;
+        if (skipped == length)
+            return length;
+        return skipped + on_body(data + skipped, 1, length - skipped, pointer);
     }
     uint64_t offset = r->piece.start + r->written;
     if (r->piece.end != UNKNOWN_END && offset + length > r->piece.end) {
@@ -357,6 +371,16 @@ static void probe_succeeded(engine *e, request *r)
 
 static void retry_or_fail(engine *e, request *r, const char *reason);
 
+/* Why a transfer stopped short, with the bytes it has against those it expects. */
+static void describe_cut(ft_strbuf *out, const request *r, const char *how)
+{
+    const job *j = r->job;
+    ft_strbuf_printf(out, "the transfer was cut short (%s): %" PRIu64, how, j->done_bytes);
+    if (j->size_bytes >= 0)
+        ft_strbuf_printf(out, " of %" PRId64, j->size_bytes);
+    ft_strbuf_puts(out, " bytes received");
+}
+
 static void transfer_succeeded(engine *e, request *r)
 {
     job *j = r->job;
@@ -364,7 +388,11 @@ static void transfer_succeeded(engine *e, request *r)
         j->size_bytes = (int64_t)r->written;
         j->part.size_bytes = j->size_bytes;
     } else if (r->written < r->piece.end - r->piece.start) {
-        retry_or_fail(e, r, "the server ended the transfer early");
+        ft_strbuf reason;
+        ft_strbuf_init(&reason);
+        describe_cut(&reason, r, "the server ended its answer early");
+        retry_or_fail(e, r, reason.data);
+        ft_strbuf_free(&reason);
         return;
     }
     ft_range_set_add(&j->part.done, r->piece.start, r->piece.start + r->written);
@@ -431,11 +459,17 @@ static void request_finished(engine *e, request *r, CURLcode code)
         else
             transfer_succeeded(e, r);
     } else if (ft_http_is_transient(status, code)) {
-        ft_strbuf reason;
+        ft_strbuf reason, how;
         ft_strbuf_init(&reason);
-        ft_http_describe_transient(&reason, status, code, r->curl_error);
+        ft_strbuf_init(&how);
+        ft_http_describe_transient(&how, status, code, r->curl_error);
+        if (!r->probe && code != CURLE_OK && status >= 200 && status < 300)
+            describe_cut(&reason, r, how.data);
+        else
+            ft_strbuf_puts(&reason, how.data);
         retry_or_fail(e, r, reason.data);
         ft_strbuf_free(&reason);
+        ft_strbuf_free(&how);
     } else {
         if (e->failure.length == 0)
             ft_http_describe_failure(&e->failure, e->options, j->file->name, j->file->url, status, code,

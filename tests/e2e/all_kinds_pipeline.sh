@@ -1,7 +1,9 @@
 # A pipeline with a stage of every kind that writes (download, shm, init, shell,
 # tokenize, train, export), small enough to run in about a second with the
 # release build, and what its targets hash to; sourced by test_kill.sh and
-# test_fault_injection.sh (they set RUN and ROOT first).
+# test_fault_injection.sh (they set RUN and ROOT first). The download runs last
+# (the export is its input only for that): its many writes would otherwise take
+# every injected fault meant for the stages after it.
 # The adapter folder also holds timings (train_runtime); its weights are what must match.
 TARGETS="models/tiny data/train.json data/train_set downloads/big staged adapter/adapter_model.safetensors
          adapter/adapter_config.json export/adapter.tar.gz"
@@ -25,12 +27,6 @@ data/train_set: tokenize models/tiny data/train.json
 	cutoff_len = 40
 	threads = 1
 
-downloads/big: download
-	url = file://$1/src/big.bin
-
-staged: shm downloads/big
-	dir = shm
-
 adapter: train models/tiny data/train_set
 	threads = 1
 	learning_rate = 1e-2
@@ -40,6 +36,12 @@ adapter: train models/tiny data/train_set
 
 export/adapter.tar.gz: export adapter
 	archive = tar.gz
+
+downloads/big: download export/adapter.tar.gz
+	url = file://$1/src/big.bin
+
+staged: shm downloads/big
+	dir = shm
 P
 }
 

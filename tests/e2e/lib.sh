@@ -37,3 +37,36 @@ t_expect_lacks() {
   case "$T_OUT" in *"$1"*) t_fail "output has \"$1\"; output:
 $T_OUT" ;; esac
 }
+
+# The train kind's tests start alike: a tiny f32 model (init), SAMPLES rows of the
+# addition data (examples/quickstart's script), tokenized, then a train stage:
+# TRAIN_LINE (default `adapter: train models/tiny data/train_set`) with the given
+# parameter lines.
+#   t_train_workspace SAMPLES [PARAMETER-LINE...]   sets W to a fresh workspace holding it
+#   t_train_pipeline SAMPLES [PARAMETER-LINE...]    rewrites $W/Ftpipe
+T_ADDITION_DATA="$(cd "$(dirname "$0")/../.." && pwd)/examples/quickstart/make_addition_data.sh"
+t_train_workspace() {
+  W=$(t_workspace)
+  cp "$T_ADDITION_DATA" "$W/"
+  t_train_pipeline "$@"
+}
+t_train_pipeline() {
+  samples=$1
+  shift
+  cat > "$W/Ftpipe" <<P
+models/tiny: init
+	dtype = f32
+	threads = 1
+
+data/train.json: shell make_addition_data.sh
+	run = sh \$< train $samples > \$@
+
+data/train_set: tokenize models/tiny data/train.json
+	template = plain
+	cutoff_len = 40
+	threads = 1
+
+P
+  { echo "${TRAIN_LINE:-adapter: train models/tiny data/train_set}"; for line in "$@"; do printf '\t%s\n' "$line"; done; } \
+    >> "$W/Ftpipe"
+}

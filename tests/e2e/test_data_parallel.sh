@@ -7,36 +7,9 @@
 # the stage within seconds, naming it, and a rerun with another rank count
 # resumes from the last checkpoint and finishes.
 . "$(dirname "$0")/lib.sh"
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 
-# A workspace whose pipeline ends in `adapter: train` with these parameter lines.
-dp_workspace() {
-  W=$(t_workspace)
-  cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/"
-  write_pipeline "$@"
-}
-write_pipeline() {
-  cat > "$W/Ftpipe" <<'P'
-models/tiny: init
-	dtype = f32
-	threads = 1
-
-data/train.json: shell make_addition_data.sh
-	run = sh $< train 44 > $@
-
-data/train_set: tokenize models/tiny data/train.json
-	template = plain
-	cutoff_len = 40
-	threads = 1
-
-adapter: train models/tiny data/train_set
-	backend = cpu
-	threads = 1
-	learning_rate = 1e-2
-	logging_steps = 1
-P
-  for line in "$@"; do printf '\t%s\n' "$line"; done >> "$W/Ftpipe"
-}
+# A workspace whose pipeline ends in `adapter: train` with these parameter lines (lib.sh).
+dp_workspace() { t_train_workspace 44 "backend = cpu" "threads = 1" "learning_rate = 1e-2" "logging_steps = 1" "$@"; }
 # Trains in a fresh workspace; prints its adapter folder.
 trained() {
   dp_workspace "$@"

@@ -7,35 +7,12 @@
 . "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 
-# node_workspace ROWS PARAMETER-LINE...: a workspace training on ROWS made-up rows.
+# node_workspace ROWS PARAMETER-LINE...: a workspace training on ROWS made-up rows (lib.sh).
 node_workspace() {
-  W=$(t_workspace)
   rows=$1
   shift
-  cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/"
-  cat > "$W/Ftpipe" <<P
-models/tiny: init
-	dtype = f32
-	threads = 1
-
-data/train.json: shell make_addition_data.sh
-	run = sh \$< train $rows > \$@
-
-data/train_set: tokenize models/tiny data/train.json
-	template = plain
-	cutoff_len = 40
-	threads = 1
-
-adapter: train models/tiny data/train_set
-	backend = cpu
-	threads = 1
-	learning_rate = 1e-2
-	logging_steps = 1
-	max_steps = 5
-	per_device_train_batch_size = 2
-	rendezvous_timeout = 3s
-P
-  for line in "$@"; do printf '\t%s\n' "$line" >> "$W/Ftpipe"; done
+  t_train_workspace "$rows" "backend = cpu" "threads = 1" "learning_rate = 1e-2" "logging_steps = 1" "max_steps = 5" \
+    "per_device_train_batch_size = 2" "rendezvous_timeout = 3s" "$@"
   echo "$W"
 }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -3,28 +3,8 @@
 # FTPIPE_PROGRESS_INTERVAL=0 every status becomes a plain line (step/total,
 # tokens/s, loss, ETA); with the default interval a short run prints none.
 . "$(dirname "$0")/lib.sh"
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 
-W=$(t_workspace)
-cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/"
-cat > "$W/Ftpipe" <<'P'
-models/tiny: init
-	dtype = f32
-	threads = 1
-
-data/train.json: shell make_addition_data.sh
-	run = sh $< train 64 > $@
-
-data/train_set: tokenize models/tiny data/train.json
-	template = plain
-	cutoff_len = 40
-
-adapter: train models/tiny data/train_set
-	max_steps = 30
-	per_device_train_batch_size = 4
-	logging_steps = 5
-	threads = 1
-P
+t_train_workspace 64 "max_steps = 30" "per_device_train_batch_size = 4" "logging_steps = 5" "threads = 1"
 
 t_case "a plain progress line shows step/total, tokens/s, loss and ETA"
 t_run env FTPIPE_PROGRESS_INTERVAL=0 "$FTPIPE" -C "$W" adapter

@@ -6,30 +6,13 @@
 . "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 
-# A workspace whose pipeline ends in a train stage with the given parameter lines.
+# A workspace whose pipeline ends in a train stage with the given parameter lines
+# (lib.sh), and a tokenizer the model does not have.
 train_workspace() {
-  W=$(t_workspace)
-  cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/"
+  t_train_workspace 64 "$@"
   cp "$ROOT/tests/fixtures/datasets/byte_model/tokenizer.json" "$W/other_tokenizer.json"
-  write_pipeline "$@"
 }
-write_pipeline() {
-  cat > "$W/Ftpipe" <<'P'
-models/tiny: init
-	dtype = f32
-	threads = 1
-
-data/train.json: shell make_addition_data.sh
-	run = sh $< train 64 > $@
-
-data/train_set: tokenize models/tiny data/train.json
-	template = plain
-	cutoff_len = 40
-	threads = 1
-
-P
-  { echo "${TRAIN_LINE:-adapter: train models/tiny data/train_set}"; for line in "$@"; do printf '\t%s\n' "$line"; done; } >> "$W/Ftpipe"
-}
+write_pipeline() { t_train_pipeline 64 "$@"; }
 json_has() { grep -q -- "$2" "$1" || t_fail "$1 lacks $2: $(cat "$1")"; }
 metric_count() { # NAME
   python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM metrics WHERE name = ?', (sys.argv[2],)).fetchone()[0])" "$W/.ftpipe/state.db" "$1"

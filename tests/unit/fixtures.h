@@ -1,5 +1,6 @@
 /* fixtures: what many unit tests set up the same way, in one place: a file with
- * given text and mode (its folders made), a test's own temporary folder, and the
+ * given text and mode (its folders made), a small tree of files, an empty folder and
+ * a link, a test's own temporary folder, and the
  * nginx test server (tests/e2e/nginx.sh, serving DIR/www and the hub imitation). */
 #ifndef FTPIPE_TESTS_FIXTURES_H
 #define FTPIPE_TESTS_FIXTURES_H
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "ftpipe/base/error.h"
@@ -44,6 +46,29 @@ static inline void fixture_write_file(const char *dir, const char *name, const c
         CHECK_INT(chmod(path, mode), 0);
     free(parent);
     free(path);
+}
+
+typedef struct {
+    const char *path; /* below the tree's root; its folders are made */
+    const char *text;
+    mode_t mode;
+} fixture_file;
+
+/* Makes DIR/NAME holding `files`, an empty folder empty/ and a symbolic link
+ * link -> link_target; returns its path (caller frees). */
+static inline char *fixture_make_tree(const char *dir, const char *name, const fixture_file *files, size_t n_files,
+                                      const char *link_target)
+{
+    char *root = ft_path_join(dir, name);
+    char *empty = ft_path_join(root, "empty");
+    char *link = ft_path_join(root, "link");
+    CHECK_INT(ft_mkdir_p(empty), 0);
+    for (size_t i = 0; i < n_files; i++)
+        fixture_write_file(root, files[i].path, files[i].text, files[i].mode);
+    CHECK_INT(symlink(link_target, link), 0);
+    free(empty);
+    free(link);
+    return root;
 }
 
 /* A fresh folder /tmp/ftpipe-test-NAME.XXXXXX (caller frees), or NULL. */

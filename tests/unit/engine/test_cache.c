@@ -25,21 +25,13 @@ static char *temporary_dir;
  * executable), empty/, link -> weights.bin. 3 + 18 + 4 + 4 = 29 bytes. */
 static char *make_output(const char *base, const char *name)
 {
-    char *root = ft_path_join(base, name);
-    char *bin = ft_path_join(root, "bin");
-    char *empty = ft_path_join(root, "empty");
-    char *link = ft_path_join(root, "link");
-    CHECK_INT(ft_mkdir_p(bin), 0);
-    CHECK_INT(ft_mkdir_p(empty), 0);
-    fixture_write_file(root, "weights.bin", "abc", 0644);
-    fixture_write_file(bin, "run", "#!/bin/sh\necho hi\n", 0755);
-    fixture_write_file(root, "dup-a", "same", 0644);
-    fixture_write_file(root, "dup-b", "same", 0755);
-    CHECK_INT(symlink("weights.bin", link), 0);
-    free(bin);
-    free(empty);
-    free(link);
-    return root;
+    static const fixture_file files[] = {
+        {"weights.bin", "abc", 0644},
+        {"bin/run", "#!/bin/sh\necho hi\n", 0755},
+        {"dup-a", "same", 0644},
+        {"dup-b", "same", 0755},
+    };
+    return fixture_make_tree(base, name, files, sizeof files / sizeof files[0], "weights.bin");
 }
 
 static ft_cache *open_cache(const char *name)
@@ -50,6 +42,40 @@ static ft_cache *open_cache(const char *name)
     CHECK_INT(ft_cache_open(state_dir, &cache), 0);
     free(state_dir);
     return cache;
+}
+
+/* A case's cache (TEMPORARY/NAME), its work folder (TEMPORARY/NAME-work) and, for
+ * start_case_with_output, make_output's tree "out" in it, stored under KEY_ONE. */
+typedef struct {
+    ft_cache *cache;
+    char *work;
+    char *root;
+    ft_manifest *manifest;
+} cache_case;
+
+static ft_manifest *store_output(ft_cache *cache, const char *key, const char *root);
+
+static cache_case start_case(const char *name)
+{
+    cache_case c = {.cache = open_cache(name), .work = ft_xasprintf("%s/%s-work", temporary_dir, name)};
+    CHECK_INT(ft_mkdir_p(c.work), 0);
+    return c;
+}
+
+static cache_case start_case_with_output(const char *name)
+{
+    cache_case c = start_case(name);
+    c.root = make_output(c.work, "out");
+    c.manifest = store_output(c.cache, KEY_ONE, c.root);
+    return c;
+}
+
+static void end_case(cache_case *c)
+{
+    ft_manifest_free(c->manifest);
+    free(c->root);
+    free(c->work);
+    ft_cache_close(c->cache);
 }
 
 static struct stat stat_of(const char *dir, const char *name)
@@ -98,49 +124,46 @@ static ft_manifest *store_output(ft_cache *cache, const char *key, const char *r
 
 TEST(stores_looks_up_and_materializes)
 {
-    ft_cache *cache = open_cache("basic");
-    char *work = ft_path_join(temporary_dir, "basic-work");
-    char *root = make_output(work, "out");
-    ft_manifest *manifest = store_output(cache, KEY_ONE, root);
+    cache_case c = start_case_with_output("basic");
 
     /* Files moved in, folders and links left behind. */
-    char *left = names_in(root);
+    char *left = names_in(c.root);
     CHECK_STR(left, "bin empty link");
     free(left);
-    CHECK_INT(object_stat(cache, "abc").st_mode & 07777, 0444);
-    CHECK_INT(object_stat(cache, "#!/bin/sh\necho hi\n").st_mode & 07777, 0555);
-    CHECK_INT(object_stat(cache, "same").st_mode & 07777, 0444);
-    char *object = ft_cache_object_path(cache, ft_hash_bytes("abc", 3));
+    CHECK_INT(object_stat(c.cache, "abc").st_mode & 07777, 0444);
+    CHECK_INT(object_stat(c.cache, "#!/bin/sh\necho hi\n").st_mode & 07777, 0555);
+    CHECK_INT(object_stat(c.cache, "same").st_mode & 07777, 0444);
+    char *object = ft_cache_object_path(c.cache, ft_hash_bytes("abc", 3));
     char hex[FT_HASH_HEX_LENGTH + 1];
     ft_hash_to_hex(ft_hash_bytes("abc", 3), hex);
-    char *expected = ft_xasprintf("%s/objects/%.2s/%s", ft_cache_dir(cache), hex, hex + 2);
+    char *expected = ft_xasprintf("%s/objects/%.2s/%s", ft_cache_dir(c.cache), hex, hex + 2);
     CHECK_STR(object, expected);
     free(expected);
     free(object);
-    char *manifest_path = ft_xasprintf("%s/manifests/%s", ft_cache_dir(cache), KEY_ONE);
+    char *manifest_path = ft_xasprintf("%s/manifests/%s", ft_cache_dir(c.cache), KEY_ONE);
     char *stored_text;
     CHECK_INT(ft_read_file(manifest_path, &stored_text, NULL), 0);
-    char *text = ft_manifest_serialize(manifest);
+    char *text = ft_manifest_serialize(c.manifest);
     CHECK_STR(stored_text, text);
     free(stored_text);
     free(text);
     free(manifest_path);
 
     ft_manifest *found = NULL;
-    CHECK_INT(ft_cache_lookup(cache, KEY_ONE, &found), 1);
-    CHECK(found && ft_hash_equal(found->hash, manifest->hash));
-    CHECK_INT(ft_cache_lookup(cache, KEY_TWO, &found), 0);
+    CHECK_INT(ft_cache_lookup(c.cache, KEY_ONE, &found), 1);
+    CHECK(found && ft_hash_equal(found->hash, c.manifest->hash));
+    CHECK_INT(ft_cache_lookup(c.cache, KEY_TWO, &found), 0);
 
     char *workspace = ft_path_join(temporary_dir, "basic-ws");
     char *destination = ft_path_join(workspace, "models/adapter");
-    CHECK_INT(ft_cache_materialize(cache, manifest, destination), 0);
+    CHECK_INT(ft_cache_materialize(c.cache, c.manifest, destination), 0);
     struct stat weights = stat_of(destination, "weights.bin");
-    CHECK_INT(weights.st_ino, object_stat(cache, "abc").st_ino);
+    CHECK_INT(weights.st_ino, object_stat(c.cache, "abc").st_ino);
     CHECK_INT(weights.st_mode & 07777, 0444);
     CHECK_INT(stat_of(destination, "bin/run").st_mode & 07777, 0555);
-    CHECK_INT(stat_of(destination, "dup-a").st_ino, object_stat(cache, "same").st_ino);
+    CHECK_INT(stat_of(destination, "dup-a").st_ino, object_stat(c.cache, "same").st_ino);
     /* dup-b wants the executable bit the shared object lacks: a copy of its own. */
-    CHECK(stat_of(destination, "dup-b").st_ino != object_stat(cache, "same").st_ino);
+    CHECK(stat_of(destination, "dup-b").st_ino != object_stat(c.cache, "same").st_ino);
     CHECK_INT(stat_of(destination, "dup-b").st_mode & 07777, 0555);
     CHECK(S_ISDIR(stat_of(destination, "empty").st_mode));
     char *link = ft_path_join(destination, "link");
@@ -150,7 +173,7 @@ TEST(stores_looks_up_and_materializes)
     free(link);
     ft_manifest *rebuilt = NULL;
     CHECK_INT(ft_manifest_build(NULL, destination, 1, &rebuilt), 0);
-    CHECK(rebuilt && ft_hash_equal(rebuilt->hash, manifest->hash));
+    CHECK(rebuilt && ft_hash_equal(rebuilt->hash, c.manifest->hash));
     char *models = ft_path_join(workspace, "models");
     char *names = names_in(models);
     CHECK_STR(names, "adapter");
@@ -158,24 +181,18 @@ TEST(stores_looks_up_and_materializes)
 
     ft_manifest_free(rebuilt);
     ft_manifest_free(found);
-    ft_manifest_free(manifest);
     free(models);
     free(destination);
     free(workspace);
-    free(root);
-    free(work);
-    ft_cache_close(cache);
+    end_case(&c);
 }
 
 TEST(materialize_replaces_what_is_there)
 {
-    ft_cache *cache = open_cache("replace");
-    char *work = ft_path_join(temporary_dir, "replace-work");
-    char *root = make_output(work, "out");
-    ft_manifest *folder = store_output(cache, KEY_ONE, root);
-    char *single_path = ft_path_join(work, "report.json");
-    fixture_write_file(work, "report.json", "{\"accuracy\": 0.9}", 0644);
-    ft_manifest *single = store_output(cache, KEY_TWO, single_path);
+    cache_case c = start_case_with_output("replace");
+    char *single_path = ft_path_join(c.work, "report.json");
+    fixture_write_file(c.work, "report.json", "{\"accuracy\": 0.9}", 0644);
+    ft_manifest *single = store_output(c.cache, KEY_TWO, single_path);
 
     char *workspace = ft_path_join(temporary_dir, "replace-ws");
     char *destination = ft_path_join(workspace, "target");
@@ -184,114 +201,103 @@ TEST(materialize_replaces_what_is_there)
     CHECK_INT(chmod(destination, 0555), 0);
 
     /* A folder over a folder. */
-    CHECK_INT(ft_cache_materialize(cache, folder, destination), 0);
+    CHECK_INT(ft_cache_materialize(c.cache, c.manifest, destination), 0);
     char *names = names_in(destination);
     CHECK_STR(names, "bin dup-a dup-b empty link weights.bin");
     free(names);
     /* A file over a folder, then a file over a file, then a folder over a file. */
-    CHECK_INT(ft_cache_materialize(cache, single, destination), 0);
+    CHECK_INT(ft_cache_materialize(c.cache, single, destination), 0);
     char *content;
     CHECK_INT(ft_read_file(destination, &content, NULL), 0);
     CHECK_STR(content, "{\"accuracy\": 0.9}");
     free(content);
     struct stat placed;
     CHECK_INT(lstat(destination, &placed), 0);
-    CHECK_INT(placed.st_ino, object_stat(cache, "{\"accuracy\": 0.9}").st_ino);
-    CHECK_INT(ft_cache_materialize(cache, single, destination), 0);
-    CHECK_INT(ft_cache_materialize(cache, folder, destination), 0);
+    CHECK_INT(placed.st_ino, object_stat(c.cache, "{\"accuracy\": 0.9}").st_ino);
+    CHECK_INT(ft_cache_materialize(c.cache, single, destination), 0);
+    CHECK_INT(ft_cache_materialize(c.cache, c.manifest, destination), 0);
     CHECK_INT(lstat(destination, &placed), 0);
     CHECK(S_ISDIR(placed.st_mode));
     names = names_in(workspace);
     CHECK_STR(names, "target");
     free(names);
 
-    ft_manifest_free(folder);
     ft_manifest_free(single);
     free(single_path);
     free(destination);
     free(workspace);
-    free(root);
-    free(work);
-    ft_cache_close(cache);
+    end_case(&c);
 }
 
 TEST(lookup_misses_what_is_incomplete)
 {
-    ft_cache *cache = open_cache("lookup");
-    char *work = ft_path_join(temporary_dir, "lookup-work");
-    char *root = make_output(work, "out");
-    ft_manifest *manifest = store_output(cache, KEY_ONE, root);
+    cache_case c = start_case_with_output("lookup");
     ft_manifest *found = NULL;
-    CHECK_INT(ft_cache_lookup(cache, "../../etc/passwd", &found), -1);
+    CHECK_INT(ft_cache_lookup(c.cache, "../../etc/passwd", &found), -1);
     CHECK_STR(ft_error_message(), "\"../../etc/passwd\" is not a cache key: expected 32 lowercase hex digits");
-    CHECK_INT(ft_cache_lookup(cache, "33333333333333333333333333333333", &found), 0);
+    CHECK_INT(ft_cache_lookup(c.cache, "33333333333333333333333333333333", &found), 0);
 
-    char *object = ft_cache_object_path(cache, ft_hash_bytes("abc", 3));
+    char *object = ft_cache_object_path(c.cache, ft_hash_bytes("abc", 3));
     CHECK_INT(unlink(object), 0);
-    CHECK_INT(ft_cache_lookup(cache, KEY_ONE, &found), 0);
+    CHECK_INT(ft_cache_lookup(c.cache, KEY_ONE, &found), 0);
     CHECK(found == NULL);
 
-    char *manifest_path = ft_xasprintf("%s/manifests/%s", ft_cache_dir(cache), KEY_TWO);
+    char *manifest_path = ft_xasprintf("%s/manifests/%s", ft_cache_dir(c.cache), KEY_TWO);
     CHECK_INT(ft_write_file_atomic(manifest_path, "ftpipe manifest 1\nfile", 22), 0);
-    CHECK_INT(ft_cache_lookup(cache, KEY_TWO, &found), 0);
+    CHECK_INT(ft_cache_lookup(c.cache, KEY_TWO, &found), 0);
     free(manifest_path);
     free(object);
-    ft_manifest_free(manifest);
-    free(root);
-    free(work);
-    ft_cache_close(cache);
+    end_case(&c);
 }
 
 TEST(gc_frees_exactly_what_is_unreferenced)
 {
-    ft_cache *cache = open_cache("gc");
-    char *work = ft_path_join(temporary_dir, "gc-work");
-    CHECK_INT(ft_mkdir_p(work), 0);
+    cache_case c = start_case("gc");
     /* Key one: a (10 bytes), shared (7); key two: shared (7), b (20). */
-    char *one = ft_path_join(work, "one");
-    char *two = ft_path_join(work, "two");
+    char *one = ft_path_join(c.work, "one");
+    char *two = ft_path_join(c.work, "two");
     CHECK_INT(ft_mkdir_p(one), 0);
     CHECK_INT(ft_mkdir_p(two), 0);
     fixture_write_file(one, "a", "aaaaaaaaaa", 0644);
     fixture_write_file(one, "shared", "sharedX", 0644);
     fixture_write_file(two, "shared", "sharedX", 0644);
     fixture_write_file(two, "b", "bbbbbbbbbbbbbbbbbbbb", 0644);
-    ft_manifest *first = store_output(cache, KEY_ONE, one);
-    ft_manifest *second = store_output(cache, KEY_TWO, two);
+    ft_manifest *first = store_output(c.cache, KEY_ONE, one);
+    ft_manifest *second = store_output(c.cache, KEY_TWO, two);
     char *first_text = ft_manifest_serialize(first);
 
     /* Leftovers of interrupted writes: 5 and 7 bytes. */
-    char *manifest_temporary = ft_xasprintf("%s/manifests/%s.tmp.123", ft_cache_dir(cache), KEY_ONE);
+    char *manifest_temporary = ft_xasprintf("%s/manifests/%s.tmp.123", ft_cache_dir(c.cache), KEY_ONE);
     CHECK_INT(ft_write_file_atomic(manifest_temporary, "12345", 5), 0);
-    char *object_b = ft_cache_object_path(cache, ft_hash_bytes("bbbbbbbbbbbbbbbbbbbb", 20));
+    char *object_b = ft_cache_object_path(c.cache, ft_hash_bytes("bbbbbbbbbbbbbbbbbbbb", 20));
     char *object_dir = ft_path_dirname(object_b);
     char *object_temporary = ft_path_join(object_dir, ".partial.ftpipe-new.99");
     CHECK_INT(ft_write_file_atomic(object_temporary, "1234567", 7), 0);
 
     const char *keep[] = {KEY_TWO};
     uint64_t freed = 0, removed = 0;
-    CHECK_INT(ft_cache_gc(cache, keep, 1, &freed, &removed), 0);
+    CHECK_INT(ft_cache_gc(c.cache, keep, 1, &freed, &removed), 0);
     CHECK_INT(removed, 1);
     CHECK_INT(freed, strlen(first_text) + 10 + 5 + 7);
     ft_manifest *found = NULL;
-    CHECK_INT(ft_cache_lookup(cache, KEY_ONE, &found), 0);
-    CHECK_INT(ft_cache_lookup(cache, KEY_TWO, &found), 1);
+    CHECK_INT(ft_cache_lookup(c.cache, KEY_ONE, &found), 0);
+    CHECK_INT(ft_cache_lookup(c.cache, KEY_TWO, &found), 1);
     ft_manifest_free(found);
     CHECK(!ft_path_exists(manifest_temporary));
     CHECK(!ft_path_exists(object_temporary));
 
     /* An object still linked into a workspace is removed but frees nothing. */
     char *destination = ft_path_join(temporary_dir, "gc-ws/two");
-    CHECK_INT(ft_cache_materialize(cache, second, destination), 0);
-    CHECK_INT(ft_cache_gc(cache, NULL, 0, &freed, &removed), 0);
+    CHECK_INT(ft_cache_materialize(c.cache, second, destination), 0);
+    CHECK_INT(ft_cache_gc(c.cache, NULL, 0, &freed, &removed), 0);
     CHECK_INT(removed, 2);
     char *second_text = ft_manifest_serialize(second);
     CHECK_INT(freed, strlen(second_text));
     free(second_text);
-    char *left = names_in(ft_cache_dir(cache));
+    char *left = names_in(ft_cache_dir(c.cache));
     CHECK_STR(left, "manifests objects");
     free(left);
-    char *objects = ft_path_join(ft_cache_dir(cache), "objects");
+    char *objects = ft_path_join(ft_cache_dir(c.cache), "objects");
     left = names_in(objects);
     CHECK_STR(left, "");
     free(left);
@@ -307,24 +313,21 @@ TEST(gc_frees_exactly_what_is_unreferenced)
     ft_manifest_free(second);
     free(one);
     free(two);
-    free(work);
-    ft_cache_close(cache);
+    end_case(&c);
 }
 
 /* The shm kind's output: a symbolic link to the staged copy. */
 TEST(stores_and_places_a_link_output)
 {
-    ft_cache *cache = open_cache("link");
-    char *work = ft_path_join(temporary_dir, "link-work");
-    CHECK_INT(ft_mkdir_p(work), 0);
-    char *output = ft_path_join(work, "base_shm");
+    cache_case c = start_case("link");
+    char *output = ft_path_join(c.work, "base_shm");
     CHECK_INT(symlink("/dev/shm/ftpipe/abc/base", output), 0);
-    ft_manifest *manifest = store_output(cache, KEY_ONE, output);
+    ft_manifest *manifest = store_output(c.cache, KEY_ONE, output);
     CHECK_INT(manifest->n_entries, 1);
     ft_manifest *found = NULL;
-    CHECK_INT(ft_cache_lookup(cache, KEY_ONE, &found), 1);
+    CHECK_INT(ft_cache_lookup(c.cache, KEY_ONE, &found), 1);
     char *destination = ft_path_join(temporary_dir, "link-ws/models/base_shm");
-    CHECK_INT(ft_cache_materialize(cache, found, destination), 0);
+    CHECK_INT(ft_cache_materialize(c.cache, found, destination), 0);
     char target[64] = "";
     CHECK_INT(readlink(destination, target, sizeof target - 1), 24);
     CHECK_STR(target, "/dev/shm/ftpipe/abc/base");
@@ -332,8 +335,7 @@ TEST(stores_and_places_a_link_output)
     ft_manifest_free(manifest);
     free(destination);
     free(output);
-    free(work);
-    ft_cache_close(cache);
+    end_case(&c);
 }
 
 /* /dev/shm is another file system here: stores copy, materializing copies. */

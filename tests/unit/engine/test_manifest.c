@@ -34,21 +34,13 @@ static const char zero_hash[] = "00000000000000000000000000000000";
  * a newline, a backslash and non-ASCII letters. */
 static char *make_tree(const char *name)
 {
-    char *root = ft_path_join(temporary_dir, name);
-    char *bin = ft_path_join(root, "bin");
-    char *empty = ft_path_join(root, "empty");
-    char *link = ft_path_join(root, "link");
-    CHECK_INT(ft_mkdir_p(bin), 0);
-    CHECK_INT(ft_mkdir_p(empty), 0);
-    fixture_write_file(root, "a.txt", "hello", 0644);
-    fixture_write_file(bin, "run.sh", "#!/bin/sh\n", 0755);
-    fixture_write_file(root, "odd name\n\\x", "odd", 0600);
-    fixture_write_file(root, "\xc3\xbc.txt", "u", 0444);
-    CHECK_INT(symlink("a.txt", link), 0);
-    free(bin);
-    free(empty);
-    free(link);
-    return root;
+    static const fixture_file files[] = {
+        {"a.txt", "hello", 0644},
+        {"bin/run.sh", "#!/bin/sh\n", 0755},
+        {"odd name\n\\x", "odd", 0600},
+        {"\xc3\xbc.txt", "u", 0444},
+    };
+    return fixture_make_tree(temporary_dir, name, files, sizeof files / sizeof files[0], "a.txt");
 }
 
 static char *expected_tree_text(void)
@@ -126,6 +118,26 @@ TEST(parse_round_trips_exactly)
     free(root);
 }
 
+/* Builds path's manifest, checks that its text is `expected` and returns it (the caller frees). */
+static ft_manifest *build_expecting(const char *path, const char *expected)
+{
+    ft_manifest *m = NULL;
+    CHECK_INT(ft_manifest_build(NULL, path, 1, &m), 0);
+    char *text = m ? ft_manifest_serialize(m) : NULL;
+    CHECK_STR(text, expected);
+    free(text);
+    return m;
+}
+
+static ft_hash hash_of_tree(const char *root)
+{
+    ft_manifest *m = NULL;
+    CHECK_INT(ft_manifest_build(NULL, root, 1, &m), 0);
+    ft_hash hash = m ? m->hash : (ft_hash){0};
+    ft_manifest_free(m);
+    return hash;
+}
+
 TEST(single_file_link_and_empty_folder)
 {
     char *dir = ft_path_join(temporary_dir, "single");
@@ -137,36 +149,25 @@ TEST(single_file_link_and_empty_folder)
     CHECK_INT(symlink("/dev/shm/ftpipe/model dir", link), 0);
     CHECK_INT(ft_mkdir_p(empty), 0);
 
-    ft_manifest *m;
-    char *expected;
-    CHECK_INT(ft_manifest_build(NULL, file, 1, &m), 0);
-    char *text = ft_manifest_serialize(m);
-    expected = ft_xasprintf("ftpipe manifest 1\nfile 755 7 %s .\n", hex_of_text("weights"));
-    CHECK_STR(text, expected);
+    char *expected = ft_xasprintf("ftpipe manifest 1\nfile 755 7 %s .\n", hex_of_text("weights"));
+    ft_manifest *m = build_expecting(file, expected);
     CHECK_STR(m->entries[0].path, "");
     ft_manifest *parsed;
-    CHECK_INT(ft_manifest_parse(text, "file", &parsed), 0);
+    CHECK_INT(ft_manifest_parse(expected, "file", &parsed), 0);
     CHECK_STR(parsed->entries[0].path, "");
     ft_manifest_free(parsed);
-    free(text);
     free(expected);
     ft_manifest_free(m);
 
-    CHECK_INT(ft_manifest_build(NULL, link, 1, &m), 0);
-    text = ft_manifest_serialize(m);
     expected = ft_xasprintf("ftpipe manifest 1\nlink 777 25 %s . -> /dev/shm/ftpipe/model\\x20dir\n",
                             hex_of_text("/dev/shm/ftpipe/model dir"));
-    CHECK_STR(text, expected);
+    m = build_expecting(link, expected);
     CHECK_INT(m->total_bytes, 0);
-    free(text);
     free(expected);
     ft_manifest_free(m);
 
-    CHECK_INT(ft_manifest_build(NULL, empty, 1, &m), 0);
-    text = ft_manifest_serialize(m);
-    CHECK_STR(text, "ftpipe manifest 1\n");
+    m = build_expecting(empty, "ftpipe manifest 1\n");
     CHECK_INT(m->n_entries, 0);
-    free(text);
     ft_manifest_free(m);
     free(file);
     free(link);
@@ -177,26 +178,16 @@ TEST(single_file_link_and_empty_folder)
 TEST(hash_follows_names_modes_and_content)
 {
     char *root = make_tree("changes");
-    ft_manifest *m;
-    CHECK_INT(ft_manifest_build(NULL, root, 1, &m), 0);
-    ft_hash before = m->hash;
-    ft_manifest_free(m);
-
+    ft_hash before = hash_of_tree(root);
     char *script = ft_path_join(root, "bin/run.sh");
     CHECK_INT(chmod(script, 0644), 0);
-    CHECK_INT(ft_manifest_build(NULL, root, 1, &m), 0);
-    CHECK(!ft_hash_equal(m->hash, before));
-    ft_manifest_free(m);
+    CHECK(!ft_hash_equal(hash_of_tree(root), before));
     CHECK_INT(chmod(script, 0700), 0); /* only the executable bit counts */
-    CHECK_INT(ft_manifest_build(NULL, root, 1, &m), 0);
-    CHECK(ft_hash_equal(m->hash, before));
-    ft_manifest_free(m);
+    CHECK(ft_hash_equal(hash_of_tree(root), before));
 
     char *new_dir = ft_path_join(root, "empty/more");
     CHECK_INT(ft_mkdir_p(new_dir), 0);
-    CHECK_INT(ft_manifest_build(NULL, root, 1, &m), 0);
-    CHECK(!ft_hash_equal(m->hash, before));
-    ft_manifest_free(m);
+    CHECK(!ft_hash_equal(hash_of_tree(root), before));
     free(new_dir);
     free(script);
     free(root);
@@ -370,52 +361,56 @@ static void check_parse_error(const char *text, const char *message)
     CHECK(m == NULL);
 }
 
+/* A manifest's text with each '@' replaced by the hash of "x" (caller frees). */
+static char *with_hash(const char *text)
+{
+    const char *h = hex_of_text("x");
+    ft_strbuf out;
+    ft_strbuf_init(&out);
+    for (const char *c = text; *c; c++) {
+        if (*c == '@')
+            ft_strbuf_puts(&out, h);
+        else
+            ft_strbuf_add(&out, c, 1);
+    }
+    return ft_strbuf_take(&out);
+}
+
 TEST(parse_rejects_what_it_would_not_write)
 {
-    char *text;
-    const char *h = hex_of_text("x");
-    check_parse_error("ftpipe manifest 2\n", "cache/manifests/k:1: not an ftpipe manifest: expected \"ftpipe "
-                                             "manifest 1\"");
-    text = ft_xasprintf("ftpipe manifest 1\nblob 644 1 %s a\n", h);
-    check_parse_error(text, "cache/manifests/k:2: the type must be file, dir or link");
-    free(text);
-    text = ft_xasprintf("ftpipe manifest 1\nfile 644 1 %s b\nfile 644 1 %s a\n", h, h);
-    check_parse_error(text, "cache/manifests/k: not in canonical form (entries out of order, or a field written "
-                            "differently than ftpipe writes it)");
-    free(text);
-    text = ft_xasprintf("ftpipe manifest 1\nfile 644 01 %s a\n", h);
-    check_parse_error(text, "cache/manifests/k:2: the size must be a decimal number of bytes");
-    free(text);
-    text = ft_xasprintf("ftpipe manifest 1\nfile 600 1 %s a\n", h);
-    check_parse_error(text, "cache/manifests/k:2: the mode must be 644 or 755 for a file, 755 for a folder, 777 "
-                            "for a link");
-    free(text);
-    text = ft_xasprintf("ftpipe manifest 1\nfile 644 1 %s ../a\n", h);
-    check_parse_error(text, "cache/manifests/k:2: a path must be relative, without empty, \".\" or \"..\" parts");
-    free(text);
-    text = ft_xasprintf("ftpipe manifest 1\nfile 644 1 %s /etc/passwd\n", h);
-    check_parse_error(text, "cache/manifests/k:2: a path must be relative, without empty, \".\" or \"..\" parts");
-    free(text);
-    text = ft_xasprintf("ftpipe manifest 1\nfile 644 1 %s a/b\n", h);
-    check_parse_error(text, "cache/manifests/k: a/b is listed but its folder is not");
-    free(text);
-    text = ft_xasprintf("ftpipe manifest 1\nfile 644 1 %s .\nfile 644 1 %s a\n", h, h);
-    check_parse_error(text, "cache/manifests/k: the entry \".\" (a file or link output) must be the only entry");
-    free(text);
-    text = ft_xasprintf("ftpipe manifest 1\nfile 644 1 %s a\\q\n", h);
-    check_parse_error(text, "cache/manifests/k:2: a backslash in a name must start \\xHH (two hex digits, not 00)");
-    free(text);
-    text = ft_xasprintf("ftpipe manifest 1\nfile 644 1 %s a", h);
-    check_parse_error(text, "cache/manifests/k:2: the last line does not end with a newline");
-    free(text);
-    text = ft_xasprintf("ftpipe manifest 1\nlink 777 1 %s a -> b\n", h);
-    check_parse_error(text, "cache/manifests/k: not in canonical form (entries out of order, or a field written "
-                            "differently than ftpipe writes it)");
-    free(text);
-    check_parse_error("ftpipe manifest 1\nfile 644 1 xyz a\n", "cache/manifests/k:2: the hash must be 32 hex "
-                                                               "digits");
-    check_parse_error("ftpipe manifest 1\nfile 644 1\n", "cache/manifests/k:2: expected \"TYPE MODE SIZE HASH "
-                                                         "PATH\" or a link's \"... PATH -> TARGET\"");
+#define NOT_CANONICAL \
+    "cache/manifests/k: not in canonical form (entries out of order, or a field written differently than ftpipe writes it)"
+#define NOT_RELATIVE "cache/manifests/k:2: a path must be relative, without empty, \".\" or \"..\" parts"
+    static const struct {
+        const char *text; /* '@': a valid hash */
+        const char *error;
+    } cases[] = {
+        {"ftpipe manifest 2\n", "cache/manifests/k:1: not an ftpipe manifest: expected \"ftpipe manifest 1\""},
+        {"ftpipe manifest 1\nblob 644 1 @ a\n", "cache/manifests/k:2: the type must be file, dir or link"},
+        {"ftpipe manifest 1\nfile 644 1 @ b\nfile 644 1 @ a\n", NOT_CANONICAL},
+        {"ftpipe manifest 1\nfile 644 01 @ a\n", "cache/manifests/k:2: the size must be a decimal number of bytes"},
+        {"ftpipe manifest 1\nfile 600 1 @ a\n",
+         "cache/manifests/k:2: the mode must be 644 or 755 for a file, 755 for a folder, 777 for a link"},
+        {"ftpipe manifest 1\nfile 644 1 @ ../a\n", NOT_RELATIVE},
+        {"ftpipe manifest 1\nfile 644 1 @ /etc/passwd\n", NOT_RELATIVE},
+        {"ftpipe manifest 1\nfile 644 1 @ a/b\n", "cache/manifests/k: a/b is listed but its folder is not"},
+        {"ftpipe manifest 1\nfile 644 1 @ .\nfile 644 1 @ a\n",
+         "cache/manifests/k: the entry \".\" (a file or link output) must be the only entry"},
+        {"ftpipe manifest 1\nfile 644 1 @ a\\q\n",
+         "cache/manifests/k:2: a backslash in a name must start \\xHH (two hex digits, not 00)"},
+        {"ftpipe manifest 1\nfile 644 1 @ a", "cache/manifests/k:2: the last line does not end with a newline"},
+        {"ftpipe manifest 1\nlink 777 1 @ a -> b\n", NOT_CANONICAL},
+        {"ftpipe manifest 1\nfile 644 1 xyz a\n", "cache/manifests/k:2: the hash must be 32 hex digits"},
+        {"ftpipe manifest 1\nfile 644 1\n",
+         "cache/manifests/k:2: expected \"TYPE MODE SIZE HASH PATH\" or a link's \"... PATH -> TARGET\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *text = with_hash(cases[i].text);
+        check_parse_error(text, cases[i].error);
+        free(text);
+    }
+#undef NOT_CANONICAL
+#undef NOT_RELATIVE
 }
 
 int main(void)

@@ -86,28 +86,50 @@ TEST(a_stage_line_gives_target_kind_inputs_and_parameters)
     ft_pipeline_free(pipeline);
 }
 
-TEST(the_three_assignments_behave_as_in_make)
+/* Pipelines whose stage "out" has a run parameter: what it expands to, as make would. */
+TEST(run_values_expand_as_in_make)
 {
-    ft_pipeline *pipeline = parse("A = one\n"
-                                  "B = $(A)\n"
-                                  "C := $(A)\n"
-                                  "D ?= four\n"
-                                  "D ?= ignored\n"
-                                  "A = two\n"
-                                  "E=${C}-${D}\n"
-                                  "out: shell\n"
-                                  "\trun = $(B) $(C) $(E)\n");
-    CHECK_STR(param(pipeline, "out", "run"), "two one one-four");
-    ft_pipeline_free(pipeline);
-}
-
-TEST(parameter_values_see_assignments_below_them)
-{
-    ft_pipeline *pipeline = parse("out: shell\n"
-                                  "\trun = echo $(MESSAGE)\n"
-                                  "MESSAGE = hello\n");
-    CHECK_STR(param(pipeline, "out", "run"), "echo hello");
-    ft_pipeline_free(pipeline);
+    static ft_variable cli_dollar[] = {{"CLI", "a$b"}};
+    static ft_variable cli_three[] = {{"MODEL", "cli/model"}, {"RATE", "a$b"}, {"SEED", "7"}};
+    static const struct {
+        const char *what;
+        const char *text;
+        ft_variable *overrides; /* from the command line */
+        size_t n_overrides;
+        const char *run;
+    } cases[] = {
+        {"the three assignments behave as in make",
+         "A = one\nB = $(A)\nC := $(A)\nD ?= four\nD ?= ignored\nA = two\nE=${C}-${D}\n"
+         "out: shell\n\trun = $(B) $(C) $(E)\n",
+         NULL, 0, "two one one-four"},
+        {"parameter values see assignments below them", "out: shell\n\trun = echo $(MESSAGE)\nMESSAGE = hello\n",
+         NULL, 0, "echo hello"},
+        /* Partly known where the stage is written: what is defined there is taken there,
+         * the rest at the end; literal dollars from every source survive both passes. */
+        {"parameters take what is defined where the stage is written",
+         "A = first\nIMMEDIATE := $$lit\nRECURSIVE = $(A)-$(B)\nout: shell\n"
+         "\trun = $(RECURSIVE) $(IMMEDIATE) $(CLI) $($(NAME)) $<\nA = second\nB = late\nNAME = B\n",
+         cli_dollar, 1, "first-late $lit a$b late $<"},
+        {"command-line values override every assignment",
+         "MODEL = file/model\nRATE := 1e-4\nSEED ?= 42\nout: shell\n\trun = $(MODEL) $(RATE) $(SEED)\n",
+         cli_three, 3, "cli/model a$b 7"},
+        {"Windows line endings and a variable named include",
+         "include = extra\r\nout: shell\r\n\trun = a \\\r\n\t  $(include)\r\n", NULL, 0, "a extra"},
+        {"dollars and automatic variables",
+         "A := $$x $@\nB = $$y $<\nout: shell a b\n\trun = echo $$HOME $< $^ $@ $$$$ $(A) $(B)\n",
+         NULL, 0, "echo $HOME $< $^ $@ $$ $x $@ $y $<"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ft_pipeline_options options = {.overrides = cases[i].overrides, .n_overrides = cases[i].n_overrides};
+        int failed_before = check_case_failed;
+        check_case_failed = 0;
+        ft_pipeline *pipeline = parse_with(cases[i].text, &options);
+        CHECK_STR(param(pipeline, "out", "run"), cases[i].run);
+        if (check_case_failed)
+            fprintf(stderr, "  (in: %s)\n", cases[i].what);
+        check_case_failed |= failed_before;
+        ft_pipeline_free(pipeline);
+    }
 }
 
 /* The sweep written as one template included six times with its variables
@@ -142,25 +164,6 @@ TEST(a_template_included_six_times_gives_six_correctly_labelled_stages)
         CHECK_STR(param(pipeline, target, "lora_rank"), ranks[i % 2]);
         CHECK_STR(param(pipeline, target, "run"), run);
     }
-    ft_pipeline_free(pipeline);
-}
-
-/* Partly known where the stage is written: what is defined there is taken there,
- * the rest at the end; literal dollars from every source survive both passes. */
-TEST(parameters_take_what_is_defined_where_the_stage_is_written)
-{
-    ft_variable overrides[] = {{"CLI", "a$b"}};
-    ft_pipeline_options options = {.overrides = overrides, .n_overrides = 1};
-    ft_pipeline *pipeline = parse_with("A = first\n"
-                                       "IMMEDIATE := $$lit\n"
-                                       "RECURSIVE = $(A)-$(B)\n"
-                                       "out: shell\n"
-                                       "\trun = $(RECURSIVE) $(IMMEDIATE) $(CLI) $($(NAME)) $<\n"
-                                       "A = second\n"
-                                       "B = late\n"
-                                       "NAME = B\n",
-                                       &options);
-    CHECK_STR(param(pipeline, "out", "run"), "first-late $lit a$b late $<");
     ft_pipeline_free(pipeline);
 }
 
@@ -365,20 +368,6 @@ TEST(targets_and_inputs_expand_when_read)
     ft_pipeline_free(pipeline);
 }
 
-TEST(command_line_values_override_every_assignment)
-{
-    ft_variable overrides[] = {{"MODEL", "cli/model"}, {"RATE", "a$b"}, {"SEED", "7"}};
-    ft_pipeline_options options = {.overrides = overrides, .n_overrides = 3};
-    ft_pipeline *pipeline = parse_with("MODEL = file/model\n"
-                                       "RATE := 1e-4\n"
-                                       "SEED ?= 42\n"
-                                       "out: shell\n"
-                                       "\trun = $(MODEL) $(RATE) $(SEED)\n",
-                                       &options);
-    CHECK_STR(param(pipeline, "out", "run"), "cli/model a$b 7");
-    ft_pipeline_free(pipeline);
-}
-
 TEST(the_environment_fills_what_the_file_leaves_open)
 {
     setenv("FTPIPE_TEST_CONDITIONAL", "from-env", 1);
@@ -432,26 +421,6 @@ TEST(comments_blank_lines_and_escaped_hashes)
     CHECK_STR(param(pipeline, "out", "run"), "curl http://h/x#frag # not a comment");
     CHECK_STR(param(pipeline, "out", "env"), "[1]");
     CHECK_INT(pipeline ? pipeline->n_stages : 0, 1);
-    ft_pipeline_free(pipeline);
-}
-
-TEST(windows_line_endings_and_a_variable_named_include)
-{
-    ft_pipeline *pipeline = parse("include = extra\r\n"
-                                  "out: shell\r\n"
-                                  "\trun = a \\\r\n"
-                                  "\t  $(include)\r\n");
-    CHECK_STR(param(pipeline, "out", "run"), "a extra");
-    ft_pipeline_free(pipeline);
-}
-
-TEST(dollars_and_automatic_variables)
-{
-    ft_pipeline *pipeline = parse("A := $$x $@\n"
-                                  "B = $$y $<\n"
-                                  "out: shell a b\n"
-                                  "\trun = echo $$HOME $< $^ $@ $$$$ $(A) $(B)\n");
-    CHECK_STR(param(pipeline, "out", "run"), "echo $HOME $< $^ $@ $$ $x $@ $y $<");
     ft_pipeline_free(pipeline);
 }
 
@@ -568,10 +537,8 @@ int main(void)
     if (!temp_root || chdir(temp_root) != 0)
         return 1;
     RUN(a_stage_line_gives_target_kind_inputs_and_parameters);
-    RUN(the_three_assignments_behave_as_in_make);
-    RUN(parameter_values_see_assignments_below_them);
+    RUN(run_values_expand_as_in_make);
     RUN(a_template_included_six_times_gives_six_correctly_labelled_stages);
-    RUN(parameters_take_what_is_defined_where_the_stage_is_written);
     RUN(a_matrix_stage_is_made_once_per_combination);
     RUN(matrix_mistakes_are_refused_where_they_are_written);
     RUN(a_pattern_rule_makes_a_stage_per_matching_file_and_wildcards_list_files);
@@ -579,12 +546,9 @@ int main(void)
     RUN(parameter_set_mistakes_are_refused);
     RUN(a_params_yaml_or_json_include_sets_variables);
     RUN(targets_and_inputs_expand_when_read);
-    RUN(command_line_values_override_every_assignment);
     RUN(the_environment_fills_what_the_file_leaves_open);
     RUN(backslash_newline_continues_any_line);
     RUN(comments_blank_lines_and_escaped_hashes);
-    RUN(windows_line_endings_and_a_variable_named_include);
-    RUN(dollars_and_automatic_variables);
     RUN(variable_names_may_be_computed);
     RUN(default_targets);
     RUN(include_reads_the_including_files_folder_first);

@@ -1,7 +1,7 @@
 /* Tests for fetch against a real nginx started for the test (tests/e2e/nginx.sh,
  * tests/fixtures/download/nginx.conf.in) on a free port of 127.0.0.1; the bytes
- * it served are read back from its access log. One case uses a small server of
- * its own that cuts a connection midway. */
+ * it served are read back from its access log. The last cases use a small server
+ * of its own that cuts connections midway. */
 #include "check.h"
 #include "fixtures.h"
 
@@ -698,19 +698,21 @@ TEST(unknown_length_and_no_byte_ranges_still_work)
     remove_fetched(dest);
 }
 
-/* --- a server that cuts the first download midway --- */
+/* --- a server that cuts downloads midway --- */
 
 typedef struct {
     int listen_fd;
     int port;
     const char *body;
     size_t length;
-    char ranges[4][64]; /* the Range header of each GET ("" when none) */
+    bool ignores_ranges; /* answers every GET with the whole file, as a range-blind proxy does */
+    int n_cut;           /* the first n_cut answers break halfway */
+    char ranges[8][64];  /* the Range header of each GET ("" when none) */
     int n_gets;
     size_t body_bytes_sent;
 } cutting_server;
 
-static void *serve_with_one_cut(void *pointer)
+static void *serve_with_cuts(void *pointer)
 {
     cutting_server *server = pointer;
     int fd;
@@ -725,17 +727,18 @@ static void *serve_with_one_cut(void *pointer)
             got += (size_t)n;
             request[got] = '\0';
         }
-        const char *range = strstr(request, "\r\nRange: bytes=");
+        const char *range = server->ignores_ranges ? NULL : strstr(request, "\r\nRange: bytes=");
         size_t start = 0;
         if (range)
             sscanf(range + 15, "%zu", &start);
         if (strncmp(request, "HEAD ", 5) == 0) {
             dprintf(fd, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nAccept-Ranges: bytes\r\nETag: \"v1\"\r\n"
                         "Connection: close\r\n\r\n", server->length);
-        } else if (server->n_gets < 4) {
+        } else if (server->n_gets < 8) {
             int index = server->n_gets++;
-            if (range)
-                sscanf(range + 9, "%63[^\r]", server->ranges[index]);
+            const char *asked = strstr(request, "\r\nRange: ");
+            if (asked)
+                sscanf(asked + 9, "%63[^\r]", server->ranges[index]);
             size_t left = server->length - start;
             if (range)
                 dprintf(fd, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %zu-%zu/%zu\r\n", start,
@@ -743,7 +746,7 @@ static void *serve_with_one_cut(void *pointer)
             else
                 dprintf(fd, "HTTP/1.1 200 OK\r\n");
             dprintf(fd, "Content-Length: %zu\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n", left);
-            size_t send_bytes = index == 0 ? left / 2 : left; /* the first connection breaks halfway */
+            size_t send_bytes = index < server->n_cut ? left / 2 : left;
             size_t sent = 0;
             while (sent < send_bytes) {
                 ssize_t n = write(fd, server->body + start + sent, send_bytes - sent);
@@ -758,47 +761,105 @@ static void *serve_with_one_cut(void *pointer)
     return NULL;
 }
 
-TEST(connection_cut_midway_continues_with_a_range_request)
+/* What a download from a cutting server ended with. */
+typedef struct {
+    int result;      /* ft_fetch_files' */
+    char *error;     /* its message when it failed, else "" */
+    ft_strbuf log;
+    ft_fetch_stats stats;
+    bool arrived;    /* the file is whole at its destination */
+} cut_fetch;
+
+/* Downloads MIB bytes of big_bytes from `server` into a fresh folder. */
+static cut_fetch fetch_from_cutting_server(cutting_server *server, int retries)
 {
-    cutting_server server = {.body = big_bytes, .length = MIB};
-    server.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    cut_fetch got = {0};
+    ft_strbuf_init(&got.log);
+    server->body = big_bytes;
+    server->length = MIB;
+    server->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t address_length = sizeof address;
-    CHECK_INT(bind(server.listen_fd, (struct sockaddr *)&address, sizeof address), 0);
-    CHECK_INT(listen(server.listen_fd, 8), 0);
-    getsockname(server.listen_fd, (struct sockaddr *)&address, &address_length);
-    server.port = ntohs(address.sin_port);
+    CHECK_INT(bind(server->listen_fd, (struct sockaddr *)&address, sizeof address), 0);
+    CHECK_INT(listen(server->listen_fd, 8), 0);
+    getsockname(server->listen_fd, (struct sockaddr *)&address, &address_length);
+    server->port = ntohs(address.sin_port);
     pthread_t thread;
-    pthread_create(&thread, NULL, serve_with_one_cut, &server);
+    pthread_create(&thread, NULL, serve_with_cuts, server);
 
-    ft_strbuf log;
-    ft_strbuf_init(&log);
     char *dir = make_dir();
-    char *url = ft_xasprintf("http://127.0.0.1:%d/cut.bin", server.port);
+    char *url = ft_xasprintf("http://127.0.0.1:%d/cut.bin", server->port);
     char *dest = ft_path_join(dir, "cut.bin");
     ft_fetch_file file = {url, dest, "cut.bin", MIB, NULL};
     ft_fetch_options options = test_options();
+    options.retries = retries;
     options.on_log = collect_log;
-    options.context = &log;
-    ft_fetch_stats stats;
-    CHECK_INT(ft_fetch_files(&file, 1, &options, &stats), 0);
-    shutdown(server.listen_fd, SHUT_RDWR);
+    options.context = &got.log;
+    got.result = ft_fetch_files(&file, 1, &options, &got.stats);
+    got.error = ft_xstrdup(got.result != 0 ? ft_error_message() : "");
+    shutdown(server->listen_fd, SHUT_RDWR);
     pthread_join(thread, NULL);
-    close(server.listen_fd);
-
-    CHECK(file_equals(dest, big_bytes, MIB));
-    CHECK_INT(server.n_gets, 2);
-    CHECK_STR(server.ranges[0], "");
-    CHECK_STR(server.ranges[1], "bytes=524288-1048575");
-    CHECK_INT(server.body_bytes_sent, MIB); /* no byte was sent twice */
-    CHECK_INT(stats.bytes_received, MIB);
-    CHECK(strstr(log.data, "cut.bin: ") == log.data);
-    CHECK(strstr(log.data, "; asking for the rest from byte 524288 in 0.1 s\n") != NULL);
-    ft_strbuf_free(&log);
+    close(server->listen_fd);
+    got.arrived = file_equals(dest, big_bytes, MIB);
     free(url);
     free(dest);
     ft_remove_tree(dir);
     free(dir);
+    return got;
+}
+
+static void cut_fetch_free(cut_fetch *got)
+{
+    free(got->error);
+    ft_strbuf_free(&got->log);
+}
+
+TEST(connection_cut_midway_continues_with_a_range_request)
+{
+    cutting_server server = {.n_cut = 1};
+    cut_fetch got = fetch_from_cutting_server(&server, 5);
+    CHECK_INT(got.result, 0);
+    CHECK(got.arrived);
+    CHECK_INT(server.n_gets, 2);
+    CHECK_STR(server.ranges[0], "");
+    CHECK_STR(server.ranges[1], "bytes=524288-1048575");
+    CHECK_INT(server.body_bytes_sent, MIB); /* no byte was sent twice */
+    CHECK_INT(got.stats.bytes_received, MIB);
+    CHECK(strstr(got.log.data, "cut.bin: the transfer was cut short (") == got.log.data);
+    CHECK(strstr(got.log.data, "): 524288 of 1048576 bytes received; asking for the rest from byte 524288 in 0.1 s\n"));
+    cut_fetch_free(&got);
+}
+
+/* The rest of a cut transfer answered with the whole file: read past the bytes on disk. */
+TEST(cut_transfer_resumes_from_a_server_that_ignores_the_range)
+{
+    cutting_server server = {.ignores_ranges = true, .n_cut = 1};
+    cut_fetch got = fetch_from_cutting_server(&server, 5);
+    CHECK_INT(got.result, 0);
+    CHECK(got.arrived);
+    CHECK_INT(server.n_gets, 2);
+    CHECK_STR(server.ranges[1], "bytes=524288-1048575");
+    CHECK(strstr(got.log.data, "): 524288 of 1048576 bytes received; asking for the rest from byte 524288"));
+    CHECK(strstr(got.log.data, "cut.bin: the server sent the whole file instead of the bytes from 524288; "
+                               "reading past those already on disk\n"));
+    cut_fetch_free(&got);
+}
+
+/* A server that cuts every answer: the failure says so, with the bytes received and expected. */
+TEST(transfer_cut_every_time_says_how_far_it_got)
+{
+    cutting_server server = {.ignores_ranges = true, .n_cut = 8};
+    cut_fetch got = fetch_from_cutting_server(&server, 2);
+    CHECK_INT(got.result, -1);
+    CHECK(!got.arrived);
+    CHECK_INT(server.n_gets, 4); /* the first cut made progress, so it cost no attempt */
+    char *expected = ft_xasprintf("cannot download cut.bin from http://127.0.0.1:%d/cut.bin after 3 attempts: "
+                                  "the transfer was cut short (", server.port);
+    CHECK(strstr(got.error, expected) == got.error);
+    CHECK(strstr(got.error, "): 524288 of 1048576 bytes received; run again to resume"));
+    CHECK(!strstr(got.error, "byte-range"));
+    free(expected);
+    cut_fetch_free(&got);
 }
 
 int main(void)
@@ -823,6 +884,8 @@ int main(void)
     RUN(server_refusing_head_is_probed_with_one_byte);
     RUN(unknown_length_and_no_byte_ranges_still_work);
     RUN(connection_cut_midway_continues_with_a_range_request);
+    RUN(cut_transfer_resumes_from_a_server_that_ignores_the_range);
+    RUN(transfer_cut_every_time_says_how_far_it_got);
     stop_server();
     return check_done();
 }
