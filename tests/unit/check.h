@@ -1,5 +1,7 @@
 /* check: the unit-test harness. Each TEST is a case; main runs them in order and
- * prints "ok NAME" or "not ok NAME" per case, which tests/run.sh counts.
+ * prints "ok NAME" or "not ok NAME" per case, which tests/run.sh counts; a case
+ * that cannot run here calls SKIP(why) and prints "ok NAME # SKIP why", which
+ * tests/run.sh counts as a skip, never as a pass.
  *
  *     TEST(parses_sizes) { CHECK_INT(ft_parse_size_bytes("2G", &n), 0); }
  *     int main(void) { RUN(parses_sizes); return check_done(); }
@@ -13,6 +15,7 @@
 
 static int check_case_failed;
 static int check_failed_cases;
+static const char *check_case_skipped; /* why this case could not run here; NULL: it ran */
 
 #define TEST(name) static void name(void)
 
@@ -45,13 +48,24 @@ static int check_failed_cases;
         }                                                                                    \
     } while (0)
 
-#define RUN(name)                                                  \
-    do {                                                           \
-        check_case_failed = 0;                                     \
-        name();                                                    \
-        printf("%s %s\n", check_case_failed ? "not ok" : "ok", #name); \
-        fflush(stdout);                                            \
-        check_failed_cases += check_case_failed;                   \
+/* Ends the case as not run here, saying why (a string that outlives the case). */
+#define SKIP(why)                  \
+    do {                           \
+        check_case_skipped = (why); \
+        return;                    \
+    } while (0)
+
+#define RUN(name)                                                        \
+    do {                                                                 \
+        check_case_failed = 0;                                           \
+        check_case_skipped = NULL;                                       \
+        name();                                                          \
+        if (check_case_skipped && !check_case_failed)                    \
+            printf("ok %s # SKIP %s\n", #name, check_case_skipped);      \
+        else                                                             \
+            printf("%s %s\n", check_case_failed ? "not ok" : "ok", #name); \
+        fflush(stdout);                                                  \
+        check_failed_cases += check_case_failed;                         \
     } while (0)
 
 static inline int check_done(void) { return check_failed_cases ? 1 : 0; }
