@@ -15,7 +15,8 @@
 
 static int check_case_failed;
 static int check_failed_cases;
-static const char *check_case_skipped; /* why this case could not run here; NULL: it ran */
+/* why this case could not run here; NULL: it ran (unused in files with their own main loop) */
+static const char *check_case_skipped __attribute__((unused));
 
 #define TEST(name) static void name(void)
 
