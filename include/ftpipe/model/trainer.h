@@ -24,6 +24,8 @@
  * (each layer's while backward runs on the layers below) and the loss are
  * added over the ranks before clipping, so every rank makes
  * the same update and the loss is that of one rank running the whole step.
+ * With zero_stage 1 or 2 each rank keeps and updates a shard of the
+ * optimizer's state (zero.h), the result staying that of stage 0.
  * Only the ranks that say so write checkpoints (the first of each node); every
  * rank resumes from them, whatever rank count wrote them. */
 #ifndef FTPIPE_TRAINER_H
@@ -96,6 +98,8 @@ typedef struct {
     bool eval_each_epoch;             /* evaluate when an epoch ends */
     int ranks;                        /* data-parallel ranks; 0 or 1: one */
     ft_comm *comm;                    /* this rank's, of `ranks` ranks; NULL with one */
+    int zero_stage;                   /* 0; 1 or 2: AdamW's state (and with 2 the gradients' sums) sharded
+                                       * over the ranks (zero.h); nothing to shard with one rank */
     bool saves_checkpoints;           /* with a communicator: this rank writes them (each node's first) */
     ft_train_callbacks callbacks;     /* rank 0's cancelled() stops every rank */
 } ft_train_options;
@@ -117,6 +121,7 @@ typedef struct {
     double train_loss;                /* the mean of every step's loss */
     double runtime_s;                 /* this run's, resumed part only */
     double samples;                   /* the HF Trainer's num_train_samples */
+    size_t optimizer_state_bytes;     /* this rank's AdamW moments: a 1 / ranks shard with ZeRO */
 } ft_train_result;
 
 /* Trains the model's trainable tensors on the shards' rows, resuming from the

@@ -1,0 +1,61 @@
+/* zero: ZeRO sharding of the trained tensors over the ranks of one job, as
+ * DeepSpeed's stages 1 and 2 do it: each rank keeps AdamW's moments for its
+ * shard only, updates its shard, and the ranks all-gather the updated values.
+ *
+ * The trained tensors are cut into spans, runs of tensors whose values and
+ * gradients both lie back to back (LoRA's are one allocation, so one span).
+ * Every span is split evenly: rank r owns elements [r x per, (r + 1) x per)
+ * with per = count / ranks; the last count - ranks x per elements (fewer than
+ * the ranks) are updated by every rank alike, which is cheaper than sending
+ * them. AdamW is elementwise, so a shard's update is the whole update's, bit
+ * for bit.
+ *
+ * Stage 1: the gradients are all-reduced whole (data_parallel.h), and the
+ * gradient norm is the whole one's, so the result is stage 0's bit for bit.
+ * Stage 2: each span's gradients are reduce-scattered instead (a rank gets
+ * the sum of its shard only; the host collectives add in rank order, so those
+ * sums are stage 0's), and the norm adds the shards' sums of squares over the
+ * ranks: the same number up to the order of a sum in double, which can move
+ * the clipped update by a last bit.
+ *
+ * Checkpoints hold whole moments (checkpoint.h), so that a run resumes with
+ * another rank count or stage: the moments are gathered into a whole
+ * optimizer for the write, and a rank keeps its shard of them on resume. */
+#ifndef FTPIPE_ZERO_H
+#define FTPIPE_ZERO_H
+
+#include <stddef.h>
+
+#include "ftpipe/backend/comm.h"
+#include "ftpipe/model/adamw.h"
+
+typedef struct ft_zero ft_zero;
+
+/* Shards the tensors (which must outlive it) over comm's ranks for stage 1 or
+ * 2, with zeroed moments for this rank's shard. */
+int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, const ft_param_tensor *tensors, size_t count,
+                   const ft_adamw_config *config, ft_zero **out);
+void ft_zero_free(ft_zero *zero);
+
+/* After backward, stage 2: each rank's shard of the gradients becomes its sum
+ * over the ranks (stage 1's were all-reduced already). -1 with ft_error. */
+int ft_zero_reduce_gradients(ft_zero *zero);
+
+/* The global 2-norm of the summed gradients; when max_norm > 0 and the norm
+ * exceeds it, this rank's shard is scaled as ft_adamw_clip_grad_norm scales. */
+int ft_zero_clip_grad_norm(ft_zero *zero, double max_norm, double *norm);
+
+/* AdamW on this rank's shard, then every rank's values become the updated ones. */
+int ft_zero_step(ft_zero *zero, double learning_rate);
+
+/* This rank's optimizer: its moments are the shard's (for the memory counters). */
+const ft_adamw *ft_zero_shard_optimizer(const ft_zero *zero);
+
+/* Every rank's moments gathered into a whole optimizer of the tensors, with
+ * the step count (every rank calls it; the caller frees *out). */
+int ft_zero_gather_optimizer(ft_zero *zero, ft_adamw **out);
+
+/* This rank's shard of whole's moments and its step count, after a resume. */
+void ft_zero_take_shard(ft_zero *zero, const ft_adamw *whole);
+
+#endif
