@@ -21,6 +21,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/svg_chart.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/formats/deepspeed_config.h"
 #include "ftpipe/model/model_save.h"
 #include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/trainer.h"
@@ -44,6 +45,7 @@ typedef struct {
     bool writes_output;         /* checkpoints and the output (stage_ranks.h says which rank) */
     int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
     ft_train_guard guard;
+    char sharding_note[2048];   /* what ZeRO, offload and a DeepSpeed config come to, for the log; "" when none */
 } train_run;
 
 static int check_inputs(train_run *run)
@@ -174,6 +176,99 @@ static int global_batch_accumulation(ft_stage *stage, int64_t batch_size, int ra
     return 0;
 }
 
+/* A number a DeepSpeed config gives instead of "auto" must be the stage's own,
+ * as the HF Trainer refuses a config that disagrees with its arguments. */
+static int check_deepspeed_number(train_run *run, const char *file, const char *key, double given, const char *param,
+                                  double own)
+{
+    if (given < 0.0 || given == own)
+        return 0;
+    return ft_stage_fail(run->stage, "deepspeed = %s: %s is %g but the stage's %s is %g: make them agree, or write "
+                                     "\"auto\" in the config",
+                         file, key, given, param, own);
+}
+
+/* zero_stage, offload_optimizer and offload_param, or the DeepSpeed config
+ * that sets them; what is not built yet is refused here, before any work. */
+static int choose_sharding(train_run *run, ft_train_options *t)
+{
+    ft_stage *stage = run->stage;
+    const char *file = ft_stage_param_string(stage, "deepspeed");
+    int64_t zero_stage = ft_stage_param_int(stage, "zero_stage");
+    bool offload_optimizer = strcmp(ft_stage_param_string(stage, "offload_optimizer"), "cpu") == 0;
+    bool offload_param = strcmp(ft_stage_param_string(stage, "offload_param"), "cpu") == 0;
+    size_t used = 0;
+    run->sharding_note[0] = '\0';
+    if (file[0]) {
+        if (ft_stage_param_is_set(stage, "zero_stage") || ft_stage_param_is_set(stage, "offload_optimizer") ||
+            ft_stage_param_is_set(stage, "offload_param"))
+            return ft_stage_fail(stage, "deepspeed = %s sets zero_stage, offload_optimizer and offload_param: remove "
+                                        "them from the stage, or remove deepspeed",
+                                 file);
+        char *path = file[0] == '/' ? ft_xstrdup(file) : ft_path_join(ft_stage_pipeline_dir(stage), file);
+        ft_deepspeed_config config;
+        int status = ft_deepspeed_config_read(path, &config);
+        if (status < 0)
+            status = ft_stage_fail(stage, "deepspeed = %s: %s", file, ft_error_message());
+        int ranks = t->ranks > 1 ? t->ranks : 1;
+        int64_t global_batch = (int64_t)t->batch_size * t->gradient_accumulation_steps * ranks;
+        if (status == 0)
+            status = check_deepspeed_number(run, file, "train_micro_batch_size_per_gpu",
+                                            (double)config.train_micro_batch_size_per_gpu,
+                                            "per_device_train_batch_size", t->batch_size);
+        if (status == 0)
+            status = check_deepspeed_number(run, file, "gradient_accumulation_steps",
+                                            (double)config.gradient_accumulation_steps, "gradient_accumulation_steps",
+                                            t->gradient_accumulation_steps);
+        if (status == 0)
+            status = check_deepspeed_number(run, file, "train_batch_size", (double)config.train_batch_size,
+                                            "batch (per-device batch x accumulation x ranks)", (double)global_batch);
+        if (status == 0)
+            status = check_deepspeed_number(run, file, "gradient_clipping", config.gradient_clipping,
+                                            "max_grad_norm", t->max_grad_norm);
+        zero_stage = config.zero_stage;
+        offload_optimizer = config.offload_optimizer;
+        offload_param = config.offload_param;
+        if (status == 0)
+            used = (size_t)snprintf(run->sharding_note, sizeof run->sharding_note,
+                                    "deepspeed %s: ZeRO stage %d, offload_optimizer %s, offload_param %s%s%s%s", file,
+                                    config.zero_stage, offload_optimizer ? "cpu" : "none",
+                                    offload_param ? "cpu" : "none", config.ignored[0] ? "; " : "", config.ignored,
+                                    config.ignored[0] ? " have no meaning in ftpipe and are ignored" : "");
+        ft_deepspeed_config_free(&config);
+        free(path);
+        if (status < 0)
+            return -1;
+    }
+    if (zero_stage < 0 || zero_stage > 3)
+        return ft_stage_fail(stage, "zero_stage = %lld: expected 0, 1, 2 or 3 (DeepSpeed's ZeRO stages)",
+                             (long long)zero_stage);
+    if (offload_param && zero_stage != 3)
+        return ft_stage_fail(stage, "offload_param = cpu needs zero_stage = 3, as in DeepSpeed: parameters are only "
+                                    "sharded, hence offloaded, with stage 3");
+    if (zero_stage == 3)
+        return ft_stage_fail(stage, "ZeRO stage 3 (parameters sharded over the ranks, gathered layer by layer) is not "
+                                    "built yet: zero_stage = 2 shards AdamW's state and the gradients' sums, and "
+                                    "gradient_checkpointing = true or LoRA lower the memory further");
+    if (offload_optimizer && zero_stage == 0)
+        return ft_stage_fail(stage, "offload_optimizer = cpu needs zero_stage = 1, 2 or 3, as in DeepSpeed");
+    if (offload_optimizer && ft_stage_wants_cuda(stage))
+        return ft_stage_fail(stage, "offload_optimizer = cpu is not built for the cuda backend yet: AdamW's state "
+                                    "stays in GPU memory; use zero_stage = %lld without offload, or more ranks",
+                             (long long)zero_stage);
+    int ranks = t->ranks > 1 ? t->ranks : 1;
+    if (zero_stage > 0 && used < sizeof run->sharding_note)
+        snprintf(run->sharding_note + used, sizeof run->sharding_note - used, "%sZeRO-%lld %s%s", used ? "; " : "",
+                 (long long)zero_stage,
+                 ranks > 1 ? "shards AdamW's state over the ranks, each holding 1 / ranks of it"
+                           : "with one rank has nothing to shard: it trains as stage 0",
+                 offload_optimizer ? "; offload_optimizer = cpu: the cpu backend keeps AdamW's state in host memory "
+                                     "anyway"
+                                   : "");
+    t->zero_stage = ranks > 1 ? (int)zero_stage : 0;
+    return 0;
+}
+
 static int read_parameters(train_run *run)
 {
     ft_stage *stage = run->stage;
@@ -225,7 +320,7 @@ static int read_parameters(train_run *run)
         .ranks = ranks,
     };
     if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0 ||
-        choose_evaluation(run, t) != 0)
+        choose_evaluation(run, t) != 0 || choose_sharding(run, t) != 0)
         return -1;
     if (run->eval_dir && t->eval_batch_size > m->max_batch_size) /* the model plans for the larger batch */
         m->max_batch_size = t->eval_batch_size;
@@ -241,6 +336,12 @@ static int check_memory(train_run *run, const ft_backend *backend)
     if (ft_model_config_load(run->model_dir, &config) < 0 ||
         ft_model_plan_memory(&config, &run->model_options, backend->dtype, &plan) < 0)
         return -1;
+    int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
+    if (run->train_options.zero_stage > 0) { /* each rank holds its share of AdamW's state */
+        size_t share = (plan.optimizer_bytes + (size_t)ranks - 1) / (size_t)ranks;
+        plan.total_bytes -= plan.optimizer_bytes - share;
+        plan.optimizer_bytes = share;
+    }
     char total[32], weights[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
     ft_format_bytes(plan.total_bytes, total, sizeof total);
     ft_format_bytes(plan.parameter_bytes, weights, sizeof weights);
@@ -248,11 +349,11 @@ static int check_memory(train_run *run, const ft_backend *backend)
     ft_format_bytes(plan.gradient_bytes, gradients, sizeof gradients);
     ft_format_bytes(plan.optimizer_bytes, optimizer, sizeof optimizer);
     ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
-    ft_stage_log(run->stage, "memory plan: %s (weights %s, adapter %s, gradients %s, optimizer %s, activations %s)",
-                 total, weights, adapter, gradients, optimizer, activations);
+    ft_stage_log(run->stage, "memory plan: %s (weights %s, adapter %s, gradients %s, optimizer %s%s, activations %s)",
+                 total, weights, adapter, gradients, optimizer,
+                 run->train_options.zero_stage > 0 ? " as this rank's ZeRO share" : "", activations);
     uint64_t host = ft_host_available_bytes();
-    int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
-    if (ranks > 1) { /* every rank holds a whole copy */
+    if (ranks > 1) { /* every rank holds a whole copy, but for its ZeRO share */
         plan.total_bytes *= (uint64_t)ranks;
         ft_format_bytes(plan.total_bytes, total, sizeof total);
         ft_stage_log(run->stage, "%d ranks on this host: %s in all", ranks, total);
@@ -512,6 +613,14 @@ static int train(train_run *run, ft_backend *backend)
     ft_train_result result;
     if (status == 0)
         status = ft_train(model, shards, &run->train_options, &result);
+    if (status == 0 && run->rank == 0) {
+        /* The optimizer state this rank held: the trainer's count, a 1 / ranks share with ZeRO. */
+        char state[32];
+        ft_format_bytes(result.optimizer_state_bytes, state, sizeof state);
+        ft_stage_metric(stage, result.global_step, "optimizer_state_bytes", (double)result.optimizer_state_bytes);
+        ft_stage_log(stage, "optimizer state on rank 0: %s (ZeRO stage %d over %d rank%s)", state,
+                     run->train_options.zero_stage, ranks, ranks > 1 ? "s" : "");
+    }
     ft_token_shards_close(eval_shards);
     if (status == 0 && run->writes_output)
         status = write_output(run, model, &result);
@@ -547,6 +656,8 @@ static int run_train(ft_stage *stage)
     train_run run = {.stage = stage, .first_step = -1};
     if (check_inputs(&run) < 0 || check_tokenizer(&run) < 0 || read_parameters(&run) < 0)
         return -1;
+    if (run.sharding_note[0])
+        ft_stage_log(stage, "%s", run.sharding_note);
     char *checkpoints = ft_path_join(ft_stage_work_dir(stage), "checkpoints");
     run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
     run.train_options.checkpoint_dir = checkpoints;
@@ -634,12 +745,26 @@ static void find_smallest_change(const train_run *run, const ft_model_config *co
     ft_train_memory memory;
     char need[32], have[32];
     ft_format_bytes(out->host_budget_bytes, have, sizeof have);
+    if (run->train_options.ranks > 1 && run->train_options.zero_stage == 0 &&
+        ft_train_memory_estimate(config, &options, false, threads, save_dtype_of(config), &memory) == 0) {
+        ft_train_memory_shard(&memory, false, run->train_options.ranks);
+        ft_format_bytes(memory.host_peak_bytes, need, sizeof need);
+        if (memory.host_peak_bytes <= out->host_budget_bytes) {
+            snprintf(out->smallest_change, sizeof out->smallest_change,
+                     "set zero_stage = 1: each of the %d ranks then holds 1 / %d of AdamW's state (needs %s of the %s)",
+                     run->train_options.ranks, run->train_options.ranks, need, have);
+            return;
+        }
+    }
     for (int recompute = options.gradient_checkpointing; recompute <= 1; recompute++) {
         options.gradient_checkpointing = recompute;
         for (int batch = run->train_options.batch_size; batch >= 1; batch /= 2) {
             options.max_batch_size = batch;
-            if (ft_train_memory_estimate(config, &options, false, threads, save_dtype_of(config), &memory) < 0 ||
-                memory.host_peak_bytes > out->host_budget_bytes)
+            if (ft_train_memory_estimate(config, &options, false, threads, save_dtype_of(config), &memory) < 0)
+                continue;
+            if (run->train_options.zero_stage > 0)
+                ft_train_memory_shard(&memory, false, run->train_options.ranks);
+            if (memory.host_peak_bytes > out->host_budget_bytes)
                 continue;
             if (batch == run->train_options.batch_size && !recompute)
                 return;
@@ -697,6 +822,8 @@ static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
     ft_train_memory memory;
     if (ft_train_memory_estimate(&config, &run.model_options, on_gpu, threads, save_dtype_of(&config), &memory) < 0)
         return -1;
+    if (run.train_options.zero_stage > 0)
+        ft_train_memory_shard(&memory, on_gpu, run.train_options.ranks);
     const ft_memory_plan *plan = &memory.plan;
     char total[32], activations[32], buffers[32], runtime[32];
     ft_format_bytes(plan->total_bytes, total, sizeof total);

@@ -177,21 +177,36 @@ static double epochs_done(const trainer *t)
 
 static bool saves_checkpoints(const trainer *t) { return !t->comm || t->options->saves_checkpoints; }
 
-/* With ZeRO every rank joins in gathering the whole optimizer, which the
+static size_t trained_count(const trainer *t)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < t->n_tensors; i++)
+        total += t->tensors[i].count;
+    return total;
+}
+
+/* With ZeRO every rank joins in gathering the whole moments, which the
  * checkpoint holds whatever the stage (zero.h). */
 static int save(trainer *t)
 {
     if ((!saves_checkpoints(t) && !t->zero) || !t->options->checkpoint_dir || t->saved_step == t->state.global_step)
         return 0;
     ft_backend *backend = ft_model_backend(t->model);
-    ft_adamw *whole = NULL;
-    if (t->zero && ft_zero_gather_optimizer(t->zero, &whole) < 0)
-        return -1;
-    int status = saves_checkpoints(t) ? ft_checkpoint_save(t->options->checkpoint_dir, backend, t->tensors,
-                                                           t->n_tensors, whole ? whole : t->optimizer, &t->state,
-                                                           t->options->save_total_limit)
-                                      : 0;
-    ft_adamw_free(whole);
+    const char *dir = t->options->checkpoint_dir;
+    int status;
+    if (t->zero) {
+        float *moments = malloc(2 * (trained_count(t) ? trained_count(t) : 1) * sizeof(float));
+        if (!moments)
+            return ft_error("out of memory gathering a checkpoint of %zu floats", 2 * trained_count(t));
+        status = ft_zero_gather_moments(t->zero, moments);
+        if (status == 0 && saves_checkpoints(t))
+            status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors, moments, &t->state,
+                                                     t->options->save_total_limit);
+        free(moments);
+    } else {
+        status = ft_checkpoint_save(dir, backend, t->tensors, t->n_tensors, t->optimizer, &t->state,
+                                    t->options->save_total_limit);
+    }
     if (status < 0)
         return -1;
     t->saved_step = t->state.global_step;
@@ -376,14 +391,21 @@ static int resume(trainer *t, ft_train_result *out)
     if (!o->checkpoint_dir)
         return 0;
     ft_checkpoint_state loaded;
-    ft_adamw *whole = NULL; /* with ZeRO: the checkpoint's whole optimizer, of which this rank keeps its shard */
-    if (t->zero && ft_adamw_create(ft_model_backend(t->model), t->tensors, t->n_tensors, &o->adamw, &whole) < 0)
-        return ft_error_context("resuming");
-    int found = ft_checkpoint_load_latest(o->checkpoint_dir, ft_model_backend(t->model), t->tensors, t->n_tensors,
-                                          whole ? whole : t->optimizer, t->state.run_id, &loaded);
-    if (found == 1 && whole)
-        ft_zero_take_shard(t->zero, whole);
-    ft_adamw_free(whole);
+    ft_backend *backend = ft_model_backend(t->model);
+    int found;
+    if (t->zero) { /* the whole moments pass through host memory; this rank keeps its shard */
+        float *moments = malloc(2 * (trained_count(t) ? trained_count(t) : 1) * sizeof(float));
+        if (!moments)
+            return ft_error("out of memory reading a checkpoint of %zu floats", 2 * trained_count(t));
+        found = ft_checkpoint_load_latest_host_moments(o->checkpoint_dir, backend, t->tensors, t->n_tensors, moments,
+                                                       t->state.run_id, &loaded);
+        if (found == 1)
+            ft_zero_take_moments(t->zero, moments, loaded.global_step);
+        free(moments);
+    } else {
+        found = ft_checkpoint_load_latest(o->checkpoint_dir, backend, t->tensors, t->n_tensors, t->optimizer,
+                                          t->state.run_id, &loaded);
+    }
     if (found < 0)
         return -1;
     if (found == 1) {

@@ -183,54 +183,61 @@ int ft_zero_step(ft_zero *z, double learning_rate)
     return 0;
 }
 
-/* A copy within the backend's memory, through the host (checkpoints only). */
-static void copy_floats(ft_backend *backend, float *to, const float *from, size_t count)
-{
-    if (count == 0)
-        return;
-    float *host = ft_xmalloc(count * sizeof(float));
-    backend->download(backend, host, from, count * sizeof(float));
-    backend->upload(backend, to, host, count * sizeof(float));
-    free(host);
-}
+/* Staging for gathering moments: at most this many elements of each rank at once. */
+#define GATHER_CHUNK ((size_t)1 << 20)
 
-int ft_zero_gather_optimizer(ft_zero *z, ft_adamw **out)
+int ft_zero_gather_moments(ft_zero *z, float *host)
 {
-    ft_adamw *whole;
-    if (ft_adamw_create(z->backend, z->tensors, z->n_tensors, &z->config, &whole) < 0)
-        return ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage);
-    ft_adamw_set_step_count(whole, ft_adamw_step_count(z->optimizer));
-    float *whole_halves[2], *shard_halves[2];
-    ft_adamw_moments(whole, 0, &whole_halves[0], &whole_halves[1]);
-    ft_adamw_moments(z->optimizer, 0, &shard_halves[0], &shard_halves[1]);
+    size_t ranks = (size_t)z->comm->size, total = 0, chunk = 0;
     for (size_t s = 0; s < z->n_spans; s++) {
+        total += z->spans[s].count;
+        chunk = z->spans[s].per_rank > chunk ? z->spans[s].per_rank : chunk;
+    }
+    chunk = chunk < GATHER_CHUNK ? chunk : GATHER_CHUNK;
+    float *staging = chunk ? z->backend->alloc(z->backend, ranks * chunk * sizeof(float)) : NULL;
+    if (chunk && !staging)
+        return ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage);
+    float *shard_halves[2];
+    ft_adamw_moments(z->optimizer, 0, &shard_halves[0], &shard_halves[1]);
+    int status = 0;
+    for (size_t s = 0; s < z->n_spans && status == 0; s++) {
         const span *sp = &z->spans[s];
-        for (int h = 0; h < 2; h++) {
-            float *to = whole_halves[h] + sp->whole_offset, *from = shard_halves[h] + sp->shard_offset;
-            if (sp->per_rank > 0 && z->comm->all_gather(z->comm, from, to, sp->per_rank * sizeof(float)) < 0) {
-                ft_adamw_free(whole);
-                return ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage);
+        for (int h = 0; h < 2 && status == 0; h++) {
+            float *to = host + (size_t)h * total + sp->whole_offset, *from = shard_halves[h] + sp->shard_offset;
+            for (size_t first = 0; first < sp->per_rank && status == 0; first += chunk) {
+                size_t n = sp->per_rank - first < chunk ? sp->per_rank - first : chunk;
+                status = z->comm->all_gather(z->comm, from + first, staging, n * sizeof(float));
+                for (size_t r = 0; r < ranks && status == 0; r++)
+                    z->backend->download(z->backend, to + r * sp->per_rank + first, staging + r * n,
+                                         n * sizeof(float));
             }
-            copy_floats(z->backend, to + sp->count - sp->shared, from + sp->per_rank, sp->shared);
+            if (sp->shared > 0)
+                z->backend->download(z->backend, to + sp->count - sp->shared, from + sp->per_rank,
+                                     sp->shared * sizeof(float));
         }
     }
-    *out = whole;
-    return 0;
+    if (staging)
+        z->backend->free(z->backend, staging);
+    return status < 0 ? ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage) : 0;
 }
 
-void ft_zero_take_shard(ft_zero *z, const ft_adamw *whole)
+void ft_zero_take_moments(ft_zero *z, const float *host, int64_t steps)
 {
-    ft_adamw_set_step_count(z->optimizer, ft_adamw_step_count(whole));
-    float *whole_halves[2], *shard_halves[2];
-    ft_adamw_moments(whole, 0, &whole_halves[0], &whole_halves[1]);
+    size_t total = 0;
+    for (size_t s = 0; s < z->n_spans; s++)
+        total += z->spans[s].count;
+    ft_adamw_set_step_count(z->optimizer, steps);
+    float *shard_halves[2];
     ft_adamw_moments(z->optimizer, 0, &shard_halves[0], &shard_halves[1]);
     for (size_t s = 0; s < z->n_spans; s++) {
         const span *sp = &z->spans[s];
         for (int h = 0; h < 2; h++) {
-            const float *from = whole_halves[h] + sp->whole_offset;
+            const float *from = host + (size_t)h * total + sp->whole_offset;
             float *to = shard_halves[h] + sp->shard_offset;
-            copy_floats(z->backend, to, from + (size_t)z->comm->rank * sp->per_rank, sp->per_rank);
-            copy_floats(z->backend, to + sp->per_rank, from + sp->count - sp->shared, sp->shared);
+            z->backend->upload(z->backend, to, from + (size_t)z->comm->rank * sp->per_rank,
+                               sp->per_rank * sizeof(float));
+            z->backend->upload(z->backend, to + sp->per_rank, from + sp->count - sp->shared,
+                               sp->shared * sizeof(float));
         }
     }
 }

@@ -39,4 +39,9 @@ typedef struct {
 int ft_train_memory_estimate(const ft_model_config *config, const ft_model_options *options, bool on_gpu,
                              int blas_threads, ft_dtype save_dtype, ft_train_memory *out);
 
+/* ZeRO stage 1 or 2 over `ranks` (zero.h): the plan holds one rank's share of
+ * AdamW's moments; a checkpoint gathers the whole moments into the host
+ * buffer it writes from, as one rank's checkpoint does. The peaks are one rank's. */
+void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks);
+
 #endif

@@ -19,12 +19,14 @@
  * the clipped update by a last bit.
  *
  * Checkpoints hold whole moments (checkpoint.h), so that a run resumes with
- * another rank count or stage: the moments are gathered into a whole
- * optimizer for the write, and a rank keeps its shard of them on resume. */
+ * another rank count or stage: the moments are gathered into the host buffer
+ * the checkpoint is written from (one rank's checkpoint needs that buffer
+ * anyway), and on resume a rank keeps its shard of them. */
 #ifndef FTPIPE_ZERO_H
 #define FTPIPE_ZERO_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ftpipe/backend/comm.h"
 #include "ftpipe/model/adamw.h"
@@ -51,11 +53,12 @@ int ft_zero_step(ft_zero *zero, double learning_rate);
 /* This rank's optimizer: its moments are the shard's (for the memory counters). */
 const ft_adamw *ft_zero_shard_optimizer(const ft_zero *zero);
 
-/* Every rank's moments gathered into a whole optimizer of the tensors, with
- * the step count (every rank calls it; the caller frees *out). */
-int ft_zero_gather_optimizer(ft_zero *zero, ft_adamw **out);
+/* Every rank's moments gathered into host: every tensor's exp_avg in order,
+ * then every exp_avg_sq (checkpoint.h's host form). Every rank calls it; the
+ * backend stages at most ranks x 4 MiB at a time. -1 with ft_error. */
+int ft_zero_gather_moments(ft_zero *zero, float *host);
 
-/* This rank's shard of whole's moments and its step count, after a resume. */
-void ft_zero_take_shard(ft_zero *zero, const ft_adamw *whole);
+/* This rank's shard of such host moments, and the step count, after a resume. */
+void ft_zero_take_moments(ft_zero *zero, const float *host, int64_t steps);
 
 #endif
