@@ -246,25 +246,25 @@ static int choose_sharding(train_run *run, ft_train_options *t)
     if (offload_param && zero_stage != 3)
         return ft_stage_fail(stage, "offload_param = cpu needs zero_stage = 3, as in DeepSpeed: parameters are only "
                                     "sharded, hence offloaded, with stage 3");
-    if (zero_stage == 3)
+    int ranks = t->ranks > 1 ? t->ranks : 1;
+    if (zero_stage == 3 && ranks > 1)
         return ft_stage_fail(stage, "ZeRO stage 3 (parameters sharded over the ranks, gathered layer by layer) is not "
                                     "built yet: zero_stage = 2 shards AdamW's state and the gradients' sums, and "
                                     "gradient_checkpointing = true or LoRA lower the memory further");
     if (offload_optimizer && zero_stage == 0)
         return ft_stage_fail(stage, "offload_optimizer = cpu needs zero_stage = 1, 2 or 3, as in DeepSpeed");
-    if (offload_optimizer && ft_stage_wants_cuda(stage))
-        return ft_stage_fail(stage, "offload_optimizer = cpu is not built for the cuda backend yet: AdamW's state "
-                                    "stays in GPU memory; use zero_stage = %lld without offload, or more ranks",
-                             (long long)zero_stage);
-    int ranks = t->ranks > 1 ? t->ranks : 1;
+    if ((offload_optimizer || offload_param) && ft_stage_wants_cuda(stage))
+        return ft_stage_fail(stage, "%s = cpu is not built for the cuda backend yet: it stays in GPU memory; use "
+                                    "zero_stage = %lld without offload, or more ranks",
+                             offload_param ? "offload_param" : "offload_optimizer", (long long)zero_stage);
     if (zero_stage > 0 && used < sizeof run->sharding_note)
         snprintf(run->sharding_note + used, sizeof run->sharding_note - used, "%sZeRO-%lld %s%s", used ? "; " : "",
                  (long long)zero_stage,
                  ranks > 1 ? "shards AdamW's state over the ranks, each holding 1 / ranks of it"
                            : "with one rank has nothing to shard: it trains as stage 0",
-                 offload_optimizer ? "; offload_optimizer = cpu: the cpu backend keeps AdamW's state in host memory "
-                                     "anyway"
-                                   : "");
+                 offload_optimizer || offload_param ? "; offload: the cpu backend keeps every tensor in host memory "
+                                                      "anyway"
+                                                    : "");
     t->zero_stage = ranks > 1 ? (int)zero_stage : 0;
     return 0;
 }

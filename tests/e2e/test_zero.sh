@@ -4,8 +4,8 @@
 # are; LLaMA-Factory, Apache-2.0) are read for their stage and offload, with
 # DeepSpeed's tuning keys named as ignored; a 2-rank ZeRO-2 run ends with the
 # bytes of the 2-rank stage-0 run and each rank holds half the optimizer state;
-# ZeRO stays out of the key; stage 3 and offload_param are refused before any
-# work, as are malformed configs, unknown keys, numbers that disagree with the
+# ZeRO stays out of the key; stage 3 on 2 ranks is refused before any work (on
+# one rank it shards nothing and trains), as are malformed configs, unknown keys, numbers that disagree with the
 # stage, and deepspeed beside zero_stage; kill -9 of a 2-rank ZeRO-2 run
 # resumes on 1 rank at stage 0 and finishes.
 . "$(dirname "$0")/lib.sh"
@@ -147,12 +147,20 @@ t_expect_status 0
 t_expect_lacks "run      adapter"
 t_end
 
-t_case "ds_z3_offload_config.json maps to stage 3 with offload, which is refused before any work"
+t_case "ds_z3_offload_config.json maps to stage 3 with both offloads: refused on 2 ranks, one rank shards nothing"
 zero_workspace "max_steps = 2" "nproc_per_node = 2" "deepspeed = ds_z3_offload_config.json"
 t_run "$FTPIPE" -C "$W"
 t_expect_fail
 t_expect_contains "ZeRO stage 3 (parameters sharded over the ranks, gathered layer by layer) is not built yet"
+t_run "$FTPIPE" -C "$W" log adapter
 t_expect_lacks "training "
+sed -i "s/nproc_per_node = 2/nproc_per_node = 1/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "deepspeed ds_z3_offload_config.json: ZeRO stage 3, offload_optimizer cpu, offload_param cpu; "
+t_expect_contains "zero_optimization.offload_optimizer.pin_memory, "
+t_expect_contains "ZeRO-3 with one rank has nothing to shard: it trains as stage 0; offload: the cpu backend keeps every tensor in host memory anyway"
 t_end
 
 t_case "hostile configs are refused naming the file and the key"

@@ -58,6 +58,32 @@ TEST(on_a_gpu_the_plan_is_device_memory_in_bf16)
     CHECK_INT(gpu.runtime_bytes, FT_TRAIN_RUNTIME_BYTES);
 }
 
+/* ZeRO: one rank's plan holds 1 / ranks of AdamW's moments (rounded up), the
+ * rest as it was; the checkpoint buffer stays whole (the moments are gathered
+ * into it), so full fine-tuning's peak falls by what the plan sheds. */
+TEST(zero_keeps_one_share_of_the_optimizer_per_rank)
+{
+    ft_model_config config = qwen_0_5b();
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false};
+    for (int gpu = 0; gpu <= 1; gpu++) {
+        ft_train_memory whole, sharded;
+        CHECK_INT(ft_train_memory_estimate(&config, &options, gpu, 1, FT_DTYPE_BF16, &whole), 0);
+        sharded = whole;
+        ft_train_memory_shard(&sharded, gpu, 3);
+        uint64_t share = (whole.plan.optimizer_bytes + 2) / 3;
+        CHECK_INT(sharded.plan.optimizer_bytes, share);
+        CHECK_INT(sharded.plan.total_bytes, whole.plan.total_bytes - (whole.plan.optimizer_bytes - share));
+        CHECK_INT(sharded.checkpoint_buffer_bytes, whole.checkpoint_buffer_bytes);
+        if (gpu)
+            CHECK_INT(sharded.device_peak_bytes, sharded.plan.total_bytes);
+        else
+            CHECK_INT(sharded.host_peak_bytes, whole.host_peak_bytes - (whole.plan.optimizer_bytes - share));
+        ft_train_memory one = whole;
+        ft_train_memory_shard(&one, gpu, 1); /* one rank: nothing to shard */
+        CHECK_INT(one.plan.total_bytes, whole.plan.total_bytes);
+    }
+}
+
 TEST(refuses_options_the_model_refuses)
 {
     ft_model_config config = qwen_0_5b();
@@ -71,6 +97,7 @@ int main(void)
     RUN(full_finetuning_peaks_while_saving_a_checkpoint_of_both_moments);
     RUN(recomputation_and_smaller_batches_lower_the_peak);
     RUN(on_a_gpu_the_plan_is_device_memory_in_bf16);
+    RUN(zero_keeps_one_share_of_the_optimizer_per_rank);
     RUN(refuses_options_the_model_refuses);
     return check_done();
 }
