@@ -253,19 +253,21 @@ static int choose_sharding(train_run *run, ft_train_options *t)
                                     "gradient_checkpointing = true or LoRA lower the memory further");
     if (offload_optimizer && zero_stage == 0)
         return ft_stage_fail(stage, "offload_optimizer = cpu needs zero_stage = 1, 2 or 3, as in DeepSpeed");
-    if ((offload_optimizer || offload_param) && ft_stage_wants_cuda(stage))
-        return ft_stage_fail(stage, "%s = cpu is not built for the cuda backend yet: it stays in GPU memory; use "
-                                    "zero_stage = %lld without offload, or more ranks",
-                             offload_param ? "offload_param" : "offload_optimizer", (long long)zero_stage);
+    if (offload_param && ft_stage_wants_cuda(stage))
+        return ft_stage_fail(stage, "offload_param = cpu is not built for the cuda backend yet: parameters stay in "
+                                    "GPU memory; offload_optimizer = cpu moves AdamW's state to host memory");
     if (zero_stage > 0 && used < sizeof run->sharding_note)
-        snprintf(run->sharding_note + used, sizeof run->sharding_note - used, "%sZeRO-%lld %s%s", used ? "; " : "",
+        snprintf(run->sharding_note + used, sizeof run->sharding_note - used, "%sZeRO-%lld %s%s%s", used ? "; " : "",
                  (long long)zero_stage,
                  ranks > 1 ? "shards AdamW's state over the ranks, each holding 1 / ranks of it"
                            : "with one rank has nothing to shard: it trains as stage 0",
-                 offload_optimizer || offload_param ? "; offload: the cpu backend keeps every tensor in host memory "
-                                                      "anyway"
-                                                    : "");
+                 offload_optimizer ? "; offload_optimizer = cpu: AdamW's state and an f32 master copy of the trained "
+                                     "values in host memory, updated on the host's cores"
+                                   : "",
+                 offload_param ? "; offload_param = cpu: the cpu backend keeps the parameters in host memory anyway"
+                               : "");
     t->zero_stage = ranks > 1 ? (int)zero_stage : 0;
+    t->offload_optimizer = offload_optimizer;
     return 0;
 }
 
@@ -342,6 +344,8 @@ static int check_memory(train_run *run, const ft_backend *backend)
         plan.total_bytes -= plan.optimizer_bytes - share;
         plan.optimizer_bytes = share;
     }
+    if (run->train_options.offload_optimizer) /* the cpu backend's: an f32 master copy and the gradients downloaded */
+        plan.total_bytes += plan.optimizer_bytes;
     char total[32], weights[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
     ft_format_bytes(plan.total_bytes, total, sizeof total);
     ft_format_bytes(plan.parameter_bytes, weights, sizeof weights);
@@ -764,6 +768,8 @@ static void find_smallest_change(const train_run *run, const ft_model_config *co
                 continue;
             if (run->train_options.zero_stage > 0)
                 ft_train_memory_shard(&memory, false, run->train_options.ranks);
+            if (run->train_options.offload_optimizer)
+                ft_train_memory_offload(&memory, false);
             if (memory.host_peak_bytes > out->host_budget_bytes)
                 continue;
             if (batch == run->train_options.batch_size && !recompute)
@@ -824,6 +830,8 @@ static int estimate_train(ft_stage *stage, ft_stage_estimate *out)
         return -1;
     if (run.train_options.zero_stage > 0)
         ft_train_memory_shard(&memory, on_gpu, run.train_options.ranks);
+    if (run.train_options.offload_optimizer)
+        ft_train_memory_offload(&memory, on_gpu);
     const ft_memory_plan *plan = &memory.plan;
     char total[32], activations[32], buffers[32], runtime[32];
     ft_format_bytes(plan->total_bytes, total, sizeof total);

@@ -31,8 +31,8 @@ static void find_peak(ft_train_memory *out, bool on_gpu)
         uint64_t bytes;
     } phases[] = {
         {"loading", weights_and_gradients + out->load_buffer_bytes},
-        {"training", in_plan},
-        {"saving a checkpoint", in_plan + out->checkpoint_buffer_bytes},
+        {"training", in_plan + out->offload_bytes},
+        {"saving a checkpoint", in_plan + out->offload_bytes + out->checkpoint_buffer_bytes},
         {"writing the result", in_plan - optimizer + out->result_buffer_bytes}, /* AdamW is freed by then */
     };
     out->peak_phase = phases[0].name;
@@ -81,5 +81,19 @@ void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks)
     uint64_t whole = plan->optimizer_bytes, share = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
     plan->optimizer_bytes = share;
     plan->total_bytes -= whole - share;
+    find_peak(memory, on_gpu);
+}
+
+void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu)
+{
+    ft_memory_plan *plan = &memory->plan;
+    uint64_t moments = plan->optimizer_bytes; /* 8 bytes a parameter; the master copy and gradients 8 more */
+    if (on_gpu) {
+        plan->total_bytes -= moments;
+        plan->optimizer_bytes = 0;
+        memory->offload_bytes = 2 * moments;
+    } else {
+        memory->offload_bytes = moments;
+    }
     find_peak(memory, on_gpu);
 }

@@ -203,6 +203,10 @@ static int save(trainer *t)
             status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors, moments, &t->state,
                                                      t->options->save_total_limit);
         free(moments);
+    } else if (ft_adamw_host_moments(t->optimizer)) { /* offloaded: the moments are host memory already */
+        status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors,
+                                                 ft_adamw_host_moments(t->optimizer), &t->state,
+                                                 t->options->save_total_limit);
     } else {
         status = ft_checkpoint_save(dir, backend, t->tensors, t->n_tensors, t->optimizer, &t->state,
                                     t->options->save_total_limit);
@@ -402,6 +406,14 @@ static int resume(trainer *t, ft_train_result *out)
         if (found == 1)
             ft_zero_take_moments(t->zero, moments, loaded.global_step);
         free(moments);
+    } else if (ft_adamw_host_moments(t->optimizer)) {
+        found = ft_checkpoint_load_latest_host_moments(o->checkpoint_dir, backend, t->tensors, t->n_tensors,
+                                                       ft_adamw_host_moments(t->optimizer), t->state.run_id,
+                                                       &loaded);
+        if (found == 1) {
+            ft_adamw_set_step_count(t->optimizer, loaded.global_step);
+            ft_adamw_reload_values(t->optimizer);
+        }
     } else {
         found = ft_checkpoint_load_latest(o->checkpoint_dir, backend, t->tensors, t->n_tensors, t->optimizer,
                                           t->state.run_id, &loaded);
@@ -552,10 +564,12 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     snprintf(t.state.run_id, sizeof t.state.run_id, "%s", options->run_id ? options->run_id : "");
     if (options->zero_stage < 0 || options->zero_stage > 2)
         return ft_error("zero_stage = %d: the trainer shards with ZeRO stages 0, 1 and 2", options->zero_stage);
+    ft_backend *backend = ft_model_backend(model);
     if (t.comm && options->zero_stage > 0
-            ? ft_zero_create(ft_model_backend(model), t.comm, options->zero_stage, t.tensors, t.n_tensors,
-                             &options->adamw, &t.zero) < 0
-            : ft_adamw_create(ft_model_backend(model), t.tensors, t.n_tensors, &options->adamw, &t.optimizer) < 0)
+            ? ft_zero_create(backend, t.comm, options->zero_stage, t.tensors, t.n_tensors, &options->adamw,
+                             options->offload_optimizer, &t.zero) < 0
+            : (options->offload_optimizer ? ft_adamw_create_offloaded : ft_adamw_create)(
+                  backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer) < 0)
         return -1;
     out->optimizer_state_bytes = ft_adamw_state_bytes(t.zero ? ft_zero_shard_optimizer(t.zero) : t.optimizer);
     size_t row_length = ft_token_shards_row_length(shards), cells = (size_t)options->batch_size * row_length;

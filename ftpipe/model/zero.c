@@ -77,7 +77,7 @@ static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, bool s
 }
 
 int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, const ft_param_tensor *tensors, size_t count,
-                   const ft_adamw_config *config, ft_zero **out)
+                   const ft_adamw_config *config, bool offload, ft_zero **out)
 {
     if (stage != 1 && stage != 2)
         return ft_error("ZeRO stage %d: the trainer shards stages 1 and 2", stage);
@@ -100,7 +100,8 @@ int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, const ft_param
         z->grads[i] = tensors[i].grad;
         z->counts[i] = tensors[i].count;
     }
-    if (ft_adamw_create(backend, z->pieces, z->n_pieces, config, &z->optimizer) < 0) {
+    if ((offload ? ft_adamw_create_offloaded : ft_adamw_create)(backend, z->pieces, z->n_pieces, config,
+                                                                &z->optimizer) < 0) {
         ft_zero_free(z);
         return ft_error_context("ZeRO-%d's shard of the optimizer", stage);
     }
@@ -186,6 +187,23 @@ int ft_zero_step(ft_zero *z, double learning_rate)
 /* Staging for gathering moments: at most this many elements of each rank at once. */
 #define GATHER_CHUNK ((size_t)1 << 20)
 
+/* count floats from the shard's memory (host memory when offloaded) to host. */
+static void to_host(ft_zero *z, bool on_host, float *to, const float *from, size_t count)
+{
+    if (on_host)
+        memcpy(to, from, count * sizeof(float));
+    else if (count > 0)
+        z->backend->download(z->backend, to, from, count * sizeof(float));
+}
+
+static void from_host(ft_zero *z, bool on_host, float *to, const float *from, size_t count)
+{
+    if (on_host)
+        memcpy(to, from, count * sizeof(float));
+    else if (count > 0)
+        z->backend->upload(z->backend, to, from, count * sizeof(float));
+}
+
 int ft_zero_gather_moments(ft_zero *z, float *host)
 {
     size_t ranks = (size_t)z->comm->size, total = 0, chunk = 0;
@@ -194,7 +212,10 @@ int ft_zero_gather_moments(ft_zero *z, float *host)
         chunk = z->spans[s].per_rank > chunk ? z->spans[s].per_rank : chunk;
     }
     chunk = chunk < GATHER_CHUNK ? chunk : GATHER_CHUNK;
-    float *staging = chunk ? z->backend->alloc(z->backend, ranks * chunk * sizeof(float)) : NULL;
+    bool on_host = ft_adamw_host_moments(z->optimizer) != NULL; /* offloaded: the shard's moments are host memory */
+    float *staging = !chunk  ? NULL
+                     : on_host ? malloc(ranks * chunk * sizeof(float))
+                               : z->backend->alloc(z->backend, ranks * chunk * sizeof(float));
     if (chunk && !staging)
         return ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage);
     float *shard_halves[2];
@@ -208,15 +229,14 @@ int ft_zero_gather_moments(ft_zero *z, float *host)
                 size_t n = sp->per_rank - first < chunk ? sp->per_rank - first : chunk;
                 status = z->comm->all_gather(z->comm, from + first, staging, n * sizeof(float));
                 for (size_t r = 0; r < ranks && status == 0; r++)
-                    z->backend->download(z->backend, to + r * sp->per_rank + first, staging + r * n,
-                                         n * sizeof(float));
+                    to_host(z, on_host, to + r * sp->per_rank + first, staging + r * n, n);
             }
-            if (sp->shared > 0)
-                z->backend->download(z->backend, to + sp->count - sp->shared, from + sp->per_rank,
-                                     sp->shared * sizeof(float));
+            to_host(z, on_host, to + sp->count - sp->shared, from + sp->per_rank, sp->shared);
         }
     }
-    if (staging)
+    if (staging && on_host)
+        free(staging);
+    else if (staging)
         z->backend->free(z->backend, staging);
     return status < 0 ? ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage) : 0;
 }
@@ -227,6 +247,7 @@ void ft_zero_take_moments(ft_zero *z, const float *host, int64_t steps)
     for (size_t s = 0; s < z->n_spans; s++)
         total += z->spans[s].count;
     ft_adamw_set_step_count(z->optimizer, steps);
+    bool on_host = ft_adamw_host_moments(z->optimizer) != NULL;
     float *shard_halves[2];
     ft_adamw_moments(z->optimizer, 0, &shard_halves[0], &shard_halves[1]);
     for (size_t s = 0; s < z->n_spans; s++) {
@@ -234,10 +255,9 @@ void ft_zero_take_moments(ft_zero *z, const float *host, int64_t steps)
         for (int h = 0; h < 2; h++) {
             const float *from = host + (size_t)h * total + sp->whole_offset;
             float *to = shard_halves[h] + sp->shard_offset;
-            z->backend->upload(z->backend, to, from + (size_t)z->comm->rank * sp->per_rank,
-                               sp->per_rank * sizeof(float));
-            z->backend->upload(z->backend, to + sp->per_rank, from + sp->count - sp->shared,
-                               sp->shared * sizeof(float));
+            from_host(z, on_host, to, from + (size_t)z->comm->rank * sp->per_rank, sp->per_rank);
+            from_host(z, on_host, to + sp->per_rank, from + sp->count - sp->shared, sp->shared);
         }
     }
+    ft_adamw_reload_values(z->optimizer); /* the resumed values, into an offloaded master copy */
 }

@@ -69,11 +69,17 @@ TAIL='  "comms_config": {
   }
 }'
 write_llamafactory_configs() {
-  for stage in 0 2; do
+  for stage in 0 2 2_offload; do
+    offload=
+    [ "$stage" = 2_offload ] && offload='
+    "offload_optimizer": {
+      "device": "cpu",
+      "pin_memory": true
+    },'
     cat > "$1/ds_z${stage}_config.json" <<J
 $HEAD
   "zero_optimization": {
-    "stage": $stage,
+    "stage": ${stage%_offload},$offload
     "allgather_partitions": true,
     "allgather_bucket_size": 5e8,
     "overlap_comm": false,
@@ -147,6 +153,17 @@ t_expect_status 0
 t_expect_lacks "run      adapter"
 t_end
 
+t_case "ds_z2_offload_config.json on 2 ranks: AdamW on the host's threads, stage 0's bytes"
+zero_workspace "max_steps = 6" "nproc_per_node = 2" "deepspeed = ds_z2_offload_config.json"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+cmp -s "$PLAIN/adapter/adapter_model.safetensors" "$W/adapter/adapter_model.safetensors" ||
+  t_fail "ZeRO-2 with offload's adapter differs from stage 0's"
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "deepspeed ds_z2_offload_config.json: ZeRO stage 2, offload_optimizer cpu, offload_param none"
+t_expect_contains "offload_optimizer = cpu: AdamW's state and an f32 master copy"
+t_end
+
 t_case "ds_z3_offload_config.json maps to stage 3 with both offloads: refused on 2 ranks, one rank shards nothing"
 zero_workspace "max_steps = 2" "nproc_per_node = 2" "deepspeed = ds_z3_offload_config.json"
 t_run "$FTPIPE" -C "$W"
@@ -160,7 +177,7 @@ t_expect_status 0
 t_run "$FTPIPE" -C "$W" log adapter
 t_expect_contains "deepspeed ds_z3_offload_config.json: ZeRO stage 3, offload_optimizer cpu, offload_param cpu; "
 t_expect_contains "zero_optimization.offload_optimizer.pin_memory, "
-t_expect_contains "ZeRO-3 with one rank has nothing to shard: it trains as stage 0; offload: the cpu backend keeps every tensor in host memory anyway"
+t_expect_contains "ZeRO-3 with one rank has nothing to shard: it trains as stage 0; offload_optimizer = cpu: AdamW's state and an f32 master copy of the trained values in host memory, updated on the host's cores; offload_param = cpu: the cpu backend keeps the parameters in host memory anyway"
 t_end
 
 t_case "hostile configs are refused naming the file and the key"

@@ -100,6 +100,7 @@ typedef struct {
     ft_comm *comm;                    /* this rank's, of `ranks` ranks; NULL with one */
     int zero_stage;                   /* 0; 1 or 2: AdamW's state (and with 2 the gradients' sums) sharded
                                        * over the ranks (zero.h); nothing to shard with one rank */
+    bool offload_optimizer;           /* AdamW's state and master values in host memory (adamw.h) */
     bool saves_checkpoints;           /* with a communicator: this rank writes them (each node's first) */
     ft_train_callbacks callbacks;     /* rank 0's cancelled() stops every rank */
 } ft_train_options;

@@ -25,6 +25,7 @@
 #ifndef FTPIPE_ZERO_H
 #define FTPIPE_ZERO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,9 +35,10 @@
 typedef struct ft_zero ft_zero;
 
 /* Shards the tensors (which must outlive it) over comm's ranks for stage 1 or
- * 2, with zeroed moments for this rank's shard. */
+ * 2, with zeroed moments for this rank's shard (offloaded: in host memory,
+ * adamw.h). */
 int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, const ft_param_tensor *tensors, size_t count,
-                   const ft_adamw_config *config, ft_zero **out);
+                   const ft_adamw_config *config, bool offload, ft_zero **out);
 void ft_zero_free(ft_zero *zero);
 
 /* After backward, stage 2: each rank's shard of the gradients becomes its sum

@@ -84,6 +84,30 @@ TEST(zero_keeps_one_share_of_the_optimizer_per_rank)
     }
 }
 
+/* offload_optimizer: on a GPU the moments leave the device plan for host
+ * memory with the master copy and gradients (16 bytes a parameter); on the cpu
+ * backend the master copy and gradients are added to what was there. */
+TEST(offload_moves_the_optimizer_to_host_memory)
+{
+    ft_model_config config = qwen_0_5b();
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false};
+    ft_train_memory gpu, gpu_offloaded, cpu, cpu_offloaded;
+    CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &gpu), 0);
+    CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &cpu), 0);
+    gpu_offloaded = gpu;
+    ft_train_memory_shard(&gpu_offloaded, true, 2);
+    ft_train_memory_offload(&gpu_offloaded, true);
+    uint64_t share = (gpu.plan.optimizer_bytes + 1) / 2;
+    CHECK_INT(gpu_offloaded.device_peak_bytes, gpu.device_peak_bytes - gpu.plan.optimizer_bytes);
+    CHECK_INT(gpu_offloaded.offload_bytes, 2 * share);
+    CHECK(gpu_offloaded.host_peak_bytes >= gpu.host_peak_bytes && gpu_offloaded.host_peak_bytes >= 2 * share);
+    cpu_offloaded = cpu;
+    ft_train_memory_offload(&cpu_offloaded, false);
+    CHECK_INT(cpu_offloaded.offload_bytes, cpu.plan.optimizer_bytes);
+    CHECK_STR(cpu_offloaded.peak_phase, "saving a checkpoint");
+    CHECK_INT(cpu_offloaded.host_peak_bytes, cpu.host_peak_bytes + cpu.plan.optimizer_bytes);
+}
+
 TEST(refuses_options_the_model_refuses)
 {
     ft_model_config config = qwen_0_5b();
@@ -98,6 +122,7 @@ int main(void)
     RUN(recomputation_and_smaller_batches_lower_the_peak);
     RUN(on_a_gpu_the_plan_is_device_memory_in_bf16);
     RUN(zero_keeps_one_share_of_the_optimizer_per_rank);
+    RUN(offload_moves_the_optimizer_to_host_memory);
     RUN(refuses_options_the_model_refuses);
     return check_done();
 }

@@ -2,14 +2,15 @@
  * host collectives, on a tiny random model (LoRA and full fine-tuning):
  *   - with 2 and 3 ranks, stage 1 ends with stage 0's tensors bit for bit and
  *     stage 2 within 1e-6 of them (its gradient norm adds in another order),
- *     with the same losses within 1e-6 relative;
+ *     with the same losses within 1e-6 relative, with and without
+ *     offload_optimizer (the update on the host's threads);
  *   - each rank's optimizer state (the trainer's counter) is its 1 / ranks
  *     share, give or take the few shared elements;
  *   - a 2-rank ZeRO-2 run cancelled after a checkpoint resumes with 1 rank at
  *     stage 0 and with 3 ranks at stage 1 (the same global batch), ending as
  *     close to the uninterrupted run as running with those ranks throughout
  *     is (what reordering the sums does), and bit for bit with 2 ranks at
- *     stage 1. */
+ *     stage 1 and at stage 2 with offload. */
 #include <math.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,6 +95,7 @@ typedef struct {
     ft_finetuning finetuning;
     const char *checkpoint_dir;
     int cancel_after;
+    bool offload;               /* offload_optimizer = cpu */
 } run_shape;
 
 typedef struct {
@@ -123,6 +125,7 @@ static run_result run(const char *data_dir, run_shape shape)
         .learning_rate = 1e-2,
         .max_grad_norm = 0.5, /* clips: the norm over the shards matters */
         .adamw = {0.9, 0.999, 1e-8, 0.01},
+        .offload_optimizer = shape.offload,
         .seed = 42,
         .logging_steps = 1,
         .save_steps = 2,
@@ -200,16 +203,18 @@ static void stages_match_stage_zero(ft_finetuning finetuning)
 {
     char *data = write_data(finetuning == FT_FINETUNE_LORA ? "stages_lora" : "stages_full", 26);
     for (int ranks = 2; ranks <= 3; ranks++) {
-        run_shape shape = {ranks, 0, 2, 2, finetuning, NULL, 0};
+        run_shape shape = {ranks, 0, 2, 2, finetuning, NULL, 0, false};
         run_result reference = run(data, shape);
         CHECK_INT(reference.status, 0);
         CHECK(reference.steps.n >= 4);
-        for (int stage = 1; stage <= 2; stage++) {
+        for (int variant = 0; variant < 4; variant++) {
+            int stage = variant % 2 + 1;
             shape.zero_stage = stage;
+            shape.offload = variant >= 2;
             run_result sharded = run(data, shape);
             CHECK_INT(sharded.status, 0);
             char what[64];
-            snprintf(what, sizeof what, "%d ranks, ZeRO-%d", ranks, stage);
+            snprintf(what, sizeof what, "%d ranks, ZeRO-%d%s", ranks, stage, shape.offload ? " + offload" : "");
             same_losses(&sharded, &reference, stage == 1 ? 0.0 : 1e-6, what);
             CHECK_INT(sharded.count, reference.count);
             double difference = max_difference(sharded.values, reference.values, reference.count);
@@ -239,7 +244,7 @@ TEST(full_fine_tuning_stages_1_and_2_match_stage_0) { stages_match_stage_zero(FT
 static run_result interrupted_then(const char *data, const char *name, run_shape resumed)
 {
     char *dir = ft_path_join(root, name);
-    run_shape first = {2, 2, 3, 2, FT_FINETUNE_LORA, dir, 3};
+    run_shape first = {2, 2, 3, 2, FT_FINETUNE_LORA, dir, 3, false};
     run_result stopped = run(data, first);
     CHECK_INT(stopped.status, -1);
     CHECK_INT(stopped.steps.n, 3);
@@ -254,14 +259,16 @@ static run_result interrupted_then(const char *data, const char *name, run_shape
 TEST(a_zero_2_checkpoint_resumes_with_other_ranks_and_stages)
 {
     char *data = write_data("resume", 40); /* a global batch of 12: 4 steps an epoch, 8 in all */
-    run_shape straight = {2, 2, 3, 2, FT_FINETUNE_LORA, NULL, 0};
+    run_shape straight = {2, 2, 3, 2, FT_FINETUNE_LORA, NULL, 0, false};
     run_result reference = run(data, straight);
     CHECK_INT(reference.status, 0);
     CHECK_INT(reference.steps.n, 8);
-    run_shape others[] = {{2, 1, 3, 2, FT_FINETUNE_LORA, NULL, 0},
-                          {1, 0, 3, 4, FT_FINETUNE_LORA, NULL, 0},
-                          {3, 1, 2, 2, FT_FINETUNE_LORA, NULL, 0}};
-    const char *names[] = {"resumed_2_ranks_zero_1", "resumed_1_rank_zero_0", "resumed_3_ranks_zero_1"};
+    run_shape others[] = {{2, 1, 3, 2, FT_FINETUNE_LORA, NULL, 0, false},
+                          {2, 2, 3, 2, FT_FINETUNE_LORA, NULL, 0, true},
+                          {1, 0, 3, 4, FT_FINETUNE_LORA, NULL, 0, false},
+                          {3, 1, 2, 2, FT_FINETUNE_LORA, NULL, 0, false}};
+    const char *names[] = {"resumed_2_ranks_zero_1", "resumed_2_ranks_zero_2_offload", "resumed_1_rank_zero_0",
+                           "resumed_3_ranks_zero_1"};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
         run_result throughout = run(data, others[i]); /* those ranks from the start: the reordering's distance */
         CHECK_INT(throughout.status, 0);
@@ -292,7 +299,7 @@ TEST(a_zero_2_checkpoint_resumes_with_other_ranks_and_stages)
 TEST(stage_3_is_refused_by_the_trainer)
 {
     char *data = write_data("stage3", 8);
-    run_shape shape = {2, 3, 2, 1, FT_FINETUNE_LORA, NULL, 0};
+    run_shape shape = {2, 3, 2, 1, FT_FINETUNE_LORA, NULL, 0, false};
     shape.cancel_after = -1; /* quiet: the failure is expected */
     run_result out = run(data, shape);
     CHECK_INT(out.status, -1);
