@@ -6,7 +6,8 @@
 # bytes of the 2-rank stage-0 run and each rank holds half the optimizer state;
 # ZeRO stays out of the key; stage 3 on 2 ranks is refused before any work (on
 # one rank it shards nothing and trains), as are malformed configs, unknown keys, numbers that disagree with the
-# stage, and deepspeed beside zero_stage; kill -9 of a 2-rank ZeRO-2 run
+# stage, and deepspeed beside zero_stage; a stage that would not fit names
+# zero_stage = 1 with its figure; kill -9 of a 2-rank ZeRO-2 run
 # resumes on 1 rank at stage 0 and finishes.
 . "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -214,6 +215,21 @@ sed -i "s/zero_stage = 4/zero_stage = 2\n\toffload_param = cpu/" "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"
 t_expect_fail
 t_expect_contains "offload_param = cpu needs zero_stage = 3"
+t_end
+
+t_case "a stage that does not fit names zero_stage = 1 with its figure, and fits with it"
+zero_workspace "max_steps = 2" "nproc_per_node = 2" "finetuning_type = full"
+sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" data/train_set # the check needs the model and the data built
+t_expect_status 0
+t_run env FTPIPE_MEMORY=37M "$FTPIPE" -C "$W" adapter # between the peak and the peak with ZeRO
+t_expect_fail
+t_expect_contains "stage adapter would need 39.7 MiB of host memory"
+t_expect_contains "but 37.0 MiB is available: set zero_stage = 1: each of the 2 ranks then holds 1 / 2 of AdamW's state (needs 35.0 MiB of the 37.0 MiB)"
+t_expect_lacks "run      adapter"
+printf '\tzero_stage = 1\n' >> "$W/Ftpipe"
+t_run env FTPIPE_MEMORY=37M "$FTPIPE" -C "$W" adapter
+t_expect_status 0
 t_end
 
 t_case "kill -9 of a 2-rank ZeRO-2 run resumes on 1 rank at stage 0"
