@@ -1,5 +1,7 @@
 /* Tests of train_memory: the phases of a training run and which one is the peak.
  * (The figures against measured resident memory: tests/e2e/test_estimate.sh.) */
+#include <math.h>
+
 #include "check.h"
 #include "ftpipe/model/model_init.h"
 #include "ftpipe/model/train_memory.h"
@@ -108,6 +110,25 @@ TEST(offload_moves_the_optimizer_to_host_memory)
     CHECK_INT(cpu_offloaded.host_peak_bytes, cpu.host_peak_bytes + cpu.plan.optimizer_bytes);
 }
 
+/* README's ZeRO table, row qwen2.5-7b full: device / host peaks in GiB, to 0.1. */
+TEST(readme_table_row_qwen_7b_full)
+{
+    ft_model_config config;
+    CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
+    ft_model_options options = {4, 1024, FT_FINETUNE_FULL, false, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true};
+    const double expected[4][2] = {{101.3, 56.7}, {72.9, 56.7}, {51.6, 56.7}, {44.5, 70.9}};
+    for (int v = 0; v < 4; v++) {
+        ft_train_memory memory;
+        CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &memory), 0);
+        if (v >= 1)
+            ft_train_memory_shard(&memory, true, v == 1 ? 2 : 8);
+        if (v == 3)
+            ft_train_memory_offload(&memory, true);
+        double device = (double)memory.device_peak_bytes / (1u << 30), host = (double)memory.host_peak_bytes / (1u << 30);
+        CHECK(fabs(device - expected[v][0]) < 0.05 && fabs(host - expected[v][1]) < 0.05);
+    }
+}
+
 TEST(refuses_options_the_model_refuses)
 {
     ft_model_config config = qwen_0_5b();
@@ -123,6 +144,7 @@ int main(void)
     RUN(on_a_gpu_the_plan_is_device_memory_in_bf16);
     RUN(zero_keeps_one_share_of_the_optimizer_per_rank);
     RUN(offload_moves_the_optimizer_to_host_memory);
+    RUN(readme_table_row_qwen_7b_full);
     RUN(refuses_options_the_model_refuses);
     return check_done();
 }
