@@ -36,7 +36,8 @@ typedef struct ft_zero ft_zero;
 
 /* Shards the tensors (which must outlive it) over comm's ranks for stage 1 or
  * 2, with zeroed moments for this rank's shard (offloaded: in host memory,
- * adamw.h). */
+ * adamw.h). The tensors' values are f32, as every trained tensor is today
+ * (LoRA on either backend, full fine-tuning on cpu): they are gathered as such. */
 int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, const ft_param_tensor *tensors, size_t count,
                    const ft_adamw_config *config, bool offload, ft_zero **out);
 void ft_zero_free(ft_zero *zero);
