@@ -1,6 +1,6 @@
 /* ZeRO stages 1 and 2 on the trainer, with ranks as forked processes over the
  * host collectives, on a tiny random model (LoRA and full fine-tuning):
- *   - with 2 and 3 ranks, stage 1 ends with stage 0's tensors bit for bit and
+ *   - with 2, 3 and 4 ranks, stage 1 ends with stage 0's tensors bit for bit and
  *     stage 2 within 1e-6 of them (its gradient norm adds in another order),
  *     with the same losses within 1e-6 relative, with and without
  *     offload_optimizer (the update on the host's threads);
@@ -202,7 +202,7 @@ static void same_losses(const run_result *a, const run_result *b, double toleran
 static void stages_match_stage_zero(ft_finetuning finetuning)
 {
     char *data = write_data(finetuning == FT_FINETUNE_LORA ? "stages_lora" : "stages_full", 26);
-    for (int ranks = 2; ranks <= 3; ranks++) {
+    for (int ranks = 2; ranks <= 4; ranks++) {
         run_shape shape = {ranks, 0, 2, 2, finetuning, NULL, 0, false};
         run_result reference = run(data, shape);
         CHECK_INT(reference.status, 0);
