@@ -77,6 +77,14 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
     if (ft_model_config_load(run->model_dir, &config) < 0 ||
         ft_model_plan_memory(&config, &run->model_options, backend->dtype, &plan) < 0)
         return -1;
+    int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
+    if (run->train_options.zero_stage > 0) { /* each rank holds its share of AdamW's state */
+        size_t share = (plan.optimizer_bytes + (size_t)ranks - 1) / (size_t)ranks;
+        plan.total_bytes -= plan.optimizer_bytes - share;
+        plan.optimizer_bytes = share;
+    }
+    if (run->train_options.offload_optimizer) /* the cpu backend's: an f32 master copy and the gradients downloaded */
+        plan.total_bytes += plan.optimizer_bytes;
     char total[32], weights[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
     ft_format_bytes(plan.total_bytes, total, sizeof total);
     ft_format_bytes(plan.parameter_bytes, weights, sizeof weights);
@@ -84,11 +92,11 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
     ft_format_bytes(plan.gradient_bytes, gradients, sizeof gradients);
     ft_format_bytes(plan.optimizer_bytes, optimizer, sizeof optimizer);
     ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
-    ft_stage_log(run->stage, "memory plan: %s (weights %s, adapter %s, gradients %s, optimizer %s, activations %s)",
-                 total, weights, adapter, gradients, optimizer, activations);
+    ft_stage_log(run->stage, "memory plan: %s (weights %s, adapter %s, gradients %s, optimizer %s%s, activations %s)",
+                 total, weights, adapter, gradients, optimizer,
+                 run->train_options.zero_stage > 0 ? " as this rank's ZeRO share" : "", activations);
     uint64_t host = ft_host_available_bytes();
-    int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
-    if (ranks > 1) { /* every rank holds a whole copy */
+    if (ranks > 1) { /* every rank holds a whole copy, but for its ZeRO share */
         plan.total_bytes *= (uint64_t)ranks;
         ft_format_bytes(plan.total_bytes, total, sizeof total);
         ft_stage_log(run->stage, "%d ranks on this host: %s in all", ranks, total);
@@ -509,6 +517,14 @@ static int train(ft_train_run *run, ft_backend *backend)
     run->model = model;
     if (status == 0)
         status = ft_train(model, shards, &run->train_options, &result);
+    if (status == 0 && run->rank == 0) {
+        /* The optimizer state this rank held: the trainer's count, a 1 / ranks share with ZeRO. */
+        char state[32];
+        ft_format_bytes(result.optimizer_state_bytes, state, sizeof state);
+        ft_stage_metric(stage, result.global_step, "optimizer_state_bytes", (double)result.optimizer_state_bytes);
+        ft_stage_log(stage, "optimizer state on rank 0: %s (ZeRO stage %d over %d rank%s)", state,
+                     run->train_options.zero_stage, ranks, ranks > 1 ? "s" : "");
+    }
     ft_token_shards_close(eval_shards);
     if (status == 0 && run->writes_output)
         status = write_output(run, &result);
@@ -557,6 +573,8 @@ static int run_stage(ft_stage *stage, bool measuring)
                      .start_cpu_ns = ft_process_cpu_ns()};
     if (ft_train_check_inputs(&run) < 0 || check_tokenizer(&run) < 0 || ft_train_read_parameters(&run) < 0)
         return -1;
+    if (run.sharding_note[0])
+        ft_stage_log(stage, "%s", run.sharding_note);
     char *checkpoints = ft_path_join(ft_stage_work_dir(stage), "checkpoints");
     run.log_path = ft_path_join(ft_stage_work_dir(stage), "trainer_log.jsonl");
     run.kept_dir = ft_path_join(ft_stage_work_dir(stage), "kept");

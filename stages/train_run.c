@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 
 #include "ftpipe/base/error.h"
+#include "ftpipe/base/mem.h"
 #include "ftpipe/base/fsutil.h"
+#include "ftpipe/formats/deepspeed_config.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_ranks.h"
 #include "ftpipe/stages/train_run.h"
@@ -121,6 +123,101 @@ int ft_train_refuse_images(const ft_train_run *run, const char *data_dir, const 
                          data_dir, meta->vision_processor);
 }
 
+/* A number a DeepSpeed config gives instead of "auto" must be the stage's own,
+ * as the HF Trainer refuses a config that disagrees with its arguments. */
+static int check_deepspeed_number(ft_train_run *run, const char *file, const char *key, double given, const char *param,
+                                  double own)
+{
+    if (given < 0.0 || given == own)
+        return 0;
+    return ft_stage_fail(run->stage, "deepspeed = %s: %s is %g but the stage's %s is %g: make them agree, or write "
+                                     "\"auto\" in the config",
+                         file, key, given, param, own);
+}
+
+/* zero_stage, offload_optimizer and offload_param, or the DeepSpeed config
+ * that sets them; what is not built yet is refused here, before any work. */
+static int choose_sharding(ft_train_run *run, ft_train_options *t)
+{
+    ft_stage *stage = run->stage;
+    const char *file = ft_stage_param_string(stage, "deepspeed");
+    int64_t zero_stage = ft_stage_param_int(stage, "zero_stage");
+    bool offload_optimizer = strcmp(ft_stage_param_string(stage, "offload_optimizer"), "cpu") == 0;
+    bool offload_param = strcmp(ft_stage_param_string(stage, "offload_param"), "cpu") == 0;
+    size_t used = 0;
+    run->sharding_note[0] = '\0';
+    if (file[0]) {
+        if (ft_stage_param_is_set(stage, "zero_stage") || ft_stage_param_is_set(stage, "offload_optimizer") ||
+            ft_stage_param_is_set(stage, "offload_param"))
+            return ft_stage_fail(stage, "deepspeed = %s sets zero_stage, offload_optimizer and offload_param: remove "
+                                        "them from the stage, or remove deepspeed",
+                                 file);
+        char *path = file[0] == '/' ? ft_xstrdup(file) : ft_path_join(ft_stage_pipeline_dir(stage), file);
+        ft_deepspeed_config config;
+        int status = ft_deepspeed_config_read(path, &config);
+        if (status < 0)
+            status = ft_stage_fail(stage, "deepspeed = %s: %s", file, ft_error_message());
+        int ranks = t->ranks > 1 ? t->ranks : 1;
+        int64_t global_batch = (int64_t)t->batch_size * t->gradient_accumulation_steps * ranks;
+        if (status == 0)
+            status = check_deepspeed_number(run, file, "train_micro_batch_size_per_gpu",
+                                            (double)config.train_micro_batch_size_per_gpu,
+                                            "per_device_train_batch_size", t->batch_size);
+        if (status == 0)
+            status = check_deepspeed_number(run, file, "gradient_accumulation_steps",
+                                            (double)config.gradient_accumulation_steps, "gradient_accumulation_steps",
+                                            t->gradient_accumulation_steps);
+        if (status == 0)
+            status = check_deepspeed_number(run, file, "train_batch_size", (double)config.train_batch_size,
+                                            "batch (per-device batch x accumulation x ranks)", (double)global_batch);
+        if (status == 0)
+            status = check_deepspeed_number(run, file, "gradient_clipping", config.gradient_clipping,
+                                            "max_grad_norm", t->max_grad_norm);
+        zero_stage = config.zero_stage;
+        offload_optimizer = config.offload_optimizer;
+        offload_param = config.offload_param;
+        if (status == 0)
+            used = (size_t)snprintf(run->sharding_note, sizeof run->sharding_note,
+                                    "deepspeed %s: ZeRO stage %d, offload_optimizer %s, offload_param %s%s%s%s", file,
+                                    config.zero_stage, offload_optimizer ? "cpu" : "none",
+                                    offload_param ? "cpu" : "none", config.ignored[0] ? "; " : "", config.ignored,
+                                    config.ignored[0] ? " have no meaning in ftpipe and are ignored" : "");
+        ft_deepspeed_config_free(&config);
+        free(path);
+        if (status < 0)
+            return -1;
+    }
+    if (zero_stage < 0 || zero_stage > 3)
+        return ft_stage_fail(stage, "zero_stage = %lld: expected 0, 1, 2 or 3 (DeepSpeed's ZeRO stages)",
+                             (long long)zero_stage);
+    if (offload_param && zero_stage != 3)
+        return ft_stage_fail(stage, "offload_param = cpu needs zero_stage = 3, as in DeepSpeed: parameters are only "
+                                    "sharded, hence offloaded, with stage 3");
+    int ranks = t->ranks > 1 ? t->ranks : 1;
+    if (zero_stage == 3 && ranks > 1)
+        return ft_stage_fail(stage, "ZeRO stage 3 (parameters sharded over the ranks, gathered layer by layer) is not "
+                                    "built yet: zero_stage = 2 shards AdamW's state and the gradients' sums, and "
+                                    "gradient_checkpointing = true or LoRA lower the memory further");
+    if (offload_optimizer && zero_stage == 0)
+        return ft_stage_fail(stage, "offload_optimizer = cpu needs zero_stage = 1, 2 or 3, as in DeepSpeed");
+    if (offload_param && ft_stage_wants_cuda(stage))
+        return ft_stage_fail(stage, "offload_param = cpu is not built for the cuda backend yet: parameters stay in "
+                                    "GPU memory; offload_optimizer = cpu moves AdamW's state to host memory");
+    if (zero_stage > 0 && used < sizeof run->sharding_note)
+        snprintf(run->sharding_note + used, sizeof run->sharding_note - used, "%sZeRO-%lld %s%s%s", used ? "; " : "",
+                 (long long)zero_stage,
+                 ranks > 1 ? "shards AdamW's state over the ranks, each holding 1 / ranks of it"
+                           : "with one rank has nothing to shard: it trains as stage 0",
+                 offload_optimizer ? "; offload_optimizer = cpu: AdamW's state and an f32 master copy of the trained "
+                                     "values in host memory, updated on the host's cores"
+                                   : "",
+                 offload_param ? "; offload_param = cpu: the cpu backend keeps the parameters in host memory anyway"
+                               : "");
+    t->zero_stage = ranks > 1 ? (int)zero_stage : 0;
+    t->offload_optimizer = offload_optimizer;
+    return 0;
+}
+
 int ft_train_read_parameters(ft_train_run *run)
 {
     ft_stage *stage = run->stage;
@@ -179,7 +276,7 @@ int ft_train_read_parameters(ft_train_run *run)
         return ft_stage_fail(stage, "save_strategy = steps needs save_steps above 0 (the steps between the "
                                     "checkpoint-N folders)");
     if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0 ||
-        choose_evaluation(run, t) != 0)
+        choose_evaluation(run, t) != 0 || choose_sharding(run, t) != 0)
         return -1;
     if (run->eval_dir && t->eval_batch_size > m->max_batch_size) /* the model plans for the larger batch */
         m->max_batch_size = t->eval_batch_size;

@@ -24,7 +24,7 @@ static const ft_lf_key keys[] = {
     TRAIN("lora_dropout"),
     TRAIN("lora_target"),
     TRAIN("use_rslora"),
-    DROPPED("deepspeed", "ZeRO and offload are not read from a DeepSpeed JSON; each rank holds the whole model"),
+    TRAIN("deepspeed"),
     /* dataset */
     TOKENIZE("dataset"),
     SPECIAL("dataset_dir", "the tokenize stage's data input (the DATA variable, default data)"),

@@ -1,5 +1,5 @@
 /* adamw: moments for a list of tensors and the update loop over them; the
- * arithmetic itself is the backend's adamw op. */
+ * arithmetic itself is the backend's adamw op, or adamw_host's when offloaded. */
 #include "ftpipe/model/adamw.h"
 
 #include <math.h>
@@ -7,6 +7,7 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/adamw_host.h"
 
 struct ft_adamw {
     ft_backend *backend;
@@ -19,10 +20,15 @@ struct ft_adamw {
     const float **grads;   /* the tensors' gradients and sizes, for one sum_squares over all */
     size_t *counts;
     int64_t steps;
+    bool offload;          /* the moments are host memory, with these beside them */
+    float *master;         /* the values, f32, laid out as one half of the moments */
+    float *host_grads;     /* the gradients, downloaded for each step */
+    ft_thread_pool *pool;
+    ft_adamw_host_span *spans;
 };
 
-int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                    const ft_adamw_config *config, ft_adamw **out)
+static int create(ft_backend *backend, const ft_param_tensor *tensors, size_t count, const ft_adamw_config *config,
+                  bool offload, ft_adamw **out)
 {
     ft_adamw *optimizer = ft_xcalloc(1, sizeof *optimizer);
     optimizer->backend = backend;
@@ -38,6 +44,22 @@ int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t 
         optimizer->grads[i] = tensors[i].grad;
         optimizer->counts[i] = tensors[i].count;
     }
+    optimizer->offload = offload;
+    if (offload) {
+        size_t elements = optimizer->total ? optimizer->total : 1;
+        optimizer->moments = calloc(2 * elements, sizeof(float));
+        optimizer->master = malloc(elements * sizeof(float));
+        optimizer->host_grads = malloc(elements * sizeof(float));
+        if (!optimizer->moments || !optimizer->master || !optimizer->host_grads) {
+            ft_adamw_free(optimizer);
+            return ft_error("out of host memory for AdamW's offloaded state (%zu bytes)", 16 * elements);
+        }
+        optimizer->pool = ft_thread_pool_new(0);
+        optimizer->spans = ft_xcalloc(count ? count : 1, sizeof *optimizer->spans);
+        ft_adamw_reload_values(optimizer);
+        *out = optimizer;
+        return 0;
+    }
     optimizer->moments = backend->alloc(backend, 2 * optimizer->total * sizeof(float));
     if (!optimizer->moments) {
         ft_adamw_free(optimizer);
@@ -48,21 +70,73 @@ int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t 
     return 0;
 }
 
+int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                    const ft_adamw_config *config, ft_adamw **out)
+{
+    return create(backend, tensors, count, config, false, out);
+}
+
+int ft_adamw_create_offloaded(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                              const ft_adamw_config *config, ft_adamw **out)
+{
+    return create(backend, tensors, count, config, true, out);
+}
+
 void ft_adamw_free(ft_adamw *optimizer)
 {
     if (!optimizer)
         return;
-    if (optimizer->moments)
+    if (optimizer->offload)
+        free(optimizer->moments);
+    else if (optimizer->moments)
         optimizer->backend->free(optimizer->backend, optimizer->moments);
+    free(optimizer->master);
+    free(optimizer->host_grads);
+    if (optimizer->pool)
+        ft_thread_pool_free(optimizer->pool);
+    free(optimizer->spans);
     free(optimizer->offsets);
     free(optimizer->grads);
     free(optimizer->counts);
     free(optimizer);
 }
 
+void ft_adamw_reload_values(ft_adamw *optimizer)
+{
+    if (!optimizer->offload)
+        return;
+    for (size_t i = 0; i < optimizer->count; i++)
+        optimizer->backend->download(optimizer->backend, optimizer->master + optimizer->offsets[i],
+                                     optimizer->tensors[i].value, optimizer->tensors[i].count * sizeof(float));
+}
+
+/* Offloaded: the gradients down, the update on the host's cores, the values up. */
+static void step_on_host(ft_adamw *optimizer, double learning_rate)
+{
+    ft_backend *backend = optimizer->backend;
+    for (size_t i = 0; i < optimizer->count; i++) {
+        const ft_param_tensor *tensor = &optimizer->tensors[i];
+        size_t at = optimizer->offsets[i];
+        backend->download(backend, optimizer->host_grads + at, tensor->grad, tensor->count * sizeof(float));
+        optimizer->spans[i] = (ft_adamw_host_span){
+            optimizer->master + at, optimizer->host_grads + at, optimizer->moments + at,
+            optimizer->moments + optimizer->total + at, tensor->count,
+            {learning_rate, optimizer->config.beta1, optimizer->config.beta2, optimizer->config.eps,
+             tensor->weight_decay ? optimizer->config.weight_decay : 0.0, optimizer->steps}};
+    }
+    ft_adamw_host_run(optimizer->pool, optimizer->spans, optimizer->count);
+    for (size_t i = 0; i < optimizer->count; i++)
+        backend->upload(backend, optimizer->tensors[i].value, optimizer->master + optimizer->offsets[i],
+                        optimizer->tensors[i].count * sizeof(float));
+}
+
 void ft_adamw_step(ft_adamw *optimizer, double learning_rate)
 {
     optimizer->steps++;
+    if (optimizer->offload) {
+        step_on_host(optimizer, learning_rate);
+        return;
+    }
     ft_backend *backend = optimizer->backend;
     for (size_t i = 0; i < optimizer->count; i++) {
         const ft_param_tensor *tensor = &optimizer->tensors[i];
@@ -97,3 +171,8 @@ void ft_adamw_moments(const ft_adamw *optimizer, size_t index, float **exp_avg, 
 }
 
 size_t ft_adamw_state_bytes(const ft_adamw *optimizer) { return 2 * optimizer->total * sizeof(float); }
+
+float *ft_adamw_host_moments(const ft_adamw *optimizer)
+{
+    return optimizer->offload ? optimizer->moments : NULL;
+}

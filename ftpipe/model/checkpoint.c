@@ -20,6 +20,31 @@
 
 static const char *const moment_suffixes[2] = {".exp_avg", ".exp_avg_sq"};
 
+/* AdamW's moments: an optimizer's, in the backend's memory, or a host array
+ * (exp_avg of every tensor, then exp_avg_sq of every tensor). */
+typedef struct {
+    const ft_adamw *optimizer;
+    float *host;
+} moments_place;
+
+/* Tensor i's two moments in the place; *on_host says which memory they are in. */
+static void moments_of(const moments_place *place, const ft_param_tensor *tensors, size_t count, size_t i,
+                       float **exp_avg, float **exp_avg_sq, bool *on_host)
+{
+    *on_host = place->host != NULL;
+    if (place->optimizer) {
+        ft_adamw_moments(place->optimizer, i, exp_avg, exp_avg_sq);
+        return;
+    }
+    size_t offset = 0, total = 0;
+    for (size_t k = 0; k < count; k++) {
+        offset += k < i ? tensors[k].count : 0;
+        total += tensors[k].count;
+    }
+    *exp_avg = place->host + offset;
+    *exp_avg_sq = place->host + total + offset;
+}
+
 void ft_checkpoint_size(const ft_param_tensor *tensors, size_t count, uint64_t *total_bytes,
                         uint64_t *largest_file_bytes)
 {
@@ -157,16 +182,16 @@ static int write_state(const char *folder, const ft_checkpoint_state *state)
     return status;
 }
 
-/* Writes the tensors (moment -1) or one of AdamW's moments, downloaded to host. */
+/* Writes the tensors (place NULL) or AdamW's moments, downloaded to host unless there. */
 static int write_tensors(const char *path, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                         const ft_adamw *optimizer)
+                         const moments_place *place)
 {
-    int n_parts = optimizer ? 2 : 1;
+    int n_parts = place ? 2 : 1;
     size_t total = 0;
     for (size_t i = 0; i < count; i++)
         total += tensors[i].count;
-    float *host = malloc((size_t)n_parts * (total ? total : 1) * sizeof(float));
-    if (!host)
+    float *host = place && place->host ? NULL : malloc((size_t)n_parts * (total ? total : 1) * sizeof(float));
+    if (!host && !(place && place->host))
         return ft_error("out of memory holding a checkpoint of %zu floats", (size_t)n_parts * total);
     ft_tensor_to_write *out = ft_xcalloc((size_t)n_parts * (count ? count : 1), sizeof *out);
     char **names = ft_xcalloc((size_t)n_parts * (count ? count : 1), sizeof *names);
@@ -174,12 +199,17 @@ static int write_tensors(const char *path, ft_backend *backend, const ft_param_t
     for (size_t i = 0; i < count; i++) {
         const ft_param_tensor *t = &tensors[i];
         float *sources[2] = {t->value, NULL};
-        if (optimizer)
-            ft_adamw_moments(optimizer, i, &sources[0], &sources[1]);
+        bool on_host = false;
+        if (place)
+            moments_of(place, tensors, count, i, &sources[0], &sources[1], &on_host);
         for (int part = 0; part < n_parts; part++, n++) {
-            backend->download(backend, host + offset, sources[part], t->count * sizeof(float));
-            names[n] = optimizer ? ft_xasprintf("%s%s", t->name, moment_suffixes[part]) : ft_xstrdup(t->name);
-            out[n] = (ft_tensor_to_write){names[n], FT_DTYPE_F32, t->n_dims, {t->shape[0], t->shape[1]}, host + offset};
+            const float *data = sources[part];
+            if (!on_host) {
+                backend->download(backend, host + offset, sources[part], t->count * sizeof(float));
+                data = host + offset;
+            }
+            names[n] = place ? ft_xasprintf("%s%s", t->name, moment_suffixes[part]) : ft_xstrdup(t->name);
+            out[n] = (ft_tensor_to_write){names[n], FT_DTYPE_F32, t->n_dims, {t->shape[0], t->shape[1]}, data};
             offset += t->count;
         }
     }
@@ -192,8 +222,8 @@ static int write_tensors(const char *path, ft_backend *backend, const ft_param_t
     return status;
 }
 
-int ft_checkpoint_save(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                       const ft_adamw *optimizer, const ft_checkpoint_state *state, int keep_newest)
+static int save(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                const moments_place *place, const ft_checkpoint_state *state, int keep_newest)
 {
     uint64_t total_bytes, largest_file_bytes;
     ft_checkpoint_size(tensors, count, &total_bytes, &largest_file_bytes);
@@ -209,7 +239,7 @@ int ft_checkpoint_save(const char *dir, ft_backend *backend, const ft_param_tens
     if (status == 0)
         status = write_tensors(model_path, backend, tensors, count, NULL);
     if (status == 0)
-        status = write_tensors(optimizer_path, backend, tensors, count, optimizer);
+        status = write_tensors(optimizer_path, backend, tensors, count, place);
     if (status == 0)
         status = write_state(temporary, state);
     if (status == 0)
@@ -229,6 +259,20 @@ int ft_checkpoint_save(const char *dir, ft_backend *backend, const ft_param_tens
     free(temporary);
     free(final);
     return status;
+}
+
+int ft_checkpoint_save(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                       const ft_adamw *optimizer, const ft_checkpoint_state *state, int keep_newest)
+{
+    moments_place place = {optimizer, NULL};
+    return save(dir, backend, tensors, count, &place, state, keep_newest);
+}
+
+int ft_checkpoint_save_host_moments(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                                    const float *moments, const ft_checkpoint_state *state, int keep_newest)
+{
+    moments_place place = {NULL, (float *)moments}; /* only read */
+    return save(dir, backend, tensors, count, &place, state, keep_newest);
 }
 
 /* --- loading --- */
@@ -268,7 +312,7 @@ static int read_state(const char *folder, const char *run_id, ft_checkpoint_stat
 
 /* The tensor named name + suffix in set, with the shape of t, into the backend at destination. */
 static int load_tensor(const ft_safetensors *set, const char *file, ft_backend *backend, const ft_param_tensor *t,
-                       const char *suffix, float *destination)
+                       const char *suffix, float *destination, bool on_host)
 {
     char *name = ft_xasprintf("%s%s", t->name, suffix);
     const ft_tensor_view *view = ft_safetensors_find(set, name);
@@ -280,6 +324,8 @@ static int load_tensor(const ft_safetensors *set, const char *file, ft_backend *
     else if (!same_shape)
         status = ft_error("%s: tensor %s is not F32 of the trained shape; the checkpoint does not match this run",
                           file, name);
+    else if (on_host)
+        memcpy(destination, view->data, t->count * sizeof(float));
     else
         backend->upload(backend, destination, view->data, t->count * sizeof(float));
     free(name);
@@ -287,32 +333,33 @@ static int load_tensor(const ft_safetensors *set, const char *file, ft_backend *
 }
 
 static int load_file(const char *folder, const char *file_name, ft_backend *backend, const ft_param_tensor *tensors,
-                     size_t count, ft_adamw *optimizer)
+                     size_t count, const moments_place *place)
 {
     char *path = ft_path_join(folder, file_name);
     ft_safetensors *set = NULL;
     int status = ft_safetensors_open(path, &set);
-    size_t expected = optimizer ? 2 * count : count;
+    size_t expected = place ? 2 * count : count;
     if (status == 0 && ft_safetensors_count(set) != expected)
         status = ft_error("%s holds %zu tensors, this run trains %zu; the checkpoint does not match this run", path,
                           ft_safetensors_count(set), expected);
     for (size_t i = 0; i < count && status == 0; i++) {
-        if (!optimizer) {
-            status = load_tensor(set, path, backend, &tensors[i], "", tensors[i].value);
+        if (!place) {
+            status = load_tensor(set, path, backend, &tensors[i], "", tensors[i].value, false);
             continue;
         }
         float *moments[2];
-        ft_adamw_moments(optimizer, i, &moments[0], &moments[1]);
+        bool on_host;
+        moments_of(place, tensors, count, i, &moments[0], &moments[1], &on_host);
         for (int part = 0; part < 2 && status == 0; part++)
-            status = load_tensor(set, path, backend, &tensors[i], moment_suffixes[part], moments[part]);
+            status = load_tensor(set, path, backend, &tensors[i], moment_suffixes[part], moments[part], on_host);
     }
     ft_safetensors_close(set);
     free(path);
     return status;
 }
 
-int ft_checkpoint_load_latest(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                              ft_adamw *optimizer, const char *run_id, ft_checkpoint_state *out)
+static int load_latest(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                       const moments_place *place, const char *run_id, ft_checkpoint_state *out)
 {
     int64_t *steps;
     size_t n_steps;
@@ -328,9 +375,25 @@ int ft_checkpoint_load_latest(const char *dir, ft_backend *backend, const ft_par
     if (status == 0)
         status = load_file(folder, "model.safetensors", backend, tensors, count, NULL);
     if (status == 0)
-        status = load_file(folder, "optimizer.safetensors", backend, tensors, count, optimizer);
-    if (status == 0)
-        ft_adamw_set_step_count(optimizer, out->global_step);
+        status = load_file(folder, "optimizer.safetensors", backend, tensors, count, place);
     free(folder);
     return status == 0 ? 1 : -1;
+}
+
+int ft_checkpoint_load_latest(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                              ft_adamw *optimizer, const char *run_id, ft_checkpoint_state *out)
+{
+    moments_place place = {optimizer, NULL};
+    int found = load_latest(dir, backend, tensors, count, &place, run_id, out);
+    if (found == 1)
+        ft_adamw_set_step_count(optimizer, out->global_step);
+    return found;
+}
+
+int ft_checkpoint_load_latest_host_moments(const char *dir, ft_backend *backend, const ft_param_tensor *tensors,
+                                           size_t count, float *moments, const char *run_id,
+                                           ft_checkpoint_state *out)
+{
+    moments_place place = {NULL, moments};
+    return load_latest(dir, backend, tensors, count, &place, run_id, out);
 }

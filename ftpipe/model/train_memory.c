@@ -20,6 +20,33 @@ static uint64_t largest_weight_count(const ft_model_config *config)
     return largest;
 }
 
+/* The largest phase. */
+static void find_peak(ft_train_memory *out, bool on_gpu)
+{
+    const ft_memory_plan *plan = &out->plan;
+    uint64_t in_plan = on_gpu ? 0 : plan->total_bytes;
+    uint64_t weights_and_gradients = on_gpu ? 0 : plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes;
+    uint64_t optimizer = on_gpu ? 0 : plan->optimizer_bytes;
+    struct {
+        const char *name;
+        uint64_t bytes;
+    } phases[] = {
+        {"loading", weights_and_gradients + out->load_buffer_bytes},
+        {"training", in_plan + out->offload_bytes},
+        {"saving a checkpoint", in_plan + out->offload_bytes + out->checkpoint_buffer_bytes},
+        {"writing the result", in_plan - optimizer + out->result_buffer_bytes}, /* AdamW is freed by then */
+    };
+    out->peak_phase = phases[0].name;
+    uint64_t peak = phases[0].bytes;
+    for (size_t i = 1; i < sizeof phases / sizeof phases[0]; i++)
+        if (phases[i].bytes > peak) {
+            peak = phases[i].bytes;
+            out->peak_phase = phases[i].name;
+        }
+    out->host_peak_bytes = peak + out->runtime_bytes;
+    out->device_peak_bytes = on_gpu ? plan->total_bytes : 0;
+}
+
 int ft_train_memory_estimate(const ft_model_config *config, const ft_model_options *options, bool on_gpu,
                              int blas_threads, ft_dtype save_dtype, ft_train_memory *out)
 {
@@ -43,33 +70,38 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
     if (!on_gpu && blas_threads > 1)
         out->runtime_bytes += (uint64_t)(blas_threads - 1) * FT_TRAIN_BLAS_THREAD_BYTES;
 
-    uint64_t in_plan = on_gpu ? 0 : plan->total_bytes;
-    uint64_t weights_and_gradients = on_gpu ? 0 : plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes;
-    uint64_t optimizer = on_gpu ? 0 : plan->optimizer_bytes;
-    struct {
-        const char *name;
-        uint64_t bytes;
-    } phases[] = {
-        {"loading", weights_and_gradients + out->load_buffer_bytes},
-        {"training", in_plan},
-        {"saving a checkpoint", in_plan + out->checkpoint_buffer_bytes},
-        {"writing the result", in_plan - optimizer + out->result_buffer_bytes}, /* AdamW is freed by then */
-    };
-    out->peak_phase = phases[0].name;
-    uint64_t peak = phases[0].bytes;
-    for (size_t i = 1; i < sizeof phases / sizeof phases[0]; i++)
-        if (phases[i].bytes > peak) {
-            peak = phases[i].bytes;
-            out->peak_phase = phases[i].name;
-        }
-    out->host_peak_bytes = peak + out->runtime_bytes;
     if (on_gpu) { /* the cuda backend's scratch comes beside the plan */
         ft_backend_limits limits;
         if (ft_model_backend_limits(config, options, FT_DTYPE_BF16, &limits) < 0)
             return -1;
         out->plan.scratch_bytes = ft_cuda_scratch_bytes(&limits);
         out->plan.total_bytes += out->plan.scratch_bytes;
-        out->device_peak_bytes = out->plan.total_bytes;
     }
+    find_peak(out, on_gpu);
     return 0;
+}
+
+void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks)
+{
+    if (ranks <= 1)
+        return;
+    ft_memory_plan *plan = &memory->plan;
+    uint64_t whole = plan->optimizer_bytes, share = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
+    plan->optimizer_bytes = share;
+    plan->total_bytes -= whole - share;
+    find_peak(memory, on_gpu);
+}
+
+void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu)
+{
+    ft_memory_plan *plan = &memory->plan;
+    uint64_t moments = plan->optimizer_bytes; /* 8 bytes a parameter; the master copy and gradients 8 more */
+    if (on_gpu) {
+        plan->total_bytes -= moments;
+        plan->optimizer_bytes = 0;
+        memory->offload_bytes = 2 * moments;
+    } else {
+        memory->offload_bytes = moments;
+    }
+    find_peak(memory, on_gpu);
 }

@@ -16,6 +16,7 @@
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/model/checkpoint.h"
 #include "ftpipe/model/data_parallel.h"
+#include "ftpipe/model/zero.h"
 
 /* Independent random streams drawn from the seed. */
 enum { STREAM_SHUFFLE = 1, STREAM_DROPOUT = 2 };
@@ -136,7 +137,8 @@ typedef struct {
     ft_lr_schedule schedule;
     const ft_param_tensor *tensors;
     size_t n_tensors;
-    ft_adamw *optimizer;
+    ft_adamw *optimizer;        /* NULL with ZeRO, whose shard optimizer updates */
+    ft_zero *zero;              /* ZeRO stage 1 or 2 over the ranks; NULL: each rank holds the whole optimizer */
     ft_comm *comm;              /* NULL: one rank */
     int rank, ranks;
     ft_grad_buckets buckets;
@@ -176,19 +178,48 @@ static double epochs_done(const trainer *t)
 
 static bool saves_checkpoints(const trainer *t) { return !t->comm || t->options->saves_checkpoints; }
 
+static size_t trained_count(const trainer *t)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < t->n_tensors; i++)
+        total += t->tensors[i].count;
+    return total;
+}
+
+/* With ZeRO every rank joins in gathering the whole moments, which the
+ * checkpoint holds whatever the stage (zero.h). */
 static int save(trainer *t)
 {
-    if (!saves_checkpoints(t) || !t->options->checkpoint_dir || t->saved_step == t->state.global_step)
+    if ((!saves_checkpoints(t) && !t->zero) || !t->options->checkpoint_dir || t->saved_step == t->state.global_step)
         return 0;
     ft_backend *backend = ft_model_backend(t->model);
-    if (ft_checkpoint_save(t->options->checkpoint_dir, backend, t->tensors, t->n_tensors, t->optimizer, &t->state,
-                           t->options->save_total_limit) < 0)
+    const char *dir = t->options->checkpoint_dir;
+    int status;
+    if (t->zero) {
+        float *moments = malloc(2 * (trained_count(t) ? trained_count(t) : 1) * sizeof(float));
+        if (!moments)
+            return ft_error("out of memory gathering a checkpoint of %zu floats", 2 * trained_count(t));
+        status = ft_zero_gather_moments(t->zero, moments);
+        if (status == 0 && saves_checkpoints(t))
+            status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors, moments, &t->state,
+                                                     t->options->save_total_limit);
+        free(moments);
+    } else if (ft_adamw_host_moments(t->optimizer)) { /* offloaded: the moments are host memory already */
+        status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors,
+                                                 ft_adamw_host_moments(t->optimizer), &t->state,
+                                                 t->options->save_total_limit);
+    } else {
+        status = ft_checkpoint_save(dir, backend, t->tensors, t->n_tensors, t->optimizer, &t->state,
+                                    t->options->save_total_limit);
+    }
+    if (status < 0)
         return -1;
     t->saved_step = t->state.global_step;
     uint64_t bytes, largest_file_bytes;
     ft_checkpoint_size(t->tensors, t->n_tensors, &bytes, &largest_file_bytes);
     t->result->checkpoint_bytes_written += bytes;
-    note(t, "saved checkpoint-%lld", (long long)t->state.global_step);
+    if (saves_checkpoints(t))
+        note(t, "saved checkpoint-%lld", (long long)t->state.global_step);
     return 0;
 }
 
@@ -256,19 +287,27 @@ static int step(trainer *t, double *loss, double *grad_norm)
     }
     ft_model_on_layer_gradients(t->model, NULL, NULL);
     uint64_t computed_ns = ft_now_ns(); /* what follows is the communication backward did not hide */
-    if (t->comm && (ft_grad_sync_finish(t->sync) < 0 || add_over_ranks(t, &loss_sum, &n_tokens) < 0))
+    if (t->comm && ((t->sync && ft_grad_sync_finish(t->sync) < 0) ||
+                    (t->zero && ft_zero_reduce_gradients(t->zero) < 0) || add_over_ranks(t, &loss_sum, &n_tokens) < 0))
         return ft_error_context("step %lld", (long long)t->state.global_step + 1);
     t->compute_s = (double)(computed_ns - started_ns) * 1e-9;
     t->comm_s = (double)(ft_now_ns() - computed_ns) * 1e-9;
     t->tokens_since_report += n_tokens;
     t->result->trained_tokens += n_tokens;
     *loss = denominator > 0 ? loss_sum / (double)denominator : 0.0;
-    *grad_norm = ft_adamw_clip_grad_norm(t->optimizer, o->max_grad_norm);
+    if (!t->zero)
+        *grad_norm = ft_adamw_clip_grad_norm(t->optimizer, o->max_grad_norm);
+    else if (ft_zero_clip_grad_norm(t->zero, o->max_grad_norm, grad_norm) < 0)
+        return ft_error_context("step %lld", (long long)t->state.global_step + 1);
     if (!isfinite(*loss) || !isfinite(*grad_norm))
         return ft_error("step %lld: the loss is %g and the gradient norm %g: training diverged; try a lower "
                         "learning_rate (now %g) or max_grad_norm",
                         (long long)t->state.global_step + 1, *loss, *grad_norm, o->learning_rate);
-    ft_adamw_step(t->optimizer, ft_lr_at(&t->schedule, t->state.global_step));
+    double learning_rate = ft_lr_at(&t->schedule, t->state.global_step);
+    if (!t->zero)
+        ft_adamw_step(t->optimizer, learning_rate);
+    else if (ft_zero_step(t->zero, learning_rate) < 0)
+        return ft_error_context("step %lld", (long long)t->state.global_step + 1);
     ft_model_zero_grads(t->model);
     t->state.global_step++;
     t->state.epoch_row = first + rows;
@@ -376,8 +415,29 @@ static int resume(trainer *t, ft_train_result *out)
     if (!o->checkpoint_dir)
         return 0;
     ft_checkpoint_state loaded;
-    int found = ft_checkpoint_load_latest(o->checkpoint_dir, ft_model_backend(t->model), t->tensors, t->n_tensors,
-                                          t->optimizer, t->state.run_id, &loaded);
+    ft_backend *backend = ft_model_backend(t->model);
+    int found;
+    if (t->zero) { /* the whole moments pass through host memory; this rank keeps its shard */
+        float *moments = malloc(2 * (trained_count(t) ? trained_count(t) : 1) * sizeof(float));
+        if (!moments)
+            return ft_error("out of memory reading a checkpoint of %zu floats", 2 * trained_count(t));
+        found = ft_checkpoint_load_latest_host_moments(o->checkpoint_dir, backend, t->tensors, t->n_tensors, moments,
+                                                       t->state.run_id, &loaded);
+        if (found == 1)
+            ft_zero_take_moments(t->zero, moments, loaded.global_step);
+        free(moments);
+    } else if (ft_adamw_host_moments(t->optimizer)) {
+        found = ft_checkpoint_load_latest_host_moments(o->checkpoint_dir, backend, t->tensors, t->n_tensors,
+                                                       ft_adamw_host_moments(t->optimizer), t->state.run_id,
+                                                       &loaded);
+        if (found == 1) {
+            ft_adamw_set_step_count(t->optimizer, loaded.global_step);
+            ft_adamw_reload_values(t->optimizer);
+        }
+    } else {
+        found = ft_checkpoint_load_latest(o->checkpoint_dir, backend, t->tensors, t->n_tensors, t->optimizer,
+                                          t->state.run_id, &loaded);
+    }
     if (found < 0)
         return -1;
     if (found == 1) {
@@ -540,8 +600,16 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     if (t.n_tensors == 0)
         return ft_error("the model was loaded with nothing to train (load it for LoRA or full fine-tuning)");
     snprintf(t.state.run_id, sizeof t.state.run_id, "%s", options->run_id ? options->run_id : "");
-    if (ft_adamw_create(ft_model_backend(model), t.tensors, t.n_tensors, &options->adamw, &t.optimizer) < 0)
+    if (options->zero_stage < 0 || options->zero_stage > 2)
+        return ft_error("zero_stage = %d: the trainer shards with ZeRO stages 0, 1 and 2", options->zero_stage);
+    ft_backend *backend = ft_model_backend(model);
+    if (t.comm && options->zero_stage > 0
+            ? ft_zero_create(backend, t.comm, options->zero_stage, t.tensors, t.n_tensors, &options->adamw,
+                             options->offload_optimizer, &t.zero) < 0
+            : (options->offload_optimizer ? ft_adamw_create_offloaded : ft_adamw_create)(
+                  backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer) < 0)
         return -1;
+    out->optimizer_state_bytes = ft_adamw_state_bytes(t.zero ? ft_zero_shard_optimizer(t.zero) : t.optimizer);
     size_t row_length = ft_token_shards_row_length(shards), cells = (size_t)options->batch_size * row_length;
     t.data.order = ft_xmalloc(t.data.n_rows * sizeof(uint64_t));
     t.data.order_epoch = -1;
@@ -565,7 +633,8 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     }
     if (t.comm) {
         ft_grad_buckets_plan(t.tensors, t.n_tensors, FT_GRAD_BUCKET_BYTES, &t.buckets);
-        t.sync = ft_grad_sync_create(&t.buckets, t.comm);
+        if (options->zero_stage < 2) /* stage 2 reduce-scatters after backward instead */
+            t.sync = ft_grad_sync_create(&t.buckets, t.comm);
     }
     t.start_ns = t.report_ns = ft_now_ns();
     ft_model_zero_grads(model);
@@ -583,6 +652,7 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     ft_grad_sync_free(t.sync);
     ft_grad_buckets_free(&t.buckets);
     ft_adamw_free(t.optimizer);
+    ft_zero_free(t.zero);
     free(t.data.order);
     free(t.data.row_segments);
     free(t.data.tokens);

@@ -2,7 +2,10 @@
  * weight decay (param *= 1 - lr * weight_decay) before the update, bias-corrected
  * moments, eps added outside the square root. Also gradient-norm clipping as
  * torch.nn.utils.clip_grad_norm_ does it. Its two moments live in one
- * allocation in the backend's memory. */
+ * allocation in the backend's memory, or, offloaded (DeepSpeed's
+ * offload_optimizer = cpu), in host memory beside an f32 master copy of the
+ * values: a step then downloads the gradients, updates on the host's cores
+ * (adamw_host.h, the same bits as the backend's op) and uploads the values. */
 #ifndef FTPIPE_ADAMW_H
 #define FTPIPE_ADAMW_H
 
@@ -35,6 +38,10 @@ typedef struct ft_adamw ft_adamw;
 /* Zeroed moments for the tensors (which must outlive the optimizer). */
 int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                     const ft_adamw_config *config, ft_adamw **out);
+/* The same, offloaded: the moments and an f32 master copy of the values in
+ * host memory, the update on the host's cores. */
+int ft_adamw_create_offloaded(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                              const ft_adamw_config *config, ft_adamw **out);
 void ft_adamw_free(ft_adamw *optimizer);
 
 /* One update of every tensor from its gradient, at this step's learning rate. */
@@ -45,8 +52,14 @@ int64_t ft_adamw_step_count(const ft_adamw *optimizer);
  * it, scales them by max_norm / (norm + 1e-6). Returns the norm before clipping. */
 double ft_adamw_clip_grad_norm(ft_adamw *optimizer, double max_norm);
 
-/* For checkpoints: the moments of tensor i (backend memory), and the step count. */
+/* For checkpoints: the moments of tensor i (backend memory; host memory when
+ * offloaded), and the step count. */
 void ft_adamw_moments(const ft_adamw *optimizer, size_t index, float **exp_avg, float **exp_avg_sq);
+/* Offloaded: every tensor's exp_avg in order, then every exp_avg_sq, in host
+ * memory (checkpoint.h's host form); NULL when the state is in the backend's memory. */
+float *ft_adamw_host_moments(const ft_adamw *optimizer);
+/* Offloaded: the master copy reads the tensors' values again (after a resume loaded them). */
+void ft_adamw_reload_values(ft_adamw *optimizer);
 void ft_adamw_set_step_count(ft_adamw *optimizer, int64_t steps);
 size_t ft_adamw_state_bytes(const ft_adamw *optimizer);
 

@@ -42,6 +42,14 @@ int ft_checkpoint_check_space(const char *dir, int64_t step, uint64_t total_byte
 int ft_checkpoint_save(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                        const ft_adamw *optimizer, const ft_checkpoint_state *state, int keep_newest);
 
+/* ZeRO's forms (zero.h), the same files: AdamW's moments as one host array
+ * of every tensor's exp_avg in tensor order, then every exp_avg_sq. */
+int ft_checkpoint_save_host_moments(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                                    const float *moments, const ft_checkpoint_state *state, int keep_newest);
+int ft_checkpoint_load_latest_host_moments(const char *dir, ft_backend *backend, const ft_param_tensor *tensors,
+                                           size_t count, float *moments, const char *run_id,
+                                           ft_checkpoint_state *out);
+
 /* Deletes *.tmp leftovers in dir, then loads the newest checkpoint into the
  * tensors and the optimizer (whose step count becomes global_step). 1 when one
  * was loaded, 0 when dir holds none, -1 with ft_error when it is unreadable,

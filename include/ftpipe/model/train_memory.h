@@ -28,6 +28,7 @@ typedef struct {
     uint64_t checkpoint_buffer_bytes; /* host, while saving a checkpoint */
     uint64_t result_buffer_bytes;   /* host, while writing the adapter or model */
     uint64_t runtime_bytes;         /* host: FT_TRAIN_RUNTIME_BYTES and the BLAS threads' */
+    uint64_t offload_bytes;         /* host, while training: offloaded AdamW state beside the plan (0: none) */
     uint64_t host_peak_bytes;       /* the largest phase, in host memory */
     uint64_t device_peak_bytes;     /* on the cuda backend: the plan, the backend's scratch included
                                        (plan.scratch_bytes, cuda_scratch.h); 0 on the cpu backend */
@@ -39,5 +40,17 @@ typedef struct {
  * save_dtype: the dtype a full fine-tune is written in. */
 int ft_train_memory_estimate(const ft_model_config *config, const ft_model_options *options, bool on_gpu,
                              int blas_threads, ft_dtype save_dtype, ft_train_memory *out);
+
+/* ZeRO stage 1 or 2 over `ranks` (zero.h): the plan holds one rank's share of
+ * AdamW's moments; a checkpoint gathers the whole moments into the host
+ * buffer it writes from, as one rank's checkpoint does. The peaks are one rank's. */
+void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks);
+
+/* offload_optimizer = cpu (after any ft_train_memory_shard): AdamW's moments
+ * leave the plan for host memory, with an f32 master copy of the values and
+ * the downloaded gradients beside them, 16 bytes per (sharded) trained
+ * parameter in all; on the cpu backend the moments stay where they were
+ * counted and the other 8 bytes are added. */
+void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu);
 
 #endif

@@ -32,6 +32,8 @@
  * (each layer's while backward runs on the layers below) and the loss are
  * added over the ranks before clipping, so every rank makes
  * the same update and the loss is that of one rank running the whole step.
+ * With zero_stage 1 or 2 each rank keeps and updates a shard of the
+ * optimizer's state (zero.h), the result staying that of stage 0.
  * Only the ranks that say so write checkpoints (the first of each node); every
  * rank resumes from them, whatever rank count wrote them. */
 #ifndef FTPIPE_TRAINER_H
@@ -110,6 +112,9 @@ typedef struct {
     bool eval_each_epoch;             /* evaluate when an epoch ends */
     int ranks;                        /* data-parallel ranks; 0 or 1: one */
     ft_comm *comm;                    /* this rank's, of `ranks` ranks; NULL with one */
+    int zero_stage;                   /* 0; 1 or 2: AdamW's state (and with 2 the gradients' sums) sharded
+                                       * over the ranks (zero.h); nothing to shard with one rank */
+    bool offload_optimizer;           /* AdamW's state and master values in host memory (adamw.h) */
     bool saves_checkpoints;           /* with a communicator: this rank writes them (each node's first) */
     ft_train_callbacks callbacks;     /* rank 0's cancelled() stops every rank */
 } ft_train_options;
@@ -139,6 +144,7 @@ typedef struct {
     int64_t trained_tokens;           /* every rank's */
     int64_t evaluated_tokens;         /* this rank's (each rank evaluates every row) */
     uint64_t checkpoint_bytes_written;
+    size_t optimizer_state_bytes;     /* this rank's AdamW moments: a 1 / ranks shard with ZeRO */
 } ft_train_result;
 
 /* Trains the model's trainable tensors on the shards' rows, resuming from the

@@ -33,6 +33,7 @@ typedef struct {
     int64_t first_step;         /* the step this process started from, for the ETA; -1: none yet */
     double elapsed_s, remaining_s; /* this process's time so far and the ETA, after the last step */
     ft_train_guard guard;
+    char sharding_note[2048];   /* what ZeRO, offload and a DeepSpeed config come to, for the log; "" when none */
     bool measuring;             /* `ftpipe estimate --measure`: a few steps timed, nothing written */
     uint64_t start_wall_ns, start_cpu_ns; /* when this process began the stage */
 } ft_train_run;

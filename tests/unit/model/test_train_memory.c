@@ -1,5 +1,7 @@
 /* Tests of train_memory: the phases of a training run and which one is the peak.
  * (The figures against measured resident memory: tests/e2e/test_estimate.sh.) */
+#include <math.h>
+
 #include "check.h"
 #include "ftpipe/backend/cuda_scratch.h"
 #include "ftpipe/model/model_init.h"
@@ -68,6 +70,75 @@ TEST(on_a_gpu_the_plan_is_device_memory_in_bf16)
     CHECK_INT(gpu.runtime_bytes, FT_TRAIN_RUNTIME_BYTES);
 }
 
+/* ZeRO: one rank's plan holds 1 / ranks of AdamW's moments (rounded up), the
+ * rest as it was; the checkpoint buffer stays whole (the moments are gathered
+ * into it), so full fine-tuning's peak falls by what the plan sheds. */
+TEST(zero_keeps_one_share_of_the_optimizer_per_rank)
+{
+    ft_model_config config = qwen_0_5b();
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false};
+    for (int gpu = 0; gpu <= 1; gpu++) {
+        ft_train_memory whole, sharded;
+        CHECK_INT(ft_train_memory_estimate(&config, &options, gpu, 1, FT_DTYPE_BF16, &whole), 0);
+        sharded = whole;
+        ft_train_memory_shard(&sharded, gpu, 3);
+        uint64_t share = (whole.plan.optimizer_bytes + 2) / 3;
+        CHECK_INT(sharded.plan.optimizer_bytes, share);
+        CHECK_INT(sharded.plan.total_bytes, whole.plan.total_bytes - (whole.plan.optimizer_bytes - share));
+        CHECK_INT(sharded.checkpoint_buffer_bytes, whole.checkpoint_buffer_bytes);
+        if (gpu)
+            CHECK_INT(sharded.device_peak_bytes, sharded.plan.total_bytes);
+        else
+            CHECK_INT(sharded.host_peak_bytes, whole.host_peak_bytes - (whole.plan.optimizer_bytes - share));
+        ft_train_memory one = whole;
+        ft_train_memory_shard(&one, gpu, 1); /* one rank: nothing to shard */
+        CHECK_INT(one.plan.total_bytes, whole.plan.total_bytes);
+    }
+}
+
+/* offload_optimizer: on a GPU the moments leave the device plan for host
+ * memory with the master copy and gradients (16 bytes a parameter); on the cpu
+ * backend the master copy and gradients are added to what was there. */
+TEST(offload_moves_the_optimizer_to_host_memory)
+{
+    ft_model_config config = qwen_0_5b();
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false};
+    ft_train_memory gpu, gpu_offloaded, cpu, cpu_offloaded;
+    CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &gpu), 0);
+    CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &cpu), 0);
+    gpu_offloaded = gpu;
+    ft_train_memory_shard(&gpu_offloaded, true, 2);
+    ft_train_memory_offload(&gpu_offloaded, true);
+    uint64_t share = (gpu.plan.optimizer_bytes + 1) / 2;
+    CHECK_INT(gpu_offloaded.device_peak_bytes, gpu.device_peak_bytes - gpu.plan.optimizer_bytes);
+    CHECK_INT(gpu_offloaded.offload_bytes, 2 * share);
+    CHECK(gpu_offloaded.host_peak_bytes >= gpu.host_peak_bytes && gpu_offloaded.host_peak_bytes >= 2 * share);
+    cpu_offloaded = cpu;
+    ft_train_memory_offload(&cpu_offloaded, false);
+    CHECK_INT(cpu_offloaded.offload_bytes, cpu.plan.optimizer_bytes);
+    CHECK_STR(cpu_offloaded.peak_phase, "saving a checkpoint");
+    CHECK_INT(cpu_offloaded.host_peak_bytes, cpu.host_peak_bytes + cpu.plan.optimizer_bytes);
+}
+
+/* README's ZeRO table, row qwen2.5-7b full: device / host peaks in GiB, to 0.1. */
+TEST(readme_table_row_qwen_7b_full)
+{
+    ft_model_config config;
+    CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
+    ft_model_options options = {4, 1024, FT_FINETUNE_FULL, false, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true};
+    const double expected[4][2] = {{101.5, 56.7}, {73.1, 56.7}, {51.8, 56.7}, {44.7, 70.9}};
+    for (int v = 0; v < 4; v++) {
+        ft_train_memory memory;
+        CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &memory), 0);
+        if (v >= 1)
+            ft_train_memory_shard(&memory, true, v == 1 ? 2 : 8);
+        if (v == 3)
+            ft_train_memory_offload(&memory, true);
+        double device = (double)memory.device_peak_bytes / (1u << 30), host = (double)memory.host_peak_bytes / (1u << 30);
+        CHECK(fabs(device - expected[v][0]) < 0.05 && fabs(host - expected[v][1]) < 0.05);
+    }
+}
+
 TEST(refuses_options_the_model_refuses)
 {
     ft_model_config config = qwen_0_5b();
@@ -81,6 +152,9 @@ int main(void)
     RUN(full_finetuning_peaks_while_saving_a_checkpoint_of_both_moments);
     RUN(recomputation_and_smaller_batches_lower_the_peak);
     RUN(on_a_gpu_the_plan_is_device_memory_in_bf16);
+    RUN(zero_keeps_one_share_of_the_optimizer_per_rank);
+    RUN(offload_moves_the_optimizer_to_host_memory);
+    RUN(readme_table_row_qwen_7b_full);
     RUN(refuses_options_the_model_refuses);
     return check_done();
 }

@@ -1,0 +1,263 @@
+/* zero: spans, shards and the collectives of ZeRO stages 1 and 2. */
+#include "ftpipe/model/zero.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/mem.h"
+
+typedef struct {
+    size_t first_tensor, n_tensors;
+    float *values, *grads;     /* the span's first element */
+    size_t count;
+    size_t per_rank;           /* the owned part of every rank */
+    size_t shared;             /* count - ranks x per_rank, updated by every rank */
+    size_t whole_offset;       /* the span's first element in a whole optimizer's moments */
+    size_t shard_offset;       /* its owned part in this rank's moments; the shared part follows */
+} span;
+
+struct ft_zero {
+    ft_backend *backend;
+    ft_comm *comm;
+    int stage;
+    const ft_param_tensor *tensors;
+    size_t n_tensors;
+    ft_adamw_config config;
+    span *spans;
+    size_t n_spans;
+    ft_param_tensor *pieces;   /* this rank's parts of the tensors, for the shard's optimizer */
+    size_t n_pieces, pieces_capacity, flags_capacity;
+    bool *piece_shared;        /* piece i is of a span's shared part (for the norm) */
+    ft_adamw *optimizer;
+    const float **grads;       /* every tensor's gradient, for stage 1's whole norm */
+    size_t *counts;
+};
+
+static void plan_spans(ft_zero *z)
+{
+    size_t capacity = 0, whole = 0;
+    for (size_t i = 0; i < z->n_tensors; i++) {
+        const ft_param_tensor *t = &z->tensors[i];
+        span *last = z->n_spans ? &z->spans[z->n_spans - 1] : NULL;
+        if (last && last->values + last->count == t->value && last->grads + last->count == t->grad) {
+            last->n_tensors++;
+            last->count += t->count;
+        } else {
+            ft_grow((void **)&z->spans, &capacity, z->n_spans + 1, sizeof *z->spans);
+            z->spans[z->n_spans++] = (span){i, 1, t->value, t->grad, t->count, 0, 0, whole, 0};
+        }
+        whole += t->count;
+    }
+    size_t ranks = (size_t)z->comm->size;
+    for (size_t s = 0; s < z->n_spans; s++) {
+        z->spans[s].per_rank = z->spans[s].count / ranks;
+        z->spans[s].shared = z->spans[s].count - ranks * z->spans[s].per_rank;
+    }
+}
+
+/* Adds the parts of span s's tensors within [from, to) of the span. */
+static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, bool shared)
+{
+    size_t at = 0;
+    for (size_t i = s->first_tensor; i < s->first_tensor + s->n_tensors; i++) {
+        const ft_param_tensor *t = &z->tensors[i];
+        size_t start = from > at ? from : at, end = to < at + t->count ? to : at + t->count;
+        if (start < end) {
+            ft_grow((void **)&z->pieces, &z->pieces_capacity, z->n_pieces + 1, sizeof *z->pieces);
+            ft_grow((void **)&z->piece_shared, &z->flags_capacity, z->n_pieces + 1, sizeof *z->piece_shared);
+            size_t offset = start - at;
+            z->pieces[z->n_pieces] = (ft_param_tensor){t->name, t->value + offset, t->grad + offset, end - start,
+                                                       t->weight_decay, 1, {(int64_t)(end - start), 0}};
+            z->piece_shared[z->n_pieces++] = shared;
+        }
+        at += t->count;
+    }
+}
+
+int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, const ft_param_tensor *tensors, size_t count,
+                   const ft_adamw_config *config, bool offload, ft_zero **out)
+{
+    if (stage != 1 && stage != 2)
+        return ft_error("ZeRO stage %d: the trainer shards stages 1 and 2", stage);
+    ft_zero *z = ft_xcalloc(1, sizeof *z);
+    *z = (ft_zero){.backend = backend, .comm = comm, .stage = stage, .tensors = tensors, .n_tensors = count,
+                   .config = *config};
+    plan_spans(z);
+    size_t shard = 0;
+    for (size_t s = 0; s < z->n_spans; s++) {
+        span *sp = &z->spans[s];
+        size_t mine = (size_t)comm->rank * sp->per_rank;
+        sp->shard_offset = shard;
+        add_pieces(z, sp, mine, mine + sp->per_rank, false);
+        add_pieces(z, sp, sp->count - sp->shared, sp->count, true);
+        shard += sp->per_rank + sp->shared;
+    }
+    z->grads = ft_xcalloc(count ? count : 1, sizeof *z->grads);
+    z->counts = ft_xcalloc(count ? count : 1, sizeof *z->counts);
+    for (size_t i = 0; i < count; i++) {
+        z->grads[i] = tensors[i].grad;
+        z->counts[i] = tensors[i].count;
+    }
+    if ((offload ? ft_adamw_create_offloaded : ft_adamw_create)(backend, z->pieces, z->n_pieces, config,
+                                                                &z->optimizer) < 0) {
+        ft_zero_free(z);
+        return ft_error_context("ZeRO-%d's shard of the optimizer", stage);
+    }
+    *out = z;
+    return 0;
+}
+
+void ft_zero_free(ft_zero *z)
+{
+    if (!z)
+        return;
+    ft_adamw_free(z->optimizer);
+    free(z->spans);
+    free(z->pieces);
+    free(z->piece_shared);
+    free(z->grads);
+    free(z->counts);
+    free(z);
+}
+
+const ft_adamw *ft_zero_shard_optimizer(const ft_zero *z) { return z->optimizer; }
+
+int ft_zero_reduce_gradients(ft_zero *z)
+{
+    if (z->stage < 2)
+        return 0;
+    for (size_t s = 0; s < z->n_spans; s++) {
+        span *sp = &z->spans[s];
+        float *mine = sp->grads + (size_t)z->comm->rank * sp->per_rank, *shared = sp->grads + sp->count - sp->shared;
+        if ((sp->per_rank > 0 && z->comm->reduce_scatter_sum(z->comm, sp->grads, mine, sp->per_rank, FT_COMM_F32) < 0) ||
+            (sp->shared > 0 && z->comm->all_reduce_sum(z->comm, shared, sp->shared, FT_COMM_F32) < 0))
+            return ft_error_context("reduce-scattering the gradients over the ranks (ZeRO-2)");
+    }
+    return 0;
+}
+
+/* The sum of squares of the pieces that are (or are not) shared. */
+static double piece_squares(ft_zero *z, bool shared)
+{
+    const float **grads = ft_xcalloc(z->n_pieces ? z->n_pieces : 1, sizeof *grads);
+    size_t *counts = ft_xcalloc(z->n_pieces ? z->n_pieces : 1, sizeof *counts), n = 0;
+    for (size_t i = 0; i < z->n_pieces; i++)
+        if (z->piece_shared[i] == shared) {
+            grads[n] = z->pieces[i].grad;
+            counts[n++] = z->pieces[i].count;
+        }
+    double sum = n ? z->backend->sum_squares(z->backend, grads, counts, n) : 0.0;
+    free(grads);
+    free(counts);
+    return sum;
+}
+
+int ft_zero_clip_grad_norm(ft_zero *z, double max_norm, double *norm)
+{
+    ft_backend *backend = z->backend;
+    if (z->stage < 2) { /* every rank holds the whole sum: the norm of one rank */
+        *norm = sqrt(backend->sum_squares(backend, z->grads, z->counts, z->n_tensors));
+    } else {
+        double owned = piece_squares(z, false);
+        if (z->comm->all_reduce_sum(z->comm, &owned, 1, FT_COMM_F64) < 0)
+            return ft_error_context("adding the gradient norm over the ranks (ZeRO-2)");
+        *norm = sqrt(owned + piece_squares(z, true));
+    }
+    double coefficient = max_norm / (*norm + 1e-6);
+    if (max_norm > 0.0 && coefficient < 1.0)
+        for (size_t i = 0; i < z->n_pieces; i++)
+            backend->scale(backend, z->pieces[i].grad, z->pieces[i].count, (float)coefficient);
+    return 0;
+}
+
+int ft_zero_step(ft_zero *z, double learning_rate)
+{
+    ft_adamw_step(z->optimizer, learning_rate);
+    for (size_t s = 0; s < z->n_spans; s++) {
+        span *sp = &z->spans[s];
+        float *mine = sp->values + (size_t)z->comm->rank * sp->per_rank;
+        if (sp->per_rank > 0 && z->comm->all_gather(z->comm, mine, sp->values, sp->per_rank * sizeof(float)) < 0)
+            return ft_error_context("all-gathering the updated values over the ranks (ZeRO-%d)", z->stage);
+    }
+    return 0;
+}
+
+/* Staging for gathering moments: at most this many elements of each rank at once. */
+#define GATHER_CHUNK ((size_t)1 << 20)
+
+/* count floats from the shard's memory (host memory when offloaded) to host. */
+static void to_host(ft_zero *z, bool on_host, float *to, const float *from, size_t count)
+{
+    if (on_host)
+        memcpy(to, from, count * sizeof(float));
+    else if (count > 0)
+        z->backend->download(z->backend, to, from, count * sizeof(float));
+}
+
+static void from_host(ft_zero *z, bool on_host, float *to, const float *from, size_t count)
+{
+    if (on_host)
+        memcpy(to, from, count * sizeof(float));
+    else if (count > 0)
+        z->backend->upload(z->backend, to, from, count * sizeof(float));
+}
+
+int ft_zero_gather_moments(ft_zero *z, float *host)
+{
+    size_t ranks = (size_t)z->comm->size, total = 0, chunk = 0;
+    for (size_t s = 0; s < z->n_spans; s++) {
+        total += z->spans[s].count;
+        chunk = z->spans[s].per_rank > chunk ? z->spans[s].per_rank : chunk;
+    }
+    chunk = chunk < GATHER_CHUNK ? chunk : GATHER_CHUNK;
+    bool on_host = ft_adamw_host_moments(z->optimizer) != NULL; /* offloaded: the shard's moments are host memory */
+    float *staging = !chunk  ? NULL
+                     : on_host ? malloc(ranks * chunk * sizeof(float))
+                               : z->backend->alloc(z->backend, ranks * chunk * sizeof(float));
+    if (chunk && !staging)
+        return ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage);
+    float *shard_halves[2];
+    ft_adamw_moments(z->optimizer, 0, &shard_halves[0], &shard_halves[1]);
+    int status = 0;
+    for (size_t s = 0; s < z->n_spans && status == 0; s++) {
+        const span *sp = &z->spans[s];
+        for (int h = 0; h < 2 && status == 0; h++) {
+            float *to = host + (size_t)h * total + sp->whole_offset, *from = shard_halves[h] + sp->shard_offset;
+            for (size_t first = 0; first < sp->per_rank && status == 0; first += chunk) {
+                size_t n = sp->per_rank - first < chunk ? sp->per_rank - first : chunk;
+                status = z->comm->all_gather(z->comm, from + first, staging, n * sizeof(float));
+                for (size_t r = 0; r < ranks && status == 0; r++)
+                    to_host(z, on_host, to + r * sp->per_rank + first, staging + r * n, n);
+            }
+            to_host(z, on_host, to + sp->count - sp->shared, from + sp->per_rank, sp->shared);
+        }
+    }
+    if (staging && on_host)
+        free(staging);
+    else if (staging)
+        z->backend->free(z->backend, staging);
+    return status < 0 ? ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage) : 0;
+}
+
+void ft_zero_take_moments(ft_zero *z, const float *host, int64_t steps)
+{
+    size_t total = 0;
+    for (size_t s = 0; s < z->n_spans; s++)
+        total += z->spans[s].count;
+    ft_adamw_set_step_count(z->optimizer, steps);
+    bool on_host = ft_adamw_host_moments(z->optimizer) != NULL;
+    float *shard_halves[2];
+    ft_adamw_moments(z->optimizer, 0, &shard_halves[0], &shard_halves[1]);
+    for (size_t s = 0; s < z->n_spans; s++) {
+        const span *sp = &z->spans[s];
+        for (int h = 0; h < 2; h++) {
+            const float *from = host + (size_t)h * total + sp->whole_offset;
+            float *to = shard_halves[h] + sp->shard_offset;
+            from_host(z, on_host, to, from + (size_t)z->comm->rank * sp->per_rank, sp->per_rank);
+            from_host(z, on_host, to + sp->per_rank, from + sp->count - sp->shared, sp->shared);
+        }
+    }
+    ft_adamw_reload_values(z->optimizer); /* the resumed values, into an offloaded master copy */
+}

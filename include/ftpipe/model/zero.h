@@ -1,0 +1,67 @@
+/* zero: ZeRO sharding of the trained tensors over the ranks of one job, as
+ * DeepSpeed's stages 1 and 2 do it: each rank keeps AdamW's moments for its
+ * shard only, updates its shard, and the ranks all-gather the updated values.
+ *
+ * The trained tensors are cut into spans, runs of tensors whose values and
+ * gradients both lie back to back (LoRA's are one allocation, so one span).
+ * Every span is split evenly: rank r owns elements [r x per, (r + 1) x per)
+ * with per = count / ranks; the last count - ranks x per elements (fewer than
+ * the ranks) are updated by every rank alike, which is cheaper than sending
+ * them. AdamW is elementwise, so a shard's update is the whole update's, bit
+ * for bit.
+ *
+ * Stage 1: the gradients are all-reduced whole (data_parallel.h), and the
+ * gradient norm is the whole one's, so the result is stage 0's bit for bit.
+ * Stage 2: each span's gradients are reduce-scattered instead (a rank gets
+ * the sum of its shard only; the host collectives add in rank order, so those
+ * sums are stage 0's), and the norm adds the shards' sums of squares over the
+ * ranks: the same number up to the order of a sum in double, which can move
+ * the clipped update by a last bit.
+ *
+ * Checkpoints hold whole moments (checkpoint.h), so that a run resumes with
+ * another rank count or stage: the moments are gathered into the host buffer
+ * the checkpoint is written from (one rank's checkpoint needs that buffer
+ * anyway), and on resume a rank keeps its shard of them. */
+#ifndef FTPIPE_ZERO_H
+#define FTPIPE_ZERO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/backend/comm.h"
+#include "ftpipe/model/adamw.h"
+
+typedef struct ft_zero ft_zero;
+
+/* Shards the tensors (which must outlive it) over comm's ranks for stage 1 or
+ * 2, with zeroed moments for this rank's shard (offloaded: in host memory,
+ * adamw.h). The tensors' values are f32, as every trained tensor is today
+ * (LoRA on either backend, full fine-tuning on cpu): they are gathered as such. */
+int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, const ft_param_tensor *tensors, size_t count,
+                   const ft_adamw_config *config, bool offload, ft_zero **out);
+void ft_zero_free(ft_zero *zero);
+
+/* After backward, stage 2: each rank's shard of the gradients becomes its sum
+ * over the ranks (stage 1's were all-reduced already). -1 with ft_error. */
+int ft_zero_reduce_gradients(ft_zero *zero);
+
+/* The global 2-norm of the summed gradients; when max_norm > 0 and the norm
+ * exceeds it, this rank's shard is scaled as ft_adamw_clip_grad_norm scales. */
+int ft_zero_clip_grad_norm(ft_zero *zero, double max_norm, double *norm);
+
+/* AdamW on this rank's shard, then every rank's values become the updated ones. */
+int ft_zero_step(ft_zero *zero, double learning_rate);
+
+/* This rank's optimizer: its moments are the shard's (for the memory counters). */
+const ft_adamw *ft_zero_shard_optimizer(const ft_zero *zero);
+
+/* Every rank's moments gathered into host: every tensor's exp_avg in order,
+ * then every exp_avg_sq (checkpoint.h's host form). Every rank calls it; the
+ * backend stages at most ranks x 4 MiB at a time. -1 with ft_error. */
+int ft_zero_gather_moments(ft_zero *zero, float *host);
+
+/* This rank's shard of such host moments, and the step count, after a resume. */
+void ft_zero_take_moments(ft_zero *zero, const float *host, int64_t steps);
+
+#endif

@@ -1,0 +1,254 @@
+#!/bin/sh
+# ZeRO through the train stage, ranks as processes on this host (cpu backend):
+# LLaMA-Factory's own examples/deepspeed configs (written below as the files
+# are; LLaMA-Factory, Apache-2.0) are read for their stage and offload, with
+# DeepSpeed's tuning keys named as ignored; a 2-rank ZeRO-2 run ends with the
+# bytes of the 2-rank stage-0 run and each rank holds half the optimizer state;
+# ZeRO stays out of the key; stage 3 on 2 ranks is refused before any work (on
+# one rank it shards nothing and trains), as are malformed configs, unknown keys, numbers that disagree with the
+# stage, and deepspeed beside zero_stage; a stage that would not fit names
+# zero_stage = 1 with its figure; kill -9 of a 2-rank ZeRO-2 run
+# resumes on 1 rank at stage 0 and finishes.
+. "$(dirname "$0")/lib.sh"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+
+zero_workspace() {
+  W=$(t_workspace)
+  cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/"
+  write_llamafactory_configs "$W"
+  cat > "$W/Ftpipe" <<'P'
+models/tiny: init
+	dtype = f32
+	threads = 1
+
+data/train.json: shell make_addition_data.sh
+	run = sh $< train 44 > $@
+
+data/train_set: tokenize models/tiny data/train.json
+	template = plain
+	cutoff_len = 40
+	threads = 1
+
+adapter: train models/tiny data/train_set
+	backend = cpu
+	threads = 1
+	learning_rate = 1e-2
+	logging_steps = 1
+	max_grad_norm = 0.5
+	per_device_train_batch_size = 2
+	global_batch_size = 8
+P
+  for line in "$@"; do printf '\t%s\n' "$line"; done >> "$W/Ftpipe"
+}
+
+HEAD='{
+  "train_batch_size": "auto",
+  "train_micro_batch_size_per_gpu": "auto",
+  "gradient_accumulation_steps": "auto",
+  "gradient_clipping": "auto",
+  "zero_allow_untested_optimizer": true,
+  "fp16": {
+    "enabled": "auto",
+    "loss_scale": 0,
+    "loss_scale_window": 1000,
+    "initial_scale_power": 16,
+    "hysteresis": 2,
+    "min_loss_scale": 1
+  },
+  "bf16": {
+    "enabled": "auto"
+  },'
+TAIL='  "comms_config": {
+    "verbose": false
+  },
+  "monitor_config": {
+    "enabled": true,
+    "tag": "DeepSpeedMonitor",
+    "csv_monitor": {
+      "enabled": false
+    }
+  }
+}'
+write_llamafactory_configs() {
+  for stage in 0 2 2_offload; do
+    offload=
+    [ "$stage" = 2_offload ] && offload='
+    "offload_optimizer": {
+      "device": "cpu",
+      "pin_memory": true
+    },'
+    cat > "$1/ds_z${stage}_config.json" <<J
+$HEAD
+  "zero_optimization": {
+    "stage": ${stage%_offload},$offload
+    "allgather_partitions": true,
+    "allgather_bucket_size": 5e8,
+    "overlap_comm": false,
+    "reduce_scatter": true,
+    "reduce_bucket_size": 5e8,
+    "contiguous_gradients": true,
+    "round_robin_gradients": true
+  },
+$TAIL
+J
+  done
+  cat > "$1/ds_z3_offload_config.json" <<J
+$HEAD
+  "zero_optimization": {
+    "stage": 3,
+    "offload_optimizer": {
+      "device": "cpu",
+      "pin_memory": true
+    },
+    "offload_param": {
+      "device": "cpu",
+      "pin_memory": true
+    },
+    "overlap_comm": false,
+    "contiguous_gradients": true,
+    "sub_group_size": 1e9,
+    "reduce_bucket_size": "auto",
+    "stage3_prefetch_bucket_size": "auto",
+    "stage3_param_persistence_threshold": "auto",
+    "stage3_max_live_parameters": 1e9,
+    "stage3_max_reuse_distance": 1e9,
+    "stage3_gather_16bit_weights_on_model_save": true
+  },
+$TAIL
+J
+}
+
+t_case "deepspeed = ds_z2_config.json on 2 ranks: stage 0's bytes, half the optimizer state, the same key"
+zero_workspace "max_steps = 6" "nproc_per_node = 2"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+PLAIN=$W
+zero_workspace "max_steps = 6" "nproc_per_node = 2" "deepspeed = ds_z2_config.json"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+cmp -s "$PLAIN/adapter/adapter_model.safetensors" "$W/adapter/adapter_model.safetensors" ||
+  t_fail "ZeRO-2's adapter differs from stage 0's"
+cmp -s "$PLAIN/adapter/trainer_log.jsonl" "$W/adapter/trainer_log.jsonl" ||
+  python3 - "$PLAIN/adapter/trainer_log.jsonl" "$W/adapter/trainer_log.jsonl" <<'PY' || t_fail "the losses differ"
+import json, sys
+a, b = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:3])
+assert len(a) == len(b) and all(x == y for x, y in zip(a, b)), (a, b)
+PY
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "deepspeed ds_z2_config.json: ZeRO stage 2, offload_optimizer none, offload_param none; zero_allow_untested_optimizer, fp16, bf16, zero_optimization.allgather_partitions"
+t_expect_contains "comms_config, monitor_config have no meaning in ftpipe and are ignored"
+t_expect_contains "ZeRO-2 shards AdamW's state over the ranks"
+t_expect_contains "optimizer state on rank 0: "
+t_expect_contains "(ZeRO stage 2 over 2 ranks)"
+python3 - "$PLAIN" "$W" <<'PY' || t_fail "rank 0's optimizer state is not half of stage 0's"
+import sqlite3, sys
+def state(w):
+    db = sqlite3.connect(w + "/.ftpipe/state.db")
+    return db.execute("select value from metrics where name = 'optimizer_state_bytes' order by run_id desc, step desc limit 1").fetchone()[0]
+whole, share = state(sys.argv[1]), state(sys.argv[2])
+assert share == whole / 2, (whole, share)
+PY
+sed -i "s/deepspeed = ds_z2_config.json/zero_stage = 1/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_expect_lacks "run      adapter"
+t_end
+
+t_case "ds_z2_offload_config.json on 2 ranks: AdamW on the host's threads, stage 0's bytes"
+zero_workspace "max_steps = 6" "nproc_per_node = 2" "deepspeed = ds_z2_offload_config.json"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+cmp -s "$PLAIN/adapter/adapter_model.safetensors" "$W/adapter/adapter_model.safetensors" ||
+  t_fail "ZeRO-2 with offload's adapter differs from stage 0's"
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "deepspeed ds_z2_offload_config.json: ZeRO stage 2, offload_optimizer cpu, offload_param none"
+t_expect_contains "offload_optimizer = cpu: AdamW's state and an f32 master copy"
+t_end
+
+t_case "ds_z3_offload_config.json maps to stage 3 with both offloads: refused on 2 ranks, one rank shards nothing"
+zero_workspace "max_steps = 2" "nproc_per_node = 2" "deepspeed = ds_z3_offload_config.json"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "ZeRO stage 3 (parameters sharded over the ranks, gathered layer by layer) is not built yet"
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_lacks "training "
+sed -i "s/nproc_per_node = 2/nproc_per_node = 1/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "deepspeed ds_z3_offload_config.json: ZeRO stage 3, offload_optimizer cpu, offload_param cpu; "
+t_expect_contains "zero_optimization.offload_optimizer.pin_memory, "
+t_expect_contains "ZeRO-3 with one rank has nothing to shard: it trains as stage 0; offload_optimizer = cpu: AdamW's state and an f32 master copy of the trained values in host memory, updated on the host's cores; offload_param = cpu: the cpu backend keeps the parameters in host memory anyway"
+t_end
+
+t_case "hostile configs are refused naming the file and the key"
+zero_workspace "max_steps = 2" "nproc_per_node = 2" "deepspeed = bad.json"
+printf '{"zero_optimization": {"stage": 2,}}' > "$W/bad.json"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "deepspeed = bad.json: $W/bad.json:1:35: not a DeepSpeed JSON config"
+printf '{"zero_optimization": {"stage": 2, "offload_optimiser": {"device": "cpu"}}}' > "$W/bad.json"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "bad.json: unknown key zero_optimization.offload_optimiser"
+printf '{"train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 1}}' > "$W/bad.json"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "deepspeed = bad.json: train_micro_batch_size_per_gpu is 4 but the stage's per_device_train_batch_size is 2: make them agree"
+printf '{"gradient_clipping": 1.0}' > "$W/bad.json"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "gradient_clipping is 1 but the stage's max_grad_norm is 0.5"
+rm "$W/bad.json"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "deepspeed = bad.json: $W/bad.json:"
+sed -i "s/deepspeed = bad.json/deepspeed = ds_z2_config.json\n\tzero_stage = 1/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "deepspeed = ds_z2_config.json sets zero_stage, offload_optimizer and offload_param: remove them"
+sed -i "/deepspeed = /d; s/zero_stage = 1/zero_stage = 4/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "zero_stage = 4: expected 0, 1, 2 or 3"
+sed -i "s/zero_stage = 4/zero_stage = 2\n\toffload_param = cpu/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "offload_param = cpu needs zero_stage = 3"
+t_end
+
+t_case "a stage that does not fit names zero_stage = 1 with its figure, and fits with it"
+zero_workspace "max_steps = 2" "nproc_per_node = 2" "finetuning_type = full"
+sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" data/train_set # the check needs the model and the data built
+t_expect_status 0
+t_run env FTPIPE_MEMORY=37M "$FTPIPE" -C "$W" adapter # between the peak and the peak with ZeRO
+t_expect_fail
+t_expect_contains "stage adapter would need 39.7 MiB of host memory"
+t_expect_contains "but 37.0 MiB is available: set zero_stage = 1: each of the 2 ranks then holds 1 / 2 of AdamW's state (needs 35.0 MiB of the 37.0 MiB)"
+t_expect_lacks "run      adapter"
+printf '\tzero_stage = 1\n' >> "$W/Ftpipe"
+t_run env FTPIPE_MEMORY=37M "$FTPIPE" -C "$W" adapter
+t_expect_status 0
+t_end
+
+t_case "kill -9 of a 2-rank ZeRO-2 run resumes on 1 rank at stage 0"
+zero_workspace "max_steps = 300" "save_steps = 10" "nproc_per_node = 2" "zero_stage = 2"
+"$FTPIPE" -C "$W" > "$W/first.out" 2>&1 &
+pid=$!
+waited=0
+until ls -d "$W"/.ftpipe/work/*/checkpoints/checkpoint-10 >/dev/null 2>&1 || [ $waited -ge 1200 ] || ! kill -0 "$pid" 2>/dev/null; do
+  sleep 0.05; waited=$((waited + 1))
+done
+rank_pid=$(sed -n 's/^rank 1 of 2: pid \([0-9]*\) on .*/\1/p' "$W"/.ftpipe/work/*/rank-1.log)
+kill -9 "$rank_pid"
+wait "$pid"
+[ $? != 0 ] || t_fail "the run succeeded after its rank 1 was killed"
+[ -f "$W/adapter/adapter_model.safetensors" ] && t_fail "the run finished before it was killed"
+sed -i "s/nproc_per_node = 2/nproc_per_node = 1/; s/zero_stage = 2/zero_stage = 0/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "resumed from checkpoint-"
+t_expect_contains "steps of 2 x 4 rows x 1 rank"
+t_end
