@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdbool.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,33 +44,61 @@ static char *bind_automatic_variables(ft_stage *stage, const char *command)
     return ft_strbuf_take(&out);
 }
 
+/* The command's environment: ours, with the declared variables the pipeline sets.
+ * This process runs only this stage, so its own environment may change. */
+static void export_declared_variables(ft_stage *stage)
+{
+    size_t n_declared = 0;
+    const char *const *declared = ft_stage_param_list(stage, "env", &n_declared);
+    for (size_t i = 0; i < n_declared; i++)
+        if (ft_stage_variable(stage, declared[i]))
+            setenv(declared[i], ft_stage_variable(stage, declared[i]), 1);
+}
+
+/* /bin/sh in the pipeline's folder, output to the log. posix_spawn, not fork: a
+ * fork copies this process's page tables (the engine's, with its whole graph)
+ * only for exec to drop them, once for each of thousands of stages. */
+static int spawn_shell(ft_stage *stage, const char *command, pid_t *child)
+{
+    int log_fd = ft_stage_log_fd(stage);
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attributes);
+    posix_spawn_file_actions_addchdir_np(&actions, ft_stage_pipeline_dir(stage));
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, log_fd, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, log_fd, STDERR_FILENO);
+    sigset_t defaults, none;
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGTERM);
+    sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGPIPE);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&attributes, &defaults);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    export_declared_variables(stage);
+    char *argv[] = {"sh", "-c", (char *)command, NULL};
+    int error = posix_spawn(child, "/bin/sh", &actions, &attributes, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    if (error != 0) {
+        errno = error;
+        return ft_error_errno("cannot start /bin/sh in %s for %s", ft_stage_pipeline_dir(stage),
+                              ft_stage_target(stage));
+    }
+    return 0;
+}
+
 static int run_shell(ft_stage *stage)
 {
     char *command = bind_automatic_variables(stage, ft_stage_param_string(stage, "run"));
     ft_stage_log(stage, "$ %s", command);
-    int log_fd = ft_stage_log_fd(stage);
-    pid_t child = fork();
-    if (child < 0) {
+    pid_t child = 0;
+    if (spawn_shell(stage, command, &child) != 0) {
         free(command);
-        return ft_error_errno("cannot start /bin/sh for %s", ft_stage_target(stage));
-    }
-    if (child == 0) {
-        if (chdir(ft_stage_pipeline_dir(stage)) != 0)
-            _exit(127);
-        int null_fd = open("/dev/null", O_RDONLY);
-        dup2(null_fd, STDIN_FILENO);
-        dup2(log_fd, STDOUT_FILENO);
-        dup2(log_fd, STDERR_FILENO);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        size_t n_declared = 0;
-        const char *const *declared = ft_stage_param_list(stage, "env", &n_declared);
-        for (size_t i = 0; i < n_declared; i++)
-            if (ft_stage_variable(stage, declared[i]))
-                setenv(declared[i], ft_stage_variable(stage, declared[i]), 1);
-        execl("/bin/sh", "sh", "-c", command, (char *)NULL);
-        _exit(127);
+        return -1;
     }
     int status = 0;
     bool forwarded = false;

@@ -73,6 +73,21 @@ static void check_state_write(builder *b, int result)
     }
 }
 
+/* Finished stages are made durable in batches (group commit): their cache entries
+ * with one flush of the file system, then their records with one commit, at most
+ * this often. A crash loses at most the batch under way, never its order: a record
+ * is committed only after the outputs it names are durable; a kill -9 leaves
+ * outputs whose records were not committed, which the next run stores again
+ * (objects already there are kept) and takes over in the workspace. */
+enum { COMMIT_INTERVAL_MS = 200 };
+
+static void commit_batch(builder *b)
+{
+    check_state_write(b, ft_cache_sync(b->workspace->cache));
+    check_state_write(b, ft_state_commit(b->workspace->state));
+    check_state_write(b, ft_state_begin(b->workspace->state));
+}
+
 static volatile sig_atomic_t interrupted;
 
 static void on_interrupt(int signal_number)
@@ -673,7 +688,7 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         .graph = graph,
         .options = options,
         .summary = summary,
-        .plans = ft_xcalloc(graph->n_nodes + 1, sizeof(ft_plan)),
+        .plans = options->plans ? options->plans : ft_xcalloc(graph->n_nodes + 1, sizeof(ft_plan)),
         .states = ft_xcalloc(graph->n_nodes + 1, sizeof(node_state)),
         .unfinished_inputs = ft_xcalloc(graph->n_nodes + 1, sizeof(size_t)),
         .remote_asked = ft_xcalloc(graph->n_nodes + 1, sizeof(bool)),
@@ -690,6 +705,9 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         size_t i = graph->order[o];
         if (!graph->nodes[i].selected)
             continue;
+        /* A plan made before the build that waited for an input is made again once the input is built. */
+        if (b.plans[i].action == FT_PLAN_WAITS)
+            ft_plan_free(&b.plans[i]);
         for (size_t k = 0; k < graph->nodes[i].n_inputs; k++)
             b.unfinished_inputs[i] += graph->nodes[i].input_nodes[k] != FT_NO_NODE;
         if (b.unfinished_inputs[i] == 0) {
@@ -710,6 +728,7 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
     for (size_t i = 0; i < graph->n_nodes; i++)
         n_selected += graph->nodes[i].selected;
     check_state_write(&b, ft_state_begin(workspace->state));
+    uint64_t committed_ns = ft_now_ns();
     for (;;) {
         dispatch(&b);
         ft_progress_overall(options->progress,
@@ -723,11 +742,13 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         }
         if (b.n_running == 0)
             break;
-        /* Commit between waits so metrics and finished runs are durable as they come. */
-        check_state_write(&b, ft_state_commit(workspace->state));
-        wait_for_children(&b, 200);
-        check_state_write(&b, ft_state_begin(workspace->state));
+        wait_for_children(&b, COMMIT_INTERVAL_MS);
+        if (ft_now_ns() - committed_ns >= COMMIT_INTERVAL_MS * 1000000ull) {
+            commit_batch(&b);
+            committed_ns = ft_now_ns();
+        }
     }
+    commit_batch(&b);
     check_state_write(&b, ft_state_commit(workspace->state));
     if (b.state_error)
         b.result = ft_error("%s; the run history and metrics of this build may be incomplete (is the disk full?)",
@@ -738,7 +759,8 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
 done:
     for (size_t i = 0; i < graph->n_nodes; i++)
         ft_plan_free(&b.plans[i]);
-    free(b.plans);
+    if (!options->plans)
+        free(b.plans);
     free(b.states);
     free(b.unfinished_inputs);
     free(b.remote_asked);

@@ -10,6 +10,20 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/stage_runtime.h"
 
+/* Whether path already holds exactly this output: then it is ours, placed by a run
+ * that was killed before its record was committed, and replacing it loses nothing. */
+static bool holds_output(const char *path, const ft_manifest *manifest)
+{
+    ft_manifest *present = NULL;
+    if (ft_manifest_build(NULL, path, 0, &present) != 0) {
+        ft_error_clear();
+        return false;
+    }
+    bool same = ft_hash_equal(present->hash, manifest->hash);
+    ft_manifest_free(present);
+    return same;
+}
+
 static int materialize(ft_workspace *workspace, const ft_node *node, const ft_manifest *manifest, const char *key,
                        const char *output_hash)
 {
@@ -17,7 +31,7 @@ static int materialize(ft_workspace *workspace, const ft_node *node, const ft_ma
     int known = ft_state_target_get(workspace->state, node->target, &previous);
     if (known < 0)
         return -1;
-    if (!known && ft_path_exists(node->target_path))
+    if (!known && ft_path_exists(node->target_path) && !holds_output(node->target_path, manifest))
         return ft_error("%s already exists and was not made by ftpipe; move it away (or delete it) and run again "
                         "(the stage's result is kept in the cache, nothing reruns)",
                         node->target_path);
@@ -47,7 +61,7 @@ int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *pla
     ft_manifest *manifest = NULL;
     int result = ft_manifest_build(NULL, output, 0, &manifest);
     if (result == 0)
-        result = ft_cache_store(workspace->cache, plan->key.key, output, manifest);
+        result = ft_cache_store_deferred(workspace->cache, plan->key.key, output, manifest);
     free(output);
     if (result != 0) {
         ft_manifest_free(manifest);

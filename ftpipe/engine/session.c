@@ -178,9 +178,11 @@ int ft_run_pipeline(const ft_invocation *invocation)
     if (ft_session_open(invocation, !invocation->dry_run, &session) != 0)
         return 1;
     int status = 0;
+    ft_plan *plans = ft_xcalloc(session.graph->n_nodes + 1, sizeof *plans);
+    uint64_t plan_start_ns = ft_now_ns(); /* the estimate check plans what the build then runs */
     if (ft_graph_select(session.graph, invocation->arguments, invocation->n_arguments) != 0) {
         status = 1;
-    } else if (!invocation->dry_run && ft_estimate_check_fits(session.workspace, session.graph) != 0) {
+    } else if (!invocation->dry_run && ft_estimate_check_fits(session.workspace, session.graph, plans) != 0) {
         status = 1; /* refused before any stage starts */
     } else {
         ft_build_options options = {
@@ -188,15 +190,15 @@ int ft_run_pipeline(const ft_invocation *invocation)
             .keep_going = invocation->keep_going,
             .dry_run = invocation->dry_run,
             .progress = ft_progress_new(stdout),
+            .plans = plans,
         };
         ft_build_detect_resources(&options.gpus_total, &options.memory_total_bytes);
         ft_build_summary summary;
         memset(&summary, 0, sizeof summary);
         int result = ft_session_open_remote(invocation, &session, false, options.progress, &options.remote);
         if (result == 0) {
-            uint64_t build_start_ns = ft_now_ns();
             result = ft_build(session.workspace, session.graph, &options, &summary);
-            session.phase_ns[FT_PHASE_BUILD] = ft_now_ns() - build_start_ns;
+            session.phase_ns[FT_PHASE_BUILD] = ft_now_ns() - plan_start_ns;
             const char *stats = getenv("FTPIPE_STATS");
             if (stats && strcmp(stats, "1") == 0)
                 print_stats(&session);
@@ -209,6 +211,9 @@ int ft_run_pipeline(const ft_invocation *invocation)
         else if (result != 0)
             status = 1;
     }
+    for (size_t i = 0; i < session.graph->n_nodes; i++)
+        ft_plan_free(&plans[i]);
+    free(plans);
     ft_session_close(&session);
     return status;
 }

@@ -1,7 +1,8 @@
 /* publish: how a stage's output reaches the workspace — stored in the cache
  * after a run, then linked in at its target path, read-only — and the record
  * of what each workspace target holds. A path ftpipe did not make is never
- * replaced: the stage fails saying so, its output safe in the cache. */
+ * replaced (unless it holds exactly the output: a killed run placed it): the stage
+ * fails saying so, its output safe in the cache. */
 #ifndef FTPIPE_PUBLISH_H
 #define FTPIPE_PUBLISH_H
 
@@ -10,8 +11,9 @@
 #include "ftpipe/engine/workspace.h"
 
 /* After a successful run: hashes <work_dir>/out/<name>, stores it in the cache
- * under the plan's key, links it in, keeps the log (its new path in *kept_log)
- * and removes the work folder. Sets plan->output_hash. */
+ * under the plan's key (durable at the next ft_cache_sync, which the build runs
+ * before it commits the records of a batch of stages), links it in, keeps the log
+ * (its new path in *kept_log) and removes the work folder. Sets plan->output_hash. */
 int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *plan, const char *work_dir,
                       char **kept_log);
 
