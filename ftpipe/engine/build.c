@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,6 +42,7 @@ typedef struct {
     char *error_text;
     bool reports_progress; /* else the live line shows the time spent */
     bool cancelled;        /* the stage said so ('C'); an exit status alone never means it */
+    bool spawned;          /* the kind's program, started by the engine: report_fd is its pidfd */
 } running_stage;
 
 typedef struct {
@@ -61,6 +63,9 @@ typedef struct {
     bool stop_starting;
     int result;
     char *state_error; /* the first state write that failed */
+    char **spare_dirs; /* emptied work folders, for the next stages to take */
+    size_t n_spare;
+    size_t spare_serial;
 } builder;
 
 /* A state write that fails (a full disk) loses a run record or a metric: the
@@ -252,18 +257,131 @@ static char *visible_devices(const char *parent_list, uint64_t gpu_mask)
     return ft_strbuf_take(&devices);
 }
 
-static int start_stage(builder *b, size_t index)
+/* Work folders are reused: a finished stage's folder, emptied to its out/, becomes
+ * the next stage's by rename, so thousands of small stages do not each create and
+ * delete two folders (where the file system is mounted with discard, a delete
+ * costs a trim). What is left goes when the build ends; a killed build leaves at
+ * most -j + 1 of them, which `ftpipe gc` removes (no key names them). */
+static bool holds_only_empty_out(const char *work_dir)
 {
-    const ft_node *node = &b->graph->nodes[index];
-    ft_plan *plan = &b->plans[index];
-    const char *key = plan->key.key;
-    char *work_dir = ft_workspace_work_dir(b->workspace, key);
+    char *out_dir = ft_path_join(work_dir, "out");
+    const char *dirs[] = {work_dir, out_dir};
+    bool only = true;
+    for (int d = 0; d < 2 && only; d++) {
+        DIR *dir = opendir(dirs[d]);
+        if (!dir) {
+            only = false;
+            break;
+        }
+        struct dirent *entry;
+        while (only && (entry = readdir(dir)))
+            if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0)
+                only = d == 0 && strcmp(entry->d_name, "out") == 0;
+        closedir(dir);
+    }
+    free(out_dir);
+    return only;
+}
+
+static void retire_work_dir(builder *b, const char *work_dir)
+{
+    if (b->n_spare <= (size_t)b->options->jobs && holds_only_empty_out(work_dir)) {
+        char *spare = ft_xasprintf("%s/work/spare-%ld-%zu", b->workspace->state_dir, (long)getpid(),
+                                   b->spare_serial++);
+        if (rename(work_dir, spare) == 0) {
+            b->spare_dirs[b->n_spare++] = spare;
+            return;
+        }
+        free(spare);
+    }
+    ft_remove_tree(work_dir);
+}
+
+/* Gives a stage its work folder: a spare one when it has none to resume (a rename
+ * onto a folder with content fails), else its own with out/ emptied. */
+static int prepare_work_dir(builder *b, const char *work_dir)
+{
+    if (b->n_spare > 0 && rename(b->spare_dirs[b->n_spare - 1], work_dir) == 0) {
+        free(b->spare_dirs[--b->n_spare]);
+        return 0;
+    }
     char *out_dir = ft_path_join(work_dir, "out");
     /* The work folder is kept for resuming; out/ only ever holds a complete result. */
     int result = ft_remove_tree(out_dir);
     if (result == 0)
         result = ft_mkdir_p(out_dir);
     free(out_dir);
+    return result;
+}
+
+static running_stage *add_running(builder *b, size_t index, pid_t pid, int report_fd, int64_t run_id,
+                                  char *work_dir)
+{
+    const ft_node *node = &b->graph->nodes[index];
+    running_stage *run = &b->running[b->n_running++];
+    memset(run, 0, sizeof *run);
+    run->node = index;
+    run->pid = pid;
+    run->report_fd = report_fd;
+    ft_strbuf_init(&run->partial);
+    run->run_id = run_id;
+    run->work_dir = work_dir;
+    run->start_ns = ft_now_ns();
+    run->memory_bytes = node_memory(node);
+    b->memory_free -= run->memory_bytes;
+    b->states[index] = NODE_RUNNING;
+    char *reason = ft_plan_reason_line(&b->plans[index]);
+    ft_progress_message(b->options->progress, "run      %s (%s): %s", node->target, node->kind->name, reason);
+    free(reason);
+    ft_progress_status(b->options->progress, index, node->target);
+    return run;
+}
+
+/* A kind that is one program (shell) is started by the engine itself: no fork of
+ * the engine, whose page tables grow with the graph, for each small stage. Its
+ * pidfd wakes the wait when it ends. */
+static int start_spawned(builder *b, size_t index, ft_stage *stage, char *work_dir, int64_t run_id)
+{
+    ft_stage_open_log(stage);
+    pid_t pid = 0;
+    int result = b->graph->nodes[index].kind->spawn(stage, &pid);
+    ft_stage_destroy(stage);
+    if (result != 0) {
+        free(work_dir);
+        return -1;
+    }
+    int pidfd = pidfd_open(pid, 0); /* without one (an old kernel), the wait's timeout notices the end */
+    running_stage *run = add_running(b, index, pid, pidfd, run_id, work_dir);
+    run->spawned = true;
+    return 0;
+}
+
+/* Why a spawned program's stage failed (NULL: it did not), also written at the end
+ * of its log as a stage run in a child writes it. */
+static char *spawned_failure(const running_stage *run, const ft_node *node, int status, const char *log_path)
+{
+    char *output = ft_xasprintf("%s/out/%s", run->work_dir, ft_path_basename(node->target));
+    int result = ft_stage_command_result(node->target, status);
+    if (result == 0 && !ft_path_exists(output))
+        result = ft_error("stage %s finished without creating its output (expected at %s)", node->target, output);
+    free(output);
+    if (result == 0)
+        return NULL;
+    FILE *log = fopen(log_path, "ae");
+    if (log) {
+        fprintf(log, "ftpipe: %s\n", ft_error_message());
+        fclose(log);
+    }
+    return ft_xstrdup(ft_error_message());
+}
+
+static int start_stage(builder *b, size_t index)
+{
+    const ft_node *node = &b->graph->nodes[index];
+    ft_plan *plan = &b->plans[index];
+    const char *key = plan->key.key;
+    char *work_dir = ft_workspace_work_dir(b->workspace, key);
+    int result = prepare_work_dir(b, work_dir);
     if (result != 0) {
         free(work_dir);
         return -1;
@@ -286,12 +404,15 @@ static int start_stage(builder *b, size_t index)
             gpus--;
         }
     }
+    ft_stage *stage = ft_plan_stage_context(b->workspace, b->graph, index, key);
+    if (node->kind->spawn && gpu_mask == 0 && !ft_slurm_submits(stage))
+        return start_spawned(b, index, stage, work_dir, run_id);
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
+        ft_stage_destroy(stage);
         free(work_dir);
         return ft_error_errno("cannot create a pipe for stage %s", node->target);
     }
-    ft_stage *stage = ft_plan_stage_context(b->workspace, b->graph, index, key);
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
@@ -319,25 +440,9 @@ static int start_stage(builder *b, size_t index)
     close(fds[1]);
     fcntl(fds[0], F_SETFL, O_NONBLOCK);
     ft_stage_destroy(stage);
-
-    running_stage *run = &b->running[b->n_running++];
-    memset(run, 0, sizeof *run);
-    run->node = index;
-    run->pid = pid;
-    run->report_fd = fds[0];
-    ft_strbuf_init(&run->partial);
-    run->run_id = run_id;
-    run->work_dir = work_dir;
-    run->start_ns = ft_now_ns();
+    running_stage *run = add_running(b, index, pid, fds[0], run_id, work_dir);
     run->gpu_mask = gpu_mask;
-    run->memory_bytes = node_memory(node);
     b->gpus_free &= ~gpu_mask;
-    b->memory_free -= run->memory_bytes;
-    b->states[index] = NODE_RUNNING;
-    char *reason = ft_plan_reason_line(plan);
-    ft_progress_message(b->options->progress, "run      %s (%s): %s", node->target, node->kind->name, reason);
-    free(reason);
-    ft_progress_status(b->options->progress, index, node->target);
     return 0;
 }
 
@@ -379,6 +484,8 @@ static void handle_report_line(builder *b, running_stage *run, char *line)
 /* Reads what a stage reported; returns true at end of file. */
 static bool read_reports(builder *b, running_stage *run)
 {
+    if (run->spawned)
+        return true; /* a program reports nothing but its exit status */
     char block[4096];
     for (;;) {
         ssize_t n = read(run->report_fd, block, sizeof block);
@@ -486,7 +593,8 @@ static void finish_stage(builder *b, size_t slot, int status)
         if (poll(&pfd, 1, 1000) <= 0)
             break;
     }
-    close(run->report_fd);
+    if (run->report_fd >= 0)
+        close(run->report_fd);
     const ft_node *node = &b->graph->nodes[run->node];
     ft_progress_status(b->options->progress, run->node, NULL);
     b->gpus_free |= run->gpu_mask;
@@ -494,11 +602,19 @@ static void finish_stage(builder *b, size_t slot, int status)
     double seconds = (double)(ft_now_ns() - run->start_ns) / 1e9;
     char *log_path = ft_stage_log_path(run->work_dir);
     int exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (run->spawned) {
+        /* SIGINT or SIGTERM sent to the program stops it as it stops a stage in a child. */
+        run->cancelled = WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM);
+        run->error_text = run->cancelled ? NULL : spawned_failure(run, node, status, log_path);
+        if (run->error_text && exit_code == 0)
+            exit_code = 1;
+    }
 
     if (exit_code == 0) {
         ft_plan *plan = &b->plans[run->node];
         char *kept_log = NULL;
         if (ft_publish_output(b->workspace, node, plan, run->work_dir, &kept_log) == 0) {
+            retire_work_dir(b, run->work_dir);
             check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0,
                                                      plan->output_hash, kept_log));
             ft_progress_message(b->options->progress, "done     %s in %.1f s%s%s", node->target, seconds,
@@ -694,6 +810,7 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         .remote_asked = ft_xcalloc(graph->n_nodes + 1, sizeof(bool)),
         .queue = ft_xcalloc(graph->n_nodes + 1, sizeof(size_t)),
         .running = ft_xcalloc((size_t)options->jobs + 1, sizeof(running_stage)),
+        .spare_dirs = ft_xcalloc((size_t)options->jobs + 2, sizeof(char *)),
         .gpus_free = options->gpus_total >= 64 ? ~0ull : (1ull << options->gpus_total) - 1,
         .memory_free = (int64_t)options->memory_total_bytes,
     };
@@ -766,6 +883,11 @@ done:
     free(b.remote_asked);
     free(b.queue);
     free(b.running);
+    for (size_t i = 0; i < b.n_spare; i++) {
+        ft_remove_tree(b.spare_dirs[i]);
+        free(b.spare_dirs[i]);
+    }
+    free(b.spare_dirs);
     free(b.state_error);
     return b.result;
 }

@@ -83,7 +83,7 @@ int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *pla
     }
     free(log);
     free(logs_dir);
-    return ft_remove_tree(work_dir);
+    return 0;
 }
 
 int ft_publish_restore(ft_workspace *workspace, const ft_node *node, ft_plan *plan)

@@ -12,8 +12,9 @@
 
 /* After a successful run: hashes <work_dir>/out/<name>, stores it in the cache
  * under the plan's key (durable at the next ft_cache_sync, which the build runs
- * before it commits the records of a batch of stages), links it in, keeps the log
- * (its new path in *kept_log) and removes the work folder. Sets plan->output_hash. */
+ * before it commits the records of a batch of stages), links it in and keeps the log
+ * (its new path in *kept_log). The work folder is left, emptied of both, for the
+ * caller to remove or reuse. Sets plan->output_hash. */
 int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *plan, const char *work_dir,
                       char **kept_log);
 
