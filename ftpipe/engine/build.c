@@ -21,6 +21,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/units.h"
 #include "ftpipe/engine/disk_space.h"
+#include "ftpipe/engine/group_watch.h"
 #include "ftpipe/engine/plan.h"
 #include "ftpipe/engine/slurm.h"
 #include "ftpipe/engine/publish.h"
@@ -63,6 +64,7 @@ typedef struct {
     bool stop_starting;
     int result;
     char *state_error; /* the first state write that failed */
+    ft_group_watch *watch; /* started with the first spawned stage */
     char **spare_dirs; /* emptied work folders, for the next stages to take */
     size_t n_spare;
     size_t spare_serial;
@@ -342,14 +344,18 @@ static running_stage *add_running(builder *b, size_t index, pid_t pid, int repor
  * pidfd wakes the wait when it ends. */
 static int start_spawned(builder *b, size_t index, ft_stage *stage, char *work_dir, int64_t run_id)
 {
-    ft_stage_open_log(stage);
+    int result = b->watch ? 0 : ft_group_watch_start(&b->watch);
     pid_t pid = 0;
-    int result = b->graph->nodes[index].kind->spawn(stage, &pid);
+    if (result == 0) {
+        ft_stage_open_log(stage);
+        result = b->graph->nodes[index].kind->spawn(stage, &pid);
+    }
     ft_stage_destroy(stage);
     if (result != 0) {
         free(work_dir);
         return -1;
     }
+    ft_group_watch_add(b->watch, pid);
     int pidfd = pidfd_open(pid, 0); /* without one (an old kernel), the wait's timeout notices the end */
     running_stage *run = add_running(b, index, pid, pidfd, run_id, work_dir);
     run->spawned = true;
@@ -426,6 +432,7 @@ static int start_stage(builder *b, size_t index)
         close(fds[0]);
         if (b->workspace->lock_fd >= 0)
             close(b->workspace->lock_fd);
+        ft_group_watch_forget(b->watch);
         setpgid(0, 0);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
@@ -603,6 +610,7 @@ static void finish_stage(builder *b, size_t slot, int status)
     char *log_path = ft_stage_log_path(run->work_dir);
     int exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (run->spawned) {
+        ft_group_watch_remove(b->watch, run->pid);
         /* SIGINT or SIGTERM sent to the program stops it as it stops a stage in a child. */
         run->cancelled = WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM);
         run->error_text = run->cancelled ? NULL : spawned_failure(run, node, status, log_path);
@@ -888,6 +896,7 @@ done:
         free(b.spare_dirs[i]);
     }
     free(b.spare_dirs);
+    ft_group_watch_stop(b.watch);
     free(b.state_error);
     return b.result;
 }
