@@ -13,6 +13,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/build.h"
 #include "ftpipe/engine/estimate.h"
+#include "ftpipe/engine/up_to_date.h"
 
 /* FTPIPE_RULES: extra rule folders (colon-separated), searched before the built-in rules. */
 static char **rule_dirs(size_t *count)
@@ -172,8 +173,36 @@ static void print_stats(const ft_session *session)
             (unsigned long long)ft_hash_file_bytes_total(), read_chars, usage.ru_maxrss);
 }
 
+/* A run with nothing to do, answered from the last complete build's record. */
+static bool answered_up_to_date(const ft_invocation *invocation, const char *question)
+{
+    uint64_t start_ns = ft_now_ns();
+    char *pipeline = ft_path_absolute(invocation->pipeline_path);
+    char *dir = ft_path_dirname(pipeline);
+    size_t n_stages = 0;
+    bool answered = ft_up_to_date_check(dir, question, &n_stages) == 1;
+    free(dir);
+    free(pipeline);
+    if (!answered)
+        return false;
+    const char *stats = getenv("FTPIPE_STATS");
+    if (stats && strcmp(stats, "1") == 0)
+        fprintf(stderr, "ftpipe stats: answered from .ftpipe/up-to-date in %.1f ms\n",
+                (double)(ft_now_ns() - start_ns) / 1e6);
+    printf("ftpipe: nothing to do (%zu up to date)\n", n_stages);
+    return true;
+}
+
 int ft_run_pipeline(const ft_invocation *invocation)
 {
+    /* `ftpipe lock` applies pins of its own: it always plans. */
+    bool recordable = !invocation->lock && invocation->n_unlocked == 0 && !invocation->unlock_all;
+    char question[FT_HASH_HEX_LENGTH + 1] = "";
+    if (recordable) {
+        ft_up_to_date_question(invocation, question);
+        if (answered_up_to_date(invocation, question))
+            return 0;
+    }
     ft_session session;
     if (ft_session_open(invocation, !invocation->dry_run, &session) != 0)
         return 1;
@@ -203,6 +232,8 @@ int ft_run_pipeline(const ft_invocation *invocation)
             if (stats && strcmp(stats, "1") == 0)
                 print_stats(&session);
             print_summary(&summary, invocation->dry_run);
+            if (result == 0 && recordable && !invocation->dry_run)
+                ft_up_to_date_write(session.workspace, session.graph, question);
         }
         ft_remote_sync_close(options.remote);
         ft_progress_free(options.progress);
