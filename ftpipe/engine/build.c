@@ -68,6 +68,8 @@ typedef struct {
     char **spare_dirs; /* emptied work folders, for the next stages to take */
     size_t n_spare;
     size_t spare_serial;
+    char **finished_dirs; /* work folders with more than out/ in them, removed once their batch is committed */
+    size_t n_finished;
 } builder;
 
 /* A state write that fails (a full disk) loses a run record or a metric: the
@@ -90,9 +92,17 @@ enum { COMMIT_INTERVAL_MS = 200 };
 
 static void commit_batch(builder *b)
 {
-    check_state_write(b, ft_cache_sync(b->workspace->cache));
-    check_state_write(b, ft_state_commit(b->workspace->state));
+    int synced = ft_cache_sync(b->workspace->cache);
+    check_state_write(b, synced);
+    int committed = ft_state_commit(b->workspace->state);
+    check_state_write(b, committed);
     check_state_write(b, ft_state_begin(b->workspace->state));
+    for (size_t i = 0; i < b->n_finished; i++) {
+        if (synced == 0 && committed == 0)
+            ft_remove_tree(b->finished_dirs[i]);
+        free(b->finished_dirs[i]);
+    }
+    b->n_finished = 0;
 }
 
 static volatile sig_atomic_t interrupted;
@@ -285,18 +295,28 @@ static bool holds_only_empty_out(const char *work_dir)
     return only;
 }
 
-static void retire_work_dir(builder *b, const char *work_dir)
+/* A finished stage's work folder (taken over). One holding what a rerun could
+ * resume from (checkpoints) stays until the stage's batch is committed: a kill
+ * before that reruns the stage, which must find it whole. */
+static void retire_work_dir(builder *b, char *work_dir)
 {
-    if (b->n_spare <= (size_t)b->options->jobs && holds_only_empty_out(work_dir)) {
+    if (!holds_only_empty_out(work_dir)) {
+        b->finished_dirs = ft_xrealloc(b->finished_dirs, (b->n_finished + 1) * sizeof *b->finished_dirs);
+        b->finished_dirs[b->n_finished++] = work_dir;
+        return;
+    }
+    if (b->n_spare <= (size_t)b->options->jobs) {
         char *spare = ft_xasprintf("%s/work/spare-%ld-%zu", b->workspace->state_dir, (long)getpid(),
                                    b->spare_serial++);
         if (rename(work_dir, spare) == 0) {
             b->spare_dirs[b->n_spare++] = spare;
+            free(work_dir);
             return;
         }
         free(spare);
     }
     ft_remove_tree(work_dir);
+    free(work_dir);
 }
 
 /* Gives a stage its work folder: a spare one when it has none to resume (a rename
@@ -623,6 +643,7 @@ static void finish_stage(builder *b, size_t slot, int status)
         char *kept_log = NULL;
         if (ft_publish_output(b->workspace, node, plan, run->work_dir, &kept_log) == 0) {
             retire_work_dir(b, run->work_dir);
+            run->work_dir = NULL;
             check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0,
                                                      plan->output_hash, kept_log));
             ft_progress_message(b->options->progress, "done     %s in %.1f s%s%s", node->target, seconds,
@@ -896,6 +917,7 @@ done:
         free(b.spare_dirs[i]);
     }
     free(b.spare_dirs);
+    free(b.finished_dirs); /* emptied by the last commit_batch */
     ft_group_watch_stop(b.watch);
     free(b.state_error);
     return b.result;

@@ -4,24 +4,42 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/stage_runtime.h"
 
-/* Whether path already holds exactly this output: then it is ours, placed by a run
- * that was killed before its record was committed, and replacing it loses nothing. */
-static bool holds_output(const char *path, const ft_manifest *manifest)
+/* Whether path was placed by ftpipe, from a run killed before its record was
+ * committed: it holds exactly this output, or every file in it is a hard link of
+ * a cache object (a stage whose output differs from run to run, such as one with
+ * timings, placed an earlier one). Replacing it then loses nothing. */
+static bool placed_by_ftpipe(ft_cache *cache, const char *path, const ft_manifest *manifest)
 {
     ft_manifest *present = NULL;
     if (ft_manifest_build(NULL, path, 0, &present) != 0) {
         ft_error_clear();
         return false;
     }
-    bool same = ft_hash_equal(present->hash, manifest->hash);
+    bool placed = ft_hash_equal(present->hash, manifest->hash);
+    size_t n_files = 0;
+    bool all_linked = true;
+    for (size_t i = 0; i < present->n_entries && !placed && all_linked; i++) {
+        const ft_manifest_entry *entry = &present->entries[i];
+        if (entry->type != FT_ENTRY_FILE)
+            continue;
+        n_files++;
+        char *file = entry->path[0] ? ft_path_join(path, entry->path) : ft_xstrdup(path);
+        char *object = ft_cache_object_path(cache, entry->hash);
+        struct stat in_place, stored;
+        all_linked = lstat(file, &in_place) == 0 && lstat(object, &stored) == 0 &&
+                     in_place.st_dev == stored.st_dev && in_place.st_ino == stored.st_ino;
+        free(file);
+        free(object);
+    }
     ft_manifest_free(present);
-    return same;
+    return placed || (n_files > 0 && all_linked);
 }
 
 static int materialize(ft_workspace *workspace, const ft_node *node, const ft_manifest *manifest, const char *key,
@@ -31,7 +49,8 @@ static int materialize(ft_workspace *workspace, const ft_node *node, const ft_ma
     int known = ft_state_target_get(workspace->state, node->target, &previous);
     if (known < 0)
         return -1;
-    if (!known && ft_path_exists(node->target_path) && !holds_output(node->target_path, manifest))
+    if (!known && ft_path_exists(node->target_path) &&
+        !placed_by_ftpipe(workspace->cache, node->target_path, manifest))
         return ft_error("%s already exists and was not made by ftpipe; move it away (or delete it) and run again "
                         "(the stage's result is kept in the cache, nothing reruns)",
                         node->target_path);

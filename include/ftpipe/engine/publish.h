@@ -1,8 +1,9 @@
 /* publish: how a stage's output reaches the workspace — stored in the cache
  * after a run, then linked in at its target path, read-only — and the record
  * of what each workspace target holds. A path ftpipe did not make is never
- * replaced (unless it holds exactly the output: a killed run placed it): the stage
- * fails saying so, its output safe in the cache. */
+ * replaced (unless a run killed before its record was committed placed it: it holds
+ * exactly the output, or only hard links of cache objects): the stage fails saying
+ * so, its output safe in the cache. */
 #ifndef FTPIPE_PUBLISH_H
 #define FTPIPE_PUBLISH_H
 
