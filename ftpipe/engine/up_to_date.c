@@ -53,12 +53,15 @@ void ft_up_to_date_question(const ft_invocation *invocation, char *key)
         put_field(&text, "override", invocation->overrides[i].name);
         put_field(&text, "value", invocation->overrides[i].value);
     }
-    /* Variables, declared `env` and kinds read the environment: all of it is asked. */
-    size_t n = 0;
-    while (environ[n])
-        n++;
-    char **sorted = ft_xcalloc(n + 1, sizeof *sorted);
-    memcpy(sorted, environ, n * sizeof *sorted);
+    /* Variables, declared `env` and kinds read the environment: all of it is asked,
+     * but for FTPIPE_STATS, which only reports. */
+    size_t n = 0, total = 0;
+    while (environ[total])
+        total++;
+    char **sorted = ft_xcalloc(total + 1, sizeof *sorted);
+    for (size_t i = 0; i < total; i++)
+        if (strncmp(environ[i], "FTPIPE_STATS=", 13) != 0)
+            sorted[n++] = environ[i];
     qsort(sorted, n, sizeof *sorted, compare_strings);
     for (size_t i = 0; i < n; i++)
         put_field(&text, "env", sorted[i]);
