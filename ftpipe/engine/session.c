@@ -179,12 +179,14 @@ static bool answered_up_to_date(const ft_invocation *invocation, const char *que
     uint64_t start_ns = ft_now_ns();
     char *pipeline = ft_path_absolute(invocation->pipeline_path);
     char *dir = ft_path_dirname(pipeline);
-    size_t n_stages = 0;
-    bool answered = ft_up_to_date_check(dir, question, &n_stages) == 1;
+    ft_up_to_date_answer answer;
+    bool answered = ft_up_to_date_check(dir, question, &answer) == 1;
     free(dir);
     free(pipeline);
     if (!answered)
         return false;
+    size_t n_stages = answer.n_stages;
+    ft_up_to_date_answer_free(&answer);
     const char *stats = getenv("FTPIPE_STATS");
     if (stats && strcmp(stats, "1") == 0)
         fprintf(stderr, "ftpipe stats: answered from .ftpipe/up-to-date in %.1f ms\n",

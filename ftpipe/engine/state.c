@@ -45,6 +45,7 @@ typedef enum {
     SQL_RUN_FINISH,
     SQL_RUN_LAST,
     SQL_RUN_OF_KEY,
+    SQL_RUN_LAST_EACH,
     SQL_RUN_ALL,
     SQL_TARGET_SET,
     SQL_TARGET_DELETE,
@@ -66,6 +67,7 @@ static const char *const statement_sql[SQL_COUNT] = {
                      " ORDER BY id DESC LIMIT 1",
     [SQL_RUN_OF_KEY] = "SELECT " RUN_COLUMNS " FROM runs WHERE key = ?1 AND status = ?2 ORDER BY id DESC LIMIT 1",
     [SQL_RUN_ALL] = "SELECT " RUN_COLUMNS " FROM runs ORDER BY id DESC",
+    [SQL_RUN_LAST_EACH] = "SELECT " RUN_COLUMNS " FROM runs WHERE id IN (SELECT MAX(id) FROM runs GROUP BY target)",
     [SQL_TARGET_SET] = "INSERT OR REPLACE INTO targets VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [SQL_TARGET_DELETE] = "DELETE FROM targets WHERE target = ?1",
     [SQL_TARGET_ALL] = "SELECT target, key, output_hash, device, inode, size_bytes, mtime_ns FROM targets"
@@ -532,6 +534,23 @@ int ft_state_last_run(ft_state *state, const char *target, int status, ft_run_re
     if (rc == SQLITE_ROW)
         return 1;
     return rc == SQLITE_DONE ? 0 : database_error(state, "read the last run");
+}
+
+int ft_state_last_runs(ft_state *state, ft_run_record **out, size_t *count)
+{
+    *out = NULL;
+    *count = 0;
+    sqlite3_stmt *stmt = statement(state, SQL_RUN_LAST_EACH);
+    if (!stmt)
+        return -1;
+    size_t capacity = 0;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        ft_grow((void **)out, &capacity, *count + 1, sizeof **out);
+        read_run(stmt, &(*out)[(*count)++]);
+    }
+    sqlite3_reset(stmt);
+    return rc == SQLITE_DONE ? 0 : database_error(state, "read the last runs");
 }
 
 int ft_state_run_of_key(ft_state *state, const char *key, ft_run_status status, ft_run_record *out)

@@ -95,8 +95,34 @@ static bool same_stat(const struct stat *st, const unsigned long long recorded[4
            (unsigned long long)st->st_size == recorded[2] && mtime_ns(st) == recorded[3];
 }
 
-int ft_up_to_date_check(const char *pipeline_dir, const char *key, size_t *n_stages)
+void ft_up_to_date_answer_free(ft_up_to_date_answer *answer)
 {
+    for (size_t i = 0; i < answer->n_stages; i++) {
+        free(answer->kinds[i]);
+        free(answer->targets[i]);
+    }
+    free(answer->kinds);
+    free(answer->targets);
+    memset(answer, 0, sizeof *answer);
+}
+
+static void add_stage(ft_up_to_date_answer *answer, const char *line)
+{
+    const char *space = strchr(line, ' ');
+    if (!space)
+        return;
+    if (answer->n_stages == answer->capacity) {
+        answer->capacity = answer->capacity ? 2 * answer->capacity : 64;
+        answer->kinds = ft_xrealloc(answer->kinds, answer->capacity * sizeof *answer->kinds);
+        answer->targets = ft_xrealloc(answer->targets, answer->capacity * sizeof *answer->targets);
+    }
+    answer->kinds[answer->n_stages] = ft_xstrndup(line, (size_t)(space - line));
+    answer->targets[answer->n_stages++] = ft_xstrdup(space + 1);
+}
+
+int ft_up_to_date_check(const char *pipeline_dir, const char *key, ft_up_to_date_answer *answer)
+{
+    memset(answer, 0, sizeof *answer);
     char *path = record_path(pipeline_dir, false);
     char *text = NULL;
     int read = ft_read_file(path, &text, NULL);
@@ -106,9 +132,9 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, size_t *n_sta
         return 0;
     }
     char *line = text, *next;
-    int answer = strncmp(line, RECORD_HEADER, strlen(RECORD_HEADER)) == 0 ? 1 : 0;
-    line += answer ? strlen(RECORD_HEADER) : 0;
-    for (; answer == 1 && *line; line = next) {
+    int answer_code = strncmp(line, RECORD_HEADER, strlen(RECORD_HEADER)) == 0 ? 1 : 0;
+    line += answer_code ? strlen(RECORD_HEADER) : 0;
+    for (; answer_code == 1 && *line; line = next) {
         next = strchr(line, '\n');
         if (!next)
             break;
@@ -118,24 +144,29 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, size_t *n_sta
         int offset = 0;
         struct stat st;
         if (strncmp(line, "question ", 9) == 0) {
-            answer = strcmp(line + 9, key) == 0;
-        } else if (strncmp(line, "stages ", 7) == 0) {
-            *n_stages = strtoull(line + 7, NULL, 10);
+            answer_code = strcmp(line + 9, key) == 0;
+        } else if (strncmp(line, "stage ", 6) == 0) {
+            add_stage(answer, line + 6);
+        } else if (strcmp(line, "all stages") == 0) {
+            answer->all_stages = true;
         } else if (strncmp(line, "file ", 5) == 0 && sscanf(line + 5, "%39s %n", hex, &offset) == 1 && offset) {
             char now[FT_HASH_HEX_LENGTH + 8];
             content_hash(line + 5 + offset, now);
-            answer = strcmp(now, hex) == 0;
+            answer_code = strcmp(now, hex) == 0;
         } else if (sscanf(line, "%llx %llx %llx %llx %n", &recorded[0], &recorded[1], &recorded[2], &recorded[3],
                           &offset) == 4 && offset) {
-            answer = lstat(line + offset, &st) == 0 && same_stat(&st, recorded);
+            answer_code = lstat(line + offset, &st) == 0 && same_stat(&st, recorded);
         } else if (strcmp(line, "end") == 0) {
-            answer = 2; /* complete: a record cut short answers nothing */
+            answer_code = 2; /* complete: a record cut short answers nothing */
         } else {
-            answer = 0;
+            answer_code = 0;
         }
     }
     free(text);
-    return answer == 2 ? 1 : 0;
+    if (answer_code == 2)
+        return 1;
+    ft_up_to_date_answer_free(answer);
+    return 0;
 }
 
 /* Adds path's lstat line once; false when it cannot stand for its content (gone,
@@ -180,12 +211,14 @@ void ft_up_to_date_write(const ft_workspace *workspace, const ft_graph *graph, c
     ft_strmap_init(&seen);
     size_t n_selected = 0;
     bool recordable = true;
-    for (size_t i = 0; i < graph->n_nodes && recordable; i++) {
-        const ft_node *node = &graph->nodes[i];
+    for (size_t o = 0; o < graph->n_nodes && recordable; o++) {
+        const ft_node *node = &graph->nodes[graph->order[o]];
         if (!node->selected)
             continue;
         n_selected++;
-        recordable = !node->kind->cached_output_usable && !strchr(node->target_path, '\n') &&
+        ft_strbuf_printf(&text, "stage %s %s\n", node->kind->name, node->target);
+        recordable = !node->kind->cached_output_usable && !strchr(node->target, '\n') &&
+                     !strchr(node->target_path, '\n') &&
                      add_stat(&text, &seen, node->target_path, false);
         for (size_t k = 0; k < node->n_inputs && recordable; k++)
             if (node->input_nodes[k] == FT_NO_NODE)
@@ -193,7 +226,7 @@ void ft_up_to_date_write(const ft_workspace *workspace, const ft_graph *graph, c
     }
     ft_strmap_free(&seen);
     if (recordable) {
-        ft_strbuf_printf(&text, "stages %zu\nend\n", n_selected);
+        ft_strbuf_puts(&text, n_selected == graph->n_nodes ? "all stages\nend\n" : "end\n");
         char *path = record_path(workspace->state_dir, true);
         char *temporary = ft_xasprintf("%s.tmp.%ld", path, (long)getpid());
         FILE *out = fopen(temporary, "we");

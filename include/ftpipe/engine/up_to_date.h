@@ -6,7 +6,8 @@
  * .ftpipe/up-to-date holds the question it answers (the ftpipe program, the
  * pipeline file's path, the targets and VAR=value words, the environment), the
  * content hash of every pipeline file read (includes, parameters files, the lock
- * file), and the lstat of every target and every input file. The answer stands
+ * file), the lstat of every target and every input file, and each stage's kind
+ * and target (for `ftpipe status`). The answer stands
  * while all of them are unchanged. It is written only where those are all that
  * can change a plan: no wildcard in the pipeline, no input folder, no kind that
  * checks its cached output (shm), no FTPIPE_RULES; any run that takes the
@@ -24,10 +25,20 @@
 /* The question's hash, as 32 hex digits in key (33 bytes). */
 void ft_up_to_date_question(const ft_invocation *invocation, char *key);
 
-/* 1 with *n_stages when pipeline_dir's record answers `key` and nothing it names
+/* The stages a record covers, in build order. */
+typedef struct {
+    size_t n_stages;
+    bool all_stages; /* every stage of the pipeline, not only the selected ones */
+    char **kinds;
+    char **targets;
+    size_t capacity;
+} ft_up_to_date_answer;
+
+/* 1 with *answer when pipeline_dir's record answers `key` and nothing it names
  * changed; 0 otherwise (no record, another question, a change, an unreadable
  * record: the caller plans as usual). */
-int ft_up_to_date_check(const char *pipeline_dir, const char *key, size_t *n_stages);
+int ft_up_to_date_check(const char *pipeline_dir, const char *key, ft_up_to_date_answer *answer);
+void ft_up_to_date_answer_free(ft_up_to_date_answer *answer);
 
 /* After a build in which every selected stage is done: writes the record for key
  * when the pipeline allows one (see above). Failing to write one is no error. */
