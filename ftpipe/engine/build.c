@@ -26,6 +26,7 @@
 #include "ftpipe/engine/slurm.h"
 #include "ftpipe/engine/publish.h"
 #include "ftpipe/engine/stage_runtime.h"
+#include "ftpipe/engine/work_dirs.h"
 
 typedef enum { NODE_WAITING, NODE_QUEUED, NODE_RUNNING, NODE_DONE, NODE_FAILED, NODE_SKIPPED } node_state;
 
@@ -65,11 +66,7 @@ typedef struct {
     int result;
     char *state_error; /* the first state write that failed */
     ft_group_watch *watch; /* started with the first spawned stage */
-    char **spare_dirs; /* emptied work folders, for the next stages to take */
-    size_t n_spare;
-    size_t spare_serial;
-    char **finished_dirs; /* work folders with more than out/ in them, removed once their batch is committed */
-    size_t n_finished;
+    ft_work_dirs *work_dirs;
 } builder;
 
 /* A state write that fails (a full disk) loses a run record or a metric: the
@@ -97,12 +94,7 @@ static void commit_batch(builder *b)
     int committed = ft_state_commit(b->workspace->state);
     check_state_write(b, committed);
     check_state_write(b, ft_state_begin(b->workspace->state));
-    for (size_t i = 0; i < b->n_finished; i++) {
-        if (synced == 0 && committed == 0)
-            ft_remove_tree(b->finished_dirs[i]);
-        free(b->finished_dirs[i]);
-    }
-    b->n_finished = 0;
+    ft_work_dirs_committed(b->work_dirs, synced == 0 && committed == 0);
 }
 
 static volatile sig_atomic_t interrupted;
@@ -269,73 +261,6 @@ static char *visible_devices(const char *parent_list, uint64_t gpu_mask)
     return ft_strbuf_take(&devices);
 }
 
-/* Work folders are reused: a finished stage's folder, emptied to its out/, becomes
- * the next stage's by rename, so thousands of small stages do not each create and
- * delete two folders (where the file system is mounted with discard, a delete
- * costs a trim). What is left goes when the build ends; a killed build leaves at
- * most -j + 1 of them, which `ftpipe gc` removes (no key names them). */
-static bool holds_only_empty_out(const char *work_dir)
-{
-    char *out_dir = ft_path_join(work_dir, "out");
-    const char *dirs[] = {work_dir, out_dir};
-    bool only = true;
-    for (int d = 0; d < 2 && only; d++) {
-        DIR *dir = opendir(dirs[d]);
-        if (!dir) {
-            only = false;
-            break;
-        }
-        struct dirent *entry;
-        while (only && (entry = readdir(dir)))
-            if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0)
-                only = d == 0 && strcmp(entry->d_name, "out") == 0;
-        closedir(dir);
-    }
-    free(out_dir);
-    return only;
-}
-
-/* A finished stage's work folder (taken over). One holding what a rerun could
- * resume from (checkpoints) stays until the stage's batch is committed: a kill
- * before that reruns the stage, which must find it whole. */
-static void retire_work_dir(builder *b, char *work_dir)
-{
-    if (!holds_only_empty_out(work_dir)) {
-        b->finished_dirs = ft_xrealloc(b->finished_dirs, (b->n_finished + 1) * sizeof *b->finished_dirs);
-        b->finished_dirs[b->n_finished++] = work_dir;
-        return;
-    }
-    if (b->n_spare <= (size_t)b->options->jobs) {
-        char *spare = ft_xasprintf("%s/work/spare-%ld-%zu", b->workspace->state_dir, (long)getpid(),
-                                   b->spare_serial++);
-        if (rename(work_dir, spare) == 0) {
-            b->spare_dirs[b->n_spare++] = spare;
-            free(work_dir);
-            return;
-        }
-        free(spare);
-    }
-    ft_remove_tree(work_dir);
-    free(work_dir);
-}
-
-/* Gives a stage its work folder: a spare one when it has none to resume (a rename
- * onto a folder with content fails), else its own with out/ emptied. */
-static int prepare_work_dir(builder *b, const char *work_dir)
-{
-    if (b->n_spare > 0 && rename(b->spare_dirs[b->n_spare - 1], work_dir) == 0) {
-        free(b->spare_dirs[--b->n_spare]);
-        return 0;
-    }
-    char *out_dir = ft_path_join(work_dir, "out");
-    /* The work folder is kept for resuming; out/ only ever holds a complete result. */
-    int result = ft_remove_tree(out_dir);
-    if (result == 0)
-        result = ft_mkdir_p(out_dir);
-    free(out_dir);
-    return result;
-}
-
 static running_stage *add_running(builder *b, size_t index, pid_t pid, int report_fd, int64_t run_id,
                                   char *work_dir)
 {
@@ -407,7 +332,7 @@ static int start_stage(builder *b, size_t index)
     ft_plan *plan = &b->plans[index];
     const char *key = plan->key.key;
     char *work_dir = ft_workspace_work_dir(b->workspace, key);
-    int result = prepare_work_dir(b, work_dir);
+    int result = ft_work_dirs_prepare(b->work_dirs, work_dir);
     if (result != 0) {
         free(work_dir);
         return -1;
@@ -642,7 +567,7 @@ static void finish_stage(builder *b, size_t slot, int status)
         ft_plan *plan = &b->plans[run->node];
         char *kept_log = NULL;
         if (ft_publish_output(b->workspace, node, plan, run->work_dir, &kept_log) == 0) {
-            retire_work_dir(b, run->work_dir);
+            ft_work_dirs_retire(b->work_dirs, run->work_dir);
             run->work_dir = NULL;
             check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0,
                                                      plan->output_hash, kept_log));
@@ -839,7 +764,7 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         .remote_asked = ft_xcalloc(graph->n_nodes + 1, sizeof(bool)),
         .queue = ft_xcalloc(graph->n_nodes + 1, sizeof(size_t)),
         .running = ft_xcalloc((size_t)options->jobs + 1, sizeof(running_stage)),
-        .spare_dirs = ft_xcalloc((size_t)options->jobs + 2, sizeof(char *)),
+        .work_dirs = ft_work_dirs_new(workspace->state_dir, (size_t)options->jobs + 1),
         .gpus_free = options->gpus_total >= 64 ? ~0ull : (1ull << options->gpus_total) - 1,
         .memory_free = (int64_t)options->memory_total_bytes,
     };
@@ -912,12 +837,7 @@ done:
     free(b.remote_asked);
     free(b.queue);
     free(b.running);
-    for (size_t i = 0; i < b.n_spare; i++) {
-        ft_remove_tree(b.spare_dirs[i]);
-        free(b.spare_dirs[i]);
-    }
-    free(b.spare_dirs);
-    free(b.finished_dirs); /* emptied by the last commit_batch */
+    ft_work_dirs_free(b.work_dirs);
     ft_group_watch_stop(b.watch);
     free(b.state_error);
     return b.result;
