@@ -153,13 +153,8 @@ static void print_summary(const ft_build_summary *summary, bool dry_run)
 /* FTPIPE_STATS=1: each phase's time and what the process read, on stderr: the
  * bytes of files hashed (mapped, so /proc/self/io's rchar misses them) and
  * rchar, the bytes read() returned (the state database, the pipeline). */
-static void print_stats(const ft_session *session)
+static void print_reads(void)
 {
-    static const char *const names[FT_PHASE_COUNT] = {"rules", "parse", "graph", "workspace", "plan and build"};
-    fprintf(stderr, "ftpipe stats:");
-    for (int i = 0; i < FT_PHASE_COUNT; i++)
-        fprintf(stderr, " %s %.1f ms%s", names[i], (double)session->phase_ns[i] / 1e6,
-                i + 1 < FT_PHASE_COUNT ? "," : ";");
     unsigned long long read_chars = 0;
     FILE *io = fopen("/proc/self/io", "r");
     char line[128];
@@ -171,6 +166,16 @@ static void print_stats(const ft_session *session)
     getrusage(RUSAGE_SELF, &usage);
     fprintf(stderr, " hashed %llu bytes of files, read %llu bytes, peak memory %ld KiB\n",
             (unsigned long long)ft_hash_file_bytes_total(), read_chars, usage.ru_maxrss);
+}
+
+static void print_stats(const ft_session *session)
+{
+    static const char *const names[FT_PHASE_COUNT] = {"rules", "parse", "graph", "workspace", "plan and build"};
+    fprintf(stderr, "ftpipe stats:");
+    for (int i = 0; i < FT_PHASE_COUNT; i++)
+        fprintf(stderr, " %s %.1f ms%s", names[i], (double)session->phase_ns[i] / 1e6,
+                i + 1 < FT_PHASE_COUNT ? "," : ";");
+    print_reads();
 }
 
 /* A run with nothing to do, answered from the last complete build's record. */
@@ -188,9 +193,11 @@ static bool answered_up_to_date(const ft_invocation *invocation, const char *que
     size_t n_stages = answer.n_stages;
     ft_up_to_date_answer_free(&answer);
     const char *stats = getenv("FTPIPE_STATS");
-    if (stats && strcmp(stats, "1") == 0)
-        fprintf(stderr, "ftpipe stats: answered from .ftpipe/up-to-date in %.1f ms\n",
+    if (stats && strcmp(stats, "1") == 0) {
+        fprintf(stderr, "ftpipe stats: answered from .ftpipe/up-to-date in %.1f ms;",
                 (double)(ft_now_ns() - start_ns) / 1e6);
+        print_reads();
+    }
     printf("ftpipe: nothing to do (%zu up to date)\n", n_stages);
     return true;
 }
