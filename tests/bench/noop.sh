@@ -15,15 +15,21 @@ FIRST_RUNS=${FIRST_RUNS:-1}
 DIR=$(mktemp -d "${BENCH_DIR:-/tmp}/ftpipe-noop.XXXXXX")
 trap 'chmod -R u+w "$DIR"; rm -rf "$DIR"' EXIT
 mkdir -p "$DIR/ft/in" "$DIR/mk/in"
+# The Makefile names all targets on one `all:` line: make 4.3 merges a target's
+# prerequisites given on separate lines in time quadratic in their number (30,000
+# `all: out/N.txt` lines: 12 s of CPU to parse, against 0.09 s for one line).
 awk -v n="$STAGES" -v dir="$DIR" 'BEGIN {
   ft = dir "/ft/Ftpipe"; mk = dir "/mk/Makefile";
-  print "MAKEFLAGS += -r\n.SUFFIXES:\nall:" > mk;
+  printf "MAKEFLAGS += -r\n.SUFFIXES:\nall:" > mk;
+  for (i = 0; i < n; i++)
+    printf " out/%d.txt", i > mk;
+  print "" > mk;
   for (i = 0; i < n; i++) {
     printf "in %d\n", i > (dir "/ft/in/" i ".txt"); close(dir "/ft/in/" i ".txt");
     printf "in %d\n", i > (dir "/mk/in/" i ".txt"); close(dir "/mk/in/" i ".txt");
     prev = (i % 10) ? sprintf(" out/%d.txt", i - 1) : "";
     printf "out/%d.txt: shell in/%d.txt%s\n\trun = cat $^ > $@\n", i, i, prev > ft;
-    printf "all: out/%d.txt\nout/%d.txt: in/%d.txt%s\n\t@mkdir -p out; cat $^ > $@\n", i, i, i, prev > mk;
+    printf "out/%d.txt: in/%d.txt%s\n\t@mkdir -p out; cat $^ > $@\n", i, i, prev > mk;
   }
 }'
 now_ns() { date +%s%N; }
