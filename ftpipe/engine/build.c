@@ -67,6 +67,7 @@ typedef struct {
     char *state_error; /* the first state write that failed */
     ft_group_watch *watch; /* started with the first spawned stage */
     ft_work_dirs *work_dirs;
+    bool outputs_unsynced; /* the open transaction names outputs the cache has not made durable */
 } builder;
 
 /* A state write that fails (a full disk) loses a run record or a metric: the
@@ -95,6 +96,7 @@ static void commit_batch(builder *b)
     check_state_write(b, committed);
     check_state_write(b, ft_state_begin(b->workspace->state));
     ft_work_dirs_committed(b->work_dirs, synced == 0 && committed == 0);
+    b->outputs_unsynced = false;
 }
 
 static volatile sig_atomic_t interrupted;
@@ -569,6 +571,7 @@ static void finish_stage(builder *b, size_t slot, int status)
         if (ft_publish_output(b->workspace, node, plan, run->work_dir, &kept_log) == 0) {
             ft_work_dirs_retire(b->work_dirs, run->work_dir);
             run->work_dir = NULL;
+            b->outputs_unsynced = true;
             check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0,
                                                      plan->output_hash, kept_log));
             ft_progress_message(b->options->progress, "done     %s in %.1f s%s%s", node->target, seconds,
@@ -813,6 +816,12 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         }
         if (b.n_running == 0)
             break;
+        /* Records that name no output yet (runs started, failed, metrics) are committed
+         * at once, as they come: no flush of the cache need precede them. */
+        if (!b.outputs_unsynced) {
+            check_state_write(&b, ft_state_commit(workspace->state));
+            check_state_write(&b, ft_state_begin(workspace->state));
+        }
         wait_for_children(&b, COMMIT_INTERVAL_MS);
         if (ft_now_ns() - committed_ns >= COMMIT_INTERVAL_MS * 1000000ull) {
             commit_batch(&b);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/statvfs.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -328,6 +329,12 @@ int ft_state_commit(ft_state *state)
         return ft_error("ft_state_commit without ft_state_begin on %s", state->path);
     if (--state->transaction_depth > 0)
         return 0;
+    /* A COMMIT that finds the disk full rolls its transaction back, so the reserve
+     * goes before it, not after: a build commits a batch of records at once. */
+    struct statvfs file_system;
+    if (statvfs(state->path, &file_system) == 0 &&
+        (uint64_t)file_system.f_bavail * file_system.f_frsize < RESERVE_BYTES)
+        unlink(state->reserve_path);
     if (execute(state, "COMMIT", "commit") == 0)
         return 0;
     sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
