@@ -198,12 +198,13 @@ int ft_cache_sync(ft_cache *cache)
     int result = syncfs(fd) == 0 ? 0 : ft_error_errno("cannot sync the file system of %s", cache->dir);
     close(fd);
     size_t done = 0;
-    for (; done < cache->n_pending && result == 0; done++) {
+    while (done < cache->n_pending && result == 0) {
         char *manifest_path = ft_path_join(cache->manifests_dir, cache->pending[done].key);
-        if (rename(cache->pending[done].temporary, manifest_path) != 0)
+        if (rename(cache->pending[done].temporary, manifest_path) == 0)
+            free(cache->pending[done++].temporary);
+        else
             result = ft_error_errno("cannot rename %s to %s", cache->pending[done].temporary, manifest_path);
         free(manifest_path);
-        free(cache->pending[done].temporary);
     }
     if (result == 0)
         result = ft_fsync_dir(cache->manifests_dir);
