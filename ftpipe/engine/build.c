@@ -67,7 +67,7 @@ typedef struct {
     char *state_error; /* the first state write that failed */
     ft_group_watch *watch; /* started with the first spawned stage */
     ft_work_dirs *work_dirs;
-    bool outputs_unsynced; /* the open transaction names outputs the cache has not made durable */
+    bool batch_open; /* a transaction holds records of outputs the cache has not made durable yet */
 } builder;
 
 /* A state write that fails (a full disk) loses a run record or a metric: the
@@ -88,15 +88,26 @@ static void check_state_write(builder *b, int result)
  * (objects already there are kept) and takes over in the workspace. */
 enum { COMMIT_INTERVAL_MS = 200 };
 
+/* Outside a batch, records that name no output (runs started, failed, metrics) are
+ * written as they come, each its own commit, as a full disk allows (state.h). */
+static void open_batch(builder *b)
+{
+    if (b->batch_open)
+        return;
+    check_state_write(b, ft_state_begin(b->workspace->state));
+    b->batch_open = true;
+}
+
 static void commit_batch(builder *b)
 {
+    if (!b->batch_open)
+        return;
     int synced = ft_cache_sync(b->workspace->cache);
     check_state_write(b, synced);
     int committed = ft_state_commit(b->workspace->state);
     check_state_write(b, committed);
-    check_state_write(b, ft_state_begin(b->workspace->state));
     ft_work_dirs_committed(b->work_dirs, synced == 0 && committed == 0);
-    b->outputs_unsynced = false;
+    b->batch_open = false;
 }
 
 static volatile sig_atomic_t interrupted;
@@ -568,10 +579,10 @@ static void finish_stage(builder *b, size_t slot, int status)
     if (exit_code == 0) {
         ft_plan *plan = &b->plans[run->node];
         char *kept_log = NULL;
+        open_batch(b);
         if (ft_publish_output(b->workspace, node, plan, run->work_dir, &kept_log) == 0) {
             ft_work_dirs_retire(b->work_dirs, run->work_dir);
             run->work_dir = NULL;
-            b->outputs_unsynced = true;
             check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0,
                                                      plan->output_hash, kept_log));
             ft_progress_message(b->options->progress, "done     %s in %.1f s%s%s", node->target, seconds,
@@ -801,7 +812,6 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
     size_t n_selected = 0;
     for (size_t i = 0; i < graph->n_nodes; i++)
         n_selected += graph->nodes[i].selected;
-    check_state_write(&b, ft_state_begin(workspace->state));
     uint64_t committed_ns = ft_now_ns();
     for (;;) {
         dispatch(&b);
@@ -816,12 +826,6 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         }
         if (b.n_running == 0)
             break;
-        /* Records that name no output yet (runs started, failed, metrics) are committed
-         * at once, as they come: no flush of the cache need precede them. */
-        if (!b.outputs_unsynced) {
-            check_state_write(&b, ft_state_commit(workspace->state));
-            check_state_write(&b, ft_state_begin(workspace->state));
-        }
         wait_for_children(&b, COMMIT_INTERVAL_MS);
         if (ft_now_ns() - committed_ns >= COMMIT_INTERVAL_MS * 1000000ull) {
             commit_batch(&b);
@@ -829,7 +833,6 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         }
     }
     commit_batch(&b);
-    check_state_write(&b, ft_state_commit(workspace->state));
     if (b.state_error)
         b.result = ft_error("%s; the run history and metrics of this build may be incomplete (is the disk full?)",
                             b.state_error);
