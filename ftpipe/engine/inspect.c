@@ -149,7 +149,7 @@ static int status_from_record(const ft_invocation *invocation)
     char *dir = ft_path_dirname(pipeline);
     free(pipeline);
     ft_up_to_date_answer answer;
-    int answered = ft_up_to_date_check(dir, question, &answer);
+    int answered = ft_up_to_date_check(dir, question, true, &answer);
     bool have_answer = answered == 1;
     for (size_t i = 0; answered == 1 && i < answer.n_stages; i++)
         if (strcmp(answer.targets[i], "status") == 0)

@@ -185,7 +185,7 @@ static bool answered_up_to_date(const ft_invocation *invocation, const char *que
     char *pipeline = ft_path_absolute(invocation->pipeline_path);
     char *dir = ft_path_dirname(pipeline);
     ft_up_to_date_answer answer;
-    bool answered = ft_up_to_date_check(dir, question, &answer) == 1;
+    bool answered = ft_up_to_date_check(dir, question, false, &answer) == 1;
     free(dir);
     free(pipeline);
     if (!answered)

@@ -1,6 +1,7 @@
 /* up_to_date: the no-op's answer from a record of stats. */
 #include "ftpipe/engine/up_to_date.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,7 @@
 #include "ftpipe/engine/lock_file.h"
 #include "ftpipe/engine/stage.h"
 
-#define RECORD_HEADER "ftpipe up-to-date 1\n"
+#define RECORD_HEADER "ftpipe up-to-date 2\n"
 
 static char *record_path(const char *dir_holding_state, bool is_state_dir)
 {
@@ -54,13 +55,15 @@ void ft_up_to_date_question(const ft_invocation *invocation, char *key)
         put_field(&text, "value", invocation->overrides[i].value);
     }
     /* Variables, declared `env` and kinds read the environment: all of it is asked,
-     * but for FTPIPE_STATS, which only reports. */
+     * but for FTPIPE_STATS, which only reports, and the shell's own bookkeeping
+     * (SHLVL, `_`, OLDPWD), which differs between a terminal and a script. */
     size_t n = 0, total = 0;
     while (environ[total])
         total++;
     char **sorted = ft_xcalloc(total + 1, sizeof *sorted);
     for (size_t i = 0; i < total; i++)
-        if (strncmp(environ[i], "FTPIPE_STATS=", 13) != 0)
+        if (strncmp(environ[i], "FTPIPE_STATS=", 13) != 0 && strncmp(environ[i], "SHLVL=", 6) != 0 &&
+            strncmp(environ[i], "_=", 2) != 0 && strncmp(environ[i], "OLDPWD=", 7) != 0)
             sorted[n++] = environ[i];
     qsort(sorted, n, sizeof *sorted, compare_strings);
     for (size_t i = 0; i < n; i++)
@@ -97,7 +100,7 @@ static bool same_stat(const struct stat *st, const unsigned long long recorded[4
 
 void ft_up_to_date_answer_free(ft_up_to_date_answer *answer)
 {
-    for (size_t i = 0; i < answer->n_stages; i++) {
+    for (size_t i = 0; answer->kinds && i < answer->n_stages; i++) {
         free(answer->kinds[i]);
         free(answer->targets[i]);
     }
@@ -106,11 +109,15 @@ void ft_up_to_date_answer_free(ft_up_to_date_answer *answer)
     memset(answer, 0, sizeof *answer);
 }
 
-static void add_stage(ft_up_to_date_answer *answer, const char *line)
+static void add_stage(ft_up_to_date_answer *answer, const char *line, bool list_stages)
 {
     const char *space = strchr(line, ' ');
     if (!space)
         return;
+    if (!list_stages) {
+        answer->n_stages++;
+        return;
+    }
     if (answer->n_stages == answer->capacity) {
         answer->capacity = answer->capacity ? 2 * answer->capacity : 64;
         answer->kinds = ft_xrealloc(answer->kinds, answer->capacity * sizeof *answer->kinds);
@@ -120,15 +127,36 @@ static void add_stage(ft_up_to_date_answer *answer, const char *line)
     answer->targets[answer->n_stages++] = ft_xstrdup(space + 1);
 }
 
-int ft_up_to_date_check(const char *pipeline_dir, const char *key, ft_up_to_date_answer *answer)
+/* A stat line, "DEVICE INODE SIZE MTIME_NS PATH" in hex; false when malformed. */
+static bool parse_stat_line(char *line, unsigned long long recorded[4], const char **path)
+{
+    char *p = line;
+    for (int i = 0; i < 4; i++) {
+        char *end = NULL;
+        recorded[i] = strtoull(p, &end, 16);
+        if (end == p || *end != ' ')
+            return false;
+        p = end + 1;
+    }
+    *path = p;
+    return *p != '\0';
+}
+
+int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_stages, ft_up_to_date_answer *answer)
 {
     memset(answer, 0, sizeof *answer);
+    /* Paths under the pipeline's folder are recorded relative to it: a lookup then
+     * walks two components, not every one of an absolute path. */
+    int dir_fd = open(pipeline_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0)
+        return 0;
     char *path = record_path(pipeline_dir, false);
     char *text = NULL;
     int read = ft_read_file(path, &text, NULL);
     free(path);
     if (read != 0) {
         ft_error_clear();
+        close(dir_fd);
         return 0;
     }
     char *line = text, *next;
@@ -141,21 +169,21 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, ft_up_to_date
         *next++ = '\0';
         char hex[FT_HASH_HEX_LENGTH + 8];
         unsigned long long recorded[4];
+        const char *path_in_line = NULL;
         int offset = 0;
         struct stat st;
         if (strncmp(line, "question ", 9) == 0) {
             answer_code = strcmp(line + 9, key) == 0;
         } else if (strncmp(line, "stage ", 6) == 0) {
-            add_stage(answer, line + 6);
+            add_stage(answer, line + 6, list_stages);
         } else if (strcmp(line, "all stages") == 0) {
             answer->all_stages = true;
         } else if (strncmp(line, "file ", 5) == 0 && sscanf(line + 5, "%39s %n", hex, &offset) == 1 && offset) {
             char now[FT_HASH_HEX_LENGTH + 8];
             content_hash(line + 5 + offset, now);
             answer_code = strcmp(now, hex) == 0;
-        } else if (sscanf(line, "%llx %llx %llx %llx %n", &recorded[0], &recorded[1], &recorded[2], &recorded[3],
-                          &offset) == 4 && offset) {
-            answer_code = lstat(line + offset, &st) == 0 && same_stat(&st, recorded);
+        } else if (parse_stat_line(line, recorded, &path_in_line)) {
+            answer_code = fstatat(dir_fd, path_in_line, &st, AT_SYMLINK_NOFOLLOW) == 0 && same_stat(&st, recorded);
         } else if (strcmp(line, "end") == 0) {
             answer_code = 2; /* complete: a record cut short answers nothing */
         } else {
@@ -163,6 +191,7 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, ft_up_to_date
         }
     }
     free(text);
+    close(dir_fd);
     if (answer_code == 2)
         return 1;
     ft_up_to_date_answer_free(answer);
@@ -171,7 +200,8 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, ft_up_to_date
 
 /* Adds path's lstat line once; false when it cannot stand for its content (gone,
  * or an input that is not a regular file: a folder's content is not in its stat). */
-static bool add_stat(ft_strbuf *text, ft_strmap *seen, const char *path, bool must_be_file)
+static bool add_stat(ft_strbuf *text, ft_strmap *seen, const char *pipeline_dir, const char *path,
+                     bool must_be_file)
 {
     size_t *known = ft_strmap_get(seen, path);
     if (known)
@@ -180,8 +210,12 @@ static bool add_stat(ft_strbuf *text, ft_strmap *seen, const char *path, bool mu
     struct stat st;
     if (lstat(path, &st) != 0 || (must_be_file && !S_ISREG(st.st_mode)))
         return false;
+    size_t dir_length = strlen(pipeline_dir);
+    const char *shown = strncmp(path, pipeline_dir, dir_length) == 0 && path[dir_length] == '/' && path[dir_length + 1]
+                            ? path + dir_length + 1
+                            : path;
     ft_strbuf_printf(text, "%llx %llx %llx %llx %s\n", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
-                     (unsigned long long)st.st_size, mtime_ns(&st), path);
+                     (unsigned long long)st.st_size, mtime_ns(&st), shown);
     return true;
 }
 
@@ -219,10 +253,10 @@ void ft_up_to_date_write(const ft_workspace *workspace, const ft_graph *graph, c
         ft_strbuf_printf(&text, "stage %s %s\n", node->kind->name, node->target);
         recordable = !node->kind->cached_output_usable && !strchr(node->target, '\n') &&
                      !strchr(node->target_path, '\n') &&
-                     add_stat(&text, &seen, node->target_path, false);
+                     add_stat(&text, &seen, pipeline->dir, node->target_path, false);
         for (size_t k = 0; k < node->n_inputs && recordable; k++)
             if (node->input_nodes[k] == FT_NO_NODE)
-                recordable = !strchr(node->input_paths[k], '\n') && add_stat(&text, &seen, node->input_paths[k], true);
+                recordable = !strchr(node->input_paths[k], '\n') && add_stat(&text, &seen, pipeline->dir, node->input_paths[k], true);
     }
     ft_strmap_free(&seen);
     if (recordable) {

@@ -36,8 +36,9 @@ typedef struct {
 
 /* 1 with *answer when pipeline_dir's record answers `key` and nothing it names
  * changed; 0 otherwise (no record, another question, a change, an unreadable
- * record: the caller plans as usual). */
-int ft_up_to_date_check(const char *pipeline_dir, const char *key, ft_up_to_date_answer *answer);
+ * record: the caller plans as usual). The stages' kinds and targets are listed
+ * only when list_stages (status); n_stages always. */
+int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_stages, ft_up_to_date_answer *answer);
 void ft_up_to_date_answer_free(ft_up_to_date_answer *answer);
 
 /* After a build in which every selected stage is done: writes the record for key

@@ -51,7 +51,7 @@ static bool answered(const char *dir, size_t *n_stages)
     ft_up_to_date_question(&invocation, question);
     free(invocation.pipeline_path);
     ft_up_to_date_answer answer;
-    if (ft_up_to_date_check(dir, question, &answer) != 1)
+    if (ft_up_to_date_check(dir, question, true, &answer) != 1)
         return false;
     *n_stages = answer.n_stages;
     bool whole = answer.all_stages && answer.n_stages == 1 && strcmp(answer.targets[0], "out.txt") == 0 &&
