@@ -107,6 +107,9 @@ bool ft_path_is_dir(const char *path)
 
 int ft_mkdir_p(const char *path)
 {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return 0; /* the usual case, in one call rather than one a component */
     char *copy = ft_xstrdup(path);
     for (char *p = copy + 1; *p; p++) {
         if (*p != '/')

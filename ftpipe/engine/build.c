@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,10 +21,12 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/units.h"
 #include "ftpipe/engine/disk_space.h"
+#include "ftpipe/engine/group_watch.h"
 #include "ftpipe/engine/plan.h"
 #include "ftpipe/engine/slurm.h"
 #include "ftpipe/engine/publish.h"
 #include "ftpipe/engine/stage_runtime.h"
+#include "ftpipe/engine/work_dirs.h"
 
 typedef enum { NODE_WAITING, NODE_QUEUED, NODE_RUNNING, NODE_DONE, NODE_FAILED, NODE_SKIPPED } node_state;
 
@@ -41,6 +44,7 @@ typedef struct {
     char *error_text;
     bool reports_progress; /* else the live line shows the time spent */
     bool cancelled;        /* the stage said so ('C'); an exit status alone never means it */
+    bool spawned;          /* the kind's program, started by the engine: report_fd is its pidfd */
 } running_stage;
 
 typedef struct {
@@ -61,6 +65,9 @@ typedef struct {
     bool stop_starting;
     int result;
     char *state_error; /* the first state write that failed */
+    ft_group_watch *watch; /* started with the first spawned stage */
+    ft_work_dirs *work_dirs;
+    bool batch_open; /* a transaction holds records of outputs the cache has not made durable yet */
 } builder;
 
 /* A state write that fails (a full disk) loses a run record or a metric: the
@@ -71,6 +78,36 @@ static void check_state_write(builder *b, int result)
         b->state_error = ft_xstrdup(ft_error_message());
         b->result = -1;
     }
+}
+
+/* Finished stages are made durable in batches (group commit): their cache entries
+ * with one flush of the file system, then their records with one commit, at most
+ * this often. A crash loses at most the batch under way, never its order: a record
+ * is committed only after the outputs it names are durable; a kill -9 leaves
+ * outputs whose records were not committed, which the next run stores again
+ * (objects already there are kept) and takes over in the workspace. */
+enum { COMMIT_INTERVAL_MS = 200 };
+
+/* Outside a batch, records that name no output (runs started, failed, metrics) are
+ * written as they come, each its own commit, as a full disk allows (state.h). */
+static void open_batch(builder *b)
+{
+    if (b->batch_open)
+        return;
+    check_state_write(b, ft_state_begin(b->workspace->state));
+    b->batch_open = true;
+}
+
+static void commit_batch(builder *b)
+{
+    if (!b->batch_open)
+        return;
+    int synced = ft_cache_sync(b->workspace->cache);
+    check_state_write(b, synced);
+    int committed = ft_state_commit(b->workspace->state);
+    check_state_write(b, committed);
+    ft_work_dirs_committed(b->work_dirs, synced == 0 && committed == 0);
+    b->batch_open = false;
 }
 
 static volatile sig_atomic_t interrupted;
@@ -233,18 +270,78 @@ char *ft_build_visible_devices(const char *parent_list, uint64_t gpu_mask)
     return ft_strbuf_take(&devices);
 }
 
+static running_stage *add_running(builder *b, size_t index, pid_t pid, int report_fd, int64_t run_id,
+                                  char *work_dir)
+{
+    const ft_node *node = &b->graph->nodes[index];
+    running_stage *run = &b->running[b->n_running++];
+    memset(run, 0, sizeof *run);
+    run->node = index;
+    run->pid = pid;
+    run->report_fd = report_fd;
+    ft_strbuf_init(&run->partial);
+    run->run_id = run_id;
+    run->work_dir = work_dir;
+    run->start_ns = ft_now_ns();
+    run->memory_bytes = node_memory(node);
+    b->memory_free -= run->memory_bytes;
+    b->states[index] = NODE_RUNNING;
+    char *reason = ft_plan_reason_line(&b->plans[index]);
+    ft_progress_message(b->options->progress, "run      %s (%s): %s", node->target, node->kind->name, reason);
+    free(reason);
+    ft_progress_status(b->options->progress, index, node->target);
+    return run;
+}
+
+/* A kind that is one program (shell) is started by the engine itself: no fork of
+ * the engine, whose page tables grow with the graph, for each small stage. Its
+ * pidfd wakes the wait when it ends. */
+static int start_spawned(builder *b, size_t index, ft_stage *stage, char *work_dir, int64_t run_id)
+{
+    int result = b->watch ? 0 : ft_group_watch_start(&b->watch);
+    pid_t pid = 0;
+    if (result == 0) {
+        ft_stage_open_log(stage);
+        result = b->graph->nodes[index].kind->spawn(stage, &pid);
+    }
+    ft_stage_destroy(stage);
+    if (result != 0) {
+        free(work_dir);
+        return -1;
+    }
+    ft_group_watch_add(b->watch, pid);
+    int pidfd = pidfd_open(pid, 0); /* without one (an old kernel), the wait's timeout notices the end */
+    running_stage *run = add_running(b, index, pid, pidfd, run_id, work_dir);
+    run->spawned = true;
+    return 0;
+}
+
+/* Why a spawned program's stage failed (NULL: it did not), also written at the end
+ * of its log as a stage run in a child writes it. */
+static char *spawned_failure(const running_stage *run, const ft_node *node, int status, const char *log_path)
+{
+    char *output = ft_xasprintf("%s/out/%s", run->work_dir, ft_path_basename(node->target));
+    int result = ft_stage_command_result(node->target, status);
+    if (result == 0 && !ft_path_exists(output))
+        result = ft_error("stage %s finished without creating its output (expected at %s)", node->target, output);
+    free(output);
+    if (result == 0)
+        return NULL;
+    FILE *log = fopen(log_path, "ae");
+    if (log) {
+        fprintf(log, "ftpipe: %s\n", ft_error_message());
+        fclose(log);
+    }
+    return ft_xstrdup(ft_error_message());
+}
+
 static int start_stage(builder *b, size_t index)
 {
     const ft_node *node = &b->graph->nodes[index];
     ft_plan *plan = &b->plans[index];
     const char *key = plan->key.key;
     char *work_dir = ft_workspace_work_dir(b->workspace, key);
-    char *out_dir = ft_path_join(work_dir, "out");
-    /* The work folder is kept for resuming; out/ only ever holds a complete result. */
-    int result = ft_remove_tree(out_dir);
-    if (result == 0)
-        result = ft_mkdir_p(out_dir);
-    free(out_dir);
+    int result = ft_work_dirs_prepare(b->work_dirs, work_dir);
     if (result != 0) {
         free(work_dir);
         return -1;
@@ -267,12 +364,15 @@ static int start_stage(builder *b, size_t index)
             gpus--;
         }
     }
+    ft_stage *stage = ft_plan_stage_context(b->workspace, b->graph, index, key);
+    if (node->kind->spawn && gpu_mask == 0 && !ft_slurm_submits(stage))
+        return start_spawned(b, index, stage, work_dir, run_id);
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
+        ft_stage_destroy(stage);
         free(work_dir);
         return ft_error_errno("cannot create a pipe for stage %s", node->target);
     }
-    ft_stage *stage = ft_plan_stage_context(b->workspace, b->graph, index, key);
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
@@ -286,6 +386,7 @@ static int start_stage(builder *b, size_t index)
         close(fds[0]);
         if (b->workspace->lock_fd >= 0)
             close(b->workspace->lock_fd);
+        ft_group_watch_forget(b->watch);
         setpgid(0, 0);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
@@ -300,25 +401,9 @@ static int start_stage(builder *b, size_t index)
     close(fds[1]);
     fcntl(fds[0], F_SETFL, O_NONBLOCK);
     ft_stage_destroy(stage);
-
-    running_stage *run = &b->running[b->n_running++];
-    memset(run, 0, sizeof *run);
-    run->node = index;
-    run->pid = pid;
-    run->report_fd = fds[0];
-    ft_strbuf_init(&run->partial);
-    run->run_id = run_id;
-    run->work_dir = work_dir;
-    run->start_ns = ft_now_ns();
+    running_stage *run = add_running(b, index, pid, fds[0], run_id, work_dir);
     run->gpu_mask = gpu_mask;
-    run->memory_bytes = node_memory(node);
     b->gpus_free &= ~gpu_mask;
-    b->memory_free -= run->memory_bytes;
-    b->states[index] = NODE_RUNNING;
-    char *reason = ft_plan_reason_line(plan);
-    ft_progress_message(b->options->progress, "run      %s (%s): %s", node->target, node->kind->name, reason);
-    free(reason);
-    ft_progress_status(b->options->progress, index, node->target);
     return 0;
 }
 
@@ -360,6 +445,8 @@ static void handle_report_line(builder *b, running_stage *run, char *line)
 /* Reads what a stage reported; returns true at end of file. */
 static bool read_reports(builder *b, running_stage *run)
 {
+    if (run->spawned)
+        return true; /* a program reports nothing but its exit status */
     char block[4096];
     for (;;) {
         ssize_t n = read(run->report_fd, block, sizeof block);
@@ -467,7 +554,8 @@ static void finish_stage(builder *b, size_t slot, int status)
         if (poll(&pfd, 1, 1000) <= 0)
             break;
     }
-    close(run->report_fd);
+    if (run->report_fd >= 0)
+        close(run->report_fd);
     const ft_node *node = &b->graph->nodes[run->node];
     ft_progress_status(b->options->progress, run->node, NULL);
     b->gpus_free |= run->gpu_mask;
@@ -475,11 +563,22 @@ static void finish_stage(builder *b, size_t slot, int status)
     double seconds = (double)(ft_now_ns() - run->start_ns) / 1e9;
     char *log_path = ft_stage_log_path(run->work_dir);
     int exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (run->spawned) {
+        ft_group_watch_remove(b->watch, run->pid);
+        /* SIGINT or SIGTERM sent to the program stops it as it stops a stage in a child. */
+        run->cancelled = WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM);
+        run->error_text = run->cancelled ? NULL : spawned_failure(run, node, status, log_path);
+        if (run->error_text && exit_code == 0)
+            exit_code = 1;
+    }
 
     if (exit_code == 0) {
         ft_plan *plan = &b->plans[run->node];
         char *kept_log = NULL;
+        open_batch(b);
         if (ft_publish_output(b->workspace, node, plan, run->work_dir, &kept_log) == 0) {
+            ft_work_dirs_retire(b->work_dirs, run->work_dir);
+            run->work_dir = NULL;
             check_state_write(b, ft_state_run_finish(b->workspace->state, run->run_id, FT_RUN_DONE, 0,
                                                      plan->output_hash, kept_log));
             ft_progress_message(b->options->progress, "done     %s in %.1f s%s%s", node->target, seconds,
@@ -669,12 +768,13 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         .graph = graph,
         .options = options,
         .summary = summary,
-        .plans = ft_xcalloc(graph->n_nodes + 1, sizeof(ft_plan)),
+        .plans = options->plans ? options->plans : ft_xcalloc(graph->n_nodes + 1, sizeof(ft_plan)),
         .states = ft_xcalloc(graph->n_nodes + 1, sizeof(node_state)),
         .unfinished_inputs = ft_xcalloc(graph->n_nodes + 1, sizeof(size_t)),
         .remote_asked = ft_xcalloc(graph->n_nodes + 1, sizeof(bool)),
         .queue = ft_xcalloc(graph->n_nodes + 1, sizeof(size_t)),
         .running = ft_xcalloc((size_t)options->jobs + 1, sizeof(running_stage)),
+        .work_dirs = ft_work_dirs_new(workspace->state_dir, (size_t)options->jobs + 1),
         .gpus_free = options->gpus_total >= 64 ? ~0ull : (1ull << options->gpus_total) - 1,
         .memory_free = (int64_t)options->memory_total_bytes,
     };
@@ -686,6 +786,9 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         size_t i = graph->order[o];
         if (!graph->nodes[i].selected)
             continue;
+        /* A plan made before the build that waited for an input is made again once the input is built. */
+        if (b.plans[i].action == FT_PLAN_WAITS)
+            ft_plan_free(&b.plans[i]);
         for (size_t k = 0; k < graph->nodes[i].n_inputs; k++)
             b.unfinished_inputs[i] += graph->nodes[i].input_nodes[k] != FT_NO_NODE;
         if (b.unfinished_inputs[i] == 0) {
@@ -705,7 +808,7 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
     size_t n_selected = 0;
     for (size_t i = 0; i < graph->n_nodes; i++)
         n_selected += graph->nodes[i].selected;
-    check_state_write(&b, ft_state_begin(workspace->state));
+    uint64_t committed_ns = ft_now_ns();
     for (;;) {
         dispatch(&b);
         ft_progress_overall(options->progress,
@@ -719,12 +822,13 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
         }
         if (b.n_running == 0)
             break;
-        /* Commit between waits so metrics and finished runs are durable as they come. */
-        check_state_write(&b, ft_state_commit(workspace->state));
-        wait_for_children(&b, 200);
-        check_state_write(&b, ft_state_begin(workspace->state));
+        wait_for_children(&b, COMMIT_INTERVAL_MS);
+        if (ft_now_ns() - committed_ns >= COMMIT_INTERVAL_MS * 1000000ull) {
+            commit_batch(&b);
+            committed_ns = ft_now_ns();
+        }
     }
-    check_state_write(&b, ft_state_commit(workspace->state));
+    commit_batch(&b);
     if (b.state_error)
         b.result = ft_error("%s; the run history and metrics of this build may be incomplete (is the disk full?)",
                             b.state_error);
@@ -734,12 +838,15 @@ int ft_build(ft_workspace *workspace, ft_graph *graph, const ft_build_options *o
 done:
     for (size_t i = 0; i < graph->n_nodes; i++)
         ft_plan_free(&b.plans[i]);
-    free(b.plans);
+    if (!options->plans)
+        free(b.plans);
     free(b.states);
     free(b.unfinished_inputs);
     free(b.remote_asked);
     free(b.queue);
     free(b.running);
+    ft_work_dirs_free(b.work_dirs);
+    ft_group_watch_stop(b.watch);
     free(b.state_error);
     return b.result;
 }

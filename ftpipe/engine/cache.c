@@ -17,10 +17,19 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 
+/* A manifest written by ft_cache_store_deferred, under a temporary name until
+ * ft_cache_sync makes it durable. */
+typedef struct {
+    char key[FT_HASH_HEX_LENGTH + 1];
+    char *temporary;
+} pending_manifest;
+
 struct ft_cache {
     char *dir;
     char *objects_dir;
     char *manifests_dir;
+    pending_manifest *pending;
+    size_t n_pending;
 };
 
 int ft_cache_open(const char *state_dir, ft_cache **out)
@@ -41,6 +50,10 @@ void ft_cache_close(ft_cache *cache)
 {
     if (!cache)
         return;
+    /* Unsynced manifests stay temporaries: no promise is made that was not kept (gc removes them). */
+    for (size_t i = 0; i < cache->n_pending; i++)
+        free(cache->pending[i].temporary);
+    free(cache->pending);
     free(cache->dir);
     free(cache->objects_dir);
     free(cache->manifests_dir);
@@ -87,6 +100,19 @@ static int sync_path(const char *path)
 
 /* --- store --- */
 
+static int write_new_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ft_error_errno("cannot create %s", path);
+    size_t length = strlen(text);
+    ssize_t written = write(fd, text, length);
+    int result = written == (ssize_t)length ? 0 : ft_error_errno("cannot write %s", path);
+    if (close(fd) != 0 && result == 0)
+        result = ft_error_errno("cannot write %s", path);
+    return result;
+}
+
 /* Moves source to object (or copies it across file systems), read-only. A
  * source whose object already exists is simply dropped. */
 static int store_file(const char *source, const char *object, const ft_manifest_entry *entry)
@@ -101,7 +127,7 @@ static int store_file(const char *source, const char *object, const ft_manifest_
     if (chmod(source, object_mode(entry->executable)) != 0)
         return ft_error_errno("cannot make %s read-only", source);
     if (rename(source, object) == 0)
-        return sync_path(object);
+        return 0; /* made durable by ft_cache_sync, before the manifest that names it */
     if (errno != EXDEV)
         return ft_error_errno("cannot move %s into the cache as %s", source, object);
     /* Another file system: copy under a temporary name, so the object appears whole or not at all. */
@@ -121,11 +147,10 @@ static int store_file(const char *source, const char *object, const ft_manifest_
     return result;
 }
 
-int ft_cache_store(ft_cache *cache, const char *key, const char *path, const ft_manifest *manifest)
+int ft_cache_store_deferred(ft_cache *cache, const char *key, const char *path, const ft_manifest *manifest)
 {
     if (check_key(key) != 0)
         return -1;
-    bool touched[256] = {false};
     int result = 0;
     for (size_t i = 0; i < manifest->n_entries && result == 0; i++) {
         const ft_manifest_entry *entry = &manifest->entries[i];
@@ -138,27 +163,62 @@ int ft_cache_store(ft_cache *cache, const char *key, const char *path, const ft_
             result = ft_error_errno("cannot create the cache folder %s", object_dir);
         if (result == 0)
             result = store_file(source, object, entry);
-        touched[entry->hash.high >> 56] = true;
         free(source);
         free(object);
         free(object_dir);
     }
-    /* The renames must be durable before the manifest that promises them is. */
-    for (int prefix = 0; prefix < 256 && result == 0; prefix++) {
-        if (!touched[prefix])
-            continue;
-        char *dir = ft_xasprintf("%s/%02x", cache->objects_dir, prefix);
-        result = ft_fsync_dir(dir);
-        free(dir);
-    }
     if (result == 0) {
         char *text = ft_manifest_serialize(manifest);
-        char *manifest_path = ft_path_join(cache->manifests_dir, key);
-        result = ft_write_file_atomic(manifest_path, text, strlen(text));
-        free(manifest_path);
+        char *temporary = ft_xasprintf("%s/%s.tmp.%ld", cache->manifests_dir, key, (long)getpid());
+        result = write_new_file(temporary, text);
         free(text);
+        if (result == 0) {
+            cache->pending = ft_xrealloc(cache->pending, (cache->n_pending + 1) * sizeof *cache->pending);
+            pending_manifest *entry = &cache->pending[cache->n_pending++];
+            memcpy(entry->key, key, sizeof entry->key);
+            entry->temporary = temporary;
+        } else {
+            unlink(temporary);
+            free(temporary);
+        }
     }
     return result == 0 ? 0 : ft_error_context("while storing the output %s under the key %s", path, key);
+}
+
+int ft_cache_sync(ft_cache *cache)
+{
+    if (cache->n_pending == 0)
+        return 0;
+    /* One flush of the file system holding the cache makes every object, its folder
+     * entry and every temporary manifest durable at once; a manifest then takes its
+     * name, so a manifest on disk names only durable objects. */
+    int fd = open(cache->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return ft_error_errno("cannot open the cache folder %s", cache->dir);
+    int result = syncfs(fd) == 0 ? 0 : ft_error_errno("cannot sync the file system of %s", cache->dir);
+    close(fd);
+    size_t done = 0;
+    while (done < cache->n_pending && result == 0) {
+        char *manifest_path = ft_path_join(cache->manifests_dir, cache->pending[done].key);
+        if (rename(cache->pending[done].temporary, manifest_path) == 0)
+            free(cache->pending[done++].temporary);
+        else
+            result = ft_error_errno("cannot rename %s to %s", cache->pending[done].temporary, manifest_path);
+        free(manifest_path);
+    }
+    if (result == 0)
+        result = ft_fsync_dir(cache->manifests_dir);
+    /* What failed stays pending (a later sync tries again), in order. */
+    memmove(cache->pending, cache->pending + done, (cache->n_pending - done) * sizeof *cache->pending);
+    cache->n_pending -= done;
+    return result;
+}
+
+int ft_cache_store(ft_cache *cache, const char *key, const char *path, const ft_manifest *manifest)
+{
+    if (ft_cache_store_deferred(cache, key, path, manifest) != 0)
+        return -1;
+    return ft_cache_sync(cache);
 }
 
 /* --- lookup --- */
@@ -181,6 +241,8 @@ int ft_cache_store_object(ft_cache *cache, const char *source, const ft_manifest
         result = ft_error_errno("cannot create the cache folder %s", object_dir);
     if (result == 0)
         result = store_file(source, object, entry);
+    if (result == 0)
+        result = sync_path(object);
     if (result == 0)
         result = ft_fsync_dir(object_dir);
     free(object);
@@ -209,7 +271,14 @@ int ft_cache_lookup(ft_cache *cache, const char *key, ft_manifest **out)
 {
     if (check_key(key) != 0)
         return -1;
-    char *path = ft_path_join(cache->manifests_dir, key);
+    /* This process's own pending manifests count: a stage that waited for another
+     * with the same key finds its result before the next sync. */
+    char *path = NULL;
+    for (size_t i = cache->n_pending; i-- > 0 && !path;)
+        if (strcmp(cache->pending[i].key, key) == 0)
+            path = ft_xstrdup(cache->pending[i].temporary);
+    if (!path)
+        path = ft_path_join(cache->manifests_dir, key);
     if (!ft_path_exists(path)) {
         free(path);
         return 0;

@@ -152,12 +152,11 @@ static uint64_t host_budget(void)
     return total > 0 && total < available ? total : available;
 }
 
-int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, bool measure, ft_node_estimate **out,
-                         size_t *count)
+int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, bool measure, ft_plan *plans,
+                         ft_node_estimate **out, size_t *count)
 {
     *out = NULL;
     *count = 0;
-    ft_plan *plans = ft_xcalloc(graph->n_nodes + 1, sizeof *plans);
     ft_node_estimate *estimates = ft_xcalloc(graph->n_nodes + 1, sizeof *estimates);
     size_t n = 0;
     int result = 0;
@@ -213,9 +212,6 @@ int ft_estimate_selected(ft_workspace *workspace, const ft_graph *graph, bool me
             free(source);
         }
     }
-    for (size_t i = 0; i < graph->n_nodes; i++)
-        ft_plan_free(&plans[i]);
-    free(plans);
     if (result != 0) {
         free(estimates);
         return -1;
@@ -335,7 +331,13 @@ int ft_estimate_command(ft_session *session, const ft_invocation *invocation)
         return 1;
     ft_node_estimate *estimates;
     size_t count;
-    if (ft_estimate_selected(session->workspace, session->graph, invocation->measure, &estimates, &count) != 0)
+    ft_plan *plans = ft_xcalloc(session->graph->n_nodes + 1, sizeof *plans);
+    int result = ft_estimate_selected(session->workspace, session->graph, invocation->measure, plans, &estimates,
+                                      &count);
+    for (size_t i = 0; i < session->graph->n_nodes; i++)
+        ft_plan_free(&plans[i]);
+    free(plans);
+    if (result != 0)
         return 1;
     if (invocation->json)
         print_json(session->graph, estimates, count, stdout);
@@ -389,11 +391,11 @@ static int check_space(const char *path, double needed, const char *what, const 
                     what, need_text, list, type, mount_point, have_text, short_text);
 }
 
-int ft_estimate_check_fits(ft_workspace *workspace, const ft_graph *graph)
+int ft_estimate_check_fits(ft_workspace *workspace, const ft_graph *graph, ft_plan *plans)
 {
     ft_node_estimate *estimates;
     size_t count;
-    if (ft_estimate_selected(workspace, graph, false, &estimates, &count) != 0)
+    if (ft_estimate_selected(workspace, graph, false, plans, &estimates, &count) != 0)
         return -1;
     ft_strbuf disk_list, shm_list;
     ft_strbuf_init(&disk_list);

@@ -114,17 +114,33 @@ static int find_cycle(ft_graph *graph)
     return result;
 }
 
-/* The pipeline file (or included file) that `path` is, or NULL: a stage must not overwrite its own recipe. */
-static const char *pipeline_file_at(const ft_pipeline *pipeline, const char *path)
+/* The pipeline's own files (the pipeline file and what it includes), by identity:
+ * a stage must not overwrite its own recipe. Each is looked at once, not once a stage. */
+typedef struct {
+    dev_t device;
+    ino_t inode;
+} file_identity;
+
+static file_identity *pipeline_file_identities(const ft_pipeline *pipeline)
+{
+    file_identity *identities = ft_xcalloc(pipeline->n_files + 1, sizeof *identities);
+    for (size_t i = 0; i < pipeline->n_files; i++) {
+        struct stat file;
+        if (stat(pipeline->files[i], &file) == 0)
+            identities[i] = (file_identity){file.st_dev, file.st_ino};
+    }
+    return identities;
+}
+
+/* The pipeline file that `path` is, or NULL. */
+static const char *pipeline_file_at(const ft_pipeline *pipeline, const file_identity *identities, const char *path)
 {
     struct stat target;
     if (stat(path, &target) != 0)
         return NULL;
-    for (size_t i = 0; i < pipeline->n_files; i++) {
-        struct stat file;
-        if (stat(pipeline->files[i], &file) == 0 && file.st_dev == target.st_dev && file.st_ino == target.st_ino)
+    for (size_t i = 0; i < pipeline->n_files; i++)
+        if (identities[i].inode && identities[i].device == target.st_dev && identities[i].inode == target.st_ino)
             return pipeline->files[i];
-    }
     return NULL;
 }
 
@@ -140,6 +156,7 @@ int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, const f
     ft_strmap_init(&owner->targets);
 
     int result = 0;
+    file_identity *identities = pipeline_file_identities(pipeline);
     for (size_t i = 0; i < graph->n_nodes && result == 0; i++) {
         const ft_stage_decl *decl = &pipeline->stages[i];
         ft_node *node = &graph->nodes[i];
@@ -166,7 +183,7 @@ int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, const f
                               decl->target);
             break;
         }
-        const char *pipeline_file = pipeline_file_at(pipeline, node->target_path);
+        const char *pipeline_file = pipeline_file_at(pipeline, identities, node->target_path);
         if (pipeline_file) {
             format_location(where, sizeof where, &decl->where);
             result = ft_error("%s: target '%s' is the pipeline file %s itself; choose another target path", where,
@@ -182,6 +199,7 @@ int ft_graph_build(const ft_pipeline *pipeline, const ft_rulebook *book, const f
             break;
         }
     }
+    free(identities);
     for (size_t i = 0; i < graph->n_nodes && result == 0; i++) {
         ft_node *node = &graph->nodes[i];
         const ft_stage_decl *decl = node->decl;

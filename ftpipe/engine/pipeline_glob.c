@@ -55,6 +55,7 @@ int ft_parser_expand_wildcards(parser *p, word_list *words)
             continue;
         char **paths;
         size_t n_paths;
+        p->pipeline->lists_folders = true;
         if (ft_glob_relative(p->pipeline->dir, words->words[i], &paths, &n_paths) != 0)
             return located_error(&words->where[i]);
         if (n_paths == 0)
@@ -108,6 +109,7 @@ int ft_parser_add_pattern_stages(parser *p, const char *target, const ft_locatio
     char *wildcard = with_stem(pattern, "*");
     char **paths;
     size_t n_paths;
+    p->pipeline->lists_folders = true;
     int result = ft_glob_relative(p->pipeline->dir, wildcard, &paths, &n_paths);
     if (result != 0)
         result = located_error(&words->where[source]);

@@ -5,11 +5,43 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/stage_runtime.h"
+
+/* Whether path was placed by ftpipe, from a run killed before its record was
+ * committed: it holds exactly this output, or every file in it is a hard link of
+ * a cache object (a stage whose output differs from run to run, such as one with
+ * timings, placed an earlier one). Replacing it then loses nothing. */
+static bool placed_by_ftpipe(ft_cache *cache, const char *path, const ft_manifest *manifest)
+{
+    ft_manifest *present = NULL;
+    if (ft_manifest_build(NULL, path, 0, &present) != 0) {
+        ft_error_clear();
+        return false;
+    }
+    bool placed = ft_hash_equal(present->hash, manifest->hash);
+    size_t n_files = 0;
+    bool all_linked = true;
+    for (size_t i = 0; i < present->n_entries && !placed && all_linked; i++) {
+        const ft_manifest_entry *entry = &present->entries[i];
+        if (entry->type != FT_ENTRY_FILE)
+            continue;
+        n_files++;
+        char *file = entry->path[0] ? ft_path_join(path, entry->path) : ft_xstrdup(path);
+        char *object = ft_cache_object_path(cache, entry->hash);
+        struct stat in_place, stored;
+        all_linked = lstat(file, &in_place) == 0 && lstat(object, &stored) == 0 &&
+                     in_place.st_dev == stored.st_dev && in_place.st_ino == stored.st_ino;
+        free(file);
+        free(object);
+    }
+    ft_manifest_free(present);
+    return placed || (n_files > 0 && all_linked);
+}
 
 static int materialize(ft_workspace *workspace, const ft_node *node, const ft_manifest *manifest, const char *key,
                        const char *output_hash)
@@ -18,7 +50,8 @@ static int materialize(ft_workspace *workspace, const ft_node *node, const ft_ma
     int known = ft_state_target_get(workspace->state, node->target, &previous);
     if (known < 0)
         return -1;
-    if (!known && ft_path_exists(node->target_path))
+    if (!known && ft_path_exists(node->target_path) &&
+        !placed_by_ftpipe(workspace->cache, node->target_path, manifest))
         return ft_error("%s already exists and was not made by ftpipe; move it away (or delete it) and run again "
                         "(the stage's result is kept in the cache, nothing reruns)",
                         node->target_path);
@@ -56,7 +89,7 @@ int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *pla
     ft_manifest *manifest = NULL;
     int result = ft_manifest_build(NULL, output, 0, &manifest);
     if (result == 0)
-        result = ft_cache_store(workspace->cache, plan->key.key, output, manifest);
+        result = ft_cache_store_deferred(workspace->cache, plan->key.key, output, manifest);
     free(output);
     if (result != 0) {
         ft_manifest_free(manifest);
@@ -81,7 +114,7 @@ int ft_publish_output(ft_workspace *workspace, const ft_node *node, ft_plan *pla
     }
     free(log);
     free(logs_dir);
-    return result == 0 ? ft_remove_tree(work_dir) : -1;
+    return result == 0 ? 0 : -1; /* the work folder goes once its batch is committed (build.c) */
 }
 
 int ft_publish_restore(ft_workspace *workspace, const ft_node *node, ft_plan *plan)

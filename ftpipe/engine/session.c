@@ -13,6 +13,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/build.h"
 #include "ftpipe/engine/estimate.h"
+#include "ftpipe/engine/up_to_date.h"
 
 /* FTPIPE_RULES: extra rule folders (colon-separated), searched before the built-in rules. */
 static char **rule_dirs(size_t *count)
@@ -152,13 +153,8 @@ static void print_summary(const ft_build_summary *summary, bool dry_run)
 /* FTPIPE_STATS=1: each phase's time and what the process read, on stderr: the
  * bytes of files hashed (mapped, so /proc/self/io's rchar misses them) and
  * rchar, the bytes read() returned (the state database, the pipeline). */
-static void print_stats(const ft_session *session)
+static void print_reads(void)
 {
-    static const char *const names[FT_PHASE_COUNT] = {"rules", "parse", "graph", "workspace", "plan and build"};
-    fprintf(stderr, "ftpipe stats:");
-    for (int i = 0; i < FT_PHASE_COUNT; i++)
-        fprintf(stderr, " %s %.1f ms%s", names[i], (double)session->phase_ns[i] / 1e6,
-                i + 1 < FT_PHASE_COUNT ? "," : ";");
     unsigned long long read_chars = 0;
     FILE *io = fopen("/proc/self/io", "r");
     char line[128];
@@ -172,15 +168,59 @@ static void print_stats(const ft_session *session)
             (unsigned long long)ft_hash_file_bytes_total(), read_chars, usage.ru_maxrss);
 }
 
+static void print_stats(const ft_session *session)
+{
+    static const char *const names[FT_PHASE_COUNT] = {"rules", "parse", "graph", "workspace", "plan and build"};
+    fprintf(stderr, "ftpipe stats:");
+    for (int i = 0; i < FT_PHASE_COUNT; i++)
+        fprintf(stderr, " %s %.1f ms%s", names[i], (double)session->phase_ns[i] / 1e6,
+                i + 1 < FT_PHASE_COUNT ? "," : ";");
+    print_reads();
+}
+
+/* A run with nothing to do, answered from the last complete build's record. */
+static bool answered_up_to_date(const ft_invocation *invocation, const char *question)
+{
+    uint64_t start_ns = ft_now_ns();
+    char *pipeline = ft_path_absolute(invocation->pipeline_path);
+    char *dir = ft_path_dirname(pipeline);
+    ft_up_to_date_answer answer;
+    bool answered = ft_up_to_date_check(dir, question, false, &answer) == 1;
+    free(dir);
+    free(pipeline);
+    if (!answered)
+        return false;
+    size_t n_stages = answer.n_stages;
+    ft_up_to_date_answer_free(&answer);
+    const char *stats = getenv("FTPIPE_STATS");
+    if (stats && strcmp(stats, "1") == 0) {
+        fprintf(stderr, "ftpipe stats: answered from .ftpipe/up-to-date in %.1f ms;",
+                (double)(ft_now_ns() - start_ns) / 1e6);
+        print_reads();
+    }
+    printf("ftpipe: nothing to do (%zu up to date)\n", n_stages);
+    return true;
+}
+
 int ft_run_pipeline(const ft_invocation *invocation)
 {
+    /* `ftpipe lock` applies pins of its own: it always plans. */
+    bool recordable = !invocation->lock && invocation->n_unlocked == 0 && !invocation->unlock_all;
+    char question[FT_HASH_HEX_LENGTH + 1] = "";
+    if (recordable) {
+        ft_up_to_date_question(invocation, question);
+        if (answered_up_to_date(invocation, question))
+            return 0;
+    }
     ft_session session;
     if (ft_session_open(invocation, !invocation->dry_run, &session) != 0)
         return 1;
     int status = 0;
+    ft_plan *plans = ft_xcalloc(session.graph->n_nodes + 1, sizeof *plans);
+    uint64_t plan_start_ns = ft_now_ns(); /* the estimate check plans what the build then runs */
     if (ft_graph_select(session.graph, invocation->arguments, invocation->n_arguments) != 0) {
         status = 1;
-    } else if (!invocation->dry_run && ft_estimate_check_fits(session.workspace, session.graph) != 0) {
+    } else if (!invocation->dry_run && ft_estimate_check_fits(session.workspace, session.graph, plans) != 0) {
         status = 1; /* refused before any stage starts */
     } else {
         ft_build_options options = {
@@ -188,19 +228,21 @@ int ft_run_pipeline(const ft_invocation *invocation)
             .keep_going = invocation->keep_going,
             .dry_run = invocation->dry_run,
             .progress = ft_progress_new(stdout),
+            .plans = plans,
         };
         ft_build_detect_resources(&options.gpus_total, &options.memory_total_bytes);
         ft_build_summary summary;
         memset(&summary, 0, sizeof summary);
         int result = ft_session_open_remote(invocation, &session, false, options.progress, &options.remote);
         if (result == 0) {
-            uint64_t build_start_ns = ft_now_ns();
             result = ft_build(session.workspace, session.graph, &options, &summary);
-            session.phase_ns[FT_PHASE_BUILD] = ft_now_ns() - build_start_ns;
+            session.phase_ns[FT_PHASE_BUILD] = ft_now_ns() - plan_start_ns;
             const char *stats = getenv("FTPIPE_STATS");
             if (stats && strcmp(stats, "1") == 0)
                 print_stats(&session);
             print_summary(&summary, invocation->dry_run);
+            if (result == 0 && recordable && !invocation->dry_run)
+                ft_up_to_date_write(session.workspace, session.graph, question);
         }
         ft_remote_sync_close(options.remote);
         ft_progress_free(options.progress);
@@ -209,6 +251,9 @@ int ft_run_pipeline(const ft_invocation *invocation)
         else if (result != 0)
             status = 1;
     }
+    for (size_t i = 0; i < session.graph->n_nodes; i++)
+        ft_plan_free(&plans[i]);
+    free(plans);
     ft_session_close(&session);
     return status;
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ftpipe/base/error.h"
@@ -128,6 +129,17 @@ static void report(ft_stage *stage, char tag, const char *head, const char *text
     ft_strbuf_free(&line);
 }
 
+void ft_stage_open_log(ft_stage *stage)
+{
+    if (stage->log)
+        return;
+    char *log_path = ft_stage_log_path(stage->work_dir);
+    stage->log = fopen(log_path, "ae"); /* close-on-exec: only the program it is handed to keeps it */
+    free(log_path);
+    if (stage->log)
+        setvbuf(stage->log, NULL, _IOLBF, 0);
+}
+
 int ft_stage_child_main(ft_stage *stage, int report_fd, int (*run)(ft_stage *stage))
 {
     stage->report_fd = report_fd;
@@ -143,12 +155,7 @@ int ft_stage_child_main(ft_stage *stage, int report_fd, int (*run)(ft_stage *sta
     if (getppid() == 1)
         return 1; /* the engine is gone: nobody to report to */
 
-    char *log_path = ft_stage_log_path(stage->work_dir);
-    stage->log = fopen(log_path, "a");
-    free(log_path);
-    if (stage->log)
-        setvbuf(stage->log, NULL, _IOLBF, 0);
-
+    ft_stage_open_log(stage);
     ft_error_clear();
     int result = run ? run(stage) : stage->kind->run(stage);
     if (result == 0 && !stage->output_elsewhere && !ft_path_exists(stage->output_path)) {
@@ -182,6 +189,18 @@ int ft_stage_child_main(ft_stage *stage, int report_fd, int (*run)(ft_stage *sta
     if (cancel_requested && !stage->job_step) /* said, not inferred from the exit status: any kind may exit 2 */
         report(stage, 'C', NULL, "cancelled");
     return 1;
+}
+
+int ft_stage_command_result(const char *target, int wait_status)
+{
+    if (WIFSIGNALED(wait_status))
+        return ft_error("%s: the command was killed by signal %d (%s)", target, WTERMSIG(wait_status),
+                        strsignal(WTERMSIG(wait_status)));
+    if (WEXITSTATUS(wait_status) == 127)
+        return ft_error("%s: the command exited with status 127 (command not found?)", target);
+    if (WEXITSTATUS(wait_status) != 0)
+        return ft_error("%s: the command exited with status %d", target, WEXITSTATUS(wait_status));
+    return 0;
 }
 
 const char *ft_stage_target(const ft_stage *stage) { return stage->target; }

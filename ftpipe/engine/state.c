@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/statvfs.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ typedef enum {
     SQL_RUN_FINISH,
     SQL_RUN_LAST,
     SQL_RUN_OF_KEY,
+    SQL_RUN_LAST_EACH,
     SQL_RUN_ALL,
     SQL_TARGET_SET,
     SQL_TARGET_DELETE,
@@ -66,6 +68,7 @@ static const char *const statement_sql[SQL_COUNT] = {
                      " ORDER BY id DESC LIMIT 1",
     [SQL_RUN_OF_KEY] = "SELECT " RUN_COLUMNS " FROM runs WHERE key = ?1 AND status = ?2 ORDER BY id DESC LIMIT 1",
     [SQL_RUN_ALL] = "SELECT " RUN_COLUMNS " FROM runs ORDER BY id DESC",
+    [SQL_RUN_LAST_EACH] = "SELECT " RUN_COLUMNS " FROM runs WHERE id IN (SELECT MAX(id) FROM runs GROUP BY target)",
     [SQL_TARGET_SET] = "INSERT OR REPLACE INTO targets VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [SQL_TARGET_DELETE] = "DELETE FROM targets WHERE target = ?1",
     [SQL_TARGET_ALL] = "SELECT target, key, output_hash, device, inode, size_bytes, mtime_ns FROM targets"
@@ -326,6 +329,12 @@ int ft_state_commit(ft_state *state)
         return ft_error("ft_state_commit without ft_state_begin on %s", state->path);
     if (--state->transaction_depth > 0)
         return 0;
+    /* A COMMIT that finds the disk full rolls its transaction back, so the reserve
+     * goes before it, not after: a build commits a batch of records at once. */
+    struct statvfs file_system;
+    if (statvfs(state->path, &file_system) == 0 &&
+        (uint64_t)file_system.f_bavail * file_system.f_frsize < RESERVE_BYTES)
+        unlink(state->reserve_path);
     if (execute(state, "COMMIT", "commit") == 0)
         return 0;
     sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
@@ -532,6 +541,23 @@ int ft_state_last_run(ft_state *state, const char *target, int status, ft_run_re
     if (rc == SQLITE_ROW)
         return 1;
     return rc == SQLITE_DONE ? 0 : database_error(state, "read the last run");
+}
+
+int ft_state_last_runs(ft_state *state, ft_run_record **out, size_t *count)
+{
+    *out = NULL;
+    *count = 0;
+    sqlite3_stmt *stmt = statement(state, SQL_RUN_LAST_EACH);
+    if (!stmt)
+        return -1;
+    size_t capacity = 0;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        ft_grow((void **)out, &capacity, *count + 1, sizeof **out);
+        read_run(stmt, &(*out)[(*count)++]);
+    }
+    sqlite3_reset(stmt);
+    return rc == SQLITE_DONE ? 0 : database_error(state, "read the last runs");
 }
 
 int ft_state_run_of_key(ft_state *state, const char *key, ft_run_status status, ft_run_record *out)

@@ -1,5 +1,6 @@
 /* workspace: opening .ftpipe and holding its lock. */
 #include "ftpipe/engine/workspace.h"
+#include "ftpipe/engine/up_to_date.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -66,6 +67,8 @@ int ft_workspace_open(const char *dir, bool lock, ft_workspace **out)
     int result = ft_mkdir_p(workspace->state_dir);
     if (result == 0 && lock)
         result = take_lock(workspace);
+    if (result == 0 && lock)
+        ft_up_to_date_forget(workspace->state_dir); /* this run may change what the record answers */
     if (result == 0)
         result = ft_state_open(workspace->state_dir, &workspace->state);
     if (result == 0)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "ftpipe/engine/graph.h"
+#include "ftpipe/engine/plan.h"
 #include "ftpipe/engine/progress.h"
 #include "ftpipe/engine/remote_sync.h"
 #include "ftpipe/engine/workspace.h"
@@ -26,6 +27,9 @@ typedef struct {
     ft_progress *progress;
     ft_remote_sync *remote;       /* NULL: no remote cache; else asked before a stage runs, and
                                      given each finished stage when writable */
+    ft_plan *plans;               /* NULL, or the graph's plans made just before (by the estimate
+                                     check; zeroed where none was made): the build takes them over,
+                                     frees what they hold, and leaves the array to the caller */
 } ft_build_options;
 
 typedef struct {

@@ -21,6 +21,7 @@
 #ifndef FTPIPE_PIPELINE_H
 #define FTPIPE_PIPELINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ftpipe/base/error.h"
@@ -65,6 +66,7 @@ typedef struct {
     char *remote_url;        /* from `.REMOTE:`; NULL when absent */
     char **files;            /* every file read (the pipeline, then includes), owned */
     size_t n_files;
+    bool lists_folders;      /* a wildcard was expanded: what files exist changes its meaning */
 } ft_pipeline;
 
 typedef struct {

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ftpipe/base/strbuf.h"
 
@@ -96,11 +97,24 @@ typedef struct {
      * with ft_stage_metric as the rates its estimate's work parts name. It writes
      * no output; only the rates are kept. */
     int (*measure)(ft_stage *stage);
+    /* Optional, for a kind whose run is one program (shell): starts it from the
+     * engine process itself, with no copy of the engine between (a fork of the
+     * engine per stage costs more than a small stage), and sets *pid. The program
+     * must run in the pipeline's folder with its output on ft_stage_log_fd, lead a
+     * process group of its own, and be sent SIGTERM when the engine dies. Its exit
+     * status is the stage's; the engine checks the output. Called in the engine
+     * process, so it must not change the process's own state (environment, folder).
+     * Used instead of run unless the stage is handed elsewhere (a Slurm job). */
+    int (*spawn)(ft_stage *stage, pid_t *pid);
 } ft_stage_kind;
 
 /* The kind of that name in a NULL-terminated table (stages/registry.h has the
  * built-in one, which main hands to the engine), or NULL. */
 const ft_stage_kind *ft_stage_kind_lookup(const ft_stage_kind *const *kinds, const char *name);
+
+/* How a command a stage ran ended, from its wait status: 0 when it exited 0, else
+ * -1 with ft_error naming the exit status or the signal. */
+int ft_stage_command_result(const char *target, int wait_status);
 
 /* --- what the stage is --- */
 const char *ft_stage_target(const ft_stage *stage);   /* as written in the pipeline */

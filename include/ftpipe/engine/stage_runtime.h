@@ -46,6 +46,10 @@ void ft_stage_destroy(ft_stage *stage);
  * report_fd receives the protocol above. */
 int ft_stage_child_main(ft_stage *stage, int report_fd, int (*run)(ft_stage *stage));
 
+/* Opens the stage log (append) for ft_stage_log and ft_stage_log_fd, as the child
+ * does before running a kind; the engine does it before a kind's spawn. */
+void ft_stage_open_log(ft_stage *stage);
+
 /* What the slurm executor hands to the node that runs the stage. */
 const ft_param_set *ft_stage_params(const ft_stage *stage);
 int ft_stage_report_fd(const ft_stage *stage);

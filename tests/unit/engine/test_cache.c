@@ -373,6 +373,41 @@ TEST(crosses_file_systems)
     ft_cache_close(cache);
 }
 
+TEST(a_deferred_store_is_this_process_s_until_synced)
+{
+    ft_cache *cache = open_cache("deferred");
+    char *work = ft_path_join(temporary_dir, "deferred-work");
+    char *root = make_output(work, "out");
+    ft_manifest *manifest = NULL;
+    CHECK_INT(ft_manifest_build(NULL, root, 1, &manifest), 0);
+    CHECK_INT(ft_cache_store_deferred(cache, KEY_ONE, root, manifest), 0);
+    /* No manifest under its name yet: another process (a later run) finds nothing. */
+    char *manifest_path = ft_xasprintf("%s/manifests/%s", ft_cache_dir(cache), KEY_ONE);
+    CHECK(!ft_path_exists(manifest_path));
+    ft_manifest *found = NULL;
+    CHECK_INT(ft_cache_lookup(cache, KEY_ONE, &found), 1); /* this one does */
+    if (found)
+        CHECK(ft_hash_equal(found->hash, manifest->hash));
+    ft_manifest_free(found);
+    CHECK_INT(ft_cache_sync(cache), 0);
+    CHECK(ft_path_exists(manifest_path));
+    char *manifests_dir = ft_path_dirname(manifest_path);
+    char *names = names_in(manifests_dir);
+    CHECK_STR(names, KEY_ONE); /* no temporary left */
+    free(names);
+    free(manifests_dir);
+    CHECK_INT(ft_cache_sync(cache), 0); /* nothing pending: nothing to do */
+    ft_cache *other = open_cache("deferred");
+    CHECK_INT(ft_cache_lookup(other, KEY_ONE, &found), 1);
+    ft_manifest_free(found);
+    ft_cache_close(other);
+    free(manifest_path);
+    ft_manifest_free(manifest);
+    free(root);
+    free(work);
+    ft_cache_close(cache);
+}
+
 int main(void)
 {
     temporary_dir = fixture_temporary_dir("cache");
@@ -384,6 +419,7 @@ int main(void)
     RUN(gc_frees_exactly_what_is_unreferenced);
     RUN(stores_and_places_a_link_output);
     RUN(crosses_file_systems);
+    RUN(a_deferred_store_is_this_process_s_until_synced);
     ft_remove_tree(temporary_dir);
     return check_done();
 }
