@@ -720,6 +720,26 @@ static void free_run(eval_run *run, model_outcome *outcomes, size_t n_models)
     free(run->train.tokenizer_hash);
 }
 
+/* What the run and the estimate both need: the inputs, parameters, tokenizer,
+ * stop tokens and the encoded samples. */
+static int prepare(eval_run *run)
+{
+    int status = check_inputs(run);
+    if (status == 0 && run->train_dir)
+        status = read_train_output(run);
+    if (status == 0)
+        status = read_parameters(run);
+    if (status == 0)
+        status = load_tokenizer(run);
+    if (status == 0)
+        status = choose_stop_tokens(run);
+    if (status == 0)
+        status = read_data(run);
+    if (status == 0)
+        status = encode_samples(run);
+    return status;
+}
+
 static int run_evaluate(ft_stage *stage)
 {
     eval_run run = {.stage = stage};
@@ -727,19 +747,7 @@ static int run_evaluate(ft_stage *stage)
     model_outcome outcomes[2];
     memset(outcomes, 0, sizeof outcomes);
     size_t n_models = 0;
-    int status = check_inputs(&run);
-    if (status == 0 && run.train_dir)
-        status = read_train_output(&run);
-    if (status == 0)
-        status = read_parameters(&run);
-    if (status == 0)
-        status = load_tokenizer(&run);
-    if (status == 0)
-        status = choose_stop_tokens(&run);
-    if (status == 0)
-        status = read_data(&run);
-    if (status == 0)
-        status = encode_samples(&run);
+    int status = prepare(&run);
     /* The ranks start before any backend does (stage_ranks.h); with one, this is the only process. */
     bool started = status == 0 && ft_stage_ranks_start(stage, &run.ranks) == 0;
     status = started ? 0 : -1;
@@ -821,19 +829,7 @@ static int estimate_evaluate(ft_stage *stage, ft_stage_estimate *out)
         }
     eval_run run = {.stage = stage, .estimating = true};
     ft_dataset_init(&run.dataset);
-    int status = check_inputs(&run);
-    if (status == 0 && run.train_dir)
-        status = read_train_output(&run);
-    if (status == 0)
-        status = read_parameters(&run);
-    if (status == 0)
-        status = load_tokenizer(&run);
-    if (status == 0)
-        status = choose_stop_tokens(&run);
-    if (status == 0)
-        status = read_data(&run);
-    if (status == 0)
-        status = encode_samples(&run);
+    int status = prepare(&run);
     if (status == 0)
         status = estimate_figures(&run, out);
     free_run(&run, NULL, 0);

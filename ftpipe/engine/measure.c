@@ -15,6 +15,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/engine/build.h"
+#include "ftpipe/engine/plan.h"
 #include "ftpipe/engine/stage_runtime.h"
 
 typedef struct {
@@ -114,22 +115,15 @@ int ft_measure_stage(ft_workspace *workspace, const ft_graph *graph, size_t inde
         return result;
     }
     char *out_dir = ft_path_join(scratch, "out");
-    ft_mkdir_p(out_dir);
+    int made = ft_mkdir_p(out_dir);
     free(out_dir);
-    ft_stage_setup setup = {
-        .kind = node->kind,
-        .params = &node->params,
-        .target = node->target,
-        .key = key,
-        .pipeline_dir = graph->pipeline->dir,
-        .inputs = (const char *const *)node->input_paths,
-        .n_inputs = node->n_inputs,
-        .work_dir = scratch,
-        .state_dir = workspace->state_dir,
-        .output_elsewhere = true, /* it makes none */
-        .variables = node->decl->variables,
-        .n_variables = node->decl->n_variables,
-    };
+    if (made != 0) {
+        ft_remove_tree(scratch);
+        free(scratch);
+        return ft_error_context("measuring %s", node->target);
+    }
+    ft_stage_setup setup = ft_plan_stage_setup(workspace, graph, index, key, scratch);
+    setup.output_elsewhere = true; /* it makes none */
     ft_stage *stage = ft_stage_create(&setup);
     reports r = {0};
     fprintf(stderr, "ftpipe: measuring %s (%s): a few real steps, timed and thrown away\n", node->target,

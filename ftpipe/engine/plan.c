@@ -10,12 +10,11 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/stage_runtime.h"
 
-ft_stage *ft_plan_stage_context(const ft_workspace *workspace, const ft_graph *graph, size_t index,
-                                const char *key)
+ft_stage_setup ft_plan_stage_setup(const ft_workspace *workspace, const ft_graph *graph, size_t index,
+                                   const char *key, const char *work_dir)
 {
     const ft_node *node = &graph->nodes[index];
-    char *work_dir = ft_workspace_work_dir(workspace, key);
-    ft_stage_setup setup = {
+    return (ft_stage_setup){
         .kind = node->kind,
         .params = &node->params,
         .target = node->target,
@@ -28,6 +27,13 @@ ft_stage *ft_plan_stage_context(const ft_workspace *workspace, const ft_graph *g
         .variables = node->decl->variables,
         .n_variables = node->decl->n_variables,
     };
+}
+
+ft_stage *ft_plan_stage_context(const ft_workspace *workspace, const ft_graph *graph, size_t index,
+                                const char *key)
+{
+    char *work_dir = ft_workspace_work_dir(workspace, key);
+    ft_stage_setup setup = ft_plan_stage_setup(workspace, graph, index, key, work_dir);
     ft_stage *stage = ft_stage_create(&setup);
     free(work_dir);
     return stage;

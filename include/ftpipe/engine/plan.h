@@ -8,6 +8,7 @@
 
 #include "ftpipe/engine/graph.h"
 #include "ftpipe/engine/stage_key.h"
+#include "ftpipe/engine/stage_runtime.h"
 #include "ftpipe/engine/workspace.h"
 
 typedef enum {
@@ -39,6 +40,9 @@ char *ft_plan_reason_line(const ft_plan *plan);
  * log_path (borrowed, as are the plan's texts); fills in the key's description. */
 ft_run_record ft_plan_run_record(const ft_node *node, ft_plan *plan, ft_run_status status, char *log_path);
 
+/* What ft_stage_create needs for node `index` working in work_dir (borrowed). */
+ft_stage_setup ft_plan_stage_setup(const ft_workspace *workspace, const ft_graph *graph, size_t index,
+                                   const char *key, const char *work_dir);
 /* A stage context for the engine process (extra_key, cached_output_usable). */
 ft_stage *ft_plan_stage_context(const ft_workspace *workspace, const ft_graph *graph, size_t index,
                                 const char *key);
