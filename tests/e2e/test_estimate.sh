@@ -5,6 +5,7 @@
 # then the time figure from a past run's throughput, the JSON form, and unknown
 # figures saying why.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/estimate_models.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 RELEASE="$ROOT/build/ftpipe"
 
@@ -25,35 +26,7 @@ case_lines() {
 }
 SEED=1
 {
-  cat <<'P'
-models/a: init
-	vocab_size = 16384
-	hidden_size = 256
-	num_hidden_layers = 4
-	intermediate_size = 704
-	num_attention_heads = 4
-	num_key_value_heads = 2
-	dtype = f32
-
-models/b: init
-	vocab_size = 8192
-	hidden_size = 384
-	num_hidden_layers = 3
-	intermediate_size = 1024
-	num_attention_heads = 6
-	num_key_value_heads = 2
-	tie_word_embeddings = true
-	dtype = f32
-
-data/set_a: tokenize models/a train.json
-	template = plain
-	cutoff_len = 128
-
-data/set_b: tokenize models/b train.json
-	template = plain
-	cutoff_len = 96
-
-P
+  estimate_models
   case_lines full_a_4 models/a 4 full false
   case_lines full_a_4_recomputed models/a 4 full true
   case_lines full_a_1 models/a 1 full false

@@ -12,6 +12,7 @@
 # run the release build (ASan's own cost is not the program's); the JSON and text
 # forms of --measure run the build under test.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/estimate_models.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 RELEASE="$ROOT/build/ftpipe"
 
@@ -30,35 +31,7 @@ case_lines() {
   printf '\tmax_steps = %s\n\tsave_steps = %s\n\tbackend = cpu\n\tthreads = 1\n\n' "$6" "$(($6 / 2))"
 }
 {
-  cat <<'P'
-models/a: init
-	vocab_size = 16384
-	hidden_size = 256
-	num_hidden_layers = 4
-	intermediate_size = 704
-	num_attention_heads = 4
-	num_key_value_heads = 2
-	dtype = f32
-
-models/b: init
-	vocab_size = 8192
-	hidden_size = 384
-	num_hidden_layers = 3
-	intermediate_size = 1024
-	num_attention_heads = 6
-	num_key_value_heads = 2
-	tie_word_embeddings = true
-	dtype = f32
-
-data/set_a: tokenize models/a train.json
-	template = plain
-	cutoff_len = 128
-
-data/set_b: tokenize models/b train.json
-	template = plain
-	cutoff_len = 96
-
-P
+  estimate_models
   case_lines reference a lora 4 false 12
   case_lines a_lora_8 a lora 8 false 8
   case_lines a_full_2_recomputed a full 2 true 16
