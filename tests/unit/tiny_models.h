@@ -12,8 +12,8 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/model/model_init.h"
 
-/* Writes ROOT/NAME with `layers` layers and weights drawn from `seed`; returns
- * the folder (caller frees). */
+/* Writes ROOT/NAME with `layers` layers and weights drawn from `seed`, in f32;
+ * returns the folder (caller frees). Qwen2 with 2 layers is the tiny shape itself. */
 static inline char *tiny_model_write(const char *root, const char *name, ft_architecture architecture, int layers,
                                      uint64_t seed)
 {
@@ -37,8 +37,10 @@ static inline char *tiny_model_write(const char *root, const char *name, ft_arch
         c->qk_norm = true;
     }
     char *dir = ft_xasprintf("%s/%s", root, name);
-    if (ft_model_init_write(dir, &options) < 0)
+    int written = ft_model_init_write(dir, &options);
+    if (written < 0)
         fprintf(stderr, "  %s\n", ft_error_message());
+    CHECK_INT(written, 0);
     return dir;
 }
 

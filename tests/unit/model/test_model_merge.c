@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "check.h"
+#include "tiny_models.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -74,14 +75,7 @@ TEST(bf16_and_f16_round_to_nearest_even)
 
 static char *write_base(void)
 {
-    char *dir = ft_path_join(root, "base");
-    ft_model_init_options options = {0};
-    CHECK_INT(ft_model_shape("tiny", &options.config), 0);
-    options.dtype = FT_DTYPE_F32;
-    options.seed = 5;
-    options.threads = 1;
-    CHECK_INT(ft_model_init_write(dir, &options), 0);
-    return dir;
+    return tiny_model_write(root, "base", FT_ARCH_QWEN2, 2, 5);
 }
 
 /* The logits of model_dir for fixed tokens, with adapter_dir's adapter when not NULL. */

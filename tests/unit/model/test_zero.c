@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "tiny_models.h"
 #include "ftpipe/backend/comm_host.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
@@ -29,16 +30,7 @@ static char *model_dir;
 
 #define ROW_LENGTH 32
 
-static void write_model(void)
-{
-    model_dir = ft_path_join(root, "model");
-    ft_model_init_options options = {0};
-    CHECK_INT(ft_model_shape("tiny", &options.config), 0);
-    options.dtype = FT_DTYPE_F32;
-    options.seed = 3;
-    options.threads = 1;
-    CHECK_INT(ft_model_init_write(model_dir, &options), 0);
-}
+static void write_model(void) { model_dir = tiny_model_write(root, "model", FT_ARCH_QWEN2, 2, 3); }
 
 /* n "a+b=c" rows of bytes, the answer trained on. */
 static char *write_data(const char *name, int n)
