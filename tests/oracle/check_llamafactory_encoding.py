@@ -239,18 +239,7 @@ class LlamaFactory:
         encoded = processor.preprocess_dataset(self.examples(names))
         if not data_args.packing:
             return [[(ids, labels)] for ids, labels in zip(encoded["input_ids"], encoded["labels"])]
-        rows = []  # neat packing: attention_mask numbers the samples from 1; 0 is padding
-        for ids, labels, segments in zip(encoded["input_ids"], encoded["labels"], encoded["attention_mask"]):
-            row = []
-            for i, segment in enumerate(segments):
-                if segment == 0:
-                    continue
-                if len(row) < segment:
-                    row.append(([], []))
-                row[-1][0].append(ids[i])
-                row[-1][1].append(labels[i])
-            rows.append(row)
-        return rows
+        return oracle.neat_packed_rows(encoded)
 
 
 def describe_difference(ours, theirs, tokenizer):

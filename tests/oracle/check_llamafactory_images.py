@@ -123,18 +123,7 @@ class LlamaFactory:
             images.append((grids, mm["pixel_values"].numpy() if paths else None))
         if not data_args.neat_packing:
             return [[(ids, labels)] for ids, labels in zip(encoded["input_ids"], encoded["labels"])], images
-        rows = []  # neat packing: attention_mask numbers the samples from 1; 0 is padding
-        for ids, labels, segments in zip(encoded["input_ids"], encoded["labels"], encoded["attention_mask"]):
-            row = []
-            for i, segment in enumerate(segments):
-                if segment == 0:
-                    continue
-                if len(row) < segment:
-                    row.append(([], []))
-                row[-1][0].append(ids[i])
-                row[-1][1].append(labels[i])
-            rows.append(row)
-        return rows, images
+        return oracle.neat_packed_rows(encoded), images
 
 
 def masked_pads(labels, ids):

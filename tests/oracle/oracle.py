@@ -190,3 +190,20 @@ def read_image_store(path):
     offsets = struct.unpack_from("<%dQ" % (n_samples + 1), data, offsets_at)
     refs = struct.unpack_from("<%dI" % n_refs, data, refs_at)
     return images, [list(refs[offsets[s]:offsets[s + 1]]) for s in range(n_samples)]
+
+
+def neat_packed_rows(encoded):
+    """LLaMA-Factory's neat-packed rows as lists of (ids, labels) per sample: its
+    attention_mask numbers a row's samples from 1, and 0 is padding."""
+    rows = []
+    for ids, labels, segments in zip(encoded["input_ids"], encoded["labels"], encoded["attention_mask"]):
+        row = []
+        for i, segment in enumerate(segments):
+            if segment == 0:
+                continue
+            if len(row) < segment:
+                row.append(([], []))
+            row[-1][0].append(ids[i])
+            row[-1][1].append(labels[i])
+        rows.append(row)
+    return rows
