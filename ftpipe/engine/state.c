@@ -97,10 +97,13 @@ typedef struct {
     bool loaded;
 } file_map;
 
-/* Space set aside beside the database: when the disk fills up, deleting it lets the
- * failure itself still be recorded (a run's record needs a few pages of WAL). */
+/* Room for the records of a run that ends on a full disk, kept inside SQLite's own
+ * files where no other writer can take it: free pages in state.db, which new rows
+ * take before the file grows, and a WAL file that keeps its size between runs
+ * (persistent WAL) and is written again from its start after each checkpoint.
+ * Topped up at open while the disk has room; a checkpoint every 128 pages (the
+ * wal_autocheckpoint below, 512 KiB) keeps the WAL's live part well inside it. */
 #define RESERVE_BYTES (2u << 20)
-
 /* The targets table in memory, read in one query at the first lookup: a no-op
  * asks about every target. */
 typedef struct {
@@ -116,7 +119,6 @@ typedef struct {
 struct ft_state {
     sqlite3 *db;
     char *path;
-    char *reserve_path;
     int transaction_depth;
     sqlite3_stmt *statements[SQL_COUNT];
     file_map files;
@@ -132,28 +134,19 @@ static int database_error(ft_state *state, const char *what)
                             : "");
 }
 
-/* Creates the reserve if it is missing and there is room for it. */
-static void reserve_space(ft_state *state)
+/* After SQLITE_FULL: a checkpoint lets the next write start the WAL again from
+ * its beginning, inside the space the file already has; true when worth a retry. */
+static bool make_room(ft_state *state, int rc)
 {
-    int fd = open(state->reserve_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return;
-    bool made = posix_fallocate(fd, 0, RESERVE_BYTES) == 0;
-    close(fd);
-    if (!made)
-        unlink(state->reserve_path);
-}
-
-/* After SQLITE_FULL: frees the reserve; true when there was one to free (try again). */
-static bool release_reserve(ft_state *state, int rc)
-{
-    return (rc & 0xff) == SQLITE_FULL && unlink(state->reserve_path) == 0;
+    if ((rc & 0xff) != SQLITE_FULL || sqlite3_get_autocommit(state->db) == 0)
+        return false;
+    return sqlite3_wal_checkpoint_v2(state->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) == SQLITE_OK;
 }
 
 static int execute(ft_state *state, const char *sql, const char *what)
 {
     int rc = sqlite3_exec(state->db, sql, NULL, NULL, NULL);
-    if (rc != SQLITE_OK && release_reserve(state, sqlite3_errcode(state->db)))
+    if (rc != SQLITE_OK && make_room(state, sqlite3_errcode(state->db)))
         rc = sqlite3_exec(state->db, sql, NULL, NULL, NULL);
     return rc == SQLITE_OK ? 0 : database_error(state, what);
 }
@@ -188,7 +181,7 @@ static int step_done(ft_state *state, sqlite3_stmt *stmt, const char *what)
     }
     int rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
-    if (rc != SQLITE_DONE && release_reserve(state, rc)) {
+    if (rc != SQLITE_DONE && make_room(state, rc)) {
         rc = sqlite3_step(stmt);
         sqlite3_reset(stmt);
     }
@@ -261,11 +254,49 @@ static int ensure_schema(ft_state *state)
     return 0;
 }
 
+static int64_t pragma_number(ft_state *state, const char *sql)
+{
+    sqlite3_stmt *stmt;
+    int64_t value = -1;
+    if (sqlite3_prepare_v2(state->db, sql, -1, &stmt, NULL) == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW)
+        value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    return value;
+}
+
+/* Tops the reserve up (see RESERVE_BYTES): a blob written and dropped again grows
+ * the WAL to the reserve's size and leaves its pages free in state.db. Best effort:
+ * on a disk without room the database works as before. */
+static void reserve_space(ft_state *state)
+{
+    char *legacy = ft_xasprintf("%s.reserve", state->path); /* the reserve of earlier versions */
+    unlink(legacy);
+    free(legacy);
+    char *wal_path = ft_xasprintf("%s-wal", state->path);
+    struct stat wal;
+    int64_t wal_bytes = stat(wal_path, &wal) == 0 ? (int64_t)wal.st_size : 0;
+    free(wal_path);
+    int64_t free_bytes = pragma_number(state, "PRAGMA freelist_count") * pragma_number(state, "PRAGMA page_size");
+    if (wal_bytes >= RESERVE_BYTES && free_bytes >= RESERVE_BYTES / 2)
+        return;
+    struct statvfs file_system;
+    if (statvfs(state->path, &file_system) != 0 ||
+        (uint64_t)file_system.f_bavail * file_system.f_frsize < 3 * (uint64_t)RESERVE_BYTES)
+        return;
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS reserve_fill (space BLOB);"
+             " INSERT INTO reserve_fill VALUES (zeroblob(%u)); COMMIT;"
+             " BEGIN IMMEDIATE; DROP TABLE reserve_fill; COMMIT",
+             RESERVE_BYTES);
+    if (sqlite3_exec(state->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
 int ft_state_open(const char *state_dir, ft_state **out)
 {
     ft_state *state = ft_xcalloc(1, sizeof *state);
     state->path = ft_path_join(state_dir, "state.db");
-    state->reserve_path = ft_path_join(state_dir, "state.db.reserve");
     int result = 0;
     if (sqlite3_open_v2(state->path, &state->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK)
@@ -273,7 +304,11 @@ int ft_state_open(const char *state_dir, ft_state **out)
     if (result == 0)
         result = sqlite3_busy_timeout(state->db, 10000) == SQLITE_OK ? 0 : database_error(state, "set a timeout");
     if (result == 0)
-        result = execute(state, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL", "set the journal mode");
+        result = execute(state, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 128",
+                         "set the journal mode");
+    int persist_wal = 1;
+    if (result == 0)
+        sqlite3_file_control(state->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal);
     if (result == 0)
         result = ensure_schema(state);
     if (result == 0)
@@ -309,7 +344,6 @@ void ft_state_close(ft_state *state)
     free(state->targets.present);
     ft_strmap_free(&state->targets.index);
     free(state->path);
-    free(state->reserve_path);
     free(state);
 }
 
@@ -329,12 +363,6 @@ int ft_state_commit(ft_state *state)
         return ft_error("ft_state_commit without ft_state_begin on %s", state->path);
     if (--state->transaction_depth > 0)
         return 0;
-    /* A COMMIT that finds the disk full rolls its transaction back, so the reserve
-     * goes before it, not after: a build commits a batch of records at once. */
-    struct statvfs file_system;
-    if (statvfs(state->path, &file_system) == 0 &&
-        (uint64_t)file_system.f_bavail * file_system.f_frsize < RESERVE_BYTES)
-        unlink(state->reserve_path);
     if (execute(state, "COMMIT", "commit") == 0)
         return 0;
     sqlite3_exec(state->db, "ROLLBACK", NULL, NULL, NULL);

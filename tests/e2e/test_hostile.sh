@@ -189,6 +189,37 @@ else
   skip_without_tmpfs "$CASE"
 fi
 
+CASE="failures are recorded while another stage keeps the disk full, taking every byte freed"
+if [ "$HAVE_TMPFS" = 1 ]; then
+  t_case "$CASE"
+  # hog fills the file system and goes on taking whatever is freed until both
+  # other stages have ended (and 2 s more): space freed for the database by
+  # deleting a file would be gone before the database could use it.
+  W="$FULL/ws3"; mkdir "$W"
+  MARK="$T_ROOT/late-ended"
+  cat > "$W/hog.sh" <<EOF
+mkdir "\$1"; n=0
+while [ ! -e "$MARK" ] && [ \$n -lt 3000 ]; do cat /dev/zero >> "\$1/fill" 2>/dev/null; n=\$((n + 1)); sleep 0.01; done
+end=\$((\$(date +%s) + 2))
+while [ "\$(date +%s)" -lt \$end ]; do cat /dev/zero >> "\$1/fill" 2>/dev/null; sleep 0.01; done
+exit 1
+EOF
+  printf 'hog: shell hog.sh\n\trun = sh $< $@\nlate1.txt: shell\n\trun = sleep 1; exit 3\nlate2.txt: shell\n\trun = sleep 2; echo > $@; touch %s; exit 1\n' "$MARK" > "$W/Ftpipe"
+  t_run "$FTPIPE" -C "$W" -k -j3
+  t_expect_fail
+  t_expect_contains "FAILED   late1.txt"
+  t_expect_contains "FAILED   late2.txt"
+  t_expect_contains "FAILED   hog: no space left on $FULL"
+  t_expect_lacks "state database"
+  t_run "$FTPIPE" -C "$W" status
+  [ "$(printf '%s\n' "$T_OUT" | grep -c 'the last run failed')" = 3 ] || t_fail "not every failure was recorded: $T_OUT"
+  t_expect_lacks "running (or killed)"
+  t_end
+  rm -rf "$W" "$MARK"
+else
+  skip_without_tmpfs "$CASE"
+fi
+
 t_case "a run refused the instant after another took the lock still names the holder's pid"
 # The holder has the lock and has written nothing yet: the moment in which the
 # loser of a race used to read an empty file and say "pid unknown".
