@@ -169,6 +169,56 @@ bool ft_llava_config_is_llava(const char *model_dir)
     return llava;
 }
 
+/* transformers' LlamaConfig defaults, which llava-hf's text_config relies on. */
+static void fill_llama_defaults(json_t *text)
+{
+    static const struct {
+        const char *key;
+        double value;
+        bool integer;
+    } defaults[] = {
+        {"vocab_size", 32000, true},          {"hidden_size", 4096, true},   {"intermediate_size", 11008, true},
+        {"num_hidden_layers", 32, true},      {"num_attention_heads", 32, true},
+        {"max_position_embeddings", 2048, true}, {"rms_norm_eps", 1e-6, false}, {"rope_theta", 10000.0, false},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        if (!json_object_get(text, defaults[i].key))
+            json_object_set_new(text, defaults[i].key, defaults[i].integer ? json_integer((json_int_t)defaults[i].value)
+                                                                           : json_real(defaults[i].value));
+}
+
+int ft_llava_text_config_load(const char *model_dir, ft_model_config *out)
+{
+    char *path = ft_path_join(model_dir, "config.json");
+    json_error_t error;
+    json_t *root = json_load_file(path, 0, &error);
+    int status = 0;
+    if (!root)
+        status = ft_error("%s:%d:%d: not valid JSON: %s", path, error.line, error.column, error.text);
+    else if (!json_is_object(root) || !names_llava(root))
+        status = ft_error("%s: not a LLaVA model (architectures [\"" LLAVA_ARCHITECTURE "\"])", path);
+    json_t *given = status == 0 ? json_object_get(root, "text_config") : NULL;
+    if (status == 0 && given && !json_is_object(given))
+        status = ft_error("%s: \"text_config\" must be an object", path);
+    json_t *text = status == 0 ? (given ? json_deep_copy(given) : json_object()) : NULL;
+    if (text && !json_object_get(text, "model_type") && !json_object_get(text, "architectures"))
+        json_object_set_new(text, "model_type", json_string("llama"));
+    const json_t *type = text ? json_object_get(text, "model_type") : NULL;
+    if (text && json_is_string(type) && strcmp(json_string_value(type), "llama") == 0)
+        fill_llama_defaults(text);
+    char *dumped = text ? json_dumps(text, 0) : NULL;
+    if (dumped) {
+        char *origin = ft_xasprintf("%s (text_config)", path);
+        status = ft_model_config_parse(dumped, origin, out);
+        free(origin);
+        free(dumped);
+    }
+    json_decref(text);
+    json_decref(root);
+    free(path);
+    return status;
+}
+
 uint32_t ft_llava_image_tokens(const ft_llava_config *config)
 {
     uint32_t side = (uint32_t)(config->vision.image_size / config->vision.patch_size);

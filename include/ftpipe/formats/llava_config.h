@@ -3,12 +3,16 @@
  * vision tower (vision_config, CLIPVisionConfig's defaults for absent keys), the
  * feature layer and selection, the projector, and the image token. Absent keys
  * take transformers' LlavaConfig defaults (a CLIP ViT-L/14 at 336 pixels). The
- * language model (text_config) is read by model_config. */
+ * language model's text_config is read as model_config reads a config.json,
+ * LlamaConfig's defaults filling a llama text_config's absent keys (llava-hf's
+ * configs leave most of them out). */
 #ifndef FTPIPE_LLAVA_CONFIG_H
 #define FTPIPE_LLAVA_CONFIG_H
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "ftpipe/formats/model_config.h"
 
 typedef struct {
     int hidden_size, intermediate_size, num_hidden_layers, num_attention_heads;
@@ -34,6 +38,9 @@ bool ft_llava_config_is_llava(const char *model_dir);
  * error naming the file and key. */
 int ft_llava_config_load(const char *model_dir, ft_llava_config *out);
 int ft_llava_config_parse(const char *json_text, const char *origin, ft_llava_config *out);
+
+/* The language model's config: text_config (absent: LlamaConfig's defaults). */
+int ft_llava_text_config_load(const char *model_dir, ft_model_config *out);
 
 /* Tokens each image takes in the language model: (image_size / patch_size)^2
  * patches, plus the CLS token with the "full" strategy (576 for LLaVA-1.5). */

@@ -57,6 +57,26 @@ TEST(reads_the_config_transformers_saves)
     CHECK_INT(ft_llava_image_tokens(&config), 16);
 }
 
+/* llava-hf's text_config names a few keys; LlamaConfig's defaults fill the rest. */
+TEST(reads_the_text_config_with_llama_defaults)
+{
+    ft_model_config text;
+    CHECK_INT(ft_llava_text_config_load("tests/fixtures/models/llava-processor", &text), 0);
+    CHECK_INT(text.architecture, FT_ARCH_LLAMA);
+    CHECK_INT(text.vocab_size, 128320);
+    CHECK_INT(text.hidden_size, 4096);
+    CHECK_INT(text.intermediate_size, 14336);
+    CHECK_INT(text.num_hidden_layers, 32);      /* LlamaConfig's default */
+    CHECK_INT(text.num_attention_heads, 32);    /* LlamaConfig's default */
+    CHECK_INT(text.num_key_value_heads, 8);
+    CHECK(text.rope_theta == 500000.0);
+    CHECK_INT(ft_llava_text_config_load("tests/fixtures/parity/llava/model", &text), 0);
+    CHECK_INT(text.vocab_size * 100 + text.num_key_value_heads, 30001);
+    CHECK(text.has_llama3_rope_scaling);
+    CHECK_INT(ft_llava_text_config_load("tests/fixtures/models/llama-3-8b", &text), -1);
+    CHECK(strstr(ft_error_message(), "not a LLaVA model") != NULL);
+}
+
 TEST(refuses_what_it_does_not_compute)
 {
     static const struct {
@@ -94,6 +114,7 @@ int main(void)
 {
     RUN(reads_llava_hub_config_with_transformers_defaults);
     RUN(reads_the_config_transformers_saves);
+    RUN(reads_the_text_config_with_llama_defaults);
     RUN(refuses_what_it_does_not_compute);
     return check_done();
 }
