@@ -123,3 +123,31 @@ t_run "$FTPIPE" -C "$W"
 t_expect_fail
 t_expect_contains "preprocessor_config.json: \"resample\" must be 3 (bicubic), the only resampling ftpipe computes"
 t_end
+
+t_case "init's tiny-llava tokenizes LLaVA data: 576 <image> tokens an image, one CLIP row each"
+W=$(t_workspace)
+cp -r "$DATASETS/llamafactory_data" "$W/data"
+printf 'model: init\n\tshape = tiny-llava\n\tdtype = f32\n\nout: tokenize model data\n\ttemplate = llava\n\tdataset = mllm_demo\n' > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_expect_contains "LlavaForConditionalGeneration with LlamaForCausalLM: 2 layers, hidden 64, vocab 260"
+grep -q '"vision_processor": "clip"' "$W/out/meta.json" || t_fail "meta.json lacks the vision processor: $(cat "$W/out/meta.json")"
+grep -q '"image_token_index": 259' "$W/model/config.json" || t_fail "config.json: $(cat "$W/model/config.json")"
+python3 - "$W/out/train" <<'PY' || t_fail "the image tokens are not 576 an image"
+import glob, struct, sys
+images = open(sys.argv[1] + "/images.bin", "rb").read()
+n_refs = struct.unpack_from("<Q", images, 40)[0]
+tokens = 0
+for shard in glob.glob(sys.argv[1] + "/shard-*.bin"):
+    data = open(shard, "rb").read()
+    n_tokens, n_samples, n_rows = struct.unpack_from("<QQQ", data, 16)
+    up = lambda offset: (offset + 63) // 64 * 64
+    ids_at = up(up(64 + 8 * (n_samples + 1)) + 8 * (n_rows + 1))
+    tokens += struct.unpack_from("<%dI" % n_tokens, data, ids_at).count(259)
+sys.exit(0 if n_refs > 0 and tokens == 576 * n_refs else 1)
+PY
+printf 'model: init\n\tshape = llava-13b\n' > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" model
+t_expect_fail
+t_expect_contains "unknown model shape 'llava-13b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b; LLaVA: tiny-llava, llava-1.5-7b, llava-llama3-8b"
+t_end
