@@ -177,7 +177,7 @@ static int open_image_table(ft_stage *stage, const ft_chat_template *chat_templa
     char *folder = model_folder(stage);
     int status = 0;
     int64_t min_pixels = 0, max_pixels = 0;
-    if (strcmp(ft_chat_template_image_tokens(chat_template)->plugin, "llava") == 0) {
+    if (strcmp(ft_chat_template_image_plugin(chat_template), "llava") == 0) {
         ft_llava_config config;
         ft_clip_image_options options;
         status = ft_llava_config_load(folder, &config);
@@ -207,17 +207,42 @@ static int open_image_table(ft_stage *stage, const ft_chat_template *chat_templa
     return status;
 }
 
+/* LLaVA's image token: config.json's must be the tokenizer's <image>, or the
+ * model would read its features at other tokens. */
+static int check_llava_image_token(ft_stage *stage, const ft_chat_template *chat_template,
+                                   const ft_tokenizer *tokenizer)
+{
+    const char *plugin = ft_chat_template_image_plugin(chat_template);
+    if (is_pretraining(stage) || !plugin || strcmp(plugin, "llava") != 0)
+        return 0;
+    char *folder = model_folder(stage);
+    ft_llava_config config;
+    int status = ft_llava_config_load(folder, &config);
+    const char *pad = ft_chat_template_image_tokens(chat_template)->pad;
+    int64_t id = ft_tokenizer_token_id(tokenizer, pad);
+    if (status == 0 && id < 0)
+        status = ft_error("%s: the tokenizer has no %s token, which LLaVA's images become: use the tokenizer that "
+                          "came with the model",
+                          folder, pad);
+    else if (status == 0 && id != config.image_token_id)
+        status = ft_error("%s: config.json's image token is %d, but the tokenizer's %s is %lld: use the tokenizer "
+                          "that came with the model",
+                          folder, config.image_token_id, pad, (long long)id);
+    free(folder);
+    return status;
+}
+
 /* The template that writes this model's images: a LLaVA model folder takes
  * llava and llama3 (LlavaPlugin); qwen2_vl takes no LLaVA model, llava only one. */
 static int template_for_model(ft_stage *stage, const ft_chat_template **chat_template)
 {
-    const ft_image_tokens *tokens = ft_chat_template_image_tokens(*chat_template);
+    const char *plugin = ft_chat_template_image_plugin(*chat_template);
     char *folder = model_folder(stage);
     bool llava = ft_llava_config_is_llava(folder);
     int status = 0;
     if (llava && !is_pretraining(stage))
         status = ft_chat_template_for_llava(*chat_template, chat_template);
-    else if (!llava && tokens && strcmp(tokens->plugin, "llava") == 0 && !is_pretraining(stage))
+    else if (!llava && plugin && strcmp(plugin, "llava") == 0 && !is_pretraining(stage))
         status = ft_error("template %s is for LLaVA models, but %s/config.json is not a LlavaForConditionalGeneration",
                           ft_chat_template_name(*chat_template), folder);
     free(folder);
@@ -466,7 +491,8 @@ static int run_tokenize(ft_stage *stage)
     ft_tokenizer *tokenizer;
     if (ft_tokenizer_load(ft_stage_input_path(stage, 0), &tokenizer) != 0)
         return ft_error_context("the first input of tokenize must be a model folder or a tokenizer.json");
-    if (ft_chat_template_check_tokenizer(chat_template, tokenizer) != 0) {
+    if (ft_chat_template_check_tokenizer(chat_template, tokenizer) != 0 ||
+        check_llava_image_token(stage, chat_template, tokenizer) != 0) {
         ft_tokenizer_free(tokenizer);
         return ft_error_context("%s", ft_stage_input_path(stage, 0));
     }

@@ -31,9 +31,6 @@ int ft_llava_model_load(const char *model_dir, ft_backend *backend, const ft_mod
     int status = ft_vision_clip_load(model_dir, backend, &model->vision);
     if (status == 0)
         status = ft_llava_text_config_load(model_dir, &text_config);
-    if (status == 0 && text_config.hidden_size != ft_vision_clip_feature_width(model->vision))
-        status = ft_error("%s/config.json: the projector gives features of %d, but text_config.hidden_size is %d",
-                          model_dir, ft_vision_clip_feature_width(model->vision), text_config.hidden_size);
     if (status == 0 && (ft_vision_clip_config(model->vision)->image_token_id < 0 ||
                         ft_vision_clip_config(model->vision)->image_token_id >= text_config.vocab_size))
         status = ft_error("%s/config.json: the image token %d is outside the vocabulary of %d", model_dir,

@@ -45,10 +45,9 @@ struct ft_chat_template {
 };
 
 /* LLaMA-Factory's Qwen2VLPlugin */
-static const ft_image_tokens qwen2_vl_image_tokens = {"<|vision_start|>", "<|image_pad|>", "<|vision_end|>",
-                                                      "qwen2_vl"};
+static const ft_image_tokens qwen2_vl_image_tokens = {"<|vision_start|>", "<|image_pad|>", "<|vision_end|>"};
 /* LLaMA-Factory's LlavaPlugin: the image token alone, repeated */
-static const ft_image_tokens llava_image_tokens = {"", "<image>", "", "llava"};
+static const ft_image_tokens llava_image_tokens = {"", "<image>", ""};
 
 #define CHATML_SYSTEM {TEXT("<|im_start|>system\n{{content}}<|im_end|>\n")}
 #define CHATML_USER {TEXT("<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n")}
@@ -160,6 +159,13 @@ int ft_chat_template_for_llava(const ft_chat_template *chat_template, const ft_c
 const ft_image_tokens *ft_chat_template_image_tokens(const ft_chat_template *chat_template)
 {
     return chat_template->image_tokens;
+}
+
+const char *ft_chat_template_image_plugin(const ft_chat_template *chat_template)
+{
+    if (!chat_template->image_tokens)
+        return NULL;
+    return chat_template->image_tokens == &llava_image_tokens ? "llava" : "qwen2_vl";
 }
 
 const char *const *ft_chat_template_stop_words(const ft_chat_template *chat_template)

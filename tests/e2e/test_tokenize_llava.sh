@@ -151,3 +151,12 @@ t_run "$FTPIPE" -C "$W" model
 t_expect_fail
 t_expect_contains "unknown model shape 'llava-13b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b; LLaVA: tiny-llava, llava-1.5-7b, llava-llama3-8b"
 t_end
+
+t_case "config.json's image token must be the tokenizer's <image>"
+llava_workspace
+printf 'out: tokenize model edge\n\ttemplate = llava\n\tdataset = edge_sharegpt\n' > "$W/Ftpipe"
+sed 's/"image_token_index": 128256/"image_token_index": 32000/' "$PROCESSOR/config.json" > "$W/model/config.json"
+t_run "$FTPIPE" -C "$W"
+t_expect_fail
+t_expect_contains "model: config.json's image token is 32000, but the tokenizer's <image> is 128256: use the tokenizer that came with the model"
+t_end

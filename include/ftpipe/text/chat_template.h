@@ -51,11 +51,12 @@ const char *ft_chat_template_names(void);
  * mm_plugin does: start, the pad token once per image token, end ("": none). */
 typedef struct {
     const char *start, *pad, *end;
-    const char *plugin; /* LLaMA-Factory's mm_plugin: "qwen2_vl" or "llava" */
 } ft_image_tokens;
 
 /* NULL for a text template, which takes no images. */
 const ft_image_tokens *ft_chat_template_image_tokens(const ft_chat_template *chat_template);
+/* LLaMA-Factory's mm_plugin of a vision-language template: "qwen2_vl" or "llava"; NULL for text. */
+const char *ft_chat_template_image_plugin(const ft_chat_template *chat_template);
 
 /* The template as it takes a LLaVA model's images (LLaMA-Factory's LlavaPlugin:
  * each <image> becomes the image token once per image token): llava itself, and

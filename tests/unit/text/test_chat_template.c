@@ -251,7 +251,7 @@ TEST(templates_for_llava_images)
     CHECK_INT(ft_chat_template_for_llava(llava, &for_llava), 0);
     CHECK(for_llava == llava);
     CHECK_STR(ft_chat_template_image_tokens(llava)->pad, "<image>");
-    CHECK_STR(ft_chat_template_image_tokens(llava)->plugin, "llava");
+    CHECK_STR(ft_chat_template_image_plugin(llava), "llava");
     CHECK_INT(ft_chat_template_find("llama3", &llama3), 0);
     CHECK(ft_chat_template_image_tokens(llama3) == NULL);
     CHECK_INT(ft_chat_template_for_llava(llama3, &for_llava), 0);
@@ -268,7 +268,9 @@ TEST(templates_for_llava_images)
     ft_rendered_chat_free(&a);
     ft_rendered_chat_free(&b);
     CHECK_INT(ft_chat_template_find("qwen2_vl", &qwen2_vl), 0);
-    CHECK_STR(ft_chat_template_image_tokens(qwen2_vl)->plugin, "qwen2_vl");
+    CHECK_STR(ft_chat_template_image_plugin(qwen2_vl), "qwen2_vl");
+    CHECK(ft_chat_template_image_plugin(llama3) == NULL);
+    CHECK_STR(ft_chat_template_image_plugin(for_llava), "llava");
     CHECK_INT(ft_chat_template_for_llava(qwen2_vl, &for_llava), -1);
     CHECK_STR(ft_error_message(), "the chat template qwen2_vl does not take a LLaVA model's images: use llava "
                                   "(LLaVA-1.5) or llama3 (LLaVA with a Llama 3 language model)");
