@@ -314,16 +314,19 @@ int ft_vision_clip_features(ft_vision_clip *clip, const float *pixel_values, int
     int head_dim = hidden / vision->num_attention_heads, text = clip->config.text_hidden_size;
     int tokens = ft_vision_clip_tokens_per_image(clip), first = clip->config.select_default ? 1 : 0;
     size_t rows = (size_t)n * hidden;
-    work_buffers b;
-    float *block = ft_xmalloc(sizeof(float) * (7 * rows + (size_t)n * inner + 3 * (size_t)n * head_dim +
-                                               (size_t)n * n + (size_t)n * head_dim));
+    size_t head = (size_t)n * head_dim;
+    float *block = ft_xmalloc(sizeof(float) * (7 * rows + (size_t)n * inner + 4 * head + (size_t)n * n));
+    /* one block, sliced in order */
     float *next = block;
-#define TAKE(count) (next += (count), next - (count))
-    b = (work_buffers){TAKE(rows), TAKE(rows), TAKE(rows), TAKE(rows), TAKE(rows), TAKE(rows), TAKE((size_t)n * inner),
-                       TAKE((size_t)n * head_dim), TAKE((size_t)n * head_dim), TAKE((size_t)n * head_dim),
-                       TAKE((size_t)n * n), TAKE((size_t)n * head_dim)};
-    float *selected = TAKE(rows);
-#undef TAKE
+    work_buffers b;
+    float **slices[] = {&b.x, &b.normed, &b.q, &b.k, &b.v, &b.attention, &b.mlp, &b.head_q, &b.head_k, &b.head_v_t,
+                        &b.scores, &b.head_out};
+    size_t sizes[] = {rows, rows, rows, rows, rows, rows, (size_t)n * inner, head, head, head, (size_t)n * n, head};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        *slices[i] = next;
+        next += sizes[i];
+    }
+    float *selected = next;
     float *patches = ft_xmalloc(sizeof(float) * (size_t)(n - 1) * 3 * vision->patch_size * vision->patch_size);
     float *middle = ft_xmalloc(sizeof(float) * (size_t)tokens * text);
     size_t image_values = (size_t)3 * vision->image_size * vision->image_size;
