@@ -48,7 +48,7 @@ TEST(reads_llava_hub_config_with_transformers_defaults)
 TEST(reads_the_config_transformers_saves)
 {
     ft_llava_config config;
-    CHECK_INT(ft_llava_config_load("tests/fixtures/parity/llava/model", &config), 0);
+    CHECK_INT(ft_llava_config_load("tests/fixtures/llava_parity/model", &config), 0);
     CHECK_INT(config.vision.hidden_size, 32);
     CHECK_INT(config.vision.num_hidden_layers, 3);
     CHECK_INT(config.vision.image_size, 56);
@@ -70,7 +70,7 @@ TEST(reads_the_text_config_with_llama_defaults)
     CHECK_INT(text.num_attention_heads, 32);    /* LlamaConfig's default */
     CHECK_INT(text.num_key_value_heads, 8);
     CHECK(text.rope_theta == 500000.0);
-    CHECK_INT(ft_llava_text_config_load("tests/fixtures/parity/llava/model", &text), 0);
+    CHECK_INT(ft_llava_text_config_load("tests/fixtures/llava_parity/model", &text), 0);
     CHECK_INT(text.vocab_size * 100 + text.num_key_value_heads, 30001);
     CHECK(text.has_llama3_rope_scaling);
     CHECK_INT(ft_llava_text_config_load("tests/fixtures/models/llama-3-8b", &text), -1);

@@ -1,4 +1,4 @@
-/* llava_model: the whole tiny LLaVA (tests/fixtures/parity/llava) on the cpu
+/* llava_model: the whole tiny LLaVA (tests/fixtures/llava_parity) on the cpu
  * backend against transformers' logits for one image and text around it, within
  * 1e-4; the same tokens without the image features placed are far off (so the
  * placing is what the parity rests on); placing on its own; refusals. */
@@ -13,7 +13,7 @@
 #include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/llava_model.h"
 
-#define FIXTURE "tests/fixtures/parity/llava"
+#define FIXTURE "tests/fixtures/llava_parity"
 #define SEQ 24
 #define VOCAB 300
 

@@ -1,5 +1,5 @@
 /* vision_clip: LLaVA's image features on the cpu backend against transformers'
- * (tests/fixtures/parity/llava, made by its make_llava.py in float64 from a tiny
+ * (tests/fixtures/llava_parity, made by its make_llava.py in float64 from a tiny
  * random LlavaForConditionalGeneration saved by transformers 5.17): the default
  * feature layer (-2) and strategy (CLS dropped), and layer -1 with "full"; the
  * hub checkpoints' tensor names; features of stored images; refusals. */
@@ -16,7 +16,7 @@
 #include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/vision_clip.h"
 
-#define FIXTURE "tests/fixtures/parity/llava"
+#define FIXTURE "tests/fixtures/llava_parity"
 #define TOLERANCE 1e-4
 
 static float *tensor(const ft_safetensors *set, const char *name, size_t *count)
