@@ -5,12 +5,20 @@
  *       shape = qwen2.5-0.5b
  *       num_hidden_layers = 4
  *
- * The optional input is the tokenizer; the rest is parameters (rules/init.ft). */
+ * The optional input is the tokenizer; the rest is parameters (rules/init.ft).
+ * A LLaVA shape (tiny-llava, llava-1.5-7b, llava-llama3-8b) writes a
+ * LlavaForConditionalGeneration folder (llava_init.h); the dimension parameters
+ * then shape its language model. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/formats/llava_config.h"
+#include "ftpipe/model/llava_init.h"
 #include "ftpipe/model/model_init.h"
 
 /* Sets *field from a positive parameter; 0 keeps it. Returns 1 when set. */
@@ -42,9 +50,22 @@ static int set_architecture(ft_stage *stage, ft_model_config *config)
     return 0;
 }
 
-static int configure(ft_stage *stage, ft_model_config *config)
+/* The shape's text model into config; a LLaVA shape's whole into *llava (NULL: not one). */
+static int configure(ft_stage *stage, ft_model_config *config, ft_llava_shape *llava, bool *is_llava)
 {
-    if (ft_model_shape(ft_stage_param_string(stage, "shape"), config) < 0 || set_architecture(stage, config) < 0)
+    const char *name = ft_stage_param_string(stage, "shape");
+    *is_llava = ft_llava_is_shape(name);
+    if (*is_llava) {
+        if (ft_llava_shape_get(name, llava) < 0)
+            return -1;
+        *config = llava->text;
+    } else if (ft_model_shape(name, config) < 0) {
+        char *text_shapes = ft_xstrdup(ft_error_message());
+        ft_error("%s; LLaVA: " FT_LLAVA_SHAPES, text_shapes);
+        free(text_shapes);
+        return -1;
+    }
+    if (set_architecture(stage, config) < 0)
         return -1;
     int set_vocab = override(stage, "vocab_size", &config->vocab_size);
     int set_hidden = override(stage, "hidden_size", &config->hidden_size);
@@ -84,8 +105,11 @@ static int run_init(ft_stage *stage)
         return ft_stage_fail(stage, "init takes at most one input, the tokenizer; %zu given",
                              ft_stage_input_count(stage));
     ft_model_init_options options = {0};
-    if (configure(stage, &options.config) < 0)
+    ft_llava_shape llava;
+    bool is_llava;
+    if (configure(stage, &options.config, &llava, &is_llava) < 0)
         return -1;
+    llava.text = options.config;
     options.dtype = strcmp(ft_stage_param_string(stage, "dtype"), "f32") == 0 ? FT_DTYPE_F32 : FT_DTYPE_BF16;
     options.seed = (uint64_t)ft_stage_param_int(stage, "seed");
     options.threads = (int)ft_stage_param_int(stage, "threads");
@@ -93,15 +117,20 @@ static int run_init(ft_stage *stage)
     options.progress = report_progress;
     options.progress_context = stage;
     const char *output = ft_stage_output_path(stage);
-    if (ft_model_init_write(output, &options) < 0)
+    if ((is_llava ? ft_llava_init_write(output, &llava, &options) : ft_model_init_write(output, &options)) < 0)
         return -1;
     ft_model_config config;
-    if (ft_model_config_load(output, &config) < 0)
+    if ((is_llava ? ft_llava_text_config_load(output, &config) : ft_model_config_load(output, &config)) < 0)
         return -1;
     char size[32];
     size_t parameters = ft_model_config_parameter_count(&config);
+    if (is_llava) {
+        llava.text = config;
+        parameters = ft_llava_parameter_count(&llava);
+    }
     ft_format_bytes(parameters * (options.dtype == FT_DTYPE_F32 ? 4 : 2), size, sizeof size);
-    ft_stage_summary(stage, "%s: %d layers, hidden %d, vocab %d, %.2fM parameters, %s", config.architecture_name,
+    ft_stage_summary(stage, "%s%s: %d layers, hidden %d, vocab %d, %.2fM parameters, %s",
+                     is_llava ? "LlavaForConditionalGeneration with " : "", config.architecture_name,
                      config.num_hidden_layers, config.hidden_size, config.vocab_size, parameters / 1e6, size);
     return 0;
 }
@@ -110,15 +139,21 @@ static int run_init(ft_stage *stage)
 static int estimate_init(ft_stage *stage, ft_stage_estimate *out)
 {
     ft_model_config config;
-    if (configure(stage, &config) < 0)
+    ft_llava_shape llava;
+    bool is_llava;
+    if (configure(stage, &config, &llava, &is_llava) < 0)
         return -1;
     if (config.vocab_size == 0 && ft_stage_input_count(stage) > 0) {
         ft_estimate_unknown(&out->disk_bytes, "the vocabulary comes from %s", ft_stage_input_path(stage, 0));
         return 0;
     }
-    if (config.vocab_size == 0)
-        config.vocab_size = FT_BUILTIN_TOKENIZER_VOCAB;
+    if (config.vocab_size == 0) /* the built-in tokenizer's, and <image> after it for LLaVA */
+        config.vocab_size = FT_BUILTIN_TOKENIZER_VOCAB + is_llava;
     size_t parameters = ft_model_config_parameter_count(&config);
+    if (is_llava) {
+        llava.text = config;
+        parameters = ft_llava_parameter_count(&llava);
+    }
     size_t element_bytes = strcmp(ft_stage_param_string(stage, "dtype"), "f32") == 0 ? 4 : 2;
     ft_estimate_set(&out->disk_bytes, (double)parameters * (double)element_bytes, "%.2fM parameters x %zu bytes",
                     (double)parameters / 1e6, element_bytes);
@@ -127,7 +162,7 @@ static int estimate_init(ft_stage *stage, ft_stage_estimate *out)
 
 const ft_stage_kind ft_kind_init = {
     .name = "init",
-    .version = 1,
+    .version = 1, /* a LLaVA shape is a new name, so no earlier key changes */
     .run = run_init,
     .estimate = estimate_init,
 };

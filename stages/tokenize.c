@@ -9,7 +9,8 @@
  * continued pretraining. With a vision-language template, records' images are
  * preprocessed once each (the model folder's preprocessor_config.json says how)
  * and stored beside each split's shards, and their placeholders become image
- * tokens. */
+ * tokens. A LLaVA model folder (LlavaForConditionalGeneration) takes templates
+ * llava and llama3 with images, preprocessed by CLIP's processor. */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include "ftpipe/formats/dataset_inputs.h"
 #include "ftpipe/formats/image_store.h"
 #include "ftpipe/formats/image_table.h"
+#include "ftpipe/formats/llava_config.h"
 #include "ftpipe/formats/preprocessor_config.h"
 #include "ftpipe/formats/token_shards.h"
 #include "ftpipe/text/chat_template.h"
@@ -150,22 +152,101 @@ static void dataset_images_free(dataset_images *images, size_t count)
     memset(images, 0, sizeof *images);
 }
 
-/* The processor's options from the model folder, with image_max_pixels / image_min_pixels. */
-static int image_options(ft_stage *stage, ft_qwen2vl_image_options *options)
+static char *model_folder(ft_stage *stage)
 {
     const char *model = ft_stage_input_path(stage, 0);
-    char *folder = ft_path_is_dir(model) ? ft_xstrdup(model) : ft_path_dirname(model);
-    int status = ft_qwen2vl_image_options_load(folder, options);
-    free(folder);
-    if (status != 0)
-        return -1;
-    options->image_max_pixels = ft_stage_param_int(stage, "image_max_pixels");
-    options->image_min_pixels = ft_stage_param_int(stage, "image_min_pixels");
-    if (options->image_min_pixels < 1 || options->image_max_pixels < options->image_min_pixels)
+    return ft_path_is_dir(model) ? ft_xstrdup(model) : ft_path_dirname(model);
+}
+
+static int image_pixel_limits(ft_stage *stage, int64_t *min_pixels, int64_t *max_pixels)
+{
+    *max_pixels = ft_stage_param_int(stage, "image_max_pixels");
+    *min_pixels = ft_stage_param_int(stage, "image_min_pixels");
+    if (*min_pixels < 1 || *max_pixels < *min_pixels)
         return ft_error("image_min_pixels = %lld, image_max_pixels = %lld: expected 1 <= image_min_pixels <= "
                         "image_max_pixels",
-                        (long long)options->image_min_pixels, (long long)options->image_max_pixels);
+                        (long long)*min_pixels, (long long)*max_pixels);
     return 0;
+}
+
+/* The table of the model's processor (Qwen2-VL's, or CLIP's for LLaVA), with
+ * image_max_pixels / image_min_pixels. */
+static int open_image_table(ft_stage *stage, const ft_chat_template *chat_template, const char *scratch,
+                            ft_image_table **out)
+{
+    char *folder = model_folder(stage);
+    int status = 0;
+    int64_t min_pixels = 0, max_pixels = 0;
+    if (strcmp(ft_chat_template_image_plugin(chat_template), "llava") == 0) {
+        ft_llava_config config;
+        ft_clip_image_options options;
+        status = ft_llava_config_load(folder, &config);
+        if (status == 0)
+            status = ft_clip_image_options_load(folder, &options);
+        if (status == 0)
+            status = image_pixel_limits(stage, &options.image_min_pixels, &options.image_max_pixels);
+        if (status == 0 && (options.crop_height != config.vision.image_size ||
+                            options.crop_width != config.vision.image_size))
+            status = ft_error("%s: the processor crops images to %d x %d, but the vision tower reads %d x %d: the "
+                              "preprocessor_config.json and config.json are of different models",
+                              folder, options.crop_width, options.crop_height, config.vision.image_size,
+                              config.vision.image_size);
+        if (status == 0)
+            status = ft_image_table_open_clip(scratch, &options, ft_llava_image_tokens(&config), out);
+    } else {
+        ft_qwen2vl_image_options options;
+        status = ft_qwen2vl_image_options_load(folder, &options);
+        if (status == 0)
+            status = image_pixel_limits(stage, &min_pixels, &max_pixels);
+        options.image_min_pixels = min_pixels;
+        options.image_max_pixels = max_pixels;
+        if (status == 0)
+            status = ft_image_table_open(scratch, &options, out);
+    }
+    free(folder);
+    return status;
+}
+
+/* LLaVA's image token: config.json's must be the tokenizer's <image>, or the
+ * model would read its features at other tokens. */
+static int check_llava_image_token(ft_stage *stage, const ft_chat_template *chat_template,
+                                   const ft_tokenizer *tokenizer)
+{
+    const char *plugin = ft_chat_template_image_plugin(chat_template);
+    if (is_pretraining(stage) || !plugin || strcmp(plugin, "llava") != 0)
+        return 0;
+    char *folder = model_folder(stage);
+    ft_llava_config config;
+    int status = ft_llava_config_load(folder, &config);
+    const char *pad = ft_chat_template_image_tokens(chat_template)->pad;
+    int64_t id = ft_tokenizer_token_id(tokenizer, pad);
+    if (status == 0 && id < 0)
+        status = ft_error("%s: the tokenizer has no %s token, which LLaVA's images become: use the tokenizer that "
+                          "came with the model",
+                          folder, pad);
+    else if (status == 0 && id != config.image_token_id)
+        status = ft_error("%s: config.json's image token is %d, but the tokenizer's %s is %lld: use the tokenizer "
+                          "that came with the model",
+                          folder, config.image_token_id, pad, (long long)id);
+    free(folder);
+    return status;
+}
+
+/* The template that writes this model's images: a LLaVA model folder takes
+ * llava and llama3 (LlavaPlugin); qwen2_vl takes no LLaVA model, llava only one. */
+static int template_for_model(ft_stage *stage, const ft_chat_template **chat_template)
+{
+    const char *plugin = ft_chat_template_image_plugin(*chat_template);
+    char *folder = model_folder(stage);
+    bool llava = ft_llava_config_is_llava(folder);
+    int status = 0;
+    if (llava && !is_pretraining(stage))
+        status = ft_chat_template_for_llava(*chat_template, chat_template);
+    else if (!llava && plugin && strcmp(plugin, "llava") == 0 && !is_pretraining(stage))
+        status = ft_error("template %s is for LLaVA models, but %s/config.json is not a LlavaForConditionalGeneration",
+                          ft_chat_template_name(*chat_template), folder);
+    free(folder);
+    return status;
 }
 
 /* An image enters the stage's key only through an input folder that holds it. */
@@ -190,7 +271,8 @@ static int check_image_is_an_input(ft_stage *stage, const char *path)
 }
 
 /* Preprocesses every distinct image; an unusable image marks its conversations. */
-static int gather_images(ft_stage *stage, const ft_dataset *dataset, dataset_images *out)
+static int gather_images(ft_stage *stage, const ft_chat_template *chat_template, const ft_dataset *dataset,
+                         dataset_images *out)
 {
     memset(out, 0, sizeof *out);
     size_t n_with_images = 0;
@@ -198,11 +280,8 @@ static int gather_images(ft_stage *stage, const ft_dataset *dataset, dataset_ima
         n_with_images += dataset->conversations[i].n_images > 0;
     if (n_with_images == 0)
         return 0;
-    ft_qwen2vl_image_options options;
-    if (image_options(stage, &options) != 0)
-        return -1;
     char *scratch = ft_path_join(ft_stage_work_dir(stage), "pixels.scratch");
-    int status = ft_image_table_open(scratch, &options, &out->table);
+    int status = open_image_table(stage, chat_template, scratch, &out->table);
     free(scratch);
     if (status != 0)
         return -1;
@@ -237,7 +316,8 @@ static int gather_images(ft_stage *stage, const ft_dataset *dataset, dataset_ima
     if (status == 0)
         ft_stage_log(stage, "%zu images in %zu records, %zu distinct, preprocessed (%lld to %lld pixels)",
                      out->n_references, n_with_images, ft_image_table_count(out->table),
-                     (long long)options.image_min_pixels, (long long)options.image_max_pixels);
+                     (long long)ft_stage_param_int(stage, "image_min_pixels"),
+                     (long long)ft_stage_param_int(stage, "image_max_pixels"));
     return status;
 }
 
@@ -247,7 +327,8 @@ static int write_split_images(const char *split_dir, const dataset_images *image
 {
     char *path = ft_path_join(split_dir, FT_IMAGE_STORE_FILE);
     ft_image_store_writer *writer;
-    int status = ft_image_store_writer_open(path, ft_image_table_row_length(images->table), &writer);
+    int status = ft_image_store_writer_open(path, ft_image_table_layout(images->table),
+                                            ft_image_table_row_length(images->table), &writer);
     free(path);
     if (status != 0)
         return -1;
@@ -321,7 +402,8 @@ static int write_dataset(ft_stage *stage, const ft_encoded_sample *samples, size
     const char *output = ft_stage_output_path(stage);
     char *train_dir = ft_path_join(output, "train"), *validation_dir = ft_path_join(output, "validation");
     if (images->table)
-        snprintf(meta->vision_processor, sizeof meta->vision_processor, "qwen2_vl");
+        snprintf(meta->vision_processor, sizeof meta->vision_processor, "%s",
+                 ft_image_table_layout(images->table) == FT_IMAGE_LAYOUT_CLIP ? "clip" : "qwen2_vl");
     if (status == 0)
         status = write_split(train_dir, samples, train, n_train, meta, images, &meta->train);
     if (status == 0 && n_validation > 0)
@@ -346,7 +428,9 @@ static int check_parameters(ft_stage *stage, const ft_chat_template **chat_templ
     int64_t cutoff_len = ft_stage_param_int(stage, "cutoff_len");
     if (cutoff_len < 1 || cutoff_len > (int64_t)1 << 30)
         return ft_error("cutoff_len = %lld: expected a token count from 1 to 1073741824", (long long)cutoff_len);
-    return ft_chat_template_find(ft_stage_param_string(stage, "template"), chat_template);
+    if (ft_chat_template_find(ft_stage_param_string(stage, "template"), chat_template) != 0)
+        return -1;
+    return template_for_model(stage, chat_template);
 }
 
 /* Continued pretraining: texts + EOS concatenated and cut into cutoff_len blocks. */
@@ -407,7 +491,8 @@ static int run_tokenize(ft_stage *stage)
     ft_tokenizer *tokenizer;
     if (ft_tokenizer_load(ft_stage_input_path(stage, 0), &tokenizer) != 0)
         return ft_error_context("the first input of tokenize must be a model folder or a tokenizer.json");
-    if (ft_chat_template_check_tokenizer(chat_template, tokenizer) != 0) {
+    if (ft_chat_template_check_tokenizer(chat_template, tokenizer) != 0 ||
+        check_llava_image_token(stage, chat_template, tokenizer) != 0) {
         ft_tokenizer_free(tokenizer);
         return ft_error_context("%s", ft_stage_input_path(stage, 0));
     }
@@ -430,7 +515,7 @@ static int run_tokenize(ft_stage *stage)
     char **errors = ft_xcalloc(dataset.count ? dataset.count : 1, sizeof(char *));
     dataset_images images = {0};
     if (status == 0)
-        status = gather_images(stage, &dataset, &images);
+        status = gather_images(stage, chat_template, &dataset, &images);
     if (status == 0) {
         ft_stage_log(stage, "tokenizing %zu conversations from %zu file%s with template %s", dataset.count,
                      dataset.n_files, dataset.n_files == 1 ? "" : "s", meta.template_name);
@@ -597,9 +682,9 @@ static int estimate_tokenize(ft_stage *stage, ft_stage_estimate *out)
 
 const ft_stage_kind ft_kind_tokenize = {
     .name = "tokenize",
-    .version = 5, /* 2: meta.json's tokenizer_hash covers the eos token; 3: LLaMA-Factory's qwen3 think blocks
+    .version = 6, /* 2: meta.json's tokenizer_hash covers the eos token; 3: LLaMA-Factory's qwen3 think blocks
                      and untrimmed llama3, BOS from the tokenizer; 4: packed rows filled to cutoff_len - 1;
-                     5: images read for qwen2_vl */
+                     5: images read for qwen2_vl; 6: LLaVA's images, image store version 2 */
     .run = run_tokenize,
     .estimate = estimate_tokenize,
 };

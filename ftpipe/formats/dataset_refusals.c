@@ -19,7 +19,8 @@ int ft_dataset_refuse_column(const char *what, const char *column)
                         what);
     if (strcmp(column, "images") == 0 || strcmp(column, "videos") == 0 || strcmp(column, "audios") == 0)
         return ft_error("%s is multimodal (\"%s\"): ftpipe reads images only in the tokenize stage with a "
-                        "vision-language template (qwen2_vl), and no videos or audio; the text alone would train on "
+                        "vision-language template (qwen2_vl; llava or llama3 with a LLaVA model), and no videos or audio; "
+                        "the text alone would train on "
                         "the literal <image>/<video>/<audio> placeholders, so it is not usable for supervised "
                         "fine-tuning here",
                         what, column);

@@ -29,7 +29,8 @@ typedef struct {
     uint64_t n_pixel_rows;
     uint64_t n_samples;
     uint64_t n_image_refs;
-    uint8_t zeros[HEADER_BYTES - 48];
+    uint32_t layout; /* version 2 on; zero in version 1 */
+    uint8_t zeros[HEADER_BYTES - 52];
 } store_header;
 
 typedef struct {
@@ -59,7 +60,10 @@ static store_layout layout_of(const store_header *header)
     return layout;
 }
 
-static int64_t grid_rows(int grid_t, int grid_h, int grid_w) { return (int64_t)grid_t * grid_h * grid_w; }
+int64_t ft_image_layout_rows(ft_image_layout layout, int grid_t, int grid_h, int grid_w)
+{
+    return layout == FT_IMAGE_LAYOUT_CLIP ? 1 : (int64_t)grid_t * grid_h * grid_w;
+}
 
 /* --- writing --- */
 
@@ -76,10 +80,13 @@ struct ft_image_store_writer {
     bool failed;
 };
 
-int ft_image_store_writer_open(const char *path, uint32_t row_length, ft_image_store_writer **out)
+int ft_image_store_writer_open(const char *path, ft_image_layout layout, uint32_t row_length,
+                               ft_image_store_writer **out)
 {
     if (row_length == 0)
         return ft_error("image store %s: the row length must be at least 1", path);
+    if (layout != FT_IMAGE_LAYOUT_PATCHES && layout != FT_IMAGE_LAYOUT_CLIP)
+        return ft_error("image store %s: unknown layout %d", path, (int)layout);
     FILE *file = fopen(path, "wb");
     if (!file)
         return ft_error_errno("cannot create image store %s", path);
@@ -89,6 +96,7 @@ int ft_image_store_writer_open(const char *path, uint32_t row_length, ft_image_s
     memcpy(writer->header.magic, magic, sizeof magic);
     writer->header.version = FT_IMAGE_STORE_VERSION;
     writer->header.row_length = row_length;
+    writer->header.layout = (uint32_t)layout;
     writer->sample_offsets = ft_xcalloc(1, sizeof(uint64_t));
     writer->samples_capacity = 1;
     if (fseek(file, HEADER_BYTES, SEEK_SET) != 0) {
@@ -104,10 +112,15 @@ int64_t ft_image_store_writer_add_image(ft_image_store_writer *writer, const ft_
 {
     if (writer->failed)
         return -1;
-    int64_t rows = grid_rows(image->grid_t, image->grid_h, image->grid_w);
+    ft_image_layout layout = (ft_image_layout)writer->header.layout;
+    int64_t rows = ft_image_layout_rows(layout, image->grid_t, image->grid_h, image->grid_w);
     if (image->grid_t < 1 || image->grid_h < 1 || image->grid_w < 1)
         return ft_error("image store %s: an image grid of %d x %d x %d", writer->path, image->grid_t, image->grid_h,
                         image->grid_w);
+    if (layout == FT_IMAGE_LAYOUT_CLIP &&
+        (image->grid_t != 1 || (int64_t)3 * image->grid_h * image->grid_w != writer->header.row_length))
+        return ft_error("image store %s: a CLIP image of %d x %d x %d in rows of %u floats", writer->path,
+                        image->grid_t, image->grid_h, image->grid_w, writer->header.row_length);
     if (writer->header.n_images >= UINT32_MAX)
         return ft_error("image store %s: more than %u images in one split", writer->path, UINT32_MAX - 1);
     size_t bytes = (size_t)rows * writer->header.row_length * sizeof(float);
@@ -206,9 +219,12 @@ static int check_store(ft_image_store *store)
     const store_header *header = store->map;
     if (memcmp(header->magic, magic, sizeof magic) != 0)
         return corrupt(store, "no FTIMAGES magic");
-    if (header->version != FT_IMAGE_STORE_VERSION)
-        return ft_error("%s: image store version %u; this ftpipe reads version %d (re-run the tokenize stage)",
+    if (header->version != 1 && header->version != FT_IMAGE_STORE_VERSION)
+        return ft_error("%s: image store version %u; this ftpipe reads versions 1 to %d (re-run the tokenize stage)",
                         store->path, header->version, FT_IMAGE_STORE_VERSION);
+    if (header->version == 1 ? header->layout != 0
+                             : header->layout != FT_IMAGE_LAYOUT_PATCHES && header->layout != FT_IMAGE_LAYOUT_CLIP)
+        return corrupt(store, "an unknown layout");
     uint64_t size = store->map_bytes;
     if (header->row_length == 0 || header->n_pixel_rows > size / ((uint64_t)header->row_length * sizeof(float)) ||
         header->n_images > size / sizeof(image_entry) || header->n_samples > size / sizeof(uint64_t) ||
@@ -230,12 +246,20 @@ static int check_store(ft_image_store *store)
         if (image->grid_t < 1 || image->grid_h < 1 || image->grid_w < 1 || image->grid_t > INT32_MAX ||
             image->grid_h > INT32_MAX || image->grid_w > INT32_MAX)
             return corrupt(store, "an image has an empty grid");
-        uint64_t rows = (uint64_t)image->grid_t * image->grid_h;
-        if (image->first_row != next_row || rows > header->n_pixel_rows ||
-            (uint64_t)image->grid_w > header->n_pixel_rows / rows ||
-            rows * image->grid_w > header->n_pixel_rows - next_row)
+        uint64_t rows = 1;
+        if (header->layout == FT_IMAGE_LAYOUT_CLIP) {
+            if (image->grid_t != 1 || (uint64_t)image->grid_h * image->grid_w > UINT32_MAX ||
+                3 * (uint64_t)image->grid_h * image->grid_w != header->row_length)
+                return corrupt(store, "a CLIP image's size differs from its row");
+        } else {
+            uint64_t planes = (uint64_t)image->grid_t * image->grid_h;
+            if (planes > header->n_pixel_rows || (uint64_t)image->grid_w > header->n_pixel_rows / planes)
+                return corrupt(store, "image rows do not follow one another within the pixels");
+            rows = planes * image->grid_w;
+        }
+        if (image->first_row != next_row || rows > header->n_pixel_rows - next_row)
             return corrupt(store, "image rows do not follow one another within the pixels");
-        next_row += rows * image->grid_w;
+        next_row += rows;
     }
     if (next_row != header->n_pixel_rows)
         return corrupt(store, "the images do not span the pixels");
@@ -294,6 +318,7 @@ void ft_image_store_close(ft_image_store *store)
 uint64_t ft_image_store_n_images(const ft_image_store *store) { return store->header.n_images; }
 uint64_t ft_image_store_n_samples(const ft_image_store *store) { return store->header.n_samples; }
 uint32_t ft_image_store_row_length(const ft_image_store *store) { return store->header.row_length; }
+ft_image_layout ft_image_store_layout(const ft_image_store *store) { return (ft_image_layout)store->header.layout; }
 
 void ft_image_store_image(const ft_image_store *store, uint64_t index, ft_stored_image *out)
 {

@@ -20,7 +20,10 @@ typedef struct {
 } table_image;
 
 struct ft_image_table {
-    ft_qwen2vl_image_options options;
+    ft_image_layout layout;
+    ft_qwen2vl_image_options options;  /* layout PATCHES */
+    ft_clip_image_options clip;        /* layout CLIP */
+    uint32_t clip_image_tokens;
     uint32_t row_length;
     char *scratch_path;
     FILE *scratch;
@@ -34,20 +37,44 @@ struct ft_image_table {
     size_t map_bytes;
 };
 
-int ft_image_table_open(const char *scratch_path, const ft_qwen2vl_image_options *options, ft_image_table **out)
+static int open_table(const char *scratch_path, ft_image_table **out)
 {
     FILE *scratch = fopen(scratch_path, "w+b");
     if (!scratch)
         return ft_error_errno("cannot create %s", scratch_path);
     ft_image_table *table = ft_xcalloc(1, sizeof *table);
-    table->options = *options;
-    table->row_length = (uint32_t)(3 * options->temporal_patch_size * options->patch_size * options->patch_size);
     table->scratch_path = ft_xstrdup(scratch_path);
     table->scratch = scratch;
     ft_strmap_init(&table->by_path);
     *out = table;
     return 0;
 }
+
+int ft_image_table_open(const char *scratch_path, const ft_qwen2vl_image_options *options, ft_image_table **out)
+{
+    if (open_table(scratch_path, out) != 0)
+        return -1;
+    (*out)->layout = FT_IMAGE_LAYOUT_PATCHES;
+    (*out)->options = *options;
+    (*out)->row_length = (uint32_t)(3 * options->temporal_patch_size * options->patch_size * options->patch_size);
+    return 0;
+}
+
+int ft_image_table_open_clip(const char *scratch_path, const ft_clip_image_options *options, uint32_t image_tokens,
+                             ft_image_table **out)
+{
+    if (image_tokens == 0)
+        return ft_error("an image must take at least one token");
+    if (open_table(scratch_path, out) != 0)
+        return -1;
+    (*out)->layout = FT_IMAGE_LAYOUT_CLIP;
+    (*out)->clip = *options;
+    (*out)->clip_image_tokens = image_tokens;
+    (*out)->row_length = (uint32_t)(3 * options->crop_height * options->crop_width);
+    return 0;
+}
+
+ft_image_layout ft_image_table_layout(const ft_image_table *table) { return table->layout; }
 
 static int64_t find_hash(const ft_image_table *table, ft_hash hash)
 {
@@ -72,10 +99,18 @@ static int preprocess(ft_image_table *table, const char *path, table_image *out)
     if (ft_image_read_file(path, &image) != 0)
         return -1;
     ft_vision_pixels pixels = {0};
-    int status = ft_llamafactory_regularize_image(&image, table->options.image_min_pixels,
+    int status = 0;
+    if (table->layout == FT_IMAGE_LAYOUT_CLIP) {
+        status = ft_clip_preprocess(&image, &table->clip, path, &pixels);
+        /* one row of channel-first pixels, as the store keeps a CLIP image */
+        pixels.row_length *= pixels.n_rows;
+        pixels.n_rows = 1;
+    } else {
+        status = ft_llamafactory_regularize_image(&image, table->options.image_min_pixels,
                                                   table->options.image_max_pixels, 1, path);
-    if (status == 0)
-        status = ft_qwen2vl_preprocess(&image, &table->options, path, &pixels);
+        if (status == 0)
+            status = ft_qwen2vl_preprocess(&image, &table->options, path, &pixels);
+    }
     ft_image_free(&image);
     if (status != 0)
         return -1;
@@ -123,6 +158,8 @@ uint32_t ft_image_table_row_length(const ft_image_table *table) { return table->
 
 uint32_t ft_image_table_tokens(const ft_image_table *table, uint32_t index)
 {
+    if (table->layout == FT_IMAGE_LAYOUT_CLIP)
+        return table->clip_image_tokens;
     const table_image *image = &table->images[index];
     int merge = table->options.merge_size;
     return (uint32_t)((int64_t)image->grid_t * image->grid_h * image->grid_w / ((int64_t)merge * merge));

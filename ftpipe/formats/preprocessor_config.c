@@ -2,6 +2,7 @@
 #include "ftpipe/formats/preprocessor_config.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "ftpipe/base/error.h"
@@ -49,24 +50,30 @@ static int read_triple(const json_t *object, const char *key, const char *path, 
     return 0;
 }
 
+/* The model folder's preprocessor_config.json, an object (*path: its path, to free). */
+static int load_config(const char *model_dir, char **path, json_t **root)
+{
+    *root = NULL;
+    *path = ft_path_join(model_dir, FT_PREPROCESSOR_CONFIG_FILE);
+    if (!ft_path_exists(*path))
+        return ft_error("%s has no %s: images are preprocessed as the model's processor says, so the model "
+                        "folder must hold it (download it with the model's other files)",
+                        model_dir, FT_PREPROCESSOR_CONFIG_FILE);
+    json_error_t error;
+    *root = json_load_file(*path, 0, &error);
+    if (!*root)
+        return ft_error("%s: not valid JSON: %s (line %d)", *path, error.text, error.line);
+    if (!json_is_object(*root))
+        return ft_error("%s: expected an object", *path);
+    return 0;
+}
+
 int ft_qwen2vl_image_options_load(const char *model_dir, ft_qwen2vl_image_options *options)
 {
     ft_qwen2vl_image_options_default(options);
-    char *path = ft_path_join(model_dir, FT_PREPROCESSOR_CONFIG_FILE);
-    if (!ft_path_exists(path)) {
-        int status = ft_error("%s has no %s: images are preprocessed as the model's processor says, so the model "
-                              "folder must hold it (download it with the model's other files)",
-                              model_dir, FT_PREPROCESSOR_CONFIG_FILE);
-        free(path);
-        return status;
-    }
-    json_error_t error;
-    json_t *root = json_load_file(path, 0, &error);
-    int status = 0;
-    if (!root)
-        status = ft_error("%s: not valid JSON: %s (line %d)", path, error.text, error.line);
-    else if (!json_is_object(root))
-        status = ft_error("%s: expected an object", path);
+    char *path;
+    json_t *root;
+    int status = load_config(model_dir, &path, &root);
     const int64_t pixel_limit = (int64_t)1 << 40;
     const json_t *size = root ? json_object_get(root, "size") : NULL;
     if (status == 0 && size && !json_is_null(size) && !json_is_object(size))
@@ -89,6 +96,55 @@ int ft_qwen2vl_image_options_load(const char *model_dir, ft_qwen2vl_image_option
     if (status == 0 && options->min_pixels > options->max_pixels)
         status = ft_error("%s: the smallest image (%lld pixels) is larger than the largest (%lld)", path,
                           (long long)options->min_pixels, (long long)options->max_pixels);
+    json_decref(root);
+    free(path);
+    return status;
+}
+
+/* A size given as a number, or as an object's key (its other keys ignored). */
+static int read_edge(const json_t *root, const char *key, const char *inner, const char *path, int *out)
+{
+    const json_t *value = json_object_get(root, key);
+    if (value && json_is_object(value))
+        return read_small(value, inner, path, out);
+    return read_small(root, key, path, out);
+}
+
+/* A flag that must keep the value ftpipe computes. */
+static int require_flag(const json_t *root, const char *key, bool expected, const char *path)
+{
+    const json_t *value = json_object_get(root, key);
+    if (!value || json_is_null(value) || (json_is_boolean(value) && json_is_true(value) == expected))
+        return 0;
+    return ft_error("%s: \"%s\" must be %s: ftpipe preprocesses LLaVA images as CLIPImageProcessor does by default",
+                    path, key, expected ? "true" : "false");
+}
+
+int ft_clip_image_options_load(const char *model_dir, ft_clip_image_options *options)
+{
+    ft_clip_image_options_default(options);
+    char *path;
+    json_t *root;
+    int status = load_config(model_dir, &path, &root);
+    const json_t *resample = root ? json_object_get(root, "resample") : NULL;
+    if (status == 0 && resample && !json_is_null(resample) &&
+        (!json_is_integer(resample) || json_integer_value(resample) != 3))
+        status = invalid(path, "resample", "3 (bicubic), the only resampling ftpipe computes");
+    if (status == 0 && (read_edge(root, "size", "shortest_edge", path, &options->shortest_edge) != 0 ||
+                        read_edge(root, "crop_size", "height", path, &options->crop_height) != 0 ||
+                        read_edge(root, "crop_size", "width", path, &options->crop_width) != 0 ||
+                        read_triple(root, "image_mean", path, options->mean) != 0 ||
+                        read_triple(root, "image_std", path, options->std) != 0 ||
+                        require_flag(root, "do_resize", true, path) != 0 ||
+                        require_flag(root, "do_center_crop", true, path) != 0 ||
+                        require_flag(root, "do_rescale", true, path) != 0 ||
+                        require_flag(root, "do_normalize", true, path) != 0))
+        status = -1;
+    if (status == 0 && json_is_integer(json_object_get(root, "crop_size")))
+        options->crop_width = options->crop_height;
+    for (int i = 0; i < 3 && status == 0; i++)
+        if (!(options->std[i] > 0))
+            status = invalid(path, "image_std", "3 positive numbers");
     json_decref(root);
     free(path);
     return status;

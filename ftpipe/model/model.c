@@ -199,10 +199,12 @@ typedef struct {
     uint16_t *bf16;     /* [largest], for a bf16 backend */
 } staging;
 
-static int load_weight(ft_model *model, const char *model_dir, const ft_safetensors *set,
+static int load_weight(ft_model *model, const char *model_dir, const char *prefix, const ft_safetensors *set,
                        const ft_param_tensor *weight, const staging *buffers)
 {
-    const ft_tensor_view *view = ft_safetensors_find(set, weight->name);
+    char *name = ft_xasprintf("%s%s", prefix, weight->name);
+    const ft_tensor_view *view = ft_safetensors_find(set, name);
+    free(name);
     if (!view)
         return ft_error_context("%s: the weights do not match config.json", model_dir);
     bool same = view->n_dims == weight->n_dims && view->shape[0] == weight->shape[0] &&
@@ -234,7 +236,7 @@ static int load_weight(ft_model *model, const char *model_dir, const ft_safetens
     return 0;
 }
 
-static int load_weights(ft_model *model, const char *model_dir)
+static int load_weights(ft_model *model, const char *model_dir, const char *prefix)
 {
     ft_safetensors *set;
     if (ft_safetensors_open(model_dir, &set) < 0)
@@ -250,7 +252,7 @@ static int load_weights(ft_model *model, const char *model_dir)
     if (!buffers.floats || (model->backend->dtype == FT_DTYPE_BF16 && !buffers.bf16))
         status = ft_error("out of host memory staging a weight of %zu elements", largest);
     for (size_t i = 0; i < model->n_weights && status == 0; i++)
-        status = load_weight(model, model_dir, set, &model->weights[i], &buffers);
+        status = load_weight(model, model_dir, prefix, set, &model->weights[i], &buffers);
     free(buffers.floats);
     free(buffers.bf16);
     ft_safetensors_close(set);
@@ -392,12 +394,21 @@ static int allocate(ft_model *model, const size_t *offsets)
 
 int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out)
 {
+    ft_model_config config;
+    if (ft_model_config_load(model_dir, &config) < 0)
+        return -1;
+    return ft_model_load_text(model_dir, &config, "", backend, options, out);
+}
+
+int ft_model_load_text(const char *model_dir, const ft_model_config *config, const char *weight_prefix,
+                       ft_backend *backend, const ft_model_options *options, ft_model **out)
+{
     ft_model *model = ft_xcalloc(1, sizeof *model);
     model->backend = backend;
     model->options = *options;
     model->element_bytes = ft_dtype_size(backend->dtype);
-    if (ft_model_config_load(model_dir, &model->config) < 0 || check_options(&model->config, options) < 0 ||
-        check_backend(backend, options) < 0) {
+    model->config = *config;
+    if (check_options(&model->config, options) < 0 || check_backend(backend, options) < 0) {
         free(model);
         return -1;
     }
@@ -405,7 +416,7 @@ int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_opt
     int status = allocate(model, offsets);
     free(offsets);
     if (status == 0)
-        status = load_weights(model, model_dir);
+        status = load_weights(model, model_dir, weight_prefix);
     if (status < 0) {
         ft_model_free(model);
         return -1;
@@ -458,6 +469,12 @@ void ft_model_on_layer_gradients(ft_model *model, void (*done)(void *context, in
 {
     model->layer_gradients_done = done;
     model->layer_gradients_context = context;
+}
+
+void ft_model_on_embeddings(ft_model *model, ft_embeddings_edit edit, void *context)
+{
+    model->embeddings_edit = edit;
+    model->embeddings_edit_context = context;
 }
 
 void ft_model_zero_grads(ft_model *model)

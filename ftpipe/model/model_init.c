@@ -137,9 +137,7 @@ static int write_text(const char *dir, const char *name, const char *text)
     return status;
 }
 
-/* Copies the given tokenizer (and the tokenizer_config.json beside it) or writes
- * the built-in one. */
-static int place_tokenizer(const char *dir, const char *source)
+int ft_model_init_place_tokenizer(const char *dir, const char *source)
 {
     if (!source) {
         char *json = ft_builtin_tokenizer_json();
@@ -179,8 +177,7 @@ static int64_t first_token(const ft_tokenizer *tokenizer, const char *const *nam
     return -1;
 }
 
-/* Vocabulary size and special ids from the tokenizer now in dir. */
-static int fit_tokenizer(const char *dir, ft_model_config *config)
+int ft_model_init_fit_tokenizer(const char *dir, ft_model_config *config)
 {
     ft_tokenizer *tokenizer;
     if (ft_tokenizer_load(dir, &tokenizer) < 0)
@@ -204,8 +201,30 @@ static int fit_tokenizer(const char *dir, ft_model_config *config)
 
 /* --- weights --- */
 
+static size_t element_count(const ft_init_tensor *tensor)
+{
+    size_t count = 1;
+    for (int d = 0; d < tensor->n_dims; d++)
+        count *= (size_t)tensor->shape[d];
+    return count;
+}
+
+/* A norm's weight (LayerNorm or RMSNorm: "norm" in its last name part) starts at one. */
+static bool is_norm_weight(const char *name)
+{
+    size_t length = strlen(name);
+    if (length < 7 || strcmp(name + length - 7, ".weight") != 0)
+        return false;
+    const char *part = name + length - 7;
+    while (part > name && part[-1] != '.')
+        part--;
+    const char *found = strstr(part, "norm");
+    return found && found < name + length - 7;
+}
+
 typedef struct {
-    const ft_param_tensor *tensor;
+    const ft_init_tensor *tensor;
+    size_t count;
     void *data;
     ft_dtype dtype;
     uint64_t seed;
@@ -219,9 +238,9 @@ static void fill_slice(void *argument, size_t slice, size_t worker)
     const fill_job *job = argument;
     const char *name = job->tensor->name;
     size_t length = strlen(name);
-    bool is_norm = length > 11 && strcmp(name + length - 11, "norm.weight") == 0;
+    bool is_norm = is_norm_weight(name);
     bool is_bias = length > 5 && strcmp(name + length - 5, ".bias") == 0;
-    size_t begin = job->tensor->count * slice / job->n_slices, end = job->tensor->count * (slice + 1) / job->n_slices;
+    size_t begin = job->count * slice / job->n_slices, end = job->count * (slice + 1) / job->n_slices;
     for (size_t i = begin; i < end; i++) {
         float value = is_norm ? 1.0f : is_bias ? 0.0f : (float)(0.02 * ft_random_normal(job->seed, i));
         if (job->dtype == FT_DTYPE_BF16)
@@ -231,14 +250,15 @@ static void fill_slice(void *argument, size_t slice, size_t worker)
     }
 }
 
-static void fill_tensor(const ft_param_tensor *tensor, void *data, ft_dtype dtype, uint64_t seed, int threads)
+static void fill_tensor(const ft_init_tensor *tensor, void *data, ft_dtype dtype, uint64_t seed, int threads)
 {
     enum { MAX_THREADS = 64, MIN_ELEMENTS_PER_THREAD = 65536 };
-    size_t useful = tensor->count / MIN_ELEMENTS_PER_THREAD + 1;
+    size_t count = element_count(tensor);
+    size_t useful = count / MIN_ELEMENTS_PER_THREAD + 1;
     size_t n = threads < 1 ? 1 : threads < MAX_THREADS ? (size_t)threads : MAX_THREADS;
     if (n > useful)
         n = useful;
-    fill_job job = {tensor, data, dtype, seed, n};
+    fill_job job = {tensor, count, data, dtype, seed, n};
     ft_parallel_for(n, n, fill_slice, &job, NULL);
 }
 
@@ -248,7 +268,7 @@ typedef struct {
     uint64_t bytes_done, bytes_total;
 } writing;
 
-static int write_shard(const char *path, const ft_param_tensor *tensors, size_t first, size_t end, writing *w)
+static int write_shard(const char *path, const ft_init_tensor *tensors, size_t first, size_t end, writing *w)
 {
     const ft_model_init_options *options = w->options;
     size_t element_bytes = ft_dtype_size(options->dtype), count = end - first;
@@ -256,18 +276,19 @@ static int write_shard(const char *path, const ft_param_tensor *tensors, size_t 
     void **buffers = ft_xcalloc(count, sizeof *buffers);
     int status = 0;
     for (size_t i = 0; i < count && status == 0; i++) {
-        const ft_param_tensor *tensor = &tensors[first + i];
-        buffers[i] = malloc(tensor->count * element_bytes);
+        const ft_init_tensor *tensor = &tensors[first + i];
+        size_t bytes = element_count(tensor) * element_bytes;
+        buffers[i] = malloc(bytes);
         if (!buffers[i]) {
             status = ft_error("out of memory drawing %s", tensor->name);
             break;
         }
         fill_tensor(tensor, buffers[i], options->dtype, ft_random_stream(options->seed, first + i), w->threads);
-        w->bytes_done += tensor->count * element_bytes;
+        w->bytes_done += bytes;
         if (options->progress && options->progress(options->progress_context, w->bytes_done, w->bytes_total) != 0)
             status = ft_error("stopped while writing %s", tensor->name);
-        writes[i] = (ft_tensor_to_write){tensor->name, options->dtype, tensor->n_dims, {tensor->shape[0],
-                                         tensor->shape[1]}, buffers[i]};
+        writes[i] = (ft_tensor_to_write){tensor->name, options->dtype, tensor->n_dims, {0}, buffers[i]};
+        memcpy(writes[i].shape, tensor->shape, sizeof tensor->shape);
     }
     const char *key = "format", *value = "pt";
     if (status == 0)
@@ -279,10 +300,9 @@ static int write_shard(const char *path, const ft_param_tensor *tensors, size_t 
     return status;
 }
 
-static int write_weights(const char *dir, const ft_model_config *config, const ft_model_init_options *options)
+int ft_model_init_write_weights(const char *dir, const ft_init_tensor *tensors, size_t n_tensors,
+                                const ft_model_init_options *options)
 {
-    size_t n_tensors;
-    ft_param_tensor *tensors = ft_model_weight_list(config, &n_tensors);
     uint64_t limit = options->shard_bytes ? options->shard_bytes : (uint64_t)2 << 30;
     size_t element_bytes = ft_dtype_size(options->dtype);
     /* shard boundaries: a new shard when the next tensor would overflow this one */
@@ -290,7 +310,7 @@ static int write_weights(const char *dir, const ft_model_config *config, const f
     size_t n_shards = 0;
     uint64_t in_shard = 0, total = 0;
     for (size_t i = 0; i < n_tensors; i++) {
-        uint64_t bytes = tensors[i].count * element_bytes;
+        uint64_t bytes = element_count(&tensors[i]) * element_bytes;
         if (i == 0 || (in_shard > 0 && in_shard + bytes > limit)) {
             starts[n_shards++] = i;
             in_shard = 0;
@@ -326,18 +346,38 @@ static int write_weights(const char *dir, const ft_model_config *config, const f
     }
     json_decref(weight_map);
     free(starts);
-    ft_model_weight_list_free(tensors, n_tensors);
     return status;
+}
+
+ft_init_tensor *ft_model_init_tensors(const ft_model_config *config, const char *prefix, size_t *count)
+{
+    ft_param_tensor *weights = ft_model_weight_list(config, count);
+    ft_init_tensor *tensors = ft_xcalloc(*count ? *count : 1, sizeof *tensors);
+    for (size_t i = 0; i < *count; i++) {
+        tensors[i].name = ft_xasprintf("%s%s", prefix, weights[i].name);
+        tensors[i].n_dims = weights[i].n_dims;
+        tensors[i].shape[0] = weights[i].shape[0];
+        tensors[i].shape[1] = weights[i].shape[1];
+    }
+    ft_model_weight_list_free(weights, *count);
+    return tensors;
+}
+
+void ft_model_init_tensors_free(ft_init_tensor *tensors, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(tensors[i].name);
+    free(tensors);
 }
 
 int ft_model_init_write(const char *dir, const ft_model_init_options *options)
 {
     if (options->dtype != FT_DTYPE_BF16 && options->dtype != FT_DTYPE_F32)
         return ft_error("model weights can be written as bf16 or f32, not %s", ft_dtype_name(options->dtype));
-    if (ft_mkdir_p(dir) < 0 || place_tokenizer(dir, options->tokenizer_path) < 0)
+    if (ft_mkdir_p(dir) < 0 || ft_model_init_place_tokenizer(dir, options->tokenizer_path) < 0)
         return -1;
     ft_model_config config = options->config;
-    if (fit_tokenizer(dir, &config) < 0)
+    if (ft_model_init_fit_tokenizer(dir, &config) < 0)
         return -1;
     snprintf(config.architecture_name, sizeof config.architecture_name, "%s", architecture_name(config.architecture));
     snprintf(config.torch_dtype, sizeof config.torch_dtype, "%s",
@@ -348,7 +388,10 @@ int ft_model_init_write(const char *dir, const ft_model_init_options *options)
     if (status == 0)
         status = write_text(dir, "config.json", json);
     free(json);
+    size_t n_tensors = 0;
+    ft_init_tensor *tensors = status == 0 ? ft_model_init_tensors(&config, "", &n_tensors) : NULL;
     if (status == 0)
-        status = write_weights(dir, &config, options);
+        status = ft_model_init_write_weights(dir, tensors, n_tensors, options);
+    ft_model_init_tensors_free(tensors, n_tensors);
     return status;
 }

@@ -69,6 +69,8 @@ struct ft_model {
     ft_memory_plan plan;
     void (*layer_gradients_done)(void *context, int layer); /* ft_model_on_layer_gradients */
     void *layer_gradients_context;
+    ft_embeddings_edit embeddings_edit;   /* ft_model_on_embeddings */
+    void *embeddings_edit_context;
 };
 
 /* Slices `base` (NULL: only counts) into the activations for these options,

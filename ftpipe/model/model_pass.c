@@ -432,6 +432,8 @@ static void embed(const pass *p)
     const ft_layer_activations *first = &p->model->act.layers[0];
     p->backend->embedding_forward(p->backend, first->input, weight(p, p->model->embed), p->model->act.tokens,
                                   p->rows, p->config->hidden_size);
+    if (p->model->embeddings_edit)
+        p->model->embeddings_edit(p->model->embeddings_edit_context, first->input, p->rows, p->config->hidden_size);
     p->backend->rmsnorm_forward(p->backend, first->ln1, first->ln1_rstd, first->input,
                                 weight(p, p->model->layers[0].input_norm), p->rows, p->config->hidden_size,
                                 (float)p->config->rms_norm_eps);

@@ -46,11 +46,21 @@ struct ft_chat_template {
 
 /* LLaMA-Factory's Qwen2VLPlugin */
 static const ft_image_tokens qwen2_vl_image_tokens = {"<|vision_start|>", "<|image_pad|>", "<|vision_end|>"};
+/* LLaMA-Factory's LlavaPlugin: the image token alone, repeated */
+static const ft_image_tokens llava_image_tokens = {"", "<image>", ""};
 
 #define CHATML_SYSTEM {TEXT("<|im_start|>system\n{{content}}<|im_end|>\n")}
 #define CHATML_USER {TEXT("<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n")}
 #define CHATML_ASSISTANT {TEXT("{{content}}<|im_end|>\n")}
 #define CHATML_TOKENS {"<|im_start|>", "<|im_end|>"}
+
+#define LLAMA3                                                                                                 \
+    .name = "llama3", .replace_eos = true, .prefix = {BOS},                                                    \
+    .system = {TEXT("<|start_header_id|>system<|end_header_id|>\n\n{{content}}<|eot_id|>")},                  \
+    .user = {TEXT("<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|>"                          \
+                  "<|start_header_id|>assistant<|end_header_id|>\n\n")},                                       \
+    .assistant = {TEXT("{{content}}<|eot_id|>")}, .stop_words = {"<|eot_id|>", "<|eom_id|>"},                  \
+    .special_tokens = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}
 
 static const ft_chat_template templates[] = {
     {.name = "qwen",
@@ -85,15 +95,14 @@ static const ft_chat_template templates[] = {
      .stop_words = {"<|im_end|>"},
      .special_tokens = CHATML_TOKENS,
      .image_tokens = &qwen2_vl_image_tokens},
-    {.name = "llama3",
-     .replace_eos = true,
-     .prefix = {BOS},
-     .system = {TEXT("<|start_header_id|>system<|end_header_id|>\n\n{{content}}<|eot_id|>")},
-     .user = {TEXT("<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|>"
-                   "<|start_header_id|>assistant<|end_header_id|>\n\n")},
-     .assistant = {TEXT("{{content}}<|eot_id|>")},
-     .stop_words = {"<|eot_id|>", "<|eom_id|>"},
-     .special_tokens = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}},
+    {LLAMA3},
+    {.name = "llava",
+     .system = {TEXT("{{content}}")},
+     .user = {TEXT("USER: {{content}} ASSISTANT:")},
+     .assistant = {TEXT("{{content}}"), EOS},
+     .default_system = "A chat between a curious user and an artificial intelligence assistant. The assistant "
+                       "gives helpful, detailed, and polite answers to the user's questions.",
+     .image_tokens = &llava_image_tokens},
     {.name = "alpaca",
      .system = {TEXT("{{content}}")},
      .user = {TEXT("### Instruction:\n{{content}}\n\n### Response:\n")},
@@ -126,12 +135,37 @@ const char *ft_chat_template_name(const ft_chat_template *chat_template) { retur
 
 const char *ft_chat_template_names(void)
 {
-    return "qwen, qwen3, qwen3_nothink, qwen2_vl, llama3, alpaca, default, empty, plain";
+    return "qwen, qwen3, qwen3_nothink, qwen2_vl, llava, llama3, alpaca, default, empty, plain";
+}
+
+/* llama3 rendering LLaVA-Llama-3's images */
+static const ft_chat_template llama3_llava = {LLAMA3, .image_tokens = &llava_image_tokens};
+
+int ft_chat_template_for_llava(const ft_chat_template *chat_template, const ft_chat_template **out)
+{
+    if (chat_template->image_tokens == &llava_image_tokens) {
+        *out = chat_template;
+        return 0;
+    }
+    if (strcmp(chat_template->name, "llama3") == 0) {
+        *out = &llama3_llava;
+        return 0;
+    }
+    return ft_error("the chat template %s does not take a LLaVA model's images: use llava (LLaVA-1.5) or llama3 "
+                    "(LLaVA with a Llama 3 language model)",
+                    chat_template->name);
 }
 
 const ft_image_tokens *ft_chat_template_image_tokens(const ft_chat_template *chat_template)
 {
     return chat_template->image_tokens;
+}
+
+const char *ft_chat_template_image_plugin(const ft_chat_template *chat_template)
+{
+    if (!chat_template->image_tokens)
+        return NULL;
+    return chat_template->image_tokens == &llava_image_tokens ? "llava" : "qwen2_vl";
 }
 
 const char *const *ft_chat_template_stop_words(const ft_chat_template *chat_template)
@@ -159,7 +193,8 @@ int ft_chat_template_check_tokenizer(const ft_chat_template *chat_template, cons
     if (n_missing)
         status = ft_error("the chat template %s needs the special token%s %s, which the tokenizer does not have, "
                           "so they would be trained on as plain text; choose the template of the model's family "
-                          "(qwen, qwen3, qwen3_nothink or qwen2_vl for Qwen models, llama3 for Llama 3)",
+                          "(qwen, qwen3, qwen3_nothink or qwen2_vl for Qwen models, llama3 for Llama 3, llava for "
+                          "LLaVA-1.5)",
                           chat_template->name, n_missing > 1 ? "s" : "", missing.data);
     ft_strbuf_free(&missing);
     return status;

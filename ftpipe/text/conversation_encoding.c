@@ -25,11 +25,11 @@ static int image_pad_id(const ft_tokenizer *tokenizer, const ft_chat_template *c
     const ft_image_tokens *tokens = ft_chat_template_image_tokens(chat_template);
     if (!tokens)
         return ft_error("the record has images, but the chat template %s is for text: use the template of the "
-                        "vision-language model (qwen2_vl for Qwen2-VL and Qwen2.5-VL)",
+                        "vision-language model (qwen2_vl for Qwen2-VL and Qwen2.5-VL, llava or llama3 for LLaVA)",
                         ft_chat_template_name(chat_template));
     const char *needed[] = {tokens->start, tokens->pad, tokens->end};
     for (size_t i = 0; i < 3; i++)
-        if (ft_tokenizer_token_id(tokenizer, needed[i]) < 0)
+        if (needed[i][0] && ft_tokenizer_token_id(tokenizer, needed[i]) < 0)
             return ft_error("the chat template %s writes images with %s, which the tokenizer does not have: use "
                             "the tokenizer of the vision-language model",
                             ft_chat_template_name(chat_template), needed[i]);

@@ -242,7 +242,7 @@ error_case() {
   t_end
 }
 error_case "no template without a train output" "models/tiny data/eval.json" \
-  "evaluate needs template = NAME, the chat template the model answers in (qwen, qwen3, qwen3_nothink, qwen2_vl, llama3, alpaca, default, empty, plain)"
+  "evaluate needs template = NAME, the chat template the model answers in (qwen, qwen3, qwen3_nothink, qwen2_vl, llava, llama3, alpaca, default, empty, plain)"
 error_case "an unknown template" "models/tiny data/eval.json" "unknown chat template" "template = chatgpt"
 error_case "a train output first" "lora data/eval.json" \
   "evaluate's first input $W/lora is a train output: give the base model folder first" "template = plain"

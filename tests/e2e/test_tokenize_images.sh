@@ -59,7 +59,7 @@ def shard_rows(path):
 def store(path):  # include/ftpipe/formats/image_store.h
     data = open(path, "rb").read()
     magic, version, row_length, n_images, n_rows, n_samples, n_refs = struct.unpack_from("<8sIIQQQQ", data, 0)
-    assert magic == b"FTIMAGES" and version == 1, path
+    assert magic == b"FTIMAGES" and version == 2, path
     images_at = up(64 + 4 * n_rows * row_length)
     offsets_at = up(images_at + 40 * n_images)
     refs_at = up(offsets_at + 8 * (n_samples + 1))
@@ -121,7 +121,7 @@ vl_workspace
 printf 'out: tokenize model data\n\ttemplate = qwen\n\tdataset = mllm_demo\n' > "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"
 t_expect_fail
-t_expect_contains "mllm_demo.json: record 1: the record is multimodal (\"images\"): ftpipe reads images only in the tokenize stage with a vision-language template (qwen2_vl)"
+t_expect_contains "mllm_demo.json: record 1: the record is multimodal (\"images\"): ftpipe reads images only in the tokenize stage with a vision-language template (qwen2_vl; llava or llama3 with a LLaVA model)"
 # a dataset file given alone: its images are in no input folder, so not in the key
 printf 'out: tokenize model edge/edge_sharegpt.json\n\ttemplate = qwen2_vl\n' > "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"

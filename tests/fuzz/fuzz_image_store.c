@@ -18,7 +18,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (uint64_t i = 0; i < ft_image_store_n_images(store); i++) {
             ft_stored_image image;
             ft_image_store_image(store, i, &image);
-            size_t n_values = (size_t)image.grid_t * (size_t)image.grid_h * (size_t)image.grid_w * row_length;
+            size_t n_values = (size_t)ft_image_layout_rows(ft_image_store_layout(store), image.grid_t, image.grid_h,
+                                                          image.grid_w) * row_length;
             for (size_t v = 0; v < n_values; v++)
                 sink += image.pixels[v];
         }

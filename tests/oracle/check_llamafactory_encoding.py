@@ -37,8 +37,9 @@ os.environ["DISABLE_VERSION_CHECK"] = "1"
 # Llama 3's tokenizer), where LLaMA-Factory would encode them as text.
 TOKENIZERS = {"qwen": ["qwen3"], "qwen3": ["qwen3"], "qwen3_nothink": ["qwen3"], "qwen2_vl": ["qwen3"],
               "llama3": ["llama3"]}
-# Templates whose LLaMA-Factory loader wants an image processor even for text records.
-LOADER_NEEDS_PROCESSOR = {"qwen2_vl"}
+# Templates whose LLaMA-Factory loader wants an image processor even for text records
+# (qwen2_vl; llava, whose records with images check_llamafactory_llava.py compares).
+LOADER_NEEDS_PROCESSOR = {"qwen2_vl", "llava"}
 # ftpipe's templates that LLaMA-Factory does not have (checked to be absent there).
 FTPIPE_OWN_TEMPLATES = {"plain": "the texts as they are, each answer ending with EOS"}
 

@@ -166,7 +166,8 @@ def read_split(dataset_dir, split="train"):
 
 
 # ---- image stores (include/ftpipe/formats/image_store.h has the format) ----
-IMAGE_STORE_HEADER = struct.Struct("<8sIIQQQQ")
+IMAGE_STORE_HEADER = struct.Struct("<8sIIQQQQI")
+IMAGE_LAYOUT_CLIP = 1
 IMAGE_ENTRY = struct.Struct("<QQIIIIQ")
 
 
@@ -176,9 +177,9 @@ def read_image_store(path):
     order the split's shards hold the samples."""
     with open(path, "rb") as f:
         data = f.read()
-    magic, version, row_length, n_images, n_rows, n_samples, n_refs = IMAGE_STORE_HEADER.unpack_from(data, 0)
-    if magic != b"FTIMAGES" or version != 1:
-        raise ValueError("%s: not a version 1 image store" % path)
+    magic, version, row_length, n_images, n_rows, n_samples, n_refs, layout = IMAGE_STORE_HEADER.unpack_from(data, 0)
+    if magic != b"FTIMAGES" or version not in (1, 2):
+        raise ValueError("%s: not a version 1 or 2 image store" % path)
     images_at = _aligned(64 + 4 * n_rows * row_length)
     offsets_at = _aligned(images_at + IMAGE_ENTRY.size * n_images)
     refs_at = _aligned(offsets_at + 8 * (n_samples + 1))
@@ -186,7 +187,8 @@ def read_image_store(path):
     for i in range(n_images):
         _, _, t, h, w, _, first_row = IMAGE_ENTRY.unpack_from(data, images_at + IMAGE_ENTRY.size * i)
         start = 64 + 4 * first_row * row_length
-        images.append(((t, h, w), data[start:start + 4 * t * h * w * row_length]))
+        rows = 1 if layout == IMAGE_LAYOUT_CLIP else t * h * w
+        images.append(((t, h, w), data[start:start + 4 * rows * row_length]))
     offsets = struct.unpack_from("<%dQ" % (n_samples + 1), data, offsets_at)
     refs = struct.unpack_from("<%dI" % n_refs, data, refs_at)
     return images, [list(refs[offsets[s]:offsets[s + 1]]) for s in range(n_samples)]

@@ -68,7 +68,7 @@ typedef struct {
     bool packing;
     bool train_on_prompt;
     bool mask_history;
-    char vision_processor[32];  /* "qwen2_vl" when each split has an image store, else "" */
+    char vision_processor[32];  /* "qwen2_vl" or "clip" (LLaVA) when each split has an image store, else "" */
     uint64_t n_records;         /* read from the datasets, skipped ones included */
     uint64_t n_skipped_records;
     ft_token_split_stats train;

@@ -46,4 +46,27 @@ int ft_model_init_write(const char *dir, const ft_model_init_options *options);
 /* The built-in tokenizer.json text. Caller frees. */
 char *ft_builtin_tokenizer_json(void);
 
+/* The parts, for folders of other layouts (llava_init.h): */
+
+/* A tensor to draw: its name and shape (up to 4 dimensions). */
+typedef struct {
+    char *name;
+    int n_dims;
+    int64_t shape[4];
+} ft_init_tensor;
+
+/* Copies the tokenizer at source (and the tokenizer_config.json beside it) into
+ * dir, or writes the built-in one when source is NULL. */
+int ft_model_init_place_tokenizer(const char *dir, const char *source);
+/* vocab_size (when 0) and the BOS/EOS ids from the tokenizer in dir; a tokenizer
+ * larger than a given vocab_size is an error. */
+int ft_model_init_fit_tokenizer(const char *dir, ft_model_config *config);
+/* A config's weights as tensors to draw, each name after prefix. */
+ft_init_tensor *ft_model_init_tensors(const ft_model_config *config, const char *prefix, size_t *count);
+void ft_model_init_tensors_free(ft_init_tensor *tensors, size_t count);
+/* Draws the tensors (norm weights one, biases zero, the rest normal with std
+ * 0.02) into model.safetensors or shards of options->shard_bytes. */
+int ft_model_init_write_weights(const char *dir, const ft_init_tensor *tensors, size_t count,
+                                const ft_model_init_options *options);
+
 #endif

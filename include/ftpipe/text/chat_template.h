@@ -1,8 +1,8 @@
 /* chat_template: conversations rendered to text as LLaMA-Factory's templates of
  * the same names render them: qwen (Qwen2.5's default system prompt), qwen3
  * (an empty think block on answers without one), qwen3_nothink, qwen2_vl,
- * llama3, alpaca, default, empty; and plain, ftpipe's own (texts joined, EOS
- * after each answer).
+ * llava (LLaVA-1.5's vicuna-style turns), llama3, alpaca, default, empty; and
+ * plain, ftpipe's own (texts joined, EOS after each answer).
  *
  * Rendering yields segments, each marked prompt or answer, so that the tokenize
  * stage can mask prompt tokens out of the loss as LLaMA-Factory does. Each
@@ -48,13 +48,21 @@ const char *ft_chat_template_name(const ft_chat_template *chat_template);
 const char *ft_chat_template_names(void);
 
 /* How a vision-language template writes an image into the text, as LLaMA-Factory's
- * mm_plugin does: start, the pad token once per image token, end. */
+ * mm_plugin does: start, the pad token once per image token, end ("": none). */
 typedef struct {
     const char *start, *pad, *end;
 } ft_image_tokens;
 
 /* NULL for a text template, which takes no images. */
 const ft_image_tokens *ft_chat_template_image_tokens(const ft_chat_template *chat_template);
+/* LLaMA-Factory's mm_plugin of a vision-language template: "qwen2_vl" or "llava"; NULL for text. */
+const char *ft_chat_template_image_plugin(const ft_chat_template *chat_template);
+
+/* The template as it takes a LLaVA model's images (LLaMA-Factory's LlavaPlugin:
+ * each <image> becomes the image token once per image token): llava itself, and
+ * llama3 for LLaVA with a Llama 3 language model (XTuner's LLaVA-Llama-3), which
+ * renders as llama3 does. Any other template is an error naming both. */
+int ft_chat_template_for_llava(const ft_chat_template *chat_template, const ft_chat_template **out);
 
 /* The tokens that end generation besides EOS (LLaMA-Factory's stop_words), a
  * NULL-terminated list. */

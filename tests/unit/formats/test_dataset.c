@@ -444,7 +444,8 @@ TEST(refuses_bad_dataset_info_entries)
         {"from_hub", FIXTURES "/llamafactory/dataset_info.json: dataset 'from_hub' comes from a hub "
                      "(\"hf_hub_url\"): fetch it with a download stage and name the local file in \"file_name\""},
         {"clips", FIXTURES "/llamafactory/dataset_info.json: dataset 'clips' is multimodal (\"videos\"): ftpipe "
-                  "reads images only in the tokenize stage with a vision-language template (qwen2_vl), and no "
+                  "reads images only in the tokenize stage with a vision-language template (qwen2_vl; llava or llama3 "
+                  "with a LLaVA model), and no "
                   "videos or audio; the text alone would train on the literal <image>/<video>/<audio> placeholders, "
                   "so it is not usable for supervised fine-tuning here"},
         {"typo", FIXTURES "/llamafactory/dataset_info.json: dataset 'typo': unknown key \"promt\" in \"columns\" "

@@ -35,7 +35,7 @@ TEST(every_refused_column_has_a_reason_without_advice_to_drop_it)
     /* images are read for vision-language templates: not in the list, but the
      * reader refuses them elsewhere with a reason of their own */
     CHECK_INT(ft_dataset_refuse_column("the record", "images"), -1);
-    CHECK(strstr(ft_error_message(), "only in the tokenize stage with a vision-language template (qwen2_vl)") != NULL);
+    CHECK(strstr(ft_error_message(), "only in the tokenize stage with a vision-language template (qwen2_vl; llava or llama3 with a LLaVA model)") != NULL);
     CHECK(strstr(ft_error_message(), "literal <image>/<video>/<audio> placeholders") != NULL);
 }
 

@@ -33,7 +33,7 @@ static void write_store(const char *path)
     for (int i = 0; i < 2 * ROW_LENGTH; i++)
         b[i] = 100.0f + (float)i;
     ft_image_store_writer *writer;
-    CHECK_INT(ft_image_store_writer_open(path, ROW_LENGTH, &writer), 0);
+    CHECK_INT(ft_image_store_writer_open(path, FT_IMAGE_LAYOUT_PATCHES, ROW_LENGTH, &writer), 0);
     ft_stored_image image_a = {{1, 2}, 1, 2, 2, a}, image_b = {{3, 4}, 1, 1, 2, b};
     CHECK_INT(ft_image_store_writer_add_image(writer, &image_a), 0);
     CHECK_INT(ft_image_store_writer_add_image(writer, &image_b), 1);
@@ -81,13 +81,47 @@ TEST(an_empty_store_holds_samples_without_images)
 {
     char *path = temp_path();
     ft_image_store_writer *writer;
-    CHECK_INT(ft_image_store_writer_open(path, ROW_LENGTH, &writer), 0);
+    CHECK_INT(ft_image_store_writer_open(path, FT_IMAGE_LAYOUT_PATCHES, ROW_LENGTH, &writer), 0);
     CHECK_INT(ft_image_store_writer_add_sample(writer, NULL, 0), 0);
     CHECK_INT(ft_image_store_writer_finish(writer), 0);
     ft_image_store *store;
     CHECK_INT(ft_image_store_open(path, &store), 0);
     CHECK_INT(ft_image_store_n_images(store), 0);
     CHECK_INT(ft_image_store_n_samples(store), 1);
+    ft_image_store_close(store);
+    unlink(path);
+    free(path);
+}
+
+/* CLIP images are one row each: two 2 x 3 images in rows of 3 x 2 x 3 floats. */
+TEST(clip_images_are_one_row_each)
+{
+    char *path = temp_path();
+    float a[18], b[18];
+    for (int i = 0; i < 18; i++) {
+        a[i] = (float)i;
+        b[i] = -(float)i;
+    }
+    ft_image_store_writer *writer;
+    CHECK_INT(ft_image_store_writer_open(path, FT_IMAGE_LAYOUT_CLIP, 18, &writer), 0);
+    ft_stored_image image_a = {{1, 2}, 1, 2, 3, a}, image_b = {{3, 4}, 1, 2, 3, b}, wrong = {{5, 6}, 1, 3, 3, a};
+    CHECK_INT(ft_image_store_writer_add_image(writer, &image_a), 0);
+    CHECK_INT(ft_image_store_writer_add_image(writer, &image_b), 1);
+    CHECK_INT(ft_image_store_writer_add_image(writer, &wrong), -1);
+    CHECK(strstr(ft_error_message(), "a CLIP image of 1 x 3 x 3 in rows of 18 floats") != NULL);
+    const uint32_t both[] = {1, 0};
+    CHECK_INT(ft_image_store_writer_add_sample(writer, both, 2), 0);
+    CHECK_INT(ft_image_store_writer_finish(writer), 0);
+    ft_image_store *store;
+    CHECK_INT(ft_image_store_open(path, &store), 0);
+    CHECK_INT(ft_image_store_layout(store), FT_IMAGE_LAYOUT_CLIP);
+    CHECK_INT(ft_image_store_row_length(store), 18);
+    ft_stored_image image;
+    ft_image_store_image(store, 1, &image);
+    CHECK_INT(image.grid_t * 100 + image.grid_h * 10 + image.grid_w, 123);
+    CHECK(image.pixels[0] == 0.0f && image.pixels[17] == -17.0f);
+    CHECK_INT(ft_image_layout_rows(FT_IMAGE_LAYOUT_CLIP, 1, 336, 336), 1);
+    CHECK_INT(ft_image_layout_rows(FT_IMAGE_LAYOUT_PATCHES, 1, 4, 6), 24);
     ft_image_store_close(store);
     unlink(path);
     free(path);
@@ -130,10 +164,36 @@ static void unknown_image(const char *path)
     uint32_t index = 9;
     patch_bytes(path, 384, &index, 4);
 }
+static void unknown_layout(const char *path)
+{
+    uint32_t layout = 7;
+    patch_bytes(path, 48, &layout, 4);
+}
+static void clip_layout_on_patches(const char *path)
+{
+    uint32_t layout = FT_IMAGE_LAYOUT_CLIP; /* rows of 4 floats cannot hold a 3 x 2 x 2 image */
+    patch_bytes(path, 48, &layout, 4);
+}
 static void huge_count(const char *path)
 {
     uint64_t n_rows = (uint64_t)1 << 62;
     patch_bytes(path, 24, &n_rows, 8);
+}
+
+/* A store written before the layout field (version 1, zeros there) still reads as patches. */
+TEST(version_1_files_hold_patches)
+{
+    char *path = temp_path();
+    write_store(path);
+    uint32_t version = 1;
+    patch_bytes(path, 8, &version, 4);
+    ft_image_store *store;
+    CHECK_INT(ft_image_store_open(path, &store), 0);
+    CHECK_INT(ft_image_store_layout(store), FT_IMAGE_LAYOUT_PATCHES);
+    CHECK_INT(ft_image_store_n_images(store), 2);
+    ft_image_store_close(store);
+    unlink(path);
+    free(path);
 }
 
 TEST(refuses_damaged_files_naming_them)
@@ -144,12 +204,14 @@ TEST(refuses_damaged_files_naming_them)
     } cases[] = {
         {truncate_file, "file size does not match its counts"},
         {break_magic, "no FTIMAGES magic"},
-        {future_version, "image store version 9; this ftpipe reads version 1 (re-run the tokenize stage)"},
+        {future_version, "image store version 9; this ftpipe reads versions 1 to 2 (re-run the tokenize stage)"},
         {overlapping_images, "image rows do not follow one another within the pixels"},
         {empty_grid, "an image has an empty grid"},
         {decreasing_offsets, "sample offsets decrease"},
         {unknown_image, "a sample names an image the store lacks"},
         {huge_count, "counts larger than the file"},
+        {unknown_layout, "an unknown layout"},
+        {clip_layout_on_patches, "a CLIP image's size differs from its row"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *path = temp_path();
@@ -172,6 +234,8 @@ int main(void)
 {
     RUN(round_trip);
     RUN(an_empty_store_holds_samples_without_images);
+    RUN(clip_images_are_one_row_each);
+    RUN(version_1_files_hold_patches);
     RUN(refuses_damaged_files_naming_them);
     return check_done();
 }

@@ -1,5 +1,6 @@
 /* image_table: each distinct image (by its file's hash) preprocessed once, its
- * token count from its grid, its pixels those of ft_qwen2vl_preprocess, and an
+ * token count from its grid, its pixels those of ft_qwen2vl_preprocess (or of
+ * ft_clip_preprocess, one row an image, for LLaVA), and an
  * unreadable image an error naming it that leaves the table usable. */
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,43 @@ TEST(each_distinct_image_once_with_its_tokens_and_pixels)
     free(dir);
 }
 
+/* LLaVA: each image one row of ft_clip_preprocess's channel-first pixels, its
+ * token count the model's, whatever the image's size. */
+TEST(clip_images_are_one_row_of_the_clip_processor)
+{
+    char *dir = temp_dir();
+    char *scratch = ft_path_join(dir, "pixels.scratch");
+    ft_clip_image_options options;
+    ft_clip_image_options_default(&options);
+    ft_image_table *table;
+    CHECK_INT(ft_image_table_open_clip(scratch, &options, 576, &table), 0);
+    CHECK_INT(ft_image_table_layout(table), FT_IMAGE_LAYOUT_CLIP);
+    CHECK_INT(ft_image_table_row_length(table), 3 * 336 * 336);
+    uint32_t a = 99, b = 99;
+    CHECK_INT(ft_image_table_add(table, IMAGES "/rgb_odd.jpg", &a), 0);
+    CHECK_INT(ft_image_table_add(table, IMAGES "/tiny.png", &b), 0);
+    CHECK(a == 0 && b == 1);
+    CHECK_INT(ft_image_table_tokens(table, a), 576);
+    CHECK_INT(ft_image_table_tokens(table, b), 576);
+    CHECK_INT(ft_image_table_seal(table), 0);
+    ft_stored_image stored;
+    ft_image_table_image(table, b, &stored);
+    CHECK(stored.grid_t == 1 && stored.grid_h == 336 && stored.grid_w == 336);
+    ft_image image;
+    ft_vision_pixels pixels;
+    CHECK_INT(ft_image_read_file(IMAGES "/tiny.png", &image), 0);
+    CHECK_INT(ft_clip_preprocess(&image, &options, "x", &pixels), 0);
+    CHECK(memcmp(stored.pixels, pixels.pixel_values, (size_t)3 * 336 * 336 * sizeof(float)) == 0);
+    ft_vision_pixels_free(&pixels);
+    ft_image_free(&image);
+    ft_image_table_free(table);
+    CHECK_INT(ft_image_table_open_clip(scratch, &options, 0, &table), -1);
+    CHECK_STR(ft_error_message(), "an image must take at least one token");
+    ft_remove_tree(dir);
+    free(scratch);
+    free(dir);
+}
+
 TEST(an_unreadable_image_is_an_error_naming_it)
 {
     char *dir = temp_dir();
@@ -99,6 +137,7 @@ TEST(an_unreadable_image_is_an_error_naming_it)
 int main(void)
 {
     RUN(each_distinct_image_once_with_its_tokens_and_pixels);
+    RUN(clip_images_are_one_row_of_the_clip_processor);
     RUN(an_unreadable_image_is_an_error_naming_it);
     return check_done();
 }

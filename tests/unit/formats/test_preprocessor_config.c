@@ -1,6 +1,8 @@
 /* preprocessor_config: Qwen2-VL's preprocessor_config.json as transformers reads
- * it (size, then min_pixels / max_pixels over it), defaults for absent keys, and
- * every bad file an error naming it. */
+ * it (size, then min_pixels / max_pixels over it), LLaVA's CLIPImageProcessor
+ * (sizes as objects or numbers), defaults for absent keys, and every bad file an
+ * error naming it. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,9 +91,63 @@ TEST(refuses_bad_files_naming_them)
     }
 }
 
+static int load_clip(const char *text, ft_clip_image_options *options, char **dir)
+{
+    *dir = folder_with_config(text);
+    return ft_clip_image_options_load(*dir, options);
+}
+
+TEST(reads_llava_clip_config_as_transformers_does)
+{
+    ft_clip_image_options options;
+    char *dir;
+    /* llava-hf/llava-1.5-7b-hf's file */
+    CHECK_INT(load_clip("{\"crop_size\": {\"height\": 336, \"width\": 336}, \"do_center_crop\": true, "
+                        "\"do_normalize\": true, \"do_resize\": true, \"image_mean\": [0.5, 0.25, 0.125], "
+                        "\"image_std\": [0.2, 0.3, 0.4], \"resample\": 3, \"size\": {\"shortest_edge\": 336}}",
+                        &options, &dir),
+              0);
+    CHECK_INT(options.shortest_edge, 336);
+    CHECK_INT(options.crop_height, 336);
+    CHECK_INT(options.crop_width, 336);
+    CHECK(options.mean[2] == 0.125f && options.std[1] == 0.3f);
+    done(dir);
+    /* older files give sizes as numbers; absent keys keep CLIP's defaults */
+    CHECK_INT(load_clip("{\"crop_size\": 224, \"size\": 256}", &options, &dir), 0);
+    CHECK_INT(options.shortest_edge, 256);
+    CHECK_INT(options.crop_height * 1000 + options.crop_width, 224224);
+    CHECK(options.mean[0] == 0.48145466f && options.std[2] == 0.27577711f);
+    done(dir);
+}
+
+TEST(refuses_clip_settings_it_does_not_compute)
+{
+    static const struct {
+        const char *text, *message;
+    } cases[] = {
+        {"{\"resample\": 2}", "\"resample\" must be 3 (bicubic), the only resampling ftpipe computes"},
+        {"{\"do_center_crop\": false}", "\"do_center_crop\" must be true: ftpipe preprocesses LLaVA images as "
+                                        "CLIPImageProcessor does by default"},
+        {"{\"crop_size\": {\"height\": -1}}", "\"height\" must be a positive whole number"},
+        {"{\"image_std\": [1, 0, 1]}", "\"image_std\" must be 3 positive numbers"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ft_clip_image_options options;
+        char *dir;
+        CHECK_INT(load_clip(cases[i].text, &options, &dir), -1);
+        CHECK(strstr(ft_error_message(), cases[i].message) != NULL);
+        CHECK(strstr(ft_error_message(), FT_PREPROCESSOR_CONFIG_FILE) != NULL);
+        if (!strstr(ft_error_message(), cases[i].message))
+            fprintf(stderr, "  case %zu said: %s\n", i, ft_error_message());
+        done(dir);
+    }
+}
+
 int main(void)
 {
     RUN(reads_qwen2_vl_config_as_transformers_does);
     RUN(refuses_bad_files_naming_them);
+    RUN(reads_llava_clip_config_as_transformers_does);
+    RUN(refuses_clip_settings_it_does_not_compute);
     return check_done();
 }

@@ -227,6 +227,55 @@ TEST(qwen2_vl_default_and_empty_as_llama_factory)
     free(shown);
 }
 
+/* LLaVA-1.5's vicuna-style turns: the system prompt runs into the first USER:
+ * (LLaMA-Factory joins them without a space), EOS after each answer, no BOS. */
+TEST(llava_as_llama_factory)
+{
+    const ft_render_options eos = {"<s>", "</s>", true, false};
+    char *shown = segments("llava", single, 2, false, &eos);
+    CHECK_STR(shown, "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+                     "helpful, detailed, and polite answers to the user's questions.|USER: What is 12 + 30? "
+                     "ASSISTANT:|[42]|[</s>]");
+    free(shown);
+    shown = segments("llava", multi, 3, false, &eos);
+    CHECK_STR(shown, "Be brief.|USER: 2+2? ASSISTANT:|[4]|[</s>]");
+    free(shown);
+}
+
+/* llava takes LLaVA's images as it is; llama3 through its LLaVA variant, which
+ * renders as llama3; a Qwen template cannot. */
+TEST(templates_for_llava_images)
+{
+    const ft_chat_template *llava, *llama3, *for_llava, *qwen2_vl;
+    CHECK_INT(ft_chat_template_find("llava", &llava), 0);
+    CHECK_INT(ft_chat_template_for_llava(llava, &for_llava), 0);
+    CHECK(for_llava == llava);
+    CHECK_STR(ft_chat_template_image_tokens(llava)->pad, "<image>");
+    CHECK_STR(ft_chat_template_image_plugin(llava), "llava");
+    CHECK_INT(ft_chat_template_find("llama3", &llama3), 0);
+    CHECK(ft_chat_template_image_tokens(llama3) == NULL);
+    CHECK_INT(ft_chat_template_for_llava(llama3, &for_llava), 0);
+    CHECK(ft_chat_template_image_tokens(for_llava) == ft_chat_template_image_tokens(llava));
+    CHECK_STR(ft_chat_template_name(for_llava), "llama3");
+    const ft_render_options options = {"<|begin_of_text|>", "<|end_of_text|>", true, false};
+    ft_rendered_chat a, b;
+    CHECK_INT(ft_chat_template_render(llama3, multi, 3, false, &options, &a), 0);
+    CHECK_INT(ft_chat_template_render(for_llava, multi, 3, false, &options, &b), 0);
+    char *text_a = ft_rendered_chat_text(&a), *text_b = ft_rendered_chat_text(&b);
+    CHECK_STR(text_a, text_b);
+    free(text_a);
+    free(text_b);
+    ft_rendered_chat_free(&a);
+    ft_rendered_chat_free(&b);
+    CHECK_INT(ft_chat_template_find("qwen2_vl", &qwen2_vl), 0);
+    CHECK_STR(ft_chat_template_image_plugin(qwen2_vl), "qwen2_vl");
+    CHECK(ft_chat_template_image_plugin(llama3) == NULL);
+    CHECK_STR(ft_chat_template_image_plugin(for_llava), "llava");
+    CHECK_INT(ft_chat_template_for_llava(qwen2_vl, &for_llava), -1);
+    CHECK_STR(ft_error_message(), "the chat template qwen2_vl does not take a LLaVA model's images: use llava "
+                                  "(LLaVA-1.5) or llama3 (LLaVA with a Llama 3 language model)");
+}
+
 TEST(alpaca_as_llama_factory)
 {
     ft_rendered_chat chat;
@@ -270,7 +319,7 @@ TEST(names_and_stop_words)
     CHECK(ft_chat_template_stop_words(chat_template)[0] == NULL);
     CHECK_INT(ft_chat_template_find("chatglm", &chat_template), -1);
     CHECK_STR(ft_error_message(), "unknown chat template 'chatglm'; known: qwen, qwen3, qwen3_nothink, qwen2_vl, "
-                                  "llama3, alpaca, default, empty, plain");
+                                  "llava, llama3, alpaca, default, empty, plain");
 }
 
 TEST(refuses_a_tokenizer_without_the_templates_special_tokens)
@@ -290,7 +339,7 @@ TEST(refuses_a_tokenizer_without_the_templates_special_tokens)
                                   "<|start_header_id|>, <|end_header_id|>, <|eot_id|>, which the tokenizer does not "
                                   "have, so they would be trained on as plain text; choose the template of the "
                                   "model's family (qwen, qwen3, qwen3_nothink or qwen2_vl for Qwen models, llama3 "
-                                  "for Llama 3)");
+                                  "for Llama 3, llava for LLaVA-1.5)");
     ft_tokenizer_free(tokenizer);
 }
 
@@ -336,6 +385,8 @@ int main(void)
     RUN(qwen2_vl_default_and_empty_as_llama_factory);
     RUN(alpaca_as_llama_factory);
     RUN(plain_joins_texts);
+    RUN(llava_as_llama_factory);
+    RUN(templates_for_llava_images);
     RUN(names_and_stop_words);
     RUN(refuses_a_tokenizer_without_the_templates_special_tokens);
     RUN(refuses_malformed_conversations);

@@ -186,7 +186,8 @@ TEST(refuses_images_cut_short_or_without_a_vision_template)
     const ft_encoding_options options = {1024, false, false, true};
     text = encode_with_images("qwen", messages, 2, n_tokens, 1, &options);
     CHECK_STR(text, "the record has images, but the chat template qwen is for text: use the template of the "
-                    "vision-language model (qwen2_vl for Qwen2-VL and Qwen2.5-VL)");
+                    "vision-language model (qwen2_vl for Qwen2-VL and Qwen2.5-VL, llava or llama3 for "
+                    "LLaVA)");
     free(text);
     const ft_message pad_in_text[] = {{FT_ROLE_USER, "<image>Who?<|image_pad|>"}, {FT_ROLE_ASSISTANT, "Us."}};
     text = encode_with_images("qwen2_vl", pad_in_text, 2, n_tokens, 1, &options);

@@ -1,0 +1,49 @@
+/* llava_config: the config.json of a Hugging Face LlavaForConditionalGeneration
+ * (llava-hf's layout, which XTuner's converted LLaVA-Llama-3 uses too): its CLIP
+ * vision tower (vision_config, CLIPVisionConfig's defaults for absent keys), the
+ * feature layer and selection, the projector, and the image token. Absent keys
+ * take transformers' LlavaConfig defaults (a CLIP ViT-L/14 at 336 pixels). The
+ * language model's text_config is read as model_config reads a config.json,
+ * LlamaConfig's defaults filling a llama text_config's absent keys (llava-hf's
+ * configs leave most of them out). */
+#ifndef FTPIPE_LLAVA_CONFIG_H
+#define FTPIPE_LLAVA_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ftpipe/formats/model_config.h"
+
+typedef struct {
+    int hidden_size, intermediate_size, num_hidden_layers, num_attention_heads;
+    int image_size, patch_size, num_channels;
+    double layer_norm_eps;
+} ft_clip_vision_config;
+
+typedef struct {
+    ft_clip_vision_config vision;
+    int text_hidden_size;       /* the projector's output: text_config.hidden_size */
+    int image_token_id;         /* image_token_index (image_token_id in transformers 5) */
+    int vision_feature_layer;   /* an index into the tower's hidden states, negative from the end */
+    bool select_default;        /* vision_feature_select_strategy "default": CLS dropped; "full": kept */
+    bool projector_bias;        /* multimodal_projector_bias */
+} ft_llava_config;
+
+/* Whether the folder's config.json is a LlavaForConditionalGeneration (by
+ * architectures, else model_type "llava"); false when it cannot be read. */
+bool ft_llava_config_is_llava(const char *model_dir);
+
+/* model_dir: a folder holding config.json. An option ftpipe does not compute
+ * (an activation other than quick_gelu / gelu, several feature layers) is an
+ * error naming the file and key. */
+int ft_llava_config_load(const char *model_dir, ft_llava_config *out);
+int ft_llava_config_parse(const char *json_text, const char *origin, ft_llava_config *out);
+
+/* The language model's config: text_config (absent: LlamaConfig's defaults). */
+int ft_llava_text_config_load(const char *model_dir, ft_model_config *out);
+
+/* Tokens each image takes in the language model: (image_size / patch_size)^2
+ * patches, plus the CLS token with the "full" strategy (576 for LLaVA-1.5). */
+uint32_t ft_llava_image_tokens(const ft_llava_config *config);
+
+#endif

@@ -1,0 +1,47 @@
+/* vision_clip: LLaVA's image encoder, forward only, on the cpu backend: the CLIP
+ * ViT vision tower (patch embedding as a matrix product, class and position
+ * embeddings, pre-layernorm, encoder layers of LayerNorm, attention with biases
+ * and a quick_gelu MLP), the hidden state of vision_feature_layer (no
+ * post-layernorm, as LLaVA reads it), vision_feature_select_strategy ("default"
+ * drops CLS), then the two-layer projector (linear, GELU, linear), as
+ * transformers' LlavaForConditionalGeneration.get_image_features computes them.
+ *
+ * Weights come from the model folder under the names transformers gives them:
+ * llava-hf's hub checkpoints (vision_tower.vision_model.*), transformers 5's
+ * saves (vision_tower.*) and transformers 4's (model.vision_tower.*), with the
+ * projector under multi_modal_projector.* or model.multi_modal_projector.*. Only
+ * the encoder layers up to the feature layer are loaded. */
+#ifndef FTPIPE_VISION_CLIP_H
+#define FTPIPE_VISION_CLIP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ftpipe/backend/backend.h"
+#include "ftpipe/formats/image_store.h"
+#include "ftpipe/formats/llava_config.h"
+
+typedef struct ft_vision_clip ft_vision_clip;
+
+/* Reads model_dir's config.json and weights. The backend must be the cpu one
+ * (the cuda vision tower is not written yet: an error says so). */
+int ft_vision_clip_load(const char *model_dir, ft_backend *backend, ft_vision_clip **out);
+void ft_vision_clip_free(ft_vision_clip *clip);
+
+const ft_llava_config *ft_vision_clip_config(const ft_vision_clip *clip);
+/* Rows of features each image gives: ft_llava_image_tokens. */
+int ft_vision_clip_tokens_per_image(const ft_vision_clip *clip);
+/* Width of a feature row: the language model's hidden size. */
+int ft_vision_clip_feature_width(const ft_vision_clip *clip);
+
+/* features [n_images * tokens_per_image, feature_width] of pixel_values
+ * [n_images, 3, image_size, image_size] (channel-first, as CLIPImageProcessor
+ * gives them and the image store keeps them). */
+int ft_vision_clip_features(ft_vision_clip *clip, const float *pixel_values, int n_images, float *features);
+
+/* The same for images of a tokenized split's image store (CLIP layout, of this
+ * model's size), by their indices in the store: one sample's or a batch's. */
+int ft_vision_clip_stored_features(ft_vision_clip *clip, const ft_image_store *store, const uint32_t *images,
+                                   size_t n_images, float *features);
+
+#endif
