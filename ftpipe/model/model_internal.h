@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "ftpipe/model/model.h"
+#include "ftpipe/model/param_shards.h"
 
 #define FT_ABSENT SIZE_MAX /* offset of a weight this architecture lacks */
 
@@ -53,7 +54,9 @@ struct ft_model {
     ft_model_options options;
     ft_backend *backend;
     size_t element_bytes;          /* of the backend's dtype */
-    void *params;                  /* every base weight, one allocation, in the backend's dtype */
+    void *params;                  /* every base weight, one allocation, in the backend's dtype; NULL
+                                    * while ZeRO-3 shards them */
+    ft_param_shards *shards;       /* ZeRO-3: the passes read the weights through them */
     float *grads;                  /* same layout, float; full fine-tuning only */
     size_t n_params;
     size_t embed, final_norm, lm_head; /* offsets in elements; lm_head == embed when tied */
