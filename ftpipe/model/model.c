@@ -421,6 +421,7 @@ void ft_model_free(ft_model *model)
     if (!model)
         return;
     ft_backend *backend = model->backend;
+    ft_param_shards_free(model->shards);
     ft_lora_free(model->lora);
     if (model->params)
         backend->free(backend, model->params);
@@ -439,6 +440,7 @@ const ft_model_config *ft_model_get_config(const ft_model *model) { return &mode
 ft_backend *ft_model_backend(const ft_model *model) { return model->backend; }
 ft_lora *ft_model_lora(const ft_model *model) { return model->lora; }
 ft_memory_plan ft_model_memory(const ft_model *model) { return model->plan; }
+ft_param_shards *ft_model_param_shards(const ft_model *model) { return model->shards; }
 
 const ft_param_tensor *ft_model_weights(const ft_model *model, size_t *count)
 {

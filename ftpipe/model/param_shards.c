@@ -221,6 +221,10 @@ void ft_param_shards_release_whole(ft_param_shards *s)
 
 int ft_param_shards_unshard(ft_param_shards *s)
 {
+    for (int i = 0; i < WINDOW_UNITS; i++) { /* room for the whole weights */
+        s->model->backend->free(s->model->backend, s->window[i].buffer);
+        s->window[i].buffer = NULL;
+    }
     int status = ft_param_shards_gather_whole(s);
     ft_param_shards_free(s);
     return status;

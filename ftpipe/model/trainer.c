@@ -141,7 +141,7 @@ typedef struct {
     ft_adamw *optimizer;        /* NULL with ZeRO, whose shard optimizer updates */
     ft_zero *zero;              /* ZeRO stage 1, 2 or 3 over the ranks; NULL: each rank holds the whole optimizer */
     ft_param_shards *params;    /* ZeRO-3's weights; NULL: each rank holds them whole */
-    bool trains_weights;        /* full fine-tuning: the trained tensors are the (sharded) weights */
+    bool trains_weights;        /* full fine-tuning under ZeRO-3: the trained tensors are the sharded weights */
     ft_comm *comm;              /* NULL: one rank */
     int rank, ranks;
     ft_grad_buckets buckets;
@@ -555,6 +555,22 @@ static void add_compute_time(trainer *t, uint64_t wall_ns, uint64_t cpu_ns)
     t->result->compute_cpu_s += (double)(ft_process_cpu_ns() - cpu_ns) * 1e-9;
 }
 
+/* on_save writes the trained tensors: ZeRO-3's sharded weights are gathered
+ * for it by every rank, whichever rank writes. */
+static int keep_checkpoint(trainer *t)
+{
+    const ft_train_callbacks *callbacks = &t->options->callbacks;
+    bool gather = t->trains_weights;
+    if (!callbacks->on_save && !gather)
+        return 0;
+    if (gather && ft_param_shards_gather_whole(t->params) < 0)
+        return -1;
+    int status = callbacks->on_save ? callbacks->on_save(callbacks->context, t->state.global_step, epochs_done(t)) : 0;
+    if (gather)
+        ft_param_shards_release_whole(t->params);
+    return status;
+}
+
 static int train_loop(trainer *t)
 {
     const ft_train_options *o = t->options;
@@ -587,8 +603,7 @@ static int train_loop(trainer *t)
                 return -1;
             add_compute_time(t, wall_ns, cpu_ns);
         }
-        if (save_due(t) && o->callbacks.on_save &&
-            o->callbacks.on_save(o->callbacks.context, t->state.global_step, epochs_done(t)) < 0)
+        if (save_due(t) && keep_checkpoint(t) < 0)
             return ft_error_context("keeping checkpoint-%lld", (long long)t->state.global_step);
         int64_t save_steps = o->save_steps;
         if (save_steps > 0 && t->state.global_step % save_steps == 0 && save(t) < 0)
@@ -636,11 +651,13 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         return ft_error("zero_stage = %d: the trainer shards with ZeRO stages 0 to 3", options->zero_stage);
     ft_backend *backend = ft_model_backend(model);
     size_t n_weights;
-    t.trains_weights = t.tensors == ft_model_weights(model, &n_weights);
+    bool full = t.tensors == ft_model_weights(model, &n_weights);
     out->parameter_bytes = ft_model_memory(model).parameter_bytes;
-    if (t.comm && options->zero_stage == 3) {
-        if (ft_param_shards_create(model, t.comm, options->offload_param, &t.params) < 0)
+    if (t.comm && options->zero_stage == 3) { /* a model left sharded by an earlier run (LoRA) stays so */
+        t.params = ft_model_param_shards(model);
+        if (!t.params && ft_param_shards_create(model, t.comm, options->offload_param, &t.params) < 0)
             return -1;
+        t.trains_weights = full;
         size_t shard = ft_param_shards_shard_bytes(t.params);
         out->parameter_bytes = ft_param_shards_gathered_bytes(t.params) + (options->offload_param ? 0 : shard);
         out->parameter_host_bytes = options->offload_param ? shard : 0;
@@ -685,10 +702,6 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     int status = resume(&t, out);
     if (status == 0)
         status = train_loop(&t);
-    if (t.params && status == 0) /* the caller gets the whole model */
-        status = ft_param_shards_unshard(t.params);
-    else if (t.params) /* a failed run: its collectives may be gone */
-        ft_param_shards_free(t.params);
     out->global_step = t.state.global_step;
     out->epoch = epochs_done(&t);
     out->train_loss = t.state.global_step > 0 ? t.state.loss_sum / (double)t.state.global_step : 0.0;
@@ -701,6 +714,12 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     ft_grad_buckets_free(&t.buckets);
     ft_adamw_free(t.optimizer);
     ft_zero_free(t.zero);
+    /* Full fine-tuning's result is the weights: whole again, once the optimizer
+     * is freed. LoRA's model stays sharded, its adapter whole on every rank. */
+    if (status == 0 && t.trains_weights)
+        status = ft_param_shards_unshard(t.params);
+    else if (t.params && status < 0) /* a failed run: its collectives may be gone */
+        ft_param_shards_free(t.params);
     free(t.data.order);
     free(t.data.row_segments);
     free(t.data.tokens);

@@ -39,6 +39,9 @@ typedef struct {
 
 typedef struct ft_param_shards ft_param_shards;
 
+/* The model's shards while ZeRO-3 holds them (the model frees them); NULL: whole. */
+ft_param_shards *ft_model_param_shards(const ft_model *model);
+
 /* Cuts the loaded model's weights into this rank's shard and frees the whole
  * buffer; from then on the model's passes read through the shards, and the
  * weights' values are NULL until ft_param_shards_gather_whole. */

@@ -35,7 +35,11 @@
  * With zero_stage 1 or 2 each rank keeps and updates a shard of the
  * optimizer's state (zero.h), the result staying that of stage 0; with 3 it
  * also keeps only its shard of the base weights, gathered layer by layer as
- * the passes use them (param_shards.h), and hands the model back whole.
+ * the passes use them (param_shards.h): full fine-tuning hands the model back
+ * whole (after freeing the optimizer); LoRA leaves it sharded (its adapter is
+ * whole on every rank), fit for another ft_train over the same ranks, for
+ * saving the adapter and for ft_model_free. A failed run leaves the model
+ * without weights.
  * Only the ranks that say so write checkpoints (the first of each node); every
  * rank resumes from them, whatever rank count wrote them. */
 #ifndef FTPIPE_TRAINER_H

@@ -11,6 +11,10 @@
  *     stage 0 with the same losses within 1e-6 relative, and offload_param
  *     changes no bit of stage 3's result; each rank's weights (the trainer's
  *     counters) are its 1 / ranks shard plus two gathered units;
+ *   - full fine-tuning on 4 ranks at ZeRO-3 with offload_param, cancelled after
+ *     a checkpoint, resumes on 2 ranks at ZeRO-1 with the uninterrupted run's
+ *     losses within 1e-5 and its weights no further from it than 2 ranks
+ *     throughout are (the sums in another order);
  *   - a 2-rank ZeRO-2 run cancelled after a checkpoint resumes with 1 rank at
  *     stage 0 and with 3 ranks at stage 1 (the same global batch), ending as
  *     close to the uninterrupted run as running with those ranks throughout
@@ -160,9 +164,10 @@ static run_result run(const char *data_dir, run_shape shape)
     const ft_param_tensor *tensors = model ? ft_model_trainable(model, &n_tensors) : NULL;
     for (size_t i = 0; i < n_tensors; i++)
         out.count += tensors[i].count;
-    out.values = ft_xmalloc((out.count ? out.count : 1) * sizeof(float));
+    out.values = ft_xcalloc(out.count ? out.count : 1, sizeof(float));
     for (size_t i = 0, at = 0; i < n_tensors; at += tensors[i].count, i++)
-        memcpy(out.values + at, tensors[i].value, tensors[i].count * sizeof(float));
+        if (tensors[i].value) /* none after a failed (cancelled) ZeRO-3 run of full fine-tuning */
+            memcpy(out.values + at, tensors[i].value, tensors[i].count * sizeof(float));
     ft_model_free(model);
     ft_token_shards_close(shards);
     if (comm) {
@@ -242,11 +247,12 @@ TEST(lora_stages_1_and_2_match_stage_0) { stages_match_stage_zero(FT_FINETUNE_LO
 
 TEST(full_fine_tuning_stages_1_and_2_match_stage_0) { stages_match_stage_zero(FT_FINETUNE_FULL); }
 
-/* Interrupted 2-rank ZeRO-2 at step 3 (checkpoint-3), resumed otherwise. */
-static run_result interrupted_then(const char *data, const char *name, run_shape resumed)
+/* Interrupted `first` at step 3 (checkpoint-3), resumed as `resumed`. */
+static run_result interrupted_then(const char *data, const char *name, run_shape first, run_shape resumed)
 {
     char *dir = ft_path_join(root, name);
-    run_shape first = {2, 2, 3, 2, FT_FINETUNE_LORA, dir, 3, false, false};
+    first.checkpoint_dir = dir;
+    first.cancel_after = 3;
     run_result stopped = run(data, first);
     CHECK_INT(stopped.status, -1);
     CHECK_INT(stopped.steps.n, 3);
@@ -275,7 +281,7 @@ TEST(a_zero_2_checkpoint_resumes_with_other_ranks_and_stages)
         run_result throughout = run(data, others[i]); /* those ranks from the start: the reordering's distance */
         CHECK_INT(throughout.status, 0);
         double reordering = max_difference(throughout.values, reference.values, reference.count);
-        run_result resumed = interrupted_then(data, names[i], others[i]);
+        run_result resumed = interrupted_then(data, names[i], straight, others[i]);
         CHECK_INT(resumed.steps.n, 5);
         double difference = max_difference(resumed.values, reference.values, reference.count);
         bool same_ranks = others[i].ranks == 2;
@@ -368,6 +374,38 @@ static void stage_3_matches_stage_0(ft_finetuning finetuning)
     free(data);
 }
 
+/* Full fine-tuning on 4 ranks at ZeRO-3 (its checkpoint gathers the sharded
+ * weights) cancelled after checkpoint-3, resumed on 2 ranks at ZeRO-1. */
+TEST(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2)
+{
+    char *data = write_data("resume3", 40); /* a global batch of 8: 5 steps an epoch, 10 in all */
+    run_shape straight = {4, 3, 1, 2, FT_FINETUNE_FULL, NULL, 0, false, true};
+    run_result reference = run(data, straight);
+    CHECK_INT(reference.status, 0);
+    CHECK_INT(reference.steps.n, 10);
+    run_shape two = {2, 1, 2, 2, FT_FINETUNE_FULL, NULL, 0, false, false};
+    run_result throughout = run(data, two);
+    CHECK_INT(throughout.status, 0);
+    double reordering = max_difference(throughout.values, reference.values, reference.count);
+    run_result resumed = interrupted_then(data, "resumed_zero_3_to_1", straight, two);
+    CHECK_INT(resumed.steps.n, 7);
+    double difference = max_difference(resumed.values, reference.values, reference.count);
+    if (!(difference <= reordering)) {
+        fprintf(stderr, "  %g from the uninterrupted run; 2 ranks throughout: %g\n", difference, reordering);
+        check_case_failed = 1;
+    }
+    for (int s = 0; s < resumed.steps.n; s++)
+        if (!(fabs(resumed.steps.losses[s] - reference.steps.losses[s + 3]) <= 1e-5 * fabs(reference.steps.losses[s + 3]))) {
+            fprintf(stderr, "  step %d's loss %.9g, uninterrupted %.9g\n", s + 4, resumed.steps.losses[s],
+                    reference.steps.losses[s + 3]);
+            check_case_failed = 1;
+        }
+    free(reference.values);
+    free(throughout.values);
+    free(resumed.values);
+    free(data);
+}
+
 TEST(lora_stage_3_matches_stage_0) { stage_3_matches_stage_0(FT_FINETUNE_LORA); }
 
 TEST(full_fine_tuning_stage_3_matches_stage_0) { stage_3_matches_stage_0(FT_FINETUNE_FULL); }
@@ -382,6 +420,7 @@ int main(void)
     RUN(full_fine_tuning_stages_1_and_2_match_stage_0);
     RUN(a_zero_2_checkpoint_resumes_with_other_ranks_and_stages);
     RUN(lora_stage_3_matches_stage_0);
+    RUN(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2);
     RUN(full_fine_tuning_stage_3_matches_stage_0);
     ft_backend_destroy(cpu);
     free(model_dir);
