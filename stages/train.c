@@ -27,6 +27,7 @@
 #include "ftpipe/base/svg_chart.h"
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/model/model_save.h"
+#include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/train_work.h"
 #include "ftpipe/model/trainer.h"
 #include "ftpipe/model/trainer_log.h"
@@ -85,6 +86,14 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
     }
     if (run->train_options.offload_optimizer) /* the cpu backend's: an f32 master copy and the gradients downloaded */
         plan.total_bytes += plan.optimizer_bytes;
+    uint64_t loading_bytes = 0; /* ZeRO-3: each rank loads the whole weights, then keeps its shard */
+    if (run->train_options.zero_stage == 3) {
+        ft_train_memory sharded = {.plan = plan};
+        ft_train_memory_shard_params(&sharded, &config, backend->dtype != FT_DTYPE_F32, ranks,
+                                     run->train_options.offload_param);
+        plan = sharded.plan;
+        loading_bytes = sharded.whole_weights_bytes;
+    }
     char total[32], weights[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
     ft_format_bytes(plan.total_bytes, total, sizeof total);
     ft_format_bytes(plan.parameter_bytes, weights, sizeof weights);
@@ -92,9 +101,11 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
     ft_format_bytes(plan.gradient_bytes, gradients, sizeof gradients);
     ft_format_bytes(plan.optimizer_bytes, optimizer, sizeof optimizer);
     ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
-    ft_stage_log(run->stage, "memory plan: %s (weights %s, adapter %s, gradients %s, optimizer %s%s, activations %s)",
-                 total, weights, adapter, gradients, optimizer,
-                 run->train_options.zero_stage > 0 ? " as this rank's ZeRO share" : "", activations);
+    ft_stage_log(run->stage, "memory plan: %s (weights %s%s, adapter %s, gradients %s, optimizer %s%s, activations %s)",
+                 total, weights, loading_bytes ? " as this rank's ZeRO-3 shard and two gathered layers" : "", adapter,
+                 gradients, optimizer, run->train_options.zero_stage > 0 ? " as this rank's ZeRO share" : "",
+                 activations);
+    plan.total_bytes += loading_bytes; /* while loading */
     uint64_t host = ft_host_available_bytes();
     if (ranks > 1) { /* every rank holds a whole copy, but for its ZeRO share */
         plan.total_bytes *= (uint64_t)ranks;
@@ -524,6 +535,14 @@ static int train(ft_train_run *run, ft_backend *backend)
         ft_stage_metric(stage, result.global_step, "optimizer_state_bytes", (double)result.optimizer_state_bytes);
         ft_stage_log(stage, "optimizer state on rank 0: %s (ZeRO stage %d over %d rank%s)", state,
                      run->train_options.zero_stage, ranks, ranks > 1 ? "s" : "");
+        /* The weights this rank held while training: all, or its ZeRO-3 shard and the gathered layers. */
+        char weights[32], host_weights[32];
+        ft_format_bytes(result.parameter_bytes, weights, sizeof weights);
+        ft_format_bytes(result.parameter_host_bytes, host_weights, sizeof host_weights);
+        ft_stage_metric(stage, result.global_step, "parameter_bytes", (double)result.parameter_bytes);
+        ft_stage_metric(stage, result.global_step, "parameter_host_bytes", (double)result.parameter_host_bytes);
+        ft_stage_log(stage, "weights on rank 0: %s in the backend's memory, %s offloaded to host memory", weights,
+                     host_weights);
     }
     ft_token_shards_close(eval_shards);
     if (status == 0 && run->writes_output)
