@@ -27,6 +27,7 @@
 #include "ftpipe/base/svg_chart.h"
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/model/model_save.h"
+#include "ftpipe/model/param_shards.h"
 #include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/train_work.h"
 #include "ftpipe/model/trainer.h"
@@ -86,13 +87,15 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
     }
     if (run->train_options.offload_optimizer) /* the cpu backend's: an f32 master copy and the gradients downloaded */
         plan.total_bytes += plan.optimizer_bytes;
-    uint64_t loading_bytes = 0; /* ZeRO-3: each rank loads the whole weights, then keeps its shard */
-    if (run->train_options.zero_stage == 3) {
-        ft_train_memory sharded = {.plan = plan};
-        ft_train_memory_shard_params(&sharded, &config, backend->dtype != FT_DTYPE_F32, ranks,
-                                     run->train_options.offload_param);
-        plan = sharded.plan;
-        loading_bytes = sharded.whole_weights_bytes;
+    uint64_t gathered_bytes = 0; /* ZeRO-3 of full fine-tuning: the whole weights, for checkpoints and the result */
+    bool sharded = run->train_options.zero_stage == 3;
+    if (sharded) {
+        ft_train_memory memory = {.plan = plan};
+        ft_train_memory_shard_params(&memory, &config, backend->dtype != FT_DTYPE_F32, ranks,
+                                     run->train_options.offload_param,
+                                     run->model_options.finetuning == FT_FINETUNE_FULL);
+        plan = memory.plan;
+        gathered_bytes = memory.whole_weights_bytes;
     }
     char total[32], weights[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
     ft_format_bytes(plan.total_bytes, total, sizeof total);
@@ -102,10 +105,10 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
     ft_format_bytes(plan.optimizer_bytes, optimizer, sizeof optimizer);
     ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
     ft_stage_log(run->stage, "memory plan: %s (weights %s%s, adapter %s, gradients %s, optimizer %s%s, activations %s)",
-                 total, weights, loading_bytes ? " as this rank's ZeRO-3 shard and two gathered layers" : "", adapter,
+                 total, weights, sharded ? " as this rank's ZeRO-3 shard and two gathered layers" : "", adapter,
                  gradients, optimizer, run->train_options.zero_stage > 0 ? " as this rank's ZeRO share" : "",
                  activations);
-    plan.total_bytes += loading_bytes; /* while loading */
+    plan.total_bytes += gathered_bytes;
     uint64_t host = ft_host_available_bytes();
     if (ranks > 1) { /* every rank holds a whole copy, but for its ZeRO share */
         plan.total_bytes *= (uint64_t)ranks;
@@ -441,6 +444,15 @@ static void log_rates(ft_train_run *run, const char *device, int64_t step, doubl
                  io_s > 0 ? io_bytes / io_s : 0.0, io_cpu_s > 0 ? io_bytes / (io_cpu_s * ranks) : 0.0);
 }
 
+/* ZeRO-3 over ranks reads each rank's shard of the weights from the files (param_shards.h). */
+static int load_model(ft_train_run *run, ft_backend *backend, ft_model **model)
+{
+    const ft_train_options *t = &run->train_options;
+    if (t->comm && t->zero_stage == 3)
+        return ft_model_load_sharded(run->model_dir, backend, &run->model_options, t->comm, t->offload_param, model);
+    return ft_model_load(run->model_dir, backend, &run->model_options, model);
+}
+
 /* estimate --measure: loads the model (timed as reading), one warm-up step, then
  * MEASURED_STEPS steps and a checkpoint into the scratch folder, timed. */
 #define MEASURED_STEPS 3
@@ -453,7 +465,7 @@ static int measure(ft_train_run *run, ft_backend *backend)
         return -1;
     uint64_t load_wall_ns = ft_now_ns(), load_cpu_ns = ft_process_cpu_ns();
     ft_model *model = NULL;
-    int status = ft_model_load(run->model_dir, backend, &run->model_options, &model);
+    int status = load_model(run, backend, &model);
     double load_s = (double)(ft_now_ns() - load_wall_ns) * 1e-9;
     double load_cpu_s = (double)(ft_process_cpu_ns() - load_cpu_ns) * 1e-9;
     ft_train_options options = run->train_options;
@@ -497,7 +509,7 @@ static int train(ft_train_run *run, ft_backend *backend)
     if (ft_token_shards_open(run->data_dir, "train", &shards) < 0)
         return -1;
     ft_model *model = NULL;
-    int status = ft_model_load(run->model_dir, backend, &run->model_options, &model);
+    int status = load_model(run, backend, &model);
     size_t n_tensors = 0, n_trained = 0;
     int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
     if (status == 0 && run->rank == 0) {

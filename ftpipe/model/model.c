@@ -234,13 +234,11 @@ static int load_weight(ft_model *model, const char *model_dir, const ft_safetens
     return 0;
 }
 
-static int load_weights(ft_model *model, const char *model_dir)
+int ft_model_load_weight_range(ft_model *model, const char *model_dir, const ft_safetensors *set, size_t first,
+                               size_t count)
 {
-    ft_safetensors *set;
-    if (ft_safetensors_open(model_dir, &set) < 0)
-        return -1;
     size_t largest = 1;
-    for (size_t i = 0; i < model->n_weights; i++)
+    for (size_t i = first; i < first + count; i++)
         if (model->weights[i].count > largest)
             largest = model->weights[i].count;
     staging buffers = {malloc(largest * sizeof(float)), NULL};
@@ -249,10 +247,19 @@ static int load_weights(ft_model *model, const char *model_dir)
     int status = 0;
     if (!buffers.floats || (model->backend->dtype == FT_DTYPE_BF16 && !buffers.bf16))
         status = ft_error("out of host memory staging a weight of %zu elements", largest);
-    for (size_t i = 0; i < model->n_weights && status == 0; i++)
+    for (size_t i = first; i < first + count && status == 0; i++)
         status = load_weight(model, model_dir, set, &model->weights[i], &buffers);
     free(buffers.floats);
     free(buffers.bf16);
+    return status;
+}
+
+static int load_weights(ft_model *model, const char *model_dir)
+{
+    ft_safetensors *set;
+    if (ft_safetensors_open(model_dir, &set) < 0)
+        return -1;
+    int status = ft_model_load_weight_range(model, model_dir, set, 0, model->n_weights);
     ft_safetensors_close(set);
     return status;
 }
@@ -344,23 +351,28 @@ int ft_model_backend_limits(const ft_model_config *config, const ft_model_option
 }
 
 /* The backend checks the whole plan against its memory, and reserves its
- * scratch, before anything is allocated. */
-static int reserve(ft_model *model)
+ * scratch, before anything is allocated; sharded_bytes: the weights' part of
+ * it when ZeRO-3 shards them (0: whole). */
+static int reserve(ft_model *model, size_t sharded_bytes)
 {
     ft_memory_plan plan;
     plan_memory(model, model->element_bytes, 0, &plan);
+    if (sharded_bytes)
+        plan.total_bytes = plan.total_bytes - plan.parameter_bytes + sharded_bytes;
     ft_backend_limits limits = limits_of(&model->config, &model->options, plan.total_bytes);
     return model->backend->reserve(model->backend, &limits);
 }
 
-static int allocate(ft_model *model, const size_t *offsets)
+/* Everything but the weights when they are sharded (sharded_bytes > 0). */
+static int allocate(ft_model *model, const size_t *offsets, size_t sharded_bytes)
 {
     ft_backend *backend = model->backend;
     const ft_model_options *options = &model->options;
-    if (reserve(model) < 0)
+    if (reserve(model, sharded_bytes) < 0)
         return -1;
-    model->params = alloc_bytes(model, model->n_params * model->element_bytes, "weights");
-    if (!model->params)
+    if (!sharded_bytes)
+        model->params = alloc_bytes(model, model->n_params * model->element_bytes, "weights");
+    if (!sharded_bytes && !model->params)
         return -1;
     if (options->finetuning == FT_FINETUNE_FULL) {
         model->grads = alloc_bytes(model, model->n_params * sizeof(float), "gradients");
@@ -370,7 +382,8 @@ static int allocate(ft_model *model, const size_t *offsets)
     }
     for (size_t i = 0; i < model->n_weights; i++) {
         /* in the backend's dtype: float on cpu, bf16 on cuda */
-        model->weights[i].value = (float *)((char *)model->params + offsets[i] * model->element_bytes);
+        model->weights[i].value = model->params ? (float *)((char *)model->params + offsets[i] * model->element_bytes)
+                                                : NULL;
         model->weights[i].grad = model->grads ? model->grads + offsets[i] : NULL;
     }
     int rows = options->max_batch_size * options->max_seq_len;
@@ -390,7 +403,8 @@ static int allocate(ft_model *model, const size_t *offsets)
     return 0;
 }
 
-int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out)
+static int load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_comm *comm,
+                bool offload_param, ft_model **out)
 {
     ft_model *model = ft_xcalloc(1, sizeof *model);
     model->backend = backend;
@@ -402,18 +416,38 @@ int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_opt
         return -1;
     }
     size_t *offsets = make_layout(model);
-    int status = allocate(model, offsets);
-    free(offsets);
-    if (status == 0)
+    size_t sharded_bytes = comm ? ft_param_shards_planned_bytes(model, offsets, comm->size, offload_param) : 0;
+    int status = allocate(model, offsets, sharded_bytes);
+    if (status == 0 && comm)
+        status = ft_param_shards_load(model, offsets, model_dir, comm, offload_param);
+    else if (status == 0)
         status = load_weights(model, model_dir);
+    free(offsets);
     if (status < 0) {
         ft_model_free(model);
         return -1;
     }
     fill_rope_tables(model);
     plan_memory(model, model->element_bytes, backend->reserved_bytes(backend), &model->plan);
+    if (sharded_bytes) {
+        model->plan.total_bytes = model->plan.total_bytes - model->plan.parameter_bytes + sharded_bytes;
+        model->plan.parameter_bytes = sharded_bytes;
+    }
     *out = model;
     return 0;
+}
+
+int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out)
+{
+    return load(model_dir, backend, options, NULL, false, out);
+}
+
+int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_model_options *options,
+                          ft_comm *comm, bool offload_param, ft_model **out)
+{
+    if (comm->size < 2)
+        return ft_model_load(model_dir, backend, options, out);
+    return load(model_dir, backend, options, comm, offload_param, out);
 }
 
 void ft_model_free(ft_model *model)

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/param_shards.h"
 
@@ -73,6 +74,16 @@ struct ft_model {
     void (*layer_gradients_done)(void *context, int layer); /* ft_model_on_layer_gradients */
     void *layer_gradients_context;
 };
+
+/* Loads weights [first, first + count) of the set into their value pointers. */
+int ft_model_load_weight_range(ft_model *model, const char *model_dir, const ft_safetensors *set, size_t first,
+                               size_t count);
+
+/* param_shards.c's, for loading sharded: the weights' part of the plan (the
+ * shard, the gathered units' buffers, the staging buffer), and loading every
+ * unit through a gathered unit's buffer, keeping this rank's shard only. */
+size_t ft_param_shards_planned_bytes(const ft_model *model, const size_t *offsets, int ranks, bool offload);
+int ft_param_shards_load(ft_model *model, const size_t *offsets, const char *model_dir, ft_comm *comm, bool offload);
 
 /* Slices `base` (NULL: only counts) into the activations for these options,
  * with activations of element_bytes each; returns their size in bytes. */

@@ -81,25 +81,37 @@ static void shard_to_backend(ft_param_shards *s, void *to, const void *from, siz
     }
 }
 
+/* This rank's parts of unit u from `source` (backend memory holding the
+ * unit's whole weights) into the shard; host: room for the largest part. */
+static void take_unit(ft_param_shards *s, size_t u, const void *source, void *host)
+{
+    ft_backend *b = s->model->backend;
+    const ft_param_unit *unit = &s->units[u];
+    size_t owned = unit->per_rank * s->element_bytes, shared = unit->shared * s->element_bytes;
+    b->download(b, host, (const char *)source + (size_t)s->comm->rank * owned, owned);
+    b->download(b, (char *)host + owned, (const char *)source + (unit->count - unit->shared) * s->element_bytes,
+                shared);
+    if (s->offload)
+        memcpy(shard_at(s, unit->shard_offset), host, owned + shared);
+    else
+        b->upload(b, shard_at(s, unit->shard_offset), host, owned + shared);
+}
+
+static void *part_buffer(const ft_param_shards *s)
+{
+    size_t largest = 1;
+    for (size_t u = 0; u < s->n_units; u++)
+        if (s->units[u].per_rank + s->units[u].shared > largest)
+            largest = s->units[u].per_rank + s->units[u].shared;
+    return ft_xmalloc(largest * s->element_bytes);
+}
+
 /* This rank's parts of every unit from the whole weights into the shard. */
 static void take_shard(ft_param_shards *s)
 {
-    ft_backend *b = s->model->backend;
-    size_t rank = (size_t)s->comm->rank, largest = 0;
+    void *host = part_buffer(s);
     for (size_t u = 0; u < s->n_units; u++)
-        largest = s->units[u].per_rank + s->units[u].shared > largest ? s->units[u].per_rank + s->units[u].shared
-                                                                      : largest;
-    void *host = ft_xmalloc((largest ? largest : 1) * s->element_bytes);
-    for (size_t u = 0; u < s->n_units; u++) {
-        const ft_param_unit *unit = &s->units[u];
-        size_t owned = unit->per_rank * s->element_bytes, shared = unit->shared * s->element_bytes;
-        b->download(b, host, whole_at(s, unit->first + rank * unit->per_rank), owned);
-        b->download(b, (char *)host + owned, whole_at(s, unit->first + unit->count - unit->shared), shared);
-        if (s->offload)
-            memcpy(shard_at(s, unit->shard_offset), host, owned + shared);
-        else
-            b->upload(b, shard_at(s, unit->shard_offset), host, owned + shared);
-    }
+        take_unit(s, u, whole_at(s, s->units[u].first), host);
     free(host);
 }
 
@@ -160,14 +172,15 @@ void ft_param_shards_free(ft_param_shards *s)
     free(s);
 }
 
-int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload, ft_param_shards **out)
+/* The units of the model's weights (first elements at `offsets`) over comm's
+ * ranks, with the shard, the window and the staging buffer allocated. */
+static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bool offload, ft_param_shards **out)
 {
     ft_backend *b = model->backend;
     ft_param_shards *s = ft_xcalloc(1, sizeof *s);
     *s = (ft_param_shards){.model = model, .comm = comm, .offload = offload, .element_bytes = model->element_bytes};
     s->weight_offsets = ft_xcalloc(model->n_weights ? model->n_weights : 1, sizeof *s->weight_offsets);
-    for (size_t i = 0; i < model->n_weights; i++)
-        s->weight_offsets[i] = (size_t)((char *)model->weights[i].value - (char *)model->params) / s->element_bytes;
+    memcpy(s->weight_offsets, offsets, model->n_weights * sizeof *offsets);
     plan_units(s);
     size_t largest = 0, largest_owned = 0;
     for (size_t u = 0; u < s->n_units; u++) {
@@ -191,10 +204,68 @@ int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload, ft_para
         ft_param_shards_free(s);
         return ft_error_context("sharding the weights over %d ranks (ZeRO-3)", comm->size);
     }
+    *out = s;
+    return 0;
+}
+
+int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload, ft_param_shards **out)
+{
+    size_t *offsets = ft_xcalloc(model->n_weights ? model->n_weights : 1, sizeof *offsets);
+    for (size_t i = 0; i < model->n_weights; i++)
+        offsets[i] = (size_t)((char *)model->weights[i].value - (char *)model->params) / model->element_bytes;
+    ft_param_shards *s = NULL;
+    int status = make_shards(model, offsets, comm, offload, &s);
+    free(offsets);
+    if (status < 0)
+        return -1;
     take_shard(s);
     free_whole(s);
     model->shards = s;
     *out = s;
+    return 0;
+}
+
+size_t ft_param_shards_planned_bytes(const ft_model *model, const size_t *offsets, int ranks, bool offload)
+{
+    ft_comm counting = {.rank = 0, .size = ranks};
+    ft_param_shards s = {.model = (ft_model *)model, .comm = &counting, .weight_offsets = (size_t *)offsets};
+    plan_units(&s);
+    size_t largest = 0, largest_owned = 0;
+    for (size_t u = 0; u < s.n_units; u++) {
+        largest = s.units[u].count > largest ? s.units[u].count : largest;
+        largest_owned = s.units[u].per_rank > largest_owned ? s.units[u].per_rank : largest_owned;
+    }
+    free(s.units);
+    size_t elements = WINDOW_UNITS * largest + (offload ? largest_owned : s.shard_elements);
+    return elements * model->element_bytes;
+}
+
+int ft_param_shards_load(ft_model *model, const size_t *offsets, const char *model_dir, ft_comm *comm, bool offload)
+{
+    ft_param_shards *s = NULL;
+    ft_safetensors *set = NULL;
+    if (ft_safetensors_open(model_dir, &set) < 0)
+        return -1;
+    int status = make_shards(model, offsets, comm, offload, &s);
+    void *host = status == 0 ? part_buffer(s) : NULL;
+    for (size_t u = 0; status == 0 && u < s->n_units; u++) { /* each unit read whole into a window buffer */
+        const ft_param_unit *unit = &s->units[u];
+        char *buffer = s->window[0].buffer;
+        for (size_t i = unit->first_weight; i < unit->first_weight + unit->n_weights; i++)
+            model->weights[i].value = (float *)(buffer + (offsets[i] - unit->first) * s->element_bytes);
+        status = ft_model_load_weight_range(model, model_dir, set, unit->first_weight, unit->n_weights);
+        if (status == 0)
+            take_unit(s, u, buffer, host);
+        for (size_t i = unit->first_weight; i < unit->first_weight + unit->n_weights; i++)
+            model->weights[i].value = NULL;
+    }
+    free(host);
+    ft_safetensors_close(set);
+    if (status < 0) {
+        ft_param_shards_free(s);
+        return -1;
+    }
+    model->shards = s;
     return 0;
 }
 

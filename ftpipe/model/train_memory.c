@@ -46,18 +46,16 @@ static void find_peak(ft_train_memory *out, bool on_gpu)
     uint64_t in_plan = on_gpu ? 0 : plan->total_bytes;
     uint64_t weights_and_gradients = on_gpu ? 0 : plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes;
     uint64_t optimizer = on_gpu ? 0 : plan->optimizer_bytes;
-    /* ZeRO-3: loading holds the whole weights beside the shard; full fine-tuning
-     * gathers them for checkpoints and the result */
+    /* ZeRO-3 of full fine-tuning gathers the whole weights for checkpoints and the result */
     uint64_t whole = on_gpu ? 0 : out->whole_weights_bytes;
-    bool full = plan->gradient_bytes > 0 && plan->adapter_bytes == 0;
     struct {
         const char *name;
         uint64_t bytes;
     } phases[] = {
-        {"loading", weights_and_gradients + whole + out->load_buffer_bytes},
+        {"loading", weights_and_gradients + out->load_buffer_bytes},
         {"training", in_plan + out->offload_bytes},
-        {"saving a checkpoint", in_plan + out->offload_bytes + out->checkpoint_buffer_bytes + (full ? whole : 0)},
-        {"writing the result", in_plan - optimizer + out->result_buffer_bytes + (full ? whole : 0)}, /* AdamW is freed by then */
+        {"saving a checkpoint", in_plan + out->offload_bytes + out->checkpoint_buffer_bytes + whole},
+        {"writing the result", in_plan - optimizer + out->result_buffer_bytes + whole}, /* AdamW is freed by then */
     };
     out->peak_phase = phases[0].name;
     uint64_t peak = phases[0].bytes;
@@ -130,7 +128,7 @@ void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu)
 }
 
 void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
-                                  bool offload_param)
+                                  bool offload_param, bool full)
 {
     if (ranks <= 1)
         return;
@@ -144,9 +142,7 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
     plan->parameter_bytes = in_plan;
     if (offload_param && on_gpu)
         memory->offload_bytes += shard;
-    /* on a GPU loading holds the whole weights on the device; full fine-tuning
-     * gathers them there for its checkpoints and result too (find_peak) */
-    memory->whole_weights_bytes = whole;
+    memory->whole_weights_bytes = full ? whole : 0; /* gathered for checkpoints and the result (find_peak) */
     find_peak(memory, on_gpu);
 }
 
@@ -155,9 +151,10 @@ void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *
 {
     if (ranks <= 1 || zero_stage == 0)
         return;
+    bool full = memory->plan.adapter_bytes == 0;
     ft_train_memory_shard(memory, on_gpu, ranks);
     if (zero_stage == 3)
-        ft_train_memory_shard_params(memory, config, on_gpu, ranks, offload_param);
+        ft_train_memory_shard_params(memory, config, on_gpu, ranks, offload_param, full);
     if (offload_optimizer)
         ft_train_memory_offload(memory, on_gpu);
 }

@@ -653,7 +653,10 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     size_t n_weights;
     bool full = t.tensors == ft_model_weights(model, &n_weights);
     out->parameter_bytes = ft_model_memory(model).parameter_bytes;
-    if (t.comm && options->zero_stage == 3) { /* a model left sharded by an earlier run (LoRA) stays so */
+    if (ft_model_param_shards(model) && !(t.comm && options->zero_stage == 3))
+        return ft_error("the model's weights are sharded over ranks (ZeRO-3): train it with zero_stage = 3 over "
+                        "the same ranks");
+    if (t.comm && options->zero_stage == 3) { /* a model loaded sharded, or left so by a run (LoRA), stays so */
         t.params = ft_model_param_shards(model);
         if (!t.params && ft_param_shards_create(model, t.comm, options->offload_param, &t.params) < 0)
             return -1;

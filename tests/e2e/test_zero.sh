@@ -312,6 +312,23 @@ t_run env FTPIPE_MEMORY=37M "$FTPIPE" -C "$W" adapter
 t_expect_status 0
 t_end
 
+t_case "LoRA on 8 layers that fits with neither stage 0 nor 1 names zero_stage = 3 with its figure, and fits with it"
+zero_workspace "max_steps = 2" "nproc_per_node = 2"
+sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512\n	num_hidden_layers = 8/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" data/train_set
+t_expect_status 0
+t_run env FTPIPE_MEMORY=38M "$FTPIPE" -C "$W" adapter # below stage 1's peak, above stage 3's
+t_expect_fail
+t_expect_contains "stage adapter would need 41.7 MiB of host memory"
+t_expect_contains "but 38.0 MiB is available: set zero_stage = 3: each of the 2 ranks then holds 1 / 2 of AdamW's state and of the weights, gathering a layer's weights as it uses them (needs 36.0 MiB of the 38.0 MiB)"
+printf '\tzero_stage = 3\n' >> "$W/Ftpipe"
+t_run env FTPIPE_MEMORY=38M "$FTPIPE" -C "$W" adapter
+t_expect_status 0
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "(weights 13.7 MiB as this rank's ZeRO-3 shard and two gathered layers"
+t_expect_contains "weights on rank 0: 13.7 MiB in the backend's memory, 0 B offloaded to host memory"
+t_end
+
 t_case "kill -9 of a 2-rank ZeRO-2 run resumes on 1 rank at stage 0"
 zero_workspace "max_steps = 300" "save_steps = 10" "nproc_per_node = 2" "zero_stage = 2"
 "$FTPIPE" -C "$W" > "$W/first.out" 2>&1 &

@@ -39,6 +39,13 @@ typedef struct {
 
 typedef struct ft_param_shards ft_param_shards;
 
+/* Loads a model as ft_model_load does, but with ZeRO-3's shards over comm's
+ * ranks from the start: each unit is read into a gathered unit's buffer, and
+ * this rank keeps its part, so no rank ever holds the whole weights. With one
+ * rank: ft_model_load. */
+int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_model_options *options,
+                          ft_comm *comm, bool offload_param, ft_model **out);
+
 /* The model's shards while ZeRO-3 holds them (the model frees them); NULL: whole. */
 ft_param_shards *ft_model_param_shards(const ft_model *model);
 
