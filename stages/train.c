@@ -374,7 +374,11 @@ static int write_loss_plot(const char *out_dir)
     return status;
 }
 
-static int write_output(ft_train_run *run, const ft_train_result *result)
+/* train_results.json is the HF Trainer's (train_tokens_per_second as with its
+ * include_tokens_per_second), with rank 0's measured peaks beside: its backend's
+ * memory (the GPU's on cuda) and its process's resident host memory. */
+static int write_output(ft_train_run *run, const ft_train_result *result, uint64_t peak_device_bytes,
+                        uint64_t peak_host_bytes)
 {
     const char *out = ft_stage_output_path(run->stage);
     const char *base_model = ft_path_basename(run->model_dir);
@@ -387,10 +391,13 @@ static int write_output(ft_train_run *run, const ft_train_result *result)
                              (int)run->meta.cutoff_len, "base_model", base_model, "global_step",
                              (json_int_t)result->global_step);
     int64_t steps_run = result->global_step - result->resumed_from_step;
-    json_t *results = json_pack("{sf sI sf sf sf sf}", "epoch", result->epoch, "global_step",
+    json_t *results = json_pack("{sf sI sf sf sf sf sf sI sI}", "epoch", result->epoch, "global_step",
                                 (json_int_t)result->global_step, "train_runtime", result->runtime_s,
                                 "train_samples_per_second", result->samples / runtime, "train_steps_per_second",
-                                (double)steps_run / runtime, "train_loss", result->train_loss);
+                                (double)steps_run / runtime, "train_tokens_per_second",
+                                (double)result->trained_tokens / runtime, "train_loss", result->train_loss,
+                                "peak_device_bytes", (json_int_t)peak_device_bytes, "peak_host_bytes",
+                                (json_int_t)peak_host_bytes);
     if (write_json(out, "ftpipe_train.json", info) < 0 || write_json(out, "train_results.json", results) < 0)
         return -1;
     if (write_trainer_log(run, out) < 0 ||
@@ -558,7 +565,7 @@ static int train(ft_train_run *run, ft_backend *backend)
     }
     ft_token_shards_close(eval_shards);
     if (status == 0 && run->writes_output)
-        status = write_output(run, &result);
+        status = write_output(run, &result, backend->peak_bytes(backend), ft_host_peak_resident_bytes());
     if (status == 0 && run->rank == 0) {
         /* The measured peak, beside the estimate's (ftpipe estimate) and for the report. */
         uint64_t peak = ft_host_peak_resident_bytes();

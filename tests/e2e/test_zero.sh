@@ -380,3 +380,27 @@ t_expect_contains "steps of 2 x 2 rows x 2 ranks"
 python3 "$T_ROOT/close.py" "$W/adapter" "$STRAIGHT/adapter" 1e-5 >/dev/null ||
   t_fail "the resumed run is not within 1e-5 of the uninterrupted one"
 t_end
+
+t_case "examples/zero: ZeRO 0, 1, 2, 3 and 3 with offload on 2 ranks, each run and evaluated, in one table"
+W=$(t_workspace)
+mkdir -p "$W/zero" "$W/quickstart"
+cp "$ROOT/examples/zero/Ftpipe" "$ROOT/examples/zero/compare.sh" "$ROOT"/examples/zero/ds_z*_config.json "$W/zero/"
+cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/quickstart/"
+t_run "$FTPIPE" -C "$W/zero" -j 2
+t_expect_status 0
+t_expect_contains "ftpipe: 15 run, 0 restored"
+python3 - "$W/zero" <<'PY' || t_fail "the comparison table is wrong"
+import sys
+w = sys.argv[1]
+rows = [l.split("|")[1:-1] for l in open(w + "/comparison.md").read().splitlines()[2:]]
+assert [r[0].strip() for r in rows] == ["z0", "z1", "z2", "z3", "z3_offload"], rows
+mib = {r[0].strip(): float(r[3].split()[0]) for r in rows}
+for r in rows:
+    assert float(r[1].split()[0]) > 0 and float(r[2]) > 0 and float(r[4].split()[0]) > 0, r
+    assert 0.0 <= float(r[5]) <= 1.0, r
+# rank 0's allocations: stage 3 shards the weights, offload_param moves the shard to host memory
+assert mib["z3"] < mib["z0"] and mib["z3_offload"] < mib["z3"], mib
+PY
+t_run "$FTPIPE" -C "$W/zero" log runs/z3_offload
+t_expect_contains "deepspeed ds_z3_offload_config.json: ZeRO stage 3, offload_optimizer cpu, offload_param cpu"
+t_end
