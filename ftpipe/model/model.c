@@ -363,8 +363,7 @@ static int reserve(ft_model *model, size_t sharded_bytes)
     return model->backend->reserve(model->backend, &limits);
 }
 
-/* Everything but the weights when they are sharded (sharded_bytes > 0). */
-static int allocate(ft_model *model, const size_t *offsets, size_t sharded_bytes)
+int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_bytes)
 {
     ft_backend *backend = model->backend;
     const ft_model_options *options = &model->options;
@@ -403,8 +402,8 @@ static int allocate(ft_model *model, const size_t *offsets, size_t sharded_bytes
     return 0;
 }
 
-static int load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_comm *comm,
-                bool offload_param, ft_model **out)
+ft_model *ft_model_open(const char *model_dir, ft_backend *backend, const ft_model_options *options,
+                        size_t **offsets)
 {
     ft_model *model = ft_xcalloc(1, sizeof *model);
     model->backend = backend;
@@ -413,41 +412,39 @@ static int load(const char *model_dir, ft_backend *backend, const ft_model_optio
     if (ft_model_config_load(model_dir, &model->config) < 0 || check_options(&model->config, options) < 0 ||
         check_backend(backend, options) < 0) {
         free(model);
-        return -1;
+        return NULL;
     }
-    size_t *offsets = make_layout(model);
-    size_t sharded_bytes = comm ? ft_param_shards_planned_bytes(model, offsets, comm->size, offload_param) : 0;
-    int status = allocate(model, offsets, sharded_bytes);
-    if (status == 0 && comm)
-        status = ft_param_shards_load(model, offsets, model_dir, comm, offload_param);
-    else if (status == 0)
-        status = load_weights(model, model_dir);
-    free(offsets);
-    if (status < 0) {
-        ft_model_free(model);
-        return -1;
-    }
+    *offsets = make_layout(model);
+    return model;
+}
+
+void ft_model_finish(ft_model *model, size_t sharded_weight_bytes)
+{
     fill_rope_tables(model);
-    plan_memory(model, model->element_bytes, backend->reserved_bytes(backend), &model->plan);
-    if (sharded_bytes) {
-        model->plan.total_bytes = model->plan.total_bytes - model->plan.parameter_bytes + sharded_bytes;
-        model->plan.parameter_bytes = sharded_bytes;
+    plan_memory(model, model->element_bytes, model->backend->reserved_bytes(model->backend), &model->plan);
+    if (sharded_weight_bytes) {
+        model->plan.total_bytes = model->plan.total_bytes - model->plan.parameter_bytes + sharded_weight_bytes;
+        model->plan.parameter_bytes = sharded_weight_bytes;
     }
-    *out = model;
-    return 0;
 }
 
 int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out)
 {
-    return load(model_dir, backend, options, NULL, false, out);
-}
-
-int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_model_options *options,
-                          ft_comm *comm, bool offload_param, ft_model **out)
-{
-    if (comm->size < 2)
-        return ft_model_load(model_dir, backend, options, out);
-    return load(model_dir, backend, options, comm, offload_param, out);
+    size_t *offsets = NULL;
+    ft_model *model = ft_model_open(model_dir, backend, options, &offsets);
+    if (!model)
+        return -1;
+    int status = ft_model_allocate(model, offsets, 0);
+    free(offsets);
+    if (status == 0)
+        status = load_weights(model, model_dir);
+    if (status < 0) {
+        ft_model_free(model);
+        return -1;
+    }
+    ft_model_finish(model, 0);
+    *out = model;
+    return 0;
 }
 
 void ft_model_free(ft_model *model)
@@ -455,7 +452,8 @@ void ft_model_free(ft_model *model)
     if (!model)
         return;
     ft_backend *backend = model->backend;
-    ft_param_shards_free(model->shards);
+    if (model->shards)
+        model->shard_calls->free(model->shards);
     ft_lora_free(model->lora);
     if (model->params)
         backend->free(backend, model->params);

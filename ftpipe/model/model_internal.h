@@ -50,6 +50,14 @@ typedef struct {
     void *grad_gate, *grad_up, *grad_act;
 } ft_activations;
 
+/* What the model calls ZeRO-3's shards through (param_shards.c sets it with
+ * them), so that the model needs nothing of that module. */
+typedef struct {
+    const void *(*weight)(ft_param_shards *shards, size_t offset); /* ft_param_shards_weight */
+    int (*end_pass)(ft_param_shards *shards);
+    void (*free)(ft_param_shards *shards);
+} ft_param_shard_calls;
+
 struct ft_model {
     ft_model_config config;
     ft_model_options options;
@@ -58,6 +66,7 @@ struct ft_model {
     void *params;                  /* every base weight, one allocation, in the backend's dtype; NULL
                                     * while ZeRO-3 shards them */
     ft_param_shards *shards;       /* ZeRO-3: the passes read the weights through them */
+    const ft_param_shard_calls *shard_calls;
     float *grads;                  /* same layout, float; full fine-tuning only */
     size_t n_params;
     size_t embed, final_norm, lm_head; /* offsets in elements; lm_head == embed when tied */
@@ -79,11 +88,14 @@ struct ft_model {
 int ft_model_load_weight_range(ft_model *model, const char *model_dir, const ft_safetensors *set, size_t first,
                                size_t count);
 
-/* param_shards.c's, for loading sharded: the weights' part of the plan (the
- * shard, the gathered units' buffers, the staging buffer), and loading every
- * unit through a gathered unit's buffer, keeping this rank's shard only. */
-size_t ft_param_shards_planned_bytes(const ft_model *model, const size_t *offsets, int ranks, bool offload);
-int ft_param_shards_load(ft_model *model, const size_t *offsets, const char *model_dir, ft_comm *comm, bool offload);
+/* Loading in steps, for param_shards.c's sharded loading: the config and the
+ * weights' layout (offsets: each weight's first element; NULL with ft_error),
+ * then the allocations (sharded_weight_bytes > 0: all but the weights, whose
+ * shards take that much of the plan), then the RoPE tables and the plan. */
+ft_model *ft_model_open(const char *model_dir, ft_backend *backend, const ft_model_options *options,
+                        size_t **offsets);
+int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_weight_bytes);
+void ft_model_finish(ft_model *model, size_t sharded_weight_bytes);
 
 /* Slices `base` (NULL: only counts) into the activations for these options,
  * with activations of element_bytes each; returns their size in bytes. */

@@ -141,7 +141,7 @@ static const void *weight(const pass *p, size_t offset)
     if (offset == FT_ABSENT)
         return NULL;
     if (p->model->shards)
-        return ft_param_shards_weight(p->model->shards, offset);
+        return p->model->shard_calls->weight(p->model->shards, offset);
     return (const char *)p->model->params + offset * p->model->element_bytes;
 }
 
@@ -480,7 +480,7 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
         if (grad_embed)
             b->embedding_backward(b, grad_embed, act->grad_residual, act->tokens, p.rows, hidden);
     }
-    if (model->shards && ft_param_shards_end_pass(model->shards) < 0)
+    if (model->shards && model->shard_calls->end_pass(model->shards) < 0)
         return -1;
     return b->check(b);
 }

@@ -10,6 +10,9 @@
 
 #define WINDOW_UNITS 2
 
+static const ft_param_shard_calls shard_calls = {ft_param_shards_weight, ft_param_shards_end_pass,
+                                                 ft_param_shards_free};
+
 typedef struct {
     size_t unit;            /* SIZE_MAX: empty */
     void *buffer;           /* room for the largest unit's whole weights, backend memory */
@@ -157,6 +160,7 @@ void ft_param_shards_free(ft_param_shards *s)
     if (!s)
         return;
     s->model->shards = NULL;
+    s->model->shard_calls = NULL;
     ft_backend *b = s->model->backend;
     for (int i = 0; i < WINDOW_UNITS; i++)
         if (s->window[i].buffer)
@@ -221,11 +225,14 @@ int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload, ft_para
     take_shard(s);
     free_whole(s);
     model->shards = s;
+    model->shard_calls = &shard_calls;
     *out = s;
     return 0;
 }
 
-size_t ft_param_shards_planned_bytes(const ft_model *model, const size_t *offsets, int ranks, bool offload)
+/* The weights' part of the model's plan over `ranks`: the shard (unless
+ * offloaded), the two gather buffers and the staging buffer. */
+static size_t planned_bytes(const ft_model *model, const size_t *offsets, int ranks, bool offload)
 {
     ft_comm counting = {.rank = 0, .size = ranks};
     ft_param_shards s = {.model = (ft_model *)model, .comm = &counting, .weight_offsets = (size_t *)offsets};
@@ -240,7 +247,8 @@ size_t ft_param_shards_planned_bytes(const ft_model *model, const size_t *offset
     return elements * model->element_bytes;
 }
 
-int ft_param_shards_load(ft_model *model, const size_t *offsets, const char *model_dir, ft_comm *comm, bool offload)
+/* Every unit read into a gather buffer, this rank keeping its part. */
+static int load_shards(ft_model *model, const size_t *offsets, const char *model_dir, ft_comm *comm, bool offload)
 {
     ft_param_shards *s = NULL;
     ft_safetensors *set = NULL;
@@ -266,6 +274,30 @@ int ft_param_shards_load(ft_model *model, const size_t *offsets, const char *mod
         return -1;
     }
     model->shards = s;
+    model->shard_calls = &shard_calls;
+    return 0;
+}
+
+int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_model_options *options,
+                          ft_comm *comm, bool offload_param, ft_model **out)
+{
+    if (comm->size < 2)
+        return ft_model_load(model_dir, backend, options, out);
+    size_t *offsets = NULL;
+    ft_model *model = ft_model_open(model_dir, backend, options, &offsets);
+    if (!model)
+        return -1;
+    size_t weight_bytes = planned_bytes(model, offsets, comm->size, offload_param);
+    int status = ft_model_allocate(model, offsets, weight_bytes);
+    if (status == 0)
+        status = load_shards(model, offsets, model_dir, comm, offload_param);
+    free(offsets);
+    if (status < 0) {
+        ft_model_free(model);
+        return -1;
+    }
+    ft_model_finish(model, weight_bytes);
+    *out = model;
     return 0;
 }
 

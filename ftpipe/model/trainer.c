@@ -662,8 +662,9 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
             return -1;
         t.trains_weights = full;
         size_t shard = ft_param_shards_shard_bytes(t.params);
-        out->parameter_bytes = ft_param_shards_gathered_bytes(t.params) + (options->offload_param ? 0 : shard);
-        out->parameter_host_bytes = options->offload_param ? shard : 0;
+        bool offloaded = ft_param_shards_offloaded(t.params);
+        out->parameter_bytes = ft_param_shards_gathered_bytes(t.params) + (offloaded ? 0 : shard);
+        out->parameter_host_bytes = offloaded ? shard : 0;
     }
     if (t.comm && options->zero_stage > 0
             ? ft_zero_create(backend, t.comm, options->zero_stage, t.trains_weights ? t.params : NULL, t.tensors,
