@@ -44,9 +44,7 @@ static void plan_units(ft_param_shards *s)
     s->units = ft_xcalloc((size_t)layers + 2, sizeof *s->units);
     size_t size = (size_t)s->comm->size, w = 0, shard = 0;
     for (int u = 0; u < layers + 2; u++) {
-        size_t end = u <= layers - 1 ? m->layers[u].input_norm : u == layers ? m->final_norm : m->n_params;
-        if (u == layers + 1 && end == m->final_norm)
-            break;
+        size_t end = u < layers ? m->layers[u].input_norm : u == layers ? m->final_norm : m->n_params;
         ft_param_unit *unit = &s->units[s->n_units++];
         unit->first_weight = w;
         unit->first = s->weight_offsets[w];
