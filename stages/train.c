@@ -27,6 +27,8 @@
 #include "ftpipe/base/svg_chart.h"
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/model/model_save.h"
+#include "ftpipe/model/param_shards.h"
+#include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/train_work.h"
 #include "ftpipe/model/trainer.h"
 #include "ftpipe/model/trainer_log.h"
@@ -85,6 +87,16 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
     }
     if (run->train_options.offload_optimizer) /* the cpu backend's: an f32 master copy and the gradients downloaded */
         plan.total_bytes += plan.optimizer_bytes;
+    uint64_t gathered_bytes = 0; /* ZeRO-3 of full fine-tuning: the whole weights, for checkpoints and the result */
+    bool sharded = run->train_options.zero_stage == 3;
+    if (sharded) {
+        ft_train_memory memory = {.plan = plan};
+        ft_train_memory_shard_params(&memory, &config, backend->dtype != FT_DTYPE_F32, ranks,
+                                     run->train_options.offload_param,
+                                     run->model_options.finetuning == FT_FINETUNE_FULL);
+        plan = memory.plan;
+        gathered_bytes = memory.whole_weights_bytes;
+    }
     char total[32], weights[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
     ft_format_bytes(plan.total_bytes, total, sizeof total);
     ft_format_bytes(plan.parameter_bytes, weights, sizeof weights);
@@ -92,9 +104,11 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
     ft_format_bytes(plan.gradient_bytes, gradients, sizeof gradients);
     ft_format_bytes(plan.optimizer_bytes, optimizer, sizeof optimizer);
     ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
-    ft_stage_log(run->stage, "memory plan: %s (weights %s, adapter %s, gradients %s, optimizer %s%s, activations %s)",
-                 total, weights, adapter, gradients, optimizer,
-                 run->train_options.zero_stage > 0 ? " as this rank's ZeRO share" : "", activations);
+    ft_stage_log(run->stage, "memory plan: %s (weights %s%s, adapter %s, gradients %s, optimizer %s%s, activations %s)",
+                 total, weights, sharded ? " as this rank's ZeRO-3 shard and two gathered layers" : "", adapter,
+                 gradients, optimizer, run->train_options.zero_stage > 0 ? " as this rank's ZeRO share" : "",
+                 activations);
+    plan.total_bytes += gathered_bytes;
     uint64_t host = ft_host_available_bytes();
     if (ranks > 1) { /* every rank holds a whole copy, but for its ZeRO share */
         plan.total_bytes *= (uint64_t)ranks;
@@ -360,7 +374,11 @@ static int write_loss_plot(const char *out_dir)
     return status;
 }
 
-static int write_output(ft_train_run *run, const ft_train_result *result)
+/* train_results.json is the HF Trainer's (train_tokens_per_second as with its
+ * include_tokens_per_second), with rank 0's measured peaks beside: its backend's
+ * memory (the GPU's on cuda) and its process's resident host memory. */
+static int write_output(ft_train_run *run, const ft_train_result *result, uint64_t peak_device_bytes,
+                        uint64_t peak_host_bytes)
 {
     const char *out = ft_stage_output_path(run->stage);
     const char *base_model = ft_path_basename(run->model_dir);
@@ -373,10 +391,13 @@ static int write_output(ft_train_run *run, const ft_train_result *result)
                              (int)run->meta.cutoff_len, "base_model", base_model, "global_step",
                              (json_int_t)result->global_step);
     int64_t steps_run = result->global_step - result->resumed_from_step;
-    json_t *results = json_pack("{sf sI sf sf sf sf}", "epoch", result->epoch, "global_step",
+    json_t *results = json_pack("{sf sI sf sf sf sf sf sI sI}", "epoch", result->epoch, "global_step",
                                 (json_int_t)result->global_step, "train_runtime", result->runtime_s,
                                 "train_samples_per_second", result->samples / runtime, "train_steps_per_second",
-                                (double)steps_run / runtime, "train_loss", result->train_loss);
+                                (double)steps_run / runtime, "train_tokens_per_second",
+                                (double)result->trained_tokens / runtime, "train_loss", result->train_loss,
+                                "peak_device_bytes", (json_int_t)peak_device_bytes, "peak_host_bytes",
+                                (json_int_t)peak_host_bytes);
     if (write_json(out, "ftpipe_train.json", info) < 0 || write_json(out, "train_results.json", results) < 0)
         return -1;
     if (write_trainer_log(run, out) < 0 ||
@@ -430,6 +451,15 @@ static void log_rates(ft_train_run *run, const char *device, int64_t step, doubl
                  io_s > 0 ? io_bytes / io_s : 0.0, io_cpu_s > 0 ? io_bytes / (io_cpu_s * ranks) : 0.0);
 }
 
+/* ZeRO-3 over ranks reads each rank's shard of the weights from the files (param_shards.h). */
+static int load_model(ft_train_run *run, ft_backend *backend, ft_model **model)
+{
+    const ft_train_options *t = &run->train_options;
+    if (t->comm && t->zero_stage == 3)
+        return ft_model_load_sharded(run->model_dir, backend, &run->model_options, t->comm, t->offload_param, model);
+    return ft_model_load(run->model_dir, backend, &run->model_options, model);
+}
+
 /* estimate --measure: loads the model (timed as reading), one warm-up step, then
  * MEASURED_STEPS steps and a checkpoint into the scratch folder, timed. */
 #define MEASURED_STEPS 3
@@ -442,7 +472,7 @@ static int measure(ft_train_run *run, ft_backend *backend)
         return -1;
     uint64_t load_wall_ns = ft_now_ns(), load_cpu_ns = ft_process_cpu_ns();
     ft_model *model = NULL;
-    int status = ft_model_load(run->model_dir, backend, &run->model_options, &model);
+    int status = load_model(run, backend, &model);
     double load_s = (double)(ft_now_ns() - load_wall_ns) * 1e-9;
     double load_cpu_s = (double)(ft_process_cpu_ns() - load_cpu_ns) * 1e-9;
     ft_train_options options = run->train_options;
@@ -486,7 +516,7 @@ static int train(ft_train_run *run, ft_backend *backend)
     if (ft_token_shards_open(run->data_dir, "train", &shards) < 0)
         return -1;
     ft_model *model = NULL;
-    int status = ft_model_load(run->model_dir, backend, &run->model_options, &model);
+    int status = load_model(run, backend, &model);
     size_t n_tensors = 0, n_trained = 0;
     int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
     if (status == 0 && run->rank == 0) {
@@ -524,10 +554,18 @@ static int train(ft_train_run *run, ft_backend *backend)
         ft_stage_metric(stage, result.global_step, "optimizer_state_bytes", (double)result.optimizer_state_bytes);
         ft_stage_log(stage, "optimizer state on rank 0: %s (ZeRO stage %d over %d rank%s)", state,
                      run->train_options.zero_stage, ranks, ranks > 1 ? "s" : "");
+        /* The weights this rank held while training: all, or its ZeRO-3 shard and the gathered layers. */
+        char weights[32], host_weights[32];
+        ft_format_bytes(result.parameter_bytes, weights, sizeof weights);
+        ft_format_bytes(result.parameter_host_bytes, host_weights, sizeof host_weights);
+        ft_stage_metric(stage, result.global_step, "parameter_bytes", (double)result.parameter_bytes);
+        ft_stage_metric(stage, result.global_step, "parameter_host_bytes", (double)result.parameter_host_bytes);
+        ft_stage_log(stage, "weights on rank 0: %s in the backend's memory, %s offloaded to host memory", weights,
+                     host_weights);
     }
     ft_token_shards_close(eval_shards);
     if (status == 0 && run->writes_output)
-        status = write_output(run, &result);
+        status = write_output(run, &result, backend->peak_bytes(backend), ft_host_peak_resident_bytes());
     if (status == 0 && run->rank == 0) {
         /* The measured peak, beside the estimate's (ftpipe estimate) and for the report. */
         uint64_t peak = ft_host_peak_resident_bytes();

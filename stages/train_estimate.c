@@ -109,14 +109,21 @@ static void find_smallest_change(const ft_train_run *run, const ft_model_config 
     ft_train_memory memory;
     char need[32], have[32];
     ft_format_bytes(out->host_budget_bytes, have, sizeof have);
-    if (run->train_options.ranks > 1 && run->train_options.zero_stage == 0 &&
-        ft_train_memory_estimate(config, &options, false, threads, ft_train_save_dtype(config), &memory) == 0) {
-        ft_train_memory_shard(&memory, false, run->train_options.ranks);
+    const ft_train_options *t = &run->train_options;
+    /* with ranks: a higher ZeRO stage first, AdamW's state (1), then the weights too (3) */
+    for (int stage = t->zero_stage + 1; t->ranks > 1 && stage <= 3; stage++) {
+        if (stage == 2 || ft_train_memory_estimate(config, &options, false, threads, ft_train_save_dtype(config),
+                                                   &memory) < 0)
+            continue; /* stage 2 plans as stage 1 (its gradient buffers stay whole) */
+        ft_train_memory_apply_zero(&memory, config, false, t->ranks, stage, t->offload_optimizer, t->offload_param);
         ft_format_bytes(memory.host_peak_bytes, need, sizeof need);
         if (memory.host_peak_bytes <= out->host_budget_bytes) {
             snprintf(out->smallest_change, sizeof out->smallest_change,
-                     "set zero_stage = 1: each of the %d ranks then holds 1 / %d of AdamW's state (needs %s of the %s)",
-                     run->train_options.ranks, run->train_options.ranks, need, have);
+                     stage == 1 ? "set zero_stage = 1: each of the %d ranks then holds 1 / %d of AdamW's state "
+                                  "(needs %s of the %s)"
+                                : "set zero_stage = 3: each of the %d ranks then holds 1 / %d of AdamW's state and of "
+                                  "the weights, gathering a layer's weights as it uses them (needs %s of the %s)",
+                     t->ranks, t->ranks, need, have);
             return;
         }
     }
@@ -126,10 +133,8 @@ static void find_smallest_change(const ft_train_run *run, const ft_model_config 
             options.max_batch_size = batch;
             if (ft_train_memory_estimate(config, &options, false, threads, ft_train_save_dtype(config), &memory) < 0)
                 continue;
-            if (run->train_options.zero_stage > 0)
-                ft_train_memory_shard(&memory, false, run->train_options.ranks);
-            if (run->train_options.offload_optimizer)
-                ft_train_memory_offload(&memory, false);
+            ft_train_memory_apply_zero(&memory, config, false, t->ranks, t->zero_stage, t->offload_optimizer,
+                                       t->offload_param);
             if (memory.host_peak_bytes > out->host_budget_bytes)
                 continue;
             if (batch == run->train_options.batch_size && !recompute)
@@ -189,10 +194,9 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
     ft_train_memory memory;
     if (ft_train_memory_estimate(&config, &run.model_options, on_gpu, threads, ft_train_save_dtype(&config), &memory) < 0)
         return -1;
-    if (run.train_options.zero_stage > 0)
-        ft_train_memory_shard(&memory, on_gpu, run.train_options.ranks);
-    if (run.train_options.offload_optimizer)
-        ft_train_memory_offload(&memory, on_gpu);
+    const ft_train_options *t = &run.train_options;
+    ft_train_memory_apply_zero(&memory, &config, on_gpu, t->ranks, t->zero_stage, t->offload_optimizer,
+                               t->offload_param);
     const ft_memory_plan *plan = &memory.plan;
     char total[32], activations[32], buffers[32], runtime[32];
     ft_format_bytes(plan->total_bytes, total, sizeof total);

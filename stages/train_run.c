@@ -136,7 +136,7 @@ static int check_deepspeed_number(ft_train_run *run, const char *file, const cha
 }
 
 /* zero_stage, offload_optimizer and offload_param, or the DeepSpeed config
- * that sets them; what is not built yet is refused here, before any work. */
+ * that sets them; what does not go together is refused here, before any work. */
 static int choose_sharding(ft_train_run *run, ft_train_options *t)
 {
     ft_stage *stage = run->stage;
@@ -194,27 +194,24 @@ static int choose_sharding(ft_train_run *run, ft_train_options *t)
         return ft_stage_fail(stage, "offload_param = cpu needs zero_stage = 3, as in DeepSpeed: parameters are only "
                                     "sharded, hence offloaded, with stage 3");
     int ranks = t->ranks > 1 ? t->ranks : 1;
-    if (zero_stage == 3 && ranks > 1)
-        return ft_stage_fail(stage, "ZeRO stage 3 (parameters sharded over the ranks, gathered layer by layer) is not "
-                                    "built yet: zero_stage = 2 shards AdamW's state and the gradients' sums, and "
-                                    "gradient_checkpointing = true or LoRA lower the memory further");
     if (offload_optimizer && zero_stage == 0)
         return ft_stage_fail(stage, "offload_optimizer = cpu needs zero_stage = 1, 2 or 3, as in DeepSpeed");
-    if (offload_param && ft_stage_wants_cuda(stage))
-        return ft_stage_fail(stage, "offload_param = cpu is not built for the cuda backend yet: parameters stay in "
-                                    "GPU memory; offload_optimizer = cpu moves AdamW's state to host memory");
     if (zero_stage > 0 && used < sizeof run->sharding_note)
         snprintf(run->sharding_note + used, sizeof run->sharding_note - used, "%sZeRO-%lld %s%s%s", used ? "; " : "",
                  (long long)zero_stage,
-                 ranks > 1 ? "shards AdamW's state over the ranks, each holding 1 / ranks of it"
-                           : "with one rank has nothing to shard: it trains as stage 0",
+                 ranks == 1     ? "with one rank has nothing to shard: it trains as stage 0"
+                 : zero_stage == 3 ? "shards AdamW's state and every weight over the ranks, each holding 1 / ranks of "
+                                     "them and gathering a layer's weights as it uses them"
+                                   : "shards AdamW's state over the ranks, each holding 1 / ranks of it",
                  offload_optimizer ? "; offload_optimizer = cpu: AdamW's state and an f32 master copy of the trained "
                                      "values in host memory, updated on the host's cores"
                                    : "",
-                 offload_param ? "; offload_param = cpu: the cpu backend keeps the parameters in host memory anyway"
-                               : "");
+                 offload_param && ranks > 1 ? "; offload_param = cpu: each rank's shard of the weights in host "
+                                              "memory, uploaded layer by layer to be gathered"
+                                            : "");
     t->zero_stage = ranks > 1 ? (int)zero_stage : 0;
     t->offload_optimizer = offload_optimizer;
+    t->offload_param = offload_param && t->zero_stage == 3;
     return 0;
 }
 

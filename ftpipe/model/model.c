@@ -199,10 +199,10 @@ typedef struct {
     uint16_t *bf16;     /* [largest], for a bf16 backend */
 } staging;
 
-static int load_weight(ft_model *model, const char *model_dir, const char *prefix, const ft_safetensors *set,
+static int load_weight(ft_model *model, const char *model_dir, const ft_safetensors *set,
                        const ft_param_tensor *weight, const staging *buffers)
 {
-    char *name = ft_xasprintf("%s%s", prefix, weight->name);
+    char *name = ft_xasprintf("%s%s", model->weight_prefix, weight->name);
     const ft_tensor_view *view = ft_safetensors_find(set, name);
     free(name);
     if (!view)
@@ -236,13 +236,11 @@ static int load_weight(ft_model *model, const char *model_dir, const char *prefi
     return 0;
 }
 
-static int load_weights(ft_model *model, const char *model_dir, const char *prefix)
+int ft_model_load_weight_range(ft_model *model, const char *model_dir, const ft_safetensors *set, size_t first,
+                               size_t count)
 {
-    ft_safetensors *set;
-    if (ft_safetensors_open(model_dir, &set) < 0)
-        return -1;
     size_t largest = 1;
-    for (size_t i = 0; i < model->n_weights; i++)
+    for (size_t i = first; i < first + count; i++)
         if (model->weights[i].count > largest)
             largest = model->weights[i].count;
     staging buffers = {malloc(largest * sizeof(float)), NULL};
@@ -251,10 +249,19 @@ static int load_weights(ft_model *model, const char *model_dir, const char *pref
     int status = 0;
     if (!buffers.floats || (model->backend->dtype == FT_DTYPE_BF16 && !buffers.bf16))
         status = ft_error("out of host memory staging a weight of %zu elements", largest);
-    for (size_t i = 0; i < model->n_weights && status == 0; i++)
-        status = load_weight(model, model_dir, prefix, set, &model->weights[i], &buffers);
+    for (size_t i = first; i < first + count && status == 0; i++)
+        status = load_weight(model, model_dir, set, &model->weights[i], &buffers);
     free(buffers.floats);
     free(buffers.bf16);
+    return status;
+}
+
+static int load_weights(ft_model *model, const char *model_dir)
+{
+    ft_safetensors *set;
+    if (ft_safetensors_open(model_dir, &set) < 0)
+        return -1;
+    int status = ft_model_load_weight_range(model, model_dir, set, 0, model->n_weights);
     ft_safetensors_close(set);
     return status;
 }
@@ -346,23 +353,27 @@ int ft_model_backend_limits(const ft_model_config *config, const ft_model_option
 }
 
 /* The backend checks the whole plan against its memory, and reserves its
- * scratch, before anything is allocated. */
-static int reserve(ft_model *model)
+ * scratch, before anything is allocated; sharded_bytes: the weights' part of
+ * it when ZeRO-3 shards them (0: whole). */
+static int reserve(ft_model *model, size_t sharded_bytes)
 {
     ft_memory_plan plan;
     plan_memory(model, model->element_bytes, 0, &plan);
+    if (sharded_bytes)
+        plan.total_bytes = plan.total_bytes - plan.parameter_bytes + sharded_bytes;
     ft_backend_limits limits = limits_of(&model->config, &model->options, plan.total_bytes);
     return model->backend->reserve(model->backend, &limits);
 }
 
-static int allocate(ft_model *model, const size_t *offsets)
+int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_bytes)
 {
     ft_backend *backend = model->backend;
     const ft_model_options *options = &model->options;
-    if (reserve(model) < 0)
+    if (reserve(model, sharded_bytes) < 0)
         return -1;
-    model->params = alloc_bytes(model, model->n_params * model->element_bytes, "weights");
-    if (!model->params)
+    if (!sharded_bytes)
+        model->params = alloc_bytes(model, model->n_params * model->element_bytes, "weights");
+    if (!sharded_bytes && !model->params)
         return -1;
     if (options->finetuning == FT_FINETUNE_FULL) {
         model->grads = alloc_bytes(model, model->n_params * sizeof(float), "gradients");
@@ -372,7 +383,8 @@ static int allocate(ft_model *model, const size_t *offsets)
     }
     for (size_t i = 0; i < model->n_weights; i++) {
         /* in the backend's dtype: float on cpu, bf16 on cuda */
-        model->weights[i].value = (float *)((char *)model->params + offsets[i] * model->element_bytes);
+        model->weights[i].value = model->params ? (float *)((char *)model->params + offsets[i] * model->element_bytes)
+                                                : NULL;
         model->weights[i].grad = model->grads ? model->grads + offsets[i] : NULL;
     }
     int rows = options->max_batch_size * options->max_seq_len;
@@ -392,16 +404,10 @@ static int allocate(ft_model *model, const size_t *offsets)
     return 0;
 }
 
-int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out)
-{
-    ft_model_config config;
-    if (ft_model_config_load(model_dir, &config) < 0)
-        return -1;
-    return ft_model_load_text(model_dir, &config, "", backend, options, out);
-}
-
-int ft_model_load_text(const char *model_dir, const ft_model_config *config, const char *weight_prefix,
-                       ft_backend *backend, const ft_model_options *options, ft_model **out)
+/* A model of config whose weights are named weight_prefix + the text model's names
+ * (LLaVA keeps its language model under language_model.*). */
+static ft_model *open_with_config(const ft_model_config *config, const char *weight_prefix, ft_backend *backend,
+                                  const ft_model_options *options, size_t **offsets)
 {
     ft_model *model = ft_xcalloc(1, sizeof *model);
     model->backend = backend;
@@ -410,21 +416,61 @@ int ft_model_load_text(const char *model_dir, const ft_model_config *config, con
     model->config = *config;
     if (check_options(&model->config, options) < 0 || check_backend(backend, options) < 0) {
         free(model);
-        return -1;
+        return NULL;
     }
-    size_t *offsets = make_layout(model);
-    int status = allocate(model, offsets);
+    model->weight_prefix = ft_xstrdup(weight_prefix);
+    *offsets = make_layout(model);
+    return model;
+}
+
+ft_model *ft_model_open(const char *model_dir, ft_backend *backend, const ft_model_options *options,
+                        size_t **offsets)
+{
+    ft_model_config config;
+    if (ft_model_config_load(model_dir, &config) < 0)
+        return NULL;
+    return open_with_config(&config, "", backend, options, offsets);
+}
+
+void ft_model_finish(ft_model *model, size_t sharded_weight_bytes)
+{
+    fill_rope_tables(model);
+    plan_memory(model, model->element_bytes, model->backend->reserved_bytes(model->backend), &model->plan);
+    if (sharded_weight_bytes) {
+        model->plan.total_bytes = model->plan.total_bytes - model->plan.parameter_bytes + sharded_weight_bytes;
+        model->plan.parameter_bytes = sharded_weight_bytes;
+    }
+}
+
+/* Allocates an opened model whole, loads its weights and plans its memory. */
+static int load_whole(ft_model *model, const char *model_dir, size_t *offsets, ft_model **out)
+{
+    int status = ft_model_allocate(model, offsets, 0);
     free(offsets);
     if (status == 0)
-        status = load_weights(model, model_dir, weight_prefix);
+        status = load_weights(model, model_dir);
     if (status < 0) {
         ft_model_free(model);
         return -1;
     }
-    fill_rope_tables(model);
-    plan_memory(model, model->element_bytes, backend->reserved_bytes(backend), &model->plan);
+    ft_model_finish(model, 0);
     *out = model;
     return 0;
+}
+
+int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out)
+{
+    size_t *offsets = NULL;
+    ft_model *model = ft_model_open(model_dir, backend, options, &offsets);
+    return model ? load_whole(model, model_dir, offsets, out) : -1;
+}
+
+int ft_model_load_text(const char *model_dir, const ft_model_config *config, const char *weight_prefix,
+                       ft_backend *backend, const ft_model_options *options, ft_model **out)
+{
+    size_t *offsets = NULL;
+    ft_model *model = open_with_config(config, weight_prefix, backend, options, &offsets);
+    return model ? load_whole(model, model_dir, offsets, out) : -1;
 }
 
 void ft_model_free(ft_model *model)
@@ -432,6 +478,8 @@ void ft_model_free(ft_model *model)
     if (!model)
         return;
     ft_backend *backend = model->backend;
+    if (model->shards)
+        model->shard_calls->free(model->shards);
     ft_lora_free(model->lora);
     if (model->params)
         backend->free(backend, model->params);
@@ -443,6 +491,7 @@ void ft_model_free(ft_model *model)
     free(model->host_losses);
     free(model->host_logits);
     free_layout(model);
+    free(model->weight_prefix);
     free(model);
 }
 
@@ -450,6 +499,7 @@ const ft_model_config *ft_model_get_config(const ft_model *model) { return &mode
 ft_backend *ft_model_backend(const ft_model *model) { return model->backend; }
 ft_lora *ft_model_lora(const ft_model *model) { return model->lora; }
 ft_memory_plan ft_model_memory(const ft_model *model) { return model->plan; }
+ft_param_shards *ft_model_param_shards(const ft_model *model) { return model->shards; }
 
 const ft_param_tensor *ft_model_weights(const ft_model *model, size_t *count)
 {

@@ -5,7 +5,9 @@
 
 #include <stdint.h>
 
+#include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model.h"
+#include "ftpipe/model/param_shards.h"
 
 #define FT_ABSENT SIZE_MAX /* offset of a weight this architecture lacks */
 
@@ -48,17 +50,29 @@ typedef struct {
     void *grad_gate, *grad_up, *grad_act;
 } ft_activations;
 
+/* What the model calls ZeRO-3's shards through (param_shards.c sets it with
+ * them), so that the model needs nothing of that module. */
+typedef struct {
+    const void *(*weight)(ft_param_shards *shards, size_t offset); /* ft_param_shards_weight */
+    int (*end_pass)(ft_param_shards *shards);
+    void (*free)(ft_param_shards *shards);
+} ft_param_shard_calls;
+
 struct ft_model {
     ft_model_config config;
     ft_model_options options;
     ft_backend *backend;
     size_t element_bytes;          /* of the backend's dtype */
-    void *params;                  /* every base weight, one allocation, in the backend's dtype */
+    void *params;                  /* every base weight, one allocation, in the backend's dtype; NULL
+                                    * while ZeRO-3 shards them */
+    ft_param_shards *shards;       /* ZeRO-3: the passes read the weights through them */
+    const ft_param_shard_calls *shard_calls;
     float *grads;                  /* same layout, float; full fine-tuning only */
     size_t n_params;
     size_t embed, final_norm, lm_head; /* offsets in elements; lm_head == embed when tied */
     ft_layer_offsets *layers;
     ft_param_tensor *weights;      /* HF names, for loading, saving and the optimizer */
+    char *weight_prefix;           /* before those names in the files ("language_model." in LLaVA) */
     size_t n_weights;
     ft_lora *lora;
     void *activation_memory;
@@ -72,6 +86,19 @@ struct ft_model {
     ft_embeddings_edit embeddings_edit;   /* ft_model_on_embeddings */
     void *embeddings_edit_context;
 };
+
+/* Loads weights [first, first + count) of the set into their value pointers. */
+int ft_model_load_weight_range(ft_model *model, const char *model_dir, const ft_safetensors *set, size_t first,
+                               size_t count);
+
+/* Loading in steps, for param_shards.c's sharded loading: the config and the
+ * weights' layout (offsets: each weight's first element; NULL with ft_error),
+ * then the allocations (sharded_weight_bytes > 0: all but the weights, whose
+ * shards take that much of the plan), then the RoPE tables and the plan. */
+ft_model *ft_model_open(const char *model_dir, ft_backend *backend, const ft_model_options *options,
+                        size_t **offsets);
+int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_weight_bytes);
+void ft_model_finish(ft_model *model, size_t sharded_weight_bytes);
 
 /* Slices `base` (NULL: only counts) into the activations for these options,
  * with activations of element_bytes each; returns their size in bytes. */

@@ -138,7 +138,11 @@ typedef struct {
 
 static const void *weight(const pass *p, size_t offset)
 {
-    return offset == FT_ABSENT ? NULL : (const char *)p->model->params + offset * p->model->element_bytes;
+    if (offset == FT_ABSENT)
+        return NULL;
+    if (p->model->shards)
+        return p->model->shard_calls->weight(p->model->shards, offset);
+    return (const char *)p->model->params + offset * p->model->element_bytes;
 }
 
 static float *grad(const pass *p, size_t offset)
@@ -478,6 +482,8 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
         if (grad_embed)
             b->embedding_backward(b, grad_embed, act->grad_residual, act->tokens, p.rows, hidden);
     }
+    if (model->shards && model->shard_calls->end_pass(model->shards) < 0)
+        return -1;
     return b->check(b);
 }
 

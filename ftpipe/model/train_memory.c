@@ -8,6 +8,25 @@
 #include "ftpipe/backend/cuda_scratch.h"
 #include "ftpipe/base/dtype.h"
 
+/* The largest unit param_shards gathers: the embeddings, a layer, or the final norm with an untied head. */
+static uint64_t largest_unit_count(const ft_model_config *config)
+{
+    size_t count = 0;
+    ft_param_tensor *weights = ft_model_weight_list(config, &count);
+    uint64_t embeddings = 0, layer = 0, final = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (strcmp(weights[i].name, "model.embed_tokens.weight") == 0)
+            embeddings = weights[i].count;
+        else if (strncmp(weights[i].name, "model.layers.0.", 15) == 0)
+            layer += weights[i].count;
+        else if (strncmp(weights[i].name, "model.layers.", 13) != 0)
+            final += weights[i].count;
+    }
+    ft_model_weight_list_free(weights, count);
+    uint64_t largest = embeddings > layer ? embeddings : layer;
+    return final > largest ? final : largest;
+}
+
 static uint64_t largest_weight_count(const ft_model_config *config)
 {
     size_t count = 0;
@@ -27,14 +46,16 @@ static void find_peak(ft_train_memory *out, bool on_gpu)
     uint64_t in_plan = on_gpu ? 0 : plan->total_bytes;
     uint64_t weights_and_gradients = on_gpu ? 0 : plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes;
     uint64_t optimizer = on_gpu ? 0 : plan->optimizer_bytes;
+    /* ZeRO-3 of full fine-tuning gathers the whole weights for checkpoints and the result */
+    uint64_t whole = on_gpu ? 0 : out->whole_weights_bytes;
     struct {
         const char *name;
         uint64_t bytes;
     } phases[] = {
         {"loading", weights_and_gradients + out->load_buffer_bytes},
         {"training", in_plan + out->offload_bytes},
-        {"saving a checkpoint", in_plan + out->offload_bytes + out->checkpoint_buffer_bytes},
-        {"writing the result", in_plan - optimizer + out->result_buffer_bytes}, /* AdamW is freed by then */
+        {"saving a checkpoint", in_plan + out->offload_bytes + out->checkpoint_buffer_bytes + whole},
+        {"writing the result", in_plan - optimizer + out->result_buffer_bytes + whole}, /* AdamW is freed by then */
     };
     out->peak_phase = phases[0].name;
     uint64_t peak = phases[0].bytes;
@@ -44,7 +65,7 @@ static void find_peak(ft_train_memory *out, bool on_gpu)
             out->peak_phase = phases[i].name;
         }
     out->host_peak_bytes = peak + out->runtime_bytes;
-    out->device_peak_bytes = on_gpu ? plan->total_bytes : 0;
+    out->device_peak_bytes = on_gpu ? plan->total_bytes + out->whole_weights_bytes : 0;
 }
 
 int ft_train_memory_estimate(const ft_model_config *config, const ft_model_options *options, bool on_gpu,
@@ -104,4 +125,36 @@ void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu)
         memory->offload_bytes = moments;
     }
     find_peak(memory, on_gpu);
+}
+
+void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
+                                  bool offload_param, bool full)
+{
+    if (ranks <= 1)
+        return;
+    ft_memory_plan *plan = &memory->plan;
+    uint64_t element = on_gpu ? 2 : sizeof(float), whole = plan->parameter_bytes;
+    uint64_t unit = largest_unit_count(config) * element;
+    uint64_t shard = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
+    uint64_t staging = offload_param ? (unit + (uint64_t)ranks - 1) / (uint64_t)ranks : 0;
+    uint64_t in_plan = 2 * unit + staging + (offload_param && on_gpu ? 0 : shard);
+    plan->total_bytes = plan->total_bytes - whole + in_plan;
+    plan->parameter_bytes = in_plan;
+    if (offload_param && on_gpu)
+        memory->offload_bytes += shard;
+    memory->whole_weights_bytes = full ? whole : 0; /* gathered for checkpoints and the result (find_peak) */
+    find_peak(memory, on_gpu);
+}
+
+void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
+                                int zero_stage, bool offload_optimizer, bool offload_param)
+{
+    if (ranks <= 1 || zero_stage == 0)
+        return;
+    bool full = memory->plan.adapter_bytes == 0;
+    ft_train_memory_shard(memory, on_gpu, ranks);
+    if (zero_stage == 3)
+        ft_train_memory_shard_params(memory, config, on_gpu, ranks, offload_param, full);
+    if (offload_optimizer)
+        ft_train_memory_offload(memory, on_gpu);
 }

@@ -16,6 +16,7 @@
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/model/checkpoint.h"
 #include "ftpipe/model/data_parallel.h"
+#include "ftpipe/model/param_shards.h"
 #include "ftpipe/model/zero.h"
 
 /* Independent random streams drawn from the seed. */
@@ -138,7 +139,9 @@ typedef struct {
     const ft_param_tensor *tensors;
     size_t n_tensors;
     ft_adamw *optimizer;        /* NULL with ZeRO, whose shard optimizer updates */
-    ft_zero *zero;              /* ZeRO stage 1 or 2 over the ranks; NULL: each rank holds the whole optimizer */
+    ft_zero *zero;              /* ZeRO stage 1, 2 or 3 over the ranks; NULL: each rank holds the whole optimizer */
+    ft_param_shards *params;    /* ZeRO-3's weights; NULL: each rank holds them whole */
+    bool trains_weights;        /* full fine-tuning under ZeRO-3: the trained tensors are the sharded weights */
     ft_comm *comm;              /* NULL: one rank */
     int rank, ranks;
     ft_grad_buckets buckets;
@@ -200,9 +203,14 @@ static int save(trainer *t)
         if (!moments)
             return ft_error("out of memory gathering a checkpoint of %zu floats", 2 * trained_count(t));
         status = ft_zero_gather_moments(t->zero, moments);
+        bool whole = status == 0 && t->trains_weights; /* ZeRO-3: the values to write are the weights' shards */
+        if (whole)
+            status = ft_param_shards_gather_whole(t->params);
         if (status == 0 && saves_checkpoints(t))
             status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors, moments, &t->state,
                                                      t->options->save_total_limit);
+        if (whole && t->tensors[0].value)
+            ft_param_shards_release_whole(t->params);
         free(moments);
     } else if (ft_adamw_host_moments(t->optimizer)) { /* offloaded: the moments are host memory already */
         status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors,
@@ -233,6 +241,24 @@ static int add_over_ranks(trainer *t, double *loss_sum, int64_t *n_tokens)
         return ft_error_context("adding the loss of the ranks");
     *loss_sum = sums[0];
     *n_tokens = (int64_t)sums[1];
+    return 0;
+}
+
+/* ZeRO-3 gathers the weights during every pass, so every rank must run as
+ * many passes as rank 0 (which has the most rows): a rank left with fewer
+ * rows at an epoch's end runs passes of one padding token, which train on
+ * nothing and add exact zeros to the gradients. */
+static int pad_micro_batches(trainer *t, int64_t rows, int64_t rows_per_rank, int done, int64_t denominator)
+{
+    int64_t first, most_rows;
+    ft_rank_rows(rows, rows_per_rank, t->ranks, 0, &first, &most_rows);
+    int32_t token = 0, position = 0, segment = 0, target = -1;
+    ft_batch padding = {1, 1, &token, &position, &segment, &target, denominator, 0};
+    for (int64_t m = done; m < (most_rows + t->options->batch_size - 1) / t->options->batch_size; m++) {
+        double ignored;
+        if (ft_model_forward_backward(t->model, &padding, &ignored) < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -286,6 +312,8 @@ static int step(trainer *t, double *loss, double *grad_norm)
         loss_sum += micro_loss * (double)targets;
     }
     ft_model_on_layer_gradients(t->model, NULL, NULL);
+    if (t->params && pad_micro_batches(t, rows, rows_per_rank, micro, denominator) < 0)
+        return ft_error_context("step %lld", (long long)t->state.global_step + 1);
     uint64_t computed_ns = ft_now_ns(); /* what follows is the communication backward did not hide */
     if (t->comm && ((t->sync && ft_grad_sync_finish(t->sync) < 0) ||
                     (t->zero && ft_zero_reduce_gradients(t->zero) < 0) || add_over_ranks(t, &loss_sum, &n_tokens) < 0))
@@ -421,8 +449,12 @@ static int resume(trainer *t, ft_train_result *out)
         float *moments = malloc(2 * (trained_count(t) ? trained_count(t) : 1) * sizeof(float));
         if (!moments)
             return ft_error("out of memory reading a checkpoint of %zu floats", 2 * trained_count(t));
-        found = ft_checkpoint_load_latest_host_moments(o->checkpoint_dir, backend, t->tensors, t->n_tensors, moments,
-                                                       t->state.run_id, &loaded);
+        found = t->trains_weights ? ft_param_shards_gather_whole(t->params) : 0; /* the values load into them */
+        if (found == 0)
+            found = ft_checkpoint_load_latest_host_moments(o->checkpoint_dir, backend, t->tensors, t->n_tensors,
+                                                           moments, t->state.run_id, &loaded);
+        if (t->trains_weights && t->tensors[0].value)
+            ft_param_shards_release_whole(t->params); /* this rank's shard of the loaded values */
         if (found == 1)
             ft_zero_take_moments(t->zero, moments, loaded.global_step);
         free(moments);
@@ -523,6 +555,22 @@ static void add_compute_time(trainer *t, uint64_t wall_ns, uint64_t cpu_ns)
     t->result->compute_cpu_s += (double)(ft_process_cpu_ns() - cpu_ns) * 1e-9;
 }
 
+/* on_save writes the trained tensors: ZeRO-3's sharded weights are gathered
+ * for it by every rank, whichever rank writes. */
+static int keep_checkpoint(trainer *t)
+{
+    const ft_train_callbacks *callbacks = &t->options->callbacks;
+    bool gather = t->trains_weights;
+    if (!callbacks->on_save && !gather)
+        return 0;
+    if (gather && ft_param_shards_gather_whole(t->params) < 0)
+        return -1;
+    int status = callbacks->on_save ? callbacks->on_save(callbacks->context, t->state.global_step, epochs_done(t)) : 0;
+    if (gather)
+        ft_param_shards_release_whole(t->params);
+    return status;
+}
+
 static int train_loop(trainer *t)
 {
     const ft_train_options *o = t->options;
@@ -555,8 +603,7 @@ static int train_loop(trainer *t)
                 return -1;
             add_compute_time(t, wall_ns, cpu_ns);
         }
-        if (save_due(t) && o->callbacks.on_save &&
-            o->callbacks.on_save(o->callbacks.context, t->state.global_step, epochs_done(t)) < 0)
+        if (save_due(t) && keep_checkpoint(t) < 0)
             return ft_error_context("keeping checkpoint-%lld", (long long)t->state.global_step);
         int64_t save_steps = o->save_steps;
         if (save_steps > 0 && t->state.global_step % save_steps == 0 && save(t) < 0)
@@ -600,15 +647,33 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     if (t.n_tensors == 0)
         return ft_error("the model was loaded with nothing to train (load it for LoRA or full fine-tuning)");
     snprintf(t.state.run_id, sizeof t.state.run_id, "%s", options->run_id ? options->run_id : "");
-    if (options->zero_stage < 0 || options->zero_stage > 2)
-        return ft_error("zero_stage = %d: the trainer shards with ZeRO stages 0, 1 and 2", options->zero_stage);
+    if (options->zero_stage < 0 || options->zero_stage > 3)
+        return ft_error("zero_stage = %d: the trainer shards with ZeRO stages 0 to 3", options->zero_stage);
     ft_backend *backend = ft_model_backend(model);
+    size_t n_weights;
+    bool full = t.tensors == ft_model_weights(model, &n_weights);
+    out->parameter_bytes = ft_model_memory(model).parameter_bytes;
+    if (ft_model_param_shards(model) && !(t.comm && options->zero_stage == 3))
+        return ft_error("the model's weights are sharded over ranks (ZeRO-3): train it with zero_stage = 3 over "
+                        "the same ranks");
+    if (t.comm && options->zero_stage == 3) { /* a model loaded sharded, or left so by a run (LoRA), stays so */
+        t.params = ft_model_param_shards(model);
+        if (!t.params && ft_param_shards_create(model, t.comm, options->offload_param, &t.params) < 0)
+            return -1;
+        t.trains_weights = full;
+        size_t shard = ft_param_shards_shard_bytes(t.params);
+        bool offloaded = ft_param_shards_offloaded(t.params);
+        out->parameter_bytes = ft_param_shards_gathered_bytes(t.params) + (offloaded ? 0 : shard);
+        out->parameter_host_bytes = offloaded ? shard : 0;
+    }
     if (t.comm && options->zero_stage > 0
-            ? ft_zero_create(backend, t.comm, options->zero_stage, t.tensors, t.n_tensors, &options->adamw,
-                             options->offload_optimizer, &t.zero) < 0
+            ? ft_zero_create(backend, t.comm, options->zero_stage, t.trains_weights ? t.params : NULL, t.tensors,
+                             t.n_tensors, &options->adamw, options->offload_optimizer, &t.zero) < 0
             : (options->offload_optimizer ? ft_adamw_create_offloaded : ft_adamw_create)(
-                  backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer) < 0)
+                  backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer) < 0) {
+        ft_param_shards_free(t.params);
         return -1;
+    }
     out->optimizer_state_bytes = ft_adamw_state_bytes(t.zero ? ft_zero_shard_optimizer(t.zero) : t.optimizer);
     size_t row_length = ft_token_shards_row_length(shards), cells = (size_t)options->batch_size * row_length;
     t.data.order = ft_xmalloc(t.data.n_rows * sizeof(uint64_t));
@@ -653,6 +718,12 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     ft_grad_buckets_free(&t.buckets);
     ft_adamw_free(t.optimizer);
     ft_zero_free(t.zero);
+    /* Full fine-tuning's result is the weights: whole again, once the optimizer
+     * is freed. LoRA's model stays sharded, its adapter whole on every rank. */
+    if (status == 0 && t.trains_weights)
+        status = ft_param_shards_unshard(t.params);
+    else if (t.params && status < 0) /* a failed run: its collectives may be gone */
+        ft_param_shards_free(t.params);
     free(t.data.order);
     free(t.data.row_segments);
     free(t.data.tokens);

@@ -1,4 +1,4 @@
-/* zero: spans, shards and the collectives of ZeRO stages 1 and 2. */
+/* zero: spans, shards and the collectives of ZeRO stages 1, 2 and 3. */
 #include "ftpipe/model/zero.h"
 
 #include <math.h>
@@ -10,7 +10,9 @@
 
 typedef struct {
     size_t first_tensor, n_tensors;
-    float *values, *grads;     /* the span's first element */
+    float *values, *grads;     /* the span's first element; values NULL when the weights are sharded (ZeRO-3) */
+    float *owned_values;       /* this rank's owned part's values: in the whole tensors, or in its ZeRO-3 shard */
+    float *shared_values;      /* the shared part's */
     size_t count;
     size_t per_rank;           /* the owned part of every rank */
     size_t shared;             /* count - ranks x per_rank, updated by every rank */
@@ -22,6 +24,7 @@ struct ft_zero {
     ft_backend *backend;
     ft_comm *comm;
     int stage;
+    ft_param_shards *params;   /* ZeRO-3 of full fine-tuning: the values are the weights' shards */
     const ft_param_tensor *tensors;
     size_t n_tensors;
     ft_adamw_config config;
@@ -46,19 +49,42 @@ static void plan_spans(ft_zero *z)
             last->count += t->count;
         } else {
             ft_grow((void **)&z->spans, &capacity, z->n_spans + 1, sizeof *z->spans);
-            z->spans[z->n_spans++] = (span){i, 1, t->value, t->grad, t->count, 0, 0, whole, 0};
+            z->spans[z->n_spans++] = (span){.first_tensor = i, .n_tensors = 1, .values = t->value,
+                                            .grads = t->grad, .count = t->count, .whole_offset = whole};
         }
         whole += t->count;
     }
     size_t ranks = (size_t)z->comm->size;
     for (size_t s = 0; s < z->n_spans; s++) {
-        z->spans[s].per_rank = z->spans[s].count / ranks;
-        z->spans[s].shared = z->spans[s].count - ranks * z->spans[s].per_rank;
+        span *sp = &z->spans[s];
+        sp->per_rank = sp->count / ranks;
+        sp->shared = sp->count - ranks * sp->per_rank;
+        sp->owned_values = sp->values + (size_t)z->comm->rank * sp->per_rank;
+        sp->shared_values = sp->values + sp->count - sp->shared;
     }
 }
 
-/* Adds the parts of span s's tensors within [from, to) of the span. */
-static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, bool shared)
+/* ZeRO-3: one span per unit of the sharded weights, which are the trained tensors. */
+static void plan_unit_spans(ft_zero *z)
+{
+    size_t n_units;
+    const ft_param_unit *units = ft_param_shards_units(z->params, &n_units);
+    float *shard = ft_param_shards_values(z->params);
+    z->spans = ft_xcalloc(n_units ? n_units : 1, sizeof *z->spans);
+    for (size_t u = 0; u < n_units; u++) {
+        const ft_param_unit *unit = &units[u];
+        z->spans[z->n_spans++] = (span){.first_tensor = unit->first_weight, .n_tensors = unit->n_weights,
+                                        .grads = z->tensors[unit->first_weight].grad, .count = unit->count,
+                                        .per_rank = unit->per_rank, .shared = unit->shared,
+                                        .whole_offset = unit->first,
+                                        .owned_values = shard + unit->shard_offset,
+                                        .shared_values = shard + unit->shard_offset + unit->per_rank};
+    }
+}
+
+/* Adds the parts of span s's tensors within [from, to) of the span, whose
+ * values start at `values`. */
+static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, float *values, bool shared)
 {
     size_t at = 0;
     for (size_t i = s->first_tensor; i < s->first_tensor + s->n_tensors; i++) {
@@ -68,7 +94,7 @@ static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, bool s
             ft_grow((void **)&z->pieces, &z->pieces_capacity, z->n_pieces + 1, sizeof *z->pieces);
             ft_grow((void **)&z->piece_shared, &z->flags_capacity, z->n_pieces + 1, sizeof *z->piece_shared);
             size_t offset = start - at;
-            z->pieces[z->n_pieces] = (ft_param_tensor){t->name, t->value + offset, t->grad + offset, end - start,
+            z->pieces[z->n_pieces] = (ft_param_tensor){t->name, values + (start - from), t->grad + offset, end - start,
                                                        t->weight_decay, 1, {(int64_t)(end - start), 0}};
             z->piece_shared[z->n_pieces++] = shared;
         }
@@ -76,22 +102,26 @@ static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, bool s
     }
 }
 
-int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, const ft_param_tensor *tensors, size_t count,
-                   const ft_adamw_config *config, bool offload, ft_zero **out)
+int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shards *params,
+                   const ft_param_tensor *tensors, size_t count, const ft_adamw_config *config, bool offload,
+                   ft_zero **out)
 {
-    if (stage != 1 && stage != 2)
-        return ft_error("ZeRO stage %d: the trainer shards stages 1 and 2", stage);
+    if (stage < 1 || stage > 3)
+        return ft_error("ZeRO stage %d: the trainer shards stages 1, 2 and 3", stage);
     ft_zero *z = ft_xcalloc(1, sizeof *z);
-    *z = (ft_zero){.backend = backend, .comm = comm, .stage = stage, .tensors = tensors, .n_tensors = count,
-                   .config = *config};
-    plan_spans(z);
+    *z = (ft_zero){.backend = backend, .comm = comm, .stage = stage, .params = params, .tensors = tensors,
+                   .n_tensors = count, .config = *config};
+    if (params)
+        plan_unit_spans(z);
+    else
+        plan_spans(z);
     size_t shard = 0;
     for (size_t s = 0; s < z->n_spans; s++) {
         span *sp = &z->spans[s];
         size_t mine = (size_t)comm->rank * sp->per_rank;
         sp->shard_offset = shard;
-        add_pieces(z, sp, mine, mine + sp->per_rank, false);
-        add_pieces(z, sp, sp->count - sp->shared, sp->count, true);
+        add_pieces(z, sp, mine, mine + sp->per_rank, sp->owned_values, false);
+        add_pieces(z, sp, sp->count - sp->shared, sp->count, sp->shared_values, true);
         shard += sp->per_rank + sp->shared;
     }
     z->grads = ft_xcalloc(count ? count : 1, sizeof *z->grads);
@@ -175,10 +205,11 @@ int ft_zero_clip_grad_norm(ft_zero *z, double max_norm, double *norm)
 int ft_zero_step(ft_zero *z, double learning_rate)
 {
     ft_adamw_step(z->optimizer, learning_rate);
+    if (z->params) /* the shards are the values: the next pass gathers them */
+        return 0;
     for (size_t s = 0; s < z->n_spans; s++) {
         span *sp = &z->spans[s];
-        float *mine = sp->values + (size_t)z->comm->rank * sp->per_rank;
-        if (sp->per_rank > 0 && z->comm->all_gather(z->comm, mine, sp->values, sp->per_rank * sizeof(float)) < 0)
+        if (sp->per_rank > 0 && z->comm->all_gather(z->comm, sp->owned_values, sp->values, sp->per_rank * sizeof(float)) < 0)
             return ft_error_context("all-gathering the updated values over the ranks (ZeRO-%d)", z->stage);
     }
     return 0;

@@ -4,11 +4,16 @@
 # are; LLaMA-Factory, Apache-2.0) are read for their stage and offload, with
 # DeepSpeed's tuning keys named as ignored; a 2-rank ZeRO-2 run ends with the
 # bytes of the 2-rank stage-0 run and each rank holds half the optimizer state;
-# ZeRO stays out of the key; stage 3 on 2 ranks is refused before any work (on
-# one rank it shards nothing and trains), as are malformed configs, unknown keys, numbers that disagree with the
-# stage, and deepspeed beside zero_stage; a stage that would not fit names
-# zero_stage = 1 with its figure; kill -9 of a 2-rank ZeRO-2 run
-# resumes on 1 rank at stage 0 and finishes.
+# ZeRO stays out of the key; ds_z3_offload on 2 ranks ends within 1e-6 of
+# stage 0's adapter with rank 0 keeping half the weights in host memory, and
+# exports a PEFT adapter (on one rank it shards nothing); full fine-tuning at
+# stage 3 exports a model folder of stage 0's weights; malformed configs,
+# unknown keys, numbers that disagree with the stage, and deepspeed beside
+# zero_stage are refused; a stage that would not fit names zero_stage = 1 (or 3)
+# with its figure; kill -9 of a 2-rank ZeRO-2 run resumes on 1 rank at stage 0,
+# and of a 4-rank ZeRO-3 run on 2 ranks at ZeRO-1, within 1e-5 of the
+# uninterrupted run (its weights; its losses within 1e-5 relative), as 2 ranks
+# at ZeRO-1 throughout are.
 . "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 
@@ -165,20 +170,95 @@ t_expect_contains "deepspeed ds_z2_offload_config.json: ZeRO stage 2, offload_op
 t_expect_contains "offload_optimizer = cpu: AdamW's state and an f32 master copy"
 t_end
 
-t_case "ds_z3_offload_config.json maps to stage 3 with both offloads: refused on 2 ranks, one rank shards nothing"
-zero_workspace "max_steps = 2" "nproc_per_node = 2" "deepspeed = ds_z3_offload_config.json"
-t_run "$FTPIPE" -C "$W"
-t_expect_fail
-t_expect_contains "ZeRO stage 3 (parameters sharded over the ranks, gathered layer by layer) is not built yet"
-t_run "$FTPIPE" -C "$W" log adapter
-t_expect_lacks "training "
-sed -i "s/nproc_per_node = 2/nproc_per_node = 1/" "$W/Ftpipe"
+# close.py A B [TOLERANCE]: the safetensors of A and B hold the same f32 tensors
+# within TOLERANCE (default 1e-6); their trainer logs the same losses within
+# 1e-5 relative, where both logged a step. Prints the largest difference.
+cat > "$T_ROOT/close.py" <<'PY'
+import json, struct, sys
+def tensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, v in header.items():
+        if name != "__metadata__":
+            assert v["dtype"] == "F32", (name, v["dtype"])
+            a, b = v["data_offsets"]
+            out[name] = struct.unpack("<%df" % ((b - a) // 4), data[a:b])
+    return out
+def losses(folder):
+    return {l["current_steps"]: l["loss"] for l in map(json.loads, open(folder + "/trainer_log.jsonl")) if "loss" in l}
+a, b = sys.argv[1], sys.argv[2]
+tolerance = float(sys.argv[3]) if len(sys.argv) > 3 else 1e-6
+import os
+name = "adapter_model.safetensors" if os.path.exists(a + "/adapter_model.safetensors") else "model.safetensors"
+ta, tb = tensors(a + "/" + name), tensors(b + "/" + name)
+assert ta.keys() == tb.keys()
+worst = max(abs(x - y) for k in ta for x, y in zip(ta[k], tb[k]))
+assert worst <= tolerance, "the tensors differ by %g" % worst
+la, lb = losses(a), losses(b)
+common = sorted(set(la) & set(lb))
+assert common, "no step logged by both"
+for step in common:
+    assert abs(la[step] - lb[step]) <= 1e-5 * abs(lb[step]), (step, la[step], lb[step])
+print(worst)
+PY
+
+t_case "ds_z3_offload_config.json on 2 ranks: stage 3 with both offloads ends at stage 0's adapter, a rank keeps half the weights, the export is a normal PEFT adapter"
+zero_workspace "max_steps = 6" "nproc_per_node = 2" "deepspeed = ds_z3_offload_config.json"
+cat >> "$W/Ftpipe" <<'P'
+
+export/peft: export adapter
+	format = peft
+P
 t_run "$FTPIPE" -C "$W"
 t_expect_status 0
+python3 "$T_ROOT/close.py" "$W/adapter" "$PLAIN/adapter" >/dev/null || t_fail "ZeRO-3's adapter is not stage 0's"
+cmp -s "$W/adapter/adapter_model.safetensors" "$W/export/peft/adapter_model.safetensors" ||
+  t_fail "the exported adapter is not the trained one"
+[ -f "$W/export/peft/adapter_config.json" ] || t_fail "the export has no adapter_config.json"
 t_run "$FTPIPE" -C "$W" log adapter
 t_expect_contains "deepspeed ds_z3_offload_config.json: ZeRO stage 3, offload_optimizer cpu, offload_param cpu; "
-t_expect_contains "zero_optimization.offload_optimizer.pin_memory, "
-t_expect_contains "ZeRO-3 with one rank has nothing to shard: it trains as stage 0; offload_optimizer = cpu: AdamW's state and an f32 master copy of the trained values in host memory, updated on the host's cores; offload_param = cpu: the cpu backend keeps the parameters in host memory anyway"
+t_expect_contains "ZeRO-3 shards AdamW's state and every weight over the ranks"
+t_expect_contains "offload_param = cpu: each rank's shard of the weights in host memory, uploaded layer by layer"
+t_expect_contains "weights on rank 0: "
+python3 - "$PLAIN" "$W" <<'PY' || t_fail "rank 0 does not keep half the weights in host memory"
+import sqlite3, sys
+def metric(w, name):
+    db = sqlite3.connect(w + "/.ftpipe/state.db")
+    return db.execute("select value from metrics where name = ? order by run_id desc, step desc limit 1", (name,)).fetchone()[0]
+whole, shard = metric(sys.argv[1], "parameter_bytes"), metric(sys.argv[2], "parameter_host_bytes")
+assert whole / 2 <= shard < whole / 2 + 64, (whole, shard)
+PY
+sed -i "s/nproc_per_node = 2/nproc_per_node = 1/; s/max_steps = 6/max_steps = 5/" "$W/Ftpipe" # a new key: it runs
+t_run "$FTPIPE" -C "$W" adapter
+t_expect_status 0
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "ZeRO-3 with one rank has nothing to shard: it trains as stage 0; offload_optimizer = cpu: AdamW's state and an f32 master copy of the trained values in host memory, updated on the host's cores"
+t_end
+
+t_case "full fine-tuning at ZeRO-3 on 2 ranks ends at stage 0's weights and exports a normal model folder"
+zero_workspace "max_steps = 4" "nproc_per_node = 2" "finetuning_type = full"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+FULL=$W
+zero_workspace "max_steps = 4" "nproc_per_node = 2" "finetuning_type = full" "zero_stage = 3"
+cat >> "$W/Ftpipe" <<'P'
+
+export/model: export adapter
+	format = merged
+	dtype = f32
+P
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+python3 "$T_ROOT/close.py" "$W/adapter" "$FULL/adapter" >/dev/null || t_fail "ZeRO-3's weights are not stage 0's"
+python3 - "$W" <<'PY' || t_fail "the export is not a model folder of the trained weights"
+import json, sys
+w = sys.argv[1]
+assert json.load(open(w + "/export/model/config.json"))["torch_dtype"] == "float32"
+assert open(w + "/export/model/model.safetensors", "rb").read() == open(w + "/adapter/model.safetensors", "rb").read()
+PY
 t_end
 
 t_case "hostile configs are refused naming the file and the key"
@@ -232,6 +312,23 @@ t_run env FTPIPE_MEMORY=37M "$FTPIPE" -C "$W" adapter
 t_expect_status 0
 t_end
 
+t_case "LoRA on 8 layers that fits with neither stage 0 nor 1 names zero_stage = 3 with its figure, and fits with it"
+zero_workspace "max_steps = 2" "nproc_per_node = 2"
+sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512\n	num_hidden_layers = 8/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" data/train_set
+t_expect_status 0
+t_run env FTPIPE_MEMORY=38M "$FTPIPE" -C "$W" adapter # below stage 1's peak, above stage 3's
+t_expect_fail
+t_expect_contains "stage adapter would need 41.7 MiB of host memory"
+t_expect_contains "but 38.0 MiB is available: set zero_stage = 3: each of the 2 ranks then holds 1 / 2 of AdamW's state and of the weights, gathering a layer's weights as it uses them (needs 36.0 MiB of the 38.0 MiB)"
+printf '\tzero_stage = 3\n' >> "$W/Ftpipe"
+t_run env FTPIPE_MEMORY=38M "$FTPIPE" -C "$W" adapter
+t_expect_status 0
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "(weights 13.7 MiB as this rank's ZeRO-3 shard and two gathered layers"
+t_expect_contains "weights on rank 0: 13.7 MiB in the backend's memory, 0 B offloaded to host memory"
+t_end
+
 t_case "kill -9 of a 2-rank ZeRO-2 run resumes on 1 rank at stage 0"
 zero_workspace "max_steps = 300" "save_steps = 10" "nproc_per_node = 2" "zero_stage = 2"
 "$FTPIPE" -C "$W" > "$W/first.out" 2>&1 &
@@ -251,4 +348,59 @@ t_expect_status 0
 t_run "$FTPIPE" -C "$W" log adapter
 t_expect_contains "resumed from checkpoint-"
 t_expect_contains "steps of 2 x 4 rows x 1 rank"
+t_end
+
+t_case "kill -9 of a 4-rank ZeRO-3 run resumes on 2 ranks at ZeRO-1 within 1e-5 of the uninterrupted run, as 2 ranks throughout are"
+zero_workspace "max_steps = 100" "save_steps = 10" "nproc_per_node = 4" "zero_stage = 3"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+STRAIGHT=$W
+zero_workspace "max_steps = 100" "save_steps = 10" "nproc_per_node = 2" "zero_stage = 1"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+python3 "$T_ROOT/close.py" "$W/adapter" "$STRAIGHT/adapter" 1e-5 >/dev/null || t_fail "2 ranks at ZeRO-1 are not 4 at ZeRO-3"
+zero_workspace "max_steps = 100" "save_steps = 10" "nproc_per_node = 4" "zero_stage = 3"
+"$FTPIPE" -C "$W" > "$W/first.out" 2>&1 &
+pid=$!
+waited=0
+until ls -d "$W"/.ftpipe/work/*/checkpoints/checkpoint-10 >/dev/null 2>&1 || [ $waited -ge 1200 ] || ! kill -0 "$pid" 2>/dev/null; do
+  sleep 0.05; waited=$((waited + 1))
+done
+rank_pid=$(sed -n 's/^rank 2 of 4: pid \([0-9]*\) on .*/\1/p' "$W"/.ftpipe/work/*/rank-2.log)
+kill -9 "$rank_pid"
+wait "$pid"
+[ $? != 0 ] || t_fail "the run succeeded after its rank 2 was killed"
+[ -f "$W/adapter/adapter_model.safetensors" ] && t_fail "the run finished before it was killed"
+sed -i "s/nproc_per_node = 4/nproc_per_node = 2/; s/zero_stage = 3/zero_stage = 1/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "resumed from checkpoint-"
+t_expect_contains "steps of 2 x 2 rows x 2 ranks"
+python3 "$T_ROOT/close.py" "$W/adapter" "$STRAIGHT/adapter" 1e-5 >/dev/null ||
+  t_fail "the resumed run is not within 1e-5 of the uninterrupted one"
+t_end
+
+t_case "examples/zero: ZeRO 0, 1, 2, 3 and 3 with offload on 2 ranks, each run and evaluated, in one table"
+W=$(t_workspace)
+mkdir -p "$W/zero" "$W/quickstart"
+cp "$ROOT/examples/zero/Ftpipe" "$ROOT/examples/zero/compare.sh" "$ROOT"/examples/zero/ds_z*_config.json "$W/zero/"
+cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/quickstart/"
+t_run "$FTPIPE" -C "$W/zero" -j 2
+t_expect_status 0
+t_expect_contains "ftpipe: 15 run, 0 restored"
+python3 - "$W/zero" <<'PY' || t_fail "the comparison table is wrong"
+import sys
+w = sys.argv[1]
+rows = [l.split("|")[1:-1] for l in open(w + "/comparison.md").read().splitlines()[2:]]
+assert [r[0].strip() for r in rows] == ["z0", "z1", "z2", "z3", "z3_offload"], rows
+mib = {r[0].strip(): float(r[3].split()[0]) for r in rows}
+for r in rows:
+    assert float(r[1].split()[0]) > 0 and float(r[2]) > 0 and float(r[4].split()[0]) > 0, r
+    assert 0.0 <= float(r[5]) <= 1.0, r
+# rank 0's allocations: stage 3 shards the weights, offload_param moves the shard to host memory
+assert mib["z3"] < mib["z0"] and mib["z3_offload"] < mib["z3"], mib
+PY
+t_run "$FTPIPE" -C "$W/zero" log runs/z3_offload
+t_expect_contains "deepspeed ds_z3_offload_config.json: ZeRO stage 3, offload_optimizer cpu, offload_param cpu"
 t_end

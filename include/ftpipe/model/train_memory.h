@@ -28,7 +28,10 @@ typedef struct {
     uint64_t checkpoint_buffer_bytes; /* host, while saving a checkpoint */
     uint64_t result_buffer_bytes;   /* host, while writing the adapter or model */
     uint64_t runtime_bytes;         /* host: FT_TRAIN_RUNTIME_BYTES and the BLAS threads' */
-    uint64_t offload_bytes;         /* host, while training: offloaded AdamW state beside the plan (0: none) */
+    uint64_t offload_bytes;         /* host, while training: offloaded AdamW state (and with offload_param the
+                                       weights' shard) beside the plan (0: none) */
+    uint64_t whole_weights_bytes;   /* ZeRO-3 of full fine-tuning: the whole weights, gathered beside the
+                                       plan while saving a checkpoint or the result (0: none) */
     uint64_t host_peak_bytes;       /* the largest phase, in host memory */
     uint64_t device_peak_bytes;     /* on the cuda backend: the plan, the backend's scratch included
                                        (plan.scratch_bytes, cuda_scratch.h); 0 on the cpu backend */
@@ -52,5 +55,20 @@ void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks);
  * parameter in all; on the cpu backend the moments stay where they were
  * counted and the other 8 bytes are added. */
 void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu);
+
+/* ZeRO-3 over `ranks` (param_shards.h), after ft_train_memory_shard: the plan
+ * holds one rank's 1 / ranks of the weights (loaded so from the files) and the
+ * two buffers the passes gather units into (each the largest unit's size: the
+ * embeddings or a layer). offload_param moves the shard to host memory (on the
+ * cpu backend it is there already) and adds a staging buffer of the largest
+ * unit's share. full: full fine-tuning, whose checkpoints and result gather
+ * the whole weights. */
+void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
+                                  bool offload_param, bool full);
+
+/* The sharding a stage asks for, in the order above: ZeRO stage 1 to 3 over
+ * `ranks`, then each offload (stage 0 or one rank: nothing changes). */
+void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
+                                int zero_stage, bool offload_optimizer, bool offload_param);
 
 #endif

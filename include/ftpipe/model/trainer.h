@@ -33,7 +33,13 @@
  * added over the ranks before clipping, so every rank makes
  * the same update and the loss is that of one rank running the whole step.
  * With zero_stage 1 or 2 each rank keeps and updates a shard of the
- * optimizer's state (zero.h), the result staying that of stage 0.
+ * optimizer's state (zero.h), the result staying that of stage 0; with 3 it
+ * also keeps only its shard of the base weights, gathered layer by layer as
+ * the passes use them (param_shards.h): full fine-tuning hands the model back
+ * whole (after freeing the optimizer); LoRA leaves it sharded (its adapter is
+ * whole on every rank), fit for another ft_train over the same ranks, for
+ * saving the adapter and for ft_model_free. A failed run leaves the model
+ * without weights.
  * Only the ranks that say so write checkpoints (the first of each node); every
  * rank resumes from them, whatever rank count wrote them. */
 #ifndef FTPIPE_TRAINER_H
@@ -112,9 +118,11 @@ typedef struct {
     bool eval_each_epoch;             /* evaluate when an epoch ends */
     int ranks;                        /* data-parallel ranks; 0 or 1: one */
     ft_comm *comm;                    /* this rank's, of `ranks` ranks; NULL with one */
-    int zero_stage;                   /* 0; 1 or 2: AdamW's state (and with 2 the gradients' sums) sharded
-                                       * over the ranks (zero.h); nothing to shard with one rank */
+    int zero_stage;                   /* 0; 1, 2 or 3: AdamW's state (from 2 the gradients' sums, with 3 the
+                                       * base weights) sharded over the ranks (zero.h, param_shards.h);
+                                       * nothing to shard with one rank */
     bool offload_optimizer;           /* AdamW's state and master values in host memory (adamw.h) */
+    bool offload_param;               /* stage 3: the weights' shards in host memory (param_shards.h) */
     bool saves_checkpoints;           /* with a communicator: this rank writes them (each node's first) */
     ft_train_callbacks callbacks;     /* rank 0's cancelled() stops every rank */
 } ft_train_options;
@@ -145,6 +153,9 @@ typedef struct {
     int64_t evaluated_tokens;         /* this rank's (each rank evaluates every row) */
     uint64_t checkpoint_bytes_written;
     size_t optimizer_state_bytes;     /* this rank's AdamW moments: a 1 / ranks shard with ZeRO */
+    size_t parameter_bytes;           /* this rank's base weights in the backend's memory: all of them, or
+                                       * with ZeRO-3 its shard (none when offloaded) and the gathered units */
+    size_t parameter_host_bytes;      /* ZeRO-3 with offload_param: the shard, in host memory */
 } ft_train_result;
 
 /* Trains the model's trainable tensors on the shards' rows, resuming from the

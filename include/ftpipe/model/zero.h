@@ -1,6 +1,8 @@
 /* zero: ZeRO sharding of the trained tensors over the ranks of one job, as
- * DeepSpeed's stages 1 and 2 do it: each rank keeps AdamW's moments for its
- * shard only, updates its shard, and the ranks all-gather the updated values.
+ * DeepSpeed's stages 1, 2 and 3 do it: each rank keeps AdamW's moments for its
+ * shard only, updates its shard, and the ranks all-gather the updated values
+ * (stage 3 of full fine-tuning: the updated shard is the weights' shard,
+ * param_shards.h, gathered by the next pass instead).
  *
  * The trained tensors are cut into spans, runs of tensors whose values and
  * gradients both lie back to back (LoRA's are one allocation, so one span).
@@ -16,7 +18,10 @@
  * the sum of its shard only; the host collectives add in rank order, so those
  * sums are stage 0's), and the norm adds the shards' sums of squares over the
  * ranks: the same number up to the order of a sum in double, which can move
- * the clipped update by a last bit.
+ * the clipped update by a last bit. Stage 3 reduces and clips as stage 2;
+ * its spans are the units of the sharded weights (param_shards.h) when the
+ * weights are what is trained, else (LoRA, whose adapter stays whole on every
+ * rank) the trained tensors' spans as in stage 2.
  *
  * Checkpoints hold whole moments (checkpoint.h), so that a run resumes with
  * another rank count or stage: the moments are gathered into the host buffer
@@ -31,15 +36,19 @@
 
 #include "ftpipe/backend/comm.h"
 #include "ftpipe/model/adamw.h"
+#include "ftpipe/model/param_shards.h"
 
 typedef struct ft_zero ft_zero;
 
-/* Shards the tensors (which must outlive it) over comm's ranks for stage 1 or
- * 2, with zeroed moments for this rank's shard (offloaded: in host memory,
+/* Shards the tensors (which must outlive it) over comm's ranks for stage 1, 2
+ * or 3, with zeroed moments for this rank's shard (offloaded: in host memory,
  * adamw.h). The tensors' values are f32, as every trained tensor is today
- * (LoRA on either backend, full fine-tuning on cpu): they are gathered as such. */
-int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, const ft_param_tensor *tensors, size_t count,
-                   const ft_adamw_config *config, bool offload, ft_zero **out);
+ * (LoRA on either backend, full fine-tuning on cpu): they are gathered as such.
+ * params: stage 3's sharded weights when the tensors are those weights (full
+ * fine-tuning), else NULL. */
+int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shards *params,
+                   const ft_param_tensor *tensors, size_t count, const ft_adamw_config *config, bool offload,
+                   ft_zero **out);
 void ft_zero_free(ft_zero *zero);
 
 /* After backward, stage 2: each rank's shard of the gradients becomes its sum

@@ -139,6 +139,48 @@ TEST(readme_table_row_qwen_7b_full)
     }
 }
 
+/* ZeRO-3: the plan holds 1 / ranks of the weights and two buffers of the largest
+ * unit (qwen2.5-0.5b: its embeddings); offload_param on a GPU moves the shard to
+ * host memory beside a staging buffer of the largest unit's share; full
+ * fine-tuning gathers the whole weights for checkpoints and the result. */
+TEST(zero_3_keeps_one_share_of_the_weights_per_rank)
+{
+    ft_model_config config = qwen_0_5b();
+    uint64_t embeddings = (uint64_t)config.vocab_size * config.hidden_size * 2; /* bf16 */
+    for (int full = 0; full <= 1; full++) {
+        ft_model_options options = {4, 512, full ? FT_FINETUNE_FULL : FT_FINETUNE_LORA, !full,
+                                    {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true};
+        ft_train_memory whole, sharded, offloaded;
+        CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &whole), 0);
+        sharded = offloaded = whole;
+        ft_train_memory_apply_zero(&sharded, &config, true, 4, 3, false, false);
+        ft_train_memory_apply_zero(&offloaded, &config, true, 4, 3, false, true);
+        uint64_t shard = (whole.plan.parameter_bytes + 3) / 4;
+        CHECK_INT(sharded.plan.parameter_bytes, shard + 2 * embeddings);
+        CHECK_INT(offloaded.plan.parameter_bytes, 2 * embeddings + (embeddings + 3) / 4);
+        CHECK(offloaded.offload_bytes == shard);
+        CHECK_INT(sharded.whole_weights_bytes, full ? whole.plan.parameter_bytes : 0);
+        CHECK_INT(sharded.device_peak_bytes, sharded.plan.total_bytes + sharded.whole_weights_bytes);
+        CHECK(sharded.device_peak_bytes < whole.device_peak_bytes);
+    }
+}
+
+/* README's ZeRO table, row qwen2.5-7b LoRA, stage 3 columns: device / host peaks in GiB, to 0.1. */
+TEST(readme_table_row_qwen_7b_lora_stage_3)
+{
+    ft_model_config config;
+    CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
+    ft_model_options options = {4, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true};
+    const double expected[3][2] = {{11.5, 5.1}, {6.2, 5.1}, {4.5, 5.1}};
+    for (int v = 0; v < 3; v++) {
+        ft_train_memory memory;
+        CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &memory), 0);
+        ft_train_memory_apply_zero(&memory, &config, true, v == 0 ? 2 : 8, 3, v == 2, v == 2);
+        double device = (double)memory.device_peak_bytes / (1u << 30), host = (double)memory.host_peak_bytes / (1u << 30);
+        CHECK(fabs(device - expected[v][0]) < 0.05 && fabs(host - expected[v][1]) < 0.05);
+    }
+}
+
 TEST(refuses_options_the_model_refuses)
 {
     ft_model_config config = qwen_0_5b();
@@ -155,6 +197,8 @@ int main(void)
     RUN(zero_keeps_one_share_of_the_optimizer_per_rank);
     RUN(offload_moves_the_optimizer_to_host_memory);
     RUN(readme_table_row_qwen_7b_full);
+    RUN(zero_3_keeps_one_share_of_the_weights_per_rank);
+    RUN(readme_table_row_qwen_7b_lora_stage_3);
     RUN(refuses_options_the_model_refuses);
     return check_done();
 }

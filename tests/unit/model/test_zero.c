@@ -1,4 +1,4 @@
-/* ZeRO stages 1 and 2 on the trainer, with ranks as forked processes over the
+/* ZeRO stages 1, 2 and 3 on the trainer, with ranks as forked processes over the
  * host collectives, on a tiny random model (LoRA and full fine-tuning):
  *   - with 2, 3 and 4 ranks, stage 1 ends with stage 0's tensors bit for bit and
  *     stage 2 within 1e-6 of them (its gradient norm adds in another order),
@@ -6,6 +6,16 @@
  *     offload_optimizer (the update on the host's threads);
  *   - each rank's optimizer state (the trainer's counter) is its 1 / ranks
  *     share, give or take the few shared elements;
+ *   - with 2 and 4 ranks, stage 3 (base weights sharded and gathered layer by
+ *     layer), with offload_param and with both offloads, ends within 1e-6 of
+ *     stage 0 with the same losses within 1e-6 relative, and offload_param
+ *     (with the shards loaded straight from the files) changes no bit of
+ *     stage 3's result (which shards a model loaded whole); each rank's weights (the trainer's
+ *     counters) are its 1 / ranks shard plus two gathered units;
+ *   - full fine-tuning on 4 ranks at ZeRO-3 with offload_param, cancelled after
+ *     a checkpoint, resumes on 2 ranks at ZeRO-1 with the uninterrupted run's
+ *     losses within 1e-5 and its weights no further from it than 2 ranks
+ *     throughout are (the sums in another order);
  *   - a 2-rank ZeRO-2 run cancelled after a checkpoint resumes with 1 rank at
  *     stage 0 and with 3 ranks at stage 1 (the same global batch), ending as
  *     close to the uninterrupted run as running with those ranks throughout
@@ -22,6 +32,7 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/model/model_init.h"
+#include "ftpipe/model/param_shards.h"
 #include "ftpipe/model/trainer.h"
 
 static ft_backend *cpu;
@@ -88,6 +99,7 @@ typedef struct {
     const char *checkpoint_dir;
     int cancel_after;
     bool offload;               /* offload_optimizer = cpu */
+    bool offload_param;         /* offload_param = cpu (stage 3) */
 } run_shape;
 
 typedef struct {
@@ -96,6 +108,7 @@ typedef struct {
     int status;
     recorder steps;                /* rank 0's losses */
     size_t optimizer_state_bytes;  /* rank 0's */
+    size_t parameter_bytes, parameter_host_bytes; /* rank 0's */
 } run_result;
 
 /* Trains a fresh model in shape.ranks forked ranks; every other rank checks
@@ -118,6 +131,7 @@ static run_result run(const char *data_dir, run_shape shape)
         .max_grad_norm = 0.5, /* clips: the norm over the shards matters */
         .adamw = {0.9, 0.999, 1e-8, 0.01},
         .offload_optimizer = shape.offload,
+        .offload_param = shape.offload_param,
         .seed = 42,
         .logging_steps = 1,
         .save_steps = 2,
@@ -137,7 +151,11 @@ static run_result run(const char *data_dir, run_shape shape)
     ft_model_options model_options = {shape.batch_size, ROW_LENGTH, shape.finetuning, lora,
                                       {lora ? 8 : 0, 16.0, 0.0, false, lora ? FT_LORA_ALL_TARGETS : 0, 42}, false};
     ft_model *model = NULL;
-    if (ft_model_load(model_dir, cpu, &model_options, &model) < 0) {
+    /* stage 3 with offload_param loads the shards straight from the files, the
+     * other stage 3 runs shard a whole model: the test compares them bit for bit */
+    if ((comm && shape.zero_stage == 3 && shape.offload_param
+             ? ft_model_load_sharded(model_dir, cpu, &model_options, comm, true, &model)
+             : ft_model_load(model_dir, cpu, &model_options, &model)) < 0) {
         fprintf(stderr, "  %s\n", ft_error_message());
         check_case_failed = 1;
     }
@@ -146,13 +164,16 @@ static run_result run(const char *data_dir, run_shape shape)
     if (out.status < 0 && shape.cancel_after == 0)
         fprintf(stderr, "  rank %d: %s\n", rank, ft_error_message());
     out.optimizer_state_bytes = result.optimizer_state_bytes;
+    out.parameter_bytes = result.parameter_bytes;
+    out.parameter_host_bytes = result.parameter_host_bytes;
     size_t n_tensors = 0;
     const ft_param_tensor *tensors = model ? ft_model_trainable(model, &n_tensors) : NULL;
     for (size_t i = 0; i < n_tensors; i++)
         out.count += tensors[i].count;
-    out.values = ft_xmalloc((out.count ? out.count : 1) * sizeof(float));
+    out.values = ft_xcalloc(out.count ? out.count : 1, sizeof(float));
     for (size_t i = 0, at = 0; i < n_tensors; at += tensors[i].count, i++)
-        memcpy(out.values + at, tensors[i].value, tensors[i].count * sizeof(float));
+        if (tensors[i].value) /* none after a failed (cancelled) ZeRO-3 run of full fine-tuning */
+            memcpy(out.values + at, tensors[i].value, tensors[i].count * sizeof(float));
     ft_model_free(model);
     ft_token_shards_close(shards);
     if (comm) {
@@ -195,7 +216,7 @@ static void stages_match_stage_zero(ft_finetuning finetuning)
 {
     char *data = write_data(finetuning == FT_FINETUNE_LORA ? "stages_lora" : "stages_full", 26);
     for (int ranks = 2; ranks <= 4; ranks++) {
-        run_shape shape = {ranks, 0, 2, 2, finetuning, NULL, 0, false};
+        run_shape shape = {ranks, 0, 2, 2, finetuning, NULL, 0, false, false};
         run_result reference = run(data, shape);
         CHECK_INT(reference.status, 0);
         CHECK(reference.steps.n >= 4);
@@ -232,11 +253,12 @@ TEST(lora_stages_1_and_2_match_stage_0) { stages_match_stage_zero(FT_FINETUNE_LO
 
 TEST(full_fine_tuning_stages_1_and_2_match_stage_0) { stages_match_stage_zero(FT_FINETUNE_FULL); }
 
-/* Interrupted 2-rank ZeRO-2 at step 3 (checkpoint-3), resumed otherwise. */
-static run_result interrupted_then(const char *data, const char *name, run_shape resumed)
+/* Interrupted `first` at step 3 (checkpoint-3), resumed as `resumed`. */
+static run_result interrupted_then(const char *data, const char *name, run_shape first, run_shape resumed)
 {
     char *dir = ft_path_join(root, name);
-    run_shape first = {2, 2, 3, 2, FT_FINETUNE_LORA, dir, 3, false};
+    first.checkpoint_dir = dir;
+    first.cancel_after = 3;
     run_result stopped = run(data, first);
     CHECK_INT(stopped.status, -1);
     CHECK_INT(stopped.steps.n, 3);
@@ -251,21 +273,21 @@ static run_result interrupted_then(const char *data, const char *name, run_shape
 TEST(a_zero_2_checkpoint_resumes_with_other_ranks_and_stages)
 {
     char *data = write_data("resume", 40); /* a global batch of 12: 4 steps an epoch, 8 in all */
-    run_shape straight = {2, 2, 3, 2, FT_FINETUNE_LORA, NULL, 0, false};
+    run_shape straight = {2, 2, 3, 2, FT_FINETUNE_LORA, NULL, 0, false, false};
     run_result reference = run(data, straight);
     CHECK_INT(reference.status, 0);
     CHECK_INT(reference.steps.n, 8);
-    run_shape others[] = {{2, 1, 3, 2, FT_FINETUNE_LORA, NULL, 0, false},
-                          {2, 2, 3, 2, FT_FINETUNE_LORA, NULL, 0, true},
-                          {1, 0, 3, 4, FT_FINETUNE_LORA, NULL, 0, false},
-                          {3, 1, 2, 2, FT_FINETUNE_LORA, NULL, 0, false}};
+    run_shape others[] = {{2, 1, 3, 2, FT_FINETUNE_LORA, NULL, 0, false, false},
+                          {2, 2, 3, 2, FT_FINETUNE_LORA, NULL, 0, true, false},
+                          {1, 0, 3, 4, FT_FINETUNE_LORA, NULL, 0, false, false},
+                          {3, 1, 2, 2, FT_FINETUNE_LORA, NULL, 0, false, false}};
     const char *names[] = {"resumed_2_ranks_zero_1", "resumed_2_ranks_zero_2_offload", "resumed_1_rank_zero_0",
                            "resumed_3_ranks_zero_1"};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
         run_result throughout = run(data, others[i]); /* those ranks from the start: the reordering's distance */
         CHECK_INT(throughout.status, 0);
         double reordering = max_difference(throughout.values, reference.values, reference.count);
-        run_result resumed = interrupted_then(data, names[i], others[i]);
+        run_result resumed = interrupted_then(data, names[i], straight, others[i]);
         CHECK_INT(resumed.steps.n, 5);
         double difference = max_difference(resumed.values, reference.values, reference.count);
         bool same_ranks = others[i].ranks == 2;
@@ -288,17 +310,111 @@ TEST(a_zero_2_checkpoint_resumes_with_other_ranks_and_stages)
     free(data);
 }
 
-TEST(stage_3_is_refused_by_the_trainer)
+/* The largest unit param_shards gathers, in f32: the embeddings or a layer. */
+static size_t largest_unit_bytes(void)
 {
-    char *data = write_data("stage3", 8);
-    run_shape shape = {2, 3, 2, 1, FT_FINETUNE_LORA, NULL, 0, false};
-    shape.cancel_after = -1; /* quiet: the failure is expected */
-    run_result out = run(data, shape);
-    CHECK_INT(out.status, -1);
-    CHECK_STR(ft_error_message(), "zero_stage = 3: the trainer shards with ZeRO stages 0, 1 and 2");
-    free(out.values);
+    ft_model_config config;
+    CHECK_INT(ft_model_config_load(model_dir, &config), 0);
+    size_t count = 0, layer = 0, largest;
+    ft_param_tensor *weights = ft_model_weight_list(&config, &count);
+    for (size_t i = 0; i < count; i++)
+        if (strncmp(weights[i].name, "model.layers.0.", 15) == 0)
+            layer += weights[i].count;
+    largest = weights[0].count > layer ? weights[0].count : layer; /* weights[0]: the embeddings */
+    ft_model_weight_list_free(weights, count);
+    return largest * sizeof(float);
+}
+
+static void stage_3_matches_stage_0(ft_finetuning finetuning)
+{
+    char *data = write_data(finetuning == FT_FINETUNE_LORA ? "stage3_lora" : "stage3_full", 26);
+    size_t window = 2 * largest_unit_bytes();
+    for (int ranks = 2; ranks <= 4; ranks += 2) {
+        run_shape shape = {ranks, 0, 2, 2, finetuning, NULL, 0, false, false};
+        run_result reference = run(data, shape);
+        CHECK_INT(reference.status, 0);
+        CHECK(reference.steps.n >= 4);
+        size_t whole = reference.parameter_bytes;
+        CHECK(whole > 0 && reference.parameter_host_bytes == 0);
+        run_result sharded_in_place = {0};
+        for (int variant = 0; variant < 3; variant++) {
+            shape.zero_stage = 3;
+            shape.offload_param = variant >= 1;
+            shape.offload = variant == 2;
+            run_result sharded = run(data, shape);
+            CHECK_INT(sharded.status, 0);
+            char what[80];
+            snprintf(what, sizeof what, "%d ranks, ZeRO-3%s%s", ranks, shape.offload_param ? " + offload_param" : "",
+                     shape.offload ? " + offload_optimizer" : "");
+            same_losses(&sharded, &reference, 1e-6, what);
+            CHECK_INT(sharded.count, reference.count);
+            double difference = max_difference(sharded.values, reference.values, reference.count);
+            if (!(difference <= 1e-6)) {
+                fprintf(stderr, "  %s: the tensors differ from stage 0's by %g\n", what, difference);
+                check_case_failed = 1;
+            }
+            if (variant == 1 && memcmp(sharded.values, sharded_in_place.values, reference.count * sizeof(float))) {
+                fprintf(stderr, "  %s: not stage 3's bytes\n", what);
+                check_case_failed = 1;
+            }
+            /* the shard: 1 / ranks of the weights, plus fewer than `ranks` shared elements per unit (4 units) */
+            size_t shard = shape.offload_param ? sharded.parameter_host_bytes : sharded.parameter_bytes - window;
+            size_t device = sharded.parameter_bytes - (shape.offload_param ? 0 : shard);
+            if (!(shard >= whole / (size_t)ranks && shard < whole / (size_t)ranks + sizeof(float) * 4 * ranks) ||
+                device < window || device > window + largest_unit_bytes() / (size_t)ranks) {
+                fprintf(stderr, "  %s: a shard of %zu bytes and %zu gathered, of %zu weights\n", what, shard, device,
+                        whole);
+                check_case_failed = 1;
+            } else {
+                printf("  %s: rank 0 keeps %zu of the %zu bytes of weights (1/%.2f), and gathers %zu\n", what,
+                       shard, whole, (double)whole / (double)shard, device);
+            }
+            if (variant == 0)
+                sharded_in_place = sharded;
+            else
+                free(sharded.values);
+        }
+        free(sharded_in_place.values);
+        free(reference.values);
+    }
     free(data);
 }
+
+/* Full fine-tuning on 4 ranks at ZeRO-3 (its checkpoint gathers the sharded
+ * weights) cancelled after checkpoint-3, resumed on 2 ranks at ZeRO-1. */
+TEST(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2)
+{
+    char *data = write_data("resume3", 40); /* a global batch of 8: 5 steps an epoch, 10 in all */
+    run_shape straight = {4, 3, 1, 2, FT_FINETUNE_FULL, NULL, 0, false, true};
+    run_result reference = run(data, straight);
+    CHECK_INT(reference.status, 0);
+    CHECK_INT(reference.steps.n, 10);
+    run_shape two = {2, 1, 2, 2, FT_FINETUNE_FULL, NULL, 0, false, false};
+    run_result throughout = run(data, two);
+    CHECK_INT(throughout.status, 0);
+    double reordering = max_difference(throughout.values, reference.values, reference.count);
+    run_result resumed = interrupted_then(data, "resumed_zero_3_to_1", straight, two);
+    CHECK_INT(resumed.steps.n, 7);
+    double difference = max_difference(resumed.values, reference.values, reference.count);
+    if (!(difference <= reordering)) {
+        fprintf(stderr, "  %g from the uninterrupted run; 2 ranks throughout: %g\n", difference, reordering);
+        check_case_failed = 1;
+    }
+    for (int s = 0; s < resumed.steps.n; s++)
+        if (!(fabs(resumed.steps.losses[s] - reference.steps.losses[s + 3]) <= 1e-5 * fabs(reference.steps.losses[s + 3]))) {
+            fprintf(stderr, "  step %d's loss %.9g, uninterrupted %.9g\n", s + 4, resumed.steps.losses[s],
+                    reference.steps.losses[s + 3]);
+            check_case_failed = 1;
+        }
+    free(reference.values);
+    free(throughout.values);
+    free(resumed.values);
+    free(data);
+}
+
+TEST(lora_stage_3_matches_stage_0) { stage_3_matches_stage_0(FT_FINETUNE_LORA); }
+
+TEST(full_fine_tuning_stage_3_matches_stage_0) { stage_3_matches_stage_0(FT_FINETUNE_FULL); }
 
 int main(void)
 {
@@ -309,7 +425,9 @@ int main(void)
     RUN(lora_stages_1_and_2_match_stage_0);
     RUN(full_fine_tuning_stages_1_and_2_match_stage_0);
     RUN(a_zero_2_checkpoint_resumes_with_other_ranks_and_stages);
-    RUN(stage_3_is_refused_by_the_trainer);
+    RUN(lora_stage_3_matches_stage_0);
+    RUN(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2);
+    RUN(full_fine_tuning_stage_3_matches_stage_0);
     ft_backend_destroy(cpu);
     free(model_dir);
     ft_remove_tree(root);

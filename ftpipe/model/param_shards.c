@@ -1,0 +1,386 @@
+/* param_shards: units, this rank's shard of each, and the gathered window a pass reads. */
+#include "ftpipe/model/param_shards.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/mem.h"
+#include "model_internal.h"
+
+#define WINDOW_UNITS 2
+
+static const ft_param_shard_calls shard_calls = {ft_param_shards_weight, ft_param_shards_end_pass,
+                                                 ft_param_shards_free};
+
+typedef struct {
+    size_t unit;            /* SIZE_MAX: empty */
+    void *buffer;           /* room for the largest unit's whole weights, backend memory */
+    unsigned long last_use;
+} slot;
+
+struct ft_param_shards {
+    ft_model *model;
+    ft_comm *comm;
+    bool offload;
+    size_t element_bytes;
+    ft_param_unit *units;
+    size_t n_units;
+    size_t *weight_offsets;    /* every weight's first element in the whole layout */
+    void *shard;               /* backend memory, or host memory when offloaded */
+    size_t shard_elements;
+    void *staging;             /* offloaded: the owned part of one unit, uploaded for the all-gather */
+    slot window[WINDOW_UNITS];
+    unsigned long uses;
+    size_t gathered_bytes;     /* the window and the staging buffer, allocated once */
+    bool failed;
+};
+
+/* The units: the embeddings, each layer, then the final norm (and an untied lm_head). */
+static void plan_units(ft_param_shards *s)
+{
+    ft_model *m = s->model;
+    int layers = m->config.num_hidden_layers;
+    s->units = ft_xcalloc((size_t)layers + 2, sizeof *s->units);
+    size_t size = (size_t)s->comm->size, w = 0, shard = 0;
+    for (int u = 0; u < layers + 2; u++) {
+        size_t end = u < layers ? m->layers[u].input_norm : u == layers ? m->final_norm : m->n_params;
+        ft_param_unit *unit = &s->units[s->n_units++];
+        unit->first_weight = w;
+        unit->first = s->weight_offsets[w];
+        while (w < m->n_weights && s->weight_offsets[w] < end)
+            w++;
+        unit->n_weights = w - unit->first_weight;
+        unit->count = end - unit->first;
+        unit->per_rank = unit->count / size;
+        unit->shared = unit->count - size * unit->per_rank;
+        unit->shard_offset = shard;
+        shard += unit->per_rank + unit->shared;
+    }
+    s->shard_elements = shard;
+}
+
+static void *shard_at(const ft_param_shards *s, size_t element)
+{
+    return (char *)s->shard + element * s->element_bytes;
+}
+
+static void *whole_at(const ft_param_shards *s, size_t element)
+{
+    return (char *)s->model->params + element * s->element_bytes;
+}
+
+/* bytes from one place of the shard's kind of memory to a backend buffer, or back */
+static void shard_to_backend(ft_param_shards *s, void *to, const void *from, size_t bytes, void *host)
+{
+    ft_backend *b = s->model->backend;
+    if (s->offload) {
+        b->upload(b, to, from, bytes);
+    } else if (bytes > 0) {
+        b->download(b, host, from, bytes);
+        b->upload(b, to, host, bytes);
+    }
+}
+
+/* This rank's parts of unit u from `source` (backend memory holding the
+ * unit's whole weights) into the shard; host: room for the largest part. */
+static void take_unit(ft_param_shards *s, size_t u, const void *source, void *host)
+{
+    ft_backend *b = s->model->backend;
+    const ft_param_unit *unit = &s->units[u];
+    size_t owned = unit->per_rank * s->element_bytes, shared = unit->shared * s->element_bytes;
+    b->download(b, host, (const char *)source + (size_t)s->comm->rank * owned, owned);
+    b->download(b, (char *)host + owned, (const char *)source + (unit->count - unit->shared) * s->element_bytes,
+                shared);
+    if (s->offload)
+        memcpy(shard_at(s, unit->shard_offset), host, owned + shared);
+    else
+        b->upload(b, shard_at(s, unit->shard_offset), host, owned + shared);
+}
+
+static void *part_buffer(const ft_param_shards *s)
+{
+    size_t largest = 1;
+    for (size_t u = 0; u < s->n_units; u++)
+        if (s->units[u].per_rank + s->units[u].shared > largest)
+            largest = s->units[u].per_rank + s->units[u].shared;
+    return ft_xmalloc(largest * s->element_bytes);
+}
+
+/* This rank's parts of every unit from the whole weights into the shard. */
+static void take_shard(ft_param_shards *s)
+{
+    void *host = part_buffer(s);
+    for (size_t u = 0; u < s->n_units; u++)
+        take_unit(s, u, whole_at(s, s->units[u].first), host);
+    free(host);
+}
+
+/* The weights' values point into the whole buffer, or nowhere without it. */
+static void point_weights(ft_param_shards *s)
+{
+    ft_model *m = s->model;
+    for (size_t i = 0; i < m->n_weights; i++)
+        m->weights[i].value = m->params ? (float *)whole_at(s, s->weight_offsets[i]) : NULL;
+}
+
+static void free_whole(ft_param_shards *s)
+{
+    s->model->backend->free(s->model->backend, s->model->params);
+    s->model->params = NULL;
+    point_weights(s);
+}
+
+/* Unit u's whole weights into `to` (backend memory): the owned parts
+ * all-gathered, the shared part from this rank's shard. */
+static int gather_unit(ft_param_shards *s, size_t u, void *to)
+{
+    const ft_param_unit *unit = &s->units[u];
+    size_t owned = unit->per_rank * s->element_bytes, shared = unit->shared * s->element_bytes;
+    const void *mine = shard_at(s, unit->shard_offset);
+    if (s->offload && owned > 0) {
+        s->model->backend->upload(s->model->backend, s->staging, mine, owned);
+        mine = s->staging;
+    }
+    if (owned > 0 && s->comm->all_gather(s->comm, mine, to, owned) < 0)
+        return ft_error_context("all-gathering the weights of unit %zu over the ranks (ZeRO-3)", u);
+    char host[64 * sizeof(double)]; /* shared < ranks elements */
+    void *bounce = shared <= sizeof host ? host : ft_xmalloc(shared);
+    shard_to_backend(s, (char *)to + (size_t)s->comm->size * owned, shard_at(s, unit->shard_offset + unit->per_rank),
+                     shared, bounce);
+    if (bounce != host)
+        free(bounce);
+    return 0;
+}
+
+void ft_param_shards_free(ft_param_shards *s)
+{
+    if (!s)
+        return;
+    s->model->shards = NULL;
+    s->model->shard_calls = NULL;
+    ft_backend *b = s->model->backend;
+    for (int i = 0; i < WINDOW_UNITS; i++)
+        if (s->window[i].buffer)
+            b->free(b, s->window[i].buffer);
+    if (s->staging)
+        b->free(b, s->staging);
+    if (s->shard && s->offload)
+        free(s->shard);
+    else if (s->shard)
+        b->free(b, s->shard);
+    free(s->units);
+    free(s->weight_offsets);
+    free(s);
+}
+
+/* The units of the model's weights (first elements at `offsets`) over comm's
+ * ranks, with the shard, the window and the staging buffer allocated. */
+static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bool offload, ft_param_shards **out)
+{
+    ft_backend *b = model->backend;
+    ft_param_shards *s = ft_xcalloc(1, sizeof *s);
+    *s = (ft_param_shards){.model = model, .comm = comm, .offload = offload, .element_bytes = model->element_bytes};
+    s->weight_offsets = ft_xcalloc(model->n_weights ? model->n_weights : 1, sizeof *s->weight_offsets);
+    memcpy(s->weight_offsets, offsets, model->n_weights * sizeof *offsets);
+    plan_units(s);
+    size_t largest = 0, largest_owned = 0;
+    for (size_t u = 0; u < s->n_units; u++) {
+        largest = s->units[u].count > largest ? s->units[u].count : largest;
+        largest_owned = s->units[u].per_rank > largest_owned ? s->units[u].per_rank : largest_owned;
+    }
+    size_t shard_bytes = (s->shard_elements ? s->shard_elements : 1) * s->element_bytes;
+    bool ok = (s->shard = offload ? malloc(shard_bytes) : b->alloc(b, shard_bytes)) != NULL;
+    if (!ok && offload)
+        ft_error("out of host memory for a ZeRO-3 shard of %zu bytes (offload_param)", shard_bytes);
+    for (int i = 0; i < WINDOW_UNITS && ok; i++) {
+        s->window[i].unit = SIZE_MAX;
+        ok = (s->window[i].buffer = b->alloc(b, largest * s->element_bytes)) != NULL;
+        s->gathered_bytes += largest * s->element_bytes;
+    }
+    if (ok && offload && largest_owned > 0) {
+        ok = (s->staging = b->alloc(b, largest_owned * s->element_bytes)) != NULL;
+        s->gathered_bytes += largest_owned * s->element_bytes;
+    }
+    if (!ok) {
+        ft_param_shards_free(s);
+        return ft_error_context("sharding the weights over %d ranks (ZeRO-3)", comm->size);
+    }
+    *out = s;
+    return 0;
+}
+
+int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload, ft_param_shards **out)
+{
+    size_t *offsets = ft_xcalloc(model->n_weights ? model->n_weights : 1, sizeof *offsets);
+    for (size_t i = 0; i < model->n_weights; i++)
+        offsets[i] = (size_t)((char *)model->weights[i].value - (char *)model->params) / model->element_bytes;
+    ft_param_shards *s = NULL;
+    int status = make_shards(model, offsets, comm, offload, &s);
+    free(offsets);
+    if (status < 0)
+        return -1;
+    take_shard(s);
+    free_whole(s);
+    model->shards = s;
+    model->shard_calls = &shard_calls;
+    *out = s;
+    return 0;
+}
+
+/* The weights' part of the model's plan over `ranks`: the shard (unless
+ * offloaded), the two gather buffers and the staging buffer. */
+static size_t planned_bytes(const ft_model *model, const size_t *offsets, int ranks, bool offload)
+{
+    ft_comm counting = {.rank = 0, .size = ranks};
+    ft_param_shards s = {.model = (ft_model *)model, .comm = &counting, .weight_offsets = (size_t *)offsets};
+    plan_units(&s);
+    size_t largest = 0, largest_owned = 0;
+    for (size_t u = 0; u < s.n_units; u++) {
+        largest = s.units[u].count > largest ? s.units[u].count : largest;
+        largest_owned = s.units[u].per_rank > largest_owned ? s.units[u].per_rank : largest_owned;
+    }
+    free(s.units);
+    size_t elements = WINDOW_UNITS * largest + (offload ? largest_owned : s.shard_elements);
+    return elements * model->element_bytes;
+}
+
+/* Every unit read into a gather buffer, this rank keeping its part. */
+static int load_shards(ft_model *model, const size_t *offsets, const char *model_dir, ft_comm *comm, bool offload)
+{
+    ft_param_shards *s = NULL;
+    ft_safetensors *set = NULL;
+    if (ft_safetensors_open(model_dir, &set) < 0)
+        return -1;
+    int status = make_shards(model, offsets, comm, offload, &s);
+    void *host = status == 0 ? part_buffer(s) : NULL;
+    for (size_t u = 0; status == 0 && u < s->n_units; u++) { /* each unit read whole into a window buffer */
+        const ft_param_unit *unit = &s->units[u];
+        char *buffer = s->window[0].buffer;
+        for (size_t i = unit->first_weight; i < unit->first_weight + unit->n_weights; i++)
+            model->weights[i].value = (float *)(buffer + (offsets[i] - unit->first) * s->element_bytes);
+        status = ft_model_load_weight_range(model, model_dir, set, unit->first_weight, unit->n_weights);
+        if (status == 0)
+            take_unit(s, u, buffer, host);
+        for (size_t i = unit->first_weight; i < unit->first_weight + unit->n_weights; i++)
+            model->weights[i].value = NULL;
+    }
+    free(host);
+    ft_safetensors_close(set);
+    if (status < 0) {
+        ft_param_shards_free(s);
+        return -1;
+    }
+    model->shards = s;
+    model->shard_calls = &shard_calls;
+    return 0;
+}
+
+int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_model_options *options,
+                          ft_comm *comm, bool offload_param, ft_model **out)
+{
+    if (comm->size < 2)
+        return ft_model_load(model_dir, backend, options, out);
+    size_t *offsets = NULL;
+    ft_model *model = ft_model_open(model_dir, backend, options, &offsets);
+    if (!model)
+        return -1;
+    size_t weight_bytes = planned_bytes(model, offsets, comm->size, offload_param);
+    int status = ft_model_allocate(model, offsets, weight_bytes);
+    if (status == 0)
+        status = load_shards(model, offsets, model_dir, comm, offload_param);
+    free(offsets);
+    if (status < 0) {
+        ft_model_free(model);
+        return -1;
+    }
+    ft_model_finish(model, weight_bytes);
+    *out = model;
+    return 0;
+}
+
+int ft_param_shards_gather_whole(ft_param_shards *s)
+{
+    ft_model *m = s->model;
+    m->params = m->backend->alloc(m->backend, m->n_params * s->element_bytes);
+    if (!m->params)
+        return ft_error_context("gathering the whole weights (ZeRO-3)");
+    point_weights(s);
+    for (size_t u = 0; u < s->n_units; u++)
+        if (gather_unit(s, u, whole_at(s, s->units[u].first)) < 0) {
+            free_whole(s);
+            return -1;
+        }
+    return 0;
+}
+
+void ft_param_shards_release_whole(ft_param_shards *s)
+{
+    take_shard(s);
+    free_whole(s);
+}
+
+int ft_param_shards_unshard(ft_param_shards *s)
+{
+    for (int i = 0; i < WINDOW_UNITS; i++) { /* room for the whole weights */
+        s->model->backend->free(s->model->backend, s->window[i].buffer);
+        s->window[i].buffer = NULL;
+    }
+    int status = ft_param_shards_gather_whole(s);
+    ft_param_shards_free(s);
+    return status;
+}
+
+const ft_param_unit *ft_param_shards_units(const ft_param_shards *s, size_t *count)
+{
+    *count = s->n_units;
+    return s->units;
+}
+
+void *ft_param_shards_values(const ft_param_shards *s) { return s->shard; }
+bool ft_param_shards_offloaded(const ft_param_shards *s) { return s->offload; }
+size_t ft_param_shards_shard_bytes(const ft_param_shards *s) { return s->shard_elements * s->element_bytes; }
+size_t ft_param_shards_gathered_bytes(const ft_param_shards *s) { return s->gathered_bytes; }
+
+static size_t unit_of(const ft_param_shards *s, size_t offset)
+{
+    size_t low = 0, high = s->n_units;
+    while (high - low > 1) {
+        size_t middle = (low + high) / 2;
+        if (s->units[middle].first <= offset)
+            low = middle;
+        else
+            high = middle;
+    }
+    return low;
+}
+
+const void *ft_param_shards_weight(ft_param_shards *s, size_t offset)
+{
+    size_t u = unit_of(s, offset);
+    slot *chosen = NULL;
+    for (int i = 0; i < WINDOW_UNITS && !chosen; i++)
+        if (s->window[i].unit == u)
+            chosen = &s->window[i];
+    if (!chosen) { /* an empty slot, else the least recently used */
+        chosen = &s->window[0];
+        for (int i = 1; i < WINDOW_UNITS; i++)
+            if (chosen->unit != SIZE_MAX && (s->window[i].unit == SIZE_MAX || s->window[i].last_use < chosen->last_use))
+                chosen = &s->window[i];
+        chosen->unit = u;
+        if (!s->failed && gather_unit(s, u, chosen->buffer) < 0)
+            s->failed = true;
+    }
+    chosen->last_use = ++s->uses;
+    return (const char *)chosen->buffer + (offset - s->units[u].first) * s->element_bytes;
+}
+
+int ft_param_shards_end_pass(ft_param_shards *s)
+{
+    for (int i = 0; i < WINDOW_UNITS; i++)
+        s->window[i].unit = SIZE_MAX;
+    if (!s->failed)
+        return 0;
+    s->failed = false;
+    return ft_error_context("a ZeRO-3 pass");
+}

@@ -1,0 +1,88 @@
+/* param_shards: ZeRO-3's parameters. Each rank keeps only its shard of every
+ * base weight (frozen ones included), and a pass reads a layer's weights from
+ * a buffer the ranks all-gather just before its first use and free after it.
+ *
+ * The weights are cut into units: the embeddings, each decoder layer, and the
+ * final norm with an untied lm_head. Every unit is split as zero.h splits a
+ * span: rank r owns elements [r x per, (r + 1) x per) with per = count /
+ * ranks, and the last count - ranks x per (fewer than the ranks) are kept by
+ * every rank alike. A shard is the owned part then the shared part of every
+ * unit, back to back, in the backend's memory or (offload_param) in host
+ * memory, from where the owned part is uploaded to a staging buffer for the
+ * all-gather: the path cuda streams parameters through.
+ *
+ * A pass holds at most two units at once, in two buffers of the largest
+ * unit's size allocated with the shards (so no step allocates): the one in
+ * use and the next (a layer's output is normalised by the next layer's
+ * input_layernorm, so that one is gathered while the current layer is still
+ * held). A third unit replaces the least recently used, and the buffers are
+ * released when the pass ends: forward, the recomputation and backward each
+ * gather a unit again. The host collectives block, so a gather is issued at
+ * the first use of a unit rather than ahead of the compute it would overlap.
+ *
+ * Every rank runs the same ops in the same order, so the gathers match. */
+#ifndef FTPIPE_PARAM_SHARDS_H
+#define FTPIPE_PARAM_SHARDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ftpipe/backend/comm.h"
+#include "ftpipe/model/model.h"
+
+typedef struct {
+    size_t first_weight, n_weights;  /* in ft_model_weights' order */
+    size_t first, count;             /* elements of the whole weight layout */
+    size_t per_rank, shared;
+    size_t shard_offset;             /* the owned part in a shard; the shared part follows */
+} ft_param_unit;
+
+typedef struct ft_param_shards ft_param_shards;
+
+/* Loads a model as ft_model_load does, but with ZeRO-3's shards over comm's
+ * ranks from the start: each unit is read into a gathered unit's buffer, and
+ * this rank keeps its part, so no rank ever holds the whole weights. With one
+ * rank: ft_model_load. */
+int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_model_options *options,
+                          ft_comm *comm, bool offload_param, ft_model **out);
+
+/* The model's shards while ZeRO-3 holds them (the model frees them); NULL: whole. */
+ft_param_shards *ft_model_param_shards(const ft_model *model);
+
+/* Cuts the loaded model's weights into this rank's shard and frees the whole
+ * buffer; from then on the model's passes read through the shards, and the
+ * weights' values are NULL until ft_param_shards_gather_whole. */
+int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload, ft_param_shards **out);
+
+/* Every rank gathers the whole weights into the model again and the shards
+ * are freed: the model is as it was loaded, with the shards' values. -1 with
+ * ft_error (the model then holds no usable weights). */
+int ft_param_shards_unshard(ft_param_shards *shards);
+/* Frees the shards without gathering (after a failure): the model is left
+ * without weights, fit only for ft_model_free. */
+void ft_param_shards_free(ft_param_shards *shards);
+
+/* The whole weights in the model for a while (a checkpoint saved or loaded),
+ * every rank calling; release takes this rank's shard back from them (a
+ * loaded checkpoint's values) and frees them again. */
+int ft_param_shards_gather_whole(ft_param_shards *shards);
+void ft_param_shards_release_whole(ft_param_shards *shards);
+
+const ft_param_unit *ft_param_shards_units(const ft_param_shards *shards, size_t *count);
+/* This rank's shard: every unit's owned then shared elements (f32 when the
+ * backend computes in f32), in host memory when offloaded. */
+void *ft_param_shards_values(const ft_param_shards *shards);
+bool ft_param_shards_offloaded(const ft_param_shards *shards);
+
+/* The counters: the shard's bytes (host memory when offloaded), and the
+ * backend memory of the two gathered units' buffers and the staging buffer. */
+size_t ft_param_shards_shard_bytes(const ft_param_shards *shards);
+size_t ft_param_shards_gathered_bytes(const ft_param_shards *shards);
+
+/* For model_pass: the weight at `offset` of the whole layout, its unit
+ * gathered if it is not held. A failed gather is kept for end_pass. */
+const void *ft_param_shards_weight(ft_param_shards *shards, size_t offset);
+/* Frees the held units; -1 with ft_error when a gather of the pass failed. */
+int ft_param_shards_end_pass(ft_param_shards *shards);
+
+#endif

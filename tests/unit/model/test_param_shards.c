@@ -1,0 +1,148 @@
+/* param_shards: ZeRO-3's weights over 2 and 3 forked ranks (host collectives),
+ * on a tiny random Llama (untied head: three kinds of unit):
+ *   - the units are the embeddings, each layer, the final norm with lm_head;
+ *   - every weight read through the shards during a pass is the whole model's,
+ *     bit for bit, whichever way the shards were made (loaded from the files,
+ *     or cut from a model loaded whole, which gives the same shard), with and
+ *     without offload_param;
+ *   - a rank's shard is 1 / ranks of the weights (plus fewer than `ranks`
+ *     elements a unit), and the model's memory plan counts the shard (unless
+ *     offloaded) and the gather buffers;
+ *   - gathering the whole weights and releasing them, and unsharding, give the
+ *     loaded weights back. */
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "tiny_models.h"
+#include "ftpipe/backend/comm_host.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/model/param_shards.h"
+
+static ft_backend *cpu;
+static char root[] = "/tmp/ftpipe-param-shards.XXXXXX";
+static char *model_dir;
+
+static const ft_model_options options = {1, 8, FT_FINETUNE_NONE, false, {0}, false};
+
+/* Every weight of the whole model, back to back in HF order. */
+static float *whole_weights(const ft_model *model, size_t *count)
+{
+    size_t n;
+    const ft_param_tensor *weights = ft_model_weights(model, &n);
+    *count = 0;
+    for (size_t i = 0; i < n; i++)
+        *count += weights[i].count;
+    float *out = ft_xmalloc(*count * sizeof(float));
+    for (size_t i = 0, at = 0; i < n; at += weights[i].count, i++)
+        memcpy(out + at, weights[i].value, weights[i].count * sizeof(float));
+    return out;
+}
+
+/* The failures of one rank's checks (0: none). */
+static int check_rank(ft_comm *comm, bool offload, const float *whole, size_t whole_count)
+{
+    int ranks = comm->size;
+    ft_model *loaded = NULL, *cut = NULL;
+    CHECK_INT(ft_model_load_sharded(model_dir, cpu, &options, comm, offload, &loaded), 0);
+    CHECK_INT(ft_model_load(model_dir, cpu, &options, &cut), 0);
+    ft_param_shards *shards = ft_model_param_shards(loaded), *cut_shards = NULL;
+    CHECK(shards != NULL);
+    CHECK_INT(ft_param_shards_create(cut, comm, offload, &cut_shards), 0);
+    if (!shards || !cut_shards)
+        return 1;
+    size_t n_units;
+    const ft_param_unit *units = ft_param_shards_units(shards, &n_units);
+    CHECK_INT(n_units, ft_model_get_config(loaded)->num_hidden_layers + 2);
+    size_t n_weights;
+    const ft_param_tensor *weights = ft_model_weights(loaded, &n_weights);
+    CHECK_INT(units[0].n_weights, 1); /* the embeddings */
+    CHECK_INT(units[n_units - 1].first_weight + units[n_units - 1].n_weights, n_weights);
+    size_t shard_elements = 0;
+    for (size_t u = 0; u < n_units; u++) {
+        CHECK(units[u].shared < (size_t)ranks && units[u].count == units[u].per_rank * ranks + units[u].shared);
+        shard_elements += units[u].per_rank + units[u].shared;
+    }
+    size_t shard_bytes = ft_param_shards_shard_bytes(shards);
+    CHECK_INT(shard_bytes, shard_elements * sizeof(float));
+    CHECK(shard_bytes >= whole_count * sizeof(float) / ranks &&
+          shard_bytes < (whole_count / ranks + n_units * ranks) * sizeof(float));
+    CHECK_INT(ft_param_shards_offloaded(shards), offload);
+    CHECK(memcmp(ft_param_shards_values(shards), ft_param_shards_values(cut_shards), shard_bytes) == 0);
+    ft_memory_plan plan = ft_model_memory(loaded);
+    CHECK_INT(plan.parameter_bytes, ft_param_shards_gathered_bytes(shards) + (offload ? 0 : shard_bytes));
+    /* a pass's reads, in the order forward makes them, and backwards */
+    for (int direction = 0; direction < 2; direction++) {
+        for (size_t k = 0; k < n_weights; k++) {
+            size_t i = direction == 0 ? k : n_weights - 1 - k;
+            size_t offset = 0;
+            for (size_t j = 0; j < i; j++)
+                offset += weights[j].count;
+            const float *read = ft_param_shards_weight(shards, offset);
+            if (memcmp(read, whole + offset, weights[i].count * sizeof(float)) != 0) {
+                fprintf(stderr, "  rank %d: %s read through the shards differs\n", comm->rank, weights[i].name);
+                check_case_failed = 1;
+            }
+        }
+        CHECK_INT(ft_param_shards_end_pass(shards), 0);
+    }
+    CHECK(weights[0].value == NULL);
+    CHECK_INT(ft_param_shards_gather_whole(shards), 0);
+    float *gathered = whole_weights(loaded, &n_weights);
+    CHECK(memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
+    free(gathered);
+    ft_param_shards_release_whole(shards);
+    CHECK(weights[0].value == NULL);
+    CHECK_INT(ft_param_shards_unshard(shards), 0);
+    CHECK(ft_model_param_shards(loaded) == NULL);
+    gathered = whole_weights(loaded, &n_weights);
+    CHECK(memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
+    free(gathered);
+    ft_model_free(loaded);
+    ft_model_free(cut); /* frees its shards */
+    return check_case_failed;
+}
+
+static void shards_over(int ranks, bool offload)
+{
+    ft_model *model = NULL;
+    CHECK_INT(ft_model_load(model_dir, cpu, &options, &model), 0);
+    size_t count = 0;
+    float *whole = whole_weights(model, &count);
+    ft_model_free(model);
+    pid_t children[4];
+    ft_comm *comm = NULL;
+    int rank = ft_comm_host_fork(ranks, &comm, children);
+    CHECK(rank >= 0);
+    if (rank != 0)
+        check_case_failed = 0;
+    int failed = rank >= 0 ? check_rank(comm, offload, whole, count) : 1;
+    ft_comm_destroy(comm);
+    free(whole);
+    if (rank > 0)
+        _exit(failed);
+    for (int k = 1; k < ranks; k++) {
+        int status = 0;
+        waitpid(children[k], &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+}
+
+TEST(two_ranks_read_the_whole_weights_through_their_shards) { shards_over(2, false); }
+
+TEST(three_ranks_with_offload_param_read_the_whole_weights) { shards_over(3, true); }
+
+int main(void)
+{
+    if (!mkdtemp(root))
+        return 1;
+    cpu = ft_backend_cpu_create(1);
+    model_dir = tiny_model_write(root, "model", FT_ARCH_LLAMA, 3, 7);
+    RUN(two_ranks_read_the_whole_weights_through_their_shards);
+    RUN(three_ranks_with_offload_param_read_the_whole_weights);
+    ft_backend_destroy(cpu);
+    free(model_dir);
+    ft_remove_tree(root);
+    return check_done();
+}
