@@ -242,6 +242,19 @@ static void initialise_a(float *host, const ft_lora_weights *weights, int rank, 
         host[i] = (2.0f * ft_random_uniform(seed, i) - 1.0f) * bound;
 }
 
+/* PEFT on a vision-language model (transformers 5) names the language model's
+ * modules model.language_model.*; older PEFT named them model.* as for a text
+ * model. ftpipe writes the first and reads both. */
+static char *adapter_tensor_name(const ft_lora *lora, int layer, ft_lora_target target, char matrix)
+{
+    char *name = ft_lora_tensor_name(layer, target, matrix);
+    if (!lora->model.vision_language)
+        return name;
+    char *vl = ft_xasprintf("base_model.model.model.language_model.%s", name + strlen("base_model.model.model."));
+    free(name);
+    return vl;
+}
+
 static void lay_out(ft_lora *lora, bool trainable)
 {
     int rank = lora->config.rank;
@@ -260,10 +273,10 @@ static void lay_out(ft_lora *lora, bool trainable)
                 w->grad_b = w->grad_a + a_count;
             }
             lora->tensors[lora->n_tensors++] = (ft_param_tensor){
-                ft_lora_tensor_name(layer, (ft_lora_target)t, 'A'), w->a, w->grad_a, a_count, true, 2,
+                adapter_tensor_name(lora, layer, (ft_lora_target)t, 'A'), w->a, w->grad_a, a_count, true, 2,
                 {rank, w->in_features}};
             lora->tensors[lora->n_tensors++] = (ft_param_tensor){
-                ft_lora_tensor_name(layer, (ft_lora_target)t, 'B'), w->b, w->grad_b, b_count, true, 2,
+                adapter_tensor_name(lora, layer, (ft_lora_target)t, 'B'), w->b, w->grad_b, b_count, true, 2,
                 {w->out_features, rank}};
             offset += a_count + b_count;
         }
@@ -366,6 +379,12 @@ int ft_lora_load(ft_lora *lora, const char *path)
     for (size_t i = 0; i < lora->n_tensors && status == 0; i++) {
         const ft_param_tensor *tensor = &lora->tensors[i];
         const ft_tensor_view *view = ft_safetensors_find(set, tensor->name);
+        const char *language_model = strstr(tensor->name, "language_model.");
+        if (!view && language_model) {
+            char *older = ft_xasprintf("base_model.model.model.%s", language_model + strlen("language_model."));
+            view = ft_safetensors_find(set, older);
+            free(older);
+        }
         const int64_t *shape = tensor->shape;
         if (!view) {
             status = -1;

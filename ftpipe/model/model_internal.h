@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "ftpipe/model/model.h"
+#include "ftpipe/model/vision_qwen2.h"
 
 #define FT_ABSENT SIZE_MAX /* offset of a weight this architecture lacks */
 
@@ -42,6 +43,13 @@ typedef struct {
     float *losses;                 /* [rows] */
     float *rope_cos, *rope_sin;    /* [max_seq_len, head_dim / 2] */
     int32_t *tokens, *positions, *segments, *targets;
+    /* vision-language models: M-RoPE's per-token tables [rows, head_dim / 2],
+     * read through row_index (0, 1, ... rows - 1), and the image features with
+     * the rows they replace */
+    float *mrope_cos, *mrope_sin;
+    int32_t *row_index;
+    void *image_features;          /* [rows, hidden] at most */
+    int32_t *image_rows;
     /* backward's working gradients (training only) */
     void *grad_residual, *grad_hidden, *grad_attn;
     void *grad_q, *grad_k, *grad_v, *grad_q_lin, *grad_k_lin;
@@ -69,12 +77,24 @@ struct ft_model {
     ft_memory_plan plan;
     void (*layer_gradients_done)(void *context, int layer); /* ft_model_on_layer_gradients */
     void *layer_gradients_context;
+    ft_vision_qwen2 *vision;       /* Qwen2-VL's tower, or NULL */
+    int n_image_rows;              /* image features waiting for the next pass's embedding */
+    const ft_stored_image *images; /* ft_model_set_images: the next pass's */
+    int n_images;
 };
 
 /* Slices `base` (NULL: only counts) into the activations for these options,
  * with activations of element_bytes each; returns their size in bytes. */
 size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_options *options,
                                  size_t element_bytes, int head_chunk_rows, void *base, ft_activations *act);
+/* The one way image features enter the language model, for any vision tower:
+ * features [n_features, hidden] (host floats, one row per image token, in the
+ * order of the tokens) replace the embeddings of tokens[0..rows) that are
+ * config.image_token_id, in the next pass. -1 with ft_error when the counts
+ * differ. */
+int ft_model_place_image_features(ft_model *model, const int32_t *tokens, int rows, const float *features,
+                                  int64_t n_features);
+
 /* Rows of logits computed at once: the head's output never exceeds ~64 MiB. */
 int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows);
 

@@ -1,0 +1,116 @@
+/* Parity of the cpu core with transformers + PEFT on a tiny random Qwen2-VL
+ * (tests/fixtures/parity_vl, made by make_parity_vl.py): one row of text with
+ * two images of different sizes. The logits and loss of the base model, and
+ * the logits, loss and every LoRA gradient with PEFT's adapter (the language
+ * model's seven targets), must match with a relative error under 1e-4. */
+#include "ftpipe/model/lora.h"
+#include "ftpipe/model/model.h"
+#include "vl_fixture.h"
+
+static ft_backend *cpu;
+
+static ft_model *load_model(ft_finetuning finetuning, const ft_lora_config *lora)
+{
+    ft_model_options options = {1, VL_MAX_SEQ, finetuning, lora != NULL, {0}, false};
+    if (lora)
+        options.lora = *lora;
+    ft_model *model = NULL;
+    if (ft_model_load(VL_FIXTURES "/model", cpu, &options, &model) < 0) {
+        fprintf(stderr, "  %s\n", ft_error_message());
+        check_case_failed = 1;
+    }
+    return model;
+}
+
+static ft_batch batch_of(vl_fixture *f)
+{
+    return (ft_batch){1, VL_SEQ, f->tokens, f->positions, f->segments, f->targets, 0, 0};
+}
+
+TEST(base_model_matches_transformers)
+{
+    vl_fixture f;
+    ft_safetensors *expected = vl_open("expected.safetensors");
+    ft_model *model = load_model(FT_FINETUNE_NONE, NULL);
+    if (vl_fixture_open(&f) && expected && model) {
+        size_t count = (size_t)VL_SEQ * ft_model_get_config(model)->vocab_size;
+        float *logits = ft_xmalloc(count * sizeof(float));
+        double loss = 0.0;
+        ft_batch batch = batch_of(&f);
+        CHECK_INT(ft_model_set_images(model, f.images, VL_IMAGES), 0);
+        CHECK_INT(ft_model_forward(model, &batch, logits, &loss), 0);
+        CHECK(vl_relative_error(expected, "logits", logits, count) < VL_TOLERANCE);
+        float loss_value = (float)loss;
+        CHECK(vl_relative_error(expected, "loss", &loss_value, 1) < VL_TOLERANCE);
+        /* the pass took the images: the same batch again without them is an error */
+        CHECK_INT(ft_model_forward(model, &batch, logits, &loss), -1);
+        CHECK(strstr(ft_error_message(), "the batch's 0 images are used up") != NULL);
+        free(logits);
+    }
+    ft_model_free(model);
+    ft_safetensors_close(expected);
+    vl_fixture_close(&f);
+}
+
+TEST(lora_matches_peft)
+{
+    ft_lora_config lora = {.rank = 4, .alpha = 8.0, .targets = FT_LORA_ALL_TARGETS};
+    vl_fixture f;
+    ft_safetensors *expected = vl_open("expected.safetensors");
+    ft_safetensors *grads = vl_open("lora_grads.safetensors");
+    ft_model *model = load_model(FT_FINETUNE_LORA, &lora);
+    if (vl_fixture_open(&f) && expected && grads && model) {
+        CHECK_INT(ft_lora_load(ft_model_lora(model), VL_FIXTURES "/adapter"), 0);
+        size_t count = (size_t)VL_SEQ * ft_model_get_config(model)->vocab_size;
+        float *logits = ft_xmalloc(count * sizeof(float));
+        double loss = 0.0, train_loss = 0.0;
+        ft_batch batch = batch_of(&f);
+        CHECK_INT(ft_model_set_images(model, f.images, VL_IMAGES), 0);
+        CHECK_INT(ft_model_forward(model, &batch, logits, &loss), 0);
+        CHECK(vl_relative_error(expected, "lora_logits", logits, count) < VL_TOLERANCE);
+        float loss_value = (float)loss;
+        CHECK(vl_relative_error(expected, "lora_loss", &loss_value, 1) < VL_TOLERANCE);
+        CHECK_INT(ft_model_set_images(model, f.images, VL_IMAGES), 0);
+        CHECK_INT(ft_model_forward_backward(model, &batch, &train_loss), 0);
+        CHECK(train_loss == loss);
+        size_t n;
+        const ft_param_tensor *trainable = ft_model_trainable(model, &n);
+        CHECK_INT(n, ft_safetensors_count(grads));
+        double worst = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double error = vl_relative_error(grads, trainable[i].name, trainable[i].grad, trainable[i].count);
+            worst = fmax(worst, error);
+        }
+        printf("# LoRA gradients: %zu tensors, worst relative error %.2e\n", n, worst);
+        CHECK(worst < VL_TOLERANCE);
+        free(logits);
+    }
+    ft_model_free(model);
+    ft_safetensors_close(grads);
+    ft_safetensors_close(expected);
+    vl_fixture_close(&f);
+}
+
+TEST(text_only_model_refuses_images)
+{
+    ft_model_options options = {1, 16, FT_FINETUNE_NONE, false, {0}, false};
+    ft_model *model = NULL;
+    CHECK_INT(ft_model_load("tests/fixtures/parity/qwen2/model", cpu, &options, &model), 0);
+    vl_fixture f;
+    if (model && vl_fixture_open(&f)) {
+        CHECK_INT(ft_model_set_images(model, f.images, VL_IMAGES), -1);
+        CHECK(strstr(ft_error_message(), "Qwen2ForCausalLM is a text-only model") != NULL);
+    }
+    vl_fixture_close(&f);
+    ft_model_free(model);
+}
+
+int main(void)
+{
+    cpu = ft_backend_cpu_create(1);
+    RUN(base_model_matches_transformers);
+    RUN(lora_matches_peft);
+    RUN(text_only_model_refuses_images);
+    ft_backend_destroy(cpu);
+    return check_done();
+}
