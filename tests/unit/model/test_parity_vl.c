@@ -3,6 +3,7 @@
  * two images of different sizes. The logits and loss of the base model, and
  * the logits, loss and every LoRA gradient with PEFT's adapter (the language
  * model's seven targets), must match with a relative error under 1e-4. */
+#include "fixtures.h"
 #include "ftpipe/model/lora.h"
 #include "ftpipe/model/model.h"
 #include "vl_fixture.h"
@@ -105,12 +106,66 @@ TEST(text_only_model_refuses_images)
     ft_model_free(model);
 }
 
+/* transformers 4.5x saved model.language_model.* and model.visual.*: the same
+ * weights under those names load and give the same logits. */
+TEST(transformers_4_5x_names_load)
+{
+    char *dir = fixture_temporary_dir("parity_vl_names");
+    ft_safetensors *set = vl_open("model/model.safetensors");
+    size_t n = set ? ft_safetensors_count(set) : 0;
+    ft_tensor_to_write *tensors = ft_xcalloc(n + 1, sizeof *tensors);
+    char **names = ft_xcalloc(n + 1, sizeof *names);
+    for (size_t i = 0; i < n; i++) {
+        const ft_tensor_view *view = ft_safetensors_at(set, i);
+        const char *name = view->name;
+        names[i] = strncmp(name, "visual.", 7) == 0   ? ft_xasprintf("model.%s", name)
+                   : strncmp(name, "model.", 6) == 0 ? ft_xasprintf("model.language_model.%s", name + 6)
+                                                      : ft_xstrdup(name);
+        tensors[i] = (ft_tensor_to_write){names[i], view->dtype, view->n_dims, {0}, view->data};
+        memcpy(tensors[i].shape, view->shape, sizeof view->shape);
+    }
+    char *weights = ft_path_join(dir, "model.safetensors");
+    CHECK_INT(ft_safetensors_write(weights, tensors, n, NULL, NULL, 0), 0);
+    char *config = ft_path_join(dir, "config.json");
+    CHECK_INT(ft_copy_file(VL_FIXTURES "/model/config.json", config), 0);
+    ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_NONE, false, {0}, false};
+    ft_model *renamed = NULL;
+    CHECK_INT(ft_model_load(dir, cpu, &options, &renamed), 0);
+    ft_model *original = load_model(FT_FINETUNE_NONE, NULL);
+    vl_fixture f;
+    if (renamed && original && vl_fixture_open(&f)) {
+        size_t count = (size_t)VL_SEQ * 300;
+        float *a = ft_xmalloc(count * sizeof(float)), *b = ft_xmalloc(count * sizeof(float));
+        ft_batch batch = batch_of(&f);
+        CHECK_INT(ft_model_set_images(renamed, f.images, VL_IMAGES), 0);
+        CHECK_INT(ft_model_forward(renamed, &batch, a, NULL), 0);
+        CHECK_INT(ft_model_set_images(original, f.images, VL_IMAGES), 0);
+        CHECK_INT(ft_model_forward(original, &batch, b, NULL), 0);
+        CHECK(memcmp(a, b, count * sizeof(float)) == 0);
+        free(a);
+        free(b);
+    }
+    vl_fixture_close(&f);
+    ft_model_free(original);
+    ft_model_free(renamed);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(tensors);
+    free(config);
+    free(weights);
+    ft_safetensors_close(set);
+    ft_remove_tree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     cpu = ft_backend_cpu_create(1);
     RUN(base_model_matches_transformers);
     RUN(lora_matches_peft);
     RUN(text_only_model_refuses_images);
+    RUN(transformers_4_5x_names_load);
     ft_backend_destroy(cpu);
     return check_done();
 }
