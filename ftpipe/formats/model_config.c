@@ -269,7 +269,7 @@ static int read_shape(const reader *r, ft_model_config *c)
 
 static int read_options(const reader *r, ft_model_config *c)
 {
-    bool sliding_window, attention_bias, mlp_bias;
+    bool sliding_window = false, attention_bias = false, mlp_bias = false;
     if (read_positive_number(r, "rms_norm_eps", 0, &c->rms_norm_eps) != 0 ||
         read_positive_number(r, "rope_theta", 10000.0, &c->rope_theta) != 0 ||
         read_bool(r, "tie_word_embeddings", false, &c->tie_word_embeddings) != 0 ||

@@ -17,6 +17,7 @@
 #include "ftpipe/base/thread_pool.h"
 #include "ftpipe/base/utf8.h"
 #include "ftpipe/model/model.h"
+#include "ftpipe/model/vision_qwen2.h"
 #include "ftpipe/text/tokenizer.h"
 
 /* --- shapes --- */
@@ -35,12 +36,26 @@ static const shape shapes[] = {
     {"qwen2.5-1.5b", FT_ARCH_QWEN2, 151936, 1536, 8960, 28, 12, 2, 128, 32768, 1e-6, 1e6, true},
     {"qwen2.5-7b", FT_ARCH_QWEN2, 152064, 3584, 18944, 28, 28, 4, 128, 32768, 1e-6, 1e6, false},
     {"llama3-8b", FT_ARCH_LLAMA, 128256, 4096, 14336, 32, 32, 8, 128, 131072, 1e-5, 500000.0, false},
+    {"tiny-qwen2-vl", FT_ARCH_QWEN2, 0, 64, 128, 2, 4, 2, 16, 2048, 1e-6, 1e6, true},
+    {"qwen2-vl-2b", FT_ARCH_QWEN2, 151936, 1536, 8960, 28, 12, 2, 128, 32768, 1e-6, 1e6, true},
 };
 
-static const char *architecture_name(ft_architecture architecture)
+/* The vision-language shapes' towers and M-RoPE sections (Qwen2-VL-2B's as released). */
+static const struct {
+    const char *name;
+    int mrope_section[3];
+    ft_vision_config vision;
+} vision_shapes[] = {
+    {"tiny-qwen2-vl", {2, 3, 3}, {2, 32, 2, 64, 64, 3, 14, 2, 2, 10000.0}},
+    {"qwen2-vl-2b", {16, 24, 24}, {32, 1280, 16, 5120, 1536, 3, 14, 2, 2, 10000.0}},
+};
+
+static const char *const vision_specials[] = {"<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"};
+
+static const char *architecture_name(ft_architecture architecture, bool vision_language)
 {
     switch (architecture) {
-    case FT_ARCH_QWEN2: return "Qwen2ForCausalLM";
+    case FT_ARCH_QWEN2: return vision_language ? "Qwen2VLForConditionalGeneration" : "Qwen2ForCausalLM";
     case FT_ARCH_QWEN3: return "Qwen3ForCausalLM";
     case FT_ARCH_LLAMA: return "LlamaForCausalLM";
     }
@@ -72,7 +87,14 @@ int ft_model_shape(const char *name, ft_model_config *out)
             .bos_token_id = -1,
             .eos_token_id = -1,
         };
-        snprintf(out->architecture_name, sizeof out->architecture_name, "%s", architecture_name(s->architecture));
+        for (size_t v = 0; v < sizeof vision_shapes / sizeof *vision_shapes; v++)
+            if (strcmp(vision_shapes[v].name, name) == 0) {
+                out->vision_language = true;
+                out->vision = vision_shapes[v].vision;
+                memcpy(out->mrope_section, vision_shapes[v].mrope_section, sizeof out->mrope_section);
+            }
+        snprintf(out->architecture_name, sizeof out->architecture_name, "%s",
+                 architecture_name(s->architecture, out->vision_language));
         if (s->architecture == FT_ARCH_LLAMA) { /* Llama 3.1's */
             out->has_llama3_rope_scaling = true;
             out->rope_scaling_factor = 8.0;
@@ -82,7 +104,8 @@ int ft_model_shape(const char *name, ft_model_config *out)
         }
         return 0;
     }
-    return ft_error("unknown model shape '%s'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b", name);
+    return ft_error("unknown model shape '%s'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b, "
+                    "tiny-qwen2-vl, qwen2-vl-2b", name);
 }
 
 /* --- the tokenizer --- */
@@ -103,7 +126,8 @@ static void byte_to_utf8(int byte, char out[4])
 
 static const char *const builtin_specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
 
-char *ft_builtin_tokenizer_json(void)
+/* The built-in tokenizer; a vision-language model's adds Qwen2-VL's four vision tokens. */
+static char *builtin_tokenizer_json(bool vision_language)
 {
     json_t *vocab = json_object(), *added = json_array();
     for (int byte = 0; byte < 256; byte++) {
@@ -111,10 +135,11 @@ char *ft_builtin_tokenizer_json(void)
         byte_to_utf8(byte, text);
         json_object_set_new(vocab, text, json_integer(byte));
     }
-    for (int i = 0; i < 3; i++)
+    int n_specials = vision_language ? 7 : 3;
+    for (int i = 0; i < n_specials; i++)
         json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", 256 + i, "content",
-                                               builtin_specials[i], "single_word", 0, "lstrip", 0, "rstrip", 0,
-                                               "normalized", 0, "special", 1));
+                                               i < 3 ? builtin_specials[i] : vision_specials[i - 3], "single_word",
+                                               0, "lstrip", 0, "rstrip", 0, "normalized", 0, "special", 1));
     json_t *byte_level = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
                                    "trim_offsets", 0, "use_regex", 1);
     json_t *root = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:n, s:o, s:{s:s, s:n, s:n, s:s, s:s, s:b, s:b, "
@@ -129,6 +154,8 @@ char *ft_builtin_tokenizer_json(void)
     return text;
 }
 
+char *ft_builtin_tokenizer_json(void) { return builtin_tokenizer_json(false); }
+
 static int write_text(const char *dir, const char *name, const char *text)
 {
     char *path = ft_path_join(dir, name);
@@ -139,10 +166,10 @@ static int write_text(const char *dir, const char *name, const char *text)
 
 /* Copies the given tokenizer (and the tokenizer_config.json beside it) or writes
  * the built-in one. */
-static int place_tokenizer(const char *dir, const char *source)
+static int place_tokenizer(const char *dir, const char *source, bool vision_language)
 {
     if (!source) {
-        char *json = ft_builtin_tokenizer_json();
+        char *json = builtin_tokenizer_json(vision_language);
         int status = write_text(dir, "tokenizer.json", json);
         free(json);
         if (status == 0)
@@ -193,6 +220,16 @@ static int fit_tokenizer(const char *dir, ft_model_config *config)
     const char *bos[] = {ft_tokenizer_bos_token(tokenizer), "<|begin_of_text|>"};
     config->eos_token_id = (int)first_token(tokenizer, eos + !eos[0], 5 - !eos[0]);
     config->bos_token_id = (int)first_token(tokenizer, bos + !bos[0], 2 - !bos[0]);
+    int *vision_ids[] = {&config->vision_start_token_id, &config->vision_end_token_id, &config->image_token_id,
+                         &config->video_token_id};
+    for (int i = 0; i < 4 && config->vision_language; i++) {
+        *vision_ids[i] = (int)ft_tokenizer_token_id(tokenizer, vision_specials[i]);
+        if (*vision_ids[i] < 0) {
+            ft_tokenizer_free(tokenizer);
+            return ft_error("the tokenizer has no %s token, which a %s needs; give Qwen2-VL's tokenizer, or none "
+                            "for the built-in one", vision_specials[i], config->architecture_name);
+        }
+    }
     ft_tokenizer_free(tokenizer);
     if (config->vocab_size == 0)
         config->vocab_size = (int)size;
@@ -204,8 +241,47 @@ static int fit_tokenizer(const char *dir, ft_model_config *config)
 
 /* --- weights --- */
 
+/* A tensor to draw: its name and shape as saved (the vision tower's patch
+ * embedding is 5-D), and how transformers initialises it. */
 typedef struct {
-    const ft_param_tensor *tensor;
+    const char *name;
+    int n_dims;
+    int64_t shape[5];
+    size_t count;
+    bool is_norm, is_bias;
+} init_tensor;
+
+static init_tensor tensor_of(const char *name, int n_dims, const int64_t *dims, size_t count, bool is_norm)
+{
+    size_t length = strlen(name);
+    bool norm = is_norm || (length > 11 && strcmp(name + length - 11, "norm.weight") == 0);
+    init_tensor t = {name, n_dims, {0}, count, norm, length > 5 && strcmp(name + length - 5, ".bias") == 0};
+    memcpy(t.shape, dims, (size_t)n_dims * sizeof *dims);
+    return t;
+}
+
+/* The language model's weights, then the vision tower's; names point into the lists. */
+static init_tensor *tensors_to_draw(const ft_model_config *config, ft_param_tensor **model_list,
+                                    size_t *n_model, ft_vision_weight **vision_list, size_t *count)
+{
+    *model_list = ft_model_weight_list(config, n_model);
+    size_t n_vision = 0;
+    *vision_list = config->vision_language ? ft_vision_qwen2_weight_list(&config->vision, &n_vision) : NULL;
+    init_tensor *tensors = ft_xcalloc(*n_model + n_vision, sizeof *tensors);
+    for (size_t i = 0; i < *n_model; i++) {
+        const ft_param_tensor *w = &(*model_list)[i];
+        tensors[i] = tensor_of(w->name, w->n_dims, w->shape, w->count, false);
+    }
+    for (size_t i = 0; i < n_vision; i++) {
+        const ft_vision_weight *w = &(*vision_list)[i];
+        tensors[*n_model + i] = tensor_of(w->name, w->n_dims, w->shape, w->count, w->is_norm);
+    }
+    *count = *n_model + n_vision;
+    return tensors;
+}
+
+typedef struct {
+    const init_tensor *tensor;
     void *data;
     ft_dtype dtype;
     uint64_t seed;
@@ -217,10 +293,7 @@ typedef struct {
 static void fill_slice(void *argument, size_t slice, size_t worker)
 {
     const fill_job *job = argument;
-    const char *name = job->tensor->name;
-    size_t length = strlen(name);
-    bool is_norm = length > 11 && strcmp(name + length - 11, "norm.weight") == 0;
-    bool is_bias = length > 5 && strcmp(name + length - 5, ".bias") == 0;
+    bool is_norm = job->tensor->is_norm, is_bias = job->tensor->is_bias;
     size_t begin = job->tensor->count * slice / job->n_slices, end = job->tensor->count * (slice + 1) / job->n_slices;
     for (size_t i = begin; i < end; i++) {
         float value = is_norm ? 1.0f : is_bias ? 0.0f : (float)(0.02 * ft_random_normal(job->seed, i));
@@ -231,7 +304,7 @@ static void fill_slice(void *argument, size_t slice, size_t worker)
     }
 }
 
-static void fill_tensor(const ft_param_tensor *tensor, void *data, ft_dtype dtype, uint64_t seed, int threads)
+static void fill_tensor(const init_tensor *tensor, void *data, ft_dtype dtype, uint64_t seed, int threads)
 {
     enum { MAX_THREADS = 64, MIN_ELEMENTS_PER_THREAD = 65536 };
     size_t useful = tensor->count / MIN_ELEMENTS_PER_THREAD + 1;
@@ -248,7 +321,7 @@ typedef struct {
     uint64_t bytes_done, bytes_total;
 } writing;
 
-static int write_shard(const char *path, const ft_param_tensor *tensors, size_t first, size_t end, writing *w)
+static int write_shard(const char *path, const init_tensor *tensors, size_t first, size_t end, writing *w)
 {
     const ft_model_init_options *options = w->options;
     size_t element_bytes = ft_dtype_size(options->dtype), count = end - first;
@@ -256,7 +329,7 @@ static int write_shard(const char *path, const ft_param_tensor *tensors, size_t 
     void **buffers = ft_xcalloc(count, sizeof *buffers);
     int status = 0;
     for (size_t i = 0; i < count && status == 0; i++) {
-        const ft_param_tensor *tensor = &tensors[first + i];
+        const init_tensor *tensor = &tensors[first + i];
         buffers[i] = malloc(tensor->count * element_bytes);
         if (!buffers[i]) {
             status = ft_error("out of memory drawing %s", tensor->name);
@@ -266,8 +339,8 @@ static int write_shard(const char *path, const ft_param_tensor *tensors, size_t 
         w->bytes_done += tensor->count * element_bytes;
         if (options->progress && options->progress(options->progress_context, w->bytes_done, w->bytes_total) != 0)
             status = ft_error("stopped while writing %s", tensor->name);
-        writes[i] = (ft_tensor_to_write){tensor->name, options->dtype, tensor->n_dims, {tensor->shape[0],
-                                         tensor->shape[1]}, buffers[i]};
+        writes[i] = (ft_tensor_to_write){tensor->name, options->dtype, tensor->n_dims, {0}, buffers[i]};
+        memcpy(writes[i].shape, tensor->shape, sizeof tensor->shape);
     }
     const char *key = "format", *value = "pt";
     if (status == 0)
@@ -281,8 +354,10 @@ static int write_shard(const char *path, const ft_param_tensor *tensors, size_t 
 
 static int write_weights(const char *dir, const ft_model_config *config, const ft_model_init_options *options)
 {
-    size_t n_tensors;
-    ft_param_tensor *tensors = ft_model_weight_list(config, &n_tensors);
+    size_t n_tensors, n_model;
+    ft_param_tensor *model_list;
+    ft_vision_weight *vision_list;
+    init_tensor *tensors = tensors_to_draw(config, &model_list, &n_model, &vision_list, &n_tensors);
     uint64_t limit = options->shard_bytes ? options->shard_bytes : (uint64_t)2 << 30;
     size_t element_bytes = ft_dtype_size(options->dtype);
     /* shard boundaries: a new shard when the next tensor would overflow this one */
@@ -326,20 +401,34 @@ static int write_weights(const char *dir, const ft_model_config *config, const f
     }
     json_decref(weight_map);
     free(starts);
-    ft_model_weight_list_free(tensors, n_tensors);
+    free(tensors);
+    free(vision_list);
+    ft_model_weight_list_free(model_list, n_model);
     return status;
 }
+
+/* Qwen2-VL's released preprocessor_config.json. */
+static const char qwen2vl_preprocessor_config[] =
+    "{\n  \"do_convert_rgb\": true,\n  \"do_normalize\": true,\n  \"do_rescale\": true,\n"
+    "  \"do_resize\": true,\n  \"image_mean\": [0.48145466, 0.4578275, 0.40821073],\n"
+    "  \"image_processor_type\": \"Qwen2VLImageProcessor\",\n"
+    "  \"image_std\": [0.26862954, 0.26130258, 0.27577711],\n  \"max_pixels\": 12845056,\n"
+    "  \"merge_size\": 2,\n  \"min_pixels\": 3136,\n  \"patch_size\": 14,\n"
+    "  \"processor_class\": \"Qwen2VLProcessor\",\n  \"resample\": 3,\n"
+    "  \"rescale_factor\": 0.00392156862745098,\n"
+    "  \"size\": {\"longest_edge\": 12845056, \"shortest_edge\": 3136},\n  \"temporal_patch_size\": 2\n}\n";
 
 int ft_model_init_write(const char *dir, const ft_model_init_options *options)
 {
     if (options->dtype != FT_DTYPE_BF16 && options->dtype != FT_DTYPE_F32)
         return ft_error("model weights can be written as bf16 or f32, not %s", ft_dtype_name(options->dtype));
-    if (ft_mkdir_p(dir) < 0 || place_tokenizer(dir, options->tokenizer_path) < 0)
-        return -1;
     ft_model_config config = options->config;
+    if (ft_mkdir_p(dir) < 0 || place_tokenizer(dir, options->tokenizer_path, config.vision_language) < 0)
+        return -1;
+    snprintf(config.architecture_name, sizeof config.architecture_name, "%s",
+             architecture_name(config.architecture, config.vision_language));
     if (fit_tokenizer(dir, &config) < 0)
         return -1;
-    snprintf(config.architecture_name, sizeof config.architecture_name, "%s", architecture_name(config.architecture));
     snprintf(config.torch_dtype, sizeof config.torch_dtype, "%s",
              options->dtype == FT_DTYPE_BF16 ? "bfloat16" : "float32");
     char *json = ft_model_config_to_json(&config);
@@ -348,6 +437,8 @@ int ft_model_init_write(const char *dir, const ft_model_init_options *options)
     if (status == 0)
         status = write_text(dir, "config.json", json);
     free(json);
+    if (status == 0 && config.vision_language)
+        status = write_text(dir, "preprocessor_config.json", qwen2vl_preprocessor_config);
     if (status == 0)
         status = write_weights(dir, &config, options);
     return status;
