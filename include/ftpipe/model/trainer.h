@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 #include "ftpipe/backend/comm.h"
+#include "ftpipe/formats/image_store.h"
 #include "ftpipe/formats/token_shards.h"
 #include "ftpipe/model/adamw.h"
 #include "ftpipe/model/lr_schedule.h"
@@ -117,6 +118,11 @@ typedef struct {
     bool offload_optimizer;           /* AdamW's state and master values in host memory (adamw.h) */
     bool saves_checkpoints;           /* with a communicator: this rank writes them (each node's first) */
     ft_train_callbacks callbacks;     /* rank 0's cancelled() stops every rank */
+    /* A vision-language model's data: the preprocessed images of the train and
+     * eval splits (image_store.h); each micro-batch hands its rows' images to
+     * the model (ft_model_set_images). NULL: text only. */
+    const ft_image_store *images;
+    const ft_image_store *eval_images;
 } ft_train_options;
 
 typedef struct {
