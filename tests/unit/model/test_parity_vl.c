@@ -1,9 +1,11 @@
 /* Parity of the cpu core with transformers + PEFT on a tiny random Qwen2-VL
  * (tests/fixtures/parity_vl, made by make_parity_vl.py): one row of text with
  * two images of different sizes. The logits and loss of the base model, and
- * the logits, loss and every LoRA gradient with PEFT's adapter (the language
- * model's seven targets), must match with a relative error under 1e-4. */
+ * the logits, loss, every LoRA gradient and the LoRA weights after one and two
+ * AdamW steps with PEFT's adapter (the language model's seven targets), must
+ * match with a relative error under 1e-4. */
 #include "fixtures.h"
+#include "ftpipe/model/adamw.h"
 #include "ftpipe/model/lora.h"
 #include "ftpipe/model/model.h"
 #include "vl_fixture.h"
@@ -53,14 +55,28 @@ TEST(base_model_matches_transformers)
     vl_fixture_close(&f);
 }
 
+/* The worst relative error of the tensors' gradients or values against set's. */
+static double worst_error(const ft_safetensors *set, const ft_param_tensor *tensors, size_t n, bool grads,
+                          const char *what)
+{
+    double worst = n == ft_safetensors_count(set) ? 0.0 : 1e30;
+    for (size_t i = 0; i < n; i++)
+        worst = fmax(worst, vl_relative_error(set, tensors[i].name, grads ? tensors[i].grad : tensors[i].value,
+                                              tensors[i].count));
+    printf("# %s: %zu tensors, worst relative error %.2e\n", what, n, worst);
+    return worst;
+}
+
 TEST(lora_matches_peft)
 {
     ft_lora_config lora = {.rank = 4, .alpha = 8.0, .targets = FT_LORA_ALL_TARGETS};
     vl_fixture f;
     ft_safetensors *expected = vl_open("expected.safetensors");
     ft_safetensors *grads = vl_open("lora_grads.safetensors");
+    ft_safetensors *step1 = vl_open("lora_step1.safetensors"), *step2 = vl_open("lora_step2.safetensors");
     ft_model *model = load_model(FT_FINETUNE_LORA, &lora);
-    if (vl_fixture_open(&f) && expected && grads && model) {
+    ft_adamw *optimizer = NULL;
+    if (vl_fixture_open(&f) && expected && grads && step1 && step2 && model) {
         CHECK_INT(ft_lora_load(ft_model_lora(model), VL_FIXTURES "/adapter"), 0);
         size_t count = (size_t)VL_SEQ * ft_model_get_config(model)->vocab_size;
         float *logits = ft_xmalloc(count * sizeof(float));
@@ -77,16 +93,24 @@ TEST(lora_matches_peft)
         size_t n;
         const ft_param_tensor *trainable = ft_model_trainable(model, &n);
         CHECK_INT(n, ft_safetensors_count(grads));
-        double worst = 0.0;
-        for (size_t i = 0; i < n; i++) {
-            double error = vl_relative_error(grads, trainable[i].name, trainable[i].grad, trainable[i].count);
-            worst = fmax(worst, error);
-        }
-        printf("# LoRA gradients: %zu tensors, worst relative error %.2e\n", n, worst);
-        CHECK(worst < VL_TOLERANCE);
+        CHECK(worst_error(grads, trainable, n, true, "LoRA gradients") < VL_TOLERANCE);
+        ft_adamw_config adamw = {0.9, 0.999, 1e-8, 0.01};
+        CHECK_INT(ft_adamw_create(cpu, trainable, n, &adamw, &optimizer), 0);
+        ft_adamw_step(optimizer, 1e-3);
+        CHECK(worst_error(step1, trainable, n, false, "LoRA after 1 step") < VL_TOLERANCE);
+        ft_model_zero_grads(model);
+        CHECK_INT(ft_model_set_images(model, f.images, VL_IMAGES), 0);
+        CHECK_INT(ft_model_forward_backward(model, &batch, &train_loss), 0);
+        loss_value = (float)train_loss;
+        CHECK(vl_relative_error(expected, "lora_loss_after_step1", &loss_value, 1) < VL_TOLERANCE);
+        ft_adamw_step(optimizer, 1e-3);
+        CHECK(worst_error(step2, trainable, n, false, "LoRA after 2 steps") < VL_TOLERANCE);
         free(logits);
     }
+    ft_adamw_free(optimizer);
     ft_model_free(model);
+    ft_safetensors_close(step2);
+    ft_safetensors_close(step1);
     ft_safetensors_close(grads);
     ft_safetensors_close(expected);
     vl_fixture_close(&f);
