@@ -81,6 +81,7 @@ struct ft_model {
     int n_image_rows;              /* image features waiting for the next pass's embedding */
     const ft_stored_image *images; /* ft_model_set_images: the next pass's */
     int n_images;
+    bool generation_mrope;         /* the pieces below rotate by M-RoPE's tables (a VL prefill) */
 };
 
 /* Slices `base` (NULL: only counts) into the activations for these options,
@@ -95,13 +96,22 @@ size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_o
 int ft_model_place_image_features(ft_model *model, const int32_t *tokens, int rows, const float *features,
                                   int64_t n_features);
 
+/* A vision-language model's batch of batch_size rows of seq_len tokens: the
+ * images of ft_model_set_images (taken) through the tower into the image
+ * tokens' places (for the next embedding), and the tokens' M-RoPE tables.
+ * row_next_position (NULL, or [batch_size]) receives, for each row, the
+ * position that follows its first sample: where generation goes on. */
+int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_t *segments, int batch_size,
+                            int seq_len, int32_t *row_next_position);
+
 /* Rows of logits computed at once: the head's output never exceeds ~64 MiB. */
 int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows);
 
 /* The decoder in pieces, for generation (generate.c): the same ops as
  * ft_model_forward on the first `rows` rows of the activations, with the
  * adapter's dropout off. The caller uploads act.tokens and act.positions and
- * runs each layer's attention between qkv and finish. */
+ * runs each layer's attention between qkv and finish; with generation_mrope
+ * set, q and k turn by the tables ft_model_prepare_vision made instead. */
 /* act.tokens' embeddings into layer 0's input, and its input_layernorm */
 void ft_model_embed(ft_model *model, int rows);
 /* layer's q, k, v (normalised and rotated) from its ln1 */

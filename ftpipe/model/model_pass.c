@@ -466,39 +466,43 @@ static void embed(const pass *p)
                                 (float)p->config->rms_norm_eps);
 }
 
-/* A vision-language batch: its images' features into the image tokens'
- * places, and the tokens' M-RoPE tables. */
-static int prepare_vision(pass *p, const ft_batch *batch)
+int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_t *segments, int batch_size,
+                            int seq_len, int32_t *row_next_position)
 {
-    ft_model *model = p->model;
-    const ft_model_config *c = p->config;
+    const ft_model_config *c = &model->config;
     const ft_stored_image *images = model->images;
-    int n_images = model->n_images;
+    int n_images = model->n_images, rows = batch_size * seq_len;
     model->images = NULL;
     model->n_images = 0;
-    p->mrope = true;
     int64_t n_features = 0;
     for (int i = 0; i < n_images; i++)
         n_features += ft_vision_qwen2_image_tokens(&c->vision, &images[i]);
-    if (n_features > p->rows)
+    if (n_features > rows)
         return ft_error("the batch's %d images make %lld image tokens, more than its %d tokens", n_images,
-                        (long long)n_features, p->rows);
-    int32_t *positions = ft_xmalloc((size_t)p->rows * 3 * sizeof(int32_t));
+                        (long long)n_features, rows);
+    int32_t *positions = ft_xmalloc((size_t)rows * 3 * sizeof(int32_t));
     float *features = ft_xmalloc(((size_t)n_features * c->hidden_size + 1) * sizeof(float));
-    int status = ft_mrope_positions(c, batch->tokens, batch->segments, batch->batch_size, batch->seq_len, images,
-                                    (size_t)n_images, positions);
+    int status = ft_mrope_positions(c, tokens, segments, batch_size, seq_len, images, (size_t)n_images, positions);
     if (status == 0)
         status = ft_vision_qwen2_forward(model->vision, images, (size_t)n_images, features);
     if (status == 0)
-        status = ft_model_place_image_features(model, batch->tokens, p->rows, features, n_features);
+        status = ft_model_place_image_features(model, tokens, rows, features, n_features);
     if (status == 0) {
-        size_t table = (size_t)p->rows * (c->head_dim / 2);
+        size_t table = (size_t)rows * (c->head_dim / 2);
         float *cos_table = ft_xmalloc(table * sizeof(float)), *sin_table = ft_xmalloc(table * sizeof(float));
-        ft_mrope_tables(c, positions, p->rows, cos_table, sin_table);
-        p->backend->upload(p->backend, model->act.mrope_cos, cos_table, table * sizeof(float));
-        p->backend->upload(p->backend, model->act.mrope_sin, sin_table, table * sizeof(float));
+        ft_mrope_tables(c, positions, rows, cos_table, sin_table);
+        model->backend->upload(model->backend, model->act.mrope_cos, cos_table, table * sizeof(float));
+        model->backend->upload(model->backend, model->act.mrope_sin, sin_table, table * sizeof(float));
         free(cos_table);
         free(sin_table);
+    }
+    for (int b = 0; status == 0 && row_next_position && b < batch_size; b++) {
+        int32_t largest = -1; /* over the row's first sample, which generation continues */
+        for (int t = 0; t < seq_len && segments[b * seq_len + t] == segments[b * seq_len]; t++)
+            for (int axis = 0; axis < 3; axis++)
+                if (positions[axis * rows + b * seq_len + t] > largest)
+                    largest = positions[axis * rows + b * seq_len + t];
+        row_next_position[b] = largest + 1;
     }
     free(features);
     free(positions);
@@ -562,7 +566,9 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     int hidden = c->hidden_size, layers = c->num_hidden_layers;
     ft_attention_shape shape = {batch->batch_size, batch->seq_len, c->num_attention_heads, c->num_key_value_heads,
                                 c->head_dim};
-    if (model->vision && prepare_vision(&p, batch) < 0)
+    p.mrope = model->vision != NULL;
+    if (model->vision && ft_model_prepare_vision(model, batch->tokens, batch->segments, batch->batch_size,
+                                                 batch->seq_len, NULL) < 0)
         return -1;
     upload_batch(&p, batch);
     embed(&p);
@@ -605,7 +611,7 @@ int ft_model_forward_backward(ft_model *model, const ft_batch *batch, double *lo
 
 static pass generation_pass(ft_model *model, int rows)
 {
-    return (pass){model, model->backend, &model->config, rows, 0, false, 0, true, false};
+    return (pass){model, model->backend, &model->config, rows, 0, false, 0, true, model->generation_mrope};
 }
 
 void ft_model_embed(ft_model *model, int rows)
