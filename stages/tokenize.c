@@ -25,8 +25,8 @@
 #include "ftpipe/formats/dataset_inputs.h"
 #include "ftpipe/formats/image_store.h"
 #include "ftpipe/formats/image_table.h"
-#include "ftpipe/formats/preprocessor_config.h"
 #include "ftpipe/formats/token_shards.h"
+#include "ftpipe/stages/stage_images.h"
 #include "ftpipe/text/chat_template.h"
 #include "ftpipe/text/pretraining_encoding.h"
 #include "ftpipe/text/sample_encoding.h"
@@ -150,45 +150,6 @@ static void dataset_images_free(dataset_images *images, size_t count)
     memset(images, 0, sizeof *images);
 }
 
-/* The processor's options from the model folder, with image_max_pixels / image_min_pixels. */
-static int image_options(ft_stage *stage, ft_qwen2vl_image_options *options)
-{
-    const char *model = ft_stage_input_path(stage, 0);
-    char *folder = ft_path_is_dir(model) ? ft_xstrdup(model) : ft_path_dirname(model);
-    int status = ft_qwen2vl_image_options_load(folder, options);
-    free(folder);
-    if (status != 0)
-        return -1;
-    options->image_max_pixels = ft_stage_param_int(stage, "image_max_pixels");
-    options->image_min_pixels = ft_stage_param_int(stage, "image_min_pixels");
-    if (options->image_min_pixels < 1 || options->image_max_pixels < options->image_min_pixels)
-        return ft_error("image_min_pixels = %lld, image_max_pixels = %lld: expected 1 <= image_min_pixels <= "
-                        "image_max_pixels",
-                        (long long)options->image_min_pixels, (long long)options->image_max_pixels);
-    return 0;
-}
-
-/* An image enters the stage's key only through an input folder that holds it. */
-static int check_image_is_an_input(ft_stage *stage, const char *path)
-{
-    char *real = realpath(path, NULL);
-    bool inside = false;
-    for (size_t i = 1; real && i < ft_stage_input_count(stage) && !inside; i++) {
-        char *input = realpath(ft_stage_input_path(stage, i), NULL);
-        size_t length = input ? strlen(input) : 0;
-        inside = input && ft_path_is_dir(input) && strncmp(real, input, length) == 0 &&
-                 (real[length] == '/' || (length == 1 && input[0] == '/'));
-        free(input);
-    }
-    free(real);
-    if (inside)
-        return 0;
-    return ft_error("image %s is not inside an input folder of %s, so a change to it would not make the stage run "
-                    "again: give the folder that holds the dataset and its images as the input (as LLaMA-Factory's "
-                    "data folder with its dataset_info.json)",
-                    path, ft_stage_target(stage));
-}
-
 /* Preprocesses every distinct image; an unusable image marks its conversations. */
 static int gather_images(ft_stage *stage, const ft_dataset *dataset, dataset_images *out)
 {
@@ -199,7 +160,7 @@ static int gather_images(ft_stage *stage, const ft_dataset *dataset, dataset_ima
     if (n_with_images == 0)
         return 0;
     ft_qwen2vl_image_options options;
-    if (image_options(stage, &options) != 0)
+    if (ft_stage_image_options(stage, ft_stage_input_path(stage, 0), &options) != 0)
         return -1;
     char *scratch = ft_path_join(ft_stage_work_dir(stage), "pixels.scratch");
     int status = ft_image_table_open(scratch, &options, &out->table);
@@ -219,7 +180,7 @@ static int gather_images(ft_stage *stage, const ft_dataset *dataset, dataset_ima
         out->table_indices[i] = indices;
         out->per_conversation[i] = (ft_conversation_images){n_tokens, conversation->n_images};
         for (size_t k = 0; k < conversation->n_images && status == 0 && !out->errors[i]; k++) {
-            status = check_image_is_an_input(stage, conversation->images[k]);
+            status = ft_stage_check_image_is_an_input(stage, conversation->images[k], 1);
             if (status == 0 && ft_image_table_add(out->table, conversation->images[k], &indices[k]) != 0)
                 out->errors[i] = ft_xasprintf("%s: record %zu: image %zu: %s", conversation->file,
                                               conversation->record, k + 1, ft_error_message());

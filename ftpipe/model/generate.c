@@ -108,6 +108,8 @@ int ft_generator_create(ft_model *model, int max_batch, int max_tokens, ft_gener
     return 0;
 }
 
+ft_model *ft_generator_model(const ft_generator *generator) { return generator->model; }
+
 void ft_generator_free(ft_generator *generator)
 {
     if (!generator)
