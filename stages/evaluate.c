@@ -266,10 +266,10 @@ static int choose_stop_tokens(eval_run *run)
 static int read_images(eval_run *run)
 {
     ft_stage *stage = run->stage;
-    if (ft_stage_images_gather(stage, run->model_dir, &run->dataset, run->count, ft_stage_input_count(stage) - 1,
-                               &run->images) != 0)
-        return -1;
-    if (!run->images.table)
+    size_t with_images = 0;
+    for (size_t i = 0; i < run->count; i++)
+        with_images += run->dataset.conversations[i].n_images > 0;
+    if (with_images == 0)
         return 0;
     ft_model_config config;
     if (ft_model_config_load(run->model_dir, &config) != 0)
@@ -279,7 +279,8 @@ static int read_images(eval_run *run)
                                     "vision-language model such as Qwen2VLForConditionalGeneration on it, or use "
                                     "a text template",
                              run->data_path, run->model_dir, config.architecture_name);
-    return 0;
+    return ft_stage_images_gather(stage, run->model_dir, &run->dataset, run->count, ft_stage_input_count(stage) - 1,
+                                  &run->images);
 }
 
 static int read_data(eval_run *run)
