@@ -23,6 +23,7 @@ static const struct {
     {FT_ARCH_QWEN3, "Qwen3ForCausalLM", "qwen3", false},
     {FT_ARCH_LLAMA, "LlamaForCausalLM", "llama", false},
     {FT_ARCH_QWEN2, "Qwen2VLForConditionalGeneration", "qwen2_vl", true},
+    {FT_ARCH_QWEN2, "Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl", true},
 };
 #define N_ARCHITECTURES (sizeof architectures / sizeof architectures[0])
 
@@ -150,9 +151,10 @@ static int read_architecture(const reader *r, ft_model_config *out)
     }
     if (name)
         return ft_error("%s: architecture '%s' is not supported; supported: Qwen2ForCausalLM, "
-                        "Qwen3ForCausalLM, LlamaForCausalLM, Qwen2VLForConditionalGeneration", r->origin, name);
-    return ft_error("%s: model_type '%s' is not supported; supported: qwen2, qwen3, llama, qwen2_vl", r->origin,
-                    type);
+                        "Qwen3ForCausalLM, LlamaForCausalLM, Qwen2VLForConditionalGeneration, "
+                        "Qwen2_5_VLForConditionalGeneration", r->origin, name);
+    return ft_error("%s: model_type '%s' is not supported; supported: qwen2, qwen3, llama, qwen2_vl, qwen2_5_vl",
+                    r->origin, type);
 }
 
 /* Qwen2-VL: {"type": "mrope", "mrope_section": [t, h, w]} in released
@@ -295,6 +297,57 @@ static int read_vision_count(const reader *r, const char *key, const char *alias
     return read_count(r, alias && !field(r, key) && field(r, alias) ? alias : key, fallback, out);
 }
 
+/* Qwen2-VL's tower: LayerNorm, QuickGELU MLP of embed_dim x mlp_ratio, hidden_size the output. */
+static int read_qwen2_vl_tower(const reader *r, ft_vision_config *v)
+{
+    double mlp_ratio;
+    if (read_vision_count(r, "embed_dim", NULL, -1, &v->embed_dim) != 0 ||
+        read_positive_number(r, "mlp_ratio", 4.0, &mlp_ratio) != 0 ||
+        read_vision_count(r, "hidden_size", NULL, -1, &v->out_hidden) != 0)
+        return -1;
+    v->mlp_hidden = (int)(v->embed_dim * mlp_ratio);
+    const json_t *act = field(r, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "quick_gelu") != 0))
+        return wrong(r, "hidden_act", "\"quick_gelu\" (Qwen2-VL's)", act);
+    return 0;
+}
+
+/* Qwen2.5-VL's: hidden_size the blocks' width, out_hidden_size the output,
+ * SwiGLU of intermediate_size, windows but in fullatt_block_indexes. */
+static int read_qwen2_5_vl_tower(const reader *r, ft_vision_config *v)
+{
+    v->qwen2_5 = true;
+    if (read_vision_count(r, "hidden_size", NULL, -1, &v->embed_dim) != 0 ||
+        read_vision_count(r, "intermediate_size", NULL, -1, &v->mlp_hidden) != 0 ||
+        read_vision_count(r, "out_hidden_size", NULL, -1, &v->out_hidden) != 0 ||
+        read_vision_count(r, "window_size", NULL, 112, &v->window_size) != 0 ||
+        read_vision_count(r, "tokens_per_second", NULL, 4, &v->tokens_per_second) != 0)
+        return -1;
+    const json_t *act = field(r, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0))
+        return wrong(r, "hidden_act", "\"silu\" (Qwen2.5-VL's)", act);
+    if (v->depth > 64)
+        return ft_error("%s: vision_config.depth %d: at most 64 blocks are supported", r->origin, v->depth);
+    const json_t *full = field(r, "fullatt_block_indexes");
+    if (!full) {
+        v->full_attention_blocks = 0;
+        for (int b = 7; b < v->depth; b += 8) /* transformers' default [7, 15, 23, 31] */
+            v->full_attention_blocks |= 1ull << b;
+        return 0;
+    }
+    size_t i;
+    const json_t *item;
+    if (!json_is_array(full))
+        return wrong(r, "fullatt_block_indexes", "a list of block numbers", full);
+    json_array_foreach(full, i, item) {
+        if (!json_is_integer(item) || json_integer_value(item) < 0 || json_integer_value(item) >= v->depth)
+            return ft_error("%s: vision_config.fullatt_block_indexes must list block numbers below depth %d",
+                            r->origin, v->depth);
+        v->full_attention_blocks |= 1ull << json_integer_value(item);
+    }
+    return 0;
+}
+
 static int read_vision(const reader *top, ft_model_config *c)
 {
     const json_t *object = field(top, "vision_config");
@@ -303,18 +356,16 @@ static int read_vision(const reader *top, ft_model_config *c)
                         top->origin, c->architecture_name);
     reader r = {top->origin, object, "vision_config."};
     ft_vision_config *v = &c->vision;
-    double mlp_ratio;
     if (read_vision_count(&r, "depth", NULL, -1, &v->depth) != 0 ||
-        read_vision_count(&r, "embed_dim", NULL, -1, &v->embed_dim) != 0 ||
         read_vision_count(&r, "num_heads", NULL, -1, &v->num_heads) != 0 ||
-        read_positive_number(&r, "mlp_ratio", 4.0, &mlp_ratio) != 0 ||
-        read_vision_count(&r, "hidden_size", NULL, -1, &v->out_hidden) != 0 ||
         read_vision_count(&r, "in_channels", "in_chans", 3, &v->in_channels) != 0 ||
         read_vision_count(&r, "patch_size", "spatial_patch_size", 14, &v->patch_size) != 0 ||
         read_vision_count(&r, "temporal_patch_size", NULL, 2, &v->temporal_patch_size) != 0 ||
         read_vision_count(&r, "spatial_merge_size", NULL, 2, &v->spatial_merge_size) != 0)
         return -1;
-    v->mlp_hidden = (int)(v->embed_dim * mlp_ratio);
+    bool qwen2_5 = strcmp(c->architecture_name, "Qwen2_5_VLForConditionalGeneration") == 0;
+    if ((qwen2_5 ? read_qwen2_5_vl_tower(&r, v) : read_qwen2_vl_tower(&r, v)) != 0)
+        return -1;
     v->rope_theta = 10000.0;
     const json_t *rope = field(&r, "rope_parameters");
     if (json_is_object(rope)) {
@@ -322,15 +373,12 @@ static int read_vision(const reader *top, ft_model_config *c)
         if (read_positive_number(&inner, "rope_theta", 10000.0, &v->rope_theta) != 0)
             return -1;
     }
-    const json_t *act = field(&r, "hidden_act");
-    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "quick_gelu") != 0))
-        return wrong(&r, "hidden_act", "\"quick_gelu\" (Qwen2-VL's)", act);
     if (v->embed_dim % v->num_heads != 0 || (v->embed_dim / v->num_heads) % 4 != 0)
-        return ft_error("%s: vision_config.embed_dim %d over num_heads %d must give a head size divisible by 4 "
+        return ft_error("%s: the vision tower's width %d over num_heads %d must give a head size divisible by 4 "
                         "(its 2-D rotary embedding)", top->origin, v->embed_dim, v->num_heads);
     if (v->out_hidden != c->hidden_size)
-        return ft_error("%s: vision_config.hidden_size %d differs from the language model's hidden_size %d",
-                        top->origin, v->out_hidden, c->hidden_size);
+        return ft_error("%s: vision_config.%s %d differs from the language model's hidden_size %d", top->origin,
+                        qwen2_5 ? "out_hidden_size" : "hidden_size", v->out_hidden, c->hidden_size);
     const char *ids[] = {"image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"};
     int *targets[] = {&c->image_token_id, &c->video_token_id, &c->vision_start_token_id, &c->vision_end_token_id};
     for (int i = 0; i < 4; i++) {
@@ -440,19 +488,44 @@ static void put_mrope_scaling(ft_strbuf *out, const ft_model_config *c)
     ft_strbuf_puts(out, "\"mrope\"\n  }");
 }
 
+/* Qwen2.5-VL's fullatt_block_indexes */
+static void put_full_attention_blocks(ft_strbuf *out, const ft_vision_config *v)
+{
+    put_key(out, "    ", "fullatt_block_indexes");
+    ft_strbuf_putc(out, '[');
+    const char *separator = "";
+    for (int b = 0; b < v->depth; b++)
+        if (v->full_attention_blocks >> b & 1) {
+            ft_strbuf_printf(out, "%s%d", separator, b);
+            separator = ", ";
+        }
+    ft_strbuf_putc(out, ']');
+}
+
 static void put_vision_config(ft_strbuf *out, const ft_vision_config *v)
 {
     put_key(out, "  ", "vision_config");
     ft_strbuf_putc(out, '{');
-    const char *keys[] = {"depth", "embed_dim", "hidden_size", "in_channels", "mlp_ratio", "num_heads",
-                          "patch_size", "spatial_merge_size", "temporal_patch_size"};
-    int values[] = {v->depth, v->embed_dim, v->out_hidden, v->in_channels, v->mlp_hidden / v->embed_dim,
-                    v->num_heads, v->patch_size, v->spatial_merge_size, v->temporal_patch_size};
-    for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
-        if (i == 2) {
-            put_key(out, "    ", "hidden_act");
-            ft_strbuf_puts(out, "\"quick_gelu\"");
-        }
+    put_key(out, "    ", "depth");
+    ft_strbuf_printf(out, "%d", v->depth);
+    if (v->qwen2_5)
+        put_full_attention_blocks(out, v);
+    put_key(out, "    ", "hidden_act");
+    ft_strbuf_puts(out, v->qwen2_5 ? "\"silu\"" : "\"quick_gelu\"");
+    const char *qwen2_keys[] = {"embed_dim", "hidden_size", "in_channels", "mlp_ratio", "num_heads",
+                                "patch_size", "spatial_merge_size", "temporal_patch_size"};
+    int qwen2_values[] = {v->embed_dim, v->out_hidden, v->in_channels, v->mlp_hidden / v->embed_dim,
+                          v->num_heads, v->patch_size, v->spatial_merge_size, v->temporal_patch_size};
+    const char *qwen2_5_keys[] = {"hidden_size", "in_channels", "intermediate_size", "num_heads",
+                                  "out_hidden_size", "patch_size", "spatial_merge_size", "temporal_patch_size",
+                                  "tokens_per_second", "window_size"};
+    int qwen2_5_values[] = {v->embed_dim, v->in_channels, v->mlp_hidden, v->num_heads, v->out_hidden,
+                            v->patch_size, v->spatial_merge_size, v->temporal_patch_size, v->tokens_per_second,
+                            v->window_size};
+    const char *const *keys = v->qwen2_5 ? qwen2_5_keys : qwen2_keys;
+    const int *values = v->qwen2_5 ? qwen2_5_values : qwen2_values;
+    size_t n = v->qwen2_5 ? sizeof qwen2_5_values / sizeof *qwen2_5_values : sizeof qwen2_values / sizeof *qwen2_values;
+    for (size_t i = 0; i < n; i++) {
         put_key(out, "    ", keys[i]);
         ft_strbuf_printf(out, "%d", values[i]);
     }
@@ -488,8 +561,7 @@ char *ft_model_config_to_json(const ft_model_config *c)
     bool qwen = c->architecture != FT_ARCH_LLAMA;
     const char *model_type = "";
     for (size_t i = 0; i < N_ARCHITECTURES; i++)
-        if (architectures[i].architecture == c->architecture &&
-            architectures[i].vision_language == c->vision_language)
+        if (strcmp(architectures[i].name, c->architecture_name) == 0)
             model_type = architectures[i].model_type;
     ft_strbuf out;
     ft_strbuf_init(&out);
@@ -570,10 +642,11 @@ size_t ft_model_config_parameter_count(const ft_model_config *c)
         const ft_vision_config *v = &c->vision;
         size_t width = (size_t)v->embed_dim, merged = width * v->spatial_merge_size * v->spatial_merge_size;
         size_t patch = (size_t)v->in_channels * v->temporal_patch_size * v->patch_size * v->patch_size;
-        size_t block = 4 * width + (3 * width * width + 3 * width) + (width * width + width) +
-                       2 * width * (size_t)v->mlp_hidden + (size_t)v->mlp_hidden + width;
-        total += patch * width + (size_t)v->depth * block + 2 * width + merged * merged + merged +
-                 merged * (size_t)v->out_hidden + (size_t)v->out_hidden;
+        size_t inner = (size_t)v->mlp_hidden, norms = v->qwen2_5 ? 2 * width : 4 * width; /* RMSNorm: no bias */
+        size_t tower_mlp = v->qwen2_5 ? 3 * width * inner + 2 * inner + width : 2 * width * inner + inner + width;
+        size_t block = norms + (3 * width * width + 3 * width) + (width * width + width) + tower_mlp;
+        total += patch * width + (size_t)v->depth * block + (v->qwen2_5 ? width : 2 * width) + merged * merged +
+                 merged + merged * (size_t)v->out_hidden + (size_t)v->out_hidden;
     }
     return total;
 }

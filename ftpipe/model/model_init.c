@@ -38,7 +38,13 @@ static const shape shapes[] = {
     {"llama3-8b", FT_ARCH_LLAMA, 128256, 4096, 14336, 32, 32, 8, 128, 131072, 1e-5, 500000.0, false},
     {"tiny-qwen2-vl", FT_ARCH_QWEN2, 0, 64, 128, 2, 4, 2, 16, 2048, 1e-6, 1e6, true},
     {"qwen2-vl-2b", FT_ARCH_QWEN2, 151936, 1536, 8960, 28, 12, 2, 128, 32768, 1e-6, 1e6, true},
+    {"tiny-qwen2.5-vl", FT_ARCH_QWEN2, 0, 64, 128, 2, 4, 2, 16, 2048, 1e-6, 1e6, true},
+    {"qwen2.5-vl-3b", FT_ARCH_QWEN2, 151936, 2048, 11008, 36, 16, 2, 128, 128000, 1e-6, 1e6, true},
+    {"qwen2.5-vl-7b", FT_ARCH_QWEN2, 152064, 3584, 18944, 28, 28, 4, 128, 128000, 1e-6, 1e6, false},
 };
+
+/* Qwen2.5-VL's tower as released: full attention in blocks 7, 15, 23 and 31 */
+#define QWEN2_5_VL_TOWER(out) {32, 1280, 16, 3420, out, 3, 14, 2, 2, 10000.0, true, 112, 0x80808080ull, 2}
 
 /* The vision-language shapes' towers and M-RoPE sections (Qwen2-VL-2B's as released). */
 static const struct {
@@ -46,16 +52,23 @@ static const struct {
     int mrope_section[3];
     ft_vision_config vision;
 } vision_shapes[] = {
-    {"tiny-qwen2-vl", {2, 3, 3}, {2, 32, 2, 64, 64, 3, 14, 2, 2, 10000.0}},
-    {"qwen2-vl-2b", {16, 24, 24}, {32, 1280, 16, 5120, 1536, 3, 14, 2, 2, 10000.0}},
+    {"tiny-qwen2-vl", {2, 3, 3}, {2, 32, 2, 64, 64, 3, 14, 2, 2, 10000.0, false, 0, 0, 0}},
+    {"qwen2-vl-2b", {16, 24, 24}, {32, 1280, 16, 5120, 1536, 3, 14, 2, 2, 10000.0, false, 0, 0, 0}},
+    /* windows of 2 x 2 merged patches, blocks 1 and 3 full */
+    {"tiny-qwen2.5-vl", {2, 3, 3}, {4, 32, 2, 48, 64, 3, 14, 2, 2, 10000.0, true, 56, 0xAull, 2}},
+    {"qwen2.5-vl-3b", {16, 24, 24}, QWEN2_5_VL_TOWER(2048)},
+    {"qwen2.5-vl-7b", {16, 24, 24}, QWEN2_5_VL_TOWER(3584)},
 };
 
 static const char *const vision_specials[] = {"<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"};
 
-static const char *architecture_name(ft_architecture architecture, bool vision_language)
+static const char *architecture_name(ft_architecture architecture, const ft_vision_config *vision)
 {
     switch (architecture) {
-    case FT_ARCH_QWEN2: return vision_language ? "Qwen2VLForConditionalGeneration" : "Qwen2ForCausalLM";
+    case FT_ARCH_QWEN2:
+        return !vision ? "Qwen2ForCausalLM"
+               : vision->qwen2_5 ? "Qwen2_5_VLForConditionalGeneration"
+                                 : "Qwen2VLForConditionalGeneration";
     case FT_ARCH_QWEN3: return "Qwen3ForCausalLM";
     case FT_ARCH_LLAMA: return "LlamaForCausalLM";
     }
@@ -94,7 +107,7 @@ int ft_model_shape(const char *name, ft_model_config *out)
                 memcpy(out->mrope_section, vision_shapes[v].mrope_section, sizeof out->mrope_section);
             }
         snprintf(out->architecture_name, sizeof out->architecture_name, "%s",
-                 architecture_name(s->architecture, out->vision_language));
+                 architecture_name(s->architecture, out->vision_language ? &out->vision : NULL));
         if (s->architecture == FT_ARCH_LLAMA) { /* Llama 3.1's */
             out->has_llama3_rope_scaling = true;
             out->rope_scaling_factor = 8.0;
@@ -105,7 +118,7 @@ int ft_model_shape(const char *name, ft_model_config *out)
         return 0;
     }
     return ft_error("unknown model shape '%s'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b, "
-                    "tiny-qwen2-vl, qwen2-vl-2b", name);
+                    "tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, qwen2.5-vl-3b, qwen2.5-vl-7b", name);
 }
 
 /* --- the tokenizer --- */
@@ -426,7 +439,7 @@ int ft_model_init_write(const char *dir, const ft_model_init_options *options)
     if (ft_mkdir_p(dir) < 0 || place_tokenizer(dir, options->tokenizer_path, config.vision_language) < 0)
         return -1;
     snprintf(config.architecture_name, sizeof config.architecture_name, "%s",
-             architecture_name(config.architecture, config.vision_language));
+             architecture_name(config.architecture, config.vision_language ? &config.vision : NULL));
     if (fit_tokenizer(dir, &config) < 0)
         return -1;
     snprintf(config.torch_dtype, sizeof config.torch_dtype, "%s",

@@ -1,5 +1,5 @@
-/* vision_qwen2: Qwen2-VL's vision transformer on the host, in fp32. Products are
- * OpenBLAS's sgemm, as on the cpu backend. */
+/* vision_qwen2: Qwen2-VL's and Qwen2.5-VL's vision transformers on the host, in
+ * fp32. Products are OpenBLAS's sgemm, as on the cpu backend. */
 #include "ftpipe/model/vision_qwen2.h"
 
 #include <cblas.h>
@@ -12,12 +12,14 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
 
-#define LAYER_NORM_EPS 1e-6f
+#define NORM_EPS 1e-6f
+#define NONE SIZE_MAX /* offset of a weight the tower lacks: RMSNorm has no bias */
 
-/* Where each weight starts in the buffer, in floats. */
+/* Where each weight starts in the buffer, in floats. Qwen2-VL's MLP is fc1 and
+ * fc2, Qwen2.5-VL's gate (fc1), up and down (fc2). */
 typedef struct {
     size_t norm1_weight, norm1_bias, qkv_weight, qkv_bias, proj_weight, proj_bias;
-    size_t norm2_weight, norm2_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias;
+    size_t norm2_weight, norm2_bias, fc1_weight, fc1_bias, up_weight, up_bias, fc2_weight, fc2_bias;
 } block_offsets;
 
 struct ft_vision_qwen2 {
@@ -66,7 +68,7 @@ static layout lay_out(const ft_vision_config *c, ft_vision_qwen2 *tower)
 {
     int64_t width = c->embed_dim, inner = c->mlp_hidden;
     int64_t merged = width * c->spatial_merge_size * c->spatial_merge_size;
-    layout l = {ft_xcalloc(7 + 12 * (size_t)c->depth, sizeof(ft_vision_weight)), 0, 0};
+    layout l = {ft_xcalloc(7 + 14 * (size_t)c->depth, sizeof(ft_vision_weight)), 0, 0};
     block_offsets scratch;
     size_t patch = add(&l, "patch_embed.proj.weight", 5,
                        (int64_t[]){width, c->in_channels, c->temporal_patch_size, c->patch_size, c->patch_size});
@@ -74,22 +76,25 @@ static layout lay_out(const ft_vision_config *c, ft_vision_qwen2 *tower)
         block_offsets *o = tower ? &tower->blocks[b] : &scratch;
         char name[64];
 #define BLOCK(suffix) (snprintf(name, sizeof name, "blocks.%d.%s", b, suffix), name)
+        bool qwen2_5 = c->qwen2_5;
         o->norm1_weight = add_vector(&l, BLOCK("norm1.weight"), width);
-        o->norm1_bias = add_vector(&l, BLOCK("norm1.bias"), width);
+        o->norm1_bias = qwen2_5 ? NONE : add_vector(&l, BLOCK("norm1.bias"), width);
         o->norm2_weight = add_vector(&l, BLOCK("norm2.weight"), width);
-        o->norm2_bias = add_vector(&l, BLOCK("norm2.bias"), width);
+        o->norm2_bias = qwen2_5 ? NONE : add_vector(&l, BLOCK("norm2.bias"), width);
         o->qkv_weight = add_matrix(&l, BLOCK("attn.qkv.weight"), 3 * width, width);
         o->qkv_bias = add_vector(&l, BLOCK("attn.qkv.bias"), 3 * width);
         o->proj_weight = add_matrix(&l, BLOCK("attn.proj.weight"), width, width);
         o->proj_bias = add_vector(&l, BLOCK("attn.proj.bias"), width);
-        o->fc1_weight = add_matrix(&l, BLOCK("mlp.fc1.weight"), inner, width);
-        o->fc1_bias = add_vector(&l, BLOCK("mlp.fc1.bias"), inner);
-        o->fc2_weight = add_matrix(&l, BLOCK("mlp.fc2.weight"), width, inner);
-        o->fc2_bias = add_vector(&l, BLOCK("mlp.fc2.bias"), width);
+        o->fc1_weight = add_matrix(&l, BLOCK(qwen2_5 ? "mlp.gate_proj.weight" : "mlp.fc1.weight"), inner, width);
+        o->fc1_bias = add_vector(&l, BLOCK(qwen2_5 ? "mlp.gate_proj.bias" : "mlp.fc1.bias"), inner);
+        o->up_weight = qwen2_5 ? add_matrix(&l, BLOCK("mlp.up_proj.weight"), inner, width) : NONE;
+        o->up_bias = qwen2_5 ? add_vector(&l, BLOCK("mlp.up_proj.bias"), inner) : NONE;
+        o->fc2_weight = add_matrix(&l, BLOCK(qwen2_5 ? "mlp.down_proj.weight" : "mlp.fc2.weight"), width, inner);
+        o->fc2_bias = add_vector(&l, BLOCK(qwen2_5 ? "mlp.down_proj.bias" : "mlp.fc2.bias"), width);
 #undef BLOCK
     }
     size_t norm_weight = add_vector(&l, "merger.ln_q.weight", width);
-    size_t norm_bias = add_vector(&l, "merger.ln_q.bias", width);
+    size_t norm_bias = c->qwen2_5 ? NONE : add_vector(&l, "merger.ln_q.bias", width);
     size_t fc1_weight = add_matrix(&l, "merger.mlp.0.weight", merged, merged);
     size_t fc1_bias = add_vector(&l, "merger.mlp.0.bias", merged);
     size_t fc2_weight = add_matrix(&l, "merger.mlp.2.weight", c->out_hidden, merged);
@@ -213,8 +218,26 @@ static void linear(float *out, const float *x, const float *weight, const float 
                 out[r * out_features + j] += bias[j];
 }
 
+/* LayerNorm (Qwen2-VL) with a bias, RMSNorm (Qwen2.5-VL) without. */
+static void rms_norm(float *out, const float *x, const float *weight, int64_t rows, int dim)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * dim;
+        double squares = 0.0;
+        for (int j = 0; j < dim; j++)
+            squares += (double)row[j] * row[j];
+        float rstd = (float)(1.0 / sqrt(squares / dim + NORM_EPS));
+        for (int j = 0; j < dim; j++)
+            out[r * dim + j] = weight[j] * (row[j] * rstd);
+    }
+}
+
 static void layer_norm(float *out, const float *x, const float *weight, const float *bias, int64_t rows, int dim)
 {
+    if (!bias) {
+        rms_norm(out, x, weight, rows, dim);
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
         const float *row = x + r * dim;
         double mean = 0.0, variance = 0.0;
@@ -223,7 +246,7 @@ static void layer_norm(float *out, const float *x, const float *weight, const fl
         mean /= dim;
         for (int j = 0; j < dim; j++)
             variance += (row[j] - mean) * (row[j] - mean);
-        float rstd = (float)(1.0 / sqrt(variance / dim + LAYER_NORM_EPS));
+        float rstd = (float)(1.0 / sqrt(variance / dim + NORM_EPS));
         for (int j = 0; j < dim; j++)
             out[r * dim + j] = ((float)(row[j] - mean)) * rstd * weight[j] + bias[j];
     }
@@ -241,6 +264,13 @@ static void gelu(float *x, size_t n)
         x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
 }
 
+/* gate = silu(gate) * up */
+static void swiglu(float *gate, const float *up, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
 static void add_into(float *x, const float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -249,16 +279,32 @@ static void add_into(float *x, const float *y, size_t n)
 
 /* --- a pass --- */
 
+/* Attention segments: segment i is patches [starts[i], starts[i + 1]). */
+typedef struct {
+    int64_t *starts;
+    size_t count;
+} segments;
+
+static void segments_add(segments *s, int64_t end)
+{
+    s->starts[++s->count] = end;
+}
+
 typedef struct {
     const ft_vision_qwen2 *tower;
     int64_t n_patches;
     int width, heads, head_dim;
-    float *x, *normed, *qkv, *attn, *inner, *cos, *sin, *scores;
-    const int64_t *frame_starts; /* attention segments: frame f is patches [starts[f], starts[f + 1]) */
-    size_t n_frames;
+    float *x, *normed, *qkv, *attn, *inner, *inner_up, *cos, *sin, *scores;
+    segments frames;             /* each image frame */
+    segments windows;            /* Qwen2.5-VL: each window, in window order */
+    const segments *attending;   /* the current block's */
+    int64_t *order;              /* Qwen2.5-VL: merged patch at window-order place m is order[m]; else NULL */
 } pass;
 
-static const float *W(const pass *p, size_t offset) { return p->tower->weights + offset; }
+static const float *W(const pass *p, size_t offset)
+{
+    return offset == NONE ? NULL : p->tower->weights + offset;
+}
 
 /* Each patch's rotary angles: the first quarter of a head's dims turns with its
  * row, the second with its column (the processor orders patches in merge x merge
@@ -289,6 +335,41 @@ static void rotary_tables(pass *p, const ft_stored_image *images, size_t n_image
     free(inverse);
 }
 
+/* Qwen2.5-VL's windows (transformers' get_window_index): each frame's merged
+ * patches cut into squares of window_size / merge / patch a side, from the top
+ * left, the ragged ones at the right and bottom edges kept smaller; the order
+ * walks window after window, each row by row. */
+static void plan_windows(pass *p, const ft_stored_image *images, size_t n_images)
+{
+    const ft_vision_config *c = &p->tower->config;
+    int merge = c->spatial_merge_size, unit = merge * merge, side = c->window_size / merge / c->patch_size;
+    int64_t base = 0, placed = 0;
+    for (size_t n = 0; n < n_images; n++) {
+        int rows = images[n].grid_h / merge, cols = images[n].grid_w / merge;
+        for (int t = 0; t < images[n].grid_t; t++) {
+            for (int top = 0; top < rows; top += side)
+                for (int left = 0; left < cols; left += side) {
+                    for (int h = top; h < top + side && h < rows; h++)
+                        for (int w = left; w < left + side && w < cols; w++)
+                            p->order[placed++] = base + ((int64_t)t * rows + h) * cols + w;
+                    segments_add(&p->windows, placed * unit);
+                }
+        }
+        base += (int64_t)images[n].grid_t * rows * cols;
+    }
+}
+
+/* rows of data [n_units * unit, width] into window order (scratch: as large). */
+static void into_window_order(const pass *p, float *data, int width, float *scratch)
+{
+    int unit = p->tower->config.spatial_merge_size * p->tower->config.spatial_merge_size;
+    size_t block = (size_t)unit * width;
+    int64_t n_units = p->n_patches / unit;
+    for (int64_t m = 0; m < n_units; m++)
+        memcpy(scratch + (size_t)m * block, data + (size_t)p->order[m] * block, block * sizeof(float));
+    memcpy(data, scratch, (size_t)n_units * block * sizeof(float));
+}
+
 /* q and k of every head rotated in place: pairs (j, j + head_dim / 2). */
 static void rotate(pass *p)
 {
@@ -305,14 +386,15 @@ static void rotate(pass *p)
             }
 }
 
-/* Softmax attention within each frame, every patch seeing every other. */
+/* Softmax attention within each segment, every patch seeing every other. */
 static void attention(pass *p)
 {
     int stride = 3 * p->width, dim = p->head_dim;
     float scale = 1.0f / sqrtf((float)dim);
-    for (size_t f = 0; f < p->n_frames; f++) {
-        int64_t start = p->frame_starts[f];
-        int n = (int)(p->frame_starts[f + 1] - start);
+    const segments *s = p->attending;
+    for (size_t f = 0; f < s->count; f++) {
+        int64_t start = s->starts[f];
+        int n = (int)(s->starts[f + 1] - start);
         for (int h = 0; h < p->heads; h++) {
             const float *q = p->qkv + start * stride + h * dim;
             const float *k = q + p->width, *v = q + 2 * p->width;
@@ -338,7 +420,7 @@ static void block(pass *p, const block_offsets *o)
     const ft_vision_config *c = &p->tower->config;
     int64_t n = p->n_patches;
     int width = p->width;
-    size_t count = (size_t)n * width;
+    size_t count = (size_t)n * width, inner = (size_t)n * c->mlp_hidden;
     layer_norm(p->normed, p->x, W(p, o->norm1_weight), W(p, o->norm1_bias), n, width);
     linear(p->qkv, p->normed, W(p, o->qkv_weight), W(p, o->qkv_bias), n, width, 3 * width);
     rotate(p);
@@ -347,7 +429,12 @@ static void block(pass *p, const block_offsets *o)
     add_into(p->x, p->normed, count);
     layer_norm(p->normed, p->x, W(p, o->norm2_weight), W(p, o->norm2_bias), n, width);
     linear(p->inner, p->normed, W(p, o->fc1_weight), W(p, o->fc1_bias), n, width, c->mlp_hidden);
-    quick_gelu(p->inner, (size_t)n * c->mlp_hidden);
+    if (c->qwen2_5) {
+        linear(p->inner_up, p->normed, W(p, o->up_weight), W(p, o->up_bias), n, width, c->mlp_hidden);
+        swiglu(p->inner, p->inner_up, inner);
+    } else {
+        quick_gelu(p->inner, inner);
+    }
     linear(p->normed, p->inner, W(p, o->fc2_weight), W(p, o->fc2_bias), n, c->mlp_hidden, width);
     add_into(p->x, p->normed, count);
 }
@@ -376,9 +463,36 @@ static int check_images(const ft_vision_config *c, const ft_stored_image *images
 size_t ft_vision_qwen2_work_bytes(const ft_vision_config *c, int64_t n_patches, int64_t max_frame_patches)
 {
     size_t width = (size_t)c->embed_dim, rows = (size_t)n_patches;
-    size_t floats = rows * width * 4 + rows * 3 * width + rows * (size_t)c->mlp_hidden + rows * width / 2 * 2 +
+    size_t inner = (size_t)c->mlp_hidden * (c->qwen2_5 ? 2 : 1);
+    size_t floats = rows * width * 3 + rows * 3 * width + rows * inner + rows * width / 2 * 2 +
                     (size_t)max_frame_patches * (size_t)max_frame_patches;
     return floats * sizeof(float);
+}
+
+/* The merger: norm, merge x merge patches concatenated, Linear, GELU, Linear;
+ * Qwen2.5-VL's rows come back from window order into the images' order. */
+static void merge_patches(pass *p, float *features)
+{
+    const ft_vision_qwen2 *tower = p->tower;
+    const ft_vision_config *c = &tower->config;
+    int groups = c->spatial_merge_size * c->spatial_merge_size, merged = p->width * groups;
+    int64_t n_tokens = p->n_patches / groups;
+    layer_norm(p->normed, p->x, W(p, tower->merger_norm_weight), W(p, tower->merger_norm_bias), p->n_patches,
+               p->width);
+    /* p->attn then p->qkv follow p->normed's rows: room for the [n_tokens, merged] hidden layer */
+    float *hidden = p->attn;
+    linear(hidden, p->normed, W(p, tower->merger_fc1_weight), W(p, tower->merger_fc1_bias), n_tokens, merged,
+           merged);
+    gelu(hidden, (size_t)n_tokens * merged);
+    float *out = p->order ? ft_xmalloc((size_t)n_tokens * c->out_hidden * sizeof(float)) : features;
+    linear(out, hidden, W(p, tower->merger_fc2_weight), W(p, tower->merger_fc2_bias), n_tokens, merged,
+           c->out_hidden);
+    if (!p->order)
+        return;
+    for (int64_t m = 0; m < n_tokens; m++)
+        memcpy(features + (size_t)p->order[m] * c->out_hidden, out + (size_t)m * c->out_hidden,
+               (size_t)c->out_hidden * sizeof(float));
+    free(out);
 }
 
 int ft_vision_qwen2_forward(const ft_vision_qwen2 *tower, const ft_stored_image *images, size_t n_images,
@@ -391,8 +505,8 @@ int ft_vision_qwen2_forward(const ft_vision_qwen2 *tower, const ft_stored_image 
         return -1;
     if (n == 0)
         return 0;
-    int heads = c->num_heads, width = c->embed_dim, patch = ft_vision_qwen2_patch_length(c);
-    pass p = {tower, n, width, heads, width / heads, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0};
+    int width = c->embed_dim, patch = ft_vision_qwen2_patch_length(c), half = width / c->num_heads / 2;
+    pass p = {.tower = tower, .n_patches = n, .width = width, .heads = c->num_heads, .head_dim = width / c->num_heads};
     float *memory = malloc(ft_vision_qwen2_work_bytes(c, n, largest));
     if (!memory)
         return ft_error("out of host memory for the vision tower's pass over %lld patches", (long long)n);
@@ -403,17 +517,15 @@ int ft_vision_qwen2_forward(const ft_vision_qwen2 *tower, const ft_stored_image 
     p.attn = cursor, cursor += rows * width;
     p.qkv = cursor, cursor += rows * 3 * width;
     p.inner = cursor, cursor += rows * (size_t)c->mlp_hidden;
-    p.cos = cursor, cursor += rows * (size_t)(p.head_dim / 2);
-    p.sin = cursor, cursor += rows * (size_t)(p.head_dim / 2);
+    if (c->qwen2_5)
+        p.inner_up = cursor, cursor += rows * (size_t)c->mlp_hidden;
+    p.cos = cursor, cursor += rows * (size_t)half;
+    p.sin = cursor, cursor += rows * (size_t)half;
     p.scores = cursor;
-    int64_t *starts = ft_xmalloc((n_frames + 1) * sizeof *starts);
-    size_t frame = 0;
-    starts[0] = 0;
+    p.frames.starts = ft_xcalloc(n_frames + 1, sizeof(int64_t));
     for (size_t i = 0; i < n_images; i++)
-        for (int t = 0; t < images[i].grid_t; t++, frame++)
-            starts[frame + 1] = starts[frame] + (int64_t)images[i].grid_h * images[i].grid_w;
-    p.frame_starts = starts;
-    p.n_frames = n_frames;
+        for (int t = 0; t < images[i].grid_t; t++)
+            segments_add(&p.frames, p.frames.starts[p.frames.count] + (int64_t)images[i].grid_h * images[i].grid_w);
 
     /* the stored patch rows are the Conv3d's input, the images one after another */
     for (size_t i = 0, row = 0; i < n_images; i++) {
@@ -422,21 +534,23 @@ int ft_vision_qwen2_forward(const ft_vision_qwen2 *tower, const ft_stored_image 
         row += (size_t)count;
     }
     rotary_tables(&p, images, n_images);
-    for (int b = 0; b < c->depth; b++)
+    if (c->qwen2_5) { /* patches, and their angles, in window order from here to the merger's end */
+        p.order = ft_xmalloc(rows * sizeof(int64_t));
+        p.windows.starts = ft_xcalloc(rows + 1, sizeof(int64_t));
+        plan_windows(&p, images, n_images);
+        into_window_order(&p, p.x, width, p.attn);
+        into_window_order(&p, p.cos, half, p.qkv);
+        into_window_order(&p, p.sin, half, p.qkv);
+    }
+    for (int b = 0; b < c->depth; b++) {
+        bool windowed = c->qwen2_5 && !(c->full_attention_blocks >> b & 1);
+        p.attending = windowed ? &p.windows : &p.frames;
         block(&p, &tower->blocks[b]);
-
-    int groups = c->spatial_merge_size * c->spatial_merge_size;
-    int merged = width * groups;
-    int64_t n_tokens = n / groups;
-    layer_norm(p.normed, p.x, W(&p, tower->merger_norm_weight), W(&p, tower->merger_norm_bias), n, width);
-    /* p.attn then p.qkv follow p.normed's rows, room for the merger's [n_tokens, merged] hidden layer */
-    float *hidden = p.qkv;
-    linear(hidden, p.normed, W(&p, tower->merger_fc1_weight), W(&p, tower->merger_fc1_bias), n_tokens, merged,
-           merged);
-    gelu(hidden, (size_t)n_tokens * merged);
-    linear(features, hidden, W(&p, tower->merger_fc2_weight), W(&p, tower->merger_fc2_bias), n_tokens, merged,
-           c->out_hidden);
-    free(starts);
+    }
+    merge_patches(&p, features);
+    free(p.order);
+    free(p.windows.starts);
+    free(p.frames.starts);
     free(memory);
     return 0;
 }

@@ -1,29 +1,37 @@
 /* model_config: a Hugging Face config.json for the architectures ftpipe trains:
  * Qwen2/Qwen2.5 (qkv bias), Qwen3 (q/k RMSNorm, no bias), Llama 3 (rope scaling
- * "llama3"), and Qwen2-VL (Qwen2VLForConditionalGeneration: a Qwen2 language
- * model with M-RoPE, and a vision tower), read from the released checkpoints'
- * flat layout and from transformers 5's text_config / vision_config layout.
+ * "llama3"), and Qwen2-VL and Qwen2.5-VL (Qwen2VLForConditionalGeneration,
+ * Qwen2_5_VLForConditionalGeneration: a Qwen2 language model with M-RoPE, and
+ * a vision tower), read from the released checkpoints' flat layout and from
+ * transformers 5's text_config / vision_config layout.
  * Any other architecture or an unsupported option is refused by name. */
 #ifndef FTPIPE_MODEL_CONFIG_H
 #define FTPIPE_MODEL_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum { FT_ARCH_QWEN2, FT_ARCH_QWEN3, FT_ARCH_LLAMA } ft_architecture;
 
-/* Qwen2-VL's vision transformer (vision_config). */
+/* Qwen2-VL's and Qwen2.5-VL's vision transformer (vision_config). */
 typedef struct {
     int depth;                    /* blocks */
-    int embed_dim;                /* width of the blocks */
+    int embed_dim;                /* width of the blocks (Qwen2.5-VL's hidden_size) */
     int num_heads;
-    int mlp_hidden;               /* embed_dim * mlp_ratio */
+    int mlp_hidden;               /* embed_dim * mlp_ratio (Qwen2.5-VL's intermediate_size) */
     int out_hidden;               /* hidden_size: the merger's output, the language model's width */
     int in_channels;
     int patch_size;
     int temporal_patch_size;
     int spatial_merge_size;
     double rope_theta;            /* of its 2-D rotary embedding */
+    /* Qwen2.5-VL: RMSNorm, SwiGLU MLP, an RMSNorm merger, and attention within
+     * windows of window_size pixels a side but in the full-attention blocks */
+    bool qwen2_5;
+    int window_size;
+    uint64_t full_attention_blocks;   /* bit b: block b attends over the whole image (fullatt_block_indexes) */
+    int tokens_per_second;            /* of video frames; written back, unused for images */
 } ft_vision_config;
 
 typedef struct {

@@ -221,7 +221,7 @@ TEST(unsupported_files_are_refused)
     ft_model_config c;
     CHECK_INT(ft_model_config_load(FIXTURES "unsupported/mistral-7b-v0.1.json", &c), -1);
     CHECK_STR(ft_error_message(), FIXTURES "unsupported/mistral-7b-v0.1.json: architecture 'MistralForCausalLM' "
-                                  "is not supported; supported: Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM, Qwen2VLForConditionalGeneration");
+                                  "is not supported; supported: Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration");
     CHECK_INT(ft_model_config_load(FIXTURES "unsupported/qwen2.5-7b-instruct-yarn.json", &c), -1);
     CHECK_STR(ft_error_message(), FIXTURES "unsupported/qwen2.5-7b-instruct-yarn.json: rope_scaling type 'yarn' "
                                   "is not supported; supported: llama3 (or null)");
@@ -277,7 +277,7 @@ TEST(unsupported_options_are_named)
 {
     CHECK_REFUSED("architectures", "[\"Qwen2MoeForCausalLM\"]",
                   "architecture 'Qwen2MoeForCausalLM' is not supported; supported: Qwen2ForCausalLM, "
-                  "Qwen3ForCausalLM, LlamaForCausalLM, Qwen2VLForConditionalGeneration");
+                  "Qwen3ForCausalLM, LlamaForCausalLM, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration");
     CHECK_REFUSED("use_sliding_window", "true", "use_sliding_window true is not supported; set it to false");
     CHECK_REFUSED("hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported; supported: silu");
     CHECK_REFUSED("num_key_value_heads", "3", "num_attention_heads 14 is not divisible by num_key_value_heads 3");
@@ -320,7 +320,7 @@ TEST(not_an_object_or_no_architecture)
     CHECK_INT(ft_model_config_parse("{\"hidden_size\": 8}", "bare.json", &c), -1);
     CHECK_STR(ft_error_message(), "bare.json: neither architectures nor model_type says which model this is");
     CHECK_INT(ft_model_config_parse("{\"model_type\": \"mistral\"}", "m.json", &c), -1);
-    CHECK_STR(ft_error_message(), "m.json: model_type 'mistral' is not supported; supported: qwen2, qwen3, llama, qwen2_vl");
+    CHECK_STR(ft_error_message(), "m.json: model_type 'mistral' is not supported; supported: qwen2, qwen3, llama, qwen2_vl, qwen2_5_vl");
     CHECK_INT(ft_model_config_parse("{\"a\": 1, \"a\": 2}", "dup.json", &c), -1);
     CHECK_STR(ft_error_message(), "dup.json:1:12: not valid JSON: duplicate object key near '\"a\"'");
 }

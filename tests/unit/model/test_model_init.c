@@ -45,7 +45,8 @@ TEST(named_shapes_have_the_published_sizes)
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2.5-3b", &config), -1);
     CHECK_STR(ft_error_message(), "unknown model shape 'qwen2.5-3b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, "
-                                  "qwen2.5-7b, llama3-8b, tiny-qwen2-vl, qwen2-vl-2b");
+                                  "qwen2.5-7b, llama3-8b, tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, "
+                                  "qwen2.5-vl-3b, qwen2.5-vl-7b");
 }
 
 static char *write_model(const char *name, ft_dtype dtype, uint64_t seed, uint64_t shard_bytes, int threads)
