@@ -10,7 +10,7 @@ static ft_model_config config;
 
 static void load_config(void) { CHECK_INT(ft_model_config_load(VL_FIXTURES "/model", &config), 0); }
 
-TEST(positions_match_get_rope_index)
+static void check_positions(void)
 {
     vl_fixture f;
     ft_safetensors *expected = vl_open("expected.safetensors");
@@ -27,6 +27,10 @@ TEST(positions_match_get_rope_index)
     vl_fixture_close(&f);
     ft_safetensors_close(expected);
 }
+
+TEST(qwen2_vl_positions_match_get_rope_index) { vl_architecture = "qwen2_vl", check_positions(); }
+/* Qwen2.5-VL's get_rope_index gives images the same positions */
+TEST(qwen2_5_vl_positions_match_get_rope_index) { vl_architecture = "qwen2_5_vl", check_positions(); }
 
 TEST(packed_samples_start_again)
 {
@@ -73,7 +77,9 @@ TEST(tables_turn_each_frequency_with_its_section)
 int main(void)
 {
     load_config();
-    RUN(positions_match_get_rope_index);
+    RUN(qwen2_vl_positions_match_get_rope_index);
+    RUN(qwen2_5_vl_positions_match_get_rope_index);
+    vl_architecture = "qwen2_vl";
     RUN(packed_samples_start_again);
     RUN(images_and_tokens_must_agree);
     RUN(tables_turn_each_frequency_with_its_section);

@@ -1,5 +1,5 @@
 /* Parity of the cpu core with transformers + PEFT on a tiny random Qwen2-VL
- * (tests/fixtures/parity_vl, made by make_parity_vl.py): one row of text with
+ * and Qwen2.5-VL (tests/fixtures/parity_vl, made by make_parity_vl.py): one row of text with
  * two images of different sizes. The logits and loss of the base model, and
  * the logits, loss, every LoRA gradient and the LoRA weights after one and two
  * AdamW steps with PEFT's adapter (the language model's seven targets), must
@@ -18,10 +18,12 @@ static ft_model *load_model(ft_finetuning finetuning, const ft_lora_config *lora
     if (lora)
         options.lora = *lora;
     ft_model *model = NULL;
-    if (ft_model_load(VL_FIXTURES "/model", cpu, &options, &model) < 0) {
+    char *dir = vl_path("model");
+    if (ft_model_load(dir, cpu, &options, &model) < 0) {
         fprintf(stderr, "  %s\n", ft_error_message());
         check_case_failed = 1;
     }
+    free(dir);
     return model;
 }
 
@@ -30,7 +32,7 @@ static ft_batch batch_of(vl_fixture *f)
     return (ft_batch){1, VL_SEQ, f->tokens, f->positions, f->segments, f->targets, 0, 0};
 }
 
-TEST(base_model_matches_transformers)
+static void check_base_model(void)
 {
     vl_fixture f;
     ft_safetensors *expected = vl_open("expected.safetensors");
@@ -67,7 +69,7 @@ static double worst_error(const ft_safetensors *set, const ft_param_tensor *tens
     return worst;
 }
 
-TEST(lora_matches_peft)
+static void check_lora(void)
 {
     ft_lora_config lora = {.rank = 4, .alpha = 8.0, .targets = FT_LORA_ALL_TARGETS};
     vl_fixture f;
@@ -77,7 +79,9 @@ TEST(lora_matches_peft)
     ft_model *model = load_model(FT_FINETUNE_LORA, &lora);
     ft_adamw *optimizer = NULL;
     if (vl_fixture_open(&f) && expected && grads && step1 && step2 && model) {
-        CHECK_INT(ft_lora_load(ft_model_lora(model), VL_FIXTURES "/adapter"), 0);
+        char *adapter = vl_path("adapter");
+        CHECK_INT(ft_lora_load(ft_model_lora(model), adapter), 0);
+        free(adapter);
         size_t count = (size_t)VL_SEQ * ft_model_get_config(model)->vocab_size;
         float *logits = ft_xmalloc(count * sizeof(float));
         double loss = 0.0, train_loss = 0.0;
@@ -115,6 +119,11 @@ TEST(lora_matches_peft)
     ft_safetensors_close(expected);
     vl_fixture_close(&f);
 }
+
+TEST(qwen2_vl_matches_transformers) { vl_architecture = "qwen2_vl", check_base_model(); }
+TEST(qwen2_5_vl_matches_transformers) { vl_architecture = "qwen2_5_vl", check_base_model(); }
+TEST(qwen2_vl_lora_matches_peft) { vl_architecture = "qwen2_vl", check_lora(); }
+TEST(qwen2_5_vl_lora_matches_peft) { vl_architecture = "qwen2_5_vl", check_lora(); }
 
 TEST(text_only_model_refuses_images)
 {
@@ -202,8 +211,11 @@ TEST(transformers_4_5x_names_load)
 int main(void)
 {
     cpu = ft_backend_cpu_create(1);
-    RUN(base_model_matches_transformers);
-    RUN(lora_matches_peft);
+    RUN(qwen2_vl_matches_transformers);
+    RUN(qwen2_5_vl_matches_transformers);
+    RUN(qwen2_vl_lora_matches_peft);
+    RUN(qwen2_5_vl_lora_matches_peft);
+    vl_architecture = "qwen2_vl";
     RUN(text_only_model_refuses_images);
     RUN(transformers_4_5x_names_load);
     RUN(a_bf16_backend_refuses_vision_language_models);

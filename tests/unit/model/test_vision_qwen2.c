@@ -1,7 +1,8 @@
-/* vision_qwen2: the tower's image features against transformers' (the merger's
- * output for two images of different sizes, fixture from make_parity_vl.py) at
- * a relative error under 1e-4; its weight list against the saved names and
- * shapes; its errors. */
+/* vision_qwen2: Qwen2-VL's and Qwen2.5-VL's towers: image features against
+ * transformers' (the merger's output for two images of different sizes,
+ * fixtures from make_parity_vl.py; Qwen2.5-VL's windows ragged at the first
+ * image's edge) at a relative error under 1e-4; the weight lists against the
+ * saved names and shapes; the errors. */
 #include "ftpipe/model/vision_qwen2.h"
 
 #include "ftpipe/base/fsutil.h"
@@ -9,12 +10,22 @@
 
 static ft_model_config config;
 
-TEST(features_match_transformers)
+/* Reads the current fixture set's config. */
+static void load_config(void)
 {
+    char *dir = vl_path("model");
+    CHECK_INT(ft_model_config_load(dir, &config), 0);
+    free(dir);
+}
+
+static void check_features(void)
+{
+    load_config();
+    char *dir = vl_path("model");
     vl_fixture f;
     ft_safetensors *expected = vl_open("expected.safetensors");
     ft_vision_qwen2 *tower = NULL;
-    if (vl_fixture_open(&f) && expected && ft_vision_qwen2_load(VL_FIXTURES "/model", &config.vision, &tower) == 0) {
+    if (vl_fixture_open(&f) && expected && ft_vision_qwen2_load(dir, &config.vision, &tower) == 0) {
         int64_t tokens = ft_vision_qwen2_image_tokens(&config.vision, &f.images[0]) +
                          ft_vision_qwen2_image_tokens(&config.vision, &f.images[1]);
         CHECK_INT(tokens, 6 + 8);
@@ -37,10 +48,12 @@ TEST(features_match_transformers)
     ft_vision_qwen2_free(tower);
     ft_safetensors_close(expected);
     vl_fixture_close(&f);
+    free(dir);
 }
 
-TEST(weight_list_matches_the_saved_model)
+static void check_weight_list(void)
 {
+    load_config();
     ft_safetensors *set = vl_open("model/model.safetensors");
     size_t count;
     ft_vision_weight *list = ft_vision_qwen2_weight_list(&config.vision, &count);
@@ -60,8 +73,15 @@ TEST(weight_list_matches_the_saved_model)
     ft_safetensors_close(set);
 }
 
+TEST(qwen2_vl_features_match_transformers) { vl_architecture = "qwen2_vl", check_features(); }
+TEST(qwen2_5_vl_features_match_transformers) { vl_architecture = "qwen2_5_vl", check_features(); }
+TEST(qwen2_vl_weight_list_matches_the_saved_model) { vl_architecture = "qwen2_vl", check_weight_list(); }
+TEST(qwen2_5_vl_weight_list_matches_the_saved_model) { vl_architecture = "qwen2_5_vl", check_weight_list(); }
+
 TEST(a_grid_that_does_not_merge_is_an_error)
 {
+    vl_architecture = "qwen2_vl";
+    load_config();
     ft_vision_qwen2 *tower = NULL;
     if (ft_vision_qwen2_load(VL_FIXTURES "/model", &config.vision, &tower) == 0) {
         float pixels[3 * 1176] = {0}, features[64];
@@ -74,6 +94,8 @@ TEST(a_grid_that_does_not_merge_is_an_error)
 
 TEST(a_folder_without_the_tower_is_an_error)
 {
+    vl_architecture = "qwen2_vl";
+    load_config();
     ft_vision_qwen2 *tower = NULL;
     CHECK_INT(ft_vision_qwen2_load("tests/fixtures/parity/qwen2/model", &config.vision, &tower), -1);
     CHECK(strstr(ft_error_message(), "visual.patch_embed.proj.weight") != NULL);
@@ -82,9 +104,10 @@ TEST(a_folder_without_the_tower_is_an_error)
 
 int main(void)
 {
-    CHECK_INT(ft_model_config_load(VL_FIXTURES "/model", &config), 0);
-    RUN(features_match_transformers);
-    RUN(weight_list_matches_the_saved_model);
+    RUN(qwen2_vl_features_match_transformers);
+    RUN(qwen2_5_vl_features_match_transformers);
+    RUN(qwen2_vl_weight_list_matches_the_saved_model);
+    RUN(qwen2_5_vl_weight_list_matches_the_saved_model);
     RUN(a_grid_that_does_not_merge_is_an_error);
     RUN(a_folder_without_the_tower_is_an_error);
     return check_done();

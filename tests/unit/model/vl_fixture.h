@@ -1,7 +1,8 @@
-/* The Qwen2-VL parity fixture (tests/fixtures/parity_vl, made by its
- * make_parity_vl.py): a tiny random Qwen2VLForConditionalGeneration and one
- * row of text with two images of different sizes, read for the tests of the
- * vision tower, M-RoPE and the model. */
+/* The vision-language parity fixtures (tests/fixtures/parity_vl, made by its
+ * make_parity_vl.py): a tiny random Qwen2VLForConditionalGeneration
+ * (qwen2_vl) or Qwen2_5_VLForConditionalGeneration (qwen2_5_vl) and one row of
+ * text with two images of different sizes, read for the tests of the vision
+ * towers, M-RoPE and the model. */
 #ifndef FTPIPE_TEST_VL_FIXTURE_H
 #define FTPIPE_TEST_VL_FIXTURE_H
 
@@ -18,6 +19,15 @@
 #define VL_FIXTURES "tests/fixtures/parity_vl/qwen2_vl"
 #define VL_TOLERANCE 1e-4
 
+/* The fixture set vl_path and vl_open read: "qwen2_vl" or "qwen2_5_vl". */
+static const char *vl_architecture = "qwen2_vl";
+
+/* A file of the current set. Caller frees. */
+static inline char *vl_path(const char *file)
+{
+    return ft_xasprintf("tests/fixtures/parity_vl/%s/%s", vl_architecture, file);
+}
+
 enum { VL_SEQ = 30, VL_IMAGES = 2, VL_MAX_SEQ = 64 };
 
 typedef struct {
@@ -28,7 +38,7 @@ typedef struct {
 
 static inline ft_safetensors *vl_open(const char *file)
 {
-    char *path = ft_xasprintf(VL_FIXTURES "/%s", file);
+    char *path = vl_path(file);
     ft_safetensors *set = NULL;
     if (ft_safetensors_open(path, &set) < 0) {
         fprintf(stderr, "  %s\n", ft_error_message());
