@@ -1,9 +1,10 @@
 #!/bin/sh
 # Vision-language fine-tuning end to end: examples/vl-lora's tiny cpu variant
-# (tiny-qwen2-vl, staged in a tmpfs folder, LLaMA-Factory-style records with
+# (tiny-qwen2.5-vl, staged in a tmpfs folder, LLaMA-Factory-style records with
 # images made by its make_vl_data.py) runs init -> shm -> tokenize -> LoRA train
 # -> evaluate -> export, the export holds PEFT's names for the language model,
-# and a rerun is a no-op; what is not supported is refused with a message.
+# and a rerun is a no-op; so does its Qwen2-VL variant; what is not supported is
+# refused with a message.
 . "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -11,14 +12,14 @@ vl_example() {
   W=$(t_workspace)
   cp "$ROOT/examples/vl-lora/Ftpipe" "$ROOT/examples/vl-lora/make_vl_data.py" "$W/"
   mkdir "$W/shm"
-  VARS="SHAPE=tiny-qwen2-vl DTYPE=f32 RECORDS=9 EPOCHS=1 SHM_DIR=$W/shm"
+  VARS="SHAPE=${1:-tiny-qwen2.5-vl} DTYPE=f32 RECORDS=9 EPOCHS=1 SHM_DIR=$W/shm"
 }
 
 t_case "examples/vl-lora (tiny): init, shm, tokenize, LoRA train, evaluate, export; a rerun is a no-op"
 vl_example
 t_run "$FTPIPE" -C "$W" $VARS
 t_expect_status 0
-t_expect_contains "Qwen2VLForConditionalGeneration: 2 layers, hidden 64, vocab 263"
+t_expect_contains "Qwen2_5_VLForConditionalGeneration: 2 layers, hidden 64, vocab 263"
 t_expect_contains "9 samples"
 t_expect_contains "done     adapter"
 t_expect_contains "eval_loss"
@@ -31,6 +32,14 @@ head -c 4096 "$W/export/peft/adapter_model.safetensors" | grep -q 'base_model.mo
 t_run "$FTPIPE" -C "$W" $VARS
 t_expect_status 0
 t_expect_contains "nothing to do"
+t_end
+
+t_case "examples/vl-lora's Qwen2-VL variant (tiny) from init to export"
+vl_example tiny-qwen2-vl
+t_run "$FTPIPE" -C "$W" $VARS
+t_expect_status 0
+t_expect_contains "Qwen2VLForConditionalGeneration: 2 layers, hidden 64, vocab 263"
+t_expect_contains "done     export/peft"
 t_end
 
 t_case "the vision tower and merger stay frozen; full fine-tuning of a VL model is refused"

@@ -1,8 +1,8 @@
-"""Qwen2-VL end to end against transformers + PEFT, on this CPU: a pipeline
-makes tiny-qwen2-vl (f32), tokenizes LLaMA-Factory-style records with images
+"""Qwen2-VL and Qwen2.5-VL end to end against transformers + PEFT, on this CPU:
+for each, a pipeline makes tiny-qwen2-vl or tiny-qwen2.5-vl (f32), tokenizes LLaMA-Factory-style records with images
 (made here with Pillow), trains a LoRA adapter on them, evaluates it on the
 same records, and exports it as format = peft and format = merged. Then:
-  - PEFT loads the peft export on Qwen2VLForConditionalGeneration with every
+  - PEFT loads the peft export on the transformers model with every
     adapter tensor used (no missing or unexpected key);
   - the evaluate stage's eval_loss equals the loss of PEFT's model over the
     tokenize output's samples and pixels (relative error < 1e-4): ftpipe's
@@ -24,7 +24,7 @@ RECORDS = [
     ("<image>Describe it.", "A green square.", ["images/c.png"]),
 ]
 PIPELINE = """models/tiny: init
-	shape = tiny-qwen2-vl
+	shape = {shape}
 	dtype = f32
 
 tokens: tokenize models/tiny data
@@ -53,7 +53,7 @@ export/merged: export adapter models/tiny
 """
 
 
-def write_workspace(root):
+def write_workspace(root, shape):
     from PIL import Image
     images = os.path.join(root, "data", "images")
     os.makedirs(images)
@@ -71,7 +71,7 @@ def write_workspace(root):
                         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                                  "assistant_tag": "assistant"}}}
     json.dump(info, open(os.path.join(root, "data", "dataset_info.json"), "w"))
-    open(os.path.join(root, "Ftpipe"), "w").write(PIPELINE)
+    open(os.path.join(root, "Ftpipe"), "w").write(PIPELINE.replace("{shape}", shape))
 
 
 def samples_with_pixels(root):
@@ -94,26 +94,25 @@ def forward(model, ids, pixels, grids, image_token_id):
                  use_cache=False).logits[0]
 
 
-def main():
-    from transformers import Qwen2VLForConditionalGeneration
+def check_shape(cases, shape, model_class):
     from peft import PeftModel
     from peft.utils import load_peft_weights
-    cases = oracle.Cases()
     root = oracle.scratch_folder("vl_exports")
     try:
-        write_workspace(root)
+        write_workspace(root, shape)
         status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged"])
-        if not cases.check("vl pipeline runs", status == 0, "init, tokenize, train, evaluate, export",
+        if not cases.check("%s pipeline runs" % shape, status == 0, "init, tokenize, train, evaluate, export",
                            output.splitlines()[-15:]):
-            return cases.finish()
+            return
         base_dir = os.path.join(root, "models", "tiny")
-        base = Qwen2VLForConditionalGeneration.from_pretrained(base_dir, attn_implementation="eager")
+        base = model_class.from_pretrained(base_dir, attn_implementation="eager")
         image_token_id = base.config.image_token_id
         peft_dir = os.path.join(root, "export", "peft")
         model = PeftModel.from_pretrained(base, peft_dir)
         saved = set(load_peft_weights(peft_dir))
         used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
-        cases.check("peft export loads on Qwen2VLForConditionalGeneration", saved == used and len(saved) == 28,
+        cases.check("%s peft export loads on %s" % (shape, model_class.__name__),
+                    saved == used and len(saved) == 28,
                     "%d adapter tensors, each on a module of the language model" % len(saved),
                     sorted(saved ^ used)[:10])
         model = model.double().eval()
@@ -129,21 +128,28 @@ def main():
         metrics = json.load(open(os.path.join(root, "report", "metrics.json")))
         measured = metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
         relative = abs(measured - reference) / abs(reference)
-        cases.check("evaluate's eval_loss is PEFT's", relative < 1e-4,
+        cases.check("%s evaluate's eval_loss is PEFT's" % shape, relative < 1e-4,
                     "%.6f against %.6f over %d samples with %d images (relative %.2e)"
                     % (measured, reference, len(samples), sum(len(s[3]) for s in samples), relative))
-        merged = Qwen2VLForConditionalGeneration.from_pretrained(os.path.join(root, "export", "merged"),
-                                                                 attn_implementation="eager").double().eval()
+        merged = model_class.from_pretrained(os.path.join(root, "export", "merged"),
+                                             attn_implementation="eager").double().eval()
         worst = 0.0
         with torch.no_grad():
             for ids, mask, pixels, grids in samples:
                 a = forward(model, ids, pixels, grids, image_token_id)
                 b = forward(merged, ids, pixels, grids, image_token_id)
                 worst = max(worst, float((a - b).abs().max() / a.abs().max()))
-        cases.check("merged export loads in transformers with PEFT's logits", worst < 1e-4,
+        cases.check("%s merged export loads in transformers with PEFT's logits" % shape, worst < 1e-4,
                     "worst relative error %.2e" % worst)
     finally:
         oracle.remove_scratch(root)
+
+
+def main():
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+    cases = oracle.Cases()
+    check_shape(cases, "tiny-qwen2-vl", Qwen2VLForConditionalGeneration)
+    check_shape(cases, "tiny-qwen2.5-vl", Qwen2_5_VLForConditionalGeneration)
     return cases.finish()
 
 

@@ -394,6 +394,39 @@ TEST(qwen2_vl_2b_parses)
     free(text);
 }
 
+TEST(qwen2_5_vl_7b_parses)
+{
+    ft_model_config c;
+    CHECK_INT(ft_model_config_load(FIXTURES "qwen2.5-vl-7b-instruct", &c), 0);
+    CHECK(c.vision_language && c.vision.qwen2_5);
+    CHECK_STR(c.architecture_name, "Qwen2_5_VLForConditionalGeneration");
+    CHECK_INT(c.hidden_size, 3584);
+    CHECK(!c.tie_word_embeddings);
+    CHECK_INT(c.vision.embed_dim, 1280);
+    CHECK_INT(c.vision.mlp_hidden, 3420);
+    CHECK_INT(c.vision.out_hidden, 3584);
+    CHECK_INT(c.vision.window_size, 112);
+    CHECK(c.vision.full_attention_blocks == ((1ull << 7) | (1ull << 15) | (1ull << 23) | (1ull << 31)));
+    CHECK_INT(c.mrope_section[1], 24);
+    /* transformers' count of Qwen2_5_VLForConditionalGeneration with this config (8.29B, as published) */
+    CHECK_INT(ft_model_config_parameter_count(&c), 8292166656);
+    char *text = ft_model_config_to_json(&c);
+    ft_model_config again;
+    CHECK_INT(ft_model_config_parse(text, "written", &again), 0);
+    CHECK(configs_equal(&c, &again) && vision_parts_equal(&c, &again));
+    free(text);
+    static const char swish[] = "\"hidden_act\": \"silu\",\n    \"hidden_size\": 1280";
+    CHECK_INT(ft_read_file(FIXTURES "qwen2.5-vl-7b-instruct/config.json", &text, NULL), 0);
+    char *at = strstr(text, swish);
+    CHECK(at != NULL);
+    if (at) {
+        memcpy(at + strlen("\"hidden_act\": \""), "gelu", 4);
+        CHECK_INT(ft_model_config_parse(text, "config.json", &again), -1);
+        CHECK(strstr(ft_error_message(), "vision_config.hidden_act must be \"silu\" (Qwen2.5-VL's)") != NULL);
+    }
+    free(text);
+}
+
 TEST(qwen2_vl_transformers_5_layout)
 {
     /* what transformers 5.17 saves: the language model in text_config, rope_parameters */
@@ -460,6 +493,7 @@ int main(void)
     RUN(transformers_5_rope_parameters);
     RUN(qwen2_vl_2b_parses);
     RUN(qwen2_vl_transformers_5_layout);
+    RUN(qwen2_5_vl_7b_parses);
     RUN(qwen2_vl_refusals_are_named);
     return check_done();
 }

@@ -41,7 +41,9 @@ TEST(named_shapes_have_the_published_sizes)
     CHECK_INT(weight_count("qwen2.5-0.5b"), 494032768);
     CHECK_INT(weight_count("qwen2.5-1.5b"), 1543714304);
     CHECK_INT(weight_count("llama3-8b"), 8030261248);
-    CHECK_INT(weight_count("qwen2-vl-2b"), 2208985600); /* transformers' count of Qwen2-VL-2B */
+    CHECK_INT(weight_count("qwen2-vl-2b"), 2208985600); /* transformers' counts of Qwen2-VL-2B, */
+    CHECK_INT(weight_count("qwen2.5-vl-3b"), 3754622976); /* Qwen2.5-VL-3B */
+    CHECK_INT(weight_count("qwen2.5-vl-7b"), 8292166656); /* and Qwen2.5-VL-7B */
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2.5-3b", &config), -1);
     CHECK_STR(ft_error_message(), "unknown model shape 'qwen2.5-3b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, "
@@ -220,14 +222,14 @@ TEST(uses_a_given_tokenizer_and_fits_the_vocabulary_to_it)
     free(dir);
 }
 
-/* tiny-qwen2-vl: the vision tokens in the built-in tokenizer and the config,
- * Qwen2-VL's preprocessor_config.json, and a folder the model loads and runs
- * with an image. */
-TEST(tiny_qwen2_vl_writes_a_vision_language_folder)
+/* tiny-qwen2-vl and tiny-qwen2.5-vl: the vision tokens in the built-in
+ * tokenizer and the config, Qwen2-VL's preprocessor_config.json, and a folder
+ * the model loads and runs with an image. */
+static void check_tiny_vision_language(const char *shape, const char *architecture)
 {
-    char *dir = ft_path_join(root, "tiny-qwen2-vl");
+    char *dir = ft_path_join(root, shape);
     ft_model_init_options options = {0};
-    CHECK_INT(ft_model_shape("tiny-qwen2-vl", &options.config), 0);
+    CHECK_INT(ft_model_shape(shape, &options.config), 0);
     options.dtype = FT_DTYPE_F32;
     CHECK_INT(ft_model_init_write(dir, &options), 0);
     ft_model_config config;
@@ -235,6 +237,7 @@ TEST(tiny_qwen2_vl_writes_a_vision_language_folder)
     CHECK_INT(ft_model_config_load(dir, &config), 0);
     CHECK_INT(ft_tokenizer_load(dir, &tokenizer), 0);
     CHECK(config.vision_language);
+    CHECK_STR(config.architecture_name, architecture);
     CHECK_INT(config.vocab_size, FT_BUILTIN_TOKENIZER_VOCAB + 4);
     if (tokenizer) {
         CHECK_INT(config.image_token_id, ft_tokenizer_token_id(tokenizer, "<|image_pad|>"));
@@ -269,6 +272,16 @@ TEST(tiny_qwen2_vl_writes_a_vision_language_folder)
     free(dir);
 }
 
+TEST(tiny_qwen2_vl_writes_a_vision_language_folder)
+{
+    check_tiny_vision_language("tiny-qwen2-vl", "Qwen2VLForConditionalGeneration");
+}
+
+TEST(tiny_qwen2_5_vl_writes_a_vision_language_folder)
+{
+    check_tiny_vision_language("tiny-qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration");
+}
+
 int main(void)
 {
     cpu = ft_backend_cpu_create(1);
@@ -283,6 +296,7 @@ int main(void)
     RUN(shards_past_the_limit_with_an_index);
     RUN(uses_a_given_tokenizer_and_fits_the_vocabulary_to_it);
     RUN(tiny_qwen2_vl_writes_a_vision_language_folder);
+    RUN(tiny_qwen2_5_vl_writes_a_vision_language_folder);
     ft_remove_tree(root);
     ft_backend_destroy(cpu);
     return check_done();
