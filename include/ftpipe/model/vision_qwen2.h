@@ -1,5 +1,6 @@
-/* vision_qwen2: Qwen2-VL's vision transformer, frozen, forward only, in fp32 on
- * the host, as transformers' Qwen2VisionTransformerPretrainedModel computes it:
+/* vision_qwen2: Qwen2-VL's and Qwen2.5-VL's vision transformers, frozen, forward
+ * only, in fp32 on the host, as transformers' Qwen2VisionTransformerPretrainedModel
+ * and Qwen2_5_VisionTransformerPretrainedModel compute them:
  *   - patch embed: the Conv3d (kernel = stride = temporal x patch x patch) is one
  *     product of the stored patch rows with the kernel as a matrix;
  *   - blocks: x += proj(attention(rope2d(qkv(LayerNorm(x))))), x += fc2(QuickGELU(
@@ -8,7 +9,12 @@
  *     head's frequencies the patch's row and the second half its column;
  *   - merger: LayerNorm, then each 2 x 2 group of patches (adjacent rows, as the
  *     processor orders them) concatenated through Linear, GELU, Linear into the
- *     language model's width.
+ *     language model's width;
+ *   - Qwen2.5-VL (config.qwen2_5): RMSNorm for LayerNorm (blocks and merger), a
+ *     SwiGLU MLP (gate, up, down, with biases), and attention within windows of
+ *     window_size pixels a side (the patches reordered window by window as
+ *     transformers' get_window_index does, put back in place after the merger)
+ *     except in the full-attention blocks.
  * Weights are read from the model folder under transformers' names: visual.*
  * (released checkpoints, and what transformers 5 saves) or model.visual.*. */
 #ifndef FTPIPE_VISION_QWEN2_H
