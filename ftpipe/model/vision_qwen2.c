@@ -386,6 +386,10 @@ static void rotate(pass *p)
             }
 }
 
+/* Queries go through attention this many at a time, so that the scores take
+ * QUERY_BLOCK rows of the longest segment, not its square. */
+#define QUERY_BLOCK 256
+
 /* Softmax attention within each segment, every patch seeing every other. */
 static void attention(pass *p)
 {
@@ -395,23 +399,25 @@ static void attention(pass *p)
     for (size_t f = 0; f < s->count; f++) {
         int64_t start = s->starts[f];
         int n = (int)(s->starts[f + 1] - start);
-        for (int h = 0; h < p->heads; h++) {
-            const float *q = p->qkv + start * stride + h * dim;
-            const float *k = q + p->width, *v = q + 2 * p->width;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, dim, scale, q, stride, k, stride, 0.0f,
-                        p->scores, n);
-            for (int i = 0; i < n; i++) {
-                float *row = p->scores + (size_t)i * n, largest = row[0], sum = 0.0f;
-                for (int j = 1; j < n; j++)
-                    largest = row[j] > largest ? row[j] : largest;
-                for (int j = 0; j < n; j++)
-                    sum += row[j] = expf(row[j] - largest);
-                for (int j = 0; j < n; j++)
-                    row[j] /= sum;
+        for (int h = 0; h < p->heads; h++)
+            for (int first = 0; first < n; first += QUERY_BLOCK) {
+                int rows = n - first < QUERY_BLOCK ? n - first : QUERY_BLOCK;
+                const float *k = p->qkv + start * stride + p->width + h * dim, *v = k + p->width;
+                const float *q = p->qkv + (start + first) * stride + h * dim;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, dim, scale, q, stride, k, stride,
+                            0.0f, p->scores, n);
+                for (int i = 0; i < rows; i++) {
+                    float *row = p->scores + (size_t)i * n, largest = row[0], sum = 0.0f;
+                    for (int j = 1; j < n; j++)
+                        largest = row[j] > largest ? row[j] : largest;
+                    for (int j = 0; j < n; j++)
+                        sum += row[j] = expf(row[j] - largest);
+                    for (int j = 0; j < n; j++)
+                        row[j] /= sum;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dim, n, 1.0f, p->scores, n, v, stride,
+                            0.0f, p->attn + (start + first) * p->width + h * dim, p->width);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dim, n, 1.0f, p->scores, n, v, stride, 0.0f,
-                        p->attn + start * p->width + h * dim, p->width);
-        }
     }
 }
 
@@ -464,8 +470,9 @@ size_t ft_vision_qwen2_work_bytes(const ft_vision_config *c, int64_t n_patches, 
 {
     size_t width = (size_t)c->embed_dim, rows = (size_t)n_patches;
     size_t inner = (size_t)c->mlp_hidden * (c->qwen2_5 ? 2 : 1);
+    size_t query_rows = max_frame_patches < QUERY_BLOCK ? (size_t)max_frame_patches : QUERY_BLOCK;
     size_t floats = rows * width * 3 + rows * 3 * width + rows * inner + rows * width / 2 * 2 +
-                    (size_t)max_frame_patches * (size_t)max_frame_patches;
+                    query_rows * (size_t)max_frame_patches;
     return floats * sizeof(float);
 }
 

@@ -53,7 +53,8 @@ void ft_vision_qwen2_free(ft_vision_qwen2 *tower);
 /* Bytes the tower's weights take (float). */
 size_t ft_vision_qwen2_weight_bytes(const ft_vision_config *config);
 /* Host bytes a forward pass over n_patches patches in frames of at most
- * max_frame_patches needs beside the weights. */
+ * max_frame_patches needs beside the weights (attention scores are made for a
+ * block of queries at a time, so they grow with the frame, not its square). */
 size_t ft_vision_qwen2_work_bytes(const ft_vision_config *config, int64_t n_patches, int64_t max_frame_patches);
 
 /* The features of n_images images, one after another: features holds

@@ -11,6 +11,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model.h"
+#include "ftpipe/model/vision_qwen2.h"
 #include "ftpipe/model/model_init.h"
 
 #define MODEL "tests/fixtures/parity/qwen2/model"
@@ -275,8 +276,11 @@ TEST(a_vision_language_plan_counts_the_tower_and_image_tokens)
     config.vision_language = false;
     CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_F32, &text), 0);
     CHECK_INT(vl.parameter_bytes - text.parameter_bytes, (size_t)665271296 * 4); /* transformers' tower count */
-    /* 1024 tokens: up to 4096 patches through the tower, their attention scores at worst in one frame */
-    CHECK(vl.activation_bytes - text.activation_bytes > (size_t)4096 * 4096 * 4);
+    /* 1024 tokens: up to 4096 patches through the tower (beside the features and tables), whose
+     * attention scores 256 queries at a time over one frame of all 4096 at worst */
+    size_t pass = ft_vision_qwen2_work_bytes(&config.vision, 4096, 4096);
+    CHECK(vl.activation_bytes - text.activation_bytes > pass);
+    CHECK_INT(pass - ft_vision_qwen2_work_bytes(&config.vision, 4096, 1), (size_t)(256 * 4096 - 1) * 4);
     CHECK_INT(vl.adapter_bytes, text.adapter_bytes);
 }
 

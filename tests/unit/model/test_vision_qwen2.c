@@ -73,6 +73,31 @@ static void check_weight_list(void)
     ft_safetensors_close(set);
 }
 
+/* An image of 288 patches: more than a block of queries (and, for Qwen2.5-VL,
+ * 4 x 5 windows of 2 x 2 merged patches, ragged at the right). */
+static void check_large_image(void)
+{
+    load_config();
+    char *dir = vl_path("model");
+    ft_safetensors *set = vl_open("large_image.safetensors");
+    ft_vision_qwen2 *tower = NULL;
+    const ft_tensor_view *pixels = vl_tensor(set, "pixel_values", FT_DTYPE_F32, (size_t)288 * 1176);
+    if (pixels && ft_vision_qwen2_load(dir, &config.vision, &tower) == 0) {
+        ft_stored_image image = {{0, 0}, 1, 16, 18, pixels->data};
+        float *features = ft_xmalloc((size_t)72 * config.hidden_size * sizeof(float));
+        CHECK_INT(ft_vision_qwen2_forward(tower, &image, 1, features), 0);
+        CHECK(vl_relative_error(set, "image_features", features, (size_t)72 * config.hidden_size) < VL_TOLERANCE);
+        free(features);
+    } else {
+        CHECK(!"the large image and the tower load");
+    }
+    ft_vision_qwen2_free(tower);
+    ft_safetensors_close(set);
+    free(dir);
+}
+
+TEST(qwen2_vl_large_image_matches_transformers) { vl_architecture = "qwen2_vl", check_large_image(); }
+TEST(qwen2_5_vl_large_image_matches_transformers) { vl_architecture = "qwen2_5_vl", check_large_image(); }
 TEST(qwen2_vl_features_match_transformers) { vl_architecture = "qwen2_vl", check_features(); }
 TEST(qwen2_5_vl_features_match_transformers) { vl_architecture = "qwen2_5_vl", check_features(); }
 TEST(qwen2_vl_weight_list_matches_the_saved_model) { vl_architecture = "qwen2_vl", check_weight_list(); }
@@ -106,6 +131,8 @@ int main(void)
 {
     RUN(qwen2_vl_features_match_transformers);
     RUN(qwen2_5_vl_features_match_transformers);
+    RUN(qwen2_vl_large_image_matches_transformers);
+    RUN(qwen2_5_vl_large_image_matches_transformers);
     RUN(qwen2_vl_weight_list_matches_the_saved_model);
     RUN(qwen2_5_vl_weight_list_matches_the_saved_model);
     RUN(a_grid_that_does_not_merge_is_an_error);
