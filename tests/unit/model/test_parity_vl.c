@@ -11,10 +11,11 @@
 #include "vl_fixture.h"
 
 static ft_backend *cpu;
+static bool checkpointing; /* load with gradient_checkpointing: the same numbers */
 
 static ft_model *load_model(ft_finetuning finetuning, const ft_lora_config *lora)
 {
-    ft_model_options options = {1, VL_MAX_SEQ, finetuning, lora != NULL, {0}, false};
+    ft_model_options options = {1, VL_MAX_SEQ, finetuning, lora != NULL, {0}, checkpointing};
     if (lora)
         options.lora = *lora;
     ft_model *model = NULL;
@@ -124,6 +125,13 @@ TEST(qwen2_vl_matches_transformers) { vl_architecture = "qwen2_vl", check_base_m
 TEST(qwen2_5_vl_matches_transformers) { vl_architecture = "qwen2_5_vl", check_base_model(); }
 TEST(qwen2_vl_lora_matches_peft) { vl_architecture = "qwen2_vl", check_lora(); }
 TEST(qwen2_5_vl_lora_matches_peft) { vl_architecture = "qwen2_5_vl", check_lora(); }
+TEST(qwen2_5_vl_lora_with_gradient_checkpointing_matches_peft)
+{
+    vl_architecture = "qwen2_5_vl";
+    checkpointing = true;
+    check_lora();
+    checkpointing = false;
+}
 
 TEST(text_only_model_refuses_images)
 {
@@ -215,6 +223,7 @@ int main(void)
     RUN(qwen2_5_vl_matches_transformers);
     RUN(qwen2_vl_lora_matches_peft);
     RUN(qwen2_5_vl_lora_matches_peft);
+    RUN(qwen2_5_vl_lora_with_gradient_checkpointing_matches_peft);
     vl_architecture = "qwen2_vl";
     RUN(text_only_model_refuses_images);
     RUN(transformers_4_5x_names_load);
