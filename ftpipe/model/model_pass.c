@@ -1,7 +1,9 @@
 /* model_pass: the activation plan, and forward and backward through the decoder
  * as a sequence of backend ops. The lm_head and the loss run in chunks of rows,
  * and in training the loss's gradient is taken chunk by chunk right after it,
- * so the [rows, vocab] logits never exist whole. */
+ * so the [rows, vocab] logits never exist whole. A vision-language model's pass
+ * first runs its tower over the batch's images, places the features at the
+ * image tokens, and turns q and k by per-token M-RoPE tables. */
 #include <stdlib.h>
 
 #include "ftpipe/base/error.h"
