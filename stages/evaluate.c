@@ -29,6 +29,7 @@
 #include "ftpipe/model/generate.h"
 #include "ftpipe/model/train_work.h"
 #include "ftpipe/stages/stage_backend.h"
+#include "ftpipe/stages/stage_images.h"
 #include "ftpipe/stages/stage_ranks.h"
 #include "ftpipe/text/chat_template.h"
 #include "ftpipe/text/sample_encoding.h"
@@ -70,6 +71,7 @@ typedef struct {
     ft_tokenizer *tokenizer;
     ft_checker *checker;
     ft_dataset dataset;
+    ft_stage_images images;     /* a vision-language template's records' images (table NULL: none) */
     eval_sample *samples;
     size_t count;
     int batch_size;
@@ -259,6 +261,28 @@ static int choose_stop_tokens(eval_run *run)
 
 /* --- samples --- */
 
+/* Records' images, for a vision-language model only: a text-only one would
+ * read the image tokens as text. */
+static int read_images(eval_run *run)
+{
+    ft_stage *stage = run->stage;
+    size_t with_images = 0;
+    for (size_t i = 0; i < run->count; i++)
+        with_images += run->dataset.conversations[i].n_images > 0;
+    if (with_images == 0)
+        return 0;
+    ft_model_config config;
+    if (ft_model_config_load(run->model_dir, &config) != 0)
+        return -1;
+    if (!config.vision_language)
+        return ft_stage_fail(stage, "%s has records with images, but %s is a text-only model (%s): evaluate a "
+                                    "vision-language model such as Qwen2VLForConditionalGeneration on it, or use "
+                                    "a text template",
+                             run->data_path, run->model_dir, config.architecture_name);
+    return ft_stage_images_gather(stage, run->model_dir, &run->dataset, run->count, ft_stage_input_count(stage) - 1,
+                                  &run->images);
+}
+
 static int read_data(eval_run *run)
 {
     ft_stage *stage = run->stage;
@@ -268,6 +292,7 @@ static int read_data(eval_run *run)
                                                                                    : FT_ON_ERROR_FAIL,
     };
     options.dataset_words = ft_stage_param_list(stage, "dataset", &options.n_dataset_words);
+    options.read_images = ft_chat_template_image_tokens(run->chat_template) != NULL;
     if (ft_dataset_read_inputs(&run->data_path, 1, &options, &run->dataset) != 0)
         return -1;
     for (size_t i = 0; i < run->dataset.n_skip_messages; i++)
@@ -279,7 +304,7 @@ static int read_data(eval_run *run)
                              run->dataset.n_records, run->dataset.n_skipped);
     size_t max_samples = (size_t)ft_stage_param_int(stage, "max_samples");
     run->count = max_samples && max_samples < run->dataset.count ? max_samples : run->dataset.count;
-    return 0;
+    return read_images(run);
 }
 
 /* The prompt is what comes before the last answer: the tokens up to the last
@@ -294,7 +319,8 @@ static ft_token_span prompt_of(const ft_encoded_sample *sample)
     return (ft_token_span){sample->ids, end > 0 ? end : sample->n_tokens};
 }
 
-static int encode_sample(eval_run *run, const ft_conversation *conversation, eval_sample *sample)
+static int encode_sample(eval_run *run, const ft_conversation *conversation, const ft_conversation_images *images,
+                         eval_sample *sample)
 {
     size_t cutoff_len = (size_t)ft_stage_param_int(run->stage, "cutoff_len");
     ft_encoding_options options = {.cutoff_len = cutoff_len, .enable_thinking = true};
@@ -304,11 +330,15 @@ static int encode_sample(eval_run *run, const ft_conversation *conversation, eva
         if (conversation->messages[m].role == FT_ROLE_ASSISTANT)
             sample->expected = conversation->messages[m].content;
     }
-    if (ft_encode_conversation(run->tokenizer, run->chat_template, conversation->messages, conversation->count,
-                               &options, &sample->encoded) != 0)
+    if (ft_encode_conversation_with_images(run->tokenizer, run->chat_template, conversation->messages,
+                                           conversation->count, images, &options, &sample->encoded) != 0)
         return ft_error_context("%s: record %zu", conversation->file, conversation->record);
     const ft_encoded_sample *whole = &sample->encoded;
     if (sample->encoded.full_tokens > sample->encoded.n_tokens) {
+        if (images && images->count > 0) /* a cut image's tokens could not be read */
+            return ft_stage_fail(run->stage, "%s: record %zu: with its images it takes %zu tokens, more than "
+                                             "cutoff_len %zu: raise cutoff_len or lower image_max_pixels",
+                                 conversation->file, conversation->record, sample->encoded.full_tokens, cutoff_len);
         options.cutoff_len = sample->encoded.full_tokens;
         if (ft_encode_conversation(run->tokenizer, run->chat_template, conversation->messages, conversation->count,
                                    &options, &sample->full) != 0)
@@ -332,7 +362,8 @@ static int encode_samples(eval_run *run)
     size_t longest_prompt = 0, longest_sample = 0, truncated = 0;
     for (size_t i = 0; i < run->count; i++) {
         eval_sample *sample = &run->samples[i];
-        if (encode_sample(run, &run->dataset.conversations[i], sample) != 0)
+        const ft_conversation_images *images = run->images.table ? &run->images.per_conversation[i] : NULL;
+        if (encode_sample(run, &run->dataset.conversations[i], images, sample) != 0)
             return -1;
         longest_prompt = sample->prompt.n_ids > longest_prompt ? sample->prompt.n_ids : longest_prompt;
         longest_sample = sample->encoded.n_tokens > longest_sample ? sample->encoded.n_tokens : longest_sample;
@@ -465,12 +496,15 @@ static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answ
     size_t n = shard_of(run, indices);
     size_t n_new = (size_t)run->generate.max_new_tokens;
     ft_token_span *prompts = ft_xmalloc((n ? n : 1) * sizeof *prompts);
+    ft_sample_images *images = run->images.table ? ft_xmalloc((n ? n : 1) * sizeof *images) : NULL;
     ft_encoded_sample *encoded = ft_xmalloc((n ? n : 1) * sizeof *encoded);
     int32_t *shard_ids = ft_xmalloc((n ? n : 1) * n_new * sizeof *shard_ids);
     int *shard_lengths = ft_xcalloc(n ? n : 1, sizeof *shard_lengths);
     for (size_t j = 0; j < n; j++) {
         prompts[j] = run->samples[indices[j]].prompt;
         encoded[j] = run->samples[indices[j]].encoded;
+        if (images)
+            images[j] = run->images.per_sample[indices[j]];
     }
     int status = load_model(run, adapted, backend, &model);
     if (status == 0) {
@@ -480,7 +514,7 @@ static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answ
     }
     if (status == 0) {
         uint64_t generate_start = ft_now_ns();
-        status = ft_evaluate_answers(generator, prompts, n, run->batch_size, &run->generate, report_progress, run,
+        status = ft_evaluate_answers(generator, prompts, images, n, run->batch_size, &run->generate, report_progress, run,
                                      shard_ids, shard_lengths);
         for (size_t j = 0; j < n && status == 0; j++) {
             answer_lengths[indices[j]] = shard_lengths[j];
@@ -495,7 +529,7 @@ static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answ
     ft_generator_free(generator);
     if (status == 0) {
         uint64_t loss_start = ft_now_ns();
-        status = ft_evaluate_loss(model, encoded, n, run->batch_size, report_progress, run, &result->eval_loss,
+        status = ft_evaluate_loss(model, encoded, images, n, run->batch_size, report_progress, run, &result->eval_loss,
                                   &result->loss_tokens);
         if (status == 0 && run->ranks.comm)
             status = add_losses(run, result);
@@ -506,6 +540,7 @@ static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answ
     ft_backend_destroy(backend);
     free(indices);
     free(prompts);
+    free(images);
     free(encoded);
     free(shard_ids);
     free(shard_lengths);
@@ -713,6 +748,7 @@ static void free_run(eval_run *run, model_outcome *outcomes, size_t n_models)
         ft_encoded_sample_free(&run->samples[i].full);
     }
     free(run->samples);
+    ft_stage_images_free(&run->images);
     ft_dataset_free(&run->dataset);
     ft_checker_free(run->checker);
     ft_tokenizer_free(run->tokenizer);

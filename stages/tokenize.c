@@ -29,6 +29,7 @@
 #include "ftpipe/formats/llava_config.h"
 #include "ftpipe/formats/preprocessor_config.h"
 #include "ftpipe/formats/token_shards.h"
+#include "ftpipe/stages/stage_images.h"
 #include "ftpipe/text/chat_template.h"
 #include "ftpipe/text/pretraining_encoding.h"
 #include "ftpipe/text/sample_encoding.h"
@@ -176,7 +177,6 @@ static int open_image_table(ft_stage *stage, const ft_chat_template *chat_templa
 {
     char *folder = model_folder(stage);
     int status = 0;
-    int64_t min_pixels = 0, max_pixels = 0;
     if (strcmp(ft_chat_template_image_plugin(chat_template), "llava") == 0) {
         ft_llava_config config;
         ft_clip_image_options options;
@@ -195,11 +195,7 @@ static int open_image_table(ft_stage *stage, const ft_chat_template *chat_templa
             status = ft_image_table_open_clip(scratch, &options, ft_llava_image_tokens(&config), out);
     } else {
         ft_qwen2vl_image_options options;
-        status = ft_qwen2vl_image_options_load(folder, &options);
-        if (status == 0)
-            status = image_pixel_limits(stage, &min_pixels, &max_pixels);
-        options.image_min_pixels = min_pixels;
-        options.image_max_pixels = max_pixels;
+        status = ft_stage_image_options(stage, folder, &options);
         if (status == 0)
             status = ft_image_table_open(scratch, &options, out);
     }
@@ -249,27 +245,6 @@ static int template_for_model(ft_stage *stage, const ft_chat_template **chat_tem
     return status;
 }
 
-/* An image enters the stage's key only through an input folder that holds it. */
-static int check_image_is_an_input(ft_stage *stage, const char *path)
-{
-    char *real = realpath(path, NULL);
-    bool inside = false;
-    for (size_t i = 1; real && i < ft_stage_input_count(stage) && !inside; i++) {
-        char *input = realpath(ft_stage_input_path(stage, i), NULL);
-        size_t length = input ? strlen(input) : 0;
-        inside = input && ft_path_is_dir(input) && strncmp(real, input, length) == 0 &&
-                 (real[length] == '/' || (length == 1 && input[0] == '/'));
-        free(input);
-    }
-    free(real);
-    if (inside)
-        return 0;
-    return ft_error("image %s is not inside an input folder of %s, so a change to it would not make the stage run "
-                    "again: give the folder that holds the dataset and its images as the input (as LLaMA-Factory's "
-                    "data folder with its dataset_info.json)",
-                    path, ft_stage_target(stage));
-}
-
 /* Preprocesses every distinct image; an unusable image marks its conversations. */
 static int gather_images(ft_stage *stage, const ft_chat_template *chat_template, const ft_dataset *dataset,
                          dataset_images *out)
@@ -298,7 +273,7 @@ static int gather_images(ft_stage *stage, const ft_chat_template *chat_template,
         out->table_indices[i] = indices;
         out->per_conversation[i] = (ft_conversation_images){n_tokens, conversation->n_images};
         for (size_t k = 0; k < conversation->n_images && status == 0 && !out->errors[i]; k++) {
-            status = check_image_is_an_input(stage, conversation->images[k]);
+            status = ft_stage_check_image_is_an_input(stage, conversation->images[k], 1);
             if (status == 0 && ft_image_table_add(out->table, conversation->images[k], &indices[k]) != 0)
                 out->errors[i] = ft_xasprintf("%s: record %zu: image %zu: %s", conversation->file,
                                               conversation->record, k + 1, ft_error_message());

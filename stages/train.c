@@ -43,7 +43,7 @@
 static int check_tokenizer(ft_train_run *run)
 {
     if (ft_token_dataset_meta_read(run->data_dir, &run->meta) < 0 ||
-        ft_train_refuse_images(run, run->data_dir, &run->meta) < 0)
+        ft_train_check_images(run, run->data_dir, &run->meta) < 0)
         return -1;
     ft_tokenizer *tokenizer;
     if (ft_tokenizer_load(run->model_dir, &tokenizer) < 0)
@@ -54,7 +54,7 @@ static int check_tokenizer(ft_train_run *run)
     if (strcmp(hash, run->meta.tokenizer_hash) == 0 && run->eval_dir) {
         ft_token_dataset_meta eval_meta;
         if (ft_token_dataset_meta_read(run->eval_dir, &eval_meta) < 0 ||
-            ft_train_refuse_images(run, run->eval_dir, &eval_meta) < 0)
+            ft_train_check_images(run, run->eval_dir, &eval_meta) < 0)
             return -1;
         if (strcmp(hash, eval_meta.tokenizer_hash) != 0 || eval_meta.cutoff_len > run->meta.cutoff_len)
             return ft_stage_fail(run->stage, "the eval data %s must be tokenized with the model's tokenizer (hash %s, "
@@ -470,13 +470,20 @@ static int measure(ft_train_run *run, ft_backend *backend)
     ft_token_shards *shards = NULL;
     if (ft_token_shards_open(run->data_dir, "train", &shards) < 0)
         return -1;
+    ft_image_store *images = NULL;
+    if (ft_train_open_images(run, run->data_dir, "train", shards, &images) < 0) {
+        ft_token_shards_close(shards);
+        return -1;
+    }
     uint64_t load_wall_ns = ft_now_ns(), load_cpu_ns = ft_process_cpu_ns();
     ft_model *model = NULL;
     int status = load_model(run, backend, &model);
     double load_s = (double)(ft_now_ns() - load_wall_ns) * 1e-9;
     double load_cpu_s = (double)(ft_process_cpu_ns() - load_cpu_ns) * 1e-9;
     ft_train_options options = run->train_options;
+    options.images = images;
     options.eval_shards = NULL;
+    options.eval_images = NULL;
     options.eval_steps = 0;
     options.eval_each_epoch = false;
     options.logging_steps = 0;
@@ -505,6 +512,7 @@ static int measure(ft_train_run *run, ft_backend *backend)
                      MEASURED_STEPS, (long long)timed.trained_tokens, timed.compute_s, timed.compute_cpu_s);
     }
     ft_model_free(model);
+    ft_image_store_close(images);
     ft_token_shards_close(shards);
     return status;
 }
@@ -513,8 +521,14 @@ static int train(ft_train_run *run, ft_backend *backend)
 {
     ft_stage *stage = run->stage;
     ft_token_shards *shards = NULL;
+    ft_image_store *images = NULL, *eval_images = NULL;
     if (ft_token_shards_open(run->data_dir, "train", &shards) < 0)
         return -1;
+    if (ft_train_open_images(run, run->data_dir, "train", shards, &images) < 0) {
+        ft_token_shards_close(shards);
+        return -1;
+    }
+    run->train_options.images = images;
     ft_model *model = NULL;
     int status = load_model(run, backend, &model);
     size_t n_tensors = 0, n_trained = 0;
@@ -532,7 +546,10 @@ static int train(ft_train_run *run, ft_backend *backend)
     ft_token_shards *eval_shards = NULL;
     if (status == 0 && run->eval_dir) {
         status = ft_token_shards_open(run->eval_dir, run->eval_split, &eval_shards);
+        if (status == 0)
+            status = ft_train_open_images(run, run->eval_dir, run->eval_split, eval_shards, &eval_images);
         run->train_options.eval_shards = eval_shards;
+        run->train_options.eval_images = eval_images;
         if (status == 0)
             ft_stage_log(stage, "evaluating on %llu rows of %s/%s %s", (unsigned long long)ft_token_shards_n_rows(eval_shards),
                          run->eval_dir, run->eval_split,
@@ -564,6 +581,8 @@ static int train(ft_train_run *run, ft_backend *backend)
                      host_weights);
     }
     ft_token_shards_close(eval_shards);
+    ft_image_store_close(eval_images);
+    run->train_options.eval_images = NULL;
     if (status == 0 && run->writes_output)
         status = write_output(run, &result, backend->peak_bytes(backend), ft_host_peak_resident_bytes());
     if (status == 0 && run->rank == 0) {
@@ -601,6 +620,8 @@ static int train(ft_train_run *run, ft_backend *backend)
     }
     ft_train_guard_free(&run->guard);
     ft_model_free(model);
+    run->train_options.images = NULL;
+    ft_image_store_close(images);
     ft_token_shards_close(shards);
     return status;
 }

@@ -10,6 +10,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/formats/deepspeed_config.h"
+#include "ftpipe/model/vision_qwen2.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_ranks.h"
 #include "ftpipe/stages/train_run.h"
@@ -113,14 +114,83 @@ static int global_batch_accumulation(ft_stage *stage, int64_t batch_size, int ra
     return 0;
 }
 
-int ft_train_refuse_images(const ft_train_run *run, const char *data_dir, const ft_token_dataset_meta *meta)
+/* LLaMA-Factory's freeze_vision_tower, freeze_multi_modal_projector and
+ * train_mm_proj_only: the tower and its merger stay frozen (what is built). */
+static int check_vision_freezing(const ft_train_run *run, const ft_model_config *config)
 {
+    ft_stage *stage = run->stage;
+    bool tower = ft_stage_param_bool(stage, "freeze_vision_tower");
+    bool projector = ft_stage_param_bool(stage, "freeze_multi_modal_projector");
+    bool projector_only = ft_stage_param_bool(stage, "train_mm_proj_only");
+    if (!tower || !projector || projector_only)
+        return ft_stage_fail(stage, "%s: %s is not supported yet: ftpipe trains the language model of a "
+                                    "vision-language model with its vision tower and merger frozen; keep "
+                                    "freeze_vision_tower = true, freeze_multi_modal_projector = true and "
+                                    "train_mm_proj_only = false",
+                             run->model_dir,
+                             !tower ? "freeze_vision_tower = false"
+                             : !projector ? "freeze_multi_modal_projector = false"
+                                          : "train_mm_proj_only = true");
+    if (strcmp(ft_stage_param_string(stage, "finetuning_type"), "lora") != 0)
+        return ft_stage_fail(stage, "%s is a %s: finetuning_type = full is not available for vision-language models "
+                                    "yet; use finetuning_type = lora",
+                             run->model_dir, config->architecture_name);
+    return 0;
+}
+
+int ft_train_check_images(const ft_train_run *run, const char *data_dir, const ft_token_dataset_meta *meta)
+{
+    ft_model_config config;
+    if (ft_model_config_load(run->model_dir, &config) < 0)
+        return -1;
+    if (config.vision_language && check_vision_freezing(run, &config) < 0)
+        return -1;
     if (!meta->vision_processor[0])
         return 0;
-    return ft_stage_fail(run->stage, "%s holds images (tokenized for %s): training on images needs the model's "
-                                     "vision tower, which ftpipe does not run yet, and without it the model would "
-                                     "learn from image placeholder tokens; train on text-only data for now",
-                         data_dir, meta->vision_processor);
+    if (!config.vision_language)
+        return ft_stage_fail(run->stage, "%s holds images (tokenized for %s), but %s is a text-only model (%s), which "
+                                         "would learn from image placeholder tokens: train a vision-language model "
+                                         "such as Qwen2VLForConditionalGeneration on it, or use text-only data",
+                             data_dir, meta->vision_processor, run->model_dir, config.architecture_name);
+    if (strcmp(meta->vision_processor, "qwen2_vl") != 0)
+        return ft_stage_fail(run->stage, "%s holds images preprocessed for %s, but %s is a %s, which reads qwen2_vl's: "
+                                         "tokenize the data again with this model",
+                             data_dir, meta->vision_processor, run->model_dir, config.architecture_name);
+    return 0;
+}
+
+int ft_train_open_images(const ft_train_run *run, const char *dataset_dir, const char *split,
+                         const ft_token_shards *shards, ft_image_store **out)
+{
+    *out = NULL;
+    ft_token_dataset_meta meta;
+    if (ft_token_dataset_meta_read(dataset_dir, &meta) < 0)
+        return -1;
+    if (!meta.vision_processor[0])
+        return 0;
+    ft_model_config config;
+    if (ft_model_config_load(run->model_dir, &config) < 0)
+        return -1;
+    char *split_dir = ft_path_join(dataset_dir, split), *path = ft_path_join(split_dir, FT_IMAGE_STORE_FILE);
+    ft_image_store *store = NULL;
+    int status = ft_image_store_open(path, &store);
+    if (status == 0 && ft_image_store_n_samples(store) != ft_token_shards_n_samples(shards))
+        status = ft_stage_fail(run->stage, "%s lists images for %llu samples, but the split has %llu: tokenize the "
+                                           "data again",
+                               path, (unsigned long long)ft_image_store_n_samples(store),
+                               (unsigned long long)ft_token_shards_n_samples(shards));
+    else if (status == 0 && ft_image_store_row_length(store) != (uint32_t)ft_vision_qwen2_patch_length(&config.vision))
+        status = ft_stage_fail(run->stage, "%s holds patches of %u values, but the model's vision tower reads %d: "
+                                           "tokenize the data again with this model",
+                               path, ft_image_store_row_length(store), ft_vision_qwen2_patch_length(&config.vision));
+    free(path);
+    free(split_dir);
+    if (status < 0) {
+        ft_image_store_close(store);
+        return -1;
+    }
+    *out = store;
+    return 0;
 }
 
 /* A number a DeepSpeed config gives instead of "auto" must be the stage's own,

@@ -32,6 +32,30 @@ void ft_order_by_length(const size_t *lengths, size_t count, size_t *order)
     free(entries);
 }
 
+/* A batch's images: those of its samples (indices, in the batch's order) one after another. */
+typedef struct {
+    ft_stored_image *images;
+    size_t count, capacity;
+} batch_images;
+
+static int hand_images(ft_model *model, const ft_sample_images *images, const size_t *samples, int n,
+                       batch_images *batch)
+{
+    if (!images)
+        return 0;
+    batch->count = 0;
+    for (int j = 0; j < n; j++) {
+        const ft_sample_images *own = &images[samples[j]];
+        if (batch->count + own->count > batch->capacity) {
+            batch->capacity = 2 * (batch->count + own->count);
+            batch->images = ft_xrealloc(batch->images, batch->capacity * sizeof *batch->images);
+        }
+        for (size_t k = 0; k < own->count; k++)
+            batch->images[batch->count++] = own->images[k];
+    }
+    return ft_model_set_images(model, batch->images, (int)batch->count);
+}
+
 static int report(ft_evaluation_progress progress, void *context, size_t done, size_t total)
 {
     if (progress && progress(done, total, context) != 0)
@@ -39,9 +63,9 @@ static int report(ft_evaluation_progress progress, void *context, size_t done, s
     return 0;
 }
 
-int ft_evaluate_answers(ft_generator *generator, const ft_token_span *prompts, size_t count, int batch_size,
-                        const ft_generate_options *options, ft_evaluation_progress progress, void *context,
-                        int32_t *answers, int *answer_lengths)
+int ft_evaluate_answers(ft_generator *generator, const ft_token_span *prompts, const ft_sample_images *images,
+                        size_t count, int batch_size, const ft_generate_options *options,
+                        ft_evaluation_progress progress, void *context, int32_t *answers, int *answer_lengths)
 {
     if (count == 0)
         return 0;
@@ -56,6 +80,7 @@ int ft_evaluate_answers(ft_generator *generator, const ft_token_span *prompts, s
     int32_t *output = ft_xmalloc((size_t)batch_size * n_new * sizeof *output + 1);
     int *output_lengths = ft_xmalloc((size_t)batch_size * sizeof *output_lengths);
     ft_generate_options call = *options;
+    batch_images held = {NULL, 0, 0};
     int status = 0;
     for (size_t start = 0, batch = 0; start < count && status == 0; start += (size_t)batch_size, batch++) {
         int n = count - start < (size_t)batch_size ? (int)(count - start) : batch_size;
@@ -68,7 +93,9 @@ int ft_evaluate_answers(ft_generator *generator, const ft_token_span *prompts, s
             batch_lengths[j] = (int)prompt->n_ids;
         }
         call.seed = ft_random_stream(options->seed, batch);
-        status = ft_generate(generator, batch_prompts, batch_lengths, n, &call, output, output_lengths);
+        status = hand_images(ft_generator_model(generator), images, order + start, n, &held);
+        if (status == 0)
+            status = ft_generate(generator, batch_prompts, batch_lengths, n, &call, output, output_lengths);
         for (int j = 0; j < n && status == 0; j++) {
             size_t sample = order[start + (size_t)j];
             memcpy(answers + sample * n_new, output + (size_t)j * n_new, n_new * sizeof *output);
@@ -84,6 +111,7 @@ int ft_evaluate_answers(ft_generator *generator, const ft_token_span *prompts, s
     free(batch_lengths);
     free(output);
     free(output_lengths);
+    free(held.images);
     return status;
 }
 
@@ -123,8 +151,9 @@ static bool has_target(const ft_encoded_sample *sample)
     return false;
 }
 
-int ft_evaluate_loss(ft_model *model, const ft_encoded_sample *samples, size_t count, int batch_size,
-                     ft_evaluation_progress progress, void *context, double *loss, uint64_t *n_tokens)
+int ft_evaluate_loss(ft_model *model, const ft_encoded_sample *samples, const ft_sample_images *images, size_t count,
+                     int batch_size, ft_evaluation_progress progress, void *context, double *loss,
+                     uint64_t *n_tokens)
 {
     *loss = 0.0;
     *n_tokens = 0;
@@ -145,18 +174,22 @@ int ft_evaluate_loss(ft_model *model, const ft_encoded_sample *samples, size_t c
                       ft_xmalloc(cells * sizeof(int32_t)), ft_xmalloc(cells * sizeof(int32_t))};
     double loss_sum = 0.0;
     uint64_t total = 0;
+    size_t *batch_samples = ft_xmalloc((size_t)batch_size * sizeof *batch_samples);
+    batch_images held = {NULL, 0, 0};
     int status = 0;
     for (size_t start = 0; start < n_scored && status == 0; start += (size_t)batch_size) {
         int n = n_scored - start < (size_t)batch_size ? (int)(n_scored - start) : batch_size;
         int seq_len = (int)lengths[order[start]];
         int64_t n_targets = 0;
         for (int j = 0; j < n; j++) {
-            const ft_encoded_sample *sample = &samples[scored[order[start + (size_t)j]]];
-            n_targets += fill_row(&rows, (size_t)j * (size_t)seq_len, seq_len, sample);
+            batch_samples[j] = scored[order[start + (size_t)j]];
+            n_targets += fill_row(&rows, (size_t)j * (size_t)seq_len, seq_len, &samples[batch_samples[j]]);
         }
         ft_batch batch = {n, seq_len, rows.tokens, rows.positions, rows.segments, rows.targets, 0, 0};
         double batch_loss = 0.0;
-        status = ft_model_forward(model, &batch, NULL, &batch_loss);
+        status = hand_images(model, images, batch_samples, n, &held);
+        if (status == 0)
+            status = ft_model_forward(model, &batch, NULL, &batch_loss);
         loss_sum += batch_loss * (double)n_targets;
         total += (uint64_t)n_targets;
         if (status == 0)
@@ -166,6 +199,8 @@ int ft_evaluate_loss(ft_model *model, const ft_encoded_sample *samples, size_t c
         *loss = loss_sum / (double)total;
         *n_tokens = total;
     }
+    free(held.images);
+    free(batch_samples);
     free(scored);
     free(lengths);
     free(order);

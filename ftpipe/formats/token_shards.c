@@ -404,6 +404,7 @@ static void fill_row(const mapped_shard *shard, uint64_t first_sample, uint64_t 
     out->n_tokens = (size_t)(shard->sample_offsets[end_sample] - start);
     out->sample_offsets = shard->sample_offsets + first_sample;
     out->n_samples = (size_t)(end_sample - first_sample);
+    out->first_sample = shard->first_sample + first_sample;
 }
 
 void ft_token_shards_row(const ft_token_shards *shards, uint64_t index, ft_token_row *out)

@@ -9,7 +9,13 @@
  * step, a finished one re-running its last slot, so that row b of the batch is
  * always cache block b. Greedy tokens are chosen by the backend, where the
  * logits are, so that only their ids travel; sampled ones (and any whose
- * logits the caller asked to see) on the host. */
+ * logits the caller asked to see) on the host.
+ *
+ * A vision-language model's prompts bring their images (ft_model_set_images
+ * before ft_generate): the prefill places their features and turns q and k by
+ * M-RoPE's per-token tables; a decode step's token then has the same position
+ * on all three axes, the one after its prompt's largest plus the tokens
+ * generated since (transformers' rope_deltas), so the plain tables serve it. */
 #include "ftpipe/model/generate.h"
 
 #include <math.h>
@@ -38,6 +44,7 @@ struct ft_generator {
     bool greedy_on_device;        /* this call's tokens come from `chosen` */
     /* on the host */
     int32_t *host_rows, *host_tokens, *host_positions, *host_segments, *host_lengths, *host_chosen;
+    int32_t *position_shift;      /* [max_batch]: a decode step's position minus its cache slot (M-RoPE's delta) */
     float *logits;                /* [max_batch, vocab] */
     candidate *candidates;        /* [vocab], for top-p */
 };
@@ -94,11 +101,14 @@ int ft_generator_create(ft_model *model, int max_batch, int max_tokens, ft_gener
     generator->host_segments = ft_xcalloc(slots, sizeof(int32_t));
     generator->host_lengths = ft_xmalloc((size_t)max_batch * sizeof(int32_t));
     generator->host_chosen = ft_xmalloc((size_t)max_batch * sizeof(int32_t));
+    generator->position_shift = ft_xcalloc((size_t)max_batch, sizeof(int32_t));
     generator->logits = ft_xmalloc((size_t)max_batch * c->vocab_size * sizeof(float));
     generator->candidates = ft_xmalloc((size_t)c->vocab_size * sizeof(candidate));
     *out = generator;
     return 0;
 }
+
+ft_model *ft_generator_model(const ft_generator *generator) { return generator->model; }
 
 void ft_generator_free(ft_generator *generator)
 {
@@ -116,6 +126,7 @@ void ft_generator_free(ft_generator *generator)
     free(generator->host_segments);
     free(generator->host_lengths);
     free(generator->host_chosen);
+    free(generator->position_shift);
     free(generator->logits);
     free(generator->candidates);
     free(generator);
@@ -186,13 +197,23 @@ static int prefill(ft_generator *generator, const int32_t *const *prompts, const
     for (int i = 0; i < n; i++)
         longest = prompt_lengths[i] > longest ? prompt_lengths[i] : longest;
     int rows = n * longest;
+    bool vision = model->vision != NULL;
     for (int i = 0; i < n; i++)
         for (int t = 0; t < longest; t++) {
             int r = i * longest + t;
             generator->host_tokens[r] = t < prompt_lengths[i] ? prompts[i][t] : 0;
             generator->host_positions[r] = t;
             generator->host_rows[r] = i * generator->max_tokens + t;
+            generator->host_segments[r] = vision && t >= prompt_lengths[i]; /* M-RoPE's sample ends at the prompt */
         }
+    if (vision) {
+        if (ft_model_prepare_vision(model, generator->host_tokens, generator->host_segments, n, longest,
+                                    generator->position_shift) < 0)
+            return -1;
+        for (int i = 0; i < n; i++)
+            generator->position_shift[i] -= prompt_lengths[i];
+        model->generation_mrope = true;
+    }
     size_t bytes = (size_t)rows * sizeof(int32_t);
     b->upload(b, act->tokens, generator->host_tokens, bytes);
     b->upload(b, act->positions, generator->host_positions, bytes);
@@ -207,6 +228,7 @@ static int prefill(ft_generator *generator, const int32_t *const *prompts, const
         store_kv(generator, l, rows);
         ft_model_layer_finish(model, l, rows);
     }
+    model->generation_mrope = false;
     for (int i = 0; i < n; i++)
         generator->host_rows[i] = i * longest + prompt_lengths[i] - 1;
     b->upload(b, generator->rows, generator->host_rows, (size_t)n * sizeof(int32_t));
@@ -223,7 +245,7 @@ static int decode_step(ft_generator *generator, int n, const int32_t *tokens, co
     const ft_model_config *c = &model->config;
     const ft_activations *act = &model->act;
     for (int i = 0; i < n; i++) {
-        generator->host_positions[i] = cached[i];
+        generator->host_positions[i] = cached[i] + generator->position_shift[i];
         generator->host_rows[i] = i * generator->max_tokens + cached[i];
         generator->host_lengths[i] = cached[i] + 1;
     }

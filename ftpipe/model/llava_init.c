@@ -255,7 +255,7 @@ int ft_llava_init_write(const char *dir, const ft_llava_shape *shape, const ft_m
         return ft_error("model weights can be written as bf16 or f32, not %s", ft_dtype_name(options->dtype));
     ft_model_config text = shape->text;
     ft_llava_config config = shape->llava;
-    if (ft_mkdir_p(dir) < 0 || ft_model_init_place_tokenizer(dir, options->tokenizer_path) < 0 ||
+    if (ft_mkdir_p(dir) < 0 || ft_model_init_place_tokenizer(dir, options->tokenizer_path, false) < 0 ||
         place_image_token(dir, config.image_token_id, &config.image_token_id) < 0 ||
         ft_model_init_fit_tokenizer(dir, &text) < 0)
         return -1;

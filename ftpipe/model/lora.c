@@ -110,12 +110,23 @@ static int config_number(const json_t *root, const char *path, const char *key, 
     return 0;
 }
 
+/* A vision-language model's towers have modules named as the language model's
+ * (Qwen2.5-VL's gate_proj, up_proj, down_proj), so its adapter names its targets
+ * as LLaMA-Factory does: a regex PEFT matches against every module's full name,
+ * excluding the tower's. */
+#define VISION_EXCLUDED "^(?!.*visual).*"
+
 static int config_targets(const json_t *root, const char *path, unsigned *targets)
 {
     const json_t *modules = json_object_get(root, "target_modules");
     ft_strbuf words;
     ft_strbuf_init(&words);
-    if (json_is_string(modules)) {
+    const char *group = json_is_string(modules) ? strstr(json_string_value(modules), VISION_EXCLUDED "(?:") : NULL;
+    if (group) { /* a vision-language adapter's regex: the alternatives of its group */
+        group += strlen(VISION_EXCLUDED "(?:");
+        for (; *group && *group != ')'; group++)
+            ft_strbuf_putc(&words, *group == '|' ? ' ' : *group);
+    } else if (json_is_string(modules)) {
         const char *text = json_string_value(modules);
         ft_strbuf_puts(&words, strcmp(text, "all-linear") == 0 ? "all" : text);
     } else if (json_is_array(modules)) {
@@ -173,13 +184,24 @@ int ft_lora_config_load(const char *path, ft_lora_config *out)
     return status;
 }
 
-static char *config_json(const ft_lora_config *config, const char *base_model_name)
+static char *config_json(const ft_lora_config *config, bool vision_language, const char *base_model_name)
 {
     json_t *root = json_object();
     json_t *targets = json_array();
+    ft_strbuf pattern;
+    ft_strbuf_init(&pattern);
+    ft_strbuf_puts(&pattern, VISION_EXCLUDED "(?:");
     for (int t = 0; t < FT_LORA_TARGET_COUNT; t++)
-        if (config->targets & (1u << t))
+        if (config->targets & (1u << t)) {
             json_array_append_new(targets, json_string(target_names[t]));
+            ft_strbuf_printf(&pattern, "%s%s", json_array_size(targets) > 1 ? "|" : "", target_names[t]);
+        }
+    ft_strbuf_puts(&pattern, ")$");
+    if (vision_language) {
+        json_decref(targets);
+        targets = json_string(pattern.data);
+    }
+    ft_strbuf_free(&pattern);
     json_object_set_new(root, "peft_type", json_string("LORA"));
     json_object_set_new(root, "task_type", json_string("CAUSAL_LM"));
     json_object_set_new(root, "base_model_name_or_path", json_string(base_model_name ? base_model_name : ""));
@@ -242,6 +264,19 @@ static void initialise_a(float *host, const ft_lora_weights *weights, int rank, 
         host[i] = (2.0f * ft_random_uniform(seed, i) - 1.0f) * bound;
 }
 
+/* PEFT on a vision-language model (transformers 5) names the language model's
+ * modules model.language_model.*; older PEFT named them model.* as for a text
+ * model. ftpipe writes the first and reads both. */
+static char *adapter_tensor_name(const ft_lora *lora, int layer, ft_lora_target target, char matrix)
+{
+    char *name = ft_lora_tensor_name(layer, target, matrix);
+    if (!lora->model.vision_language)
+        return name;
+    char *vl = ft_xasprintf("base_model.model.model.language_model.%s", name + strlen("base_model.model.model."));
+    free(name);
+    return vl;
+}
+
 static void lay_out(ft_lora *lora, bool trainable)
 {
     int rank = lora->config.rank;
@@ -260,10 +295,10 @@ static void lay_out(ft_lora *lora, bool trainable)
                 w->grad_b = w->grad_a + a_count;
             }
             lora->tensors[lora->n_tensors++] = (ft_param_tensor){
-                ft_lora_tensor_name(layer, (ft_lora_target)t, 'A'), w->a, w->grad_a, a_count, true, 2,
+                adapter_tensor_name(lora, layer, (ft_lora_target)t, 'A'), w->a, w->grad_a, a_count, true, 2,
                 {rank, w->in_features}};
             lora->tensors[lora->n_tensors++] = (ft_param_tensor){
-                ft_lora_tensor_name(layer, (ft_lora_target)t, 'B'), w->b, w->grad_b, b_count, true, 2,
+                adapter_tensor_name(lora, layer, (ft_lora_target)t, 'B'), w->b, w->grad_b, b_count, true, 2,
                 {w->out_features, rank}};
             offset += a_count + b_count;
         }
@@ -366,6 +401,12 @@ int ft_lora_load(ft_lora *lora, const char *path)
     for (size_t i = 0; i < lora->n_tensors && status == 0; i++) {
         const ft_param_tensor *tensor = &lora->tensors[i];
         const ft_tensor_view *view = ft_safetensors_find(set, tensor->name);
+        const char *language_model = strstr(tensor->name, "language_model.");
+        if (!view && language_model) {
+            char *older = ft_xasprintf("base_model.model.model.%s", language_model + strlen("language_model."));
+            view = ft_safetensors_find(set, older);
+            free(older);
+        }
         const int64_t *shape = tensor->shape;
         if (!view) {
             status = -1;
@@ -408,7 +449,7 @@ int ft_lora_save(const ft_lora *lora, const char *dir, const char *base_model_na
     free(host);
     if (status < 0)
         return -1;
-    char *text = config_json(&lora->config, base_model_name);
+    char *text = config_json(&lora->config, lora->model.vision_language, base_model_name);
     char *config_path = ft_path_join(dir, "adapter_config.json");
     status = ft_write_file_atomic(config_path, text, strlen(text));
     free(config_path);

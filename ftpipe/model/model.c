@@ -109,8 +109,11 @@ static int check_options(const ft_model_config *config, const ft_model_options *
 }
 
 /* Full fine-tuning updates the weights in place, which needs them in float. */
-static int check_backend(const ft_backend *backend, const ft_model_options *options)
+static int check_backend(const ft_model_config *config, const ft_backend *backend, const ft_model_options *options)
 {
+    if (config->vision_language && backend->dtype != FT_DTYPE_F32)
+        return ft_error("%s models run on the cpu backend only for now (the %s backend does not run them yet): "
+                        "set backend = cpu", config->architecture_name, backend->name);
     if (options->finetuning == FT_FINETUNE_FULL && backend->dtype != FT_DTYPE_F32)
         return ft_error("full fine-tuning is not available on the %s backend, which keeps weights in %s: use LoRA "
                         "(finetuning_type = lora) or the cpu backend",
@@ -146,6 +149,15 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     const ft_model_options *options = &model->options;
     memset(plan, 0, sizeof *plan);
     plan->parameter_bytes = model->n_params * element_bytes;
+    int rows = options->max_batch_size * options->max_seq_len;
+    if (model->config.vision_language) {
+        /* the tower's fp32 weights, and its pass at the most patches a batch can
+         * hold (each image token is merge^2 patches), all in one frame at worst */
+        const ft_vision_config *v = &model->config.vision;
+        int64_t patches = (int64_t)rows * v->spatial_merge_size * v->spatial_merge_size;
+        plan->parameter_bytes += ft_vision_qwen2_weight_bytes(v);
+        plan->activation_bytes += ft_vision_qwen2_work_bytes(v, patches, patches);
+    }
     if (options->use_lora)
         plan->adapter_bytes = lora_parameter_count(&model->config, &options->lora) * sizeof(float);
     if (options->finetuning == FT_FINETUNE_LORA)
@@ -153,8 +165,7 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     else if (options->finetuning == FT_FINETUNE_FULL)
         plan->gradient_bytes = model->n_params * sizeof(float);
     plan->optimizer_bytes = 2 * plan->gradient_bytes;
-    int rows = options->max_batch_size * options->max_seq_len;
-    plan->activation_bytes = ft_model_plan_activations(&model->config, options, element_bytes,
+    plan->activation_bytes += ft_model_plan_activations(&model->config, options, element_bytes,
                                                        ft_model_head_chunk_rows(&model->config, rows), NULL, NULL);
     plan->scratch_bytes = backend_scratch_bytes;
     plan->total_bytes = plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes +
@@ -199,11 +210,23 @@ typedef struct {
     uint16_t *bf16;     /* [largest], for a bf16 backend */
 } staging;
 
+/* A vision-language model's language model is model.* in released checkpoints
+ * and what transformers 5 saves, model.language_model.* from transformers 4.5x. */
+static const ft_tensor_view *find_weight(const ft_model *model, const ft_safetensors *set, const char *name)
+{
+    const ft_tensor_view *view = ft_safetensors_find(set, name);
+    if (view || !model->config.vision_language || strncmp(name, "model.", 6) != 0)
+        return view;
+    char other[192];
+    snprintf(other, sizeof other, "model.language_model.%s", name + 6);
+    return ft_safetensors_find(set, other);
+}
+
 static int load_weight(ft_model *model, const char *model_dir, const ft_safetensors *set,
                        const ft_param_tensor *weight, const staging *buffers)
 {
     char *name = ft_xasprintf("%s%s", model->weight_prefix, weight->name);
-    const ft_tensor_view *view = ft_safetensors_find(set, name);
+    const ft_tensor_view *view = find_weight(model, set, name);
     free(name);
     if (!view)
         return ft_error_context("%s: the weights do not match config.json", model_dir);
@@ -397,6 +420,13 @@ int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_byt
     model->act.layers = ft_xcalloc((size_t)model->config.num_hidden_layers, sizeof *model->act.layers);
     ft_model_plan_activations(&model->config, options, model->element_bytes, model->head_chunk_rows,
                               model->activation_memory, &model->act);
+    if (model->config.vision_language) {
+        int32_t *index = ft_xmalloc((size_t)rows * sizeof(int32_t));
+        for (int r = 0; r < rows; r++)
+            index[r] = r;
+        backend->upload(backend, model->act.row_index, index, (size_t)rows * sizeof(int32_t));
+        free(index);
+    }
     model->host_losses = ft_xmalloc((size_t)rows * sizeof(float));
     if (options->use_lora && ft_lora_create(&model->config, &options->lora, backend,
                                             options->finetuning == FT_FINETUNE_LORA, &model->lora) < 0)
@@ -414,7 +444,7 @@ static ft_model *open_with_config(const ft_model_config *config, const char *wei
     model->options = *options;
     model->element_bytes = ft_dtype_size(backend->dtype);
     model->config = *config;
-    if (check_options(&model->config, options) < 0 || check_backend(backend, options) < 0) {
+    if (check_options(&model->config, options) < 0 || check_backend(&model->config, backend, options) < 0) {
         free(model);
         return NULL;
     }
@@ -449,6 +479,8 @@ static int load_whole(ft_model *model, const char *model_dir, size_t *offsets, f
     free(offsets);
     if (status == 0)
         status = load_weights(model, model_dir);
+    if (status == 0 && model->config.vision_language)
+        status = ft_vision_qwen2_load(model_dir, &model->config.vision, &model->vision);
     if (status < 0) {
         ft_model_free(model);
         return -1;
@@ -481,6 +513,7 @@ void ft_model_free(ft_model *model)
     if (model->shards)
         model->shard_calls->free(model->shards);
     ft_lora_free(model->lora);
+    ft_vision_qwen2_free(model->vision);
     if (model->params)
         backend->free(backend, model->params);
     if (model->grads)

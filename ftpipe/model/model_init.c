@@ -17,6 +17,7 @@
 #include "ftpipe/base/thread_pool.h"
 #include "ftpipe/base/utf8.h"
 #include "ftpipe/model/model.h"
+#include "ftpipe/model/vision_qwen2.h"
 #include "ftpipe/text/tokenizer.h"
 
 /* --- shapes --- */
@@ -35,12 +36,39 @@ static const shape shapes[] = {
     {"qwen2.5-1.5b", FT_ARCH_QWEN2, 151936, 1536, 8960, 28, 12, 2, 128, 32768, 1e-6, 1e6, true},
     {"qwen2.5-7b", FT_ARCH_QWEN2, 152064, 3584, 18944, 28, 28, 4, 128, 32768, 1e-6, 1e6, false},
     {"llama3-8b", FT_ARCH_LLAMA, 128256, 4096, 14336, 32, 32, 8, 128, 131072, 1e-5, 500000.0, false},
+    {"tiny-qwen2-vl", FT_ARCH_QWEN2, 0, 64, 128, 2, 4, 2, 16, 2048, 1e-6, 1e6, true},
+    {"qwen2-vl-2b", FT_ARCH_QWEN2, 151936, 1536, 8960, 28, 12, 2, 128, 32768, 1e-6, 1e6, true},
+    {"tiny-qwen2.5-vl", FT_ARCH_QWEN2, 0, 64, 128, 2, 4, 2, 16, 2048, 1e-6, 1e6, true},
+    {"qwen2.5-vl-3b", FT_ARCH_QWEN2, 151936, 2048, 11008, 36, 16, 2, 128, 128000, 1e-6, 1e6, true},
+    {"qwen2.5-vl-7b", FT_ARCH_QWEN2, 152064, 3584, 18944, 28, 28, 4, 128, 128000, 1e-6, 1e6, false},
 };
 
-static const char *architecture_name(ft_architecture architecture)
+/* Qwen2.5-VL's tower as released: full attention in blocks 7, 15, 23 and 31 */
+#define QWEN2_5_VL_TOWER(out) {32, 1280, 16, 3420, out, 3, 14, 2, 2, 10000.0, true, 112, 0x80808080ull, 2}
+
+/* The vision-language shapes' towers and M-RoPE sections (Qwen2-VL-2B's as released). */
+static const struct {
+    const char *name;
+    int mrope_section[3];
+    ft_vision_config vision;
+} vision_shapes[] = {
+    {"tiny-qwen2-vl", {2, 3, 3}, {2, 32, 2, 64, 64, 3, 14, 2, 2, 10000.0, false, 0, 0, 0}},
+    {"qwen2-vl-2b", {16, 24, 24}, {32, 1280, 16, 5120, 1536, 3, 14, 2, 2, 10000.0, false, 0, 0, 0}},
+    /* windows of 2 x 2 merged patches, blocks 1 and 3 full */
+    {"tiny-qwen2.5-vl", {2, 3, 3}, {4, 32, 2, 48, 64, 3, 14, 2, 2, 10000.0, true, 56, 0xAull, 2}},
+    {"qwen2.5-vl-3b", {16, 24, 24}, QWEN2_5_VL_TOWER(2048)},
+    {"qwen2.5-vl-7b", {16, 24, 24}, QWEN2_5_VL_TOWER(3584)},
+};
+
+static const char *const vision_specials[] = {"<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"};
+
+static const char *architecture_name(ft_architecture architecture, const ft_vision_config *vision)
 {
     switch (architecture) {
-    case FT_ARCH_QWEN2: return "Qwen2ForCausalLM";
+    case FT_ARCH_QWEN2:
+        return !vision ? "Qwen2ForCausalLM"
+               : vision->qwen2_5 ? "Qwen2_5_VLForConditionalGeneration"
+                                 : "Qwen2VLForConditionalGeneration";
     case FT_ARCH_QWEN3: return "Qwen3ForCausalLM";
     case FT_ARCH_LLAMA: return "LlamaForCausalLM";
     }
@@ -72,7 +100,14 @@ int ft_model_shape(const char *name, ft_model_config *out)
             .bos_token_id = -1,
             .eos_token_id = -1,
         };
-        snprintf(out->architecture_name, sizeof out->architecture_name, "%s", architecture_name(s->architecture));
+        for (size_t v = 0; v < sizeof vision_shapes / sizeof *vision_shapes; v++)
+            if (strcmp(vision_shapes[v].name, name) == 0) {
+                out->vision_language = true;
+                out->vision = vision_shapes[v].vision;
+                memcpy(out->mrope_section, vision_shapes[v].mrope_section, sizeof out->mrope_section);
+            }
+        snprintf(out->architecture_name, sizeof out->architecture_name, "%s",
+                 architecture_name(s->architecture, out->vision_language ? &out->vision : NULL));
         if (s->architecture == FT_ARCH_LLAMA) { /* Llama 3.1's */
             out->has_llama3_rope_scaling = true;
             out->rope_scaling_factor = 8.0;
@@ -82,7 +117,8 @@ int ft_model_shape(const char *name, ft_model_config *out)
         }
         return 0;
     }
-    return ft_error("unknown model shape '%s'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b", name);
+    return ft_error("unknown model shape '%s'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b, "
+                    "tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, qwen2.5-vl-3b, qwen2.5-vl-7b", name);
 }
 
 /* --- the tokenizer --- */
@@ -103,7 +139,8 @@ static void byte_to_utf8(int byte, char out[4])
 
 static const char *const builtin_specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
 
-char *ft_builtin_tokenizer_json(void)
+/* The built-in tokenizer; a vision-language model's adds Qwen2-VL's four vision tokens. */
+static char *builtin_tokenizer_json(bool vision_language)
 {
     json_t *vocab = json_object(), *added = json_array();
     for (int byte = 0; byte < 256; byte++) {
@@ -111,10 +148,11 @@ char *ft_builtin_tokenizer_json(void)
         byte_to_utf8(byte, text);
         json_object_set_new(vocab, text, json_integer(byte));
     }
-    for (int i = 0; i < 3; i++)
+    int n_specials = vision_language ? 7 : 3;
+    for (int i = 0; i < n_specials; i++)
         json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", 256 + i, "content",
-                                               builtin_specials[i], "single_word", 0, "lstrip", 0, "rstrip", 0,
-                                               "normalized", 0, "special", 1));
+                                               i < 3 ? builtin_specials[i] : vision_specials[i - 3], "single_word",
+                                               0, "lstrip", 0, "rstrip", 0, "normalized", 0, "special", 1));
     json_t *byte_level = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
                                    "trim_offsets", 0, "use_regex", 1);
     json_t *root = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:n, s:o, s:{s:s, s:n, s:n, s:s, s:s, s:b, s:b, "
@@ -129,6 +167,8 @@ char *ft_builtin_tokenizer_json(void)
     return text;
 }
 
+char *ft_builtin_tokenizer_json(void) { return builtin_tokenizer_json(false); }
+
 static int write_text(const char *dir, const char *name, const char *text)
 {
     char *path = ft_path_join(dir, name);
@@ -137,10 +177,12 @@ static int write_text(const char *dir, const char *name, const char *text)
     return status;
 }
 
-int ft_model_init_place_tokenizer(const char *dir, const char *source)
+/* Copies the given tokenizer (and the tokenizer_config.json beside it) or writes
+ * the built-in one. */
+int ft_model_init_place_tokenizer(const char *dir, const char *source, bool vision_language)
 {
     if (!source) {
-        char *json = ft_builtin_tokenizer_json();
+        char *json = builtin_tokenizer_json(vision_language);
         int status = write_text(dir, "tokenizer.json", json);
         free(json);
         if (status == 0)
@@ -177,6 +219,7 @@ static int64_t first_token(const ft_tokenizer *tokenizer, const char *const *nam
     return -1;
 }
 
+/* Vocabulary size and special ids from the tokenizer now in dir. */
 int ft_model_init_fit_tokenizer(const char *dir, ft_model_config *config)
 {
     ft_tokenizer *tokenizer;
@@ -190,6 +233,16 @@ int ft_model_init_fit_tokenizer(const char *dir, ft_model_config *config)
     const char *bos[] = {ft_tokenizer_bos_token(tokenizer), "<|begin_of_text|>"};
     config->eos_token_id = (int)first_token(tokenizer, eos + !eos[0], 5 - !eos[0]);
     config->bos_token_id = (int)first_token(tokenizer, bos + !bos[0], 2 - !bos[0]);
+    int *vision_ids[] = {&config->vision_start_token_id, &config->vision_end_token_id, &config->image_token_id,
+                         &config->video_token_id};
+    for (int i = 0; i < 4 && config->vision_language; i++) {
+        *vision_ids[i] = (int)ft_tokenizer_token_id(tokenizer, vision_specials[i]);
+        if (*vision_ids[i] < 0) {
+            ft_tokenizer_free(tokenizer);
+            return ft_error("the tokenizer has no %s token, which a %s needs; give Qwen2-VL's tokenizer, or none "
+                            "for the built-in one", vision_specials[i], config->architecture_name);
+        }
+    }
     ft_tokenizer_free(tokenizer);
     if (config->vocab_size == 0)
         config->vocab_size = (int)size;
@@ -222,6 +275,40 @@ static bool is_norm_weight(const char *name)
     return found && found < name + length - 7;
 }
 
+static void add_tensor(ft_init_tensor *tensor, const char *prefix, const char *name, int n_dims,
+                       const int64_t *shape, bool is_norm)
+{
+    tensor->name = ft_xasprintf("%s%s", prefix, name);
+    tensor->n_dims = n_dims;
+    memcpy(tensor->shape, shape, (size_t)n_dims * sizeof *shape);
+    tensor->is_norm = is_norm || is_norm_weight(tensor->name);
+}
+
+ft_init_tensor *ft_model_init_tensors(const ft_model_config *config, const char *prefix, size_t *count)
+{
+    size_t n_model = 0, n_vision = 0;
+    ft_param_tensor *model_list = ft_model_weight_list(config, &n_model);
+    ft_vision_weight *vision_list = config->vision_language ? ft_vision_qwen2_weight_list(&config->vision, &n_vision)
+                                                            : NULL;
+    ft_init_tensor *tensors = ft_xcalloc(n_model + n_vision + 1, sizeof *tensors);
+    for (size_t i = 0; i < n_model; i++)
+        add_tensor(&tensors[i], prefix, model_list[i].name, model_list[i].n_dims, model_list[i].shape, false);
+    for (size_t i = 0; i < n_vision; i++)
+        add_tensor(&tensors[n_model + i], prefix, vision_list[i].name, vision_list[i].n_dims, vision_list[i].shape,
+                   vision_list[i].is_norm);
+    free(vision_list);
+    ft_model_weight_list_free(model_list, n_model);
+    *count = n_model + n_vision;
+    return tensors;
+}
+
+void ft_model_init_tensors_free(ft_init_tensor *tensors, size_t count)
+{
+    for (size_t i = 0; tensors && i < count; i++)
+        free(tensors[i].name);
+    free(tensors);
+}
+
 typedef struct {
     const ft_init_tensor *tensor;
     size_t count;
@@ -238,8 +325,7 @@ static void fill_slice(void *argument, size_t slice, size_t worker)
     const fill_job *job = argument;
     const char *name = job->tensor->name;
     size_t length = strlen(name);
-    bool is_norm = is_norm_weight(name);
-    bool is_bias = length > 5 && strcmp(name + length - 5, ".bias") == 0;
+    bool is_norm = job->tensor->is_norm, is_bias = length > 5 && strcmp(name + length - 5, ".bias") == 0;
     size_t begin = job->count * slice / job->n_slices, end = job->count * (slice + 1) / job->n_slices;
     for (size_t i = begin; i < end; i++) {
         float value = is_norm ? 1.0f : is_bias ? 0.0f : (float)(0.02 * ft_random_normal(job->seed, i));
@@ -349,37 +435,28 @@ int ft_model_init_write_weights(const char *dir, const ft_init_tensor *tensors, 
     return status;
 }
 
-ft_init_tensor *ft_model_init_tensors(const ft_model_config *config, const char *prefix, size_t *count)
-{
-    ft_param_tensor *weights = ft_model_weight_list(config, count);
-    ft_init_tensor *tensors = ft_xcalloc(*count ? *count : 1, sizeof *tensors);
-    for (size_t i = 0; i < *count; i++) {
-        tensors[i].name = ft_xasprintf("%s%s", prefix, weights[i].name);
-        tensors[i].n_dims = weights[i].n_dims;
-        tensors[i].shape[0] = weights[i].shape[0];
-        tensors[i].shape[1] = weights[i].shape[1];
-    }
-    ft_model_weight_list_free(weights, *count);
-    return tensors;
-}
-
-void ft_model_init_tensors_free(ft_init_tensor *tensors, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        free(tensors[i].name);
-    free(tensors);
-}
+/* Qwen2-VL's released preprocessor_config.json. */
+static const char qwen2vl_preprocessor_config[] =
+    "{\n  \"do_convert_rgb\": true,\n  \"do_normalize\": true,\n  \"do_rescale\": true,\n"
+    "  \"do_resize\": true,\n  \"image_mean\": [0.48145466, 0.4578275, 0.40821073],\n"
+    "  \"image_processor_type\": \"Qwen2VLImageProcessor\",\n"
+    "  \"image_std\": [0.26862954, 0.26130258, 0.27577711],\n  \"max_pixels\": 12845056,\n"
+    "  \"merge_size\": 2,\n  \"min_pixels\": 3136,\n  \"patch_size\": 14,\n"
+    "  \"processor_class\": \"Qwen2VLProcessor\",\n  \"resample\": 3,\n"
+    "  \"rescale_factor\": 0.00392156862745098,\n"
+    "  \"size\": {\"longest_edge\": 12845056, \"shortest_edge\": 3136},\n  \"temporal_patch_size\": 2\n}\n";
 
 int ft_model_init_write(const char *dir, const ft_model_init_options *options)
 {
     if (options->dtype != FT_DTYPE_BF16 && options->dtype != FT_DTYPE_F32)
         return ft_error("model weights can be written as bf16 or f32, not %s", ft_dtype_name(options->dtype));
-    if (ft_mkdir_p(dir) < 0 || ft_model_init_place_tokenizer(dir, options->tokenizer_path) < 0)
-        return -1;
     ft_model_config config = options->config;
+    if (ft_mkdir_p(dir) < 0 || ft_model_init_place_tokenizer(dir, options->tokenizer_path, config.vision_language) < 0)
+        return -1;
+    snprintf(config.architecture_name, sizeof config.architecture_name, "%s",
+             architecture_name(config.architecture, config.vision_language ? &config.vision : NULL));
     if (ft_model_init_fit_tokenizer(dir, &config) < 0)
         return -1;
-    snprintf(config.architecture_name, sizeof config.architecture_name, "%s", architecture_name(config.architecture));
     snprintf(config.torch_dtype, sizeof config.torch_dtype, "%s",
              options->dtype == FT_DTYPE_BF16 ? "bfloat16" : "float32");
     char *json = ft_model_config_to_json(&config);
@@ -388,6 +465,8 @@ int ft_model_init_write(const char *dir, const ft_model_init_options *options)
     if (status == 0)
         status = write_text(dir, "config.json", json);
     free(json);
+    if (status == 0 && config.vision_language)
+        status = write_text(dir, "preprocessor_config.json", qwen2vl_preprocessor_config);
     size_t n_tensors = 0;
     ft_init_tensor *tensors = status == 0 ? ft_model_init_tensors(&config, "", &n_tensors) : NULL;
     if (status == 0)

@@ -8,6 +8,7 @@
 #include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/param_shards.h"
+#include "ftpipe/model/vision_qwen2.h"
 
 #define FT_ABSENT SIZE_MAX /* offset of a weight this architecture lacks */
 
@@ -44,6 +45,13 @@ typedef struct {
     float *losses;                 /* [rows] */
     float *rope_cos, *rope_sin;    /* [max_seq_len, head_dim / 2] */
     int32_t *tokens, *positions, *segments, *targets;
+    /* vision-language models: M-RoPE's per-token tables [rows, head_dim / 2],
+     * read through row_index (0, 1, ... rows - 1), and the image features with
+     * the rows they replace */
+    float *mrope_cos, *mrope_sin;
+    int32_t *row_index;
+    void *image_features;          /* [rows, hidden] at most */
+    int32_t *image_rows;
     /* backward's working gradients (training only) */
     void *grad_residual, *grad_hidden, *grad_attn;
     void *grad_q, *grad_k, *grad_v, *grad_q_lin, *grad_k_lin;
@@ -85,6 +93,11 @@ struct ft_model {
     void *layer_gradients_context;
     ft_embeddings_edit embeddings_edit;   /* ft_model_on_embeddings */
     void *embeddings_edit_context;
+    ft_vision_qwen2 *vision;       /* Qwen2-VL's tower, or NULL */
+    int n_image_rows;              /* image features waiting for the next pass's embedding */
+    const ft_stored_image *images; /* ft_model_set_images: the next pass's */
+    int n_images;
+    bool generation_mrope;         /* the pieces below rotate by M-RoPE's tables (a VL prefill) */
 };
 
 /* Loads weights [first, first + count) of the set into their value pointers. */
@@ -104,13 +117,30 @@ void ft_model_finish(ft_model *model, size_t sharded_weight_bytes);
  * with activations of element_bytes each; returns their size in bytes. */
 size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_options *options,
                                  size_t element_bytes, int head_chunk_rows, void *base, ft_activations *act);
+/* The one way image features enter the language model, for any vision tower:
+ * features [n_features, hidden] (host floats, one row per image token, in the
+ * order of the tokens) replace the embeddings of tokens[0..rows) that are
+ * config.image_token_id, in the next pass. -1 with ft_error when the counts
+ * differ. */
+int ft_model_place_image_features(ft_model *model, const int32_t *tokens, int rows, const float *features,
+                                  int64_t n_features);
+
+/* A vision-language model's batch of batch_size rows of seq_len tokens: the
+ * images of ft_model_set_images (taken) through the tower into the image
+ * tokens' places (for the next embedding), and the tokens' M-RoPE tables.
+ * row_next_position (NULL, or [batch_size]) receives, for each row, the
+ * position that follows its first sample: where generation goes on. */
+int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_t *segments, int batch_size,
+                            int seq_len, int32_t *row_next_position);
+
 /* Rows of logits computed at once: the head's output never exceeds ~64 MiB. */
 int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows);
 
 /* The decoder in pieces, for generation (generate.c): the same ops as
  * ft_model_forward on the first `rows` rows of the activations, with the
  * adapter's dropout off. The caller uploads act.tokens and act.positions and
- * runs each layer's attention between qkv and finish. */
+ * runs each layer's attention between qkv and finish; with generation_mrope
+ * set, q and k turn by the tables ft_model_prepare_vision made instead. */
 /* act.tokens' embeddings into layer 0's input, and its input_layernorm */
 void ft_model_embed(ft_model *model, int rows);
 /* layer's q, k, v (normalised and rotated) from its ln1 */

@@ -17,7 +17,8 @@
 
 static const char *const copied_files[] = {"tokenizer.json",          "tokenizer_config.json",
                                            "special_tokens_map.json", "generation_config.json",
-                                           "vocab.json",              "merges.txt"};
+                                           "vocab.json",              "merges.txt",
+                                           "preprocessor_config.json", "chat_template.json"};
 
 #define ADAPTER_PREFIX "base_model.model."
 #define LORA_A_SUFFIX ".lora_A.weight"
@@ -81,6 +82,22 @@ static bool has_suffix(const char *text, const char *suffix)
     return n >= k && strcmp(text + n - k, suffix) == 0;
 }
 
+/* A vision-language model's language model is model.language_model.* to PEFT
+ * on transformers 5 and model.* in released checkpoints (and the other way
+ * round for transformers 4.5x's files): either name finds the weight. */
+static const ft_tensor_view *find_weight(const ft_safetensors *model, const char *name)
+{
+    const ft_tensor_view *view = ft_safetensors_find(model, name);
+    const char *vl = "model.language_model.";
+    if (view || strncmp(name, "model.", 6) != 0)
+        return view;
+    char *other = strncmp(name, vl, strlen(vl)) == 0 ? ft_xasprintf("model.%s", name + strlen(vl))
+                                                     : ft_xasprintf("%s%s", vl, name + 6);
+    view = ft_safetensors_find(model, other);
+    free(other);
+    return view;
+}
+
 /* Pairs one lora_A tensor with its lora_B and the weight it belongs to. */
 static int attach_adapter_tensor(merge *m, const ft_tensor_view *a, const char *adapter_file)
 {
@@ -91,7 +108,7 @@ static int attach_adapter_tensor(merge *m, const ft_tensor_view *a, const char *
     char *b_name = ft_xmalloc(stem + sizeof LORA_B_SUFFIX);
     snprintf(b_name, stem + sizeof LORA_B_SUFFIX, "%.*s" LORA_B_SUFFIX, (int)stem, a->name);
     const ft_tensor_view *b = ft_safetensors_find(m->adapter, b_name);
-    const ft_tensor_view *weight = b ? ft_safetensors_find(m->model, weight_name) : NULL;
+    const ft_tensor_view *weight = b ? find_weight(m->model, weight_name) : NULL;
     int status = -1;
     if (!b || !weight) {
         ft_error_context("merging %s into %s: the adapter does not fit this base model", adapter_file, m->model_dir);

@@ -1,13 +1,16 @@
 /* model_pass: the activation plan, and forward and backward through the decoder
  * as a sequence of backend ops. The lm_head and the loss run in chunks of rows,
  * and in training the loss's gradient is taken chunk by chunk right after it,
- * so the [rows, vocab] logits never exist whole. */
+ * so the [rows, vocab] logits never exist whole. A vision-language model's pass
+ * first runs its tower over the batch's images, places the features at the
+ * image tokens, and turns q and k by per-token M-RoPE tables. */
 #include <stdlib.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
 #include "ftpipe/formats/safetensors.h"
+#include "ftpipe/model/mrope.h"
 #include "model_internal.h"
 
 /* --- the activation plan --- */
@@ -102,6 +105,13 @@ size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_o
     act->positions = take_bytes(&c, rows * sizeof(int32_t));
     act->segments = take_bytes(&c, rows * sizeof(int32_t));
     act->targets = take_bytes(&c, rows * sizeof(int32_t));
+    if (config->vision_language) {
+        act->mrope_cos = take_floats(&c, rows * (config->head_dim / 2));
+        act->mrope_sin = take_floats(&c, rows * (config->head_dim / 2));
+        act->row_index = take_bytes(&c, rows * sizeof(int32_t));
+        act->image_features = take(&c, rows * hidden);
+        act->image_rows = take_bytes(&c, rows * sizeof(int32_t));
+    }
     if (training) {
         size_t q_width = (size_t)config->num_attention_heads * config->head_dim;
         size_t kv_width = (size_t)config->num_key_value_heads * config->head_dim;
@@ -134,6 +144,7 @@ typedef struct {
     bool backward;
     uint64_t dropout_seed;
     bool generating;     /* no LoRA dropout */
+    bool mrope;          /* rotate by the per-token M-RoPE tables */
 } pass;
 
 static const void *weight(const pass *p, size_t offset)
@@ -210,6 +221,20 @@ static void upload_batch(const pass *p, const ft_batch *batch)
     p->backend->upload(p->backend, act->targets, batch->targets, bytes);
 }
 
+/* The rotary tables a pass reads: by position, or M-RoPE's by row. */
+typedef struct {
+    const int32_t *index;
+    const float *cos, *sin;
+} rope_tables;
+
+static rope_tables rope_of(const pass *p)
+{
+    const ft_activations *act = &p->model->act;
+    if (p->mrope)
+        return (rope_tables){act->row_index, act->mrope_cos, act->mrope_sin};
+    return (rope_tables){act->positions, act->rope_cos, act->rope_sin};
+}
+
 /* The normalisation that reads the residual stream after layer l: the next
  * layer's input_layernorm, or the final norm. */
 typedef struct {
@@ -254,8 +279,9 @@ static void layer_qkv(const pass *p, int l)
         b->rmsnorm_forward(b, a->k, a->k_rstd, a->k_lin, weight(p, w->k_norm), rows * c->num_key_value_heads,
                            dim, eps);
     }
-    b->rope_forward(b, a->q, act->positions, act->rope_cos, act->rope_sin, rows, c->num_attention_heads, dim);
-    b->rope_forward(b, a->k, act->positions, act->rope_cos, act->rope_sin, rows, c->num_key_value_heads, dim);
+    rope_tables rope = rope_of(p);
+    b->rope_forward(b, a->q, rope.index, rope.cos, rope.sin, rows, c->num_attention_heads, dim);
+    b->rope_forward(b, a->k, rope.index, rope.cos, rope.sin, rows, c->num_key_value_heads, dim);
 }
 
 /* From layer l's attention output to the MLP's activation, down_proj's input. */
@@ -361,10 +387,9 @@ static void layer_backward(const pass *p, int l, const ft_attention_shape *shape
                        lora_op(p, l, FT_LORA_O, &op), rows, q_width, hidden);
     b->attention_backward(b, act->grad_q, act->grad_k, act->grad_v, act->grad_attn, a->attn, a->q, a->k, a->v,
                           a->logsumexp, act->segments, shape);
-    b->rope_backward(b, act->grad_q, act->positions, act->rope_cos, act->rope_sin, rows, c->num_attention_heads,
-                     dim);
-    b->rope_backward(b, act->grad_k, act->positions, act->rope_cos, act->rope_sin, rows, c->num_key_value_heads,
-                     dim);
+    rope_tables rope = rope_of(p);
+    b->rope_backward(b, act->grad_q, rope.index, rope.cos, rope.sin, rows, c->num_attention_heads, dim);
+    b->rope_backward(b, act->grad_k, rope.index, rope.cos, rope.sin, rows, c->num_key_value_heads, dim);
     void *grad_q = act->grad_q, *grad_k = act->grad_k;
     if (c->qk_norm) {
         b->rmsnorm_backward(b, act->grad_q_lin, false, grad(p, w->q_norm), act->grad_q, a->q_lin,
@@ -430,24 +455,115 @@ static double head(const pass *p, float *logits_out, double grad_scale)
     return loss_sum;
 }
 
-/* The embeddings of act->tokens, and the first layer's input_layernorm. */
+/* The embeddings of act->tokens, the image features in place of the image
+ * tokens' (ft_model_place_image_features), and the first layer's input_layernorm. */
 static void embed(const pass *p)
 {
-    const ft_layer_activations *first = &p->model->act.layers[0];
-    p->backend->embedding_forward(p->backend, first->input, weight(p, p->model->embed), p->model->act.tokens,
-                                  p->rows, p->config->hidden_size);
-    if (p->model->embeddings_edit)
-        p->model->embeddings_edit(p->model->embeddings_edit_context, first->input, p->rows, p->config->hidden_size);
+    ft_model *model = p->model;
+    const ft_layer_activations *first = &model->act.layers[0];
+    p->backend->embedding_forward(p->backend, first->input, weight(p, model->embed), model->act.tokens, p->rows,
+                                  p->config->hidden_size);
+    if (model->n_image_rows > 0)
+        p->backend->scatter_rows(p->backend, first->input, model->act.image_features, model->act.image_rows,
+                                 model->n_image_rows, p->config->hidden_size);
+    model->n_image_rows = 0;
+    if (model->embeddings_edit) /* LLaVA's placing (llava_model.c), on host floats */
+        model->embeddings_edit(model->embeddings_edit_context, first->input, p->rows, p->config->hidden_size);
     p->backend->rmsnorm_forward(p->backend, first->ln1, first->ln1_rstd, first->input,
                                 weight(p, p->model->layers[0].input_norm), p->rows, p->config->hidden_size,
                                 (float)p->config->rms_norm_eps);
+}
+
+int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_t *segments, int batch_size,
+                            int seq_len, int32_t *row_next_position)
+{
+    const ft_model_config *c = &model->config;
+    const ft_stored_image *images = model->images;
+    int n_images = model->n_images, rows = batch_size * seq_len;
+    model->images = NULL;
+    model->n_images = 0;
+    int64_t n_features = 0;
+    for (int i = 0; i < n_images; i++)
+        n_features += ft_vision_qwen2_image_tokens(&c->vision, &images[i]);
+    if (n_features > rows)
+        return ft_error("the batch's %d images make %lld image tokens, more than its %d tokens", n_images,
+                        (long long)n_features, rows);
+    int32_t *positions = ft_xmalloc((size_t)rows * 3 * sizeof(int32_t));
+    float *features = ft_xmalloc(((size_t)n_features * c->hidden_size + 1) * sizeof(float));
+    int status = ft_mrope_positions(c, tokens, segments, batch_size, seq_len, images, (size_t)n_images, positions);
+    if (status == 0)
+        status = ft_vision_qwen2_forward(model->vision, images, (size_t)n_images, features);
+    if (status == 0)
+        status = ft_model_place_image_features(model, tokens, rows, features, n_features);
+    if (status == 0) {
+        size_t table = (size_t)rows * (c->head_dim / 2);
+        float *cos_table = ft_xmalloc(table * sizeof(float)), *sin_table = ft_xmalloc(table * sizeof(float));
+        ft_mrope_tables(c, positions, rows, cos_table, sin_table);
+        model->backend->upload(model->backend, model->act.mrope_cos, cos_table, table * sizeof(float));
+        model->backend->upload(model->backend, model->act.mrope_sin, sin_table, table * sizeof(float));
+        free(cos_table);
+        free(sin_table);
+    }
+    for (int b = 0; status == 0 && row_next_position && b < batch_size; b++) {
+        int32_t largest = -1; /* over the row's first sample, which generation continues */
+        for (int t = 0; t < seq_len && segments[b * seq_len + t] == segments[b * seq_len]; t++)
+            for (int axis = 0; axis < 3; axis++)
+                if (positions[axis * rows + b * seq_len + t] > largest)
+                    largest = positions[axis * rows + b * seq_len + t];
+        row_next_position[b] = largest + 1;
+    }
+    free(features);
+    free(positions);
+    return status;
+}
+
+int ft_model_set_images(ft_model *model, const ft_stored_image *images, int n_images)
+{
+    if (n_images > 0 && !model->vision)
+        return ft_error("%d images were given, but %s is a text-only model: the data holds images, so use a "
+                        "vision-language model (such as Qwen2VLForConditionalGeneration)", n_images,
+                        model->config.architecture_name);
+    model->images = images;
+    model->n_images = n_images;
+    return 0;
+}
+
+int ft_model_place_image_features(ft_model *model, const int32_t *tokens, int rows, const float *features,
+                                  int64_t n_features)
+{
+    const ft_model_config *c = &model->config;
+    ft_backend *b = model->backend;
+    int32_t *image_rows = ft_xmalloc(((size_t)rows + 1) * sizeof(int32_t));
+    int64_t n = 0;
+    for (int r = 0; r < rows; r++)
+        if (tokens[r] == c->image_token_id)
+            image_rows[n++] = r;
+    if (n != n_features) {
+        free(image_rows);
+        return ft_error("the batch has %lld image tokens, but its images make %lld: the data and the images do "
+                        "not match; tokenize the data again for this model", (long long)n, (long long)n_features);
+    }
+    size_t count = (size_t)n * c->hidden_size;
+    if (b->dtype == FT_DTYPE_F32) {
+        b->upload(b, model->act.image_features, features, count * sizeof(float));
+    } else {
+        uint16_t *converted = ft_xmalloc((count + 1) * sizeof(uint16_t));
+        for (size_t i = 0; i < count; i++)
+            converted[i] = ft_f32_to_bf16(features[i]);
+        b->upload(b, model->act.image_features, converted, count * sizeof(uint16_t));
+        free(converted);
+    }
+    b->upload(b, model->act.image_rows, image_rows, (size_t)n * sizeof(int32_t));
+    free(image_rows);
+    model->n_image_rows = (int)n;
+    return 0;
 }
 
 static int run(ft_model *model, const ft_batch *batch, bool backward, float *logits, double *loss)
 {
     if (backward && model->options.finetuning == FT_FINETUNE_NONE)
         return ft_error("the model was loaded for inference; load it for LoRA or full fine-tuning to train");
-    pass p = {model, model->backend, &model->config, batch->batch_size * batch->seq_len, 0, backward, 0, false};
+    pass p = {model, model->backend, &model->config, batch->batch_size * batch->seq_len, 0, backward, 0, false, false};
     if (check_batch(model, batch, &p.n_targets) < 0)
         return -1;
     if (model->lora)
@@ -458,6 +574,10 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     int hidden = c->hidden_size, layers = c->num_hidden_layers;
     ft_attention_shape shape = {batch->batch_size, batch->seq_len, c->num_attention_heads, c->num_key_value_heads,
                                 c->head_dim};
+    p.mrope = model->vision != NULL;
+    if (model->vision && ft_model_prepare_vision(model, batch->tokens, batch->segments, batch->batch_size,
+                                                 batch->seq_len, NULL) < 0)
+        return -1;
     upload_batch(&p, batch);
     embed(&p);
     for (int l = 0; l < layers; l++) {
@@ -501,7 +621,7 @@ int ft_model_forward_backward(ft_model *model, const ft_batch *batch, double *lo
 
 static pass generation_pass(ft_model *model, int rows)
 {
-    return (pass){model, model->backend, &model->config, rows, 0, false, 0, true};
+    return (pass){model, model->backend, &model->config, rows, 0, false, 0, true, model->generation_mrope};
 }
 
 void ft_model_embed(ft_model *model, int rows)

@@ -63,7 +63,32 @@ typedef struct {
     int32_t *row_segments;      /* [row_length] */
     /* the micro-batch being built, [batch_size * row_length] each */
     int32_t *tokens, *positions, *segments, *targets;
+    /* the split's images (NULL: text), and the micro-batch's, in token order */
+    const ft_image_store *images;
+    ft_stored_image *batch_images;
+    size_t n_batch_images, batch_images_capacity;
 } data;
+
+/* The images of row r's samples, after those of the rows before it in the micro-batch. */
+static void add_row_images(data *d, const ft_token_row *row)
+{
+    for (uint64_t s = row->first_sample; s < row->first_sample + row->n_samples; s++) {
+        size_t count;
+        const uint32_t *indices = ft_image_store_sample_images(d->images, s, &count);
+        if (d->n_batch_images + count > d->batch_images_capacity) {
+            d->batch_images_capacity = 2 * (d->n_batch_images + count);
+            d->batch_images = ft_xrealloc(d->batch_images, d->batch_images_capacity * sizeof *d->batch_images);
+        }
+        for (size_t i = 0; i < count; i++)
+            ft_image_store_image(d->images, indices[i], &d->batch_images[d->n_batch_images++]);
+    }
+}
+
+/* Hands the micro-batch's images to the model for its next pass. */
+static int set_batch_images(ft_model *model, const data *d)
+{
+    return d->images ? ft_model_set_images(model, d->batch_images, (int)d->n_batch_images) : 0;
+}
 
 /* Fisher-Yates from (seed, epoch): the same order on every run and resume. */
 static void shuffle(data *d, uint64_t seed, int64_t epoch)
@@ -96,6 +121,7 @@ static int64_t row_target_count(const data *d, uint64_t r)
 static int fill_batch(data *d, int64_t first, int n, int64_t *n_tokens)
 {
     size_t seq_len = 0;
+    d->n_batch_images = 0;
     for (int b = 0; b < n; b++) {
         ft_token_row row;
         ft_token_shards_row(d->shards, d->order[first + b], &row);
@@ -125,6 +151,8 @@ static int fill_batch(data *d, int64_t first, int n, int64_t *n_tokens)
             d->targets[base + t] = trained ? (int32_t)row.ids[t + 1] : -1;
         }
         *n_tokens += (int64_t)row.n_tokens;
+        if (d->images)
+            add_row_images(d, &row);
     }
     return (int)seq_len;
 }
@@ -302,7 +330,7 @@ static int step(trainer *t, double *loss, double *grad_norm)
         ft_batch batch = {n, seq_len, d->tokens, d->positions, d->segments, d->targets, denominator,
                           ft_random_u64(dropout_stream, micro_index)};
         double micro_loss;
-        if (ft_model_forward_backward(t->model, &batch, &micro_loss) < 0) {
+        if (set_batch_images(t->model, d) < 0 || ft_model_forward_backward(t->model, &batch, &micro_loss) < 0) {
             ft_model_on_layer_gradients(t->model, NULL, NULL);
             return ft_error_context("step %lld", (long long)t->state.global_step + 1);
         }
@@ -399,7 +427,7 @@ static int evaluate(trainer *t)
         int seq_len = fill_batch(e, at, n, &t->result->evaluated_tokens);
         ft_batch batch = {n, seq_len, e->tokens, e->positions, e->segments, e->targets, 0, 0};
         double batch_loss = 0.0;
-        if (ft_model_forward(t->model, &batch, NULL, &batch_loss) < 0)
+        if (set_batch_images(t->model, e) < 0 || ft_model_forward(t->model, &batch, NULL, &batch_loss) < 0)
             return ft_error_context("evaluating at step %lld", (long long)t->state.global_step);
         loss_sum += batch_loss * n;
     }
@@ -683,6 +711,8 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     t.data.positions = ft_xmalloc(cells * sizeof(int32_t));
     t.data.segments = ft_xmalloc(cells * sizeof(int32_t));
     t.data.targets = ft_xmalloc(cells * sizeof(int32_t));
+    t.data.images = options->images;
+    t.eval.images = options->eval_images;
     if (options->eval_shards) {
         size_t eval_cells = (size_t)options->eval_batch_size * ft_token_shards_row_length(options->eval_shards);
         t.eval.shards = options->eval_shards;
@@ -730,6 +760,8 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     free(t.data.positions);
     free(t.data.segments);
     free(t.data.targets);
+    free(t.data.batch_images);
+    free(t.eval.batch_images);
     free(t.eval.order);
     free(t.eval.row_segments);
     free(t.eval.tokens);

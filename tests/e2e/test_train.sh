@@ -161,5 +161,5 @@ TRAIN_LINE="adapter: train models/mistral data/train_set" train_workspace "threa
 printf 'models/mistral: shell models/tiny\n\trun = cp -r $< $@ && chmod -R u+w $@ && sed -i "s/Qwen2ForCausalLM/MistralForCausalLM/; s/\\"qwen2\\"/\\"mistral\\"/" $@/config.json\n' >> "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W" adapter
 t_expect_fail
-t_expect_contains "architecture 'MistralForCausalLM' is not supported; supported: Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM"
+t_expect_contains "architecture 'MistralForCausalLM' is not supported; supported: Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration"
 t_end

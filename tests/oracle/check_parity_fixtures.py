@@ -1,6 +1,7 @@
-"""The parity fixtures (tests/fixtures/parity), made again here by the script
-that made them (make_parity.py, with transformers and PEFT on this CPU), equal
-the committed ones, so that script stays honest.
+"""The parity fixtures (tests/fixtures/parity and parity_vl), made again here by
+the scripts that made them (make_parity.py, make_parity_vl.py, with
+transformers and PEFT on this CPU), equal the committed ones, so that those
+scripts stay honest.
 
 Compared file by file: JSON files as values (a LoRA config's target_modules as
 a set: PEFT writes a Python set's order); safetensors files tensor by tensor:
@@ -21,7 +22,7 @@ from safetensors.numpy import load_file
 
 import oracle
 
-PARITY = os.path.join(oracle.FIXTURES, "parity")
+FIXTURE_SETS = (("parity", "make_parity.py"), ("parity_vl", "make_parity_vl.py"))
 RELATIVE_LIMIT = 1e-6
 
 
@@ -57,36 +58,42 @@ def same_tensors(committed, made):
     return True, worst, ""
 
 
-def committed_files():
-    for folder, _, files in os.walk(PARITY):
+def committed_files(parity, script):
+    for folder, _, files in os.walk(parity):
         for name in files:
             path = os.path.join(folder, name)
-            if name != "make_parity.py":
-                yield os.path.relpath(path, PARITY)
+            if name != script:
+                yield os.path.relpath(path, parity)
 
 
 def main():
     cases = oracle.Cases()
-    out = oracle.scratch_folder("parity")
+    for folder, script in FIXTURE_SETS:
+        check_set(cases, os.path.join(oracle.FIXTURES, folder), script)
+    return cases.finish()
+
+
+def check_set(cases, parity, script):
+    out = oracle.scratch_folder(os.path.basename(parity))
     try:
         started = time.time()
-        status, output = oracle.run([sys.executable, os.path.join(PARITY, "make_parity.py"), out])
+        status, output = oracle.run([sys.executable, os.path.join(parity, script), out])
         seconds = time.time() - started
         if status != 0:
-            cases.fail("parity fixtures: make_parity.py", "exit %d" % status, output.splitlines()[-20:])
-            return cases.finish()
-        print("# make_parity.py ran in %.0f s" % seconds)
+            cases.fail("parity fixtures: %s" % script, "exit %d" % status, output.splitlines()[-20:])
+            return
+        print("# %s ran in %.0f s" % (script, seconds))
         made = {os.path.relpath(os.path.join(folder, name), out)
                 for folder, _, files in os.walk(out) for name in files}
         by_architecture = {}
-        for path in sorted(committed_files()):
+        for path in sorted(committed_files(parity, script)):
             by_architecture.setdefault(path.split(os.sep)[0] if os.sep in path else "", []).append(path)
         for architecture, paths in sorted(by_architecture.items()):
             problems, worst, n_tensor_files = [], 0.0, 0
             for path in paths:
-                committed, regenerated = os.path.join(PARITY, path), os.path.join(out, path)
+                committed, regenerated = os.path.join(parity, path), os.path.join(out, path)
                 if path not in made:
-                    problems.append("%s: make_parity.py no longer writes it" % path)
+                    problems.append("%s: %s no longer writes it" % (path, script))
                     continue
                 if path.endswith(".json"):
                     equal, why = same_json(committed, regenerated)
@@ -102,7 +109,7 @@ def main():
             extra = sorted(p for p in made if (p.split(os.sep)[0] if os.sep in p else "") == architecture
                            and p not in paths)
             problems += ["%s: made but not committed" % p for p in extra]
-            name = "parity fixtures %s" % (architecture or "versions.json")
+            name = "%s fixtures %s" % (os.path.basename(parity), architecture or "versions.json")
             cases.check(name, not problems,
                         "%d files equal; %d safetensors files, worst relative difference %.2g (limit %g)"
                         % (len(paths), n_tensor_files, worst, RELATIVE_LIMIT) if n_tensor_files else
@@ -110,7 +117,6 @@ def main():
                         problems)
     finally:
         oracle.remove_scratch(out)
-    return cases.finish()
 
 
 if __name__ == "__main__":

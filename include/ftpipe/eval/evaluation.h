@@ -26,19 +26,28 @@ typedef struct {
     size_t n_ids;
 } ft_token_span;
 
+/* A sample's images, for a vision-language model: in the order of its image tokens. */
+typedef struct {
+    const ft_stored_image *images;
+    size_t count;
+} ft_sample_images;
+
 /* Generates answers to count prompts (each of at least one token), batch_size
  * (<= the generator's max_batch) at a time. Answer i's ids go to
  * answers + i * options->max_new_tokens, answer_lengths[i] of them. Sampling
- * is reproducible: batch b draws from ft_random_stream(options->seed, b). */
-int ft_evaluate_answers(ft_generator *generator, const ft_token_span *prompts, size_t count, int batch_size,
+ * is reproducible: batch b draws from ft_random_stream(options->seed, b).
+ * images (NULL: none): prompt i's are images[i], handed to the model with its batch. */
+int ft_evaluate_answers(ft_generator *generator, const ft_token_span *prompts, const ft_sample_images *images,
+                        size_t count, int batch_size,
                         const ft_generate_options *options, ft_evaluation_progress progress, void *context,
                         int32_t *answers, int *answer_lengths);
 
 /* The mean loss over the trained tokens (loss_mask) of count samples,
  * batch_size (<= the model's max_batch_size) at a time, each batch padded to
  * its longest sample; *n_tokens receives how many tokens were scored. Samples
- * without a trained token add nothing. */
-int ft_evaluate_loss(ft_model *model, const ft_encoded_sample *samples, size_t count, int batch_size,
+ * without a trained token add nothing. images as for ft_evaluate_answers. */
+int ft_evaluate_loss(ft_model *model, const ft_encoded_sample *samples, const ft_sample_images *images, size_t count,
+                     int batch_size,
                      ft_evaluation_progress progress, void *context, double *loss, uint64_t *n_tokens);
 
 #endif

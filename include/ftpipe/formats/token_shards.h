@@ -90,6 +90,7 @@ typedef struct {
     size_t n_tokens;
     const uint64_t *sample_offsets;  /* n_samples + 1 values */
     size_t n_samples;
+    uint64_t first_sample;           /* the split's index of the row's first sample (the image store's) */
 } ft_token_row;
 
 /* Opens and maps a split ("train" or "validation") of a tokenized dataset,

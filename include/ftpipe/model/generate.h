@@ -35,6 +35,8 @@ typedef struct ft_generator ft_generator;
 
 int ft_generator_create(ft_model *model, int max_batch, int max_tokens, ft_generator **out);
 void ft_generator_free(ft_generator *generator);
+/* The model it generates with (to hand it a batch's images: ft_model_set_images). */
+ft_model *ft_generator_model(const ft_generator *generator);
 
 /* Generates for n <= max_batch prompts (prompts[i] has prompt_lengths[i] >= 1
  * ids; prompt_lengths[i] + max_new_tokens <= max_tokens). output receives

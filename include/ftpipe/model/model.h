@@ -1,6 +1,9 @@
 /* model: a Llama-family decoder (Qwen2/Qwen2.5, Qwen3, Llama 3) on a backend:
  * its weights loaded from a Hugging Face folder, forward and backward over a
- * batch, for full fine-tuning or a LoRA adapter.
+ * batch, for full fine-tuning or a LoRA adapter. A Qwen2-VL model adds its
+ * vision tower (vision_qwen2.h, frozen) and M-RoPE (mrope.h): a batch brings
+ * its images' preprocessed patches, whose features replace the embeddings of
+ * the image tokens.
  *
  * Memory is planned when the model is made, for the largest batch it will run:
  * parameters, gradients and activations are one allocation each, sliced into
@@ -14,6 +17,7 @@
 #include <stdint.h>
 
 #include "ftpipe/backend/backend.h"
+#include "ftpipe/formats/image_store.h"
 #include "ftpipe/formats/model_config.h"
 #include "ftpipe/model/adamw.h"
 #include "ftpipe/model/lora.h"
@@ -95,6 +99,13 @@ ft_backend *ft_model_backend(const ft_model *model);
 /* The adapter (NULL without LoRA): to load a peft adapter into it, or save it. */
 ft_lora *ft_model_lora(const ft_model *model);
 ft_memory_plan ft_model_memory(const ft_model *model);
+
+/* A vision-language model's images for the next ft_model_forward or
+ * ft_model_forward_backward (which takes them, so each batch sets its own), in
+ * the order their image tokens come, row after row; their token counts must
+ * match the batch's runs of image tokens. They must stay alive until that pass
+ * returns. A text-only model refuses images. */
+int ft_model_set_images(ft_model *model, const ft_stored_image *images, int n_images);
 
 /* The forward pass: logits (host, [rows, vocab]) when logits is not NULL, and the
  * mean loss over the batch's target tokens when loss is not NULL (0 with none). */

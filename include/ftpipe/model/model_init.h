@@ -10,6 +10,7 @@
 #ifndef FTPIPE_MODEL_INIT_H
 #define FTPIPE_MODEL_INIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,20 +49,25 @@ char *ft_builtin_tokenizer_json(void);
 
 /* The parts, for folders of other layouts (llava_init.h): */
 
-/* A tensor to draw: its name and shape (up to 4 dimensions). */
+/* A tensor to draw: its name and shape (up to 5 dimensions: Qwen2-VL's patch
+ * embedding), and whether it is a norm's weight (drawn as one; names with "norm"
+ * in their last part are found by the name). */
 typedef struct {
     char *name;
     int n_dims;
-    int64_t shape[4];
+    int64_t shape[5];
+    bool is_norm;
 } ft_init_tensor;
 
 /* Copies the tokenizer at source (and the tokenizer_config.json beside it) into
- * dir, or writes the built-in one when source is NULL. */
-int ft_model_init_place_tokenizer(const char *dir, const char *source);
+ * dir, or writes the built-in one when source is NULL (with Qwen2-VL's vision
+ * tokens when vision_language). */
+int ft_model_init_place_tokenizer(const char *dir, const char *source, bool vision_language);
 /* vocab_size (when 0) and the BOS/EOS ids from the tokenizer in dir; a tokenizer
  * larger than a given vocab_size is an error. */
 int ft_model_init_fit_tokenizer(const char *dir, ft_model_config *config);
-/* A config's weights as tensors to draw, each name after prefix. */
+/* A config's weights as tensors to draw, each name after prefix: the language
+ * model's, then a vision-language model's tower. */
 ft_init_tensor *ft_model_init_tensors(const ft_model_config *config, const char *prefix, size_t *count);
 void ft_model_init_tensors_free(ft_init_tensor *tensors, size_t count);
 /* Draws the tensors (norm weights one, biases zero, the rest normal with std

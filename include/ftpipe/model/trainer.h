@@ -50,6 +50,7 @@
 #include <stdint.h>
 
 #include "ftpipe/backend/comm.h"
+#include "ftpipe/formats/image_store.h"
 #include "ftpipe/formats/token_shards.h"
 #include "ftpipe/model/adamw.h"
 #include "ftpipe/model/lr_schedule.h"
@@ -125,6 +126,11 @@ typedef struct {
     bool offload_param;               /* stage 3: the weights' shards in host memory (param_shards.h) */
     bool saves_checkpoints;           /* with a communicator: this rank writes them (each node's first) */
     ft_train_callbacks callbacks;     /* rank 0's cancelled() stops every rank */
+    /* A vision-language model's data: the preprocessed images of the train and
+     * eval splits (image_store.h); each micro-batch hands its rows' images to
+     * the model (ft_model_set_images). NULL: text only. */
+    const ft_image_store *images;
+    const ft_image_store *eval_images;
 } ft_train_options;
 
 typedef struct {

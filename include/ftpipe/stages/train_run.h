@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/formats/image_store.h"
 #include "ftpipe/formats/model_config.h"
 #include "ftpipe/formats/token_shards.h"
 #include "ftpipe/model/model.h"
@@ -40,10 +41,16 @@ typedef struct {
 
 /* MODEL DATA [EVAL_DATA]: the count, and that the model and data are what they claim. */
 int ft_train_check_inputs(ft_train_run *run);
-/* Images in tokenized data need a vision tower, which training lacks so far:
- * without one the model would learn from placeholder tokens. -1 (the stage
- * failed, saying so) when data_dir's meta holds images. */
-int ft_train_refuse_images(const ft_train_run *run, const char *data_dir, const ft_token_dataset_meta *meta);
+/* Images and the model: data with images needs a vision-language model whose
+ * processor tokenized it (a text-only model would learn from placeholder
+ * tokens); a vision-language model trains LoRA with its tower and merger
+ * frozen (freeze_vision_tower, freeze_multi_modal_projector, train_mm_proj_only
+ * at their defaults). -1 (the stage failed, saying why) otherwise. */
+int ft_train_check_images(const ft_train_run *run, const char *data_dir, const ft_token_dataset_meta *meta);
+/* The image store of a split with images (NULL when the data has none),
+ * checked against the split's samples and the model's patch size. */
+int ft_train_open_images(const ft_train_run *run, const char *dataset_dir, const char *split,
+                         const ft_token_shards *shards, ft_image_store **out);
 /* The parameters into model_options, train_options and plan (meta must be read). */
 int ft_train_read_parameters(ft_train_run *run);
 /* The dtype a full fine-tune is written in: the model's own. */

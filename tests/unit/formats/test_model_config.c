@@ -7,6 +7,7 @@
 #include "check.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
 #include "ftpipe/formats/model_config.h"
 
 #define FIXTURES "tests/fixtures/models/"
@@ -220,7 +221,7 @@ TEST(unsupported_files_are_refused)
     ft_model_config c;
     CHECK_INT(ft_model_config_load(FIXTURES "unsupported/mistral-7b-v0.1.json", &c), -1);
     CHECK_STR(ft_error_message(), FIXTURES "unsupported/mistral-7b-v0.1.json: architecture 'MistralForCausalLM' "
-                                  "is not supported; supported: Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM");
+                                  "is not supported; supported: Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration");
     CHECK_INT(ft_model_config_load(FIXTURES "unsupported/qwen2.5-7b-instruct-yarn.json", &c), -1);
     CHECK_STR(ft_error_message(), FIXTURES "unsupported/qwen2.5-7b-instruct-yarn.json: rope_scaling type 'yarn' "
                                   "is not supported; supported: llama3 (or null)");
@@ -276,7 +277,7 @@ TEST(unsupported_options_are_named)
 {
     CHECK_REFUSED("architectures", "[\"Qwen2MoeForCausalLM\"]",
                   "architecture 'Qwen2MoeForCausalLM' is not supported; supported: Qwen2ForCausalLM, "
-                  "Qwen3ForCausalLM, LlamaForCausalLM");
+                  "Qwen3ForCausalLM, LlamaForCausalLM, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration");
     CHECK_REFUSED("use_sliding_window", "true", "use_sliding_window true is not supported; set it to false");
     CHECK_REFUSED("hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported; supported: silu");
     CHECK_REFUSED("num_key_value_heads", "3", "num_attention_heads 14 is not divisible by num_key_value_heads 3");
@@ -319,7 +320,7 @@ TEST(not_an_object_or_no_architecture)
     CHECK_INT(ft_model_config_parse("{\"hidden_size\": 8}", "bare.json", &c), -1);
     CHECK_STR(ft_error_message(), "bare.json: neither architectures nor model_type says which model this is");
     CHECK_INT(ft_model_config_parse("{\"model_type\": \"mistral\"}", "m.json", &c), -1);
-    CHECK_STR(ft_error_message(), "m.json: model_type 'mistral' is not supported; supported: qwen2, qwen3, llama");
+    CHECK_STR(ft_error_message(), "m.json: model_type 'mistral' is not supported; supported: qwen2, qwen3, llama, qwen2_vl, qwen2_5_vl");
     CHECK_INT(ft_model_config_parse("{\"a\": 1, \"a\": 2}", "dup.json", &c), -1);
     CHECK_STR(ft_error_message(), "dup.json:1:12: not valid JSON: duplicate object key near '\"a\"'");
 }
@@ -351,6 +352,130 @@ TEST(transformers_5_rope_parameters)
     CHECK(!config.has_llama3_rope_scaling);
 }
 
+static bool vision_parts_equal(const ft_model_config *a, const ft_model_config *b)
+{
+    return a->vision_language == b->vision_language && memcmp(&a->vision, &b->vision, sizeof a->vision) == 0 &&
+           memcmp(a->mrope_section, b->mrope_section, sizeof a->mrope_section) == 0 &&
+           a->image_token_id == b->image_token_id && a->video_token_id == b->video_token_id &&
+           a->vision_start_token_id == b->vision_start_token_id && a->vision_end_token_id == b->vision_end_token_id;
+}
+
+TEST(qwen2_vl_2b_parses)
+{
+    ft_model_config c;
+    CHECK_INT(ft_model_config_load(FIXTURES "qwen2-vl-2b-instruct", &c), 0);
+    CHECK_INT(c.architecture, FT_ARCH_QWEN2);
+    CHECK(c.vision_language);
+    CHECK_STR(c.architecture_name, "Qwen2VLForConditionalGeneration");
+    CHECK_INT(c.hidden_size, 1536);
+    CHECK_INT(c.head_dim, 128);
+    CHECK(c.attention_bias && c.tie_word_embeddings);
+    CHECK(c.rope_theta == 1000000.0);
+    CHECK_INT(c.mrope_section[0], 16);
+    CHECK_INT(c.mrope_section[1], 24);
+    CHECK_INT(c.mrope_section[2], 24);
+    CHECK_INT(c.image_token_id, 151655);
+    CHECK_INT(c.vision_start_token_id, 151652);
+    CHECK_INT(c.vision_end_token_id, 151653);
+    CHECK_INT(c.vision.depth, 32);
+    CHECK_INT(c.vision.embed_dim, 1280);
+    CHECK_INT(c.vision.num_heads, 16);
+    CHECK_INT(c.vision.mlp_hidden, 5120);
+    CHECK_INT(c.vision.out_hidden, 1536);
+    CHECK_INT(c.vision.in_channels, 3);
+    CHECK_INT(c.vision.patch_size, 14);
+    CHECK(c.vision.rope_theta == 10000.0);
+    /* transformers' count of Qwen2VLForConditionalGeneration with this config */
+    CHECK_INT(ft_model_config_parameter_count(&c), 2208985600);
+    char *text = ft_model_config_to_json(&c);
+    ft_model_config again;
+    CHECK_INT(ft_model_config_parse(text, "written", &again), 0);
+    CHECK(configs_equal(&c, &again) && vision_parts_equal(&c, &again));
+    free(text);
+}
+
+TEST(qwen2_5_vl_7b_parses)
+{
+    ft_model_config c;
+    CHECK_INT(ft_model_config_load(FIXTURES "qwen2.5-vl-7b-instruct", &c), 0);
+    CHECK(c.vision_language && c.vision.qwen2_5);
+    CHECK_STR(c.architecture_name, "Qwen2_5_VLForConditionalGeneration");
+    CHECK_INT(c.hidden_size, 3584);
+    CHECK(!c.tie_word_embeddings);
+    CHECK_INT(c.vision.embed_dim, 1280);
+    CHECK_INT(c.vision.mlp_hidden, 3420);
+    CHECK_INT(c.vision.out_hidden, 3584);
+    CHECK_INT(c.vision.window_size, 112);
+    CHECK(c.vision.full_attention_blocks == ((1ull << 7) | (1ull << 15) | (1ull << 23) | (1ull << 31)));
+    CHECK_INT(c.mrope_section[1], 24);
+    /* transformers' count of Qwen2_5_VLForConditionalGeneration with this config (8.29B, as published) */
+    CHECK_INT(ft_model_config_parameter_count(&c), 8292166656);
+    char *text = ft_model_config_to_json(&c);
+    ft_model_config again;
+    CHECK_INT(ft_model_config_parse(text, "written", &again), 0);
+    CHECK(configs_equal(&c, &again) && vision_parts_equal(&c, &again));
+    free(text);
+    static const char swish[] = "\"hidden_act\": \"silu\",\n    \"hidden_size\": 1280";
+    CHECK_INT(ft_read_file(FIXTURES "qwen2.5-vl-7b-instruct/config.json", &text, NULL), 0);
+    char *at = strstr(text, swish);
+    CHECK(at != NULL);
+    if (at) {
+        memcpy(at + strlen("\"hidden_act\": \""), "gelu", 4);
+        CHECK_INT(ft_model_config_parse(text, "config.json", &again), -1);
+        CHECK(strstr(ft_error_message(), "vision_config.hidden_act must be \"silu\" (Qwen2.5-VL's)") != NULL);
+    }
+    free(text);
+}
+
+TEST(qwen2_vl_transformers_5_layout)
+{
+    /* what transformers 5.17 saves: the language model in text_config, rope_parameters */
+    ft_model_config c;
+    CHECK_INT(ft_model_config_load("tests/fixtures/parity_vl/qwen2_vl/model", &c), 0);
+    CHECK(c.vision_language);
+    CHECK_INT(c.vocab_size, 300);
+    CHECK_INT(c.num_hidden_layers, 2);
+    CHECK_INT(c.mrope_section[0], 2);
+    CHECK_INT(c.mrope_section[2], 3);
+    CHECK(c.rope_theta == 1000000.0);
+    CHECK_STR(c.torch_dtype, "float32");
+    CHECK_INT(c.vision.depth, 2);
+    CHECK_INT(c.vision.mlp_hidden, 64);
+    CHECK_INT(c.image_token_id, 292);
+    CHECK(!c.tie_word_embeddings);
+}
+
+TEST(qwen2_vl_refusals_are_named)
+{
+    char *text;
+    CHECK_INT(ft_read_file(FIXTURES "qwen2-vl-2b-instruct/config.json", &text, NULL), 0);
+    struct {
+        const char *from, *to, *message;
+    } cases[] = {
+        {"      16,\n", "      15,\n", "mrope_section adds up to 63"},
+        {"\"vision_config\"", "\"vision_cfg\"", "vision_config is missing"},
+        {"\"depth\": 32", "\"depth\": 0", "vision_config.depth must be a positive integer"},
+        {"\"hidden_size\": 1536,\n    \"patch", "\"hidden_size\": 1024,\n    \"patch",
+         "vision_config.hidden_size 1024 differs"},
+        {"\"image_token_id\": 151655", "\"image_token_id\": 999999", "image_token_id must be a token id"},
+        {"\"type\": \"mrope\"", "\"type\": \"yarn\"", "type 'yarn' is not supported"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *at = strstr(text, cases[i].from);
+        CHECK(at != NULL);
+        if (!at)
+            continue;
+        char *changed = ft_xasprintf("%.*s%s%s", (int)(at - text), text, cases[i].to, at + strlen(cases[i].from));
+        ft_model_config c;
+        CHECK_INT(ft_model_config_parse(changed, "config.json", &c), -1);
+        if (!strstr(ft_error_message(), cases[i].message))
+            fprintf(stderr, "  case %zu: %s\n", i, ft_error_message());
+        CHECK(strstr(ft_error_message(), cases[i].message) != NULL);
+        free(changed);
+    }
+    free(text);
+}
+
 int main(void)
 {
     RUN(qwen2_5_0_5b_parses);
@@ -366,5 +491,9 @@ int main(void)
     RUN(llama_and_qwen3_refuse_attention_bias);
     RUN(not_an_object_or_no_architecture);
     RUN(transformers_5_rope_parameters);
+    RUN(qwen2_vl_2b_parses);
+    RUN(qwen2_vl_transformers_5_layout);
+    RUN(qwen2_5_vl_7b_parses);
+    RUN(qwen2_vl_refusals_are_named);
     return check_done();
 }

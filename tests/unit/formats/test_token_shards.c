@@ -157,7 +157,10 @@ TEST(packs_samples_into_rows_with_boundaries)
     ft_token_row row;
     ft_token_shards_row(shards, 0, &row);
     CHECK_INT(row.n_samples, 2);
+    CHECK_INT(row.first_sample, 0);
     CHECK_INT(row.sample_offsets[1] - row.sample_offsets[0], 5);
+    ft_token_shards_row(shards, 2, &row);
+    CHECK_INT(row.first_sample, 3);
     ft_token_shards_close(shards);
     ft_remove_tree(dir);
     free(train);
@@ -192,7 +195,9 @@ TEST(splits_into_shards_and_finds_rows_across_them)
         ft_token_shards_row(shards, r, &row);
         CHECK_INT(row.n_tokens, r + 2);
         CHECK_INT(row.ids[0], 100 * (r + 1));
+        CHECK_INT(row.first_sample, r); /* across shards: the split's numbering */
         ft_token_shards_sample(shards, r, &row);
+        CHECK_INT(row.first_sample, r);
         CHECK_INT(row.ids[row.n_tokens - 1], 100 * (r + 1) + r + 1);
     }
     ft_token_shards_close(shards);

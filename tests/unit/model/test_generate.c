@@ -3,7 +3,9 @@
  * forward pass's at the last position of the sequence so far (also with a
  * LoRA adapter); a batch of prompts of different lengths gives each prompt's
  * tokens alone; greedy and seeded sampling repeat; stop tokens end a sequence;
- * bad calls fail with a message. */
+ * bad calls fail with a message. On the Qwen2-VL parity fixture, prompts with
+ * images of different sizes batched together: every step's logits are the
+ * full forward pass's (M-RoPE's positions go on after the images). */
 #include <math.h>
 
 #include "check.h"
@@ -15,6 +17,7 @@
 #include "ftpipe/model/generate.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/model_init.h"
+#include "vl_fixture.h"
 
 enum { BATCH = 4, MAX_TOKENS = 16, NEW = 6 };
 
@@ -275,6 +278,71 @@ TEST(bad_calls_fail_with_a_message)
     ft_model_free(model);
 }
 
+/* The logits of the full forward pass over a VL sequence with its images, at its last position. */
+static void vl_forward_last(ft_model *model, const int32_t *tokens, int length, const ft_stored_image *images,
+                            int n_images, float *out)
+{
+    int vocab = ft_model_get_config(model)->vocab_size;
+    int32_t positions[VL_MAX_SEQ], segments[VL_MAX_SEQ] = {0}, targets[VL_MAX_SEQ];
+    for (int t = 0; t < length; t++) {
+        positions[t] = t;
+        targets[t] = -100;
+    }
+    float *logits = ft_xmalloc((size_t)length * vocab * sizeof(float));
+    ft_batch batch = {1, length, tokens, positions, segments, targets, 0, 0};
+    CHECK_INT(ft_model_set_images(model, images, n_images), 0);
+    CHECK_INT(ft_model_forward(model, &batch, logits, NULL), 0);
+    memcpy(out, logits + (size_t)(length - 1) * vocab, (size_t)vocab * sizeof(float));
+    free(logits);
+}
+
+TEST(vision_language_steps_match_the_full_forward)
+{
+    enum { VL_NEW = 4 };
+    ft_model_options options = {2, VL_MAX_SEQ, FT_FINETUNE_NONE, false, {0}, false};
+    ft_model *model = NULL;
+    vl_fixture f;
+    CHECK_INT(ft_model_load(VL_FIXTURES "/model", cpu, &options, &model), 0);
+    if (!model || !vl_fixture_open(&f)) {
+        ft_model_free(model);
+        vl_fixture_close(&f);
+        return;
+    }
+    int vocab = ft_model_get_config(model)->vocab_size;
+    /* the whole row (two images), and its first 14 tokens (the first image and one token after) */
+    const int32_t *vl_prompts[2] = {f.tokens, f.tokens};
+    int lengths[2] = {VL_SEQ, 14};
+    ft_stored_image images[3] = {f.images[0], f.images[1], f.images[0]};
+    recording r = {ft_xcalloc((size_t)VL_NEW * 2 * vocab, sizeof(float)), 2, vocab, 0};
+    ft_generate_options generate_options = {.max_new_tokens = VL_NEW, .on_logits = record, .user = &r};
+    int32_t tokens[2 * VL_NEW];
+    int out_lengths[2];
+    ft_generator *generator = NULL;
+    CHECK_INT(ft_generator_create(model, 2, VL_SEQ + VL_NEW, &generator), 0);
+    CHECK_INT(ft_model_set_images(model, images, 3), 0);
+    CHECK_INT(ft_generate(generator, vl_prompts, lengths, 2, &generate_options, tokens, out_lengths), 0);
+    CHECK_INT(r.steps, VL_NEW);
+    float *expected = ft_xmalloc((size_t)vocab * sizeof(float));
+    double worst = 0.0;
+    for (int b = 0; b < 2; b++) {
+        CHECK_INT(out_lengths[b], VL_NEW);
+        int32_t sequence[VL_MAX_SEQ];
+        memcpy(sequence, f.tokens, (size_t)lengths[b] * sizeof(int32_t));
+        for (int s = 0; s < VL_NEW; s++) {
+            vl_forward_last(model, sequence, lengths[b] + s, b == 0 ? images : images + 2, b == 0 ? 2 : 1, expected);
+            worst = fmax(worst, relative_error(r.logits + ((size_t)s * 2 + b) * vocab, expected, vocab));
+            sequence[lengths[b] + s] = tokens[b * VL_NEW + s];
+        }
+    }
+    printf("# qwen2_vl with images: worst step logits relative error %.2e\n", worst);
+    CHECK(worst < 1e-5);
+    free(expected);
+    free(r.logits);
+    ft_generator_free(generator);
+    ft_model_free(model);
+    vl_fixture_close(&f);
+}
+
 int main(void)
 {
     cpu = ft_backend_cpu_create(1);
@@ -294,6 +362,7 @@ int main(void)
     RUN(greedy_repeats_sampling_repeats_by_seed_and_tiny_top_p_is_greedy);
     RUN(stop_tokens_end_a_sequence_and_are_left_out);
     RUN(bad_calls_fail_with_a_message);
+    RUN(vision_language_steps_match_the_full_forward);
     free(qwen2_dir);
     free(qwen3_dir);
     free(llama_dir);

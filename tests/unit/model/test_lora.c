@@ -1,5 +1,6 @@
 /* LoRA adapters: target lists, scaling, initialisation as peft's, and peft
- * adapter folders written and read back. */
+ * adapter folders written and read back (a vision-language model's with PEFT's
+ * names and a target regex that leaves the vision tower alone). */
 #include <jansson.h>
 #include <math.h>
 
@@ -166,6 +167,37 @@ TEST(saves_a_peft_folder_and_loads_it_back)
     ft_remove_tree(dir);
 }
 
+TEST(a_vision_language_adapter_names_the_language_model_only)
+{
+    char dir[] = "/tmp/ftpipe-lora-vl.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    ft_model_config model = tiny_config();
+    model.vision_language = true;
+    ft_lora_config config = {2, 4.0, 0.0, false, (1u << FT_LORA_Q) | (1u << FT_LORA_DOWN), 9};
+    ft_lora *saved = NULL, *loaded = NULL;
+    CHECK_INT(ft_lora_create(&model, &config, cpu, false, &saved), 0);
+    size_t count;
+    const ft_param_tensor *tensors = ft_lora_tensors(saved, &count);
+    CHECK_STR(tensors[0].name, "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight");
+    ft_lora_at(saved, 1, FT_LORA_DOWN)->b[1] = 0.5f;
+    CHECK_INT(ft_lora_save(saved, dir, "base"), 0);
+    char *config_path = ft_path_join(dir, "adapter_config.json");
+    json_t *root = json_load_file(config_path, 0, NULL);
+    /* Qwen2.5-VL's tower has its own down_proj: the regex leaves it alone, as LLaMA-Factory's does */
+    CHECK_STR(json_string_value(json_object_get(root, "target_modules")), "^(?!.*visual).*(?:q_proj|down_proj)$");
+    json_decref(root);
+    free(config_path);
+    ft_lora_config read;
+    CHECK_INT(ft_lora_config_load(dir, &read), 0);
+    CHECK_INT(read.targets, config.targets);
+    CHECK_INT(ft_lora_create(&model, &read, cpu, false, &loaded), 0);
+    CHECK_INT(ft_lora_load(loaded, dir), 0);
+    CHECK(ft_lora_at(loaded, 1, FT_LORA_DOWN)->b[1] == 0.5f);
+    ft_lora_free(loaded);
+    ft_lora_free(saved);
+    ft_remove_tree(dir);
+}
+
 TEST(refuses_adapter_configs_it_cannot_apply)
 {
     char dir[] = "/tmp/ftpipe-lora.XXXXXX";
@@ -199,6 +231,7 @@ int main(void)
     RUN(names_and_shapes_follow_peft_and_the_model);
     RUN(a_is_kaiming_uniform_and_b_zero_and_seeded);
     RUN(saves_a_peft_folder_and_loads_it_back);
+    RUN(a_vision_language_adapter_names_the_language_model_only);
     RUN(refuses_adapter_configs_it_cannot_apply);
     ft_backend_destroy(cpu);
     return check_done();

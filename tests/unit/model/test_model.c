@@ -11,6 +11,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model.h"
+#include "ftpipe/model/vision_qwen2.h"
 #include "ftpipe/model/model_init.h"
 
 #define MODEL "tests/fixtures/parity/qwen2/model"
@@ -262,6 +263,27 @@ TEST(plans_a_7b_full_finetune_without_weights)
     CHECK(bf16.activation_bytes < f32.activation_bytes);
 }
 
+/* Qwen2-VL-2B: the tower's fp32 weights and, for the image tokens a batch can
+ * hold, the features, the M-RoPE tables and the tower's pass, beside the
+ * language model's plan. */
+TEST(a_vision_language_plan_counts_the_tower_and_image_tokens)
+{
+    ft_model_config config;
+    CHECK_INT(ft_model_shape("qwen2-vl-2b", &config), 0);
+    ft_model_options lora = {1, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 3}, false};
+    ft_memory_plan vl, text;
+    CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_F32, &vl), 0);
+    config.vision_language = false;
+    CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_F32, &text), 0);
+    CHECK_INT(vl.parameter_bytes - text.parameter_bytes, (size_t)665271296 * 4); /* transformers' tower count */
+    /* 1024 tokens: up to 4096 patches through the tower (beside the features and tables), whose
+     * attention scores 256 queries at a time over one frame of all 4096 at worst */
+    size_t pass = ft_vision_qwen2_work_bytes(&config.vision, 4096, 4096);
+    CHECK(vl.activation_bytes - text.activation_bytes > pass);
+    CHECK_INT(pass - ft_vision_qwen2_work_bytes(&config.vision, 4096, 1), (size_t)(256 * 4096 - 1) * 4);
+    CHECK_INT(vl.adapter_bytes, text.adapter_bytes);
+}
+
 int main(void)
 {
     cpu = ft_backend_cpu_create(1);
@@ -273,6 +295,7 @@ int main(void)
     RUN(weights_that_do_not_match_the_config_are_refused);
     RUN(memory_plan_is_known_before_loading);
     RUN(plans_a_7b_full_finetune_without_weights);
+    RUN(a_vision_language_plan_counts_the_tower_and_image_tokens);
     ft_backend_destroy(cpu);
     return check_done();
 }

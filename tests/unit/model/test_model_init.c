@@ -9,7 +9,9 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model.h"
+#include "ftpipe/formats/preprocessor_config.h"
 #include "ftpipe/model/model_init.h"
+#include "ftpipe/model/vision_qwen2.h"
 #include "ftpipe/text/tokenizer.h"
 
 static ft_backend *cpu;
@@ -24,6 +26,12 @@ static size_t weight_count(const char *shape_name)
     for (size_t i = 0; i < count; i++)
         total += list[i].count;
     ft_model_weight_list_free(list, count);
+    if (config.vision_language) {
+        ft_vision_weight *vision = ft_vision_qwen2_weight_list(&config.vision, &count);
+        for (size_t i = 0; i < count; i++)
+            total += vision[i].count;
+        free(vision);
+    }
     CHECK_INT(total, ft_model_config_parameter_count(&config));
     return total;
 }
@@ -33,10 +41,14 @@ TEST(named_shapes_have_the_published_sizes)
     CHECK_INT(weight_count("qwen2.5-0.5b"), 494032768);
     CHECK_INT(weight_count("qwen2.5-1.5b"), 1543714304);
     CHECK_INT(weight_count("llama3-8b"), 8030261248);
+    CHECK_INT(weight_count("qwen2-vl-2b"), 2208985600); /* transformers' counts of Qwen2-VL-2B, */
+    CHECK_INT(weight_count("qwen2.5-vl-3b"), 3754622976); /* Qwen2.5-VL-3B */
+    CHECK_INT(weight_count("qwen2.5-vl-7b"), 8292166656); /* and Qwen2.5-VL-7B */
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2.5-3b", &config), -1);
-    CHECK_STR(ft_error_message(),
-              "unknown model shape 'qwen2.5-3b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b");
+    CHECK_STR(ft_error_message(), "unknown model shape 'qwen2.5-3b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, "
+                                  "qwen2.5-7b, llama3-8b, tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, "
+                                  "qwen2.5-vl-3b, qwen2.5-vl-7b");
 }
 
 static char *write_model(const char *name, ft_dtype dtype, uint64_t seed, uint64_t shard_bytes, int threads)
@@ -210,6 +222,66 @@ TEST(uses_a_given_tokenizer_and_fits_the_vocabulary_to_it)
     free(dir);
 }
 
+/* tiny-qwen2-vl and tiny-qwen2.5-vl: the vision tokens in the built-in
+ * tokenizer and the config, Qwen2-VL's preprocessor_config.json, and a folder
+ * the model loads and runs with an image. */
+static void check_tiny_vision_language(const char *shape, const char *architecture)
+{
+    char *dir = ft_path_join(root, shape);
+    ft_model_init_options options = {0};
+    CHECK_INT(ft_model_shape(shape, &options.config), 0);
+    options.dtype = FT_DTYPE_F32;
+    CHECK_INT(ft_model_init_write(dir, &options), 0);
+    ft_model_config config;
+    ft_tokenizer *tokenizer = NULL;
+    CHECK_INT(ft_model_config_load(dir, &config), 0);
+    CHECK_INT(ft_tokenizer_load(dir, &tokenizer), 0);
+    CHECK(config.vision_language);
+    CHECK_STR(config.architecture_name, architecture);
+    CHECK_INT(config.vocab_size, FT_BUILTIN_TOKENIZER_VOCAB + 4);
+    if (tokenizer) {
+        CHECK_INT(config.image_token_id, ft_tokenizer_token_id(tokenizer, "<|image_pad|>"));
+        CHECK_INT(config.vision_start_token_id, ft_tokenizer_token_id(tokenizer, "<|vision_start|>"));
+        CHECK_INT(config.vision_end_token_id, ft_tokenizer_token_id(tokenizer, "<|vision_end|>"));
+    }
+    ft_tokenizer_free(tokenizer);
+    ft_qwen2vl_image_options image_options;
+    CHECK_INT(ft_qwen2vl_image_options_load(dir, &image_options), 0);
+    CHECK_INT(image_options.max_pixels, 12845056);
+    CHECK_INT(image_options.merge_size, 2);
+
+    ft_model_options model_options = {1, 16, FT_FINETUNE_NONE, false, {0}, false};
+    ft_model *model = NULL;
+    CHECK_INT(ft_model_load(dir, cpu, &model_options, &model), 0);
+    if (model) {
+        static float pixels[4 * 1176], logits[16 * 263];
+        for (size_t i = 0; i < sizeof pixels / sizeof *pixels; i++)
+            pixels[i] = (float)sin((double)i);
+        ft_stored_image image = {{0, 0}, 1, 2, 2, pixels};
+        int32_t tokens[8] = {'a', config.vision_start_token_id, config.image_token_id, config.vision_end_token_id,
+                             'b', 'c', 'd', 'e'};
+        int32_t positions[8] = {0, 1, 2, 3, 4, 5, 6, 7}, segments[8] = {0}, targets[8] = {-100, -100, -100, -100,
+                                                                                         'c', 'd', 'e', -100};
+        ft_batch batch = {1, 8, tokens, positions, segments, targets, 0, 0};
+        double loss = 0.0;
+        CHECK_INT(ft_model_set_images(model, &image, 1), 0);
+        CHECK_INT(ft_model_forward(model, &batch, logits, &loss), 0);
+        CHECK(isfinite(loss) && loss > 0.0);
+    }
+    ft_model_free(model);
+    free(dir);
+}
+
+TEST(tiny_qwen2_vl_writes_a_vision_language_folder)
+{
+    check_tiny_vision_language("tiny-qwen2-vl", "Qwen2VLForConditionalGeneration");
+}
+
+TEST(tiny_qwen2_5_vl_writes_a_vision_language_folder)
+{
+    check_tiny_vision_language("tiny-qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration");
+}
+
 int main(void)
 {
     cpu = ft_backend_cpu_create(1);
@@ -223,6 +295,8 @@ int main(void)
     RUN(same_seed_same_bytes_whatever_the_threads);
     RUN(shards_past_the_limit_with_an_index);
     RUN(uses_a_given_tokenizer_and_fits_the_vocabulary_to_it);
+    RUN(tiny_qwen2_vl_writes_a_vision_language_folder);
+    RUN(tiny_qwen2_5_vl_writes_a_vision_language_folder);
     ft_remove_tree(root);
     ft_backend_destroy(cpu);
     return check_done();

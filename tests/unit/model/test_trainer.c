@@ -6,7 +6,9 @@
  * the host collectives) log the losses of one rank with the same effective
  * batch and end with its adapter, within what reordering sums already makes;
  * save_strategy calls on_save at the HF Trainer's steps with the state the
- * resume checkpoint of that step holds; evaluation also follows the last step. */
+ * resume checkpoint of that step holds; evaluation also follows the last step;
+ * a vision-language model's micro-batches bring their images (the Qwen2-VL
+ * parity fixture trains to the loss transformers gives it). */
 #include <math.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model_init.h"
 #include "ftpipe/model/trainer.h"
+#include "vl_fixture.h"
 
 static ft_backend *cpu;
 static char root[] = "/tmp/ftpipe-trainer.XXXXXX";
@@ -634,6 +637,84 @@ TEST(a_diverging_run_stops_naming_the_step)
     free(data);
 }
 
+/* The VL fixture's row as a tokenized split with its images.bin: two samples,
+ * the fixture's row and the same row again, one row each. */
+static char *write_vl_data(const vl_fixture *f)
+{
+    char *dir = ft_path_join(root, "vl_data"), *split = ft_path_join(dir, "train");
+    char *store_path = ft_path_join(split, FT_IMAGE_STORE_FILE);
+    ft_token_shard_writer *writer = NULL;
+    ft_image_store_writer *images = NULL;
+    uint32_t ids[VL_SEQ];
+    uint8_t mask[VL_SEQ];
+    for (int t = 0; t < VL_SEQ; t++) {
+        ids[t] = (uint32_t)f->tokens[t];
+        mask[t] = t > 0 && f->targets[t - 1] >= 0; /* target t - 1 is token t, trained on */
+    }
+    CHECK_INT(ft_token_shard_writer_open(split, false, VL_MAX_SEQ, 0, &writer), 0);
+    CHECK_INT(ft_image_store_writer_open(store_path, 1176, &images), 0);
+    uint32_t indices[VL_IMAGES];
+    for (int i = 0; i < VL_IMAGES; i++)
+        indices[i] = (uint32_t)ft_image_store_writer_add_image(images, &f->images[i]);
+    for (int sample = 0; sample < 2; sample++) {
+        CHECK_INT(ft_token_shard_writer_add_sample(writer, ids, mask, VL_SEQ), 0);
+        CHECK_INT(ft_image_store_writer_add_sample(images, indices, VL_IMAGES), 0);
+    }
+    CHECK_INT(ft_image_store_writer_finish(images), 0);
+    ft_token_dataset_meta meta;
+    memset(&meta, 0, sizeof meta);
+    strcpy(meta.tokenizer_hash, "0123456789abcdef0123456789abcdef");
+    strcpy(meta.template_name, "qwen2_vl");
+    strcpy(meta.vision_processor, "qwen2_vl");
+    meta.cutoff_len = VL_MAX_SEQ;
+    meta.n_records = 2;
+    CHECK_INT(ft_token_shard_writer_finish(writer, &meta.train), 0);
+    meta.train.n_images = VL_IMAGES;
+    CHECK_INT(ft_token_dataset_meta_write(dir, &meta), 0);
+    free(store_path);
+    free(split);
+    return dir;
+}
+
+TEST(vision_language_batches_bring_their_images)
+{
+    vl_fixture f;
+    ft_safetensors *expected = vl_open("expected.safetensors");
+    ft_model_options model_options = {2, VL_MAX_SEQ, FT_FINETUNE_LORA, true,
+                                      {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 42}, false};
+    ft_model *model = NULL;
+    CHECK_INT(ft_model_load(VL_FIXTURES "/model", cpu, &model_options, &model), 0);
+    if (vl_fixture_open(&f) && expected && model) {
+        char *dir = write_vl_data(&f);
+        ft_token_shards *shards = NULL;
+        ft_image_store *store = NULL;
+        char *store_path = ft_xasprintf("%s/train/%s", dir, FT_IMAGE_STORE_FILE);
+        CHECK_INT(ft_token_shards_open(dir, "train", &shards), 0);
+        CHECK_INT(ft_image_store_open(store_path, &store), 0);
+        ft_train_options options = default_options(2, 1, 1);
+        options.logging_steps = 0;
+        options.run_id = NULL;
+        /* the two rows in one micro-batch: each row's images, in order */
+        options.images = store;
+        ft_train_result result;
+        CHECK_INT(ft_train(model, shards, &options, &result), 0);
+        /* B is zero before the first step: the step's loss is the base model's */
+        float loss = (float)result.train_loss;
+        CHECK(vl_relative_error(expected, "loss", &loss, 1) < VL_TOLERANCE);
+        /* without the images the image tokens have no features: refused */
+        options.images = NULL;
+        CHECK_INT(ft_train(model, shards, &options, &result), -1);
+        CHECK(strstr(ft_error_message(), "images are used up") != NULL);
+        ft_image_store_close(store);
+        ft_token_shards_close(shards);
+        free(store_path);
+        free(dir);
+    }
+    ft_model_free(model);
+    ft_safetensors_close(expected);
+    vl_fixture_close(&f);
+}
+
 int main(void)
 {
     if (!mkdtemp(root))
@@ -651,6 +732,7 @@ int main(void)
     RUN(evaluates_after_the_last_step_as_transformers_5);
     RUN(save_strategy_runs_on_save_as_the_hf_trainer);
     RUN(ranks_match_one_rank_with_the_same_effective_batch);
+    RUN(vision_language_batches_bring_their_images);
     ft_backend_destroy(cpu);
     free(model_dir);
     ft_remove_tree(root);

@@ -1,0 +1,74 @@
+#!/bin/sh
+# Vision-language fine-tuning end to end: examples/vl-lora's tiny cpu variant
+# (tiny-qwen2.5-vl, staged in a tmpfs folder, LLaMA-Factory-style records with
+# images made by its make_vl_data.py) runs init -> shm -> tokenize -> LoRA train
+# -> evaluate -> export, the export holds PEFT's names for the language model,
+# and a rerun is a no-op; so does its Qwen2-VL variant; what is not supported is
+# refused with a message.
+. "$(dirname "$0")/lib.sh"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+
+vl_example() {
+  W=$(t_workspace)
+  cp "$ROOT/examples/vl-lora/Ftpipe" "$ROOT/examples/vl-lora/make_vl_data.py" "$W/"
+  mkdir "$W/shm"
+  VARS="SHAPE=${1:-tiny-qwen2.5-vl} DTYPE=f32 RECORDS=9 EPOCHS=1 SHM_DIR=$W/shm"
+}
+
+t_case "examples/vl-lora (tiny): init, shm, tokenize, LoRA train, evaluate, export; a rerun is a no-op"
+vl_example
+t_run "$FTPIPE" -C "$W" $VARS
+t_expect_status 0
+t_expect_contains "Qwen2_5_VLForConditionalGeneration: 2 layers, hidden 64, vocab 263"
+t_expect_contains "9 samples"
+t_expect_contains "done     adapter"
+t_expect_contains "eval_loss"
+t_expect_contains "done     export/peft"
+grep -q '"vision_processor": "qwen2_vl"' "$W/tokens/train_set/meta.json" || t_fail "meta.json: $(cat "$W/tokens/train_set/meta.json")"
+[ -f "$W/tokens/train_set/train/images.bin" ] || t_fail "no images.bin beside the shards"
+head -c 4096 "$W/export/peft/adapter_model.safetensors" | grep -q 'base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight' ||
+  t_fail "the adapter lacks PEFT's names for a VL model's language model"
+[ -f "$W/report/metrics.json" ] || t_fail "no report/metrics.json"
+t_run "$FTPIPE" -C "$W" $VARS
+t_expect_status 0
+t_expect_contains "nothing to do"
+t_end
+
+t_case "examples/vl-lora's Qwen2-VL variant (tiny) from init to export"
+vl_example tiny-qwen2-vl
+t_run "$FTPIPE" -C "$W" $VARS
+t_expect_status 0
+t_expect_contains "Qwen2VLForConditionalGeneration: 2 layers, hidden 64, vocab 263"
+t_expect_contains "done     export/peft"
+t_end
+
+t_case "the vision tower and merger stay frozen; full fine-tuning of a VL model is refused"
+vl_example
+for line in "freeze_vision_tower = false" "freeze_multi_modal_projector = false" "train_mm_proj_only = true"; do
+  sed -e '/freeze_/d' -e "s/	finetuning_type = lora/	finetuning_type = lora\n	$line/" "$ROOT/examples/vl-lora/Ftpipe" > "$W/Ftpipe"
+  t_run "$FTPIPE" -C "$W" $VARS adapter
+  t_expect_fail
+  t_expect_contains "$line is not supported yet"
+done
+sed "s/	finetuning_type = lora/	finetuning_type = full/" "$ROOT/examples/vl-lora/Ftpipe" > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" $VARS adapter
+t_expect_fail
+t_expect_contains "finetuning_type = full is not available for vision-language models yet; use finetuning_type = lora"
+t_end
+
+t_case "a text-only model refuses records with images in evaluate"
+vl_example
+cat >> "$W/Ftpipe" <<'P'
+
+models/text: init
+	dtype = f32
+
+text_report: evaluate models/text vl_data
+	template = qwen2_vl
+	dataset = vl_demo
+P
+t_run "$FTPIPE" -C "$W" $VARS text_report
+t_expect_fail
+t_expect_contains "has records with images, but"
+t_expect_contains "is a text-only model (Qwen2ForCausalLM)"
+t_end

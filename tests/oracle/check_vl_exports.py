@@ -1,0 +1,157 @@
+"""Qwen2-VL and Qwen2.5-VL end to end against transformers + PEFT, on this CPU:
+for each, a pipeline makes tiny-qwen2-vl or tiny-qwen2.5-vl (f32), tokenizes LLaMA-Factory-style records with images
+(made here with Pillow), trains a LoRA adapter on them, evaluates it on the
+same records, and exports it as format = peft and format = merged. Then:
+  - PEFT loads the peft export on the transformers model with every
+    adapter tensor used (no missing or unexpected key);
+  - the evaluate stage's eval_loss equals the loss of PEFT's model over the
+    tokenize output's samples and pixels (relative error < 1e-4): ftpipe's
+    ids, images, vision tower, M-RoPE and adapter are transformers';
+  - transformers loads the merged export, whose logits equal PEFT's (< 1e-4)."""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import oracle
+
+RECORDS = [
+    ("<image>What colour is this?", "It is red, fading to blue.", ["images/a.png"]),
+    ("Compare <image> with <image>.", "The first is wide, the second tall.", ["images/b.jpg", "images/c.png"]),
+    ("<image>Describe it.", "A green square.", ["images/c.png"]),
+]
+PIPELINE = """models/tiny: init
+	shape = {shape}
+	dtype = f32
+
+tokens: tokenize models/tiny data
+	template = qwen2_vl
+	dataset = vl_demo
+	image_max_pixels = 20000
+
+adapter: train models/tiny tokens
+	backend = cpu
+	learning_rate = 5e-3
+	max_steps = 3
+	per_device_train_batch_size = 2
+	lora_rank = 4
+
+report: evaluate models/tiny adapter data
+	template = qwen2_vl
+	dataset = vl_demo
+	image_max_pixels = 20000
+	max_new_tokens = 4
+	backend = cpu
+
+export/peft: export adapter
+
+export/merged: export adapter models/tiny
+	format = merged
+"""
+
+
+def write_workspace(root, shape):
+    from PIL import Image
+    images = os.path.join(root, "data", "images")
+    os.makedirs(images)
+    x = np.linspace(0, 255, 120, dtype=np.float32)
+    red_blue = np.stack([np.tile(255 - x, (80, 1)), np.zeros((80, 120)), np.tile(x, (80, 1))], -1)
+    Image.fromarray(red_blue.astype(np.uint8)).save(os.path.join(images, "a.png"))
+    Image.fromarray((np.random.RandomState(1).rand(150, 60, 3) * 255).astype(np.uint8)).save(
+        os.path.join(images, "b.jpg"), quality=90)
+    Image.new("RGB", (64, 64), (20, 200, 40)).save(os.path.join(images, "c.png"))
+    records = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "images": i}
+               for q, a, i in RECORDS]
+    json.dump(records, open(os.path.join(root, "data", "vl_demo.json"), "w"), indent=1)
+    info = {"vl_demo": {"file_name": "vl_demo.json", "formatting": "sharegpt",
+                        "columns": {"messages": "messages", "images": "images"},
+                        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                 "assistant_tag": "assistant"}}}
+    json.dump(info, open(os.path.join(root, "data", "dataset_info.json"), "w"))
+    open(os.path.join(root, "Ftpipe"), "w").write(PIPELINE.replace("{shape}", shape))
+
+
+def samples_with_pixels(root):
+    """The tokenize output's samples: (ids, loss mask, pixel_values, grid_thw)."""
+    rows = oracle.read_split(os.path.join(root, "tokens"))
+    images, per_sample = oracle.read_image_store(os.path.join(root, "tokens", "train", "images.bin"))
+    samples = [sample for row in rows for sample in row]
+    out = []
+    for (ids, mask), refs in zip(samples, per_sample):
+        pixels = [np.frombuffer(images[r][1], dtype=np.float32).reshape(-1, 1176) for r in refs]
+        grids = [images[r][0] for r in refs]
+        out.append((ids, mask, torch.from_numpy(np.concatenate(pixels)).double(), torch.tensor(grids)))
+    return out
+
+
+def forward(model, ids, pixels, grids, image_token_id):
+    tokens = torch.tensor([ids])
+    types = (tokens == image_token_id).int()
+    return model(input_ids=tokens, mm_token_type_ids=types, pixel_values=pixels, image_grid_thw=grids,
+                 use_cache=False).logits[0]
+
+
+def check_shape(cases, shape, model_class):
+    from peft import PeftModel
+    from peft.utils import load_peft_weights
+    root = oracle.scratch_folder("vl_exports")
+    try:
+        write_workspace(root, shape)
+        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged"])
+        if not cases.check("%s pipeline runs" % shape, status == 0, "init, tokenize, train, evaluate, export",
+                           output.splitlines()[-15:]):
+            return
+        base_dir = os.path.join(root, "models", "tiny")
+        base = model_class.from_pretrained(base_dir, attn_implementation="eager")
+        image_token_id = base.config.image_token_id
+        peft_dir = os.path.join(root, "export", "peft")
+        model = PeftModel.from_pretrained(base, peft_dir)
+        saved = set(load_peft_weights(peft_dir))
+        used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
+        cases.check("%s peft export loads on %s" % (shape, model_class.__name__),
+                    saved == used and len(saved) == 28,
+                    "%d adapter tensors, each on a module of the language model" % len(saved),
+                    sorted(saved ^ used)[:10])
+        model = model.double().eval()
+        loss_sum, n_tokens = 0.0, 0
+        samples = samples_with_pixels(root)
+        with torch.no_grad():
+            for ids, mask, pixels, grids in samples:
+                logits = forward(model, ids, pixels, grids, image_token_id)
+                targets = torch.tensor([ids[t + 1] if mask[t + 1] else -100 for t in range(len(ids) - 1)] + [-100])
+                loss_sum += F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
+                n_tokens += int((targets >= 0).sum())
+        reference = loss_sum / n_tokens
+        metrics = json.load(open(os.path.join(root, "report", "metrics.json")))
+        measured = metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
+        relative = abs(measured - reference) / abs(reference)
+        cases.check("%s evaluate's eval_loss is PEFT's" % shape, relative < 1e-4,
+                    "%.6f against %.6f over %d samples with %d images (relative %.2e)"
+                    % (measured, reference, len(samples), sum(len(s[3]) for s in samples), relative))
+        merged = model_class.from_pretrained(os.path.join(root, "export", "merged"),
+                                             attn_implementation="eager").double().eval()
+        worst = 0.0
+        with torch.no_grad():
+            for ids, mask, pixels, grids in samples:
+                a = forward(model, ids, pixels, grids, image_token_id)
+                b = forward(merged, ids, pixels, grids, image_token_id)
+                worst = max(worst, float((a - b).abs().max() / a.abs().max()))
+        cases.check("%s merged export loads in transformers with PEFT's logits" % shape, worst < 1e-4,
+                    "worst relative error %.2e" % worst)
+    finally:
+        oracle.remove_scratch(root)
+
+
+def main():
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+    cases = oracle.Cases()
+    check_shape(cases, "tiny-qwen2-vl", Qwen2VLForConditionalGeneration)
+    check_shape(cases, "tiny-qwen2.5-vl", Qwen2_5_VLForConditionalGeneration)
+    return cases.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
