@@ -212,6 +212,8 @@ static void add(tensor_list *list, int n_dims, int64_t d0, int64_t d1, int64_t d
     tensor->shape[1] = d1;
     tensor->shape[2] = d2;
     tensor->shape[3] = d3;
+    tensor->shape[4] = 0;
+    tensor->is_norm = false; /* norms are found by their names */
 }
 
 #define VISION "vision_tower.vision_model."

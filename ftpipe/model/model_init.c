@@ -276,12 +276,12 @@ static bool is_norm_weight(const char *name)
 }
 
 static void add_tensor(ft_init_tensor *tensor, const char *prefix, const char *name, int n_dims,
-                       const int64_t *shape, bool is_norm)
+                       const int64_t *dims, bool is_norm)
 {
     tensor->name = ft_xasprintf("%s%s", prefix, name);
     tensor->n_dims = n_dims;
-    memcpy(tensor->shape, shape, (size_t)n_dims * sizeof *shape);
-    tensor->is_norm = is_norm || is_norm_weight(tensor->name);
+    memcpy(tensor->shape, dims, (size_t)n_dims * sizeof *dims);
+    tensor->is_norm = is_norm;
 }
 
 ft_init_tensor *ft_model_init_tensors(const ft_model_config *config, const char *prefix, size_t *count)
@@ -325,7 +325,7 @@ static void fill_slice(void *argument, size_t slice, size_t worker)
     const fill_job *job = argument;
     const char *name = job->tensor->name;
     size_t length = strlen(name);
-    bool is_norm = job->tensor->is_norm, is_bias = length > 5 && strcmp(name + length - 5, ".bias") == 0;
+    bool is_norm = job->tensor->is_norm || is_norm_weight(name), is_bias = length > 5 && strcmp(name + length - 5, ".bias") == 0;
     size_t begin = job->count * slice / job->n_slices, end = job->count * (slice + 1) / job->n_slices;
     for (size_t i = begin; i < end; i++) {
         float value = is_norm ? 1.0f : is_bias ? 0.0f : (float)(0.02 * ft_random_normal(job->seed, i));

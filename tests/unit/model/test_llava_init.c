@@ -62,8 +62,9 @@ TEST(tiny_llava_loads_and_runs)
             tokens[i] = i < 2 || i >= 578 ? 65 + i % 7 : FT_BUILTIN_TOKENIZER_VOCAB;
             positions[i] = i;
             segments[i] = 0;
-            targets[i] = i + 1 < SEQ ? tokens[i + 1] : -100;
         }
+        for (int i = 0; i < SEQ; i++) /* after the loop above: target i is token i + 1 */
+            targets[i] = i + 1 < SEQ ? tokens[i + 1] : -100;
         float *pixels = ft_xcalloc((size_t)3 * 336 * 336, sizeof(float));
         for (size_t i = 0; i < (size_t)3 * 336 * 336; i++)
             pixels[i] = (float)((int)(i % 97) - 48) / 30.0f;

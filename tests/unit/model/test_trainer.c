@@ -652,7 +652,7 @@ static char *write_vl_data(const vl_fixture *f)
         mask[t] = t > 0 && f->targets[t - 1] >= 0; /* target t - 1 is token t, trained on */
     }
     CHECK_INT(ft_token_shard_writer_open(split, false, VL_MAX_SEQ, 0, &writer), 0);
-    CHECK_INT(ft_image_store_writer_open(store_path, 1176, &images), 0);
+    CHECK_INT(ft_image_store_writer_open(store_path, FT_IMAGE_LAYOUT_PATCHES, 1176, &images), 0);
     uint32_t indices[VL_IMAGES];
     for (int i = 0; i < VL_IMAGES; i++)
         indices[i] = (uint32_t)ft_image_store_writer_add_image(images, &f->images[i]);
