@@ -3,7 +3,8 @@
  * without parsing the pipeline, building the graph or opening the state database
  * (as ninja answers a no-op from its logs).
  *
- * .ftpipe/up-to-date holds the question it answers (the ftpipe program, the
+ * .ftpipe/up-to-date holds the question it answers (the program that plans,
+ * ftpipe-full: invocation->program_path, else this process's own; the
  * pipeline file's path, the targets and VAR=value words, the environment), the
  * content hash of every pipeline file read (includes, parameters files, the lock
  * file), the lstat of every target and every input file, and each stage's kind
