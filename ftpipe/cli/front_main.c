@@ -53,7 +53,7 @@ static int answer(int argc, char **argv, const char *full)
             answered = ft_record_answer_run(invocation, question);
         } else if (strcmp(invocation->command, "status") == 0 && !invocation->json && !invocation->open_report &&
                    !invocation->output_path) {
-            answered = ft_record_answer_status(invocation) == 1; /* a failure: ftpipe-full plans and says why */
+            answered = ft_record_answer_status(invocation);
         }
     }
     ft_command_line_free(&line);

@@ -348,9 +348,8 @@ int ft_inspect_command(const ft_invocation *invocation)
     }
     bool command_options = invocation->json || invocation->open_report || invocation->output_path;
     if (strcmp(command, "status") == 0 && !command_options) {
-        int answered = invocation->record_checked ? 0 : ft_record_answer_status(invocation);
-        if (answered != 0)
-            return answered == 1 ? 0 : 1;
+        if (!invocation->record_checked && ft_record_answer_status(invocation))
+            return 0;
     }
     bool writes = strcmp(command, "gc") == 0 || strcmp(command, "clean") == 0;
     ft_session session;

@@ -9,7 +9,6 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/hash.h"
 #include "ftpipe/engine/run_stats.h"
-#include "ftpipe/engine/state.h"
 #include "ftpipe/engine/status_lines.h"
 #include "ftpipe/engine/up_to_date.h"
 
@@ -41,10 +40,10 @@ bool ft_record_answer_run(const ft_invocation *invocation, const char *question)
     return true;
 }
 
-int ft_record_answer_status(const ft_invocation *invocation)
+bool ft_record_answer_status(const ft_invocation *invocation)
 {
     if (invocation->n_arguments > 0 || invocation->lock)
-        return 0;
+        return false;
     uint64_t start_ns = ft_now_ns();
     char question[FT_HASH_HEX_LENGTH + 1];
     ft_up_to_date_question(invocation, question);
@@ -58,30 +57,19 @@ int ft_record_answer_status(const ft_invocation *invocation)
     if (answered == 1 && !answer.all_stages)
         answered = 0;
     uint64_t checked_ns = ft_now_ns();
-    /* The state database alone: its last runs are all status adds to the record. */
-    char *state_dir = ft_path_join(dir, ".ftpipe");
-    ft_state *state = NULL;
-    ft_last_runs runs;
-    if (answered == 1 && (ft_state_open(state_dir, &state) != 0 || ft_last_runs_load(state, &runs) != 0))
-        answered = -1;
-    uint64_t read_ns = ft_now_ns();
     if (answered == 1) {
         for (size_t i = 0; i < answer.n_stages; i++)
             ft_status_print_line(answer.targets[i], answer.kinds[i], "up to date", "",
-                                 ft_last_run_of(&runs, answer.targets[i]));
-        ft_last_runs_free(&runs);
+                                 answer.last_runs[i].id ? &answer.last_runs[i] : NULL);
         fflush(stdout);
         if (ft_run_stats_wanted()) {
-            fprintf(stderr, "ftpipe stats: status answered from .ftpipe/up-to-date: record %.1f ms, last runs "
-                    "%.1f ms, printed %.1f ms;", (double)(checked_ns - start_ns) / 1e6,
-                    (double)(read_ns - checked_ns) / 1e6, (double)(ft_now_ns() - read_ns) / 1e6);
+            fprintf(stderr, "ftpipe stats: status answered from .ftpipe/up-to-date: record %.1f ms, printed %.1f ms;",
+                    (double)(checked_ns - start_ns) / 1e6, (double)(ft_now_ns() - checked_ns) / 1e6);
             ft_run_stats_print_reads();
         }
     }
-    ft_state_close(state);
     if (have_answer)
         ft_up_to_date_answer_free(&answer);
-    free(state_dir);
     free(dir);
-    return answered;
+    return answered == 1;
 }

@@ -3,8 +3,10 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
+#include "ftpipe/base/mem.h"
 #include "ftpipe/base/terminal_text.h"
 
 static const char *run_status_word(ft_run_status status)
@@ -13,12 +15,20 @@ static const char *run_status_word(ft_run_status status)
     return words[status];
 }
 
-static void format_time(int64_t ms, char *out, size_t size)
+/* A start time as local time; formatted once per distinct second, as a build's
+ * runs share few (status prints thousands). */
+static const char *start_time_text(int64_t ms)
 {
+    static time_t formatted = (time_t)-1;
+    static char text[64];
     time_t seconds = (time_t)(ms / 1000);
-    struct tm local;
-    localtime_r(&seconds, &local);
-    strftime(out, size, "%Y-%m-%d %H:%M:%S", &local);
+    if (seconds != formatted) {
+        struct tm local;
+        localtime_r(&seconds, &local);
+        strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &local);
+        formatted = seconds;
+    }
+    return text;
 }
 
 int ft_last_runs_load(ft_state *state, ft_last_runs *out)
@@ -45,16 +55,42 @@ void ft_last_runs_free(ft_last_runs *runs)
     ft_strmap_free(&runs->by_target);
 }
 
+/* text, then spaces up to width, at *at in line (which holds a status line). */
+static char *put_padded(char *at, const char *text, size_t width)
+{
+    size_t length = strlen(text);
+    memcpy(at, text, length);
+    at += length;
+    for (; length < width; length++)
+        *at++ = ' ';
+    return at;
+}
+
+/* Written without printf: status prints two lines for each of thousands of stages. */
 void ft_status_print_line(const char *target_name, const char *kind, const char *action, const char *reason,
                           const ft_run_record *last)
 {
     char *target = ft_terminal_text(target_name);
-    printf("%-32s %-8s %-10s %s\n", target, kind, action, reason);
+    size_t target_length = strlen(target), kind_length = strlen(kind), reason_length = strlen(reason);
+    size_t size = target_length + kind_length + reason_length + 128;
+    char small[512];
+    char *line = size <= sizeof small ? small : ft_xmalloc(size);
+    char *at = put_padded(line, target, 32);
+    *at++ = ' ';
+    at = put_padded(at, kind, 8);
+    *at++ = ' ';
+    at = put_padded(at, action, 10);
+    *at++ = ' ';
+    memcpy(at, reason, reason_length);
+    at += reason_length;
+    *at++ = '\n';
+    fwrite(line, 1, (size_t)(at - line), stdout);
+    if (line != small)
+        free(line);
     free(target);
     if (!last)
         return;
-    char when[64];
-    format_time(last->start_ms, when, sizeof when);
+    const char *when = start_time_text(last->start_ms);
     if (last->end_ms > 0)
         printf("    last run %s: %s in %.1f s\n", when, run_status_word(last->status),
                (double)(last->end_ms - last->start_ms) / 1000.0);

@@ -18,8 +18,9 @@
 #include "ftpipe/base/thread_pool.h"
 #include "ftpipe/engine/lock_file.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/engine/status_lines.h"
 
-#define RECORD_HEADER "ftpipe up-to-date 2\n"
+#define RECORD_HEADER "ftpipe up-to-date 3\n"
 
 static char *record_path(const char *dir_holding_state, bool is_state_dir)
 {
@@ -102,18 +103,17 @@ static bool same_stat(const struct stat *st, const unsigned long long recorded[4
 
 void ft_up_to_date_answer_free(ft_up_to_date_answer *answer)
 {
-    for (size_t i = 0; answer->kinds && i < answer->n_stages; i++) {
-        free(answer->kinds[i]);
-        free(answer->targets[i]);
-    }
     free(answer->kinds);
     free(answer->targets);
+    free(answer->last_runs);
+    free(answer->record_text);
     memset(answer, 0, sizeof *answer);
 }
 
-static void add_stage(ft_up_to_date_answer *answer, const char *line, bool list_stages)
+/* "KIND TARGET": listed as pointers into the record's text, which the answer keeps. */
+static void add_stage(ft_up_to_date_answer *answer, char *line, bool list_stages)
 {
-    const char *space = strchr(line, ' ');
+    char *space = strchr(line, ' ');
     if (!space)
         return;
     if (!list_stages) {
@@ -124,9 +124,36 @@ static void add_stage(ft_up_to_date_answer *answer, const char *line, bool list_
         answer->capacity = answer->capacity ? 2 * answer->capacity : 64;
         answer->kinds = ft_xrealloc(answer->kinds, answer->capacity * sizeof *answer->kinds);
         answer->targets = ft_xrealloc(answer->targets, answer->capacity * sizeof *answer->targets);
+        answer->last_runs = ft_xrealloc(answer->last_runs, answer->capacity * sizeof *answer->last_runs);
     }
-    answer->kinds[answer->n_stages] = ft_xstrndup(line, (size_t)(space - line));
-    answer->targets[answer->n_stages++] = ft_xstrdup(space + 1);
+    memset(&answer->last_runs[answer->n_stages], 0, sizeof *answer->last_runs);
+    *space = '\0';
+    answer->kinds[answer->n_stages] = line;
+    answer->targets[answer->n_stages++] = space + 1;
+}
+
+/* "last ID START_MS END_MS STATUS" in hex: the last run of the stage just listed. */
+static bool add_last_run(ft_up_to_date_answer *answer, const char *line, bool list_stages)
+{
+    unsigned long long fields[4];
+    const char *p = line;
+    for (int i = 0; i < 4; i++) {
+        char *end = NULL;
+        fields[i] = strtoull(p, &end, 16);
+        if (end == p || *end != (i < 3 ? ' ' : '\0'))
+            return false;
+        p = end + 1;
+    }
+    if (answer->n_stages == 0 || fields[3] > FT_RUN_CACHED)
+        return false;
+    if (list_stages) {
+        ft_run_record *run = &answer->last_runs[answer->n_stages - 1];
+        run->id = (int64_t)fields[0];
+        run->start_ms = (int64_t)fields[1];
+        run->end_ms = (int64_t)fields[2];
+        run->status = (ft_run_status)fields[3];
+    }
+    return true;
 }
 
 /* A stat line, "DEVICE INODE SIZE MTIME_NS PATH" in hex; false when malformed. */
@@ -217,6 +244,8 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_sta
             answer_code = strcmp(line + 9, key) == 0;
         } else if (strncmp(line, "stage ", 6) == 0) {
             add_stage(answer, line + 6, list_stages);
+        } else if (strncmp(line, "last ", 5) == 0) {
+            answer_code = add_last_run(answer, line + 5, list_stages);
         } else if (strcmp(line, "all stages") == 0) {
             answer->all_stages = true;
         } else if (strncmp(line, "file ", 5) == 0 && sscanf(line + 5, "%39s %n", hex, &offset) == 1 && offset) {
@@ -236,7 +265,7 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_sta
     if (answer_code == 2 && !stats_unchanged(dir_fd, stats, n_stats))
         answer_code = 0;
     free(stats);
-    free(text);
+    answer->record_text = text;
     close(dir_fd);
     if (answer_code == 2)
         return 1;
@@ -287,16 +316,24 @@ void ft_up_to_date_write(const ft_workspace *workspace, const ft_graph *graph, c
     content_hash(lock, hex);
     ft_strbuf_printf(&text, "file %s %s\n", hex, lock);
     free(lock);
+    ft_last_runs runs;
+    bool recordable = ft_last_runs_load(workspace->state, &runs) == 0;
+    if (!recordable)
+        ft_error_clear();
     ft_strmap seen;
     ft_strmap_init(&seen);
     size_t n_selected = 0;
-    bool recordable = true;
     for (size_t o = 0; o < graph->n_nodes && recordable; o++) {
         const ft_node *node = &graph->nodes[graph->order[o]];
         if (!node->selected)
             continue;
         n_selected++;
         ft_strbuf_printf(&text, "stage %s %s\n", node->kind->name, node->target);
+        const ft_run_record *last = ft_last_run_of(&runs, node->target);
+        if (last)
+            ft_strbuf_printf(&text, "last %llx %llx %llx %x\n", (unsigned long long)last->id,
+                             (unsigned long long)last->start_ms, (unsigned long long)last->end_ms,
+                             (unsigned)last->status);
         recordable = !node->kind->cached_output_usable && !strchr(node->target, '\n') &&
                      !strchr(node->target_path, '\n') &&
                      add_stat(&text, &seen, pipeline->dir, node->target_path, false);
@@ -305,6 +342,7 @@ void ft_up_to_date_write(const ft_workspace *workspace, const ft_graph *graph, c
                 recordable = !strchr(node->input_paths[k], '\n') && add_stat(&text, &seen, pipeline->dir, node->input_paths[k], true);
     }
     ft_strmap_free(&seen);
+    ft_last_runs_free(&runs);
     if (recordable) {
         ft_strbuf_puts(&text, n_selected == graph->n_nodes ? "all stages\nend\n" : "end\n");
         char *path = record_path(workspace->state_dir, true);

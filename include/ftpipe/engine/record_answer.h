@@ -18,8 +18,8 @@
  * answers it, after printing "nothing to do". */
 bool ft_record_answer_run(const ft_invocation *invocation, const char *question);
 
-/* `ftpipe status` with no arguments: 1 printed (every stage up to date, with its
- * last run), 0 not answered (plan as usual), -1 failed (message in ft_error). */
-int ft_record_answer_status(const ft_invocation *invocation);
+/* `ftpipe status` with no arguments: true when the record answers (every stage
+ * up to date), after printing each stage's lines and last run. */
+bool ft_record_answer_status(const ft_invocation *invocation);
 
 #endif

@@ -7,8 +7,10 @@
  * ftpipe-full: invocation->program_path, else this process's own; the
  * pipeline file's path, the targets and VAR=value words, the environment), the
  * content hash of every pipeline file read (includes, parameters files, the lock
- * file), the lstat of every target and every input file, and each stage's kind
- * and target (for `ftpipe status`). The answer stands
+ * file), the lstat of every target and every input file, and each stage's kind,
+ * target and last run (for `ftpipe status`, which then needs no database: runs
+ * are added only under the workspace lock, which removes the record). The
+ * answer stands
  * while all of them are unchanged. It is written only where those are all that
  * can change a plan: no wildcard in the pipeline, no input folder, no kind that
  * checks its cached output (shm), no FTPIPE_RULES; any run that takes the
@@ -21,6 +23,7 @@
 
 #include "ftpipe/engine/graph.h"
 #include "ftpipe/engine/session.h"
+#include "ftpipe/engine/state.h"
 #include "ftpipe/engine/workspace.h"
 
 /* The question's hash, as 32 hex digits in key (33 bytes). */
@@ -30,15 +33,18 @@ void ft_up_to_date_question(const ft_invocation *invocation, char *key);
 typedef struct {
     size_t n_stages;
     bool all_stages; /* every stage of the pipeline, not only the selected ones */
-    char **kinds;
+    char **kinds;      /* point into record_text */
     char **targets;
+    ft_run_record *last_runs; /* each stage's last run when the record was written
+                                 (start, end, status; id 0: none) */
     size_t capacity;
+    char *record_text;
 } ft_up_to_date_answer;
 
 /* 1 with *answer when pipeline_dir's record answers `key` and nothing it names
  * changed; 0 otherwise (no record, another question, a change, an unreadable
- * record: the caller plans as usual). The stages' kinds and targets are listed
- * only when list_stages (status); n_stages always. */
+ * record: the caller plans as usual). The stages' kinds, targets and last runs
+ * are listed only when list_stages (status); n_stages always. */
 int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_stages, ft_up_to_date_answer *answer);
 void ft_up_to_date_answer_free(ft_up_to_date_answer *answer);
 
