@@ -20,7 +20,8 @@
 
 #define FULL_PROGRAM_NAME "ftpipe-full"
 
-/* ftpipe-full beside this program (make install puts them side by side), or NULL. */
+/* ftpipe-full beside this program (make install puts them side by side), or NULL
+ * when this program's own path cannot be read. */
 static char *full_program_path(void)
 {
     char self[PATH_MAX];
@@ -63,15 +64,16 @@ static int answer(int argc, char **argv, const char *full)
 int main(int argc, char **argv)
 {
     char *full = full_program_path();
-    if (full && access(full, X_OK) == 0) {
-        if (answer(argc, argv, full))
-            return 0;
-        fflush(NULL);
-        setenv(FT_RECORD_CHECKED_VARIABLE, "1", 1);
-        execv(full, argv);
+    if (full && answer(argc, argv, full)) {
+        free(full);
+        return 0;
     }
-    fprintf(stderr, "ftpipe: cannot run %s (%s): it belongs beside ftpipe (make builds both into build/, make "
-            "install into PREFIX/bin); build or install ftpipe again\n",
+    fflush(NULL);
+    setenv(FT_RECORD_CHECKED_VARIABLE, "1", 1);
+    if (full)
+        execv(full, argv);
+    fprintf(stderr, "ftpipe: cannot run %s (%s): it belongs beside ftpipe (make builds both into build/, "
+            "make install into PREFIX/bin); build or install ftpipe again\n",
             full ? full : FULL_PROGRAM_NAME, full ? strerror(errno) : "cannot read /proc/self/exe");
     free(full);
     return 127;
