@@ -55,6 +55,19 @@ void ft_last_runs_free(ft_last_runs *runs)
     ft_strmap_free(&runs->by_target);
 }
 
+/* A duration in seconds with one decimal, as %.1f writes it; formatted once per
+ * distinct value (many stages take the same few tenths). */
+static const char *duration_text(int64_t ms)
+{
+    static int64_t formatted = -1;
+    static char text[32];
+    if (ms != formatted) {
+        snprintf(text, sizeof text, "%.1f", (double)ms / 1000.0);
+        formatted = ms;
+    }
+    return text;
+}
+
 /* text, then spaces up to width, at *at in line (which holds a status line). */
 static char *put_padded(char *at, const char *text, size_t width)
 {
@@ -90,10 +103,16 @@ void ft_status_print_line(const char *target_name, const char *kind, const char 
     free(target);
     if (!last)
         return;
-    const char *when = start_time_text(last->start_ms);
-    if (last->end_ms > 0)
-        printf("    last run %s: %s in %.1f s\n", when, run_status_word(last->status),
-               (double)(last->end_ms - last->start_ms) / 1000.0);
-    else
-        printf("    last run %s: %s\n", when, run_status_word(last->status));
+    at = line = small;
+    at = put_padded(at, "    last run ", 0);
+    at = put_padded(at, start_time_text(last->start_ms), 0);
+    at = put_padded(at, ": ", 0);
+    at = put_padded(at, run_status_word(last->status), 0);
+    if (last->end_ms > 0) {
+        at = put_padded(at, " in ", 0);
+        at = put_padded(at, duration_text(last->end_ms - last->start_ms), 0);
+        at = put_padded(at, " s", 0);
+    }
+    *at++ = '\n';
+    fwrite(line, 1, (size_t)(at - line), stdout);
 }

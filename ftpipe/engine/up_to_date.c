@@ -2,6 +2,7 @@
 #include "ftpipe/engine/up_to_date.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,18 +133,39 @@ static void add_stage(ft_up_to_date_answer *answer, char *line, bool list_stages
     answer->targets[answer->n_stages++] = space + 1;
 }
 
+/* A lowercase hex number ending at `end` (as the record writes them with %llx),
+ * from *p; moves *p past the end. strtoull took a tenth of a no-op's time. */
+static bool parse_hex(const char **p, char end, unsigned long long *value)
+{
+    const char *at = *p;
+    unsigned long long number = 0;
+    int digits = 0;
+    for (;; at++, digits++) {
+        unsigned digit;
+        if (*at >= '0' && *at <= '9')
+            digit = (unsigned)(*at - '0');
+        else if (*at >= 'a' && *at <= 'f')
+            digit = (unsigned)(*at - 'a' + 10);
+        else
+            break;
+        if (digits == 16)
+            return false;
+        number = number << 4 | digit;
+    }
+    if (digits == 0 || *at != end)
+        return false;
+    *value = number;
+    *p = at + 1;
+    return true;
+}
+
 /* "last ID START_MS END_MS STATUS" in hex: the last run of the stage just listed. */
 static bool add_last_run(ft_up_to_date_answer *answer, const char *line, bool list_stages)
 {
     unsigned long long fields[4];
-    const char *p = line;
-    for (int i = 0; i < 4; i++) {
-        char *end = NULL;
-        fields[i] = strtoull(p, &end, 16);
-        if (end == p || *end != (i < 3 ? ' ' : '\0'))
+    for (int i = 0; i < 4; i++)
+        if (!parse_hex(&line, i < 3 ? ' ' : '\0', &fields[i]))
             return false;
-        p = end + 1;
-    }
     if (answer->n_stages == 0 || fields[3] > FT_RUN_CACHED)
         return false;
     if (list_stages) {
@@ -156,56 +178,96 @@ static bool add_last_run(ft_up_to_date_answer *answer, const char *line, bool li
     return true;
 }
 
-/* A stat line, "DEVICE INODE SIZE MTIME_NS PATH" in hex; false when malformed. */
-static bool parse_stat_line(char *line, unsigned long long recorded[4], const char **path)
-{
-    char *p = line;
-    for (int i = 0; i < 4; i++) {
-        char *end = NULL;
-        recorded[i] = strtoull(p, &end, 16);
-        if (end == p || *end != ' ')
-            return false;
-        p = end + 1;
-    }
-    *path = p;
-    return *p != '\0';
-}
+/* The stat lines of a record, "DEVICE INODE SIZE MTIME_NS PATH" in hex, are parsed
+ * and checked after the rest of it: on every core when there are many (a lookup
+ * is mostly the kernel's; two cores do it in about half the time), stopping early
+ * once one differs. Each worker keeps a few folders open: a lookup relative to
+ * one walks one component, not every one (records alternate among few, as out/
+ * and in/). */
+#define STATS_PER_ITEM 256
+#define FOLDERS_PER_WORKER 4
 
-/* The stat lines of a record, checked after the rest of it: on many threads when
- * there are many (a lookup is mostly the kernel's; two cores do it in about half
- * the time), stopping early once one differs. */
 typedef struct {
-    unsigned long long recorded[4];
-    const char *path;
-} recorded_stat;
+    const char *path; /* in the record's text; `length` bytes, no '/' at the end */
+    size_t length;
+    int fd;
+} open_folder;
 
 typedef struct {
     int dir_fd;
-    const recorded_stat *stats;
-    size_t n_stats, per_item;
+    const char *const *lines;
+    size_t n_lines;
+    open_folder *folders; /* FOLDERS_PER_WORKER per worker */
     atomic_bool changed;
 } stat_job;
 
-#define STATS_PER_ITEM 256
+/* The folder holding path (its part before the last '/'), opened once per worker;
+ * the pipeline's folder, with *name the whole path, when that fails or there is none. */
+static int folder_of(open_folder *folders, int dir_fd, const char *path, const char **name)
+{
+    const char *slash = strrchr(path, '/');
+    *name = path;
+    if (!slash || slash == path || (size_t)(slash - path) >= PATH_MAX)
+        return dir_fd;
+    size_t length = (size_t)(slash - path);
+    for (int i = 0; i < FOLDERS_PER_WORKER; i++)
+        if (folders[i].path && folders[i].length == length && memcmp(folders[i].path, path, length) == 0) {
+            *name = slash + 1;
+            return folders[i].fd;
+        }
+    char folder[PATH_MAX];
+    memcpy(folder, path, length);
+    folder[length] = '\0';
+    int fd = openat(dir_fd, folder, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return dir_fd;
+    open_folder *slot = &folders[FOLDERS_PER_WORKER - 1]; /* the oldest goes */
+    if (slot->path)
+        close(slot->fd);
+    memmove(folders + 1, folders, (FOLDERS_PER_WORKER - 1) * sizeof *folders);
+    folders[0] = (open_folder){.path = path, .length = length, .fd = fd};
+    *name = slash + 1;
+    return fd;
+}
+
+static bool stat_line_unchanged(const char *line, open_folder *folders, int dir_fd)
+{
+    unsigned long long recorded[4];
+    for (int i = 0; i < 4; i++)
+        if (!parse_hex(&line, ' ', &recorded[i]))
+            return false;
+    if (!*line)
+        return false;
+    const char *name;
+    int fd = folder_of(folders, dir_fd, line, &name);
+    struct stat st;
+    return fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && same_stat(&st, recorded);
+}
 
 static void check_stats(void *context, size_t item, size_t worker)
 {
     stat_job *job = context;
-    size_t end = (item + 1) * job->per_item < job->n_stats ? (item + 1) * job->per_item : job->n_stats;
-    struct stat st;
-    for (size_t i = item * job->per_item; i < end && !atomic_load_explicit(&job->changed, memory_order_relaxed); i++)
-        if (fstatat(job->dir_fd, job->stats[i].path, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !same_stat(&st, job->stats[i].recorded))
+    open_folder *folders = job->folders + worker * FOLDERS_PER_WORKER;
+    size_t end = (item + 1) * STATS_PER_ITEM < job->n_lines ? (item + 1) * STATS_PER_ITEM : job->n_lines;
+    for (size_t i = item * STATS_PER_ITEM; i < end && !atomic_load_explicit(&job->changed, memory_order_relaxed); i++)
+        if (!stat_line_unchanged(job->lines[i], folders, job->dir_fd))
             atomic_store(&job->changed, true);
 }
 
-static bool stats_unchanged(int dir_fd, const recorded_stat *stats, size_t n_stats)
+static bool stats_unchanged(int dir_fd, const char *const *lines, size_t n_lines)
 {
-    stat_job job = {.dir_fd = dir_fd, .stats = stats, .n_stats = n_stats, .per_item = STATS_PER_ITEM};
-    atomic_init(&job.changed, false);
-    size_t n_items = (n_stats + STATS_PER_ITEM - 1) / STATS_PER_ITEM;
+    size_t n_items = (n_lines + STATS_PER_ITEM - 1) / STATS_PER_ITEM;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     /* a thread's start costs about as much as a few hundred lookups */
-    ft_parallel_for(n_items >= 8 ? 0 : 1, n_items, check_stats, &job, NULL);
+    size_t n_workers = n_items >= 8 && cores > 1 ? (size_t)cores : 1;
+    stat_job job = {.dir_fd = dir_fd, .lines = lines, .n_lines = n_lines,
+                    .folders = ft_xcalloc(n_workers * FOLDERS_PER_WORKER, sizeof *job.folders)};
+    atomic_init(&job.changed, false);
+    ft_parallel_for(n_workers, n_items, check_stats, &job, NULL);
+    for (size_t i = 0; i < n_workers * FOLDERS_PER_WORKER; i++)
+        if (job.folders[i].path)
+            close(job.folders[i].fd);
+    free(job.folders);
     return !atomic_load(&job.changed);
 }
 
@@ -226,8 +288,8 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_sta
         close(dir_fd);
         return 0;
     }
-    recorded_stat *stats = NULL;
-    size_t n_stats = 0, capacity = 0;
+    char **stat_lines = NULL;
+    size_t n_stat_lines = 0, capacity = 0;
     char *line = text, *next;
     int answer_code = strncmp(line, RECORD_HEADER, strlen(RECORD_HEADER)) == 0 ? 1 : 0;
     line += answer_code ? strlen(RECORD_HEADER) : 0;
@@ -237,8 +299,6 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_sta
             break;
         *next++ = '\0';
         char hex[FT_HASH_HEX_LENGTH + 8];
-        unsigned long long recorded[4];
-        const char *path_in_line = NULL;
         int offset = 0;
         if (strncmp(line, "question ", 9) == 0) {
             answer_code = strcmp(line + 9, key) == 0;
@@ -252,19 +312,16 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_sta
             char now[FT_HASH_HEX_LENGTH + 8];
             content_hash(line + 5 + offset, now);
             answer_code = strcmp(now, hex) == 0;
-        } else if (parse_stat_line(line, recorded, &path_in_line)) {
-            ft_grow((void **)&stats, &capacity, n_stats + 1, sizeof *stats);
-            memcpy(stats[n_stats].recorded, recorded, sizeof recorded);
-            stats[n_stats++].path = path_in_line;
         } else if (strcmp(line, "end") == 0) {
             answer_code = 2; /* complete: a record cut short answers nothing */
-        } else {
-            answer_code = 0;
+        } else { /* a stat line: parsed with its check (a malformed one is a change) */
+            ft_grow((void **)&stat_lines, &capacity, n_stat_lines + 1, sizeof *stat_lines);
+            stat_lines[n_stat_lines++] = line;
         }
     }
-    if (answer_code == 2 && !stats_unchanged(dir_fd, stats, n_stats))
+    if (answer_code == 2 && !stats_unchanged(dir_fd, (const char *const *)stat_lines, n_stat_lines))
         answer_code = 0;
-    free(stats);
+    free(stat_lines);
     answer->record_text = text;
     close(dir_fd);
     if (answer_code == 2)
