@@ -6,6 +6,7 @@
  * OpenBLAS and theirs, and OpenBLAS's threads) was a third of a no-op's time. */
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,16 +36,17 @@ static char *full_program_path(void)
     return full;
 }
 
-/* 1: answered, 0: not. Only a plain run (targets, options, VAR=value) and a bare
- * `status` can be; --help, --version and usage errors go to ftpipe-full too. */
-static int answer(int argc, char **argv, const char *full)
+/* Whether the record answered (and the answer is printed). Only a plain run
+ * (targets, options, VAR=value) and a bare `status` can be; --help, --version
+ * and usage errors go to ftpipe-full too, which prints them. */
+static bool answer(int argc, char **argv, const char *full)
 {
     static const char *const own_words[] = {"hash", "encode", "decode", "render", "import", "stage-exec", NULL};
     for (size_t i = 0; argc > 1 && own_words[i]; i++)
         if (strcmp(argv[1], own_words[i]) == 0)
-            return 0;
+            return false;
     ft_command_line line;
-    int answered = 0;
+    bool answered = false;
     if (ft_command_line_parse(argc, argv, &line) < 0 && !line.show_version) {
         ft_invocation *invocation = &line.invocation;
         invocation->program_path = full;

@@ -134,7 +134,8 @@ static void add_stage(ft_up_to_date_answer *answer, char *line, bool list_stages
 }
 
 /* A lowercase hex number ending at `end` (as the record writes them with %llx),
- * from *p; moves *p past the end. strtoull took a tenth of a no-op's time. */
+ * from *p; moves *p past the end. A no-op reads four per path (80,000 at 10,000
+ * stages), so without strtoull's locale and base handling. */
 static bool parse_hex(const char **p, char end, unsigned long long *value)
 {
     const char *at = *p;
