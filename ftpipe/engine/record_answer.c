@@ -58,9 +58,13 @@ bool ft_record_answer_status(const ft_invocation *invocation)
         answered = 0;
     uint64_t checked_ns = ft_now_ns();
     if (answered == 1) {
-        for (size_t i = 0; i < answer.n_stages; i++)
-            ft_status_print_line(answer.targets[i], answer.kinds[i], "up to date", "",
-                                 answer.last_runs[i].id ? &answer.last_runs[i] : NULL);
+        for (size_t i = 0; i < answer.n_stages; i++) {
+            const ft_up_to_date_run *recorded = &answer.last_runs[i];
+            ft_run_record last = {.id = recorded->id, .target = answer.targets[i], .kind = answer.kinds[i],
+                                  .start_ms = recorded->start_ms, .end_ms = recorded->end_ms,
+                                  .status = recorded->status};
+            ft_status_print_line(answer.targets[i], answer.kinds[i], "up to date", "", recorded->id ? &last : NULL);
+        }
         fflush(stdout);
         if (ft_run_stats_wanted()) {
             fprintf(stderr, "ftpipe stats: status answered from .ftpipe/up-to-date: record %.1f ms, printed %.1f ms;",

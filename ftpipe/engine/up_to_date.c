@@ -170,7 +170,7 @@ static bool add_last_run(ft_up_to_date_answer *answer, const char *line, bool li
     if (answer->n_stages == 0 || fields[3] > FT_RUN_CACHED)
         return false;
     if (list_stages) {
-        ft_run_record *run = &answer->last_runs[answer->n_stages - 1];
+        ft_up_to_date_run *run = &answer->last_runs[answer->n_stages - 1];
         run->id = (int64_t)fields[0];
         run->start_ms = (int64_t)fields[1];
         run->end_ms = (int64_t)fields[2];

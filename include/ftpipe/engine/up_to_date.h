@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ftpipe/engine/graph.h"
 #include "ftpipe/engine/session.h"
@@ -29,14 +30,19 @@
 /* The question's hash, as 32 hex digits in key (33 bytes). */
 void ft_up_to_date_question(const ft_invocation *invocation, char *key);
 
+/* A stage's last run when the record was written (id 0: none). */
+typedef struct {
+    int64_t id, start_ms, end_ms;
+    ft_run_status status;
+} ft_up_to_date_run;
+
 /* The stages a record covers, in build order. */
 typedef struct {
     size_t n_stages;
     bool all_stages; /* every stage of the pipeline, not only the selected ones */
     char **kinds;      /* point into record_text */
     char **targets;
-    ft_run_record *last_runs; /* each stage's last run when the record was written
-                                 (start, end, status; id 0: none) */
+    ft_up_to_date_run *last_runs;
     size_t capacity;
     char *record_text;
 } ft_up_to_date_answer;
