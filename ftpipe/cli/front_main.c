@@ -2,7 +2,7 @@
  * and `ftpipe status` from the last complete build's record (engine/record_answer.h)
  * and hands every other command, with the same words, to ftpipe-full (cli/main.c),
  * the whole program, which lies beside it. It links only that answer's modules:
- * ftpipe-full's start (57 shared libraries to load and relocate: curl, libarchive,
+ * ftpipe-full's start (55 shared libraries to load and relocate: curl, libarchive,
  * OpenBLAS and theirs, and OpenBLAS's threads) was a third of a no-op's time. */
 #include <errno.h>
 #include <limits.h>
