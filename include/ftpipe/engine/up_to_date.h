@@ -10,8 +10,8 @@
  * file), the lstat of every target and every input file, and each stage's kind,
  * target and last run (for `ftpipe status`, which then needs no database: runs
  * are added only under the workspace lock, which removes the record). The
- * answer stands
- * while all of them are unchanged. It is written only where those are all that
+ * answer stands while all of them are unchanged (the stats are checked on every
+ * core when there are thousands). It is written only where those are all that
  * can change a plan: no wildcard in the pipeline, no input folder, no kind that
  * checks its cached output (shm), no FTPIPE_RULES; any run that takes the
  * workspace lock removes it first. */
