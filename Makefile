@@ -43,7 +43,7 @@ ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefine
 LDLIBS = $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null) -lopenblas -lpthread -lm
 
 # ftpipe/SUBSYSTEM/*.c (the backends one folder deeper) and the stage kinds.
-CORE_SOURCES = $(filter-out ftpipe/cli/main.c,$(wildcard ftpipe/*/*.c ftpipe/*/*/*.c)) $(wildcard stages/*.c) \
+CORE_SOURCES = $(filter-out ftpipe/cli/main.c ftpipe/cli/front_main.c,$(wildcard ftpipe/*/*.c ftpipe/*/*/*.c)) $(wildcard stages/*.c) \
                build/gen/builtin_rules.c
 TEST_SOURCES = $(wildcard tests/unit/*/test_*.c tests/unit/*/*/test_*.c)
 
@@ -86,10 +86,10 @@ build/gpu/cuda_vs_torch: tests/bench/cuda_vs_torch.c build/obj-release/libftpipe
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -o $@ $< build/obj-release/libftpipe.a -Wl,--as-needed $(LDLIBS)
 # The shared libraries a GPU machine may lack (all but the C and C++ runtimes) go beside the
-# programs; build/ftpipe's too, for tests/bench/peft_check.sh.
+# programs; build/ftpipe's and build/ftpipe-full's too, for tests/bench/peft_check.sh.
 gpu-tests: $(GPU_PROGRAMS) build/ftpipe
 	@rm -rf build/gpu/lib && mkdir -p build/gpu/lib
-	@for p in $(GPU_PROGRAMS) build/ftpipe; do ldd $$p | awk '$$3 ~ /^\// {print $$3}'; done | sort -u | \
+	@for p in $(GPU_PROGRAMS) build/ftpipe build/ftpipe-full; do ldd $$p | awk '$$3 ~ /^\// {print $$3}'; done | sort -u | \
 	  grep -v -E '/(libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libstdc\+\+|libgcc_s)\.so' | \
 	  while read lib; do cp -L $$lib build/gpu/lib/; done
 else
@@ -171,10 +171,18 @@ build/obj-release/libftpipe.a: $(RELEASE_OBJECTS)
 build/obj-asan/libftpipe.a: $(ASAN_OBJECTS)
 	@rm -f $@; ar rcs $@ $^
 
-build/ftpipe: build/obj-release/ftpipe/cli/main.o build/obj-release/libftpipe.a
+# Two programs, side by side: ftpipe-full is the whole program; ftpipe answers a
+# no-op and `ftpipe status` from the last build's record and hands anything else
+# to ftpipe-full (cli/front_main.c). --as-needed keeps ftpipe to the few
+# libraries that answer uses, so it starts without loading the rest.
+build/ftpipe: build/obj-release/ftpipe/cli/front_main.o build/obj-release/libftpipe.a build/ftpipe-full
+	$(CC) -pthread -o $@ $(filter %.o %.a,$^) -Wl,--as-needed $(LDLIBS)
+build/ftpipe-full: build/obj-release/ftpipe/cli/main.o build/obj-release/libftpipe.a
 	$(CC) -pthread -o $@ $^ $(LDLIBS)
 
-build/asan/ftpipe: build/obj-asan/ftpipe/cli/main.o build/obj-asan/libftpipe.a
+build/asan/ftpipe: build/obj-asan/ftpipe/cli/front_main.o build/obj-asan/libftpipe.a build/asan/ftpipe-full
+	$(CC) -pthread $(ASAN_CFLAGS) -o $@ $(filter %.o %.a,$^) -Wl,--as-needed $(LDLIBS)
+build/asan/ftpipe-full: build/obj-asan/ftpipe/cli/main.o build/obj-asan/libftpipe.a
 	@mkdir -p $(dir $@)
 	$(CC) -pthread $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -238,8 +246,9 @@ bench: build/ftpipe
 	  else echo "bench: $$b failed (exit $$status)"; exit 1; fi; done; \
 	echo "bench: $$ran ran, $$skipped skipped (each says why above)"
 
-install: build/ftpipe
+install: build/ftpipe build/ftpipe-full
 	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 build/ftpipe-full $(DESTDIR)$(PREFIX)/bin/ftpipe-full
 	install -m 0755 build/ftpipe $(DESTDIR)$(PREFIX)/bin/ftpipe
 
 # --- oracle suite (begin) -----------------------------------------------------

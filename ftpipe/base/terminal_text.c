@@ -5,10 +5,16 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
 
 char *ft_terminal_text(const char *text)
 {
+    size_t printable = 0; /* most names are printable ASCII: copied whole */
+    while ((unsigned char)text[printable] >= 0x20 && (unsigned char)text[printable] < 0x7f)
+        printable++;
+    if (!text[printable])
+        return ft_xstrndup(text, printable);
     ft_strbuf out;
     ft_strbuf_init(&out);
     const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)text;

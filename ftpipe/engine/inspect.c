@@ -5,20 +5,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strmap.h"
-#include "ftpipe/base/terminal_text.h"
 #include "ftpipe/base/units.h"
 #include "ftpipe/engine/estimate.h"
 #include "ftpipe/engine/metrics_table.h"
 #include "ftpipe/engine/plan.h"
 #include "ftpipe/engine/report.h"
-#include "ftpipe/engine/up_to_date.h"
+#include "ftpipe/engine/record_answer.h"
+#include "ftpipe/engine/status_lines.h"
 
 /* Plans every selected stage in order, as -n would, without running anything. */
 static int plan_all(ft_session *session, ft_plan *plans)
@@ -49,127 +48,29 @@ static const char *action_word(ft_plan_action action)
     return "?";
 }
 
-static const char *run_status_word(ft_run_status status)
-{
-    static const char *const words[] = {"running (or killed)", "done", "failed", "stopped", "restored"};
-    return words[status];
-}
-
-static void format_time(int64_t ms, char *out, size_t size)
-{
-    time_t seconds = (time_t)(ms / 1000);
-    struct tm local;
-    localtime_r(&seconds, &local);
-    strftime(out, size, "%Y-%m-%d %H:%M:%S", &local);
-}
-
-/* The newest run of each target, read in one query. */
-typedef struct {
-    ft_run_record *runs;
-    size_t n_runs;
-    ft_strmap by_target;
-} last_runs;
-
-static int load_last_runs(ft_state *state, last_runs *out)
-{
-    ft_strmap_init(&out->by_target);
-    if (ft_state_last_runs(state, &out->runs, &out->n_runs) != 0)
-        return -1;
-    for (size_t i = 0; i < out->n_runs; i++)
-        ft_strmap_put(&out->by_target, out->runs[i].target, i);
-    return 0;
-}
-
-static const ft_run_record *last_run_of(const last_runs *runs, const char *target)
-{
-    size_t *found = ft_strmap_get(&runs->by_target, target);
-    return found ? &runs->runs[*found] : NULL;
-}
-
-static void free_last_runs(last_runs *runs)
-{
-    for (size_t i = 0; i < runs->n_runs; i++)
-        ft_run_record_free(&runs->runs[i]);
-    free(runs->runs);
-    ft_strmap_free(&runs->by_target);
-}
-
-static void print_status(const char *target_name, const char *kind, const char *action, const char *reason,
-                         const ft_run_record *last)
-{
-    char *target = ft_terminal_text(target_name);
-    printf("%-32s %-8s %-10s %s\n", target, kind, action, reason);
-    free(target);
-    if (!last)
-        return;
-    char when[64];
-    format_time(last->start_ms, when, sizeof when);
-    if (last->end_ms > 0)
-        printf("    last run %s: %s in %.1f s\n", when, run_status_word(last->status),
-               (double)(last->end_ms - last->start_ms) / 1000.0);
-    else
-        printf("    last run %s: %s\n", when, run_status_word(last->status));
-}
-
 static int command_status(ft_session *session)
 {
     ft_graph *graph = session->graph;
     for (size_t i = 0; i < graph->n_nodes; i++)
         graph->nodes[i].selected = true;
     ft_plan *plans = ft_xcalloc(graph->n_nodes + 1, sizeof *plans);
-    last_runs runs;
-    int result = load_last_runs(session->workspace->state, &runs);
+    ft_last_runs runs;
+    int result = ft_last_runs_load(session->workspace->state, &runs);
     if (result == 0)
         result = plan_all(session, plans);
     for (size_t o = 0; o < graph->n_nodes && result == 0; o++) {
         size_t index = graph->order[o];
         const ft_node *node = &graph->nodes[index];
         char *reason = ft_plan_reason_line(&plans[index]);
-        print_status(node->target, node->kind->name, action_word(plans[index].action), reason,
-                     last_run_of(&runs, node->target));
+        ft_status_print_line(node->target, node->kind->name, action_word(plans[index].action), reason,
+                     ft_last_run_of(&runs, node->target));
         free(reason);
     }
-    free_last_runs(&runs);
+    ft_last_runs_free(&runs);
     for (size_t i = 0; i < graph->n_nodes; i++)
         ft_plan_free(&plans[i]);
     free(plans);
     return result == 0 ? 0 : 1;
-}
-
-/* `ftpipe status` where the last complete build's record (up_to_date.h) says every
- * stage is up to date and nothing changed: the same lines, without parsing the
- * pipeline or planning. 1 printed, 0 not answered (plan as usual), -1 failed. */
-static int status_from_record(const ft_invocation *invocation)
-{
-    if (invocation->n_arguments > 0 || invocation->lock)
-        return 0;
-    char question[FT_HASH_HEX_LENGTH + 1];
-    ft_up_to_date_question(invocation, question);
-    char *pipeline = ft_path_absolute(invocation->pipeline_path);
-    char *dir = ft_path_dirname(pipeline);
-    free(pipeline);
-    ft_up_to_date_answer answer;
-    int answered = ft_up_to_date_check(dir, question, true, &answer);
-    bool have_answer = answered == 1;
-    for (size_t i = 0; answered == 1 && i < answer.n_stages; i++)
-        if (strcmp(answer.targets[i], "status") == 0)
-            answered = 0; /* then `ftpipe status` builds that target */
-    ft_workspace *workspace = NULL;
-    if (answered == 1 && (!answer.all_stages || ft_workspace_open(dir, false, &workspace) != 0))
-        answered = answer.all_stages ? -1 : 0;
-    last_runs runs;
-    if (answered == 1 && load_last_runs(workspace->state, &runs) != 0)
-        answered = -1;
-    else if (answered == 1) {
-        for (size_t i = 0; i < answer.n_stages; i++)
-            print_status(answer.targets[i], answer.kinds[i], "up to date", "", last_run_of(&runs, answer.targets[i]));
-        free_last_runs(&runs);
-    }
-    ft_workspace_close(workspace);
-    if (have_answer)
-        ft_up_to_date_answer_free(&answer);
-    free(dir);
-    return answered;
 }
 
 static size_t find_target(ft_session *session, const char *name)
@@ -447,9 +348,8 @@ int ft_inspect_command(const ft_invocation *invocation)
     }
     bool command_options = invocation->json || invocation->open_report || invocation->output_path;
     if (strcmp(command, "status") == 0 && !command_options) {
-        int answered = status_from_record(invocation);
-        if (answered != 0)
-            return answered == 1 ? 0 : 1;
+        if (!invocation->record_checked && ft_record_answer_status(invocation))
+            return 0;
     }
     bool writes = strcmp(command, "gc") == 0 || strcmp(command, "clean") == 0;
     ft_session session;

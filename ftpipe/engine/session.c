@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
@@ -13,6 +12,8 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/build.h"
 #include "ftpipe/engine/estimate.h"
+#include "ftpipe/engine/record_answer.h"
+#include "ftpipe/engine/run_stats.h"
 #include "ftpipe/engine/up_to_date.h"
 
 /* FTPIPE_RULES: extra rule folders (colon-separated), searched before the built-in rules. */
@@ -150,24 +151,7 @@ static void print_summary(const ft_build_summary *summary, bool dry_run)
     printf("\n");
 }
 
-/* FTPIPE_STATS=1: each phase's time and what the process read, on stderr: the
- * bytes of files hashed (mapped, so /proc/self/io's rchar misses them) and
- * rchar, the bytes read() returned (the state database, the pipeline). */
-static void print_reads(void)
-{
-    unsigned long long read_chars = 0;
-    FILE *io = fopen("/proc/self/io", "r");
-    char line[128];
-    while (io && fgets(line, sizeof line, io))
-        sscanf(line, "rchar: %llu", &read_chars);
-    if (io)
-        fclose(io);
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    fprintf(stderr, " hashed %llu bytes of files, read %llu bytes, peak memory %ld KiB\n",
-            (unsigned long long)ft_hash_file_bytes_total(), read_chars, usage.ru_maxrss);
-}
-
+/* FTPIPE_STATS=1: each phase's time and what the process read, on stderr. */
 static void print_stats(const ft_session *session)
 {
     static const char *const names[FT_PHASE_COUNT] = {"rules", "parse", "graph", "workspace", "plan and build"};
@@ -175,31 +159,7 @@ static void print_stats(const ft_session *session)
     for (int i = 0; i < FT_PHASE_COUNT; i++)
         fprintf(stderr, " %s %.1f ms%s", names[i], (double)session->phase_ns[i] / 1e6,
                 i + 1 < FT_PHASE_COUNT ? "," : ";");
-    print_reads();
-}
-
-/* A run with nothing to do, answered from the last complete build's record. */
-static bool answered_up_to_date(const ft_invocation *invocation, const char *question)
-{
-    uint64_t start_ns = ft_now_ns();
-    char *pipeline = ft_path_absolute(invocation->pipeline_path);
-    char *dir = ft_path_dirname(pipeline);
-    ft_up_to_date_answer answer;
-    bool answered = ft_up_to_date_check(dir, question, false, &answer) == 1;
-    free(dir);
-    free(pipeline);
-    if (!answered)
-        return false;
-    size_t n_stages = answer.n_stages;
-    ft_up_to_date_answer_free(&answer);
-    const char *stats = getenv("FTPIPE_STATS");
-    if (stats && strcmp(stats, "1") == 0) {
-        fprintf(stderr, "ftpipe stats: answered from .ftpipe/up-to-date in %.1f ms;",
-                (double)(ft_now_ns() - start_ns) / 1e6);
-        print_reads();
-    }
-    printf("ftpipe: nothing to do (%zu up to date)\n", n_stages);
-    return true;
+    ft_run_stats_print_reads();
 }
 
 int ft_run_pipeline(const ft_invocation *invocation)
@@ -209,7 +169,7 @@ int ft_run_pipeline(const ft_invocation *invocation)
     char question[FT_HASH_HEX_LENGTH + 1] = "";
     if (recordable) {
         ft_up_to_date_question(invocation, question);
-        if (answered_up_to_date(invocation, question))
+        if (!invocation->record_checked && ft_record_answer_run(invocation, question))
             return 0;
     }
     ft_session session;
@@ -237,8 +197,7 @@ int ft_run_pipeline(const ft_invocation *invocation)
         if (result == 0) {
             result = ft_build(session.workspace, session.graph, &options, &summary);
             session.phase_ns[FT_PHASE_BUILD] = ft_now_ns() - plan_start_ns;
-            const char *stats = getenv("FTPIPE_STATS");
-            if (stats && strcmp(stats, "1") == 0)
+            if (ft_run_stats_wanted())
                 print_stats(&session);
             print_summary(&summary, invocation->dry_run);
             if (result == 0 && recordable && !invocation->dry_run)

@@ -68,7 +68,8 @@ static const char *const statement_sql[SQL_COUNT] = {
                      " ORDER BY id DESC LIMIT 1",
     [SQL_RUN_OF_KEY] = "SELECT " RUN_COLUMNS " FROM runs WHERE key = ?1 AND status = ?2 ORDER BY id DESC LIMIT 1",
     [SQL_RUN_ALL] = "SELECT " RUN_COLUMNS " FROM runs ORDER BY id DESC",
-    [SQL_RUN_LAST_EACH] = "SELECT " RUN_COLUMNS " FROM runs WHERE id IN (SELECT MAX(id) FROM runs GROUP BY target)",
+    [SQL_RUN_LAST_EACH] = "SELECT id, target, start_ms, end_ms, status FROM runs"
+                          " WHERE id IN (SELECT MAX(id) FROM runs GROUP BY target)",
     [SQL_TARGET_SET] = "INSERT OR REPLACE INTO targets VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [SQL_TARGET_DELETE] = "DELETE FROM targets WHERE target = ?1",
     [SQL_TARGET_ALL] = "SELECT target, key, output_hash, device, inode, size_bytes, mtime_ns FROM targets"
@@ -582,7 +583,13 @@ int ft_state_last_runs(ft_state *state, ft_run_record **out, size_t *count)
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         ft_grow((void **)out, &capacity, *count + 1, sizeof **out);
-        read_run(stmt, &(*out)[(*count)++]);
+        ft_run_record *run = &(*out)[(*count)++];
+        memset(run, 0, sizeof *run);
+        run->id = sqlite3_column_int64(stmt, 0);
+        run->target = column_text_or_null(stmt, 1);
+        run->start_ms = sqlite3_column_int64(stmt, 2);
+        run->end_ms = sqlite3_column_int64(stmt, 3);
+        run->status = status_from_name((const char *)sqlite3_column_text(stmt, 4));
     }
     sqlite3_reset(stmt);
     return rc == SQLITE_DONE ? 0 : database_error(state, "read the last runs");

@@ -2,6 +2,8 @@
 #include "ftpipe/engine/up_to_date.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +16,12 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/base/strmap.h"
+#include "ftpipe/base/thread_pool.h"
 #include "ftpipe/engine/lock_file.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/engine/status_lines.h"
 
-#define RECORD_HEADER "ftpipe up-to-date 2\n"
+#define RECORD_HEADER "ftpipe up-to-date 3\n"
 
 static char *record_path(const char *dir_holding_state, bool is_state_dir)
 {
@@ -39,9 +43,9 @@ void ft_up_to_date_question(const ft_invocation *invocation, char *key)
 {
     ft_strbuf text;
     ft_strbuf_init(&text);
-    /* The program itself: another build of ftpipe may plan differently (kind versions, rules). */
+    /* The program that plans: another build of it may plan differently (kind versions, rules). */
     struct stat program;
-    if (stat("/proc/self/exe", &program) == 0)
+    if (stat(invocation->program_path ? invocation->program_path : "/proc/self/exe", &program) == 0)
         ft_strbuf_printf(&text, "program %llu %llu %lld %lld.%09ld\n", (unsigned long long)program.st_dev,
                          (unsigned long long)program.st_ino, (long long)program.st_size,
                          (long long)program.st_mtim.tv_sec, program.st_mtim.tv_nsec);
@@ -100,18 +104,17 @@ static bool same_stat(const struct stat *st, const unsigned long long recorded[4
 
 void ft_up_to_date_answer_free(ft_up_to_date_answer *answer)
 {
-    for (size_t i = 0; answer->kinds && i < answer->n_stages; i++) {
-        free(answer->kinds[i]);
-        free(answer->targets[i]);
-    }
     free(answer->kinds);
     free(answer->targets);
+    free(answer->last_runs);
+    free(answer->record_text);
     memset(answer, 0, sizeof *answer);
 }
 
-static void add_stage(ft_up_to_date_answer *answer, const char *line, bool list_stages)
+/* "KIND TARGET": listed as pointers into the record's text, which the answer keeps. */
+static void add_stage(ft_up_to_date_answer *answer, char *line, bool list_stages)
 {
-    const char *space = strchr(line, ' ');
+    char *space = strchr(line, ' ');
     if (!space)
         return;
     if (!list_stages) {
@@ -122,24 +125,151 @@ static void add_stage(ft_up_to_date_answer *answer, const char *line, bool list_
         answer->capacity = answer->capacity ? 2 * answer->capacity : 64;
         answer->kinds = ft_xrealloc(answer->kinds, answer->capacity * sizeof *answer->kinds);
         answer->targets = ft_xrealloc(answer->targets, answer->capacity * sizeof *answer->targets);
+        answer->last_runs = ft_xrealloc(answer->last_runs, answer->capacity * sizeof *answer->last_runs);
     }
-    answer->kinds[answer->n_stages] = ft_xstrndup(line, (size_t)(space - line));
-    answer->targets[answer->n_stages++] = ft_xstrdup(space + 1);
+    memset(&answer->last_runs[answer->n_stages], 0, sizeof *answer->last_runs);
+    *space = '\0';
+    answer->kinds[answer->n_stages] = line;
+    answer->targets[answer->n_stages++] = space + 1;
 }
 
-/* A stat line, "DEVICE INODE SIZE MTIME_NS PATH" in hex; false when malformed. */
-static bool parse_stat_line(char *line, unsigned long long recorded[4], const char **path)
+/* A lowercase hex number ending at `end` (as the record writes them with %llx),
+ * from *p; moves *p past the end. A no-op reads four per path (80,000 at 10,000
+ * stages), so without strtoull's locale and base handling. */
+static bool parse_hex(const char **p, char end, unsigned long long *value)
 {
-    char *p = line;
-    for (int i = 0; i < 4; i++) {
-        char *end = NULL;
-        recorded[i] = strtoull(p, &end, 16);
-        if (end == p || *end != ' ')
+    const char *at = *p;
+    unsigned long long number = 0;
+    int digits = 0;
+    for (;; at++, digits++) {
+        unsigned digit;
+        if (*at >= '0' && *at <= '9')
+            digit = (unsigned)(*at - '0');
+        else if (*at >= 'a' && *at <= 'f')
+            digit = (unsigned)(*at - 'a' + 10);
+        else
+            break;
+        if (digits == 16)
             return false;
-        p = end + 1;
+        number = number << 4 | digit;
     }
-    *path = p;
-    return *p != '\0';
+    if (digits == 0 || *at != end)
+        return false;
+    *value = number;
+    *p = at + 1;
+    return true;
+}
+
+/* "last ID START_MS END_MS STATUS" in hex: the last run of the stage just listed. */
+static bool add_last_run(ft_up_to_date_answer *answer, const char *line, bool list_stages)
+{
+    unsigned long long fields[4];
+    for (int i = 0; i < 4; i++)
+        if (!parse_hex(&line, i < 3 ? ' ' : '\0', &fields[i]))
+            return false;
+    if (answer->n_stages == 0 || fields[3] > FT_RUN_CACHED)
+        return false;
+    if (list_stages) {
+        ft_up_to_date_run *run = &answer->last_runs[answer->n_stages - 1];
+        run->id = (int64_t)fields[0];
+        run->start_ms = (int64_t)fields[1];
+        run->end_ms = (int64_t)fields[2];
+        run->status = (ft_run_status)fields[3];
+    }
+    return true;
+}
+
+/* The stat lines of a record, "DEVICE INODE SIZE MTIME_NS PATH" in hex, are parsed
+ * and checked after the rest of it: on every core when there are many (a lookup
+ * is mostly the kernel's; two cores do it in about half the time), stopping early
+ * once one differs. Each worker keeps a few folders open: a lookup relative to
+ * one walks one component, not every one (records alternate among few, as out/
+ * and in/). */
+#define STATS_PER_ITEM 256
+#define FOLDERS_PER_WORKER 4
+
+typedef struct {
+    const char *path; /* in the record's text; `length` bytes, no '/' at the end */
+    size_t length;
+    int fd;
+} open_folder;
+
+typedef struct {
+    int dir_fd;
+    const char *const *lines;
+    size_t n_lines;
+    open_folder *folders; /* FOLDERS_PER_WORKER per worker */
+    atomic_bool changed;
+} stat_job;
+
+/* The folder holding path (its part before the last '/'), opened once per worker;
+ * the pipeline's folder, with *name the whole path, when that fails or there is none. */
+static int folder_of(open_folder *folders, int dir_fd, const char *path, const char **name)
+{
+    const char *slash = strrchr(path, '/');
+    *name = path;
+    if (!slash || slash == path || (size_t)(slash - path) >= PATH_MAX)
+        return dir_fd;
+    size_t length = (size_t)(slash - path);
+    for (int i = 0; i < FOLDERS_PER_WORKER; i++)
+        if (folders[i].path && folders[i].length == length && memcmp(folders[i].path, path, length) == 0) {
+            *name = slash + 1;
+            return folders[i].fd;
+        }
+    char folder[PATH_MAX];
+    memcpy(folder, path, length);
+    folder[length] = '\0';
+    int fd = openat(dir_fd, folder, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return dir_fd;
+    open_folder *slot = &folders[FOLDERS_PER_WORKER - 1]; /* the oldest goes */
+    if (slot->path)
+        close(slot->fd);
+    memmove(folders + 1, folders, (FOLDERS_PER_WORKER - 1) * sizeof *folders);
+    folders[0] = (open_folder){.path = path, .length = length, .fd = fd};
+    *name = slash + 1;
+    return fd;
+}
+
+static bool stat_line_unchanged(const char *line, open_folder *folders, int dir_fd)
+{
+    unsigned long long recorded[4];
+    for (int i = 0; i < 4; i++)
+        if (!parse_hex(&line, ' ', &recorded[i]))
+            return false;
+    if (!*line)
+        return false;
+    const char *name;
+    int fd = folder_of(folders, dir_fd, line, &name);
+    struct stat st;
+    return fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && same_stat(&st, recorded);
+}
+
+static void check_stats(void *context, size_t item, size_t worker)
+{
+    stat_job *job = context;
+    open_folder *folders = job->folders + worker * FOLDERS_PER_WORKER;
+    size_t end = (item + 1) * STATS_PER_ITEM < job->n_lines ? (item + 1) * STATS_PER_ITEM : job->n_lines;
+    for (size_t i = item * STATS_PER_ITEM; i < end && !atomic_load_explicit(&job->changed, memory_order_relaxed); i++)
+        if (!stat_line_unchanged(job->lines[i], folders, job->dir_fd))
+            atomic_store(&job->changed, true);
+}
+
+static bool stats_unchanged(int dir_fd, const char *const *lines, size_t n_lines)
+{
+    size_t n_items = (n_lines + STATS_PER_ITEM - 1) / STATS_PER_ITEM;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /* a thread's start costs about as much as a few hundred lookups */
+    size_t n_workers = n_items >= 8 && cores > 1 ? (size_t)cores : 1;
+    stat_job job = {.dir_fd = dir_fd, .lines = lines, .n_lines = n_lines,
+                    .folders = ft_xcalloc(n_workers * FOLDERS_PER_WORKER, sizeof *job.folders)};
+    atomic_init(&job.changed, false);
+    ft_parallel_for(n_workers, n_items, check_stats, &job, NULL);
+    for (size_t i = 0; i < n_workers * FOLDERS_PER_WORKER; i++)
+        if (job.folders[i].path)
+            close(job.folders[i].fd);
+    free(job.folders);
+    return !atomic_load(&job.changed);
 }
 
 int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_stages, ft_up_to_date_answer *answer)
@@ -159,6 +289,8 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_sta
         close(dir_fd);
         return 0;
     }
+    char **stat_lines = NULL;
+    size_t n_stat_lines = 0, capacity = 0;
     char *line = text, *next;
     int answer_code = strncmp(line, RECORD_HEADER, strlen(RECORD_HEADER)) == 0 ? 1 : 0;
     line += answer_code ? strlen(RECORD_HEADER) : 0;
@@ -168,29 +300,30 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_sta
             break;
         *next++ = '\0';
         char hex[FT_HASH_HEX_LENGTH + 8];
-        unsigned long long recorded[4];
-        const char *path_in_line = NULL;
         int offset = 0;
-        struct stat st;
         if (strncmp(line, "question ", 9) == 0) {
             answer_code = strcmp(line + 9, key) == 0;
         } else if (strncmp(line, "stage ", 6) == 0) {
             add_stage(answer, line + 6, list_stages);
+        } else if (strncmp(line, "last ", 5) == 0) {
+            answer_code = add_last_run(answer, line + 5, list_stages);
         } else if (strcmp(line, "all stages") == 0) {
             answer->all_stages = true;
         } else if (strncmp(line, "file ", 5) == 0 && sscanf(line + 5, "%39s %n", hex, &offset) == 1 && offset) {
             char now[FT_HASH_HEX_LENGTH + 8];
             content_hash(line + 5 + offset, now);
             answer_code = strcmp(now, hex) == 0;
-        } else if (parse_stat_line(line, recorded, &path_in_line)) {
-            answer_code = fstatat(dir_fd, path_in_line, &st, AT_SYMLINK_NOFOLLOW) == 0 && same_stat(&st, recorded);
         } else if (strcmp(line, "end") == 0) {
             answer_code = 2; /* complete: a record cut short answers nothing */
-        } else {
-            answer_code = 0;
+        } else { /* a stat line: parsed with its check (a malformed one is a change) */
+            ft_grow((void **)&stat_lines, &capacity, n_stat_lines + 1, sizeof *stat_lines);
+            stat_lines[n_stat_lines++] = line;
         }
     }
-    free(text);
+    if (answer_code == 2 && !stats_unchanged(dir_fd, (const char *const *)stat_lines, n_stat_lines))
+        answer_code = 0;
+    free(stat_lines);
+    answer->record_text = text;
     close(dir_fd);
     if (answer_code == 2)
         return 1;
@@ -241,16 +374,24 @@ void ft_up_to_date_write(const ft_workspace *workspace, const ft_graph *graph, c
     content_hash(lock, hex);
     ft_strbuf_printf(&text, "file %s %s\n", hex, lock);
     free(lock);
+    ft_last_runs runs;
+    bool recordable = ft_last_runs_load(workspace->state, &runs) == 0;
+    if (!recordable)
+        ft_error_clear();
     ft_strmap seen;
     ft_strmap_init(&seen);
     size_t n_selected = 0;
-    bool recordable = true;
     for (size_t o = 0; o < graph->n_nodes && recordable; o++) {
         const ft_node *node = &graph->nodes[graph->order[o]];
         if (!node->selected)
             continue;
         n_selected++;
         ft_strbuf_printf(&text, "stage %s %s\n", node->kind->name, node->target);
+        const ft_run_record *last = ft_last_run_of(&runs, node->target);
+        if (last)
+            ft_strbuf_printf(&text, "last %llx %llx %llx %x\n", (unsigned long long)last->id,
+                             (unsigned long long)last->start_ms, (unsigned long long)last->end_ms,
+                             (unsigned)last->status);
         recordable = !node->kind->cached_output_usable && !strchr(node->target, '\n') &&
                      !strchr(node->target_path, '\n') &&
                      add_stat(&text, &seen, pipeline->dir, node->target_path, false);
@@ -259,6 +400,7 @@ void ft_up_to_date_write(const ft_workspace *workspace, const ft_graph *graph, c
                 recordable = !strchr(node->input_paths[k], '\n') && add_stat(&text, &seen, pipeline->dir, node->input_paths[k], true);
     }
     ft_strmap_free(&seen);
+    ft_last_runs_free(&runs);
     if (recordable) {
         ft_strbuf_puts(&text, n_selected == graph->n_nodes ? "all stages\nend\n" : "end\n");
         char *path = record_path(workspace->state_dir, true);

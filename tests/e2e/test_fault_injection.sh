@@ -2,7 +2,8 @@
 # Fault injection over a pipeline with a train stage (and a stage of every kind
 # that writes): build/fault_inject.so, preloaded, fails the Nth write, pwrite,
 # writev, fsync, fdatasync, rename or copy_file_range (EIO when N is odd, else
-# ENOSPC), or the Nth allocation, of each ftpipe process (stage processes too).
+# ENOSPC), or the Nth allocation, of each ftpipe-full process (the program
+# `ftpipe` hands the run to; stage processes too).
 # An injected failure must not be ignored: a run that fails says why (a FAILED or
 # an "ftpipe: ..." line), and a run that succeeds anyway must already equal an
 # uninterrupted run, with nothing left for a rerun to do. Then the pipeline runs

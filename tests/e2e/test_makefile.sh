@@ -19,3 +19,13 @@ for nvcc in "" "$T_ROOT/cuda/bin/nvcc"; do
   case "$nvcc" in ?*) t_expect_contains "cuda/bin/nvcc" ;; esac
   t_end
 done
+
+# ftpipe finds ftpipe-full beside itself (ftpipe/cli/front_main.c): both are built
+# and installed side by side.
+t_case "make builds ftpipe and ftpipe-full, and make install puts them side by side"
+t_run make -n -B -C "$CLONE" NVCC= install PREFIX=/opt/ftpipe
+t_expect_status 0
+t_expect_contains "-o build/ftpipe-full "
+t_expect_contains "build/ftpipe-full /opt/ftpipe/bin/ftpipe-full"
+t_expect_contains "build/ftpipe /opt/ftpipe/bin/ftpipe"
+t_end

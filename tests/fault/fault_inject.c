@@ -1,6 +1,8 @@
 /* An LD_PRELOAD library that makes the Nth call of a kind fail, for
- * tests/e2e/test_fault_injection.sh. Only ftpipe processes count (not the shells a
- * stage starts); each process counts on its own (a forked stage starts from its
+ * tests/e2e/test_fault_injection.sh. Only ftpipe-full processes count (not the
+ * shells a stage starts, nor `ftpipe`, which writes nothing but an answer from
+ * the record and otherwise hands the run to ftpipe-full by exec, where counting
+ * starts afresh); each process counts on its own (a forked stage starts from its
  * parent's count).
  *   FT_FAULT_KIND  io: write, pwrite, writev, fsync, fdatasync, rename, copy_file_range
  *                  alloc: malloc, calloc, realloc
@@ -38,7 +40,7 @@ __attribute__((constructor)) static void start(void)
     exe[n > 0 ? n : 0] = '\0';
     const char *base = strrchr(exe, '/');
     const char *kind = getenv("FT_FAULT_KIND");
-    if (!kind || !base || strcmp(base + 1, "ftpipe") != 0)
+    if (!kind || !base || strcmp(base + 1, "ftpipe-full") != 0)
         return;
     kind_alloc = strcmp(kind, "alloc") == 0;
     const char *at = getenv("FT_FAULT_AT");

@@ -35,6 +35,9 @@ typedef struct {
     bool measure;                   /* --measure: estimate times a few real steps first */
     const char *output_path;        /* -o FILE: where report writes (NULL: .ftpipe/report.html) */
     bool open_report;               /* --open: report prints only the file's path */
+    const char *program_path;       /* the program that plans (its build decides kinds and rules);
+                                       NULL: this process's own */
+    bool record_checked;            /* the record (up_to_date.h) was asked already, without answer */
 } ft_invocation;
 
 /* Where a run's time goes, for FTPIPE_STATS=1 (the no-op is measured by phase). */

@@ -70,8 +70,9 @@ int ft_state_run_finish(ft_state *state, int64_t id, ft_run_status status, int e
 /* The newest run of target with the given status (any status when status < 0).
  * Returns 1 found, 0 none. Free with ft_run_record_free. */
 int ft_state_last_run(ft_state *state, const char *target, int status, ft_run_record *out);
-/* The newest run of every target, in one query. Free each with ft_run_record_free,
- * then *out. */
+/* The newest run of every target, in one query, as `ftpipe status` shows it: id,
+ * target, start, end and status only (the rest empty, its JSON not read). Free
+ * each with ft_run_record_free, then *out. */
 int ft_state_last_runs(ft_state *state, ft_run_record **out, size_t *count);
 /* The newest run with the given key and status (the run that made a cached
  * result, whichever target it was built for). Returns 1 found, 0 none. */

@@ -3,12 +3,15 @@
  * without parsing the pipeline, building the graph or opening the state database
  * (as ninja answers a no-op from its logs).
  *
- * .ftpipe/up-to-date holds the question it answers (the ftpipe program, the
+ * .ftpipe/up-to-date holds the question it answers (the program that plans,
+ * ftpipe-full: invocation->program_path, else this process's own; the
  * pipeline file's path, the targets and VAR=value words, the environment), the
  * content hash of every pipeline file read (includes, parameters files, the lock
- * file), the lstat of every target and every input file, and each stage's kind
- * and target (for `ftpipe status`). The answer stands
- * while all of them are unchanged. It is written only where those are all that
+ * file), the lstat of every target and every input file, and each stage's kind,
+ * target and last run (for `ftpipe status`, which then needs no database: runs
+ * are added only under the workspace lock, which removes the record). The
+ * answer stands while all of them are unchanged (the stats are checked on every
+ * core when there are thousands). It is written only where those are all that
  * can change a plan: no wildcard in the pipeline, no input folder, no kind that
  * checks its cached output (shm), no FTPIPE_RULES; any run that takes the
  * workspace lock removes it first. */
@@ -17,27 +20,37 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ftpipe/engine/graph.h"
 #include "ftpipe/engine/session.h"
+#include "ftpipe/engine/state.h"
 #include "ftpipe/engine/workspace.h"
 
 /* The question's hash, as 32 hex digits in key (33 bytes). */
 void ft_up_to_date_question(const ft_invocation *invocation, char *key);
 
+/* A stage's last run when the record was written (id 0: none). */
+typedef struct {
+    int64_t id, start_ms, end_ms;
+    ft_run_status status;
+} ft_up_to_date_run;
+
 /* The stages a record covers, in build order. */
 typedef struct {
     size_t n_stages;
     bool all_stages; /* every stage of the pipeline, not only the selected ones */
-    char **kinds;
+    char **kinds;      /* point into record_text */
     char **targets;
+    ft_up_to_date_run *last_runs;
     size_t capacity;
+    char *record_text;
 } ft_up_to_date_answer;
 
 /* 1 with *answer when pipeline_dir's record answers `key` and nothing it names
  * changed; 0 otherwise (no record, another question, a change, an unreadable
- * record: the caller plans as usual). The stages' kinds and targets are listed
- * only when list_stages (status); n_stages always. */
+ * record: the caller plans as usual). The stages' kinds, targets and last runs
+ * are listed only when list_stages (status); n_stages always. */
 int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_stages, ft_up_to_date_answer *answer);
 void ft_up_to_date_answer_free(ft_up_to_date_answer *answer);
 

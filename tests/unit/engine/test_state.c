@@ -191,6 +191,22 @@ TEST(runs_round_trip)
     int visited = 0;
     CHECK_INT(ft_state_each_run(state, stop_at_first, &visited), 7);
     CHECK_INT(visited, 1);
+
+    /* status's query: each target's newest run, with what status shows and no JSON */
+    ft_run_record *last = NULL;
+    size_t n_last = 0;
+    CHECK_INT(ft_state_last_runs(state, &last, &n_last), 0);
+    CHECK_INT(n_last, 2);
+    for (size_t i = 0; i < n_last; i++) {
+        bool adapter = strcmp(last[i].target, "adapter") == 0;
+        CHECK_INT(last[i].id, adapter ? 2 : 3);
+        CHECK_INT(last[i].status, adapter ? FT_RUN_FAILED : FT_RUN_RUNNING);
+        CHECK_INT(last[i].start_ms, 1700000000000);
+        CHECK(adapter ? last[i].end_ms >= last[i].start_ms : last[i].end_ms == 0);
+        CHECK(last[i].params_json == NULL && last[i].inputs_json == NULL && last[i].log_path == NULL);
+        ft_run_record_free(&last[i]);
+    }
+    free(last);
     ft_state_close(state);
     free(dir);
 }

@@ -1,16 +1,21 @@
 /* Tests of up_to_date: a complete build leaves a record that answers the next run
  * with the same question while nothing it names changed; an edited input or
  * pipeline, another environment, a cut record or a locked run end that, and a
- * pipeline with a wildcard gets no record. The stage kind is this test's own
+ * pipeline with a wildcard gets no record. The record keeps each stage's last run
+ * for status, and its many stat lines, checked on several threads, see a change
+ * wherever it is. The stage kind is this test's own
  * `shell`, which copies its first input, under the fixture's shell rules. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "fixtures.h"
 #include "ftpipe/base/hash.h"
+#include "ftpipe/base/strbuf.h"
 #include "ftpipe/engine/session.h"
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/engine/up_to_date.h"
@@ -142,6 +147,92 @@ TEST(a_locked_run_removes_the_record)
     free(dir);
 }
 
+TEST(the_record_keeps_each_stages_last_run)
+{
+    char *dir = workspace("last-run", NULL);
+    CHECK_INT(build(dir), 0);
+    ft_invocation invocation = invocation_in(dir);
+    char question[FT_HASH_HEX_LENGTH + 1];
+    ft_up_to_date_question(&invocation, question);
+    free(invocation.pipeline_path);
+    ft_up_to_date_answer answer;
+    CHECK_INT(ft_up_to_date_check(dir, question, true, &answer), 1);
+    CHECK_INT(answer.n_stages, 1);
+    CHECK_INT(answer.last_runs[0].id, 1);
+    CHECK_INT(answer.last_runs[0].status, FT_RUN_DONE);
+    CHECK(answer.last_runs[0].start_ms > 0 && answer.last_runs[0].end_ms >= answer.last_runs[0].start_ms);
+    ft_up_to_date_answer_free(&answer);
+    free(dir);
+}
+
+/* A record of N_FILES stat lines, written as a build writes them: more lines
+ * than one thread checks alone. */
+#define N_FILES 3000
+
+static void write_stat_record(const char *dir, const char *question)
+{
+    ft_strbuf text;
+    ft_strbuf_init(&text);
+    ft_strbuf_printf(&text, "ftpipe up-to-date 3\nquestion %s\n", question);
+    for (int i = 0; i < N_FILES; i++) {
+        char *path = ft_xasprintf("%s/in/%d.txt", dir, i);
+        struct stat st;
+        CHECK_INT(lstat(path, &st), 0);
+        ft_strbuf_printf(&text, "%llx %llx %llx %llx in/%d.txt\n", (unsigned long long)st.st_dev,
+                         (unsigned long long)st.st_ino, (unsigned long long)st.st_size,
+                         (unsigned long long)st.st_mtim.tv_sec * 1000000000ull + (unsigned long long)st.st_mtim.tv_nsec,
+                         i);
+        free(path);
+    }
+    ft_strbuf_puts(&text, "end\n");
+    char *state_dir = ft_path_join(dir, ".ftpipe");
+    fixture_write_file(state_dir, "up-to-date", text.data, 0);
+    free(state_dir);
+    ft_strbuf_free(&text);
+}
+
+TEST(a_change_anywhere_among_many_paths_is_seen)
+{
+    char *dir = workspace("many", NULL);
+    char *in_dir = ft_path_join(dir, "in");
+    for (int i = 0; i < N_FILES; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "%d.txt", i);
+        fixture_write_file(in_dir, name, "x\n", 0);
+    }
+    ft_invocation invocation = invocation_in(dir);
+    char question[FT_HASH_HEX_LENGTH + 1];
+    ft_up_to_date_question(&invocation, question);
+    free(invocation.pipeline_path);
+    write_stat_record(dir, question);
+    ft_up_to_date_answer answer;
+    CHECK_INT(ft_up_to_date_check(dir, question, false, &answer), 1);
+    ft_up_to_date_answer_free(&answer);
+    const int changed[] = {0, 1234, N_FILES - 1};
+    for (size_t c = 0; c < sizeof changed / sizeof *changed; c++) {
+        char name[32];
+        snprintf(name, sizeof name, "%d.txt", changed[c]);
+        char *path = ft_path_join(in_dir, name);
+        struct stat before;
+        CHECK_INT(lstat(path, &before), 0);
+        struct timespec later[2] = {before.st_atim, before.st_mtim};
+        later[1].tv_sec += 1; /* same size, another mtime: what an edit in place leaves */
+        CHECK_INT(utimensat(AT_FDCWD, path, later, AT_SYMLINK_NOFOLLOW), 0);
+        CHECK_INT(ft_up_to_date_check(dir, question, false, &answer), 0);
+        struct timespec back[2] = {before.st_atim, before.st_mtim};
+        CHECK_INT(utimensat(AT_FDCWD, path, back, AT_SYMLINK_NOFOLLOW), 0);
+        CHECK_INT(ft_up_to_date_check(dir, question, false, &answer), 1);
+        ft_up_to_date_answer_free(&answer);
+        free(path);
+    }
+    char *removed = ft_path_join(in_dir, "2999.txt");
+    CHECK_INT(unlink(removed), 0);
+    CHECK_INT(ft_up_to_date_check(dir, question, false, &answer), 0);
+    free(removed);
+    free(in_dir);
+    free(dir);
+}
+
 TEST(a_pipeline_with_a_wildcard_gets_no_record)
 {
     char *dir = workspace("wildcard", "out.txt: shell in*.txt\n\trun = cp $< $@\n");
@@ -161,6 +252,8 @@ int main(void)
     RUN(another_environment_is_another_question);
     RUN(a_removed_target_or_a_cut_record_answers_nothing);
     RUN(a_locked_run_removes_the_record);
+    RUN(the_record_keeps_each_stages_last_run);
+    RUN(a_change_anywhere_among_many_paths_is_seen);
     RUN(a_pipeline_with_a_wildcard_gets_no_record);
     ft_remove_tree(temporary_dir);
     free(temporary_dir);
