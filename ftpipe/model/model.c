@@ -11,6 +11,7 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/formats/llava_config.h"
 #include "ftpipe/formats/safetensors.h"
 #include "model_internal.h"
 
@@ -111,7 +112,7 @@ static int check_options(const ft_model_config *config, const ft_model_options *
 /* Full fine-tuning updates the weights in place, which needs them in float. */
 static int check_backend(const ft_model_config *config, const ft_backend *backend, const ft_model_options *options)
 {
-    if (config->vision_language && backend->dtype != FT_DTYPE_F32)
+    if ((config->vision_language || config->llava) && backend->dtype != FT_DTYPE_F32)
         return ft_error("%s models run on the cpu backend only for now (the %s backend does not run them yet): "
                         "set backend = cpu", config->architecture_name, backend->name);
     if (options->finetuning == FT_FINETUNE_FULL && backend->dtype != FT_DTYPE_F32)
@@ -453,13 +454,29 @@ static ft_model *open_with_config(const ft_model_config *config, const char *wei
     return model;
 }
 
+/* LLaVA's language model: text_config, with the image token of the whole config. */
+static int llava_text_config(const char *model_dir, ft_model_config *out)
+{
+    ft_llava_config llava;
+    if (ft_llava_config_load(model_dir, &llava) < 0 || ft_llava_text_config_load(model_dir, out) < 0)
+        return -1;
+    if (llava.image_token_id < 0 || llava.image_token_id >= out->vocab_size)
+        return ft_error("%s/config.json: the image token %d is outside the vocabulary of %d", model_dir,
+                        llava.image_token_id, out->vocab_size);
+    out->llava = true;
+    out->image_token_id = llava.image_token_id;
+    return 0;
+}
+
 ft_model *ft_model_open(const char *model_dir, ft_backend *backend, const ft_model_options *options,
                         size_t **offsets)
 {
     ft_model_config config;
-    if (ft_model_config_load(model_dir, &config) < 0)
+    bool llava = ft_llava_config_is_llava(model_dir);
+    if ((llava ? llava_text_config(model_dir, &config) : ft_model_config_load(model_dir, &config)) < 0)
         return NULL;
-    return open_with_config(&config, "", backend, options, offsets);
+    /* llava-hf's checkpoints and transformers 5's saves keep the language model here */
+    return open_with_config(&config, llava ? "language_model." : "", backend, options, offsets);
 }
 
 void ft_model_finish(ft_model *model, size_t sharded_weight_bytes)
@@ -481,6 +498,8 @@ static int load_whole(ft_model *model, const char *model_dir, size_t *offsets, f
         status = load_weights(model, model_dir);
     if (status == 0 && model->config.vision_language)
         status = ft_vision_qwen2_load(model_dir, &model->config.vision, &model->vision);
+    if (status == 0 && model->config.llava)
+        status = ft_vision_clip_load(model_dir, model->backend, &model->clip);
     if (status < 0) {
         ft_model_free(model);
         return -1;
@@ -497,14 +516,6 @@ int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_opt
     return model ? load_whole(model, model_dir, offsets, out) : -1;
 }
 
-int ft_model_load_text(const char *model_dir, const ft_model_config *config, const char *weight_prefix,
-                       ft_backend *backend, const ft_model_options *options, ft_model **out)
-{
-    size_t *offsets = NULL;
-    ft_model *model = open_with_config(config, weight_prefix, backend, options, &offsets);
-    return model ? load_whole(model, model_dir, offsets, out) : -1;
-}
-
 void ft_model_free(ft_model *model)
 {
     if (!model)
@@ -514,6 +525,7 @@ void ft_model_free(ft_model *model)
         model->shard_calls->free(model->shards);
     ft_lora_free(model->lora);
     ft_vision_qwen2_free(model->vision);
+    ft_vision_clip_free(model->clip);
     if (model->params)
         backend->free(backend, model->params);
     if (model->grads)
@@ -552,12 +564,6 @@ void ft_model_on_layer_gradients(ft_model *model, void (*done)(void *context, in
 {
     model->layer_gradients_done = done;
     model->layer_gradients_context = context;
-}
-
-void ft_model_on_embeddings(ft_model *model, ft_embeddings_edit edit, void *context)
-{
-    model->embeddings_edit = edit;
-    model->embeddings_edit_context = context;
 }
 
 void ft_model_zero_grads(ft_model *model)

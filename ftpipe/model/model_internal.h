@@ -8,6 +8,7 @@
 #include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/param_shards.h"
+#include "ftpipe/model/vision_clip.h"
 #include "ftpipe/model/vision_qwen2.h"
 
 #define FT_ABSENT SIZE_MAX /* offset of a weight this architecture lacks */
@@ -91,9 +92,11 @@ struct ft_model {
     ft_memory_plan plan;
     void (*layer_gradients_done)(void *context, int layer); /* ft_model_on_layer_gradients */
     void *layer_gradients_context;
-    ft_embeddings_edit embeddings_edit;   /* ft_model_on_embeddings */
-    void *embeddings_edit_context;
-    ft_vision_qwen2 *vision;       /* Qwen2-VL's tower, or NULL */
+    /* the vision part, at most one: Qwen2-VL's tower (with M-RoPE), or LLaVA's
+     * CLIP tower and projector (plain RoPE); both place their features through
+     * ft_model_place_image_features */
+    ft_vision_qwen2 *vision;
+    ft_vision_clip *clip;
     int n_image_rows;              /* image features waiting for the next pass's embedding */
     const ft_stored_image *images; /* ft_model_set_images: the next pass's */
     int n_images;

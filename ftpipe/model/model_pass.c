@@ -105,12 +105,14 @@ size_t ft_model_plan_activations(const ft_model_config *config, const ft_model_o
     act->positions = take_bytes(&c, rows * sizeof(int32_t));
     act->segments = take_bytes(&c, rows * sizeof(int32_t));
     act->targets = take_bytes(&c, rows * sizeof(int32_t));
+    if (config->vision_language || config->llava) {
+        act->image_features = take(&c, rows * hidden);
+        act->image_rows = take_bytes(&c, rows * sizeof(int32_t));
+    }
     if (config->vision_language) {
         act->mrope_cos = take_floats(&c, rows * (config->head_dim / 2));
         act->mrope_sin = take_floats(&c, rows * (config->head_dim / 2));
         act->row_index = take_bytes(&c, rows * sizeof(int32_t));
-        act->image_features = take(&c, rows * hidden);
-        act->image_rows = take_bytes(&c, rows * sizeof(int32_t));
     }
     if (training) {
         size_t q_width = (size_t)config->num_attention_heads * config->head_dim;
@@ -467,8 +469,6 @@ static void embed(const pass *p)
         p->backend->scatter_rows(p->backend, first->input, model->act.image_features, model->act.image_rows,
                                  model->n_image_rows, p->config->hidden_size);
     model->n_image_rows = 0;
-    if (model->embeddings_edit) /* LLaVA's placing (llava_model.c), on host floats */
-        model->embeddings_edit(model->embeddings_edit_context, first->input, p->rows, p->config->hidden_size);
     p->backend->rmsnorm_forward(p->backend, first->ln1, first->ln1_rstd, first->input,
                                 weight(p, p->model->layers[0].input_norm), p->rows, p->config->hidden_size,
                                 (float)p->config->rms_norm_eps);
@@ -517,11 +517,31 @@ int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_
     return status;
 }
 
+/* LLaVA's batch: the images of ft_model_set_images (taken) through the CLIP
+ * tower and projector into the image tokens' places; positions stay plain. */
+static int prepare_clip_images(ft_model *model, const int32_t *tokens, int rows)
+{
+    const ft_stored_image *images = model->images;
+    int n_images = model->n_images;
+    model->images = NULL;
+    model->n_images = 0;
+    int64_t n_features = (int64_t)n_images * ft_vision_clip_tokens_per_image(model->clip);
+    if (n_features > rows)
+        return ft_error("the batch's %d images make %lld image tokens, more than its %d tokens", n_images,
+                        (long long)n_features, rows);
+    float *features = ft_xmalloc(((size_t)n_features * model->config.hidden_size + 1) * sizeof(float));
+    int status = ft_vision_clip_image_features(model->clip, images, (size_t)n_images, features);
+    if (status == 0)
+        status = ft_model_place_image_features(model, tokens, rows, features, n_features);
+    free(features);
+    return status;
+}
+
 int ft_model_set_images(ft_model *model, const ft_stored_image *images, int n_images)
 {
-    if (n_images > 0 && !model->vision)
+    if (n_images > 0 && !model->vision && !model->clip)
         return ft_error("%d images were given, but %s is a text-only model: the data holds images, so use a "
-                        "vision-language model (such as Qwen2VLForConditionalGeneration)", n_images,
+                        "vision-language model (such as Qwen2VLForConditionalGeneration or LlavaForConditionalGeneration)", n_images,
                         model->config.architecture_name);
     model->images = images;
     model->n_images = n_images;
@@ -577,6 +597,8 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     p.mrope = model->vision != NULL;
     if (model->vision && ft_model_prepare_vision(model, batch->tokens, batch->segments, batch->batch_size,
                                                  batch->seq_len, NULL) < 0)
+        return -1;
+    if (model->clip && prepare_clip_images(model, batch->tokens, p.rows) < 0)
         return -1;
     upload_batch(&p, batch);
     embed(&p);

@@ -346,23 +346,16 @@ int ft_vision_clip_features(ft_vision_clip *clip, const float *pixel_values, int
     return 0;
 }
 
-int ft_vision_clip_stored_features(ft_vision_clip *clip, const ft_image_store *store, const uint32_t *images,
-                                   size_t n_images, float *features)
+int ft_vision_clip_image_features(ft_vision_clip *clip, const ft_stored_image *images, size_t n_images,
+                                  float *features)
 {
     int size = clip->config.vision.image_size;
-    if (ft_image_store_layout(store) != FT_IMAGE_LAYOUT_CLIP ||
-        ft_image_store_row_length(store) != (uint32_t)(3 * size * size))
-        return ft_error("the tokenized images are not CLIP images of %d x %d pixels, which this LLaVA model reads: "
-                        "tokenize the data again with this model's folder",
-                        size, size);
     size_t per_image = (size_t)ft_vision_clip_tokens_per_image(clip) * clip->config.text_hidden_size;
     for (size_t i = 0; i < n_images; i++) {
-        if (images[i] >= ft_image_store_n_images(store))
-            return ft_error("image %u is not in the image store (it holds %llu)", images[i],
-                            (unsigned long long)ft_image_store_n_images(store));
-        ft_stored_image image;
-        ft_image_store_image(store, images[i], &image);
-        if (ft_vision_clip_features(clip, image.pixels, 1, features + i * per_image) != 0)
+        if (images[i].grid_t != 1 || images[i].grid_h != size || images[i].grid_w != size)
+            return ft_error("the tokenized images are not CLIP images of %d x %d pixels, which this LLaVA model "
+                            "reads: tokenize the data again with this model's folder", size, size);
+        if (ft_vision_clip_features(clip, images[i].pixels, 1, features + i * per_image) != 0)
             return -1;
     }
     return 0;

@@ -66,6 +66,9 @@ typedef struct {
     ft_vision_config vision;
     int mrope_section[3];
     int image_token_id, video_token_id, vision_start_token_id, vision_end_token_id;
+    /* LLaVA's language model (text_config): image features from a CLIP tower
+     * at image_token_id, positions by plain RoPE (vision_language stays false). */
+    bool llava;
 } ft_model_config;
 
 /* path: a config.json or a model folder holding one. */

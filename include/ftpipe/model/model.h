@@ -85,13 +85,11 @@ ft_param_tensor *ft_model_weight_list(const ft_model_config *config, size_t *cou
 void ft_model_weight_list_free(ft_param_tensor *list, size_t count);
 
 /* Loads config.json and the weights (*.safetensors, sharded or not; f32, f16 or
- * bf16) of a model folder; with LoRA, makes a fresh adapter (A random, B zero). */
+ * bf16) of a model folder; with LoRA, makes a fresh adapter (A random, B zero).
+ * A vision-language folder brings its vision tower: Qwen2-VL's, or LLaVA's CLIP
+ * tower and projector (LlavaForConditionalGeneration: the language model is
+ * text_config, its weights language_model.*). Towers are frozen. */
 int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out);
-/* The same with the config given (a vision-language model's text_config) and
- * each weight's HF name read with weight_prefix before it ("language_model."
- * for LLaVA's language model). */
-int ft_model_load_text(const char *model_dir, const ft_model_config *config, const char *weight_prefix,
-                       ft_backend *backend, const ft_model_options *options, ft_model **out);
 void ft_model_free(ft_model *model);
 
 const ft_model_config *ft_model_get_config(const ft_model *model);
@@ -119,13 +117,6 @@ void ft_model_zero_grads(ft_model *model);
  * that adding them over the ranks can start while the layers below still run.
  * done = NULL removes it. */
 void ft_model_on_layer_gradients(ft_model *model, void (*done)(void *context, int layer), void *context);
-/* Optional: called in each pass on the batch's token embeddings (backend memory,
- * [rows, hidden_size] in the backend's dtype, rows = batch_size * seq_len) before
- * the first layer reads them, so that a vision-language model puts its image
- * features at the image tokens' rows. Forward only: the edited rows' gradients
- * still go to the embedding table. edit = NULL removes it. */
-typedef void (*ft_embeddings_edit)(void *context, void *embeddings, int rows, int hidden_size);
-void ft_model_on_embeddings(ft_model *model, ft_embeddings_edit edit, void *context);
 
 /* What is trained: the adapter's tensors, or every weight (HF names). */
 const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count);

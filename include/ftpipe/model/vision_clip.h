@@ -39,9 +39,10 @@ int ft_vision_clip_feature_width(const ft_vision_clip *clip);
  * gives them and the image store keeps them). */
 int ft_vision_clip_features(ft_vision_clip *clip, const float *pixel_values, int n_images, float *features);
 
-/* The same for images of a tokenized split's image store (CLIP layout, of this
- * model's size), by their indices in the store: one sample's or a batch's. */
-int ft_vision_clip_stored_features(ft_vision_clip *clip, const ft_image_store *store, const uint32_t *images,
-                                   size_t n_images, float *features);
+/* The same for a tokenized split's stored images (CLIP layout, 1 x image_size
+ * x image_size each, as the image store serves them), in order; an image of
+ * another size or layout is an error that says to tokenize again. */
+int ft_vision_clip_image_features(ft_vision_clip *clip, const ft_stored_image *images, size_t n_images,
+                                  float *features);
 
 #endif

@@ -160,12 +160,18 @@ TEST(features_of_stored_images)
     size_t count;
     const uint32_t *images = ft_image_store_sample_images(store, 0, &count);
     float *got = ft_xcalloc(n_expected, sizeof(float));
-    CHECK_INT(ft_vision_clip_stored_features(clip, store, images, count, got), 0);
+    ft_stored_image stored[2];
+    CHECK_INT(count, 2);
+    for (size_t i = 0; i < count && i < 2; i++)
+        ft_image_store_image(store, images[i], &stored[i]);
+    CHECK_INT(ft_vision_clip_image_features(clip, stored, count, got), 0);
     /* the sample's images in its order: image 1, then image 0 */
     CHECK(largest_difference(got, want + n_expected / 2, n_expected / 2) < TOLERANCE);
     CHECK(largest_difference(got + n_expected / 2, want, n_expected / 2) < TOLERANCE);
-    CHECK_INT(ft_vision_clip_stored_features(clip, store, (const uint32_t[]){2}, 1, got), -1);
-    CHECK_STR(ft_error_message(), "image 2 is not in the image store (it holds 2)");
+    stored[0].grid_h = stored[0].grid_w = 28; /* another model's size */
+    CHECK_INT(ft_vision_clip_image_features(clip, stored, 1, got), -1);
+    CHECK_STR(ft_error_message(), "the tokenized images are not CLIP images of 56 x 56 pixels, which this LLaVA "
+                                  "model reads: tokenize the data again with this model's folder");
     free(got);
     free(want);
     free(pixels);
