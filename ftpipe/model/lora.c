@@ -270,7 +270,7 @@ static void initialise_a(float *host, const ft_lora_weights *weights, int rank, 
 static char *adapter_tensor_name(const ft_lora *lora, int layer, ft_lora_target target, char matrix)
 {
     char *name = ft_lora_tensor_name(layer, target, matrix);
-    if (!lora->model.vision_language)
+    if (!lora->model.vision_language && !lora->model.llava) /* LLaVA's PEFT names are the same */
         return name;
     char *vl = ft_xasprintf("base_model.model.model.language_model.%s", name + strlen("base_model.model.model."));
     free(name);

@@ -2,7 +2,9 @@
  * (ft_model_load on its folder) on the cpu backend, against transformers'
  * logits for one image and text around it, within 1e-4; the same tokens
  * without the image features placed are far off (so the placing is what the
- * parity rests on); refusals. */
+ * parity rests on); refusals. With PEFT's adapter on the language model (the
+ * tower and projector frozen), the loss and every LoRA gradient on that image
+ * and text are PEFT's within 1e-4 (relative to each tensor's largest value). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
+#include "ftpipe/model/lora.h"
 #include "ftpipe/model/model.h"
 
 #define FIXTURE "tests/fixtures/llava_parity"
@@ -131,9 +134,81 @@ TEST(the_language_model_alone_is_far_from_transformers)
     ft_backend_destroy(backend);
 }
 
+/* The largest difference from set's tensor name, over its largest magnitude. */
+static double relative_error(const ft_safetensors *set, const char *name, const float *actual, size_t count)
+{
+    const ft_tensor_view *view = ft_safetensors_find(set, name);
+    if (!view || view->dtype != FT_DTYPE_F32 || view->size_bytes != count * sizeof(float)) {
+        fprintf(stderr, "  %s: missing or of another size in the fixture\n", name);
+        return 1e30;
+    }
+    const float *reference = view->data;
+    double difference = 0.0, scale = 0.0;
+    for (size_t i = 0; i < count; i++) {
+        double d = fabs((double)actual[i] - reference[i]);
+        if (isnan(d))
+            return 1e30;
+        difference = fmax(difference, d);
+        scale = fmax(scale, fabs((double)reference[i]));
+    }
+    return scale > 0.0 ? difference / scale : difference;
+}
+
+TEST(lora_loss_and_gradients_equal_peft)
+{
+    ft_backend *backend = ft_backend_cpu_create(1);
+    ft_model_options options = {1, SEQ, FT_FINETUNE_LORA, true, {.rank = 4, .alpha = 8.0,
+                                                               .targets = FT_LORA_ALL_TARGETS}, false};
+    ft_model *model = NULL;
+    CHECK_INT(ft_model_load(FIXTURE "/model", backend, &options, &model), 0);
+    ft_safetensors *expected = NULL, *lora_expected = NULL, *grads = NULL;
+    CHECK_INT(ft_safetensors_open(FIXTURE "/expected.safetensors", &expected), 0);
+    CHECK_INT(ft_safetensors_open(FIXTURE "/lora_expected.safetensors", &lora_expected), 0);
+    CHECK_INT(ft_safetensors_open(FIXTURE "/lora_grads.safetensors", &grads), 0);
+    if (model && expected && lora_expected && grads) {
+        CHECK_INT(ft_lora_load(ft_model_lora(model), FIXTURE "/adapter"), 0);
+        size_t n_pixels, n_ids, n_targets;
+        float *pixels = tensor(expected, "pixel_values", &n_pixels);
+        int32_t *ids = (int32_t *)tensor(expected, "input_ids", &n_ids);
+        int32_t *targets = (int32_t *)tensor(lora_expected, "targets", &n_targets);
+        CHECK_INT(n_targets, SEQ);
+        int32_t positions[SEQ], segments[SEQ];
+        for (int i = 0; i < SEQ; i++) {
+            positions[i] = i;
+            segments[i] = 0;
+        }
+        ft_batch batch = {1, SEQ, ids, positions, segments, targets, 0, 0};
+        ft_stored_image image = {{0, 0}, 1, 56, 56, pixels};
+        double loss = 0.0;
+        CHECK_INT(ft_model_set_images(model, &image, 1), 0);
+        CHECK_INT(ft_model_forward_backward(model, &batch, &loss), 0);
+        float loss_value = (float)loss;
+        double loss_error = relative_error(lora_expected, "lora_loss", &loss_value, 1);
+        printf("  loss %.6f, relative error %.2e\n", loss, loss_error);
+        CHECK(loss_error < 1e-4);
+        size_t n;
+        const ft_param_tensor *trainable = ft_model_trainable(model, &n);
+        CHECK_INT(n, ft_safetensors_count(grads)); /* 28: 7 targets x A, B x 2 layers; none in the tower */
+        double worst = 0.0;
+        for (size_t i = 0; i < n; i++)
+            worst = fmax(worst, relative_error(grads, trainable[i].name, trainable[i].grad, trainable[i].count));
+        printf("  %zu LoRA gradients, worst relative error %.2e\n", n, worst);
+        CHECK(worst < 1e-4);
+        free(targets);
+        free(ids);
+        free(pixels);
+    }
+    ft_safetensors_close(grads);
+    ft_safetensors_close(lora_expected);
+    ft_safetensors_close(expected);
+    ft_model_free(model);
+    ft_backend_destroy(backend);
+}
+
 int main(void)
 {
     RUN(logits_equal_transformers_on_an_image_and_text);
     RUN(the_language_model_alone_is_far_from_transformers);
+    RUN(lora_loss_and_gradients_equal_peft);
     return check_done();
 }
