@@ -26,6 +26,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/svg_chart.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/formats/llava_config.h"
 #include "ftpipe/model/model_save.h"
 #include "ftpipe/model/param_shards.h"
 #include "ftpipe/model/train_memory.h"
@@ -76,7 +77,7 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
 {
     ft_model_config config;
     ft_memory_plan plan;
-    if (ft_model_config_load(run->model_dir, &config) < 0 ||
+    if (ft_language_model_config_load(run->model_dir, &config) < 0 ||
         ft_model_plan_memory(&config, &run->model_options, backend->dtype, &plan) < 0)
         return -1;
     int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;

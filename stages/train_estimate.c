@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ftpipe/base/fsutil.h"
+#include "ftpipe/formats/llava_config.h"
 #include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/train_work.h"
 #include "ftpipe/stages/train_run.h"
@@ -179,7 +180,8 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
     }
     ft_model_config config;
     if (ft_token_dataset_meta_read(run.data_dir, &run.meta) < 0 ||
-        ft_train_check_images(&run, run.data_dir, &run.meta) < 0 || ft_model_config_load(run.model_dir, &config) < 0 ||
+        ft_train_check_images(&run, run.data_dir, &run.meta) < 0 ||
+        ft_language_model_config_load(run.model_dir, &config) < 0 ||
         ft_train_read_parameters(&run) < 0)
         return -1;
     const char *backend = ft_stage_param_string(stage, "backend");

@@ -10,6 +10,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/formats/deepspeed_config.h"
+#include "ftpipe/formats/llava_config.h"
 #include "ftpipe/model/vision_qwen2.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_ranks.h"
@@ -141,21 +142,24 @@ static int check_vision_freezing(const ft_train_run *run, const ft_model_config 
 int ft_train_check_images(const ft_train_run *run, const char *data_dir, const ft_token_dataset_meta *meta)
 {
     ft_model_config config;
-    if (ft_model_config_load(run->model_dir, &config) < 0)
+    if (ft_language_model_config_load(run->model_dir, &config) < 0)
         return -1;
-    if (config.vision_language && check_vision_freezing(run, &config) < 0)
+    bool vision = config.vision_language || config.llava;
+    if (vision && check_vision_freezing(run, &config) < 0)
         return -1;
     if (!meta->vision_processor[0])
         return 0;
-    if (!config.vision_language)
+    if (!vision)
         return ft_stage_fail(run->stage, "%s holds images (tokenized for %s), but %s is a text-only model (%s), which "
                                          "would learn from image placeholder tokens: train a vision-language model "
-                                         "such as Qwen2VLForConditionalGeneration on it, or use text-only data",
+                                         "such as Qwen2VLForConditionalGeneration or LlavaForConditionalGeneration on it, or use text-only data",
                              data_dir, meta->vision_processor, run->model_dir, config.architecture_name);
-    if (strcmp(meta->vision_processor, "qwen2_vl") != 0)
-        return ft_stage_fail(run->stage, "%s holds images preprocessed for %s, but %s is a %s, which reads qwen2_vl's: "
+    const char *reads = config.llava ? "clip" : "qwen2_vl";
+    if (strcmp(meta->vision_processor, reads) != 0)
+        return ft_stage_fail(run->stage, "%s holds images preprocessed for %s, but %s is a %s, which reads %s's: "
                                          "tokenize the data again with this model",
-                             data_dir, meta->vision_processor, run->model_dir, config.architecture_name);
+                             data_dir, meta->vision_processor, run->model_dir,
+                             config.llava ? "LlavaForConditionalGeneration" : config.architecture_name, reads);
     return 0;
 }
 
@@ -169,8 +173,13 @@ int ft_train_open_images(const ft_train_run *run, const char *dataset_dir, const
     if (!meta.vision_processor[0])
         return 0;
     ft_model_config config;
-    if (ft_model_config_load(run->model_dir, &config) < 0)
+    ft_llava_config llava;
+    if (ft_language_model_config_load(run->model_dir, &config) < 0 ||
+        (config.llava && ft_llava_config_load(run->model_dir, &llava) < 0))
         return -1;
+    /* a CLIP image is one row of 3 x size x size; a Qwen2-VL patch one of patch_length */
+    int row_length = config.llava ? 3 * llava.vision.image_size * llava.vision.image_size
+                                  : ft_vision_qwen2_patch_length(&config.vision);
     char *split_dir = ft_path_join(dataset_dir, split), *path = ft_path_join(split_dir, FT_IMAGE_STORE_FILE);
     ft_image_store *store = NULL;
     int status = ft_image_store_open(path, &store);
@@ -179,10 +188,13 @@ int ft_train_open_images(const ft_train_run *run, const char *dataset_dir, const
                                            "data again",
                                path, (unsigned long long)ft_image_store_n_samples(store),
                                (unsigned long long)ft_token_shards_n_samples(shards));
-    else if (status == 0 && ft_image_store_row_length(store) != (uint32_t)ft_vision_qwen2_patch_length(&config.vision))
-        status = ft_stage_fail(run->stage, "%s holds patches of %u values, but the model's vision tower reads %d: "
+    else if (status == 0 && (ft_image_store_row_length(store) != (uint32_t)row_length ||
+                             ft_image_store_layout(store) != (config.llava ? FT_IMAGE_LAYOUT_CLIP : FT_IMAGE_LAYOUT_PATCHES)))
+        status = ft_stage_fail(run->stage, "%s holds %s of %u values, but the model's vision tower reads %s of %d: "
                                            "tokenize the data again with this model",
-                               path, ft_image_store_row_length(store), ft_vision_qwen2_patch_length(&config.vision));
+                               path, ft_image_store_layout(store) == FT_IMAGE_LAYOUT_CLIP ? "CLIP images" : "patches",
+                               ft_image_store_row_length(store), config.llava ? "CLIP images" : "patches",
+                               row_length);
     free(path);
     free(split_dir);
     if (status < 0) {

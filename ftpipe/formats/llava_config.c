@@ -215,8 +215,24 @@ int ft_llava_text_config_load(const char *model_dir, ft_model_config *out)
     }
     json_decref(text);
     json_decref(root);
+    ft_llava_config llava;
+    if (status == 0 && ft_llava_config_load(model_dir, &llava) < 0)
+        status = -1;
+    else if (status == 0 && (llava.image_token_id < 0 || llava.image_token_id >= out->vocab_size))
+        status = ft_error("%s: the image token %d is outside the vocabulary of %d", path, llava.image_token_id,
+                          out->vocab_size);
+    if (status == 0) {
+        out->llava = true;
+        out->image_token_id = llava.image_token_id;
+    }
     free(path);
     return status;
+}
+
+int ft_language_model_config_load(const char *model_dir, ft_model_config *out)
+{
+    return ft_llava_config_is_llava(model_dir) ? ft_llava_text_config_load(model_dir, out)
+                                               : ft_model_config_load(model_dir, out);
 }
 
 uint32_t ft_llava_image_tokens(const ft_llava_config *config)

@@ -111,19 +111,29 @@ static int config_number(const json_t *root, const char *path, const char *key, 
 }
 
 /* A vision-language model's towers have modules named as the language model's
- * (Qwen2.5-VL's gate_proj, up_proj, down_proj), so its adapter names its targets
- * as LLaMA-Factory does: a regex PEFT matches against every module's full name,
- * excluding the tower's. */
+ * (Qwen2.5-VL's gate_proj, up_proj, down_proj; CLIP's q_proj, k_proj, v_proj),
+ * so its adapter names its targets as LLaMA-Factory does: a regex PEFT matches
+ * against every module's full name, excluding the tower's (and LLaVA's projector). */
 #define VISION_EXCLUDED "^(?!.*visual).*"
+#define LLAVA_VISION_EXCLUDED "^(?!.*(?:vision_tower|multi_modal_projector)).*"
+
+/* The alternatives' group after a vision-language adapter's exclusion, or NULL. */
+static const char *excluded_group(const char *modules)
+{
+    const char *prefixes[] = {VISION_EXCLUDED "(?:", LLAVA_VISION_EXCLUDED "(?:"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
+        if (strncmp(modules, prefixes[i], strlen(prefixes[i])) == 0)
+            return modules + strlen(prefixes[i]);
+    return NULL;
+}
 
 static int config_targets(const json_t *root, const char *path, unsigned *targets)
 {
     const json_t *modules = json_object_get(root, "target_modules");
     ft_strbuf words;
     ft_strbuf_init(&words);
-    const char *group = json_is_string(modules) ? strstr(json_string_value(modules), VISION_EXCLUDED "(?:") : NULL;
+    const char *group = json_is_string(modules) ? excluded_group(json_string_value(modules)) : NULL;
     if (group) { /* a vision-language adapter's regex: the alternatives of its group */
-        group += strlen(VISION_EXCLUDED "(?:");
         for (; *group && *group != ')'; group++)
             ft_strbuf_putc(&words, *group == '|' ? ' ' : *group);
     } else if (json_is_string(modules)) {
@@ -184,13 +194,14 @@ int ft_lora_config_load(const char *path, ft_lora_config *out)
     return status;
 }
 
-static char *config_json(const ft_lora_config *config, bool vision_language, const char *base_model_name)
+static char *config_json(const ft_lora_config *config, const ft_model_config *model, const char *base_model_name)
 {
+    bool vision_language = model->vision_language || model->llava;
     json_t *root = json_object();
     json_t *targets = json_array();
     ft_strbuf pattern;
     ft_strbuf_init(&pattern);
-    ft_strbuf_puts(&pattern, VISION_EXCLUDED "(?:");
+    ft_strbuf_puts(&pattern, model->llava ? LLAVA_VISION_EXCLUDED "(?:" : VISION_EXCLUDED "(?:");
     for (int t = 0; t < FT_LORA_TARGET_COUNT; t++)
         if (config->targets & (1u << t)) {
             json_array_append_new(targets, json_string(target_names[t]));
@@ -449,7 +460,7 @@ int ft_lora_save(const ft_lora *lora, const char *dir, const char *base_model_na
     free(host);
     if (status < 0)
         return -1;
-    char *text = config_json(&lora->config, lora->model.vision_language, base_model_name);
+    char *text = config_json(&lora->config, &lora->model, base_model_name);
     char *config_path = ft_path_join(dir, "adapter_config.json");
     status = ft_write_file_atomic(config_path, text, strlen(text));
     free(config_path);

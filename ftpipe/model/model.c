@@ -454,29 +454,14 @@ static ft_model *open_with_config(const ft_model_config *config, const char *wei
     return model;
 }
 
-/* LLaVA's language model: text_config, with the image token of the whole config. */
-static int llava_text_config(const char *model_dir, ft_model_config *out)
-{
-    ft_llava_config llava;
-    if (ft_llava_config_load(model_dir, &llava) < 0 || ft_llava_text_config_load(model_dir, out) < 0)
-        return -1;
-    if (llava.image_token_id < 0 || llava.image_token_id >= out->vocab_size)
-        return ft_error("%s/config.json: the image token %d is outside the vocabulary of %d", model_dir,
-                        llava.image_token_id, out->vocab_size);
-    out->llava = true;
-    out->image_token_id = llava.image_token_id;
-    return 0;
-}
-
 ft_model *ft_model_open(const char *model_dir, ft_backend *backend, const ft_model_options *options,
                         size_t **offsets)
 {
     ft_model_config config;
-    bool llava = ft_llava_config_is_llava(model_dir);
-    if ((llava ? llava_text_config(model_dir, &config) : ft_model_config_load(model_dir, &config)) < 0)
+    if (ft_language_model_config_load(model_dir, &config) < 0)
         return NULL;
     /* llava-hf's checkpoints and transformers 5's saves keep the language model here */
-    return open_with_config(&config, llava ? "language_model." : "", backend, options, offsets);
+    return open_with_config(&config, config.llava ? "language_model." : "", backend, options, offsets);
 }
 
 void ft_model_finish(ft_model *model, size_t sharded_weight_bytes)

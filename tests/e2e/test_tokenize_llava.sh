@@ -152,6 +152,45 @@ t_expect_fail
 t_expect_contains "unknown model shape 'llava-13b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b, tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, qwen2.5-vl-3b, qwen2.5-vl-7b; LLaVA: tiny-llava, llava-1.5-7b, llava-llama3-8b"
 t_end
 
+t_case "init's tiny-llava -> tokenize -> LoRA train on the language model, with PEFT's names"
+W=$(t_workspace)
+cp -r "$DATASETS/llamafactory_data" "$W/data"
+cat > "$W/Ftpipe" <<'P'
+model: init
+	shape = tiny-llava
+	dtype = f32
+
+tokens: tokenize model data
+	template = llava
+	dataset = mllm_demo
+	cutoff_len = 2048
+
+adapter: train model tokens
+	finetuning_type = lora
+	lora_rank = 4
+	lora_alpha = 8
+	lora_target = all
+	learning_rate = 1e-3
+	max_steps = 3
+	per_device_train_batch_size = 2
+	backend = cpu
+P
+t_run "$FTPIPE" -C "$W"
+t_expect_status 0
+t_expect_contains "done     adapter"
+t_expect_contains "after 3 steps"
+head -c 4096 "$W/adapter/adapter_model.safetensors" |
+  grep -q 'base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight' ||
+  t_fail "the adapter lacks PEFT's names for LLaVA's language model"
+grep -q 'vision_tower|multi_modal_projector' "$W/adapter/adapter_config.json" ||
+  t_fail "target_modules does not leave the tower and projector alone: $(cat "$W/adapter/adapter_config.json")"
+sed 's/	finetuning_type = lora/	finetuning_type = lora\n	freeze_vision_tower = false/' "$W/Ftpipe" > "$W/Ftpipe.new" &&
+  mv "$W/Ftpipe.new" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" adapter
+t_expect_fail
+t_expect_contains "freeze_vision_tower = false is not supported yet"
+t_end
+
 t_case "config.json's image token must be the tokenizer's <image>"
 llava_workspace
 printf 'out: tokenize model edge\n\ttemplate = llava\n\tdataset = edge_sharegpt\n' > "$W/Ftpipe"

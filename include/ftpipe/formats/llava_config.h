@@ -39,8 +39,12 @@ bool ft_llava_config_is_llava(const char *model_dir);
 int ft_llava_config_load(const char *model_dir, ft_llava_config *out);
 int ft_llava_config_parse(const char *json_text, const char *origin, ft_llava_config *out);
 
-/* The language model's config: text_config (absent: LlamaConfig's defaults). */
+/* The language model's config: text_config (absent: LlamaConfig's defaults),
+ * with llava set and the image token of the whole config. */
 int ft_llava_text_config_load(const char *model_dir, ft_model_config *out);
+/* The config of a model folder's language model: a LLaVA folder's text_config
+ * as above, else config.json (ft_model_config_load). */
+int ft_language_model_config_load(const char *model_dir, ft_model_config *out);
 
 /* Tokens each image takes in the language model: (image_size / patch_size)^2
  * patches, plus the CLS token with the "full" strategy (576 for LLaVA-1.5). */

@@ -198,6 +198,36 @@ TEST(a_vision_language_adapter_names_the_language_model_only)
     ft_remove_tree(dir);
 }
 
+TEST(a_llava_adapter_leaves_the_tower_and_projector_alone)
+{
+    char dir[] = "/tmp/ftpipe-lora-llava.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    ft_model_config model = tiny_config();
+    model.llava = true;
+    ft_lora_config config = {2, 4.0, 0.0, false, (1u << FT_LORA_Q) | (1u << FT_LORA_V), 9};
+    ft_lora *saved = NULL;
+    CHECK_INT(ft_lora_create(&model, &config, cpu, false, &saved), 0);
+    size_t count;
+    const ft_param_tensor *tensors = ft_lora_tensors(saved, &count);
+    CHECK_STR(tensors[0].name, "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight");
+    CHECK_INT(ft_lora_save(saved, dir, "base"), 0);
+    char *config_path = ft_path_join(dir, "adapter_config.json");
+    json_t *root = json_load_file(config_path, 0, NULL);
+    /* CLIP's attention has its own q_proj and v_proj */
+    CHECK_STR(json_string_value(json_object_get(root, "target_modules")),
+              "^(?!.*(?:vision_tower|multi_modal_projector)).*(?:q_proj|v_proj)$");
+    json_decref(root);
+    free(config_path);
+    ft_lora_config read;
+    CHECK_INT(ft_lora_config_load(dir, &read), 0);
+    CHECK_INT(read.targets, config.targets);
+    /* PEFT's own adapter for the tiny LLaVA (make_llava.py) reads the same way */
+    CHECK_INT(ft_lora_config_load("tests/fixtures/llava_parity/adapter", &read), 0);
+    CHECK_INT(read.targets, FT_LORA_ALL_TARGETS);
+    ft_lora_free(saved);
+    ft_remove_tree(dir);
+}
+
 TEST(refuses_adapter_configs_it_cannot_apply)
 {
     char dir[] = "/tmp/ftpipe-lora.XXXXXX";
@@ -232,6 +262,7 @@ int main(void)
     RUN(a_is_kaiming_uniform_and_b_zero_and_seeded);
     RUN(saves_a_peft_folder_and_loads_it_back);
     RUN(a_vision_language_adapter_names_the_language_model_only);
+    RUN(a_llava_adapter_leaves_the_tower_and_projector_alone);
     RUN(refuses_adapter_configs_it_cannot_apply);
     ft_backend_destroy(cpu);
     return check_done();
