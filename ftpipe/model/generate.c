@@ -197,14 +197,14 @@ static int prefill(ft_generator *generator, const int32_t *const *prompts, const
     for (int i = 0; i < n; i++)
         longest = prompt_lengths[i] > longest ? prompt_lengths[i] : longest;
     int rows = n * longest;
-    bool vision = model->vision != NULL;
+    bool vision = model->vision != NULL || model->clip != NULL;
     for (int i = 0; i < n; i++)
         for (int t = 0; t < longest; t++) {
             int r = i * longest + t;
             generator->host_tokens[r] = t < prompt_lengths[i] ? prompts[i][t] : 0;
             generator->host_positions[r] = t;
             generator->host_rows[r] = i * generator->max_tokens + t;
-            generator->host_segments[r] = vision && t >= prompt_lengths[i]; /* M-RoPE's sample ends at the prompt */
+            generator->host_segments[r] = vision && t >= prompt_lengths[i]; /* the images' sample ends at the prompt */
         }
     if (vision) {
         if (ft_model_prepare_vision(model, generator->host_tokens, generator->host_segments, n, longest,
@@ -212,7 +212,7 @@ static int prefill(ft_generator *generator, const int32_t *const *prompts, const
             return -1;
         for (int i = 0; i < n; i++)
             generator->position_shift[i] -= prompt_lengths[i];
-        model->generation_mrope = true;
+        model->generation_mrope = model->vision != NULL; /* LLaVA's positions are plain */
     }
     size_t bytes = (size_t)rows * sizeof(int32_t);
     b->upload(b, act->tokens, generator->host_tokens, bytes);

@@ -130,7 +130,8 @@ int ft_model_place_image_features(ft_model *model, const int32_t *tokens, int ro
 
 /* A vision-language model's batch of batch_size rows of seq_len tokens: the
  * images of ft_model_set_images (taken) through the tower into the image
- * tokens' places (for the next embedding), and the tokens' M-RoPE tables.
+ * tokens' places (for the next embedding), and, for Qwen2-VL, the tokens'
+ * M-RoPE tables (LLaVA's positions stay plain).
  * row_next_position (NULL, or [batch_size]) receives, for each row, the
  * position that follows its first sample: where generation goes on. */
 int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_t *segments, int batch_size,

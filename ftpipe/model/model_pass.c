@@ -474,9 +474,39 @@ static void embed(const pass *p)
                                 (float)p->config->rms_norm_eps);
 }
 
+/* LLaVA's batch: the images of ft_model_set_images (taken) through the CLIP
+ * tower and projector into the image tokens' places; positions stay plain. */
+static int prepare_clip_images(ft_model *model, const int32_t *tokens, const int32_t *segments, int batch_size,
+                               int seq_len, int32_t *row_next_position)
+{
+    int rows = batch_size * seq_len;
+    const ft_stored_image *images = model->images;
+    int n_images = model->n_images;
+    model->images = NULL;
+    model->n_images = 0;
+    int64_t n_features = (int64_t)n_images * ft_vision_clip_tokens_per_image(model->clip);
+    if (n_features > rows)
+        return ft_error("the batch's %d images make %lld image tokens, more than its %d tokens", n_images,
+                        (long long)n_features, rows);
+    float *features = ft_xmalloc(((size_t)n_features * model->config.hidden_size + 1) * sizeof(float));
+    int status = ft_vision_clip_image_features(model->clip, images, (size_t)n_images, features);
+    if (status == 0)
+        status = ft_model_place_image_features(model, tokens, rows, features, n_features);
+    free(features);
+    for (int b = 0; status == 0 && row_next_position && b < batch_size; b++) {
+        int t = 0; /* the row's first sample, which generation continues */
+        while (t < seq_len && segments[b * seq_len + t] == segments[b * seq_len])
+            t++;
+        row_next_position[b] = t;
+    }
+    return status;
+}
+
 int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_t *segments, int batch_size,
                             int seq_len, int32_t *row_next_position)
 {
+    if (model->clip)
+        return prepare_clip_images(model, tokens, segments, batch_size, seq_len, row_next_position);
     const ft_model_config *c = &model->config;
     const ft_stored_image *images = model->images;
     int n_images = model->n_images, rows = batch_size * seq_len;
@@ -514,26 +544,6 @@ int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_
     }
     free(features);
     free(positions);
-    return status;
-}
-
-/* LLaVA's batch: the images of ft_model_set_images (taken) through the CLIP
- * tower and projector into the image tokens' places; positions stay plain. */
-static int prepare_clip_images(ft_model *model, const int32_t *tokens, int rows)
-{
-    const ft_stored_image *images = model->images;
-    int n_images = model->n_images;
-    model->images = NULL;
-    model->n_images = 0;
-    int64_t n_features = (int64_t)n_images * ft_vision_clip_tokens_per_image(model->clip);
-    if (n_features > rows)
-        return ft_error("the batch's %d images make %lld image tokens, more than its %d tokens", n_images,
-                        (long long)n_features, rows);
-    float *features = ft_xmalloc(((size_t)n_features * model->config.hidden_size + 1) * sizeof(float));
-    int status = ft_vision_clip_image_features(model->clip, images, (size_t)n_images, features);
-    if (status == 0)
-        status = ft_model_place_image_features(model, tokens, rows, features, n_features);
-    free(features);
     return status;
 }
 
@@ -595,10 +605,8 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     ft_attention_shape shape = {batch->batch_size, batch->seq_len, c->num_attention_heads, c->num_key_value_heads,
                                 c->head_dim};
     p.mrope = model->vision != NULL;
-    if (model->vision && ft_model_prepare_vision(model, batch->tokens, batch->segments, batch->batch_size,
-                                                 batch->seq_len, NULL) < 0)
-        return -1;
-    if (model->clip && prepare_clip_images(model, batch->tokens, p.rows) < 0)
+    if ((model->vision || model->clip) && ft_model_prepare_vision(model, batch->tokens, batch->segments,
+                                                                  batch->batch_size, batch->seq_len, NULL) < 0)
         return -1;
     upload_batch(&p, batch);
     embed(&p);

@@ -4,7 +4,10 @@
  * without the image features placed are far off (so the placing is what the
  * parity rests on); refusals. With PEFT's adapter on the language model (the
  * tower and projector frozen), the loss and every LoRA gradient on that image
- * and text are PEFT's within 1e-4 (relative to each tensor's largest value). */
+ * and text are PEFT's within 1e-4 (relative to each tensor's largest value).
+ * Generation with the image: the prefill's last logits are transformers', and
+ * each decode step's are the full forward pass's over the longer sequence
+ * (LLaVA's positions stay plain after the image). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
+#include "ftpipe/model/generate.h"
 #include "ftpipe/model/lora.h"
 #include "ftpipe/model/model.h"
 
@@ -205,10 +209,84 @@ TEST(lora_loss_and_gradients_equal_peft)
     ft_backend_destroy(backend);
 }
 
+enum { NEW_TOKENS = 4 };
+
+typedef struct {
+    float steps[NEW_TOKENS][VOCAB];
+} step_logits;
+
+static void keep_logits(void *user, int step, const float *logits, int n, int vocab)
+{
+    step_logits *kept = user;
+    if (step < NEW_TOKENS && n == 1 && vocab == VOCAB)
+        memcpy(kept->steps[step], logits, sizeof kept->steps[step]);
+}
+
+TEST(generation_with_the_image_matches_the_full_forward)
+{
+    ft_backend *backend = ft_backend_cpu_create(1);
+    ft_model_options options = {1, SEQ + NEW_TOKENS, FT_FINETUNE_NONE, false, {0}, false};
+    ft_model *model = NULL;
+    ft_generator *generator = NULL;
+    ft_safetensors *expected = NULL;
+    CHECK_INT(ft_model_load(FIXTURE "/model", backend, &options, &model), 0);
+    CHECK_INT(ft_safetensors_open(FIXTURE "/expected.safetensors", &expected), 0);
+    if (model && expected && ft_generator_create(model, 1, SEQ + NEW_TOKENS, &generator) == 0) {
+        size_t n_pixels, n_ids, n_logits;
+        float *pixels = tensor(expected, "pixel_values", &n_pixels);
+        int32_t *ids = (int32_t *)tensor(expected, "input_ids", &n_ids);
+        float *want = tensor(expected, "logits", &n_logits);
+        ft_stored_image image = {{0, 0}, 1, 56, 56, pixels};
+        step_logits *kept = ft_xcalloc(1, sizeof *kept);
+        ft_generate_options generate_options = {.max_new_tokens = NEW_TOKENS, .on_logits = keep_logits,
+                                                .user = kept};
+        const int32_t *prompts[1] = {ids};
+        int prompt_length = SEQ, generated_length = 0;
+        int32_t generated[NEW_TOKENS];
+        CHECK_INT(ft_model_set_images(model, &image, 1), 0);
+        CHECK_INT(ft_generate(generator, prompts, &prompt_length, 1, &generate_options, generated, &generated_length),
+                  0);
+        CHECK_INT(generated_length, NEW_TOKENS);
+        double prefill = largest_difference(kept->steps[0], want + (size_t)(SEQ - 1) * VOCAB, VOCAB);
+        printf("  prefill's last logits within %.2g of transformers'\n", prefill);
+        CHECK(prefill < 1e-4);
+        int32_t sequence[SEQ + NEW_TOKENS], positions[SEQ + NEW_TOKENS], segments[SEQ + NEW_TOKENS],
+            targets[SEQ + NEW_TOKENS];
+        memcpy(sequence, ids, SEQ * sizeof(int32_t));
+        memcpy(sequence + SEQ, generated, NEW_TOKENS * sizeof(int32_t));
+        for (int i = 0; i < SEQ + NEW_TOKENS; i++) {
+            positions[i] = i;
+            segments[i] = 0;
+            targets[i] = -100;
+        }
+        float *logits = ft_xmalloc((size_t)(SEQ + NEW_TOKENS) * VOCAB * sizeof(float));
+        double worst = 0.0;
+        for (int step = 1; step < NEW_TOKENS; step++) {
+            int length = SEQ + step;
+            ft_batch batch = {1, length, sequence, positions, segments, targets, 0, 0};
+            CHECK_INT(ft_model_set_images(model, &image, 1), 0);
+            CHECK_INT(ft_model_forward(model, &batch, logits, NULL), 0);
+            worst = fmax(worst, largest_difference(kept->steps[step], logits + (size_t)(length - 1) * VOCAB, VOCAB));
+        }
+        printf("  decode steps within %.2g of the full forward pass\n", worst);
+        CHECK(worst < 1e-4);
+        free(logits);
+        free(kept);
+        free(want);
+        free(ids);
+        free(pixels);
+    }
+    ft_generator_free(generator);
+    ft_safetensors_close(expected);
+    ft_model_free(model);
+    ft_backend_destroy(backend);
+}
+
 int main(void)
 {
     RUN(logits_equal_transformers_on_an_image_and_text);
     RUN(the_language_model_alone_is_far_from_transformers);
     RUN(lora_loss_and_gradients_equal_peft);
+    RUN(generation_with_the_image_matches_the_full_forward);
     return check_done();
 }
