@@ -26,6 +26,7 @@
 #include "ftpipe/eval/eval_report.h"
 #include "ftpipe/eval/evaluation.h"
 #include "ftpipe/formats/dataset_inputs.h"
+#include "ftpipe/formats/llava_config.h"
 #include "ftpipe/model/generate.h"
 #include "ftpipe/model/train_work.h"
 #include "ftpipe/stages/stage_backend.h"
@@ -185,7 +186,11 @@ static int choose_template(eval_run *run)
     if (run->train_dir && strcmp(name, run->train.template_name) != 0)
         ft_stage_log(stage, "template = %s, while %s was trained with template %s", name, run->train_dir,
                      run->train.template_name);
-    return ft_chat_template_find(name, &run->chat_template);
+    if (ft_chat_template_find(name, &run->chat_template) != 0)
+        return -1;
+    /* a LLaVA model's images: its templates as LlavaPlugin writes them */
+    return ft_llava_config_is_llava(run->model_dir) ? ft_chat_template_for_llava(run->chat_template, &run->chat_template)
+                                                    : 0;
 }
 
 static int make_checker(eval_run *run)
@@ -272,11 +277,12 @@ static int read_images(eval_run *run)
     if (with_images == 0)
         return 0;
     ft_model_config config;
-    if (ft_model_config_load(run->model_dir, &config) != 0)
+    if (ft_language_model_config_load(run->model_dir, &config) != 0)
         return -1;
-    if (!config.vision_language)
+    if (!config.vision_language && !config.llava)
         return ft_stage_fail(stage, "%s has records with images, but %s is a text-only model (%s): evaluate a "
-                                    "vision-language model such as Qwen2VLForConditionalGeneration on it, or use "
+                                    "vision-language model such as Qwen2VLForConditionalGeneration or "
+                                    "LlavaForConditionalGeneration on it, or use "
                                     "a text template",
                              run->data_path, run->model_dir, config.architecture_name);
     return ft_stage_images_gather(stage, run->model_dir, &run->dataset, run->count, ft_stage_input_count(stage) - 1,
@@ -590,7 +596,7 @@ static int evaluation_ops(const eval_run *run, bool adapted, double *ops)
     ft_model_options options;
     const char *dir;
     ft_model_config config;
-    if (model_options(run, adapted, &options, &dir) != 0 || ft_model_config_load(dir, &config) != 0)
+    if (model_options(run, adapted, &options, &dir) != 0 || ft_language_model_config_load(dir, &config) != 0)
         return -1;
     double tokens = (double)run->count * run->generate.max_new_tokens, sample_tokens = 0.0;
     for (size_t i = 0; i < run->count; i++) {
@@ -825,7 +831,7 @@ static int estimate_figures(const eval_run *run, ft_stage_estimate *out)
     const char *dir;
     ft_model_config config;
     ft_memory_plan plan;
-    if (model_options(run, run->train_dir != NULL, &options, &dir) != 0 || ft_model_config_load(dir, &config) != 0 ||
+    if (model_options(run, run->train_dir != NULL, &options, &dir) != 0 || ft_language_model_config_load(dir, &config) != 0 ||
         ft_model_plan_memory(&config, &options, dtype, &plan) != 0)
         return -1;
     size_t cache = ft_generator_cache_bytes(&config, run->batch_size, run->max_generate_tokens, ft_dtype_size(dtype));

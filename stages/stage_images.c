@@ -8,6 +8,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/formats/llava_config.h"
 #include "ftpipe/formats/preprocessor_config.h"
 
 int ft_stage_image_options(ft_stage *stage, const char *model_dir, ft_qwen2vl_image_options *options)
@@ -24,6 +25,44 @@ int ft_stage_image_options(ft_stage *stage, const char *model_dir, ft_qwen2vl_im
                         "image_max_pixels",
                         (long long)options->image_min_pixels, (long long)options->image_max_pixels);
     return 0;
+}
+
+/* LLaVA's CLIP table: the processor's crop must be the tower's image size. */
+static int open_clip_table(ft_stage *stage, const char *folder, const char *scratch, ft_image_table **out)
+{
+    ft_llava_config config;
+    ft_clip_image_options options;
+    int status = ft_llava_config_load(folder, &config);
+    if (status == 0)
+        status = ft_clip_image_options_load(folder, &options);
+    if (status == 0) {
+        options.image_max_pixels = ft_stage_param_int(stage, "image_max_pixels");
+        options.image_min_pixels = ft_stage_param_int(stage, "image_min_pixels");
+        if (options.image_min_pixels < 1 || options.image_max_pixels < options.image_min_pixels)
+            status = ft_error("image_min_pixels = %lld, image_max_pixels = %lld: expected 1 <= image_min_pixels <= "
+                              "image_max_pixels",
+                              (long long)options.image_min_pixels, (long long)options.image_max_pixels);
+    }
+    if (status == 0 && (options.crop_height != config.vision.image_size ||
+                        options.crop_width != config.vision.image_size))
+        status = ft_error("%s: the processor crops images to %d x %d, but the vision tower reads %d x %d: the "
+                          "preprocessor_config.json and config.json are of different models",
+                          folder, options.crop_width, options.crop_height, config.vision.image_size,
+                          config.vision.image_size);
+    if (status == 0)
+        status = ft_image_table_open_clip(scratch, &options, ft_llava_image_tokens(&config), out);
+    return status;
+}
+
+int ft_stage_image_table_open(ft_stage *stage, const char *model_dir, bool clip, const char *scratch,
+                              ft_image_table **out)
+{
+    if (clip)
+        return open_clip_table(stage, model_dir, scratch, out);
+    ft_qwen2vl_image_options options;
+    if (ft_stage_image_options(stage, model_dir, &options) != 0)
+        return -1;
+    return ft_image_table_open(scratch, &options, out);
 }
 
 int ft_stage_check_image_is_an_input(ft_stage *stage, const char *path, size_t first_input)
@@ -55,13 +94,11 @@ int ft_stage_images_gather(ft_stage *stage, const char *model_dir, const ft_data
         n_with_images += dataset->conversations[i].n_images > 0;
     if (n_with_images == 0)
         return 0;
-    ft_qwen2vl_image_options options;
-    if (ft_stage_image_options(stage, model_dir, &options) != 0)
-        return -1;
     if (ft_mkdir_p(ft_stage_work_dir(stage)) < 0) /* `ftpipe estimate` reads the images before any run made it */
         return -1;
     char *scratch = ft_path_join(ft_stage_work_dir(stage), "pixels.scratch");
-    int status = ft_image_table_open(scratch, &options, &out->table);
+    int status = ft_stage_image_table_open(stage, model_dir, ft_llava_config_is_llava(model_dir), scratch,
+                                           &out->table);
     free(scratch);
     if (status != 0)
         return -1;

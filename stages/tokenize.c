@@ -159,46 +159,13 @@ static char *model_folder(ft_stage *stage)
     return ft_path_is_dir(model) ? ft_xstrdup(model) : ft_path_dirname(model);
 }
 
-static int image_pixel_limits(ft_stage *stage, int64_t *min_pixels, int64_t *max_pixels)
-{
-    *max_pixels = ft_stage_param_int(stage, "image_max_pixels");
-    *min_pixels = ft_stage_param_int(stage, "image_min_pixels");
-    if (*min_pixels < 1 || *max_pixels < *min_pixels)
-        return ft_error("image_min_pixels = %lld, image_max_pixels = %lld: expected 1 <= image_min_pixels <= "
-                        "image_max_pixels",
-                        (long long)*min_pixels, (long long)*max_pixels);
-    return 0;
-}
-
-/* The table of the model's processor (Qwen2-VL's, or CLIP's for LLaVA), with
- * image_max_pixels / image_min_pixels. */
+/* The table of the model's processor (Qwen2-VL's, or CLIP's for LLaVA's templates). */
 static int open_image_table(ft_stage *stage, const ft_chat_template *chat_template, const char *scratch,
                             ft_image_table **out)
 {
     char *folder = model_folder(stage);
-    int status = 0;
-    if (strcmp(ft_chat_template_image_plugin(chat_template), "llava") == 0) {
-        ft_llava_config config;
-        ft_clip_image_options options;
-        status = ft_llava_config_load(folder, &config);
-        if (status == 0)
-            status = ft_clip_image_options_load(folder, &options);
-        if (status == 0)
-            status = image_pixel_limits(stage, &options.image_min_pixels, &options.image_max_pixels);
-        if (status == 0 && (options.crop_height != config.vision.image_size ||
-                            options.crop_width != config.vision.image_size))
-            status = ft_error("%s: the processor crops images to %d x %d, but the vision tower reads %d x %d: the "
-                              "preprocessor_config.json and config.json are of different models",
-                              folder, options.crop_width, options.crop_height, config.vision.image_size,
-                              config.vision.image_size);
-        if (status == 0)
-            status = ft_image_table_open_clip(scratch, &options, ft_llava_image_tokens(&config), out);
-    } else {
-        ft_qwen2vl_image_options options;
-        status = ft_stage_image_options(stage, folder, &options);
-        if (status == 0)
-            status = ft_image_table_open(scratch, &options, out);
-    }
+    bool clip = strcmp(ft_chat_template_image_plugin(chat_template), "llava") == 0;
+    int status = ft_stage_image_table_open(stage, folder, clip, scratch, out);
     free(folder);
     return status;
 }

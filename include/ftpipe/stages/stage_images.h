@@ -6,6 +6,7 @@
 #ifndef FTPIPE_STAGE_IMAGES_H
 #define FTPIPE_STAGE_IMAGES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ftpipe/engine/stage.h"
@@ -16,6 +17,12 @@
 
 /* model_dir's preprocessor_config.json, with the stage's image_max_pixels and image_min_pixels. */
 int ft_stage_image_options(ft_stage *stage, const char *model_dir, ft_qwen2vl_image_options *options);
+
+/* The image table of model_dir's processor with the stage's image_max_pixels and
+ * image_min_pixels: CLIP's (a LLaVA model; its crop must be the tower's image
+ * size) when clip, else Qwen2-VL's; scratch is its pixel file. */
+int ft_stage_image_table_open(ft_stage *stage, const char *model_dir, bool clip, const char *scratch,
+                              ft_image_table **out);
 
 /* path must lie inside one of the stage's inputs from first_input on that is a folder. */
 int ft_stage_check_image_is_an_input(ft_stage *stage, const char *path, size_t first_input);
