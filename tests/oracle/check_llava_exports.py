@@ -1,0 +1,108 @@
+"""LLaVA end to end against transformers + PEFT, on this CPU: a pipeline makes
+tiny-llava (f32), tokenizes LLaMA-Factory's mllm_demo (template llava, its
+images), trains a LoRA adapter on the language model, evaluates it on the same
+records and exports it as format = peft. Then:
+  - PEFT loads the peft export on transformers' LlavaForConditionalGeneration
+    with every adapter tensor used (no missing or unexpected key), none on the
+    vision tower or the projector;
+  - the evaluate stage's eval_loss equals the loss of PEFT's model over the
+    tokenize output's samples and CLIP pixels (relative error < 1e-4): ftpipe's
+    ids, images, CLIP tower, projector and adapter are transformers'."""
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import oracle
+
+PIPELINE = """models/tiny: init
+	shape = tiny-llava
+	dtype = f32
+
+tokens: tokenize models/tiny data
+	template = llava
+	dataset = mllm_demo
+	cutoff_len = 2048
+
+adapter: train models/tiny tokens
+	backend = cpu
+	learning_rate = 5e-3
+	max_steps = 3
+	per_device_train_batch_size = 2
+	lora_rank = 4
+
+report: evaluate models/tiny adapter data
+	dataset = mllm_demo
+	cutoff_len = 2048
+	max_new_tokens = 4
+	backend = cpu
+
+export/peft: export adapter
+"""
+
+
+def samples_with_pixels(root, image_size):
+    """The tokenize output's samples: (ids, loss mask, pixel_values [n, 3, size, size])."""
+    rows = oracle.read_split(os.path.join(root, "tokens"))
+    images, per_sample = oracle.read_image_store(os.path.join(root, "tokens", "train", "images.bin"))
+    samples = [sample for row in rows for sample in row]
+    out = []
+    for (ids, mask), refs in zip(samples, per_sample):
+        pixels = [np.frombuffer(images[r][1], dtype=np.float32).reshape(3, image_size, image_size) for r in refs]
+        out.append((ids, mask, torch.from_numpy(np.stack(pixels)).double()))
+    return out
+
+
+def main():
+    from peft import PeftModel
+    from peft.utils import load_peft_weights
+    from transformers import LlavaForConditionalGeneration
+    cases = oracle.Cases()
+    root = oracle.scratch_folder("llava_exports")
+    try:
+        shutil.copytree(os.path.join(oracle.FIXTURES, "datasets", "llamafactory_data"), os.path.join(root, "data"))
+        open(os.path.join(root, "Ftpipe"), "w").write(PIPELINE)
+        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft"])
+        if not cases.check("tiny-llava pipeline runs", status == 0, "init, tokenize, train, evaluate, export",
+                           output.splitlines()[-15:]):
+            return cases.finish()
+        base = LlavaForConditionalGeneration.from_pretrained(os.path.join(root, "models", "tiny"),
+                                                             attn_implementation="eager")
+        image_size = base.config.vision_config.image_size
+        peft_dir = os.path.join(root, "export", "peft")
+        model = PeftModel.from_pretrained(base, peft_dir)
+        saved = set(load_peft_weights(peft_dir))
+        used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
+        in_tower = [name for name in used if "vision_tower" in name or "multi_modal_projector" in name]
+        cases.check("peft export loads on LlavaForConditionalGeneration",
+                    saved == used and len(saved) == 28 and not in_tower,
+                    "%d adapter tensors, each on a module of the language model" % len(saved),
+                    (sorted(saved ^ used) + in_tower)[:10])
+        model = model.double().eval()
+        loss_sum, n_tokens, n_images = 0.0, 0, 0
+        samples = samples_with_pixels(root, image_size)
+        with torch.no_grad():
+            for ids, mask, pixels in samples:
+                logits = model(input_ids=torch.tensor([ids]), pixel_values=pixels, use_cache=False).logits[0]
+                targets = torch.tensor([ids[t + 1] if mask[t + 1] else -100 for t in range(len(ids) - 1)] + [-100])
+                loss_sum += F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
+                n_tokens += int((targets >= 0).sum())
+                n_images += pixels.shape[0]
+        reference = loss_sum / n_tokens
+        metrics = json.load(open(os.path.join(root, "report", "metrics.json")))
+        measured = metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
+        relative = abs(measured - reference) / abs(reference)
+        cases.check("evaluate's eval_loss is PEFT's", relative < 1e-4,
+                    "%.6f against %.6f over %d samples with %d images (relative %.2e)"
+                    % (measured, reference, len(samples), n_images, relative))
+    finally:
+        oracle.remove_scratch(root)
+    return cases.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
