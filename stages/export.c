@@ -21,6 +21,7 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/engine/stage.h"
+#include "ftpipe/formats/llava_config.h"
 #include "ftpipe/formats/model_config.h"
 #include "ftpipe/model/lora.h"
 #include "ftpipe/model/model_merge.h"
@@ -227,7 +228,7 @@ static int estimate_folder(ft_stage *stage, ft_stage_estimate *out)
         uint64_t weights = folder_bytes(model_dir, true);
         ft_model_config config;
         if (strcmp(dtype, "auto") != 0) {
-            if (ft_model_config_load(model_dir, &config) < 0)
+            if (ft_language_model_config_load(model_dir, &config) < 0)
                 return -1;
             size_t element = strcmp(dtype, "f32") == 0 ? 4 : 2;
             weights = ft_model_config_parameter_count(&config) * element;

@@ -12,6 +12,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/formats/llava_config.h"
 #include "ftpipe/model/lora.h"
 #include "ftpipe/model/model.h"
 
@@ -84,13 +85,21 @@ static bool has_suffix(const char *text, const char *suffix)
 
 /* A vision-language model's language model is model.language_model.* to PEFT
  * on transformers 5 and model.* in released checkpoints (and the other way
- * round for transformers 4.5x's files): either name finds the weight. */
+ * round for transformers 4.5x's files), language_model.model.* in LLaVA's
+ * (llava-hf's layout): each name finds the weight. */
 static const ft_tensor_view *find_weight(const ft_safetensors *model, const char *name)
 {
     const ft_tensor_view *view = ft_safetensors_find(model, name);
     const char *vl = "model.language_model.";
     if (view || strncmp(name, "model.", 6) != 0)
         return view;
+    if (strncmp(name, vl, strlen(vl)) == 0) {
+        char *llava = ft_xasprintf("language_model.model.%s", name + strlen(vl));
+        view = ft_safetensors_find(model, llava);
+        free(llava);
+        if (view)
+            return view;
+    }
     char *other = strncmp(name, vl, strlen(vl)) == 0 ? ft_xasprintf("model.%s", name + strlen(vl))
                                                      : ft_xasprintf("%s%s", vl, name + 6);
     view = ft_safetensors_find(model, other);
@@ -175,7 +184,7 @@ static int compare_positions(const void *a, const void *b)
 static int order_as_the_model(merge *m)
 {
     ft_model_config config;
-    if (ft_model_config_load(m->model_dir, &config) < 0)
+    if (ft_language_model_config_load(m->model_dir, &config) < 0)
         return -1;
     size_t n_weights = 0;
     ft_param_tensor *weights = ft_model_weight_list(&config, &n_weights);

@@ -1,13 +1,15 @@
 """LLaVA end to end against transformers + PEFT, on this CPU: a pipeline makes
 tiny-llava (f32), tokenizes LLaMA-Factory's mllm_demo (template llava, its
 images), trains a LoRA adapter on the language model, evaluates it on the same
-records and exports it as format = peft. Then:
+records and exports it as format = peft and format = merged. Then:
   - PEFT loads the peft export on transformers' LlavaForConditionalGeneration
     with every adapter tensor used (no missing or unexpected key), none on the
     vision tower or the projector;
   - the evaluate stage's eval_loss equals the loss of PEFT's model over the
     tokenize output's samples and CLIP pixels (relative error < 1e-4): ftpipe's
-    ids, images, CLIP tower, projector and adapter are transformers'."""
+    ids, images, CLIP tower, projector and adapter are transformers';
+  - transformers loads the merged export (tower and projector included), whose
+    logits equal PEFT's (< 1e-4)."""
 import json
 import os
 import shutil
@@ -42,6 +44,9 @@ report: evaluate models/tiny adapter data
 	backend = cpu
 
 export/peft: export adapter
+
+export/merged: export adapter models/tiny
+	format = merged
 """
 
 
@@ -66,7 +71,7 @@ def main():
     try:
         shutil.copytree(os.path.join(oracle.FIXTURES, "datasets", "llamafactory_data"), os.path.join(root, "data"))
         open(os.path.join(root, "Ftpipe"), "w").write(PIPELINE)
-        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft"])
+        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged"])
         if not cases.check("tiny-llava pipeline runs", status == 0, "init, tokenize, train, evaluate, export",
                            output.splitlines()[-15:]):
             return cases.finish()
@@ -99,6 +104,16 @@ def main():
         cases.check("evaluate's eval_loss is PEFT's", relative < 1e-4,
                     "%.6f against %.6f over %d samples with %d images (relative %.2e)"
                     % (measured, reference, len(samples), n_images, relative))
+        merged = LlavaForConditionalGeneration.from_pretrained(os.path.join(root, "export", "merged"),
+                                                               attn_implementation="eager").double().eval()
+        worst = 0.0
+        with torch.no_grad():
+            for ids, _, pixels in samples:
+                a = model(input_ids=torch.tensor([ids]), pixel_values=pixels, use_cache=False).logits[0]
+                b = merged(input_ids=torch.tensor([ids]), pixel_values=pixels, use_cache=False).logits[0]
+                worst = max(worst, float((a - b).abs().max() / a.abs().max()))
+        cases.check("merged export loads in transformers with PEFT's logits", worst < 1e-4,
+                    "worst relative error %.2e" % worst)
     finally:
         oracle.remove_scratch(root)
     return cases.finish()
