@@ -152,7 +152,7 @@ t_expect_fail
 t_expect_contains "unknown model shape 'llava-13b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b, tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, qwen2.5-vl-3b, qwen2.5-vl-7b; LLaVA: tiny-llava, llava-1.5-7b, llava-llama3-8b"
 t_end
 
-t_case "init's tiny-llava -> tokenize -> LoRA train on the language model, with PEFT's names"
+t_case "init's tiny-llava -> tokenize -> LoRA train -> evaluate -> export (peft, merged), with PEFT's names"
 W=$(t_workspace)
 cp -r "$DATASETS/llamafactory_data" "$W/data"
 cat > "$W/Ftpipe" <<'P'
@@ -174,11 +174,28 @@ adapter: train model tokens
 	max_steps = 3
 	per_device_train_batch_size = 2
 	backend = cpu
+
+report: evaluate model adapter data
+	dataset = mllm_demo
+	cutoff_len = 2048
+	max_new_tokens = 4
+	compare_base = true
+	backend = cpu
+
+export/peft: export adapter
+
+export/merged: export adapter model
+	format = merged
 P
-t_run "$FTPIPE" -C "$W"
+t_run "$FTPIPE" -C "$W" report export/peft export/merged
 t_expect_status 0
 t_expect_contains "done     adapter"
 t_expect_contains "after 3 steps"
+t_expect_contains "4 of 4 records with images"
+t_expect_contains "eval_loss"
+t_expect_contains "done     export/merged"
+head -c 8192 "$W/export/merged/model.safetensors" | grep -q 'vision_tower' ||
+  t_fail "the merged model lacks the vision tower"
 head -c 4096 "$W/adapter/adapter_model.safetensors" |
   grep -q 'base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight' ||
   t_fail "the adapter lacks PEFT's names for LLaVA's language model"
