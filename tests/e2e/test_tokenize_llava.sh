@@ -191,7 +191,6 @@ t_run "$FTPIPE" -C "$W" report export/peft export/merged
 t_expect_status 0
 t_expect_contains "done     adapter"
 t_expect_contains "after 3 steps"
-t_expect_contains "4 of 4 records with images"
 t_expect_contains "eval_loss"
 t_expect_contains "done     export/merged"
 head -c 8192 "$W/export/merged/model.safetensors" | grep -q 'vision_tower' ||
