@@ -135,7 +135,8 @@ static int check_vision_freezing(const ft_train_run *run, const ft_model_config 
     if (strcmp(ft_stage_param_string(stage, "finetuning_type"), "lora") != 0)
         return ft_stage_fail(stage, "%s is a %s: finetuning_type = full is not available for vision-language models "
                                     "yet; use finetuning_type = lora",
-                             run->model_dir, config->architecture_name);
+                             run->model_dir,
+                             config->llava ? "LlavaForConditionalGeneration" : config->architecture_name);
     return 0;
 }
 

@@ -114,7 +114,8 @@ static int check_backend(const ft_model_config *config, const ft_backend *backen
 {
     if ((config->vision_language || config->llava) && backend->dtype != FT_DTYPE_F32)
         return ft_error("%s models run on the cpu backend only for now (the %s backend does not run them yet): "
-                        "set backend = cpu", config->architecture_name, backend->name);
+                        "set backend = cpu", config->llava ? "LlavaForConditionalGeneration" : config->architecture_name,
+                        backend->name);
     if (options->finetuning == FT_FINETUNE_FULL && backend->dtype != FT_DTYPE_F32)
         return ft_error("full fine-tuning is not available on the %s backend, which keeps weights in %s: use LoRA "
                         "(finetuning_type = lora) or the cpu backend",
@@ -159,6 +160,8 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
         plan->parameter_bytes += ft_vision_qwen2_weight_bytes(v);
         plan->activation_bytes += ft_vision_qwen2_work_bytes(v, patches, patches);
     }
+    if (model->clip) /* LLaVA's tower and projector, loaded in fp32 */
+        plan->parameter_bytes += ft_vision_clip_weight_bytes(model->clip);
     if (options->use_lora)
         plan->adapter_bytes = lora_parameter_count(&model->config, &options->lora) * sizeof(float);
     if (options->finetuning == FT_FINETUNE_LORA)

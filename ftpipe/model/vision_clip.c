@@ -30,6 +30,7 @@ struct ft_vision_clip {
     encoder_layer *layers;
     float **owned;         /* every weight, for freeing */
     size_t n_owned, owned_capacity;
+    size_t weight_bytes;   /* of all of them */
 };
 
 /* --- loading --- */
@@ -58,6 +59,7 @@ static int load_tensor(loader *from, const char *prefix, const char *name, int64
     float *values = ft_xmalloc((size_t)count * sizeof(float));
     ft_grow((void **)&from->clip->owned, &from->clip->owned_capacity, from->clip->n_owned + 1, sizeof(float *));
     from->clip->owned[from->clip->n_owned++] = values;
+    from->clip->weight_bytes += (size_t)count * sizeof(float);
     *out = values;
     return ft_tensor_to_f32(view, values);
 }
@@ -184,6 +186,8 @@ void ft_vision_clip_free(ft_vision_clip *clip)
 }
 
 const ft_llava_config *ft_vision_clip_config(const ft_vision_clip *clip) { return &clip->config; }
+size_t ft_vision_clip_weight_bytes(const ft_vision_clip *clip) { return clip->weight_bytes; }
+
 int ft_vision_clip_tokens_per_image(const ft_vision_clip *clip) { return (int)ft_llava_image_tokens(&clip->config); }
 int ft_vision_clip_feature_width(const ft_vision_clip *clip) { return clip->config.text_hidden_size; }
 

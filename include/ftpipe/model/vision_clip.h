@@ -29,6 +29,8 @@ int ft_vision_clip_load(const char *model_dir, ft_backend *backend, ft_vision_cl
 void ft_vision_clip_free(ft_vision_clip *clip);
 
 const ft_llava_config *ft_vision_clip_config(const ft_vision_clip *clip);
+/* The tower's and projector's weights in host memory (fp32). */
+size_t ft_vision_clip_weight_bytes(const ft_vision_clip *clip);
 /* Rows of features each image gives: ft_llava_image_tokens. */
 int ft_vision_clip_tokens_per_image(const ft_vision_clip *clip);
 /* Width of a feature row: the language model's hidden size. */

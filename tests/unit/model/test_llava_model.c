@@ -58,6 +58,14 @@ TEST(logits_equal_transformers_on_an_image_and_text)
         ft_backend_destroy(backend);
         return;
     }
+    /* the memory plan holds the tower and projector beside the language model */
+    size_t n_weights, text_bytes = 0;
+    const ft_param_tensor *weights = ft_model_weights(model, &n_weights);
+    for (size_t i = 0; i < n_weights; i++)
+        text_bytes += weights[i].count * sizeof(float);
+    size_t tower_bytes = ft_model_memory(model).parameter_bytes - text_bytes;
+    printf("  plan: %zu bytes of language model, %zu of tower and projector\n", text_bytes, tower_bytes);
+    CHECK(ft_model_memory(model).parameter_bytes > text_bytes && tower_bytes > 50000);
     ft_safetensors *expected;
     CHECK_INT(ft_safetensors_open(FIXTURE "/expected.safetensors", &expected), 0);
     size_t n_pixels, n_ids, n_logits;
@@ -209,6 +217,22 @@ TEST(lora_loss_and_gradients_equal_peft)
     ft_backend_destroy(backend);
 }
 
+/* A bf16 backend (the cuda one) does not run LLaVA yet: refused before anything is allocated. */
+TEST(a_bf16_backend_refuses_llava)
+{
+    ft_backend *cpu = ft_backend_cpu_create(1);
+    ft_backend bf16 = *cpu;
+    bf16.name = "cuda";
+    bf16.dtype = FT_DTYPE_BF16;
+    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false};
+    ft_model *model = NULL;
+    CHECK_INT(ft_model_load(FIXTURE "/model", &bf16, &options, &model), -1);
+    CHECK_STR(ft_error_message(), "LlavaForConditionalGeneration models run on the cpu backend only for now (the "
+                                  "cuda backend does not run them yet): set backend = cpu");
+    CHECK(model == NULL);
+    ft_backend_destroy(cpu);
+}
+
 enum { NEW_TOKENS = 4 };
 
 typedef struct {
@@ -288,5 +312,6 @@ int main(void)
     RUN(the_language_model_alone_is_far_from_transformers);
     RUN(lora_loss_and_gradients_equal_peft);
     RUN(generation_with_the_image_matches_the_full_forward);
+    RUN(a_bf16_backend_refuses_llava);
     return check_done();
 }
