@@ -189,8 +189,9 @@ static int choose_template(eval_run *run)
     if (ft_chat_template_find(name, &run->chat_template) != 0)
         return -1;
     /* a LLaVA model's images: its templates as LlavaPlugin writes them */
-    return ft_llava_config_is_llava(run->model_dir) ? ft_chat_template_for_llava(run->chat_template, &run->chat_template)
-                                                    : 0;
+    if (!ft_llava_config_is_llava(run->model_dir))
+        return 0;
+    return ft_chat_template_for_llava(run->chat_template, &run->chat_template);
 }
 
 static int make_checker(eval_run *run)
@@ -831,7 +832,8 @@ static int estimate_figures(const eval_run *run, ft_stage_estimate *out)
     const char *dir;
     ft_model_config config;
     ft_memory_plan plan;
-    if (model_options(run, run->train_dir != NULL, &options, &dir) != 0 || ft_language_model_config_load(dir, &config) != 0 ||
+    if (model_options(run, run->train_dir != NULL, &options, &dir) != 0 ||
+        ft_language_model_config_load(dir, &config) != 0 ||
         ft_model_plan_memory(&config, &options, dtype, &plan) != 0)
         return -1;
     size_t cache = ft_generator_cache_bytes(&config, run->batch_size, run->max_generate_tokens, ft_dtype_size(dtype));

@@ -153,7 +153,8 @@ int ft_train_check_images(const ft_train_run *run, const char *data_dir, const f
     if (!vision)
         return ft_stage_fail(run->stage, "%s holds images (tokenized for %s), but %s is a text-only model (%s), which "
                                          "would learn from image placeholder tokens: train a vision-language model "
-                                         "such as Qwen2VLForConditionalGeneration or LlavaForConditionalGeneration on it, or use text-only data",
+                                         "such as Qwen2VLForConditionalGeneration or LlavaForConditionalGeneration "
+                                         "on it, or use text-only data",
                              data_dir, meta->vision_processor, run->model_dir, config.architecture_name);
     const char *reads = config.llava ? "clip" : "qwen2_vl";
     if (strcmp(meta->vision_processor, reads) != 0)
@@ -181,6 +182,7 @@ int ft_train_open_images(const ft_train_run *run, const char *dataset_dir, const
     /* a CLIP image is one row of 3 x size x size; a Qwen2-VL patch one of patch_length */
     int row_length = config.llava ? 3 * llava.vision.image_size * llava.vision.image_size
                                   : ft_vision_qwen2_patch_length(&config.vision);
+    ft_image_layout layout = config.llava ? FT_IMAGE_LAYOUT_CLIP : FT_IMAGE_LAYOUT_PATCHES;
     char *split_dir = ft_path_join(dataset_dir, split), *path = ft_path_join(split_dir, FT_IMAGE_STORE_FILE);
     ft_image_store *store = NULL;
     int status = ft_image_store_open(path, &store);
@@ -190,7 +192,7 @@ int ft_train_open_images(const ft_train_run *run, const char *dataset_dir, const
                                path, (unsigned long long)ft_image_store_n_samples(store),
                                (unsigned long long)ft_token_shards_n_samples(shards));
     else if (status == 0 && (ft_image_store_row_length(store) != (uint32_t)row_length ||
-                             ft_image_store_layout(store) != (config.llava ? FT_IMAGE_LAYOUT_CLIP : FT_IMAGE_LAYOUT_PATCHES)))
+                             ft_image_store_layout(store) != layout))
         status = ft_stage_fail(run->stage, "%s holds %s of %u values, but the model's vision tower reads %s of %d: "
                                            "tokenize the data again with this model",
                                path, ft_image_store_layout(store) == FT_IMAGE_LAYOUT_CLIP ? "CLIP images" : "patches",

@@ -114,8 +114,8 @@ static int check_backend(const ft_model_config *config, const ft_backend *backen
 {
     if ((config->vision_language || config->llava) && backend->dtype != FT_DTYPE_F32)
         return ft_error("%s models run on the cpu backend only for now (the %s backend does not run them yet): "
-                        "set backend = cpu", config->llava ? "LlavaForConditionalGeneration" : config->architecture_name,
-                        backend->name);
+                        "set backend = cpu",
+                        config->llava ? "LlavaForConditionalGeneration" : config->architecture_name, backend->name);
     if (options->finetuning == FT_FINETUNE_FULL && backend->dtype != FT_DTYPE_F32)
         return ft_error("full fine-tuning is not available on the %s backend, which keeps weights in %s: use LoRA "
                         "(finetuning_type = lora) or the cpu backend",

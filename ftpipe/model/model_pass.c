@@ -551,7 +551,8 @@ int ft_model_set_images(ft_model *model, const ft_stored_image *images, int n_im
 {
     if (n_images > 0 && !model->vision && !model->clip)
         return ft_error("%d images were given, but %s is a text-only model: the data holds images, so use a "
-                        "vision-language model (such as Qwen2VLForConditionalGeneration or LlavaForConditionalGeneration)", n_images,
+                        "vision-language model (such as Qwen2VLForConditionalGeneration or "
+                        "LlavaForConditionalGeneration)", n_images,
                         model->config.architecture_name);
     model->images = images;
     model->n_images = n_images;
