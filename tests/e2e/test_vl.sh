@@ -42,7 +42,7 @@ t_expect_contains "Qwen2VLForConditionalGeneration: 2 layers, hidden 64, vocab 2
 t_expect_contains "done     export/peft"
 t_end
 
-t_case "the vision tower and merger stay frozen; full fine-tuning of a VL model is refused"
+t_case "the vision tower and merger stay frozen; full fine-tuning and ZeRO-3 of a VL model are refused"
 vl_example
 for line in "freeze_vision_tower = false" "freeze_multi_modal_projector = false" "train_mm_proj_only = true"; do
   sed -e '/freeze_/d' -e "s/	finetuning_type = lora/	finetuning_type = lora\n	$line/" "$ROOT/examples/vl-lora/Ftpipe" > "$W/Ftpipe"
@@ -54,6 +54,10 @@ sed "s/	finetuning_type = lora/	finetuning_type = full/" "$ROOT/examples/vl-lora
 t_run "$FTPIPE" -C "$W" $VARS adapter
 t_expect_fail
 t_expect_contains "finetuning_type = full is not available for vision-language models yet; use finetuning_type = lora"
+sed "s/	finetuning_type = lora/	finetuning_type = lora\n	nproc_per_node = 2\n	zero_stage = 3/" "$ROOT/examples/vl-lora/Ftpipe" > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" $VARS adapter
+t_expect_fail
+t_expect_contains "zero_stage = 3 shards a language model's weights only, and Qwen2_5_VLForConditionalGeneration has a vision tower: use zero_stage = 1 or 2"
 t_end
 
 t_case "a text-only model refuses records with images in evaluate"
