@@ -27,17 +27,7 @@ llava_workspace() {
 
 t_case "ids and labels equal LLaMA-Factory's LlavaPlugin with templates llava and llama3"
 llava_workspace
-python3 - "$EXPECTED" > "$W/Ftpipe" <<'PY' || t_fail "could not write the pipeline"
-import json, sys
-folders = {"demo": ("data", "mllm_demo"), "edge": ("edge", "edge_sharegpt, edge_alpaca")}
-for config, stages in json.load(open(sys.argv[1])).items():
-    for stage, spec in stages.items():
-        name = "out/%s__%s" % (config.replace(",", "_").replace("=", "_"), stage)
-        print("%s: tokenize model %s\n\tdataset = %s" % ((name,) + folders[stage]))
-        for key, value in spec["parameters"].items():
-            print("\t%s = %s" % (key, value))
-        print()
-PY
+python3 "$ROOT/tests/e2e/expected_pipeline.py" "$EXPECTED" > "$W/Ftpipe" || t_fail "could not write the pipeline"
 t_run "$FTPIPE" -C "$W" -j 2
 t_expect_status 0
 python3 - "$EXPECTED" "$W" <<'PY' > "$T_ROOT/parity" 2>&1 || t_fail "$(cat "$T_ROOT/parity")"

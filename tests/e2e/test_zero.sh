@@ -329,19 +329,25 @@ t_expect_contains "(weights 13.7 MiB as this rank's ZeRO-3 shard and two gathere
 t_expect_contains "weights on rank 0: 13.7 MiB in the backend's memory, 0 B offloaded to host memory"
 t_end
 
+# Runs the pipeline in $W in the background, kills rank $1 of $2 with SIGKILL once
+# checkpoint-10 exists, and checks that the run failed before its end.
+kill_rank_after_checkpoint() {
+  "$FTPIPE" -C "$W" > "$W/first.out" 2>&1 &
+  pid=$!
+  waited=0
+  until ls -d "$W"/.ftpipe/work/*/checkpoints/checkpoint-10 >/dev/null 2>&1 || [ $waited -ge 1200 ] || ! kill -0 "$pid" 2>/dev/null; do
+    sleep 0.05; waited=$((waited + 1))
+  done
+  rank_pid=$(sed -n "s/^rank $1 of $2: pid \\([0-9]*\\) on .*/\\1/p" "$W"/.ftpipe/work/*/rank-$1.log)
+  kill -9 "$rank_pid"
+  wait "$pid"
+  [ $? != 0 ] || t_fail "the run succeeded after its rank $1 was killed"
+  [ -f "$W/adapter/adapter_model.safetensors" ] && t_fail "the run finished before it was killed"
+}
+
 t_case "kill -9 of a 2-rank ZeRO-2 run resumes on 1 rank at stage 0"
 zero_workspace "max_steps = 300" "save_steps = 10" "nproc_per_node = 2" "zero_stage = 2"
-"$FTPIPE" -C "$W" > "$W/first.out" 2>&1 &
-pid=$!
-waited=0
-until ls -d "$W"/.ftpipe/work/*/checkpoints/checkpoint-10 >/dev/null 2>&1 || [ $waited -ge 1200 ] || ! kill -0 "$pid" 2>/dev/null; do
-  sleep 0.05; waited=$((waited + 1))
-done
-rank_pid=$(sed -n 's/^rank 1 of 2: pid \([0-9]*\) on .*/\1/p' "$W"/.ftpipe/work/*/rank-1.log)
-kill -9 "$rank_pid"
-wait "$pid"
-[ $? != 0 ] || t_fail "the run succeeded after its rank 1 was killed"
-[ -f "$W/adapter/adapter_model.safetensors" ] && t_fail "the run finished before it was killed"
+kill_rank_after_checkpoint 1 2
 sed -i "s/nproc_per_node = 2/nproc_per_node = 1/; s/zero_stage = 2/zero_stage = 0/" "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"
 t_expect_status 0
@@ -360,17 +366,7 @@ t_run "$FTPIPE" -C "$W"
 t_expect_status 0
 python3 "$T_ROOT/close.py" "$W/adapter" "$STRAIGHT/adapter" 1e-5 >/dev/null || t_fail "2 ranks at ZeRO-1 are not 4 at ZeRO-3"
 zero_workspace "max_steps = 100" "save_steps = 10" "nproc_per_node = 4" "zero_stage = 3"
-"$FTPIPE" -C "$W" > "$W/first.out" 2>&1 &
-pid=$!
-waited=0
-until ls -d "$W"/.ftpipe/work/*/checkpoints/checkpoint-10 >/dev/null 2>&1 || [ $waited -ge 1200 ] || ! kill -0 "$pid" 2>/dev/null; do
-  sleep 0.05; waited=$((waited + 1))
-done
-rank_pid=$(sed -n 's/^rank 2 of 4: pid \([0-9]*\) on .*/\1/p' "$W"/.ftpipe/work/*/rank-2.log)
-kill -9 "$rank_pid"
-wait "$pid"
-[ $? != 0 ] || t_fail "the run succeeded after its rank 2 was killed"
-[ -f "$W/adapter/adapter_model.safetensors" ] && t_fail "the run finished before it was killed"
+kill_rank_after_checkpoint 2 4
 sed -i "s/nproc_per_node = 4/nproc_per_node = 2/; s/zero_stage = 3/zero_stage = 1/" "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"
 t_expect_status 0
