@@ -57,31 +57,6 @@ STAGES = [("demo", "data", "mllm_demo", ["mllm_demo"]),
           ("edge", "edge", "edge_sharegpt, edge_alpaca", ["edge_sharegpt", "edge_alpaca"])]
 
 
-def target(config, stage):
-    return "out/%s__%s" % (config.replace(",", "_").replace("=", "_"), stage)
-
-
-def run_ftpipe(workspace):
-    lines = []
-    for config, (parameters, _, _) in CONFIGS.items():
-        for stage, folder, datasets, _ in STAGES:
-            lines.append("%s: tokenize model %s" % (target(config, stage), folder))
-            lines += ["\t%s = %s" % item for item in dict(parameters, template="qwen2_vl", dataset=datasets).items()]
-            lines.append("")
-    with open(os.path.join(workspace, "Ftpipe"), "w") as f:
-        f.write("\n".join(lines))
-    return oracle.run([oracle.FTPIPE, "-C", workspace, "-k", "-j", "2"])[1]
-
-
-def ftpipe_split(workspace, config, stage):
-    """(rows of (ids, labels) samples, each sample's images as (grid, pixels)), labels -100 where not trained."""
-    folder = os.path.join(workspace, target(config, stage))
-    rows = [[(ids, [t if m else -100 for t, m in zip(ids, mask)]) for ids, mask in row]
-            for row in oracle.read_split(folder)]
-    images, samples = oracle.read_image_store(os.path.join(folder, "train", "images.bin"))
-    return rows, [[images[i] for i in refs] for refs in samples]
-
-
 class LlamaFactory:
     def __init__(self, workspace):
         import datasets
@@ -183,15 +158,15 @@ def main():
             out.write(f.read())
         os.symlink(os.path.join(DATASETS, "llamafactory_data"), os.path.join(workspace, "data"))
         os.symlink(os.path.join(DATASETS, "vision_edge"), os.path.join(workspace, "edge"))
-        log = run_ftpipe(workspace)
+        log = oracle.run_image_checks(workspace, CONFIGS, STAGES, {"template": "qwen2_vl"})
         lf = LlamaFactory(workspace)
         for config in CONFIGS:
             for stage, folder, _, names in STAGES:
                 name = "llamafactory images %s, %s" % (stage, config)
                 try:
-                    ours, our_images = ftpipe_split(workspace, config, stage)
+                    ours, our_images = oracle.image_check_split(workspace, config, stage)
                 except (OSError, ValueError) as error:
-                    said = [line for line in log.splitlines() if target(config, stage) in line][-2:]
+                    said = [line for line in log.splitlines() if oracle.image_check_target(config, stage) in line][-2:]
                     cases.fail(name, "ftpipe made no shards (%s)" % error, said)
                     continue
                 theirs, their_images = lf.encode(config, folder, names)
@@ -205,7 +180,7 @@ def main():
                 largest = 0.0
                 if problem is None and "packing" not in config:
                     problem, largest = compare_images(our_images, their_images, kept)
-                meta = json.load(open(os.path.join(workspace, target(config, stage), "meta.json")))
+                meta = json.load(open(os.path.join(workspace, oracle.image_check_target(config, stage), "meta.json")))
                 if problem is None and meta["skipped_records"] != len(skipped):
                     problem = "LLaMA-Factory cut the images of samples %s; ftpipe skipped %d records" % (
                         skipped, meta["skipped_records"])

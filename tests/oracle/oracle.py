@@ -209,3 +209,34 @@ def neat_packed_rows(encoded):
             row[-1][1].append(labels[i])
         rows.append(row)
     return rows
+
+
+# --- the LLaMA-Factory image checks' pipelines (check_llamafactory_images.py, _llava.py) ---
+
+def image_check_target(config, stage):
+    """The tokenize stage's target for an option set and a dataset stage."""
+    return "out/%s__%s" % (config.replace(",", "_").replace("=", "_"), stage)
+
+
+def run_image_checks(workspace, configs, stages, extra):
+    """One tokenize stage per (option set, dataset stage) with extra parameters
+    (a dict) added, all run; returns ftpipe's output."""
+    lines = []
+    for config, (parameters, _, _) in configs.items():
+        for stage, folder, datasets, _ in stages:
+            lines.append("%s: tokenize model %s" % (image_check_target(config, stage), folder))
+            lines += ["\t%s = %s" % item for item in dict(parameters, **extra, dataset=datasets).items()]
+            lines.append("")
+    with open(os.path.join(workspace, "Ftpipe"), "w") as f:
+        f.write("\n".join(lines))
+    return run([FTPIPE, "-C", workspace, "-k", "-j", "2"])[1]
+
+
+def image_check_split(workspace, config, stage):
+    """(rows of (ids, labels) samples, labels -100 where not trained; each
+    sample's images as read_image_store gives them)."""
+    folder = os.path.join(workspace, image_check_target(config, stage))
+    rows = [[(ids, [t if m else -100 for t, m in zip(ids, mask)]) for ids, mask in row]
+            for row in read_split(folder)]
+    images, samples = read_image_store(os.path.join(folder, "train", "images.bin"))
+    return rows, [[images[i] for i in refs] for refs in samples]
