@@ -4,12 +4,16 @@
 #ifndef FTPIPE_TESTS_TINY_MODELS_H
 #define FTPIPE_TESTS_TINY_MODELS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "check.h"
 #include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/formats/token_shards.h"
 #include "ftpipe/model/model_init.h"
 
 /* Writes ROOT/NAME with `layers` layers and weights drawn from `seed`, in f32;
@@ -41,6 +45,43 @@ static inline char *tiny_model_write(const char *root, const char *name, ft_arch
     if (written < 0)
         fprintf(stderr, "  %s\n", ft_error_message());
     CHECK_INT(written, 0);
+    return dir;
+}
+
+/* ROOT/NAME: n "a+b=c" samples of bytes in rows of row_length, the answer trained
+ * on; packed: two samples a row. Returns the folder (caller frees). */
+static inline char *tiny_addition_data_write(const char *root, const char *name, int n, bool packed, int row_length)
+{
+    char *dir = ft_path_join(root, name);
+    char *split = ft_path_join(dir, "train");
+    ft_token_shard_writer *writer = NULL;
+    CHECK_INT(ft_token_shard_writer_open(split, packed, (size_t)row_length, 0, &writer), 0);
+    for (int i = 0; i < n; i++) {
+        char text[32];
+        int a = (i * 7) % 10, b = (i * 3) % 10;
+        int length = snprintf(text, sizeof text, "%d+%d=%d;%s", a, b, a + b, i % 3 ? "" : "ok");
+        uint32_t ids[32];
+        uint8_t mask[32];
+        for (int t = 0; t < length; t++) {
+            ids[t] = (uint8_t)text[t];
+            mask[t] = t > 3;
+        }
+        CHECK_INT(ft_token_shard_writer_add_sample(writer, ids, mask, (size_t)length), 0);
+        if (packed && i % 2 == 1)
+            CHECK_INT(ft_token_shard_writer_end_row(writer), 0);
+    }
+    if (packed && n % 2 == 1)
+        CHECK_INT(ft_token_shard_writer_end_row(writer), 0);
+    ft_token_dataset_meta meta;
+    memset(&meta, 0, sizeof meta);
+    strcpy(meta.tokenizer_hash, "0123456789abcdef0123456789abcdef");
+    strcpy(meta.template_name, "plain");
+    meta.cutoff_len = row_length;
+    meta.packing = packed;
+    meta.n_records = (uint64_t)n;
+    CHECK_INT(ft_token_shard_writer_finish(writer, &meta.train), 0);
+    CHECK_INT(ft_token_dataset_meta_write(dir, &meta), 0);
+    free(split);
     return dir;
 }
 

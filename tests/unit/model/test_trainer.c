@@ -36,37 +36,7 @@ static void write_model(void) { model_dir = tiny_model_write(root, "model", FT_A
 /* n "a+b=c" samples of bytes, the answer trained on; packed: two per row. */
 static char *write_data(const char *name, int n, bool packed)
 {
-    char *dir = ft_path_join(root, name);
-    char *split = ft_path_join(dir, "train");
-    ft_token_shard_writer *writer = NULL;
-    CHECK_INT(ft_token_shard_writer_open(split, packed, ROW_LENGTH, 0, &writer), 0);
-    for (int i = 0; i < n; i++) {
-        char text[32];
-        int a = (i * 7) % 10, b = (i * 3) % 10;
-        int length = snprintf(text, sizeof text, "%d+%d=%d;%s", a, b, a + b, i % 3 ? "" : "ok");
-        uint32_t ids[32];
-        uint8_t mask[32];
-        for (int t = 0; t < length; t++) {
-            ids[t] = (uint8_t)text[t];
-            mask[t] = t > 3;
-        }
-        CHECK_INT(ft_token_shard_writer_add_sample(writer, ids, mask, (size_t)length), 0);
-        if (packed && i % 2 == 1)
-            CHECK_INT(ft_token_shard_writer_end_row(writer), 0);
-    }
-    if (packed && n % 2 == 1)
-        CHECK_INT(ft_token_shard_writer_end_row(writer), 0);
-    ft_token_dataset_meta meta;
-    memset(&meta, 0, sizeof meta);
-    strcpy(meta.tokenizer_hash, "0123456789abcdef0123456789abcdef");
-    strcpy(meta.template_name, "plain");
-    meta.cutoff_len = ROW_LENGTH;
-    meta.packing = packed;
-    meta.n_records = (uint64_t)n;
-    CHECK_INT(ft_token_shard_writer_finish(writer, &meta.train), 0);
-    CHECK_INT(ft_token_dataset_meta_write(dir, &meta), 0);
-    free(split);
-    return dir;
+    return tiny_addition_data_write(root, name, n, packed, ROW_LENGTH);
 }
 
 static ft_model *load_model(int batch_size, double dropout)
