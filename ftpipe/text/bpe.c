@@ -1,6 +1,7 @@
 /* bpe: vocabulary and merge tables, the merge loop, the per-thread word cache. */
 #include "ftpipe/text/bpe.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -43,6 +44,8 @@ struct ft_bpe {
     size_t n_merges, merge_slot_mask;
 
     uint32_t byte_ids[256]; /* the token of each single byte, or NO_TOKEN */
+    bool characters;                 /* symbols start as UTF-8 characters, not bytes */
+    uint32_t fallback_ids[256];      /* <0xXX> of each byte, or NO_TOKEN */
     bool ignore_merges;
     int64_t unknown_id;
     bool fuse_unknown;
@@ -84,7 +87,7 @@ ft_bpe *ft_bpe_new(size_t expected_tokens, size_t expected_merges)
 {
     ft_bpe *bpe = ft_xcalloc(1, sizeof *bpe);
     for (size_t i = 0; i < 256; i++)
-        bpe->byte_ids[i] = NO_TOKEN;
+        bpe->byte_ids[i] = bpe->fallback_ids[i] = NO_TOKEN;
     bpe->unknown_id = -1;
     bpe->vocab_slot_mask = slots_for(expected_tokens, VOCAB_LOAD_PERCENT) - 1;
     bpe->vocab_slots = ft_xcalloc(bpe->vocab_slot_mask + 1, sizeof *bpe->vocab_slots);
@@ -208,6 +211,17 @@ void ft_bpe_set_options(ft_bpe *bpe, bool ignore_merges, int64_t unknown_id, boo
     bpe->fuse_unknown = fuse_unknown;
 }
 
+void ft_bpe_use_characters(ft_bpe *bpe, bool byte_fallback)
+{
+    bpe->characters = true;
+    for (int b = 0; b < 256 && byte_fallback; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        int64_t id = ft_bpe_token_id(bpe, name, strlen(name));
+        bpe->fallback_ids[b] = id < 0 ? NO_TOKEN : (uint32_t)id;
+    }
+}
+
 /* ---- the merge loop ---- */
 ft_bpe_worker *ft_bpe_worker_new(void)
 {
@@ -271,7 +285,36 @@ static void push_pair(const ft_bpe *bpe, ft_bpe_worker *worker, size_t *heap_cou
         heap_push(worker, heap_count, (uint64_t)merge->rank << 32 | (uint32_t)position);
 }
 
-/* One symbol per byte (unknown bytes per the options), then merges until none applies. */
+static void add_symbol(ft_bpe_worker *worker, uint32_t id, int32_t *n_symbols)
+{
+    int32_t n = (*n_symbols)++;
+    worker->symbol_ids[n] = id;
+    worker->previous[n] = n - 1;
+    worker->next[n] = n + 1;
+}
+
+/* The bytes of a UTF-8 character at the start of valid text. */
+static size_t character_length(const uint8_t *bytes, size_t available)
+{
+    size_t length = bytes[0] < 0x80 ? 1 : bytes[0] < 0xE0 ? 2 : bytes[0] < 0xF0 ? 3 : 4;
+    return length < available ? length : available;
+}
+
+/* Byte fallback: a character without a token becomes its bytes' <0xXX> tokens,
+ * when all of them exist (else it is unknown). */
+static bool add_fallback_bytes(const ft_bpe *bpe, ft_bpe_worker *worker, const uint8_t *bytes, size_t length,
+                               int32_t *n_symbols)
+{
+    for (size_t i = 0; i < length; i++)
+        if (bpe->fallback_ids[bytes[i]] == NO_TOKEN)
+            return false;
+    for (size_t i = 0; i < length; i++)
+        add_symbol(worker, bpe->fallback_ids[bytes[i]], n_symbols);
+    return true;
+}
+
+/* One symbol per byte, or per character (unknown ones per the options), then
+ * merges until none applies. */
 static void merge_word(const ft_bpe *bpe, ft_bpe_worker *worker, const uint8_t *bytes, size_t length,
                        ft_token_ids *out)
 {
@@ -287,8 +330,19 @@ static void merge_word(const ft_bpe *bpe, ft_bpe_worker *worker, const uint8_t *
 
     int32_t n_symbols = 0;
     bool last_was_unknown = false;
-    for (size_t i = 0; i < length; i++) {
-        uint32_t id = bpe->byte_ids[bytes[i]];
+    for (size_t i = 0; i < length;) {
+        size_t symbol_length = bpe->characters ? character_length(bytes + i, length - i) : 1;
+        uint32_t id = symbol_length == 1 ? bpe->byte_ids[bytes[i]] : NO_TOKEN;
+        if (id == NO_TOKEN && symbol_length > 1) {
+            int64_t found = ft_bpe_token_id(bpe, bytes + i, symbol_length);
+            id = found < 0 ? NO_TOKEN : (uint32_t)found;
+        }
+        if (id == NO_TOKEN && add_fallback_bytes(bpe, worker, bytes + i, symbol_length, &n_symbols)) {
+            last_was_unknown = false;
+            i += symbol_length;
+            continue;
+        }
+        i += symbol_length;
         bool unknown = id == NO_TOKEN;
         if (unknown) {
             if (bpe->unknown_id < 0 || (bpe->fuse_unknown && last_was_unknown))
@@ -296,10 +350,7 @@ static void merge_word(const ft_bpe *bpe, ft_bpe_worker *worker, const uint8_t *
             id = (uint32_t)bpe->unknown_id;
         }
         last_was_unknown = unknown;
-        worker->symbol_ids[n_symbols] = id;
-        worker->previous[n_symbols] = n_symbols - 1;
-        worker->next[n_symbols] = n_symbols + 1;
-        n_symbols++;
+        add_symbol(worker, id, &n_symbols);
     }
     if (n_symbols == 0)
         return;

@@ -1,5 +1,9 @@
 /* tokenizer: tokenizer.json loaded with jansson; encoding (added tokens, then
- * normalizer, pre-tokenizer and BPE on what lies between them) and decoding. */
+ * normalizer, pre-tokenizer and BPE on what lies between them) and decoding.
+ * Two families: byte-level BPE (GPT-2, Llama 3, Qwen: the ByteLevel
+ * pre-tokenizer and decoder) and SentencePiece-style BPE (Llama 2, LLaVA-1.5:
+ * "▁" for spaces through the normalizer or a Metaspace pre-tokenizer,
+ * characters with byte fallback, decoded by Replace/ByteFallback/Fuse/Strip). */
 #include "ftpipe/text/tokenizer.h"
 
 #include <jansson.h>
@@ -15,6 +19,7 @@
 #include "ftpipe/base/utf8.h"
 #include "ftpipe/text/added_tokens.h"
 #include "ftpipe/text/bpe.h"
+#include "ftpipe/text/normalizer.h"
 #include "ftpipe/text/pretokenizer.h"
 
 /* Ids above this are refused: tables are indexed by id. */
@@ -31,13 +36,25 @@ typedef struct worker {
     struct ft_tokenizer *tokenizer;
     ft_word_matcher *matcher;
     ft_bpe_worker *bpe;
-    ft_strbuf normalized;
+    ft_strbuf normalized, scratch, spaced;
 } worker;
+
+/* Metaspace's prepend_scheme: when a word gets the replacement in front. */
+typedef enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER } prepend_scheme;
 
 struct ft_tokenizer {
     ft_bpe *bpe;
     ft_word_splitter *splitter; /* NULL: each stretch between added tokens is one word */
-    bool nfc;
+    ft_normalizer *normalizer;
+    bool byte_level;            /* else SentencePiece-style: tokens are their own text */
+    char *metaspace;            /* the Metaspace pre-tokenizer's replacement, or NULL */
+    prepend_scheme metaspace_prepend;
+    bool metaspace_split;
+    /* the SentencePiece-style decoder */
+    char *decode_replace, *decode_replacement; /* Replace (or Metaspace): this text by that */
+    bool decode_byte_fallback;                 /* "<0xXX>" decodes to the byte */
+    int strip_start, strip_stop;               /* Strip: leading/trailing spaces removed from the text */
+    bool strip_first_token;                    /* Metaspace decoder: only from the first token */
     ft_added_tokens *raw_added;        /* normalized false: matched before normalizing */
     ft_added_tokens *normalized_added; /* normalized true: matched in the normalized text */
 
@@ -45,6 +62,7 @@ struct ft_tokenizer {
     uint8_t *decode_bytes;
     size_t n_decode_bytes, decode_capacity;
     uint32_t *decode_offset, *decode_length;
+    uint8_t *decodes_byte; /* 1 where the id is a byte-fallback token (its one byte) */
     size_t vocab_size;
 
     char *bos_token, *eos_token;
@@ -72,13 +90,46 @@ static bool byte_level_to_raw(const char *text, size_t length, ft_strbuf *raw)
     return true;
 }
 
-/* As the ByteLevel decoder: a token wholly in the alphabet decodes to its raw
- * bytes, any other token to its own text. */
+/* The byte of a "<0xXX>" token, or -1. */
+static int fallback_byte(const char *text, size_t length)
+{
+    unsigned value;
+    char end;
+    if (length != 6 || strncmp(text, "<0x", 3) != 0 || sscanf(text + 3, "%2X%c", &value, &end) != 2 || end != '>')
+        return -1;
+    return (int)value;
+}
+
+/* As the decoder does it token by token: ByteLevel's raw bytes for a token
+ * wholly in its alphabet; SentencePiece's byte of a "<0xXX>" token, the
+ * replacement of "▁" in the others; else the token's own text. */
 static void set_decoding(ft_tokenizer *tokenizer, uint32_t id, const char *text, size_t length, ft_strbuf *scratch)
 {
-    bool in_alphabet = byte_level_to_raw(text, length, scratch);
-    const char *bytes = in_alphabet ? scratch->data : text;
-    size_t n = in_alphabet ? scratch->length : length;
+    bool converted = false;
+    int byte = -1;
+    tokenizer->decodes_byte[id] = 0;
+    if (tokenizer->byte_level) {
+        converted = byte_level_to_raw(text, length, scratch);
+    } else if (tokenizer->decode_byte_fallback && (byte = fallback_byte(text, length)) >= 0) {
+        ft_strbuf_reset(scratch);
+        ft_strbuf_putc(scratch, (char)byte);
+        tokenizer->decodes_byte[id] = 1;
+        converted = true;
+    } else if (tokenizer->decode_replace) {
+        size_t from = strlen(tokenizer->decode_replace);
+        ft_strbuf_reset(scratch);
+        for (size_t i = 0; i < length;) {
+            if (length - i >= from && memcmp(text + i, tokenizer->decode_replace, from) == 0) {
+                ft_strbuf_puts(scratch, tokenizer->decode_replacement);
+                i += from;
+            } else {
+                ft_strbuf_putc(scratch, text[i++]);
+            }
+        }
+        converted = true;
+    }
+    const char *bytes = converted ? scratch->data : text;
+    size_t n = converted ? scratch->length : length;
     if (n > 0) { /* an empty token decodes to nothing; the buffer may not exist yet */
         ft_grow((void **)&tokenizer->decode_bytes, &tokenizer->decode_capacity, tokenizer->n_decode_bytes + n, 1);
         memcpy(tokenizer->decode_bytes + tokenizer->n_decode_bytes, bytes, n);
@@ -113,29 +164,37 @@ static bool flag(const json_t *object, const char *key, bool fallback)
     return json_is_boolean(value) ? json_is_true(value) : fallback;
 }
 
-static int parse_normalizer(ft_tokenizer *tokenizer, const char *path, const json_t *normalizer)
+/* Metaspace: spaces become the replacement, which also goes in front of a
+ * word per prepend_scheme (older files: add_prefix_space), and with split each
+ * replacement starts a new word. */
+static int parse_metaspace(ft_tokenizer *tokenizer, const char *path, const json_t *step)
 {
-    if (!normalizer || json_is_null(normalizer))
-        return 0;
-    const char *type = type_of(normalizer);
-    if (strcmp(type, "NFC") == 0) {
-        tokenizer->nfc = true;
-        return 0;
-    }
-    if (strcmp(type, "Sequence") == 0) {
-        const json_t *list = json_object_get(normalizer, "normalizers");
-        size_t i;
-        const json_t *item;
-        json_array_foreach(list, i, item) if (parse_normalizer(tokenizer, path, item) < 0) return -1;
-        return 0;
-    }
-    return load_error(path, "normalizer type '%s' is not supported; supported: NFC (or a Sequence of it)", type);
+    const char *replacement = json_string_value(json_object_get(step, "replacement"));
+    if (!replacement || !*replacement)
+        return load_error(path, "pre_tokenizer Metaspace has no \"replacement\" text");
+    const char *scheme = json_string_value(json_object_get(step, "prepend_scheme"));
+    if (!scheme)
+        tokenizer->metaspace_prepend = flag(step, "add_prefix_space", true) ? PREPEND_ALWAYS : PREPEND_NEVER;
+    else if (strcmp(scheme, "always") == 0)
+        tokenizer->metaspace_prepend = PREPEND_ALWAYS;
+    else if (strcmp(scheme, "first") == 0)
+        tokenizer->metaspace_prepend = PREPEND_FIRST;
+    else if (strcmp(scheme, "never") == 0)
+        tokenizer->metaspace_prepend = PREPEND_NEVER;
+    else
+        return load_error(path, "pre_tokenizer Metaspace prepend_scheme '%s' is not one of always, first, never",
+                          scheme);
+    tokenizer->metaspace = ft_xstrdup(replacement);
+    tokenizer->metaspace_split = flag(step, "split", true);
+    return 0;
 }
 
 static int parse_pre_tokenizer(ft_tokenizer *tokenizer, const char *path, const json_t *pre_tokenizer)
 {
     if (!pre_tokenizer || json_is_null(pre_tokenizer))
-        return load_error(path, "pre_tokenizer is missing; byte-level BPE needs ByteLevel, alone or after Split");
+        return 0; /* SentencePiece-style: the normalizer makes the spaces "▁" */
+    if (strcmp(type_of(pre_tokenizer), "Metaspace") == 0)
+        return parse_metaspace(tokenizer, path, pre_tokenizer);
     bool sequence = strcmp(type_of(pre_tokenizer), "Sequence") == 0;
     const json_t *steps = json_object_get(pre_tokenizer, "pretokenizers");
     size_t n_steps = sequence ? json_array_size(steps) : 1;
@@ -172,12 +231,16 @@ static int parse_pre_tokenizer(ft_tokenizer *tokenizer, const char *path, const 
             }
             byte_level = true;
         } else {
-            return load_error(path, "pre_tokenizer type '%s' is not supported; supported: ByteLevel, Split, Sequence",
+            return load_error(path,
+                              "pre_tokenizer type '%s' is not supported; supported: ByteLevel (alone, or in a "
+                              "Sequence after Split), Metaspace (alone), none",
                               type);
         }
     }
     if (!byte_level)
-        return load_error(path, "pre_tokenizer has no ByteLevel step; only byte-level BPE is supported");
+        return load_error(path, "pre_tokenizer has no ByteLevel step; supported: byte-level BPE (ByteLevel, alone or "
+                                "after Split) and SentencePiece-style BPE (Metaspace, or none)");
+    tokenizer->byte_level = true;
     if (pattern && ft_word_splitter_new(pattern, literal, &tokenizer->splitter) < 0)
         return ft_error_context("%s", path);
     return 0;
@@ -220,8 +283,11 @@ static void grow_id_tables(ft_tokenizer *tokenizer, size_t size)
         return;
     tokenizer->decode_offset = ft_xrealloc(tokenizer->decode_offset, size * sizeof(uint32_t));
     tokenizer->decode_length = ft_xrealloc(tokenizer->decode_length, size * sizeof(uint32_t));
-    for (size_t i = tokenizer->vocab_size; i < size; i++)
+    tokenizer->decodes_byte = ft_xrealloc(tokenizer->decodes_byte, size);
+    for (size_t i = tokenizer->vocab_size; i < size; i++) {
         tokenizer->decode_offset[i] = ABSENT;
+        tokenizer->decodes_byte[i] = 0;
+    }
     tokenizer->vocab_size = size;
 }
 
@@ -232,7 +298,9 @@ static int add_vocab(ft_tokenizer *tokenizer, const json_t *vocab, ft_strbuf *sc
     json_object_foreach((json_t *)vocab, token, value) {
         uint32_t id = (uint32_t)json_integer_value(value);
         size_t length = strlen(token);
-        if (byte_level_to_raw(token, length, scratch))
+        if (!tokenizer->byte_level)
+            ft_bpe_add_token(tokenizer->bpe, id, token, length);
+        else if (byte_level_to_raw(token, length, scratch))
             ft_bpe_add_token(tokenizer->bpe, id, scratch->data, scratch->length);
         /* else: it can never come out of byte-level text; it still decodes */
         set_decoding(tokenizer, id, token, length, decoded);
@@ -307,14 +375,16 @@ static int parse_model(ft_tokenizer *tokenizer, const char *path, const json_t *
     for (size_t i = 0; i < 2; i++) {
         const char *value = json_string_value(json_object_get(model, text_options[i]));
         if (value && *value)
-            return load_error(path, "model.%s is not supported (only byte-level BPE, where it is empty)",
+            return load_error(path, "model.%s is not supported (only BPE where it is empty)",
                               text_options[i]);
     }
     const json_t *dropout = json_object_get(model, "dropout");
     if (dropout && !json_is_null(dropout))
         return load_error(path, "model.dropout is not supported (encoding must be deterministic)");
-    if (flag(model, "byte_fallback", false))
-        return load_error(path, "model.byte_fallback is not supported (only byte-level BPE)");
+    bool byte_fallback = flag(model, "byte_fallback", false);
+    if (byte_fallback && tokenizer->byte_level)
+        return load_error(path, "model.byte_fallback with a ByteLevel pre-tokenizer is not supported (byte-level "
+                                "BPE has a token for every byte already)");
 
     const json_t *vocab = json_object_get(model, "vocab");
     size_t size = 0;
@@ -338,6 +408,8 @@ static int parse_model(ft_tokenizer *tokenizer, const char *path, const json_t *
         unknown_id = json_integer_value(id);
     }
     ft_bpe_set_options(tokenizer->bpe, flag(model, "ignore_merges", false), unknown_id, flag(model, "fuse_unk", false));
+    if (!tokenizer->byte_level)
+        ft_bpe_use_characters(tokenizer->bpe, byte_fallback);
     return parse_merges(tokenizer, path, vocab, json_object_get(model, "merges"));
 }
 
@@ -391,13 +463,12 @@ static int parse_added_tokens(ft_tokenizer *tokenizer, const char *path, const j
              rstrip = flag(item, "rstrip", false);
         size_t length = strlen(content);
         if (flag(item, "normalized", !special)) {
-            ft_strbuf_reset(&normalized);
-            if (tokenizer->nfc)
-                ft_nfc_append(content, length, &normalized);
-            else
-                ft_strbuf_add(&normalized, content, length);
-            ft_added_tokens_add(tokenizer->normalized_added, normalized.data, normalized.length, id, single_word,
-                                lstrip, rstrip);
+            const char *text;
+            size_t text_length;
+            if ((rc = ft_normalizer_apply(tokenizer->normalizer, content, length, &normalized, &scratch, &text,
+                                          &text_length)) < 0)
+                break;
+            ft_added_tokens_add(tokenizer->normalized_added, text, text_length, id, single_word, lstrip, rstrip);
         } else {
             ft_added_tokens_add(tokenizer->raw_added, content, length, id, single_word, lstrip, rstrip);
         }
@@ -409,11 +480,62 @@ static int parse_added_tokens(ft_tokenizer *tokenizer, const char *path, const j
     return rc;
 }
 
-static int parse_decoder(const char *path, const json_t *decoder)
+/* One step of a SentencePiece-style decoder. */
+static int parse_decoder_step(ft_tokenizer *tokenizer, const char *path, const json_t *step)
+{
+    const char *type = type_of(step);
+    if (strcmp(type, "Replace") == 0 || strcmp(type, "Metaspace") == 0) {
+        bool metaspace = type[0] == 'M';
+        const char *from = json_string_value(metaspace ? json_object_get(step, "replacement")
+                                                       : json_object_get(json_object_get(step, "pattern"), "String"));
+        const char *to = metaspace ? " " : json_string_value(json_object_get(step, "content"));
+        if (!from || !*from || !to || tokenizer->decode_replace)
+            return load_error(path, "decoder %s is supported once, replacing a non-empty String by a text", type);
+        tokenizer->decode_replace = ft_xstrdup(from);
+        tokenizer->decode_replacement = ft_xstrdup(to);
+        const char *scheme = json_string_value(json_object_get(step, "prepend_scheme"));
+        if (metaspace && !(scheme ? strcmp(scheme, "never") == 0 : !flag(step, "add_prefix_space", true))) {
+            tokenizer->strip_start = 1; /* the space the pre-tokenizer put in front */
+            tokenizer->strip_first_token = true;
+        }
+    } else if (strcmp(type, "ByteFallback") == 0) {
+        tokenizer->decode_byte_fallback = true;
+    } else if (strcmp(type, "Fuse") == 0) {
+        /* tokens are joined anyway */
+    } else if (strcmp(type, "Strip") == 0) {
+        const char *content = json_string_value(json_object_get(step, "content"));
+        json_int_t start = json_integer_value(json_object_get(step, "start"));
+        json_int_t stop = json_integer_value(json_object_get(step, "stop"));
+        if (!content || strcmp(content, " ") != 0 || start < 0 || stop < 0 || start > 64 || stop > 64)
+            return load_error(path, "decoder Strip is supported with content \" \" and start and stop from 0 to 64");
+        tokenizer->strip_start = (int)start;
+        tokenizer->strip_stop = (int)stop;
+    } else {
+        return load_error(path, "decoder step '%s' is not supported; supported: Replace, Metaspace, ByteFallback, "
+                                "Fuse, Strip",
+                          type);
+    }
+    return 0;
+}
+
+/* ByteLevel for byte-level BPE; for SentencePiece-style BPE a Sequence of
+ * Replace (or Metaspace), ByteFallback, Fuse and Strip, as Llama 2 writes it. */
+static int parse_decoder(ft_tokenizer *tokenizer, const char *path, const json_t *decoder)
 {
     const char *type = decoder && !json_is_null(decoder) ? type_of(decoder) : "(none)";
-    if (strcmp(type, "ByteLevel") != 0)
-        return load_error(path, "decoder type '%s' is not supported; supported: ByteLevel", type);
+    if (tokenizer->byte_level) {
+        if (strcmp(type, "ByteLevel") != 0)
+            return load_error(path, "decoder type '%s' is not supported with a ByteLevel pre-tokenizer; supported: "
+                                    "ByteLevel",
+                              type);
+        return 0;
+    }
+    if (strcmp(type, "Sequence") != 0)
+        return parse_decoder_step(tokenizer, path, decoder);
+    size_t i;
+    const json_t *step;
+    json_array_foreach(json_object_get(decoder, "decoders"), i, step) if (parse_decoder_step(tokenizer, path, step) < 0)
+        return -1;
     return 0;
 }
 
@@ -457,9 +579,9 @@ static int parse_tokenizer(ft_tokenizer *tokenizer, const char *path, const char
     int rc = -1;
     if (!json_is_object(root))
         load_error(path, "not a tokenizer (the top level is not a JSON object)");
-    else if (parse_normalizer(tokenizer, path, json_object_get(root, "normalizer")) == 0 &&
+    else if (ft_normalizer_parse(path, json_object_get(root, "normalizer"), &tokenizer->normalizer) == 0 &&
              parse_pre_tokenizer(tokenizer, path, json_object_get(root, "pre_tokenizer")) == 0 &&
-             parse_decoder(path, json_object_get(root, "decoder")) == 0 &&
+             parse_decoder(tokenizer, path, json_object_get(root, "decoder")) == 0 &&
              parse_model(tokenizer, path, json_object_get(root, "model")) == 0 &&
              parse_added_tokens(tokenizer, path, json_object_get(root, "added_tokens"),
                                 json_object_get(json_object_get(root, "model"), "vocab")) == 0)
@@ -523,6 +645,8 @@ static void free_worker(worker *state)
     ft_word_matcher_free(state->matcher);
     ft_bpe_worker_free(state->bpe);
     ft_strbuf_free(&state->normalized);
+    ft_strbuf_free(&state->scratch);
+    ft_strbuf_free(&state->spaced);
     free(state);
 }
 
@@ -539,6 +663,11 @@ void ft_tokenizer_free(ft_tokenizer *tokenizer)
     pthread_mutex_destroy(&tokenizer->workers_lock);
     ft_bpe_free(tokenizer->bpe);
     ft_word_splitter_free(tokenizer->splitter);
+    ft_normalizer_free(tokenizer->normalizer);
+    free(tokenizer->metaspace);
+    free(tokenizer->decode_replace);
+    free(tokenizer->decode_replacement);
+    free(tokenizer->decodes_byte);
     ft_added_tokens_free(tokenizer->raw_added);
     ft_added_tokens_free(tokenizer->normalized_added);
     free(tokenizer->decode_bytes);
@@ -577,6 +706,8 @@ static worker *thread_worker(const ft_tokenizer *shared)
     state->matcher = tokenizer->splitter ? ft_word_matcher_new(tokenizer->splitter) : NULL;
     state->bpe = ft_bpe_worker_new();
     ft_strbuf_init(&state->normalized);
+    ft_strbuf_init(&state->scratch);
+    ft_strbuf_init(&state->spaced);
     pthread_mutex_lock(&tokenizer->workers_lock);
     state->next = tokenizer->workers;
     if (state->next)
@@ -592,13 +723,49 @@ typedef struct {
     const ft_tokenizer *tokenizer;
     worker *state;
     ft_token_ids *out;
+    const char *original;  /* the text being encoded */
+    const char *first;     /* where the piece that starts the original text starts, or NULL */
 } encoding;
+
+/* Metaspace: spaces made the replacement, which goes in front per the
+ * prepend scheme ("first": only the piece at the start of the whole text),
+ * then each replacement starts a word if split. */
+static void encode_metaspace(encoding *job, const char *text, size_t length)
+{
+    const ft_tokenizer *tokenizer = job->tokenizer;
+    const char *mark = tokenizer->metaspace;
+    size_t mark_length = strlen(mark);
+    ft_strbuf *spaced = &job->state->spaced;
+    ft_strbuf_reset(spaced);
+    bool prepend = tokenizer->metaspace_prepend == PREPEND_ALWAYS ||
+                   (tokenizer->metaspace_prepend == PREPEND_FIRST && text == job->first);
+    if (prepend && !(length >= mark_length && memcmp(text, mark, mark_length) == 0) && text[0] != ' ')
+        ft_strbuf_add(spaced, mark, mark_length);
+    for (size_t i = 0; i < length; i++)
+        if (text[i] == ' ')
+            ft_strbuf_add(spaced, mark, mark_length);
+        else
+            ft_strbuf_putc(spaced, text[i]);
+    const uint8_t *word = (const uint8_t *)spaced->data;
+    size_t start = 0;
+    for (size_t i = 1; tokenizer->metaspace_split && i + mark_length <= spaced->length; i++)
+        if (memcmp(spaced->data + i, mark, mark_length) == 0) {
+            ft_bpe_encode_word(tokenizer->bpe, job->state->bpe, word + start, i - start, job->out);
+            start = i;
+        }
+    ft_bpe_encode_word(tokenizer->bpe, job->state->bpe, word + start, spaced->length - start, job->out);
+}
 
 /* Words of a normalized stretch, each through BPE. */
 static int encode_words(void *context, const char *text, size_t length)
 {
     encoding *job = context;
     const ft_tokenizer *tokenizer = job->tokenizer;
+    if (tokenizer->metaspace) {
+        if (length > 0)
+            encode_metaspace(job, text, length);
+        return 0;
+    }
     if (!tokenizer->splitter) {
         ft_bpe_encode_word(tokenizer->bpe, job->state->bpe, (const uint8_t *)text, length, job->out);
         return 0;
@@ -616,14 +783,12 @@ static int encode_stretch(void *context, const char *text, size_t length)
 {
     encoding *job = context;
     const ft_tokenizer *tokenizer = job->tokenizer;
-    if (tokenizer->nfc && !ft_nfc_is_unchanged(text, length)) {
-        ft_strbuf *normalized = &job->state->normalized;
-        ft_strbuf_reset(normalized);
-        if (ft_nfc_append(text, length, normalized) < 0)
-            return -1;
-        text = normalized->data;
-        length = normalized->length;
-    }
+    bool at_start = text == job->original;
+    if (ft_normalizer_is_active(tokenizer->normalizer) &&
+        ft_normalizer_apply(tokenizer->normalizer, text, length, &job->state->normalized, &job->state->scratch, &text,
+                            &length) < 0)
+        return -1;
+    job->first = at_start ? text : NULL;
     if (ft_added_tokens_count(tokenizer->normalized_added) > 0)
         return ft_added_tokens_split(tokenizer->normalized_added, text, length, encode_words, job, job->out);
     return encode_words(job, text, length);
@@ -634,27 +799,73 @@ int ft_tokenizer_encode(const ft_tokenizer *tokenizer, const char *text, size_t 
     size_t invalid = ft_utf8_invalid_offset(text, length);
     if (invalid < length)
         return ft_error("the text is not valid UTF-8 (at byte %zu)", invalid);
-    encoding job = {tokenizer, thread_worker(tokenizer), out};
+    encoding job = {tokenizer, thread_worker(tokenizer), out, text, NULL};
     if (ft_added_tokens_count(tokenizer->raw_added) > 0)
         return ft_added_tokens_split(tokenizer->raw_added, text, length, encode_stretch, &job, out);
     return length ? encode_stretch(&job, text, length) : 0;
 }
 
 /* ---- decoding ---- */
+/* ByteFallback: a run of byte tokens that is not valid UTF-8 decodes to one
+ * U+FFFD per byte. */
+static void add_byte_run(ft_strbuf *out, const char *run, size_t length)
+{
+    if (ft_utf8_invalid_offset(run, length) == length) {
+        ft_strbuf_add(out, run, length);
+        return;
+    }
+    for (size_t i = 0; i < length; i++)
+        ft_strbuf_puts(out, "\xEF\xBF\xBD");
+}
+
+/* Strip: up to strip_start spaces off the front, strip_stop off the end. */
+static void strip_spaces(const ft_tokenizer *tokenizer, ft_strbuf *text, size_t from)
+{
+    size_t front = 0, back = 0;
+    while (front < (size_t)tokenizer->strip_start && from + front < text->length && text->data[from + front] == ' ')
+        front++;
+    while (back < (size_t)tokenizer->strip_stop && from + front + back < text->length &&
+           text->data[text->length - 1 - back] == ' ')
+        back++;
+    if (front + back == 0)
+        return;
+    memmove(text->data + from, text->data + from + front, text->length - from - front - back);
+    text->length -= front + back;
+    text->data[text->length] = '\0';
+}
+
 static int decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, bool skip_unknown, char **text)
 {
-    ft_strbuf bytes;
+    ft_strbuf bytes, run;
     ft_strbuf_init(&bytes);
+    ft_strbuf_init(&run);
+    bool first = true;
     for (size_t i = 0; i < count; i++) {
         uint32_t id = ids[i];
         if (id >= tokenizer->vocab_size || tokenizer->decode_offset[id] == ABSENT) {
             if (skip_unknown)
                 continue;
             ft_strbuf_free(&bytes);
+            ft_strbuf_free(&run);
             return ft_error("token id %u is not in the vocabulary (%zu tokens)", id, tokenizer->vocab_size);
         }
-        ft_strbuf_add(&bytes, tokenizer->decode_bytes + tokenizer->decode_offset[id], tokenizer->decode_length[id]);
+        const char *token = (const char *)tokenizer->decode_bytes + tokenizer->decode_offset[id];
+        if (tokenizer->decodes_byte[id]) {
+            ft_strbuf_add(&run, token, 1);
+            continue;
+        }
+        add_byte_run(&bytes, run.data, run.length);
+        ft_strbuf_reset(&run);
+        size_t start = bytes.length;
+        ft_strbuf_add(&bytes, token, tokenizer->decode_length[id]);
+        if (first && tokenizer->strip_first_token)
+            strip_spaces(tokenizer, &bytes, start);
+        first = false;
     }
+    add_byte_run(&bytes, run.data, run.length);
+    ft_strbuf_free(&run);
+    if (!tokenizer->strip_first_token && (tokenizer->strip_start || tokenizer->strip_stop))
+        strip_spaces(tokenizer, &bytes, 0);
     if (ft_utf8_invalid_offset(bytes.data, bytes.length) == bytes.length) {
         *text = ft_strbuf_take(&bytes);
         return 0;
@@ -698,6 +909,8 @@ int64_t ft_tokenizer_token_id(const ft_tokenizer *tokenizer, const char *token)
         id = ft_added_tokens_id(tokenizer->normalized_added, token, length);
     if (id >= 0)
         return id;
+    if (!tokenizer->byte_level)
+        return ft_bpe_token_id(tokenizer->bpe, token, length);
     ft_strbuf raw;
     ft_strbuf_init(&raw);
     if (byte_level_to_raw(token, length, &raw))

@@ -1,4 +1,4 @@
-/* bpe: the byte-level BPE model: the vocabulary keyed by raw bytes, the merge
+/* bpe: the BPE model: the vocabulary keyed by raw bytes, the merge
  * ranks, and the merge loop that turns one word into token ids, with a cache of
  * words already seen. Part of the tokenizer (include/ftpipe/text/tokenizer.h).
  *
@@ -6,7 +6,10 @@
  * first, the leftmost of equal pairs first; a byte without a token becomes the
  * unknown token when there is one (runs of them fused into one if asked) and is
  * dropped otherwise; with ignore_merges a word that is itself a token is taken
- * whole. A built model is read-only; each thread encodes with its own worker. */
+ * whole. Byte-level models start a word from its bytes; SentencePiece-style
+ * ones (ft_bpe_use_characters) from its UTF-8 characters, a character without
+ * a token falling back to its bytes' <0xXX> tokens when asked.
+ * A built model is read-only; each thread encodes with its own worker. */
 #ifndef FTPIPE_BPE_H
 #define FTPIPE_BPE_H
 
@@ -30,6 +33,11 @@ void ft_bpe_add_token(ft_bpe *bpe, uint32_t id, const void *bytes, size_t length
 void ft_bpe_add_merge(ft_bpe *bpe, uint32_t left_id, uint32_t right_id, uint32_t merged_id, uint32_t rank);
 /* unknown_id < 0: bytes without a token are dropped. */
 void ft_bpe_set_options(ft_bpe *bpe, bool ignore_merges, int64_t unknown_id, bool fuse_unknown);
+
+/* Words start as UTF-8 characters (valid text only); with byte_fallback, a
+ * character without a token becomes the tokens "<0xXX>" of its bytes. Call
+ * after the vocabulary is added. */
+void ft_bpe_use_characters(ft_bpe *bpe, bool byte_fallback);
 
 /* The id of the token with these raw bytes, or -1. */
 int64_t ft_bpe_token_id(const ft_bpe *bpe, const void *bytes, size_t length);
