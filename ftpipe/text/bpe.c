@@ -328,8 +328,11 @@ static void merge_word(const ft_bpe *bpe, ft_bpe_worker *worker, const uint8_t *
         worker->symbols_capacity = capacity;
     }
 
+    /* As `tokenizers` does it: an unknown symbol waits until the next known one
+     * (fused with the unknown ones between, if asked), so byte-fallback tokens
+     * met meanwhile come before it. */
     int32_t n_symbols = 0;
-    bool last_was_unknown = false;
+    bool unknown_waits = false;
     for (size_t i = 0; i < length;) {
         size_t symbol_length = bpe->characters ? character_length(bytes + i, length - i) : 1;
         uint32_t id = symbol_length == 1 ? bpe->byte_ids[bytes[i]] : NO_TOKEN;
@@ -337,21 +340,21 @@ static void merge_word(const ft_bpe *bpe, ft_bpe_worker *worker, const uint8_t *
             int64_t found = ft_bpe_token_id(bpe, bytes + i, symbol_length);
             id = found < 0 ? NO_TOKEN : (uint32_t)found;
         }
-        if (id == NO_TOKEN && add_fallback_bytes(bpe, worker, bytes + i, symbol_length, &n_symbols)) {
-            last_was_unknown = false;
-            i += symbol_length;
-            continue;
-        }
+        bool fell_back = id == NO_TOKEN && add_fallback_bytes(bpe, worker, bytes + i, symbol_length, &n_symbols);
         i += symbol_length;
-        bool unknown = id == NO_TOKEN;
-        if (unknown) {
-            if (bpe->unknown_id < 0 || (bpe->fuse_unknown && last_was_unknown))
-                continue;
-            id = (uint32_t)bpe->unknown_id;
+        if (fell_back || (id == NO_TOKEN && bpe->unknown_id < 0))
+            continue;
+        if (unknown_waits && (id != NO_TOKEN || !bpe->fuse_unknown)) {
+            add_symbol(worker, (uint32_t)bpe->unknown_id, &n_symbols);
+            unknown_waits = false;
         }
-        last_was_unknown = unknown;
-        add_symbol(worker, id, &n_symbols);
+        if (id == NO_TOKEN)
+            unknown_waits = true;
+        else
+            add_symbol(worker, id, &n_symbols);
     }
+    if (unknown_waits)
+        add_symbol(worker, (uint32_t)bpe->unknown_id, &n_symbols);
     if (n_symbols == 0)
         return;
     worker->next[n_symbols - 1] = -1;

@@ -530,6 +530,11 @@ static int parse_decoder(ft_tokenizer *tokenizer, const char *path, const json_t
                               type);
         return 0;
     }
+    if (strcmp(type, "ByteLevel") == 0)
+        return load_error(path, "decoder ByteLevel needs the ByteLevel pre-tokenizer, which pre_tokenizer lacks");
+    if (strcmp(type, "(none)") == 0)
+        return load_error(path, "decoder is missing; SentencePiece-style BPE needs Replace (or Metaspace), "
+                                "ByteFallback, Fuse and Strip");
     if (strcmp(type, "Sequence") != 0)
         return parse_decoder_step(tokenizer, path, decoder);
     size_t i;

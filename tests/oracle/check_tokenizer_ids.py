@@ -1,13 +1,14 @@
 """`ftpipe encode` against Hugging Face `tokenizers`, run here and now.
 
 Every tokenizer the tests use (the committed Qwen3 and Llama 3 files, the
-tokenizer tests' tiny one, the tokenize tests' byte model, and the one the init
+SentencePiece-style ones of make_sentencepiece.py, the tokenizer tests' tiny one, the tokenize tests' byte model, and the one the init
 stage writes) encodes the tokenizer corpus (tests/fixtures/tokenizer/
 make_corpus.py) and every text of the datasets the tests use: each string of
 tests/fixtures/datasets, the quickstart's addition data, and the chat-template
 cases (tests/fixtures/tokenizer/chat_templates.json: messages and renderings).
 ftpipe's ids must equal tokenizers' encode_batch (add_special_tokens=False, as
-the fixtures were made) line for line. Also: tokenizers' ids today equal the
+the fixtures were made) line for line, and for the SentencePiece-style ones
+`ftpipe decode` of those ids must equal tokenizers' decode. Also: tokenizers' ids today equal the
 committed expected_*.ids.zst that `make test` holds ftpipe to."""
 import glob
 import json
@@ -88,6 +89,23 @@ def compare(cases, name, tokenizer_path, texts_by_source):
     return reference
 
 
+def compare_decoding(cases, name, tokenizer_path, reference, texts):
+    """ftpipe's decoding of tokenizers' ids against tokenizers' own."""
+    ids = [e.ids for e in reference.encode_batch(texts, add_special_tokens=False)]
+    theirs = reference.decode_batch(ids, skip_special_tokens=False)
+    try:
+        ours = oracle.ftpipe_decode(tokenizer_path, ids)
+    except RuntimeError as error:
+        cases.fail("tokenizer decoding %s" % name, str(error))
+        return
+    bad = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+    cases.check("tokenizer decoding %s" % name, not bad and len(ours) == len(theirs),
+                "%d texts decoded as tokenizers decodes them" % len(texts) if not bad else
+                "%d of %d decodings differ" % (len(bad), len(texts)),
+                ["first at text %d: ftpipe %r, tokenizers %r" % (bad[0] + 1, ours[bad[0]][:80], theirs[bad[0]][:80])]
+                if bad else [])
+
+
 def main():
     cases = oracle.Cases()
     folder = oracle.scratch_folder("tokenizer-ids")
@@ -95,14 +113,19 @@ def main():
         corpus = oracle.corpus_lines()
         datasets = dataset_texts()
         tokenizers = []
-        for name in ("qwen3", "llama3"):
+        for name in ("qwen3", "llama3", "sentencepiece_legacy", "sentencepiece_metaspace"):
             tokenizers.append((name, os.path.join(oracle.unpack_tokenizer(name, os.path.join(folder, name)),
                                                   "tokenizer.json")))
+        tokenizers += [("sentencepiece_small/" + name, os.path.join(oracle.TOKENIZER_FIXTURES, "sentencepiece_small",
+                                                                    name + ".json"))
+                       for name in ("legacy", "first", "always_split")]
         tokenizers += [("tiny", os.path.join(oracle.TOKENIZER_FIXTURES, "tiny", "tokenizer.json")),
                        ("byte_model", os.path.join(oracle.FIXTURES, "datasets", "byte_model", "tokenizer.json")),
                        ("init (built in)", init_tokenizer(folder))]
         for name, path in tokenizers:
             reference = compare(cases, name, path, [("the corpus", corpus)] + datasets)
+            if name.startswith("sentencepiece"):
+                compare_decoding(cases, name, path, reference, corpus)
             expected = os.path.join(oracle.TOKENIZER_FIXTURES, "expected_%s.ids.zst" % name)
             if not os.path.exists(expected):
                 continue

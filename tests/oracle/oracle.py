@@ -109,6 +109,16 @@ def ftpipe_encode(tokenizer_path, texts):
     return [[int(t) for t in line.split()] for line in done.stdout.decode("ascii").split("\n")[:len(texts)]]
 
 
+def ftpipe_decode(tokenizer_path, ids_lists):
+    """`ftpipe decode --jsonl` of lists of ids: one text per list."""
+    lines = "".join(" ".join(map(str, ids)) + "\n" for ids in ids_lists).encode("ascii")
+    done = subprocess.run([FTPIPE, "decode", "--tokenizer", tokenizer_path, "--jsonl"], input=lines,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        raise RuntimeError("ftpipe decode failed: " + done.stderr.decode("utf-8", "replace").strip())
+    return [json.loads(line) for line in done.stdout.decode("utf-8").split("\n")[:len(ids_lists)]]
+
+
 def first_difference(a, b):
     """Index of the first element where the sequences differ (or the shorter's length)."""
     for i, (x, y) in enumerate(zip(a, b)):

@@ -337,25 +337,39 @@ TEST(refuses_malformed_files_by_name)
         {"model.merges.1", "[\"h\", \"zz\"]", "model.merges[1] (\"h\" + \"zz\"): \"zz\" is not in the vocabulary"},
         {"model.merges.1", "[\"h\", \"h\"]", "model.merges[1] (\"h\" + \"h\"): \"hh\" is not in the vocabulary"},
         {"model.dropout", "0.1", "model.dropout is not supported (encoding must be deterministic)"},
-        {"model.byte_fallback", "true", "model.byte_fallback is not supported (only byte-level BPE)"},
+        {"model.byte_fallback", "true",
+         "model.byte_fallback with a ByteLevel pre-tokenizer is not supported (byte-level BPE has a token for every "
+         "byte already)"},
         {"model.continuing_subword_prefix", "\"##\"",
-         "model.continuing_subword_prefix is not supported (only byte-level BPE, where it is empty)"},
+         "model.continuing_subword_prefix is not supported (only BPE where it is empty)"},
         {"model.unk_token", "\"<unk>\"", "model.unk_token '<unk>' is not in the vocabulary"},
-        {"normalizer", "{\"type\": \"NFKC\"}", "normalizer type 'NFKC' is not supported; supported: NFC (or a Sequence of it)"},
+        {"normalizer", "{\"type\": \"NFKC\"}",
+         "normalizer type 'NFKC' is not supported; supported: NFC, Prepend, Replace (of a String), or a Sequence of "
+         "them"},
         {"normalizer", "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}, {\"type\": \"Lowercase\"}]}",
-         "normalizer type 'Lowercase' is not supported; supported: NFC (or a Sequence of it)"},
-        {"pre_tokenizer", NULL, "pre_tokenizer is missing; byte-level BPE needs ByteLevel, alone or after Split"},
+         "normalizer type 'Lowercase' is not supported; supported: NFC, Prepend, Replace (of a String), or a Sequence "
+         "of them"},
+        {"normalizer", "{\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, \"content\": \" \"}",
+         "normalizer Replace is supported with a non-empty \"pattern\": {\"String\": ...} and a \"content\" text only "
+         "(not a Regex)"},
+        {"pre_tokenizer", NULL, "decoder ByteLevel needs the ByteLevel pre-tokenizer, which pre_tokenizer lacks"},
         {"pre_tokenizer", "{\"type\": \"Whitespace\"}",
-         "pre_tokenizer type 'Whitespace' is not supported; supported: ByteLevel, Split, Sequence"},
+         "pre_tokenizer type 'Whitespace' is not supported; supported: ByteLevel (alone, or in a Sequence after "
+         "Split), Metaspace (alone), none"},
+        {"pre_tokenizer", "{\"type\": \"Metaspace\", \"replacement\": \"_\", \"prepend_scheme\": \"sometimes\"}",
+         "pre_tokenizer Metaspace prepend_scheme 'sometimes' is not one of always, first, never"},
         {"pre_tokenizer.pretokenizers.0.behavior", "\"Removed\"",
          "pre_tokenizer Split behavior 'Removed' is not supported; supported: Isolated"},
         {"pre_tokenizer.pretokenizers.0.pattern", "{\"Regex\": \"(a\"}",
          "the pre-tokenizer regex /(a/ does not compile: missing closing parenthesis (near character 2)"},
-        {"pre_tokenizer.pretokenizers.1", NULL, "pre_tokenizer has no ByteLevel step; only byte-level BPE is supported"},
+        {"pre_tokenizer.pretokenizers.1", NULL,
+         "pre_tokenizer has no ByteLevel step; supported: byte-level BPE (ByteLevel, alone or after Split) and "
+         "SentencePiece-style BPE (Metaspace, or none)"},
         {"pre_tokenizer.pretokenizers.1.add_prefix_space", "true",
          "pre_tokenizer ByteLevel with add_prefix_space true is not supported"},
-        {"decoder", "{\"type\": \"WordPiece\"}", "decoder type 'WordPiece' is not supported; supported: ByteLevel"},
-        {"decoder", NULL, "decoder type '(none)' is not supported; supported: ByteLevel"},
+        {"decoder", "{\"type\": \"WordPiece\"}",
+         "decoder type 'WordPiece' is not supported with a ByteLevel pre-tokenizer; supported: ByteLevel"},
+        {"decoder", NULL, "decoder type '(none)' is not supported with a ByteLevel pre-tokenizer; supported: ByteLevel"},
         {"added_tokens", "{}", "added_tokens is not a list"},
         {"added_tokens.2.content", "7", "added_tokens[2].content is missing or not text"},
         {"added_tokens.3.id", "\"x\"", "added_tokens[3].id is not a token id (an integer from 0 to 16777215)"},
@@ -370,6 +384,89 @@ TEST(refuses_malformed_files_by_name)
         ft_tokenizer_free(tokenizer);
     }
     free(file);
+}
+
+/* SentencePiece-style tokenizers (Llama 2, LLaVA-1.5): the expected ids are
+ * the `tokenizers` library's for tests/fixtures/tokenizer/sentencepiece_small
+ * (make_sentencepiece.py); the corpus-wide parity is test_tokenizer_parity.sh. */
+#define SMALL "tests/fixtures/tokenizer/sentencepiece_small/"
+
+static ft_tokenizer *small(const char *name)
+{
+    ft_tokenizer *tokenizer = NULL;
+    char path[256];
+    snprintf(path, sizeof path, SMALL "%s.json", name);
+    if (ft_tokenizer_load(path, &tokenizer) < 0)
+        fprintf(stderr, "  %s\n", ft_error_message());
+    return tokenizer;
+}
+
+TEST(sentencepiece_falls_back_to_bytes_and_fuses_unknowns)
+{
+    const char *names[] = {"legacy", "first", "always_split"};
+    for (size_t i = 0; i < 3; i++) {
+        ft_tokenizer *tokenizer = small(names[i]);
+        CHECK(tokenizer != NULL);
+        if (!tokenizer)
+            continue;
+        CHECK_ENCODES(tokenizer, "hello", "15");
+        CHECK_ENCODES(tokenizer, "hello hello", "15 15");
+        CHECK_ENCODES(tokenizer, "h\xc3\xa9", "11 3 4");                /* é: <0xC3> <0xA9> */
+        CHECK_ENCODES(tokenizer, "h\n", "11 5");                        /* \n: <0x0A> */
+        CHECK_ENCODES(tokenizer, "h\xe4\xb8\xad\xe4\xb8\xadw", "11 0 16"); /* 中中: no byte tokens, one <unk> */
+        CHECK_ENCODES(tokenizer, "hellohello", "15 7 8 12 10");
+        CHECK_ENCODES(tokenizer, "", "");
+        CHECK_INT(ft_tokenizer_token_id(tokenizer, "\xe2\x96\x81hello"), 15);
+        ft_tokenizer_free(tokenizer);
+    }
+}
+
+TEST(sentencepiece_prepends_as_each_conversion_does)
+{
+    /* legacy: every stretch between added tokens gets a "▁", even after a space */
+    ft_tokenizer *tokenizer = small("legacy");
+    CHECK_ENCODES(tokenizer, " hello", "6 15");
+    CHECK_ENCODES(tokenizer, "<image>hello", "17 15");
+    CHECK_ENCODES(tokenizer, "hello<image> hello", "15 17 6 15");
+    CHECK_ENCODES(tokenizer, "  ", "6 6 6");
+    /* an unknown waits for the next known token: byte fallbacks meanwhile come first */
+    CHECK_ENCODES(tokenizer, "\xe4\xb8\xad\n\xe4\xb8\xadh", "6 5 0 7");
+    CHECK_ENCODES(tokenizer, "\xe4\xb8\xad\n", "6 5 0");
+    ft_tokenizer_free(tokenizer);
+    /* Metaspace "first": only the text's start, and not where a space is already */
+    tokenizer = small("first");
+    CHECK_ENCODES(tokenizer, " hello", "15");
+    CHECK_ENCODES(tokenizer, "<image>hello", "17 7 8 12 10");
+    CHECK_ENCODES(tokenizer, "hello<image> hello", "15 17 15");
+    CHECK_ENCODES(tokenizer, "  ", "6 6");
+    ft_tokenizer_free(tokenizer);
+    /* "always", split into words at each "▁" */
+    tokenizer = small("always_split");
+    CHECK_ENCODES(tokenizer, "<image>hello", "17 15");
+    CHECK_ENCODES(tokenizer, "hello<image> hello", "15 17 15");
+    ft_tokenizer_free(tokenizer);
+}
+
+TEST(sentencepiece_decodes_bytes_and_strips_one_space)
+{
+    ft_tokenizer *tokenizer = small("legacy");
+    struct {
+        uint32_t ids[3];
+        size_t count;
+        const char *text;
+    } cases[] = {
+        {{15, 15}, 2, "hello hello"},   {{11, 3, 4}, 3, "h\xc3\xa9"},
+        {{3}, 1, "\xef\xbf\xbd"},       {{3, 3}, 2, "\xef\xbf\xbd\xef\xbf\xbd"}, /* one U+FFFD a byte */
+        {{6, 15}, 2, " hello"},         {{17, 15}, 2, "<image> hello"},
+        {{5, 15}, 2, "\n hello"},       {{15, 6}, 2, "hello "},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *text = NULL;
+        CHECK_INT(ft_tokenizer_decode(tokenizer, cases[i].ids, cases[i].count, &text), 0);
+        CHECK_STR(text, cases[i].text);
+        free(text);
+    }
+    ft_tokenizer_free(tokenizer);
 }
 
 TEST(refuses_what_is_not_a_tokenizer)
@@ -411,6 +508,9 @@ int main(void)
     RUN(threads_share_a_tokenizer);
     RUN(loads_both_merge_formats_and_renumbers_added_tokens);
     RUN(refuses_malformed_files_by_name);
+    RUN(sentencepiece_falls_back_to_bytes_and_fuses_unknowns);
+    RUN(sentencepiece_prepends_as_each_conversion_does);
+    RUN(sentencepiece_decodes_bytes_and_strips_one_space);
     RUN(refuses_what_is_not_a_tokenizer);
     ft_remove_tree(scratch_dir);
     return check_done();
