@@ -30,6 +30,20 @@ int ft_byte_level_byte(uint32_t codepoint)
     return -1;
 }
 
+bool ft_byte_level_to_raw(const char *text, size_t length, ft_strbuf *raw)
+{
+    ft_strbuf_reset(raw);
+    size_t offset = 0;
+    while (offset < length) {
+        int32_t codepoint = ft_utf8_next(text, length, &offset);
+        int byte = codepoint < 0 ? -1 : ft_byte_level_byte((uint32_t)codepoint);
+        if (byte < 0)
+            return false;
+        ft_strbuf_putc(raw, (char)byte);
+    }
+    return true;
+}
+
 /* ---- NFC ----
  * A code point is "stable" when no string made of stable code points changes
  * under NFC: canonical combining class 0, NFC maps it to itself, and it never

@@ -3,7 +3,7 @@
  * Two families: byte-level BPE (GPT-2, Llama 3, Qwen: the ByteLevel
  * pre-tokenizer and decoder) and SentencePiece-style BPE (Llama 2, LLaVA-1.5:
  * "▁" for spaces through the normalizer or a Metaspace pre-tokenizer,
- * characters with byte fallback, decoded by Replace/ByteFallback/Fuse/Strip). */
+ * characters with byte fallback). Decoding is token_decoder.c's. */
 #include "ftpipe/text/tokenizer.h"
 
 #include <jansson.h>
@@ -21,10 +21,10 @@
 #include "ftpipe/text/bpe.h"
 #include "ftpipe/text/normalizer.h"
 #include "ftpipe/text/pretokenizer.h"
+#include "ftpipe/text/token_decoder.h"
 
 /* Ids above this are refused: tables are indexed by id. */
 #define MAX_TOKEN_ID ((1 << 24) - 1)
-#define ABSENT UINT32_MAX
 
 /* GPT-2's split, which ByteLevel applies when use_regex is true. */
 static const char gpt2_pattern[] =
@@ -50,20 +50,10 @@ struct ft_tokenizer {
     char *metaspace;            /* the Metaspace pre-tokenizer's replacement, or NULL */
     prepend_scheme metaspace_prepend;
     bool metaspace_split;
-    /* the SentencePiece-style decoder */
-    char *decode_replace, *decode_replacement; /* Replace (or Metaspace): this text by that */
-    bool decode_byte_fallback;                 /* "<0xXX>" decodes to the byte */
-    int strip_start, strip_stop;               /* Strip: leading/trailing spaces removed from the text */
-    bool strip_first_token;                    /* Metaspace decoder: only from the first token */
+    ft_token_decoder *decoder;
     ft_added_tokens *raw_added;        /* normalized false: matched before normalizing */
     ft_added_tokens *normalized_added; /* normalized true: matched in the normalized text */
 
-    /* what each id decodes to (absent ids: offset ABSENT) */
-    uint8_t *decode_bytes;
-    size_t n_decode_bytes, decode_capacity;
-    uint32_t *decode_offset, *decode_length;
-    uint8_t *decodes_byte; /* 1 where the id is a byte-fallback token (its one byte) */
-    size_t vocab_size;
 
     char *bos_token, *eos_token;
     ft_hash hash;
@@ -72,72 +62,6 @@ struct ft_tokenizer {
     pthread_mutex_t workers_lock;
     worker *workers;
 };
-
-/* ---- small helpers ---- */
-/* Raw bytes of a token written in the byte-level alphabet; false when some
- * character is outside it. */
-static bool byte_level_to_raw(const char *text, size_t length, ft_strbuf *raw)
-{
-    ft_strbuf_reset(raw);
-    size_t offset = 0;
-    while (offset < length) {
-        int32_t codepoint = ft_utf8_next(text, length, &offset);
-        int byte = codepoint < 0 ? -1 : ft_byte_level_byte((uint32_t)codepoint);
-        if (byte < 0)
-            return false;
-        ft_strbuf_putc(raw, (char)byte);
-    }
-    return true;
-}
-
-/* The byte of a "<0xXX>" token, or -1. */
-static int fallback_byte(const char *text, size_t length)
-{
-    unsigned value;
-    char end;
-    if (length != 6 || strncmp(text, "<0x", 3) != 0 || sscanf(text + 3, "%2X%c", &value, &end) != 2 || end != '>')
-        return -1;
-    return (int)value;
-}
-
-/* As the decoder does it token by token: ByteLevel's raw bytes for a token
- * wholly in its alphabet; SentencePiece's byte of a "<0xXX>" token, the
- * replacement of "▁" in the others; else the token's own text. */
-static void set_decoding(ft_tokenizer *tokenizer, uint32_t id, const char *text, size_t length, ft_strbuf *scratch)
-{
-    bool converted = false;
-    int byte = -1;
-    tokenizer->decodes_byte[id] = 0;
-    if (tokenizer->byte_level) {
-        converted = byte_level_to_raw(text, length, scratch);
-    } else if (tokenizer->decode_byte_fallback && (byte = fallback_byte(text, length)) >= 0) {
-        ft_strbuf_reset(scratch);
-        ft_strbuf_putc(scratch, (char)byte);
-        tokenizer->decodes_byte[id] = 1;
-        converted = true;
-    } else if (tokenizer->decode_replace) {
-        size_t from = strlen(tokenizer->decode_replace);
-        ft_strbuf_reset(scratch);
-        for (size_t i = 0; i < length;) {
-            if (length - i >= from && memcmp(text + i, tokenizer->decode_replace, from) == 0) {
-                ft_strbuf_puts(scratch, tokenizer->decode_replacement);
-                i += from;
-            } else {
-                ft_strbuf_putc(scratch, text[i++]);
-            }
-        }
-        converted = true;
-    }
-    const char *bytes = converted ? scratch->data : text;
-    size_t n = converted ? scratch->length : length;
-    if (n > 0) { /* an empty token decodes to nothing; the buffer may not exist yet */
-        ft_grow((void **)&tokenizer->decode_bytes, &tokenizer->decode_capacity, tokenizer->n_decode_bytes + n, 1);
-        memcpy(tokenizer->decode_bytes + tokenizer->n_decode_bytes, bytes, n);
-    }
-    tokenizer->decode_offset[id] = (uint32_t)tokenizer->n_decode_bytes;
-    tokenizer->decode_length[id] = (uint32_t)n;
-    tokenizer->n_decode_bytes += n;
-}
 
 /* ---- loading ---- */
 /* "PATH: message" */
@@ -276,22 +200,7 @@ static int parse_vocab(const char *path, const json_t *vocab, size_t *size)
     return 0;
 }
 
-/* Makes ids below `size` addressable; the new ones start absent. */
-static void grow_id_tables(ft_tokenizer *tokenizer, size_t size)
-{
-    if (size <= tokenizer->vocab_size)
-        return;
-    tokenizer->decode_offset = ft_xrealloc(tokenizer->decode_offset, size * sizeof(uint32_t));
-    tokenizer->decode_length = ft_xrealloc(tokenizer->decode_length, size * sizeof(uint32_t));
-    tokenizer->decodes_byte = ft_xrealloc(tokenizer->decodes_byte, size);
-    for (size_t i = tokenizer->vocab_size; i < size; i++) {
-        tokenizer->decode_offset[i] = ABSENT;
-        tokenizer->decodes_byte[i] = 0;
-    }
-    tokenizer->vocab_size = size;
-}
-
-static int add_vocab(ft_tokenizer *tokenizer, const json_t *vocab, ft_strbuf *scratch, ft_strbuf *decoded)
+static int add_vocab(ft_tokenizer *tokenizer, const json_t *vocab, ft_strbuf *scratch)
 {
     const char *token;
     const json_t *value;
@@ -300,10 +209,10 @@ static int add_vocab(ft_tokenizer *tokenizer, const json_t *vocab, ft_strbuf *sc
         size_t length = strlen(token);
         if (!tokenizer->byte_level)
             ft_bpe_add_token(tokenizer->bpe, id, token, length);
-        else if (byte_level_to_raw(token, length, scratch))
+        else if (ft_byte_level_to_raw(token, length, scratch))
             ft_bpe_add_token(tokenizer->bpe, id, scratch->data, scratch->length);
         /* else: it can never come out of byte-level text; it still decodes */
-        set_decoding(tokenizer, id, token, length, decoded);
+        ft_token_decoder_set(tokenizer->decoder, id, token, length);
     }
     return 0;
 }
@@ -391,13 +300,11 @@ static int parse_model(ft_tokenizer *tokenizer, const char *path, const json_t *
     if (parse_vocab(path, vocab, &size) < 0)
         return -1;
     tokenizer->bpe = ft_bpe_new(json_object_size(vocab), json_array_size(json_object_get(model, "merges")));
-    grow_id_tables(tokenizer, size);
-    ft_strbuf scratch, decoded;
+    ft_token_decoder_reserve(tokenizer->decoder, size);
+    ft_strbuf scratch;
     ft_strbuf_init(&scratch);
-    ft_strbuf_init(&decoded);
-    add_vocab(tokenizer, vocab, &scratch, &decoded);
+    add_vocab(tokenizer, vocab, &scratch);
     ft_strbuf_free(&scratch);
-    ft_strbuf_free(&decoded);
 
     int64_t unknown_id = -1;
     const char *unknown = json_string_value(json_object_get(model, "unk_token"));
@@ -472,76 +379,12 @@ static int parse_added_tokens(ft_tokenizer *tokenizer, const char *path, const j
         } else {
             ft_added_tokens_add(tokenizer->raw_added, content, length, id, single_word, lstrip, rstrip);
         }
-        grow_id_tables(tokenizer, (size_t)id + 1);
-        set_decoding(tokenizer, id, content, length, &scratch);
+        ft_token_decoder_reserve(tokenizer->decoder, (size_t)id + 1);
+        ft_token_decoder_set(tokenizer->decoder, id, content, length);
     }
     ft_strbuf_free(&scratch);
     ft_strbuf_free(&normalized);
     return rc;
-}
-
-/* One step of a SentencePiece-style decoder. */
-static int parse_decoder_step(ft_tokenizer *tokenizer, const char *path, const json_t *step)
-{
-    const char *type = type_of(step);
-    if (strcmp(type, "Replace") == 0 || strcmp(type, "Metaspace") == 0) {
-        bool metaspace = type[0] == 'M';
-        const char *from = json_string_value(metaspace ? json_object_get(step, "replacement")
-                                                       : json_object_get(json_object_get(step, "pattern"), "String"));
-        const char *to = metaspace ? " " : json_string_value(json_object_get(step, "content"));
-        if (!from || !*from || !to || tokenizer->decode_replace)
-            return load_error(path, "decoder %s is supported once, replacing a non-empty String by a text", type);
-        tokenizer->decode_replace = ft_xstrdup(from);
-        tokenizer->decode_replacement = ft_xstrdup(to);
-        const char *scheme = json_string_value(json_object_get(step, "prepend_scheme"));
-        if (metaspace && !(scheme ? strcmp(scheme, "never") == 0 : !flag(step, "add_prefix_space", true))) {
-            tokenizer->strip_start = 1; /* the space the pre-tokenizer put in front */
-            tokenizer->strip_first_token = true;
-        }
-    } else if (strcmp(type, "ByteFallback") == 0) {
-        tokenizer->decode_byte_fallback = true;
-    } else if (strcmp(type, "Fuse") == 0) {
-        /* tokens are joined anyway */
-    } else if (strcmp(type, "Strip") == 0) {
-        const char *content = json_string_value(json_object_get(step, "content"));
-        json_int_t start = json_integer_value(json_object_get(step, "start"));
-        json_int_t stop = json_integer_value(json_object_get(step, "stop"));
-        if (!content || strcmp(content, " ") != 0 || start < 0 || stop < 0 || start > 64 || stop > 64)
-            return load_error(path, "decoder Strip is supported with content \" \" and start and stop from 0 to 64");
-        tokenizer->strip_start = (int)start;
-        tokenizer->strip_stop = (int)stop;
-    } else {
-        return load_error(path, "decoder step '%s' is not supported; supported: Replace, Metaspace, ByteFallback, "
-                                "Fuse, Strip",
-                          type);
-    }
-    return 0;
-}
-
-/* ByteLevel for byte-level BPE; for SentencePiece-style BPE a Sequence of
- * Replace (or Metaspace), ByteFallback, Fuse and Strip, as Llama 2 writes it. */
-static int parse_decoder(ft_tokenizer *tokenizer, const char *path, const json_t *decoder)
-{
-    const char *type = decoder && !json_is_null(decoder) ? type_of(decoder) : "(none)";
-    if (tokenizer->byte_level) {
-        if (strcmp(type, "ByteLevel") != 0)
-            return load_error(path, "decoder type '%s' is not supported with a ByteLevel pre-tokenizer; supported: "
-                                    "ByteLevel",
-                              type);
-        return 0;
-    }
-    if (strcmp(type, "ByteLevel") == 0)
-        return load_error(path, "decoder ByteLevel needs the ByteLevel pre-tokenizer, which pre_tokenizer lacks");
-    if (strcmp(type, "(none)") == 0)
-        return load_error(path, "decoder is missing; SentencePiece-style BPE needs Replace (or Metaspace), "
-                                "ByteFallback, Fuse and Strip");
-    if (strcmp(type, "Sequence") != 0)
-        return parse_decoder_step(tokenizer, path, decoder);
-    size_t i;
-    const json_t *step;
-    json_array_foreach(json_object_get(decoder, "decoders"), i, step) if (parse_decoder_step(tokenizer, path, step) < 0)
-        return -1;
-    return 0;
 }
 
 /* A special token's text in tokenizer_config.json: text or {"content": text}. */
@@ -586,7 +429,8 @@ static int parse_tokenizer(ft_tokenizer *tokenizer, const char *path, const char
         load_error(path, "not a tokenizer (the top level is not a JSON object)");
     else if (ft_normalizer_parse(path, json_object_get(root, "normalizer"), &tokenizer->normalizer) == 0 &&
              parse_pre_tokenizer(tokenizer, path, json_object_get(root, "pre_tokenizer")) == 0 &&
-             parse_decoder(tokenizer, path, json_object_get(root, "decoder")) == 0 &&
+             ft_token_decoder_parse(path, json_object_get(root, "decoder"), tokenizer->byte_level,
+                                    &tokenizer->decoder) == 0 &&
              parse_model(tokenizer, path, json_object_get(root, "model")) == 0 &&
              parse_added_tokens(tokenizer, path, json_object_get(root, "added_tokens"),
                                 json_object_get(json_object_get(root, "model"), "vocab")) == 0)
@@ -670,14 +514,9 @@ void ft_tokenizer_free(ft_tokenizer *tokenizer)
     ft_word_splitter_free(tokenizer->splitter);
     ft_normalizer_free(tokenizer->normalizer);
     free(tokenizer->metaspace);
-    free(tokenizer->decode_replace);
-    free(tokenizer->decode_replacement);
-    free(tokenizer->decodes_byte);
+    ft_token_decoder_free(tokenizer->decoder);
     ft_added_tokens_free(tokenizer->raw_added);
     ft_added_tokens_free(tokenizer->normalized_added);
-    free(tokenizer->decode_bytes);
-    free(tokenizer->decode_offset);
-    free(tokenizer->decode_length);
     free(tokenizer->bos_token);
     free(tokenizer->eos_token);
     free(tokenizer);
@@ -811,100 +650,18 @@ int ft_tokenizer_encode(const ft_tokenizer *tokenizer, const char *text, size_t 
 }
 
 /* ---- decoding ---- */
-/* ByteFallback: a run of byte tokens that is not valid UTF-8 decodes to one
- * U+FFFD per byte. */
-static void add_byte_run(ft_strbuf *out, const char *run, size_t length)
-{
-    if (ft_utf8_invalid_offset(run, length) == length) {
-        ft_strbuf_add(out, run, length);
-        return;
-    }
-    for (size_t i = 0; i < length; i++)
-        ft_strbuf_puts(out, "\xEF\xBF\xBD");
-}
-
-/* Strip: up to strip_start spaces off the front, strip_stop off the end. */
-static void strip_spaces(const ft_tokenizer *tokenizer, ft_strbuf *text, size_t from)
-{
-    size_t front = 0, back = 0;
-    while (front < (size_t)tokenizer->strip_start && from + front < text->length && text->data[from + front] == ' ')
-        front++;
-    while (back < (size_t)tokenizer->strip_stop && from + front + back < text->length &&
-           text->data[text->length - 1 - back] == ' ')
-        back++;
-    if (front + back == 0)
-        return;
-    memmove(text->data + from, text->data + from + front, text->length - from - front - back);
-    text->length -= front + back;
-    text->data[text->length] = '\0';
-}
-
-static int decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, bool skip_unknown, char **text)
-{
-    ft_strbuf bytes, run;
-    ft_strbuf_init(&bytes);
-    ft_strbuf_init(&run);
-    bool first = true;
-    for (size_t i = 0; i < count; i++) {
-        uint32_t id = ids[i];
-        if (id >= tokenizer->vocab_size || tokenizer->decode_offset[id] == ABSENT) {
-            if (skip_unknown)
-                continue;
-            ft_strbuf_free(&bytes);
-            ft_strbuf_free(&run);
-            return ft_error("token id %u is not in the vocabulary (%zu tokens)", id, tokenizer->vocab_size);
-        }
-        const char *token = (const char *)tokenizer->decode_bytes + tokenizer->decode_offset[id];
-        if (tokenizer->decodes_byte[id]) {
-            ft_strbuf_add(&run, token, 1);
-            continue;
-        }
-        add_byte_run(&bytes, run.data, run.length);
-        ft_strbuf_reset(&run);
-        size_t start = bytes.length;
-        ft_strbuf_add(&bytes, token, tokenizer->decode_length[id]);
-        if (first && tokenizer->strip_first_token)
-            strip_spaces(tokenizer, &bytes, start);
-        first = false;
-    }
-    add_byte_run(&bytes, run.data, run.length);
-    ft_strbuf_free(&run);
-    if (!tokenizer->strip_first_token && (tokenizer->strip_start || tokenizer->strip_stop))
-        strip_spaces(tokenizer, &bytes, 0);
-    if (ft_utf8_invalid_offset(bytes.data, bytes.length) == bytes.length) {
-        *text = ft_strbuf_take(&bytes);
-        return 0;
-    }
-    ft_strbuf lossless;
-    ft_strbuf_init(&lossless);
-    for (size_t offset = 0; offset < bytes.length;) {
-        size_t bad = ft_utf8_invalid_length(bytes.data + offset, bytes.length - offset);
-        if (bad) {
-            ft_strbuf_puts(&lossless, "\xEF\xBF\xBD"); /* U+FFFD */
-            offset += bad;
-        } else {
-            size_t start = offset;
-            ft_utf8_next(bytes.data, bytes.length, &offset);
-            ft_strbuf_add(&lossless, bytes.data + start, offset - start);
-        }
-    }
-    ft_strbuf_free(&bytes);
-    *text = ft_strbuf_take(&lossless);
-    return 0;
-}
-
 int ft_tokenizer_decode(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text)
 {
-    return decode(tokenizer, ids, count, false, text);
+    return ft_token_decoder_decode(tokenizer->decoder, ids, count, false, text);
 }
 
 int ft_tokenizer_decode_generated(const ft_tokenizer *tokenizer, const uint32_t *ids, size_t count, char **text)
 {
-    return decode(tokenizer, ids, count, true, text);
+    return ft_token_decoder_decode(tokenizer->decoder, ids, count, true, text);
 }
 
 /* ---- accessors ---- */
-size_t ft_tokenizer_vocab_size(const ft_tokenizer *tokenizer) { return tokenizer->vocab_size; }
+size_t ft_tokenizer_vocab_size(const ft_tokenizer *tokenizer) { return ft_token_decoder_size(tokenizer->decoder); }
 
 int64_t ft_tokenizer_token_id(const ft_tokenizer *tokenizer, const char *token)
 {
@@ -918,7 +675,7 @@ int64_t ft_tokenizer_token_id(const ft_tokenizer *tokenizer, const char *token)
         return ft_bpe_token_id(tokenizer->bpe, token, length);
     ft_strbuf raw;
     ft_strbuf_init(&raw);
-    if (byte_level_to_raw(token, length, &raw))
+    if (ft_byte_level_to_raw(token, length, &raw))
         id = ft_bpe_token_id(tokenizer->bpe, raw.data, raw.length);
     ft_strbuf_free(&raw);
     return id;

@@ -1,11 +1,13 @@
 """ftpipe's tokenize stage with LLaVA images against LLaMA-Factory's own encoding.
 
 The data: LLaMA-Factory's mllm_demo entry and vision_edge (as
-check_llamafactory_images.py). The model folder: the committed Llama 3
+check_llamafactory_images.py). The model folders: the committed Llama 3
 tokenizer with LLaVA's <image> added (tests/fixtures/models/llava-processor/
-add_image_token.py, as XTuner's LLaVA-Llama-3 has it) and that folder's
-llava-hf config.json, preprocessor_config.json (CLIPImageProcessor, 336) and
-processor_config.json. ftpipe tokenizes with template llava (LLaVA-1.5) and
+add_image_token.py, as XTuner's LLaVA-Llama-3 has it), and, as LLaVA-1.5 has
+it, the SentencePiece-style tokenizer with <image> (tests/fixtures/tokenizer/
+sentencepiece_legacy, Llama 2's legacy conversion), each with that folder's
+llava-hf config.json (image_token_index set to the tokenizer's <image>),
+preprocessor_config.json (CLIPImageProcessor, 336) and processor_config.json. ftpipe tokenizes with template llava (LLaVA-1.5) and
 llama3 (LLaVA-Llama-3); LLaMA-Factory with its loader, template and supervised
 processor, its LlavaPlugin (for llama3, which has no plugin of its own, the
 template's plugin is set to LlavaPlugin with image token <image>) and
@@ -36,7 +38,7 @@ os.environ["DISABLE_VERSION_CHECK"] = "1"  # llamafactory 0.9.5 pins an older tr
 DATASETS = os.path.join(oracle.FIXTURES, "datasets")
 PROCESSOR = os.path.join(oracle.FIXTURES, "models", "llava-processor")
 EXPECTED = os.path.join(DATASETS, "vision_edge", "expected_llava.json")
-IMAGE_TOKEN_ID, IMAGE_TOKENS, PIXEL_TOLERANCE = 128256, 576, 1e-2
+IMAGE_TOKENS, PIXEL_TOLERANCE = 576, 1e-2
 
 CONFIGS = {  # name: (ftpipe parameters, LLaMA-Factory DataArguments, its ModelArguments)
     "llava": ({"template": "llava", "cutoff_len": 4096}, {"template": "llava", "cutoff_len": 4096}, {}),
@@ -50,14 +52,27 @@ STAGES = [("demo", "data", "mllm_demo", ["mllm_demo"]),
           ("edge", "edge", "edge_sharegpt, edge_alpaca", ["edge_sharegpt", "edge_alpaca"])]
 
 
-def make_model(folder):
-    """The Llama 3 tokenizer with <image>, and the llava-hf configs."""
-    oracle.unpack_tokenizer("llama3", folder)
-    subprocess.run([sys.executable, os.path.join(PROCESSOR, "add_image_token.py"),
-                    os.path.join(folder, "tokenizer.json")], check=True)
-    for name in ("config.json", "preprocessor_config.json", "processor_config.json"):
+# model folder: (tokenizer, the option sets it is tokenized with)
+MODELS = {"model": ("llama3", list(CONFIGS)), "model-sentencepiece": ("sentencepiece_legacy", ["llava"])}
+
+
+def make_model(folder, tokenizer_name):
+    """The tokenizer with <image>, and the llava-hf configs; returns <image>'s id."""
+    oracle.unpack_tokenizer(tokenizer_name, folder)
+    tokenizer_path = os.path.join(folder, "tokenizer.json")
+    if tokenizer_name == "llama3":
+        subprocess.run([sys.executable, os.path.join(PROCESSOR, "add_image_token.py"), tokenizer_path], check=True)
+    for name in ("preprocessor_config.json", "processor_config.json"):
         shutil.copy(os.path.join(PROCESSOR, name), folder)
-    return folder
+    with open(tokenizer_path, encoding="utf-8") as f:
+        image_id = next(t["id"] for t in json.load(f)["added_tokens"] if t["content"] == "<image>")
+    with open(os.path.join(PROCESSOR, "config.json")) as f:
+        config = json.load(f)
+    config["image_token_index"] = image_id
+    config["text_config"]["vocab_size"] = max(config["text_config"]["vocab_size"], image_id + 1)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    return image_id
 
 
 class LlamaFactory:
@@ -82,10 +97,10 @@ class LlamaFactory:
         self.training_args = types.SimpleNamespace(seed=42, local_process_index=0, dataloader_num_workers=0,
                                                    predict_with_generate=False, should_log=False)
 
-    def encode(self, config, folder, names):
+    def encode(self, config, folder, names, model="model"):
         """(rows of (ids, labels) samples, each sample's pixel_values or None)."""
         _, data_options, model_options = CONFIGS[config]
-        model_args = self.ModelArguments(model_name_or_path=os.path.join(self.workspace, "model"), **model_options)
+        model_args = self.ModelArguments(model_name_or_path=os.path.join(self.workspace, model), **model_options)
         tokenizer = self.load_tokenizer(model_args)["tokenizer"]
         processor = types.SimpleNamespace(image_processor=self.image_processor, **{
             key: self.processor_config[key]
@@ -137,26 +152,35 @@ def main():
     os.environ["HF_DATASETS_CACHE"] = os.path.join(workspace, "datasets-cache")
     expected = {}
     try:
-        make_model(os.path.join(workspace, "model"))
-        os.symlink(os.path.join(DATASETS, "llamafactory_data"), os.path.join(workspace, "data"))
-        os.symlink(os.path.join(DATASETS, "vision_edge"), os.path.join(workspace, "edge"))
+        os.makedirs(os.path.join(workspace, "sentencepiece"))
+        image_ids = {model: make_model(os.path.join(workspace, model), tokenizer)
+                     for model, (tokenizer, _) in MODELS.items()}
+        os.symlink(os.path.join(workspace, "model-sentencepiece"), os.path.join(workspace, "sentencepiece", "model"))
+        for where in (workspace, os.path.join(workspace, "sentencepiece")):
+            os.symlink(os.path.join(DATASETS, "llamafactory_data"), os.path.join(where, "data"))
+            os.symlink(os.path.join(DATASETS, "vision_edge"), os.path.join(where, "edge"))
         log = oracle.run_image_checks(workspace, CONFIGS, STAGES, {})
+        log += oracle.run_image_checks(os.path.join(workspace, "sentencepiece"),
+                                       {c: CONFIGS[c] for c in MODELS["model-sentencepiece"][1]}, STAGES, {})
         lf = LlamaFactory(workspace)
-        for config in CONFIGS:
+        for model, config in [(m, c) for m, (_, configs) in MODELS.items() for c in configs]:
+            sentencepiece = model != "model"
             for stage, folder, _, names in STAGES:
-                name = "llamafactory llava images %s, %s" % (stage, config)
+                name = "llamafactory llava images %s, %s%s" % (stage, config,
+                                                              ", SentencePiece tokenizer" if sentencepiece else "")
                 try:
-                    ours, our_images = oracle.image_check_split(workspace, config, stage)
+                    ours, our_images = oracle.image_check_split(
+                        os.path.join(workspace, "sentencepiece") if sentencepiece else workspace, config, stage)
                 except (OSError, ValueError) as error:
                     said = [line for line in log.splitlines() if oracle.image_check_target(config, stage) in line][-2:]
                     cases.fail(name, "ftpipe made no shards (%s)" % error, said)
                     continue
-                theirs, their_pixels = lf.encode(config, folder, names)
+                theirs, their_pixels = lf.encode(config, folder, names, model)
                 problem = compare_rows(ours, theirs)
                 largest = 0.0
                 if problem is None:
                     problem, largest = compare_pixels(our_images, their_pixels)
-                n_image_tokens = sum(ids.count(IMAGE_TOKEN_ID) for row in ours for ids, _ in row)
+                n_image_tokens = sum(ids.count(image_ids[model]) for row in ours for ids, _ in row)
                 n_images = sum(len(i) for i in our_images)
                 if problem is None and n_image_tokens != IMAGE_TOKENS * n_images:
                     problem = "%d image tokens for %d images" % (n_image_tokens, n_images)
@@ -164,6 +188,8 @@ def main():
                             "%d samples, %d images as %d image tokens: ids, labels identical, pixels within %.2g" % (
                                 sum(len(row) for row in ours), n_images, n_image_tokens, largest)
                             if problem is None else problem)
+                if sentencepiece:
+                    continue
                 expected.setdefault(config, {})[stage] = {
                     "parameters": CONFIGS[config][0],
                     "rows": [[[len(ids), digest(ids, "I"), digest(labels, "i")] for ids, labels in row]

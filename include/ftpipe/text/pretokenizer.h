@@ -15,6 +15,9 @@
  * (printable Latin-1 bytes as themselves, the others from U+0100 on). The byte
  * a code point stands for, or -1 when it is outside the alphabet. */
 int ft_byte_level_byte(uint32_t codepoint);
+/* The raw bytes of a token written in that alphabet (into raw, reset first);
+ * false when some character is outside it. */
+bool ft_byte_level_to_raw(const char *text, size_t length, ft_strbuf *raw);
 
 /* Whether NFC leaves text as it is (a fast check: true for most text). */
 bool ft_nfc_is_unchanged(const char *text, size_t length);

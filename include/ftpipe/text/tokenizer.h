@@ -1,11 +1,13 @@
-/* tokenizer: Hugging Face tokenizer.json (byte-level BPE) in C.
+/* tokenizer: Hugging Face tokenizer.json (BPE) in C.
  *
- * Normalizer (NFC via utf8proc, or none), pre-tokenizer (Split with its regex
- * via PCRE2 JIT, ByteLevel), BPE with merges in either format, added and special
- * tokens matched in the text before BPE, and decoding back to text. Any other
- * model, normalizer or pre-tokenizer type is refused by name. Ids are identical
- * to the `tokenizers` library's. A loaded tokenizer is read-only and may be used
- * from several threads at once. */
+ * Byte-level BPE (Qwen, Llama 3: NFC via utf8proc or no normalizer, the Split
+ * regex via PCRE2 JIT, ByteLevel) and SentencePiece-style BPE (Llama 2,
+ * LLaVA-1.5: "▁" for spaces by the Prepend/Replace normalizer or a Metaspace
+ * pre-tokenizer, characters with byte fallback), merges in either format, added
+ * and special tokens matched in the text before BPE, and decoding back to text
+ * (token_decoder.h). Any other model, normalizer, pre-tokenizer or decoder type
+ * is refused by name. Ids are identical to the `tokenizers` library's. A loaded
+ * tokenizer is read-only and may be used from several threads at once. */
 #ifndef FTPIPE_TOKENIZER_H
 #define FTPIPE_TOKENIZER_H
 
