@@ -214,16 +214,29 @@ typedef struct {
     uint16_t *bf16;     /* [largest], for a bf16 backend */
 } staging;
 
-/* A vision-language model's language model is model.* in released checkpoints
- * and what transformers 5 saves, model.language_model.* from transformers 4.5x. */
+/* A vision-language model's language model is model.* (Qwen2-VL) or
+ * language_model.model.* and language_model.lm_head (LLaVA) in released
+ * checkpoints and what transformers 5 saves; transformers 4.5x saves
+ * model.language_model.* and lm_head. */
 static const ft_tensor_view *find_weight(const ft_model *model, const ft_safetensors *set, const char *name)
 {
     const ft_tensor_view *view = ft_safetensors_find(set, name);
-    if (view || !model->config.vision_language || strncmp(name, "model.", 6) != 0)
+    if (view)
         return view;
+    static const char llava_model[] = "language_model.model.", llava_head[] = "language_model.lm_head.";
     char other[192];
-    snprintf(other, sizeof other, "model.language_model.%s", name + 6);
-    return ft_safetensors_find(set, other);
+    if (model->config.vision_language && strncmp(name, "model.", 6) == 0)
+        snprintf(other, sizeof other, "model.language_model.%s", name + 6);
+    else if (model->config.llava && strncmp(name, llava_model, sizeof llava_model - 1) == 0)
+        snprintf(other, sizeof other, "model.language_model.%s", name + sizeof llava_model - 1);
+    else if (model->config.llava && strncmp(name, llava_head, sizeof llava_head - 1) == 0)
+        snprintf(other, sizeof other, "lm_head.%s", name + sizeof llava_head - 1);
+    else
+        return NULL;
+    const ft_tensor_view *found = ft_safetensors_find(set, other);
+    if (!found) /* name the layout the model's own files use */
+        ft_safetensors_find(set, name);
+    return found;
 }
 
 static int load_weight(ft_model *model, const char *model_dir, const ft_safetensors *set,

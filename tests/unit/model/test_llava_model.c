@@ -7,7 +7,8 @@
  * and text are PEFT's within 1e-4 (relative to each tensor's largest value).
  * Generation with the image: the prefill's last logits are transformers', and
  * each decode step's are the full forward pass's over the longer sequence
- * (LLaVA's positions stay plain after the image). */
+ * (LLaVA's positions stay plain after the image). The same weights under the
+ * names transformers 4.5x saves give the same logits, bit for bit. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 
 #include "check.h"
 #include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/generate.h"
@@ -306,12 +308,111 @@ TEST(generation_with_the_image_matches_the_full_forward)
     ft_backend_destroy(backend);
 }
 
+/* The fixture's weights under the names transformers 4.5x saves: the language
+ * model as model.language_model.*, the head as lm_head, the tower and the
+ * projector under model.; returns the folder (caller removes and frees). */
+static char *write_transformers_45_layout(void)
+{
+    char *folder = ft_xstrdup("/tmp/ftpipe-test-llava45.XXXXXX");
+    if (!mkdtemp(folder))
+        abort();
+    ft_safetensors *set;
+    CHECK_INT(ft_safetensors_open(FIXTURE "/model", &set), 0);
+    size_t count = ft_safetensors_count(set);
+    ft_tensor_to_write *tensors = ft_xcalloc(count, sizeof *tensors);
+    char **names = ft_xcalloc(count, sizeof *names);
+    for (size_t i = 0; i < count; i++) {
+        const ft_tensor_view *view = ft_safetensors_at(set, i);
+        const char *name = view->name;
+        if (strncmp(name, "language_model.model.", 21) == 0)
+            names[i] = ft_xasprintf("model.language_model.%s", name + 21);
+        else if (strncmp(name, "language_model.lm_head.", 23) == 0)
+            names[i] = ft_xasprintf("lm_head.%s", name + 23);
+        else if (strncmp(name, "vision_tower.", 13) == 0)
+            names[i] = ft_xasprintf("model.vision_tower.vision_model.%s", name + 13);
+        else
+            names[i] = ft_xasprintf("model.%s", name);
+        tensors[i] = (ft_tensor_to_write){names[i], view->dtype, view->n_dims, {0}, view->data};
+        memcpy(tensors[i].shape, view->shape, sizeof view->shape);
+    }
+    char *file = ft_xasprintf("%s/model.safetensors", folder);
+    CHECK_INT(ft_safetensors_write(file, tensors, count, NULL, NULL, 0), 0);
+    free(file);
+    for (size_t i = 0; i < count; i++)
+        free(names[i]);
+    free(names);
+    free(tensors);
+    ft_safetensors_close(set);
+    const char *copied[] = {"config.json", "preprocessor_config.json"};
+    for (size_t i = 0; i < 2; i++) {
+        char *from = ft_xasprintf(FIXTURE "/model/%s", copied[i]), *to = ft_xasprintf("%s/%s", folder, copied[i]);
+        char *data;
+        size_t length;
+        CHECK_INT(ft_read_file(from, &data, &length), 0);
+        CHECK_INT(ft_write_file_atomic(to, data, length), 0);
+        free(data);
+        free(from);
+        free(to);
+    }
+    return folder;
+}
+
+/* The logits of the fixture's image and text through the model in folder, or NULL. */
+static float *image_text_logits(const char *folder)
+{
+    ft_backend *backend = ft_backend_cpu_create(1);
+    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false};
+    ft_model *model = NULL;
+    if (ft_model_load(folder, backend, &options, &model) < 0) {
+        fprintf(stderr, "  %s\n", ft_error_message());
+        ft_backend_destroy(backend);
+        return NULL;
+    }
+    ft_safetensors *expected;
+    CHECK_INT(ft_safetensors_open(FIXTURE "/expected.safetensors", &expected), 0);
+    size_t n_pixels, n_ids;
+    float *pixels = tensor(expected, "pixel_values", &n_pixels);
+    int32_t *ids = (int32_t *)tensor(expected, "input_ids", &n_ids);
+    int32_t positions[SEQ], segments[SEQ], targets[SEQ];
+    for (int i = 0; i < SEQ; i++) {
+        positions[i] = i;
+        segments[i] = 0;
+        targets[i] = -100;
+    }
+    ft_batch batch = {1, SEQ, ids, positions, segments, targets, 0, 0};
+    float *logits = ft_xcalloc((size_t)SEQ * VOCAB, sizeof(float));
+    ft_stored_image image = {{0, 0}, 1, 56, 56, pixels};
+    CHECK_INT(ft_model_set_images(model, &image, 1), 0);
+    CHECK_INT(ft_model_forward(model, &batch, logits, NULL), 0);
+    free(ids);
+    free(pixels);
+    ft_safetensors_close(expected);
+    ft_model_free(model);
+    ft_backend_destroy(backend);
+    return logits;
+}
+
+TEST(loads_the_layout_transformers_4_5x_saves)
+{
+    char *folder = write_transformers_45_layout();
+    float *theirs = image_text_logits(FIXTURE "/model");
+    float *ours = image_text_logits(folder);
+    CHECK(theirs && ours);
+    if (theirs && ours)
+        CHECK(memcmp(theirs, ours, (size_t)SEQ * VOCAB * sizeof(float)) == 0);
+    free(theirs);
+    free(ours);
+    ft_remove_tree(folder);
+    free(folder);
+}
+
 int main(void)
 {
     RUN(logits_equal_transformers_on_an_image_and_text);
     RUN(the_language_model_alone_is_far_from_transformers);
     RUN(lora_loss_and_gradients_equal_peft);
     RUN(generation_with_the_image_matches_the_full_forward);
+    RUN(loads_the_layout_transformers_4_5x_saves);
     RUN(a_bf16_backend_refuses_llava);
     return check_done();
 }
