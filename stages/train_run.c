@@ -116,7 +116,8 @@ static int global_batch_accumulation(ft_stage *stage, int64_t batch_size, int ra
 }
 
 /* LLaMA-Factory's freeze_vision_tower, freeze_multi_modal_projector and
- * train_mm_proj_only: the tower and its merger stay frozen (what is built). */
+ * train_mm_proj_only: the tower and its merger stay frozen (what is built),
+ * with LoRA or full fine-tuning of the language model. */
 static int check_vision_freezing(const ft_train_run *run, const ft_model_config *config)
 {
     ft_stage *stage = run->stage;
@@ -132,11 +133,6 @@ static int check_vision_freezing(const ft_train_run *run, const ft_model_config 
                              !tower ? "freeze_vision_tower = false"
                              : !projector ? "freeze_multi_modal_projector = false"
                                           : "train_mm_proj_only = true");
-    if (strcmp(ft_stage_param_string(stage, "finetuning_type"), "lora") != 0)
-        return ft_stage_fail(stage, "%s is a %s: finetuning_type = full is not available for vision-language models "
-                                    "yet; use finetuning_type = lora",
-                             run->model_dir,
-                             config->llava ? "LlavaForConditionalGeneration" : config->architecture_name);
     return 0;
 }
 

@@ -218,7 +218,7 @@ typedef struct {
  * language_model.model.* and language_model.lm_head (LLaVA) in released
  * checkpoints and what transformers 5 saves; transformers 4.5x saves
  * model.language_model.* and lm_head. */
-static const ft_tensor_view *find_weight(const ft_model *model, const ft_safetensors *set, const char *name)
+const ft_tensor_view *ft_model_find_weight(const ft_model *model, const ft_safetensors *set, const char *name)
 {
     const ft_tensor_view *view = ft_safetensors_find(set, name);
     if (view)
@@ -243,7 +243,7 @@ static int load_weight(ft_model *model, const char *model_dir, const ft_safetens
                        const ft_param_tensor *weight, const staging *buffers)
 {
     char *name = ft_xasprintf("%s%s", model->weight_prefix, weight->name);
-    const ft_tensor_view *view = find_weight(model, set, name);
+    const ft_tensor_view *view = ft_model_find_weight(model, set, name);
     free(name);
     if (!view)
         return ft_error_context("%s: the weights do not match config.json", model_dir);

@@ -137,6 +137,11 @@ int ft_model_place_image_features(ft_model *model, const int32_t *tokens, int ro
 int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_t *segments, int batch_size,
                             int seq_len, int32_t *row_next_position);
 
+/* The tensor of the files that holds a weight named `name` (weight_prefix
+ * included), under any of the layouts the model's kind is saved in; NULL with
+ * ft_error naming it when none. */
+const ft_tensor_view *ft_model_find_weight(const ft_model *model, const ft_safetensors *set, const char *name);
+
 /* Rows of logits computed at once: the head's output never exceeds ~64 MiB. */
 int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows);
 

@@ -1,5 +1,7 @@
 /* model_save: weights from the backend to model.safetensors, beside copies of
- * the base folder's other files. */
+ * the base folder's other files. A vision-language model's trained weights keep
+ * the names the base's files give them, and its frozen tower (and projector)
+ * is copied from those files as it is. */
 #include "ftpipe/model/model_save.h"
 
 #include <stdlib.h>
@@ -9,9 +11,11 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
+#include "model_internal.h"
 
-static const char *const copied_files[] = {"config.json", "tokenizer.json", "tokenizer_config.json",
-                                           "special_tokens_map.json", "generation_config.json"};
+static const char *const copied_files[] = {"config.json",           "tokenizer.json",         "tokenizer_config.json",
+                                           "special_tokens_map.json", "generation_config.json", "preprocessor_config.json",
+                                           "processor_config.json",  "chat_template.json"};
 
 static int output_dtype(const ft_model_config *config, ft_dtype *out)
 {
@@ -28,10 +32,56 @@ static int output_dtype(const ft_model_config *config, ft_dtype *out)
     return 0;
 }
 
-static int write_weights(const ft_model *model, const char *path, ft_dtype dtype)
+/* A vision-language model: each trained weight's name in the base's files, and
+ * the base's tensors that are not trained weights (the tower), to copy as they
+ * are; *n_frozen of them in frozen (caller frees both arrays). */
+static int vision_layout(const ft_model *model, const char *base_model_dir, const ft_safetensors *base,
+                         const char ***file_names, const ft_tensor_view ***frozen, size_t *n_frozen)
+{
+    size_t count;
+    const ft_param_tensor *weights = ft_model_weights(model, &count);
+    size_t n_base = ft_safetensors_count(base);
+    bool *trained = ft_xcalloc(n_base ? n_base : 1, sizeof *trained);
+    *file_names = ft_xcalloc(count ? count : 1, sizeof **file_names);
+    *frozen = ft_xcalloc(n_base ? n_base : 1, sizeof **frozen);
+    *n_frozen = 0;
+    for (size_t i = 0; i < count; i++) {
+        char *name = ft_xasprintf("%s%s", model->weight_prefix, weights[i].name);
+        const ft_tensor_view *view = ft_model_find_weight(model, base, name);
+        free(name);
+        if (!view) {
+            free(trained);
+            return ft_error_context("%s: the base model's files no longer hold the trained weights", base_model_dir);
+        }
+        (*file_names)[i] = view->name;
+        for (size_t b = 0; b < n_base; b++)
+            if (ft_safetensors_at(base, b) == view)
+                trained[b] = true;
+    }
+    for (size_t b = 0; b < n_base; b++)
+        if (!trained[b])
+            (*frozen)[(*n_frozen)++] = ft_safetensors_at(base, b);
+    free(trained);
+    return 0;
+}
+
+static int write_weights(const ft_model *model, const char *base_model_dir, const char *path, ft_dtype dtype)
 {
     size_t count, total = 0;
     const ft_param_tensor *weights = ft_model_weights(model, &count);
+    const ft_model_config *config = ft_model_get_config(model);
+    ft_safetensors *base = NULL;
+    const char **file_names = NULL;
+    const ft_tensor_view **frozen = NULL;
+    size_t n_frozen = 0;
+    if (config->vision_language || config->llava) {
+        if (ft_safetensors_open(base_model_dir, &base) < 0)
+            return -1;
+        if (vision_layout(model, base_model_dir, base, &file_names, &frozen, &n_frozen) < 0) {
+            ft_safetensors_close(base);
+            return -1;
+        }
+    }
     for (size_t i = 0; i < count; i++)
         total += weights[i].count;
     size_t element_bytes = ft_dtype_size(dtype);
@@ -39,10 +89,13 @@ static int write_weights(const ft_model *model, const char *path, ft_dtype dtype
     void *converted = dtype == FT_DTYPE_F32 ? host : malloc(total * element_bytes);
     if (!host || !converted) {
         free(host);
+        free(file_names);
+        free(frozen);
+        ft_safetensors_close(base);
         return ft_error("out of host memory holding the %zu trained weights to write %s", total, path);
     }
     ft_backend *backend = ft_model_backend(model);
-    ft_tensor_to_write *tensors = ft_xcalloc(count ? count : 1, sizeof *tensors);
+    ft_tensor_to_write *tensors = ft_xcalloc(count + n_frozen + 1, sizeof *tensors);
     size_t at = 0;
     for (size_t i = 0; i < count; i++) {
         const ft_param_tensor *w = &weights[i];
@@ -50,13 +103,21 @@ static int write_weights(const ft_model *model, const char *path, ft_dtype dtype
         for (size_t k = 0; dtype != FT_DTYPE_F32 && k < w->count; k++)
             ((uint16_t *)converted)[at + k] =
                 dtype == FT_DTYPE_BF16 ? ft_f32_to_bf16(host[at + k]) : ft_f32_to_f16(host[at + k]);
-        tensors[i] = (ft_tensor_to_write){w->name, dtype, w->n_dims, {w->shape[0], w->shape[1]},
-                                          (char *)converted + at * element_bytes};
+        tensors[i] = (ft_tensor_to_write){file_names ? file_names[i] : w->name, dtype, w->n_dims,
+                                          {w->shape[0], w->shape[1]}, (char *)converted + at * element_bytes};
         at += w->count;
     }
+    for (size_t f = 0; f < n_frozen; f++) {
+        const ft_tensor_view *view = frozen[f];
+        tensors[count + f] = (ft_tensor_to_write){view->name, view->dtype, view->n_dims, {0}, view->data};
+        memcpy(tensors[count + f].shape, view->shape, sizeof view->shape);
+    }
     const char *key = "format", *value = "pt";
-    int status = ft_safetensors_write(path, tensors, count, &key, &value, 1);
+    int status = ft_safetensors_write(path, tensors, count + n_frozen, &key, &value, 1);
     free(tensors);
+    free(file_names);
+    free(frozen);
+    ft_safetensors_close(base);
     if (converted != host)
         free(converted);
     free(host);
@@ -79,7 +140,7 @@ int ft_model_save(const ft_model *model, const char *base_model_dir, const char 
     }
     char *path = ft_path_join(out_dir, "model.safetensors");
     if (status == 0)
-        status = write_weights(model, path, dtype);
+        status = write_weights(model, base_model_dir, path, dtype);
     free(path);
     return status;
 }

@@ -3,7 +3,8 @@
 # (tiny-qwen2.5-vl, staged in a tmpfs folder, LLaMA-Factory-style records with
 # images made by its make_vl_data.py) runs init -> shm -> tokenize -> LoRA train
 # -> evaluate -> export, the export holds PEFT's names for the language model,
-# and a rerun is a no-op; so does its Qwen2-VL variant; what is not supported is
+# and a rerun is a no-op; so does its Qwen2-VL variant, and full fine-tuning of
+# its language model; what is not supported is
 # refused with a message.
 . "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,7 +43,23 @@ t_expect_contains "Qwen2VLForConditionalGeneration: 2 layers, hidden 64, vocab 2
 t_expect_contains "done     export/peft"
 t_end
 
-t_case "the vision tower and merger stay frozen; full fine-tuning and ZeRO-3 of a VL model are refused"
+t_case "full fine-tuning of the language model: the train output is a whole model folder with the tower, it evaluates with images and exports"
+vl_example
+sed -e "s/	finetuning_type = lora/	finetuning_type = full/" -e '/lora_/d' -e 's/^report: evaluate models\/base_shm adapter vl_data/report: evaluate models\/base_shm adapter vl_data/' \
+  -e 's/^export\/peft: export adapter/export\/peft: export adapter/' -e 's/	format = peft/	format = merged/' "$ROOT/examples/vl-lora/Ftpipe" > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" $VARS
+t_expect_status 0
+t_expect_contains "done     adapter"
+t_expect_contains "eval_loss"
+t_expect_contains "fully fine-tuned model"
+for f in "$W/adapter" "$W/export/peft"; do
+  head -c 65536 "$f/model.safetensors" | grep -q '"visual.patch_embed.proj.weight"' || t_fail "$f: no vision tower in model.safetensors"
+  head -c 65536 "$f/model.safetensors" | grep -q '"model.layers.0.self_attn.q_proj.weight"' || t_fail "$f: no language model"
+  [ -f "$f/preprocessor_config.json" ] || t_fail "$f: no preprocessor_config.json"
+done
+t_end
+
+t_case "the vision tower and merger stay frozen; ZeRO-3 of a VL model is refused"
 vl_example
 for line in "freeze_vision_tower = false" "freeze_multi_modal_projector = false" "train_mm_proj_only = true"; do
   sed -e '/freeze_/d' -e "s/	finetuning_type = lora/	finetuning_type = lora\n	$line/" "$ROOT/examples/vl-lora/Ftpipe" > "$W/Ftpipe"
@@ -50,10 +67,6 @@ for line in "freeze_vision_tower = false" "freeze_multi_modal_projector = false"
   t_expect_fail
   t_expect_contains "$line is not supported yet"
 done
-sed "s/	finetuning_type = lora/	finetuning_type = full/" "$ROOT/examples/vl-lora/Ftpipe" > "$W/Ftpipe"
-t_run "$FTPIPE" -C "$W" $VARS adapter
-t_expect_fail
-t_expect_contains "finetuning_type = full is not available for vision-language models yet; use finetuning_type = lora"
 sed "s/	finetuning_type = lora/	finetuning_type = lora\n	nproc_per_node = 2\n	zero_stage = 3/" "$ROOT/examples/vl-lora/Ftpipe" > "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W" $VARS adapter
 t_expect_fail

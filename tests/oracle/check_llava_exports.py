@@ -9,7 +9,12 @@ records and exports it as format = peft and format = merged. Then:
     tokenize output's samples and CLIP pixels (relative error < 1e-4): ftpipe's
     ids, images, CLIP tower, projector and adapter are transformers';
   - transformers loads the merged export (tower and projector included), whose
-    logits equal PEFT's (< 1e-4)."""
+    logits equal PEFT's (< 1e-4).
+
+The same records also train the language model fully (finetuning_type = full,
+tower and projector frozen): transformers loads the train output with every
+weight, the tower and projector as the base's and the language model changed;
+its evaluate eval_loss is transformers' loss of that model."""
 import json
 import os
 import shutil
@@ -47,6 +52,19 @@ export/peft: export adapter
 
 export/merged: export adapter models/tiny
 	format = merged
+
+full: train models/tiny tokens
+	backend = cpu
+	finetuning_type = full
+	learning_rate = 1e-3
+	max_steps = 3
+	per_device_train_batch_size = 2
+
+report_full: evaluate models/tiny full data
+	dataset = mllm_demo
+	cutoff_len = 2048
+	max_new_tokens = 4
+	backend = cpu
 """
 
 
@@ -62,6 +80,44 @@ def samples_with_pixels(root, image_size):
     return out
 
 
+def mean_loss(model, samples):
+    """(the mean cross-entropy over the samples' trained tokens, the images seen)."""
+    loss_sum, n_tokens, n_images = 0.0, 0, 0
+    with torch.no_grad():
+        for ids, mask, pixels in samples:
+            logits = model(input_ids=torch.tensor([ids]), pixel_values=pixels, use_cache=False).logits[0]
+            targets = torch.tensor([ids[t + 1] if mask[t + 1] else -100 for t in range(len(ids) - 1)] + [-100])
+            loss_sum += F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
+            n_tokens += int((targets >= 0).sum())
+            n_images += pixels.shape[0]
+    return loss_sum / n_tokens, n_images
+
+
+def eval_loss(root, report):
+    metrics = json.load(open(os.path.join(root, report, "metrics.json")))
+    return metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
+
+
+def check_full(cases, root, samples):
+    from transformers import LlavaForConditionalGeneration
+    base = LlavaForConditionalGeneration.from_pretrained(os.path.join(root, "models", "tiny"))
+    model, info = LlavaForConditionalGeneration.from_pretrained(os.path.join(root, "full"),
+                                                                attn_implementation="eager", output_loading_info=True)
+    problems = ["%s: %s" % (kind, sorted(names)[:5]) for kind, names in info.items() if names]
+    base_weights, weights = base.state_dict(), model.state_dict()
+    changed = sorted(n for n in weights if not torch.equal(weights[n].double(), base_weights[n].double()))
+    frozen_changed = [n for n in changed if "vision_tower" in n or "multi_modal_projector" in n]
+    cases.check("full fine-tune loads in transformers whole, tower and projector as the base's",
+                not problems and changed and not frozen_changed,
+                "%d tensors, %d of the language model changed" % (len(weights), len(changed)),
+                problems + frozen_changed[:5])
+    reference, _ = mean_loss(model.double().eval(), samples)
+    measured = eval_loss(root, "report_full")
+    relative = abs(measured - reference) / abs(reference)
+    cases.check("full fine-tune's eval_loss is transformers'", relative < 1e-4,
+                "%.6f against %.6f (relative %.2e)" % (measured, reference, relative))
+
+
 def main():
     from peft import PeftModel
     from peft.utils import load_peft_weights
@@ -71,7 +127,8 @@ def main():
     try:
         shutil.copytree(os.path.join(oracle.FIXTURES, "datasets", "llamafactory_data"), os.path.join(root, "data"))
         open(os.path.join(root, "Ftpipe"), "w").write(PIPELINE)
-        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged"])
+        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged",
+                                     "report_full"])
         if not cases.check("tiny-llava pipeline runs", status == 0, "init, tokenize, train, evaluate, export",
                            output.splitlines()[-15:]):
             return cases.finish()
@@ -88,18 +145,9 @@ def main():
                     "%d adapter tensors, each on a module of the language model" % len(saved),
                     (sorted(saved ^ used) + in_tower)[:10])
         model = model.double().eval()
-        loss_sum, n_tokens, n_images = 0.0, 0, 0
         samples = samples_with_pixels(root, image_size)
-        with torch.no_grad():
-            for ids, mask, pixels in samples:
-                logits = model(input_ids=torch.tensor([ids]), pixel_values=pixels, use_cache=False).logits[0]
-                targets = torch.tensor([ids[t + 1] if mask[t + 1] else -100 for t in range(len(ids) - 1)] + [-100])
-                loss_sum += F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
-                n_tokens += int((targets >= 0).sum())
-                n_images += pixels.shape[0]
-        reference = loss_sum / n_tokens
-        metrics = json.load(open(os.path.join(root, "report", "metrics.json")))
-        measured = metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
+        reference, n_images = mean_loss(model, samples)
+        measured = eval_loss(root, "report")
         relative = abs(measured - reference) / abs(reference)
         cases.check("evaluate's eval_loss is PEFT's", relative < 1e-4,
                     "%.6f against %.6f over %d samples with %d images (relative %.2e)"
@@ -114,6 +162,7 @@ def main():
                 worst = max(worst, float((a - b).abs().max() / a.abs().max()))
         cases.check("merged export loads in transformers with PEFT's logits", worst < 1e-4,
                     "worst relative error %.2e" % worst)
+        check_full(cases, root, samples)
     finally:
         oracle.remove_scratch(root)
     return cases.finish()

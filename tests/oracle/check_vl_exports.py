@@ -7,7 +7,13 @@ same records, and exports it as format = peft and format = merged. Then:
   - the evaluate stage's eval_loss equals the loss of PEFT's model over the
     tokenize output's samples and pixels (relative error < 1e-4): ftpipe's
     ids, images, vision tower, M-RoPE and adapter are transformers';
-  - transformers loads the merged export, whose logits equal PEFT's (< 1e-4)."""
+  - transformers loads the merged export, whose logits equal PEFT's (< 1e-4).
+
+The same records also train the language model fully (finetuning_type = full,
+the tower frozen): transformers loads the train output with every weight (none
+missing or unexpected), the tower as the base's and the language model
+changed; its evaluate eval_loss is transformers' loss of that model, and the
+merged export of it gives its logits."""
 import json
 import os
 import sys
@@ -49,6 +55,23 @@ report: evaluate models/tiny adapter data
 export/peft: export adapter
 
 export/merged: export adapter models/tiny
+	format = merged
+
+full: train models/tiny tokens
+	backend = cpu
+	finetuning_type = full
+	learning_rate = 1e-3
+	max_steps = 3
+	per_device_train_batch_size = 2
+
+report_full: evaluate models/tiny full data
+	template = qwen2_vl
+	dataset = vl_demo
+	image_max_pixels = 20000
+	max_new_tokens = 4
+	backend = cpu
+
+export/full: export full
 	format = merged
 """
 
@@ -94,13 +117,61 @@ def forward(model, ids, pixels, grids, image_token_id):
                  use_cache=False).logits[0]
 
 
+def mean_loss(model, samples, image_token_id):
+    """The mean cross-entropy over the trained tokens of the samples."""
+    loss_sum, n_tokens = 0.0, 0
+    with torch.no_grad():
+        for ids, mask, pixels, grids in samples:
+            logits = forward(model, ids, pixels, grids, image_token_id)
+            targets = torch.tensor([ids[t + 1] if mask[t + 1] else -100 for t in range(len(ids) - 1)] + [-100])
+            loss_sum += F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
+            n_tokens += int((targets >= 0).sum())
+    return loss_sum / n_tokens
+
+
+def eval_loss(root, report):
+    metrics = json.load(open(os.path.join(root, report, "metrics.json")))
+    return metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
+
+
+def check_full(cases, shape, model_class, root, base, samples, image_token_id):
+    """The fully fine-tuned language model: loads whole, evaluates as transformers does, exports."""
+    model, info = model_class.from_pretrained(os.path.join(root, "full"), attn_implementation="eager",
+                                              output_loading_info=True)
+    problems = ["%s: %s" % (kind, sorted(names)[:5]) for kind, names in info.items() if names]
+    base_weights, weights = base.state_dict(), model.state_dict()
+    changed = sorted(n for n in weights if not torch.equal(weights[n].double(), base_weights[n].double()))
+    tower_changed = [n for n in changed if n.startswith("model.visual.") or ".visual." in n]
+    cases.check("%s full fine-tune loads in transformers whole, the tower as the base's" % shape,
+                not problems and changed and not tower_changed,
+                "%d tensors, %d of the language model changed, the vision tower's as they were"
+                % (len(weights), len(changed)), problems + tower_changed[:5])
+    model = model.double().eval()
+    reference = mean_loss(model, samples, image_token_id)
+    measured = eval_loss(root, "report_full")
+    relative = abs(measured - reference) / abs(reference)
+    cases.check("%s full fine-tune's eval_loss is transformers'" % shape, relative < 1e-4,
+                "%.6f against %.6f (relative %.2e)" % (measured, reference, relative))
+    exported = model_class.from_pretrained(os.path.join(root, "export", "full"),
+                                           attn_implementation="eager").double().eval()
+    worst = 0.0
+    with torch.no_grad():
+        for ids, mask, pixels, grids in samples:
+            a = forward(model, ids, pixels, grids, image_token_id)
+            b = forward(exported, ids, pixels, grids, image_token_id)
+            worst = max(worst, float((a - b).abs().max() / a.abs().max()))
+    cases.check("%s full fine-tune's merged export gives its logits" % shape, worst < 1e-6,
+                "worst relative error %.2e" % worst)
+
+
 def check_shape(cases, shape, model_class):
     from peft import PeftModel
     from peft.utils import load_peft_weights
     root = oracle.scratch_folder("vl_exports")
     try:
         write_workspace(root, shape)
-        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged"])
+        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged",
+                                     "report_full", "export/full"])
         if not cases.check("%s pipeline runs" % shape, status == 0, "init, tokenize, train, evaluate, export",
                            output.splitlines()[-15:]):
             return
@@ -116,17 +187,9 @@ def check_shape(cases, shape, model_class):
                     "%d adapter tensors, each on a module of the language model" % len(saved),
                     sorted(saved ^ used)[:10])
         model = model.double().eval()
-        loss_sum, n_tokens = 0.0, 0
         samples = samples_with_pixels(root)
-        with torch.no_grad():
-            for ids, mask, pixels, grids in samples:
-                logits = forward(model, ids, pixels, grids, image_token_id)
-                targets = torch.tensor([ids[t + 1] if mask[t + 1] else -100 for t in range(len(ids) - 1)] + [-100])
-                loss_sum += F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
-                n_tokens += int((targets >= 0).sum())
-        reference = loss_sum / n_tokens
-        metrics = json.load(open(os.path.join(root, "report", "metrics.json")))
-        measured = metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
+        reference = mean_loss(model, samples, image_token_id)
+        measured = eval_loss(root, "report")
         relative = abs(measured - reference) / abs(reference)
         cases.check("%s evaluate's eval_loss is PEFT's" % shape, relative < 1e-4,
                     "%.6f against %.6f over %d samples with %d images (relative %.2e)"
@@ -141,6 +204,7 @@ def check_shape(cases, shape, model_class):
                 worst = max(worst, float((a - b).abs().max() / a.abs().max()))
         cases.check("%s merged export loads in transformers with PEFT's logits" % shape, worst < 1e-4,
                     "worst relative error %.2e" % worst)
+        check_full(cases, shape, model_class, root, model_class.from_pretrained(base_dir), samples, image_token_id)
     finally:
         oracle.remove_scratch(root)
 
