@@ -173,12 +173,12 @@ static void write_stat_record(const char *dir, const char *question)
 {
     ft_strbuf text;
     ft_strbuf_init(&text);
-    ft_strbuf_printf(&text, "ftpipe up-to-date 3\nquestion %s\n", question);
+    ft_strbuf_printf(&text, "ftpipe up-to-date 4\nquestion %s\n", question);
     for (int i = 0; i < N_FILES; i++) {
         char *path = ft_xasprintf("%s/in/%d.txt", dir, i);
         struct stat st;
         CHECK_INT(lstat(path, &st), 0);
-        ft_strbuf_printf(&text, "%llx %llx %llx %llx in/%d.txt\n", (unsigned long long)st.st_dev,
+        ft_strbuf_printf(&text, "%016llx %016llx %016llx %016llx in/%d.txt\n", (unsigned long long)st.st_dev,
                          (unsigned long long)st.st_ino, (unsigned long long)st.st_size,
                          (unsigned long long)st.st_mtim.tv_sec * 1000000000ull + (unsigned long long)st.st_mtim.tv_nsec,
                          i);
