@@ -58,6 +58,8 @@ bool ft_record_answer_status(const ft_invocation *invocation)
         answered = 0;
     uint64_t checked_ns = ft_now_ns();
     if (answered == 1) {
+        /* two lines a stage: written 64 KiB at a time, not stdio's 4 KiB */
+        setvbuf(stdout, NULL, _IOFBF, (size_t)1 << 16);
         for (size_t i = 0; i < answer.n_stages; i++) {
             const ft_up_to_date_run *recorded = &answer.last_runs[i];
             ft_run_record last = {.id = recorded->id, .target = answer.targets[i], .kind = answer.kinds[i],
