@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/hash.h"
@@ -417,6 +418,7 @@ static int check_lines(const char *text, size_t size, const char *key, bool list
 
 int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_stages, ft_up_to_date_answer *answer)
 {
+    uint64_t start_ns = ft_now_ns();
     memset(answer, 0, sizeof *answer);
     /* Paths under the pipeline's folder are recorded relative to it: a lookup then
      * walks two components, not every one of an absolute path. */
@@ -431,16 +433,22 @@ int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_sta
     if (record_fd >= 0)
         close(record_fd);
     int answer_code = 0;
+    uint64_t lines_ns = 0, stats_ns = 0;
+    size_t n_stat_lines = 0;
     if (text != MAP_FAILED) {
         record_line *stat_lines = NULL;
-        size_t n_stat_lines = 0;
         answer_code = check_lines(text, (size_t)record.st_size, key, list_stages, answer, &stat_lines, &n_stat_lines);
+        lines_ns = ft_now_ns() - start_ns;
         if (answer_code == 2 && !stats_unchanged(dir_fd, stat_lines, n_stat_lines))
             answer_code = 0;
+        stats_ns = ft_now_ns() - start_ns - lines_ns;
         free(stat_lines);
         munmap(text, (size_t)record.st_size);
     }
     close(dir_fd);
+    answer->lines_ns = lines_ns;
+    answer->stats_ns = stats_ns;
+    answer->n_stat_lines = n_stat_lines;
     if (answer_code == 2)
         return 1;
     ft_up_to_date_answer_free(answer);

@@ -46,6 +46,10 @@ typedef struct {
     ft_up_to_date_run *last_runs;
     size_t capacity;
     char *record_text;
+    /* for FTPIPE_STATS: the record's lines read and checked but for the stat
+     * lines, then the stat lines */
+    uint64_t lines_ns, stats_ns;
+    size_t n_stat_lines;
 } ft_up_to_date_answer;
 
 /* 1 with *answer when pipeline_dir's record answers `key` and nothing it names
