@@ -93,13 +93,14 @@ static char *put_padded(char *at, const char *text, size_t width)
     return at;
 }
 
-/* Written without printf: status prints two lines for each of thousands of stages. */
+/* Written without printf, both lines in one write: status prints two lines for
+ * each of thousands of stages. */
 void ft_status_print_line(const char *target_name, const char *kind, const char *action, const char *reason,
                           const ft_run_record *last)
 {
     char *target = ft_terminal_text(target_name);
     size_t target_length = strlen(target), kind_length = strlen(kind), reason_length = strlen(reason);
-    size_t size = target_length + kind_length + reason_length + 128;
+    size_t size = target_length + kind_length + reason_length + 256;
     char small[512];
     char *line = size <= sizeof small ? small : ft_xmalloc(size);
     char *at = put_padded(line, target, 32);
@@ -111,22 +112,20 @@ void ft_status_print_line(const char *target_name, const char *kind, const char 
     memcpy(at, reason, reason_length);
     at += reason_length;
     *at++ = '\n';
+    if (last) {
+        at = put_padded(at, "    last run ", 0);
+        at = put_padded(at, start_time_text(last->start_ms), 0);
+        at = put_padded(at, ": ", 0);
+        at = put_padded(at, run_status_word(last->status), 0);
+        if (last->end_ms > 0) {
+            at = put_padded(at, " in ", 0);
+            at = put_padded(at, duration_text(last->end_ms - last->start_ms), 0);
+            at = put_padded(at, " s", 0);
+        }
+        *at++ = '\n';
+    }
     fwrite(line, 1, (size_t)(at - line), stdout);
     if (line != small)
         free(line);
     free(target);
-    if (!last)
-        return;
-    at = line = small;
-    at = put_padded(at, "    last run ", 0);
-    at = put_padded(at, start_time_text(last->start_ms), 0);
-    at = put_padded(at, ": ", 0);
-    at = put_padded(at, run_status_word(last->status), 0);
-    if (last->end_ms > 0) {
-        at = put_padded(at, " in ", 0);
-        at = put_padded(at, duration_text(last->end_ms - last->start_ms), 0);
-        at = put_padded(at, " s", 0);
-    }
-    *at++ = '\n';
-    fwrite(line, 1, (size_t)(at - line), stdout);
 }
