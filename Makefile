@@ -173,10 +173,13 @@ build/obj-asan/libftpipe.a: $(ASAN_OBJECTS)
 
 # Two programs, side by side: ftpipe-full is the whole program; ftpipe answers a
 # no-op and `ftpipe status` from the last build's record and hands anything else
-# to ftpipe-full (cli/front_main.c). --as-needed keeps ftpipe to the few
-# libraries that answer uses, so it starts without loading the rest.
+# to ftpipe-full (cli/front_main.c). ftpipe links only the libraries that answer
+# uses, SQLite and utf8proc copied in (their .a files come with the -dev
+# packages), so it starts with three shared objects to load: libc, libm and
+# libxxhash (whose .a lacks the run-time dispatching entry points).
+FRONT_LDLIBS = -Wl,-Bstatic -lsqlite3 -lutf8proc -Wl,-Bdynamic -lxxhash -lpthread -lm
 build/ftpipe: build/obj-release/ftpipe/cli/front_main.o build/obj-release/libftpipe.a build/ftpipe-full
-	$(CC) -pthread -o $@ $(filter %.o %.a,$^) -Wl,--as-needed $(LDLIBS)
+	$(CC) -pthread -o $@ $(filter %.o %.a,$^) -Wl,--as-needed $(FRONT_LDLIBS)
 build/ftpipe-full: build/obj-release/ftpipe/cli/main.o build/obj-release/libftpipe.a
 	$(CC) -pthread -o $@ $^ $(LDLIBS)
 

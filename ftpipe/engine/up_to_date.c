@@ -7,9 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/hash.h"
@@ -21,13 +24,15 @@
 #include "ftpipe/engine/stage.h"
 #include "ftpipe/engine/status_lines.h"
 
-#define RECORD_HEADER "ftpipe up-to-date 3\n"
+#define RECORD_HEADER "ftpipe up-to-date 4\n"
 
-static char *record_path(const char *dir_holding_state, bool is_state_dir)
-{
-    return is_state_dir ? ft_path_join(dir_holding_state, "up-to-date")
-                        : ft_xasprintf("%s/.ftpipe/up-to-date", dir_holding_state);
-}
+/* A stat as the record writes it: device, inode, size and mtime in nanoseconds,
+ * each as 16 hex digits and a space. Fixed widths let a check format the stat
+ * it took and compare bytes: no number is parsed (a no-op compares 20,000 of
+ * them at 10,000 stages). */
+#define STAT_TEXT_LENGTH (4 * 17)
+
+static char *record_path(const char *state_dir) { return ft_path_join(state_dir, "up-to-date"); }
 
 static void put_field(ft_strbuf *text, const char *name, const char *value)
 {
@@ -96,10 +101,84 @@ static unsigned long long mtime_ns(const struct stat *st)
     return (unsigned long long)((long long)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec);
 }
 
-static bool same_stat(const struct stat *st, const unsigned long long recorded[4])
+static void format_stat(const struct stat *st, char text[STAT_TEXT_LENGTH])
 {
-    return (unsigned long long)st->st_dev == recorded[0] && (unsigned long long)st->st_ino == recorded[1] &&
-           (unsigned long long)st->st_size == recorded[2] && mtime_ns(st) == recorded[3];
+    static const char digits[] = "0123456789abcdef";
+    const unsigned long long fields[4] = {(unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
+                                          (unsigned long long)st->st_size, mtime_ns(st)};
+    for (int f = 0; f < 4; f++) {
+        unsigned long long value = fields[f];
+        for (int i = 15; i >= 0; i--, value >>= 4)
+            text[17 * f + i] = digits[value & 15];
+        text[17 * f + 16] = ' ';
+    }
+}
+
+/* A pipeline file's line, "file HASH STAT_TEXT PATH" (HASH: its content hash or
+ * "absent"): its stat stands for its content, as a target's does, unless the
+ * file was written in the second before the record (then an edit in the same
+ * clock tick would keep its size and mtime), which is recorded as a stat of
+ * zeros that no file has (no inode is 0). */
+static void put_file_line(ft_strbuf *text, const char *path)
+{
+    struct stat st;
+    bool settled = stat(path, &st) == 0 && st.st_mtim.tv_sec + 1 < time(NULL);
+    if (!settled)
+        memset(&st, 0, sizeof st);
+    char hex[FT_HASH_HEX_LENGTH + 8], stat_text[STAT_TEXT_LENGTH];
+    content_hash(path, hex);
+    format_stat(&st, stat_text);
+    ft_strbuf_printf(text, "file %s %.*s%s\n", hex, STAT_TEXT_LENGTH, stat_text, path);
+}
+
+/* The record is mapped, not read: its pages come from the page cache without a
+ * copy, and nothing is written into them. A line is `length` bytes before its
+ * '\n'. */
+typedef struct {
+    const char *text;
+    size_t length;
+} record_line;
+
+static bool line_is(record_line line, const char *word)
+{
+    size_t length = strlen(word);
+    return line.length == length && memcmp(line.text, word, length) == 0;
+}
+
+/* Whether line begins with `word` and a space; then `rest` is what follows. */
+static bool line_starts(record_line line, const char *word, record_line *rest)
+{
+    size_t length = strlen(word);
+    if (line.length <= length || line.text[length] != ' ' || memcmp(line.text, word, length) != 0)
+        return false;
+    *rest = (record_line){line.text + length + 1, line.length - length - 1};
+    return true;
+}
+
+/* Whether a pipeline file's line (after "file ") still holds: the same stat, or
+ * else the same content (a touch without a change keeps the answer). */
+static bool file_unchanged(record_line line)
+{
+    const char *space = memchr(line.text, ' ', line.length);
+    size_t hash_length = space ? (size_t)(space - line.text) : 0;
+    if (!space || hash_length > FT_HASH_HEX_LENGTH || line.length - hash_length - 1 <= STAT_TEXT_LENGTH ||
+        line.length - hash_length - 1 - STAT_TEXT_LENGTH >= PATH_MAX)
+        return false;
+    const char *recorded_stat = space + 1;
+    char path[PATH_MAX];
+    size_t path_length = line.length - hash_length - 1 - STAT_TEXT_LENGTH;
+    memcpy(path, recorded_stat + STAT_TEXT_LENGTH, path_length);
+    path[path_length] = '\0';
+    struct stat st;
+    char now[STAT_TEXT_LENGTH];
+    if (stat(path, &st) == 0) {
+        format_stat(&st, now);
+        if (memcmp(now, recorded_stat, STAT_TEXT_LENGTH) == 0)
+            return true;
+    }
+    char hex[FT_HASH_HEX_LENGTH + 8];
+    content_hash(path, hex);
+    return strlen(hex) == hash_length && memcmp(hex, line.text, hash_length) == 0;
 }
 
 void ft_up_to_date_answer_free(ft_up_to_date_answer *answer)
@@ -111,10 +190,11 @@ void ft_up_to_date_answer_free(ft_up_to_date_answer *answer)
     memset(answer, 0, sizeof *answer);
 }
 
-/* "KIND TARGET": listed as pointers into the record's text, which the answer keeps. */
-static void add_stage(ft_up_to_date_answer *answer, char *line, bool list_stages)
+/* "KIND TARGET": copied, NUL-terminated, into the answer's text (which status
+ * keeps; it is as large as the record, which holds every name). */
+static void add_stage(ft_up_to_date_answer *answer, record_line line, bool list_stages, size_t *text_used)
 {
-    char *space = strchr(line, ' ');
+    const char *space = memchr(line.text, ' ', line.length);
     if (!space)
         return;
     if (!list_stages) {
@@ -128,14 +208,17 @@ static void add_stage(ft_up_to_date_answer *answer, char *line, bool list_stages
         answer->last_runs = ft_xrealloc(answer->last_runs, answer->capacity * sizeof *answer->last_runs);
     }
     memset(&answer->last_runs[answer->n_stages], 0, sizeof *answer->last_runs);
-    *space = '\0';
-    answer->kinds[answer->n_stages] = line;
-    answer->targets[answer->n_stages++] = space + 1;
+    char *copy = answer->record_text + *text_used;
+    memcpy(copy, line.text, line.length);
+    copy[space - line.text] = '\0';
+    copy[line.length] = '\0';
+    *text_used += line.length + 1;
+    answer->kinds[answer->n_stages] = copy;
+    answer->targets[answer->n_stages++] = copy + (space - line.text) + 1;
 }
 
 /* A lowercase hex number ending at `end` (as the record writes them with %llx),
- * from *p; moves *p past the end. A no-op reads four per path (80,000 at 10,000
- * stages), so without strtoull's locale and base handling. */
+ * from *p; moves *p past the end. */
 static bool parse_hex(const char **p, char end, unsigned long long *value)
 {
     const char *at = *p;
@@ -160,31 +243,32 @@ static bool parse_hex(const char **p, char end, unsigned long long *value)
     return true;
 }
 
-/* "last ID START_MS END_MS STATUS" in hex: the last run of the stage just listed. */
-static bool add_last_run(ft_up_to_date_answer *answer, const char *line, bool list_stages)
+/* "last ID START_MS END_MS STATUS" in hex: the last run of the stage just
+ * listed. Only status reads them; a no-op only counts stages. */
+static bool add_last_run(ft_up_to_date_answer *answer, record_line line, bool list_stages)
 {
+    if (!list_stages)
+        return answer->n_stages > 0;
     unsigned long long fields[4];
+    const char *at = line.text; /* the line ends in '\n', which no hex digit is */
     for (int i = 0; i < 4; i++)
-        if (!parse_hex(&line, i < 3 ? ' ' : '\0', &fields[i]))
+        if (!parse_hex(&at, i < 3 ? ' ' : '\n', &fields[i]))
             return false;
     if (answer->n_stages == 0 || fields[3] > FT_RUN_CACHED)
         return false;
-    if (list_stages) {
-        ft_up_to_date_run *run = &answer->last_runs[answer->n_stages - 1];
-        run->id = (int64_t)fields[0];
-        run->start_ms = (int64_t)fields[1];
-        run->end_ms = (int64_t)fields[2];
-        run->status = (ft_run_status)fields[3];
-    }
+    ft_up_to_date_run *run = &answer->last_runs[answer->n_stages - 1];
+    run->id = (int64_t)fields[0];
+    run->start_ms = (int64_t)fields[1];
+    run->end_ms = (int64_t)fields[2];
+    run->status = (ft_run_status)fields[3];
     return true;
 }
 
-/* The stat lines of a record, "DEVICE INODE SIZE MTIME_NS PATH" in hex, are parsed
- * and checked after the rest of it: on every core when there are many (a lookup
- * is mostly the kernel's; two cores do it in about half the time), stopping early
- * once one differs. Each worker keeps a few folders open: a lookup relative to
- * one walks one component, not every one (records alternate among few, as out/
- * and in/). */
+/* The stat lines of a record, "STAT_TEXT PATH", are checked after the rest of
+ * it: on every core when there are many (a lookup is mostly the kernel's; two
+ * cores do it in about half the time), stopping early once one differs. Each
+ * worker keeps a few folders open: a lookup relative to one walks one
+ * component, not every one (records alternate among few, as out/ and in/). */
 #define STATS_PER_ITEM 256
 #define FOLDERS_PER_WORKER 4
 
@@ -196,53 +280,70 @@ typedef struct {
 
 typedef struct {
     int dir_fd;
-    const char *const *lines;
+    const record_line *lines;
     size_t n_lines;
     open_folder *folders; /* FOLDERS_PER_WORKER per worker */
     atomic_bool changed;
 } stat_job;
 
-/* The folder holding path (its part before the last '/'), opened once per worker;
- * the pipeline's folder, with *name the whole path, when that fails or there is none. */
-static int folder_of(open_folder *folders, int dir_fd, const char *path, const char **name)
+/* The folder holding path (its part before the last '/'), opened once per
+ * worker, and in name the rest; the pipeline's folder and the whole path when
+ * that fails or there is no folder. false for a path too long to be one. */
+static bool folder_of(open_folder *folders, int dir_fd, record_line path, int *fd, char name[PATH_MAX])
 {
-    const char *slash = strrchr(path, '/');
-    *name = path;
-    if (!slash || slash == path || (size_t)(slash - path) >= PATH_MAX)
-        return dir_fd;
-    size_t length = (size_t)(slash - path);
-    for (int i = 0; i < FOLDERS_PER_WORKER; i++)
-        if (folders[i].path && folders[i].length == length && memcmp(folders[i].path, path, length) == 0) {
-            *name = slash + 1;
-            return folders[i].fd;
+    const char *slash = memrchr(path.text, '/', path.length);
+    size_t folder_length = slash && slash != path.text ? (size_t)(slash - path.text) : 0;
+    const char *rest = folder_length ? slash + 1 : path.text;
+    size_t rest_length = path.length - (size_t)(rest - path.text);
+    *fd = dir_fd;
+    if (folder_length >= PATH_MAX)
+        return false;
+    if (folder_length) {
+        int i = 0;
+        while (i < FOLDERS_PER_WORKER && !(folders[i].path && folders[i].length == folder_length &&
+                                           memcmp(folders[i].path, path.text, folder_length) == 0))
+            i++;
+        if (i < FOLDERS_PER_WORKER) {
+            *fd = folders[i].fd;
+        } else {
+            char folder[PATH_MAX];
+            memcpy(folder, path.text, folder_length);
+            folder[folder_length] = '\0';
+            int opened = openat(dir_fd, folder, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (opened < 0) {
+                rest = path.text; /* then looked up whole, and fails as the plan would */
+                rest_length = path.length;
+            } else {
+                open_folder *slot = &folders[FOLDERS_PER_WORKER - 1]; /* the oldest goes */
+                if (slot->path)
+                    close(slot->fd);
+                memmove(folders + 1, folders, (FOLDERS_PER_WORKER - 1) * sizeof *folders);
+                folders[0] = (open_folder){.path = path.text, .length = folder_length, .fd = opened};
+                *fd = opened;
+            }
         }
-    char folder[PATH_MAX];
-    memcpy(folder, path, length);
-    folder[length] = '\0';
-    int fd = openat(dir_fd, folder, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return dir_fd;
-    open_folder *slot = &folders[FOLDERS_PER_WORKER - 1]; /* the oldest goes */
-    if (slot->path)
-        close(slot->fd);
-    memmove(folders + 1, folders, (FOLDERS_PER_WORKER - 1) * sizeof *folders);
-    folders[0] = (open_folder){.path = path, .length = length, .fd = fd};
-    *name = slash + 1;
-    return fd;
+    }
+    if (rest_length >= PATH_MAX)
+        return false;
+    memcpy(name, rest, rest_length);
+    name[rest_length] = '\0';
+    return true;
 }
 
-static bool stat_line_unchanged(const char *line, open_folder *folders, int dir_fd)
+/* A stat line, "STAT_TEXT PATH": its path's lstat now, formatted, is the same text. */
+static bool stat_line_unchanged(record_line line, open_folder *folders, int dir_fd)
 {
-    unsigned long long recorded[4];
-    for (int i = 0; i < 4; i++)
-        if (!parse_hex(&line, ' ', &recorded[i]))
-            return false;
-    if (!*line)
+    if (line.length <= STAT_TEXT_LENGTH)
         return false;
-    const char *name;
-    int fd = folder_of(folders, dir_fd, line, &name);
+    record_line path = {line.text + STAT_TEXT_LENGTH, line.length - STAT_TEXT_LENGTH};
+    int fd;
+    char name[PATH_MAX];
     struct stat st;
-    return fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && same_stat(&st, recorded);
+    if (!folder_of(folders, dir_fd, path, &fd, name) || fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return false;
+    char now[STAT_TEXT_LENGTH];
+    format_stat(&st, now);
+    return memcmp(now, line.text, STAT_TEXT_LENGTH) == 0;
 }
 
 static void check_stats(void *context, size_t item, size_t worker)
@@ -255,7 +356,7 @@ static void check_stats(void *context, size_t item, size_t worker)
             atomic_store(&job->changed, true);
 }
 
-static bool stats_unchanged(int dir_fd, const char *const *lines, size_t n_lines)
+static bool stats_unchanged(int dir_fd, const record_line *lines, size_t n_lines)
 {
     size_t n_items = (n_lines + STATS_PER_ITEM - 1) / STATS_PER_ITEM;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -272,59 +373,82 @@ static bool stats_unchanged(int dir_fd, const char *const *lines, size_t n_lines
     return !atomic_load(&job.changed);
 }
 
+/* The record's lines after its header, checked in order; 2 when it is whole
+ * (ends with "end") and all but its stat lines, gathered in *stat_lines, hold. */
+static int check_lines(const char *text, size_t size, const char *key, bool list_stages, ft_up_to_date_answer *answer,
+                       record_line **stat_lines, size_t *n_stat_lines)
+{
+    size_t header_length = strlen(RECORD_HEADER), capacity = 0, text_used = 0;
+    if (size < header_length || memcmp(text, RECORD_HEADER, header_length) != 0)
+        return 0;
+    if (list_stages)
+        answer->record_text = ft_xmalloc(size);
+    const char *at = text + header_length, *end = text + size;
+    while (at < end) {
+        const char *newline = memchr(at, '\n', (size_t)(end - at));
+        if (!newline)
+            return 0; /* cut short */
+        record_line line = {at, (size_t)(newline - at)}, rest;
+        at = newline + 1;
+        /* Most lines are stat lines, which begin with a hex digit of a device
+         * number: a word's first letter is looked at before the word. */
+        bool holds = true;
+        char first = line.length ? line.text[0] : '\0';
+        if (first == 'q' && line_starts(line, "question", &rest))
+            holds = rest.length == strlen(key) && memcmp(rest.text, key, rest.length) == 0;
+        else if (first == 's' && line_starts(line, "stage", &rest))
+            add_stage(answer, rest, list_stages, &text_used);
+        else if (first == 'l' && line_starts(line, "last", &rest))
+            holds = add_last_run(answer, rest, list_stages);
+        else if (first == 'a' && line_is(line, "all stages"))
+            answer->all_stages = true;
+        else if (first == 'f' && line_starts(line, "file", &rest))
+            holds = file_unchanged(rest);
+        else if (first == 'e' && line_is(line, "end"))
+            return 2;
+        else { /* a stat line: checked later (a malformed one is a change) */
+            ft_grow((void **)stat_lines, &capacity, *n_stat_lines + 1, sizeof **stat_lines);
+            (*stat_lines)[(*n_stat_lines)++] = line;
+        }
+        if (!holds)
+            return 0;
+    }
+    return 0; /* no "end": cut short */
+}
+
 int ft_up_to_date_check(const char *pipeline_dir, const char *key, bool list_stages, ft_up_to_date_answer *answer)
 {
+    uint64_t start_ns = ft_now_ns();
     memset(answer, 0, sizeof *answer);
     /* Paths under the pipeline's folder are recorded relative to it: a lookup then
      * walks two components, not every one of an absolute path. */
     int dir_fd = open(pipeline_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (dir_fd < 0)
         return 0;
-    char *path = record_path(pipeline_dir, false);
-    char *text = NULL;
-    int read = ft_read_file(path, &text, NULL);
-    free(path);
-    if (read != 0) {
-        ft_error_clear();
-        close(dir_fd);
-        return 0;
+    int record_fd = openat(dir_fd, ".ftpipe/up-to-date", O_RDONLY | O_CLOEXEC);
+    struct stat record;
+    void *text = MAP_FAILED;
+    if (record_fd >= 0 && fstat(record_fd, &record) == 0 && record.st_size > 0)
+        text = mmap(NULL, (size_t)record.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, record_fd, 0);
+    if (record_fd >= 0)
+        close(record_fd);
+    int answer_code = 0;
+    uint64_t lines_ns = 0, stats_ns = 0;
+    size_t n_stat_lines = 0;
+    if (text != MAP_FAILED) {
+        record_line *stat_lines = NULL;
+        answer_code = check_lines(text, (size_t)record.st_size, key, list_stages, answer, &stat_lines, &n_stat_lines);
+        lines_ns = ft_now_ns() - start_ns;
+        if (answer_code == 2 && !stats_unchanged(dir_fd, stat_lines, n_stat_lines))
+            answer_code = 0;
+        stats_ns = ft_now_ns() - start_ns - lines_ns;
+        free(stat_lines);
+        munmap(text, (size_t)record.st_size);
     }
-    char **stat_lines = NULL;
-    size_t n_stat_lines = 0, capacity = 0;
-    char *line = text, *next;
-    int answer_code = strncmp(line, RECORD_HEADER, strlen(RECORD_HEADER)) == 0 ? 1 : 0;
-    line += answer_code ? strlen(RECORD_HEADER) : 0;
-    for (; answer_code == 1 && *line; line = next) {
-        next = strchr(line, '\n');
-        if (!next)
-            break;
-        *next++ = '\0';
-        char hex[FT_HASH_HEX_LENGTH + 8];
-        int offset = 0;
-        if (strncmp(line, "question ", 9) == 0) {
-            answer_code = strcmp(line + 9, key) == 0;
-        } else if (strncmp(line, "stage ", 6) == 0) {
-            add_stage(answer, line + 6, list_stages);
-        } else if (strncmp(line, "last ", 5) == 0) {
-            answer_code = add_last_run(answer, line + 5, list_stages);
-        } else if (strcmp(line, "all stages") == 0) {
-            answer->all_stages = true;
-        } else if (strncmp(line, "file ", 5) == 0 && sscanf(line + 5, "%39s %n", hex, &offset) == 1 && offset) {
-            char now[FT_HASH_HEX_LENGTH + 8];
-            content_hash(line + 5 + offset, now);
-            answer_code = strcmp(now, hex) == 0;
-        } else if (strcmp(line, "end") == 0) {
-            answer_code = 2; /* complete: a record cut short answers nothing */
-        } else { /* a stat line: parsed with its check (a malformed one is a change) */
-            ft_grow((void **)&stat_lines, &capacity, n_stat_lines + 1, sizeof *stat_lines);
-            stat_lines[n_stat_lines++] = line;
-        }
-    }
-    if (answer_code == 2 && !stats_unchanged(dir_fd, (const char *const *)stat_lines, n_stat_lines))
-        answer_code = 0;
-    free(stat_lines);
-    answer->record_text = text;
     close(dir_fd);
+    answer->lines_ns = lines_ns;
+    answer->stats_ns = stats_ns;
+    answer->n_stat_lines = n_stat_lines;
     if (answer_code == 2)
         return 1;
     ft_up_to_date_answer_free(answer);
@@ -347,8 +471,11 @@ static bool add_stat(ft_strbuf *text, ft_strmap *seen, const char *pipeline_dir,
     const char *shown = strncmp(path, pipeline_dir, dir_length) == 0 && path[dir_length] == '/' && path[dir_length + 1]
                             ? path + dir_length + 1
                             : path;
-    ft_strbuf_printf(text, "%llx %llx %llx %llx %s\n", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
-                     (unsigned long long)st.st_size, mtime_ns(&st), shown);
+    char stat_text[STAT_TEXT_LENGTH];
+    format_stat(&st, stat_text);
+    ft_strbuf_add(text, stat_text, STAT_TEXT_LENGTH);
+    ft_strbuf_puts(text, shown);
+    ft_strbuf_putc(text, '\n');
     return true;
 }
 
@@ -365,14 +492,10 @@ void ft_up_to_date_write(const ft_workspace *workspace, const ft_graph *graph, c
     ft_strbuf_init(&text);
     ft_strbuf_puts(&text, RECORD_HEADER);
     ft_strbuf_printf(&text, "question %s\n", key);
-    char hex[FT_HASH_HEX_LENGTH + 8];
-    for (size_t i = 0; i < pipeline->n_files; i++) {
-        content_hash(pipeline->files[i], hex);
-        ft_strbuf_printf(&text, "file %s %s\n", hex, pipeline->files[i]);
-    }
+    for (size_t i = 0; i < pipeline->n_files; i++)
+        put_file_line(&text, pipeline->files[i]);
     char *lock = ft_lock_path(pipeline->path);
-    content_hash(lock, hex);
-    ft_strbuf_printf(&text, "file %s %s\n", hex, lock);
+    put_file_line(&text, lock);
     free(lock);
     ft_last_runs runs;
     bool recordable = ft_last_runs_load(workspace->state, &runs) == 0;
@@ -403,7 +526,7 @@ void ft_up_to_date_write(const ft_workspace *workspace, const ft_graph *graph, c
     ft_last_runs_free(&runs);
     if (recordable) {
         ft_strbuf_puts(&text, n_selected == graph->n_nodes ? "all stages\nend\n" : "end\n");
-        char *path = record_path(workspace->state_dir, true);
+        char *path = record_path(workspace->state_dir);
         char *temporary = ft_xasprintf("%s.tmp.%ld", path, (long)getpid());
         FILE *out = fopen(temporary, "we");
         bool written = out && fwrite(text.data, 1, text.length, out) == text.length;
@@ -419,7 +542,7 @@ void ft_up_to_date_write(const ft_workspace *workspace, const ft_graph *graph, c
 
 void ft_up_to_date_forget(const char *state_dir)
 {
-    char *path = record_path(state_dir, true);
+    char *path = record_path(state_dir);
     unlink(path);
     free(path);
 }

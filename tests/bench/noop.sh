@@ -4,7 +4,8 @@
 # against GNU make on the equivalent Makefile, in the same run. Prints the
 # medians and the ratio ftpipe/make (below 1: ftpipe is faster), and the first
 # build's time against make's running the same recipes; then `ftpipe -n` and
-# `ftpipe status` on the built pipeline, and the no-op's phases (FTPIPE_STATS=1).
+# `ftpipe status` on the built pipeline, the CPU times of the no-op (both tools)
+# and of status where perf is installed, and the no-op's phases (FTPIPE_STATS=1).
 #   STAGES=10000 RUNS=7 FIRST_RUNS=7 sh tests/bench/noop.sh
 set -e
 cd "$(dirname "$0")/../.."
@@ -71,6 +72,28 @@ for command in -n status; do
   t=$(median < "$DIR/cmd.times")
   awk -v a="$t" -v b="$mk" -v c="$command" 'BEGIN { printf "ftpipe %s, median of '"$RUNS"':  %d ms (%.2f of make'"'"'s no-op)\n", c, a / 1000, a / b }'
 done
+# CPU time (perf's task-clock: user + system), which other work on the machine
+# disturbs far less than wall time: medians of RUNS, the two tools alternating,
+# and status's beside the no-op's. perf runs a command in its own environment,
+# a new question for the record, so one run under perf comes first.
+if command -v perf > /dev/null 2>&1; then
+  cpu_ms() { perf stat -x, -e task-clock "$@" 2>&1 > /dev/null | awk -F, '/task-clock/ { print $1 }'; }
+  perf stat -o /dev/null "$FTPIPE" -C "$DIR/ft" > /dev/null
+  FTPIPE_STATS=1 perf stat -o /dev/null "$FTPIPE" -C "$DIR/ft" 2>&1 > /dev/null | grep -q "answered from" ||
+    { echo "no-op CPU time: ftpipe under perf was not answered from .ftpipe/up-to-date"; exit 1; }
+  : > "$DIR/ft.cpu"; : > "$DIR/mk.cpu"; : > "$DIR/status.cpu"
+  for r in $(seq "$RUNS"); do
+    cpu_ms "$FTPIPE" -C "$DIR/ft" >> "$DIR/ft.cpu"
+    (cd "$DIR/mk" && cpu_ms make -s all) >> "$DIR/mk.cpu"
+    cpu_ms "$FTPIPE" -C "$DIR/ft" status >> "$DIR/status.cpu"
+  done
+  ft_cpu=$(median < "$DIR/ft.cpu"); mk_cpu=$(median < "$DIR/mk.cpu"); status_cpu=$(median < "$DIR/status.cpu")
+  awk -v a="$ft_cpu" -v b="$mk_cpu" -v s="$status_cpu" 'BEGIN {
+    printf "no-op CPU time, median of '"$RUNS"': ftpipe %.1f ms, make %.1f ms, ratio %.2f; ftpipe status %.1f ms (%.2f of the no-op)\n", a, b, a / b, s, s / a }'
+else
+  echo "no-op CPU time: skipped (no perf; Debian: linux-perf)"
+fi
+
 # The planned no-op's phases: another question (a VAR=value word) is not answered
 # from .ftpipe/up-to-date, so this run parses, builds the graph and plans.
 FTPIPE_STATS=1 "$FTPIPE" -C "$DIR/ft" BENCH_PLANNED=1 2>&1 >/dev/null | sed 's/^/planned no-op: /'

@@ -6,8 +6,9 @@
  * .ftpipe/up-to-date holds the question it answers (the program that plans,
  * ftpipe-full: invocation->program_path, else this process's own; the
  * pipeline file's path, the targets and VAR=value words, the environment), the
- * content hash of every pipeline file read (includes, parameters files, the lock
- * file), the lstat of every target and every input file, and each stage's kind,
+ * content hash and stat of every pipeline file read (includes, parameters files,
+ * the lock file; the stat answers while unchanged, the content once it differs),
+ * the lstat of every target and every input file, and each stage's kind,
  * target and last run (for `ftpipe status`, which then needs no database: runs
  * are added only under the workspace lock, which removes the record). The
  * answer stands while all of them are unchanged (the stats are checked on every
@@ -45,6 +46,10 @@ typedef struct {
     ft_up_to_date_run *last_runs;
     size_t capacity;
     char *record_text;
+    /* for FTPIPE_STATS: the record's lines read and checked but for the stat
+     * lines, then the stat lines */
+    uint64_t lines_ns, stats_ns;
+    size_t n_stat_lines;
 } ft_up_to_date_answer;
 
 /* 1 with *answer when pipeline_dir's record answers `key` and nothing it names

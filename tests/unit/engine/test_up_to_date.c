@@ -3,13 +3,15 @@
  * pipeline, another environment, a cut record or a locked run end that, and a
  * pipeline with a wildcard gets no record. The record keeps each stage's last run
  * for status, and its many stat lines, checked on several threads, see a change
- * wherever it is. The stage kind is this test's own
+ * wherever it is. A pipeline file settled before the build is answered by its
+ * stat, unread. The stage kind is this test's own
  * `shell`, which copies its first input, under the fixture's shell rules. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -165,6 +167,79 @@ TEST(the_record_keeps_each_stages_last_run)
     free(dir);
 }
 
+/* The bytes this process has read with read() so far (/proc/self/io's rchar). */
+static unsigned long long bytes_read(void)
+{
+    FILE *io = fopen("/proc/self/io", "r");
+    unsigned long long chars = 0;
+    CHECK(io != NULL);
+    if (io) {
+        CHECK_INT(fscanf(io, "rchar: %llu", &chars), 1);
+        fclose(io);
+    }
+    return chars;
+}
+
+static void set_mtime_seconds_ago(const char *dir, const char *name, int seconds)
+{
+    char *path = ft_path_join(dir, name);
+    struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = time(NULL) - seconds}};
+    CHECK_INT(utimensat(AT_FDCWD, path, times, 0), 0);
+    free(path);
+}
+
+/* A pipeline file written more than a second before the build is answered by
+ * its stat, unread; touched, it is read and hashed, and its content still
+ * answers; one written just before the build is hashed on every check. */
+TEST(a_settled_pipeline_file_is_answered_by_its_stat)
+{
+    ft_strbuf pipeline;
+    ft_strbuf_init(&pipeline);
+    ft_strbuf_puts(&pipeline, "out.txt: shell in.txt\n\trun = cp $< $@\n");
+    while (pipeline.length < 256 * 1024)
+        ft_strbuf_puts(&pipeline, "# a long comment, so that reading this file shows in the counter\n");
+    char *dir = workspace("settled", pipeline.data);
+    set_mtime_seconds_ago(dir, "Ftpipe", 10);
+    CHECK_INT(build(dir), 0);
+    size_t n = 0;
+    unsigned long long before = bytes_read();
+    CHECK(answered(dir, &n));
+    CHECK(bytes_read() - before < pipeline.length);
+    set_mtime_seconds_ago(dir, "Ftpipe", 5); /* touched, not changed */
+    before = bytes_read();
+    CHECK(answered(dir, &n));
+    CHECK(bytes_read() - before >= pipeline.length);
+    fixture_write_file(dir, "Ftpipe", pipeline.data, 0); /* written just now */
+    CHECK_INT(build(dir), 0);
+    before = bytes_read();
+    CHECK(answered(dir, &n));
+    CHECK(bytes_read() - before >= pipeline.length);
+    ft_strbuf_free(&pipeline);
+    free(dir);
+}
+
+TEST(a_record_of_another_version_answers_nothing)
+{
+    char *dir = workspace("version", NULL);
+    size_t n = 0;
+    CHECK_INT(build(dir), 0);
+    CHECK(answered(dir, &n));
+    char *record = ft_path_join(dir, ".ftpipe/up-to-date");
+    char *text = NULL;
+    CHECK_INT(ft_read_file(record, &text, NULL), 0);
+    char *version = strstr(text, " 4\n");
+    CHECK(version != NULL);
+    if (version)
+        version[1] = '3';
+    char *state_dir = ft_path_join(dir, ".ftpipe");
+    fixture_write_file(state_dir, "up-to-date", text, 0);
+    CHECK(!answered(dir, &n));
+    free(state_dir);
+    free(text);
+    free(record);
+    free(dir);
+}
+
 /* A record of N_FILES stat lines, written as a build writes them: more lines
  * than one thread checks alone. */
 #define N_FILES 3000
@@ -173,12 +248,12 @@ static void write_stat_record(const char *dir, const char *question)
 {
     ft_strbuf text;
     ft_strbuf_init(&text);
-    ft_strbuf_printf(&text, "ftpipe up-to-date 3\nquestion %s\n", question);
+    ft_strbuf_printf(&text, "ftpipe up-to-date 4\nquestion %s\n", question);
     for (int i = 0; i < N_FILES; i++) {
         char *path = ft_xasprintf("%s/in/%d.txt", dir, i);
         struct stat st;
         CHECK_INT(lstat(path, &st), 0);
-        ft_strbuf_printf(&text, "%llx %llx %llx %llx in/%d.txt\n", (unsigned long long)st.st_dev,
+        ft_strbuf_printf(&text, "%016llx %016llx %016llx %016llx in/%d.txt\n", (unsigned long long)st.st_dev,
                          (unsigned long long)st.st_ino, (unsigned long long)st.st_size,
                          (unsigned long long)st.st_mtim.tv_sec * 1000000000ull + (unsigned long long)st.st_mtim.tv_nsec,
                          i);
@@ -255,6 +330,8 @@ int main(void)
     RUN(the_record_keeps_each_stages_last_run);
     RUN(a_change_anywhere_among_many_paths_is_seen);
     RUN(a_pipeline_with_a_wildcard_gets_no_record);
+    RUN(a_settled_pipeline_file_is_answered_by_its_stat);
+    RUN(a_record_of_another_version_answers_nothing);
     ft_remove_tree(temporary_dir);
     free(temporary_dir);
     return check_done();
