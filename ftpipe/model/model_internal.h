@@ -63,6 +63,7 @@ typedef struct {
  * them), so that the model needs nothing of that module. */
 typedef struct {
     const void *(*weight)(ft_param_shards *shards, size_t offset); /* ft_param_shards_weight */
+    void (*prefetch)(ft_param_shards *shards, size_t current, size_t next);
     int (*end_pass)(ft_param_shards *shards);
     void (*free)(ft_param_shards *shards);
 } ft_param_shard_calls;
