@@ -387,7 +387,7 @@ static int reserve(ft_model *model, size_t sharded_bytes)
     ft_memory_plan plan;
     plan_memory(model, model->element_bytes, 0, &plan);
     if (sharded_bytes)
-        plan.total_bytes = plan.total_bytes - plan.parameter_bytes + sharded_bytes;
+        plan.total_bytes = plan.total_bytes - model->n_params * model->element_bytes + sharded_bytes;
     ft_backend_limits limits = limits_of(&model->config, &model->options, plan.total_bytes);
     return model->backend->reserve(model->backend, &limits);
 }
@@ -471,10 +471,27 @@ void ft_model_finish(ft_model *model, size_t sharded_weight_bytes)
 {
     fill_rope_tables(model);
     plan_memory(model, model->element_bytes, model->backend->reserved_bytes(model->backend), &model->plan);
-    if (sharded_weight_bytes) {
-        model->plan.total_bytes = model->plan.total_bytes - model->plan.parameter_bytes + sharded_weight_bytes;
-        model->plan.parameter_bytes = sharded_weight_bytes;
+    if (sharded_weight_bytes) { /* the language model's weights; a vision tower stays whole */
+        size_t whole = model->n_params * model->element_bytes;
+        model->plan.total_bytes = model->plan.total_bytes - whole + sharded_weight_bytes;
+        model->plan.parameter_bytes = model->plan.parameter_bytes - whole + sharded_weight_bytes;
     }
+}
+
+int ft_model_load_vision(ft_model *model, const char *model_dir)
+{
+    if (model->config.vision_language)
+        return ft_vision_qwen2_load(model_dir, &model->config.vision, &model->vision);
+    if (model->config.llava)
+        return ft_vision_clip_load(model_dir, model->backend, &model->clip);
+    return 0;
+}
+
+size_t ft_model_vision_weight_bytes(const ft_model *model)
+{
+    if (model->vision)
+        return ft_vision_qwen2_weight_bytes(&model->config.vision);
+    return model->clip ? ft_vision_clip_weight_bytes(model->clip) : 0;
 }
 
 /* Allocates an opened model whole, loads its weights and plans its memory. */
@@ -484,10 +501,8 @@ static int load_whole(ft_model *model, const char *model_dir, size_t *offsets, f
     free(offsets);
     if (status == 0)
         status = load_weights(model, model_dir);
-    if (status == 0 && model->config.vision_language)
-        status = ft_vision_qwen2_load(model_dir, &model->config.vision, &model->vision);
-    if (status == 0 && model->config.llava)
-        status = ft_vision_clip_load(model_dir, model->backend, &model->clip);
+    if (status == 0)
+        status = ft_model_load_vision(model, model_dir);
     if (status < 0) {
         ft_model_free(model);
         return -1;

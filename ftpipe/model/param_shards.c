@@ -389,18 +389,12 @@ int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_m
     ft_model *model = ft_model_open(model_dir, backend, options, &offsets);
     if (!model)
         return -1;
-    if (model->config.vision_language || model->config.llava) { /* the units hold no tower */
-        ft_error("%s: zero_stage = 3 shards a language model's weights only, and %s has a vision tower: use "
-                 "zero_stage = 1 or 2 for a vision-language model",
-                 model_dir, model->config.architecture_name);
-        free(offsets);
-        ft_model_free(model);
-        return -1;
-    }
     size_t weight_bytes = planned_bytes(model, offsets, comm->size, offload_param);
     int status = ft_model_allocate(model, offsets, weight_bytes);
     if (status == 0)
         status = load_shards(model, offsets, model_dir, comm, offload_param);
+    if (status == 0) /* small and frozen: whole on every rank, read by no unit */
+        status = ft_model_load_vision(model, model_dir);
     free(offsets);
     if (status < 0) {
         ft_model_free(model);
