@@ -13,6 +13,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/llava_config.h"
 #include "ftpipe/formats/safetensors.h"
+#include "ftpipe/model/vision_memory.h"
 #include "model_internal.h"
 
 /* --- the weights' layout --- */
@@ -152,16 +153,9 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     memset(plan, 0, sizeof *plan);
     plan->parameter_bytes = model->n_params * element_bytes;
     int rows = options->max_batch_size * options->max_seq_len;
-    if (model->config.vision_language) {
-        /* the tower's fp32 weights, and its pass at the most patches a batch can
-         * hold (each image token is merge^2 patches), all in one frame at worst */
-        const ft_vision_config *v = &model->config.vision;
-        int64_t patches = (int64_t)rows * v->spatial_merge_size * v->spatial_merge_size;
-        plan->parameter_bytes += ft_vision_qwen2_weight_bytes(v);
-        plan->activation_bytes += ft_vision_qwen2_work_bytes(v, patches, patches);
-    }
-    if (model->clip) /* LLaVA's tower and projector, loaded in fp32 */
-        plan->parameter_bytes += ft_vision_clip_weight_bytes(model->clip);
+    /* a vision tower's fp32 weights, and its pass over the most a batch can hold */
+    plan->parameter_bytes += ft_vision_tower_weight_bytes(&model->config);
+    plan->activation_bytes += ft_vision_tower_work_bytes(&model->config, rows);
     if (options->use_lora)
         plan->adapter_bytes = lora_parameter_count(&model->config, &options->lora) * sizeof(float);
     if (options->finetuning == FT_FINETUNE_LORA)
@@ -489,9 +483,7 @@ int ft_model_load_vision(ft_model *model, const char *model_dir)
 
 size_t ft_model_vision_weight_bytes(const ft_model *model)
 {
-    if (model->vision)
-        return ft_vision_qwen2_weight_bytes(&model->config.vision);
-    return model->clip ? ft_vision_clip_weight_bytes(model->clip) : 0;
+    return ft_vision_tower_weight_bytes(&model->config);
 }
 
 /* Allocates an opened model whole, loads its weights and plans its memory. */
