@@ -513,10 +513,11 @@ ft_param_shards_stats ft_param_shards_get_stats(const ft_param_shards *s) { retu
 int ft_param_shards_end_pass(ft_param_shards *s)
 {
     drain(s);
+    pthread_mutex_lock(&s->lock);
     for (int i = 0; i < WINDOW_UNITS; i++)
         s->window[i].unit = SIZE_MAX;
-    if (!s->failed)
-        return 0;
+    bool failed = s->failed;
     s->failed = false;
-    return ft_error("%s (in a ZeRO-3 pass)", s->message);
+    pthread_mutex_unlock(&s->lock);
+    return failed ? ft_error("%s (in a ZeRO-3 pass)", s->message) : 0;
 }
