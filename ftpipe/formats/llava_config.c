@@ -224,6 +224,7 @@ int ft_llava_text_config_load(const char *model_dir, ft_model_config *out)
     if (status == 0) {
         out->llava = true;
         out->image_token_id = llava.image_token_id;
+        out->llava_tower = llava;
     }
     free(path);
     return status;

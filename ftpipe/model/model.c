@@ -13,6 +13,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/llava_config.h"
 #include "ftpipe/formats/safetensors.h"
+#include "ftpipe/model/vision_memory.h"
 #include "model_internal.h"
 
 /* --- the weights' layout --- */
@@ -152,16 +153,9 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     memset(plan, 0, sizeof *plan);
     plan->parameter_bytes = model->n_params * element_bytes;
     int rows = options->max_batch_size * options->max_seq_len;
-    if (model->config.vision_language) {
-        /* the tower's fp32 weights, and its pass at the most patches a batch can
-         * hold (each image token is merge^2 patches), all in one frame at worst */
-        const ft_vision_config *v = &model->config.vision;
-        int64_t patches = (int64_t)rows * v->spatial_merge_size * v->spatial_merge_size;
-        plan->parameter_bytes += ft_vision_qwen2_weight_bytes(v);
-        plan->activation_bytes += ft_vision_qwen2_work_bytes(v, patches, patches);
-    }
-    if (model->clip) /* LLaVA's tower and projector, loaded in fp32 */
-        plan->parameter_bytes += ft_vision_clip_weight_bytes(model->clip);
+    /* a vision tower's fp32 weights, and its pass over the most a batch can hold */
+    plan->parameter_bytes += ft_vision_tower_weight_bytes(&model->config);
+    plan->activation_bytes += ft_vision_tower_work_bytes(&model->config, rows);
     if (options->use_lora)
         plan->adapter_bytes = lora_parameter_count(&model->config, &options->lora) * sizeof(float);
     if (options->finetuning == FT_FINETUNE_LORA)
@@ -400,7 +394,7 @@ static int reserve(ft_model *model, size_t sharded_bytes)
     ft_memory_plan plan;
     plan_memory(model, model->element_bytes, 0, &plan);
     if (sharded_bytes)
-        plan.total_bytes = plan.total_bytes - plan.parameter_bytes + sharded_bytes;
+        plan.total_bytes = plan.total_bytes - model->n_params * model->element_bytes + sharded_bytes;
     ft_backend_limits limits = limits_of(&model->config, &model->options, plan.total_bytes);
     return model->backend->reserve(model->backend, &limits);
 }
@@ -484,10 +478,25 @@ void ft_model_finish(ft_model *model, size_t sharded_weight_bytes)
 {
     fill_rope_tables(model);
     plan_memory(model, model->element_bytes, model->backend->reserved_bytes(model->backend), &model->plan);
-    if (sharded_weight_bytes) {
-        model->plan.total_bytes = model->plan.total_bytes - model->plan.parameter_bytes + sharded_weight_bytes;
-        model->plan.parameter_bytes = sharded_weight_bytes;
+    if (sharded_weight_bytes) { /* the language model's weights; a vision tower stays whole */
+        size_t whole = model->n_params * model->element_bytes;
+        model->plan.total_bytes = model->plan.total_bytes - whole + sharded_weight_bytes;
+        model->plan.parameter_bytes = model->plan.parameter_bytes - whole + sharded_weight_bytes;
     }
+}
+
+int ft_model_load_vision(ft_model *model, const char *model_dir)
+{
+    if (model->config.vision_language)
+        return ft_vision_qwen2_load(model_dir, &model->config.vision, &model->vision);
+    if (model->config.llava)
+        return ft_vision_clip_load(model_dir, model->backend, &model->clip);
+    return 0;
+}
+
+size_t ft_model_vision_weight_bytes(const ft_model *model)
+{
+    return ft_vision_tower_weight_bytes(&model->config);
 }
 
 /* Allocates an opened model whole, loads its weights and plans its memory. */
@@ -497,10 +506,8 @@ static int load_whole(ft_model *model, const char *model_dir, size_t *offsets, f
     free(offsets);
     if (status == 0)
         status = load_weights(model, model_dir);
-    if (status == 0 && model->config.vision_language)
-        status = ft_vision_qwen2_load(model_dir, &model->config.vision, &model->vision);
-    if (status == 0 && model->config.llava)
-        status = ft_vision_clip_load(model_dir, model->backend, &model->clip);
+    if (status == 0)
+        status = ft_model_load_vision(model, model_dir);
     if (status < 0) {
         ft_model_free(model);
         return -1;

@@ -63,6 +63,7 @@ typedef struct {
  * them), so that the model needs nothing of that module. */
 typedef struct {
     const void *(*weight)(ft_param_shards *shards, size_t offset); /* ft_param_shards_weight */
+    void (*prefetch)(ft_param_shards *shards, size_t current, size_t next);
     int (*end_pass)(ft_param_shards *shards);
     void (*free)(ft_param_shards *shards);
 } ft_param_shard_calls;
@@ -115,6 +116,9 @@ ft_model *ft_model_open(const char *model_dir, ft_backend *backend, const ft_mod
                         size_t **offsets);
 int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_weight_bytes);
 void ft_model_finish(ft_model *model, size_t sharded_weight_bytes);
+/* A vision-language folder's tower (and LLaVA's projector), whole: after the
+ * language model's weights, sharded or not. */
+int ft_model_load_vision(ft_model *model, const char *model_dir);
 
 /* Slices `base` (NULL: only counts) into the activations for these options,
  * with activations of element_bytes each; returns their size in bytes. */

@@ -158,6 +158,15 @@ static const void *weight(const pass *p, size_t offset)
     return (const char *)p->model->params + offset * p->model->element_bytes;
 }
 
+/* ZeRO-3: the pass computes with the unit holding `current` from now on, and
+ * with the one holding `next` (FT_ABSENT: none) after it, whose all-gather
+ * starts now, to overlap the compute. */
+static void prefetch(const pass *p, size_t current, size_t next)
+{
+    if (p->model->shards)
+        p->model->shard_calls->prefetch(p->model->shards, current, next);
+}
+
 static float *grad(const pass *p, size_t offset)
 {
     return offset == FT_ABSENT || !p->model->grads ? NULL : p->model->grads + offset;
@@ -463,6 +472,7 @@ static void embed(const pass *p)
 {
     ft_model *model = p->model;
     const ft_layer_activations *first = &model->act.layers[0];
+    prefetch(p, model->embed, model->layers[0].input_norm);
     p->backend->embedding_forward(p->backend, first->input, weight(p, model->embed), model->act.tokens, p->rows,
                                   p->config->hidden_size);
     if (model->n_image_rows > 0)
@@ -612,6 +622,7 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     upload_batch(&p, batch);
     embed(&p);
     for (int l = 0; l < layers; l++) {
+        prefetch(&p, model->layers[l].input_norm, l + 1 < layers ? model->layers[l + 1].input_norm : model->final_norm);
         layer_forward_to_mlp(&p, l, &shape);
         layer_down(&p, l);
     }
@@ -620,9 +631,11 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     if (loss)
         *loss = p.n_targets > 0 ? loss_sum / p.n_targets : 0.0;
     if (backward) {
+        prefetch(&p, model->final_norm, model->layers[layers - 1].input_norm);
         b->rmsnorm_backward(b, act->grad_residual, false, grad(&p, model->final_norm), act->grad_hidden,
                             act->final_input, weight(&p, model->final_norm), act->final_rstd, p.rows, hidden);
         for (int l = layers - 1; l >= 0; l--) {
+            prefetch(&p, model->layers[l].input_norm, l > 0 ? model->layers[l - 1].input_norm : FT_ABSENT);
             if (model->options.gradient_checkpointing)
                 layer_recompute(&p, l, &shape);
             layer_backward(&p, l, &shape);

@@ -1,6 +1,8 @@
 /* param_shards: units, this rank's shard of each, and the gathered window a pass reads. */
 #include "ftpipe/model/param_shards.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,13 +12,16 @@
 
 #define WINDOW_UNITS 2
 
-static const ft_param_shard_calls shard_calls = {ft_param_shards_weight, ft_param_shards_end_pass,
-                                                 ft_param_shards_free};
+static const ft_param_shard_calls shard_calls = {ft_param_shards_weight, ft_param_shards_prefetch,
+                                                 ft_param_shards_end_pass, ft_param_shards_free};
 
 typedef struct {
     size_t unit;            /* SIZE_MAX: empty */
     void *buffer;           /* room for the largest unit's whole weights, backend memory */
     unsigned long last_use;
+    unsigned long ticket;   /* its gather's place in the gather thread's order */
+    unsigned long issued_at_reads; /* the reads made when that gather was issued */
+    bool first_read_done;
 } slot;
 
 struct ft_param_shards {
@@ -31,9 +36,20 @@ struct ft_param_shards {
     size_t shard_elements;
     void *staging;             /* offloaded: the owned part of one unit, uploaded for the all-gather */
     slot window[WINDOW_UNITS];
-    unsigned long uses;
+    unsigned long uses;        /* the clock of the slots' last_use */
+    unsigned long reads;       /* through ft_param_shards_weight */
     size_t gathered_bytes;     /* the window and the staging buffer, allocated once */
-    bool failed;
+    ft_param_shards_stats stats;
+    /* the gather thread: it runs the slots' gathers in ticket order, the only
+     * user of comm while a pass runs, so that a gather overlaps the compute */
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    size_t queue[WINDOW_UNITS];  /* slot indices by ticket % WINDOW_UNITS */
+    unsigned long issued, done;  /* tickets */
+    bool failed, stopping;
+    char message[1024];          /* the failed gather's ft_error, which is the thread's own */
 };
 
 /* The units: the embeddings, each layer, then the final norm (and an untied lm_head). */
@@ -153,10 +169,89 @@ static int gather_unit(ft_param_shards *s, size_t u, void *to)
     return 0;
 }
 
+/* --- the gather thread --- */
+
+static void *gather_thread(void *argument)
+{
+    ft_param_shards *s = argument;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->stopping && s->done == s->issued)
+            pthread_cond_wait(&s->changed, &s->lock);
+        if (s->stopping)
+            break;
+        const slot *to = &s->window[s->queue[s->done % WINDOW_UNITS]];
+        size_t unit = to->unit;
+        void *buffer = to->buffer;
+        bool skip = s->failed; /* after a failure the pass's values are garbage anyway */
+        pthread_mutex_unlock(&s->lock);
+        int status = skip ? 0 : gather_unit(s, unit, buffer);
+        pthread_mutex_lock(&s->lock);
+        if (status < 0) {
+            snprintf(s->message, sizeof s->message, "%s", ft_error_message());
+            s->failed = true;
+        }
+        s->done++;
+        pthread_cond_broadcast(&s->changed);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Unit u's gather into slot `to`, queued behind those issued before it. */
+static void issue_gather(ft_param_shards *s, slot *to, size_t u)
+{
+    pthread_mutex_lock(&s->lock);
+    to->unit = u;
+    to->ticket = s->issued;
+    to->issued_at_reads = s->reads;
+    to->first_read_done = false;
+    s->queue[s->issued % WINDOW_UNITS] = (size_t)(to - s->window);
+    s->issued++;
+    s->stats.gathers++;
+    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Returns once the slot's last gather is done (at once for an empty slot). */
+static void wait_slot(ft_param_shards *s, const slot *which)
+{
+    pthread_mutex_lock(&s->lock);
+    while (which->unit != SIZE_MAX && s->done <= which->ticket)
+        pthread_cond_wait(&s->changed, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Returns once every issued gather is done: comm is free for the caller. */
+static void drain(ft_param_shards *s)
+{
+    pthread_mutex_lock(&s->lock);
+    while (s->done < s->issued)
+        pthread_cond_wait(&s->changed, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void stop_thread(ft_param_shards *s)
+{
+    if (!s->thread_started)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    if (s->done < s->issued && !s->failed) /* a pass that failed mid-way: its gather may wait for good */
+        s->comm->abort(s->comm);
+    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->changed);
+    s->thread_started = false;
+}
+
 void ft_param_shards_free(ft_param_shards *s)
 {
     if (!s)
         return;
+    stop_thread(s);
     s->model->shards = NULL;
     s->model->shard_calls = NULL;
     ft_backend *b = s->model->backend;
@@ -206,6 +301,15 @@ static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bo
         ft_param_shards_free(s);
         return ft_error_context("sharding the weights over %d ranks (ZeRO-3)", comm->size);
     }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->changed, NULL);
+    if (pthread_create(&s->thread, NULL, gather_thread, s) != 0) {
+        pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->changed);
+        ft_param_shards_free(s);
+        return ft_error("cannot start the ZeRO-3 gather thread (out of threads or memory)");
+    }
+    s->thread_started = true;
     *out = s;
     return 0;
 }
@@ -285,18 +389,12 @@ int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_m
     ft_model *model = ft_model_open(model_dir, backend, options, &offsets);
     if (!model)
         return -1;
-    if (model->config.vision_language || model->config.llava) { /* the units hold no tower */
-        ft_error("%s: zero_stage = 3 shards a language model's weights only, and %s has a vision tower: use "
-                 "zero_stage = 1 or 2 for a vision-language model",
-                 model_dir, model->config.architecture_name);
-        free(offsets);
-        ft_model_free(model);
-        return -1;
-    }
     size_t weight_bytes = planned_bytes(model, offsets, comm->size, offload_param);
     int status = ft_model_allocate(model, offsets, weight_bytes);
     if (status == 0)
         status = load_shards(model, offsets, model_dir, comm, offload_param);
+    if (status == 0) /* small and frozen: whole on every rank, read by no unit */
+        status = ft_model_load_vision(model, model_dir);
     free(offsets);
     if (status < 0) {
         ft_model_free(model);
@@ -309,6 +407,7 @@ int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_m
 
 int ft_param_shards_gather_whole(ft_param_shards *s)
 {
+    drain(s);
     ft_model *m = s->model;
     m->params = m->backend->alloc(m->backend, m->n_params * s->element_bytes);
     if (!m->params)
@@ -330,6 +429,7 @@ void ft_param_shards_release_whole(ft_param_shards *s)
 
 int ft_param_shards_unshard(ft_param_shards *s)
 {
+    drain(s);
     for (int i = 0; i < WINDOW_UNITS; i++) { /* room for the whole weights */
         s->model->backend->free(s->model->backend, s->window[i].buffer);
         s->window[i].buffer = NULL;
@@ -363,32 +463,61 @@ static size_t unit_of(const ft_param_shards *s, size_t offset)
     return low;
 }
 
+/* Unit u's slot: the one holding it, else (gathering it) an empty one, else
+ * the least recently used other than `keep`. */
+static slot *slot_for(ft_param_shards *s, size_t u, const slot *keep)
+{
+    slot *chosen = NULL;
+    for (int i = 0; i < WINDOW_UNITS; i++)
+        if (s->window[i].unit == u)
+            return &s->window[i];
+    for (int i = 0; i < WINDOW_UNITS; i++) {
+        slot *candidate = &s->window[i];
+        if (candidate == keep)
+            continue;
+        if (!chosen || (chosen->unit != SIZE_MAX &&
+                        (candidate->unit == SIZE_MAX || candidate->last_use < chosen->last_use)))
+            chosen = candidate;
+    }
+    wait_slot(s, chosen); /* a gather still writing into it */
+    issue_gather(s, chosen, u);
+    return chosen;
+}
+
 const void *ft_param_shards_weight(ft_param_shards *s, size_t offset)
 {
     size_t u = unit_of(s, offset);
-    slot *chosen = NULL;
-    for (int i = 0; i < WINDOW_UNITS && !chosen; i++)
-        if (s->window[i].unit == u)
-            chosen = &s->window[i];
-    if (!chosen) { /* an empty slot, else the least recently used */
-        chosen = &s->window[0];
-        for (int i = 1; i < WINDOW_UNITS; i++)
-            if (chosen->unit != SIZE_MAX && (s->window[i].unit == SIZE_MAX || s->window[i].last_use < chosen->last_use))
-                chosen = &s->window[i];
-        chosen->unit = u;
-        if (!s->failed && gather_unit(s, u, chosen->buffer) < 0)
-            s->failed = true;
+    slot *held = slot_for(s, u, NULL);
+    wait_slot(s, held);
+    if (!held->first_read_done) {
+        held->first_read_done = true;
+        if (held->issued_at_reads < s->reads) /* other weights were read while it was gathered */
+            s->stats.gathered_ahead++;
     }
-    chosen->last_use = ++s->uses;
-    return (const char *)chosen->buffer + (offset - s->units[u].first) * s->element_bytes;
+    s->reads++;
+    held->last_use = ++s->uses;
+    return (const char *)held->buffer + (offset - s->units[u].first) * s->element_bytes;
 }
+
+void ft_param_shards_prefetch(ft_param_shards *s, size_t current, size_t next)
+{
+    size_t u = unit_of(s, current);
+    slot *held = slot_for(s, u, NULL);
+    held->last_use = ++s->uses; /* it is in use from now on, so the other slot takes the next unit */
+    if (next != SIZE_MAX && unit_of(s, next) != u)
+        slot_for(s, unit_of(s, next), held);
+}
+
+ft_param_shards_stats ft_param_shards_get_stats(const ft_param_shards *s) { return s->stats; }
 
 int ft_param_shards_end_pass(ft_param_shards *s)
 {
+    drain(s);
+    pthread_mutex_lock(&s->lock);
     for (int i = 0; i < WINDOW_UNITS; i++)
         s->window[i].unit = SIZE_MAX;
-    if (!s->failed)
-        return 0;
+    bool failed = s->failed;
     s->failed = false;
-    return ft_error_context("a ZeRO-3 pass");
+    pthread_mutex_unlock(&s->lock);
+    return failed ? ft_error("%s (in a ZeRO-3 pass)", s->message) : 0;
 }

@@ -7,6 +7,7 @@
 
 #include "ftpipe/backend/cuda_scratch.h"
 #include "ftpipe/base/dtype.h"
+#include "ftpipe/model/vision_memory.h"
 
 /* The largest unit param_shards gathers: the embeddings, a layer, or the final norm with an untied head. */
 static uint64_t largest_unit_count(const ft_model_config *config)
@@ -133,11 +134,12 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
     if (ranks <= 1)
         return;
     ft_memory_plan *plan = &memory->plan;
-    uint64_t element = on_gpu ? 2 : sizeof(float), whole = plan->parameter_bytes;
+    uint64_t tower = ft_vision_tower_weight_bytes(config); /* frozen and small: whole on every rank */
+    uint64_t element = on_gpu ? 2 : sizeof(float), whole = plan->parameter_bytes - tower;
     uint64_t unit = largest_unit_count(config) * element;
     uint64_t shard = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
     uint64_t staging = offload_param ? (unit + (uint64_t)ranks - 1) / (uint64_t)ranks : 0;
-    uint64_t in_plan = 2 * unit + staging + (offload_param && on_gpu ? 0 : shard);
+    uint64_t in_plan = 2 * unit + staging + (offload_param && on_gpu ? 0 : shard) + tower;
     plan->total_bytes = plan->total_bytes - whole + in_plan;
     plan->parameter_bytes = in_plan;
     if (offload_param && on_gpu)

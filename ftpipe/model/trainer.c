@@ -691,7 +691,8 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         t.trains_weights = full;
         size_t shard = ft_param_shards_shard_bytes(t.params);
         bool offloaded = ft_param_shards_offloaded(t.params);
-        out->parameter_bytes = ft_param_shards_gathered_bytes(t.params) + (offloaded ? 0 : shard);
+        out->parameter_bytes = ft_param_shards_gathered_bytes(t.params) + (offloaded ? 0 : shard) +
+                               ft_model_vision_weight_bytes(model); /* a tower stays whole */
         out->parameter_host_bytes = offloaded ? shard : 0;
     }
     if (t.comm && options->zero_stage > 0

@@ -14,20 +14,8 @@
 
 #include "ftpipe/formats/model_config.h"
 
-typedef struct {
-    int hidden_size, intermediate_size, num_hidden_layers, num_attention_heads;
-    int image_size, patch_size, num_channels;
-    double layer_norm_eps;
-} ft_clip_vision_config;
-
-typedef struct {
-    ft_clip_vision_config vision;
-    int text_hidden_size;       /* the projector's output: text_config.hidden_size */
-    int image_token_id;         /* image_token_index (image_token_id in transformers 5) */
-    int vision_feature_layer;   /* an index into the tower's hidden states, negative from the end */
-    bool select_default;        /* vision_feature_select_strategy "default": CLS dropped; "full": kept */
-    bool projector_bias;        /* multimodal_projector_bias */
-} ft_llava_config;
+/* ft_llava_config and its ft_clip_vision_config are in model_config.h, whose
+ * ft_model_config carries a LLaVA folder's (llava_tower). */
 
 /* Whether the folder's config.json is a LlavaForConditionalGeneration (by
  * architectures, else model_type "llava"); false when it cannot be read. */

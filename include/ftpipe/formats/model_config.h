@@ -34,6 +34,23 @@ typedef struct {
     int tokens_per_second;            /* of video frames; written back, unused for images */
 } ft_vision_config;
 
+/* LLaVA's CLIP vision tower (vision_config) and the rest of its config.json
+ * beside text_config (llava_config.h reads them). */
+typedef struct {
+    int hidden_size, intermediate_size, num_hidden_layers, num_attention_heads;
+    int image_size, patch_size, num_channels;
+    double layer_norm_eps;
+} ft_clip_vision_config;
+
+typedef struct {
+    ft_clip_vision_config vision;
+    int text_hidden_size;       /* the projector's output: text_config.hidden_size */
+    int image_token_id;         /* image_token_index (image_token_id in transformers 5) */
+    int vision_feature_layer;   /* an index into the tower's hidden states, negative from the end */
+    bool select_default;        /* vision_feature_select_strategy "default": CLS dropped; "full": kept */
+    bool projector_bias;        /* multimodal_projector_bias */
+} ft_llava_config;
+
 typedef struct {
     ft_architecture architecture; /* of the language model: FT_ARCH_QWEN2 for Qwen2-VL */
     char architecture_name[64];   /* as in config.json: "Qwen2ForCausalLM" */
@@ -69,6 +86,7 @@ typedef struct {
     /* LLaVA's language model (text_config): image features from a CLIP tower
      * at image_token_id, positions by plain RoPE (vision_language stays false). */
     bool llava;
+    ft_llava_config llava_tower;  /* with llava: the whole config's tower and projector, for memory plans */
 } ft_model_config;
 
 /* path: a config.json or a model folder holding one. */

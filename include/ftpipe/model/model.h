@@ -97,6 +97,9 @@ ft_backend *ft_model_backend(const ft_model *model);
 /* The adapter (NULL without LoRA): to load a peft adapter into it, or save it. */
 ft_lora *ft_model_lora(const ft_model *model);
 ft_memory_plan ft_model_memory(const ft_model *model);
+/* The vision tower's (and LLaVA's projector's) weights, part of the plan's
+ * parameter_bytes; kept whole on every rank under ZeRO-3. 0: a text model. */
+size_t ft_model_vision_weight_bytes(const ft_model *model);
 
 /* A vision-language model's images for the next ft_model_forward or
  * ft_model_forward_backward (which takes them, so each batch sets its own), in

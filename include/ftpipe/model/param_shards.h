@@ -13,12 +13,18 @@
  *
  * A pass holds at most two units at once, in two buffers of the largest
  * unit's size allocated with the shards (so no step allocates): the one in
- * use and the next (a layer's output is normalised by the next layer's
- * input_layernorm, so that one is gathered while the current layer is still
- * held). A third unit replaces the least recently used, and the buffers are
+ * use and the next. The pass says which unit it computes with next
+ * (ft_param_shards_prefetch): the next unit's all-gather is issued then, into
+ * the other buffer, and runs on the shards' gather thread while the current
+ * unit computes, in forward order (embeddings, layer 0, 1, ..., final norm)
+ * and in backward's (final norm, the last layer down to layer 0, each
+ * layer's recomputation and backward reading one unit). The gather thread is
+ * the only user of comm while a pass runs, and runs the gathers in the order
+ * they were issued, so every rank's collectives match. A unit read but not
+ * held is gathered at once and waited for (the first, and a tied lm_head's
+ * embeddings); the least recently used buffer takes it. The buffers are
  * released when the pass ends: forward, the recomputation and backward each
- * gather a unit again. The host collectives block, so a gather is issued at
- * the first use of a unit rather than ahead of the compute it would overlap.
+ * gather a unit again.
  *
  * Every rank runs the same ops in the same order, so the gathers match. */
 #ifndef FTPIPE_PARAM_SHARDS_H
@@ -80,9 +86,25 @@ size_t ft_param_shards_shard_bytes(const ft_param_shards *shards);
 size_t ft_param_shards_gathered_bytes(const ft_param_shards *shards);
 
 /* For model_pass: the weight at `offset` of the whole layout, its unit
- * gathered if it is not held. A failed gather is kept for end_pass. */
+ * gathered (and waited for) if it is not held. A failed gather is kept for
+ * end_pass. */
 const void *ft_param_shards_weight(ft_param_shards *shards, size_t offset);
-/* Frees the held units; -1 with ft_error when a gather of the pass failed. */
+/* For model_pass, before it computes with the unit holding `current`: that
+ * unit is the one in use, and the all-gather of the unit holding `next`
+ * (SIZE_MAX: none) is issued now into the other buffer, to overlap the
+ * compute. Every rank calls it at the same points. */
+void ft_param_shards_prefetch(ft_param_shards *shards, size_t current, size_t next);
+/* Waits for the pass's gathers and frees the held units; -1 with ft_error
+ * when a gather of the pass failed. */
 int ft_param_shards_end_pass(ft_param_shards *shards);
+
+/* What the passes gathered, since the shards were made: the units gathered,
+ * and of them those gathered ahead: issued before other weights were read,
+ * so their all-gather had compute to overlap. */
+typedef struct {
+    unsigned long gathers;
+    unsigned long gathered_ahead;
+} ft_param_shards_stats;
+ft_param_shards_stats ft_param_shards_get_stats(const ft_param_shards *shards);
 
 #endif

@@ -59,7 +59,8 @@ void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu);
 /* ZeRO-3 over `ranks` (param_shards.h), after ft_train_memory_shard: the plan
  * holds one rank's 1 / ranks of the weights (loaded so from the files) and the
  * two buffers the passes gather units into (each the largest unit's size: the
- * embeddings or a layer). offload_param moves the shard to host memory (on the
+ * embeddings or a layer); a vision-language model's tower stays whole beside
+ * them (vision_memory.h). offload_param moves the shard to host memory (on the
  * cpu backend it is there already) and adds a staging buffer of the largest
  * unit's share. full: full fine-tuning, whose checkpoints and result gather
  * the whole weights. */

@@ -9,7 +9,11 @@
  *     elements a unit), and the model's memory plan counts the shard (unless
  *     offloaded) and the gather buffers;
  *   - gathering the whole weights and releasing them, and unsharding, give the
- *     loaded weights back. */
+ *     loaded weights back;
+ *   - a training pass (full fine-tuning, recomputation on) over the shards
+ *     issues each unit's gather before the previous unit computes (gathered
+ *     ahead), but for the embeddings that start it and a tied head's embeddings,
+ *     and gives the loss of the whole model bit for bit. */
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,11 +22,12 @@
 #include "ftpipe/backend/comm_host.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/random.h"
 #include "ftpipe/model/param_shards.h"
 
 static ft_backend *cpu;
 static char root[] = "/tmp/ftpipe-param-shards.XXXXXX";
-static char *model_dir;
+static char *model_dir, *tied_model_dir;
 
 static const ft_model_options options = {1, 8, FT_FINETUNE_NONE, false, {0}, false};
 
@@ -129,6 +134,70 @@ static void shards_over(int ranks, bool offload)
     }
 }
 
+/* One training pass on rank `rank`'s model; its loss into *loss. */
+static int train_pass(ft_model *model, double *loss)
+{
+    enum { ROWS = 8 };
+    int32_t tokens[ROWS], positions[ROWS], segments[ROWS], targets[ROWS];
+    for (int i = 0; i < ROWS; i++) {
+        tokens[i] = (int32_t)(ft_random_u64(5, (uint64_t)i) % ft_model_get_config(model)->vocab_size);
+        positions[i] = i;
+        segments[i] = 0;
+    }
+    for (int i = 0; i < ROWS; i++)
+        targets[i] = i + 1 < ROWS ? tokens[i + 1] : -100;
+    ft_batch batch = {1, ROWS, tokens, positions, segments, targets, 0, 1};
+    return ft_model_forward_backward(model, &batch, loss);
+}
+
+/* The gathers of one forward and backward pass with L layers: forward gathers
+ * the embeddings (at once), every layer and the final unit (each ahead);
+ * backward finds the final unit and the last layer held and gathers the other
+ * layers ahead. A tied head reads the embeddings again after the final norm,
+ * at once, and backward then gathers the last layer too (ahead). */
+static int check_prefetch_rank(ft_comm *comm, const char *dir, bool tied)
+{
+    static const ft_model_options training = {1, 8, FT_FINETUNE_FULL, false, {0}, true};
+    ft_model *whole = NULL, *sharded = NULL;
+    CHECK_INT(ft_model_load(dir, cpu, &training, &whole), 0);
+    CHECK_INT(ft_model_load_sharded(dir, cpu, &training, comm, false, &sharded), 0);
+    if (!whole || !sharded)
+        return 1;
+    CHECK_INT(ft_model_get_config(sharded)->tie_word_embeddings, tied);
+    double whole_loss = 0.0, sharded_loss = 0.0;
+    CHECK_INT(train_pass(whole, &whole_loss), 0);
+    CHECK_INT(train_pass(sharded, &sharded_loss), 0);
+    CHECK(whole_loss == sharded_loss && whole_loss > 0.0);
+    unsigned long layers = (unsigned long)ft_model_get_config(sharded)->num_hidden_layers;
+    ft_param_shards_stats stats = ft_param_shards_get_stats(ft_model_param_shards(sharded));
+    CHECK_INT(stats.gathers, tied ? 2 * layers + 3 : 2 * layers + 1);
+    CHECK_INT(stats.gathered_ahead, tied ? 2 * layers + 1 : 2 * layers);
+    ft_model_free(whole);
+    ft_model_free(sharded);
+    return check_case_failed;
+}
+
+static void prefetch_over(const char *dir, bool tied)
+{
+    pid_t children[2];
+    ft_comm *comm = NULL;
+    int rank = ft_comm_host_fork(2, &comm, children);
+    CHECK(rank >= 0);
+    if (rank != 0)
+        check_case_failed = 0;
+    int failed = rank >= 0 ? check_prefetch_rank(comm, dir, tied) : 1;
+    ft_comm_destroy(comm);
+    if (rank > 0)
+        _exit(failed);
+    int status = 0;
+    waitpid(children[1], &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(a_pass_gathers_each_next_unit_before_the_current_one_computes) { prefetch_over(model_dir, false); }
+
+TEST(a_tied_head_gathers_its_embeddings_at_once_and_the_rest_ahead) { prefetch_over(tied_model_dir, true); }
+
 TEST(two_ranks_read_the_whole_weights_through_their_shards) { shards_over(2, false); }
 
 TEST(three_ranks_with_offload_param_read_the_whole_weights) { shards_over(3, true); }
@@ -141,7 +210,11 @@ int main(void)
     model_dir = tiny_model_write(root, "model", FT_ARCH_LLAMA, 3, 7);
     RUN(two_ranks_read_the_whole_weights_through_their_shards);
     RUN(three_ranks_with_offload_param_read_the_whole_weights);
+    tied_model_dir = tiny_model_write(root, "tied", FT_ARCH_QWEN2, 3, 8);
+    RUN(a_pass_gathers_each_next_unit_before_the_current_one_computes);
+    RUN(a_tied_head_gathers_its_embeddings_at_once_and_the_rest_ahead);
     ft_backend_destroy(cpu);
+    free(tied_model_dir);
     free(model_dir);
     ft_remove_tree(root);
     return check_done();

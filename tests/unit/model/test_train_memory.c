@@ -1,11 +1,18 @@
-/* Tests of train_memory: the phases of a training run and which one is the peak.
+/* Tests of train_memory: the phases of a training run and which one is the peak;
+ * for vision-language models (tiny-qwen2.5-vl, tiny-llava) the estimate's plan
+ * is the loaded model's, tower included, and ZeRO-3 shards none of the tower.
  * (The figures against measured resident memory: tests/e2e/test_estimate.sh.) */
 #include <math.h>
+#include <stdlib.h>
 
 #include "check.h"
 #include "ftpipe/backend/cuda_scratch.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/formats/llava_config.h"
+#include "ftpipe/model/llava_init.h"
 #include "ftpipe/model/model_init.h"
 #include "ftpipe/model/train_memory.h"
+#include "ftpipe/model/vision_memory.h"
 
 static ft_model_config qwen_0_5b(void)
 {
@@ -189,8 +196,73 @@ TEST(refuses_options_the_model_refuses)
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &memory), -1);
 }
 
+static char root[] = "/tmp/ftpipe-train-memory.XXXXXX";
+
+/* A tiny vision-language folder: init's shape written under root. */
+static char *write_vl_model(const char *shape_name)
+{
+    char *dir = ft_path_join(root, shape_name);
+    ft_model_init_options options = {.dtype = FT_DTYPE_F32, .seed = 5, .threads = 1};
+    ft_llava_shape llava;
+    if (ft_llava_is_shape(shape_name)) {
+        CHECK_INT(ft_llava_shape_get(shape_name, &llava), 0);
+        CHECK_INT(ft_llava_init_write(dir, &llava, &options), 0);
+    } else {
+        CHECK_INT(ft_model_shape(shape_name, &options.config), 0);
+        CHECK_INT(ft_model_init_write(dir, &options), 0);
+    }
+    return dir;
+}
+
+/* The estimate from the folder's config against the model loaded from it
+ * (LoRA, 2 x 600 tokens: room for an image's 576 LLaVA tokens), and at ZeRO-3
+ * on 2 ranks against the same config without its tower: the difference is the
+ * whole tower. */
+static void estimate_matches_loaded_plan(const char *shape_name)
+{
+    char *dir = write_vl_model(shape_name);
+    ft_model_options options = {2, 600, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true};
+    ft_model_config config;
+    CHECK_INT(ft_language_model_config_load(dir, &config), 0);
+    ft_train_memory memory;
+    CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_F32, &memory), 0);
+    ft_backend *cpu = ft_backend_cpu_create(1);
+    ft_model *model = NULL;
+    CHECK_INT(ft_model_load(dir, cpu, &options, &model), 0);
+    if (model) {
+        ft_memory_plan loaded = ft_model_memory(model);
+        size_t tower = ft_vision_tower_weight_bytes(&config);
+        CHECK(tower > 0 && tower == ft_model_vision_weight_bytes(model));
+        CHECK_INT(memory.plan.parameter_bytes, loaded.parameter_bytes);
+        CHECK_INT(memory.plan.activation_bytes, loaded.activation_bytes);
+        CHECK_INT(memory.plan.adapter_bytes, loaded.adapter_bytes);
+        CHECK_INT(memory.plan.optimizer_bytes, loaded.optimizer_bytes);
+        CHECK_INT(memory.plan.total_bytes, loaded.total_bytes - loaded.scratch_bytes);
+        ft_model_free(model);
+    }
+    ft_backend_destroy(cpu);
+    ft_model_config text = config;
+    text.vision_language = false;
+    text.llava = false;
+    ft_train_memory sharded, text_sharded;
+    CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_F32, &sharded), 0);
+    CHECK_INT(ft_train_memory_estimate(&text, &options, false, 1, FT_DTYPE_F32, &text_sharded), 0);
+    ft_train_memory_apply_zero(&sharded, &config, false, 2, 3, false, false);
+    ft_train_memory_apply_zero(&text_sharded, &text, false, 2, 3, false, false);
+    CHECK_INT(sharded.plan.parameter_bytes - text_sharded.plan.parameter_bytes, ft_vision_tower_weight_bytes(&config));
+    free(dir);
+}
+
+TEST(the_estimate_counts_the_qwen2_5_vl_tower_as_the_loaded_model_does) { estimate_matches_loaded_plan("tiny-qwen2.5-vl"); }
+
+TEST(the_estimate_counts_the_llava_tower_as_the_loaded_model_does) { estimate_matches_loaded_plan("tiny-llava"); }
+
 int main(void)
 {
+    if (!mkdtemp(root))
+        return 1;
+    RUN(the_estimate_counts_the_qwen2_5_vl_tower_as_the_loaded_model_does);
+    RUN(the_estimate_counts_the_llava_tower_as_the_loaded_model_does);
     RUN(full_finetuning_peaks_while_saving_a_checkpoint_of_both_moments);
     RUN(recomputation_and_smaller_batches_lower_the_peak);
     RUN(on_a_gpu_the_plan_is_device_memory_in_bf16);
@@ -200,5 +272,6 @@ int main(void)
     RUN(zero_3_keeps_one_share_of_the_weights_per_rank);
     RUN(readme_table_row_qwen_7b_lora_stage_3);
     RUN(refuses_options_the_model_refuses);
+    ft_remove_tree(root);
     return check_done();
 }
