@@ -58,6 +58,16 @@ for f in "$W/adapter" "$W/export/peft"; do
   head -c 65536 "$f/model.safetensors" | grep -q '"model.layers.0.self_attn.q_proj.weight"' || t_fail "$f: no language model"
   [ -f "$f/preprocessor_config.json" ] || t_fail "$f: no preprocessor_config.json"
 done
+# at ZeRO-3 on 2 ranks, the shards gathered for the result, the tower beside them
+vl_example
+sed -e "s/	finetuning_type = lora/	finetuning_type = full\n	nproc_per_node = 2\n	zero_stage = 3/" -e '/lora_/d' \
+  "$ROOT/examples/vl-lora/Ftpipe" > "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" $VARS adapter
+t_expect_status 0
+head -c 65536 "$W/adapter/model.safetensors" | grep -q '"visual.patch_embed.proj.weight"' ||
+  t_fail "ZeRO-3: no vision tower in the train output"
+head -c 65536 "$W/adapter/model.safetensors" | grep -q '"model.layers.1.mlp.down_proj.weight"' ||
+  t_fail "ZeRO-3: the language model's shards are not gathered into the train output"
 t_end
 
 t_case "the vision tower and merger stay frozen"
