@@ -137,8 +137,8 @@ int ft_model_place_image_features(ft_model *model, const int32_t *tokens, int ro
 int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_t *segments, int batch_size,
                             int seq_len, int32_t *row_next_position);
 
-/* Rows of logits computed at once: the head's output never exceeds ~64 MiB. */
-int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows);
+/* Rows of logits computed at once (2048 in bf16, 16M logits in float): see model.c. */
+int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows, size_t element_bytes);
 
 /* The decoder in pieces, for generation (generate.c): the same ops as
  * ft_model_forward on the first `rows` rows of the activations, with the

@@ -128,7 +128,6 @@ static size_t lay_out_scratch(const ft_backend_limits *limits, char *base, ft_cu
         s.lora_b = (bf16 *)slice[FT_SCRATCH_LORA_B];
         s.lora_grad_xa = (bf16 *)slice[FT_SCRATCH_LORA_GRAD_XA];
         s.lora_dropped = (bf16 *)slice[FT_SCRATCH_LORA_DROPPED];
-        s.attention_grad_q = (float *)slice[FT_SCRATCH_ATTENTION_GRAD_Q];
         s.attention_grad_k_part = (float *)slice[FT_SCRATCH_ATTENTION_GRAD_K_PART];
         s.attention_grad_v_part = (float *)slice[FT_SCRATCH_ATTENTION_GRAD_V_PART];
         s.attention_delta = (float *)slice[FT_SCRATCH_ATTENTION_DELTA];
@@ -344,8 +343,7 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->argmax_rows = ft_cuda_argmax_rows;
     backend->scatter_rows = ft_cuda_scatter_rows;
     backend->attention_decode = ft_cuda_attention_decode;
-    backend->cross_entropy_forward = ft_cuda_cross_entropy_forward;
-    backend->cross_entropy_backward = ft_cuda_cross_entropy_backward;
+    backend->cross_entropy = ft_cuda_cross_entropy;
     backend->adamw = ft_cuda_adamw;
     backend->sum_squares = ft_cuda_sum_squares;
     backend->scale = ft_cuda_scale;

@@ -181,9 +181,14 @@ static void find_algorithm(ft_cuda_context *context, const ft_gemm *g, const gem
     uint64_t workspace = context->scratch.gemm_workspace_bytes;
     cublasLtMatmulHeuristicResult_t result;
     int returned = 0;
+    /* split-K only with a separate reduction, never added in place into the output
+     * (in any order the blocks finish): the same product gives the same bits */
+    uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE | CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
     plan->found = api->preference_create(&preference) == CUBLAS_STATUS_SUCCESS &&
                   api->preference_set(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
                                       sizeof workspace) == CUBLAS_STATUS_SUCCESS &&
+                  api->preference_set(preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions,
+                                      sizeof reductions) == CUBLAS_STATUS_SUCCESS &&
                   api->preference_set(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key->align_b,
                                       sizeof key->align_b) == CUBLAS_STATUS_SUCCESS &&
                   api->preference_set(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key->align_a,
