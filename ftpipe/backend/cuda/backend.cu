@@ -32,10 +32,24 @@ void ft_cuda_check_cublas(ft_cuda_context *context, cublasStatus_t status, const
         ft_cuda_fail(context, file, line, what, context->cublaslt.status_string(status));
 }
 
+/* The GPU this thread last made current, so that an op on the same GPU as the
+ * one before (the common case: one backend a thread) skips cudaSetDevice. Every
+ * change of device in this backend goes through use_device. */
+static __thread int current_device = -1;
+
+static cudaError_t use_device(int device)
+{
+    if (device == current_device)
+        return cudaSuccess;
+    cudaError_t status = cudaSetDevice(device);
+    current_device = status == cudaSuccess ? device : -1;
+    return status;
+}
+
 ft_cuda_context *ft_cuda_enter(ft_backend *self)
 {
     ft_cuda_context *context = (ft_cuda_context *)self->context;
-    CUDA_CHECK(context, cudaSetDevice(context->device));
+    CUDA_CHECK(context, use_device(context->device));
     return context;
 }
 
@@ -228,14 +242,14 @@ static int cuda_check(ft_backend *self)
 static void cuda_destroy(ft_backend *self)
 {
     ft_cuda_context *context = (ft_cuda_context *)self->context;
-    cudaSetDevice(context->device);
+    use_device(context->device);
     cudaStreamSynchronize(context->stream);
     for (size_t i = 0; i < context->n_allocations; i++)
         cudaFree(context->allocations[i].pointer);
     free(context->allocations);
     cudaFree(context->scratch_memory);
     ft_cuda_upload_stop(context);
-    ft_gemm_plan_cache_free(context->plans);
+    ft_gemm_plan_cache_free(context);
     if (context->lt)
         context->cublaslt.destroy(context->lt);
     ft_cublaslt_close(&context->cublaslt);
@@ -275,7 +289,7 @@ static int open_device(int device, cudaDeviceProp *properties)
         return ft_error("no CUDA GPU found: use backend = cpu");
     if (device < 0 || device >= count)
         return ft_error("GPU %d does not exist: this machine has %d (0..%d)", device, count, count - 1);
-    if (cudaGetDeviceProperties(properties, device) != cudaSuccess || cudaSetDevice(device) != cudaSuccess)
+    if (cudaGetDeviceProperties(properties, device) != cudaSuccess || use_device(device) != cudaSuccess)
         return ft_error("GPU %d cannot be opened: %s", device, cudaGetErrorString(cudaGetLastError()));
     if (properties->major < 8)
         return ft_error("GPU %d (%s) has compute capability %d.%d; the cuda backend needs 8.0 or later (bf16 "

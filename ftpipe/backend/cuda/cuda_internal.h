@@ -158,7 +158,7 @@ struct ft_gemm {
     const bf16 *bias;          /* NULL: none; only with a bf16 C */
 };
 void ft_cuda_gemm(ft_cuda_context *context, const ft_gemm *gemm);
-void ft_gemm_plan_cache_free(ft_gemm_plan_cache *cache);
+void ft_gemm_plan_cache_free(ft_cuda_context *context); /* and the descriptors it holds */
 void ft_cuda_to_bf16(ft_cuda_context *context, bf16 *out, const float *in, size_t n);
 void ft_cuda_linear_forward(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
                             const ft_lora_op *lora, int rows, int in_features, int out_features);
