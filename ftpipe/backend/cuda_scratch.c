@@ -15,7 +15,6 @@ void ft_cuda_scratch_slice_bytes(const ft_backend_limits *limits, size_t bytes[F
     bytes[FT_SCRATCH_LORA_B] = features * rank * BF16_BYTES;
     bytes[FT_SCRATCH_LORA_GRAD_XA] = rows * rank * BF16_BYTES;
     bytes[FT_SCRATCH_LORA_DROPPED] = limits->lora_dropout && rank ? rows * features * BF16_BYTES : 0;
-    bytes[FT_SCRATCH_ATTENTION_GRAD_Q] = attention;
     bytes[FT_SCRATCH_ATTENTION_GRAD_K_PART] = attention;
     bytes[FT_SCRATCH_ATTENTION_GRAD_V_PART] = attention;
     bytes[FT_SCRATCH_ATTENTION_DELTA] = rows * (size_t)limits->max_heads * sizeof(float);

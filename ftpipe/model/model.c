@@ -136,10 +136,13 @@ static size_t lora_parameter_count(const ft_model_config *config, const ft_lora_
     return total * config->num_hidden_layers;
 }
 
-int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows)
+int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows, size_t element_bytes)
 {
-    const size_t chunk_floats = (size_t)16 << 20;
-    size_t rows = chunk_floats / (size_t)config->vocab_size;
+    /* bf16 on a GPU: 2048 rows, so that lm_head's products are bound by arithmetic,
+     * not by reading its [vocab, hidden] weight once per chunk. float on the cpu:
+     * 16M logits, where a few hundred rows keep the BLAS busy and host memory is
+     * the scarcer thing. */
+    size_t rows = element_bytes == 2 ? 2048 : ((size_t)16 << 20) / (size_t)config->vocab_size;
     if (rows < 1)
         rows = 1;
     return rows < (size_t)max_rows ? (int)rows : max_rows;
@@ -164,7 +167,7 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
         plan->gradient_bytes = model->n_params * sizeof(float);
     plan->optimizer_bytes = 2 * plan->gradient_bytes;
     plan->activation_bytes += ft_model_plan_activations(&model->config, options, element_bytes,
-                                                       ft_model_head_chunk_rows(&model->config, rows), NULL, NULL);
+                                                       ft_model_head_chunk_rows(&model->config, rows, element_bytes), NULL, NULL);
     plan->scratch_bytes = backend_scratch_bytes;
     plan->total_bytes = plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes +
                         plan->optimizer_bytes + plan->activation_bytes + plan->scratch_bytes;
@@ -422,7 +425,7 @@ int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_byt
         model->weights[i].grad = model->grads ? model->grads + offsets[i] : NULL;
     }
     int rows = options->max_batch_size * options->max_seq_len;
-    model->head_chunk_rows = ft_model_head_chunk_rows(&model->config, rows);
+    model->head_chunk_rows = ft_model_head_chunk_rows(&model->config, rows, model->element_bytes);
     size_t bytes = ft_model_plan_activations(&model->config, options, model->element_bytes, model->head_chunk_rows,
                                              NULL, NULL);
     model->activation_memory = alloc_bytes(model, bytes, "activations");

@@ -146,8 +146,8 @@ int ft_model_prepare_vision(ft_model *model, const int32_t *tokens, const int32_
  * ft_error naming it when none. */
 const ft_tensor_view *ft_model_find_weight(const ft_model *model, const ft_safetensors *set, const char *name);
 
-/* Rows of logits computed at once: the head's output never exceeds ~64 MiB. */
-int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows);
+/* Rows of logits computed at once (2048 in bf16, 16M logits in float): see model.c. */
+int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows, size_t element_bytes);
 
 /* The decoder in pieces, for generation (generate.c): the same ops as
  * ft_model_forward on the first `rows` rows of the activations, with the

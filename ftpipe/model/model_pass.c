@@ -453,10 +453,10 @@ static double head(const pass *p, float *logits_out, double grad_scale)
         b->linear_forward(b, act->logits, x, lm_head, NULL, NULL, n, hidden, vocab);
         if (logits_out)
             download_logits(p, logits_out + (size_t)first * vocab, (size_t)n * vocab);
-        b->cross_entropy_forward(b, act->losses + first, act->logits, act->targets + first, n, vocab);
+        b->cross_entropy(b, act->losses + first, act->logits, act->targets + first, n, vocab, p->backward,
+                         (float)grad_scale);
         if (!p->backward)
             continue;
-        b->cross_entropy_backward(b, act->logits, act->logits, act->targets + first, n, vocab, (float)grad_scale);
         b->linear_backward(b, at(p, act->grad_hidden, (size_t)first * hidden), false, grad(p, model->lm_head), NULL,
                            act->logits, x, lm_head, NULL, n, hidden, vocab);
     }

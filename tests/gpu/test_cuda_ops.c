@@ -4,7 +4,7 @@
  * every supported head size with GQA and packed segments, embedding,
  * cross-entropy, AdamW. Outputs in bf16 are allowed a relative error of 2e-2;
  * float results 1e-2 (from bf16 inputs) or 1e-5 (float throughout). The
- * reductions without atomics (attention's dK and dV, the norm weight's gradient,
+ * reductions without atomics (attention's dQ, dK and dV, the norm weight's gradient,
  * sums of squares, embedding gradients of repeated tokens) must also give the
  * same bits when run again. */
 #include "gpu_check.h"
@@ -338,14 +338,17 @@ static void check_attention(attention_size a)
     CHECK_CLOSE("  grad_k", got, grad_k, nkv, BF16_TOLERANCE);
     from_gpu_bf16(got, dgrad_v, nkv);
     CHECK_CLOSE("  grad_v", got, grad_v, nkv, BF16_TOLERANCE);
-    /* again, into the same arrays: dK and dV the same bits (dQ is added with atomics) */
-    uint16_t *first = ft_xmalloc(2 * nkv * 2), *again = ft_xmalloc(2 * nkv * 2);
-    gpu->download(gpu, first, dgrad_k, nkv * 2);
-    gpu->download(gpu, first + nkv, dgrad_v, nkv * 2);
+    /* again, into the same arrays: dQ, dK and dV the same bits (no atomics) */
+    size_t all = nq + 2 * nkv;
+    uint16_t *first = ft_xmalloc(all * 2), *again = ft_xmalloc(all * 2);
+    gpu->download(gpu, first, dgrad_q, nq * 2);
+    gpu->download(gpu, first + nq, dgrad_k, nkv * 2);
+    gpu->download(gpu, first + nq + nkv, dgrad_v, nkv * 2);
     gpu->attention_backward(gpu, dgrad_q, dgrad_k, dgrad_v, dgrad, dout, dq, dk, dv, dlse, dsegments, &shape);
-    gpu->download(gpu, again, dgrad_k, nkv * 2);
-    gpu->download(gpu, again + nkv, dgrad_v, nkv * 2);
-    CHECK(memcmp(first, again, 2 * nkv * 2) == 0);
+    gpu->download(gpu, again, dgrad_q, nq * 2);
+    gpu->download(gpu, again + nq, dgrad_k, nkv * 2);
+    gpu->download(gpu, again + nq + nkv, dgrad_v, nkv * 2);
+    CHECK(memcmp(first, again, all * 2) == 0);
     free(first), free(again);
     CHECK_NO_GPU_FAILURE();
     gpu_release();
@@ -359,7 +362,7 @@ TEST(attention_matches_cpu_for_each_head_size)
     check_attention((attention_size){1, 130, 4, 1, 32});
     check_attention((attention_size){2, 64, 2, 2, 64});
     check_attention((attention_size){2, 200, 4, 2, 128});
-    check_attention((attention_size){1, 700, 2, 1, 64}); /* 11 key tiles: more than the dQ splits */
+    check_attention((attention_size){1, 700, 2, 1, 64}); /* 11 key tiles */
 }
 
 /* --- cross-entropy --- */
@@ -376,15 +379,21 @@ static void check_cross_entropy(int rows, int vocab)
     void *dlogits = to_gpu_bf16(logits, n);
     int32_t *dtargets = to_gpu_bytes(targets, rows * sizeof(int32_t));
     float *dlosses = gpu_array(rows * 4);
-    cpu->cross_entropy_forward(cpu, losses, logits, targets, rows, vocab);
-    gpu->cross_entropy_forward(gpu, dlosses, dlogits, dtargets, rows, vocab);
+    memcpy(grad, logits, n * sizeof(float));
+    cpu->cross_entropy(cpu, losses, grad, targets, rows, vocab, true, 0.25f);
+    gpu->cross_entropy(gpu, dlosses, dlogits, dtargets, rows, vocab, false, 0.25f); /* the loss alone */
     char what[64];
     snprintf(what, sizeof what, "cross-entropy %dx%d losses", rows, vocab);
     gpu->download(gpu, got, dlosses, rows * 4);
     CHECK_CLOSE(what, got, losses, rows, 1e-4);
     CHECK(got[1] == 0.0f);
-    cpu->cross_entropy_backward(cpu, grad, logits, targets, rows, vocab, 0.25f);
-    gpu->cross_entropy_backward(gpu, dlogits, dlogits, dtargets, rows, vocab, 0.25f); /* in place */
+    float *kept = ft_xmalloc(n * sizeof(float));
+    from_gpu_bf16(kept, dlogits, n);
+    CHECK_CLOSE("  logits untouched without backward", kept, logits, n, BF16_TOLERANCE);
+    free(kept);
+    gpu->cross_entropy(gpu, dlosses, dlogits, dtargets, rows, vocab, true, 0.25f); /* loss and gradient */
+    gpu->download(gpu, got, dlosses, rows * 4);
+    CHECK_CLOSE("  losses with backward", got, losses, rows, 1e-4);
     from_gpu_bf16(got, dlogits, n);
     CHECK_CLOSE("  grad_logits", got, grad, n, BF16_TOLERANCE);
     CHECK_NO_GPU_FAILURE();
@@ -395,6 +404,7 @@ static void check_cross_entropy(int rows, int vocab)
 TEST(cross_entropy_matches_cpu)
 {
     check_cross_entropy(9, 300);
+    check_cross_entropy(7, 301); /* not a multiple of 8: no 16-byte loads */
     check_cross_entropy(5, 151936);
 }
 

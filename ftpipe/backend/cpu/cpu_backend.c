@@ -173,29 +173,24 @@ static float row_logsumexp(const float *row, int vocab)
     return max + (float)log(sum);
 }
 
-static void cpu_cross_entropy_forward(ft_backend *self, float *losses, const void *logits, const int32_t *targets,
-                                      int rows, int vocab)
+static void cpu_cross_entropy(ft_backend *self, float *losses, void *logits, const int32_t *targets, int rows,
+                              int vocab, bool backward, float grad_scale)
 {
     for (int r = 0; r < rows; r++) {
-        const float *row = (const float *)logits + (size_t)r * vocab;
-        losses[r] = targets[r] < 0 ? 0.0f : row_logsumexp(row, vocab) - row[targets[r]];
-    }
-}
-
-static void cpu_cross_entropy_backward(ft_backend *self, void *grad_logits, const void *logits,
-                                       const int32_t *targets, int rows, int vocab, float grad_scale)
-{
-    for (int r = 0; r < rows; r++) {
-        const float *row = (const float *)logits + (size_t)r * vocab;
-        float *grad = (float *)grad_logits + (size_t)r * vocab;
+        float *row = (float *)logits + (size_t)r * vocab;
         if (targets[r] < 0) {
-            memset(grad, 0, (size_t)vocab * sizeof(float));
+            losses[r] = 0.0f;
+            if (backward)
+                memset(row, 0, (size_t)vocab * sizeof(float));
             continue;
         }
         float lse = row_logsumexp(row, vocab);
+        losses[r] = lse - row[targets[r]];
+        if (!backward)
+            continue;
         for (int c = 0; c < vocab; c++)
-            grad[c] = expf(row[c] - lse) * grad_scale;
-        grad[targets[r]] -= grad_scale;
+            row[c] = expf(row[c] - lse) * grad_scale;
+        row[targets[r]] -= grad_scale;
     }
 }
 
@@ -284,8 +279,7 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->argmax_rows = ft_cpu_argmax_rows;
     backend->scatter_rows = ft_cpu_scatter_rows;
     backend->attention_decode = ft_cpu_attention_decode;
-    backend->cross_entropy_forward = cpu_cross_entropy_forward;
-    backend->cross_entropy_backward = cpu_cross_entropy_backward;
+    backend->cross_entropy = cpu_cross_entropy;
     backend->adamw = cpu_adamw;
     backend->sum_squares = cpu_sum_squares;
     backend->scale = cpu_scale;

@@ -4,11 +4,17 @@
  * online softmax in fp32, so the [seq_len, seq_len] scores never exist in
  * device memory. Forward keeps each query's logsumexp.
  *
- * Backward goes over key tiles: a block owns 64 keys and one query head,
- * visits every query tile after them, keeps that head's share of dK and dV in
- * registers (written as fp32 partials that a second kernel adds up over the
- * query heads of each key/value group) and adds dQ into an fp32 buffer with
- * atomics. The softmax's row sums come from delta = rowsum(dO * O).
+ * Backward runs two kernels, so that no two blocks ever add into the same
+ * place and the same step gives the same bits every time. The first goes over
+ * key tiles: a block owns 64 keys and one query head, visits every query tile
+ * after them and keeps that head's share of dK and dV in registers (written as
+ * fp32 partials that a third kernel adds up over the query heads of each
+ * key/value group). The second goes over query tiles: a block owns 64 queries
+ * of one head, visits every key tile before them, recomputes P and dS and keeps
+ * dQ in registers, written once as bf16. Recomputing costs two of the five tile
+ * products again; adding dQ with atomics instead would make the result depend
+ * on the order blocks finish. The softmax's row sums come from
+ * delta = rowsum(dO * O).
  *
  * Each of the four warps owns 16 rows of a tile; head_dim is 16, 32, 64 or 128. */
 #include <limits.h>
@@ -210,31 +216,115 @@ __global__ void attention_delta_kernel(float *delta, const bf16 *grad_out, const
         delta[((row / seq_len) * n_heads + h) * seq_len + row % seq_len] = sum;
 }
 
+/* Backward's shared memory, as both backward kernels carve it. */
 template <int D>
-__global__ void __launch_bounds__(threads) attention_backward_kernel(
-    float *grad_q, float *grad_k_part, float *grad_v_part, const bf16 *grad_out, const bf16 *q, const bf16 *k,
-    const bf16 *v, const float *logsumexp, const float *delta, const int32_t *segments, int seq_len, int n_heads,
-    int n_kv_heads, float scale)
+struct backward_tiles {
+    bf16 *k, *v, *q, *grad_out;
+    float *score, *grad_prob;        /* S = Q K^T and dP = dO V^T, [64 x 64] */
+    bf16 *prob, *grad_score;         /* P and dS */
+    float *out;                      /* staging for a warp's rows of a result */
+    float *q_lse, *q_delta;          /* the query tile's logsumexp and delta */
+    int *q_segment, *k_segment;
+
+    __device__ explicit backward_tiles(unsigned char *shared)
+    {
+        typedef shape_of<D> s;
+        k = (bf16 *)shared;
+        v = k + tile * s::stride;
+        q = v + tile * s::stride;
+        grad_out = q + tile * s::stride;
+        score = (float *)(grad_out + tile * s::stride);
+        grad_prob = score + tile * score_stride;
+        prob = (bf16 *)(grad_prob + tile * score_stride);
+        grad_score = prob + tile * prob_stride;
+        out = (float *)(grad_score + tile * prob_stride);
+        q_lse = out + tile * s::out_stride;
+        q_delta = q_lse + tile;
+        q_segment = (int *)(q_delta + tile);
+        k_segment = q_segment + tile;
+    }
+};
+
+/* The query tile at first_q of head h: Q, dO, their segments, logsumexp and delta. */
+template <int D>
+__device__ void load_query_side(const backward_tiles<D> &t, const bf16 *q, const bf16 *grad_out,
+                                const int32_t *row_segments, const float *head_lse, const float *head_delta,
+                                int q_stride, int first_q, int seq_len)
+{
+    load_tile<D>(t.q, q, q_stride, first_q, seq_len);
+    load_tile<D>(t.grad_out, grad_out, q_stride, first_q, seq_len);
+    load_segments(t.q_segment, row_segments, first_q, seq_len);
+    for (int i = threadIdx.x; i < tile; i += threads) {
+        bool inside = first_q + i < seq_len;
+        t.q_lse[i] = inside ? head_lse[first_q + i] : 0.0f;
+        t.q_delta[i] = inside ? head_delta[first_q + i] : 0.0f;
+    }
+}
+
+/* S and dP for this warp's 16 queries, then P and dS = P (dP - delta) for this
+ * lane's half of its row r; both kernels compute them alike, so P and dS are the
+ * same bits in each. */
+template <int D>
+__device__ void softmax_grad(const backward_tiles<D> &t, int first_q, int first_k, int seq_len, float scale)
+{
+    typedef shape_of<D> s;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int r = warp * 16 + lane / 2, half = lane % 2, i = first_q + r;
+    scores<D>(t.score + warp * 16 * score_stride, t.q + warp * 16 * s::stride, t.k);
+    scores<D>(t.grad_prob + warp * 16 * score_stride, t.grad_out + warp * 16 * s::stride, t.v);
+    __syncwarp();
+    for (int c = half * 32; c < half * 32 + 32; c++) {
+        int j = first_k + c;
+        bool visible = i < seq_len && j <= i && t.k_segment[c] == t.q_segment[r];
+        float p = visible ? expf(t.score[r * score_stride + c] * scale - t.q_lse[r]) : 0.0f;
+        t.prob[r * prob_stride + c] = __float2bfloat16(p);
+        t.grad_score[r * prob_stride + c] = __float2bfloat16(p * (t.grad_prob[r * score_stride + c] - t.q_delta[r]));
+    }
+    __syncwarp();
+}
+
+/* This warp's 16 rows of `acc` (scaled) out to rows first.. of a [rows, stride]
+ * array of T, through the staging tile; rows past seq_len are not written. */
+template <int D, typename T>
+__device__ void store_rows(T *array, size_t stride, accumulator (&acc)[D / 16], float scale, float *staging,
+                           int first, int seq_len)
+{
+    typedef shape_of<D> s;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int r = warp * 16 + lane / 2, half = lane % 2;
+    float *staged = staging + warp * 16 * s::out_stride;
+#pragma unroll
+    for (int n = 0; n < D / 16; n++) {
+        for (int e = 0; e < acc[n].num_elements; e++)
+            acc[n].x[e] *= scale;
+        wmma::store_matrix_sync(staged + n * 16, acc[n], s::out_stride, wmma::mem_row_major);
+    }
+    __syncwarp();
+    if (first + r < seq_len)
+        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
+            array[(size_t)(first + r) * stride + d] = (T)staging[r * s::out_stride + d];
+    __syncwarp();
+}
+
+/* dK and dV of one key tile and one query head, as that head's fp32 partials. */
+template <int D>
+__global__ void __launch_bounds__(threads) attention_backward_kv_kernel(
+    float *grad_k_part, float *grad_v_part, const bf16 *grad_out, const bf16 *q, const bf16 *k, const bf16 *v,
+    const float *logsumexp, const float *delta, const int32_t *segments, int seq_len, int n_heads, int n_kv_heads,
+    float scale)
 {
     typedef shape_of<D> s;
     extern __shared__ __align__(128) unsigned char shared[];
-    bf16 *k_tile = (bf16 *)shared, *v_tile = k_tile + tile * s::stride, *q_tile = v_tile + tile * s::stride;
-    bf16 *do_tile = q_tile + tile * s::stride;
-    float *score = (float *)(do_tile + tile * s::stride), *grad_prob = score + tile * score_stride;
-    bf16 *prob = (bf16 *)(grad_prob + tile * score_stride), *grad_score = prob + tile * prob_stride;
-    float *out_tile = (float *)(grad_score + tile * prob_stride);
-    float *q_lse = out_tile + tile * s::out_stride, *q_delta = q_lse + tile;
-    int *q_segment = (int *)(q_delta + tile), *k_segment = q_segment + tile;
-
+    backward_tiles<D> t(shared);
     int first_k = blockIdx.x * tile, h = blockIdx.y, b = blockIdx.z, kv_h = h / (n_heads / n_kv_heads);
-    int q_stride = n_heads * D, kv_stride = n_kv_heads * D;
+    int q_stride = n_heads * D, kv_stride = n_kv_heads * D, warp = threadIdx.x / 32;
     size_t first_row = (size_t)b * seq_len;
     const int32_t *row_segments = segments + first_row;
-    load_tile<D>(k_tile, k + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
-    load_tile<D>(v_tile, v + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
-    load_segments(k_segment, row_segments, first_k, seq_len);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int r = warp * 16 + lane / 2, half = lane % 2;
+    const float *head_lse = logsumexp + ((size_t)b * n_heads + h) * seq_len;
+    const float *head_delta = delta + ((size_t)b * n_heads + h) * seq_len;
+    load_tile<D>(t.k, k + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
+    load_tile<D>(t.v, v + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
+    load_segments(t.k_segment, row_segments, first_k, seq_len);
 
     accumulator grad_k_acc[D / 16], grad_v_acc[D / 16]; /* this warp's 16 keys */
 #pragma unroll
@@ -242,56 +332,12 @@ __global__ void __launch_bounds__(threads) attention_backward_kernel(
         wmma::fill_fragment(grad_k_acc[n], 0.0f);
         wmma::fill_fragment(grad_v_acc[n], 0.0f);
     }
-    const float *head_lse = logsumexp + ((size_t)b * n_heads + h) * seq_len;
-    const float *head_delta = delta + ((size_t)b * n_heads + h) * seq_len;
     for (int first_q = first_k; first_q < seq_len; first_q += tile) {
         __syncthreads(); /* every warp is done with the previous q tile */
-        load_tile<D>(q_tile, q + first_row * q_stride + h * D, q_stride, first_q, seq_len);
-        load_tile<D>(do_tile, grad_out + first_row * q_stride + h * D, q_stride, first_q, seq_len);
-        load_segments(q_segment, row_segments, first_q, seq_len);
-        for (int t = threadIdx.x; t < tile; t += threads) {
-            bool inside = first_q + t < seq_len;
-            q_lse[t] = inside ? head_lse[first_q + t] : 0.0f;
-            q_delta[t] = inside ? head_delta[first_q + t] : 0.0f;
-        }
+        load_query_side<D>(t, q + first_row * q_stride + h * D, grad_out + first_row * q_stride + h * D,
+                           row_segments, head_lse, head_delta, q_stride, first_q, seq_len);
         __syncthreads();
-        scores<D>(score + warp * 16 * score_stride, q_tile + warp * 16 * s::stride, k_tile);
-        scores<D>(grad_prob + warp * 16 * score_stride, do_tile + warp * 16 * s::stride, v_tile);
-        __syncwarp();
-
-        /* P and dS = P (dP - delta) for this lane's half of row r */
-        int i = first_q + r;
-        for (int c = half * 32; c < half * 32 + 32; c++) {
-            int j = first_k + c;
-            bool visible = i < seq_len && j <= i && k_segment[c] == q_segment[r];
-            float p = visible ? expf(score[r * score_stride + c] * scale - q_lse[r]) : 0.0f;
-            prob[r * prob_stride + c] = __float2bfloat16(p);
-            grad_score[r * prob_stride + c] = __float2bfloat16(p * (grad_prob[r * score_stride + c] - q_delta[r]));
-        }
-        __syncwarp();
-
-        /* dQ for this warp's queries: scale dS K, added into the fp32 buffer */
-#pragma unroll
-        for (int n = 0; n < D / 16; n++) {
-            accumulator sum;
-            wmma::fill_fragment(sum, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < tile / 16; kk++) {
-                rows_a ds;
-                rows_b key;
-                wmma::load_matrix_sync(ds, grad_score + warp * 16 * prob_stride + kk * 16, prob_stride);
-                wmma::load_matrix_sync(key, k_tile + kk * 16 * s::stride + n * 16, s::stride);
-                wmma::mma_sync(sum, ds, key, sum);
-            }
-            wmma::store_matrix_sync(out_tile + warp * 16 * s::out_stride + n * 16, sum, s::out_stride,
-                                    wmma::mem_row_major);
-        }
-        __syncwarp();
-        if (i < seq_len) {
-            float *row = grad_q + (first_row + i) * q_stride + h * D;
-            for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
-                atomicAdd(&row[d], out_tile[r * s::out_stride + d] * scale);
-        }
+        softmax_grad<D>(t, first_q, first_k, seq_len, scale);
         __syncthreads(); /* P and dS of every warp are needed below */
 
         /* this warp's keys: dV += P^T dO, dK += dS^T Q (scaled at the end) */
@@ -301,37 +347,65 @@ __global__ void __launch_bounds__(threads) attention_backward_kernel(
             for (int kk = 0; kk < tile / 16; kk++) {
                 columns_a pt, dst;
                 rows_b grad, query;
-                wmma::load_matrix_sync(pt, prob + kk * 16 * prob_stride + warp * 16, prob_stride);
-                wmma::load_matrix_sync(grad, do_tile + kk * 16 * s::stride + n * 16, s::stride);
+                wmma::load_matrix_sync(pt, t.prob + kk * 16 * prob_stride + warp * 16, prob_stride);
+                wmma::load_matrix_sync(grad, t.grad_out + kk * 16 * s::stride + n * 16, s::stride);
                 wmma::mma_sync(grad_v_acc[n], pt, grad, grad_v_acc[n]);
-                wmma::load_matrix_sync(dst, grad_score + kk * 16 * prob_stride + warp * 16, prob_stride);
-                wmma::load_matrix_sync(query, q_tile + kk * 16 * s::stride + n * 16, s::stride);
+                wmma::load_matrix_sync(dst, t.grad_score + kk * 16 * prob_stride + warp * 16, prob_stride);
+                wmma::load_matrix_sync(query, t.q + kk * 16 * s::stride + n * 16, s::stride);
                 wmma::mma_sync(grad_k_acc[n], dst, query, grad_k_acc[n]);
             }
         }
     }
-    /* out: this head's share of dK and dV for this warp's 16 keys, through the output tile */
-    int j = first_k + r;
-    float *staged = out_tile + warp * 16 * s::out_stride;
-    size_t part = ((first_row + j) * n_heads + h) * D;
-#pragma unroll
-    for (int n = 0; n < D / 16; n++) {
-        for (int e = 0; e < grad_k_acc[n].num_elements; e++)
-            grad_k_acc[n].x[e] *= scale;
-        wmma::store_matrix_sync(staged + n * 16, grad_k_acc[n], s::out_stride, wmma::mem_row_major);
-    }
-    __syncwarp();
-    if (j < seq_len)
-        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
-            grad_k_part[part + d] = out_tile[r * s::out_stride + d];
-    __syncwarp();
+    size_t part_stride = (size_t)n_heads * D, first_part = (first_row * n_heads + h) * D;
+    store_rows<D, float>(grad_k_part + first_part, part_stride, grad_k_acc, scale, t.out, first_k, seq_len);
+    store_rows<D, float>(grad_v_part + first_part, part_stride, grad_v_acc, 1.0f, t.out, first_k, seq_len);
+}
+
+/* dQ of one query tile and head: dS K over every key tile it sees, written once. */
+template <int D>
+__global__ void __launch_bounds__(threads) attention_backward_q_kernel(
+    bf16 *grad_q, const bf16 *grad_out, const bf16 *q, const bf16 *k, const bf16 *v, const float *logsumexp,
+    const float *delta, const int32_t *segments, int seq_len, int n_heads, int n_kv_heads, float scale)
+{
+    typedef shape_of<D> s;
+    extern __shared__ __align__(128) unsigned char shared[];
+    backward_tiles<D> t(shared);
+    int first_q = blockIdx.x * tile, h = blockIdx.y, b = blockIdx.z, kv_h = h / (n_heads / n_kv_heads);
+    int q_stride = n_heads * D, kv_stride = n_kv_heads * D, warp = threadIdx.x / 32;
+    size_t first_row = (size_t)b * seq_len;
+    const int32_t *row_segments = segments + first_row;
+    load_query_side<D>(t, q + first_row * q_stride + h * D, grad_out + first_row * q_stride + h * D, row_segments,
+                       logsumexp + ((size_t)b * n_heads + h) * seq_len,
+                       delta + ((size_t)b * n_heads + h) * seq_len, q_stride, first_q, seq_len);
+
+    accumulator grad_q_acc[D / 16]; /* this warp's 16 queries */
 #pragma unroll
     for (int n = 0; n < D / 16; n++)
-        wmma::store_matrix_sync(staged + n * 16, grad_v_acc[n], s::out_stride, wmma::mem_row_major);
-    __syncwarp();
-    if (j < seq_len)
-        for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
-            grad_v_part[part + d] = out_tile[r * s::out_stride + d];
+        wmma::fill_fragment(grad_q_acc[n], 0.0f);
+    int last_key = min(seq_len, first_q + tile) - 1;
+    for (int first_k = 0; first_k <= last_key; first_k += tile) {
+        __syncthreads(); /* every warp is done with the previous k and v */
+        load_tile<D>(t.k, k + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
+        load_tile<D>(t.v, v + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
+        load_segments(t.k_segment, row_segments, first_k, seq_len);
+        __syncthreads();
+        softmax_grad<D>(t, first_q, first_k, seq_len, scale);
+
+        /* dQ += dS K for this warp's queries (its own rows of dS: no block-wide wait) */
+#pragma unroll
+        for (int n = 0; n < D / 16; n++) {
+#pragma unroll
+            for (int kk = 0; kk < tile / 16; kk++) {
+                rows_a ds;
+                rows_b key;
+                wmma::load_matrix_sync(ds, t.grad_score + warp * 16 * prob_stride + kk * 16, prob_stride);
+                wmma::load_matrix_sync(key, t.k + kk * 16 * s::stride + n * 16, s::stride);
+                wmma::mma_sync(grad_q_acc[n], ds, key, grad_q_acc[n]);
+            }
+        }
+    }
+    store_rows<D, bf16>(grad_q + first_row * q_stride + h * D, q_stride, grad_q_acc, scale, t.out, first_q,
+                        seq_len);
 }
 
 /* grad[row, kv_h, d] = the sum of the partials of the query heads that read kv_h */
@@ -361,7 +435,9 @@ int prepare(ft_cuda_context *context)
                         context->device, context->properties.name, most, D, shape_of<D>::backward_bytes);
     bool ok = cudaFuncSetAttribute(attention_forward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)shape_of<D>::forward_bytes) == cudaSuccess &&
-              cudaFuncSetAttribute(attention_backward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+              cudaFuncSetAttribute(attention_backward_kv_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)shape_of<D>::backward_bytes) == cudaSuccess &&
+              cudaFuncSetAttribute(attention_backward_q_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)shape_of<D>::backward_bytes) == cudaSuccess;
     if (!ok)
         return ft_error("GPU %d (%s): cannot give attention %zu bytes of shared memory: %s", context->device,
@@ -381,16 +457,20 @@ void forward(ft_cuda_context *context, void *out, float *logsumexp, const void *
 }
 
 template <int D>
-void backward(ft_cuda_context *context, float *grad_q, float *const parts[2], const void *grad_out,
-              const void *q, const void *k, const void *v, const float *logsumexp, const float *delta,
-              const int32_t *segments, const ft_attention_shape *shape)
+void backward(ft_cuda_context *context, void *grad_q, float *const parts[2], const void *grad_out, const void *q,
+              const void *k, const void *v, const float *logsumexp, const float *delta, const int32_t *segments,
+              const ft_attention_shape *shape)
 {
     dim3 blocks((shape->seq_len + tile - 1) / tile, shape->n_heads, shape->batch_size);
-    attention_backward_kernel<D><<<blocks, threads, shape_of<D>::backward_bytes, context->stream>>>(
-        grad_q, parts[0], parts[1], (const bf16 *)grad_out, (const bf16 *)q, (const bf16 *)k,
-        (const bf16 *)v, logsumexp, delta, segments, shape->seq_len, shape->n_heads, shape->n_kv_heads,
-        1.0f / sqrtf((float)D));
-    LAUNCH_CHECK(context, "attention_backward_kernel");
+    float scale = 1.0f / sqrtf((float)D);
+    attention_backward_kv_kernel<D><<<blocks, threads, shape_of<D>::backward_bytes, context->stream>>>(
+        parts[0], parts[1], (const bf16 *)grad_out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, logsumexp,
+        delta, segments, shape->seq_len, shape->n_heads, shape->n_kv_heads, scale);
+    LAUNCH_CHECK(context, "attention_backward_kv_kernel");
+    attention_backward_q_kernel<D><<<blocks, threads, shape_of<D>::backward_bytes, context->stream>>>(
+        (bf16 *)grad_q, (const bf16 *)grad_out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, logsumexp, delta,
+        segments, shape->seq_len, shape->n_heads, shape->n_kv_heads, scale);
+    LAUNCH_CHECK(context, "attention_backward_q_kernel");
 }
 
 } // namespace
@@ -430,23 +510,20 @@ void ft_cuda_attention_backward(ft_backend *self, void *grad_q, void *grad_k, vo
 {
     ft_cuda_context *context = ft_cuda_enter(self);
     int rows = shape->batch_size * shape->seq_len, D = shape->head_dim;
-    size_t q_elements = (size_t)rows * shape->n_heads * D;
-    float *grad_q_sum = context->scratch.attention_grad_q, *delta = context->scratch.attention_delta;
+    float *delta = context->scratch.attention_delta;
     float *const parts[2] = {context->scratch.attention_grad_k_part, context->scratch.attention_grad_v_part};
     size_t items = (size_t)rows * shape->n_heads;
     attention_delta_kernel<<<(unsigned)((items * 32 + FT_CUDA_THREADS - 1) / FT_CUDA_THREADS), FT_CUDA_THREADS, 0,
                              context->stream>>>(delta, (const bf16 *)grad_out, (const bf16 *)out, rows,
                                                 shape->seq_len, shape->n_heads, D);
     LAUNCH_CHECK(context, "attention_delta_kernel");
-    CUDA_CHECK(context, cudaMemsetAsync(grad_q_sum, 0, q_elements * sizeof(float), context->stream));
     switch (D) {
-    case 16: backward<16>(context, grad_q_sum, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
-    case 32: backward<32>(context, grad_q_sum, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
-    case 64: backward<64>(context, grad_q_sum, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
-    case 128: backward<128>(context, grad_q_sum, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
+    case 16: backward<16>(context, grad_q, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
+    case 32: backward<32>(context, grad_q, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
+    case 64: backward<64>(context, grad_q, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
+    case 128: backward<128>(context, grad_q, parts, grad_out, q, k, v, logsumexp, delta, segments, shape); break;
     default: ft_cuda_fail(context, __FILE__, __LINE__, "attention_backward", "unsupported head_dim"); return;
     }
-    ft_cuda_to_bf16(context, (bf16 *)grad_q, grad_q_sum, q_elements);
     size_t kv_elements = (size_t)rows * shape->n_kv_heads * D;
     void *grads[2] = {grad_k, grad_v};
     for (int i = 0; i < 2; i++) {

@@ -32,10 +32,24 @@ void ft_cuda_check_cublas(ft_cuda_context *context, cublasStatus_t status, const
         ft_cuda_fail(context, file, line, what, context->cublaslt.status_string(status));
 }
 
+/* The GPU this thread last made current, so that an op on the same GPU as the
+ * one before (the common case: one backend a thread) skips cudaSetDevice. Every
+ * change of device in this backend goes through use_device. */
+static __thread int current_device = -1;
+
+static cudaError_t use_device(int device)
+{
+    if (device == current_device)
+        return cudaSuccess;
+    cudaError_t status = cudaSetDevice(device);
+    current_device = status == cudaSuccess ? device : -1;
+    return status;
+}
+
 ft_cuda_context *ft_cuda_enter(ft_backend *self)
 {
     ft_cuda_context *context = (ft_cuda_context *)self->context;
-    CUDA_CHECK(context, cudaSetDevice(context->device));
+    CUDA_CHECK(context, use_device(context->device));
     return context;
 }
 
@@ -128,7 +142,6 @@ static size_t lay_out_scratch(const ft_backend_limits *limits, char *base, ft_cu
         s.lora_b = (bf16 *)slice[FT_SCRATCH_LORA_B];
         s.lora_grad_xa = (bf16 *)slice[FT_SCRATCH_LORA_GRAD_XA];
         s.lora_dropped = (bf16 *)slice[FT_SCRATCH_LORA_DROPPED];
-        s.attention_grad_q = (float *)slice[FT_SCRATCH_ATTENTION_GRAD_Q];
         s.attention_grad_k_part = (float *)slice[FT_SCRATCH_ATTENTION_GRAD_K_PART];
         s.attention_grad_v_part = (float *)slice[FT_SCRATCH_ATTENTION_GRAD_V_PART];
         s.attention_delta = (float *)slice[FT_SCRATCH_ATTENTION_DELTA];
@@ -229,14 +242,14 @@ static int cuda_check(ft_backend *self)
 static void cuda_destroy(ft_backend *self)
 {
     ft_cuda_context *context = (ft_cuda_context *)self->context;
-    cudaSetDevice(context->device);
+    use_device(context->device);
     cudaStreamSynchronize(context->stream);
     for (size_t i = 0; i < context->n_allocations; i++)
         cudaFree(context->allocations[i].pointer);
     free(context->allocations);
     cudaFree(context->scratch_memory);
     ft_cuda_upload_stop(context);
-    ft_gemm_plan_cache_free(context->plans);
+    ft_gemm_plan_cache_free(context);
     if (context->lt)
         context->cublaslt.destroy(context->lt);
     ft_cublaslt_close(&context->cublaslt);
@@ -276,7 +289,7 @@ static int open_device(int device, cudaDeviceProp *properties)
         return ft_error("no CUDA GPU found: use backend = cpu");
     if (device < 0 || device >= count)
         return ft_error("GPU %d does not exist: this machine has %d (0..%d)", device, count, count - 1);
-    if (cudaGetDeviceProperties(properties, device) != cudaSuccess || cudaSetDevice(device) != cudaSuccess)
+    if (cudaGetDeviceProperties(properties, device) != cudaSuccess || use_device(device) != cudaSuccess)
         return ft_error("GPU %d cannot be opened: %s", device, cudaGetErrorString(cudaGetLastError()));
     if (properties->major < 8)
         return ft_error("GPU %d (%s) has compute capability %d.%d; the cuda backend needs 8.0 or later (bf16 "
@@ -344,8 +357,7 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->argmax_rows = ft_cuda_argmax_rows;
     backend->scatter_rows = ft_cuda_scatter_rows;
     backend->attention_decode = ft_cuda_attention_decode;
-    backend->cross_entropy_forward = ft_cuda_cross_entropy_forward;
-    backend->cross_entropy_backward = ft_cuda_cross_entropy_backward;
+    backend->cross_entropy = ft_cuda_cross_entropy;
     backend->adamw = ft_cuda_adamw;
     backend->sum_squares = ft_cuda_sum_squares;
     backend->scale = ft_cuda_scale;

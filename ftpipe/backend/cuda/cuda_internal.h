@@ -51,9 +51,8 @@ struct ft_cuda_scratch {
     bf16 *lora_b;           /* [max_features, max_rank] */
     bf16 *lora_grad_xa;     /* [max_rows, max_rank] */
     bf16 *lora_dropped;     /* [max_rows, max_features] when LoRA has dropout, else NULL */
-    float *attention_grad_q;  /* [max_rows, max_heads * head_dim] */
-    float *attention_grad_k_part; /* [max_rows, max_heads * head_dim]: each query head's share of dK */
-    float *attention_grad_v_part;
+    float *attention_grad_k_part; /* [max_rows, max_heads * head_dim]: each query head's share of dK; */
+    float *attention_grad_v_part; /* in decoding, the splits' partial outputs and their row maxima and sums */
     float *attention_delta;   /* [max_rows, max_heads] */
     double *sum_parts;      /* sum_squares: the total, then one partial per block (FT_CUDA_MAX_BLOCKS) */
     double *tensor_sums;    /* sum_squares: each tensor's sum (FT_CUDA_MAX_BLOCKS tensors at a time) */
@@ -159,7 +158,7 @@ struct ft_gemm {
     const bf16 *bias;          /* NULL: none; only with a bf16 C */
 };
 void ft_cuda_gemm(ft_cuda_context *context, const ft_gemm *gemm);
-void ft_gemm_plan_cache_free(ft_gemm_plan_cache *cache);
+void ft_gemm_plan_cache_free(ft_cuda_context *context); /* and the descriptors it holds */
 void ft_cuda_to_bf16(ft_cuda_context *context, bf16 *out, const float *in, size_t n);
 void ft_cuda_linear_forward(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
                             const ft_lora_op *lora, int rows, int in_features, int out_features);
@@ -205,10 +204,8 @@ void ft_cuda_attention_decode(ft_backend *self, void *out, const void *q, const 
                               int head_dim);
 
 /* cross_entropy.cu */
-void ft_cuda_cross_entropy_forward(ft_backend *self, float *losses, const void *logits, const int32_t *targets,
-                                   int rows, int vocab);
-void ft_cuda_cross_entropy_backward(ft_backend *self, void *grad_logits, const void *logits,
-                                    const int32_t *targets, int rows, int vocab, float grad_scale);
+void ft_cuda_cross_entropy(ft_backend *self, float *losses, void *logits, const int32_t *targets, int rows,
+                           int vocab, bool backward, float grad_scale);
 
 /* embedding.cu */
 void ft_cuda_embedding_forward(ft_backend *self, void *out, const void *table, const int32_t *tokens, int rows,

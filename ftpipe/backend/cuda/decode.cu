@@ -214,7 +214,7 @@ void move_rows(ft_backend *self, void *dst, const void *src, const int32_t *inde
 int split_count(const ft_cuda_context *context, int batch, int n_heads, int blocks, int max_len, int head_dim)
 {
     const ft_backend_limits *limits = &context->limits;
-    size_t capacity = context->scratch.attention_grad_q && context->scratch.attention_grad_k_part
+    size_t capacity = context->scratch.attention_grad_k_part && context->scratch.attention_grad_v_part
                           ? (size_t)limits->max_rows * limits->max_heads * limits->head_dim
                           : 0;
     size_t per_split = (size_t)batch * n_heads * head_dim;
@@ -305,7 +305,7 @@ void ft_cuda_attention_decode(ft_backend *self, void *out, const void *q, const 
     int split_len = ((max_len + splits - 1) / splits + tile - 1) / tile * tile;
     splits = (max_len + split_len - 1) / split_len;
     decode_args args = {(const bf16 *)q, (const bf16 *)k_cache, (const bf16 *)v_cache, lengths, (bf16 *)out,
-                        context->scratch.attention_grad_q, context->scratch.attention_grad_k_part, max_len, n_heads,
+                        context->scratch.attention_grad_k_part, context->scratch.attention_grad_v_part, max_len, n_heads,
                         n_kv_heads, splits, split_len, 1.0f / sqrtf((float)head_dim)};
     dim3 grid(splits, n_kv_heads * chunks, batch);
     switch (head_dim) {
@@ -320,7 +320,7 @@ void ft_cuda_attention_decode(ft_backend *self, void *out, const void *q, const 
     LAUNCH_CHECK(context, "decode_kernel");
     if (splits > 1) {
         combine_kernel<<<batch * n_heads, head_dim < 128 ? head_dim : 128, 0, context->stream>>>(
-            (bf16 *)out, context->scratch.attention_grad_q, context->scratch.attention_grad_k_part, splits, head_dim);
+            (bf16 *)out, context->scratch.attention_grad_k_part, context->scratch.attention_grad_v_part, splits, head_dim);
         LAUNCH_CHECK(context, "combine_kernel");
     }
 }

@@ -77,8 +77,21 @@ struct gemm_key {
     uint32_t align_a, align_b, align_c, align_bias;
 };
 
+/* The descriptors of one product in cuBLASLt's column-major terms: a row-major
+ * C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T, so cuBLASLt's
+ * first operand is our B. */
+struct lt_product {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t first, second, out;
+};
+
+/* What a shape needs, made once: its descriptors (the bias pointer, which
+ * differs between layers of one shape, is set on each call) and algorithm. */
 struct gemm_plan {
     gemm_key key;
+    uint64_t key_hash;           /* compared before the key */
+    lt_product product;
+    bool described;              /* the descriptors were made */
     bool found;                  /* false: cuBLASLt has none; the plain kernel runs */
     cublasLtMatmulAlgo_t algo;
 };
@@ -91,7 +104,28 @@ struct ft_gemm_plan_cache {
     int next;                    /* replaced next when full */
 };
 
-void ft_gemm_plan_cache_free(ft_gemm_plan_cache *cache) { free(cache); }
+static void release(ft_cuda_context *context, lt_product *p);
+
+void ft_gemm_plan_cache_free(ft_cuda_context *context)
+{
+    ft_gemm_plan_cache *cache = context->plans;
+    if (!cache)
+        return;
+    for (int i = 0; i < cache->count; i++)
+        release(context, &cache->plans[i].product);
+    free(cache);
+    context->plans = NULL;
+}
+
+/* FNV-1a over the key's bytes (zeroed padding included). */
+static uint64_t hash_of(const gemm_key *key)
+{
+    const unsigned char *bytes = (const unsigned char *)key;
+    uint64_t hash = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof *key; i++)
+        hash = (hash ^ bytes[i]) * 1099511628211ull;
+    return hash;
+}
 
 /* The largest power of two (up to 256) the address is a multiple of. */
 static uint32_t alignment_of(const void *pointer)
@@ -124,14 +158,6 @@ static gemm_key key_of(const ft_gemm *g)
     key.align_bias = g->bias ? alignment_of(g->bias) : 0;
     return key;
 }
-
-/* The descriptors of one product in cuBLASLt's column-major terms: a row-major
- * C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T, so cuBLASLt's
- * first operand is our B. */
-struct lt_product {
-    cublasLtMatmulDesc_t desc;
-    cublasLtMatrixLayout_t first, second, out;
-};
 
 static bool describe(ft_cuda_context *context, const ft_gemm *g, lt_product *p)
 {
@@ -171,6 +197,7 @@ static void release(ft_cuda_context *context, lt_product *p)
         api->layout_destroy(p->first);
     if (p->desc)
         api->desc_destroy(p->desc);
+    memset(p, 0, sizeof *p);
 }
 
 static void find_algorithm(ft_cuda_context *context, const ft_gemm *g, const gemm_key *key, lt_product *p,
@@ -181,9 +208,14 @@ static void find_algorithm(ft_cuda_context *context, const ft_gemm *g, const gem
     uint64_t workspace = context->scratch.gemm_workspace_bytes;
     cublasLtMatmulHeuristicResult_t result;
     int returned = 0;
+    /* split-K only with a separate reduction, never added in place into the output
+     * (in any order the blocks finish): the same product gives the same bits */
+    uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE | CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
     plan->found = api->preference_create(&preference) == CUBLAS_STATUS_SUCCESS &&
                   api->preference_set(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
                                       sizeof workspace) == CUBLAS_STATUS_SUCCESS &&
+                  api->preference_set(preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions,
+                                      sizeof reductions) == CUBLAS_STATUS_SUCCESS &&
                   api->preference_set(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key->align_b,
                                       sizeof key->align_b) == CUBLAS_STATUS_SUCCESS &&
                   api->preference_set(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key->align_a,
@@ -201,23 +233,32 @@ static void find_algorithm(ft_cuda_context *context, const ft_gemm *g, const gem
         api->preference_destroy(preference);
 }
 
-static gemm_plan *plan_for(ft_cuda_context *context, const gemm_key *key)
+static gemm_plan *plan_for(ft_cuda_context *context, const gemm_key *key, uint64_t hash)
 {
     if (!context->plans)
         context->plans = (ft_gemm_plan_cache *)ft_xcalloc(1, sizeof *context->plans);
     ft_gemm_plan_cache *cache = context->plans;
     for (int i = 0; i < cache->count; i++)
-        if (memcmp(&cache->plans[i].key, key, sizeof *key) == 0)
+        if (cache->plans[i].key_hash == hash && memcmp(&cache->plans[i].key, key, sizeof *key) == 0)
             return &cache->plans[i];
     return NULL;
 }
 
-static gemm_plan *new_plan(ft_cuda_context *context, const gemm_key *key)
+/* A plan for a shape not seen yet: its descriptors and algorithm. When the cache
+ * is full the oldest plan's place (and descriptors) are taken. */
+static gemm_plan *new_plan(ft_cuda_context *context, const ft_gemm *g, const gemm_key *key, uint64_t hash)
 {
     ft_gemm_plan_cache *cache = context->plans;
     int slot = cache->count < plan_capacity ? cache->count++ : cache->next++ % plan_capacity;
-    cache->plans[slot].key = *key;
-    return &cache->plans[slot];
+    gemm_plan *plan = &cache->plans[slot];
+    release(context, &plan->product);
+    plan->key = *key;
+    plan->key_hash = hash;
+    plan->described = describe(context, g, &plan->product);
+    plan->found = false;
+    if (plan->described)
+        find_algorithm(context, g, key, &plan->product, plan);
+    return plan;
 }
 
 /* The plain product: one thread per element of C, fp32 accumulation. */
@@ -248,19 +289,18 @@ void ft_cuda_gemm(ft_cuda_context *context, const ft_gemm *g)
     if (g->m == 0 || g->n == 0)
         return;
     gemm_key key = key_of(g);
-    gemm_plan *plan = plan_for(context, &key);
-    lt_product product;
-    bool described = describe(context, g, &product);
-    if (!plan) {
-        plan = new_plan(context, &key);
-        plan->found = false;
-        if (described)
-            find_algorithm(context, g, &key, &product, plan);
-    }
-    if (described && plan->found) {
-        CUBLAS_CHECK(context, context->cublaslt.matmul(context->lt, product.desc, &g->alpha, g->b, product.first,
-                                                       g->a, product.second, &g->beta, g->c, product.out, g->c,
-                                                       product.out, &plan->algo, context->scratch.gemm_workspace,
+    uint64_t hash = hash_of(&key);
+    gemm_plan *plan = plan_for(context, &key, hash);
+    if (!plan)
+        plan = new_plan(context, g, &key, hash);
+    if (plan->found && g->bias)
+        CUBLAS_CHECK(context, context->cublaslt.desc_set(plan->product.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                         &g->bias, sizeof g->bias));
+    if (plan->found) {
+        const lt_product *p = &plan->product;
+        CUBLAS_CHECK(context, context->cublaslt.matmul(context->lt, p->desc, &g->alpha, g->b, p->first, g->a,
+                                                       p->second, &g->beta, g->c, p->out, g->c, p->out,
+                                                       &plan->algo, context->scratch.gemm_workspace,
                                                        context->scratch.gemm_workspace_bytes, context->stream));
     } else {
         dim3 threads(16, 16), blocks((g->n + 15) / 16, (g->m + 15) / 16);
@@ -270,7 +310,6 @@ void ft_cuda_gemm(ft_cuda_context *context, const ft_gemm *g)
             plain_gemm_kernel<bf16><<<blocks, threads, 0, context->stream>>>(*g);
         LAUNCH_CHECK(context, "plain_gemm_kernel");
     }
-    release(context, &product);
 }
 
 /* --- LoRA's helpers --- */

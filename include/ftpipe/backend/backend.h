@@ -160,13 +160,12 @@ struct ft_backend {
      * greedy decoding picks its tokens where the logits are, and only ids travel. */
     void (*argmax_rows)(ft_backend *self, int32_t *out, const void *x, int rows, int width);
     /* --- loss --- */
-    /* losses[r] = logsumexp(logits[r]) - logits[r][targets[r]]; 0 where targets[r] < 0. */
-    void (*cross_entropy_forward)(ft_backend *self, float *losses, const void *logits, const int32_t *targets,
-                                  int rows, int vocab);
-    /* grad_logits = (softmax(logits) - onehot(target)) * grad_scale; 0 rows where
-     * targets[r] < 0. grad_logits may be logits (in place). */
-    void (*cross_entropy_backward)(ft_backend *self, void *grad_logits, const void *logits, const int32_t *targets,
-                                   int rows, int vocab, float grad_scale);
+    /* losses[r] = logsumexp(logits[r]) - logits[r][targets[r]]; 0 where targets[r] < 0.
+     * With backward, the logits are then overwritten by their gradient,
+     * (softmax(logits) - onehot(target)) * grad_scale, zero rows where targets[r] < 0:
+     * loss and gradient from one log-sum-exp, without a second copy of the logits. */
+    void (*cross_entropy)(ft_backend *self, float *losses, void *logits, const int32_t *targets, int rows,
+                          int vocab, bool backward, float grad_scale);
 
     /* --- optimizer (trained tensors are float) --- */
     void (*adamw)(ft_backend *self, float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,

@@ -26,8 +26,7 @@ typedef enum {
     FT_SCRATCH_LORA_B,            /* [max_features, max_rank] bf16 */
     FT_SCRATCH_LORA_GRAD_XA,      /* [max_rows, max_rank] bf16 */
     FT_SCRATCH_LORA_DROPPED,      /* [max_rows, max_features] bf16, with LoRA dropout only */
-    FT_SCRATCH_ATTENTION_GRAD_Q,  /* [max_rows, max_heads * head_dim] f32, each of the three */
-    FT_SCRATCH_ATTENTION_GRAD_K_PART,
+    FT_SCRATCH_ATTENTION_GRAD_K_PART, /* [max_rows, max_heads * head_dim] f32, each of the two */
     FT_SCRATCH_ATTENTION_GRAD_V_PART,
     FT_SCRATCH_ATTENTION_DELTA,   /* [max_rows, max_heads] f32 */
     FT_SCRATCH_SUM_PARTS,         /* the total and one partial per block, f64 */

@@ -19,8 +19,8 @@ TEST(slices_are_the_workspace_lora_attention_and_partial_sums)
     CHECK_INT(bytes[FT_SCRATCH_LORA_A], 8 * 4864 * 2);
     CHECK_INT(bytes[FT_SCRATCH_LORA_GRAD_XA], 4096 * 8 * 2);
     CHECK_INT(bytes[FT_SCRATCH_LORA_DROPPED], 0); /* no dropout: no dropped copy */
-    CHECK_INT(bytes[FT_SCRATCH_ATTENTION_GRAD_Q], 4096 * 14 * 64 * 4);
-    CHECK_INT(bytes[FT_SCRATCH_ATTENTION_GRAD_V_PART], bytes[FT_SCRATCH_ATTENTION_GRAD_Q]);
+    CHECK_INT(bytes[FT_SCRATCH_ATTENTION_GRAD_K_PART], 4096 * 14 * 64 * 4);
+    CHECK_INT(bytes[FT_SCRATCH_ATTENTION_GRAD_V_PART], bytes[FT_SCRATCH_ATTENTION_GRAD_K_PART]);
     CHECK_INT(bytes[FT_SCRATCH_ATTENTION_DELTA], 4096 * 14 * 4);
     CHECK_INT(bytes[FT_SCRATCH_NORM_WEIGHT_PARTS], 64 * 4864 * 4);
     limits.lora_dropout = true;
@@ -39,11 +39,11 @@ TEST(total_aligns_each_slice_to_256_bytes)
         total += ft_cuda_scratch_aligned(bytes[i]);
     }
     CHECK_INT(ft_cuda_scratch_bytes(&limits), total);
-    /* twice the rows: attention's share doubles, the workspace stays */
+    /* twice the rows: attention's share (dK and dV partials, delta) doubles, the workspace stays */
     size_t before = ft_cuda_scratch_bytes(&limits);
     limits.max_rows *= 2;
     CHECK_INT(ft_cuda_scratch_bytes(&limits) - before,
-              3 * 4096 * 14 * 64 * 4 + 4096 * 14 * 4 + ft_cuda_scratch_aligned(4096 * 8 * 2) * 2 -
+              2 * 4096 * 14 * 64 * 4 + 4096 * 14 * 4 + ft_cuda_scratch_aligned(4096 * 8 * 2) * 2 -
                   ft_cuda_scratch_aligned(4096 * 8 * 2));
 }
 
