@@ -235,6 +235,12 @@ static void cpu_scale(ft_backend *self, float *x, size_t n, float factor)
         x[i] *= factor;
 }
 
+/* float is the cpu backend's dtype: the master weights are the weights (a copy when apart) */
+static void cpu_cast_from_float(ft_backend *self, void *dst, const float *src, size_t n)
+{
+    cpu_copy(self, dst, src, n * sizeof(float));
+}
+
 static void cpu_destroy(ft_backend *self)
 {
     ft_cpu_memory_free(self->context);
@@ -283,5 +289,6 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->adamw = cpu_adamw;
     backend->sum_squares = cpu_sum_squares;
     backend->scale = cpu_scale;
+    backend->cast_from_float = cpu_cast_from_float;
     return backend;
 }

@@ -121,6 +121,14 @@ static void cuda_zero(ft_backend *self, void *device, size_t bytes)
         CUDA_CHECK(context, cudaMemsetAsync(device, 0, bytes, context->stream));
 }
 
+/* full fine-tuning's bf16 weights from their float master copy */
+static void cuda_cast_from_float(ft_backend *self, void *dst, const float *src, size_t n)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    if (n)
+        ft_cuda_to_bf16(context, (bf16 *)dst, src, n);
+}
+
 /* --- scratch --- */
 
 /* Carves the scratch for these limits from `base` (NULL: only measures), in
@@ -361,5 +369,6 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->adamw = ft_cuda_adamw;
     backend->sum_squares = ft_cuda_sum_squares;
     backend->scale = ft_cuda_scale;
+    backend->cast_from_float = cuda_cast_from_float;
     return backend;
 }
