@@ -5,10 +5,12 @@
  * loss after an AdamW step too; greedy generation whose every step's logits are
  * within 2e-2 of the cpu backend's; full fine-tuning in mixed precision (its
  * gradients, and 20 steps' losses against the cpu backend's, in place and
- * offloaded); and the errors a user can meet (a plan too large for the GPU, an
+ * offloaded; its checkpoints loaded by the other backend); and the errors a user can meet (a plan too large for the GPU, an
  * unsupported head size). */
 #include "gpu_check.h"
+#include "ftpipe/base/fsutil.h"
 #include "ftpipe/model/adamw.h"
+#include "ftpipe/model/checkpoint.h"
 #include "ftpipe/model/lora.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/param_shards.h"
@@ -391,6 +393,81 @@ TEST(full_finetuning_matches_cpu_and_transformers)
     CHECK(offloaded[FULL_STEPS - 1] < offloaded[0] - 0.1);
 }
 
+/* Values of the tensors (backend memory) as host floats, one array after another. */
+static float *values_of(ft_backend *backend, const ft_param_tensor *tensors, size_t count, size_t *total)
+{
+    *total = 0;
+    for (size_t i = 0; i < count; i++)
+        *total += tensors[i].count;
+    float *host = ft_xmalloc(*total * sizeof(float)), *at = host;
+    for (size_t i = 0; i < count; i++) {
+        backend->download(backend, at, tensors[i].value, tensors[i].count * sizeof(float));
+        at += tensors[i].count;
+    }
+    return host;
+}
+
+/* One step on `from`, its checkpoint loaded into `to`: the same float values
+ * there (the master copy on cuda), and the next pass's losses alike. */
+static void check_checkpoint_crossing(ft_model *from, ft_adamw *from_optimizer, ft_model *to, ft_adamw *to_optimizer,
+                                      const fixture_batch *fb, int64_t step)
+{
+    ft_backend *from_backend = ft_model_backend(from), *to_backend = ft_model_backend(to);
+    char dir[] = "/tmp/ftpipe-full-checkpoint.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    double loss, other_loss;
+    ft_model_zero_grads(from);
+    CHECK_INT(ft_model_forward_backward(from, &fb->batch, &loss), 0);
+    ft_adamw_step(from_optimizer, 1e-3);
+    ft_model_refresh_weights(from);
+    size_t count, total, other_total;
+    const ft_param_tensor *from_tensors = ft_model_trainable(from, &count);
+    const ft_param_tensor *to_tensors = ft_model_trainable(to, &count);
+    ft_checkpoint_state state = {.global_step = step}, loaded;
+    CHECK_INT(ft_checkpoint_save(dir, from_backend, from_tensors, count, from_optimizer, &state, 0), 0);
+    CHECK_INT(ft_checkpoint_load_latest(dir, to_backend, to_tensors, count, to_optimizer, "", &loaded), 1);
+    ft_model_refresh_weights(to);
+    CHECK_INT(loaded.global_step, step);
+    float *written = values_of(from_backend, from_tensors, count, &total);
+    float *read = values_of(to_backend, to_tensors, count, &other_total);
+    CHECK(total == other_total && memcmp(written, read, total * sizeof(float)) == 0);
+    CHECK_INT(ft_model_forward(from, &fb->batch, NULL, &loss), 0);
+    CHECK_INT(ft_model_forward(to, &fb->batch, NULL, &other_loss), 0);
+    char what[96];
+    snprintf(what, sizeof what, "loss after a %s checkpoint on %s", from_backend->name, to_backend->name);
+    check_loss(what, other_loss, loss);
+    free(written);
+    free(read);
+    ft_remove_tree(dir);
+}
+
+/* A checkpoint of full fine-tuning on cuda holds its float master weights and
+ * AdamW's moments, the cpu backend's files: either backend resumes from the
+ * other's with the same float values. */
+TEST(full_finetuning_checkpoints_cross_backends)
+{
+    fixture_batch fb;
+    load_batch("qwen2", &fb);
+    ft_model *cuda = load_model("qwen2", gpu, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
+    ft_model *reference_model = load_model("qwen2", cpu, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
+    ft_adamw *gpu_optimizer = NULL, *cpu_optimizer = NULL;
+    ft_adamw_config adamw = {0.9, 0.999, 1e-8, 0.01};
+    size_t count;
+    if (cuda && reference_model &&
+        ft_adamw_create(gpu, ft_model_trainable(cuda, &count), count, &adamw, &gpu_optimizer) == 0 &&
+        ft_adamw_create(cpu, ft_model_trainable(reference_model, &count), count, &adamw, &cpu_optimizer) == 0) {
+        check_checkpoint_crossing(cuda, gpu_optimizer, reference_model, cpu_optimizer, &fb, 1);
+        check_checkpoint_crossing(reference_model, cpu_optimizer, cuda, gpu_optimizer, &fb, 2);
+        CHECK_NO_GPU_FAILURE();
+    } else {
+        check_case_failed = 1;
+    }
+    ft_adamw_free(gpu_optimizer);
+    ft_adamw_free(cpu_optimizer);
+    ft_model_free(cuda);
+    ft_model_free(reference_model);
+}
+
 TEST(what_the_gpu_cannot_run_is_a_clear_error)
 {
     /* ZeRO-3 does not shard full fine-tuning's float master copy yet */
@@ -430,6 +507,7 @@ int main(void)
     GPU_RUN(greedy_generation_logits_match_cpu_at_every_step);
     GPU_RUN(lora_training_lowers_the_loss_on_the_gpu);
     GPU_RUN(full_finetuning_matches_cpu_and_transformers);
+    GPU_RUN(full_finetuning_checkpoints_cross_backends);
     GPU_RUN(what_the_gpu_cannot_run_is_a_clear_error);
     ft_backend_destroy(gpu);
     ft_backend_destroy(cpu);
