@@ -19,6 +19,16 @@ static void cpu_copy(ft_backend *self, void *to, const void *from, size_t bytes)
         memmove(to, from, bytes);
 }
 
+static void *cpu_alloc_host(ft_backend *self, size_t bytes)
+{
+    void *pointer = malloc(bytes ? bytes : 1);
+    if (!pointer)
+        ft_error("out of host memory: cannot allocate %zu bytes", bytes);
+    return pointer;
+}
+
+static void cpu_free_host(ft_backend *self, void *pointer) { free(pointer); }
+
 static void cpu_zero(ft_backend *self, void *device, size_t bytes)
 {
     if (bytes)
@@ -264,6 +274,8 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->upload = cpu_copy;
     backend->download = cpu_copy;
     backend->zero = cpu_zero;
+    backend->alloc_host = cpu_alloc_host;
+    backend->free_host = cpu_free_host;
     backend->reserve = cpu_reserve;
     backend->reserved_bytes = ft_cpu_reserved_bytes;
     backend->peak_bytes = ft_cpu_peak_bytes;

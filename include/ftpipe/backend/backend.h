@@ -93,6 +93,10 @@ struct ft_backend {
     void (*upload)(ft_backend *self, void *device, const void *host, size_t bytes);
     void (*download)(ft_backend *self, void *host, const void *device, size_t bytes);
     void (*zero)(ft_backend *self, void *device, size_t bytes);
+    /* Host memory that upload and download copy to and from directly (page-locked
+     * on cuda, plain on cpu), for state kept on the host (offload_optimizer's). */
+    void *(*alloc_host)(ft_backend *self, size_t bytes);
+    void (*free_host)(ft_backend *self, void *pointer);
     /* Reserves scratch memory for ops up to these shapes, and checks that the
      * planned bytes fit beside it; -1 with ft_error (with the numbers) when not. */
     int (*reserve)(ft_backend *self, const ft_backend_limits *limits);

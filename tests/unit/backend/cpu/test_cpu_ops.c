@@ -466,6 +466,17 @@ TEST(cast_from_float_copies_exactly)
     CHECK(memcmp(weights, master, sizeof master) == 0);
 }
 
+TEST(host_memory_is_writable_and_freed)
+{
+    float *state = cpu->alloc_host(cpu, 4 * sizeof(float));
+    CHECK(state != NULL);
+    for (int i = 0; state && i < 4; i++)
+        state[i] = (float)i;
+    CHECK(state && state[3] == 3.0f);
+    cpu->free_host(cpu, state);
+    cpu->free_host(cpu, NULL);
+}
+
 int main(void)
 {
     cpu = ft_backend_cpu_create(1);
@@ -488,6 +499,7 @@ int main(void)
     RUN(adamw_matches_torch_formula_over_two_steps);
     RUN(sum_squares_and_scale);
     RUN(cast_from_float_copies_exactly);
+    RUN(host_memory_is_writable_and_freed);
     ft_backend_destroy(cpu);
     return check_done();
 }
