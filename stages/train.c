@@ -98,15 +98,17 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
         plan = memory.plan;
         gathered_bytes = memory.whole_weights_bytes;
     }
-    char total[32], weights[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
+    char total[32], weights[32], master[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
     ft_format_bytes(plan.total_bytes, total, sizeof total);
     ft_format_bytes(plan.parameter_bytes, weights, sizeof weights);
+    ft_format_bytes(plan.master_bytes, master, sizeof master);
     ft_format_bytes(plan.adapter_bytes, adapter, sizeof adapter);
     ft_format_bytes(plan.gradient_bytes, gradients, sizeof gradients);
     ft_format_bytes(plan.optimizer_bytes, optimizer, sizeof optimizer);
     ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
-    ft_stage_log(run->stage, "memory plan: %s (weights %s%s, adapter %s, gradients %s, optimizer %s%s, activations %s)",
-                 total, weights, sharded ? " as this rank's ZeRO-3 shard and two gathered layers" : "", adapter,
+    ft_stage_log(run->stage, "memory plan: %s (weights %s%s%s%s, adapter %s, gradients %s, optimizer %s%s, activations %s)",
+                 total, weights, sharded ? " as this rank's ZeRO-3 shard and two gathered layers" : "",
+                 plan.master_bytes ? ", their float master copy " : "", plan.master_bytes ? master : "", adapter,
                  gradients, optimizer, run->train_options.zero_stage > 0 ? " as this rank's ZeRO share" : "",
                  activations);
     plan.total_bytes += gathered_bytes;

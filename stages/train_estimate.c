@@ -206,13 +206,27 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
     ft_format_bytes(memory.checkpoint_buffer_bytes, buffers, sizeof buffers);
     ft_format_bytes(memory.runtime_bytes, runtime, sizeof runtime);
     const char *shape = run.model_options.gradient_checkpointing ? ", recomputed" : "";
-    if (on_gpu) {
-        char scratch[32];
+    bool full = run.model_options.finetuning == FT_FINETUNE_FULL;
+    if (on_gpu && full && t->zero_stage == 3 && t->ranks > 1) {
+        ft_estimate_unknown(&out->device_bytes, "ZeRO-3 with full fine-tuning is not available on the cuda backend "
+                                                "yet: use zero_stage = 1 or 2 (with offload_optimizer = cpu), or LoRA");
+        ft_estimate_unknown(&out->host_bytes, "as for the GPU memory");
+    } else if (on_gpu) {
+        char scratch[32], parts[256] = "";
         ft_format_bytes(plan->scratch_bytes, scratch, sizeof scratch);
+        if (full) { /* mixed precision: bf16 weights, float master copy, gradients and moments */
+            char weights[32], master[32], gradients[32], optimizer[32];
+            ft_format_bytes(plan->parameter_bytes, weights, sizeof weights);
+            ft_format_bytes(plan->master_bytes, master, sizeof master);
+            ft_format_bytes(plan->gradient_bytes, gradients, sizeof gradients);
+            ft_format_bytes(plan->optimizer_bytes, optimizer, sizeof optimizer);
+            snprintf(parts, sizeof parts, "bf16 weights %s, float master weights %s, float gradients %s, AdamW %s, ",
+                     weights, master, gradients, t->offload_optimizer ? "in host memory" : optimizer);
+        }
         ft_estimate_set(&out->device_bytes, (double)memory.device_peak_bytes,
-                        "memory plan in bf16 for %d x %u tokens%s (activations %s), with the cuda backend's scratch "
+                        "memory plan in bf16 for %d x %u tokens%s (%sactivations %s), with the cuda backend's scratch "
                         "%s (cuBLASLt workspace, LoRA and attention backward scratch)",
-                        run.train_options.batch_size, run.meta.cutoff_len, shape, activations, scratch);
+                        run.train_options.batch_size, run.meta.cutoff_len, shape, parts, activations, scratch);
         ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
                         "host buffers while %s, and the program's %s", memory.peak_phase, runtime);
     } else {

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
@@ -45,15 +46,16 @@ static int create(ft_backend *backend, const ft_param_tensor *tensors, size_t co
         optimizer->counts[i] = tensors[i].count;
     }
     optimizer->offload = offload;
-    if (offload) {
+    if (offload) { /* the backend's host memory: page-locked on cuda, so the copies go by DMA */
         size_t elements = optimizer->total ? optimizer->total : 1;
-        optimizer->moments = calloc(2 * elements, sizeof(float));
-        optimizer->master = malloc(elements * sizeof(float));
-        optimizer->host_grads = malloc(elements * sizeof(float));
-        if (!optimizer->moments || !optimizer->master || !optimizer->host_grads) {
+        optimizer->moments = backend->alloc_host(backend, 2 * elements * sizeof(float));
+        optimizer->master = optimizer->moments ? backend->alloc_host(backend, elements * sizeof(float)) : NULL;
+        optimizer->host_grads = optimizer->master ? backend->alloc_host(backend, elements * sizeof(float)) : NULL;
+        if (!optimizer->host_grads) {
             ft_adamw_free(optimizer);
-            return ft_error("out of host memory for AdamW's offloaded state (%zu bytes)", 16 * elements);
+            return ft_error_context("AdamW's offloaded state (%zu bytes of host memory)", 16 * elements);
         }
+        memset(optimizer->moments, 0, 2 * elements * sizeof(float));
         optimizer->pool = ft_thread_pool_new(0);
         optimizer->spans = ft_xcalloc(count ? count : 1, sizeof *optimizer->spans);
         ft_adamw_reload_values(optimizer);
@@ -86,12 +88,14 @@ void ft_adamw_free(ft_adamw *optimizer)
 {
     if (!optimizer)
         return;
-    if (optimizer->offload)
-        free(optimizer->moments);
-    else if (optimizer->moments)
-        optimizer->backend->free(optimizer->backend, optimizer->moments);
-    free(optimizer->master);
-    free(optimizer->host_grads);
+    ft_backend *backend = optimizer->backend;
+    if (optimizer->offload) {
+        backend->free_host(backend, optimizer->moments);
+        backend->free_host(backend, optimizer->master);
+        backend->free_host(backend, optimizer->host_grads);
+    } else if (optimizer->moments) {
+        backend->free(backend, optimizer->moments);
+    }
     if (optimizer->pool)
         ft_thread_pool_free(optimizer->pool);
     free(optimizer->spans);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/llava_config.h"
 #include "ftpipe/formats/safetensors.h"
@@ -110,18 +111,20 @@ static int check_options(const ft_model_config *config, const ft_model_options *
     return 0;
 }
 
-/* Full fine-tuning updates the weights in place, which needs them in float. */
-static int check_backend(const ft_model_config *config, const ft_backend *backend, const ft_model_options *options)
+static int check_backend(const ft_model_config *config, const ft_backend *backend)
 {
     if ((config->vision_language || config->llava) && backend->dtype != FT_DTYPE_F32)
         return ft_error("%s models run on the cpu backend only for now (the %s backend does not run them yet): "
                         "set backend = cpu",
                         config->llava ? "LlavaForConditionalGeneration" : config->architecture_name, backend->name);
-    if (options->finetuning == FT_FINETUNE_FULL && backend->dtype != FT_DTYPE_F32)
-        return ft_error("full fine-tuning is not available on the %s backend, which keeps weights in %s: use LoRA "
-                        "(finetuning_type = lora) or the cpu backend",
-                        backend->name, ft_dtype_name(backend->dtype));
     return 0;
+}
+
+/* Full fine-tuning on a backend whose weights are not float keeps a float
+ * master copy of them, which the optimizer updates (mixed precision). */
+static bool needs_master(const ft_model_options *options, size_t element_bytes)
+{
+    return options->finetuning == FT_FINETUNE_FULL && element_bytes != sizeof(float);
 }
 
 static size_t lora_parameter_count(const ft_model_config *config, const ft_lora_config *lora)
@@ -166,10 +169,12 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     else if (options->finetuning == FT_FINETUNE_FULL)
         plan->gradient_bytes = model->n_params * sizeof(float);
     plan->optimizer_bytes = 2 * plan->gradient_bytes;
+    if (needs_master(options, element_bytes))
+        plan->master_bytes = model->n_params * sizeof(float);
     plan->activation_bytes += ft_model_plan_activations(&model->config, options, element_bytes,
                                                        ft_model_head_chunk_rows(&model->config, rows, element_bytes), NULL, NULL);
     plan->scratch_bytes = backend_scratch_bytes;
-    plan->total_bytes = plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes +
+    plan->total_bytes = plan->parameter_bytes + plan->master_bytes + plan->adapter_bytes + plan->gradient_bytes +
                         plan->optimizer_bytes + plan->activation_bytes + plan->scratch_bytes;
 }
 
@@ -236,9 +241,13 @@ const ft_tensor_view *ft_model_find_weight(const ft_model *model, const ft_safet
     return found;
 }
 
-static int load_weight(ft_model *model, const char *model_dir, const ft_safetensors *set,
-                       const ft_param_tensor *weight, const staging *buffers)
+/* Weight i: into the master copy in float when there is one (its file's values
+ * exactly, the backend's weights made from them after the range), else into
+ * the weights in the backend's dtype. */
+static int load_weight(ft_model *model, const char *model_dir, const ft_safetensors *set, size_t index,
+                       const staging *buffers)
 {
+    const ft_param_tensor *weight = &model->weights[index];
     char *name = ft_xasprintf("%s%s", model->weight_prefix, weight->name);
     const ft_tensor_view *view = ft_model_find_weight(model, set, name);
     free(name);
@@ -257,12 +266,16 @@ static int load_weight(ft_model *model, const char *model_dir, const ft_safetens
                         weight->name, expected);
     }
     ft_backend *backend = model->backend;
-    if (view->dtype == backend->dtype) {
+    if (view->dtype == backend->dtype && !model->master) {
         backend->upload(backend, weight->value, view->data, view->size_bytes);
         return 0;
     }
     if (ft_tensor_to_f32(view, buffers->floats) < 0)
         return -1;
+    if (model->master) {
+        backend->upload(backend, model->master_weights[index].value, buffers->floats, weight->count * sizeof(float));
+        return 0;
+    }
     if (backend->dtype == FT_DTYPE_F32) {
         backend->upload(backend, weight->value, buffers->floats, weight->count * sizeof(float));
         return 0;
@@ -280,14 +293,17 @@ int ft_model_load_weight_range(ft_model *model, const char *model_dir, const ft_
     for (size_t i = first; i < first + count; i++)
         if (model->weights[i].count > largest)
             largest = model->weights[i].count;
+    bool converts = model->backend->dtype == FT_DTYPE_BF16 && !model->master;
     staging buffers = {malloc(largest * sizeof(float)), NULL};
-    if (model->backend->dtype == FT_DTYPE_BF16)
+    if (converts)
         buffers.bf16 = malloc(largest * sizeof(uint16_t));
     int status = 0;
-    if (!buffers.floats || (model->backend->dtype == FT_DTYPE_BF16 && !buffers.bf16))
+    if (!buffers.floats || (converts && !buffers.bf16))
         status = ft_error("out of host memory staging a weight of %zu elements", largest);
     for (size_t i = first; i < first + count && status == 0; i++)
-        status = load_weight(model, model_dir, set, &model->weights[i], &buffers);
+        status = load_weight(model, model_dir, set, i, &buffers);
+    if (status == 0 && model->master)
+        ft_model_refresh_weights(model);
     free(buffers.floats);
     free(buffers.bf16);
     return status;
@@ -399,7 +415,30 @@ static int reserve(ft_model *model, size_t sharded_bytes)
     if (sharded_bytes)
         plan.total_bytes = plan.total_bytes - model->n_params * model->element_bytes + sharded_bytes;
     ft_backend_limits limits = limits_of(&model->config, &model->options, plan.total_bytes);
-    return model->backend->reserve(model->backend, &limits);
+    if (model->backend->reserve(model->backend, &limits) == 0)
+        return 0;
+    if (!plan.master_bytes)
+        return -1;
+    char weights[32], master[32], gradients[32], optimizer[32], activations[32];
+    ft_format_bytes(sharded_bytes ? sharded_bytes : plan.parameter_bytes, weights, sizeof weights);
+    ft_format_bytes(plan.master_bytes, master, sizeof master);
+    ft_format_bytes(plan.gradient_bytes, gradients, sizeof gradients);
+    ft_format_bytes(plan.optimizer_bytes, optimizer, sizeof optimizer);
+    ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
+    return ft_error_context("full fine-tuning in %s plans weights %s + their float master copy %s + float gradients "
+                            "%s + AdamW's moments %s + activations %s (zero_stage = 1 or 2 over more GPUs with "
+                            "offload_optimizer = cpu moves AdamW to host memory; LoRA needs far less)",
+                            ft_dtype_name(model->backend->dtype), weights, master, gradients, optimizer, activations);
+}
+
+int ft_model_check_shardable(const ft_model *model)
+{
+    if (!needs_master(&model->options, model->element_bytes))
+        return 0;
+    return ft_error("ZeRO-3 with full fine-tuning is not available on the %s backend yet (the float master copy of "
+                    "its %s weights is not sharded): use zero_stage = 1 or 2 (with offload_optimizer = cpu for less "
+                    "GPU memory), LoRA, or the cpu backend",
+                    model->backend->name, ft_dtype_name(model->backend->dtype));
 }
 
 int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_bytes)
@@ -418,11 +457,23 @@ int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_byt
             return -1;
         backend->zero(backend, model->grads, model->n_params * sizeof(float));
     }
+    if (needs_master(options, model->element_bytes)) {
+        if (sharded_bytes)
+            return ft_model_check_shardable(model);
+        model->master = alloc_bytes(model, model->n_params * sizeof(float), "float master weights");
+        if (!model->master)
+            return -1;
+        model->master_weights = ft_xcalloc(model->n_weights ? model->n_weights : 1, sizeof *model->master_weights);
+    }
     for (size_t i = 0; i < model->n_weights; i++) {
         /* in the backend's dtype: float on cpu, bf16 on cuda */
         model->weights[i].value = model->params ? (float *)((char *)model->params + offsets[i] * model->element_bytes)
                                                 : NULL;
         model->weights[i].grad = model->grads ? model->grads + offsets[i] : NULL;
+        if (model->master) {
+            model->master_weights[i] = model->weights[i];
+            model->master_weights[i].value = model->master + offsets[i];
+        }
     }
     int rows = options->max_batch_size * options->max_seq_len;
     model->head_chunk_rows = ft_model_head_chunk_rows(&model->config, rows, model->element_bytes);
@@ -458,7 +509,7 @@ static ft_model *open_with_config(const ft_model_config *config, const char *wei
     model->options = *options;
     model->element_bytes = ft_dtype_size(backend->dtype);
     model->config = *config;
-    if (check_options(&model->config, options) < 0 || check_backend(&model->config, backend, options) < 0) {
+    if (check_options(&model->config, options) < 0 || check_backend(&model->config, backend) < 0) {
         free(model);
         return NULL;
     }
@@ -541,6 +592,9 @@ void ft_model_free(ft_model *model)
         backend->free(backend, model->params);
     if (model->grads)
         backend->free(backend, model->grads);
+    if (model->master)
+        backend->free(backend, model->master);
+    free(model->master_weights);
     if (model->activation_memory)
         backend->free(backend, model->activation_memory);
     free(model->act.layers);
@@ -560,15 +614,24 @@ ft_param_shards *ft_model_param_shards(const ft_model *model) { return model->sh
 const ft_param_tensor *ft_model_weights(const ft_model *model, size_t *count)
 {
     *count = model->n_weights;
-    return model->weights;
+    return model->master_weights ? model->master_weights : model->weights;
 }
 
 const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count)
 {
     if (model->options.finetuning == FT_FINETUNE_LORA)
         return ft_lora_tensors(model->lora, count);
-    *count = model->options.finetuning == FT_FINETUNE_FULL ? model->n_weights : 0;
-    return model->weights;
+    if (model->options.finetuning != FT_FINETUNE_FULL) {
+        *count = 0;
+        return model->weights;
+    }
+    return ft_model_weights(model, count);
+}
+
+void ft_model_refresh_weights(ft_model *model)
+{
+    if (model->master)
+        model->backend->cast_from_float(model->backend, model->params, model->master, model->n_params);
 }
 
 void ft_model_on_layer_gradients(ft_model *model, void (*done)(void *context, int layer), void *context)

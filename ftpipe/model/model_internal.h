@@ -78,6 +78,9 @@ struct ft_model {
     ft_param_shards *shards;       /* ZeRO-3: the passes read the weights through them */
     const ft_param_shard_calls *shard_calls;
     float *grads;                  /* same layout, float; full fine-tuning only */
+    float *master;                 /* same layout, float: full fine-tuning's master weights on a backend
+                                    * whose weights are not float (cuda's bf16); NULL where they are float */
+    ft_param_tensor *master_weights; /* weights' names and shapes with values in master; NULL without it */
     size_t n_params;
     size_t embed, final_norm, lm_head; /* offsets in elements; lm_head == embed when tied */
     ft_layer_offsets *layers;
@@ -103,6 +106,10 @@ struct ft_model {
     int n_images;
     bool generation_mrope;         /* the pieces below rotate by M-RoPE's tables (a VL prefill) */
 };
+
+/* 0 when ZeRO-3 can shard the model's weights; -1 with ft_error (what to use
+ * instead) for full fine-tuning with a float master copy, which it does not shard. */
+int ft_model_check_shardable(const ft_model *model);
 
 /* Loads weights [first, first + count) of the set into their value pointers. */
 int ft_model_load_weight_range(ft_model *model, const char *model_dir, const ft_safetensors *set, size_t first,

@@ -273,6 +273,8 @@ void ft_param_shards_free(ft_param_shards *s)
  * ranks, with the shard, the window and the staging buffer allocated. */
 static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bool offload, ft_param_shards **out)
 {
+    if (ft_model_check_shardable(model) < 0)
+        return -1;
     ft_backend *b = model->backend;
     ft_param_shards *s = ft_xcalloc(1, sizeof *s);
     *s = (ft_param_shards){.model = model, .comm = comm, .offload = offload, .element_bytes = model->element_bytes};

@@ -364,6 +364,7 @@ static int step(trainer *t, double *loss, double *grad_norm)
         ft_adamw_step(t->optimizer, learning_rate);
     else if (ft_zero_step(t->zero, learning_rate) < 0)
         return ft_error_context("step %lld", (long long)t->state.global_step + 1);
+    ft_model_refresh_weights(t->model); /* full fine-tuning in bf16: from the updated master copy */
     ft_model_zero_grads(t->model);
     t->state.global_step++;
     t->state.epoch_row = first + rows;
@@ -501,6 +502,7 @@ static int resume(trainer *t, ft_train_result *out)
     if (found < 0)
         return -1;
     if (found == 1) {
+        ft_model_refresh_weights(t->model); /* the checkpoint's values went into the master copy */
         t->state = loaded;
         t->saved_step = loaded.global_step;
         out->resumed_from_step = loaded.global_step;

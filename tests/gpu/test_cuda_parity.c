@@ -3,12 +3,17 @@
  * Llama 3 with two packed samples and padding): the loss within a relative
  * error of 1e-2, every LoRA gradient with a cosine similarity above 0.99, the
  * loss after an AdamW step too; greedy generation whose every step's logits are
- * within 2e-2 of the cpu backend's; and the errors a user can meet (full
- * fine-tuning, a plan too large for the GPU, an unsupported head size). */
+ * within 2e-2 of the cpu backend's; full fine-tuning in mixed precision (its
+ * gradients, and 20 steps' losses against the cpu backend's, in place and
+ * offloaded; its checkpoints loaded by the other backend); and the errors a user can meet (a plan too large for the GPU, an
+ * unsupported head size). */
 #include "gpu_check.h"
+#include "ftpipe/base/fsutil.h"
 #include "ftpipe/model/adamw.h"
+#include "ftpipe/model/checkpoint.h"
 #include "ftpipe/model/lora.h"
 #include "ftpipe/model/model.h"
+#include "ftpipe/model/param_shards.h"
 
 #define FIXTURES "tests/fixtures/parity"
 #define LOSS_TOLERANCE 1e-2
@@ -89,8 +94,10 @@ static void check_loss(const char *what, double actual, double expected)
     }
 }
 
-/* Every LoRA gradient of the cuda model against the cpu model's and peft's. */
-static void check_gradients(const char *arch, ft_model *cuda, ft_model *reference_model, const ft_safetensors *peft)
+/* Every trained tensor's gradient of the cuda model (LoRA's, or every weight's
+ * in full fine-tuning) against the cpu model's and transformers' (+ peft). */
+static void check_gradients(const char *arch, const char *what, ft_model *cuda, ft_model *reference_model,
+                            const ft_safetensors *peft)
 {
     size_t count;
     const ft_param_tensor *tensors = ft_model_trainable(cuda, &count);
@@ -108,15 +115,15 @@ static void check_gradients(const char *arch, ft_model *cuda, ft_model *referenc
         worst_cpu = fmin(worst_cpu, versus_cpu);
         worst_peft = fmin(worst_peft, versus_peft);
         if (!(versus_cpu > MIN_COSINE && versus_peft > MIN_COSINE)) {
-            fprintf(stderr, "  %s %s: cosine %.5f with the cpu backend, %.5f with peft\n", arch, tensors[i].name,
+            fprintf(stderr, "  %s %s: cosine %.5f with the cpu backend, %.5f with transformers\n", arch, tensors[i].name,
                     versus_cpu, versus_peft);
             check_case_failed = 1;
         }
         free(from_peft);
         free(grad);
     }
-    printf("# %s %zu LoRA gradients: lowest cosine %.5f (cpu), %.5f (peft) (%s)\n", arch, count, worst_cpu,
-           worst_peft, worst_name);
+    printf("# %s %zu %s gradients: lowest cosine %.5f (cpu), %.5f (transformers) (%s)\n", arch, count, what,
+           worst_cpu, worst_peft, worst_name);
 }
 
 static void check_lora(const char *arch)
@@ -152,7 +159,7 @@ static void check_lora(const char *arch)
 
     CHECK_INT(ft_model_forward_backward(cuda, &fb.batch, &loss), 0);
     CHECK_INT(ft_model_forward_backward(reference_model, &fb.batch, &cpu_loss), 0);
-    check_gradients(arch, cuda, reference_model, grads);
+    check_gradients(arch, "LoRA", cuda, reference_model, grads);
 
     size_t count;
     const ft_param_tensor *trainable = ft_model_trainable(cuda, &count);
@@ -289,13 +296,191 @@ TEST(lora_training_lowers_the_loss_on_the_gpu)
     ft_model_free(model);
 }
 
+/* Full fine-tuning in mixed precision: the first pass's gradient of every
+ * weight (float, from bf16 weights) against the cpu backend's and transformers';
+ * then FULL_STEPS steps of AdamW on the float master weights, the bf16 weights
+ * made from them after each, on the batch: the losses step by step against the
+ * cpu backend's (fp32 throughout) within FULL_LOSS_TOLERANCE, falling; and
+ * offload_optimizer's path (master weights and moments in host memory, AdamW
+ * on the host's cores) against AdamW on the GPU. */
+enum { FULL_STEPS = 20 };
+#define FULL_LOSS_TOLERANCE 2e-2
+#define OFFLOAD_LOSS_TOLERANCE 1e-3
+
+/* losses[FULL_STEPS] of a full fine-tuning of qwen2 on backend; 0 when it ran. */
+static int train_full(ft_backend *backend, bool offload, double *losses)
+{
+    fixture_batch fb;
+    load_batch("qwen2", &fb);
+    ft_model *model = load_model("qwen2", backend, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
+    if (!model)
+        return -1;
+    size_t count;
+    const ft_param_tensor *trainable = ft_model_trainable(model, &count);
+    ft_adamw_config adamw = {0.9, 0.999, 1e-8, 0.01};
+    ft_adamw *optimizer = NULL;
+    int status = (offload ? ft_adamw_create_offloaded : ft_adamw_create)(backend, trainable, count, &adamw,
+                                                                       &optimizer);
+    for (int step = 0; step < FULL_STEPS && status == 0; step++) {
+        ft_model_zero_grads(model);
+        if ((status = ft_model_forward_backward(model, &fb.batch, &losses[step])) < 0)
+            break;
+        ft_adamw_clip_grad_norm(optimizer, 1.0);
+        ft_adamw_step(optimizer, 1e-3);
+        ft_model_refresh_weights(model);
+    }
+    if (status < 0 || backend->check(backend) < 0) {
+        fprintf(stderr, "  full fine-tuning on %s: %s\n", backend->name, ft_error_message());
+        status = -1;
+    }
+    ft_adamw_free(optimizer);
+    ft_model_free(model);
+    return status;
+}
+
+static double worst_relative(const double *actual, const double *expected, int n)
+{
+    double worst = 0.0;
+    for (int i = 0; i < n; i++)
+        worst = fmax(worst, fabs(actual[i] - expected[i]) / fabs(expected[i]));
+    return worst;
+}
+
+TEST(full_finetuning_matches_cpu_and_transformers)
+{
+    fixture_batch fb;
+    load_batch("qwen2", &fb);
+    ft_model *cuda = load_model("qwen2", gpu, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
+    ft_model *reference_model = load_model("qwen2", cpu, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
+    ft_safetensors *grads = open_fixture("qwen2", "full_grads.safetensors");
+    if (cuda && reference_model && grads) {
+        size_t n_params = 93504; /* the fixture's weights */
+        ft_memory_plan plan = ft_model_memory(cuda);
+        CHECK_INT(plan.parameter_bytes, n_params * 2); /* bf16 for the passes */
+        CHECK_INT(plan.master_bytes, n_params * 4);    /* the float master copy */
+        CHECK_INT(plan.gradient_bytes, n_params * 4);
+        CHECK_INT(plan.optimizer_bytes, n_params * 8);
+        CHECK_INT(ft_model_memory(reference_model).master_bytes, 0); /* float weights are their own master */
+        double loss, cpu_loss;
+        CHECK_INT(ft_model_forward_backward(cuda, &fb.batch, &loss), 0);
+        CHECK_INT(ft_model_forward_backward(reference_model, &fb.batch, &cpu_loss), 0);
+        check_loss("qwen2 full fine-tuning loss vs cpu", loss, cpu_loss);
+        check_gradients("qwen2", "full fine-tuning", cuda, reference_model, grads);
+        CHECK_NO_GPU_FAILURE();
+    }
+    ft_safetensors_close(grads);
+    ft_model_free(cuda);
+    ft_model_free(reference_model);
+
+    double on_gpu[FULL_STEPS], on_cpu[FULL_STEPS], offloaded[FULL_STEPS];
+    if (train_full(gpu, false, on_gpu) < 0 || train_full(cpu, false, on_cpu) < 0 ||
+        train_full(gpu, true, offloaded) < 0) {
+        check_case_failed = 1;
+        return;
+    }
+    double versus_cpu = worst_relative(on_gpu, on_cpu, FULL_STEPS);
+    double versus_in_place = worst_relative(offloaded, on_gpu, FULL_STEPS);
+    printf("# qwen2 full fine-tuning, %d steps: loss %.4f -> %.4f on the GPU, %.4f -> %.4f on the cpu backend; worst "
+           "step's relative difference %.2e (tolerance %.0e)\n",
+           FULL_STEPS, on_gpu[0], on_gpu[FULL_STEPS - 1], on_cpu[0], on_cpu[FULL_STEPS - 1], versus_cpu,
+           FULL_LOSS_TOLERANCE);
+    printf("# ... offload_optimizer's AdamW on the host against AdamW on the GPU: worst step's relative difference "
+           "%.2e (tolerance %.0e), last loss %.4f\n",
+           versus_in_place, OFFLOAD_LOSS_TOLERANCE, offloaded[FULL_STEPS - 1]);
+    CHECK(versus_cpu < FULL_LOSS_TOLERANCE);
+    CHECK(versus_in_place < OFFLOAD_LOSS_TOLERANCE);
+    CHECK(on_gpu[FULL_STEPS - 1] < on_gpu[0] - 0.1);
+    CHECK(offloaded[FULL_STEPS - 1] < offloaded[0] - 0.1);
+}
+
+/* Values of the tensors (backend memory) as host floats, one array after another. */
+static float *values_of(ft_backend *backend, const ft_param_tensor *tensors, size_t count, size_t *total)
+{
+    *total = 0;
+    for (size_t i = 0; i < count; i++)
+        *total += tensors[i].count;
+    float *host = ft_xmalloc(*total * sizeof(float)), *at = host;
+    for (size_t i = 0; i < count; i++) {
+        backend->download(backend, at, tensors[i].value, tensors[i].count * sizeof(float));
+        at += tensors[i].count;
+    }
+    return host;
+}
+
+/* One step on `from`, its checkpoint loaded into `to`: the same float values
+ * there (the master copy on cuda), and the next pass's losses alike. */
+static void check_checkpoint_crossing(ft_model *from, ft_adamw *from_optimizer, ft_model *to, ft_adamw *to_optimizer,
+                                      const fixture_batch *fb, int64_t step)
+{
+    ft_backend *from_backend = ft_model_backend(from), *to_backend = ft_model_backend(to);
+    char dir[] = "/tmp/ftpipe-full-checkpoint.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    double loss, other_loss;
+    ft_model_zero_grads(from);
+    CHECK_INT(ft_model_forward_backward(from, &fb->batch, &loss), 0);
+    ft_adamw_step(from_optimizer, 1e-3);
+    ft_model_refresh_weights(from);
+    size_t count, total, other_total;
+    const ft_param_tensor *from_tensors = ft_model_trainable(from, &count);
+    const ft_param_tensor *to_tensors = ft_model_trainable(to, &count);
+    ft_checkpoint_state state = {.global_step = step}, loaded;
+    CHECK_INT(ft_checkpoint_save(dir, from_backend, from_tensors, count, from_optimizer, &state, 0), 0);
+    CHECK_INT(ft_checkpoint_load_latest(dir, to_backend, to_tensors, count, to_optimizer, "", &loaded), 1);
+    ft_model_refresh_weights(to);
+    CHECK_INT(loaded.global_step, step);
+    float *written = values_of(from_backend, from_tensors, count, &total);
+    float *read = values_of(to_backend, to_tensors, count, &other_total);
+    CHECK(total == other_total && memcmp(written, read, total * sizeof(float)) == 0);
+    CHECK_INT(ft_model_forward(from, &fb->batch, NULL, &loss), 0);
+    CHECK_INT(ft_model_forward(to, &fb->batch, NULL, &other_loss), 0);
+    char what[96];
+    snprintf(what, sizeof what, "loss after a %s checkpoint on %s", from_backend->name, to_backend->name);
+    check_loss(what, other_loss, loss);
+    free(written);
+    free(read);
+    ft_remove_tree(dir);
+}
+
+/* A checkpoint of full fine-tuning on cuda holds its float master weights and
+ * AdamW's moments, the cpu backend's files: either backend resumes from the
+ * other's with the same float values. */
+TEST(full_finetuning_checkpoints_cross_backends)
+{
+    fixture_batch fb;
+    load_batch("qwen2", &fb);
+    ft_model *cuda = load_model("qwen2", gpu, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
+    ft_model *reference_model = load_model("qwen2", cpu, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
+    ft_adamw *gpu_optimizer = NULL, *cpu_optimizer = NULL;
+    ft_adamw_config adamw = {0.9, 0.999, 1e-8, 0.01};
+    size_t count;
+    if (cuda && reference_model &&
+        ft_adamw_create(gpu, ft_model_trainable(cuda, &count), count, &adamw, &gpu_optimizer) == 0 &&
+        ft_adamw_create(cpu, ft_model_trainable(reference_model, &count), count, &adamw, &cpu_optimizer) == 0) {
+        check_checkpoint_crossing(cuda, gpu_optimizer, reference_model, cpu_optimizer, &fb, 1);
+        check_checkpoint_crossing(reference_model, cpu_optimizer, cuda, gpu_optimizer, &fb, 2);
+        CHECK_NO_GPU_FAILURE();
+    } else {
+        check_case_failed = 1;
+    }
+    ft_adamw_free(gpu_optimizer);
+    ft_adamw_free(cpu_optimizer);
+    ft_model_free(cuda);
+    ft_model_free(reference_model);
+}
+
 TEST(what_the_gpu_cannot_run_is_a_clear_error)
 {
-    ft_model_options options = {BATCH, SEQ, FT_FINETUNE_FULL, false, {0}, false};
-    ft_model *model = NULL;
-    CHECK_INT(ft_model_load(FIXTURES "/qwen2/model", gpu, &options, &model), -1);
-    CHECK_STR(ft_error_message(), "full fine-tuning is not available on the cuda backend, which keeps weights in BF16: "
-                                  "use LoRA (finetuning_type = lora) or the cpu backend");
+    /* ZeRO-3 does not shard full fine-tuning's float master copy yet */
+    ft_model *full = load_model("qwen2", gpu, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
+    ft_comm two_ranks = {.rank = 0, .size = 2}; /* refused before any collective */
+    ft_param_shards *shards = NULL;
+    if (full) {
+        CHECK_INT(ft_param_shards_create(full, &two_ranks, false, &shards), -1);
+        CHECK_STR(ft_error_message(), "ZeRO-3 with full fine-tuning is not available on the cuda backend yet (the "
+                                      "float master copy of its BF16 weights is not sharded): use zero_stage = 1 or 2 "
+                                      "(with offload_optimizer = cpu for less GPU memory), LoRA, or the cpu backend");
+    }
+    ft_model_free(full);
     ft_backend_limits limits = {.max_rows = 16, .max_seq_len = 16, .max_features = 64, .head_dim = 80,
                                 .max_heads = 4};
     CHECK_INT(gpu->reserve(gpu, &limits), -1);
@@ -321,6 +506,8 @@ int main(void)
     GPU_RUN(llama3_lora_matches_cpu_and_peft);
     GPU_RUN(greedy_generation_logits_match_cpu_at_every_step);
     GPU_RUN(lora_training_lowers_the_loss_on_the_gpu);
+    GPU_RUN(full_finetuning_matches_cpu_and_transformers);
+    GPU_RUN(full_finetuning_checkpoints_cross_backends);
     GPU_RUN(what_the_gpu_cannot_run_is_a_clear_error);
     ft_backend_destroy(gpu);
     ft_backend_destroy(cpu);

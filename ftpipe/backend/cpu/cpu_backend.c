@@ -19,6 +19,16 @@ static void cpu_copy(ft_backend *self, void *to, const void *from, size_t bytes)
         memmove(to, from, bytes);
 }
 
+static void *cpu_alloc_host(ft_backend *self, size_t bytes)
+{
+    void *pointer = malloc(bytes ? bytes : 1);
+    if (!pointer)
+        ft_error("out of host memory: cannot allocate %zu bytes", bytes);
+    return pointer;
+}
+
+static void cpu_free_host(ft_backend *self, void *pointer) { free(pointer); }
+
 static void cpu_zero(ft_backend *self, void *device, size_t bytes)
 {
     if (bytes)
@@ -235,6 +245,12 @@ static void cpu_scale(ft_backend *self, float *x, size_t n, float factor)
         x[i] *= factor;
 }
 
+/* float is the cpu backend's dtype: the master weights are the weights (a copy when apart) */
+static void cpu_cast_from_float(ft_backend *self, void *dst, const float *src, size_t n)
+{
+    cpu_copy(self, dst, src, n * sizeof(float));
+}
+
 static void cpu_destroy(ft_backend *self)
 {
     ft_cpu_memory_free(self->context);
@@ -258,6 +274,8 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->upload = cpu_copy;
     backend->download = cpu_copy;
     backend->zero = cpu_zero;
+    backend->alloc_host = cpu_alloc_host;
+    backend->free_host = cpu_free_host;
     backend->reserve = cpu_reserve;
     backend->reserved_bytes = ft_cpu_reserved_bytes;
     backend->peak_bytes = ft_cpu_peak_bytes;
@@ -283,5 +301,6 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->adamw = cpu_adamw;
     backend->sum_squares = cpu_sum_squares;
     backend->scale = cpu_scale;
+    backend->cast_from_float = cpu_cast_from_float;
     return backend;
 }

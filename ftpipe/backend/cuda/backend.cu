@@ -114,11 +114,43 @@ static void cuda_download(ft_backend *self, void *host, const void *device, size
     CUDA_CHECK(context, cudaStreamSynchronize(context->stream));
 }
 
+/* Page-locked, so that offloaded state moves by DMA without a staging copy. */
+static void *cuda_alloc_host(ft_backend *self, size_t bytes)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    void *pointer = NULL;
+    if (cudaHostAlloc(&pointer, bytes ? bytes : 1, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError(); /* not sticky: clear it */
+        char want[32];
+        format_bytes(bytes, want);
+        ft_error("cannot allocate %s of page-locked host memory for GPU %d (%s): free host memory, or raise the "
+                 "locked-memory limit (ulimit -l)",
+                 want, context->device, context->properties.name);
+        return NULL;
+    }
+    return pointer;
+}
+
+static void cuda_free_host(ft_backend *self, void *pointer)
+{
+    ft_cuda_enter(self);
+    if (pointer)
+        cudaFreeHost(pointer);
+}
+
 static void cuda_zero(ft_backend *self, void *device, size_t bytes)
 {
     ft_cuda_context *context = ft_cuda_enter(self);
     if (bytes)
         CUDA_CHECK(context, cudaMemsetAsync(device, 0, bytes, context->stream));
+}
+
+/* full fine-tuning's bf16 weights from their float master copy */
+static void cuda_cast_from_float(ft_backend *self, void *dst, const float *src, size_t n)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    if (n)
+        ft_cuda_to_bf16(context, (bf16 *)dst, src, n);
 }
 
 /* --- scratch --- */
@@ -336,6 +368,8 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->upload = ft_cuda_upload;
     backend->download = cuda_download;
     backend->zero = cuda_zero;
+    backend->alloc_host = cuda_alloc_host;
+    backend->free_host = cuda_free_host;
     backend->reserve = cuda_reserve;
     backend->reserved_bytes = cuda_reserved_bytes;
     backend->peak_bytes = cuda_peak_bytes;
@@ -361,5 +395,6 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->adamw = ft_cuda_adamw;
     backend->sum_squares = ft_cuda_sum_squares;
     backend->scale = ft_cuda_scale;
+    backend->cast_from_float = cuda_cast_from_float;
     return backend;
 }

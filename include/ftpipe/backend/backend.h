@@ -6,7 +6,8 @@
  *   - Each backend computes in one dtype (`dtype`: F32 on cpu, BF16 on cuda).
  *     Activations, their gradients and the frozen base weights are arrays of
  *     that dtype: the `void *` arguments below. Always float: LoRA weights and
- *     their gradients, trained tensors' gradients, optimizer state, per-row
+ *     their gradients, trained tensors' gradients, optimizer state, full
+ *     fine-tuning's master weights (cast_from_float), per-row
  *     statistics (rstd, logsumexp, losses) and the RoPE tables.
  *   - Tensors live in the backend's memory, row-major. Activations are
  *     [rows, features] with rows = batch_size * seq_len tokens; a linear
@@ -92,6 +93,10 @@ struct ft_backend {
     void (*upload)(ft_backend *self, void *device, const void *host, size_t bytes);
     void (*download)(ft_backend *self, void *host, const void *device, size_t bytes);
     void (*zero)(ft_backend *self, void *device, size_t bytes);
+    /* Host memory that upload and download copy to and from directly (page-locked
+     * on cuda, plain on cpu), for state kept on the host (offload_optimizer's). */
+    void *(*alloc_host)(ft_backend *self, size_t bytes);
+    void (*free_host)(ft_backend *self, void *pointer);
     /* Reserves scratch memory for ops up to these shapes, and checks that the
      * planned bytes fit beside it; -1 with ft_error (with the numbers) when not. */
     int (*reserve)(ft_backend *self, const ft_backend_limits *limits);
@@ -175,6 +180,10 @@ struct ft_backend {
      * all of a model's gradients, so the GPU is waited for once, not per tensor. */
     double (*sum_squares)(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors);
     void (*scale)(ft_backend *self, float *x, size_t n, float factor);
+    /* dst (n elements of the backend's dtype) = src rounded to nearest even: the
+     * weights the passes read, made again from float master weights after each
+     * update of full fine-tuning (on a float backend, a copy). */
+    void (*cast_from_float)(ft_backend *self, void *dst, const float *src, size_t n);
 };
 
 /* The fp32 reference backend: plain C and OpenBLAS's sgemm with `threads`

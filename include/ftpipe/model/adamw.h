@@ -39,7 +39,8 @@ typedef struct ft_adamw ft_adamw;
 int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                     const ft_adamw_config *config, ft_adamw **out);
 /* The same, offloaded: the moments and an f32 master copy of the values in
- * host memory, the update on the host's cores. */
+ * the backend's host memory (alloc_host: page-locked on cuda), the update on
+ * the host's cores. */
 int ft_adamw_create_offloaded(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                               const ft_adamw_config *config, ft_adamw **out);
 void ft_adamw_free(ft_adamw *optimizer);

@@ -56,6 +56,7 @@ typedef struct {
 
 typedef struct {
     size_t parameter_bytes;      /* base weights */
+    size_t master_bytes;         /* full fine-tuning on bf16: the weights' float master copy */
     size_t adapter_bytes;        /* LoRA A and B */
     size_t gradient_bytes;
     size_t optimizer_bytes;      /* AdamW's two moments of what is trained */
@@ -123,7 +124,14 @@ void ft_model_on_layer_gradients(ft_model *model, void (*done)(void *context, in
 
 /* What is trained: the adapter's tensors, or every weight (HF names). */
 const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count);
-/* Every base weight with its HF name (the tied lm_head is not listed twice). */
+/* Every base weight with its HF name (the tied lm_head is not listed twice),
+ * as float: with full fine-tuning on a backend whose weights are not float
+ * (cuda's bf16), their float master copy, which the optimizer updates, the
+ * checkpoints hold and the result is written from. */
 const ft_param_tensor *ft_model_weights(const ft_model *model, size_t *count);
+/* After the master copy changed (an optimizer step, a resume): the weights the
+ * passes read are made from it again, rounded to the backend's dtype. Nothing
+ * to do where the weights are float (they are the master copy). */
+void ft_model_refresh_weights(ft_model *model);
 
 #endif

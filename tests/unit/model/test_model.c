@@ -252,6 +252,16 @@ TEST(plans_a_7b_full_finetune_without_weights)
     CHECK_INT(plan.parameter_bytes, (size_t)7615616512 * 4);
     CHECK_INT(plan.gradient_bytes, plan.parameter_bytes);
     CHECK_INT(plan.total_bytes, plan.parameter_bytes * 4 + plan.activation_bytes);
+    CHECK_INT(plan.master_bytes, 0); /* float weights are their own master copy */
+    /* on a bf16 backend, mixed precision: bf16 weights for the passes, a float
+     * master copy, float gradients and AdamW's two float moments: 18 bytes a weight */
+    ft_memory_plan mixed;
+    CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_BF16, &mixed), 0);
+    CHECK_INT(mixed.parameter_bytes, (size_t)7615616512 * 2);
+    CHECK_INT(mixed.master_bytes, (size_t)7615616512 * 4);
+    CHECK_INT(mixed.gradient_bytes, (size_t)7615616512 * 4);
+    CHECK_INT(mixed.optimizer_bytes, (size_t)7615616512 * 8);
+    CHECK_INT(mixed.total_bytes, (size_t)7615616512 * 18 + mixed.activation_bytes);
     /* on a bf16 backend the frozen weights and activations take half, the adapter and its state stay float */
     ft_model_options lora = {1, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 3}, false};
     ft_memory_plan f32, bf16;

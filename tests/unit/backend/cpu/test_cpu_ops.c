@@ -3,6 +3,7 @@
  * objective is sum(out * w) for fixed random w, so the upstream gradient is w. */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "check.h"
 #include "ftpipe/backend/backend.h"
@@ -455,6 +456,27 @@ TEST(sum_squares_and_scale)
     CHECK(x[2] == 1.5f);
 }
 
+/* float is the cpu backend's dtype: the cast is an exact copy, NaN and denormals included */
+TEST(cast_from_float_copies_exactly)
+{
+    float master[4] = {1.0f / 3.0f, -0.0f, 1e-40f, NAN}, weights[4] = {0};
+    cpu->cast_from_float(cpu, weights, master, 4);
+    CHECK(memcmp(weights, master, sizeof master) == 0);
+    cpu->cast_from_float(cpu, weights, weights, 4); /* in place: the master copy is the weights */
+    CHECK(memcmp(weights, master, sizeof master) == 0);
+}
+
+TEST(host_memory_is_writable_and_freed)
+{
+    float *state = cpu->alloc_host(cpu, 4 * sizeof(float));
+    CHECK(state != NULL);
+    for (int i = 0; state && i < 4; i++)
+        state[i] = (float)i;
+    CHECK(state && state[3] == 3.0f);
+    cpu->free_host(cpu, state);
+    cpu->free_host(cpu, NULL);
+}
+
 int main(void)
 {
     cpu = ft_backend_cpu_create(1);
@@ -476,6 +498,8 @@ int main(void)
     RUN(cross_entropy_skips_masked_rows_and_backward_matches_finite_differences);
     RUN(adamw_matches_torch_formula_over_two_steps);
     RUN(sum_squares_and_scale);
+    RUN(cast_from_float_copies_exactly);
+    RUN(host_memory_is_writable_and_freed);
     ft_backend_destroy(cpu);
     return check_done();
 }
