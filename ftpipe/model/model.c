@@ -109,13 +109,12 @@ static int check_options(const ft_model_config *config, const ft_model_options *
     return 0;
 }
 
-/* Full fine-tuning updates the weights in place, which needs them in float. */
+/* Full fine-tuning updates the weights in place, which needs them in float (so a
+ * vision-language model trains its language model's LoRA only on cuda; the
+ * stages refuse training its tower, and ZeRO-3, for any backend). */
 static int check_backend(const ft_model_config *config, const ft_backend *backend, const ft_model_options *options)
 {
-    if ((config->vision_language || config->llava) && backend->dtype != FT_DTYPE_F32)
-        return ft_error("%s models run on the cpu backend only for now (the %s backend does not run them yet): "
-                        "set backend = cpu",
-                        config->llava ? "LlavaForConditionalGeneration" : config->architecture_name, backend->name);
+    (void)config;
     if (options->finetuning == FT_FINETUNE_FULL && backend->dtype != FT_DTYPE_F32)
         return ft_error("full fine-tuning is not available on the %s backend, which keeps weights in %s: use LoRA "
                         "(finetuning_type = lora) or the cpu backend",
@@ -156,15 +155,21 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     plan->parameter_bytes = model->n_params * element_bytes;
     int rows = options->max_batch_size * options->max_seq_len;
     if (model->config.vision_language) {
-        /* the tower's fp32 weights, and its pass at the most patches a batch can
-         * hold (each image token is merge^2 patches), all in one frame at worst */
+        /* the tower's weights in the backend's dtype, and its pass at the most
+         * patches a batch can hold (each image token is merge^2 patches) */
         const ft_vision_config *v = &model->config.vision;
         int64_t patches = (int64_t)rows * v->spatial_merge_size * v->spatial_merge_size;
-        plan->parameter_bytes += ft_vision_qwen2_weight_bytes(v);
-        plan->activation_bytes += ft_vision_qwen2_work_bytes(v, patches, patches);
+        plan->parameter_bytes += ft_vision_qwen2_weight_bytes(v, element_bytes);
+        plan->activation_bytes += ft_vision_qwen2_work_bytes(v, patches, element_bytes);
     }
-    if (model->clip) /* LLaVA's tower and projector, loaded in fp32 */
-        plan->parameter_bytes += ft_vision_clip_weight_bytes(model->clip);
+    if (model->config.llava && model->llava_config.vision.hidden_size > 0) {
+        /* LLaVA's tower and projector, and their pass over the most images a batch
+         * holds (each brings tokens_per_image image tokens) */
+        const ft_llava_config *llava = &model->llava_config;
+        int images = rows / (int)ft_llava_image_tokens(llava);
+        plan->parameter_bytes += ft_vision_clip_weight_count(llava) * element_bytes;
+        plan->activation_bytes += ft_vision_clip_work_bytes(llava, images > 0 ? images : 1, element_bytes);
+    }
     if (options->use_lora)
         plan->adapter_bytes = lora_parameter_count(&model->config, &options->lora) * sizeof(float);
     if (options->finetuning == FT_FINETUNE_LORA)
@@ -353,6 +358,17 @@ static void *alloc_bytes(ft_model *model, size_t bytes, const char *what)
     return memory;
 }
 
+/* The head size of a vision tower's attention, 0 without one. */
+static int vision_head_dim(const ft_model *model)
+{
+    if (model->config.vision_language)
+        return model->config.vision.embed_dim / model->config.vision.num_heads;
+    const ft_clip_vision_config *clip = &model->llava_config.vision;
+    if (model->config.llava && clip->num_attention_heads > 0)
+        return clip->hidden_size / clip->num_attention_heads;
+    return 0;
+}
+
 static ft_backend_limits limits_of(const ft_model_config *c, const ft_model_options *options, size_t planned_bytes)
 {
     int widest = c->hidden_size;
@@ -392,6 +408,7 @@ static int reserve(ft_model *model, size_t sharded_bytes)
     if (sharded_bytes)
         plan.total_bytes = plan.total_bytes - plan.parameter_bytes + sharded_bytes;
     ft_backend_limits limits = limits_of(&model->config, &model->options, plan.total_bytes);
+    limits.vision_head_dim = vision_head_dim(model);
     return model->backend->reserve(model->backend, &limits);
 }
 
@@ -464,10 +481,15 @@ ft_model *ft_model_open(const char *model_dir, ft_backend *backend, const ft_mod
                         size_t **offsets)
 {
     ft_model_config config;
-    if (ft_language_model_config_load(model_dir, &config) < 0)
+    ft_llava_config llava = {0};
+    if (ft_language_model_config_load(model_dir, &config) < 0 ||
+        (config.llava && ft_llava_config_load(model_dir, &llava) < 0))
         return NULL;
     /* llava-hf's checkpoints and transformers 5's saves keep the language model here */
-    return open_with_config(&config, config.llava ? "language_model." : "", backend, options, offsets);
+    ft_model *model = open_with_config(&config, config.llava ? "language_model." : "", backend, options, offsets);
+    if (model)
+        model->llava_config = llava;
+    return model;
 }
 
 void ft_model_finish(ft_model *model, size_t sharded_weight_bytes)
@@ -488,7 +510,7 @@ static int load_whole(ft_model *model, const char *model_dir, size_t *offsets, f
     if (status == 0)
         status = load_weights(model, model_dir);
     if (status == 0 && model->config.vision_language)
-        status = ft_vision_qwen2_load(model_dir, &model->config.vision, &model->vision);
+        status = ft_vision_qwen2_load(model_dir, &model->config.vision, model->backend, &model->vision);
     if (status == 0 && model->config.llava)
         status = ft_vision_clip_load(model_dir, model->backend, &model->clip);
     if (status < 0) {

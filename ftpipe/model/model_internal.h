@@ -97,6 +97,7 @@ struct ft_model {
      * ft_model_place_image_features */
     ft_vision_qwen2 *vision;
     ft_vision_clip *clip;
+    ft_llava_config llava_config;   /* LLaVA's config.json, read at open for the memory plan */
     int n_image_rows;              /* image features waiting for the next pass's embedding */
     const ft_stored_image *images; /* ft_model_set_images: the next pass's */
     int n_images;

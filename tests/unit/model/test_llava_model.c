@@ -217,18 +217,19 @@ TEST(lora_loss_and_gradients_equal_peft)
     ft_backend_destroy(backend);
 }
 
-/* A bf16 backend (the cuda one) does not run LLaVA yet: refused before anything is allocated. */
-TEST(a_bf16_backend_refuses_llava)
+/* A bf16 backend (the cuda one) runs LLaVA with LoRA, but refuses its full
+ * fine-tuning before anything is allocated. */
+TEST(a_bf16_backend_refuses_full_fine_tuning_of_llava)
 {
     ft_backend *cpu = ft_backend_cpu_create(1);
     ft_backend bf16 = *cpu;
     bf16.name = "cuda";
     bf16.dtype = FT_DTYPE_BF16;
-    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false};
+    ft_model_options options = {1, SEQ, FT_FINETUNE_FULL, false, {0}, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(FIXTURE "/model", &bf16, &options, &model), -1);
-    CHECK_STR(ft_error_message(), "LlavaForConditionalGeneration models run on the cpu backend only for now (the "
-                                  "cuda backend does not run them yet): set backend = cpu");
+    CHECK_STR(ft_error_message(), "full fine-tuning is not available on the cuda backend, which keeps weights in BF16: "
+                                  "use LoRA (finetuning_type = lora) or the cpu backend");
     CHECK(model == NULL);
     ft_backend_destroy(cpu);
 }
@@ -312,6 +313,6 @@ int main(void)
     RUN(the_language_model_alone_is_far_from_transformers);
     RUN(lora_loss_and_gradients_equal_peft);
     RUN(generation_with_the_image_matches_the_full_forward);
-    RUN(a_bf16_backend_refuses_llava);
+    RUN(a_bf16_backend_refuses_full_fine_tuning_of_llava);
     return check_done();
 }
