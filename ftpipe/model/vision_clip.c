@@ -197,8 +197,10 @@ int ft_vision_clip_load(const char *model_dir, ft_backend *backend, ft_vision_cl
     clip->n_layers_run = layers_run(&clip->config);
     clip->side = vision->image_size / vision->patch_size;
     clip->n_positions = clip->side * clip->side + 1;
-    ft_safetensors *set;
-    int status = ft_safetensors_open(model_dir, &set);
+    /* the backend readies its attention for the tower's heads (the model's plan reserved the rest) */
+    ft_backend_limits limits = {.vision_head_dim = vision->hidden_size / vision->num_attention_heads};
+    ft_safetensors *set = NULL;
+    int status = backend->reserve(backend, &limits) < 0 ? -1 : ft_safetensors_open(model_dir, &set);
     if (status == 0) {
         status = load_weights(clip, model_dir, set);
         ft_safetensors_close(set);

@@ -188,9 +188,12 @@ int ft_vision_qwen2_load(const char *model_dir, const ft_vision_config *config, 
     size_t largest = 1;
     for (size_t i = 0; i < l.count; i++)
         largest = l.list[i].count > largest ? l.list[i].count : largest;
-    int status = 0;
-    tower->weights = backend->alloc(backend, l.floats * tower->element_bytes);
-    if (!tower->weights)
+    /* the backend readies its attention for the tower's heads (the model's plan reserved the rest) */
+    ft_backend_limits limits = {.vision_head_dim = config->embed_dim / config->num_heads};
+    int status = backend->reserve(backend, &limits);
+    if (status == 0)
+        tower->weights = backend->alloc(backend, l.floats * tower->element_bytes);
+    if (status == 0 && !tower->weights)
         status = ft_error_context("the vision tower's %zu weights", l.floats);
     float *floats = status == 0 ? malloc(largest * sizeof(float)) : NULL;
     if (status == 0 && !floats)
