@@ -369,8 +369,8 @@ TEST(attention_matches_cpu_for_each_head_size)
 /* --- the vision towers' forward-only ops --- */
 
 /* Bidirectional attention in runs of segment ids (images, windows): the flash
- * kernel for the head sizes it takes (skipping key tiles outside a query tile's
- * runs), the plain kernel for the others (CLIP-tiny's 8, Qwen2-VL's 80). */
+ * kernel for the head sizes it takes (16 to 128 and Qwen2-VL's 80; skipping key
+ * tiles outside a query tile's runs), the plain kernel for others (tiny-llava's 8). */
 static void check_bidirectional_attention(int seq_len, int heads, int head_dim, int run)
 {
     size_t n = (size_t)seq_len * heads * head_dim;
@@ -402,7 +402,8 @@ TEST(bidirectional_attention_matches_cpu)
     check_bidirectional_attention(600, 2, 64, 577);  /* CLIP-L's images of 577 positions */
     check_bidirectional_attention(200, 4, 128, 30);
     check_bidirectional_attention(250, 4, 8, 100);   /* the plain kernel */
-    check_bidirectional_attention(300, 2, 80, 64);
+    check_bidirectional_attention(300, 2, 80, 64);   /* Qwen2-VL's head size, tiled forward only */
+    check_bidirectional_attention(140, 2, 48, 70);   /* the plain kernel, two lanes' worth of a row */
 }
 
 TEST(layernorm_activations_and_add_match_cpu)
@@ -534,10 +535,13 @@ int main(void)
         limits.head_dim = d;
         gpu->reserve(gpu, &limits);
     }
-    limits.vision_head_dim = 8; /* a tower's head size outside the flash kernel's is accepted too */
-    if (gpu && gpu->reserve(gpu, &limits) < 0) {
-        fprintf(stderr, "  %s\n", ft_error_message());
-        return 1;
+    /* the towers' head sizes: 80 runs the tiled kernel's forward, 8 the plain kernel */
+    for (int d = 8; gpu && d <= 80; d += 72) {
+        limits.vision_head_dim = d;
+        if (gpu->reserve(gpu, &limits) < 0) {
+            fprintf(stderr, "  %s\n", ft_error_message());
+            return 1;
+        }
     }
     GPU_RUN(linear_with_lora_matches_cpu);
     GPU_RUN(linear_with_lora_dropout_matches_cpu_mask_for_mask);

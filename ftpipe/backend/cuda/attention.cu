@@ -20,10 +20,10 @@
  *
  * The vision towers' bidirectional attention (forward only) runs the same
  * forward kernel over every key tile whose segment runs meet the query tile's,
- * the others skipped unread; a tower whose head_dim the tiles do not take (as
- * CLIP-tiny's 8 or Qwen2-VL's 80) runs a plain kernel instead: one warp per
- * query, an online softmax over the keys of its run, in fp32 without tensor
- * cores. */
+ * the others skipped unread, for head_dim 16, 32, 64, 80 (Qwen2-VL's and
+ * Qwen2.5-VL's towers; forward only) and 128; a tower of another head_dim (as
+ * tiny-llava's 8) runs a plain kernel instead: one warp per query, an online
+ * softmax over the keys of its run, in fp32 without tensor cores. */
 #include <limits.h>
 #include <math.h>
 #include <mma.h>
@@ -529,6 +529,23 @@ void forward_any(ft_cuda_context *context, void *out, float *logsumexp, const vo
     LAUNCH_CHECK(context, "attention_forward_any_kernel");
 }
 
+/* The forward kernel alone (head sizes that only the towers' forward runs). */
+template <int D>
+int prepare_forward(ft_cuda_context *context)
+{
+    (void)shape_of<D>::backward_bytes; /* no backward runs at this head size */
+    size_t most = context->properties.sharedMemPerBlockOptin;
+    if (shape_of<D>::forward_bytes > most ||
+        cudaFuncSetAttribute(attention_forward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)shape_of<D>::forward_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return ft_error("GPU %d (%s): cannot give attention with head_dim %d %zu bytes of shared memory a block (it "
+                        "has %zu): use backend = cpu",
+                        context->device, context->properties.name, D, shape_of<D>::forward_bytes, most);
+    }
+    return 0;
+}
+
 template <int D>
 void backward(ft_cuda_context *context, void *grad_q, float *const parts[2], const void *grad_out, const void *q,
               const void *k, const void *v, const float *logsumexp, const float *delta, const int32_t *segments,
@@ -555,7 +572,17 @@ bool ft_cuda_attention_supports(int head_dim)
 
 bool ft_cuda_bidirectional_attention_supports(int head_dim)
 {
-    return ft_cuda_attention_supports(head_dim) || (head_dim > 0 && head_dim <= any_head_most);
+    return head_dim > 0 && head_dim <= any_head_most;
+}
+
+/* The head sizes whose bidirectional attention runs the tiled kernel. */
+static bool tiled_bidirectional(int head_dim) { return ft_cuda_attention_supports(head_dim) || head_dim == 80; }
+
+int ft_cuda_bidirectional_attention_prepare(ft_cuda_context *context, int head_dim)
+{
+    if (head_dim == 80)
+        return prepare_forward<80>(context);
+    return ft_cuda_attention_supports(head_dim) ? ft_cuda_attention_prepare(context, head_dim) : 0;
 }
 
 int ft_cuda_attention_prepare(ft_cuda_context *context, int head_dim)
@@ -573,11 +600,15 @@ void ft_cuda_attention_forward(ft_backend *self, void *out, float *logsumexp, co
                                const void *v, const int32_t *segments, const ft_attention_shape *shape)
 {
     ft_cuda_context *context = ft_cuda_enter(self);
-    if (shape->bidirectional && !ft_cuda_attention_supports(shape->head_dim)) {
+    if (shape->bidirectional && !tiled_bidirectional(shape->head_dim)) {
         if (shape->head_dim > any_head_most)
             ft_cuda_fail(context, __FILE__, __LINE__, "attention_forward", "unsupported head_dim");
         else
             forward_any(context, out, logsumexp, q, k, v, segments, shape);
+        return;
+    }
+    if (shape->bidirectional && shape->head_dim == 80) {
+        forward<80>(context, out, logsumexp, q, k, v, segments, shape);
         return;
     }
     switch (shape->head_dim) {

@@ -170,8 +170,7 @@ static int cuda_reserve(ft_backend *self, const ft_backend_limits *limits)
         if (!ft_cuda_bidirectional_attention_supports(limits->vision_head_dim))
             return ft_error("the vision tower's head_dim %d is not supported by the cuda backend's attention (it "
                             "runs up to 256): use backend = cpu", limits->vision_head_dim);
-        if (ft_cuda_attention_supports(limits->vision_head_dim) &&
-            ft_cuda_attention_prepare(context, limits->vision_head_dim) < 0)
+        if (ft_cuda_bidirectional_attention_prepare(context, limits->vision_head_dim) < 0)
             return -1;
     }
     /* Scratch serves every model loaded so far: the largest of each limit. */

@@ -192,8 +192,10 @@ void ft_cuda_swiglu_backward(ft_backend *self, void *grad_gate, void *grad_up, c
 
 /* attention.cu */
 bool ft_cuda_attention_supports(int head_dim);
-/* Head sizes the vision towers' bidirectional attention runs (a superset). */
+/* Head sizes the vision towers' bidirectional attention runs (a superset), and
+ * its preparation (raised shared-memory limits where the tiled kernel runs it). */
 bool ft_cuda_bidirectional_attention_supports(int head_dim);
+int ft_cuda_bidirectional_attention_prepare(ft_cuda_context *context, int head_dim);
 int ft_cuda_attention_prepare(ft_cuda_context *context, int head_dim); /* raises shared-memory limits */
 void ft_cuda_attention_forward(ft_backend *self, void *out, float *logsumexp, const void *q, const void *k,
                                const void *v, const int32_t *segments, const ft_attention_shape *shape);
