@@ -112,9 +112,8 @@ static int check_options(const ft_model_config *config, const ft_model_options *
 /* Full fine-tuning updates the weights in place, which needs them in float (so a
  * vision-language model trains its language model's LoRA only on cuda; the
  * stages refuse training its tower, and ZeRO-3, for any backend). */
-static int check_backend(const ft_model_config *config, const ft_backend *backend, const ft_model_options *options)
+static int check_backend(const ft_backend *backend, const ft_model_options *options)
 {
-    (void)config;
     if (options->finetuning == FT_FINETUNE_FULL && backend->dtype != FT_DTYPE_F32)
         return ft_error("full fine-tuning is not available on the %s backend, which keeps weights in %s: use LoRA "
                         "(finetuning_type = lora) or the cpu backend",
@@ -468,7 +467,7 @@ static ft_model *open_with_config(const ft_model_config *config, const char *wei
     model->options = *options;
     model->element_bytes = ft_dtype_size(backend->dtype);
     model->config = *config;
-    if (check_options(&model->config, options) < 0 || check_backend(&model->config, backend, options) < 0) {
+    if (check_options(&model->config, options) < 0 || check_backend(backend, options) < 0) {
         free(model);
         return NULL;
     }
