@@ -219,7 +219,7 @@ static int prefill(ft_generator *generator, const int32_t *const *prompts, const
     b->upload(b, act->positions, generator->host_positions, bytes);
     b->upload(b, act->segments, generator->host_segments, bytes);
     b->upload(b, generator->rows, generator->host_rows, bytes);
-    ft_attention_shape shape = {n, longest, c->num_attention_heads, c->num_key_value_heads, c->head_dim};
+    ft_attention_shape shape = {n, longest, c->num_attention_heads, c->num_key_value_heads, c->head_dim, false};
     ft_model_embed(model, rows);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const ft_layer_activations *a = &act->layers[l];

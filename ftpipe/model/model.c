@@ -111,12 +111,15 @@ static int check_options(const ft_model_config *config, const ft_model_options *
     return 0;
 }
 
-static int check_backend(const ft_model_config *config, const ft_backend *backend)
+/* What runs where: a vision-language model's full fine-tuning keeps to the cpu
+ * backend until it has run on a GPU (its LoRA runs on cuda). */
+static int check_backend(const ft_model_config *config, const ft_backend *backend, const ft_model_options *options)
 {
-    if ((config->vision_language || config->llava) && backend->dtype != FT_DTYPE_F32)
-        return ft_error("%s models run on the cpu backend only for now (the %s backend does not run them yet): "
-                        "set backend = cpu",
-                        config->llava ? "LlavaForConditionalGeneration" : config->architecture_name, backend->name);
+    if ((config->vision_language || config->llava) && options->finetuning == FT_FINETUNE_FULL &&
+        backend->dtype != FT_DTYPE_F32)
+        return ft_error("full fine-tuning of a vision-language model runs on the cpu backend only for now: use LoRA "
+                        "(finetuning_type = lora) on the %s backend, or backend = cpu",
+                        backend->name);
     return 0;
 }
 
@@ -159,9 +162,9 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     memset(plan, 0, sizeof *plan);
     plan->parameter_bytes = model->n_params * element_bytes;
     int rows = options->max_batch_size * options->max_seq_len;
-    /* a vision tower's fp32 weights, and its pass over the most a batch can hold */
-    plan->parameter_bytes += ft_vision_tower_weight_bytes(&model->config);
-    plan->activation_bytes += ft_vision_tower_work_bytes(&model->config, rows);
+    /* a vision tower's weights in the backend's dtype, and its pass over the most a batch can hold */
+    plan->parameter_bytes += ft_vision_tower_weight_bytes(&model->config, element_bytes);
+    plan->activation_bytes += ft_vision_tower_work_bytes(&model->config, rows, element_bytes);
     if (options->use_lora)
         plan->adapter_bytes = lora_parameter_count(&model->config, &options->lora) * sizeof(float);
     if (options->finetuning == FT_FINETUNE_LORA)
@@ -376,6 +379,17 @@ static void *alloc_bytes(ft_model *model, size_t bytes, const char *what)
     return memory;
 }
 
+/* The head size of a vision tower's attention, 0 without one. */
+static int vision_head_dim(const ft_model *model)
+{
+    if (model->config.vision_language)
+        return model->config.vision.embed_dim / model->config.vision.num_heads;
+    const ft_clip_vision_config *clip = &model->config.llava_tower.vision;
+    if (model->config.llava && clip->num_attention_heads > 0)
+        return clip->hidden_size / clip->num_attention_heads;
+    return 0;
+}
+
 static ft_backend_limits limits_of(const ft_model_config *c, const ft_model_options *options, size_t planned_bytes)
 {
     int widest = c->hidden_size;
@@ -415,6 +429,7 @@ static int reserve(ft_model *model, size_t sharded_bytes)
     if (sharded_bytes)
         plan.total_bytes = plan.total_bytes - model->n_params * model->element_bytes + sharded_bytes;
     ft_backend_limits limits = limits_of(&model->config, &model->options, plan.total_bytes);
+    limits.vision_head_dim = vision_head_dim(model);
     if (model->backend->reserve(model->backend, &limits) == 0)
         return 0;
     if (!plan.master_bytes)
@@ -509,7 +524,7 @@ static ft_model *open_with_config(const ft_model_config *config, const char *wei
     model->options = *options;
     model->element_bytes = ft_dtype_size(backend->dtype);
     model->config = *config;
-    if (check_options(&model->config, options) < 0 || check_backend(&model->config, backend) < 0) {
+    if (check_options(&model->config, options) < 0 || check_backend(&model->config, backend, options) < 0) {
         free(model);
         return NULL;
     }
@@ -542,7 +557,7 @@ void ft_model_finish(ft_model *model, size_t sharded_weight_bytes)
 int ft_model_load_vision(ft_model *model, const char *model_dir)
 {
     if (model->config.vision_language)
-        return ft_vision_qwen2_load(model_dir, &model->config.vision, &model->vision);
+        return ft_vision_qwen2_load(model_dir, &model->config.vision, model->backend, &model->vision);
     if (model->config.llava)
         return ft_vision_clip_load(model_dir, model->backend, &model->clip);
     return 0;
@@ -550,7 +565,7 @@ int ft_model_load_vision(ft_model *model, const char *model_dir)
 
 size_t ft_model_vision_weight_bytes(const ft_model *model)
 {
-    return ft_vision_tower_weight_bytes(&model->config);
+    return ft_vision_tower_weight_bytes(&model->config, model->element_bytes);
 }
 
 /* Allocates an opened model whole, loads its weights and plans its memory. */

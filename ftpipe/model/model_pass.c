@@ -10,6 +10,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
 #include "ftpipe/formats/safetensors.h"
+#include "ftpipe/backend/host_floats.h"
 #include "ftpipe/model/mrope.h"
 #include "model_internal.h"
 
@@ -584,16 +585,7 @@ int ft_model_place_image_features(ft_model *model, const int32_t *tokens, int ro
         return ft_error("the batch has %lld image tokens, but its images make %lld: the data and the images do "
                         "not match; tokenize the data again for this model", (long long)n, (long long)n_features);
     }
-    size_t count = (size_t)n * c->hidden_size;
-    if (b->dtype == FT_DTYPE_F32) {
-        b->upload(b, model->act.image_features, features, count * sizeof(float));
-    } else {
-        uint16_t *converted = ft_xmalloc((count + 1) * sizeof(uint16_t));
-        for (size_t i = 0; i < count; i++)
-            converted[i] = ft_f32_to_bf16(features[i]);
-        b->upload(b, model->act.image_features, converted, count * sizeof(uint16_t));
-        free(converted);
-    }
+    ft_backend_upload_floats(b, model->act.image_features, features, (size_t)n * c->hidden_size);
     b->upload(b, model->act.image_rows, image_rows, (size_t)n * sizeof(int32_t));
     free(image_rows);
     model->n_image_rows = (int)n;
@@ -614,7 +606,7 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     const ft_activations *act = &model->act;
     int hidden = c->hidden_size, layers = c->num_hidden_layers;
     ft_attention_shape shape = {batch->batch_size, batch->seq_len, c->num_attention_heads, c->num_key_value_heads,
-                                c->head_dim};
+                                c->head_dim, false};
     p.mrope = model->vision != NULL;
     if ((model->vision || model->clip) && ft_model_prepare_vision(model, batch->tokens, batch->segments,
                                                                   batch->batch_size, batch->seq_len, NULL) < 0)

@@ -134,8 +134,9 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
     if (ranks <= 1)
         return;
     ft_memory_plan *plan = &memory->plan;
-    uint64_t tower = ft_vision_tower_weight_bytes(config); /* frozen and small: whole on every rank */
-    uint64_t element = on_gpu ? 2 : sizeof(float), whole = plan->parameter_bytes - tower;
+    uint64_t element = on_gpu ? 2 : sizeof(float);
+    uint64_t tower = ft_vision_tower_weight_bytes(config, element); /* frozen and small: whole on every rank */
+    uint64_t whole = plan->parameter_bytes - tower;
     uint64_t unit = largest_unit_count(config) * element;
     uint64_t shard = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
     uint64_t staging = offload_param ? (unit + (uint64_t)ranks - 1) / (uint64_t)ranks : 0;

@@ -1,4 +1,6 @@
-/* vision_clip: the CLIP vision tower and LLaVA's projector, forward, in fp32. */
+/* vision_clip: the CLIP vision tower and LLaVA's projector, forward, through
+ * the backend's ops: a batch's images go through together, one bidirectional
+ * attention segment each. */
 #include "ftpipe/model/vision_clip.h"
 
 #include <math.h>
@@ -6,12 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ftpipe/backend/host_floats.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
 
 typedef struct {
-    float *weight, *bias;
+    void *weight, *bias;    /* backend memory, the backend's dtype */
 } linear_weights;
 
 typedef struct {
@@ -21,16 +24,20 @@ typedef struct {
 struct ft_vision_clip {
     ft_llava_config config;
     ft_backend *backend;
+    size_t element_bytes;  /* of the backend's dtype */
     int n_layers_run;      /* the encoder layers before the feature layer's hidden state */
     int side;              /* patches along an image side */
     int n_positions;       /* patches + CLS */
-    float *patch_embedding; /* [hidden, 3 * patch * patch]: the convolution as a matrix */
-    float *class_embedding, *position_embedding;
+    void *patch_embedding; /* [hidden, 3 * patch * patch]: the convolution as a matrix */
+    void *class_embedding, *position_embedding;
+    float *class_row;      /* the class embedding on the host, uploaded into each image's first row */
     linear_weights pre_layernorm, projector_1, projector_2;
     encoder_layer *layers;
-    float **owned;         /* every weight, for freeing */
+    void **owned;          /* every weight, for freeing */
     size_t n_owned, owned_capacity;
     size_t weight_bytes;   /* of all of them */
+    void *work;            /* a pass's memory, grown to the most images seen */
+    int work_images;
 };
 
 /* --- loading --- */
@@ -43,7 +50,7 @@ typedef struct {
 } loader;
 
 static int load_tensor(loader *from, const char *prefix, const char *name, int64_t rows, int64_t columns,
-                       float **out)
+                       void **out)
 {
     char full[256];
     snprintf(full, sizeof full, "%s%s", prefix, name);
@@ -56,12 +63,25 @@ static int load_tensor(loader *from, const char *prefix, const char *name, int64
     if (count != rows * columns || view->shape[0] != rows)
         return ft_error("%s: tensor %s does not have the shape [%lld, %lld] that config.json implies", view->file,
                         full, (long long)rows, (long long)columns);
-    float *values = ft_xmalloc((size_t)count * sizeof(float));
-    ft_grow((void **)&from->clip->owned, &from->clip->owned_capacity, from->clip->n_owned + 1, sizeof(float *));
-    from->clip->owned[from->clip->n_owned++] = values;
-    from->clip->weight_bytes += (size_t)count * sizeof(float);
+    ft_vision_clip *clip = from->clip;
+    ft_backend *b = clip->backend;
+    void *values = b->alloc(b, (size_t)count * clip->element_bytes);
+    if (!values)
+        return ft_error_context("LLaVA's vision tower weight %s", full);
+    ft_grow((void **)&clip->owned, &clip->owned_capacity, clip->n_owned + 1, sizeof(void *));
+    clip->owned[clip->n_owned++] = values;
+    clip->weight_bytes += (size_t)count * clip->element_bytes;
     *out = values;
-    return ft_tensor_to_f32(view, values);
+    float *floats = ft_xmalloc((size_t)count * sizeof(float));
+    int status = ft_tensor_to_f32(view, floats);
+    if (status == 0)
+        ft_backend_upload_floats(b, values, floats, (size_t)count);
+    if (status == 0 && out == &clip->class_embedding) {
+        clip->class_row = floats;
+        return 0;
+    }
+    free(floats);
+    return status;
 }
 
 /* name.weight [rows, columns] and, with bias, name.bias [rows]. */
@@ -145,23 +165,42 @@ static int load_weights(ft_vision_clip *clip, const char *model_dir, const ft_sa
     return 0;
 }
 
+/* The encoder layers up to the feature layer's hidden state (an index into
+ * [embeddings, layer 1, ..., layer L]). */
+static int layers_run(const ft_llava_config *config)
+{
+    int layer = config->vision_feature_layer;
+    return layer >= 0 ? layer : config->vision.num_hidden_layers + 1 + layer;
+}
+
+size_t ft_vision_clip_weight_count(const ft_llava_config *config)
+{
+    const ft_clip_vision_config *v = &config->vision;
+    size_t hidden = (size_t)v->hidden_size, inner = (size_t)v->intermediate_size;
+    size_t side = (size_t)(v->image_size / v->patch_size), text = (size_t)config->text_hidden_size;
+    size_t layer = 4 * (hidden * hidden + hidden) + 2 * hidden * inner + inner + hidden + 4 * hidden;
+    size_t tower = hidden * 3 * (size_t)v->patch_size * (size_t)v->patch_size + hidden + (side * side + 1) * hidden +
+                   2 * hidden + (size_t)layers_run(config) * layer;
+    return tower + text * hidden + text * text + (config->projector_bias ? 2 * text : 0);
+}
+
 int ft_vision_clip_load(const char *model_dir, ft_backend *backend, ft_vision_clip **out)
 {
-    if (strcmp(backend->name, "cpu") != 0 || backend->dtype != FT_DTYPE_F32)
-        return ft_error("LLaVA's vision tower runs on the cpu backend only for now, not on %s", backend->name);
     ft_vision_clip *clip = ft_xcalloc(1, sizeof *clip);
     clip->backend = backend;
+    clip->element_bytes = ft_dtype_size(backend->dtype);
     if (ft_llava_config_load(model_dir, &clip->config) != 0) {
         free(clip);
         return -1;
     }
     const ft_clip_vision_config *vision = &clip->config.vision;
-    int layer = clip->config.vision_feature_layer; /* an index into [embeddings, layer 1, ..., layer L] */
-    clip->n_layers_run = layer >= 0 ? layer : vision->num_hidden_layers + 1 + layer;
+    clip->n_layers_run = layers_run(&clip->config);
     clip->side = vision->image_size / vision->patch_size;
     clip->n_positions = clip->side * clip->side + 1;
-    ft_safetensors *set;
-    int status = ft_safetensors_open(model_dir, &set);
+    /* the backend readies its attention for the tower's heads (the model's plan reserved the rest) */
+    ft_backend_limits limits = {.vision_head_dim = vision->hidden_size / vision->num_attention_heads};
+    ft_safetensors *set = NULL;
+    int status = backend->reserve(backend, &limits) < 0 ? -1 : ft_safetensors_open(model_dir, &set);
     if (status == 0) {
         status = load_weights(clip, model_dir, set);
         ft_safetensors_close(set);
@@ -179,8 +218,11 @@ void ft_vision_clip_free(ft_vision_clip *clip)
     if (!clip)
         return;
     for (size_t i = 0; i < clip->n_owned; i++)
-        free(clip->owned[i]);
+        clip->backend->free(clip->backend, clip->owned[i]);
+    if (clip->work)
+        clip->backend->free(clip->backend, clip->work);
     free(clip->owned);
+    free(clip->class_row);
     free(clip->layers);
     free(clip);
 }
@@ -193,174 +235,191 @@ int ft_vision_clip_feature_width(const ft_vision_clip *clip) { return clip->conf
 
 /* --- forward --- */
 
-/* Per image: activations of n_positions rows. */
+/* A pass over n images of n_positions rows each, in the backend's memory. */
 typedef struct {
-    float *x, *normed, *q, *k, *v, *attention, *mlp;
-    float *head_q, *head_k, *head_v_t, *scores, *head_out;
-} work_buffers;
+    void *patches, *x, *normed, *q, *k, *v, *attention, *mlp, *selected, *middle, *features;
+    int32_t *segments, *selection;
+} pass_arrays;
 
-static void linear(ft_vision_clip *clip, float *out, const float *x, const linear_weights *w, int rows, int in,
+static size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+static size_t lay_out_pass(const ft_llava_config *config, int n_images, size_t element_bytes, char *base,
+                           pass_arrays *a)
+{
+    const ft_clip_vision_config *v = &config->vision;
+    size_t side = (size_t)(v->image_size / v->patch_size), images = (size_t)n_images;
+    size_t rows = images * (side * side + 1), hidden = (size_t)v->hidden_size, at = 0;
+    size_t tokens = images * ft_llava_image_tokens(config), text = (size_t)config->text_hidden_size;
+    pass_arrays scratch;
+    if (!a)
+        a = &scratch;
+#define TAKE(field, type, bytes) (a->field = (type)(base ? base + at : NULL), at += aligned(bytes))
+    TAKE(patches, void *, images * side * side * 3 * (size_t)v->patch_size * (size_t)v->patch_size * element_bytes);
+    TAKE(x, void *, rows * hidden * element_bytes);
+    TAKE(normed, void *, rows * hidden * element_bytes);
+    TAKE(q, void *, rows * hidden * element_bytes);
+    TAKE(k, void *, rows * hidden * element_bytes);
+    TAKE(v, void *, rows * hidden * element_bytes);
+    TAKE(attention, void *, rows * hidden * element_bytes);
+    TAKE(mlp, void *, rows * (size_t)v->intermediate_size * element_bytes);
+    TAKE(selected, void *, tokens * hidden * element_bytes);
+    TAKE(middle, void *, tokens * text * element_bytes);
+    TAKE(features, void *, tokens * text * element_bytes);
+    TAKE(segments, int32_t *, rows * sizeof(int32_t));
+    TAKE(selection, int32_t *, tokens * sizeof(int32_t));
+#undef TAKE
+    return at;
+}
+
+size_t ft_vision_clip_work_bytes(const ft_llava_config *config, int n_images, size_t element_bytes)
+{
+    return lay_out_pass(config, n_images, element_bytes, NULL, NULL);
+}
+
+static int reserve_work(ft_vision_clip *clip, int n_images, pass_arrays *a)
+{
+    ft_backend *b = clip->backend;
+    if (n_images > clip->work_images) {
+        if (clip->work)
+            b->free(b, clip->work);
+        clip->work_images = 0;
+        clip->work = b->alloc(b, ft_vision_clip_work_bytes(&clip->config, n_images, clip->element_bytes));
+        if (!clip->work)
+            return ft_error_context("LLaVA's vision tower's pass over %d images", n_images);
+        clip->work_images = n_images;
+    }
+    lay_out_pass(&clip->config, n_images, clip->element_bytes, clip->work, a);
+    return 0;
+}
+
+static void linear(ft_vision_clip *clip, void *out, const void *x, const linear_weights *w, int rows, int in,
                    int out_features)
 {
     clip->backend->linear_forward(clip->backend, out, x, w->weight, w->bias, NULL, rows, in, out_features);
 }
 
-/* torch.nn.LayerNorm: mean and variance over the row, in double. */
-static void layer_norm(float *out, const float *x, const linear_weights *w, int rows, int width, double eps)
-{
-    for (int r = 0; r < rows; r++) {
-        const float *row = x + (size_t)r * width;
-        double mean = 0.0, variance = 0.0;
-        for (int c = 0; c < width; c++)
-            mean += row[c];
-        mean /= width;
-        for (int c = 0; c < width; c++)
-            variance += (row[c] - mean) * (row[c] - mean);
-        double scale = 1.0 / sqrt(variance / width + eps);
-        for (int c = 0; c < width; c++)
-            out[(size_t)r * width + c] = (float)((row[c] - mean) * scale) * w->weight[c] + w->bias[c];
-    }
-}
-
-/* Each head attends to every position of the image (no mask), scale 1/sqrt(head_dim). */
-static void attention(ft_vision_clip *clip, work_buffers *b, int n, int hidden, int heads)
-{
-    int head_dim = hidden / heads;
-    double scale = 1.0 / sqrt((double)head_dim);
-    for (int h = 0; h < heads; h++) {
-        for (int t = 0; t < n; t++)
-            for (int d = 0; d < head_dim; d++) {
-                size_t at = (size_t)t * hidden + (size_t)h * head_dim + d;
-                b->head_q[(size_t)t * head_dim + d] = b->q[at];
-                b->head_k[(size_t)t * head_dim + d] = b->k[at];
-                b->head_v_t[(size_t)d * n + t] = b->v[at];
-            }
-        linear_weights keys = {b->head_k, NULL}, values = {b->head_v_t, NULL};
-        linear(clip, b->scores, b->head_q, &keys, n, head_dim, n);
-        for (int t = 0; t < n; t++) {
-            float *row = b->scores + (size_t)t * n;
-            double largest = -INFINITY, sum = 0.0;
-            for (int s = 0; s < n; s++)
-                largest = fmax(largest, row[s] * scale);
-            for (int s = 0; s < n; s++)
-                sum += exp(row[s] * scale - largest);
-            for (int s = 0; s < n; s++)
-                row[s] = (float)(exp(row[s] * scale - largest) / sum);
-        }
-        linear(clip, b->head_out, b->scores, &values, n, n, head_dim);
-        for (int t = 0; t < n; t++)
-            memcpy(b->attention + (size_t)t * hidden + (size_t)h * head_dim, b->head_out + (size_t)t * head_dim,
-                   (size_t)head_dim * sizeof(float));
-    }
-}
-
-static void add_into(float *to, const float *from, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        to[i] += from[i];
-}
-
-static void encoder_layer_forward(ft_vision_clip *clip, const encoder_layer *layer, work_buffers *b)
+static void layer_norm(ft_vision_clip *clip, void *out, const void *x, const linear_weights *w, int rows)
 {
     const ft_clip_vision_config *vision = &clip->config.vision;
-    int n = clip->n_positions, hidden = vision->hidden_size, inner = vision->intermediate_size;
-    size_t count = (size_t)n * hidden;
-    layer_norm(b->normed, b->x, &layer->layer_norm1, n, hidden, vision->layer_norm_eps);
-    linear(clip, b->q, b->normed, &layer->q_proj, n, hidden, hidden);
-    linear(clip, b->k, b->normed, &layer->k_proj, n, hidden, hidden);
-    linear(clip, b->v, b->normed, &layer->v_proj, n, hidden, hidden);
-    attention(clip, b, n, hidden, vision->num_attention_heads);
-    linear(clip, b->normed, b->attention, &layer->out_proj, n, hidden, hidden);
-    add_into(b->x, b->normed, count);
-    layer_norm(b->normed, b->x, &layer->layer_norm2, n, hidden, vision->layer_norm_eps);
-    linear(clip, b->mlp, b->normed, &layer->fc1, n, hidden, inner);
-    for (size_t i = 0; i < (size_t)n * inner; i++) /* quick_gelu: x * sigmoid(1.702 x) */
-        b->mlp[i] = b->mlp[i] / (1.0f + expf(-1.702f * b->mlp[i]));
-    linear(clip, b->normed, b->mlp, &layer->fc2, n, inner, hidden);
-    add_into(b->x, b->normed, count);
+    clip->backend->layernorm_forward(clip->backend, out, x, w->weight, w->bias, rows, vision->hidden_size,
+                                     (float)vision->layer_norm_eps);
 }
 
-/* The embeddings of one image into b->x: its patches (each (channel, y, x), as
- * the convolution's weight is laid out) through the patch matrix, CLS first,
- * positions added, then the pre-layernorm. */
-static void embed(ft_vision_clip *clip, const float *pixels, float *patches, work_buffers *b)
+/* Each head attends to every position of its image (one segment an image). */
+static void encoder_layer_forward(ft_vision_clip *clip, const encoder_layer *layer, const pass_arrays *a,
+                                  int n_images)
 {
     const ft_clip_vision_config *vision = &clip->config.vision;
+    ft_backend *b = clip->backend;
+    int rows = n_images * clip->n_positions, hidden = vision->hidden_size, inner = vision->intermediate_size;
+    int heads = vision->num_attention_heads;
+    size_t count = (size_t)rows * hidden;
+    layer_norm(clip, a->normed, a->x, &layer->layer_norm1, rows);
+    linear(clip, a->q, a->normed, &layer->q_proj, rows, hidden, hidden);
+    linear(clip, a->k, a->normed, &layer->k_proj, rows, hidden, hidden);
+    linear(clip, a->v, a->normed, &layer->v_proj, rows, hidden, hidden);
+    ft_attention_shape shape = {1, rows, heads, heads, hidden / heads, true};
+    b->attention_forward(b, a->attention, NULL, a->q, a->k, a->v, a->segments, &shape);
+    linear(clip, a->normed, a->attention, &layer->out_proj, rows, hidden, hidden);
+    b->add_forward(b, a->x, a->x, a->normed, count);
+    layer_norm(clip, a->normed, a->x, &layer->layer_norm2, rows);
+    linear(clip, a->mlp, a->normed, &layer->fc1, rows, hidden, inner);
+    b->activation_forward(b, a->mlp, a->mlp, (size_t)rows * inner, FT_ACTIVATION_QUICK_GELU);
+    linear(clip, a->normed, a->mlp, &layer->fc2, rows, inner, hidden);
+    b->add_forward(b, a->x, a->x, a->normed, count);
+}
+
+/* The images' patches (each (channel, y, x), as the convolution's weight is
+ * laid out) go up as rows; each image's embeddings, CLS first, positions
+ * added, then the pre-layernorm, into a->x. */
+static void embed(ft_vision_clip *clip, const float *const *pixels, int n_images, const pass_arrays *a)
+{
+    const ft_clip_vision_config *vision = &clip->config.vision;
+    ft_backend *b = clip->backend;
     int patch = vision->patch_size, size = vision->image_size, hidden = vision->hidden_size;
-    int patch_values = 3 * patch * patch;
-    for (int py = 0; py < clip->side; py++)
-        for (int px = 0; px < clip->side; px++) {
-            float *row = patches + (size_t)(py * clip->side + px) * patch_values;
-            for (int c = 0; c < 3; c++)
-                for (int y = 0; y < patch; y++)
-                    memcpy(row + (c * patch + y) * patch,
-                           pixels + ((size_t)c * size + (size_t)py * patch + y) * size + (size_t)px * patch,
-                           (size_t)patch * sizeof(float));
-        }
+    int patch_values = 3 * patch * patch, n_patches = clip->n_positions - 1;
+    size_t eb = clip->element_bytes;
+    float *rows = ft_xmalloc((size_t)n_images * n_patches * patch_values * sizeof(float));
+    for (int image = 0; image < n_images; image++)
+        for (int py = 0; py < clip->side; py++)
+            for (int px = 0; px < clip->side; px++) {
+                float *row = rows + ((size_t)image * n_patches + (size_t)py * clip->side + px) * patch_values;
+                for (int c = 0; c < 3; c++)
+                    for (int y = 0; y < patch; y++)
+                        memcpy(row + (c * patch + y) * patch,
+                               pixels[image] + ((size_t)c * size + (size_t)py * patch + y) * size + (size_t)px * patch,
+                               (size_t)patch * sizeof(float));
+            }
+    ft_backend_upload_floats(b, a->patches, rows, (size_t)n_images * n_patches * patch_values);
+    free(rows);
     linear_weights patch_matrix = {clip->patch_embedding, NULL};
-    memcpy(b->normed, clip->class_embedding, (size_t)hidden * sizeof(float));
-    linear(clip, b->normed + hidden, patches, &patch_matrix, clip->n_positions - 1, patch_values, hidden);
-    add_into(b->normed, clip->position_embedding, (size_t)clip->n_positions * hidden);
-    layer_norm(b->x, b->normed, &clip->pre_layernorm, clip->n_positions, hidden, vision->layer_norm_eps);
+    for (int image = 0; image < n_images; image++) {
+        char *first = (char *)a->normed + (size_t)image * clip->n_positions * hidden * eb;
+        ft_backend_upload_floats(b, first, clip->class_row, (size_t)hidden);
+        linear(clip, first + (size_t)hidden * eb, (const char *)a->patches + (size_t)image * n_patches * patch_values * eb,
+               &patch_matrix, n_patches, patch_values, hidden);
+        b->add_forward(b, first, first, clip->position_embedding, (size_t)clip->n_positions * hidden);
+    }
+    layer_norm(clip, a->x, a->normed, &clip->pre_layernorm, n_images * clip->n_positions);
 }
 
-/* torch's exact GELU: x/2 (1 + erf(x / sqrt 2)). */
-static void gelu(float *x, size_t count)
+/* The features of n_images images (pixels[i]: image i's [3, size, size]). */
+static int features_of(ft_vision_clip *clip, const float *const *pixels, int n_images, float *features)
 {
-    for (size_t i = 0; i < count; i++)
-        x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0))));
+    if (n_images == 0)
+        return 0;
+    const ft_clip_vision_config *vision = &clip->config.vision;
+    ft_backend *b = clip->backend;
+    int hidden = vision->hidden_size, text = clip->config.text_hidden_size;
+    int tokens = ft_vision_clip_tokens_per_image(clip), first = clip->config.select_default ? 1 : 0;
+    pass_arrays a;
+    if (reserve_work(clip, n_images, &a) < 0)
+        return -1;
+    int rows = n_images * clip->n_positions, selected = n_images * tokens;
+    int32_t *index = ft_xmalloc((size_t)rows * sizeof(int32_t));
+    for (int r = 0; r < rows; r++)
+        index[r] = r / clip->n_positions;
+    b->upload(b, a.segments, index, (size_t)rows * sizeof(int32_t));
+    for (int r = 0; r < selected; r++) /* "default" drops each image's CLS */
+        index[r] = r / tokens * clip->n_positions + first + r % tokens;
+    b->upload(b, a.selection, index, (size_t)selected * sizeof(int32_t));
+    free(index);
+    embed(clip, pixels, n_images, &a);
+    for (int i = 0; i < clip->n_layers_run; i++)
+        encoder_layer_forward(clip, &clip->layers[i], &a, n_images);
+    b->gather_rows(b, a.selected, a.x, a.selection, selected, hidden);
+    linear(clip, a.middle, a.selected, &clip->projector_1, selected, hidden, text);
+    b->activation_forward(b, a.middle, a.middle, (size_t)selected * text, FT_ACTIVATION_GELU);
+    linear(clip, a.features, a.middle, &clip->projector_2, selected, text, text);
+    ft_backend_download_floats(b, features, a.features, (size_t)selected * text);
+    return b->check(b);
 }
 
 int ft_vision_clip_features(ft_vision_clip *clip, const float *pixel_values, int n_images, float *features)
 {
-    const ft_clip_vision_config *vision = &clip->config.vision;
-    int n = clip->n_positions, hidden = vision->hidden_size, inner = vision->intermediate_size;
-    int head_dim = hidden / vision->num_attention_heads, text = clip->config.text_hidden_size;
-    int tokens = ft_vision_clip_tokens_per_image(clip), first = clip->config.select_default ? 1 : 0;
-    size_t rows = (size_t)n * hidden;
-    size_t head = (size_t)n * head_dim;
-    float *block = ft_xmalloc(sizeof(float) * (7 * rows + (size_t)n * inner + 4 * head + (size_t)n * n));
-    /* one block, sliced in order */
-    float *next = block;
-    work_buffers b;
-    float **slices[] = {&b.x, &b.normed, &b.q, &b.k, &b.v, &b.attention, &b.mlp, &b.head_q, &b.head_k, &b.head_v_t,
-                        &b.scores, &b.head_out};
-    size_t sizes[] = {rows, rows, rows, rows, rows, rows, (size_t)n * inner, head, head, head, (size_t)n * n, head};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        *slices[i] = next;
-        next += sizes[i];
-    }
-    float *selected = next;
-    float *patches = ft_xmalloc(sizeof(float) * (size_t)(n - 1) * 3 * vision->patch_size * vision->patch_size);
-    float *middle = ft_xmalloc(sizeof(float) * (size_t)tokens * text);
-    size_t image_values = (size_t)3 * vision->image_size * vision->image_size;
-    for (int image = 0; image < n_images; image++) {
-        embed(clip, pixel_values + (size_t)image * image_values, patches, &b);
-        for (int i = 0; i < clip->n_layers_run; i++)
-            encoder_layer_forward(clip, &clip->layers[i], &b);
-        memcpy(selected, b.x + (size_t)first * hidden, (size_t)tokens * hidden * sizeof(float));
-        float *out = features + (size_t)image * tokens * text;
-        linear(clip, middle, selected, &clip->projector_1, tokens, hidden, text);
-        gelu(middle, (size_t)tokens * text);
-        linear(clip, out, middle, &clip->projector_2, tokens, text, text);
-    }
-    free(middle);
-    free(patches);
-    free(block);
-    return 0;
+    size_t image_values = (size_t)3 * clip->config.vision.image_size * clip->config.vision.image_size;
+    const float **pixels = ft_xmalloc(((size_t)n_images + 1) * sizeof *pixels);
+    for (int i = 0; i < n_images; i++)
+        pixels[i] = pixel_values + (size_t)i * image_values;
+    int status = features_of(clip, pixels, n_images, features);
+    free(pixels);
+    return status;
 }
 
 int ft_vision_clip_image_features(ft_vision_clip *clip, const ft_stored_image *images, size_t n_images,
                                   float *features)
 {
     int size = clip->config.vision.image_size;
-    size_t per_image = (size_t)ft_vision_clip_tokens_per_image(clip) * clip->config.text_hidden_size;
+    const float **pixels = ft_xmalloc((n_images + 1) * sizeof *pixels);
     for (size_t i = 0; i < n_images; i++) {
-        if (images[i].grid_t != 1 || images[i].grid_h != size || images[i].grid_w != size)
+        if (images[i].grid_t != 1 || images[i].grid_h != size || images[i].grid_w != size) {
+            free(pixels);
             return ft_error("the tokenized images are not CLIP images of %d x %d pixels, which this LLaVA model "
                             "reads: tokenize the data again with this model's folder", size, size);
-        if (ft_vision_clip_features(clip, images[i].pixels, 1, features + i * per_image) != 0)
-            return -1;
+        }
+        pixels[i] = images[i].pixels;
     }
-    return 0;
+    int status = features_of(clip, pixels, (int)n_images, features);
+    free(pixels);
+    return status;
 }

@@ -1,13 +1,15 @@
-/* vision_qwen2: Qwen2-VL's and Qwen2.5-VL's vision transformers on the host, in
- * fp32. Products are OpenBLAS's sgemm, as on the cpu backend. */
+/* vision_qwen2: Qwen2-VL's and Qwen2.5-VL's vision transformers through the
+ * backend's ops. What depends on the images' grids (rotary tables, windows,
+ * segments) is made on the host and uploaded; the rest runs where the backend
+ * computes. */
 #include "ftpipe/model/vision_qwen2.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ftpipe/backend/host_floats.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
@@ -24,8 +26,12 @@ typedef struct {
 
 struct ft_vision_qwen2 {
     ft_vision_config config;
-    float *weights;
+    ft_backend *backend;
+    size_t element_bytes;   /* of the backend's dtype */
+    void *weights;          /* backend memory, the backend's dtype; offsets count elements */
     block_offsets *blocks;
+    void *work;             /* backend memory for a pass, grown to the most patches seen */
+    int64_t work_patches;
     size_t patch_embed, merger_norm_weight, merger_norm_bias, merger_fc1_weight, merger_fc1_bias;
     size_t merger_fc2_weight, merger_fc2_bias;
 };
@@ -118,11 +124,11 @@ ft_vision_weight *ft_vision_qwen2_weight_list(const ft_vision_config *config, si
     return l.list;
 }
 
-size_t ft_vision_qwen2_weight_bytes(const ft_vision_config *config)
+size_t ft_vision_qwen2_weight_bytes(const ft_vision_config *config, size_t element_bytes)
 {
     layout l = lay_out(config, NULL);
     free(l.list);
-    return l.floats * sizeof(float);
+    return l.floats * element_bytes;
 }
 
 int ft_vision_qwen2_patch_length(const ft_vision_config *c)
@@ -149,8 +155,8 @@ static const ft_tensor_view *find_weight(const ft_safetensors *set, const char *
     return ft_safetensors_find(set, other);
 }
 
-static int load_weight(ft_vision_qwen2 *tower, const ft_safetensors *set, const ft_vision_weight *w,
-                       const char *model_dir)
+/* Reads one weight as float into `floats` (as large as the largest). */
+static int load_weight(const ft_safetensors *set, const ft_vision_weight *w, const char *model_dir, float *floats)
 {
     const ft_tensor_view *view = find_weight(set, w->name);
     if (!view)
@@ -167,25 +173,42 @@ static int load_weight(ft_vision_qwen2 *tower, const ft_safetensors *set, const 
         return ft_error("%s: tensor %s does not have the shape %s] that config.json's vision_config implies",
                         view->file, view->name, expected);
     }
-    return ft_tensor_to_f32(view, tower->weights + w->offset);
+    return ft_tensor_to_f32(view, floats);
 }
 
-int ft_vision_qwen2_load(const char *model_dir, const ft_vision_config *config, ft_vision_qwen2 **out)
+int ft_vision_qwen2_load(const char *model_dir, const ft_vision_config *config, ft_backend *backend,
+                         ft_vision_qwen2 **out)
 {
     ft_vision_qwen2 *tower = ft_xcalloc(1, sizeof *tower);
     tower->config = *config;
+    tower->backend = backend;
+    tower->element_bytes = ft_dtype_size(backend->dtype);
     tower->blocks = ft_xcalloc((size_t)config->depth, sizeof *tower->blocks);
     layout l = lay_out(config, tower);
-    int status = 0;
-    tower->weights = malloc(l.floats * sizeof(float));
-    if (!tower->weights)
-        status = ft_error("out of host memory for the vision tower's %zu weights", l.floats);
+    size_t largest = 1;
+    for (size_t i = 0; i < l.count; i++)
+        largest = l.list[i].count > largest ? l.list[i].count : largest;
+    /* the backend readies its attention for the tower's heads (the model's plan reserved the rest) */
+    ft_backend_limits limits = {.vision_head_dim = config->embed_dim / config->num_heads};
+    int status = backend->reserve(backend, &limits);
+    if (status == 0)
+        tower->weights = backend->alloc(backend, l.floats * tower->element_bytes);
+    if (status == 0 && !tower->weights)
+        status = ft_error_context("the vision tower's %zu weights", l.floats);
+    float *floats = status == 0 ? malloc(largest * sizeof(float)) : NULL;
+    if (status == 0 && !floats)
+        status = ft_error("out of host memory for a vision tower weight of %zu floats", largest);
     ft_safetensors *set = NULL;
     if (status == 0 && ft_safetensors_open(model_dir, &set) < 0)
         status = -1;
-    for (size_t i = 0; i < l.count && status == 0; i++)
-        status = load_weight(tower, set, &l.list[i], model_dir);
+    for (size_t i = 0; i < l.count && status == 0; i++) {
+        status = load_weight(set, &l.list[i], model_dir, floats);
+        if (status == 0)
+            ft_backend_upload_floats(backend, (char *)tower->weights + l.list[i].offset * tower->element_bytes,
+                                     floats, l.list[i].count);
+    }
     ft_safetensors_close(set);
+    free(floats);
     free(l.list);
     if (status < 0) {
         ft_vision_qwen2_free(tower);
@@ -199,121 +222,76 @@ void ft_vision_qwen2_free(ft_vision_qwen2 *tower)
 {
     if (!tower)
         return;
-    free(tower->weights);
+    if (tower->weights)
+        tower->backend->free(tower->backend, tower->weights);
+    if (tower->work)
+        tower->backend->free(tower->backend, tower->work);
     free(tower->blocks);
     free(tower);
 }
 
-/* --- the ops --- */
+/* --- a pass's memory --- */
 
-/* out [rows, out_features] = x W^T + bias */
-static void linear(float *out, const float *x, const float *weight, const float *bias, int64_t rows,
-                   int in_features, int out_features)
-{
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, out_features, in_features, 1.0f, x,
-                in_features, weight, in_features, 0.0f, out, out_features);
-    if (bias)
-        for (int64_t r = 0; r < rows; r++)
-            for (int j = 0; j < out_features; j++)
-                out[r * out_features + j] += bias[j];
-}
-
-/* LayerNorm (Qwen2-VL) with a bias, RMSNorm (Qwen2.5-VL) without. */
-static void rms_norm(float *out, const float *x, const float *weight, int64_t rows, int dim)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        const float *row = x + r * dim;
-        double squares = 0.0;
-        for (int j = 0; j < dim; j++)
-            squares += (double)row[j] * row[j];
-        float rstd = (float)(1.0 / sqrt(squares / dim + NORM_EPS));
-        for (int j = 0; j < dim; j++)
-            out[r * dim + j] = weight[j] * (row[j] * rstd);
-    }
-}
-
-static void layer_norm(float *out, const float *x, const float *weight, const float *bias, int64_t rows, int dim)
-{
-    if (!bias) {
-        rms_norm(out, x, weight, rows, dim);
-        return;
-    }
-    for (int64_t r = 0; r < rows; r++) {
-        const float *row = x + r * dim;
-        double mean = 0.0, variance = 0.0;
-        for (int j = 0; j < dim; j++)
-            mean += row[j];
-        mean /= dim;
-        for (int j = 0; j < dim; j++)
-            variance += (row[j] - mean) * (row[j] - mean);
-        float rstd = (float)(1.0 / sqrt(variance / dim + NORM_EPS));
-        for (int j = 0; j < dim; j++)
-            out[r * dim + j] = ((float)(row[j] - mean)) * rstd * weight[j] + bias[j];
-    }
-}
-
-static void quick_gelu(float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-}
-
-static void gelu(float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
-}
-
-/* gate = silu(gate) * up */
-static void swiglu(float *gate, const float *up, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
-}
-
-static void add_into(float *x, const float *y, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] += y[i];
-}
-
-/* --- a pass --- */
-
-/* Attention segments: segment i is patches [starts[i], starts[i + 1]). */
+/* One pass's arrays in the backend's memory: the backend's dtype but for the
+ * rotary tables (float) and the index arrays (int32). */
 typedef struct {
-    int64_t *starts;
-    size_t count;
-} segments;
+    void *pixels, *x, *normed, *q, *k, *v, *attn, *inner, *inner_up, *merged, *placed;
+    float *cos, *sin;
+    int32_t *positions, *frames, *windows, *patch_order, *token_order;
+} pass_arrays;
 
-static void segments_add(segments *s, int64_t end)
+static size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+/* Lays the arrays of a pass over n_patches out from `base` (NULL: only counts);
+ * returns the bytes. */
+static size_t lay_out_pass(const ft_vision_config *c, int64_t n_patches, size_t element_bytes, char *base,
+                           pass_arrays *a)
 {
-    s->starts[++s->count] = end;
+    size_t rows = (size_t)n_patches, width = (size_t)c->embed_dim, inner = (size_t)c->mlp_hidden;
+    size_t tokens = rows / (size_t)(c->spatial_merge_size * c->spatial_merge_size);
+    size_t half = width / (size_t)c->num_heads / 2, at = 0;
+    pass_arrays scratch;
+    if (!a)
+        a = &scratch;
+#define TAKE(field, type, bytes) (a->field = (type)(base ? base + at : NULL), at += aligned(bytes))
+    TAKE(pixels, void *, rows * (size_t)ft_vision_qwen2_patch_length(c) * element_bytes);
+    TAKE(x, void *, rows * width * element_bytes);
+    TAKE(normed, void *, rows * width * element_bytes);
+    TAKE(q, void *, rows * width * element_bytes);
+    TAKE(k, void *, rows * width * element_bytes);
+    TAKE(v, void *, rows * width * element_bytes);
+    TAKE(attn, void *, rows * width * element_bytes);
+    TAKE(inner, void *, rows * inner * element_bytes);
+    TAKE(inner_up, void *, c->qwen2_5 ? rows * inner * element_bytes : 0);
+    TAKE(merged, void *, tokens * (size_t)c->out_hidden * element_bytes);
+    TAKE(placed, void *, c->qwen2_5 ? tokens * (size_t)c->out_hidden * element_bytes : 0);
+    TAKE(cos, float *, rows * half * sizeof(float));
+    TAKE(sin, float *, rows * half * sizeof(float));
+    TAKE(positions, int32_t *, rows * sizeof(int32_t));
+    TAKE(frames, int32_t *, rows * sizeof(int32_t));
+    TAKE(windows, int32_t *, c->qwen2_5 ? rows * sizeof(int32_t) : 0);
+    TAKE(patch_order, int32_t *, c->qwen2_5 ? rows * sizeof(int32_t) : 0);
+    TAKE(token_order, int32_t *, c->qwen2_5 ? tokens * sizeof(int32_t) : 0);
+#undef TAKE
+    return at;
 }
 
-typedef struct {
-    const ft_vision_qwen2 *tower;
-    int64_t n_patches;
-    int width, heads, head_dim;
-    float *x, *normed, *qkv, *attn, *inner, *inner_up, *cos, *sin, *scores;
-    segments frames;             /* each image frame */
-    segments windows;            /* Qwen2.5-VL: each window, in window order */
-    const segments *attending;   /* the current block's */
-    int64_t *order;              /* Qwen2.5-VL: merged patch at window-order place m is order[m]; else NULL */
-} pass;
-
-static const float *W(const pass *p, size_t offset)
+size_t ft_vision_qwen2_work_bytes(const ft_vision_config *config, int64_t n_patches, size_t element_bytes)
 {
-    return offset == NONE ? NULL : p->tower->weights + offset;
+    return lay_out_pass(config, n_patches, element_bytes, NULL, NULL);
 }
+
+/* --- the grids' tables, on the host --- */
 
 /* Each patch's rotary angles: the first quarter of a head's dims turns with its
  * row, the second with its column (the processor orders patches in merge x merge
  * groups, so row and column come from the group and the place inside it). */
-static void rotary_tables(pass *p, const ft_stored_image *images, size_t n_images)
+static void rotary_tables(const ft_vision_config *c, const ft_stored_image *images, size_t n_images, float *cos_table,
+                          float *sin_table)
 {
-    const ft_vision_config *c = &p->tower->config;
-    int quarter = p->head_dim / 4, half = p->head_dim / 2, merge = c->spatial_merge_size;
-    float *inverse = ft_xmalloc((size_t)quarter * sizeof(float));
+    int head_dim = c->embed_dim / c->num_heads, quarter = head_dim / 4, half = head_dim / 2;
+    int merge = c->spatial_merge_size;
+    float *inverse = ft_xmalloc((size_t)quarter * sizeof(float) + 1);
     for (int i = 0; i < quarter; i++)
         inverse[i] = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)half);
     int64_t row = 0;
@@ -327,8 +305,8 @@ static void rotary_tables(pass *p, const ft_stored_image *images, size_t n_image
                 int w = (int)(group % groups_w) * merge + (int)(inside % merge);
                 for (int j = 0; j < half; j++) {
                     float angle = (float)(j < quarter ? h : w) * inverse[j % quarter];
-                    p->cos[row * half + j] = (float)cos((double)angle);
-                    p->sin[row * half + j] = (float)sin((double)angle);
+                    cos_table[row * half + j] = (float)cos((double)angle);
+                    sin_table[row * half + j] = (float)sin((double)angle);
                 }
             }
     }
@@ -338,118 +316,107 @@ static void rotary_tables(pass *p, const ft_stored_image *images, size_t n_image
 /* Qwen2.5-VL's windows (transformers' get_window_index): each frame's merged
  * patches cut into squares of window_size / merge / patch a side, from the top
  * left, the ragged ones at the right and bottom edges kept smaller; the order
- * walks window after window, each row by row. */
-static void plan_windows(pass *p, const ft_stored_image *images, size_t n_images)
+ * walks window after window, each row by row. order[m]: the merged patch at
+ * window-order place m; windows[p]: the window of patch p in window order. */
+static void plan_windows(const ft_vision_config *c, const ft_stored_image *images, size_t n_images, int32_t *order,
+                         int32_t *windows)
 {
-    const ft_vision_config *c = &p->tower->config;
     int merge = c->spatial_merge_size, unit = merge * merge, side = c->window_size / merge / c->patch_size;
     int64_t base = 0, placed = 0;
+    int32_t window = 0;
     for (size_t n = 0; n < n_images; n++) {
         int rows = images[n].grid_h / merge, cols = images[n].grid_w / merge;
-        for (int t = 0; t < images[n].grid_t; t++) {
+        for (int t = 0; t < images[n].grid_t; t++)
             for (int top = 0; top < rows; top += side)
-                for (int left = 0; left < cols; left += side) {
+                for (int left = 0; left < cols; left += side, window++)
                     for (int h = top; h < top + side && h < rows; h++)
-                        for (int w = left; w < left + side && w < cols; w++)
-                            p->order[placed++] = base + ((int64_t)t * rows + h) * cols + w;
-                    segments_add(&p->windows, placed * unit);
-                }
-        }
+                        for (int w = left; w < left + side && w < cols; w++, placed++) {
+                            order[placed] = (int32_t)(base + ((int64_t)t * rows + h) * cols + w);
+                            for (int u = 0; u < unit; u++)
+                                windows[placed * unit + u] = window;
+                        }
         base += (int64_t)images[n].grid_t * rows * cols;
     }
 }
 
-/* rows of data [n_units * unit, width] into window order (scratch: as large). */
-static void into_window_order(const pass *p, float *data, int width, float *scratch)
+/* rows of a host table [n_units * unit, width] into window order. */
+static void table_into_window_order(float *table, const int32_t *order, int64_t n_units, int unit, int width)
 {
-    int unit = p->tower->config.spatial_merge_size * p->tower->config.spatial_merge_size;
     size_t block = (size_t)unit * width;
-    int64_t n_units = p->n_patches / unit;
+    float *copy = ft_xmalloc((size_t)n_units * block * sizeof(float) + 1);
+    memcpy(copy, table, (size_t)n_units * block * sizeof(float));
     for (int64_t m = 0; m < n_units; m++)
-        memcpy(scratch + (size_t)m * block, data + (size_t)p->order[m] * block, block * sizeof(float));
-    memcpy(data, scratch, (size_t)n_units * block * sizeof(float));
+        memcpy(table + (size_t)m * block, copy + (size_t)order[m] * block, block * sizeof(float));
+    free(copy);
 }
 
-/* q and k of every head rotated in place: pairs (j, j + head_dim / 2). */
-static void rotate(pass *p)
+/* --- a pass --- */
+
+typedef struct {
+    const ft_vision_qwen2 *tower;
+    ft_backend *backend;
+    int64_t n_patches;
+    int width, heads, head_dim;
+    pass_arrays a;
+} pass;
+
+static const void *W(const pass *p, size_t offset)
 {
-    int half = p->head_dim / 2, stride = 3 * p->width;
-    for (int64_t r = 0; r < p->n_patches; r++)
-        for (int part = 0; part < 2; part++)
-            for (int h = 0; h < p->heads; h++) {
-                float *v = p->qkv + r * stride + part * p->width + h * p->head_dim;
-                for (int j = 0; j < half; j++) {
-                    float c = p->cos[r * half + j], s = p->sin[r * half + j], a = v[j], b = v[j + half];
-                    v[j] = a * c - b * s;
-                    v[j + half] = b * c + a * s;
-                }
-            }
+    return offset == NONE ? NULL : (const char *)p->tower->weights + offset * p->tower->element_bytes;
 }
 
-/* Queries go through attention this many at a time, so that the scores take
- * QUERY_BLOCK rows of the longest segment, not its square. */
-#define QUERY_BLOCK 256
-
-/* Softmax attention within each segment, every patch seeing every other. */
-static void attention(pass *p)
+static void linear(const pass *p, void *out, const void *x, size_t weight, size_t bias, int64_t rows,
+                   int in_features, int out_features)
 {
-    int stride = 3 * p->width, dim = p->head_dim;
-    float scale = 1.0f / sqrtf((float)dim);
-    const segments *s = p->attending;
-    for (size_t f = 0; f < s->count; f++) {
-        int64_t start = s->starts[f];
-        int n = (int)(s->starts[f + 1] - start);
-        for (int h = 0; h < p->heads; h++)
-            for (int first = 0; first < n; first += QUERY_BLOCK) {
-                int rows = n - first < QUERY_BLOCK ? n - first : QUERY_BLOCK;
-                const float *k = p->qkv + start * stride + p->width + h * dim, *v = k + p->width;
-                const float *q = p->qkv + (start + first) * stride + h * dim;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, dim, scale, q, stride, k, stride,
-                            0.0f, p->scores, n);
-                for (int i = 0; i < rows; i++) {
-                    float *row = p->scores + (size_t)i * n, largest = row[0], sum = 0.0f;
-                    for (int j = 1; j < n; j++)
-                        largest = row[j] > largest ? row[j] : largest;
-                    for (int j = 0; j < n; j++)
-                        sum += row[j] = expf(row[j] - largest);
-                    for (int j = 0; j < n; j++)
-                        row[j] /= sum;
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dim, n, 1.0f, p->scores, n, v, stride,
-                            0.0f, p->attn + (start + first) * p->width + h * dim, p->width);
-            }
-    }
+    p->backend->linear_forward(p->backend, out, x, W(p, weight), W(p, bias), NULL, (int)rows, in_features,
+                               out_features);
 }
 
-static void block(pass *p, const block_offsets *o)
+/* LayerNorm (Qwen2-VL) with a bias, RMSNorm (Qwen2.5-VL) without. */
+static void norm(const pass *p, void *out, const void *x, size_t weight, size_t bias)
+{
+    ft_backend *b = p->backend;
+    if (bias == NONE)
+        b->rmsnorm_forward(b, out, NULL, x, W(p, weight), (int)p->n_patches, p->width, NORM_EPS);
+    else
+        b->layernorm_forward(b, out, x, W(p, weight), W(p, bias), (int)p->n_patches, p->width, NORM_EPS);
+}
+
+static void block(const pass *p, const block_offsets *o, const int32_t *segments)
 {
     const ft_vision_config *c = &p->tower->config;
+    ft_backend *b = p->backend;
+    const pass_arrays *a = &p->a;
     int64_t n = p->n_patches;
     int width = p->width;
-    size_t count = (size_t)n * width, inner = (size_t)n * c->mlp_hidden;
-    layer_norm(p->normed, p->x, W(p, o->norm1_weight), W(p, o->norm1_bias), n, width);
-    linear(p->qkv, p->normed, W(p, o->qkv_weight), W(p, o->qkv_bias), n, width, 3 * width);
-    rotate(p);
-    attention(p);
-    linear(p->normed, p->attn, W(p, o->proj_weight), W(p, o->proj_bias), n, width, width);
-    add_into(p->x, p->normed, count);
-    layer_norm(p->normed, p->x, W(p, o->norm2_weight), W(p, o->norm2_bias), n, width);
-    linear(p->inner, p->normed, W(p, o->fc1_weight), W(p, o->fc1_bias), n, width, c->mlp_hidden);
+    size_t count = (size_t)n * width, inner = (size_t)n * c->mlp_hidden, square = (size_t)width * width;
+    norm(p, a->normed, a->x, o->norm1_weight, o->norm1_bias);
+    /* q, k and v are the qkv weight's three blocks of rows */
+    linear(p, a->q, a->normed, o->qkv_weight, o->qkv_bias, n, width, width);
+    linear(p, a->k, a->normed, o->qkv_weight + square, o->qkv_bias + width, n, width, width);
+    linear(p, a->v, a->normed, o->qkv_weight + 2 * square, o->qkv_bias + 2 * (size_t)width, n, width, width);
+    b->rope_forward(b, a->q, a->positions, a->cos, a->sin, (int)n, p->heads, p->head_dim);
+    b->rope_forward(b, a->k, a->positions, a->cos, a->sin, (int)n, p->heads, p->head_dim);
+    ft_attention_shape shape = {1, (int)n, p->heads, p->heads, p->head_dim, true};
+    b->attention_forward(b, a->attn, NULL, a->q, a->k, a->v, segments, &shape);
+    linear(p, a->normed, a->attn, o->proj_weight, o->proj_bias, n, width, width);
+    b->add_forward(b, a->x, a->x, a->normed, count);
+    norm(p, a->normed, a->x, o->norm2_weight, o->norm2_bias);
+    linear(p, a->inner, a->normed, o->fc1_weight, o->fc1_bias, n, width, c->mlp_hidden);
     if (c->qwen2_5) {
-        linear(p->inner_up, p->normed, W(p, o->up_weight), W(p, o->up_bias), n, width, c->mlp_hidden);
-        swiglu(p->inner, p->inner_up, inner);
+        linear(p, a->inner_up, a->normed, o->up_weight, o->up_bias, n, width, c->mlp_hidden);
+        b->swiglu_forward(b, a->inner, a->inner, a->inner_up, inner);
     } else {
-        quick_gelu(p->inner, inner);
+        b->activation_forward(b, a->inner, a->inner, inner, FT_ACTIVATION_QUICK_GELU);
     }
-    linear(p->normed, p->inner, W(p, o->fc2_weight), W(p, o->fc2_bias), n, c->mlp_hidden, width);
-    add_into(p->x, p->normed, count);
+    linear(p, a->normed, a->inner, o->fc2_weight, o->fc2_bias, n, c->mlp_hidden, width);
+    b->add_forward(b, a->x, a->x, a->normed, count);
 }
 
 static int check_images(const ft_vision_config *c, const ft_stored_image *images, size_t n_images,
-                        int64_t *n_patches, int64_t *largest_frame, size_t *n_frames)
+                        int64_t *n_patches)
 {
-    *n_patches = *largest_frame = 0;
-    *n_frames = 0;
+    *n_patches = 0;
     for (size_t i = 0; i < n_images; i++) {
         const ft_stored_image *image = &images[i];
         if (image->grid_t < 1 || image->grid_h < 1 || image->grid_w < 1 ||
@@ -457,107 +424,129 @@ static int check_images(const ft_vision_config *c, const ft_stored_image *images
             return ft_error("image %zu of the batch: its patch grid %d x %d x %d does not split into %d x %d "
                             "groups; tokenize the data again for this model", i, image->grid_t, image->grid_h,
                             image->grid_w, c->spatial_merge_size, c->spatial_merge_size);
-        int64_t frame = (int64_t)image->grid_h * image->grid_w;
-        *n_patches += image->grid_t * frame;
-        *n_frames += (size_t)image->grid_t;
-        if (frame > *largest_frame)
-            *largest_frame = frame;
+        *n_patches += (int64_t)image->grid_t * image->grid_h * image->grid_w;
     }
+    if (*n_patches > INT32_MAX / 4)
+        return ft_error("the batch's images make %lld patches, too many for one pass of the vision tower",
+                        (long long)*n_patches);
     return 0;
 }
 
-size_t ft_vision_qwen2_work_bytes(const ft_vision_config *c, int64_t n_patches, int64_t max_frame_patches)
+/* The pass's memory, grown when a batch brings more patches than any before. */
+static int reserve_work(ft_vision_qwen2 *tower, int64_t n_patches, pass_arrays *a)
 {
-    size_t width = (size_t)c->embed_dim, rows = (size_t)n_patches;
-    size_t inner = (size_t)c->mlp_hidden * (c->qwen2_5 ? 2 : 1);
-    size_t query_rows = max_frame_patches < QUERY_BLOCK ? (size_t)max_frame_patches : QUERY_BLOCK;
-    size_t floats = rows * width * 3 + rows * 3 * width + rows * inner + rows * width / 2 * 2 +
-                    query_rows * (size_t)max_frame_patches;
-    return floats * sizeof(float);
+    ft_backend *b = tower->backend;
+    if (n_patches > tower->work_patches) {
+        if (tower->work)
+            b->free(b, tower->work);
+        tower->work_patches = 0;
+        tower->work = b->alloc(b, ft_vision_qwen2_work_bytes(&tower->config, n_patches, tower->element_bytes));
+        if (!tower->work)
+            return ft_error_context("the vision tower's pass over %lld patches", (long long)n_patches);
+        tower->work_patches = n_patches;
+    }
+    lay_out_pass(&tower->config, n_patches, tower->element_bytes, tower->work, a);
+    return 0;
 }
 
-/* The merger: norm, merge x merge patches concatenated, Linear, GELU, Linear;
- * Qwen2.5-VL's rows come back from window order into the images' order. */
-static void merge_patches(pass *p, float *features)
+/* The stored patch rows (the Conv3d's input), the grids' tables and the
+ * segments into the pass's memory; Qwen2.5-VL's tables and segments come in
+ * window order, and order (its merged patches' places) is filled. */
+static void upload_inputs(const pass *p, const ft_stored_image *images, size_t n_images, int32_t *order)
+{
+    const ft_vision_config *c = &p->tower->config;
+    ft_backend *b = p->backend;
+    size_t rows = (size_t)p->n_patches, patch = (size_t)ft_vision_qwen2_patch_length(c);
+    size_t half = (size_t)p->head_dim / 2, row = 0;
+    for (size_t i = 0; i < n_images; i++) {
+        size_t count = (size_t)images[i].grid_t * images[i].grid_h * images[i].grid_w;
+        ft_backend_upload_floats(b, (char *)p->a.pixels + row * patch * p->tower->element_bytes, images[i].pixels,
+                                 count * patch);
+        row += count;
+    }
+    float *cos_table = ft_xmalloc(rows * half * sizeof(float)), *sin_table = ft_xmalloc(rows * half * sizeof(float));
+    int32_t *index = ft_xmalloc(rows * sizeof(int32_t));
+    rotary_tables(c, images, n_images, cos_table, sin_table);
+    for (size_t r = 0; r < rows; r++)
+        index[r] = (int32_t)r;
+    b->upload(b, p->a.positions, index, rows * sizeof(int32_t));
+    row = 0;
+    int32_t frame = 0;
+    for (size_t i = 0; i < n_images; i++)
+        for (int t = 0; t < images[i].grid_t; t++, frame++)
+            for (int64_t j = 0; j < (int64_t)images[i].grid_h * images[i].grid_w; j++)
+                index[row++] = frame;
+    b->upload(b, p->a.frames, index, rows * sizeof(int32_t)); /* frames keep their places in window order */
+    if (c->qwen2_5) {
+        int unit = c->spatial_merge_size * c->spatial_merge_size;
+        int64_t n_units = p->n_patches / unit;
+        plan_windows(c, images, n_images, order, index);
+        b->upload(b, p->a.windows, index, rows * sizeof(int32_t));
+        b->upload(b, p->a.token_order, order, (size_t)n_units * sizeof(int32_t));
+        for (size_t r = 0; r < rows; r++)
+            index[r] = order[r / (size_t)unit] * unit + (int32_t)(r % (size_t)unit);
+        b->upload(b, p->a.patch_order, index, rows * sizeof(int32_t));
+        table_into_window_order(cos_table, order, n_units, unit, (int)half);
+        table_into_window_order(sin_table, order, n_units, unit, (int)half);
+    }
+    b->upload(b, p->a.cos, cos_table, rows * half * sizeof(float));
+    b->upload(b, p->a.sin, sin_table, rows * half * sizeof(float));
+    free(index);
+    free(sin_table);
+    free(cos_table);
+}
+
+/* The merger: norm, merge x merge patches concatenated (adjacent rows: a
+ * reshape), Linear, GELU, Linear; Qwen2.5-VL's rows go back from window order
+ * into the images' order. Returns where the features are. */
+static const void *merge_patches(const pass *p)
 {
     const ft_vision_qwen2 *tower = p->tower;
     const ft_vision_config *c = &tower->config;
-    int groups = c->spatial_merge_size * c->spatial_merge_size, merged = p->width * groups;
-    int64_t n_tokens = p->n_patches / groups;
-    layer_norm(p->normed, p->x, W(p, tower->merger_norm_weight), W(p, tower->merger_norm_bias), p->n_patches,
-               p->width);
-    /* p->attn then p->qkv follow p->normed's rows: room for the [n_tokens, merged] hidden layer */
-    float *hidden = p->attn;
-    linear(hidden, p->normed, W(p, tower->merger_fc1_weight), W(p, tower->merger_fc1_bias), n_tokens, merged,
-           merged);
-    gelu(hidden, (size_t)n_tokens * merged);
-    float *out = p->order ? ft_xmalloc((size_t)n_tokens * c->out_hidden * sizeof(float)) : features;
-    linear(out, hidden, W(p, tower->merger_fc2_weight), W(p, tower->merger_fc2_bias), n_tokens, merged,
+    ft_backend *b = p->backend;
+    const pass_arrays *a = &p->a;
+    int merged = p->width * c->spatial_merge_size * c->spatial_merge_size;
+    int64_t n_tokens = p->n_patches / (c->spatial_merge_size * c->spatial_merge_size);
+    norm(p, a->normed, a->x, tower->merger_norm_weight, tower->merger_norm_bias);
+    linear(p, a->attn, a->normed, tower->merger_fc1_weight, tower->merger_fc1_bias, n_tokens, merged, merged);
+    b->activation_forward(b, a->attn, a->attn, (size_t)n_tokens * merged, FT_ACTIVATION_GELU);
+    linear(p, a->merged, a->attn, tower->merger_fc2_weight, tower->merger_fc2_bias, n_tokens, merged,
            c->out_hidden);
-    if (!p->order)
-        return;
-    for (int64_t m = 0; m < n_tokens; m++)
-        memcpy(features + (size_t)p->order[m] * c->out_hidden, out + (size_t)m * c->out_hidden,
-               (size_t)c->out_hidden * sizeof(float));
-    free(out);
+    if (!c->qwen2_5)
+        return a->merged;
+    b->scatter_rows(b, a->placed, a->merged, a->token_order, (int)n_tokens, c->out_hidden);
+    return a->placed;
 }
 
-int ft_vision_qwen2_forward(const ft_vision_qwen2 *tower, const ft_stored_image *images, size_t n_images,
-                            float *features)
+int ft_vision_qwen2_forward(ft_vision_qwen2 *tower, const ft_stored_image *images, size_t n_images, float *features)
 {
     const ft_vision_config *c = &tower->config;
-    int64_t n, largest;
-    size_t n_frames;
-    if (check_images(c, images, n_images, &n, &largest, &n_frames) < 0)
+    int64_t n;
+    if (check_images(c, images, n_images, &n) < 0)
         return -1;
     if (n == 0)
         return 0;
-    int width = c->embed_dim, patch = ft_vision_qwen2_patch_length(c), half = width / c->num_heads / 2;
-    pass p = {.tower = tower, .n_patches = n, .width = width, .heads = c->num_heads, .head_dim = width / c->num_heads};
-    float *memory = malloc(ft_vision_qwen2_work_bytes(c, n, largest));
-    if (!memory)
-        return ft_error("out of host memory for the vision tower's pass over %lld patches", (long long)n);
-    float *cursor = memory;
-    size_t rows = (size_t)n;
-    p.x = cursor, cursor += rows * width;
-    p.normed = cursor, cursor += rows * width;
-    p.attn = cursor, cursor += rows * width;
-    p.qkv = cursor, cursor += rows * 3 * width;
-    p.inner = cursor, cursor += rows * (size_t)c->mlp_hidden;
-    if (c->qwen2_5)
-        p.inner_up = cursor, cursor += rows * (size_t)c->mlp_hidden;
-    p.cos = cursor, cursor += rows * (size_t)half;
-    p.sin = cursor, cursor += rows * (size_t)half;
-    p.scores = cursor;
-    p.frames.starts = ft_xcalloc(n_frames + 1, sizeof(int64_t));
-    for (size_t i = 0; i < n_images; i++)
-        for (int t = 0; t < images[i].grid_t; t++)
-            segments_add(&p.frames, p.frames.starts[p.frames.count] + (int64_t)images[i].grid_h * images[i].grid_w);
-
-    /* the stored patch rows are the Conv3d's input, the images one after another */
-    for (size_t i = 0, row = 0; i < n_images; i++) {
-        int64_t count = (int64_t)images[i].grid_t * images[i].grid_h * images[i].grid_w;
-        linear(p.x + row * width, images[i].pixels, W(&p, tower->patch_embed), NULL, count, patch, width);
-        row += (size_t)count;
+    pass p = {.tower = tower, .backend = tower->backend, .n_patches = n, .width = c->embed_dim,
+              .heads = c->num_heads, .head_dim = c->embed_dim / c->num_heads};
+    if (reserve_work(tower, n, &p.a) < 0)
+        return -1;
+    ft_backend *b = p.backend;
+    int32_t *order = ft_xmalloc((size_t)n * sizeof(int32_t));
+    upload_inputs(&p, images, n_images, order);
+    free(order);
+    linear(&p, p.a.x, p.a.pixels, tower->patch_embed, NONE, n, ft_vision_qwen2_patch_length(c), p.width);
+    if (c->qwen2_5) { /* patches in window order from here to the merger's end */
+        b->gather_rows(b, p.a.normed, p.a.x, p.a.patch_order, (int)n, p.width);
+        void *swap = p.a.x;
+        p.a.x = p.a.normed;
+        p.a.normed = swap;
     }
-    rotary_tables(&p, images, n_images);
-    if (c->qwen2_5) { /* patches, and their angles, in window order from here to the merger's end */
-        p.order = ft_xmalloc(rows * sizeof(int64_t));
-        p.windows.starts = ft_xcalloc(rows + 1, sizeof(int64_t));
-        plan_windows(&p, images, n_images);
-        into_window_order(&p, p.x, width, p.attn);
-        into_window_order(&p, p.cos, half, p.qkv);
-        into_window_order(&p, p.sin, half, p.qkv);
+    for (int i = 0; i < c->depth; i++) {
+        bool windowed = c->qwen2_5 && !(c->full_attention_blocks >> i & 1);
+        block(&p, &tower->blocks[i], windowed ? p.a.windows : p.a.frames);
     }
-    for (int b = 0; b < c->depth; b++) {
-        bool windowed = c->qwen2_5 && !(c->full_attention_blocks >> b & 1);
-        p.attending = windowed ? &p.windows : &p.frames;
-        block(&p, &tower->blocks[b]);
-    }
-    merge_patches(&p, features);
-    free(p.order);
-    free(p.windows.starts);
-    free(p.frames.starts);
-    free(memory);
-    return 0;
+    const void *out = merge_patches(&p);
+    int64_t n_tokens = n / (c->spatial_merge_size * c->spatial_merge_size);
+    ft_backend_download_floats(b, features, out, (size_t)n_tokens * c->out_hidden);
+    return b->check(b);
 }

@@ -2,7 +2,8 @@
  * random inputs: linear layers with LoRA (with and without dropout, bias and
  * accumulation), RMSNorm and its fused residual add, RoPE, SwiGLU, attention for
  * every supported head size with GQA and packed segments, embedding,
- * cross-entropy, AdamW. Outputs in bf16 are allowed a relative error of 2e-2;
+ * cross-entropy, AdamW; the vision towers' forward-only ops (bidirectional
+ * attention in runs, LayerNorm, the GELU family, add, RMSNorm without rstd). Outputs in bf16 are allowed a relative error of 2e-2;
  * float results 1e-2 (from bf16 inputs) or 1e-5 (float throughout). The
  * reductions without atomics (attention's dQ, dK and dV, the norm weight's gradient,
  * sums of squares, embedding gradients of repeated tokens) must also give the
@@ -320,7 +321,7 @@ static void check_attention(attention_size a)
     void *dout = gpu_array(nq * 2), *dgrad_q = gpu_array(nq * 2), *dgrad_k = gpu_array(nkv * 2);
     void *dgrad_v = gpu_array(nkv * 2);
     float *dlse = gpu_array(nlse * 4);
-    ft_attention_shape shape = {a.batch, a.seq_len, a.heads, a.kv_heads, a.head_dim};
+    ft_attention_shape shape = {a.batch, a.seq_len, a.heads, a.kv_heads, a.head_dim, false};
     cpu->attention_forward(cpu, out, lse, q, k, v, segments, &shape);
     gpu->attention_forward(gpu, dout, dlse, dq, dk, dv, dsegments, &shape);
     char what[96];
@@ -363,6 +364,86 @@ TEST(attention_matches_cpu_for_each_head_size)
     check_attention((attention_size){2, 64, 2, 2, 64});
     check_attention((attention_size){2, 200, 4, 2, 128});
     check_attention((attention_size){1, 700, 2, 1, 64}); /* 11 key tiles */
+}
+
+/* --- the vision towers' forward-only ops --- */
+
+/* Bidirectional attention in runs of segment ids (images, windows): the flash
+ * kernel for the head sizes it takes (16 to 128 and Qwen2-VL's 80; skipping key
+ * tiles outside a query tile's runs), the plain kernel for others (tiny-llava's 8). */
+static void check_bidirectional_attention(int seq_len, int heads, int head_dim, int run)
+{
+    size_t n = (size_t)seq_len * heads * head_dim;
+    float *q = ft_xmalloc(n * 4), *k = ft_xmalloc(n * 4), *v = ft_xmalloc(n * 4), *out = ft_xmalloc(n * 4);
+    float *got = ft_xmalloc(n * 4);
+    int32_t *segments = ft_xmalloc(seq_len * sizeof(int32_t));
+    for (int t = 0; t < seq_len; t++)
+        segments[t] = t < 5 ? 0 : 1 + (t - 5) / run; /* a short run, then runs of `run` (the last ragged) */
+    fill(q, n, 80, 1.0f);
+    fill(k, n, 81, 1.0f);
+    fill(v, n, 82, 1.0f);
+    void *dq = to_gpu_bf16(q, n), *dk = to_gpu_bf16(k, n), *dv = to_gpu_bf16(v, n), *dout = gpu_array(n * 2);
+    int32_t *dsegments = to_gpu_bytes(segments, seq_len * sizeof(int32_t));
+    ft_attention_shape shape = {1, seq_len, heads, heads, head_dim, true};
+    cpu->attention_forward(cpu, out, NULL, q, k, v, segments, &shape);
+    gpu->attention_forward(gpu, dout, NULL, dq, dk, dv, dsegments, &shape);
+    CHECK_NO_GPU_FAILURE();
+    char what[96];
+    snprintf(what, sizeof what, "bidirectional attention %d heads %d dim %d runs %d", seq_len, heads, head_dim, run);
+    from_gpu_bf16(got, dout, n);
+    CHECK_CLOSE(what, got, out, n, BF16_TOLERANCE);
+    gpu_release();
+    free(q), free(k), free(v), free(out), free(got), free(segments);
+}
+
+TEST(bidirectional_attention_matches_cpu)
+{
+    check_bidirectional_attention(300, 2, 16, 64);   /* Qwen2.5-VL-tiny's windows */
+    check_bidirectional_attention(600, 2, 64, 577);  /* CLIP-L's images of 577 positions */
+    check_bidirectional_attention(200, 4, 128, 30);
+    check_bidirectional_attention(250, 4, 8, 100);   /* the plain kernel */
+    check_bidirectional_attention(300, 2, 80, 64);   /* Qwen2-VL's head size, tiled forward only */
+    check_bidirectional_attention(140, 2, 48, 70);   /* the plain kernel, two lanes' worth of a row */
+}
+
+TEST(layernorm_activations_and_add_match_cpu)
+{
+    enum { ROWS = 77, DIM = 160, N = ROWS * DIM };
+    static float x[N], y[N], weight[DIM], bias[DIM], out[N], got[N];
+    fill(x, N, 90, 2.0f);
+    for (int i = 0; i < N; i++)
+        x[i] += 5.0f; /* a mean far from zero */
+    fill(y, N, 91, 1.0f);
+    fill(weight, DIM, 92, 1.0f);
+    fill(bias, DIM, 93, 0.5f);
+    void *dx = to_gpu_bf16(x, N), *dy = to_gpu_bf16(y, N), *dweight = to_gpu_bf16(weight, DIM);
+    void *dbias = to_gpu_bf16(bias, DIM), *dout = gpu_array(N * 2);
+    cpu->layernorm_forward(cpu, out, x, weight, bias, ROWS, DIM, 1e-5f);
+    gpu->layernorm_forward(gpu, dout, dx, dweight, dbias, ROWS, DIM, 1e-5f);
+    from_gpu_bf16(got, dout, N);
+    CHECK_CLOSE("layernorm 77x160 with bias", got, out, N, BF16_TOLERANCE);
+    cpu->layernorm_forward(cpu, out, x, weight, NULL, ROWS, DIM, 1e-6f);
+    gpu->layernorm_forward(gpu, dout, dx, dweight, NULL, ROWS, DIM, 1e-6f);
+    from_gpu_bf16(got, dout, N);
+    CHECK_CLOSE("layernorm 77x160 without bias", got, out, N, BF16_TOLERANCE);
+    static const char *const names[3] = {"quick_gelu", "gelu (erf)", "gelu (tanh)"};
+    for (int kind = 0; kind < 3; kind++) {
+        cpu->activation_forward(cpu, out, y, N, (ft_activation)kind);
+        gpu->activation_forward(gpu, dout, dy, N, (ft_activation)kind);
+        from_gpu_bf16(got, dout, N);
+        CHECK_CLOSE(names[kind], got, out, N, BF16_TOLERANCE);
+    }
+    cpu->add_forward(cpu, out, x, y, N);
+    gpu->add_forward(gpu, dx, dx, dy, N); /* in place */
+    from_gpu_bf16(got, dx, N);
+    CHECK_CLOSE("add (in place)", got, out, N, BF16_TOLERANCE);
+    /* RMSNorm without rstd, as the Qwen2.5-VL tower runs it */
+    cpu->rmsnorm_forward(cpu, out, NULL, y, weight, ROWS, DIM, 1e-6f);
+    gpu->rmsnorm_forward(gpu, dout, NULL, dy, dweight, ROWS, DIM, 1e-6f);
+    from_gpu_bf16(got, dout, N);
+    CHECK_CLOSE("rmsnorm without rstd", got, out, N, BF16_TOLERANCE);
+    CHECK_NO_GPU_FAILURE();
+    gpu_release();
 }
 
 /* --- cross-entropy --- */
@@ -454,6 +535,14 @@ int main(void)
         limits.head_dim = d;
         gpu->reserve(gpu, &limits);
     }
+    /* the towers' head sizes: 80 runs the tiled kernel's forward, 8 the plain kernel */
+    for (int d = 8; gpu && d <= 80; d += 72) {
+        limits.vision_head_dim = d;
+        if (gpu->reserve(gpu, &limits) < 0) {
+            fprintf(stderr, "  %s\n", ft_error_message());
+            return 1;
+        }
+    }
     GPU_RUN(linear_with_lora_matches_cpu);
     GPU_RUN(linear_with_lora_dropout_matches_cpu_mask_for_mask);
     GPU_RUN(rmsnorm_and_residual_add_match_cpu);
@@ -462,6 +551,8 @@ int main(void)
     GPU_RUN(swiglu_matches_cpu);
     GPU_RUN(embedding_gathers_and_adds_back_as_cpu);
     GPU_RUN(attention_matches_cpu_for_each_head_size);
+    GPU_RUN(bidirectional_attention_matches_cpu);
+    GPU_RUN(layernorm_activations_and_add_match_cpu);
     GPU_RUN(cross_entropy_matches_cpu);
     GPU_RUN(adamw_sum_squares_and_scale_match_cpu);
     GPU_RUN(sum_squares_and_embedding_gradient_repeat_exactly);

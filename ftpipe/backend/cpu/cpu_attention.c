@@ -1,5 +1,7 @@
 /* cpu_attention: causal softmax attention with grouped key/value heads and
- * packed-sample segments, forward and backward, on the cpu backend.
+ * packed-sample segments, forward and backward, on the cpu backend; and the
+ * vision towers' bidirectional attention within each run of a segment,
+ * forward only.
  *
  * Per (row, head) the scores are one sgemm into a [seq_len, seq_len] scratch;
  * only the logsumexp of each query is kept for backward, which recomputes the
@@ -62,9 +64,56 @@ static void softmax_rows(float *p, float *logsumexp, const int32_t *segments, in
             if (visible(segments, i, j))
                 sum += exp((double)(row[j] - max));
         float lse = max + (float)log(sum);
-        logsumexp[i] = lse;
+        if (logsumexp)
+            logsumexp[i] = lse;
         for (int j = 0; j < n; j++)
             row[j] = visible(segments, i, j) ? expf(row[j] - lse) : 0.0f;
+    }
+}
+
+/* Queries of a segment's run go through bidirectional attention this many at a
+ * time, so that the scores take QUERY_BLOCK rows of the run, not its square. */
+#define QUERY_BLOCK 256
+
+/* Every token attends to every token of its run of equal segment ids. */
+static void bidirectional_forward(ft_backend *self, float *out, float *logsumexp, const float *q, const float *k,
+                                  const float *v, const int32_t *segments, const ft_attention_shape *shape)
+{
+    head_view view = view_of(shape);
+    int n = shape->seq_len, group = shape->n_heads / shape->n_kv_heads;
+    for (int b = 0; b < shape->batch_size; b++) {
+        const int32_t *row_segments = segments + (size_t)b * n;
+        for (int start = 0, end; start < n; start = end) {
+            for (end = start + 1; end < n && row_segments[end] == row_segments[start]; end++)
+                ;
+            int length = end - start;
+            size_t first = (size_t)b * n + start;
+            float *p = ft_cpu_scratch(self, (size_t)(length < QUERY_BLOCK ? length : QUERY_BLOCK) * length);
+            for (int h = 0; h < shape->n_heads; h++) {
+                size_t kv_offset = first * view.kv_stride + (size_t)(h / group) * view.head_dim;
+                for (int block = 0; block < length; block += QUERY_BLOCK) {
+                    int rows = length - block < QUERY_BLOCK ? length - block : QUERY_BLOCK;
+                    size_t q_offset = (first + block) * view.q_stride + (size_t)h * view.head_dim;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, length, view.head_dim, view.scale,
+                                q + q_offset, view.q_stride, k + kv_offset, view.kv_stride, 0.0f, p, length);
+                    for (int i = 0; i < rows; i++) {
+                        float *row = p + (size_t)i * length, max = row[0];
+                        for (int j = 1; j < length; j++)
+                            max = row[j] > max ? row[j] : max;
+                        double sum = 0.0;
+                        for (int j = 0; j < length; j++)
+                            sum += exp((double)(row[j] - max));
+                        float lse = max + (float)log(sum);
+                        if (logsumexp)
+                            logsumexp[((size_t)b * shape->n_heads + h) * n + start + block + i] = lse;
+                        for (int j = 0; j < length; j++)
+                            row[j] = expf(row[j] - lse);
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, view.head_dim, length, 1.0f, p,
+                                length, v + kv_offset, view.kv_stride, 0.0f, out + q_offset, view.q_stride);
+                }
+            }
+        }
     }
 }
 
@@ -74,6 +123,10 @@ void ft_cpu_attention_forward(ft_backend *self, void *out_memory, float *logsume
 {
     float *out = out_memory;
     const float *q = q_memory, *k = k_memory, *v = v_memory;
+    if (shape->bidirectional) {
+        bidirectional_forward(self, out, logsumexp, q, k, v, segments, shape);
+        return;
+    }
     head_view view = view_of(shape);
     int n = shape->seq_len, group = shape->n_heads / shape->n_kv_heads;
     float *p = ft_cpu_scratch(self, (size_t)n * n);
@@ -82,7 +135,7 @@ void ft_cpu_attention_forward(ft_backend *self, void *out_memory, float *logsume
         for (int h = 0; h < shape->n_heads; h++) {
             const float *q_head = q + first * view.q_stride + (size_t)h * view.head_dim;
             size_t kv_offset = first * view.kv_stride + (size_t)(h / group) * view.head_dim;
-            float *lse = logsumexp + ((size_t)b * shape->n_heads + h) * n;
+            float *lse = logsumexp ? logsumexp + ((size_t)b * shape->n_heads + h) * n : NULL;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, view.head_dim, view.scale, q_head,
                         view.q_stride, k + kv_offset, view.kv_stride, 0.0f, p, n);
             softmax_rows(p, lse, segments + first, n);

@@ -77,7 +77,8 @@ static void cpu_rmsnorm_forward(ft_backend *self, void *out, float *rstd, const 
         for (int c = 0; c < dim; c++)
             squares += (double)in[c] * in[c];
         float s = (float)(1.0 / sqrt(squares / dim + eps));
-        rstd[r] = s;
+        if (rstd)
+            rstd[r] = s;
         for (int c = 0; c < dim; c++)
             o[c] = w[c] * (in[c] * s);
     }
@@ -287,6 +288,9 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->rmsnorm_backward = cpu_rmsnorm_backward;
     backend->rope_forward = cpu_rope_forward;
     backend->rope_backward = cpu_rope_backward;
+    backend->layernorm_forward = ft_cpu_layernorm_forward;
+    backend->activation_forward = ft_cpu_activation_forward;
+    backend->add_forward = ft_cpu_add_forward;
     backend->swiglu_forward = cpu_swiglu_forward;
     backend->swiglu_backward = cpu_swiglu_backward;
     backend->linear_forward = ft_cpu_linear_forward;

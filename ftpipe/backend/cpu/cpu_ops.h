@@ -39,6 +39,12 @@ void ft_cpu_attention_backward(ft_backend *self, void *grad_q, void *grad_k, voi
                                const void *out, const void *q, const void *k, const void *v,
                                const float *logsumexp, const int32_t *segments, const ft_attention_shape *shape);
 
+/* cpu_vision_ops.c: the forward-only ops of the vision towers */
+void ft_cpu_layernorm_forward(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
+                              int rows, int dim, float eps);
+void ft_cpu_activation_forward(ft_backend *self, void *out, const void *x, size_t n, ft_activation activation);
+void ft_cpu_add_forward(ft_backend *self, void *out, const void *a, const void *b, size_t n);
+
 /* cpu_decode.c: generation with a KV cache */
 void ft_cpu_argmax_rows(ft_backend *self, int32_t *out, const void *x, int rows, int width);
 void ft_cpu_gather_rows(ft_backend *self, void *dst, const void *src, const int32_t *index, int rows, int width);

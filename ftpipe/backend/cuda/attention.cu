@@ -16,7 +16,14 @@
  * on the order blocks finish. The softmax's row sums come from
  * delta = rowsum(dO * O).
  *
- * Each of the four warps owns 16 rows of a tile; head_dim is 16, 32, 64 or 128. */
+ * Each of the four warps owns 16 rows of a tile; head_dim is 16, 32, 64 or 128.
+ *
+ * The vision towers' bidirectional attention (forward only) runs the same
+ * forward kernel over every key tile whose segment runs meet the query tile's,
+ * the others skipped unread, for head_dim 16, 32, 64, 80 (Qwen2-VL's and
+ * Qwen2.5-VL's towers; forward only) and 128; a tower of another head_dim (as
+ * tiny-llava's 8) runs a plain kernel instead: one warp per query, an online
+ * softmax over the keys of its run, in fp32 without tensor cores. */
 #include <limits.h>
 #include <math.h>
 #include <mma.h>
@@ -104,7 +111,8 @@ template <int D>
 __global__ void __launch_bounds__(threads) attention_forward_kernel(bf16 *out, float *logsumexp, const bf16 *q,
                                                                     const bf16 *k, const bf16 *v,
                                                                     const int32_t *segments, int seq_len,
-                                                                    int n_heads, int n_kv_heads, float scale)
+                                                                    int n_heads, int n_kv_heads, float scale,
+                                                                    bool bidirectional)
 {
     typedef shape_of<D> s;
     extern __shared__ __align__(128) unsigned char shared[];
@@ -129,8 +137,14 @@ __global__ void __launch_bounds__(threads) attention_forward_kernel(bf16 *out, f
     }
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int r = warp * 16 + lane / 2, half = lane % 2, i = first_q + r; /* this lane's row and half of it */
-    int last_key = min(seq_len, first_q + tile) - 1;
+    int last_key = bidirectional ? seq_len - 1 : min(seq_len, first_q + tile) - 1;
+    int q_first_run = row_segments[first_q], q_last_run = row_segments[min(seq_len, first_q + tile) - 1];
     for (int first_k = 0; first_k <= last_key; first_k += tile) {
+        /* ascending runs: a key tile that ends before the query tile's first run or
+         * starts after its last has nothing it sees (the same test in every thread) */
+        if (bidirectional && (row_segments[min(seq_len, first_k + tile) - 1] < q_first_run ||
+                              row_segments[first_k] > q_last_run))
+            continue;
         __syncthreads(); /* every warp is done with the previous k and v */
         load_tile<D>(k_tile, k + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
         load_tile<D>(v_tile, v + first_row * kv_stride + kv_h * D, kv_stride, first_k, seq_len);
@@ -144,7 +158,7 @@ __global__ void __launch_bounds__(threads) attention_forward_kernel(bf16 *out, f
         float tile_max = -INFINITY;
         for (int c = 0; c < 32; c++) {
             int j = first_k + half * 32 + c;
-            if (i < seq_len && j <= i && k_segment[half * 32 + c] == q_segment[r])
+            if (i < seq_len && j < seq_len && (bidirectional || j <= i) && k_segment[half * 32 + c] == q_segment[r])
                 tile_max = fmaxf(tile_max, row[c] * scale);
         }
         tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
@@ -153,7 +167,8 @@ __global__ void __launch_bounds__(threads) attention_forward_kernel(bf16 *out, f
         float sum = 0.0f;
         for (int c = 0; c < 32; c++) {
             int j = first_k + half * 32 + c;
-            bool visible = i < seq_len && j <= i && k_segment[half * 32 + c] == q_segment[r];
+            bool visible = i < seq_len && j < seq_len && (bidirectional || j <= i) &&
+                           k_segment[half * 32 + c] == q_segment[r];
             float p = visible ? expf(row[c] * scale - new_max) : 0.0f;
             prob[r * prob_stride + half * 32 + c] = __float2bfloat16(p);
             sum += p;
@@ -193,8 +208,55 @@ __global__ void __launch_bounds__(threads) attention_forward_kernel(bf16 *out, f
     bf16 *out_row = out + (first_row + i) * q_stride + h * D;
     for (int d = half * (D / 2); d < (half + 1) * (D / 2); d++)
         out_row[d] = __float2bfloat16(acc[r * s::out_stride + d] / total);
-    if (half == 0)
+    if (half == 0 && logsumexp)
         logsumexp[((size_t)b * n_heads + h) * seq_len + i] = row_max[r] + logf(total);
+}
+
+/* Bidirectional attention for any head_dim up to 8 x 32: one warp per (row,
+ * head), each lane holding every 32nd element of q, of the output and of its
+ * accumulator; the keys are those of the query's run of equal segment ids. */
+constexpr int any_head_most = 256;
+
+__global__ void attention_forward_any_kernel(bf16 *out, float *logsumexp, const bf16 *q, const bf16 *k,
+                                             const bf16 *v, const int32_t *segments, int batch_size, int seq_len,
+                                             int n_heads, int n_kv_heads, int head_dim, float scale)
+{
+    size_t items = (size_t)batch_size * seq_len * n_heads;
+    size_t item = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (item >= items)
+        return;
+    size_t row = item / n_heads;
+    int h = (int)(item % n_heads), kv_h = h / (n_heads / n_kv_heads), i = (int)(row % seq_len);
+    const int32_t *row_segments = segments + (row - i);
+    int run = row_segments[i], start = i;
+    while (start > 0 && row_segments[start - 1] == run)
+        start--;
+    int q_stride = n_heads * head_dim, kv_stride = n_kv_heads * head_dim;
+    float query[any_head_most / 32], acc[any_head_most / 32];
+    for (int e = 0; e < any_head_most / 32; e++) {
+        int d = lane + 32 * e;
+        query[e] = d < head_dim ? __bfloat162float(q[row * q_stride + h * head_dim + d]) : 0.0f;
+        acc[e] = 0.0f;
+    }
+    float max = -INFINITY, sum = 0.0f;
+    for (int j = start; j < seq_len && row_segments[j] == run; j++) {
+        const bf16 *key = k + (row - i + j) * kv_stride + kv_h * head_dim;
+        const bf16 *value = v + (row - i + j) * kv_stride + kv_h * head_dim;
+        float dot = 0.0f;
+        for (int e = 0; e < any_head_most / 32 && lane + 32 * e < head_dim; e++)
+            dot += query[e] * __bfloat162float(key[lane + 32 * e]);
+        float score = ft_warp_sum(dot) * scale, new_max = fmaxf(max, score);
+        float rescale = expf(max - new_max), p = expf(score - new_max);
+        sum = sum * rescale + p;
+        for (int e = 0; e < any_head_most / 32 && lane + 32 * e < head_dim; e++)
+            acc[e] = acc[e] * rescale + p * __bfloat162float(value[lane + 32 * e]);
+        max = new_max;
+    }
+    for (int e = 0; e < any_head_most / 32 && lane + 32 * e < head_dim; e++)
+        out[row * q_stride + h * head_dim + lane + 32 * e] = __float2bfloat16(acc[e] / sum);
+    if (lane == 0 && logsumexp)
+        logsumexp[((row / seq_len) * n_heads + h) * seq_len + i] = max + logf(sum);
 }
 
 /* delta[b, h, t] = sum over d of dO * O, one warp per (token, head). */
@@ -452,8 +514,36 @@ void forward(ft_cuda_context *context, void *out, float *logsumexp, const void *
     dim3 blocks((shape->seq_len + tile - 1) / tile, shape->n_heads, shape->batch_size);
     attention_forward_kernel<D><<<blocks, threads, shape_of<D>::forward_bytes, context->stream>>>(
         (bf16 *)out, logsumexp, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, segments, shape->seq_len,
-        shape->n_heads, shape->n_kv_heads, 1.0f / sqrtf((float)D));
+        shape->n_heads, shape->n_kv_heads, 1.0f / sqrtf((float)D), shape->bidirectional);
     LAUNCH_CHECK(context, "attention_forward_kernel");
+}
+
+void forward_any(ft_cuda_context *context, void *out, float *logsumexp, const void *q, const void *k, const void *v,
+                 const int32_t *segments, const ft_attention_shape *shape)
+{
+    size_t lanes = (size_t)shape->batch_size * shape->seq_len * shape->n_heads * 32;
+    attention_forward_any_kernel<<<(unsigned)((lanes + FT_CUDA_THREADS - 1) / FT_CUDA_THREADS), FT_CUDA_THREADS, 0,
+                                   context->stream>>>(
+        (bf16 *)out, logsumexp, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, segments, shape->batch_size,
+        shape->seq_len, shape->n_heads, shape->n_kv_heads, shape->head_dim, 1.0f / sqrtf((float)shape->head_dim));
+    LAUNCH_CHECK(context, "attention_forward_any_kernel");
+}
+
+/* The forward kernel alone (head sizes that only the towers' forward runs). */
+template <int D>
+int prepare_forward(ft_cuda_context *context)
+{
+    (void)shape_of<D>::backward_bytes; /* no backward runs at this head size */
+    size_t most = context->properties.sharedMemPerBlockOptin;
+    if (shape_of<D>::forward_bytes > most ||
+        cudaFuncSetAttribute(attention_forward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)shape_of<D>::forward_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return ft_error("GPU %d (%s): cannot give attention with head_dim %d %zu bytes of shared memory a block (it "
+                        "has %zu): use backend = cpu",
+                        context->device, context->properties.name, D, shape_of<D>::forward_bytes, most);
+    }
+    return 0;
 }
 
 template <int D>
@@ -480,6 +570,21 @@ bool ft_cuda_attention_supports(int head_dim)
     return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
 }
 
+bool ft_cuda_bidirectional_attention_supports(int head_dim)
+{
+    return head_dim > 0 && head_dim <= any_head_most;
+}
+
+/* The head sizes whose bidirectional attention runs the tiled kernel. */
+static bool tiled_bidirectional(int head_dim) { return ft_cuda_attention_supports(head_dim) || head_dim == 80; }
+
+int ft_cuda_bidirectional_attention_prepare(ft_cuda_context *context, int head_dim)
+{
+    if (head_dim == 80)
+        return prepare_forward<80>(context);
+    return ft_cuda_attention_supports(head_dim) ? ft_cuda_attention_prepare(context, head_dim) : 0;
+}
+
 int ft_cuda_attention_prepare(ft_cuda_context *context, int head_dim)
 {
     switch (head_dim) {
@@ -495,6 +600,17 @@ void ft_cuda_attention_forward(ft_backend *self, void *out, float *logsumexp, co
                                const void *v, const int32_t *segments, const ft_attention_shape *shape)
 {
     ft_cuda_context *context = ft_cuda_enter(self);
+    if (shape->bidirectional && !tiled_bidirectional(shape->head_dim)) {
+        if (shape->head_dim > any_head_most)
+            ft_cuda_fail(context, __FILE__, __LINE__, "attention_forward", "unsupported head_dim");
+        else
+            forward_any(context, out, logsumexp, q, k, v, segments, shape);
+        return;
+    }
+    if (shape->bidirectional && shape->head_dim == 80) {
+        forward<80>(context, out, logsumexp, q, k, v, segments, shape);
+        return;
+    }
     switch (shape->head_dim) {
     case 16: forward<16>(context, out, logsumexp, q, k, v, segments, shape); break;
     case 32: forward<32>(context, out, logsumexp, q, k, v, segments, shape); break;

@@ -198,6 +198,13 @@ static int cuda_reserve(ft_backend *self, const ft_backend_limits *limits)
         if (ft_cuda_attention_prepare(context, limits->head_dim) < 0)
             return -1;
     }
+    if (limits->vision_head_dim > 0) {
+        if (!ft_cuda_bidirectional_attention_supports(limits->vision_head_dim))
+            return ft_error("the vision tower's head_dim %d is not supported by the cuda backend's attention (it "
+                            "runs up to 256): use backend = cpu", limits->vision_head_dim);
+        if (ft_cuda_bidirectional_attention_prepare(context, limits->vision_head_dim) < 0)
+            return -1;
+    }
     /* Scratch serves every model loaded so far: the largest of each limit. */
     ft_backend_limits merged = context->limits;
     merged.max_rows = max_int(merged.max_rows, limits->max_rows);
@@ -381,6 +388,9 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->rmsnorm_backward = ft_cuda_rmsnorm_backward;
     backend->rope_forward = ft_cuda_rope_forward;
     backend->rope_backward = ft_cuda_rope_backward;
+    backend->layernorm_forward = ft_cuda_layernorm_forward;
+    backend->activation_forward = ft_cuda_activation_forward;
+    backend->add_forward = ft_cuda_add_forward;
     backend->swiglu_forward = ft_cuda_swiglu_forward;
     backend->swiglu_backward = ft_cuda_swiglu_backward;
     backend->linear_forward = ft_cuda_linear_forward;

@@ -182,12 +182,20 @@ void ft_cuda_rope_backward(ft_backend *self, void *grad_x, const int32_t *positi
                            const float *sin_table, int rows, int n_heads, int head_dim);
 
 /* swiglu.cu */
+void ft_cuda_layernorm_forward(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
+                               int rows, int dim, float eps);
+void ft_cuda_activation_forward(ft_backend *self, void *out, const void *x, size_t n, ft_activation activation);
+void ft_cuda_add_forward(ft_backend *self, void *out, const void *a, const void *b, size_t n);
 void ft_cuda_swiglu_forward(ft_backend *self, void *out, const void *gate, const void *up, size_t n);
 void ft_cuda_swiglu_backward(ft_backend *self, void *grad_gate, void *grad_up, const void *grad_out,
                              const void *gate, const void *up, size_t n);
 
 /* attention.cu */
 bool ft_cuda_attention_supports(int head_dim);
+/* Head sizes the vision towers' bidirectional attention runs (a superset), and
+ * its preparation (raised shared-memory limits where the tiled kernel runs it). */
+bool ft_cuda_bidirectional_attention_supports(int head_dim);
+int ft_cuda_bidirectional_attention_prepare(ft_cuda_context *context, int head_dim);
 int ft_cuda_attention_prepare(ft_cuda_context *context, int head_dim); /* raises shared-memory limits */
 void ft_cuda_attention_forward(ft_backend *self, void *out, float *logsumexp, const void *q, const void *k,
                                const void *v, const int32_t *segments, const ft_attention_shape *shape);

@@ -1,5 +1,6 @@
 /* norm: RMSNorm forward (alone, or fused with the residual add before it) and
- * backward, one warp per row, sums in fp32. The weight's gradient is a sum over
+ * backward, and the vision towers' LayerNorm (forward only), one warp per row,
+ * sums in fp32. The weight's gradient is a sum over
  * rows, taken in fixed chunks of rows and then over the chunks in order (no
  * atomics), so a step gives the same bits every time. */
 #include "cuda_internal.h"
@@ -35,10 +36,43 @@ __global__ void rmsnorm_forward_kernel(bf16 *sum, bf16 *out, float *rstd, const 
     }
     squares = ft_warp_sum(squares);
     float s = 1.0f / sqrtf(squares / (float)dim + eps);
-    if (lane == 0)
+    if (lane == 0 && rstd)
         rstd[row] = s;
     for (int c = lane; c < dim; c += 32)
         out[first + c] = __float2bfloat16(load(weight, c) * (load(x, first + c) * s));
+}
+
+/* The mean first, then the variance around it (two passes over the row, which
+ * the warp's loads keep in cache), so a large mean costs no precision. */
+__global__ void layernorm_forward_kernel(bf16 *out, const bf16 *x, const bf16 *weight, const bf16 *bias, int rows,
+                                         int dim, float eps)
+{
+    int row = blockIdx.x * rows_per_block + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= rows)
+        return;
+    size_t first = (size_t)row * dim;
+    float sum = 0.0f;
+    for (int c = lane; c < dim; c += 32)
+        sum += load(x, first + c);
+    float mean = ft_warp_sum(sum) / (float)dim, squares = 0.0f;
+    for (int c = lane; c < dim; c += 32) {
+        float centred = load(x, first + c) - mean;
+        squares += centred * centred;
+    }
+    float s = rsqrtf(ft_warp_sum(squares) / (float)dim + eps);
+    for (int c = lane; c < dim; c += 32) {
+        float value = (load(x, first + c) - mean) * s * load(weight, c);
+        out[first + c] = __float2bfloat16(bias ? value + load(bias, c) : value);
+    }
+}
+
+void ft_cuda_layernorm_forward(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
+                               int rows, int dim, float eps)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    layernorm_forward_kernel<<<blocks_for_rows(rows), FT_CUDA_THREADS, 0, context->stream>>>(
+        (bf16 *)out, (const bf16 *)x, (const bf16 *)weight, (const bf16 *)bias, rows, dim, eps);
+    LAUNCH_CHECK(context, "layernorm_forward_kernel");
 }
 
 void ft_cuda_rmsnorm_forward(ft_backend *self, void *out, float *rstd, const void *x, const void *weight, int rows,

@@ -49,14 +49,25 @@ typedef struct {
 /* q is [rows, n_heads * head_dim]; k and v are [rows, n_kv_heads * head_dim].
  * Query head h reads key/value head h / (n_heads / n_kv_heads). Token i of a row
  * attends to token j when j <= i and both carry the same segment id, so packed
- * samples never see each other. */
+ * samples never see each other. With `bidirectional` (the vision towers: forward
+ * only), token i attends to every j of its segment; a row's segment ids then
+ * run in ascending order (each image or window one run), so that a backend may
+ * skip the key blocks outside a query block's runs. */
 typedef struct {
     int batch_size;
     int seq_len;
     int n_heads;
     int n_kv_heads;
     int head_dim;
+    bool bidirectional;
 } ft_attention_shape;
+
+/* The activations of the vision towers' MLPs and projectors, elementwise. */
+typedef enum {
+    FT_ACTIVATION_QUICK_GELU,   /* x * sigmoid(1.702 x) (CLIP's, Qwen2-VL's) */
+    FT_ACTIVATION_GELU,         /* x/2 (1 + erf(x / sqrt 2)), torch's exact GELU */
+    FT_ACTIVATION_GELU_TANH,    /* x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), "gelu_pytorch_tanh" */
+} ft_activation;
 
 /* The largest shapes a model will run, and what it will allocate: what the
  * backend sizes its scratch by and checks against its memory. */
@@ -66,6 +77,7 @@ typedef struct {
     int max_features;       /* the widest linear-layer input */
     int max_rank;           /* LoRA rank; 0 without LoRA */
     int head_dim;           /* 0: no attention (a backend may refuse head sizes it cannot run) */
+    int vision_head_dim;    /* 0: none; else a vision tower's bidirectional attention, forward only */
     int max_heads;          /* query heads */
     bool lora_dropout;      /* LoRA dropout above 0 (needs a dropped copy of the input) */
     size_t planned_bytes;   /* weights, adapter, gradients, optimizer state, activations */
@@ -113,7 +125,8 @@ struct ft_backend {
                               int dim);
     void (*embedding_backward)(ft_backend *self, float *grad_table, const void *grad_out, const int32_t *tokens,
                                int rows, int dim);
-    /* out = x / sqrt(mean(x^2) + eps) * weight, per row; rstd[r] saved for backward. */
+    /* out = x / sqrt(mean(x^2) + eps) * weight, per row; rstd[r] saved for backward
+     * (NULL: not saved, for a forward-only pass). */
     void (*rmsnorm_forward)(ft_backend *self, void *out, float *rstd, const void *x, const void *weight, int rows,
                             int dim, float eps);
     /* The residual junction: sum = a + b (sum may be a or b), then out = rmsnorm(sum)
@@ -129,6 +142,14 @@ struct ft_backend {
                          const float *sin_table, int rows, int n_heads, int head_dim);
     void (*rope_backward)(ft_backend *self, void *grad_x, const int32_t *positions, const float *cos_table,
                           const float *sin_table, int rows, int n_heads, int head_dim);
+    /* torch.nn.LayerNorm, forward only: out = (x - mean) / sqrt(variance + eps) *
+     * weight + bias per row (the biased variance; bias NULL: none). */
+    void (*layernorm_forward)(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
+                              int rows, int dim, float eps);
+    /* out = activation(x), elementwise (out may be x); forward only. */
+    void (*activation_forward)(ft_backend *self, void *out, const void *x, size_t n, ft_activation activation);
+    /* out = a + b, elementwise (out may be a or b); forward only. */
+    void (*add_forward)(ft_backend *self, void *out, const void *a, const void *b, size_t n);
     /* out = silu(gate) * up */
     void (*swiglu_forward)(ft_backend *self, void *out, const void *gate, const void *up, size_t n);
     void (*swiglu_backward)(ft_backend *self, void *grad_gate, void *grad_up, const void *grad_out,
@@ -142,7 +163,8 @@ struct ft_backend {
                             const void *grad_out, const void *x, const void *weight, const ft_lora_op *lora,
                             int rows, int in_features, int out_features);
     /* Softmax attention with scale 1/sqrt(head_dim); logsumexp [batch, n_heads, seq_len]
-     * saved for backward, which also reads forward's out. */
+     * saved for backward, which also reads forward's out (NULL: not saved, for a
+     * forward-only pass; backward needs causal attention). */
     void (*attention_forward)(ft_backend *self, void *out, float *logsumexp, const void *q, const void *k,
                               const void *v, const int32_t *segments, const ft_attention_shape *shape);
     void (*attention_backward)(ft_backend *self, void *grad_q, void *grad_k, void *grad_v, const void *grad_out,

@@ -1,4 +1,6 @@
-/* vision_clip: LLaVA's image encoder, forward only, on the cpu backend: the CLIP
+/* vision_clip: LLaVA's image encoder, frozen, forward only, through the backend's
+ * ops (fp32 on cpu, bf16 on cuda, the weights in the backend's memory and dtype;
+ * nothing kept for a backward pass): the CLIP
  * ViT vision tower (patch embedding as a matrix product, class and position
  * embeddings, pre-layernorm, encoder layers of LayerNorm, attention with biases
  * and a quick_gelu MLP), the hidden state of vision_feature_layer (no
@@ -23,20 +25,25 @@
 
 typedef struct ft_vision_clip ft_vision_clip;
 
-/* Reads model_dir's config.json and weights. The backend must be the cpu one
- * (the cuda vision tower is not written yet: an error says so). */
+/* Reads model_dir's config.json and weights into the backend's memory. */
 int ft_vision_clip_load(const char *model_dir, ft_backend *backend, ft_vision_clip **out);
 void ft_vision_clip_free(ft_vision_clip *clip);
 
 const ft_llava_config *ft_vision_clip_config(const ft_vision_clip *clip);
-/* The tower's and projector's weights in host memory (fp32). */
+/* The loaded tower's and projector's weights, in the backend's dtype. */
 size_t ft_vision_clip_weight_bytes(const ft_vision_clip *clip);
+/* The elements of the weights a config's tower and projector load (the encoder
+ * layers up to the feature layer), for a memory plan made before loading. */
+size_t ft_vision_clip_weight_count(const ft_llava_config *config);
+/* Backend bytes a pass over n_images images needs beside the weights (element_bytes
+ * activations, int32 indices; the cpu backend's attention scratch apart). */
+size_t ft_vision_clip_work_bytes(const ft_llava_config *config, int n_images, size_t element_bytes);
 /* Rows of features each image gives: ft_llava_image_tokens. */
 int ft_vision_clip_tokens_per_image(const ft_vision_clip *clip);
 /* Width of a feature row: the language model's hidden size. */
 int ft_vision_clip_feature_width(const ft_vision_clip *clip);
 
-/* features [n_images * tokens_per_image, feature_width] of pixel_values
+/* features [n_images * tokens_per_image, feature_width], in host memory, of pixel_values
  * [n_images, 3, image_size, image_size] (channel-first, as CLIPImageProcessor
  * gives them and the image store keeps them). */
 int ft_vision_clip_features(ft_vision_clip *clip, const float *pixel_values, int n_images, float *features);

@@ -1,6 +1,8 @@
 /* vision_qwen2: Qwen2-VL's and Qwen2.5-VL's vision transformers, frozen, forward
- * only, in fp32 on the host, as transformers' Qwen2VisionTransformerPretrainedModel
- * and Qwen2_5_VisionTransformerPretrainedModel compute them:
+ * only, through the backend's ops (fp32 on cpu, bf16 on cuda, the weights in the
+ * backend's memory and dtype; nothing kept for a backward pass), as transformers'
+ * Qwen2VisionTransformerPretrainedModel and Qwen2_5_VisionTransformerPretrainedModel
+ * compute them:
  *   - patch embed: the Conv3d (kernel = stride = temporal x patch x patch) is one
  *     product of the stored patch rows with the kernel as a matrix;
  *   - blocks: x += proj(attention(rope2d(qkv(LayerNorm(x))))), x += fc2(QuickGELU(
@@ -24,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ftpipe/backend/backend.h"
 #include "ftpipe/formats/image_store.h"
 #include "ftpipe/formats/model_config.h"
 
@@ -33,7 +36,7 @@ typedef struct {
     int n_dims;
     int64_t shape[5];
     size_t count;
-    size_t offset;      /* in floats, in the tower's weight buffer */
+    size_t offset;      /* in elements, in the tower's weight buffer */
     bool is_norm;       /* a LayerNorm's scale (initialised to one) */
 } ft_vision_weight;
 
@@ -47,20 +50,23 @@ int ft_vision_qwen2_patch_length(const ft_vision_config *config);
 /* The language model tokens an image becomes: grid_t * grid_h * grid_w / merge^2. */
 int64_t ft_vision_qwen2_image_tokens(const ft_vision_config *config, const ft_stored_image *image);
 
-/* Loads the tower's weights (f32, f16 or bf16) from the model folder. */
-int ft_vision_qwen2_load(const char *model_dir, const ft_vision_config *config, ft_vision_qwen2 **out);
+/* Loads the tower's weights (f32, f16 or bf16 in the files) from the model
+ * folder into the backend's memory, in its dtype. */
+int ft_vision_qwen2_load(const char *model_dir, const ft_vision_config *config, ft_backend *backend,
+                         ft_vision_qwen2 **out);
 void ft_vision_qwen2_free(ft_vision_qwen2 *tower);
-/* Bytes the tower's weights take (float). */
-size_t ft_vision_qwen2_weight_bytes(const ft_vision_config *config);
-/* Host bytes a forward pass over n_patches patches in frames of at most
- * max_frame_patches needs beside the weights (attention scores are made for a
- * block of queries at a time, so they grow with the frame, not its square). */
-size_t ft_vision_qwen2_work_bytes(const ft_vision_config *config, int64_t n_patches, int64_t max_frame_patches);
+/* Bytes the tower's weights take, element_bytes each. */
+size_t ft_vision_qwen2_weight_bytes(const ft_vision_config *config, size_t element_bytes);
+/* Backend bytes a forward pass over n_patches patches needs beside the weights
+ * (activations of element_bytes, float rotary tables, int32 indices; the
+ * attention keeps no scores in memory but the cpu backend's scratch). */
+size_t ft_vision_qwen2_work_bytes(const ft_vision_config *config, int64_t n_patches, size_t element_bytes);
 
 /* The features of n_images images, one after another: features holds
- * sum(image tokens) rows of config->out_hidden floats. An image whose grid does
+ * sum(image tokens) rows of config->out_hidden floats, in host memory (the pass
+ * runs on the backend; only the features come back). An image whose grid does
  * not split into merge x merge groups is an error naming it. */
-int ft_vision_qwen2_forward(const ft_vision_qwen2 *tower, const ft_stored_image *images, size_t n_images,
+int ft_vision_qwen2_forward(ft_vision_qwen2 *tower, const ft_stored_image *images, size_t n_images,
                             float *features);
 
 #endif

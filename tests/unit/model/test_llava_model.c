@@ -219,18 +219,19 @@ TEST(lora_loss_and_gradients_equal_peft)
     ft_backend_destroy(backend);
 }
 
-/* A bf16 backend (the cuda one) does not run LLaVA yet: refused before anything is allocated. */
-TEST(a_bf16_backend_refuses_llava)
+/* A bf16 backend (the cuda one) runs LLaVA with LoRA, but refuses its full
+ * fine-tuning before anything is allocated. */
+TEST(a_bf16_backend_refuses_full_fine_tuning_of_llava)
 {
     ft_backend *cpu = ft_backend_cpu_create(1);
     ft_backend bf16 = *cpu;
     bf16.name = "cuda";
     bf16.dtype = FT_DTYPE_BF16;
-    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false};
+    ft_model_options options = {1, SEQ, FT_FINETUNE_FULL, false, {0}, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(FIXTURE "/model", &bf16, &options, &model), -1);
-    CHECK_STR(ft_error_message(), "LlavaForConditionalGeneration models run on the cpu backend only for now (the "
-                                  "cuda backend does not run them yet): set backend = cpu");
+    CHECK_STR(ft_error_message(), "full fine-tuning of a vision-language model runs on the cpu backend only for now: "
+                                  "use LoRA (finetuning_type = lora) on the cuda backend, or backend = cpu");
     CHECK(model == NULL);
     ft_backend_destroy(cpu);
 }
@@ -413,6 +414,6 @@ int main(void)
     RUN(lora_loss_and_gradients_equal_peft);
     RUN(generation_with_the_image_matches_the_full_forward);
     RUN(loads_the_layout_transformers_4_5x_saves);
-    RUN(a_bf16_backend_refuses_llava);
+    RUN(a_bf16_backend_refuses_full_fine_tuning_of_llava);
     return check_done();
 }

@@ -286,11 +286,21 @@ TEST(a_vision_language_plan_counts_the_tower_and_image_tokens)
     config.vision_language = false;
     CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_F32, &text), 0);
     CHECK_INT(vl.parameter_bytes - text.parameter_bytes, (size_t)665271296 * 4); /* transformers' tower count */
-    /* 1024 tokens: up to 4096 patches through the tower (beside the features and tables), whose
-     * attention scores 256 queries at a time over one frame of all 4096 at worst */
-    size_t pass = ft_vision_qwen2_work_bytes(&config.vision, 4096, 4096);
+    /* 1024 tokens: up to 4096 patches through the tower (beside the features and tables) */
+    size_t pass = ft_vision_qwen2_work_bytes(&config.vision, 4096, 4);
     CHECK(vl.activation_bytes - text.activation_bytes > pass);
-    CHECK_INT(pass - ft_vision_qwen2_work_bytes(&config.vision, 4096, 1), (size_t)(256 * 4096 - 1) * 4);
+    /* in bf16: half the weights, and the activations' half of the pass */
+    ft_memory_plan vl_bf16, text_bf16;
+    config.vision_language = true;
+    CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_BF16, &vl_bf16), 0);
+    config.vision_language = false;
+    CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_BF16, &text_bf16), 0);
+    CHECK_INT(vl_bf16.parameter_bytes - text_bf16.parameter_bytes, (size_t)665271296 * 2);
+    size_t pass_bf16 = ft_vision_qwen2_work_bytes(&config.vision, 4096, 2);
+    CHECK(vl_bf16.activation_bytes - text_bf16.activation_bytes > pass_bf16);
+    /* the rotary tables (2 x 4096 x 40 floats) and the indices (2 x 4096 int32) keep their size */
+    size_t tables = 2 * 4096 * 40 * 4 + 2 * 4096 * 4;
+    CHECK_INT(pass - tables, 2 * (pass_bf16 - tables));
     CHECK_INT(vl.adapter_bytes, text.adapter_bytes);
 }
 

@@ -147,19 +147,18 @@ TEST(text_only_model_refuses_images)
     ft_model_free(model);
 }
 
-/* A bf16 backend (the cuda one) does not run vision-language models yet:
- * refused before anything is allocated, saying what to use. */
-TEST(a_bf16_backend_refuses_vision_language_models)
+/* A bf16 backend (the cuda one) runs vision-language models with LoRA, but
+ * refuses their full fine-tuning before anything is allocated, saying what to use. */
+TEST(a_bf16_backend_refuses_full_fine_tuning_of_vision_language_models)
 {
     ft_backend bf16 = *cpu;
     bf16.name = "cuda";
     bf16.dtype = FT_DTYPE_BF16;
-    ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_LORA, true, {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 1},
-                                false};
+    ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(VL_FIXTURES "/model", &bf16, &options, &model), -1);
-    CHECK_STR(ft_error_message(), "Qwen2VLForConditionalGeneration models run on the cpu backend only for now (the "
-                                  "cuda backend does not run them yet): set backend = cpu");
+    CHECK_STR(ft_error_message(), "full fine-tuning of a vision-language model runs on the cpu backend only for now: "
+                                  "use LoRA (finetuning_type = lora) on the cuda backend, or backend = cpu");
     CHECK(model == NULL);
 }
 
@@ -227,7 +226,7 @@ int main(void)
     vl_architecture = "qwen2_vl";
     RUN(text_only_model_refuses_images);
     RUN(transformers_4_5x_names_load);
-    RUN(a_bf16_backend_refuses_vision_language_models);
+    RUN(a_bf16_backend_refuses_full_fine_tuning_of_vision_language_models);
     ft_backend_destroy(cpu);
     return check_done();
 }

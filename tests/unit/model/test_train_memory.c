@@ -259,7 +259,7 @@ static void estimate_matches_loaded_plan(const char *shape_name)
     CHECK_INT(ft_model_load(dir, cpu, &options, &model), 0);
     if (model) {
         ft_memory_plan loaded = ft_model_memory(model);
-        size_t tower = ft_vision_tower_weight_bytes(&config);
+        size_t tower = ft_vision_tower_weight_bytes(&config, sizeof(float));
         CHECK(tower > 0 && tower == ft_model_vision_weight_bytes(model));
         CHECK_INT(memory.plan.parameter_bytes, loaded.parameter_bytes);
         CHECK_INT(memory.plan.activation_bytes, loaded.activation_bytes);
@@ -277,7 +277,7 @@ static void estimate_matches_loaded_plan(const char *shape_name)
     CHECK_INT(ft_train_memory_estimate(&text, &options, false, 1, FT_DTYPE_F32, &text_sharded), 0);
     ft_train_memory_apply_zero(&sharded, &config, false, 2, 3, false, false);
     ft_train_memory_apply_zero(&text_sharded, &text, false, 2, 3, false, false);
-    CHECK_INT(sharded.plan.parameter_bytes - text_sharded.plan.parameter_bytes, ft_vision_tower_weight_bytes(&config));
+    CHECK_INT(sharded.plan.parameter_bytes - text_sharded.plan.parameter_bytes, ft_vision_tower_weight_bytes(&config, sizeof(float)));
     free(dir);
 }
 

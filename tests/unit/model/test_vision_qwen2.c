@@ -2,13 +2,14 @@
  * transformers' (the merger's output for two images of different sizes,
  * fixtures from make_parity_vl.py; Qwen2.5-VL's windows ragged at the first
  * image's edge) at a relative error under 1e-4; the weight lists against the
- * saved names and shapes; the errors. */
+ * saved names and shapes; the errors. The tower runs on the cpu backend's ops. */
 #include "ftpipe/model/vision_qwen2.h"
 
 #include "ftpipe/base/fsutil.h"
 #include "vl_fixture.h"
 
 static ft_model_config config;
+static ft_backend *cpu;
 
 /* Reads the current fixture set's config. */
 static void load_config(void)
@@ -25,7 +26,7 @@ static void check_features(void)
     vl_fixture f;
     ft_safetensors *expected = vl_open("expected.safetensors");
     ft_vision_qwen2 *tower = NULL;
-    if (vl_fixture_open(&f) && expected && ft_vision_qwen2_load(dir, &config.vision, &tower) == 0) {
+    if (vl_fixture_open(&f) && expected && ft_vision_qwen2_load(dir, &config.vision, cpu, &tower) == 0) {
         int64_t tokens = ft_vision_qwen2_image_tokens(&config.vision, &f.images[0]) +
                          ft_vision_qwen2_image_tokens(&config.vision, &f.images[1]);
         CHECK_INT(tokens, 6 + 8);
@@ -82,7 +83,7 @@ static void check_large_image(void)
     ft_safetensors *set = vl_open("large_image.safetensors");
     ft_vision_qwen2 *tower = NULL;
     const ft_tensor_view *pixels = vl_tensor(set, "pixel_values", FT_DTYPE_F32, (size_t)288 * 1176);
-    if (pixels && ft_vision_qwen2_load(dir, &config.vision, &tower) == 0) {
+    if (pixels && ft_vision_qwen2_load(dir, &config.vision, cpu, &tower) == 0) {
         ft_stored_image image = {{0, 0}, 1, 16, 18, pixels->data};
         float *features = ft_xmalloc((size_t)72 * config.hidden_size * sizeof(float));
         CHECK_INT(ft_vision_qwen2_forward(tower, &image, 1, features), 0);
@@ -108,7 +109,7 @@ TEST(a_grid_that_does_not_merge_is_an_error)
     vl_architecture = "qwen2_vl";
     load_config();
     ft_vision_qwen2 *tower = NULL;
-    if (ft_vision_qwen2_load(VL_FIXTURES "/model", &config.vision, &tower) == 0) {
+    if (ft_vision_qwen2_load(VL_FIXTURES "/model", &config.vision, cpu, &tower) == 0) {
         float pixels[3 * 1176] = {0}, features[64];
         ft_stored_image odd = {{0, 0}, 1, 1, 3, pixels};
         CHECK_INT(ft_vision_qwen2_forward(tower, &odd, 1, features), -1);
@@ -122,13 +123,14 @@ TEST(a_folder_without_the_tower_is_an_error)
     vl_architecture = "qwen2_vl";
     load_config();
     ft_vision_qwen2 *tower = NULL;
-    CHECK_INT(ft_vision_qwen2_load("tests/fixtures/parity/qwen2/model", &config.vision, &tower), -1);
+    CHECK_INT(ft_vision_qwen2_load("tests/fixtures/parity/qwen2/model", &config.vision, cpu, &tower), -1);
     CHECK(strstr(ft_error_message(), "visual.patch_embed.proj.weight") != NULL);
     CHECK(tower == NULL);
 }
 
 int main(void)
 {
+    cpu = ft_backend_cpu_create(1);
     RUN(qwen2_vl_features_match_transformers);
     RUN(qwen2_5_vl_features_match_transformers);
     RUN(qwen2_vl_large_image_matches_transformers);
@@ -137,5 +139,6 @@ int main(void)
     RUN(qwen2_5_vl_weight_list_matches_the_saved_model);
     RUN(a_grid_that_does_not_merge_is_an_error);
     RUN(a_folder_without_the_tower_is_an_error);
+    ft_backend_destroy(cpu);
     return check_done();
 }

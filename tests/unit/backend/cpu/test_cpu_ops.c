@@ -225,7 +225,7 @@ static attention_case *attention_setup(void)
     fill(c.v, KV_FLOATS, 32, 1.0f);
     int32_t segments[A_BATCH * A_SEQ] = {0, 0, 0, 1, 1, /* two packed samples */ 4, 4, 4, 4, 4};
     memcpy(c.segments, segments, sizeof segments);
-    c.shape = (ft_attention_shape){A_BATCH, A_SEQ, A_HEADS, A_KV, A_DIM};
+    c.shape = (ft_attention_shape){A_BATCH, A_SEQ, A_HEADS, A_KV, A_DIM, false};
     attention_forward(&c);
     return &c;
 }
@@ -263,6 +263,61 @@ TEST(attention_forward_matches_a_direct_computation)
         CHECK(fabsf(c->out[(3 * A_HEADS + 1) * A_DIM + d] - c->v[(3 * A_KV + 0) * A_DIM + d]) < 1e-6f);
 }
 
+/* The vision towers' attention: every token of a run of equal segment ids sees
+ * every other, before and after it; runs longer than a block of queries (300
+ * tokens) and a run of one; no logsumexp kept. */
+TEST(bidirectional_attention_sees_its_whole_run)
+{
+    enum { N = 307, HEADS = 2, DIM = 4, WIDTH = HEADS * DIM };
+    static float q[N * WIDTH], k[N * WIDTH], v[N * WIDTH], out[N * WIDTH];
+    static int32_t segments[N];
+    fill(q, N * WIDTH, 40, 0.5f);
+    fill(k, N * WIDTH, 41, 0.5f);
+    fill(v, N * WIDTH, 42, 1.0f);
+    for (int i = 0; i < N; i++)
+        segments[i] = i < 6 ? 0 : i < 7 ? 1 : 2; /* runs of 6, 1 and 300 */
+    ft_attention_shape shape = {1, N, HEADS, HEADS, DIM, true};
+    cpu->attention_forward(cpu, out, NULL, q, k, v, segments, &shape);
+    double worst = 0.0;
+    static double scores[N];
+    for (int h = 0; h < HEADS; h++)
+        for (int i = 0; i < N; i++) {
+            double largest = -INFINITY, sum = 0.0;
+            for (int j = 0; j < N; j++) {
+                scores[j] = -INFINITY;
+                if (segments[j] != segments[i])
+                    continue;
+                double dot = 0.0;
+                for (int d = 0; d < DIM; d++)
+                    dot += (double)q[i * WIDTH + h * DIM + d] * k[j * WIDTH + h * DIM + d];
+                scores[j] = dot / sqrt(DIM);
+                largest = fmax(largest, scores[j]);
+            }
+            for (int j = 0; j < N; j++)
+                sum += segments[j] == segments[i] ? exp(scores[j] - largest) : 0.0;
+            for (int d = 0; d < DIM; d++) {
+                double expected = 0.0;
+                for (int j = 0; j < N; j++)
+                    if (segments[j] == segments[i])
+                        expected += exp(scores[j] - largest) / sum * v[j * WIDTH + h * DIM + d];
+                worst = fmax(worst, fabs(expected - out[i * WIDTH + h * DIM + d]));
+            }
+        }
+    CHECK(worst < 1e-5);
+    /* the run of one reads its own value back; the first token sees the ones after it */
+    for (int d = 0; d < WIDTH; d++)
+        CHECK(fabsf(out[6 * WIDTH + d] - v[6 * WIDTH + d]) < 1e-6f);
+    CHECK(fabsf(out[0] - v[0]) > 1e-3f);
+}
+
+TEST(rmsnorm_forward_without_rstd_gives_the_same_rows)
+{
+    float x[2 * 3] = {1, -2, 3, 0.5f, 0.25f, -4}, w[3] = {1, 2, 0.5f}, with[6], without[6], rstd[2];
+    cpu->rmsnorm_forward(cpu, with, rstd, x, w, 2, 3, 1e-6f);
+    cpu->rmsnorm_forward(cpu, without, NULL, x, w, 2, 3, 1e-6f);
+    CHECK(memcmp(with, without, sizeof with) == 0);
+}
+
 enum { D_BATCH = 3, D_MAX = 6, D_HEADS = 4, D_KV = 2, D_DIM = 4 };
 
 /* Each sequence's decode step equals the last row of attention_forward over
@@ -286,7 +341,7 @@ TEST(attention_decode_matches_the_last_row_of_attention_forward)
         for (int i = 0; i < n * Q_WIDTH; i++)
             q[i] = (float)ft_random_normal(33 + b, i);
         memcpy(q_last + b * Q_WIDTH, q + (n - 1) * Q_WIDTH, Q_WIDTH * sizeof(float));
-        ft_attention_shape shape = {1, n, D_HEADS, D_KV, D_DIM};
+        ft_attention_shape shape = {1, n, D_HEADS, D_KV, D_DIM, false};
         const float *k = k_cache + b * D_MAX * KV_WIDTH, *v = v_cache + b * D_MAX * KV_WIDTH;
         cpu->attention_forward(cpu, full, lse, q, k, v, segments, &shape);
         memcpy(expected + b * Q_WIDTH, full + (n - 1) * Q_WIDTH, Q_WIDTH * sizeof(float));
@@ -491,6 +546,8 @@ int main(void)
     RUN(attention_forward_matches_a_direct_computation);
     RUN(attention_backward_matches_finite_differences);
     RUN(attention_decode_matches_the_last_row_of_attention_forward);
+    RUN(bidirectional_attention_sees_its_whole_run);
+    RUN(rmsnorm_forward_without_rstd_gives_the_same_rows);
     RUN(gather_and_scatter_move_rows_by_index);
     RUN(argmax_rows_takes_the_lowest_index_of_the_largest);
     RUN(swiglu_backward_matches_finite_differences);
