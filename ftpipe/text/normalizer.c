@@ -7,6 +7,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/text/pretokenizer.h"
+#include "ftpipe/text/tokenizer_json.h"
 
 typedef enum { STEP_NFC, STEP_PREPEND, STEP_REPLACE } step_kind;
 
@@ -21,12 +22,6 @@ struct ft_normalizer {
     size_t n_steps, capacity;
 };
 
-static const char *type_of(const json_t *object)
-{
-    const char *type = json_string_value(json_object_get(object, "type"));
-    return type ? type : "(none)";
-}
-
 static void add_step(ft_normalizer *normalizer, step_kind kind, const char *text, const char *replacement)
 {
     ft_grow((void **)&normalizer->steps, &normalizer->capacity, normalizer->n_steps + 1, sizeof *normalizer->steps);
@@ -36,7 +31,7 @@ static void add_step(ft_normalizer *normalizer, step_kind kind, const char *text
 
 static int parse_step(ft_normalizer *normalizer, const char *path, const json_t *value)
 {
-    const char *type = type_of(value);
+    const char *type = ft_tokenizer_json_type(value);
     if (strcmp(type, "NFC") == 0) {
         add_step(normalizer, STEP_NFC, NULL, NULL);
     } else if (strcmp(type, "Sequence") == 0) {

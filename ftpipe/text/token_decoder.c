@@ -10,6 +10,7 @@
 #include "ftpipe/base/strbuf.h"
 #include "ftpipe/base/utf8.h"
 #include "ftpipe/text/pretokenizer.h"
+#include "ftpipe/text/tokenizer_json.h"
 
 #define ABSENT UINT32_MAX
 
@@ -30,22 +31,10 @@ struct ft_token_decoder {
     ft_strbuf scratch;
 };
 
-static const char *type_of(const json_t *object)
-{
-    const char *type = json_string_value(json_object_get(object, "type"));
-    return type ? type : "(none)";
-}
-
-static bool flag(const json_t *object, const char *key, bool fallback)
-{
-    const json_t *value = json_object_get(object, key);
-    return json_is_boolean(value) ? json_is_true(value) : fallback;
-}
-
 /* One step of a SentencePiece-style decoder. */
 static int parse_step(ft_token_decoder *decoder, const char *path, const json_t *step)
 {
-    const char *type = type_of(step);
+    const char *type = ft_tokenizer_json_type(step);
     if (strcmp(type, "Replace") == 0 || strcmp(type, "Metaspace") == 0) {
         bool metaspace = type[0] == 'M';
         const char *from = json_string_value(metaspace ? json_object_get(step, "replacement")
@@ -56,7 +45,7 @@ static int parse_step(ft_token_decoder *decoder, const char *path, const json_t 
         decoder->replace = ft_xstrdup(from);
         decoder->replacement = ft_xstrdup(to);
         const char *scheme = json_string_value(json_object_get(step, "prepend_scheme"));
-        if (metaspace && !(scheme ? strcmp(scheme, "never") == 0 : !flag(step, "add_prefix_space", true))) {
+        if (metaspace && !(scheme ? strcmp(scheme, "never") == 0 : !ft_tokenizer_json_flag(step, "add_prefix_space", true))) {
             decoder->strip_start = 1; /* the space the pre-tokenizer put in front */
             decoder->strip_first_token = true;
         }
@@ -83,7 +72,7 @@ static int parse_step(ft_token_decoder *decoder, const char *path, const json_t 
 
 static int parse(ft_token_decoder *decoder, const char *path, const json_t *value)
 {
-    const char *type = value && !json_is_null(value) ? type_of(value) : "(none)";
+    const char *type = value && !json_is_null(value) ? ft_tokenizer_json_type(value) : "(none)";
     if (decoder->byte_level) {
         if (strcmp(type, "ByteLevel") != 0)
             return ft_error("%s: decoder type '%s' is not supported with a ByteLevel pre-tokenizer; supported: "

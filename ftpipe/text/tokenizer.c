@@ -22,6 +22,7 @@
 #include "ftpipe/text/normalizer.h"
 #include "ftpipe/text/pretokenizer.h"
 #include "ftpipe/text/token_decoder.h"
+#include "ftpipe/text/tokenizer_json.h"
 
 /* Ids above this are refused: tables are indexed by id. */
 #define MAX_TOKEN_ID ((1 << 24) - 1)
@@ -76,18 +77,6 @@ static int load_error(const char *path, const char *fmt, ...)
     return ft_error("%s: %s", path, message);
 }
 
-static const char *type_of(const json_t *object)
-{
-    const char *type = json_string_value(json_object_get(object, "type"));
-    return type ? type : "(none)";
-}
-
-static bool flag(const json_t *object, const char *key, bool fallback)
-{
-    const json_t *value = json_object_get(object, key);
-    return json_is_boolean(value) ? json_is_true(value) : fallback;
-}
-
 /* Metaspace: spaces become the replacement, which also goes in front of a
  * word per prepend_scheme (older files: add_prefix_space), and with split each
  * replacement starts a new word. */
@@ -98,7 +87,7 @@ static int parse_metaspace(ft_tokenizer *tokenizer, const char *path, const json
         return load_error(path, "pre_tokenizer Metaspace has no \"replacement\" text");
     const char *scheme = json_string_value(json_object_get(step, "prepend_scheme"));
     if (!scheme)
-        tokenizer->metaspace_prepend = flag(step, "add_prefix_space", true) ? PREPEND_ALWAYS : PREPEND_NEVER;
+        tokenizer->metaspace_prepend = ft_tokenizer_json_flag(step, "add_prefix_space", true) ? PREPEND_ALWAYS : PREPEND_NEVER;
     else if (strcmp(scheme, "always") == 0)
         tokenizer->metaspace_prepend = PREPEND_ALWAYS;
     else if (strcmp(scheme, "first") == 0)
@@ -109,7 +98,7 @@ static int parse_metaspace(ft_tokenizer *tokenizer, const char *path, const json
         return load_error(path, "pre_tokenizer Metaspace prepend_scheme '%s' is not one of always, first, never",
                           scheme);
     tokenizer->metaspace = ft_xstrdup(replacement);
-    tokenizer->metaspace_split = flag(step, "split", true);
+    tokenizer->metaspace_split = ft_tokenizer_json_flag(step, "split", true);
     return 0;
 }
 
@@ -117,16 +106,16 @@ static int parse_pre_tokenizer(ft_tokenizer *tokenizer, const char *path, const 
 {
     if (!pre_tokenizer || json_is_null(pre_tokenizer))
         return 0; /* SentencePiece-style: the normalizer makes the spaces "▁" */
-    if (strcmp(type_of(pre_tokenizer), "Metaspace") == 0)
+    if (strcmp(ft_tokenizer_json_type(pre_tokenizer), "Metaspace") == 0)
         return parse_metaspace(tokenizer, path, pre_tokenizer);
-    bool sequence = strcmp(type_of(pre_tokenizer), "Sequence") == 0;
+    bool sequence = strcmp(ft_tokenizer_json_type(pre_tokenizer), "Sequence") == 0;
     const json_t *steps = json_object_get(pre_tokenizer, "pretokenizers");
     size_t n_steps = sequence ? json_array_size(steps) : 1;
     const char *pattern = NULL;
     bool literal = false, byte_level = false;
     for (size_t i = 0; i < n_steps; i++) {
         const json_t *step = sequence ? json_array_get(steps, i) : pre_tokenizer;
-        const char *type = type_of(step);
+        const char *type = ft_tokenizer_json_type(step);
         if (byte_level)
             return load_error(path, "pre_tokenizer step '%s' after ByteLevel is not supported", type);
         if (strcmp(type, "Split") == 0) {
@@ -140,14 +129,14 @@ static int parse_pre_tokenizer(ft_tokenizer *tokenizer, const char *path, const 
             if (!behavior || strcmp(behavior, "Isolated") != 0)
                 return load_error(path, "pre_tokenizer Split behavior '%s' is not supported; supported: Isolated",
                                   behavior ? behavior : "(none)");
-            if (flag(step, "invert", false))
+            if (ft_tokenizer_json_flag(step, "invert", false))
                 return load_error(path, "pre_tokenizer Split with invert true is not supported");
             literal = !json_is_string(regex);
             pattern = json_string_value(literal ? string : regex);
         } else if (strcmp(type, "ByteLevel") == 0) {
-            if (flag(step, "add_prefix_space", false))
+            if (ft_tokenizer_json_flag(step, "add_prefix_space", false))
                 return load_error(path, "pre_tokenizer ByteLevel with add_prefix_space true is not supported");
-            if (flag(step, "use_regex", true)) {
+            if (ft_tokenizer_json_flag(step, "use_regex", true)) {
                 if (pattern)
                     return load_error(path, "pre_tokenizer ByteLevel with use_regex true after Split is "
                                             "not supported");
@@ -278,8 +267,8 @@ static int parse_model(ft_tokenizer *tokenizer, const char *path, const json_t *
 {
     if (!json_is_object(model))
         return load_error(path, "model is missing or not an object");
-    if (strcmp(type_of(model), "BPE") != 0)
-        return load_error(path, "model type '%s' is not supported; supported: BPE", type_of(model));
+    if (strcmp(ft_tokenizer_json_type(model), "BPE") != 0)
+        return load_error(path, "model type '%s' is not supported; supported: BPE", ft_tokenizer_json_type(model));
     const char *text_options[] = {"continuing_subword_prefix", "end_of_word_suffix"};
     for (size_t i = 0; i < 2; i++) {
         const char *value = json_string_value(json_object_get(model, text_options[i]));
@@ -290,7 +279,7 @@ static int parse_model(ft_tokenizer *tokenizer, const char *path, const json_t *
     const json_t *dropout = json_object_get(model, "dropout");
     if (dropout && !json_is_null(dropout))
         return load_error(path, "model.dropout is not supported (encoding must be deterministic)");
-    bool byte_fallback = flag(model, "byte_fallback", false);
+    bool byte_fallback = ft_tokenizer_json_flag(model, "byte_fallback", false);
     if (byte_fallback && tokenizer->byte_level)
         return load_error(path, "model.byte_fallback with a ByteLevel pre-tokenizer is not supported (byte-level "
                                 "BPE has a token for every byte already)");
@@ -314,7 +303,7 @@ static int parse_model(ft_tokenizer *tokenizer, const char *path, const json_t *
             return load_error(path, "model.unk_token '%s' is not in the vocabulary", unknown);
         unknown_id = json_integer_value(id);
     }
-    ft_bpe_set_options(tokenizer->bpe, flag(model, "ignore_merges", false), unknown_id, flag(model, "fuse_unk", false));
+    ft_bpe_set_options(tokenizer->bpe, ft_tokenizer_json_flag(model, "ignore_merges", false), unknown_id, ft_tokenizer_json_flag(model, "fuse_unk", false));
     if (!tokenizer->byte_level)
         ft_bpe_use_characters(tokenizer->bpe, byte_fallback);
     return parse_merges(tokenizer, path, vocab, json_object_get(model, "merges"));
@@ -365,11 +354,11 @@ static int parse_added_tokens(ft_tokenizer *tokenizer, const char *path, const j
             rc = ft_error("%s: added_tokens[%zu] would get id %u, above the limit %d", path, i, id, MAX_TOKEN_ID);
             break;
         }
-        bool special = flag(item, "special", false);
-        bool single_word = flag(item, "single_word", false), lstrip = flag(item, "lstrip", false),
-             rstrip = flag(item, "rstrip", false);
+        bool special = ft_tokenizer_json_flag(item, "special", false);
+        bool single_word = ft_tokenizer_json_flag(item, "single_word", false), lstrip = ft_tokenizer_json_flag(item, "lstrip", false),
+             rstrip = ft_tokenizer_json_flag(item, "rstrip", false);
         size_t length = strlen(content);
-        if (flag(item, "normalized", !special)) {
+        if (ft_tokenizer_json_flag(item, "normalized", !special)) {
             const char *text;
             size_t text_length;
             if ((rc = ft_normalizer_apply(tokenizer->normalizer, content, length, &normalized, &scratch, &text,

@@ -129,6 +129,17 @@ def mean_loss(model, samples, image_token_id):
     return loss_sum / n_tokens
 
 
+def worst_logit_error(reference, other, samples, image_token_id):
+    """The largest difference of other's logits from reference's, relative to reference's largest, over the samples."""
+    worst = 0.0
+    with torch.no_grad():
+        for ids, _, pixels, grids in samples:
+            a = forward(reference, ids, pixels, grids, image_token_id)
+            b = forward(other, ids, pixels, grids, image_token_id)
+            worst = max(worst, float((a - b).abs().max() / a.abs().max()))
+    return worst
+
+
 def eval_loss(root, report):
     metrics = json.load(open(os.path.join(root, report, "metrics.json")))
     return metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
@@ -154,12 +165,7 @@ def check_full(cases, shape, model_class, root, base, samples, image_token_id):
                 "%.6f against %.6f (relative %.2e)" % (measured, reference, relative))
     exported = model_class.from_pretrained(os.path.join(root, "export", "full"),
                                            attn_implementation="eager").double().eval()
-    worst = 0.0
-    with torch.no_grad():
-        for ids, mask, pixels, grids in samples:
-            a = forward(model, ids, pixels, grids, image_token_id)
-            b = forward(exported, ids, pixels, grids, image_token_id)
-            worst = max(worst, float((a - b).abs().max() / a.abs().max()))
+    worst = worst_logit_error(model, exported, samples, image_token_id)
     cases.check("%s full fine-tune's merged export gives its logits" % shape, worst < 1e-6,
                 "worst relative error %.2e" % worst)
 
@@ -196,12 +202,7 @@ def check_shape(cases, shape, model_class):
                     % (measured, reference, len(samples), sum(len(s[3]) for s in samples), relative))
         merged = model_class.from_pretrained(os.path.join(root, "export", "merged"),
                                              attn_implementation="eager").double().eval()
-        worst = 0.0
-        with torch.no_grad():
-            for ids, mask, pixels, grids in samples:
-                a = forward(model, ids, pixels, grids, image_token_id)
-                b = forward(merged, ids, pixels, grids, image_token_id)
-                worst = max(worst, float((a - b).abs().max() / a.abs().max()))
+        worst = worst_logit_error(model, merged, samples, image_token_id)
         cases.check("%s merged export loads in transformers with PEFT's logits" % shape, worst < 1e-4,
                     "worst relative error %.2e" % worst)
         check_full(cases, shape, model_class, root, model_class.from_pretrained(base_dir), samples, image_token_id)

@@ -49,6 +49,16 @@ static double largest_difference(const float *a, const float *b, size_t count)
     return largest;
 }
 
+/* One sample of n tokens: positions 0.., one segment, no target. */
+static void plain_rows(int32_t *positions, int32_t *segments, int32_t *targets, int n)
+{
+    for (int i = 0; i < n; i++) {
+        positions[i] = i;
+        segments[i] = 0;
+        targets[i] = -100;
+    }
+}
+
 TEST(logits_equal_transformers_on_an_image_and_text)
 {
     ft_backend *backend = ft_backend_cpu_create(1);
@@ -77,11 +87,7 @@ TEST(logits_equal_transformers_on_an_image_and_text)
     CHECK_INT(n_ids, SEQ);
     CHECK_INT(n_logits, (size_t)SEQ * VOCAB);
     int32_t positions[SEQ], segments[SEQ], targets[SEQ];
-    for (int i = 0; i < SEQ; i++) {
-        positions[i] = i;
-        segments[i] = 0;
-        targets[i] = -100;
-    }
+    plain_rows(positions, segments, targets, SEQ);
     ft_batch batch = {1, SEQ, ids, positions, segments, targets, 0, 0};
     float *logits = ft_xcalloc(n_logits, sizeof(float));
     ft_stored_image images[2] = {{{0, 0}, 1, 56, 56, pixels}, {{0, 1}, 1, 56, 56, pixels}};
@@ -281,11 +287,7 @@ TEST(generation_with_the_image_matches_the_full_forward)
             targets[SEQ + NEW_TOKENS];
         memcpy(sequence, ids, SEQ * sizeof(int32_t));
         memcpy(sequence + SEQ, generated, NEW_TOKENS * sizeof(int32_t));
-        for (int i = 0; i < SEQ + NEW_TOKENS; i++) {
-            positions[i] = i;
-            segments[i] = 0;
-            targets[i] = -100;
-        }
+        plain_rows(positions, segments, targets, SEQ + NEW_TOKENS);
         float *logits = ft_xmalloc((size_t)(SEQ + NEW_TOKENS) * VOCAB * sizeof(float));
         double worst = 0.0;
         for (int step = 1; step < NEW_TOKENS; step++) {
@@ -375,11 +377,7 @@ static float *image_text_logits(const char *folder)
     float *pixels = tensor(expected, "pixel_values", &n_pixels);
     int32_t *ids = (int32_t *)tensor(expected, "input_ids", &n_ids);
     int32_t positions[SEQ], segments[SEQ], targets[SEQ];
-    for (int i = 0; i < SEQ; i++) {
-        positions[i] = i;
-        segments[i] = 0;
-        targets[i] = -100;
-    }
+    plain_rows(positions, segments, targets, SEQ);
     ft_batch batch = {1, SEQ, ids, positions, segments, targets, 0, 0};
     float *logits = ft_xcalloc((size_t)SEQ * VOCAB, sizeof(float));
     ft_stored_image image = {{0, 0}, 1, 56, 56, pixels};
