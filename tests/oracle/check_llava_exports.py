@@ -15,7 +15,6 @@ The same records also train the language model fully (finetuning_type = full,
 tower and projector frozen): transformers loads the train output with every
 weight, the tower and projector as the base's and the language model changed;
 its evaluate eval_loss is transformers' loss of that model."""
-import json
 import os
 import shutil
 import sys
@@ -26,46 +25,8 @@ import torch.nn.functional as F
 
 import oracle
 
-PIPELINE = """models/tiny: init
-	shape = tiny-llava
-	dtype = f32
-
-tokens: tokenize models/tiny data
-	template = llava
-	dataset = mllm_demo
-	cutoff_len = 2048
-
-adapter: train models/tiny tokens
-	backend = cpu
-	learning_rate = 5e-3
-	max_steps = 3
-	per_device_train_batch_size = 2
-	lora_rank = 4
-
-report: evaluate models/tiny adapter data
-	dataset = mllm_demo
-	cutoff_len = 2048
-	max_new_tokens = 4
-	backend = cpu
-
-export/peft: export adapter
-
-export/merged: export adapter models/tiny
-	format = merged
-
-full: train models/tiny tokens
-	backend = cpu
-	finetuning_type = full
-	learning_rate = 1e-3
-	max_steps = 3
-	per_device_train_batch_size = 2
-
-report_full: evaluate models/tiny full data
-	dataset = mllm_demo
-	cutoff_len = 2048
-	max_new_tokens = 4
-	backend = cpu
-"""
+TOKENIZE = {"template": "llava", "dataset": "mllm_demo", "cutoff_len": 2048}
+EVALUATE = {"dataset": "mllm_demo", "cutoff_len": 2048}
 
 
 def samples_with_pixels(root, image_size):
@@ -93,11 +54,6 @@ def mean_loss(model, samples):
     return loss_sum / n_tokens, n_images
 
 
-def eval_loss(root, report):
-    metrics = json.load(open(os.path.join(root, report, "metrics.json")))
-    return metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
-
-
 def check_full(cases, root, samples):
     from transformers import LlavaForConditionalGeneration
     base = LlavaForConditionalGeneration.from_pretrained(os.path.join(root, "models", "tiny"))
@@ -112,7 +68,7 @@ def check_full(cases, root, samples):
                 "%d tensors, %d of the language model changed" % (len(weights), len(changed)),
                 problems + frozen_changed[:5])
     reference, _ = mean_loss(model.double().eval(), samples)
-    measured = eval_loss(root, "report_full")
+    measured = oracle.eval_loss(root, "report_full")
     relative = abs(measured - reference) / abs(reference)
     cases.check("full fine-tune's eval_loss is transformers'", relative < 1e-4,
                 "%.6f against %.6f (relative %.2e)" % (measured, reference, relative))
@@ -126,7 +82,7 @@ def main():
     root = oracle.scratch_folder("llava_exports")
     try:
         shutil.copytree(os.path.join(oracle.FIXTURES, "datasets", "llamafactory_data"), os.path.join(root, "data"))
-        open(os.path.join(root, "Ftpipe"), "w").write(PIPELINE)
+        open(os.path.join(root, "Ftpipe"), "w").write(oracle.vl_export_pipeline("tiny-llava", TOKENIZE, EVALUATE))
         status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged",
                                      "report_full"])
         if not cases.check("tiny-llava pipeline runs", status == 0, "init, tokenize, train, evaluate, export",
@@ -147,7 +103,7 @@ def main():
         model = model.double().eval()
         samples = samples_with_pixels(root, image_size)
         reference, n_images = mean_loss(model, samples)
-        measured = eval_loss(root, "report")
+        measured = oracle.eval_loss(root, "report")
         relative = abs(measured - reference) / abs(reference)
         cases.check("evaluate's eval_loss is PEFT's", relative < 1e-4,
                     "%.6f against %.6f over %d samples with %d images (relative %.2e)"

@@ -29,51 +29,8 @@ RECORDS = [
     ("Compare <image> with <image>.", "The first is wide, the second tall.", ["images/b.jpg", "images/c.png"]),
     ("<image>Describe it.", "A green square.", ["images/c.png"]),
 ]
-PIPELINE = """models/tiny: init
-	shape = {shape}
-	dtype = f32
-
-tokens: tokenize models/tiny data
-	template = qwen2_vl
-	dataset = vl_demo
-	image_max_pixels = 20000
-
-adapter: train models/tiny tokens
-	backend = cpu
-	learning_rate = 5e-3
-	max_steps = 3
-	per_device_train_batch_size = 2
-	lora_rank = 4
-
-report: evaluate models/tiny adapter data
-	template = qwen2_vl
-	dataset = vl_demo
-	image_max_pixels = 20000
-	max_new_tokens = 4
-	backend = cpu
-
-export/peft: export adapter
-
-export/merged: export adapter models/tiny
-	format = merged
-
-full: train models/tiny tokens
-	backend = cpu
-	finetuning_type = full
-	learning_rate = 1e-3
-	max_steps = 3
-	per_device_train_batch_size = 2
-
-report_full: evaluate models/tiny full data
-	template = qwen2_vl
-	dataset = vl_demo
-	image_max_pixels = 20000
-	max_new_tokens = 4
-	backend = cpu
-
-export/full: export full
-	format = merged
-"""
+TOKENIZE = {"template": "qwen2_vl", "dataset": "vl_demo", "image_max_pixels": 20000}
+EVALUATE = {"template": "qwen2_vl", "dataset": "vl_demo", "image_max_pixels": 20000}
 
 
 def write_workspace(root, shape):
@@ -94,7 +51,7 @@ def write_workspace(root, shape):
                         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                                  "assistant_tag": "assistant"}}}
     json.dump(info, open(os.path.join(root, "data", "dataset_info.json"), "w"))
-    open(os.path.join(root, "Ftpipe"), "w").write(PIPELINE.replace("{shape}", shape))
+    open(os.path.join(root, "Ftpipe"), "w").write(oracle.vl_export_pipeline(shape, TOKENIZE, EVALUATE))
 
 
 def samples_with_pixels(root):
@@ -140,11 +97,6 @@ def worst_logit_error(reference, other, samples, image_token_id):
     return worst
 
 
-def eval_loss(root, report):
-    metrics = json.load(open(os.path.join(root, report, "metrics.json")))
-    return metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
-
-
 def check_full(cases, shape, model_class, root, base, samples, image_token_id):
     """The fully fine-tuned language model: loads whole, evaluates as transformers does, exports."""
     model, info = model_class.from_pretrained(os.path.join(root, "full"), attn_implementation="eager",
@@ -159,7 +111,7 @@ def check_full(cases, shape, model_class, root, base, samples, image_token_id):
                 % (len(weights), len(changed)), problems + tower_changed[:5])
     model = model.double().eval()
     reference = mean_loss(model, samples, image_token_id)
-    measured = eval_loss(root, "report_full")
+    measured = oracle.eval_loss(root, "report_full")
     relative = abs(measured - reference) / abs(reference)
     cases.check("%s full fine-tune's eval_loss is transformers'" % shape, relative < 1e-4,
                 "%.6f against %.6f (relative %.2e)" % (measured, reference, relative))
@@ -195,7 +147,7 @@ def check_shape(cases, shape, model_class):
         model = model.double().eval()
         samples = samples_with_pixels(root)
         reference = mean_loss(model, samples, image_token_id)
-        measured = eval_loss(root, "report")
+        measured = oracle.eval_loss(root, "report")
         relative = abs(measured - reference) / abs(reference)
         cases.check("%s evaluate's eval_loss is PEFT's" % shape, relative < 1e-4,
                     "%.6f against %.6f over %d samples with %d images (relative %.2e)"

@@ -119,6 +119,32 @@ def ftpipe_decode(tokenizer_path, ids_lists):
     return [json.loads(line) for line in done.stdout.decode("utf-8").split("\n")[:len(ids_lists)]]
 
 
+def vl_export_pipeline(shape, tokenize, evaluate):
+    """A vision-language model's whole round as the export checks run it: init
+    (shape, f32), tokenize `data` (tokenize: its parameters), LoRA and full
+    fine-tuning for 3 steps, each evaluated on `data` (evaluate: the parameters
+    beside max_new_tokens and the backend), the adapter exported as peft and
+    merged, the full fine-tune merged."""
+    params = lambda values: "".join("\t%s = %s\n" % item for item in values.items())
+    evaluated = params(dict(evaluate, max_new_tokens=4, backend="cpu"))
+    return ("models/tiny: init\n\tshape = %s\n\tdtype = f32\n\n" % shape
+            + "tokens: tokenize models/tiny data\n" + params(tokenize)
+            + "\nadapter: train models/tiny tokens\n\tbackend = cpu\n\tlearning_rate = 5e-3\n\tmax_steps = 3\n"
+              "\tper_device_train_batch_size = 2\n\tlora_rank = 4\n"
+            + "\nreport: evaluate models/tiny adapter data\n" + evaluated
+            + "\nexport/peft: export adapter\n\nexport/merged: export adapter models/tiny\n\tformat = merged\n"
+            + "\nfull: train models/tiny tokens\n\tbackend = cpu\n\tfinetuning_type = full\n\tlearning_rate = 1e-3\n"
+              "\tmax_steps = 3\n\tper_device_train_batch_size = 2\n"
+            + "\nreport_full: evaluate models/tiny full data\n" + evaluated
+            + "\nexport/full: export full\n\tformat = merged\n")
+
+
+def eval_loss(root, report):
+    """The eval_loss of the evaluate stage whose output is root/report."""
+    metrics = json.load(open(os.path.join(root, report, "metrics.json")))
+    return metrics["eval_loss"] if "eval_loss" in metrics else metrics["models"][0]["eval_loss"]
+
+
 def first_difference(a, b):
     """Index of the first element where the sequences differ (or the shorter's length)."""
     for i, (x, y) in enumerate(zip(a, b)):
