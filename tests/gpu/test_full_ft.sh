@@ -10,9 +10,7 @@
 # a checkpoint of either backend loads into the other is test_cuda_parity.c's.)
 # Prints the measured differences. Run on a GPU machine by tests/gpu/run.sh, with
 # build/ftpipe.
-. "$(dirname "$0")/../e2e/lib.sh"
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-FTPIPE="$ROOT/build/ftpipe"
+. "$(dirname "$0")/gpu_lib.sh"
 
 if ! nvidia-smi >/dev/null 2>&1; then
   echo "ok full fine-tuning on the GPU # SKIP no GPU here"
@@ -22,25 +20,8 @@ fi
 # A workspace whose `model` target is full fine-tuning of a tiny bf16 model with
 # the given parameter lines; prints its path.
 workspace() {
-  W=$(t_workspace)
-  cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/"
-  cat > "$W/Ftpipe" <<P
-models/tiny: init
-	architecture = qwen2
-	hidden_size = 256
-	intermediate_size = 512
-	num_hidden_layers = 2
-	num_attention_heads = 4
-	num_key_value_heads = 2
-	head_dim = 64
-
-data/train.json: shell make_addition_data.sh
-	run = sh \$< train 400 > \$@
-
-data/train_set: tokenize models/tiny data/train.json
-	template = plain
-	cutoff_len = 64
-
+  W=$(tiny_addition_workspace 400 64)
+  cat >> "$W/Ftpipe" <<P
 model: train models/tiny data/train_set
 	finetuning_type = full
 	learning_rate = 3e-4

@@ -4,9 +4,7 @@
 # resumes and ends with those bytes too. The rows are packed to 256 tokens, so
 # attention's backward spans several key tiles, with dropout and recomputation
 # on. Run on a GPU machine by tests/gpu/run.sh, with build/ftpipe.
-. "$(dirname "$0")/../e2e/lib.sh"
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-FTPIPE="$ROOT/build/ftpipe"
+. "$(dirname "$0")/gpu_lib.sh"
 
 if ! nvidia-smi >/dev/null 2>&1; then
   echo "ok training on the GPU is deterministic # SKIP no GPU here"
@@ -14,26 +12,8 @@ if ! nvidia-smi >/dev/null 2>&1; then
 fi
 
 workspace() {
-  W=$(t_workspace)
-  cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/"
-  cat > "$W/Ftpipe" <<'P'
-models/tiny: init
-	architecture = qwen2
-	hidden_size = 256
-	intermediate_size = 512
-	num_hidden_layers = 2
-	num_attention_heads = 4
-	num_key_value_heads = 2
-	head_dim = 64
-
-data/train.json: shell make_addition_data.sh
-	run = sh $< train 2000 > $@
-
-data/train_set: tokenize models/tiny data/train.json
-	template = plain
-	cutoff_len = 256
-	packing = true
-
+  W=$(tiny_addition_workspace 2000 256 "packing = true")
+  cat >> "$W/Ftpipe" <<'P'
 adapter: train models/tiny data/train_set
 	backend = cuda
 	learning_rate = 1e-3

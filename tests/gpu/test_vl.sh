@@ -4,9 +4,7 @@
 # shm -> tokenize -> LoRA train -> evaluate -> export, the vision tower on the
 # GPU, the loss logged; a rerun is a no-op. Run on a GPU machine by
 # tests/gpu/run.sh, with build/ftpipe.
-. "$(dirname "$0")/../e2e/lib.sh"
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-FTPIPE="$ROOT/build/ftpipe"
+. "$(dirname "$0")/gpu_lib.sh"
 
 if ! nvidia-smi >/dev/null 2>&1; then
   echo "ok examples/vl-lora on the GPU # SKIP no GPU here"

@@ -1,16 +1,14 @@
 #!/bin/sh
 # ZeRO and offload_optimizer on the cuda backend (the cpu backend's are in
 # tests/e2e/test_zero.sh). Two cuda runs are not bit for bit the same yet
-# (attention adds dQ with atomics), so a variant passes when its adapter is no
+# (tests/gpu/test_train_bits.sh), so a variant passes when its adapter is no
 # further from the plain run's than a second plain run is (times 4, for the
 # drift of a different path) and its losses are within 1e-3 relative:
 #   - one GPU: offload_optimizer = cpu (AdamW on the host's cores) against in place;
 #   - two GPUs (skipped on one): 2 ranks over NCCL at ZeRO-1, ZeRO-2 and ZeRO-2
 #     with offload against 2 ranks at stage 0.
 # Run on a GPU machine by tests/gpu/run.sh, with build/ftpipe.
-. "$(dirname "$0")/../e2e/lib.sh"
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-FTPIPE="$ROOT/build/ftpipe"
+. "$(dirname "$0")/gpu_lib.sh"
 
 if ! nvidia-smi >/dev/null 2>&1; then
   echo "ok ZeRO and offload on the GPU # SKIP no GPU here"
@@ -19,27 +17,10 @@ fi
 GPUS=$(nvidia-smi -L | wc -l)
 
 trained() { # NPROC PARAMETER-LINES...
-  W=$(t_workspace)
-  cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/"
   n=$1
   shift
-  cat > "$W/Ftpipe" <<P
-models/tiny: init
-	architecture = qwen2
-	hidden_size = 256
-	intermediate_size = 512
-	num_hidden_layers = 2
-	num_attention_heads = 4
-	num_key_value_heads = 2
-	head_dim = 64
-
-data/train.json: shell make_addition_data.sh
-	run = sh \$< train 2000 > \$@
-
-data/train_set: tokenize models/tiny data/train.json
-	template = plain
-	cutoff_len = 128
-
+  W=$(tiny_addition_workspace 2000 128)
+  cat >> "$W/Ftpipe" <<P
 adapter: train models/tiny data/train_set
 	backend = cuda
 	gpus = $n
