@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixture_tensors.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -26,28 +27,6 @@
 #define FIXTURE "tests/fixtures/llava_parity"
 #define SEQ 24
 #define VOCAB 300
-
-static float *tensor(const ft_safetensors *set, const char *name, size_t *count)
-{
-    const ft_tensor_view *view = ft_safetensors_find(set, name);
-    if (!view)
-        abort();
-    *count = view->size_bytes / 4;
-    float *values = ft_xmalloc(view->size_bytes);
-    if (view->dtype == FT_DTYPE_I32)
-        memcpy(values, view->data, view->size_bytes);
-    else
-        CHECK_INT(ft_tensor_to_f32(view, values), 0);
-    return values;
-}
-
-static double largest_difference(const float *a, const float *b, size_t count)
-{
-    double largest = 0.0;
-    for (size_t i = 0; i < count; i++)
-        largest = fmax(largest, fabs((double)a[i] - b[i]));
-    return largest;
-}
 
 /* One sample of n tokens: positions 0.., one segment, no target. */
 static void plain_rows(int32_t *positions, int32_t *segments, int32_t *targets, int n)
@@ -81,9 +60,9 @@ TEST(logits_equal_transformers_on_an_image_and_text)
     ft_safetensors *expected;
     CHECK_INT(ft_safetensors_open(FIXTURE "/expected.safetensors", &expected), 0);
     size_t n_pixels, n_ids, n_logits;
-    float *pixels = tensor(expected, "pixel_values", &n_pixels);
-    int32_t *ids = (int32_t *)tensor(expected, "input_ids", &n_ids);
-    float *want = tensor(expected, "logits", &n_logits);
+    float *pixels = fixture_floats(expected, "pixel_values", &n_pixels);
+    int32_t *ids = (int32_t *)fixture_floats(expected, "input_ids", &n_ids);
+    float *want = fixture_floats(expected, "logits", &n_logits);
     CHECK_INT(n_ids, SEQ);
     CHECK_INT(n_logits, (size_t)SEQ * VOCAB);
     int32_t positions[SEQ], segments[SEQ], targets[SEQ];
@@ -129,8 +108,8 @@ TEST(the_language_model_alone_is_far_from_transformers)
     ft_safetensors *expected;
     CHECK_INT(ft_safetensors_open(FIXTURE "/expected.safetensors", &expected), 0);
     size_t n_ids, n_logits;
-    int32_t *ids = (int32_t *)tensor(expected, "input_ids", &n_ids);
-    float *want = tensor(expected, "logits", &n_logits);
+    int32_t *ids = (int32_t *)fixture_floats(expected, "input_ids", &n_ids);
+    float *want = fixture_floats(expected, "logits", &n_logits);
     int32_t image_token = ft_model_get_config(model)->image_token_id;
     int32_t positions[SEQ], segments[SEQ], targets[SEQ];
     for (int i = 0; i < SEQ; i++) {
@@ -155,25 +134,6 @@ TEST(the_language_model_alone_is_far_from_transformers)
 }
 
 /* The largest difference from set's tensor name, over its largest magnitude. */
-static double relative_error(const ft_safetensors *set, const char *name, const float *actual, size_t count)
-{
-    const ft_tensor_view *view = ft_safetensors_find(set, name);
-    if (!view || view->dtype != FT_DTYPE_F32 || view->size_bytes != count * sizeof(float)) {
-        fprintf(stderr, "  %s: missing or of another size in the fixture\n", name);
-        return 1e30;
-    }
-    const float *reference = view->data;
-    double difference = 0.0, scale = 0.0;
-    for (size_t i = 0; i < count; i++) {
-        double d = fabs((double)actual[i] - reference[i]);
-        if (isnan(d))
-            return 1e30;
-        difference = fmax(difference, d);
-        scale = fmax(scale, fabs((double)reference[i]));
-    }
-    return scale > 0.0 ? difference / scale : difference;
-}
-
 TEST(lora_loss_and_gradients_equal_peft)
 {
     ft_backend *backend = ft_backend_cpu_create(1);
@@ -188,9 +148,9 @@ TEST(lora_loss_and_gradients_equal_peft)
     if (model && expected && lora_expected && grads) {
         CHECK_INT(ft_lora_load(ft_model_lora(model), FIXTURE "/adapter"), 0);
         size_t n_pixels, n_ids, n_targets;
-        float *pixels = tensor(expected, "pixel_values", &n_pixels);
-        int32_t *ids = (int32_t *)tensor(expected, "input_ids", &n_ids);
-        int32_t *targets = (int32_t *)tensor(lora_expected, "targets", &n_targets);
+        float *pixels = fixture_floats(expected, "pixel_values", &n_pixels);
+        int32_t *ids = (int32_t *)fixture_floats(expected, "input_ids", &n_ids);
+        int32_t *targets = (int32_t *)fixture_floats(lora_expected, "targets", &n_targets);
         CHECK_INT(n_targets, SEQ);
         int32_t positions[SEQ], segments[SEQ];
         for (int i = 0; i < SEQ; i++) {
@@ -203,7 +163,7 @@ TEST(lora_loss_and_gradients_equal_peft)
         CHECK_INT(ft_model_set_images(model, &image, 1), 0);
         CHECK_INT(ft_model_forward_backward(model, &batch, &loss), 0);
         float loss_value = (float)loss;
-        double loss_error = relative_error(lora_expected, "lora_loss", &loss_value, 1);
+        double loss_error = fixture_relative_error(lora_expected, "lora_loss", &loss_value, 1);
         printf("  loss %.6f, relative error %.2e\n", loss, loss_error);
         CHECK(loss_error < 1e-4);
         size_t n;
@@ -211,7 +171,7 @@ TEST(lora_loss_and_gradients_equal_peft)
         CHECK_INT(n, ft_safetensors_count(grads)); /* 28: 7 targets x A, B x 2 layers; none in the tower */
         double worst = 0.0;
         for (size_t i = 0; i < n; i++)
-            worst = fmax(worst, relative_error(grads, trainable[i].name, trainable[i].grad, trainable[i].count));
+            worst = fmax(worst, fixture_relative_error(grads, trainable[i].name, trainable[i].grad, trainable[i].count));
         printf("  %zu LoRA gradients, worst relative error %.2e\n", n, worst);
         CHECK(worst < 1e-4);
         free(targets);
@@ -266,9 +226,9 @@ TEST(generation_with_the_image_matches_the_full_forward)
     CHECK_INT(ft_safetensors_open(FIXTURE "/expected.safetensors", &expected), 0);
     if (model && expected && ft_generator_create(model, 1, SEQ + NEW_TOKENS, &generator) == 0) {
         size_t n_pixels, n_ids, n_logits;
-        float *pixels = tensor(expected, "pixel_values", &n_pixels);
-        int32_t *ids = (int32_t *)tensor(expected, "input_ids", &n_ids);
-        float *want = tensor(expected, "logits", &n_logits);
+        float *pixels = fixture_floats(expected, "pixel_values", &n_pixels);
+        int32_t *ids = (int32_t *)fixture_floats(expected, "input_ids", &n_ids);
+        float *want = fixture_floats(expected, "logits", &n_logits);
         ft_stored_image image = {{0, 0}, 1, 56, 56, pixels};
         step_logits *kept = ft_xcalloc(1, sizeof *kept);
         ft_generate_options generate_options = {.max_new_tokens = NEW_TOKENS, .on_logits = keep_logits,
@@ -374,8 +334,8 @@ static float *image_text_logits(const char *folder)
     ft_safetensors *expected;
     CHECK_INT(ft_safetensors_open(FIXTURE "/expected.safetensors", &expected), 0);
     size_t n_pixels, n_ids;
-    float *pixels = tensor(expected, "pixel_values", &n_pixels);
-    int32_t *ids = (int32_t *)tensor(expected, "input_ids", &n_ids);
+    float *pixels = fixture_floats(expected, "pixel_values", &n_pixels);
+    int32_t *ids = (int32_t *)fixture_floats(expected, "input_ids", &n_ids);
     int32_t positions[SEQ], segments[SEQ], targets[SEQ];
     plain_rows(positions, segments, targets, SEQ);
     ft_batch batch = {1, SEQ, ids, positions, segments, targets, 0, 0};

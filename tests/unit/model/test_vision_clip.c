@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixture_tensors.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -18,26 +19,6 @@
 
 #define FIXTURE "tests/fixtures/llava_parity"
 #define TOLERANCE 1e-4
-
-static float *tensor(const ft_safetensors *set, const char *name, size_t *count)
-{
-    const ft_tensor_view *view = ft_safetensors_find(set, name);
-    CHECK(view != NULL);
-    if (!view)
-        abort();
-    *count = view->size_bytes / 4;
-    float *values = ft_xmalloc(view->size_bytes);
-    CHECK_INT(ft_tensor_to_f32(view, values), 0);
-    return values;
-}
-
-static double largest_difference(const float *a, const float *b, size_t count)
-{
-    double largest = 0.0;
-    for (size_t i = 0; i < count; i++)
-        largest = fmax(largest, fabs((double)a[i] - b[i]));
-    return largest;
-}
 
 /* A model folder with the fixture's config.json edited by sed expression `edit`,
  * and a copy of weights (NULL: none). */
@@ -64,8 +45,8 @@ static void check_features(const char *model_dir, const char *expected_name, siz
     ft_safetensors *expected;
     CHECK_INT(ft_safetensors_open(FIXTURE "/expected.safetensors", &expected), 0);
     size_t n_pixels, n_expected;
-    float *pixels = tensor(expected, "pixel_values", &n_pixels);
-    float *want = tensor(expected, expected_name, &n_expected);
+    float *pixels = fixture_floats(expected, "pixel_values", &n_pixels);
+    float *want = fixture_floats(expected, expected_name, &n_expected);
     CHECK_INT(n_expected, expected_rows * 64);
     CHECK_INT((size_t)2 * ft_vision_clip_tokens_per_image(clip), expected_rows);
     CHECK_INT(ft_vision_clip_feature_width(clip), 64);
@@ -142,8 +123,8 @@ TEST(features_of_stored_images)
     ft_safetensors *expected;
     CHECK_INT(ft_safetensors_open(FIXTURE "/expected.safetensors", &expected), 0);
     size_t n_pixels, n_expected;
-    float *pixels = tensor(expected, "pixel_values", &n_pixels);
-    float *want = tensor(expected, "image_features", &n_expected);
+    float *pixels = fixture_floats(expected, "pixel_values", &n_pixels);
+    float *want = fixture_floats(expected, "image_features", &n_expected);
     ft_image_store_writer *writer;
     CHECK_INT(ft_image_store_writer_open(path, FT_IMAGE_LAYOUT_CLIP, 3 * 56 * 56, &writer), 0);
     for (int i = 0; i < 2; i++) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixture_tensors.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/image_store.h"
@@ -86,21 +87,7 @@ static inline void vl_fixture_close(vl_fixture *f) { ft_safetensors_close(f->set
  * the fixture's tensor `name`; 1e30 when it cannot be compared. */
 static inline double vl_relative_error(const ft_safetensors *expected, const char *name, const float *actual, size_t count)
 {
-    const ft_tensor_view *view = expected ? ft_safetensors_find(expected, name) : NULL;
-    if (!view || view->size_bytes != count * sizeof(float)) {
-        fprintf(stderr, "  %s: missing or of another size in the fixture\n", name);
-        return 1e30;
-    }
-    const float *reference = view->data;
-    double difference = 0.0, scale = 0.0;
-    for (size_t i = 0; i < count; i++) {
-        double d = fabs((double)actual[i] - reference[i]);
-        if (isnan(d))
-            return 1e30;
-        difference = fmax(difference, d);
-        scale = fmax(scale, fabs((double)reference[i]));
-    }
-    double relative = scale > 0.0 ? difference / scale : difference;
+    double relative = fixture_relative_error(expected, name, actual, count);
     if (strncmp(name, "base_model.", 11) != 0) /* an adapter tensor's is summed up by the caller */
         printf("# %-28s relative error %.2e\n", name, relative);
     return relative;
