@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "copying_shell.h"
 #include "fixtures.h"
 #include "ftpipe/base/hash.h"
 #include "ftpipe/base/strbuf.h"
@@ -24,14 +25,6 @@
 #include "ftpipe/engine/workspace.h"
 
 const char *const ft_builtin_rule_files[][2] = {FIXTURE_COMMON_AND_SHELL_RULES, {NULL, NULL}};
-
-static int copy_first_input(ft_stage *stage)
-{
-    return ft_copy_file(ft_stage_input_path(stage, 0), ft_stage_output_path(stage));
-}
-
-static const ft_stage_kind copying_shell = {.name = "shell", .version = 1, .run = copy_first_input};
-static const ft_stage_kind *const kinds[] = {&copying_shell, NULL};
 
 static char *temporary_dir;
 
