@@ -155,4 +155,15 @@ static inline int start_backends(void)
     return 0;
 }
 
+/* A loss against its reference within 1e-2 relative (bf16 against fp32), printed. */
+static inline void gpu_check_loss(const char *what, double actual, double expected)
+{
+    double error = fabs(actual - expected) / fabs(expected);
+    printf("# %-44s %.6f vs %.6f: relative error %.2e\n", what, actual, expected, error);
+    if (!(error < 1e-2)) {
+        fprintf(stderr, "  %s: loss %.6f, expected %.6f\n", what, actual, expected);
+        check_case_failed = 1;
+    }
+}
+
 #endif

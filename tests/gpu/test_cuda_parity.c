@@ -16,7 +16,6 @@
 #include "ftpipe/model/param_shards.h"
 
 #define FIXTURES "tests/fixtures/parity"
-#define LOSS_TOLERANCE 1e-2
 #define LOGITS_TOLERANCE 2e-2
 #define MIN_COSINE 0.99
 
@@ -84,16 +83,6 @@ static ft_model *load_model(const char *arch, ft_backend *backend, ft_finetuning
     return model;
 }
 
-static void check_loss(const char *what, double actual, double expected)
-{
-    double error = fabs(actual - expected) / fabs(expected);
-    printf("# %-44s %.6f vs %.6f: relative error %.2e\n", what, actual, expected, error);
-    if (!(error < LOSS_TOLERANCE)) {
-        fprintf(stderr, "  %s: loss %.6f, expected %.6f\n", what, actual, expected);
-        check_case_failed = 1;
-    }
-}
-
 /* Every trained tensor's gradient of the cuda model (LoRA's, or every weight's
  * in full fine-tuning) against the cpu model's and transformers' (+ peft). */
 static void check_gradients(const char *arch, const char *what, ft_model *cuda, ft_model *reference_model,
@@ -153,9 +142,9 @@ static void check_lora(const char *arch)
     if (peft_logits)
         CHECK_CLOSE("  ... vs transformers + peft", logits, peft_logits, n_logits, LOGITS_TOLERANCE);
     snprintf(what, sizeof what, "%s LoRA loss vs cpu", arch);
-    check_loss(what, loss, cpu_loss);
+    gpu_check_loss(what, loss, cpu_loss);
     if (peft_loss)
-        check_loss("  ... vs transformers + peft", loss, peft_loss[0]);
+        gpu_check_loss("  ... vs transformers + peft", loss, peft_loss[0]);
 
     CHECK_INT(ft_model_forward_backward(cuda, &fb.batch, &loss), 0);
     CHECK_INT(ft_model_forward_backward(reference_model, &fb.batch, &cpu_loss), 0);
@@ -178,9 +167,9 @@ static void check_lora(const char *arch)
     CHECK_INT(ft_model_forward_backward(cuda, &fb.batch, &loss), 0);
     CHECK_INT(ft_model_forward_backward(reference_model, &fb.batch, &cpu_loss), 0);
     snprintf(what, sizeof what, "%s loss after 1 step vs cpu", arch);
-    check_loss(what, loss, cpu_loss);
+    gpu_check_loss(what, loss, cpu_loss);
     if (peft_after)
-        check_loss("  ... vs transformers + peft", loss, peft_after[0]);
+        gpu_check_loss("  ... vs transformers + peft", loss, peft_after[0]);
     CHECK_NO_GPU_FAILURE();
     free(peft_after);
     free(peft_logits);
@@ -364,7 +353,7 @@ TEST(full_finetuning_matches_cpu_and_transformers)
         double loss, cpu_loss;
         CHECK_INT(ft_model_forward_backward(cuda, &fb.batch, &loss), 0);
         CHECK_INT(ft_model_forward_backward(reference_model, &fb.batch, &cpu_loss), 0);
-        check_loss("qwen2 full fine-tuning loss vs cpu", loss, cpu_loss);
+        gpu_check_loss("qwen2 full fine-tuning loss vs cpu", loss, cpu_loss);
         check_gradients("qwen2", "full fine-tuning", cuda, reference_model, grads);
         CHECK_NO_GPU_FAILURE();
     }
@@ -435,7 +424,7 @@ static void check_checkpoint_crossing(ft_model *from, ft_adamw *from_optimizer, 
     CHECK_INT(ft_model_forward(to, &fb->batch, NULL, &other_loss), 0);
     char what[96];
     snprintf(what, sizeof what, "loss after a %s checkpoint on %s", from_backend->name, to_backend->name);
-    check_loss(what, other_loss, loss);
+    gpu_check_loss(what, other_loss, loss);
     free(written);
     free(read);
     ft_remove_tree(dir);

@@ -20,7 +20,6 @@
 
 #define FEATURES_TOLERANCE 3e-2
 #define LOGITS_TOLERANCE 3e-2
-#define LOSS_TOLERANCE 1e-2
 
 static char root[] = "/tmp/ftpipe-test-cuda-vl-XXXXXX";
 
@@ -168,16 +167,6 @@ static ft_model *load_lora_model(const char *dir, ft_backend *backend, int seq_l
     return model;
 }
 
-static void check_loss(const char *what, double actual, double expected)
-{
-    double error = fabs(actual - expected) / fabs(expected);
-    printf("# %-44s %.6f vs %.6f: relative error %.2e\n", what, actual, expected, error);
-    if (!(error < LOSS_TOLERANCE)) {
-        fprintf(stderr, "  %s: loss %.6f, expected %.6f\n", what, actual, expected);
-        check_case_failed = 1;
-    }
-}
-
 /* The whole model: logits and loss against the cpu backend's, the plan, then LoRA steps. */
 static void check_model(const char *name)
 {
@@ -212,7 +201,7 @@ static void check_model(const char *name)
     snprintf(what, sizeof what, "%s logits vs cpu", name);
     CHECK_CLOSE(what, logits, cpu_logits, n_logits, LOGITS_TOLERANCE);
     snprintf(what, sizeof what, "%s loss vs cpu", name);
-    check_loss(what, loss, cpu_loss);
+    gpu_check_loss(what, loss, cpu_loss);
     free(logits);
     free(cpu_logits);
 
