@@ -2,7 +2,7 @@
  * random inputs: linear layers with LoRA (with and without dropout, bias and
  * accumulation), RMSNorm and its fused residual add, RoPE, SwiGLU, attention for
  * every supported head size with GQA and packed segments, embedding,
- * cross-entropy, AdamW; the vision towers' forward-only ops (bidirectional
+ * cross-entropy, AdamW, uploads; the vision towers' forward-only ops (bidirectional
  * attention in runs, LayerNorm, the GELU family, add, RMSNorm without rstd). Outputs in bf16 are allowed a relative error of 2e-2;
  * float results 1e-2 (from bf16 inputs) or 1e-5 (float throughout). The
  * reductions without atomics (attention's dQ, dK and dV, the norm weight's gradient,
@@ -520,6 +520,29 @@ TEST(adamw_sum_squares_and_scale_match_cpu)
     gpu_release();
 }
 
+/* Uploads are copied into pinned staging by several threads, a slice each:
+ * lengths just past a multiple of every pool size's slices must arrive whole. */
+TEST(upload_copies_every_byte)
+{
+    for (size_t slices = 2; slices <= 9; slices++)
+        for (int last = 0; last < 2; last++) {
+            size_t bytes = slices * 4096 * 128 + (last ? slices - 1 : 1);
+            unsigned char *host = ft_xmalloc(bytes), *back = ft_xcalloc(bytes, 1);
+            for (size_t i = 0; i < bytes; i++)
+                host[i] = (unsigned char)(i * 7 + slices);
+            void *device = to_gpu_bytes(host, bytes);
+            gpu->download(gpu, back, device, bytes);
+            CHECK_NO_GPU_FAILURE();
+            if (memcmp(host, back, bytes) != 0) {
+                fprintf(stderr, "  an upload of %zu bytes arrived with different bytes\n", bytes);
+                check_case_failed = 1;
+            }
+            gpu_release();
+            free(host);
+            free(back);
+        }
+}
+
 int main(void)
 {
     int started = start_backends();
@@ -556,6 +579,7 @@ int main(void)
     GPU_RUN(cross_entropy_matches_cpu);
     GPU_RUN(adamw_sum_squares_and_scale_match_cpu);
     GPU_RUN(sum_squares_and_embedding_gradient_repeat_exactly);
+    GPU_RUN(upload_copies_every_byte);
     if (gpu)
         printf("# peak GPU memory %zu bytes\n", gpu->peak_bytes(gpu));
     ft_backend_destroy(gpu);

@@ -21,11 +21,12 @@ struct slice_copy {
     size_t n_slices;
 };
 
-/* Slice `index`, cut at 4 KiB so that no two threads fault on one page. */
+/* Slice `index`, cut at 4 KiB so that no two threads fault on one page; the
+ * slices' length is rounded up, so together they cover every byte. */
 static void copy_slice(void *context, size_t index, size_t worker)
 {
     const slice_copy *copy = (const slice_copy *)context;
-    size_t per = (copy->bytes / copy->n_slices + 4095) / 4096 * 4096;
+    size_t per = ((copy->bytes + copy->n_slices - 1) / copy->n_slices + 4095) / 4096 * 4096;
     size_t begin = per * index, end = begin + per;
     if (begin >= copy->bytes)
         return;
