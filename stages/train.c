@@ -459,7 +459,8 @@ static int load_model(ft_train_run *run, ft_backend *backend, ft_model **model)
 {
     const ft_train_options *t = &run->train_options;
     if (t->comm && t->zero_stage == 3)
-        return ft_model_load_sharded(run->model_dir, backend, &run->model_options, t->comm, t->offload_param, model);
+        return ft_model_load_sharded(run->model_dir, backend, &run->model_options, t->comm, t->offload_param,
+                                     t->offload_optimizer, model);
     return ft_model_load(run->model_dir, backend, &run->model_options, model);
 }
 

@@ -50,11 +50,11 @@ static int check_rank(ft_comm *comm, bool offload, const float *whole, size_t wh
 {
     int ranks = comm->size;
     ft_model *loaded = NULL, *cut = NULL;
-    CHECK_INT(ft_model_load_sharded(model_dir, cpu, &options, comm, offload, &loaded), 0);
+    CHECK_INT(ft_model_load_sharded(model_dir, cpu, &options, comm, offload, false, &loaded), 0);
     CHECK_INT(ft_model_load(model_dir, cpu, &options, &cut), 0);
     ft_param_shards *shards = ft_model_param_shards(loaded), *cut_shards = NULL;
     CHECK(shards != NULL);
-    CHECK_INT(ft_param_shards_create(cut, comm, offload, &cut_shards), 0);
+    CHECK_INT(ft_param_shards_create(cut, comm, offload, false, &cut_shards), 0);
     if (!shards || !cut_shards)
         return 1;
     size_t n_units;
@@ -160,7 +160,7 @@ static int check_prefetch_rank(ft_comm *comm, const char *dir, bool tied)
     static const ft_model_options training = {1, 8, FT_FINETUNE_FULL, false, {0}, true};
     ft_model *whole = NULL, *sharded = NULL;
     CHECK_INT(ft_model_load(dir, cpu, &training, &whole), 0);
-    CHECK_INT(ft_model_load_sharded(dir, cpu, &training, comm, false, &sharded), 0);
+    CHECK_INT(ft_model_load_sharded(dir, cpu, &training, comm, false, false, &sharded), 0);
     if (!whole || !sharded)
         return 1;
     CHECK_INT(ft_model_get_config(sharded)->tie_word_embeddings, tied);
