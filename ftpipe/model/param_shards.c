@@ -2,7 +2,6 @@
  * and the gathered window a pass reads. */
 #include "ftpipe/model/param_shards.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 #include "ftpipe/backend/host_floats.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/collective_thread.h"
 #include "model_internal.h"
 
 #define WINDOW_UNITS 2
@@ -47,13 +47,10 @@ struct ft_param_shards {
     ft_param_shards_stats stats;
     /* the gather thread: it runs the slots' gathers in ticket order, the only
      * user of comm while a pass runs, so that a gather overlaps the compute */
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t lock;
-    pthread_cond_t changed;
+    ft_collective_thread worker;
     size_t queue[WINDOW_UNITS];  /* slot indices by ticket % WINDOW_UNITS */
     unsigned long issued, done;  /* tickets */
-    bool failed, stopping;
+    bool failed;
     char message[1024];          /* the failed gather's ft_error, which is the thread's own */
 };
 
@@ -188,34 +185,34 @@ static int gather_unit(ft_param_shards *s, size_t u, void *to)
 static void *gather_thread(void *argument)
 {
     ft_param_shards *s = argument;
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     for (;;) {
-        while (!s->stopping && s->done == s->issued)
-            pthread_cond_wait(&s->changed, &s->lock);
-        if (s->stopping)
+        while (!s->worker.stopping && s->done == s->issued)
+            pthread_cond_wait(&s->worker.changed, &s->worker.lock);
+        if (s->worker.stopping)
             break;
         const slot *to = &s->window[s->queue[s->done % WINDOW_UNITS]];
         size_t unit = to->unit;
         void *buffer = to->buffer;
         bool skip = s->failed; /* after a failure the pass's values are garbage anyway */
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->worker.lock);
         int status = skip ? 0 : gather_unit(s, unit, buffer);
-        pthread_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->worker.lock);
         if (status < 0) {
             snprintf(s->message, sizeof s->message, "%s", ft_error_message());
             s->failed = true;
         }
         s->done++;
-        pthread_cond_broadcast(&s->changed);
+        pthread_cond_broadcast(&s->worker.changed);
     }
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->worker.lock);
     return NULL;
 }
 
 /* Unit u's gather into slot `to`, queued behind those issued before it. */
 static void issue_gather(ft_param_shards *s, slot *to, size_t u)
 {
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     to->unit = u;
     to->ticket = s->issued;
     to->issued_at_reads = s->reads;
@@ -223,43 +220,36 @@ static void issue_gather(ft_param_shards *s, slot *to, size_t u)
     s->queue[s->issued % WINDOW_UNITS] = (size_t)(to - s->window);
     s->issued++;
     s->stats.gathers++;
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->lock);
+    pthread_cond_broadcast(&s->worker.changed);
+    pthread_mutex_unlock(&s->worker.lock);
 }
 
 /* Returns once the slot's last gather is done (at once for an empty slot). */
 static void wait_slot(ft_param_shards *s, const slot *which)
 {
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     while (which->unit != SIZE_MAX && s->done <= which->ticket)
-        pthread_cond_wait(&s->changed, &s->lock);
-    pthread_mutex_unlock(&s->lock);
+        pthread_cond_wait(&s->worker.changed, &s->worker.lock);
+    pthread_mutex_unlock(&s->worker.lock);
 }
 
 /* Returns once every issued gather is done: comm is free for the caller. */
 static void drain(ft_param_shards *s)
 {
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     while (s->done < s->issued)
-        pthread_cond_wait(&s->changed, &s->lock);
-    pthread_mutex_unlock(&s->lock);
+        pthread_cond_wait(&s->worker.changed, &s->worker.lock);
+    pthread_mutex_unlock(&s->worker.lock);
 }
 
-static void stop_thread(ft_param_shards *s)
+/* A pass that failed mid-way: its gather may wait for good. */
+static bool gather_blocked(void *argument)
 {
-    if (!s->thread_started)
-        return;
-    pthread_mutex_lock(&s->lock);
-    s->stopping = true;
-    if (s->done < s->issued && !s->failed) /* a pass that failed mid-way: its gather may wait for good */
-        s->comm->abort(s->comm);
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->lock);
-    pthread_join(s->thread, NULL);
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->changed);
-    s->thread_started = false;
+    const ft_param_shards *s = argument;
+    return s->done < s->issued && !s->failed;
 }
+
+static void stop_thread(ft_param_shards *s) { ft_collective_thread_stop(&s->worker, s->comm, gather_blocked, s); }
 
 /* --- the float master copy's shard (full fine-tuning in mixed precision) --- */
 
@@ -419,15 +409,10 @@ static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bo
         ft_param_shards_free(s);
         return ft_error_context("sharding the weights over %d ranks (ZeRO-3)", comm->size);
     }
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->changed, NULL);
-    if (pthread_create(&s->thread, NULL, gather_thread, s) != 0) {
-        pthread_mutex_destroy(&s->lock);
-        pthread_cond_destroy(&s->changed);
+    if (ft_collective_thread_start(&s->worker, gather_thread, s, "the ZeRO-3 gather thread") < 0) {
         ft_param_shards_free(s);
-        return ft_error("cannot start the ZeRO-3 gather thread (out of threads or memory)");
+        return -1;
     }
-    s->thread_started = true;
     *out = s;
     return 0;
 }
@@ -679,11 +664,11 @@ ft_param_shards_stats ft_param_shards_get_stats(const ft_param_shards *s) { retu
 int ft_param_shards_end_pass(ft_param_shards *s)
 {
     drain(s);
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     for (int i = 0; i < WINDOW_UNITS; i++)
         s->window[i].unit = SIZE_MAX;
     bool failed = s->failed;
     s->failed = false;
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->worker.lock);
     return failed ? ft_error("%s (in a ZeRO-3 pass)", s->message) : 0;
 }

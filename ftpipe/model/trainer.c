@@ -734,14 +734,17 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         t.eval.segments = ft_xmalloc(eval_cells * sizeof(int32_t));
         t.eval.targets = ft_xmalloc(eval_cells * sizeof(int32_t));
     }
+    int status = 0;
     if (t.comm) {
         ft_grad_buckets_plan(t.tensors, t.n_tensors, FT_GRAD_BUCKET_BYTES, &t.buckets);
-        if (options->zero_stage < 2) /* stage 2 reduce-scatters after backward instead */
-            t.sync = ft_grad_sync_create(&t.buckets, t.comm);
+        /* stage 2 reduce-scatters after backward instead */
+        if (options->zero_stage < 2 && !(t.sync = ft_grad_sync_create(&t.buckets, t.comm)))
+            status = -1;
     }
     t.start_ns = t.report_ns = ft_now_ns();
     ft_model_zero_grads(model);
-    int status = resume(&t, out);
+    if (status == 0)
+        status = resume(&t, out);
     if (status == 0)
         status = train_loop(&t);
     out->global_step = t.state.global_step;
