@@ -459,7 +459,8 @@ static int load_model(ft_train_run *run, ft_backend *backend, ft_model **model)
 {
     const ft_train_options *t = &run->train_options;
     if (t->comm && t->zero_stage == 3)
-        return ft_model_load_sharded(run->model_dir, backend, &run->model_options, t->comm, t->offload_param, model);
+        return ft_model_load_sharded(run->model_dir, backend, &run->model_options, t->comm, t->offload_param,
+                                     t->offload_optimizer, model);
     return ft_model_load(run->model_dir, backend, &run->model_options, model);
 }
 
@@ -582,6 +583,14 @@ static int train(ft_train_run *run, ft_backend *backend)
         ft_stage_metric(stage, result.global_step, "parameter_host_bytes", (double)result.parameter_host_bytes);
         ft_stage_log(stage, "weights on rank 0: %s in the backend's memory, %s offloaded to host memory", weights,
                      host_weights);
+        if (result.master_bytes || result.master_host_bytes) { /* mixed precision: all, or ZeRO-3's shard */
+            ft_format_bytes(result.master_bytes, weights, sizeof weights);
+            ft_format_bytes(result.master_host_bytes, host_weights, sizeof host_weights);
+            ft_stage_metric(stage, result.global_step, "master_bytes", (double)result.master_bytes);
+            ft_stage_metric(stage, result.global_step, "master_host_bytes", (double)result.master_host_bytes);
+            ft_stage_log(stage, "float master weights on rank 0: %s in the backend's memory, %s in host memory",
+                         weights, host_weights);
+        }
     }
     ft_token_shards_close(eval_shards);
     ft_image_store_close(eval_images);

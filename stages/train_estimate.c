@@ -207,11 +207,7 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
     ft_format_bytes(memory.runtime_bytes, runtime, sizeof runtime);
     const char *shape = run.model_options.gradient_checkpointing ? ", recomputed" : "";
     bool full = run.model_options.finetuning == FT_FINETUNE_FULL;
-    if (on_gpu && full && t->zero_stage == 3 && t->ranks > 1) {
-        ft_estimate_unknown(&out->device_bytes, "ZeRO-3 with full fine-tuning is not available on the cuda backend "
-                                                "yet: use zero_stage = 1 or 2 (with offload_optimizer = cpu), or LoRA");
-        ft_estimate_unknown(&out->host_bytes, "as for the GPU memory");
-    } else if (on_gpu) {
+    if (on_gpu) {
         char scratch[32], parts[256] = "";
         ft_format_bytes(plan->scratch_bytes, scratch, sizeof scratch);
         if (full) { /* mixed precision: bf16 weights, float master copy, gradients and moments */
@@ -220,8 +216,10 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
             ft_format_bytes(plan->master_bytes, master, sizeof master);
             ft_format_bytes(plan->gradient_bytes, gradients, sizeof gradients);
             ft_format_bytes(plan->optimizer_bytes, optimizer, sizeof optimizer);
+            bool master_on_host = t->zero_stage == 3 && t->ranks > 1 && t->offload_optimizer; /* param_shards.h */
             snprintf(parts, sizeof parts, "bf16 weights %s, float master weights %s, float gradients %s, AdamW %s, ",
-                     weights, master, gradients, t->offload_optimizer ? "in host memory" : optimizer);
+                     weights, master_on_host ? "in host memory" : master, gradients,
+                     t->offload_optimizer ? "in host memory" : optimizer);
         }
         ft_estimate_set(&out->device_bytes, (double)memory.device_peak_bytes,
                         "memory plan in bf16 for %d x %u tokens%s (%sactivations %s), with the cuda backend's scratch "

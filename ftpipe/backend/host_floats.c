@@ -3,9 +3,21 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ftpipe/base/dtype.h"
 #include "ftpipe/base/mem.h"
+
+void ft_backend_convert_floats(const ft_backend *backend, void *host, const float *floats, size_t count)
+{
+    if (backend->dtype == FT_DTYPE_F32) {
+        memcpy(host, floats, count * sizeof(float));
+        return;
+    }
+    uint16_t *converted = host;
+    for (size_t i = 0; i < count; i++)
+        converted[i] = ft_f32_to_bf16(floats[i]);
+}
 
 void ft_backend_upload_floats(ft_backend *backend, void *device, const float *floats, size_t count)
 {
@@ -14,8 +26,7 @@ void ft_backend_upload_floats(ft_backend *backend, void *device, const float *fl
         return;
     }
     uint16_t *converted = ft_xmalloc((count + 1) * sizeof(uint16_t));
-    for (size_t i = 0; i < count; i++)
-        converted[i] = ft_f32_to_bf16(floats[i]);
+    ft_backend_convert_floats(backend, converted, floats, count);
     backend->upload(backend, device, converted, count * sizeof(uint16_t));
     free(converted);
 }

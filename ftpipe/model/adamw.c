@@ -22,14 +22,17 @@ struct ft_adamw {
     size_t *counts;
     int64_t steps;
     bool offload;          /* the moments are host memory, with these beside them */
-    float *master;         /* the values, f32, laid out as one half of the moments */
+    float *master;         /* the values, f32, laid out as one half of the moments; NULL when the
+                            * tensors' values are host memory themselves (ft_adamw_create_on_host) */
     float *host_grads;     /* the gradients, downloaded for each step */
     ft_thread_pool *pool;
     ft_adamw_host_span *spans;
 };
 
+typedef enum { ON_BACKEND, OFFLOADED, VALUES_ON_HOST } placement;
+
 static int create(ft_backend *backend, const ft_param_tensor *tensors, size_t count, const ft_adamw_config *config,
-                  bool offload, ft_adamw **out)
+                  placement where, ft_adamw **out)
 {
     ft_adamw *optimizer = ft_xcalloc(1, sizeof *optimizer);
     optimizer->backend = backend;
@@ -45,15 +48,19 @@ static int create(ft_backend *backend, const ft_param_tensor *tensors, size_t co
         optimizer->grads[i] = tensors[i].grad;
         optimizer->counts[i] = tensors[i].count;
     }
-    optimizer->offload = offload;
-    if (offload) { /* the backend's host memory: page-locked on cuda, so the copies go by DMA */
+    optimizer->offload = where != ON_BACKEND;
+    if (optimizer->offload) { /* the backend's host memory: page-locked on cuda, so the copies go by DMA */
         size_t elements = optimizer->total ? optimizer->total : 1;
         optimizer->moments = backend->alloc_host(backend, 2 * elements * sizeof(float));
-        optimizer->master = optimizer->moments ? backend->alloc_host(backend, elements * sizeof(float)) : NULL;
-        optimizer->host_grads = optimizer->master ? backend->alloc_host(backend, elements * sizeof(float)) : NULL;
-        if (!optimizer->host_grads) {
+        bool ok = optimizer->moments != NULL;
+        if (ok && where == OFFLOADED)
+            ok = (optimizer->master = backend->alloc_host(backend, elements * sizeof(float))) != NULL;
+        if (ok)
+            ok = (optimizer->host_grads = backend->alloc_host(backend, elements * sizeof(float))) != NULL;
+        if (!ok) {
             ft_adamw_free(optimizer);
-            return ft_error_context("AdamW's offloaded state (%zu bytes of host memory)", 16 * elements);
+            return ft_error_context("AdamW's offloaded state (%zu bytes of host memory)",
+                                    (where == OFFLOADED ? 16 : 12) * elements);
         }
         memset(optimizer->moments, 0, 2 * elements * sizeof(float));
         optimizer->pool = ft_thread_pool_new(0);
@@ -75,13 +82,19 @@ static int create(ft_backend *backend, const ft_param_tensor *tensors, size_t co
 int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                     const ft_adamw_config *config, ft_adamw **out)
 {
-    return create(backend, tensors, count, config, false, out);
+    return create(backend, tensors, count, config, ON_BACKEND, out);
 }
 
 int ft_adamw_create_offloaded(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                               const ft_adamw_config *config, ft_adamw **out)
 {
-    return create(backend, tensors, count, config, true, out);
+    return create(backend, tensors, count, config, OFFLOADED, out);
+}
+
+int ft_adamw_create_on_host(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                            const ft_adamw_config *config, ft_adamw **out)
+{
+    return create(backend, tensors, count, config, VALUES_ON_HOST, out);
 }
 
 void ft_adamw_free(ft_adamw *optimizer)
@@ -91,7 +104,8 @@ void ft_adamw_free(ft_adamw *optimizer)
     ft_backend *backend = optimizer->backend;
     if (optimizer->offload) {
         backend->free_host(backend, optimizer->moments);
-        backend->free_host(backend, optimizer->master);
+        if (optimizer->master)
+            backend->free_host(backend, optimizer->master);
         backend->free_host(backend, optimizer->host_grads);
     } else if (optimizer->moments) {
         backend->free(backend, optimizer->moments);
@@ -107,14 +121,15 @@ void ft_adamw_free(ft_adamw *optimizer)
 
 void ft_adamw_reload_values(ft_adamw *optimizer)
 {
-    if (!optimizer->offload)
+    if (!optimizer->master)
         return;
     for (size_t i = 0; i < optimizer->count; i++)
         optimizer->backend->download(optimizer->backend, optimizer->master + optimizer->offsets[i],
                                      optimizer->tensors[i].value, optimizer->tensors[i].count * sizeof(float));
 }
 
-/* Offloaded: the gradients down, the update on the host's cores, the values up. */
+/* Offloaded: the gradients down, the update on the host's cores, the values
+ * up (in place when they are host memory). */
 static void step_on_host(ft_adamw *optimizer, double learning_rate)
 {
     ft_backend *backend = optimizer->backend;
@@ -123,13 +138,13 @@ static void step_on_host(ft_adamw *optimizer, double learning_rate)
         size_t at = optimizer->offsets[i];
         backend->download(backend, optimizer->host_grads + at, tensor->grad, tensor->count * sizeof(float));
         optimizer->spans[i] = (ft_adamw_host_span){
-            optimizer->master + at, optimizer->host_grads + at, optimizer->moments + at,
+            optimizer->master ? optimizer->master + at : tensor->value, optimizer->host_grads + at, optimizer->moments + at,
             optimizer->moments + optimizer->total + at, tensor->count,
             {learning_rate, optimizer->config.beta1, optimizer->config.beta2, optimizer->config.eps,
              tensor->weight_decay ? optimizer->config.weight_decay : 0.0, optimizer->steps}};
     }
     ft_adamw_host_run(optimizer->pool, optimizer->spans, optimizer->count);
-    for (size_t i = 0; i < optimizer->count; i++)
+    for (size_t i = 0; i < optimizer->count && optimizer->master; i++)
         backend->upload(backend, optimizer->tensors[i].value, optimizer->master + optimizer->offsets[i],
                         optimizer->tensors[i].count * sizeof(float));
 }

@@ -1,7 +1,6 @@
 /* data_parallel: row slices per rank and bucketed gradient sums. */
 #include "ftpipe/model/data_parallel.h"
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/collective_thread.h"
 
 void ft_rank_rows(int64_t rows, int64_t rows_per_rank, int ranks, int rank, int64_t *first, int64_t *count)
 {
@@ -99,11 +99,9 @@ struct ft_grad_sync {
     const ft_grad_buckets *buckets;
     ft_comm *comm;
     size_t *order;          /* bucket indices: layers from the last down, then those of none */
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t changed;
+    ft_collective_thread worker;
     size_t queued, done;    /* of order, this step */
-    bool failed, stopping;
+    bool failed;
     char message[1024];     /* the failure's ft_error, which is the thread's own */
 };
 
@@ -116,25 +114,25 @@ static int later_first(const ft_grad_bucket *a, const ft_grad_bucket *b)
 static void *sync_thread(void *argument)
 {
     ft_grad_sync *s = argument;
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     for (;;) {
-        while (!s->stopping && (s->failed || s->done == s->queued))
-            pthread_cond_wait(&s->changed, &s->lock);
-        if (s->stopping)
+        while (!s->worker.stopping && (s->failed || s->done == s->queued))
+            pthread_cond_wait(&s->worker.changed, &s->worker.lock);
+        if (s->worker.stopping)
             break;
         const ft_grad_bucket *bucket = &s->buckets->buckets[s->order[s->done]];
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->worker.lock);
         int status = s->comm->all_reduce_sum(s->comm, bucket->data, bucket->count, FT_COMM_F32);
-        pthread_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->worker.lock);
         if (status < 0) {
             snprintf(s->message, sizeof s->message, "%s", ft_error_message());
             s->failed = true;
         } else {
             s->done++;
         }
-        pthread_cond_broadcast(&s->changed);
+        pthread_cond_broadcast(&s->worker.changed);
     }
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->worker.lock);
     return NULL;
 }
 
@@ -152,25 +150,25 @@ ft_grad_sync *ft_grad_sync_create(const ft_grad_buckets *buckets, ft_comm *comm)
         }
         s->order[j] = i;
     }
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->changed, NULL);
-    pthread_create(&s->thread, NULL, sync_thread, s);
+    if (ft_collective_thread_start(&s->worker, sync_thread, s, "the thread that adds gradients over the ranks") < 0) {
+        ft_grad_sync_free(s);
+        return NULL;
+    }
     return s;
+}
+
+/* A step that failed mid-way: its collective may wait for good. */
+static bool sum_blocked(void *argument)
+{
+    const ft_grad_sync *s = argument;
+    return s->done < s->queued && !s->failed;
 }
 
 void ft_grad_sync_free(ft_grad_sync *s)
 {
     if (!s)
         return;
-    pthread_mutex_lock(&s->lock);
-    s->stopping = true;
-    if (s->done < s->queued && !s->failed) /* a step that failed mid-way: its collective may wait for good */
-        s->comm->abort(s->comm);
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->lock);
-    pthread_join(s->thread, NULL);
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->changed);
+    ft_collective_thread_stop(&s->worker, s->comm, sum_blocked, s);
     free(s->order);
     free(s);
 }
@@ -178,7 +176,7 @@ void ft_grad_sync_free(ft_grad_sync *s)
 void ft_grad_sync_layer_done(void *sync, int layer)
 {
     ft_grad_sync *s = sync;
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     size_t upto = s->queued;
     for (size_t k = s->queued; k < s->buckets->n_buckets; k++) {
         const ft_grad_bucket *bucket = &s->buckets->buckets[s->order[k]];
@@ -188,21 +186,21 @@ void ft_grad_sync_layer_done(void *sync, int layer)
     }
     if (upto > s->queued) {
         s->queued = upto;
-        pthread_cond_broadcast(&s->changed);
+        pthread_cond_broadcast(&s->worker.changed);
     }
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->worker.lock);
 }
 
 int ft_grad_sync_finish(ft_grad_sync *s)
 {
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     s->queued = s->buckets->n_buckets;
-    pthread_cond_broadcast(&s->changed);
+    pthread_cond_broadcast(&s->worker.changed);
     while (!s->failed && s->done < s->queued)
-        pthread_cond_wait(&s->changed, &s->lock);
+        pthread_cond_wait(&s->worker.changed, &s->worker.lock);
     bool failed = s->failed;
     s->queued = s->done = 0;
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->worker.lock);
     if (failed)
         return ft_error("%s", s->message);
     return 0;

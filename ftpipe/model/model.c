@@ -123,11 +123,16 @@ static int check_backend(const ft_model_config *config, const ft_backend *backen
     return 0;
 }
 
+static bool test_master_copy; /* ft_model_test_master_copy */
+
+void ft_model_test_master_copy(bool keep) { test_master_copy = keep; }
+
 /* Full fine-tuning on a backend whose weights are not float keeps a float
- * master copy of them, which the optimizer updates (mixed precision). */
+ * master copy of them, which the optimizer updates (mixed precision); tests
+ * ask for one of float weights too (model.h). */
 static bool needs_master(const ft_model_options *options, size_t element_bytes)
 {
-    return options->finetuning == FT_FINETUNE_FULL && element_bytes != sizeof(float);
+    return options->finetuning == FT_FINETUNE_FULL && (element_bytes != sizeof(float) || test_master_copy);
 }
 
 static size_t lora_parameter_count(const ft_model_config *config, const ft_lora_config *lora)
@@ -269,13 +274,13 @@ static int load_weight(ft_model *model, const char *model_dir, const ft_safetens
                         weight->name, expected);
     }
     ft_backend *backend = model->backend;
-    if (view->dtype == backend->dtype && !model->master) {
+    if (view->dtype == backend->dtype && !model->master_weights) {
         backend->upload(backend, weight->value, view->data, view->size_bytes);
         return 0;
     }
     if (ft_tensor_to_f32(view, buffers->floats) < 0)
         return -1;
-    if (model->master) {
+    if (model->master_weights) {
         backend->upload(backend, model->master_weights[index].value, buffers->floats, weight->count * sizeof(float));
         return 0;
     }
@@ -296,7 +301,7 @@ int ft_model_load_weight_range(ft_model *model, const char *model_dir, const ft_
     for (size_t i = first; i < first + count; i++)
         if (model->weights[i].count > largest)
             largest = model->weights[i].count;
-    bool converts = model->backend->dtype == FT_DTYPE_BF16 && !model->master;
+    bool converts = model->backend->dtype == FT_DTYPE_BF16 && !model->master_weights;
     staging buffers = {malloc(largest * sizeof(float)), NULL};
     if (converts)
         buffers.bf16 = malloc(largest * sizeof(uint16_t));
@@ -305,7 +310,7 @@ int ft_model_load_weight_range(ft_model *model, const char *model_dir, const ft_
         status = ft_error("out of host memory staging a weight of %zu elements", largest);
     for (size_t i = first; i < first + count && status == 0; i++)
         status = load_weight(model, model_dir, set, i, &buffers);
-    if (status == 0 && model->master)
+    if (status == 0 && model->master) /* loaded whole (ZeRO-3's loading casts each unit itself) */
         ft_model_refresh_weights(model);
     free(buffers.floats);
     free(buffers.bf16);
@@ -419,15 +424,24 @@ int ft_model_backend_limits(const ft_model_config *config, const ft_model_option
     return 0;
 }
 
+/* A plan's weights and master copy replaced by ZeRO-3's shards of them. */
+static void shard_plan(ft_memory_plan *plan, size_t whole_weight_bytes, const ft_sharded_bytes *sharded)
+{
+    plan->total_bytes = plan->total_bytes - whole_weight_bytes - plan->master_bytes + sharded->weight_bytes +
+                        sharded->master_bytes;
+    plan->parameter_bytes = plan->parameter_bytes - whole_weight_bytes + sharded->weight_bytes;
+    plan->master_bytes = sharded->master_bytes;
+}
+
 /* The backend checks the whole plan against its memory, and reserves its
- * scratch, before anything is allocated; sharded_bytes: the weights' part of
- * it when ZeRO-3 shards them (0: whole). */
-static int reserve(ft_model *model, size_t sharded_bytes)
+ * scratch, before anything is allocated; sharded: the weights' part of it
+ * when ZeRO-3 shards them (NULL: whole). */
+static int reserve(ft_model *model, const ft_sharded_bytes *sharded)
 {
     ft_memory_plan plan;
     plan_memory(model, model->element_bytes, 0, &plan);
-    if (sharded_bytes)
-        plan.total_bytes = plan.total_bytes - model->n_params * model->element_bytes + sharded_bytes;
+    if (sharded)
+        shard_plan(&plan, model->n_params * model->element_bytes, sharded);
     ft_backend_limits limits = limits_of(&model->config, &model->options, plan.total_bytes);
     limits.vision_head_dim = vision_head_dim(model);
     if (model->backend->reserve(model->backend, &limits) == 0)
@@ -435,36 +449,29 @@ static int reserve(ft_model *model, size_t sharded_bytes)
     if (!plan.master_bytes)
         return -1;
     char weights[32], master[32], gradients[32], optimizer[32], activations[32];
-    ft_format_bytes(sharded_bytes ? sharded_bytes : plan.parameter_bytes, weights, sizeof weights);
+    ft_format_bytes(plan.parameter_bytes, weights, sizeof weights);
     ft_format_bytes(plan.master_bytes, master, sizeof master);
     ft_format_bytes(plan.gradient_bytes, gradients, sizeof gradients);
     ft_format_bytes(plan.optimizer_bytes, optimizer, sizeof optimizer);
     ft_format_bytes(plan.activation_bytes, activations, sizeof activations);
     return ft_error_context("full fine-tuning in %s plans weights %s + their float master copy %s + float gradients "
-                            "%s + AdamW's moments %s + activations %s (zero_stage = 1 or 2 over more GPUs with "
-                            "offload_optimizer = cpu moves AdamW to host memory; LoRA needs far less)",
+                            "%s + AdamW's moments %s + activations %s (zero_stage = 1, 2 or 3 over more GPUs with "
+                            "offload_optimizer = cpu moves AdamW to host memory, zero_stage = 3 shards the weights "
+                            "and their master copy; LoRA needs far less)",
                             ft_dtype_name(model->backend->dtype), weights, master, gradients, optimizer, activations);
 }
 
-int ft_model_check_shardable(const ft_model *model)
-{
-    if (!needs_master(&model->options, model->element_bytes))
-        return 0;
-    return ft_error("ZeRO-3 with full fine-tuning is not available on the %s backend yet (the float master copy of "
-                    "its %s weights is not sharded): use zero_stage = 1 or 2 (with offload_optimizer = cpu for less "
-                    "GPU memory), LoRA, or the cpu backend",
-                    model->backend->name, ft_dtype_name(model->backend->dtype));
-}
+bool ft_model_keeps_master(const ft_model *model) { return needs_master(&model->options, model->element_bytes); }
 
-int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_bytes)
+int ft_model_allocate(ft_model *model, const size_t *offsets, const ft_sharded_bytes *sharded)
 {
     ft_backend *backend = model->backend;
     const ft_model_options *options = &model->options;
-    if (reserve(model, sharded_bytes) < 0)
+    if (reserve(model, sharded) < 0)
         return -1;
-    if (!sharded_bytes)
+    if (!sharded)
         model->params = alloc_bytes(model, model->n_params * model->element_bytes, "weights");
-    if (!sharded_bytes && !model->params)
+    if (!sharded && !model->params)
         return -1;
     if (options->finetuning == FT_FINETUNE_FULL) {
         model->grads = alloc_bytes(model, model->n_params * sizeof(float), "gradients");
@@ -472,11 +479,9 @@ int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_byt
             return -1;
         backend->zero(backend, model->grads, model->n_params * sizeof(float));
     }
-    if (needs_master(options, model->element_bytes)) {
-        if (sharded_bytes)
-            return ft_model_check_shardable(model);
-        model->master = alloc_bytes(model, model->n_params * sizeof(float), "float master weights");
-        if (!model->master)
+    if (needs_master(options, model->element_bytes)) { /* ZeRO-3: the shards hold it (param_shards.h) */
+        model->master = sharded ? NULL : alloc_bytes(model, model->n_params * sizeof(float), "float master weights");
+        if (!sharded && !model->master)
             return -1;
         model->master_weights = ft_xcalloc(model->n_weights ? model->n_weights : 1, sizeof *model->master_weights);
     }
@@ -485,9 +490,9 @@ int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_byt
         model->weights[i].value = model->params ? (float *)((char *)model->params + offsets[i] * model->element_bytes)
                                                 : NULL;
         model->weights[i].grad = model->grads ? model->grads + offsets[i] : NULL;
-        if (model->master) {
+        if (model->master_weights) {
             model->master_weights[i] = model->weights[i];
-            model->master_weights[i].value = model->master + offsets[i];
+            model->master_weights[i].value = model->master ? model->master + offsets[i] : NULL;
         }
     }
     int rows = options->max_batch_size * options->max_seq_len;
@@ -543,15 +548,12 @@ ft_model *ft_model_open(const char *model_dir, ft_backend *backend, const ft_mod
     return open_with_config(&config, config.llava ? "language_model." : "", backend, options, offsets);
 }
 
-void ft_model_finish(ft_model *model, size_t sharded_weight_bytes)
+void ft_model_finish(ft_model *model, const ft_sharded_bytes *sharded)
 {
     fill_rope_tables(model);
     plan_memory(model, model->element_bytes, model->backend->reserved_bytes(model->backend), &model->plan);
-    if (sharded_weight_bytes) { /* the language model's weights; a vision tower stays whole */
-        size_t whole = model->n_params * model->element_bytes;
-        model->plan.total_bytes = model->plan.total_bytes - whole + sharded_weight_bytes;
-        model->plan.parameter_bytes = model->plan.parameter_bytes - whole + sharded_weight_bytes;
-    }
+    if (sharded) /* the language model's weights; a vision tower stays whole */
+        shard_plan(&model->plan, model->n_params * model->element_bytes, sharded);
 }
 
 int ft_model_load_vision(ft_model *model, const char *model_dir)
@@ -571,7 +573,7 @@ size_t ft_model_vision_weight_bytes(const ft_model *model)
 /* Allocates an opened model whole, loads its weights and plans its memory. */
 static int load_whole(ft_model *model, const char *model_dir, size_t *offsets, ft_model **out)
 {
-    int status = ft_model_allocate(model, offsets, 0);
+    int status = ft_model_allocate(model, offsets, NULL);
     free(offsets);
     if (status == 0)
         status = load_weights(model, model_dir);
@@ -581,7 +583,7 @@ static int load_whole(ft_model *model, const char *model_dir, size_t *offsets, f
         ft_model_free(model);
         return -1;
     }
-    ft_model_finish(model, 0);
+    ft_model_finish(model, NULL);
     *out = model;
     return 0;
 }
@@ -645,7 +647,9 @@ const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count)
 
 void ft_model_refresh_weights(ft_model *model)
 {
-    if (model->master)
+    if (model->shards && model->master_weights) /* ZeRO-3: the shard from the master copy's shard */
+        model->shard_calls->refresh(model->shards);
+    else if (model->master && model->params)
         model->backend->cast_from_float(model->backend, model->params, model->master, model->n_params);
 }
 

@@ -65,6 +65,7 @@ typedef struct {
     const void *(*weight)(ft_param_shards *shards, size_t offset); /* ft_param_shards_weight */
     void (*prefetch)(ft_param_shards *shards, size_t current, size_t next);
     int (*end_pass)(ft_param_shards *shards);
+    void (*refresh)(ft_param_shards *shards);  /* ft_param_shards_refresh */
     void (*free)(ft_param_shards *shards);
 } ft_param_shard_calls;
 
@@ -79,8 +80,10 @@ struct ft_model {
     const ft_param_shard_calls *shard_calls;
     float *grads;                  /* same layout, float; full fine-tuning only */
     float *master;                 /* same layout, float: full fine-tuning's master weights on a backend
-                                    * whose weights are not float (cuda's bf16); NULL where they are float */
-    ft_param_tensor *master_weights; /* weights' names and shapes with values in master; NULL without it */
+                                    * whose weights are not float (cuda's bf16); NULL where they are float,
+                                    * and while ZeRO-3's shards hold it */
+    ft_param_tensor *master_weights; /* weights' names and shapes with values in master; NULL without a
+                                      * master copy */
     size_t n_params;
     size_t embed, final_norm, lm_head; /* offsets in elements; lm_head == embed when tied */
     ft_layer_offsets *layers;
@@ -107,22 +110,32 @@ struct ft_model {
     bool generation_mrope;         /* the pieces below rotate by M-RoPE's tables (a VL prefill) */
 };
 
-/* 0 when ZeRO-3 can shard the model's weights; -1 with ft_error (what to use
- * instead) for full fine-tuning with a float master copy, which it does not shard. */
-int ft_model_check_shardable(const ft_model *model);
+/* Whether full fine-tuning keeps a float master copy of the weights (their
+ * dtype is not float, or a test asked for it: model.h). */
+bool ft_model_keeps_master(const ft_model *model);
 
-/* Loads weights [first, first + count) of the set into their value pointers. */
+/* Loads weights [first, first + count) of the set into their value pointers
+ * (those of master_weights when the model keeps a master copy). */
 int ft_model_load_weight_range(ft_model *model, const char *model_dir, const ft_safetensors *set, size_t first,
                                size_t count);
 
+/* What ZeRO-3's shards take of a rank's plan in the backend's memory: the
+ * weights' (the shard and the gather buffers) and the float master copy's
+ * shard (0 in host memory or without one). */
+typedef struct {
+    size_t weight_bytes;
+    size_t master_bytes;
+} ft_sharded_bytes;
+
 /* Loading in steps, for param_shards.c's sharded loading: the config and the
  * weights' layout (offsets: each weight's first element; NULL with ft_error),
- * then the allocations (sharded_weight_bytes > 0: all but the weights, whose
- * shards take that much of the plan), then the RoPE tables and the plan. */
+ * then the allocations (sharded not NULL: all but the weights and the master
+ * copy, whose shards take that much of the plan), then the RoPE tables and
+ * the plan. */
 ft_model *ft_model_open(const char *model_dir, ft_backend *backend, const ft_model_options *options,
                         size_t **offsets);
-int ft_model_allocate(ft_model *model, const size_t *offsets, size_t sharded_weight_bytes);
-void ft_model_finish(ft_model *model, size_t sharded_weight_bytes);
+int ft_model_allocate(ft_model *model, const size_t *offsets, const ft_sharded_bytes *sharded);
+void ft_model_finish(ft_model *model, const ft_sharded_bytes *sharded);
 /* A vision-language folder's tower (and LLaVA's projector), whole: after the
  * language model's weights, sharded or not. */
 int ft_model_load_vision(ft_model *model, const char *model_dir);

@@ -1,19 +1,22 @@
-/* param_shards: units, this rank's shard of each, and the gathered window a pass reads. */
+/* param_shards: units, this rank's shard of each (and of a float master copy),
+ * and the gathered window a pass reads. */
 #include "ftpipe/model/param_shards.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ftpipe/backend/host_floats.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/collective_thread.h"
 #include "model_internal.h"
 
 #define WINDOW_UNITS 2
 
 static const ft_param_shard_calls shard_calls = {ft_param_shards_weight, ft_param_shards_prefetch,
-                                                 ft_param_shards_end_pass, ft_param_shards_free};
+                                                 ft_param_shards_end_pass, ft_param_shards_refresh,
+                                                 ft_param_shards_free};
 
 typedef struct {
     size_t unit;            /* SIZE_MAX: empty */
@@ -35,6 +38,8 @@ struct ft_param_shards {
     void *shard;               /* backend memory, or host memory when offloaded */
     size_t shard_elements;
     void *staging;             /* offloaded: the owned part of one unit, uploaded for the all-gather */
+    float *master;             /* the float master copy's shard, the shard's layout (NULL without one) */
+    bool master_on_host;       /* offload_optimizer: master is the backend's host memory (alloc_host) */
     slot window[WINDOW_UNITS];
     unsigned long uses;        /* the clock of the slots' last_use */
     unsigned long reads;       /* through ft_param_shards_weight */
@@ -42,13 +47,10 @@ struct ft_param_shards {
     ft_param_shards_stats stats;
     /* the gather thread: it runs the slots' gathers in ticket order, the only
      * user of comm while a pass runs, so that a gather overlaps the compute */
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t lock;
-    pthread_cond_t changed;
+    ft_collective_thread worker;
     size_t queue[WINDOW_UNITS];  /* slot indices by ticket % WINDOW_UNITS */
     unsigned long issued, done;  /* tickets */
-    bool failed, stopping;
+    bool failed;
     char message[1024];          /* the failed gather's ft_error, which is the thread's own */
 };
 
@@ -114,36 +116,45 @@ static void take_unit(ft_param_shards *s, size_t u, const void *source, void *ho
         b->upload(b, shard_at(s, unit->shard_offset), host, owned + shared);
 }
 
-static void *part_buffer(const ft_param_shards *s)
+/* Host room for the largest unit's part of a shard, of element_bytes each. */
+static void *part_buffer(const ft_param_shards *s, size_t element_bytes)
 {
     size_t largest = 1;
     for (size_t u = 0; u < s->n_units; u++)
         if (s->units[u].per_rank + s->units[u].shared > largest)
             largest = s->units[u].per_rank + s->units[u].shared;
-    return ft_xmalloc(largest * s->element_bytes);
+    return ft_xmalloc(largest * element_bytes);
 }
 
 /* This rank's parts of every unit from the whole weights into the shard. */
 static void take_shard(ft_param_shards *s)
 {
-    void *host = part_buffer(s);
+    void *host = part_buffer(s, s->element_bytes);
     for (size_t u = 0; u < s->n_units; u++)
         take_unit(s, u, whole_at(s, s->units[u].first), host);
     free(host);
 }
 
-/* The weights' values point into the whole buffer, or nowhere without it. */
+/* The weights' values point into the whole buffers, or nowhere without them. */
 static void point_weights(ft_param_shards *s)
 {
     ft_model *m = s->model;
-    for (size_t i = 0; i < m->n_weights; i++)
+    for (size_t i = 0; i < m->n_weights; i++) {
         m->weights[i].value = m->params ? (float *)whole_at(s, s->weight_offsets[i]) : NULL;
+        if (m->master_weights)
+            m->master_weights[i].value = m->master ? m->master + s->weight_offsets[i] : NULL;
+    }
 }
 
 static void free_whole(ft_param_shards *s)
 {
-    s->model->backend->free(s->model->backend, s->model->params);
+    ft_backend *b = s->model->backend;
+    if (s->model->params)
+        b->free(b, s->model->params);
+    if (s->model->master)
+        b->free(b, s->model->master);
     s->model->params = NULL;
+    s->model->master = NULL;
     point_weights(s);
 }
 
@@ -174,34 +185,34 @@ static int gather_unit(ft_param_shards *s, size_t u, void *to)
 static void *gather_thread(void *argument)
 {
     ft_param_shards *s = argument;
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     for (;;) {
-        while (!s->stopping && s->done == s->issued)
-            pthread_cond_wait(&s->changed, &s->lock);
-        if (s->stopping)
+        while (!s->worker.stopping && s->done == s->issued)
+            pthread_cond_wait(&s->worker.changed, &s->worker.lock);
+        if (s->worker.stopping)
             break;
         const slot *to = &s->window[s->queue[s->done % WINDOW_UNITS]];
         size_t unit = to->unit;
         void *buffer = to->buffer;
         bool skip = s->failed; /* after a failure the pass's values are garbage anyway */
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->worker.lock);
         int status = skip ? 0 : gather_unit(s, unit, buffer);
-        pthread_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->worker.lock);
         if (status < 0) {
             snprintf(s->message, sizeof s->message, "%s", ft_error_message());
             s->failed = true;
         }
         s->done++;
-        pthread_cond_broadcast(&s->changed);
+        pthread_cond_broadcast(&s->worker.changed);
     }
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->worker.lock);
     return NULL;
 }
 
 /* Unit u's gather into slot `to`, queued behind those issued before it. */
 static void issue_gather(ft_param_shards *s, slot *to, size_t u)
 {
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     to->unit = u;
     to->ticket = s->issued;
     to->issued_at_reads = s->reads;
@@ -209,42 +220,125 @@ static void issue_gather(ft_param_shards *s, slot *to, size_t u)
     s->queue[s->issued % WINDOW_UNITS] = (size_t)(to - s->window);
     s->issued++;
     s->stats.gathers++;
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->lock);
+    pthread_cond_broadcast(&s->worker.changed);
+    pthread_mutex_unlock(&s->worker.lock);
 }
 
 /* Returns once the slot's last gather is done (at once for an empty slot). */
 static void wait_slot(ft_param_shards *s, const slot *which)
 {
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     while (which->unit != SIZE_MAX && s->done <= which->ticket)
-        pthread_cond_wait(&s->changed, &s->lock);
-    pthread_mutex_unlock(&s->lock);
+        pthread_cond_wait(&s->worker.changed, &s->worker.lock);
+    pthread_mutex_unlock(&s->worker.lock);
 }
 
 /* Returns once every issued gather is done: comm is free for the caller. */
 static void drain(ft_param_shards *s)
 {
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     while (s->done < s->issued)
-        pthread_cond_wait(&s->changed, &s->lock);
-    pthread_mutex_unlock(&s->lock);
+        pthread_cond_wait(&s->worker.changed, &s->worker.lock);
+    pthread_mutex_unlock(&s->worker.lock);
 }
 
-static void stop_thread(ft_param_shards *s)
+/* A pass that failed mid-way: its gather may wait for good. */
+static bool gather_blocked(void *argument)
 {
-    if (!s->thread_started)
+    const ft_param_shards *s = argument;
+    return s->done < s->issued && !s->failed;
+}
+
+static void stop_thread(ft_param_shards *s) { ft_collective_thread_stop(&s->worker, s->comm, gather_blocked, s); }
+
+/* --- the float master copy's shard (full fine-tuning in mixed precision) --- */
+
+/* This rank's parts of unit u from `source` (backend memory holding the
+ * unit's whole float values) into the master shard; host: room for the
+ * largest part. */
+static void take_master_unit(ft_param_shards *s, size_t u, const float *source, float *host)
+{
+    ft_backend *b = s->model->backend;
+    const ft_param_unit *unit = &s->units[u];
+    size_t n = unit->per_rank + unit->shared;
+    b->download(b, host, source + (size_t)s->comm->rank * unit->per_rank, unit->per_rank * sizeof(float));
+    b->download(b, host + unit->per_rank, source + unit->count - unit->shared, unit->shared * sizeof(float));
+    if (s->master_on_host)
+        memcpy(s->master + unit->shard_offset, host, n * sizeof(float));
+    else
+        b->upload(b, s->master + unit->shard_offset, host, n * sizeof(float));
+}
+
+/* The master shard from the model's whole master copy. */
+static void take_master_shard(ft_param_shards *s)
+{
+    float *host = part_buffer(s, sizeof(float));
+    for (size_t u = 0; u < s->n_units; u++)
+        take_master_unit(s, u, s->model->master + s->units[u].first, host);
+    free(host);
+}
+
+/* Unit u's whole master values into `to` (backend memory): this rank's parts
+ * put in their places, then the owned parts all-gathered there in place. */
+static int gather_master_unit(ft_param_shards *s, size_t u, float *to, float *host)
+{
+    ft_backend *b = s->model->backend;
+    const ft_param_unit *unit = &s->units[u];
+    const float *part = s->master + unit->shard_offset;
+    if (!s->master_on_host) {
+        b->download(b, host, part, (unit->per_rank + unit->shared) * sizeof(float));
+        part = host;
+    }
+    float *mine = to + (size_t)s->comm->rank * unit->per_rank;
+    b->upload(b, mine, part, unit->per_rank * sizeof(float));
+    b->upload(b, to + unit->count - unit->shared, part + unit->per_rank, unit->shared * sizeof(float));
+    if (unit->per_rank > 0 && s->comm->all_gather(s->comm, mine, to, unit->per_rank * sizeof(float)) < 0)
+        return ft_error_context("all-gathering the float master weights of unit %zu over the ranks (ZeRO-3)", u);
+    return 0;
+}
+
+/* The whole master copy into the model, every rank calling. */
+static int gather_master(ft_param_shards *s)
+{
+    ft_model *m = s->model;
+    m->master = m->backend->alloc(m->backend, m->n_params * sizeof(float));
+    if (!m->master)
+        return ft_error_context("gathering the whole float master weights (ZeRO-3)");
+    point_weights(s);
+    float *host = part_buffer(s, sizeof(float));
+    int status = 0;
+    for (size_t u = 0; u < s->n_units && status == 0; u++)
+        status = gather_master_unit(s, u, m->master + s->units[u].first, host);
+    free(host);
+    if (status < 0)
+        free_whole(s);
+    return status;
+}
+
+void ft_param_shards_refresh(ft_param_shards *s)
+{
+    if (!s->master)
         return;
-    pthread_mutex_lock(&s->lock);
-    s->stopping = true;
-    if (s->done < s->issued && !s->failed) /* a pass that failed mid-way: its gather may wait for good */
-        s->comm->abort(s->comm);
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->lock);
-    pthread_join(s->thread, NULL);
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->changed);
-    s->thread_started = false;
+    drain(s);
+    ft_backend *b = s->model->backend;
+    if (!s->master_on_host && !s->offload) {
+        b->cast_from_float(b, s->shard, s->master, s->shard_elements);
+        return;
+    }
+    for (size_t u = 0; u < s->n_units; u++) {
+        const ft_param_unit *unit = &s->units[u];
+        size_t n = unit->per_rank + unit->shared;
+        const float *from = s->master + unit->shard_offset;
+        void *to = shard_at(s, unit->shard_offset);
+        if (!s->master_on_host) { /* only the shard is in host memory: cast in a gather buffer, then down */
+            b->cast_from_float(b, s->window[0].buffer, from, n);
+            b->download(b, to, s->window[0].buffer, n * s->element_bytes);
+        } else if (s->offload) {
+            ft_backend_convert_floats(b, to, from, n);
+        } else {
+            ft_backend_upload_floats(b, to, from, n);
+        }
+    }
 }
 
 void ft_param_shards_free(ft_param_shards *s)
@@ -264,20 +358,25 @@ void ft_param_shards_free(ft_param_shards *s)
         free(s->shard);
     else if (s->shard)
         b->free(b, s->shard);
+    if (s->master && s->master_on_host)
+        b->free_host(b, s->master);
+    else if (s->master)
+        b->free(b, s->master);
     free(s->units);
     free(s->weight_offsets);
     free(s);
 }
 
 /* The units of the model's weights (first elements at `offsets`) over comm's
- * ranks, with the shard, the window and the staging buffer allocated. */
-static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bool offload, ft_param_shards **out)
+ * ranks, with the shard, the master shard (when the model keeps a master
+ * copy), the window and the staging buffer allocated. */
+static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bool offload, bool master_on_host,
+                       ft_param_shards **out)
 {
-    if (ft_model_check_shardable(model) < 0)
-        return -1;
     ft_backend *b = model->backend;
     ft_param_shards *s = ft_xcalloc(1, sizeof *s);
-    *s = (ft_param_shards){.model = model, .comm = comm, .offload = offload, .element_bytes = model->element_bytes};
+    *s = (ft_param_shards){.model = model, .comm = comm, .offload = offload, .element_bytes = model->element_bytes,
+                           .master_on_host = master_on_host};
     s->weight_offsets = ft_xcalloc(model->n_weights ? model->n_weights : 1, sizeof *s->weight_offsets);
     memcpy(s->weight_offsets, offsets, model->n_weights * sizeof *offsets);
     plan_units(s);
@@ -290,6 +389,13 @@ static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bo
     bool ok = (s->shard = offload ? malloc(shard_bytes) : b->alloc(b, shard_bytes)) != NULL;
     if (!ok && offload)
         ft_error("out of host memory for a ZeRO-3 shard of %zu bytes (offload_param)", shard_bytes);
+    if (ok && ft_model_keeps_master(model)) {
+        size_t master_bytes = (s->shard_elements ? s->shard_elements : 1) * sizeof(float);
+        ok = (s->master = master_on_host ? b->alloc_host(b, master_bytes) : b->alloc(b, master_bytes)) != NULL;
+        if (!ok)
+            ft_error("out of %s memory for the float master weights' ZeRO-3 shard of %zu bytes",
+                     master_on_host ? "host" : "backend", master_bytes);
+    }
     for (int i = 0; i < WINDOW_UNITS && ok; i++) {
         s->window[i].unit = SIZE_MAX;
         ok = (s->window[i].buffer = b->alloc(b, largest * s->element_bytes)) != NULL;
@@ -303,30 +409,28 @@ static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bo
         ft_param_shards_free(s);
         return ft_error_context("sharding the weights over %d ranks (ZeRO-3)", comm->size);
     }
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->changed, NULL);
-    if (pthread_create(&s->thread, NULL, gather_thread, s) != 0) {
-        pthread_mutex_destroy(&s->lock);
-        pthread_cond_destroy(&s->changed);
+    if (ft_collective_thread_start(&s->worker, gather_thread, s, "the ZeRO-3 gather thread") < 0) {
         ft_param_shards_free(s);
-        return ft_error("cannot start the ZeRO-3 gather thread (out of threads or memory)");
+        return -1;
     }
-    s->thread_started = true;
     *out = s;
     return 0;
 }
 
-int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload, ft_param_shards **out)
+int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload_param, bool offload_optimizer,
+                           ft_param_shards **out)
 {
     size_t *offsets = ft_xcalloc(model->n_weights ? model->n_weights : 1, sizeof *offsets);
     for (size_t i = 0; i < model->n_weights; i++)
         offsets[i] = (size_t)((char *)model->weights[i].value - (char *)model->params) / model->element_bytes;
     ft_param_shards *s = NULL;
-    int status = make_shards(model, offsets, comm, offload, &s);
+    int status = make_shards(model, offsets, comm, offload_param, offload_optimizer, &s);
     free(offsets);
     if (status < 0)
         return -1;
     take_shard(s);
+    if (s->master)
+        take_master_shard(s);
     free_whole(s);
     model->shards = s;
     model->shard_calls = &shard_calls;
@@ -334,9 +438,11 @@ int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload, ft_para
     return 0;
 }
 
-/* The weights' part of the model's plan over `ranks`: the shard (unless
- * offloaded), the two gather buffers and the staging buffer. */
-static size_t planned_bytes(const ft_model *model, const size_t *offsets, int ranks, bool offload)
+/* The shards' part of the model's plan over `ranks`: the shard (unless
+ * offloaded), the two gather buffers and the staging buffer; the master
+ * copy's shard unless in host memory. */
+static ft_sharded_bytes planned_bytes(const ft_model *model, const size_t *offsets, int ranks, bool offload,
+                                      bool master_on_host)
 {
     ft_comm counting = {.rank = 0, .size = ranks};
     ft_param_shards s = {.model = (ft_model *)model, .comm = &counting, .weight_offsets = (size_t *)offsets};
@@ -348,42 +454,61 @@ static size_t planned_bytes(const ft_model *model, const size_t *offsets, int ra
     }
     free(s.units);
     size_t elements = WINDOW_UNITS * largest + (offload ? largest_owned : s.shard_elements);
-    return elements * model->element_bytes;
+    bool master = ft_model_keeps_master(model) && !master_on_host;
+    return (ft_sharded_bytes){elements * model->element_bytes, master ? s.shard_elements * sizeof(float) : 0};
 }
 
-/* Every unit read into a gather buffer, this rank keeping its part. */
-static int load_shards(ft_model *model, const size_t *offsets, const char *model_dir, ft_comm *comm, bool offload)
+/* Every unit read into a gather buffer, this rank keeping its part. With a
+ * master copy a unit is read in float into a buffer of its own, this rank
+ * keeps its part of that, and the shard is cast from the master shard. */
+static int load_shards(ft_model *model, const size_t *offsets, const char *model_dir, ft_comm *comm, bool offload,
+                       bool master_on_host)
 {
     ft_param_shards *s = NULL;
     ft_safetensors *set = NULL;
     if (ft_safetensors_open(model_dir, &set) < 0)
         return -1;
-    int status = make_shards(model, offsets, comm, offload, &s);
-    void *host = status == 0 ? part_buffer(s) : NULL;
-    for (size_t u = 0; status == 0 && u < s->n_units; u++) { /* each unit read whole into a window buffer */
+    int status = make_shards(model, offsets, comm, offload, master_on_host, &s);
+    void *host = status == 0 ? part_buffer(s, s->master ? sizeof(float) : s->element_bytes) : NULL;
+    float *floats = NULL;
+    if (status == 0 && s->master) {
+        size_t largest = 1;
+        for (size_t u = 0; u < s->n_units; u++)
+            largest = s->units[u].count > largest ? s->units[u].count : largest;
+        if (!(floats = model->backend->alloc(model->backend, largest * sizeof(float))))
+            status = ft_error_context("loading the float master weights unit by unit (ZeRO-3)");
+    }
+    ft_param_tensor *loaded = s && s->master ? model->master_weights : model->weights;
+    for (size_t u = 0; status == 0 && u < s->n_units; u++) { /* each unit read whole into a buffer */
         const ft_param_unit *unit = &s->units[u];
-        char *buffer = s->window[0].buffer;
+        char *buffer = s->master ? (char *)floats : s->window[0].buffer;
+        size_t element_bytes = s->master ? sizeof(float) : s->element_bytes;
         for (size_t i = unit->first_weight; i < unit->first_weight + unit->n_weights; i++)
-            model->weights[i].value = (float *)(buffer + (offsets[i] - unit->first) * s->element_bytes);
+            loaded[i].value = (float *)(buffer + (offsets[i] - unit->first) * element_bytes);
         status = ft_model_load_weight_range(model, model_dir, set, unit->first_weight, unit->n_weights);
-        if (status == 0)
+        if (status == 0 && s->master)
+            take_master_unit(s, u, floats, host);
+        else if (status == 0)
             take_unit(s, u, buffer, host);
         for (size_t i = unit->first_weight; i < unit->first_weight + unit->n_weights; i++)
-            model->weights[i].value = NULL;
+            loaded[i].value = NULL;
     }
+    if (floats)
+        model->backend->free(model->backend, floats);
     free(host);
     ft_safetensors_close(set);
     if (status < 0) {
         ft_param_shards_free(s);
         return -1;
     }
+    ft_param_shards_refresh(s);
     model->shards = s;
     model->shard_calls = &shard_calls;
     return 0;
 }
 
 int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_model_options *options,
-                          ft_comm *comm, bool offload_param, ft_model **out)
+                          ft_comm *comm, bool offload_param, bool offload_optimizer, ft_model **out)
 {
     if (comm->size < 2)
         return ft_model_load(model_dir, backend, options, out);
@@ -391,10 +516,10 @@ int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_m
     ft_model *model = ft_model_open(model_dir, backend, options, &offsets);
     if (!model)
         return -1;
-    size_t weight_bytes = planned_bytes(model, offsets, comm->size, offload_param);
-    int status = ft_model_allocate(model, offsets, weight_bytes);
+    ft_sharded_bytes sharded = planned_bytes(model, offsets, comm->size, offload_param, offload_optimizer);
+    int status = ft_model_allocate(model, offsets, &sharded);
     if (status == 0)
-        status = load_shards(model, offsets, model_dir, comm, offload_param);
+        status = load_shards(model, offsets, model_dir, comm, offload_param, offload_optimizer);
     if (status == 0) /* small and frozen: whole on every rank, read by no unit */
         status = ft_model_load_vision(model, model_dir);
     free(offsets);
@@ -402,7 +527,7 @@ int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_m
         ft_model_free(model);
         return -1;
     }
-    ft_model_finish(model, weight_bytes);
+    ft_model_finish(model, &sharded);
     *out = model;
     return 0;
 }
@@ -410,6 +535,8 @@ int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_m
 int ft_param_shards_gather_whole(ft_param_shards *s)
 {
     drain(s);
+    if (s->master) /* the values trained, saved and written are the master copy's */
+        return gather_master(s);
     ft_model *m = s->model;
     m->params = m->backend->alloc(m->backend, m->n_params * s->element_bytes);
     if (!m->params)
@@ -425,6 +552,12 @@ int ft_param_shards_gather_whole(ft_param_shards *s)
 
 void ft_param_shards_release_whole(ft_param_shards *s)
 {
+    if (s->master) {
+        take_master_shard(s);
+        free_whole(s);
+        ft_param_shards_refresh(s);
+        return;
+    }
     take_shard(s);
     free_whole(s);
 }
@@ -437,6 +570,16 @@ int ft_param_shards_unshard(ft_param_shards *s)
         s->window[i].buffer = NULL;
     }
     int status = ft_param_shards_gather_whole(s);
+    ft_model *m = s->model;
+    if (status == 0 && s->master) { /* the weights the passes read, made from the whole master copy */
+        m->params = m->backend->alloc(m->backend, m->n_params * s->element_bytes);
+        if (m->params) {
+            point_weights(s);
+            m->backend->cast_from_float(m->backend, m->params, m->master, m->n_params);
+        } else {
+            status = ft_error_context("the whole weights after ZeRO-3");
+        }
+    }
     ft_param_shards_free(s);
     return status;
 }
@@ -448,6 +591,12 @@ const ft_param_unit *ft_param_shards_units(const ft_param_shards *s, size_t *cou
 }
 
 void *ft_param_shards_values(const ft_param_shards *s) { return s->shard; }
+float *ft_param_shards_master(const ft_param_shards *s) { return s->master; }
+bool ft_param_shards_master_on_host(const ft_param_shards *s) { return s->master_on_host; }
+size_t ft_param_shards_master_bytes(const ft_param_shards *s)
+{
+    return s->master ? s->shard_elements * sizeof(float) : 0;
+}
 bool ft_param_shards_offloaded(const ft_param_shards *s) { return s->offload; }
 size_t ft_param_shards_shard_bytes(const ft_param_shards *s) { return s->shard_elements * s->element_bytes; }
 size_t ft_param_shards_gathered_bytes(const ft_param_shards *s) { return s->gathered_bytes; }
@@ -515,11 +664,11 @@ ft_param_shards_stats ft_param_shards_get_stats(const ft_param_shards *s) { retu
 int ft_param_shards_end_pass(ft_param_shards *s)
 {
     drain(s);
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->worker.lock);
     for (int i = 0; i < WINDOW_UNITS; i++)
         s->window[i].unit = SIZE_MAX;
     bool failed = s->failed;
     s->failed = false;
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->worker.lock);
     return failed ? ft_error("%s (in a ZeRO-3 pass)", s->message) : 0;
 }

@@ -121,9 +121,9 @@ void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu)
     if (on_gpu) {
         plan->total_bytes -= moments;
         plan->optimizer_bytes = 0;
-        memory->offload_bytes = 2 * moments;
+        memory->offload_bytes += 2 * moments;
     } else {
-        memory->offload_bytes = moments;
+        memory->offload_bytes += moments;
     }
     find_peak(memory, on_gpu);
 }
@@ -145,7 +145,13 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
     plan->parameter_bytes = in_plan;
     if (offload_param && on_gpu)
         memory->offload_bytes += shard;
-    memory->whole_weights_bytes = full ? whole : 0; /* gathered for checkpoints and the result (find_peak) */
+    /* mixed precision: each rank keeps 1 / ranks of the float master copy */
+    uint64_t master = plan->master_bytes, master_shard = (master + (uint64_t)ranks - 1) / (uint64_t)ranks;
+    plan->total_bytes -= master - master_shard;
+    plan->master_bytes = master_shard;
+    /* gathered for checkpoints (the master copy, when there is one) and the result (with the weights made
+     * from it), find_peak */
+    memory->whole_weights_bytes = full ? whole + master : 0;
     find_peak(memory, on_gpu);
 }
 
@@ -160,4 +166,9 @@ void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *
         ft_train_memory_shard_params(memory, config, on_gpu, ranks, offload_param, full);
     if (offload_optimizer)
         ft_train_memory_offload(memory, on_gpu);
+    if (zero_stage == 3 && offload_optimizer && on_gpu) { /* the master shard is AdamW's host copy itself */
+        memory->plan.total_bytes -= memory->plan.master_bytes;
+        memory->plan.master_bytes = 0;
+        find_peak(memory, on_gpu);
+    }
 }

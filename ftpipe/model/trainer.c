@@ -683,12 +683,14 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     size_t n_weights;
     bool full = t.tensors == ft_model_weights(model, &n_weights);
     out->parameter_bytes = ft_model_memory(model).parameter_bytes;
+    out->master_bytes = ft_model_memory(model).master_bytes;
     if (ft_model_param_shards(model) && !(t.comm && options->zero_stage == 3))
         return ft_error("the model's weights are sharded over ranks (ZeRO-3): train it with zero_stage = 3 over "
                         "the same ranks");
     if (t.comm && options->zero_stage == 3) { /* a model loaded sharded, or left so by a run (LoRA), stays so */
         t.params = ft_model_param_shards(model);
-        if (!t.params && ft_param_shards_create(model, t.comm, options->offload_param, &t.params) < 0)
+        if (!t.params && ft_param_shards_create(model, t.comm, options->offload_param, options->offload_optimizer,
+                                                &t.params) < 0)
             return -1;
         t.trains_weights = full;
         size_t shard = ft_param_shards_shard_bytes(t.params);
@@ -696,6 +698,9 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         out->parameter_bytes = ft_param_shards_gathered_bytes(t.params) + (offloaded ? 0 : shard) +
                                ft_model_vision_weight_bytes(model); /* a tower stays whole */
         out->parameter_host_bytes = offloaded ? shard : 0;
+        bool master_on_host = ft_param_shards_master_on_host(t.params);
+        out->master_bytes = master_on_host ? 0 : ft_param_shards_master_bytes(t.params);
+        out->master_host_bytes = master_on_host ? ft_param_shards_master_bytes(t.params) : 0;
     }
     if (t.comm && options->zero_stage > 0
             ? ft_zero_create(backend, t.comm, options->zero_stage, t.trains_weights ? t.params : NULL, t.tensors,
@@ -729,14 +734,17 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         t.eval.segments = ft_xmalloc(eval_cells * sizeof(int32_t));
         t.eval.targets = ft_xmalloc(eval_cells * sizeof(int32_t));
     }
+    int status = 0;
     if (t.comm) {
         ft_grad_buckets_plan(t.tensors, t.n_tensors, FT_GRAD_BUCKET_BYTES, &t.buckets);
-        if (options->zero_stage < 2) /* stage 2 reduce-scatters after backward instead */
-            t.sync = ft_grad_sync_create(&t.buckets, t.comm);
+        /* stage 2 reduce-scatters after backward instead */
+        if (options->zero_stage < 2 && !(t.sync = ft_grad_sync_create(&t.buckets, t.comm)))
+            status = -1;
     }
     t.start_ns = t.report_ns = ft_now_ns();
     ft_model_zero_grads(model);
-    int status = resume(&t, out);
+    if (status == 0)
+        status = resume(&t, out);
     if (status == 0)
         status = train_loop(&t);
     out->global_step = t.state.global_step;

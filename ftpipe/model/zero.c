@@ -64,12 +64,15 @@ static void plan_spans(ft_zero *z)
     }
 }
 
-/* ZeRO-3: one span per unit of the sharded weights, which are the trained tensors. */
+/* ZeRO-3: one span per unit of the sharded weights, which are the trained
+ * tensors; the values updated are their float master copy's shard when there
+ * is one. */
 static void plan_unit_spans(ft_zero *z)
 {
     size_t n_units;
     const ft_param_unit *units = ft_param_shards_units(z->params, &n_units);
-    float *shard = ft_param_shards_values(z->params);
+    float *shard = ft_param_shards_master(z->params) ? ft_param_shards_master(z->params)
+                                                     : ft_param_shards_values(z->params);
     z->spans = ft_xcalloc(n_units ? n_units : 1, sizeof *z->spans);
     for (size_t u = 0; u < n_units; u++) {
         const ft_param_unit *unit = &units[u];
@@ -130,8 +133,10 @@ int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shard
         z->grads[i] = tensors[i].grad;
         z->counts[i] = tensors[i].count;
     }
-    if ((offload ? ft_adamw_create_offloaded : ft_adamw_create)(backend, z->pieces, z->n_pieces, config,
-                                                                &z->optimizer) < 0) {
+    /* a master shard in host memory is AdamW's host copy itself */
+    bool values_on_host = params && ft_param_shards_master(params) && ft_param_shards_master_on_host(params);
+    if ((values_on_host ? ft_adamw_create_on_host : offload ? ft_adamw_create_offloaded : ft_adamw_create)(
+            backend, z->pieces, z->n_pieces, config, &z->optimizer) < 0) {
         ft_zero_free(z);
         return ft_error_context("ZeRO-%d's shard of the optimizer", stage);
     }
@@ -205,7 +210,7 @@ int ft_zero_clip_grad_norm(ft_zero *z, double max_norm, double *norm)
 int ft_zero_step(ft_zero *z, double learning_rate)
 {
     ft_adamw_step(z->optimizer, learning_rate);
-    if (z->params) /* the shards are the values: the next pass gathers them */
+    if (z->params) /* the shards are the values (or their master copy's): the next pass gathers them */
         return 0;
     for (size_t s = 0; s < z->n_spans; s++) {
         span *sp = &z->spans[s];

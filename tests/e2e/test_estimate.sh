@@ -153,20 +153,26 @@ else
 fi
 
 # Estimates need no GPU: full fine-tuning on cuda is planned in mixed precision.
-t_case "full fine-tuning on cuda is estimated with its float master weights, and ZeRO-3 of it is refused"
+t_case "full fine-tuning on cuda is estimated with its float master weights, at ZeRO-3 1 / ranks of them a GPU"
 G=$(t_workspace)
 cp "$W/train.json" "$G/"
 {
   estimate_models
   printf 'gpu_full: train models/a data/set_a\n\tfinetuning_type = full\n\tmax_steps = 1\n\tbackend = cuda\n\tgpus = 1\n\n'
   printf 'gpu_full_zero3: train models/a data/set_a\n\tfinetuning_type = full\n\tmax_steps = 1\n\tbackend = cuda\n'
-  printf '\tgpus = 2\n\tnproc_per_node = 2\n\tzero_stage = 3\n'
+  printf '\tgpus = 2\n\tnproc_per_node = 2\n\tzero_stage = 3\n\n'
+  printf 'gpu_full_zero3_offload: train models/a data/set_a\n\tfinetuning_type = full\n\tmax_steps = 1\n'
+  printf '\tbackend = cuda\n\tgpus = 2\n\tnproc_per_node = 2\n\tzero_stage = 3\n\toffload_optimizer = cpu\n'
 } > "$G/Ftpipe"
 t_run "$FTPIPE" -C "$G" data/set_a
 t_expect_status 0
-t_run "$FTPIPE" -C "$G" estimate gpu_full gpu_full_zero3
+t_run "$FTPIPE" -C "$G" estimate gpu_full gpu_full_zero3 gpu_full_zero3_offload
 t_expect_status 0
 # models/a: 7.15M weights: bf16 2 bytes, a float master copy, float gradients 4 each, AdamW 8
 t_expect_contains "(bf16 weights 13.6 MiB, float master weights 27.3 MiB, float gradients 27.3 MiB, AdamW 54.5 MiB,"
-t_expect_contains "ZeRO-3 with full fine-tuning is not available on the cuda backend yet: use zero_stage = 1 or 2"
+# ZeRO-3 over 2 ranks: half the master copy and of AdamW; the weights' half and two gather buffers (the
+# embeddings, 8 MiB each in bf16); with offload_optimizer the master shard and AdamW in host memory
+t_expect_contains "(bf16 weights 22.8 MiB, float master weights 13.6 MiB, float gradients 27.3 MiB, AdamW 27.3 MiB,"
+t_expect_contains "(bf16 weights 22.8 MiB, float master weights in host memory, float gradients 27.3 MiB, AdamW in host"
+t_expect_lacks "not available"
 t_end

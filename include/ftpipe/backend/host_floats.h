@@ -11,6 +11,8 @@
 
 /* device[0..count) = floats[0..count), in the backend's dtype. */
 void ft_backend_upload_floats(ft_backend *backend, void *device, const float *floats, size_t count);
+/* host[0..count) = floats[0..count), in the backend's dtype, both in host memory. */
+void ft_backend_convert_floats(const ft_backend *backend, void *host, const float *floats, size_t count);
 /* floats[0..count) = device[0..count), from the backend's dtype. */
 void ft_backend_download_floats(ft_backend *backend, float *floats, const void *device, size_t count);
 

@@ -43,6 +43,11 @@ int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t 
  * the host's cores. */
 int ft_adamw_create_offloaded(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                               const ft_adamw_config *config, ft_adamw **out);
+/* Offloaded too, for tensors whose values are host memory already (ZeRO-3's
+ * float master shard with offload_optimizer, param_shards.h): the update
+ * writes them in place, and no copy of them is kept. */
+int ft_adamw_create_on_host(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                            const ft_adamw_config *config, ft_adamw **out);
 void ft_adamw_free(ft_adamw *optimizer);
 
 /* One update of every tensor from its gradient, at this step's learning rate. */
@@ -59,7 +64,8 @@ void ft_adamw_moments(const ft_adamw *optimizer, size_t index, float **exp_avg, 
 /* Offloaded: every tensor's exp_avg in order, then every exp_avg_sq, in host
  * memory (checkpoint.h's host form); NULL when the state is in the backend's memory. */
 float *ft_adamw_host_moments(const ft_adamw *optimizer);
-/* Offloaded: the master copy reads the tensors' values again (after a resume loaded them). */
+/* Offloaded: the master copy reads the tensors' values again (after a resume
+ * loaded them); nothing to do when the values are the host copy. */
 void ft_adamw_reload_values(ft_adamw *optimizer);
 void ft_adamw_set_step_count(ft_adamw *optimizer, int64_t steps);
 size_t ft_adamw_state_bytes(const ft_adamw *optimizer);

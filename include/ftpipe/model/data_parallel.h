@@ -62,6 +62,7 @@ int ft_grad_buckets_time_all_reduce(const ft_grad_buckets *buckets, ft_comm *com
  * last layer first, those of no layer at the end), whichever layers it was
  * told of, so a rank with no rows in a step still meets the others. */
 typedef struct ft_grad_sync ft_grad_sync;
+/* NULL with ft_error when its thread does not start. */
 ft_grad_sync *ft_grad_sync_create(const ft_grad_buckets *buckets, ft_comm *comm);
 void ft_grad_sync_free(ft_grad_sync *sync);
 /* Layer `layer`'s gradients are final for this step: send them, and all that

@@ -56,7 +56,8 @@ typedef struct {
 
 typedef struct {
     size_t parameter_bytes;      /* base weights */
-    size_t master_bytes;         /* full fine-tuning on bf16: the weights' float master copy */
+    size_t master_bytes;         /* full fine-tuning on bf16: the weights' float master copy (ZeRO-3:
+                                  * this rank's shard of it; 0 when offload_optimizer holds it in host memory) */
     size_t adapter_bytes;        /* LoRA A and B */
     size_t gradient_bytes;
     size_t optimizer_bytes;      /* AdamW's two moments of what is trained */
@@ -92,6 +93,13 @@ void ft_model_weight_list_free(ft_param_tensor *list, size_t count);
  * text_config, its weights language_model.*). Towers are frozen. */
 int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out);
 void ft_model_free(ft_model *model);
+
+/* A test hook, never called by the program: models loaded for full
+ * fine-tuning after ft_model_test_master_copy(true) keep a float master copy
+ * even of float weights (the cpu backend's), so that the cpu backend runs the
+ * mixed-precision path of bf16 backends (its cast_from_float is a copy) and
+ * tests check it, ZeRO-3's sharded master copy included. */
+void ft_model_test_master_copy(bool keep);
 
 const ft_model_config *ft_model_get_config(const ft_model *model);
 ft_backend *ft_model_backend(const ft_model *model);

@@ -26,7 +26,16 @@
  * released when the pass ends: forward, the recomputation and backward each
  * gather a unit again.
  *
- * Every rank runs the same ops in the same order, so the gathers match. */
+ * Every rank runs the same ops in the same order, so the gathers match.
+ *
+ * Full fine-tuning in mixed precision (bf16 weights, model.h's float master
+ * copy) shards the master copy alike: each rank keeps the float values of its
+ * shard's elements only, in the shard's layout, in the backend's memory or,
+ * with offload_optimizer, in its host memory (alloc_host), where AdamW
+ * updates them in place (adamw.h). After each step ft_param_shards_refresh
+ * casts the master shard into the shard the passes gather. A checkpoint, the
+ * result and ft_param_shards_gather_whole gather the whole master copy (the
+ * values that are trained and saved), not the rounded weights. */
 #ifndef FTPIPE_PARAM_SHARDS_H
 #define FTPIPE_PARAM_SHARDS_H
 
@@ -46,19 +55,23 @@ typedef struct {
 typedef struct ft_param_shards ft_param_shards;
 
 /* Loads a model as ft_model_load does, but with ZeRO-3's shards over comm's
- * ranks from the start: each unit is read into a gathered unit's buffer, and
- * this rank keeps its part, so no rank ever holds the whole weights. With one
- * rank: ft_model_load. */
+ * ranks from the start: each unit is read into a gathered unit's buffer (in
+ * float with a master copy), and this rank keeps its part, so no rank ever
+ * holds the whole weights. offload_param: the shard in host memory;
+ * offload_optimizer: the master copy's shard in host memory. With one rank:
+ * ft_model_load. */
 int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_model_options *options,
-                          ft_comm *comm, bool offload_param, ft_model **out);
+                          ft_comm *comm, bool offload_param, bool offload_optimizer, ft_model **out);
 
 /* The model's shards while ZeRO-3 holds them (the model frees them); NULL: whole. */
 ft_param_shards *ft_model_param_shards(const ft_model *model);
 
-/* Cuts the loaded model's weights into this rank's shard and frees the whole
- * buffer; from then on the model's passes read through the shards, and the
- * weights' values are NULL until ft_param_shards_gather_whole. */
-int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload, ft_param_shards **out);
+/* Cuts the loaded model's weights (and master copy) into this rank's shards
+ * and frees the whole buffers; from then on the model's passes read through
+ * the shards, and the weights' values are NULL until
+ * ft_param_shards_gather_whole. The offloads as ft_model_load_sharded's. */
+int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload_param, bool offload_optimizer,
+                           ft_param_shards **out);
 
 /* Every rank gathers the whole weights into the model again and the shards
  * are freed: the model is as it was loaded, with the shards' values. -1 with
@@ -70,7 +83,9 @@ void ft_param_shards_free(ft_param_shards *shards);
 
 /* The whole weights in the model for a while (a checkpoint saved or loaded),
  * every rank calling; release takes this rank's shard back from them (a
- * loaded checkpoint's values) and frees them again. */
+ * loaded checkpoint's values) and frees them again. With a master copy the
+ * whole master copy is gathered instead (ft_model_weights' values), and
+ * release casts the shard from its shard. */
 int ft_param_shards_gather_whole(ft_param_shards *shards);
 void ft_param_shards_release_whole(ft_param_shards *shards);
 
@@ -79,6 +94,14 @@ const ft_param_unit *ft_param_shards_units(const ft_param_shards *shards, size_t
  * backend computes in f32), in host memory when offloaded. */
 void *ft_param_shards_values(const ft_param_shards *shards);
 bool ft_param_shards_offloaded(const ft_param_shards *shards);
+/* The float master copy's shard, the shard's layout (NULL: the model keeps no
+ * master copy); in host memory when master_on_host says so; its bytes. */
+float *ft_param_shards_master(const ft_param_shards *shards);
+bool ft_param_shards_master_on_host(const ft_param_shards *shards);
+size_t ft_param_shards_master_bytes(const ft_param_shards *shards);
+/* After the master shard changed (a step): the shard cast from it, in the
+ * backend's dtype. Nothing to do without a master copy. */
+void ft_param_shards_refresh(ft_param_shards *shards);
 
 /* The counters: the shard's bytes (host memory when offloaded), and the
  * backend memory of the two gathered units' buffers and the staging buffer. */

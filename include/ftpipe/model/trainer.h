@@ -162,6 +162,9 @@ typedef struct {
     size_t parameter_bytes;           /* this rank's base weights in the backend's memory: all of them, or
                                        * with ZeRO-3 its shard (none when offloaded) and the gathered units */
     size_t parameter_host_bytes;      /* ZeRO-3 with offload_param: the shard, in host memory */
+    size_t master_bytes;              /* full fine-tuning in mixed precision: this rank's float master copy of
+                                       * the weights in the backend's memory: all of it, or ZeRO-3's shard */
+    size_t master_host_bytes;         /* ZeRO-3 with offload_optimizer: the master copy's shard, in host memory */
 } ft_train_result;
 
 /* Trains the model's trainable tensors on the shards' rows, resuming from the

@@ -45,7 +45,8 @@ typedef struct ft_zero ft_zero;
  * adamw.h). The tensors' values are f32, as every trained tensor is today
  * (LoRA on either backend, full fine-tuning on cpu): they are gathered as such.
  * params: stage 3's sharded weights when the tensors are those weights (full
- * fine-tuning), else NULL. */
+ * fine-tuning), else NULL; with a float master copy its shard is what is
+ * updated (in place in host memory when offload_optimizer put it there). */
 int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shards *params,
                    const ft_param_tensor *tensors, size_t count, const ft_adamw_config *config, bool offload,
                    ft_zero **out);

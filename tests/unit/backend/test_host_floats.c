@@ -1,6 +1,7 @@
 /* host_floats: floats go up and come back as they are on an fp32 backend, and
  * as bf16 (rounded to nearest even, widened exactly) on a bf16 one: the cpu
- * backend's memory ops under a BF16 dtype show the stored bits. */
+ * backend's memory ops under a BF16 dtype show the stored bits; converted on
+ * the host, they are the bits an upload stores. */
 #include <stdint.h>
 
 #include "check.h"
@@ -37,9 +38,27 @@ TEST(floats_travel_as_bf16_on_a_bf16_backend)
     ft_backend_destroy(cpu);
 }
 
+TEST(a_host_conversion_makes_the_bits_an_upload_stores)
+{
+    ft_backend *cpu = ft_backend_cpu_create(1);
+    ft_backend bf16 = *cpu;
+    bf16.dtype = FT_DTYPE_BF16;
+    float floats[4] = {1.0f, 3.14159265f, -1.00390625f, 1e-20f};
+    uint16_t halves[4], uploaded[4];
+    ft_backend_convert_floats(&bf16, halves, floats, 4);
+    ft_backend_upload_floats(&bf16, uploaded, floats, 4);
+    CHECK(memcmp(halves, uploaded, sizeof halves) == 0);
+    CHECK_INT(halves[1], 0x4049);
+    float copied[4];
+    ft_backend_convert_floats(cpu, copied, floats, 4);
+    CHECK(memcmp(copied, floats, sizeof floats) == 0);
+    ft_backend_destroy(cpu);
+}
+
 int main(void)
 {
     RUN(floats_travel_unchanged_on_an_fp32_backend);
     RUN(floats_travel_as_bf16_on_a_bf16_backend);
+    RUN(a_host_conversion_makes_the_bits_an_upload_stores);
     return check_done();
 }

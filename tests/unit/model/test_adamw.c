@@ -2,7 +2,9 @@
  * and master values in host memory, the update on the host's threads) it
  * makes the in-place optimizer's updates bit for bit, clipping included; its
  * moments are the host array checkpoints take (NULL in place); a master copy
- * reads values changed behind it again with ft_adamw_reload_values. */
+ * reads values changed behind it again with ft_adamw_reload_values; over
+ * values in host memory (ft_adamw_create_on_host) it updates them in place,
+ * the in-place optimizer's bits, and sees values changed behind it at once. */
 #include <string.h>
 
 #include "check.h"
@@ -75,8 +77,36 @@ TEST(offloaded_updates_equal_the_in_place_ones_bit_for_bit)
     ft_backend_destroy(cpu);
 }
 
+TEST(updates_of_values_in_host_memory_are_in_place_and_equal_the_backends)
+{
+    ft_backend *cpu = ft_backend_cpu_create(1);
+    model in_place, on_host;
+    make(&in_place);
+    make(&on_host);
+    ft_adamw_config config = {0.9, 0.999, 1e-8, 0.01};
+    ft_adamw *a = NULL, *b = NULL;
+    CHECK_INT(ft_adamw_create(cpu, in_place.tensors, 2, &config, &a), 0);
+    CHECK_INT(ft_adamw_create_on_host(cpu, on_host.tensors, 2, &config, &b), 0);
+    CHECK(ft_adamw_host_moments(b) != NULL);
+    CHECK_INT(ft_adamw_state_bytes(b), ft_adamw_state_bytes(a));
+    for (int step = 1; step <= 4; step++) {
+        if (step == 3) /* a resume's values, written straight into the host values: no reload needed */
+            on_host.values[3] = in_place.values[3] = 0.5f;
+        set_grads(&in_place, step);
+        set_grads(&on_host, step);
+        CHECK(ft_adamw_clip_grad_norm(a, 1.0) == ft_adamw_clip_grad_norm(b, 1.0));
+        ft_adamw_step(a, 1e-2);
+        ft_adamw_step(b, 1e-2);
+        CHECK(memcmp(in_place.values, on_host.values, sizeof in_place.values) == 0);
+    }
+    ft_adamw_free(a);
+    ft_adamw_free(b);
+    ft_backend_destroy(cpu);
+}
+
 int main(void)
 {
     RUN(offloaded_updates_equal_the_in_place_ones_bit_for_bit);
+    RUN(updates_of_values_in_host_memory_are_in_place_and_equal_the_backends);
     return check_done();
 }

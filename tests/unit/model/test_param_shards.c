@@ -10,6 +10,12 @@
  *     offloaded) and the gather buffers;
  *   - gathering the whole weights and releasing them, and unsharding, give the
  *     loaded weights back;
+ *   - full fine-tuning with a float master copy (ft_model_test_master_copy: the
+ *     cpu backend takes the path of bf16 weights) shards the master copy as the
+ *     weights, loaded or cut alike, in the backend's memory (counted in the
+ *     plan) or in host memory with offload_optimizer (not counted), the shard
+ *     cast from it, and gathering it whole, releasing and unsharding give the
+ *     loaded values back;
  *   - a training pass (full fine-tuning, recomputation on) over the shards
  *     issues each unit's gather before the previous unit computes (gathered
  *     ahead), but for the embeddings that start it and a tied head's embeddings,
@@ -50,11 +56,11 @@ static int check_rank(ft_comm *comm, bool offload, const float *whole, size_t wh
 {
     int ranks = comm->size;
     ft_model *loaded = NULL, *cut = NULL;
-    CHECK_INT(ft_model_load_sharded(model_dir, cpu, &options, comm, offload, &loaded), 0);
+    CHECK_INT(ft_model_load_sharded(model_dir, cpu, &options, comm, offload, false, &loaded), 0);
     CHECK_INT(ft_model_load(model_dir, cpu, &options, &cut), 0);
     ft_param_shards *shards = ft_model_param_shards(loaded), *cut_shards = NULL;
     CHECK(shards != NULL);
-    CHECK_INT(ft_param_shards_create(cut, comm, offload, &cut_shards), 0);
+    CHECK_INT(ft_param_shards_create(cut, comm, offload, false, &cut_shards), 0);
     if (!shards || !cut_shards)
         return 1;
     size_t n_units;
@@ -109,7 +115,45 @@ static int check_rank(ft_comm *comm, bool offload, const float *whole, size_t wh
     return check_case_failed;
 }
 
-static void shards_over(int ranks, bool offload)
+/* The failures of one rank's checks of the master copy's shard (0: none). */
+static int check_master_rank(ft_comm *comm, bool on_host, const float *whole, size_t whole_count)
+{
+    ft_model_options full = options;
+    full.finetuning = FT_FINETUNE_FULL;
+    ft_model *loaded = NULL, *cut = NULL;
+    CHECK_INT(ft_model_load_sharded(model_dir, cpu, &full, comm, false, on_host, &loaded), 0);
+    CHECK_INT(ft_model_load(model_dir, cpu, &full, &cut), 0);
+    ft_param_shards *shards = loaded ? ft_model_param_shards(loaded) : NULL, *cut_shards = NULL;
+    CHECK_INT(cut ? ft_param_shards_create(cut, comm, false, on_host, &cut_shards) : -1, 0);
+    if (!shards || !cut_shards)
+        return 1;
+    size_t bytes = ft_param_shards_master_bytes(shards);
+    CHECK_INT(bytes, ft_param_shards_shard_bytes(shards)); /* float weights: the same elements, the same size */
+    CHECK_INT(ft_param_shards_master_on_host(shards), on_host);
+    CHECK(memcmp(ft_param_shards_master(shards), ft_param_shards_master(cut_shards), bytes) == 0);
+    CHECK(memcmp(ft_param_shards_master(shards), ft_param_shards_values(shards), bytes) == 0); /* cast: a copy */
+    CHECK_INT(ft_model_memory(loaded).master_bytes, on_host ? 0 : bytes);
+    size_t n_weights;
+    const ft_param_tensor *weights = ft_model_weights(loaded, &n_weights);
+    CHECK(weights[0].value == NULL);
+    CHECK_INT(ft_param_shards_gather_whole(shards), 0);
+    float *gathered = whole_weights(loaded, &n_weights);
+    CHECK(memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
+    free(gathered);
+    ft_param_shards_release_whole(shards);
+    CHECK(weights[0].value == NULL);
+    CHECK(memcmp(ft_param_shards_master(shards), ft_param_shards_master(cut_shards), bytes) == 0);
+    CHECK_INT(ft_param_shards_unshard(shards), 0);
+    gathered = whole_weights(loaded, &n_weights);
+    CHECK(memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
+    free(gathered);
+    ft_model_free(loaded);
+    ft_model_free(cut);
+    return check_case_failed;
+}
+
+/* check(comm, flag, whole, count) on each of `ranks` forked ranks. */
+static void over_ranks(int ranks, bool flag, int (*check)(ft_comm *, bool, const float *, size_t))
 {
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(model_dir, cpu, &options, &model), 0);
@@ -122,7 +166,7 @@ static void shards_over(int ranks, bool offload)
     CHECK(rank >= 0);
     if (rank != 0)
         check_case_failed = 0;
-    int failed = rank >= 0 ? check_rank(comm, offload, whole, count) : 1;
+    int failed = rank >= 0 ? check(comm, flag, whole, count) : 1;
     ft_comm_destroy(comm);
     free(whole);
     if (rank > 0)
@@ -160,7 +204,7 @@ static int check_prefetch_rank(ft_comm *comm, const char *dir, bool tied)
     static const ft_model_options training = {1, 8, FT_FINETUNE_FULL, false, {0}, true};
     ft_model *whole = NULL, *sharded = NULL;
     CHECK_INT(ft_model_load(dir, cpu, &training, &whole), 0);
-    CHECK_INT(ft_model_load_sharded(dir, cpu, &training, comm, false, &sharded), 0);
+    CHECK_INT(ft_model_load_sharded(dir, cpu, &training, comm, false, false, &sharded), 0);
     if (!whole || !sharded)
         return 1;
     CHECK_INT(ft_model_get_config(sharded)->tie_word_embeddings, tied);
@@ -198,9 +242,17 @@ TEST(a_pass_gathers_each_next_unit_before_the_current_one_computes) { prefetch_o
 
 TEST(a_tied_head_gathers_its_embeddings_at_once_and_the_rest_ahead) { prefetch_over(tied_model_dir, true); }
 
-TEST(two_ranks_read_the_whole_weights_through_their_shards) { shards_over(2, false); }
+TEST(two_ranks_read_the_whole_weights_through_their_shards) { over_ranks(2, false, check_rank); }
 
-TEST(three_ranks_with_offload_param_read_the_whole_weights) { shards_over(3, true); }
+TEST(three_ranks_with_offload_param_read_the_whole_weights) { over_ranks(3, true, check_rank); }
+
+TEST(a_float_master_copy_is_sharded_as_the_weights)
+{
+    ft_model_test_master_copy(true);
+    over_ranks(2, false, check_master_rank);
+    over_ranks(3, true, check_master_rank);
+    ft_model_test_master_copy(false);
+}
 
 int main(void)
 {
@@ -210,6 +262,7 @@ int main(void)
     model_dir = tiny_model_write(root, "model", FT_ARCH_LLAMA, 3, 7);
     RUN(two_ranks_read_the_whole_weights_through_their_shards);
     RUN(three_ranks_with_offload_param_read_the_whole_weights);
+    RUN(a_float_master_copy_is_sharded_as_the_weights);
     tied_model_dir = tiny_model_write(root, "tied", FT_ARCH_QWEN2, 3, 8);
     RUN(a_pass_gathers_each_next_unit_before_the_current_one_computes);
     RUN(a_tied_head_gathers_its_embeddings_at_once_and_the_rest_ahead);

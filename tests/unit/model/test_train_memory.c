@@ -177,7 +177,9 @@ TEST(readme_table_row_qwen_7b_full)
 /* ZeRO-3: the plan holds 1 / ranks of the weights and two buffers of the largest
  * unit (qwen2.5-0.5b: its embeddings); offload_param on a GPU moves the shard to
  * host memory beside a staging buffer of the largest unit's share; full
- * fine-tuning gathers the whole weights for checkpoints and the result. */
+ * fine-tuning (mixed precision on a GPU) holds 1 / ranks of the float master
+ * copy too, and gathers the whole master copy and weights for checkpoints and
+ * the result. */
 TEST(zero_3_keeps_one_share_of_the_weights_per_rank)
 {
     ft_model_config config = qwen_0_5b();
@@ -194,9 +196,51 @@ TEST(zero_3_keeps_one_share_of_the_weights_per_rank)
         CHECK_INT(sharded.plan.parameter_bytes, shard + 2 * embeddings);
         CHECK_INT(offloaded.plan.parameter_bytes, 2 * embeddings + (embeddings + 3) / 4);
         CHECK(offloaded.offload_bytes == shard);
-        CHECK_INT(sharded.whole_weights_bytes, full ? whole.plan.parameter_bytes : 0);
+        CHECK_INT(sharded.plan.master_bytes, full ? (whole.plan.master_bytes + 3) / 4 : 0);
+        CHECK_INT(sharded.whole_weights_bytes, full ? whole.plan.parameter_bytes + whole.plan.master_bytes : 0);
         CHECK_INT(sharded.device_peak_bytes, sharded.plan.total_bytes + sharded.whole_weights_bytes);
         CHECK(sharded.device_peak_bytes < whole.device_peak_bytes);
+    }
+}
+
+/* ZeRO-3 with offload_optimizer on a GPU: the master copy's shard is AdamW's
+ * host copy itself, so it leaves the device plan, and the host holds 16 bytes
+ * per sharded weight (moments 8, master copy 4, gradients 4) beside
+ * offload_param's shard of the bf16 weights. */
+TEST(zero_3_with_offload_moves_the_master_shard_to_host_memory)
+{
+    ft_model_config config = qwen_0_5b();
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, true};
+    ft_train_memory whole, sharded, offloaded, both;
+    CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &whole), 0);
+    sharded = offloaded = both = whole;
+    ft_train_memory_apply_zero(&sharded, &config, true, 4, 3, false, false);
+    ft_train_memory_apply_zero(&offloaded, &config, true, 4, 3, true, false);
+    ft_train_memory_apply_zero(&both, &config, true, 4, 3, true, true);
+    CHECK(sharded.plan.master_bytes > 0);
+    CHECK_INT(offloaded.plan.master_bytes, 0);
+    CHECK_INT(offloaded.plan.total_bytes,
+              sharded.plan.total_bytes - sharded.plan.master_bytes - sharded.plan.optimizer_bytes);
+    CHECK_INT(offloaded.offload_bytes, 2 * sharded.plan.optimizer_bytes);
+    CHECK_INT(both.offload_bytes, 2 * sharded.plan.optimizer_bytes + (whole.plan.parameter_bytes + 3) / 4);
+}
+
+/* README's ZeRO table, row qwen2.5-7b full, stage 3 columns: device / host peaks in GiB, to 0.1. */
+TEST(readme_table_row_qwen_7b_full_stage_3)
+{
+    ft_model_config config;
+    CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
+    ft_model_options options = {4, 1024, FT_FINETUNE_FULL, false, {0}, true};
+    const double expected[3][2] = {{125.3, 56.7}, {88.0, 56.7}, {75.8, 72.7}};
+    for (int v = 0; v < 3; v++) {
+        ft_train_memory memory;
+        CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &memory), 0);
+        ft_train_memory_apply_zero(&memory, &config, true, v == 0 ? 2 : 8, 3, v == 2, v == 2);
+        double device = (double)memory.device_peak_bytes / (1u << 30), host = (double)memory.host_peak_bytes / (1u << 30);
+        if (!(fabs(device - expected[v][0]) < 0.05 && fabs(host - expected[v][1]) < 0.05)) {
+            fprintf(stderr, "  variant %d: %.2f GiB / %.2f GiB\n", v, device, host);
+            check_case_failed = 1;
+        }
     }
 }
 
@@ -300,6 +344,8 @@ int main(void)
     RUN(readme_table_row_qwen_7b_full);
     RUN(zero_3_keeps_one_share_of_the_weights_per_rank);
     RUN(readme_table_row_qwen_7b_lora_stage_3);
+    RUN(zero_3_with_offload_moves_the_master_shard_to_host_memory);
+    RUN(readme_table_row_qwen_7b_full_stage_3);
     RUN(refuses_options_the_model_refuses);
     ft_remove_tree(root);
     return check_done();

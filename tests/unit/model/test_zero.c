@@ -16,6 +16,16 @@
  *     a checkpoint, resumes on 2 ranks at ZeRO-1 with the uninterrupted run's
  *     losses within 1e-5 and its weights no further from it than 2 ranks
  *     throughout are (the sums in another order);
+ *   - full fine-tuning with a float master copy of the weights (the path of
+ *     cuda's bf16 weights, which ft_model_test_master_copy makes the cpu
+ *     backend take, its cast_from_float a copy; stage 0 with it is stage 0
+ *     without it bit for bit): ZeRO-3 on 2 and 4 ranks, with and without
+ *     offload_optimizer (AdamW on the master shard in host memory) and
+ *     offload_param, ends within 1e-6 of stage 0 with the master copy, with
+ *     the same losses within 1e-6 relative, each rank keeping 1 / ranks of
+ *     the master copy; on 4 ranks with offload_optimizer, cancelled after a
+ *     checkpoint, it resumes on 2 ranks at ZeRO-1 as the run without the
+ *     master copy does;
  *   - a 2-rank ZeRO-2 run cancelled after a checkpoint resumes with 1 rank at
  *     stage 0 and with 3 ranks at stage 1 (the same global batch), ending as
  *     close to the uninterrupted run as running with those ranks throughout
@@ -81,6 +91,7 @@ typedef struct {
     recorder steps;                /* rank 0's losses */
     size_t optimizer_state_bytes;  /* rank 0's */
     size_t parameter_bytes, parameter_host_bytes; /* rank 0's */
+    size_t master_bytes, master_host_bytes;       /* rank 0's */
 } run_result;
 
 /* Trains a fresh model in shape.ranks forked ranks; every other rank checks
@@ -126,7 +137,7 @@ static run_result run(const char *data_dir, run_shape shape)
     /* stage 3 with offload_param loads the shards straight from the files, the
      * other stage 3 runs shard a whole model: the test compares them bit for bit */
     if ((comm && shape.zero_stage == 3 && shape.offload_param
-             ? ft_model_load_sharded(model_dir, cpu, &model_options, comm, true, &model)
+             ? ft_model_load_sharded(model_dir, cpu, &model_options, comm, true, shape.offload, &model)
              : ft_model_load(model_dir, cpu, &model_options, &model)) < 0) {
         fprintf(stderr, "  %s\n", ft_error_message());
         check_case_failed = 1;
@@ -138,6 +149,8 @@ static run_result run(const char *data_dir, run_shape shape)
     out.optimizer_state_bytes = result.optimizer_state_bytes;
     out.parameter_bytes = result.parameter_bytes;
     out.parameter_host_bytes = result.parameter_host_bytes;
+    out.master_bytes = result.master_bytes;
+    out.master_host_bytes = result.master_host_bytes;
     size_t n_tensors = 0;
     const ft_param_tensor *tensors = model ? ft_model_trainable(model, &n_tensors) : NULL;
     for (size_t i = 0; i < n_tensors; i++)
@@ -353,11 +366,12 @@ static void stage_3_matches_stage_0(ft_finetuning finetuning)
 }
 
 /* Full fine-tuning on 4 ranks at ZeRO-3 (its checkpoint gathers the sharded
- * weights) cancelled after checkpoint-3, resumed on 2 ranks at ZeRO-1. */
-TEST(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2)
+ * weights, or their master copy) cancelled after checkpoint-3, resumed on 2
+ * ranks at ZeRO-1. */
+static void zero_3_of_4_ranks_resumes_with_zero_1_on_2(const char *name, bool offload)
 {
-    char *data = write_data("resume3", 40); /* a global batch of 8: 5 steps an epoch, 10 in all */
-    run_shape straight = {4, 3, 1, 2, FT_FINETUNE_FULL, NULL, 0, false, true};
+    char *data = write_data(name, 40); /* a global batch of 8: 5 steps an epoch, 10 in all */
+    run_shape straight = {4, 3, 1, 2, FT_FINETUNE_FULL, NULL, 0, offload, true};
     run_result reference = run(data, straight);
     CHECK_INT(reference.status, 0);
     CHECK_INT(reference.steps.n, 10);
@@ -365,7 +379,9 @@ TEST(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2)
     run_result throughout = run(data, two);
     CHECK_INT(throughout.status, 0);
     double reordering = max_difference(throughout.values, reference.values, reference.count);
-    run_result resumed = interrupted_then(data, "resumed_zero_3_to_1", straight, two);
+    char *resumed_name = ft_xasprintf("%s_resumed", name);
+    run_result resumed = interrupted_then(data, resumed_name, straight, two);
+    free(resumed_name);
     CHECK_INT(resumed.steps.n, 7);
     double difference = max_difference(resumed.values, reference.values, reference.count);
     if (!(difference <= reordering)) {
@@ -381,6 +397,75 @@ TEST(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2)
     free(reference.values);
     free(throughout.values);
     free(resumed.values);
+    free(data);
+}
+
+TEST(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2)
+{
+    zero_3_of_4_ranks_resumes_with_zero_1_on_2("resume3", false);
+}
+
+TEST(a_zero_3_checkpoint_of_the_master_copy_resumes_with_zero_1_on_2)
+{
+    ft_model_test_master_copy(true);
+    zero_3_of_4_ranks_resumes_with_zero_1_on_2("resume3_master", true);
+    ft_model_test_master_copy(false);
+}
+
+/* With a float master copy: ZeRO-3 against stage 0, both with the master copy. */
+TEST(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0)
+{
+    char *data = write_data("stage3_master", 26);
+    run_shape shape = {2, 0, 2, 2, FT_FINETUNE_FULL, NULL, 0, false, false};
+    run_result without = run(data, shape);
+    CHECK_INT(without.status, 0);
+    CHECK_INT(without.master_bytes, 0);
+    ft_model_test_master_copy(true);
+    for (int ranks = 2; ranks <= 4; ranks += 2) {
+        shape = (run_shape){ranks, 0, 2, 2, FT_FINETUNE_FULL, NULL, 0, false, false};
+        run_result reference = run(data, shape);
+        CHECK_INT(reference.status, 0);
+        CHECK(reference.steps.n >= 4);
+        size_t whole = reference.master_bytes;
+        CHECK_INT(whole, reference.count * sizeof(float));
+        if (ranks == 2) { /* the master copy of float weights changes no bit */
+            same_losses(&reference, &without, 0.0, "stage 0 with the master copy");
+            CHECK(memcmp(reference.values, without.values, reference.count * sizeof(float)) == 0);
+        }
+        for (int variant = 0; variant < 4; variant++) {
+            shape.zero_stage = 3;
+            shape.offload = variant % 2 == 1;
+            shape.offload_param = variant >= 2;
+            run_result sharded = run(data, shape);
+            CHECK_INT(sharded.status, 0);
+            char what[96];
+            snprintf(what, sizeof what, "%d ranks, ZeRO-3 with the master copy%s%s", ranks,
+                     shape.offload ? " + offload_optimizer" : "", shape.offload_param ? " + offload_param" : "");
+            same_losses(&sharded, &reference, 1e-6, what);
+            CHECK_INT(sharded.count, reference.count);
+            double difference = max_difference(sharded.values, reference.values, reference.count);
+            if (!(difference <= 1e-6)) {
+                fprintf(stderr, "  %s: the weights differ from stage 0's by %g\n", what, difference);
+                check_case_failed = 1;
+            }
+            /* 1 / ranks of the master copy, plus fewer than `ranks` shared elements per unit (4 units) */
+            size_t share = shape.offload ? sharded.master_host_bytes : sharded.master_bytes;
+            size_t elsewhere = shape.offload ? sharded.master_bytes : sharded.master_host_bytes;
+            if (!(share >= whole / (size_t)ranks && share < whole / (size_t)ranks + sizeof(float) * 4 * ranks) ||
+                elsewhere != 0) {
+                fprintf(stderr, "  %s: a master shard of %zu bytes (%zu on the other side), of %zu\n", what, share,
+                        elsewhere, whole);
+                check_case_failed = 1;
+            } else {
+                printf("  %s: rank 0 keeps %zu of the %zu bytes of the master copy (1/%.2f) in %s memory\n", what,
+                       share, whole, (double)whole / (double)share, shape.offload ? "host" : "backend");
+            }
+            free(sharded.values);
+        }
+        free(reference.values);
+    }
+    ft_model_test_master_copy(false);
+    free(without.values);
     free(data);
 }
 
@@ -400,6 +485,8 @@ int main(void)
     RUN(lora_stage_3_matches_stage_0);
     RUN(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2);
     RUN(full_fine_tuning_stage_3_matches_stage_0);
+    RUN(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0);
+    RUN(a_zero_3_checkpoint_of_the_master_copy_resumes_with_zero_1_on_2);
     ft_backend_destroy(cpu);
     free(model_dir);
     ft_remove_tree(root);
