@@ -38,6 +38,13 @@ typedef struct {
      * activations during backward (HF's gradient_checkpointing): less memory,
      * one more forward pass of compute; the gradients are the same. */
     bool gradient_checkpointing;
+    /* A vision-language model's multi-modal projector trained whole, beside the
+     * language model (LLaMA-Factory's freeze_multi_modal_projector = false with
+     * full fine-tuning), or alone with freeze_language_model (train_mm_proj_only):
+     * FT_FINETUNE_FULL only, on a float backend. LoRA on the projector's linear
+     * layers comes with the adapter's targets (FT_LORA_PROJECTOR_*). */
+    bool train_projector;
+    bool freeze_language_model;
 } ft_model_options;
 
 /* One batch of rows of seq_len tokens each, in host memory, [batch_size * seq_len]. */
@@ -122,7 +129,8 @@ void ft_model_zero_grads(ft_model *model);
  * done = NULL removes it. */
 void ft_model_on_layer_gradients(ft_model *model, void (*done)(void *context, int layer), void *context);
 
-/* What is trained: the adapter's tensors, or every weight (HF names). */
+/* What is trained: the adapter's tensors, or every weight (HF names), with the
+ * projector's when it is trained whole (alone with freeze_language_model). */
 const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count);
 /* Every base weight with its HF name (the tied lm_head is not listed twice),
  * as float: with full fine-tuning on a backend whose weights are not float
