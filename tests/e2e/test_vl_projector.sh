@@ -70,7 +70,7 @@ echo "$changed" | grep -q 'layers.0.self_attn.q_proj.weight$' || t_fail "the lan
 echo "$changed" | grep -q 'visual.blocks' && t_fail "the tower changed: $changed"
 t_end
 
-t_case "LoRA on the merger's layers: the export holds PEFT's names for them, evaluate applies them; a rerun is a no-op"
+t_case "LoRA on the merger's layers: the peft export holds PEFT's names for them, the merged one merges them, evaluate runs with them; a rerun is a no-op"
 vl_projector tiny-qwen2-vl -e 's/	lora_target = all/	lora_target = all,mlp.0,mlp.2/' \
   -e 's/	freeze_multi_modal_projector = true/	freeze_multi_modal_projector = false/'
 t_run "$FTPIPE" -C "$W" $VARS
@@ -83,7 +83,15 @@ for name in visual.merger.mlp.0.lora_A visual.merger.mlp.2.lora_B language_model
 done
 grep -q 'visual\\\\.merger\\\\.mlp\\\\.(?:0|2)\$' "$W/export/peft/adapter_config.json" ||
   t_fail "adapter_config.json's target_modules leave the merger out: $(grep target_modules "$W/export/peft/adapter_config.json")"
-t_run "$FTPIPE" -C "$W" $VARS
+printf 'export/merged: export adapter models/base\n\tformat = merged\n' >> "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" $VARS export/merged
+t_expect_status 0
+changed=$(changed_tensors "$W/models/base/model.safetensors" "$W/export/merged/model.safetensors" | tr '\n' ' ')
+case "$changed" in
+*visual.merger.mlp.0.weight*visual.merger.mlp.2.weight*) ;;
+*) t_fail "the merged export lacks the merger's adapters: changed [$changed]" ;;
+esac
+t_run "$FTPIPE" -C "$W" $VARS report export/peft export/merged
 t_expect_status 0
 t_expect_contains "nothing to do"
 t_end
