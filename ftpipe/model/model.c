@@ -458,6 +458,12 @@ static ft_backend_limits limits_of(const ft_model_config *c, const ft_model_opti
         widest = c->num_attention_heads * c->head_dim;
     if (c->intermediate_size > widest)
         widest = c->intermediate_size;
+    for (int which = 0; which < 2 && options->use_lora; which++) /* the projector's adapted layers, its rows fewer */
+        if (options->lora.targets & (FT_LORA_PROJECTOR_FIRST << which)) {
+            int in_features, out_features;
+            ft_lora_projector_shape(c, which, &in_features, &out_features);
+            widest = in_features > widest ? in_features : widest;
+        }
     return (ft_backend_limits){
         .max_rows = options->max_batch_size * options->max_seq_len,
         .max_seq_len = options->max_seq_len,

@@ -3,7 +3,8 @@
  * batch, for full fine-tuning or a LoRA adapter. A Qwen2-VL model adds its
  * vision tower (vision_qwen2.h, frozen) and M-RoPE (mrope.h): a batch brings
  * its images' preprocessed patches, whose features replace the embeddings of
- * the image tokens.
+ * the image tokens. A trained projector (projector.h) takes the gradients at
+ * those tokens.
  *
  * Memory is planned when the model is made, for the largest batch it will run:
  * parameters, gradients and activations are one allocation each, sliced into
@@ -96,7 +97,8 @@ void ft_model_weight_list_free(ft_param_tensor *list, size_t count);
  * bf16) of a model folder; with LoRA, makes a fresh adapter (A random, B zero).
  * A vision-language folder brings its vision tower: Qwen2-VL's, or LLaVA's CLIP
  * tower and projector (LlavaForConditionalGeneration: the language model is
- * text_config, its weights language_model.*). Towers are frozen. */
+ * text_config, its weights language_model.*). Towers are frozen; the projector
+ * is trained as the options and the adapter's targets say. */
 int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out);
 void ft_model_free(ft_model *model);
 

@@ -1,4 +1,5 @@
-/* vision_clip: LLaVA's image encoder, frozen, forward only, through the backend's
+/* vision_clip: LLaVA's image encoder, frozen, forward only (but for the
+ * projector, which projector.h can train), through the backend's
  * ops (fp32 on cpu, bf16 on cuda, the weights in the backend's memory and dtype;
  * nothing kept for a backward pass): the CLIP
  * ViT vision tower (patch embedding as a matrix product, class and position

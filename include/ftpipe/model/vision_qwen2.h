@@ -1,5 +1,5 @@
 /* vision_qwen2: Qwen2-VL's and Qwen2.5-VL's vision transformers, frozen, forward
- * only, through the backend's ops (fp32 on cpu, bf16 on cuda, the weights in the
+ * only but for the merger, which projector.h can train, through the backend's ops (fp32 on cpu, bf16 on cuda, the weights in the
  * backend's memory and dtype; nothing kept for a backward pass), as transformers'
  * Qwen2VisionTransformerPretrainedModel and Qwen2_5_VisionTransformerPretrainedModel
  * compute them:
