@@ -10,8 +10,7 @@
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
 
-/* A pass's arrays: the backend's dtype but the LoRA products' (float on cpu,
- * the backend's on cuda: the dtype's) and the RMSNorm's 1/rms (float). */
+/* A pass's arrays, in the backend's dtype but RMSNorm's 1/rms (float). */
 typedef struct {
     void *normed;            /* the first linear's input when there is a norm */
     void *hidden;            /* the first linear's output, then (frozen) the activation's */
@@ -20,7 +19,7 @@ typedef struct {
     float *rstd;             /* RMSNorm's, per norm row */
     void *grad_hidden;       /* backward: d/d activated, then d/d hidden */
     void *grad_in;           /* d/d the first linear's input */
-    void *grad_norm_in;      /* the norm's input gradient, computed and dropped (the tower is frozen) */
+    void *grad_norm_in;      /* RMSNorm's input gradient, which its op computes and the frozen tower drops */
 } pass_arrays;
 
 struct ft_projector {
@@ -63,7 +62,7 @@ static size_t lay_out(const ft_projector_weights *w, int64_t rows, int rank, boo
     TAKE(rstd, float *, trained ? (size_t)norm_rows(w, rows) * sizeof(float) : 0);
     TAKE(grad_hidden, void *, trained ? r * mid * element_bytes : 0);
     TAKE(grad_in, void *, trained ? r * in * element_bytes : 0);
-    TAKE(grad_norm_in, void *, trained && w->norm_weight ? r * in * element_bytes : 0);
+    TAKE(grad_norm_in, void *, trained && w->norm_weight && !w->norm_bias ? r * in * element_bytes : 0);
 #undef TAKE
     if (!trained)
         a->activated = a->hidden;
@@ -171,7 +170,7 @@ void ft_projector_set_dropout_seed(ft_projector *p, uint64_t seed) { p->dropout_
 
 static int reserve(ft_projector *p, int64_t rows)
 {
-    int rank = p->has_lora[0] || p->has_lora[1] ? (p->has_lora[0] ? p->lora[0].rank : p->lora[1].rank) : 0;
+    int rank = p->has_lora[0] ? p->lora[0].rank : p->has_lora[1] ? p->lora[1].rank : 0;
     ft_backend *b = p->backend;
     if (rows > p->work_rows) {
         if (p->work)
@@ -222,7 +221,7 @@ int ft_projector_forward(ft_projector *p, void *out, const void *x, int64_t rows
     return 0;
 }
 
-/* The gradient of weight i of the whole-trained list by its value, or NULL. */
+/* The gradient of the weight at `value` when it is trained whole, else NULL. */
 static float *grad_of(const ft_projector *p, const void *value)
 {
     for (size_t i = 0; value && i < p->n_tensors; i++)
