@@ -13,13 +13,17 @@ records with images (check_vl_exports.py's):
     PEFT's loss; transformers loads the merged export with PEFT's logits;
   - train_mm_proj_only = true (full): transformers loads the train output whole,
     only the merger's weights changed; evaluate's eval_loss is that model's
-    loss."""
+    loss.
+For tiny-llava on LLaMA-Factory's mllm_demo (check_llava_exports.py's), the same
+with lora_target = all,linear_1,linear_2 and multi_modal_projector's layers."""
 import os
+import shutil
 import sys
 import time
 
 import torch
 
+import check_llava_exports as llava
 import check_vl_exports as vl
 import oracle
 from check_parity_fixtures import RELATIVE_LIMIT, same_json, same_tensors
@@ -63,16 +67,16 @@ def check_fixtures(cases):
         oracle.remove_scratch(out)
 
 
-def pipeline(shape):
-    """init, tokenize; LoRA on the merger and the language model, evaluated and
-    exported; the merger trained alone, evaluated."""
+def pipeline(shape, tokenize, evaluate, lora_target):
+    """init, tokenize; LoRA on the projector and the language model, evaluated
+    and exported; the projector trained alone, evaluated."""
     params = lambda values: "".join("\t%s = %s\n" % item for item in values.items())
-    evaluated = params(dict(vl.EVALUATE, max_new_tokens=4, backend="cpu"))
+    evaluated = params(dict(evaluate, max_new_tokens=4, backend="cpu"))
     steps = "\tbackend = cpu\n\tmax_steps = 3\n\tper_device_train_batch_size = 2\n"
     return ("models/tiny: init\n\tshape = %s\n\tdtype = f32\n\n" % shape
-            + "tokens: tokenize models/tiny data\n" + params(vl.TOKENIZE)
+            + "tokens: tokenize models/tiny data\n" + params(tokenize)
             + "\nadapter: train models/tiny tokens\n" + steps + "\tlearning_rate = 5e-3\n\tlora_rank = 4\n"
-              "\tlora_target = all,mlp.0,mlp.2\n\tfreeze_multi_modal_projector = false\n"
+              "\tlora_target = %s\n\tfreeze_multi_modal_projector = false\n" % lora_target
             + "\nreport: evaluate models/tiny adapter data\n" + evaluated
             + "\nexport/peft: export adapter\n\nexport/merged: export adapter models/tiny\n\tformat = merged\n"
             + "\nmerger: train models/tiny tokens\n" + steps + "\tfinetuning_type = full\n\tlearning_rate = 1e-2\n"
@@ -86,7 +90,7 @@ def check_shape(cases, shape, model_class):
     root = oracle.scratch_folder("projector_exports")
     try:
         vl.write_workspace(root, shape)
-        open(os.path.join(root, "Ftpipe"), "w").write(pipeline(shape))
+        open(os.path.join(root, "Ftpipe"), "w").write(pipeline(shape, vl.TOKENIZE, vl.EVALUATE, "all,mlp.0,mlp.2"))
         status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged",
                                      "report_merger"])
         if not cases.check("%s pipeline runs" % shape, status == 0, "init, tokenize, train, evaluate, export",
@@ -136,12 +140,65 @@ def check_shape(cases, shape, model_class):
         oracle.remove_scratch(root)
 
 
+def check_llava(cases):
+    """tiny-llava: LoRA on multi_modal_projector's layers, and the projector alone."""
+    from peft import PeftModel
+    from peft.utils import load_peft_weights
+    from transformers import LlavaForConditionalGeneration
+    root = oracle.scratch_folder("projector_llava")
+    try:
+        shutil.copytree(os.path.join(oracle.FIXTURES, "datasets", "llamafactory_data"), os.path.join(root, "data"))
+        open(os.path.join(root, "Ftpipe"), "w").write(
+            pipeline("tiny-llava", llava.TOKENIZE, llava.EVALUATE, "all,linear_1,linear_2"))
+        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "report_merger"])
+        if not cases.check("tiny-llava pipeline runs", status == 0, "init, tokenize, train, evaluate, export",
+                           output.splitlines()[-15:]):
+            return
+        base_dir = os.path.join(root, "models", "tiny")
+        base = LlavaForConditionalGeneration.from_pretrained(base_dir, attn_implementation="eager")
+        image_size = base.config.vision_config.image_size
+        peft_dir = os.path.join(root, "export", "peft")
+        model = PeftModel.from_pretrained(base, peft_dir)
+        saved = set(load_peft_weights(peft_dir))
+        used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
+        projector = sorted(name for name in used if ".multi_modal_projector." in name)
+        cases.check("tiny-llava peft export with the projector's adapters loads on LlavaForConditionalGeneration",
+                    saved == used and len(saved) == 32 and len(projector) == 4,
+                    "%d adapter tensors, %d of them on linear_1 and linear_2" % (len(saved), len(projector)),
+                    sorted(saved ^ used)[:10])
+        samples = llava.samples_with_pixels(root, image_size)
+        reference, n_images = llava.mean_loss(model.double().eval(), samples)
+        measured = oracle.eval_loss(root, "report")
+        relative = abs(measured - reference) / abs(reference)
+        cases.check("tiny-llava evaluate's eval_loss with the projector's adapters is PEFT's", relative < 1e-4,
+                    "%.6f against %.6f over %d images (relative %.2e)" % (measured, reference, n_images, relative))
+        trained, info = LlavaForConditionalGeneration.from_pretrained(
+            os.path.join(root, "merger"), attn_implementation="eager", output_loading_info=True)
+        problems = ["%s: %s" % (kind, sorted(names)[:5]) for kind, names in info.items() if names]
+        before = LlavaForConditionalGeneration.from_pretrained(base_dir).state_dict()
+        after = trained.state_dict()
+        changed = sorted(n for n in after if not torch.equal(after[n].double(), before[n].double()))
+        outside = [n for n in changed if ".multi_modal_projector." not in n]
+        cases.check("tiny-llava train_mm_proj_only: transformers loads it whole, only the projector changed",
+                    not problems and changed and not outside,
+                    "%d tensors, %d changed: %s" % (len(after), len(changed), ", ".join(changed)),
+                    problems + outside[:5])
+        reference, _ = llava.mean_loss(trained.double().eval(), samples)
+        measured = oracle.eval_loss(root, "report_merger")
+        relative = abs(measured - reference) / abs(reference)
+        cases.check("tiny-llava train_mm_proj_only's eval_loss is transformers'", relative < 1e-4,
+                    "%.6f against %.6f (relative %.2e)" % (measured, reference, relative))
+    finally:
+        oracle.remove_scratch(root)
+
+
 def main():
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
     cases = oracle.Cases()
     check_fixtures(cases)
     check_shape(cases, "tiny-qwen2-vl", Qwen2VLForConditionalGeneration)
     check_shape(cases, "tiny-qwen2.5-vl", Qwen2_5_VLForConditionalGeneration)
+    check_llava(cases)
     return cases.finish()
 
 
