@@ -610,6 +610,19 @@ static void projector_backward(const pass *p)
         ft_vision_clip_backward(model->clip, grad_features);
 }
 
+/* The image tokens' embeddings were replaced by features (transformers'
+ * masked_scatter): their rows' gradients go to no embedding. */
+static void drop_image_rows(const pass *p)
+{
+    ft_model *model = p->model;
+    int n = model->n_image_rows_placed, hidden = p->config->hidden_size;
+    if (n == 0)
+        return;
+    p->backend->zero(p->backend, model->act.image_features, (size_t)n * hidden * model->element_bytes);
+    p->backend->scatter_rows(p->backend, model->act.grad_residual, model->act.image_features, model->act.image_rows,
+                             n, hidden);
+}
+
 static int run(ft_model *model, const ft_batch *batch, bool backward, float *logits, double *loss)
 {
     if (backward && model->options.finetuning == FT_FINETUNE_NONE)
@@ -656,8 +669,10 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
         }
         projector_backward(&p);
         float *grad_embed = grad(&p, model->embed);
-        if (grad_embed)
+        if (grad_embed) {
+            drop_image_rows(&p);
             b->embedding_backward(b, grad_embed, act->grad_residual, act->tokens, p.rows, hidden);
+        }
     }
     if (model->shards && model->shard_calls->end_pass(model->shards) < 0)
         return -1;

@@ -119,10 +119,11 @@ static void train_once(ft_model *model, sample *s, const ft_safetensors *set, co
 }
 
 /* The worst relative error of the tensors' gradients against set's, every one
- * of which (but the loss) must be among them. */
-static double worst_gradient(const ft_safetensors *set, const ft_param_tensor *tensors, size_t n, const char *what)
+ * of which (but the `extra` others) must be among them. */
+static double worst_gradient(const ft_safetensors *set, const ft_param_tensor *tensors, size_t n, size_t extra,
+                             const char *what)
 {
-    double worst = n + 1 == ft_safetensors_count(set) ? 0.0 : 1e30;
+    double worst = n + extra == ft_safetensors_count(set) ? 0.0 : 1e30;
     for (size_t i = 0; i < n; i++)
         worst = fmax(worst, fixture_relative_error(set, tensors[i].name, tensors[i].grad, tensors[i].count));
     printf("# %s: %zu gradients, worst relative error %.2e\n", what, n, worst);
@@ -149,7 +150,7 @@ TEST(lora_on_the_projector_gives_peft_gradients)
             const ft_param_tensor *trainable = ft_model_trainable(model, &n);
             CHECK_INT(n, 32); /* 7 targets x 2 layers and the projector's 2, A and B each */
             CHECK(ft_lora_projector_at(ft_model_lora(model), 0) && ft_lora_projector_at(ft_model_lora(model), 1));
-            CHECK(worst_gradient(grads, trainable, n, arch) < VL_TOLERANCE);
+            CHECK(worst_gradient(grads, trainable, n, 1, arch) < VL_TOLERANCE); /* and lora_loss */
         }
         ft_model_free(model);
         ft_safetensors_close(grads);
@@ -159,7 +160,9 @@ TEST(lora_on_the_projector_gives_peft_gradients)
 }
 
 /* Trained whole, with the language model or alone: the projector's gradients
- * are the same (the trainable list ends with its weights). */
+ * are the same (the trainable list ends with its weights). With the language
+ * model, its input embeddings' gradient too: none at the image token's row,
+ * whose embeddings the features replace. */
 static void check_whole(const char *arch, bool alone)
 {
     ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, true, alone};
@@ -171,10 +174,15 @@ static void check_whole(const char *arch, bool alone)
         size_t n, n_weights;
         const ft_param_tensor *trainable = ft_model_trainable(model, &n);
         ft_model_weights(model, &n_weights);
-        size_t n_projector = ft_safetensors_count(grads) - 1; /* its weights and the loss */
+        size_t n_projector = ft_safetensors_count(grads) - 2; /* beside the loss and the embeddings' gradient */
         CHECK_INT(n, (alone ? 0 : n_weights) + n_projector);
-        CHECK(worst_gradient(grads, trainable + n - n_projector, n_projector, arch) < VL_TOLERANCE);
-        CHECK(alone || trainable[0].grad != NULL);
+        CHECK(worst_gradient(grads, trainable + n - n_projector, n_projector, 2, arch) < VL_TOLERANCE);
+        for (size_t i = 0; !alone && i < n; i++)
+            if (strstr(trainable[i].name, "embed_tokens.weight")) {
+                double error = fixture_relative_error(grads, "embed_tokens_grad", trainable[i].grad, trainable[i].count);
+                printf("# %s: the input embeddings' gradient, relative error %.2e\n", arch, error);
+                CHECK(error < VL_TOLERANCE);
+            }
     }
     ft_model_free(model);
     ft_safetensors_close(grads);
