@@ -162,18 +162,16 @@ static size_t lora_parameter_count(const ft_model_config *config, const ft_lora_
 /* A vision-language model's projector's shapes (weights NULL). */
 static ft_projector_weights projector_shape(const ft_model_config *config)
 {
-    ft_projector_weights shape;
+    ft_projector_weights shape; /* a weight the model has points anywhere: the counts ask which are NULL */
     if (config->vision_language) {
         ft_vision_qwen2_merger_shape(&config->vision, &shape);
-        shape.norm_weight = &shape;  /* present, for the counts */
+        shape.norm_weight = shape.bias_1 = shape.bias_2 = &shape;
         shape.norm_bias = config->vision.qwen2_5 ? NULL : &shape;
     } else {
         ft_vision_clip_projector_shape(&config->llava_tower, &shape);
         shape.bias_1 = shape.bias_2 = config->llava_tower.projector_bias ? &shape : NULL;
     }
     shape.weight_1 = shape.weight_2 = &shape;
-    if (config->vision_language)
-        shape.bias_1 = shape.bias_2 = &shape;
     return shape;
 }
 
@@ -229,9 +227,7 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     if (options->finetuning == FT_FINETUNE_LORA)
         plan->gradient_bytes = plan->adapter_bytes;
     else if (options->finetuning == FT_FINETUNE_FULL)
-        plan->gradient_bytes = (options->freeze_language_model ? 0 : model->n_params + projector_count) * sizeof(float);
-    if (options->freeze_language_model)
-        plan->gradient_bytes = projector_count * sizeof(float);
+        plan->gradient_bytes = ((options->freeze_language_model ? 0 : model->n_params) + projector_count) * sizeof(float);
     plan->optimizer_bytes = 2 * plan->gradient_bytes;
     if (needs_master(options, element_bytes))
         plan->master_bytes = model->n_params * sizeof(float);
@@ -635,11 +631,14 @@ static int ready_projector(ft_model *model)
         return 0;
     if (ft_projector_train_whole(projector) < 0)
         return -1;
-    size_t n_projector, n_weights = model->options.freeze_language_model ? 0 : model->n_weights;
+    size_t n_projector, n_weights;
+    const ft_param_tensor *weights = ft_model_weights(model, &n_weights);
     const ft_param_tensor *tensors = ft_projector_tensors(projector, &n_projector);
+    if (model->options.freeze_language_model)
+        n_weights = 0;
     model->n_trainable = n_weights + n_projector;
     model->trainable = ft_xcalloc(model->n_trainable, sizeof *model->trainable);
-    memcpy(model->trainable, model->weights, n_weights * sizeof *model->trainable);
+    memcpy(model->trainable, weights, n_weights * sizeof *model->trainable);
     memcpy(model->trainable + n_weights, tensors, n_projector * sizeof *tensors);
     return 0;
 }
