@@ -116,23 +116,48 @@ static int global_batch_accumulation(ft_stage *stage, int64_t batch_size, int ra
 }
 
 /* LLaMA-Factory's freeze_vision_tower, freeze_multi_modal_projector and
- * train_mm_proj_only: the tower and its merger stay frozen (what is built),
- * with LoRA or full fine-tuning of the language model. */
-static int check_vision_freezing(const ft_train_run *run, const ft_model_config *config)
+ * train_mm_proj_only on a vision-language model: the tower stays frozen (its
+ * backward is not built); the projector is trained whole with full fine-tuning
+ * (alone with train_mm_proj_only, the language model frozen, as LLaMA-Factory's
+ * freeze_language_model), or through LoRA on the layers lora_target names. */
+static int choose_vision_training(ft_train_run *run, bool lora)
 {
     ft_stage *stage = run->stage;
-    bool tower = ft_stage_param_bool(stage, "freeze_vision_tower");
-    bool projector = ft_stage_param_bool(stage, "freeze_multi_modal_projector");
+    ft_model_config config;
+    if (ft_language_model_config_load(run->model_dir, &config) < 0)
+        return -1;
+    if (!config.vision_language && !config.llava)
+        return 0; /* LLaMA-Factory leaves a text model's training alone */
+    bool projector = !ft_stage_param_bool(stage, "freeze_multi_modal_projector");
     bool projector_only = ft_stage_param_bool(stage, "train_mm_proj_only");
-    if (!tower || !projector || projector_only)
-        return ft_stage_fail(stage, "%s: %s is not supported yet: ftpipe trains the language model of a "
-                                    "vision-language model with its vision tower and merger frozen; keep "
-                                    "freeze_vision_tower = true, freeze_multi_modal_projector = true and "
-                                    "train_mm_proj_only = false",
-                             run->model_dir,
-                             !tower ? "freeze_vision_tower = false"
-                             : !projector ? "freeze_multi_modal_projector = false"
-                                          : "train_mm_proj_only = true");
+    const char *layers = config.llava ? "linear_1, linear_2" : "mlp.0, mlp.2";
+    if (!ft_stage_param_bool(stage, "freeze_vision_tower"))
+        return ft_stage_fail(stage, "%s: freeze_vision_tower = false is not supported yet: the vision tower's "
+                                    "backward is not built, so it stays frozen; the projector trains with "
+                                    "freeze_multi_modal_projector = false or train_mm_proj_only = true",
+                             run->model_dir);
+    ft_model_options *m = &run->model_options;
+    if (lora) {
+        bool targeted = (m->lora.targets & FT_LORA_PROJECTOR_TARGETS) != 0;
+        if (projector_only)
+            return ft_stage_fail(stage, "train_mm_proj_only = true trains the projector whole, with the language "
+                                        "model frozen: it needs finetuning_type = full (LoRA on the projector: "
+                                        "freeze_multi_modal_projector = false and lora_target naming %s)",
+                                 layers);
+        if (targeted && !projector)
+            return ft_stage_fail(stage, "lora_target names the projector's layers (%s), which "
+                                        "freeze_multi_modal_projector = true keeps frozen: set "
+                                        "freeze_multi_modal_projector = false, or leave them out of lora_target",
+                                 layers);
+        if (projector && !targeted)
+            ft_stage_log(stage, "freeze_multi_modal_projector = false with LoRA adds adapters only on the projector "
+                                "layers lora_target names (%s); lora_target = all leaves them out, as in "
+                                "LLaMA-Factory, so the projector stays frozen",
+                         layers);
+        return 0;
+    }
+    m->train_projector = projector || projector_only;
+    m->freeze_language_model = projector_only;
     return 0;
 }
 
@@ -142,8 +167,6 @@ int ft_train_check_images(const ft_train_run *run, const char *data_dir, const f
     if (ft_language_model_config_load(run->model_dir, &config) < 0)
         return -1;
     bool vision = config.vision_language || config.llava;
-    if (vision && check_vision_freezing(run, &config) < 0)
-        return -1;
     if (!meta->vision_processor[0])
         return 0;
     if (!vision)
@@ -328,6 +351,8 @@ int ft_train_read_parameters(ft_train_run *run)
     if (lora && (ft_lora_parse_targets(ft_stage_param_string(stage, "lora_target"), &m->lora.targets) < 0 ||
                  ft_lora_config_check(&m->lora) < 0))
         return -1;
+    if (choose_vision_training(run, lora) < 0)
+        return -1;
     *t = (ft_train_options){
         .batch_size = (int)batch_size,
         .gradient_accumulation_steps = (int)accumulation,
@@ -356,6 +381,9 @@ int ft_train_read_parameters(ft_train_run *run)
     if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0 ||
         choose_evaluation(run, t) != 0 || choose_sharding(run, t) != 0)
         return -1;
+    if (m->train_projector && t->zero_stage == 3)
+        return ft_stage_fail(stage, "zero_stage = 3 does not shard a trained projector yet: use zero_stage = 0, 1 or "
+                                    "2 to train it");
     if (run->eval_dir && t->eval_batch_size > m->max_batch_size) /* the model plans for the larger batch */
         m->max_batch_size = t->eval_batch_size;
     return ft_train_plan_steps(t, run->meta.train.n_rows, &run->plan);

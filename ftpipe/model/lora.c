@@ -23,6 +23,14 @@ const char *ft_lora_target_name(ft_lora_target target) { return target_names[tar
 
 static bool is_attention(ft_lora_target target) { return target <= FT_LORA_O; }
 
+/* The projector's layers under LLaVA's and Qwen2-VL's names: first, second. */
+static const char *const projector_names[2][2] = {{"linear_1", "mlp.0"}, {"linear_2", "mlp.2"}};
+
+static bool is_word(const char *word, size_t length, const char *name)
+{
+    return length == strlen(name) && strncmp(word, name, length) == 0;
+}
+
 static int find_target(const char *word, size_t length, ft_lora_target *out)
 {
     for (int t = 0; t < FT_LORA_TARGET_COUNT; t++) {
@@ -34,7 +42,8 @@ static int find_target(const char *word, size_t length, ft_lora_target *out)
         }
     }
     return ft_error("unknown LoRA target '%.*s'; expected all, or some of q_proj k_proj v_proj o_proj gate_proj "
-                    "up_proj down_proj (or q k v o gate up down)",
+                    "up_proj down_proj (or q k v o gate up down), and a vision-language model's projector's "
+                    "linear_1 linear_2 (LLaVA) or mlp.0 mlp.2 (Qwen2-VL's merger)",
                     (int)length, word);
 }
 
@@ -50,6 +59,10 @@ int ft_lora_parse_targets(const char *text, unsigned *targets)
         ft_lora_target target = FT_LORA_Q;
         if (length == 3 && strncmp(p, "all", 3) == 0)
             mask |= FT_LORA_ALL_TARGETS;
+        else if (is_word(p, length, projector_names[0][0]) || is_word(p, length, projector_names[0][1]))
+            mask |= FT_LORA_PROJECTOR_FIRST;
+        else if (is_word(p, length, projector_names[1][0]) || is_word(p, length, projector_names[1][1]))
+            mask |= FT_LORA_PROJECTOR_SECOND;
         else if (find_target(p, length, &target) == 0)
             mask |= 1u << target;
         else
@@ -71,7 +84,7 @@ int ft_lora_config_check(const ft_lora_config *config)
         return ft_error("lora_alpha is %g; it must be positive", config->alpha);
     if (!(config->dropout >= 0.0 && config->dropout < 1.0))
         return ft_error("lora_dropout is %g; it must be in [0, 1)", config->dropout);
-    if (!(config->targets & FT_LORA_ALL_TARGETS))
+    if (!(config->targets & (FT_LORA_ALL_TARGETS | FT_LORA_PROJECTOR_TARGETS)))
         return ft_error("lora_target names no layer");
     return 0;
 }
@@ -91,6 +104,20 @@ void ft_lora_target_shape(const ft_model_config *model, ft_lora_target target, i
     };
     *in_features = shapes[target][0];
     *out_features = shapes[target][1];
+}
+
+void ft_lora_projector_shape(const ft_model_config *model, int which, int *in_features, int *out_features)
+{
+    if (model->llava) {
+        const ft_llava_config *llava = &model->llava_tower;
+        *in_features = which == 0 ? llava->vision.hidden_size : llava->text_hidden_size;
+        *out_features = llava->text_hidden_size;
+        return;
+    }
+    const ft_vision_config *vision = &model->vision;
+    int merged = vision->embed_dim * vision->spatial_merge_size * vision->spatial_merge_size;
+    *in_features = merged;
+    *out_features = which == 0 ? merged : vision->out_hidden;
 }
 
 char *ft_lora_tensor_name(int layer, ft_lora_target target, char matrix)
@@ -127,16 +154,60 @@ static const char *excluded_group(const char *modules)
     return NULL;
 }
 
+/* The alternative a vision-language adapter's regex adds for the projector's
+ * layers (the module names PEFT sees), its group listing them by their last
+ * name: "|^.*visual\.merger\.mlp\.(?:0|2)$" or
+ * "|^.*multi_modal_projector\.(?:linear_1|linear_2)$". */
+#define QWEN_PROJECTOR "^.*visual\\.merger\\.mlp\\.(?:"
+#define LLAVA_PROJECTOR "^.*multi_modal_projector\\.(?:"
+static const char *const projector_last_names[2][2] = {{"linear_1", "0"}, {"linear_2", "2"}}; /* LLaVA, Qwen */
+
+static void projector_pattern(ft_strbuf *pattern, const ft_model_config *model, unsigned targets)
+{
+    if (!(targets & FT_LORA_PROJECTOR_TARGETS))
+        return;
+    ft_strbuf_puts(pattern, pattern->length ? "|" : "");
+    ft_strbuf_puts(pattern, model->llava ? LLAVA_PROJECTOR : QWEN_PROJECTOR);
+    for (int which = 0, n = 0; which < 2; which++)
+        if (targets & (FT_LORA_PROJECTOR_FIRST << which))
+            ft_strbuf_printf(pattern, "%s%s", n++ ? "|" : "", projector_last_names[which][model->llava ? 0 : 1]);
+    ft_strbuf_puts(pattern, ")$");
+}
+
+/* The projector's layers that a regex written by projector_pattern names. */
+static unsigned projector_targets_in(const char *modules)
+{
+    const char *group = strstr(modules, QWEN_PROJECTOR);
+    int naming = 1;
+    if (!group) {
+        group = strstr(modules, LLAVA_PROJECTOR);
+        naming = 0;
+    }
+    if (!group)
+        return 0;
+    group += strlen(naming ? QWEN_PROJECTOR : LLAVA_PROJECTOR);
+    unsigned targets = 0;
+    while (*group && *group != ')') {
+        size_t length = strcspn(group, "|)");
+        for (int which = 0; which < 2; which++)
+            if (is_word(group, length, projector_last_names[which][naming]))
+                targets |= FT_LORA_PROJECTOR_FIRST << which;
+        group += length + (group[length] == '|');
+    }
+    return targets;
+}
+
 static int config_targets(const json_t *root, const char *path, unsigned *targets)
 {
     const json_t *modules = json_object_get(root, "target_modules");
     ft_strbuf words;
     ft_strbuf_init(&words);
     const char *group = json_is_string(modules) ? excluded_group(json_string_value(modules)) : NULL;
+    unsigned projector = json_is_string(modules) ? projector_targets_in(json_string_value(modules)) : 0;
     if (group) { /* a vision-language adapter's regex: the alternatives of its group */
         for (; *group && *group != ')'; group++)
             ft_strbuf_putc(&words, *group == '|' ? ' ' : *group);
-    } else if (json_is_string(modules)) {
+    } else if (json_is_string(modules) && !projector) {
         const char *text = json_string_value(modules);
         ft_strbuf_puts(&words, strcmp(text, "all-linear") == 0 ? "all" : text);
     } else if (json_is_array(modules)) {
@@ -149,11 +220,15 @@ static int config_targets(const json_t *root, const char *path, unsigned *target
             }
             ft_strbuf_printf(&words, "%s ", json_string_value(item));
         }
-    } else {
+    } else if (!projector) { /* the projector's layers alone need no words */
         ft_strbuf_free(&words);
         return ft_error("%s: 'target_modules' is missing or not a list", path);
     }
-    int status = ft_lora_parse_targets(words.data, targets);
+    int status = words.data && words.data[0] ? ft_lora_parse_targets(words.data, targets) : 0;
+    if (status == 0 && !(words.data && words.data[0]))
+        *targets = 0;
+    if (status == 0)
+        *targets |= projector;
     ft_strbuf_free(&words);
     return status < 0 ? ft_error_context("%s", path) : 0;
 }
@@ -201,13 +276,16 @@ static char *config_json(const ft_lora_config *config, const ft_model_config *mo
     json_t *targets = json_array();
     ft_strbuf pattern;
     ft_strbuf_init(&pattern);
-    ft_strbuf_puts(&pattern, model->llava ? LLAVA_VISION_EXCLUDED "(?:" : VISION_EXCLUDED "(?:");
+    if (config->targets & FT_LORA_ALL_TARGETS)
+        ft_strbuf_puts(&pattern, model->llava ? LLAVA_VISION_EXCLUDED "(?:" : VISION_EXCLUDED "(?:");
     for (int t = 0; t < FT_LORA_TARGET_COUNT; t++)
         if (config->targets & (1u << t)) {
             json_array_append_new(targets, json_string(target_names[t]));
             ft_strbuf_printf(&pattern, "%s%s", json_array_size(targets) > 1 ? "|" : "", target_names[t]);
         }
-    ft_strbuf_puts(&pattern, ")$");
+    if (config->targets & FT_LORA_ALL_TARGETS)
+        ft_strbuf_puts(&pattern, ")$");
+    projector_pattern(&pattern, model, config->targets);
     if (vision_language) {
         json_decref(targets);
         targets = json_string(pattern.data);
@@ -256,14 +334,28 @@ struct ft_lora {
     float *values;              /* every A and B, one allocation */
     float *grads;               /* same layout; NULL unless trainable */
     size_t total;
-    ft_lora_weights *slots;     /* [layer * FT_LORA_TARGET_COUNT + target]; a NULL when untargeted */
-    ft_param_tensor *tensors;   /* A, B of each targeted slot, in layer then target order */
+    ft_lora_weights *slots;     /* [layer * FT_LORA_TARGET_COUNT + target], then the projector's two;
+                                 * a NULL when untargeted */
+    ft_param_tensor *tensors;   /* A, B of each targeted slot, in layer then target order, the projector's last */
     size_t n_tensors;
 };
 
 static ft_lora_weights *slot(const ft_lora *lora, int layer, ft_lora_target target)
 {
     return &lora->slots[(size_t)layer * FT_LORA_TARGET_COUNT + target];
+}
+
+static ft_lora_weights *projector_slot(const ft_lora *lora, int which)
+{
+    return &lora->slots[(size_t)lora->model.num_hidden_layers * FT_LORA_TARGET_COUNT + (size_t)which];
+}
+
+/* PEFT's names of the projector's adapters on transformers 5's VL models. */
+static char *projector_tensor_name(const ft_lora *lora, int which, char matrix)
+{
+    return ft_xasprintf("base_model.model.model.%s%s.lora_%c.weight",
+                        lora->model.llava ? "multi_modal_projector." : "visual.merger.",
+                        projector_names[which][lora->model.llava ? 0 : 1], matrix);
 }
 
 /* kaiming_uniform_(a=sqrt(5)) as peft calls it: U(-1/sqrt(in), 1/sqrt(in)). */
@@ -288,9 +380,26 @@ static char *adapter_tensor_name(const ft_lora *lora, int layer, ft_lora_target 
     return vl;
 }
 
-static void lay_out(ft_lora *lora, bool trainable)
+/* A and B of one slot at offset, and their entries in the tensor list. */
+static size_t place(ft_lora *lora, ft_lora_weights *w, bool trainable, size_t offset, char *a_name, char *b_name)
 {
     int rank = lora->config.rank;
+    size_t a_count = (size_t)rank * w->in_features, b_count = (size_t)w->out_features * rank;
+    w->a = lora->values + offset;
+    w->b = w->a + a_count;
+    if (trainable) {
+        w->grad_a = lora->grads + offset;
+        w->grad_b = w->grad_a + a_count;
+    }
+    lora->tensors[lora->n_tensors++] = (ft_param_tensor){a_name, w->a, w->grad_a, a_count, true, 2,
+                                                         {rank, w->in_features}};
+    lora->tensors[lora->n_tensors++] = (ft_param_tensor){b_name, w->b, w->grad_b, b_count, true, 2,
+                                                         {w->out_features, rank}};
+    return offset + a_count + b_count;
+}
+
+static void lay_out(ft_lora *lora, bool trainable)
+{
     size_t offset = 0;
     for (int layer = 0; layer < lora->model.num_hidden_layers; layer++)
         for (int t = 0; t < FT_LORA_TARGET_COUNT; t++) {
@@ -298,20 +407,15 @@ static void lay_out(ft_lora *lora, bool trainable)
                 continue;
             ft_lora_weights *w = slot(lora, layer, (ft_lora_target)t);
             ft_lora_target_shape(&lora->model, (ft_lora_target)t, &w->in_features, &w->out_features);
-            size_t a_count = (size_t)rank * w->in_features, b_count = (size_t)w->out_features * rank;
-            w->a = lora->values + offset;
-            w->b = w->a + a_count;
-            if (trainable) {
-                w->grad_a = lora->grads + offset;
-                w->grad_b = w->grad_a + a_count;
-            }
-            lora->tensors[lora->n_tensors++] = (ft_param_tensor){
-                adapter_tensor_name(lora, layer, (ft_lora_target)t, 'A'), w->a, w->grad_a, a_count, true, 2,
-                {rank, w->in_features}};
-            lora->tensors[lora->n_tensors++] = (ft_param_tensor){
-                adapter_tensor_name(lora, layer, (ft_lora_target)t, 'B'), w->b, w->grad_b, b_count, true, 2,
-                {w->out_features, rank}};
-            offset += a_count + b_count;
+            offset = place(lora, w, trainable, offset, adapter_tensor_name(lora, layer, (ft_lora_target)t, 'A'),
+                           adapter_tensor_name(lora, layer, (ft_lora_target)t, 'B'));
+        }
+    for (int which = 0; which < 2; which++)
+        if (lora->config.targets & (FT_LORA_PROJECTOR_FIRST << which)) {
+            ft_lora_weights *w = projector_slot(lora, which);
+            ft_lora_projector_shape(&lora->model, which, &w->in_features, &w->out_features);
+            offset = place(lora, w, trainable, offset, projector_tensor_name(lora, which, 'A'),
+                           projector_tensor_name(lora, which, 'B'));
         }
 }
 
@@ -325,7 +429,14 @@ static size_t count_parameters(const ft_model_config *model, const ft_lora_confi
         ft_lora_target_shape(model, (ft_lora_target)t, &in_features, &out_features);
         total += (size_t)config->rank * ((size_t)in_features + out_features);
     }
-    return total * model->num_hidden_layers;
+    total *= model->num_hidden_layers;
+    for (int which = 0; which < 2; which++)
+        if (config->targets & (FT_LORA_PROJECTOR_FIRST << which)) {
+            int in_features, out_features;
+            ft_lora_projector_shape(model, which, &in_features, &out_features);
+            total += (size_t)config->rank * ((size_t)in_features + out_features);
+        }
+    return total;
 }
 
 int ft_lora_create(const ft_model_config *model, const ft_lora_config *config, ft_backend *backend, bool trainable,
@@ -333,6 +444,9 @@ int ft_lora_create(const ft_model_config *model, const ft_lora_config *config, f
 {
     if (ft_lora_config_check(config) < 0)
         return -1;
+    if ((config->targets & FT_LORA_PROJECTOR_TARGETS) && !model->vision_language && !model->llava)
+        return ft_error("lora_target names a multi-modal projector's layers (linear_1, linear_2, mlp.0, mlp.2), but "
+                        "this is a text-only model (%s), which has none", model->architecture_name);
     ft_lora *lora = ft_xcalloc(1, sizeof *lora);
     lora->model = *model;
     lora->config = *config;
@@ -345,7 +459,7 @@ int ft_lora_create(const ft_model_config *model, const ft_lora_config *config, f
         ft_lora_free(lora);
         return ft_error_context("allocating the LoRA adapter");
     }
-    size_t n_slots = (size_t)model->num_hidden_layers * FT_LORA_TARGET_COUNT;
+    size_t n_slots = (size_t)model->num_hidden_layers * FT_LORA_TARGET_COUNT + 2;
     lora->slots = ft_xcalloc(n_slots, sizeof *lora->slots);
     lora->tensors = ft_xcalloc(2 * n_slots, sizeof *lora->tensors);
     lay_out(lora, trainable);
@@ -363,6 +477,18 @@ int ft_lora_create(const ft_model_config *model, const ft_lora_config *config, f
             backend->upload(backend, w->a, host, a_count * sizeof(float));
             free(host);
         }
+    for (int which = 0; which < 2; which++) {
+        const ft_lora_weights *w = projector_slot(lora, which);
+        if (!w->a)
+            continue;
+        size_t a_count = (size_t)config->rank * w->in_features;
+        float *host = ft_xmalloc(a_count * sizeof(float));
+        /* past every layer's streams (16 a layer) */
+        initialise_a(host, w, config->rank,
+                     ft_random_stream(config->seed, (uint64_t)model->num_hidden_layers * 16 + (uint64_t)which));
+        backend->upload(backend, w->a, host, a_count * sizeof(float));
+        free(host);
+    }
     *out = lora;
     return 0;
 }
@@ -394,6 +520,12 @@ const ft_param_tensor *ft_lora_tensors(const ft_lora *lora, size_t *count)
 {
     *count = lora->n_tensors;
     return lora->tensors;
+}
+
+const ft_lora_weights *ft_lora_projector_at(const ft_lora *lora, int which)
+{
+    const ft_lora_weights *w = projector_slot(lora, which);
+    return w->a ? w : NULL;
 }
 
 size_t ft_lora_parameter_count(const ft_lora *lora) { return lora->total; }

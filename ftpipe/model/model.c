@@ -108,6 +108,16 @@ static int check_options(const ft_model_config *config, const ft_model_options *
         return -1;
     if (config->head_dim % 2 != 0)
         return ft_error("head_dim %d is odd; rotary embeddings need an even head_dim", config->head_dim);
+    bool vision = config->vision_language || config->llava;
+    if ((options->train_projector || options->freeze_language_model) &&
+        (options->finetuning != FT_FINETUNE_FULL || !vision))
+        return ft_error("training the multi-modal projector whole comes with full fine-tuning of a vision-language "
+                        "model (finetuning_type = full); with LoRA, name its layers in lora_target");
+    if (options->freeze_language_model && !options->train_projector)
+        return ft_error("with the language model frozen nothing is left to train: train the projector");
+    if (options->use_lora && (options->lora.targets & FT_LORA_PROJECTOR_TARGETS) && !vision)
+        return ft_error("lora_target names a multi-modal projector's layers (linear_1, linear_2, mlp.0, mlp.2), but "
+                        "%s is a text-only model, which has none", config->architecture_name);
     return 0;
 }
 
@@ -144,7 +154,51 @@ static size_t lora_parameter_count(const ft_model_config *config, const ft_lora_
             ft_lora_target_shape(config, (ft_lora_target)t, &in_features, &out_features);
             total += (size_t)lora->rank * ((size_t)in_features + out_features);
         }
-    return total * config->num_hidden_layers;
+    total *= config->num_hidden_layers;
+    for (int which = 0; which < 2; which++)
+        if (lora->targets & (FT_LORA_PROJECTOR_FIRST << which)) {
+            int in_features, out_features;
+            ft_lora_projector_shape(config, which, &in_features, &out_features);
+            total += (size_t)lora->rank * ((size_t)in_features + out_features);
+        }
+    return total;
+}
+
+/* A vision-language model's projector's shapes (weights NULL). */
+static ft_projector_weights projector_shape(const ft_model_config *config)
+{
+    ft_projector_weights shape; /* a weight the model has points anywhere: the counts ask which are NULL */
+    if (config->vision_language) {
+        ft_vision_qwen2_merger_shape(&config->vision, &shape);
+        shape.norm_weight = shape.bias_1 = shape.bias_2 = &shape;
+        shape.norm_bias = config->vision.qwen2_5 ? NULL : &shape;
+    } else {
+        ft_vision_clip_projector_shape(&config->llava_tower, &shape);
+        shape.bias_1 = shape.bias_2 = config->llava_tower.projector_bias ? &shape : NULL;
+    }
+    shape.weight_1 = shape.weight_2 = &shape;
+    return shape;
+}
+
+/* What training the projector adds to the plan: its weights' count (trained
+ * whole) and its pass's memory kept for backward, beside the frozen pass the
+ * tower's work already counts. */
+static void plan_projector(const ft_model_config *config, const ft_model_options *options, size_t element_bytes,
+                           size_t *parameter_count, size_t *activation_bytes)
+{
+    *parameter_count = 0;
+    *activation_bytes = 0;
+    bool lora = options->use_lora && options->finetuning == FT_FINETUNE_LORA &&
+                (options->lora.targets & FT_LORA_PROJECTOR_TARGETS);
+    if (!options->train_projector && !lora)
+        return;
+    ft_projector_weights shape = projector_shape(config);
+    if (options->train_projector)
+        *parameter_count = ft_projector_parameter_count(&shape);
+    int64_t rows = (int64_t)options->max_batch_size * options->max_seq_len; /* image tokens at most */
+    int rank = options->use_lora ? options->lora.rank : 0;
+    *activation_bytes = ft_projector_work_bytes(&shape, rows, rank, true, element_bytes) -
+                        ft_projector_work_bytes(&shape, rows, 0, false, element_bytes);
 }
 
 int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows, size_t element_bytes)
@@ -172,10 +226,13 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     plan->activation_bytes += ft_vision_tower_work_bytes(&model->config, rows, element_bytes);
     if (options->use_lora)
         plan->adapter_bytes = lora_parameter_count(&model->config, &options->lora) * sizeof(float);
+    size_t projector_count, projector_bytes;
+    plan_projector(&model->config, options, element_bytes, &projector_count, &projector_bytes);
+    plan->activation_bytes += projector_bytes;
     if (options->finetuning == FT_FINETUNE_LORA)
         plan->gradient_bytes = plan->adapter_bytes;
     else if (options->finetuning == FT_FINETUNE_FULL)
-        plan->gradient_bytes = model->n_params * sizeof(float);
+        plan->gradient_bytes = ((options->freeze_language_model ? 0 : model->n_params) + projector_count) * sizeof(float);
     plan->optimizer_bytes = 2 * plan->gradient_bytes;
     if (needs_master(options, element_bytes))
         plan->master_bytes = model->n_params * sizeof(float);
@@ -402,6 +459,12 @@ static ft_backend_limits limits_of(const ft_model_config *c, const ft_model_opti
         widest = c->num_attention_heads * c->head_dim;
     if (c->intermediate_size > widest)
         widest = c->intermediate_size;
+    for (int which = 0; which < 2 && options->use_lora; which++) /* the projector's adapted layers, its rows fewer */
+        if (options->lora.targets & (FT_LORA_PROJECTOR_FIRST << which)) {
+            int in_features, out_features;
+            ft_lora_projector_shape(c, which, &in_features, &out_features);
+            widest = in_features > widest ? in_features : widest;
+        }
     return (ft_backend_limits){
         .max_rows = options->max_batch_size * options->max_seq_len,
         .max_seq_len = options->max_seq_len,
@@ -473,7 +536,7 @@ int ft_model_allocate(ft_model *model, const size_t *offsets, const ft_sharded_b
         model->params = alloc_bytes(model, model->n_params * model->element_bytes, "weights");
     if (!sharded && !model->params)
         return -1;
-    if (options->finetuning == FT_FINETUNE_FULL) {
+    if (options->finetuning == FT_FINETUNE_FULL && !options->freeze_language_model) {
         model->grads = alloc_bytes(model, model->n_params * sizeof(float), "gradients");
         if (!model->grads)
             return -1;
@@ -556,13 +619,40 @@ void ft_model_finish(ft_model *model, const ft_sharded_bytes *sharded)
         shard_plan(&model->plan, model->n_params * model->element_bytes, sharded);
 }
 
+/* The tower's projector, set up to be trained as the options and the adapter say. */
+static int ready_projector(ft_model *model)
+{
+    ft_projector *projector = model->vision ? ft_vision_qwen2_merger(model->vision)
+                                            : ft_vision_clip_projector(model->clip);
+    const ft_lora_weights *first = model->lora ? ft_lora_projector_at(model->lora, 0) : NULL;
+    const ft_lora_weights *second = model->lora ? ft_lora_projector_at(model->lora, 1) : NULL;
+    if (first || second)
+        ft_projector_set_lora(projector, first, second, ft_lora_get_config(model->lora));
+    model->projector = projector;
+    if (!model->options.train_projector)
+        return 0;
+    if (ft_projector_train_whole(projector) < 0)
+        return -1;
+    size_t n_projector, n_weights;
+    const ft_param_tensor *weights = ft_model_weights(model, &n_weights);
+    const ft_param_tensor *tensors = ft_projector_tensors(projector, &n_projector);
+    if (model->options.freeze_language_model)
+        n_weights = 0;
+    model->n_trainable = n_weights + n_projector;
+    model->trainable = ft_xcalloc(model->n_trainable, sizeof *model->trainable);
+    memcpy(model->trainable, weights, n_weights * sizeof *model->trainable);
+    memcpy(model->trainable + n_weights, tensors, n_projector * sizeof *tensors);
+    return 0;
+}
+
 int ft_model_load_vision(ft_model *model, const char *model_dir)
 {
+    int status = 0;
     if (model->config.vision_language)
-        return ft_vision_qwen2_load(model_dir, &model->config.vision, model->backend, &model->vision);
-    if (model->config.llava)
-        return ft_vision_clip_load(model_dir, model->backend, &model->clip);
-    return 0;
+        status = ft_vision_qwen2_load(model_dir, &model->config.vision, model->backend, &model->vision);
+    else if (model->config.llava)
+        status = ft_vision_clip_load(model_dir, model->backend, &model->clip);
+    return status == 0 && (model->vision || model->clip) ? ready_projector(model) : status;
 }
 
 size_t ft_model_vision_weight_bytes(const ft_model *model)
@@ -612,6 +702,7 @@ void ft_model_free(ft_model *model)
     if (model->master)
         backend->free(backend, model->master);
     free(model->master_weights);
+    free(model->trainable);
     if (model->activation_memory)
         backend->free(backend, model->activation_memory);
     free(model->act.layers);
@@ -641,6 +732,10 @@ const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count)
     if (model->options.finetuning != FT_FINETUNE_FULL) {
         *count = 0;
         return model->weights;
+    }
+    if (model->trainable) {
+        *count = model->n_trainable;
+        return model->trainable;
     }
     return ft_model_weights(model, count);
 }

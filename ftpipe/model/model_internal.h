@@ -8,6 +8,7 @@
 #include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/param_shards.h"
+#include "ftpipe/model/projector.h"
 #include "ftpipe/model/vision_clip.h"
 #include "ftpipe/model/vision_qwen2.h"
 
@@ -105,6 +106,11 @@ struct ft_model {
     ft_vision_qwen2 *vision;
     ft_vision_clip *clip;
     int n_image_rows;              /* image features waiting for the next pass's embedding */
+    int n_image_rows_placed;       /* ... and those the last embedding took, whose gradients a trained
+                                    * projector reads */
+    ft_projector *projector;       /* the tower's, when an adapter or the options train it */
+    ft_param_tensor *trainable;    /* full fine-tuning with the projector: the weights' list and its */
+    size_t n_trainable;
     const ft_stored_image *images; /* ft_model_set_images: the next pass's */
     int n_images;
     bool generation_mrope;         /* the pieces below rotate by M-RoPE's tables (a VL prefill) */

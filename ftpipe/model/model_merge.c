@@ -86,7 +86,8 @@ static bool has_suffix(const char *text, const char *suffix)
 /* A vision-language model's language model is model.language_model.* to PEFT
  * on transformers 5 and model.* in released checkpoints (and the other way
  * round for transformers 4.5x's files), language_model.model.* in LLaVA's
- * (llava-hf's layout): each name finds the weight. */
+ * (llava-hf's layout), its projector model.<name> or <name>: each name finds
+ * the weight. */
 static const ft_tensor_view *find_weight(const ft_safetensors *model, const char *name)
 {
     const ft_tensor_view *view = ft_safetensors_find(model, name);
@@ -104,7 +105,9 @@ static const ft_tensor_view *find_weight(const ft_safetensors *model, const char
                                                      : ft_xasprintf("%s%s", vl, name + 6);
     view = ft_safetensors_find(model, other);
     free(other);
-    return view;
+    /* a projector's (model.visual.merger.*, model.multi_modal_projector.*) is
+     * visual.merger.* or multi_modal_projector.* in released checkpoints */
+    return view ? view : ft_safetensors_find(model, name + 6);
 }
 
 /* Pairs one lora_A tensor with its lora_B and the weight it belongs to. */

@@ -479,6 +479,7 @@ static void embed(const pass *p)
     if (model->n_image_rows > 0)
         p->backend->scatter_rows(p->backend, first->input, model->act.image_features, model->act.image_rows,
                                  model->n_image_rows, p->config->hidden_size);
+    model->n_image_rows_placed = model->n_image_rows;
     model->n_image_rows = 0;
     p->backend->rmsnorm_forward(p->backend, first->ln1, first->ln1_rstd, first->input,
                                 weight(p, p->model->layers[0].input_norm), p->rows, p->config->hidden_size,
@@ -592,6 +593,36 @@ int ft_model_place_image_features(ft_model *model, const int32_t *tokens, int ro
     return 0;
 }
 
+/* A trained projector's share of backward: the gradients at the image tokens'
+ * rows of the first layer's input are its features' gradients. */
+static void projector_backward(const pass *p)
+{
+    ft_model *model = p->model;
+    if (!model->projector || !ft_projector_is_trained(model->projector) || model->n_image_rows_placed == 0)
+        return;
+    const ft_activations *act = &model->act;
+    void *grad_features = act->image_features; /* the features are spent: their place holds their gradients */
+    p->backend->gather_rows(p->backend, grad_features, act->grad_residual, act->image_rows,
+                            model->n_image_rows_placed, p->config->hidden_size);
+    if (model->vision)
+        ft_vision_qwen2_backward(model->vision, grad_features);
+    else
+        ft_vision_clip_backward(model->clip, grad_features);
+}
+
+/* The image tokens' embeddings were replaced by features (transformers'
+ * masked_scatter): their rows' gradients go to no embedding. */
+static void drop_image_rows(const pass *p)
+{
+    ft_model *model = p->model;
+    int n = model->n_image_rows_placed, hidden = p->config->hidden_size;
+    if (n == 0)
+        return;
+    p->backend->zero(p->backend, model->act.image_features, (size_t)n * hidden * model->element_bytes);
+    p->backend->scatter_rows(p->backend, model->act.grad_residual, model->act.image_features, model->act.image_rows,
+                             n, hidden);
+}
+
 static int run(ft_model *model, const ft_batch *batch, bool backward, float *logits, double *loss)
 {
     if (backward && model->options.finetuning == FT_FINETUNE_NONE)
@@ -608,6 +639,8 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     ft_attention_shape shape = {batch->batch_size, batch->seq_len, c->num_attention_heads, c->num_key_value_heads,
                                 c->head_dim, false};
     p.mrope = model->vision != NULL;
+    if (model->projector) /* its adapters' dropout masks: a stream of their own */
+        ft_projector_set_dropout_seed(model->projector, ft_random_stream(p.dropout_seed, (uint64_t)1 << 32));
     if ((model->vision || model->clip) && ft_model_prepare_vision(model, batch->tokens, batch->segments,
                                                                   batch->batch_size, batch->seq_len, NULL) < 0)
         return -1;
@@ -634,9 +667,12 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
             if (model->layer_gradients_done)
                 model->layer_gradients_done(model->layer_gradients_context, l);
         }
+        projector_backward(&p);
         float *grad_embed = grad(&p, model->embed);
-        if (grad_embed)
+        if (grad_embed) {
+            drop_image_rows(&p);
             b->embedding_backward(b, grad_embed, act->grad_residual, act->tokens, p.rows, hidden);
+        }
     }
     if (model->shards && model->shard_calls->end_pass(model->shards) < 0)
         return -1;

@@ -1,7 +1,8 @@
 /* model_save: weights from the backend to model.safetensors, beside copies of
  * the base folder's other files. A vision-language model's trained weights keep
- * the names the base's files give them, and its frozen tower (and projector)
- * is copied from those files as it is. */
+ * the names the base's files give them (its projector's too, when trained
+ * whole), and its frozen tower (and projector) is copied from those files as
+ * it is. */
 #include "ftpipe/model/model_save.h"
 
 #include <stdlib.h>
@@ -32,14 +33,41 @@ static int output_dtype(const ft_model_config *config, ft_dtype *out)
     return 0;
 }
 
+/* The weights written: the language model's, then a projector's trained whole
+ * (caller frees the array). */
+static ft_param_tensor *saved_weights(const ft_model *model, size_t *count, size_t *n_language)
+{
+    size_t n_projector = 0;
+    const ft_param_tensor *weights = ft_model_weights(model, n_language);
+    const ft_param_tensor *projector = model->projector ? ft_projector_tensors(model->projector, &n_projector) : NULL;
+    *count = *n_language + n_projector;
+    ft_param_tensor *all = ft_xcalloc(*count ? *count : 1, sizeof *all);
+    memcpy(all, weights, *n_language * sizeof *all);
+    if (n_projector)
+        memcpy(all + *n_language, projector, n_projector * sizeof *all);
+    return all;
+}
+
+/* A projector's weight in the base's files: as named, or under transformers
+ * 4's "model." */
+static const ft_tensor_view *find_projector_weight(const ft_safetensors *base, const char *name)
+{
+    const ft_tensor_view *view = ft_safetensors_find(base, name);
+    if (view)
+        return view;
+    char *older = ft_xasprintf("model.%s", name);
+    view = ft_safetensors_find(base, older);
+    free(older);
+    return view;
+}
+
 /* A vision-language model: each trained weight's name in the base's files, and
  * the base's tensors that are not trained weights (the tower), to copy as they
  * are; *n_frozen of them in frozen (caller frees both arrays). */
 static int vision_layout(const ft_model *model, const char *base_model_dir, const ft_safetensors *base,
-                         const char ***file_names, const ft_tensor_view ***frozen, size_t *n_frozen)
+                         const ft_param_tensor *weights, size_t count, size_t n_language, const char ***file_names,
+                         const ft_tensor_view ***frozen, size_t *n_frozen)
 {
-    size_t count;
-    const ft_param_tensor *weights = ft_model_weights(model, &count);
     size_t n_base = ft_safetensors_count(base);
     bool *trained = ft_xcalloc(n_base ? n_base : 1, sizeof *trained);
     *file_names = ft_xcalloc(count ? count : 1, sizeof **file_names);
@@ -47,7 +75,8 @@ static int vision_layout(const ft_model *model, const char *base_model_dir, cons
     *n_frozen = 0;
     for (size_t i = 0; i < count; i++) {
         char *name = ft_xasprintf("%s%s", model->weight_prefix, weights[i].name);
-        const ft_tensor_view *view = ft_model_find_weight(model, base, name);
+        const ft_tensor_view *view = i < n_language ? ft_model_find_weight(model, base, name)
+                                                    : find_projector_weight(base, weights[i].name);
         free(name);
         if (!view) {
             free(trained);
@@ -67,18 +96,19 @@ static int vision_layout(const ft_model *model, const char *base_model_dir, cons
 
 static int write_weights(const ft_model *model, const char *base_model_dir, const char *path, ft_dtype dtype)
 {
-    size_t count, total = 0;
-    const ft_param_tensor *weights = ft_model_weights(model, &count);
+    size_t count, n_language, total = 0;
+    ft_param_tensor *weights = saved_weights(model, &count, &n_language);
     const ft_model_config *config = ft_model_get_config(model);
     ft_safetensors *base = NULL;
     const char **file_names = NULL;
     const ft_tensor_view **frozen = NULL;
     size_t n_frozen = 0;
     if (config->vision_language || config->llava) {
-        if (ft_safetensors_open(base_model_dir, &base) < 0)
-            return -1;
-        if (vision_layout(model, base_model_dir, base, &file_names, &frozen, &n_frozen) < 0) {
+        if (ft_safetensors_open(base_model_dir, &base) < 0 ||
+            vision_layout(model, base_model_dir, base, weights, count, n_language, &file_names, &frozen,
+                          &n_frozen) < 0) {
             ft_safetensors_close(base);
+            free(weights);
             return -1;
         }
     }
@@ -91,6 +121,7 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
         free(host);
         free(file_names);
         free(frozen);
+        free(weights);
         ft_safetensors_close(base);
         return ft_error("out of host memory holding the %zu trained weights to write %s", total, path);
     }
@@ -117,6 +148,7 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
     free(tensors);
     free(file_names);
     free(frozen);
+    free(weights);
     ft_safetensors_close(base);
     if (converted != host)
         free(converted);

@@ -12,6 +12,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
+#include "ftpipe/model/projector.h"
 
 typedef struct {
     void *weight, *bias;    /* backend memory, the backend's dtype */
@@ -38,6 +39,7 @@ struct ft_vision_clip {
     size_t weight_bytes;   /* of all of them */
     void *work;            /* a pass's memory, grown to the most images seen */
     int work_images;
+    ft_projector *projector;
 };
 
 /* --- loading --- */
@@ -209,8 +211,22 @@ int ft_vision_clip_load(const char *model_dir, ft_backend *backend, ft_vision_cl
         ft_vision_clip_free(clip);
         return -1;
     }
+    ft_projector_weights projector;
+    ft_vision_clip_projector_shape(&clip->config, &projector);
+    projector.weight_1 = clip->projector_1.weight;
+    projector.bias_1 = clip->projector_1.bias;
+    projector.weight_2 = clip->projector_2.weight;
+    projector.bias_2 = clip->projector_2.bias;
+    clip->projector = ft_projector_create(backend, &projector);
     *out = clip;
     return 0;
+}
+
+ft_projector *ft_vision_clip_projector(ft_vision_clip *clip) { return clip->projector; }
+
+void ft_vision_clip_backward(ft_vision_clip *clip, const void *grad_features)
+{
+    ft_projector_backward(clip->projector, grad_features);
 }
 
 void ft_vision_clip_free(ft_vision_clip *clip)
@@ -221,6 +237,7 @@ void ft_vision_clip_free(ft_vision_clip *clip)
         clip->backend->free(clip->backend, clip->owned[i]);
     if (clip->work)
         clip->backend->free(clip->backend, clip->work);
+    ft_projector_free(clip->projector);
     free(clip->owned);
     free(clip->class_row);
     free(clip->layers);
@@ -263,7 +280,6 @@ static size_t lay_out_pass(const ft_llava_config *config, int n_images, size_t e
     TAKE(attention, void *, rows * hidden * element_bytes);
     TAKE(mlp, void *, rows * (size_t)v->intermediate_size * element_bytes);
     TAKE(selected, void *, tokens * hidden * element_bytes);
-    TAKE(middle, void *, tokens * text * element_bytes);
     TAKE(features, void *, tokens * text * element_bytes);
     TAKE(segments, int32_t *, rows * sizeof(int32_t));
     TAKE(selection, int32_t *, tokens * sizeof(int32_t));
@@ -271,9 +287,20 @@ static size_t lay_out_pass(const ft_llava_config *config, int n_images, size_t e
     return at;
 }
 
+void ft_vision_clip_projector_shape(const ft_llava_config *config, ft_projector_weights *out)
+{
+    *out = (ft_projector_weights){.name_prefix = "multi_modal_projector.", .linear_names = {"linear_1", "linear_2"},
+                                  .in_features = config->vision.hidden_size, .mid_features = config->text_hidden_size,
+                                  .out_features = config->text_hidden_size, .activation = FT_ACTIVATION_GELU};
+}
+
 size_t ft_vision_clip_work_bytes(const ft_llava_config *config, int n_images, size_t element_bytes)
 {
-    return lay_out_pass(config, n_images, element_bytes, NULL, NULL);
+    ft_projector_weights projector;
+    ft_vision_clip_projector_shape(config, &projector);
+    return lay_out_pass(config, n_images, element_bytes, NULL, NULL) +
+           ft_projector_work_bytes(&projector, (int64_t)n_images * ft_llava_image_tokens(config), 0, false,
+                                   element_bytes);
 }
 
 static int reserve_work(ft_vision_clip *clip, int n_images, pass_arrays *a)
@@ -388,9 +415,8 @@ static int features_of(ft_vision_clip *clip, const float *const *pixels, int n_i
     for (int i = 0; i < clip->n_layers_run; i++)
         encoder_layer_forward(clip, &clip->layers[i], &a, n_images);
     b->gather_rows(b, a.selected, a.x, a.selection, selected, hidden);
-    linear(clip, a.middle, a.selected, &clip->projector_1, selected, hidden, text);
-    b->activation_forward(b, a.middle, a.middle, (size_t)selected * text, FT_ACTIVATION_GELU);
-    linear(clip, a.features, a.middle, &clip->projector_2, selected, text, text);
+    if (ft_projector_forward(clip->projector, a.features, a.selected, selected) < 0)
+        return -1;
     ft_backend_download_floats(b, features, a.features, (size_t)selected * text);
     return b->check(b);
 }

@@ -13,6 +13,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
+#include "ftpipe/model/projector.h"
 
 #define NORM_EPS 1e-6f
 #define NONE SIZE_MAX /* offset of a weight the tower lacks: RMSNorm has no bias */
@@ -32,8 +33,10 @@ struct ft_vision_qwen2 {
     block_offsets *blocks;
     void *work;             /* backend memory for a pass, grown to the most patches seen */
     int64_t work_patches;
+    int64_t pass_patches;   /* of the last forward, which backward follows */
     size_t patch_embed, merger_norm_weight, merger_norm_bias, merger_fc1_weight, merger_fc1_bias;
     size_t merger_fc2_weight, merger_fc2_bias;
+    ft_projector *merger;
 };
 
 /* --- the weights' layout --- */
@@ -214,9 +217,22 @@ int ft_vision_qwen2_load(const char *model_dir, const ft_vision_config *config, 
         ft_vision_qwen2_free(tower);
         return -1;
     }
+    ft_projector_weights merger;
+    ft_vision_qwen2_merger_shape(config, &merger);
+    const char *w = tower->weights;
+    size_t eb = tower->element_bytes;
+    merger.norm_weight = w + tower->merger_norm_weight * eb;
+    merger.norm_bias = tower->merger_norm_bias == NONE ? NULL : w + tower->merger_norm_bias * eb;
+    merger.weight_1 = w + tower->merger_fc1_weight * eb;
+    merger.bias_1 = w + tower->merger_fc1_bias * eb;
+    merger.weight_2 = w + tower->merger_fc2_weight * eb;
+    merger.bias_2 = w + tower->merger_fc2_bias * eb;
+    tower->merger = ft_projector_create(backend, &merger);
     *out = tower;
     return 0;
 }
+
+ft_projector *ft_vision_qwen2_merger(ft_vision_qwen2 *tower) { return tower->merger; }
 
 void ft_vision_qwen2_free(ft_vision_qwen2 *tower)
 {
@@ -226,6 +242,7 @@ void ft_vision_qwen2_free(ft_vision_qwen2 *tower)
         tower->backend->free(tower->backend, tower->weights);
     if (tower->work)
         tower->backend->free(tower->backend, tower->work);
+    ft_projector_free(tower->merger);
     free(tower->blocks);
     free(tower);
 }
@@ -263,7 +280,7 @@ static size_t lay_out_pass(const ft_vision_config *c, int64_t n_patches, size_t 
     TAKE(attn, void *, rows * width * element_bytes);
     TAKE(inner, void *, rows * inner * element_bytes);
     TAKE(inner_up, void *, c->qwen2_5 ? rows * inner * element_bytes : 0);
-    TAKE(merged, void *, tokens * (size_t)c->out_hidden * element_bytes);
+    TAKE(merged, void *, tokens * (size_t)c->out_hidden * element_bytes); /* backward: the merger's output gradient */
     TAKE(placed, void *, c->qwen2_5 ? tokens * (size_t)c->out_hidden * element_bytes : 0);
     TAKE(cos, float *, rows * half * sizeof(float));
     TAKE(sin, float *, rows * half * sizeof(float));
@@ -276,9 +293,23 @@ static size_t lay_out_pass(const ft_vision_config *c, int64_t n_patches, size_t 
     return at;
 }
 
+void ft_vision_qwen2_merger_shape(const ft_vision_config *c, ft_projector_weights *out)
+{
+    int merged = c->embed_dim * c->spatial_merge_size * c->spatial_merge_size;
+    *out = (ft_projector_weights){.name_prefix = "visual.merger.", .linear_names = {"mlp.0", "mlp.2"},
+                                  .norm_width = c->embed_dim, .norm_eps = NORM_EPS, .in_features = merged,
+                                  .mid_features = merged, .out_features = c->out_hidden,
+                                  .activation = FT_ACTIVATION_GELU};
+}
+
 size_t ft_vision_qwen2_work_bytes(const ft_vision_config *config, int64_t n_patches, size_t element_bytes)
 {
-    return lay_out_pass(config, n_patches, element_bytes, NULL, NULL);
+    ft_projector_weights merger;
+    ft_vision_qwen2_merger_shape(config, &merger);
+    merger.norm_weight = &merger; /* a norm, for the count */
+    int64_t tokens = n_patches / (config->spatial_merge_size * config->spatial_merge_size);
+    return lay_out_pass(config, n_patches, element_bytes, NULL, NULL) +
+           ft_projector_work_bytes(&merger, tokens, 0, false, element_bytes);
 }
 
 /* --- the grids' tables, on the host --- */
@@ -496,25 +527,21 @@ static void upload_inputs(const pass *p, const ft_stored_image *images, size_t n
     free(cos_table);
 }
 
-/* The merger: norm, merge x merge patches concatenated (adjacent rows: a
- * reshape), Linear, GELU, Linear; Qwen2.5-VL's rows go back from window order
- * into the images' order. Returns where the features are. */
+/* The merger (projector.h: norm, merge x merge patches concatenated, which
+ * adjacent rows make by a reshape, Linear, GELU, Linear); Qwen2.5-VL's rows go
+ * back from window order into the images' order. Returns where the features
+ * are, NULL with ft_error. */
 static const void *merge_patches(const pass *p)
 {
     const ft_vision_qwen2 *tower = p->tower;
     const ft_vision_config *c = &tower->config;
-    ft_backend *b = p->backend;
     const pass_arrays *a = &p->a;
-    int merged = p->width * c->spatial_merge_size * c->spatial_merge_size;
     int64_t n_tokens = p->n_patches / (c->spatial_merge_size * c->spatial_merge_size);
-    norm(p, a->normed, a->x, tower->merger_norm_weight, tower->merger_norm_bias);
-    linear(p, a->attn, a->normed, tower->merger_fc1_weight, tower->merger_fc1_bias, n_tokens, merged, merged);
-    b->activation_forward(b, a->attn, a->attn, (size_t)n_tokens * merged, FT_ACTIVATION_GELU);
-    linear(p, a->merged, a->attn, tower->merger_fc2_weight, tower->merger_fc2_bias, n_tokens, merged,
-           c->out_hidden);
+    if (ft_projector_forward(tower->merger, a->merged, a->x, n_tokens) < 0)
+        return NULL;
     if (!c->qwen2_5)
         return a->merged;
-    b->scatter_rows(b, a->placed, a->merged, a->token_order, (int)n_tokens, c->out_hidden);
+    p->backend->scatter_rows(p->backend, a->placed, a->merged, a->token_order, (int)n_tokens, c->out_hidden);
     return a->placed;
 }
 
@@ -546,7 +573,27 @@ int ft_vision_qwen2_forward(ft_vision_qwen2 *tower, const ft_stored_image *image
         block(&p, &tower->blocks[i], windowed ? p.a.windows : p.a.frames);
     }
     const void *out = merge_patches(&p);
+    if (!out)
+        return -1;
+    tower->pass_patches = n;
     int64_t n_tokens = n / (c->spatial_merge_size * c->spatial_merge_size);
     ft_backend_download_floats(b, features, out, (size_t)n_tokens * c->out_hidden);
     return b->check(b);
+}
+
+void ft_vision_qwen2_backward(ft_vision_qwen2 *tower, const void *grad_features)
+{
+    if (!ft_projector_is_trained(tower->merger) || tower->pass_patches == 0)
+        return;
+    const ft_vision_config *c = &tower->config;
+    pass_arrays a;
+    lay_out_pass(c, tower->pass_patches, tower->element_bytes, tower->work, &a);
+    int64_t n_tokens = tower->pass_patches / (c->spatial_merge_size * c->spatial_merge_size);
+    if (c->qwen2_5) { /* back into window order, as the merger made them */
+        tower->backend->gather_rows(tower->backend, a.merged, grad_features, a.token_order, (int)n_tokens,
+                                    c->out_hidden);
+        grad_features = a.merged;
+    }
+    ft_projector_backward(tower->merger, grad_features);
+    tower->pass_patches = 0;
 }

@@ -433,6 +433,15 @@ TEST(layernorm_activations_and_add_match_cpu)
         from_gpu_bf16(got, dout, N);
         CHECK_CLOSE(names[kind], got, out, N, BF16_TOLERANCE);
     }
+    static const char *const backward_names[3] = {"quick_gelu backward", "gelu (erf) backward",
+                                                  "gelu (tanh) backward"};
+    void *dgrad = to_gpu_bf16(x, N); /* x as the gradient coming in */
+    for (int kind = 0; kind < 3; kind++) {
+        cpu->activation_backward(cpu, out, x, y, N, (ft_activation)kind);
+        gpu->activation_backward(gpu, dout, dgrad, dy, N, (ft_activation)kind);
+        from_gpu_bf16(got, dout, N);
+        CHECK_CLOSE(backward_names[kind], got, out, N, BF16_TOLERANCE);
+    }
     cpu->add_forward(cpu, out, x, y, N);
     gpu->add_forward(gpu, dx, dx, dy, N); /* in place */
     from_gpu_bf16(got, dx, N);

@@ -289,7 +289,9 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->rope_forward = cpu_rope_forward;
     backend->rope_backward = cpu_rope_backward;
     backend->layernorm_forward = ft_cpu_layernorm_forward;
+    backend->layernorm_backward = ft_cpu_layernorm_backward;
     backend->activation_forward = ft_cpu_activation_forward;
+    backend->activation_backward = ft_cpu_activation_backward;
     backend->add_forward = ft_cpu_add_forward;
     backend->swiglu_forward = cpu_swiglu_forward;
     backend->swiglu_backward = cpu_swiglu_backward;

@@ -43,6 +43,10 @@ void ft_cpu_attention_backward(ft_backend *self, void *grad_q, void *grad_k, voi
 void ft_cpu_layernorm_forward(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
                               int rows, int dim, float eps);
 void ft_cpu_activation_forward(ft_backend *self, void *out, const void *x, size_t n, ft_activation activation);
+void ft_cpu_activation_backward(ft_backend *self, void *grad_x, const void *grad_out, const void *x, size_t n,
+                                ft_activation activation);
+void ft_cpu_layernorm_backward(ft_backend *self, void *grad_x, float *grad_weight, float *grad_bias,
+                               const void *grad_out, const void *x, const void *weight, int rows, int dim, float eps);
 void ft_cpu_add_forward(ft_backend *self, void *out, const void *a, const void *b, size_t n);
 
 /* cpu_decode.c: generation with a KV cache */

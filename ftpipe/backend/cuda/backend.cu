@@ -390,6 +390,7 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->rope_backward = ft_cuda_rope_backward;
     backend->layernorm_forward = ft_cuda_layernorm_forward;
     backend->activation_forward = ft_cuda_activation_forward;
+    backend->activation_backward = ft_cuda_activation_backward;
     backend->add_forward = ft_cuda_add_forward;
     backend->swiglu_forward = ft_cuda_swiglu_forward;
     backend->swiglu_backward = ft_cuda_swiglu_backward;

@@ -185,6 +185,8 @@ void ft_cuda_rope_backward(ft_backend *self, void *grad_x, const int32_t *positi
 void ft_cuda_layernorm_forward(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
                                int rows, int dim, float eps);
 void ft_cuda_activation_forward(ft_backend *self, void *out, const void *x, size_t n, ft_activation activation);
+void ft_cuda_activation_backward(ft_backend *self, void *grad_x, const void *grad_out, const void *x, size_t n,
+                                 ft_activation activation);
 void ft_cuda_add_forward(ft_backend *self, void *out, const void *a, const void *b, size_t n);
 void ft_cuda_swiglu_forward(ft_backend *self, void *out, const void *gate, const void *up, size_t n);
 void ft_cuda_swiglu_backward(ft_backend *self, void *grad_gate, void *grad_up, const void *grad_out,

@@ -146,8 +146,18 @@ struct ft_backend {
      * weight + bias per row (the biased variance; bias NULL: none). */
     void (*layernorm_forward)(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
                               int rows, int dim, float eps);
-    /* out = activation(x), elementwise (out may be x); forward only. */
+    /* The weights' gradients of that LayerNorm (bias NULL: none), recomputing
+     * each row's mean and variance from x; grad_x (NULL: not wanted) is written.
+     * A trained projector's norm (Qwen2-VL's merger); NULL on backends that do
+     * not train one (cuda). */
+    void (*layernorm_backward)(ft_backend *self, void *grad_x, float *grad_weight, float *grad_bias,
+                               const void *grad_out, const void *x, const void *weight, int rows, int dim, float eps);
+    /* out = activation(x), elementwise (out may be x). */
     void (*activation_forward)(ft_backend *self, void *out, const void *x, size_t n, ft_activation activation);
+    /* grad_x = grad_out * activation'(x), elementwise (grad_x may be grad_out):
+     * a trained projector's GELU. */
+    void (*activation_backward)(ft_backend *self, void *grad_x, const void *grad_out, const void *x, size_t n,
+                                ft_activation activation);
     /* out = a + b, elementwise (out may be a or b); forward only. */
     void (*add_forward)(ft_backend *self, void *out, const void *a, const void *b, size_t n);
     /* out = silu(gate) * up */

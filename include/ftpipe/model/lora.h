@@ -27,6 +27,13 @@ typedef enum {
 } ft_lora_target;
 
 #define FT_LORA_ALL_TARGETS ((1u << FT_LORA_TARGET_COUNT) - 1)
+/* A vision-language model's projector's two linear layers (LLaVA's
+ * multi_modal_projector.linear_1 and linear_2, Qwen2-VL's visual.merger.mlp.0
+ * and mlp.2), which lora_target names as LLaMA-Factory matches them; "all"
+ * leaves them out, as LLaMA-Factory's find_all_linear_modules does. */
+#define FT_LORA_PROJECTOR_FIRST (1u << FT_LORA_TARGET_COUNT)
+#define FT_LORA_PROJECTOR_SECOND (1u << (FT_LORA_TARGET_COUNT + 1))
+#define FT_LORA_PROJECTOR_TARGETS (FT_LORA_PROJECTOR_FIRST | FT_LORA_PROJECTOR_SECOND)
 
 typedef struct {
     int rank;
@@ -38,7 +45,8 @@ typedef struct {
 } ft_lora_config;
 
 /* "all", or names separated by commas or blanks: q_proj or q, k_proj, v_proj,
- * o_proj, gate_proj, up_proj, down_proj. An unknown name is an error listing them. */
+ * o_proj, gate_proj, up_proj, down_proj, and the projector's linear_1 or mlp.0,
+ * linear_2 or mlp.2. An unknown name is an error listing them. */
 int ft_lora_parse_targets(const char *text, unsigned *targets);
 const char *ft_lora_target_name(ft_lora_target target); /* "q_proj" */
 /* Checks rank, alpha, dropout and targets; errors name the parameter. */
@@ -48,6 +56,8 @@ double ft_lora_scaling(const ft_lora_config *config);
  * (or the folder holding it). */
 int ft_lora_config_load(const char *path, ft_lora_config *out);
 
+/* The widths of the projector's first (which 0) or second (1) linear layer. */
+void ft_lora_projector_shape(const ft_model_config *model, int which, int *in_features, int *out_features);
 /* The input and output widths of a target's linear layer in this model. */
 void ft_lora_target_shape(const ft_model_config *model, ft_lora_target target, int *in_features,
                           int *out_features);
@@ -66,13 +76,17 @@ typedef struct {
 typedef struct ft_lora ft_lora;
 
 /* An adapter for the model, A initialised from config->seed and B zero; values
- * (and gradients when trainable) are one allocation each in the backend. */
+ * (and gradients when trainable) are one allocation each in the backend.
+ * Projector targets on a model without a projector are an error. */
 int ft_lora_create(const ft_model_config *model, const ft_lora_config *config, ft_backend *backend,
                    bool trainable, ft_lora **out);
 void ft_lora_free(ft_lora *lora);
 const ft_lora_config *ft_lora_get_config(const ft_lora *lora);
 /* NULL when the layer kind is not targeted. */
 const ft_lora_weights *ft_lora_at(const ft_lora *lora, int layer, ft_lora_target target);
+/* The adapter on the projector's first (which 0) or second (1) linear layer;
+ * NULL when it is not targeted. */
+const ft_lora_weights *ft_lora_projector_at(const ft_lora *lora, int which);
 /* A and B of every targeted layer, with peft's names, for the optimizer and for saving. */
 const ft_param_tensor *ft_lora_tensors(const ft_lora *lora, size_t *count);
 size_t ft_lora_parameter_count(const ft_lora *lora);

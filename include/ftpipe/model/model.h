@@ -3,7 +3,8 @@
  * batch, for full fine-tuning or a LoRA adapter. A Qwen2-VL model adds its
  * vision tower (vision_qwen2.h, frozen) and M-RoPE (mrope.h): a batch brings
  * its images' preprocessed patches, whose features replace the embeddings of
- * the image tokens.
+ * the image tokens. A trained projector (projector.h) takes the gradients at
+ * those tokens.
  *
  * Memory is planned when the model is made, for the largest batch it will run:
  * parameters, gradients and activations are one allocation each, sliced into
@@ -38,6 +39,13 @@ typedef struct {
      * activations during backward (HF's gradient_checkpointing): less memory,
      * one more forward pass of compute; the gradients are the same. */
     bool gradient_checkpointing;
+    /* A vision-language model's multi-modal projector trained whole, beside the
+     * language model (LLaMA-Factory's freeze_multi_modal_projector = false with
+     * full fine-tuning), or alone with freeze_language_model (train_mm_proj_only):
+     * FT_FINETUNE_FULL only, on a float backend. LoRA on the projector's linear
+     * layers comes with the adapter's targets (FT_LORA_PROJECTOR_*). */
+    bool train_projector;
+    bool freeze_language_model;
 } ft_model_options;
 
 /* One batch of rows of seq_len tokens each, in host memory, [batch_size * seq_len]. */
@@ -90,7 +98,8 @@ void ft_model_weight_list_free(ft_param_tensor *list, size_t count);
  * bf16) of a model folder; with LoRA, makes a fresh adapter (A random, B zero).
  * A vision-language folder brings its vision tower: Qwen2-VL's, or LLaVA's CLIP
  * tower and projector (LlavaForConditionalGeneration: the language model is
- * text_config, its weights language_model.*). Towers are frozen. */
+ * text_config, its weights language_model.*). Towers are frozen; the projector
+ * is trained as the options and the adapter's targets say. */
 int ft_model_load(const char *model_dir, ft_backend *backend, const ft_model_options *options, ft_model **out);
 void ft_model_free(ft_model *model);
 
@@ -130,7 +139,8 @@ void ft_model_zero_grads(ft_model *model);
  * done = NULL removes it. */
 void ft_model_on_layer_gradients(ft_model *model, void (*done)(void *context, int layer), void *context);
 
-/* What is trained: the adapter's tensors, or every weight (HF names). */
+/* What is trained: the adapter's tensors, or every weight (HF names), with the
+ * projector's when it is trained whole (alone with freeze_language_model). */
 const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count);
 /* Every base weight with its HF name (the tied lm_head is not listed twice),
  * as float: with full fine-tuning on a backend whose weights are not float

@@ -1,11 +1,13 @@
-/* vision_clip: LLaVA's image encoder, frozen, forward only, through the backend's
+/* vision_clip: LLaVA's image encoder, frozen, forward only (but for the
+ * projector, which projector.h can train), through the backend's
  * ops (fp32 on cpu, bf16 on cuda, the weights in the backend's memory and dtype;
  * nothing kept for a backward pass): the CLIP
  * ViT vision tower (patch embedding as a matrix product, class and position
  * embeddings, pre-layernorm, encoder layers of LayerNorm, attention with biases
  * and a quick_gelu MLP), the hidden state of vision_feature_layer (no
  * post-layernorm, as LLaVA reads it), vision_feature_select_strategy ("default"
- * drops CLS), then the two-layer projector (linear, GELU, linear), as
+ * drops CLS), then the two-layer projector (linear, GELU, linear; projector.h,
+ * which can train it), as
  * transformers' LlavaForConditionalGeneration.get_image_features computes them.
  *
  * Weights come from the model folder under the names transformers gives them:
@@ -22,6 +24,7 @@
 #include "ftpipe/backend/backend.h"
 #include "ftpipe/formats/image_store.h"
 #include "ftpipe/formats/llava_config.h"
+#include "ftpipe/model/projector.h"
 
 typedef struct ft_vision_clip ft_vision_clip;
 
@@ -42,6 +45,14 @@ size_t ft_vision_clip_work_bytes(const ft_llava_config *config, int n_images, si
 int ft_vision_clip_tokens_per_image(const ft_vision_clip *clip);
 /* Width of a feature row: the language model's hidden size. */
 int ft_vision_clip_feature_width(const ft_vision_clip *clip);
+
+/* The projector's shapes and names (weights NULL), as projector.h takes them. */
+void ft_vision_clip_projector_shape(const ft_llava_config *config, ft_projector_weights *out);
+/* The loaded projector: to train it (projector.h). */
+ft_projector *ft_vision_clip_projector(ft_vision_clip *clip);
+/* After a pass, when the projector is trained: the gradient of its features
+ * (backend memory, [image tokens, feature_width]) into its trained gradients. */
+void ft_vision_clip_backward(ft_vision_clip *clip, const void *grad_features);
 
 /* features [n_images * tokens_per_image, feature_width], in host memory, of pixel_values
  * [n_images, 3, image_size, image_size] (channel-first, as CLIPImageProcessor

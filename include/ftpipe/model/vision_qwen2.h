@@ -1,5 +1,5 @@
 /* vision_qwen2: Qwen2-VL's and Qwen2.5-VL's vision transformers, frozen, forward
- * only, through the backend's ops (fp32 on cpu, bf16 on cuda, the weights in the
+ * only but for the merger, which projector.h can train, through the backend's ops (fp32 on cpu, bf16 on cuda, the weights in the
  * backend's memory and dtype; nothing kept for a backward pass), as transformers'
  * Qwen2VisionTransformerPretrainedModel and Qwen2_5_VisionTransformerPretrainedModel
  * compute them:
@@ -11,7 +11,7 @@
  *     head's frequencies the patch's row and the second half its column;
  *   - merger: LayerNorm, then each 2 x 2 group of patches (adjacent rows, as the
  *     processor orders them) concatenated through Linear, GELU, Linear into the
- *     language model's width;
+ *     language model's width (projector.h, which can train it);
  *   - Qwen2.5-VL (config.qwen2_5): RMSNorm for LayerNorm (blocks and merger), a
  *     SwiGLU MLP (gate, up, down, with biases), and attention within windows of
  *     window_size pixels a side (the patches reordered window by window as
@@ -29,6 +29,7 @@
 #include "ftpipe/backend/backend.h"
 #include "ftpipe/formats/image_store.h"
 #include "ftpipe/formats/model_config.h"
+#include "ftpipe/model/projector.h"
 
 /* One weight of the tower: its name and shape as transformers saves it. */
 typedef struct {
@@ -61,6 +62,15 @@ size_t ft_vision_qwen2_weight_bytes(const ft_vision_config *config, size_t eleme
  * (activations of element_bytes, float rotary tables, int32 indices; the
  * attention keeps no scores in memory but the cpu backend's scratch). */
 size_t ft_vision_qwen2_work_bytes(const ft_vision_config *config, int64_t n_patches, size_t element_bytes);
+
+/* The merger's shapes and names (weights NULL), as projector.h takes them. */
+void ft_vision_qwen2_merger_shape(const ft_vision_config *config, ft_projector_weights *out);
+/* The loaded tower's merger: to train it (projector.h). */
+ft_projector *ft_vision_qwen2_merger(ft_vision_qwen2 *tower);
+/* After ft_vision_qwen2_forward, when the merger is trained: the gradient of
+ * its features (backend memory, [image tokens, out_hidden], the order the
+ * features came in) into the merger's trained gradients. */
+void ft_vision_qwen2_backward(ft_vision_qwen2 *tower, const void *grad_features);
 
 /* The features of n_images images, one after another: features holds
  * sum(image tokens) rows of config->out_hidden floats, in host memory (the pass

@@ -43,9 +43,9 @@ typedef struct {
 int ft_train_check_inputs(ft_train_run *run);
 /* Images and the model: data with images needs a vision-language model whose
  * processor tokenized it (a text-only model would learn from placeholder
- * tokens); a vision-language model trains LoRA with its tower and merger
- * frozen (freeze_vision_tower, freeze_multi_modal_projector, train_mm_proj_only
- * at their defaults). -1 (the stage failed, saying why) otherwise. */
+ * tokens). -1 (the stage failed, saying why) otherwise. What of a
+ * vision-language model trains (freeze_vision_tower, freeze_multi_modal_projector,
+ * train_mm_proj_only) ft_train_read_parameters chooses. */
 int ft_train_check_images(const ft_train_run *run, const char *data_dir, const ft_token_dataset_meta *meta);
 /* The image store of a split with images (NULL when the data has none),
  * checked against the split's samples and the model's patch size. */

@@ -43,7 +43,8 @@ TEST(rejects_unknown_and_empty_targets)
     unsigned targets = 0;
     CHECK_INT(ft_lora_parse_targets("q_proj,qkv", &targets), -1);
     CHECK_STR(ft_error_message(), "unknown LoRA target 'qkv'; expected all, or some of q_proj k_proj v_proj o_proj "
-                                  "gate_proj up_proj down_proj (or q k v o gate up down)");
+                                  "gate_proj up_proj down_proj (or q k v o gate up down), and a vision-language "
+                                  "model's projector's linear_1 linear_2 (LLaVA) or mlp.0 mlp.2 (Qwen2-VL's merger)");
     CHECK_INT(ft_lora_parse_targets(" , ", &targets), -1);
     CHECK_STR(ft_error_message(), "no LoRA target given; expected all, or some of q_proj k_proj v_proj o_proj "
                                   "gate_proj up_proj down_proj");
@@ -228,6 +229,65 @@ TEST(a_llava_adapter_leaves_the_tower_and_projector_alone)
     ft_remove_tree(dir);
 }
 
+/* The projector's layers: PEFT's names on transformers 5's models, the regex
+ * that adds them, read back with or without the language model's targets. */
+static void check_projector_adapter(bool llava, unsigned targets, const char *first_name, const char *pattern)
+{
+    char dir[] = "/tmp/ftpipe-lora-projector.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    ft_model_config model = tiny_config();
+    model.llava = llava;
+    model.vision_language = !llava;
+    model.vision = (ft_vision_config){.embed_dim = 8, .spatial_merge_size = 2, .out_hidden = model.hidden_size};
+    model.llava_tower.vision.hidden_size = 12;
+    model.llava_tower.text_hidden_size = model.hidden_size;
+    ft_lora_config config = {2, 4.0, 0.0, false, targets, 9};
+    ft_lora *saved = NULL, *loaded = NULL;
+    CHECK_INT(ft_lora_create(&model, &config, cpu, false, &saved), 0);
+    size_t count;
+    const ft_param_tensor *tensors = ft_lora_tensors(saved, &count);
+    const ft_lora_weights *first = ft_lora_projector_at(saved, 0), *second = ft_lora_projector_at(saved, 1);
+    CHECK(first && second);
+    CHECK_INT(first->in_features, llava ? 12 : 32);
+    CHECK_INT(second->out_features, model.hidden_size);
+    CHECK_STR(tensors[count - 4].name, first_name);
+    second->b[1] = 0.25f;
+    CHECK_INT(ft_lora_save(saved, dir, "base"), 0);
+    char *config_path = ft_path_join(dir, "adapter_config.json");
+    json_t *root = json_load_file(config_path, 0, NULL);
+    CHECK_STR(json_string_value(json_object_get(root, "target_modules")), pattern);
+    json_decref(root);
+    free(config_path);
+    ft_lora_config read;
+    CHECK_INT(ft_lora_config_load(dir, &read), 0);
+    CHECK_INT(read.targets, targets);
+    CHECK_INT(ft_lora_create(&model, &read, cpu, false, &loaded), 0);
+    CHECK_INT(ft_lora_load(loaded, dir), 0);
+    CHECK(ft_lora_projector_at(loaded, 1)->b[1] == 0.25f);
+    ft_lora_free(loaded);
+    ft_lora_free(saved);
+    ft_remove_tree(dir);
+}
+
+TEST(adapters_on_the_projector_follow_peft)
+{
+    unsigned with_q = (1u << FT_LORA_Q) | FT_LORA_PROJECTOR_TARGETS;
+    check_projector_adapter(false, with_q, "base_model.model.model.visual.merger.mlp.0.lora_A.weight",
+                            "^(?!.*visual).*(?:q_proj)$|^.*visual\\.merger\\.mlp\\.(?:0|2)$");
+    check_projector_adapter(true, with_q, "base_model.model.model.multi_modal_projector.linear_1.lora_A.weight",
+                            "^(?!.*(?:vision_tower|multi_modal_projector)).*(?:q_proj)$"
+                            "|^.*multi_modal_projector\\.(?:linear_1|linear_2)$");
+    /* the projector alone: no group for the language model, which would match every module */
+    check_projector_adapter(false, FT_LORA_PROJECTOR_TARGETS, "base_model.model.model.visual.merger.mlp.0.lora_A.weight",
+                            "^.*visual\\.merger\\.mlp\\.(?:0|2)$");
+    /* a text model has no projector */
+    ft_model_config text = tiny_config();
+    ft_lora_config config = {2, 4.0, 0.0, false, FT_LORA_PROJECTOR_FIRST, 9};
+    ft_lora *lora = NULL;
+    CHECK_INT(ft_lora_create(&text, &config, cpu, false, &lora), -1);
+    CHECK(strstr(ft_error_message(), "text-only model") != NULL);
+}
+
 TEST(refuses_adapter_configs_it_cannot_apply)
 {
     char dir[] = "/tmp/ftpipe-lora.XXXXXX";
@@ -263,6 +323,7 @@ int main(void)
     RUN(saves_a_peft_folder_and_loads_it_back);
     RUN(a_vision_language_adapter_names_the_language_model_only);
     RUN(a_llava_adapter_leaves_the_tower_and_projector_alone);
+    RUN(adapters_on_the_projector_follow_peft);
     RUN(refuses_adapter_configs_it_cannot_apply);
     ft_backend_destroy(cpu);
     return check_done();

@@ -24,7 +24,7 @@ static ft_model_config qwen_0_5b(void)
 TEST(full_finetuning_peaks_while_saving_a_checkpoint_of_both_moments)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false};
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false};
     ft_train_memory memory;
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &memory), 0);
     CHECK_INT(memory.checkpoint_buffer_bytes, 2 * memory.plan.gradient_bytes);
@@ -38,7 +38,7 @@ TEST(full_finetuning_peaks_while_saving_a_checkpoint_of_both_moments)
 TEST(recomputation_and_smaller_batches_lower_the_peak)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options kept = {8, 512, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false};
+    ft_model_options kept = {8, 512, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false, false, false};
     ft_model_options recomputed = kept, smaller = kept;
     recomputed.gradient_checkpointing = true;
     smaller.max_batch_size = 2;
@@ -56,7 +56,7 @@ TEST(recomputation_and_smaller_batches_lower_the_peak)
 TEST(on_a_gpu_the_plan_is_device_memory_in_bf16)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false};
+    ft_model_options options = {4, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false, false, false};
     ft_train_memory gpu, cpu;
     CHECK_INT(ft_train_memory_estimate(&config, &options, true, 8, FT_DTYPE_BF16, &gpu), 0);
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 8, FT_DTYPE_BF16, &cpu), 0);
@@ -87,7 +87,7 @@ TEST(full_finetuning_on_a_gpu_plans_mixed_precision)
 {
     ft_model_config config = qwen_0_5b();
     uint64_t parameters = ft_model_config_parameter_count(&config);
-    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false};
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false};
     ft_train_memory gpu, offloaded;
     CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &gpu), 0);
     CHECK_INT(gpu.plan.parameter_bytes, parameters * 2);
@@ -110,7 +110,7 @@ TEST(full_finetuning_on_a_gpu_plans_mixed_precision)
 TEST(zero_keeps_one_share_of_the_optimizer_per_rank)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false};
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false};
     for (int gpu = 0; gpu <= 1; gpu++) {
         ft_train_memory whole, sharded;
         CHECK_INT(ft_train_memory_estimate(&config, &options, gpu, 1, FT_DTYPE_BF16, &whole), 0);
@@ -136,7 +136,7 @@ TEST(zero_keeps_one_share_of_the_optimizer_per_rank)
 TEST(offload_moves_the_optimizer_to_host_memory)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false};
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false};
     ft_train_memory gpu, gpu_offloaded, cpu, cpu_offloaded;
     CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &gpu), 0);
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &cpu), 0);
@@ -160,7 +160,7 @@ TEST(readme_table_row_qwen_7b_full)
 {
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
-    ft_model_options options = {4, 1024, FT_FINETUNE_FULL, false, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true};
+    ft_model_options options = {4, 1024, FT_FINETUNE_FULL, false, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false};
     const double expected[4][2] = {{130.3, 56.7}, {102.0, 56.7}, {80.7, 56.7}, {73.6, 70.9}};
     for (int v = 0; v < 4; v++) {
         ft_train_memory memory;
@@ -186,7 +186,7 @@ TEST(zero_3_keeps_one_share_of_the_weights_per_rank)
     uint64_t embeddings = (uint64_t)config.vocab_size * config.hidden_size * 2; /* bf16 */
     for (int full = 0; full <= 1; full++) {
         ft_model_options options = {4, 512, full ? FT_FINETUNE_FULL : FT_FINETUNE_LORA, !full,
-                                    {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true};
+                                    {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false};
         ft_train_memory whole, sharded, offloaded;
         CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &whole), 0);
         sharded = offloaded = whole;
@@ -249,7 +249,7 @@ TEST(readme_table_row_qwen_7b_lora_stage_3)
 {
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
-    ft_model_options options = {4, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true};
+    ft_model_options options = {4, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false};
     const double expected[3][2] = {{12.0, 5.1}, {6.6, 5.1}, {5.0, 5.1}};
     for (int v = 0; v < 3; v++) {
         ft_train_memory memory;
@@ -263,7 +263,7 @@ TEST(readme_table_row_qwen_7b_lora_stage_3)
 TEST(refuses_options_the_model_refuses)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 512, FT_FINETUNE_LORA, false, {0}, false}; /* LoRA without a configuration */
+    ft_model_options options = {4, 512, FT_FINETUNE_LORA, false, {0}, false, false, false}; /* LoRA without a configuration */
     ft_train_memory memory;
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &memory), -1);
 }
@@ -293,7 +293,7 @@ static char *write_vl_model(const char *shape_name)
 static void estimate_matches_loaded_plan(const char *shape_name)
 {
     char *dir = write_vl_model(shape_name);
-    ft_model_options options = {2, 600, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true};
+    ft_model_options options = {2, 600, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false};
     ft_model_config config;
     CHECK_INT(ft_language_model_config_load(dir, &config), 0);
     ft_train_memory memory;

@@ -132,7 +132,7 @@ static run_result run(const char *data_dir, run_shape shape)
     CHECK_INT(ft_token_shards_open(data_dir, "train", &shards), 0);
     bool lora = shape.finetuning == FT_FINETUNE_LORA;
     ft_model_options model_options = {shape.batch_size, ROW_LENGTH, shape.finetuning, lora,
-                                      {lora ? 8 : 0, 16.0, 0.0, false, lora ? FT_LORA_ALL_TARGETS : 0, 42}, false};
+                                      {lora ? 8 : 0, 16.0, 0.0, false, lora ? FT_LORA_ALL_TARGETS : 0, 42}, false, false, false};
     ft_model *model = NULL;
     /* stage 3 with offload_param loads the shards straight from the files, the
      * other stage 3 runs shard a whole model: the test compares them bit for bit */

@@ -1,8 +1,11 @@
-/* The cpu backend's forward-only vision ops against naive loops in double:
- * LayerNorm with and without a bias, the three activations (with values of
- * torch's at a few points), and the elementwise add, in place too. */
+/* The cpu backend's vision ops against naive loops in double: LayerNorm with
+ * and without a bias, the three activations (with values of torch's at a few
+ * points), and the elementwise add, in place too; the backward ops (the
+ * activations', LayerNorm's) against finite differences of the forward ops. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "check.h"
 #include "ftpipe/backend/backend.h"
@@ -90,12 +93,100 @@ TEST(add_sums_elementwise_in_place_too)
     CHECK(memcmp(a, out, sizeof out) == 0);
 }
 
+/* sum(g * f(x)) for a weighting g: the scalar whose finite differences the
+ * backward ops must give. */
+static double weighted_sum(const float *out, const float *g, size_t n)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)out[i] * g[i];
+    return sum;
+}
+
+TEST(activation_backward_matches_finite_differences)
+{
+    enum { N = 64 };
+    float x[N], g[N], grad[N], plus[N], minus[N], shifted[N];
+    fill(x, N, 6, 2.0f, 0.0f);
+    fill(g, N, 7, 1.0f, 0.0f);
+    const float h = 1e-2f;
+    for (int kind = 0; kind < 3; kind++) {
+        cpu->activation_backward(cpu, grad, g, x, N, (ft_activation)kind);
+        double worst = 0.0;
+        for (int i = 0; i < N; i++) { /* elementwise: one difference per element */
+            memcpy(shifted, x, sizeof x);
+            shifted[i] = x[i] + h;
+            cpu->activation_forward(cpu, plus, shifted, N, (ft_activation)kind);
+            shifted[i] = x[i] - h;
+            cpu->activation_forward(cpu, minus, shifted, N, (ft_activation)kind);
+            double numeric = (double)g[i] * ((double)plus[i] - minus[i]) / (2.0 * h);
+            worst = fmax(worst, fabs(numeric - grad[i]) / (fabs(numeric) + 1e-2));
+        }
+        CHECK(worst < 2e-3);
+    }
+    float in_place[N];
+    memcpy(in_place, g, sizeof g);
+    cpu->activation_backward(cpu, in_place, in_place, x, N, FT_ACTIVATION_GELU);
+    cpu->activation_backward(cpu, grad, g, x, N, FT_ACTIVATION_GELU);
+    CHECK(memcmp(in_place, grad, sizeof grad) == 0);
+    /* torch: d gelu(x)/dx at 1.0 is 1.0833155, d quick_gelu/dx 1.0911 */
+    float one = 1.0f, unit = 1.0f, slope;
+    cpu->activation_backward(cpu, &slope, &unit, &one, 1, FT_ACTIVATION_GELU);
+    CHECK(fabs(slope - 1.0833155) < 1e-6);
+}
+
+/* d sum(g * layernorm(x)) by x, weight and bias against central differences
+ * of the forward op, with and without a bias. */
+static void check_layernorm_backward(bool with_bias)
+{
+    enum { ROWS = 3, DIM = 11 };
+    float x[ROWS * DIM], w[DIM], b[DIM], g[ROWS * DIM], out[ROWS * DIM];
+    float grad_x[ROWS * DIM], grad_w[DIM] = {0}, grad_b[DIM] = {0};
+    fill(x, ROWS * DIM, 8, 2.0f, 3.0f);
+    fill(w, DIM, 9, 0.5f, 1.0f);
+    fill(b, DIM, 10, 0.5f, 0.0f);
+    fill(g, ROWS * DIM, 11, 1.0f, 0.0f);
+    const float *bias = with_bias ? b : NULL;
+    cpu->layernorm_backward(cpu, grad_x, grad_w, with_bias ? grad_b : NULL, g, x, w, ROWS, DIM, 1e-5f);
+    const float h = 1e-2f;
+    double worst = 0.0;
+    float *inputs[3] = {x, w, b};
+    const float *grads[3] = {grad_x, grad_w, grad_b};
+    int counts[3] = {ROWS * DIM, DIM, with_bias ? DIM : 0};
+    for (int which = 0; which < 3; which++)
+        for (int i = 0; i < counts[which]; i++) {
+            float keep = inputs[which][i];
+            inputs[which][i] = keep + h;
+            cpu->layernorm_forward(cpu, out, x, w, bias, ROWS, DIM, 1e-5f);
+            double up = weighted_sum(out, g, ROWS * DIM);
+            inputs[which][i] = keep - h;
+            cpu->layernorm_forward(cpu, out, x, w, bias, ROWS, DIM, 1e-5f);
+            double down = weighted_sum(out, g, ROWS * DIM);
+            inputs[which][i] = keep;
+            double numeric = (up - down) / (2.0 * h);
+            worst = fmax(worst, fabs(numeric - grads[which][i]) / (fabs(numeric) + 1e-1));
+        }
+    CHECK(worst < 5e-3);
+    /* without grad_x the weights' gradients still add up */
+    float again_w[DIM] = {0};
+    cpu->layernorm_backward(cpu, NULL, again_w, NULL, g, x, w, ROWS, DIM, 1e-5f);
+    CHECK(memcmp(again_w, grad_w, sizeof again_w) == 0);
+}
+
+TEST(layernorm_backward_matches_finite_differences)
+{
+    check_layernorm_backward(true);
+    check_layernorm_backward(false);
+}
+
 int main(void)
 {
     cpu = ft_backend_cpu_create(1);
     RUN(layernorm_matches_a_naive_loop);
     RUN(activations_match_their_formulas);
     RUN(add_sums_elementwise_in_place_too);
+    RUN(activation_backward_matches_finite_differences);
+    RUN(layernorm_backward_matches_finite_differences);
     ft_backend_destroy(cpu);
     return check_done();
 }

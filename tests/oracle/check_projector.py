@@ -1,0 +1,206 @@
+"""Training the multi-modal projector against transformers + PEFT, on this CPU.
+
+The fixtures: make_projector.py, run again here, makes tests/fixtures/projector
+as committed (safetensors tensor by tensor within 1e-6 of each tensor's
+largest value, JSON as values, other files byte for byte), so that
+test_projector.c's references stay transformers' and PEFT's.
+
+End to end, for tiny-qwen2-vl and tiny-qwen2.5-vl on LLaMA-Factory-style
+records with images (check_vl_exports.py's):
+  - LoRA with lora_target = all,mlp.0,mlp.2 and freeze_multi_modal_projector =
+    false: PEFT loads the peft export on the transformers model with every
+    adapter tensor used, the merger's four among them; evaluate's eval_loss is
+    PEFT's loss; transformers loads the merged export with PEFT's logits;
+  - train_mm_proj_only = true (full): transformers loads the train output whole,
+    only the merger's weights changed; evaluate's eval_loss is that model's
+    loss.
+For tiny-llava on LLaMA-Factory's mllm_demo (check_llava_exports.py's), the same
+with lora_target = all,linear_1,linear_2 and multi_modal_projector's layers."""
+import os
+import shutil
+import sys
+import time
+
+import torch
+
+import check_llava_exports as llava
+import check_vl_exports as vl
+import oracle
+from check_parity_fixtures import RELATIVE_LIMIT, same_json, same_tensors
+
+FIXTURES = os.path.join(oracle.FIXTURES, "projector")
+SCRIPT = "make_projector.py"
+
+
+def check_fixtures(cases):
+    out = oracle.scratch_folder("projector-fixtures")
+    try:
+        started = time.time()
+        status, output = oracle.run([sys.executable, os.path.join(FIXTURES, SCRIPT), out])
+        if not cases.check("projector fixtures: %s runs" % SCRIPT, status == 0, "exit %d" % status,
+                           output.splitlines()[-20:]):
+            return
+        print("# %s ran in %.0f s" % (SCRIPT, time.time() - started))
+        committed = sorted(os.path.relpath(os.path.join(folder, name), FIXTURES)
+                           for folder, _, files in os.walk(FIXTURES) for name in files if name != SCRIPT)
+        made = sorted(os.path.relpath(os.path.join(folder, name), out)
+                      for folder, _, files in os.walk(out) for name in files)
+        problems = ["%s: %s no longer writes it" % (p, SCRIPT) for p in committed if p not in made]
+        problems += ["%s: made but not committed" % p for p in made if p not in committed]
+        worst = 0.0
+        for path in (p for p in committed if p in made):
+            ours, theirs = os.path.join(FIXTURES, path), os.path.join(out, path)
+            if path.endswith(".json"):
+                equal, why = same_json(ours, theirs)
+            elif path.endswith(".safetensors"):
+                equal, relative, why = same_tensors(ours, theirs)
+                worst = max(worst, relative)
+            else:
+                equal, why = open(ours, "rb").read() == open(theirs, "rb").read(), "the bytes differ"
+            if not equal:
+                problems.append("%s: %s" % (path, why))
+        cases.check("projector fixtures", not problems,
+                    "%d files equal; worst relative difference %.2g (limit %g)" % (len(committed), worst,
+                                                                                  RELATIVE_LIMIT)
+                    if not problems else "%d files differ" % len(problems), problems)
+    finally:
+        oracle.remove_scratch(out)
+
+
+def pipeline(shape, tokenize, evaluate, lora_target):
+    """init, tokenize; LoRA on the projector and the language model, evaluated
+    and exported; the projector trained alone, evaluated."""
+    params = lambda values: "".join("\t%s = %s\n" % item for item in values.items())
+    evaluated = params(dict(evaluate, max_new_tokens=4, backend="cpu"))
+    steps = "\tbackend = cpu\n\tmax_steps = 3\n\tper_device_train_batch_size = 2\n"
+    return ("models/tiny: init\n\tshape = %s\n\tdtype = f32\n\n" % shape
+            + "tokens: tokenize models/tiny data\n" + params(tokenize)
+            + "\nadapter: train models/tiny tokens\n" + steps + "\tlearning_rate = 5e-3\n\tlora_rank = 4\n"
+              "\tlora_target = %s\n\tfreeze_multi_modal_projector = false\n" % lora_target
+            + "\nreport: evaluate models/tiny adapter data\n" + evaluated
+            + "\nexport/peft: export adapter\n\nexport/merged: export adapter models/tiny\n\tformat = merged\n"
+            + "\nmerger: train models/tiny tokens\n" + steps + "\tfinetuning_type = full\n\tlearning_rate = 1e-2\n"
+              "\ttrain_mm_proj_only = true\n"
+            + "\nreport_merger: evaluate models/tiny merger data\n" + evaluated)
+
+
+def check_shape(cases, shape, model_class):
+    from peft import PeftModel
+    from peft.utils import load_peft_weights
+    root = oracle.scratch_folder("projector_exports")
+    try:
+        vl.write_workspace(root, shape)
+        open(os.path.join(root, "Ftpipe"), "w").write(pipeline(shape, vl.TOKENIZE, vl.EVALUATE, "all,mlp.0,mlp.2"))
+        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged",
+                                     "report_merger"])
+        if not cases.check("%s pipeline runs" % shape, status == 0, "init, tokenize, train, evaluate, export",
+                           output.splitlines()[-15:]):
+            return
+        base_dir = os.path.join(root, "models", "tiny")
+        base = model_class.from_pretrained(base_dir, attn_implementation="eager")
+        image_token_id = base.config.image_token_id
+        peft_dir = os.path.join(root, "export", "peft")
+        model = PeftModel.from_pretrained(base, peft_dir)
+        saved = set(load_peft_weights(peft_dir))
+        used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
+        merger = sorted(name for name in used if ".visual.merger." in name)
+        cases.check("%s peft export with the merger's adapters loads on %s" % (shape, model_class.__name__),
+                    saved == used and len(saved) == 32 and len(merger) == 4,
+                    "%d adapter tensors, %d of them on visual.merger.mlp.0 and mlp.2" % (len(saved), len(merger)),
+                    sorted(saved ^ used)[:10])
+        model = model.double().eval()
+        samples = vl.samples_with_pixels(root)
+        reference = vl.mean_loss(model, samples, image_token_id)
+        measured = oracle.eval_loss(root, "report")
+        relative = abs(measured - reference) / abs(reference)
+        cases.check("%s evaluate's eval_loss with the merger's adapters is PEFT's" % shape, relative < 1e-4,
+                    "%.6f against %.6f (relative %.2e)" % (measured, reference, relative))
+        merged = model_class.from_pretrained(os.path.join(root, "export", "merged"),
+                                             attn_implementation="eager").double().eval()
+        worst = vl.worst_logit_error(model, merged, samples, image_token_id)
+        cases.check("%s merged export (the merger's adapters merged) gives PEFT's logits" % shape, worst < 1e-4,
+                    "worst relative error %.2e" % worst)
+
+        trained, info = model_class.from_pretrained(os.path.join(root, "merger"), attn_implementation="eager",
+                                                    output_loading_info=True)
+        problems = ["%s: %s" % (kind, sorted(names)[:5]) for kind, names in info.items() if names]
+        before, after = model_class.from_pretrained(base_dir).state_dict(), trained.state_dict()
+        changed = sorted(n for n in after if not torch.equal(after[n].double(), before[n].double()))
+        outside = [n for n in changed if ".visual.merger." not in n]
+        cases.check("%s train_mm_proj_only: transformers loads it whole, only the merger changed" % shape,
+                    not problems and changed and not outside,
+                    "%d tensors, %d changed: %s" % (len(after), len(changed), ", ".join(changed)),
+                    problems + outside[:5])
+        reference = vl.mean_loss(trained.double().eval(), samples, image_token_id)
+        measured = oracle.eval_loss(root, "report_merger")
+        relative = abs(measured - reference) / abs(reference)
+        cases.check("%s train_mm_proj_only's eval_loss is transformers'" % shape, relative < 1e-4,
+                    "%.6f against %.6f (relative %.2e)" % (measured, reference, relative))
+    finally:
+        oracle.remove_scratch(root)
+
+
+def check_llava(cases):
+    """tiny-llava: LoRA on multi_modal_projector's layers, and the projector alone."""
+    from peft import PeftModel
+    from peft.utils import load_peft_weights
+    from transformers import LlavaForConditionalGeneration
+    root = oracle.scratch_folder("projector_llava")
+    try:
+        shutil.copytree(os.path.join(oracle.FIXTURES, "datasets", "llamafactory_data"), os.path.join(root, "data"))
+        open(os.path.join(root, "Ftpipe"), "w").write(
+            pipeline("tiny-llava", llava.TOKENIZE, llava.EVALUATE, "all,linear_1,linear_2"))
+        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "report_merger"])
+        if not cases.check("tiny-llava pipeline runs", status == 0, "init, tokenize, train, evaluate, export",
+                           output.splitlines()[-15:]):
+            return
+        base_dir = os.path.join(root, "models", "tiny")
+        base = LlavaForConditionalGeneration.from_pretrained(base_dir, attn_implementation="eager")
+        image_size = base.config.vision_config.image_size
+        peft_dir = os.path.join(root, "export", "peft")
+        model = PeftModel.from_pretrained(base, peft_dir)
+        saved = set(load_peft_weights(peft_dir))
+        used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
+        projector = sorted(name for name in used if ".multi_modal_projector." in name)
+        cases.check("tiny-llava peft export with the projector's adapters loads on LlavaForConditionalGeneration",
+                    saved == used and len(saved) == 32 and len(projector) == 4,
+                    "%d adapter tensors, %d of them on linear_1 and linear_2" % (len(saved), len(projector)),
+                    sorted(saved ^ used)[:10])
+        samples = llava.samples_with_pixels(root, image_size)
+        reference, n_images = llava.mean_loss(model.double().eval(), samples)
+        measured = oracle.eval_loss(root, "report")
+        relative = abs(measured - reference) / abs(reference)
+        cases.check("tiny-llava evaluate's eval_loss with the projector's adapters is PEFT's", relative < 1e-4,
+                    "%.6f against %.6f over %d images (relative %.2e)" % (measured, reference, n_images, relative))
+        trained, info = LlavaForConditionalGeneration.from_pretrained(
+            os.path.join(root, "merger"), attn_implementation="eager", output_loading_info=True)
+        problems = ["%s: %s" % (kind, sorted(names)[:5]) for kind, names in info.items() if names]
+        before = LlavaForConditionalGeneration.from_pretrained(base_dir).state_dict()
+        after = trained.state_dict()
+        changed = sorted(n for n in after if not torch.equal(after[n].double(), before[n].double()))
+        outside = [n for n in changed if ".multi_modal_projector." not in n]
+        cases.check("tiny-llava train_mm_proj_only: transformers loads it whole, only the projector changed",
+                    not problems and changed and not outside,
+                    "%d tensors, %d changed: %s" % (len(after), len(changed), ", ".join(changed)),
+                    problems + outside[:5])
+        reference, _ = llava.mean_loss(trained.double().eval(), samples)
+        measured = oracle.eval_loss(root, "report_merger")
+        relative = abs(measured - reference) / abs(reference)
+        cases.check("tiny-llava train_mm_proj_only's eval_loss is transformers'", relative < 1e-4,
+                    "%.6f against %.6f (relative %.2e)" % (measured, reference, relative))
+    finally:
+        oracle.remove_scratch(root)
+
+
+def main():
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+    cases = oracle.Cases()
+    check_fixtures(cases)
+    check_shape(cases, "tiny-qwen2-vl", Qwen2VLForConditionalGeneration)
+    check_shape(cases, "tiny-qwen2.5-vl", Qwen2_5_VLForConditionalGeneration)
+    check_llava(cases)
+    return cases.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
