@@ -2,7 +2,7 @@
  * random inputs: linear layers with LoRA (with and without dropout, bias and
  * accumulation), RMSNorm and its fused residual add, RoPE, SwiGLU, attention for
  * every supported head size with GQA and packed segments, embedding,
- * cross-entropy, AdamW, uploads; the vision towers' forward-only ops (bidirectional
+ * cross-entropy, AdamW (bit for bit), uploads; the vision towers' forward-only ops (bidirectional
  * attention in runs, LayerNorm, the GELU family, add, RMSNorm without rstd). Outputs in bf16 are allowed a relative error of 2e-2;
  * float results 1e-2 (from bf16 inputs) or 1e-5 (float throughout). The
  * reductions without atomics (attention's dQ, dK and dV, the norm weight's gradient,
@@ -513,8 +513,15 @@ TEST(adamw_sum_squares_and_scale_match_cpu)
         cpu->adamw(cpu, param, grad, m, v, N, &hyper);
         gpu->adamw(gpu, dparam, dgrad, dm, dv, N, &hyper);
     }
+    /* rounded operation for operation as on the host: the same bits, which is what
+     * lets offload_optimizer move AdamW to the host without changing a weight */
     gpu->download(gpu, got, dparam, sizeof got);
     CHECK_CLOSE("adamw after 2 steps", got, param, N, 1e-6);
+    CHECK(memcmp(got, param, sizeof got) == 0);
+    gpu->download(gpu, got, dm, sizeof got);
+    CHECK(memcmp(got, m, sizeof got) == 0);
+    gpu->download(gpu, got, dv, sizeof got);
+    CHECK(memcmp(got, v, sizeof got) == 0);
     /* three tensors, the last empty, summed in one call */
     const float *host[3] = {grad, grad, grad}, *device[3] = {dgrad, dgrad, dgrad};
     size_t counts[3] = {N, N / 2, 0};

@@ -288,9 +288,10 @@ TEST(lora_training_lowers_the_loss_on_the_gpu)
  * weight (float, from bf16 weights) against the cpu backend's and transformers';
  * then FULL_STEPS steps of AdamW on the float master weights, the bf16 weights
  * made from them after each, on the batch: the losses step by step against the
- * cpu backend's (fp32 throughout) within FULL_LOSS_TOLERANCE, falling; and
- * offload_optimizer's path (master weights and moments in host memory, AdamW
- * on the host's cores) against AdamW on the GPU. */
+ * cpu backend's (fp32 throughout) within FULL_LOSS_TOLERANCE of the first
+ * step's loss, falling; and offload_optimizer's path (master weights and
+ * moments in host memory, AdamW on the host's cores, the GPU's AdamW's bits)
+ * against AdamW on the GPU. */
 enum { FULL_STEPS = 20 };
 #define FULL_LOSS_TOLERANCE 2e-2
 #define OFFLOAD_LOSS_TOLERANCE 1e-3
@@ -334,6 +335,18 @@ static double worst_relative(const double *actual, const double *expected, int n
     return worst;
 }
 
+/* The largest step's difference over the first step's loss: the curves' gap on
+ * the scale of the loss they start from (relative to each step's own loss, a
+ * loss near 0 after memorising the batch turns bf16's rounding of its logits
+ * into a large ratio). */
+static double worst_of_first(const double *actual, const double *expected, int n)
+{
+    double worst = 0.0;
+    for (int i = 0; i < n; i++)
+        worst = fmax(worst, fabs(actual[i] - expected[i]) / fabs(expected[0]));
+    return worst;
+}
+
 TEST(full_finetuning_matches_cpu_and_transformers)
 {
     fixture_batch fb;
@@ -366,12 +379,12 @@ TEST(full_finetuning_matches_cpu_and_transformers)
         check_case_failed = 1;
         return;
     }
-    double versus_cpu = worst_relative(on_gpu, on_cpu, FULL_STEPS);
+    double versus_cpu = worst_of_first(on_gpu, on_cpu, FULL_STEPS);
     double versus_in_place = worst_relative(offloaded, on_gpu, FULL_STEPS);
     printf("# qwen2 full fine-tuning, %d steps: loss %.4f -> %.4f on the GPU, %.4f -> %.4f on the cpu backend; worst "
-           "step's relative difference %.2e (tolerance %.0e)\n",
+           "step's difference %.2e of the first loss (tolerance %.0e), %.2e of its own\n",
            FULL_STEPS, on_gpu[0], on_gpu[FULL_STEPS - 1], on_cpu[0], on_cpu[FULL_STEPS - 1], versus_cpu,
-           FULL_LOSS_TOLERANCE);
+           FULL_LOSS_TOLERANCE, worst_relative(on_gpu, on_cpu, FULL_STEPS));
     printf("# ... offload_optimizer's AdamW on the host against AdamW on the GPU: worst step's relative difference "
            "%.2e (tolerance %.0e), last loss %.4f\n",
            versus_in_place, OFFLOAD_LOSS_TOLERANCE, offloaded[FULL_STEPS - 1]);
@@ -440,10 +453,12 @@ TEST(full_finetuning_checkpoints_cross_backends)
     ft_model *reference_model = load_model("qwen2", cpu, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
     ft_adamw *gpu_optimizer = NULL, *cpu_optimizer = NULL;
     ft_adamw_config adamw = {0.9, 0.999, 1e-8, 0.01};
-    size_t count;
-    if (cuda && reference_model &&
-        ft_adamw_create(gpu, ft_model_trainable(cuda, &count), count, &adamw, &gpu_optimizer) == 0 &&
-        ft_adamw_create(cpu, ft_model_trainable(reference_model, &count), count, &adamw, &cpu_optimizer) == 0) {
+    size_t gpu_count = 0, cpu_count = 0; /* read only after ft_model_trainable has set them */
+    const ft_param_tensor *gpu_tensors = cuda ? ft_model_trainable(cuda, &gpu_count) : NULL;
+    const ft_param_tensor *cpu_tensors = reference_model ? ft_model_trainable(reference_model, &cpu_count) : NULL;
+    if (cuda && reference_model && gpu_count == cpu_count &&
+        ft_adamw_create(gpu, gpu_tensors, gpu_count, &adamw, &gpu_optimizer) == 0 &&
+        ft_adamw_create(cpu, cpu_tensors, cpu_count, &adamw, &cpu_optimizer) == 0) {
         check_checkpoint_crossing(cuda, gpu_optimizer, reference_model, cpu_optimizer, &fb, 1);
         check_checkpoint_crossing(reference_model, cpu_optimizer, cuda, gpu_optimizer, &fb, 2);
         CHECK_NO_GPU_FAILURE();

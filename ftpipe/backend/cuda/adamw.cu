@@ -1,5 +1,6 @@
 /* adamw: torch.optim.AdamW's update on float tensors, in the cpu backend's
- * order of operations; the sum of squares (for clipping) and scaling. The sum
+ * order of operations and roundings, so that it gives the host's bits (the
+ * offloaded AdamW's too); the sum of squares (for clipping) and scaling. The sum
  * is added up in a fixed order (block partials, then one block over them), so
  * the same tensor always gives the same bits. */
 #include <math.h>
@@ -13,14 +14,15 @@ struct adamw_constants {
 __global__ void adamw_kernel(float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,
                              adamw_constants k)
 {
+    /* each operation rounded on its own (no fused multiply-add), as the host computes it */
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = grad[i], p = param[i] * k.decay;
-        float m = exp_avg[i] + (g - exp_avg[i]) * k.one_minus_beta1;
-        float v = exp_avg_sq[i] * k.beta2 + k.one_minus_beta2 * (g * g);
-        float denom = sqrtf(v) / k.bias_correction2_sqrt + k.eps;
+        float g = grad[i], p = __fmul_rn(param[i], k.decay);
+        float m = __fadd_rn(exp_avg[i], __fmul_rn(__fsub_rn(g, exp_avg[i]), k.one_minus_beta1));
+        float v = __fadd_rn(__fmul_rn(exp_avg_sq[i], k.beta2), __fmul_rn(k.one_minus_beta2, __fmul_rn(g, g)));
+        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), k.bias_correction2_sqrt), k.eps);
         exp_avg[i] = m;
         exp_avg_sq[i] = v;
-        param[i] = p - k.step_size * (m / denom);
+        param[i] = __fsub_rn(p, __fmul_rn(k.step_size, __fdiv_rn(m, denom)));
     }
 }
 
