@@ -210,7 +210,7 @@ TEST(zero_3_keeps_one_share_of_the_weights_per_rank)
 TEST(zero_3_with_offload_moves_the_master_shard_to_host_memory)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, true};
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, true, false, false};
     ft_train_memory whole, sharded, offloaded, both;
     CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &whole), 0);
     sharded = offloaded = both = whole;
@@ -230,7 +230,7 @@ TEST(readme_table_row_qwen_7b_full_stage_3)
 {
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
-    ft_model_options options = {4, 1024, FT_FINETUNE_FULL, false, {0}, true};
+    ft_model_options options = {4, 1024, FT_FINETUNE_FULL, false, {0}, true, false, false};
     const double expected[3][2] = {{125.3, 56.7}, {88.0, 56.7}, {75.8, 72.7}};
     for (int v = 0; v < 3; v++) {
         ft_train_memory memory;
