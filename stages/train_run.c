@@ -115,11 +115,12 @@ static int global_batch_accumulation(ft_stage *stage, int64_t batch_size, int ra
     return 0;
 }
 
-/* LLaMA-Factory's freeze_vision_tower, freeze_multi_modal_projector and
- * train_mm_proj_only on a vision-language model: the tower stays frozen (its
- * backward is not built); the projector is trained whole with full fine-tuning
- * (alone with train_mm_proj_only, the language model frozen, as LLaMA-Factory's
- * freeze_language_model), or through LoRA on the layers lora_target names. */
+/* LLaMA-Factory's freeze_vision_tower, freeze_multi_modal_projector,
+ * freeze_language_model and train_mm_proj_only on a vision-language model: the
+ * tower stays frozen (its backward is not built); the projector is trained
+ * whole with full fine-tuning (alone with train_mm_proj_only or
+ * freeze_language_model, the language model frozen), or through LoRA on the
+ * layers lora_target names. */
 static int choose_vision_training(ft_train_run *run, bool lora)
 {
     ft_stage *stage = run->stage;
@@ -129,6 +130,7 @@ static int choose_vision_training(ft_train_run *run, bool lora)
     if (!config.vision_language && !config.llava)
         return 0; /* LLaMA-Factory leaves a text model's training alone */
     bool projector = !ft_stage_param_bool(stage, "freeze_multi_modal_projector");
+    bool language_frozen = ft_stage_param_bool(stage, "freeze_language_model");
     bool projector_only = ft_stage_param_bool(stage, "train_mm_proj_only");
     const char *layers = config.llava ? "linear_1, linear_2" : "mlp.0, mlp.2";
     if (!ft_stage_param_bool(stage, "freeze_vision_tower"))
@@ -137,6 +139,14 @@ static int choose_vision_training(ft_train_run *run, bool lora)
                                     "freeze_multi_modal_projector = false or train_mm_proj_only = true",
                              run->model_dir);
     ft_model_options *m = &run->model_options;
+    if (language_frozen && lora)
+        return ft_stage_fail(stage, "freeze_language_model = true with LoRA is not supported: the adapter lives on "
+                                    "the language model; train the projector alone with finetuning_type = full and "
+                                    "freeze_multi_modal_projector = false");
+    if (language_frozen && !projector && !projector_only)
+        return ft_stage_fail(stage, "freeze_language_model = true leaves nothing to train while the projector and the "
+                                    "tower are frozen too: set freeze_multi_modal_projector = false to train the "
+                                    "projector alone");
     if (lora) {
         bool targeted = (m->lora.targets & FT_LORA_PROJECTOR_TARGETS) != 0;
         if (projector_only)
@@ -157,7 +167,7 @@ static int choose_vision_training(ft_train_run *run, bool lora)
         return 0;
     }
     m->train_projector = projector || projector_only;
-    m->freeze_language_model = projector_only;
+    m->freeze_language_model = projector_only || language_frozen;
     return 0;
 }
 

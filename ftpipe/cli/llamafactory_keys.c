@@ -11,7 +11,7 @@
 static const ft_lf_key keys[] = {
     /* model */
     SPECIAL("model_name_or_path", "a download stage (hf://) or the local folder, staged to /dev/shm by a shm stage"),
-    DROPPED("trust_remote_code", "ftpipe runs no model code of its own; it knows Qwen2, Qwen2.5, Qwen3 and Llama 3"),
+    DROPPED("trust_remote_code", "ftpipe runs no model code of its own; it knows Qwen2, Qwen2.5, Qwen3, Llama 3, Qwen2-VL, Qwen2.5-VL and LLaVA"),
     DROPPED("cache_dir", "downloads go to ftpipe's content-addressed cache"),
     DROPPED("flash_attn", "the cuda backend always uses its own flash-style attention"),
     DROPPED("use_fast_tokenizer", "ftpipe has one tokenizer, with the fast tokenizer's ids"),
@@ -25,6 +25,10 @@ static const ft_lf_key keys[] = {
     TRAIN("lora_target"),
     TRAIN("use_rslora"),
     TRAIN("deepspeed"),
+    TRAIN("freeze_vision_tower"),
+    TRAIN("freeze_multi_modal_projector"),
+    TRAIN("freeze_language_model"),
+    TRAIN("train_mm_proj_only"),
     /* dataset */
     TOKENIZE("dataset"),
     SPECIAL("dataset_dir", "the tokenize stage's data input (the DATA variable, default data)"),
@@ -36,6 +40,12 @@ static const ft_lf_key keys[] = {
     TOKENIZE("train_on_prompt"),
     TOKENIZE("mask_history"),
     TOKENIZE("enable_thinking"),
+    TOKENIZE("image_max_pixels"),
+    TOKENIZE("image_min_pixels"),
+    DROPPED("video_max_pixels", "videos are not read: a data set with a videos column is refused"),
+    DROPPED("video_min_pixels", "videos are not read: a data set with a videos column is refused"),
+    DROPPED("video_fps", "videos are not read: a data set with a videos column is refused"),
+    DROPPED("video_maxlen", "videos are not read: a data set with a videos column is refused"),
     {"preprocessing_num_workers", FT_LF_TOKENIZE, "threads", NULL},
     DROPPED("dataloader_num_workers", "token shards are memory-mapped: training needs no data-loader workers"),
     DROPPED("overwrite_cache", "tokenized data is cached by content: a change of data or parameters redoes it"),

@@ -40,6 +40,37 @@ grep -q "^	deepspeed  *= examples/deepspeed/ds_z3_config.json$" "$W/../"*/Ftpipe
   t_fail "deepspeed is not a train parameter"
 t_end
 
+t_case "a vision-language config (in the form of LLaMA-Factory's qwen2_5vl examples): image and freeze keys reach tokenize and train, video keys are listed"
+W=$(t_workspace)
+ln -s "$ROOT/tests/fixtures/datasets/llamafactory_data" "$W/data"
+cat > "$W/vl.yaml" <<'Y'
+model_name_or_path: Qwen/Qwen2.5-VL-7B-Instruct
+image_max_pixels: 262144
+video_max_pixels: 16384
+trust_remote_code: true
+stage: sft
+do_train: true
+finetuning_type: full
+freeze_vision_tower: true
+freeze_multi_modal_projector: false
+freeze_language_model: true
+dataset: mllm_demo
+template: qwen2_vl
+cutoff_len: 2048
+output_dir: saves/qwen2_5vl-7b/full/sft
+Y
+t_run "$FTPIPE" import "$W/vl.yaml" -o "$W/Ftpipe"
+t_expect_status 0
+t_expect_lacks "is not a key ftpipe knows"
+for pair in image_max_pixels=262144 freeze_vision_tower=true freeze_multi_modal_projector=false \
+  freeze_language_model=true; do
+  grep -q "^	${pair%%=*}  *= ${pair#*=}$" "$W/Ftpipe" || t_fail "the pipeline lacks $pair: $(cat "$W/Ftpipe")"
+done
+grep -q "^#   video_max_pixels: 16384 -- videos are not read" "$W/Ftpipe" || t_fail "video_max_pixels is not listed"
+t_run "$FTPIPE" -C "$W" -n DATA=data
+t_expect_status 0
+t_end
+
 t_case "with a tiny local model, each example trains a few steps"
 W=$(t_workspace)
 printf 'tiny: init\n\tshape = tiny\n\tnum_hidden_layers = 1\n\thidden_size = 32\n\tintermediate_size = 64\n\tnum_attention_heads = 2\n\tnum_key_value_heads = 1\n\tdtype = f32\n' > "$W/Ftpipe"

@@ -2,7 +2,8 @@
 # Training a vision-language model's multi-modal projector end to end, on
 # examples/vl-lora's tiny cpu variant: train_mm_proj_only trains the merger
 # alone (its weights change in the train output and the export, the language
-# model's and the tower's do not), freeze_multi_modal_projector = false trains
+# model's and the tower's do not), and so does freeze_language_model = true
+# with freeze_multi_modal_projector = false; freeze_multi_modal_projector = false trains
 # it with the language model, LoRA on its layers exports PEFT's names for them
 # and evaluates with them; a rerun is a no-op; what LLaMA-Factory would not do,
 # or ftpipe cannot, is refused with a message.
@@ -56,6 +57,18 @@ done
 t_run "$FTPIPE" -C "$W" $VARS
 t_expect_status 0
 t_expect_contains "nothing to do"
+MM_PROJ_ONLY=$W
+t_end
+
+t_case "freeze_language_model = true with freeze_multi_modal_projector = false (LLaMA-Factory 0.9.5's spelling) trains what train_mm_proj_only does, to the byte"
+vl_projector tiny-qwen2-vl -e "s/	finetuning_type = lora/	finetuning_type = full\n	freeze_language_model = true/" \
+  -e 's/	freeze_multi_modal_projector = true/	freeze_multi_modal_projector = false/' \
+  -e '/lora_/d' -e 's/	format = peft/	format = merged/'
+grep -q "freeze_multi_modal_projector = false" "$W/Ftpipe" || t_fail "examples/vl-lora no longer sets freeze_multi_modal_projector"
+t_run "$FTPIPE" -C "$W" $VARS adapter
+t_expect_status 0
+cmp -s "$W/adapter/model.safetensors" "$MM_PROJ_ONLY/adapter/model.safetensors" ||
+  t_fail "the train output differs from train_mm_proj_only's"
 t_end
 
 t_case "freeze_multi_modal_projector = false with full fine-tuning: the merger and the language model change, the tower does not"
@@ -105,7 +118,7 @@ t_expect_contains "lora_target = all leaves them out, as in LLaMA-Factory"
 head -c 8192 "$W/adapter/adapter_model.safetensors" | grep -q 'merger' && t_fail "an adapter on the merger with lora_target = all"
 t_end
 
-t_case "refused: the tower's training, the merger's layers while it is frozen, train_mm_proj_only with LoRA"
+t_case "refused: the tower's training, the merger's layers while it is frozen, train_mm_proj_only or freeze_language_model with LoRA, a frozen everything"
 vl_projector tiny-qwen2-vl -e 's/	freeze_vision_tower = true/	freeze_vision_tower = false/'
 t_run "$FTPIPE" -C "$W" $VARS adapter
 t_expect_fail
@@ -118,4 +131,12 @@ vl_projector tiny-qwen2-vl -e "s/	finetuning_type = lora/	finetuning_type = lora
 t_run "$FTPIPE" -C "$W" $VARS adapter
 t_expect_fail
 t_expect_contains "train_mm_proj_only = true trains the projector whole, with the language model frozen: it needs finetuning_type = full"
+vl_projector tiny-qwen2-vl -e "s/	finetuning_type = lora/	finetuning_type = lora\n	freeze_language_model = true/"
+t_run "$FTPIPE" -C "$W" $VARS adapter
+t_expect_fail
+t_expect_contains "freeze_language_model = true with LoRA is not supported: the adapter lives on the language model"
+vl_projector tiny-qwen2-vl -e "s/	finetuning_type = lora/	finetuning_type = full\n	freeze_language_model = true/" -e '/lora_/d'
+t_run "$FTPIPE" -C "$W" $VARS adapter
+t_expect_fail
+t_expect_contains "freeze_language_model = true leaves nothing to train while the projector and the tower are frozen too"
 t_end
