@@ -159,7 +159,7 @@ build/obj-release/%.o: %.c | build/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -c $< -o $@
 # Offloaded AdamW on the host's cores: -O3 vectorises its loop, which sqrtf's errno would stop (no bit changes).
-build/obj-release/ftpipe/model/adamw_host.o: RELEASE_CFLAGS += -O3 -fno-math-errno
+build/obj-release/ftpipe/backend/host_adamw.o: RELEASE_CFLAGS += -O3 -fno-math-errno
 
 build/obj-asan/%.o: %.c | build/.deps-ok
 	@mkdir -p $(dir $@)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cpu_ops.h"
+#include "ftpipe/backend/host_adamw.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -207,25 +208,11 @@ static void cpu_cross_entropy(ft_backend *self, float *losses, void *logits, con
 
 /* --- optimizer --- */
 
-/* torch.optim.AdamW (single-tensor form), operation for operation. */
+/* torch.optim.AdamW (single-tensor form), operation for operation (host_adamw). */
 static void cpu_adamw(ft_backend *self, float *param, const float *grad, float *exp_avg, float *exp_avg_sq, size_t n,
                       const ft_adamw_hyper *hyper)
 {
-    float decay = (float)(1.0 - hyper->learning_rate * hyper->weight_decay);
-    float one_minus_beta1 = (float)(1.0 - hyper->beta1), beta2 = (float)hyper->beta2;
-    float one_minus_beta2 = (float)(1.0 - hyper->beta2);
-    double bias_correction1 = 1.0 - pow(hyper->beta1, (double)hyper->step);
-    double bias_correction2 = 1.0 - pow(hyper->beta2, (double)hyper->step);
-    float step_size = (float)(hyper->learning_rate / bias_correction1);
-    float bias_correction2_sqrt = (float)sqrt(bias_correction2);
-    float eps = (float)hyper->eps;
-    for (size_t i = 0; i < n; i++) {
-        param[i] *= decay;
-        exp_avg[i] += (grad[i] - exp_avg[i]) * one_minus_beta1;
-        exp_avg_sq[i] = exp_avg_sq[i] * beta2 + one_minus_beta2 * (grad[i] * grad[i]);
-        float denom = sqrtf(exp_avg_sq[i]) / bias_correction2_sqrt + eps;
-        param[i] -= step_size * (exp_avg[i] / denom);
-    }
+    ft_host_adamw_update(param, grad, exp_avg, exp_avg_sq, n, hyper);
 }
 
 static double cpu_sum_squares(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors)

@@ -1,9 +1,7 @@
 /* adamw_host: AdamW's update in host memory on every core, for an optimizer
- * whose state is offloaded (DeepSpeed's offload_optimizer = cpu): the same
- * operations in the same order as the cpu backend's adamw op, so that an
- * offloaded update equals the in-place one bit for bit. The loop is written
- * for the compiler to vectorise (restrict pointers, no branches), and a step
- * is cut into chunks that the one thread pool runs on every core. */
+ * whose state is offloaded (DeepSpeed's offload_optimizer = cpu): a step is cut
+ * into chunks that the one thread pool runs on every core, each the update of
+ * host_adamw.h, so an offloaded update equals the in-place one bit for bit. */
 #ifndef FTPIPE_ADAMW_HOST_H
 #define FTPIPE_ADAMW_HOST_H
 
@@ -11,10 +9,6 @@
 
 #include "ftpipe/backend/backend.h"
 #include "ftpipe/base/thread_pool.h"
-
-/* One tensor's update: param, grad and both moments of n elements, in host memory. */
-void ft_adamw_host_update(float *restrict param, const float *restrict grad, float *restrict exp_avg,
-                          float *restrict exp_avg_sq, size_t n, const ft_adamw_hyper *hyper);
 
 /* A span of host memory to update with its hyperparameters (weight decay differs per tensor). */
 typedef struct {
