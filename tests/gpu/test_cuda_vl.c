@@ -176,6 +176,25 @@ static ft_model *load_lora_model(const char *dir, ft_backend *backend, int seq_l
     return load_lora_model_on(dir, backend, seq_len, FT_LORA_ALL_TARGETS);
 }
 
+/* The init shape `name` written under root, and its config; NULL (the case
+ * failed) when either cannot be had. */
+static char *shape_folder(const char *name, ft_model_config *config)
+{
+    if (mkdtemp(root) == NULL && access(root, F_OK) != 0) {
+        fprintf(stderr, "  cannot make %s\n", root);
+        check_case_failed = 1;
+        return NULL;
+    }
+    char *dir = write_shape(name);
+    if (ft_language_model_config_load(dir, config) < 0) {
+        fprintf(stderr, "  %s\n", ft_error_message());
+        check_case_failed = 1;
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
 /* Each projector adapter's B set to the same random values in both models, so
  * that A's gradients show too. */
 static void randomize_projector_b(ft_model *model, ft_backend *backend)
@@ -195,19 +214,10 @@ static void randomize_projector_b(ft_model *model, ft_backend *backend)
  * compared. */
 static void check_projector_lora(const char *name)
 {
-    if (mkdtemp(root) == NULL && access(root, F_OK) != 0) {
-        fprintf(stderr, "  cannot make %s\n", root);
-        check_case_failed = 1;
-        return;
-    }
-    char *dir = write_shape(name);
     ft_model_config config;
-    if (ft_language_model_config_load(dir, &config) < 0) {
-        fprintf(stderr, "  %s\n", ft_error_message());
-        check_case_failed = 1;
-        free(dir);
+    char *dir = shape_folder(name, &config);
+    if (!dir)
         return;
-    }
     vl_batch b;
     make_batch(&b, &config);
     unsigned targets = FT_LORA_ALL_TARGETS | FT_LORA_PROJECTOR_TARGETS;
@@ -244,19 +254,10 @@ static void check_projector_lora(const char *name)
 /* The whole model: logits and loss against the cpu backend's, the plan, then LoRA steps. */
 static void check_model(const char *name)
 {
-    if (mkdtemp(root) == NULL && access(root, F_OK) != 0) {
-        fprintf(stderr, "  cannot make %s\n", root);
-        check_case_failed = 1;
-        return;
-    }
-    char *dir = write_shape(name);
     ft_model_config config;
-    if (ft_language_model_config_load(dir, &config) < 0) {
-        fprintf(stderr, "  %s\n", ft_error_message());
-        check_case_failed = 1;
-        free(dir);
+    char *dir = shape_folder(name, &config);
+    if (!dir)
         return;
-    }
     vl_batch b;
     make_batch(&b, &config);
     check_features(name, dir, &config, &b);

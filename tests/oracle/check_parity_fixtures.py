@@ -66,6 +66,42 @@ def committed_files(parity, script):
                 yield os.path.relpath(path, parity)
 
 
+def check_remade(cases, label, fixtures, script):
+    """One case: `script` in the fixtures folder, run again into a scratch
+    folder, makes every committed file of it (and no other) equal as above."""
+    out = oracle.scratch_folder(os.path.basename(fixtures))
+    try:
+        started = time.time()
+        status, output = oracle.run([sys.executable, os.path.join(fixtures, script), out])
+        if not cases.check("%s: %s runs" % (label, script), status == 0, "exit %d" % status,
+                           output.splitlines()[-20:]):
+            return
+        print("# %s ran in %.0f s" % (script, time.time() - started))
+        committed = sorted(committed_files(fixtures, script))
+        made = sorted(os.path.relpath(os.path.join(folder, name), out)
+                      for folder, _, files in os.walk(out) for name in files)
+        problems = ["%s: %s no longer writes it" % (p, script) for p in committed if p not in made]
+        problems += ["%s: made but not committed" % p for p in made if p not in committed]
+        worst = 0.0
+        for path in (p for p in committed if p in made):
+            ours, theirs = os.path.join(fixtures, path), os.path.join(out, path)
+            if path.endswith(".json"):
+                equal, why = same_json(ours, theirs)
+            elif path.endswith(".safetensors"):
+                equal, relative, why = same_tensors(ours, theirs)
+                worst = max(worst, relative)
+            else:
+                equal, why = open(ours, "rb").read() == open(theirs, "rb").read(), "the bytes differ"
+            if not equal:
+                problems.append("%s: %s" % (path, why))
+        cases.check(label, not problems,
+                    "%d files equal; worst relative difference %.2g (limit %g)" % (len(committed), worst,
+                                                                                  RELATIVE_LIMIT)
+                    if not problems else "%d files differ" % len(problems), problems)
+    finally:
+        oracle.remove_scratch(out)
+
+
 def main():
     cases = oracle.Cases()
     for folder, script in FIXTURE_SETS:

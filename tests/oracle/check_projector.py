@@ -19,52 +19,16 @@ with lora_target = all,linear_1,linear_2 and multi_modal_projector's layers."""
 import os
 import shutil
 import sys
-import time
 
 import torch
 
 import check_llava_exports as llava
 import check_vl_exports as vl
 import oracle
-from check_parity_fixtures import RELATIVE_LIMIT, same_json, same_tensors
+from check_parity_fixtures import check_remade
 
 FIXTURES = os.path.join(oracle.FIXTURES, "projector")
 SCRIPT = "make_projector.py"
-
-
-def check_fixtures(cases):
-    out = oracle.scratch_folder("projector-fixtures")
-    try:
-        started = time.time()
-        status, output = oracle.run([sys.executable, os.path.join(FIXTURES, SCRIPT), out])
-        if not cases.check("projector fixtures: %s runs" % SCRIPT, status == 0, "exit %d" % status,
-                           output.splitlines()[-20:]):
-            return
-        print("# %s ran in %.0f s" % (SCRIPT, time.time() - started))
-        committed = sorted(os.path.relpath(os.path.join(folder, name), FIXTURES)
-                           for folder, _, files in os.walk(FIXTURES) for name in files if name != SCRIPT)
-        made = sorted(os.path.relpath(os.path.join(folder, name), out)
-                      for folder, _, files in os.walk(out) for name in files)
-        problems = ["%s: %s no longer writes it" % (p, SCRIPT) for p in committed if p not in made]
-        problems += ["%s: made but not committed" % p for p in made if p not in committed]
-        worst = 0.0
-        for path in (p for p in committed if p in made):
-            ours, theirs = os.path.join(FIXTURES, path), os.path.join(out, path)
-            if path.endswith(".json"):
-                equal, why = same_json(ours, theirs)
-            elif path.endswith(".safetensors"):
-                equal, relative, why = same_tensors(ours, theirs)
-                worst = max(worst, relative)
-            else:
-                equal, why = open(ours, "rb").read() == open(theirs, "rb").read(), "the bytes differ"
-            if not equal:
-                problems.append("%s: %s" % (path, why))
-        cases.check("projector fixtures", not problems,
-                    "%d files equal; worst relative difference %.2g (limit %g)" % (len(committed), worst,
-                                                                                  RELATIVE_LIMIT)
-                    if not problems else "%d files differ" % len(problems), problems)
-    finally:
-        oracle.remove_scratch(out)
 
 
 def pipeline(shape, tokenize, evaluate, lora_target):
@@ -195,7 +159,7 @@ def check_llava(cases):
 def main():
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
     cases = oracle.Cases()
-    check_fixtures(cases)
+    check_remade(cases, "projector fixtures", FIXTURES, SCRIPT)
     check_shape(cases, "tiny-qwen2-vl", Qwen2VLForConditionalGeneration)
     check_shape(cases, "tiny-qwen2.5-vl", Qwen2_5_VLForConditionalGeneration)
     check_llava(cases)

@@ -6,6 +6,19 @@
 
 #include "cpu_ops.h"
 
+/* A row's mean (into *mean) and 1 / its standard deviation, in double: the mean
+ * first, then the variance around it. */
+static double row_moments(const float *in, int dim, float eps, double *mean)
+{
+    double sum = 0.0, variance = 0.0;
+    for (int c = 0; c < dim; c++)
+        sum += in[c];
+    *mean = sum / dim;
+    for (int c = 0; c < dim; c++)
+        variance += (in[c] - *mean) * (in[c] - *mean);
+    return 1.0 / sqrt(variance / dim + eps);
+}
+
 void ft_cpu_layernorm_forward(ft_backend *self, void *out, const void *x, const void *weight, const void *bias,
                               int rows, int dim, float eps)
 {
@@ -14,13 +27,7 @@ void ft_cpu_layernorm_forward(ft_backend *self, void *out, const void *x, const 
     for (int r = 0; r < rows; r++) {
         const float *in = (const float *)x + (size_t)r * dim;
         float *o = (float *)out + (size_t)r * dim;
-        double mean = 0.0, variance = 0.0;
-        for (int c = 0; c < dim; c++)
-            mean += in[c];
-        mean /= dim;
-        for (int c = 0; c < dim; c++)
-            variance += (in[c] - mean) * (in[c] - mean);
-        double rstd = 1.0 / sqrt(variance / dim + eps);
+        double mean, rstd = row_moments(in, dim, eps, &mean);
         for (int c = 0; c < dim; c++)
             o[c] = (float)((in[c] - mean) * rstd) * w[c] + (b ? b[c] : 0.0f);
     }
@@ -33,13 +40,7 @@ void ft_cpu_layernorm_backward(ft_backend *self, void *grad_x, float *grad_weigh
     const float *w = weight;
     for (int r = 0; r < rows; r++) {
         const float *in = (const float *)x + (size_t)r * dim, *g = (const float *)grad_out + (size_t)r * dim;
-        double mean = 0.0, variance = 0.0;
-        for (int c = 0; c < dim; c++)
-            mean += in[c];
-        mean /= dim;
-        for (int c = 0; c < dim; c++)
-            variance += (in[c] - mean) * (in[c] - mean);
-        double rstd = 1.0 / sqrt(variance / dim + eps);
+        double mean, rstd = row_moments(in, dim, eps, &mean);
         /* d/dx of (x - mean) rstd: g w rstd less its mean and its projection on the normalised row */
         double mean_g = 0.0, mean_g_normed = 0.0;
         for (int c = 0; c < dim; c++) {

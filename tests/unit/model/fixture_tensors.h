@@ -9,8 +9,23 @@
 #include <string.h>
 
 #include "check.h"
+#include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/formats/safetensors.h"
+
+/* FOLDER/ARCH/FILE of the fixtures, opened; NULL (the case failed, the error
+ * printed) when it cannot be read. */
+static inline ft_safetensors *fixture_open(const char *folder, const char *arch, const char *file)
+{
+    char *path = ft_xasprintf("%s/%s/%s", folder, arch, file);
+    ft_safetensors *set = NULL;
+    if (ft_safetensors_open(path, &set) < 0) {
+        fprintf(stderr, "  %s\n", ft_error_message());
+        check_case_failed = 1;
+    }
+    free(path);
+    return set;
+}
 
 /* The tensor `name` as floats (int32 tensors copied as they are), its element
  * count in *count. Caller frees; a missing tensor fails the case and aborts. */

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "check.h"
+#include "fixture_tensors.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -38,14 +39,7 @@ typedef struct {
 
 static ft_safetensors *open_fixture(const char *arch, const char *file)
 {
-    char *path = ft_xasprintf(FIXTURES "/%s/%s", arch, file);
-    ft_safetensors *set = NULL;
-    if (ft_safetensors_open(path, &set) < 0) {
-        fprintf(stderr, "  %s\n", ft_error_message());
-        check_case_failed = 1;
-    }
-    free(path);
-    return set;
+    return fixture_open(FIXTURES, arch, file);
 }
 
 static void read_ints(const ft_safetensors *set, const char *name, int32_t *out)

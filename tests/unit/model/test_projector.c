@@ -86,14 +86,7 @@ static void sample_close(sample *s)
 
 static ft_safetensors *open_expected(const char *arch, const char *file)
 {
-    char *path = ft_xasprintf("tests/fixtures/projector/%s/%s", arch, file);
-    ft_safetensors *set = NULL;
-    if (ft_safetensors_open(path, &set) < 0) {
-        fprintf(stderr, "  %s\n", ft_error_message());
-        check_case_failed = 1;
-    }
-    free(path);
-    return set;
+    return fixture_open("tests/fixtures/projector", arch, file);
 }
 
 static ft_model *load(const char *arch, const ft_model_options *options)

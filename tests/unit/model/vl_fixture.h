@@ -39,14 +39,7 @@ typedef struct {
 
 static inline ft_safetensors *vl_open(const char *file)
 {
-    char *path = vl_path(file);
-    ft_safetensors *set = NULL;
-    if (ft_safetensors_open(path, &set) < 0) {
-        fprintf(stderr, "  %s\n", ft_error_message());
-        check_case_failed = 1;
-    }
-    free(path);
-    return set;
+    return fixture_open("tests/fixtures/parity_vl", vl_architecture, file);
 }
 
 static inline const ft_tensor_view *vl_tensor(const ft_safetensors *set, const char *name, ft_dtype dtype, size_t count)
