@@ -88,15 +88,12 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
     }
     if (run->train_options.offload_optimizer) /* the cpu backend's: an f32 master copy and the gradients downloaded */
         plan.total_bytes += plan.optimizer_bytes;
-    uint64_t gathered_bytes = 0; /* ZeRO-3 of full fine-tuning: the whole weights, for checkpoints and the result */
     bool sharded = run->train_options.zero_stage == 3;
     if (sharded) {
         ft_train_memory memory = {.plan = plan};
         ft_train_memory_shard_params(&memory, &config, backend->dtype != FT_DTYPE_F32, ranks,
-                                     run->train_options.offload_param,
-                                     run->model_options.finetuning == FT_FINETUNE_FULL);
+                                     run->train_options.offload_param);
         plan = memory.plan;
-        gathered_bytes = memory.whole_weights_bytes;
     }
     char total[32], weights[32], master[32], adapter[32], gradients[32], optimizer[32], activations[32], available[32];
     ft_format_bytes(plan.total_bytes, total, sizeof total);
@@ -111,7 +108,6 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
                  plan.master_bytes ? ", their float master copy " : "", plan.master_bytes ? master : "", adapter,
                  gradients, optimizer, run->train_options.zero_stage > 0 ? " as this rank's ZeRO share" : "",
                  activations);
-    plan.total_bytes += gathered_bytes;
     uint64_t host = ft_host_available_bytes();
     if (ranks > 1) { /* every rank holds a whole copy, but for its ZeRO share */
         plan.total_bytes *= (uint64_t)ranks;

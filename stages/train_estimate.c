@@ -11,6 +11,7 @@
 #include "ftpipe/formats/llava_config.h"
 #include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/train_work.h"
+#include "ftpipe/stages/stage_ranks.h"
 #include "ftpipe/stages/train_run.h"
 
 /* What a run writes: the output, and its checkpoints. */
@@ -104,7 +105,7 @@ static int estimate_work(const ft_train_run *run, const ft_model_config *config,
  * recomputation, then the largest per-device batch (accumulating more micro-batches,
  * so the effective batch stays), then LoRA. */
 static void find_smallest_change(const ft_train_run *run, const ft_model_config *config, int threads,
-                                 ft_stage_estimate *out)
+                                 int per_node, ft_stage_estimate *out)
 {
     ft_model_options options = run->model_options;
     ft_train_memory memory;
@@ -117,8 +118,9 @@ static void find_smallest_change(const ft_train_run *run, const ft_model_config 
                                                    &memory) < 0)
             continue; /* stage 2 plans as stage 1 (its gradient buffers stay whole) */
         ft_train_memory_apply_zero(&memory, config, false, t->ranks, stage, t->offload_optimizer, t->offload_param);
-        ft_format_bytes(memory.host_peak_bytes, need, sizeof need);
-        if (memory.host_peak_bytes <= out->host_budget_bytes) {
+        uint64_t host = ft_train_memory_node_host_bytes(&memory, per_node);
+        ft_format_bytes(host, need, sizeof need);
+        if (host <= out->host_budget_bytes) {
             snprintf(out->smallest_change, sizeof out->smallest_change,
                      stage == 1 ? "set zero_stage = 1: each of the %d ranks then holds 1 / %d of AdamW's state "
                                   "(needs %s of the %s)"
@@ -136,11 +138,12 @@ static void find_smallest_change(const ft_train_run *run, const ft_model_config 
                 continue;
             ft_train_memory_apply_zero(&memory, config, false, t->ranks, t->zero_stage, t->offload_optimizer,
                                        t->offload_param);
-            if (memory.host_peak_bytes > out->host_budget_bytes)
+            uint64_t host = ft_train_memory_node_host_bytes(&memory, per_node);
+            if (host > out->host_budget_bytes)
                 continue;
             if (batch == run->train_options.batch_size && !recompute)
                 return;
-            ft_format_bytes(memory.host_peak_bytes, need, sizeof need);
+            ft_format_bytes(host, need, sizeof need);
             int accumulation = run->train_options.gradient_accumulation_steps * run->train_options.batch_size / batch;
             if (batch == run->train_options.batch_size)
                 snprintf(out->smallest_change, sizeof out->smallest_change,
@@ -207,6 +210,15 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
     ft_format_bytes(memory.runtime_bytes, runtime, sizeof runtime);
     const char *shape = run.model_options.gradient_checkpointing ? ", recomputed" : "";
     bool full = run.model_options.finetuning == FT_FINETUNE_FULL;
+    /* the ranks of a machine share its host memory: the first writes, the others train */
+    int per_node = t->ranks > 1 ? ft_stage_ranks_per_node(stage) : 1;
+    uint64_t node_host = ft_train_memory_node_host_bytes(&memory, per_node);
+    char node_text[160] = "", first[32], other[32];
+    ft_format_bytes(memory.host_peak_bytes, first, sizeof first);
+    ft_format_bytes(memory.other_rank_host_peak_bytes, other, sizeof other);
+    if (per_node > 1)
+        snprintf(node_text, sizeof node_text, "; %d ranks on a machine: %s for the first (it writes), %s for each "
+                 "other", per_node, first, other);
     if (on_gpu) {
         char scratch[32], parts[256] = "";
         ft_format_bytes(plan->scratch_bytes, scratch, sizeof scratch);
@@ -225,18 +237,18 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
                         "memory plan in bf16 for %d x %u tokens%s (%sactivations %s), with the cuda backend's scratch "
                         "%s (cuBLASLt workspace, LoRA and attention backward scratch)",
                         run.train_options.batch_size, run.meta.cutoff_len, shape, parts, activations, scratch);
-        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
-                        "host buffers while %s, and the program's %s", memory.peak_phase, runtime);
+        ft_estimate_set(&out->host_bytes, (double)node_host,
+                        "host buffers while %s, and the program's %s%s", memory.peak_phase, runtime, node_text);
     } else {
         ft_estimate_set(&out->device_bytes, 0.0, "the cpu backend uses no GPU");
-        ft_estimate_set(&out->host_bytes, (double)memory.host_peak_bytes,
+        ft_estimate_set(&out->host_bytes, (double)node_host,
                         "memory plan %s for %d x %u tokens%s (activations %s), peak while %s (checkpoint buffer "
-                        "%s), the program and %d BLAS threads %s",
+                        "%s), the program and %d BLAS threads %s%s",
                         total, run.train_options.batch_size, run.meta.cutoff_len, shape, activations,
-                        memory.peak_phase, buffers, threads, runtime);
+                        memory.peak_phase, buffers, threads, runtime, node_text);
     }
-    if (!on_gpu && out->host_budget_bytes > 0 && memory.host_peak_bytes > out->host_budget_bytes)
-        find_smallest_change(&run, &config, threads, out);
+    if (!on_gpu && out->host_budget_bytes > 0 && node_host > out->host_budget_bytes)
+        find_smallest_change(&run, &config, threads, per_node, out);
     train_writes writes = count_writes(&run, &config, &memory);
     estimate_disk(&run, &writes, out);
     out->device_name = on_gpu ? "cuda" : "cpu";

@@ -20,15 +20,18 @@
 
 static const char *const moment_suffixes[2] = {".exp_avg", ".exp_avg_sq"};
 
-/* AdamW's moments: an optimizer's, in the backend's memory, or a host array
- * (exp_avg of every tensor, then exp_avg_sq of every tensor). */
+/* Where the state is: AdamW's moments an optimizer's, in the backend's
+ * memory, or a host array (exp_avg of every tensor, then exp_avg_sq of every
+ * tensor); the tensors' values in the backend's memory or, values_on_host,
+ * in host memory (ZeRO-3's gathered weights). */
 typedef struct {
     const ft_adamw *optimizer;
     float *host;
-} moments_place;
+    bool values_on_host;
+} state_place;
 
 /* Tensor i's two moments in the place; *on_host says which memory they are in. */
-static void moments_of(const moments_place *place, const ft_param_tensor *tensors, size_t count, size_t i,
+static void moments_of(const state_place *place, const ft_param_tensor *tensors, size_t count, size_t i,
                        float **exp_avg, float **exp_avg_sq, bool *on_host)
 {
     *on_host = place->host != NULL;
@@ -182,16 +185,17 @@ static int write_state(const char *folder, const ft_checkpoint_state *state)
     return status;
 }
 
-/* Writes the tensors (place NULL) or AdamW's moments, downloaded to host unless there. */
+/* Writes the tensors (moments false) or AdamW's moments, downloaded to host unless there. */
 static int write_tensors(const char *path, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                         const moments_place *place)
+                         const state_place *place, bool moments)
 {
-    int n_parts = place ? 2 : 1;
+    int n_parts = moments ? 2 : 1;
+    bool all_on_host = moments ? place->host != NULL : place->values_on_host;
     size_t total = 0;
     for (size_t i = 0; i < count; i++)
         total += tensors[i].count;
-    float *host = place && place->host ? NULL : malloc((size_t)n_parts * (total ? total : 1) * sizeof(float));
-    if (!host && !(place && place->host))
+    float *host = all_on_host ? NULL : malloc((size_t)n_parts * (total ? total : 1) * sizeof(float));
+    if (!host && !all_on_host)
         return ft_error("out of memory holding a checkpoint of %zu floats", (size_t)n_parts * total);
     ft_tensor_to_write *out = ft_xcalloc((size_t)n_parts * (count ? count : 1), sizeof *out);
     char **names = ft_xcalloc((size_t)n_parts * (count ? count : 1), sizeof *names);
@@ -199,8 +203,8 @@ static int write_tensors(const char *path, ft_backend *backend, const ft_param_t
     for (size_t i = 0; i < count; i++) {
         const ft_param_tensor *t = &tensors[i];
         float *sources[2] = {t->value, NULL};
-        bool on_host = false;
-        if (place)
+        bool on_host = all_on_host;
+        if (moments)
             moments_of(place, tensors, count, i, &sources[0], &sources[1], &on_host);
         for (int part = 0; part < n_parts; part++, n++) {
             const float *data = sources[part];
@@ -208,7 +212,7 @@ static int write_tensors(const char *path, ft_backend *backend, const ft_param_t
                 backend->download(backend, host + offset, sources[part], t->count * sizeof(float));
                 data = host + offset;
             }
-            names[n] = place ? ft_xasprintf("%s%s", t->name, moment_suffixes[part]) : ft_xstrdup(t->name);
+            names[n] = moments ? ft_xasprintf("%s%s", t->name, moment_suffixes[part]) : ft_xstrdup(t->name);
             out[n] = (ft_tensor_to_write){names[n], FT_DTYPE_F32, t->n_dims, {t->shape[0], t->shape[1]}, data};
             offset += t->count;
         }
@@ -222,57 +226,117 @@ static int write_tensors(const char *path, ft_backend *backend, const ft_param_t
     return status;
 }
 
-static int save(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                const moments_place *place, const ft_checkpoint_state *state, int keep_newest)
+struct ft_checkpoint_writer {
+    char *dir, *temporary, *final;
+    const ft_param_tensor *tensors;
+    size_t count;
+    ft_checkpoint_state state;
+};
+
+static int failed(ft_checkpoint_writer *w)
 {
+    return ft_error_context("saving the checkpoint at step %lld", (long long)w->state.global_step);
+}
+
+void ft_checkpoint_abandon(ft_checkpoint_writer *w)
+{
+    if (!w)
+        return;
+    ft_remove_tree(w->temporary);
+    free(w->dir);
+    free(w->temporary);
+    free(w->final);
+    free(w);
+}
+
+int ft_checkpoint_begin(const char *dir, const ft_param_tensor *tensors, size_t count,
+                        const ft_checkpoint_state *state, ft_checkpoint_writer **out)
+{
+    *out = NULL;
     uint64_t total_bytes, largest_file_bytes;
     ft_checkpoint_size(tensors, count, &total_bytes, &largest_file_bytes);
     if (ft_mkdir_p(dir) < 0 || ft_checkpoint_check_space(dir, state->global_step, total_bytes, largest_file_bytes) < 0)
+        return ft_error_context("saving the checkpoint at step %lld", (long long)state->global_step);
+    ft_checkpoint_writer *w = ft_xcalloc(1, sizeof *w);
+    *w = (ft_checkpoint_writer){ft_xstrdup(dir), checkpoint_path(dir, state->global_step, ".tmp"),
+                                checkpoint_path(dir, state->global_step, ""), tensors, count, *state};
+    if (ft_remove_tree(w->temporary) < 0 || ft_mkdir_p(w->temporary) < 0) {
+        failed(w);
+        ft_checkpoint_abandon(w);
         return -1;
-    char *temporary = checkpoint_path(dir, state->global_step, ".tmp");
-    char *final = checkpoint_path(dir, state->global_step, "");
-    char *model_path = ft_path_join(temporary, "model.safetensors");
-    char *optimizer_path = ft_path_join(temporary, "optimizer.safetensors");
-    int status = ft_remove_tree(temporary);
+    }
+    *out = w;
+    return 0;
+}
+
+/* One of the folder's two tensor files. */
+static int write_file(ft_checkpoint_writer *w, const char *name, ft_backend *backend, const state_place *place,
+                      bool moments)
+{
+    char *path = ft_path_join(w->temporary, name);
+    int status = write_tensors(path, backend, w->tensors, w->count, place, moments);
+    free(path);
+    return status < 0 ? failed(w) : 0;
+}
+
+int ft_checkpoint_write_values(ft_checkpoint_writer *w, ft_backend *backend, bool on_host)
+{
+    state_place place = {NULL, NULL, on_host};
+    return write_file(w, "model.safetensors", backend, &place, false);
+}
+
+int ft_checkpoint_write_moments(ft_checkpoint_writer *w, ft_backend *backend, const ft_adamw *optimizer,
+                                const float *host_moments)
+{
+    state_place place = {optimizer, (float *)host_moments, false}; /* only read */
+    return write_file(w, "optimizer.safetensors", backend, &place, true);
+}
+
+int ft_checkpoint_finish(ft_checkpoint_writer *w, int keep_newest)
+{
+    int status = write_state(w->temporary, &w->state);
     if (status == 0)
-        status = ft_mkdir_p(temporary);
+        status = ft_fsync_dir(w->temporary);
     if (status == 0)
-        status = write_tensors(model_path, backend, tensors, count, NULL);
+        status = ft_remove_tree(w->final); /* the same step saved again after a resume */
+    if (status == 0 && rename(w->temporary, w->final) != 0)
+        status = ft_error_errno("cannot rename %s to %s", w->temporary, w->final);
     if (status == 0)
-        status = write_tensors(optimizer_path, backend, tensors, count, place);
+        status = ft_fsync_dir(w->dir);
     if (status == 0)
-        status = write_state(temporary, state);
-    if (status == 0)
-        status = ft_fsync_dir(temporary);
-    if (status == 0)
-        status = ft_remove_tree(final); /* the same step saved again after a resume */
-    if (status == 0 && rename(temporary, final) != 0)
-        status = ft_error_errno("cannot rename %s to %s", temporary, final);
-    if (status == 0)
-        status = ft_fsync_dir(dir);
-    if (status == 0)
-        status = prune(dir, keep_newest);
+        status = prune(w->dir, keep_newest);
     if (status != 0)
-        ft_error_context("saving the checkpoint at step %lld", (long long)state->global_step);
-    free(model_path);
-    free(optimizer_path);
-    free(temporary);
-    free(final);
+        failed(w);
+    ft_checkpoint_abandon(w); /* the folder aside is gone once renamed */
     return status;
+}
+
+/* The steps in one go, for one rank's state. */
+static int save(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                const ft_adamw *optimizer, const float *host_moments, const ft_checkpoint_state *state,
+                int keep_newest)
+{
+    ft_checkpoint_writer *w;
+    if (ft_checkpoint_begin(dir, tensors, count, state, &w) < 0)
+        return -1;
+    if (ft_checkpoint_write_values(w, backend, false) < 0 ||
+        ft_checkpoint_write_moments(w, backend, optimizer, host_moments) < 0) {
+        ft_checkpoint_abandon(w);
+        return -1;
+    }
+    return ft_checkpoint_finish(w, keep_newest);
 }
 
 int ft_checkpoint_save(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                        const ft_adamw *optimizer, const ft_checkpoint_state *state, int keep_newest)
 {
-    moments_place place = {optimizer, NULL};
-    return save(dir, backend, tensors, count, &place, state, keep_newest);
+    return save(dir, backend, tensors, count, optimizer, NULL, state, keep_newest);
 }
 
 int ft_checkpoint_save_host_moments(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                                     const float *moments, const ft_checkpoint_state *state, int keep_newest)
 {
-    moments_place place = {NULL, (float *)moments}; /* only read */
-    return save(dir, backend, tensors, count, &place, state, keep_newest);
+    return save(dir, backend, tensors, count, NULL, moments, state, keep_newest);
 }
 
 /* --- loading --- */
@@ -310,57 +374,47 @@ static int read_state(const char *folder, const char *run_id, ft_checkpoint_stat
     return status;
 }
 
-/* The tensor named name + suffix in set, with the shape of t, into the backend at destination. */
-static int load_tensor(const ft_safetensors *set, const char *file, ft_backend *backend, const ft_param_tensor *t,
-                       const char *suffix, float *destination, bool on_host)
+/* The values of the tensor named name + suffix in set, with the shape of t; NULL with ft_error. */
+static const float *map_tensor(const ft_safetensors *set, const char *file, const ft_param_tensor *t,
+                               const char *suffix)
 {
     char *name = ft_xasprintf("%s%s", t->name, suffix);
     const ft_tensor_view *view = ft_safetensors_find(set, name);
     bool same_shape = view && view->dtype == FT_DTYPE_F32 && view->n_dims == t->n_dims &&
                       view->shape[0] == t->shape[0] && (t->n_dims < 2 || view->shape[1] == t->shape[1]);
-    int status = 0;
     if (!view)
-        status = ft_error_context("the checkpoint does not match this run");
+        ft_error_context("the checkpoint does not match this run");
     else if (!same_shape)
-        status = ft_error("%s: tensor %s is not F32 of the trained shape; the checkpoint does not match this run",
-                          file, name);
-    else if (on_host)
-        memcpy(destination, view->data, t->count * sizeof(float));
-    else
-        backend->upload(backend, destination, view->data, t->count * sizeof(float));
+        ft_error("%s: tensor %s is not F32 of the trained shape; the checkpoint does not match this run", file,
+                 name);
     free(name);
-    return status;
+    return same_shape ? view->data : NULL;
 }
 
-static int load_file(const char *folder, const char *file_name, ft_backend *backend, const ft_param_tensor *tensors,
-                     size_t count, const moments_place *place)
+/* path opened into *set, holding per_tensor tensors for each of the `count` trained. */
+static int open_file(const char *path, size_t count, size_t per_tensor, ft_safetensors **set)
 {
-    char *path = ft_path_join(folder, file_name);
-    ft_safetensors *set = NULL;
-    int status = ft_safetensors_open(path, &set);
-    size_t expected = place ? 2 * count : count;
-    if (status == 0 && ft_safetensors_count(set) != expected)
+    int status = ft_safetensors_open(path, set);
+    if (status == 0 && ft_safetensors_count(*set) != per_tensor * count)
         status = ft_error("%s holds %zu tensors, this run trains %zu; the checkpoint does not match this run", path,
-                          ft_safetensors_count(set), expected);
-    for (size_t i = 0; i < count && status == 0; i++) {
-        if (!place) {
-            status = load_tensor(set, path, backend, &tensors[i], "", tensors[i].value, false);
-            continue;
-        }
-        float *moments[2];
-        bool on_host;
-        moments_of(place, tensors, count, i, &moments[0], &moments[1], &on_host);
-        for (int part = 0; part < 2 && status == 0; part++)
-            status = load_tensor(set, path, backend, &tensors[i], moment_suffixes[part], moments[part], on_host);
-    }
-    ft_safetensors_close(set);
-    free(path);
+                          ft_safetensors_count(*set), per_tensor * count);
     return status;
 }
 
-static int load_latest(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                       const moments_place *place, const char *run_id, ft_checkpoint_state *out)
+void ft_checkpoint_unmap(ft_checkpoint_mapped *mapped)
 {
+    free(mapped->values);
+    free(mapped->exp_avg);
+    free(mapped->exp_avg_sq);
+    ft_safetensors_close(mapped->files[0]);
+    ft_safetensors_close(mapped->files[1]);
+    memset(mapped, 0, sizeof *mapped);
+}
+
+int ft_checkpoint_map_latest(const char *dir, const ft_param_tensor *tensors, size_t count, const char *run_id,
+                             ft_checkpoint_state *state, ft_checkpoint_mapped *out)
+{
+    memset(out, 0, sizeof *out);
     int64_t *steps;
     size_t n_steps;
     if (list_checkpoints(dir, true, &steps, &n_steps) < 0)
@@ -371,19 +425,58 @@ static int load_latest(const char *dir, ft_backend *backend, const ft_param_tens
     }
     char *folder = checkpoint_path(dir, steps[n_steps - 1], "");
     free(steps);
-    int status = read_state(folder, run_id, out);
+    char *model = ft_path_join(folder, "model.safetensors"), *optimizer = ft_path_join(folder, "optimizer.safetensors");
+    out->values = ft_xcalloc(count ? count : 1, sizeof *out->values);
+    out->exp_avg = ft_xcalloc(count ? count : 1, sizeof *out->exp_avg);
+    out->exp_avg_sq = ft_xcalloc(count ? count : 1, sizeof *out->exp_avg_sq);
+    int status = read_state(folder, run_id, state);
     if (status == 0)
-        status = load_file(folder, "model.safetensors", backend, tensors, count, NULL);
+        status = open_file(model, count, 1, &out->files[0]);
     if (status == 0)
-        status = load_file(folder, "optimizer.safetensors", backend, tensors, count, place);
+        status = open_file(optimizer, count, 2, &out->files[1]);
+    for (size_t i = 0; i < count && status == 0; i++)
+        if (!(out->values[i] = map_tensor(out->files[0], model, &tensors[i], "")) ||
+            !(out->exp_avg[i] = map_tensor(out->files[1], optimizer, &tensors[i], moment_suffixes[0])) ||
+            !(out->exp_avg_sq[i] = map_tensor(out->files[1], optimizer, &tensors[i], moment_suffixes[1])))
+            status = -1;
+    if (status < 0)
+        ft_checkpoint_unmap(out);
+    free(model);
+    free(optimizer);
     free(folder);
     return status == 0 ? 1 : -1;
+}
+
+/* The newest checkpoint copied into the tensors and the place's moments. */
+static int load_latest(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                       const state_place *place, const char *run_id, ft_checkpoint_state *out)
+{
+    ft_checkpoint_mapped mapped;
+    int found = ft_checkpoint_map_latest(dir, tensors, count, run_id, out, &mapped);
+    if (found != 1)
+        return found;
+    for (size_t i = 0; i < count; i++) {
+        float *moments[2];
+        bool on_host;
+        moments_of(place, tensors, count, i, &moments[0], &moments[1], &on_host);
+        const float *sources[3] = {mapped.values[i], mapped.exp_avg[i], mapped.exp_avg_sq[i]};
+        float *destinations[3] = {tensors[i].value, moments[0], moments[1]};
+        for (int part = 0; part < 3; part++) {
+            size_t bytes = tensors[i].count * sizeof(float);
+            if (part > 0 && on_host)
+                memcpy(destinations[part], sources[part], bytes);
+            else
+                backend->upload(backend, destinations[part], sources[part], bytes);
+        }
+    }
+    ft_checkpoint_unmap(&mapped);
+    return 1;
 }
 
 int ft_checkpoint_load_latest(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                               ft_adamw *optimizer, const char *run_id, ft_checkpoint_state *out)
 {
-    moments_place place = {optimizer, NULL};
+    state_place place = {optimizer, NULL, false};
     int found = load_latest(dir, backend, tensors, count, &place, run_id, out);
     if (found == 1)
         ft_adamw_set_step_count(optimizer, out->global_step);
@@ -394,6 +487,6 @@ int ft_checkpoint_load_latest_host_moments(const char *dir, ft_backend *backend,
                                            size_t count, float *moments, const char *run_id,
                                            ft_checkpoint_state *out)
 {
-    moments_place place = {NULL, moments};
+    state_place place = {NULL, moments, false};
     return load_latest(dir, backend, tensors, count, &place, run_id, out);
 }

@@ -695,12 +695,17 @@ void ft_model_free(ft_model *model)
     ft_lora_free(model->lora);
     ft_vision_qwen2_free(model->vision);
     ft_vision_clip_free(model->clip);
-    if (model->params)
-        backend->free(backend, model->params);
+    if (model->whole_on_host) {
+        free(model->params);
+        free(model->master);
+    } else {
+        if (model->params)
+            backend->free(backend, model->params);
+        if (model->master)
+            backend->free(backend, model->master);
+    }
     if (model->grads)
         backend->free(backend, model->grads);
-    if (model->master)
-        backend->free(backend, model->master);
     free(model->master_weights);
     free(model->trainable);
     if (model->activation_memory)
@@ -718,6 +723,8 @@ ft_backend *ft_model_backend(const ft_model *model) { return model->backend; }
 ft_lora *ft_model_lora(const ft_model *model) { return model->lora; }
 ft_memory_plan ft_model_memory(const ft_model *model) { return model->plan; }
 ft_param_shards *ft_model_param_shards(const ft_model *model) { return model->shards; }
+
+bool ft_model_weights_on_host(const ft_model *model) { return model->whole_on_host; }
 
 const ft_param_tensor *ft_model_weights(const ft_model *model, size_t *count)
 {

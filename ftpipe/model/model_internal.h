@@ -85,6 +85,8 @@ struct ft_model {
                                     * and while ZeRO-3's shards hold it */
     ft_param_tensor *master_weights; /* weights' names and shapes with values in master; NULL without a
                                       * master copy */
+    bool whole_on_host;            /* params (or master) are host memory: ZeRO-3 gathered them there for a
+                                    * checkpoint or the result (param_shards.h); no pass reads them */
     size_t n_params;
     size_t embed, final_norm, lm_head; /* offsets in elements; lm_head == embed when tied */
     ft_layer_offsets *layers;

@@ -112,13 +112,19 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
             return -1;
         }
     }
-    for (size_t i = 0; i < count; i++)
+    /* ZeRO-3 leaves the language model's weights in host memory: read there, not copied */
+    bool language_on_host = ft_model_weights_on_host(model);
+    size_t downloaded = 0;
+    for (size_t i = 0; i < count; i++) {
         total += weights[i].count;
+        downloaded += language_on_host && i < n_language ? 0 : weights[i].count;
+    }
     size_t element_bytes = ft_dtype_size(dtype);
-    float *host = malloc(total * sizeof(float));
-    void *converted = dtype == FT_DTYPE_F32 ? host : malloc(total * element_bytes);
-    if (!host || !converted) {
+    float *host = downloaded ? malloc(downloaded * sizeof(float)) : NULL;
+    void *converted = dtype == FT_DTYPE_F32 ? NULL : malloc(total * element_bytes);
+    if ((downloaded && !host) || (dtype != FT_DTYPE_F32 && !converted)) {
         free(host);
+        free(converted);
         free(file_names);
         free(frozen);
         free(weights);
@@ -127,15 +133,24 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
     }
     ft_backend *backend = ft_model_backend(model);
     ft_tensor_to_write *tensors = ft_xcalloc(count + n_frozen + 1, sizeof *tensors);
-    size_t at = 0;
+    size_t at = 0, host_at = 0;
     for (size_t i = 0; i < count; i++) {
         const ft_param_tensor *w = &weights[i];
-        backend->download(backend, host + at, w->value, w->count * sizeof(float));
-        for (size_t k = 0; dtype != FT_DTYPE_F32 && k < w->count; k++)
-            ((uint16_t *)converted)[at + k] =
-                dtype == FT_DTYPE_BF16 ? ft_f32_to_bf16(host[at + k]) : ft_f32_to_f16(host[at + k]);
+        const float *values = w->value;
+        if (!(language_on_host && i < n_language)) {
+            backend->download(backend, host + host_at, w->value, w->count * sizeof(float));
+            values = host + host_at;
+            host_at += w->count;
+        }
+        const void *data = values;
+        if (converted) {
+            uint16_t *to = (uint16_t *)converted + at;
+            for (size_t k = 0; k < w->count; k++)
+                to[k] = dtype == FT_DTYPE_BF16 ? ft_f32_to_bf16(values[k]) : ft_f32_to_f16(values[k]);
+            data = to;
+        }
         tensors[i] = (ft_tensor_to_write){file_names ? file_names[i] : w->name, dtype, w->n_dims,
-                                          {w->shape[0], w->shape[1]}, (char *)converted + at * element_bytes};
+                                          {w->shape[0], w->shape[1]}, data};
         at += w->count;
     }
     for (size_t f = 0; f < n_frozen; f++) {
@@ -150,8 +165,7 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
     free(frozen);
     free(weights);
     ft_safetensors_close(base);
-    if (converted != host)
-        free(converted);
+    free(converted);
     free(host);
     return status;
 }

@@ -41,6 +41,7 @@ struct ft_param_shards {
     float *master;             /* the float master copy's shard, the shard's layout (NULL without one) */
     bool master_on_host;       /* offload_optimizer: master is the backend's host memory (alloc_host) */
     slot window[WINDOW_UNITS];
+    size_t window_bytes;       /* each slot's buffer: the largest unit's weights */
     unsigned long uses;        /* the clock of the slots' last_use */
     unsigned long reads;       /* through ft_param_shards_weight */
     size_t gathered_bytes;     /* the window and the staging buffer, allocated once */
@@ -146,15 +147,22 @@ static void point_weights(ft_param_shards *s)
     }
 }
 
+/* The whole buffers freed: the backend's, or the host memory a gather kept them in. */
 static void free_whole(ft_param_shards *s)
 {
-    ft_backend *b = s->model->backend;
-    if (s->model->params)
-        b->free(b, s->model->params);
-    if (s->model->master)
-        b->free(b, s->model->master);
-    s->model->params = NULL;
-    s->model->master = NULL;
+    ft_model *m = s->model;
+    if (m->whole_on_host) {
+        free(m->params);
+        free(m->master);
+    } else {
+        if (m->params)
+            m->backend->free(m->backend, m->params);
+        if (m->master)
+            m->backend->free(m->backend, m->master);
+    }
+    m->params = NULL;
+    m->master = NULL;
+    m->whole_on_host = false;
     point_weights(s);
 }
 
@@ -278,41 +286,88 @@ static void take_master_shard(ft_param_shards *s)
     free(host);
 }
 
-/* Unit u's whole master values into `to` (backend memory): this rank's parts
- * put in their places, then the owned parts all-gathered there in place. */
-static int gather_master_unit(ft_param_shards *s, size_t u, float *to, float *host)
+/* --- the whole trained values gathered into host memory, unit by unit --- */
+
+/* Where the shard keeps the values a checkpoint and the result hold: the
+ * master copy's floats, else the weights themselves (float: full fine-tuning
+ * without a master copy runs on a float backend). */
+typedef struct {
+    char *shard;
+    bool on_host;
+    size_t element_bytes;
+} trained_values;
+
+static size_t test_piece_elements; /* ft_param_shards_test_pieces; 0: as large as the buffer allows */
+
+void ft_param_shards_test_pieces(size_t elements) { test_piece_elements = elements; }
+
+static trained_values values_of(const ft_param_shards *s)
+{
+    if (s->master)
+        return (trained_values){(char *)s->master, s->master_on_host, sizeof(float)};
+    return (trained_values){s->shard, s->offload, s->element_bytes};
+}
+
+/* Unit u's whole values into host memory at `to` (NULL: this rank keeps
+ * nothing, but joins the all-gathers). The owned parts come in pieces that
+ * fill the first gather buffer: each all-gather brings the same piece of
+ * every rank's part, sent from the shard or (in host memory) the second
+ * buffer, so no more backend memory than a pass's is needed. */
+static int gather_unit_to_host(ft_param_shards *s, size_t u, char *to)
 {
     ft_backend *b = s->model->backend;
     const ft_param_unit *unit = &s->units[u];
-    const float *part = s->master + unit->shard_offset;
-    if (!s->master_on_host) {
-        b->download(b, host, part, (unit->per_rank + unit->shared) * sizeof(float));
-        part = host;
+    trained_values v = values_of(s);
+    size_t e = v.element_bytes, ranks = (size_t)s->comm->size;
+    size_t piece = s->window_bytes / (ranks * e);
+    if (test_piece_elements && test_piece_elements < piece)
+        piece = test_piece_elements;
+    const char *mine = v.shard + unit->shard_offset * e;
+    if (piece == 0 && unit->per_rank > 0)
+        return ft_error("ZeRO-3's gather buffers of %zu bytes are too small to gather %zu ranks' values",
+                        s->window_bytes, ranks);
+    for (size_t at = 0; at < unit->per_rank; at += piece) {
+        size_t n = unit->per_rank - at < piece ? unit->per_rank - at : piece;
+        const void *send = mine + at * e;
+        if (v.on_host) {
+            b->upload(b, s->window[1].buffer, send, n * e);
+            send = s->window[1].buffer;
+        }
+        if (s->comm->all_gather(s->comm, send, s->window[0].buffer, n * e) < 0)
+            return ft_error_context("all-gathering the %s of unit %zu over the ranks (ZeRO-3)",
+                                    s->master ? "float master weights" : "weights", u);
+        for (size_t r = 0; to && r < ranks; r++)
+            b->download(b, to + (r * unit->per_rank + at) * e, (char *)s->window[0].buffer + r * n * e, n * e);
     }
-    float *mine = to + (size_t)s->comm->rank * unit->per_rank;
-    b->upload(b, mine, part, unit->per_rank * sizeof(float));
-    b->upload(b, to + unit->count - unit->shared, part + unit->per_rank, unit->shared * sizeof(float));
-    if (unit->per_rank > 0 && s->comm->all_gather(s->comm, mine, to, unit->per_rank * sizeof(float)) < 0)
-        return ft_error_context("all-gathering the float master weights of unit %zu over the ranks (ZeRO-3)", u);
+    char *shared = to ? to + (unit->count - unit->shared) * e : NULL;
+    if (shared && v.on_host)
+        memcpy(shared, mine + unit->per_rank * e, unit->shared * e);
+    else if (shared)
+        b->download(b, shared, mine + unit->per_rank * e, unit->shared * e);
     return 0;
 }
 
-/* The whole master copy into the model, every rank calling. */
-static int gather_master(ft_param_shards *s)
+/* Elements [first, first + n) of the whole layout from `pieces` (one per
+ * weight, float) into the shard's values at `to`. */
+static void take_from_pieces(ft_param_shards *s, const ft_param_unit *unit, const float *const *pieces,
+                             size_t first, size_t n, char *to)
 {
-    ft_model *m = s->model;
-    m->master = m->backend->alloc(m->backend, m->n_params * sizeof(float));
-    if (!m->master)
-        return ft_error_context("gathering the whole float master weights (ZeRO-3)");
-    point_weights(s);
-    float *host = part_buffer(s, sizeof(float));
-    int status = 0;
-    for (size_t u = 0; u < s->n_units && status == 0; u++)
-        status = gather_master_unit(s, u, m->master + s->units[u].first, host);
-    free(host);
-    if (status < 0)
-        free_whole(s);
-    return status;
+    ft_backend *b = s->model->backend;
+    trained_values v = values_of(s);
+    size_t e = v.element_bytes;
+    for (size_t i = unit->first_weight; i < unit->first_weight + unit->n_weights && n > 0; i++) {
+        size_t start = s->weight_offsets[i], count = s->model->weights[i].count;
+        if (first >= start + count)
+            continue;
+        size_t at = first - start, run = count - at < n ? count - at : n;
+        if (v.on_host)
+            memcpy(to, pieces[i] + at, run * e);
+        else
+            b->upload(b, to, pieces[i] + at, run * e);
+        to += run * e;
+        first += run;
+        n -= run;
+    }
 }
 
 void ft_param_shards_refresh(ft_param_shards *s)
@@ -396,9 +451,10 @@ static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bo
             ft_error("out of %s memory for the float master weights' ZeRO-3 shard of %zu bytes",
                      master_on_host ? "host" : "backend", master_bytes);
     }
+    s->window_bytes = largest * s->element_bytes;
     for (int i = 0; i < WINDOW_UNITS && ok; i++) {
         s->window[i].unit = SIZE_MAX;
-        ok = (s->window[i].buffer = b->alloc(b, largest * s->element_bytes)) != NULL;
+        ok = (s->window[i].buffer = b->alloc(b, s->window_bytes)) != NULL;
         s->gathered_bytes += largest * s->element_bytes;
     }
     if (ok && offload && largest_owned > 0) {
@@ -532,54 +588,56 @@ int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_m
     return 0;
 }
 
-int ft_param_shards_gather_whole(ft_param_shards *s)
+int ft_param_shards_gather_whole(ft_param_shards *s, bool keep)
 {
     drain(s);
-    if (s->master) /* the values trained, saved and written are the master copy's */
-        return gather_master(s);
     ft_model *m = s->model;
-    m->params = m->backend->alloc(m->backend, m->n_params * s->element_bytes);
-    if (!m->params)
-        return ft_error_context("gathering the whole weights (ZeRO-3)");
+    trained_values v = values_of(s);
+    char *whole = keep ? malloc((m->n_params ? m->n_params : 1) * v.element_bytes) : NULL;
+    int status = 0;
+    for (size_t u = 0; u < s->n_units && status == 0; u++) /* without room, joined all the same */
+        status = gather_unit_to_host(s, u, whole ? whole + s->units[u].first * v.element_bytes : NULL);
+    if (status == 0 && keep && !whole)
+        status = ft_error("out of host memory gathering the whole %s, %zu bytes, for a checkpoint or the result "
+                          "(ZeRO-3); free host memory or train with fewer ranks per machine",
+                          s->master ? "float master weights" : "weights", m->n_params * v.element_bytes);
+    for (int i = 0; i < WINDOW_UNITS; i++) /* their bytes were the pieces' */
+        s->window[i].unit = SIZE_MAX;
+    if (status < 0) {
+        free(whole);
+        return -1;
+    }
+    if (s->master)
+        m->master = (float *)whole;
+    else
+        m->params = whole;
+    m->whole_on_host = whole != NULL;
     point_weights(s);
-    for (size_t u = 0; u < s->n_units; u++)
-        if (gather_unit(s, u, whole_at(s, s->units[u].first)) < 0) {
-            free_whole(s);
-            return -1;
-        }
     return 0;
 }
 
-void ft_param_shards_release_whole(ft_param_shards *s)
+void ft_param_shards_release_whole(ft_param_shards *s) { free_whole(s); }
+
+int ft_param_shards_take_values(ft_param_shards *s, const float *const *values)
 {
-    if (s->master) {
-        take_master_shard(s);
-        free_whole(s);
-        ft_param_shards_refresh(s);
-        return;
+    trained_values v = values_of(s);
+    if (v.element_bytes != sizeof(float))
+        return ft_error("ZeRO-3 takes float values into its shard, and this backend's weights are not float");
+    drain(s);
+    for (size_t u = 0; u < s->n_units; u++) {
+        const ft_param_unit *unit = &s->units[u];
+        char *owned = v.shard + unit->shard_offset * sizeof(float);
+        take_from_pieces(s, unit, values, unit->first + (size_t)s->comm->rank * unit->per_rank, unit->per_rank, owned);
+        take_from_pieces(s, unit, values, unit->first + unit->count - unit->shared, unit->shared,
+                         owned + unit->per_rank * sizeof(float));
     }
-    take_shard(s);
-    free_whole(s);
+    ft_param_shards_refresh(s);
+    return 0;
 }
 
-int ft_param_shards_unshard(ft_param_shards *s)
+int ft_param_shards_unshard(ft_param_shards *s, bool keep)
 {
-    drain(s);
-    for (int i = 0; i < WINDOW_UNITS; i++) { /* room for the whole weights */
-        s->model->backend->free(s->model->backend, s->window[i].buffer);
-        s->window[i].buffer = NULL;
-    }
-    int status = ft_param_shards_gather_whole(s);
-    ft_model *m = s->model;
-    if (status == 0 && s->master) { /* the weights the passes read, made from the whole master copy */
-        m->params = m->backend->alloc(m->backend, m->n_params * s->element_bytes);
-        if (m->params) {
-            point_weights(s);
-            m->backend->cast_from_float(m->backend, m->params, m->master, m->n_params);
-        } else {
-            status = ft_error_context("the whole weights after ZeRO-3");
-        }
-    }
+    int status = ft_param_shards_gather_whole(s, keep);
     ft_param_shards_free(s);
     return status;
 }

@@ -47,16 +47,14 @@ static void find_peak(ft_train_memory *out, bool on_gpu)
     uint64_t in_plan = on_gpu ? 0 : plan->total_bytes;
     uint64_t weights_and_gradients = on_gpu ? 0 : plan->parameter_bytes + plan->adapter_bytes + plan->gradient_bytes;
     uint64_t optimizer = on_gpu ? 0 : plan->optimizer_bytes;
-    /* ZeRO-3 of full fine-tuning gathers the whole weights for checkpoints and the result */
-    uint64_t whole = on_gpu ? 0 : out->whole_weights_bytes;
     struct {
         const char *name;
         uint64_t bytes;
     } phases[] = {
         {"loading", weights_and_gradients + out->load_buffer_bytes},
         {"training", in_plan + out->offload_bytes},
-        {"saving a checkpoint", in_plan + out->offload_bytes + out->checkpoint_buffer_bytes + whole},
-        {"writing the result", in_plan - optimizer + out->result_buffer_bytes + whole}, /* AdamW is freed by then */
+        {"saving a checkpoint", in_plan + out->offload_bytes + out->checkpoint_buffer_bytes},
+        {"writing the result", in_plan - optimizer + out->result_buffer_bytes}, /* AdamW is freed by then */
     };
     out->peak_phase = phases[0].name;
     uint64_t peak = phases[0].bytes;
@@ -66,7 +64,16 @@ static void find_peak(ft_train_memory *out, bool on_gpu)
             out->peak_phase = phases[i].name;
         }
     out->host_peak_bytes = peak + out->runtime_bytes;
-    out->device_peak_bytes = on_gpu ? plan->total_bytes + out->whole_weights_bytes : 0;
+    /* a rank that writes nothing loads and trains, and joins the gathers of checkpoints keeping nothing */
+    uint64_t other = phases[0].bytes > phases[1].bytes ? phases[0].bytes : phases[1].bytes;
+    out->other_rank_host_peak_bytes = other + out->runtime_bytes;
+    out->device_peak_bytes = on_gpu ? plan->total_bytes : 0;
+}
+
+uint64_t ft_train_memory_node_host_bytes(const ft_train_memory *memory, int ranks_per_node)
+{
+    uint64_t others = ranks_per_node > 1 ? (uint64_t)(ranks_per_node - 1) : 0;
+    return memory->host_peak_bytes + others * memory->other_rank_host_peak_bytes;
 }
 
 int ft_train_memory_estimate(const ft_model_config *config, const ft_model_options *options, bool on_gpu,
@@ -129,7 +136,7 @@ void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu)
 }
 
 void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
-                                  bool offload_param, bool full)
+                                  bool offload_param)
 {
     if (ranks <= 1)
         return;
@@ -149,9 +156,6 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
     uint64_t master = plan->master_bytes, master_shard = (master + (uint64_t)ranks - 1) / (uint64_t)ranks;
     plan->total_bytes -= master - master_shard;
     plan->master_bytes = master_shard;
-    /* gathered for checkpoints (the master copy, when there is one) and the result (with the weights made
-     * from it), find_peak */
-    memory->whole_weights_bytes = full ? whole + master : 0;
     find_peak(memory, on_gpu);
 }
 
@@ -160,10 +164,9 @@ void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *
 {
     if (ranks <= 1 || zero_stage == 0)
         return;
-    bool full = memory->plan.adapter_bytes == 0;
     ft_train_memory_shard(memory, on_gpu, ranks);
     if (zero_stage == 3)
-        ft_train_memory_shard_params(memory, config, on_gpu, ranks, offload_param, full);
+        ft_train_memory_shard_params(memory, config, on_gpu, ranks, offload_param);
     if (offload_optimizer)
         ft_train_memory_offload(memory, on_gpu);
     if (zero_stage == 3 && offload_optimizer && on_gpu) { /* the master shard is AdamW's host copy itself */

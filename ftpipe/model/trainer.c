@@ -217,8 +217,44 @@ static size_t trained_count(const trainer *t)
     return total;
 }
 
-/* With ZeRO every rank joins in gathering the whole moments, which the
- * checkpoint holds whatever the stage (zero.h). */
+/* ZeRO: every rank joins in gathering the values (ZeRO-3's weights, into the
+ * writing rank's host memory) and then the whole moments, which the
+ * checkpoint holds whatever the stage (zero.h); the writing rank writes each
+ * before the next is gathered, so that it holds one of them at a time, and the
+ * others keep nothing. A rank whose write failed still joins the gathers
+ * that follow, so that the ranks' collectives match. */
+static int save_sharded(trainer *t)
+{
+    ft_backend *backend = ft_model_backend(t->model);
+    ft_checkpoint_writer *writer = NULL;
+    int written = saves_checkpoints(t) ? ft_checkpoint_begin(t->options->checkpoint_dir, t->tensors, t->n_tensors,
+                                                             &t->state, &writer)
+                                       : 0;
+    int gathered = 0;
+    if (t->trains_weights) {
+        gathered = ft_param_shards_gather_whole(t->params, writer != NULL);
+        if (gathered == 0 && writer)
+            written = ft_checkpoint_write_values(writer, backend, true);
+        if (gathered == 0)
+            ft_param_shards_release_whole(t->params);
+    } else if (writer) {
+        written = ft_checkpoint_write_values(writer, backend, false);
+    }
+    size_t floats = 2 * trained_count(t);
+    float *moments = NULL;
+    if (writer && written == 0 && !(moments = malloc((floats ? floats : 1) * sizeof(float))))
+        written = ft_error("out of memory gathering a checkpoint's %zu moments", floats);
+    if (gathered == 0)
+        gathered = ft_zero_gather_moments(t->zero, moments);
+    if (gathered == 0 && moments)
+        written = ft_checkpoint_write_moments(writer, backend, NULL, moments);
+    free(moments);
+    if (writer && written == 0 && gathered == 0)
+        return ft_checkpoint_finish(writer, t->options->save_total_limit);
+    ft_checkpoint_abandon(writer);
+    return written < 0 || gathered < 0 ? -1 : 0;
+}
+
 static int save(trainer *t)
 {
     if ((!saves_checkpoints(t) && !t->zero) || !t->options->checkpoint_dir || t->saved_step == t->state.global_step)
@@ -227,19 +263,7 @@ static int save(trainer *t)
     const char *dir = t->options->checkpoint_dir;
     int status;
     if (t->zero) {
-        float *moments = malloc(2 * (trained_count(t) ? trained_count(t) : 1) * sizeof(float));
-        if (!moments)
-            return ft_error("out of memory gathering a checkpoint of %zu floats", 2 * trained_count(t));
-        status = ft_zero_gather_moments(t->zero, moments);
-        bool whole = status == 0 && t->trains_weights; /* ZeRO-3: the values to write are the weights' shards */
-        if (whole)
-            status = ft_param_shards_gather_whole(t->params);
-        if (status == 0 && saves_checkpoints(t))
-            status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors, moments, &t->state,
-                                                     t->options->save_total_limit);
-        if (whole && t->tensors[0].value)
-            ft_param_shards_release_whole(t->params);
-        free(moments);
+        status = save_sharded(t);
     } else if (ft_adamw_host_moments(t->optimizer)) { /* offloaded: the moments are host memory already */
         status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors,
                                                  ft_adamw_host_moments(t->optimizer), &t->state,
@@ -474,19 +498,17 @@ static int resume(trainer *t, ft_train_result *out)
     ft_checkpoint_state loaded;
     ft_backend *backend = ft_model_backend(t->model);
     int found;
-    if (t->zero) { /* the whole moments pass through host memory; this rank keeps its shard */
-        float *moments = malloc(2 * (trained_count(t) ? trained_count(t) : 1) * sizeof(float));
-        if (!moments)
-            return ft_error("out of memory reading a checkpoint of %zu floats", 2 * trained_count(t));
-        found = t->trains_weights ? ft_param_shards_gather_whole(t->params) : 0; /* the values load into them */
-        if (found == 0)
-            found = ft_checkpoint_load_latest_host_moments(o->checkpoint_dir, backend, t->tensors, t->n_tensors,
-                                                           moments, t->state.run_id, &loaded);
-        if (t->trains_weights && t->tensors[0].value)
-            ft_param_shards_release_whole(t->params); /* this rank's shard of the loaded values */
+    if (t->zero) { /* each rank takes its shard of the moments (ZeRO-3: and of the weights) from the mapped files */
+        ft_checkpoint_mapped mapped;
+        found = ft_checkpoint_map_latest(o->checkpoint_dir, t->tensors, t->n_tensors, t->state.run_id, &loaded,
+                                         &mapped);
+        if (found == 1 && t->trains_weights && ft_param_shards_take_values(t->params, mapped.values) < 0)
+            found = -1;
+        for (size_t i = 0; found == 1 && !t->trains_weights && i < t->n_tensors; i++) /* whole on every rank */
+            backend->upload(backend, t->tensors[i].value, mapped.values[i], t->tensors[i].count * sizeof(float));
         if (found == 1)
-            ft_zero_take_moments(t->zero, moments, loaded.global_step);
-        free(moments);
+            ft_zero_take_moments(t->zero, mapped.exp_avg, mapped.exp_avg_sq, loaded.global_step);
+        ft_checkpoint_unmap(&mapped);
     } else if (ft_adamw_host_moments(t->optimizer)) {
         found = ft_checkpoint_load_latest_host_moments(o->checkpoint_dir, backend, t->tensors, t->n_tensors,
                                                        ft_adamw_host_moments(t->optimizer), t->state.run_id,
@@ -586,14 +608,14 @@ static void add_compute_time(trainer *t, uint64_t wall_ns, uint64_t cpu_ns)
 }
 
 /* on_save writes the trained tensors: ZeRO-3's sharded weights are gathered
- * for it by every rank, whichever rank writes. */
+ * for it by every rank into the host memory of the rank that writes. */
 static int keep_checkpoint(trainer *t)
 {
     const ft_train_callbacks *callbacks = &t->options->callbacks;
     bool gather = t->trains_weights;
     if (!callbacks->on_save && !gather)
         return 0;
-    if (gather && ft_param_shards_gather_whole(t->params) < 0)
+    if (gather && ft_param_shards_gather_whole(t->params, callbacks->on_save != NULL) < 0)
         return -1;
     int status = callbacks->on_save ? callbacks->on_save(callbacks->context, t->state.global_step, epochs_done(t)) : 0;
     if (gather)
@@ -759,10 +781,11 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     ft_grad_buckets_free(&t.buckets);
     ft_adamw_free(t.optimizer);
     ft_zero_free(t.zero);
-    /* Full fine-tuning's result is the weights: whole again, once the optimizer
-     * is freed. LoRA's model stays sharded, its adapter whole on every rank. */
+    /* Full fine-tuning's result is the weights: gathered whole into the host
+     * memory of the ranks that write it, once the optimizer is freed. LoRA's
+     * model stays sharded, its adapter whole on every rank. */
     if (status == 0 && t.trains_weights)
-        status = ft_param_shards_unshard(t.params);
+        status = ft_param_shards_unshard(t.params, saves_checkpoints(&t));
     else if (t.params && status < 0) /* a failed run: its collectives may be gone */
         ft_param_shards_free(t.params);
     free(t.data.order);

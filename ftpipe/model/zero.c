@@ -260,14 +260,15 @@ int ft_zero_gather_moments(ft_zero *z, float *host)
     for (size_t s = 0; s < z->n_spans && status == 0; s++) {
         const span *sp = &z->spans[s];
         for (int h = 0; h < 2 && status == 0; h++) {
-            float *to = host + (size_t)h * total + sp->whole_offset, *from = shard_halves[h] + sp->shard_offset;
+            float *to = host ? host + (size_t)h * total + sp->whole_offset : NULL, *from = shard_halves[h] + sp->shard_offset;
             for (size_t first = 0; first < sp->per_rank && status == 0; first += chunk) {
                 size_t n = sp->per_rank - first < chunk ? sp->per_rank - first : chunk;
                 status = z->comm->all_gather(z->comm, from + first, staging, n * sizeof(float));
-                for (size_t r = 0; r < ranks && status == 0; r++)
+                for (size_t r = 0; host && r < ranks && status == 0; r++)
                     to_host(z, on_host, to + r * sp->per_rank + first, staging + r * n, n);
             }
-            to_host(z, on_host, to + sp->count - sp->shared, from + sp->per_rank, sp->shared);
+            if (host)
+                to_host(z, on_host, to + sp->count - sp->shared, from + sp->per_rank, sp->shared);
         }
     }
     if (staging && on_host)
@@ -277,22 +278,37 @@ int ft_zero_gather_moments(ft_zero *z, float *host)
     return status < 0 ? ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage) : 0;
 }
 
-void ft_zero_take_moments(ft_zero *z, const float *host, int64_t steps)
+/* Elements [first, first + n) of the trained tensors' flat order (the
+ * moments' host form) from `pieces`, one per tensor, into the shard's `to`. */
+static void take_flat(ft_zero *z, bool on_host, float *to, const float *const *pieces, size_t first, size_t n)
 {
-    size_t total = 0;
-    for (size_t s = 0; s < z->n_spans; s++)
-        total += z->spans[s].count;
+    for (size_t i = 0, start = 0; i < z->n_tensors && n > 0; start += z->tensors[i].count, i++) {
+        size_t count = z->tensors[i].count;
+        if (first >= start + count)
+            continue;
+        size_t at = first - start, run = count - at < n ? count - at : n;
+        from_host(z, on_host, to, pieces[i] + at, run);
+        to += run;
+        first += run;
+        n -= run;
+    }
+}
+
+void ft_zero_take_moments(ft_zero *z, const float *const *exp_avg, const float *const *exp_avg_sq, int64_t steps)
+{
     ft_adamw_set_step_count(z->optimizer, steps);
     bool on_host = ft_adamw_host_moments(z->optimizer) != NULL;
     float *shard_halves[2];
     ft_adamw_moments(z->optimizer, 0, &shard_halves[0], &shard_halves[1]);
+    const float *const *pieces[2] = {exp_avg, exp_avg_sq};
     for (size_t s = 0; s < z->n_spans; s++) {
         const span *sp = &z->spans[s];
         for (int h = 0; h < 2; h++) {
-            const float *from = host + (size_t)h * total + sp->whole_offset;
             float *to = shard_halves[h] + sp->shard_offset;
-            from_host(z, on_host, to, from + (size_t)z->comm->rank * sp->per_rank, sp->per_rank);
-            from_host(z, on_host, to + sp->per_rank, from + sp->count - sp->shared, sp->shared);
+            take_flat(z, on_host, to, pieces[h], sp->whole_offset + (size_t)z->comm->rank * sp->per_rank,
+                      sp->per_rank);
+            take_flat(z, on_host, to + sp->per_rank, pieces[h], sp->whole_offset + sp->count - sp->shared,
+                      sp->shared);
         }
     }
     ft_adamw_reload_values(z->optimizer); /* the resumed values, into an offloaded master copy */

@@ -11,10 +11,12 @@
 #ifndef FTPIPE_CHECKPOINT_H
 #define FTPIPE_CHECKPOINT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "ftpipe/backend/backend.h"
+#include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/adamw.h"
 
 typedef struct {
@@ -42,13 +44,42 @@ int ft_checkpoint_check_space(const char *dir, int64_t step, uint64_t total_byte
 int ft_checkpoint_save(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                        const ft_adamw *optimizer, const ft_checkpoint_state *state, int keep_newest);
 
-/* ZeRO's forms (zero.h), the same files: AdamW's moments as one host array
+/* Offload's form (adamw.h), the same files: AdamW's moments as one host array
  * of every tensor's exp_avg in tensor order, then every exp_avg_sq. */
 int ft_checkpoint_save_host_moments(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                                     const float *moments, const ft_checkpoint_state *state, int keep_newest);
+
+/* The same checkpoint written in steps, for ZeRO's ranks (zero.h), which
+ * gather the values and then the moments so that the writing rank holds one of
+ * them at a time: begin (the space check, the folder aside), the values (in
+ * the backend's memory, or on_host: ZeRO-3's gathered weights), the moments
+ * (an optimizer's, or the host form above), then finish (the state, fsync,
+ * rename, pruning to keep_newest), which frees the writer. abandon removes
+ * what was written and frees it. Each -1 with ft_error. */
+typedef struct ft_checkpoint_writer ft_checkpoint_writer;
+int ft_checkpoint_begin(const char *dir, const ft_param_tensor *tensors, size_t count,
+                        const ft_checkpoint_state *state, ft_checkpoint_writer **out);
+int ft_checkpoint_write_values(ft_checkpoint_writer *writer, ft_backend *backend, bool on_host);
+int ft_checkpoint_write_moments(ft_checkpoint_writer *writer, ft_backend *backend, const ft_adamw *optimizer,
+                                const float *host_moments);
+int ft_checkpoint_finish(ft_checkpoint_writer *writer, int keep_newest);
+void ft_checkpoint_abandon(ft_checkpoint_writer *writer);
 int ft_checkpoint_load_latest_host_moments(const char *dir, ft_backend *backend, const ft_param_tensor *tensors,
                                            size_t count, float *moments, const char *run_id,
                                            ft_checkpoint_state *out);
+
+/* The newest checkpoint read in place (after ft_checkpoint_load_latest's
+ * checks): each trained tensor's values and AdamW moments as pointers into the
+ * mapped files, from which ZeRO's ranks take their shards without holding the
+ * whole state. 1 when one was mapped, 0 when dir holds none, -1 with
+ * ft_error; ft_checkpoint_unmap frees what it holds in every case. */
+typedef struct {
+    const float **values, **exp_avg, **exp_avg_sq; /* [count] */
+    ft_safetensors *files[2];
+} ft_checkpoint_mapped;
+int ft_checkpoint_map_latest(const char *dir, const ft_param_tensor *tensors, size_t count, const char *run_id,
+                             ft_checkpoint_state *state, ft_checkpoint_mapped *out);
+void ft_checkpoint_unmap(ft_checkpoint_mapped *mapped);
 
 /* Deletes *.tmp leftovers in dir, then loads the newest checkpoint into the
  * tensors and the optimizer (whose step count becomes global_step). 1 when one

@@ -147,6 +147,9 @@ const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count);
  * (cuda's bf16), their float master copy, which the optimizer updates, the
  * checkpoints hold and the result is written from. */
 const ft_param_tensor *ft_model_weights(const ft_model *model, size_t *count);
+/* Whether those values are in host memory, not the backend's: ZeRO-3
+ * gathered them there for a checkpoint or the result (param_shards.h). */
+bool ft_model_weights_on_host(const ft_model *model);
 /* After the master copy changed (an optimizer step, a resume): the weights the
  * passes read are made from it again, rounded to the backend's dtype. Nothing
  * to do where the weights are float (they are the master copy). */

@@ -35,7 +35,11 @@
  * updates them in place (adamw.h). After each step ft_param_shards_refresh
  * casts the master shard into the shard the passes gather. A checkpoint, the
  * result and ft_param_shards_gather_whole gather the whole master copy (the
- * values that are trained and saved), not the rounded weights. */
+ * values that are trained and saved), not the rounded weights.
+ *
+ * Those whole values are gathered into host memory, unit by unit, through the
+ * gather buffers a pass uses: the backend never holds more of the model than
+ * while training, and a rank that writes nothing keeps nothing. */
 #ifndef FTPIPE_PARAM_SHARDS_H
 #define FTPIPE_PARAM_SHARDS_H
 
@@ -73,21 +77,35 @@ ft_param_shards *ft_model_param_shards(const ft_model *model);
 int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload_param, bool offload_optimizer,
                            ft_param_shards **out);
 
-/* Every rank gathers the whole weights into the model again and the shards
- * are freed: the model is as it was loaded, with the shards' values. -1 with
- * ft_error (the model then holds no usable weights). */
-int ft_param_shards_unshard(ft_param_shards *shards);
+/* The end of training: every rank joins in gathering the whole trained
+ * values (gather_whole's), those that keep them hold them in host memory
+ * (ft_model_weights_on_host: to be saved, not run), and the shards are freed.
+ * -1 with ft_error (the model then holds no usable weights). */
+int ft_param_shards_unshard(ft_param_shards *shards, bool keep);
 /* Frees the shards without gathering (after a failure): the model is left
  * without weights, fit only for ft_model_free. */
 void ft_param_shards_free(ft_param_shards *shards);
 
-/* The whole weights in the model for a while (a checkpoint saved or loaded),
- * every rank calling; release takes this rank's shard back from them (a
- * loaded checkpoint's values) and frees them again. With a master copy the
- * whole master copy is gathered instead (ft_model_weights' values), and
- * release casts the shard from its shard. */
-int ft_param_shards_gather_whole(ft_param_shards *shards);
+/* The whole trained values in the model for a while (a checkpoint or a kept
+ * output written), every rank calling: the master copy's floats with one, else
+ * the weights (float), in host memory (ft_model_weights_on_host),
+ * ft_model_weights' values pointing into them on the ranks that keep them; the
+ * others' values stay NULL. release frees them again. */
+int ft_param_shards_gather_whole(ft_param_shards *shards, bool keep);
 void ft_param_shards_release_whole(ft_param_shards *shards);
+
+/* A resumed checkpoint's values (values[i]: weight i's floats, in host memory,
+ * as ft_checkpoint_map_latest gives them): this rank takes its shard's parts,
+ * into the master shard with one (and casts the weights' shard from it), else
+ * into the shard of float weights. Nothing else is read or held. -1 with
+ * ft_error when the shard is not float. */
+int ft_param_shards_take_values(ft_param_shards *shards, const float *const *values);
+
+/* A test hook, never called by the program: gathers into host memory move at
+ * most `elements` of each rank's part at a time (0: as many as a gather
+ * buffer holds), so that the cpu backend's tests cut a unit into several
+ * pieces, as bf16 weights with a float master copy do on a GPU. */
+void ft_param_shards_test_pieces(size_t elements);
 
 const ft_param_unit *ft_param_shards_units(const ft_param_shards *shards, size_t *count);
 /* This rank's shard: every unit's owned then shared elements (f32 when the

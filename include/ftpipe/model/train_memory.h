@@ -30,9 +30,10 @@ typedef struct {
     uint64_t runtime_bytes;         /* host: FT_TRAIN_RUNTIME_BYTES and the BLAS threads' */
     uint64_t offload_bytes;         /* host, while training: offloaded AdamW state (and with offload_param the
                                        weights' shard) beside the plan (0: none) */
-    uint64_t whole_weights_bytes;   /* ZeRO-3 of full fine-tuning: the whole weights, gathered beside the
-                                       plan while saving a checkpoint or the result (0: none) */
-    uint64_t host_peak_bytes;       /* the largest phase, in host memory */
+    uint64_t host_peak_bytes;       /* the largest phase, in host memory, of the rank that writes (a node's
+                                       first: checkpoints and the result) */
+    uint64_t other_rank_host_peak_bytes; /* host, of every other rank: loading or training (a checkpoint's
+                                            gathers keep nothing there) */
     uint64_t device_peak_bytes;     /* on the cuda backend: the plan, the backend's scratch included
                                        (plan.scratch_bytes, cuda_scratch.h); 0 on the cpu backend */
     const char *peak_phase;         /* "loading", "training", "saving a checkpoint", "writing the result" */
@@ -44,9 +45,14 @@ typedef struct {
 int ft_train_memory_estimate(const ft_model_config *config, const ft_model_options *options, bool on_gpu,
                              int blas_threads, ft_dtype save_dtype, ft_train_memory *out);
 
+/* The host memory of a machine running ranks_per_node ranks: the first
+ * rank's peak and every other rank's. */
+uint64_t ft_train_memory_node_host_bytes(const ft_train_memory *memory, int ranks_per_node);
+
 /* ZeRO stage 1 or 2 over `ranks` (zero.h): the plan holds one rank's share of
  * AdamW's moments; a checkpoint gathers the whole moments into the host
- * buffer it writes from, as one rank's checkpoint does. The peaks are one rank's. */
+ * buffer it writes from, as one rank's checkpoint does (after writing the
+ * values). The peaks are one rank's. */
 void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks);
 
 /* offload_optimizer = cpu (after any ft_train_memory_shard): AdamW's moments
@@ -62,10 +68,11 @@ void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu);
  * embeddings or a layer); a vision-language model's tower stays whole beside
  * them (vision_memory.h). offload_param moves the shard to host memory (on the
  * cpu backend it is there already) and adds a staging buffer of the largest
- * unit's share. full: full fine-tuning, whose checkpoints and result gather
- * the whole weights. */
+ * unit's share. Full fine-tuning's checkpoints and result gather the whole
+ * weights into host memory through those buffers, in the host buffers counted
+ * already (the trained values' copy). */
 void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
-                                  bool offload_param, bool full);
+                                  bool offload_param);
 
 /* The sharding a stage asks for, in the order above: ZeRO stage 1 to 3 over
  * `ranks`, then each offload (stage 0 or one rank: nothing changes). */

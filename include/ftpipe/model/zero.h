@@ -26,7 +26,8 @@
  * Checkpoints hold whole moments (checkpoint.h), so that a run resumes with
  * another rank count or stage: the moments are gathered into the host buffer
  * the checkpoint is written from (one rank's checkpoint needs that buffer
- * anyway), and on resume a rank keeps its shard of them. */
+ * anyway), and on resume a rank takes its shard of them from the mapped
+ * files. */
 #ifndef FTPIPE_ZERO_H
 #define FTPIPE_ZERO_H
 
@@ -67,11 +68,14 @@ int ft_zero_step(ft_zero *zero, double learning_rate);
 const ft_adamw *ft_zero_shard_optimizer(const ft_zero *zero);
 
 /* Every rank's moments gathered into host: every tensor's exp_avg in order,
- * then every exp_avg_sq (checkpoint.h's host form). Every rank calls it; the
+ * then every exp_avg_sq (checkpoint.h's host form). Every rank calls it, a
+ * rank that writes no checkpoint with host NULL (it keeps nothing); the
  * backend stages at most ranks x 4 MiB at a time. -1 with ft_error. */
 int ft_zero_gather_moments(ft_zero *zero, float *host);
 
-/* This rank's shard of such host moments, and the step count, after a resume. */
-void ft_zero_take_moments(ft_zero *zero, const float *host, int64_t steps);
+/* This rank's shard of the moments, and the step count, after a resume:
+ * tensor i's exp_avg and exp_avg_sq at exp_avg[i] and exp_avg_sq[i] (a mapped
+ * checkpoint's, checkpoint.h), read in place. */
+void ft_zero_take_moments(ft_zero *zero, const float *const *exp_avg, const float *const *exp_avg_sq, int64_t steps);
 
 #endif

@@ -1,4 +1,5 @@
-/* Checkpoints: a round trip of tensors, moments and counters; interrupted
+/* Checkpoints: a round trip of tensors, moments and counters; the same files
+ * written in steps (ZeRO's writer) and read in place (mapped); interrupted
  * writes ignored and deleted; save_total_limit; checkpoints of another run or
  * shape refused; and the space check refusing before anything is written, under
  * a real RLIMIT_FSIZE in a child process and against the real free space. */
@@ -103,6 +104,62 @@ TEST(round_trip_restores_tensors_moments_and_counters)
     ft_adamw_free(saved.optimizer);
     ft_adamw_free(loaded.optimizer);
     free(dir);
+}
+
+/* Written in steps (ZeRO's writer): the values from host memory, then the
+ * moments in their host form, give the same files as one rank's save, and
+ * the mapped checkpoint points at them in place; a writer abandoned after
+ * the values leaves nothing behind. */
+TEST(steps_write_the_same_checkpoint_and_it_maps_in_place)
+{
+    char *dir = folder("steps"), *whole = folder("steps_whole");
+    run r;
+    run_init(&r, 2.0f);
+    take_step(&r, 1);
+    ft_checkpoint_state state = state_at(1);
+    CHECK_INT(ft_checkpoint_save(whole, cpu, r.tensors, 2, r.optimizer, &state, 0), 0);
+    float *moments = ft_xmalloc(2 * (N_A + N_B) * sizeof(float)); /* every exp_avg, then every exp_avg_sq */
+    for (size_t i = 0, at = 0; i < 2; at += r.tensors[i].count, i++) {
+        float *m, *v;
+        ft_adamw_moments(r.optimizer, i, &m, &v);
+        memcpy(moments + at, m, r.tensors[i].count * sizeof(float));
+        memcpy(moments + N_A + N_B + at, v, r.tensors[i].count * sizeof(float));
+    }
+    ft_checkpoint_writer *writer = NULL;
+    CHECK_INT(ft_checkpoint_begin(dir, r.tensors, 2, &state, &writer), 0);
+    CHECK_INT(ft_checkpoint_write_values(writer, cpu, true), 0);
+    CHECK_INT(ft_checkpoint_write_moments(writer, cpu, NULL, moments), 0);
+    CHECK_INT(ft_checkpoint_finish(writer, 0), 0);
+    const char *files[] = {"checkpoint-1/model.safetensors", "checkpoint-1/optimizer.safetensors"};
+    for (int f = 0; f < 2; f++) {
+        char *a = ft_path_join(dir, files[f]), *b = ft_path_join(whole, files[f]), *x = NULL, *y = NULL;
+        size_t nx = 0, ny = 0;
+        CHECK(ft_read_file(a, &x, &nx) == 0 && ft_read_file(b, &y, &ny) == 0 && nx == ny && memcmp(x, y, nx) == 0);
+        free(a);
+        free(b);
+        free(x);
+        free(y);
+    }
+    ft_checkpoint_mapped mapped;
+    ft_checkpoint_state back;
+    CHECK_INT(ft_checkpoint_map_latest(dir, r.tensors, 2, state.run_id, &back, &mapped), 1);
+    CHECK(memcmp(mapped.values[0], r.a, sizeof r.a) == 0 && memcmp(mapped.values[1], r.b, sizeof r.b) == 0);
+    CHECK(memcmp(mapped.exp_avg[1], moments + N_A, N_B * sizeof(float)) == 0);
+    CHECK(memcmp(mapped.exp_avg_sq[0], moments + N_A + N_B, N_A * sizeof(float)) == 0);
+    ft_checkpoint_unmap(&mapped);
+    /* abandoned after the values: no checkpoint, no folder aside */
+    state = state_at(2);
+    CHECK_INT(ft_checkpoint_begin(dir, r.tensors, 2, &state, &writer), 0);
+    CHECK_INT(ft_checkpoint_write_values(writer, cpu, true), 0);
+    ft_checkpoint_abandon(writer);
+    CHECK(!exists_in(dir, "checkpoint-2") && !exists_in(dir, "checkpoint-2.tmp"));
+    CHECK_INT(ft_checkpoint_map_latest(dir, r.tensors, 2, state.run_id, &back, &mapped), 1);
+    CHECK_INT(back.global_step, 1);
+    ft_checkpoint_unmap(&mapped);
+    free(moments);
+    ft_adamw_free(r.optimizer);
+    free(dir);
+    free(whole);
 }
 
 TEST(an_empty_folder_has_no_checkpoint)
@@ -232,6 +289,7 @@ int main(void)
         return 1;
     cpu = ft_backend_cpu_create(1);
     RUN(round_trip_restores_tensors_moments_and_counters);
+    RUN(steps_write_the_same_checkpoint_and_it_maps_in_place);
     RUN(an_empty_folder_has_no_checkpoint);
     RUN(interrupted_writes_are_ignored_and_deleted);
     RUN(save_total_limit_keeps_the_newest);

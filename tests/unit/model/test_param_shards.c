@@ -8,14 +8,18 @@
  *   - a rank's shard is 1 / ranks of the weights (plus fewer than `ranks`
  *     elements a unit), and the model's memory plan counts the shard (unless
  *     offloaded) and the gather buffers;
- *   - gathering the whole weights and releasing them, and unsharding, give the
- *     loaded weights back;
+ *   - gathering the whole weights into host memory gives the loaded weights,
+ *     also in pieces smaller than a unit's part (a rank not keeping them
+ *     joins and holds none), releasing them keeps
+ *     the shard, and a checkpoint's values (one piece per weight) taken into
+ *     the shard give exactly this rank's part of them; unsharding leaves the
+ *     loaded weights in host memory on the ranks that keep them;
  *   - full fine-tuning with a float master copy (ft_model_test_master_copy: the
  *     cpu backend takes the path of bf16 weights) shards the master copy as the
  *     weights, loaded or cut alike, in the backend's memory (counted in the
  *     plan) or in host memory with offload_optimizer (not counted), the shard
- *     cast from it, and gathering it whole, releasing and unsharding give the
- *     loaded values back;
+ *     cast from it, and gathering it whole into host memory, releasing,
+ *     taking a checkpoint's values and unsharding behave as above;
  *   - a training pass (full fine-tuning, recomputation on) over the shards
  *     issues each unit's gather before the previous unit computes (gathered
  *     ahead), but for the embeddings that start it and a tied head's embeddings,
@@ -49,6 +53,60 @@ static float *whole_weights(const ft_model *model, size_t *count)
     for (size_t i = 0, at = 0; i < n; at += weights[i].count, i++)
         memcpy(out + at, weights[i].value, weights[i].count * sizeof(float));
     return out;
+}
+
+/* Gathering the whole trained values into host memory: every rank gets the
+ * whole model's, also in pieces smaller than a unit's part (or, not keeping
+ * them, none, after joining the gathers); released, the shard (`shard`, its
+ * first `bytes`: as cut) stays; a checkpoint's values taken (every one
+ * doubled), this rank's shard holds its part of them, and taking the original
+ * values restores it. */
+static void check_gathered_whole(ft_model *loaded, ft_param_shards *shards, const float *whole, size_t whole_count,
+                                 const void *shard, size_t bytes)
+{
+    size_t n_weights;
+    const ft_param_tensor *weights = ft_model_weights(loaded, &n_weights);
+    float *values = ft_param_shards_master(shards) ? ft_param_shards_master(shards) : ft_param_shards_values(shards);
+    CHECK_INT(ft_param_shards_gather_whole(shards, false), 0);
+    CHECK(weights[0].value == NULL && !ft_model_weights_on_host(loaded));
+    ft_param_shards_release_whole(shards);
+    CHECK_INT(ft_param_shards_gather_whole(shards, true), 0);
+    CHECK(ft_model_weights_on_host(loaded));
+    size_t gathered_count;
+    float *gathered = whole_weights(loaded, &gathered_count);
+    CHECK(gathered_count == whole_count && memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
+    free(gathered);
+    ft_param_shards_release_whole(shards);
+    ft_param_shards_test_pieces(7); /* each part in pieces of 7 elements and a rest, as on a GPU */
+    CHECK_INT(ft_param_shards_gather_whole(shards, true), 0);
+    ft_param_shards_test_pieces(0);
+    gathered = whole_weights(loaded, &gathered_count);
+    CHECK(memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
+    free(gathered);
+    ft_param_shards_release_whole(shards);
+    CHECK(weights[0].value == NULL && !ft_model_weights_on_host(loaded));
+    CHECK(memcmp(values, shard, bytes) == 0);
+    /* a checkpoint's values, every one doubled: the shard takes its own part of them */
+    float *doubled = ft_xmalloc(whole_count * sizeof(float));
+    const float **pieces = ft_xcalloc(n_weights, sizeof *pieces), **halves = ft_xcalloc(n_weights, sizeof *halves);
+    for (size_t i = 0, at = 0; i < n_weights; at += weights[i].count, i++) {
+        for (size_t k = 0; k < weights[i].count; k++)
+            doubled[at + k] = 2.0f * whole[at + k];
+        pieces[i] = doubled + at;
+        halves[i] = whole + at;
+    }
+    CHECK_INT(ft_param_shards_take_values(shards, pieces), 0);
+    for (size_t k = 0; k < bytes / sizeof(float); k++)
+        if (values[k] != 2.0f * ((const float *)shard)[k]) {
+            fprintf(stderr, "  element %zu of the shard is not its part of the values taken\n", k);
+            check_case_failed = 1;
+            break;
+        }
+    CHECK_INT(ft_param_shards_take_values(shards, halves), 0);
+    CHECK(memcmp(values, shard, bytes) == 0);
+    free(pieces);
+    free(halves);
+    free(doubled);
 }
 
 /* The failures of one rank's checks (0: none). */
@@ -99,17 +157,17 @@ static int check_rank(ft_comm *comm, bool offload, const float *whole, size_t wh
         CHECK_INT(ft_param_shards_end_pass(shards), 0);
     }
     CHECK(weights[0].value == NULL);
-    CHECK_INT(ft_param_shards_gather_whole(shards), 0);
-    float *gathered = whole_weights(loaded, &n_weights);
-    CHECK(memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
-    free(gathered);
-    ft_param_shards_release_whole(shards);
-    CHECK(weights[0].value == NULL);
-    CHECK_INT(ft_param_shards_unshard(shards), 0);
+    check_gathered_whole(loaded, shards, whole, whole_count, ft_param_shards_values(cut_shards), shard_bytes);
+    CHECK_INT(ft_param_shards_unshard(shards, comm->rank == 0), 0);
     CHECK(ft_model_param_shards(loaded) == NULL);
-    gathered = whole_weights(loaded, &n_weights);
-    CHECK(memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
-    free(gathered);
+    CHECK_INT(ft_model_weights_on_host(loaded), comm->rank == 0);
+    if (comm->rank == 0) {
+        float *gathered = whole_weights(loaded, &n_weights);
+        CHECK(memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
+        free(gathered);
+    } else {
+        CHECK(weights[0].value == NULL);
+    }
     ft_model_free(loaded);
     ft_model_free(cut); /* frees its shards */
     return check_case_failed;
@@ -136,15 +194,11 @@ static int check_master_rank(ft_comm *comm, bool on_host, const float *whole, si
     size_t n_weights;
     const ft_param_tensor *weights = ft_model_weights(loaded, &n_weights);
     CHECK(weights[0].value == NULL);
-    CHECK_INT(ft_param_shards_gather_whole(shards), 0);
+    check_gathered_whole(loaded, shards, whole, whole_count, ft_param_shards_master(cut_shards), bytes);
+    CHECK(memcmp(ft_param_shards_values(shards), ft_param_shards_master(cut_shards), bytes) == 0); /* cast again */
+    CHECK_INT(ft_param_shards_unshard(shards, true), 0);
+    CHECK(ft_model_weights_on_host(loaded));
     float *gathered = whole_weights(loaded, &n_weights);
-    CHECK(memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
-    free(gathered);
-    ft_param_shards_release_whole(shards);
-    CHECK(weights[0].value == NULL);
-    CHECK(memcmp(ft_param_shards_master(shards), ft_param_shards_master(cut_shards), bytes) == 0);
-    CHECK_INT(ft_param_shards_unshard(shards), 0);
-    gathered = whole_weights(loaded, &n_weights);
     CHECK(memcmp(gathered, whole, whole_count * sizeof(float)) == 0);
     free(gathered);
     ft_model_free(loaded);

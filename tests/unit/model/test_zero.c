@@ -15,7 +15,9 @@
  *   - full fine-tuning on 4 ranks at ZeRO-3 with offload_param, cancelled after
  *     a checkpoint, resumes on 2 ranks at ZeRO-1 with the uninterrupted run's
  *     losses within 1e-5 and its weights no further from it than 2 ranks
- *     throughout are (the sums in another order);
+ *     throughout are (the sums in another order), and so does the reverse,
+ *     2 ranks at ZeRO-1 resumed on 4 at ZeRO-3 (each rank taking its shard
+ *     of the checkpoint's values), with and without the master copy;
  *   - full fine-tuning with a float master copy of the weights (the path of
  *     cuda's bf16 weights, which ft_model_test_master_copy makes the cpu
  *     backend take, its cast_from_float a copy; stage 0 with it is stage 0
@@ -95,7 +97,8 @@ typedef struct {
 } run_result;
 
 /* Trains a fresh model in shape.ranks forked ranks; every other rank checks
- * that it ends with rank 0's bytes. */
+ * that it ends with rank 0's bytes, or (ZeRO-3 of full fine-tuning, whose
+ * result only rank 0 writes) with none. */
 static run_result run(const char *data_dir, run_shape shape)
 {
     run_result out = {0};
@@ -156,9 +159,14 @@ static run_result run(const char *data_dir, run_shape shape)
     for (size_t i = 0; i < n_tensors; i++)
         out.count += tensors[i].count;
     out.values = ft_xcalloc(out.count ? out.count : 1, sizeof(float));
-    for (size_t i = 0, at = 0; i < n_tensors; at += tensors[i].count, i++)
-        if (tensors[i].value) /* none after a failed (cancelled) ZeRO-3 run of full fine-tuning */
-            memcpy(out.values + at, tensors[i].value, tensors[i].count * sizeof(float));
+    /* ZeRO-3 of full fine-tuning leaves the weights with the rank that writes
+     * them only (none after a failed, cancelled, run) */
+    bool holds = n_tensors > 0 && tensors[0].value != NULL;
+    bool may_not_hold = shape.finetuning == FT_FINETUNE_FULL && shape.zero_stage == 3 && comm;
+    for (size_t i = 0, at = 0; holds && i < n_tensors; at += tensors[i].count, i++)
+        memcpy(out.values + at, tensors[i].value, tensors[i].count * sizeof(float));
+    if (rank == 0 && out.status == 0)
+        CHECK(holds);
     ft_model_free(model);
     ft_token_shards_close(shards);
     if (comm) {
@@ -167,7 +175,8 @@ static run_result run(const char *data_dir, run_shape shape)
         int shared = comm->broadcast(comm, rank0, out.count * sizeof(float), 0);
         ft_comm_destroy(comm);
         if (rank != 0)
-            _exit(check_case_failed || shared != 0 || memcmp(rank0, out.values, out.count * sizeof(float)) != 0);
+            _exit(check_case_failed || shared != 0 || (!holds && !may_not_hold) ||
+                  (holds && memcmp(rank0, out.values, out.count * sizeof(float)) != 0));
         free(rank0);
         for (int k = 1; k < shape.ranks; k++) {
             int wait_status = 0;
@@ -366,21 +375,23 @@ static void stage_3_matches_stage_0(ft_finetuning finetuning)
 }
 
 /* Full fine-tuning on 4 ranks at ZeRO-3 (its checkpoint gathers the sharded
- * weights, or their master copy) cancelled after checkpoint-3, resumed on 2
- * ranks at ZeRO-1. */
-static void zero_3_of_4_ranks_resumes_with_zero_1_on_2(const char *name, bool offload)
+ * weights, or their master copy, into host memory) and on 2 ranks at ZeRO-1:
+ * a run of one shape cancelled after checkpoint-3, resumed with the other
+ * (at stage 3, each rank takes its shard of the loaded values). */
+static void zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other(const char *name, bool offload, bool into_stage_3)
 {
     char *data = write_data(name, 40); /* a global batch of 8: 5 steps an epoch, 10 in all */
-    run_shape straight = {4, 3, 1, 2, FT_FINETUNE_FULL, NULL, 0, offload, true};
+    run_shape four = {4, 3, 1, 2, FT_FINETUNE_FULL, NULL, 0, offload, true};
+    run_shape two = {2, 1, 2, 2, FT_FINETUNE_FULL, NULL, 0, false, false};
+    run_shape straight = into_stage_3 ? two : four, other = into_stage_3 ? four : two;
     run_result reference = run(data, straight);
     CHECK_INT(reference.status, 0);
     CHECK_INT(reference.steps.n, 10);
-    run_shape two = {2, 1, 2, 2, FT_FINETUNE_FULL, NULL, 0, false, false};
-    run_result throughout = run(data, two);
+    run_result throughout = run(data, other);
     CHECK_INT(throughout.status, 0);
     double reordering = max_difference(throughout.values, reference.values, reference.count);
     char *resumed_name = ft_xasprintf("%s_resumed", name);
-    run_result resumed = interrupted_then(data, resumed_name, straight, two);
+    run_result resumed = interrupted_then(data, resumed_name, straight, other);
     free(resumed_name);
     CHECK_INT(resumed.steps.n, 7);
     double difference = max_difference(resumed.values, reference.values, reference.count);
@@ -402,13 +413,21 @@ static void zero_3_of_4_ranks_resumes_with_zero_1_on_2(const char *name, bool of
 
 TEST(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2)
 {
-    zero_3_of_4_ranks_resumes_with_zero_1_on_2("resume3", false);
+    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("resume3", false, false);
 }
 
 TEST(a_zero_3_checkpoint_of_the_master_copy_resumes_with_zero_1_on_2)
 {
     ft_model_test_master_copy(true);
-    zero_3_of_4_ranks_resumes_with_zero_1_on_2("resume3_master", true);
+    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("resume3_master", true, false);
+    ft_model_test_master_copy(false);
+}
+
+TEST(a_zero_1_checkpoint_of_2_ranks_resumes_with_zero_3_on_4)
+{
+    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("into3", false, true);
+    ft_model_test_master_copy(true);
+    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("into3_master", true, true);
     ft_model_test_master_copy(false);
 }
 
@@ -487,6 +506,7 @@ int main(void)
     RUN(full_fine_tuning_stage_3_matches_stage_0);
     RUN(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0);
     RUN(a_zero_3_checkpoint_of_the_master_copy_resumes_with_zero_1_on_2);
+    RUN(a_zero_1_checkpoint_of_2_ranks_resumes_with_zero_3_on_4);
     ft_backend_destroy(cpu);
     free(model_dir);
     ft_remove_tree(root);
