@@ -16,10 +16,10 @@ RECOMPUTE=${RECOMPUTE:-no}
 DIR=${BENCH_DIR:-/dev/shm/ftpipe-bench}
 A=${A:-build/gpu/cuda_vs_torch}
 if ! nvidia-smi -L >/dev/null 2>&1; then
-  echo "cuda_ab: skipped (no GPU here)"; exit 2
+  echo "cuda_ab: skipped (no GPU here)"; exit 77
 fi
 for driver in "$A" "$B"; do
-  [ -n "$driver" ] && [ -x "$driver" ] || { echo "cuda_ab: skipped (set B to a second build; A is $A)"; exit 2; }
+  [ -n "$driver" ] && [ -x "$driver" ] || { echo "cuda_ab: skipped (set B to a second build; A is $A)"; exit 77; }
 done
 run() { LD_LIBRARY_PATH="$(pwd)/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
 field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }

@@ -1,0 +1,82 @@
+#!/bin/sh
+# Two builds of ftpipe side by side on one GPU: full fine-tuning with
+# offload_optimizer = cpu (AdamW's state on the host, the update on the host's
+# cores), where the optimizer step dominates a small batch, and the same run
+# with AdamW on the GPU as the yardstick. A is this checkout's build/ftpipe; B
+# another build of it (e.g. from the commit before a change to the offloaded
+# step), given as the folder holding its ftpipe and ftpipe-full. Each run trains
+# STEPS steps of a model of LAYERS layers of Qwen2.5-0.5B's width (hidden 896,
+# MLP 4864) from scratch; the runs go in turn, RUNS times each, and the script
+# prints each side's median train_runtime (train_results.json) and the ratio.
+# (No peer: DeepSpeed's ZeRO-Offload is not installed where the GPU is.) Each
+# run has its own save_steps, which changes nothing with save_strategy = no but
+# the stage's key, so that no run is a cached result.
+#   B=build/bench-old RUNS=3 STEPS=8 LAYERS=24 sh tests/bench/offload_ab.sh
+cd "$(dirname "$0")/../.."
+RUNS=${RUNS:-3}
+STEPS=${STEPS:-8}
+LAYERS=${LAYERS:-24}
+A=$(pwd)/build
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "offload_ab: skipped (no GPU here)"; exit 77
+fi
+[ -n "$B" ] && [ -x "$B/ftpipe" ] || { echo "offload_ab: skipped (set B to a folder with another build's ftpipe)"; exit 77; }
+B=$(cd "$B" && pwd)
+[ -d build/gpu/lib ] && export LD_LIBRARY_PATH="$(pwd)/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+W=$(mktemp -d /dev/shm/ftpipe-offload.XXXXXX)
+cp examples/quickstart/make_addition_data.sh "$W/"
+cat > "$W/Ftpipe" <<P
+OFFLOAD = none
+RUN = 0
+
+models/base: init
+	architecture = qwen2
+	hidden_size = 896
+	intermediate_size = 4864
+	num_hidden_layers = $LAYERS
+	num_attention_heads = 14
+	num_key_value_heads = 2
+	head_dim = 64
+
+data/train.json: shell make_addition_data.sh
+	run = sh \$< train 256 > \$@
+
+data/train_set: tokenize models/base data/train.json
+	template = plain
+	cutoff_len = 32
+
+model: train models/base data/train_set
+	backend = cuda
+	finetuning_type = full
+	learning_rate = 1e-5
+	per_device_train_batch_size = 2
+	max_steps = $STEPS
+	logging_steps = 1
+	save_strategy = no
+	save_steps = \$(RUN)
+	zero_stage = 1
+	offload_optimizer = \$(OFFLOAD)
+P
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+runtime() { sed -n 's/.*"train_runtime": *\([0-9.e+-]*\).*/\1/p' "$W/model/train_results.json"; }
+"$A/ftpipe" -C "$W" data/train_set > "$W/prepare.out" 2>&1 || { tail -20 "$W/prepare.out"; exit 1; }
+echo "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1), $(nproc) cores, $(date -u +%Y-%m-%d): A=$A B=$B"
+echo "full fine-tuning, $LAYERS layers of width 896, $STEPS steps of 2 x 32 tokens, median of $RUNS runs each, in turn"
+printf '%-22s %10s %10s %7s\n' offload_optimizer "A s" "B s" "A/B"
+run=0
+for offload in ${MODES:-cpu none}; do
+  : > "$W/a.txt"; : > "$W/b.txt"
+  i=0
+  while [ $i -lt "$RUNS" ]; do
+    for side in a b; do
+      dir=$A; [ $side = b ] && dir=$B
+      run=$((run + 1))
+      "$dir/ftpipe" -C "$W" model OFFLOAD=$offload RUN=$run > "$W/run.out" 2>&1 || { tail -20 "$W/run.out"; exit 1; }
+      runtime >> "$W/$side.txt"
+    done
+    i=$((i + 1))
+  done
+  a=$(median < "$W/a.txt"); b=$(median < "$W/b.txt")
+  printf '%-22s %10.3f %10.3f %7.2f\n' "$offload" "$a" "$b" "$(echo "$a $b" | awk '{ print $1 / $2 }')"
+done
+rm -rf "$W"
