@@ -8,6 +8,7 @@
  * offloaded; its checkpoints loaded by the other backend); and the errors a user can meet (a plan too large for the GPU, an
  * unsupported head size). */
 #include "gpu_check.h"
+#include "model/fixture_tensors.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/model/adamw.h"
 #include "ftpipe/model/checkpoint.h"
@@ -25,21 +26,9 @@ typedef struct {
     ft_batch batch;
 } fixture_batch;
 
-static ft_safetensors *open_fixture(const char *arch, const char *file)
-{
-    char *path = ft_xasprintf(FIXTURES "/%s/%s", arch, file);
-    ft_safetensors *set = NULL;
-    if (ft_safetensors_open(path, &set) < 0) {
-        fprintf(stderr, "  %s\n", ft_error_message());
-        check_case_failed = 1;
-    }
-    free(path);
-    return set;
-}
-
 static void load_batch(const char *arch, fixture_batch *fb)
 {
-    ft_safetensors *set = open_fixture(arch, "batch.safetensors");
+    ft_safetensors *set = fixture_open(FIXTURES, arch, "batch.safetensors");
     int32_t *arrays[] = {fb->tokens, fb->positions, fb->segments, fb->targets};
     const char *names[] = {"tokens", "positions", "segments", "targets"};
     for (int i = 0; set && i < 4; i++)
@@ -124,8 +113,8 @@ static void check_lora(const char *arch)
     load_batch(arch, &fb);
     ft_model *cuda = load_model(arch, gpu, FT_FINETUNE_LORA, &lora, BATCH, SEQ);
     ft_model *reference_model = load_model(arch, cpu, FT_FINETUNE_LORA, &lora, BATCH, SEQ);
-    ft_safetensors *expected = open_fixture(arch, "expected.safetensors");
-    ft_safetensors *grads = open_fixture(arch, "lora_grads.safetensors");
+    ft_safetensors *expected = fixture_open(FIXTURES, arch, "expected.safetensors");
+    ft_safetensors *grads = fixture_open(FIXTURES, arch, "lora_grads.safetensors");
     ft_adamw *gpu_optimizer = NULL, *cpu_optimizer = NULL;
     if (!cuda || !reference_model || !expected || !grads)
         goto done;
@@ -353,7 +342,7 @@ TEST(full_finetuning_matches_cpu_and_transformers)
     load_batch("qwen2", &fb);
     ft_model *cuda = load_model("qwen2", gpu, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
     ft_model *reference_model = load_model("qwen2", cpu, FT_FINETUNE_FULL, NULL, BATCH, SEQ);
-    ft_safetensors *grads = open_fixture("qwen2", "full_grads.safetensors");
+    ft_safetensors *grads = fixture_open(FIXTURES, "qwen2", "full_grads.safetensors");
     if (cuda && reference_model && grads) {
         size_t n_params = 93504; /* the fixture's weights */
         ft_memory_plan plan = ft_model_memory(cuda);
