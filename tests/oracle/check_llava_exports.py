@@ -75,26 +75,19 @@ def check_full(cases, root, samples):
 
 
 def main():
-    from peft import PeftModel
-    from peft.utils import load_peft_weights
     from transformers import LlavaForConditionalGeneration
     cases = oracle.Cases()
     root = oracle.scratch_folder("llava_exports")
     try:
         shutil.copytree(os.path.join(oracle.FIXTURES, "datasets", "llamafactory_data"), os.path.join(root, "data"))
         open(os.path.join(root, "Ftpipe"), "w").write(oracle.vl_export_pipeline("tiny-llava", TOKENIZE, EVALUATE))
-        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged",
-                                     "report_full"])
-        if not cases.check("tiny-llava pipeline runs", status == 0, "init, tokenize, train, evaluate, export",
-                           output.splitlines()[-15:]):
+        if not oracle.pipeline_runs(cases, "tiny-llava", root, ["report", "export/peft", "export/merged",
+                                                                "report_full"]):
             return cases.finish()
         base = LlavaForConditionalGeneration.from_pretrained(os.path.join(root, "models", "tiny"),
                                                              attn_implementation="eager")
         image_size = base.config.vision_config.image_size
-        peft_dir = os.path.join(root, "export", "peft")
-        model = PeftModel.from_pretrained(base, peft_dir)
-        saved = set(load_peft_weights(peft_dir))
-        used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
+        model, saved, used = oracle.load_peft_export(base, root)
         in_tower = [name for name in used if "vision_tower" in name or "multi_modal_projector" in name]
         cases.check("peft export loads on LlavaForConditionalGeneration",
                     saved == used and len(saved) == 28 and not in_tower,

@@ -48,25 +48,34 @@ def pipeline(shape, tokenize, evaluate, lora_target):
             + "\nreport_merger: evaluate models/tiny merger data\n" + evaluated)
 
 
+def check_only_projector_trained(cases, name, model_class, root, base_dir, part, what):
+    """train_mm_proj_only's output (root/merger) loads in transformers with no
+    tensor missing or unexpected, and only tensors named with `part` differ
+    from the base's; returns the loaded model."""
+    trained, info = model_class.from_pretrained(os.path.join(root, "merger"), attn_implementation="eager",
+                                                output_loading_info=True)
+    problems = ["%s: %s" % (kind, sorted(names)[:5]) for kind, names in info.items() if names]
+    before, after = model_class.from_pretrained(base_dir).state_dict(), trained.state_dict()
+    changed = sorted(n for n in after if not torch.equal(after[n].double(), before[n].double()))
+    outside = [n for n in changed if part not in n]
+    cases.check("%s train_mm_proj_only: transformers loads it whole, only the %s changed" % (name, what),
+                not problems and changed and not outside,
+                "%d tensors, %d changed: %s" % (len(after), len(changed), ", ".join(changed)),
+                problems + outside[:5])
+    return trained
+
+
 def check_shape(cases, shape, model_class):
-    from peft import PeftModel
-    from peft.utils import load_peft_weights
     root = oracle.scratch_folder("projector_exports")
     try:
         vl.write_workspace(root, shape)
         open(os.path.join(root, "Ftpipe"), "w").write(pipeline(shape, vl.TOKENIZE, vl.EVALUATE, "all,mlp.0,mlp.2"))
-        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged",
-                                     "report_merger"])
-        if not cases.check("%s pipeline runs" % shape, status == 0, "init, tokenize, train, evaluate, export",
-                           output.splitlines()[-15:]):
+        if not oracle.pipeline_runs(cases, shape, root, ["report", "export/peft", "export/merged", "report_merger"]):
             return
         base_dir = os.path.join(root, "models", "tiny")
         base = model_class.from_pretrained(base_dir, attn_implementation="eager")
         image_token_id = base.config.image_token_id
-        peft_dir = os.path.join(root, "export", "peft")
-        model = PeftModel.from_pretrained(base, peft_dir)
-        saved = set(load_peft_weights(peft_dir))
-        used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
+        model, saved, used = oracle.load_peft_export(base, root)
         merger = sorted(name for name in used if ".visual.merger." in name)
         cases.check("%s peft export with the merger's adapters loads on %s" % (shape, model_class.__name__),
                     saved == used and len(saved) == 32 and len(merger) == 4,
@@ -85,16 +94,7 @@ def check_shape(cases, shape, model_class):
         cases.check("%s merged export (the merger's adapters merged) gives PEFT's logits" % shape, worst < 1e-4,
                     "worst relative error %.2e" % worst)
 
-        trained, info = model_class.from_pretrained(os.path.join(root, "merger"), attn_implementation="eager",
-                                                    output_loading_info=True)
-        problems = ["%s: %s" % (kind, sorted(names)[:5]) for kind, names in info.items() if names]
-        before, after = model_class.from_pretrained(base_dir).state_dict(), trained.state_dict()
-        changed = sorted(n for n in after if not torch.equal(after[n].double(), before[n].double()))
-        outside = [n for n in changed if ".visual.merger." not in n]
-        cases.check("%s train_mm_proj_only: transformers loads it whole, only the merger changed" % shape,
-                    not problems and changed and not outside,
-                    "%d tensors, %d changed: %s" % (len(after), len(changed), ", ".join(changed)),
-                    problems + outside[:5])
+        trained = check_only_projector_trained(cases, shape, model_class, root, base_dir, ".visual.merger.", "merger")
         reference = vl.mean_loss(trained.double().eval(), samples, image_token_id)
         measured = oracle.eval_loss(root, "report_merger")
         relative = abs(measured - reference) / abs(reference)
@@ -106,25 +106,18 @@ def check_shape(cases, shape, model_class):
 
 def check_llava(cases):
     """tiny-llava: LoRA on multi_modal_projector's layers, and the projector alone."""
-    from peft import PeftModel
-    from peft.utils import load_peft_weights
     from transformers import LlavaForConditionalGeneration
     root = oracle.scratch_folder("projector_llava")
     try:
         shutil.copytree(os.path.join(oracle.FIXTURES, "datasets", "llamafactory_data"), os.path.join(root, "data"))
         open(os.path.join(root, "Ftpipe"), "w").write(
             pipeline("tiny-llava", llava.TOKENIZE, llava.EVALUATE, "all,linear_1,linear_2"))
-        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "report_merger"])
-        if not cases.check("tiny-llava pipeline runs", status == 0, "init, tokenize, train, evaluate, export",
-                           output.splitlines()[-15:]):
+        if not oracle.pipeline_runs(cases, "tiny-llava", root, ["report", "export/peft", "report_merger"]):
             return
         base_dir = os.path.join(root, "models", "tiny")
         base = LlavaForConditionalGeneration.from_pretrained(base_dir, attn_implementation="eager")
         image_size = base.config.vision_config.image_size
-        peft_dir = os.path.join(root, "export", "peft")
-        model = PeftModel.from_pretrained(base, peft_dir)
-        saved = set(load_peft_weights(peft_dir))
-        used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
+        model, saved, used = oracle.load_peft_export(base, root)
         projector = sorted(name for name in used if ".multi_modal_projector." in name)
         cases.check("tiny-llava peft export with the projector's adapters loads on LlavaForConditionalGeneration",
                     saved == used and len(saved) == 32 and len(projector) == 4,
@@ -136,17 +129,8 @@ def check_llava(cases):
         relative = abs(measured - reference) / abs(reference)
         cases.check("tiny-llava evaluate's eval_loss with the projector's adapters is PEFT's", relative < 1e-4,
                     "%.6f against %.6f over %d images (relative %.2e)" % (measured, reference, n_images, relative))
-        trained, info = LlavaForConditionalGeneration.from_pretrained(
-            os.path.join(root, "merger"), attn_implementation="eager", output_loading_info=True)
-        problems = ["%s: %s" % (kind, sorted(names)[:5]) for kind, names in info.items() if names]
-        before = LlavaForConditionalGeneration.from_pretrained(base_dir).state_dict()
-        after = trained.state_dict()
-        changed = sorted(n for n in after if not torch.equal(after[n].double(), before[n].double()))
-        outside = [n for n in changed if ".multi_modal_projector." not in n]
-        cases.check("tiny-llava train_mm_proj_only: transformers loads it whole, only the projector changed",
-                    not problems and changed and not outside,
-                    "%d tensors, %d changed: %s" % (len(after), len(changed), ", ".join(changed)),
-                    problems + outside[:5])
+        trained = check_only_projector_trained(cases, "tiny-llava", LlavaForConditionalGeneration, root, base_dir,
+                                               ".multi_modal_projector.", "projector")
         reference, _ = llava.mean_loss(trained.double().eval(), samples)
         measured = oracle.eval_loss(root, "report_merger")
         relative = abs(measured - reference) / abs(reference)

@@ -123,23 +123,16 @@ def check_full(cases, shape, model_class, root, base, samples, image_token_id):
 
 
 def check_shape(cases, shape, model_class):
-    from peft import PeftModel
-    from peft.utils import load_peft_weights
     root = oracle.scratch_folder("vl_exports")
     try:
         write_workspace(root, shape)
-        status, output = oracle.run([oracle.FTPIPE, "-C", root, "report", "export/peft", "export/merged",
-                                     "report_full", "export/full"])
-        if not cases.check("%s pipeline runs" % shape, status == 0, "init, tokenize, train, evaluate, export",
-                           output.splitlines()[-15:]):
+        if not oracle.pipeline_runs(cases, shape, root, ["report", "export/peft", "export/merged", "report_full",
+                                                         "export/full"]):
             return
         base_dir = os.path.join(root, "models", "tiny")
         base = model_class.from_pretrained(base_dir, attn_implementation="eager")
         image_token_id = base.config.image_token_id
-        peft_dir = os.path.join(root, "export", "peft")
-        model = PeftModel.from_pretrained(base, peft_dir)
-        saved = set(load_peft_weights(peft_dir))
-        used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
+        model, saved, used = oracle.load_peft_export(base, root)
         cases.check("%s peft export loads on %s" % (shape, model_class.__name__),
                     saved == used and len(saved) == 28,
                     "%d adapter tensors, each on a module of the language model" % len(saved),

@@ -139,6 +139,27 @@ def vl_export_pipeline(shape, tokenize, evaluate):
             + "\nexport/full: export full\n\tformat = merged\n")
 
 
+def pipeline_runs(cases, name, root, targets):
+    """Runs ftpipe for `targets` in the workspace at root: the case "NAME
+    pipeline runs"; False when it failed."""
+    status, output = run([FTPIPE, "-C", root] + targets)
+    return cases.check("%s pipeline runs" % name, status == 0, "init, tokenize, train, evaluate, export",
+                       output.splitlines()[-15:])
+
+
+def load_peft_export(base, root):
+    """PEFT's model of the adapter root/export/peft on `base`, the names of the
+    adapter tensors the file holds, and those PEFT put on the model's modules
+    (the two sets are equal when every saved tensor loads)."""
+    from peft import PeftModel
+    from peft.utils import load_peft_weights
+    folder = os.path.join(root, "export", "peft")
+    model = PeftModel.from_pretrained(base, folder)
+    saved = set(load_peft_weights(folder))
+    used = {name.replace(".default", "") for name, _ in model.named_parameters() if "lora_" in name}
+    return model, saved, used
+
+
 def eval_loss(root, report):
     """The eval_loss of the evaluate stage whose output is root/report."""
     metrics = json.load(open(os.path.join(root, report, "metrics.json")))
