@@ -160,9 +160,9 @@ static run_result run(const char *data_dir, run_shape shape)
         out.count += tensors[i].count;
     out.values = ft_xcalloc(out.count ? out.count : 1, sizeof(float));
     /* ZeRO-3 of full fine-tuning leaves the weights with the rank that writes
-     * them only (none after a failed, cancelled, run) */
+     * them only (with none after a failed, cancelled, run) */
     bool holds = n_tensors > 0 && tensors[0].value != NULL;
-    bool may_not_hold = shape.finetuning == FT_FINETUNE_FULL && shape.zero_stage == 3 && comm;
+    bool writer_only = shape.finetuning == FT_FINETUNE_FULL && shape.zero_stage == 3 && comm;
     for (size_t i = 0, at = 0; holds && i < n_tensors; at += tensors[i].count, i++)
         memcpy(out.values + at, tensors[i].value, tensors[i].count * sizeof(float));
     if (rank == 0 && out.status == 0)
@@ -175,7 +175,7 @@ static run_result run(const char *data_dir, run_shape shape)
         int shared = comm->broadcast(comm, rank0, out.count * sizeof(float), 0);
         ft_comm_destroy(comm);
         if (rank != 0)
-            _exit(check_case_failed || shared != 0 || (!holds && !may_not_hold) ||
+            _exit(check_case_failed || shared != 0 || holds == writer_only ||
                   (holds && memcmp(rank0, out.values, out.count * sizeof(float)) != 0));
         free(rank0);
         for (int k = 1; k < shape.ranks; k++) {
@@ -206,6 +206,20 @@ static void same_losses(const run_result *a, const run_result *b, double toleran
         }
 }
 
+/* A sharded run against stage 0's: the losses within `tolerance` relative
+ * and the trained tensors within `tolerance` of them. */
+static void matches_stage_zero(const run_result *sharded, const run_result *reference, double tolerance,
+                               const char *what)
+{
+    same_losses(sharded, reference, tolerance, what);
+    CHECK_INT(sharded->count, reference->count);
+    double difference = max_difference(sharded->values, reference->values, reference->count);
+    if (!(difference <= tolerance)) {
+        fprintf(stderr, "  %s: the trained tensors differ from stage 0's by %g\n", what, difference);
+        check_case_failed = 1;
+    }
+}
+
 static void stages_match_stage_zero(ft_finetuning finetuning)
 {
     char *data = write_data(finetuning == FT_FINETUNE_LORA ? "stages_lora" : "stages_full", 26);
@@ -222,13 +236,7 @@ static void stages_match_stage_zero(ft_finetuning finetuning)
             CHECK_INT(sharded.status, 0);
             char what[64];
             snprintf(what, sizeof what, "%d ranks, ZeRO-%d%s", ranks, stage, shape.offload ? " + offload" : "");
-            same_losses(&sharded, &reference, stage == 1 ? 0.0 : 1e-6, what);
-            CHECK_INT(sharded.count, reference.count);
-            double difference = max_difference(sharded.values, reference.values, reference.count);
-            if (stage == 1 ? difference != 0.0 : !(difference <= 1e-6)) {
-                fprintf(stderr, "  %s: the tensors differ from stage 0's by %g\n", what, difference);
-                check_case_failed = 1;
-            }
+            matches_stage_zero(&sharded, &reference, stage == 1 ? 0.0 : 1e-6, what);
             /* the shard: 1 / ranks of the moments, plus fewer than `ranks` shared elements per span */
             size_t whole = reference.optimizer_state_bytes, share = sharded.optimizer_state_bytes;
             CHECK(whole == 2 * sizeof(float) * reference.count);
@@ -340,13 +348,7 @@ static void stage_3_matches_stage_0(ft_finetuning finetuning)
             char what[80];
             snprintf(what, sizeof what, "%d ranks, ZeRO-3%s%s", ranks, shape.offload_param ? " + offload_param" : "",
                      shape.offload ? " + offload_optimizer" : "");
-            same_losses(&sharded, &reference, 1e-6, what);
-            CHECK_INT(sharded.count, reference.count);
-            double difference = max_difference(sharded.values, reference.values, reference.count);
-            if (!(difference <= 1e-6)) {
-                fprintf(stderr, "  %s: the tensors differ from stage 0's by %g\n", what, difference);
-                check_case_failed = 1;
-            }
+            matches_stage_zero(&sharded, &reference, 1e-6, what);
             if (variant == 1 && memcmp(sharded.values, sharded_in_place.values, reference.count * sizeof(float))) {
                 fprintf(stderr, "  %s: not stage 3's bytes\n", what);
                 check_case_failed = 1;
@@ -460,13 +462,7 @@ TEST(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0)
             char what[96];
             snprintf(what, sizeof what, "%d ranks, ZeRO-3 with the master copy%s%s", ranks,
                      shape.offload ? " + offload_optimizer" : "", shape.offload_param ? " + offload_param" : "");
-            same_losses(&sharded, &reference, 1e-6, what);
-            CHECK_INT(sharded.count, reference.count);
-            double difference = max_difference(sharded.values, reference.values, reference.count);
-            if (!(difference <= 1e-6)) {
-                fprintf(stderr, "  %s: the weights differ from stage 0's by %g\n", what, difference);
-                check_case_failed = 1;
-            }
+            matches_stage_zero(&sharded, &reference, 1e-6, what);
             /* 1 / ranks of the master copy, plus fewer than `ranks` shared elements per unit (4 units) */
             size_t share = shape.offload ? sharded.master_host_bytes : sharded.master_bytes;
             size_t elsewhere = shape.offload ? sharded.master_bytes : sharded.master_host_bytes;
