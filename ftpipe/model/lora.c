@@ -419,7 +419,7 @@ static void lay_out(ft_lora *lora, bool trainable)
         }
 }
 
-static size_t count_parameters(const ft_model_config *model, const ft_lora_config *config)
+size_t ft_lora_planned_parameter_count(const ft_model_config *model, const ft_lora_config *config)
 {
     size_t total = 0;
     for (int t = 0; t < FT_LORA_TARGET_COUNT; t++) {
@@ -451,7 +451,7 @@ int ft_lora_create(const ft_model_config *model, const ft_lora_config *config, f
     lora->model = *model;
     lora->config = *config;
     lora->backend = backend;
-    lora->total = count_parameters(model, config);
+    lora->total = ft_lora_planned_parameter_count(model, config);
     size_t bytes = lora->total * sizeof(float);
     lora->values = backend->alloc(backend, bytes);
     lora->grads = trainable && lora->values ? backend->alloc(backend, bytes) : NULL;

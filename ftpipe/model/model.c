@@ -145,25 +145,6 @@ static bool needs_master(const ft_model_options *options, size_t element_bytes)
     return options->finetuning == FT_FINETUNE_FULL && (element_bytes != sizeof(float) || test_master_copy);
 }
 
-static size_t lora_parameter_count(const ft_model_config *config, const ft_lora_config *lora)
-{
-    size_t total = 0;
-    for (int t = 0; t < FT_LORA_TARGET_COUNT; t++)
-        if (lora->targets & (1u << t)) {
-            int in_features, out_features;
-            ft_lora_target_shape(config, (ft_lora_target)t, &in_features, &out_features);
-            total += (size_t)lora->rank * ((size_t)in_features + out_features);
-        }
-    total *= config->num_hidden_layers;
-    for (int which = 0; which < 2; which++)
-        if (lora->targets & (FT_LORA_PROJECTOR_FIRST << which)) {
-            int in_features, out_features;
-            ft_lora_projector_shape(config, which, &in_features, &out_features);
-            total += (size_t)lora->rank * ((size_t)in_features + out_features);
-        }
-    return total;
-}
-
 /* A vision-language model's projector's shapes (weights NULL). */
 static ft_projector_weights projector_shape(const ft_model_config *config)
 {
@@ -225,7 +206,7 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     plan->parameter_bytes += ft_vision_tower_weight_bytes(&model->config, element_bytes);
     plan->activation_bytes += ft_vision_tower_work_bytes(&model->config, rows, element_bytes);
     if (options->use_lora)
-        plan->adapter_bytes = lora_parameter_count(&model->config, &options->lora) * sizeof(float);
+        plan->adapter_bytes = ft_lora_planned_parameter_count(&model->config, &options->lora) * sizeof(float);
     size_t projector_count, projector_bytes;
     plan_projector(&model->config, options, element_bytes, &projector_count, &projector_bytes);
     plan->activation_bytes += projector_bytes;

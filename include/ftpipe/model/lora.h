@@ -90,6 +90,9 @@ const ft_lora_weights *ft_lora_projector_at(const ft_lora *lora, int which);
 /* A and B of every targeted layer, with peft's names, for the optimizer and for saving. */
 const ft_param_tensor *ft_lora_tensors(const ft_lora *lora, size_t *count);
 size_t ft_lora_parameter_count(const ft_lora *lora);
+/* The same count for an adapter of this config on this model, without making
+ * it (the memory plan's). */
+size_t ft_lora_planned_parameter_count(const ft_model_config *model, const ft_lora_config *config);
 
 /* Replaces the weights with a peft adapter's (adapter_model.safetensors or its
  * folder); every tensor must be there with the right shape. */
