@@ -112,12 +112,11 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
             return -1;
         }
     }
-    /* ZeRO-3 leaves the language model's weights in host memory: read there, not copied */
-    bool language_on_host = ft_model_weights_on_host(model);
-    size_t downloaded = 0;
+    /* ZeRO-3 leaves the language model's weights (the first n_on_host) in host memory: read there, not copied */
+    size_t n_on_host = ft_model_weights_on_host(model) ? n_language : 0, downloaded = 0;
     for (size_t i = 0; i < count; i++) {
         total += weights[i].count;
-        downloaded += language_on_host && i < n_language ? 0 : weights[i].count;
+        downloaded += i < n_on_host ? 0 : weights[i].count;
     }
     size_t element_bytes = ft_dtype_size(dtype);
     float *host = downloaded ? malloc(downloaded * sizeof(float)) : NULL;
@@ -137,7 +136,7 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
     for (size_t i = 0; i < count; i++) {
         const ft_param_tensor *w = &weights[i];
         const float *values = w->value;
-        if (!(language_on_host && i < n_language)) {
+        if (i >= n_on_host) {
             backend->download(backend, host + host_at, w->value, w->count * sizeof(float));
             values = host + host_at;
             host_at += w->count;
