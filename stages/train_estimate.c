@@ -112,21 +112,30 @@ static void find_smallest_change(const ft_train_run *run, const ft_model_config 
     char need[32], have[32];
     ft_format_bytes(out->host_budget_bytes, have, sizeof have);
     const ft_train_options *t = &run->train_options;
-    /* with ranks: a higher ZeRO stage first, AdamW's state (1), then the weights too (3) */
+    /* with ranks: a higher ZeRO stage first, AdamW's state (1), with full
+     * fine-tuning's gradients (2), then the weights too (3) */
+    bool full = run->model_options.finetuning == FT_FINETUNE_FULL; /* LoRA's gradients stay whole */
+    static const char *const shards[] = {
+        "",
+        "set zero_stage = 1: each of the %d ranks then holds 1 / %d of AdamW's state (needs %s of the %s)",
+        "set zero_stage = 2: each of the %d ranks then holds 1 / %d of AdamW's state and of the gradients (needs %s "
+        "of the %s)",
+        "set zero_stage = 3: each of the %d ranks then holds 1 / %d of AdamW's state%s and of the weights, gathering "
+        "a layer's weights as it uses them (needs %s of the %s)",
+    };
     for (int stage = t->zero_stage + 1; t->ranks > 1 && stage <= 3; stage++) {
-        if (stage == 2 || ft_train_memory_estimate(config, &options, false, threads, ft_train_save_dtype(config),
-                                                   &memory) < 0)
-            continue; /* stage 2 plans as stage 1 (its gradient buffers stay whole) */
+        if (ft_train_memory_estimate(config, &options, false, threads, ft_train_save_dtype(config), &memory) < 0)
+            continue;
         ft_train_memory_apply_zero(&memory, config, false, t->ranks, stage, t->offload_optimizer, t->offload_param);
         uint64_t host = ft_train_memory_node_host_bytes(&memory, per_node);
         ft_format_bytes(host, need, sizeof need);
         if (host <= out->host_budget_bytes) {
-            snprintf(out->smallest_change, sizeof out->smallest_change,
-                     stage == 1 ? "set zero_stage = 1: each of the %d ranks then holds 1 / %d of AdamW's state "
-                                  "(needs %s of the %s)"
-                                : "set zero_stage = 3: each of the %d ranks then holds 1 / %d of AdamW's state and of "
-                                  "the weights, gathering a layer's weights as it uses them (needs %s of the %s)",
-                     t->ranks, t->ranks, need, have);
+            if (stage == 3)
+                snprintf(out->smallest_change, sizeof out->smallest_change, shards[stage], t->ranks, t->ranks,
+                         full ? ", of the gradients" : "", need, have);
+            else
+                snprintf(out->smallest_change, sizeof out->smallest_change, shards[stage], t->ranks, t->ranks, need,
+                         have);
             return;
         }
     }

@@ -391,6 +391,8 @@ int ft_train_read_parameters(ft_train_run *run)
     if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0 ||
         choose_evaluation(run, t) != 0 || choose_sharding(run, t) != 0)
         return -1;
+    /* full fine-tuning at ZeRO-2 and 3 shards the weights' gradients (grad_shards.h); zero_stage is 0 on one rank */
+    m->gradient_shards = !lora && !m->freeze_language_model && t->zero_stage >= 2 ? ranks : 0;
     if (m->train_projector && t->zero_stage == 3)
         return ft_stage_fail(stage, "zero_stage = 3 does not shard a trained projector yet: use zero_stage = 0, 1 or "
                                     "2 to train it");

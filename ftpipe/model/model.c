@@ -115,6 +115,8 @@ static int check_options(const ft_model_config *config, const ft_model_options *
                         "model (finetuning_type = full); with LoRA, name its layers in lora_target");
     if (options->freeze_language_model && !options->train_projector)
         return ft_error("with the language model frozen nothing is left to train: train the projector");
+    if (options->gradient_shards < 0)
+        return ft_error("gradient_shards = %d: expected the ranks of ZeRO-2 or 3, or 0", options->gradient_shards);
     if (options->use_lora && (options->lora.targets & FT_LORA_PROJECTOR_TARGETS) && !vision)
         return ft_error("lora_target names a multi-modal projector's layers (linear_1, linear_2, mlp.0, mlp.2), but "
                         "%s is a text-only model, which has none", config->architecture_name);
@@ -194,6 +196,41 @@ int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows, size_t
     return rows < (size_t)max_rows ? (int)rows : max_rows;
 }
 
+size_t ft_model_n_units(const ft_model *model) { return (size_t)model->config.num_hidden_layers + 2; }
+
+size_t ft_model_unit_end(const ft_model *model, size_t unit)
+{
+    size_t layers = (size_t)model->config.num_hidden_layers;
+    return unit < layers ? model->layers[unit].input_norm : unit == layers ? model->final_norm : model->n_params;
+}
+
+size_t ft_model_largest_unit(const ft_model *model)
+{
+    size_t largest = 0;
+    for (size_t u = 0; u < ft_model_n_units(model); u++) {
+        size_t count = ft_model_unit_end(model, u) - (u ? ft_model_unit_end(model, u - 1) : 0);
+        largest = count > largest ? count : largest;
+    }
+    return largest;
+}
+
+/* Full fine-tuning's float gradients with gradient_shards: this rank's shard of
+ * every unit (its owned part and the shared rest), and the window. */
+static size_t sharded_gradient_count(const ft_model *model, int ranks)
+{
+    size_t count = 0;
+    for (size_t u = 0; u < ft_model_n_units(model); u++) {
+        size_t unit = ft_model_unit_end(model, u) - (u ? ft_model_unit_end(model, u - 1) : 0);
+        count += unit / (size_t)ranks + unit % (size_t)ranks;
+    }
+    return count + ft_model_largest_unit(model);
+}
+
+static bool shards_gradients(const ft_model_options *options)
+{
+    return options->finetuning == FT_FINETUNE_FULL && !options->freeze_language_model && options->gradient_shards > 1;
+}
+
 /* What the model allocates, with weights and activations of element_bytes each. */
 static void plan_memory(const ft_model *model, size_t element_bytes, size_t backend_scratch_bytes,
                         ft_memory_plan *plan)
@@ -214,7 +251,10 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
         plan->gradient_bytes = plan->adapter_bytes;
     else if (options->finetuning == FT_FINETUNE_FULL)
         plan->gradient_bytes = ((options->freeze_language_model ? 0 : model->n_params) + projector_count) * sizeof(float);
-    plan->optimizer_bytes = 2 * plan->gradient_bytes;
+    plan->optimizer_bytes = 2 * plan->gradient_bytes; /* of every trained value, before ZeRO shares it */
+    if (shards_gradients(options))
+        plan->gradient_bytes = (sharded_gradient_count(model, options->gradient_shards) + projector_count) *
+                               sizeof(float);
     if (needs_master(options, element_bytes))
         plan->master_bytes = model->n_params * sizeof(float);
     plan->activation_bytes += ft_model_plan_activations(&model->config, options, element_bytes,
@@ -235,6 +275,16 @@ int ft_model_plan_memory(const ft_model_config *config, const ft_model_options *
     free(offsets);
     free_layout(&model);
     return 0;
+}
+
+size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int ranks)
+{
+    ft_model model = {.config = *config};
+    size_t *offsets = make_layout(&model);
+    size_t count = ranks > 1 ? sharded_gradient_count(&model, ranks) : model.n_params;
+    free(offsets);
+    free_layout(&model);
+    return count * sizeof(float);
 }
 
 ft_param_tensor *ft_model_weight_list(const ft_model_config *config, size_t *count)
@@ -517,7 +567,7 @@ int ft_model_allocate(ft_model *model, const size_t *offsets, const ft_sharded_b
         model->params = alloc_bytes(model, model->n_params * model->element_bytes, "weights");
     if (!sharded && !model->params)
         return -1;
-    if (options->finetuning == FT_FINETUNE_FULL && !options->freeze_language_model) {
+    if (options->finetuning == FT_FINETUNE_FULL && !options->freeze_language_model && !shards_gradients(options)) {
         model->grads = alloc_bytes(model, model->n_params * sizeof(float), "gradients");
         if (!model->grads)
             return -1;
@@ -728,6 +778,16 @@ const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count)
     return ft_model_weights(model, count);
 }
 
+bool ft_model_trains_weights(const ft_model *model)
+{
+    return model->options.finetuning == FT_FINETUNE_FULL && !model->options.freeze_language_model;
+}
+
+int ft_model_gradient_shards(const ft_model *model)
+{
+    return shards_gradients(&model->options) ? model->options.gradient_shards : 0;
+}
+
 void ft_model_refresh_weights(ft_model *model)
 {
     if (model->shards && model->master_weights) /* ZeRO-3: the shard from the master copy's shard */
@@ -747,5 +807,8 @@ void ft_model_zero_grads(ft_model *model)
     size_t count;
     const ft_param_tensor *tensors = ft_model_trainable(model, &count);
     for (size_t i = 0; i < count; i++)
-        model->backend->zero(model->backend, tensors[i].grad, tensors[i].count * sizeof(float));
+        if (tensors[i].grad)
+            model->backend->zero(model->backend, tensors[i].grad, tensors[i].count * sizeof(float));
+    if (model->grad_shards)
+        model->grad_calls->zero(model->grad_shards);
 }

@@ -35,6 +35,7 @@ static const shape shapes[] = {
     {"qwen2.5-0.5b", FT_ARCH_QWEN2, 151936, 896, 4864, 24, 14, 2, 64, 32768, 1e-6, 1e6, true},
     {"qwen2.5-1.5b", FT_ARCH_QWEN2, 151936, 1536, 8960, 28, 12, 2, 128, 32768, 1e-6, 1e6, true},
     {"qwen2.5-7b", FT_ARCH_QWEN2, 152064, 3584, 18944, 28, 28, 4, 128, 32768, 1e-6, 1e6, false},
+    {"qwen2.5-14b", FT_ARCH_QWEN2, 152064, 5120, 13824, 48, 40, 8, 128, 32768, 1e-5, 1e6, false},
     {"llama3-8b", FT_ARCH_LLAMA, 128256, 4096, 14336, 32, 32, 8, 128, 131072, 1e-5, 500000.0, false},
     {"tiny-qwen2-vl", FT_ARCH_QWEN2, 0, 64, 128, 2, 4, 2, 16, 2048, 1e-6, 1e6, true},
     {"qwen2-vl-2b", FT_ARCH_QWEN2, 151936, 1536, 8960, 28, 12, 2, 128, 32768, 1e-6, 1e6, true},
@@ -117,7 +118,8 @@ int ft_model_shape(const char *name, ft_model_config *out)
         }
         return 0;
     }
-    return ft_error("unknown model shape '%s'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b, "
+    return ft_error("unknown model shape '%s'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, qwen2.5-14b, "
+                    "llama3-8b, "
                     "tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, qwen2.5-vl-3b, qwen2.5-vl-7b", name);
 }
 

@@ -70,6 +70,16 @@ typedef struct {
     void (*free)(ft_param_shards *shards);
 } ft_param_shard_calls;
 
+/* What the model calls full fine-tuning's sharded gradients through (grad_shards.c
+ * sets it), so that the model needs nothing of that module. */
+typedef struct ft_grad_shards ft_grad_shards;
+typedef struct {
+    float *(*window)(ft_grad_shards *grads, size_t offset); /* ft_grad_shards_window */
+    void (*unit_done)(ft_grad_shards *grads, size_t offset);
+    int (*finish)(ft_grad_shards *grads);
+    void (*zero)(ft_grad_shards *grads);
+} ft_grad_shard_calls;
+
 struct ft_model {
     ft_model_config config;
     ft_model_options options;
@@ -79,7 +89,10 @@ struct ft_model {
                                     * while ZeRO-3 shards them */
     ft_param_shards *shards;       /* ZeRO-3: the passes read the weights through them */
     const ft_param_shard_calls *shard_calls;
-    float *grads;                  /* same layout, float; full fine-tuning only */
+    float *grads;                  /* same layout, float; full fine-tuning only, and NULL while
+                                    * gradient_shards: a pass writes through grad_shards */
+    ft_grad_shards *grad_shards;
+    const ft_grad_shard_calls *grad_calls;
     float *master;                 /* same layout, float: full fine-tuning's master weights on a backend
                                     * whose weights are not float (cuda's bf16); NULL where they are float,
                                     * and while ZeRO-3's shards hold it */
@@ -117,6 +130,16 @@ struct ft_model {
     int n_images;
     bool generation_mrope;         /* the pieces below rotate by M-RoPE's tables (a VL prefill) */
 };
+
+/* ZeRO's units of the weight layout: the embeddings, each decoder layer, then
+ * the final norm with an untied lm_head, layers + 2 in all; unit u holds
+ * elements [ft_model_unit_end(m, u - 1), ft_model_unit_end(m, u)). */
+size_t ft_model_n_units(const ft_model *model);
+size_t ft_model_unit_end(const ft_model *model, size_t unit);
+
+/* The largest unit's elements: the window full fine-tuning's sharded
+ * gradients are written into (grad_shards.h). */
+size_t ft_model_largest_unit(const ft_model *model);
 
 /* Whether full fine-tuning keeps a float master copy of the weights (their
  * dtype is not float, or a test asked for it: model.h). */

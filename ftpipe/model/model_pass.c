@@ -170,7 +170,18 @@ static void prefetch(const pass *p, size_t current, size_t next)
 
 static float *grad(const pass *p, size_t offset)
 {
-    return offset == FT_ABSENT || !p->model->grads ? NULL : p->model->grads + offset;
+    if (offset == FT_ABSENT)
+        return NULL;
+    if (p->model->grad_shards) /* ZeRO-2 and 3: its unit's window */
+        return p->model->grad_calls->window(p->model->grad_shards, offset);
+    return p->model->grads ? p->model->grads + offset : NULL;
+}
+
+/* Backward is done with the unit holding `offset`: ZeRO-2 and 3 reduce-scatter its gradients now. */
+static void gradients_done(const pass *p, size_t offset)
+{
+    if (p->model->grad_shards)
+        p->model->grad_calls->unit_done(p->model->grad_shards, offset);
 }
 
 /* element `index` of an activation array */
@@ -659,11 +670,13 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
         prefetch(&p, model->final_norm, model->layers[layers - 1].input_norm);
         b->rmsnorm_backward(b, act->grad_residual, false, grad(&p, model->final_norm), act->grad_hidden,
                             act->final_input, weight(&p, model->final_norm), act->final_rstd, p.rows, hidden);
+        gradients_done(&p, model->final_norm);
         for (int l = layers - 1; l >= 0; l--) {
             prefetch(&p, model->layers[l].input_norm, l > 0 ? model->layers[l - 1].input_norm : FT_ABSENT);
             if (model->options.gradient_checkpointing)
                 layer_recompute(&p, l, &shape);
             layer_backward(&p, l, &shape);
+            gradients_done(&p, model->layers[l].input_norm);
             if (model->layer_gradients_done)
                 model->layer_gradients_done(model->layer_gradients_context, l);
         }
@@ -674,7 +687,8 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
             b->embedding_backward(b, grad_embed, act->grad_residual, act->tokens, p.rows, hidden);
         }
     }
-    if (model->shards && model->shard_calls->end_pass(model->shards) < 0)
+    int reduced = backward && model->grad_shards ? model->grad_calls->finish(model->grad_shards) : 0;
+    if ((model->shards && model->shard_calls->end_pass(model->shards) < 0) || reduced < 0)
         return -1;
     return b->check(b);
 }

@@ -55,28 +55,34 @@ struct ft_param_shards {
     char message[1024];          /* the failed gather's ft_error, which is the thread's own */
 };
 
-/* The units: the embeddings, each layer, then the final norm (and an untied lm_head). */
-static void plan_units(ft_param_shards *s)
+ft_param_unit *ft_param_units_plan(const ft_model *m, const size_t *weight_offsets, int ranks, size_t *n_units,
+                                   size_t *shard_elements)
 {
-    ft_model *m = s->model;
-    int layers = m->config.num_hidden_layers;
-    s->units = ft_xcalloc((size_t)layers + 2, sizeof *s->units);
-    size_t size = (size_t)s->comm->size, w = 0, shard = 0;
-    for (int u = 0; u < layers + 2; u++) {
-        size_t end = u < layers ? m->layers[u].input_norm : u == layers ? m->final_norm : m->n_params;
-        ft_param_unit *unit = &s->units[s->n_units++];
+    *n_units = ft_model_n_units(m);
+    ft_param_unit *units = ft_xcalloc(*n_units, sizeof *units);
+    size_t size = (size_t)ranks, w = 0, shard = 0, first = 0;
+    for (size_t u = 0; u < *n_units; u++) {
+        size_t end = ft_model_unit_end(m, u);
+        ft_param_unit *unit = &units[u];
         unit->first_weight = w;
-        unit->first = s->weight_offsets[w];
-        while (w < m->n_weights && s->weight_offsets[w] < end)
+        unit->first = first;
+        while (w < m->n_weights && weight_offsets[w] < end)
             w++;
         unit->n_weights = w - unit->first_weight;
-        unit->count = end - unit->first;
+        unit->count = end - first;
         unit->per_rank = unit->count / size;
         unit->shared = unit->count - size * unit->per_rank;
         unit->shard_offset = shard;
         shard += unit->per_rank + unit->shared;
+        first = end;
     }
-    s->shard_elements = shard;
+    *shard_elements = shard;
+    return units;
+}
+
+static void plan_units(ft_param_shards *s)
+{
+    s->units = ft_param_units_plan(s->model, s->weight_offsets, s->comm->size, &s->n_units, &s->shard_elements);
 }
 
 static void *shard_at(const ft_param_shards *s, size_t element)
@@ -249,6 +255,8 @@ static void drain(ft_param_shards *s)
         pthread_cond_wait(&s->worker.changed, &s->worker.lock);
     pthread_mutex_unlock(&s->worker.lock);
 }
+
+void ft_param_shards_quiet(ft_param_shards *s) { drain(s); }
 
 /* A pass that failed mid-way: its gather may wait for good. */
 static bool gather_blocked(void *argument)
@@ -500,18 +508,17 @@ int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload_param, b
 static ft_sharded_bytes planned_bytes(const ft_model *model, const size_t *offsets, int ranks, bool offload,
                                       bool master_on_host)
 {
-    ft_comm counting = {.rank = 0, .size = ranks};
-    ft_param_shards s = {.model = (ft_model *)model, .comm = &counting, .weight_offsets = (size_t *)offsets};
-    plan_units(&s);
+    size_t n_units, shard_elements;
+    ft_param_unit *units = ft_param_units_plan(model, offsets, ranks, &n_units, &shard_elements);
     size_t largest = 0, largest_owned = 0;
-    for (size_t u = 0; u < s.n_units; u++) {
-        largest = s.units[u].count > largest ? s.units[u].count : largest;
-        largest_owned = s.units[u].per_rank > largest_owned ? s.units[u].per_rank : largest_owned;
+    for (size_t u = 0; u < n_units; u++) {
+        largest = units[u].count > largest ? units[u].count : largest;
+        largest_owned = units[u].per_rank > largest_owned ? units[u].per_rank : largest_owned;
     }
-    free(s.units);
-    size_t elements = WINDOW_UNITS * largest + (offload ? largest_owned : s.shard_elements);
+    free(units);
+    size_t elements = WINDOW_UNITS * largest + (offload ? largest_owned : shard_elements);
     bool master = ft_model_keeps_master(model) && !master_on_host;
-    return (ft_sharded_bytes){elements * model->element_bytes, master ? s.shard_elements * sizeof(float) : 0};
+    return (ft_sharded_bytes){elements * model->element_bytes, master ? shard_elements * sizeof(float) : 0};
 }
 
 /* Every unit read into a gather buffer, this rank keeping its part. With a

@@ -80,11 +80,15 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
                              int blas_threads, ft_dtype save_dtype, ft_train_memory *out)
 {
     memset(out, 0, sizeof *out);
-    if (ft_model_plan_memory(config, options, on_gpu ? FT_DTYPE_BF16 : FT_DTYPE_F32, &out->plan) < 0)
+    ft_model_options whole = *options; /* stage 0's gradients: apply_zero shards them */
+    whole.gradient_shards = 0;
+    if (ft_model_plan_memory(config, &whole, on_gpu ? FT_DTYPE_BF16 : FT_DTYPE_F32, &out->plan) < 0)
         return -1;
     const ft_memory_plan *plan = &out->plan;
     bool full = options->finetuning == FT_FINETUNE_FULL;
     uint64_t trained_floats = (full ? plan->gradient_bytes : plan->adapter_bytes) / sizeof(float);
+    if (full && !options->freeze_language_model)
+        out->weight_gradient_bytes = ft_model_weight_gradient_bytes(config, 1);
     uint64_t parameters = ft_model_config_parameter_count(config);
     /* Loading: the weights and gradients are allocated; one tensor is read and
      * converted through floats (and bf16 for a GPU). */
@@ -118,6 +122,17 @@ void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks)
     uint64_t whole = plan->optimizer_bytes, share = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
     plan->optimizer_bytes = share;
     plan->total_bytes -= whole - share;
+    find_peak(memory, on_gpu);
+}
+
+void ft_train_memory_shard_gradients(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks)
+{
+    if (ranks <= 1 || !memory->weight_gradient_bytes)
+        return;
+    uint64_t sharded = ft_model_weight_gradient_bytes(config, ranks);
+    memory->plan.gradient_bytes = memory->plan.gradient_bytes - memory->weight_gradient_bytes + sharded;
+    memory->plan.total_bytes = memory->plan.total_bytes - memory->weight_gradient_bytes + sharded;
+    memory->weight_gradient_bytes = sharded;
     find_peak(memory, on_gpu);
 }
 
@@ -165,6 +180,8 @@ void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *
     if (ranks <= 1 || zero_stage == 0)
         return;
     ft_train_memory_shard(memory, on_gpu, ranks);
+    if (zero_stage >= 2)
+        ft_train_memory_shard_gradients(memory, config, on_gpu, ranks);
     if (zero_stage == 3)
         ft_train_memory_shard_params(memory, config, on_gpu, ranks, offload_param);
     if (offload_optimizer)

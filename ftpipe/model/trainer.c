@@ -17,6 +17,7 @@
 #include "ftpipe/model/checkpoint.h"
 #include "ftpipe/model/data_parallel.h"
 #include "ftpipe/model/param_shards.h"
+#include "ftpipe/model/grad_shards.h"
 #include "ftpipe/model/zero.h"
 
 /* Independent random streams drawn from the seed. */
@@ -169,6 +170,7 @@ typedef struct {
     ft_adamw *optimizer;        /* NULL with ZeRO, whose shard optimizer updates */
     ft_zero *zero;              /* ZeRO stage 1, 2 or 3 over the ranks; NULL: each rank holds the whole optimizer */
     ft_param_shards *params;    /* ZeRO-3's weights; NULL: each rank holds them whole */
+    ft_grad_shards *grad_shards; /* ZeRO-2 and 3 of full fine-tuning: the weights' gradients; NULL: whole */
     bool trains_weights;        /* full fine-tuning under ZeRO-3: the trained tensors are the sharded weights */
     ft_comm *comm;              /* NULL: one rank */
     int rank, ranks;
@@ -364,7 +366,7 @@ static int step(trainer *t, double *loss, double *grad_norm)
         loss_sum += micro_loss * (double)targets;
     }
     ft_model_on_layer_gradients(t->model, NULL, NULL);
-    if (t->params && pad_micro_batches(t, rows, rows_per_rank, micro, denominator) < 0)
+    if ((t->params || t->grad_shards) && pad_micro_batches(t, rows, rows_per_rank, micro, denominator) < 0)
         return ft_error_context("step %lld", (long long)t->state.global_step + 1);
     uint64_t computed_ns = ft_now_ns(); /* what follows is the communication backward did not hide */
     if (t->comm && ((t->sync && ft_grad_sync_finish(t->sync) < 0) ||
@@ -724,14 +726,28 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         out->master_bytes = master_on_host ? 0 : ft_param_shards_master_bytes(t.params);
         out->master_host_bytes = master_on_host ? ft_param_shards_master_bytes(t.params) : 0;
     }
-    if (t.comm && options->zero_stage > 0
-            ? ft_zero_create(backend, t.comm, options->zero_stage, t.trains_weights ? t.params : NULL, t.tensors,
-                             t.n_tensors, &options->adamw, options->offload_optimizer, &t.zero) < 0
-            : (options->offload_optimizer ? ft_adamw_create_offloaded : ft_adamw_create)(
-                  backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer) < 0) {
+    /* full fine-tuning at stage 2 or 3: the weights' gradients in shards (grad_shards.h) */
+    bool shard_grads = t.comm && options->zero_stage >= 2 && ft_model_trains_weights(model);
+    if (!shard_grads && ft_model_gradient_shards(model) > 1) {
+        ft_param_shards_free(t.params);
+        return ft_error("the model was loaded with gradient_shards = %d, for ZeRO-2 or 3 over that many ranks, but "
+                        "trains with zero_stage = %d over %d rank%s: load it with gradient_shards = 0",
+                        ft_model_gradient_shards(model), options->zero_stage, t.ranks, t.ranks == 1 ? "" : "s");
+    }
+    if ((shard_grads && ft_grad_shards_create(model, t.comm, t.params, &t.grad_shards) < 0) ||
+        (t.comm && options->zero_stage > 0
+             ? ft_zero_create(backend, t.comm, options->zero_stage, t.trains_weights ? t.params : NULL,
+                              t.grad_shards, t.tensors, t.n_tensors, &options->adamw, options->offload_optimizer,
+                              &t.zero) < 0
+             : (options->offload_optimizer ? ft_adamw_create_offloaded : ft_adamw_create)(
+                   backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer) < 0)) {
+        ft_grad_shards_free(t.grad_shards);
         ft_param_shards_free(t.params);
         return -1;
     }
+    out->gradient_bytes = t.grad_shards ? ft_grad_shards_bytes(t.grad_shards) : 0;
+    for (size_t i = 0; i < t.n_tensors; i++) /* those held whole */
+        out->gradient_bytes += t.tensors[i].grad ? t.tensors[i].count * sizeof(float) : 0;
     out->optimizer_state_bytes = ft_adamw_state_bytes(t.zero ? ft_zero_shard_optimizer(t.zero) : t.optimizer);
     size_t row_length = ft_token_shards_row_length(shards), cells = (size_t)options->batch_size * row_length;
     t.data.order = ft_xmalloc(t.data.n_rows * sizeof(uint64_t));
@@ -781,6 +797,7 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     ft_grad_buckets_free(&t.buckets);
     ft_adamw_free(t.optimizer);
     ft_zero_free(t.zero);
+    ft_grad_shards_free(t.grad_shards);
     /* Full fine-tuning's result is the weights: gathered whole into the host
      * memory of the ranks that write it, once the optimizer is freed. LoRA's
      * model stays sharded, its adapter whole on every rank. */

@@ -7,12 +7,15 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/grad_shards.h"
 
 typedef struct {
     size_t first_tensor, n_tensors;
-    float *values, *grads;     /* the span's first element; values NULL when the weights are sharded (ZeRO-3) */
+    float *values, *grads;     /* the span's first element, whole; values NULL when the weights are sharded
+                                * (ZeRO-3), grads NULL when the gradients are (grad_shards.h) */
     float *owned_values;       /* this rank's owned part's values: in the whole tensors, or in its ZeRO-3 shard */
     float *shared_values;      /* the shared part's */
+    float *owned_grads, *shared_grads; /* likewise, in the whole gradients or in the gradients' shard */
     size_t count;
     size_t per_rank;           /* the owned part of every rank */
     size_t shared;             /* count - ranks x per_rank, updated by every rank */
@@ -25,69 +28,93 @@ struct ft_zero {
     ft_comm *comm;
     int stage;
     ft_param_shards *params;   /* ZeRO-3 of full fine-tuning: the values are the weights' shards */
+    ft_grad_shards *grad_shards; /* ZeRO-2 and 3 of full fine-tuning: the weights' gradients' shard */
     const ft_param_tensor *tensors;
     size_t n_tensors;
     ft_adamw_config config;
     span *spans;
-    size_t n_spans;
+    size_t n_spans, spans_capacity;
     ft_param_tensor *pieces;   /* this rank's parts of the tensors, for the shard's optimizer */
     size_t n_pieces, pieces_capacity, flags_capacity;
     bool *piece_shared;        /* piece i is of a span's shared part (for the norm) */
     ft_adamw *optimizer;
-    const float **grads;       /* every tensor's gradient, for stage 1's whole norm */
+    const float **whole_grads; /* every tensor's gradient, for stage 1's whole norm */
     size_t *counts;
 };
 
-static void plan_spans(ft_zero *z)
+static span *add_span(ft_zero *z, span s)
 {
-    size_t capacity = 0, whole = 0;
-    for (size_t i = 0; i < z->n_tensors; i++) {
+    ft_grow((void **)&z->spans, &z->spans_capacity, z->n_spans + 1, sizeof *z->spans);
+    z->spans[z->n_spans] = s;
+    return &z->spans[z->n_spans++];
+}
+
+/* Tensors [first, n_tensors) in runs whose values and gradients are both back to back. */
+static void plan_spans(ft_zero *z, size_t first)
+{
+    size_t whole = 0, ranks = (size_t)z->comm->size, from = z->n_spans;
+    for (size_t i = 0; i < first; i++)
+        whole += z->tensors[i].count;
+    for (size_t i = first; i < z->n_tensors; i++) {
         const ft_param_tensor *t = &z->tensors[i];
-        span *last = z->n_spans ? &z->spans[z->n_spans - 1] : NULL;
+        span *last = z->n_spans > from ? &z->spans[z->n_spans - 1] : NULL;
         if (last && last->values + last->count == t->value && last->grads + last->count == t->grad) {
             last->n_tensors++;
             last->count += t->count;
         } else {
-            ft_grow((void **)&z->spans, &capacity, z->n_spans + 1, sizeof *z->spans);
-            z->spans[z->n_spans++] = (span){.first_tensor = i, .n_tensors = 1, .values = t->value,
-                                            .grads = t->grad, .count = t->count, .whole_offset = whole};
+            add_span(z, (span){.first_tensor = i, .n_tensors = 1, .values = t->value, .grads = t->grad,
+                               .count = t->count, .whole_offset = whole});
         }
         whole += t->count;
     }
-    size_t ranks = (size_t)z->comm->size;
-    for (size_t s = 0; s < z->n_spans; s++) {
+    for (size_t s = from; s < z->n_spans; s++) {
         span *sp = &z->spans[s];
+        size_t mine = (size_t)z->comm->rank * (sp->count / ranks);
         sp->per_rank = sp->count / ranks;
         sp->shared = sp->count - ranks * sp->per_rank;
-        sp->owned_values = sp->values + (size_t)z->comm->rank * sp->per_rank;
+        sp->owned_values = sp->values + mine;
         sp->shared_values = sp->values + sp->count - sp->shared;
+        sp->owned_grads = sp->grads + mine;
+        sp->shared_grads = sp->grads + sp->count - sp->shared;
     }
 }
 
-/* ZeRO-3: one span per unit of the sharded weights, which are the trained
- * tensors; the values updated are their float master copy's shard when there
- * is one. */
-static void plan_unit_spans(ft_zero *z)
+/* Full fine-tuning at stage 2 or 3: one span per unit of the weights (the
+ * trained tensors' first ones), whose gradients are the gradients' shard. The
+ * values updated are the whole weights' (stage 2), or at stage 3 their shard,
+ * or their float master copy's shard when there is one. Returns the tensors
+ * the units cover. */
+static size_t plan_unit_spans(ft_zero *z)
 {
-    size_t n_units;
-    const ft_param_unit *units = ft_param_shards_units(z->params, &n_units);
-    float *shard = ft_param_shards_master(z->params) ? ft_param_shards_master(z->params)
-                                                     : ft_param_shards_values(z->params);
-    z->spans = ft_xcalloc(n_units ? n_units : 1, sizeof *z->spans);
+    size_t n_units, covered = 0;
+    const ft_param_unit *units = ft_grad_shards_units(z->grad_shards, &n_units);
+    float *grads = ft_grad_shards_shard(z->grad_shards), *shard = NULL;
+    if (z->params)
+        shard = ft_param_shards_master(z->params) ? ft_param_shards_master(z->params)
+                                                  : ft_param_shards_values(z->params);
     for (size_t u = 0; u < n_units; u++) {
         const ft_param_unit *unit = &units[u];
-        z->spans[z->n_spans++] = (span){.first_tensor = unit->first_weight, .n_tensors = unit->n_weights,
-                                        .grads = z->tensors[unit->first_weight].grad, .count = unit->count,
-                                        .per_rank = unit->per_rank, .shared = unit->shared,
-                                        .whole_offset = unit->first,
-                                        .owned_values = shard + unit->shard_offset,
-                                        .shared_values = shard + unit->shard_offset + unit->per_rank};
+        span *sp = add_span(z, (span){.first_tensor = unit->first_weight, .n_tensors = unit->n_weights,
+                                      .count = unit->count, .per_rank = unit->per_rank, .shared = unit->shared,
+                                      .whole_offset = unit->first,
+                                      .owned_grads = grads + unit->shard_offset,
+                                      .shared_grads = grads + unit->shard_offset + unit->per_rank});
+        if (shard) {
+            sp->owned_values = shard + unit->shard_offset;
+            sp->shared_values = sp->owned_values + unit->per_rank;
+        } else {
+            sp->values = z->tensors[unit->first_weight].value;
+            sp->owned_values = sp->values + (size_t)z->comm->rank * unit->per_rank;
+            sp->shared_values = sp->values + unit->count - unit->shared;
+        }
+        covered = unit->first_weight + unit->n_weights;
     }
+    return covered;
 }
 
 /* Adds the parts of span s's tensors within [from, to) of the span, whose
- * values start at `values`. */
-static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, float *values, bool shared)
+ * values and gradients start at `values` and `grads`. */
+static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, float *values, float *grads, bool shared)
 {
     size_t at = 0;
     for (size_t i = s->first_tensor; i < s->first_tensor + s->n_tensors; i++) {
@@ -96,9 +123,8 @@ static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, float 
         if (start < end) {
             ft_grow((void **)&z->pieces, &z->pieces_capacity, z->n_pieces + 1, sizeof *z->pieces);
             ft_grow((void **)&z->piece_shared, &z->flags_capacity, z->n_pieces + 1, sizeof *z->piece_shared);
-            size_t offset = start - at;
-            z->pieces[z->n_pieces] = (ft_param_tensor){t->name, values + (start - from), t->grad + offset, end - start,
-                                                       t->weight_decay, 1, {(int64_t)(end - start), 0}};
+            z->pieces[z->n_pieces] = (ft_param_tensor){t->name, values + (start - from), grads + (start - from),
+                                                       end - start, t->weight_decay, 1, {(int64_t)(end - start), 0}};
             z->piece_shared[z->n_pieces++] = shared;
         }
         at += t->count;
@@ -106,31 +132,30 @@ static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, float 
 }
 
 int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shards *params,
-                   const ft_param_tensor *tensors, size_t count, const ft_adamw_config *config, bool offload,
-                   ft_zero **out)
+                   ft_grad_shards *grad_shards, const ft_param_tensor *tensors, size_t count,
+                   const ft_adamw_config *config, bool offload, ft_zero **out)
 {
     if (stage < 1 || stage > 3)
         return ft_error("ZeRO stage %d: the trainer shards stages 1, 2 and 3", stage);
+    if ((params && !grad_shards) || (grad_shards && stage < 2))
+        return ft_error("ZeRO-%d: sharded weights come with sharded gradients, and those with stage 2 or 3", stage);
     ft_zero *z = ft_xcalloc(1, sizeof *z);
-    *z = (ft_zero){.backend = backend, .comm = comm, .stage = stage, .params = params, .tensors = tensors,
-                   .n_tensors = count, .config = *config};
-    if (params)
-        plan_unit_spans(z);
-    else
-        plan_spans(z);
+    *z = (ft_zero){.backend = backend, .comm = comm, .stage = stage, .params = params, .grad_shards = grad_shards,
+                   .tensors = tensors, .n_tensors = count, .config = *config};
+    plan_spans(z, grad_shards ? plan_unit_spans(z) : 0); /* a trained projector's tensors follow the weights */
     size_t shard = 0;
     for (size_t s = 0; s < z->n_spans; s++) {
         span *sp = &z->spans[s];
         size_t mine = (size_t)comm->rank * sp->per_rank;
         sp->shard_offset = shard;
-        add_pieces(z, sp, mine, mine + sp->per_rank, sp->owned_values, false);
-        add_pieces(z, sp, sp->count - sp->shared, sp->count, sp->shared_values, true);
+        add_pieces(z, sp, mine, mine + sp->per_rank, sp->owned_values, sp->owned_grads, false);
+        add_pieces(z, sp, sp->count - sp->shared, sp->count, sp->shared_values, sp->shared_grads, true);
         shard += sp->per_rank + sp->shared;
     }
-    z->grads = ft_xcalloc(count ? count : 1, sizeof *z->grads);
+    z->whole_grads = ft_xcalloc(count ? count : 1, sizeof *z->whole_grads);
     z->counts = ft_xcalloc(count ? count : 1, sizeof *z->counts);
     for (size_t i = 0; i < count; i++) {
-        z->grads[i] = tensors[i].grad;
+        z->whole_grads[i] = tensors[i].grad;
         z->counts[i] = tensors[i].count;
     }
     /* a master shard in host memory is AdamW's host copy itself */
@@ -152,7 +177,7 @@ void ft_zero_free(ft_zero *z)
     free(z->spans);
     free(z->pieces);
     free(z->piece_shared);
-    free(z->grads);
+    free(z->whole_grads);
     free(z->counts);
     free(z);
 }
@@ -165,9 +190,11 @@ int ft_zero_reduce_gradients(ft_zero *z)
         return 0;
     for (size_t s = 0; s < z->n_spans; s++) {
         span *sp = &z->spans[s];
-        float *mine = sp->grads + (size_t)z->comm->rank * sp->per_rank, *shared = sp->grads + sp->count - sp->shared;
-        if ((sp->per_rank > 0 && z->comm->reduce_scatter_sum(z->comm, sp->grads, mine, sp->per_rank, FT_COMM_F32) < 0) ||
-            (sp->shared > 0 && z->comm->all_reduce_sum(z->comm, shared, sp->shared, FT_COMM_F32) < 0))
+        if (!sp->grads) /* reduce-scattered during backward (grad_shards.h) */
+            continue;
+        if ((sp->per_rank > 0 &&
+             z->comm->reduce_scatter_sum(z->comm, sp->grads, sp->owned_grads, sp->per_rank, FT_COMM_F32) < 0) ||
+            (sp->shared > 0 && z->comm->all_reduce_sum(z->comm, sp->shared_grads, sp->shared, FT_COMM_F32) < 0))
             return ft_error_context("reduce-scattering the gradients over the ranks (ZeRO-2)");
     }
     return 0;
@@ -193,7 +220,7 @@ int ft_zero_clip_grad_norm(ft_zero *z, double max_norm, double *norm)
 {
     ft_backend *backend = z->backend;
     if (z->stage < 2) { /* every rank holds the whole sum: the norm of one rank */
-        *norm = sqrt(backend->sum_squares(backend, z->grads, z->counts, z->n_tensors));
+        *norm = sqrt(backend->sum_squares(backend, z->whole_grads, z->counts, z->n_tensors));
     } else {
         double owned = piece_squares(z, false);
         if (z->comm->all_reduce_sum(z->comm, &owned, 1, FT_COMM_F64) < 0)
@@ -210,11 +237,9 @@ int ft_zero_clip_grad_norm(ft_zero *z, double max_norm, double *norm)
 int ft_zero_step(ft_zero *z, double learning_rate)
 {
     ft_adamw_step(z->optimizer, learning_rate);
-    if (z->params) /* the shards are the values (or their master copy's): the next pass gathers them */
-        return 0;
     for (size_t s = 0; s < z->n_spans; s++) {
         span *sp = &z->spans[s];
-        if (sp->per_rank > 0 && z->comm->all_gather(z->comm, sp->owned_values, sp->values, sp->per_rank * sizeof(float)) < 0)
+        if (sp->values && sp->per_rank > 0 && /* ZeRO-3's shards are the values: the next pass gathers them */ z->comm->all_gather(z->comm, sp->owned_values, sp->values, sp->per_rank * sizeof(float)) < 0)
             return ft_error_context("all-gathering the updated values over the ranks (ZeRO-%d)", z->stage);
     }
     return 0;

@@ -54,7 +54,7 @@ W=$(t_workspace)
 printf 'models/x: init\n\tshape = qwen9\n' > "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"
 t_expect_fail
-t_expect_contains "unknown model shape 'qwen9'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b"
+t_expect_contains "unknown model shape 'qwen9'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, qwen2.5-14b, llama3-8b"
 printf 'a\n' > "$W/a.json"
 printf 'models/y: init a.json a.json\n' > "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"

@@ -139,7 +139,7 @@ PY
 printf 'model: init\n\tshape = llava-13b\n' > "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W" model
 t_expect_fail
-t_expect_contains "unknown model shape 'llava-13b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, llama3-8b, tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, qwen2.5-vl-3b, qwen2.5-vl-7b; LLaVA: tiny-llava, llava-1.5-7b, llava-llama3-8b"
+t_expect_contains "unknown model shape 'llava-13b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, qwen2.5-14b, llama3-8b, tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, qwen2.5-vl-3b, qwen2.5-vl-7b; LLaVA: tiny-llava, llava-1.5-7b, llava-llama3-8b"
 t_end
 
 t_case "init's tiny-llava -> tokenize -> LoRA train -> evaluate -> export (peft, merged), with PEFT's names"

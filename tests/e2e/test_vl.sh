@@ -93,7 +93,7 @@ zero_workspaces() {
   done
 }
 vl_zero_losses() {
-  python3 - "$W0/adapter/trainer_log.jsonl" "$W3/adapter/trainer_log.jsonl" <<'PY' || t_fail "ZeRO-3's losses are not stage 0's"
+  python3 - "$W0/adapter/trainer_log.jsonl" "$W3/adapter/trainer_log.jsonl" <<'PY' || t_fail "the sharded run's losses are not stage 0's"
 import json, sys
 a, b = ([l["loss"] for l in map(json.loads, open(p)) if "loss" in l] for p in sys.argv[1:3])
 assert len(a) == 3 and len(b) == 3, (a, b)
@@ -114,6 +114,27 @@ vl_zero_losses
 t_run "$FTPIPE" -C "$W3" log adapter
 t_expect_contains "ZeRO-3 shards AdamW's state and every weight over the ranks"
 t_expect_contains "weights on rank 0: "
+t_end
+
+t_case "full fine-tuning with the merger trained whole at ZeRO-2 on 2 ranks: the weights' gradients sharded, the merger's whole, stage 0's losses"
+VARS="SHAPE=tiny-qwen2.5-vl DTYPE=f32 RECORDS=9 EPOCHS=1"
+for stage in 0 2; do
+  ws=$(t_workspace)
+  cp "$ROOT/examples/vl-lora/make_vl_data.py" "$ws/"
+  mkdir "$ws/shm"
+  sed -e "s/	finetuning_type = lora/	finetuning_type = full\n	nproc_per_node = 2\n	zero_stage = $stage\n	max_steps = 3/" \
+      -e '/lora_/d' -e 's/	freeze_multi_modal_projector = true/	freeze_multi_modal_projector = false/' \
+      -e "s/	logging_steps = 5/	logging_steps = 1/" "$ROOT/examples/vl-lora/Ftpipe" > "$ws/Ftpipe"
+  t_run "$FTPIPE" -C "$ws" $VARS SHM_DIR="$ws/shm" adapter
+  t_expect_status 0
+  eval "W$stage=\$ws"
+done
+W3=$W2 vl_zero_losses
+t_run "$FTPIPE" -C "$W2" log adapter
+t_expect_contains "ZeRO-2 shards AdamW's state over the ranks"
+t_expect_contains "float gradients on rank 0: "
+head -c 65536 "$W2/adapter/model.safetensors" | grep -q '"visual.merger.mlp.0.weight"' ||
+  t_fail "ZeRO-2: no merger in the train output"
 t_end
 
 t_case "ZeRO-3 on 2 ranks with tiny-llava: the CLIP tower and projector whole on each rank, stage 0's losses"

@@ -500,7 +500,7 @@ TEST(cross_entropy_matches_cpu)
 
 /* --- optimizer --- */
 
-TEST(adamw_sum_squares_and_scale_match_cpu)
+TEST(adamw_sum_squares_scale_and_add_floats_match_cpu)
 {
     enum { N = 1000 };
     static float param[N], grad[N], m[N], v[N], got[N];
@@ -530,6 +530,11 @@ TEST(adamw_sum_squares_and_scale_match_cpu)
     CHECK(fabs(actual - expected) < 1e-9 * expected);
     cpu->scale(cpu, grad, N, 0.5f);
     gpu->scale(gpu, dgrad, N, 0.5f);
+    gpu->download(gpu, got, dgrad, sizeof got);
+    CHECK(memcmp(got, grad, sizeof got) == 0);
+    /* ZeRO's sums of gradients (grad_shards.h): one rounding each, as on the host */
+    cpu->add_floats(cpu, grad, param, N - 3);
+    gpu->add_floats(gpu, dgrad, dparam, N - 3);
     gpu->download(gpu, got, dgrad, sizeof got);
     CHECK(memcmp(got, grad, sizeof got) == 0);
     CHECK_NO_GPU_FAILURE();
@@ -593,7 +598,7 @@ int main(void)
     GPU_RUN(bidirectional_attention_matches_cpu);
     GPU_RUN(layernorm_activations_and_add_match_cpu);
     GPU_RUN(cross_entropy_matches_cpu);
-    GPU_RUN(adamw_sum_squares_and_scale_match_cpu);
+    GPU_RUN(adamw_sum_squares_scale_and_add_floats_match_cpu);
     GPU_RUN(sum_squares_and_embedding_gradient_repeat_exactly);
     GPU_RUN(upload_copies_every_byte);
     if (gpu)

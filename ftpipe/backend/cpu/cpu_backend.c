@@ -233,6 +233,12 @@ static void cpu_scale(ft_backend *self, float *x, size_t n, float factor)
         x[i] *= factor;
 }
 
+static void cpu_add_floats(ft_backend *self, float *to, const float *from, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        to[i] += from[i];
+}
+
 /* float is the cpu backend's dtype: the master weights are the weights (a copy when apart) */
 static void cpu_cast_from_float(ft_backend *self, void *dst, const float *src, size_t n)
 {
@@ -294,6 +300,7 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->adamw = cpu_adamw;
     backend->sum_squares = cpu_sum_squares;
     backend->scale = cpu_scale;
+    backend->add_floats = cpu_add_floats;
     backend->cast_from_float = cpu_cast_from_float;
     return backend;
 }

@@ -126,3 +126,18 @@ void ft_cuda_scale(ft_backend *self, float *x, size_t n, float factor)
     scale_kernel<<<ft_cuda_grid(n), FT_CUDA_THREADS, 0, context->stream>>>(x, n, factor);
     LAUNCH_CHECK(context, "scale_kernel");
 }
+
+__global__ void add_floats_kernel(float *to, const float *from, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        to[i] += from[i];
+}
+
+void ft_cuda_add_floats(ft_backend *self, float *to, const float *from, size_t n)
+{
+    if (n == 0)
+        return;
+    ft_cuda_context *context = ft_cuda_enter(self);
+    add_floats_kernel<<<ft_cuda_grid(n), FT_CUDA_THREADS, 0, context->stream>>>(to, from, n);
+    LAUNCH_CHECK(context, "add_floats_kernel");
+}

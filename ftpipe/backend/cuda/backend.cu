@@ -406,6 +406,7 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->adamw = ft_cuda_adamw;
     backend->sum_squares = ft_cuda_sum_squares;
     backend->scale = ft_cuda_scale;
+    backend->add_floats = ft_cuda_add_floats;
     backend->cast_from_float = cuda_cast_from_float;
     return backend;
 }

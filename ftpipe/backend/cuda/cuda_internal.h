@@ -228,5 +228,6 @@ void ft_cuda_adamw(ft_backend *self, float *param, const float *grad, float *exp
                    const ft_adamw_hyper *hyper);
 double ft_cuda_sum_squares(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors);
 void ft_cuda_scale(ft_backend *self, float *x, size_t n, float factor);
+void ft_cuda_add_floats(ft_backend *self, float *to, const float *from, size_t n);
 
 #endif

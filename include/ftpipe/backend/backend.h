@@ -212,6 +212,8 @@ struct ft_backend {
      * all of a model's gradients, so the GPU is waited for once, not per tensor. */
     double (*sum_squares)(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors);
     void (*scale)(ft_backend *self, float *x, size_t n, float factor);
+    /* to[i] += from[i], in float: ZeRO's sums of gradients over micro-batches (grad_shards.h). */
+    void (*add_floats)(ft_backend *self, float *to, const float *from, size_t n);
     /* dst (n elements of the backend's dtype) = src rounded to nearest even: the
      * weights the passes read, made again from float master weights after each
      * update of full fine-tuning (on a float backend, a copy). */

@@ -46,6 +46,10 @@ typedef struct {
      * layers comes with the adapter's targets (FT_LORA_PROJECTOR_*). */
     bool train_projector;
     bool freeze_language_model;
+    /* Full fine-tuning at ZeRO stage 2 or 3 over this many ranks: the model
+     * allocates no whole float gradients, and the trainer gives it grad_shards.h's
+     * shard and windows before training. 0 or 1: whole gradients. */
+    int gradient_shards;
 } ft_model_options;
 
 /* One batch of rows of seq_len tokens each, in host memory, [batch_size * seq_len]. */
@@ -75,6 +79,11 @@ typedef struct {
 } ft_memory_plan;
 
 typedef struct ft_model ft_model;
+
+/* The float gradients of the language model's weights a rank holds in full
+ * fine-tuning: whole (ranks <= 1), or with gradient_shards = ranks its shard
+ * of them and the windows a pass writes into (grad_shards.h). */
+size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int ranks);
 
 /* The memory a model of this config would take with these options on a backend
  * computing in `dtype` (its activations and frozen weights; FT_DTYPE_F32 on cpu,
@@ -147,6 +156,12 @@ const ft_param_tensor *ft_model_trainable(const ft_model *model, size_t *count);
  * (cuda's bf16), their float master copy, which the optimizer updates, the
  * checkpoints hold and the result is written from. */
 const ft_param_tensor *ft_model_weights(const ft_model *model, size_t *count);
+/* The ranks full fine-tuning's weight gradients are sharded over
+ * (ft_model_options.gradient_shards, when the weights are trained); 0: none
+ * (whole gradients, or no weight trained). */
+int ft_model_gradient_shards(const ft_model *model);
+/* Whether the language model's weights are trained (full fine-tuning, not of the projector alone). */
+bool ft_model_trains_weights(const ft_model *model);
 /* Whether those values are in host memory, not the backend's: ZeRO-3
  * gathered them there for a checkpoint or the result (param_shards.h). */
 bool ft_model_weights_on_host(const ft_model *model);

@@ -58,6 +58,13 @@ typedef struct {
 
 typedef struct ft_param_shards ft_param_shards;
 
+/* The units of a model's weights (weight i's first element at
+ * weight_offsets[i]) over `ranks`, each with its place in a shard; *n_units of
+ * them (ft_xcalloc'd), and the shard's elements. grad_shards.h cuts the
+ * gradients of full fine-tuning the same way. */
+ft_param_unit *ft_param_units_plan(const ft_model *model, const size_t *weight_offsets, int ranks, size_t *n_units,
+                                   size_t *shard_elements);
+
 /* Loads a model as ft_model_load does, but with ZeRO-3's shards over comm's
  * ranks from the start: each unit is read into a gathered unit's buffer (in
  * float with a master copy), and this rank keeps its part, so no rank ever
@@ -125,6 +132,11 @@ void ft_param_shards_refresh(ft_param_shards *shards);
  * backend memory of the two gathered units' buffers and the staging buffer. */
 size_t ft_param_shards_shard_bytes(const ft_param_shards *shards);
 size_t ft_param_shards_gathered_bytes(const ft_param_shards *shards);
+
+/* Returns once the gathers issued so far are done: until the next is issued,
+ * another user of comm (grad_shards.h, on this thread) may run collectives
+ * without the ranks' orders crossing. */
+void ft_param_shards_quiet(ft_param_shards *shards);
 
 /* For model_pass: the weight at `offset` of the whole layout, its unit
  * gathered (and waited for) if it is not held. A failed gather is kept for

@@ -37,11 +37,15 @@ typedef struct {
     uint64_t device_peak_bytes;     /* on the cuda backend: the plan, the backend's scratch included
                                        (plan.scratch_bytes, cuda_scratch.h); 0 on the cpu backend */
     const char *peak_phase;         /* "loading", "training", "saving a checkpoint", "writing the result" */
+    uint64_t weight_gradient_bytes; /* full fine-tuning: the weights' float gradients in the plan, whole until
+                                       ft_train_memory_shard_gradients (0: no weight trained) */
 } ft_train_memory;
 
 /* on_gpu: the plan lives on a device in bf16 and the host holds the buffers only;
  * otherwise everything is host memory in f32. blas_threads: the cpu backend's.
- * save_dtype: the dtype a full fine-tune is written in. */
+ * save_dtype: the dtype a full fine-tune is written in. The estimate is
+ * stage 0's (options.gradient_shards aside): ft_train_memory_apply_zero
+ * applies ZeRO. */
 int ft_train_memory_estimate(const ft_model_config *config, const ft_model_options *options, bool on_gpu,
                              int blas_threads, ft_dtype save_dtype, ft_train_memory *out);
 
@@ -54,6 +58,12 @@ uint64_t ft_train_memory_node_host_bytes(const ft_train_memory *memory, int rank
  * buffer it writes from, as one rank's checkpoint does (after writing the
  * values). The peaks are one rank's. */
 void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks);
+
+/* ZeRO stage 2 or 3 of full fine-tuning over `ranks` (grad_shards.h): the
+ * weights' float gradients are this rank's shard of them and the windows a
+ * pass writes into (ft_model_weight_gradient_bytes). Nothing changes
+ * without trained weights (LoRA's gradients stay whole). */
+void ft_train_memory_shard_gradients(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks);
 
 /* offload_optimizer = cpu (after any ft_train_memory_shard): AdamW's moments
  * leave the plan for host memory, with an f32 master copy of the values and
@@ -74,7 +84,7 @@ void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu);
 void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
                                   bool offload_param);
 
-/* The sharding a stage asks for, in the order above: ZeRO stage 1 to 3 over
+/* The sharding a stage asks for: ZeRO stage 1 to 3 over
  * `ranks`, then each offload (stage 0 or one rank: nothing changes). */
 void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
                                 int zero_stage, bool offload_optimizer, bool offload_param);

@@ -165,6 +165,9 @@ typedef struct {
     size_t master_bytes;              /* full fine-tuning in mixed precision: this rank's float master copy of
                                        * the weights in the backend's memory: all of it, or ZeRO-3's shard */
     size_t master_host_bytes;         /* ZeRO-3 with offload_optimizer: the master copy's shard, in host memory */
+    size_t gradient_bytes;            /* this rank's float gradients in the backend's memory: every trained
+                                       * tensor's, or at ZeRO-2 and 3 of full fine-tuning the weights' shard
+                                       * and the windows a pass writes into (grad_shards.h) */
 } ft_train_result;
 
 /* Trains the model's trainable tensors on the shards' rows, resuming from the

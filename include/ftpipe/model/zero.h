@@ -18,10 +18,13 @@
  * the sum of its shard only; the host collectives add in rank order, so those
  * sums are stage 0's), and the norm adds the shards' sums of squares over the
  * ranks: the same number up to the order of a sum in double, which can move
- * the clipped update by a last bit. Stage 3 reduces and clips as stage 2;
- * its spans are the units of the sharded weights (param_shards.h) when the
- * weights are what is trained, else (LoRA, whose adapter stays whole on every
- * rank) the trained tensors' spans as in stage 2.
+ * the clipped update by a last bit. Full fine-tuning's weights go further at
+ * stages 2 and 3: their gradients are never whole (grad_shards.h, which
+ * reduce-scatters each unit during backward and sums the micro-batches in the
+ * shard, a different order of the same additions), and their spans are its
+ * units. Stage 3 reduces and clips as stage 2; the units' values are the
+ * sharded weights (param_shards.h). LoRA's adapter stays whole on every rank
+ * at every stage, its spans as in stage 2.
  *
  * Checkpoints hold whole moments (checkpoint.h), so that a run resumes with
  * another rank count or stage: the moments are gathered into the host buffer
@@ -37,6 +40,7 @@
 
 #include "ftpipe/backend/comm.h"
 #include "ftpipe/model/adamw.h"
+#include "ftpipe/model/grad_shards.h"
 #include "ftpipe/model/param_shards.h"
 
 typedef struct ft_zero ft_zero;
@@ -45,16 +49,20 @@ typedef struct ft_zero ft_zero;
  * or 3, with zeroed moments for this rank's shard (offloaded: in host memory,
  * adamw.h). The tensors' values are f32, as every trained tensor is today
  * (LoRA on either backend, full fine-tuning on cpu): they are gathered as such.
- * params: stage 3's sharded weights when the tensors are those weights (full
- * fine-tuning), else NULL; with a float master copy its shard is what is
- * updated (in place in host memory when offload_optimizer put it there). */
+ * grad_shards: at stage 2 or 3, the sharded gradients of the model's weights
+ * when the tensors begin with them (full fine-tuning; a trained projector's
+ * follow, whole), else NULL. params: stage 3's sharded weights when the
+ * tensors are those weights, else NULL; with a float master copy its shard is
+ * what is updated (in place in host memory when offload_optimizer put it
+ * there). */
 int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shards *params,
-                   const ft_param_tensor *tensors, size_t count, const ft_adamw_config *config, bool offload,
-                   ft_zero **out);
+                   ft_grad_shards *grad_shards, const ft_param_tensor *tensors, size_t count,
+                   const ft_adamw_config *config, bool offload, ft_zero **out);
 void ft_zero_free(ft_zero *zero);
 
-/* After backward, stage 2: each rank's shard of the gradients becomes its sum
- * over the ranks (stage 1's were all-reduced already). -1 with ft_error. */
+/* After backward, stage 2: each rank's shard of the gradients held whole
+ * becomes its sum over the ranks (stage 1's were all-reduced already, the
+ * sharded ones reduce-scattered during backward). -1 with ft_error. */
 int ft_zero_reduce_gradients(ft_zero *zero);
 
 /* The global 2-norm of the summed gradients; when max_norm > 0 and the norm

@@ -40,6 +40,7 @@ TEST(named_shapes_have_the_published_sizes)
 {
     CHECK_INT(weight_count("qwen2.5-0.5b"), 494032768);
     CHECK_INT(weight_count("qwen2.5-1.5b"), 1543714304);
+    CHECK_INT(weight_count("qwen2.5-14b"), 14770033664);
     CHECK_INT(weight_count("llama3-8b"), 8030261248);
     CHECK_INT(weight_count("qwen2-vl-2b"), 2208985600); /* transformers' counts of Qwen2-VL-2B, */
     CHECK_INT(weight_count("qwen2.5-vl-3b"), 3754622976); /* Qwen2.5-VL-3B */
@@ -47,7 +48,7 @@ TEST(named_shapes_have_the_published_sizes)
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2.5-3b", &config), -1);
     CHECK_STR(ft_error_message(), "unknown model shape 'qwen2.5-3b'; known: tiny, qwen2.5-0.5b, qwen2.5-1.5b, "
-                                  "qwen2.5-7b, llama3-8b, tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, "
+                                  "qwen2.5-7b, qwen2.5-14b, llama3-8b, tiny-qwen2-vl, qwen2-vl-2b, tiny-qwen2.5-vl, "
                                   "qwen2.5-vl-3b, qwen2.5-vl-7b");
 }
 
@@ -107,7 +108,7 @@ TEST(builtin_tokenizer_is_bytes_and_three_specials)
 
 static double tiny_loss(const char *dir, float *logits)
 {
-    ft_model_options options = {1, 8, FT_FINETUNE_NONE, false, {0}, false, false, false};
+    ft_model_options options = {1, 8, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
     ft_model *model = NULL;
     if (ft_model_load(dir, cpu, &options, &model) < 0) {
         fprintf(stderr, "  %s\n", ft_error_message());
@@ -250,7 +251,7 @@ static void check_tiny_vision_language(const char *shape, const char *architectu
     CHECK_INT(image_options.max_pixels, 12845056);
     CHECK_INT(image_options.merge_size, 2);
 
-    ft_model_options model_options = {1, 16, FT_FINETUNE_NONE, false, {0}, false, false, false};
+    ft_model_options model_options = {1, 16, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(dir, cpu, &model_options, &model), 0);
     if (model) {

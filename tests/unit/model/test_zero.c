@@ -94,6 +94,7 @@ typedef struct {
     size_t optimizer_state_bytes;  /* rank 0's */
     size_t parameter_bytes, parameter_host_bytes; /* rank 0's */
     size_t master_bytes, master_host_bytes;       /* rank 0's */
+    size_t gradient_bytes;                        /* rank 0's */
 } run_result;
 
 /* Trains a fresh model in shape.ranks forked ranks; every other rank checks
@@ -135,7 +136,9 @@ static run_result run(const char *data_dir, run_shape shape)
     CHECK_INT(ft_token_shards_open(data_dir, "train", &shards), 0);
     bool lora = shape.finetuning == FT_FINETUNE_LORA;
     ft_model_options model_options = {shape.batch_size, ROW_LENGTH, shape.finetuning, lora,
-                                      {lora ? 8 : 0, 16.0, 0.0, false, lora ? FT_LORA_ALL_TARGETS : 0, 42}, false, false, false};
+                                      {lora ? 8 : 0, 16.0, 0.0, false, lora ? FT_LORA_ALL_TARGETS : 0, 42}, false, false, false,
+                                      /* full fine-tuning at stages 2 and 3: sharded gradients */
+                                      !lora && comm && shape.zero_stage >= 2 ? shape.ranks : 0};
     ft_model *model = NULL;
     /* stage 3 with offload_param loads the shards straight from the files, the
      * other stage 3 runs shard a whole model: the test compares them bit for bit */
@@ -154,6 +157,7 @@ static run_result run(const char *data_dir, run_shape shape)
     out.parameter_host_bytes = result.parameter_host_bytes;
     out.master_bytes = result.master_bytes;
     out.master_host_bytes = result.master_host_bytes;
+    out.gradient_bytes = result.gradient_bytes;
     size_t n_tensors = 0;
     const ft_param_tensor *tensors = model ? ft_model_trainable(model, &n_tensors) : NULL;
     for (size_t i = 0; i < n_tensors; i++)
@@ -207,15 +211,73 @@ static void same_losses(const run_result *a, const run_result *b, double toleran
 }
 
 /* A sharded run against stage 0's: the losses within `tolerance` relative
- * and the trained tensors within `tolerance` of them. */
+ * and the trained tensors within `tolerance` of them, or within `reordering`
+ * when that is larger. */
 static void matches_stage_zero(const run_result *sharded, const run_result *reference, double tolerance,
-                               const char *what)
+                               double reordering, const char *what)
 {
     same_losses(sharded, reference, tolerance, what);
     CHECK_INT(sharded->count, reference->count);
     double difference = max_difference(sharded->values, reference->values, reference->count);
-    if (!(difference <= tolerance)) {
-        fprintf(stderr, "  %s: the trained tensors differ from stage 0's by %g\n", what, difference);
+    if (!(difference <= fmax(tolerance, reordering))) {
+        fprintf(stderr, "  %s: the trained tensors differ from stage 0's by %g (reordering the sums: %g)\n", what,
+                difference, reordering);
+        check_case_failed = 1;
+    }
+}
+
+/* How far stage 0's trained tensors move when only the order of the same sums
+ * changes: on one rank accumulating every rank's micro-batches, and on the
+ * same ranks with micro-batches of half the rows. Full fine-tuning's sharded
+ * gradients (grad_shards.h) add each micro-batch over the ranks into the sums
+ * of those before it, an order of their own, and must stay within the larger. */
+static double reordering_difference(const char *data, const run_result *reference, run_shape shape)
+{
+    run_shape one = shape, halves = shape;
+    one.ranks = 1;
+    one.accumulation = shape.accumulation * shape.ranks;
+    halves.batch_size = shape.batch_size / 2;
+    halves.accumulation = shape.accumulation * 2;
+    run_result a = run(data, one), b = run(data, halves);
+    CHECK(a.status == 0 && b.status == 0);
+    double difference = fmax(max_difference(a.values, reference->values, reference->count),
+                             max_difference(b.values, reference->values, reference->count));
+    free(a.values);
+    free(b.values);
+    return difference;
+}
+
+/* Full fine-tuning's gradients at ZeRO-2 and 3 over `ranks`, in f32: every
+ * unit's owned and shared part (the embeddings, each layer, the final norm
+ * with an untied head) and a window of the largest unit. */
+static size_t sharded_gradient_bytes(int ranks)
+{
+    ft_model_config config;
+    CHECK_INT(ft_model_config_load(model_dir, &config), 0);
+    size_t count = 0, layer = 0, final = 0, r = (size_t)ranks;
+    ft_param_tensor *weights = ft_model_weight_list(&config, &count);
+    for (size_t i = 1; i < count; i++) /* weights[0]: the embeddings */
+        if (strncmp(weights[i].name, "model.layers.0.", 15) == 0)
+            layer += weights[i].count;
+        else if (strncmp(weights[i].name, "model.layers.", 13) != 0)
+            final += weights[i].count;
+    size_t embeddings = weights[0].count, units[3] = {embeddings, layer, final}, shard = 0;
+    ft_model_weight_list_free(weights, count);
+    for (int u = 0; u < 3; u++)
+        shard += (units[u] / r + units[u] % r) * (u == 1 ? (size_t)config.num_hidden_layers : 1);
+    size_t window = embeddings > layer ? embeddings : layer;
+    return (shard + (window > final ? window : final)) * sizeof(float);
+}
+
+/* Rank 0's float gradients: whole, or full fine-tuning's shard and windows at stages 2 and 3. */
+static void check_gradient_bytes(const run_result *sharded, const run_result *reference, ft_finetuning finetuning,
+                                 int ranks, int stage, const char *what)
+{
+    size_t expected = finetuning == FT_FINETUNE_FULL && stage >= 2 ? sharded_gradient_bytes(ranks)
+                                                                     : reference->count * sizeof(float);
+    if (sharded->gradient_bytes != expected || reference->gradient_bytes != reference->count * sizeof(float)) {
+        fprintf(stderr, "  %s: %zu bytes of gradients, expected %zu (whole: %zu)\n", what, sharded->gradient_bytes,
+                expected, reference->count * sizeof(float));
         check_case_failed = 1;
     }
 }
@@ -228,6 +290,7 @@ static void stages_match_stage_zero(ft_finetuning finetuning)
         run_result reference = run(data, shape);
         CHECK_INT(reference.status, 0);
         CHECK(reference.steps.n >= 4);
+        double reordering = finetuning == FT_FINETUNE_FULL ? reordering_difference(data, &reference, shape) : 0.0;
         for (int variant = 0; variant < 4; variant++) {
             int stage = variant % 2 + 1;
             shape.zero_stage = stage;
@@ -236,7 +299,8 @@ static void stages_match_stage_zero(ft_finetuning finetuning)
             CHECK_INT(sharded.status, 0);
             char what[64];
             snprintf(what, sizeof what, "%d ranks, ZeRO-%d%s", ranks, stage, shape.offload ? " + offload" : "");
-            matches_stage_zero(&sharded, &reference, stage == 1 ? 0.0 : 1e-6, what);
+            matches_stage_zero(&sharded, &reference, stage == 1 ? 0.0 : 1e-6, stage == 1 ? 0.0 : reordering, what);
+            check_gradient_bytes(&sharded, &reference, finetuning, ranks, stage, what);
             /* the shard: 1 / ranks of the moments, plus fewer than `ranks` shared elements per span */
             size_t whole = reference.optimizer_state_bytes, share = sharded.optimizer_state_bytes;
             CHECK(whole == 2 * sizeof(float) * reference.count);
@@ -338,6 +402,7 @@ static void stage_3_matches_stage_0(ft_finetuning finetuning)
         CHECK(reference.steps.n >= 4);
         size_t whole = reference.parameter_bytes;
         CHECK(whole > 0 && reference.parameter_host_bytes == 0);
+        double reordering = finetuning == FT_FINETUNE_FULL ? reordering_difference(data, &reference, shape) : 0.0;
         run_result sharded_in_place = {0};
         for (int variant = 0; variant < 3; variant++) {
             shape.zero_stage = 3;
@@ -348,7 +413,8 @@ static void stage_3_matches_stage_0(ft_finetuning finetuning)
             char what[80];
             snprintf(what, sizeof what, "%d ranks, ZeRO-3%s%s", ranks, shape.offload_param ? " + offload_param" : "",
                      shape.offload ? " + offload_optimizer" : "");
-            matches_stage_zero(&sharded, &reference, 1e-6, what);
+            matches_stage_zero(&sharded, &reference, 1e-6, reordering, what);
+            check_gradient_bytes(&sharded, &reference, finetuning, ranks, 3, what);
             if (variant == 1 && memcmp(sharded.values, sharded_in_place.values, reference.count * sizeof(float))) {
                 fprintf(stderr, "  %s: not stage 3's bytes\n", what);
                 check_case_failed = 1;
@@ -449,6 +515,7 @@ TEST(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0)
         CHECK(reference.steps.n >= 4);
         size_t whole = reference.master_bytes;
         CHECK_INT(whole, reference.count * sizeof(float));
+        double reordering = reordering_difference(data, &reference, shape);
         if (ranks == 2) { /* the master copy of float weights changes no bit */
             same_losses(&reference, &without, 0.0, "stage 0 with the master copy");
             CHECK(memcmp(reference.values, without.values, reference.count * sizeof(float)) == 0);
@@ -462,7 +529,7 @@ TEST(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0)
             char what[96];
             snprintf(what, sizeof what, "%d ranks, ZeRO-3 with the master copy%s%s", ranks,
                      shape.offload ? " + offload_optimizer" : "", shape.offload_param ? " + offload_param" : "");
-            matches_stage_zero(&sharded, &reference, 1e-6, what);
+            matches_stage_zero(&sharded, &reference, 1e-6, reordering, what);
             /* 1 / ranks of the master copy, plus fewer than `ranks` shared elements per unit (4 units) */
             size_t share = shape.offload ? sharded.master_host_bytes : sharded.master_bytes;
             size_t elsewhere = shape.offload ? sharded.master_bytes : sharded.master_host_bytes;
@@ -488,6 +555,32 @@ TEST(lora_stage_3_matches_stage_0) { stage_3_matches_stage_0(FT_FINETUNE_LORA); 
 
 TEST(full_fine_tuning_stage_3_matches_stage_0) { stage_3_matches_stage_0(FT_FINETUNE_FULL); }
 
+/* A model loaded for sharded gradients allocated none: a run that would not
+ * shard them (here one rank) is refused, saying how to load it instead. */
+TEST(a_model_loaded_for_sharded_gradients_refuses_whole_ones)
+{
+    char *data = write_data("refused", 8);
+    ft_model_options model_options = {2, ROW_LENGTH, FT_FINETUNE_FULL, false, {0}, false, false, false, 2};
+    ft_model *model = NULL;
+    CHECK_INT(ft_model_load(model_dir, cpu, &model_options, &model), 0);
+    CHECK_INT(ft_model_gradient_shards(model), 2);
+    size_t n = 0;
+    const ft_param_tensor *tensors = ft_model_trainable(model, &n);
+    CHECK(n > 0 && tensors[0].grad == NULL); /* none allocated */
+    ft_token_shards *shards = NULL;
+    CHECK_INT(ft_token_shards_open(data, "train", &shards), 0);
+    ft_train_options options = {.batch_size = 2, .gradient_accumulation_steps = 1, .max_steps = 1,
+                                .lr_scheduler_type = FT_LR_LINEAR, .learning_rate = 1e-2,
+                                .adamw = {0.9, 0.999, 1e-8, 0.0}, .ranks = 1};
+    ft_train_result result;
+    CHECK_INT(ft_train(model, shards, &options, &result), -1);
+    CHECK_STR(ft_error_message(), "the model was loaded with gradient_shards = 2, for ZeRO-2 or 3 over that many "
+                                  "ranks, but trains with zero_stage = 0 over 1 rank: load it with gradient_shards = 0");
+    ft_token_shards_close(shards);
+    ft_model_free(model);
+    free(data);
+}
+
 int main(void)
 {
     if (!mkdtemp(root))
@@ -503,6 +596,7 @@ int main(void)
     RUN(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0);
     RUN(a_zero_3_checkpoint_of_the_master_copy_resumes_with_zero_1_on_2);
     RUN(a_zero_1_checkpoint_of_2_ranks_resumes_with_zero_3_on_4);
+    RUN(a_model_loaded_for_sharded_gradients_refuses_whole_ones);
     ft_backend_destroy(cpu);
     free(model_dir);
     ft_remove_tree(root);

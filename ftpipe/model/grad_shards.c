@@ -1,0 +1,190 @@
+/* grad_shards: the shard of full fine-tuning's gradients, the windows a pass
+ * writes into, and the reduce-scatters between them. */
+#include "ftpipe/model/grad_shards.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/mem.h"
+#include "model_internal.h"
+
+struct ft_grad_shards {
+    ft_model *model;
+    ft_comm *comm;
+    ft_param_shards *params;   /* ZeRO-3: quieted before each collective here */
+    ft_param_unit *units;
+    size_t n_units;
+    float *shard;              /* backend memory */
+    size_t shard_elements;
+    float *window;             /* backend memory, room for the largest unit */
+    size_t window_elements;
+    size_t open;               /* the unit the window holds; SIZE_MAX: none */
+    bool failed;
+    char message[1024];        /* the failed collective's ft_error */
+};
+
+static const ft_grad_shard_calls calls = {ft_grad_shards_window, ft_grad_shards_unit_done, ft_grad_shards_finish,
+                                          ft_grad_shards_zero};
+
+static size_t unit_of(const ft_grad_shards *g, size_t offset)
+{
+    size_t low = 0, high = g->n_units;
+    while (high - low > 1) {
+        size_t middle = (low + high) / 2;
+        if (g->units[middle].first <= offset)
+            low = middle;
+        else
+            high = middle;
+    }
+    return low;
+}
+
+/* This micro-batch's gradients of a unit (in `from`) added over the ranks to
+ * the sums in this rank's shard. The sums so far enter the collective through
+ * this rank's own part of the window, so that its result is the new sum. */
+static int reduce_unit(ft_grad_shards *g, const ft_param_unit *unit, float *from)
+{
+    ft_backend *b = g->model->backend;
+    ft_comm *comm = g->comm;
+    float *owned = g->shard + unit->shard_offset, *shared = owned + unit->per_rank;
+    if (g->params)
+        ft_param_shards_quiet(g->params);
+    if (unit->per_rank > 0) {
+        b->add_floats(b, from + (size_t)comm->rank * unit->per_rank, owned, unit->per_rank);
+        if (comm->reduce_scatter_sum(comm, from, owned, unit->per_rank, FT_COMM_F32) < 0)
+            return -1;
+    }
+    if (unit->shared > 0) { /* every rank's sums so far are the same: rank 0 brings them */
+        if (comm->rank != 0)
+            b->zero(b, shared, unit->shared * sizeof(float));
+        b->add_floats(b, shared, from + unit->count - unit->shared, unit->shared);
+        if (comm->all_reduce_sum(comm, shared, unit->shared, FT_COMM_F32) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The open unit reduce-scattered, the window free again. After a failure the
+ * pass runs on without collectives (the ranks' orders are lost anyway). */
+static void close_window(ft_grad_shards *g)
+{
+    if (!g->failed && reduce_unit(g, &g->units[g->open], g->window) < 0) {
+        snprintf(g->message, sizeof g->message, "%s", ft_error_message());
+        g->failed = true;
+    }
+    g->open = SIZE_MAX;
+}
+
+float *ft_grad_shards_window(ft_grad_shards *g, size_t offset)
+{
+    size_t u = unit_of(g, offset);
+    if (g->open != u) {
+        /* the unit open is done for now: the next unit backward reaches, or the
+         * tied embeddings after the head, which reopen at the end of backward
+         * (their two parts add up in the shard) */
+        if (g->open != SIZE_MAX)
+            close_window(g);
+        g->model->backend->zero(g->model->backend, g->window, g->units[u].count * sizeof(float));
+        g->open = u;
+    }
+    return g->window + (offset - g->units[u].first);
+}
+
+void ft_grad_shards_unit_done(ft_grad_shards *g, size_t offset)
+{
+    if (g->open == unit_of(g, offset))
+        close_window(g);
+}
+
+int ft_grad_shards_finish(ft_grad_shards *g)
+{
+    if (g->open != SIZE_MAX)
+        close_window(g);
+    bool failed = g->failed;
+    g->failed = false;
+    return failed ? ft_error("%s (reduce-scattering the gradients, ZeRO-%d)", g->message,
+                             g->params ? 3 : 2)
+                  : 0;
+}
+
+void ft_grad_shards_zero(ft_grad_shards *g)
+{
+    g->model->backend->zero(g->model->backend, g->shard, g->shard_elements * sizeof(float));
+}
+
+/* The units: ZeRO-3's own, else planned from the whole weights' places. */
+static void plan(ft_grad_shards *g)
+{
+    ft_model *m = g->model;
+    if (g->params) {
+        const ft_param_unit *units = ft_param_shards_units(g->params, &g->n_units);
+        g->units = ft_xmalloc(g->n_units * sizeof *g->units);
+        memcpy(g->units, units, g->n_units * sizeof *g->units);
+        const ft_param_unit *last = &g->units[g->n_units - 1];
+        g->shard_elements = last->shard_offset + last->per_rank + last->shared;
+        return;
+    }
+    size_t *offsets = ft_xcalloc(m->n_weights ? m->n_weights : 1, sizeof *offsets);
+    for (size_t i = 0; i < m->n_weights; i++)
+        offsets[i] = (size_t)((char *)m->weights[i].value - (char *)m->params) / m->element_bytes;
+    g->units = ft_param_units_plan(m, offsets, g->comm->size, &g->n_units, &g->shard_elements);
+    free(offsets);
+}
+
+int ft_grad_shards_create(ft_model *model, ft_comm *comm, ft_param_shards *params, ft_grad_shards **out)
+{
+    if (model->options.gradient_shards != comm->size || model->grads || model->grad_shards)
+        return ft_error("the model's gradients are planned for %d ranks, and %s: load it with gradient_shards = %d "
+                        "for ZeRO-2 or 3 over %d ranks",
+                        model->options.gradient_shards, model->grads ? "allocated whole" : "already sharded",
+                        comm->size, comm->size);
+    ft_backend *b = model->backend;
+    ft_grad_shards *g = ft_xcalloc(1, sizeof *g);
+    *g = (ft_grad_shards){.model = model, .comm = comm, .params = params};
+    plan(g);
+    g->open = SIZE_MAX;
+    g->window_elements = ft_model_largest_unit(model);
+    if (!(g->shard = b->alloc(b, (g->shard_elements ? g->shard_elements : 1) * sizeof(float))) ||
+        !(g->window = b->alloc(b, (g->window_elements ? g->window_elements : 1) * sizeof(float)))) {
+        ft_grad_shards_free(g);
+        return ft_error_context("sharding the gradients over %d ranks", comm->size);
+    }
+    ft_grad_shards_zero(g);
+    model->grad_shards = g;
+    model->grad_calls = &calls;
+    *out = g;
+    return 0;
+}
+
+void ft_grad_shards_free(ft_grad_shards *g)
+{
+    if (!g)
+        return;
+    ft_backend *b = g->model->backend;
+    if (g->model->grad_shards == g) {
+        g->model->grad_shards = NULL;
+        g->model->grad_calls = NULL;
+    }
+    if (g->shard)
+        b->free(b, g->shard);
+    if (g->window)
+        b->free(b, g->window);
+    free(g->units);
+    free(g);
+}
+
+const ft_param_unit *ft_grad_shards_units(const ft_grad_shards *g, size_t *count)
+{
+    *count = g->n_units;
+    return g->units;
+}
+
+float *ft_grad_shards_shard(const ft_grad_shards *g) { return g->shard; }
+
+size_t ft_grad_shards_bytes(const ft_grad_shards *g)
+{
+    return (g->shard_elements + g->window_elements) * sizeof(float);
+}

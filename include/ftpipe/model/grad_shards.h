@@ -1,0 +1,59 @@
+/* grad_shards: full fine-tuning's float gradients at ZeRO stages 2 and 3,
+ * which no rank holds whole. The weights' gradients are cut into param_shards'
+ * units (the embeddings, each decoder layer, the final norm with an untied
+ * lm_head), and each rank keeps only its shard of them: the owned part of
+ * every unit and the shared rest, the layout of a ZeRO-3 shard.
+ *
+ * A pass writes a unit's gradients into a window of the unit's size, zeroed
+ * when the unit is first written; once the unit's backward is done
+ * (ft_grad_shards_unit_done, after a layer's backward) the ranks
+ * reduce-scatter the window into their shards, adding this micro-batch to the
+ * sums of those before it, and the window serves the next unit. Embeddings
+ * tied to lm_head take gradients at both ends of backward: the head's part is
+ * reduce-scattered when the final norm's unit takes the window, and the
+ * embeddings' part at the end (the sum is linear, so the two parts add up in
+ * the shard). The device holds the shard and one window of the largest unit
+ * instead of 4 bytes a weight.
+ *
+ * Every rank runs the same passes, so their reduce-scatters match; at stage 3
+ * the ZeRO-3 gather thread is quieted first, so that the two never cross. */
+#ifndef FTPIPE_GRAD_SHARDS_H
+#define FTPIPE_GRAD_SHARDS_H
+
+#include <stddef.h>
+
+#include "ftpipe/backend/comm.h"
+#include "ftpipe/model/model.h"
+#include "ftpipe/model/param_shards.h"
+
+typedef struct ft_grad_shards ft_grad_shards;
+
+/* The model's gradients sharded over comm's ranks, the model loaded with
+ * gradient_shards = comm->size (so it allocated none); params: its ZeRO-3
+ * shards, or NULL (stage 2). The model's passes write through them until
+ * ft_grad_shards_free. -1 with ft_error. */
+int ft_grad_shards_create(ft_model *model, ft_comm *comm, ft_param_shards *params, ft_grad_shards **out);
+void ft_grad_shards_free(ft_grad_shards *grads);
+
+/* The units (the same as the ZeRO-3 shards' over these ranks) and this rank's
+ * shard of the gradients, summed over the ranks and the micro-batches since
+ * the last ft_grad_shards_zero: every unit's owned then shared elements. */
+const ft_param_unit *ft_grad_shards_units(const ft_grad_shards *grads, size_t *count);
+float *ft_grad_shards_shard(const ft_grad_shards *grads);
+
+/* For model_pass: where the gradient of the weight element at `offset` of the
+ * whole layout goes (its unit's window, opened and zeroed if it is not). */
+float *ft_grad_shards_window(ft_grad_shards *grads, size_t offset);
+/* For model_pass: the unit holding `offset` has its gradients of this pass;
+ * its window is reduce-scattered into the shards (nothing if not open). */
+void ft_grad_shards_unit_done(ft_grad_shards *grads, size_t offset);
+/* The end of backward: the windows still open are reduce-scattered. -1 with
+ * ft_error when a collective of the pass failed. */
+int ft_grad_shards_finish(ft_grad_shards *grads);
+/* The shard to zero, for the next step. */
+void ft_grad_shards_zero(ft_grad_shards *grads);
+
+/* The backend memory it holds: the shard and the windows. */
+size_t ft_grad_shards_bytes(const ft_grad_shards *grads);
+
+#endif
