@@ -178,6 +178,17 @@ static int write_to(FILE *out, const char *temporary, const char *header, size_t
     return 0;
 }
 
+void ft_safetensors_write_order(const ft_tensor_to_write *tensors, size_t count, size_t *order)
+{
+    planned_tensor *plan = ft_xcalloc(count ? count : 1, sizeof *plan);
+    for (size_t i = 0; i < count; i++)
+        plan[i].tensor = &tensors[i];
+    qsort(plan, count, sizeof *plan, compare_planned);
+    for (size_t k = 0; k < count; k++)
+        order[k] = (size_t)(plan[k].tensor - tensors);
+    free(plan);
+}
+
 int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *tensors, size_t count,
                                   const char *const *metadata_keys, const char *const *metadata_values,
                                   size_t n_metadata, ft_tensor_producer produce, void *context)

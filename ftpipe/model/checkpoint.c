@@ -22,12 +22,13 @@ static const char *const moment_suffixes[2] = {".exp_avg", ".exp_avg_sq"};
 
 /* Where the state is: AdamW's moments an optimizer's, in the backend's
  * memory, or a host array (exp_avg of every tensor, then exp_avg_sq of every
- * tensor); the tensors' values in the backend's memory or, values_on_host,
- * in host memory (ZeRO-3's gathered weights). */
+ * tensor); the tensors' values in the backend's memory; or either made tensor
+ * by tensor by a source (ZeRO's gathers). */
 typedef struct {
     const ft_adamw *optimizer;
     float *host;
-    bool values_on_host;
+    ft_checkpoint_source source;
+    void *context;
 } state_place;
 
 /* Tensor i's two moments in the place; *on_host says which memory they are in. */
@@ -185,45 +186,100 @@ static int write_state(const char *folder, const ft_checkpoint_state *state)
     return status;
 }
 
-/* Writes the tensors (moments false) or AdamW's moments, downloaded to host unless there. */
-static int write_tensors(const char *path, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                         const state_place *place, bool moments)
+/* What a file's producer reads its tensors from. */
+typedef struct {
+    ft_backend *backend;
+    const ft_param_tensor *tensors;
+    size_t count;
+    const state_place *place;
+    bool moments;
+} producing;
+
+/* Part `part` of tensor i (its values, or one of its moments): where it is,
+ * and whether that is host memory. */
+static const float *part_of(const producing *p, size_t i, int part, bool *on_host)
 {
-    int n_parts = moments ? 2 : 1;
-    bool all_on_host = moments ? place->host != NULL : place->values_on_host;
-    size_t total = 0;
-    for (size_t i = 0; i < count; i++)
-        total += tensors[i].count;
-    float *host = all_on_host ? NULL : malloc((size_t)n_parts * (total ? total : 1) * sizeof(float));
-    if (!host && !all_on_host)
-        return ft_error("out of memory holding a checkpoint of %zu floats", (size_t)n_parts * total);
-    ft_tensor_to_write *out = ft_xcalloc((size_t)n_parts * (count ? count : 1), sizeof *out);
-    char **names = ft_xcalloc((size_t)n_parts * (count ? count : 1), sizeof *names);
-    size_t offset = 0, n = 0;
-    for (size_t i = 0; i < count; i++) {
-        const ft_param_tensor *t = &tensors[i];
-        float *sources[2] = {t->value, NULL};
-        bool on_host = all_on_host;
-        if (moments)
-            moments_of(place, tensors, count, i, &sources[0], &sources[1], &on_host);
-        for (int part = 0; part < n_parts; part++, n++) {
-            const float *data = sources[part];
-            if (!on_host) {
-                backend->download(backend, host + offset, sources[part], t->count * sizeof(float));
-                data = host + offset;
-            }
-            names[n] = moments ? ft_xasprintf("%s%s", t->name, moment_suffixes[part]) : ft_xstrdup(t->name);
-            out[n] = (ft_tensor_to_write){names[n], FT_DTYPE_F32, t->n_dims, {t->shape[0], t->shape[1]}, data};
-            offset += t->count;
+    float *sources[2] = {p->tensors[i].value, NULL};
+    *on_host = false;
+    if (p->moments)
+        moments_of(p->place, p->tensors, p->count, i, &sources[0], &sources[1], on_host);
+    return sources[part];
+}
+
+/* One tensor of the file into the writer's buffer: from its source, or
+ * downloaded from the backend, so that the host holds one tensor at a time. */
+static int produce(void *context, size_t index, void *buffer, size_t size_bytes)
+{
+    const producing *p = context;
+    int parts = p->moments ? 2 : 1;
+    size_t i = index / (size_t)parts;
+    int part = (int)(index % (size_t)parts);
+    if (p->place->source)
+        return p->place->source(p->place->context, i, part, buffer);
+    bool on_host;
+    p->backend->download(p->backend, buffer, part_of(p, i, part, &on_host), size_bytes);
+    return 0;
+}
+
+/* The file's tensors: tensor i's values, or its two moments, at index i x
+ * parts + part; those in host memory are written from there, the others
+ * (every one with a source, or when all_produced) produced one at a time. */
+static ft_tensor_to_write *file_tensors(const producing *p, bool all_produced, char ***names)
+{
+    int parts = p->moments ? 2 : 1;
+    size_t n = (size_t)parts * p->count;
+    ft_tensor_to_write *out = ft_xcalloc(n ? n : 1, sizeof *out);
+    *names = ft_xcalloc(n ? n : 1, sizeof **names);
+    for (size_t i = 0; i < p->count; i++) {
+        const ft_param_tensor *t = &p->tensors[i];
+        for (int part = 0; part < parts; part++) {
+            size_t k = i * (size_t)parts + (size_t)part;
+            bool on_host = false;
+            const float *data = all_produced || p->place->source ? NULL : part_of(p, i, part, &on_host);
+            (*names)[k] = p->moments ? ft_xasprintf("%s%s", t->name, moment_suffixes[part]) : ft_xstrdup(t->name);
+            out[k] = (ft_tensor_to_write){(*names)[k], FT_DTYPE_F32, t->n_dims, {t->shape[0], t->shape[1]},
+                                          on_host ? data : NULL};
         }
     }
-    int status = ft_safetensors_write(path, out, n, NULL, NULL, 0);
+    return out;
+}
+
+static void free_file_tensors(ft_tensor_to_write *tensors, char **names, size_t n)
+{
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
-    free(out);
-    free(host);
+    free(tensors);
+}
+
+/* Writes the tensors' values (moments false) or AdamW's moments. */
+static int write_tensors(const char *path, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
+                         const state_place *place, bool moments)
+{
+    producing p = {backend, tensors, count, place, moments};
+    char **names;
+    ft_tensor_to_write *out = file_tensors(&p, false, &names);
+    size_t n = (size_t)(moments ? 2 : 1) * count;
+    int status = ft_safetensors_write_produced(path, out, n, NULL, NULL, 0, produce, &p);
+    free_file_tensors(out, names, n);
     return status;
+}
+
+size_t ft_checkpoint_order(const ft_param_tensor *tensors, size_t count, bool moments, size_t *order)
+{
+    state_place place = {0};
+    producing p = {NULL, tensors, count, &place, moments};
+    char **names;
+    ft_tensor_to_write *out = file_tensors(&p, true, &names);
+    size_t n = (size_t)(moments ? 2 : 1) * count, asked = 0;
+    size_t *written = ft_xcalloc(n ? n : 1, sizeof *written);
+    ft_safetensors_write_order(out, n, written);
+    for (size_t k = 0; k < n; k++)
+        if (tensors[written[k] / (moments ? 2 : 1)].count > 0) /* an empty tensor is never produced */
+            order[asked++] = written[k];
+    free_file_tensors(out, names, n);
+    free(written);
+    return asked;
 }
 
 struct ft_checkpoint_writer {
@@ -279,17 +335,29 @@ static int write_file(ft_checkpoint_writer *w, const char *name, ft_backend *bac
     return status < 0 ? failed(w) : 0;
 }
 
-int ft_checkpoint_write_values(ft_checkpoint_writer *w, ft_backend *backend, bool on_host)
+int ft_checkpoint_write_values(ft_checkpoint_writer *w, ft_backend *backend)
 {
-    state_place place = {NULL, NULL, on_host};
+    state_place place = {0};
     return write_file(w, "model.safetensors", backend, &place, false);
 }
 
 int ft_checkpoint_write_moments(ft_checkpoint_writer *w, ft_backend *backend, const ft_adamw *optimizer,
                                 const float *host_moments)
 {
-    state_place place = {optimizer, (float *)host_moments, false}; /* only read */
+    state_place place = {optimizer, (float *)host_moments, NULL, NULL}; /* only read */
     return write_file(w, "optimizer.safetensors", backend, &place, true);
+}
+
+int ft_checkpoint_write_values_from(ft_checkpoint_writer *w, ft_checkpoint_source source, void *context)
+{
+    state_place place = {NULL, NULL, source, context};
+    return write_file(w, "model.safetensors", NULL, &place, false);
+}
+
+int ft_checkpoint_write_moments_from(ft_checkpoint_writer *w, ft_checkpoint_source source, void *context)
+{
+    state_place place = {NULL, NULL, source, context};
+    return write_file(w, "optimizer.safetensors", NULL, &place, true);
 }
 
 int ft_checkpoint_finish(ft_checkpoint_writer *w, int keep_newest)
@@ -319,7 +387,7 @@ static int save(const char *dir, ft_backend *backend, const ft_param_tensor *ten
     ft_checkpoint_writer *w;
     if (ft_checkpoint_begin(dir, tensors, count, state, &w) < 0)
         return -1;
-    if (ft_checkpoint_write_values(w, backend, false) < 0 ||
+    if (ft_checkpoint_write_values(w, backend) < 0 ||
         ft_checkpoint_write_moments(w, backend, optimizer, host_moments) < 0) {
         ft_checkpoint_abandon(w);
         return -1;
@@ -476,7 +544,7 @@ static int load_latest(const char *dir, ft_backend *backend, const ft_param_tens
 int ft_checkpoint_load_latest(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                               ft_adamw *optimizer, const char *run_id, ft_checkpoint_state *out)
 {
-    state_place place = {optimizer, NULL, false};
+    state_place place = {optimizer, NULL, NULL, NULL};
     int found = load_latest(dir, backend, tensors, count, &place, run_id, out);
     if (found == 1)
         ft_adamw_set_step_count(optimizer, out->global_step);
@@ -487,6 +555,6 @@ int ft_checkpoint_load_latest_host_moments(const char *dir, ft_backend *backend,
                                            size_t count, float *moments, const char *run_id,
                                            ft_checkpoint_state *out)
 {
-    state_place place = {NULL, moments, false};
+    state_place place = {NULL, moments, NULL, NULL};
     return load_latest(dir, backend, tensors, count, &place, run_id, out);
 }

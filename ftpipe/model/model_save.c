@@ -94,9 +94,41 @@ static int vision_layout(const ft_model *model, const char *base_model_dir, cons
     return 0;
 }
 
+/* The trained weights made one at a time as the file is written: read from
+ * host memory or downloaded (into scratch when converted), then converted to
+ * the file's dtype, so that the host holds one tensor at a time. */
+typedef struct {
+    ft_backend *backend;
+    const ft_param_tensor *weights;
+    size_t n_on_host;
+    ft_dtype dtype;
+    float *scratch;            /* the largest downloaded tensor's floats, when converted */
+} producing;
+
+static int produce(void *context, size_t index, void *buffer, size_t size_bytes)
+{
+    const producing *p = context;
+    const ft_param_tensor *w = &p->weights[index];
+    const float *values = w->value;
+    if (index >= p->n_on_host) {
+        float *to = p->dtype == FT_DTYPE_F32 ? buffer : p->scratch;
+        p->backend->download(p->backend, to, w->value, w->count * sizeof(float));
+        values = to;
+    }
+    if (p->dtype == FT_DTYPE_F32) {
+        if (values != buffer)
+            memcpy(buffer, values, size_bytes);
+        return 0;
+    }
+    uint16_t *to = buffer;
+    for (size_t k = 0; k < w->count; k++)
+        to[k] = p->dtype == FT_DTYPE_BF16 ? ft_f32_to_bf16(values[k]) : ft_f32_to_f16(values[k]);
+    return 0;
+}
+
 static int write_weights(const ft_model *model, const char *base_model_dir, const char *path, ft_dtype dtype)
 {
-    size_t count, n_language, total = 0;
+    size_t count, n_language;
     ft_param_tensor *weights = saved_weights(model, &count, &n_language);
     const ft_model_config *config = ft_model_get_config(model);
     ft_safetensors *base = NULL;
@@ -112,45 +144,24 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
             return -1;
         }
     }
-    /* ZeRO-3 leaves the language model's weights (the first n_on_host) in host memory: read there, not copied */
-    size_t n_on_host = ft_model_weights_on_host(model) ? n_language : 0, downloaded = 0;
-    for (size_t i = 0; i < count; i++) {
-        total += weights[i].count;
-        downloaded += i < n_on_host ? 0 : weights[i].count;
-    }
-    size_t element_bytes = ft_dtype_size(dtype);
-    float *host = downloaded ? malloc(downloaded * sizeof(float)) : NULL;
-    void *converted = dtype == FT_DTYPE_F32 ? NULL : malloc(total * element_bytes);
-    if ((downloaded && !host) || (dtype != FT_DTYPE_F32 && !converted)) {
-        free(host);
-        free(converted);
+    /* ZeRO-3 leaves the language model's weights (the first n_on_host) in host memory: read there */
+    producing p = {ft_model_backend(model), weights, ft_model_weights_on_host(model) ? n_language : 0, dtype, NULL};
+    size_t largest = 0;
+    for (size_t i = p.n_on_host; i < count; i++)
+        largest = weights[i].count > largest ? weights[i].count : largest;
+    if (largest && dtype != FT_DTYPE_F32 && !(p.scratch = malloc(largest * sizeof(float)))) {
         free(file_names);
         free(frozen);
         free(weights);
         ft_safetensors_close(base);
-        return ft_error("out of host memory holding the %zu trained weights to write %s", total, path);
+        return ft_error("out of host memory for a tensor of %zu weights to write %s", largest, path);
     }
-    ft_backend *backend = ft_model_backend(model);
     ft_tensor_to_write *tensors = ft_xcalloc(count + n_frozen + 1, sizeof *tensors);
-    size_t at = 0, host_at = 0;
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count; i++) { /* made one at a time, but floats already in host memory */
         const ft_param_tensor *w = &weights[i];
-        const float *values = w->value;
-        if (i >= n_on_host) {
-            backend->download(backend, host + host_at, w->value, w->count * sizeof(float));
-            values = host + host_at;
-            host_at += w->count;
-        }
-        const void *data = values;
-        if (converted) {
-            uint16_t *to = (uint16_t *)converted + at;
-            for (size_t k = 0; k < w->count; k++)
-                to[k] = dtype == FT_DTYPE_BF16 ? ft_f32_to_bf16(values[k]) : ft_f32_to_f16(values[k]);
-            data = to;
-        }
+        bool as_is = i < p.n_on_host && dtype == FT_DTYPE_F32;
         tensors[i] = (ft_tensor_to_write){file_names ? file_names[i] : w->name, dtype, w->n_dims,
-                                          {w->shape[0], w->shape[1]}, data};
-        at += w->count;
+                                          {w->shape[0], w->shape[1]}, as_is ? w->value : NULL};
     }
     for (size_t f = 0; f < n_frozen; f++) {
         const ft_tensor_view *view = frozen[f];
@@ -158,14 +169,13 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
         memcpy(tensors[count + f].shape, view->shape, sizeof view->shape);
     }
     const char *key = "format", *value = "pt";
-    int status = ft_safetensors_write(path, tensors, count + n_frozen, &key, &value, 1);
+    int status = ft_safetensors_write_produced(path, tensors, count + n_frozen, &key, &value, 1, produce, &p);
     free(tensors);
     free(file_names);
     free(frozen);
     free(weights);
     ft_safetensors_close(base);
-    free(converted);
-    free(host);
+    free(p.scratch);
     return status;
 }
 

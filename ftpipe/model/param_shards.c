@@ -625,6 +625,60 @@ int ft_param_shards_gather_whole(ft_param_shards *s, bool keep)
 
 void ft_param_shards_release_whole(ft_param_shards *s) { free_whole(s); }
 
+struct ft_param_values {
+    ft_param_shards *shards;
+    float *unit_values;        /* the keeping rank's: the unit gathered last; NULL elsewhere */
+    size_t largest;            /* the room it needs */
+    size_t unit;               /* SIZE_MAX: none */
+};
+
+int ft_param_values_open(ft_param_shards *s, bool keep, ft_param_values **out)
+{
+    if (values_of(s).element_bytes != sizeof(float))
+        return ft_error("ZeRO-3 writes float values into a checkpoint, and this backend's weights are not float");
+    size_t largest = 1;
+    for (size_t u = 0; u < s->n_units; u++)
+        largest = s->units[u].count > largest ? s->units[u].count : largest;
+    ft_param_values *v = ft_xcalloc(1, sizeof *v);
+    *v = (ft_param_values){.shards = s, .largest = largest, .unit = SIZE_MAX};
+    if (keep) /* without room the gathers are joined all the same, and the read fails */
+        v->unit_values = malloc(largest * sizeof(float));
+    drain(s);
+    *out = v;
+    return 0;
+}
+
+int ft_param_values_read(ft_param_values *v, size_t weight, float *to)
+{
+    ft_param_shards *s = v->shards;
+    size_t u = 0;
+    while (u + 1 < s->n_units && s->units[u + 1].first_weight <= weight)
+        u++;
+    if (u != v->unit) {
+        v->unit = SIZE_MAX;
+        int status = gather_unit_to_host(s, u, (char *)v->unit_values);
+        for (int i = 0; i < WINDOW_UNITS; i++) /* their bytes were the pieces' */
+            s->window[i].unit = SIZE_MAX;
+        if (status < 0)
+            return -1;
+        v->unit = u;
+    }
+    if (to && !v->unit_values)
+        return ft_error("out of host memory gathering a unit of %zu values for a checkpoint (ZeRO-3)", v->largest);
+    if (to)
+        memcpy(to, v->unit_values + (s->weight_offsets[weight] - s->units[u].first),
+               s->model->weights[weight].count * sizeof(float));
+    return 0;
+}
+
+void ft_param_values_close(ft_param_values *v)
+{
+    if (!v)
+        return;
+    free(v->unit_values);
+    free(v);
+}
+
 int ft_param_shards_take_values(ft_param_shards *s, const float *const *values)
 {
     trained_values v = values_of(s);

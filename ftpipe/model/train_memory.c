@@ -54,7 +54,8 @@ static void find_peak(ft_train_memory *out, bool on_gpu)
         {"loading", weights_and_gradients + out->load_buffer_bytes},
         {"training", in_plan + out->offload_bytes},
         {"saving a checkpoint", in_plan + out->offload_bytes + out->checkpoint_buffer_bytes},
-        {"writing the result", in_plan - optimizer + out->result_buffer_bytes}, /* AdamW is freed by then */
+        /* AdamW is freed by then; ZeRO-3's offloaded shards still hold their host memory */
+        {"writing the result", in_plan - optimizer + out->result_shard_bytes + out->result_buffer_bytes},
     };
     out->peak_phase = phases[0].name;
     uint64_t peak = phases[0].bytes;
@@ -89,16 +90,19 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
     uint64_t trained_floats = (full ? plan->gradient_bytes : plan->adapter_bytes) / sizeof(float);
     if (full && !options->freeze_language_model)
         out->weight_gradient_bytes = ft_model_weight_gradient_bytes(config, 1);
-    uint64_t parameters = ft_model_config_parameter_count(config);
     /* Loading: the weights and gradients are allocated; one tensor is read and
      * converted through floats (and bf16 for a GPU). */
     uint64_t largest = largest_weight_count(config);
     out->load_buffer_bytes = largest * (sizeof(float) + sizeof(float)) + (on_gpu ? largest * 2 : 0);
-    /* A checkpoint copies the trained tensors, then both moments, to host. */
-    out->checkpoint_buffer_bytes = 2 * trained_floats * sizeof(float);
-    /* The result: the adapter in floats, or every weight in floats and in save_dtype. */
+    /* A checkpoint writes the trained tensors, then both moments, one tensor
+     * at a time through a host buffer (LoRA's counted as the whole adapter). */
+    out->trained_bytes = trained_floats * sizeof(float);
+    out->largest_trained_bytes = full ? largest * sizeof(float) : out->trained_bytes;
+    out->checkpoint_buffer_bytes = out->largest_trained_bytes;
+    /* The result: the adapter in floats, or the weights one at a time, in
+     * floats and in save_dtype (model_save.c). */
     uint64_t converted_bytes = save_dtype == FT_DTYPE_F32 ? 0 : ft_dtype_size(save_dtype);
-    out->result_buffer_bytes = full ? parameters * (sizeof(float) + converted_bytes) : trained_floats * sizeof(float);
+    out->result_buffer_bytes = full ? largest * (sizeof(float) + converted_bytes) : trained_floats * sizeof(float);
     out->runtime_bytes = FT_TRAIN_RUNTIME_BYTES;
     if (!on_gpu && blas_threads > 1)
         out->runtime_bytes += (uint64_t)(blas_threads - 1) * FT_TRAIN_BLAS_THREAD_BYTES;
@@ -114,7 +118,7 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
     return 0;
 }
 
-void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks)
+void ft_train_memory_shard(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks)
 {
     if (ranks <= 1)
         return;
@@ -122,6 +126,11 @@ void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks)
     uint64_t whole = plan->optimizer_bytes, share = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
     plan->optimizer_bytes = share;
     plan->total_bytes -= whole - share;
+    /* the writing rank gathers a span's moments at a time: a layer's, the
+     * embeddings' or the final unit's (LoRA's counted as the whole adapter) */
+    memory->checkpoint_buffer_bytes = 2 * (memory->weight_gradient_bytes ? largest_unit_count(config) * sizeof(float)
+                                                                          : memory->trained_bytes) +
+                                      memory->largest_trained_bytes;
     find_peak(memory, on_gpu);
 }
 
@@ -165,8 +174,12 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
     uint64_t in_plan = 2 * unit + staging + (offload_param && on_gpu ? 0 : shard) + tower;
     plan->total_bytes = plan->total_bytes - whole + in_plan;
     plan->parameter_bytes = in_plan;
-    if (offload_param && on_gpu)
+    if (offload_param && on_gpu) {
         memory->offload_bytes += shard;
+        memory->result_shard_bytes += shard;
+    }
+    if (memory->weight_gradient_bytes) /* full fine-tuning's result: the weights gathered whole into host memory */
+        memory->result_buffer_bytes += ft_model_config_parameter_count(config) * sizeof(float);
     /* mixed precision: each rank keeps 1 / ranks of the float master copy */
     uint64_t master = plan->master_bytes, master_shard = (master + (uint64_t)ranks - 1) / (uint64_t)ranks;
     plan->total_bytes -= master - master_shard;
@@ -179,7 +192,7 @@ void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *
 {
     if (ranks <= 1 || zero_stage == 0)
         return;
-    ft_train_memory_shard(memory, on_gpu, ranks);
+    ft_train_memory_shard(memory, config, on_gpu, ranks);
     if (zero_stage >= 2)
         ft_train_memory_shard_gradients(memory, config, on_gpu, ranks);
     if (zero_stage == 3)
@@ -187,6 +200,7 @@ void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *
     if (offload_optimizer)
         ft_train_memory_offload(memory, on_gpu);
     if (zero_stage == 3 && offload_optimizer && on_gpu) { /* the master shard is AdamW's host copy itself */
+        memory->result_shard_bytes += memory->plan.master_bytes; /* and lives until the result is gathered */
         memory->plan.total_bytes -= memory->plan.master_bytes;
         memory->plan.master_bytes = 0;
         find_peak(memory, on_gpu);

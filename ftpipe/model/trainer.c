@@ -211,20 +211,50 @@ static double epochs_done(const trainer *t)
 
 static bool saves_checkpoints(const trainer *t) { return !t->comm || t->options->saves_checkpoints; }
 
-static size_t trained_count(const trainer *t)
+/* Sharded state read into a checkpoint's file in the file's order
+ * (ft_checkpoint_order): ZeRO's moments or ZeRO-3's values. */
+typedef struct {
+    ft_zero_moments *moments;   /* NULL: values */
+    ft_param_values *values;
+    size_t *order, n, asked;
+} sharded_file;
+
+static int read_sharded(sharded_file *f, size_t tensor, int part, float *to)
 {
-    size_t total = 0;
-    for (size_t i = 0; i < t->n_tensors; i++)
-        total += t->tensors[i].count;
-    return total;
+    return f->moments ? ft_zero_moments_read(f->moments, tensor, part, to)
+                      : ft_param_values_read(f->values, tensor, to);
 }
 
-/* ZeRO: every rank joins in gathering the values (ZeRO-3's weights, into the
- * writing rank's host memory) and then the whole moments, which the
- * checkpoint holds whatever the stage (zero.h); the writing rank writes each
- * before the next is gathered, so that it holds one of them at a time, and the
- * others keep nothing. A rank whose write failed still joins the gathers
- * that follow, so that the ranks' collectives match. */
+static int read_in_order(void *context, size_t tensor, int part, float *to)
+{
+    sharded_file *f = context;
+    f->asked++;
+    return read_sharded(f, tensor, part, to);
+}
+
+/* One file of a sharded checkpoint: the writing rank writes it (*written: its
+ * status) reading each tensor as the file asks; then every rank reads what is
+ * left of the order keeping nothing (a rank that writes nothing: all of it;
+ * one whose write stopped: the rest), so that the ranks' gathers match. */
+static int gather_file(const trainer *t, ft_checkpoint_writer *writer, int *written, sharded_file *f)
+{
+    bool moments = f->moments != NULL;
+    f->order = ft_xmalloc((2 * t->n_tensors + 1) * sizeof *f->order);
+    f->n = ft_checkpoint_order(t->tensors, t->n_tensors, moments, f->order);
+    if (writer && *written == 0)
+        *written = (moments ? ft_checkpoint_write_moments_from : ft_checkpoint_write_values_from)(writer,
+                                                                                               read_in_order, f);
+    int status = 0;
+    for (size_t k = f->asked; k < f->n && status == 0; k++)
+        status = read_sharded(f, f->order[k] / (moments ? 2 : 1), (int)(f->order[k] % (moments ? 2 : 1)), NULL);
+    free(f->order);
+    return status;
+}
+
+/* ZeRO: every rank joins in gathering the values (ZeRO-3's weights, unit by
+ * unit) and then the moments (span by span), which the checkpoint holds
+ * whole whatever the stage (zero.h), as the writing rank writes them: it holds
+ * one unit or span at a time, the others nothing. */
 static int save_sharded(trainer *t)
 {
     ft_backend *backend = ft_model_backend(t->model);
@@ -232,25 +262,23 @@ static int save_sharded(trainer *t)
     int written = saves_checkpoints(t) ? ft_checkpoint_begin(t->options->checkpoint_dir, t->tensors, t->n_tensors,
                                                              &t->state, &writer)
                                        : 0;
+    bool keep = writer != NULL;
     int gathered = 0;
     if (t->trains_weights) {
-        gathered = ft_param_shards_gather_whole(t->params, writer != NULL);
-        if (gathered == 0 && writer)
-            written = ft_checkpoint_write_values(writer, backend, true);
+        sharded_file values = {0};
+        gathered = ft_param_values_open(t->params, keep, &values.values);
         if (gathered == 0)
-            ft_param_shards_release_whole(t->params);
+            gathered = gather_file(t, writer, &written, &values);
+        ft_param_values_close(values.values);
     } else if (writer) {
-        written = ft_checkpoint_write_values(writer, backend, false);
+        written = ft_checkpoint_write_values(writer, backend);
     }
-    size_t floats = 2 * trained_count(t);
-    float *moments = NULL;
-    if (writer && written == 0 && !(moments = malloc((floats ? floats : 1) * sizeof(float))))
-        written = ft_error("out of memory gathering a checkpoint's %zu moments", floats);
+    sharded_file moments = {0};
     if (gathered == 0)
-        gathered = ft_zero_gather_moments(t->zero, moments);
-    if (gathered == 0 && moments)
-        written = ft_checkpoint_write_moments(writer, backend, NULL, moments);
-    free(moments);
+        gathered = ft_zero_moments_open(t->zero, keep, &moments.moments);
+    if (gathered == 0)
+        gathered = gather_file(t, writer, &written, &moments);
+    ft_zero_moments_close(moments.moments);
     if (writer && written == 0 && gathered == 0)
         return ft_checkpoint_finish(writer, t->options->save_total_limit);
     ft_checkpoint_abandon(writer);

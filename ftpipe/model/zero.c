@@ -7,6 +7,7 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/data_parallel.h"
 #include "ftpipe/model/grad_shards.h"
 
 typedef struct {
@@ -49,7 +50,9 @@ static span *add_span(ft_zero *z, span s)
     return &z->spans[z->n_spans++];
 }
 
-/* Tensors [first, n_tensors) in runs whose values and gradients are both back to back. */
+/* Tensors [first, n_tensors) in runs of one decoder layer (or of none) whose
+ * values and gradients are both back to back: a checkpoint gathers a span's
+ * moments at a time, so no span is larger than a layer or the embeddings. */
 static void plan_spans(ft_zero *z, size_t first)
 {
     size_t whole = 0, ranks = (size_t)z->comm->size, from = z->n_spans;
@@ -58,7 +61,8 @@ static void plan_spans(ft_zero *z, size_t first)
     for (size_t i = first; i < z->n_tensors; i++) {
         const ft_param_tensor *t = &z->tensors[i];
         span *last = z->n_spans > from ? &z->spans[z->n_spans - 1] : NULL;
-        if (last && last->values + last->count == t->value && last->grads + last->count == t->grad) {
+        if (last && last->values + last->count == t->value && last->grads + last->count == t->grad &&
+            ft_param_layer(z->tensors[last->first_tensor].name) == ft_param_layer(t->name)) {
             last->n_tensors++;
             last->count += t->count;
         } else {
@@ -265,42 +269,96 @@ static void from_host(ft_zero *z, bool on_host, float *to, const float *from, si
         z->backend->upload(z->backend, to, from, count * sizeof(float));
 }
 
-int ft_zero_gather_moments(ft_zero *z, float *host)
+struct ft_zero_moments {
+    ft_zero *z;
+    bool on_host;              /* offloaded: the shard's moments are host memory */
+    float *staging;            /* ranks x GATHER_CHUNK at most, in the shard's kind of memory */
+    float *halves;             /* the writing rank's: the span's exp_avg, then its exp_avg_sq; NULL elsewhere */
+    size_t halves_floats;      /* what the writing rank asked for (0: it keeps nothing) */
+    size_t span;               /* the span gathered last; SIZE_MAX: none */
+};
+
+int ft_zero_moments_open(ft_zero *z, bool keep, ft_zero_moments **out)
 {
-    size_t ranks = (size_t)z->comm->size, total = 0, chunk = 0;
+    size_t ranks = (size_t)z->comm->size, chunk = 0, largest = 0;
     for (size_t s = 0; s < z->n_spans; s++) {
-        total += z->spans[s].count;
         chunk = z->spans[s].per_rank > chunk ? z->spans[s].per_rank : chunk;
+        largest = z->spans[s].count > largest ? z->spans[s].count : largest;
     }
     chunk = chunk < GATHER_CHUNK ? chunk : GATHER_CHUNK;
-    bool on_host = ft_adamw_host_moments(z->optimizer) != NULL; /* offloaded: the shard's moments are host memory */
-    float *staging = !chunk  ? NULL
-                     : on_host ? malloc(ranks * chunk * sizeof(float))
-                               : z->backend->alloc(z->backend, ranks * chunk * sizeof(float));
-    if (chunk && !staging)
+    ft_zero_moments *m = ft_xcalloc(1, sizeof *m);
+    *m = (ft_zero_moments){.z = z, .on_host = ft_adamw_host_moments(z->optimizer) != NULL, .span = SIZE_MAX};
+    size_t staging = (chunk ? chunk : 1) * ranks * sizeof(float);
+    m->staging = m->on_host ? malloc(staging) : z->backend->alloc(z->backend, staging);
+    if (keep) { /* without room the gathers are joined all the same, and the read fails */
+        m->halves_floats = largest ? 2 * largest : 1;
+        m->halves = malloc(m->halves_floats * sizeof(float));
+    }
+    if (!m->staging) {
+        ft_zero_moments_close(m);
         return ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage);
+    }
+    *out = m;
+    return 0;
+}
+
+void ft_zero_moments_close(ft_zero_moments *m)
+{
+    if (!m)
+        return;
+    if (m->staging && m->on_host)
+        free(m->staging);
+    else if (m->staging)
+        m->z->backend->free(m->z->backend, m->staging);
+    free(m->halves);
+    free(m);
+}
+
+/* Span s's two halves gathered into m->halves (nothing kept without them). */
+static int gather_span(ft_zero_moments *m, size_t s)
+{
+    ft_zero *z = m->z;
+    const span *sp = &z->spans[s];
+    size_t ranks = (size_t)z->comm->size, chunk = sp->per_rank < GATHER_CHUNK ? sp->per_rank : GATHER_CHUNK;
     float *shard_halves[2];
     ft_adamw_moments(z->optimizer, 0, &shard_halves[0], &shard_halves[1]);
-    int status = 0;
-    for (size_t s = 0; s < z->n_spans && status == 0; s++) {
-        const span *sp = &z->spans[s];
-        for (int h = 0; h < 2 && status == 0; h++) {
-            float *to = host ? host + (size_t)h * total + sp->whole_offset : NULL, *from = shard_halves[h] + sp->shard_offset;
-            for (size_t first = 0; first < sp->per_rank && status == 0; first += chunk) {
-                size_t n = sp->per_rank - first < chunk ? sp->per_rank - first : chunk;
-                status = z->comm->all_gather(z->comm, from + first, staging, n * sizeof(float));
-                for (size_t r = 0; host && r < ranks && status == 0; r++)
-                    to_host(z, on_host, to + r * sp->per_rank + first, staging + r * n, n);
-            }
-            if (host)
-                to_host(z, on_host, to + sp->count - sp->shared, from + sp->per_rank, sp->shared);
+    for (int h = 0; h < 2; h++) {
+        float *to = m->halves ? m->halves + (size_t)h * sp->count : NULL, *from = shard_halves[h] + sp->shard_offset;
+        for (size_t first = 0; first < sp->per_rank; first += chunk) {
+            size_t n = sp->per_rank - first < chunk ? sp->per_rank - first : chunk;
+            if (z->comm->all_gather(z->comm, from + first, m->staging, n * sizeof(float)) < 0)
+                return ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage);
+            for (size_t r = 0; to && r < ranks; r++)
+                to_host(z, m->on_host, to + r * sp->per_rank + first, m->staging + r * n, n);
         }
+        if (to)
+            to_host(z, m->on_host, to + sp->count - sp->shared, from + sp->per_rank, sp->shared);
     }
-    if (staging && on_host)
-        free(staging);
-    else if (staging)
-        z->backend->free(z->backend, staging);
-    return status < 0 ? ft_error_context("gathering ZeRO-%d's optimizer for a checkpoint", z->stage) : 0;
+    return 0;
+}
+
+int ft_zero_moments_read(ft_zero_moments *m, size_t tensor, int half, float *to)
+{
+    ft_zero *z = m->z;
+    size_t s = 0;
+    while (s + 1 < z->n_spans && z->spans[s + 1].first_tensor <= tensor)
+        s++;
+    if (s != m->span) {
+        m->span = SIZE_MAX;
+        if (gather_span(m, s) < 0)
+            return -1;
+        m->span = s;
+    }
+    if (!to)
+        return 0;
+    if (!m->halves)
+        return ft_error("out of host memory gathering a span of ZeRO-%d's optimizer for a checkpoint (%zu floats)",
+                        z->stage, m->halves_floats);
+    size_t at = 0;
+    for (size_t i = z->spans[s].first_tensor; i < tensor; i++)
+        at += z->tensors[i].count;
+    memcpy(to, m->halves + (size_t)half * z->spans[s].count + at, z->tensors[tensor].count * sizeof(float));
+    return 0;
 }
 
 /* Elements [first, first + n) of the trained tensors' flat order (the

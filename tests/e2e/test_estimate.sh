@@ -108,11 +108,11 @@ big: train models/a data/set_a
 	threads = 2
 	seed = 99
 P
-t_run env FTPIPE_MEMORY=235M "$FTPIPE" -C "$W" big
+t_run env FTPIPE_MEMORY=200M "$FTPIPE" -C "$W" big
 t_expect_status 1
-t_expect_contains "stage big would need 24"
+t_expect_contains "stage big would need 211"
 t_expect_contains "of host memory (memory plan"
-t_expect_contains "available: set per_device_train_batch_size = 2 and gradient_accumulation_steps = 2, the same effective batch (needs 21"
+t_expect_contains "available: set per_device_train_batch_size = 2 and gradient_accumulation_steps = 2, the same effective batch (needs 176"
 t_expect_lacks "run      big"
 t_run env FTPIPE_MEMORY=150M "$FTPIPE" -C "$W" big
 t_expect_status 1

@@ -64,6 +64,9 @@ int ft_safetensors_write(const char *path, const ft_tensor_to_write *tensors, si
  * before it is written, and the buffer is freed right after. produce returns 0,
  * or -1 with ft_error set, which stops the writing and leaves no file. */
 typedef int (*ft_tensor_producer)(void *context, size_t index, void *buffer, size_t size_bytes);
+/* The order the writer puts these tensors in (and produces them, skipping
+ * those without bytes): order[k] is the index of the k-th. */
+void ft_safetensors_write_order(const ft_tensor_to_write *tensors, size_t count, size_t *order);
 int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *tensors, size_t count,
                                   const char *const *metadata_keys, const char *const *metadata_values,
                                   size_t n_metadata, ft_tensor_producer produce, void *context);

@@ -49,19 +49,32 @@ int ft_checkpoint_save(const char *dir, ft_backend *backend, const ft_param_tens
 int ft_checkpoint_save_host_moments(const char *dir, ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                                     const float *moments, const ft_checkpoint_state *state, int keep_newest);
 
-/* The same checkpoint written in steps, for ZeRO's ranks (zero.h), which
- * gather the values and then the moments so that the writing rank holds one of
- * them at a time: begin (the space check, the folder aside), the values (in
- * the backend's memory, or on_host: ZeRO-3's gathered weights), the moments
- * (an optimizer's, or the host form above), then finish (the state, fsync,
- * rename, pruning to keep_newest), which frees the writer. abandon removes
- * what was written and frees it. Each -1 with ft_error. */
+/* The same checkpoint written in steps, for ZeRO's ranks (zero.h): begin (the
+ * space check, the folder aside), the values (in the backend's memory), the
+ * moments (an optimizer's, or the host form above), then finish (the state,
+ * fsync, rename, pruning to keep_newest), which frees the writer. abandon
+ * removes what was written and frees it. Each -1 with ft_error. Either file
+ * is written a tensor at a time: the host holds one tensor beside the state. */
 typedef struct ft_checkpoint_writer ft_checkpoint_writer;
 int ft_checkpoint_begin(const char *dir, const ft_param_tensor *tensors, size_t count,
                         const ft_checkpoint_state *state, ft_checkpoint_writer **out);
-int ft_checkpoint_write_values(ft_checkpoint_writer *writer, ft_backend *backend, bool on_host);
+int ft_checkpoint_write_values(ft_checkpoint_writer *writer, ft_backend *backend);
 int ft_checkpoint_write_moments(ft_checkpoint_writer *writer, ft_backend *backend, const ft_adamw *optimizer,
                                 const float *host_moments);
+
+/* The values or the moments made by a source, tensor by tensor, for ZeRO's
+ * sharded state: source(context, i, part, to) puts tensor i's values (part
+ * 0), or its exp_avg (0) or exp_avg_sq (1), into `to` (host, the tensor's
+ * count floats), and returns 0, or -1 with ft_error, which stops the file. It
+ * is asked in the file's order, ft_checkpoint_order's, so that the ranks that
+ * write nothing can join the same gathers in the same order. */
+typedef int (*ft_checkpoint_source)(void *context, size_t tensor, int part, float *to);
+int ft_checkpoint_write_values_from(ft_checkpoint_writer *writer, ft_checkpoint_source source, void *context);
+int ft_checkpoint_write_moments_from(ft_checkpoint_writer *writer, ft_checkpoint_source source, void *context);
+/* That order for the values (moments false) or the moments: order[k] =
+ * tensor x parts + part (parts: 1 or 2); a tensor without elements is never
+ * asked for. Returns how many are (at most count x parts). */
+size_t ft_checkpoint_order(const ft_param_tensor *tensors, size_t count, bool moments, size_t *order);
 int ft_checkpoint_finish(ft_checkpoint_writer *writer, int keep_newest);
 void ft_checkpoint_abandon(ft_checkpoint_writer *writer);
 int ft_checkpoint_load_latest_host_moments(const char *dir, ft_backend *backend, const ft_param_tensor *tensors,

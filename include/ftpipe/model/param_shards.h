@@ -33,13 +33,15 @@
  * shard's elements only, in the shard's layout, in the backend's memory or,
  * with offload_optimizer, in its host memory (alloc_host), where AdamW
  * updates them in place (adamw.h). After each step ft_param_shards_refresh
- * casts the master shard into the shard the passes gather. A checkpoint, the
- * result and ft_param_shards_gather_whole gather the whole master copy (the
- * values that are trained and saved), not the rounded weights.
+ * casts the master shard into the shard the passes gather. A checkpoint
+ * (ft_param_values), the result and kept outputs (ft_param_shards_gather_whole)
+ * gather the master copy (the values that are trained and saved), not the
+ * rounded weights.
  *
  * Those whole values are gathered into host memory, unit by unit, through the
  * gather buffers a pass uses: the backend never holds more of the model than
- * while training, and a rank that writes nothing keeps nothing. */
+ * while training, and a rank that writes nothing keeps nothing. A checkpoint
+ * holds one unit at a time (ft_param_values); the result is gathered whole. */
 #ifndef FTPIPE_PARAM_SHARDS_H
 #define FTPIPE_PARAM_SHARDS_H
 
@@ -100,6 +102,19 @@ void ft_param_shards_free(ft_param_shards *shards);
  * others' values stay NULL. release frees them again. */
 int ft_param_shards_gather_whole(ft_param_shards *shards, bool keep);
 void ft_param_shards_release_whole(ft_param_shards *shards);
+
+/* The whole trained values read for a checkpoint, unit by unit, in the order
+ * its file asks for them (checkpoint.h's ft_checkpoint_order), as zero.h's
+ * ft_zero_moments reads the moments: every rank reads the same weights in the
+ * same order; the unit holding a weight is all-gathered when it is not the
+ * one gathered last, into the host memory of the rank that keeps it (keep: it
+ * writes the checkpoint) and nowhere else. read puts weight i's floats (the
+ * master copy's with one) into `to` (NULL on a rank that keeps nothing). -1
+ * with ft_error. */
+typedef struct ft_param_values ft_param_values;
+int ft_param_values_open(ft_param_shards *shards, bool keep, ft_param_values **out);
+int ft_param_values_read(ft_param_values *values, size_t weight, float *to);
+void ft_param_values_close(ft_param_values *values);
 
 /* A resumed checkpoint's values (values[i]: weight i's floats, in host memory,
  * as ft_checkpoint_map_latest gives them): this rank takes its shard's parts,

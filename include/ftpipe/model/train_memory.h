@@ -3,9 +3,10 @@
  *
  * The model's memory plan (weights, adapter, gradients, optimizer, activations)
  * is allocated once; on top of it come the host buffers of the phases that
- * allocate: loading (one tensor converted at a time), saving a checkpoint (the
- * trained tensors and both of AdamW's moments copied to host) and writing the
- * result. The peak is the largest phase. */
+ * allocate: loading (one tensor converted at a time), saving a checkpoint (one
+ * tensor at a time through the file writer's buffer; with ZeRO the writing
+ * rank also holds the span of moments, or ZeRO-3's unit of values, gathered
+ * last) and writing the result. The peak is the largest phase. */
 #ifndef FTPIPE_TRAIN_MEMORY_H
 #define FTPIPE_TRAIN_MEMORY_H
 
@@ -28,6 +29,8 @@ typedef struct {
     uint64_t checkpoint_buffer_bytes; /* host, while saving a checkpoint */
     uint64_t result_buffer_bytes;   /* host, while writing the adapter or model */
     uint64_t runtime_bytes;         /* host: FT_TRAIN_RUNTIME_BYTES and the BLAS threads' */
+    uint64_t result_shard_bytes;    /* host, while writing the result: ZeRO-3's offloaded shards (the weights',
+                                       the master copy's), freed once the result is gathered */
     uint64_t offload_bytes;         /* host, while training: offloaded AdamW state (and with offload_param the
                                        weights' shard) beside the plan (0: none) */
     uint64_t host_peak_bytes;       /* the largest phase, in host memory, of the rank that writes (a node's
@@ -39,6 +42,8 @@ typedef struct {
     const char *peak_phase;         /* "loading", "training", "saving a checkpoint", "writing the result" */
     uint64_t weight_gradient_bytes; /* full fine-tuning: the weights' float gradients in the plan, whole until
                                        ft_train_memory_shard_gradients (0: no weight trained) */
+    uint64_t trained_bytes;         /* every trained value in f32 */
+    uint64_t largest_trained_bytes; /* the largest trained tensor in f32 (LoRA: the whole adapter) */
 } ft_train_memory;
 
 /* on_gpu: the plan lives on a device in bf16 and the host holds the buffers only;
@@ -53,11 +58,11 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
  * rank's peak and every other rank's. */
 uint64_t ft_train_memory_node_host_bytes(const ft_train_memory *memory, int ranks_per_node);
 
-/* ZeRO stage 1 or 2 over `ranks` (zero.h): the plan holds one rank's share of
- * AdamW's moments; a checkpoint gathers the whole moments into the host
- * buffer it writes from, as one rank's checkpoint does (after writing the
- * values). The peaks are one rank's. */
-void ft_train_memory_shard(ft_train_memory *memory, bool on_gpu, int ranks);
+/* ZeRO over `ranks` (zero.h): the plan holds one rank's share of AdamW's
+ * moments; the writing rank gathers a checkpoint's moments span by span, a
+ * layer's, the embeddings' or the final unit's at a time. The peaks are one
+ * rank's. */
+void ft_train_memory_shard(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks);
 
 /* ZeRO stage 2 or 3 of full fine-tuning over `ranks` (grad_shards.h): the
  * weights' float gradients are this rank's shard of them and the windows a

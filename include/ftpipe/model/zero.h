@@ -27,10 +27,9 @@
  * at every stage, its spans as in stage 2.
  *
  * Checkpoints hold whole moments (checkpoint.h), so that a run resumes with
- * another rank count or stage: the moments are gathered into the host buffer
- * the checkpoint is written from (one rank's checkpoint needs that buffer
- * anyway), and on resume a rank takes its shard of them from the mapped
- * files. */
+ * another rank count or stage: they are gathered span by span as the writing
+ * rank writes them (ft_zero_moments), and on resume a rank takes its shard of
+ * them from the mapped files. */
 #ifndef FTPIPE_ZERO_H
 #define FTPIPE_ZERO_H
 
@@ -75,11 +74,20 @@ int ft_zero_step(ft_zero *zero, double learning_rate);
 /* This rank's optimizer: its moments are the shard's (for the memory counters). */
 const ft_adamw *ft_zero_shard_optimizer(const ft_zero *zero);
 
-/* Every rank's moments gathered into host: every tensor's exp_avg in order,
- * then every exp_avg_sq (checkpoint.h's host form). Every rank calls it, a
- * rank that writes no checkpoint with host NULL (it keeps nothing); the
- * backend stages at most ranks x 4 MiB at a time. -1 with ft_error. */
-int ft_zero_gather_moments(ft_zero *zero, float *host);
+/* The moments read for a checkpoint, span by span, in the order its file
+ * asks for them (checkpoint.h's ft_checkpoint_order): every rank opens a
+ * reader and reads the same tensors in the same order; the span holding a
+ * tensor is all-gathered (both moments) when it is not the one gathered last,
+ * into the host memory of the rank that keeps them (keep: it writes the
+ * checkpoint) and nowhere else. So the writing rank holds one span's moments
+ * at a time (a unit's for full fine-tuning at stages 2 and 3; LoRA's adapter
+ * is one span), the others nothing, and the backend stages at most ranks x 4
+ * MiB. read puts tensor i's exp_avg (half 0) or exp_avg_sq (1) into `to`
+ * (NULL on a rank that keeps nothing). -1 with ft_error. */
+typedef struct ft_zero_moments ft_zero_moments;
+int ft_zero_moments_open(ft_zero *zero, bool keep, ft_zero_moments **out);
+int ft_zero_moments_read(ft_zero_moments *moments, size_t tensor, int half, float *to);
+void ft_zero_moments_close(ft_zero_moments *moments);
 
 /* This rank's shard of the moments, and the step count, after a resume:
  * tensor i's exp_avg and exp_avg_sq at exp_avg[i] and exp_avg_sq[i] (a mapped
