@@ -405,7 +405,8 @@ static int report_progress(size_t done, size_t total, void *context)
 /* The model folder and its options: the adapted model, or the base. */
 static int model_options(const eval_run *run, bool adapted, ft_model_options *options, const char **dir)
 {
-    *options = (ft_model_options){run->batch_size, run->max_seq_len, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    *options = (ft_model_options){.max_batch_size = run->batch_size, .max_seq_len = run->max_seq_len,
+                                  .finetuning = FT_FINETUNE_NONE};
     if (adapted && !run->train.full) {
         if (ft_lora_config_load(run->train_dir, &options->lora) != 0)
             return -1;

@@ -115,14 +115,6 @@ static void find_smallest_change(const ft_train_run *run, const ft_model_config 
     /* with ranks: a higher ZeRO stage first, AdamW's state (1), with full
      * fine-tuning's gradients (2), then the weights too (3) */
     bool full = run->model_options.finetuning == FT_FINETUNE_FULL; /* LoRA's gradients stay whole */
-    static const char *const shards[] = {
-        "",
-        "set zero_stage = 1: each of the %d ranks then holds 1 / %d of AdamW's state (needs %s of the %s)",
-        "set zero_stage = 2: each of the %d ranks then holds 1 / %d of AdamW's state and of the gradients (needs %s "
-        "of the %s)",
-        "set zero_stage = 3: each of the %d ranks then holds 1 / %d of AdamW's state%s and of the weights, gathering "
-        "a layer's weights as it uses them (needs %s of the %s)",
-    };
     for (int stage = t->zero_stage + 1; t->ranks > 1 && stage <= 3; stage++) {
         if (ft_train_memory_estimate(config, &options, false, threads, ft_train_save_dtype(config), &memory) < 0)
             continue;
@@ -130,12 +122,21 @@ static void find_smallest_change(const ft_train_run *run, const ft_model_config 
         uint64_t host = ft_train_memory_node_host_bytes(&memory, per_node);
         ft_format_bytes(host, need, sizeof need);
         if (host <= out->host_budget_bytes) {
-            if (stage == 3)
-                snprintf(out->smallest_change, sizeof out->smallest_change, shards[stage], t->ranks, t->ranks,
-                         full ? ", of the gradients" : "", need, have);
+            char *text = out->smallest_change;
+            size_t size = sizeof out->smallest_change;
+            if (stage == 1)
+                snprintf(text, size, "set zero_stage = 1: each of the %d ranks then holds 1 / %d of AdamW's state "
+                                     "(needs %s of the %s)",
+                         t->ranks, t->ranks, need, have);
+            else if (stage == 2)
+                snprintf(text, size, "set zero_stage = 2: each of the %d ranks then holds 1 / %d of AdamW's state "
+                                     "and of the gradients (needs %s of the %s)",
+                         t->ranks, t->ranks, need, have);
             else
-                snprintf(out->smallest_change, sizeof out->smallest_change, shards[stage], t->ranks, t->ranks, need,
-                         have);
+                snprintf(text, size, "set zero_stage = 3: each of the %d ranks then holds 1 / %d of AdamW's state%s "
+                                     "and of the weights, gathering a layer's weights as it uses them (needs %s of "
+                                     "the %s)",
+                         t->ranks, t->ranks, full ? ", of the gradients" : "", need, have);
             return;
         }
     }

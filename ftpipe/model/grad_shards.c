@@ -1,4 +1,4 @@
-/* grad_shards: the shard of full fine-tuning's gradients, the windows a pass
+/* grad_shards: the shard of full fine-tuning's gradients, the window a pass
  * writes into, and the reduce-scatters between them. */
 #include "ftpipe/model/grad_shards.h"
 
@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
 #include "model_internal.h"
@@ -29,18 +30,7 @@ struct ft_grad_shards {
 static const ft_grad_shard_calls calls = {ft_grad_shards_window, ft_grad_shards_unit_done, ft_grad_shards_finish,
                                           ft_grad_shards_zero};
 
-static size_t unit_of(const ft_grad_shards *g, size_t offset)
-{
-    size_t low = 0, high = g->n_units;
-    while (high - low > 1) {
-        size_t middle = (low + high) / 2;
-        if (g->units[middle].first <= offset)
-            low = middle;
-        else
-            high = middle;
-    }
-    return low;
-}
+static size_t unit_of(const ft_grad_shards *g, size_t offset) { return ft_param_unit_at(g->units, g->n_units, offset); }
 
 /* This micro-batch's gradients of a unit (in `from`) added over the ranks to
  * the sums in this rank's shard. The sums so far enter the collective through
@@ -136,11 +126,13 @@ static void plan(ft_grad_shards *g)
 
 int ft_grad_shards_create(ft_model *model, ft_comm *comm, ft_param_shards *params, ft_grad_shards **out)
 {
-    if (model->options.gradient_shards != comm->size || model->grads || model->grad_shards)
-        return ft_error("the model's gradients are planned for %d ranks, and %s: load it with gradient_shards = %d "
-                        "for ZeRO-2 or 3 over %d ranks",
-                        model->options.gradient_shards, model->grads ? "allocated whole" : "already sharded",
-                        comm->size, comm->size);
+    if (model->grad_shards)
+        return ft_error("the model's gradients are sharded already: free those shards first");
+    if (model->options.gradient_shards != comm->size || model->grads)
+        return ft_error("the model was loaded with %s (gradient_shards = %d): for ZeRO-2 or 3 over %d ranks load it "
+                        "with gradient_shards = %d",
+                        model->grads ? "whole gradients" : "its gradients planned for other ranks",
+                        model->options.gradient_shards, comm->size, comm->size);
     ft_backend *b = model->backend;
     ft_grad_shards *g = ft_xcalloc(1, sizeof *g);
     *g = (ft_grad_shards){.model = model, .comm = comm, .params = params};
@@ -174,6 +166,31 @@ void ft_grad_shards_free(ft_grad_shards *g)
         b->free(b, g->window);
     free(g->units);
     free(g);
+}
+
+int ft_grad_shards_time_reduce(ft_grad_shards *g, int repeats, ft_all_reduce_timing *out)
+{
+    ft_backend *b = g->model->backend;
+    out->bytes = 0;
+    for (size_t u = 0; u < g->n_units; u++)
+        out->bytes += g->units[u].count * sizeof(float);
+    out->seconds = 0.0;
+    for (int r = 0; r < repeats; r++) {
+        uint64_t start = ft_now_ns();
+        for (size_t u = 0; u < g->n_units; u++) {
+            b->zero(b, g->window, g->units[u].count * sizeof(float));
+            if (reduce_unit(g, &g->units[u], g->window) < 0)
+                return ft_error_context("the preflight reduce-scatter");
+        }
+        if (b->check(b) < 0)
+            return ft_error_context("the preflight reduce-scatter");
+        double seconds = (double)(ft_now_ns() - start) * 1e-9;
+        if (r == 0 || seconds < out->seconds)
+            out->seconds = seconds;
+    }
+    double factor = (double)(g->comm->size - 1) / g->comm->size;
+    out->bus_bytes_per_s = out->seconds > 0.0 ? (double)out->bytes * factor / out->seconds : 0.0;
+    return 0;
 }
 
 const ft_param_unit *ft_grad_shards_units(const ft_grad_shards *g, size_t *count)

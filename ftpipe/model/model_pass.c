@@ -687,8 +687,9 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
             b->embedding_backward(b, grad_embed, act->grad_residual, act->tokens, p.rows, hidden);
         }
     }
+    int ended = model->shards ? model->shard_calls->end_pass(model->shards) : 0;
     int reduced = backward && model->grad_shards ? model->grad_calls->finish(model->grad_shards) : 0;
-    if ((model->shards && model->shard_calls->end_pass(model->shards) < 0) || reduced < 0)
+    if (ended < 0 || reduced < 0) /* the reduce-scatter's message, when both failed */
         return -1;
     return b->check(b);
 }

@@ -720,17 +720,22 @@ bool ft_param_shards_offloaded(const ft_param_shards *s) { return s->offload; }
 size_t ft_param_shards_shard_bytes(const ft_param_shards *s) { return s->shard_elements * s->element_bytes; }
 size_t ft_param_shards_gathered_bytes(const ft_param_shards *s) { return s->gathered_bytes; }
 
-static size_t unit_of(const ft_param_shards *s, size_t offset)
+size_t ft_param_unit_at(const ft_param_unit *units, size_t n_units, size_t offset)
 {
-    size_t low = 0, high = s->n_units;
+    size_t low = 0, high = n_units;
     while (high - low > 1) {
         size_t middle = (low + high) / 2;
-        if (s->units[middle].first <= offset)
+        if (units[middle].first <= offset)
             low = middle;
         else
             high = middle;
     }
     return low;
+}
+
+static size_t unit_of(const ft_param_shards *s, size_t offset)
+{
+    return ft_param_unit_at(s->units, s->n_units, offset);
 }
 
 /* Unit u's slot: the one holding it, else (gathering it) an empty one, else

@@ -171,7 +171,7 @@ typedef struct {
     ft_zero *zero;              /* ZeRO stage 1, 2 or 3 over the ranks; NULL: each rank holds the whole optimizer */
     ft_param_shards *params;    /* ZeRO-3's weights; NULL: each rank holds them whole */
     ft_grad_shards *grad_shards; /* ZeRO-2 and 3 of full fine-tuning: the weights' gradients; NULL: whole */
-    bool trains_weights;        /* full fine-tuning under ZeRO-3: the trained tensors are the sharded weights */
+    bool shards_weights;        /* full fine-tuning under ZeRO-3: the trained tensors are the sharded weights */
     ft_comm *comm;              /* NULL: one rank */
     int rank, ranks;
     ft_grad_buckets buckets;
@@ -210,6 +210,21 @@ static double epochs_done(const trainer *t)
 }
 
 static bool saves_checkpoints(const trainer *t) { return !t->comm || t->options->saves_checkpoints; }
+
+/* A step that may fail on some ranks only (an allocation), agreed on before
+ * any rank goes on to collectives the others would skip: -1 when any rank
+ * failed, with this rank's ft_error or one naming the others. */
+static int agree_over_ranks(ft_comm *comm, int status, const char *what)
+{
+    double failed = status < 0;
+    if (!comm)
+        return status;
+    if (comm->all_reduce_sum(comm, &failed, 1, FT_COMM_F64) < 0)
+        return ft_error_context("%s", what);
+    if (status < 0)
+        return -1;
+    return failed > 0 ? ft_error("%s: %.0f other rank(s) failed (their logs say why)", what, failed) : 0;
+}
 
 /* Sharded state read into a checkpoint's file in the file's order
  * (ft_checkpoint_order): ZeRO's moments or ZeRO-3's values. */
@@ -262,11 +277,12 @@ static int save_sharded(trainer *t)
     int written = saves_checkpoints(t) ? ft_checkpoint_begin(t->options->checkpoint_dir, t->tensors, t->n_tensors,
                                                              &t->state, &writer)
                                        : 0;
-    bool keep = writer != NULL;
+    bool keep = writer && written == 0;
     int gathered = 0;
-    if (t->trains_weights) {
+    if (t->shards_weights) {
         sharded_file values = {0};
-        gathered = ft_param_values_open(t->params, keep, &values.values);
+        gathered = agree_over_ranks(t->comm, ft_param_values_open(t->params, keep, &values.values),
+                                    "gathering a checkpoint's values");
         if (gathered == 0)
             gathered = gather_file(t, writer, &written, &values);
         ft_param_values_close(values.values);
@@ -275,7 +291,8 @@ static int save_sharded(trainer *t)
     }
     sharded_file moments = {0};
     if (gathered == 0)
-        gathered = ft_zero_moments_open(t->zero, keep, &moments.moments);
+        gathered = agree_over_ranks(t->comm, ft_zero_moments_open(t->zero, keep, &moments.moments),
+                                    "gathering a checkpoint's moments");
     if (gathered == 0)
         gathered = gather_file(t, writer, &written, &moments);
     ft_zero_moments_close(moments.moments);
@@ -326,10 +343,11 @@ static int add_over_ranks(trainer *t, double *loss_sum, int64_t *n_tokens)
     return 0;
 }
 
-/* ZeRO-3 gathers the weights during every pass, so every rank must run as
- * many passes as rank 0 (which has the most rows): a rank left with fewer
- * rows at an epoch's end runs passes of one padding token, which train on
- * nothing and add exact zeros to the gradients. */
+/* ZeRO-3 gathers the weights during every pass, and full fine-tuning at
+ * stages 2 and 3 reduce-scatters each unit's gradients during backward, so
+ * every rank must run as many passes as rank 0 (which has the most rows): a
+ * rank left with fewer rows at an epoch's end runs passes of one padding
+ * token, which train on nothing and add exact zeros to the gradients. */
 static int pad_micro_batches(trainer *t, int64_t rows, int64_t rows_per_rank, int done, int64_t denominator)
 {
     int64_t first, most_rows;
@@ -532,9 +550,9 @@ static int resume(trainer *t, ft_train_result *out)
         ft_checkpoint_mapped mapped;
         found = ft_checkpoint_map_latest(o->checkpoint_dir, t->tensors, t->n_tensors, t->state.run_id, &loaded,
                                          &mapped);
-        if (found == 1 && t->trains_weights && ft_param_shards_take_values(t->params, mapped.values) < 0)
+        if (found == 1 && t->shards_weights && ft_param_shards_take_values(t->params, mapped.values) < 0)
             found = -1;
-        for (size_t i = 0; found == 1 && !t->trains_weights && i < t->n_tensors; i++) /* whole on every rank */
+        for (size_t i = 0; found == 1 && !t->shards_weights && i < t->n_tensors; i++) /* whole on every rank */
             backend->upload(backend, t->tensors[i].value, mapped.values[i], t->tensors[i].count * sizeof(float));
         if (found == 1)
             ft_zero_take_moments(t->zero, mapped.exp_avg, mapped.exp_avg_sq, loaded.global_step);
@@ -608,13 +626,22 @@ static int preflight(trainer *t)
 {
     if (!t->comm)
         return 0;
-    ft_all_reduce_timing timing;
-    if (ft_grad_buckets_time_all_reduce(&t->buckets, t->comm, ft_model_backend(t->model), 3, &timing) < 0)
+    ft_all_reduce_timing timing = {0}, sharded = {0};
+    if ((t->buckets.n_buckets &&
+         ft_grad_buckets_time_all_reduce(&t->buckets, t->comm, ft_model_backend(t->model), 3, &timing) < 0) ||
+        (t->grad_shards && ft_grad_shards_time_reduce(t->grad_shards, 3, &sharded) < 0))
         return -1;
-    t->predicted_comm_s = timing.seconds;
-    note(t, "preflight: an all-reduce of the %.1f KiB of gradients over %d ranks (%s) takes %.3f ms: bus bandwidth "
-            "%.3f GB/s",
-         (double)timing.bytes / 1024.0, t->ranks, t->comm->name, timing.seconds * 1e3, timing.bus_bytes_per_s * 1e-9);
+    t->predicted_comm_s = timing.seconds + sharded.seconds;
+    if (t->buckets.n_buckets)
+        note(t, "preflight: an all-reduce of the %.1f KiB of gradients over %d ranks (%s) takes %.3f ms: bus "
+                "bandwidth %.3f GB/s",
+             (double)timing.bytes / 1024.0, t->ranks, t->comm->name, timing.seconds * 1e3,
+             timing.bus_bytes_per_s * 1e-9);
+    if (t->grad_shards) /* ZeRO-2 and 3 of full fine-tuning, per micro-batch */
+        note(t, "preflight: reduce-scattering the %.1f KiB of the weights' gradients unit by unit over %d ranks (%s) "
+                "takes %.3f ms: bus bandwidth %.3f GB/s",
+             (double)sharded.bytes / 1024.0, t->ranks, t->comm->name, sharded.seconds * 1e3,
+             sharded.bus_bytes_per_s * 1e-9);
     return 0;
 }
 
@@ -642,7 +669,7 @@ static void add_compute_time(trainer *t, uint64_t wall_ns, uint64_t cpu_ns)
 static int keep_checkpoint(trainer *t)
 {
     const ft_train_callbacks *callbacks = &t->options->callbacks;
-    bool gather = t->trains_weights;
+    bool gather = t->shards_weights;
     if (!callbacks->on_save && !gather)
         return 0;
     if (gather && ft_param_shards_gather_whole(t->params, callbacks->on_save != NULL) < 0)
@@ -741,10 +768,12 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
                         "the same ranks");
     if (t.comm && options->zero_stage == 3) { /* a model loaded sharded, or left so by a run (LoRA), stays so */
         t.params = ft_model_param_shards(model);
-        if (!t.params && ft_param_shards_create(model, t.comm, options->offload_param, options->offload_optimizer,
-                                                &t.params) < 0)
-            return -1;
-        t.trains_weights = full;
+        int made = t.params ? 0
+                            : ft_param_shards_create(model, t.comm, options->offload_param, options->offload_optimizer,
+                                                     &t.params);
+        if (agree_over_ranks(t.comm, made, "sharding the weights (ZeRO-3)") < 0)
+            return -1; /* shards made here are the model's now, freed with it */
+        t.shards_weights = full;
         size_t shard = ft_param_shards_shard_bytes(t.params);
         bool offloaded = ft_param_shards_offloaded(t.params);
         out->parameter_bytes = ft_param_shards_gathered_bytes(t.params) + (offloaded ? 0 : shard) +
@@ -756,19 +785,20 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     }
     /* full fine-tuning at stage 2 or 3: the weights' gradients in shards (grad_shards.h) */
     bool shard_grads = t.comm && options->zero_stage >= 2 && ft_model_trains_weights(model);
-    if (!shard_grads && ft_model_gradient_shards(model) > 1) {
-        ft_param_shards_free(t.params);
+    if (!shard_grads && ft_model_gradient_shards(model) > 1) /* so no ZeRO-3 shards were made here */
         return ft_error("the model was loaded with gradient_shards = %d, for ZeRO-2 or 3 over that many ranks, but "
                         "trains with zero_stage = %d over %d rank%s: load it with gradient_shards = 0",
                         ft_model_gradient_shards(model), options->zero_stage, t.ranks, t.ranks == 1 ? "" : "s");
-    }
-    if ((shard_grads && ft_grad_shards_create(model, t.comm, t.params, &t.grad_shards) < 0) ||
-        (t.comm && options->zero_stage > 0
-             ? ft_zero_create(backend, t.comm, options->zero_stage, t.trains_weights ? t.params : NULL,
-                              t.grad_shards, t.tensors, t.n_tensors, &options->adamw, options->offload_optimizer,
-                              &t.zero) < 0
-             : (options->offload_optimizer ? ft_adamw_create_offloaded : ft_adamw_create)(
-                   backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer) < 0)) {
+    int made = shard_grads ? ft_grad_shards_create(model, t.comm, t.params, &t.grad_shards) : 0;
+    if (made == 0 && t.comm && options->zero_stage > 0)
+        made = ft_zero_create(backend, t.comm, options->zero_stage, t.shards_weights ? t.params : NULL, t.grad_shards,
+                              t.tensors, t.n_tensors, &options->adamw, options->offload_optimizer, &t.zero);
+    else if (made == 0)
+        made = (options->offload_optimizer ? ft_adamw_create_offloaded : ft_adamw_create)(
+            backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer);
+    if (agree_over_ranks(t.comm, made, "setting up the optimizer") < 0) {
+        ft_adamw_free(t.optimizer);
+        ft_zero_free(t.zero);
         ft_grad_shards_free(t.grad_shards);
         ft_param_shards_free(t.params);
         return -1;
@@ -829,7 +859,7 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     /* Full fine-tuning's result is the weights: gathered whole into the host
      * memory of the ranks that write it, once the optimizer is freed. LoRA's
      * model stays sharded, its adapter whole on every rank. */
-    if (status == 0 && t.trains_weights)
+    if (status == 0 && t.shards_weights)
         status = ft_param_shards_unshard(t.params, saves_checkpoints(&t));
     else if (t.params && status < 0) /* a failed run: its collectives may be gone */
         ft_param_shards_free(t.params);

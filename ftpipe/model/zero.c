@@ -243,7 +243,9 @@ int ft_zero_step(ft_zero *z, double learning_rate)
     ft_adamw_step(z->optimizer, learning_rate);
     for (size_t s = 0; s < z->n_spans; s++) {
         span *sp = &z->spans[s];
-        if (sp->values && sp->per_rank > 0 && /* ZeRO-3's shards are the values: the next pass gathers them */ z->comm->all_gather(z->comm, sp->owned_values, sp->values, sp->per_rank * sizeof(float)) < 0)
+        /* ZeRO-3's shards are the values (no whole ones here): the next pass gathers them */
+        if (sp->values && sp->per_rank > 0 &&
+            z->comm->all_gather(z->comm, sp->owned_values, sp->values, sp->per_rank * sizeof(float)) < 0)
             return ft_error_context("all-gathering the updated values over the ranks (ZeRO-%d)", z->stage);
     }
     return 0;

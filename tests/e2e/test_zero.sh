@@ -329,6 +329,32 @@ t_run env FTPIPE_MEMORY=58M "$FTPIPE" -C "$W" adapter
 t_expect_status 0
 t_end
 
+t_case "full fine-tuning on 8 layers that fits with neither stage 0 nor 1 names zero_stage = 2 with its figure, and fits with it"
+zero_workspace "max_steps = 2" "nproc_per_node = 2" "finetuning_type = full"
+sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512\n	num_hidden_layers = 8/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" data/train_set
+t_expect_status 0
+t_run env FTPIPE_MEMORY=142M "$FTPIPE" -C "$W" adapter # below stage 1's peak, above stage 2's
+t_expect_fail
+t_expect_contains "stage adapter would need 181.3 MiB of host memory"
+t_expect_contains "but 142.0 MiB is available: set zero_stage = 2: each of the 2 ranks then holds 1 / 2 of AdamW's state and of the gradients (needs 135.4 MiB of the 142.0 MiB)"
+printf '\tzero_stage = 2\n' >> "$W/Ftpipe"
+t_run env FTPIPE_MEMORY=142M "$FTPIPE" -C "$W" adapter
+t_expect_status 0
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "float gradients on rank 0: "
+t_expect_contains "preflight: reduce-scattering the "
+t_expect_lacks "preflight: an all-reduce of the 0.0 KiB"
+python3 - "$W" <<'PY' || t_fail "rank 0 holds the float gradients whole at ZeRO-2"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1] + "/.ftpipe/state.db")
+def metric(name):
+    return db.execute("select value from metrics where name = ? order by run_id desc, step desc limit 1", (name,)).fetchone()[0]
+weights, gradients = metric("parameter_bytes"), metric("gradient_bytes") # f32: whole weights, their gradients' shard and window
+assert weights / 2 < gradients < weights * 0.7, (weights, gradients)
+PY
+t_end
+
 t_case "LoRA on 8 layers that fits with neither stage 0 nor 1 names zero_stage = 3 with its figure, and fits with it"
 zero_workspace "max_steps = 2" "nproc_per_node = 2"
 sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512\n	num_hidden_layers = 8/" "$W/Ftpipe"

@@ -23,6 +23,7 @@
 #include <stddef.h>
 
 #include "ftpipe/backend/comm.h"
+#include "ftpipe/model/data_parallel.h"
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/param_shards.h"
 
@@ -45,15 +46,23 @@ float *ft_grad_shards_shard(const ft_grad_shards *grads);
  * whole layout goes (its unit's window, opened and zeroed if it is not). */
 float *ft_grad_shards_window(ft_grad_shards *grads, size_t offset);
 /* For model_pass: the unit holding `offset` has its gradients of this pass;
- * its window is reduce-scattered into the shards (nothing if not open). */
+ * the window is reduce-scattered into the shards (nothing if that unit is not
+ * the one open). */
 void ft_grad_shards_unit_done(ft_grad_shards *grads, size_t offset);
-/* The end of backward: the windows still open are reduce-scattered. -1 with
+/* The end of backward: the unit still open is reduce-scattered. -1 with
  * ft_error when a collective of the pass failed. */
 int ft_grad_shards_finish(ft_grad_shards *grads);
 /* The shard to zero, for the next step. */
 void ft_grad_shards_zero(ft_grad_shards *grads);
 
-/* The backend memory it holds: the shard and the windows. */
+/* The backend memory it holds: the shard and the window. */
 size_t ft_grad_shards_bytes(const ft_grad_shards *grads);
+
+/* The preflight (data_parallel.h's, for sharded gradients): every unit's
+ * window, zeroed, reduce-scattered into the shards, which it leaves as they
+ * are; the fastest of `repeats` rounds, waited for on the backend. bytes: the
+ * units'; bus_bytes_per_s: NCCL's measure for a reduce-scatter, bytes x
+ * (n - 1) / n per second. -1 with ft_error. */
+int ft_grad_shards_time_reduce(ft_grad_shards *grads, int repeats, ft_all_reduce_timing *out);
 
 #endif

@@ -48,7 +48,7 @@ typedef struct {
     bool freeze_language_model;
     /* Full fine-tuning at ZeRO stage 2 or 3 over this many ranks: the model
      * allocates no whole float gradients, and the trainer gives it grad_shards.h's
-     * shard and windows before training. 0 or 1: whole gradients. */
+     * shard and window before training. 0 or 1: whole gradients. */
     int gradient_shards;
 } ft_model_options;
 
@@ -82,7 +82,7 @@ typedef struct ft_model ft_model;
 
 /* The float gradients of the language model's weights a rank holds in full
  * fine-tuning: whole (ranks <= 1), or with gradient_shards = ranks its shard
- * of them and the windows a pass writes into (grad_shards.h). */
+ * of them and the window a pass writes into (grad_shards.h). */
 size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int ranks);
 
 /* The memory a model of this config would take with these options on a backend

@@ -66,6 +66,8 @@ typedef struct ft_param_shards ft_param_shards;
  * gradients of full fine-tuning the same way. */
 ft_param_unit *ft_param_units_plan(const ft_model *model, const size_t *weight_offsets, int ranks, size_t *n_units,
                                    size_t *shard_elements);
+/* The unit holding element `offset` of the whole layout. */
+size_t ft_param_unit_at(const ft_param_unit *units, size_t n_units, size_t offset);
 
 /* Loads a model as ft_model_load does, but with ZeRO-3's shards over comm's
  * ranks from the start: each unit is read into a gathered unit's buffer (in

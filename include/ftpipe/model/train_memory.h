@@ -65,7 +65,7 @@ uint64_t ft_train_memory_node_host_bytes(const ft_train_memory *memory, int rank
 void ft_train_memory_shard(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks);
 
 /* ZeRO stage 2 or 3 of full fine-tuning over `ranks` (grad_shards.h): the
- * weights' float gradients are this rank's shard of them and the windows a
+ * weights' float gradients are this rank's shard of them and the window a
  * pass writes into (ft_model_weight_gradient_bytes). Nothing changes
  * without trained weights (LoRA's gradients stay whole). */
 void ft_train_memory_shard_gradients(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks);

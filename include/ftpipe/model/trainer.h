@@ -167,7 +167,7 @@ typedef struct {
     size_t master_host_bytes;         /* ZeRO-3 with offload_optimizer: the master copy's shard, in host memory */
     size_t gradient_bytes;            /* this rank's float gradients in the backend's memory: every trained
                                        * tensor's, or at ZeRO-2 and 3 of full fine-tuning the weights' shard
-                                       * and the windows a pass writes into (grad_shards.h) */
+                                       * and the window a pass writes into (grad_shards.h) */
 } ft_train_result;
 
 /* Trains the model's trainable tensors on the shards' rows, resuming from the
