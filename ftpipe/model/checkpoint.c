@@ -206,11 +206,21 @@ static const float *part_of(const producing *p, size_t i, int part, bool *on_hos
     return sources[part];
 }
 
+static size_t test_fail_after, test_made; /* ft_checkpoint_test_fail_after */
+
+void ft_checkpoint_test_fail_after(size_t tensors)
+{
+    test_fail_after = tensors;
+    test_made = 0;
+}
+
 /* One tensor of the file into the writer's buffer: from its source, or
  * downloaded from the backend, so that the host holds one tensor at a time. */
 static int produce(void *context, size_t index, void *buffer, size_t size_bytes)
 {
     const producing *p = context;
+    if (test_fail_after && ++test_made > test_fail_after)
+        return ft_error("a checkpoint failing on purpose after %zu tensors (a test)", test_fail_after);
     int parts = p->moments ? 2 : 1;
     size_t i = index / (size_t)parts;
     int part = (int)(index % (size_t)parts);

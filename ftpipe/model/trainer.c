@@ -304,13 +304,15 @@ static int save_sharded(trainer *t)
 
 static int save(trainer *t)
 {
-    if ((!saves_checkpoints(t) && !t->zero) || !t->options->checkpoint_dir || t->saved_step == t->state.global_step)
+    if (!t->options->checkpoint_dir || t->saved_step == t->state.global_step)
         return 0;
     ft_backend *backend = ft_model_backend(t->model);
     const char *dir = t->options->checkpoint_dir;
-    int status;
+    int status = 0;
     if (t->zero) {
         status = save_sharded(t);
+    } else if (!saves_checkpoints(t)) {
+        /* another rank writes it */
     } else if (ft_adamw_host_moments(t->optimizer)) { /* offloaded: the moments are host memory already */
         status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors,
                                                  ft_adamw_host_moments(t->optimizer), &t->state,
@@ -319,9 +321,13 @@ static int save(trainer *t)
         status = ft_checkpoint_save(dir, backend, t->tensors, t->n_tensors, t->optimizer, &t->state,
                                     t->options->save_total_limit);
     }
-    if (status < 0)
+    /* every rank stops when the checkpoint failed, rather than training on
+     * towards a collective the writing rank never joins */
+    if (agree_over_ranks(t->comm, status, "saving a checkpoint") < 0)
         return -1;
     t->saved_step = t->state.global_step;
+    if (!t->zero && !saves_checkpoints(t))
+        return 0;
     uint64_t bytes, largest_file_bytes;
     ft_checkpoint_size(t->tensors, t->n_tensors, &bytes, &largest_file_bytes);
     t->result->checkpoint_bytes_written += bytes;

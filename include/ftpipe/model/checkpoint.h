@@ -71,6 +71,11 @@ int ft_checkpoint_write_moments(ft_checkpoint_writer *writer, ft_backend *backen
 typedef int (*ft_checkpoint_source)(void *context, size_t tensor, int part, float *to);
 int ft_checkpoint_write_values_from(ft_checkpoint_writer *writer, ft_checkpoint_source source, void *context);
 int ft_checkpoint_write_moments_from(ft_checkpoint_writer *writer, ft_checkpoint_source source, void *context);
+/* A test hook, never called by the program: the checkpoint files written from
+ * now on fail once this many tensors have been made for them, over all files
+ * (0: never), as a full disk would mid-file. */
+void ft_checkpoint_test_fail_after(size_t tensors);
+
 /* That order for the values (moments false) or the moments: order[k] =
  * tensor x parts + part (parts: 1 or 2); a tensor without elements is never
  * asked for. Returns how many are (at most count x parts). */

@@ -4,8 +4,9 @@
  * (stage 3 of full fine-tuning: the updated shard is the weights' shard,
  * param_shards.h, gathered by the next pass instead).
  *
- * The trained tensors are cut into spans, runs of tensors whose values and
- * gradients both lie back to back (LoRA's are one allocation, so one span).
+ * The trained tensors are cut into spans, runs of tensors of one decoder
+ * layer (or of none) whose values and gradients both lie back to back: a
+ * layer's LoRA adapters (one allocation), a layer's weights, the embeddings.
  * Every span is split evenly: rank r owns elements [r x per, (r + 1) x per)
  * with per = count / ranks; the last count - ranks x per elements (fewer than
  * the ranks) are updated by every rank alike, which is cheaper than sending
@@ -80,9 +81,10 @@ const ft_adamw *ft_zero_shard_optimizer(const ft_zero *zero);
  * tensor is all-gathered (both moments) when it is not the one gathered last,
  * into the host memory of the rank that keeps them (keep: it writes the
  * checkpoint) and nowhere else. So the writing rank holds one span's moments
- * at a time (a unit's for full fine-tuning at stages 2 and 3; LoRA's adapter
- * is one span), the others nothing, and the backend stages at most ranks x 4
- * MiB. read puts tensor i's exp_avg (half 0) or exp_avg_sq (1) into `to`
+ * at a time (a layer's, the embeddings', the final norm's with an untied
+ * head; that last span comes first and last in a file's order, by name, and
+ * is gathered twice), the others nothing, and the backend stages at most
+ * ranks x 4 MiB. read puts tensor i's exp_avg (half 0) or exp_avg_sq (1) into `to`
  * (NULL on a rank that keeps nothing). -1 with ft_error. */
 typedef struct ft_zero_moments ft_zero_moments;
 int ft_zero_moments_open(ft_zero *zero, bool keep, ft_zero_moments **out);

@@ -33,6 +33,7 @@
  *     close to the uninterrupted run as running with those ranks throughout
  *     is (what reordering the sums does), and bit for bit with 2 ranks at
  *     stage 1 and at stage 2 with offload. */
+#include <dirent.h>
 #include <math.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +44,7 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/checkpoint.h"
 #include "ftpipe/model/model_init.h"
 #include "ftpipe/model/param_shards.h"
 #include "ftpipe/model/trainer.h"
@@ -95,7 +97,12 @@ typedef struct {
     size_t parameter_bytes, parameter_host_bytes; /* rank 0's */
     size_t master_bytes, master_host_bytes;       /* rank 0's */
     size_t gradient_bytes;                        /* rank 0's */
+    char error[512];                              /* rank 0's ft_error when the run failed */
 } run_result;
+
+/* A case's: rank 0's checkpoint files fail once this many tensors are made
+ * (checkpoint.h's test hook; 0: never), and every rank must then fail. */
+static size_t rank0_checkpoint_fails_after;
 
 /* Trains a fresh model in shape.ranks forked ranks; every other rank checks
  * that it ends with rank 0's bytes, or (ZeRO-3 of full fine-tuning, whose
@@ -149,8 +156,13 @@ static run_result run(const char *data_dir, run_shape shape)
         check_case_failed = 1;
     }
     ft_train_result result = {0};
+    if (rank == 0)
+        ft_checkpoint_test_fail_after(rank0_checkpoint_fails_after);
     out.status = model ? ft_train(model, shards, &options, &result) : -1;
-    if (out.status < 0 && shape.cancel_after == 0)
+    ft_checkpoint_test_fail_after(0);
+    if (out.status < 0)
+        snprintf(out.error, sizeof out.error, "%s", ft_error_message());
+    if (out.status < 0 && shape.cancel_after == 0 && !rank0_checkpoint_fails_after)
         fprintf(stderr, "  rank %d: %s\n", rank, ft_error_message());
     out.optimizer_state_bytes = result.optimizer_state_bytes;
     out.parameter_bytes = result.parameter_bytes;
@@ -180,6 +192,7 @@ static run_result run(const char *data_dir, run_shape shape)
         ft_comm_destroy(comm);
         if (rank != 0)
             _exit(check_case_failed || shared != 0 || holds == writer_only ||
+                  (rank0_checkpoint_fails_after && (out.status == 0 || !strstr(out.error, "1 other rank(s) failed"))) ||
                   (holds && memcmp(rank0, out.values, out.count * sizeof(float)) != 0));
         free(rank0);
         for (int k = 1; k < shape.ranks; k++) {
@@ -555,6 +568,46 @@ TEST(lora_stage_3_matches_stage_0) { stage_3_matches_stage_0(FT_FINETUNE_LORA); 
 
 TEST(full_fine_tuning_stage_3_matches_stage_0) { stage_3_matches_stage_0(FT_FINETUNE_FULL); }
 
+/* The entries of a folder ("." and ".." aside); -1 when it cannot be read. */
+static int entries_in(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* Rank 0's checkpoint failing mid-file (in the values, then in the moments)
+ * at ZeRO-3 of full fine-tuning stops every rank with no checkpoint left: the
+ * other ranks joined the gathers in the file's order to its end (the writer
+ * went on keeping nothing), then learn of the failure; none hangs. */
+TEST(a_checkpoint_failing_mid_file_stops_every_rank)
+{
+    char *data = write_data("failing", 26);
+    ft_model_config config;
+    CHECK_INT(ft_model_config_load(model_dir, &config), 0);
+    size_t n_weights = 0;
+    ft_param_tensor *weights = ft_model_weight_list(&config, &n_weights);
+    ft_model_weight_list_free(weights, n_weights);
+    for (int in_moments = 0; in_moments <= 1; in_moments++) {
+        char *dir = ft_path_join(root, in_moments ? "failing_moments" : "failing_values");
+        run_shape shape = {2, 3, 2, 2, FT_FINETUNE_FULL, dir, 0, false, false};
+        rank0_checkpoint_fails_after = in_moments ? n_weights + 3 : 3;
+        run_result r = run(data, shape);
+        rank0_checkpoint_fails_after = 0;
+        CHECK_INT(r.status, -1);
+        CHECK(strstr(r.error, "a checkpoint failing on purpose after") != NULL);
+        CHECK_INT(entries_in(dir), 0); /* neither checkpoint-2 nor its folder aside */
+        free(r.values);
+        free(dir);
+    }
+    free(data);
+}
+
 /* A model loaded for sharded gradients allocated none: a run that would not
  * shard them (here one rank) is refused, saying how to load it instead. */
 TEST(a_model_loaded_for_sharded_gradients_refuses_whole_ones)
@@ -596,6 +649,7 @@ int main(void)
     RUN(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0);
     RUN(a_zero_3_checkpoint_of_the_master_copy_resumes_with_zero_1_on_2);
     RUN(a_zero_1_checkpoint_of_2_ranks_resumes_with_zero_3_on_4);
+    RUN(a_checkpoint_failing_mid_file_stops_every_rank);
     RUN(a_model_loaded_for_sharded_gradients_refuses_whole_ones);
     ft_backend_destroy(cpu);
     free(model_dir);
