@@ -77,8 +77,11 @@ static int check_memory(ft_train_run *run, const ft_backend *backend)
 {
     ft_model_config config;
     ft_memory_plan plan;
+    ft_model_options options = run->model_options; /* AdamW whole: its share and offload are applied below */
+    options.optimizer_shards = 0;
+    options.optimizer_offloaded = false;
     if (ft_language_model_config_load(run->model_dir, &config) < 0 ||
-        ft_model_plan_memory(&config, &run->model_options, backend->dtype, &plan) < 0)
+        ft_model_plan_memory(&config, &options, backend->dtype, &plan) < 0)
         return -1;
     int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
     if (run->train_options.zero_stage > 0) { /* each rank holds its share of AdamW's state */

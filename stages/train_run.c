@@ -393,6 +393,8 @@ int ft_train_read_parameters(ft_train_run *run)
         return -1;
     /* full fine-tuning at ZeRO-2 and 3 shards the weights' gradients (grad_shards.h); zero_stage is 0 on one rank */
     m->gradient_shards = !lora && !m->freeze_language_model && t->zero_stage >= 2 ? ranks : 0;
+    m->optimizer_shards = t->zero_stage >= 1 ? ranks : 0; /* the device plan: one rank's share of AdamW */
+    m->optimizer_offloaded = t->offload_optimizer && t->zero_stage >= 1;
     if (m->train_projector && t->zero_stage == 3)
         return ft_stage_fail(stage, "zero_stage = 3 does not shard a trained projector yet: use zero_stage = 0, 1 or "
                                     "2 to train it");

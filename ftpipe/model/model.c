@@ -115,8 +115,9 @@ static int check_options(const ft_model_config *config, const ft_model_options *
                         "model (finetuning_type = full); with LoRA, name its layers in lora_target");
     if (options->freeze_language_model && !options->train_projector)
         return ft_error("with the language model frozen nothing is left to train: train the projector");
-    if (options->gradient_shards < 0)
-        return ft_error("gradient_shards = %d: expected the ranks of ZeRO-2 or 3, or 0", options->gradient_shards);
+    if (options->gradient_shards < 0 || options->optimizer_shards < 0)
+        return ft_error("gradient_shards = %d, optimizer_shards = %d: expected ZeRO's ranks, or 0",
+                        options->gradient_shards, options->optimizer_shards);
     if (options->use_lora && (options->lora.targets & FT_LORA_PROJECTOR_TARGETS) && !vision)
         return ft_error("lora_target names a multi-modal projector's layers (linear_1, linear_2, mlp.0, mlp.2), but "
                         "%s is a text-only model, which has none", config->architecture_name);
@@ -251,7 +252,12 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
         plan->gradient_bytes = plan->adapter_bytes;
     else if (options->finetuning == FT_FINETUNE_FULL)
         plan->gradient_bytes = ((options->freeze_language_model ? 0 : model->n_params) + projector_count) * sizeof(float);
-    plan->optimizer_bytes = 2 * plan->gradient_bytes; /* of every trained value, before ZeRO shares it */
+    plan->optimizer_bytes = 2 * plan->gradient_bytes; /* of every trained value */
+    if (options->optimizer_offloaded)
+        plan->optimizer_bytes = 0; /* in host memory */
+    else if (options->optimizer_shards > 1) /* this rank's share */
+        plan->optimizer_bytes = (plan->optimizer_bytes + (size_t)options->optimizer_shards - 1) /
+                                (size_t)options->optimizer_shards;
     if (shards_gradients(options))
         plan->gradient_bytes = (sharded_gradient_count(model, options->gradient_shards) + projector_count) *
                                sizeof(float);

@@ -81,8 +81,10 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
                              int blas_threads, ft_dtype save_dtype, ft_train_memory *out)
 {
     memset(out, 0, sizeof *out);
-    ft_model_options whole = *options; /* stage 0's gradients: apply_zero shards them */
+    ft_model_options whole = *options; /* stage 0's plan: apply_zero shards it */
     whole.gradient_shards = 0;
+    whole.optimizer_shards = 0;
+    whole.optimizer_offloaded = false;
     if (ft_model_plan_memory(config, &whole, on_gpu ? FT_DTYPE_BF16 : FT_DTYPE_F32, &out->plan) < 0)
         return -1;
     const ft_memory_plan *plan = &out->plan;

@@ -49,7 +49,7 @@ static int train(const char *dir, int batch_size, int seq_len, int steps, bool r
     if (!gpu)
         return -1;
     ft_model_options options = {batch_size, seq_len, FT_FINETUNE_LORA, true,
-                                {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 0}, recompute, false, false, 0};
+                                {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 0}, recompute, false, false, 0, 0, false};
     ft_model *model = NULL;
     ft_adamw *optimizer = NULL;
     int status = ft_model_load(dir, gpu, &options, &model);
@@ -105,7 +105,7 @@ static int load(const char *dir)
     ft_backend *gpu = ft_backend_cuda_create(0);
     if (!gpu)
         return -1;
-    ft_model_options options = {1, 64, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, 64, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     uint64_t started = ft_now_ns();
     int status = ft_model_load(dir, gpu, &options, &model);
@@ -138,7 +138,7 @@ static int generate(const char *dir, int batch, int prompt, int new_tokens)
     ft_backend *gpu = ft_backend_cuda_create(0);
     if (!gpu)
         return -1;
-    ft_model_options options = {batch, prompt + new_tokens, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {batch, prompt + new_tokens, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     ft_generator *generator = NULL;
     int status = ft_model_load(dir, gpu, &options, &model);

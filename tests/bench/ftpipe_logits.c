@@ -17,7 +17,7 @@
 static int write_logits(const char *model_dir, const char *adapter_dir, const char *out_path, int n,
                         char **token_args)
 {
-    ft_model_options options = {1, n, FT_FINETUNE_NONE, adapter_dir != NULL, {0}, false, false, false, 0};
+    ft_model_options options = {1, n, FT_FINETUNE_NONE, adapter_dir != NULL, {0}, false, false, false, 0, 0, false};
     if (adapter_dir && ft_lora_config_load(adapter_dir, &options.lora) < 0)
         return -1;
     ft_backend *cpu = ft_backend_cpu_create(0);

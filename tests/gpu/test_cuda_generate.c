@@ -34,7 +34,7 @@ static void record(void *user, int step, const float *logits, int n, int vocab)
 static ft_model *load_model(const char *arch, ft_backend *backend, bool adapter)
 {
     char *dir = ft_xasprintf(FIXTURES "/%s/model", arch), *adapter_dir = ft_xasprintf(FIXTURES "/%s/adapter", arch);
-    ft_model_options options = {BATCH, MAX_TOKENS, FT_FINETUNE_NONE, adapter, {0}, false, false, false, 0};
+    ft_model_options options = {BATCH, MAX_TOKENS, FT_FINETUNE_NONE, adapter, {0}, false, false, false, 0, 0, false};
     if (adapter && ft_lora_config_load(adapter_dir, &options.lora) < 0)
         check_case_failed = 1;
     ft_model *model = NULL;

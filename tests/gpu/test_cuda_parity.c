@@ -55,7 +55,7 @@ static ft_model *load_model(const char *arch, ft_backend *backend, ft_finetuning
                             const ft_lora_config *lora, int max_batch, int max_seq)
 {
     char *dir = ft_xasprintf(FIXTURES "/%s/model", arch), *adapter = ft_xasprintf(FIXTURES "/%s/adapter", arch);
-    ft_model_options options = {max_batch, max_seq, finetuning, lora != NULL, {0}, false, false, false, 0};
+    ft_model_options options = {max_batch, max_seq, finetuning, lora != NULL, {0}, false, false, false, 0, 0, false};
     if (lora)
         options.lora = *lora;
     ft_model *model = NULL;

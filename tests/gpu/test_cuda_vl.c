@@ -161,7 +161,7 @@ static void check_features(const char *name, const char *dir, const ft_model_con
 static ft_model *load_lora_model_on(const char *dir, ft_backend *backend, int seq_len, unsigned targets)
 {
     ft_model_options options = {1, seq_len, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, targets, 3},
-                                false, false, false, 0};
+                                false, false, false, 0, 0, false};
     ft_model *model = NULL;
     if (ft_model_load(dir, backend, &options, &model) < 0) {
         fprintf(stderr, "  %s (%s backend)\n", ft_error_message(), backend->name);

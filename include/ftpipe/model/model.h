@@ -50,6 +50,12 @@ typedef struct {
      * allocates no whole float gradients, and the trainer gives it grad_shards.h's
      * shard and window before training. 0 or 1: whole gradients. */
     int gradient_shards;
+    /* ZeRO over this many ranks (0 or 1: none): the plan, and so the cuda
+     * backend's check before anything is allocated, counts one rank's share of
+     * AdamW's moments, or none of them when offload_optimizer keeps them in host
+     * memory (optimizer_offloaded); the trainer allocates them (zero.h). */
+    int optimizer_shards;
+    bool optimizer_offloaded;
 } ft_model_options;
 
 /* One batch of rows of seq_len tokens each, in host memory, [batch_size * seq_len]. */

@@ -34,7 +34,7 @@ static void make_samples(void)
 
 static ft_model *load(ft_backend *backend, int max_batch)
 {
-    ft_model_options options = {max_batch, MAX_LEN + NEW_TOKENS, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {max_batch, MAX_LEN + NEW_TOKENS, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     if (ft_model_load(MODEL, backend, &options, &model) < 0)
         fprintf(stderr, "  %s\n", ft_error_message());
@@ -151,7 +151,7 @@ TEST(images_go_with_their_samples)
 {
     vl_fixture f;
     ft_backend *cpu = ft_backend_cpu_create(1);
-    ft_model_options options = {2, VL_MAX_SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {2, VL_MAX_SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     ft_safetensors *expected = vl_open("expected.safetensors");
     CHECK_INT(ft_model_load(VL_FIXTURES "/model", cpu, &options, &model), 0);

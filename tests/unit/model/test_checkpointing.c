@@ -19,7 +19,7 @@ static char root[] = "/tmp/ftpipe-checkpointing.XXXXXX";
 static ft_model *load(const char *dir, ft_finetuning finetuning, bool checkpointing)
 {
     ft_model_options options = {BATCH, SEQ, finetuning, finetuning == FT_FINETUNE_LORA,
-                                {4, 8.0, 0.2, false, FT_LORA_ALL_TARGETS, 5}, checkpointing, false, false, 0};
+                                {4, 8.0, 0.2, false, FT_LORA_ALL_TARGETS, 5}, checkpointing, false, false, 0, 0, false};
     ft_model *model = NULL;
     if (ft_model_load(dir, cpu, &options, &model) < 0)
         fprintf(stderr, "  %s\n", ft_error_message());
@@ -121,7 +121,7 @@ TEST(checkpointing_plans_one_layer_of_activations)
 {
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2.5-0.5b", &config), 0);
-    ft_model_options options = {8, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 0}, false, false, false, 0};
+    ft_model_options options = {8, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 0}, false, false, false, 0, 0, false};
     ft_memory_plan kept[2], recomputed[2];
     for (int i = 0; i < 2; i++) {
         options.gradient_checkpointing = false;

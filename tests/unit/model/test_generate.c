@@ -33,7 +33,7 @@ static char *qwen2_dir, *qwen3_dir, *llama_dir;
 static ft_model *load(const char *dir, bool adapter)
 {
     ft_model_options options = {BATCH, MAX_TOKENS, FT_FINETUNE_NONE, adapter,
-                                {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 5}, false, false, false, 0};
+                                {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 5}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     if (ft_model_load(dir, cpu, &options, &model) < 0)
         fprintf(stderr, "  %s\n", ft_error_message());
@@ -299,7 +299,7 @@ static void vl_forward_last(ft_model *model, const int32_t *tokens, int length, 
 TEST(vision_language_steps_match_the_full_forward)
 {
     enum { VL_NEW = 4 };
-    ft_model_options options = {2, VL_MAX_SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {2, VL_MAX_SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     vl_fixture f;
     CHECK_INT(ft_model_load(VL_FIXTURES "/model", cpu, &options, &model), 0);

@@ -52,7 +52,7 @@ TEST(tiny_llava_loads_and_runs)
 
     ft_backend *backend = ft_backend_cpu_create(1);
     enum { SEQ = 580 };
-    ft_model_options model_options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options model_options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(dir, backend, &model_options, &model), 0);
     if (model) {

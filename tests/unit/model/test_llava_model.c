@@ -41,7 +41,7 @@ static void plain_rows(int32_t *positions, int32_t *segments, int32_t *targets, 
 TEST(logits_equal_transformers_on_an_image_and_text)
 {
     ft_backend *backend = ft_backend_cpu_create(1);
-    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(FIXTURE "/model", backend, &options, &model), 0);
     if (!model) {
@@ -102,7 +102,7 @@ TEST(the_language_model_alone_is_far_from_transformers)
 {
     /* the image tokens' own embeddings instead of the features */
     ft_backend *backend = ft_backend_cpu_create(1);
-    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(FIXTURE "/model", backend, &options, &model), 0);
     ft_safetensors *expected;
@@ -138,7 +138,7 @@ TEST(lora_loss_and_gradients_equal_peft)
 {
     ft_backend *backend = ft_backend_cpu_create(1);
     ft_model_options options = {1, SEQ, FT_FINETUNE_LORA, true, {.rank = 4, .alpha = 8.0,
-                                                               .targets = FT_LORA_ALL_TARGETS}, false, false, false, 0};
+                                                               .targets = FT_LORA_ALL_TARGETS}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(FIXTURE "/model", backend, &options, &model), 0);
     ft_safetensors *expected = NULL, *lora_expected = NULL, *grads = NULL;
@@ -193,7 +193,7 @@ TEST(a_bf16_backend_refuses_full_fine_tuning_of_llava)
     ft_backend bf16 = *cpu;
     bf16.name = "cuda";
     bf16.dtype = FT_DTYPE_BF16;
-    ft_model_options options = {1, SEQ, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, SEQ, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(FIXTURE "/model", &bf16, &options, &model), -1);
     CHECK_STR(ft_error_message(), "full fine-tuning of a vision-language model runs on the cpu backend only for now: "
@@ -218,7 +218,7 @@ static void keep_logits(void *user, int step, const float *logits, int n, int vo
 TEST(generation_with_the_image_matches_the_full_forward)
 {
     ft_backend *backend = ft_backend_cpu_create(1);
-    ft_model_options options = {1, SEQ + NEW_TOKENS, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, SEQ + NEW_TOKENS, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     ft_generator *generator = NULL;
     ft_safetensors *expected = NULL;
@@ -324,7 +324,7 @@ static char *write_transformers_45_layout(void)
 static float *image_text_logits(const char *folder)
 {
     ft_backend *backend = ft_backend_cpu_create(1);
-    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     if (ft_model_load(folder, backend, &options, &model) < 0) {
         fprintf(stderr, "  %s\n", ft_error_message());

@@ -41,7 +41,7 @@ static ft_batch rows_of_batch(int first_row, int n_rows)
 static ft_model *load(ft_finetuning finetuning, int max_batch, double dropout)
 {
     ft_model_options options = {max_batch, SEQ, finetuning, finetuning == FT_FINETUNE_LORA,
-                                {4, 8.0, dropout, false, FT_LORA_ALL_TARGETS, 3}, false, false, false, 0};
+                                {4, 8.0, dropout, false, FT_LORA_ALL_TARGETS, 3}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     if (ft_model_load(MODEL, cpu, &options, &model) < 0)
         fprintf(stderr, "  %s\n", ft_error_message());
@@ -202,7 +202,7 @@ static char *folder_with_config(const char *from, const char *to)
 
 TEST(weights_that_do_not_match_the_config_are_refused)
 {
-    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     char *dir = folder_with_config("\"intermediate_size\": 128", "\"intermediate_size\": 96");
     CHECK_INT(ft_model_load(dir, cpu, &options, &model), -1);
@@ -229,7 +229,7 @@ TEST(memory_plan_is_known_before_loading)
     ft_model *model = load(FT_FINETUNE_LORA, 2, 0.0);
     if (!model)
         return;
-    ft_model_options options = {2, SEQ, FT_FINETUNE_LORA, true, {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 3}, false, false, false, 0};
+    ft_model_options options = {2, SEQ, FT_FINETUNE_LORA, true, {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 3}, false, false, false, 0, 0, false};
     ft_memory_plan planned, actual = ft_model_memory(model);
     CHECK_INT(ft_model_plan_memory(ft_model_get_config(model), &options, FT_DTYPE_F32, &planned), 0);
     CHECK_INT(planned.parameter_bytes, 93504 * 4);
@@ -246,7 +246,7 @@ TEST(plans_a_7b_full_finetune_without_weights)
 {
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
-    ft_model_options options = {1, 1024, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, 1024, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     ft_memory_plan plan;
     CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_F32, &plan), 0);
     CHECK_INT(plan.parameter_bytes, (size_t)7615616512 * 4);
@@ -263,7 +263,7 @@ TEST(plans_a_7b_full_finetune_without_weights)
     CHECK_INT(mixed.optimizer_bytes, (size_t)7615616512 * 8);
     CHECK_INT(mixed.total_bytes, (size_t)7615616512 * 18 + mixed.activation_bytes);
     /* on a bf16 backend the frozen weights and activations take half, the adapter and its state stay float */
-    ft_model_options lora = {1, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 3}, false, false, false, 0};
+    ft_model_options lora = {1, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 3}, false, false, false, 0, 0, false};
     ft_memory_plan f32, bf16;
     CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_F32, &f32), 0);
     CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_BF16, &bf16), 0);
@@ -280,7 +280,7 @@ TEST(a_vision_language_plan_counts_the_tower_and_image_tokens)
 {
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2-vl-2b", &config), 0);
-    ft_model_options lora = {1, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 3}, false, false, false, 0};
+    ft_model_options lora = {1, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 3}, false, false, false, 0, 0, false};
     ft_memory_plan vl, text;
     CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_F32, &vl), 0);
     config.vision_language = false;

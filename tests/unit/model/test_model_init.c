@@ -108,7 +108,7 @@ TEST(builtin_tokenizer_is_bytes_and_three_specials)
 
 static double tiny_loss(const char *dir, float *logits)
 {
-    ft_model_options options = {1, 8, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, 8, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     if (ft_model_load(dir, cpu, &options, &model) < 0) {
         fprintf(stderr, "  %s\n", ft_error_message());
@@ -251,7 +251,7 @@ static void check_tiny_vision_language(const char *shape, const char *architectu
     CHECK_INT(image_options.max_pixels, 12845056);
     CHECK_INT(image_options.merge_size, 2);
 
-    ft_model_options model_options = {1, 16, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options model_options = {1, 16, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(dir, cpu, &model_options, &model), 0);
     if (model) {

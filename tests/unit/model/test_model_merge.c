@@ -81,7 +81,7 @@ static char *write_base(void)
 /* The logits of model_dir for fixed tokens, with adapter_dir's adapter when not NULL. */
 static float *logits_of(const char *model_dir, const char *adapter_dir, const ft_lora_config *lora, size_t *count)
 {
-    ft_model_options options = {1, SEQ_LEN, FT_FINETUNE_NONE, adapter_dir != NULL, {0}, false, false, false, 0};
+    ft_model_options options = {1, SEQ_LEN, FT_FINETUNE_NONE, adapter_dir != NULL, {0}, false, false, false, 0, 0, false};
     if (lora)
         options.lora = *lora;
     ft_model *model = NULL;

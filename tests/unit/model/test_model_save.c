@@ -28,7 +28,7 @@ static char *write_model(const char *name, ft_dtype dtype)
 
 static char *save_unchanged(const char *base, const char *name)
 {
-    ft_model_options options = {1, 8, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, 8, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(base, cpu, &options, &model), 0);
     char *out = ft_path_join(root, name);

@@ -39,7 +39,7 @@ static ft_backend *cpu;
 static char root[] = "/tmp/ftpipe-param-shards.XXXXXX";
 static char *model_dir, *tied_model_dir;
 
-static const ft_model_options options = {1, 8, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+static const ft_model_options options = {1, 8, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
 
 /* Every weight of the whole model, back to back in HF order. */
 static float *whole_weights(const ft_model *model, size_t *count)
@@ -255,7 +255,7 @@ static int train_pass(ft_model *model, double *loss)
  * at once, and backward then gathers the last layer too (ahead). */
 static int check_prefetch_rank(ft_comm *comm, const char *dir, bool tied)
 {
-    static const ft_model_options training = {1, 8, FT_FINETUNE_FULL, false, {0}, true, false, false, 0};
+    static const ft_model_options training = {1, 8, FT_FINETUNE_FULL, false, {0}, true, false, false, 0, 0, false};
     ft_model *whole = NULL, *sharded = NULL;
     CHECK_INT(ft_model_load(dir, cpu, &training, &whole), 0);
     CHECK_INT(ft_model_load_sharded(dir, cpu, &training, comm, false, false, &sharded), 0);

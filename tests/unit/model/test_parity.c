@@ -126,7 +126,7 @@ static void compare_tensors(const char *arch, const char *group, const ft_param_
 static ft_model *load_model(const char *arch, ft_finetuning finetuning, const ft_lora_config *lora)
 {
     char *dir = ft_xasprintf(FIXTURES "/%s/model", arch);
-    ft_model_options options = {BATCH, SEQ, finetuning, lora != NULL, {0}, false, false, false, 0};
+    ft_model_options options = {BATCH, SEQ, finetuning, lora != NULL, {0}, false, false, false, 0, 0, false};
     if (lora)
         options.lora = *lora;
     ft_model *model = NULL;

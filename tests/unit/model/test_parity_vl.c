@@ -15,7 +15,7 @@ static bool checkpointing; /* load with gradient_checkpointing: the same numbers
 
 static ft_model *load_model(ft_finetuning finetuning, const ft_lora_config *lora)
 {
-    ft_model_options options = {1, VL_MAX_SEQ, finetuning, lora != NULL, {0}, checkpointing, false, false, 0};
+    ft_model_options options = {1, VL_MAX_SEQ, finetuning, lora != NULL, {0}, checkpointing, false, false, 0, 0, false};
     if (lora)
         options.lora = *lora;
     ft_model *model = NULL;
@@ -135,7 +135,7 @@ TEST(qwen2_5_vl_lora_with_gradient_checkpointing_matches_peft)
 
 TEST(text_only_model_refuses_images)
 {
-    ft_model_options options = {1, 16, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, 16, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load("tests/fixtures/parity/qwen2/model", cpu, &options, &model), 0);
     vl_fixture f;
@@ -154,7 +154,7 @@ TEST(a_bf16_backend_refuses_full_fine_tuning_of_vision_language_models)
     ft_backend bf16 = *cpu;
     bf16.name = "cuda";
     bf16.dtype = FT_DTYPE_BF16;
-    ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(VL_FIXTURES "/model", &bf16, &options, &model), -1);
     CHECK_STR(ft_error_message(), "full fine-tuning of a vision-language model runs on the cpu backend only for now: "
@@ -184,7 +184,7 @@ TEST(transformers_4_5x_names_load)
     CHECK_INT(ft_safetensors_write(weights, tensors, n, NULL, NULL, 0), 0);
     char *config = ft_path_join(dir, "config.json");
     CHECK_INT(ft_copy_file(VL_FIXTURES "/model/config.json", config), 0);
-    ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0};
+    ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_NONE, false, {0}, false, false, false, 0, 0, false};
     ft_model *renamed = NULL;
     CHECK_INT(ft_model_load(dir, cpu, &options, &renamed), 0);
     ft_model *original = load_model(FT_FINETUNE_NONE, NULL);

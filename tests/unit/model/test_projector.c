@@ -130,7 +130,7 @@ TEST(lora_on_the_projector_gives_peft_gradients)
     for (size_t a = 0; a < sizeof architectures / sizeof *architectures; a++) {
         const char *arch = architectures[a];
         char *adapter = ft_xasprintf("tests/fixtures/projector/%s/adapter", arch);
-        ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_LORA, true, {0}, false, false, false, 0};
+        ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_LORA, true, {0}, false, false, false, 0, 0, false};
         CHECK_INT(ft_lora_config_load(adapter, &options.lora), 0);
         CHECK_INT(options.lora.targets, FT_LORA_ALL_TARGETS | FT_LORA_PROJECTOR_TARGETS);
         sample s;
@@ -158,7 +158,7 @@ TEST(lora_on_the_projector_gives_peft_gradients)
  * whose embeddings the features replace. */
 static void check_whole(const char *arch, bool alone)
 {
-    ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, true, alone, 0};
+    ft_model_options options = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, true, alone, 0, 0, false};
     sample s;
     ft_safetensors *grads = open_expected(arch, "full_grads.safetensors");
     ft_model *model = load(arch, &options);
@@ -198,7 +198,7 @@ TEST(the_memory_plan_counts_the_projector)
     ft_vision_qwen2_merger_shape(&config.vision, &merger);
     /* ln_q's weight and bias, mlp.0 [128, 128] and bias, mlp.2 [64, 128] and bias */
     size_t merged = 128, n_merger = 2 * 32 + merged * merged + merged + 64 * merged + 64;
-    ft_model_options frozen = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options frozen = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     ft_model_options alone = frozen, both = frozen;
     alone.train_projector = alone.freeze_language_model = true;
     both.train_projector = true;
@@ -213,7 +213,7 @@ TEST(the_memory_plan_counts_the_projector)
     CHECK(plan_both.activation_bytes > plan_frozen.activation_bytes); /* kept for backward */
     /* LoRA on the merger's layers: rank x (in + out) each, their gradients and moments */
     ft_model_options lora = {1, VL_MAX_SEQ, FT_FINETUNE_LORA, true, {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 1},
-                             false, false, false, 0};
+                             false, false, false, 0, 0, false};
     ft_model_options lora_projector = lora;
     lora_projector.lora.targets |= FT_LORA_PROJECTOR_TARGETS;
     ft_memory_plan plan_lora, plan_lora_projector;
@@ -231,10 +231,10 @@ TEST(training_the_projector_is_refused_where_it_does_not_apply)
     CHECK_INT(ft_language_model_config_load("tests/fixtures/parity_vl/qwen2_vl/model", &config), 0);
     ft_memory_plan plan;
     ft_model_options lora = {1, VL_MAX_SEQ, FT_FINETUNE_LORA, true, {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 1},
-                             false, true, false, 0};
+                             false, true, false, 0, 0, false};
     CHECK_INT(ft_model_plan_memory(&config, &lora, FT_DTYPE_F32, &plan), -1);
     CHECK(strstr(ft_error_message(), "comes with full fine-tuning") != NULL);
-    ft_model_options nothing = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, false, true, 0};
+    ft_model_options nothing = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, false, true, 0, 0, false};
     CHECK_INT(ft_model_plan_memory(&config, &nothing, FT_DTYPE_F32, &plan), -1);
     CHECK(strstr(ft_error_message(), "nothing is left to train") != NULL);
     ft_model_config text;
@@ -247,7 +247,7 @@ TEST(training_the_projector_is_refused_where_it_does_not_apply)
     ft_backend bf16 = *cpu;
     bf16.name = "cuda";
     bf16.dtype = FT_DTYPE_BF16;
-    ft_model_options whole = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, true, true, 0};
+    ft_model_options whole = {1, VL_MAX_SEQ, FT_FINETUNE_FULL, false, {0}, false, true, true, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load("tests/fixtures/parity_vl/qwen2_vl/model", &bf16, &whole, &model), -1);
     CHECK(strstr(ft_error_message(), "cpu backend only") != NULL);

@@ -28,7 +28,7 @@ static ft_model_config qwen_0_5b(void)
 TEST(full_finetuning_checkpoints_pass_one_tensor_at_a_time)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     ft_train_memory memory;
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &memory), 0);
     CHECK_INT(memory.checkpoint_buffer_bytes, (uint64_t)config.vocab_size * config.hidden_size * sizeof(float));
@@ -41,7 +41,7 @@ TEST(full_finetuning_checkpoints_pass_one_tensor_at_a_time)
 TEST(recomputation_and_smaller_batches_lower_the_peak)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options kept = {8, 512, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false, false, false, 0};
+    ft_model_options kept = {8, 512, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false, false, false, 0, 0, false};
     ft_model_options recomputed = kept, smaller = kept;
     recomputed.gradient_checkpointing = true;
     smaller.max_batch_size = 2;
@@ -59,7 +59,7 @@ TEST(recomputation_and_smaller_batches_lower_the_peak)
 TEST(on_a_gpu_the_plan_is_device_memory_in_bf16)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false, false, false, 0};
+    ft_model_options options = {4, 1024, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false, false, false, 0, 0, false};
     ft_train_memory gpu, cpu;
     CHECK_INT(ft_train_memory_estimate(&config, &options, true, 8, FT_DTYPE_BF16, &gpu), 0);
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 8, FT_DTYPE_BF16, &cpu), 0);
@@ -90,7 +90,7 @@ TEST(full_finetuning_on_a_gpu_plans_mixed_precision)
 {
     ft_model_config config = qwen_0_5b();
     uint64_t parameters = ft_model_config_parameter_count(&config);
-    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     ft_train_memory gpu, offloaded;
     CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &gpu), 0);
     CHECK_INT(gpu.plan.parameter_bytes, parameters * 2);
@@ -113,7 +113,7 @@ TEST(full_finetuning_on_a_gpu_plans_mixed_precision)
 TEST(zero_keeps_one_share_of_the_optimizer_per_rank)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     for (int gpu = 0; gpu <= 1; gpu++) {
         ft_train_memory whole, sharded;
         CHECK_INT(ft_train_memory_estimate(&config, &options, gpu, 1, FT_DTYPE_BF16, &whole), 0);
@@ -144,7 +144,7 @@ TEST(zero_keeps_one_share_of_the_optimizer_per_rank)
 TEST(offload_moves_the_optimizer_to_host_memory)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     ft_train_memory gpu, gpu_offloaded, cpu, cpu_offloaded;
     CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &gpu), 0);
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &cpu), 0);
@@ -175,7 +175,7 @@ TEST(zero_3_keeps_one_share_of_the_weights_per_rank)
     uint64_t embeddings = (uint64_t)config.vocab_size * config.hidden_size * 2; /* bf16 */
     for (int full = 0; full <= 1; full++) {
         ft_model_options options = {4, 512, full ? FT_FINETUNE_FULL : FT_FINETUNE_LORA, !full,
-                                    {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false, 0};
+                                    {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false, 0, 0, false};
         ft_train_memory whole, sharded, offloaded;
         CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &whole), 0);
         sharded = offloaded = whole;
@@ -198,7 +198,7 @@ TEST(zero_3_keeps_one_share_of_the_weights_per_rank)
 TEST(zero_3_with_offload_moves_the_master_shard_to_host_memory)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, true, false, false, 0};
+    ft_model_options options = {4, 512, FT_FINETUNE_FULL, false, {0}, true, false, false, 0, 0, false};
     ft_train_memory whole, sharded, offloaded, both;
     CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &whole), 0);
     sharded = offloaded = both = whole;
@@ -222,7 +222,7 @@ TEST(a_machine_holds_the_writing_rank_and_the_others)
 {
     ft_model_config config;
     CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
-    ft_model_options options = {4, 1024, FT_FINETUNE_FULL, false, {0}, true, false, false, 0};
+    ft_model_options options = {4, 1024, FT_FINETUNE_FULL, false, {0}, true, false, false, 0, 0, false};
     ft_train_memory memory;
     CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &memory), 0);
     ft_train_memory_apply_zero(&memory, &config, true, 8, 3, true, true);
@@ -273,7 +273,7 @@ TEST(readme_zero_tables_are_the_plans)
             if (config.vocab_size == 0)
                 config.vocab_size = 259;
             ft_model_options options = {4, m == 0 ? 256 : 1024, full ? FT_FINETUNE_FULL : FT_FINETUNE_LORA, !full,
-                                        {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false, 0};
+                                        {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false, 0, 0, false};
             for (int table = 0; table < 2; table++) {
                 char row[512];
                 int at = snprintf(row, sizeof row, "| %s, %s |", names[m], full ? "full" : "LoRA");
@@ -291,10 +291,41 @@ TEST(readme_zero_tables_are_the_plans)
     free(readme);
 }
 
+/* With ZeRO the model's own plan, which the cuda backend checks before
+ * anything is allocated, holds one rank's share of AdamW's moments, and none
+ * of them when offload_optimizer keeps them in host memory: qwen2.5-7b full at
+ * stage 2 on 8 ranks is the plan's 57.9 GiB a GPU, not the 114 GiB of whole moments. */
+TEST(the_model_plan_holds_one_share_of_adamw)
+{
+    ft_model_config config;
+    CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
+    ft_model_options options = {4, 1024, FT_FINETUNE_FULL, false, {0}, true, false, false, 0, 0, false};
+    ft_memory_plan whole, shared, offloaded;
+    CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_BF16, &whole), 0);
+    options.gradient_shards = options.optimizer_shards = 8;
+    CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_BF16, &shared), 0);
+    options.optimizer_offloaded = true;
+    CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_BF16, &offloaded), 0);
+    CHECK_INT(shared.optimizer_bytes, (whole.optimizer_bytes + 7) / 8);
+    CHECK_INT(offloaded.optimizer_bytes, 0);
+    CHECK_INT(offloaded.total_bytes, shared.total_bytes - shared.optimizer_bytes);
+    /* the same figure as the estimate's for stage 2 on 8 ranks, less the backend's scratch */
+    ft_train_memory memory;
+    options.gradient_shards = options.optimizer_shards = 0;
+    options.optimizer_offloaded = false;
+    CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &memory), 0);
+    ft_train_memory_apply_zero(&memory, &config, true, 8, 2, false, false);
+    CHECK_INT(shared.total_bytes, memory.plan.total_bytes - memory.plan.scratch_bytes);
+    ft_backend_limits limits;
+    options.gradient_shards = options.optimizer_shards = 8;
+    CHECK_INT(ft_model_backend_limits(&config, &options, FT_DTYPE_BF16, &limits), 0);
+    CHECK_INT(limits.planned_bytes, shared.total_bytes);
+}
+
 TEST(refuses_options_the_model_refuses)
 {
     ft_model_config config = qwen_0_5b();
-    ft_model_options options = {4, 512, FT_FINETUNE_LORA, false, {0}, false, false, false, 0}; /* LoRA without a configuration */
+    ft_model_options options = {4, 512, FT_FINETUNE_LORA, false, {0}, false, false, false, 0, 0, false}; /* LoRA without a configuration */
     ft_train_memory memory;
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &memory), -1);
 }
@@ -324,7 +355,7 @@ static char *write_vl_model(const char *shape_name)
 static void estimate_matches_loaded_plan(const char *shape_name)
 {
     char *dir = write_vl_model(shape_name);
-    ft_model_options options = {2, 600, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false, 0};
+    ft_model_options options = {2, 600, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false, 0, 0, false};
     ft_model_config config;
     CHECK_INT(ft_language_model_config_load(dir, &config), 0);
     ft_train_memory memory;
@@ -376,6 +407,7 @@ int main(void)
     RUN(a_machine_holds_the_writing_rank_and_the_others);
     RUN(zero_3_with_offload_moves_the_master_shard_to_host_memory);
     RUN(readme_zero_tables_are_the_plans);
+    RUN(the_model_plan_holds_one_share_of_adamw);
     RUN(refuses_options_the_model_refuses);
     ft_remove_tree(root);
     return check_done();

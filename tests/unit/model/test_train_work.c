@@ -27,7 +27,7 @@ static double raw_forward(const ft_model_config *c, double row_tokens)
 TEST(a_forward_pass_is_two_operations_per_weight_of_each_product_and_attention)
 {
     ft_model_config c = qwen_0_5b();
-    ft_model_options full = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options full = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     ft_train_work work;
     CHECK_INT(ft_train_work_per_token(&c, &full, 512.0, &work), 0);
     CHECK(near(work.forward, raw_forward(&c, 512.0) * (1.0 + FT_SMALL_SHAPE_HIDDEN / c.hidden_size)));
@@ -38,8 +38,8 @@ TEST(a_forward_pass_is_two_operations_per_weight_of_each_product_and_attention)
 TEST(lora_skips_the_frozen_weights_gradient_and_recomputation_adds_a_forward_pass)
 {
     ft_model_config c = qwen_0_5b();
-    ft_model_options full = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
-    ft_model_options lora = {4, 512, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false, false, false, 0};
+    ft_model_options full = {4, 512, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
+    ft_model_options lora = {4, 512, FT_FINETUNE_LORA, true, {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, false, false, false, 0, 0, false};
     ft_model_options recomputed = lora;
     recomputed.gradient_checkpointing = true;
     ft_train_work a, b, r;
@@ -55,7 +55,7 @@ TEST(lora_skips_the_frozen_weights_gradient_and_recomputation_adds_a_forward_pas
 TEST(longer_rows_cost_more_per_token_through_attention_and_small_shapes_weigh_more)
 {
     ft_model_config c = qwen_0_5b();
-    ft_model_options full = {4, 2048, FT_FINETUNE_FULL, false, {0}, false, false, false, 0};
+    ft_model_options full = {4, 2048, FT_FINETUNE_FULL, false, {0}, false, false, false, 0, 0, false};
     ft_train_work short_rows, long_rows, wide;
     CHECK_INT(ft_train_work_per_token(&c, &full, 128.0, &short_rows), 0);
     CHECK_INT(ft_train_work_per_token(&c, &full, 2048.0, &long_rows), 0);
@@ -69,7 +69,7 @@ TEST(longer_rows_cost_more_per_token_through_attention_and_small_shapes_weigh_mo
     CHECK_INT(ft_train_work_per_token(&narrow, &full, 128.0, &wide), 0);
     CHECK(near(wide.forward, 2.0 * raw_forward(&narrow, 128.0)));
     /* a model the memory plan refuses is refused here too */
-    ft_model_options broken = {4, 512, FT_FINETUNE_LORA, false, {0}, false, false, false, 0};
+    ft_model_options broken = {4, 512, FT_FINETUNE_LORA, false, {0}, false, false, false, 0, 0, false};
     CHECK_INT(ft_train_work_per_token(&c, &broken, 512.0, &wide), -1);
 }
 

@@ -42,7 +42,7 @@ static char *write_data(const char *name, int n, bool packed)
 static ft_model *load_model(int batch_size, double dropout)
 {
     ft_model_options options = {batch_size, ROW_LENGTH, FT_FINETUNE_LORA, true,
-                                {8, 16.0, dropout, false, FT_LORA_ALL_TARGETS, 42}, false, false, false, 0};
+                                {8, 16.0, dropout, false, FT_LORA_ALL_TARGETS, 42}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     if (ft_model_load(model_dir, cpu, &options, &model) < 0) {
         fprintf(stderr, "  %s\n", ft_error_message());
@@ -651,7 +651,7 @@ TEST(vision_language_batches_bring_their_images)
     vl_fixture f;
     ft_safetensors *expected = vl_open("expected.safetensors");
     ft_model_options model_options = {2, VL_MAX_SEQ, FT_FINETUNE_LORA, true,
-                                      {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 42}, false, false, false, 0};
+                                      {4, 8.0, 0.0, false, FT_LORA_ALL_TARGETS, 42}, false, false, false, 0, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(VL_FIXTURES "/model", cpu, &model_options, &model), 0);
     if (vl_fixture_open(&f) && expected && model) {

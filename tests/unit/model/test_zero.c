@@ -144,8 +144,10 @@ static run_result run(const char *data_dir, run_shape shape)
     bool lora = shape.finetuning == FT_FINETUNE_LORA;
     ft_model_options model_options = {shape.batch_size, ROW_LENGTH, shape.finetuning, lora,
                                       {lora ? 8 : 0, 16.0, 0.0, false, lora ? FT_LORA_ALL_TARGETS : 0, 42}, false, false, false,
-                                      /* full fine-tuning at stages 2 and 3: sharded gradients */
-                                      !lora && comm && shape.zero_stage >= 2 ? shape.ranks : 0};
+                                      /* as the train stage sets them: sharded gradients at stages 2 and 3,
+                                       * the plan's share of AdamW at every stage */
+                                      !lora && comm && shape.zero_stage >= 2 ? shape.ranks : 0,
+                                      comm && shape.zero_stage >= 1 ? shape.ranks : 0, comm && shape.offload};
     ft_model *model = NULL;
     /* stage 3 with offload_param loads the shards straight from the files, the
      * other stage 3 runs shard a whole model: the test compares them bit for bit */
@@ -613,7 +615,7 @@ TEST(a_checkpoint_failing_mid_file_stops_every_rank)
 TEST(a_model_loaded_for_sharded_gradients_refuses_whole_ones)
 {
     char *data = write_data("refused", 8);
-    ft_model_options model_options = {2, ROW_LENGTH, FT_FINETUNE_FULL, false, {0}, false, false, false, 2};
+    ft_model_options model_options = {2, ROW_LENGTH, FT_FINETUNE_FULL, false, {0}, false, false, false, 2, 0, false};
     ft_model *model = NULL;
     CHECK_INT(ft_model_load(model_dir, cpu, &model_options, &model), 0);
     CHECK_INT(ft_model_gradient_shards(model), 2);
