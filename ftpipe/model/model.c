@@ -205,13 +205,16 @@ size_t ft_model_unit_end(const ft_model *model, size_t unit)
     return unit < layers ? model->layers[unit].input_norm : unit == layers ? model->final_norm : model->n_params;
 }
 
+static size_t unit_count(const ft_model *model, size_t unit)
+{
+    return ft_model_unit_end(model, unit) - (unit ? ft_model_unit_end(model, unit - 1) : 0);
+}
+
 size_t ft_model_largest_unit(const ft_model *model)
 {
     size_t largest = 0;
-    for (size_t u = 0; u < ft_model_n_units(model); u++) {
-        size_t count = ft_model_unit_end(model, u) - (u ? ft_model_unit_end(model, u - 1) : 0);
-        largest = count > largest ? count : largest;
-    }
+    for (size_t u = 0; u < ft_model_n_units(model); u++)
+        largest = unit_count(model, u) > largest ? unit_count(model, u) : largest;
     return largest;
 }
 
@@ -220,10 +223,8 @@ size_t ft_model_largest_unit(const ft_model *model)
 static size_t sharded_gradient_count(const ft_model *model, int ranks)
 {
     size_t count = 0;
-    for (size_t u = 0; u < ft_model_n_units(model); u++) {
-        size_t unit = ft_model_unit_end(model, u) - (u ? ft_model_unit_end(model, u - 1) : 0);
-        count += unit / (size_t)ranks + unit % (size_t)ranks;
-    }
+    for (size_t u = 0; u < ft_model_n_units(model); u++)
+        count += unit_count(model, u) / (size_t)ranks + unit_count(model, u) % (size_t)ranks;
     return count + ft_model_largest_unit(model);
 }
 
@@ -281,6 +282,16 @@ int ft_model_plan_memory(const ft_model_config *config, const ft_model_options *
     free(offsets);
     free_layout(&model);
     return 0;
+}
+
+size_t ft_model_config_largest_unit(const ft_model_config *config)
+{
+    ft_model model = {.config = *config};
+    size_t *offsets = make_layout(&model);
+    size_t largest = ft_model_largest_unit(&model);
+    free(offsets);
+    free_layout(&model);
+    return largest;
 }
 
 size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int ranks)

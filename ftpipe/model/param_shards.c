@@ -85,6 +85,24 @@ static void plan_units(ft_param_shards *s)
     s->units = ft_param_units_plan(s->model, s->weight_offsets, s->comm->size, &s->n_units, &s->shard_elements);
 }
 
+size_t ft_param_unit_at(const ft_param_unit *units, size_t n_units, size_t offset)
+{
+    size_t low = 0, high = n_units;
+    while (high - low > 1) {
+        size_t middle = (low + high) / 2;
+        if (units[middle].first <= offset)
+            low = middle;
+        else
+            high = middle;
+    }
+    return low;
+}
+
+static size_t unit_of(const ft_param_shards *s, size_t offset)
+{
+    return ft_param_unit_at(s->units, s->n_units, offset);
+}
+
 static void *shard_at(const ft_param_shards *s, size_t element)
 {
     return (char *)s->shard + element * s->element_bytes;
@@ -320,9 +338,12 @@ static trained_values values_of(const ft_param_shards *s)
  * nothing, but joins the all-gathers). The owned parts come in pieces that
  * fill the first gather buffer: each all-gather brings the same piece of
  * every rank's part, sent from the shard or (in host memory) the second
- * buffer, so no more backend memory than a pass's is needed. */
+ * buffer, so no more backend memory than a pass's is needed; the buffers
+ * hold no unit afterwards. */
 static int gather_unit_to_host(ft_param_shards *s, size_t u, char *to)
 {
+    for (int i = 0; i < WINDOW_UNITS; i++)
+        s->window[i].unit = SIZE_MAX;
     ft_backend *b = s->model->backend;
     const ft_param_unit *unit = &s->units[u];
     trained_values v = values_of(s);
@@ -608,8 +629,6 @@ int ft_param_shards_gather_whole(ft_param_shards *s, bool keep)
         status = ft_error("out of host memory gathering the whole %s, %zu bytes, for a checkpoint or the result "
                           "(ZeRO-3); free host memory or train with fewer ranks per machine",
                           s->master ? "float master weights" : "weights", m->n_params * v.element_bytes);
-    for (int i = 0; i < WINDOW_UNITS; i++) /* their bytes were the pieces' */
-        s->window[i].unit = SIZE_MAX;
     if (status < 0) {
         free(whole);
         return -1;
@@ -651,15 +670,10 @@ int ft_param_values_open(ft_param_shards *s, bool keep, ft_param_values **out)
 int ft_param_values_read(ft_param_values *v, size_t weight, float *to)
 {
     ft_param_shards *s = v->shards;
-    size_t u = 0;
-    while (u + 1 < s->n_units && s->units[u + 1].first_weight <= weight)
-        u++;
+    size_t u = unit_of(s, s->weight_offsets[weight]);
     if (u != v->unit) {
         v->unit = SIZE_MAX;
-        int status = gather_unit_to_host(s, u, (char *)v->unit_values);
-        for (int i = 0; i < WINDOW_UNITS; i++) /* their bytes were the pieces' */
-            s->window[i].unit = SIZE_MAX;
-        if (status < 0)
+        if (gather_unit_to_host(s, u, (char *)v->unit_values) < 0)
             return -1;
         v->unit = u;
     }
@@ -719,24 +733,6 @@ size_t ft_param_shards_master_bytes(const ft_param_shards *s)
 bool ft_param_shards_offloaded(const ft_param_shards *s) { return s->offload; }
 size_t ft_param_shards_shard_bytes(const ft_param_shards *s) { return s->shard_elements * s->element_bytes; }
 size_t ft_param_shards_gathered_bytes(const ft_param_shards *s) { return s->gathered_bytes; }
-
-size_t ft_param_unit_at(const ft_param_unit *units, size_t n_units, size_t offset)
-{
-    size_t low = 0, high = n_units;
-    while (high - low > 1) {
-        size_t middle = (low + high) / 2;
-        if (units[middle].first <= offset)
-            low = middle;
-        else
-            high = middle;
-    }
-    return low;
-}
-
-static size_t unit_of(const ft_param_shards *s, size_t offset)
-{
-    return ft_param_unit_at(s->units, s->n_units, offset);
-}
 
 /* Unit u's slot: the one holding it, else (gathering it) an empty one, else
  * the least recently used other than `keep`. */

@@ -9,25 +9,6 @@
 #include "ftpipe/base/dtype.h"
 #include "ftpipe/model/vision_memory.h"
 
-/* The largest unit param_shards gathers: the embeddings, a layer, or the final norm with an untied head. */
-static uint64_t largest_unit_count(const ft_model_config *config)
-{
-    size_t count = 0;
-    ft_param_tensor *weights = ft_model_weight_list(config, &count);
-    uint64_t embeddings = 0, layer = 0, final = 0;
-    for (size_t i = 0; i < count; i++) {
-        if (strcmp(weights[i].name, "model.embed_tokens.weight") == 0)
-            embeddings = weights[i].count;
-        else if (strncmp(weights[i].name, "model.layers.0.", 15) == 0)
-            layer += weights[i].count;
-        else if (strncmp(weights[i].name, "model.layers.", 13) != 0)
-            final += weights[i].count;
-    }
-    ft_model_weight_list_free(weights, count);
-    uint64_t largest = embeddings > layer ? embeddings : layer;
-    return final > largest ? final : largest;
-}
-
 static uint64_t largest_weight_count(const ft_model_config *config)
 {
     size_t count = 0;
@@ -130,9 +111,9 @@ void ft_train_memory_shard(ft_train_memory *memory, const ft_model_config *confi
     plan->total_bytes -= whole - share;
     /* the writing rank gathers a span's moments at a time: a layer's, the
      * embeddings' or the final unit's (LoRA's counted as the whole adapter) */
-    memory->checkpoint_buffer_bytes = 2 * (memory->weight_gradient_bytes ? largest_unit_count(config) * sizeof(float)
-                                                                          : memory->trained_bytes) +
-                                      memory->largest_trained_bytes;
+    uint64_t span = memory->weight_gradient_bytes ? ft_model_config_largest_unit(config) * sizeof(float)
+                                                  : memory->trained_bytes;
+    memory->checkpoint_buffer_bytes = 2 * span + memory->largest_trained_bytes;
     find_peak(memory, on_gpu);
 }
 
@@ -170,7 +151,7 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
     uint64_t element = on_gpu ? 2 : sizeof(float);
     uint64_t tower = ft_vision_tower_weight_bytes(config, element); /* frozen and small: whole on every rank */
     uint64_t whole = plan->parameter_bytes - tower;
-    uint64_t unit = largest_unit_count(config) * element;
+    uint64_t unit = ft_model_config_largest_unit(config) * element;
     uint64_t shard = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
     uint64_t staging = offload_param ? (unit + (uint64_t)ranks - 1) / (uint64_t)ranks : 0;
     uint64_t in_plan = 2 * unit + staging + (offload_param && on_gpu ? 0 : shard) + tower;

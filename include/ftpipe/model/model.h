@@ -90,6 +90,9 @@ typedef struct ft_model ft_model;
  * fine-tuning: whole (ranks <= 1), or with gradient_shards = ranks its shard
  * of them and the window a pass writes into (grad_shards.h). */
 size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int ranks);
+/* The weights of ZeRO's largest unit (the embeddings, a decoder layer, or the
+ * final norm with an untied lm_head): what ZeRO-3 gathers at once. */
+size_t ft_model_config_largest_unit(const ft_model_config *config);
 
 /* The memory a model of this config would take with these options on a backend
  * computing in `dtype` (its activations and frozen weights; FT_DTYPE_F32 on cpu,
