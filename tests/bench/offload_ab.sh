@@ -16,35 +16,12 @@ cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
 STEPS=${STEPS:-8}
 LAYERS=${LAYERS:-24}
-A=$(pwd)/build
-if ! nvidia-smi -L >/dev/null 2>&1; then
-  echo "offload_ab: skipped (no GPU here)"; exit 77
-fi
-[ -n "$B" ] && [ -x "$B/ftpipe" ] || { echo "offload_ab: skipped (set B to a folder with another build's ftpipe)"; exit 77; }
-B=$(cd "$B" && pwd)
-[ -d build/gpu/lib ] && export LD_LIBRARY_PATH="$(pwd)/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-W=$(mktemp -d /dev/shm/ftpipe-offload.XXXXXX)
-cp examples/quickstart/make_addition_data.sh "$W/"
-cat > "$W/Ftpipe" <<P
-OFFLOAD = none
-RUN = 0
-
-models/base: init
-	architecture = qwen2
-	hidden_size = 896
-	intermediate_size = 4864
-	num_hidden_layers = $LAYERS
-	num_attention_heads = 14
-	num_key_value_heads = 2
-	head_dim = 64
-
-data/train.json: shell make_addition_data.sh
-	run = sh \$< train 256 > \$@
-
-data/train_set: tokenize models/base data/train.json
-	template = plain
-	cutoff_len = 32
-
+. tests/bench/two_builds.inc
+two_builds_setup offload_ab
+{
+  printf 'OFFLOAD = none\nRUN = 0\n\n'
+  two_builds_model 896 4864 14 64 "$LAYERS"
+  cat <<P
 model: train models/base data/train_set
 	backend = cuda
 	finetuning_type = full
@@ -57,7 +34,7 @@ model: train models/base data/train_set
 	zero_stage = 1
 	offload_optimizer = \$(OFFLOAD)
 P
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+} > "$W/Ftpipe"
 runtime() { sed -n 's/.*"train_runtime": *\([0-9.e+-]*\).*/\1/p' "$W/model/train_results.json"; }
 "$A/ftpipe" -C "$W" data/train_set > "$W/prepare.out" 2>&1 || { tail -20 "$W/prepare.out"; exit 1; }
 echo "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1), $(nproc) cores, $(date -u +%Y-%m-%d): A=$A B=$B"

@@ -16,35 +16,12 @@ cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
 STEPS=${STEPS:-2}
 LAYERS=${LAYERS:-28}
-A=$(pwd)/build
-if ! nvidia-smi -L >/dev/null 2>&1; then
-  echo "save_host_ab: skipped (no GPU here)"; exit 77
-fi
-[ -n "$B" ] && [ -x "$B/ftpipe" ] || { echo "save_host_ab: skipped (set B to a folder with another build's ftpipe)"; exit 77; }
-B=$(cd "$B" && pwd)
-[ -d build/gpu/lib ] && export LD_LIBRARY_PATH="$(pwd)/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-W=$(mktemp -d /dev/shm/ftpipe-save-host.XXXXXX)
-cp examples/quickstart/make_addition_data.sh "$W/"
-cat > "$W/Ftpipe" <<P
-RUN = 0
-
-models/base: init
-	architecture = qwen2
-	dtype = bf16
-	hidden_size = 1536
-	intermediate_size = 8960
-	num_hidden_layers = $LAYERS
-	num_attention_heads = 12
-	num_key_value_heads = 2
-	head_dim = 128
-
-data/train.json: shell make_addition_data.sh
-	run = sh \$< train 256 > \$@
-
-data/train_set: tokenize models/base data/train.json
-	template = plain
-	cutoff_len = 32
-
+. tests/bench/two_builds.inc
+two_builds_setup save_host_ab
+{
+  printf 'RUN = 0\n\n'
+  two_builds_model 1536 8960 12 128 "$LAYERS" "dtype = bf16"
+  cat <<P
 model: train models/base data/train_set
 	backend = cuda
 	finetuning_type = full
@@ -56,7 +33,7 @@ model: train models/base data/train_set
 	save_steps = $STEPS
 	seed = \$(RUN)
 P
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+} > "$W/Ftpipe"
 peak() { "$1/ftpipe" -C "$W" log model | sed -n 's/.*peak host memory (resident): .* (\([0-9]*\) bytes).*/\1/p' | tail -n1; }
 "$A/ftpipe" -C "$W" data/train_set > "$W/prepare.out" 2>&1 || { tail -20 "$W/prepare.out"; exit 1; }
 echo "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1), $(nproc) cores, $(date -u +%Y-%m-%d): A=$A B=$B"
