@@ -137,33 +137,35 @@ typedef struct {
     const ft_tensor_to_write *tensors; /* as given: the producer's index is into them */
     ft_tensor_producer produce;
     void *context;
+    void *buffer;                      /* reused for every produced tensor (its pages faulted in once) */
+    size_t capacity;
 } producer;
 
-/* One tensor's bytes: its data, or a buffer the producer fills, freed once written. */
-static int write_tensor(FILE *out, const char *temporary, const planned_tensor *planned, const producer *maker)
+/* One tensor's bytes: its data, or the buffer the producer fills. */
+static int write_tensor(FILE *out, const char *temporary, const planned_tensor *planned, producer *maker)
 {
     size_t bytes = (size_t)planned->size_bytes;
     if (bytes == 0)
         return 0;
     const void *data = planned->tensor->data;
-    void *buffer = NULL;
     if (!data) {
-        if (!(buffer = malloc(bytes)))
-            return ft_error("out of memory making tensor %s (%zu bytes) for %s", planned->tensor->name, bytes,
-                            temporary);
-        if (maker->produce(maker->context, (size_t)(planned->tensor - maker->tensors), buffer, bytes) != 0) {
-            free(buffer);
-            return -1;
+        if (bytes > maker->capacity) {
+            free(maker->buffer);
+            maker->capacity = 0;
+            if (!(maker->buffer = malloc(bytes)))
+                return ft_error("out of memory making tensor %s (%zu bytes) for %s", planned->tensor->name, bytes,
+                                temporary);
+            maker->capacity = bytes;
         }
-        data = buffer;
+        if (maker->produce(maker->context, (size_t)(planned->tensor - maker->tensors), maker->buffer, bytes) != 0)
+            return -1;
+        data = maker->buffer;
     }
-    int status = fwrite(data, 1, bytes, out) == bytes ? 0 : ft_error_errno("cannot write %s", temporary);
-    free(buffer);
-    return status;
+    return fwrite(data, 1, bytes, out) == bytes ? 0 : ft_error_errno("cannot write %s", temporary);
 }
 
 static int write_to(FILE *out, const char *temporary, const char *header, size_t header_bytes,
-                    const planned_tensor *plan, size_t count, const producer *maker)
+                    const planned_tensor *plan, size_t count, producer *maker)
 {
     unsigned char length[8];
     for (int i = 0; i < 8; i++)
@@ -215,8 +217,9 @@ int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *te
     if (!out) {
         result = ft_error_errno("cannot create %s", temporary);
     } else {
-        producer maker = {tensors, produce, context};
+        producer maker = {tensors, produce, context, NULL, 0};
         result = write_to(out, temporary, header, header_bytes, plan, count, &maker);
+        free(maker.buffer);
         if (fclose(out) != 0 && result == 0)
             result = ft_error_errno("cannot write %s", temporary);
         if (result == 0 && rename(temporary, path) != 0)

@@ -23,7 +23,9 @@ int ft_train_work_per_token(const ft_model_config *config, const ft_model_option
     bool full = options->finetuning == FT_FINETUNE_FULL;
     /* inputs' gradients for everything; weights' gradients for what is trained */
     double backward = products + 2.0 * attention + adapter + (full ? products : adapter);
-    out->train = out->forward + backward + (options->gradient_checkpointing ? out->forward : 0.0);
+    /* recomputation repeats each layer's forward, not the head's (model_pass.c's layer_recompute) */
+    double head = 2.0 * hidden * config->vocab_size;
+    out->train = out->forward + backward + (options->gradient_checkpointing ? out->forward - head : 0.0);
     double weight = 1.0 + FT_SMALL_SHAPE_HIDDEN / hidden;
     out->forward *= weight;
     out->train *= weight;

@@ -60,8 +60,9 @@ int ft_safetensors_write(const char *path, const ft_tensor_to_write *tensors, si
 
 /* The same file, its tensors made one at a time (an adapter merged into a
  * model far larger than memory): each tensor whose data is NULL is made by
- * produce into a buffer of its byte size (index: into tensors as given) just
- * before it is written, and the buffer is freed right after. produce returns 0,
+ * produce into a buffer of at least its byte size (index: into tensors as
+ * given) just before it is written; one buffer, as large as the largest
+ * produced tensor, serves them all and is freed at the end. produce returns 0,
  * or -1 with ft_error set, which stops the writing and leaves no file. */
 typedef int (*ft_tensor_producer)(void *context, size_t index, void *buffer, size_t size_bytes);
 /* The order the writer puts these tensors in (and produces them, skipping
