@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ftpipe/backend/comm_nccl.h"
+#include "ftpipe/backend/comm_solo.h"
 #include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
@@ -680,11 +681,15 @@ static int run_stage(ft_stage *stage, bool measuring)
         status = nccl ? 0 : -1;
         run.train_options.comm = nccl;
     }
+    ft_comm *solo = NULL; /* one rank that streams its weights (ZeRO-3, offload_param) runs ZeRO's paths */
+    if (status == 0 && !ranks.comm && run.train_options.zero_stage == 3)
+        run.train_options.comm = solo = ft_comm_solo_create(backend);
     if (status == 0)
         status = measuring ? measure(&run, backend) : train(&run, backend);
     if (status < 0 && nccl)
         nccl->abort(nccl);
     ft_comm_destroy(nccl);
+    ft_comm_destroy(solo);
     ft_backend_destroy(backend);
     status = ft_stage_ranks_finish(stage, &ranks, status);
     free(checkpoints);

@@ -238,7 +238,7 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
             ft_format_bytes(plan->master_bytes, master, sizeof master);
             ft_format_bytes(plan->gradient_bytes, gradients, sizeof gradients);
             ft_format_bytes(plan->optimizer_bytes, optimizer, sizeof optimizer);
-            bool master_on_host = t->zero_stage == 3 && t->ranks > 1 && t->offload_optimizer; /* param_shards.h */
+            bool master_on_host = t->zero_stage == 3 && t->offload_optimizer; /* param_shards.h */
             snprintf(parts, sizeof parts, "bf16 weights %s, float master weights %s, float gradients %s, AdamW %s, ",
                      weights, master_on_host ? "in host memory" : master, gradients,
                      t->offload_optimizer ? "in host memory" : optimizer);

@@ -310,10 +310,15 @@ static int choose_sharding(ft_train_run *run, ft_train_options *t)
     int ranks = t->ranks > 1 ? t->ranks : 1;
     if (offload_optimizer && zero_stage == 0)
         return ft_stage_fail(stage, "offload_optimizer = cpu needs zero_stage = 1, 2 or 3, as in DeepSpeed");
+    /* One rank shards nothing, but ZeRO-3 with offload_param still keeps the
+     * weights in host memory and gathers (uploads) a unit at a time. */
+    bool streams = ranks == 1 && zero_stage == 3 && offload_param;
     if (zero_stage > 0 && used < sizeof run->sharding_note)
         snprintf(run->sharding_note + used, sizeof run->sharding_note - used, "%sZeRO-%lld %s%s%s", used ? "; " : "",
                  (long long)zero_stage,
-                 ranks == 1     ? "with one rank has nothing to shard: it trains as stage 0"
+                 streams ? "with one rank shards nothing, but offload_param = cpu keeps the weights in host memory, "
+                           "uploading a layer's weights as a pass uses them"
+                 : ranks == 1 ? "with one rank has nothing to shard: it trains as stage 0"
                  : zero_stage == 3 ? "shards AdamW's state and every weight over the ranks, each holding 1 / ranks of "
                                      "them and gathering a layer's weights as it uses them"
                                    : "shards AdamW's state over the ranks, each holding 1 / ranks of it",
@@ -323,7 +328,7 @@ static int choose_sharding(ft_train_run *run, ft_train_options *t)
                  offload_param && ranks > 1 ? "; offload_param = cpu: each rank's shard of the weights in host "
                                               "memory, uploaded layer by layer to be gathered"
                                             : "");
-    t->zero_stage = ranks > 1 ? (int)zero_stage : 0;
+    t->zero_stage = ranks > 1 || streams ? (int)zero_stage : 0;
     t->offload_optimizer = offload_optimizer;
     t->offload_param = offload_param && t->zero_stage == 3;
     return 0;
@@ -391,10 +396,11 @@ int ft_train_read_parameters(ft_train_run *run)
     if (ft_lr_schedule_parse(ft_stage_param_string(stage, "lr_scheduler_type"), &t->lr_scheduler_type) < 0 ||
         choose_evaluation(run, t) != 0 || choose_sharding(run, t) != 0)
         return -1;
-    /* full fine-tuning at ZeRO-2 and 3 shards the weights' gradients (grad_shards.h); zero_stage is 0 on one rank */
+    /* full fine-tuning at ZeRO-2 and 3 shards the weights' gradients (grad_shards.h); zero_stage is 0 on
+     * one rank, unless offload_param streams the weights (then one shard holds them all) */
     m->gradient_shards = !lora && !m->freeze_language_model && t->zero_stage >= 2 ? ranks : 0;
     m->optimizer_shards = t->zero_stage >= 1 ? ranks : 0; /* the device plan: one rank's share of AdamW */
-    m->optimizer_offloaded = t->offload_optimizer && t->zero_stage >= 1;
+    m->optimizer_offloaded = t->offload_optimizer; /* one rank offloads at stage 0 too */
     if (m->train_projector && t->zero_stage == 3)
         return ft_stage_fail(stage, "zero_stage = 3 does not shard a trained projector yet: use zero_stage = 0, 1 or "
                                     "2 to train it");

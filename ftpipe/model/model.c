@@ -230,7 +230,7 @@ static size_t sharded_gradient_count(const ft_model *model, int ranks)
 
 static bool shards_gradients(const ft_model_options *options)
 {
-    return options->finetuning == FT_FINETUNE_FULL && !options->freeze_language_model && options->gradient_shards > 1;
+    return options->finetuning == FT_FINETUNE_FULL && !options->freeze_language_model && options->gradient_shards > 0;
 }
 
 /* What the model allocates, with weights and activations of element_bytes each. */
@@ -294,11 +294,11 @@ size_t ft_model_config_largest_unit(const ft_model_config *config)
     return largest;
 }
 
-size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int ranks)
+size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int shards)
 {
     ft_model model = {.config = *config};
     size_t *offsets = make_layout(&model);
-    size_t count = ranks > 1 ? sharded_gradient_count(&model, ranks) : model.n_params;
+    size_t count = shards > 0 ? sharded_gradient_count(&model, shards) : model.n_params;
     free(offsets);
     free_layout(&model);
     return count * sizeof(float);

@@ -197,7 +197,10 @@ static int gather_unit(ft_param_shards *s, size_t u, void *to)
     const ft_param_unit *unit = &s->units[u];
     size_t owned = unit->per_rank * s->element_bytes, shared = unit->shared * s->element_bytes;
     const void *mine = shard_at(s, unit->shard_offset);
-    if (s->offload && owned > 0) {
+    if (s->offload && owned > 0 && s->comm->size == 1) { /* nothing to gather: straight into the window */
+        s->model->backend->upload(s->model->backend, to, mine, owned);
+        owned = 0;
+    } else if (s->offload && owned > 0) {
         s->model->backend->upload(s->model->backend, s->staging, mine, owned);
         mine = s->staging;
     }
@@ -439,7 +442,7 @@ void ft_param_shards_free(ft_param_shards *s)
     if (s->staging)
         b->free(b, s->staging);
     if (s->shard && s->offload)
-        free(s->shard);
+        b->free_host(b, s->shard);
     else if (s->shard)
         b->free(b, s->shard);
     if (s->master && s->master_on_host)
@@ -470,9 +473,10 @@ static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bo
         largest_owned = s->units[u].per_rank > largest_owned ? s->units[u].per_rank : largest_owned;
     }
     size_t shard_bytes = (s->shard_elements ? s->shard_elements : 1) * s->element_bytes;
-    bool ok = (s->shard = offload ? malloc(shard_bytes) : b->alloc(b, shard_bytes)) != NULL;
+    /* offloaded: page-locked, so that a unit's upload overlaps the compute */
+    bool ok = (s->shard = offload ? b->alloc_host(b, shard_bytes) : b->alloc(b, shard_bytes)) != NULL;
     if (!ok && offload)
-        ft_error("out of host memory for a ZeRO-3 shard of %zu bytes (offload_param)", shard_bytes);
+        ft_error_context("a ZeRO-3 shard of %zu bytes in host memory (offload_param)", shard_bytes);
     if (ok && ft_model_keeps_master(model)) {
         size_t master_bytes = (s->shard_elements ? s->shard_elements : 1) * sizeof(float);
         ok = (s->master = master_on_host ? b->alloc_host(b, master_bytes) : b->alloc(b, master_bytes)) != NULL;
@@ -486,7 +490,7 @@ static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bo
         ok = (s->window[i].buffer = b->alloc(b, s->window_bytes)) != NULL;
         s->gathered_bytes += largest * s->element_bytes;
     }
-    if (ok && offload && largest_owned > 0) {
+    if (ok && offload && largest_owned > 0 && comm->size > 1) { /* one rank uploads into the window */
         ok = (s->staging = b->alloc(b, largest_owned * s->element_bytes)) != NULL;
         s->gathered_bytes += largest_owned * s->element_bytes;
     }
@@ -537,7 +541,7 @@ static ft_sharded_bytes planned_bytes(const ft_model *model, const size_t *offse
         largest_owned = units[u].per_rank > largest_owned ? units[u].per_rank : largest_owned;
     }
     free(units);
-    size_t elements = WINDOW_UNITS * largest + (offload ? largest_owned : shard_elements);
+    size_t elements = WINDOW_UNITS * largest + (offload ? (ranks > 1 ? largest_owned : 0) : shard_elements);
     bool master = ft_model_keeps_master(model) && !master_on_host;
     return (ft_sharded_bytes){elements * model->element_bytes, master ? shard_elements * sizeof(float) : 0};
 }
@@ -594,7 +598,7 @@ static int load_shards(ft_model *model, const size_t *offsets, const char *model
 int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_model_options *options,
                           ft_comm *comm, bool offload_param, bool offload_optimizer, ft_model **out)
 {
-    if (comm->size < 2)
+    if (comm->size < 2 && !offload_param) /* one rank shards nothing unless the weights stay in host memory */
         return ft_model_load(model_dir, backend, options, out);
     size_t *offsets = NULL;
     ft_model *model = ft_model_open(model_dir, backend, options, &offsets);

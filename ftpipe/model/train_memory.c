@@ -72,7 +72,7 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
     bool full = options->finetuning == FT_FINETUNE_FULL;
     uint64_t trained_floats = (full ? plan->gradient_bytes : plan->adapter_bytes) / sizeof(float);
     if (full && !options->freeze_language_model)
-        out->weight_gradient_bytes = ft_model_weight_gradient_bytes(config, 1);
+        out->weight_gradient_bytes = ft_model_weight_gradient_bytes(config, 0);
     /* Loading: the weights and gradients are allocated; one tensor is read and
      * converted through floats (and bf16 for a GPU). */
     uint64_t largest = largest_weight_count(config);
@@ -103,7 +103,7 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
 
 void ft_train_memory_shard(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks)
 {
-    if (ranks <= 1)
+    if (ranks < 1)
         return;
     ft_memory_plan *plan = &memory->plan;
     uint64_t whole = plan->optimizer_bytes, share = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
@@ -119,7 +119,7 @@ void ft_train_memory_shard(ft_train_memory *memory, const ft_model_config *confi
 
 void ft_train_memory_shard_gradients(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks)
 {
-    if (ranks <= 1 || !memory->weight_gradient_bytes)
+    if (ranks < 1 || !memory->weight_gradient_bytes)
         return;
     uint64_t sharded = ft_model_weight_gradient_bytes(config, ranks);
     memory->plan.gradient_bytes = memory->plan.gradient_bytes - memory->weight_gradient_bytes + sharded;
@@ -145,7 +145,7 @@ void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu)
 void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
                                   bool offload_param)
 {
-    if (ranks <= 1)
+    if (ranks < 1)
         return;
     ft_memory_plan *plan = &memory->plan;
     uint64_t element = on_gpu ? 2 : sizeof(float);
@@ -153,7 +153,8 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
     uint64_t whole = plan->parameter_bytes - tower;
     uint64_t unit = ft_model_config_largest_unit(config) * element;
     uint64_t shard = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
-    uint64_t staging = offload_param ? (unit + (uint64_t)ranks - 1) / (uint64_t)ranks : 0;
+    /* offloaded: the owned part uploaded to be gathered; one rank uploads straight into the window */
+    uint64_t staging = offload_param && ranks > 1 ? (unit + (uint64_t)ranks - 1) / (uint64_t)ranks : 0;
     uint64_t in_plan = 2 * unit + staging + (offload_param && on_gpu ? 0 : shard) + tower;
     plan->total_bytes = plan->total_bytes - whole + in_plan;
     plan->parameter_bytes = in_plan;
@@ -173,16 +174,19 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
 void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
                                 int zero_stage, bool offload_optimizer, bool offload_param)
 {
-    if (ranks <= 1 || zero_stage == 0)
-        return;
-    ft_train_memory_shard(memory, config, on_gpu, ranks);
-    if (zero_stage >= 2)
-        ft_train_memory_shard_gradients(memory, config, on_gpu, ranks);
-    if (zero_stage == 3)
-        ft_train_memory_shard_params(memory, config, on_gpu, ranks, offload_param);
-    if (offload_optimizer)
+    /* one rank shards nothing, unless ZeRO-3 streams the weights from host memory; it offloads AdamW at any stage */
+    bool sharded = ranks > 1 ? zero_stage > 0 : zero_stage == 3 && offload_param;
+    int shards = ranks > 1 ? ranks : 1;
+    if (sharded) {
+        ft_train_memory_shard(memory, config, on_gpu, shards);
+        if (zero_stage >= 2)
+            ft_train_memory_shard_gradients(memory, config, on_gpu, shards);
+        if (zero_stage == 3)
+            ft_train_memory_shard_params(memory, config, on_gpu, shards, offload_param);
+    }
+    if (offload_optimizer && (sharded || ranks <= 1))
         ft_train_memory_offload(memory, on_gpu);
-    if (zero_stage == 3 && offload_optimizer && on_gpu) { /* the master shard is AdamW's host copy itself */
+    if (sharded && zero_stage == 3 && offload_optimizer && on_gpu) { /* the master shard is AdamW's host copy itself */
         memory->result_shard_bytes += memory->plan.master_bytes; /* and lives until the result is gathered */
         memory->plan.total_bytes -= memory->plan.master_bytes;
         memory->plan.master_bytes = 0;

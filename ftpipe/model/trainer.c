@@ -630,7 +630,7 @@ static int stop_asked(trainer *t, bool *stop)
 /* Before the first step: how long adding the gradients over the ranks takes. */
 static int preflight(trainer *t)
 {
-    if (!t->comm)
+    if (!t->comm || t->comm->size < 2) /* one rank (streaming its weights) adds nothing */
         return 0;
     ft_all_reduce_timing timing = {0}, sharded = {0};
     if ((t->buckets.n_buckets &&
@@ -709,7 +709,7 @@ static int train_loop(trainer *t)
         add_compute_time(t, wall_ns, cpu_ns);
         ft_train_report reported;
         report(t, loss, grad_norm, &reported);
-        if (t->comm && t->state.global_step == first_step + 1)
+        if (t->comm && t->comm->size > 1 && t->state.global_step == first_step + 1)
             compare_step_times(t);
         if (evaluation_due(t)) {
             wall_ns = ft_now_ns();
@@ -791,7 +791,7 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     }
     /* full fine-tuning at stage 2 or 3: the weights' gradients in shards (grad_shards.h) */
     bool shard_grads = t.comm && options->zero_stage >= 2 && ft_model_trains_weights(model);
-    if (!shard_grads && ft_model_gradient_shards(model) > 1) /* so no ZeRO-3 shards were made here */
+    if (!shard_grads && ft_model_gradient_shards(model) > 0) /* so no ZeRO-3 shards were made here */
         return ft_error("the model was loaded with gradient_shards = %d, for ZeRO-2 or 3 over that many ranks, but "
                         "trains with zero_stage = %d over %d rank%s: load it with gradient_shards = 0",
                         ft_model_gradient_shards(model), options->zero_stage, t.ranks, t.ranks == 1 ? "" : "s");

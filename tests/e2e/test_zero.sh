@@ -6,8 +6,10 @@
 # bytes of the 2-rank stage-0 run and each rank holds half the optimizer state;
 # ZeRO stays out of the key; ds_z3_offload on 2 ranks ends within 1e-6 of
 # stage 0's adapter with rank 0 keeping half the weights in host memory, and
-# exports a PEFT adapter (on one rank it shards nothing); full fine-tuning at
-# stage 3 exports a model folder of stage 0's weights; malformed configs,
+# exports a PEFT adapter; on one rank it keeps every weight in host memory and
+# ends with stage 0's bytes; full fine-tuning at stage 3 (on 2 ranks, and on
+# one streaming its weights) ends as near stage 0 as reordering its sums and
+# exports a model folder; malformed configs,
 # unknown keys, numbers that disagree with the stage, and deepspeed beside
 # zero_stage are refused; a stage that would not fit names zero_stage = 1 (or 3)
 # with its figure; kill -9 of a 2-rank ZeRO-2 run resumes on 1 rank at stage 0,
@@ -231,11 +233,34 @@ def metric(w, name):
 whole, shard = metric(sys.argv[1], "parameter_bytes"), metric(sys.argv[2], "parameter_host_bytes")
 assert whole / 2 <= shard < whole / 2 + 64, (whole, shard)
 PY
-sed -i "s/nproc_per_node = 2/nproc_per_node = 1/; s/max_steps = 6/max_steps = 5/" "$W/Ftpipe" # a new key: it runs
+t_end
+
+t_case "ds_z3_offload_config.json on one rank keeps every weight in host memory and ends with stage 0's bytes"
+zero_workspace "max_steps = 5" "nproc_per_node = 1"
+t_run "$FTPIPE" -C "$W" adapter
+t_expect_status 0
+ONE_PLAIN=$W
+zero_workspace "max_steps = 5" "nproc_per_node = 1" "deepspeed = ds_z3_offload_config.json"
+t_run "$FTPIPE" -C "$W" adapter
+t_expect_status 0
+cmp -s "$ONE_PLAIN/adapter/adapter_model.safetensors" "$W/adapter/adapter_model.safetensors" ||
+  t_fail "one rank streaming its weights trains another adapter than stage 0"
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "ZeRO-3 with one rank shards nothing, but offload_param = cpu keeps the weights in host memory, uploading a layer's weights as a pass uses them; offload_optimizer = cpu: AdamW's state and an f32 master copy"
+t_expect_lacks "preflight"
+python3 - "$ONE_PLAIN" "$W" <<'PY' || t_fail "one rank does not keep every weight in host memory"
+import sqlite3, sys
+def metric(w, name):
+    db = sqlite3.connect(w + "/.ftpipe/state.db")
+    return db.execute("select value from metrics where name = ? order by run_id desc, step desc limit 1", (name,)).fetchone()[0]
+assert metric(sys.argv[2], "parameter_host_bytes") == metric(sys.argv[1], "parameter_bytes")
+PY
+sed -i "s/deepspeed = ds_z3_offload_config.json/deepspeed = ds_z2_offload_config.json/; s/max_steps = 5/max_steps = 4/" \
+  "$W/Ftpipe" # ZeRO is not in the key: a new max_steps makes it run
 t_run "$FTPIPE" -C "$W" adapter
 t_expect_status 0
 t_run "$FTPIPE" -C "$W" log adapter
-t_expect_contains "ZeRO-3 with one rank has nothing to shard: it trains as stage 0; offload_optimizer = cpu: AdamW's state and an f32 master copy of the trained values in host memory, updated on the host's cores"
+t_expect_contains "ZeRO-2 with one rank has nothing to shard: it trains as stage 0; offload_optimizer = cpu"
 t_end
 
 t_case "full fine-tuning at ZeRO-3 on 2 ranks ends at stage 0's weights and exports a normal model folder"
@@ -266,6 +291,14 @@ t_run "$FTPIPE" -C "$W" adapter
 t_expect_status 0
 reordering=$({ echo 1e-6; for other in "$ONE" "$W"; do python3 "$T_ROOT/close.py" "$other/adapter" "$FULL/adapter" 1; done; } |
   sort -g | tail -1)
+# one rank streaming its weights from host memory (ZeRO-3 with both offloads) sums each micro-batch into its
+# gradients' shard: the same yardstick
+zero_workspace "max_steps = 4" "nproc_per_node = 1" "finetuning_type = full" "zero_stage = 3" "offload_param = cpu" \
+  "offload_optimizer = cpu"
+t_run "$FTPIPE" -C "$W" adapter
+t_expect_status 0
+python3 "$T_ROOT/close.py" "$W/adapter" "$FULL/adapter" "$reordering" ||
+  t_fail "one rank streaming its weights ends further from stage 0's than reordering its sums moves them ($reordering)"
 W=$SHARDED
 python3 "$T_ROOT/close.py" "$W/adapter" "$FULL/adapter" "$reordering" ||
   t_fail "ZeRO-3's weights are further from stage 0's than reordering its sums moves them ($reordering)"

@@ -145,6 +145,21 @@ static void cuda_zero(ft_backend *self, void *device, size_t bytes)
         CUDA_CHECK(context, cudaMemsetAsync(device, 0, bytes, context->stream));
 }
 
+/* Any direction (unified addressing); a copy touching host memory is waited for. */
+static void cuda_copy(ft_backend *self, void *to, const void *from, size_t bytes)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    if (!bytes || to == from)
+        return;
+    CUDA_CHECK(context, cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, context->stream));
+    cudaPointerAttributes a, b;
+    bool device = cudaPointerGetAttributes(&a, to) == cudaSuccess && a.type == cudaMemoryTypeDevice &&
+                  cudaPointerGetAttributes(&b, from) == cudaSuccess && b.type == cudaMemoryTypeDevice;
+    cudaGetLastError(); /* an unregistered host pointer's query fails on older drivers: not sticky */
+    if (!device)
+        CUDA_CHECK(context, cudaStreamSynchronize(context->stream));
+}
+
 /* full fine-tuning's bf16 weights from their float master copy */
 static void cuda_cast_from_float(ft_backend *self, void *dst, const float *src, size_t n)
 {
@@ -375,6 +390,7 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->upload = ft_cuda_upload;
     backend->download = cuda_download;
     backend->zero = cuda_zero;
+    backend->copy = cuda_copy;
     backend->alloc_host = cuda_alloc_host;
     backend->free_host = cuda_free_host;
     backend->reserve = cuda_reserve;

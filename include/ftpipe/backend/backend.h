@@ -105,6 +105,10 @@ struct ft_backend {
     void (*upload)(ft_backend *self, void *device, const void *host, size_t bytes);
     void (*download)(ft_backend *self, void *host, const void *device, size_t bytes);
     void (*zero)(ft_backend *self, void *device, size_t bytes);
+    /* bytes from `from` to `to`, either in the backend's memory or its host memory
+     * (alloc_host's, or plain host memory), ordered with the ops; done on return
+     * when either side is host memory. */
+    void (*copy)(ft_backend *self, void *to, const void *from, size_t bytes);
     /* Host memory that upload and download copy to and from directly (page-locked
      * on cuda, plain on cpu), for state kept on the host (offload_optimizer's). */
     void *(*alloc_host)(ft_backend *self, size_t bytes);

@@ -87,9 +87,10 @@ typedef struct {
 typedef struct ft_model ft_model;
 
 /* The float gradients of the language model's weights a rank holds in full
- * fine-tuning: whole (ranks <= 1), or with gradient_shards = ranks its shard
- * of them and the window a pass writes into (grad_shards.h). */
-size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int ranks);
+ * fine-tuning: whole (shards = 0), or with gradient_shards = shards its shard
+ * of them and the window a pass writes into (grad_shards.h; one shard: all of
+ * them and the window, for one rank streaming its weights). */
+size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int shards);
 /* The weights of ZeRO's largest unit (the embeddings, a decoder layer, or the
  * final norm with an untied lm_head): what ZeRO-3 gathers at once. */
 size_t ft_model_config_largest_unit(const ft_model_config *config);

@@ -214,6 +214,45 @@ TEST(zero_3_with_offload_moves_the_master_shard_to_host_memory)
 }
 
 
+/* One rank: ZeRO-1 and 2 shard nothing, but offload_optimizer still moves
+ * AdamW's moments to host memory (with the master copy and the gradients'
+ * host buffer); ZeRO-3 with offload_param keeps every weight in host memory,
+ * so the device holds two gather buffers of the largest unit (qwen2.5-7b:
+ * its untied head with the final norm) and no staging buffer; full
+ * fine-tuning's float gradients are whole and a window of that unit. */
+TEST(one_rank_offloads_adamw_and_streams_its_weights)
+{
+    ft_model_config config;
+    CHECK_INT(ft_model_shape("qwen2.5-7b", &config), 0);
+    uint64_t unit = ft_model_config_largest_unit(&config);
+    CHECK_INT(unit, (uint64_t)config.vocab_size * config.hidden_size + config.hidden_size);
+    for (int full = 0; full <= 1; full++) {
+        ft_model_options options = {4, 1024, full ? FT_FINETUNE_FULL : FT_FINETUNE_LORA, !full,
+                                    {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false, 0, 0, false};
+        ft_train_memory whole, offloaded, streamed, both;
+        CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &whole), 0);
+        offloaded = streamed = both = whole;
+        ft_train_memory_apply_zero(&offloaded, &config, true, 1, 0, true, false);
+        ft_train_memory_apply_zero(&streamed, &config, true, 1, 3, false, true);
+        ft_train_memory_apply_zero(&both, &config, true, 1, 3, true, true);
+        CHECK_INT(offloaded.plan.optimizer_bytes, 0);
+        CHECK_INT(offloaded.offload_bytes, 2 * whole.plan.optimizer_bytes);
+        CHECK_INT(offloaded.device_peak_bytes, whole.device_peak_bytes - whole.plan.optimizer_bytes);
+        CHECK_INT(streamed.plan.parameter_bytes, 2 * 2 * unit);
+        CHECK_INT(streamed.offload_bytes, whole.plan.parameter_bytes);
+        CHECK_INT(streamed.plan.gradient_bytes, whole.plan.gradient_bytes + (full ? 4 * unit : 0));
+        CHECK_INT(streamed.plan.master_bytes, whole.plan.master_bytes);
+        CHECK_INT(both.plan.master_bytes, 0); /* the master copy is AdamW's host copy */
+        CHECK_INT(both.plan.optimizer_bytes, 0);
+        CHECK(streamed.device_peak_bytes < whole.device_peak_bytes);
+        printf("  qwen2.5-7b %s on one GPU: %.1f GiB, offload_optimizer %.1f, offload_param %.1f, both %.1f "
+               "(host %.1f GiB)\n",
+               full ? "full" : "LoRA", whole.device_peak_bytes / 1073741824.0, offloaded.device_peak_bytes / 1073741824.0,
+               streamed.device_peak_bytes / 1073741824.0, both.device_peak_bytes / 1073741824.0,
+               both.host_peak_bytes / 1073741824.0);
+    }
+}
+
 /* A machine's ranks share its host memory: the first rank writes checkpoints
  * and the result (its peak), every other one only loads and trains (the
  * offloaded state and the program, on a GPU), so 8 ranks need the first's
@@ -404,6 +443,7 @@ int main(void)
     RUN(zero_keeps_one_share_of_the_optimizer_per_rank);
     RUN(offload_moves_the_optimizer_to_host_memory);
     RUN(zero_3_keeps_one_share_of_the_weights_per_rank);
+    RUN(one_rank_offloads_adamw_and_streams_its_weights);
     RUN(a_machine_holds_the_writing_rank_and_the_others);
     RUN(zero_3_with_offload_moves_the_master_shard_to_host_memory);
     RUN(readme_zero_tables_are_the_plans);

@@ -41,9 +41,11 @@
 #include "check.h"
 #include "tiny_models.h"
 #include "ftpipe/backend/comm_host.h"
+#include "ftpipe/backend/comm_solo.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/formats/safetensors.h"
 #include "ftpipe/model/checkpoint.h"
 #include "ftpipe/model/model_init.h"
 #include "ftpipe/model/param_shards.h"
@@ -114,6 +116,8 @@ static run_result run(const char *data_dir, run_shape shape)
     ft_comm *comm = NULL;
     int rank = shape.ranks > 1 ? ft_comm_host_fork(shape.ranks, &comm, children) : 0;
     CHECK(rank >= 0);
+    if (shape.ranks <= 1 && shape.zero_stage == 3 && shape.offload_param) /* as the train stage: one rank streaming */
+        comm = ft_comm_solo_create(cpu);
     if (rank != 0)
         check_case_failed = 0;
     ft_train_options options = {
@@ -457,6 +461,141 @@ static void stage_3_matches_stage_0(ft_finetuning finetuning)
     free(data);
 }
 
+/* How far stage 0 on one rank moves when its micro-batches are halved, or
+ * doubled (fewer accumulated): sums in another order, as one rank streaming
+ * its weights adds each micro-batch into its gradients' shard. */
+static double one_rank_reordering(const char *data, const run_result *reference, run_shape shape)
+{
+    run_shape doubles = shape;
+    doubles.batch_size = shape.batch_size * 2;
+    doubles.accumulation = shape.accumulation / 2;
+    run_result a = run(data, doubles);
+    CHECK_INT(a.status, 0);
+    double difference = fmax(reordering_difference(data, reference, shape),
+                             max_difference(a.values, reference->values, reference->count));
+    free(a.values);
+    return difference;
+}
+
+/* One rank that streams its weights from host memory (ZeRO-3 with
+ * offload_param, over a communicator of one): LoRA gives stage 0's bytes; full
+ * fine-tuning, whose micro-batches add up in one gradients' shard, stays
+ * within what reordering stage 0's sums moves it (one_rank_reordering). Every weight stays in host
+ * memory beside a window of two units; the gradients are whole and a window. */
+TEST(one_rank_streaming_its_weights_matches_stage_0)
+{
+    char *data = write_data("stream", 26);
+    size_t window = 2 * largest_unit_bytes();
+    for (int f = 0; f < 2; f++) {
+        ft_finetuning finetuning = f ? FT_FINETUNE_FULL : FT_FINETUNE_LORA;
+        run_shape shape = {1, 0, 2, 2, finetuning, NULL, 0, false, false};
+        run_result reference = run(data, shape);
+        CHECK_INT(reference.status, 0);
+        CHECK(reference.steps.n >= 4);
+        double reordering = f ? one_rank_reordering(data, &reference, shape) : 0.0;
+        for (int offload = 0; offload < 2; offload++) {
+            run_shape streamed = shape;
+            streamed.zero_stage = 3;
+            streamed.offload_param = true;
+            streamed.offload = offload;
+            run_result s = run(data, streamed);
+            CHECK_INT(s.status, 0);
+            char what[80];
+            snprintf(what, sizeof what, "one rank, %s, ZeRO-3 + offload_param%s", f ? "full" : "LoRA",
+                     offload ? " + offload_optimizer" : "");
+            matches_stage_zero(&s, &reference, f ? 1e-5 : 0.0, reordering, what); /* the losses: within 1e-5 relative */
+            check_gradient_bytes(&s, &reference, finetuning, 1, f ? 3 : 0, what);
+            if (s.parameter_host_bytes != reference.parameter_bytes || s.parameter_bytes != window) {
+                fprintf(stderr, "  %s: %zu bytes of weights in host memory and %zu gathered, of %zu\n", what,
+                        s.parameter_host_bytes, s.parameter_bytes, reference.parameter_bytes);
+                check_case_failed = 1;
+            }
+            free(s.values);
+        }
+        free(reference.values);
+    }
+    free(data);
+}
+
+/* The largest difference between the tensors of two safetensors files, which
+ * must hold the same names and shapes. */
+static double file_difference(const char *a_path, const char *b_path)
+{
+    ft_safetensors *a = NULL, *b = NULL;
+    CHECK_INT(ft_safetensors_open(a_path, &a), 0);
+    CHECK_INT(ft_safetensors_open(b_path, &b), 0);
+    double most = a && b && ft_safetensors_count(a) == ft_safetensors_count(b) ? 0.0 : INFINITY;
+    for (size_t i = 0; a && b && i < ft_safetensors_count(a); i++) {
+        const ft_tensor_view *x = ft_safetensors_at(a, i), *y = ft_safetensors_find(b, x->name);
+        if (!y || y->size_bytes != x->size_bytes || y->dtype != FT_DTYPE_F32 || x->dtype != FT_DTYPE_F32) {
+            most = INFINITY;
+            continue;
+        }
+        most = fmax(most, max_difference(x->data, y->data, x->size_bytes / sizeof(float)));
+    }
+    ft_safetensors_close(a);
+    ft_safetensors_close(b);
+    return most;
+}
+
+/* One rank streaming its weights against stage 0 over a checkpoint: the
+ * checkpoints of the same step hold the same tensors (values and moments)
+ * within what halving stage 0's micro-batches moves them; a streaming run resumed streaming ends with the uninterrupted one's
+ * bytes; each shape resumes the other's checkpoint with the uninterrupted
+ * stage-0 run's later losses, to 1e-5 relative. */
+TEST(a_streaming_checkpoint_and_a_stage_0_one_resume_as_each_other)
+{
+    char *data = write_data("stream_resume", 40);
+    run_shape plain = {1, 0, 2, 2, FT_FINETUNE_FULL, NULL, 0, false, false};
+    run_shape streamed = {1, 3, 2, 2, FT_FINETUNE_FULL, NULL, 0, true, true};
+    run_result reference = run(data, plain), streamed_throughout = run(data, streamed);
+    CHECK_INT(reference.status, 0);
+    CHECK_INT(streamed_throughout.status, 0);
+    run_result again = interrupted_then(data, "stream_again", streamed, streamed);
+    if (memcmp(again.values, streamed_throughout.values, reference.count * sizeof(float)) != 0) {
+        fprintf(stderr, "  resumed streaming: not the uninterrupted run's bytes (%g from them)\n",
+                max_difference(again.values, streamed_throughout.values, reference.count));
+        check_case_failed = 1;
+    }
+    const char *files[] = {"model.safetensors", "optimizer.safetensors"};
+    for (int into_streaming = 0; into_streaming < 2; into_streaming++) {
+        const char *name = into_streaming ? "into_stream" : "from_stream";
+        run_result resumed = interrupted_then(data, name, into_streaming ? plain : streamed,
+                                              into_streaming ? streamed : plain);
+        CHECK_INT(resumed.steps.n, reference.steps.n - 3);
+        for (int i = 0; i < resumed.steps.n; i++)
+            if (!(fabs(resumed.steps.losses[i] - reference.steps.losses[i + 3]) <=
+                  1e-5 * fabs(reference.steps.losses[i + 3]))) {
+                fprintf(stderr, "  %s: step %d's loss %.9g, uninterrupted %.9g\n", name, i + 4,
+                        resumed.steps.losses[i], reference.steps.losses[i + 3]);
+                check_case_failed = 1;
+            }
+        free(resumed.values);
+    }
+    run_shape halves = plain;
+    halves.batch_size = 1;
+    halves.accumulation = 4;
+    free(interrupted_then(data, "halves_stream", halves, halves).values);
+    for (int f = 0; f < 2; f++) { /* checkpoint-2 of each shape, written before either resumed */
+        char *a = ft_xasprintf("%s/from_stream/checkpoint-2/%s", root, files[f]);
+        char *b = ft_xasprintf("%s/into_stream/checkpoint-2/%s", root, files[f]);
+        char *c = ft_xasprintf("%s/halves_stream/checkpoint-2/%s", root, files[f]);
+        double difference = file_difference(a, b), reordering = file_difference(c, b);
+        if (!(difference <= fmax(1e-7, reordering))) {
+            fprintf(stderr, "  checkpoint-2's %s: streaming's and stage 0's differ by %g (halves: %g)\n", files[f],
+                    difference, reordering);
+            check_case_failed = 1;
+        }
+        free(a);
+        free(b);
+        free(c);
+    }
+    free(again.values);
+    free(reference.values);
+    free(streamed_throughout.values);
+    free(data);
+}
+
 /* Full fine-tuning on 4 ranks at ZeRO-3 (its checkpoint gathers the sharded
  * weights, or their master copy, into host memory) and on 2 ranks at ZeRO-1:
  * a run of one shape cancelled after checkpoint-3, resumed with the other
@@ -651,6 +790,8 @@ int main(void)
     RUN(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0);
     RUN(a_zero_3_checkpoint_of_the_master_copy_resumes_with_zero_1_on_2);
     RUN(a_zero_1_checkpoint_of_2_ranks_resumes_with_zero_3_on_4);
+    RUN(one_rank_streaming_its_weights_matches_stage_0);
+    RUN(a_streaming_checkpoint_and_a_stage_0_one_resume_as_each_other);
     RUN(a_checkpoint_failing_mid_file_stops_every_rank);
     RUN(a_model_loaded_for_sharded_gradients_refuses_whole_ones);
     ft_backend_destroy(cpu);
