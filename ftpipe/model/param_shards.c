@@ -47,8 +47,12 @@ struct ft_param_shards {
     size_t gathered_bytes;     /* the window and the staging buffer, allocated once */
     ft_param_shards_stats stats;
     /* the gather thread: it runs the slots' gathers in ticket order, the only
-     * user of comm while a pass runs, so that a gather overlaps the compute */
+     * user of comm while a pass runs, so that a gather overlaps the compute;
+     * on a backend with a side queue (cuda) it gathers there, each slot's
+     * gather waiting for `freed` (the compute that read the slot before) and
+     * the compute for `ready` (the gather) */
     ft_collective_thread worker;
+    ft_backend_event *freed[WINDOW_UNITS], *ready[WINDOW_UNITS];
     size_t queue[WINDOW_UNITS];  /* slot indices by ticket % WINDOW_UNITS */
     unsigned long issued, done;  /* tickets */
     bool failed;
@@ -217,21 +221,42 @@ static int gather_unit(ft_param_shards *s, size_t u, void *to)
 
 /* --- the gather thread --- */
 
+/* The side queue's events: NULL on a backend without one (its calls are done on return). */
+static bool queued(const ft_param_shards *s) { return s->ready[0] != NULL; }
+
+static void event_record(ft_param_shards *s, ft_backend_event *event)
+{
+    if (event)
+        s->model->backend->event_record(s->model->backend, event);
+}
+
+static void event_wait(ft_param_shards *s, ft_backend_event *event)
+{
+    if (event)
+        s->model->backend->event_wait(s->model->backend, event);
+}
+
 static void *gather_thread(void *argument)
 {
     ft_param_shards *s = argument;
+    ft_backend *b = s->model->backend;
+    if (queued(s))
+        b->use_side_queue(b);
     pthread_mutex_lock(&s->worker.lock);
     for (;;) {
         while (!s->worker.stopping && s->done == s->issued)
             pthread_cond_wait(&s->worker.changed, &s->worker.lock);
         if (s->worker.stopping)
             break;
-        const slot *to = &s->window[s->queue[s->done % WINDOW_UNITS]];
+        size_t index = s->queue[s->done % WINDOW_UNITS];
+        const slot *to = &s->window[index];
         size_t unit = to->unit;
         void *buffer = to->buffer;
         bool skip = s->failed; /* after a failure the pass's values are garbage anyway */
         pthread_mutex_unlock(&s->worker.lock);
+        event_wait(s, s->freed[index]);
         int status = skip ? 0 : gather_unit(s, unit, buffer);
+        event_record(s, s->ready[index]);
         pthread_mutex_lock(&s->worker.lock);
         if (status < 0) {
             snprintf(s->message, sizeof s->message, "%s", ft_error_message());
@@ -244,9 +269,11 @@ static void *gather_thread(void *argument)
     return NULL;
 }
 
-/* Unit u's gather into slot `to`, queued behind those issued before it. */
+/* Unit u's gather into slot `to`, queued behind those issued before it (and
+ * behind the compute issued so far, which may still read the slot). */
 static void issue_gather(ft_param_shards *s, slot *to, size_t u)
 {
+    event_record(s, s->freed[to - s->window]);
     pthread_mutex_lock(&s->worker.lock);
     to->unit = u;
     to->ticket = s->issued;
@@ -268,13 +295,25 @@ static void wait_slot(ft_param_shards *s, const slot *which)
     pthread_mutex_unlock(&s->worker.lock);
 }
 
-/* Returns once every issued gather is done: comm is free for the caller. */
+/* Returns once every issued gather is done: comm and the window are free for
+ * the caller, whose work is queued behind them. */
 static void drain(ft_param_shards *s)
 {
     pthread_mutex_lock(&s->worker.lock);
     while (s->done < s->issued)
         pthread_cond_wait(&s->worker.changed, &s->worker.lock);
     pthread_mutex_unlock(&s->worker.lock);
+    for (int i = 0; i < WINDOW_UNITS; i++)
+        event_wait(s, s->ready[i]);
+}
+
+/* drain, and the host waits for the gathers too: they read the shard's host
+ * memory (offloaded) until they are done. */
+static void settle(ft_param_shards *s)
+{
+    drain(s);
+    for (int i = 0; i < WINDOW_UNITS && queued(s); i++)
+        s->model->backend->event_sync(s->model->backend, s->ready[i]);
 }
 
 void ft_param_shards_quiet(ft_param_shards *s) { drain(s); }
@@ -406,7 +445,7 @@ void ft_param_shards_refresh(ft_param_shards *s)
 {
     if (!s->master)
         return;
-    drain(s);
+    settle(s); /* it writes the shard */
     ft_backend *b = s->model->backend;
     if (!s->master_on_host && !s->offload) {
         b->cast_from_float(b, s->shard, s->master, s->shard_elements);
@@ -436,6 +475,14 @@ void ft_param_shards_free(ft_param_shards *s)
     s->model->shards = NULL;
     s->model->shard_calls = NULL;
     ft_backend *b = s->model->backend;
+    for (int i = 0; i < WINDOW_UNITS; i++) {
+        if (s->ready[i])
+            b->event_sync(b, s->ready[i]); /* a gather may still read the shard or write the window */
+        if (s->ready[i])
+            b->event_free(b, s->ready[i]);
+        if (s->freed[i])
+            b->event_free(b, s->freed[i]);
+    }
     for (int i = 0; i < WINDOW_UNITS; i++)
         if (s->window[i].buffer)
             b->free(b, s->window[i].buffer);
@@ -494,6 +541,8 @@ static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bo
         ok = (s->staging = b->alloc(b, largest_owned * s->element_bytes)) != NULL;
         s->gathered_bytes += largest_owned * s->element_bytes;
     }
+    for (int i = 0; i < WINDOW_UNITS && ok && b->event_new; i++) /* a side queue: gathers beside the compute */
+        ok = (s->freed[i] = b->event_new(b)) != NULL && (s->ready[i] = b->event_new(b)) != NULL;
     if (!ok) {
         ft_param_shards_free(s);
         return ft_error_context("sharding the weights over %d ranks (ZeRO-3)", comm->size);
@@ -702,7 +751,7 @@ int ft_param_shards_take_values(ft_param_shards *s, const float *const *values)
     trained_values v = values_of(s);
     if (v.element_bytes != sizeof(float))
         return ft_error("ZeRO-3 takes float values into its shard, and this backend's weights are not float");
-    drain(s);
+    settle(s);
     for (size_t u = 0; u < s->n_units; u++) {
         const ft_param_unit *unit = &s->units[u];
         char *owned = v.shard + unit->shard_offset * sizeof(float);
@@ -766,6 +815,7 @@ const void *ft_param_shards_weight(ft_param_shards *s, size_t offset)
     wait_slot(s, held);
     if (!held->first_read_done) {
         held->first_read_done = true;
+        event_wait(s, s->ready[held - s->window]); /* the compute, behind the gather */
         if (held->issued_at_reads < s->reads) /* other weights were read while it was gathered */
             s->stats.gathered_ahead++;
     }

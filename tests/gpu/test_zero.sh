@@ -5,6 +5,9 @@
 # further from the plain run's than a second plain run is (times 4, for the
 # drift of a different path) and its losses are within 1e-3 relative:
 #   - one GPU: offload_optimizer = cpu (AdamW on the host's cores) against in place;
+#   - one GPU: ZeRO-3 with offload_param, the weights streamed from host memory
+#     a unit at a time on the side stream, against stage 0 (LoRA: the adapter;
+#     full fine-tuning with both offloads: each step's loss within 1e-3);
 #   - two GPUs (skipped on one): 2 ranks over NCCL at ZeRO-1, ZeRO-2 and ZeRO-2
 #     with offload against 2 ranks at stage 0;
 #   - two GPUs: full fine-tuning (bf16 weights, a float master copy) at ZeRO-3,
@@ -75,32 +78,21 @@ grep -q "offload_optimizer = cpu: AdamW's state" "$(dirname "$offloaded")/out" 2
   t_fail "the log does not note the offload"
 t_end
 
-if [ "$GPUS" -lt 2 ]; then
-  echo "ok ZeRO-1 and ZeRO-2 over NCCL on 2 GPUs # SKIP $GPUS GPU here"
-  exit 0
-fi
-t_case "ZeRO-1 and ZeRO-2 over NCCL on 2 GPUs, with and without offload: stage 0's adapter, as close as a repeat"
-plain=$(trained 2)
-repeat=$(trained 2)
-for variant in "zero_stage = 1" "zero_stage = 2" "zero_stage = 2;offload_optimizer = cpu"; do
-  sharded=$(IFS=';'; trained 2 $variant)
-  compare "$plain" "$repeat" "$sharded" || t_fail "$variant against stage 0"
-done
-t_end
-
-# Full fine-tuning in mixed precision on 2 GPUs: ZeRO-3 shards the bf16 weights and
+# Full fine-tuning in mixed precision on NPROC GPUs: ZeRO-3 shards the bf16 weights and
 # their float master copy (in host memory with offload_optimizer, as
 # LLaMA-Factory's ds_z3_offload_config.json asks, with offload_param too); each
 # step's loss within 1e-3 relative of 2 ranks at stage 0, the tolerance of
 # tests/gpu/test_full_ft.sh's offload case.
-trained_full() { # PARAMETER-LINES...: trains on 2 GPUs, prints the workspace
+trained_full() { # NPROC PARAMETER-LINES...: trains on NPROC GPUs, prints the workspace
+  n=$1
+  shift
   W=$(tiny_addition_workspace 400 64)
   cat >> "$W/Ftpipe" <<P
 model: train models/tiny data/train_set
 	backend = cuda
 	finetuning_type = full
-	gpus = 2
-	nproc_per_node = 2
+	gpus = $n
+	nproc_per_node = $n
 	learning_rate = 3e-4
 	per_device_train_batch_size = 4
 	global_batch_size = 8
@@ -108,7 +100,7 @@ model: train models/tiny data/train_set
 	logging_steps = 1
 P
   for line in "$@"; do printf '\t%s\n' "$line"; done >> "$W/Ftpipe"
-  "$FTPIPE" -C "$W" > "$W/out" 2>&1 || t_fail "full fine-tuning on 2 GPUs with $* failed: $(tail -20 "$W/out")"
+  "$FTPIPE" -C "$W" > "$W/out" 2>&1 || t_fail "full fine-tuning on $n GPUs with $* failed: $(tail -20 "$W/out")"
   echo "$W"
 }
 
@@ -125,11 +117,40 @@ assert worst <= 1e-3, "a step's loss is %g relative from stage 0's" % worst
 PY
 }
 
+t_case "ZeRO-3 with offload_param on one GPU streams the weights from host memory: stage 0's adapter, as close as a repeat"
+streamed=$(trained 1 "zero_stage = 3" "offload_param = cpu")
+compare "$plain" "$repeat" "$streamed" || t_fail "one GPU streaming its weights against stage 0"
+"$FTPIPE" -C "$(dirname "$streamed")" log adapter > "$(dirname "$streamed")/log" 2>&1
+grep -q "with one rank shards nothing, but offload_param = cpu keeps the weights in host memory" \
+  "$(dirname "$streamed")/log" || t_fail "the log does not note the streaming"
+grep -q "in the backend's memory, .* offloaded to host memory" "$(dirname "$streamed")/log" ||
+  t_fail "the log does not count the weights in host memory"
+t_end
+
+t_case "full fine-tuning on one GPU streaming its weights, with AdamW on the host: stage 0's losses within 1e-3"
+plain=$(trained_full 1)
+streamed=$(trained_full 1 "zero_stage = 3" "offload_optimizer = cpu" "offload_param = cpu")
+same_losses "$plain" "$streamed" || t_fail "one GPU streaming its weights against stage 0"
+t_end
+
+if [ "$GPUS" -lt 2 ]; then
+  echo "ok ZeRO-1 and ZeRO-2 over NCCL on 2 GPUs # SKIP $GPUS GPU here"
+  exit 0
+fi
+t_case "ZeRO-1 and ZeRO-2 over NCCL on 2 GPUs, with and without offload: stage 0's adapter, as close as a repeat"
+plain=$(trained 2)
+repeat=$(trained 2)
+for variant in "zero_stage = 1" "zero_stage = 2" "zero_stage = 2;offload_optimizer = cpu"; do
+  sharded=$(IFS=';'; trained 2 $variant)
+  compare "$plain" "$repeat" "$sharded" || t_fail "$variant against stage 0"
+done
+t_end
+
 t_case "full fine-tuning at ZeRO-3 on 2 GPUs, with and without offload: stage 0's losses within 1e-3"
-plain=$(trained_full)
+plain=$(trained_full 2)
 for variant in "zero_stage = 3" "zero_stage = 3;offload_optimizer = cpu" \
                "zero_stage = 3;offload_optimizer = cpu;offload_param = cpu"; do
-  sharded=$(IFS=';'; trained_full $variant)
+  sharded=$(IFS=';'; trained_full 2 $variant)
   same_losses "$plain" "$sharded" || t_fail "$variant against stage 0"
   case $variant in
     *offload_optimizer*) where="float master weights on rank 0: 0 B in the backend's memory" ;;

@@ -19,9 +19,8 @@ static const size_t memory_margin_bytes = (size_t)256 << 20;
 
 void ft_cuda_fail(ft_cuda_context *context, const char *file, int line, const char *what, const char *reason)
 {
-    if (context->failed)
+    if (__atomic_exchange_n(&context->failed, true, __ATOMIC_ACQ_REL)) /* the side queue's thread fails too */
         return;
-    context->failed = true;
     snprintf(context->failure, sizeof context->failure, "%s:%d: %s: %s", file, line, what, reason);
 }
 
@@ -110,8 +109,9 @@ static void cuda_download(ft_backend *self, void *host, const void *device, size
     ft_cuda_context *context = ft_cuda_enter(self);
     if (!bytes)
         return;
-    CUDA_CHECK(context, cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, context->stream));
-    CUDA_CHECK(context, cudaStreamSynchronize(context->stream));
+    cudaStream_t stream = ft_cuda_copy_stream(context);
+    CUDA_CHECK(context, cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(context, cudaStreamSynchronize(stream));
 }
 
 /* Page-locked, so that offloaded state moves by DMA without a staging copy. */
@@ -151,13 +151,14 @@ static void cuda_copy(ft_backend *self, void *to, const void *from, size_t bytes
     ft_cuda_context *context = ft_cuda_enter(self);
     if (!bytes || to == from)
         return;
-    CUDA_CHECK(context, cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, context->stream));
+    cudaStream_t stream = ft_cuda_copy_stream(context);
+    CUDA_CHECK(context, cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, stream));
     cudaPointerAttributes a, b;
     bool device = cudaPointerGetAttributes(&a, to) == cudaSuccess && a.type == cudaMemoryTypeDevice &&
                   cudaPointerGetAttributes(&b, from) == cudaSuccess && b.type == cudaMemoryTypeDevice;
     cudaGetLastError(); /* an unregistered host pointer's query fails on older drivers: not sticky */
     if (!device)
-        CUDA_CHECK(context, cudaStreamSynchronize(context->stream));
+        CUDA_CHECK(context, cudaStreamSynchronize(stream));
 }
 
 /* full fine-tuning's bf16 weights from their float master copy */
@@ -291,6 +292,54 @@ static int cuda_check(ft_backend *self)
     return 0;
 }
 
+/* --- the side queue --- */
+
+/* The context whose side stream this thread chose (use_side_queue). */
+static __thread const ft_cuda_context *side_of = NULL;
+
+cudaStream_t ft_cuda_copy_stream(const ft_cuda_context *context)
+{
+    return side_of == context ? context->side_stream : context->stream;
+}
+
+static void cuda_use_side_queue(ft_backend *self) { side_of = ft_cuda_enter(self); }
+
+static ft_backend_event *cuda_event_new(ft_backend *self)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    cudaEvent_t event = NULL;
+    if (cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess) {
+        ft_error("cannot create a CUDA event on GPU %d: %s", context->device, cudaGetErrorString(cudaGetLastError()));
+        return NULL;
+    }
+    return (ft_backend_event *)event;
+}
+
+static void cuda_event_free(ft_backend *self, ft_backend_event *event)
+{
+    ft_cuda_enter(self);
+    if (event)
+        cudaEventDestroy((cudaEvent_t)event);
+}
+
+static void cuda_event_record(ft_backend *self, ft_backend_event *event)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    CUDA_CHECK(context, cudaEventRecord((cudaEvent_t)event, ft_cuda_copy_stream(context)));
+}
+
+static void cuda_event_wait(ft_backend *self, ft_backend_event *event)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    CUDA_CHECK(context, cudaStreamWaitEvent(ft_cuda_copy_stream(context), (cudaEvent_t)event, 0));
+}
+
+static void cuda_event_sync(ft_backend *self, ft_backend_event *event)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    CUDA_CHECK(context, cudaEventSynchronize((cudaEvent_t)event));
+}
+
 /* --- making and destroying --- */
 
 static void cuda_destroy(ft_backend *self)
@@ -298,6 +347,8 @@ static void cuda_destroy(ft_backend *self)
     ft_cuda_context *context = (ft_cuda_context *)self->context;
     use_device(context->device);
     cudaStreamSynchronize(context->stream);
+    if (context->side_stream)
+        cudaStreamSynchronize(context->side_stream);
     for (size_t i = 0; i < context->n_allocations; i++)
         cudaFree(context->allocations[i].pointer);
     free(context->allocations);
@@ -309,6 +360,8 @@ static void cuda_destroy(ft_backend *self)
     ft_cublaslt_close(&context->cublaslt);
     if (context->stream)
         cudaStreamDestroy(context->stream);
+    if (context->side_stream)
+        cudaStreamDestroy(context->side_stream);
     free(context);
     free(self);
 }
@@ -375,6 +428,7 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
         return NULL;
     }
     bool ready = cudaStreamCreateWithFlags(&context->stream, cudaStreamNonBlocking) == cudaSuccess &&
+                 cudaStreamCreateWithFlags(&context->side_stream, cudaStreamNonBlocking) == cudaSuccess &&
                  context->cublaslt.create(&context->lt) == CUBLAS_STATUS_SUCCESS &&
                  ft_cuda_upload_start(context) == 0;
     if (!ready) {
@@ -397,6 +451,12 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->reserved_bytes = cuda_reserved_bytes;
     backend->peak_bytes = cuda_peak_bytes;
     backend->check = cuda_check;
+    backend->use_side_queue = cuda_use_side_queue;
+    backend->event_new = cuda_event_new;
+    backend->event_free = cuda_event_free;
+    backend->event_record = cuda_event_record;
+    backend->event_wait = cuda_event_wait;
+    backend->event_sync = cuda_event_sync;
     backend->embedding_forward = ft_cuda_embedding_forward;
     backend->embedding_backward = ft_cuda_embedding_backward;
     backend->rmsnorm_forward = ft_cuda_rmsnorm_forward;

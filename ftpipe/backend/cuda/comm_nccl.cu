@@ -1,4 +1,4 @@
-/* comm_nccl: collectives over NCCL on the cuda backend's stream. */
+/* comm_nccl: collectives over NCCL on the cuda backend's stream (the side stream for a thread that chose it). */
 #include <dlfcn.h>
 #include <nccl.h>
 #include <stdio.h>
@@ -113,17 +113,17 @@ static int with_device_buffers(nccl_comm *c, const void *in, size_t in_bytes, vo
         device_out = buffer + in_bytes;
         if (in) {
             device_in = buffer;
-            cudaMemcpyAsync(buffer, in, in_bytes, cudaMemcpyHostToDevice, c->cuda->stream);
+            cudaMemcpyAsync(buffer, in, in_bytes, cudaMemcpyHostToDevice, ft_cuda_copy_stream(c->cuda));
         } else {
-            cudaMemcpyAsync(device_out, out, out_bytes, cudaMemcpyHostToDevice, c->cuda->stream);
+            cudaMemcpyAsync(device_out, out, out_bytes, cudaMemcpyHostToDevice, ft_cuda_copy_stream(c->cuda));
         }
     }
     ncclResult_t result = call(device_in, device_out);
     if (result != ncclSuccess)
         return nccl_failed(c, result, what);
     if (host) {
-        cudaMemcpyAsync(out, device_out, out_bytes, cudaMemcpyDeviceToHost, c->cuda->stream);
-        if (cudaStreamSynchronize(c->cuda->stream) != cudaSuccess)
+        cudaMemcpyAsync(out, device_out, out_bytes, cudaMemcpyDeviceToHost, ft_cuda_copy_stream(c->cuda));
+        if (cudaStreamSynchronize(ft_cuda_copy_stream(c->cuda)) != cudaSuccess)
             return ft_error("GPU %d failed during an NCCL %s: %s", c->cuda->device, what,
                             cudaGetErrorString(cudaGetLastError()));
     }
@@ -135,7 +135,7 @@ static int all_reduce_sum(ft_comm *self, void *data, size_t count, ft_comm_dtype
     nccl_comm *c = (nccl_comm *)self->context;
     size_t bytes = count * dtype_bytes(dtype);
     return with_device_buffers(c, NULL, 0, data, bytes, "all-reduce", [&](const void *, void *out) {
-        return c->api.all_reduce(out, out, count, nccl_type(dtype), ncclSum, c->comm, c->cuda->stream);
+        return c->api.all_reduce(out, out, count, nccl_type(dtype), ncclSum, c->comm, ft_cuda_copy_stream(c->cuda));
     });
 }
 
@@ -143,7 +143,7 @@ static int broadcast(ft_comm *self, void *data, size_t bytes, int root)
 {
     nccl_comm *c = (nccl_comm *)self->context;
     return with_device_buffers(c, NULL, 0, data, bytes, "broadcast", [&](const void *, void *out) {
-        return c->api.broadcast(out, out, bytes, ncclUint8, root, c->comm, c->cuda->stream);
+        return c->api.broadcast(out, out, bytes, ncclUint8, root, c->comm, ft_cuda_copy_stream(c->cuda));
     });
 }
 
@@ -152,7 +152,7 @@ static int all_gather(ft_comm *self, const void *in, void *out, size_t bytes)
     nccl_comm *c = (nccl_comm *)self->context;
     size_t total = bytes * (size_t)self->size;
     return with_device_buffers(c, in, bytes, out, total, "all-gather", [&](const void *device_in, void *device_out) {
-        return c->api.all_gather(device_in, device_out, bytes, ncclUint8, c->comm, c->cuda->stream);
+        return c->api.all_gather(device_in, device_out, bytes, ncclUint8, c->comm, ft_cuda_copy_stream(c->cuda));
     });
 }
 
@@ -163,7 +163,7 @@ static int reduce_scatter_sum(ft_comm *self, const void *in, void *out, size_t c
     return with_device_buffers(c, in, count * (size_t)self->size * element, out, count * element, "reduce-scatter",
                                [&](const void *device_in, void *device_out) {
                                    return c->api.reduce_scatter(device_in, device_out, count, nccl_type(dtype),
-                                                                ncclSum, c->comm, c->cuda->stream);
+                                                                ncclSum, c->comm, ft_cuda_copy_stream(c->cuda));
                                });
 }
 

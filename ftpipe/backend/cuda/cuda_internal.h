@@ -1,7 +1,8 @@
 /* cuda_internal: what the cuda backend's files share: its context, checks of
  * every CUDA and cuBLASLt call (file and line kept for the error), bf16 and
  * random-number helpers for kernels, and each op family's entry points. One
- * stream runs everything, so ops are ordered as they are called. */
+ * stream runs every kernel, so ops are ordered as they are called; a thread
+ * that chose the side queue copies and communicates on a second stream. */
 #ifndef FTPIPE_CUDA_INTERNAL_H
 #define FTPIPE_CUDA_INTERNAL_H
 
@@ -63,6 +64,7 @@ struct ft_cuda_context {
     int device;
     cudaDeviceProp properties;
     cudaStream_t stream;
+    cudaStream_t side_stream;   /* the side queue's (use_side_queue): a copying thread's copies and collectives */
     ft_cublaslt_api cublaslt;
     cublasLtHandle_t lt;
     ft_gemm_plan_cache *plans;
@@ -92,6 +94,9 @@ struct ft_cuda_context {
 
 /* The context of the backend, with its GPU made current for this thread. */
 ft_cuda_context *ft_cuda_enter(ft_backend *self);
+/* The stream of this thread's copies and collectives: the side stream once it
+ * chose the side queue, else the stream every kernel runs on. */
+cudaStream_t ft_cuda_copy_stream(const ft_cuda_context *context);
 
 /* Keep the first failure; `what` is the call's text. */
 void ft_cuda_fail(ft_cuda_context *context, const char *file, int line, const char *what, const char *reason);

@@ -2,7 +2,9 @@
  * threads fill a chunk together (a weight file is usually a memory mapping, so
  * the copy also takes its page faults, which one thread alone makes slow) while
  * the chunks filled before it are copied to the GPU; an upload returns once its
- * last chunk is queued, so the next one's filling overlaps its copy. */
+ * last chunk is queued, so the next one's filling overlaps its copy. On the
+ * side queue an upload copies straight from its source (page-locked, as
+ * offloaded shards are), leaving the ring to the compute thread. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -92,6 +94,12 @@ void ft_cuda_upload_stop(ft_cuda_context *context)
 void ft_cuda_upload(ft_backend *self, void *device, const void *host, size_t bytes)
 {
     ft_cuda_context *context = ft_cuda_enter(self);
+    cudaStream_t stream = ft_cuda_copy_stream(context);
+    if (stream != context->stream) { /* the side queue: straight from the source, which the caller keeps */
+        if (bytes)
+            CUDA_CHECK(context, cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream));
+        return;
+    }
     for (size_t done = 0; done < bytes;) {
         int chunk = context->next_staging;
         size_t n = bytes - done < context->staging_bytes ? bytes - done : context->staging_bytes;

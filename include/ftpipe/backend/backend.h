@@ -31,6 +31,7 @@
 #include "ftpipe/base/dtype.h"
 
 typedef struct ft_backend ft_backend;
+typedef struct ft_backend_event ft_backend_event;
 
 /* A LoRA adapter on one linear layer: y += scaling * dropout(x) A^T B^T. */
 typedef struct {
@@ -122,6 +123,21 @@ struct ft_backend {
     /* Waits for the ops issued so far; -1 with ft_error when one failed on the
      * device (its results, and those of every op since, are undefined). */
     int (*check)(ft_backend *self);
+
+    /* --- a side queue, so that one thread's copies run beside the compute
+     * (ZeRO-3's gathers); NULL on a backend whose calls finish as they return
+     * (cpu). Events order the two queues: record marks the work the calling
+     * thread has issued so far, wait makes the calling thread's queue wait for
+     * the last record's work, sync makes the host wait for it. --- */
+    /* From now on this thread's upload, download, copy and collectives go to
+     * the side queue (never its ops). Its uploads read the host memory until
+     * the queue reaches them: keep that memory unchanged until then. */
+    void (*use_side_queue)(ft_backend *self);
+    ft_backend_event *(*event_new)(ft_backend *self); /* NULL with ft_error */
+    void (*event_free)(ft_backend *self, ft_backend_event *event);
+    void (*event_record)(ft_backend *self, ft_backend_event *event);
+    void (*event_wait)(ft_backend *self, ft_backend_event *event);
+    void (*event_sync)(ft_backend *self, ft_backend_event *event);
 
     /* --- elementwise and row ops --- */
     /* out[r] = table[tokens[r]] */

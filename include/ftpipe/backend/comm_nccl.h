@@ -4,7 +4,8 @@
  * NCCL. The NCCL id travels from rank 0 over a bootstrap communicator (the host
  * one, which the rendezvous or the local fork already connected).
  *
- * Collectives run on the backend's stream, so they are ordered with its ops;
+ * Collectives run on the backend's stream, so they are ordered with its ops
+ * (on its side stream for a thread that chose the side queue: backend.h);
  * a buffer in host memory (a loss, a flag) goes through a device copy and is
  * ready when the call returns. abort() aborts the NCCL communicator, which
  * ends every pending collective on this rank. */
