@@ -6,7 +6,8 @@
 # build of it (e.g. from the commit before the uploads moved to their own
 # stream), given as the folder holding its ftpipe. Each run trains STEPS steps
 # of BATCH x 32 tokens on a model of LAYERS layers of Qwen2.5-1.5B's width
-# (hidden 1536, MLP 8960) in bf16, from scratch; the runs go in turn, RUNS
+# (HIDDEN 1536, INNER 8960, HEADS 12 of 128; Qwen2.5-7B's: 3584, 18944, 28) in
+# bf16, from scratch; the runs go in turn, RUNS
 # times each, and the script prints each side's median train_runtime and peak
 # device memory (train_results.json) and the ratios. (No peer: DeepSpeed,
 # whose ZeRO-3 offloads parameters, is not installed where the GPU is.) Each
@@ -18,11 +19,14 @@ RUNS=${RUNS:-3}
 STEPS=${STEPS:-6}
 LAYERS=${LAYERS:-28}
 BATCH=${BATCH:-64}
+HIDDEN=${HIDDEN:-1536}
+INNER=${INNER:-8960}
+HEADS=${HEADS:-12}
 . tests/bench/two_builds.inc
 two_builds_setup stream_ab
 {
   printf 'ZERO = 0\nOFFLOAD = none\nRUN = 0\n\n'
-  two_builds_model 1536 8960 12 128 "$LAYERS" "dtype = bf16"
+  two_builds_model "$HIDDEN" "$INNER" "$HEADS" 128 "$LAYERS" "dtype = bf16"
   cat <<P
 model: train models/base data/train_set
 	backend = cuda
@@ -41,7 +45,7 @@ P
 result() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" "$W/model/train_results.json"; }
 "$A/ftpipe" -C "$W" data/train_set > "$W/prepare.out" 2>&1 || { tail -20 "$W/prepare.out"; exit 1; }
 echo "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1), $(nproc) cores, $(date -u +%Y-%m-%d): A=$A B=$B"
-echo "LoRA on one GPU, $LAYERS layers of width 1536 in bf16, $STEPS steps of $BATCH x 32 tokens, median of $RUNS runs each, in turn"
+echo "LoRA on one GPU, $LAYERS layers of width $HIDDEN in bf16, $STEPS steps of $BATCH x 32 tokens, median of $RUNS runs each, in turn"
 printf '%-34s %9s %9s %6s %11s %11s %6s\n' weights "A s" "B s" "A/B" "A GiB" "B GiB" "A/B"
 run=0
 for mode in ${MODES:-stream plain}; do

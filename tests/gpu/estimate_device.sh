@@ -1,7 +1,9 @@
 #!/bin/sh
 # On a GPU machine: `ftpipe estimate`'s device memory per GPU against the cuda
 # backend's measured peak (the memory_bytes metric train logs: every allocation
-# and the scratch) for LoRA on the Qwen2.5 0.5B, 1.5B and 7B shapes; one
+# and the scratch) for LoRA on the Qwen2.5 0.5B, 1.5B and 7B shapes, and on
+# 1.5B and 7B with every weight streamed from host memory (ZeRO-3 with
+# offload_param on one GPU); one
 # "ok"/"not ok" line per case (within 10%), "#" lines with the figures. Needs
 # build/ftpipe built with nvcc and python3; not part of `make test`.
 cd "$(dirname "$0")/../.."
@@ -10,8 +12,9 @@ F="$(pwd)/build/ftpipe"
 W=$(mktemp -d "${TMPDIR:-/tmp}/ftpipe-gpu-estimate.XXXXXX")
 cp examples/quickstart/make_addition_data.sh "$W/"
 failed=0
-run_case() { # SHAPE BATCH CUTOFF RECOMPUTE
-  name="$1 batch $2 x $3 recompute $4"
+run_case() { # SHAPE BATCH CUTOFF RECOMPUTE [streamed]
+  name="$1 batch $2 x $3 recompute $4${5:+ streamed}"
+  suffix=${5:+_$5}
   cat > "$W/Ftpipe" <<P
 models/$1: init
 	shape = $1
@@ -23,7 +26,7 @@ data/set_$3: tokenize models/$1 data/train.json
 	template = qwen
 	cutoff_len = $3
 
-adapter_$1_$2_$3_$4: train models/$1 data/set_$3
+adapter_$1_$2_$3_$4$suffix: train models/$1 data/set_$3
 	max_steps = 2
 	logging_steps = 1
 	per_device_train_batch_size = $2
@@ -31,7 +34,9 @@ adapter_$1_$2_$3_$4: train models/$1 data/set_$3
 	backend = cuda
 	gpus = 1
 P
-  target="adapter_$1_$2_$3_$4"
+  # ZeRO is not in the key: another seed makes the streamed case a run of its own
+  [ -n "$5" ] && printf '\tzero_stage = 3\n\toffload_param = cpu\n\tseed = 7\n' >> "$W/Ftpipe"
+  target="adapter_$1_$2_$3_$4$suffix"
   "$F" -C "$W" "models/$1" "data/set_$3" > "$W/build.log" 2>&1 || { cat "$W/build.log"; failed=$((failed + 1)); return; }
   "$F" -C "$W" estimate --json "$target" > "$W/estimate.json" || { failed=$((failed + 1)); return; }
   "$F" -C "$W" "$target" > "$W/train.log" 2>&1 || { cat "$W/train.log"; failed=$((failed + 1)); return; }
@@ -58,6 +63,8 @@ run_case qwen2.5-0.5b 8 512 false
 run_case qwen2.5-0.5b 16 1024 true
 run_case qwen2.5-1.5b 8 1024 false
 run_case qwen2.5-7b 4 1024 true
+run_case qwen2.5-1.5b 8 1024 false streamed
+run_case qwen2.5-7b 4 1024 true streamed
 rm -rf "$W"
 echo "$failed failed"
 [ "$failed" -eq 0 ]
