@@ -290,7 +290,7 @@ static void table_cell(const ft_model_config *config, const ft_model_options *op
     snprintf(out, size, " %s / %s |", device, host);
 }
 
-/* README's two ZeRO tables are the plan's figures, row for row: the tiny model
+/* README's three ZeRO tables are the plan's figures, row for row: the tiny model
  * of `ftpipe init` (its byte-level vocabulary of 259, 256 tokens a row) and
  * the real shapes, LoRA and full fine-tuning, 4 rows of 1024 tokens,
  * recomputed. A row that differs is printed as the plan gives it. */
@@ -301,10 +301,12 @@ TEST(readme_zero_tables_are_the_plans)
     CHECK_INT(ft_read_file("README.md", &readme, &length), 0);
     const char *names[] = {"tiny (init)", "qwen2.5-7b", "llama3-8b", "qwen2.5-14b"};
     const char *shapes[] = {"tiny", "qwen2.5-7b", "llama3-8b", "qwen2.5-14b"};
-    /* ranks, stage, offload_optimizer, offload_param: the first table's columns, then the second's */
-    const int columns[2][5][4] = {{{1, 0, 0, 0}, {2, 1, 0, 0}, {8, 1, 0, 0}, {8, 2, 0, 0}, {8, 2, 1, 0}},
-                                  {{2, 3, 0, 0}, {8, 3, 0, 0}, {8, 3, 1, 1}, {0}, {0}}};
-    const int n_columns[2] = {5, 3};
+    /* ranks, stage, offload_optimizer, offload_param: the first table's columns, the second's, then
+     * one GPU's (the stage one rank trains at: 0, unless offload_param streams the weights at 3) */
+    const int columns[3][5][4] = {{{1, 0, 0, 0}, {2, 1, 0, 0}, {8, 1, 0, 0}, {8, 2, 0, 0}, {8, 2, 1, 0}},
+                                  {{2, 3, 0, 0}, {8, 3, 0, 0}, {8, 3, 1, 1}, {0}, {0}},
+                                  {{1, 0, 0, 0}, {1, 0, 1, 0}, {1, 3, 0, 1}, {1, 3, 1, 1}, {0}}};
+    const int n_columns[3] = {5, 3, 4};
     for (int m = 0; m < 4; m++)
         for (int full = 0; full <= 1; full++) {
             ft_model_config config;
@@ -313,7 +315,7 @@ TEST(readme_zero_tables_are_the_plans)
                 config.vocab_size = 259;
             ft_model_options options = {4, m == 0 ? 256 : 1024, full ? FT_FINETUNE_FULL : FT_FINETUNE_LORA, !full,
                                         {8, 16.0, 0.0, false, FT_LORA_ALL_TARGETS, 1}, true, false, false, 0, 0, false};
-            for (int table = 0; table < 2; table++) {
+            for (int table = 0; table < 3; table++) {
                 char row[512];
                 int at = snprintf(row, sizeof row, "| %s, %s |", names[m], full ? "full" : "LoRA");
                 for (int c = 0; c < n_columns[table]; c++) {
