@@ -583,10 +583,13 @@ static int train(ft_train_run *run, ft_backend *backend)
         ft_stage_metric(stage, result.global_step, "parameter_host_bytes", (double)result.parameter_host_bytes);
         ft_stage_log(stage, "weights on rank 0: %s in the backend's memory, %s offloaded to host memory", weights,
                      host_weights);
-        char gradients[32]; /* whole, or full fine-tuning's shard and windows at ZeRO-2 and 3 */
+        char gradients[32], host_gradients[32]; /* whole, or full fine-tuning's shard and windows at ZeRO-2 and 3 */
         ft_format_bytes(result.gradient_bytes, gradients, sizeof gradients);
+        ft_format_bytes(result.gradient_host_bytes, host_gradients, sizeof host_gradients);
         ft_stage_metric(stage, result.global_step, "gradient_bytes", (double)result.gradient_bytes);
-        ft_stage_log(stage, "float gradients on rank 0: %s", gradients);
+        ft_stage_metric(stage, result.global_step, "gradient_host_bytes", (double)result.gradient_host_bytes);
+        ft_stage_log(stage, "float gradients on rank 0: %s in the backend's memory, %s in host memory", gradients,
+                     host_gradients);
         if (result.master_bytes || result.master_host_bytes) { /* mixed precision: all, or ZeRO-3's shard */
             ft_format_bytes(result.master_bytes, weights, sizeof weights);
             ft_format_bytes(result.master_host_bytes, host_weights, sizeof host_weights);

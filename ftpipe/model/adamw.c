@@ -8,6 +8,7 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/backend/host_norm.h"
 #include "ftpipe/model/adamw_host.h"
 
 struct ft_adamw {
@@ -22,9 +23,10 @@ struct ft_adamw {
     size_t *counts;
     int64_t steps;
     bool offload;          /* the moments are host memory, with these beside them */
+    bool grads_on_host;    /* offloaded: the tensors' gradients are host memory already (grad_shards.h) */
     float *master;         /* the values, f32, laid out as one half of the moments; NULL when the
                             * tensors' values are host memory themselves (ft_adamw_create_on_host) */
-    float *host_grads;     /* the gradients, downloaded for each step */
+    float *host_grads;     /* the gradients, downloaded for each step (none when they are host memory) */
     ft_thread_pool *pool;
     ft_adamw_host_span *spans;
 };
@@ -32,7 +34,7 @@ struct ft_adamw {
 typedef enum { ON_BACKEND, OFFLOADED, VALUES_ON_HOST } placement;
 
 static int create(ft_backend *backend, const ft_param_tensor *tensors, size_t count, const ft_adamw_config *config,
-                  placement where, ft_adamw **out)
+                  placement where, bool grads_on_host, ft_adamw **out)
 {
     ft_adamw *optimizer = ft_xcalloc(1, sizeof *optimizer);
     optimizer->backend = backend;
@@ -49,18 +51,19 @@ static int create(ft_backend *backend, const ft_param_tensor *tensors, size_t co
         optimizer->counts[i] = tensors[i].count;
     }
     optimizer->offload = where != ON_BACKEND;
+    optimizer->grads_on_host = optimizer->offload && grads_on_host;
     if (optimizer->offload) { /* the backend's host memory: page-locked on cuda, so the copies go by DMA */
         size_t elements = optimizer->total ? optimizer->total : 1;
         optimizer->moments = backend->alloc_host(backend, 2 * elements * sizeof(float));
         bool ok = optimizer->moments != NULL;
         if (ok && where == OFFLOADED)
             ok = (optimizer->master = backend->alloc_host(backend, elements * sizeof(float))) != NULL;
-        if (ok)
+        if (ok && !optimizer->grads_on_host)
             ok = (optimizer->host_grads = backend->alloc_host(backend, elements * sizeof(float))) != NULL;
         if (!ok) {
             ft_adamw_free(optimizer);
             return ft_error_context("AdamW's offloaded state (%zu bytes of host memory)",
-                                    (where == OFFLOADED ? 16 : 12) * elements);
+                                    (8 + (where == OFFLOADED ? 4 : 0) + (optimizer->grads_on_host ? 0 : 4)) * elements);
         }
         memset(optimizer->moments, 0, 2 * elements * sizeof(float));
         optimizer->pool = ft_thread_pool_new(0);
@@ -82,19 +85,19 @@ static int create(ft_backend *backend, const ft_param_tensor *tensors, size_t co
 int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
                     const ft_adamw_config *config, ft_adamw **out)
 {
-    return create(backend, tensors, count, config, ON_BACKEND, out);
+    return create(backend, tensors, count, config, ON_BACKEND, false, out);
 }
 
 int ft_adamw_create_offloaded(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                              const ft_adamw_config *config, ft_adamw **out)
+                              const ft_adamw_config *config, bool grads_on_host, ft_adamw **out)
 {
-    return create(backend, tensors, count, config, OFFLOADED, out);
+    return create(backend, tensors, count, config, OFFLOADED, grads_on_host, out);
 }
 
 int ft_adamw_create_on_host(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                            const ft_adamw_config *config, ft_adamw **out)
+                            const ft_adamw_config *config, bool grads_on_host, ft_adamw **out)
 {
-    return create(backend, tensors, count, config, VALUES_ON_HOST, out);
+    return create(backend, tensors, count, config, VALUES_ON_HOST, grads_on_host, out);
 }
 
 void ft_adamw_free(ft_adamw *optimizer)
@@ -106,7 +109,8 @@ void ft_adamw_free(ft_adamw *optimizer)
         backend->free_host(backend, optimizer->moments);
         if (optimizer->master)
             backend->free_host(backend, optimizer->master);
-        backend->free_host(backend, optimizer->host_grads);
+        if (optimizer->host_grads)
+            backend->free_host(backend, optimizer->host_grads);
     } else if (optimizer->moments) {
         backend->free(backend, optimizer->moments);
     }
@@ -128,17 +132,21 @@ void ft_adamw_reload_values(ft_adamw *optimizer)
                                      optimizer->tensors[i].value, optimizer->tensors[i].count * sizeof(float));
 }
 
-/* Offloaded: the gradients down, the update on the host's cores, the values
- * up (in place when they are host memory). */
+/* Offloaded: the gradients down (unless they are host memory), the update on
+ * the host's cores, the values up (in place when they are host memory). */
 static void step_on_host(ft_adamw *optimizer, double learning_rate)
 {
     ft_backend *backend = optimizer->backend;
     for (size_t i = 0; i < optimizer->count; i++) {
         const ft_param_tensor *tensor = &optimizer->tensors[i];
         size_t at = optimizer->offsets[i];
-        backend->download(backend, optimizer->host_grads + at, tensor->grad, tensor->count * sizeof(float));
+        const float *grad = tensor->grad;
+        if (!optimizer->grads_on_host) {
+            backend->download(backend, optimizer->host_grads + at, tensor->grad, tensor->count * sizeof(float));
+            grad = optimizer->host_grads + at;
+        }
         optimizer->spans[i] = (ft_adamw_host_span){
-            optimizer->master ? optimizer->master + at : tensor->value, optimizer->host_grads + at, optimizer->moments + at,
+            optimizer->master ? optimizer->master + at : tensor->value, grad, optimizer->moments + at,
             optimizer->moments + optimizer->total + at, tensor->count,
             {learning_rate, optimizer->config.beta1, optimizer->config.beta2, optimizer->config.eps,
              tensor->weight_decay ? optimizer->config.weight_decay : 0.0, optimizer->steps}};
@@ -172,14 +180,28 @@ int64_t ft_adamw_step_count(const ft_adamw *optimizer) { return optimizer->steps
 
 void ft_adamw_set_step_count(ft_adamw *optimizer, int64_t steps) { optimizer->steps = steps; }
 
-double ft_adamw_clip_grad_norm(ft_adamw *optimizer, double max_norm)
+double ft_adamw_grad_squares(ft_adamw *optimizer, const float *const *grads, const size_t *counts, size_t n)
 {
     ft_backend *backend = optimizer->backend;
-    double norm = sqrt(backend->sum_squares(backend, optimizer->grads, optimizer->counts, optimizer->count));
+    return optimizer->grads_on_host ? ft_host_sum_squares(optimizer->pool, grads, counts, n)
+                                    : backend->sum_squares(backend, grads, counts, n);
+}
+
+void ft_adamw_scale_grad(ft_adamw *optimizer, float *grad, size_t count, float factor)
+{
+    if (optimizer->grads_on_host)
+        ft_host_scale(optimizer->pool, grad, count, factor);
+    else
+        optimizer->backend->scale(optimizer->backend, grad, count, factor);
+}
+
+double ft_adamw_clip_grad_norm(ft_adamw *optimizer, double max_norm)
+{
+    double norm = sqrt(ft_adamw_grad_squares(optimizer, optimizer->grads, optimizer->counts, optimizer->count));
     double coefficient = max_norm / (norm + 1e-6);
     if (max_norm > 0.0 && coefficient < 1.0)
         for (size_t i = 0; i < optimizer->count; i++)
-            backend->scale(backend, optimizer->tensors[i].grad, optimizer->tensors[i].count, (float)coefficient);
+            ft_adamw_scale_grad(optimizer, optimizer->tensors[i].grad, optimizer->tensors[i].count, (float)coefficient);
     return norm;
 }
 

@@ -18,10 +18,14 @@ struct ft_grad_shards {
     ft_param_shards *params;   /* ZeRO-3: quieted before each collective here */
     ft_param_unit *units;
     size_t n_units;
-    float *shard;              /* backend memory */
+    float *shard;              /* backend memory, or the backend's host memory (on_host) */
     size_t shard_elements;
     float *window;             /* backend memory, room for the largest unit */
     size_t window_elements;
+    bool on_host;              /* offload_optimizer: the shard is host memory, AdamW's input there */
+    float *staging;            /* on_host: backend memory for a unit's sums so far on their way up */
+    size_t staging_elements;
+    bool *summed;              /* on_host: unit u's part of the shard holds sums (else zeros) */
     size_t open;               /* the unit the window holds; SIZE_MAX: none */
     bool failed;
     char message[1024];        /* the failed collective's ft_error */
@@ -57,11 +61,49 @@ static int reduce_unit(ft_grad_shards *g, const ft_param_unit *unit, float *from
     return 0;
 }
 
+/* reduce_unit's arithmetic with the shard in host memory: the sums so far go
+ * up into the staging buffer and into this rank's part of the window (none
+ * before a unit's first micro-batch), the reduce-scatter lands in place there,
+ * and the new sums come down. */
+static int reduce_unit_to_host(ft_grad_shards *g, size_t u, float *from)
+{
+    ft_backend *b = g->model->backend;
+    ft_comm *comm = g->comm;
+    const ft_param_unit *unit = &g->units[u];
+    float *owned = g->shard + unit->shard_offset, *shared = owned + unit->per_rank;
+    float *mine = from + (size_t)comm->rank * unit->per_rank, *window_shared = from + unit->count - unit->shared;
+    if (g->params)
+        ft_param_shards_quiet(g->params);
+    if (unit->per_rank > 0) {
+        if (g->summed[u]) {
+            b->upload(b, g->staging, owned, unit->per_rank * sizeof(float));
+            b->add_floats(b, mine, g->staging, unit->per_rank);
+        }
+        if (comm->reduce_scatter_sum(comm, from, mine, unit->per_rank, FT_COMM_F32) < 0)
+            return -1;
+        b->download(b, owned, mine, unit->per_rank * sizeof(float));
+    }
+    if (unit->shared > 0) { /* every rank's sums so far are the same: rank 0 brings them */
+        if (g->summed[u] && comm->rank == 0) {
+            b->upload(b, g->staging, shared, unit->shared * sizeof(float));
+            b->add_floats(b, window_shared, g->staging, unit->shared);
+        }
+        if (comm->all_reduce_sum(comm, window_shared, unit->shared, FT_COMM_F32) < 0)
+            return -1;
+        b->download(b, shared, window_shared, unit->shared * sizeof(float));
+    }
+    g->summed[u] = true;
+    return 0;
+}
+
 /* The open unit reduce-scattered, the window free again. After a failure the
  * pass runs on without collectives (the ranks' orders are lost anyway). */
 static void close_window(ft_grad_shards *g)
 {
-    if (!g->failed && reduce_unit(g, &g->units[g->open], g->window) < 0) {
+    int status = g->failed                   ? 0
+                 : g->on_host                ? reduce_unit_to_host(g, g->open, g->window)
+                                             : reduce_unit(g, &g->units[g->open], g->window);
+    if (status < 0) {
         snprintf(g->message, sizeof g->message, "%s", ft_error_message());
         g->failed = true;
     }
@@ -102,7 +144,12 @@ int ft_grad_shards_finish(ft_grad_shards *g)
 
 void ft_grad_shards_zero(ft_grad_shards *g)
 {
-    g->model->backend->zero(g->model->backend, g->shard, g->shard_elements * sizeof(float));
+    if (g->on_host) {
+        memset(g->shard, 0, g->shard_elements * sizeof(float));
+        memset(g->summed, 0, g->n_units * sizeof *g->summed);
+    } else {
+        g->model->backend->zero(g->model->backend, g->shard, g->shard_elements * sizeof(float));
+    }
 }
 
 /* The units: ZeRO-3's own, else planned from the whole weights' places. */
@@ -124,7 +171,8 @@ static void plan(ft_grad_shards *g)
     free(offsets);
 }
 
-int ft_grad_shards_create(ft_model *model, ft_comm *comm, ft_param_shards *params, ft_grad_shards **out)
+int ft_grad_shards_create(ft_model *model, ft_comm *comm, ft_param_shards *params, bool on_host,
+                          ft_grad_shards **out)
 {
     if (model->grad_shards)
         return ft_error("the model's gradients are sharded already: free those shards first");
@@ -135,12 +183,18 @@ int ft_grad_shards_create(ft_model *model, ft_comm *comm, ft_param_shards *param
                         model->options.gradient_shards, comm->size, comm->size);
     ft_backend *b = model->backend;
     ft_grad_shards *g = ft_xcalloc(1, sizeof *g);
-    *g = (ft_grad_shards){.model = model, .comm = comm, .params = params};
+    *g = (ft_grad_shards){.model = model, .comm = comm, .params = params, .on_host = on_host};
     plan(g);
     g->open = SIZE_MAX;
     g->window_elements = ft_model_largest_unit(model);
-    if (!(g->shard = b->alloc(b, (g->shard_elements ? g->shard_elements : 1) * sizeof(float))) ||
-        !(g->window = b->alloc(b, (g->window_elements ? g->window_elements : 1) * sizeof(float)))) {
+    g->summed = ft_xcalloc(g->n_units ? g->n_units : 1, sizeof *g->summed);
+    for (size_t u = 0; on_host && u < g->n_units; u++)
+        if (g->units[u].per_rank + g->units[u].shared > g->staging_elements)
+            g->staging_elements = g->units[u].per_rank + g->units[u].shared;
+    size_t shard_bytes = (g->shard_elements ? g->shard_elements : 1) * sizeof(float);
+    if (!(g->shard = on_host ? b->alloc_host(b, shard_bytes) : b->alloc(b, shard_bytes)) ||
+        !(g->window = b->alloc(b, (g->window_elements ? g->window_elements : 1) * sizeof(float))) ||
+        (on_host && !(g->staging = b->alloc(b, (g->staging_elements ? g->staging_elements : 1) * sizeof(float))))) {
         ft_grad_shards_free(g);
         return ft_error_context("sharding the gradients over %d ranks", comm->size);
     }
@@ -160,11 +214,16 @@ void ft_grad_shards_free(ft_grad_shards *g)
         g->model->grad_shards = NULL;
         g->model->grad_calls = NULL;
     }
-    if (g->shard)
+    if (g->shard && g->on_host)
+        b->free_host(b, g->shard);
+    else if (g->shard)
         b->free(b, g->shard);
     if (g->window)
         b->free(b, g->window);
+    if (g->staging)
+        b->free(b, g->staging);
     free(g->units);
+    free(g->summed);
     free(g);
 }
 
@@ -179,7 +238,7 @@ int ft_grad_shards_time_reduce(ft_grad_shards *g, int repeats, ft_all_reduce_tim
         uint64_t start = ft_now_ns();
         for (size_t u = 0; u < g->n_units; u++) {
             b->zero(b, g->window, g->units[u].count * sizeof(float));
-            if (reduce_unit(g, &g->units[u], g->window) < 0)
+            if ((g->on_host ? reduce_unit_to_host(g, u, g->window) : reduce_unit(g, &g->units[u], g->window)) < 0)
                 return ft_error_context("the preflight reduce-scatter");
         }
         if (b->check(b) < 0)
@@ -203,5 +262,9 @@ float *ft_grad_shards_shard(const ft_grad_shards *g) { return g->shard; }
 
 size_t ft_grad_shards_bytes(const ft_grad_shards *g)
 {
-    return (g->shard_elements + g->window_elements) * sizeof(float);
+    return ((g->on_host ? g->staging_elements : g->shard_elements) + g->window_elements) * sizeof(float);
 }
+
+size_t ft_grad_shards_host_bytes(const ft_grad_shards *g) { return g->on_host ? g->shard_elements * sizeof(float) : 0; }
+
+bool ft_grad_shards_on_host(const ft_grad_shards *g) { return g->on_host; }

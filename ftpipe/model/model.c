@@ -228,6 +228,18 @@ static size_t sharded_gradient_count(const ft_model *model, int ranks)
     return count + ft_model_largest_unit(model);
 }
 
+/* With offload_optimizer the shard is host memory (grad_shards.h): the
+ * backend holds a staging buffer of the largest unit's part instead. */
+static size_t gradient_staging_count(const ft_model *model, int ranks)
+{
+    size_t largest = 0;
+    for (size_t u = 0; u < ft_model_n_units(model); u++) {
+        size_t part = unit_count(model, u) / (size_t)ranks + unit_count(model, u) % (size_t)ranks;
+        largest = part > largest ? part : largest;
+    }
+    return largest;
+}
+
 static bool shards_gradients(const ft_model_options *options)
 {
     return options->finetuning == FT_FINETUNE_FULL && !options->freeze_language_model && options->gradient_shards > 0;
@@ -259,7 +271,11 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
     else if (options->optimizer_shards > 1) /* this rank's share */
         plan->optimizer_bytes = (plan->optimizer_bytes + (size_t)options->optimizer_shards - 1) /
                                 (size_t)options->optimizer_shards;
-    if (shards_gradients(options))
+    /* offload_optimizer keeps the shard in host memory, unless a trained projector's gradients sit beside it */
+    if (shards_gradients(options) && options->optimizer_offloaded && projector_count == 0)
+        plan->gradient_bytes = (ft_model_largest_unit(model) + gradient_staging_count(model, options->gradient_shards)) *
+                               sizeof(float);
+    else if (shards_gradients(options))
         plan->gradient_bytes = (sharded_gradient_count(model, options->gradient_shards) + projector_count) *
                                sizeof(float);
     if (needs_master(options, element_bytes))
@@ -299,6 +315,16 @@ size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int shards)
     ft_model model = {.config = *config};
     size_t *offsets = make_layout(&model);
     size_t count = shards > 0 ? sharded_gradient_count(&model, shards) : model.n_params;
+    free(offsets);
+    free_layout(&model);
+    return count * sizeof(float);
+}
+
+size_t ft_model_gradient_staging_bytes(const ft_model_config *config, int shards)
+{
+    ft_model model = {.config = *config};
+    size_t *offsets = make_layout(&model);
+    size_t count = gradient_staging_count(&model, shards > 0 ? shards : 1);
     free(offsets);
     free_layout(&model);
     return count * sizeof(float);

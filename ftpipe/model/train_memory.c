@@ -142,6 +142,27 @@ void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu)
     find_peak(memory, on_gpu);
 }
 
+void ft_train_memory_offload_gradients(ft_train_memory *memory, const ft_model_config *config, bool on_gpu,
+                                       int ranks)
+{
+    if (ranks < 1 || !memory->weight_gradient_bytes || memory->plan.gradient_bytes != memory->weight_gradient_bytes)
+        return; /* LoRA's, or a trained projector's beside the weights': they stay in the backend's memory */
+    uint64_t window = ft_model_config_largest_unit(config) * sizeof(float);
+    uint64_t shard = memory->weight_gradient_bytes - window;
+    uint64_t staging = ft_model_gradient_staging_bytes(config, ranks);
+    ft_memory_plan *plan = &memory->plan;
+    plan->gradient_bytes += staging;
+    plan->total_bytes += staging;
+    if (on_gpu) { /* the shard leaves the device, taking the place of AdamW's gradients' host buffer */
+        plan->gradient_bytes -= shard;
+        plan->total_bytes -= shard;
+    } else { /* the shard was host memory already: the host buffer goes */
+        memory->offload_bytes -= shard;
+    }
+    memory->weight_gradient_bytes = plan->gradient_bytes;
+    find_peak(memory, on_gpu);
+}
+
 void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
                                   bool offload_param)
 {
@@ -186,6 +207,8 @@ void ft_train_memory_apply_zero(ft_train_memory *memory, const ft_model_config *
     }
     if (offload_optimizer && (sharded || ranks <= 1))
         ft_train_memory_offload(memory, on_gpu);
+    if (offload_optimizer && sharded && zero_stage >= 2)
+        ft_train_memory_offload_gradients(memory, config, on_gpu, shards);
     if (sharded && zero_stage == 3 && offload_optimizer && on_gpu) { /* the master shard is AdamW's host copy itself */
         memory->result_shard_bytes += memory->plan.master_bytes; /* and lives until the result is gathered */
         memory->plan.total_bytes -= memory->plan.master_bytes;

@@ -795,13 +795,17 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         return ft_error("the model was loaded with gradient_shards = %d, for ZeRO-2 or 3 over that many ranks, but "
                         "trains with zero_stage = %d over %d rank%s: load it with gradient_shards = 0",
                         ft_model_gradient_shards(model), options->zero_stage, t.ranks, t.ranks == 1 ? "" : "s");
-    int made = shard_grads ? ft_grad_shards_create(model, t.comm, t.params, &t.grad_shards) : 0;
+    /* offload_optimizer: the shard in host memory, where AdamW reads it (not with a trained projector,
+     * whose whole gradients stay in the backend's memory beside it) */
+    bool grads_on_host = options->offload_optimizer && full;
+    int made = shard_grads ? ft_grad_shards_create(model, t.comm, t.params, grads_on_host, &t.grad_shards) : 0;
     if (made == 0 && t.comm && options->zero_stage > 0)
         made = ft_zero_create(backend, t.comm, options->zero_stage, t.shards_weights ? t.params : NULL, t.grad_shards,
                               t.tensors, t.n_tensors, &options->adamw, options->offload_optimizer, &t.zero);
+    else if (made == 0 && options->offload_optimizer)
+        made = ft_adamw_create_offloaded(backend, t.tensors, t.n_tensors, &options->adamw, false, &t.optimizer);
     else if (made == 0)
-        made = (options->offload_optimizer ? ft_adamw_create_offloaded : ft_adamw_create)(
-            backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer);
+        made = ft_adamw_create(backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer);
     if (agree_over_ranks(t.comm, made, "setting up the optimizer") < 0) {
         ft_adamw_free(t.optimizer);
         ft_zero_free(t.zero);
@@ -810,6 +814,7 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         return -1;
     }
     out->gradient_bytes = t.grad_shards ? ft_grad_shards_bytes(t.grad_shards) : 0;
+    out->gradient_host_bytes = t.grad_shards ? ft_grad_shards_host_bytes(t.grad_shards) : 0;
     for (size_t i = 0; i < t.n_tensors; i++) /* those held whole */
         out->gradient_bytes += t.tensors[i].grad ? t.tensors[i].count * sizeof(float) : 0;
     out->optimizer_state_bytes = ft_adamw_state_bytes(t.zero ? ft_zero_shard_optimizer(t.zero) : t.optimizer);

@@ -164,8 +164,13 @@ int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shard
     }
     /* a master shard in host memory is AdamW's host copy itself */
     bool values_on_host = params && ft_param_shards_master(params) && ft_param_shards_master_on_host(params);
-    if ((values_on_host ? ft_adamw_create_on_host : offload ? ft_adamw_create_offloaded : ft_adamw_create)(
-            backend, z->pieces, z->n_pieces, config, &z->optimizer) < 0) {
+    bool grads_on_host = grad_shards && ft_grad_shards_on_host(grad_shards); /* AdamW reads them in place */
+    int made = values_on_host ? ft_adamw_create_on_host(backend, z->pieces, z->n_pieces, config, grads_on_host,
+                                                        &z->optimizer)
+               : offload      ? ft_adamw_create_offloaded(backend, z->pieces, z->n_pieces, config, grads_on_host,
+                                                          &z->optimizer)
+                              : ft_adamw_create(backend, z->pieces, z->n_pieces, config, &z->optimizer);
+    if (made < 0) {
         ft_zero_free(z);
         return ft_error_context("ZeRO-%d's shard of the optimizer", stage);
     }
@@ -214,7 +219,7 @@ static double piece_squares(ft_zero *z, bool shared)
             grads[n] = z->pieces[i].grad;
             counts[n++] = z->pieces[i].count;
         }
-    double sum = n ? z->backend->sum_squares(z->backend, grads, counts, n) : 0.0;
+    double sum = n ? ft_adamw_grad_squares(z->optimizer, grads, counts, n) : 0.0; /* where the gradients are */
     free(grads);
     free(counts);
     return sum;
@@ -234,7 +239,7 @@ int ft_zero_clip_grad_norm(ft_zero *z, double max_norm, double *norm)
     double coefficient = max_norm / (*norm + 1e-6);
     if (max_norm > 0.0 && coefficient < 1.0)
         for (size_t i = 0; i < z->n_pieces; i++)
-            backend->scale(backend, z->pieces[i].grad, z->pieces[i].count, (float)coefficient);
+            ft_adamw_scale_grad(z->optimizer, z->pieces[i].grad, z->pieces[i].count, (float)coefficient);
     return 0;
 }
 

@@ -297,8 +297,8 @@ static int train_full(ft_backend *backend, bool offload, double *losses)
     const ft_param_tensor *trainable = ft_model_trainable(model, &count);
     ft_adamw_config adamw = {0.9, 0.999, 1e-8, 0.01};
     ft_adamw *optimizer = NULL;
-    int status = (offload ? ft_adamw_create_offloaded : ft_adamw_create)(backend, trainable, count, &adamw,
-                                                                       &optimizer);
+    int status = offload ? ft_adamw_create_offloaded(backend, trainable, count, &adamw, false, &optimizer)
+                         : ft_adamw_create(backend, trainable, count, &adamw, &optimizer);
     for (int step = 0; step < FULL_STEPS && status == 0; step++) {
         ft_model_zero_grads(model);
         if ((status = ft_model_forward_backward(model, &fb.batch, &losses[step])) < 0)

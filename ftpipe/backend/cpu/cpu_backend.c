@@ -10,6 +10,7 @@
 
 #include "cpu_ops.h"
 #include "ftpipe/backend/host_adamw.h"
+#include "ftpipe/backend/host_norm.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -217,21 +218,10 @@ static void cpu_adamw(ft_backend *self, float *param, const float *grad, float *
 
 static double cpu_sum_squares(ft_backend *self, const float *const *xs, const size_t *counts, size_t n_tensors)
 {
-    double total = 0.0;
-    for (size_t t = 0; t < n_tensors; t++) {
-        double sum = 0.0;
-        for (size_t i = 0; i < counts[t]; i++)
-            sum += (double)xs[t][i] * xs[t][i];
-        total += sum;
-    }
-    return total;
+    return ft_host_sum_squares(NULL, xs, counts, n_tensors);
 }
 
-static void cpu_scale(ft_backend *self, float *x, size_t n, float factor)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] *= factor;
-}
+static void cpu_scale(ft_backend *self, float *x, size_t n, float factor) { ft_host_scale(NULL, x, n, factor); }
 
 static void cpu_add_floats(ft_backend *self, float *to, const float *from, size_t n)
 {

@@ -40,14 +40,16 @@ int ft_adamw_create(ft_backend *backend, const ft_param_tensor *tensors, size_t 
                     const ft_adamw_config *config, ft_adamw **out);
 /* The same, offloaded: the moments and an f32 master copy of the values in
  * the backend's host memory (alloc_host: page-locked on cuda), the update on
- * the host's cores. */
+ * the host's cores. grads_on_host: the tensors' gradients are host memory
+ * (offload_optimizer's sharded gradients, grad_shards.h), read in place;
+ * otherwise each step downloads them into a host buffer. */
 int ft_adamw_create_offloaded(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                              const ft_adamw_config *config, ft_adamw **out);
+                              const ft_adamw_config *config, bool grads_on_host, ft_adamw **out);
 /* Offloaded too, for tensors whose values are host memory already (ZeRO-3's
  * float master shard with offload_optimizer, param_shards.h): the update
  * writes them in place, and no copy of them is kept. */
 int ft_adamw_create_on_host(ft_backend *backend, const ft_param_tensor *tensors, size_t count,
-                            const ft_adamw_config *config, ft_adamw **out);
+                            const ft_adamw_config *config, bool grads_on_host, ft_adamw **out);
 void ft_adamw_free(ft_adamw *optimizer);
 
 /* One update of every tensor from its gradient, at this step's learning rate. */
@@ -57,6 +59,11 @@ int64_t ft_adamw_step_count(const ft_adamw *optimizer);
 /* The 2-norm of all gradients together; when max_norm > 0 and the norm exceeds
  * it, scales them by max_norm / (norm + 1e-6). Returns the norm before clipping. */
 double ft_adamw_clip_grad_norm(ft_adamw *optimizer, double max_norm);
+/* Its parts, where the gradients are (the backend's ops, or host_norm.h's on
+ * the optimizer's threads when they are host memory): the sum of the squares
+ * of n gradients, and one gradient scaled. */
+double ft_adamw_grad_squares(ft_adamw *optimizer, const float *const *grads, const size_t *counts, size_t n);
+void ft_adamw_scale_grad(ft_adamw *optimizer, float *grad, size_t count, float factor);
 
 /* For checkpoints: the moments of tensor i (backend memory; host memory when
  * offloaded), and the step count. */

@@ -13,13 +13,19 @@
  * reduce-scattered when the final norm's unit takes the window, and the
  * embeddings' part at the end (the sum is linear, so the two parts add up in
  * the shard). The device holds the shard and one window of the largest unit
- * instead of 4 bytes a weight.
+ * instead of 4 bytes a weight. With offload_optimizer (DeepSpeed's
+ * ZeRO-Offload keeps them so) the shard is page-locked host memory, where
+ * AdamW reads it: a unit's sums so far go up into a staging buffer of one
+ * unit's part and into this rank's part of the window, the reduce-scatter lands
+ * there in place, and the new sums come down; the device holds the window and
+ * the staging buffer.
  *
  * Every rank runs the same passes, so their reduce-scatters match; at stage 3
  * the ZeRO-3 gather thread is quieted first, so that the two never cross. */
 #ifndef FTPIPE_GRAD_SHARDS_H
 #define FTPIPE_GRAD_SHARDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ftpipe/backend/comm.h"
@@ -31,9 +37,11 @@ typedef struct ft_grad_shards ft_grad_shards;
 
 /* The model's gradients sharded over comm's ranks, the model loaded with
  * gradient_shards = comm->size (so it allocated none); params: its ZeRO-3
- * shards, or NULL (stage 2). The model's passes write through them until
- * ft_grad_shards_free. -1 with ft_error. */
-int ft_grad_shards_create(ft_model *model, ft_comm *comm, ft_param_shards *params, ft_grad_shards **out);
+ * shards, or NULL (stage 2); on_host: the shard in the backend's host memory.
+ * The model's passes write through them until ft_grad_shards_free. -1 with
+ * ft_error. */
+int ft_grad_shards_create(ft_model *model, ft_comm *comm, ft_param_shards *params, bool on_host,
+                          ft_grad_shards **out);
 void ft_grad_shards_free(ft_grad_shards *grads);
 
 /* The units (the same as the ZeRO-3 shards' over these ranks) and this rank's
@@ -55,8 +63,11 @@ int ft_grad_shards_finish(ft_grad_shards *grads);
 /* The shard to zero, for the next step. */
 void ft_grad_shards_zero(ft_grad_shards *grads);
 
-/* The backend memory it holds: the shard and the window. */
+/* The backend memory it holds: the shard (or the staging buffer) and the
+ * window; the host memory: the shard when on_host. */
 size_t ft_grad_shards_bytes(const ft_grad_shards *grads);
+size_t ft_grad_shards_host_bytes(const ft_grad_shards *grads);
+bool ft_grad_shards_on_host(const ft_grad_shards *grads);
 
 /* The preflight (data_parallel.h's, for sharded gradients): every unit's
  * window, zeroed, reduce-scattered into the shards, which it leaves as they

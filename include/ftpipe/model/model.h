@@ -91,6 +91,9 @@ typedef struct ft_model ft_model;
  * of them and the window a pass writes into (grad_shards.h; one shard: all of
  * them and the window, for one rank streaming its weights). */
 size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int shards);
+/* With offload_optimizer that shard is in host memory, and the backend holds
+ * the window and a staging buffer of the largest unit's part: its bytes. */
+size_t ft_model_gradient_staging_bytes(const ft_model_config *config, int shards);
 /* The weights of ZeRO's largest unit (the embeddings, a decoder layer, or the
  * final norm with an untied lm_head): what ZeRO-3 gathers at once. */
 size_t ft_model_config_largest_unit(const ft_model_config *config);

@@ -76,6 +76,14 @@ void ft_train_memory_shard_gradients(ft_train_memory *memory, const ft_model_con
  * parameter in all; on the cpu backend the moments stay where they were
  * counted and the other 8 bytes are added. */
 void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu);
+/* offload_optimizer at ZeRO-2 and 3 of full fine-tuning over `ranks`, after
+ * the two above: the gradients' shard is host memory, AdamW's input itself
+ * (grad_shards.h). On a GPU it leaves the plan for host memory, where it takes
+ * the place of the gradients' host buffer; the backend adds a staging buffer
+ * of the largest unit's part beside the window. Nothing for LoRA, or beside a
+ * trained projector's gradients. */
+void ft_train_memory_offload_gradients(ft_train_memory *memory, const ft_model_config *config, bool on_gpu,
+                                       int ranks);
 
 /* ZeRO-3 over `ranks` (param_shards.h), after ft_train_memory_shard: the plan
  * holds one rank's 1 / ranks of the weights (loaded so from the files) and the

@@ -168,6 +168,9 @@ typedef struct {
     size_t gradient_bytes;            /* this rank's float gradients in the backend's memory: every trained
                                        * tensor's, or at ZeRO-2 and 3 of full fine-tuning the weights' shard
                                        * and the window a pass writes into (grad_shards.h) */
+    size_t gradient_host_bytes;       /* ZeRO-2 and 3 of full fine-tuning with offload_optimizer: the shard,
+                                       * in host memory (the backend's memory then holds the window and a
+                                       * staging buffer) */
 } ft_train_result;
 
 /* Trains the model's trainable tensors on the shards' rows, resuming from the

@@ -43,7 +43,7 @@ TEST(offloaded_updates_equal_the_in_place_ones_bit_for_bit)
     ft_adamw_config config = {0.9, 0.999, 1e-8, 0.01};
     ft_adamw *a = NULL, *b = NULL;
     CHECK_INT(ft_adamw_create(cpu, in_place.tensors, 2, &config, &a), 0);
-    CHECK_INT(ft_adamw_create_offloaded(cpu, offloaded.tensors, 2, &config, &b), 0);
+    CHECK_INT(ft_adamw_create_offloaded(cpu, offloaded.tensors, 2, &config, false, &b), 0);
     CHECK(ft_adamw_host_moments(a) == NULL);
     CHECK(ft_adamw_host_moments(b) != NULL);
     for (int step = 1; step <= 4; step++) {
@@ -86,7 +86,7 @@ TEST(updates_of_values_in_host_memory_are_in_place_and_equal_the_backends)
     ft_adamw_config config = {0.9, 0.999, 1e-8, 0.01};
     ft_adamw *a = NULL, *b = NULL;
     CHECK_INT(ft_adamw_create(cpu, in_place.tensors, 2, &config, &a), 0);
-    CHECK_INT(ft_adamw_create_on_host(cpu, on_host.tensors, 2, &config, &b), 0);
+    CHECK_INT(ft_adamw_create_on_host(cpu, on_host.tensors, 2, &config, false, &b), 0);
     CHECK(ft_adamw_host_moments(b) != NULL);
     CHECK_INT(ft_adamw_state_bytes(b), ft_adamw_state_bytes(a));
     for (int step = 1; step <= 4; step++) {

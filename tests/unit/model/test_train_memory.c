@@ -194,7 +194,9 @@ TEST(zero_3_keeps_one_share_of_the_weights_per_rank)
 /* ZeRO-3 with offload_optimizer on a GPU: the master copy's shard is AdamW's
  * host copy itself, so it leaves the device plan, and the host holds 16 bytes
  * per sharded weight (moments 8, master copy 4, gradients 4) beside
- * offload_param's shard of the bf16 weights. */
+ * offload_param's shard of the bf16 weights; the gradients' shard is that
+ * host memory, so the device keeps the window and a staging buffer of the
+ * largest unit's part. */
 TEST(zero_3_with_offload_moves_the_master_shard_to_host_memory)
 {
     ft_model_config config = qwen_0_5b();
@@ -207,8 +209,13 @@ TEST(zero_3_with_offload_moves_the_master_shard_to_host_memory)
     ft_train_memory_apply_zero(&both, &config, true, 4, 3, true, true);
     CHECK(sharded.plan.master_bytes > 0);
     CHECK_INT(offloaded.plan.master_bytes, 0);
-    CHECK_INT(offloaded.plan.total_bytes,
-              sharded.plan.total_bytes - sharded.plan.master_bytes - sharded.plan.optimizer_bytes);
+    uint64_t window = ft_model_config_largest_unit(&config) * sizeof(float);
+    uint64_t staging = ft_model_gradient_staging_bytes(&config, 4);
+    CHECK_INT(staging, ((ft_model_config_largest_unit(&config) + 3) / 4) * sizeof(float));
+    CHECK_INT(offloaded.plan.gradient_bytes, window + staging);
+    CHECK_INT(offloaded.plan.total_bytes, sharded.plan.total_bytes - sharded.plan.master_bytes -
+                                              sharded.plan.optimizer_bytes - sharded.plan.gradient_bytes +
+                                              window + staging);
     CHECK_INT(offloaded.offload_bytes, 2 * sharded.plan.optimizer_bytes);
     CHECK_INT(both.offload_bytes, 2 * sharded.plan.optimizer_bytes + (whole.plan.parameter_bytes + 3) / 4);
 }
@@ -243,6 +250,8 @@ TEST(one_rank_offloads_adamw_and_streams_its_weights)
         CHECK_INT(streamed.plan.gradient_bytes, whole.plan.gradient_bytes + (full ? 4 * unit : 0));
         CHECK_INT(streamed.plan.master_bytes, whole.plan.master_bytes);
         CHECK_INT(both.plan.master_bytes, 0); /* the master copy is AdamW's host copy */
+        if (full) /* and the gradients' shard its input: a window and a staging buffer of that unit stay */
+            CHECK_INT(both.plan.gradient_bytes, 2 * 4 * unit);
         CHECK_INT(both.plan.optimizer_bytes, 0);
         CHECK(streamed.device_peak_bytes < whole.device_peak_bytes);
         printf("  qwen2.5-7b %s on one GPU: %.1f GiB, offload_optimizer %.1f, offload_param %.1f, both %.1f "
@@ -334,7 +343,8 @@ TEST(readme_zero_tables_are_the_plans)
 
 /* With ZeRO the model's own plan, which the cuda backend checks before
  * anything is allocated, holds one rank's share of AdamW's moments, and none
- * of them when offload_optimizer keeps them in host memory: qwen2.5-7b full at
+ * of them when offload_optimizer keeps them in host memory (with the
+ * gradients' shard: the window and a staging buffer stay): qwen2.5-7b full at
  * stage 2 on 8 ranks is the plan's 57.9 GiB a GPU, not the 114 GiB of whole moments. */
 TEST(the_model_plan_holds_one_share_of_adamw)
 {
@@ -349,14 +359,20 @@ TEST(the_model_plan_holds_one_share_of_adamw)
     CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_BF16, &offloaded), 0);
     CHECK_INT(shared.optimizer_bytes, (whole.optimizer_bytes + 7) / 8);
     CHECK_INT(offloaded.optimizer_bytes, 0);
-    CHECK_INT(offloaded.total_bytes, shared.total_bytes - shared.optimizer_bytes);
+    uint64_t window = ft_model_config_largest_unit(&config) * sizeof(float);
+    CHECK_INT(offloaded.gradient_bytes, window + ft_model_gradient_staging_bytes(&config, 8));
+    CHECK_INT(offloaded.total_bytes,
+              shared.total_bytes - shared.optimizer_bytes - shared.gradient_bytes + offloaded.gradient_bytes);
     /* the same figure as the estimate's for stage 2 on 8 ranks, less the backend's scratch */
     ft_train_memory memory;
     options.gradient_shards = options.optimizer_shards = 0;
     options.optimizer_offloaded = false;
     CHECK_INT(ft_train_memory_estimate(&config, &options, true, 1, FT_DTYPE_BF16, &memory), 0);
+    ft_train_memory offloaded_memory = memory;
     ft_train_memory_apply_zero(&memory, &config, true, 8, 2, false, false);
     CHECK_INT(shared.total_bytes, memory.plan.total_bytes - memory.plan.scratch_bytes);
+    ft_train_memory_apply_zero(&offloaded_memory, &config, true, 8, 2, true, false); /* and with the offload */
+    CHECK_INT(offloaded.total_bytes, offloaded_memory.plan.total_bytes - offloaded_memory.plan.scratch_bytes);
     ft_backend_limits limits;
     options.gradient_shards = options.optimizer_shards = 8;
     CHECK_INT(ft_model_backend_limits(&config, &options, FT_DTYPE_BF16, &limits), 0);

@@ -98,7 +98,7 @@ typedef struct {
     size_t optimizer_state_bytes;  /* rank 0's */
     size_t parameter_bytes, parameter_host_bytes; /* rank 0's */
     size_t master_bytes, master_host_bytes;       /* rank 0's */
-    size_t gradient_bytes;                        /* rank 0's */
+    size_t gradient_bytes, gradient_host_bytes;   /* rank 0's */
     char error[512];                              /* rank 0's ft_error when the run failed */
 } run_result;
 
@@ -176,6 +176,7 @@ static run_result run(const char *data_dir, run_shape shape)
     out.master_bytes = result.master_bytes;
     out.master_host_bytes = result.master_host_bytes;
     out.gradient_bytes = result.gradient_bytes;
+    out.gradient_host_bytes = result.gradient_host_bytes;
     size_t n_tensors = 0;
     const ft_param_tensor *tensors = model ? ft_model_trainable(model, &n_tensors) : NULL;
     for (size_t i = 0; i < n_tensors; i++)
@@ -268,8 +269,10 @@ static double reordering_difference(const char *data, const run_result *referenc
 
 /* Full fine-tuning's gradients at ZeRO-2 and 3 over `ranks`, in f32: every
  * unit's owned and shared part (the embeddings, each layer, the final norm
- * with an untied head) and a window of the largest unit. */
-static size_t sharded_gradient_bytes(int ranks)
+ * with an untied head) and a window of the largest unit; *window_bytes: that
+ * window, *staging_bytes: the largest unit's part (offload_optimizer's
+ * staging buffer). */
+static size_t sharded_gradient_bytes(int ranks, size_t *window_bytes, size_t *staging_bytes)
 {
     ft_model_config config;
     CHECK_INT(ft_model_config_load(model_dir, &config), 0);
@@ -280,23 +283,39 @@ static size_t sharded_gradient_bytes(int ranks)
             layer += weights[i].count;
         else if (strncmp(weights[i].name, "model.layers.", 13) != 0)
             final += weights[i].count;
-    size_t embeddings = weights[0].count, units[3] = {embeddings, layer, final}, shard = 0;
+    size_t embeddings = weights[0].count, units[3] = {embeddings, layer, final}, shard = 0, staging = 0;
     ft_model_weight_list_free(weights, count);
-    for (int u = 0; u < 3; u++)
-        shard += (units[u] / r + units[u] % r) * (u == 1 ? (size_t)config.num_hidden_layers : 1);
+    for (int u = 0; u < 3; u++) {
+        size_t part = units[u] / r + units[u] % r;
+        shard += part * (u == 1 ? (size_t)config.num_hidden_layers : 1);
+        staging = part > staging ? part : staging;
+    }
     size_t window = embeddings > layer ? embeddings : layer;
-    return (shard + (window > final ? window : final)) * sizeof(float);
+    window = window > final ? window : final;
+    *window_bytes = window * sizeof(float);
+    *staging_bytes = staging * sizeof(float);
+    return (shard + window) * sizeof(float);
 }
 
-/* Rank 0's float gradients: whole, or full fine-tuning's shard and windows at stages 2 and 3. */
+/* Rank 0's float gradients: whole, or full fine-tuning's shard and windows at
+ * stages 2 and 3; with offload_optimizer that shard in host memory, the
+ * window and a staging buffer in the backend's. */
 static void check_gradient_bytes(const run_result *sharded, const run_result *reference, ft_finetuning finetuning,
-                                 int ranks, int stage, const char *what)
+                                 int ranks, int stage, bool offload, const char *what)
 {
-    size_t expected = finetuning == FT_FINETUNE_FULL && stage >= 2 ? sharded_gradient_bytes(ranks)
-                                                                     : reference->count * sizeof(float);
-    if (sharded->gradient_bytes != expected || reference->gradient_bytes != reference->count * sizeof(float)) {
-        fprintf(stderr, "  %s: %zu bytes of gradients, expected %zu (whole: %zu)\n", what, sharded->gradient_bytes,
-                expected, reference->count * sizeof(float));
+    size_t window = 0, staging = 0, expected = reference->count * sizeof(float), host = 0;
+    if (finetuning == FT_FINETUNE_FULL && stage >= 2) {
+        expected = sharded_gradient_bytes(ranks, &window, &staging);
+        if (offload) {
+            host = expected - window;
+            expected = window + staging;
+        }
+    }
+    if (sharded->gradient_bytes != expected || sharded->gradient_host_bytes != host ||
+        reference->gradient_bytes != reference->count * sizeof(float)) {
+        fprintf(stderr, "  %s: %zu bytes of gradients (%zu in host memory), expected %zu (%zu; whole: %zu)\n", what,
+                sharded->gradient_bytes, sharded->gradient_host_bytes, expected, host,
+                reference->count * sizeof(float));
         check_case_failed = 1;
     }
 }
@@ -310,6 +329,7 @@ static void stages_match_stage_zero(ft_finetuning finetuning)
         CHECK_INT(reference.status, 0);
         CHECK(reference.steps.n >= 4);
         double reordering = finetuning == FT_FINETUNE_FULL ? reordering_difference(data, &reference, shape) : 0.0;
+        float *stage_values[2] = {NULL, NULL}; /* ZeRO-1's and 2's without the offload */
         for (int variant = 0; variant < 4; variant++) {
             int stage = variant % 2 + 1;
             shape.zero_stage = stage;
@@ -319,7 +339,15 @@ static void stages_match_stage_zero(ft_finetuning finetuning)
             char what[64];
             snprintf(what, sizeof what, "%d ranks, ZeRO-%d%s", ranks, stage, shape.offload ? " + offload" : "");
             matches_stage_zero(&sharded, &reference, stage == 1 ? 0.0 : 1e-6, stage == 1 ? 0.0 : reordering, what);
-            check_gradient_bytes(&sharded, &reference, finetuning, ranks, stage, what);
+            check_gradient_bytes(&sharded, &reference, finetuning, ranks, stage, shape.offload, what);
+            /* offload_optimizer updates on the host what the stage updates in place: the same bits (at
+             * stage 2 of full fine-tuning from the gradients' shard in host memory) */
+            if (variant < 2)
+                stage_values[variant] = sharded.values;
+            else if (memcmp(sharded.values, stage_values[variant - 2], reference.count * sizeof(float)) != 0) {
+                fprintf(stderr, "  %s: not the bytes of ZeRO-%d without the offload\n", what, stage);
+                check_case_failed = 1;
+            }
             /* the shard: 1 / ranks of the moments, plus fewer than `ranks` shared elements per span */
             size_t whole = reference.optimizer_state_bytes, share = sharded.optimizer_state_bytes;
             CHECK(whole == 2 * sizeof(float) * reference.count);
@@ -327,8 +355,11 @@ static void stages_match_stage_zero(ft_finetuning finetuning)
                 fprintf(stderr, "  %s: optimizer state %zu bytes a rank, of %zu\n", what, share, whole);
                 check_case_failed = 1;
             }
-            free(sharded.values);
+            if (variant >= 2)
+                free(sharded.values);
         }
+        free(stage_values[0]);
+        free(stage_values[1]);
         free(reference.values);
     }
     free(data);
@@ -433,7 +464,7 @@ static void stage_3_matches_stage_0(ft_finetuning finetuning)
             snprintf(what, sizeof what, "%d ranks, ZeRO-3%s%s", ranks, shape.offload_param ? " + offload_param" : "",
                      shape.offload ? " + offload_optimizer" : "");
             matches_stage_zero(&sharded, &reference, 1e-6, reordering, what);
-            check_gradient_bytes(&sharded, &reference, finetuning, ranks, 3, what);
+            check_gradient_bytes(&sharded, &reference, finetuning, ranks, 3, shape.offload, what);
             if (variant == 1 && memcmp(sharded.values, sharded_in_place.values, reference.count * sizeof(float))) {
                 fprintf(stderr, "  %s: not stage 3's bytes\n", what);
                 check_case_failed = 1;
@@ -504,7 +535,7 @@ TEST(one_rank_streaming_its_weights_matches_stage_0)
             snprintf(what, sizeof what, "one rank, %s, ZeRO-3 + offload_param%s", f ? "full" : "LoRA",
                      offload ? " + offload_optimizer" : "");
             matches_stage_zero(&s, &reference, f ? 1e-5 : 0.0, reordering, what); /* the losses: within 1e-5 relative */
-            check_gradient_bytes(&s, &reference, finetuning, 1, f ? 3 : 0, what);
+            check_gradient_bytes(&s, &reference, finetuning, 1, f ? 3 : 0, offload, what);
             if (s.parameter_host_bytes != reference.parameter_bytes || s.parameter_bytes != window) {
                 fprintf(stderr, "  %s: %zu bytes of weights in host memory and %zu gathered, of %zu\n", what,
                         s.parameter_host_bytes, s.parameter_bytes, reference.parameter_bytes);
