@@ -2,7 +2,9 @@
 # Two builds of ftpipe side by side on one GPU: LoRA on one rank with ZeRO-3
 # and offload_param = cpu, where every weight stays in host memory and each
 # pass uploads it a unit at a time, and the same run at stage 0 (every weight
-# on the GPU) as the yardstick. A is this checkout's build/ftpipe; B another
+# on the GPU) as the yardstick; with FINETUNING=full, full fine-tuning, the
+# streamed run with offload_optimizer = cpu too (AdamW, the master copy and
+# the gradients' shard in host memory). A is this checkout's build/ftpipe; B another
 # build of it (e.g. from the commit before the uploads moved to their own
 # stream), given as the folder holding its ftpipe. Each run trains STEPS steps
 # of BATCH x 32 tokens on a model of LAYERS layers of Qwen2.5-1.5B's width
@@ -22,17 +24,19 @@ BATCH=${BATCH:-64}
 HIDDEN=${HIDDEN:-1536}
 INNER=${INNER:-8960}
 HEADS=${HEADS:-12}
+FINETUNING=${FINETUNING:-lora}
+RATE=1e-4; [ "$FINETUNING" = full ] && RATE=1e-5
 . tests/bench/two_builds.inc
 two_builds_setup stream_ab
 {
-  printf 'ZERO = 0\nOFFLOAD = none\nRUN = 0\n\n'
+  printf 'ZERO = 0\nOFFLOAD = none\nOPTIMIZER = none\nRUN = 0\n\n'
   two_builds_model "$HIDDEN" "$INNER" "$HEADS" 128 "$LAYERS" "dtype = bf16"
   cat <<P
 model: train models/base data/train_set
 	backend = cuda
-	finetuning_type = lora
+	finetuning_type = $FINETUNING
 	lora_target = all
-	learning_rate = 1e-4
+	learning_rate = $RATE
 	per_device_train_batch_size = $BATCH
 	max_steps = $STEPS
 	logging_steps = 1
@@ -40,24 +44,26 @@ model: train models/base data/train_set
 	save_steps = \$(RUN)
 	zero_stage = \$(ZERO)
 	offload_param = \$(OFFLOAD)
+	offload_optimizer = \$(OPTIMIZER)
 P
 } > "$W/Ftpipe"
 result() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" "$W/model/train_results.json"; }
 "$A/ftpipe" -C "$W" data/train_set > "$W/prepare.out" 2>&1 || { tail -20 "$W/prepare.out"; exit 1; }
 echo "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1), $(nproc) cores, $(date -u +%Y-%m-%d): A=$A B=$B"
-echo "LoRA on one GPU, $LAYERS layers of width $HIDDEN in bf16, $STEPS steps of $BATCH x 32 tokens, median of $RUNS runs each, in turn"
+echo "$FINETUNING on one GPU, $LAYERS layers of width $HIDDEN in bf16, $STEPS steps of $BATCH x 32 tokens, median of $RUNS runs each, in turn"
 printf '%-34s %9s %9s %6s %11s %11s %6s\n' weights "A s" "B s" "A/B" "A GiB" "B GiB" "A/B"
 run=0
 for mode in ${MODES:-stream plain}; do
-  zero=0; offload=none
+  zero=0; offload=none; optimizer=none
   [ "$mode" = stream ] && { zero=3; offload=cpu; }
+  [ "$mode" = stream ] && [ "$FINETUNING" = full ] && optimizer=cpu
   for f in a.s b.s a.m b.m; do : > "$W/$f"; done
   i=0
   while [ $i -lt "$RUNS" ]; do
     for side in a b; do
       dir=$A; [ $side = b ] && dir=$B
       run=$((run + 1))
-      "$dir/ftpipe" -C "$W" model ZERO=$zero OFFLOAD=$offload RUN=$run > "$W/run.out" 2>&1 ||
+      "$dir/ftpipe" -C "$W" model ZERO=$zero OFFLOAD=$offload OPTIMIZER=$optimizer RUN=$run > "$W/run.out" 2>&1 ||
         { tail -20 "$W/run.out"; exit 1; }
       result train_runtime >> "$W/$side.s"
       result peak_device_bytes >> "$W/$side.m"
@@ -66,6 +72,7 @@ for mode in ${MODES:-stream plain}; do
   done
   as=$(median < "$W/a.s"); bs=$(median < "$W/b.s"); am=$(median < "$W/a.m"); bm=$(median < "$W/b.m")
   label="in host memory (ZeRO-3, offload_param)"; [ "$mode" = plain ] && label="on the GPU (stage 0)"
+  [ "$optimizer" = cpu ] && label="in host memory, AdamW there too"
   printf '%-34s %9.3f %9.3f %6.2f %11.2f %11.2f %6.2f\n' "$label" "$as" "$bs" "$(echo "$as $bs" | awk '{ print $1 / $2 }')" \
     "$(echo "$am" | awk '{ print $1 / 1073741824 }')" "$(echo "$bm" | awk '{ print $1 / 1073741824 }')" \
     "$(echo "$am $bm" | awk '{ print $1 / $2 }')"
