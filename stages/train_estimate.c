@@ -7,7 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ftpipe/backend/gpu_monitor.h"
 #include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/units.h"
 #include "ftpipe/formats/llava_config.h"
 #include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/train_work.h"
@@ -101,74 +103,161 @@ static int estimate_work(const ft_train_run *run, const ft_model_config *config,
     return 0;
 }
 
-/* When the peak exceeds the budget: the least change that fits, with its figure —
- * recomputation, then the largest per-device batch (accumulating more micro-batches,
- * so the effective batch stays), then LoRA. */
-static void find_smallest_change(const ft_train_run *run, const ft_model_config *config, int threads,
-                                 int per_node, ft_stage_estimate *out)
+/* What the least change must fit: a GPU's memory (and the machine's host
+ * memory beside it, where offloads go), or the machine's host memory. */
+typedef struct {
+    const ft_train_run *run;
+    const ft_model_config *config;
+    int threads, per_node;
+    bool on_gpu;
+    uint64_t budget;         /* of the device on a GPU, else of the host */
+    uint64_t host_budget;    /* 0: unknown */
+} fit;
+
+/* The stage with these options and ZeRO choices: 0 when it fits, with the
+ * figure the message gives (device or host) in `need`. */
+static int fits(const fit *f, const ft_model_options *options, int stage, bool offload_optimizer, bool offload_param,
+                char *need, size_t size)
 {
-    ft_model_options options = run->model_options;
     ft_train_memory memory;
-    char need[32], have[32];
-    ft_format_bytes(out->host_budget_bytes, have, sizeof have);
+    const ft_train_options *t = &f->run->train_options;
+    if (ft_train_memory_estimate(f->config, options, f->on_gpu, f->threads, ft_train_save_dtype(f->config),
+                                 &memory) < 0)
+        return -1;
+    ft_train_memory_apply_zero(&memory, f->config, f->on_gpu, t->ranks, stage, offload_optimizer, offload_param);
+    uint64_t host = ft_train_memory_node_host_bytes(&memory, f->per_node);
+    uint64_t figure = f->on_gpu ? memory.device_peak_bytes : host;
+    if (figure > f->budget || (f->on_gpu && f->host_budget && host > f->host_budget))
+        return -1;
+    char device_text[32], host_text[32], budget_text[32];
+    ft_format_bytes(figure, device_text, sizeof device_text);
+    ft_format_bytes(f->budget, budget_text, sizeof budget_text);
+    ft_format_bytes(host, host_text, sizeof host_text);
+    if (f->on_gpu)
+        snprintf(need, size, "needs %s of the %s a GPU, and %s of host memory", device_text, budget_text, host_text);
+    else
+        snprintf(need, size, "needs %s of the %s", device_text, budget_text);
+    return 0;
+}
+
+/* A higher ZeRO stage, with ranks: AdamW's state at 1, full fine-tuning's
+ * gradients at 2, the weights at 3. */
+static bool stage_change(const fit *f, char *text, size_t size)
+{
+    const ft_train_run *run = f->run;
     const ft_train_options *t = &run->train_options;
-    /* with ranks: a higher ZeRO stage first, AdamW's state (1), with full
-     * fine-tuning's gradients (2), then the weights too (3) */
     bool full = run->model_options.finetuning == FT_FINETUNE_FULL; /* LoRA's gradients stay whole */
+    char need[160];
     for (int stage = t->zero_stage + 1; t->ranks > 1 && stage <= 3; stage++) {
-        if (ft_train_memory_estimate(config, &options, false, threads, ft_train_save_dtype(config), &memory) < 0)
+        if (fits(f, &run->model_options, stage, t->offload_optimizer, t->offload_param, need, sizeof need) < 0)
             continue;
-        ft_train_memory_apply_zero(&memory, config, false, t->ranks, stage, t->offload_optimizer, t->offload_param);
-        uint64_t host = ft_train_memory_node_host_bytes(&memory, per_node);
-        ft_format_bytes(host, need, sizeof need);
-        if (host <= out->host_budget_bytes) {
-            char *text = out->smallest_change;
-            size_t size = sizeof out->smallest_change;
-            if (stage == 1)
-                snprintf(text, size, "set zero_stage = 1: each of the %d ranks then holds 1 / %d of AdamW's state "
-                                     "(needs %s of the %s)",
-                         t->ranks, t->ranks, need, have);
-            else if (stage == 2)
-                snprintf(text, size, "set zero_stage = 2: each of the %d ranks then holds 1 / %d of AdamW's state "
-                                     "and of the gradients (needs %s of the %s)",
-                         t->ranks, t->ranks, need, have);
-            else
-                snprintf(text, size, "set zero_stage = 3: each of the %d ranks then holds 1 / %d of AdamW's state%s "
-                                     "and of the weights, gathering a layer's weights as it uses them (needs %s of "
-                                     "the %s)",
-                         t->ranks, t->ranks, full ? ", of the gradients" : "", need, have);
-            return;
-        }
+        if (stage == 1)
+            snprintf(text, size, "set zero_stage = 1: each of the %d ranks then holds 1 / %d of AdamW's state (%s)",
+                     t->ranks, t->ranks, need);
+        else if (stage == 2)
+            snprintf(text, size, "set zero_stage = 2: each of the %d ranks then holds 1 / %d of AdamW's state and of "
+                                 "the gradients (%s)",
+                     t->ranks, t->ranks, need);
+        else
+            snprintf(text, size, "set zero_stage = 3: each of the %d ranks then holds 1 / %d of AdamW's state%s and "
+                                 "of the weights, gathering a layer's weights as it uses them (%s)",
+                     t->ranks, t->ranks, full ? ", of the gradients" : "", need);
+        return true;
     }
+    return false;
+}
+
+/* On a GPU, the offloads: AdamW to the host, then the weights (one rank
+ * streams them). */
+static bool offload_change(const fit *f, char *text, size_t size)
+{
+    const ft_train_run *run = f->run;
+    const ft_train_options *t = &run->train_options;
+    bool full = run->model_options.finetuning == FT_FINETUNE_FULL;
+    char need[160];
+    if (!f->on_gpu)
+        return false;
+    /* offload_optimizer needs a ZeRO stage: with ranks the highest, which did not fit alone; one rank
+     * names stage 1 and trains as stage 0 */
+    int stage = t->ranks > 1 ? 3 : t->zero_stage > 0 ? t->zero_stage : 1;
+    if (!t->offload_optimizer &&
+        fits(f, &run->model_options, t->ranks > 1 ? 3 : 0, true, t->offload_param, need, sizeof need) == 0) {
+        snprintf(text, size, "set zero_stage = %d and offload_optimizer = cpu: AdamW's state%s in host memory, "
+                             "updated on its cores (%s)",
+                 stage, full && t->ranks > 1 ? ", the float master copy and the gradients" : "", need);
+        return true;
+    }
+    for (int both = 0; both <= 1 && !t->offload_param; both++) {
+        bool optimizer = t->offload_optimizer || both;
+        if (fits(f, &run->model_options, 3, optimizer, true, need, sizeof need) < 0)
+            continue;
+        bool added = optimizer && !t->offload_optimizer;
+        snprintf(text, size, "set zero_stage = 3%s offload_param = cpu%s: the weights%s stay in host memory, a "
+                             "layer's weights uploaded as a pass uses them (%s)",
+                 added ? "," : " and", added ? " and offload_optimizer = cpu" : "",
+                 optimizer ? (full ? ", AdamW's state, the float master copy and the gradients" : " and AdamW's state")
+                           : "",
+                 need);
+        return true;
+    }
+    return false;
+}
+
+/* When the peak exceeds the budget: the least change that fits, with its figure —
+ * a higher ZeRO stage, recomputation, the largest per-device batch (accumulating
+ * more micro-batches, so the effective batch stays), on a GPU the offloads, then
+ * LoRA. */
+static void find_smallest_change(const fit *f, ft_stage_estimate *out)
+{
+    const ft_train_run *run = f->run;
+    const ft_train_options *t = &run->train_options;
+    if (stage_change(f, out->smallest_change, sizeof out->smallest_change))
+        return;
+    ft_model_options options = run->model_options;
+    char need[160];
     for (int recompute = options.gradient_checkpointing; recompute <= 1; recompute++) {
         options.gradient_checkpointing = recompute;
-        for (int batch = run->train_options.batch_size; batch >= 1; batch /= 2) {
+        for (int batch = t->batch_size; batch >= 1; batch /= 2) {
             options.max_batch_size = batch;
-            if (ft_train_memory_estimate(config, &options, false, threads, ft_train_save_dtype(config), &memory) < 0)
+            if (fits(f, &options, t->zero_stage, t->offload_optimizer, t->offload_param, need, sizeof need) < 0)
                 continue;
-            ft_train_memory_apply_zero(&memory, config, false, t->ranks, t->zero_stage, t->offload_optimizer,
-                                       t->offload_param);
-            uint64_t host = ft_train_memory_node_host_bytes(&memory, per_node);
-            if (host > out->host_budget_bytes)
-                continue;
-            if (batch == run->train_options.batch_size && !recompute)
+            if (batch == t->batch_size && !recompute)
                 return;
-            ft_format_bytes(host, need, sizeof need);
-            int accumulation = run->train_options.gradient_accumulation_steps * run->train_options.batch_size / batch;
-            if (batch == run->train_options.batch_size)
+            int accumulation = t->gradient_accumulation_steps * t->batch_size / batch;
+            if (batch == t->batch_size)
                 snprintf(out->smallest_change, sizeof out->smallest_change,
-                         "set gradient_checkpointing = true (needs %s of the %s)", need, have);
+                         "set gradient_checkpointing = true (%s)", need);
             else
                 snprintf(out->smallest_change, sizeof out->smallest_change,
                          "set per_device_train_batch_size = %d and gradient_accumulation_steps = %d%s, the same "
-                         "effective batch (needs %s of the %s)",
-                         batch, accumulation, recompute ? " with gradient_checkpointing = true" : "", need, have);
+                         "effective batch (%s)",
+                         batch, accumulation, recompute ? " with gradient_checkpointing = true" : "", need);
             return;
         }
     }
+    if (offload_change(f, out->smallest_change, sizeof out->smallest_change))
+        return;
     snprintf(out->smallest_change, sizeof out->smallest_change,
              "no batch size fits%s: shorten the data's cutoff_len or free memory",
              run->model_options.finetuning == FT_FINETUNE_FULL ? "; try finetuning_type = lora" : "");
+}
+
+/* The memory free on the first GPU a cuda stage would use (NVML, which starts
+ * no CUDA in this process), or FTPIPE_GPU_MEMORY's; 0: unknown. */
+static uint64_t device_budget(void)
+{
+    const char *override = getenv("FTPIPE_GPU_MEMORY");
+    int64_t bytes = 0;
+    if (override)
+        return ft_parse_size_bytes(override, &bytes) == 0 && bytes > 0 ? (uint64_t)bytes : 0;
+    ft_gpu_monitor *monitor = ft_gpu_monitor_open(0);
+    ft_gpu_sample sample;
+    uint64_t free_bytes = monitor && ft_gpu_monitor_sample(monitor, &sample) == 0 &&
+                                  sample.memory_total_bytes > sample.memory_used_bytes
+                              ? sample.memory_total_bytes - sample.memory_used_bytes
+                              : 0;
+    ft_gpu_monitor_close(monitor);
+    return free_bytes;
 }
 
 int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
@@ -257,8 +346,12 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
                         total, run.train_options.batch_size, run.meta.cutoff_len, shape, activations,
                         memory.peak_phase, buffers, threads, runtime, node_text);
     }
-    if (!on_gpu && out->host_budget_bytes > 0 && node_host > out->host_budget_bytes)
-        find_smallest_change(&run, &config, threads, per_node, out);
+    fit f = {&run, &config, threads, per_node, on_gpu, on_gpu ? device_budget() : out->host_budget_bytes,
+             out->host_budget_bytes};
+    if (on_gpu)
+        out->device_budget_bytes = f.budget;
+    if (f.budget > 0 && (on_gpu ? memory.device_peak_bytes : node_host) > f.budget)
+        find_smallest_change(&f, out);
     train_writes writes = count_writes(&run, &config, &memory);
     estimate_disk(&run, &writes, out);
     out->device_name = on_gpu ? "cuda" : "cpu";

@@ -430,6 +430,16 @@ int ft_estimate_check_fits(ft_workspace *workspace, const ft_graph *graph, ft_pl
                               f->smallest_change[0] ? f->smallest_change
                                                     : "free memory, or lower what the stage holds at once");
         }
+        if (result == 0 && f->device_bytes.known && f->device_budget_bytes > 0 &&
+            f->device_bytes.value > (double)f->device_budget_bytes) {
+            char need[32], have[32];
+            ft_format_bytes((uint64_t)f->device_bytes.value, need, sizeof need);
+            ft_format_bytes(f->device_budget_bytes, have, sizeof have);
+            result = ft_error("stage %s would need %s of GPU memory a GPU (%s) but %s is free on the GPU: %s",
+                              node->target, need, f->device_bytes.source, have,
+                              f->smallest_change[0] ? f->smallest_change
+                                                    : "free the GPU's memory, or lower what the stage holds at once");
+        }
     }
     if (result == 0)
         result = check_space(workspace->state_dir, disk, "disk space", disk_list.data ? disk_list.data : "");

@@ -12,7 +12,8 @@
 # exports a model folder; malformed configs,
 # unknown keys, numbers that disagree with the stage, and deepspeed beside
 # zero_stage are refused; a stage that would not fit names zero_stage = 1 (or 3)
-# with its figure; kill -9 of a 2-rank ZeRO-2 run resumes on 1 rank at stage 0,
+# with its figure, on a GPU (its free memory given by FTPIPE_GPU_MEMORY) the
+# offloads with the GPU's and the host's figures; kill -9 of a 2-rank ZeRO-2 run resumes on 1 rank at stage 0,
 # and of a 4-rank ZeRO-3 run on 2 ranks at ZeRO-1, within 1e-5 of the
 # uninterrupted run (its weights; its losses within 1e-5 relative), as 2 ranks
 # at ZeRO-1 throughout are.
@@ -386,6 +387,30 @@ def metric(name):
 weights, gradients = metric("parameter_bytes"), metric("gradient_bytes") # f32: whole weights, their gradients' shard and window
 assert weights / 2 < gradients < weights * 0.7, (weights, gradients)
 PY
+t_end
+
+# On a GPU the budget is the GPU's free memory (NVML; FTPIPE_GPU_MEMORY here,
+# where CI has no GPU): the check names the offloads once no batch size fits,
+# with the device's figure and the host memory they take; the stage set so is
+# let through to its backend (which then finds no GPU here).
+t_case "on a GPU, a stage that does not fit names the offloads with their figures once no batch size fits"
+zero_workspace "max_steps = 2" "finetuning_type = full" "gradient_checkpointing = true"
+sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512\n	num_hidden_layers = 4/; s/backend = cpu/backend = cuda/" "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" data/train_set
+t_expect_status 0
+t_run env FTPIPE_GPU_MEMORY=70M "$FTPIPE" -C "$W" adapter
+t_expect_fail
+t_expect_contains "stage adapter would need 75.2 MiB of GPU memory a GPU (memory plan in bf16 for 2 x 40 tokens, recomputed"
+t_expect_contains "but 70.0 MiB is free on the GPU: set zero_stage = 1 and offload_optimizer = cpu: AdamW's state in host memory, updated on its cores (needs 56.7 MiB of the 70.0 MiB a GPU, and 45.6 MiB of host memory)"
+t_run env FTPIPE_GPU_MEMORY=50M "$FTPIPE" -C "$W" adapter
+t_expect_fail
+t_expect_contains "but 50.0 MiB is free on the GPU: set zero_stage = 3, offload_param = cpu and offload_optimizer = cpu: the weights, AdamW's state, the float master copy and the gradients stay in host memory, a layer's weights uploaded as a pass uses them (needs 40.3 MiB of the 50.0 MiB a GPU, and 54.7 MiB of host memory)"
+t_run env FTPIPE_GPU_MEMORY=35M "$FTPIPE" -C "$W" adapter
+t_expect_fail
+t_expect_contains "but 35.0 MiB is free on the GPU: no batch size fits; try finetuning_type = lora"
+printf '\tzero_stage = 3\n\toffload_param = cpu\n\toffload_optimizer = cpu\n' >> "$W/Ftpipe"
+t_run env FTPIPE_GPU_MEMORY=50M "$FTPIPE" -C "$W" adapter
+t_expect_lacks "would need"
 t_end
 
 t_case "LoRA on 8 layers that fits with neither stage 0 nor 1 names zero_stage = 3 with its figure, and fits with it"

@@ -62,7 +62,9 @@ typedef struct {
     size_t n_work;
     const char *device_name;          /* the backend the figures are for ("cpu", "cuda"); NULL: none */
     uint64_t host_budget_bytes;       /* set by the engine: the host memory a stage may take */
-    char smallest_change[240];        /* when host_bytes exceeds the budget: the least change that fits */
+    uint64_t device_budget_bytes;     /* set by a kind that runs on a GPU: the memory free on it; 0: unknown */
+    char smallest_change[512];        /* when host_bytes or device_bytes exceeds its budget: the least change
+                                       * that fits */
 } ft_stage_estimate;
 
 /* Sets a figure: ft_estimate_set(&e->host_bytes, bytes, "fmt", ...). */
