@@ -476,10 +476,10 @@ void ft_param_shards_free(ft_param_shards *s)
     s->model->shard_calls = NULL;
     ft_backend *b = s->model->backend;
     for (int i = 0; i < WINDOW_UNITS; i++) {
-        if (s->ready[i])
-            b->event_sync(b, s->ready[i]); /* a gather may still read the shard or write the window */
-        if (s->ready[i])
+        if (s->ready[i]) { /* a gather may still read the shard or write the window */
+            b->event_sync(b, s->ready[i]);
             b->event_free(b, s->ready[i]);
+        }
         if (s->freed[i])
             b->event_free(b, s->freed[i]);
     }

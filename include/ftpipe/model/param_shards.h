@@ -7,9 +7,11 @@
  * span: rank r owns elements [r x per, (r + 1) x per) with per = count /
  * ranks, and the last count - ranks x per (fewer than the ranks) are kept by
  * every rank alike. A shard is the owned part then the shared part of every
- * unit, back to back, in the backend's memory or (offload_param) in host
- * memory, from where the owned part is uploaded to a staging buffer for the
- * all-gather: the path cuda streams parameters through.
+ * unit, back to back, in the backend's memory or (offload_param) in
+ * page-locked host memory, from where the owned part is uploaded to a staging
+ * buffer for the all-gather: the path cuda streams parameters through. Over
+ * one rank (comm_solo.h) the shard is every weight, and offload_param uploads
+ * a unit straight into its buffer: one GPU streams its weights.
  *
  * A pass holds at most two units at once, in two buffers of the largest
  * unit's size allocated with the shards (so no step allocates): the one in
@@ -20,7 +22,11 @@
  * and in backward's (final norm, the last layer down to layer 0, each
  * layer's recomputation and backward reading one unit). The gather thread is
  * the only user of comm while a pass runs, and runs the gathers in the order
- * they were issued, so every rank's collectives match. A unit read but not
+ * they were issued, so every rank's collectives match. On a backend with a
+ * side queue (cuda: a second stream, backend.h) the gather thread works there:
+ * a buffer's gather waits for the compute issued before it (which may still
+ * read the buffer), and the first op to read a unit waits for its gather,
+ * through the backend's events, so the copies run beside the compute. A unit read but not
  * held is gathered at once and waited for (the first, and a tied lm_head's
  * embeddings); the least recently used buffer takes it. The buffers are
  * released when the pass ends: forward, the recomputation and backward each
@@ -74,7 +80,7 @@ size_t ft_param_unit_at(const ft_param_unit *units, size_t n_units, size_t offse
  * float with a master copy), and this rank keeps its part, so no rank ever
  * holds the whole weights. offload_param: the shard in host memory;
  * offload_optimizer: the master copy's shard in host memory. With one rank:
- * ft_model_load. */
+ * ft_model_load, unless offload_param keeps the weights in host memory. */
 int ft_model_load_sharded(const char *model_dir, ft_backend *backend, const ft_model_options *options,
                           ft_comm *comm, bool offload_param, bool offload_optimizer, ft_model **out);
 
