@@ -36,8 +36,7 @@ model: train models/base data/train_set
 P
 } > "$W/Ftpipe"
 runtime() { sed -n 's/.*"train_runtime": *\([0-9.e+-]*\).*/\1/p' "$W/model/train_results.json"; }
-"$A/ftpipe" -C "$W" data/train_set > "$W/prepare.out" 2>&1 || { tail -20 "$W/prepare.out"; exit 1; }
-echo "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1), $(nproc) cores, $(date -u +%Y-%m-%d): A=$A B=$B"
+two_builds_prepare
 echo "full fine-tuning, $LAYERS layers of width 896, $STEPS steps of 2 x 32 tokens, median of $RUNS runs each, in turn"
 printf '%-22s %10s %10s %7s\n' offload_optimizer "A s" "B s" "A/B"
 run=0

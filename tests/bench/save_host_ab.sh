@@ -35,8 +35,7 @@ model: train models/base data/train_set
 P
 } > "$W/Ftpipe"
 peak() { "$1/ftpipe" -C "$W" log model | sed -n 's/.*peak host memory (resident): .* (\([0-9]*\) bytes).*/\1/p' | tail -n1; }
-"$A/ftpipe" -C "$W" data/train_set > "$W/prepare.out" 2>&1 || { tail -20 "$W/prepare.out"; exit 1; }
-echo "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1), $(nproc) cores, $(date -u +%Y-%m-%d): A=$A B=$B"
+two_builds_prepare
 echo "full fine-tuning on cuda, $LAYERS layers of width 1536, $STEPS steps, checkpoint-$STEPS and the bf16 result; median of $RUNS runs each, in turn"
 : > "$W/a.txt"; : > "$W/b.txt"
 run=0 i=0

@@ -48,8 +48,7 @@ model: train models/base data/train_set
 P
 } > "$W/Ftpipe"
 result() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" "$W/model/train_results.json"; }
-"$A/ftpipe" -C "$W" data/train_set > "$W/prepare.out" 2>&1 || { tail -20 "$W/prepare.out"; exit 1; }
-echo "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1), $(nproc) cores, $(date -u +%Y-%m-%d): A=$A B=$B"
+two_builds_prepare
 echo "$FINETUNING on one GPU, $LAYERS layers of width $HIDDEN in bf16, $STEPS steps of $BATCH x 32 tokens, median of $RUNS runs each, in turn"
 printf '%-34s %9s %9s %6s %11s %11s %6s\n' weights "A s" "B s" "A/B" "A GiB" "B GiB" "A/B"
 run=0

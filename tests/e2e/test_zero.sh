@@ -20,6 +20,13 @@
 . "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 
+# metric WORKSPACE NAME: the train stage's latest value of a metric (state.db).
+metric() {
+  python3 -c 'import sqlite3, sys
+db = sqlite3.connect(sys.argv[1] + "/.ftpipe/state.db")
+print(db.execute("select value from metrics where name = ? order by run_id desc, step desc limit 1", (sys.argv[2],)).fetchone()[0])' "$1" "$2"
+}
+
 zero_workspace() {
   W=$(t_workspace)
   cp "$ROOT/examples/quickstart/make_addition_data.sh" "$W/"
@@ -148,14 +155,9 @@ t_expect_contains "comms_config, monitor_config have no meaning in ftpipe and ar
 t_expect_contains "ZeRO-2 shards AdamW's state over the ranks"
 t_expect_contains "optimizer state on rank 0: "
 t_expect_contains "(ZeRO stage 2 over 2 ranks)"
-python3 - "$PLAIN" "$W" <<'PY' || t_fail "rank 0's optimizer state is not half of stage 0's"
-import sqlite3, sys
-def state(w):
-    db = sqlite3.connect(w + "/.ftpipe/state.db")
-    return db.execute("select value from metrics where name = 'optimizer_state_bytes' order by run_id desc, step desc limit 1").fetchone()[0]
-whole, share = state(sys.argv[1]), state(sys.argv[2])
-assert share == whole / 2, (whole, share)
-PY
+python3 -c 'import sys; whole, share = map(float, sys.argv[1:]); assert share == whole / 2, (whole, share)' \
+  "$(metric "$PLAIN" optimizer_state_bytes)" "$(metric "$W" optimizer_state_bytes)" ||
+  t_fail "rank 0's optimizer state is not half of stage 0's"
 sed -i "s/deepspeed = ds_z2_config.json/zero_stage = 1/" "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W"
 t_expect_status 0
@@ -226,14 +228,9 @@ t_expect_contains "deepspeed ds_z3_offload_config.json: ZeRO stage 3, offload_op
 t_expect_contains "ZeRO-3 shards AdamW's state and every weight over the ranks"
 t_expect_contains "offload_param = cpu: each rank's shard of the weights in host memory, uploaded layer by layer"
 t_expect_contains "weights on rank 0: "
-python3 - "$PLAIN" "$W" <<'PY' || t_fail "rank 0 does not keep half the weights in host memory"
-import sqlite3, sys
-def metric(w, name):
-    db = sqlite3.connect(w + "/.ftpipe/state.db")
-    return db.execute("select value from metrics where name = ? order by run_id desc, step desc limit 1", (name,)).fetchone()[0]
-whole, shard = metric(sys.argv[1], "parameter_bytes"), metric(sys.argv[2], "parameter_host_bytes")
-assert whole / 2 <= shard < whole / 2 + 64, (whole, shard)
-PY
+python3 -c 'import sys; whole, shard = map(float, sys.argv[1:]); assert whole / 2 <= shard < whole / 2 + 64, (whole, shard)' \
+  "$(metric "$PLAIN" parameter_bytes)" "$(metric "$W" parameter_host_bytes)" ||
+  t_fail "rank 0 does not keep half the weights in host memory"
 t_end
 
 t_case "ds_z3_offload_config.json on one rank keeps every weight in host memory and ends with stage 0's bytes"
@@ -249,13 +246,8 @@ cmp -s "$ONE_PLAIN/adapter/adapter_model.safetensors" "$W/adapter/adapter_model.
 t_run "$FTPIPE" -C "$W" log adapter
 t_expect_contains "ZeRO-3 with one rank shards nothing, but offload_param = cpu keeps the weights in host memory, uploading a layer's weights as a pass uses them; offload_optimizer = cpu: AdamW's state and an f32 master copy"
 t_expect_lacks "preflight"
-python3 - "$ONE_PLAIN" "$W" <<'PY' || t_fail "one rank does not keep every weight in host memory"
-import sqlite3, sys
-def metric(w, name):
-    db = sqlite3.connect(w + "/.ftpipe/state.db")
-    return db.execute("select value from metrics where name = ? order by run_id desc, step desc limit 1", (name,)).fetchone()[0]
-assert metric(sys.argv[2], "parameter_host_bytes") == metric(sys.argv[1], "parameter_bytes")
-PY
+[ "$(metric "$W" parameter_host_bytes)" = "$(metric "$ONE_PLAIN" parameter_bytes)" ] ||
+  t_fail "one rank does not keep every weight in host memory"
 sed -i "s/deepspeed = ds_z3_offload_config.json/deepspeed = ds_z2_offload_config.json/; s/max_steps = 5/max_steps = 4/" \
   "$W/Ftpipe" # ZeRO is not in the key: a new max_steps makes it run
 t_run "$FTPIPE" -C "$W" adapter
@@ -379,14 +371,9 @@ t_run "$FTPIPE" -C "$W" log adapter
 t_expect_contains "float gradients on rank 0: "
 t_expect_contains "preflight: reduce-scattering the "
 t_expect_lacks "preflight: an all-reduce of the 0.0 KiB"
-python3 - "$W" <<'PY' || t_fail "rank 0 holds the float gradients whole at ZeRO-2"
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1] + "/.ftpipe/state.db")
-def metric(name):
-    return db.execute("select value from metrics where name = ? order by run_id desc, step desc limit 1", (name,)).fetchone()[0]
-weights, gradients = metric("parameter_bytes"), metric("gradient_bytes") # f32: whole weights, their gradients' shard and window
-assert weights / 2 < gradients < weights * 0.7, (weights, gradients)
-PY
+# f32: the whole weights, their gradients' shard and window
+python3 -c 'import sys; weights, gradients = map(float, sys.argv[1:]); assert weights / 2 < gradients < weights * 0.7, (weights, gradients)' \
+  "$(metric "$W" parameter_bytes)" "$(metric "$W" gradient_bytes)" || t_fail "rank 0 holds the float gradients whole at ZeRO-2"
 t_end
 
 # On a GPU the budget is the GPU's free memory (NVML; FTPIPE_GPU_MEMORY here,
