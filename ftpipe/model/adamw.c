@@ -132,12 +132,13 @@ void ft_adamw_reload_values(ft_adamw *optimizer)
                                      optimizer->tensors[i].value, optimizer->tensors[i].count * sizeof(float));
 }
 
-/* Offloaded: the gradients down (unless they are host memory), the update on
- * the host's cores, the values up (in place when they are host memory). */
-static void step_on_host(ft_adamw *optimizer, double learning_rate)
+/* Offloaded, tensors [first, first + count): the gradients down (unless they
+ * are host memory), the update on the host's cores, the values up (in place
+ * when they are host memory). */
+static void step_on_host(ft_adamw *optimizer, double learning_rate, size_t first, size_t count)
 {
     ft_backend *backend = optimizer->backend;
-    for (size_t i = 0; i < optimizer->count; i++) {
+    for (size_t i = first; i < first + count; i++) {
         const ft_param_tensor *tensor = &optimizer->tensors[i];
         size_t at = optimizer->offsets[i];
         const float *grad = tensor->grad;
@@ -151,8 +152,8 @@ static void step_on_host(ft_adamw *optimizer, double learning_rate)
             {learning_rate, optimizer->config.beta1, optimizer->config.beta2, optimizer->config.eps,
              tensor->weight_decay ? optimizer->config.weight_decay : 0.0, optimizer->steps}};
     }
-    ft_adamw_host_run(optimizer->pool, optimizer->spans, optimizer->count);
-    for (size_t i = 0; i < optimizer->count && optimizer->master; i++)
+    ft_adamw_host_run(optimizer->pool, optimizer->spans + first, count);
+    for (size_t i = first; i < first + count && optimizer->master; i++)
         backend->upload(backend, optimizer->tensors[i].value, optimizer->master + optimizer->offsets[i],
                         optimizer->tensors[i].count * sizeof(float));
 }
@@ -161,7 +162,7 @@ void ft_adamw_step(ft_adamw *optimizer, double learning_rate)
 {
     optimizer->steps++;
     if (optimizer->offload) {
-        step_on_host(optimizer, learning_rate);
+        step_on_host(optimizer, learning_rate, 0, optimizer->count);
         return;
     }
     ft_backend *backend = optimizer->backend;
@@ -174,6 +175,13 @@ void ft_adamw_step(ft_adamw *optimizer, double learning_rate)
         ft_adamw_moments(optimizer, i, &exp_avg, &exp_avg_sq);
         backend->adamw(backend, tensor->value, tensor->grad, exp_avg, exp_avg_sq, tensor->count, &hyper);
     }
+}
+
+void ft_adamw_step_begin(ft_adamw *optimizer) { optimizer->steps++; }
+
+void ft_adamw_step_tensors(ft_adamw *optimizer, double learning_rate, size_t first, size_t count)
+{
+    step_on_host(optimizer, learning_rate, first, count);
 }
 
 int64_t ft_adamw_step_count(const ft_adamw *optimizer) { return optimizer->steps; }

@@ -144,8 +144,8 @@ int ft_grad_shards_finish(ft_grad_shards *g)
 
 void ft_grad_shards_zero(ft_grad_shards *g)
 {
-    if (g->on_host) {
-        memset(g->shard, 0, g->shard_elements * sizeof(float));
+    if (g->on_host) { /* a unit's first reduce writes its part whole: the shard, which the step's update
+                       * may still read (zero.h), is left as it is */
         memset(g->summed, 0, g->n_units * sizeof *g->summed);
     } else {
         g->model->backend->zero(g->model->backend, g->shard, g->shard_elements * sizeof(float));
@@ -198,6 +198,8 @@ int ft_grad_shards_create(ft_model *model, ft_comm *comm, ft_param_shards *param
         ft_grad_shards_free(g);
         return ft_error_context("sharding the gradients over %d ranks", comm->size);
     }
+    if (on_host)
+        memset(g->shard, 0, shard_bytes);
     ft_grad_shards_zero(g);
     model->grad_shards = g;
     model->grad_calls = &calls;

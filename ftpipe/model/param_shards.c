@@ -53,6 +53,9 @@ struct ft_param_shards {
      * the compute for `ready` (the gather) */
     ft_collective_thread worker;
     ft_backend_event *freed[WINDOW_UNITS], *ready[WINDOW_UNITS];
+    size_t units_updated;        /* the units a step's update has refreshed (ft_param_shards_begin_updates):
+                                  * a gather waits for its unit; n_units between steps */
+    bool refreshed_by_units;     /* the step's update refreshes each unit itself: refresh has nothing to do */
     size_t queue[WINDOW_UNITS];  /* slot indices by ticket % WINDOW_UNITS */
     unsigned long issued, done;  /* tickets */
     bool failed;
@@ -252,6 +255,10 @@ static void *gather_thread(void *argument)
         const slot *to = &s->window[index];
         size_t unit = to->unit;
         void *buffer = to->buffer;
+        while (!s->worker.stopping && s->units_updated <= unit) /* the step's update reaches it first */
+            pthread_cond_wait(&s->worker.changed, &s->worker.lock);
+        if (s->worker.stopping)
+            break;
         bool skip = s->failed; /* after a failure the pass's values are garbage anyway */
         pthread_mutex_unlock(&s->worker.lock);
         event_wait(s, s->freed[index]);
@@ -300,7 +307,7 @@ static void wait_slot(ft_param_shards *s, const slot *which)
 static void drain(ft_param_shards *s)
 {
     pthread_mutex_lock(&s->worker.lock);
-    while (s->done < s->issued)
+    while (s->done < s->issued || s->units_updated < s->n_units)
         pthread_cond_wait(&s->worker.changed, &s->worker.lock);
     pthread_mutex_unlock(&s->worker.lock);
     for (int i = 0; i < WINDOW_UNITS; i++)
@@ -441,30 +448,60 @@ static void take_from_pieces(ft_param_shards *s, const ft_param_unit *unit, cons
     }
 }
 
+/* Unit u's part of the shard cast from the master shard, where both are host
+ * memory or the shard is (offload_param). */
+static void refresh_unit(ft_param_shards *s, size_t u)
+{
+    ft_backend *b = s->model->backend;
+    const ft_param_unit *unit = &s->units[u];
+    size_t n = unit->per_rank + unit->shared;
+    const float *from = s->master + unit->shard_offset;
+    void *to = shard_at(s, unit->shard_offset);
+    if (!s->master_on_host) { /* only the shard is in host memory: cast in a gather buffer, then down */
+        b->cast_from_float(b, s->window[0].buffer, from, n);
+        b->download(b, to, s->window[0].buffer, n * s->element_bytes);
+    } else if (s->offload) {
+        ft_backend_convert_floats(b, to, from, n);
+    } else {
+        ft_backend_upload_floats(b, to, from, n);
+    }
+}
+
 void ft_param_shards_refresh(ft_param_shards *s)
 {
     if (!s->master)
         return;
+    if (s->refreshed_by_units) { /* the step's update did it, unit by unit */
+        s->refreshed_by_units = false;
+        return;
+    }
     settle(s); /* it writes the shard */
     ft_backend *b = s->model->backend;
     if (!s->master_on_host && !s->offload) {
         b->cast_from_float(b, s->shard, s->master, s->shard_elements);
         return;
     }
-    for (size_t u = 0; u < s->n_units; u++) {
-        const ft_param_unit *unit = &s->units[u];
-        size_t n = unit->per_rank + unit->shared;
-        const float *from = s->master + unit->shard_offset;
-        void *to = shard_at(s, unit->shard_offset);
-        if (!s->master_on_host) { /* only the shard is in host memory: cast in a gather buffer, then down */
-            b->cast_from_float(b, s->window[0].buffer, from, n);
-            b->download(b, to, s->window[0].buffer, n * s->element_bytes);
-        } else if (s->offload) {
-            ft_backend_convert_floats(b, to, from, n);
-        } else {
-            ft_backend_upload_floats(b, to, from, n);
-        }
-    }
+    for (size_t u = 0; u < s->n_units; u++)
+        refresh_unit(s, u);
+}
+
+void ft_param_shards_begin_updates(ft_param_shards *s)
+{
+    settle(s); /* no upload reads the shard's host memory while it changes */
+    pthread_mutex_lock(&s->worker.lock);
+    s->units_updated = 0;
+    s->refreshed_by_units = s->master != NULL;
+    pthread_mutex_unlock(&s->worker.lock);
+}
+
+void ft_param_shards_unit_updated(ft_param_shards *s, size_t u)
+{
+    if (s->master)
+        refresh_unit(s, u);
+    pthread_mutex_lock(&s->worker.lock);
+    s->units_updated = u + 1;
+    pthread_cond_broadcast(&s->worker.changed);
+    pthread_mutex_unlock(&s->worker.lock);
 }
 
 void ft_param_shards_free(ft_param_shards *s)
@@ -514,6 +551,7 @@ static int make_shards(ft_model *model, const size_t *offsets, ft_comm *comm, bo
     s->weight_offsets = ft_xcalloc(model->n_weights ? model->n_weights : 1, sizeof *s->weight_offsets);
     memcpy(s->weight_offsets, offsets, model->n_weights * sizeof *offsets);
     plan_units(s);
+    s->units_updated = s->n_units;
     size_t largest = 0, largest_owned = 0;
     for (size_t u = 0; u < s->n_units; u++) {
         largest = s->units[u].count > largest ? s->units[u].count : largest;

@@ -7,6 +7,7 @@
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/collective_thread.h"
 #include "ftpipe/model/data_parallel.h"
 #include "ftpipe/model/grad_shards.h"
 
@@ -22,6 +23,7 @@ typedef struct {
     size_t shared;             /* count - ranks x per_rank, updated by every rank */
     size_t whole_offset;       /* the span's first element in a whole optimizer's moments */
     size_t shard_offset;       /* its owned part in this rank's moments; the shared part follows */
+    size_t first_piece, n_pieces; /* its pieces, this rank's parts of its tensors */
 } span;
 
 struct ft_zero {
@@ -41,6 +43,13 @@ struct ft_zero {
     ft_adamw *optimizer;
     const float **whole_grads; /* every tensor's gradient, for stage 1's whole norm */
     size_t *counts;
+    /* ZeRO-3 of full fine-tuning with offload_optimizer: the step runs unit by
+     * unit (a span is a unit) on this thread, while the next pass gathers the
+     * units already updated (param_shards.h): AdamW on the host overlaps the
+     * GPU's next work */
+    ft_collective_thread updater;
+    bool updating;             /* a step's update is under way (under updater.lock) */
+    double update_rate;
 };
 
 static span *add_span(ft_zero *z, span s)
@@ -135,6 +144,49 @@ static void add_pieces(ft_zero *z, const span *s, size_t from, size_t to, float 
     }
 }
 
+/* The update thread: each step's update, a span (a unit) at a time in unit
+ * order, each unit's shard refreshed as soon as its values are done. */
+static void *update_units(void *argument)
+{
+    ft_zero *z = argument;
+    if (z->backend->use_side_queue) /* its copies (a refreshed shard going up) beside the compute */
+        z->backend->use_side_queue(z->backend);
+    pthread_mutex_lock(&z->updater.lock);
+    for (;;) {
+        while (!z->updater.stopping && !z->updating)
+            pthread_cond_wait(&z->updater.changed, &z->updater.lock);
+        if (z->updater.stopping)
+            break;
+        double learning_rate = z->update_rate;
+        pthread_mutex_unlock(&z->updater.lock);
+        for (size_t s = 0; s < z->n_spans; s++) {
+            ft_adamw_step_tensors(z->optimizer, learning_rate, z->spans[s].first_piece, z->spans[s].n_pieces);
+            ft_param_shards_unit_updated(z->params, s);
+        }
+        pthread_mutex_lock(&z->updater.lock);
+        z->updating = false;
+        pthread_cond_broadcast(&z->updater.changed);
+    }
+    pthread_mutex_unlock(&z->updater.lock);
+    return NULL;
+}
+
+static bool never_blocked(void *context)
+{
+    (void)context;
+    return false; /* the update thread runs no collective */
+}
+
+void ft_zero_wait(ft_zero *z)
+{
+    if (!z->updater.started)
+        return;
+    pthread_mutex_lock(&z->updater.lock);
+    while (z->updating)
+        pthread_cond_wait(&z->updater.changed, &z->updater.lock);
+    pthread_mutex_unlock(&z->updater.lock);
+}
+
 int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shards *params,
                    ft_grad_shards *grad_shards, const ft_param_tensor *tensors, size_t count,
                    const ft_adamw_config *config, bool offload, ft_zero **out)
@@ -152,8 +204,10 @@ int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shard
         span *sp = &z->spans[s];
         size_t mine = (size_t)comm->rank * sp->per_rank;
         sp->shard_offset = shard;
+        sp->first_piece = z->n_pieces;
         add_pieces(z, sp, mine, mine + sp->per_rank, sp->owned_values, sp->owned_grads, false);
         add_pieces(z, sp, sp->count - sp->shared, sp->count, sp->shared_values, sp->shared_grads, true);
+        sp->n_pieces = z->n_pieces - sp->first_piece;
         shard += sp->per_rank + sp->shared;
     }
     z->whole_grads = ft_xcalloc(count ? count : 1, sizeof *z->whole_grads);
@@ -174,6 +228,14 @@ int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shard
         ft_zero_free(z);
         return ft_error_context("ZeRO-%d's shard of the optimizer", stage);
     }
+    /* the units updated one by one as the next pass needs them; without a thread, all at once */
+    size_t n_units = 0;
+    if (params && offload && (!ft_param_shards_master(params) || values_on_host)) {
+        ft_param_shards_units(params, &n_units);
+        if (n_units == z->n_spans &&
+            ft_collective_thread_start(&z->updater, update_units, z, "the ZeRO-3 update thread") < 0)
+            ft_error_clear();
+    }
     *out = z;
     return 0;
 }
@@ -182,6 +244,8 @@ void ft_zero_free(ft_zero *z)
 {
     if (!z)
         return;
+    ft_zero_wait(z);
+    ft_collective_thread_stop(&z->updater, z->comm, never_blocked, NULL);
     ft_adamw_free(z->optimizer);
     free(z->spans);
     free(z->pieces);
@@ -227,6 +291,7 @@ static double piece_squares(ft_zero *z, bool shared)
 
 int ft_zero_clip_grad_norm(ft_zero *z, double max_norm, double *norm)
 {
+    ft_zero_wait(z);
     ft_backend *backend = z->backend;
     if (z->stage < 2) { /* every rank holds the whole sum: the norm of one rank */
         *norm = sqrt(backend->sum_squares(backend, z->whole_grads, z->counts, z->n_tensors));
@@ -245,6 +310,17 @@ int ft_zero_clip_grad_norm(ft_zero *z, double max_norm, double *norm)
 
 int ft_zero_step(ft_zero *z, double learning_rate)
 {
+    if (z->updater.started) { /* the update thread takes it, unit by unit */
+        ft_zero_wait(z);
+        ft_adamw_step_begin(z->optimizer);
+        ft_param_shards_begin_updates(z->params);
+        pthread_mutex_lock(&z->updater.lock);
+        z->update_rate = learning_rate;
+        z->updating = true;
+        pthread_cond_broadcast(&z->updater.changed);
+        pthread_mutex_unlock(&z->updater.lock);
+        return 0;
+    }
     ft_adamw_step(z->optimizer, learning_rate);
     for (size_t s = 0; s < z->n_spans; s++) {
         span *sp = &z->spans[s];
@@ -287,6 +363,7 @@ struct ft_zero_moments {
 
 int ft_zero_moments_open(ft_zero *z, bool keep, ft_zero_moments **out)
 {
+    ft_zero_wait(z);
     size_t ranks = (size_t)z->comm->size, chunk = 0, largest = 0;
     for (size_t s = 0; s < z->n_spans; s++) {
         chunk = z->spans[s].per_rank > chunk ? z->spans[s].per_rank : chunk;
@@ -386,6 +463,7 @@ static void take_flat(ft_zero *z, bool on_host, float *to, const float *const *p
 
 void ft_zero_take_moments(ft_zero *z, const float *const *exp_avg, const float *const *exp_avg_sq, int64_t steps)
 {
+    ft_zero_wait(z);
     ft_adamw_set_step_count(z->optimizer, steps);
     bool on_host = ft_adamw_host_moments(z->optimizer) != NULL;
     float *shard_halves[2];

@@ -54,6 +54,12 @@ void ft_adamw_free(ft_adamw *optimizer);
 
 /* One update of every tensor from its gradient, at this step's learning rate. */
 void ft_adamw_step(ft_adamw *optimizer, double learning_rate);
+/* Offloaded, the same step in parts, with the same bits: begin counts the
+ * step, then every range of tensors [first, first + count) is updated once,
+ * in any grouping, from any one thread at a time (ZeRO-3 updates unit by
+ * unit while the next pass gathers the units done, zero.h). */
+void ft_adamw_step_begin(ft_adamw *optimizer);
+void ft_adamw_step_tensors(ft_adamw *optimizer, double learning_rate, size_t first, size_t count);
 int64_t ft_adamw_step_count(const ft_adamw *optimizer);
 
 /* The 2-norm of all gradients together; when max_norm > 0 and the norm exceeds

@@ -148,8 +148,18 @@ float *ft_param_shards_master(const ft_param_shards *shards);
 bool ft_param_shards_master_on_host(const ft_param_shards *shards);
 size_t ft_param_shards_master_bytes(const ft_param_shards *shards);
 /* After the master shard changed (a step): the shard cast from it, in the
- * backend's dtype. Nothing to do without a master copy. */
+ * backend's dtype. Nothing to do without a master copy, or after a step whose
+ * update refreshed each unit itself (below). */
 void ft_param_shards_refresh(ft_param_shards *shards);
+/* A step's update that runs unit by unit on a thread of its own (zero.h, with
+ * the master shard in host memory, or no master copy): begin before it
+ * changes the shards, then unit_updated as each unit's values are done, in
+ * unit order; it refreshes that unit's shard from the master shard, and a
+ * gather of the unit, held back until then, may run. Everything else that
+ * reads the shards (a checkpoint, the result, a refresh) waits for the last
+ * unit. */
+void ft_param_shards_begin_updates(ft_param_shards *shards);
+void ft_param_shards_unit_updated(ft_param_shards *shards, size_t unit);
 
 /* The counters: the shard's bytes (host memory when offloaded), and the
  * backend memory of the two gathered units' buffers and the staging buffer. */

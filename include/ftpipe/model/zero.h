@@ -69,8 +69,16 @@ int ft_zero_reduce_gradients(ft_zero *zero);
  * exceeds it, this rank's shard is scaled as ft_adamw_clip_grad_norm scales. */
 int ft_zero_clip_grad_norm(ft_zero *zero, double max_norm, double *norm);
 
-/* AdamW on this rank's shard, then every rank's values become the updated ones. */
+/* AdamW on this rank's shard, then every rank's values become the updated ones.
+ * At stage 3 of full fine-tuning with offload_optimizer (the master shard, if
+ * any, in host memory) the update runs on a thread of the zero's own, unit by
+ * unit in forward order, and this returns at once: the next pass gathers each
+ * unit as soon as it is updated (param_shards.h), so AdamW on the host's cores
+ * overlaps the GPU's next work. The same bits as updating all at once. */
 int ft_zero_step(ft_zero *zero, double learning_rate);
+/* Returns once the step's update is done (at once when none runs). The zero's
+ * own readers (the norm, the moments, a resume) wait by themselves. */
+void ft_zero_wait(ft_zero *zero);
 
 /* This rank's optimizer: its moments are the shard's (for the memory counters). */
 const ft_adamw *ft_zero_shard_optimizer(const ft_zero *zero);

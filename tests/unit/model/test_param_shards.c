@@ -24,12 +24,14 @@
  *     issues each unit's gather before the previous unit computes (gathered
  *     ahead), but for the embeddings that start it and a tied head's embeddings,
  *     and gives the loss of the whole model bit for bit. */
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "tiny_models.h"
 #include "ftpipe/backend/comm_host.h"
+#include "ftpipe/backend/comm_solo.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
@@ -308,6 +310,65 @@ TEST(a_float_master_copy_is_sharded_as_the_weights)
     ft_model_test_master_copy(false);
 }
 
+/* A step's update of one rank's streamed weights (a communicator of one,
+ * offload_param) running on another thread: a pass gathers each unit only
+ * once the update has reached it, so it computes with every unit's new values
+ * (here halved) whatever the thread's pace, as a pass over weights halved
+ * beforehand does. */
+typedef struct {
+    ft_param_shards *shards;
+} updater;
+
+static void halve_unit(ft_param_shards *shards, size_t u)
+{
+    size_t n_units;
+    const ft_param_unit *unit = &ft_param_shards_units(shards, &n_units)[u];
+    float *values = (float *)ft_param_shards_values(shards) + unit->shard_offset;
+    for (size_t i = 0; i < unit->per_rank + unit->shared; i++)
+        values[i] *= 0.5f;
+}
+
+static void *update_slowly(void *argument)
+{
+    updater *u = argument;
+    size_t n_units;
+    ft_param_shards_units(u->shards, &n_units);
+    for (size_t unit = 0; unit < n_units; unit++) {
+        usleep(20000); /* the pass is waiting by now, or soon */
+        halve_unit(u->shards, unit);
+        ft_param_shards_unit_updated(u->shards, unit);
+    }
+    return NULL;
+}
+
+TEST(a_pass_gathers_a_unit_only_once_the_steps_update_reached_it)
+{
+    static const ft_model_options training = {1, 8, FT_FINETUNE_FULL, false, {0}, true, false, false, 0, 0, false};
+    ft_comm *solo = ft_comm_solo_create(cpu);
+    ft_model *before = NULL, *during = NULL;
+    CHECK_INT(ft_model_load_sharded(model_dir, cpu, &training, solo, true, false, &before), 0);
+    CHECK_INT(ft_model_load_sharded(model_dir, cpu, &training, solo, true, false, &during), 0);
+    if (!before || !during)
+        return;
+    ft_param_shards *first = ft_model_param_shards(before), *second = ft_model_param_shards(during);
+    size_t n_units;
+    ft_param_shards_units(first, &n_units);
+    for (size_t u = 0; u < n_units; u++)
+        halve_unit(first, u);
+    double expected = 0.0, loss = 0.0;
+    CHECK_INT(train_pass(before, &expected), 0);
+    ft_param_shards_begin_updates(second);
+    updater u = {second};
+    pthread_t thread;
+    CHECK_INT(pthread_create(&thread, NULL, update_slowly, &u), 0);
+    CHECK_INT(train_pass(during, &loss), 0);
+    pthread_join(thread, NULL);
+    CHECK(loss == expected && loss > 0.0);
+    ft_model_free(before);
+    ft_model_free(during);
+    ft_comm_destroy(solo);
+}
+
 int main(void)
 {
     if (!mkdtemp(root))
@@ -320,6 +381,7 @@ int main(void)
     tied_model_dir = tiny_model_write(root, "tied", FT_ARCH_QWEN2, 3, 8);
     RUN(a_pass_gathers_each_next_unit_before_the_current_one_computes);
     RUN(a_tied_head_gathers_its_embeddings_at_once_and_the_rest_ahead);
+    RUN(a_pass_gathers_a_unit_only_once_the_steps_update_reached_it);
     ft_backend_destroy(cpu);
     free(tied_model_dir);
     free(model_dir);
