@@ -1,6 +1,7 @@
 /* collective_thread: the start and stop of the one thread with which a module
  * runs its collectives in order beside the computation: param_shards.c's
- * gathers of ZeRO-3's weights and data_parallel.c's sums of gradient buckets.
+ * gathers of ZeRO-3's weights and data_parallel.c's sums of gradient buckets
+ * (and zero.c's step update, which runs none: its `blocked` says so).
  * The module's own thread body waits on `changed` under `lock` until work
  * comes or `stopping` is set, and returns then; the module keeps its queue
  * under the same lock. */
