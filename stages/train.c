@@ -434,17 +434,18 @@ static void log_rates(ft_train_run *run, const char *device, int64_t step, doubl
 {
     ft_stage *stage = run->stage;
     int ranks = run->train_options.ranks > 1 ? run->train_options.ranks : 1;
+    const char *ops_rate = ft_train_ops_rate_of(&run->train_options).rate; /* offloads move the rate */
     struct {
-        const char *name;
+        const char *name, *per;
         double amount, seconds;
-    } rates[] = {{"train_ops_per_s", ops, compute_s},
-                 {"train_ops_per_cpu_s", ops, compute_cpu_s * ranks},
-                 {"train_io_bytes_per_s", io_bytes, io_s},
-                 {"train_io_bytes_per_cpu_s", io_bytes, io_cpu_s * ranks}};
+    } rates[] = {{ops_rate, "per_s", ops, compute_s},
+                 {ops_rate, "per_cpu_s", ops, compute_cpu_s * ranks},
+                 {"train_io_bytes", "per_s", io_bytes, io_s},
+                 {"train_io_bytes", "per_cpu_s", io_bytes, io_cpu_s * ranks}};
     for (size_t i = 0; i < sizeof rates / sizeof rates[0]; i++) {
         if (rates[i].amount <= 0.0 || rates[i].seconds <= 0.0)
             continue;
-        char *name = ft_xasprintf("%s_%s", rates[i].name, device);
+        char *name = ft_xasprintf("%s_%s_%s", rates[i].name, rates[i].per, device);
         ft_stage_metric(stage, step, name, rates[i].amount / rates[i].seconds);
         free(name);
     }

@@ -94,8 +94,9 @@ static int estimate_work(const ft_train_run *run, const ft_model_config *config,
         eval_tokens = (double)split->n_tokens * (double)evaluations * (t->ranks > 1 ? t->ranks : 1);
     }
     double trained_tokens = (double)run->meta.train.n_tokens * epochs;
-    out->work[0] = (ft_estimate_work){trained_tokens * work.train + eval_tokens * work.forward, "train_ops", "ops",
-                                      "steps and evaluations"};
+    ft_train_ops_rate rate = ft_train_ops_rate_of(t); /* a run that offloads predicts only such runs */
+    out->work[0] = (ft_estimate_work){trained_tokens * work.train + eval_tokens * work.forward, rate.rate, "ops",
+                                      rate.what};
     out->work[1] = (ft_estimate_work){(double)(ft_train_weight_file_bytes(run->model_dir) + writes->output_bytes +
                                                (uint64_t)writes->saved * writes->checkpoint_bytes),
                                       "train_io_bytes", "bytes", "loading, checkpoints and the result"};

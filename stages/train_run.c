@@ -409,6 +409,19 @@ int ft_train_read_parameters(ft_train_run *run)
     return ft_train_plan_steps(t, run->meta.train.n_rows, &run->plan);
 }
 
+ft_train_ops_rate ft_train_ops_rate_of(const ft_train_options *t)
+{
+    bool streamed = t->zero_stage == 3 && t->offload_param, offloaded = t->offload_optimizer;
+    if (streamed && offloaded)
+        return (ft_train_ops_rate){"train_ops_streamed_offloaded",
+                                   "steps and evaluations with the weights and AdamW in host memory"};
+    if (streamed)
+        return (ft_train_ops_rate){"train_ops_streamed", "steps and evaluations with the weights in host memory"};
+    if (offloaded)
+        return (ft_train_ops_rate){"train_ops_offloaded", "steps and evaluations with AdamW in host memory"};
+    return (ft_train_ops_rate){"train_ops", "steps and evaluations"};
+}
+
 ft_dtype ft_train_save_dtype(const ft_model_config *config)
 {
     if (strcmp(config->torch_dtype, "bfloat16") == 0)

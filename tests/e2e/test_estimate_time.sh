@@ -10,7 +10,8 @@
 # threads = 1, so its CPU time is also its wall time on an idle machine. Each
 # case must be within 20 %; a case outside fails the test. The accuracy cases
 # run the release build (ASan's own cost is not the program's); the JSON and text
-# forms of --measure run the build under test.
+# forms of --measure run the build under test. A stage that streams its weights
+# from host memory takes no rate from runs that did not.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/estimate_models.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -98,6 +99,25 @@ else
   t_expect_contains "time   not measured (backend = cuda: no usable CUDA GPU"
   t_expect_contains "no finished train run or measurement on cuda in state.db yet" # the cpu's rates are not the GPU's
 fi
+t_end
+
+t_case "a run that keeps its weights in host memory is predicted only by one that does, or by --measure"
+cat >> "$W/Ftpipe" <<'P'
+streamed: train models/a data/set_a
+	max_steps = 2
+	per_device_train_batch_size = 2
+	zero_stage = 3
+	offload_param = cpu
+	backend = cpu
+	threads = 1
+P
+t_run "$FTPIPE" -C "$W" estimate streamed # two_ranks' measured rate is of a run with every weight in place
+t_expect_status 0
+t_expect_contains "no finished train run or measurement on cpu in state.db yet to take a rate of steps and evaluations with the weights in host memory from"
+t_run "$FTPIPE" -C "$W" estimate --measure streamed
+t_expect_status 0
+t_expect_contains "steps and evaluations with the weights in host memory"
+t_expect_contains "measured by estimate --measure of streamed"
 t_end
 
 if [ ! -x "$RELEASE" ]; then

@@ -59,6 +59,15 @@ ft_dtype ft_train_save_dtype(const ft_model_config *config);
 uint64_t ft_train_weight_file_bytes(const char *model_dir);
 /* The mean length of the data's training rows, in tokens. */
 double ft_train_mean_row_tokens(const ft_token_dataset_meta *meta);
+/* The rate of a step's operations depends on what crosses to the host each
+ * step: the weights streamed (ZeRO-3's offload_param), AdamW there
+ * (offload_optimizer). The rate's name ("train_ops" and this suffix) and the
+ * words for it, so that a run predicts only runs that move the same. */
+typedef struct {
+    const char *rate;     /* "train_ops", "train_ops_offloaded", "train_ops_streamed", "train_ops_streamed_offloaded" */
+    const char *what;     /* "steps and evaluations", and how the state moves */
+} ft_train_ops_rate;
+ft_train_ops_rate ft_train_ops_rate_of(const ft_train_options *options);
 
 /* The train kind's estimate hook. */
 int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out);
