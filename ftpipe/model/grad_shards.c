@@ -36,61 +36,46 @@ static const ft_grad_shard_calls calls = {ft_grad_shards_window, ft_grad_shards_
 
 static size_t unit_of(const ft_grad_shards *g, size_t offset) { return ft_param_unit_at(g->units, g->n_units, offset); }
 
-/* This micro-batch's gradients of a unit (in `from`) added over the ranks to
- * the sums in this rank's shard. The sums so far enter the collective through
- * this rank's own part of the window, so that its result is the new sum. */
-static int reduce_unit(ft_grad_shards *g, const ft_param_unit *unit, float *from)
+/* n sums so far of the shard at `at`, where add_floats can read them: the
+ * shard itself in the backend's memory, else uploaded into the staging buffer. */
+static const float *sums_so_far(ft_grad_shards *g, const float *at, size_t n)
 {
-    ft_backend *b = g->model->backend;
-    ft_comm *comm = g->comm;
-    float *owned = g->shard + unit->shard_offset, *shared = owned + unit->per_rank;
-    if (g->params)
-        ft_param_shards_quiet(g->params);
-    if (unit->per_rank > 0) {
-        b->add_floats(b, from + (size_t)comm->rank * unit->per_rank, owned, unit->per_rank);
-        if (comm->reduce_scatter_sum(comm, from, owned, unit->per_rank, FT_COMM_F32) < 0)
-            return -1;
-    }
-    if (unit->shared > 0) { /* every rank's sums so far are the same: rank 0 brings them */
-        if (comm->rank != 0)
-            b->zero(b, shared, unit->shared * sizeof(float));
-        b->add_floats(b, shared, from + unit->count - unit->shared, unit->shared);
-        if (comm->all_reduce_sum(comm, shared, unit->shared, FT_COMM_F32) < 0)
-            return -1;
-    }
-    return 0;
+    if (!g->on_host)
+        return at;
+    g->model->backend->upload(g->model->backend, g->staging, at, n * sizeof(float));
+    return g->staging;
 }
 
-/* reduce_unit's arithmetic with the shard in host memory: the sums so far go
- * up into the staging buffer and into this rank's part of the window (none
- * before a unit's first micro-batch), the reduce-scatter lands in place there,
- * and the new sums come down. */
-static int reduce_unit_to_host(ft_grad_shards *g, size_t u, float *from)
+/* This micro-batch's gradients of unit u (in `from`, the window) added over
+ * the ranks to the sums in this rank's shard. The sums so far enter the
+ * collective through this rank's own part of the window (from host memory:
+ * not before the unit's first micro-batch, when there are none), so that its
+ * result is the new sum: in the shard, or with the shard in host memory in
+ * place in the window, and then down. */
+static int reduce_unit(ft_grad_shards *g, size_t u, float *from)
 {
     ft_backend *b = g->model->backend;
     ft_comm *comm = g->comm;
     const ft_param_unit *unit = &g->units[u];
     float *owned = g->shard + unit->shard_offset, *shared = owned + unit->per_rank;
     float *mine = from + (size_t)comm->rank * unit->per_rank, *window_shared = from + unit->count - unit->shared;
+    bool with_sums = !g->on_host || g->summed[u];
     if (g->params)
         ft_param_shards_quiet(g->params);
     if (unit->per_rank > 0) {
-        if (g->summed[u]) {
-            b->upload(b, g->staging, owned, unit->per_rank * sizeof(float));
-            b->add_floats(b, mine, g->staging, unit->per_rank);
-        }
-        if (comm->reduce_scatter_sum(comm, from, mine, unit->per_rank, FT_COMM_F32) < 0)
+        if (with_sums)
+            b->add_floats(b, mine, sums_so_far(g, owned, unit->per_rank), unit->per_rank);
+        if (comm->reduce_scatter_sum(comm, from, g->on_host ? mine : owned, unit->per_rank, FT_COMM_F32) < 0)
             return -1;
-        b->download(b, owned, mine, unit->per_rank * sizeof(float));
+        if (g->on_host)
+            b->download(b, owned, mine, unit->per_rank * sizeof(float));
     }
     if (unit->shared > 0) { /* every rank's sums so far are the same: rank 0 brings them */
-        if (g->summed[u] && comm->rank == 0) {
-            b->upload(b, g->staging, shared, unit->shared * sizeof(float));
-            b->add_floats(b, window_shared, g->staging, unit->shared);
-        }
+        if (with_sums && comm->rank == 0)
+            b->add_floats(b, window_shared, sums_so_far(g, shared, unit->shared), unit->shared);
         if (comm->all_reduce_sum(comm, window_shared, unit->shared, FT_COMM_F32) < 0)
             return -1;
-        b->download(b, shared, window_shared, unit->shared * sizeof(float));
+        b->copy(b, shared, window_shared, unit->shared * sizeof(float)); /* down, when on_host */
     }
     g->summed[u] = true;
     return 0;
@@ -100,10 +85,7 @@ static int reduce_unit_to_host(ft_grad_shards *g, size_t u, float *from)
  * pass runs on without collectives (the ranks' orders are lost anyway). */
 static void close_window(ft_grad_shards *g)
 {
-    int status = g->failed                   ? 0
-                 : g->on_host                ? reduce_unit_to_host(g, g->open, g->window)
-                                             : reduce_unit(g, &g->units[g->open], g->window);
-    if (status < 0) {
+    if (!g->failed && reduce_unit(g, g->open, g->window) < 0) {
         snprintf(g->message, sizeof g->message, "%s", ft_error_message());
         g->failed = true;
     }
@@ -240,7 +222,7 @@ int ft_grad_shards_time_reduce(ft_grad_shards *g, int repeats, ft_all_reduce_tim
         uint64_t start = ft_now_ns();
         for (size_t u = 0; u < g->n_units; u++) {
             b->zero(b, g->window, g->units[u].count * sizeof(float));
-            if ((g->on_host ? reduce_unit_to_host(g, u, g->window) : reduce_unit(g, &g->units[u], g->window)) < 0)
+            if (reduce_unit(g, u, g->window) < 0)
                 return ft_error_context("the preflight reduce-scatter");
         }
         if (b->check(b) < 0)
