@@ -244,21 +244,25 @@ static void find_smallest_change(const fit *f, ft_stage_estimate *out)
 }
 
 /* The memory free on the first GPU a cuda stage would use (NVML, which starts
- * no CUDA in this process), or FTPIPE_GPU_MEMORY's; 0: unknown. */
+ * no CUDA in this process), or FTPIPE_GPU_MEMORY's; 0: unknown. Asked once a
+ * process: every cuda stage of a run is estimated against the same figure. */
 static uint64_t device_budget(void)
 {
+    static bool asked;
+    static uint64_t budget;
+    if (asked)
+        return budget;
+    asked = true;
     const char *override = getenv("FTPIPE_GPU_MEMORY");
     int64_t bytes = 0;
     if (override)
-        return ft_parse_size_bytes(override, &bytes) == 0 && bytes > 0 ? (uint64_t)bytes : 0;
+        return budget = ft_parse_size_bytes(override, &bytes) == 0 && bytes > 0 ? (uint64_t)bytes : 0;
     ft_gpu_monitor *monitor = ft_gpu_monitor_open(0);
     ft_gpu_sample sample;
-    uint64_t free_bytes = monitor && ft_gpu_monitor_sample(monitor, &sample) == 0 &&
-                                  sample.memory_total_bytes > sample.memory_used_bytes
-                              ? sample.memory_total_bytes - sample.memory_used_bytes
-                              : 0;
+    if (monitor && ft_gpu_monitor_sample(monitor, &sample) == 0 && sample.memory_total_bytes > sample.memory_used_bytes)
+        budget = sample.memory_total_bytes - sample.memory_used_bytes;
     ft_gpu_monitor_close(monitor);
-    return free_bytes;
+    return budget;
 }
 
 int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
