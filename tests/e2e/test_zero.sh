@@ -355,11 +355,16 @@ t_run env FTPIPE_MEMORY=58M "$FTPIPE" -C "$W" adapter
 t_expect_status 0
 t_end
 
+# eight_layers LINES...: zero_workspace's with a model of 8 layers of width 256, its data built
+eight_layers() {
+  zero_workspace "$@"
+  sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512\n	num_hidden_layers = 8/" "$W/Ftpipe"
+  t_run "$FTPIPE" -C "$W" data/train_set
+  t_expect_status 0
+}
+
 t_case "full fine-tuning on 8 layers that fits with neither stage 0 nor 1 names zero_stage = 2 with its figure, and fits with it"
-zero_workspace "max_steps = 2" "nproc_per_node = 2" "finetuning_type = full"
-sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512\n	num_hidden_layers = 8/" "$W/Ftpipe"
-t_run "$FTPIPE" -C "$W" data/train_set
-t_expect_status 0
+eight_layers "max_steps = 2" "nproc_per_node = 2" "finetuning_type = full"
 t_run env FTPIPE_MEMORY=142M "$FTPIPE" -C "$W" adapter # below stage 1's peak, above stage 2's
 t_expect_fail
 t_expect_contains "stage adapter would need 181.3 MiB of host memory"
@@ -401,10 +406,7 @@ t_expect_lacks "would need"
 t_end
 
 t_case "LoRA on 8 layers that fits with neither stage 0 nor 1 names zero_stage = 3 with its figure, and fits with it"
-zero_workspace "max_steps = 2" "nproc_per_node = 2"
-sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512\n	num_hidden_layers = 8/" "$W/Ftpipe"
-t_run "$FTPIPE" -C "$W" data/train_set
-t_expect_status 0
+eight_layers "max_steps = 2" "nproc_per_node = 2"
 t_run env FTPIPE_MEMORY=72M "$FTPIPE" -C "$W" adapter # below stage 1's peak, above stage 3's
 t_expect_fail
 t_expect_contains "stage adapter would need 80.3 MiB of host memory"
