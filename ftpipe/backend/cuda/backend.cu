@@ -153,12 +153,18 @@ static void cuda_copy(ft_backend *self, void *to, const void *from, size_t bytes
         return;
     cudaStream_t stream = ft_cuda_copy_stream(context);
     CUDA_CHECK(context, cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, stream));
-    cudaPointerAttributes a, b;
-    bool device = cudaPointerGetAttributes(&a, to) == cudaSuccess && a.type == cudaMemoryTypeDevice &&
-                  cudaPointerGetAttributes(&b, from) == cudaSuccess && b.type == cudaMemoryTypeDevice;
-    cudaGetLastError(); /* an unregistered host pointer's query fails on older drivers: not sticky */
-    if (!device)
+    if (ft_cuda_on_host(to) || ft_cuda_on_host(from))
         CUDA_CHECK(context, cudaStreamSynchronize(stream));
+}
+
+bool ft_cuda_on_host(const void *pointer)
+{
+    cudaPointerAttributes attributes;
+    if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) {
+        cudaGetLastError(); /* an unregistered host pointer's query fails on older drivers: not sticky */
+        return true;
+    }
+    return attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged;
 }
 
 /* full fine-tuning's bf16 weights from their float master copy */

@@ -71,15 +71,6 @@ static int nccl_failed(nccl_comm *c, ncclResult_t result, const char *what)
 static ncclDataType_t nccl_type(ft_comm_dtype dtype) { return dtype == FT_COMM_F64 ? ncclFloat64 : ncclFloat32; }
 static size_t dtype_bytes(ft_comm_dtype dtype) { return dtype == FT_COMM_F64 ? sizeof(double) : sizeof(float); }
 
-static bool on_host(const void *pointer)
-{
-    cudaPointerAttributes attributes;
-    if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) {
-        cudaGetLastError();
-        return true;
-    }
-    return attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged;
-}
 
 /* A device buffer for `bytes` of host data (grown as needed). */
 static void *staging(nccl_comm *c, size_t bytes)
@@ -103,7 +94,7 @@ static int with_device_buffers(nccl_comm *c, const void *in, size_t in_bytes, vo
                                const char *what, Call call)
 {
     ft_cuda_enter(c->backend);
-    bool host = on_host(out) || (in && on_host(in));
+    bool host = ft_cuda_on_host(out) || (in && ft_cuda_on_host(in));
     const void *device_in = in;
     void *device_out = out;
     if (host) {

@@ -97,6 +97,8 @@ ft_cuda_context *ft_cuda_enter(ft_backend *self);
 /* The stream of this thread's copies and collectives: the side stream once it
  * chose the side queue, else the stream every kernel runs on. */
 cudaStream_t ft_cuda_copy_stream(const ft_cuda_context *context);
+/* Whether a pointer is host memory (page-locked or not), not the GPU's. */
+bool ft_cuda_on_host(const void *pointer);
 
 /* Keep the first failure; `what` is the call's text. */
 void ft_cuda_fail(ft_cuda_context *context, const char *file, int line, const char *what, const char *reason);
