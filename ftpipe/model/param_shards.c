@@ -204,10 +204,11 @@ static int gather_unit(ft_param_shards *s, size_t u, void *to)
     const ft_param_unit *unit = &s->units[u];
     size_t owned = unit->per_rank * s->element_bytes, shared = unit->shared * s->element_bytes;
     const void *mine = shard_at(s, unit->shard_offset);
-    if (s->offload && owned > 0 && s->comm->size == 1) { /* nothing to gather: straight into the window */
+    if (s->offload && s->comm->size == 1) { /* nothing to gather, nothing shared: straight into the window */
         s->model->backend->upload(s->model->backend, to, mine, owned);
-        owned = 0;
-    } else if (s->offload && owned > 0) {
+        return 0;
+    }
+    if (s->offload && owned > 0) {
         s->model->backend->upload(s->model->backend, s->staging, mine, owned);
         mine = s->staging;
     }
