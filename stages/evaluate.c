@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ftpipe/backend/comm_solo.h"
 #include "ftpipe/backend/cuda_scratch.h"
 #include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
@@ -28,7 +29,9 @@
 #include "ftpipe/formats/dataset_inputs.h"
 #include "ftpipe/formats/llava_config.h"
 #include "ftpipe/model/generate.h"
+#include "ftpipe/model/param_shards.h"
 #include "ftpipe/model/train_work.h"
+#include "ftpipe/model/vision_memory.h"
 #include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_images.h"
 #include "ftpipe/stages/stage_ranks.h"
@@ -85,6 +88,7 @@ typedef struct {
     ft_stage_ranks ranks;       /* rank r takes samples r, r + ranks, ...; rank 0 gathers them */
     bool estimating;            /* read for `ftpipe estimate`, in the engine's process: no log */
     const char *device;         /* the backend's name once one ran */
+    bool offload_param;         /* the weights stay in host memory, a unit uploaded as a pass uses it */
 } eval_run;
 
 /* --- inputs --- */
@@ -240,6 +244,7 @@ static int read_parameters(eval_run *run)
         .seed = (uint64_t)ft_stage_param_int(stage, "seed"),
         .stop_tokens = run->stop_tokens,
     };
+    run->offload_param = strcmp(ft_stage_param_string(stage, "offload_param"), "cpu") == 0;
     return choose_template(run) == 0 && make_checker(run) == 0 ? 0 : -1;
 }
 
@@ -417,14 +422,18 @@ static int model_options(const eval_run *run, bool adapted, ft_model_options *op
     return 0;
 }
 
-static int load_model(eval_run *run, bool adapted, ft_backend *backend, ft_model **model)
+/* solo: with offload_param, the communicator of one rank through which the
+ * model streams its weights from host memory (ZeRO-3's param_shards.h). */
+static int load_model(eval_run *run, bool adapted, ft_backend *backend, ft_comm *solo, ft_model **model)
 {
     ft_model_options options;
     const char *dir;
     if (model_options(run, adapted, &options, &dir) != 0)
         return -1;
     bool lora = options.use_lora;
-    if (ft_model_load(dir, backend, &options, model) != 0)
+    int loaded = solo ? ft_model_load_sharded(dir, backend, &options, solo, true, false, model)
+                      : ft_model_load(dir, backend, &options, model);
+    if (loaded != 0)
         return ft_error_context("loading the model from %s", dir);
     if (lora && ft_lora_load(ft_model_lora(*model), run->train_dir) != 0) {
         ft_model_free(*model);
@@ -514,7 +523,8 @@ static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answ
         if (images)
             images[j] = run->images.per_sample[indices[j]];
     }
-    int status = load_model(run, adapted, backend, &model);
+    ft_comm *solo = run->offload_param ? ft_comm_solo_create(backend) : NULL;
+    int status = load_model(run, adapted, backend, solo, &model);
     if (status == 0) {
         result->load_s = seconds_since(start);
         result->load_peak_bytes = backend->peak_bytes(backend);
@@ -530,6 +540,12 @@ static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answ
         }
         if (status == 0 && run->ranks.comm)
             status = gather_answers(run, indices, n, answer_ids, answer_lengths);
+        if (status == 0 && solo && run->ranks.local_rank == 0) {
+            ft_param_shards_stats streamed = ft_param_shards_get_stats(ft_model_param_shards(model));
+            ft_stage_log(run->stage, "offload_param: the weights stay in host memory; generating gathered %lu units "
+                                     "(a layer, the embeddings or the head), %lu of them ahead of their use",
+                         streamed.gathers, streamed.gathered_ahead);
+        }
         result->generate_s = seconds_since(generate_start);
         result->peak_bytes = backend->peak_bytes(backend);
         run->phase++;
@@ -545,6 +561,7 @@ static int run_model(eval_run *run, bool adapted, int32_t *answer_ids, int *answ
         run->phase++;
     }
     ft_model_free(model);
+    ft_comm_destroy(solo);
     ft_backend_destroy(backend);
     free(indices);
     free(prompts);
@@ -818,40 +835,113 @@ static int run_evaluate(ft_stage *stage)
 
 /* --- estimate --- */
 
-/* Memory: the model's plan for the batch and the longest sample, and the KV
- * cache for the batch and the longest prompt plus max_new_tokens (on cuda in
- * bf16 with the backend's scratch, else host memory in f32); the adapted model,
- * the larger of the two with compare_base. Time from the rate past runs left. */
+/* The memory a batch of `batch` prompts takes: the model's plan for it and
+ * the longest sample, and the KV cache for it and the longest prompt plus
+ * max_new_tokens (on cuda in bf16 with the backend's scratch, else host
+ * memory in f32); streamed (offload_param), the language model's weights
+ * leave the plan for the two units gathered at once, and on cuda are counted
+ * in host memory (*host). */
+typedef struct {
+    uint64_t peak, host;
+    size_t plan, cache;
+} eval_memory;
+
+static int memory_for(const eval_run *run, const ft_model_config *config, ft_model_options options, int batch,
+                      bool streamed, bool on_gpu, eval_memory *out)
+{
+    ft_dtype dtype = on_gpu ? FT_DTYPE_BF16 : FT_DTYPE_F32;
+    options.max_batch_size = batch;
+    ft_memory_plan plan;
+    if (ft_model_plan_memory(config, &options, dtype, &plan) != 0)
+        return -1;
+    size_t element = ft_dtype_size(dtype);
+    *out = (eval_memory){.cache = ft_generator_cache_bytes(config, batch, run->max_generate_tokens, element)};
+    if (streamed) {
+        size_t language = plan.parameter_bytes - ft_vision_tower_weight_bytes(config, element);
+        size_t held = ft_model_config_gathered_weight_bytes(config, element) + (on_gpu ? 0 : language);
+        plan.total_bytes = plan.total_bytes - plan.parameter_bytes + held;
+        out->host = on_gpu ? language : 0;
+    }
+    ft_backend_limits limits;
+    size_t scratch = 0;
+    if (on_gpu && ft_model_backend_limits(config, &options, dtype, &limits) == 0)
+        scratch = ft_cuda_scratch_bytes(&limits);
+    out->plan = plan.total_bytes;
+    out->peak = plan.total_bytes + out->cache + scratch;
+    return 0;
+}
+
+/* When the GPU's free memory is short: the least change that fits, a smaller
+ * batch, then offload_param = cpu (every generated token then reads each
+ * weight over the bus), then both. */
+static int find_smallest_change(const eval_run *run, const ft_model_config *config, const ft_model_options *options,
+                                uint64_t budget, ft_stage_estimate *out)
+{
+    for (int streamed = run->offload_param; streamed <= 1; streamed++)
+        for (int batch = run->batch_size; batch >= 1; batch /= 2) {
+            eval_memory memory;
+            if (memory_for(run, config, *options, batch, streamed, true, &memory) != 0)
+                return -1;
+            if (memory.peak > budget)
+                continue;
+            char need[32], have[32], host[32], batch_text[48] = "";
+            ft_format_bytes(memory.peak, need, sizeof need);
+            ft_format_bytes(budget, have, sizeof have);
+            ft_format_bytes(memory.host, host, sizeof host);
+            if (batch < run->batch_size)
+                snprintf(batch_text, sizeof batch_text, "batch_size = %d%s", batch,
+                         streamed && !run->offload_param ? " and " : "");
+            snprintf(out->smallest_change, sizeof out->smallest_change,
+                     "set %s%s (needs %s of the %s free on the GPU%s%s%s)", batch_text,
+                     streamed && !run->offload_param ? "offload_param = cpu: the weights stay in host memory, a "
+                                                       "layer's uploaded as it is used"
+                                                     : "",
+                     need, have, streamed ? ", and " : "", streamed ? host : "", streamed ? " of host memory" : "");
+            return 0;
+        }
+    snprintf(out->smallest_change, sizeof out->smallest_change,
+             "nothing fits, not even batch_size = 1 with offload_param = cpu: lower max_new_tokens or cutoff_len, or "
+             "free the GPU's memory");
+    return 0;
+}
+
+/* Memory as memory_for counts it for the adapted model (the larger of the two
+ * with compare_base), checked against the GPU's free memory; time from the
+ * rate past runs left. */
 static int estimate_figures(const eval_run *run, ft_stage_estimate *out)
 {
     ft_stage *stage = run->stage;
     const char *backend = ft_stage_param_string(stage, "backend");
     /* no CUDA in the engine's process (see train's estimate): a GPU's device file answers */
     bool on_gpu = strcmp(backend, "cuda") == 0 || (strcmp(backend, "auto") == 0 && access("/dev/nvidia0", F_OK) == 0);
-    ft_dtype dtype = on_gpu ? FT_DTYPE_BF16 : FT_DTYPE_F32;
     ft_model_options options;
     const char *dir;
     ft_model_config config;
-    ft_memory_plan plan;
+    eval_memory memory;
     if (model_options(run, run->train_dir != NULL, &options, &dir) != 0 ||
         ft_language_model_config_load(dir, &config) != 0 ||
-        ft_model_plan_memory(&config, &options, dtype, &plan) != 0)
+        memory_for(run, &config, options, run->batch_size, run->offload_param, on_gpu, &memory) != 0)
         return -1;
-    size_t cache = ft_generator_cache_bytes(&config, run->batch_size, run->max_generate_tokens, ft_dtype_size(dtype));
-    size_t scratch = 0;
-    ft_backend_limits limits;
-    if (on_gpu && ft_model_backend_limits(&config, &options, dtype, &limits) == 0)
-        scratch = ft_cuda_scratch_bytes(&limits);
-    char plan_text[32], cache_text[32];
-    ft_format_bytes(plan.total_bytes, plan_text, sizeof plan_text);
-    ft_format_bytes(cache, cache_text, sizeof cache_text);
-    double peak = (double)(plan.total_bytes + cache + scratch);
+    char plan_text[32], cache_text[32], host_text[32];
+    ft_format_bytes(memory.plan, plan_text, sizeof plan_text);
+    ft_format_bytes(memory.cache, cache_text, sizeof cache_text);
+    ft_format_bytes(memory.host, host_text, sizeof host_text);
     ft_estimate_figure *figure = on_gpu ? &out->device_bytes : &out->host_bytes;
-    ft_estimate_set(figure, peak, "model plan %s for %d x %d tokens and KV cache %s for %d x %d tokens%s", plan_text,
-                    run->batch_size, run->max_seq_len, cache_text, run->batch_size, run->max_generate_tokens,
-                    on_gpu ? ", with the cuda backend's scratch" : "");
-    if (on_gpu)
+    ft_estimate_set(figure, (double)memory.peak, "model plan %s for %d x %d tokens%s and KV cache %s for %d x %d tokens%s",
+                    plan_text, run->batch_size, run->max_seq_len,
+                    run->offload_param ? " (two units of the weights gathered at once)" : "", cache_text,
+                    run->batch_size, run->max_generate_tokens, on_gpu ? ", with the cuda backend's scratch" : "");
+    if (on_gpu && run->offload_param)
+        ft_estimate_set(&out->host_bytes, (double)memory.host,
+                        "the weights in page-locked host memory (offload_param = cpu), %s, beside the program", host_text);
+    else if (on_gpu)
         ft_estimate_unknown(&out->host_bytes, "the evaluate kind does not estimate its host memory on cuda");
+    if (on_gpu) {
+        out->device_budget_bytes = ft_stage_gpu_free_bytes();
+        if (out->device_budget_bytes > 0 && memory.peak > out->device_budget_bytes &&
+            find_smallest_change(run, &config, &options, out->device_budget_bytes, out) != 0)
+            return -1;
+    }
     ft_estimate_set(&out->disk_bytes, 0.0, "writes small reports only (results.jsonl, metrics.json, report.md)");
     size_t n_models = ft_stage_param_bool(stage, "compare_base") ? 2 : 1;
     double ops;

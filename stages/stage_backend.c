@@ -2,10 +2,13 @@
 #include "ftpipe/stages/stage_backend.h"
 
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "ftpipe/backend/gpu_monitor.h"
 #include "ftpipe/base/error.h"
+#include "ftpipe/base/units.h"
 
 ft_backend *ft_stage_backend(ft_stage *stage, const char *doing) { return ft_stage_backend_for_rank(stage, doing, 0, 1); }
 
@@ -24,4 +27,23 @@ ft_backend *ft_stage_backend_for_rank(ft_stage *stage, const char *doing, int ra
     else if (cuda && ft_stage_param_int(stage, "gpus") == 0)
         ft_stage_log(stage, "%s on a GPU with gpus = 0: set gpus = 1 so that the scheduler reserves it", doing);
     return backend;
+}
+
+uint64_t ft_stage_gpu_free_bytes(void)
+{
+    static bool asked;
+    static uint64_t budget;
+    if (asked)
+        return budget;
+    asked = true;
+    const char *override = getenv("FTPIPE_GPU_MEMORY");
+    int64_t bytes = 0;
+    if (override)
+        return budget = ft_parse_size_bytes(override, &bytes) == 0 && bytes > 0 ? (uint64_t)bytes : 0;
+    ft_gpu_monitor *monitor = ft_gpu_monitor_open(0);
+    ft_gpu_sample sample;
+    if (monitor && ft_gpu_monitor_sample(monitor, &sample) == 0 && sample.memory_total_bytes > sample.memory_used_bytes)
+        budget = sample.memory_total_bytes - sample.memory_used_bytes;
+    ft_gpu_monitor_close(monitor);
+    return budget;
 }

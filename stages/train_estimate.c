@@ -7,12 +7,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ftpipe/backend/gpu_monitor.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/units.h"
 #include "ftpipe/formats/llava_config.h"
 #include "ftpipe/model/train_memory.h"
 #include "ftpipe/model/train_work.h"
+#include "ftpipe/stages/stage_backend.h"
 #include "ftpipe/stages/stage_ranks.h"
 #include "ftpipe/stages/train_run.h"
 
@@ -243,28 +243,6 @@ static void find_smallest_change(const fit *f, ft_stage_estimate *out)
              run->model_options.finetuning == FT_FINETUNE_FULL ? "; try finetuning_type = lora" : "");
 }
 
-/* The memory free on the first GPU a cuda stage would use (NVML, which starts
- * no CUDA in this process), or FTPIPE_GPU_MEMORY's; 0: unknown. Asked once a
- * process: every cuda stage of a run is estimated against the same figure. */
-static uint64_t device_budget(void)
-{
-    static bool asked;
-    static uint64_t budget;
-    if (asked)
-        return budget;
-    asked = true;
-    const char *override = getenv("FTPIPE_GPU_MEMORY");
-    int64_t bytes = 0;
-    if (override)
-        return budget = ft_parse_size_bytes(override, &bytes) == 0 && bytes > 0 ? (uint64_t)bytes : 0;
-    ft_gpu_monitor *monitor = ft_gpu_monitor_open(0);
-    ft_gpu_sample sample;
-    if (monitor && ft_gpu_monitor_sample(monitor, &sample) == 0 && sample.memory_total_bytes > sample.memory_used_bytes)
-        budget = sample.memory_total_bytes - sample.memory_used_bytes;
-    ft_gpu_monitor_close(monitor);
-    return budget;
-}
-
 int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
 {
     ft_train_run run = {.stage = stage, .first_step = -1};
@@ -351,7 +329,7 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
                         total, run.train_options.batch_size, run.meta.cutoff_len, shape, activations,
                         memory.peak_phase, buffers, threads, runtime, node_text);
     }
-    fit f = {&run, &config, threads, per_node, on_gpu, on_gpu ? device_budget() : out->host_budget_bytes,
+    fit f = {&run, &config, threads, per_node, on_gpu, on_gpu ? ft_stage_gpu_free_bytes() : out->host_budget_bytes,
              out->host_budget_bytes};
     if (on_gpu)
         out->device_budget_bytes = f.budget;

@@ -234,7 +234,7 @@ static int prefill(ft_generator *generator, const int32_t *const *prompts, const
     b->upload(b, generator->rows, generator->host_rows, (size_t)n * sizeof(int32_t));
     b->gather_rows(b, generator->last_hidden, act->final_norm, generator->rows, n, c->hidden_size);
     head(generator, generator->last_hidden, n);
-    return b->check(b);
+    return ft_model_pieces_done(model) < 0 ? -1 : b->check(b);
 }
 
 /* One token per sequence: tokens[i] at position cached[i], which becomes cached. */
@@ -265,7 +265,7 @@ static int decode_step(ft_generator *generator, int n, const int32_t *tokens, co
         ft_model_layer_finish(model, l, n);
     }
     head(generator, act->final_norm, n);
-    return b->check(b);
+    return ft_model_pieces_done(model) < 0 ? -1 : b->check(b);
 }
 
 /* --- choosing tokens --- */

@@ -310,6 +310,11 @@ size_t ft_model_config_largest_unit(const ft_model_config *config)
     return largest;
 }
 
+size_t ft_model_config_gathered_weight_bytes(const ft_model_config *config, size_t element_bytes)
+{
+    return 2 * ft_model_config_largest_unit(config) * element_bytes + ft_vision_tower_weight_bytes(config, element_bytes);
+}
+
 size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int shards)
 {
     ft_model model = {.config = *config};

@@ -204,7 +204,9 @@ int ft_model_head_chunk_rows(const ft_model_config *config, int max_rows, size_t
  * ft_model_forward on the first `rows` rows of the activations, with the
  * adapter's dropout off. The caller uploads act.tokens and act.positions and
  * runs each layer's attention between qkv and finish; with generation_mrope
- * set, q and k turn by the tables ft_model_prepare_vision made instead. */
+ * set, q and k turn by the tables ft_model_prepare_vision made instead. With
+ * ZeRO-3's shards (evaluate's offload_param), qkv starts the next unit's
+ * gather, as a pass's layer does. */
 /* act.tokens' embeddings into layer 0's input, and its input_layernorm */
 void ft_model_embed(ft_model *model, int rows);
 /* layer's q, k, v (normalised and rotated) from its ln1 */
@@ -217,5 +219,9 @@ void ft_model_head_logits(ft_model *model, const void *x, int rows, float *logit
 /* the greedy token of each of x's rows into ids [rows] (the backend's memory),
  * chosen by the backend where the logits are */
 void ft_model_head_greedy(ft_model *model, const void *x, int rows, int32_t *ids);
+/* The pieces of one prefill or decode step are done: ZeRO-3's gather buffers
+ * (a model streaming its weights) are released, and a gather's failure
+ * reported, -1 with ft_error; 0 otherwise. */
+int ft_model_pieces_done(ft_model *model);
 
 #endif

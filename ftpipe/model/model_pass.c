@@ -720,6 +720,9 @@ void ft_model_embed(ft_model *model, int rows)
 void ft_model_layer_qkv(ft_model *model, int layer, int rows)
 {
     pass p = generation_pass(model, rows);
+    int layers = model->config.num_hidden_layers;
+    prefetch(&p, model->layers[layer].input_norm,
+             layer + 1 < layers ? model->layers[layer + 1].input_norm : model->final_norm);
     layer_qkv(&p, layer);
 }
 
@@ -755,4 +758,9 @@ void ft_model_head_logits(ft_model *model, const void *x, int rows, float *logit
 void ft_model_head_greedy(ft_model *model, const void *x, int rows, int32_t *ids)
 {
     generation_head(model, x, rows, NULL, ids);
+}
+
+int ft_model_pieces_done(ft_model *model)
+{
+    return model->shards ? model->shard_calls->end_pass(model->shards) : 0;
 }

@@ -176,7 +176,8 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
     uint64_t shard = (whole + (uint64_t)ranks - 1) / (uint64_t)ranks;
     /* offloaded: the owned part uploaded to be gathered; one rank uploads straight into the window */
     uint64_t staging = offload_param && ranks > 1 ? (unit + (uint64_t)ranks - 1) / (uint64_t)ranks : 0;
-    uint64_t in_plan = 2 * unit + staging + (offload_param && on_gpu ? 0 : shard) + tower;
+    uint64_t in_plan = ft_model_config_gathered_weight_bytes(config, element) + staging +
+                       (offload_param && on_gpu ? 0 : shard);
     plan->total_bytes = plan->total_bytes - whole + in_plan;
     plan->parameter_bytes = in_plan;
     if (offload_param && on_gpu) {

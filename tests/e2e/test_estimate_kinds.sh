@@ -74,6 +74,14 @@ eval_adapter: evaluate models/m adapter eval.json
 	backend = cpu
 	compare_base = true
 
+eval_streamed: evaluate models/m adapter eval.json
+	template = plain
+	checker = exact
+	max_new_tokens = 20
+	batch_size = 16
+	backend = cpu
+	offload_param = cpu
+
 export/peft: export adapter
 
 export/merged: export adapter models/m
@@ -136,13 +144,13 @@ t_expect_contains "time   on cpu: tokenizing and writing"
 t_expect_contains "tokens/s, logged by run"
 t_end
 
-t_case "evaluate: memory from the model's plan and the KV cache, within 10% of the measured peak"
+t_case "evaluate: memory from the model's plan and the KV cache, within 10% of the measured peak (weights streamed too)"
 t_run "$FTPIPE" -C "$W" adapter full data/small
 t_expect_status 0
-"$FTPIPE" -C "$W" estimate --json eval_base eval_adapter > "$W/estimate.json" || t_fail "estimate failed"
-t_run "$FTPIPE" -C "$W" eval_base eval_adapter
+"$FTPIPE" -C "$W" estimate --json eval_base eval_adapter eval_streamed > "$W/estimate.json" || t_fail "estimate failed"
+t_run "$FTPIPE" -C "$W" eval_base eval_adapter eval_streamed
 t_expect_status 0
-t_run compare host_bytes eval_base eval_adapter
+t_run compare host_bytes eval_base eval_adapter eval_streamed
 echo "$T_OUT" | sed 's/^/  /'
 t_expect_contains "KV cache"
 t_expect_contains "cases outside: 0"

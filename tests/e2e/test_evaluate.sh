@@ -2,7 +2,9 @@
 # The evaluate kind through pipelines, on a tiny random model and 20 samples of
 # the quickstart's addition data: its output files, accuracy as the checker
 # judges, a LoRA train output against its base, a fully fine-tuned one, seeded
-# sampling, and the errors users can make. Train outputs are built by
+# sampling, the weights streamed from host memory (offload_param) with the
+# same answers and loss, the GPU-memory check's suggestions, and the errors
+# users can make. Train outputs are built by
 # train_output_fixture.py (a LoRA adapter with random A and B, or a copy of a
 # second init model as the "fine-tuned" one), so that no training runs here.
 . "$(dirname "$0")/lib.sh"
@@ -169,6 +171,94 @@ sed -n '/^sampled:/,/^$/p' "$W/Ftpipe" > "$W2/Ftpipe"
 t_run "$FTPIPE" -C "$W2"
 t_expect_contains "done     sampled"
 cmp -s "$W/sampled/results.jsonl" "$W2/sampled/results.jsonl" || t_fail "a second run with seed 5 differs"
+t_end
+
+t_case "offload_param = cpu streams the weights from host memory: the same answers and loss"
+# A fresh workspace, so that nothing comes from the cache (offload_param is not in the key).
+W4=$(t_workspace)
+mkdir "$W4/models" "$W4/data"
+cp -r "$W/models/tiny" "$W4/models/" && cp -r "$W/lora" "$W/full" "$W4/" && cp "$W/data/eval.json" "$W4/data/"
+chmod -R u+w "$W4"
+stage() { # TARGET INPUTS PARAMETER-LINES...: one evaluate stage streaming its weights
+  printf '%s: evaluate %s\n\tmax_new_tokens = 6\n\toffload_param = cpu\n' "$1" "$2"
+  shift 2
+  for line in "$@"; do printf '\t%s\n' "$line"; done
+  echo
+}
+{
+  stage report "models/tiny lora data/eval.json" "compare_base = true"
+  stage full_report "models/tiny full data/eval.json" "compare_base = true"
+  stage sampled "models/tiny lora data/eval.json" "temperature = 1.0" "top_p = 0.9" "seed = 5"
+  stage ranked "models/tiny lora data/eval.json" "max_samples = 10" "nproc_per_node = 2"
+} > "$W4/Ftpipe"
+t_run "$FTPIPE" -C "$W4"
+t_expect_status 0
+for target in report full_report sampled; do
+  cmp -s "$W/$target/results.jsonl" "$W4/$target/results.jsonl" ||
+    t_fail "$target: streamed answers differ: $(head -c 300 "$W4/$target/results.jsonl")"
+done
+for key in eval_loss base_eval_loss; do
+  for target in report full_report; do
+    [ "$(metric "$target" $key)" = "$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+      "$W4/$target/metrics.json" $key)" ] || t_fail "$target: streamed $key differs"
+  done
+done
+head -n 10 "$W/report/results.jsonl" | python3 -c '
+import json, sys
+whole = [json.loads(line)["answer"] for line in sys.stdin]
+ranked = [json.loads(line)["answer"] for line in open(sys.argv[1])]
+sys.exit(whole != ranked)' "$W4/ranked/results.jsonl" || t_fail "two streaming ranks answer otherwise"
+t_run "$FTPIPE" -C "$W4" log report
+t_expect_contains "offload_param: the weights stay in host memory; generating gathered "
+# Each layer starts the next one's gather: all but the embeddings (and a tied head) are gathered ahead.
+counts=$(printf '%s\n' "$T_OUT" | sed -n 's/.* generating gathered \([0-9]*\) units .*, \([0-9]*\) of them ahead.*/\1 \2/p')
+set -- $counts
+[ $# -ge 2 ] && [ "$2" -gt 0 ] && [ $(($2 * 2)) -gt "$1" ] || t_fail "too few gathers ahead of their use: $T_OUT"
+t_end
+
+# On a GPU the budget is the GPU's free memory (NVML; FTPIPE_GPU_MEMORY here,
+# where CI has no GPU): a model of eight layers whose weights outweigh two of
+# them, checked before any stage starts.
+t_case "on a GPU, an evaluation that does not fit names a smaller batch, then offload_param, with their figures"
+W5=$(t_workspace)
+cp "$QUICKSTART/make_addition_data.sh" "$W5/"
+cat > "$W5/Ftpipe" <<'P'
+models/deep: init
+	num_hidden_layers = 8
+	hidden_size = 256
+	intermediate_size = 1024
+	num_attention_heads = 4
+	num_key_value_heads = 2
+	dtype = f32
+
+data/eval.json: shell make_addition_data.sh
+	run = sh $< eval 20 > $@
+
+report: evaluate models/deep data/eval.json
+	template = plain
+	max_new_tokens = 6
+	backend = cuda
+P
+t_run "$FTPIPE" -C "$W5" models/deep data/eval.json
+t_expect_status 0
+t_run "$FTPIPE" -C "$W5" estimate report
+t_expect_contains "device model plan 23.6 MiB for 20 x 39 tokens and KV cache 720.0 KiB for 20 x 9 tokens, with the cuda backend's scratch"
+t_run env FTPIPE_GPU_MEMORY=50M "$FTPIPE" -C "$W5" report
+t_expect_fail
+t_expect_contains "stage report would need 58.1 MiB of GPU memory a GPU"
+t_expect_contains "but 50.0 MiB is free on the GPU: set batch_size = 2 (needs 48.5 MiB of the 50.0 MiB free on the GPU)"
+t_run env FTPIPE_GPU_MEMORY=45M "$FTPIPE" -C "$W5" report
+t_expect_fail
+t_expect_contains "but 45.0 MiB is free on the GPU: set batch_size = 10 and offload_param = cpu: the weights stay in host memory, a layer's uploaded as it is used (needs 41.4 MiB of the 45.0 MiB free on the GPU, and 15.1 MiB of host memory)"
+t_run env FTPIPE_GPU_MEMORY=30M "$FTPIPE" -C "$W5" report
+t_expect_fail
+t_expect_contains "but 30.0 MiB is free on the GPU: nothing fits, not even batch_size = 1 with offload_param = cpu"
+printf '\toffload_param = cpu\n\tbatch_size = 10\n' >> "$W5/Ftpipe"
+t_run "$FTPIPE" -C "$W5" estimate report
+t_expect_contains "(two units of the weights gathered at once)"
+t_expect_contains "host   the weights in page-locked host memory (offload_param = cpu), 15.1 MiB, beside the program"
+t_run env FTPIPE_GPU_MEMORY=45M "$FTPIPE" -C "$W5" report # let through, to a backend that finds no GPU here
+t_expect_lacks "would need"
 t_end
 
 t_case "greedy answers and the loss do not depend on the batch size"

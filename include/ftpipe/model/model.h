@@ -97,6 +97,11 @@ size_t ft_model_gradient_staging_bytes(const ft_model_config *config, int shards
 /* The weights of ZeRO's largest unit (the embeddings, a decoder layer, or the
  * final norm with an untied lm_head): what ZeRO-3 gathers at once. */
 size_t ft_model_config_largest_unit(const ft_model_config *config);
+/* The weights a ZeRO-3 rank holds on its backend besides its shard: the two
+ * units a pass gathers at once (param_shards.h), and a vision tower whole
+ * (frozen and small). With one rank streaming them from host memory, all of
+ * the weights it holds there. */
+size_t ft_model_config_gathered_weight_bytes(const ft_model_config *config, size_t element_bytes);
 
 /* The memory a model of this config would take with these options on a backend
  * computing in `dtype` (its activations and frozen weights; FT_DTYPE_F32 on cpu,

@@ -3,6 +3,8 @@
 #ifndef FTPIPE_STAGE_BACKEND_H
 #define FTPIPE_STAGE_BACKEND_H
 
+#include <stdint.h>
+
 #include "ftpipe/backend/backend.h"
 #include "ftpipe/engine/stage.h"
 
@@ -15,5 +17,11 @@ ft_backend *ft_stage_backend(ft_stage *stage, const char *doing);
  * rank's GPU, the cpu backend with `threads = 0` sharing the cores among the
  * ranks. */
 ft_backend *ft_stage_backend_for_rank(ft_stage *stage, const char *doing, int rank, int ranks);
+
+/* The memory free on the first GPU a cuda stage would use (NVML, which starts
+ * no CUDA in this process: the engine estimates stages before it forks them),
+ * or FTPIPE_GPU_MEMORY's; 0: unknown. Asked once a process: every cuda stage
+ * of a run is estimated against the same figure. */
+uint64_t ft_stage_gpu_free_bytes(void);
 
 #endif
