@@ -380,14 +380,21 @@ static int write_loss_plot(const char *out_dir)
 /* train_results.json is the HF Trainer's (train_tokens_per_second as with its
  * include_tokens_per_second), with rank 0's measured peaks beside: its backend's
  * memory (the GPU's on cuda) and its process's resident host memory. */
+/* on_result: the adapter (or the model) into the output, as the run ends (ZeRO-3 reads the weights a unit
+ * at a time for it); write_output adds the rest. */
+static int on_result(void *context, int64_t step, double epoch)
+{
+    ft_train_run *run = context;
+    return write_trained(run, ft_stage_output_path(run->stage));
+}
+
+/* Beside the trained weights (on_result): the run's results, logs and state. */
 static int write_output(ft_train_run *run, const ft_train_result *result, uint64_t peak_device_bytes,
                         uint64_t peak_host_bytes)
 {
     const char *out = ft_stage_output_path(run->stage);
     const char *base_model = ft_path_basename(run->model_dir);
     bool lora = run->model_options.finetuning == FT_FINETUNE_LORA;
-    if (write_trained(run, out) < 0)
-        return -1;
     double runtime = result->runtime_s > 0.0 ? result->runtime_s : 1e-9;
     json_t *info = json_pack("{ss ss ss si ss sI}", "finetuning_type", lora ? "lora" : "full", "template",
                              run->meta.template_name, "tokenizer_hash", run->meta.tokenizer_hash, "cutoff_len",
@@ -659,7 +666,7 @@ static int run_stage(ft_stage *stage, bool measuring)
     run.kept_dir = ft_path_join(ft_stage_work_dir(stage), "kept");
     run.train_options.checkpoint_dir = checkpoints;
     run.train_options.callbacks =
-        (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled, on_evaluate, should_stop, on_save};
+        (ft_train_callbacks){&run, on_step, on_log, on_note, cancelled, on_evaluate, should_stop, on_save, on_result};
     /* The ranks start before any backend does: a process forked after CUDA or
      * OpenBLAS threads started could not use them. */
     ft_stage_ranks ranks;
@@ -674,9 +681,14 @@ static int run_stage(ft_stage *stage, bool measuring)
     run.writes_output = ranks.writes_output;
     run.train_options.saves_checkpoints = ranks.writes_output;
     if (run.rank != 0)
-        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL, NULL, NULL, NULL};
+        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL, NULL, NULL, NULL, NULL};
     else if (measuring) /* nothing of it is the run's: no metrics but the rates, no trainer log, nothing kept */
-        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_note, cancelled, NULL, NULL, NULL};
+        run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_note, cancelled, NULL, NULL, NULL,
+                                                            NULL};
+    if (!run.writes_output) { /* under executor = slurm only node 0's first rank writes the shared workspace */
+        run.train_options.callbacks.on_save = NULL;
+        run.train_options.callbacks.on_result = NULL;
+    }
     ft_backend *backend = ft_stage_backend_for_rank(stage, "training", ranks.local_rank, ranks.local_size);
     int status = backend ? (run.rank == 0 ? check_memory(&run, backend) : 0) : -1;
     ft_comm *nccl = NULL; /* cuda ranks add their gradients over NCCL; the host sockets only bootstrap it */

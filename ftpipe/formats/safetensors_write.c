@@ -38,6 +38,7 @@ static int library_rank(ft_dtype dtype)
 typedef struct {
     const ft_tensor_to_write *tensor;
     uint64_t size_bytes;
+    uint64_t offset;        /* in the data, after the header */
 } planned_tensor;
 
 static int compare_planned(const void *a, const void *b)
@@ -115,6 +116,7 @@ static char *build_header(const char *path, planned_tensor *plan, size_t count,
             ft_error("%s: tensor %s: the name is not valid UTF-8", path, tensor->name);
             return NULL;
         }
+        plan[i].offset = offset;
         offset += plan[i].size_bytes;
     }
     char *text = json_dumps(root, JSON_COMPACT);
@@ -164,20 +166,40 @@ static int write_tensor(FILE *out, const char *temporary, const planned_tensor *
     return fwrite(data, 1, bytes, out) == bytes ? 0 : ft_error_errno("cannot write %s", temporary);
 }
 
+/* The header, then the tensors in the file's order; in_order: the tensors
+ * given data, the produced ones left as holes and then produced in the
+ * caller's order, each written at its place. */
 static int write_to(FILE *out, const char *temporary, const char *header, size_t header_bytes,
-                    const planned_tensor *plan, size_t count, producer *maker)
+                    const planned_tensor *plan, size_t count, producer *maker, bool in_order)
 {
     unsigned char length[8];
     for (int i = 0; i < 8; i++)
         length[i] = (unsigned char)((uint64_t)header_bytes >> (8 * i));
     if (fwrite(length, 1, 8, out) != 8 || fwrite(header, 1, header_bytes, out) != header_bytes)
         return ft_error_errno("cannot write %s", temporary);
-    for (size_t i = 0; i < count; i++)
-        if (write_tensor(out, temporary, &plan[i], maker) != 0)
-            return -1;
-    if (fflush(out) != 0 || fsync(fileno(out)) != 0)
+    size_t *place = in_order ? ft_xmalloc((count ? count : 1) * sizeof *place) : NULL;
+    int status = 0;
+    for (size_t i = 0; i < count && status == 0; i++) {
+        bool later = in_order && !plan[i].tensor->data;
+        if (later)
+            place[plan[i].tensor - maker->tensors] = i;
+        if (later ? fseeko(out, (off_t)plan[i].size_bytes, SEEK_CUR) != 0
+                  : write_tensor(out, temporary, &plan[i], maker) != 0)
+            status = later ? ft_error_errno("cannot write %s", temporary) : -1;
+    }
+    for (size_t index = 0; in_order && index < count && status == 0; index++) {
+        if (maker->tensors[index].data)
+            continue;
+        const planned_tensor *planned = &plan[place[index]];
+        if (fseeko(out, (off_t)(8 + header_bytes + planned->offset), SEEK_SET) != 0)
+            status = ft_error_errno("cannot write %s", temporary);
+        else
+            status = write_tensor(out, temporary, planned, maker);
+    }
+    free(place);
+    if (status == 0 && (fflush(out) != 0 || fsync(fileno(out)) != 0))
         return ft_error_errno("cannot write %s", temporary);
-    return 0;
+    return status;
 }
 
 void ft_safetensors_write_order(const ft_tensor_to_write *tensors, size_t count, size_t *order)
@@ -191,9 +213,9 @@ void ft_safetensors_write_order(const ft_tensor_to_write *tensors, size_t count,
     free(plan);
 }
 
-int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *tensors, size_t count,
-                                  const char *const *metadata_keys, const char *const *metadata_values,
-                                  size_t n_metadata, ft_tensor_producer produce, void *context)
+static int write_file(const char *path, const ft_tensor_to_write *tensors, size_t count,
+                      const char *const *metadata_keys, const char *const *metadata_values, size_t n_metadata,
+                      ft_tensor_producer produce, void *context, bool in_order)
 {
     planned_tensor *plan = ft_xcalloc(count, sizeof *plan);
     for (size_t i = 0; i < count; i++) {
@@ -218,7 +240,7 @@ int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *te
         result = ft_error_errno("cannot create %s", temporary);
     } else {
         producer maker = {tensors, produce, context, NULL, 0};
-        result = write_to(out, temporary, header, header_bytes, plan, count, &maker);
+        result = write_to(out, temporary, header, header_bytes, plan, count, &maker, in_order);
         free(maker.buffer);
         if (fclose(out) != 0 && result == 0)
             result = ft_error_errno("cannot write %s", temporary);
@@ -238,10 +260,23 @@ int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *te
     return result;
 }
 
+int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *tensors, size_t count,
+                                  const char *const *metadata_keys, const char *const *metadata_values,
+                                  size_t n_metadata, ft_tensor_producer produce, void *context)
+{
+    return write_file(path, tensors, count, metadata_keys, metadata_values, n_metadata, produce, context, false);
+}
+
+int ft_safetensors_write_produced_in_order(const char *path, const ft_tensor_to_write *tensors, size_t count,
+                                           const char *const *metadata_keys, const char *const *metadata_values,
+                                           size_t n_metadata, ft_tensor_producer produce, void *context)
+{
+    return write_file(path, tensors, count, metadata_keys, metadata_values, n_metadata, produce, context, true);
+}
+
 int ft_safetensors_write(const char *path, const ft_tensor_to_write *tensors, size_t count,
                          const char *const *metadata_keys, const char *const *metadata_values,
                          size_t n_metadata)
 {
-    return ft_safetensors_write_produced(path, tensors, count, metadata_keys, metadata_values, n_metadata, NULL,
-                                         NULL);
+    return write_file(path, tensors, count, metadata_keys, metadata_values, n_metadata, NULL, NULL, false);
 }

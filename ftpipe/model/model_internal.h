@@ -100,6 +100,8 @@ struct ft_model {
                                       * master copy */
     bool whole_on_host;            /* params (or master) are host memory: ZeRO-3 gathered them there for a
                                     * checkpoint or the result (param_shards.h); no pass reads them */
+    ft_param_values *save_values;  /* ZeRO-3, while the weights are written: read through it unit by
+                                          * unit (ft_param_shards_save_through); NULL otherwise */
     size_t n_params;
     size_t embed, final_norm, lm_head; /* offsets in elements; lm_head == embed when tied */
     ft_layer_offsets *layers;

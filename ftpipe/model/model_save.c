@@ -95,14 +95,17 @@ static int vision_layout(const ft_model *model, const char *base_model_dir, cons
 }
 
 /* The trained weights made one at a time as the file is written: read from
- * host memory or downloaded (into scratch when converted), then converted to
- * the file's dtype, so that the host holds one tensor at a time. */
+ * host memory, through ZeRO-3's shards a unit at a time (the first
+ * n_on_host), or downloaded (into scratch when converted), then converted to
+ * the file's dtype, so that the host holds one tensor (and one unit) at a
+ * time. */
 typedef struct {
     ft_backend *backend;
     const ft_param_tensor *weights;
     size_t n_on_host;
+    ft_param_values *sharded;  /* NULL: the first n_on_host are in host memory */
     ft_dtype dtype;
-    float *scratch;            /* the largest downloaded tensor's floats, when converted */
+    float *scratch;            /* the largest downloaded (or read) tensor's floats, when converted */
 } producing;
 
 static int produce(void *context, size_t index, void *buffer, size_t size_bytes)
@@ -110,10 +113,14 @@ static int produce(void *context, size_t index, void *buffer, size_t size_bytes)
     const producing *p = context;
     const ft_param_tensor *w = &p->weights[index];
     const float *values = w->value;
-    if (index >= p->n_on_host) {
-        float *to = p->dtype == FT_DTYPE_F32 ? buffer : p->scratch;
-        p->backend->download(p->backend, to, w->value, w->count * sizeof(float));
-        values = to;
+    float *floats = p->dtype == FT_DTYPE_F32 ? buffer : p->scratch;
+    if (index < p->n_on_host && p->sharded) {
+        if (ft_param_values_read(p->sharded, index, floats) < 0)
+            return -1;
+        values = floats;
+    } else if (index >= p->n_on_host) {
+        p->backend->download(p->backend, floats, w->value, w->count * sizeof(float));
+        values = floats;
     }
     if (p->dtype == FT_DTYPE_F32) {
         if (values != buffer)
@@ -144,10 +151,12 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
             return -1;
         }
     }
-    /* ZeRO-3 leaves the language model's weights (the first n_on_host) in host memory: read there */
-    producing p = {ft_model_backend(model), weights, ft_model_weights_on_host(model) ? n_language : 0, dtype, NULL};
+    /* ZeRO-3 holds the language model's weights (the first n_on_host): read through its shards in their
+     * order, or gathered whole into host memory */
+    bool on_host = model->save_values || ft_model_weights_on_host(model);
+    producing p = {ft_model_backend(model), weights, on_host ? n_language : 0, model->save_values, dtype, NULL};
     size_t largest = 0;
-    for (size_t i = p.n_on_host; i < count; i++)
+    for (size_t i = p.sharded ? 0 : p.n_on_host; i < count; i++)
         largest = weights[i].count > largest ? weights[i].count : largest;
     if (largest && dtype != FT_DTYPE_F32 && !(p.scratch = malloc(largest * sizeof(float)))) {
         free(file_names);
@@ -159,7 +168,7 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
     ft_tensor_to_write *tensors = ft_xcalloc(count + n_frozen + 1, sizeof *tensors);
     for (size_t i = 0; i < count; i++) { /* made one at a time, but floats already in host memory */
         const ft_param_tensor *w = &weights[i];
-        bool as_is = i < p.n_on_host && dtype == FT_DTYPE_F32;
+        bool as_is = i < p.n_on_host && !p.sharded && dtype == FT_DTYPE_F32;
         tensors[i] = (ft_tensor_to_write){file_names ? file_names[i] : w->name, dtype, w->n_dims,
                                           {w->shape[0], w->shape[1]}, as_is ? w->value : NULL};
     }
@@ -169,7 +178,8 @@ static int write_weights(const ft_model *model, const char *base_model_dir, cons
         memcpy(tensors[count + f].shape, view->shape, sizeof view->shape);
     }
     const char *key = "format", *value = "pt";
-    int status = ft_safetensors_write_produced(path, tensors, count + n_frozen, &key, &value, 1, produce, &p);
+    int status = (p.sharded ? ft_safetensors_write_produced_in_order : ft_safetensors_write_produced)(
+        path, tensors, count + n_frozen, &key, &value, 1, produce, &p);
     free(tensors);
     free(file_names);
     free(frozen);

@@ -741,6 +741,7 @@ struct ft_param_values {
     float *unit_values;        /* the keeping rank's: the unit gathered last; NULL elsewhere */
     size_t largest;            /* the room it needs */
     size_t unit;               /* SIZE_MAX: none */
+    size_t next_unit;          /* one past the highest unit gathered so far */
 };
 
 int ft_param_values_open(ft_param_shards *s, bool keep, ft_param_values **out)
@@ -768,6 +769,7 @@ int ft_param_values_read(ft_param_values *v, size_t weight, float *to)
         if (gather_unit_to_host(s, u, (char *)v->unit_values) < 0)
             return -1;
         v->unit = u;
+        v->next_unit = u + 1 > v->next_unit ? u + 1 : v->next_unit;
     }
     if (to && !v->unit_values)
         return ft_error("out of host memory gathering a unit of %zu values for a checkpoint (ZeRO-3)", v->largest);
@@ -776,6 +778,18 @@ int ft_param_values_read(ft_param_values *v, size_t weight, float *to)
                s->model->weights[weight].count * sizeof(float));
     return 0;
 }
+
+int ft_param_values_finish(ft_param_values *v)
+{
+    ft_param_shards *s = v->shards;
+    for (size_t u = v->next_unit; u < s->n_units; u++) /* keeping nothing */
+        if (gather_unit_to_host(s, u, NULL) < 0)
+            return -1;
+    v->next_unit = s->n_units;
+    return 0;
+}
+
+void ft_param_shards_save_through(ft_param_shards *s, ft_param_values *v) { s->model->save_values = v; }
 
 void ft_param_values_close(ft_param_values *v)
 {

@@ -184,8 +184,8 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
         memory->offload_bytes += shard;
         memory->result_shard_bytes += shard;
     }
-    if (memory->weight_gradient_bytes) /* full fine-tuning's result: the weights gathered whole into host memory */
-        memory->result_buffer_bytes += ft_model_config_parameter_count(config) * sizeof(float);
+    if (memory->weight_gradient_bytes) /* full fine-tuning's result: the weights read a unit at a time */
+        memory->result_buffer_bytes += ft_model_config_largest_unit(config) * sizeof(float);
     /* mixed precision: each rank keeps 1 / ranks of the float master copy */
     uint64_t master = plan->master_bytes, master_shard = (master + (uint64_t)ranks - 1) / (uint64_t)ranks;
     plan->total_bytes -= master - master_shard;

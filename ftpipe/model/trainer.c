@@ -670,20 +670,39 @@ static void add_compute_time(trainer *t, uint64_t wall_ns, uint64_t cpu_ns)
     t->result->compute_cpu_s += (double)(ft_process_cpu_ns() - cpu_ns) * 1e-9;
 }
 
-/* on_save writes the trained tensors: ZeRO-3's sharded weights are gathered
- * for it by every rank into the host memory of the rank that writes. */
-static int keep_checkpoint(trainer *t)
+/* on_save or on_result writes the trained tensors (on the ranks that write):
+ * ZeRO-3's sharded weights are read for it a unit at a time, in their order,
+ * into the writing rank's host memory, as every rank joins each unit's
+ * gather; the ranks agree on the outcome, so that none trains on alone. */
+static int write_trained(trainer *t, int (*write)(void *context, int64_t step, double epoch))
 {
-    const ft_train_callbacks *callbacks = &t->options->callbacks;
-    bool gather = t->shards_weights;
-    if (!callbacks->on_save && !gather)
-        return 0;
-    if (gather && ft_param_shards_gather_whole(t->params, callbacks->on_save != NULL) < 0)
-        return -1;
-    int status = callbacks->on_save ? callbacks->on_save(callbacks->context, t->state.global_step, epochs_done(t)) : 0;
-    if (gather)
-        ft_param_shards_release_whole(t->params);
+    void *context = t->options->callbacks.context;
+    if (!t->shards_weights)
+        return write ? write(context, t->state.global_step, epochs_done(t)) : 0;
+    ft_param_values *values = NULL;
+    int status = agree_over_ranks(t->comm, ft_param_values_open(t->params, write != NULL, &values),
+                                  "reading the weights to write");
+    if (status == 0) {
+        ft_param_shards_save_through(t->params, values);
+        int written = write ? write(context, t->state.global_step, epochs_done(t)) : 0;
+        ft_param_shards_save_through(t->params, NULL);
+        int joined = ft_param_values_finish(values); /* the units the writer did not ask for */
+        status = joined < 0 ? -1 : agree_over_ranks(t->comm, written, "writing the trained weights");
+    }
+    ft_param_values_close(values);
     return status;
+}
+
+static int keep_checkpoint(trainer *t) { return write_trained(t, t->options->callbacks.on_save); }
+
+/* ZeRO-3's result goes through on_result when any rank writes with it (those
+ * that write nothing have none): 1, else 0; -1 with ft_error. */
+static int result_through_units(trainer *t)
+{
+    double writers = t->options->callbacks.on_result != NULL;
+    if (t->comm->all_reduce_sum(t->comm, &writers, 1, FT_COMM_F64) < 0)
+        return ft_error_context("agreeing how the result is written");
+    return writers > 0;
 }
 
 static int train_loop(trainer *t)
@@ -867,13 +886,24 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     ft_adamw_free(t.optimizer);
     ft_zero_free(t.zero);
     ft_grad_shards_free(t.grad_shards);
-    /* Full fine-tuning's result is the weights: gathered whole into the host
-     * memory of the ranks that write it, once the optimizer is freed. LoRA's
-     * model stays sharded, its adapter whole on every rank. */
-    if (status == 0 && t.shards_weights)
-        status = ft_param_shards_unshard(t.params, saves_checkpoints(&t));
-    else if (t.params && status < 0) /* a failed run: its collectives may be gone */
+    /* The result, once the optimizer is freed: written by on_result (full
+     * fine-tuning's weights read through the shards a unit at a time, every
+     * rank joining), or else, without it, the weights gathered whole into the
+     * host memory of the ranks that write. LoRA's model stays sharded, its
+     * adapter whole on every rank. */
+    int through = status == 0 && t.shards_weights ? result_through_units(&t) : 0;
+    if (through < 0)
+        status = -1;
+    if (through > 0) {
+        status = write_trained(&t, options->callbacks.on_result);
         ft_param_shards_free(t.params);
+    } else if (status == 0 && t.shards_weights) {
+        status = ft_param_shards_unshard(t.params, saves_checkpoints(&t));
+    } else if (status == 0) {
+        status = write_trained(&t, options->callbacks.on_result);
+    } else if (t.params) { /* a failed run: its collectives may be gone */
+        ft_param_shards_free(t.params);
+    }
     free(t.data.order);
     free(t.data.row_segments);
     free(t.data.tokens);

@@ -256,12 +256,13 @@ t_run "$FTPIPE" -C "$W" log adapter
 t_expect_contains "ZeRO-2 with one rank has nothing to shard: it trains as stage 0; offload_optimizer = cpu"
 t_end
 
-t_case "full fine-tuning at ZeRO-3 on 2 ranks ends at stage 0's weights and exports a normal model folder"
+t_case "full fine-tuning at ZeRO-3 on 2 ranks ends at stage 0's weights, keeps outputs and exports a normal model folder"
 zero_workspace "max_steps = 4" "nproc_per_node = 2" "finetuning_type = full"
 t_run "$FTPIPE" -C "$W"
 t_expect_status 0
 FULL=$W
-zero_workspace "max_steps = 4" "nproc_per_node = 2" "finetuning_type = full" "zero_stage = 3"
+zero_workspace "max_steps = 4" "nproc_per_node = 2" "finetuning_type = full" "zero_stage = 3" \
+  "save_strategy = steps" "save_steps = 2"
 cat >> "$W/Ftpipe" <<'P'
 
 export/model: export adapter
@@ -301,6 +302,12 @@ w = sys.argv[1]
 assert json.load(open(w + "/export/model/config.json"))["torch_dtype"] == "float32"
 assert open(w + "/export/model/model.safetensors", "rb").read() == open(w + "/adapter/model.safetensors", "rb").read()
 PY
+# The kept outputs and the result are read through the shards a unit at a time: the last step's kept
+# folder is the result, byte for byte, and the first another model.
+cmp -s "$W/adapter/checkpoint-4/model.safetensors" "$W/adapter/model.safetensors" ||
+  t_fail "checkpoint-4 is not the result"
+cmp -s "$W/adapter/checkpoint-2/model.safetensors" "$W/adapter/model.safetensors" &&
+  t_fail "checkpoint-2 is the result"
 t_end
 
 t_case "hostile configs are refused naming the file and the key"

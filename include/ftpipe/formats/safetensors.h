@@ -71,5 +71,11 @@ void ft_safetensors_write_order(const ft_tensor_to_write *tensors, size_t count,
 int ft_safetensors_write_produced(const char *path, const ft_tensor_to_write *tensors, size_t count,
                                   const char *const *metadata_keys, const char *const *metadata_values,
                                   size_t n_metadata, ft_tensor_producer produce, void *context);
+/* The same file byte for byte, its tensors produced in the order given
+ * (index 0 first) rather than the file's, each written at its place: for a
+ * producer whose source must be read in that order (ZeRO-3's units). */
+int ft_safetensors_write_produced_in_order(const char *path, const ft_tensor_to_write *tensors, size_t count,
+                                           const char *const *metadata_keys, const char *const *metadata_values,
+                                           size_t n_metadata, ft_tensor_producer produce, void *context);
 
 #endif

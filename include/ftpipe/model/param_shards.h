@@ -122,7 +122,16 @@ void ft_param_shards_release_whole(ft_param_shards *shards);
 typedef struct ft_param_values ft_param_values;
 int ft_param_values_open(ft_param_shards *shards, bool keep, ft_param_values **out);
 int ft_param_values_read(ft_param_values *values, size_t weight, float *to);
+/* Read in weight order (a result or a kept output): every rank gathers the
+ * units after the last one gathered, keeping nothing, so that a rank that
+ * wrote nothing, or stopped writing, joins the gathers of the rest. */
+int ft_param_values_finish(ft_param_values *values);
 void ft_param_values_close(ft_param_values *values);
+
+/* While a result or kept output is written (model_save.h's ft_model_save, on
+ * the rank that keeps the values): the model's weights read through `values`
+ * in weight order, a unit at a time, not gathered whole; NULL ends it. */
+void ft_param_shards_save_through(ft_param_shards *shards, ft_param_values *values);
 
 /* A resumed checkpoint's values (values[i]: weight i's floats, in host memory,
  * as ft_checkpoint_map_latest gives them): this rank takes its shard's parts,

@@ -30,7 +30,7 @@ typedef struct {
     uint64_t result_buffer_bytes;   /* host, while writing the adapter or model */
     uint64_t runtime_bytes;         /* host: FT_TRAIN_RUNTIME_BYTES and the BLAS threads' */
     uint64_t result_shard_bytes;    /* host, while writing the result: ZeRO-3's offloaded shards (the weights',
-                                       the master copy's), freed once the result is gathered */
+                                       the master copy's), freed once the result is written */
     uint64_t offload_bytes;         /* host, while training: offloaded AdamW state (and with offload_param the
                                        weights' shard) beside the plan (0: none) */
     uint64_t host_peak_bytes;       /* the largest phase, in host memory, of the rank that writes (a node's

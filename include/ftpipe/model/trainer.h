@@ -91,6 +91,13 @@ typedef struct {
     /* optional: a checkpoint to keep is due (save_strategy) after this step; -1,
      * with ft_error set, fails the run */
     int (*on_save)(void *context, int64_t step, double epoch);
+    /* optional: the run has ended well; writes its result as on_save writes
+     * a kept one, while ZeRO-3's shards still hold full fine-tuning's weights
+     * (read through them a unit at a time, model_save.h), which are then
+     * freed: the model is left fit only for ft_model_free. Without it the
+     * weights are gathered whole into host memory (param_shards.h). -1, with
+     * ft_error set, fails the run */
+    int (*on_result)(void *context, int64_t step, double epoch);
 } ft_train_callbacks;
 
 typedef enum { FT_SAVE_NO, FT_SAVE_STEPS, FT_SAVE_EPOCH } ft_save_strategy;

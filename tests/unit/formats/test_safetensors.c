@@ -255,6 +255,53 @@ TEST(produced_tensors_write_the_same_file)
     free(expected_path);
 }
 
+static bool same_file(const char *a, const char *b)
+{
+    char *left = NULL, *right = NULL;
+    size_t left_bytes = 0, right_bytes = 0;
+    bool same = ft_read_file(a, &left, &left_bytes) == 0 && ft_read_file(b, &right, &right_bytes) == 0 &&
+                left_bytes == right_bytes && memcmp(left, right, left_bytes) == 0;
+    free(left);
+    free(right);
+    return same;
+}
+
+/* In the caller's order: each produced tensor at its place, the same bytes,
+ * the last of the file's too (a hole until it is made); a failure leaves none. */
+TEST(tensors_produced_in_the_order_given_write_the_same_file)
+{
+    float first[6] = {0, 1, 2, 3, 4, 5}, second[4] = {100, 101, 102, 103};
+    uint16_t halves[2] = {0x3c00, 0x4000};
+    ft_tensor_to_write given[] = {{"b", FT_DTYPE_F32, 2, {2, 3}, first}, {"a", FT_DTYPE_F32, 1, {4}, second},
+                                  {"h", FT_DTYPE_F16, 1, {2}, halves}};
+    char *expected_path = scratch_path("given_in_order.safetensors"), *path = scratch_path("in_order.safetensors");
+    const char *key = "format", *value = "pt";
+    CHECK_INT(ft_safetensors_write(expected_path, given, 3, &key, &value, 1), 0);
+    ft_tensor_to_write produced[] = {{"b", FT_DTYPE_F32, 2, {2, 3}, NULL}, {"a", FT_DTYPE_F32, 1, {4}, NULL},
+                                     {"h", FT_DTYPE_F16, 1, {2}, halves}};
+    production made = {{0}, 0};
+    CHECK_INT(ft_safetensors_write_produced_in_order(path, produced, 3, &key, &value, 1, produce_values, &made), 0);
+    CHECK(made.calls == 2 && made.order[0] == 0 && made.order[1] == 1); /* "b" first, as given */
+    CHECK(same_file(expected_path, path));
+
+    ft_tensor_to_write last_given[] = {{"z", FT_DTYPE_F32, 2, {2, 3}, first}, {"a", FT_DTYPE_F32, 1, {4}, second}};
+    ft_tensor_to_write last_produced[] = {{"z", FT_DTYPE_F32, 2, {2, 3}, NULL}, {"a", FT_DTYPE_F32, 1, {4}, second}};
+    CHECK_INT(ft_safetensors_write(expected_path, last_given, 2, NULL, NULL, 0), 0);
+    CHECK_INT(ft_safetensors_write_produced_in_order(path, last_produced, 2, NULL, NULL, 0, produce_values, &made), 0);
+    CHECK(same_file(expected_path, path));
+
+    ft_tensor_to_write failing_tensors[] = {{"b", FT_DTYPE_F32, 2, {2, 3}, NULL}, {"a", FT_DTYPE_F32, 1, {4}, second},
+                                            {"c", FT_DTYPE_F32, 1, {1}, NULL}};
+    char *failing = scratch_path("failing_in_order.safetensors");
+    CHECK_INT(ft_safetensors_write_produced_in_order(failing, failing_tensors, 3, NULL, NULL, 0, produce_values, &made),
+              -1);
+    CHECK_STR(ft_error_message(), "tensor 2 cannot be made");
+    CHECK(!ft_path_exists(failing));
+    free(failing);
+    free(path);
+    free(expected_path);
+}
+
 TEST(tensors_convert_to_f32)
 {
     uint16_t f16[] = {0x3c00, 0xc000, 0x0001, 0x7c00, 0x3555, 0x8000, 0x03ff};
@@ -591,6 +638,7 @@ int main(void)
     RUN(writer_refuses_bad_tensors);
     RUN(bf16_rounds_to_nearest_even);
     RUN(produced_tensors_write_the_same_file);
+    RUN(tensors_produced_in_the_order_given_write_the_same_file);
     RUN(tensors_convert_to_f32);
     RUN(many_tensors_are_found_by_name);
     RUN(index_of_two_shards);

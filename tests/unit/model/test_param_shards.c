@@ -23,8 +23,14 @@
  *   - a training pass (full fine-tuning, recomputation on) over the shards
  *     issues each unit's gather before the previous unit computes (gathered
  *     ahead), but for the embeddings that start it and a tied head's embeddings,
- *     and gives the loss of the whole model bit for bit. */
+ *     and gives the loss of the whole model bit for bit;
+ *   - the model folder written through the shards a unit at a time (the
+ *     result's way, with and without offload and the master copy) holds the
+ *     whole model's bytes, and a write failing midway on the writing rank
+ *     leaves no file and the ranks in step for the next. */
 #include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,6 +41,7 @@
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
+#include "ftpipe/model/model_save.h"
 #include "ftpipe/model/param_shards.h"
 
 static ft_backend *cpu;
@@ -234,6 +241,79 @@ static void over_ranks(int ranks, bool flag, int (*check)(ft_comm *, bool, const
     }
 }
 
+/* Rank 0 writes the sharded model's folder into `dir` as the result is
+ * written (model_save.h), reading its weights through the shards a unit at a
+ * time; every rank then joins the units left. file_limit > 0: rank 0's files
+ * may grow to that many bytes only, so its write fails midway. */
+static int save_through_units(ft_model *model, ft_comm *comm, const char *dir, rlim_t file_limit)
+{
+    ft_param_shards *shards = ft_model_param_shards(model);
+    ft_param_values *values = NULL;
+    CHECK_INT(ft_param_values_open(shards, comm->rank == 0, &values), 0);
+    int written = 0;
+    ft_param_shards_save_through(shards, values);
+    if (comm->rank == 0) {
+        struct rlimit saved;
+        getrlimit(RLIMIT_FSIZE, &saved);
+        struct rlimit limited = {file_limit, saved.rlim_max};
+        void (*previous)(int) = signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG */
+        if (file_limit > 0)
+            setrlimit(RLIMIT_FSIZE, &limited);
+        written = ft_model_save(model, model_dir, dir);
+        setrlimit(RLIMIT_FSIZE, &saved);
+        signal(SIGXFSZ, previous);
+    }
+    ft_param_shards_save_through(shards, NULL);
+    CHECK_INT(ft_param_values_finish(values), 0);
+    ft_param_values_close(values);
+    return written;
+}
+
+/* The failures of one rank's checks (0: none): the folder written through the
+ * shards (offloaded or not) holds the bytes of the model loaded whole, saved; a write failing
+ * midway (rank 0's files limited) fails on rank 0 alone, leaves no file, and
+ * every rank goes on in step: the next write through the same shards is whole. */
+static int check_saved_rank(ft_comm *comm, bool offload, const float *whole, size_t whole_count)
+{
+    ft_model_options full = options;
+    full.finetuning = FT_FINETUNE_FULL;
+    ft_model *loaded = NULL, *reference = NULL;
+    CHECK_INT(ft_model_load_sharded(model_dir, cpu, &full, comm, offload, offload, &loaded), 0);
+    CHECK_INT(ft_model_load(model_dir, cpu, &full, &reference), 0);
+    if (!loaded || !reference)
+        return 1;
+    char *expected = ft_path_join(root, "saved_whole"), *failed = ft_path_join(root, "saved_failing"),
+         *through = ft_path_join(root, "saved_through");
+    if (comm->rank == 0)
+        CHECK_INT(ft_model_save(reference, model_dir, expected), 0);
+    CHECK_INT(save_through_units(loaded, comm, failed, 4096), comm->rank == 0 ? -1 : 0);
+    char *failed_file = ft_path_join(failed, "model.safetensors");
+    CHECK(!ft_path_exists(failed_file));
+    CHECK_INT(save_through_units(loaded, comm, through, 0), 0);
+    if (comm->rank == 0) {
+        char *a = ft_path_join(expected, "model.safetensors"), *b = ft_path_join(through, "model.safetensors");
+        char *left = NULL, *right = NULL;
+        size_t left_bytes = 0, right_bytes = 0;
+        CHECK_INT(ft_read_file(a, &left, &left_bytes), 0);
+        CHECK_INT(ft_read_file(b, &right, &right_bytes), 0);
+        CHECK(left && right && left_bytes == right_bytes && left_bytes > 4096 &&
+              memcmp(left, right, left_bytes) == 0);
+        free(left);
+        free(right);
+        free(a);
+        free(b);
+    }
+    free(failed_file);
+    free(expected);
+    free(failed);
+    free(through);
+    ft_model_free(loaded);
+    ft_model_free(reference);
+    (void)whole;
+    (void)whole_count;
+    return check_case_failed;
+}
+
 /* One training pass on rank `rank`'s model; its loss into *loss. */
 static int train_pass(ft_model *model, double *loss)
 {
@@ -341,6 +421,14 @@ static void *update_slowly(void *argument)
     return NULL;
 }
 
+TEST(the_result_is_written_through_the_shards_a_unit_at_a_time)
+{
+    over_ranks(2, false, check_saved_rank);
+    ft_model_test_master_copy(true); /* the master copy's floats are what is written, from host memory */
+    over_ranks(3, true, check_saved_rank);
+    ft_model_test_master_copy(false);
+}
+
 TEST(a_pass_gathers_a_unit_only_once_the_steps_update_reached_it)
 {
     static const ft_model_options training = {1, 8, FT_FINETUNE_FULL, false, {0}, true, false, false, 0, 0, false};
@@ -382,6 +470,7 @@ int main(void)
     RUN(a_pass_gathers_each_next_unit_before_the_current_one_computes);
     RUN(a_tied_head_gathers_its_embeddings_at_once_and_the_rest_ahead);
     RUN(a_pass_gathers_a_unit_only_once_the_steps_update_reached_it);
+    RUN(the_result_is_written_through_the_shards_a_unit_at_a_time);
     ft_backend_destroy(cpu);
     free(tied_model_dir);
     free(model_dir);

@@ -278,6 +278,10 @@ TEST(a_machine_holds_the_writing_rank_and_the_others)
     CHECK(memory.other_rank_host_peak_bytes < memory.host_peak_bytes);
     CHECK_INT(ft_train_memory_node_host_bytes(&memory, 1), memory.host_peak_bytes);
     CHECK_INT(ft_train_memory_node_host_bytes(&memory, 8), memory.host_peak_bytes + 7 * memory.other_rank_host_peak_bytes);
+    printf("  qwen2.5-7b full, stage 3, both offloads, 8 ranks: the first %.1f GiB (%s), each other %.1f GiB, "
+           "%.1f GiB in all (README)\n",
+           memory.host_peak_bytes / 1073741824.0, memory.peak_phase, memory.other_rank_host_peak_bytes / 1073741824.0,
+           ft_train_memory_node_host_bytes(&memory, 8) / 1073741824.0);
     ft_train_memory cpu;
     CHECK_INT(ft_train_memory_estimate(&config, &options, false, 1, FT_DTYPE_BF16, &cpu), 0);
     ft_train_memory_apply_zero(&cpu, &config, false, 2, 1, false, false);

@@ -112,7 +112,7 @@ static void attach(ft_train_options *options, recorder *r)
 {
     memset(r, 0, sizeof *r);
     options->callbacks =
-        (ft_train_callbacks){r, record_step, NULL, record_note, cancel_when_due, NULL, stop_when_due, NULL};
+        (ft_train_callbacks){r, record_step, NULL, record_note, cancel_when_due, NULL, stop_when_due, NULL, NULL};
 }
 
 /* Trains a fresh model; returns a copy of its trained tensors (count floats). */

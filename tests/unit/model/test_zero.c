@@ -142,7 +142,8 @@ static run_result run(const char *data_dir, run_shape shape)
     };
     out.steps.cancel_after = shape.cancel_after;
     if (rank == 0)
-        options.callbacks = (ft_train_callbacks){&out.steps, record_step, NULL, NULL, cancel_when_due, NULL, NULL, NULL};
+        options.callbacks = (ft_train_callbacks){&out.steps, record_step, NULL, NULL, cancel_when_due, NULL, NULL, NULL,
+                                                   NULL};
     ft_token_shards *shards = NULL;
     CHECK_INT(ft_token_shards_open(data_dir, "train", &shards), 0);
     bool lora = shape.finetuning == FT_FINETUNE_LORA;
