@@ -9,6 +9,7 @@
 #include "ftpipe/backend/gpu_monitor.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/units.h"
+#include "ftpipe/engine/build.h"
 
 ft_backend *ft_stage_backend(ft_stage *stage, const char *doing) { return ft_stage_backend_for_rank(stage, doing, 0, 1); }
 
@@ -40,10 +41,21 @@ uint64_t ft_stage_gpu_free_bytes(void)
     int64_t bytes = 0;
     if (override)
         return budget = ft_parse_size_bytes(override, &bytes) == 0 && bytes > 0 ? (uint64_t)bytes : 0;
-    ft_gpu_monitor *monitor = ft_gpu_monitor_open(0);
-    ft_gpu_sample sample;
-    if (monitor && ft_gpu_monitor_sample(monitor, &sample) == 0 && sample.memory_total_bytes > sample.memory_used_bytes)
-        budget = sample.memory_total_bytes - sample.memory_used_bytes;
-    ft_gpu_monitor_close(monitor);
+    /* the scheduler may give a stage any of its GPUs: the least free of them */
+    int gpus = 0;
+    uint64_t host_bytes = 0;
+    ft_build_detect_resources(&gpus, &host_bytes);
+    for (int device = 0; device < gpus; device++) {
+        ft_gpu_monitor *monitor = ft_gpu_monitor_open(device);
+        ft_gpu_sample sample;
+        bool sampled = monitor && ft_gpu_monitor_sample(monitor, &sample) == 0;
+        ft_gpu_monitor_close(monitor);
+        if (!sampled)
+            break;
+        uint64_t free_bytes =
+            sample.memory_total_bytes > sample.memory_used_bytes ? sample.memory_total_bytes - sample.memory_used_bytes : 0;
+        budget = device == 0 || free_bytes < budget ? free_bytes : budget;
+    }
+    ft_error_clear(); /* a GPU NVML could not read leaves the figure of those before it (none: unknown) */
     return budget;
 }

@@ -18,9 +18,9 @@ ft_backend *ft_stage_backend(ft_stage *stage, const char *doing);
  * ranks. */
 ft_backend *ft_stage_backend_for_rank(ft_stage *stage, const char *doing, int rank, int ranks);
 
-/* The memory free on the first GPU a cuda stage would use (NVML, which starts
- * no CUDA in this process: the engine estimates stages before it forks them),
- * or FTPIPE_GPU_MEMORY's; 0: unknown. Asked once a process: every cuda stage
+/* The memory free on a GPU a cuda stage may be given: the least of the
+ * visible GPUs' (NVML, which starts no CUDA in this process: the engine
+ * estimates stages before it forks them), or FTPIPE_GPU_MEMORY's; 0: unknown. Asked once a process: every cuda stage
  * of a run is estimated against the same figure. */
 uint64_t ft_stage_gpu_free_bytes(void);
 
