@@ -37,12 +37,15 @@ static const ft_grad_shard_calls calls = {ft_grad_shards_window, ft_grad_shards_
 static size_t unit_of(const ft_grad_shards *g, size_t offset) { return ft_param_unit_at(g->units, g->n_units, offset); }
 
 /* n sums so far of the shard at `at`, where add_floats can read them: the
- * shard itself in the backend's memory, else uploaded into the staging buffer. */
+ * shard itself in the backend's memory, else copied up into the staging
+ * buffer. The host shard's copies, up and down, are queued with the ops and
+ * not waited for (the host reads the shard after the pass's check), so that
+ * the host keeps issuing the compute while they run. */
 static const float *sums_so_far(ft_grad_shards *g, const float *at, size_t n)
 {
     if (!g->on_host)
         return at;
-    g->model->backend->upload(g->model->backend, g->staging, at, n * sizeof(float));
+    g->model->backend->copy_queued(g->model->backend, g->staging, at, n * sizeof(float));
     return g->staging;
 }
 
@@ -68,14 +71,14 @@ static int reduce_unit(ft_grad_shards *g, size_t u, float *from)
         if (comm->reduce_scatter_sum(comm, from, g->on_host ? mine : owned, unit->per_rank, FT_COMM_F32) < 0)
             return -1;
         if (g->on_host)
-            b->download(b, owned, mine, unit->per_rank * sizeof(float));
+            b->copy_queued(b, owned, mine, unit->per_rank * sizeof(float));
     }
     if (unit->shared > 0) { /* every rank's sums so far are the same: rank 0 brings them */
         if (with_sums && comm->rank == 0)
             b->add_floats(b, window_shared, sums_so_far(g, shared, unit->shared), unit->shared);
         if (comm->all_reduce_sum(comm, window_shared, unit->shared, FT_COMM_F32) < 0)
             return -1;
-        b->copy(b, shared, window_shared, unit->shared * sizeof(float)); /* down, when on_host */
+        b->copy_queued(b, shared, window_shared, unit->shared * sizeof(float)); /* down, when on_host */
     }
     g->summed[u] = true;
     return 0;

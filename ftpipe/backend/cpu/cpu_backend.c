@@ -259,6 +259,7 @@ ft_backend *ft_backend_cpu_create(int threads)
     backend->download = cpu_copy;
     backend->zero = cpu_zero;
     backend->copy = cpu_copy;
+    backend->copy_queued = cpu_copy;
     backend->alloc_host = cpu_alloc_host;
     backend->free_host = cpu_free_host;
     backend->reserve = cpu_reserve;

@@ -157,6 +157,13 @@ static void cuda_copy(ft_backend *self, void *to, const void *from, size_t bytes
         CUDA_CHECK(context, cudaStreamSynchronize(stream));
 }
 
+static void cuda_copy_queued(ft_backend *self, void *to, const void *from, size_t bytes)
+{
+    ft_cuda_context *context = ft_cuda_enter(self);
+    if (bytes && to != from)
+        CUDA_CHECK(context, cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, ft_cuda_copy_stream(context)));
+}
+
 bool ft_cuda_on_host(const void *pointer)
 {
     cudaPointerAttributes attributes;
@@ -451,6 +458,7 @@ extern "C" ft_backend *ft_backend_cuda_create(int device)
     backend->download = cuda_download;
     backend->zero = cuda_zero;
     backend->copy = cuda_copy;
+    backend->copy_queued = cuda_copy_queued;
     backend->alloc_host = cuda_alloc_host;
     backend->free_host = cuda_free_host;
     backend->reserve = cuda_reserve;

@@ -110,6 +110,11 @@ struct ft_backend {
      * (alloc_host's, or plain host memory), ordered with the ops; done on return
      * when either side is host memory. */
     void (*copy)(ft_backend *self, void *to, const void *from, size_t bytes);
+    /* As copy, but never waited for: the host memory on either side must be
+     * alloc_host's, and the host must leave it alone until check (or a later
+     * record's event_sync) says the copy is done. For sums that go up and down
+     * between ops without stalling the host (grad_shards.h's host shard). */
+    void (*copy_queued)(ft_backend *self, void *to, const void *from, size_t bytes);
     /* Host memory that upload and download copy to and from directly (page-locked
      * on cuda, plain on cpu), for state kept on the host (offload_optimizer's). */
     void *(*alloc_host)(ft_backend *self, size_t bytes);
