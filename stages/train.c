@@ -388,6 +388,10 @@ static int on_result(void *context, int64_t step, double epoch)
     return write_trained(run, ft_stage_output_path(run->stage));
 }
 
+/* A measurement's on_result: nothing is kept, and ZeRO-3's weights stay
+ * sharded for the timed steps after the warm-up (none is gathered whole). */
+static int no_result(void *context, int64_t step, double epoch) { return 0; }
+
 /* Beside the trained weights (on_result): the run's results, logs and state. */
 static int write_output(ft_train_run *run, const ft_train_result *result, uint64_t peak_device_bytes,
                         uint64_t peak_host_bytes)
@@ -684,7 +688,7 @@ static int run_stage(ft_stage *stage, bool measuring)
         run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_rank_note, NULL, NULL, NULL, NULL, NULL};
     else if (measuring) /* nothing of it is the run's: no metrics but the rates, no trainer log, nothing kept */
         run.train_options.callbacks = (ft_train_callbacks){&run, NULL, NULL, on_note, cancelled, NULL, NULL, NULL,
-                                                            NULL};
+                                                            no_result};
     if (!run.writes_output) { /* under executor = slurm only node 0's first rank writes the shared workspace */
         run.train_options.callbacks.on_save = NULL;
         run.train_options.callbacks.on_result = NULL;

@@ -788,6 +788,11 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     bool full = t.tensors == ft_model_weights(model, &n_weights);
     out->parameter_bytes = ft_model_memory(model).parameter_bytes;
     out->master_bytes = ft_model_memory(model).master_bytes;
+    if (full && !ft_model_param_shards(model) && n_weights > 0 &&
+        (!t.tensors[0].value || ft_model_weights_on_host(model)))
+        return ft_error("the model's weights were gathered whole into the writing rank's host memory by a ZeRO-3 run, "
+                        "to be saved, not trained (a run with on_result leaves them sharded): load the model again "
+                        "to train it");
     if (ft_model_param_shards(model) && !(t.comm && options->zero_stage == 3))
         return ft_error("the model's weights are sharded over ranks (ZeRO-3): train it with zero_stage = 3 over "
                         "the same ranks");
@@ -888,15 +893,14 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     ft_grad_shards_free(t.grad_shards);
     /* The result, once the optimizer is freed: written by on_result (full
      * fine-tuning's weights read through the shards a unit at a time, every
-     * rank joining), or else, without it, the weights gathered whole into the
-     * host memory of the ranks that write. LoRA's model stays sharded, its
-     * adapter whole on every rank. */
+     * rank joining, the model left sharded), or else, without it, the weights
+     * gathered whole into the host memory of the ranks that write. LoRA's
+     * model stays sharded, its adapter whole on every rank. */
     int through = status == 0 && t.shards_weights ? result_through_units(&t) : 0;
     if (through < 0)
         status = -1;
-    if (through > 0) {
+    if (through > 0) { /* the model stays sharded, as LoRA's does: a run may go on from it */
         status = write_trained(&t, options->callbacks.on_result);
-        ft_param_shards_free(t.params);
     } else if (status == 0 && t.shards_weights) {
         status = ft_param_shards_unshard(t.params, saves_checkpoints(&t));
     } else if (status == 0) {

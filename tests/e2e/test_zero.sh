@@ -256,7 +256,7 @@ t_run "$FTPIPE" -C "$W" log adapter
 t_expect_contains "ZeRO-2 with one rank has nothing to shard: it trains as stage 0; offload_optimizer = cpu"
 t_end
 
-t_case "full fine-tuning at ZeRO-3 on 2 ranks ends at stage 0's weights, keeps outputs and exports a normal model folder"
+t_case "full fine-tuning at ZeRO-3 on 2 ranks ends at stage 0's weights, keeps outputs, exports a normal model folder and is measured"
 zero_workspace "max_steps = 4" "nproc_per_node = 2" "finetuning_type = full"
 t_run "$FTPIPE" -C "$W"
 t_expect_status 0
@@ -308,6 +308,12 @@ cmp -s "$W/adapter/checkpoint-4/model.safetensors" "$W/adapter/model.safetensors
   t_fail "checkpoint-4 is not the result"
 cmp -s "$W/adapter/checkpoint-2/model.safetensors" "$W/adapter/model.safetensors" &&
   t_fail "checkpoint-2 is the result"
+# --measure trains a warm-up step, then the timed ones on the same model, which stays sharded between them
+sed -i 's/^	max_steps = 4$/	max_steps = 6/' "$W/Ftpipe" # a stage not built yet
+t_run "$FTPIPE" -C "$W" estimate --measure adapter
+t_expect_status 0
+t_expect_contains "measured by estimate --measure of adapter"
+t_expect_lacks "not measured"
 t_end
 
 t_case "hostile configs are refused naming the file and the key"

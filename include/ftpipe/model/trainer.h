@@ -92,11 +92,11 @@ typedef struct {
      * with ft_error set, fails the run */
     int (*on_save)(void *context, int64_t step, double epoch);
     /* optional: the run has ended well; writes its result as on_save writes
-     * a kept one, while ZeRO-3's shards still hold full fine-tuning's weights
-     * (read through them a unit at a time, model_save.h), which are then
-     * freed: the model is left fit only for ft_model_free. Without it the
-     * weights are gathered whole into host memory (param_shards.h). -1, with
-     * ft_error set, fails the run */
+     * a kept one: ZeRO-3's full fine-tuning reads the weights through the
+     * shards a unit at a time for it (model_save.h), and the model stays
+     * sharded (a run may go on from it). When no rank sets it, the weights
+     * are gathered whole into the writing ranks' host memory instead
+     * (param_shards.h's unshard). -1, with ft_error set, fails the run */
     int (*on_result)(void *context, int64_t step, double epoch);
 } ft_train_callbacks;
 

@@ -32,7 +32,9 @@
  *     stage 0 and with 3 ranks at stage 1 (the same global batch), ending as
  *     close to the uninterrupted run as running with those ranks throughout
  *     is (what reordering the sums does), and bit for bit with 2 ranks at
- *     stage 1 and at stage 2 with offload. */
+ *     stage 1 and at stage 2 with offload;
+ *   - a model whose weights a ZeRO-3 run gathered whole into rank 0's host
+ *     memory is refused another run on every rank. */
 #include <dirent.h>
 #include <math.h>
 #include <sys/wait.h>
@@ -100,11 +102,14 @@ typedef struct {
     size_t master_bytes, master_host_bytes;       /* rank 0's */
     size_t gradient_bytes, gradient_host_bytes;   /* rank 0's */
     char error[512];                              /* rank 0's ft_error when the run failed */
+    char again_error[512];                        /* rank 0's ft_error of train_again's run */
 } run_result;
 
 /* A case's: rank 0's checkpoint files fail once this many tensors are made
  * (checkpoint.h's test hook; 0: never), and every rank must then fail. */
 static size_t rank0_checkpoint_fails_after;
+/* A case's: after the run, ft_train once more on the same model, which every rank must refuse. */
+static bool train_again;
 
 /* Trains a fresh model in shape.ranks forked ranks; every other rank checks
  * that it ends with rank 0's bytes, or (ZeRO-3 of full fine-tuning, whose
@@ -171,6 +176,12 @@ static run_result run(const char *data_dir, run_shape shape)
         snprintf(out.error, sizeof out.error, "%s", ft_error_message());
     if (out.status < 0 && shape.cancel_after == 0 && !rank0_checkpoint_fails_after)
         fprintf(stderr, "  rank %d: %s\n", rank, ft_error_message());
+    int again = 0;
+    if (train_again) {
+        ft_train_result second = {0};
+        again = ft_train(model, shards, &options, &second);
+        snprintf(out.again_error, sizeof out.again_error, "%s", again < 0 ? ft_error_message() : "");
+    }
     out.optimizer_state_bytes = result.optimizer_state_bytes;
     out.parameter_bytes = result.parameter_bytes;
     out.parameter_host_bytes = result.parameter_host_bytes;
@@ -199,7 +210,7 @@ static run_result run(const char *data_dir, run_shape shape)
         int shared = comm->broadcast(comm, rank0, out.count * sizeof(float), 0);
         ft_comm_destroy(comm);
         if (rank != 0)
-            _exit(check_case_failed || shared != 0 || holds == writer_only ||
+            _exit(check_case_failed || shared != 0 || holds == writer_only || again != 0 - train_again ||
                   (rank0_checkpoint_fails_after && (out.status == 0 || !strstr(out.error, "1 other rank(s) failed"))) ||
                   (holds && memcmp(rank0, out.values, out.count * sizeof(float)) != 0));
         free(rank0);
@@ -792,6 +803,23 @@ TEST(a_checkpoint_failing_mid_file_stops_every_rank)
     free(data);
 }
 
+/* After a ZeRO-3 run of full fine-tuning without on_result, the weights are
+ * whole in rank 0's host memory (to be saved) and nowhere else: another run
+ * on the model is refused on every rank, before any collective, not run on
+ * weights that are not there. */
+TEST(a_model_unsharded_after_zero_3_refuses_another_run)
+{
+    char *data = write_data("again", 8);
+    run_shape shape = {2, 3, 2, 1, FT_FINETUNE_FULL, NULL, 0, false, false};
+    train_again = true;
+    run_result r = run(data, shape);
+    train_again = false;
+    CHECK_INT(r.status, 0);
+    CHECK(strstr(r.again_error, "gathered whole into the writing rank's host memory by a ZeRO-3 run") != NULL);
+    free(r.values);
+    free(data);
+}
+
 /* A model loaded for sharded gradients allocated none: a run that would not
  * shard them (here one rank) is refused, saying how to load it instead. */
 TEST(a_model_loaded_for_sharded_gradients_refuses_whole_ones)
@@ -837,6 +865,7 @@ int main(void)
     RUN(a_streaming_checkpoint_and_a_stage_0_one_resume_as_each_other);
     RUN(a_checkpoint_failing_mid_file_stops_every_rank);
     RUN(a_model_loaded_for_sharded_gradients_refuses_whole_ones);
+    RUN(a_model_unsharded_after_zero_3_refuses_another_run);
     ft_backend_destroy(cpu);
     free(model_dir);
     ft_remove_tree(root);
