@@ -3,7 +3,8 @@
 # (tiny-qwen2.5-vl, staged in a tmpfs folder, LLaMA-Factory-style records with
 # images made by its make_vl_data.py) runs init -> shm -> tokenize -> LoRA train
 # -> evaluate -> export, the export holds PEFT's names for the language model,
-# and a rerun is a no-op; so does its Qwen2-VL variant, and full fine-tuning of
+# a rerun is a no-op, and the evaluation streaming its weights from host
+# memory (offload_param) gives the same answers and losses; so does its Qwen2-VL variant, and full fine-tuning of
 # its language model; the tower's training is refused with a message; ZeRO-3 on
 # 2 ranks (tiny-qwen2.5-vl, tiny-llava) logs the losses of stage 0 within 1e-6
 # relative.
@@ -34,6 +35,19 @@ head -c 4096 "$W/export/peft/adapter_model.safetensors" | grep -q 'base_model.mo
 t_run "$FTPIPE" -C "$W" $VARS
 t_expect_status 0
 t_expect_contains "nothing to do"
+# The same evaluation streaming the weights from host memory (offload_param; another seed, another key):
+# the same answers and losses, the tower whole beside the streamed language model.
+cp -r "$W/report" "$W/report_whole"
+sed -i 's/^	compare_base = true$/	compare_base = true\n	offload_param = cpu\n	seed = 43/' "$W/Ftpipe"
+t_run "$FTPIPE" -C "$W" $VARS report
+t_expect_status 0
+t_expect_contains "parameter seed changed: 42 -> 43"
+cmp -s "$W/report/results.jsonl" "$W/report_whole/results.jsonl" || t_fail "the streamed evaluation answers otherwise"
+python3 - "$W" <<'PY' || t_fail "the streamed evaluation's losses differ"
+import json, sys
+a, b = (json.load(open(sys.argv[1] + f + "/metrics.json")) for f in ("/report", "/report_whole"))
+sys.exit(any(a[k] != b[k] for k in ("eval_loss", "base_eval_loss")))
+PY
 t_end
 
 t_case "examples/vl-lora's Qwen2-VL variant (tiny) from init to export"
