@@ -115,10 +115,10 @@ typedef struct {
     uint64_t host_budget;    /* 0: unknown */
 } fit;
 
-/* The stage with these options and ZeRO choices: 0 when it fits, with the
- * figure the message gives (device or host) in `need`. */
-static int fits(const fit *f, const ft_model_options *options, int stage, bool offload_optimizer, bool offload_param,
-                char *need, size_t size)
+/* The stage with these options and ZeRO choices: the device's peak (0 on
+ * cpu) and the machine's host memory; -1 with ft_error. */
+static int memory_of(const fit *f, const ft_model_options *options, int stage, bool offload_optimizer,
+                     bool offload_param, uint64_t *device, uint64_t *host)
 {
     ft_train_memory memory;
     const ft_train_options *t = &f->run->train_options;
@@ -126,10 +126,27 @@ static int fits(const fit *f, const ft_model_options *options, int stage, bool o
                                  &memory) < 0)
         return -1;
     ft_train_memory_apply_zero(&memory, f->config, f->on_gpu, t->ranks, stage, offload_optimizer, offload_param);
-    uint64_t host = ft_train_memory_node_host_bytes(&memory, f->per_node);
-    uint64_t figure = f->on_gpu ? memory.device_peak_bytes : host;
-    if (figure > f->budget || (f->on_gpu && f->host_budget && host > f->host_budget))
+    *host = ft_train_memory_node_host_bytes(&memory, f->per_node);
+    *device = f->on_gpu ? memory.device_peak_bytes : 0;
+    return 0;
+}
+
+/* Within the budgets known (0: unknown, then anything is). */
+static bool within(const fit *f, uint64_t device, uint64_t host)
+{
+    uint64_t figure = f->on_gpu ? device : host;
+    return (!f->budget || figure <= f->budget) && (!f->on_gpu || !f->host_budget || host <= f->host_budget);
+}
+
+/* The stage with these options and ZeRO choices: 0 when it fits, with the
+ * figure the message gives (device or host) in `need`. */
+static int fits(const fit *f, const ft_model_options *options, int stage, bool offload_optimizer, bool offload_param,
+                char *need, size_t size)
+{
+    uint64_t device, host;
+    if (memory_of(f, options, stage, offload_optimizer, offload_param, &device, &host) < 0 || !within(f, device, host))
         return -1;
+    uint64_t figure = f->on_gpu ? device : host;
     char device_text[32], host_text[32], budget_text[32];
     ft_format_bytes(figure, device_text, sizeof device_text);
     ft_format_bytes(f->budget, budget_text, sizeof budget_text);
@@ -202,6 +219,47 @@ static bool offload_change(const fit *f, char *text, size_t size)
         return true;
     }
     return false;
+}
+
+/* What each ZeRO stage and offload would take for this stage as it is set
+ * otherwise (batch, recomputation): with ranks the four stages, on a GPU also
+ * the offloads; one rank on a GPU the offloads alone (it shards nothing
+ * else); the stage's own setting marked, added when none of these is it. */
+static int list_choices(const fit *f, ft_stage_estimate *out)
+{
+    const ft_train_options *t = &f->run->train_options;
+    typedef struct {
+        int stage;
+        bool optimizer, param;
+    } setting;
+    static const setting ranked[] = {{0, false, false}, {1, false, false}, {2, false, false}, {3, false, false},
+                                     {2, true, false},  {3, true, false},  {3, true, true}};
+    static const setting one_gpu[] = {{0, false, false}, {0, true, false}, {3, false, true}, {3, true, true}};
+    const setting *settings = t->ranks > 1 ? ranked : one_gpu;
+    size_t n = t->ranks > 1 ? (f->on_gpu ? 7 : 4) : (f->on_gpu ? 4 : 0);
+    setting own = {t->zero_stage, t->offload_optimizer, t->offload_param};
+    bool listed = false;
+    out->n_choices = 0;
+    for (size_t k = 0; k <= n && out->n_choices < FT_ESTIMATE_CHOICES; k++) {
+        if (k == n && (listed || n == 0))
+            break;
+        const setting *s = k < n ? &settings[k] : &own;
+        bool current = s->stage == own.stage && s->optimizer == own.optimizer && s->param == own.param;
+        listed |= current;
+        ft_estimate_choice *choice = &out->choices[out->n_choices++];
+        uint64_t device, host;
+        if (memory_of(f, &f->run->model_options, s->stage, s->optimizer, s->param, &device, &host) < 0)
+            return -1;
+        /* one rank offloads AdamW at stage 0 but names stage 1, as DeepSpeed asks */
+        int named = t->ranks > 1 || !s->optimizer || s->stage ? s->stage : 1;
+        snprintf(choice->name, sizeof choice->name, "zero_stage = %d%s%s", named,
+                 s->param ? ", offload_param = cpu" : "", s->optimizer ? ", offload_optimizer = cpu" : "");
+        choice->device_bytes = (double)device;
+        choice->host_bytes = (double)host;
+        choice->current = current;
+        choice->fits = within(f, device, host);
+    }
+    return 0;
 }
 
 /* When the peak exceeds the budget: the least change that fits, with its figure —
@@ -335,6 +393,8 @@ int ft_train_estimate(ft_stage *stage, ft_stage_estimate *out)
         out->device_budget_bytes = f.budget;
     if (f.budget > 0 && (on_gpu ? memory.device_peak_bytes : node_host) > f.budget)
         find_smallest_change(&f, out);
+    if (list_choices(&f, out) < 0)
+        return -1;
     train_writes writes = count_writes(&run, &config, &memory);
     estimate_disk(&run, &writes, out);
     out->device_name = on_gpu ? "cuda" : "cpu";

@@ -259,6 +259,25 @@ static void format_figure(const ft_estimate_figure *figure, bool seconds, char *
         ft_format_bytes((uint64_t)figure->value, out, size);
 }
 
+/* The stage's alternatives: device per GPU and a machine's host memory each,
+ * "*" marking its own, "does not fit" those over a budget. */
+static void print_choices(const ft_stage_estimate *f, FILE *out)
+{
+    if (f->n_choices == 0)
+        return;
+    fprintf(out, "    %-6s %-62s %11s %11s\n", "choice", "(memory of each setting; * this stage's)", "device/GPU", "host");
+    bool on_gpu = f->device_name && strcmp(f->device_name, "cpu") != 0;
+    for (size_t c = 0; c < f->n_choices; c++) {
+        const ft_estimate_choice *choice = &f->choices[c];
+        char device[32] = "-", host[32];
+        if (on_gpu)
+            ft_format_bytes((uint64_t)choice->device_bytes, device, sizeof device);
+        ft_format_bytes((uint64_t)choice->host_bytes, host, sizeof host);
+        fprintf(out, "    %-6s %-62s %11s %11s%s\n", choice->current ? "*" : "", choice->name, device, host,
+                choice->fits ? "" : "  does not fit");
+    }
+}
+
 static void print_text(const ft_graph *graph, const ft_node_estimate *estimates, size_t count, FILE *out)
 {
     static const char *const names[] = {"device", "host", "shm", "disk", "time"};
@@ -282,6 +301,7 @@ static void print_text(const ft_graph *graph, const ft_node_estimate *estimates,
                 fprintf(out, "    %-6s %s\n", names[k], figures[k]->source);
         if (f->cpu_time_s.known)
             fprintf(out, "    %-6s %.0f s of CPU time (%s)\n", "cpu", f->cpu_time_s.value, f->cpu_time_s.source);
+        print_choices(f, out);
     }
     totals t = add_up(estimates, count);
     char device[32], host[32], shm[32], disk[32];
@@ -307,12 +327,19 @@ static void print_json(const ft_graph *graph, const ft_node_estimate *estimates,
     for (size_t i = 0; i < count; i++) {
         const ft_node *node = &graph->nodes[estimates[i].node];
         const ft_stage_estimate *f = &estimates[i].figures;
-        json_array_append_new(stages, json_pack("{ss ss so so so so so so}", "target", node->target, "kind",
+        json_t *choices = json_array();
+        for (size_t c = 0; c < f->n_choices; c++) {
+            const ft_estimate_choice *choice = &f->choices[c];
+            json_array_append_new(choices, json_pack("{ss sf sf sb sb}", "name", choice->name, "device_bytes",
+                                                     choice->device_bytes, "host_bytes", choice->host_bytes,
+                                                     "current", choice->current, "fits", choice->fits));
+        }
+        json_array_append_new(stages, json_pack("{ss ss so so so so so so so}", "target", node->target, "kind",
                                                 node->kind->name, "device_bytes", figure_json(&f->device_bytes),
                                                 "host_bytes", figure_json(&f->host_bytes), "shm_bytes",
                                                 figure_json(&f->shm_bytes), "disk_bytes", figure_json(&f->disk_bytes),
                                                 "time_s", figure_json(&f->time_s), "cpu_time_s",
-                                                figure_json(&f->cpu_time_s)));
+                                                figure_json(&f->cpu_time_s), "choices", choices));
     }
     totals t = add_up(estimates, count);
     json_t *pipeline = json_pack("{sf sf sf sf sf sI sI sI}", "device_peak_bytes", t.device_peak, "host_peak_bytes",

@@ -398,7 +398,7 @@ t_end
 # where CI has no GPU): the check names the offloads once no batch size fits,
 # with the device's figure and the host memory they take; the stage set so is
 # let through to its backend (which then finds no GPU here).
-t_case "on a GPU, a stage that does not fit names the offloads with their figures once no batch size fits"
+t_case "on a GPU, a stage that does not fit names the offloads with their figures once no batch size fits; estimate shows each setting's"
 zero_workspace "max_steps = 2" "finetuning_type = full" "gradient_checkpointing = true"
 sed -i "s/^	dtype = f32$/	dtype = f32\n	hidden_size = 256\n	intermediate_size = 512\n	num_hidden_layers = 4/; s/backend = cpu/backend = cuda/" "$W/Ftpipe"
 t_run "$FTPIPE" -C "$W" data/train_set
@@ -413,9 +413,27 @@ t_expect_contains "but 50.0 MiB is free on the GPU: set zero_stage = 3, offload_
 t_run env FTPIPE_GPU_MEMORY=35M "$FTPIPE" -C "$W" adapter
 t_expect_fail
 t_expect_contains "but 35.0 MiB is free on the GPU: no batch size fits; try finetuning_type = lora"
+# ftpipe estimate shows what each setting would take, this stage's marked, those over the budget said so
+t_run env FTPIPE_GPU_MEMORY=50M "$FTPIPE" -C "$W" estimate adapter
+t_expect_status 0
+t_expect_contains "*      zero_stage = 0                                                    75.2 MiB     9.2 MiB  does not fit"
+t_expect_contains "       zero_stage = 1, offload_optimizer = cpu                           56.7 MiB    45.6 MiB  does not fit"
+t_expect_contains "       zero_stage = 3, offload_param = cpu, offload_optimizer = cpu      40.3 MiB    54.7 MiB"
+"$FTPIPE" -C "$W" estimate --json adapter > "$W/estimate.json" || t_fail "estimate --json failed"
+python3 - "$W/estimate.json" <<'PY' || t_fail "the JSON estimate lacks the choices: $(cat "$W/estimate.json")"
+import json, sys
+choices = json.load(open(sys.argv[1]))["stages"][0]["choices"]
+assert [c["name"] for c in choices] == ["zero_stage = 0", "zero_stage = 1, offload_optimizer = cpu",
+                                        "zero_stage = 3, offload_param = cpu",
+                                        "zero_stage = 3, offload_param = cpu, offload_optimizer = cpu"], choices
+assert [c["current"] for c in choices] == [True, False, False, False] and all(c["fits"] for c in choices), choices
+assert choices[3]["device_bytes"] < choices[0]["device_bytes"] < choices[0]["device_bytes"] + choices[3]["host_bytes"]
+PY
 printf '\tzero_stage = 3\n\toffload_param = cpu\n\toffload_optimizer = cpu\n' >> "$W/Ftpipe"
 t_run env FTPIPE_GPU_MEMORY=50M "$FTPIPE" -C "$W" adapter
 t_expect_lacks "would need"
+t_run env FTPIPE_GPU_MEMORY=50M "$FTPIPE" -C "$W" estimate adapter
+t_expect_contains "*      zero_stage = 3, offload_param = cpu, offload_optimizer = cpu      40.3 MiB    54.7 MiB"
 t_end
 
 t_case "LoRA on 8 layers that fits with neither stage 0 nor 1 names zero_stage = 3 with its figure, and fits with it"
@@ -424,6 +442,10 @@ t_run env FTPIPE_MEMORY=72M "$FTPIPE" -C "$W" adapter # below stage 1's peak, ab
 t_expect_fail
 t_expect_contains "stage adapter would need 80.3 MiB of host memory"
 t_expect_contains "but 72.0 MiB is available: set zero_stage = 3: each of the 2 ranks then holds 1 / 2 of AdamW's state and of the weights, gathering a layer's weights as it uses them (needs 71.1 MiB of the 72.0 MiB)"
+t_run env FTPIPE_MEMORY=72M "$FTPIPE" -C "$W" estimate adapter # with ranks on cpu: the four stages, host memory only
+t_expect_contains "*      zero_stage = 0                                                           -    80.3 MiB  does not fit"
+t_expect_contains "       zero_stage = 3                                                           -    71.1 MiB"
+t_expect_lacks "offload_optimizer = cpu"
 printf '\tzero_stage = 3\n' >> "$W/Ftpipe"
 t_run env FTPIPE_MEMORY=72M "$FTPIPE" -C "$W" adapter
 t_expect_status 0

@@ -47,6 +47,18 @@ typedef struct {
     const char *what;     /* for the figure's source: "steps and evaluations" */
 } ft_estimate_work;
 
+/* Another setting of a stage and the memory it would take, so that a user sees
+ * what each choice costs before choosing (train: the ZeRO stages and offloads). */
+typedef struct {
+    char name[96];                    /* "zero_stage = 3, offload_optimizer = cpu" */
+    double device_bytes;              /* peak per GPU (0 on cpu) */
+    double host_bytes;                /* peak of a machine's host memory */
+    bool current;                     /* the stage's own setting */
+    bool fits;                        /* within the budgets known (true when none is) */
+} ft_estimate_choice;
+
+#define FT_ESTIMATE_CHOICES 8
+
 /* What one run of a stage would take, for `ftpipe estimate` and the checks before a
  * run. Kinds fill what they can; the engine adds time (and CPU time) from the
  * rates state.db holds for the parts of work the kind names. */
@@ -65,6 +77,8 @@ typedef struct {
     uint64_t device_budget_bytes;     /* set by a kind that runs on a GPU: the memory free on it; 0: unknown */
     char smallest_change[512];        /* when host_bytes or device_bytes exceeds its budget: the least change
                                        * that fits */
+    ft_estimate_choice choices[FT_ESTIMATE_CHOICES]; /* optional: the stage's alternatives, in order */
+    size_t n_choices;
 } ft_stage_estimate;
 
 /* Sets a figure: ft_estimate_set(&e->host_bytes, bytes, "fmt", ...). */
