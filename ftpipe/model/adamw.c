@@ -27,6 +27,7 @@ struct ft_adamw {
     float *master;         /* the values, f32, laid out as one half of the moments; NULL when the
                             * tensors' values are host memory themselves (ft_adamw_create_on_host) */
     float *host_grads;     /* the gradients, downloaded for each step (none when they are host memory) */
+    bool grads_fetched;    /* host_grads hold this step's gradients already (ft_adamw_fetch_grads) */
     ft_thread_pool *pool;
     ft_adamw_host_span *spans;
 };
@@ -143,7 +144,8 @@ static void step_on_host(ft_adamw *optimizer, double learning_rate, size_t first
         size_t at = optimizer->offsets[i];
         const float *grad = tensor->grad;
         if (!optimizer->grads_on_host) {
-            backend->download(backend, optimizer->host_grads + at, tensor->grad, tensor->count * sizeof(float));
+            if (!optimizer->grads_fetched)
+                backend->download(backend, optimizer->host_grads + at, tensor->grad, tensor->count * sizeof(float));
             grad = optimizer->host_grads + at;
         }
         optimizer->spans[i] = (ft_adamw_host_span){
@@ -158,8 +160,17 @@ static void step_on_host(ft_adamw *optimizer, double learning_rate, size_t first
                         optimizer->tensors[i].count * sizeof(float));
 }
 
+void ft_adamw_fetch_grads(ft_adamw *optimizer)
+{
+    for (size_t i = 0; optimizer->offload && !optimizer->grads_on_host && i < optimizer->count; i++)
+        optimizer->backend->download(optimizer->backend, optimizer->host_grads + optimizer->offsets[i],
+                                     optimizer->tensors[i].grad, optimizer->tensors[i].count * sizeof(float));
+    optimizer->grads_fetched = optimizer->offload && !optimizer->grads_on_host;
+}
+
 void ft_adamw_step(ft_adamw *optimizer, double learning_rate)
 {
+    optimizer->grads_fetched = false;
     optimizer->steps++;
     if (optimizer->offload) {
         step_on_host(optimizer, learning_rate, 0, optimizer->count);

@@ -9,6 +9,7 @@
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/param_shards.h"
 #include "ftpipe/model/projector.h"
+#include "ftpipe/model/update_gate.h"
 #include "ftpipe/model/vision_clip.h"
 #include "ftpipe/model/vision_qwen2.h"
 
@@ -100,6 +101,8 @@ struct ft_model {
                                       * master copy */
     bool whole_on_host;            /* params (or master) are host memory: ZeRO-3 gathered them there for a
                                     * checkpoint or the result (param_shards.h); no pass reads them */
+    ft_update_gate *update_gate;   /* an offloaded update running beside the passes (update_gate.h); NULL:
+                                    * none */
     ft_param_values *save_values;  /* ZeRO-3, while the weights are written: read through it unit by
                                           * unit (ft_param_shards_save_through); NULL otherwise */
     size_t n_params;

@@ -60,6 +60,11 @@ void ft_adamw_step(ft_adamw *optimizer, double learning_rate);
  * unit while the next pass gathers the units done, zero.h). */
 void ft_adamw_step_begin(ft_adamw *optimizer);
 void ft_adamw_step_tensors(ft_adamw *optimizer, double learning_rate, size_t first, size_t count);
+/* Offloaded with the gradients in the backend's memory: this step's come down
+ * now, all of them, so that the parts above read no backend memory but the
+ * values they write (an update beside the next pass, which zeroes the
+ * gradients: update_gate.h). ft_adamw_step downloads its own again. */
+void ft_adamw_fetch_grads(ft_adamw *optimizer);
 int64_t ft_adamw_step_count(const ft_adamw *optimizer);
 
 /* The 2-norm of all gradients together; when max_norm > 0 and the norm exceeds

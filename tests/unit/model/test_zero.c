@@ -34,7 +34,10 @@
  *     is (what reordering the sums does), and bit for bit with 2 ranks at
  *     stage 1 and at stage 2 with offload;
  *   - a model whose weights a ZeRO-3 run gathered whole into rank 0's host
- *     memory is refused another run on every rank. */
+ *     memory is refused another run on every rank;
+ *   - one rank with offload_optimizer, its update beside the next pass, ends
+ *     with the bytes and losses of the update in place (LoRA, full, and full
+ *     with the master copy). */
 #include <dirent.h>
 #include <math.h>
 #include <sys/wait.h>
@@ -52,6 +55,7 @@
 #include "ftpipe/model/model_init.h"
 #include "ftpipe/model/param_shards.h"
 #include "ftpipe/model/trainer.h"
+#include "ftpipe/model/update_gate.h"
 
 static ft_backend *cpu;
 static char root[] = "/tmp/ftpipe-zero.XXXXXX";
@@ -374,6 +378,35 @@ static void stages_match_stage_zero(ft_finetuning finetuning)
         free(stage_values[1]);
         free(reference.values);
     }
+    free(data);
+}
+
+/* One rank with offload_optimizer updates on the host beside the next pass
+ * (update_gate.h): the same bytes and losses as updating in place, for LoRA,
+ * full fine-tuning, and full fine-tuning with a float master copy (the cast
+ * after each position's update). */
+TEST(one_rank_offloaded_update_beside_the_next_pass_matches_in_place)
+{
+    char *data = write_data("one_rank_offload", 26);
+    ft_update_gate_test_delay(2000); /* a pass that did not wait would read values before their update */
+    for (int variant = 0; variant < 3; variant++) {
+        ft_finetuning finetuning = variant == 0 ? FT_FINETUNE_LORA : FT_FINETUNE_FULL;
+        ft_model_test_master_copy(variant == 2);
+        run_shape shape = {1, 0, 2, 2, finetuning, NULL, 0, false, false};
+        run_result in_place = run(data, shape);
+        shape.offload = true;
+        run_result offloaded = run(data, shape);
+        ft_model_test_master_copy(false);
+        CHECK_INT(in_place.status, 0);
+        CHECK_INT(offloaded.status, 0);
+        CHECK(in_place.steps.n >= 4 && in_place.steps.n == offloaded.steps.n);
+        CHECK(memcmp(in_place.steps.losses, offloaded.steps.losses, (size_t)in_place.steps.n * sizeof(double)) == 0);
+        CHECK(in_place.count == offloaded.count &&
+              memcmp(in_place.values, offloaded.values, in_place.count * sizeof(float)) == 0);
+        free(in_place.values);
+        free(offloaded.values);
+    }
+    ft_update_gate_test_delay(0);
     free(data);
 }
 
@@ -852,6 +885,7 @@ int main(void)
         return 1;
     cpu = ft_backend_cpu_create(1);
     write_model();
+    RUN(one_rank_offloaded_update_beside_the_next_pass_matches_in_place);
     RUN(lora_stages_1_and_2_match_stage_0);
     RUN(full_fine_tuning_stages_1_and_2_match_stage_0);
     RUN(a_zero_2_checkpoint_resumes_with_other_ranks_and_stages);

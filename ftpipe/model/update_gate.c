@@ -1,0 +1,206 @@
+/* update_gate: an offloaded update's positions, its thread, and the pass's waits. */
+#include "ftpipe/model/update_gate.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/mem.h"
+#include "ftpipe/model/collective_thread.h"
+#include "ftpipe/model/data_parallel.h"
+#include "model_internal.h"
+
+typedef struct {
+    size_t first, count;       /* tensors [first, first + count) */
+} tensor_range;
+
+struct ft_update_gate {
+    ft_model *model;
+    ft_adamw *optimizer;
+    const ft_param_tensor *tensors;
+    size_t n_positions;
+    tensor_range *ranges;      /* runs of one position's tensors, in position order */
+    size_t *first_range;       /* position p's ranges: [first_range[p], first_range[p + 1]) */
+    ft_backend_event **done;   /* position p's work on the side queue; NULL entries on a backend without one */
+    bool *current;             /* the pass's view: position p's values are this update's (and cast) */
+    ft_collective_thread thread;
+    bool updating;             /* under thread.lock: an update runs */
+    size_t reached;            /* under thread.lock: positions updated so far */
+    double learning_rate;
+};
+
+static unsigned test_delay_us; /* ft_update_gate_test_delay's */
+
+void ft_update_gate_test_delay(unsigned microseconds) { test_delay_us = microseconds; }
+
+static size_t position_of(const ft_param_tensor *tensor)
+{
+    int layer = ft_param_layer(tensor->name);
+    return layer < 0 ? 0 : (size_t)layer + 1;
+}
+
+/* The tensors' runs of one position, ordered by position (the tensors of a
+ * layer lie together; those outside the layers before and after them). */
+static void plan(ft_update_gate *g, size_t n_tensors)
+{
+    for (size_t i = 0; i < n_tensors; i++)
+        g->n_positions = position_of(&g->tensors[i]) + 1 > g->n_positions ? position_of(&g->tensors[i]) + 1
+                                                                         : g->n_positions;
+    g->ranges = ft_xcalloc(n_tensors ? n_tensors : 1, sizeof *g->ranges);
+    g->first_range = ft_xcalloc(g->n_positions + 1, sizeof *g->first_range);
+    size_t n = 0;
+    for (size_t p = 0; p < g->n_positions; p++) {
+        g->first_range[p] = n;
+        for (size_t i = 0; i < n_tensors; i++) {
+            if (position_of(&g->tensors[i]) != p)
+                continue;
+            if (n > g->first_range[p] && g->ranges[n - 1].first + g->ranges[n - 1].count == i)
+                g->ranges[n - 1].count++;
+            else
+                g->ranges[n++] = (tensor_range){i, 1};
+        }
+    }
+    g->first_range[g->n_positions] = n;
+}
+
+static void *update_positions(void *argument)
+{
+    ft_update_gate *g = argument;
+    ft_backend *b = g->model->backend;
+    if (b->use_side_queue) /* the values go up beside the compute */
+        b->use_side_queue(b);
+    pthread_mutex_lock(&g->thread.lock);
+    for (;;) {
+        while (!g->thread.stopping && !g->updating)
+            pthread_cond_wait(&g->thread.changed, &g->thread.lock);
+        if (g->thread.stopping)
+            break;
+        double learning_rate = g->learning_rate;
+        pthread_mutex_unlock(&g->thread.lock);
+        for (size_t p = 0; p < g->n_positions; p++) {
+            if (test_delay_us)
+                usleep(test_delay_us);
+            for (size_t r = g->first_range[p]; r < g->first_range[p + 1]; r++)
+                ft_adamw_step_tensors(g->optimizer, learning_rate, g->ranges[r].first, g->ranges[r].count);
+            if (g->done[p])
+                b->event_record(b, g->done[p]);
+            pthread_mutex_lock(&g->thread.lock);
+            g->reached = p + 1;
+            pthread_cond_broadcast(&g->thread.changed);
+            pthread_mutex_unlock(&g->thread.lock);
+        }
+        pthread_mutex_lock(&g->thread.lock);
+        g->updating = false;
+        pthread_cond_broadcast(&g->thread.changed);
+    }
+    pthread_mutex_unlock(&g->thread.lock);
+    return NULL;
+}
+
+static bool never_blocked(void *context)
+{
+    (void)context;
+    return false; /* the thread runs no collective */
+}
+
+int ft_update_gate_create(ft_model *model, ft_adamw *optimizer, ft_update_gate **out)
+{
+    ft_update_gate *g = ft_xcalloc(1, sizeof *g);
+    size_t n_tensors = 0;
+    g->model = model;
+    g->optimizer = optimizer;
+    g->tensors = ft_model_trainable(model, &n_tensors);
+    plan(g, n_tensors);
+    g->done = ft_xcalloc(g->n_positions ? g->n_positions : 1, sizeof *g->done);
+    g->current = ft_xcalloc(g->n_positions ? g->n_positions : 1, sizeof *g->current);
+    ft_backend *b = model->backend;
+    for (size_t p = 0; p < g->n_positions; p++) {
+        g->current[p] = true;
+        if (b->event_new && !(g->done[p] = b->event_new(b))) {
+            ft_update_gate_free(g);
+            return -1;
+        }
+    }
+    if (ft_collective_thread_start(&g->thread, update_positions, g, "the offloaded update's thread") < 0) {
+        ft_update_gate_free(g);
+        return -1;
+    }
+    model->update_gate = g;
+    *out = g;
+    return 0;
+}
+
+void ft_update_gate_free(ft_update_gate *g)
+{
+    if (!g)
+        return;
+    ft_collective_thread_stop(&g->thread, NULL, never_blocked, NULL);
+    if (g->model->update_gate == g)
+        g->model->update_gate = NULL;
+    ft_backend *b = g->model->backend;
+    for (size_t p = 0; p < g->n_positions; p++)
+        if (g->done[p])
+            b->event_free(b, g->done[p]);
+    free(g->done);
+    free(g->current);
+    free(g->ranges);
+    free(g->first_range);
+    free(g);
+}
+
+void ft_update_gate_start(ft_update_gate *g, double learning_rate)
+{
+    ft_update_gate_finish(g);
+    for (size_t p = 0; p < g->n_positions; p++)
+        g->current[p] = false;
+    pthread_mutex_lock(&g->thread.lock);
+    g->learning_rate = learning_rate;
+    g->reached = 0;
+    g->updating = true;
+    pthread_cond_broadcast(&g->thread.changed);
+    pthread_mutex_unlock(&g->thread.lock);
+}
+
+/* Position p's weights cast from their float master copy (full fine-tuning
+ * in bf16), after the compute queue waited for their upload. */
+static void take_position(ft_update_gate *g, size_t p)
+{
+    ft_model *m = g->model;
+    ft_backend *b = m->backend;
+    if (g->done[p])
+        b->event_wait(b, g->done[p]);
+    for (size_t r = g->first_range[p]; m->master && m->params && r < g->first_range[p + 1]; r++)
+        for (size_t i = g->ranges[r].first; i < g->ranges[r].first + g->ranges[r].count; i++) {
+            const ft_param_tensor *t = &g->tensors[i];
+            if (t->value < m->master || t->value >= m->master + m->n_params) /* not a weight (a projector's) */
+                continue;
+            size_t at = (size_t)(t->value - m->master);
+            b->cast_from_float(b, (char *)m->params + at * m->element_bytes, t->value, t->count);
+        }
+    g->current[p] = true;
+}
+
+void ft_update_gate_wait(ft_update_gate *g, size_t position)
+{
+    if (!g || position >= g->n_positions || g->current[position])
+        return;
+    pthread_mutex_lock(&g->thread.lock);
+    while (g->updating && g->reached <= position)
+        pthread_cond_wait(&g->thread.changed, &g->thread.lock);
+    pthread_mutex_unlock(&g->thread.lock);
+    take_position(g, position);
+}
+
+void ft_update_gate_finish(ft_update_gate *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_lock(&g->thread.lock);
+    while (g->updating)
+        pthread_cond_wait(&g->thread.changed, &g->thread.lock);
+    pthread_mutex_unlock(&g->thread.lock);
+    for (size_t p = 0; p < g->n_positions; p++)
+        if (!g->current[p])
+            take_position(g, p);
+}
