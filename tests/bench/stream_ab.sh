@@ -14,7 +14,9 @@
 # device memory (train_results.json) and the ratios. (No peer: DeepSpeed,
 # whose ZeRO-3 offloads parameters, is not installed where the GPU is.) Each
 # run has its own save_steps, which changes nothing with save_strategy = no
-# but the stage's key, so that no run is a cached result.
+# but the stage's key, so that no run is a cached result. MODES (default
+# "stream plain") may also name `offload`: the weights on the GPU and
+# offload_optimizer = cpu (one rank's ZeRO-1 with offload, AdamW on the host).
 #   B=build/bench-stream RUNS=3 STEPS=6 LAYERS=28 BATCH=64 sh tests/bench/stream_ab.sh
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
@@ -56,6 +58,7 @@ for mode in ${MODES:-stream plain}; do
   zero=0; offload=none; optimizer=none
   [ "$mode" = stream ] && { zero=3; offload=cpu; }
   [ "$mode" = stream ] && [ "$FINETUNING" = full ] && optimizer=cpu
+  [ "$mode" = offload ] && { zero=1; optimizer=cpu; }
   for f in a.s b.s a.m b.m; do : > "$W/$f"; done
   i=0
   while [ $i -lt "$RUNS" ]; do
@@ -72,6 +75,7 @@ for mode in ${MODES:-stream plain}; do
   as=$(median < "$W/a.s"); bs=$(median < "$W/b.s"); am=$(median < "$W/a.m"); bm=$(median < "$W/b.m")
   label="in host memory (ZeRO-3, offload_param)"; [ "$mode" = plain ] && label="on the GPU (stage 0)"
   [ "$optimizer" = cpu ] && label="in host memory, AdamW there too"
+  [ "$mode" = offload ] && label="on the GPU, AdamW in host memory"
   printf '%-34s %9.3f %9.3f %6.2f %11.2f %11.2f %6.2f\n' "$label" "$as" "$bs" "$(echo "$as $bs" | awk '{ print $1 / $2 }')" \
     "$(echo "$am" | awk '{ print $1 / 1073741824 }')" "$(echo "$bm" | awk '{ print $1 / 1073741824 }')" \
     "$(echo "$am $bm" | awk '{ print $1 / $2 }')"
