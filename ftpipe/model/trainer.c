@@ -170,7 +170,8 @@ typedef struct {
     size_t n_tensors;
     ft_adamw *optimizer;        /* NULL with ZeRO, whose shard optimizer updates */
     ft_zero *zero;              /* ZeRO stage 1, 2 or 3 over the ranks; NULL: each rank holds the whole optimizer */
-    ft_update_gate *gate;       /* offload_optimizer without ZeRO: the update beside the next pass; NULL: none */
+    ft_update_gate *gate;       /* offload_optimizer without ZeRO-3: the update beside the next pass (the zero's
+                                 * at stages 1 and 2, else the trainer's); NULL: none */
     ft_param_shards *params;    /* ZeRO-3's weights; NULL: each rank holds them whole */
     ft_grad_shards *grad_shards; /* ZeRO-2 and 3 of full fine-tuning: the weights' gradients; NULL: whole */
     bool shards_weights;        /* full fine-tuning under ZeRO-3: the trained tensors are the sharded weights */
@@ -308,7 +309,8 @@ static int save(trainer *t)
 {
     if (!t->options->checkpoint_dir || t->saved_step == t->state.global_step)
         return 0;
-    ft_update_gate_finish(t->gate); /* the moments and values of the last step */
+    if (ft_update_gate_finish(t->gate) < 0) /* the moments and values of the last step */
+        return -1;
     ft_backend *backend = ft_model_backend(t->model);
     const char *dir = t->options->checkpoint_dir;
     int status = 0;
@@ -423,6 +425,10 @@ static int step(trainer *t, double *loss, double *grad_norm)
     ft_model_on_layer_gradients(t->model, NULL, NULL);
     if ((t->params || t->grad_shards) && pad_micro_batches(t, rows, rows_per_rank, micro, denominator) < 0)
         return ft_error_context("step %lld", (long long)t->state.global_step + 1);
+    /* the last update's collectives (ZeRO-1 and 2) are done before this pass's: a rank without rows ran no
+     * pass that waited for them */
+    if (ft_update_gate_finish(t->gate) < 0)
+        return ft_error_context("step %lld", (long long)t->state.global_step + 1);
     uint64_t computed_ns = ft_now_ns(); /* what follows is the communication backward did not hide */
     if (t->comm && ((t->sync && ft_grad_sync_finish(t->sync) < 0) ||
                     (t->zero && ft_zero_reduce_gradients(t->zero) < 0) || add_over_ranks(t, &loss_sum, &n_tokens) < 0))
@@ -441,15 +447,17 @@ static int step(trainer *t, double *loss, double *grad_norm)
                         "learning_rate (now %g) or max_grad_norm",
                         (long long)t->state.global_step + 1, *loss, *grad_norm, o->learning_rate);
     double learning_rate = ft_lr_at(&t->schedule, t->state.global_step);
-    if (t->gate) { /* the gradients down now; the update beside the next pass, which casts what it reads */
-        ft_update_gate_finish(t->gate);
+    if (t->zero) {
+        if (ft_zero_step(t->zero, learning_rate) < 0)
+            return ft_error_context("step %lld", (long long)t->state.global_step + 1);
+    } else if (t->gate) { /* the gradients down now; the update beside the next pass, which casts what it reads */
+        if (ft_update_gate_finish(t->gate) < 0)
+            return ft_error_context("step %lld", (long long)t->state.global_step + 1);
         ft_adamw_fetch_grads(t->optimizer);
         ft_adamw_step_begin(t->optimizer);
         ft_update_gate_start(t->gate, learning_rate);
-    } else if (!t->zero) {
+    } else {
         ft_adamw_step(t->optimizer, learning_rate);
-    } else if (ft_zero_step(t->zero, learning_rate) < 0) {
-        return ft_error_context("step %lld", (long long)t->state.global_step + 1);
     }
     if (!t->gate)
         ft_model_refresh_weights(t->model); /* full fine-tuning in bf16: from the updated master copy */
@@ -687,7 +695,8 @@ static void add_compute_time(trainer *t, uint64_t wall_ns, uint64_t cpu_ns)
 static int write_trained(trainer *t, int (*write)(void *context, int64_t step, double epoch))
 {
     void *context = t->options->callbacks.context;
-    ft_update_gate_finish(t->gate);
+    if (ft_update_gate_finish(t->gate) < 0)
+        return -1;
     if (!t->shards_weights)
         return write ? write(context, t->state.global_step, epochs_done(t)) : 0;
     ft_param_values *values = NULL;
@@ -840,11 +849,14 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     else if (made == 0 && options->offload_optimizer &&
              (made = ft_adamw_create_offloaded(backend, t.tensors, t.n_tensors, &options->adamw, false,
                                                &t.optimizer)) == 0)
-        made = ft_update_gate_create(model, t.optimizer, &t.gate);
+        made = ft_update_gate_create_for(model, t.optimizer, &t.gate);
     else if (made == 0)
         made = ft_adamw_create(backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer);
+    if (made == 0 && t.zero) /* ZeRO-1 and 2 with offload_optimizer: the update beside the next pass */
+        made = ft_zero_update_beside_passes(t.zero, model, &t.gate);
     if (agree_over_ranks(t.comm, made, "setting up the optimizer") < 0) {
-        ft_update_gate_free(t.gate);
+        if (!t.zero)
+            ft_update_gate_free(t.gate);
         ft_adamw_free(t.optimizer);
         ft_zero_free(t.zero);
         ft_grad_shards_free(t.grad_shards);
@@ -902,8 +914,10 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
                        : (double)t.data.n_rows * options->num_train_epochs;
     ft_grad_sync_free(t.sync);
     ft_grad_buckets_free(&t.buckets);
-    ft_update_gate_finish(t.gate); /* the last step's values, in the model as if updated at once */
-    ft_update_gate_free(t.gate);
+    if (ft_update_gate_finish(t.gate) < 0 && status == 0) /* the last step's values, as if updated at once */
+        status = -1;
+    if (!t.zero) /* the zero frees its own */
+        ft_update_gate_free(t.gate);
     t.gate = NULL;
     ft_adamw_free(t.optimizer);
     ft_zero_free(t.zero);

@@ -2,6 +2,7 @@
 #include "ftpipe/model/update_gate.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -17,7 +18,10 @@ typedef struct {
 
 struct ft_update_gate {
     ft_model *model;
-    ft_adamw *optimizer;
+    ft_update_position update; /* on the thread */
+    ft_update_position take;   /* on the pass's thread, once the position is updated (NULL: nothing) */
+    void *context;
+    ft_adamw *optimizer;       /* one rank's (ft_update_gate_create_for) */
     const ft_param_tensor *tensors;
     size_t n_positions;
     tensor_range *ranges;      /* runs of one position's tensors, in position order */
@@ -28,17 +32,21 @@ struct ft_update_gate {
     bool updating;             /* under thread.lock: an update runs */
     size_t reached;            /* under thread.lock: positions updated so far */
     double learning_rate;
+    bool failed;               /* under thread.lock: the update failed (message); its values are not whole */
+    char message[512];
 };
 
 static unsigned test_delay_us; /* ft_update_gate_test_delay's */
 
 void ft_update_gate_test_delay(unsigned microseconds) { test_delay_us = microseconds; }
 
-static size_t position_of(const ft_param_tensor *tensor)
+size_t ft_update_gate_position_of(const char *name)
 {
-    int layer = ft_param_layer(tensor->name);
+    int layer = ft_param_layer(name);
     return layer < 0 ? 0 : (size_t)layer + 1;
 }
+
+static size_t position_of(const ft_param_tensor *tensor) { return ft_update_gate_position_of(tensor->name); }
 
 /* The tensors' runs of one position, ordered by position (the tensors of a
  * layer lie together; those outside the layers before and after them). */
@@ -77,12 +85,19 @@ static void *update_positions(void *argument)
         if (g->thread.stopping)
             break;
         double learning_rate = g->learning_rate;
+        bool failed = g->failed;
         pthread_mutex_unlock(&g->thread.lock);
         for (size_t p = 0; p < g->n_positions; p++) {
             if (test_delay_us)
                 usleep(test_delay_us);
-            for (size_t r = g->first_range[p]; r < g->first_range[p + 1]; r++)
-                ft_adamw_step_tensors(g->optimizer, learning_rate, g->ranges[r].first, g->ranges[r].count);
+            /* after a failure the rest is skipped (its collectives would not match), the waits let go */
+            if (!failed && g->update(g->context, p, learning_rate) < 0) {
+                failed = true;
+                pthread_mutex_lock(&g->thread.lock);
+                g->failed = true;
+                snprintf(g->message, sizeof g->message, "%s", ft_error_message());
+                pthread_mutex_unlock(&g->thread.lock);
+            }
             if (g->done[p])
                 b->event_record(b, g->done[p]);
             pthread_mutex_lock(&g->thread.lock);
@@ -104,12 +119,34 @@ static bool never_blocked(void *context)
     return false; /* the thread runs no collective */
 }
 
-int ft_update_gate_create(ft_model *model, ft_adamw *optimizer, ft_update_gate **out)
+/* One rank's update of a position: its tensors' ranges. */
+static int update_ranges(void *context, size_t p, double learning_rate)
+{
+    ft_update_gate *g = context;
+    for (size_t r = g->first_range[p]; r < g->first_range[p + 1]; r++)
+        ft_adamw_step_tensors(g->optimizer, learning_rate, g->ranges[r].first, g->ranges[r].count);
+    return 0;
+}
+
+int ft_update_gate_create_for(ft_model *model, ft_adamw *optimizer, ft_update_gate **out)
+{
+    int made = ft_update_gate_create(model, update_ranges, NULL, NULL, out);
+    if (made == 0) {
+        (*out)->optimizer = optimizer;
+        (*out)->context = *out;
+    }
+    return made;
+}
+
+int ft_update_gate_create(ft_model *model, ft_update_position update, ft_update_position take, void *context,
+                          ft_update_gate **out)
 {
     ft_update_gate *g = ft_xcalloc(1, sizeof *g);
     size_t n_tensors = 0;
     g->model = model;
-    g->optimizer = optimizer;
+    g->update = update;
+    g->take = take;
+    g->context = context;
     g->tensors = ft_model_trainable(model, &n_tensors);
     plan(g, n_tensors);
     g->done = ft_xcalloc(g->n_positions ? g->n_positions : 1, sizeof *g->done);
@@ -122,12 +159,13 @@ int ft_update_gate_create(ft_model *model, ft_adamw *optimizer, ft_update_gate *
             return -1;
         }
     }
-    if (ft_collective_thread_start(&g->thread, update_positions, g, "the offloaded update's thread") < 0) {
-        ft_update_gate_free(g);
-        return -1;
-    }
     model->update_gate = g;
     *out = g;
+    if (ft_collective_thread_start(&g->thread, update_positions, g, "the offloaded update's thread") < 0) {
+        ft_update_gate_free(g);
+        *out = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -151,7 +189,6 @@ void ft_update_gate_free(ft_update_gate *g)
 
 void ft_update_gate_start(ft_update_gate *g, double learning_rate)
 {
-    ft_update_gate_finish(g);
     for (size_t p = 0; p < g->n_positions; p++)
         g->current[p] = false;
     pthread_mutex_lock(&g->thread.lock);
@@ -162,14 +199,23 @@ void ft_update_gate_start(ft_update_gate *g, double learning_rate)
     pthread_mutex_unlock(&g->thread.lock);
 }
 
-/* Position p's weights cast from their float master copy (full fine-tuning
- * in bf16), after the compute queue waited for their upload. */
+/* Position p's values taken in, on the pass's thread once the compute queue
+ * waited for their upload: `take` (ZeRO's all-gather, in the same order on
+ * every rank), then the weights cast from their float master copy (full
+ * fine-tuning in bf16). */
 static void take_position(ft_update_gate *g, size_t p)
 {
     ft_model *m = g->model;
     ft_backend *b = m->backend;
     if (g->done[p])
         b->event_wait(b, g->done[p]);
+    if (g->take && g->take(g->context, p, g->learning_rate) < 0) {
+        pthread_mutex_lock(&g->thread.lock);
+        if (!g->failed)
+            snprintf(g->message, sizeof g->message, "%s", ft_error_message());
+        g->failed = true;
+        pthread_mutex_unlock(&g->thread.lock);
+    }
     for (size_t r = g->first_range[p]; m->master && m->params && r < g->first_range[p + 1]; r++)
         for (size_t i = g->ranges[r].first; i < g->ranges[r].first + g->ranges[r].count; i++) {
             const ft_param_tensor *t = &g->tensors[i];
@@ -192,15 +238,17 @@ void ft_update_gate_wait(ft_update_gate *g, size_t position)
     take_position(g, position);
 }
 
-void ft_update_gate_finish(ft_update_gate *g)
+int ft_update_gate_finish(ft_update_gate *g)
 {
     if (!g)
-        return;
+        return 0;
     pthread_mutex_lock(&g->thread.lock);
     while (g->updating)
         pthread_cond_wait(&g->thread.changed, &g->thread.lock);
+    bool failed = g->failed;
     pthread_mutex_unlock(&g->thread.lock);
     for (size_t p = 0; p < g->n_positions; p++)
         if (!g->current[p])
             take_position(g, p);
+    return failed ? ft_error("%s (the offloaded update beside the pass)", g->message) : 0;
 }

@@ -50,6 +50,8 @@ struct ft_zero {
     ft_collective_thread updater;
     bool updating;             /* a step's update is under way (under updater.lock) */
     double update_rate;
+    bool offload;              /* offload_optimizer: AdamW on the host */
+    ft_update_gate *gate;      /* ZeRO-1 and 2 with offload_optimizer: the update beside the next pass */
 };
 
 static span *add_span(ft_zero *z, span s)
@@ -179,6 +181,7 @@ static bool never_blocked(void *context)
 
 void ft_zero_wait(ft_zero *z)
 {
+    ft_update_gate_finish(z->gate); /* a failure is the trainer's to report, at its own finish */
     if (!z->updater.started)
         return;
     pthread_mutex_lock(&z->updater.lock);
@@ -197,7 +200,7 @@ int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shard
         return ft_error("ZeRO-%d: sharded weights come with sharded gradients, and those with stage 2 or 3", stage);
     ft_zero *z = ft_xcalloc(1, sizeof *z);
     *z = (ft_zero){.backend = backend, .comm = comm, .stage = stage, .params = params, .grad_shards = grad_shards,
-                   .tensors = tensors, .n_tensors = count, .config = *config};
+                   .tensors = tensors, .n_tensors = count, .config = *config, .offload = offload};
     plan_spans(z, grad_shards ? plan_unit_spans(z) : 0); /* a trained projector's tensors follow the weights */
     size_t shard = 0;
     for (size_t s = 0; s < z->n_spans; s++) {
@@ -246,6 +249,7 @@ void ft_zero_free(ft_zero *z)
         return;
     ft_zero_wait(z);
     ft_collective_thread_stop(&z->updater, z->comm, never_blocked, NULL);
+    ft_update_gate_free(z->gate);
     ft_adamw_free(z->optimizer);
     free(z->spans);
     free(z->pieces);
@@ -308,8 +312,53 @@ int ft_zero_clip_grad_norm(ft_zero *z, double max_norm, double *norm)
     return 0;
 }
 
+/* ZeRO-1 and 2 beside the next pass: position p's spans updated on the
+ * gate's thread, then all-gathered over the ranks on the pass's. */
+static int update_position(void *context, size_t position, double learning_rate)
+{
+    ft_zero *z = context;
+    for (size_t s = 0; s < z->n_spans; s++)
+        if (ft_update_gate_position_of(z->tensors[z->spans[s].first_tensor].name) == position)
+            ft_adamw_step_tensors(z->optimizer, learning_rate, z->spans[s].first_piece, z->spans[s].n_pieces);
+    return 0;
+}
+
+static int gather_position(void *context, size_t position, double learning_rate)
+{
+    ft_zero *z = context;
+    (void)learning_rate;
+    for (size_t s = 0; s < z->n_spans; s++) {
+        span *sp = &z->spans[s];
+        if (ft_update_gate_position_of(z->tensors[sp->first_tensor].name) != position || !sp->values ||
+            sp->per_rank == 0)
+            continue;
+        if (z->comm->all_gather(z->comm, sp->owned_values, sp->values, sp->per_rank * sizeof(float)) < 0)
+            return ft_error_context("all-gathering the updated values over the ranks (ZeRO-%d)", z->stage);
+    }
+    return 0;
+}
+
+int ft_zero_update_beside_passes(ft_zero *z, ft_model *model, ft_update_gate **gate)
+{
+    *gate = NULL;
+    if (z->params || !z->offload) /* ZeRO-3 has its own thread; in place, the GPU updates in no time */
+        return 0;
+    if (ft_update_gate_create(model, update_position, gather_position, z, &z->gate) < 0)
+        return -1;
+    *gate = z->gate;
+    return 0;
+}
+
 int ft_zero_step(ft_zero *z, double learning_rate)
 {
+    if (z->gate) { /* the gradients down now, the update beside the next pass */
+        if (ft_update_gate_finish(z->gate) < 0)
+            return -1;
+        ft_adamw_fetch_grads(z->optimizer);
+        ft_adamw_step_begin(z->optimizer);
+        ft_update_gate_start(z->gate, learning_rate);
+        return 0;
+    }
     if (z->updater.started) { /* the update thread takes it, unit by unit */
         ft_zero_wait(z);
         ft_adamw_step_begin(z->optimizer);

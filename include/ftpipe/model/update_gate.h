@@ -27,20 +27,37 @@
 
 typedef struct ft_update_gate ft_update_gate;
 
-/* A gate for the model's trained tensors, updated by `optimizer` (offloaded);
- * the model's passes wait at it until ft_update_gate_free. -1 with ft_error
- * when its thread or events cannot be made. */
-int ft_update_gate_create(ft_model *model, ft_adamw *optimizer, ft_update_gate **out);
+/* A position's part of the update (0 or -1 with ft_error): `update` runs on
+ * the gate's thread in position order (AdamW on its tensors, their values
+ * up); `take` on the pass's thread when it first waits for the position, in
+ * the same order on every rank (ZeRO-1 and 2: the values' all-gather over the
+ * ranks, zero.h; so no collective of the update crosses the pass's). */
+typedef int (*ft_update_position)(void *context, size_t position, double learning_rate);
+
+/* The position of a trained tensor by its name: 0 outside the decoder layers,
+ * l + 1 in layer l. */
+size_t ft_update_gate_position_of(const char *name);
+
+/* A gate for the model's trained tensors, each step's update run by `update`
+ * and taken in by `take` (NULL: nothing); the model's passes wait at it until
+ * ft_update_gate_free. -1 with ft_error when its thread or events cannot be
+ * made. _for: one rank's, `optimizer` (offloaded) updating the model's
+ * trainable tensors a position at a time. */
+int ft_update_gate_create(ft_model *model, ft_update_position update, ft_update_position take, void *context,
+                          ft_update_gate **out);
+int ft_update_gate_create_for(ft_model *model, ft_adamw *optimizer, ft_update_gate **out);
 void ft_update_gate_free(ft_update_gate *gate);
 
-/* After ft_adamw_fetch_grads and ft_adamw_step_begin: the step's update, at
- * this learning rate, runs on the gate's thread from now on (waiting first
- * for the update before, if it still runs). */
+/* After ft_update_gate_finish of the step before, ft_adamw_fetch_grads and
+ * ft_adamw_step_begin: the step's update, at this learning rate, runs on the
+ * gate's thread from now on. */
 void ft_update_gate_start(ft_update_gate *gate, double learning_rate);
 /* For model_pass.c: returns once position's values are this update's. */
 void ft_update_gate_wait(ft_update_gate *gate, size_t position);
-/* Returns once the update is done and every position's values are its own. */
-void ft_update_gate_finish(ft_update_gate *gate);
+/* Returns once the update is done and every position's values are its own;
+ * -1 with ft_error when it failed (a collective): its values are then not
+ * whole, and the run must stop. */
+int ft_update_gate_finish(ft_update_gate *gate);
 
 /* A test hook, never called by the program: the thread sleeps this long
  * before each position (0: never), so that a pass that did not wait would

@@ -42,6 +42,7 @@
 #include "ftpipe/model/adamw.h"
 #include "ftpipe/model/grad_shards.h"
 #include "ftpipe/model/param_shards.h"
+#include "ftpipe/model/update_gate.h"
 
 typedef struct ft_zero ft_zero;
 
@@ -82,6 +83,14 @@ void ft_zero_wait(ft_zero *zero);
 
 /* This rank's optimizer: its moments are the shard's (for the memory counters). */
 const ft_adamw *ft_zero_shard_optimizer(const ft_zero *zero);
+
+/* ZeRO-1 and 2 with offload_optimizer: from now on each step's update runs
+ * beside the next pass of `model` (update_gate.h), a layer at a time, each
+ * layer's spans updated on the host on the gate's thread and all-gathered
+ * over the ranks on the pass's when it first reaches the layer; *gate (the
+ * zero's, freed with it) for the trainer's waits. Otherwise nothing (*gate
+ * NULL). -1 with ft_error. */
+int ft_zero_update_beside_passes(ft_zero *zero, ft_model *model, ft_update_gate **gate);
 
 /* The moments read for a checkpoint, span by span, in the order its file
  * asks for them (checkpoint.h's ft_checkpoint_order): every rank opens a
