@@ -33,3 +33,9 @@ void ft_collective_thread_stop(ft_collective_thread *t, ft_comm *comm, bool (*bl
     pthread_cond_destroy(&t->changed);
     t->started = false;
 }
+
+bool ft_collective_thread_never_blocked(void *context)
+{
+    (void)context;
+    return false;
+}

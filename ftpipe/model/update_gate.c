@@ -113,12 +113,6 @@ static void *update_positions(void *argument)
     return NULL;
 }
 
-static bool never_blocked(void *context)
-{
-    (void)context;
-    return false; /* the thread runs no collective */
-}
-
 /* One rank's update of a position: its tensors' ranges. */
 static int update_ranges(void *context, size_t p, double learning_rate)
 {
@@ -173,7 +167,7 @@ void ft_update_gate_free(ft_update_gate *g)
 {
     if (!g)
         return;
-    ft_collective_thread_stop(&g->thread, NULL, never_blocked, NULL);
+    ft_collective_thread_stop(&g->thread, NULL, ft_collective_thread_never_blocked, NULL);
     if (g->model->update_gate == g)
         g->model->update_gate = NULL;
     ft_backend *b = g->model->backend;

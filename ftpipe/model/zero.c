@@ -173,12 +173,6 @@ static void *update_units(void *argument)
     return NULL;
 }
 
-static bool never_blocked(void *context)
-{
-    (void)context;
-    return false; /* the update thread runs no collective */
-}
-
 void ft_zero_wait(ft_zero *z)
 {
     ft_update_gate_finish(z->gate); /* a failure is the trainer's to report, at its own finish */
@@ -248,7 +242,7 @@ void ft_zero_free(ft_zero *z)
     if (!z)
         return;
     ft_zero_wait(z);
-    ft_collective_thread_stop(&z->updater, z->comm, never_blocked, NULL);
+    ft_collective_thread_stop(&z->updater, z->comm, ft_collective_thread_never_blocked, NULL);
     ft_update_gate_free(z->gate);
     ft_adamw_free(z->optimizer);
     free(z->spans);

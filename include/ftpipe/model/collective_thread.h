@@ -1,7 +1,8 @@
 /* collective_thread: the start and stop of the one thread with which a module
  * runs its collectives in order beside the computation: param_shards.c's
  * gathers of ZeRO-3's weights and data_parallel.c's sums of gradient buckets
- * (and zero.c's step update, which runs none: its `blocked` says so).
+ * (and zero.c's and update_gate.c's step updates, which run none:
+ * ft_collective_thread_never_blocked says so).
  * The module's own thread body waits on `changed` under `lock` until work
  * comes or `stopping` is set, and returns then; the module keeps its queue
  * under the same lock. */
@@ -33,5 +34,7 @@ int ft_collective_thread_start(ft_collective_thread *thread, void *(*body)(void 
  * started. */
 void ft_collective_thread_stop(ft_collective_thread *thread, ft_comm *comm, bool (*blocked)(void *context),
                                void *context);
+/* `blocked` for a thread that runs no collective (an update on the host): never. */
+bool ft_collective_thread_never_blocked(void *context);
 
 #endif
