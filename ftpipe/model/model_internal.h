@@ -9,7 +9,6 @@
 #include "ftpipe/model/model.h"
 #include "ftpipe/model/param_shards.h"
 #include "ftpipe/model/projector.h"
-#include "ftpipe/model/update_gate.h"
 #include "ftpipe/model/vision_clip.h"
 #include "ftpipe/model/vision_qwen2.h"
 
@@ -101,8 +100,11 @@ struct ft_model {
                                       * master copy */
     bool whole_on_host;            /* params (or master) are host memory: ZeRO-3 gathered them there for a
                                     * checkpoint or the result (param_shards.h); no pass reads them */
-    ft_update_gate *update_gate;   /* an offloaded update running beside the passes (update_gate.h); NULL:
-                                    * none */
+    void *update_gate;             /* an offloaded update running beside the passes (update_gate.h); NULL:
+                                    * none. A pass calls update_gate_wait(update_gate, position) before it
+                                    * reads a position's values (a call, so that the model uses no module
+                                    * above it) */
+    void (*update_gate_wait)(void *gate, size_t position);
     ft_param_values *save_values;  /* ZeRO-3, while the weights are written: read through it unit by
                                           * unit (ft_param_shards_save_through); NULL otherwise */
     size_t n_params;

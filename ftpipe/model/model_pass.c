@@ -634,6 +634,13 @@ static void drop_image_rows(const pass *p)
                              n, hidden);
 }
 
+/* An offloaded update beside the passes (update_gate.h): position's values are its own on return. */
+static void update_gate_wait(ft_model *model, size_t position)
+{
+    if (model->update_gate)
+        model->update_gate_wait(model->update_gate, position);
+}
+
 static int run(ft_model *model, const ft_batch *batch, bool backward, float *logits, double *loss)
 {
     if (backward && model->options.finetuning == FT_FINETUNE_NONE)
@@ -652,8 +659,8 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     p.mrope = model->vision != NULL;
     /* an offloaded update beside the pass: the values outside the layers, and layer 0's (its input norm
      * ends embed) */
-    ft_update_gate_wait(model->update_gate, 0);
-    ft_update_gate_wait(model->update_gate, 1);
+    update_gate_wait(model, 0);
+    update_gate_wait(model, 1);
     if (model->projector) /* its adapters' dropout masks: a stream of their own */
         ft_projector_set_dropout_seed(model->projector, ft_random_stream(p.dropout_seed, (uint64_t)1 << 32));
     if ((model->vision || model->clip) && ft_model_prepare_vision(model, batch->tokens, batch->segments,
@@ -662,7 +669,7 @@ static int run(ft_model *model, const ft_batch *batch, bool backward, float *log
     upload_batch(&p, batch);
     embed(&p);
     for (int l = 0; l < layers; l++) {
-        ft_update_gate_wait(model->update_gate, (size_t)l + 2); /* the next layer's input norm ends this one */
+        update_gate_wait(model, (size_t)l + 2); /* the next layer's input norm ends this one */
         prefetch(&p, model->layers[l].input_norm, l + 1 < layers ? model->layers[l + 1].input_norm : model->final_norm);
         layer_forward_to_mlp(&p, l, &shape);
         layer_down(&p, l);

@@ -113,6 +113,8 @@ static void *update_positions(void *argument)
     return NULL;
 }
 
+static void wait_for(void *gate, size_t position) { ft_update_gate_wait(gate, position); }
+
 /* One rank's update of a position: its tensors' ranges. */
 static int update_ranges(void *context, size_t p, double learning_rate)
 {
@@ -154,6 +156,7 @@ int ft_update_gate_create(ft_model *model, ft_update_position update, ft_update_
         }
     }
     model->update_gate = g;
+    model->update_gate_wait = wait_for;
     *out = g;
     if (ft_collective_thread_start(&g->thread, update_positions, g, "the offloaded update's thread") < 0) {
         ft_update_gate_free(g);
@@ -168,8 +171,10 @@ void ft_update_gate_free(ft_update_gate *g)
     if (!g)
         return;
     ft_collective_thread_stop(&g->thread, NULL, ft_collective_thread_never_blocked, NULL);
-    if (g->model->update_gate == g)
+    if (g->model->update_gate == g) {
         g->model->update_gate = NULL;
+        g->model->update_gate_wait = NULL;
+    }
     ft_backend *b = g->model->backend;
     for (size_t p = 0; p < g->n_positions; p++)
         if (g->done[p])
