@@ -52,9 +52,10 @@ static size_t position_of(const ft_param_tensor *tensor) { return ft_update_gate
  * layer lie together; those outside the layers before and after them). */
 static void plan(ft_update_gate *g, size_t n_tensors)
 {
-    for (size_t i = 0; i < n_tensors; i++)
-        g->n_positions = position_of(&g->tensors[i]) + 1 > g->n_positions ? position_of(&g->tensors[i]) + 1
-                                                                         : g->n_positions;
+    for (size_t i = 0; i < n_tensors; i++) {
+        size_t after = position_of(&g->tensors[i]) + 1;
+        g->n_positions = after > g->n_positions ? after : g->n_positions;
+    }
     g->ranges = ft_xcalloc(n_tensors ? n_tensors : 1, sizeof *g->ranges);
     g->first_range = ft_xcalloc(g->n_positions + 1, sizeof *g->first_range);
     size_t n = 0;

@@ -52,6 +52,7 @@ struct ft_zero {
     double update_rate;
     bool offload;              /* offload_optimizer: AdamW on the host */
     ft_update_gate *gate;      /* ZeRO-1 and 2 with offload_optimizer: the update beside the next pass */
+    size_t *span_position;     /* with it: span s's position (update_gate.h) */
 };
 
 static span *add_span(ft_zero *z, span s)
@@ -244,6 +245,7 @@ void ft_zero_free(ft_zero *z)
     ft_zero_wait(z);
     ft_collective_thread_stop(&z->updater, z->comm, ft_collective_thread_never_blocked, NULL);
     ft_update_gate_free(z->gate);
+    free(z->span_position);
     ft_adamw_free(z->optimizer);
     free(z->spans);
     free(z->pieces);
@@ -312,7 +314,7 @@ static int update_position(void *context, size_t position, double learning_rate)
 {
     ft_zero *z = context;
     for (size_t s = 0; s < z->n_spans; s++)
-        if (ft_update_gate_position_of(z->tensors[z->spans[s].first_tensor].name) == position)
+        if (z->span_position[s] == position)
             ft_adamw_step_tensors(z->optimizer, learning_rate, z->spans[s].first_piece, z->spans[s].n_pieces);
     return 0;
 }
@@ -323,8 +325,7 @@ static int gather_position(void *context, size_t position, double learning_rate)
     (void)learning_rate;
     for (size_t s = 0; s < z->n_spans; s++) {
         span *sp = &z->spans[s];
-        if (ft_update_gate_position_of(z->tensors[sp->first_tensor].name) != position || !sp->values ||
-            sp->per_rank == 0)
+        if (z->span_position[s] != position || !sp->values || sp->per_rank == 0)
             continue;
         if (z->comm->all_gather(z->comm, sp->owned_values, sp->values, sp->per_rank * sizeof(float)) < 0)
             return ft_error_context("all-gathering the updated values over the ranks (ZeRO-%d)", z->stage);
@@ -337,6 +338,9 @@ int ft_zero_update_beside_passes(ft_zero *z, ft_model *model, ft_update_gate **g
     *gate = NULL;
     if (z->params || !z->offload) /* ZeRO-3 has its own thread; in place, the GPU updates in no time */
         return 0;
+    z->span_position = ft_xcalloc(z->n_spans ? z->n_spans : 1, sizeof *z->span_position);
+    for (size_t s = 0; s < z->n_spans; s++)
+        z->span_position[s] = ft_update_gate_position_of(z->tensors[z->spans[s].first_tensor].name);
     if (ft_update_gate_create(model, update_position, gather_position, z, &z->gate) < 0)
         return -1;
     *gate = z->gate;

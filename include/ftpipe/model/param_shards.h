@@ -40,14 +40,15 @@
  * with offload_optimizer, in its host memory (alloc_host), where AdamW
  * updates them in place (adamw.h). After each step ft_param_shards_refresh
  * casts the master shard into the shard the passes gather. A checkpoint
- * (ft_param_values), the result and kept outputs (ft_param_shards_gather_whole)
+ * (ft_param_values), the result and kept outputs (the same, a unit at a time)
  * gather the master copy (the values that are trained and saved), not the
  * rounded weights.
  *
  * Those whole values are gathered into host memory, unit by unit, through the
  * gather buffers a pass uses: the backend never holds more of the model than
  * while training, and a rank that writes nothing keeps nothing. A checkpoint
- * holds one unit at a time (ft_param_values); the result is gathered whole. */
+ * holds one unit at a time (ft_param_values), and so do the result and kept
+ * outputs (ft_param_shards_save_through); only unshard gathers them whole. */
 #ifndef FTPIPE_PARAM_SHARDS_H
 #define FTPIPE_PARAM_SHARDS_H
 
@@ -94,7 +95,8 @@ ft_param_shards *ft_model_param_shards(const ft_model *model);
 int ft_param_shards_create(ft_model *model, ft_comm *comm, bool offload_param, bool offload_optimizer,
                            ft_param_shards **out);
 
-/* The end of training: every rank joins in gathering the whole trained
+/* The end of a run whose trainer has no on_result (trainer.h; the train
+ * stage's writes through the shards): every rank joins in gathering the whole trained
  * values (gather_whole's), those that keep them hold them in host memory
  * (ft_model_weights_on_host: to be saved, not run), and the shards are freed.
  * -1 with ft_error (the model then holds no usable weights). */
@@ -103,11 +105,13 @@ int ft_param_shards_unshard(ft_param_shards *shards, bool keep);
  * without weights, fit only for ft_model_free. */
 void ft_param_shards_free(ft_param_shards *shards);
 
-/* The whole trained values in the model for a while (a checkpoint or a kept
- * output written), every rank calling: the master copy's floats with one, else
- * the weights (float), in host memory (ft_model_weights_on_host),
- * ft_model_weights' values pointing into them on the ranks that keep them; the
- * others' values stay NULL. release frees them again. */
+/* The whole trained values in the model, every rank calling (unshard's first
+ * half; the program writes its results through ft_param_values instead, a
+ * unit at a time): the master copy's floats with one, else the weights
+ * (float), in host memory (ft_model_weights_on_host), ft_model_weights'
+ * values pointing into them on the ranks that keep them; the others' values
+ * stay NULL. release frees them again (for the tests, which gather more than
+ * once). */
 int ft_param_shards_gather_whole(ft_param_shards *shards, bool keep);
 void ft_param_shards_release_whole(ft_param_shards *shards);
 

@@ -75,7 +75,9 @@ int ft_zero_clip_grad_norm(ft_zero *zero, double max_norm, double *norm);
  * any, in host memory) the update runs on a thread of the zero's own, unit by
  * unit in forward order, and this returns at once: the next pass gathers each
  * unit as soon as it is updated (param_shards.h), so AdamW on the host's cores
- * overlaps the GPU's next work. The same bits as updating all at once. */
+ * overlaps the GPU's next work; at stages 1 and 2 after
+ * ft_zero_update_beside_passes likewise, layer by layer (update_gate.h). The
+ * same bits as updating all at once. */
 int ft_zero_step(ft_zero *zero, double learning_rate);
 /* Returns once the step's update is done (at once when none runs). The zero's
  * own readers (the norm, the moments, a resume) wait by themselves. */
