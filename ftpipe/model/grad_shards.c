@@ -20,8 +20,16 @@ struct ft_grad_shards {
     size_t n_units;
     float *shard;              /* backend memory, or the backend's host memory (on_host) */
     size_t shard_elements;
-    float *window;             /* backend memory, room for the largest unit */
-    size_t window_elements;
+    float *windows[2];         /* backend memory: the largest unit's room, then the largest layer's */
+    size_t window_elements[2];
+    size_t n_windows;          /* 2: the pass goes on in one beside the other's reduce */
+    int open_window;           /* the window the open unit is written in */
+    /* the side queue (cuda's second stream), where each unit's collectives and
+     * copies down run beside the pass when there are two windows: `written`
+     * marks the pass's writes into a window, reduced[w] the last work of
+     * window w's reduce, which the pass waits for before writing it again;
+     * NULL without (the cpu backend's calls are done on return) */
+    ft_backend_event *written, *reduced[2];
     bool on_host;              /* offload_optimizer: the shard is host memory, AdamW's input there */
     float *staging;            /* on_host: backend memory for a unit's sums so far on their way up */
     size_t staging_elements;
@@ -36,6 +44,16 @@ static const ft_grad_shard_calls calls = {ft_grad_shards_window, ft_grad_shards_
 
 static size_t unit_of(const ft_grad_shards *g, size_t offset) { return ft_param_unit_at(g->units, g->n_units, offset); }
 
+static bool beside(const ft_grad_shards *g) { return g->written != NULL; }
+
+/* The pass's queue waits for every reduce issued so far (the side queue runs
+ * them in order: the last one of each window covers those before it). */
+static void wait_reduces(ft_grad_shards *g)
+{
+    for (size_t w = 0; beside(g) && w < g->n_windows; w++)
+        g->model->backend->event_wait(g->model->backend, g->reduced[w]);
+}
+
 /* n sums so far of the shard at `at`, where add_floats can read them: the
  * shard itself in the backend's memory, else copied up into the staging
  * buffer. The host shard's copies, up and down, are queued with the ops and
@@ -49,46 +67,67 @@ static const float *sums_so_far(ft_grad_shards *g, const float *at, size_t n)
     return g->staging;
 }
 
-/* This micro-batch's gradients of unit u (in `from`, the window) added over
- * the ranks to the sums in this rank's shard. The sums so far enter the
- * collective through this rank's own part of the window (from host memory:
- * not before the unit's first micro-batch, when there are none), so that its
- * result is the new sum: in the shard, or with the shard in host memory in
- * place in the window, and then down. */
-static int reduce_unit(ft_grad_shards *g, size_t u, float *from)
+/* The collectives of unit u's window `from` (its sums so far added), and the
+ * copies of the new sums down to a shard in host memory. */
+static int reduce_and_store(ft_grad_shards *g, const ft_param_unit *unit, float *from)
 {
     ft_backend *b = g->model->backend;
     ft_comm *comm = g->comm;
-    const ft_param_unit *unit = &g->units[u];
     float *owned = g->shard + unit->shard_offset, *shared = owned + unit->per_rank;
     float *mine = from + (size_t)comm->rank * unit->per_rank, *window_shared = from + unit->count - unit->shared;
-    bool with_sums = !g->on_host || g->summed[u];
-    if (g->params)
-        ft_param_shards_quiet(g->params);
     if (unit->per_rank > 0) {
-        if (with_sums)
-            b->add_floats(b, mine, sums_so_far(g, owned, unit->per_rank), unit->per_rank);
         if (comm->reduce_scatter_sum(comm, from, g->on_host ? mine : owned, unit->per_rank, FT_COMM_F32) < 0)
             return -1;
         if (g->on_host)
             b->copy_queued(b, owned, mine, unit->per_rank * sizeof(float));
     }
-    if (unit->shared > 0) { /* every rank's sums so far are the same: rank 0 brings them */
-        if (with_sums && comm->rank == 0)
-            b->add_floats(b, window_shared, sums_so_far(g, shared, unit->shared), unit->shared);
+    if (unit->shared > 0) {
         if (comm->all_reduce_sum(comm, window_shared, unit->shared, FT_COMM_F32) < 0)
             return -1;
         b->copy_queued(b, shared, window_shared, unit->shared * sizeof(float)); /* down, when on_host */
     }
-    g->summed[u] = true;
     return 0;
 }
 
-/* The open unit reduce-scattered, the window free again. After a failure the
- * pass runs on without collectives (the ranks' orders are lost anyway). */
+/* This micro-batch's gradients of unit u (in window w) added over the ranks
+ * to the sums in this rank's shard. The sums so far enter the collective
+ * through this rank's own part of the window (from host memory: not before
+ * the unit's first micro-batch, when there are none), so that its result is
+ * the new sum: in the shard, or with the shard in host memory in place in the
+ * window, and then down. The additions are ops, on the pass's queue; the
+ * collectives and copies go to the side queue when there is one. */
+static int reduce_unit(ft_grad_shards *g, size_t u, int w)
+{
+    ft_backend *b = g->model->backend;
+    const ft_param_unit *unit = &g->units[u];
+    float *from = g->windows[w];
+    float *owned = g->shard + unit->shard_offset, *shared = owned + unit->per_rank;
+    float *mine = from + (size_t)g->comm->rank * unit->per_rank, *window_shared = from + unit->count - unit->shared;
+    bool with_sums = !g->on_host || g->summed[u];
+    if (g->params)
+        ft_param_shards_quiet(g->params);
+    if (with_sums && unit->per_rank > 0)
+        b->add_floats(b, mine, sums_so_far(g, owned, unit->per_rank), unit->per_rank);
+    if (with_sums && unit->shared > 0 && g->comm->rank == 0) /* every rank's are the same: rank 0 brings them */
+        b->add_floats(b, window_shared, sums_so_far(g, shared, unit->shared), unit->shared);
+    g->summed[u] = true;
+    if (!beside(g))
+        return reduce_and_store(g, unit, from);
+    b->event_record(b, g->written);
+    b->use_side_queue(b, true);
+    b->event_wait(b, g->written);
+    int status = reduce_and_store(g, unit, from);
+    b->event_record(b, g->reduced[w]);
+    b->use_side_queue(b, false);
+    return status;
+}
+
+/* The open unit reduce-scattered; the pass goes on in the other window. After
+ * a failure the pass runs on without collectives (the ranks' orders are lost
+ * anyway). */
 static void close_window(ft_grad_shards *g)
 {
-    if (!g->failed && reduce_unit(g, g->open, g->window) < 0) {
+    if (!g->failed && reduce_unit(g, g->open, g->open_window) < 0) {
         snprintf(g->message, sizeof g->message, "%s", ft_error_message());
         g->failed = true;
     }
@@ -104,10 +143,17 @@ float *ft_grad_shards_window(ft_grad_shards *g, size_t offset)
          * (their two parts add up in the shard) */
         if (g->open != SIZE_MAX)
             close_window(g);
-        g->model->backend->zero(g->model->backend, g->window, g->units[u].count * sizeof(float));
+        g->open_window = (g->open_window + 1) % (int)g->n_windows;
+        if (g->units[u].count > g->window_elements[g->open_window])
+            g->open_window = 0; /* the embeddings or the head: the first is the largest unit's */
+        /* the window's last reduce done, and so (in the side queue's order) every one before it: tied
+         * embeddings reopened at the end of backward find their first part's sums in the shard */
+        if (beside(g))
+            g->model->backend->event_wait(g->model->backend, g->reduced[g->open_window]);
+        g->model->backend->zero(g->model->backend, g->windows[g->open_window], g->units[u].count * sizeof(float));
         g->open = u;
     }
-    return g->window + (offset - g->units[u].first);
+    return g->windows[g->open_window] + (offset - g->units[u].first);
 }
 
 void ft_grad_shards_unit_done(ft_grad_shards *g, size_t offset)
@@ -120,6 +166,7 @@ int ft_grad_shards_finish(ft_grad_shards *g)
 {
     if (g->open != SIZE_MAX)
         close_window(g);
+    wait_reduces(g); /* the pass's check covers them, and the host may read a shard in host memory after it */
     bool failed = g->failed;
     g->failed = false;
     return failed ? ft_error("%s (reduce-scattering the gradients, ZeRO-%d)", g->message,
@@ -171,15 +218,21 @@ int ft_grad_shards_create(ft_model *model, ft_comm *comm, ft_param_shards *param
     *g = (ft_grad_shards){.model = model, .comm = comm, .params = params, .on_host = on_host};
     plan(g);
     g->open = SIZE_MAX;
-    g->window_elements = ft_model_largest_unit(model);
+    g->window_elements[0] = ft_model_largest_unit(model);
+    g->window_elements[1] = ft_model_gradient_window_elements(model, comm->size, on_host) - g->window_elements[0];
+    g->n_windows = g->window_elements[1] > 0 ? 2 : 1;
     g->summed = ft_xcalloc(g->n_units ? g->n_units : 1, sizeof *g->summed);
     for (size_t u = 0; on_host && u < g->n_units; u++)
         if (g->units[u].per_rank + g->units[u].shared > g->staging_elements)
             g->staging_elements = g->units[u].per_rank + g->units[u].shared;
     size_t shard_bytes = (g->shard_elements ? g->shard_elements : 1) * sizeof(float);
-    if (!(g->shard = on_host ? b->alloc_host(b, shard_bytes) : b->alloc(b, shard_bytes)) ||
-        !(g->window = b->alloc(b, (g->window_elements ? g->window_elements : 1) * sizeof(float))) ||
-        (on_host && !(g->staging = b->alloc(b, (g->staging_elements ? g->staging_elements : 1) * sizeof(float))))) {
+    bool ok = (g->shard = on_host ? b->alloc_host(b, shard_bytes) : b->alloc(b, shard_bytes)) != NULL &&
+              (!on_host || (g->staging = b->alloc(b, (g->staging_elements ? g->staging_elements : 1) * sizeof(float))));
+    for (size_t w = 0; ok && w < g->n_windows; w++)
+        ok = (g->windows[w] = b->alloc(b, (g->window_elements[w] ? g->window_elements[w] : 1) * sizeof(float)));
+    if (ok && g->n_windows > 1 && b->use_side_queue) /* the reduces beside the pass */
+        ok = (g->written = b->event_new(b)) && (g->reduced[0] = b->event_new(b)) && (g->reduced[1] = b->event_new(b));
+    if (!ok) {
         ft_grad_shards_free(g);
         return ft_error_context("sharding the gradients over %d ranks", comm->size);
     }
@@ -205,10 +258,16 @@ void ft_grad_shards_free(ft_grad_shards *g)
         b->free_host(b, g->shard);
     else if (g->shard)
         b->free(b, g->shard);
-    if (g->window)
-        b->free(b, g->window);
+    for (size_t w = 0; w < g->n_windows; w++)
+        if (g->windows[w])
+            b->free(b, g->windows[w]);
     if (g->staging)
         b->free(b, g->staging);
+    if (g->written)
+        b->event_free(b, g->written);
+    for (int w = 0; w < 2; w++)
+        if (g->reduced[w])
+            b->event_free(b, g->reduced[w]);
     free(g->units);
     free(g->summed);
     free(g);
@@ -224,10 +283,12 @@ int ft_grad_shards_time_reduce(ft_grad_shards *g, int repeats, ft_all_reduce_tim
     for (int r = 0; r < repeats; r++) {
         uint64_t start = ft_now_ns();
         for (size_t u = 0; u < g->n_units; u++) {
-            b->zero(b, g->window, g->units[u].count * sizeof(float));
-            if (reduce_unit(g, u, g->window) < 0)
+            wait_reduces(g);
+            b->zero(b, g->windows[0], g->units[u].count * sizeof(float));
+            if (reduce_unit(g, u, 0) < 0)
                 return ft_error_context("the preflight reduce-scatter");
         }
+        wait_reduces(g);
         if (b->check(b) < 0)
             return ft_error_context("the preflight reduce-scatter");
         double seconds = (double)(ft_now_ns() - start) * 1e-9;
@@ -249,7 +310,8 @@ float *ft_grad_shards_shard(const ft_grad_shards *g) { return g->shard; }
 
 size_t ft_grad_shards_bytes(const ft_grad_shards *g)
 {
-    return ((g->on_host ? g->staging_elements : g->shard_elements) + g->window_elements) * sizeof(float);
+    return ((g->on_host ? g->staging_elements : g->shard_elements) + g->window_elements[0] + g->window_elements[1]) *
+           sizeof(float);
 }
 
 size_t ft_grad_shards_host_bytes(const ft_grad_shards *g) { return g->on_host ? g->shard_elements * sizeof(float) : 0; }

@@ -219,13 +219,21 @@ size_t ft_model_largest_unit(const ft_model *model)
 }
 
 /* Full fine-tuning's float gradients with gradient_shards: this rank's shard of
- * every unit (its owned part and the shared rest), and the window. */
+ * every unit (its owned part and the shared rest), and the windows. */
 static size_t sharded_gradient_count(const ft_model *model, int ranks)
 {
     size_t count = 0;
     for (size_t u = 0; u < ft_model_n_units(model); u++)
         count += unit_count(model, u) / (size_t)ranks + unit_count(model, u) % (size_t)ranks;
-    return count + ft_model_largest_unit(model);
+    return count + ft_model_gradient_window_elements(model, ranks, false);
+}
+
+size_t ft_model_gradient_window_elements(const ft_model *model, int ranks, bool on_host)
+{
+    size_t layer = 0; /* units 1 to layers: the decoder layers */
+    for (size_t u = 1; u + 1 < ft_model_n_units(model); u++)
+        layer = unit_count(model, u) > layer ? unit_count(model, u) : layer;
+    return ft_model_largest_unit(model) + (ranks > 1 || on_host ? layer : 0);
 }
 
 /* With offload_optimizer the shard is host memory (grad_shards.h): the
@@ -273,7 +281,8 @@ static void plan_memory(const ft_model *model, size_t element_bytes, size_t back
                                 (size_t)options->optimizer_shards;
     /* offload_optimizer keeps the shard in host memory, unless a trained projector's gradients sit beside it */
     if (shards_gradients(options) && options->optimizer_offloaded && projector_count == 0)
-        plan->gradient_bytes = (ft_model_largest_unit(model) + gradient_staging_count(model, options->gradient_shards)) *
+        plan->gradient_bytes = (ft_model_gradient_window_elements(model, options->gradient_shards, true) +
+                                gradient_staging_count(model, options->gradient_shards)) *
                                sizeof(float);
     else if (shards_gradients(options))
         plan->gradient_bytes = (sharded_gradient_count(model, options->gradient_shards) + projector_count) *
@@ -320,6 +329,16 @@ size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int shards)
     ft_model model = {.config = *config};
     size_t *offsets = make_layout(&model);
     size_t count = shards > 0 ? sharded_gradient_count(&model, shards) : model.n_params;
+    free(offsets);
+    free_layout(&model);
+    return count * sizeof(float);
+}
+
+size_t ft_model_gradient_window_bytes(const ft_model_config *config, int shards, bool on_host)
+{
+    ft_model model = {.config = *config};
+    size_t *offsets = make_layout(&model);
+    size_t count = ft_model_gradient_window_elements(&model, shards, on_host);
     free(offsets);
     free_layout(&model);
     return count * sizeof(float);

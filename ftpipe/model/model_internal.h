@@ -144,9 +144,12 @@ struct ft_model {
 size_t ft_model_n_units(const ft_model *model);
 size_t ft_model_unit_end(const ft_model *model, size_t unit);
 
-/* The largest unit's elements: the window full fine-tuning's sharded
- * gradients are written into (grad_shards.h). */
+/* The largest unit's elements: what ZeRO-3 gathers at once. */
 size_t ft_model_largest_unit(const ft_model *model);
+/* The elements of the windows full fine-tuning's sharded gradients are
+ * written into (grad_shards.h): the largest unit's, and over ranks or with the
+ * shard in host memory the largest decoder layer's beside it. */
+size_t ft_model_gradient_window_elements(const ft_model *model, int ranks, bool on_host);
 
 /* Whether full fine-tuning keeps a float master copy of the weights (their
  * dtype is not float, or a test asked for it: model.h). */

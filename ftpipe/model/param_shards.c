@@ -245,7 +245,7 @@ static void *gather_thread(void *argument)
     ft_param_shards *s = argument;
     ft_backend *b = s->model->backend;
     if (queued(s))
-        b->use_side_queue(b);
+        b->use_side_queue(b, true);
     pthread_mutex_lock(&s->worker.lock);
     for (;;) {
         while (!s->worker.stopping && s->done == s->issued)

@@ -147,12 +147,14 @@ void ft_train_memory_offload_gradients(ft_train_memory *memory, const ft_model_c
 {
     if (ranks < 1 || !memory->weight_gradient_bytes || memory->plan.gradient_bytes != memory->weight_gradient_bytes)
         return; /* LoRA's, or a trained projector's beside the weights': they stay in the backend's memory */
-    uint64_t window = ft_model_config_largest_unit(config) * sizeof(float);
-    uint64_t shard = memory->weight_gradient_bytes - window;
-    uint64_t staging = ft_model_gradient_staging_bytes(config, ranks);
+    uint64_t windows = ft_model_gradient_window_bytes(config, ranks, false);
+    uint64_t shard = memory->weight_gradient_bytes - windows;
+    /* the staging buffer, and a second window for one rank's way down to host memory */
+    uint64_t added = ft_model_gradient_staging_bytes(config, ranks) +
+                     ft_model_gradient_window_bytes(config, ranks, true) - windows;
     ft_memory_plan *plan = &memory->plan;
-    plan->gradient_bytes += staging;
-    plan->total_bytes += staging;
+    plan->gradient_bytes += added;
+    plan->total_bytes += added;
     if (on_gpu) { /* the shard leaves the device, taking the place of AdamW's gradients' host buffer */
         plan->gradient_bytes -= shard;
         plan->total_bytes -= shard;

@@ -78,7 +78,7 @@ static void *update_positions(void *argument)
     ft_update_gate *g = argument;
     ft_backend *b = g->model->backend;
     if (b->use_side_queue) /* the values go up beside the compute */
-        b->use_side_queue(b);
+        b->use_side_queue(b, true);
     pthread_mutex_lock(&g->thread.lock);
     for (;;) {
         while (!g->thread.stopping && !g->updating)

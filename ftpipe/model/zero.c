@@ -153,7 +153,7 @@ static void *update_units(void *argument)
 {
     ft_zero *z = argument;
     if (z->backend->use_side_queue) /* its copies (a refreshed shard going up) beside the compute */
-        z->backend->use_side_queue(z->backend);
+        z->backend->use_side_queue(z->backend, true);
     pthread_mutex_lock(&z->updater.lock);
     for (;;) {
         while (!z->updater.stopping && !z->updating)

@@ -381,7 +381,7 @@ eight_layers "max_steps = 2" "nproc_per_node = 2" "finetuning_type = full"
 t_run env FTPIPE_MEMORY=142M "$FTPIPE" -C "$W" adapter # below stage 1's peak, above stage 2's
 t_expect_fail
 t_expect_contains "stage adapter would need 181.3 MiB of host memory"
-t_expect_contains "but 142.0 MiB is available: set zero_stage = 2: each of the 2 ranks then holds 1 / 2 of AdamW's state and of the gradients (needs 135.4 MiB of the 142.0 MiB)"
+t_expect_contains "but 142.0 MiB is available: set zero_stage = 2: each of the 2 ranks then holds 1 / 2 of AdamW's state and of the gradients (needs 139.9 MiB of the 142.0 MiB)"
 printf '\tzero_stage = 2\n' >> "$W/Ftpipe"
 t_run env FTPIPE_MEMORY=142M "$FTPIPE" -C "$W" adapter
 t_expect_status 0
@@ -389,8 +389,8 @@ t_run "$FTPIPE" -C "$W" log adapter
 t_expect_contains "float gradients on rank 0: "
 t_expect_contains "preflight: reduce-scattering the "
 t_expect_lacks "preflight: an all-reduce of the 0.0 KiB"
-# f32: the whole weights, their gradients' shard and window
-python3 -c 'import sys; weights, gradients = map(float, sys.argv[1:]); assert weights / 2 < gradients < weights * 0.7, (weights, gradients)' \
+# f32: the whole weights, their gradients' shard and two windows (a layer's each, an eighth of the weights)
+python3 -c 'import sys; weights, gradients = map(float, sys.argv[1:]); assert weights / 2 < gradients < weights * 0.8, (weights, gradients)' \
   "$(metric "$W" parameter_bytes)" "$(metric "$W" gradient_bytes)" || t_fail "rank 0 holds the float gradients whole at ZeRO-2"
 t_end
 
@@ -409,7 +409,7 @@ t_expect_contains "stage adapter would need 75.2 MiB of GPU memory a GPU (memory
 t_expect_contains "but 70.0 MiB is free on the GPU: set zero_stage = 1 and offload_optimizer = cpu: AdamW's state in host memory, updated on its cores (needs 56.7 MiB of the 70.0 MiB a GPU, and 45.6 MiB of host memory)"
 t_run env FTPIPE_GPU_MEMORY=50M "$FTPIPE" -C "$W" adapter
 t_expect_fail
-t_expect_contains "but 50.0 MiB is free on the GPU: set zero_stage = 3, offload_param = cpu and offload_optimizer = cpu: the weights, AdamW's state, the float master copy and the gradients stay in host memory, a layer's weights uploaded as a pass uses them (needs 40.3 MiB of the 50.0 MiB a GPU, and 54.7 MiB of host memory)"
+t_expect_contains "but 50.0 MiB is free on the GPU: set zero_stage = 3, offload_param = cpu and offload_optimizer = cpu: the weights, AdamW's state, the float master copy and the gradients stay in host memory, a layer's weights uploaded as a pass uses them (needs 42.5 MiB of the 50.0 MiB a GPU, and 54.7 MiB of host memory)"
 t_run env FTPIPE_GPU_MEMORY=35M "$FTPIPE" -C "$W" adapter
 t_expect_fail
 t_expect_contains "but 35.0 MiB is free on the GPU: no batch size fits; try finetuning_type = lora"
@@ -418,7 +418,7 @@ t_run env FTPIPE_GPU_MEMORY=50M "$FTPIPE" -C "$W" estimate adapter
 t_expect_status 0
 t_expect_contains "*      zero_stage = 0                                                    75.2 MiB     9.2 MiB  does not fit"
 t_expect_contains "       zero_stage = 1, offload_optimizer = cpu                           56.7 MiB    45.6 MiB  does not fit"
-t_expect_contains "       zero_stage = 3, offload_param = cpu, offload_optimizer = cpu      40.3 MiB    54.7 MiB"
+t_expect_contains "       zero_stage = 3, offload_param = cpu, offload_optimizer = cpu      42.5 MiB    54.7 MiB"
 "$FTPIPE" -C "$W" estimate --json adapter > "$W/estimate.json" || t_fail "estimate --json failed"
 python3 - "$W/estimate.json" <<'PY' || t_fail "the JSON estimate lacks the choices: $(cat "$W/estimate.json")"
 import json, sys
@@ -433,7 +433,7 @@ printf '\tzero_stage = 3\n\toffload_param = cpu\n\toffload_optimizer = cpu\n' >>
 t_run env FTPIPE_GPU_MEMORY=50M "$FTPIPE" -C "$W" adapter
 t_expect_lacks "would need"
 t_run env FTPIPE_GPU_MEMORY=50M "$FTPIPE" -C "$W" estimate adapter
-t_expect_contains "*      zero_stage = 3, offload_param = cpu, offload_optimizer = cpu      40.3 MiB    54.7 MiB"
+t_expect_contains "*      zero_stage = 3, offload_param = cpu, offload_optimizer = cpu      42.5 MiB    54.7 MiB"
 t_end
 
 t_case "LoRA on 8 layers that fits with neither stage 0 nor 1 names zero_stage = 3 with its figure, and fits with it"

@@ -315,7 +315,11 @@ cudaStream_t ft_cuda_copy_stream(const ft_cuda_context *context)
     return side_of == context ? context->side_stream : context->stream;
 }
 
-static void cuda_use_side_queue(ft_backend *self) { side_of = ft_cuda_enter(self); }
+static void cuda_use_side_queue(ft_backend *self, bool side)
+{
+    const ft_cuda_context *context = ft_cuda_enter(self);
+    side_of = side ? context : NULL;
+}
 
 static ft_backend_event *cuda_event_new(ft_backend *self)
 {

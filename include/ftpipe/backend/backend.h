@@ -130,14 +130,15 @@ struct ft_backend {
     int (*check)(ft_backend *self);
 
     /* --- a side queue, so that one thread's copies run beside the compute
-     * (ZeRO-3's gathers); NULL on a backend whose calls finish as they return
+     * (ZeRO-3's gathers, ZeRO-2 and 3's reduce-scatters of full fine-tuning); NULL on a backend whose calls finish as they return
      * (cpu). Events order the two queues: record marks the work the calling
      * thread has issued so far, wait makes the calling thread's queue wait for
      * the last record's work, sync makes the host wait for it. --- */
     /* From now on this thread's upload, download, copy and collectives go to
-     * the side queue (never its ops). Its uploads read the host memory until
-     * the queue reaches them: keep that memory unchanged until then. */
-    void (*use_side_queue)(ft_backend *self);
+     * the side queue (never its ops), or with side false back to the ops'
+     * queue. Its uploads read the host memory until the queue reaches them:
+     * keep that memory unchanged until then. */
+    void (*use_side_queue)(ft_backend *self, bool side);
     ft_backend_event *(*event_new)(ft_backend *self); /* NULL with ft_error */
     void (*event_free)(ft_backend *self, ft_backend_event *event);
     void (*event_record)(ft_backend *self, ft_backend_event *event);

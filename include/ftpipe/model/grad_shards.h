@@ -8,20 +8,25 @@
  * when the unit is first written; once the unit's backward is done
  * (ft_grad_shards_unit_done, after a layer's backward) the ranks
  * reduce-scatter the window into their shards, adding this micro-batch to the
- * sums of those before it, and the window serves the next unit. Embeddings
+ * sums of those before it. Over ranks, or with the shard in host memory,
+ * there are two windows: the next unit is written into the other one, and on
+ * a backend with a side queue (cuda) the reduce-scatter and the copies down
+ * run there, beside that unit's backward; a window is written again once its
+ * last reduce is done. Otherwise the one window serves the next unit. Embeddings
  * tied to lm_head take gradients at both ends of backward: the head's part is
  * reduce-scattered when the final norm's unit takes the window, and the
  * embeddings' part at the end (the sum is linear, so the two parts add up in
- * the shard). The device holds the shard and one window of the largest unit
+ * the shard). The device holds the shard and the windows of the largest unit
  * instead of 4 bytes a weight. With offload_optimizer (DeepSpeed's
  * ZeRO-Offload keeps them so) the shard is page-locked host memory, where
  * AdamW reads it: a unit's sums so far go up into a staging buffer of one
  * unit's part and into this rank's part of the window, the reduce-scatter lands
- * there in place, and the new sums come down; the device holds the window and
+ * there in place, and the new sums come down; the device holds the windows and
  * the staging buffer.
  *
  * Every rank runs the same passes, so their reduce-scatters match; at stage 3
- * the ZeRO-3 gather thread is quieted first, so that the two never cross. */
+ * the ZeRO-3 gather thread is quieted first, so that the two never cross (on
+ * cuda both issue to the side queue, in that order). */
 #ifndef FTPIPE_GRAD_SHARDS_H
 #define FTPIPE_GRAD_SHARDS_H
 

@@ -88,11 +88,16 @@ typedef struct ft_model ft_model;
 
 /* The float gradients of the language model's weights a rank holds in full
  * fine-tuning: whole (shards = 0), or with gradient_shards = shards its shard
- * of them and the window a pass writes into (grad_shards.h; one shard: all of
+ * of them and the windows a pass writes into (grad_shards.h; one shard: all of
  * them and the window, for one rank streaming its weights). */
 size_t ft_model_weight_gradient_bytes(const ft_model_config *config, int shards);
+/* Those windows' bytes: one of the largest unit, and when a unit's
+ * reduce-scatter or its way down to host memory runs beside the next unit's
+ * backward (over ranks, or with the shard in host memory) a second of the
+ * largest decoder layer, which the layers take in turns with the first. */
+size_t ft_model_gradient_window_bytes(const ft_model_config *config, int shards, bool on_host);
 /* With offload_optimizer that shard is in host memory, and the backend holds
- * the window and a staging buffer of the largest unit's part: its bytes. */
+ * the windows and a staging buffer of the largest unit's part: its bytes. */
 size_t ft_model_gradient_staging_bytes(const ft_model_config *config, int shards);
 /* The weights of ZeRO's largest unit (the embeddings, a decoder layer, or the
  * final norm with an untied lm_head): what ZeRO-3 gathers at once. */

@@ -65,7 +65,7 @@ uint64_t ft_train_memory_node_host_bytes(const ft_train_memory *memory, int rank
 void ft_train_memory_shard(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks);
 
 /* ZeRO stage 2 or 3 of full fine-tuning over `ranks` (grad_shards.h): the
- * weights' float gradients are this rank's shard of them and the window a
+ * weights' float gradients are this rank's shard of them and the windows a
  * pass writes into (ft_model_weight_gradient_bytes). Nothing changes
  * without trained weights (LoRA's gradients stay whole). */
 void ft_train_memory_shard_gradients(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks);
@@ -80,7 +80,8 @@ void ft_train_memory_offload(ft_train_memory *memory, bool on_gpu);
  * the two above: the gradients' shard is host memory, AdamW's input itself
  * (grad_shards.h). On a GPU it leaves the plan for host memory, where it takes
  * the place of the gradients' host buffer; the backend adds a staging buffer
- * of the largest unit's part beside the window. Nothing for LoRA, or beside a
+ * of the largest unit's part beside the windows (two, also for one rank).
+ * Nothing for LoRA, or beside a
  * trained projector's gradients. */
 void ft_train_memory_offload_gradients(ft_train_memory *memory, const ft_model_config *config, bool on_gpu,
                                        int ranks);

@@ -22,6 +22,19 @@ static ft_model_config qwen_0_5b(void)
     return config;
 }
 
+/* The weights of one decoder layer, counted from the weight list. */
+static uint64_t layer_elements(const ft_model_config *config)
+{
+    size_t count = 0;
+    uint64_t layer = 0;
+    ft_param_tensor *weights = ft_model_weight_list(config, &count);
+    for (size_t i = 0; i < count; i++)
+        if (strncmp(weights[i].name, "model.layers.0.", 15) == 0)
+            layer += weights[i].count;
+    ft_model_weight_list_free(weights, count);
+    return layer;
+}
+
 /* Full fine-tuning on the cpu: a checkpoint passes one tensor at a time
  * through the host (the largest, the embeddings) beside the whole plan, and
  * so does the result (in floats and again in bf16), once AdamW is freed. */
@@ -209,13 +222,14 @@ TEST(zero_3_with_offload_moves_the_master_shard_to_host_memory)
     ft_train_memory_apply_zero(&both, &config, true, 4, 3, true, true);
     CHECK(sharded.plan.master_bytes > 0);
     CHECK_INT(offloaded.plan.master_bytes, 0);
-    uint64_t window = ft_model_config_largest_unit(&config) * sizeof(float);
+    uint64_t windows = ft_model_gradient_window_bytes(&config, 4, true);
+    CHECK_INT(windows, (ft_model_config_largest_unit(&config) + layer_elements(&config)) * sizeof(float));
     uint64_t staging = ft_model_gradient_staging_bytes(&config, 4);
     CHECK_INT(staging, ((ft_model_config_largest_unit(&config) + 3) / 4) * sizeof(float));
-    CHECK_INT(offloaded.plan.gradient_bytes, window + staging);
+    CHECK_INT(offloaded.plan.gradient_bytes, windows + staging);
     CHECK_INT(offloaded.plan.total_bytes, sharded.plan.total_bytes - sharded.plan.master_bytes -
                                               sharded.plan.optimizer_bytes - sharded.plan.gradient_bytes +
-                                              window + staging);
+                                              windows + staging);
     CHECK_INT(offloaded.offload_bytes, 2 * sharded.plan.optimizer_bytes);
     CHECK_INT(both.offload_bytes, 2 * sharded.plan.optimizer_bytes + (whole.plan.parameter_bytes + 3) / 4);
 }
@@ -250,8 +264,9 @@ TEST(one_rank_offloads_adamw_and_streams_its_weights)
         CHECK_INT(streamed.plan.gradient_bytes, whole.plan.gradient_bytes + (full ? 4 * unit : 0));
         CHECK_INT(streamed.plan.master_bytes, whole.plan.master_bytes);
         CHECK_INT(both.plan.master_bytes, 0); /* the master copy is AdamW's host copy */
-        if (full) /* and the gradients' shard its input: a window and a staging buffer of that unit stay */
-            CHECK_INT(both.plan.gradient_bytes, 2 * 4 * unit);
+        if (full) /* and the gradients' shard its input: a window and a staging buffer of that unit stay,
+                   * with a window of a layer, where the next layer's backward goes on beside the copy down */
+            CHECK_INT(both.plan.gradient_bytes, 2 * 4 * unit + 4 * layer_elements(&config));
         CHECK_INT(both.plan.optimizer_bytes, 0);
         CHECK(streamed.device_peak_bytes < whole.device_peak_bytes);
         printf("  qwen2.5-7b %s on one GPU: %.1f GiB, offload_optimizer %.1f, offload_param %.1f, both %.1f "
@@ -363,8 +378,8 @@ TEST(the_model_plan_holds_one_share_of_adamw)
     CHECK_INT(ft_model_plan_memory(&config, &options, FT_DTYPE_BF16, &offloaded), 0);
     CHECK_INT(shared.optimizer_bytes, (whole.optimizer_bytes + 7) / 8);
     CHECK_INT(offloaded.optimizer_bytes, 0);
-    uint64_t window = ft_model_config_largest_unit(&config) * sizeof(float);
-    CHECK_INT(offloaded.gradient_bytes, window + ft_model_gradient_staging_bytes(&config, 8));
+    uint64_t windows = ft_model_gradient_window_bytes(&config, 8, true);
+    CHECK_INT(offloaded.gradient_bytes, windows + ft_model_gradient_staging_bytes(&config, 8));
     CHECK_INT(offloaded.total_bytes,
               shared.total_bytes - shared.optimizer_bytes - shared.gradient_bytes + offloaded.gradient_bytes);
     /* the same figure as the estimate's for stage 2 on 8 ranks, less the backend's scratch */

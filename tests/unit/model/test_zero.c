@@ -286,10 +286,12 @@ static double reordering_difference(const char *data, const run_result *referenc
 
 /* Full fine-tuning's gradients at ZeRO-2 and 3 over `ranks`, in f32: every
  * unit's owned and shared part (the embeddings, each layer, the final norm
- * with an untied head) and a window of the largest unit; *window_bytes: that
- * window, *staging_bytes: the largest unit's part (offload_optimizer's
- * staging buffer). */
-static size_t sharded_gradient_bytes(int ranks, size_t *window_bytes, size_t *staging_bytes)
+ * with an untied head), the shard; *windows_bytes: the windows a pass writes
+ * into, one of the largest unit and, over ranks or with the shard in host
+ * memory (offload), one of a layer beside it, so that a unit's reduce runs
+ * beside the next one's backward; *staging_bytes: the largest unit's part (offload_optimizer's staging
+ * buffer). */
+static size_t sharded_gradient_bytes(int ranks, bool offload, size_t *windows_bytes, size_t *staging_bytes)
 {
     ft_model_config config;
     CHECK_INT(ft_model_config_load(model_dir, &config), 0);
@@ -309,24 +311,22 @@ static size_t sharded_gradient_bytes(int ranks, size_t *window_bytes, size_t *st
     }
     size_t window = embeddings > layer ? embeddings : layer;
     window = window > final ? window : final;
-    *window_bytes = window * sizeof(float);
+    *windows_bytes = (window + (ranks > 1 || offload ? layer : 0)) * sizeof(float);
     *staging_bytes = staging * sizeof(float);
-    return (shard + window) * sizeof(float);
+    return shard * sizeof(float);
 }
 
 /* Rank 0's float gradients: whole, or full fine-tuning's shard and windows at
  * stages 2 and 3; with offload_optimizer that shard in host memory, the
- * window and a staging buffer in the backend's. */
+ * windows and a staging buffer in the backend's. */
 static void check_gradient_bytes(const run_result *sharded, const run_result *reference, ft_finetuning finetuning,
                                  int ranks, int stage, bool offload, const char *what)
 {
-    size_t window = 0, staging = 0, expected = reference->count * sizeof(float), host = 0;
+    size_t windows = 0, staging = 0, expected = reference->count * sizeof(float), host = 0;
     if (finetuning == FT_FINETUNE_FULL && stage >= 2) {
-        expected = sharded_gradient_bytes(ranks, &window, &staging);
-        if (offload) {
-            host = expected - window;
-            expected = window + staging;
-        }
+        size_t shard = sharded_gradient_bytes(ranks, offload, &windows, &staging);
+        expected = offload ? windows + staging : shard + windows;
+        host = offload ? shard : 0;
     }
     if (sharded->gradient_bytes != expected || sharded->gradient_host_bytes != host ||
         reference->gradient_bytes != reference->count * sizeof(float)) {
