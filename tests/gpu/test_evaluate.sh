@@ -33,11 +33,15 @@ for variant in whole streamed; do
   [ "$variant" = streamed ] && printf '\toffload_param = cpu\n\tseed = 43\n' >> "$W/Ftpipe" # seed: another key
   echo >> "$W/Ftpipe"
 done
+t_run "$FTPIPE" -C "$W" adapter data/eval.json # what the estimate reads
+t_expect_status 0
 t_run "$FTPIPE" -C "$W" estimate streamed
 echo "$T_OUT" | grep -E '^streamed|^    device' | sed 's/^/# /'
 t_run "$FTPIPE" -C "$W"
 t_expect_status 0
+t_run "$FTPIPE" -C "$W" log streamed
 t_expect_contains "offload_param: the weights stay in host memory; generating gathered "
+echo "$T_OUT" | grep "generating gathered" | sed 's/^/# /'
 python3 - "$W" <<'PY' || t_fail "the streamed evaluation differs: $(head -c 400 "$W/streamed/results.jsonl")"
 import json, sys
 w = sys.argv[1]
