@@ -66,7 +66,7 @@ static int find_smallest_change(const ft_eval_run *run, const ft_model_config *c
             char need[32], have[32], host[32], batch_text[48] = "";
             ft_format_bytes(memory.peak, need, sizeof need);
             ft_format_bytes(budget, have, sizeof have);
-            ft_format_bytes(memory.host, host, sizeof host);
+            ft_format_bytes(memory.host * (uint64_t)ft_stage_ranks_per_node(run->stage), host, sizeof host);
             if (batch < run->batch_size)
                 snprintf(batch_text, sizeof batch_text, "batch_size = %d%s", batch,
                          streamed && !run->offload_param ? " and " : "");
@@ -85,8 +85,9 @@ static int find_smallest_change(const ft_eval_run *run, const ft_model_config *c
 }
 
 /* Memory as memory_for counts it for the adapted model (the larger of the two
- * with compare_base), checked against the GPU's free memory; time from the
- * rate past runs left. */
+ * with compare_base), checked against the GPU's free memory; the host memory
+ * of each rank on the machine, which loads (or streams) the model on its own;
+ * time from the rate past runs left. */
 static int estimate_figures(const ft_eval_run *run, ft_stage_estimate *out)
 {
     ft_stage *stage = run->stage;
@@ -101,18 +102,24 @@ static int estimate_figures(const ft_eval_run *run, ft_stage_estimate *out)
         ft_language_model_config_load(dir, &config) != 0 ||
         memory_for(run, &config, options, run->batch_size, run->offload_param, on_gpu, &memory) != 0)
         return -1;
-    char plan_text[32], cache_text[32], host_text[32];
+    char plan_text[32], cache_text[32], host_text[32], ranks_text[64] = "";
     ft_format_bytes(memory.plan, plan_text, sizeof plan_text);
     ft_format_bytes(memory.cache, cache_text, sizeof cache_text);
     ft_format_bytes(memory.host, host_text, sizeof host_text);
+    int per_node = ft_stage_ranks_per_node(stage);
+    if (per_node > 1)
+        snprintf(ranks_text, sizeof ranks_text, ", x %d ranks on the machine (each its own copy)", per_node);
     ft_estimate_figure *figure = on_gpu ? &out->device_bytes : &out->host_bytes;
-    ft_estimate_set(figure, (double)memory.peak, "model plan %s for %d x %d tokens%s and KV cache %s for %d x %d tokens%s",
-                    plan_text, run->batch_size, run->max_seq_len,
+    ft_estimate_set(figure, (double)memory.peak * (on_gpu ? 1 : per_node),
+                    "model plan %s for %d x %d tokens%s and KV cache %s for %d x %d tokens%s%s", plan_text,
+                    run->batch_size, run->max_seq_len,
                     run->offload_param ? " (two units of the weights gathered at once)" : "", cache_text,
-                    run->batch_size, run->max_generate_tokens, on_gpu ? ", with the cuda backend's scratch" : "");
+                    run->batch_size, run->max_generate_tokens, on_gpu ? ", with the cuda backend's scratch" : "",
+                    on_gpu ? "" : ranks_text);
     if (on_gpu && run->offload_param)
-        ft_estimate_set(&out->host_bytes, (double)memory.host,
-                        "the weights in page-locked host memory (offload_param = cpu), %s, beside the program", host_text);
+        ft_estimate_set(&out->host_bytes, (double)memory.host * per_node,
+                        "the weights in page-locked host memory (offload_param = cpu), %s%s, beside the program",
+                        host_text, ranks_text);
     else if (on_gpu)
         ft_estimate_unknown(&out->host_bytes, "the evaluate kind does not estimate its host memory on cuda");
     if (on_gpu) {

@@ -82,6 +82,21 @@ eval_streamed: evaluate models/m adapter eval.json
 	backend = cpu
 	offload_param = cpu
 
+eval_one_rank: evaluate models/m eval.json
+	template = plain
+	checker = exact
+	max_new_tokens = 13
+	batch_size = 8
+	backend = cpu
+
+eval_two_ranks: evaluate models/m eval.json
+	template = plain
+	checker = exact
+	max_new_tokens = 13
+	batch_size = 8
+	backend = cpu
+	nproc_per_node = 2
+
 export/peft: export adapter
 
 export/merged: export adapter models/m
@@ -154,6 +169,18 @@ t_run compare host_bytes eval_base eval_adapter eval_streamed
 echo "$T_OUT" | sed 's/^/  /'
 t_expect_contains "KV cache"
 t_expect_contains "cases outside: 0"
+t_end
+
+t_case "evaluate over 2 ranks of a machine counts the host memory of each: twice one rank's"
+t_run "$FTPIPE" -C "$W" estimate --json eval_one_rank eval_two_ranks
+t_expect_status 0
+echo "$T_OUT" | python3 -c '
+import json, sys
+stages = {s["target"]: s["host_bytes"] for s in json.load(sys.stdin)["stages"]}
+one, two = stages["eval_one_rank"], stages["eval_two_ranks"]
+print("  one rank %.0f bytes, two %.0f: %s" % (one["value"], two["value"], two["source"]))
+sys.exit(not (two["value"] == 2 * one["value"] and "x 2 ranks on the machine" in two["source"]))' ||
+  t_fail "two ranks are not counted twice"
 t_end
 
 t_case "evaluate: time from the rate a past evaluate run left"
