@@ -1,5 +1,5 @@
-/* trainer: data order, micro-batches, accumulation, the optimizer step, logging
- * and checkpoints. */
+/* trainer: data order, micro-batches, accumulation, the optimizer step and
+ * logging (checkpoints: trainer_checkpoint.c). */
 #include "ftpipe/model/trainer.h"
 
 #include <math.h>
@@ -10,16 +10,10 @@
 
 #include "ftpipe/base/clock.h"
 #include "ftpipe/base/error.h"
-#include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
 #include "ftpipe/base/random.h"
 #include "ftpipe/base/strbuf.h"
-#include "ftpipe/model/checkpoint.h"
-#include "ftpipe/model/data_parallel.h"
-#include "ftpipe/model/param_shards.h"
-#include "ftpipe/model/grad_shards.h"
-#include "ftpipe/model/update_gate.h"
-#include "ftpipe/model/zero.h"
+#include "trainer_internal.h"
 
 /* Independent random streams drawn from the seed. */
 enum { STREAM_SHUFFLE = 1, STREAM_DROPOUT = 2 };
@@ -56,20 +50,6 @@ int ft_train_plan_steps(const ft_train_options *options, uint64_t n_rows, ft_tra
 }
 
 /* --- the data --- */
-
-typedef struct {
-    const ft_token_shards *shards;
-    uint64_t n_rows;
-    uint64_t *order;            /* the current epoch's permutation */
-    int64_t order_epoch;        /* which epoch `order` is; -1: none yet */
-    int32_t *row_segments;      /* [row_length] */
-    /* the micro-batch being built, [batch_size * row_length] each */
-    int32_t *tokens, *positions, *segments, *targets;
-    /* the split's images (NULL: text), and the micro-batch's, in token order */
-    const ft_image_store *images;
-    ft_stored_image *batch_images;
-    size_t n_batch_images, batch_images_capacity;
-} data;
 
 /* The images of row r's samples, after those of the rows before it in the micro-batch. */
 static void add_row_images(data *d, const ft_token_row *row)
@@ -161,38 +141,7 @@ static int fill_batch(data *d, int64_t first, int n, int64_t *n_tokens)
 
 /* --- the loop --- */
 
-typedef struct {
-    ft_model *model;
-    const ft_train_options *options;
-    ft_train_plan plan;
-    ft_lr_schedule schedule;
-    const ft_param_tensor *tensors;
-    size_t n_tensors;
-    ft_adamw *optimizer;        /* NULL with ZeRO, whose shard optimizer updates */
-    ft_zero *zero;              /* ZeRO stage 1, 2 or 3 over the ranks; NULL: each rank holds the whole optimizer */
-    ft_update_gate *gate;       /* offload_optimizer without ZeRO-3: the update beside the next pass (the zero's
-                                 * at stages 1 and 2, else the trainer's); NULL: none */
-    ft_param_shards *params;    /* ZeRO-3's weights; NULL: each rank holds them whole */
-    ft_grad_shards *grad_shards; /* ZeRO-2 and 3 of full fine-tuning: the weights' gradients; NULL: whole */
-    bool shards_weights;        /* full fine-tuning under ZeRO-3: the trained tensors are the sharded weights */
-    ft_comm *comm;              /* NULL: one rank */
-    int rank, ranks;
-    ft_grad_buckets buckets;
-    ft_grad_sync *sync;         /* adds each layer's gradients while backward goes on */
-    double predicted_comm_s;    /* the preflight's all-reduce */
-    double compute_s, comm_s;   /* the last step's micro-batches, and its sums over the ranks */
-    data data;
-    data eval;                  /* the eval rows in order, when evaluating */
-    ft_checkpoint_state state;
-    int64_t saved_step;         /* the step of the newest checkpoint; -1: none */
-    uint64_t start_ns;
-    uint64_t report_ns;         /* when tokens_since_report started counting */
-    int64_t tokens_since_report;
-    ft_train_result *result;    /* its time and token counts grow as the run goes */
-} trainer;
-
-static void note(const trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(const trainer *t, const char *fmt, ...)
+void ft_trainer_note(const trainer *t, const char *fmt, ...)
 {
     const ft_train_callbacks *callbacks = &t->options->callbacks;
     if (!callbacks->on_note)
@@ -207,17 +156,14 @@ static void note(const trainer *t, const char *fmt, ...)
     ft_strbuf_free(&text);
 }
 
-static double epochs_done(const trainer *t)
+double ft_trainer_epochs_done(const trainer *t)
 {
     return (double)t->state.epoch + (double)t->state.epoch_row / (double)t->data.n_rows;
 }
 
-static bool saves_checkpoints(const trainer *t) { return !t->comm || t->options->saves_checkpoints; }
+bool ft_trainer_saves_checkpoints(const trainer *t) { return !t->comm || t->options->saves_checkpoints; }
 
-/* A step that may fail on some ranks only (an allocation), agreed on before
- * any rank goes on to collectives the others would skip: -1 when any rank
- * failed, with this rank's ft_error or one naming the others. */
-static int agree_over_ranks(ft_comm *comm, int status, const char *what)
+int ft_trainer_agree_over_ranks(ft_comm *comm, int status, const char *what)
 {
     double failed = status < 0;
     if (!comm)
@@ -227,118 +173,6 @@ static int agree_over_ranks(ft_comm *comm, int status, const char *what)
     if (status < 0)
         return -1;
     return failed > 0 ? ft_error("%s: %.0f other rank(s) failed (their logs say why)", what, failed) : 0;
-}
-
-/* Sharded state read into a checkpoint's file in the file's order
- * (ft_checkpoint_order): ZeRO's moments or ZeRO-3's values. */
-typedef struct {
-    ft_zero_moments *moments;   /* NULL: values */
-    ft_param_values *values;
-    size_t *order, n, asked;
-} sharded_file;
-
-static int read_sharded(sharded_file *f, size_t tensor, int part, float *to)
-{
-    return f->moments ? ft_zero_moments_read(f->moments, tensor, part, to)
-                      : ft_param_values_read(f->values, tensor, to);
-}
-
-static int read_in_order(void *context, size_t tensor, int part, float *to)
-{
-    sharded_file *f = context;
-    f->asked++;
-    return read_sharded(f, tensor, part, to);
-}
-
-/* One file of a sharded checkpoint: the writing rank writes it (*written: its
- * status) reading each tensor as the file asks; then every rank reads what is
- * left of the order keeping nothing (a rank that writes nothing: all of it;
- * one whose write stopped: the rest), so that the ranks' gathers match. */
-static int gather_file(const trainer *t, ft_checkpoint_writer *writer, int *written, sharded_file *f)
-{
-    bool moments = f->moments != NULL;
-    f->order = ft_xmalloc((2 * t->n_tensors + 1) * sizeof *f->order);
-    f->n = ft_checkpoint_order(t->tensors, t->n_tensors, moments, f->order);
-    if (writer && *written == 0)
-        *written = (moments ? ft_checkpoint_write_moments_from : ft_checkpoint_write_values_from)(writer,
-                                                                                               read_in_order, f);
-    int status = 0;
-    for (size_t k = f->asked; k < f->n && status == 0; k++)
-        status = read_sharded(f, f->order[k] / (moments ? 2 : 1), (int)(f->order[k] % (moments ? 2 : 1)), NULL);
-    free(f->order);
-    return status;
-}
-
-/* ZeRO: every rank joins in gathering the values (ZeRO-3's weights, unit by
- * unit) and then the moments (span by span), which the checkpoint holds
- * whole whatever the stage (zero.h), as the writing rank writes them: it holds
- * one unit or span at a time, the others nothing. */
-static int save_sharded(trainer *t)
-{
-    ft_backend *backend = ft_model_backend(t->model);
-    ft_checkpoint_writer *writer = NULL;
-    int written = saves_checkpoints(t) ? ft_checkpoint_begin(t->options->checkpoint_dir, t->tensors, t->n_tensors,
-                                                             &t->state, &writer)
-                                       : 0;
-    bool keep = writer && written == 0;
-    int gathered = 0;
-    if (t->shards_weights) {
-        sharded_file values = {0};
-        gathered = agree_over_ranks(t->comm, ft_param_values_open(t->params, keep, &values.values),
-                                    "gathering a checkpoint's values");
-        if (gathered == 0)
-            gathered = gather_file(t, writer, &written, &values);
-        ft_param_values_close(values.values);
-    } else if (writer) {
-        written = ft_checkpoint_write_values(writer, backend);
-    }
-    sharded_file moments = {0};
-    if (gathered == 0)
-        gathered = agree_over_ranks(t->comm, ft_zero_moments_open(t->zero, keep, &moments.moments),
-                                    "gathering a checkpoint's moments");
-    if (gathered == 0)
-        gathered = gather_file(t, writer, &written, &moments);
-    ft_zero_moments_close(moments.moments);
-    if (writer && written == 0 && gathered == 0)
-        return ft_checkpoint_finish(writer, t->options->save_total_limit);
-    ft_checkpoint_abandon(writer);
-    return written < 0 || gathered < 0 ? -1 : 0;
-}
-
-static int save(trainer *t)
-{
-    if (!t->options->checkpoint_dir || t->saved_step == t->state.global_step)
-        return 0;
-    if (ft_update_gate_finish(t->gate) < 0) /* the moments and values of the last step */
-        return -1;
-    ft_backend *backend = ft_model_backend(t->model);
-    const char *dir = t->options->checkpoint_dir;
-    int status = 0;
-    if (t->zero) {
-        status = save_sharded(t);
-    } else if (!saves_checkpoints(t)) {
-        /* another rank writes it */
-    } else if (ft_adamw_host_moments(t->optimizer)) { /* offloaded: the moments are host memory already */
-        status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors,
-                                                 ft_adamw_host_moments(t->optimizer), &t->state,
-                                                 t->options->save_total_limit);
-    } else {
-        status = ft_checkpoint_save(dir, backend, t->tensors, t->n_tensors, t->optimizer, &t->state,
-                                    t->options->save_total_limit);
-    }
-    /* every rank stops when the checkpoint failed, rather than training on
-     * towards a collective the writing rank never joins */
-    if (agree_over_ranks(t->comm, status, "saving a checkpoint") < 0)
-        return -1;
-    t->saved_step = t->state.global_step;
-    if (!t->zero && !saves_checkpoints(t))
-        return 0;
-    uint64_t bytes, largest_file_bytes;
-    ft_checkpoint_size(t->tensors, t->n_tensors, &bytes, &largest_file_bytes);
-    t->result->checkpoint_bytes_written += bytes;
-    if (saves_checkpoints(t))
-        note(t, "saved checkpoint-%lld", (long long)t->state.global_step);
-    return 0;
 }
 
 /* The sums over the ranks of this rank's loss sum and token count (one rank: as they are). */
@@ -487,7 +321,7 @@ static void report(trainer *t, double loss, double grad_norm, ft_train_report *o
     ft_train_report r = {
         .step = t->state.global_step,
         .total_steps = t->plan.total_steps,
-        .epoch = epochs_done(t),
+        .epoch = ft_trainer_epochs_done(t),
         .loss = loss,
         .learning_rate = ft_lr_at(&t->schedule, t->state.global_step),
         .grad_norm = grad_norm,
@@ -528,7 +362,7 @@ static int evaluate(trainer *t)
             return ft_error_context("evaluating at step %lld", (long long)t->state.global_step);
         loss_sum += batch_loss * n;
     }
-    ft_eval_report r = {t->state.global_step, epochs_done(t), e->n_rows ? loss_sum / (double)e->n_rows : 0.0,
+    ft_eval_report r = {t->state.global_step, ft_trainer_epochs_done(t), e->n_rows ? loss_sum / (double)e->n_rows : 0.0,
                         e->n_rows, (double)(ft_now_ns() - start) * 1e-9};
     if (!isfinite(r.eval_loss))
         return ft_error("step %lld: the eval loss is %g", (long long)t->state.global_step, r.eval_loss);
@@ -562,61 +396,6 @@ static bool save_due(const trainer *t)
     return o->save_strategy == FT_SAVE_EPOCH && epoch_ended(t);
 }
 
-static int resume(trainer *t, ft_train_result *out)
-{
-    const ft_train_options *o = t->options;
-    if (!o->checkpoint_dir)
-        return 0;
-    ft_checkpoint_state loaded;
-    ft_backend *backend = ft_model_backend(t->model);
-    int found;
-    if (t->zero) { /* each rank takes its shard of the moments (ZeRO-3: and of the weights) from the mapped files */
-        ft_checkpoint_mapped mapped;
-        found = ft_checkpoint_map_latest(o->checkpoint_dir, t->tensors, t->n_tensors, t->state.run_id, &loaded,
-                                         &mapped);
-        if (found == 1 && t->shards_weights && ft_param_shards_take_values(t->params, mapped.values) < 0)
-            found = -1;
-        for (size_t i = 0; found == 1 && !t->shards_weights && i < t->n_tensors; i++) /* whole on every rank */
-            backend->upload(backend, t->tensors[i].value, mapped.values[i], t->tensors[i].count * sizeof(float));
-        if (found == 1)
-            ft_zero_take_moments(t->zero, mapped.exp_avg, mapped.exp_avg_sq, loaded.global_step);
-        ft_checkpoint_unmap(&mapped);
-    } else if (ft_adamw_host_moments(t->optimizer)) {
-        found = ft_checkpoint_load_latest_host_moments(o->checkpoint_dir, backend, t->tensors, t->n_tensors,
-                                                       ft_adamw_host_moments(t->optimizer), t->state.run_id,
-                                                       &loaded);
-        if (found == 1) {
-            ft_adamw_set_step_count(t->optimizer, loaded.global_step);
-            ft_adamw_reload_values(t->optimizer);
-        }
-    } else {
-        found = ft_checkpoint_load_latest(o->checkpoint_dir, backend, t->tensors, t->n_tensors, t->optimizer,
-                                          t->state.run_id, &loaded);
-    }
-    if (found < 0)
-        return -1;
-    if (found == 1) {
-        ft_model_refresh_weights(t->model); /* the checkpoint's values went into the master copy */
-        t->state = loaded;
-        t->saved_step = loaded.global_step;
-        out->resumed_from_step = loaded.global_step;
-        note(t, "resumed from checkpoint-%lld (epoch %.2f)", (long long)loaded.global_step, epochs_done(t));
-    }
-    if (!saves_checkpoints(t))
-        return 0;
-    /* A checkpoint must fit before any work is done that it would keep. */
-    uint64_t total_bytes, largest_file_bytes;
-    ft_checkpoint_size(t->tensors, t->n_tensors, &total_bytes, &largest_file_bytes);
-    int64_t next = o->save_steps > 0 ? (t->state.global_step / o->save_steps + 1) * o->save_steps
-                                     : t->plan.total_steps;
-    if (next > t->plan.total_steps)
-        next = t->plan.total_steps;
-    if (ft_mkdir_p(o->checkpoint_dir) < 0)
-        return -1;
-    return ft_checkpoint_check_space(o->checkpoint_dir, next, total_bytes, largest_file_bytes);
-}
-
-/* Rank 0's answer, on every rank, so that all stop at the same step. */
 /* After a step: whether a guard (should_stop, on rank 0) wants a checkpoint and a
  * stop; every rank learns it, so they stop together. */
 static int guard_asks_to_stop(trainer *t, const ft_train_report *reported, bool *stop)
@@ -657,12 +436,12 @@ static int preflight(trainer *t)
         return -1;
     t->predicted_comm_s = timing.seconds + sharded.seconds;
     if (t->buckets.n_buckets)
-        note(t, "preflight: an all-reduce of the %.1f KiB of gradients over %d ranks (%s) takes %.3f ms: bus "
+        ft_trainer_note(t, "preflight: an all-reduce of the %.1f KiB of gradients over %d ranks (%s) takes %.3f ms: bus "
                 "bandwidth %.3f GB/s",
              (double)timing.bytes / 1024.0, t->ranks, t->comm->name, timing.seconds * 1e3,
              timing.bus_bytes_per_s * 1e-9);
     if (t->grad_shards) /* ZeRO-2 and 3 of full fine-tuning, per micro-batch */
-        note(t, "preflight: reduce-scattering the %.1f KiB of the weights' gradients unit by unit over %d ranks (%s) "
+        ft_trainer_note(t, "preflight: reduce-scattering the %.1f KiB of the weights' gradients unit by unit over %d ranks (%s) "
                 "takes %.3f ms: bus bandwidth %.3f GB/s",
              (double)sharded.bytes / 1024.0, t->ranks, t->comm->name, sharded.seconds * 1e3,
              sharded.bus_bytes_per_s * 1e-9);
@@ -672,11 +451,11 @@ static int preflight(trainer *t)
 /* After the first step: communication against compute, with the numbers. */
 static void compare_step_times(trainer *t)
 {
-    note(t, "step time: compute %.3f ms, then %.3f ms of communication that backward did not hide, with waiting for "
+    ft_trainer_note(t, "step time: compute %.3f ms, then %.3f ms of communication that backward did not hide, with waiting for "
             "the slowest rank (the preflight timed %.3f ms unhidden)",
          t->compute_s * 1e3, t->comm_s * 1e3, t->predicted_comm_s * 1e3);
     if (t->predicted_comm_s > t->compute_s)
-        note(t, "communication (%.3f ms per step) takes longer than compute (%.3f ms): fewer ranks or nodes, a faster "
+        ft_trainer_note(t, "communication (%.3f ms per step) takes longer than compute (%.3f ms): fewer ranks or nodes, a faster "
                 "network, or a larger per-device batch would train faster",
              t->predicted_comm_s * 1e3, t->compute_s * 1e3);
 }
@@ -688,32 +467,7 @@ static void add_compute_time(trainer *t, uint64_t wall_ns, uint64_t cpu_ns)
     t->result->compute_cpu_s += (double)(ft_process_cpu_ns() - cpu_ns) * 1e-9;
 }
 
-/* on_save or on_result writes the trained tensors (on the ranks that write):
- * ZeRO-3's sharded weights are read for it a unit at a time, in their order,
- * into the writing rank's host memory, as every rank joins each unit's
- * gather; the ranks agree on the outcome, so that none trains on alone. */
-static int write_trained(trainer *t, int (*write)(void *context, int64_t step, double epoch))
-{
-    void *context = t->options->callbacks.context;
-    if (ft_update_gate_finish(t->gate) < 0)
-        return -1;
-    if (!t->shards_weights)
-        return write ? write(context, t->state.global_step, epochs_done(t)) : 0;
-    ft_param_values *values = NULL;
-    int status = agree_over_ranks(t->comm, ft_param_values_open(t->params, write != NULL, &values),
-                                  "reading the weights to write");
-    if (status == 0) {
-        ft_param_shards_save_through(t->params, values);
-        int written = write ? write(context, t->state.global_step, epochs_done(t)) : 0;
-        ft_param_shards_save_through(t->params, NULL);
-        int joined = ft_param_values_finish(values); /* the units the writer did not ask for */
-        status = joined < 0 ? -1 : agree_over_ranks(t->comm, written, "writing the trained weights");
-    }
-    ft_param_values_close(values);
-    return status;
-}
-
-static int keep_checkpoint(trainer *t) { return write_trained(t, t->options->callbacks.on_save); }
+static int keep_checkpoint(trainer *t) { return ft_trainer_write_trained(t, t->options->callbacks.on_save); }
 
 /* ZeRO-3's result goes through on_result when any rank writes with it (those
  * that write nothing have none): 1, else 0; -1 with ft_error. */
@@ -736,7 +490,7 @@ static int train_loop(trainer *t)
         if (stop_asked(t, &stop) < 0)
             return -1;
         if (stop) {
-            if (save(t) < 0)
+            if (ft_trainer_save(t) < 0)
                 return -1;
             return ft_error("cancelled at step %lld of %lld", (long long)t->state.global_step,
                             (long long)t->plan.total_steps);
@@ -760,7 +514,7 @@ static int train_loop(trainer *t)
         if (save_due(t) && keep_checkpoint(t) < 0)
             return ft_error_context("keeping checkpoint-%lld", (long long)t->state.global_step);
         int64_t save_steps = o->save_steps;
-        if (save_steps > 0 && t->state.global_step % save_steps == 0 && save(t) < 0)
+        if (save_steps > 0 && t->state.global_step % save_steps == 0 && ft_trainer_save(t) < 0)
             return -1;
         bool guard_stop = false;
         if (t->state.global_step < t->plan.total_steps && guard_asks_to_stop(t, &reported, &guard_stop) < 0)
@@ -768,14 +522,14 @@ static int train_loop(trainer *t)
         if (guard_stop) {
             char reason[512];
             snprintf(reason, sizeof reason, "%s", ft_error_message());
-            if (save(t) < 0)
+            if (ft_trainer_save(t) < 0)
                 return ft_error_context("%s; then saving a checkpoint", reason);
             return ft_error("%s; stopped after step %lld of %lld with checkpoint-%lld saved: the next run resumes "
                             "from it", reason, (long long)t->state.global_step, (long long)t->plan.total_steps,
                             (long long)t->state.global_step);
         }
     }
-    return save(t);
+    return ft_trainer_save(t);
 }
 
 int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_options *options, ft_train_result *out)
@@ -821,7 +575,7 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         int made = t.params ? 0
                             : ft_param_shards_create(model, t.comm, options->offload_param, options->offload_optimizer,
                                                      &t.params);
-        if (agree_over_ranks(t.comm, made, "sharding the weights (ZeRO-3)") < 0)
+        if (ft_trainer_agree_over_ranks(t.comm, made, "sharding the weights (ZeRO-3)") < 0)
             return -1; /* shards made here are the model's now, freed with it */
         t.shards_weights = full;
         size_t shard = ft_param_shards_shard_bytes(t.params);
@@ -854,7 +608,7 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         made = ft_adamw_create(backend, t.tensors, t.n_tensors, &options->adamw, &t.optimizer);
     if (made == 0 && t.zero) /* ZeRO-1 and 2 with offload_optimizer: the update beside the next pass */
         made = ft_zero_update_beside_passes(t.zero, model, &t.gate);
-    if (agree_over_ranks(t.comm, made, "setting up the optimizer") < 0) {
+    if (ft_trainer_agree_over_ranks(t.comm, made, "setting up the optimizer") < 0) {
         if (!t.zero)
             ft_update_gate_free(t.gate);
         ft_adamw_free(t.optimizer);
@@ -901,11 +655,11 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     t.start_ns = t.report_ns = ft_now_ns();
     ft_model_zero_grads(model);
     if (status == 0)
-        status = resume(&t, out);
+        status = ft_trainer_resume(&t, out);
     if (status == 0)
         status = train_loop(&t);
     out->global_step = t.state.global_step;
-    out->epoch = epochs_done(&t);
+    out->epoch = ft_trainer_epochs_done(&t);
     out->train_loss = t.state.global_step > 0 ? t.state.loss_sum / (double)t.state.global_step : 0.0;
     out->runtime_s = (double)(ft_now_ns() - t.start_ns) * 1e-9;
     out->samples = options->max_steps > 0
@@ -931,11 +685,11 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     if (through < 0)
         status = -1;
     if (through > 0) { /* the model stays sharded, as LoRA's does: a run may go on from it */
-        status = write_trained(&t, options->callbacks.on_result);
+        status = ft_trainer_write_trained(&t, options->callbacks.on_result);
     } else if (status == 0 && t.shards_weights) {
-        status = ft_param_shards_unshard(t.params, saves_checkpoints(&t));
+        status = ft_param_shards_unshard(t.params, ft_trainer_saves_checkpoints(&t));
     } else if (status == 0) {
-        status = write_trained(&t, options->callbacks.on_result);
+        status = ft_trainer_write_trained(&t, options->callbacks.on_result);
     } else if (t.params) { /* a failed run: its collectives may be gone */
         ft_param_shards_free(t.params);
     }

@@ -1,0 +1,196 @@
+/* trainer_checkpoint: checkpoints (whole, or gathered from ZeRO's shards as
+ * the writing rank writes them), resuming from the newest, and the trained
+ * tensors written through on_save and on_result. */
+#include <stdlib.h>
+
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/fsutil.h"
+#include "ftpipe/base/mem.h"
+#include "trainer_internal.h"
+
+/* Sharded state read into a checkpoint's file in the file's order
+ * (ft_checkpoint_order): ZeRO's moments or ZeRO-3's values. */
+typedef struct {
+    ft_zero_moments *moments;   /* NULL: values */
+    ft_param_values *values;
+    size_t *order, n, asked;
+} sharded_file;
+
+static int read_sharded(sharded_file *f, size_t tensor, int part, float *to)
+{
+    return f->moments ? ft_zero_moments_read(f->moments, tensor, part, to)
+                      : ft_param_values_read(f->values, tensor, to);
+}
+
+static int read_in_order(void *context, size_t tensor, int part, float *to)
+{
+    sharded_file *f = context;
+    f->asked++;
+    return read_sharded(f, tensor, part, to);
+}
+
+/* One file of a sharded checkpoint: the writing rank writes it (*written: its
+ * status) reading each tensor as the file asks; then every rank reads what is
+ * left of the order keeping nothing (a rank that writes nothing: all of it;
+ * one whose write stopped: the rest), so that the ranks' gathers match. */
+static int gather_file(const trainer *t, ft_checkpoint_writer *writer, int *written, sharded_file *f)
+{
+    bool moments = f->moments != NULL;
+    f->order = ft_xmalloc((2 * t->n_tensors + 1) * sizeof *f->order);
+    f->n = ft_checkpoint_order(t->tensors, t->n_tensors, moments, f->order);
+    if (writer && *written == 0)
+        *written = (moments ? ft_checkpoint_write_moments_from : ft_checkpoint_write_values_from)(writer,
+                                                                                               read_in_order, f);
+    int status = 0;
+    for (size_t k = f->asked; k < f->n && status == 0; k++)
+        status = read_sharded(f, f->order[k] / (moments ? 2 : 1), (int)(f->order[k] % (moments ? 2 : 1)), NULL);
+    free(f->order);
+    return status;
+}
+
+/* ZeRO: every rank joins in gathering the values (ZeRO-3's weights, unit by
+ * unit) and then the moments (span by span), which the checkpoint holds
+ * whole whatever the stage (zero.h), as the writing rank writes them: it holds
+ * one unit or span at a time, the others nothing. */
+static int save_sharded(trainer *t)
+{
+    ft_backend *backend = ft_model_backend(t->model);
+    ft_checkpoint_writer *writer = NULL;
+    int written = ft_trainer_saves_checkpoints(t) ? ft_checkpoint_begin(t->options->checkpoint_dir, t->tensors, t->n_tensors,
+                                                             &t->state, &writer)
+                                       : 0;
+    bool keep = writer && written == 0;
+    int gathered = 0;
+    if (t->shards_weights) {
+        sharded_file values = {0};
+        gathered = ft_trainer_agree_over_ranks(t->comm, ft_param_values_open(t->params, keep, &values.values),
+                                    "gathering a checkpoint's values");
+        if (gathered == 0)
+            gathered = gather_file(t, writer, &written, &values);
+        ft_param_values_close(values.values);
+    } else if (writer) {
+        written = ft_checkpoint_write_values(writer, backend);
+    }
+    sharded_file moments = {0};
+    if (gathered == 0)
+        gathered = ft_trainer_agree_over_ranks(t->comm, ft_zero_moments_open(t->zero, keep, &moments.moments),
+                                    "gathering a checkpoint's moments");
+    if (gathered == 0)
+        gathered = gather_file(t, writer, &written, &moments);
+    ft_zero_moments_close(moments.moments);
+    if (writer && written == 0 && gathered == 0)
+        return ft_checkpoint_finish(writer, t->options->save_total_limit);
+    ft_checkpoint_abandon(writer);
+    return written < 0 || gathered < 0 ? -1 : 0;
+}
+
+int ft_trainer_save(trainer *t)
+{
+    if (!t->options->checkpoint_dir || t->saved_step == t->state.global_step)
+        return 0;
+    if (ft_update_gate_finish(t->gate) < 0) /* the moments and values of the last step */
+        return -1;
+    ft_backend *backend = ft_model_backend(t->model);
+    const char *dir = t->options->checkpoint_dir;
+    int status = 0;
+    if (t->zero) {
+        status = save_sharded(t);
+    } else if (!ft_trainer_saves_checkpoints(t)) {
+        /* another rank writes it */
+    } else if (ft_adamw_host_moments(t->optimizer)) { /* offloaded: the moments are host memory already */
+        status = ft_checkpoint_save_host_moments(dir, backend, t->tensors, t->n_tensors,
+                                                 ft_adamw_host_moments(t->optimizer), &t->state,
+                                                 t->options->save_total_limit);
+    } else {
+        status = ft_checkpoint_save(dir, backend, t->tensors, t->n_tensors, t->optimizer, &t->state,
+                                    t->options->save_total_limit);
+    }
+    /* every rank stops when the checkpoint failed, rather than training on
+     * towards a collective the writing rank never joins */
+    if (ft_trainer_agree_over_ranks(t->comm, status, "saving a checkpoint") < 0)
+        return -1;
+    t->saved_step = t->state.global_step;
+    if (!t->zero && !ft_trainer_saves_checkpoints(t))
+        return 0;
+    uint64_t bytes, largest_file_bytes;
+    ft_checkpoint_size(t->tensors, t->n_tensors, &bytes, &largest_file_bytes);
+    t->result->checkpoint_bytes_written += bytes;
+    if (ft_trainer_saves_checkpoints(t))
+        ft_trainer_note(t, "saved checkpoint-%lld", (long long)t->state.global_step);
+    return 0;
+}
+
+int ft_trainer_resume(trainer *t, ft_train_result *out)
+{
+    const ft_train_options *o = t->options;
+    if (!o->checkpoint_dir)
+        return 0;
+    ft_checkpoint_state loaded;
+    ft_backend *backend = ft_model_backend(t->model);
+    int found;
+    if (t->zero) { /* each rank takes its shard of the moments (ZeRO-3: and of the weights) from the mapped files */
+        ft_checkpoint_mapped mapped;
+        found = ft_checkpoint_map_latest(o->checkpoint_dir, t->tensors, t->n_tensors, t->state.run_id, &loaded,
+                                         &mapped);
+        if (found == 1 && t->shards_weights && ft_param_shards_take_values(t->params, mapped.values) < 0)
+            found = -1;
+        for (size_t i = 0; found == 1 && !t->shards_weights && i < t->n_tensors; i++) /* whole on every rank */
+            backend->upload(backend, t->tensors[i].value, mapped.values[i], t->tensors[i].count * sizeof(float));
+        if (found == 1)
+            ft_zero_take_moments(t->zero, mapped.exp_avg, mapped.exp_avg_sq, loaded.global_step);
+        ft_checkpoint_unmap(&mapped);
+    } else if (ft_adamw_host_moments(t->optimizer)) {
+        found = ft_checkpoint_load_latest_host_moments(o->checkpoint_dir, backend, t->tensors, t->n_tensors,
+                                                       ft_adamw_host_moments(t->optimizer), t->state.run_id,
+                                                       &loaded);
+        if (found == 1) {
+            ft_adamw_set_step_count(t->optimizer, loaded.global_step);
+            ft_adamw_reload_values(t->optimizer);
+        }
+    } else {
+        found = ft_checkpoint_load_latest(o->checkpoint_dir, backend, t->tensors, t->n_tensors, t->optimizer,
+                                          t->state.run_id, &loaded);
+    }
+    if (found < 0)
+        return -1;
+    if (found == 1) {
+        ft_model_refresh_weights(t->model); /* the checkpoint's values went into the master copy */
+        t->state = loaded;
+        t->saved_step = loaded.global_step;
+        out->resumed_from_step = loaded.global_step;
+        ft_trainer_note(t, "resumed from checkpoint-%lld (epoch %.2f)", (long long)loaded.global_step, ft_trainer_epochs_done(t));
+    }
+    if (!ft_trainer_saves_checkpoints(t))
+        return 0;
+    /* A checkpoint must fit before any work is done that it would keep. */
+    uint64_t total_bytes, largest_file_bytes;
+    ft_checkpoint_size(t->tensors, t->n_tensors, &total_bytes, &largest_file_bytes);
+    int64_t next = o->save_steps > 0 ? (t->state.global_step / o->save_steps + 1) * o->save_steps
+                                     : t->plan.total_steps;
+    if (next > t->plan.total_steps)
+        next = t->plan.total_steps;
+    if (ft_mkdir_p(o->checkpoint_dir) < 0)
+        return -1;
+    return ft_checkpoint_check_space(o->checkpoint_dir, next, total_bytes, largest_file_bytes);
+}
+
+int ft_trainer_write_trained(trainer *t, int (*write)(void *context, int64_t step, double epoch))
+{
+    void *context = t->options->callbacks.context;
+    if (ft_update_gate_finish(t->gate) < 0)
+        return -1;
+    if (!t->shards_weights)
+        return write ? write(context, t->state.global_step, ft_trainer_epochs_done(t)) : 0;
+    ft_param_values *values = NULL;
+    int status = ft_trainer_agree_over_ranks(t->comm, ft_param_values_open(t->params, write != NULL, &values),
+                                  "reading the weights to write");
+    if (status == 0) {
+        ft_param_shards_save_through(t->params, values);
+        int written = write ? write(context, t->state.global_step, ft_trainer_epochs_done(t)) : 0;
+        ft_param_shards_save_through(t->params, NULL);
+        int joined = ft_param_values_finish(values); /* the units the writer did not ask for */
+        status = joined < 0 ? -1 : ft_trainer_agree_over_ranks(t->comm, written, "writing the trained weights");
+    }
+    ft_param_values_close(values);
+    return status;
+}
