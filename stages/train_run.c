@@ -401,9 +401,6 @@ int ft_train_read_parameters(ft_train_run *run)
     m->gradient_shards = !lora && !m->freeze_language_model && t->zero_stage >= 2 ? ranks : 0;
     m->optimizer_shards = t->zero_stage >= 1 ? ranks : 0; /* the device plan: one rank's share of AdamW */
     m->optimizer_offloaded = t->offload_optimizer; /* one rank offloads at stage 0 too */
-    if (m->train_projector && t->zero_stage == 3)
-        return ft_stage_fail(stage, "zero_stage = 3 does not shard a trained projector yet: use zero_stage = 0, 1 or "
-                                    "2 to train it");
     if (run->eval_dir && t->eval_batch_size > m->max_batch_size) /* the model plans for the larger batch */
         m->max_batch_size = t->eval_batch_size;
     return ft_train_plan_steps(t, run->meta.train.n_rows, &run->plan);

@@ -850,6 +850,8 @@ bool ft_model_trains_weights(const ft_model *model)
     return model->options.finetuning == FT_FINETUNE_FULL && !model->options.freeze_language_model;
 }
 
+bool ft_model_saves_weights(const ft_model *model) { return model->options.finetuning == FT_FINETUNE_FULL; }
+
 int ft_model_gradient_shards(const ft_model *model)
 {
     return shards_gradients(&model->options) ? model->options.gradient_shards : 0;

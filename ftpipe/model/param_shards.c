@@ -173,6 +173,8 @@ static void point_weights(ft_param_shards *s)
     ft_model *m = s->model;
     for (size_t i = 0; i < m->n_weights; i++) {
         m->weights[i].value = m->params ? (float *)whole_at(s, s->weight_offsets[i]) : NULL;
+        if (m->trainable && ft_model_trains_weights(m)) /* the trained list's copy (a projector's follow) */
+            m->trainable[i].value = m->weights[i].value;
         if (m->master_weights)
             m->master_weights[i].value = m->master ? m->master + s->weight_offsets[i] : NULL;
     }

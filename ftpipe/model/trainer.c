@@ -436,28 +436,35 @@ static int preflight(trainer *t)
         return -1;
     t->predicted_comm_s = timing.seconds + sharded.seconds;
     if (t->buckets.n_buckets)
-        ft_trainer_note(t, "preflight: an all-reduce of the %.1f KiB of gradients over %d ranks (%s) takes %.3f ms: bus "
-                "bandwidth %.3f GB/s",
-             (double)timing.bytes / 1024.0, t->ranks, t->comm->name, timing.seconds * 1e3,
-             timing.bus_bytes_per_s * 1e-9);
+        ft_trainer_note(t,
+                        "preflight: an all-reduce of the %.1f KiB of gradients over %d ranks (%s) takes %.3f ms: bus "
+                        "bandwidth %.3f GB/s",
+                        (double)timing.bytes / 1024.0, t->ranks, t->comm->name, timing.seconds * 1e3,
+                        timing.bus_bytes_per_s * 1e-9);
     if (t->grad_shards) /* ZeRO-2 and 3 of full fine-tuning, per micro-batch */
-        ft_trainer_note(t, "preflight: reduce-scattering the %.1f KiB of the weights' gradients unit by unit over %d ranks (%s) "
-                "takes %.3f ms: bus bandwidth %.3f GB/s",
-             (double)sharded.bytes / 1024.0, t->ranks, t->comm->name, sharded.seconds * 1e3,
-             sharded.bus_bytes_per_s * 1e-9);
+        ft_trainer_note(
+            t,
+            "preflight: reduce-scattering the %.1f KiB of the weights' gradients unit by unit over %d ranks (%s) "
+            "takes %.3f ms: bus bandwidth %.3f GB/s",
+            (double)sharded.bytes / 1024.0, t->ranks, t->comm->name, sharded.seconds * 1e3,
+            sharded.bus_bytes_per_s * 1e-9);
     return 0;
 }
 
 /* After the first step: communication against compute, with the numbers. */
 static void compare_step_times(trainer *t)
 {
-    ft_trainer_note(t, "step time: compute %.3f ms, then %.3f ms of communication that backward did not hide, with waiting for "
-            "the slowest rank (the preflight timed %.3f ms unhidden)",
-         t->compute_s * 1e3, t->comm_s * 1e3, t->predicted_comm_s * 1e3);
+    ft_trainer_note(
+        t,
+        "step time: compute %.3f ms, then %.3f ms of communication that backward did not hide, with waiting for "
+        "the slowest rank (the preflight timed %.3f ms unhidden)",
+        t->compute_s * 1e3, t->comm_s * 1e3, t->predicted_comm_s * 1e3);
     if (t->predicted_comm_s > t->compute_s)
-        ft_trainer_note(t, "communication (%.3f ms per step) takes longer than compute (%.3f ms): fewer ranks or nodes, a faster "
-                "network, or a larger per-device batch would train faster",
-             t->predicted_comm_s * 1e3, t->compute_s * 1e3);
+        ft_trainer_note(
+            t,
+            "communication (%.3f ms per step) takes longer than compute (%.3f ms): fewer ranks or nodes, a faster "
+            "network, or a larger per-device batch would train faster",
+            t->predicted_comm_s * 1e3, t->compute_s * 1e3);
 }
 
 /* Steps and evaluations since wall_ns and cpu_ns, into the result's compute time. */
@@ -559,11 +566,13 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
         return ft_error("zero_stage = %d: the trainer shards with ZeRO stages 0 to 3", options->zero_stage);
     ft_backend *backend = ft_model_backend(model);
     size_t n_weights;
-    bool full = t.tensors == ft_model_weights(model, &n_weights);
+    const ft_param_tensor *weights = ft_model_weights(model, &n_weights);
+    bool full = ft_model_trains_weights(model); /* the trained tensors begin with the weights */
+    bool weights_alone = full && t.n_tensors == n_weights; /* no trained projector after them */
     out->parameter_bytes = ft_model_memory(model).parameter_bytes;
     out->master_bytes = ft_model_memory(model).master_bytes;
     if (full && !ft_model_param_shards(model) && n_weights > 0 &&
-        (!t.tensors[0].value || ft_model_weights_on_host(model)))
+        (!weights[0].value || ft_model_weights_on_host(model)))
         return ft_error("the model's weights were gathered whole into the writing rank's host memory by a ZeRO-3 run, "
                         "to be saved, not trained (a run with on_result leaves them sharded): load the model again "
                         "to train it");
@@ -577,7 +586,8 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
                                                      &t.params);
         if (ft_trainer_agree_over_ranks(t.comm, made, "sharding the weights (ZeRO-3)") < 0)
             return -1; /* shards made here are the model's now, freed with it */
-        t.shards_weights = full;
+        t.n_sharded = full ? n_weights : 0;
+        t.writes_sharded = ft_model_saves_weights(model);
         size_t shard = ft_param_shards_shard_bytes(t.params);
         bool offloaded = ft_param_shards_offloaded(t.params);
         out->parameter_bytes = ft_param_shards_gathered_bytes(t.params) + (offloaded ? 0 : shard) +
@@ -595,10 +605,10 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
                         ft_model_gradient_shards(model), options->zero_stage, t.ranks, t.ranks == 1 ? "" : "s");
     /* offload_optimizer: the shard in host memory, where AdamW reads it (not with a trained projector,
      * whose whole gradients stay in the backend's memory beside it) */
-    bool grads_on_host = options->offload_optimizer && full;
+    bool grads_on_host = options->offload_optimizer && weights_alone;
     int made = shard_grads ? ft_grad_shards_create(model, t.comm, t.params, grads_on_host, &t.grad_shards) : 0;
     if (made == 0 && t.comm && options->zero_stage > 0)
-        made = ft_zero_create(backend, t.comm, options->zero_stage, t.shards_weights ? t.params : NULL, t.grad_shards,
+        made = ft_zero_create(backend, t.comm, options->zero_stage, t.n_sharded ? t.params : NULL, t.grad_shards,
                               t.tensors, t.n_tensors, &options->adamw, options->offload_optimizer, &t.zero);
     else if (made == 0 && options->offload_optimizer &&
              (made = ft_adamw_create_offloaded(backend, t.tensors, t.n_tensors, &options->adamw, false,
@@ -681,12 +691,12 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
      * rank joining, the model left sharded), or else, without it, the weights
      * gathered whole into the host memory of the ranks that write. LoRA's
      * model stays sharded, its adapter whole on every rank. */
-    int through = status == 0 && t.shards_weights ? result_through_units(&t) : 0;
+    int through = status == 0 && t.writes_sharded ? result_through_units(&t) : 0;
     if (through < 0)
         status = -1;
     if (through > 0) { /* the model stays sharded, as LoRA's does: a run may go on from it */
         status = ft_trainer_write_trained(&t, options->callbacks.on_result);
-    } else if (status == 0 && t.shards_weights) {
+    } else if (status == 0 && t.writes_sharded) {
         status = ft_param_shards_unshard(t.params, ft_trainer_saves_checkpoints(&t));
     } else if (status == 0) {
         status = ft_trainer_write_trained(&t, options->callbacks.on_result);

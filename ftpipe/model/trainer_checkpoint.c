@@ -9,8 +9,11 @@
 #include "trainer_internal.h"
 
 /* Sharded state read into a checkpoint's file in the file's order
- * (ft_checkpoint_order): ZeRO's moments or ZeRO-3's values. */
+ * (ft_checkpoint_order): ZeRO's moments or ZeRO-3's values (the sharded
+ * weights' through their shards, a trained projector's whole ones from the
+ * backend). */
 typedef struct {
+    const trainer *t;
     ft_zero_moments *moments;   /* NULL: values */
     ft_param_values *values;
     size_t *order, n, asked;
@@ -18,8 +21,15 @@ typedef struct {
 
 static int read_sharded(sharded_file *f, size_t tensor, int part, float *to)
 {
-    return f->moments ? ft_zero_moments_read(f->moments, tensor, part, to)
-                      : ft_param_values_read(f->values, tensor, to);
+    const ft_param_tensor *whole = &f->t->tensors[tensor];
+    if (f->moments)
+        return ft_zero_moments_read(f->moments, tensor, part, to);
+    if (tensor < f->t->n_sharded)
+        return ft_param_values_read(f->values, tensor, to);
+    if (to) /* the same on every rank: the writing one reads it */
+        ft_model_backend(f->t->model)->download(ft_model_backend(f->t->model), to, whole->value,
+                                                 whole->count * sizeof(float));
+    return 0;
 }
 
 static int read_in_order(void *context, size_t tensor, int part, float *to)
@@ -56,25 +66,25 @@ static int save_sharded(trainer *t)
 {
     ft_backend *backend = ft_model_backend(t->model);
     ft_checkpoint_writer *writer = NULL;
-    int written = ft_trainer_saves_checkpoints(t) ? ft_checkpoint_begin(t->options->checkpoint_dir, t->tensors, t->n_tensors,
-                                                             &t->state, &writer)
-                                       : 0;
+    int written = ft_trainer_saves_checkpoints(t) ? ft_checkpoint_begin(t->options->checkpoint_dir, t->tensors,
+                                                                        t->n_tensors, &t->state, &writer)
+                                                  : 0;
     bool keep = writer && written == 0;
     int gathered = 0;
-    if (t->shards_weights) {
-        sharded_file values = {0};
+    if (t->n_sharded) {
+        sharded_file values = {.t = t};
         gathered = ft_trainer_agree_over_ranks(t->comm, ft_param_values_open(t->params, keep, &values.values),
-                                    "gathering a checkpoint's values");
+                                               "gathering a checkpoint's values");
         if (gathered == 0)
             gathered = gather_file(t, writer, &written, &values);
         ft_param_values_close(values.values);
     } else if (writer) {
         written = ft_checkpoint_write_values(writer, backend);
     }
-    sharded_file moments = {0};
+    sharded_file moments = {.t = t};
     if (gathered == 0)
         gathered = ft_trainer_agree_over_ranks(t->comm, ft_zero_moments_open(t->zero, keep, &moments.moments),
-                                    "gathering a checkpoint's moments");
+                                               "gathering a checkpoint's moments");
     if (gathered == 0)
         gathered = gather_file(t, writer, &written, &moments);
     ft_zero_moments_close(moments.moments);
@@ -132,9 +142,9 @@ int ft_trainer_resume(trainer *t, ft_train_result *out)
         ft_checkpoint_mapped mapped;
         found = ft_checkpoint_map_latest(o->checkpoint_dir, t->tensors, t->n_tensors, t->state.run_id, &loaded,
                                          &mapped);
-        if (found == 1 && t->shards_weights && ft_param_shards_take_values(t->params, mapped.values) < 0)
+        if (found == 1 && t->n_sharded && ft_param_shards_take_values(t->params, mapped.values) < 0)
             found = -1;
-        for (size_t i = 0; found == 1 && !t->shards_weights && i < t->n_tensors; i++) /* whole on every rank */
+        for (size_t i = t->n_sharded; found == 1 && i < t->n_tensors; i++) /* whole on every rank */
             backend->upload(backend, t->tensors[i].value, mapped.values[i], t->tensors[i].count * sizeof(float));
         if (found == 1)
             ft_zero_take_moments(t->zero, mapped.exp_avg, mapped.exp_avg_sq, loaded.global_step);
@@ -158,7 +168,8 @@ int ft_trainer_resume(trainer *t, ft_train_result *out)
         t->state = loaded;
         t->saved_step = loaded.global_step;
         out->resumed_from_step = loaded.global_step;
-        ft_trainer_note(t, "resumed from checkpoint-%lld (epoch %.2f)", (long long)loaded.global_step, ft_trainer_epochs_done(t));
+        ft_trainer_note(t, "resumed from checkpoint-%lld (epoch %.2f)", (long long)loaded.global_step,
+                        ft_trainer_epochs_done(t));
     }
     if (!ft_trainer_saves_checkpoints(t))
         return 0;
@@ -179,11 +190,11 @@ int ft_trainer_write_trained(trainer *t, int (*write)(void *context, int64_t ste
     void *context = t->options->callbacks.context;
     if (ft_update_gate_finish(t->gate) < 0)
         return -1;
-    if (!t->shards_weights)
+    if (!t->writes_sharded)
         return write ? write(context, t->state.global_step, ft_trainer_epochs_done(t)) : 0;
     ft_param_values *values = NULL;
     int status = ft_trainer_agree_over_ranks(t->comm, ft_param_values_open(t->params, write != NULL, &values),
-                                  "reading the weights to write");
+                                             "reading the weights to write");
     if (status == 0) {
         ft_param_shards_save_through(t->params, values);
         int written = write ? write(context, t->state.global_step, ft_trainer_epochs_done(t)) : 0;

@@ -45,7 +45,10 @@ typedef struct {
                                  * at stages 1 and 2, else the trainer's); NULL: none */
     ft_param_shards *params;    /* ZeRO-3's weights; NULL: each rank holds them whole */
     ft_grad_shards *grad_shards; /* ZeRO-2 and 3 of full fine-tuning: the weights' gradients; NULL: whole */
-    bool shards_weights;        /* full fine-tuning under ZeRO-3: the trained tensors are the sharded weights */
+    size_t n_sharded;           /* full fine-tuning under ZeRO-3: the trained tensors [0, n_sharded) are the
+                                 * sharded weights (a trained projector's follow, whole); 0: none */
+    bool writes_sharded;        /* ZeRO-3 of full fine-tuning (of the projector alone too): outputs and the
+                                 * result hold the weights, read through their shards */
     ft_comm *comm;              /* NULL: one rank */
     int rank, ranks;
     ft_grad_buckets buckets;

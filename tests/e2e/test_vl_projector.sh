@@ -5,7 +5,8 @@
 # model's and the tower's do not), and so does freeze_language_model = true
 # with freeze_multi_modal_projector = false; freeze_multi_modal_projector = false trains
 # it with the language model, LoRA on its layers exports PEFT's names for them
-# and evaluates with them; a rerun is a no-op; what LLaMA-Factory would not do,
+# and evaluates with them; train_mm_proj_only at ZeRO-3 on 2 ranks trains the
+# merger as stage 0 does; a rerun is a no-op; what LLaMA-Factory would not do,
 # or ftpipe cannot, is refused with a message.
 . "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -80,6 +81,36 @@ t_run "$FTPIPE" -C "$W" $VARS adapter
 t_expect_status 0
 cmp -s "$W/adapter/model.safetensors" "$MM_PROJ_ONLY/adapter/model.safetensors" ||
   t_fail "the train output differs from train_mm_proj_only's"
+t_end
+
+t_case "train_mm_proj_only at ZeRO-3 on 2 ranks: the frozen language model sharded, the merger trained whole, as stage 0's on 2 ranks within reordering"
+for stage in 0 3; do
+  vl_projector tiny-qwen2-vl -e "s/	finetuning_type = lora/	finetuning_type = full\n	train_mm_proj_only = true\n	nproc_per_node = 2\n	zero_stage = $stage/" \
+    -e '/lora_/d'
+  t_run "$FTPIPE" -C "$W" $VARS adapter
+  t_expect_status 0
+  [ $stage = 0 ] && STAGE_0=$W
+done
+t_run "$FTPIPE" -C "$W" log adapter
+t_expect_contains "ZeRO-3 shards AdamW's state and every weight over the ranks"
+changed=$(changed_tensors "$W/models/base/model.safetensors" "$W/adapter/model.safetensors" | tr '\n' ' ')
+[ "$changed" = "visual.merger.ln_q.bias visual.merger.ln_q.weight visual.merger.mlp.0.bias visual.merger.mlp.0.weight visual.merger.mlp.2.bias visual.merger.mlp.2.weight " ] ||
+  t_fail "changed tensors are [$changed], not the merger's six"
+# the merger's gradients reduce-scattered rather than all-reduced: close, not always the same bytes
+python3 - "$STAGE_0/adapter/model.safetensors" "$W/adapter/model.safetensors" <<'PY' || t_fail "the merger is not stage 0's"
+import json, struct, sys
+def tensors(path):
+    with open(path, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        data = f.read()
+    return {k: struct.unpack("<%df" % ((v["data_offsets"][1] - v["data_offsets"][0]) // 4),
+                             data[v["data_offsets"][0]:v["data_offsets"][1]])
+            for k, v in header.items() if k.startswith("visual.merger")}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+worst = max(abs(x - y) for k in a for x, y in zip(a[k], b[k]))
+print("  worst difference %g" % worst)
+assert a.keys() == b.keys() and len(a) == 6 and worst <= 1e-5, worst
+PY
 t_end
 
 t_case "freeze_multi_modal_projector = false with full fine-tuning: the merger and the language model change, the tower does not"

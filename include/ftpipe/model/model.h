@@ -185,6 +185,9 @@ const ft_param_tensor *ft_model_weights(const ft_model *model, size_t *count);
 int ft_model_gradient_shards(const ft_model *model);
 /* Whether the language model's weights are trained (full fine-tuning, not of the projector alone). */
 bool ft_model_trains_weights(const ft_model *model);
+/* Whether a run's result holds the weights (full fine-tuning, of the projector
+ * alone too), not an adapter. */
+bool ft_model_saves_weights(const ft_model *model);
 /* Whether those values are in host memory, not the backend's: ZeRO-3
  * gathered them there for a checkpoint or the result (param_shards.h). */
 bool ft_model_weights_on_host(const ft_model *model);
