@@ -97,20 +97,8 @@ changed=$(changed_tensors "$W/models/base/model.safetensors" "$W/adapter/model.s
 [ "$changed" = "visual.merger.ln_q.bias visual.merger.ln_q.weight visual.merger.mlp.0.bias visual.merger.mlp.0.weight visual.merger.mlp.2.bias visual.merger.mlp.2.weight " ] ||
   t_fail "changed tensors are [$changed], not the merger's six"
 # the merger's gradients reduce-scattered rather than all-reduced: close, not always the same bytes
-python3 - "$STAGE_0/adapter/model.safetensors" "$W/adapter/model.safetensors" <<'PY' || t_fail "the merger is not stage 0's"
-import json, struct, sys
-def tensors(path):
-    with open(path, "rb") as f:
-        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-        data = f.read()
-    return {k: struct.unpack("<%df" % ((v["data_offsets"][1] - v["data_offsets"][0]) // 4),
-                             data[v["data_offsets"][0]:v["data_offsets"][1]])
-            for k, v in header.items() if k.startswith("visual.merger")}
-a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
-worst = max(abs(x - y) for k in a for x, y in zip(a[k], b[k]))
-print("  worst difference %g" % worst)
-assert a.keys() == b.keys() and len(a) == 6 and worst <= 1e-5, worst
-PY
+python3 "$ROOT/tests/e2e/tensors_close.py" "$STAGE_0/adapter/model.safetensors" "$W/adapter/model.safetensors" 1e-5 \
+  visual.merger || t_fail "the merger is not stage 0's"
 t_end
 
 t_case "freeze_multi_modal_projector = false with full fine-tuning: the merger and the language model change, the tower does not"

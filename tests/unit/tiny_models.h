@@ -13,7 +13,9 @@
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/base/random.h"
 #include "ftpipe/formats/token_shards.h"
+#include "ftpipe/model/model.h"
 #include "ftpipe/model/model_init.h"
 
 /* Writes ROOT/NAME with `layers` layers and weights drawn from `seed`, in f32;
@@ -83,6 +85,23 @@ static inline char *tiny_addition_data_write(const char *root, const char *name,
     CHECK_INT(ft_token_dataset_meta_write(dir, &meta), 0);
     free(split);
     return dir;
+}
+
+/* One forward and backward pass over a row of 8 tokens drawn from `seed`,
+ * each predicting the next; the loss into *loss. */
+static inline int tiny_train_pass(ft_model *model, uint64_t seed, double *loss)
+{
+    enum { ROWS = 8 };
+    int32_t tokens[ROWS], positions[ROWS], segments[ROWS], targets[ROWS];
+    for (int i = 0; i < ROWS; i++) {
+        tokens[i] = (int32_t)(ft_random_u64(seed, (uint64_t)i) % ft_model_get_config(model)->vocab_size);
+        positions[i] = i;
+        segments[i] = 0;
+    }
+    for (int i = 0; i < ROWS; i++)
+        targets[i] = i + 1 < ROWS ? tokens[i + 1] : -100;
+    ft_batch batch = {1, ROWS, tokens, positions, segments, targets, 0, 1};
+    return ft_model_forward_backward(model, &batch, loss);
 }
 
 #endif

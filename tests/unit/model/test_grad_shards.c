@@ -19,7 +19,6 @@
 #include "tiny_models.h"
 #include "ftpipe/backend/comm_host.h"
 #include "ftpipe/backend/comm_solo.h"
-#include "ftpipe/base/random.h"
 #include "ftpipe/model/grad_shards.h"
 
 static ft_backend *cpu;
@@ -113,21 +112,6 @@ static ft_backend *late_backend(void)
 
 /* --- two micro-batches into the shards --- */
 
-static int micro_batch(ft_model *model, uint64_t seed, double *loss)
-{
-    enum { ROWS = 8 };
-    int32_t tokens[ROWS], positions[ROWS], segments[ROWS], targets[ROWS];
-    for (int i = 0; i < ROWS; i++) {
-        tokens[i] = (int32_t)(ft_random_u64(seed, (uint64_t)i) % ft_model_get_config(model)->vocab_size);
-        positions[i] = i;
-        segments[i] = 0;
-    }
-    for (int i = 0; i < ROWS; i++)
-        targets[i] = i + 1 < ROWS ? tokens[i + 1] : -100;
-    ft_batch batch = {1, ROWS, tokens, positions, segments, targets, 0, 1};
-    return ft_model_forward_backward(model, &batch, loss);
-}
-
 /* This rank's shard after two micro-batches on `backend` (ft_xmalloc'd, *bytes its size). */
 static float *shard_after_two(ft_backend *backend, ft_comm *comm, bool on_host, size_t *bytes)
 {
@@ -141,8 +125,8 @@ static float *shard_after_two(ft_backend *backend, ft_comm *comm, bool on_host, 
         return NULL;
     }
     double loss = 0.0;
-    CHECK_INT(micro_batch(model, 3, &loss), 0);
-    CHECK_INT(micro_batch(model, 4, &loss), 0);
+    CHECK_INT(tiny_train_pass(model, 3, &loss), 0);
+    CHECK_INT(tiny_train_pass(model, 4, &loss), 0);
     CHECK_INT(backend->check(backend), 0);
     size_t n_units;
     const ft_param_unit *units = ft_grad_shards_units(grads, &n_units);
