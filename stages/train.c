@@ -602,6 +602,12 @@ static int train(ft_train_run *run, ft_backend *backend)
         ft_stage_metric(stage, result.global_step, "gradient_host_bytes", (double)result.gradient_host_bytes);
         ft_stage_log(stage, "float gradients on rank 0: %s in the backend's memory, %s in host memory", gradients,
                      host_gradients);
+        if (result.adapter_bytes) { /* LoRA: whole, or at ZeRO-3 this rank's part of each layer's and two layers */
+            char adapter[32];
+            ft_format_bytes(result.adapter_bytes, adapter, sizeof adapter);
+            ft_stage_metric(stage, result.global_step, "adapter_bytes", (double)result.adapter_bytes);
+            ft_stage_log(stage, "LoRA adapter values on rank 0: %s in the backend's memory", adapter);
+        }
         if (result.master_bytes || result.master_host_bytes) { /* mixed precision: all, or ZeRO-3's shard */
             ft_format_bytes(result.master_bytes, weights, sizeof weights);
             ft_format_bytes(result.master_host_bytes, host_weights, sizeof host_weights);

@@ -338,6 +338,7 @@ struct ft_lora {
                                  * a NULL when untargeted */
     ft_param_tensor *tensors;   /* A, B of each targeted slot, in layer then target order, the projector's last */
     size_t n_tensors;
+    float *saved_values;        /* ft_lora_save_from's: what a save writes; NULL: the values */
 };
 
 static ft_lora_weights *slot(const ft_lora *lora, int layer, ft_lora_target target)
@@ -530,6 +531,40 @@ const ft_lora_weights *ft_lora_projector_at(const ft_lora *lora, int which)
 
 size_t ft_lora_parameter_count(const ft_lora *lora) { return lora->total; }
 
+size_t ft_lora_layer_values(const ft_lora *lora)
+{
+    if ((lora->config.targets & FT_LORA_PROJECTOR_TARGETS) || lora->model.num_hidden_layers == 0)
+        return 0;
+    return lora->total / (size_t)lora->model.num_hidden_layers;
+}
+
+void ft_lora_place_layer(ft_lora *lora, int layer, float *values)
+{
+    size_t offset = 0, tensor = (size_t)layer * (lora->n_tensors / (size_t)lora->model.num_hidden_layers);
+    for (int t = 0; t < FT_LORA_TARGET_COUNT; t++) {
+        ft_lora_weights *w = slot(lora, layer, (ft_lora_target)t);
+        if (!(lora->config.targets & (1u << t)))
+            continue;
+        size_t a_count = (size_t)lora->config.rank * w->in_features;
+        w->a = values ? values + offset : NULL;
+        w->b = values ? w->a + a_count : NULL;
+        lora->tensors[tensor++].value = w->a;
+        lora->tensors[tensor++].value = w->b;
+        offset += a_count + (size_t)w->out_features * lora->config.rank;
+    }
+}
+
+void ft_lora_release_values(ft_lora *lora)
+{
+    if (lora->values)
+        lora->backend->free(lora->backend, lora->values);
+    lora->values = NULL;
+    for (int layer = 0; layer < lora->model.num_hidden_layers; layer++)
+        ft_lora_place_layer(lora, layer, NULL);
+}
+
+void ft_lora_save_from(ft_lora *lora, float *values) { lora->saved_values = values; }
+
 /* --- peft folders --- */
 
 int ft_lora_load(ft_lora *lora, const char *path)
@@ -574,14 +609,16 @@ int ft_lora_save(const ft_lora *lora, const char *dir, const char *base_model_na
 {
     if (ft_mkdir_p(dir) < 0)
         return -1;
-    float *host = ft_xmalloc((lora->total ? lora->total : 1) * sizeof(float));
+    float *host = lora->saved_values ? NULL : ft_xmalloc((lora->total ? lora->total : 1) * sizeof(float));
+    float *values = lora->saved_values ? lora->saved_values : host;
     ft_tensor_to_write *tensors = ft_xcalloc(lora->n_tensors ? lora->n_tensors : 1, sizeof *tensors);
     size_t offset = 0;
     for (size_t i = 0; i < lora->n_tensors; i++) {
         const ft_param_tensor *tensor = &lora->tensors[i];
-        lora->backend->download(lora->backend, host + offset, tensor->value, tensor->count * sizeof(float));
+        if (host)
+            lora->backend->download(lora->backend, host + offset, tensor->value, tensor->count * sizeof(float));
         tensors[i] = (ft_tensor_to_write){tensor->name, FT_DTYPE_F32, 2, {tensor->shape[0], tensor->shape[1]},
-                                          host + offset};
+                                          values + offset};
         offset += tensor->count;
     }
     char *weights_path = ft_path_join(dir, "adapter_model.safetensors");

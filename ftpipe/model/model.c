@@ -788,6 +788,8 @@ void ft_model_free(ft_model *model)
     if (!model)
         return;
     ft_backend *backend = model->backend;
+    if (model->adapter_shards)
+        model->adapter_shards_free(model->adapter_shards);
     if (model->shards)
         model->shard_calls->free(model->shards);
     ft_lora_free(model->lora);

@@ -114,6 +114,10 @@ struct ft_model {
     char *weight_prefix;           /* before those names in the files ("language_model." in LLaVA) */
     size_t n_weights;
     ft_lora *lora;
+    void *adapter_shards;          /* ZeRO-3 of LoRA: its layers' values sharded (adapter_shards.h), freed with
+                                    * the model through adapter_shards_free (before the weights' shards);
+                                    * NULL: whole */
+    void (*adapter_shards_free)(void *shards);
     void *activation_memory;
     ft_activations act;
     int head_chunk_rows;

@@ -60,6 +60,7 @@ struct ft_param_shards {
     unsigned long issued, done;  /* tickets */
     bool failed;
     char message[1024];          /* the failed gather's ft_error, which is the thread's own */
+    ft_param_shards_rider rider; /* what rides with each unit's gather (place NULL: nothing) */
 };
 
 ft_param_unit *ft_param_units_plan(const ft_model *m, const size_t *weight_offsets, int ranks, size_t *n_units,
@@ -266,6 +267,8 @@ static void *gather_thread(void *argument)
         pthread_mutex_unlock(&s->worker.lock);
         event_wait(s, s->freed[index]);
         int status = skip ? 0 : gather_unit(s, unit, buffer);
+        if (status == 0 && !skip && s->rider.gather)
+            status = s->rider.gather(s->rider.context, unit, (int)index);
         event_record(s, s->ready[index]);
         pthread_mutex_lock(&s->worker.lock);
         if (status < 0) {
@@ -284,6 +287,8 @@ static void *gather_thread(void *argument)
 static void issue_gather(ft_param_shards *s, slot *to, size_t u)
 {
     event_record(s, s->freed[to - s->window]);
+    if (s->rider.place)
+        s->rider.place(s->rider.context, u, (int)(to - s->window));
     pthread_mutex_lock(&s->worker.lock);
     to->unit = u;
     to->ticket = s->issued;
@@ -842,6 +847,8 @@ bool ft_param_shards_offloaded(const ft_param_shards *s) { return s->offload; }
 size_t ft_param_shards_shard_bytes(const ft_param_shards *s) { return s->shard_elements * s->element_bytes; }
 size_t ft_param_shards_gathered_bytes(const ft_param_shards *s) { return s->gathered_bytes; }
 
+ft_comm *ft_param_shards_comm(const ft_param_shards *s) { return s->comm; }
+
 /* Unit u's slot: the one holding it, else (gathering it) an empty one, else
  * the least recently used other than `keep`. */
 static slot *slot_for(ft_param_shards *s, size_t u, const slot *keep)
@@ -889,6 +896,14 @@ void ft_param_shards_prefetch(ft_param_shards *s, size_t current, size_t next)
 }
 
 ft_param_shards_stats ft_param_shards_get_stats(const ft_param_shards *s) { return s->stats; }
+
+void ft_param_shards_set_rider(ft_param_shards *s, const ft_param_shards_rider *rider)
+{
+    drain(s);
+    s->rider = rider ? *rider : (ft_param_shards_rider){0};
+    for (int i = 0; i < WINDOW_UNITS; i++) /* what the slots hold was gathered without it */
+        s->window[i].unit = SIZE_MAX;
+}
 
 int ft_param_shards_end_pass(ft_param_shards *s)
 {

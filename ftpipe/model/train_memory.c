@@ -73,6 +73,9 @@ int ft_train_memory_estimate(const ft_model_config *config, const ft_model_optio
     uint64_t trained_floats = (full ? plan->gradient_bytes : plan->adapter_bytes) / sizeof(float);
     if (full && !options->freeze_language_model)
         out->weight_gradient_bytes = ft_model_weight_gradient_bytes(config, 0);
+    if (!full && options->use_lora && !(options->lora.targets & FT_LORA_PROJECTOR_TARGETS) &&
+        config->num_hidden_layers > 0) /* what ZeRO-3 shards of the adapter (adapter_shards.h) */
+        out->adapter_layer_bytes = plan->adapter_bytes / (uint64_t)config->num_hidden_layers;
     /* Loading: the weights and gradients are allocated; one tensor is read and
      * converted through floats (and bf16 for a GPU). */
     uint64_t largest = largest_weight_count(config);
@@ -185,6 +188,12 @@ void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config
     if (offload_param && on_gpu) {
         memory->offload_bytes += shard;
         memory->result_shard_bytes += shard;
+    }
+    if (memory->adapter_layer_bytes && ranks > 1) { /* LoRA: each layer's part, and the two layers gathered */
+        uint64_t n = memory->adapter_layer_bytes / sizeof(float), r = (uint64_t)ranks;
+        uint64_t held = ((uint64_t)config->num_hidden_layers * (n / r + n % r) + 2 * n) * sizeof(float);
+        plan->total_bytes = plan->total_bytes - plan->adapter_bytes + held;
+        plan->adapter_bytes = held;
     }
     if (memory->weight_gradient_bytes) /* full fine-tuning's result: the weights read a unit at a time */
         memory->result_buffer_bytes += ft_model_config_largest_unit(config) * sizeof(float);

@@ -141,40 +141,6 @@ static int fill_batch(data *d, int64_t first, int n, int64_t *n_tokens)
 
 /* --- the loop --- */
 
-void ft_trainer_note(const trainer *t, const char *fmt, ...)
-{
-    const ft_train_callbacks *callbacks = &t->options->callbacks;
-    if (!callbacks->on_note)
-        return;
-    ft_strbuf text;
-    ft_strbuf_init(&text);
-    va_list args;
-    va_start(args, fmt);
-    ft_strbuf_vprintf(&text, fmt, args);
-    va_end(args);
-    callbacks->on_note(callbacks->context, text.data);
-    ft_strbuf_free(&text);
-}
-
-double ft_trainer_epochs_done(const trainer *t)
-{
-    return (double)t->state.epoch + (double)t->state.epoch_row / (double)t->data.n_rows;
-}
-
-bool ft_trainer_saves_checkpoints(const trainer *t) { return !t->comm || t->options->saves_checkpoints; }
-
-int ft_trainer_agree_over_ranks(ft_comm *comm, int status, const char *what)
-{
-    double failed = status < 0;
-    if (!comm)
-        return status;
-    if (comm->all_reduce_sum(comm, &failed, 1, FT_COMM_F64) < 0)
-        return ft_error_context("%s", what);
-    if (status < 0)
-        return -1;
-    return failed > 0 ? ft_error("%s: %.0f other rank(s) failed (their logs say why)", what, failed) : 0;
-}
-
 /* The sums over the ranks of this rank's loss sum and token count (one rank: as they are). */
 static int add_over_ranks(trainer *t, double *loss_sum, int64_t *n_tokens)
 {
@@ -607,9 +573,14 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
      * whose whole gradients stay in the backend's memory beside it) */
     bool grads_on_host = options->offload_optimizer && weights_alone;
     int made = shard_grads ? ft_grad_shards_create(model, t.comm, t.params, grads_on_host, &t.grad_shards) : 0;
+    bool new_adapter_shards = false; /* LoRA: its layers' values sharded too, unless a run before did it */
+    if (made == 0 && t.params && !ft_model_saves_weights(model) && !(t.adapter = ft_model_adapter_shards(model))) {
+        made = ft_adapter_shards_create(model, t.params, &t.adapter);
+        new_adapter_shards = t.adapter != NULL;
+    }
     if (made == 0 && t.comm && options->zero_stage > 0)
         made = ft_zero_create(backend, t.comm, options->zero_stage, t.n_sharded ? t.params : NULL, t.grad_shards,
-                              t.tensors, t.n_tensors, &options->adamw, options->offload_optimizer, &t.zero);
+                              t.adapter, t.tensors, t.n_tensors, &options->adamw, options->offload_optimizer, &t.zero);
     else if (made == 0 && options->offload_optimizer &&
              (made = ft_adamw_create_offloaded(backend, t.tensors, t.n_tensors, &options->adamw, false,
                                                &t.optimizer)) == 0)
@@ -623,10 +594,17 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
             ft_update_gate_free(t.gate);
         ft_adamw_free(t.optimizer);
         ft_zero_free(t.zero);
+        if (new_adapter_shards) /* the adapter still whole */
+            ft_adapter_shards_free(t.adapter);
         ft_grad_shards_free(t.grad_shards);
         ft_param_shards_free(t.params);
         return -1;
     }
+    if (new_adapter_shards) /* the optimizer took its spans' parts: from now on the passes gather the layers */
+        ft_adapter_shards_start(t.adapter);
+    out->adapter_bytes = t.adapter                 ? ft_adapter_shards_bytes(t.adapter)
+                         : ft_model_lora(model) ? ft_lora_parameter_count(ft_model_lora(model)) * sizeof(float)
+                                                : 0;
     out->gradient_bytes = t.grad_shards ? ft_grad_shards_bytes(t.grad_shards) : 0;
     out->gradient_host_bytes = t.grad_shards ? ft_grad_shards_host_bytes(t.grad_shards) : 0;
     for (size_t i = 0; i < t.n_tensors; i++) /* those held whole */
@@ -690,7 +668,8 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
      * fine-tuning's weights read through the shards a unit at a time, every
      * rank joining, the model left sharded), or else, without it, the weights
      * gathered whole into the host memory of the ranks that write. LoRA's
-     * model stays sharded, its adapter whole on every rank. */
+     * model stays sharded, its adapter too (the result gathered into the
+     * writing rank's host memory). */
     int through = status == 0 && t.writes_sharded ? result_through_units(&t) : 0;
     if (through < 0)
         status = -1;
@@ -701,6 +680,7 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
     } else if (status == 0) {
         status = ft_trainer_write_trained(&t, options->callbacks.on_result);
     } else if (t.params) { /* a failed run: its collectives may be gone */
+        ft_adapter_shards_free(t.adapter); /* the model's, before the shards it rides with */
         ft_param_shards_free(t.params);
     }
     free(t.data.order);

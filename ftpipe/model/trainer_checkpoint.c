@@ -2,10 +2,12 @@
  * the writing rank writes them), resuming from the newest, and the trained
  * tensors written through on_save and on_result. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
+#include "ftpipe/model/lora.h"
 #include "trainer_internal.h"
 
 /* Sharded state read into a checkpoint's file in the file's order
@@ -58,6 +60,56 @@ static int gather_file(const trainer *t, ft_checkpoint_writer *writer, int *writ
     return status;
 }
 
+/* ZeRO-3's LoRA adapter, whole in the host memory of the rank that keeps it
+ * (*out: its floats in the order of its tensors, which is its layout; NULL
+ * elsewhere, and where that memory ran out, the rank joining all the same).
+ * Every rank joins the gathers: their status, -1 with ft_error. */
+static int adapter_to_host(trainer *t, bool keep, float **out)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < t->n_tensors; i++)
+        count += t->tensors[i].count;
+    *out = keep ? malloc((count ? count : 1) * sizeof(float)) : NULL;
+    return ft_adapter_shards_gather_to_host(t->adapter, *out);
+}
+
+static int out_of_memory_for_adapter(void)
+{
+    return ft_error("out of host memory for the LoRA adapter's values, gathered to be written");
+}
+
+typedef struct {
+    const trainer *t;
+    const float *values;
+} host_values;
+
+static int read_host_values(void *context, size_t tensor, int part, float *to)
+{
+    const host_values *h = context;
+    size_t at = 0;
+    for (size_t i = 0; i < tensor; i++)
+        at += h->t->tensors[i].count;
+    memcpy(to, h->values + at, h->t->tensors[tensor].count * sizeof(float));
+    (void)part;
+    return 0;
+}
+
+/* A checkpoint's values of ZeRO-3's LoRA adapter: every rank joins the
+ * gathers (their status returned), the writing one writes them (*written:
+ * its status). */
+static int write_adapter_values(trainer *t, ft_checkpoint_writer *writer, int *written)
+{
+    bool keep = writer && *written == 0;
+    float *values = NULL;
+    int gathered = adapter_to_host(t, keep, &values);
+    if (keep)
+        *written = gathered < 0 ? -1
+                   : !values    ? out_of_memory_for_adapter()
+                                : ft_checkpoint_write_values_from(writer, read_host_values, &(host_values){t, values});
+    free(values);
+    return gathered;
+}
+
 /* ZeRO: every rank joins in gathering the values (ZeRO-3's weights, unit by
  * unit) and then the moments (span by span), which the checkpoint holds
  * whole whatever the stage (zero.h), as the writing rank writes them: it holds
@@ -78,6 +130,8 @@ static int save_sharded(trainer *t)
         if (gathered == 0)
             gathered = gather_file(t, writer, &written, &values);
         ft_param_values_close(values.values);
+    } else if (t->adapter) {
+        gathered = write_adapter_values(t, writer, &written);
     } else if (writer) {
         written = ft_checkpoint_write_values(writer, backend);
     }
@@ -144,7 +198,9 @@ int ft_trainer_resume(trainer *t, ft_train_result *out)
                                          &mapped);
         if (found == 1 && t->n_sharded && ft_param_shards_take_values(t->params, mapped.values) < 0)
             found = -1;
-        for (size_t i = t->n_sharded; found == 1 && i < t->n_tensors; i++) /* whole on every rank */
+        if (found == 1 && t->adapter) /* each rank its parts of the adapter's layers */
+            ft_adapter_shards_take(t->adapter, mapped.values);
+        for (size_t i = t->n_sharded; found == 1 && !t->adapter && i < t->n_tensors; i++) /* whole on every rank */
             backend->upload(backend, t->tensors[i].value, mapped.values[i], t->tensors[i].count * sizeof(float));
         if (found == 1)
             ft_zero_take_moments(t->zero, mapped.exp_avg, mapped.exp_avg_sq, loaded.global_step);
@@ -190,6 +246,19 @@ int ft_trainer_write_trained(trainer *t, int (*write)(void *context, int64_t ste
     void *context = t->options->callbacks.context;
     if (ft_update_gate_finish(t->gate) < 0)
         return -1;
+    if (t->adapter) { /* ZeRO-3's LoRA adapter, gathered into the writing rank's host memory */
+        float *values = NULL;
+        int gathered = adapter_to_host(t, write != NULL, &values), written = 0;
+        if (gathered == 0 && write && !values) {
+            written = out_of_memory_for_adapter();
+        } else if (gathered == 0 && write) {
+            ft_lora_save_from(ft_model_lora(t->model), values);
+            written = write(context, t->state.global_step, ft_trainer_epochs_done(t));
+            ft_lora_save_from(ft_model_lora(t->model), NULL);
+        }
+        free(values);
+        return gathered < 0 ? -1 : ft_trainer_agree_over_ranks(t->comm, written, "writing the LoRA adapter");
+    }
     if (!t->writes_sharded)
         return write ? write(context, t->state.global_step, ft_trainer_epochs_done(t)) : 0;
     ft_param_values *values = NULL;

@@ -5,9 +5,13 @@
 #ifndef FTPIPE_TRAINER_INTERNAL_H
 #define FTPIPE_TRAINER_INTERNAL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ftpipe/base/error.h"
+#include "ftpipe/base/strbuf.h"
+#include "ftpipe/model/adapter_shards.h"
 #include "ftpipe/model/checkpoint.h"
 #include "ftpipe/model/data_parallel.h"
 #include "ftpipe/model/grad_shards.h"
@@ -47,6 +51,7 @@ typedef struct {
     ft_grad_shards *grad_shards; /* ZeRO-2 and 3 of full fine-tuning: the weights' gradients; NULL: whole */
     size_t n_sharded;           /* full fine-tuning under ZeRO-3: the trained tensors [0, n_sharded) are the
                                  * sharded weights (a trained projector's follow, whole); 0: none */
+    ft_adapter_shards *adapter; /* LoRA under ZeRO-3: the parts of its layers' values; NULL: whole */
     bool writes_sharded;        /* ZeRO-3 of full fine-tuning (of the projector alone too): outputs and the
                                  * result hold the weights, read through their shards */
     ft_comm *comm;              /* NULL: one rank */
@@ -65,16 +70,49 @@ typedef struct {
     ft_train_result *result;    /* its time and token counts grow as the run goes */
 } trainer;
 
+/* The helpers both files use, here so that neither calls the other's
+ * (trainer.c calls trainer_checkpoint.c, not back). */
+
 /* A line for the log (on_note), when the caller takes them. */
-void ft_trainer_note(const trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void ft_trainer_note(const trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void ft_trainer_note(const trainer *t, const char *fmt, ...)
+{
+    const ft_train_callbacks *callbacks = &t->options->callbacks;
+    if (!callbacks->on_note)
+        return;
+    ft_strbuf text;
+    ft_strbuf_init(&text);
+    va_list args;
+    va_start(args, fmt);
+    ft_strbuf_vprintf(&text, fmt, args);
+    va_end(args);
+    callbacks->on_note(callbacks->context, text.data);
+    ft_strbuf_free(&text);
+}
+
 /* The epochs done so far, with the current one's fraction. */
-double ft_trainer_epochs_done(const trainer *t);
+static inline double ft_trainer_epochs_done(const trainer *t)
+{
+    return (double)t->state.epoch + (double)t->state.epoch_row / (double)t->data.n_rows;
+}
+
 /* Whether this rank writes checkpoints (one rank: yes). */
-bool ft_trainer_saves_checkpoints(const trainer *t);
+static inline bool ft_trainer_saves_checkpoints(const trainer *t) { return !t->comm || t->options->saves_checkpoints; }
+
 /* A step that may fail on some ranks only (an allocation), agreed on before
  * any rank goes on to collectives the others would skip: -1 when any rank
  * failed, with this rank's ft_error or one naming the others. */
-int ft_trainer_agree_over_ranks(ft_comm *comm, int status, const char *what);
+static inline int ft_trainer_agree_over_ranks(ft_comm *comm, int status, const char *what)
+{
+    double failed = status < 0;
+    if (!comm)
+        return status;
+    if (comm->all_reduce_sum(comm, &failed, 1, FT_COMM_F64) < 0)
+        return ft_error_context("%s", what);
+    if (status < 0)
+        return -1;
+    return failed > 0 ? ft_error("%s: %.0f other rank(s) failed (their logs say why)", what, failed) : 0;
+}
 
 /* --- trainer_checkpoint.c --- */
 

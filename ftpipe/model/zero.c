@@ -31,6 +31,7 @@ struct ft_zero {
     ft_comm *comm;
     int stage;
     ft_param_shards *params;   /* ZeRO-3 of full fine-tuning: the values are the weights' shards */
+    ft_adapter_shards *adapter; /* ZeRO-3 of LoRA: a layer's adapter values are its part there */
     ft_grad_shards *grad_shards; /* ZeRO-2 and 3 of full fine-tuning: the weights' gradients' shard */
     const ft_param_tensor *tensors;
     size_t n_tensors;
@@ -73,7 +74,9 @@ static void plan_spans(ft_zero *z, size_t first)
     for (size_t i = first; i < z->n_tensors; i++) {
         const ft_param_tensor *t = &z->tensors[i];
         span *last = z->n_spans > from ? &z->spans[z->n_spans - 1] : NULL;
-        if (last && last->values + last->count == t->value && last->grads + last->count == t->grad &&
+        /* with the adapter's parts the whole values are gone: a layer's tensors join by their gradients */
+        bool values_follow = last && (z->adapter || last->values + last->count == t->value);
+        if (last && values_follow && last->grads + last->count == t->grad &&
             ft_param_layer(z->tensors[last->first_tensor].name) == ft_param_layer(t->name)) {
             last->n_tensors++;
             last->count += t->count;
@@ -92,6 +95,12 @@ static void plan_spans(ft_zero *z, size_t first)
         sp->shared_values = sp->values + sp->count - sp->shared;
         sp->owned_grads = sp->grads + mine;
         sp->shared_grads = sp->grads + sp->count - sp->shared;
+        int layer = z->adapter ? ft_param_layer(z->tensors[sp->first_tensor].name) : -1;
+        if (layer >= 0 && sp->count == ft_adapter_shards_layer_values(z->adapter)) { /* no whole values to gather */
+            sp->values = NULL;
+            sp->owned_values = ft_adapter_shards_part(z->adapter, layer);
+            sp->shared_values = sp->owned_values + sp->per_rank;
+        }
     }
 }
 
@@ -186,8 +195,8 @@ void ft_zero_wait(ft_zero *z)
 }
 
 int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shards *params,
-                   ft_grad_shards *grad_shards, const ft_param_tensor *tensors, size_t count,
-                   const ft_adamw_config *config, bool offload, ft_zero **out)
+                   ft_grad_shards *grad_shards, ft_adapter_shards *adapter, const ft_param_tensor *tensors,
+                   size_t count, const ft_adamw_config *config, bool offload, ft_zero **out)
 {
     if (stage < 1 || stage > 3)
         return ft_error("ZeRO stage %d: the trainer shards stages 1, 2 and 3", stage);
@@ -195,7 +204,7 @@ int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shard
         return ft_error("ZeRO-%d: sharded weights come with sharded gradients, and those with stage 2 or 3", stage);
     ft_zero *z = ft_xcalloc(1, sizeof *z);
     *z = (ft_zero){.backend = backend, .comm = comm, .stage = stage, .params = params, .grad_shards = grad_shards,
-                   .tensors = tensors, .n_tensors = count, .config = *config, .offload = offload};
+                   .adapter = adapter, .tensors = tensors, .n_tensors = count, .config = *config, .offload = offload};
     plan_spans(z, grad_shards ? plan_unit_spans(z) : 0); /* a trained projector's tensors follow the weights */
     size_t shard = 0;
     for (size_t s = 0; s < z->n_spans; s++) {
@@ -336,7 +345,9 @@ static int gather_position(void *context, size_t position, double learning_rate)
 int ft_zero_update_beside_passes(ft_zero *z, ft_model *model, ft_update_gate **gate)
 {
     *gate = NULL;
-    if (z->params || !z->offload) /* ZeRO-3 has its own thread; in place, the GPU updates in no time */
+    /* ZeRO-3 has its own thread (or, with LoRA, gathers parts the pass could reach before their update: the
+     * adapter's update is small); in place, the GPU updates in no time */
+    if (z->params || z->adapter || !z->offload)
         return 0;
     z->span_position = ft_xcalloc(z->n_spans ? z->n_spans : 1, sizeof *z->span_position);
     for (size_t s = 0; s < z->n_spans; s++)

@@ -90,6 +90,21 @@ const ft_lora_weights *ft_lora_projector_at(const ft_lora *lora, int which);
 /* A and B of every targeted layer, with peft's names, for the optimizer and for saving. */
 const ft_param_tensor *ft_lora_tensors(const ft_lora *lora, size_t *count);
 size_t ft_lora_parameter_count(const ft_lora *lora);
+
+/* ZeRO-3 of LoRA (param_shards.h): decoder layer l's adapters are elements
+ * [l x n, (l + 1) x n) of the values' layout, with n given here; 0 when the
+ * adapter has a projector's adapters too, which this sharding leaves whole
+ * (the adapter then stays whole). */
+size_t ft_lora_layer_values(const ft_lora *lora);
+/* Layer l's adapters read their values from `values` (n floats; NULL:
+ * nowhere) from now on, their gradients staying where they are. */
+void ft_lora_place_layer(ft_lora *lora, int layer, float *values);
+/* The values' one allocation freed, every layer then read where
+ * ft_lora_place_layer puts it. */
+void ft_lora_release_values(ft_lora *lora);
+/* While set (NULL: no longer), ft_lora_save writes these values, the whole
+ * layout in host memory (ZeRO-3's gathered adapter), instead of the backend's. */
+void ft_lora_save_from(ft_lora *lora, float *values);
 /* The same count for an adapter of this config on this model, without making
  * it (the memory plan's). */
 size_t ft_lora_planned_parameter_count(const ft_model_config *model, const ft_lora_config *config);

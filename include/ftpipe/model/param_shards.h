@@ -178,6 +178,8 @@ void ft_param_shards_unit_updated(ft_param_shards *shards, size_t unit);
  * backend memory of the two gathered units' buffers and the staging buffer. */
 size_t ft_param_shards_shard_bytes(const ft_param_shards *shards);
 size_t ft_param_shards_gathered_bytes(const ft_param_shards *shards);
+/* The ranks the shards are over. */
+ft_comm *ft_param_shards_comm(const ft_param_shards *shards);
 
 /* Returns once the gathers issued so far are done: until the next is issued,
  * another user of comm (grad_shards.h, on this thread) may run collectives
@@ -205,5 +207,19 @@ typedef struct {
     unsigned long gathered_ahead;
 } ft_param_shards_stats;
 ft_param_shards_stats ft_param_shards_get_stats(const ft_param_shards *shards);
+
+/* Something sharded the way the units are that a unit's gather brings along
+ * (ZeRO-3's LoRA adapter, adapter_shards.h). place runs on the pass's thread
+ * as unit u's gather into gather buffer `slot` (0 or 1) is issued; gather on
+ * the gather thread right after the unit's weights, with comm and the side
+ * queue to itself (-1 with ft_error fails the pass as a gather does). NULL
+ * (or a rider of NULL calls) takes it off; the buffers are emptied either
+ * way, so that every unit is gathered anew with it. */
+typedef struct {
+    void *context;
+    void (*place)(void *context, size_t unit, int slot);
+    int (*gather)(void *context, size_t unit, int slot);
+} ft_param_shards_rider;
+void ft_param_shards_set_rider(ft_param_shards *shards, const ft_param_shards_rider *rider);
 
 #endif

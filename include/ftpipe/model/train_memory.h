@@ -42,6 +42,8 @@ typedef struct {
     const char *peak_phase;         /* "loading", "training", "saving a checkpoint", "writing the result" */
     uint64_t weight_gradient_bytes; /* full fine-tuning: the weights' float gradients in the plan, whole until
                                        ft_train_memory_shard_gradients (0: no weight trained) */
+    uint64_t adapter_layer_bytes;   /* LoRA: a decoder layer's adapter values in f32, which ZeRO-3 shards (0:
+                                       none, or a projector's adapters keep the adapter whole) */
     uint64_t trained_bytes;         /* every trained value in f32 */
     uint64_t largest_trained_bytes; /* the largest trained tensor in f32 (LoRA: the whole adapter) */
 } ft_train_memory;
@@ -94,7 +96,10 @@ void ft_train_memory_offload_gradients(ft_train_memory *memory, const ft_model_c
  * cpu backend it is there already) and adds a staging buffer of the largest
  * unit's share. Full fine-tuning's checkpoints and result gather the whole
  * weights into host memory through those buffers, in the host buffers counted
- * already (the trained values' copy). */
+ * already (the trained values' copy). LoRA's adapter over ranks keeps each
+ * rank's part of every layer's values and two gathered layers
+ * (adapter_shards.h); its checkpoints and result gather it into the host
+ * buffers counted already. */
 void ft_train_memory_shard_params(ft_train_memory *memory, const ft_model_config *config, bool on_gpu, int ranks,
                                   bool offload_param);
 

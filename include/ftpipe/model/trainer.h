@@ -36,10 +36,10 @@
  * optimizer's state (zero.h), the result staying that of stage 0; with 3 it
  * also keeps only its shard of the base weights, gathered layer by layer as
  * the passes use them (param_shards.h): full fine-tuning hands the model back
- * whole (after freeing the optimizer); LoRA leaves it sharded (its adapter is
- * whole on every rank), fit for another ft_train over the same ranks, for
- * saving the adapter and for ft_model_free. A failed run leaves the model
- * without weights.
+ * whole (after freeing the optimizer); LoRA leaves it sharded, its adapter's
+ * layers too (adapter_shards.h: the result is gathered to be written), fit for
+ * another ft_train over the same ranks and for ft_model_free. A failed run
+ * leaves the model without weights (LoRA's: without its adapter's).
  * Only the ranks that say so write checkpoints (the first of each node); every
  * rank resumes from them, whatever rank count wrote them. */
 #ifndef FTPIPE_TRAINER_H
@@ -178,6 +178,8 @@ typedef struct {
     size_t gradient_host_bytes;       /* ZeRO-2 and 3 of full fine-tuning with offload_optimizer: the shard,
                                        * in host memory (the backend's memory then holds the window and a
                                        * staging buffer) */
+    size_t adapter_bytes;             /* LoRA: this rank's adapter values in the backend's memory, all of them,
+                                       * or at ZeRO-3 its part of each layer's and the two gathered layers' */
 } ft_train_result;
 
 /* Trains the model's trainable tensors on the shards' rows, resuming from the

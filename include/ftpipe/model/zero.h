@@ -24,8 +24,10 @@
  * reduce-scatters each unit during backward and sums the micro-batches in the
  * shard, a different order of the same additions), and their spans are its
  * units. Stage 3 reduces and clips as stage 2; the units' values are the
- * sharded weights (param_shards.h). LoRA's adapter stays whole on every rank
- * at every stage, its spans as in stage 2.
+ * sharded weights (param_shards.h). LoRA's adapter at stage 3 keeps only each
+ * rank's part of its layers' values (adapter_shards.h), which are its spans'
+ * own split; its gradients stay whole during backward, its spans reduced as in
+ * stage 2.
  *
  * Checkpoints hold whole moments (checkpoint.h), so that a run resumes with
  * another rank count or stage: they are gathered span by span as the writing
@@ -40,6 +42,7 @@
 
 #include "ftpipe/backend/comm.h"
 #include "ftpipe/model/adamw.h"
+#include "ftpipe/model/adapter_shards.h"
 #include "ftpipe/model/grad_shards.h"
 #include "ftpipe/model/param_shards.h"
 #include "ftpipe/model/update_gate.h"
@@ -55,10 +58,11 @@ typedef struct ft_zero ft_zero;
  * follow, whole), else NULL. params: stage 3's sharded weights when the
  * tensors are those weights, else NULL; with a float master copy its shard is
  * what is updated (in place in host memory when offload_optimizer put it
- * there). */
+ * there). adapter: stage 3's parts of a LoRA adapter (adapter_shards.h), whose
+ * layers' spans update them in place and gather nothing, else NULL. */
 int ft_zero_create(ft_backend *backend, ft_comm *comm, int stage, ft_param_shards *params,
-                   ft_grad_shards *grad_shards, const ft_param_tensor *tensors, size_t count,
-                   const ft_adamw_config *config, bool offload, ft_zero **out);
+                   ft_grad_shards *grad_shards, ft_adapter_shards *adapter, const ft_param_tensor *tensors,
+                   size_t count, const ft_adamw_config *config, bool offload, ft_zero **out);
 void ft_zero_free(ft_zero *zero);
 
 /* After backward, stage 2: each rank's shard of the gradients held whole

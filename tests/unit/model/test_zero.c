@@ -48,6 +48,7 @@
 #include "tiny_models.h"
 #include "ftpipe/backend/comm_host.h"
 #include "ftpipe/backend/comm_solo.h"
+#include "ftpipe/model/adapter_shards.h"
 #include "ftpipe/base/error.h"
 #include "ftpipe/base/fsutil.h"
 #include "ftpipe/base/mem.h"
@@ -106,6 +107,7 @@ typedef struct {
     size_t parameter_bytes, parameter_host_bytes; /* rank 0's */
     size_t master_bytes, master_host_bytes;       /* rank 0's */
     size_t gradient_bytes, gradient_host_bytes;   /* rank 0's */
+    size_t adapter_bytes;                         /* rank 0's */
     char error[512];                              /* rank 0's ft_error when the run failed */
     char again_error[512];                        /* rank 0's ft_error of train_again's run */
 } run_result;
@@ -194,17 +196,24 @@ static run_result run(const char *data_dir, run_shape shape)
     out.master_host_bytes = result.master_host_bytes;
     out.gradient_bytes = result.gradient_bytes;
     out.gradient_host_bytes = result.gradient_host_bytes;
+    out.adapter_bytes = result.adapter_bytes;
     size_t n_tensors = 0;
     const ft_param_tensor *tensors = model ? ft_model_trainable(model, &n_tensors) : NULL;
     for (size_t i = 0; i < n_tensors; i++)
         out.count += tensors[i].count;
     out.values = ft_xcalloc(out.count ? out.count : 1, sizeof(float));
     /* ZeRO-3 of full fine-tuning leaves the weights with the rank that writes
-     * them only (with none after a failed, cancelled, run) */
+     * them only, and LoRA's adapter whole on every rank; a failed (cancelled)
+     * run at stage 3 leaves neither on any */
     bool holds = n_tensors > 0 && tensors[0].value != NULL;
     bool writer_only = shape.finetuning == FT_FINETUNE_FULL && shape.zero_stage == 3 && comm;
+    bool others_hold = !writer_only && (out.status == 0 || !(shape.zero_stage == 3 && comm));
     for (size_t i = 0, at = 0; holds && i < n_tensors; at += tensors[i].count, i++)
         memcpy(out.values + at, tensors[i].value, tensors[i].count * sizeof(float));
+    /* LoRA at stage 3: the adapter stays in its ranks' parts; every rank gathers it to compare */
+    ft_adapter_shards *adapter = model && out.status == 0 ? ft_model_adapter_shards(model) : NULL;
+    if (adapter)
+        holds = ft_adapter_shards_gather_to_host(adapter, out.values) == 0;
     if (rank == 0 && out.status == 0)
         CHECK(holds);
     ft_model_free(model);
@@ -215,7 +224,7 @@ static run_result run(const char *data_dir, run_shape shape)
         int shared = comm->broadcast(comm, rank0, out.count * sizeof(float), 0);
         ft_comm_destroy(comm);
         if (rank != 0)
-            _exit(check_case_failed || shared != 0 || holds == writer_only || again != 0 - train_again ||
+            _exit(check_case_failed || shared != 0 || holds != others_hold || again != 0 - train_again ||
                   (rank0_checkpoint_fails_after && (out.status == 0 || !strstr(out.error, "1 other rank(s) failed"))) ||
                   (holds && memcmp(rank0, out.values, out.count * sizeof(float)) != 0));
         free(rank0);
@@ -489,6 +498,20 @@ static size_t largest_unit_bytes(void)
     return largest * sizeof(float);
 }
 
+/* LoRA at stage 3: rank 0 holds its part of each of the 2 layers' adapter
+ * values (n / ranks, and the n % ranks every rank keeps) and the two layers
+ * the passes gather, where stage 0 holds the whole adapter. */
+static void check_adapter_parts(const run_result *sharded, const run_result *reference, int ranks, const char *what)
+{
+    size_t layers = 2, n = reference->count / layers, r = (size_t)ranks;
+    size_t expected = (layers * (n / r + n % r) + 2 * n) * sizeof(float);
+    if (reference->adapter_bytes != reference->count * sizeof(float) || sharded->adapter_bytes != expected) {
+        fprintf(stderr, "  %s: %zu bytes of adapter values on rank 0, expected %zu (stage 0: %zu of %zu)\n", what,
+                sharded->adapter_bytes, expected, reference->adapter_bytes, reference->count * sizeof(float));
+        check_case_failed = 1;
+    }
+}
+
 static void stage_3_matches_stage_0(ft_finetuning finetuning)
 {
     char *data = write_data(finetuning == FT_FINETUNE_LORA ? "stage3_lora" : "stage3_full", 26);
@@ -529,6 +552,8 @@ static void stage_3_matches_stage_0(ft_finetuning finetuning)
                 printf("  %s: rank 0 keeps %zu of the %zu bytes of weights (1/%.2f), and gathers %zu\n", what,
                        shard, whole, (double)whole / (double)shard, device);
             }
+            if (finetuning == FT_FINETUNE_LORA)
+                check_adapter_parts(&sharded, &reference, ranks, what);
             if (variant == 0)
                 sharded_in_place = sharded;
             else
@@ -679,11 +704,12 @@ TEST(a_streaming_checkpoint_and_a_stage_0_one_resume_as_each_other)
  * weights, or their master copy, into host memory) and on 2 ranks at ZeRO-1:
  * a run of one shape cancelled after checkpoint-3, resumed with the other
  * (at stage 3, each rank takes its shard of the loaded values). */
-static void zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other(const char *name, bool offload, bool into_stage_3)
+static void zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other(const char *name, ft_finetuning finetuning,
+                                                                   bool offload, bool into_stage_3)
 {
     char *data = write_data(name, 40); /* a global batch of 8: 5 steps an epoch, 10 in all */
-    run_shape four = {4, 3, 1, 2, FT_FINETUNE_FULL, NULL, 0, offload, true};
-    run_shape two = {2, 1, 2, 2, FT_FINETUNE_FULL, NULL, 0, false, false};
+    run_shape four = {4, 3, 1, 2, finetuning, NULL, 0, offload, true};
+    run_shape two = {2, 1, 2, 2, finetuning, NULL, 0, false, false};
     run_shape straight = into_stage_3 ? two : four, other = into_stage_3 ? four : two;
     run_result reference = run(data, straight);
     CHECK_INT(reference.status, 0);
@@ -714,22 +740,31 @@ static void zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other(const char *n
 
 TEST(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2)
 {
-    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("resume3", false, false);
+    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("resume3", FT_FINETUNE_FULL, false, false);
 }
 
 TEST(a_zero_3_checkpoint_of_the_master_copy_resumes_with_zero_1_on_2)
 {
     ft_model_test_master_copy(true);
-    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("resume3_master", true, false);
+    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("resume3_master", FT_FINETUNE_FULL, true, false);
     ft_model_test_master_copy(false);
 }
 
 TEST(a_zero_1_checkpoint_of_2_ranks_resumes_with_zero_3_on_4)
 {
-    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("into3", false, true);
+    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("into3", FT_FINETUNE_FULL, false, true);
     ft_model_test_master_copy(true);
-    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("into3_master", true, true);
+    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("into3_master", FT_FINETUNE_FULL, true, true);
     ft_model_test_master_copy(false);
+}
+
+/* LoRA's adapter at stage 3 (each rank its part of every layer's values): a
+ * checkpoint of it resumes at ZeRO-1 on 2 ranks, and one of those resumes into
+ * it, each rank taking its parts from the whole values the file holds. */
+TEST(a_lora_checkpoint_resumes_into_and_out_of_zero_3)
+{
+    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("lora_resume3", FT_FINETUNE_LORA, false, false);
+    zero_3_of_4_ranks_and_zero_1_of_2_resume_as_each_other("lora_into3", FT_FINETUNE_LORA, true, true);
 }
 
 /* With a float master copy: ZeRO-3 against stage 0, both with the master copy. */
@@ -796,6 +831,26 @@ TEST(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0)
 }
 
 TEST(lora_stage_3_matches_stage_0) { stage_3_matches_stage_0(FT_FINETUNE_LORA); }
+
+/* On 3 ranks a layer's adapter values do not split evenly: every rank keeps
+ * the last few whole (the shared part), gathered, updated and taken from a
+ * checkpoint as the owned ones are. */
+TEST(lora_stage_3_on_3_ranks_matches_stage_0_with_a_shared_part)
+{
+    char *data = write_data("stage3_lora_3", 26);
+    run_shape shape = {3, 0, 2, 2, FT_FINETUNE_LORA, NULL, 0, false, false};
+    run_result reference = run(data, shape);
+    CHECK_INT(reference.status, 0);
+    CHECK(reference.count / 2 % 3 != 0); /* a layer's values, not a multiple of 3 */
+    shape.zero_stage = 3;
+    run_result sharded = run(data, shape);
+    CHECK_INT(sharded.status, 0);
+    matches_stage_zero(&sharded, &reference, 1e-6, 0.0, "3 ranks, ZeRO-3");
+    check_adapter_parts(&sharded, &reference, 3, "3 ranks, ZeRO-3");
+    free(sharded.values);
+    free(reference.values);
+    free(data);
+}
 
 TEST(full_fine_tuning_stage_3_matches_stage_0) { stage_3_matches_stage_0(FT_FINETUNE_FULL); }
 
@@ -893,11 +948,13 @@ int main(void)
     RUN(full_fine_tuning_stages_1_and_2_match_stage_0);
     RUN(a_zero_2_checkpoint_resumes_with_other_ranks_and_stages);
     RUN(lora_stage_3_matches_stage_0);
+    RUN(lora_stage_3_on_3_ranks_matches_stage_0_with_a_shared_part);
     RUN(a_zero_3_checkpoint_of_4_ranks_resumes_with_zero_1_on_2);
     RUN(full_fine_tuning_stage_3_matches_stage_0);
     RUN(full_fine_tuning_with_a_master_copy_stage_3_matches_stage_0);
     RUN(a_zero_3_checkpoint_of_the_master_copy_resumes_with_zero_1_on_2);
     RUN(a_zero_1_checkpoint_of_2_ranks_resumes_with_zero_3_on_4);
+    RUN(a_lora_checkpoint_resumes_into_and_out_of_zero_3);
     RUN(one_rank_streaming_its_weights_matches_stage_0);
     RUN(a_streaming_checkpoint_and_a_stage_0_one_resume_as_each_other);
     RUN(a_checkpoint_failing_mid_file_stops_every_rank);
