@@ -594,8 +594,7 @@ int ft_train(ft_model *model, const ft_token_shards *shards, const ft_train_opti
             ft_update_gate_free(t.gate);
         ft_adamw_free(t.optimizer);
         ft_zero_free(t.zero);
-        if (new_adapter_shards) /* the adapter still whole */
-            ft_adapter_shards_free(t.adapter);
+        ft_adapter_shards_free(t.adapter); /* new ones: the adapter still whole; the model's: before its shards */
         ft_grad_shards_free(t.grad_shards);
         ft_param_shards_free(t.params);
         return -1;

@@ -210,7 +210,7 @@ for step in common:
 print(worst)
 PY
 
-t_case "ds_z3_offload_config.json on 2 ranks: stage 3 with both offloads ends at stage 0's adapter, a rank keeps half the weights, the export is a normal PEFT adapter"
+t_case "ds_z3_offload_config.json on 2 ranks: stage 3 with both offloads ends at stage 0's adapter, a rank keeps half the weights and its part of the adapter, the export is a normal PEFT adapter"
 zero_workspace "max_steps = 6" "nproc_per_node = 2" "deepspeed = ds_z3_offload_config.json"
 cat >> "$W/Ftpipe" <<'P'
 
@@ -231,6 +231,11 @@ t_expect_contains "weights on rank 0: "
 python3 -c 'import sys; whole, shard = map(float, sys.argv[1:]); assert whole / 2 <= shard < whole / 2 + 64, (whole, shard)' \
   "$(metric "$PLAIN" parameter_bytes)" "$(metric "$W" parameter_host_bytes)" ||
   t_fail "rank 0 does not keep half the weights in host memory"
+# the adapter: half of each of the 2 layers' values, and the two layers the passes gather
+t_expect_contains "LoRA adapter values on rank 0: "
+python3 -c 'import sys; whole, held = map(float, sys.argv[1:]); assert held == 2 * (whole / 2) / 2 + 2 * whole / 2, (whole, held)' \
+  "$(metric "$PLAIN" adapter_bytes)" "$(metric "$W" adapter_bytes)" ||
+  t_fail "rank 0 does not keep its part of the adapter"
 t_end
 
 t_case "ds_z3_offload_config.json on one rank keeps every weight in host memory and ends with stage 0's bytes"
