@@ -9,7 +9,8 @@
 # exports a PEFT adapter; on one rank it keeps every weight in host memory and
 # ends with stage 0's bytes; full fine-tuning at stage 3 (on 2 ranks, and on
 # one streaming its weights) ends as near stage 0 as reordering its sums and
-# exports a model folder; malformed configs,
+# exports a model folder; evaluation and checkpoints during a ZeRO-3 run with
+# offload_optimizer log stage 0's eval_loss and end at its adapter; malformed configs,
 # unknown keys, numbers that disagree with the stage, and deepspeed beside
 # zero_stage are refused; a stage that would not fit names zero_stage = 1 (or 3)
 # with its figure, on a GPU (its free memory given by FTPIPE_GPU_MEMORY) the
@@ -319,6 +320,26 @@ t_run "$FTPIPE" -C "$W" estimate --measure adapter
 t_expect_status 0
 t_expect_contains "measured by estimate --measure of adapter"
 t_expect_lacks "not measured"
+t_end
+
+t_case "in-training evaluation and checkpoints at ZeRO-3 with offload_optimizer on 2 ranks: stage 0's eval_loss and adapter"
+for zero in 0 3; do # (zero_workspace sets `stage`)
+  offload=none
+  [ $zero = 3 ] && offload=cpu
+  zero_workspace "max_steps = 4" "nproc_per_node = 2" "zero_stage = $zero" "offload_optimizer = $offload" \
+    "eval_strategy = steps" "eval_steps = 2" "save_steps = 2"
+  sed -i 's/	cutoff_len = 40/	cutoff_len = 40\n	val_size = 8/' "$W/Ftpipe"
+  t_run "$FTPIPE" -C "$W" adapter
+  t_expect_status 0
+  [ $zero = 0 ] && EVAL_PLAIN=$W
+done
+[ "$(grep -c eval_loss "$W/adapter/trainer_log.jsonl")" = 2 ] || t_fail "not 2 evaluations in the log"
+python3 - "$EVAL_PLAIN/adapter/trainer_log.jsonl" "$W/adapter/trainer_log.jsonl" <<'PY' || t_fail "ZeRO-3's eval_loss is not stage 0's"
+import json, sys
+a, b = ([l["eval_loss"] for l in map(json.loads, open(p)) if "eval_loss" in l] for p in sys.argv[1:3])
+assert len(a) == 2 and all(abs(x - y) <= 1e-6 * abs(x) for x, y in zip(a, b)), (a, b)
+PY
+python3 "$T_ROOT/close.py" "$W/adapter" "$EVAL_PLAIN/adapter" >/dev/null || t_fail "ZeRO-3's adapter is not stage 0's"
 t_end
 
 t_case "hostile configs are refused naming the file and the key"
