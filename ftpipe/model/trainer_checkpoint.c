@@ -78,20 +78,29 @@ static int out_of_memory_for_adapter(void)
     return ft_error("out of host memory for the LoRA adapter's values, gathered to be written");
 }
 
+/* The gathered adapter, and each tensor's first value in it. */
 typedef struct {
     const trainer *t;
     const float *values;
+    size_t *offsets;
 } host_values;
 
 static int read_host_values(void *context, size_t tensor, int part, float *to)
 {
     const host_values *h = context;
-    size_t at = 0;
-    for (size_t i = 0; i < tensor; i++)
-        at += h->t->tensors[i].count;
-    memcpy(to, h->values + at, h->t->tensors[tensor].count * sizeof(float));
+    memcpy(to, h->values + h->offsets[tensor], h->t->tensors[tensor].count * sizeof(float));
     (void)part;
     return 0;
+}
+
+static int write_host_values(trainer *t, ft_checkpoint_writer *writer, const float *values)
+{
+    host_values h = {t, values, ft_xmalloc((t->n_tensors ? t->n_tensors : 1) * sizeof(size_t))};
+    for (size_t i = 0, at = 0; i < t->n_tensors; at += t->tensors[i].count, i++)
+        h.offsets[i] = at;
+    int written = ft_checkpoint_write_values_from(writer, read_host_values, &h);
+    free(h.offsets);
+    return written;
 }
 
 /* A checkpoint's values of ZeRO-3's LoRA adapter: every rank joins the
@@ -105,7 +114,7 @@ static int write_adapter_values(trainer *t, ft_checkpoint_writer *writer, int *w
     if (keep)
         *written = gathered < 0 ? -1
                    : !values    ? out_of_memory_for_adapter()
-                                : ft_checkpoint_write_values_from(writer, read_host_values, &(host_values){t, values});
+                                : write_host_values(t, writer, values);
     free(values);
     return gathered;
 }
